@@ -1,0 +1,235 @@
+"""Routing and the handlers of DESIGN.md §2, for one worker.
+
+``TrackerApp.handle`` turns a parsed request into response bytes,
+synchronously: tracking parses (Cython), enqueues into the batcher and
+answers; storage happens later in the batcher's tasks.
+"""
+import time
+import traceback
+
+import orjson
+
+from . import metrics, responses
+from .errors import ParseError
+from .logs import log
+from .redirect import normalise_hosts, safe_redirect
+
+COOKIE_MAX_AGE = 31536000  # one year
+JSON = b"application/json"
+GIF = b"image/gif"
+TRACK_METHODS = (b"GET", b"POST", b"OPTIONS")
+PREFLIGHT_METHODS = b"Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
+
+
+def cookie_value(raw, name=b"vid"):
+    """The value of cookie ``name`` in a Cookie header, or None."""
+    for part in raw.split(b";"):
+        key, sep, value = part.strip().partition(b"=")
+        if sep and key == name:
+            return value.strip(b'"').decode("latin-1")
+    return None
+
+
+def _header_safe(value):
+    return value is not None and len(value) < 2048 and all(32 <= c < 127 for c in value)
+
+
+class TrackerApp:
+    def __init__(self, config, batcher, stats, parser, ids, registry):
+        self.config = config
+        self.batcher = batcher
+        self.stats = stats
+        self.parse = parser.parse_track
+        self.ids = ids
+        self.registry = registry
+        self.date = registry.date
+        self.draining = False
+        self.url_prefix_filter = config.url_prefix_filter
+        self.redirect_hosts = normalise_hosts(config.redirect_hosts)
+        self.max_conns = self._worker_connection_cap(config)
+        self.routes = self._route_table(config.api_prefix.encode())
+
+    @staticmethod
+    def _worker_connection_cap(config):
+        if not config.maximum_connections:
+            return 0
+        return max(1, -(-config.maximum_connections // config.workers))
+
+    def _route_table(self, version):
+        tracked = {b"tr": ("track", self.track), b"img": ("img", self.img),
+                   b"rdr": ("rdr", self.rdr)}
+        fixed = {b"/ping": ("ping", self.ping), b"/ready": ("ready", self.ready),
+                 b"/status": ("status", self.status), b"/metrics": ("metrics", self.metrics)}
+        self.version = version
+        return tracked, fixed
+
+    # ---- connection hooks ------------------------------------------------
+    def admit_connection(self, conn):
+        if self.max_conns and len(self.registry.open) > self.max_conns:
+            self.stats.request("connection", 503)
+            return responses.simple(503, self.date, "too many connections", close=True,
+                                    extra=b"Retry-After: 1\r\n")
+        return None
+
+    def connection_closed(self, conn):
+        pass
+
+    def error_response(self, status, text):
+        return responses.simple(status, self.date, text + "\n", close=True)
+
+    def count_error(self, status):
+        self.stats.request("error", status)
+
+    def internal_error(self, conn, exc):
+        log.error("request handler failed", error=repr(exc),
+                  trace="".join(traceback.format_exception(exc))[-2000:])
+
+    # ---- dispatch --------------------------------------------------------
+    def handle(self, conn, req, keep):
+        url = req.url
+        path, sep, query = url.partition(b"?")
+        if not sep:
+            query = None
+        tracked, fixed = self.routes
+        route = fixed.get(path)
+        if route is None:
+            end = path.find(b"/", 1)
+            first = path[1:end] if end > 0 else path[1:]
+            route = tracked.get(first)
+            if route is not None and not self._version_ok(path, end):
+                route = None
+        if route is None:
+            name, status, response = "other", 404, self._plain(404, "not found\n", keep)
+        else:
+            name, handler = route
+            try:
+                status, response = handler(conn, req, path, query, keep)
+            except Exception as exc:  # a handler bug must not take the worker down
+                self.internal_error(conn, exc)
+                status, response = 500, self._plain(500, "internal error\n", False)
+        self.stats.request(name, status)
+        return response
+
+    def _version_ok(self, path, end):
+        if end < 0:
+            return False
+        rest = path[end + 1:]
+        v = self.version
+        return rest == v or rest.startswith(v + b"/")
+
+    def _plain(self, status, text, keep, extra=b""):
+        return responses.simple(status, self.date, text, close=not keep, extra=extra)
+
+    # ---- tracking --------------------------------------------------------
+    def _accept(self, conn, req, path, query, body):
+        """Parse and enqueue one event. Returns (event, None) or (None, response)."""
+        if not self.batcher.accepting or self.draining:
+            return None, (503, self._plain(503, "busy, retry\n", False,
+                                           b"Retry-After: 1\r\n"))
+        headers = req.headers
+        raw_cookie = headers.get(b"cookie")
+        ua = headers.get(b"user-agent")
+        lang = headers.get(b"accept-language")
+        try:
+            event = self.parse(
+                path, query, body, conn.client_ip,
+                None if ua is None else ua.decode("utf-8", "replace"),
+                None if lang is None else lang.decode("latin-1"),
+                None if raw_cookie is None else cookie_value(raw_cookie),
+                time.time_ns() // 1000000, self.ids, self.url_prefix_filter)
+        except ParseError as exc:
+            return None, (400, self._plain(400, str(exc) + "\n", False))
+        self.batcher.put(event)
+        self.stats.events += 1
+        return event, None
+
+    def _tracking_headers(self, conn, req, event):
+        cookie = b"Set-Cookie: vid=%s; Max-Age=%d; Path=/; SameSite=Lax%s\r\n" % (
+            event["vid"].encode(), COOKIE_MAX_AGE, b"; Secure" if conn.tls else b"")
+        return cookie + self._cors(req) + responses.NO_STORE
+
+    def _cors(self, req):
+        origin = req.headers.get(b"origin")
+        if not _header_safe(origin) or origin == b"null":
+            return b""
+        # Echo the origin: browsers refuse "*" on credentialed requests.
+        return (b"Access-Control-Allow-Origin: " + origin +
+                b"\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n")
+
+    def track(self, conn, req, path, query, keep):
+        method = req.method
+        if method == b"OPTIONS":
+            return 200, self._preflight(req, keep)
+        if method == b"GET":
+            body = None
+        elif method == b"POST":
+            body = req.body or b""
+        else:
+            return 405, self._plain(405, "method not allowed\n", keep,
+                                    b"Allow: GET, POST, OPTIONS\r\n")
+        event, refused = self._accept(conn, req, path, query, body)
+        if refused:
+            return refused
+        return 200, responses.build(200, self.date, self._tracking_headers(conn, req, event),
+                                    content_type=None, close=not keep)
+
+    def _preflight(self, req, keep):
+        asked = req.headers.get(b"access-control-request-headers")
+        allow = asked if _header_safe(asked) else b"Content-Type"
+        headers = (self._cors(req) + PREFLIGHT_METHODS +
+                   b"Access-Control-Allow-Headers: " + allow + b"\r\n"
+                   b"Access-Control-Max-Age: 86400\r\n")
+        if b"Vary" not in headers:
+            headers += b"Vary: Origin\r\n"
+        return responses.build(200, self.date, headers, content_type=None, close=not keep)
+
+    def img(self, conn, req, path, query, keep):
+        if req.method not in (b"GET", b"HEAD"):
+            return 405, self._plain(405, "method not allowed\n", keep, b"Allow: GET, HEAD\r\n")
+        event, refused = self._accept(conn, req, path, query, None)
+        if refused:
+            return refused
+        return 200, responses.build(200, self.date, self._tracking_headers(conn, req, event),
+                                    body=responses.PIXEL_GIF, content_type=GIF,
+                                    close=not keep, head=req.method == b"HEAD")
+
+    def rdr(self, conn, req, path, query, keep):
+        if req.method not in (b"GET", b"HEAD"):
+            return 405, self._plain(405, "method not allowed\n", keep, b"Allow: GET, HEAD\r\n")
+        event, refused = self._accept(conn, req, path, query, None)
+        if refused:
+            return refused
+        target = safe_redirect(event["params"].get("redirect"), self.redirect_hosts,
+                               self.config.default_redirect)
+        location = target.encode("utf-8", "replace")
+        if not _header_safe(location):
+            location = self.config.default_redirect.encode("latin-1", "replace")
+        headers = self._tracking_headers(conn, req, event) + b"Location: " + location + b"\r\n"
+        return 302, responses.build(302, self.date, headers, content_type=None, close=not keep)
+
+    # ---- service routes --------------------------------------------------
+    def ping(self, conn, req, path, query, keep):
+        return 200, self._plain(200, "pong", keep)
+
+    def ready(self, conn, req, path, query, keep):
+        down = [ch.name for ch in self.batcher.channels if ch.sink.critical and not ch.healthy]
+        if self.draining:
+            return 503, self._plain(503, "draining\n", keep)
+        if not self.batcher.accepting:
+            return 503, self._plain(503, "queue full\n", keep)
+        if down:
+            return 503, self._plain(503, "store down: %s\n" % ", ".join(down), keep)
+        return 200, self._plain(200, "ready\n", keep)
+
+    def status(self, conn, req, path, query, keep):
+        body = orjson.dumps([{"Key": "client", "Value": conn.client_ip},
+                             {"Key": "conns", "Value": len(self.registry.open)}])
+        return 200, responses.build(200, self.date, responses.NO_STORE, body=body,
+                                    content_type=JSON, close=not keep)
+
+    def metrics(self, conn, req, path, query, keep):
+        self.stats.sync()
+        body = metrics.exposition()
+        return 200, responses.build(200, self.date, responses.NO_STORE, body=body,
+                                    content_type=b"text/plain; version=0.0.4; charset=utf-8",
+                                    close=not keep)

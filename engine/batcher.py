@@ -1,0 +1,147 @@
+"""Batching events from the request path to every sink.
+
+``put`` is synchronous and cheap: it appends to the open batch. A flush
+(by size, or by age from the flush timer) hands the batch to one
+``SinkChannel`` per sink; each channel writes its batches in order with its
+own retry and backoff, so a slow or failing sink never holds back another.
+
+Durability is ``memory`` (until the durable spool lands): an accepted event
+lives only in this process until its batch is written. A crash loses at most
+the open batch (``BatchMaxAgeMs``, default 250 ms of traffic) plus batches a
+failing sink has not yet taken. Memory is bounded: once ``QueueMaxEvents``
+events wait, ``accepting`` turns false and track routes answer 503 instead of
+acknowledging events that could not be kept.
+"""
+import asyncio
+import time
+from collections import deque
+
+from .logs import log
+
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 5.0
+
+
+class SinkChannel:
+    """The ordered queue of batches waiting for one sink."""
+
+    def __init__(self, sink, stats):
+        self.sink = sink
+        self.name = sink.service
+        self.stats = stats
+        self.pending = deque()
+        self.pending_events = 0
+        self.wake = asyncio.Event()
+        self.failing_since = 0.0
+        self.started = True   # False: start() failed at boot, retried before writing
+        self.task = None
+
+    def enqueue(self, batch):
+        self.pending.append(batch)
+        self.pending_events += len(batch)
+        self.wake.set()
+
+    async def run(self):
+        backoff = BACKOFF_FIRST
+        while True:
+            if not self.pending:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            batch = self.pending[0]
+            try:
+                if not self.started:
+                    await self.sink.start()
+                    self.started = True
+                await self.sink.write_batch(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any sink error: keep the batch, retry
+                self._failed(exc, len(batch), backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            self.pending.popleft()
+            self.pending_events -= len(batch)
+            self.stats.written(self.name, len(batch))
+            if self.failing_since:
+                log.info("sink recovered", sink=self.name,
+                         down_seconds=round(time.monotonic() - self.failing_since, 1))
+                self.failing_since = 0.0
+            backoff = BACKOFF_FIRST
+
+    def _failed(self, exc, size, backoff):
+        self.stats.failed(self.name)
+        if not self.failing_since:
+            self.failing_since = time.monotonic()
+            log.error("sink write failed; batch kept for retry", sink=self.name,
+                      events=size, error=repr(exc)[:300], retry_in=backoff)
+
+    @property
+    def healthy(self):
+        return not self.failing_since
+
+
+class Batcher:
+    def __init__(self, sinks, stats, max_events=1000, max_age_ms=250, queue_max=200000,
+                 unstarted=()):
+        self.channels = [SinkChannel(s, stats) for s in sinks]
+        for ch in self.channels:
+            if ch.sink in unstarted:
+                ch.started = False
+                ch.failing_since = time.monotonic()
+        self.stats = stats
+        self.max_events = max_events
+        self.max_age = max_age_ms / 1000.0
+        self.queue_max = queue_max
+        self.batch = []
+        self.accepting = True
+        self.flush_now = asyncio.Event()
+        self.tasks = []
+
+    # ---- request path ----------------------------------------------------
+    def put(self, event):
+        batch = self.batch
+        batch.append(event)
+        if len(batch) >= self.max_events:
+            self.flush_now.set()
+
+    # ---- background ------------------------------------------------------
+    def start(self):
+        loop = asyncio.get_running_loop()
+        for ch in self.channels:
+            ch.task = loop.create_task(ch.run())
+            self.tasks.append(ch.task)
+        self.tasks.append(loop.create_task(self._timer()))
+
+    async def _timer(self):
+        while True:
+            try:
+                await asyncio.wait_for(self.flush_now.wait(), self.max_age)
+            except asyncio.TimeoutError:
+                pass
+            self.flush_now.clear()
+            self.flush()
+
+    def flush(self):
+        if self.batch:
+            batch, self.batch = self.batch, []
+            for ch in self.channels:
+                ch.enqueue(batch)
+        self.accepting = self.waiting() < self.queue_max
+
+    def waiting(self):
+        """Events accepted but not yet written to every sink."""
+        most = max((ch.pending_events for ch in self.channels), default=0)
+        return len(self.batch) + most
+
+    async def drain(self, timeout):
+        """Flush and wait until every sink has taken everything, or timeout."""
+        self.flush()
+        deadline = time.monotonic() + timeout
+        while any(ch.pending for ch in self.channels) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        left = {ch.name: ch.pending_events for ch in self.channels if ch.pending}
+        for task in self.tasks:
+            task.cancel()
+        return left

@@ -1,0 +1,123 @@
+"""The ``tracker`` command line."""
+import argparse
+import os
+import sys
+
+from . import __version__
+from .errors import ConfigError
+
+DEFAULT_CONFIG = os.environ.get("TRACKER_CONFIG", "config.json")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="tracker", description=(
+        "Self-hosted visitor and growth-event collector."))
+    parser.add_argument("--version", action="version", version=f"tracker {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the collector (supervisor + workers)")
+    serve.add_argument("--config", default=DEFAULT_CONFIG)
+    serve.add_argument("--workers", type=int, help="worker processes (overrides Workers)")
+    serve.add_argument("--listen", help="HOST:PORT for plain HTTP (overrides ProxyPort)")
+    serve.add_argument("--listen-tls", help="HOST:PORT for TLS (overrides ProxyPortTLS)")
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("--config", default=DEFAULT_CONFIG)
+
+    stats = sub.add_parser("stats", help="summarise what the embedded store holds")
+    stats.add_argument("--config", default=DEFAULT_CONFIG)
+
+    schema = sub.add_parser("schema", help="store schemas")
+    schema_sub = schema.add_subparsers(dest="action", required=True)
+    apply = schema_sub.add_parser("apply", help="create the schema in every Notify store")
+    apply.add_argument("--config", default=DEFAULT_CONFIG)
+    return parser
+
+
+def overrides_from(args):
+    found = {}
+    if getattr(args, "workers", None) is not None:
+        found["workers"] = args.workers
+    if getattr(args, "listen", None):
+        found["proxy_port"] = args.listen
+    if getattr(args, "listen_tls", None):
+        found["proxy_port_tls"] = args.listen_tls
+    return found
+
+
+def cmd_serve(args):
+    from .supervisor import serve
+    return serve(args.config, overrides_from(args))
+
+
+def cmd_check_config(args):
+    from .config import load_config
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    for warning in cfg.warnings:
+        print("warning:", warning, file=sys.stderr)
+    stores = ", ".join(e["Service"] for e in cfg.notify)
+    print(f"{args.config}: OK (TLS {cfg.tls}, listen {cfg.listen[0]}:{cfg.listen[1]}, "
+          f"workers {cfg.workers}, stores: {stores})")
+    return 0
+
+
+def _sqlite_path(cfg):
+    for entry in cfg.notify:
+        if entry["Service"] == "sqlite":
+            return entry["Path"]
+    return None
+
+
+def cmd_stats(args):
+    from .config import load_config
+    from . import stats
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    path = _sqlite_path(cfg)
+    if path is None:
+        print("no sqlite store in Notify; `tracker stats` reads the embedded store",
+              file=sys.stderr)
+        return 2
+    try:
+        print(stats.format_text(stats.collect(path)))
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_schema(args):
+    import asyncio
+    from .config import load_config
+    from .sinks.registry import build_sinks
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    for sink in build_sinks(cfg):
+        apply = getattr(sink, "apply_schema", None)
+        if apply is None:
+            print(f"{sink.service}: no schema to apply")
+            continue
+        for line in asyncio.run(apply()):
+            print(f"{sink.service}: {line}")
+    return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    handler = {"serve": cmd_serve, "check-config": cmd_check_config,
+               "stats": cmd_stats, "schema": cmd_schema}[args.command]
+    sys.exit(handler(args))
+
+
+if __name__ == "__main__":
+    main()

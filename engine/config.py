@@ -1,0 +1,258 @@
+"""Loading and validating ``config.json``.
+
+The Go collector's keys load unchanged and mean the same; keys this collector
+does not use are warned about, never fatal. A known key with a wrong type or
+value fails with the key, the value and what was expected; every problem in a
+file is reported at once so an operator fixes them in one pass.
+
+Relative paths are resolved against the config file's directory.
+"""
+import os
+from dataclasses import dataclass, field
+
+import orjson
+
+from .errors import ConfigError
+
+# Keys other Go versions of the collector knew; accepted with a warning.
+GO_KEYS_UNUSED = frozenset({
+    "IgnoreInsecureTLS", "ProxyForceJson", "ProxyExceptIPs", "AllowOrigin",
+    "PrefixPrivateHash", "AccountHashMixer", "S3Bucket", "S3Prefix",
+    "PostgresUrl", "FallbackDomain", "ProxyRoot", "StaticHost",
+})
+
+NOTIFY_KEYS = {
+    "Service": str, "Hosts": list, "Context": str, "Timeout": int,
+    "Connections": int, "CACert": str, "Cert": str, "Key": str,
+    "Secure": bool, "Critical": bool, "Filter": list, "Format": str,
+    "MessageLimit": int, "BytesLimit": int, "ByteLimit": int, "Path": str,
+    "Username": str, "Password": str, "Replication": (str, dict),
+    "JetStream": bool,
+}
+NOTIFY_PATH_KEYS = ("CACert", "Cert", "Key", "Path")
+SERVICES = ("sqlite", "cassandra", "nats")
+
+
+def _pos(v):
+    return v > 0
+
+
+def _nonneg(v):
+    return v >= 0
+
+
+# key: (attribute, accepted types, default, check, what is expected)
+KEYS = {
+    "Domains": ("domains", list, [], None, "a list of host names"),
+    "ApiVersion": ("api_version", int, 1, _pos, "a positive integer (1 means /v1/)"),
+    "SchemaVersion": ("schema_version", int, 1, _pos, "a positive integer"),
+    "StaticDirectory": ("static_directory", str, "", None, "a directory path"),
+    "ProxyUrl": ("proxy_url", str, "", None, "an http(s) URL or empty"),
+    "UseLocalTLS": ("use_local_tls", bool, False, None, "true or false"),
+    "TLSCert": ("tls_cert", str, "", None, "a file path"),
+    "TLSKey": ("tls_key", str, "", None, "a file path"),
+    "ProxyPort": ("proxy_port", (str, int), "127.0.0.1:8080", None, '":PORT" or "HOST:PORT"'),
+    "ProxyPortTLS": ("proxy_port_tls", (str, int), ":443", None, '":PORT" or "HOST:PORT"'),
+    "ProxyDailyLimit": ("proxy_daily_limit", int, 0, _nonneg, "requests per IP per day, 0 = off"),
+    "ProxyDailyLimitChecker": ("proxy_daily_limit_checker", str, "", None, '"sqlite", "cassandra" or empty'),
+    "MaximumConnections": ("maximum_connections", int, 0, _nonneg, "a connection count, 0 = no cap"),
+    "ReadTimeoutSeconds": ("read_timeout", (int, float), 20, _pos, "seconds > 0"),
+    "ReadHeaderTimeoutSeconds": ("read_header_timeout", (int, float), 20, _pos, "seconds > 0"),
+    "WriteTimeoutSeconds": ("write_timeout", (int, float), 20, _pos, "seconds > 0"),
+    "IdleTimeoutSeconds": ("idle_timeout", (int, float), 20, _pos, "seconds > 0"),
+    "MaxHeaderBytes": ("max_header_bytes", int, 65536, _pos, "bytes > 0"),
+    "DefaultRedirect": ("default_redirect", str, "/", None, "a URL"),
+    "Debug": ("debug", bool, False, None, "true or false"),
+    "UrlPrefixFilter": ("url_prefix_filter", str, "", None, "a URL prefix to strip"),
+    "Notify": ("notify", list, None, None, "a list of sink objects"),
+    "Consume": ("consume", list, [], None, "a list of consumer objects"),
+    # New keys (README documents them).
+    "TLS": ("tls", str, None, lambda v: v in ("off", "local", "acme"), '"off", "local" or "acme"'),
+    "Workers": ("workers", int, 0, _nonneg, "a process count, 0 = one per CPU"),
+    "RedirectHosts": ("redirect_hosts", list, None, None, "a list of host names"),
+    "AdminListen": ("admin_listen", str, "", None, '"HOST:PORT" or empty'),
+    "RateLimit": ("rate_limit", dict, {}, None, "an object"),
+    "TrustedProxies": ("trusted_proxies", list, [], None, "a list of CIDRs"),
+    "Durability": ("durability", str, "memory", lambda v: v == "memory",
+                   '"memory" (the durable spool is not built yet)'),
+    "SpoolDirectory": ("spool_directory", str, "spool", None, "a directory path"),
+    "BatchMaxEvents": ("batch_max_events", int, 1000, _pos, "events > 0"),
+    "BatchMaxAgeMs": ("batch_max_age_ms", int, 250, _pos, "milliseconds > 0"),
+    "QueueMaxEvents": ("queue_max_events", int, 200000, _pos, "events > 0"),
+    "DrainTimeoutSeconds": ("drain_timeout", (int, float), 10, _pos, "seconds > 0"),
+    "MaxBodyBytes": ("max_body_bytes", int, 1048576, _pos, "bytes > 0"),
+    "LogLevel": ("log_level", str, "info",
+                 lambda v: v in ("debug", "info", "warning", "error"),
+                 '"debug", "info", "warning" or "error"'),
+    "AcmeDirectory": ("acme_directory", str,
+                      "https://acme-v02.api.letsencrypt.org/directory", None, "a URL"),
+    "AcmeCacheDirectory": ("acme_cache_directory", str, "acme", None, "a directory path"),
+    "ReuseportMigrate": ("reuseport_migrate", bool, True, None, "true or false"),
+}
+PATH_KEYS = ("StaticDirectory", "TLSCert", "TLSKey", "SpoolDirectory", "AcmeCacheDirectory")
+
+
+@dataclass
+class Config:
+    """The validated config. Attribute names are the snake_case of the keys."""
+    path: str = ""
+    base_dir: str = "."
+    warnings: list = field(default_factory=list)
+    listen: tuple = ("127.0.0.1", 8080)
+    listen_tls: tuple = ("0.0.0.0", 443)
+
+    @property
+    def api_prefix(self):
+        return "v%d" % self.api_version
+
+    @property
+    def effective_log_level(self):
+        return "debug" if self.debug else self.log_level
+
+
+def parse_listen(value, key="ProxyPort"):
+    """``":8080"``, ``"host:port"``, ``"[::1]:8080"`` or ``8080`` → (host, port)."""
+    text = str(value).strip()
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "", text
+    host = host.strip("[]") or "0.0.0.0"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{key}: got {value!r}, expected \":PORT\" or \"HOST:PORT\" "
+                          "with a port from 1 to 65535")
+    return host, int(port)
+
+
+def _type_name(types):
+    types = types if isinstance(types, tuple) else (types,)
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true/false",
+             list: "a list", dict: "an object"}
+    return " or ".join(names[t] for t in types)
+
+
+def _is_type(value, types):
+    types = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool) and bool not in types:
+        return False  # JSON true is not an integer here
+    return isinstance(value, types)
+
+
+def _check_key(key, value, problems):
+    attr, types, _default, check, expected = KEYS[key]
+    if not _is_type(value, types):
+        problems.append(f"{key}: got {value!r}, expected {_type_name(types)} ({expected})")
+        return False
+    if check is not None and not check(value):
+        problems.append(f"{key}: got {value!r}, expected {expected}")
+        return False
+    return True
+
+
+def _check_notify(index, entry, section, problems):
+    where = f"{section}[{index}]"
+    if not isinstance(entry, dict):
+        problems.append(f"{where}: got {entry!r}, expected an object")
+        return
+    service = entry.get("Service")
+    if service not in SERVICES:
+        problems.append(f"{where}.Service: got {service!r}, expected one of {', '.join(SERVICES)}")
+    for key, value in entry.items():
+        types = NOTIFY_KEYS.get(key)
+        if types is None:
+            continue  # foreign keys in sink entries belong to plug-ins
+        if not _is_type(value, types):
+            problems.append(f"{where}.{key}: got {value!r}, expected {_type_name(types)}")
+    if service == "sqlite" and section == "Notify" and not entry.get("Path"):
+        problems.append(f"{where}.Path: missing, expected the SQLite file path")
+
+
+def _resolve(base_dir, path):
+    if not path:
+        return path
+    return os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
+
+
+def _derive_tls(cfg):
+    if cfg.tls is not None:
+        return cfg.tls
+    if cfg.use_local_tls:
+        return "local"
+    return "acme" if cfg.domains else "off"
+
+
+def _apply_defaults(cfg, raw, problems):
+    if cfg.notify is None:
+        cfg.notify = [{"Service": "sqlite", "Path": "tracker.db"}]
+    for section in ("Notify", "Consume"):
+        for i, entry in enumerate(getattr(cfg, section.lower())):
+            _check_notify(i, entry, section, problems)
+    if cfg.redirect_hosts is None:
+        cfg.redirect_hosts = list(cfg.domains)
+    cfg.tls = _derive_tls(cfg)
+    if cfg.tls == "acme":
+        problems.append('TLS: "acme" (derived from Domains with UseLocalTLS false) is not '
+                        'available in this version; set "TLS": "off" or "local"')
+    if cfg.tls == "local" and not (cfg.tls_cert and cfg.tls_key):
+        problems.append('TLS: "local" needs TLSCert and TLSKey')
+    if cfg.workers == 0:
+        cfg.workers = os.cpu_count() or 1
+    for key in ("ProxyPort", "ProxyPortTLS"):
+        try:
+            attr = "listen" if key == "ProxyPort" else "listen_tls"
+            setattr(cfg, attr, parse_listen(getattr(cfg, KEYS[key][0]), key))
+        except ConfigError as exc:
+            problems.append(str(exc))
+
+
+def _resolve_paths(cfg):
+    for key in PATH_KEYS:
+        attr = KEYS[key][0]
+        setattr(cfg, attr, _resolve(cfg.base_dir, getattr(cfg, attr)))
+    for entry in list(cfg.notify) + list(cfg.consume):
+        if isinstance(entry, dict):
+            for key in NOTIFY_PATH_KEYS:
+                if isinstance(entry.get(key), str):
+                    entry[key] = _resolve(cfg.base_dir, entry[key])
+
+
+def config_from_dict(raw, path="", overrides=None):
+    """Validate a decoded config object; raise ConfigError listing every problem."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path or 'config'}: expected a JSON object at the top level")
+    cfg = Config(path=path, base_dir=os.path.dirname(os.path.abspath(path)) if path else os.getcwd())
+    problems = []
+    for key, (attr, _t, default, _c, _e) in KEYS.items():
+        value = raw.get(key, default)
+        if key in raw and not _check_key(key, value, problems):
+            value = default
+        setattr(cfg, attr, value if not isinstance(value, (list, dict)) else _copy(value))
+    for key in raw:
+        if key not in KEYS:
+            known = "a key of another Go collector version" if key in GO_KEYS_UNUSED else "an unknown key"
+            cfg.warnings.append(f"{key}: {known}, ignored")
+    for key, value in (overrides or {}).items():
+        setattr(cfg, key, value)
+    _apply_defaults(cfg, raw, problems)
+    if problems:
+        raise ConfigError("invalid config " + (path or "") + ":\n  " + "\n  ".join(problems))
+    _resolve_paths(cfg)
+    return cfg
+
+
+def _copy(value):
+    return orjson.loads(orjson.dumps(value))
+
+
+def load_config(path, overrides=None):
+    """Read and validate ``path``. ``overrides`` maps attribute names to values
+    from the command line (they win over the file)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid JSON: {exc}") from None
+    return config_from_dict(raw, path, overrides)

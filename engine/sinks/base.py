@@ -1,0 +1,38 @@
+"""The small interface every sink implements.
+
+A sink is created in a worker process (after the fork) from one ``Notify``
+entry of the config. The batcher calls ``write_batch`` from the worker's event
+loop; a sink whose client library blocks runs its work in an executor so the
+loop keeps answering requests.
+
+Contract:
+- ``write_batch`` either stores the whole batch or raises; the batcher then
+  retries the same batch later. Writes must therefore be idempotent by the
+  event's ``eid`` for row tables.
+- ``start`` raises ``SinkUnavailable`` when the store cannot be reached.
+"""
+
+
+class SinkUnavailable(RuntimeError):
+    """The store cannot be reached right now."""
+
+
+class Sink:
+    service = ""  # the Notify "Service" name
+
+    def __init__(self, entry, config):
+        """``entry`` is the Notify dict (with paths already resolved),
+        ``config`` the whole loaded ``engine.config.Config``."""
+        self.entry = entry
+        self.config = config
+        self.critical = bool(entry.get("Critical", False))
+
+    async def start(self):
+        """Connect / open; raise SinkUnavailable when unreachable."""
+
+    async def write_batch(self, events):
+        """Store a list of event dicts (see engine.event); raise on failure."""
+        raise NotImplementedError
+
+    async def close(self):
+        """Flush and release resources."""

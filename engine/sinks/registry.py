@@ -1,0 +1,34 @@
+"""Finding the sink class for a Notify entry's ``Service``.
+
+Sinks are plug-ins: any installed distribution may register a class under
+the ``tracker.sinks`` entry-point group. The built-in ones are also listed
+here so a source checkout works before ``pip install``.
+"""
+import importlib
+from importlib.metadata import entry_points
+
+BUILT_IN = {"sqlite": "engine.sinks.sqlite:SQLiteSink"}
+
+
+class UnknownSink(LookupError):
+    pass
+
+
+def _load(target):
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def sink_class(service):
+    for ep in entry_points(group="tracker.sinks"):
+        if ep.name == service:
+            return ep.load()
+    if service in BUILT_IN:
+        return _load(BUILT_IN[service])
+    names = sorted({ep.name for ep in entry_points(group="tracker.sinks")} | set(BUILT_IN))
+    raise UnknownSink(f"no sink is installed for Service {service!r} "
+                      f"(installed: {', '.join(names)})")
+
+
+def build_sinks(config):
+    return [sink_class(entry["Service"])(entry, config) for entry in config.notify]

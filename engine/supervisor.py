@@ -1,0 +1,376 @@
+"""The pre-fork supervisor: forks HTTP workers and keeps their number right.
+
+``run()`` tells the whole story: prepare, spawn, then loop — wait for a
+signal or a child event, dispatch ``handle_<signal>``, reap dead workers,
+respawn what is missing. Signal handlers only enqueue the signal.
+
+Workers bind their own SO_REUSEPORT socket after the fork. A worker that
+cannot boot (exit code EXIT_BOOT, or dying before it reported ready) stops
+the supervisor with a non-zero code instead of being respawned forever; a
+worker that dies after it was serving is respawned with backoff.
+"""
+import os
+import select
+import signal
+import socket
+import tempfile
+import shutil
+import time
+import traceback
+
+from . import metrics
+from .config import load_config
+from .errors import ConfigError
+from .logs import configure, log
+from workers import EXIT_BOOT, EXIT_CRASH, EXIT_OK
+
+MIGRATE_SYSCTL = "/proc/sys/net/ipv4/tcp_migrate_req"
+BOOT_TIMEOUT = 10.0
+RESPAWN_BACKOFF_MAX = 10.0
+KILL_GRACE = 5.0
+
+
+class Worker:
+    """The supervisor's view of one child."""
+
+    def __init__(self, pid, index, ready_fd, generation):
+        self.pid = pid
+        self.index = index
+        self.ready_fd = ready_fd
+        self.generation = generation
+        self.ready = False
+        self.retiring = False
+        self.started = time.monotonic()
+        self.term_sent = 0.0
+
+
+class Supervisor:
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+
+    def __init__(self, config, config_path, overrides):
+        self.config = config
+        self.config_path = config_path
+        self.overrides = overrides
+        self.workers = {}            # pid -> Worker
+        self.signals = []
+        self.generation = 0
+        self.stopping = False
+        self.exit_code = EXIT_OK
+        self.respawn_at = {}         # index -> monotonic time
+        self.backoff = {}            # index -> seconds
+        self.metrics_dir = None
+
+    # ---- the story -------------------------------------------------------
+    def run(self):
+        self.prepare()
+        try:
+            self.spawn_missing()
+            self.wait_until_booted()
+            while not (self.stopping and not self.workers):
+                self.wait_for_event(0.5)
+                self.dispatch_signals()
+                self.reap_workers()
+                self.kill_overdue()
+                if not self.stopping:
+                    self.spawn_missing()
+        finally:
+            self.cleanup()
+        log.info("supervisor exiting", code=self.exit_code)
+        return self.exit_code
+
+    # ---- preparation -----------------------------------------------------
+    def prepare(self):
+        configure(self.config.effective_log_level, "supervisor")
+        for warning in self.config.warnings:
+            log.warning("config", detail=warning)
+        self.metrics_dir = tempfile.mkdtemp(prefix="tracker-metrics-")
+        metrics.prepare_dir(self.metrics_dir)
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w)
+        for sig in self.SIGNALS:
+            signal.signal(sig, self.enqueue_signal)
+        self.check_port_free(self.listen_address(self.config))
+        if self.config.reuseport_migrate:
+            enable_reuseport_migration()
+        log.info("supervisor starting", workers=self.config.workers,
+                 listen="%s:%d" % self.listen_address(self.config), tls=self.config.tls)
+
+    @staticmethod
+    def listen_address(config):
+        return config.listen_tls if config.tls == "local" else config.listen
+
+    @staticmethod
+    def check_port_free(address):
+        """Fail fast, with the reason, when something already listens there.
+
+        Bound without SO_REUSEPORT on purpose: with it, a second collector
+        on the same port would silently share the traffic.
+        """
+        host, port = address
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        probe = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+        except OSError as exc:
+            raise BootFailure(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        finally:
+            probe.close()
+
+    def enqueue_signal(self, signum, frame):
+        self.signals.append(signum)
+
+    def cleanup(self):
+        signal.set_wakeup_fd(-1)
+        if self.metrics_dir:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+
+    # ---- events ----------------------------------------------------------
+    def wait_for_event(self, timeout):
+        waiting = {w.ready_fd: w for w in self.workers.values() if w.ready_fd is not None}
+        try:
+            readable, _, _ = select.select([self.wake_r, *waiting], [], [], timeout)
+        except InterruptedError:
+            return
+        for fd in readable:
+            if fd == self.wake_r:
+                try:
+                    while os.read(self.wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+            else:
+                self.mark_ready(waiting[fd])
+
+    def mark_ready(self, worker):
+        data = os.read(worker.ready_fd, 1)
+        os.close(worker.ready_fd)
+        worker.ready_fd = None
+        worker.ready = data == b"R"
+        if worker.ready:
+            log.debug("worker ready", pid=worker.pid, index=worker.index)
+
+    def dispatch_signals(self):
+        while self.signals:
+            signum = self.signals.pop(0)
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                self.handle_term(signum)
+            elif signum == signal.SIGHUP:
+                self.handle_hup()
+
+    def handle_term(self, signum):
+        if not self.stopping:
+            log.info("draining", signal=signal.Signals(signum).name)
+            self.begin_stop(EXIT_OK)
+
+    def begin_stop(self, code):
+        self.stopping = True
+        if code:
+            self.exit_code = code
+        for worker in self.workers.values():
+            self.terminate(worker)
+
+    def terminate(self, worker):
+        if not worker.term_sent:
+            worker.term_sent = time.monotonic()
+            try:
+                os.kill(worker.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    # ---- children --------------------------------------------------------
+    def spawn_worker(self, index, probation=False):
+        ready_r, ready_w = os.pipe()
+        for stream in (os.sys.stdout, os.sys.stderr):
+            stream.flush()
+        pid = os.fork()
+        if pid == 0:  # child
+            os.close(ready_r)
+            os._exit(self.run_child(index, ready_w))
+        os.close(ready_w)
+        worker = Worker(pid, index, ready_r, self.generation)
+        worker.probation = probation
+        self.workers[pid] = worker
+        return worker
+
+    def run_child(self, index, ready_w):
+        code = EXIT_CRASH
+        try:
+            signal.set_wakeup_fd(-1)
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            for sig in self.SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            from workers import http as http_worker
+            code = http_worker.run(self.config, index, ready_w)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            try:
+                os.sys.stderr.flush()
+            except Exception:
+                pass
+        return code
+
+    def spawn_missing(self):
+        now = time.monotonic()
+        active = {w.index for w in self.workers.values() if not w.retiring}
+        for index in range(self.config.workers):
+            if index not in active and now >= self.respawn_at.get(index, 0):
+                self.spawn_worker(index)
+
+    def wait_until_booted(self):
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while not all(w.ready for w in self.workers.values()):
+            if self.stopping:
+                return
+            if time.monotonic() > deadline:
+                log.error("workers did not become ready in time", seconds=BOOT_TIMEOUT)
+                self.begin_stop(EXIT_BOOT)
+                return
+            self.wait_for_event(0.2)
+            self.dispatch_signals()
+            self.reap_workers()
+        log.info("serving", workers=len(self.workers),
+                 pids=sorted(w.pid for w in self.workers.values()))
+
+    def reap_workers(self):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is not None:
+                self.worker_exited(worker, os.waitstatus_to_exitcode(status))
+
+    def worker_exited(self, worker, code):
+        metrics.mark_dead(worker.pid)
+        if worker.ready_fd is not None:
+            os.close(worker.ready_fd)
+            worker.ready_fd = None
+        if worker.retiring or self.stopping:
+            log.info("worker exited", pid=worker.pid, code=code)
+            if self.stopping and code not in (EXIT_OK, -signal.SIGTERM):
+                self.exit_code = self.exit_code or EXIT_CRASH
+        elif code == EXIT_BOOT or not worker.ready:
+            if getattr(worker, "probation", False):
+                log.error("new worker could not boot", pid=worker.pid, code=code)
+                return
+            log.error("worker could not boot; stopping", pid=worker.pid, code=code)
+            self.begin_stop(EXIT_BOOT)
+        else:
+            self.schedule_respawn(worker, code)
+
+    def schedule_respawn(self, worker, code):
+        lived = time.monotonic() - worker.started
+        previous = self.backoff.get(worker.index, 0.0)
+        delay = 0.0 if lived > 30 else min(max(0.1, previous * 2), RESPAWN_BACKOFF_MAX)
+        self.backoff[worker.index] = delay
+        self.respawn_at[worker.index] = time.monotonic() + delay
+        log.warning("worker died; respawning", pid=worker.pid, code=code,
+                    index=worker.index, delay=delay)
+
+    def kill_overdue(self):
+        limit = self.config.drain_timeout + KILL_GRACE
+        now = time.monotonic()
+        for worker in self.workers.values():
+            if worker.term_sent and now - worker.term_sent > limit:
+                log.error("worker did not drain in time; killing", pid=worker.pid)
+                try:
+                    os.kill(worker.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                worker.term_sent = now  # do not repeat every loop
+
+    # ---- reload ----------------------------------------------------------
+    def handle_hup(self):
+        if self.stopping:
+            return
+        try:
+            new = load_config(self.config_path, self.overrides)
+            if self.listen_address(new) != self.listen_address(self.config):
+                self.check_port_free(self.listen_address(new))
+        except (ConfigError, BootFailure) as exc:
+            log.error("reload refused; the running config stays", reason=str(exc))
+            return
+        old_config, self.config = self.config, new
+        configure(new.effective_log_level, "supervisor")
+        self.generation += 1
+        log.info("reloading: replacing workers one at a time", generation=self.generation)
+        if not self.roll_workers():
+            self.config = old_config
+            log.error("reload aborted; remaining workers keep the previous config")
+            return
+        log.info("reload done", pids=sorted(w.pid for w in self.workers.values()
+                                             if not w.retiring))
+
+    def roll_workers(self):
+        """Start a new worker, wait until it serves, then retire an old one."""
+        old = sorted((w for w in self.workers.values() if not w.retiring),
+                     key=lambda w: w.index)
+        by_index = {w.index: w for w in old}
+        for index in range(max(self.config.workers, len(old))):
+            if index < self.config.workers:
+                fresh = self.spawn_worker(index, probation=True)
+                if not self.wait_ready(fresh):
+                    self.terminate(fresh)
+                    fresh.retiring = True
+                    return False
+                fresh.probation = False
+            previous = by_index.get(index)
+            if previous is not None:
+                previous.retiring = True
+                self.terminate(previous)
+        return True
+
+    def wait_ready(self, worker):
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while not worker.ready and time.monotonic() < deadline:
+            if worker.pid not in self.workers:
+                return False
+            self.wait_for_event(0.1)
+            self.reap_workers()
+        return worker.ready
+
+
+class BootFailure(RuntimeError):
+    """The collector cannot start (port taken, ...)."""
+
+
+def enable_reuseport_migration():
+    """Let Linux move queued connections of a closing listener to its peers.
+
+    Without ``net.ipv4.tcp_migrate_req`` a retiring worker's accept queue is
+    reset when it closes its SO_REUSEPORT socket, so a reload under load
+    would refuse a few connections.
+    """
+    try:
+        with open(MIGRATE_SYSCTL) as fh:
+            if fh.read().strip() == "1":
+                return
+        with open(MIGRATE_SYSCTL, "w") as fh:
+            fh.write("1")
+        log.info("enabled net.ipv4.tcp_migrate_req for loss-free reloads")
+    except OSError as exc:
+        log.warning("cannot enable net.ipv4.tcp_migrate_req; a reload under load may "
+                    "reset connections queued on retiring workers", error=str(exc))
+
+
+def serve(config_path, overrides):
+    """``tracker serve``: validate, then supervise until told to stop."""
+    try:
+        config = load_config(config_path, overrides)
+    except ConfigError as exc:
+        configure("info", "supervisor")
+        log.error("invalid config", reason=str(exc))
+        return 2
+    try:
+        return Supervisor(config, config_path, overrides).run()
+    except BootFailure as exc:
+        log.error("cannot start", reason=str(exc))
+        return EXIT_BOOT

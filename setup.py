@@ -1,0 +1,30 @@
+from setuptools import Extension, find_packages, setup
+from Cython.Build import cythonize
+
+extensions = cythonize(
+    [Extension("engine._parse", ["engine/_parse.pyx"])],
+    compiler_directives={"language_level": "3", "boundscheck": False,
+                         "wraparound": False, "cdivision": True},
+)
+
+setup(
+    name="tracker",
+    version="0.1.0",
+    description="Self-hosted visitor and growth-event collector",
+    packages=find_packages(include=["engine", "engine.*", "workers", "workers.*", "schema"]),
+    package_data={"engine": ["*.pyx", "*.pxd", "*.pyi"], "schema": ["*.sql", "*.cql"]},
+    ext_modules=extensions,
+    python_requires=">=3.11",
+    install_requires=[
+        "uvloop==0.23.0",
+        "httptools==0.9.0",
+        "orjson==3.13.0",
+        "prometheus-client==0.26.0",
+        "tzdata==2026.6",
+    ],
+    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17"]},
+    entry_points={
+        "console_scripts": ["tracker = engine.cli:main"],
+        "tracker.sinks": ["sqlite = engine.sinks.sqlite:SQLiteSink"],
+    },
+)

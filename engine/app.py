@@ -9,7 +9,8 @@ import traceback
 
 import orjson
 
-from . import metrics, responses
+from . import metrics
+from .http import responses
 from .errors import ParseError
 from .logs import log
 from .redirect import normalise_hosts, safe_redirect

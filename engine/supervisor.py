@@ -150,7 +150,7 @@ class Supervisor:
         worker.ready_fd = None
         worker.ready = data == b"R"
         if worker.ready:
-            log.debug("worker ready", pid=worker.pid, index=worker.index)
+            log.debug("worker ready", worker=worker.pid, index=worker.index)
 
     def dispatch_signals(self):
         while self.signals:
@@ -254,14 +254,14 @@ class Supervisor:
             os.close(worker.ready_fd)
             worker.ready_fd = None
         if worker.retiring or self.stopping:
-            log.info("worker exited", pid=worker.pid, code=code)
+            log.info("worker exited", worker=worker.pid, code=code)
             if self.stopping and code not in (EXIT_OK, -signal.SIGTERM):
                 self.exit_code = self.exit_code or EXIT_CRASH
         elif code == EXIT_BOOT or not worker.ready:
             if getattr(worker, "probation", False):
-                log.error("new worker could not boot", pid=worker.pid, code=code)
+                log.error("new worker could not boot", worker=worker.pid, code=code)
                 return
-            log.error("worker could not boot; stopping", pid=worker.pid, code=code)
+            log.error("worker could not boot; stopping", worker=worker.pid, code=code)
             self.begin_stop(EXIT_BOOT)
         else:
             self.schedule_respawn(worker, code)
@@ -272,7 +272,7 @@ class Supervisor:
         delay = 0.0 if lived > 30 else min(max(0.1, previous * 2), RESPAWN_BACKOFF_MAX)
         self.backoff[worker.index] = delay
         self.respawn_at[worker.index] = time.monotonic() + delay
-        log.warning("worker died; respawning", pid=worker.pid, code=code,
+        log.warning("worker died; respawning", worker=worker.pid, code=code,
                     index=worker.index, delay=delay)
 
     def kill_overdue(self):
@@ -280,7 +280,7 @@ class Supervisor:
         now = time.monotonic()
         for worker in self.workers.values():
             if worker.term_sent and now - worker.term_sent > limit:
-                log.error("worker did not drain in time; killing", pid=worker.pid)
+                log.error("worker did not drain in time; killing", worker=worker.pid)
                 try:
                     os.kill(worker.pid, signal.SIGKILL)
                 except ProcessLookupError:

@@ -124,7 +124,7 @@ class TrackerApp:
     # ---- tracking --------------------------------------------------------
     def _accept(self, conn, req, path, query, body):
         """Parse and enqueue one event. Returns (event, None) or (None, response)."""
-        if not self.batcher.accepting or self.draining:
+        if not self.batcher.accepting:
             return None, (503, self._plain(503, "busy, retry\n", False,
                                            b"Retry-After: 1\r\n"))
         headers = req.headers

@@ -1,0 +1,167 @@
+"""Integration harness: a real `tracker serve` on a free loopback port.
+
+Each test gets its own directory, config file and SQLite store; the
+collector runs as a subprocess exactly as a user starts it, and tests talk to
+it over real sockets.
+"""
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+TRACKER = shutil.which("tracker", path=os.path.dirname(sys.executable)) or "tracker"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Collector:
+    def __init__(self, directory, config=None, workers=2):
+        self.dir = directory
+        self.port = free_port()
+        self.workers = workers
+        self.db_path = os.path.join(directory, "tracker.db")
+        self.config = {"TLS": "off", "Domains": ["example.com"],
+                       "DefaultRedirect": "https://example.com/home",
+                       "Notify": [{"Service": "sqlite", "Path": "tracker.db",
+                                   "Critical": True}],
+                       "BatchMaxAgeMs": 50}
+        self.config.update(config or {})
+        self.config_path = os.path.join(directory, "config.json")
+        self.write_config(self.config)
+        self.proc = None
+        self.log_path = os.path.join(directory, "tracker.log")
+
+    def write_config(self, config):
+        with open(self.config_path, "w") as fh:
+            json.dump(config, fh)
+
+    # ---- process ---------------------------------------------------------
+    def start(self, wait=True):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [TRACKER, "serve", "--config", self.config_path, "--workers", str(self.workers),
+             "--listen", f"127.0.0.1:{self.port}"],
+            stdout=self.log, stderr=self.log)
+        if wait:
+            self.wait_serving()
+        return self
+
+    def wait_serving(self, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"collector exited {self.proc.returncode}:\n{self.logs()}")
+            if len(self.worker_pids()) >= self.workers and '"msg":"serving"' in self.logs():
+                try:
+                    if self.get("/ping")[0] == 200:
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise AssertionError("collector did not start:\n" + self.logs())
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self.log.close()
+        return code
+
+    def logs(self):
+        with open(self.log_path, "rb") as fh:
+            return fh.read().decode("utf-8", "replace")
+
+    def worker_pids(self):
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as fh:
+                return sorted(int(p) for p in fh.read().split())
+        except FileNotFoundError:
+            return []
+
+    # ---- HTTP ------------------------------------------------------------
+    def connection(self, timeout=10):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method, path, body=None, headers=None):
+        conn = self.connection()
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, dict(resp.getheaders()), resp.read()
+        finally:
+            conn.close()
+
+    def get(self, path, headers=None):
+        return self.request("GET", path, headers=headers)
+
+    def post(self, path, payload, headers=None):
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        hdrs = {"Content-Type": "application/json"}
+        hdrs.update(headers or {})
+        return self.request("POST", path, body=body, headers=hdrs)
+
+    def raw(self, data, read_timeout=5.0, until_closed=True):
+        """Send raw bytes on a new socket; return everything read back."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=read_timeout) as s:
+            s.sendall(data)
+            chunks = []
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    if not until_closed:
+                        break
+            except socket.timeout:
+                pass
+            return b"".join(chunks)
+
+    # ---- store -----------------------------------------------------------
+    def db(self):
+        conn = sqlite3.connect(self.db_path)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def rows(self, sql, *args):
+        with self.db() as conn:
+            return [dict(r) for r in conn.execute(sql, args)]
+
+
+@pytest.fixture
+def collector_factory(tmp_path):
+    started = []
+
+    def make(config=None, workers=2, start=True, name="c"):
+        directory = tmp_path / name
+        directory.mkdir(exist_ok=True)
+        c = Collector(str(directory), config, workers)
+        started.append(c)
+        return c.start() if start else c
+    yield make
+    for c in started:
+        if c.proc is not None and c.proc.poll() is None:
+            c.proc.kill()
+            c.proc.wait()
+
+
+@pytest.fixture
+def collector(collector_factory):
+    return collector_factory()
+
+
+def params_of(row):
+    return json.loads(row["params"]) if row.get("params") else {}

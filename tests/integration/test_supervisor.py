@@ -1,0 +1,160 @@
+"""Supervisor behaviour: crashes, boot failures, reloads, draining."""
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import TRACKER, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def _wait(predicate, timeout=15):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_killed_worker_is_replaced_and_service_continues(collector):
+    before = collector.worker_pids()
+    assert len(before) == 2
+    assert collector.get("/tr/v1/m/before")[0] == 200
+    time.sleep(0.3)   # let the batch flush before the crash (memory durability)
+    os.kill(before[0], signal.SIGKILL)
+    assert _wait(lambda: len(collector.worker_pids()) == 2 and before[0] not in collector.worker_pids())
+    for i in range(20):
+        assert collector.get(f"/tr/v1/m/after{i}")[0] == 200
+    assert collector.stop() == 0
+    assert '"worker died; respawning"' in collector.logs()
+    markers = {json.loads(r["params"])["m"] for r in collector.rows("SELECT params FROM events")}
+    assert {f"after{i}" for i in range(20)} <= markers and "before" in markers
+
+
+def test_port_in_use_stops_the_supervisor(collector_factory):
+    c = collector_factory(start=False)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", c.port))
+        squatter.listen()
+        started = time.monotonic()
+        c.start(wait=False)
+        code = c.proc.wait(15)
+    assert code != 0 and time.monotonic() - started < 10
+    assert "cannot listen on 127.0.0.1:%d" % c.port in c.logs()
+
+
+def test_worker_that_cannot_boot_stops_the_supervisor(collector_factory, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    c = collector_factory({"Notify": [{"Service": "sqlite", "Path": str(blocker / "t.db"),
+                                       "Critical": True}]}, start=False)
+    started = time.monotonic()
+    c.start(wait=False)
+    code = c.proc.wait(15)
+    assert code == 3 and time.monotonic() - started < 10
+    assert "worker cannot boot" in c.logs() and "critical sink sqlite unavailable" in c.logs()
+
+
+def test_invalid_config_is_refused_at_start(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"ApiVersion": "one", "Workers": -1, "Unknown": 1}))
+    proc = subprocess.run([TRACKER, "serve", "--config", str(path)], capture_output=True,
+                          timeout=15)
+    assert proc.returncode == 2
+    err = proc.stderr.decode()
+    assert "ApiVersion: got 'one'" in err and "Workers: got -1" in err
+    check = subprocess.run([TRACKER, "check-config", "--config", str(path)],
+                           capture_output=True, timeout=15)
+    assert check.returncode == 2 and b"ApiVersion" in check.stderr
+
+
+def _load(collector, stop, results):
+    """Keep-alive client load that reconnects when told to close."""
+    conn = None
+    n = 0
+    while not stop.is_set():
+        if conn is None:
+            conn = http.client.HTTPConnection("127.0.0.1", collector.port, timeout=10)
+        n += 1
+        try:
+            conn.request("GET", f"/tr/v1/m/{threading.get_ident()}-{n}")
+            resp = conn.getresponse()
+            resp.read()
+            results.append(resp.status)
+            if resp.getheader("Connection", "").lower() == "close":
+                conn.close()
+                conn = None
+        except (OSError, http.client.HTTPException) as exc:
+            results.append(repr(exc))
+            conn.close()
+            conn = None
+    if conn:
+        conn.close()
+
+
+def test_sighup_replaces_workers_without_client_errors(collector):
+    before = set(collector.worker_pids())
+    stop, results = threading.Event(), []
+    threads = [threading.Thread(target=_load, args=(collector, stop, results)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    collector.proc.send_signal(signal.SIGHUP)
+    assert _wait(lambda: '"reload done"' in collector.logs(), 30), collector.logs()
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert _wait(lambda: len(collector.worker_pids()) == 2 and
+                 not set(collector.worker_pids()) & before, 20)
+    errors = [r for r in results if r != 200]
+    assert not errors, errors[:5]
+    assert len(results) > 100
+    assert collector.stop() == 0
+    stored = collector.rows("SELECT COUNT(*) AS n FROM events")[0]["n"]
+    assert stored == len(results)
+
+
+def test_sighup_with_invalid_config_keeps_running(collector):
+    before = collector.worker_pids()
+    collector.write_config({"ApiVersion": 0})
+    collector.proc.send_signal(signal.SIGHUP)
+    assert _wait(lambda: "reload refused" in collector.logs())
+    assert collector.worker_pids() == before
+    assert collector.get("/tr/v1/m/still")[0] == 200
+
+
+def test_sigterm_drains_and_ready_turns_503(collector_factory):
+    c = collector_factory({"DrainTimeoutSeconds": 5})
+    conn = c.connection()
+    conn.request("GET", "/ready")
+    assert conn.getresponse().read() == b"ready\n"
+    for i in range(50):
+        assert c.get(f"/tr/v1/m/d{i}")[0] == 200
+    c.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    try:   # the open keep-alive connection is told the node is draining
+        conn.request("GET", "/ready")
+        assert conn.getresponse().status == 503
+    except (OSError, http.client.HTTPException):
+        pass  # or it was already closed: also a correct drain
+    assert c.proc.wait(15) == 0
+    assert c.rows("SELECT COUNT(*) AS n FROM events")[0]["n"] == 50
+
+
+def test_workers_die_with_the_supervisor(collector):
+    pids = collector.worker_pids()
+    collector.proc.kill()
+    collector.proc.wait()
+    def gone():
+        return all(not os.path.exists(f"/proc/{p}") or
+                   open(f"/proc/{p}/stat").read().split()[2] == "Z" for p in pids)
+    assert _wait(gone, 15)

@@ -12,10 +12,10 @@ RUN useradd --system --home /var/lib/tracker tracker \
     && mkdir -p /var/lib/tracker/data && chown -R tracker /var/lib/tracker
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-COPY config.json /etc/tracker/config.json
+COPY --chown=tracker config.json /var/lib/tracker/config.json
 USER tracker
 WORKDIR /var/lib/tracker
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=2s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/ready').status != 200)"
 ENTRYPOINT ["tracker"]
-CMD ["serve", "--config", "/etc/tracker/config.json", "--listen", "0.0.0.0:8080"]
+CMD ["serve", "--config", "/var/lib/tracker/config.json", "--listen", "0.0.0.0:8080"]

@@ -1,0 +1,83 @@
+import json
+
+import pytest
+
+from engine.config import config_from_dict, load_config, parse_listen
+from engine.errors import ConfigError
+
+
+def test_go_config_keys_load_unchanged(tmp_path):
+    go = {"Domains": ["example.com"], "ApiVersion": 1, "SchemaVersion": 2,
+          "StaticDirectory": "pub", "ProxyUrl": "", "UseLocalTLS": True,
+          "TLSCert": "cert.pem", "TLSKey": "key.pem", "ProxyPort": ":8080",
+          "ProxyPortTLS": ":8443", "ProxyDailyLimit": 100, "ProxyDailyLimitChecker": "cassandra",
+          "MaximumConnections": 5000, "ReadTimeoutSeconds": 7, "ReadHeaderTimeoutSeconds": 5,
+          "WriteTimeoutSeconds": 7, "IdleTimeoutSeconds": 60, "MaxHeaderBytes": 1048576,
+          "DefaultRedirect": "https://example.com", "Debug": True, "UrlPrefixFilter": "https://x",
+          "IgnoreInsecureTLS": True,
+          "Notify": [{"Service": "cassandra", "Hosts": ["localhost"], "Context": "tracker",
+                      "Timeout": 2000, "Connections": 2, "Secure": False, "Critical": True}],
+          "Consume": [{"Service": "nats", "Hosts": ["tls://localhost:4222"], "Context": "c",
+                       "Filter": [{"Alias": "log", "Id": "tic.log.>"}], "MessageLimit": 10,
+                       "ByteLimit": 1024}]}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(go))
+    cfg = load_config(str(path))
+    assert cfg.tls == "local" and cfg.listen == ("0.0.0.0", 8080)
+    assert cfg.listen_tls == ("0.0.0.0", 8443)
+    assert cfg.tls_cert == str(tmp_path / "cert.pem")        # relative to the file
+    assert cfg.static_directory == str(tmp_path / "pub")
+    assert cfg.effective_log_level == "debug" and cfg.redirect_hosts == ["example.com"]
+    assert any("IgnoreInsecureTLS" in w for w in cfg.warnings)
+
+
+def test_every_problem_is_reported_with_key_value_and_expectation():
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"ApiVersion": "1", "MaxHeaderBytes": 0, "Debug": "yes",
+                          "TLS": "maybe", "Notify": [{"Service": "sqlite"}]})
+    text = str(err.value)
+    assert "ApiVersion: got '1', expected an integer" in text
+    assert "MaxHeaderBytes: got 0, expected bytes > 0" in text
+    assert "Debug: got 'yes', expected true/false" in text
+    assert "TLS: got 'maybe'" in text
+    assert "Notify[0].Path: missing" in text
+
+
+def test_transport_derivation():
+    assert config_from_dict({}).tls == "off"
+    with pytest.raises(ConfigError, match="acme"):
+        config_from_dict({"Domains": ["example.com"]})
+    assert config_from_dict({"Domains": ["example.com"], "TLS": "off"}).tls == "off"
+
+
+def test_defaults_run_the_embedded_store(tmp_path):
+    cfg = config_from_dict({}, str(tmp_path / "c.json"))
+    assert cfg.notify == [{"Service": "sqlite", "Path": str(tmp_path / "tracker.db")}]
+    assert cfg.durability == "memory" and cfg.workers >= 1 and cfg.api_prefix == "v1"
+
+
+def test_overrides_win_over_the_file():
+    cfg = config_from_dict({"ProxyPort": ":9000", "Workers": 4},
+                           overrides={"proxy_port": "127.0.0.2:9100", "workers": 1})
+    assert cfg.listen == ("127.0.0.2", 9100) and cfg.workers == 1
+
+
+@pytest.mark.parametrize("text,expected", [
+    (":8080", ("0.0.0.0", 8080)), ("127.0.0.1:80", ("127.0.0.1", 80)),
+    ("[::1]:8080", ("::1", 8080)), (8080, ("0.0.0.0", 8080))])
+def test_parse_listen(text, expected):
+    assert parse_listen(text) == expected
+
+
+@pytest.mark.parametrize("bad", [":0", ":70000", "host:", "host:http"])
+def test_parse_listen_rejects(bad):
+    with pytest.raises(ConfigError, match="ProxyPort"):
+        parse_listen(bad)
+
+
+def test_shipped_config_is_valid():
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    cfg = load_config(os.path.join(root, "config.json"))
+    assert cfg.tls == "off" and cfg.listen == ("127.0.0.1", 8080)
+    assert cfg.notify[0]["Service"] == "sqlite"

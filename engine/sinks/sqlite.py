@@ -1,0 +1,401 @@
+"""SQLite sink: the embedded default store (DESIGN.md §4).
+
+One file, WAL mode, written by every worker process. Each batch is ONE
+``BEGIN IMMEDIATE`` transaction: the events, the row tables they fan out to and
+the counters they add either all land or none do, and a failed batch is rolled
+back and re-raised so the batcher retries it whole.
+
+Idempotency by ``eid`` (a replayed batch rewrites nothing and counts nothing):
+inside the transaction the sink first looks up which of the batch's eids are
+already in ``events`` (UNIQUE(eid) index) and drops those events, together
+with duplicate eids inside the batch. Only the remaining, genuinely new events
+are inserted and fanned out. Because an event's row and every counter increment
+it causes commit in the same transaction, "eid already stored" means "already
+counted", so counters are never double-counted by spool replays or retries.
+
+Row tables are order-independent upserts: first-write-wins tables (visitors,
+sessions, referrals, aliases, users, usernames) keep the EARLIEST event by
+(created, eid); last-seen tables (nodes, locations, affiliates) keep the LATEST.
+Counters are coalesced per batch in memory and written once per distinct key as
+``total = total + n``.
+
+The blocking SQLite work runs in a single-thread executor owned by the sink,
+so the worker's event loop keeps answering requests while a batch is written.
+"""
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
+
+import orjson
+
+from engine.event import COLUMNS
+from engine.sinks.base import Sink, SinkUnavailable
+from schema import schema_text
+
+BUSY_TIMEOUT_MS = 15_000
+"""How long a writer waits for another process's transaction (many workers
+share one file; a batch transaction holds the write lock for milliseconds)."""
+
+_IN_CHUNK = 500  # eids per "WHERE eid IN (...)" lookup, well under SQLite's variable limit
+
+
+def open_db(path, readonly=False):
+    """Return a configured ``sqlite3`` connection to ``path``.
+
+    Autocommit mode (``isolation_level=None``: transactions are explicit
+    ``BEGIN IMMEDIATE`` / ``COMMIT``), usable from another thread than the one
+    that opened it, busy timeout of ``BUSY_TIMEOUT_MS``, ``synchronous=NORMAL``
+    and, unless ``readonly``, WAL journal mode. ``readonly=True`` opens the file
+    with ``mode=ro`` (it must exist) and changes nothing in it.
+    """
+    path = os.fspath(path)
+    if readonly:
+        conn = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro",
+                               uri=True, isolation_level=None,
+                               check_same_thread=False,
+                               timeout=BUSY_TIMEOUT_MS / 1000)
+    else:
+        conn = sqlite3.connect(path, isolation_level=None,
+                               check_same_thread=False,
+                               timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_MS)}")
+        if not readonly:
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+# ---------------------------------------------------------------- conversions
+
+_last_second = (None, "")  # (epoch second, "YYYY-MM-DDTHH:MM:SS"), swapped atomically
+
+
+def iso_ms(ms):
+    """Milliseconds since the epoch -> "2026-11-27T23:15:26.123Z" (UTC)."""
+    global _last_second
+    s, frac = divmod(int(ms), 1000)
+    last = _last_second
+    if last[0] == s:
+        text = last[1]
+    else:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s))
+        _last_second = (s, text)
+    return "%s.%03dZ" % (text, frac)
+
+
+def _latlon_text(value):
+    lat, lon = value
+    return f"{float(lat)!r},{float(lon)!r}"
+
+
+def _vp_text(value):
+    w, h = value
+    return f"{int(w)}x{int(h)}"
+
+
+def _row_values(ev):
+    """The event as a dict of stored column values (see schema/sqlite.sql)."""
+    row = dict(ev)
+    created = iso_ms(ev["created"])
+    row["created"] = created
+    row["day"] = created[:10]
+    row["first"] = 1 if ev.get("first") else 0
+    latlon = ev.get("latlon")
+    row["latlon"] = _latlon_text(latlon) if latlon else None
+    vp = ev.get("vp")
+    row["vp"] = _vp_text(vp) if vp else None
+    row["params"] = orjson.dumps(ev.get("params") or {}).decode()
+    return row
+
+
+# ---------------------------------------------------------------- statements
+
+_EVENTS_SQL = "INSERT OR IGNORE INTO events (%s) VALUES (%s)" % (
+    ", ".join(COLUMNS), ", ".join("?" * len(COLUMNS)))
+
+_PROFILE = ("sid", "uid", "app", "ip", "latlon", "url", "last", "ref", "aff",
+            "source", "medium", "campaign", "term", "country", "culture",
+            "browser", "bhash", "device", "os", "tz", "vp", "params")
+
+EARLIEST, LATEST = "<", ">"
+
+
+class _RowTable:
+    """An upsert table keyed by ``key``; among events with the same key the
+    row keeps the earliest or the latest by (created, eid)."""
+
+    def __init__(self, name, key, cols, keep):
+        self.name, self.key, self.keep = name, key, keep
+        self.cols = key + ("created", "eid") + tuple(c for c in cols if c not in key)
+        self.nkey = len(key)
+        i = self.cols.index("created")
+        self.order = slice(i, i + 2)  # (created, eid) inside a row tuple
+        updates = ", ".join(f"{c} = excluded.{c}" for c in self.cols[self.nkey:])
+        self.sql = (
+            f"INSERT INTO {name} ({', '.join(self.cols)}) "
+            f"VALUES ({', '.join('?' * len(self.cols))}) "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates} "
+            f"WHERE (excluded.created, excluded.eid) {keep} ({name}.created, {name}.eid)")
+
+    def reduce(self, rows, values):
+        """Add ``values`` (dict of column values) to ``rows`` (key -> row) if it
+        beats the row already there for the same key."""
+        row = tuple([values.get(c) for c in self.cols])
+        k = row[:self.nkey]
+        old = rows.get(k)
+        if old is None:
+            rows[k] = row
+        elif self.keep == EARLIEST:
+            if row[self.order] < old[self.order]:
+                rows[k] = row
+        elif row[self.order] > old[self.order]:
+            rows[k] = row
+
+
+VISITORS = _RowTable("visitors", ("vid",), _PROFILE, EARLIEST)
+SESSIONS = _RowTable("sessions", ("vid", "sid"), _PROFILE, EARLIEST)
+NODES = _RowTable("nodes", ("vid", "ip"), ("sid", "uid"), LATEST)
+LOCATIONS = _RowTable("locations", ("vid", "latlon"), ("sid", "uid", "ip", "country"), LATEST)
+ALIASES = _RowTable("aliases", ("vid", "uid"), ("sid",), EARLIEST)
+USERS = _RowTable("users", ("uid", "vid"), ("sid",), EARLIEST)
+USERNAMES = _RowTable("usernames", ("username", "vid"), ("uid", "sid"), EARLIEST)
+REFERRALS = _RowTable("referrals", ("vid",), ("ref", "sid", "uid", "url", "last",
+                                               "source", "medium", "campaign"), EARLIEST)
+AFFILIATES = _RowTable("affiliates", ("vid",), ("aff", "sid", "uid", "url", "last"), LATEST)
+ROW_TABLES = (VISITORS, SESSIONS, NODES, LOCATIONS, ALIASES, USERS, USERNAMES,
+              REFERRALS, AFFILIATES)
+
+
+def _counter_sql(table, key):
+    return (f"INSERT INTO {table} ({', '.join(key)}, total) "
+            f"VALUES ({', '.join('?' * (len(key) + 1))}) "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET total = total + excluded.total")
+
+
+COUNTER_TABLES = {
+    "dailies": ("ip", "day"),
+    "ips": ("ip",),
+    "reqs": ("vid",),
+    "hits": ("url",),
+    "referrers": ("url",),
+    "browsers": ("browser", "bhash"),
+    "outcomes": ("outcome", "sink", "url", "created"),
+    "counters": ("id",),
+}
+_COUNTER_SQL = {t: _counter_sql(t, k) for t, k in COUNTER_TABLES.items()}
+
+
+def _bump(counts, key):
+    counts[key] = counts.get(key, 0) + 1
+
+
+# ---------------------------------------------------------------- the sink
+
+class SQLiteSink(Sink):
+    service = "sqlite"
+
+    def __init__(self, entry, config):
+        super().__init__(entry, config)
+        path = entry.get("Path")
+        if not path:
+            raise ValueError('sqlite Notify entry needs a "Path" (the database file)')
+        self.path = os.fspath(path)
+        self.schema_version = int(config.schema_version)
+        self._conn = None
+        self._executor = None
+        self._lock = threading.Lock()  # one batch at a time on the connection
+
+    # -- life cycle
+
+    def _get_executor(self):
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1,
+                                                thread_name_prefix="sqlite-sink")
+        return self._executor
+
+    async def start(self):
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._get_executor(), self.start_sync)
+
+    def start_sync(self):
+        """Open the file, apply the schema, check the schema version."""
+        with self._lock:
+            if self._conn is not None:
+                return
+            try:
+                parent = os.path.dirname(os.path.abspath(self.path))
+                os.makedirs(parent, exist_ok=True)
+                conn = open_db(self.path)
+            except (OSError, sqlite3.Error) as e:
+                raise SinkUnavailable(f"sqlite: cannot open {self.path}: {e}") from e
+            try:
+                self._apply_schema(conn)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+
+    def _apply_schema(self, conn):
+        try:
+            # One transaction: concurrent workers starting together serialise
+            # on the write lock (busy timeout) instead of failing.
+            conn.executescript("BEGIN IMMEDIATE;\n" + schema_text("sqlite.sql") + "\nCOMMIT;")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT seq FROM sequences WHERE name = 'DB_VER'").fetchone()
+                if row is None:
+                    conn.execute("INSERT INTO sequences (name, seq) VALUES ('DB_VER', ?)",
+                                 (self.schema_version,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise SinkUnavailable(f"sqlite: cannot prepare {self.path}: {e}") from e
+        if row is not None and row[0] != self.schema_version:
+            raise SinkUnavailable(
+                f"sqlite: {self.path} has schema version {row[0]} (sequences.DB_VER) "
+                f"but this configuration expects SchemaVersion {self.schema_version}; "
+                f"migrate the database or fix SchemaVersion")
+
+    async def close(self):
+        ex = self._executor
+        if ex is None:
+            self.close_sync()
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(ex, self.close_sync)
+        finally:
+            self._executor = None
+            ex.shutdown(wait=True)
+
+    def close_sync(self):
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                try:
+                    conn.execute("PRAGMA optimize")
+                except sqlite3.Error:
+                    pass
+                conn.close()
+
+    # -- writing
+
+    async def write_batch(self, events):
+        if not events:
+            return 0
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._get_executor(),
+                                          self.write_batch_sync, events)
+
+    def write_batch_sync(self, events):
+        """Store ``events`` in one transaction; return how many were new.
+
+        Raises (after rolling back) on any failure; the whole batch can then
+        be retried, and events already stored are skipped."""
+        if not events:
+            return 0
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise SinkUnavailable(f"sqlite: {self.path} is not open (start() first)")
+            cur = conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                fresh = self._unseen(cur, events)
+                if fresh:
+                    self._write(cur, fresh)
+                cur.execute("COMMIT")
+            except BaseException:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                raise
+            finally:
+                cur.close()
+            return len(fresh)
+
+    @staticmethod
+    def _unseen(cur, events):
+        """Events of the batch whose eid is neither stored yet nor repeated
+        earlier in the batch, in batch order."""
+        by_eid = {}
+        for ev in events:
+            by_eid.setdefault(ev["eid"], ev)
+        eids = list(by_eid)
+        for i in range(0, len(eids), _IN_CHUNK):
+            chunk = eids[i:i + _IN_CHUNK]
+            sql = "SELECT eid FROM events WHERE eid IN (%s)" % ",".join("?" * len(chunk))
+            for (eid,) in cur.execute(sql, chunk):
+                by_eid.pop(eid, None)
+        return list(by_eid.values())
+
+    @staticmethod
+    def _write(cur, events):
+        event_rows = []
+        rows = {t.name: {} for t in ROW_TABLES}
+        counts = {t: {} for t in COUNTER_TABLES}
+        dailies, ips, reqs, hits = (counts["dailies"], counts["ips"],
+                                    counts["reqs"], counts["hits"])
+        referrers, browsers, outcomes = (counts["referrers"], counts["browsers"],
+                                         counts["outcomes"])
+        for ev in events:
+            v = _row_values(ev)
+            event_rows.append(tuple([v.get(c) for c in COLUMNS]))
+            ip = ev.get("ip") or ""
+            v["ip"] = ip
+            if ev.get("first"):
+                VISITORS.reduce(rows["visitors"], v)
+                SESSIONS.reduce(rows["sessions"], v)
+            NODES.reduce(rows["nodes"], v)
+            if v["latlon"]:
+                LOCATIONS.reduce(rows["locations"], v)
+            if ev.get("uid"):
+                ALIASES.reduce(rows["aliases"], v)
+                USERS.reduce(rows["users"], v)
+            if ev.get("username"):
+                USERNAMES.reduce(rows["usernames"], v)
+            if ev.get("ref"):
+                REFERRALS.reduce(rows["referrals"], v)
+            if ev.get("aff"):
+                AFFILIATES.reduce(rows["affiliates"], v)
+            _bump(dailies, (ip, v["day"]))
+            if ip:
+                _bump(ips, (ip,))
+            _bump(reqs, (ev["vid"],))
+            url = ev.get("url")
+            if url:
+                _bump(hits, (url,))
+            last = ev.get("last")
+            if last:
+                _bump(referrers, (last,))
+            browser = ev.get("browser")
+            if browser:
+                _bump(browsers, (browser, ev.get("bhash") or ""))
+            outcome = ev.get("outcome")
+            if outcome:
+                _bump(outcomes, (outcome, ev.get("sink") or "", url or "", v["day"]))
+            if ev.get("new_visitor"):
+                _bump(counts["counters"], ("vids_created",))
+
+        cur.executemany(_EVENTS_SQL, event_rows)
+        for t in ROW_TABLES:
+            r = rows[t.name]
+            if r:
+                cur.executemany(t.sql, r.values())
+        for table, c in counts.items():
+            if c:
+                cur.executemany(_COUNTER_SQL[table], [k + (n,) for k, n in c.items()])

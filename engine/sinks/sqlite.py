@@ -269,6 +269,27 @@ class SQLiteSink(Sink):
                 f"but this configuration expects SchemaVersion {self.schema_version}; "
                 f"migrate the database or fix SchemaVersion")
 
+    async def apply_schema(self):
+        """`tracker schema apply`: create what is missing, say what was there."""
+        existed = set()
+        if os.path.exists(self.path):
+            with open_db(self.path, readonly=True) as conn:
+                existed = {r[0] for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        self.start_sync()
+        try:
+            tables = [r[0] for r in self._conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        finally:
+            self.close_sync()
+        created = [t for t in tables if t not in existed]
+        kept = [t for t in tables if t in existed]
+        return [f"{self.path}: created {len(created)} tables" +
+                (f" ({', '.join(created)})" if created else ""),
+                f"{self.path}: {len(kept)} tables already existed" +
+                (f" ({', '.join(kept)})" if kept else ""),
+                f"{self.path}: sequences DB_VER = {self.schema_version}"]
+
     async def close(self):
         ex = self._executor
         if ex is None:

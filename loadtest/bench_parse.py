@@ -1,6 +1,5 @@
 """Micro-benchmark: parse_track, compiled (engine._parse) vs reference (engine.parse_ref).
 
-    cd /work/main && .venv/bin/python setup.py build_ext --inplace
     .venv/bin/python loadtest/bench_parse.py [--rounds 7] [--seconds 0.3]
 
 Two requests: a GET tuplet path (the DESIGN.md §2 example plus a query with
@@ -11,14 +10,12 @@ compiled/reference ratio. Ids come from the real TimeUUIDGen of each module.
 """
 
 import argparse
-import os
 import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from engine import _parse, parse_ref  # noqa: E402
+# The installed package (pip install .), whose engine._parse is compiled.
+from engine import _parse, parse_ref
 
 UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
       "(KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36")

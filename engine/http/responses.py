@@ -45,18 +45,10 @@ class DateHeader:
 def build(status, date, headers=b"", body=b"", content_type=b"text/plain; charset=utf-8",
           close=False, head=False):
     """A whole response. ``headers`` is pre-joined header lines."""
-    parts = [STATUS_LINES[status], date.value, SERVER]
-    if content_type and body:
-        parts.append(b"Content-Type: " + content_type + b"\r\n")
-    parts.append(b"Content-Length: %d\r\n" % len(body))
-    if headers:
-        parts.append(headers)
-    if close:
-        parts.append(CLOSE)
-    parts.append(b"\r\n")
-    if body and not head:
-        parts.append(body)
-    return b"".join(parts)
+    return b"%s%s%s%sContent-Length: %d\r\n%s%s\r\n%s" % (
+        STATUS_LINES[status], date.value, SERVER,
+        b"Content-Type: " + content_type + b"\r\n" if content_type and body else b"",
+        len(body), headers, CLOSE if close else b"", b"" if head else body)
 
 
 def simple(status, date, text, close=False, extra=b""):

@@ -27,8 +27,9 @@ def free_port():
 
 
 class Collector:
-    def __init__(self, directory, config=None, workers=2):
+    def __init__(self, directory, config=None, workers=2, env=None):
         self.dir = directory
+        self.env = env
         self.port = free_port()
         self.workers = workers
         self.db_path = os.path.join(directory, "tracker.db")
@@ -53,7 +54,8 @@ class Collector:
         self.proc = subprocess.Popen(
             [TRACKER, "serve", "--config", self.config_path, "--workers", str(self.workers),
              "--listen", f"127.0.0.1:{self.port}"],
-            stdout=self.log, stderr=self.log)
+            stdout=self.log, stderr=self.log,
+            env=None if self.env is None else {**os.environ, **self.env})
         if wait:
             self.wait_serving()
         return self
@@ -145,10 +147,10 @@ class Collector:
 def collector_factory(tmp_path):
     started = []
 
-    def make(config=None, workers=2, start=True, name="c"):
+    def make(config=None, workers=2, start=True, name="c", env=None):
         directory = tmp_path / name
         directory.mkdir(exist_ok=True)
-        c = Collector(str(directory), config, workers)
+        c = Collector(str(directory), config, workers, env)
         started.append(c)
         return c.start() if start else c
     yield make

@@ -22,6 +22,8 @@ from . import metrics
 from .config import load_config
 from .errors import ConfigError
 from .logs import configure, log
+from .sinks.base import SinkUnavailable
+from .sinks.registry import UnknownSink, build_sinks
 from workers import EXIT_BOOT, EXIT_CRASH, EXIT_OK
 
 MIGRATE_SYSCTL = "/proc/sys/net/ipv4/tcp_migrate_req"
@@ -92,10 +94,24 @@ class Supervisor:
         for sig in self.SIGNALS:
             signal.signal(sig, self.enqueue_signal)
         self.check_port_free(self.listen_address(self.config))
+        self.prepare_stores()
         if self.config.reuseport_migrate:
             enable_reuseport_migration()
         log.info("supervisor starting", workers=self.config.workers,
                  listen="%s:%d" % self.listen_address(self.config), tls=self.config.tls)
+
+    def prepare_stores(self):
+        try:
+            sinks = build_sinks(self.config)
+        except UnknownSink as exc:
+            raise BootFailure(str(exc)) from None
+        for sink in sinks:
+            try:
+                sink.prepare()
+            except SinkUnavailable as exc:
+                if sink.critical:
+                    raise BootFailure(f"critical sink {sink.service} unavailable: {exc}") from None
+                log.error("sink unavailable; starting anyway", sink=sink.service, error=str(exc))
 
     @staticmethod
     def listen_address(config):

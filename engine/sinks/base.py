@@ -27,6 +27,11 @@ class Sink:
         self.config = config
         self.critical = bool(entry.get("Critical", False))
 
+    def prepare(self):
+        """Optional, run once in the supervisor before forking (create files,
+        schema). Must leave no open connection behind: workers fork after it.
+        Raise SinkUnavailable when the store cannot be prepared."""
+
     async def start(self):
         """Connect / open; raise SinkUnavailable when unreachable."""
 

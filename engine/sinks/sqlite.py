@@ -65,12 +65,30 @@ def open_db(path, readonly=False):
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_MS)}")
         if not readonly:
-            conn.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _enable_wal(conn):
+    """Switch to WAL, waiting out other processes doing the same.
+
+    Several workers opening a new file at once race for the exclusive lock
+    that the journal-mode change needs, and SQLite reports that race as
+    "database is locked" at once instead of calling the busy handler.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 # ---------------------------------------------------------------- conversions
@@ -268,6 +286,12 @@ class SQLiteSink(Sink):
                 f"sqlite: {self.path} has schema version {row[0]} (sequences.DB_VER) "
                 f"but this configuration expects SchemaVersion {self.schema_version}; "
                 f"migrate the database or fix SchemaVersion")
+
+    def prepare(self):
+        """Supervisor, before the fork: create the file and schema once, so
+        workers starting together only open it."""
+        self.start_sync()
+        self.close_sync()
 
     async def apply_schema(self):
         """`tracker schema apply`: create what is missing, say what was there."""

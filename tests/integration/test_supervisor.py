@@ -52,6 +52,22 @@ def test_port_in_use_stops_the_supervisor(collector_factory):
 
 
 def test_worker_that_cannot_boot_stops_the_supervisor(collector_factory, tmp_path):
+    (tmp_path / "cert.pem").write_text("not a certificate")
+    (tmp_path / "key.pem").write_text("not a key")
+    c = collector_factory({"TLS": "local", "TLSCert": str(tmp_path / "cert.pem"),
+                           "TLSKey": str(tmp_path / "key.pem")}, start=False)
+    c.config["ProxyPortTLS"] = f"127.0.0.1:{c.port}"
+    c.write_config(c.config)
+    started = time.monotonic()
+    c.start(wait=False)
+    code = c.proc.wait(15)
+    assert code == 3 and time.monotonic() - started < 10
+    logs = c.logs()
+    assert "worker cannot boot" in logs and "cannot load TLSCert" in logs
+    assert logs.count('"worker cannot boot"') <= 2       # not respawned over and over
+
+
+def test_unavailable_critical_store_refuses_to_start(collector_factory, tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
     c = collector_factory({"Notify": [{"Service": "sqlite", "Path": str(blocker / "t.db"),
@@ -60,7 +76,7 @@ def test_worker_that_cannot_boot_stops_the_supervisor(collector_factory, tmp_pat
     c.start(wait=False)
     code = c.proc.wait(15)
     assert code == 3 and time.monotonic() - started < 10
-    assert "worker cannot boot" in c.logs() and "critical sink sqlite unavailable" in c.logs()
+    assert "critical sink sqlite unavailable" in c.logs()
 
 
 def test_invalid_config_is_refused_at_start(tmp_path):

@@ -94,6 +94,23 @@ class Server:
             time.sleep(0.1)
         raise SystemExit("collector did not start")
 
+    def wait_written(self, timeout=120):
+        """Block until every accepted event is written, so the store's backlog
+        from one run does not bill its CPU to the next."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            accepted = re.search(r"^tracker_events_total ([\d.e+]+)$", text, re.M)
+            written = re.search(r'^tracker_sink_events_written_total\{sink="sqlite"\} ([\d.e+]+)$',
+                                text, re.M)
+            done = float(written.group(1)) if written else 0.0
+            if not accepted or done >= float(accepted.group(1)):
+                return
+            time.sleep(0.25)
+        raise SystemExit("the store did not catch up within %d s: %s / %s" % (
+            timeout, accepted and accepted.group(1), written and written.group(1)))
+
     def cpu(self):
         return cpu_seconds([self.proc.pid] + children(self.proc.pid))
 
@@ -128,8 +145,10 @@ def run_wrk(port, path, duration, connections):
 
 
 def measure(server, path, args):
+    """One wrk run; CPU is counted until the store has written the run's events."""
     before = server.cpu()
     result = run_wrk(server.port, path, args.duration, args.connections)
+    server.wait_written()
     result["cpu_us_per_req"] = (server.cpu() - before) * 1e6 / max(1, result["requests"])
     return result
 

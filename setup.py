@@ -21,10 +21,12 @@ setup(
         "orjson==3.13.0",
         "prometheus-client==0.26.0",
         "tzdata==2026.6",
+        "cassandra-driver==3.30.1",
     ],
     extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17"]},
     entry_points={
         "console_scripts": ["tracker = engine.cli:main"],
-        "tracker.sinks": ["sqlite = engine.sinks.sqlite:SQLiteSink"],
+        "tracker.sinks": ["sqlite = engine.sinks.sqlite:SQLiteSink",
+                          "cassandra = engine.sinks.cassandra:CassandraSink"],
     },
 )

@@ -96,6 +96,7 @@ def cmd_stats(args):
 def cmd_schema(args):
     import asyncio
     from .config import load_config
+    from .sinks.base import SinkUnavailable
     from .sinks.registry import build_sinks
     try:
         cfg = load_config(args.config)
@@ -107,7 +108,12 @@ def cmd_schema(args):
         if apply is None:
             print(f"{sink.service}: no schema to apply")
             continue
-        for line in asyncio.run(apply()):
+        try:
+            lines = asyncio.run(apply())
+        except SinkUnavailable as exc:
+            print(f"{sink.service}: {exc}", file=sys.stderr)
+            return 1
+        for line in lines:
             print(f"{sink.service}: {line}")
     return 0
 

@@ -7,7 +7,8 @@ here so a source checkout works before ``pip install``.
 import importlib
 from importlib.metadata import entry_points
 
-BUILT_IN = {"sqlite": "engine.sinks.sqlite:SQLiteSink"}
+BUILT_IN = {"sqlite": "engine.sinks.sqlite:SQLiteSink",
+            "cassandra": "engine.sinks.cassandra:CassandraSink"}
 
 
 class UnknownSink(LookupError):

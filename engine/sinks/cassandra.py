@@ -1,0 +1,784 @@
+"""Cassandra sink (DESIGN.md §3, §4): the scale-out store.
+
+Notify entry: ``{"Service": "cassandra", "Hosts": [...], "Context": KEYSPACE, ...}``;
+docs/cassandra.md lists every key.
+
+Life cycle. Nothing is connected in the supervisor (the driver's reactor
+thread and sockets must not cross ``fork``): each worker builds its own
+``Cluster`` and ``Connections`` sessions in ``start()``, checks
+``sequences.DB_VER`` against ``SchemaVersion`` and prepares every statement.
+The schema itself is created only by ``tracker schema apply``
+(``apply_schema``), never by workers racing each other at start-up.
+
+Writing a batch (``write_batch``), in two phases, each run with at most
+``Concurrency`` requests in flight (driver callbacks chain the next request on
+the driver's I/O thread; the event loop only awaits one future per phase):
+
+1. row writes, all idempotent: one ``events`` insert per event (the key ends
+   with ``eid``, so a replay rewrites the same row), and the fan-out tables,
+   coalesced per batch to one write per key (the winner within the batch).
+   First-write-wins tables (visitors, sessions, aliases, users, usernames,
+   referrals) are written ``USING TIMESTAMP`` inverted from the event's
+   ``created``, so the earliest event wins every cell whatever order batches
+   arrive in, with no Paxos round; latest-wins tables (nodes, locations,
+   affiliates) use a timestamp equal to ``created`` (``FIRST_WRITE`` explains
+   the alternative, ``"paxos"``, kept for the benchmark).
+2. counters, coalesced per batch (``total = total + n`` once per key), sent
+   only after every row write of the batch succeeded.
+
+Counters and replays (honest limits). Cassandra counters are not idempotent.
+Within one worker, a batch that is retried after a failure re-sends only the
+counter updates that did not succeed the first time (progress is remembered
+per batch), so a retry never re-adds a confirmed increment. An update whose
+outcome is unknown (a timeout, the node dying mid-request) is re-sent, so it
+may count twice: counters are at-least-once there. A replay from the durable
+spool after a crash (another issue) must carry which counter updates of a
+batch were confirmed, or it will re-add them; ``events`` rows stay exact.
+"""
+import asyncio
+import datetime
+import os
+import re
+import ssl
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from engine.event import COLUMNS
+from engine.logs import log
+from engine.sinks.base import Sink, SinkUnavailable
+from schema import schema_text
+
+DEFAULT_PORT = 9042
+DEFAULT_KEYSPACE = "tracker"
+DEFAULT_TIMEOUT_MS = 10_000
+DEFAULT_CONCURRENCY = 128
+DEFAULT_REPLICATION = {"class": "NetworkTopologyStrategy", "replication_factor": 1}
+
+FIRST_WRITE = ("timestamp", "paxos")
+"""How first-write-wins tables keep the earliest event.
+
+``timestamp`` (default): plain inserts whose write timestamp decreases with
+the event's ``created`` (see ``earliest_ts``): Cassandra's own last-write-wins
+rule then keeps the earliest event, order-independently, in one ordinary write.
+``paxos``: ``INSERT ... IF NOT EXISTS`` (a lightweight transaction: four
+round trips between replicas per write); it keeps the first event to
+*arrive*, which is not the earliest one when batches are retried or replayed
+out of order. loadtest/bench_cassandra.py measures both."""
+
+_KEYSPACE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
+_EPOCH_DAY = datetime.date(1970, 1, 1)
+_INVERT_BASE = 10 ** 15
+
+
+class SchemaMismatch(SinkUnavailable):
+    """The keyspace is missing or its DB_VER is not this config's SchemaVersion."""
+
+
+def earliest_ts(created_ms, eid):
+    """Write timestamp for earliest-wins tables: larger for earlier events.
+
+    ``10^15 - 16 * created_ms - (0..15 from the eid)``: distinct events of the
+    same millisecond still get a deterministic order. The values lie around the
+    year 2000 (in microseconds), so a plain DELETE beats them."""
+    return _INVERT_BASE - 16 * int(created_ms) - (eid.int & 15)
+
+
+def latest_ts(created_ms, eid):
+    """Write timestamp for latest-wins tables: the event's own time (µs)."""
+    return int(created_ms) * 1000 + (eid.int % 1000)
+
+
+def utc_day(created_ms):
+    return _EPOCH_DAY + datetime.timedelta(days=int(created_ms) // 86_400_000)
+
+
+def replication_cql(value):
+    """``Replication`` (a dict or CQL map text) -> CQL map literal."""
+    if value is None:
+        value = DEFAULT_REPLICATION
+    if isinstance(value, str):
+        text = value.strip()
+        if not (text.startswith("{") and text.endswith("}") and "class" in text):
+            raise ValueError(f"cassandra Replication: got {value!r}, expected a CQL map such "
+                             "as {'class': 'NetworkTopologyStrategy', 'dc1': 3}")
+        return text
+    if not isinstance(value, dict) or "class" not in value:
+        raise ValueError(f"cassandra Replication: got {value!r}, expected an object with "
+                         '"class", e.g. {"class": "NetworkTopologyStrategy", "dc1": 3}')
+    parts = []
+    for k, v in value.items():
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", str(k)) or not re.fullmatch(r"[A-Za-z0-9_.\-:]+", str(v)):
+            raise ValueError(f"cassandra Replication: bad entry {k!r}: {v!r}")
+        parts.append(f"'{k}': '{v}'")
+    return "{" + ", ".join(parts) + "}"
+
+
+def schema_statements(keyspace, replication):
+    """The statements of schema/cassandra.cql for ``keyspace``."""
+    text = schema_text("cassandra.cql")
+    lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("--")]
+    body = "\n".join(lines)
+    out = []
+    for stmt in body.split(";"):
+        stmt = stmt.strip()
+        if stmt:
+            out.append(stmt.replace("{keyspace}", keyspace).replace("{replication}", replication))
+    return out
+
+
+def _object_of(stmt):
+    """("keyspace"|"type"|"table", name) created by a CREATE statement."""
+    m = re.match(r"CREATE\s+(KEYSPACE|TYPE|TABLE)\s+IF\s+NOT\s+EXISTS\s+([\w.]+)", stmt, re.I)
+    kind, name = m.group(1).lower(), m.group(2)
+    return kind, name.split(".")[-1]
+
+
+# ---------------------------------------------------------------- statements
+
+_PROFILE = ("sid", "uid", "app", "ip", "latlon", "url", "last", "ref", "aff",
+            "source", "medium", "campaign", "term", "country", "culture",
+            "browser", "bhash", "device", "os", "tz", "vp", "params")
+EARLIEST, LATEST = "earliest", "latest"
+
+
+class _RowTable:
+    def __init__(self, name, key, cols, keep):
+        self.name, self.key, self.keep = name, key, keep
+        self.cols = key + ("created", "eid") + tuple(c for c in cols if c not in key)
+        self.nkey = len(key)
+
+    def insert_cql(self, keyspace, paxos=False):
+        cols = ", ".join(self.cols)
+        marks = ", ".join("?" * len(self.cols))
+        if paxos:
+            return f"INSERT INTO {keyspace}.{self.name} ({cols}) VALUES ({marks}) IF NOT EXISTS"
+        return f"INSERT INTO {keyspace}.{self.name} ({cols}) VALUES ({marks}) USING TIMESTAMP ?"
+
+    def reduce(self, rows, ev, values):
+        """Keep, per key, the event that wins the row within this batch."""
+        k = tuple([values[c] for c in self.key])
+        old = rows.get(k)
+        order = (ev["created"], ev["eid"])
+        if old is None or (order < old[0] if self.keep == EARLIEST else order > old[0]):
+            rows[k] = (order, values)
+
+
+VISITORS = _RowTable("visitors", ("vid",), _PROFILE, EARLIEST)
+SESSIONS = _RowTable("sessions", ("vid", "sid"), _PROFILE, EARLIEST)
+NODES = _RowTable("nodes", ("vid", "ip"), ("sid", "uid"), LATEST)
+LOCATIONS = _RowTable("locations", ("vid", "latlon"), ("sid", "uid", "ip", "country"), LATEST)
+ALIASES = _RowTable("aliases", ("vid", "uid"), ("sid",), EARLIEST)
+USERS = _RowTable("users", ("uid", "vid"), ("sid",), EARLIEST)
+USERNAMES = _RowTable("usernames", ("username", "vid"), ("uid", "sid"), EARLIEST)
+REFERRALS = _RowTable("referrals", ("vid",), ("ref", "sid", "uid", "url", "last",
+                                               "source", "medium", "campaign"), EARLIEST)
+AFFILIATES = _RowTable("affiliates", ("vid",), ("aff", "sid", "uid", "url", "last"), LATEST)
+ROW_TABLES = (VISITORS, SESSIONS, NODES, LOCATIONS, ALIASES, USERS, USERNAMES,
+              REFERRALS, AFFILIATES)
+
+COUNTER_TABLES = {
+    "dailies": ("ip", "day"),
+    "ips": ("ip",),
+    "reqs": ("vid",),
+    "hits": ("url",),
+    "referrers": ("url",),
+    "browsers": ("browser", "bhash"),
+    "outcomes": ("outcome", "sink", "url", "created"),
+    "counters": ("id",),
+}
+
+
+def _counter_cql(keyspace, table, key):
+    where = " AND ".join(f"{k} = ?" for k in key)
+    return f"UPDATE {keyspace}.{table} SET total = total + ? WHERE {where}"
+
+
+_UUID_CACHE_MAX = 100_000
+
+
+class _Values:
+    """Event dict -> driver values (uuid.UUID, ms timestamps, UDT tuples)."""
+
+    def __init__(self):
+        self.days = {}
+
+    def __call__(self, ev):
+        v = dict(ev)
+        v["eid"] = uuid.UUID(ev["eid"])
+        v["vid"] = uuid.UUID(ev["vid"])
+        v["sid"] = uuid.UUID(ev["sid"])
+        v["first"] = bool(ev.get("first"))
+        latlon = ev.get("latlon")
+        v["latlon"] = (float(latlon[0]), float(latlon[1])) if latlon else None
+        vp = ev.get("vp")
+        v["vp"] = (int(vp[0]), int(vp[1])) if vp else None
+        v["params"] = ev.get("params") or None
+        day_key = ev["created"] // 86_400_000
+        day = self.days.get(day_key)
+        if day is None:
+            if len(self.days) > 64:
+                self.days.clear()
+            day = self.days[day_key] = utc_day(ev["created"])
+        v["day"] = day
+        return v
+
+
+# ---------------------------------------------------------------- concurrency
+
+class _Run:
+    """Execute ``items`` [(prepared statement, params), ...] over ``sessions``
+    with at most ``limit`` in flight; ``done`` is called once, with a list of
+    exceptions (None for success) in item order, from the driver's thread."""
+
+    def __init__(self, sessions, items, limit, done):
+        self.sessions = sessions
+        self.items = items
+        self.results = [None] * len(items)
+        self.next = 0
+        self.finished = 0
+        self.limit = limit
+        self.done = done
+        self.lock = threading.Lock()
+
+    def start(self):
+        if not self.items:
+            self.done(self.results)
+            return
+        for _ in range(min(self.limit, len(self.items))):
+            self._send_next()
+
+    def _send_next(self):
+        with self.lock:
+            i = self.next
+            if i >= len(self.items):
+                return
+            self.next = i + 1
+        stmt, params = self.items[i]
+        session = self.sessions[i % len(self.sessions)]
+        try:
+            fut = session.execute_async(stmt, params)
+        except Exception as exc:  # e.g. the session is shut down
+            self._finish(i, exc)
+            return
+        fut.add_callbacks(self._ok, self._err, callback_args=(i,), errback_args=(i,))
+
+    def _ok(self, _rows, i):
+        self._finish(i, None)
+
+    def _err(self, exc, i):
+        self._finish(i, exc)
+
+    def _finish(self, i, exc):
+        self.results[i] = exc
+        with self.lock:
+            self.finished += 1
+            last = self.finished == len(self.items)
+        if last:
+            self.done(self.results)
+        else:
+            self._send_next()
+
+
+async def run_concurrently(sessions, items, limit):
+    """Run ``items``; return the per-item exceptions (None = success)."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+
+    def done(results):
+        loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(results))
+
+    _Run(sessions, items, limit, done).start()
+    return await fut
+
+
+# ---------------------------------------------------------------- the sink
+
+class CassandraSink(Sink):
+    service = "cassandra"
+
+    def __init__(self, entry, config):
+        super().__init__(entry, config)
+        self.keyspace = entry.get("Context") or DEFAULT_KEYSPACE
+        if not _KEYSPACE_RE.match(self.keyspace):
+            raise ValueError(f"cassandra Context: got {self.keyspace!r}, expected a keyspace "
+                             "name (letters, digits, _; at most 48)")
+        self.contact_points, self.port = self._hosts(entry.get("Hosts") or ["127.0.0.1"])
+        self.timeout = int(entry.get("Timeout") or DEFAULT_TIMEOUT_MS) / 1000.0
+        self.connections = max(1, int(entry.get("Connections") or 1))
+        self.concurrency = max(1, int(entry.get("Concurrency") or DEFAULT_CONCURRENCY))
+        self.consistency_name = str(entry.get("Consistency") or "LOCAL_ONE").upper()
+        self.local_dc = entry.get("LocalDC") or None
+        self.first_write = entry.get("FirstWrite") or "timestamp"
+        if self.first_write not in FIRST_WRITE:
+            raise ValueError(f"cassandra FirstWrite: got {self.first_write!r}, "
+                             f"expected one of {', '.join(FIRST_WRITE)}")
+        self.replication = replication_cql(entry.get("Replication"))
+        self.schema_version = int(config.schema_version)
+        self.cluster = None
+        self.sessions = []
+        self.stmts = None
+        self._values = _Values()
+        self._progress = {}   # batch token -> (rows done, set of counter indexes done)
+        self._executor = None
+        self.statements_sent = 0
+
+    @staticmethod
+    def _hosts(hosts):
+        points, port = [], DEFAULT_PORT
+        for h in hosts:
+            h = str(h).strip()
+            host, sep, p = h.rpartition(":")
+            if sep and p.isdigit() and "]" not in p:
+                port = int(p)
+                h = host.strip("[]")
+            points.append(h)
+        return points, port
+
+    # -- connection
+
+    def ssl_context(self):
+        """TLS from CACert / Cert / Key; Secure = verify the server (chain and
+        host name). None when no TLS key is set."""
+        e = self.entry
+        if not (e.get("CACert") or e.get("Cert") or e.get("Key") or e.get("Secure")):
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if e.get("Secure"):
+            ctx.check_hostname = True
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            if e.get("CACert"):
+                ctx.load_verify_locations(e["CACert"])
+            else:
+                ctx.load_default_certs()
+        else:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if e.get("Cert"):
+            ctx.load_cert_chain(e["Cert"], e.get("Key") or None)
+        return ctx
+
+    def _new_cluster(self):
+        from cassandra import ConsistencyLevel
+        from cassandra.auth import PlainTextAuthProvider
+        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+        from cassandra.policies import (DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy,
+                                        TokenAwarePolicy)
+        try:
+            consistency = getattr(ConsistencyLevel, self.consistency_name)
+        except AttributeError:
+            raise ValueError(f"cassandra Consistency: got {self.consistency_name!r}, expected "
+                             "a consistency level such as LOCAL_ONE, LOCAL_QUORUM") from None
+        profile = ExecutionProfile(
+            load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=self.local_dc)),
+            consistency_level=consistency, request_timeout=self.timeout)
+        auth = None
+        if self.entry.get("Username"):
+            auth = PlainTextAuthProvider(self.entry["Username"], self.entry.get("Password", ""))
+        try:
+            ctx = self.ssl_context()
+        except (OSError, ssl.SSLError) as exc:
+            raise SinkUnavailable(f"cassandra: cannot load CACert/Cert/Key: {exc}") from None
+        return Cluster(contact_points=self.contact_points, port=self.port,
+                       execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+                       auth_provider=auth, ssl_context=ctx,
+                       connect_timeout=self.timeout, control_connection_timeout=self.timeout,
+                       reconnection_policy=ExponentialReconnectionPolicy(0.5, 10.0),
+                       idle_heartbeat_interval=10)
+
+    def _where(self):
+        return f"{','.join(self.contact_points)}:{self.port}/{self.keyspace}"
+
+    def _get_executor(self):
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cassandra")
+        return self._executor
+
+    async def start(self):
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._get_executor(), self.start_sync)
+
+    def start_sync(self):
+        """Connect, check DB_VER, prepare statements (blocking)."""
+        from cassandra import DriverException
+        from cassandra.cluster import NoHostAvailable
+        if self.cluster is not None:
+            return
+        cluster = self._new_cluster()
+        try:
+            sessions = [cluster.connect() for _ in range(self.connections)]
+            self._check_version(sessions[0])
+            self.stmts = self._prepare(sessions[0])
+        except SinkUnavailable:
+            cluster.shutdown()
+            raise
+        except (NoHostAvailable, DriverException, OSError) as exc:
+            cluster.shutdown()
+            raise SinkUnavailable(f"cassandra {self._where()} unreachable: {exc}") from None
+        except BaseException:
+            cluster.shutdown()
+            raise
+        self.cluster, self.sessions = cluster, sessions
+
+    def _check_version(self, session):
+        from cassandra import InvalidRequest
+        ks = session.cluster.metadata.keyspaces.get(self.keyspace)
+        if ks is None or "sequences" not in ks.tables:
+            raise SchemaMismatch(
+                f"cassandra {self._where()}: keyspace {self.keyspace!r} has no sequences "
+                f"table; create the schema first: tracker schema apply --config FILE")
+        try:
+            row = session.execute(
+                f"SELECT seq FROM {self.keyspace}.sequences WHERE name = 'DB_VER'").one()
+        except InvalidRequest as exc:
+            raise SchemaMismatch(f"cassandra {self._where()}: cannot read sequences: {exc}") from None
+        if row is None:
+            raise SchemaMismatch(
+                f"cassandra {self._where()}: sequences has no DB_VER row; "
+                f"run tracker schema apply --config FILE")
+        if row.seq != self.schema_version:
+            raise SchemaMismatch(
+                f"cassandra {self._where()}: schema version is {row.seq} "
+                f"(sequences.DB_VER) but this configuration expects SchemaVersion "
+                f"{self.schema_version}; migrate the keyspace or fix SchemaVersion")
+
+    def _prepare(self, session):
+        ks = self.keyspace
+        paxos = self.first_write == "paxos"
+        stmts = {"events": session.prepare(
+            f"INSERT INTO {ks}.events ({', '.join(COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(COLUMNS))})")}
+        stmts["events"].is_idempotent = True
+        for t in ROW_TABLES:
+            s = session.prepare(t.insert_cql(ks, paxos and t.keep == EARLIEST))
+            s.is_idempotent = True
+            stmts[t.name] = s
+        for table, key in COUNTER_TABLES.items():
+            s = session.prepare(_counter_cql(ks, table, key))
+            s.is_idempotent = False
+            stmts[table] = s
+        stmts["logs"] = session.prepare(
+            f"INSERT INTO {ks}.logs (ldate, created, ltime, id, name, host, hostname, "
+            f"owner, ip, level, msg, params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        stmts["updates"] = session.prepare(
+            f"INSERT INTO {ks}.updates (id, updated, msg, params) VALUES (?, ?, ?, ?) "
+            f"USING TIMESTAMP ?")
+        return stmts
+
+    async def close(self):
+        ex = self._executor
+        if self.cluster is not None:
+            cluster, self.cluster, self.sessions = self.cluster, None, []
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._get_executor(), cluster.shutdown)
+        if ex is not None:
+            self._executor = None
+            ex.shutdown(wait=True)
+
+    def close_sync(self):
+        if self.cluster is not None:
+            cluster, self.cluster, self.sessions = self.cluster, None, []
+            cluster.shutdown()
+
+    # -- schema
+
+    async def apply_schema(self):
+        """`tracker schema apply`: create what is missing, say what existed."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._get_executor(), self.apply_schema_sync)
+        finally:
+            ex, self._executor = self._executor, None
+            ex.shutdown(wait=True)
+
+    def apply_schema_sync(self):
+        from cassandra.cluster import NoHostAvailable
+        cluster = self._new_cluster()
+        try:
+            try:
+                session = cluster.connect()
+            except NoHostAvailable as exc:
+                raise SinkUnavailable(f"cassandra {self._where()} unreachable: {exc}") from None
+            ks = self.keyspace
+            existing = self._existing(session)
+            created, kept = [], []
+            for stmt in schema_statements(ks, self.replication):
+                kind, name = _object_of(stmt)
+                (kept if (kind, name) in existing else created).append(f"{kind} {name}")
+                session.execute(stmt, timeout=max(self.timeout, 60.0))
+            cluster.control_connection.wait_for_schema_agreement()
+            row = session.execute(f"SELECT seq FROM {ks}.sequences WHERE name = 'DB_VER'").one()
+            if row is None:
+                session.execute(f"INSERT INTO {ks}.sequences (name, seq) VALUES ('DB_VER', %s) "
+                                "IF NOT EXISTS", (self.schema_version,))
+                row = session.execute(
+                    f"SELECT seq FROM {ks}.sequences WHERE name = 'DB_VER'").one()
+                ver = f"sequences DB_VER = {row.seq} (written)"
+            else:
+                ver = f"sequences DB_VER = {row.seq} (already there)"
+            if row.seq != self.schema_version:
+                raise SchemaMismatch(
+                    f"cassandra {self._where()}: schema version is {row.seq} (sequences.DB_VER) "
+                    f"but this configuration expects SchemaVersion {self.schema_version}")
+            where = self._where()
+            return [f"{where}: created {len(created)}" +
+                    (f" ({', '.join(created)})" if created else ""),
+                    f"{where}: {len(kept)} already existed" +
+                    (f" ({', '.join(kept)})" if kept else ""),
+                    f"{where}: {ver}"]
+        finally:
+            cluster.shutdown()
+
+    def _existing(self, session):
+        ks = self.keyspace
+        found = set()
+        if session.execute("SELECT keyspace_name FROM system_schema.keyspaces "
+                           "WHERE keyspace_name = %s", (ks,)).one():
+            found.add(("keyspace", ks))
+        for r in session.execute("SELECT table_name FROM system_schema.tables "
+                                 "WHERE keyspace_name = %s", (ks,)):
+            found.add(("table", r.table_name))
+        for r in session.execute("SELECT type_name FROM system_schema.types "
+                                 "WHERE keyspace_name = %s", (ks,)):
+            found.add(("type", r.type_name))
+        return found
+
+    # -- writing
+
+    def plan(self, events):
+        """The batch as (row writes, counter writes): lists of (statement, params)."""
+        from cassandra.query import UNSET_VALUE
+        st = self.stmts
+        paxos = self.first_write == "paxos"
+        rows = {t.name: {} for t in ROW_TABLES}
+        counts = {t: {} for t in COUNTER_TABLES}
+        dailies, ips, reqs, hits = (counts["dailies"], counts["ips"], counts["reqs"],
+                                    counts["hits"])
+        referrers, browsers, outcomes = counts["referrers"], counts["browsers"], counts["outcomes"]
+        events_stmt = st["events"]
+        row_items = []
+        seen = set()
+        convert = self._values
+        for ev in events:
+            eid = ev["eid"]
+            if eid in seen:
+                continue
+            seen.add(eid)
+            v = convert(ev)
+            row_items.append((events_stmt, [v[c] if c in v and v[c] is not None else UNSET_VALUE
+                                            for c in COLUMNS]))
+            ip = ev.get("ip") or ""
+            v["ip"] = ip
+            if ev.get("first"):
+                VISITORS.reduce(rows["visitors"], ev, v)
+                SESSIONS.reduce(rows["sessions"], ev, v)
+            NODES.reduce(rows["nodes"], ev, v)
+            if v["latlon"]:
+                LOCATIONS.reduce(rows["locations"], ev, v)
+            if ev.get("uid"):
+                ALIASES.reduce(rows["aliases"], ev, v)
+                USERS.reduce(rows["users"], ev, v)
+            if ev.get("username"):
+                USERNAMES.reduce(rows["usernames"], ev, v)
+            if ev.get("ref"):
+                REFERRALS.reduce(rows["referrals"], ev, v)
+            if ev.get("aff"):
+                AFFILIATES.reduce(rows["affiliates"], ev, v)
+            k = (ip, v["day"])
+            dailies[k] = dailies.get(k, 0) + 1
+            if ip:
+                ips[(ip,)] = ips.get((ip,), 0) + 1
+            k = (v["vid"],)
+            reqs[k] = reqs.get(k, 0) + 1
+            url = ev.get("url")
+            if url:
+                hits[(url,)] = hits.get((url,), 0) + 1
+            last = ev.get("last")
+            if last:
+                referrers[(last,)] = referrers.get((last,), 0) + 1
+            browser = ev.get("browser")
+            if browser:
+                k = (browser, ev.get("bhash") or "")
+                browsers[k] = browsers.get(k, 0) + 1
+            outcome = ev.get("outcome")
+            if outcome:
+                k = (outcome, ev.get("sink") or "", url or "", v["day"])
+                outcomes[k] = outcomes.get(k, 0) + 1
+            if ev.get("new_visitor"):
+                c = counts["counters"]
+                c[("vids_created",)] = c.get(("vids_created",), 0) + 1
+        for t in ROW_TABLES:
+            stmt = st[t.name]
+            stamp = latest_ts if t.keep == LATEST else earliest_ts
+            lwt = paxos and t.keep == EARLIEST
+            for (created, eid), values in rows[t.name].values():
+                params = [values.get(c) for c in t.cols]
+                if not lwt:
+                    params.append(stamp(created, values["eid"]))
+                row_items.append((stmt, params))
+        counter_items = []
+        for table, c in counts.items():
+            stmt = st[table]
+            for key, n in c.items():
+                counter_items.append((stmt, [n, *key]))
+        return row_items, counter_items
+
+    async def write_batch(self, events):
+        if not events:
+            return 0
+        if not self.sessions:
+            raise SinkUnavailable(f"cassandra {self._where()}: not connected (start() first)")
+        token = (id(events), len(events), events[0]["eid"], events[-1]["eid"])
+        progress = self._progress.get(token)
+        if progress is None:
+            if len(self._progress) >= 64:   # only the head batch is ever retried
+                self._progress.clear()
+            progress = self._progress[token] = [False, set()]
+        row_items, counter_items = self.plan(events)
+        if not progress[0]:
+            errors = await run_concurrently(self.sessions, row_items, self.concurrency)
+            self.statements_sent += len(row_items)
+            self._raise_first(errors, len(row_items), "row")
+            progress[0] = True
+        done = progress[1]
+        todo = [i for i in range(len(counter_items)) if i not in done]
+        errors = await run_concurrently(self.sessions, [counter_items[i] for i in todo],
+                                        self.concurrency)
+        self.statements_sent += len(todo)
+        for i, exc in zip(todo, errors):
+            if exc is None:
+                done.add(i)
+        self._raise_first(errors, len(todo), "counter")
+        del self._progress[token]
+        return len(row_items)
+
+    def _raise_first(self, errors, total, what):
+        failed = [e for e in errors if e is not None]
+        if failed:
+            raise SinkUnavailable(f"cassandra {self._where()}: {len(failed)} of {total} {what} "
+                                  f"writes failed, first: {failed[0]!r}"[:600])
+
+    # -- NATS messages (interface: engine/sinks/base.py, records: engine/messages.py)
+
+    async def write_messages(self, logs, counts, updates):
+        """Store a group of consumed bus messages: ``logs`` rows (keyed by
+        their id: a redelivery rewrites the same row), ``counts`` as
+        ``counters`` increments, ``updates`` rows written USING TIMESTAMP of
+        their ``updated`` (the latest wins whatever the arrival order). Row
+        writes go first; counters only after they all succeeded, and a retried
+        group re-sends only the increments not yet confirmed (same limits as
+        ``write_batch``: an increment with an unknown outcome may count twice)."""
+        if not (logs or counts or updates):
+            return 0
+        if not self.sessions:
+            raise SinkUnavailable(f"cassandra {self._where()}: not connected (start() first)")
+        st = self.stmts
+        rows = []
+        for r in logs:
+            rows.append((st["logs"], [datetime.date.fromisoformat(r["ldate"]), int(r["created"]),
+                                      int(r["ltime"]), uuid.UUID(r["id"]), r.get("name"),
+                                      r.get("host"), r.get("hostname"), r.get("owner"),
+                                      r.get("ip"), r.get("level"), r.get("msg"),
+                                      r.get("params") or None]))
+        for r in updates:
+            updated = int(r["updated"])
+            rows.append((st["updates"], [r["id"], updated, r.get("msg"),
+                                         r.get("params") or None, updated * 1000]))
+        counter_items = [(self.stmts["counters"], [int(n), cid]) for cid, n in counts.items()]
+        token = ("messages", id(logs), id(counts), id(updates), len(rows), len(counter_items))
+        progress = self._progress.setdefault(token, [False, set()])
+        if not progress[0]:
+            self._raise_first(await run_concurrently(self.sessions, rows, self.concurrency),
+                              len(rows), "message row")
+            progress[0] = True
+        todo = [i for i in range(len(counter_items)) if i not in progress[1]]
+        errors = await run_concurrently(self.sessions, [counter_items[i] for i in todo],
+                                        self.concurrency)
+        progress[1].update(i for i, e in zip(todo, errors) if e is None)
+        self._raise_first(errors, len(todo), "counter")
+        del self._progress[token]
+        return len(logs) + sum(counts.values()) + len(updates)
+
+
+
+# ---------------------------------------------------------------- daily limits
+
+class DailyLimitChecker:
+    """``ProxyDailyLimitChecker: "cassandra"``: is this IP under its daily limit?
+
+    ``allowed(ip)`` is synchronous and does no I/O: it answers from a per-IP
+    cache of ``dailies`` (today, UTC) plus the requests this process counted
+    for the IP since that value was read. When the cached value is older than
+    ``ttl`` seconds (or missing), one background read for that IP is started
+    (never more than one in flight per IP), so Cassandra sees at most one
+    query per IP per ``ttl``, never one per request. An IP never read yet is
+    allowed until its first read lands (fail-open, like the Go collector when
+    its store is unreachable). ``max_ips`` bounds the cache."""
+
+    def __init__(self, sink, limit, ttl=10.0, max_ips=100_000, clock=time.monotonic):
+        self.sink = sink
+        self.limit = int(limit)
+        self.ttl = ttl
+        self.max_ips = max_ips
+        self.clock = clock
+        self.cache = {}          # ip -> [stored total, local count since read, read at, day]
+        self.inflight = set()
+        self.queries = 0
+        self._stmt = None
+
+    def allowed(self, ip):
+        if self.limit <= 0:
+            return True
+        now = self.clock()
+        day = utc_day(time.time() * 1000)
+        entry = self.cache.get(ip)
+        if entry is None or entry[3] != day:
+            if len(self.cache) >= self.max_ips:
+                self.cache.clear()
+            entry = self.cache[ip] = [0, 0, None, day]
+        entry[1] += 1
+        if (entry[2] is None or now - entry[2] >= self.ttl) and ip not in self.inflight:
+            self.inflight.add(ip)
+            asyncio.get_running_loop().create_task(self._refresh(ip, day))
+        return entry[0] + entry[1] <= self.limit
+
+    async def _refresh(self, ip, day):
+        try:
+            total = await self.read(ip, day)
+        except Exception as exc:  # keep the old value; retried after ttl
+            log.warning("daily limit read failed", ip=ip, error=repr(exc)[:200])
+            entry = self.cache.get(ip)
+            if entry is not None:
+                entry[2] = self.clock()
+            return
+        finally:
+            self.inflight.discard(ip)
+        entry = self.cache.get(ip)
+        if entry is not None and entry[3] == day:
+            entry[0], entry[1], entry[2] = total, 0, self.clock()
+
+    async def read(self, ip, day):
+        """The stored ``dailies`` total of ``ip`` on ``day`` (one query)."""
+        sink = self.sink
+        if not sink.sessions:
+            raise SinkUnavailable("cassandra sink is not connected")
+        if self._stmt is None:
+            loop = asyncio.get_running_loop()
+            self._stmt = await loop.run_in_executor(
+                None, sink.sessions[0].prepare,
+                f"SELECT total FROM {sink.keyspace}.dailies WHERE ip = ? AND day = ?")
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def ok(rows):
+            row = rows[0] if rows else None
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(row.total if row else 0))
+
+        def err(exc):
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_exception(exc))
+
+        self.queries += 1
+        sink.sessions[0].execute_async(self._stmt, (ip, day)).add_callbacks(ok, err)
+        return await fut

@@ -1,0 +1,334 @@
+#!/usr/bin/env python3
+"""A real single-node Cassandra 5.0 for tests, CI and benchmarks.
+
+No tarball and no Docker: the server's own jars come from Maven Central
+(``org.apache.cassandra:cassandra-all`` with its runtime dependencies, via a
+pinned maven-dependency-plugin) into a cache under ``~/.cache``, and the node
+is ``java -cp 'lib/*' org.apache.cassandra.service.CassandraDaemon`` with the
+flags Java 17 needs, a generated ``cassandra.yaml`` and its own data
+directory. Every port is a free one (several test runs may share a machine),
+on 127.0.0.1.
+
+    python scripts/cassandra_node.py resolve            # fetch + cache the jars
+    python scripts/cassandra_node.py start DIR [--port N] [--heap 1g]
+    python scripts/cassandra_node.py stop DIR
+
+``start`` returns once the node accepts CQL (it polls; no fixed sleeps) and
+prints the native port; the node keeps running in the background until
+``stop``. From Python: ``CassandraNode(directory).start()`` / ``.stop()``.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+CASSANDRA_VERSION = os.environ.get("TRACKER_CASSANDRA_VERSION", "5.0.8")
+DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
+CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                     "tracker", f"cassandra-{CASSANDRA_VERSION}")
+MAIN_CLASS = "org.apache.cassandra.service.CassandraDaemon"
+
+POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>tracker.test</groupId><artifactId>cassandra-node</artifactId><version>1</version>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.cassandra</groupId><artifactId>cassandra-all</artifactId>
+      <version>{version}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+ADD_EXPORTS = (
+    "java.base/jdk.internal.misc", "java.base/jdk.internal.ref", "java.base/sun.nio.ch",
+    "java.management.rmi/com.sun.jmx.remote.internal.rmi",
+    "java.management/com.sun.jmx.remote.security", "java.rmi/sun.rmi.registry",
+    "java.rmi/sun.rmi.server", "java.sql/java.sql", "java.base/java.lang.ref",
+    "jdk.unsupported/sun.misc", "jdk.compiler/com.sun.tools.javac.file",
+    "jdk.attach/sun.tools.attach",
+)
+ADD_OPENS = (
+    "java.base/java.lang.module", "java.base/jdk.internal.loader", "java.base/jdk.internal.ref",
+    "java.base/jdk.internal.reflect", "java.base/jdk.internal.math",
+    "java.base/jdk.internal.module", "java.base/jdk.internal.util.jar",
+    "jdk.management/com.sun.management.internal", "java.base/sun.nio.ch", "java.base/java.io",
+    "java.base/java.nio", "java.base/java.lang", "java.base/java.lang.reflect",
+    "java.base/java.math", "java.base/java.net", "java.base/java.util",
+    "java.base/java.util.concurrent", "java.base/java.util.concurrent.atomic",
+    "java.rmi/sun.rmi.transport.tcp", "jdk.compiler/com.sun.tools.javac",
+)
+
+YAML = """\
+cluster_name: {cluster}
+num_tokens: 1
+initial_token: 0
+partitioner: org.apache.cassandra.dht.Murmur3Partitioner
+endpoint_snitch: SimpleSnitch
+seed_provider:
+  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
+    parameters:
+      - seeds: "127.0.0.1:{storage_port}"
+listen_address: 127.0.0.1
+rpc_address: 127.0.0.1
+storage_port: {storage_port}
+native_transport_port: {native_port}
+start_native_transport: true
+auto_bootstrap: false
+data_file_directories:
+  - {dir}/data
+commitlog_directory: {dir}/commitlog
+saved_caches_directory: {dir}/saved_caches
+hints_directory: {dir}/hints
+cdc_raw_directory: {dir}/cdc_raw
+commitlog_sync: periodic
+commitlog_sync_period: 10000ms
+auto_snapshot: false
+snapshot_before_compaction: false
+authenticator: AllowAllAuthenticator
+authorizer: AllowAllAuthorizer
+"""
+
+LOGBACK = """<configuration scan="false">
+  <appender name="FILE" class="ch.qos.logback.core.FileAppender">
+    <file>{dir}/logs/system.log</file>
+    <encoder><pattern>%-5level [%thread] %date{{ISO8601}} %F:%L - %msg%n</pattern></encoder>
+  </appender>
+  <root level="INFO"><appender-ref ref="FILE"/></root>
+</configuration>
+"""
+
+
+class NodeError(RuntimeError):
+    pass
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require(tool):
+    path = shutil.which(tool)
+    if path is None:
+        raise NodeError(f"{tool} is not installed: a Cassandra test node needs a JDK "
+                        "(java 11 or 17) and Maven (`apt-get install openjdk-17-jdk-headless maven`)")
+    return path
+
+
+def resolve(quiet=True):
+    """Return the directory holding cassandra-all and its runtime jars,
+    resolving them from Maven Central on the first call (cached after)."""
+    lib = os.path.join(CACHE, "lib")
+    marker = os.path.join(CACHE, "complete")
+    if os.path.exists(marker):
+        return lib
+    mvn = require("mvn")
+    require("java")
+    os.makedirs(CACHE, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="resolve-", dir=CACHE)
+    try:
+        with open(os.path.join(work, "pom.xml"), "w") as fh:
+            fh.write(POM.format(version=CASSANDRA_VERSION))
+        out = os.path.join(work, "lib")
+        cmd = [mvn, "-B", "-f", os.path.join(work, "pom.xml"),
+               f"{DEPENDENCY_PLUGIN}:copy-dependencies",
+               f"-DoutputDirectory={out}", "-DincludeScope=runtime"]
+        if quiet:
+            cmd.insert(2, "-q")
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        jar = os.path.join(out, f"cassandra-all-{CASSANDRA_VERSION}.jar")
+        if proc.returncode != 0 or not os.path.exists(jar):
+            raise NodeError(f"maven could not resolve cassandra-all {CASSANDRA_VERSION} "
+                            f"(exit {proc.returncode}):\n{proc.stdout[-4000:]}")
+        if os.path.exists(lib):
+            shutil.rmtree(lib)
+        os.rename(out, lib)
+        with open(marker, "w") as fh:
+            fh.write(CASSANDRA_VERSION + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return lib
+
+
+def jvm_flags(lib, directory, heap):
+    jamm = [f for f in os.listdir(lib) if f.startswith("jamm-") and f.endswith(".jar")]
+    flags = [f"-Xms{heap}", f"-Xmx{heap}", "-Xss256k", "-XX:+UseG1GC",
+             "-XX:+ExitOnOutOfMemoryError", f"-XX:HeapDumpPath={directory}/logs",
+             "-Djdk.attach.allowAttachSelf=true", "-Dio.netty.tryReflectionSetAccessible=true",
+             "-Djava.net.preferIPv4Stack=true", "-Dcassandra-foreground=yes",
+             f"-Dcassandra.config=file://{directory}/cassandra.yaml",
+             f"-Dcassandra.storagedir={directory}", f"-Dcassandra.logdir={directory}/logs",
+             f"-Dlogback.configurationFile={directory}/logback.xml",
+             "-Dcassandra.libjemalloc=-",
+             f"-Djava.io.tmpdir={directory}/tmp", f"-Djna.tmpdir={directory}/tmp",
+             # test-node start-up speed: one node, nothing to wait for
+             "-Dcassandra.skip_wait_for_gossip_to_settle=0", "-Dcassandra.initial_token=0",
+             "-Dcassandra.ring_delay_ms=1000", "-Dcassandra.superuser_setup_delay_ms=0",
+             "-Dcassandra.load_ring_state=false", "-Dcassandra.unsafesystem=true"]
+    if jamm:
+        flags.append(f"-javaagent:{os.path.join(lib, jamm[0])}")
+    flags += [f"--add-exports={m}=ALL-UNNAMED" for m in ADD_EXPORTS]
+    flags += [f"--add-opens={m}=ALL-UNNAMED" for m in ADD_OPENS]
+    return flags
+
+
+class CassandraNode:
+    """One node in ``directory`` (created; data kept across stop/start)."""
+
+    def __init__(self, directory, native_port=None, storage_port=None, heap="1g"):
+        self.dir = os.path.abspath(directory)
+        self.state_path = os.path.join(self.dir, "node.json")
+        state = {}
+        if os.path.exists(self.state_path):
+            with open(self.state_path) as fh:
+                state = json.load(fh)
+        self.native_port = native_port or state.get("native_port") or free_port()
+        self.storage_port = storage_port or state.get("storage_port") or free_port()
+        self.heap = heap
+        self.proc = None
+        self.pid = state.get("pid")
+
+    @property
+    def log_path(self):
+        return os.path.join(self.dir, "logs", "system.log")
+
+    def _write_files(self):
+        for sub in ("data", "commitlog", "saved_caches", "hints", "cdc_raw", "logs", "tmp"):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        with open(os.path.join(self.dir, "cassandra.yaml"), "w") as fh:
+            fh.write(YAML.format(cluster=f"tracker-test-{self.native_port}", dir=self.dir,
+                                 storage_port=self.storage_port,
+                                 native_port=self.native_port))
+        with open(os.path.join(self.dir, "logback.xml"), "w") as fh:
+            fh.write(LOGBACK.format(dir=self.dir))
+
+    def _save_state(self):
+        with open(self.state_path, "w") as fh:
+            json.dump({"native_port": self.native_port, "storage_port": self.storage_port,
+                       "pid": self.pid}, fh)
+
+    def start(self, timeout=180):
+        """Start the node and return once it accepts CQL connections."""
+        java = require("java")
+        lib = resolve()
+        os.makedirs(self.dir, exist_ok=True)
+        self._write_files()
+        out = open(os.path.join(self.dir, "logs", "stdout.log"), "ab")
+        self.proc = subprocess.Popen(
+            [java, *jvm_flags(lib, self.dir, self.heap), "-cp", os.path.join(lib, "*"),
+             MAIN_CLASS],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=self.dir, start_new_session=True)
+        out.close()
+        self.pid = self.proc.pid
+        self._save_state()
+        started = time.monotonic()
+        self.wait_cql(timeout)
+        self.start_seconds = time.monotonic() - started
+        return self
+
+    def running(self):
+        if self.proc is not None:
+            return self.proc.poll() is None
+        if not self.pid:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def accepts(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.native_port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def wait_cql(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running():
+                raise NodeError(f"cassandra exited ({self.proc and self.proc.returncode}):\n"
+                                + self.tail())
+            if self.accepts():
+                return
+            time.sleep(0.2)
+        raise NodeError(f"cassandra did not accept CQL within {timeout} s:\n" + self.tail())
+
+    def tail(self, lines=40):
+        text = ""
+        for name in ("stdout.log", "system.log"):
+            path = os.path.join(self.dir, "logs", name)
+            if os.path.exists(path):
+                with open(path, "rb") as fh:
+                    text += f"--- {name}\n" + "\n".join(
+                        fh.read().decode("utf-8", "replace").splitlines()[-lines:]) + "\n"
+        return text
+
+    def stop(self, timeout=60):
+        """SIGTERM (Cassandra flushes and exits), SIGKILL after ``timeout``."""
+        if not self.running():
+            return
+        pid = self.proc.pid if self.proc is not None else self.pid
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None:
+                if self.proc.poll() is not None:
+                    break
+            elif not self.running():
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            if self.proc is not None:
+                self.proc.wait()
+        # the port must be closed before a restart reuses it
+        deadline = time.monotonic() + 10
+        while self.accepts() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("resolve", help="resolve and cache the jars")
+    start = sub.add_parser("start", help="start a node in DIR and wait for CQL")
+    start.add_argument("dir")
+    start.add_argument("--port", type=int, help="native (CQL) port, default: a free one")
+    start.add_argument("--heap", default="1g")
+    stop = sub.add_parser("stop", help="stop the node of DIR")
+    stop.add_argument("dir")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "resolve":
+            t0 = time.monotonic()
+            lib = resolve(quiet=False)
+            print(f"{lib}: {len(os.listdir(lib))} jars ({time.monotonic() - t0:.1f} s)")
+        elif args.cmd == "start":
+            node = CassandraNode(args.dir, native_port=args.port, heap=args.heap)
+            node.proc = None
+            node.start()
+            node.proc = None  # detach: the node outlives this command
+            print(f"cassandra {CASSANDRA_VERSION} accepts CQL on 127.0.0.1:{node.native_port} "
+                  f"(pid {node.pid}, started in {node.start_seconds:.1f} s)")
+        else:
+            CassandraNode(args.dir).stop()
+            print("stopped")
+    except NodeError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,7 +2,8 @@ from setuptools import Extension, find_packages, setup
 from Cython.Build import cythonize
 
 extensions = cythonize(
-    [Extension("engine._parse", ["engine/_parse.pyx"])],
+    [Extension("engine._parse", ["engine/_parse.pyx"]),
+     Extension("engine._bucket", ["engine/_bucket.pyx"])],
     compiler_directives={"language_level": "3", "boundscheck": False,
                          "wraparound": False, "cdivision": True},
 )
@@ -21,12 +22,14 @@ setup(
         "orjson==3.13.0",
         "prometheus-client==0.26.0",
         "tzdata==2026.6",
+        "nats-py==2.16.0",
         "cassandra-driver==3.30.1",
     ],
     extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17"]},
     entry_points={
         "console_scripts": ["tracker = engine.cli:main"],
         "tracker.sinks": ["sqlite = engine.sinks.sqlite:SQLiteSink",
+                          "nats = engine.sinks.nats:NatsSink",
                           "cassandra = engine.sinks.cassandra:CassandraSink"],
     },
 )

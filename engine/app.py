@@ -4,14 +4,18 @@
 synchronously: tracking parses (Cython), enqueues into the batcher and
 answers; storage happens later in the batcher's tasks.
 """
+import os
 import time
 import traceback
+from time import perf_counter
 
 import orjson
 
 from . import metrics
 from .http import responses
+from .clientip import ClientIP
 from .errors import ParseError
+from .limits import CLASS_NAMES, PROXY, SERVICE, TRACK, any_enabled
 from .logs import log
 from .redirect import normalise_hosts, safe_redirect
 
@@ -36,7 +40,8 @@ def _header_safe(value):
 
 
 class TrackerApp:
-    def __init__(self, config, batcher, stats, parser, ids, registry):
+    def __init__(self, config, batcher, stats, parser, ids, registry, shared, conn_slot,
+                 worker_index=0):
         self.config = config
         self.batcher = batcher
         self.stats = stats
@@ -47,33 +52,44 @@ class TrackerApp:
         self.draining = False
         self.url_prefix_filter = config.url_prefix_filter
         self.redirect_hosts = normalise_hosts(config.redirect_hosts)
-        self.max_conns = self._worker_connection_cap(config)
+        self.max_conns = config.maximum_connections
+        self.shared = shared            # node-wide limits (engine._bucket)
+        self.conn_slot = conn_slot
+        self.client_ip = ClientIP(config.trusted_proxies)
+        self.rate_params = config.rate_limits
+        self.limited_classes = tuple(p[1] > 0 or p[3] > 0 for p in self.rate_params)
+        self.limiting = any_enabled(self.rate_params)
+        # Debug only: which worker answered ("index/pid"), for multi-worker tests.
+        self.debug_header = (b"X-Tracker-Worker: %d/%d\r\n" % (worker_index, os.getpid())
+                             if config.debug else b"")
         self.routes = self._route_table(config.api_prefix.encode())
 
-    @staticmethod
-    def _worker_connection_cap(config):
-        if not config.maximum_connections:
-            return 0
-        return max(1, -(-config.maximum_connections // config.workers))
-
     def _route_table(self, version):
-        tracked = {b"tr": ("track", self.track), b"img": ("img", self.img),
-                   b"rdr": ("rdr", self.rdr)}
-        fixed = {b"/ping": ("ping", self.ping), b"/ready": ("ready", self.ready),
-                 b"/status": ("status", self.status), b"/metrics": ("metrics", self.metrics)}
+        tracked = {b"tr": ("track", self.track, TRACK), b"img": ("img", self.img, TRACK),
+                   b"rdr": ("rdr", self.rdr, TRACK)}
+        fixed = {b"/ping": ("ping", self.ping, SERVICE), b"/ready": ("ready", self.ready, SERVICE),
+                 b"/status": ("status", self.status, SERVICE),
+                 b"/metrics": ("metrics", self.metrics, SERVICE)}
         self.version = version
         return tracked, fixed
 
     # ---- connection hooks ------------------------------------------------
     def admit_connection(self, conn):
-        if self.max_conns and len(self.registry.open) > self.max_conns:
+        """Count the connection node-wide; refuse it past MaximumConnections."""
+        total = self.shared.conn_add(self.conn_slot, 1)
+        conn.counted = True
+        if self.max_conns and total > self.max_conns:
+            self.shared.conn_add(self.conn_slot, -1)
+            conn.counted = False
             self.stats.request("connection", 503)
-            return responses.simple(503, self.date, "too many connections", close=True,
+            return responses.simple(503, self.date, "too many connections\n", close=True,
                                     extra=b"Retry-After: 1\r\n")
         return None
 
     def connection_closed(self, conn):
-        pass
+        if conn.counted:
+            conn.counted = False
+            self.shared.conn_add(self.conn_slot, -1)
 
     def error_response(self, status, text):
         return responses.simple(status, self.date, text + "\n", close=True)
@@ -87,6 +103,7 @@ class TrackerApp:
 
     # ---- dispatch --------------------------------------------------------
     def handle(self, conn, req, keep):
+        started = perf_counter()
         url = req.url
         path, sep, query = url.partition(b"?")
         if not sep:
@@ -100,16 +117,32 @@ class TrackerApp:
             if route is not None and not self._version_ok(path, end):
                 route = None
         if route is None:
-            name, status, response = "other", 404, self._plain(404, "not found\n", keep)
+            route = ("other", self.not_found, PROXY)
+        name, handler, cls = route
+        ip = conn.client_ip
+        if self.client_ip.networks:
+            ip = self.client_ip.resolve(ip, req.headers)
+        req.client_ip = ip
+        wait = self.limiting and self.limited_classes[cls] and \
+            self.shared.allow(cls, ip, *self.rate_params[cls])
+        if wait:
+            status, response = 429, self._plain(429, "rate limited\n", keep,
+                                                b"Retry-After: %d\r\n" % wait)
+            self.stats.rate_limited(CLASS_NAMES[cls])
         else:
-            name, handler = route
             try:
                 status, response = handler(conn, req, path, query, keep)
             except Exception as exc:  # a handler bug must not take the worker down
                 self.internal_error(conn, exc)
                 status, response = 500, self._plain(500, "internal error\n", False)
+        if self.debug_header:
+            response = response.replace(b"\r\n", b"\r\n" + self.debug_header, 1)
         self.stats.request(name, status)
+        self.stats.took(name, perf_counter() - started)
         return response
+
+    def not_found(self, conn, req, path, query, keep):
+        return 404, self._plain(404, "not found\n", keep)
 
     def _version_ok(self, path, end):
         if end < 0:
@@ -133,7 +166,7 @@ class TrackerApp:
         lang = headers.get(b"accept-language")
         try:
             event = self.parse(
-                path, query, body, conn.client_ip,
+                path, query, body, req.client_ip,
                 None if ua is None else ua.decode("utf-8", "replace"),
                 None if lang is None else lang.decode("latin-1"),
                 None if raw_cookie is None else cookie_value(raw_cookie),
@@ -223,8 +256,8 @@ class TrackerApp:
         return 200, self._plain(200, "ready\n", keep)
 
     def status(self, conn, req, path, query, keep):
-        body = orjson.dumps([{"Key": "client", "Value": conn.client_ip},
-                             {"Key": "conns", "Value": len(self.registry.open)}])
+        body = orjson.dumps([{"Key": "client", "Value": req.client_ip},
+                             {"Key": "conns", "Value": self.shared.conn_total()}])
         return 200, responses.build(200, self.date, responses.NO_STORE, body=body,
                                     content_type=JSON, close=not keep)
 

@@ -49,6 +49,7 @@ class SinkChannel:
                 await self.wake.wait()
                 continue
             batch = self.pending[0]
+            started = time.monotonic()
             try:
                 if not self.started:
                     await self.sink.start()
@@ -64,6 +65,7 @@ class SinkChannel:
             self.pending.popleft()
             self.pending_events -= len(batch)
             self.stats.written(self.name, len(batch))
+            self.stats.flushed(self.name, time.monotonic() - started)
             if self.failing_since:
                 log.info("sink recovered", sink=self.name,
                          down_seconds=round(time.monotonic() - self.failing_since, 1))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from .errors import ConfigError
+from .limits import parse_rate_limit, parse_trusted_proxies
 
 # Keys other Go versions of the collector knew; accepted with a warning.
 GO_KEYS_UNUSED = frozenset({
@@ -27,7 +28,7 @@ NOTIFY_KEYS = {
     "Secure": bool, "Critical": bool, "Filter": list, "Format": str,
     "MessageLimit": int, "BytesLimit": int, "ByteLimit": int, "Path": str,
     "Username": str, "Password": str, "Replication": (str, dict),
-    "JetStream": bool,
+    "JetStream": bool, "Stream": str, "Replicas": int,
 }
 NOTIFY_PATH_KEYS = ("CACert", "Cert", "Key", "Path")
 SERVICES = ("sqlite", "cassandra", "nats")
@@ -164,6 +165,9 @@ def _check_notify(index, entry, section, problems):
             problems.append(f"{where}.{key}: got {value!r}, expected {_type_name(types)}")
     if service == "sqlite" and section == "Notify" and not entry.get("Path"):
         problems.append(f"{where}.Path: missing, expected the SQLite file path")
+    if service == "nats":
+        from .natsopts import check_entry
+        problems.extend(check_entry(where, entry, section))
 
 
 def _resolve(base_dir, path):
@@ -188,6 +192,8 @@ def _apply_defaults(cfg, raw, problems):
             _check_notify(i, entry, section, problems)
     if cfg.redirect_hosts is None:
         cfg.redirect_hosts = list(cfg.domains)
+    cfg.rate_limits = parse_rate_limit(cfg.rate_limit, problems)
+    parse_trusted_proxies(cfg.trusted_proxies, problems)
     cfg.tls = _derive_tls(cfg)
     if cfg.tls == "acme":
         problems.append('TLS: "acme" (derived from Domains with UseLocalTLS false) is not '

@@ -24,12 +24,15 @@ from .errors import ConfigError
 from .logs import configure, log
 from .sinks.base import SinkUnavailable
 from .sinks.registry import UnknownSink, build_sinks
+from ._bucket import CONNECTION_SLOTS, SharedLimits
 from workers import EXIT_BOOT, EXIT_CRASH, EXIT_OK
 
 MIGRATE_SYSCTL = "/proc/sys/net/ipv4/tcp_migrate_req"
 BOOT_TIMEOUT = 10.0
 RESPAWN_BACKOFF_MAX = 10.0
 KILL_GRACE = 5.0
+CONSUMER = "consume"         # the consumer's index (HTTP workers are 0..N-1)
+SHARED_IP_SLOTS = 65536      # per-IP buckets in shared memory (2 MiB)
 
 
 class Worker:
@@ -44,6 +47,8 @@ class Worker:
         self.retiring = False
         self.started = time.monotonic()
         self.term_sent = 0.0
+        self.conn_slot = None    # its slot of the shared connection counters
+        self.kind = "http"       # or "consume" (workers/consume.py, index CONSUMER)
 
 
 class Supervisor:
@@ -61,6 +66,7 @@ class Supervisor:
         self.respawn_at = {}         # index -> monotonic time
         self.backoff = {}            # index -> seconds
         self.metrics_dir = None
+        self.shared = None           # SharedLimits, created before the first fork
 
     # ---- the story -------------------------------------------------------
     def run(self):
@@ -85,8 +91,10 @@ class Supervisor:
         configure(self.config.effective_log_level, "supervisor")
         for warning in self.config.warnings:
             log.warning("config", detail=warning)
+        self.shared = SharedLimits.create(SHARED_IP_SLOTS)
         self.metrics_dir = tempfile.mkdtemp(prefix="tracker-metrics-")
         metrics.prepare_dir(self.metrics_dir)
+        self.restarts = metrics.restart_counter()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -201,17 +209,19 @@ class Supervisor:
         ready_r, ready_w = os.pipe()
         for stream in (os.sys.stdout, os.sys.stderr):
             stream.flush()
+        slot = self.take_conn_slot()
         pid = os.fork()
         if pid == 0:  # child
             os.close(ready_r)
-            os._exit(self.run_child(index, ready_w))
+            os._exit(self.run_child(index, ready_w, slot))
         os.close(ready_w)
         worker = Worker(pid, index, ready_r, self.generation)
         worker.probation = probation
+        worker.conn_slot = slot
         self.workers[pid] = worker
         return worker
 
-    def run_child(self, index, ready_w):
+    def run_child(self, index, ready_w, conn_slot):
         code = EXIT_CRASH
         try:
             signal.set_wakeup_fd(-1)
@@ -220,7 +230,8 @@ class Supervisor:
             for sig in self.SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
             from workers import http as http_worker
-            code = http_worker.run(self.config, index, ready_w)
+            code = http_worker.run(self.config, index, ready_w,
+                                   shared=self.shared, conn_slot=conn_slot)
         except BaseException:
             traceback.print_exc()
         finally:
@@ -230,12 +241,90 @@ class Supervisor:
                 pass
         return code
 
+    def take_conn_slot(self):
+        """A free slot of the shared connection counters for a new worker."""
+        used = {getattr(w, "conn_slot", None) for w in self.workers.values()}
+        for slot in range(CONNECTION_SLOTS):
+            if slot not in used:
+                return slot
+        raise BootFailure("no free connection-counter slot (too many workers)")
+
+    def release_conn_slot(self, worker):
+        """A dead worker's open connections no longer count node-wide."""
+        slot = getattr(worker, "conn_slot", None)
+        if slot is not None:
+            self.shared.conn_reset(slot)
+            worker.conn_slot = None
+
     def spawn_missing(self):
         now = time.monotonic()
         active = {w.index for w in self.workers.values() if not w.retiring}
         for index in range(self.config.workers):
             if index not in active and now >= self.respawn_at.get(index, 0):
                 self.spawn_worker(index)
+        self.spawn_consumer_missing(now)
+
+    # ---- the NATS consumer (workers/consume.py) --------------------------
+    def wants_consumer(self):
+        return any(isinstance(e, dict) and e.get("Service") == "nats"
+                   for e in self.config.consume)
+
+    def spawn_consumer_missing(self, now):
+        """One consumer process when Consume has NATS entries; it has its own
+        index (CONSUMER), so HTTP worker indexes are unaffected."""
+        if not self.wants_consumer() or now < self.respawn_at.get(CONSUMER, 0):
+            return
+        if not any(w.kind == "consume" and not w.retiring for w in self.workers.values()):
+            self.spawn_consumer()
+
+    def spawn_consumer(self, probation=False):
+        ready_r, ready_w = os.pipe()
+        for stream in (os.sys.stdout, os.sys.stderr):
+            stream.flush()
+        pid = os.fork()
+        if pid == 0:  # child
+            os.close(ready_r)
+            os._exit(self.run_consumer_child(ready_w))
+        os.close(ready_w)
+        worker = Worker(pid, CONSUMER, ready_r, self.generation)
+        worker.kind = "consume"
+        worker.probation = probation
+        self.workers[pid] = worker
+        return worker
+
+    def run_consumer_child(self, ready_w):
+        code = EXIT_CRASH
+        try:
+            signal.set_wakeup_fd(-1)
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            for sig in self.SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            from workers import consume
+            code = consume.run(self.config, 0, ready_w)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            try:
+                os.sys.stderr.flush()
+            except Exception:
+                pass
+        return code
+
+    def roll_consumer(self):
+        """Reload: start a consumer with the new config, then retire the old."""
+        old = [w for w in self.workers.values() if w.kind == "consume" and not w.retiring]
+        if self.wants_consumer():
+            fresh = self.spawn_consumer(probation=True)
+            if not self.wait_ready(fresh):
+                self.terminate(fresh)
+                fresh.retiring = True
+                log.error("new consumer could not start; the previous one keeps running")
+                return
+            fresh.probation = False
+        for worker in old:
+            worker.retiring = True
+            self.terminate(worker)
 
     def wait_until_booted(self):
         deadline = time.monotonic() + BOOT_TIMEOUT
@@ -266,6 +355,7 @@ class Supervisor:
 
     def worker_exited(self, worker, code):
         metrics.mark_dead(worker.pid)
+        self.release_conn_slot(worker)
         if worker.ready_fd is not None:
             os.close(worker.ready_fd)
             worker.ready_fd = None
@@ -283,6 +373,7 @@ class Supervisor:
             self.schedule_respawn(worker, code)
 
     def schedule_respawn(self, worker, code):
+        self.restarts.inc()
         lived = time.monotonic() - worker.started
         previous = self.backoff.get(worker.index, 0.0)
         delay = 0.0 if lived > 30 else min(max(0.1, previous * 2), RESPAWN_BACKOFF_MAX)
@@ -322,13 +413,14 @@ class Supervisor:
             self.config = old_config
             log.error("reload aborted; remaining workers keep the previous config")
             return
+        self.roll_consumer()
         log.info("reload done", pids=sorted(w.pid for w in self.workers.values()
                                              if not w.retiring))
 
     def roll_workers(self):
         """Start a new worker, wait until it serves, then retire an old one."""
-        old = sorted((w for w in self.workers.values() if not w.retiring),
-                     key=lambda w: w.index)
+        old = sorted((w for w in self.workers.values()
+                      if not w.retiring and w.kind == "http"), key=lambda w: w.index)
         by_index = {w.index: w for w in old}
         for index in range(max(self.config.workers, len(old))):
             if index < self.config.workers:

@@ -71,10 +71,12 @@ def tls_context(config):
 
 
 class HttpWorker:
-    def __init__(self, config, index, ready_fd):
+    def __init__(self, config, index, ready_fd, shared, conn_slot):
         self.config = config
         self.index = index
         self.ready_fd = ready_fd
+        self.shared = shared
+        self.conn_slot = conn_slot
         self.parent = os.getppid()
         self.stop = None
         self.stats = WorkerStats()
@@ -113,7 +115,9 @@ class HttpWorker:
         registry = ConnectionRegistry(cfg)
         registry.clock = loop.time()
         parser = load_parser()
-        app = TrackerApp(cfg, batcher, self.stats, parser, parser.TimeUUIDGen(), registry)
+        app = TrackerApp(cfg, batcher, self.stats, parser, parser.TimeUUIDGen(), registry,
+                         self.shared, self.conn_slot, self.index)
+        self.stats.gauges = lambda: (len(registry.open), batcher.waiting())
         server = await loop.create_server(
             lambda: HttpConnection(app, registry, tls=ssl_ctx is not None),
             sock=sock, ssl=ssl_ctx, backlog=4096)
@@ -159,8 +163,15 @@ class HttpWorker:
         log.info("worker drained", seconds=round(time.monotonic() - started, 3))
 
 
-def run(config, index, ready_fd):
-    """Entry point in the forked child; returns the process exit code."""
+def run(config, index, ready_fd, shared=None, conn_slot=0):
+    """Entry point in the forked child; returns the process exit code.
+
+    ``shared`` is the supervisor's SharedLimits (node-wide rate limits and
+    connection counts); ``conn_slot`` this worker's slot in it.
+    """
+    if shared is None:   # run on its own: limits cover this process only
+        from engine._bucket import SharedLimits
+        shared = SharedLimits.create(1024)
     configure(config.effective_log_level, f"http-{index}")
     die_with_parent()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)   # reloads are the supervisor's
@@ -168,7 +179,7 @@ def run(config, index, ready_fd):
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(HttpWorker(config, index, ready_fd).serve())
+        loop.run_until_complete(HttpWorker(config, index, ready_fd, shared, conn_slot).serve())
     except BootError as exc:
         log.error("worker cannot boot", reason=str(exc), index=index)
         return EXIT_BOOT

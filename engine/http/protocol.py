@@ -26,7 +26,7 @@ class RequestTooLarge(Exception):
 class Request:
     """What one request carried (per-request state)."""
     __slots__ = ("method", "url", "headers", "body", "body_size", "head_bytes",
-                 "keep_alive", "http_10")
+                 "keep_alive", "http_10", "client_ip")
 
     def __init__(self):
         self.url = b""
@@ -74,6 +74,7 @@ class HttpConnection:
         self.state = IDLE
         self.deadline = 0.0
         self.closing = False       # answer the current request, then close
+        self.counted = False       # counted in the node-wide connection total
         self.write_paused_at = 0.0
 
     # ---- protocol interface ----------------------------------------------

@@ -1,0 +1,180 @@
+"""Node-wide limits with several workers: rate limits, client IP, connection cap, metrics."""
+import http.client
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _fresh_get(port, path, headers=None):
+    """One request on its own connection: status, headers."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, dict(resp.getheaders())
+    finally:
+        conn.close()
+
+
+def _drive(port, seconds, threads=6, headers_for=lambda i: {}):
+    """Fresh-connection load for ``seconds``; returns (results, elapsed)."""
+    results, lock, stop = [], threading.Lock(), time.monotonic() + seconds
+    counter = iter(range(10 ** 9))
+
+    def loop():
+        while time.monotonic() < stop:
+            i = next(counter)
+            status, headers = _fresh_get(port, f"/tr/v1/m/{i}", headers_for(i))
+            with lock:
+                results.append((status, headers))
+    started = time.monotonic()
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(threads):
+            pool.submit(loop)
+    return results, time.monotonic() - started
+
+
+def _workers_seen(results):
+    return {h["X-Tracker-Worker"].split("/")[0] for _, h in results if "X-Tracker-Worker" in h}
+
+
+def _within(accepted, burst, rate, elapsed):
+    expected = burst + rate * elapsed
+    return 0.8 * expected <= accepted <= 1.2 * expected, expected
+
+
+def test_per_ip_limit_holds_node_wide(collector_factory):
+    c = collector_factory({"Debug": True, "RateLimit": {"PerIPRate": 40, "PerIPBurst": 20}})
+    results, elapsed = _drive(c.port, 2.5)
+    accepted = sum(1 for s, _ in results if s == 200)
+    refused = [h for s, h in results if s == 429]
+    ok, expected = _within(accepted, 20, 40, elapsed)
+    assert ok, (accepted, expected, len(results))
+    assert len(results) >= 50 and len(_workers_seen(results)) >= 2
+    assert refused and all(int(h["Retry-After"]) >= 1 for h in refused)
+    assert c.stop() == 0
+    assert c.rows("SELECT COUNT(*) AS n FROM events")[0]["n"] == accepted
+
+
+def test_global_limit_holds_across_client_ips(collector_factory):
+    c = collector_factory({"Debug": True, "TrustedProxies": ["127.0.0.0/8"],
+                           "RateLimit": {"GlobalRate": 30, "GlobalBurst": 15}})
+    results, elapsed = _drive(c.port, 2.5, headers_for=lambda i: {
+        "X-Forwarded-For": f"198.51.100.{i % 200}"})
+    accepted = sum(1 for s, _ in results if s == 200)
+    ok, expected = _within(accepted, 15, 30, elapsed)
+    assert ok, (accepted, expected)
+    assert len(_workers_seen(results)) >= 2
+    c.stop()
+    ips = {r["ip"] for r in c.rows("SELECT DISTINCT ip FROM events")}
+    assert len(ips) > 10 and all(ip.startswith("198.51.100.") for ip in ips)
+
+
+def test_forwarded_for_is_ignored_from_untrusted_peers(collector_factory):
+    plain = collector_factory({}, name="untrusted")
+    assert plain.get("/tr/v1/m/spoof", headers={"X-Forwarded-For": "6.6.6.6"})[0] == 200
+    assert plain.get("/status", headers={"X-Forwarded-For": "6.6.6.6"})[2].count(b"127.0.0.1") == 1
+    plain.stop()
+    assert [r["ip"] for r in plain.rows("SELECT ip FROM events")] == ["127.0.0.1"]
+
+    trusted = collector_factory({"TrustedProxies": ["127.0.0.1/32"]}, name="trusted")
+    trusted.get("/tr/v1/m/real", headers={"X-Forwarded-For": "6.6.6.6, 203.0.113.5"})
+    trusted.get("/tr/v1/m/fwd", headers={"Forwarded": 'for="[2001:db8::1]:443"'})
+    trusted.stop()
+    assert sorted(r["ip"] for r in trusted.rows("SELECT ip FROM events")) == [
+        "2001:db8::1", "203.0.113.5"]
+    assert {r["ip"] for r in trusted.rows("SELECT ip FROM dailies")} == {"2001:db8::1", "203.0.113.5"}
+
+
+def _open_held(port, n):
+    """n keep-alive connections that each got an answer; (socket, worker pid)."""
+    held = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = s.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 200"), reply
+        pid = int(re.search(rb"X-Tracker-Worker: \d+/(\d+)", reply).group(1))
+        held.append((s, pid))
+    return held
+
+
+def _node_conns(port):
+    import json
+    status, _, body = None, None, None
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/status")
+    body = conn.getresponse().read()
+    conn.close()
+    return json.loads(body)[1]["Value"] - 1     # minus the asking connection
+
+
+def test_connection_cap_is_node_wide_and_recovers(collector_factory):
+    c = collector_factory({"Debug": True, "MaximumConnections": 8, "IdleTimeoutSeconds": 60})
+    held = _open_held(c.port, 7)
+    assert len({pid for _, pid in held}) == 2          # both workers hold some
+    assert _node_conns(c.port) == 7
+    extra = [socket.create_connection(("127.0.0.1", c.port), timeout=10) for _ in range(2)]
+    replies = []
+    for s in extra:                                   # 8th fits, 9th is refused
+        try:
+            s.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        except OSError:
+            pass                                      # already answered 503 and closed
+        replies.append(s.recv(4096))
+    assert replies[0].startswith(b"HTTP/1.1 200")
+    refused = [r for r in replies if r.startswith(b"HTTP/1.1 503")]
+    assert len(refused) == 1 and b"Retry-After: 1" in refused[0]
+    for s in extra:
+        s.close()
+    for s, _ in held[:3]:
+        s.close()
+    deadline = time.monotonic() + 10
+    while _node_conns(c.port) != 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _node_conns(c.port) == 4
+    assert _fresh_get(c.port, "/ping")[0] == 200       # recovered
+
+    victim = held[3][1]
+    lost = sum(1 for _, pid in held[3:] if pid == victim)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _node_conns(c.port) != 4 - lost and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _node_conns(c.port) == 4 - lost
+    for s, _ in held[3:]:
+        s.close()
+
+
+def test_metrics_equal_requests_whichever_worker_answers(collector_factory):
+    c = collector_factory({"Debug": True})
+    sent = 60
+    with ThreadPoolExecutor(6) as pool:
+        statuses = list(pool.map(lambda i: _fresh_get(c.port, f"/tr/v1/m/{i}")[0], range(sent)))
+    assert statuses == [200] * sent
+    line = 'tracker_requests_total{route="track",status="200"} %.1f' % sent
+    answered_by, deadline = set(), time.monotonic() + 10
+    while time.monotonic() < deadline and len(answered_by) < 2:
+        status, headers = None, None
+        conn = http.client.HTTPConnection("127.0.0.1", c.port, timeout=10)
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        conn.close()
+        if line in text:
+            answered_by.add(resp.getheader("X-Tracker-Worker").split("/")[0])
+            assert "tracker_events_total %.1f" % sent in text
+            assert 'tracker_request_duration_seconds_count{route="track"} %.1f' % sent in text
+            assert "tracker_open_connections" in text
+        else:
+            time.sleep(0.1)
+    assert len(answered_by) == 2

@@ -68,12 +68,13 @@ def cpu_seconds(pids):
 
 
 class Server:
-    def __init__(self, workers, directory):
+    def __init__(self, workers, directory, extra_config=None):
         self.dir = directory
         self.port = free_port()
         self.db = os.path.join(directory, "bench.db")
         config = {"TLS": "off", "LogLevel": "warning", "MaximumConnections": 0,
                   "Notify": [{"Service": "sqlite", "Path": self.db, "Critical": True}]}
+        config.update(extra_config or {})
         self.config = os.path.join(directory, "config.json")
         with open(self.config, "w") as fh:
             json.dump(config, fh)

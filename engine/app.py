@@ -63,6 +63,7 @@ class TrackerApp:
         self.debug_header = (b"X-Tracker-Worker: %d/%d\r\n" % (worker_index, os.getpid())
                              if config.debug else b"")
         self.routes = self._route_table(config.api_prefix.encode())
+        self.daily = None               # ProxyDailyLimit checker (engine.daily), if set
 
     def _route_table(self, version):
         tracked = {b"tr": ("track", self.track, TRACK), b"img": ("img", self.img, TRACK),
@@ -129,6 +130,9 @@ class TrackerApp:
             status, response = 429, self._plain(429, "rate limited\n", keep,
                                                 b"Retry-After: %d\r\n" % wait)
             self.stats.rate_limited(CLASS_NAMES[cls])
+        elif cls == PROXY and self.daily is not None and not self.daily.allowed(ip):
+            status, response = 429, self._plain(429, "API Limit Reached", keep)
+            self.stats.rate_limited("daily")
         else:
             try:
                 status, response = handler(conn, req, path, query, keep)

@@ -15,6 +15,7 @@ import time
 import uvloop
 
 from engine.batcher import Batcher
+from engine.daily import DailyLimitUnavailable, build_checker
 from engine.app import TrackerApp
 from engine.http.protocol import ConnectionRegistry, HttpConnection
 from engine.logs import configure, log
@@ -118,6 +119,10 @@ class HttpWorker:
         app = TrackerApp(cfg, batcher, self.stats, parser, parser.TimeUUIDGen(), registry,
                          self.shared, self.conn_slot, self.index)
         self.stats.gauges = lambda: (len(registry.open), batcher.waiting())
+        try:
+            app.daily = build_checker(cfg, sinks)
+        except DailyLimitUnavailable as exc:
+            raise BootError(str(exc)) from None
         server = await loop.create_server(
             lambda: HttpConnection(app, registry, tls=ssl_ctx is not None),
             sock=sock, ssl=ssl_ctx, backlog=4096)

@@ -178,3 +178,28 @@ def test_metrics_equal_requests_whichever_worker_answers(collector_factory):
         else:
             time.sleep(0.1)
     assert len(answered_by) == 2
+
+
+def test_proxy_daily_limit_answers_api_limit_reached(collector_factory):
+    c = collector_factory({"ProxyDailyLimit": 5}, workers=1)
+    for i in range(3):                     # three tracked events: dailies = 3
+        assert c.get(f"/tr/v1/m/{i}")[0] == 200
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:     # wait until they are in the store
+        if c.rows("SELECT total FROM dailies") == [{"total": 3}]:
+            break
+        time.sleep(0.05)
+    conn = http.client.HTTPConnection("127.0.0.1", c.port, timeout=10)
+    answers = []
+    for _ in range(12):                    # non-tracker routes are the proxied class
+        conn.request("GET", "/api/thing")
+        resp = conn.getresponse()
+        answers.append((resp.status, resp.read()))
+        time.sleep(0.02)
+    conn.close()
+    allowed = [a for a in answers if a[0] == 404]
+    refused = [a for a in answers if a[0] == 429]
+    assert refused and all(body == b"API Limit Reached" for _, body in refused)
+    assert 2 <= len(allowed) <= 3          # 5 - 3 stored (+1: the first is let through before the read)
+    assert answers[-1][0] == 429
+    assert c.get("/tr/v1/m/after")[0] == 200   # tracking routes are not daily-limited

@@ -141,8 +141,7 @@ class TrackerApp:
                 status, response = 500, self._plain(500, "internal error\n", False)
         if self.debug_header:
             response = response.replace(b"\r\n", b"\r\n" + self.debug_header, 1)
-        self.stats.request(name, status)
-        self.stats.took(name, perf_counter() - started)
+        self.stats.answered(name, status, perf_counter() - started)
         return response
 
     def not_found(self, conn, req, path, query, keep):

@@ -10,7 +10,7 @@ moves the deltas into the shared counters. A labelled ``inc`` costs a lock
 and a dict lookup, which per request would be a measurable share of the
 ~10 µs a tracked request costs.
 """
-import bisect
+from bisect import bisect_left
 import os
 
 ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -38,11 +38,15 @@ class WorkerStats:
         key = (route, status)
         self.requests[key] = self.requests.get(key, 0) + 1
 
-    def took(self, route, seconds):
+    def answered(self, route, status, seconds):
+        """One request done: count it and file its handling time."""
+        key = (route, status)
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
         slots = self.latency.get(route)
         if slots is None:
             slots = self.latency[route] = [0] * len(LATENCY_BUCKETS) + [0.0]
-        slots[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        slots[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         slots[-1] += seconds
 
     def rate_limited(self, cls_name):

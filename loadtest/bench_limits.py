@@ -5,8 +5,7 @@
    set so high they are never reached (every request still takes tokens from
    the shared buckets) — interleaved rounds, medians and ratio.
 2. In-process micro-costs (µs per call): the shared bucket's ``allow``, the
-   worker's per-request metric bookkeeping (``WorkerStats.request`` +
-   ``took``), and, for comparison, a direct prometheus_client labelled
+   worker's per-request metric bookkeeping (``WorkerStats.answered``), and, for comparison, a direct prometheus_client labelled
    ``inc`` (what the worker avoids on the request path).
 
     python loadtest/bench_limits.py [--duration 5] [--rounds 3]
@@ -69,8 +68,8 @@ def micro_costs():
     print("per-request micro-costs (us, minus an empty call):")
     print(f"  shared bucket allow (IP + global)   "
           f"{per_call(lambda: allow(0, '198.51.100.7', 1e9, 1e9, 1e9, 1e9)) - empty:6.3f}")
-    print(f"  WorkerStats.request + took          "
-          f"{per_call(lambda: (stats.request('track', 200), stats.took('track', 0.00002))) - empty:6.3f}")
+    print(f"  WorkerStats.answered (count+latency)"
+          f"{per_call(lambda: stats.answered('track', 200, 0.00002)) - empty:6.3f}")
     print(f"  prometheus Counter.labels().inc()   "
           f"{per_call(lambda: direct.labels('track', '200').inc()) - empty:6.3f}")
 

@@ -10,6 +10,15 @@ Contract:
   retries the same batch later. Writes must therefore be idempotent by the
   event's ``eid`` for row tables.
 - ``start`` raises ``SinkUnavailable`` when the store cannot be reached.
+
+Optional, for stores (SQLite, Cassandra) that keep bus messages: the NATS
+consumer (workers/consume.py) calls ``await sink.write_messages(logs, counts,
+updates)`` on every Notify sink that has it, with the store-neutral records of
+engine/messages.py: ``logs`` a list of log records (table ``logs``), ``counts``
+a dict counter id -> n (``counters``: ``total = total + n``), ``updates`` a
+list of update records (``updates``: the latest ``updated`` wins). It stores
+the whole group or raises; a raised group is retried whole, so a store must
+not apply part of it (one transaction, or say how counters avoid double counts).
 """
 
 

@@ -8,6 +8,7 @@ import importlib
 from importlib.metadata import entry_points
 
 BUILT_IN = {"sqlite": "engine.sinks.sqlite:SQLiteSink",
+            "nats": "engine.sinks.nats:NatsSink",
             "cassandra": "engine.sinks.cassandra:CassandraSink"}
 
 

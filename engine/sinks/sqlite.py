@@ -211,6 +211,16 @@ COUNTER_TABLES = {
 _COUNTER_SQL = {t: _counter_sql(t, k) for t, k in COUNTER_TABLES.items()}
 
 
+# Logs: a redelivered message with the same id (and time) is the same row.
+_LOGS_SQL = ("INSERT OR IGNORE INTO logs (ldate, created, ltime, id, name, host, hostname, "
+             "owner, ip, level, msg, params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+# Updates: the row keeps the latest message by `updated`, whatever the arrival order.
+_UPDATES_SQL = ("INSERT INTO updates (id, updated, msg, params) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET updated = excluded.updated, "
+                "msg = excluded.msg, params = excluded.params "
+                "WHERE updates.updated IS NULL OR excluded.updated >= updates.updated")
+
+
 def _bump(counts, key):
     counts[key] = counts.get(key, 0) + 1
 
@@ -372,6 +382,51 @@ class SQLiteSink(Sink):
             finally:
                 cur.close()
             return len(fresh)
+
+    # -- bus messages (NATS log / count / update; see engine/messages.py)
+
+    async def write_messages(self, logs, counts, updates):
+        """Store a group of consumed messages in ONE transaction: ``logs``
+        (list of log records), ``counts`` (counter id -> n, written as
+        ``total = total + n``), ``updates`` (list of update records). Raises
+        after rolling back, so a retried group never double-counts."""
+        if not (logs or counts or updates):
+            return 0
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._get_executor(), self.write_messages_sync,
+                                          logs, counts, updates)
+
+    def write_messages_sync(self, logs, counts, updates):
+        log_rows = [(r["ldate"], iso_ms(r["created"]), r["ltime"], r["id"], r.get("name"),
+                     r.get("host"), r.get("hostname"), r.get("owner"), r.get("ip"),
+                     r.get("level"), r.get("msg"),
+                     orjson.dumps(r.get("params") or {}).decode()) for r in logs]
+        count_rows = [(cid, n) for cid, n in counts.items()]
+        update_rows = [(r["id"], iso_ms(r["updated"]), r.get("msg"),
+                        orjson.dumps(r.get("params") or {}).decode()) for r in updates]
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise SinkUnavailable(f"sqlite: {self.path} is not open (start() first)")
+            cur = conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                if log_rows:
+                    cur.executemany(_LOGS_SQL, log_rows)
+                if count_rows:
+                    cur.executemany(_COUNTER_SQL["counters"], count_rows)
+                if update_rows:
+                    cur.executemany(_UPDATES_SQL, update_rows)
+                cur.execute("COMMIT")
+            except BaseException:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                raise
+            finally:
+                cur.close()
+        return len(log_rows) + sum(counts.values()) + len(update_rows)
 
     @staticmethod
     def _unseen(cur, events):

@@ -25,7 +25,9 @@ setup(
         "nats-py==2.16.0",
         "cassandra-driver==3.30.1",
     ],
-    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17"]},
+    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17",
+                             "locust==2.47.0", "matplotlib==3.11.2"],
+                    "loadtest": ["locust==2.47.0", "matplotlib==3.11.2"]},
     entry_points={
         "console_scripts": ["tracker = engine.cli:main"],
         "tracker.sinks": ["sqlite = engine.sinks.sqlite:SQLiteSink",

@@ -7,7 +7,8 @@ redirects to an allowed host, now and then a malformed JSON POST that must be
 answered 400), then leaves; the same user then starts over as a new visitor.
 
 Every request carries a unique marker (`m`), and every answer is written to a
-ledger (one JSON line per request: marker, kind, status, vid sent, vid set) so
+ledger (one JSON line per request: marker, kind, status, vid sent, vid set,
+start time, latency, what failed its check) so
 the runner can check the store: the stored markers must be exactly the 2xx/3xx
 answers, each once, under the vid the visitor holds.
 
@@ -35,7 +36,7 @@ from locust import HttpUser, between, events
 DEFAULT_WEIGHTS = "tuplet=40,post=25,pixel=25,redirect=8,bad=2"
 RUN = uuid.uuid4().hex[:8]
 REDIRECT_HOST = os.environ.get("TRACKER_REDIRECT_HOST", "example.com")
-LEDGER = {}                     # marker -> [kind, status, vid_sent, vid_set]
+LEDGER = {}     # marker -> [kind, status, vid_sent, vid_set, started (s), latency (ms), problem]
 _seq = [0]
 
 
@@ -71,15 +72,18 @@ class Visitor(HttpUser):
     def send(self, kind, method, path, expect, **kw):
         marker = kw.pop("marker")
         vid_sent = self.client.cookies.get("vid")
-        entry = LEDGER[marker] = [kind, None, vid_sent, None]   # sent, not yet answered
+        started = time.time()
+        entry = LEDGER[marker] = [kind, None, vid_sent, None, started, None, None]  # unanswered
         with self.client.request(method, path, name=kind, catch_response=True,
                                  allow_redirects=False, **kw) as resp:
+            entry[5] = (time.time() - started) * 1000
             status = entry[1] = resp.status_code
             vid_set = entry[3] = _cookie_vid(resp.headers.get("Set-Cookie", ""))
             problem = expect(resp)
             if 200 <= status < 400 and vid_sent and vid_set != vid_sent:
                 problem = f"vid cookie changed: sent {vid_sent}, got {vid_set}"
             if problem:
+                entry[6] = problem
                 resp.failure(problem)
             else:
                 resp.success()
@@ -175,6 +179,7 @@ def _write_ledger(**_):
     if not path:
         return
     with open(path, "w") as fh:
-        for marker, (kind, status, vid_sent, vid_set) in LEDGER.items():
-            fh.write(json.dumps({"m": marker, "kind": kind, "status": status,
-                                 "vid_sent": vid_sent, "vid_set": vid_set}) + "\n")
+        for marker, (kind, status, vid_sent, vid_set, started, ms, problem) in LEDGER.items():
+            fh.write(json.dumps({"m": marker, "kind": kind, "status": status, "vid_sent": vid_sent,
+                                 "vid_set": vid_set, "t": started, "ms": ms,
+                                 "problem": problem}) + "\n")

@@ -24,7 +24,6 @@ it fails (exit status 1). Medians over --rounds are quoted. Everything runs on
 Results: <out>/<name>.json and <out>/<name>.png (default loadtest/results/latest.*).
 """
 import argparse
-import csv
 import datetime
 import json
 import os
@@ -255,24 +254,33 @@ def len_rows(server):
 # ---- locust --------------------------------------------------------------------
 def run_locust(server, directory, args):
     ledger = os.path.join(directory, "locust-ledger.jsonl")
-    prefix = os.path.join(directory, "locust")
     env = {**os.environ, "TRACKER_LOCUST_LEDGER": ledger, "TRACKER_LOCUST_WEIGHTS": args.weights,
            "TRACKER_REDIRECT_HOST": REDIRECT_HOST}
     locust = shutil.which("locust", path=os.path.dirname(sys.executable)) or "locust"
     cmd = pin(args.client_cpus) + [
         locust, "-f", LOCUSTFILE, "--headless", "-u", str(args.locust_users),
         "-r", str(args.locust_users), "-t", f"{args.locust_seconds}s", "--stop-timeout", "10",
-        "--host", f"http://127.0.0.1:{server.port}", "--csv", prefix, "--only-summary",
+        "--host", f"http://127.0.0.1:{server.port}", "--only-summary",
         "--loglevel", "WARNING"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env,
                           timeout=args.locust_seconds + 90)
-    with open(f"{prefix}_stats.csv") as fh:
-        agg = next(row for row in csv.DictReader(fh) if row["Name"] == "Aggregated")
+    if not os.path.exists(ledger):
+        raise RuntimeError(f"locust wrote no ledger ({done.returncode}): {done.stderr[-2000:]}")
     with open(ledger) as fh:
         entries = [json.loads(line) for line in fh]
-    return {"exit_code": done.returncode, "requests": int(agg["Request Count"]),
-            "failures": int(agg["Failure Count"]), "rps": float(agg["Requests/s"]),
-            "p50_ms": float(agg["50%"]), "p90_ms": float(agg["90%"]), "p99_ms": float(agg["99%"]),
+    answered = [e for e in entries if e["ms"] is not None]
+    ms = sorted(e["ms"] for e in answered) or [float("nan")]
+    span = (max(e["t"] + e["ms"] / 1000 for e in answered) - min(e["t"] for e in answered)
+            if answered else 0)
+
+    def pct(p):
+        return ms[min(len(ms) - 1, int(p / 100 * len(ms)))]
+    # Figures from the ledger (every request the users sent), not locust's own stats.
+    return {"exit_code": done.returncode, "requests": len(entries),
+            "failures": sum(1 for e in entries if e["problem"]),
+            "failure_examples": sorted({e["problem"] for e in entries if e["problem"]})[:5],
+            "rps": len(answered) / span if span else 0.0,
+            "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99),
             "users": args.locust_users, "seconds": args.locust_seconds,
             "stderr_tail": done.stderr.strip().splitlines()[-5:] if done.returncode else []}, entries
 
@@ -333,10 +341,7 @@ def bench_workers(workers, base_config, args, base_dir, use_nginx):
             print(f"  locust: {result['locust']['requests']} requests, "
                   f"{result['locust']['rps']:.0f}/s, {result['locust']['failures']} failures",
                   flush=True)
-        collector.wait_written()
-        time.sleep(1.2)                 # workers publish their counts twice a second
-        answered = collector.answered_tracked()
-        accepted = int(collector.metrics().get(("tracker_events_total", ""), 0))
+        answered, accepted = settled_counts(collector)
     finally:
         code = collector.stop()
         if nginx:
@@ -358,9 +363,23 @@ def bench_workers(workers, base_config, args, base_dir, use_nginx):
         result["locust_check"], more = check_locust(entries, stored)
         problems += more
         if result["locust"]["failures"]:
-            problems.append(f"locust: {result['locust']['failures']} requests failed their checks")
+            problems.append(f"locust: {result['locust']['failures']} requests failed their checks: "
+                            f"{result['locust']['failure_examples']}")
     result["durability"] = collector.settings.get("Durability", "default")
     return runs, result, problems
+
+
+def settled_counts(collector, timeout=5.0):
+    """The collector's own counts of tracked 2xx/3xx answers and accepted events, once
+    every worker has published them (they do so twice a second) and the store caught up."""
+    collector.wait_written()
+    deadline = time.monotonic() + timeout
+    while True:
+        time.sleep(0.6)
+        answered = collector.answered_tracked()
+        accepted = int(collector.metrics().get(("tracker_events_total", ""), 0))
+        if answered == accepted == len_rows(collector) or time.monotonic() > deadline:
+            return answered, accepted
 
 
 def progress(runs):
@@ -501,12 +520,13 @@ def parse_args(argv=None):
     ap.add_argument("--smoke", action="store_true",
                     help="a few seconds: 1 worker, c=8, 1 s runs, short locust; results go to "
                          "a temp dir unless --out is given")
+    if ap.parse_known_args(argv)[0].smoke:      # smoke defaults; explicit options still win
+        ap.set_defaults(workers="1", concurrency="8", duration=1, rounds=1, locust_users=5,
+                        locust_seconds=3, headline_concurrency=8,
+                        out=None)
     args = ap.parse_args(argv)
-    if args.smoke:
-        args.workers, args.concurrency, args.duration, args.rounds = "1", "8", 1, 1
-        args.locust_users, args.locust_seconds, args.headline_concurrency = 5, 3, 8
-        if args.out == ap.get_default("out"):
-            args.out = tempfile.mkdtemp(prefix="tracker-loadtest-smoke-")
+    if args.out is None:                        # smoke results stay out of the repo
+        args.out = tempfile.mkdtemp(prefix="tracker-loadtest-smoke-")
     args.workers = [int(w) for w in args.workers.split(",")]
     args.modes = [m for m in args.modes.split(",") if m]
     args.concurrency = [int(c) for c in args.concurrency.split(",")]

@@ -18,6 +18,7 @@ from .errors import ParseError
 from .limits import CLASS_NAMES, PROXY, SERVICE, TRACK, any_enabled
 from .logs import log
 from .redirect import normalise_hosts, safe_redirect
+from .spool import SpoolFull
 
 COOKIE_MAX_AGE = 31536000  # one year
 JSON = b"application/json"
@@ -64,6 +65,7 @@ class TrackerApp:
                              if config.debug else b"")
         self.routes = self._route_table(config.api_prefix.encode())
         self.daily = None               # ProxyDailyLimit checker (engine.daily), if set
+        self.committer = None           # GroupCommitter in spool durability
 
     def _route_table(self, version):
         tracked = {b"tr": ("track", self.track, TRACK), b"img": ("img", self.img, TRACK),
@@ -160,9 +162,9 @@ class TrackerApp:
     # ---- tracking --------------------------------------------------------
     def _accept(self, conn, req, path, query, body):
         """Parse and enqueue one event. Returns (event, None) or (None, response)."""
-        if not self.batcher.accepting:
-            return None, (503, self._plain(503, "busy, retry\n", False,
-                                           b"Retry-After: 1\r\n"))
+        committer = self.committer
+        if not self.batcher.accepting or (committer is not None and not committer.accepting):
+            return None, (503, self.unavailable_response())
         headers = req.headers
         raw_cookie = headers.get(b"cookie")
         ua = headers.get(b"user-agent")
@@ -176,9 +178,20 @@ class TrackerApp:
                 time.time_ns() // 1000000, self.ids, self.url_prefix_filter)
         except ParseError as exc:
             return None, (400, self._plain(400, str(exc) + "\n", False))
-        self.batcher.put(event)
-        self.stats.events += 1
+        if committer is None:           # memory durability: queued is accepted
+            self.batcher.put(event)
+            self.stats.events += 1
+            return event, None
+        try:                            # spool: answered once the group is fsynced
+            req.wait_epoch = committer.append(event)
+        except SpoolFull:
+            return None, (503, self.unavailable_response())
         return event, None
+
+    def unavailable_response(self):
+        """503 for an event that cannot be accepted now (queue or spool full,
+        spool write failed): the client keeps it and retries."""
+        return self._plain(503, "busy, retry\n", False, b"Retry-After: 1\r\n")
 
     def _tracking_headers(self, conn, req, event):
         cookie = b"Set-Cookie: vid=%s; Max-Age=%d; Path=/; SameSite=Lax%s\r\n" % (
@@ -254,6 +267,8 @@ class TrackerApp:
             return 503, self._plain(503, "draining\n", keep)
         if not self.batcher.accepting:
             return 503, self._plain(503, "queue full\n", keep)
+        if self.committer is not None and not self.committer.accepting:
+            return 503, self._plain(503, "spool full or failing\n", keep)
         if down:
             return 503, self._plain(503, "store down: %s\n" % ", ".join(down), keep)
         return 200, self._plain(200, "ready\n", keep)

@@ -23,10 +23,16 @@ BACKOFF_MAX = 5.0
 
 
 class SinkChannel:
-    """The ordered queue of batches waiting for one sink."""
+    """The ordered queue of batches waiting for one sink.
 
-    def __init__(self, sink, stats):
+    Items are (batch, on_done): ``on_done`` (or None) is called once the
+    sink has stored the batch — the spool uses it to record the sink's
+    progress.
+    """
+
+    def __init__(self, sink, stats, sink_id):
         self.sink = sink
+        self.sink_id = sink_id
         self.name = sink.service
         self.stats = stats
         self.pending = deque()
@@ -36,8 +42,8 @@ class SinkChannel:
         self.started = True   # False: start() failed at boot, retried before writing
         self.task = None
 
-    def enqueue(self, batch):
-        self.pending.append(batch)
+    def enqueue(self, batch, on_done=None):
+        self.pending.append((batch, on_done))
         self.pending_events += len(batch)
         self.wake.set()
 
@@ -48,7 +54,7 @@ class SinkChannel:
                 self.wake.clear()
                 await self.wake.wait()
                 continue
-            batch = self.pending[0]
+            batch, on_done = self.pending[0]
             started = time.monotonic()
             try:
                 if not self.started:
@@ -66,6 +72,8 @@ class SinkChannel:
             self.pending_events -= len(batch)
             self.stats.written(self.name, len(batch))
             self.stats.flushed(self.name, time.monotonic() - started)
+            if on_done is not None:
+                on_done()
             if self.failing_since:
                 log.info("sink recovered", sink=self.name,
                          down_seconds=round(time.monotonic() - self.failing_since, 1))
@@ -87,7 +95,7 @@ class SinkChannel:
 class Batcher:
     def __init__(self, sinks, stats, max_events=1000, max_age_ms=250, queue_max=200000,
                  unstarted=()):
-        self.channels = [SinkChannel(s, stats) for s in sinks]
+        self.channels = [SinkChannel(s, stats, f"{i}:{s.service}") for i, s in enumerate(sinks)]
         for ch in self.channels:
             if ch.sink in unstarted:
                 ch.started = False
@@ -97,14 +105,17 @@ class Batcher:
         self.max_age = max_age_ms / 1000.0
         self.queue_max = queue_max
         self.batch = []
+        self.batch_seq = 0          # spool seq of the batch's last event (0: no spool)
+        self.on_written = None      # (sink_id, seq) -> None, set by the spool
         self.accepting = True
         self.flush_now = asyncio.Event()
         self.tasks = []
 
     # ---- request path ----------------------------------------------------
-    def put(self, event):
+    def put(self, event, seq=0):
         batch = self.batch
         batch.append(event)
+        self.batch_seq = seq
         if len(batch) >= self.max_events:
             self.flush_now.set()
 
@@ -128,8 +139,12 @@ class Batcher:
     def flush(self):
         if self.batch:
             batch, self.batch = self.batch, []
+            seq, notify = self.batch_seq, self.on_written
             for ch in self.channels:
-                ch.enqueue(batch)
+                done = None
+                if seq and notify is not None:
+                    done = (lambda sid: lambda: notify(sid, seq))(ch.sink_id)
+                ch.enqueue(batch, done)
         self.accepting = self.waiting() < self.queue_max
 
     def waiting(self):

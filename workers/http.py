@@ -15,6 +15,8 @@ import time
 import uvloop
 
 from engine.batcher import Batcher
+from engine.commit import GroupCommitter, OrphanReplay
+from engine.spool import SpoolWriter
 from engine.daily import DailyLimitUnavailable, build_checker
 from engine.app import TrackerApp
 from engine.http.protocol import ConnectionRegistry, HttpConnection
@@ -26,6 +28,7 @@ from engine.parser import load_parser
 from workers import EXIT_BOOT, EXIT_OK
 
 TICK = 0.5
+ORPHAN_SCAN_TICKS = 10      # look for dead workers' spool files every 5 s
 PR_SET_PDEATHSIG = 1
 
 
@@ -123,21 +126,49 @@ class HttpWorker:
             app.daily = build_checker(cfg, sinks)
         except DailyLimitUnavailable as exc:
             raise BootError(str(exc)) from None
+        committer, orphans = self.open_spool(batcher)
+        app.committer = committer
         server = await loop.create_server(
             lambda: HttpConnection(app, registry, tls=ssl_ctx is not None),
             sock=sock, ssl=ssl_ctx, backlog=4096)
         batcher.start()
-        ticker = loop.create_task(self.tick(registry))
+        if committer is not None:
+            committer.start()
+        ticker = loop.create_task(self.tick(registry, orphans))
         os.write(self.ready_fd, b"R")
         log.info("worker serving", listen=f"{host}:{port}", index=self.index,
                  tls=ssl_ctx is not None, parser=parser.__name__)
         await self.stop.wait()
-        await self.drain(app, server, registry, batcher, sinks)
         ticker.cancel()
+        await self.drain(app, server, registry, batcher, sinks)
 
-    async def tick(self, registry):
+    def open_spool(self, batcher):
+        """Spool durability: this worker's write-ahead file, its committer, and
+        the replayer of files dead workers left behind. (None, None) in memory
+        durability."""
+        cfg = self.config
+        if cfg.durability != "spool":
+            return None, None
+        try:
+            spool = SpoolWriter(cfg.spool_directory, [ch.sink_id for ch in batcher.channels],
+                                cfg.spool_max_bytes)
+        except OSError as exc:
+            raise BootError(f"cannot write the spool in SpoolDirectory "
+                            f"{cfg.spool_directory}: {exc.strerror}") from None
+        committer = GroupCommitter(spool, batcher, self.stats)
+        batcher.on_written = committer.ack
+        orphans = OrphanReplay(cfg.spool_directory, lambda: {spool.path}, batcher,
+                               committer.io, cfg.batch_max_events)
+        return committer, orphans
+
+    async def tick(self, registry, orphans):
         loop = asyncio.get_running_loop()
+        ticks, scan = 0, None
         while True:
+            if orphans is not None and ticks % ORPHAN_SCAN_TICKS == 0 and \
+                    (scan is None or scan.done()):
+                scan = loop.create_task(orphans.scan())
+            ticks += 1
             await asyncio.sleep(TICK)
             registry.sweep(loop.time())
             self.stats.sync()
@@ -156,7 +187,12 @@ class HttpWorker:
             await asyncio.sleep(0.05)
         for conn in list(registry.open):
             conn.close()
+        if app.committer is not None:
+            await app.committer.flush()
         left = await batcher.drain(max(0.5, timeout - (time.monotonic() - started)))
+        if app.committer is not None and not await app.committer.close():
+            log.warning("undelivered events stay in the spool for the next start",
+                        path=app.committer.spool.path)
         self.stats.sync()
         for sink in sinks:
             try:

@@ -9,6 +9,8 @@ Timeouts are enforced by the worker's once-a-second sweep over open
 connections (``ConnectionRegistry.sweep``) rather than a timer per request:
 arming and cancelling a timer per request would cost more than parsing it.
 """
+from collections import deque
+
 import httptools
 
 from . import responses
@@ -26,7 +28,7 @@ class RequestTooLarge(Exception):
 class Request:
     """What one request carried (per-request state)."""
     __slots__ = ("method", "url", "headers", "body", "body_size", "head_bytes",
-                 "keep_alive", "http_10", "client_ip")
+                 "keep_alive", "http_10", "client_ip", "wait_epoch")
 
     def __init__(self):
         self.url = b""
@@ -35,6 +37,7 @@ class Request:
         self.body_size = 0
         self.head_bytes = 0
         self.method = b""
+        self.wait_epoch = 0     # spool group whose commit this answer waits for
         self.keep_alive = True
         self.http_10 = False
 
@@ -75,6 +78,7 @@ class HttpConnection:
         self.deadline = 0.0
         self.closing = False       # answer the current request, then close
         self.counted = False       # counted in the node-wide connection total
+        self.held = deque()        # (epoch, response, keep) waiting for a spool commit
         self.write_paused_at = 0.0
 
     # ---- protocol interface ----------------------------------------------
@@ -174,9 +178,41 @@ class HttpConnection:
         self.deadline = self.registry.clock + self.limits.idle_timeout
         keep = req.keep_alive and not self.closing
         response = self.app.handle(self, req, keep)
+        if req.wait_epoch or self.held:
+            self.hold(req.wait_epoch, response, keep)
+            return
         self.transport.write(response)
         if not keep:
             self.close()
+
+    # ---- answers waiting for the spool ------------------------------------
+    def hold(self, epoch, response, keep):
+        """Keep an answer until its events are durable; answers stay in order,
+        so anything after a held answer waits too."""
+        self.held.append((epoch, response, keep))
+        self.app.committer.waiting.add(self)
+        if not keep:
+            self.transport.pause_reading()
+
+    def release(self):
+        """Called by the committer after each group: send what is durable."""
+        committer = self.app.committer
+        while self.held:
+            epoch, response, keep = self.held[0]
+            if epoch > committer.done_epoch:
+                committer.waiting.add(self)
+                return
+            self.held.popleft()
+            if self.state == CLOSED or self.transport.is_closing():
+                self.held.clear()
+                return
+            if epoch in committer.failed:
+                response, keep = self.app.unavailable_response(), False
+            self.transport.write(response)
+            if not keep:
+                self.held.clear()
+                self.close()
+                return
 
     # ---- helpers ---------------------------------------------------------
     def _callback_failed(self, exc):

@@ -53,7 +53,8 @@ def test_transport_derivation():
 def test_defaults_run_the_embedded_store(tmp_path):
     cfg = config_from_dict({}, str(tmp_path / "c.json"))
     assert cfg.notify == [{"Service": "sqlite", "Path": str(tmp_path / "tracker.db")}]
-    assert cfg.durability == "memory" and cfg.workers >= 1 and cfg.api_prefix == "v1"
+    assert cfg.durability == "spool" and cfg.workers >= 1 and cfg.api_prefix == "v1"
+    assert cfg.spool_directory == str(tmp_path / "spool")
 
 
 def test_overrides_win_over_the_file():

@@ -1,0 +1,141 @@
+"""Spool durability: no acknowledged event is lost across crashes and outages."""
+import collections
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _markers(c):
+    rows = c.rows("SELECT params FROM events")
+    return collections.Counter(json.loads(r["params"])["m"] for r in rows)
+
+
+def _send(c, prefix, n):
+    ok = []
+    for i in range(n):
+        status = c.get(f"/tr/v1/m/{prefix}{i}")[0]
+        if status == 200:
+            ok.append(f"{prefix}{i}")
+    return ok
+
+
+def _wait(pred, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_events_of_a_killed_worker_are_replayed(collector_factory):
+    # Batches wait 30 s, so at the kill the events exist only in the spool.
+    c = collector_factory({"BatchMaxAgeMs": 30000})
+    ok = _send(c, "k", 40)
+    assert len(ok) == 40
+    for pid in c.worker_pids():
+        os.kill(pid, signal.SIGKILL)
+    assert _wait(lambda: len(c.worker_pids()) == 2)
+    assert _wait(lambda: '"spool replayed"' in c.logs())
+    ok += _send(c, "after", 10)
+    assert c.stop() == 0
+    stored = _markers(c)
+    assert set(stored) == set(ok) and max(stored.values()) == 1
+    assert c.rows("SELECT total FROM dailies") == [{"total": 50}]
+    assert os.listdir(os.path.join(c.dir, "spool")) == []
+
+
+def test_everything_killed_then_restarted_loses_nothing(collector_factory):
+    c = collector_factory({"BatchMaxAgeMs": 30000})
+    ok = _send(c, "crash", 30)
+    pids = c.worker_pids()
+    os.kill(c.proc.pid, signal.SIGKILL)          # supervisor and workers, like a power cut
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    c.proc.wait()
+    assert _wait(lambda: not any(os.path.exists(f"/proc/{p}") for p in pids))
+    spooled = [n for n in os.listdir(os.path.join(c.dir, "spool")) if n.endswith(".spool")]
+    assert spooled
+    with open(os.path.join(c.dir, "spool", spooled[0]), "ab") as fh:
+        fh.write(b"\x30\x00\x00\x00torn")        # a record cut short by the crash
+    c.start()
+    assert _wait(lambda: c.logs().count('"spool replayed"') >= len(spooled))
+    assert c.stop() == 0
+    stored = _markers(c)
+    assert set(stored) == set(ok) and max(stored.values()) == 1
+    assert "torn record" in c.logs()
+
+
+def test_store_outage_fills_the_spool_then_recovers(collector_factory):
+    c = collector_factory({"SpoolMaxBytes": 1 << 20, "BatchMaxAgeMs": 20,
+                           "Notify": [{"Service": "sqlite", "Path": "tracker.db",
+                                       "Critical": False}]}, workers=1)
+    assert c.get("/tr/v1/m/warm")[0] == 200
+    blocker = sqlite3.connect(c.db_path, isolation_level=None, timeout=30)
+    blocker.execute("BEGIN EXCLUSIVE")           # the store stops taking writes
+    answers = collections.Counter()
+    accepted = ["warm"]
+    pad = "p" * 300
+    conn = c.connection()
+    for i in range(6000):
+        conn.request("GET", f"/tr/v1/m/o{i}/pad/{pad}")
+        resp = conn.getresponse()
+        resp.read()
+        answers[resp.status] += 1
+        if resp.status == 200:
+            accepted.append(f"o{i}")
+        else:
+            assert resp.status == 503 and resp.getheader("Retry-After") == "1"
+            conn.close()
+            conn = c.connection()
+            if answers[503] >= 20:
+                break
+    conn.close()
+    assert answers[503] >= 20 and answers[200] > 1000
+    assert c.get("/ready")[0] == 503
+    blocker.execute("ROLLBACK")                  # the store is back
+    blocker.close()
+    assert _wait(lambda: c.get("/ready")[0] == 200, 60)
+    assert _send(c, "back", 5) == [f"back{i}" for i in range(5)]
+    assert c.stop() == 0
+    stored = _markers(c)
+    assert set(stored) == set(accepted) | {f"back{i}" for i in range(5)}
+    assert max(stored.values()) == 1
+
+
+def test_memory_durability_still_works(collector_factory):
+    c = collector_factory({"Durability": "memory"})
+    ok = _send(c, "mem", 20)
+    assert c.stop() == 0
+    assert set(_markers(c)) == set(ok) and not os.path.exists(os.path.join(c.dir, "spool"))
+
+
+def test_concurrent_load_with_spool_is_exact(collector_factory):
+    c = collector_factory()
+    results, lock = [], threading.Lock()
+
+    def client(w):
+        conn = c.connection()
+        for i in range(100):
+            conn.request("GET", f"/tr/v1/m/c{w}-{i}")
+            resp = conn.getresponse()
+            resp.read()
+            with lock:
+                results.append((f"c{w}-{i}", resp.status))
+        conn.close()
+    threads = [threading.Thread(target=client, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert c.stop() == 0
+    stored = _markers(c)
+    assert set(stored) == {m for m, s in results if s == 200} and max(stored.values()) == 1
+    assert len(stored) == 800

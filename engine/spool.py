@@ -184,6 +184,7 @@ class SpoolWriter:
         self.epoch = 1               # number of the open group
         self.acks = dict.fromkeys(self.sink_ids, 0)
         self.path, self.fd, self.size = None, None, 0
+        self.pressure = False        # a write failed (disk full?): rotate when delivered
         self.open_file()
 
     # ---- file ------------------------------------------------------------
@@ -234,22 +235,29 @@ class SpoolWriter:
                 os.ftruncate(self.fd, self.size)
             except OSError:
                 pass
+            self.pressure = True
+            self.rotate_if_delivered()
             raise
         self.size += len(data)
         self.written_seq = last_seq
 
     def save_acks(self, acks):
         """Persist acknowledgements; start a new file once the current one is
-        fully delivered and big enough."""
+        fully delivered and big enough (or a write failed for lack of space)."""
         self.acks.update(acks)
-        if all(self.acks[s] >= self.written_seq for s in self.sink_ids) and \
-                self.size >= self.rotate_bytes:
-            old = self.path
-            os.close(self.fd)
-            self.open_file()
-            remove_spool(old)
-            return
-        write_acks(self.path, self.acks)
+        if not self.rotate_if_delivered():
+            write_acks(self.path, self.acks)
+
+    def rotate_if_delivered(self):
+        delivered = all(self.acks[s] >= self.written_seq for s in self.sink_ids)
+        if not delivered or (self.size < self.rotate_bytes and not self.pressure):
+            return False
+        old, old_fd = self.path, self.fd
+        remove_spool(old)            # free the space first: the disk may be full
+        os.close(old_fd)
+        self.open_file()
+        self.pressure = False
+        return True
 
     def close(self):
         """Drop the file if everything in it was delivered, else leave it

@@ -139,3 +139,102 @@ def test_concurrent_load_with_spool_is_exact(collector_factory):
     stored = _markers(c)
     assert set(stored) == {m for m, s in results if s == 200} and max(stored.values()) == 1
     assert len(stored) == 800
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MiB tmpfs for the spool (root only, like CI)."""
+    import subprocess
+    path = tmp_path / "tiny"
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], check=True)
+    yield str(path)
+    subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_full_disk_answers_503_then_recovers(collector_factory, tiny_disk):
+    c = collector_factory({"SpoolDirectory": tiny_disk, "SpoolMaxBytes": 64 << 20,
+                           "BatchMaxAgeMs": 20}, workers=1)
+    answers, accepted = collections.Counter(), []
+    pad = "d" * 400
+    conn = c.connection()
+    recovered_after_full = False
+    for i in range(8000):
+        conn.request("GET", f"/tr/v1/m/f{i}/pad/{pad}")
+        resp = conn.getresponse()
+        resp.read()
+        answers[resp.status] += 1
+        if resp.status == 200:
+            accepted.append(f"f{i}")
+            if answers[503]:
+                recovered_after_full = True
+                break
+        else:
+            assert resp.status == 503
+            conn.close()
+            conn = c.connection()
+            time.sleep(0.05)
+    conn.close()
+    assert answers[503] >= 1 and recovered_after_full, answers
+    assert c.stop() == 0
+    stored = _markers(c)
+    assert set(stored) == set(accepted) and max(stored.values()) == 1
+    assert "spool write failed" in c.logs()
+
+
+def test_kill_9_under_steady_load_with_bad_requests_in_between(collector_factory):
+    """Bounded clients count every 2xx while a worker is killed mid-stream and
+    malformed / oversized requests arrive; afterwards stored == 2xx, once each."""
+    c = collector_factory({"MaxBodyBytes": 2000, "BatchMaxAgeMs": 500})
+    stop, lock, ok, bad = threading.Event(), threading.Lock(), [], collections.Counter()
+
+    def client(w):
+        conn, i = None, 0
+        while not stop.is_set() and i < 400:
+            i += 1
+            marker = f"s{w}-{i}"
+            try:
+                if conn is None:
+                    conn = c.connection()
+                if i % 25 == 0:
+                    conn.request("POST", "/tr/v1/", body=b'{"m": "broken', headers={
+                        "Content-Type": "application/json"})
+                elif i % 31 == 0:
+                    conn.request("POST", "/tr/v1/", body=b'{"m":"' + b"x" * 5000 + b'"}')
+                elif i % 2:
+                    conn.request("GET", f"/tr/v1/m/{marker}")
+                else:
+                    conn.request("POST", "/tr/v1/", body=json.dumps({"m": marker}),
+                                 headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                resp.read()
+                if resp.will_close:
+                    conn.close()
+                    conn = None
+            except OSError:               # the killed worker's connections
+                if conn is not None:
+                    conn.close()
+                conn = None
+                continue
+            with lock:
+                if resp.status == 200:
+                    ok.append(marker)
+                else:
+                    bad[resp.status] += 1
+        if conn is not None:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(w,)) for w in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    victim = c.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    for t in threads:
+        t.join(120)
+    assert _wait(lambda: '"spool replayed"' in c.logs())
+    assert c.stop() == 0
+    stored = _markers(c)
+    assert bad[400] > 0 and bad[413] > 0
+    assert set(stored) == set(ok) and max(stored.values()) == 1
+    assert c.rows("SELECT SUM(total) AS n FROM dailies")[0]["n"] == len(ok)

@@ -79,6 +79,7 @@ class HttpConnection:
         self.closing = False       # answer the current request, then close
         self.counted = False       # counted in the node-wide connection total
         self.held = deque()        # (epoch, response, keep) waiting for a spool commit
+        self.read_eof = False      # client half-closed while answers were held
         self.write_paused_at = 0.0
 
     # ---- protocol interface ----------------------------------------------
@@ -109,6 +110,12 @@ class HttpConnection:
             self.error_and_close(400, "malformed HTTP request")
 
     def eof_received(self):
+        # The client half-closed. Answers still waiting for the spool are sent
+        # first (returning True keeps the transport open for them).
+        if self.held:
+            self.closing = True
+            self.read_eof = True
+            return True
         return False
 
     def pause_writing(self):
@@ -213,6 +220,8 @@ class HttpConnection:
                 self.held.clear()
                 self.close()
                 return
+        if self.read_eof:
+            self.close()
 
     # ---- helpers ---------------------------------------------------------
     def _callback_failed(self, exc):

@@ -79,7 +79,7 @@ async def connect(opts, name, on_error=None, pending_size=PENDING_BYTES):
         log.debug("nats client error", name=name, error=repr(exc)[:200])
 
     async def disconnected_cb():
-        if nc.options.get("max_reconnect_attempts") == -1:   # was connected
+        if nc.options.get("max_reconnect_attempts") == -1 and not nc.is_closed:
             log.warning("nats disconnected", name=name)
 
     async def reconnected_cb():

@@ -195,8 +195,13 @@ class HttpWorker:
                         path=app.committer.spool.path)
         self.stats.sync()
         for sink in sinks:
+            # Bounded: a store stuck mid-write must not hold the exit past the
+            # drain timeout (its batches are safe in the spool).
+            remaining = max(0.5, timeout - (time.monotonic() - started))
             try:
-                await sink.close()
+                await asyncio.wait_for(sink.close(), remaining)
+            except asyncio.TimeoutError:
+                log.error("sink did not close in time", sink=sink.service)
             except Exception as exc:
                 log.error("sink close failed", sink=sink.service, error=repr(exc))
         if left:

@@ -334,7 +334,7 @@ class SQLiteSink(Sink):
             await loop.run_in_executor(ex, self.close_sync)
         finally:
             self._executor = None
-            ex.shutdown(wait=True)
+            ex.shutdown(wait=False)   # never block the loop on a stuck write
 
     def close_sync(self):
         with self._lock:

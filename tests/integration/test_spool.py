@@ -238,3 +238,23 @@ def test_kill_9_under_steady_load_with_bad_requests_in_between(collector_factory
     assert bad[400] > 0 and bad[413] > 0
     assert set(stored) == set(ok) and max(stored.values()) == 1
     assert c.rows("SELECT SUM(total) AS n FROM dailies")[0]["n"] == len(ok)
+
+
+def test_undelivered_events_stay_in_the_spool_across_a_stop(collector_factory):
+    c = collector_factory({"DrainTimeoutSeconds": 2, "BatchMaxAgeMs": 20,
+                           "Notify": [{"Service": "sqlite", "Path": "tracker.db",
+                                       "Critical": False}]}, workers=1)
+    assert c.get("/tr/v1/m/before")[0] == 200
+    blocker = sqlite3.connect(c.db_path, isolation_level=None, timeout=30)
+    blocker.execute("BEGIN EXCLUSIVE")               # the store is stuck at stop time
+    ok = ["before"] + _send(c, "stuck", 20)
+    assert c.stop() == 0                             # drains within its timeout anyway
+    assert "undelivered events stay in the spool" in c.logs()
+    assert [n for n in os.listdir(os.path.join(c.dir, "spool")) if n.endswith(".spool")]
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    c.start()                                        # the next start delivers them
+    assert _wait(lambda: '"spool replayed"' in c.logs())
+    assert c.stop() == 0
+    stored = _markers(c)
+    assert set(stored) == set(ok) and max(stored.values()) == 1

@@ -464,13 +464,14 @@ def chart(summary, args, path):
         for j, (key, label) in enumerate((("rps", "requests/s"), ("p99_ms", "p99 latency, ms"))):
             ax = axes[i][j]
             for workers in args.workers:
-                for server, style in (("collector", "-o"), ("nginx", "--s")):
+                for server, style in (("collector", "-o"), ("nginx", ":s")):
                     pts = [(s["concurrency"], s[server][key]) for s in summary
                            if s["workers"] == workers and s["mode"] == mode and server in s]
                     if pts:
                         xs, ys = zip(*pts)
                         ax.plot(xs, ys, style, label=f"{server}, {workers} worker(s)")
             ax.set_xscale("log", base=2)
+            ax.set_xticks(args.concurrency, [str(c) for c in args.concurrency])
             ax.set_xlabel("concurrent connections (wrk -c)")
             ax.set_ylabel(label)
             ax.set_title(f"{label} - {'keep-alive' if mode == 'keepalive' else 'new connection per request'}")

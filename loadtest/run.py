@@ -410,14 +410,23 @@ def summarise(runs, args):
             row[name] = med
         col, ngx = row.get("collector"), row.get("nginx")
         if col:
-            capacity = args.instance_vcpus * 1e6 / col["cpu_us_per_req"]
-            col["conns_per_s_per_dollar_cpu"] = capacity / args.price_usd
+            # CPU is read in clock ticks (10 ms): a short smoke run can measure 0.
+            capacity = ratio(args.instance_vcpus * 1e6, col["cpu_us_per_req"])
+            col["conns_per_s_per_dollar_cpu"] = ratio(capacity, args.price_usd)
             col["conns_per_s_per_dollar_measured"] = col["rps"] / args.price_usd
         if col and ngx:
-            row["ratio_rps_to_nginx"] = col["rps"] / ngx["rps"]
-            row["ratio_cpu_per_req_to_nginx"] = col["cpu_us_per_req"] / ngx["cpu_us_per_req"]
+            row["ratio_rps_to_nginx"] = ratio(col["rps"], ngx["rps"])
+            row["ratio_cpu_per_req_to_nginx"] = ratio(col["cpu_us_per_req"], ngx["cpu_us_per_req"])
         summary.append(row)
     return summary
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def num(value, fmt):
+    return "n/a" if value is None else format(value, fmt)
 
 
 def headline(summary, args):
@@ -432,23 +441,26 @@ def headline(summary, args):
 
 
 def format_table(rows):
-    out = ["| workers | connections | conc. | req/s | p50 ms | p90 ms | p99 ms | events/s "
+    out = ["| workers | connections | conc. | req/s | spread | p50 ms | p90 ms | p99 ms | events/s "
            "persisted | CPU s / 1M events | nginx req/s | × nginx req/s | × nginx CPU/req "
            "| conn/s per $/month (CPU) |",
-           "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in rows:
         c, n = s["collector"], s.get("nginx")
         out.append(
             f"| {s['workers']} | {'keep-alive' if s['mode'] == 'keepalive' else 'new per request'} "
-            f"| {s['concurrency']} | {c['rps']:,.0f} | {c['p50_ms']:.2f} | {c['p90_ms']:.2f} "
+            f"| {s['concurrency']} | {c['rps']:,.0f} | {c['rps_spread_pct']:.0f}% "
+            f"| {c['p50_ms']:.2f} | {c['p90_ms']:.2f} "
             f"| {c['p99_ms']:.2f} | {c['events_per_s']:,.0f} | {c['cpu_s_per_1m_events']:.1f} "
-            f"| {n['rps']:,.0f} | {s['ratio_rps_to_nginx']:.2f} | "
-            f"{s['ratio_cpu_per_req_to_nginx']:.2f} | {c['conns_per_s_per_dollar_cpu']:,.0f} |"
+            f"| {n['rps']:,.0f} | {num(s['ratio_rps_to_nginx'], '.2f')} | "
+            f"{num(s['ratio_cpu_per_req_to_nginx'], '.2f')} "
+            f"| {num(c['conns_per_s_per_dollar_cpu'], ',.0f')} |"
             if n else
             f"| {s['workers']} | {s['mode']} | {s['concurrency']} | {c['rps']:,.0f} "
+            f"| {c['rps_spread_pct']:.0f}% "
             f"| {c['p50_ms']:.2f} | {c['p90_ms']:.2f} | {c['p99_ms']:.2f} "
             f"| {c['events_per_s']:,.0f} | {c['cpu_s_per_1m_events']:.1f} | - | - | - "
-            f"| {c['conns_per_s_per_dollar_cpu']:,.0f} |")
+            f"| {num(c['conns_per_s_per_dollar_cpu'], ',.0f')} |")
     return "\n".join(out)
 
 
@@ -518,6 +530,8 @@ def parse_args(argv=None):
     ap.add_argument("--instance-vcpus", type=int, default=2, help="vCPUs of that server")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--name", default="latest", help="results file name (without extension)")
+    ap.add_argument("--table", metavar="JSON",
+                    help="only print the headline table (markdown) of an earlier run's JSON")
     ap.add_argument("--smoke", action="store_true",
                     help="a few seconds: 1 worker, c=8, 1 s runs, short locust; results go to "
                          "a temp dir unless --out is given")
@@ -539,6 +553,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.table:
+        with open(args.table) as fh:
+            print(format_table(json.load(fh)["headline"]))
+        return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))    # clean up on SIGTERM too
     if "wrk" in args.tools and not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (Debian package: wrk)")

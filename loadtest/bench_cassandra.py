@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -151,6 +152,8 @@ def main():
     p.add_argument("--pid", type=int, help="its JVM pid (for the CPU split)")
     p.add_argument("--heap", default="2g")
     args = p.parse_args()
+    # SIGTERM (a CI timeout) must still stop the node below, not orphan it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     node = None
     port, pid = args.port, args.pid
     if port is None:

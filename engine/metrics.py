@@ -30,7 +30,7 @@ class WorkerStats:
         self.sink_written = {}
         self.sink_failed = {}
         self.flushes = []       # (sink, seconds) not yet synced
-        self.gauges = lambda: (0, 0)   # () -> (open connections, queued events)
+        self.gauges = lambda: (0, 0, 0)  # () -> (open connections, queued events, spool bytes)
         self._metrics = None
 
     # ---- hot path --------------------------------------------------------
@@ -81,6 +81,8 @@ class WorkerStats:
             "queue": Gauge("tracker_queue_events",
                            "Accepted events not yet written to every sink",
                            multiprocess_mode="livesum"),
+            "spool": Gauge("tracker_spool_bytes", "Bytes in the workers' current spool files",
+                           multiprocess_mode="livesum"),
             "requests": Counter("tracker_requests_total", "HTTP requests answered",
                                 ["route", "status"]),
             "events": Counter("tracker_events_total", "Events accepted (answered 2xx)"),
@@ -113,9 +115,10 @@ class WorkerStats:
         for sink, seconds in flushes:
             m["batches"].labels(sink).inc()
             m["flush"].labels(sink).observe(seconds)
-        conns, queued = self.gauges()
+        conns, queued, spooled = self.gauges()
         m["connections"].set(conns)
         m["queue"].set(queued)
+        m["spool"].set(spooled)
 
 
 def histogram_add(child, slots):

@@ -121,7 +121,8 @@ class HttpWorker:
         parser = load_parser()
         app = TrackerApp(cfg, batcher, self.stats, parser, parser.TimeUUIDGen(), registry,
                          self.shared, self.conn_slot, self.index)
-        self.stats.gauges = lambda: (len(registry.open), batcher.waiting())
+        self.stats.gauges = lambda: (len(registry.open), batcher.waiting(),
+                                     app.committer.spool.bytes_used if app.committer else 0)
         try:
             app.daily = build_checker(cfg, sinks)
         except DailyLimitUnavailable as exc:

@@ -187,7 +187,7 @@ def test_metrics_equal_requests_whichever_worker_answers(collector_factory):
             answered_by.add(resp.getheader("X-Tracker-Worker").split("/")[0])
             assert "tracker_events_total %.1f" % sent in text
             assert 'tracker_request_duration_seconds_count{route="track"} %.1f' % sent in text
-            assert "tracker_open_connections" in text
+            assert "tracker_open_connections" in text and "tracker_spool_bytes" in text
         else:
             time.sleep(0.1)
     assert len(answered_by) == 2

@@ -136,8 +136,23 @@ def _row_values(ev):
 
 # ---------------------------------------------------------------- statements
 
-_EVENTS_SQL = "INSERT OR IGNORE INTO events (%s) VALUES (%s)" % (
-    ", ".join(COLUMNS), ", ".join("?" * len(COLUMNS)))
+_COLUMN_SET = frozenset(COLUMNS)
+_EVENTS_SQL_BY_SHAPE = {}
+
+
+def _events_sql(shape):
+    """INSERT for events carrying exactly the columns in ``shape``.
+
+    Events are sparse (a page view has ~12 of the 40 columns); binding only
+    the present ones instead of 40 values, most of them NULL, is most of the
+    cost of the insert through the sqlite3 module. Events from one route
+    share a shape, so a batch has only a few statements.
+    """
+    sql = _EVENTS_SQL_BY_SHAPE.get(shape)
+    if sql is None:
+        sql = _EVENTS_SQL_BY_SHAPE[shape] = "INSERT OR IGNORE INTO events (%s) VALUES (%s)" % (
+            ", ".join(shape), ", ".join("?" * len(shape)))
+    return sql
 
 _PROFILE = ("sid", "uid", "app", "ip", "latlon", "url", "last", "ref", "aff",
             "source", "medium", "campaign", "term", "country", "culture",
@@ -156,12 +171,35 @@ class _RowTable:
         self.nkey = len(key)
         i = self.cols.index("created")
         self.order = slice(i, i + 2)  # (created, eid) inside a row tuple
-        updates = ", ".join(f"{c} = excluded.{c}" for c in self.cols[self.nkey:])
-        self.sql = (
-            f"INSERT INTO {name} ({', '.join(self.cols)}) "
-            f"VALUES ({', '.join('?' * len(self.cols))}) "
-            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates} "
-            f"WHERE (excluded.created, excluded.eid) {keep} ({name}.created, {name}.eid)")
+        self._sql_by_shape = {}
+
+    def sql_for(self, shape):
+        """Upsert binding only the columns at indexes ``shape``. A column left
+        out of the INSERT is NULL in ``excluded``, so the UPDATE still sets
+        every column: the winning event replaces the whole row."""
+        sql = self._sql_by_shape.get(shape)
+        if sql is None:
+            cols = [self.cols[i] for i in shape]
+            updates = ", ".join(f"{c} = excluded.{c}" for c in self.cols[self.nkey:])
+            sql = self._sql_by_shape[shape] = (
+                f"INSERT INTO {self.name} ({', '.join(cols)}) "
+                f"VALUES ({', '.join('?' * len(cols))}) "
+                f"ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {updates} "
+                f"WHERE (excluded.created, excluded.eid) {self.keep} "
+                f"({self.name}.created, {self.name}.eid)")
+        return sql
+
+    def write(self, cur, rows):
+        """Upsert the reduced rows, grouped by which columns they carry."""
+        by_shape = {}
+        for row in rows:
+            shape = tuple([i for i, value in enumerate(row) if value is not None])
+            shaped = by_shape.get(shape)
+            if shaped is None:
+                shaped = by_shape[shape] = []
+            shaped.append(tuple([row[i] for i in shape]))
+        for shape, shaped in by_shape.items():
+            cur.executemany(self.sql_for(shape), shaped)
 
     def reduce(self, rows, values):
         """Add ``values`` (dict of column values) to ``rows`` (key -> row) if it
@@ -445,7 +483,7 @@ class SQLiteSink(Sink):
 
     @staticmethod
     def _write(cur, events):
-        event_rows = []
+        event_rows = {}   # shape (present columns) -> rows
         rows = {t.name: {} for t in ROW_TABLES}
         counts = {t: {} for t in COUNTER_TABLES}
         dailies, ips, reqs, hits = (counts["dailies"], counts["ips"],
@@ -454,7 +492,11 @@ class SQLiteSink(Sink):
                                          counts["outcomes"])
         for ev in events:
             v = _row_values(ev)
-            event_rows.append(tuple([v.get(c) for c in COLUMNS]))
+            shape = tuple([c for c in v if c in _COLUMN_SET and v[c] is not None])
+            rows_of_shape = event_rows.get(shape)
+            if rows_of_shape is None:
+                rows_of_shape = event_rows[shape] = []
+            rows_of_shape.append(tuple([v[c] for c in shape]))
             ip = ev.get("ip") or ""
             v["ip"] = ip
             if ev.get("first"):
@@ -491,11 +533,12 @@ class SQLiteSink(Sink):
             if ev.get("new_visitor"):
                 _bump(counts["counters"], ("vids_created",))
 
-        cur.executemany(_EVENTS_SQL, event_rows)
+        for shape, shaped in event_rows.items():
+            cur.executemany(_events_sql(shape), shaped)
         for t in ROW_TABLES:
             r = rows[t.name]
             if r:
-                cur.executemany(t.sql, r.values())
+                t.write(cur, r.values())
         for table, c in counts.items():
             if c:
                 cur.executemany(_COUNTER_SQL[table], [k + (n,) for k, n in c.items()])

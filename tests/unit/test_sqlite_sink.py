@@ -408,3 +408,18 @@ def test_two_processes_writing_one_file_lose_nothing(tmp_path):
     assert rows(path, "SELECT total FROM counters WHERE id='vids_created'") == [(2 * N_BATCHES,)]
     assert rows(path, "SELECT count(*) FROM visitors") == [(30,)]
     assert rows(path, "SELECT name, seq FROM sequences") == [("DB_VER", 1)]
+
+
+def test_an_earlier_event_replaces_the_whole_row_even_with_fewer_fields(db, sink):
+    """Rows are written with only the columns an event carries; the winning
+    event must still replace every column (absent ones become NULL)."""
+    later = ev(first=True, created=T + 5000, url="https://later", ref="late", uid="u1")
+    sink.write_batch_sync([later])
+    earlier = ev(first=True, created=T)
+    sink.write_batch_sync([earlier])
+    [row] = rows(db, "SELECT eid, url, ref, uid FROM visitors")
+    assert row == (earlier["eid"], None, None, None)
+    [row] = rows(db, "SELECT eid, url, uid FROM sessions")
+    assert row == (earlier["eid"], None, None)
+    [event] = rows(db, "SELECT url, ref FROM events WHERE eid = ?", (later["eid"],))
+    assert event == ("https://later", "late")

@@ -28,6 +28,7 @@ import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from operator import itemgetter
 from urllib.parse import quote
 
 import orjson
@@ -119,9 +120,15 @@ def _vp_text(value):
     return f"{int(w)}x{int(h)}"
 
 
+_BLANK = dict.fromkeys(COLUMNS + ("day",))
+
+
 def _row_values(ev):
-    """The event as a dict of stored column values (see schema/sqlite.sql)."""
-    row = dict(ev)
+    """The event as a dict of stored column values (see schema/sqlite.sql);
+    every column is a key (None when absent) so rows are cut out of it with
+    C-level itemgetters."""
+    row = _BLANK.copy()
+    row.update(ev)
     created = iso_ms(ev["created"])
     row["created"] = created
     row["day"] = created[:10]
@@ -172,6 +179,8 @@ class _RowTable:
         i = self.cols.index("created")
         self.order = slice(i, i + 2)  # (created, eid) inside a row tuple
         self._sql_by_shape = {}
+        self.getter = itemgetter(*self.cols)
+        self.keyget = itemgetter(*key)
 
     def sql_for(self, shape):
         """Upsert binding only the columns at indexes ``shape``. A column left
@@ -202,18 +211,16 @@ class _RowTable:
             cur.executemany(self.sql_for(shape), shaped)
 
     def reduce(self, rows, values):
-        """Add ``values`` (dict of column values) to ``rows`` (key -> row) if it
-        beats the row already there for the same key."""
-        row = tuple([values.get(c) for c in self.cols])
-        k = row[:self.nkey]
+        """Add ``values`` (dict with every column, from _row_values) to
+        ``rows`` (key -> row) if it beats the row already there for the key."""
+        k = self.keyget(values)
         old = rows.get(k)
         if old is None:
-            rows[k] = row
-        elif self.keep == EARLIEST:
-            if row[self.order] < old[self.order]:
-                rows[k] = row
-        elif row[self.order] > old[self.order]:
-            rows[k] = row
+            rows[k] = self.getter(values)
+            return
+        order = (values["created"], values["eid"])
+        if (order < old[self.order]) if self.keep == EARLIEST else (order > old[self.order]):
+            rows[k] = self.getter(values)
 
 
 VISITORS = _RowTable("visitors", ("vid",), _PROFILE, EARLIEST)
@@ -492,11 +499,11 @@ class SQLiteSink(Sink):
                                          counts["outcomes"])
         for ev in events:
             v = _row_values(ev)
-            shape = tuple([c for c in v if c in _COLUMN_SET and v[c] is not None])
+            shape = tuple([c for c in ev if c in _COLUMN_SET])   # events are sparse
             rows_of_shape = event_rows.get(shape)
             if rows_of_shape is None:
-                rows_of_shape = event_rows[shape] = []
-            rows_of_shape.append(tuple([v[c] for c in shape]))
+                rows_of_shape = event_rows[shape] = ([], itemgetter(*shape))
+            rows_of_shape[0].append(rows_of_shape[1](v))
             ip = ev.get("ip") or ""
             v["ip"] = ip
             if ev.get("first"):
@@ -533,7 +540,7 @@ class SQLiteSink(Sink):
             if ev.get("new_visitor"):
                 _bump(counts["counters"], ("vids_created",))
 
-        for shape, shaped in event_rows.items():
+        for shape, (shaped, _) in event_rows.items():
             cur.executemany(_events_sql(shape), shaped)
         for t in ROW_TABLES:
             r = rows[t.name]

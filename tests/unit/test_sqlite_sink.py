@@ -40,7 +40,9 @@ def make_sink(path, version=1):
 
 def ev(**kw):
     """A minimal event as engine/event.py describes it, plus ``kw``."""
-    e = {"eid": str(uuid.uuid1()), "vid": V1, "sid": S1, "created": T,
+    # uuid4, not uuid1: libuuid's time state is copied into forked test
+    # processes, which then mint the same uuid1 values now and then.
+    e = {"eid": str(uuid.uuid4()), "vid": V1, "sid": S1, "created": T,
          "first": False, "ip": "127.0.0.1", "params": {}}
     e.update(kw)
     return e

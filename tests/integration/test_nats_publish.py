@@ -83,6 +83,8 @@ def test_jetstream_mode_stream_acks_every_event_once(nats_factory, collector_fac
     info = client.call(js.stream_info("EVENTS"))
     assert info.config.subjects == ["tic.track"]
     assert info.state.messages == 30
+    # The SQLite channel writes independently of the NATS one: wait for it too.
+    wait_until(lambda: len(c.rows("SELECT eid FROM events")) >= 30, what="30 rows in SQLite")
     stored = {r["eid"] for r in c.rows("SELECT eid FROM events")}
     seen = set()
     for seq in range(info.state.first_seq, info.state.last_seq + 1):

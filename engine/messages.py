@@ -132,9 +132,9 @@ def parse_log(data, now_ns=None):
     record = {key: _text(obj, key) for key in LOG_TEXT}
     raw_id = obj.get("id")
     try:
-        record["id"] = str(uuid.UUID(raw_id)) if isinstance(raw_id, str) else str(uuid.uuid1())
+        record["id"] = str(uuid.UUID(raw_id)) if isinstance(raw_id, str) else str(uuid.uuid4())
     except ValueError:
-        record["id"] = str(uuid.uuid1())   # a non-UUID id is kept in params below
+        record["id"] = str(uuid.uuid4())   # a non-UUID id is kept in params below; uuid4: uuid1 state is shared by forked processes
     created = _ms(obj, "created", now_ns // 1_000_000)
     record["created"] = created
     ltime = obj.get("ltime")

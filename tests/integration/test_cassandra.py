@@ -116,6 +116,9 @@ def test_schema_apply_cli_is_idempotent_and_says_what_it_did(node, cql, tmp_path
     assert "created 0\n" in second.stdout
     assert "24 already existed" in second.stdout
     assert "DB_VER = 1 (already there)" in second.stdout
+    # The schema was made by another client (the CLI): the driver's metadata
+    # is refreshed lazily, so read it afresh before looking.
+    cql.cluster.refresh_keyspace_metadata("ks_cli")
     ks = cql.cluster.metadata.keyspaces["ks_cli"]
     assert ks.replication_strategy.name == "NetworkTopologyStrategy"
     assert set(ks.user_types) == {"geo_point", "viewport"}

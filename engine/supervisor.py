@@ -206,22 +206,28 @@ class Supervisor:
 
     # ---- children --------------------------------------------------------
     def spawn_worker(self, index, probation=False):
+        slot = self.take_conn_slot()
+        worker = self.fork_child(index, probation, lambda ready_w: self.http_main(
+            index, ready_w, slot))
+        worker.conn_slot = slot
+        return worker
+
+    def fork_child(self, index, probation, main):
+        """Fork a child that runs ``main(ready_fd)`` and exits with its code."""
         ready_r, ready_w = os.pipe()
         for stream in (os.sys.stdout, os.sys.stderr):
             stream.flush()
-        slot = self.take_conn_slot()
         pid = os.fork()
         if pid == 0:  # child
             os.close(ready_r)
-            os._exit(self.run_child(index, ready_w, slot))
+            os._exit(self.run_child(main, ready_w))
         os.close(ready_w)
         worker = Worker(pid, index, ready_r, self.generation)
         worker.probation = probation
-        worker.conn_slot = slot
         self.workers[pid] = worker
         return worker
 
-    def run_child(self, index, ready_w, conn_slot):
+    def run_child(self, main, ready_w):
         code = EXIT_CRASH
         try:
             signal.set_wakeup_fd(-1)
@@ -229,9 +235,7 @@ class Supervisor:
             os.close(self.wake_w)
             for sig in self.SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
-            from workers import http as http_worker
-            code = http_worker.run(self.config, index, ready_w,
-                                   shared=self.shared, conn_slot=conn_slot)
+            code = main(ready_w)
         except BaseException:
             traceback.print_exc()
         finally:
@@ -240,6 +244,11 @@ class Supervisor:
             except Exception:
                 pass
         return code
+
+    def http_main(self, index, ready_w, conn_slot):
+        from workers import http as http_worker
+        return http_worker.run(self.config, index, ready_w, shared=self.shared,
+                               conn_slot=conn_slot)
 
     def take_conn_slot(self):
         """A free slot of the shared connection counters for a new worker."""
@@ -278,38 +287,13 @@ class Supervisor:
             self.spawn_consumer()
 
     def spawn_consumer(self, probation=False):
-        ready_r, ready_w = os.pipe()
-        for stream in (os.sys.stdout, os.sys.stderr):
-            stream.flush()
-        pid = os.fork()
-        if pid == 0:  # child
-            os.close(ready_r)
-            os._exit(self.run_consumer_child(ready_w))
-        os.close(ready_w)
-        worker = Worker(pid, CONSUMER, ready_r, self.generation)
+        worker = self.fork_child(CONSUMER, probation, self.consume_main)
         worker.kind = "consume"
-        worker.probation = probation
-        self.workers[pid] = worker
         return worker
 
-    def run_consumer_child(self, ready_w):
-        code = EXIT_CRASH
-        try:
-            signal.set_wakeup_fd(-1)
-            os.close(self.wake_r)
-            os.close(self.wake_w)
-            for sig in self.SIGNALS:
-                signal.signal(sig, signal.SIG_DFL)
-            from workers import consume
-            code = consume.run(self.config, 0, ready_w)
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            try:
-                os.sys.stderr.flush()
-            except Exception:
-                pass
-        return code
+    def consume_main(self, ready_w):
+        from workers import consume
+        return consume.run(self.config, 0, ready_w)
 
     def roll_consumer(self):
         """Reload: start a consumer with the new config, then retire the old."""

@@ -27,11 +27,14 @@ class SinkChannel:
 
     Items are (batch, on_done): ``on_done`` (or None) is called once the
     sink has stored the batch — the spool uses it to record the sink's
-    progress.
+    progress. ``write`` is how a batch is stored (default: the sink's
+    ``write_batch``; the NATS consumer passes its message writer), and
+    ``stats.written(name, n, seconds)`` hears of every stored batch.
     """
 
-    def __init__(self, sink, stats, sink_id):
+    def __init__(self, sink, stats, sink_id, write=None):
         self.sink = sink
+        self.write = write or sink.write_batch
         self.sink_id = sink_id
         self.name = sink.service
         self.stats = stats
@@ -60,7 +63,7 @@ class SinkChannel:
                 if not self.started:
                     await self.sink.start()
                     self.started = True
-                await self.sink.write_batch(batch)
+                await self.write(batch)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any sink error: keep the batch, retry
@@ -70,8 +73,7 @@ class SinkChannel:
                 continue
             self.pending.popleft()
             self.pending_events -= len(batch)
-            self.stats.written(self.name, len(batch))
-            self.stats.flushed(self.name, time.monotonic() - started)
+            self.stats.written(self.name, len(batch), time.monotonic() - started)
             if on_done is not None:
                 on_done()
             if self.failing_since:

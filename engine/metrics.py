@@ -53,14 +53,12 @@ class WorkerStats:
         self.limited[cls_name] = self.limited.get(cls_name, 0) + 1
 
     # ---- batcher callbacks -----------------------------------------------
-    def written(self, sink, n):
+    def written(self, sink, n, seconds):
         self.sink_written[sink] = self.sink_written.get(sink, 0) + n
+        self.flushes.append((sink, seconds))
 
     def failed(self, sink):
         self.sink_failed[sink] = self.sink_failed.get(sink, 0) + 1
-
-    def flushed(self, sink, seconds):
-        self.flushes.append((sink, seconds))
 
     # ---- shared counters -------------------------------------------------
     def bind(self):

@@ -10,7 +10,7 @@ gathered in a ``MessageGroup`` (counts coalesced per id, updates to the
 latest per id), flushed by size (``BatchMaxEvents``) or age
 (``BatchMaxAgeMs``) to every Notify store that has ``write_messages``
 (SQLite; Cassandra when its sink implements it). Each store has its own
-ordered queue with retry and backoff (``StoreChannel``), so a
+ordered queue with retry and backoff (engine.batcher's ``SinkChannel``), so a
 failing store neither blocks nor double-writes another.
 
 A malformed message is counted (``tracker_nats_messages_total{result=
@@ -27,10 +27,10 @@ import ctypes
 import os
 import signal
 import time
-from collections import deque
 
 import uvloop
 
+from engine.batcher import SinkChannel
 from engine.logs import configure, log
 from engine.messages import MessageError, MessageGroup, parse_count, parse_log, parse_update
 from engine.natsopts import QUEUE_GROUP, NatsOptions
@@ -52,61 +52,6 @@ def nats_entries(config):
     return [e for e in config.consume if isinstance(e, dict) and e.get("Service") == "nats"]
 
 
-class StoreChannel:
-    """The ordered queue of message groups waiting for one store: written in
-    order, a failed group kept and retried whole with backoff (0.1 s doubling
-    to 5 s), so one failing store neither blocks nor double-writes another."""
-
-    def __init__(self, sink, stats):
-        self.sink = sink
-        self.name = sink.service
-        self.stats = stats
-        self.pending = deque()
-        self.pending_events = 0
-        self.wake = asyncio.Event()
-        self.failing_since = 0.0
-        self.started = True
-        self.task = None
-
-    def enqueue(self, group):
-        self.pending.append(group)
-        self.pending_events += len(group)
-        self.wake.set()
-
-    async def run(self):
-        backoff = BACKOFF_FIRST
-        while True:
-            if not self.pending:
-                self.wake.clear()
-                await self.wake.wait()
-                continue
-            group = self.pending[0]
-            try:
-                if not self.started:
-                    await self.sink.start()
-                    self.started = True
-                await self.sink.write_messages(*group.records())
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:   # keep the group, retry
-                self.stats.failed(self.name)
-                if not self.failing_since:
-                    self.failing_since = time.monotonic()
-                    log.error("store write failed; messages kept for retry", sink=self.name,
-                              messages=len(group), error=repr(exc)[:300], retry_in=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-                continue
-            self.pending.popleft()
-            self.pending_events -= len(group)
-            self.stats.written(self.name, len(group))
-            if self.failing_since:
-                log.info("store recovered", sink=self.name,
-                         down_seconds=round(time.monotonic() - self.failing_since, 1))
-                self.failing_since = 0.0
-            backoff = BACKOFF_FIRST
-
-
 class ConsumeStats:
     """Plain counters, moved into shared prometheus counters every tick."""
 
@@ -120,7 +65,7 @@ class ConsumeStats:
         key = (alias, result)
         self.messages[key] = self.messages.get(key, 0) + n
 
-    def written(self, sink, n):
+    def written(self, sink, n, seconds=0.0):
         self.sink_written[sink] = self.sink_written.get(sink, 0) + n
 
     def failed(self, sink):
@@ -180,7 +125,8 @@ class Consumer:
             raise BootError("Consume has NATS entries but no Notify store keeps messages "
                             "(services with write_messages: sqlite)")
         for sink in stores:
-            channel = StoreChannel(sink, self.stats)
+            channel = SinkChannel(sink, self.stats, sink.service, write=(
+                lambda group, sink=sink: sink.write_messages(*group.records())))
             try:
                 await sink.start()
             except (SinkUnavailable, OSError) as exc:

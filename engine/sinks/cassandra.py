@@ -37,7 +37,6 @@ batch were confirmed, or it will re-add them; ``events`` rows stay exact.
 """
 import asyncio
 import datetime
-import os
 import re
 import ssl
 import threading

@@ -36,7 +36,7 @@ from engine.messages import MessageError, MessageGroup, parse_count, parse_log, 
 from engine.natsopts import QUEUE_GROUP, NatsOptions
 from engine.sinks.base import SinkUnavailable
 from engine.sinks.nats import BACKOFF_FIRST, BACKOFF_MAX, connect
-from engine.sinks.registry import UnknownSink, build_sinks
+from engine.sinks.registry import CriticalSinkDown, UnknownSink, build_sinks, start_sinks
 from workers import EXIT_BOOT, EXIT_OK
 
 TICK = 0.5
@@ -124,16 +124,14 @@ class Consumer:
         if not stores:
             raise BootError("Consume has NATS entries but no Notify store keeps messages "
                             "(services with write_messages: sqlite)")
+        try:
+            unstarted = await start_sinks(stores, waiting="messages")
+        except CriticalSinkDown as exc:
+            raise BootError(str(exc)) from None
         for sink in stores:
             channel = SinkChannel(sink, self.stats, sink.service, write=(
                 lambda group, sink=sink: sink.write_messages(*group.records())))
-            try:
-                await sink.start()
-            except (SinkUnavailable, OSError) as exc:
-                if sink.critical:
-                    raise BootError(f"critical sink {sink.service} unavailable: {exc}") from None
-                log.error("store unavailable at start; messages wait for it",
-                          sink=sink.service, error=str(exc))
+            if sink in unstarted:
                 channel.started = False
                 channel.failing_since = time.monotonic()
             self.channels.append(channel)

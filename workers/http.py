@@ -22,8 +22,7 @@ from engine.app import TrackerApp
 from engine.http.protocol import ConnectionRegistry, HttpConnection
 from engine.logs import configure, log
 from engine.metrics import WorkerStats
-from engine.sinks.base import SinkUnavailable
-from engine.sinks.registry import UnknownSink, build_sinks
+from engine.sinks.registry import CriticalSinkDown, UnknownSink, build_sinks, start_sinks
 from engine.parser import load_parser
 from workers import EXIT_BOOT, EXIT_OK
 
@@ -85,20 +84,6 @@ class HttpWorker:
         self.stop = None
         self.stats = WorkerStats()
 
-    async def start_sinks(self, sinks):
-        """Start every sink; return the non-critical ones that could not start."""
-        failed = set()
-        for sink in sinks:
-            try:
-                await sink.start()
-            except (SinkUnavailable, OSError) as exc:
-                if sink.critical:
-                    raise BootError(f"critical sink {sink.service} unavailable: {exc}") from None
-                log.error("sink unavailable at start; events wait for it",
-                          sink=sink.service, error=str(exc))
-                failed.add(sink)
-        return failed
-
     async def serve(self):
         cfg = self.config
         loop = asyncio.get_running_loop()
@@ -112,7 +97,10 @@ class HttpWorker:
             sinks = build_sinks(cfg)
         except UnknownSink as exc:
             raise BootError(str(exc)) from None
-        unstarted = await self.start_sinks(sinks)
+        try:
+            unstarted = await start_sinks(sinks)
+        except CriticalSinkDown as exc:
+            raise BootError(str(exc)) from None
         self.stats.bind()
         batcher = Batcher(sinks, self.stats, cfg.batch_max_events, cfg.batch_max_age_ms,
                           cfg.queue_max_events, unstarted)

@@ -34,3 +34,27 @@ def sink_class(service):
 
 def build_sinks(config):
     return [sink_class(entry["Service"])(entry, config) for entry in config.notify]
+
+
+class CriticalSinkDown(RuntimeError):
+    """A ``Critical`` store cannot be reached at start: the process must not boot."""
+
+
+async def start_sinks(sinks, waiting="events"):
+    """Start every sink (in a worker, after the fork). A critical one that
+    fails stops the boot; the others are returned, to be started again
+    before their first write while ``waiting`` wait for them."""
+    from ..logs import log
+    from .base import SinkUnavailable
+    failed = set()
+    for sink in sinks:
+        try:
+            await sink.start()
+        except (SinkUnavailable, OSError) as exc:
+            if sink.critical:
+                raise CriticalSinkDown(
+                    f"critical sink {sink.service} unavailable: {exc}") from None
+            log.error(f"sink unavailable at start; {waiting} wait for it",
+                      sink=sink.service, error=str(exc))
+            failed.add(sink)
+    return failed

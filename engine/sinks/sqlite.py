@@ -28,6 +28,7 @@ import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from operator import itemgetter
 from urllib.parse import quote
 
@@ -407,6 +408,16 @@ class SQLiteSink(Sink):
         be retried, and events already stored are skipped."""
         if not events:
             return 0
+        with self._transaction() as cur:
+            fresh = self._unseen(cur, events)
+            if fresh:
+                self._write(cur, fresh)
+        return len(fresh)
+
+    @contextmanager
+    def _transaction(self):
+        """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` on the sink's connection;
+        rolled back and re-raised on any error."""
         with self._lock:
             conn = self._conn
             if conn is None:
@@ -414,9 +425,7 @@ class SQLiteSink(Sink):
             cur = conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
-                fresh = self._unseen(cur, events)
-                if fresh:
-                    self._write(cur, fresh)
+                yield cur
                 cur.execute("COMMIT")
             except BaseException:
                 try:
@@ -426,7 +435,6 @@ class SQLiteSink(Sink):
                 raise
             finally:
                 cur.close()
-            return len(fresh)
 
     # -- bus messages (NATS log / count / update; see engine/messages.py)
 
@@ -449,28 +457,13 @@ class SQLiteSink(Sink):
         count_rows = [(cid, n) for cid, n in counts.items()]
         update_rows = [(r["id"], iso_ms(r["updated"]), r.get("msg"),
                         orjson.dumps(r.get("params") or {}).decode()) for r in updates]
-        with self._lock:
-            conn = self._conn
-            if conn is None:
-                raise SinkUnavailable(f"sqlite: {self.path} is not open (start() first)")
-            cur = conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                if log_rows:
-                    cur.executemany(_LOGS_SQL, log_rows)
-                if count_rows:
-                    cur.executemany(_COUNTER_SQL["counters"], count_rows)
-                if update_rows:
-                    cur.executemany(_UPDATES_SQL, update_rows)
-                cur.execute("COMMIT")
-            except BaseException:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                raise
-            finally:
-                cur.close()
+        with self._transaction() as cur:
+            if log_rows:
+                cur.executemany(_LOGS_SQL, log_rows)
+            if count_rows:
+                cur.executemany(_COUNTER_SQL["counters"], count_rows)
+            if update_rows:
+                cur.executemany(_UPDATES_SQL, update_rows)
         return len(log_rows) + sum(counts.values()) + len(update_rows)
 
     @staticmethod

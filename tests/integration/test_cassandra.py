@@ -7,8 +7,6 @@ not skip): CI must provide them (.ci/run installs and pre-resolves).
 import asyncio
 import collections
 import datetime
-import importlib.util
-import os
 import subprocess
 import threading
 import time
@@ -20,49 +18,11 @@ from engine.config import config_from_dict
 from engine.sinks.base import SinkUnavailable
 from engine.sinks.cassandra import CassandraSink, DailyLimitChecker, SchemaMismatch
 
+from cassandra_fixtures import cql, entry, node  # noqa: F401 (fixtures)
 from conftest import TRACKER, free_port
 
 pytestmark = pytest.mark.integration
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _node_module():
-    spec = importlib.util.spec_from_file_location(
-        "cassandra_node", os.path.join(ROOT, "scripts", "cassandra_node.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(scope="module")
-def node(tmp_path_factory):
-    mod = _node_module()
-    n = mod.CassandraNode(str(tmp_path_factory.mktemp("cassandra")), heap="1g")
-    n.start()
-    print(f"cassandra node up in {n.start_seconds:.1f} s on port {n.native_port}")
-    yield n
-    n.stop()
-
-
-@pytest.fixture(scope="module")
-def cql(node):
-    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-    from cassandra.policies import ExponentialReconnectionPolicy, RoundRobinPolicy
-    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=30)
-    cluster = Cluster(["127.0.0.1"], port=node.native_port, protocol_version=5,
-                      execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-                      reconnection_policy=ExponentialReconnectionPolicy(0.2, 2.0))
-    session = cluster.connect()
-    yield session
-    cluster.shutdown()
-
-
-def entry(node, keyspace, **extra):
-    e = {"Service": "cassandra", "Hosts": [f"127.0.0.1:{node.native_port}"],
-         "Context": keyspace, "Timeout": 5000}
-    e.update(extra)
-    return e
 
 
 def make_sink(node, keyspace, schema_version=1, **extra):

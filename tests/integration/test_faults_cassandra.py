@@ -7,7 +7,7 @@ The node is a real Cassandra 5.0 (scripts/cassandra_node.py), started once
 for this module and stopped / restarted in place (same data directory and
 ports), so the test pays for one JVM start-up (plus the restart it is about).
 Like tests/integration/test_cassandra.py, it FAILS without a JDK and Maven.
-(That module keeps its own module-scoped node; the two are never up at the
+(Each module has its own node from cassandra_fixtures; the two are never up at the
 same time, pytest tears one module's node down before the next module.)
 
 Counters: SQLite's are checked exactly. Cassandra's are checked exactly too,
@@ -24,7 +24,6 @@ import asyncio
 import collections
 import datetime
 import glob
-import importlib.util
 import json
 import os
 import re
@@ -36,50 +35,12 @@ import pytest
 from engine.config import config_from_dict
 from engine.sinks.cassandra import CassandraSink
 
+from cassandra_fixtures import cql, entry, node  # noqa: F401 (fixtures)
 from faultload import Load
 
 pytestmark = pytest.mark.integration
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESTART_AFTER = 8      # s after the stop; the node accepts CQL again ~20 s later
-
-
-def _node_module():
-    spec = importlib.util.spec_from_file_location(
-        "cassandra_node", os.path.join(ROOT, "scripts", "cassandra_node.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(scope="module")
-def node(tmp_path_factory):
-    n = _node_module().CassandraNode(str(tmp_path_factory.mktemp("cassandra_faults")),
-                                     heap="1g")
-    n.start()
-    print(f"cassandra node up in {n.start_seconds:.1f} s on port {n.native_port}")
-    yield n
-    n.stop()
-
-
-@pytest.fixture(scope="module")
-def cql(node):
-    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-    from cassandra.policies import ExponentialReconnectionPolicy, RoundRobinPolicy
-    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=30)
-    cluster = Cluster(["127.0.0.1"], port=node.native_port, protocol_version=5,
-                      execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-                      reconnection_policy=ExponentialReconnectionPolicy(0.2, 2.0))
-    session = cluster.connect()
-    yield session
-    cluster.shutdown()
-
-
-def entry(node, keyspace, **extra):
-    e = {"Service": "cassandra", "Hosts": [f"127.0.0.1:{node.native_port}"],
-         "Context": keyspace, "Timeout": 5000}
-    e.update(extra)
-    return e
 
 
 def apply_schema(node, keyspace):

@@ -44,7 +44,9 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+from engine import fanout
 from engine.event import COLUMNS
+from engine.fanout import EARLIEST, LATEST
 from engine.logs import log
 from engine.sinks.base import Sink, SinkUnavailable
 from schema import schema_text
@@ -136,12 +138,6 @@ def _object_of(stmt):
 
 # ---------------------------------------------------------------- statements
 
-_PROFILE = ("sid", "uid", "app", "ip", "latlon", "url", "last", "ref", "aff",
-            "source", "medium", "campaign", "term", "country", "culture",
-            "browser", "bhash", "device", "os", "tz", "vp", "params")
-EARLIEST, LATEST = "earliest", "latest"
-
-
 class _RowTable:
     def __init__(self, name, key, cols, keep):
         self.name, self.key, self.keep = name, key, keep
@@ -164,29 +160,10 @@ class _RowTable:
             rows[k] = (order, values)
 
 
-VISITORS = _RowTable("visitors", ("vid",), _PROFILE, EARLIEST)
-SESSIONS = _RowTable("sessions", ("vid", "sid"), _PROFILE, EARLIEST)
-NODES = _RowTable("nodes", ("vid", "ip"), ("sid", "uid"), LATEST)
-LOCATIONS = _RowTable("locations", ("vid", "latlon"), ("sid", "uid", "ip", "country"), LATEST)
-ALIASES = _RowTable("aliases", ("vid", "uid"), ("sid",), EARLIEST)
-USERS = _RowTable("users", ("uid", "vid"), ("sid",), EARLIEST)
-USERNAMES = _RowTable("usernames", ("username", "vid"), ("uid", "sid"), EARLIEST)
-REFERRALS = _RowTable("referrals", ("vid",), ("ref", "sid", "uid", "url", "last",
-                                               "source", "medium", "campaign"), EARLIEST)
-AFFILIATES = _RowTable("affiliates", ("vid",), ("aff", "sid", "uid", "url", "last"), LATEST)
-ROW_TABLES = (VISITORS, SESSIONS, NODES, LOCATIONS, ALIASES, USERS, USERNAMES,
-              REFERRALS, AFFILIATES)
-
-COUNTER_TABLES = {
-    "dailies": ("ip", "day"),
-    "ips": ("ip",),
-    "reqs": ("vid",),
-    "hits": ("url",),
-    "referrers": ("url",),
-    "browsers": ("browser", "bhash"),
-    "outcomes": ("outcome", "sink", "url", "created"),
-    "counters": ("id",),
-}
+ROW_TABLES = tuple(_RowTable(*spec) for spec in fanout.ROW_TABLES)
+(VISITORS, SESSIONS, NODES, LOCATIONS, ALIASES, USERS, USERNAMES, REFERRALS,
+ AFFILIATES) = ROW_TABLES
+COUNTER_TABLES = fanout.COUNTER_TABLES
 
 
 def _counter_cql(keyspace, table, key):

@@ -34,7 +34,9 @@ from urllib.parse import quote
 
 import orjson
 
+from engine import fanout
 from engine.event import COLUMNS
+from engine.fanout import EARLIEST
 from engine.sinks.base import Sink, SinkUnavailable
 from schema import schema_text
 
@@ -162,13 +164,6 @@ def _events_sql(shape):
             ", ".join(shape), ", ".join("?" * len(shape)))
     return sql
 
-_PROFILE = ("sid", "uid", "app", "ip", "latlon", "url", "last", "ref", "aff",
-            "source", "medium", "campaign", "term", "country", "culture",
-            "browser", "bhash", "device", "os", "tz", "vp", "params")
-
-EARLIEST, LATEST = "<", ">"
-
-
 class _RowTable:
     """An upsert table keyed by ``key``; among events with the same key the
     row keeps the earliest or the latest by (created, eid)."""
@@ -195,7 +190,7 @@ class _RowTable:
                 f"INSERT INTO {self.name} ({', '.join(cols)}) "
                 f"VALUES ({', '.join('?' * len(cols))}) "
                 f"ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {updates} "
-                f"WHERE (excluded.created, excluded.eid) {self.keep} "
+                f"WHERE (excluded.created, excluded.eid) {'<' if self.keep == EARLIEST else '>'} "
                 f"({self.name}.created, {self.name}.eid)")
         return sql
 
@@ -224,18 +219,9 @@ class _RowTable:
             rows[k] = self.getter(values)
 
 
-VISITORS = _RowTable("visitors", ("vid",), _PROFILE, EARLIEST)
-SESSIONS = _RowTable("sessions", ("vid", "sid"), _PROFILE, EARLIEST)
-NODES = _RowTable("nodes", ("vid", "ip"), ("sid", "uid"), LATEST)
-LOCATIONS = _RowTable("locations", ("vid", "latlon"), ("sid", "uid", "ip", "country"), LATEST)
-ALIASES = _RowTable("aliases", ("vid", "uid"), ("sid",), EARLIEST)
-USERS = _RowTable("users", ("uid", "vid"), ("sid",), EARLIEST)
-USERNAMES = _RowTable("usernames", ("username", "vid"), ("uid", "sid"), EARLIEST)
-REFERRALS = _RowTable("referrals", ("vid",), ("ref", "sid", "uid", "url", "last",
-                                               "source", "medium", "campaign"), EARLIEST)
-AFFILIATES = _RowTable("affiliates", ("vid",), ("aff", "sid", "uid", "url", "last"), LATEST)
-ROW_TABLES = (VISITORS, SESSIONS, NODES, LOCATIONS, ALIASES, USERS, USERNAMES,
-              REFERRALS, AFFILIATES)
+ROW_TABLES = tuple(_RowTable(*spec) for spec in fanout.ROW_TABLES)
+(VISITORS, SESSIONS, NODES, LOCATIONS, ALIASES, USERS, USERNAMES, REFERRALS,
+ AFFILIATES) = ROW_TABLES
 
 
 def _counter_sql(table, key):
@@ -244,16 +230,7 @@ def _counter_sql(table, key):
             f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET total = total + excluded.total")
 
 
-COUNTER_TABLES = {
-    "dailies": ("ip", "day"),
-    "ips": ("ip",),
-    "reqs": ("vid",),
-    "hits": ("url",),
-    "referrers": ("url",),
-    "browsers": ("browser", "bhash"),
-    "outcomes": ("outcome", "sink", "url", "created"),
-    "counters": ("id",),
-}
+COUNTER_TABLES = fanout.COUNTER_TABLES
 _COUNTER_SQL = {t: _counter_sql(t, k) for t, k in COUNTER_TABLES.items()}
 
 

@@ -52,11 +52,7 @@ def cmd_serve(args):
 
 def cmd_check_config(args):
     from .config import load_config
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    cfg = load_config(args.config)
     for warning in cfg.warnings:
         print("warning:", warning, file=sys.stderr)
     stores = ", ".join(e["Service"] for e in cfg.notify)
@@ -75,11 +71,7 @@ def _sqlite_path(cfg):
 def cmd_stats(args):
     from .config import load_config
     from . import stats
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    cfg = load_config(args.config)
     path = _sqlite_path(cfg)
     if path is None:
         print("no sqlite store in Notify; `tracker stats` reads the embedded store",
@@ -98,11 +90,7 @@ def cmd_schema(args):
     from .config import load_config
     from .sinks.base import SinkUnavailable
     from .sinks.registry import build_sinks
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    cfg = load_config(args.config)
     for sink in build_sinks(cfg):
         apply = getattr(sink, "apply_schema", None)
         if apply is None:
@@ -122,7 +110,12 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     handler = {"serve": cmd_serve, "check-config": cmd_check_config,
                "stats": cmd_stats, "schema": cmd_schema}[args.command]
-    sys.exit(handler(args))
+    try:
+        code = handler(args)
+    except ConfigError as exc:   # every command but serve, which logs it as JSON
+        print(exc, file=sys.stderr)
+        code = 2
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -77,18 +77,35 @@ class SchemaMismatch(SinkUnavailable):
     """The keyspace is missing or its DB_VER is not this config's SchemaVersion."""
 
 
+_UUID_EPOCH_OFFSET = 0x01B21DD213814000   # 100 ns ticks from 1582-10-15 to 1970-01-01
+
+
+def _sub_ms(created_ms, eid):
+    """Microseconds into ``created_ms`` at which the event was stamped (0..999).
+
+    Version-1 eids carry a 100 ns clock (strictly increasing per worker, the
+    wall clock across workers), so two events of the same millisecond order
+    by when they were taken, not by random bits of the eid. Eids that are not
+    version 1, or whose time lies outside the millisecond, clamp to its ends."""
+    if eid.version != 1:
+        return 0
+    us = (eid.time - _UUID_EPOCH_OFFSET) // 10 - int(created_ms) * 1000
+    return 0 if us < 0 else 999 if us > 999 else us
+
+
 def earliest_ts(created_ms, eid):
     """Write timestamp for earliest-wins tables: larger for earlier events.
 
-    ``10^15 - 16 * created_ms - (0..15 from the eid)``: distinct events of the
-    same millisecond still get a deterministic order. The values lie around the
-    year 2000 (in microseconds), so a plain DELETE beats them."""
-    return _INVERT_BASE - 16 * int(created_ms) - (eid.int & 15)
+    ``10^15 - 100 * created_ms - (10 µs steps into the millisecond)``: events
+    of the same millisecond still order by their eid's clock. The values lie
+    around 1996 (in microseconds) and stay positive until year 2286, so a plain
+    DELETE beats them."""
+    return _INVERT_BASE - 100 * int(created_ms) - _sub_ms(created_ms, eid) // 10
 
 
 def latest_ts(created_ms, eid):
     """Write timestamp for latest-wins tables: the event's own time (µs)."""
-    return int(created_ms) * 1000 + (eid.int % 1000)
+    return int(created_ms) * 1000 + _sub_ms(created_ms, eid)
 
 
 def utc_day(created_ms):
@@ -155,7 +172,8 @@ class _RowTable:
         """Keep, per key, the event that wins the row within this batch."""
         k = tuple([values[c] for c in self.key])
         old = rows.get(k)
-        order = (ev["created"], ev["eid"])
+        # the same order as the write timestamps (earliest_ts / latest_ts)
+        order = (ev["created"], _sub_ms(ev["created"], values["eid"]), ev["eid"])
         if old is None or (order < old[0] if self.keep == EARLIEST else order > old[0]):
             rows[k] = (order, values)
 
@@ -589,7 +607,7 @@ class CassandraSink(Sink):
             stmt = st[t.name]
             stamp = latest_ts if t.keep == LATEST else earliest_ts
             lwt = paxos and t.keep == EARLIEST
-            for (created, eid), values in rows[t.name].values():
+            for (created, _sub, _eid), values in rows[t.name].values():
                 params = [values.get(c) for c in t.cols]
                 if not lwt:
                     params.append(stamp(created, values["eid"]))

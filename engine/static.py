@@ -20,7 +20,7 @@ from collections import OrderedDict
 from email.utils import formatdate, parsedate_tz
 
 from .http import responses
-from .http.stream import FAR, Stream
+from .http.stream import Stream
 
 CHUNK = 256 << 10           # bytes per read of a streamed file
 INDEX = b"index.html"
@@ -331,15 +331,14 @@ class FileStream(Stream):
     stays at about one chunk plus the transport's high-water mark.
     """
 
-    def __init__(self, fd, offset, length, head, keep, write_timeout):
+    def __init__(self, fd, offset, length, head, keep):
         self.fd = fd
         self.offset = offset
         self.remaining = length
         self.head = head
         self.keep = keep
-        self.write_timeout = write_timeout
         self.conn = None
-        self.paused_at = 0.0
+        self.paused = False
 
     def start(self, conn):
         self.started = True
@@ -348,26 +347,19 @@ class FileStream(Stream):
         self.head = b""
         self._pump()
 
+    # A client that stops reading is the connection's business: it aborts
+    # after WriteTimeoutSeconds paused, which ends this stream through close().
     def pause_output(self):
-        self.paused_at = time.monotonic()
+        self.paused = True
 
     def resume_output(self):
-        self.paused_at = 0.0
+        self.paused = False
         if self.conn is not None:
             self._pump()
 
-    def check_deadline(self, now):
-        # A client that stopped reading for longer than WriteTimeoutSeconds.
-        if not self.paused_at:
-            return FAR
-        if now - self.paused_at > self.write_timeout:
-            self._abort()
-            return FAR
-        return self.paused_at + self.write_timeout
-
     def _pump(self):
         transport = self.conn.transport
-        while self.remaining and not self.paused_at:
+        while self.remaining and not self.paused:
             if self.fd < 0 or transport.is_closing():
                 return
             try:
@@ -408,7 +400,6 @@ class StaticFiles:
             if config.static_cache_control else b""
         self.cache = FileCache(config.static_cache_bytes, config.static_cache_file_bytes)
         self.inline_bytes = max(config.static_cache_file_bytes, 64 << 10)
-        self.write_timeout = config.write_timeout
         self.content_type = ContentTypes()
 
     def serve(self, req, rel, keep, tls):
@@ -512,7 +503,7 @@ class StaticFiles:
             return status, head
         if fd is None:
             return status, head + body[first:last + 1]
-        return status, FileStream(fd, first, length, head, keep, self.write_timeout)
+        return status, FileStream(fd, first, length, head, keep)
 
     # ---- response heads -----------------------------------------------------
     def _validators(self, entry):

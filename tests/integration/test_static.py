@@ -227,13 +227,27 @@ def fetch_hash(conn, path, headers=None):
     return resp, total, digest.hexdigest()
 
 
+def peak_rss(pid):
+    """The process's peak resident set (VmHWM), bytes: a high-water mark, so
+    a burst of buffering shows even after it was freed."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
 def test_large_file_streamed(site):
     path, expected = make_big(site)
+    [worker] = site.worker_pids()
+    peak_before = peak_rss(worker)
     conn = site.connection(timeout=60)
     try:
         resp, total, digest = fetch_hash(conn, "/pub/v1/big.bin")
         assert resp.status == 200 and int(resp.getheader("Content-Length")) == BIG
         assert total == BIG and digest == expected
+        # Flow control: the worker never held the file (or a large part) in memory.
+        assert peak_rss(worker) - peak_before < 16 << 20
         # The same connection is kept alive and serves the next request.
         resp, total, digest = fetch_hash(conn, "/pub/v1/big.bin",
                                          {"Range": "bytes=1000-%d" % (BIG - 1001)})

@@ -25,7 +25,7 @@ setup(
         "nats-py==2.16.0",
         "cassandra-driver==3.30.1",
     ],
-    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17",
+    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17", "aiohttp==3.14.5",
                              "locust==2.47.0", "matplotlib==3.11.2"],
                     "loadtest": ["locust==2.47.0", "matplotlib==3.11.2"]},
     entry_points={

@@ -8,6 +8,7 @@ import os
 import time
 import traceback
 from time import perf_counter
+from urllib.parse import quote_from_bytes
 
 import orjson
 
@@ -15,7 +16,7 @@ from . import metrics
 from .http import responses
 from .clientip import ClientIP
 from .errors import ParseError
-from .limits import CLASS_NAMES, PROXY, SERVICE, TRACK, any_enabled
+from .limits import CLASS_NAMES, PROXY, SERVICE, STATIC, TRACK, any_enabled
 from .logs import log
 from .redirect import normalise_hosts, safe_redirect
 from .spool import SpoolFull
@@ -66,10 +67,18 @@ class TrackerApp:
         self.routes = self._route_table(config.api_prefix.encode())
         self.daily = None               # ProxyDailyLimit checker (engine.daily), if set
         self.committer = None           # GroupCommitter in spool durability
+        self.proxy = None               # ReverseProxy when ProxyUrl is set (engine.proxy)
+        if config.proxy_url:
+            from .proxy import ReverseProxy
+            self.proxy = ReverseProxy(config, registry, stats, self.client_ip)
+        self.static = None              # StaticFiles when StaticDirectory is set
+        if config.static_directory and os.path.isdir(config.static_directory):
+            from .static import StaticFiles
+            self.static = StaticFiles(config, self.date)
 
     def _route_table(self, version):
         tracked = {b"tr": ("track", self.track, TRACK), b"img": ("img", self.img, TRACK),
-                   b"rdr": ("rdr", self.rdr, TRACK)}
+                   b"rdr": ("rdr", self.rdr, TRACK), b"pub": ("static", self.static_file, STATIC)}
         fixed = {b"/ping": ("ping", self.ping, SERVICE), b"/ready": ("ready", self.ready, SERVICE),
                  b"/status": ("status", self.status, SERVICE),
                  b"/metrics": ("metrics", self.metrics, SERVICE)}
@@ -105,12 +114,8 @@ class TrackerApp:
                   trace="".join(traceback.format_exception(exc))[-2000:])
 
     # ---- dispatch --------------------------------------------------------
-    def handle(self, conn, req, keep):
-        started = perf_counter()
-        url = req.url
-        path, sep, query = url.partition(b"?")
-        if not sep:
-            query = None
+    def _route(self, path):
+        """(name, handler, route class) for a URL path."""
         tracked, fixed = self.routes
         route = fixed.get(path)
         if route is None:
@@ -121,7 +126,10 @@ class TrackerApp:
                 route = None
         if route is None:
             route = ("other", self.not_found, PROXY)
-        name, handler, cls = route
+        return route
+
+    def _refusal(self, conn, req, cls, keep):
+        """Resolve the client IP; (429, response) if a limit refuses it, else None."""
         ip = conn.client_ip
         if self.client_ip.networks:
             ip = self.client_ip.resolve(ip, req.headers)
@@ -129,22 +137,69 @@ class TrackerApp:
         wait = self.limiting and self.limited_classes[cls] and \
             self.shared.allow(cls, ip, *self.rate_params[cls])
         if wait:
-            status, response = 429, self._plain(429, "rate limited\n", keep,
-                                                b"Retry-After: %d\r\n" % wait)
             self.stats.rate_limited(CLASS_NAMES[cls])
-        elif cls == PROXY and self.daily is not None and not self.daily.allowed(ip):
-            status, response = 429, self._plain(429, "API Limit Reached", keep)
+            return 429, self._plain(429, "rate limited\n", keep, b"Retry-After: %d\r\n" % wait)
+        if cls == PROXY and self.daily is not None and not self.daily.allowed(ip):
             self.stats.rate_limited("daily")
+            return 429, self._plain(429, "API Limit Reached", keep)
+        return None
+
+    def handle(self, conn, req, keep):
+        started = perf_counter()
+        path, sep, query = req.url.partition(b"?")
+        if not sep:
+            query = None
+        name, handler, cls = self._route(path)
+        refused = self._refusal(conn, req, cls, keep)
+        if refused is not None:
+            status, response = refused
         else:
             try:
                 status, response = handler(conn, req, path, query, keep)
             except Exception as exc:  # a handler bug must not take the worker down
                 self.internal_error(conn, exc)
                 status, response = 500, self._plain(500, "internal error\n", False)
-        if self.debug_header:
+        if self.debug_header and response.__class__ is bytes:
             response = response.replace(b"\r\n", b"\r\n" + self.debug_header, 1)
         self.stats.answered(name, status, perf_counter() - started)
         return response
+
+    def route_head(self, conn, req):
+        """At the end of a request head: a proxied request becomes a stream its
+        body is fed to (or a refusal, as bytes); anything else returns None
+        and is handled when its message is complete."""
+        proxy = self.proxy
+        if proxy is None:
+            return None
+        path = req.url.partition(b"?")[0]
+        if self._route(path)[2] != PROXY:
+            return None
+        keep = req.keep_alive and not conn.closing and not req.upgrade
+        refused = self._refusal(conn, req, PROXY, False)
+        if refused is not None:
+            self.stats.answered("proxy", refused[0], 0.0)
+            return refused[1]
+        event = self._visit(conn, req, b"proxy")
+        cookie = b""
+        if event is not None and event.get("new_visitor"):
+            cookie = self._cookie(conn, event)
+        upgrade = req.headers.get(b"upgrade") if req.upgrade else None
+        return proxy.exchange(conn, req, keep, cookie, upgrade)
+
+    def _visit(self, conn, req, kind):
+        """Track a proxied or static request as an event whose url is the
+        request's (absolute) URL. Its answer does not wait for the spool: it
+        is not a tracking acknowledgement. None when it could not be queued."""
+        host = req.headers.get(b"host") or b"localhost"
+        url = (b"https://" if conn.tls else b"http://") + host + req.url
+        query = b"url=" + quote_from_bytes(url, safe="").encode() + b"&etyp=" + kind
+        if req.method != b"GET":
+            query += b"&method=" + quote_from_bytes(req.method, safe="").encode()
+        event, refused = self._accept(conn, req, b"/tr/" + self.version, query, None)
+        req.wait_epoch = 0
+        if event is None:
+            self.stats.request(kind.decode() + "_untracked", refused[0])
+        return event
 
     def not_found(self, conn, req, path, query, keep):
         return 404, self._plain(404, "not found\n", keep)
@@ -193,10 +248,12 @@ class TrackerApp:
         spool write failed): the client keeps it and retries."""
         return self._plain(503, "busy, retry\n", False, b"Retry-After: 1\r\n")
 
-    def _tracking_headers(self, conn, req, event):
-        cookie = b"Set-Cookie: vid=%s; Max-Age=%d; Path=/; SameSite=Lax%s\r\n" % (
+    def _cookie(self, conn, event):
+        return b"Set-Cookie: vid=%s; Max-Age=%d; Path=/; SameSite=Lax%s\r\n" % (
             event["vid"].encode(), COOKIE_MAX_AGE, b"; Secure" if conn.tls else b"")
-        return cookie + self._cors(req) + responses.NO_STORE
+
+    def _tracking_headers(self, conn, req, event):
+        return self._cookie(conn, event) + self._cors(req) + responses.NO_STORE
 
     def _cors(self, req):
         origin = req.headers.get(b"origin")
@@ -256,6 +313,15 @@ class TrackerApp:
             location = self.config.default_redirect.encode("latin-1", "replace")
         headers = self._tracking_headers(conn, req, event) + b"Location: " + location + b"\r\n"
         return 302, responses.build(302, self.date, headers, content_type=None, close=not keep)
+
+    def static_file(self, conn, req, path, query, keep):
+        if self.static is None:
+            return self.not_found(conn, req, path, query, keep)
+        if req.method not in (b"GET", b"HEAD"):
+            return 405, self._plain(405, "method not allowed\n", keep, b"Allow: GET, HEAD\r\n")
+        self._visit(conn, req, b"static")
+        rel = path[len(b"/pub/") + len(self.version) + 1:]
+        return self.static.serve(req, rel, keep, conn.tls)
 
     # ---- service routes --------------------------------------------------
     def ping(self, conn, req, path, query, keep):

@@ -17,7 +17,7 @@ from .limits import parse_rate_limit, parse_trusted_proxies
 
 # Keys other Go versions of the collector knew; accepted with a warning.
 GO_KEYS_UNUSED = frozenset({
-    "IgnoreInsecureTLS", "ProxyForceJson", "ProxyExceptIPs", "AllowOrigin",
+    "ProxyForceJson", "ProxyExceptIPs", "AllowOrigin",
     "PrefixPrivateHash", "AccountHashMixer", "S3Bucket", "S3Prefix",
     "PostgresUrl", "FallbackDomain", "ProxyRoot", "StaticHost",
 })
@@ -91,6 +91,25 @@ KEYS = {
                       "https://acme-v02.api.letsencrypt.org/directory", None, "a URL"),
     "AcmeCacheDirectory": ("acme_cache_directory", str, "acme", None, "a directory path"),
     "ReuseportMigrate": ("reuseport_migrate", bool, True, None, "true or false"),
+    # Reverse proxy (docs/proxy.md) and static files (docs/static.md).
+    "IgnoreInsecureTLS": ("ignore_insecure_tls", bool, False, None,
+                          "true or false (true: do not verify an https ProxyUrl)"),
+    "ProxyConnectTimeoutSeconds": ("proxy_connect_timeout", (int, float), 5, _pos, "seconds > 0"),
+    "ProxyReadTimeoutSeconds": ("proxy_read_timeout", (int, float), 60, _pos, "seconds > 0"),
+    "ProxyTunnelTimeoutSeconds": ("proxy_tunnel_timeout", (int, float), 3600, _pos,
+                                  "seconds > 0 (idle WebSocket tunnels)"),
+    "ProxyIdleConnections": ("proxy_idle_connections", int, 32, _nonneg,
+                             "kept-alive upstream connections per worker"),
+    "ProxyMaxConnections": ("proxy_max_connections", int, 512, _pos,
+                            "upstream connections per worker"),
+    "ProxyHSTS": ("proxy_hsts", str, "max-age=31536000", None,
+                  "a Strict-Transport-Security value, empty = off"),
+    "StaticCacheControl": ("static_cache_control", str, "public, max-age=3600", None,
+                           "a Cache-Control value"),
+    "StaticCacheBytes": ("static_cache_bytes", int, 32 << 20, _nonneg,
+                         "bytes of small files cached per worker, 0 = off"),
+    "StaticCacheFileBytes": ("static_cache_file_bytes", int, 256 << 10, _nonneg,
+                             "largest file cached in memory, bytes"),
 }
 PATH_KEYS = ("StaticDirectory", "TLSCert", "TLSKey", "SpoolDirectory", "AcmeCacheDirectory")
 
@@ -210,6 +229,12 @@ def _apply_defaults(cfg, raw, problems):
             setattr(cfg, attr, parse_listen(getattr(cfg, KEYS[key][0]), key))
         except ConfigError as exc:
             problems.append(str(exc))
+    if cfg.proxy_url:
+        from .proxy.upstream import UpstreamURL
+        try:
+            UpstreamURL(cfg.proxy_url)
+        except ConfigError as exc:
+            problems.append(str(exc))
 
 
 def _resolve_paths(cfg):
@@ -244,6 +269,9 @@ def config_from_dict(raw, path="", overrides=None):
     if problems:
         raise ConfigError("invalid config " + (path or "") + ":\n  " + "\n  ".join(problems))
     _resolve_paths(cfg)
+    if cfg.static_directory and not os.path.isdir(cfg.static_directory):
+        cfg.warnings.append(f"StaticDirectory: {cfg.static_directory} is not a directory; "
+                            "/pub/ answers 404 until it exists (then reload with SIGHUP)")
     return cfg
 
 

@@ -2,8 +2,10 @@
 
 Per-connection state lives on ``HttpConnection``; per-request state on
 ``Request``. Handlers are synchronous (tracking does no I/O on the request
-path), so pipelined requests are answered in order simply by answering each
-one as its message completes.
+path): most answers are written as soon as their message completes. Answers
+that must wait — for a spool commit, or because they are streams written over
+time (a proxied exchange, a large file; engine/http/stream.py) — go into
+``pending``, which keeps answers in request order for pipelining clients.
 
 Timeouts are enforced by the worker's once-a-second sweep over open
 connections (``ConnectionRegistry.sweep``) rather than a timer per request:
@@ -14,6 +16,9 @@ from collections import deque
 import httptools
 
 from . import responses
+from .stream import Stream
+
+MAX_PENDING = 32    # answers queued behind a slow one before reading pauses
 
 IDLE, READING, CLOSED = 0, 1, 2
 
@@ -28,7 +33,7 @@ class RequestTooLarge(Exception):
 class Request:
     """What one request carried (per-request state)."""
     __slots__ = ("method", "url", "headers", "body", "body_size", "head_bytes",
-                 "keep_alive", "http_10", "client_ip", "wait_epoch")
+                 "keep_alive", "http_10", "client_ip", "wait_epoch", "stream", "upgrade")
 
     def __init__(self):
         self.url = b""
@@ -40,6 +45,8 @@ class Request:
         self.wait_epoch = 0     # spool group whose commit this answer waits for
         self.keep_alive = True
         self.http_10 = False
+        self.stream = None      # the Stream this request's body is fed to (proxy)
+        self.upgrade = False    # the client asked for an Upgrade (WebSocket)
 
     def header(self, name, default=None):
         """A header value decoded as Latin-1 (HTTP's own charset)."""
@@ -53,6 +60,7 @@ class ConnectionRegistry:
     def __init__(self, limits):
         self.limits = limits
         self.open = set()
+        self.streams = set()    # streams with deadlines (engine/http/stream.py)
         self.clock = 0.0
         self.date = responses.DateHeader()
 
@@ -61,6 +69,8 @@ class ConnectionRegistry:
         self.date.refresh()
         for conn in [c for c in self.open if c.deadline < now]:
             conn.on_deadline()
+        for stream in [s for s in self.streams if s.deadline < now]:
+            stream.check_deadline(now)
 
 
 class HttpConnection:
@@ -78,8 +88,11 @@ class HttpConnection:
         self.deadline = 0.0
         self.closing = False       # answer the current request, then close
         self.counted = False       # counted in the node-wide connection total
-        self.held = deque()        # (epoch, response, keep) waiting for a spool commit
-        self.read_eof = False      # client half-closed while answers were held
+        self.pending = deque()     # [epoch, answer, keep]: answers not yet written
+        self.read_paused = False   # reading paused because too many answers pend
+        self.tunnel_to = None      # after an accepted Upgrade: the stream raw bytes go to
+        self.upgraded = False      # the parser has stopped at an Upgrade
+        self.read_eof = False      # client half-closed while answers were pending
         self.write_paused_at = 0.0
 
     # ---- protocol interface ----------------------------------------------
@@ -97,37 +110,61 @@ class HttpConnection:
     def connection_lost(self, exc):
         self.state = CLOSED
         self.registry.open.discard(self)
+        self._drop_pending()
+        req = self.request
+        if req is not None and req.stream is not None:
+            req.stream.close()
         self.app.connection_closed(self)
 
     def data_received(self, data):
+        if self.tunnel_to is not None:
+            self.tunnel_to.tunnel(data)
+            return
+        if self.upgraded:
+            return          # an Upgrade nobody accepted: the connection closes
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            pass  # upgrades are answered like any request; the proxy issue tunnels them
+        except httptools.HttpParserUpgrade as upgrade:
+            self.upgraded = True
+            if self.tunnel_to is not None:
+                self.tunnel_to.tunnel(data[upgrade.args[0]:])
         except httptools.HttpParserCallbackError as exc:
             self._callback_failed(exc)
         except httptools.HttpParserError:
             self.error_and_close(400, "malformed HTTP request")
 
     def eof_received(self):
-        # The client half-closed. Answers still waiting for the spool are sent
-        # first (returning True keeps the transport open for them).
-        if self.held:
+        # The client half-closed. Pending answers are sent first (returning
+        # True keeps the transport open for them).
+        if self.tunnel_to is not None:
+            self.tunnel_to.tunnel(b"")
+            return True
+        if self.pending:
             self.closing = True
             self.read_eof = True
             return True
         return False
 
     def pause_writing(self):
-        # The client is not reading its answers: stop reading its requests.
+        # The client is not reading its answers: stop reading its requests,
+        # and stop the stream producing them.
         self.write_paused_at = self.registry.clock or 1.0
         self.deadline = self.registry.clock + self.limits.write_timeout
         self.transport.pause_reading()
+        stream = self._head_stream()
+        if stream is not None:
+            stream.pause_output()
 
     def resume_writing(self):
         self.write_paused_at = 0.0
         if self.state != CLOSED:
-            self.transport.resume_reading()
+            if not self.read_paused:
+                self.transport.resume_reading()
+            stream = self._head_stream()
+            if stream is not None:
+                stream.resume_output()
+            if self.state == IDLE:
+                self.deadline = self.registry.clock + self.limits.idle_timeout
 
     # ---- parser callbacks ------------------------------------------------
     def on_message_begin(self):
@@ -160,14 +197,29 @@ class HttpConnection:
         req.method = parser.get_method()
         req.keep_alive = parser.should_keep_alive()
         req.http_10 = parser.get_http_version() == "1.0"
+        req.upgrade = parser.should_upgrade()
+        answer = self.app.route_head(self, req)
+        if answer is not None:          # streamed (proxied): the body goes to it
+            keep = req.keep_alive and not self.closing and not req.upgrade
+            if answer.__class__ is bytes:
+                req.stream = _DISCARD
+                self.answer(0, answer, False)
+            else:
+                req.stream = answer
+                self.answer(0, answer, keep)
+            return
         length = req.headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limits.max_body_bytes:
             raise RequestTooLarge(413, "body too large")
-        if req.headers.get(b"expect", b"").lower() == b"100-continue":
+        if req.headers.get(b"expect", b"").lower() == b"100-continue" and not self.pending:
             self.transport.write(responses.CONTINUE)
 
     def on_body(self, body):
         req = self.request
+        if req.stream is not None:
+            req.stream.feed(body)
+            self.deadline = self.registry.clock + self.limits.read_timeout
+            return
         req.body_size += len(body)
         if req.body_size > self.limits.max_body_bytes:
             raise RequestTooLarge(413, "body too large")
@@ -178,50 +230,97 @@ class HttpConnection:
 
     def on_message_complete(self):
         req = self.request
-        if req.body is not None:
-            req.body = b"".join(req.body)
         self.request = None
         self.state = IDLE
         self.deadline = self.registry.clock + self.limits.idle_timeout
-        keep = req.keep_alive and not self.closing
-        response = self.app.handle(self, req, keep)
-        if req.wait_epoch or self.held:
-            self.hold(req.wait_epoch, response, keep)
+        if req.stream is not None:
+            req.stream.feed_eof()
+            if req.upgrade and req.stream is not _DISCARD:
+                self.tunnel_to = req.stream
             return
-        self.transport.write(response)
-        if not keep:
-            self.close()
+        if req.body is not None:
+            req.body = b"".join(req.body)
+        keep = req.keep_alive and not self.closing and not req.upgrade
+        response = self.app.handle(self, req, keep)
+        self.answer(req.wait_epoch, response, keep)
 
-    # ---- answers waiting for the spool ------------------------------------
-    def hold(self, epoch, response, keep):
-        """Keep an answer until its events are durable; answers stay in order,
-        so anything after a held answer waits too."""
-        self.held.append((epoch, response, keep))
-        self.app.committer.waiting.add(self)
-        if not keep:
+    # ---- answers in request order -----------------------------------------
+    def answer(self, epoch, answer, keep):
+        """Write ``answer`` (bytes or a Stream) now if nothing is ahead of it,
+        else queue it; ``epoch``: the spool group it must wait for (0: none)."""
+        if not self.pending and not epoch and answer.__class__ is bytes:
+            self.transport.write(answer)
+            if not keep:
+                self.close()
+            return
+        self.pending.append((epoch, answer, keep))
+        if epoch:
+            self.app.committer.waiting.add(self)
+        if answer.__class__ is bytes and (not keep or len(self.pending) > MAX_PENDING) \
+                and not self.read_paused:
+            self.read_paused = True      # (a stream keeps reading: its body comes next)
             self.transport.pause_reading()
+        self.release()
 
     def release(self):
-        """Called by the committer after each group: send what is durable."""
+        """Write what can be written: called when an answer is queued, by the
+        committer after each group, and when a stream finishes."""
         committer = self.app.committer
-        while self.held:
-            epoch, response, keep = self.held[0]
-            if epoch > committer.done_epoch:
+        pending = self.pending
+        while pending:
+            epoch, answer, keep = pending[0]
+            if epoch and epoch > committer.done_epoch:
                 committer.waiting.add(self)
                 return
-            self.held.popleft()
             if self.state == CLOSED or self.transport.is_closing():
-                self.held.clear()
+                self._drop_pending()
                 return
-            if epoch in committer.failed:
-                response, keep = self.app.unavailable_response(), False
-            self.transport.write(response)
+            if answer.__class__ is not bytes:
+                if not answer.started:
+                    answer.start(self)   # may finish at once (stream_finished)
+                return
+            pending.popleft()
+            if epoch and epoch in committer.failed:
+                answer, keep = self.app.unavailable_response(), False
+            self.transport.write(answer)
             if not keep:
-                self.held.clear()
+                self._drop_pending()
                 self.close()
                 return
         if self.read_eof:
             self.close()
+        elif self.read_paused:
+            self.read_paused = False
+            if not self.write_paused_at:
+                self.transport.resume_reading()
+
+    def stream_finished(self, stream, keep):
+        """A stream has written all of its answer."""
+        if self.pending and self.pending[0][1] is stream:
+            self.pending.popleft()
+        if self.tunnel_to is stream:
+            self.tunnel_to = None
+            keep = False
+        if self.state == IDLE:
+            self.deadline = self.registry.clock + self.limits.idle_timeout
+        if not keep or (self.closing and not self.pending and self.state == IDLE):
+            self._drop_pending()
+            self.close()
+            return
+        self.release()
+
+    def _head_stream(self):
+        if self.pending:
+            answer = self.pending[0][1]
+            if answer.__class__ is not bytes and answer.started:
+                return answer
+        return None
+
+    def _drop_pending(self):
+        pending, self.pending = self.pending, deque()
+        for _, answer, _ in pending:
+            if answer.__class__ is not bytes:
+                answer.close()
 
     # ---- helpers ---------------------------------------------------------
     def _callback_failed(self, exc):
@@ -233,17 +332,32 @@ class HttpConnection:
             self.error_and_close(500, "internal error")
 
     def error_and_close(self, status, text):
-        if self.state != CLOSED and not self.transport.is_closing():
-            self.transport.write(self.app.error_response(status, text))
-            self.app.count_error(status)
-        self.close()
+        """Answer ``status`` after any pending answers, then close; read
+        nothing more from this client."""
+        if self.state == CLOSED or self.transport.is_closing():
+            return
+        self.app.count_error(status)
+        req = self.request
+        if req is not None and req.stream is not None and req.stream is not _DISCARD \
+                and req.stream.started:
+            self.transport.abort()       # its stream's answer is already on the wire
+            return
+        self.upgraded = True
+        self.answer(0, self.app.error_response(status, text), False)
 
     def on_deadline(self):
         """Called by the sweep when this connection overstayed."""
-        if self.state == READING:
-            self.error_and_close(408, "request timeout")
-        elif self.write_paused_at:
+        req = self.request
+        if self.write_paused_at:
             self.transport.abort()   # a client that does not read its answers
+        elif self.state == READING:
+            if req.stream is not None and req.stream is not _DISCARD:
+                self.transport.abort()   # stalled mid-upload to a stream
+            else:
+                self.error_and_close(408, "request timeout")
+        elif self.pending and self.pending[0][1].__class__ is not bytes:
+            # a stream is answering: its own deadlines apply (registry.streams)
+            self.deadline = self.registry.clock + self.limits.idle_timeout
         else:
             self.close()             # idle keep-alive connection
 
@@ -259,3 +373,14 @@ class HttpConnection:
             # client may be sending; give it a moment to send one (answered
             # with "Connection: close"), then the sweep closes it.
             self.deadline = min(self.deadline, self.registry.clock + 1.0)
+
+
+class _Discard(Stream):
+    """Where the body of a request answered at its head (refused) goes."""
+    started = True
+
+    def start(self, conn):
+        pass
+
+
+_DISCARD = _Discard()

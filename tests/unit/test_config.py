@@ -14,7 +14,7 @@ def test_go_config_keys_load_unchanged(tmp_path):
           "MaximumConnections": 5000, "ReadTimeoutSeconds": 7, "ReadHeaderTimeoutSeconds": 5,
           "WriteTimeoutSeconds": 7, "IdleTimeoutSeconds": 60, "MaxHeaderBytes": 1048576,
           "DefaultRedirect": "https://example.com", "Debug": True, "UrlPrefixFilter": "https://x",
-          "IgnoreInsecureTLS": True,
+          "IgnoreInsecureTLS": True, "ProxyForceJson": False,
           "Notify": [{"Service": "cassandra", "Hosts": ["localhost"], "Context": "tracker",
                       "Timeout": 2000, "Connections": 2, "Secure": False, "Critical": True}],
           "Consume": [{"Service": "nats", "Hosts": ["tls://localhost:4222"], "Context": "c",
@@ -28,7 +28,17 @@ def test_go_config_keys_load_unchanged(tmp_path):
     assert cfg.tls_cert == str(tmp_path / "cert.pem")        # relative to the file
     assert cfg.static_directory == str(tmp_path / "pub")
     assert cfg.effective_log_level == "debug" and cfg.redirect_hosts == ["example.com"]
-    assert any("IgnoreInsecureTLS" in w for w in cfg.warnings)
+    assert cfg.ignore_insecure_tls is True                  # used by the proxy now
+    assert any("ProxyForceJson" in w for w in cfg.warnings)
+    assert any("StaticDirectory" in w and "not a directory" in w for w in cfg.warnings)
+
+
+def test_proxy_url_is_checked_at_load():
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"ProxyUrl": "ftp://files.example"})
+    assert "ProxyUrl: got 'ftp://files.example', expected http://" in str(err.value)
+    cfg = config_from_dict({"ProxyUrl": "https://api.example:8443/v2"})
+    assert cfg.proxy_url == "https://api.example:8443/v2"
 
 
 def test_every_problem_is_reported_with_key_value_and_expectation():

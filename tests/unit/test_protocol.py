@@ -2,6 +2,7 @@
 import pytest
 
 from engine.http.protocol import ConnectionRegistry, HttpConnection
+from engine.http.stream import Stream
 from engine.http import responses
 
 
@@ -43,6 +44,8 @@ class FakeTransport:
 
 class EchoApp:
     """Answers each request with its method, URL and body."""
+    committer = None     # memory durability: nothing waits for a spool commit
+
     def __init__(self):
         self.seen = []
 
@@ -51,6 +54,9 @@ class EchoApp:
 
     def connection_closed(self, conn):
         pass
+
+    def route_head(self, conn, req):
+        return None
 
     def handle(self, conn, req, keep):
         self.seen.append(req)
@@ -138,3 +144,71 @@ def test_expect_continue(conn):
     assert conn.transport.out == responses.CONTINUE
     conn.data_received(b"hi")
     assert conn.transport.out.endswith(b"POST / hi")
+
+
+class FakeStream(Stream):
+    """A stream answer: records its body, finishes when the test says."""
+    def __init__(self, name):
+        self.name, self.body, self.eof, self.conn = name, b"", False, None
+
+    def feed(self, data):
+        self.body += data
+
+    def feed_eof(self):
+        self.eof = True
+
+    def start(self, conn):
+        self.started, self.conn = True, conn
+        conn.transport.write(b"<%s:" % self.name)
+
+    def finish(self, keep=True):
+        self.conn.transport.write(b"%s>" % self.body)
+        self.conn.stream_finished(self, keep)
+
+
+class StreamApp(EchoApp):
+    """Requests under /s/ are streams (like proxied ones)."""
+    def __init__(self):
+        super().__init__()
+        self.streams = []
+
+    def route_head(self, conn, req):
+        if req.url.startswith(b"/s/"):
+            self.streams.append(FakeStream(req.url[3:]))
+            return self.streams[-1]
+        return None
+
+
+@pytest.fixture
+def sconn():
+    registry = ConnectionRegistry(Limits())
+    c = HttpConnection(StreamApp(), registry)
+    c.connection_made(FakeTransport())
+    return c
+
+
+def test_streams_and_plain_answers_keep_request_order(sconn):
+    app, out = sconn.app, sconn.transport.out
+    sconn.data_received(b"POST /s/one HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
+                        b"GET /plain HTTP/1.1\r\n\r\n"
+                        b"POST /s/two HTTP/1.1\r\nContent-Length: 100\r\n\r\nxy")
+    one, two = app.streams
+    assert one.started and one.body == b"abc" and one.eof
+    assert not two.started and two.body == b"xy"     # fed (bodies are not size-capped)
+    assert bytes(out) == b"<one:"                     # /plain waits behind /s/one
+    one.finish()
+    assert bytes(out).startswith(b"<one:abc>HTTP/1.1 200 OK")
+    assert b"GET /plain" in bytes(out) and bytes(out).endswith(b"<two:")
+    sconn.data_received(b"z" * 98)
+    assert two.eof and len(two.body) == 100
+    two.finish(keep=False)
+    assert sconn.transport.closed
+
+
+def test_a_closed_connection_closes_its_streams(sconn):
+    closed = []
+    sconn.data_received(b"GET /s/a HTTP/1.1\r\n\r\nGET /s/b HTTP/1.1\r\n\r\n")
+    for st in sconn.app.streams:
+        st.close = lambda st=st: closed.append(st.name)
+    sconn.connection_lost(None)
+    assert sorted(closed) == [b"a", b"b"]

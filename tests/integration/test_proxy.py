@@ -1,0 +1,337 @@
+"""The reverse proxy against a real upstream (tests/integration/upstream_app.py,
+aiohttp in its own process), through a real collector over real sockets."""
+import asyncio
+import hashlib
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import free_port, params_of
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from upstream_app import pattern_sha256  # noqa: E402
+
+
+class Upstream:
+    def __init__(self):
+        self.port = free_port()
+        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "upstream_app.py"),
+                                      str(self.port)])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("upstream did not start")
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def connections(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        conn.request("GET", "/_stats")
+        return json.loads(conn.getresponse().read())["connections"]
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    up = Upstream()
+    yield up
+    up.stop()
+
+
+@pytest.fixture
+def proxied(collector_factory, upstream):
+    def make(workers=1, **config):
+        return collector_factory({"ProxyUrl": upstream.url, **config}, workers=workers)
+    return make
+
+
+def headers_of(echo):
+    return {k.lower(): v for k, v in echo["headers"]}
+
+
+def test_methods_headers_status_and_tracking(proxied):
+    c = proxied()
+    body = os.urandom(100_000)
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+        payload = body if method in ("POST", "PUT", "PATCH") else None
+        status, headers, raw = c.request(
+            method, "/echo/a/b?x=1&status=201", body=payload,
+            headers={"Connection": "keep-alive, X-Hop", "X-Hop": "secret", "TE": "trailers",
+                     "Keep-Alive": "timeout=5", "X-Custom": "kept", "Cookie": "vid=abc; z=1",
+                     "X-Forwarded-For": "6.6.6.6", "Host": "site.example:8443"})
+        assert status == 201, raw
+        assert headers["X-Upstream"] == "yes"
+        echo = json.loads(raw)
+        assert (echo["method"], echo["path"], echo["query"]) == (method, "/echo/a/b",
+                                                                 "x=1&status=201")
+        sent = headers_of(echo)
+        assert sent["x-custom"] == "kept" and sent["cookie"] == "vid=abc; z=1"
+        for hop in ("x-hop", "te", "keep-alive"):
+            assert hop not in sent, hop
+        # a client's own X-Forwarded-For is not passed on: it is spoofable
+        assert sent["x-forwarded-for"] == "127.0.0.1"
+        assert sent["x-forwarded-host"] == "site.example:8443"
+        assert sent["x-forwarded-proto"] == "http"
+        assert sent["x-origin-host"] == f"127.0.0.1:{c.config['ProxyUrl'].rsplit(':', 1)[1]}"
+        if payload is not None:
+            assert echo["body_size"] == len(body)
+            assert echo["body_sha256"] == hashlib.sha256(body).hexdigest()
+    for code in (404, 500, 503):
+        assert c.get(f"/echo/s?status={code}")[0] == code
+    assert c.stop() == 0
+    rows = c.rows("SELECT url, etyp, params FROM events ORDER BY created")
+    proxied_rows = [r for r in rows if r["etyp"] == "proxy"]
+    assert len(proxied_rows) == 9
+    assert proxied_rows[0]["url"] == "http://site.example:8443/echo/a/b?x=1&status=201"
+    assert params_of(proxied_rows[1])["method"] == "POST"
+
+
+def test_set_cookie_headers_stay_separate_and_new_visitors_get_a_vid(proxied):
+    c = proxied()
+    conn = c.connection()
+    conn.request("GET", "/cookies")
+    resp = conn.getresponse()
+    cookies = resp.headers.get_all("Set-Cookie")
+    assert resp.read() == b"two cookies"
+    assert "a=1; Path=/" in cookies and "b=2; Path=/" in cookies
+    assert any(v.startswith("vid=") for v in cookies)       # a new visitor
+    conn.request("GET", "/cookies", headers={"Cookie": "vid=" + cookies[-1][4:40]})
+    resp = conn.getresponse()
+    resp.read()
+    assert not any(v.startswith("vid=") for v in resp.headers.get_all("Set-Cookie"))
+
+
+def test_chunked_both_ways(proxied):
+    c = proxied()
+    pieces = [os.urandom(n) for n in (1, 5000, 70_000, 3)]
+    body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+    raw = c.raw(b"POST /echo/up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                b"Connection: close\r\n\r\n" + body)
+    head, _, payload = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    echo = json.loads(_dechunk(payload) if b"chunked" in head.lower() else payload)
+    assert echo["body_size"] == sum(map(len, pieces))
+    assert echo["body_sha256"] == hashlib.sha256(b"".join(pieces)).hexdigest()
+    # the upstream streams a chunked answer; an HTTP/1.1 client gets it chunked
+    status, headers, data = c.get("/download?size=3000000")
+    assert status == 200 and headers.get("Transfer-Encoding") == "chunked"
+    assert hashlib.sha256(data).hexdigest() == pattern_sha256(3_000_000)
+    # an HTTP/1.0 client gets it close-delimited
+    raw = c.raw(b"GET /download?size=100000 HTTP/1.0\r\nHost: x\r\n\r\n")
+    head, _, payload = raw.partition(b"\r\n\r\n")
+    assert b"chunked" not in head.lower() and b"Connection: close" in head
+    assert hashlib.sha256(payload).hexdigest() == pattern_sha256(100_000)
+
+
+def _dechunk(data):
+    out = []
+    while True:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(data[:size])
+        data = data[size + 2:]
+
+
+def _rss_kib(pid):
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class RssWatch:
+    """Peak RSS of a process, sampled every 20 ms in a thread."""
+
+    def __init__(self, pid):
+        self.pid, self.peak, self.stop = pid, _rss_kib(pid), threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop.wait(0.02):
+            self.peak = max(self.peak, _rss_kib(self.pid))
+
+    def done(self):
+        self.stop.set()
+        self.thread.join()
+        return self.peak
+
+
+GIB = 1 << 30
+
+
+def test_one_gib_each_way_at_flat_memory(proxied):
+    c = proxied(workers=1)
+    worker = c.worker_pids()[0]
+    for _ in range(3):       # warm up the pool and the worker's buffers
+        c.get("/fixed?size=1000000")
+    base = _rss_kib(worker)
+    watch = RssWatch(worker)
+    # download: 1 GiB, chunked from the upstream, hashed as it arrives
+    conn = c.connection(timeout=60)
+    conn.request("GET", f"/download?size={GIB}")
+    resp = conn.getresponse()
+    h, n = hashlib.sha256(), 0
+    while True:
+        data = resp.read(1 << 20)
+        if not data:
+            break
+        h.update(data)
+        n += len(data)
+    assert n == GIB and h.hexdigest() == pattern_sha256(GIB)
+    # upload: 1 GiB with a Content-Length, hashed by the upstream
+    block = os.urandom(1 << 20)
+    conn = c.connection(timeout=60)
+    conn.putrequest("PUT", "/echo/upload")
+    conn.putheader("Content-Length", str(GIB))
+    conn.endheaders()
+    sent = hashlib.sha256()
+    for _ in range(GIB >> 20):
+        conn.send(block)
+        sent.update(block)
+    echo = json.loads(conn.getresponse().read())
+    peak = watch.done()
+    assert echo["body_size"] == GIB and echo["body_sha256"] == sent.hexdigest()
+    grew_mib = (peak - base) / 1024
+    print(f"worker RSS {base / 1024:.1f} MiB before, peak {peak / 1024:.1f} MiB "
+          f"(+{grew_mib:.1f} MiB) for 1 GiB each way")
+    assert grew_mib < 64
+
+
+def test_websocket_echo_through_the_proxy(proxied):
+    import aiohttp
+    c = proxied()
+
+    async def run():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"http://127.0.0.1:{c.port}/ws") as ws:
+                await ws.send_str("hello")
+                assert (await ws.receive(timeout=5)).data == "echo:hello"
+                blob = os.urandom(200_000)
+                await ws.send_bytes(blob)
+                assert (await ws.receive(timeout=5)).data == blob
+                await ws.close()
+    asyncio.run(run())
+    assert c.get("/ping")[0] == 200
+
+
+def test_upstream_down_is_502_and_slow_upstream_504(collector_factory, upstream):
+    down = collector_factory({"ProxyUrl": f"http://127.0.0.1:{free_port()}"}, workers=1,
+                             name="down")
+    status, _, body = down.get("/anything")
+    assert status == 502 and body == b"upstream unreachable\n"
+    assert down.get("/ping")[0] == 200
+    slow = collector_factory({"ProxyUrl": upstream.url, "ProxyReadTimeoutSeconds": 1},
+                             workers=1, name="slow")
+    started = time.monotonic()
+    status, _, body = slow.get("/slow?seconds=4")
+    assert status == 504 and body == b"upstream timeout\n"
+    assert time.monotonic() - started < 3.9     # answered before the upstream did
+    assert slow.get("/echo/after")[0] == 200
+
+
+def test_upstream_dying_mid_answer_does_not_hang_the_client(proxied):
+    c = proxied()
+    with socket.create_connection(("127.0.0.1", c.port), timeout=10) as s:
+        s.sendall(b"GET /die?size=2000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        got, started = b"", time.monotonic()
+        while True:
+            try:
+                data = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            got += data
+        assert time.monotonic() - started < 9      # closed, not left hanging
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert b"Content-Length: 2000000" in head
+    assert 0 < len(body) < 2_000_000               # truncated, and visibly so
+
+
+def test_keep_alive_upstream_connections_are_reused(proxied, upstream):
+    c = proxied(workers=1)
+    before = upstream.connections()
+    conn = c.connection()
+    for i in range(30):
+        conn.request("GET", f"/echo/k{i}")
+        assert conn.getresponse().read()
+    for i in range(10):                  # new client connections share the pool too
+        assert c.get(f"/echo/n{i}")[0] == 200
+    opened = upstream.connections() - before
+    assert 1 <= opened <= 2, opened
+
+
+def test_pipelined_requests_answer_in_order(proxied):
+    c = proxied()
+    uid = "00000000-0000-4000-8000-000000000001"
+    raw = c.raw(b"GET /echo/one HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"POST /echo/two HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+                b"GET /tr/v1/vid/" + uid.encode() + b"/mk/pipe HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"HEAD /fixed?size=1000 HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /echo/three HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answers = raw.split(b"HTTP/1.1 ")[1:]
+    assert len(answers) == 6, raw
+    assert b'"path": "/echo/one"' in answers[0]
+    assert answers[1].endswith(b"pong")
+    assert b'"path": "/echo/two"' in answers[2] and b'"body_size": 5' in answers[2]
+    assert answers[3].startswith(b"200") and b"Set-Cookie: vid=" + uid.encode() in answers[3]
+    assert b"Content-Length: 1000" in answers[4] and answers[4].endswith(b"\r\n\r\n")
+    assert b'"path": "/echo/three"' in answers[5]
+
+
+def _read_answer(sock):
+    """One response with a Content-Length, read whole from ``sock``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_expect_100_continue(proxied):
+    c = proxied()
+    with socket.create_connection(("127.0.0.1", c.port), timeout=5) as s:
+        s.sendall(b"PUT /echo/e HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(b"data")
+        answer = _read_answer(s)
+    assert answer.startswith(b"HTTP/1.1 200") and b'"body_size": 4' in answer
+    assert b"expect" not in answer.lower()       # not passed upstream
+
+
+def test_daily_limit_applies_to_proxied_routes(proxied):
+    c = proxied(ProxyDailyLimit=3, ProxyDailyLimitChecker="sqlite")
+    answers = []
+    for i in range(10):
+        status, _, body = c.get(f"/echo/d{i}")
+        answers.append((status, body))
+        time.sleep(0.02)
+    assert answers[0][0] == 200 and answers[-1] == (429, b"API Limit Reached")
+    assert 2 <= sum(s == 200 for s, _ in answers) <= 4
+    assert c.get("/tr/v1/mk/still-tracked")[0] == 200

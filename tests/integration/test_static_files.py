@@ -2,11 +2,17 @@
 conditionals, ranges, traversal sent raw, files changed on disk, a large
 streamed file, HEAD."""
 import hashlib
+import http.client
 import os
+import shutil
 import socket
+import ssl
+import subprocess
 import time
 
 import pytest
+
+from conftest import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -260,6 +266,54 @@ def test_large_file_streamed(site):
         resp = conn.getresponse()
         assert resp.status == 200 and resp.getheader("Content-Length") == str(BIG)
         assert resp.read() == b""
+    finally:
+        conn.close()
+
+
+def self_signed(directory):
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-keyout", "key.pem", "-out", "cert.pem", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   cwd=directory, check=True, capture_output=True)
+    return os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is not installed")
+def test_large_file_streamed_over_tls(collector_factory):
+    c = collector_factory(start=False, workers=1)
+    cert, key = self_signed(c.dir)
+    tls_port = free_port()
+    www = os.path.join(c.dir, "www")
+    os.makedirs(www)
+    c.www = www
+    path, expected = make_big(c)
+    c.config.update({"StaticDirectory": www, "TLS": "local", "TLSCert": cert, "TLSKey": key,
+                     "ProxyPortTLS": f"127.0.0.1:{tls_port}"})
+    c.write_config(c.config)
+    c.start(wait=False)
+    context = ssl.create_default_context(cafile=cert)
+
+    def connect():
+        return http.client.HTTPSConnection("127.0.0.1", tls_port, timeout=60, context=context)
+
+    def serving():
+        conn = connect()
+        try:
+            conn.request("GET", "/ping")
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+    assert wait_for(serving, timeout=20), c.logs()
+    conn = connect()
+    try:
+        resp, total, digest = fetch_hash(conn, "/pub/v1/big.bin")
+        assert resp.status == 200 and (total, digest) == (BIG, expected)
+        resp, total, digest = fetch_hash(conn, "/pub/v1/big.bin", {"Range": "bytes=-1000"})
+        with open(path, "rb") as fh:
+            fh.seek(BIG - 1000)
+            assert (resp.status, digest) == (206, hashlib.sha256(fh.read()).hexdigest())
     finally:
         conn.close()
 

@@ -135,9 +135,12 @@ class Collector(bench_http.Server):
 
 
 class Nginx:
-    """nginx serving the collector's own 1x1 GIF at /pixel.gif, everything in a temp dir."""
+    """nginx serving the collector's own 1x1 GIF at /pixel.gif, everything in a temp dir.
 
-    def __init__(self, workers, directory, cpus):
+    ``locations``: other nginx directives for the server block (port -> text),
+    e.g. a reverse proxy's ``location / { proxy_pass ...; }`` (bench_proxy.py)."""
+
+    def __init__(self, workers, directory, cpus, locations=None, http_extra=""):
         from engine.http.responses import PIXEL_GIF
         self.dir = directory
         self.port = bench_http.free_port()
@@ -162,6 +165,7 @@ http {{
 {temp}
   keepalive_timeout 60s;
   keepalive_requests 100000000;
+{http_extra}
   server {{
     listen 127.0.0.1:{self.port} reuseport;
     location = /pixel.gif {{
@@ -169,7 +173,7 @@ http {{
       default_type image/gif;
       add_header Cache-Control "no-store";
     }}
-    location / {{ return 404; }}
+    {locations or "location / { return 404; }"}
   }}
 }}
 """)

@@ -100,7 +100,11 @@ class ProxyExchange(Stream):
             conn.transport.write(responses.CONTINUE)
         self.proxy.streams.add(self)
         self.deadline = self.proxy.clock() + self.proxy.connect_timeout + 1
-        self.task = asyncio.ensure_future(self._connect())
+        up = self.proxy.pool.idle_connection()
+        if up is not None:
+            self._attach(up, True)
+        else:
+            self.task = asyncio.ensure_future(self._connect())
 
     async def _connect(self):
         try:
@@ -116,6 +120,9 @@ class ProxyExchange(Stream):
         if self.finished:                 # the client went away meanwhile
             self.proxy.pool.release(up, True)
             return
+        self._attach(up, reused)
+
+    def _attach(self, up, reused):
         self.up, self.reused = up, reused
         up.exchange = self
         up.used += 1

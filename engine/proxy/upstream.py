@@ -154,12 +154,19 @@ class UpstreamPool:
         self.opened_total = 0      # connections ever opened (tests count reuse)
         self.waiters = collections.deque()
 
-    async def acquire(self):
-        """A connection ready for one request: (connection, reused?)."""
+    def idle_connection(self):
+        """A kept-alive connection ready now, or None (the common, task-free case)."""
         while self.idle:
             conn = self.idle.pop()
             if not conn.closed:
-                return conn, True
+                return conn
+        return None
+
+    async def acquire(self):
+        """A connection ready for one request: (connection, reused?)."""
+        conn = self.idle_connection()
+        if conn is not None:
+            return conn, True
         if self.open >= self.max_open:
             return await self._wait_for_release()
         self.open += 1

@@ -331,14 +331,22 @@ class FileStream(Stream):
     stays at about one chunk plus the transport's high-water mark.
     """
 
-    def __init__(self, fd, offset, length, head, keep):
-        self.fd = fd
-        self.offset = offset
-        self.remaining = length
-        self.head = head
-        self.keep = keep
+    def __init__(self, fd):
+        self.fd = fd            # owned: closed exactly once, by close()
+        self.offset = 0
+        self.remaining = 0
+        self.head = b""
+        self.keep = True
         self.conn = None
         self.paused = False
+
+    def answer(self, head, offset, length, keep):
+        """Make this the answer: ``head``, then the file's bytes [offset, offset+length)."""
+        self.head = head
+        self.offset = offset
+        self.remaining = length
+        self.keep = keep
+        return self
 
     def start(self, conn):
         self.started = True
@@ -418,11 +426,17 @@ class StaticFiles:
             fd = os.open(found.real, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError:
             return self._not_found(keep)
+        # The descriptor lives in a FileStream from here on, so whatever
+        # happens it is closed once: here, or by the stream if it is the answer.
+        opened = FileStream(fd)
         try:
-            return self._serve_fd(req, rel, found, fd, keep, head_only)
+            status, answer = self._serve_open(req, rel, found, opened, keep, head_only)
         except BaseException:
-            os.close(fd)
+            opened.close()
             raise
+        if answer is not opened:
+            opened.close()
+        return status, answer
 
     def _cached(self, rel):
         """The cache entry for ``rel`` if the file on disk is still that version.
@@ -443,24 +457,19 @@ class StaticFiles:
             return None
         return entry
 
-    def _serve_fd(self, req, rel, found, fd, keep, head_only):
-        """Serve an open file: streamed if large, else read whole (and cached).
-        ``fd`` is owned from here on: closed, or handed to a FileStream."""
-        st = os.fstat(fd)
+    def _serve_open(self, req, rel, found, opened, keep, head_only):
+        """Serve an open file: streamed if large, else read whole (and cached)."""
+        st = os.fstat(opened.fd)
         if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
             return self._not_found(keep)
         mtime = int(st.st_mtime)
         entry = Cached(found.lexical, signature(st), b"", make_etag(st), mtime,
                        http_date(mtime), self.content_type(found.real))
         if st.st_size > self.inline_bytes:
-            return self._answer(req, entry, None, fd, keep, head_only)
-        try:
-            body = os.pread(fd, st.st_size + 1, 0)      # one byte more: did it grow?
-            unchanged = len(body) == st.st_size and signature(os.fstat(fd)) == entry.sig
-        finally:
-            os.close(fd)
-        if not unchanged:       # written while we read it: no consistent version to send
+            return self._answer(req, entry, None, opened, keep, head_only)
+        body = os.pread(opened.fd, st.st_size + 1, 0)      # one byte more: did it grow?
+        if len(body) != st.st_size or signature(os.fstat(opened.fd)) != entry.sig:
+            # Written while we read it: no consistent version to send.
             return 503, responses.simple(503, self.date, "file is changing, retry\n",
                                          close=not keep, extra=b"Retry-After: 1\r\n")
         entry.body = body
@@ -475,13 +484,12 @@ class StaticFiles:
         # show; it is served from disk, not cached, until it settles.
         return time.time_ns() - st.st_mtime_ns > 1_000_000_000
 
-    def _answer(self, req, entry, body, fd, keep, head_only):
-        """Conditionals, then Range, then the 200/206 answer."""
+    def _answer(self, req, entry, body, opened, keep, head_only):
+        """Conditionals, then Range, then the 200/206 answer: from ``body``,
+        or streamed from ``opened`` (a FileStream not yet answering)."""
         headers = req.headers
         status = precondition(headers, entry.etag, entry.mtime, entry.last_modified)
         if status is not None:
-            if fd is not None:
-                os.close(fd)
             return status, self._bodiless(status, entry, keep)
         size = entry.sig[0]
         first, last, status = 0, size - 1, 200
@@ -490,20 +498,16 @@ class StaticFiles:
                 if_range_holds(headers.get(b"if-range"), entry.etag, entry.last_modified):
             span = parse_range(wanted, size)
             if span is UNSATISFIABLE:
-                if fd is not None:
-                    os.close(fd)
                 return 416, self._unsatisfiable(size, keep)
             if span is not None:
                 (first, last), status = span, 206
         length = last - first + 1
         head = self._head(status, entry, length, first, last, size, keep)
         if head_only:
-            if fd is not None:
-                os.close(fd)
             return status, head
-        if fd is None:
+        if opened is None:
             return status, head + body[first:last + 1]
-        return status, FileStream(fd, first, length, head, keep)
+        return status, opened.answer(head, first, length, keep)
 
     # ---- response heads -----------------------------------------------------
     def _validators(self, entry):

@@ -467,3 +467,23 @@ def test_stream_closed_before_start_releases_fd(root):
     stream.close()                                   # at most once, but harmless twice
     with pytest.raises(OSError):
         os.fstat(fd)
+
+
+def test_no_descriptor_left_open(root):
+    big_file(root)
+    server = files(root, StaticCacheFileBytes=1000, StaticCacheBytes=0)
+    before = len(os.listdir("/proc/self/fd"))
+    for rel, method, headers in [
+            (b"hello.txt", b"GET", {}), (b"big.bin", b"HEAD", {}),
+            (b"big.bin", b"GET", {"if_none_match": "*"}),
+            (b"big.bin", b"GET", {"if_match": '"x"'}),
+            (b"big.bin", b"GET", {"range": "bytes=999999999-"}),
+            (b"hello.txt", b"GET", {"range": "bytes=2-3"}),
+            (b"sub", b"GET", {}), (b"missing", b"GET", {})]:
+        status, answer = server.serve(Req(method, **headers), rel, True, False)
+        assert isinstance(answer, bytes), (rel, headers)
+    assert len(os.listdir("/proc/self/fd")) == before
+    _, stream = server.serve(Req(), b"big.bin", True, False)
+    assert len(os.listdir("/proc/self/fd")) == before + 1
+    stream.close()
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -20,6 +20,15 @@ import pytest
 TRACKER = shutil.which("tracker", path=os.path.dirname(sys.executable)) or "tracker"
 
 
+def self_signed(directory, name="127.0.0.1"):
+    """A throwaway certificate and key for ``name`` (an IP address) in ``directory``."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-keyout", "key.pem", "-out", "cert.pem", "-subj", f"/CN={name}",
+                    "-addext", f"subjectAltName=IP:{name}"],
+                   cwd=directory, check=True, capture_output=True)
+    return os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -5,7 +5,9 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -13,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import free_port, params_of
+from conftest import free_port, params_of, self_signed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -21,10 +23,11 @@ from upstream_app import pattern_sha256  # noqa: E402
 
 
 class Upstream:
-    def __init__(self):
-        self.port = free_port()
+    def __init__(self, tls_files=(), port=None):
+        self.port = port or free_port()
+        self.scheme = "https" if tls_files else "http"
         self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "upstream_app.py"),
-                                      str(self.port)])
+                                      str(self.port), *tls_files])
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -36,7 +39,7 @@ class Upstream:
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def connections(self):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
@@ -335,3 +338,154 @@ def test_daily_limit_applies_to_proxied_routes(proxied):
     assert answers[0][0] == 200 and answers[-1] == (429, b"API Limit Reached")
     assert 2 <= sum(s == 200 for s, _ in answers) <= 4
     assert c.get("/tr/v1/mk/still-tracked")[0] == 200
+
+
+needs_openssl = pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is not installed")
+
+
+@needs_openssl
+def test_https_upstream_verified_unless_told_not_to(collector_factory, tmp_path):
+    up = Upstream(self_signed(str(tmp_path)))
+    try:
+        strict = collector_factory({"ProxyUrl": up.url}, workers=1, name="strict")
+        status, _, body = strict.get("/echo/tls")
+        assert status == 502                      # self-signed: verification fails
+        lax = collector_factory({"ProxyUrl": up.url, "IgnoreInsecureTLS": True}, workers=1,
+                                name="lax")
+        status, _, body = lax.get("/echo/tls")
+        assert status == 200 and json.loads(body)["path"] == "/echo/tls"
+    finally:
+        up.stop()
+
+
+@needs_openssl
+def test_tls_clients_get_hsts_secure_cookie_and_forwarded_proto(collector_factory, upstream):
+    c = collector_factory(start=False, workers=1)
+    cert, key = self_signed(c.dir)
+    tls_port = free_port()
+    c.config.update({"ProxyUrl": upstream.url, "TLS": "local", "TLSCert": cert, "TLSKey": key,
+                     "ProxyPortTLS": f"127.0.0.1:{tls_port}"})
+    c.write_config(c.config)
+    c.start(wait=False)
+    context = ssl.create_default_context(cafile=cert)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            conn = http.client.HTTPSConnection("127.0.0.1", tls_port, timeout=10,
+                                               context=context)
+            conn.request("GET", "/echo/secure", headers={"Host": "site.example"})
+            resp = conn.getresponse()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, c.logs()
+            time.sleep(0.1)
+    echo = json.loads(resp.read())
+    assert resp.status == 200
+    assert resp.getheader("Strict-Transport-Security") == "max-age=31536000"
+    assert "; Secure" in resp.getheader("Set-Cookie")
+    assert headers_of(echo)["x-forwarded-proto"] == "https"
+    conn.close()
+
+
+class RawUpstream:
+    """A socket-level upstream: ``handler(conn)`` runs for each connection, so
+    a test can make it misbehave exactly as it needs."""
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn):
+        with conn:
+            try:
+                self.handler(conn)
+            except OSError:
+                pass
+
+
+def read_head(conn):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    return data
+
+
+def answer_once_then_drop(conn):
+    """Answer with keep-alive, then close on the next request without
+    answering: an upstream dropping an idle connection as the proxy reuses it."""
+    read_head(conn)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    conn.recv(65536)
+
+
+def answer_garbage(conn):
+    read_head(conn)
+    conn.sendall(b"HTTP/1.1 2x0 NOT HTTP\r\n\x00\x01\r\n\r\n")
+    time.sleep(1)
+
+
+def test_a_request_on_a_connection_the_upstream_dropped_is_retried(collector_factory):
+    up = RawUpstream(answer_once_then_drop)
+    c = collector_factory({"ProxyUrl": f"http://127.0.0.1:{up.port}"}, workers=1)
+    for i in range(5):
+        status, _, body = c.get(f"/r{i}")
+        assert (status, body) == (200, b"ok")
+    assert up.connections >= 5                       # every retry opened a fresh one
+    up.sock.close()
+
+
+def test_a_malformed_upstream_answer_is_502(collector_factory):
+    up = RawUpstream(answer_garbage)
+    c = collector_factory({"ProxyUrl": f"http://127.0.0.1:{up.port}"}, workers=1)
+    status, _, body = c.get("/x")
+    assert (status, body) == (502, b"bad upstream response\n")
+    assert c.get("/ping")[0] == 200
+    up.sock.close()
+
+
+def test_a_client_leaving_mid_download_leaves_the_worker_healthy(proxied, upstream):
+    c = proxied(workers=1)
+    pids = c.worker_pids()
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", c.port), timeout=5) as s:
+            s.sendall(b"GET /download?size=200000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")
+    status, _, data = c.get("/fixed?size=100000")
+    assert status == 200 and len(data) == 100_000
+    assert c.proc.poll() is None and c.worker_pids() == pids     # same worker, no crash
+
+
+def test_a_restarted_upstream_is_reached_again(collector_factory):
+    up = Upstream()
+    try:
+        c = collector_factory({"ProxyUrl": up.url}, workers=1)
+        assert c.get("/echo/before")[0] == 200        # leaves a kept-alive connection
+        up.stop()
+        up = Upstream(port=up.port)                   # same address, the old socket is dead
+        status, _, body = c.get("/echo/after")
+        assert status == 200 and json.loads(body)["path"] == "/echo/after"
+    finally:
+        up.stop()
+
+
+def test_upgrade_refused_by_the_upstream_is_answered_and_closed(proxied):
+    c = proxied()
+    raw = c.raw(b"GET /echo/ws-no HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", read_timeout=10)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" in head
+    echo = json.loads(body)
+    assert headers_of(echo)["upgrade"] == "websocket"   # passed on, as an upgrade request

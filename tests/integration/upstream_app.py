@@ -1,6 +1,6 @@
 """A real HTTP upstream for the reverse-proxy tests (aiohttp, own process).
 
-    python tests/integration/upstream_app.py PORT
+    python tests/integration/upstream_app.py PORT [CERT KEY]    (HTTPS with CERT/KEY)
 
 Routes:
   /echo/...        any method: JSON of what arrived (method, path, query,
@@ -15,6 +15,7 @@ Routes:
 """
 import asyncio
 import hashlib
+import ssl
 import sys
 
 from aiohttp import WSMsgType, web
@@ -122,8 +123,12 @@ def main():
     for path, handler in (("/download", download), ("/fixed", fixed), ("/cookies", cookies),
                           ("/slow", slow), ("/die", die), ("/ws", ws), ("/_stats", stats)):
         app.router.add_get(path, handler)
+    context = None
+    if len(sys.argv) > 3:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(sys.argv[2], sys.argv[3])
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None,
-                access_log=None, keepalive_timeout=75)
+                access_log=None, keepalive_timeout=75, ssl_context=context)
 
 
 if __name__ == "__main__":

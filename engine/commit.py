@@ -30,6 +30,7 @@ class GroupCommitter:
         self.failed = set()          # epochs whose write failed (recent ones)
         self.waiting = set()         # connections holding responses
         self.wake = asyncio.Event()
+        self.lock = None             # one group in flight at a time (run vs flush)
         self.healthy = True
         self.pending_acks = {}
         self.ack_task = None
@@ -57,8 +58,14 @@ class GroupCommitter:
         while True:
             await self.wake.wait()
             self.wake.clear()
-            if self.spool.group:
-                await self.commit_group(loop)
+            async with self._lock():
+                if self.spool.group:
+                    await self.commit_group(loop)
+
+    def _lock(self):
+        if self.lock is None:
+            self.lock = asyncio.Lock()
+        return self.lock
 
     async def commit_group(self, loop):
         epoch, data, group = self.spool.take_group()
@@ -92,9 +99,12 @@ class GroupCommitter:
         self.healthy = True
 
     async def flush(self):
-        """Commit whatever is open (drain)."""
-        if self.spool.group:
-            await self.commit_group(asyncio.get_running_loop())
+        """Commit whatever is open (drain). Waits for a group already being
+        written first: its events reach the batcher only when that write ends,
+        and the drain must not flush the batcher before."""
+        async with self._lock():
+            if self.spool.group:
+                await self.commit_group(asyncio.get_running_loop())
 
     # ---- acknowledgements ------------------------------------------------
     def ack(self, sink_id, seq):

@@ -34,9 +34,13 @@ a supervisor killed and restarted, and a drain that timed out.
 
 Counters are not double counted by replays into SQLite: the SQLite sink
 skips, inside the batch's transaction, every event whose ``eid`` is already
-stored, and a batch's events and counters commit together. A store without
-that check (see its module) may count a replayed batch twice if the process
-died after the store took the batch and before the acknowledgement was saved.
+stored, and a batch's events and counters commit together. Cassandra's
+counters cannot be checked that way: its sink reports a batch written once its
+rows are in and keeps the counter updates that failed in a durable residue of
+its own (engine/sinks/counter_residue.py), so the spool never replays a batch
+whose counters were partly applied; it may still count a replayed batch twice
+if the process died after Cassandra took the whole batch and before the
+acknowledgement was saved here (milliseconds).
 """
 import fcntl
 import os

@@ -71,7 +71,7 @@ def make_events(n, seed, first_share=0.3):
 
 
 def sink_for(port, keyspace, mode, concurrency):
-    cfg = config_from_dict({"TLS": "off", "Notify": [
+    cfg = config_from_dict({"TLS": "off", "SpoolDirectory": tempfile.mkdtemp(), "Notify": [
         {"Service": "cassandra", "Hosts": [f"127.0.0.1:{port}"], "Context": keyspace,
          "FirstWrite": mode, "Concurrency": concurrency, "Timeout": 20000}]})
     return CassandraSink(cfg.notify[0], cfg)

@@ -154,9 +154,12 @@ class Nginx:
         temp = "\n".join(f"  {kind}_temp_path {directory}/{kind};"
                          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         conf = os.path.join(directory, "nginx.conf")
+        # Started as root, nginx's workers switch to "nobody", who cannot enter a
+        # 0700 temporary directory: every answer would be a 403. Keep our user.
+        user = "user root root;\n" if os.geteuid() == 0 else ""
         with open(conf, "w") as fh:
             fh.write(f"""worker_processes {workers};
-daemon off;
+{user}daemon off;
 pid {directory}/nginx.pid;
 error_log {directory}/error.log warn;
 events {{ worker_connections 8192; }}
@@ -245,6 +248,9 @@ def measure_nginx(server, mode, concurrency, args, tag):
     cpu0 = server.cpu()
     r = run_wrk(server.port, "ceiling", mode, concurrency, args, tag)
     cpu = server.cpu() - cpu0
+    if r["non2xx3xx"]:    # a ceiling made of error pages measures nothing
+        raise RuntimeError(f"nginx answered {r['non2xx3xx']} non-2xx/3xx of {r['requests']}: "
+                           f"see {server.dir}/error.log")
     r.update(cpu_s=cpu, cpu_us_per_req=cpu * 1e6 / max(1, r["requests"]),
              cpu_s_per_1m_events=cpu * 1e6 / max(1, r["requests"] - r["non2xx3xx"]))
     return r

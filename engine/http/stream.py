@@ -32,6 +32,7 @@ FAR = float("inf")
 class Stream:
     """Base class: a stream with no request body and no deadlines."""
     started = False
+    deadline = FAR      # streams in registry.streams are checked once it passes
 
     def feed(self, data):
         pass

@@ -26,14 +26,24 @@ the driver's I/O thread; the event loop only awaits one future per phase):
 2. counters, coalesced per batch (``total = total + n`` once per key), sent
    only after every row write of the batch succeeded.
 
-Counters and replays (honest limits). Cassandra counters are not idempotent.
-Within one worker, a batch that is retried after a failure re-sends only the
-counter updates that did not succeed the first time (progress is remembered
-per batch), so a retry never re-adds a confirmed increment. An update whose
-outcome is unknown (a timeout, the node dying mid-request) is re-sent, so it
-may count twice: counters are at-least-once there. A replay from the durable
-spool after a crash (another issue) must carry which counter updates of a
-batch were confirmed, or it will re-add them; ``events`` rows stay exact.
+Counters and replays. Cassandra counters are not idempotent, so a batch is
+never written twice past its row phase. A row write that fails fails the
+batch, which is retried whole (rows are idempotent; no counter was sent yet).
+Once the rows are in, the batch counts as written: the counter updates that
+fail go to the sink's durable residue (engine/sinks/counter_residue.py), a
+file in ``SpoolDirectory`` retried by a background task until Cassandra takes
+them, and adopted by another worker if this one dies or stops first. So an
+increment confirmed once is never re-sent — not by a retry, not by a spool
+replay after a crash, not after a restart during an outage. What remains:
+
+- an update whose outcome is unknown (a timeout: the node may have applied it)
+  is retried, so it may count twice; the driver does not retry counters
+  itself for that reason, and Cassandra offers nothing better;
+- a crash in the milliseconds between Cassandra confirming a batch and the
+  spool saving that sink's acknowledgement replays the batch (its counters
+  count twice, its rows are rewritten identically).
+
+``events`` and every row table stay exact in all of these cases.
 """
 import asyncio
 import datetime
@@ -42,6 +52,7 @@ import ssl
 import threading
 import time
 import uuid
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 from engine import fanout
@@ -49,6 +60,7 @@ from engine.event import COLUMNS
 from engine.fanout import EARLIEST, LATEST
 from engine.logs import log
 from engine.sinks.base import Sink, SinkUnavailable
+from engine.sinks.counter_residue import CounterResidue
 from schema import schema_text
 
 DEFAULT_PORT = 9042
@@ -57,6 +69,8 @@ DEFAULT_TIMEOUT_MS = 10_000
 DEFAULT_CONCURRENCY = 128
 DEFAULT_REPLICATION = {"class": "NetworkTopologyStrategy", "replication_factor": 1}
 
+RESIDUE_RETRY_FIRST, RESIDUE_RETRY_MAX = 0.5, 10.0   # seconds between residue resends
+RESIDUE_ADOPT_EVERY = 10.0                           # seconds between orphan scans
 FIRST_WRITE = ("timestamp", "paxos")
 """How first-write-wins tables keep the earliest event.
 
@@ -314,7 +328,9 @@ class CassandraSink(Sink):
         self.sessions = []
         self.stmts = None
         self._values = _Values()
-        self._progress = {}   # batch token -> (rows done, set of counter indexes done)
+        self.residue = None        # counter updates Cassandra has not confirmed yet
+        self._residue_wake = None
+        self._residue_task = None
         self._executor = None
         self.statements_sent = 0
 
@@ -392,7 +408,24 @@ class CassandraSink(Sink):
 
     async def start(self):
         loop = asyncio.get_running_loop()
+        if self.residue is None:     # before connecting: orphans are adopted even if down
+            await loop.run_in_executor(self._get_executor(), self._open_residue)
+            self._residue_wake = asyncio.Event()
+            self._residue_task = loop.create_task(self._retry_residue())
         await loop.run_in_executor(self._get_executor(), self.start_sync)
+        if self.residue.items:
+            self._residue_wake.set()
+
+    def _open_residue(self):
+        hosts = ",".join(sorted(self.contact_points)) + f":{self.port}"
+        prefix = f"cassandra-{self.keyspace}-{zlib.crc32(hosts.encode()):08x}"
+        residue = CounterResidue(self.config.spool_directory, prefix)
+        residue.open()
+        adopted = residue.adopt_orphans()
+        if adopted:
+            log.warning("adopted counter updates a previous worker could not write",
+                        sink="cassandra", keys=adopted)
+        self.residue = residue
 
     def start_sync(self):
         """Connect, check DB_VER, prepare statements (blocking)."""
@@ -405,6 +438,7 @@ class CassandraSink(Sink):
             sessions = [cluster.connect() for _ in range(self.connections)]
             self._check_version(sessions[0])
             self.stmts = self._prepare(sessions[0])
+            self._counter_table = {id(self.stmts[t]): t for t in COUNTER_TABLES}
         except SinkUnavailable:
             cluster.shutdown()
             raise
@@ -462,6 +496,20 @@ class CassandraSink(Sink):
         return stmts
 
     async def close(self):
+        if self._residue_task is not None:
+            self._residue_task.cancel()
+            self._residue_task = None
+        if self.residue is not None and self.residue.items and self.sessions:
+            try:    # one last resend: a clean stop should leave nothing behind
+                await asyncio.wait_for(self._send_residue(), self.timeout)
+            except (asyncio.TimeoutError, OSError) as exc:
+                log.warning("last counter residue resend failed", error=repr(exc)[:200])
+        if self.residue is not None:
+            if self.residue.items:
+                log.warning("counter updates not yet written stay on disk for the next worker",
+                            sink="cassandra", keys=len(self.residue.items))
+            self.residue.close()
+            self.residue = None
         ex = self._executor
         if self.cluster is not None:
             cluster, self.cluster, self.sessions = self.cluster, None, []
@@ -624,29 +672,73 @@ class CassandraSink(Sink):
             return 0
         if not self.sessions:
             raise SinkUnavailable(f"cassandra {self._where()}: not connected (start() first)")
-        token = (id(events), len(events), events[0]["eid"], events[-1]["eid"])
-        progress = self._progress.get(token)
-        if progress is None:
-            if len(self._progress) >= 64:   # only the head batch is ever retried
-                self._progress.clear()
-            progress = self._progress[token] = [False, set()]
         row_items, counter_items = self.plan(events)
-        if not progress[0]:
-            errors = await run_concurrently(self.sessions, row_items, self.concurrency)
-            self.statements_sent += len(row_items)
-            self._raise_first(errors, len(row_items), "row")
-            progress[0] = True
-        done = progress[1]
-        todo = [i for i in range(len(counter_items)) if i not in done]
-        errors = await run_concurrently(self.sessions, [counter_items[i] for i in todo],
-                                        self.concurrency)
-        self.statements_sent += len(todo)
-        for i, exc in zip(todo, errors):
-            if exc is None:
-                done.add(i)
-        self._raise_first(errors, len(todo), "counter")
-        del self._progress[token]
+        errors = await run_concurrently(self.sessions, row_items, self.concurrency)
+        self.statements_sent += len(row_items)
+        self._raise_first(errors, len(row_items), "row")
+        await self._write_counters(counter_items)
         return len(row_items)
+
+    async def _write_counters(self, items):
+        """Send counter updates once; what fails goes to the residue (durable)
+        instead of failing the batch, whose confirmed increments must not be
+        sent again."""
+        errors = await run_concurrently(self.sessions, items, self.concurrency)
+        self.statements_sent += len(items)
+        failed = {}
+        for (stmt, params), exc in zip(items, errors):
+            if exc is not None:
+                k = (self._counter_table[id(stmt)], tuple(params[1:]))
+                failed[k] = failed.get(k, 0) + params[0]
+        if not failed:
+            return
+        first = next(e for e in errors if e is not None)
+        log.warning("counter updates failed; kept in the residue and retried",
+                    sink="cassandra", failed=len(failed), of=len(items), error=repr(first)[:300])
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._get_executor(), self.residue.add, failed)
+        except OSError as exc:       # still kept in memory (add merges before saving)
+            log.error("could not save the counter residue; it lives in memory only",
+                      sink="cassandra", error=str(exc))
+        self._residue_wake.set()
+
+    async def _retry_residue(self):
+        """Resend the residue with backoff until Cassandra takes it; adopt
+        orphaned residues now and then (a worker that died meanwhile)."""
+        loop = asyncio.get_running_loop()
+        backoff, since_adopt = RESIDUE_RETRY_FIRST, 0.0
+        while True:
+            try:
+                await asyncio.wait_for(self._residue_wake.wait(), backoff)
+            except asyncio.TimeoutError:
+                pass
+            self._residue_wake.clear()
+            since_adopt += backoff
+            if since_adopt >= RESIDUE_ADOPT_EVERY:
+                since_adopt = 0.0
+                await loop.run_in_executor(self._get_executor(), self.residue.adopt_orphans)
+            if not self.residue.items or not self.sessions:
+                backoff = RESIDUE_RETRY_FIRST
+                continue
+            if await self._send_residue():
+                backoff = RESIDUE_RETRY_FIRST
+            else:
+                backoff = min(backoff * 2, RESIDUE_RETRY_MAX)
+
+    async def _send_residue(self):
+        """One resend of the whole residue; True when Cassandra took all of it."""
+        sent = dict(self.residue.items)
+        items = [(self.stmts[t], [n, *key]) for (t, key), n in sent.items()]
+        errors = await run_concurrently(self.sessions, items, self.concurrency)
+        taken = {k: n for (k, n), e in zip(sent.items(), errors) if e is None}
+        if taken:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._get_executor(), self.residue.confirm, taken)
+        if len(taken) == len(sent):
+            log.info("counter residue written", sink="cassandra", keys=len(taken))
+            return True
+        return False
 
     def _raise_first(self, errors, total, what):
         failed = [e for e in errors if e is not None]
@@ -661,9 +753,8 @@ class CassandraSink(Sink):
         their id: a redelivery rewrites the same row), ``counts`` as
         ``counters`` increments, ``updates`` rows written USING TIMESTAMP of
         their ``updated`` (the latest wins whatever the arrival order). Row
-        writes go first; counters only after they all succeeded, and a retried
-        group re-sends only the increments not yet confirmed (same limits as
-        ``write_batch``: an increment with an unknown outcome may count twice)."""
+        writes go first; counters only after they all succeeded, and failed
+        increments go to the residue, as in ``write_batch``."""
         if not (logs or counts or updates):
             return 0
         if not self.sessions:
@@ -681,18 +772,9 @@ class CassandraSink(Sink):
             rows.append((st["updates"], [r["id"], updated, r.get("msg"),
                                          r.get("params") or None, updated * 1000]))
         counter_items = [(self.stmts["counters"], [int(n), cid]) for cid, n in counts.items()]
-        token = ("messages", id(logs), id(counts), id(updates), len(rows), len(counter_items))
-        progress = self._progress.setdefault(token, [False, set()])
-        if not progress[0]:
-            self._raise_first(await run_concurrently(self.sessions, rows, self.concurrency),
-                              len(rows), "message row")
-            progress[0] = True
-        todo = [i for i in range(len(counter_items)) if i not in progress[1]]
-        errors = await run_concurrently(self.sessions, [counter_items[i] for i in todo],
-                                        self.concurrency)
-        progress[1].update(i for i, e in zip(todo, errors) if e is None)
-        self._raise_first(errors, len(todo), "counter")
-        del self._progress[token]
+        self._raise_first(await run_concurrently(self.sessions, rows, self.concurrency),
+                          len(rows), "message row")
+        await self._write_counters(counter_items)
         return len(logs) + sum(counts.values()) + len(updates)
 
 

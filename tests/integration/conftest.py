@@ -4,6 +4,7 @@ Each test gets its own directory, config file and SQLite store; the
 collector runs as a subprocess exactly as a user starts it, and tests talk to
 it over real sockets.
 """
+import hashlib
 import http.client
 import json
 import os
@@ -18,6 +19,38 @@ import time
 import pytest
 
 TRACKER = shutil.which("tracker", path=os.path.dirname(sys.executable)) or "tracker"
+
+
+def fetch_hash(conn, path, headers=None):
+    """GET ``path`` on an http.client connection; (response, bytes, sha256 hex),
+    reading the body a MiB at a time (large bodies never sit in memory)."""
+    conn.request("GET", path, headers=headers or {})
+    resp = conn.getresponse()
+    digest, total = hashlib.sha256(), 0
+    while True:
+        chunk = resp.read(1 << 20)
+        if not chunk:
+            break
+        digest.update(chunk)
+        total += len(chunk)
+    return resp, total, digest.hexdigest()
+
+
+def peak_rss(pid):
+    """The process's peak resident set (VmHWM), bytes: a high-water mark, so
+    a burst of buffering shows even after it was freed."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def wait_for(predicate, timeout=10):
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return predicate()
 
 
 def self_signed(directory, name="127.0.0.1"):

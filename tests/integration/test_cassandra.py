@@ -7,7 +7,9 @@ not skip): CI must provide them (.ci/run installs and pre-resolves).
 import asyncio
 import collections
 import datetime
+import os
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -25,8 +27,12 @@ pytestmark = pytest.mark.integration
 
 
 
-def make_sink(node, keyspace, schema_version=1, **extra):
+RESIDUE_DIR = tempfile.mkdtemp(prefix="tracker-test-residue-")
+
+
+def make_sink(node, keyspace, schema_version=1, spool=RESIDUE_DIR, **extra):
     cfg = config_from_dict({"TLS": "off", "SchemaVersion": schema_version,
+                            "SpoolDirectory": spool,
                             "Notify": [entry(node, keyspace, **extra)]})
     return CassandraSink(cfg.notify[0], cfg)
 
@@ -178,6 +184,58 @@ def test_write_messages(node, cql, sink_ks):
     assert (str(row.id), row.msg, row.level, dict(row.params)) == (log_id, "hello", 3, {"k": "v"})
     assert cql.execute(f"SELECT total FROM {ks}.counters WHERE id = 'signups'").one().total == 3
     assert cql.execute(f"SELECT msg FROM {ks}.updates WHERE id = 'job-1'").one().msg == "newer"
+
+
+def test_partly_failed_counters_are_kept_durably_and_never_sent_twice(node, cql, tmp_path):
+    """A batch whose rows went in but one counter table refused its updates:
+    the batch counts as written, only the refused updates are kept (on disk),
+    a worker stopping during the outage hands them over, and once the table is
+    back every counter holds exactly what the events say."""
+    ks = "ks_residue"
+    asyncio.run(make_sink(node, ks).apply_schema())
+    spool = str(tmp_path / "spool")
+    vid, sid = str(uuid.uuid4()), str(uuid.uuid4())
+    t0 = 1_800_000_000_000
+    batches = [[event(vid, sid, t0 + 1000 * b + i, url=f"https://r/{i % 3}", browser="UA/1",
+                      bhash="abc") for i in range(20)] for b in range(3)]
+
+    async def first_worker():
+        sink = make_sink(node, ks, spool=spool)
+        await sink.start()
+        await sink.write_batch(batches[0])
+        cql.execute(f"DROP TABLE {ks}.browsers")        # one counter table goes away
+        await sink.write_batch(batches[1])              # rows and other counters: fine
+        await sink.write_batch(batches[2])
+        kept = dict(sink.residue.items)
+        await sink.close()                              # stops with them unwritten
+        return kept
+    kept = asyncio.run(first_worker())
+    assert kept == {("browsers", ("UA/1", "abc")): 40}
+    assert [f for f in os.listdir(spool) if f.endswith(".counters")]
+
+    asyncio.run(make_sink(node, ks).apply_schema())     # the table is back, empty
+
+    async def second_worker():
+        sink = make_sink(node, ks, spool=spool)
+        await sink.start()                              # adopts, then resends
+        try:
+            for _ in range(100):
+                if not sink.residue.items:
+                    break
+                await asyncio.sleep(0.1)
+            return dict(sink.residue.items)
+        finally:
+            await sink.close()
+    assert asyncio.run(second_worker()) == {}
+    assert not [f for f in os.listdir(spool) if f.endswith((".counters", ".lock"))]
+    browsers = cql.execute(f"SELECT total FROM {ks}.browsers WHERE browser = 'UA/1' "
+                           "AND bhash = 'abc'").one()
+    assert browsers.total == 40                          # the two batches after the drop
+    reqs = cql.execute(f"SELECT total FROM {ks}.reqs WHERE vid = %s", (uuid.UUID(vid),)).one()
+    assert reqs.total == 60                              # every event once, none twice
+    assert counter_map(cql, ks, "hits", ("url",)) == {
+        ("https://r/0",): 21, ("https://r/1",): 21, ("https://r/2",): 18}
+    assert cql.execute(f"SELECT COUNT(*) FROM {ks}.events").one()[0] == 60
 
 
 def test_start_checks_schema_version(node, sink_ks):

@@ -40,9 +40,9 @@ def test_schema_apply_is_idempotent(tmp_path):
 def test_version_and_check_config(tmp_path):
     assert run("--version").stdout.startswith("tracker ")
     cfg = tmp_path / "config.json"
-    cfg.write_text('{"TLS": "off", "IgnoreInsecureTLS": true}')
+    cfg.write_text('{"TLS": "off", "ProxyForceJson": true}')
     out = run("check-config", "--config", str(cfg))
-    assert out.returncode == 0 and "OK" in out.stdout and "IgnoreInsecureTLS" in out.stderr
+    assert out.returncode == 0 and "OK" in out.stdout and "ProxyForceJson" in out.stderr
 
 
 def test_stats_on_missing_store_is_a_clear_error(tmp_path):

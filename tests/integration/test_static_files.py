@@ -8,12 +8,10 @@ import shutil
 import socket
 import sqlite3
 import ssl
-import subprocess
-import time
 
 import pytest
 
-from conftest import free_port
+from conftest import fetch_hash, free_port, peak_rss, self_signed, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -221,27 +219,8 @@ def make_big(c):
     return path, digest.hexdigest()
 
 
-def fetch_hash(conn, path, headers=None):
-    conn.request("GET", path, headers=headers or {})
-    resp = conn.getresponse()
-    digest, total = hashlib.sha256(), 0
-    while True:
-        chunk = resp.read(1 << 20)
-        if not chunk:
-            break
-        digest.update(chunk)
-        total += len(chunk)
-    return resp, total, digest.hexdigest()
 
 
-def peak_rss(pid):
-    """The process's peak resident set (VmHWM), bytes: a high-water mark, so
-    a burst of buffering shows even after it was freed."""
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
 
 
 def test_large_file_streamed(site):
@@ -271,12 +250,6 @@ def test_large_file_streamed(site):
         conn.close()
 
 
-def self_signed(directory):
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-keyout", "key.pem", "-out", "cert.pem", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"],
-                   cwd=directory, check=True, capture_output=True)
-    return os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
 
 
 @pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is not installed")
@@ -345,11 +318,6 @@ def open_fds_to(pids, path):
     return count
 
 
-def wait_for(predicate, timeout=10):
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_file_shrinking_mid_stream_cuts_the_connection(site):

@@ -1,0 +1,78 @@
+"""The durable counter residue: what it keeps, who owns it, who adopts it."""
+import datetime
+import fcntl
+import os
+import uuid
+
+from engine.sinks.counter_residue import CounterResidue, decode_items, encode_items
+
+DAY = datetime.date(2026, 11, 28)
+VID = uuid.UUID("3d0be300-cbd2-11e8-aa59-ffd128a54d91")
+
+
+def test_keys_of_every_type_round_trip():
+    items = {("dailies", ("1.2.3.4", DAY)): 3, ("reqs", (VID,)): 2,
+             ("outcomes", ("won", "cw$", "https://x/", DAY)): 1, ("counters", ("c1",)): 7}
+    assert decode_items(encode_items(items)) == items
+
+
+def test_add_confirm_and_the_file_follow_each_other(tmp_path):
+    r = CounterResidue(str(tmp_path), "cassandra-ks-1")
+    r.open()
+    path = r.base + ".counters"
+    r.add({("hits", ("u",)): 2, ("ips", ("1.1.1.1",)): 1})
+    r.add({("hits", ("u",)): 3})
+    assert decode_items(open(path, "rb").read()) == {("hits", ("u",)): 5,
+                                                     ("ips", ("1.1.1.1",)): 1}
+    r.add({("hits", ("u",)): 4})          # more failed while a resend was in flight
+    r.confirm({("hits", ("u",)): 5, ("ips", ("1.1.1.1",)): 1})
+    assert r.items == {("hits", ("u",)): 4}
+    r.confirm({("hits", ("u",)): 4})
+    assert r.items == {} and not os.path.exists(path)
+    r.close()
+    assert os.listdir(tmp_path) == []     # an empty residue leaves nothing behind
+
+
+def test_a_living_owner_keeps_its_residue_a_dead_one_hands_it_over(tmp_path):
+    first = CounterResidue(str(tmp_path), "cassandra-ks-1")
+    first.open()
+    first.add({("hits", ("u",)): 2})
+    second = CounterResidue(str(tmp_path), "cassandra-ks-1")
+    second.open()
+    assert second.adopt_orphans() == 0 and second.items == {}    # first still holds its lock
+    first.close()                          # it stops (or dies) with increments unwritten
+    assert os.path.exists(first.base + ".counters")
+    assert second.adopt_orphans() == 1
+    assert second.items == {("hits", ("u",)): 2}
+    assert decode_items(open(second.base + ".counters", "rb").read()) == second.items
+    assert not os.path.exists(first.base + ".counters")
+    assert not os.path.exists(first.base + ".lock")
+    assert second.adopt_orphans() == 0     # adopted once, not twice
+    second.close()
+
+
+def test_other_prefixes_are_not_adopted(tmp_path):
+    other = CounterResidue(str(tmp_path), "cassandra-other-2")
+    other.open()
+    other.add({("hits", ("u",)): 1})
+    other.close()
+    mine = CounterResidue(str(tmp_path), "cassandra-ks-1")
+    mine.open()
+    assert mine.adopt_orphans() == 0 and mine.items == {}
+    mine.close()
+
+
+def test_the_owner_holds_an_exclusive_lock(tmp_path):
+    r = CounterResidue(str(tmp_path), "p")
+    r.open()
+    fd = os.open(r.base + ".lock", os.O_RDWR)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked_by_us = False
+        except BlockingIOError:
+            locked_by_us = True
+        assert locked_by_us
+    finally:
+        os.close(fd)
+        r.close()

@@ -5,10 +5,12 @@
 ``SinkChannel`` per sink; each channel writes its batches in order with its
 own retry and backoff, so a slow or failing sink never holds back another.
 
-Durability is ``memory`` (until the durable spool lands): an accepted event
-lives only in this process until its batch is written. A crash loses at most
-the open batch (``BatchMaxAgeMs``, default 250 ms of traffic) plus batches a
-failing sink has not yet taken. Memory is bounded: once ``QueueMaxEvents``
+In ``"Durability": "memory"`` an accepted event lives only in this process
+until its batch is written: a crash loses at most the open batch
+(``BatchMaxAgeMs``, default 250 ms of traffic) plus batches a failing sink has
+not yet taken. In ``spool`` (the default) events reach the batcher only once
+they are in the fsynced spool (engine/commit.py), which replays what a crash
+left behind. Memory is bounded: once ``QueueMaxEvents``
 events wait, ``accepting`` turns false and track routes answer 503 instead of
 acknowledging events that could not be kept.
 """

@@ -90,6 +90,12 @@ KEYS = {
     "AcmeDirectory": ("acme_directory", str,
                       "https://acme-v02.api.letsencrypt.org/directory", None, "a URL"),
     "AcmeCacheDirectory": ("acme_cache_directory", str, "acme", None, "a directory path"),
+    "AcmeCACert": ("acme_ca_cert", str, "", None,
+                   "a PEM file of CAs to trust for the ACME directory, or empty for the system's"),
+    "AcmeEmail": ("acme_email", str, "", None, "a contact e-mail address or empty"),
+    "AcmeRenewFraction": ("acme_renew_fraction", (int, float), 2 / 3,
+                          lambda v: 0 < v < 1,
+                          "a fraction of a certificate's lifetime between 0 and 1"),
     "ReuseportMigrate": ("reuseport_migrate", bool, True, None, "true or false"),
     # Reverse proxy (docs/proxy.md) and static files (docs/static.md).
     "IgnoreInsecureTLS": ("ignore_insecure_tls", bool, False, None,
@@ -111,7 +117,8 @@ KEYS = {
     "StaticCacheFileBytes": ("static_cache_file_bytes", int, 256 << 10, _nonneg,
                              "largest file cached in memory, bytes"),
 }
-PATH_KEYS = ("StaticDirectory", "TLSCert", "TLSKey", "SpoolDirectory", "AcmeCacheDirectory")
+PATH_KEYS = ("StaticDirectory", "TLSCert", "TLSKey", "SpoolDirectory", "AcmeCacheDirectory",
+             "AcmeCACert")
 
 
 @dataclass
@@ -216,11 +223,7 @@ def _apply_defaults(cfg, raw, problems):
     cfg.rate_limits = parse_rate_limit(cfg.rate_limit, problems)
     parse_trusted_proxies(cfg.trusted_proxies, problems)
     cfg.tls = _derive_tls(cfg)
-    if cfg.tls == "acme":
-        problems.append('TLS: "acme" (derived from Domains with UseLocalTLS false) is not '
-                        'available in this version; set "TLS": "off" or "local"')
-    if cfg.tls == "local" and not (cfg.tls_cert and cfg.tls_key):
-        problems.append('TLS: "local" needs TLSCert and TLSKey')
+    _check_tls(cfg, problems)
     if cfg.workers == 0:
         cfg.workers = os.cpu_count() or 1
     for key in ("ProxyPort", "ProxyPortTLS"):
@@ -235,6 +238,39 @@ def _apply_defaults(cfg, raw, problems):
             UpstreamURL(cfg.proxy_url)
         except ConfigError as exc:
             problems.append(str(exc))
+    if cfg.tls != "off" and _same_address(cfg.listen, cfg.listen_tls):
+        problems.append(f"ProxyPortTLS: got {cfg.proxy_port_tls!r}, the same address as "
+                        f"ProxyPort {cfg.proxy_port!r}; with TLS the plain port redirects, "
+                        "so the two need different ports")
+
+
+def _check_tls(cfg, problems):
+    if cfg.tls == "local" and not (cfg.tls_cert and cfg.tls_key):
+        problems.append('TLS: "local" needs TLSCert and TLSKey')
+    if cfg.tls != "acme":
+        return
+    if not cfg.domains:
+        problems.append('TLS: "acme" needs the host names to certify in Domains')
+    for name in cfg.domains:
+        if not isinstance(name, str) or not _is_host_name(name):
+            problems.append(f"Domains: got {name!r}, expected a DNS host name "
+                            "(ACME certifies names, not addresses or wildcards)")
+    if not cfg.acme_directory.startswith(("https://", "http://")):
+        problems.append(f"AcmeDirectory: got {cfg.acme_directory!r}, expected an http(s) URL")
+
+
+def _is_host_name(name):
+    labels = name.rstrip(".").split(".")
+    return len(name) <= 253 and all(
+        0 < len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii()
+        and not label.startswith("-") and not label.endswith("-") for label in labels
+    ) and not labels[-1].isdigit()
+
+
+def _same_address(a, b):
+    """Two listen addresses that cannot both be bound (wildcards overlap all)."""
+    wild = ("0.0.0.0", "::")
+    return a[1] == b[1] and (a[0] == b[0] or a[0] in wild or b[0] in wild)
 
 
 def _resolve_paths(cfg):

@@ -18,7 +18,7 @@ import shutil
 import time
 import traceback
 
-from . import metrics
+from . import acmefiles, metrics
 from .config import load_config
 from .errors import ConfigError
 from .logs import configure, log
@@ -31,7 +31,8 @@ MIGRATE_SYSCTL = "/proc/sys/net/ipv4/tcp_migrate_req"
 BOOT_TIMEOUT = 10.0
 RESPAWN_BACKOFF_MAX = 10.0
 KILL_GRACE = 5.0
-CONSUMER = "consume"         # the consumer's index (HTTP workers are 0..N-1)
+CONSUMER = "consume"         # the consumer's index and kind (HTTP workers are 0..N-1)
+ACME = "acme"                # the ACME process's index and kind (workers/acme.py)
 SHARED_IP_SLOTS = 65536      # per-IP buckets in shared memory (2 MiB)
 
 
@@ -48,7 +49,7 @@ class Worker:
         self.started = time.monotonic()
         self.term_sent = 0.0
         self.conn_slot = None    # its slot of the shared connection counters
-        self.kind = "http"       # or "consume" (workers/consume.py, index CONSUMER)
+        self.kind = "http"       # or CONSUMER / ACME: single processes, index == kind
 
 
 class Supervisor:
@@ -101,12 +102,14 @@ class Supervisor:
         signal.set_wakeup_fd(self.wake_w)
         for sig in self.SIGNALS:
             signal.signal(sig, self.enqueue_signal)
-        self.check_port_free(self.listen_address(self.config))
+        for address in self.listen_addresses(self.config):
+            self.check_port_free(address)
         self.prepare_stores()
+        self.prepare_acme_cache()
         if self.config.reuseport_migrate:
             enable_reuseport_migration()
-        log.info("supervisor starting", workers=self.config.workers,
-                 listen="%s:%d" % self.listen_address(self.config), tls=self.config.tls)
+        log.info("supervisor starting", workers=self.config.workers, tls=self.config.tls,
+                 listen=["%s:%d" % a for a in self.listen_addresses(self.config)])
 
     def prepare_stores(self):
         try:
@@ -121,9 +124,23 @@ class Supervisor:
                     raise BootFailure(f"critical sink {sink.service} unavailable: {exc}") from None
                 log.error("sink unavailable; starting anyway", sink=sink.service, error=str(exc))
 
+    def prepare_acme_cache(self):
+        """Before any fork: workers answer challenges from it at once."""
+        if self.config.tls != "acme":
+            return
+        try:
+            acmefiles.prepare_cache(self.config.acme_cache_directory)
+        except OSError as exc:
+            raise BootFailure(f"AcmeCacheDirectory {self.config.acme_cache_directory}: "
+                              f"{exc.strerror}") from None
+
     @staticmethod
-    def listen_address(config):
-        return config.listen_tls if config.tls == "local" else config.listen
+    def listen_addresses(config):
+        """Plain port, plus the TLS port when TLS is on (the plain one then
+        redirects and answers ACME challenges)."""
+        if config.tls == "off":
+            return [config.listen]
+        return [config.listen, config.listen_tls]
 
     @staticmethod
     def check_port_free(address):
@@ -271,44 +288,61 @@ class Supervisor:
         for index in range(self.config.workers):
             if index not in active and now >= self.respawn_at.get(index, 0):
                 self.spawn_worker(index)
-        self.spawn_consumer_missing(now)
+        self.spawn_singles_missing(now)
 
-    # ---- the NATS consumer (workers/consume.py) --------------------------
+    # ---- single processes: NATS consumer, ACME (workers/consume.py, acme.py)
     def wants_consumer(self):
         return any(isinstance(e, dict) and e.get("Service") == "nats"
                    for e in self.config.consume)
 
-    def spawn_consumer_missing(self, now):
-        """One consumer process when Consume has NATS entries; it has its own
-        index (CONSUMER), so HTTP worker indexes are unaffected."""
-        if not self.wants_consumer() or now < self.respawn_at.get(CONSUMER, 0):
-            return
-        if not any(w.kind == "consume" and not w.retiring for w in self.workers.values()):
-            self.spawn_consumer()
+    def singles(self):
+        """The one-of-a-kind children this config wants: kind -> main. Each
+        has its own index (its kind), so HTTP worker indexes are unaffected."""
+        wanted = {}
+        if self.wants_consumer():
+            wanted[CONSUMER] = self.consume_main
+        if self.config.tls == "acme":
+            wanted[ACME] = self.acme_main
+        return wanted
 
-    def spawn_consumer(self, probation=False):
-        worker = self.fork_child(CONSUMER, probation, self.consume_main)
-        worker.kind = "consume"
+    def spawn_singles_missing(self, now):
+        for kind, main in self.singles().items():
+            if now < self.respawn_at.get(kind, 0):
+                continue
+            if not any(w.kind == kind and not w.retiring for w in self.workers.values()):
+                self.spawn_single(kind, main)
+
+    def spawn_single(self, kind, main, probation=False):
+        worker = self.fork_child(kind, probation, main)
+        worker.kind = kind
         return worker
 
     def consume_main(self, ready_w):
         from workers import consume
         return consume.run(self.config, 0, ready_w)
 
-    def roll_consumer(self):
-        """Reload: start a consumer with the new config, then retire the old."""
-        old = [w for w in self.workers.values() if w.kind == "consume" and not w.retiring]
-        if self.wants_consumer():
-            fresh = self.spawn_consumer(probation=True)
-            if not self.wait_ready(fresh):
-                self.terminate(fresh)
-                fresh.retiring = True
-                log.error("new consumer could not start; the previous one keeps running")
-                return
-            fresh.probation = False
-        for worker in old:
-            worker.retiring = True
-            self.terminate(worker)
+    def acme_main(self, ready_w):
+        from workers import acme
+        return acme.run(self.config, 0, ready_w)
+
+    def roll_singles(self):
+        """Reload: start each single process with the new config, then retire
+        the old one (a fresh one that cannot start leaves the old running)."""
+        wanted = self.singles()
+        for kind in (CONSUMER, ACME):
+            old = [w for w in self.workers.values() if w.kind == kind and not w.retiring]
+            if kind in wanted:
+                fresh = self.spawn_single(kind, wanted[kind], probation=True)
+                if not self.wait_ready(fresh):
+                    self.terminate(fresh)
+                    fresh.retiring = True
+                    log.error("new process could not start; the previous one keeps running",
+                              kind=kind)
+                    continue
+                fresh.probation = False
+            for worker in old:
+                worker.retiring = True
+                self.terminate(worker)
 
     def wait_until_booted(self):
         deadline = time.monotonic() + BOOT_TIMEOUT
@@ -384,8 +418,9 @@ class Supervisor:
             return
         try:
             new = load_config(self.config_path, self.overrides)
-            if self.listen_address(new) != self.listen_address(self.config):
-                self.check_port_free(self.listen_address(new))
+            for address in self.listen_addresses(new):
+                if address not in self.listen_addresses(self.config):
+                    self.check_port_free(address)
         except (ConfigError, BootFailure) as exc:
             log.error("reload refused; the running config stays", reason=str(exc))
             return
@@ -397,7 +432,7 @@ class Supervisor:
             self.config = old_config
             log.error("reload aborted; remaining workers keep the previous config")
             return
-        self.roll_consumer()
+        self.roll_singles()
         log.info("reload done", pids=sorted(w.pid for w in self.workers.values()
                                              if not w.retiring))
 

@@ -9,7 +9,6 @@ import ctypes
 import os
 import signal
 import socket
-import ssl
 import time
 
 import uvloop
@@ -18,7 +17,10 @@ from engine.batcher import Batcher
 from engine.commit import GroupCommitter, OrphanReplay
 from engine.spool import SpoolWriter
 from engine.daily import DailyLimitUnavailable, build_checker
+from engine.acmefiles import certificate_path
 from engine.app import TrackerApp
+from engine.plainport import PlainPortApp
+from engine.tls import CertificateError, LiveCertificate, read_pair, server_context
 from engine.http.protocol import ConnectionRegistry, HttpConnection
 from engine.logs import configure, log
 from engine.metrics import WorkerStats
@@ -27,6 +29,7 @@ from engine.parser import load_parser
 from workers import EXIT_BOOT, EXIT_OK
 
 TICK = 0.5
+TLS_BIND_RETRY = 10.0       # seconds between tries to open a late TLS listener
 ORPHAN_SCAN_TICKS = 10      # look for dead workers' spool files every 5 s
 PR_SET_PDEATHSIG = 1
 
@@ -59,18 +62,30 @@ def bind_socket(host, port, backlog=4096):
     return sock
 
 
-def tls_context(config):
-    if config.tls != "local":
+def worker_certificate(config):
+    """The watched certificate files and their live TLS context; None without TLS.
+
+    Local files must load now (a bad path or pair stops the boot with the
+    reason). The ACME certificate may not exist yet on a first start: the
+    worker then serves the plain port (answering the CA's challenges) and
+    opens the TLS port once the ACME process has written it.
+    """
+    if config.tls == "off":
         return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx = server_context()
+    if config.tls == "local":
+        cert = LiveCertificate(ctx, config.tls_cert, config.tls_key)
+    else:
+        cert = LiveCertificate(ctx, certificate_path(config.acme_cache_directory))
     try:
-        ctx.load_cert_chain(config.tls_cert, config.tls_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise BootError(f"cannot load TLSCert {config.tls_cert} / TLSKey "
-                        f"{config.tls_key}: {exc}") from None
-    return ctx
+        if not cert.refresh() and config.tls == "local":
+            read_pair(config.tls_cert, config.tls_key)     # says what is missing
+    except CertificateError as exc:
+        if config.tls == "local":
+            raise BootError(f"cannot load TLSCert {config.tls_cert} / TLSKey "
+                            f"{config.tls_key}: {exc}") from None
+        log.error("cached ACME certificate unusable; waiting for a new one", reason=str(exc))
+    return cert
 
 
 class HttpWorker:
@@ -83,6 +98,10 @@ class HttpWorker:
         self.parent = os.getppid()
         self.stop = None
         self.stats = WorkerStats()
+        self.servers = []           # the asyncio servers this worker listens with
+        self.cert = None            # LiveCertificate when serving TLS
+        self.tls_server = None
+        self.tls_retry_at = 0.0
 
     async def serve(self):
         cfg = self.config
@@ -90,9 +109,9 @@ class HttpWorker:
         self.stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
-        ssl_ctx = tls_context(cfg)
-        host, port = cfg.listen_tls if ssl_ctx else cfg.listen
-        sock = bind_socket(host, port)
+        self.cert = worker_certificate(cfg)
+        sock = bind_socket(*cfg.listen)
+        tls_sock = bind_socket(*cfg.listen_tls) if self.cert and self.cert.loaded else None
         try:
             sinks = build_sinks(cfg)
         except UnknownSink as exc:
@@ -117,19 +136,58 @@ class HttpWorker:
             raise BootError(str(exc)) from None
         committer, orphans = self.open_spool(batcher)
         app.committer = committer
-        server = await loop.create_server(
-            lambda: HttpConnection(app, registry, tls=ssl_ctx is not None),
-            sock=sock, ssl=ssl_ctx, backlog=4096)
+        await self.listen(app, registry, sock, tls_sock)
         batcher.start()
         if committer is not None:
             committer.start()
         ticker = loop.create_task(self.tick(registry, orphans))
         os.write(self.ready_fd, b"R")
-        log.info("worker serving", listen=f"{host}:{port}", index=self.index,
-                 tls=ssl_ctx is not None, parser=parser.__name__)
+        log.info("worker serving", listen="%s:%d" % cfg.listen, index=self.index,
+                 tls=cfg.tls, listen_tls="%s:%d" % cfg.listen_tls if tls_sock else None,
+                 parser=parser.__name__)
         await self.stop.wait()
         ticker.cancel()
-        await self.drain(app, server, registry, batcher, sinks)
+        await self.drain(app, registry, batcher, sinks)
+
+    async def listen(self, app, registry, sock, tls_sock):
+        """Without TLS the tracker answers on the plain port; with TLS it
+        answers on the TLS port and the plain port redirects (engine/plainport.py)."""
+        loop = asyncio.get_running_loop()
+        self.app, self.registry = app, registry
+        if self.cert is None:
+            self.servers.append(await loop.create_server(
+                lambda: HttpConnection(app, registry), sock=sock, backlog=4096))
+            return
+        plain = PlainPortApp(self.config, app)
+        self.servers.append(await loop.create_server(
+            lambda: HttpConnection(plain, registry), sock=sock, backlog=4096))
+        if tls_sock is not None:
+            await self.serve_tls(tls_sock)
+
+    async def serve_tls(self, tls_sock):
+        app, registry = self.app, self.registry
+        self.tls_server = await asyncio.get_running_loop().create_server(
+            lambda: HttpConnection(app, registry, tls=True),
+            sock=tls_sock, ssl=self.cert.ctx, backlog=4096)
+        self.servers.append(self.tls_server)
+
+    async def watch_certificate(self):
+        """Reload changed certificate files into the live context; open the
+        TLS listener once the first ACME certificate is there."""
+        try:
+            if self.cert.refresh():
+                log.info("certificate loaded", path=self.cert.cert_path)
+        except CertificateError as exc:
+            log.error("new certificate not loaded; serving the previous one",
+                      path=self.cert.cert_path, reason=str(exc))
+        now = time.monotonic()
+        if self.cert.loaded and self.tls_server is None and now >= self.tls_retry_at:
+            try:
+                await self.serve_tls(bind_socket(*self.config.listen_tls))
+                log.info("TLS listener open", listen="%s:%d" % self.config.listen_tls)
+            except BootError as exc:
+                self.tls_retry_at = now + TLS_BIND_RETRY
+                log.error("cannot open the TLS listener; retrying", reason=str(exc))
 
     def open_spool(self, batcher):
         """Spool durability: this worker's write-ahead file, its committer, and
@@ -160,16 +218,19 @@ class HttpWorker:
             ticks += 1
             await asyncio.sleep(TICK)
             registry.sweep(loop.time())
+            if self.cert is not None:
+                await self.watch_certificate()
             self.stats.sync()
             if os.getppid() != self.parent:
                 log.warning("supervisor gone; draining")
                 self.stop.set()
 
-    async def drain(self, app, server, registry, batcher, sinks):
+    async def drain(self, app, registry, batcher, sinks):
         started = time.monotonic()
         timeout = self.config.drain_timeout
         app.draining = True
-        server.close()
+        for server in self.servers:
+            server.close()
         for conn in list(registry.open):
             conn.drain()
         while registry.open and time.monotonic() - started < timeout * 0.5:

@@ -56,7 +56,7 @@ def test_worker_that_cannot_boot_stops_the_supervisor(collector_factory, tmp_pat
     (tmp_path / "key.pem").write_text("not a key")
     c = collector_factory({"TLS": "local", "TLSCert": str(tmp_path / "cert.pem"),
                            "TLSKey": str(tmp_path / "key.pem")}, start=False)
-    c.config["ProxyPortTLS"] = f"127.0.0.1:{c.port}"
+    c.config["ProxyPortTLS"] = f"127.0.0.1:{free_port()}"   # TLS needs its own port
     c.write_config(c.config)
     started = time.monotonic()
     c.start(wait=False)

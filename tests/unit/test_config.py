@@ -55,9 +55,37 @@ def test_every_problem_is_reported_with_key_value_and_expectation():
 
 def test_transport_derivation():
     assert config_from_dict({}).tls == "off"
-    with pytest.raises(ConfigError, match="acme"):
-        config_from_dict({"Domains": ["example.com"]})
+    assert config_from_dict({"Domains": ["example.com"]}).tls == "acme"
+    assert config_from_dict({"Domains": ["example.com"], "UseLocalTLS": True,
+                             "TLSCert": "c.pem", "TLSKey": "k.pem"}).tls == "local"
     assert config_from_dict({"Domains": ["example.com"], "TLS": "off"}).tls == "off"
+
+
+def test_acme_keys_and_their_errors(tmp_path):
+    cfg = config_from_dict({"Domains": ["example.com", "www.example.com"],
+                            "AcmeCacheDirectory": "certs", "AcmeRenewFraction": 0.5},
+                           str(tmp_path / "c.json"))
+    assert cfg.acme_directory == "https://acme-v02.api.letsencrypt.org/directory"
+    assert cfg.acme_cache_directory == str(tmp_path / "certs")
+    assert cfg.acme_renew_fraction == 0.5 and cfg.acme_ca_cert == ""
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"TLS": "acme", "Domains": ["*.example.com", "10.0.0.1"],
+                          "AcmeRenewFraction": 1.5, "AcmeDirectory": "ftp://x"})
+    text = str(err.value)
+    assert "Domains: got '*.example.com', expected a DNS host name" in text
+    assert "Domains: got '10.0.0.1'" in text
+    assert "AcmeRenewFraction: got 1.5" in text and "AcmeDirectory: got 'ftp://x'" in text
+    with pytest.raises(ConfigError, match='"acme" needs the host names'):
+        config_from_dict({"TLS": "acme"})
+
+
+def test_tls_needs_two_different_ports():
+    with pytest.raises(ConfigError, match="ProxyPortTLS: got ':8080', the same address"):
+        config_from_dict({"TLS": "local", "TLSCert": "c", "TLSKey": "k",
+                          "ProxyPort": "127.0.0.1:8080", "ProxyPortTLS": ":8080"})
+    cfg = config_from_dict({"TLS": "local", "TLSCert": "c", "TLSKey": "k",
+                            "ProxyPort": "127.0.0.1:8080", "ProxyPortTLS": "127.0.0.1:8443"})
+    assert cfg.listen == ("127.0.0.1", 8080) and cfg.listen_tls == ("127.0.0.1", 8443)
 
 
 def test_defaults_run_the_embedded_store(tmp_path):

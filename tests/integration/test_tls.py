@@ -77,7 +77,8 @@ def test_https_serves_the_tracker_with_modern_defaults(collector_factory, tmp_pa
     assert conn.sock.selected_alpn_protocol() == "http/1.1"
     conn.close()
     # A client that offers only TLS 1.1 (its own floor lowered, so the refusal
-    # is the server's): the server answers with a protocol_version alert.
+    # is the server's): the server ends the handshake (uvloop closes without
+    # flushing the protocol_version alert, so the client may see only EOF).
     old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     old.check_hostname, old.verify_mode = False, ssl.CERT_NONE
     with warnings.catch_warnings():
@@ -85,7 +86,7 @@ def test_https_serves_the_tracker_with_modern_defaults(collector_factory, tmp_pa
         old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
     old.set_ciphers("DEFAULT:@SECLEVEL=0")
     with socket.create_connection(("127.0.0.1", c.tls_port), timeout=10) as raw:
-        with pytest.raises(ssl.SSLError, match="ALERT_PROTOCOL_VERSION"):
+        with pytest.raises(ssl.SSLError, match="ALERT_PROTOCOL_VERSION|UNEXPECTED_EOF"):
             old.wrap_socket(raw)
     c.stop()
     assert c.rows("select ename from events") == [{"ename": "tls"}]

@@ -10,7 +10,7 @@ import warnings
 import pytest
 
 from conftest import free_port
-from tlscerts import MiniCA
+from tlshelpers import MiniCA, https, served_serial, wait_https
 
 
 def tls_collector(collector_factory, tmp_path, workers=2, **extra):
@@ -23,46 +23,10 @@ def tls_collector(collector_factory, tmp_path, workers=2, **extra):
     c.tls_port = free_port()
     c.config["ProxyPortTLS"] = f"127.0.0.1:{c.tls_port}"
     c.write_config(c.config)
-    c.ca, c.files = ca, files
+    c.ca, c.files, c.cafile = ca, files, files["ca"]
     c.start(wait=False)
     wait_https(c)
     return c
-
-
-def client_context(cafile):
-    ctx = ssl.create_default_context(cafile=cafile)
-    ctx.set_alpn_protocols(["http/1.1"])
-    return ctx
-
-
-def https(c, cafile=None, host="localhost"):
-    return http.client.HTTPSConnection(host, c.tls_port, timeout=10,
-                                       context=client_context(cafile or c.files["ca"]))
-
-
-def wait_https(c, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if c.proc.poll() is not None:
-            raise AssertionError(f"collector exited {c.proc.returncode}:\n{c.logs()}")
-        if '"msg":"serving"' in c.logs():
-            try:
-                conn = https(c)
-                conn.request("GET", "/ping")
-                if conn.getresponse().status == 200:
-                    return
-            except (OSError, ssl.SSLError):
-                pass
-        time.sleep(0.1)
-    raise AssertionError("no HTTPS:\n" + c.logs())
-
-
-def served_serial(c, cafile):
-    with socket.create_connection(("127.0.0.1", c.tls_port), timeout=10) as raw:
-        with client_context(cafile).wrap_socket(raw, server_hostname="localhost") as tls:
-            der = tls.getpeercert(binary_form=True)
-    from cryptography import x509
-    return x509.load_der_x509_certificate(der).serial_number
 
 
 def test_https_serves_the_tracker_with_modern_defaults(collector_factory, tmp_path):

@@ -1,7 +1,12 @@
-"""A small test CA and the certificates it signs (for the collector's local
-TLS and for pebble's own listener)."""
+"""TLS test helpers: a small CA and the certificates it signs (for the
+collector's local TLS and for pebble's own listener), and an HTTPS client
+for a collector started by conftest's ``Collector``."""
 import datetime
+import http.client
 import ipaddress
+import socket
+import ssl
+import time
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -62,3 +67,42 @@ class MiniCA:
         paths["key"].write_bytes(key)
         paths["ca"].write_bytes(self.pem)
         return {k: str(v) for k, v in paths.items()}
+
+
+def client_context(cafile):
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def https(c, cafile=None, host="localhost"):
+    """A connection to the collector's TLS port, trusting ``cafile`` (default:
+    the CA the test gave the collector, ``c.cafile``)."""
+    return http.client.HTTPSConnection(host, c.tls_port, timeout=10,
+                                       context=client_context(cafile or c.cafile))
+
+
+def wait_https(c, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if c.proc.poll() is not None:
+            raise AssertionError(f"collector exited {c.proc.returncode}:\n{c.logs()}")
+        if '"msg":"serving"' in c.logs():
+            conn = https(c)
+            try:
+                conn.request("GET", "/ping")
+                if conn.getresponse().status == 200:
+                    return
+            except (OSError, ssl.SSLError):
+                pass
+            finally:
+                conn.close()
+        time.sleep(0.1)
+    raise AssertionError("no HTTPS:\n" + c.logs())
+
+
+def served_serial(c, cafile):
+    with socket.create_connection(("127.0.0.1", c.tls_port), timeout=10) as raw:
+        with client_context(cafile).wrap_socket(raw, server_hostname="localhost") as tls:
+            der = tls.getpeercert(binary_form=True)
+    return x509.load_der_x509_certificate(der).serial_number

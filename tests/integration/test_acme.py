@@ -1,0 +1,104 @@
+"""ACME against a real CA (pebble): issuance at start through the plain
+port's HTTP-01 answers, HTTPS with the issued certificate, renewal by the
+node itself served without a restart, and the cache reused across starts."""
+import os
+import stat
+import time
+
+from cryptography import x509
+
+from conftest import free_port
+from pebbleca import needs_pebble, pebble_factory  # noqa: F401 (fixture)
+from tlshelpers import https, served_serial, wait_https
+
+pytestmark = needs_pebble
+
+
+def acme_collector(collector_factory, pebble_factory, tmp_path, validity=None,
+                   renew_fraction=None, workers=2, name="c"):
+    """A collector with ``Domains: ["localhost"]`` and no TLS key, so the Go
+    rules derive ACME, pointed at a fresh pebble."""
+    c = collector_factory({"Domains": ["localhost"], "AcmeCacheDirectory": "acme-cache"},
+                          workers=workers, start=False, name=name)
+    del c.config["TLS"]
+    ca = pebble_factory(c.port, validity)
+    c.tls_port = free_port()
+    c.config.update(ProxyPortTLS=f"127.0.0.1:{c.tls_port}", AcmeDirectory=ca.directory_url,
+                    AcmeCACert=ca.listener_ca)
+    if renew_fraction:
+        c.config["AcmeRenewFraction"] = renew_fraction
+    c.write_config(c.config)
+    c.pebble = ca
+    c.cache = os.path.join(c.dir, "acme-cache")
+    return c
+
+
+def start(c, tmp_path):
+    c.start(wait=False)
+    c.cafile = c.pebble.issuing_root(tmp_path / f"pebble-root-{c.pebble.port}.pem")
+    wait_https(c, timeout=60)
+    return c
+
+
+def test_certificate_is_issued_through_the_plain_port_and_served(
+        collector_factory, pebble_factory, tmp_path):
+    c = start(acme_collector(collector_factory, pebble_factory, tmp_path), tmp_path)
+    conn = https(c)                          # verified against pebble's issuing root
+    conn.request("GET", "/tr/v1/vid/3d0be300-cbd2-11e8-aa59-ffd128a54d91/ename/acme")
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status == 200
+    cert = x509.load_der_x509_certificate(conn.sock.getpeercert(binary_form=True))
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
+    # The CA really fetched our answer from the plain port (no always-valid mode).
+    assert f"validate w/ HTTP: http://localhost:{c.port}/.well-known/acme-challenge/" \
+        in c.pebble.logs()
+    assert '"ACME challenge answered"' in c.logs()
+    assert stat.S_IMODE(os.stat(c.cache).st_mode) == 0o700
+    for name in ("account.key", "certificate.pem"):
+        assert stat.S_IMODE(os.stat(os.path.join(c.cache, name)).st_mode) == 0o600
+    assert os.listdir(os.path.join(c.cache, "challenges")) == []     # withdrawn
+    # The plain port keeps redirecting, and unknown tokens are not answered.
+    status, _, body = c.get("/.well-known/acme-challenge/unknown-token")
+    assert status == 404
+    status, headers, _ = c.get("/ping", headers={"Host": "localhost"})
+    assert status == 301 and headers["Location"] == f"https://localhost:{c.tls_port}/ping"
+    c.stop()
+    assert c.rows("select ename from events") == [{"ename": "acme"}]
+
+
+def test_renewed_certificate_is_served_without_restart(
+        collector_factory, pebble_factory, tmp_path):
+    # 2-minute certificates renewed after a tenth of their life (12 s).
+    c = start(acme_collector(collector_factory, pebble_factory, tmp_path,
+                             validity=120, renew_fraction=0.1), tmp_path)
+    pids = c.worker_pids()
+    first = served_serial(c, c.cafile)
+    keep = https(c)                               # a keep-alive TLS connection
+    keep.request("GET", "/ping")
+    assert keep.getresponse().read() == b"pong"
+    deadline = time.monotonic() + 90
+    second = first
+    while second == first and time.monotonic() < deadline:
+        time.sleep(0.5)
+        second = served_serial(c, c.cafile)
+        keep.request("GET", "/ping")              # used while the renewal happens
+        assert keep.getresponse().read() == b"pong"
+    assert second != first, "not renewed:\n" + c.logs()
+    assert c.worker_pids() == pids                # no worker restarted
+    assert c.logs().count('"certificate loaded"') >= 2 * 2   # both workers, twice
+    keep.close()
+
+
+def test_restart_reuses_the_cached_account_and_certificate(
+        collector_factory, pebble_factory, tmp_path):
+    c = start(acme_collector(collector_factory, pebble_factory, tmp_path), tmp_path)
+    first = served_serial(c, c.cafile)
+    assert c.logs().count('"ACME account registered"') == 1
+    assert c.stop() == 0
+    start(c, tmp_path)
+    assert served_serial(c, c.cafile) == first
+    logs = c.logs()
+    assert logs.count('"certificate obtained"') == 1          # not issued again
+    assert logs.count('"ACME account registered"') == 1       # same account key

@@ -64,12 +64,12 @@ def load_pem(ctx, pem):
 
 
 def _explain(exc):
-    reason = getattr(exc, "reason", None) or str(exc)
-    if "KEY_VALUES_MISMATCH" in reason.upper():
+    text = f"{getattr(exc, 'reason', None) or ''} {exc}".upper()
+    if "KEY_VALUES_MISMATCH" in text:
         return "the private key does not belong to the certificate"
-    if "NO_START_LINE" in reason.upper() or reason == "PEM lib":
+    if "NO_START_LINE" in text or "PEM LIB" in text:
         return "not a PEM certificate and private key"
-    return reason
+    return str(exc)
 
 
 def check_pem(pem):

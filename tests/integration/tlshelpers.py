@@ -58,6 +58,11 @@ class MiniCA:
                 .sign(self.key, hashes.SHA256()))
         return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
 
+    @staticmethod
+    def serial_of(path):
+        with open(path, "rb") as fh:
+            return x509.load_pem_x509_certificate(fh.read()).serial_number
+
     def write(self, directory, stem, names=("localhost",)):
         """Write ``<stem>.pem`` / ``<stem>.key`` (and ``ca.pem``); return their paths."""
         cert, key = self.issue(names)

@@ -24,6 +24,9 @@ setup(
         "tzdata==2026.6",
         "nats-py==2.16.0",
         "cassandra-driver==3.30.1",
+        "acme==5.9.0",            # ACME client (TLS "acme"), certbot's protocol library
+        "josepy==2.2.0",
+        "cryptography==50.0.2",
     ],
     extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17", "aiohttp==3.14.5",
                              "locust==2.47.0", "matplotlib==3.11.2"],

@@ -141,6 +141,8 @@ class PlainPortApp:
         url = req.url
         if self.challenges is not None and url.startswith(CHALLENGE_PREFIX):
             name, (status, response) = "acme", self.challenge(url[len(CHALLENGE_PREFIX):], keep)
+            if req.method == b"HEAD":
+                response = response[:response.index(b"\r\n\r\n") + 4]
         else:
             name, (status, response) = "https_redirect", self.redirect(req, keep)
         self.stats.answered(name, status, perf_counter() - started)

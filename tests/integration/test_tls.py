@@ -2,6 +2,7 @@
 certificate files replaced on disk are served without a restart."""
 import http.client
 import os
+import signal
 import socket
 import ssl
 import time
@@ -139,6 +140,28 @@ def test_replaced_certificate_is_served_without_restart(collector_factory, tmp_p
     assert keep.getresponse().read() == b"pong"
     assert c.worker_pids() == pids
     assert '"certificate loaded"' in c.logs()
+
+
+def test_reload_keeps_both_ports(collector_factory, tmp_path):
+    c = tls_collector(collector_factory, tmp_path)
+    before = c.worker_pids()
+    c.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while '"reload done"' not in c.logs() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert '"reload done"' in c.logs()
+    assert redirect(c, "/ping", "localhost")[0] == 301
+    conn = https(c)
+    conn.request("GET", "/ping")
+    assert conn.getresponse().read() == b"pong"
+    while not set(c.worker_pids()).isdisjoint(before) and time.monotonic() < deadline:
+        time.sleep(0.1)                                   # old workers finish draining
+    assert set(c.worker_pids()).isdisjoint(before)        # new workers serve both ports
+    assert redirect(c, "/ping", "localhost")[0] == 301
+    conn = https(c)
+    conn.request("GET", "/ping")
+    assert conn.getresponse().read() == b"pong"
+    assert c.stop() == 0
 
 
 def test_bad_certificate_pair_fails_the_boot(collector_factory, tmp_path):

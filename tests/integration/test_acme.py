@@ -2,8 +2,11 @@
 port's HTTP-01 answers, HTTPS with the issued certificate, renewal by the
 node itself served without a restart, and the cache reused across starts."""
 import os
+import socket
 import stat
 import time
+
+import pytest
 
 from cryptography import x509
 
@@ -15,13 +18,13 @@ pytestmark = needs_pebble
 
 
 def acme_collector(collector_factory, pebble_factory, tmp_path, validity=None,
-                   renew_fraction=None, workers=2, name="c"):
+                   renew_fraction=None, workers=2, name="c", validation_port=None):
     """A collector with ``Domains: ["localhost"]`` and no TLS key, so the Go
     rules derive ACME, pointed at a fresh pebble."""
     c = collector_factory({"Domains": ["localhost"], "AcmeCacheDirectory": "acme-cache"},
                           workers=workers, start=False, name=name)
     del c.config["TLS"]
-    ca = pebble_factory(c.port, validity)
+    ca = pebble_factory(validation_port or c.port, validity)
     c.tls_port = free_port()
     c.config.update(ProxyPortTLS=f"127.0.0.1:{c.tls_port}", AcmeDirectory=ca.directory_url,
                     AcmeCACert=ca.listener_ca)
@@ -102,3 +105,22 @@ def test_restart_reuses_the_cached_account_and_certificate(
     logs = c.logs()
     assert logs.count('"certificate obtained"') == 1          # not issued again
     assert logs.count('"ACME account registered"') == 1       # same account key
+
+
+def test_refused_validation_is_logged_and_the_node_keeps_running(
+        collector_factory, pebble_factory, tmp_path):
+    # The CA validates on a port where nothing listens: a real refusal.
+    c = acme_collector(collector_factory, pebble_factory, tmp_path,
+                       validation_port=free_port())
+    c.start(wait=False)
+    deadline = time.monotonic() + 60
+    while '"certificate not obtained; retrying"' not in c.logs():
+        assert time.monotonic() < deadline and c.proc.poll() is None, c.logs()
+        time.sleep(0.2)
+    failure = [line for line in c.logs().splitlines() if "certificate not obtained" in line][0]
+    assert "validation failed: localhost:" in failure and '"seconds":30' in failure
+    assert c.get("/ping", headers={"Host": "localhost"})[0] == 301     # plain port serves
+    with pytest.raises(ConnectionRefusedError):                       # no TLS without a cert
+        socket.create_connection(("127.0.0.1", c.tls_port), timeout=5)
+    assert os.listdir(os.path.join(c.cache, "challenges")) == []
+    assert c.stop() == 0

@@ -136,6 +136,9 @@ class PlainPortApp:
     def internal_error(self, conn, exc):
         self.app.internal_error(conn, exc)
 
+    def route_head(self, conn, req):
+        return None     # nothing here is streamed: answered once the message is complete
+
     def handle(self, conn, req, keep):
         started = perf_counter()
         url = req.url

@@ -56,18 +56,20 @@ def split_host(value):
     return host, port
 
 
-def request_path(target):
-    """The path and query of a request target, absolute-form included."""
+def split_target(target):
+    """A request target → (authority or None, path and query).
+
+    Absolute-form (``http://host:80/p?q``) carries its own authority, which
+    RFC 9112 §3.2.2 says wins over ``Host``; ``*`` and anything odd map to
+    the site root."""
     if target.startswith("/"):
-        return target
+        return None, target
     if target.lower().startswith(("http://", "https://")):
         after = target.split("//", 1)[1]
-        slash = after.find("/")
-        query = after.find("?")
-        cut = min(i for i in (slash, query, len(after)) if i >= 0)
+        cut = min([i for i in (after.find("/"), after.find("?")) if i >= 0] + [len(after)])
         rest = after[cut:]
-        return rest if rest.startswith("/") else "/" + rest
-    return "/"   # "*" (OPTIONS) and anything odd: the site root
+        return after[:cut] or None, rest if rest.startswith("/") else "/" + rest
+    return None, "/"
 
 
 def escape_target(raw):
@@ -82,13 +84,15 @@ def https_location(host_header, target, tls_port, fallback_host=None):
     The host keeps its name (any port the client used is the plain port, so
     it is dropped) and gets the TLS port unless that is 443.
     """
-    parsed = split_host(host_header) if host_header else None
+    authority, path = split_target(target)
+    host = authority or host_header
+    parsed = split_host(host) if host else None
     if parsed is None:
-        if not fallback_host:
+        if not fallback_host or host:
             return None
         parsed = (fallback_host, None)
-    authority = parsed[0] if tls_port == 443 else "%s:%d" % (parsed[0], tls_port)
-    return "https://" + authority + request_path(target)
+    netloc = parsed[0] if tls_port == 443 else "%s:%d" % (parsed[0], tls_port)
+    return "https://" + netloc + path
 
 
 def fallback_host(config):
@@ -167,7 +171,8 @@ class PlainPortApp:
         location = https_location(req.header(b"host"), escape_target(req.url),
                                   self.tls_port, self.fallback)
         if location is None:
-            return 400, _response(400, self.date, body=b"a Host header is needed\n", close=True)
+            return 400, _response(400, self.date, body=b"a valid Host header is needed\n",
+                                  close=not keep)
         status = 301 if req.method in (b"GET", b"HEAD") else 308
         headers = b"Location: " + location.encode() + b"\r\n"
         return status, _response(status, self.date, headers, close=not keep)

@@ -1,7 +1,7 @@
 """The plain port's pure pieces: Host parsing and the HTTPS Location."""
 import pytest
 
-from engine.plainport import escape_target, https_location, request_path, split_host
+from engine.plainport import escape_target, https_location, split_host, split_target
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -24,12 +24,12 @@ def test_bad_hosts_are_refused(value):
     assert split_host(value) is None
 
 
-def test_request_paths():
-    assert request_path("/a/b?c=1") == "/a/b?c=1"
-    assert request_path("http://h:8080/a?b") == "/a?b"
-    assert request_path("HTTP://h?q=1") == "/?q=1"
-    assert request_path("http://h") == "/"
-    assert request_path("*") == "/"
+def test_request_targets():
+    assert split_target("/a/b?c=1") == (None, "/a/b?c=1")
+    assert split_target("http://h:8080/a?b") == ("h:8080", "/a?b")
+    assert split_target("HTTP://h?q=1") == ("h", "/?q=1")
+    assert split_target("http://h") == ("h", "/")
+    assert split_target("*") == (None, "/")
 
 
 def test_location_keeps_path_and_query_and_swaps_the_port():
@@ -38,7 +38,10 @@ def test_location_keeps_path_and_query_and_swaps_the_port():
     assert https_location("example.com", "/", 443) == "https://example.com/"
     assert https_location("[::1]:80", "/p", 443) == "https://[::1]/p"
     assert https_location(None, "/p", 443, "fallback.example") == "https://fallback.example/p"
-    assert https_location("bad host", "/p", 443) is None
+    assert https_location("bad host", "/p", 443, "fallback.example") is None
+    # Absolute-form: the target's authority wins over Host (RFC 9112 §3.2.2).
+    assert https_location("other.example", "http://example.com:80/a", 8443) == \
+        "https://example.com:8443/a"
 
 
 def test_targets_are_escaped_for_a_header():

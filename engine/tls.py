@@ -17,6 +17,8 @@ import os
 import ssl
 import tempfile
 
+SCRATCH_DIR = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+
 
 class CertificateError(Exception):
     """The certificate or key cannot be used (missing, unreadable, mismatched)."""
@@ -51,8 +53,9 @@ def read_pair(cert_path, key_path):
 
 def load_pem(ctx, pem):
     """Load a PEM bundle (chain + key) into ``ctx``. The bytes pass through a
-    private temporary file because ``ssl`` only loads from paths."""
-    fd, path = tempfile.mkstemp(prefix="tracker-tls-", suffix=".pem")
+    private (0600) temporary file because ``ssl`` only loads from paths; in
+    memory-backed /dev/shm when there is one, so the key never meets a disk."""
+    fd, path = tempfile.mkstemp(prefix="tracker-tls-", suffix=".pem", dir=SCRATCH_DIR)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(pem)

@@ -124,3 +124,14 @@ def test_refused_validation_is_logged_and_the_node_keeps_running(
         socket.create_connection(("127.0.0.1", c.tls_port), timeout=5)
     assert os.listdir(os.path.join(c.cache, "challenges")) == []
     assert c.stop() == 0
+
+
+def test_unusable_cache_directory_stops_the_start(collector_factory, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    c = collector_factory({"TLS": "acme", "Domains": ["localhost"],
+                           "AcmeCacheDirectory": str(blocker / "cache"),
+                           "ProxyPortTLS": f"127.0.0.1:{free_port()}"}, start=False)
+    c.start(wait=False)
+    assert c.proc.wait(15) == 3
+    assert f"AcmeCacheDirectory {blocker / 'cache'}: Not a directory" in c.logs()

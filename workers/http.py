@@ -175,8 +175,9 @@ class HttpWorker:
         """Reload changed certificate files into the live context; open the
         TLS listener once the first ACME certificate is there."""
         try:
+            replaced = self.tls_server is not None   # else the first one (ACME start)
             if self.cert.refresh():
-                log.info("certificate loaded", path=self.cert.cert_path)
+                log.info("certificate loaded", path=self.cert.cert_path, replaced=replaced)
         except CertificateError as exc:
             log.error("new certificate not loaded; serving the previous one",
                       path=self.cert.cert_path, reason=str(exc))

@@ -8,6 +8,11 @@ request (``Connection: close``), which for TLS means a full handshake per
 request. Rounds are interleaved; it prints medians of requests/s, p50/p99
 and server CPU per request, and the TLS/plain ratios.
 
+With a new connection per request wrk does a full handshake per request as
+well, on one client core, so that mode's requests/s is bounded by the client
+about as much as by the server: its server CPU per request is the figure to
+compare.
+
     python loadtest/bench_tls.py [--duration 10] [--rounds 3] [--connections 64]
 """
 import argparse

@@ -57,7 +57,8 @@ class AcmeClient:
         try:
             self.connect()
             cert_key = ec.generate_private_key(ec.SECP256R1())
-            csr = crypto_util.make_csr(_pem_private(cert_key), self.config.domains)
+            names = sorted({d.lower().rstrip(".") for d in self.config.domains})
+            csr = crypto_util.make_csr(_pem_private(cert_key), names)
             order = self.acme.new_order(csr)
             tokens = [self.answer(authz) for authz in order.authorizations
                       if authz.body.status != messages.STATUS_VALID]
@@ -106,7 +107,6 @@ class AcmeClient:
         token = challb.chall.encode("token")
         path = os.path.join(self.cache, acmefiles.CHALLENGES, token)
         acmefiles.write_private(path, validation.encode())
-        os.chmod(path, 0o600)
         self.self_check(token, validation.encode())
         self.acme.answer_challenge(challb, response)
         log.info("ACME challenge answered", name=name)

@@ -234,8 +234,10 @@ class HttpWorker:
             server.close()
         for conn in list(registry.open):
             conn.drain()
+        loop = asyncio.get_running_loop()
         while registry.open and time.monotonic() - started < timeout * 0.5:
             await asyncio.sleep(0.05)
+            registry.sweep(loop.time())   # the ticker is stopped: idle ones close here
         for conn in list(registry.open):
             conn.close()
         if app.committer is not None:

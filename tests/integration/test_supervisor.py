@@ -166,6 +166,20 @@ def test_sigterm_drains_and_ready_turns_503(collector_factory):
     assert c.rows("SELECT COUNT(*) AS n FROM events")[0]["n"] == 50
 
 
+def test_idle_keep_alive_connections_do_not_hold_the_drain(collector_factory):
+    # Idle connections are closed by the drain itself (about a second after it
+    # starts), not by its fallback at half of DrainTimeoutSeconds (here 30 s).
+    c = collector_factory({"DrainTimeoutSeconds": 60})
+    idle = [c.connection() for _ in range(3)]
+    for conn in idle:
+        conn.request("GET", "/ping")
+        assert conn.getresponse().read() == b"pong"
+    c.proc.send_signal(signal.SIGTERM)
+    assert c.proc.wait(20) == 0
+    for conn in idle:
+        conn.close()
+
+
 def test_workers_die_with_the_supervisor(collector):
     pids = collector.worker_pids()
     collector.proc.kill()

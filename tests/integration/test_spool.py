@@ -184,9 +184,12 @@ def test_full_disk_answers_503_then_recovers(collector_factory, tiny_disk):
 
 def test_kill_9_under_steady_load_with_bad_requests_in_between(collector_factory):
     """Bounded clients count every 2xx while a worker is killed mid-stream and
-    malformed / oversized requests arrive; afterwards stored == 2xx, once each."""
+    malformed / oversized requests arrive; afterwards every 2xx is stored, once
+    each, and nothing else is — but a request whose answer the kill cut off (its
+    event may have been fsynced just before) may be stored too: in doubt."""
     c = collector_factory({"MaxBodyBytes": 2000, "BatchMaxAgeMs": 500})
     stop, lock, ok, bad = threading.Event(), threading.Lock(), [], collections.Counter()
+    in_doubt = set()
 
     def client(w):
         conn, i = None, 0
@@ -215,6 +218,8 @@ def test_kill_9_under_steady_load_with_bad_requests_in_between(collector_factory
                 if conn is not None:
                     conn.close()
                 conn = None
+                with lock:
+                    in_doubt.add(marker)
                 continue
             with lock:
                 if resp.status == 200:
@@ -236,8 +241,10 @@ def test_kill_9_under_steady_load_with_bad_requests_in_between(collector_factory
     assert c.stop() == 0
     stored = _markers(c)
     assert bad[400] > 0 and bad[413] > 0
-    assert set(stored) == set(ok) and max(stored.values()) == 1
-    assert c.rows("SELECT SUM(total) AS n FROM dailies")[0]["n"] == len(ok)
+    assert set(ok) <= set(stored) <= set(ok) | in_doubt
+    assert max(stored.values()) == 1
+    assert len(set(stored) - set(ok)) <= 6        # at most one cut-off request per client
+    assert c.rows("SELECT SUM(total) AS n FROM dailies")[0]["n"] == len(stored)
 
 
 def test_undelivered_events_stay_in_the_spool_across_a_stop(collector_factory):

@@ -1,21 +1,59 @@
-# First version: builds the collector with its Cython parser and runs it on the
-# embedded SQLite store. (Not built in CI here: these machines have no Docker engine.)
-FROM python:3.11-slim AS build
-RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
-    && rm -rf /var/lib/apt/lists/*
-WORKDIR /src
-COPY . .
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# Tracker collector image.
+#
+#   docker build -t tracker .                                  # official python base
+#   podman build --build-arg BASE_IMAGE=localhost/tracker-base:bookworm -t tracker .
+#                                                              # bare Debian base (scripts/container_base.sh)
+#
+# Two stages: "build" compiles the Cython extensions into a wheel and installs
+# it with its dependencies into a venv; the runtime stage gets that venv and
+# nothing else from it (no compiler, no sources). docs/docker.md has the rest.
 
-FROM python:3.11-slim
-RUN useradd --system --home /var/lib/tracker tracker \
-    && mkdir -p /var/lib/tracker/data && chown -R tracker /var/lib/tracker
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-COPY --chown=tracker config.json /var/lib/tracker/config.json
-USER tracker
+# Any Debian-based image: an official python image (default) or a bare Debian.
+# Both stages use the same base, so the venv's interpreter path matches.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+FROM ${BASE_IMAGE} AS build
+COPY docker/os-packages.sh /usr/local/sbin/os-packages
+RUN os-packages build
+RUN python3 -m venv /opt/tracker
+WORKDIR /src
+COPY setup.py pyproject.toml ./
+COPY engine engine
+COPY workers workers
+COPY schema schema
+# The wheel is built in pip's isolated build environment (Cython, setuptools
+# pinned in pyproject.toml); dependencies come as wheels from the index.
+RUN /opt/tracker/bin/pip wheel --no-cache-dir --wheel-dir /wheels . \
+    && /opt/tracker/bin/pip install --no-cache-dir --no-index --find-links /wheels tracker \
+    && /opt/tracker/bin/tracker --version
+
+FROM ${BASE_IMAGE}
+COPY docker/os-packages.sh /usr/local/sbin/os-packages
+RUN os-packages runtime && rm /usr/local/sbin/os-packages
+# A fixed uid, so a bind-mounted data directory can be chowned to it ahead of time.
+RUN useradd --system --user-group --uid 10001 --home-dir /var/lib/tracker \
+        --shell /usr/sbin/nologin tracker \
+    && install -d -o tracker -g tracker -m 0700 /var/lib/tracker
+COPY --from=build /opt/tracker /opt/tracker
+COPY docker/healthcheck.py /opt/tracker/healthcheck.py
+COPY docker/entrypoint.sh /usr/local/bin/tracker-entrypoint
+# The baked config: plain HTTP on :8080, SQLite and the spool in the volume.
+# Mount another at /etc/tracker/config.json (or a Swarm config) to replace it.
+COPY docker/config.json /etc/tracker/config.json
+ENV PATH=/opt/tracker/bin:$PATH \
+    TRACKER_CONFIG=/etc/tracker/config.json \
+    PYTHONUNBUFFERED=1
+# The spool and the embedded store: what a 2xx promised lives here, so it must
+# outlive the container.
+VOLUME /var/lib/tracker
 WORKDIR /var/lib/tracker
+USER tracker
 EXPOSE 8080
-HEALTHCHECK --interval=10s --timeout=2s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/ready').status != 200)"
-ENTRYPOINT ["tracker"]
-CMD ["serve", "--config", "/var/lib/tracker/config.json", "--listen", "0.0.0.0:8080"]
+# SIGTERM is the supervisor's drain: /ready turns 503, in-flight requests finish,
+# batches flush, exit 0 within DrainTimeoutSeconds (10 s) + 5 s. Give `stop` at
+# least 20 s (`docker stop -t`, stop_grace_period); the engines' default is 10 s.
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["/opt/tracker/bin/python", "/opt/tracker/healthcheck.py", "/ready"]
+ENTRYPOINT ["tracker-entrypoint"]
+CMD ["serve"]

@@ -23,7 +23,11 @@ COPY workers workers
 COPY schema schema
 # The wheel is built in pip's isolated build environment (Cython, setuptools
 # pinned in pyproject.toml); dependencies come as wheels from the index.
-RUN /opt/tracker/bin/pip wheel --no-cache-dir --wheel-dir /wheels . \
+# Behind a TLS-intercepting proxy, pass its CA bundle as the optional build
+# secret "build-ca" (--secret id=build-ca,src=FILE); it is not kept in a layer.
+RUN --mount=type=secret,id=build-ca \
+    if [ -s /run/secrets/build-ca ]; then export PIP_CERT=/run/secrets/build-ca; fi \
+    && /opt/tracker/bin/pip wheel --no-cache-dir --wheel-dir /wheels . \
     && /opt/tracker/bin/pip install --no-cache-dir --no-index --find-links /wheels tracker \
     && /opt/tracker/bin/tracker --version
 
@@ -31,8 +35,8 @@ FROM ${BASE_IMAGE}
 COPY docker/os-packages.sh /usr/local/sbin/os-packages
 RUN os-packages runtime && rm /usr/local/sbin/os-packages
 # A fixed uid, so a bind-mounted data directory can be chowned to it ahead of time.
-RUN useradd --system --user-group --uid 10001 --home-dir /var/lib/tracker \
-        --shell /usr/sbin/nologin tracker \
+RUN useradd --no-log-init --user-group --uid 10001 --home-dir /var/lib/tracker \
+        --no-create-home --shell /usr/sbin/nologin tracker \
     && install -d -o tracker -g tracker -m 0700 /var/lib/tracker
 COPY --from=build /opt/tracker /opt/tracker
 COPY docker/healthcheck.py /opt/tracker/healthcheck.py
@@ -40,7 +44,8 @@ COPY docker/entrypoint.sh /usr/local/bin/tracker-entrypoint
 # The baked config: plain HTTP on :8080, SQLite and the spool in the volume.
 # Mount another at /etc/tracker/config.json (or a Swarm config) to replace it.
 COPY docker/config.json /etc/tracker/config.json
-ENV PATH=/opt/tracker/bin:$PATH \
+# PATH in full: an imported base (debootstrap) has no PATH of its own to extend.
+ENV PATH=/opt/tracker/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     TRACKER_CONFIG=/etc/tracker/config.json \
     PYTHONUNBUFFERED=1
 # The spool and the embedded store: what a 2xx promised lives here, so it must
@@ -55,5 +60,5 @@ EXPOSE 8080
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["/opt/tracker/bin/python", "/opt/tracker/healthcheck.py", "/ready"]
-ENTRYPOINT ["tracker-entrypoint"]
+ENTRYPOINT ["/usr/local/bin/tracker-entrypoint"]
 CMD ["serve"]

@@ -3,15 +3,18 @@
     python healthcheck.py /ready     # Dockerfile HEALTHCHECK (readiness)
     python healthcheck.py /ping      # Swarm stack (liveness, see docs/docker.md)
 
-The address comes from the same config the collector reads ($TRACKER_CONFIG),
-so a mounted config with another port or TLS needs no second setting. Exit 0
-on a 200 answer, 1 otherwise (what HEALTHCHECK expects).
+The address is the one the collector in this container listens on: its
+`tracker serve` command line (read from /proc, so `--listen` and `--config`
+given to `docker run` count) applied to its config, exactly as the supervisor
+does. A mounted config with another port or TLS needs no second setting.
+Exit 0 on a 200 answer, 1 otherwise (what HEALTHCHECK expects).
 """
 import http.client
 import os
 import ssl
 import sys
 
+from engine.cli import build_parser, overrides_from
 from engine.config import load_config
 from engine.supervisor import Supervisor
 
@@ -19,8 +22,23 @@ TIMEOUT = 2.0
 WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
+def serve_arguments():
+    """`tracker serve ...` as the collector was started: PID 1 in the container
+    (the entrypoint execs it), else any process running `serve`."""
+    for pid in ["1"] + sorted(p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv = fh.read().decode().split("\0")
+        except OSError:
+            continue
+        if "serve" in argv and any(a.endswith("tracker") for a in argv):
+            return argv[argv.index("serve"):]
+    return ["serve"]
+
+
 def probe(path):
-    config = load_config(os.environ.get("TRACKER_CONFIG", "config.json"))
+    args = build_parser().parse_args([a for a in serve_arguments() if a])
+    config = load_config(args.config, overrides_from(args))
     host, port = Supervisor.listen_address(config)
     host = WILDCARDS.get(host, host)
     if config.tls == "local":

@@ -33,6 +33,9 @@ if [ ! -s "$tarball" ]; then
     # Package lists and downloaded .debs are dead weight in an image; builds
     # run apt-get update themselves.
     rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb
+    # mktemp made the directory 0700 and it becomes the image's "/": a
+    # non-root user could not reach anything in it.
+    chmod 0755 "$root"
     tar --numeric-owner -C "$root" -cf "$tarball.part" .
     mv "$tarball.part" "$tarball"
 fi

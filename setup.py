@@ -29,6 +29,7 @@ setup(
         "cryptography==50.0.2",
     ],
     extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17", "aiohttp==3.14.5",
+                             "pyyaml==6.0.3",
                              "locust==2.47.0", "matplotlib==3.11.2"],
                     "loadtest": ["locust==2.47.0", "matplotlib==3.11.2"]},
     entry_points={

@@ -104,9 +104,11 @@ def test_image_serves_stores_and_drains_on_stop(image, containers, tmp_path):
     # The baked config (SQLite and spool in the volume); only the address is
     # changed, as `docker run ... serve --listen` would. A low soft nofile
     # under a higher hard one, as containerd gives, for the entrypoint to raise.
+    # (Any --ulimit replaces containers.conf's list, so nproc is repeated.)
     collector = containers(image, ["serve", "--listen", f"127.0.0.1:{port}", "--workers", "2"],
                            mounts=[f"{data}:/var/lib/tracker"],
-                           options=["--ulimit", "nofile=1024:20000"])
+                           options=["--ulimit", "nofile=1024:20000",
+                                    "--ulimit", "nproc=32768:32768"])
     wait_serving(collector, port)
     assert collector.healthcheck() == 0          # the image's HEALTHCHECK: /ready
     assert collector.exec("id", "-u").strip() == "10001"

@@ -1,12 +1,15 @@
 # Tracker collector image.
 #
-#   docker build -t tracker .                                  # official python base
-#   podman build --build-arg BASE_IMAGE=localhost/tracker-base:bookworm -t tracker .
-#                                                              # bare Debian base (scripts/container_base.sh)
+#   docker build -t tracker .                  # on the official python image
+#   scripts/podman.sh build --format docker \
+#       --build-arg BASE_IMAGE=localhost/tracker-base:bookworm -t tracker .
+#                                              # on a bare Debian (scripts/container_base.sh);
+#                                              # --format docker keeps the HEALTHCHECK
 #
 # Two stages: "build" compiles the Cython extensions into a wheel and installs
-# it with its dependencies into a venv; the runtime stage gets that venv and
-# nothing else from it (no compiler, no sources). docs/docker.md has the rest.
+# it with its dependencies into a venv; the runtime stage gets that venv (the
+# installed wheel and its dependencies) and nothing else from the build: no
+# compiler, no sources. docs/docker.md has the rest.
 
 # Any Debian-based image: an official python image (default) or a bare Debian.
 # Both stages use the same base, so the venv's interpreter path matches.

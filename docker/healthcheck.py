@@ -36,12 +36,17 @@ def serve_arguments():
     return ["serve"]
 
 
-def probe(path):
-    args = build_parser().parse_args([a for a in serve_arguments() if a])
+def target(serve_argv):
+    """(tls, host, port) the collector started with ``serve_argv`` listens on."""
+    args = build_parser().parse_args([a for a in serve_argv if a])
     config = load_config(args.config, overrides_from(args))
     host, port = Supervisor.listen_address(config)
-    host = WILDCARDS.get(host, host)
-    if config.tls == "local":
+    return config.tls == "local", WILDCARDS.get(host, host), port
+
+
+def probe(path):
+    tls, host, port = target(serve_arguments())
+    if tls:
         # A local probe of our own listener: the certificate names the public
         # host, not 127.0.0.1, so it is not verified here.
         context = ssl._create_unverified_context()

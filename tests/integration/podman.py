@@ -86,13 +86,13 @@ class Container:
         self.started = False
 
     def start(self):
+        self.started = True         # a failed run can still leave a container to remove
         volumes = [flag for mount in self.mounts for flag in ("-v", mount)]
         # No systemd here, so no health-check timer: the test runs the image's
         # HEALTHCHECK itself with `podman healthcheck run`.
         podman("run", "-d", "--name", self.name, "--network", "host",
                "--health-interval", "disable", *volumes, *self.options, self.image,
                *self.args)
-        self.started = True
         return self
 
     def running(self):

@@ -65,6 +65,10 @@ def build_image(tag=IMAGE):
     if bundle:
         args += ["--secret", f"id=build-ca,src={bundle}"]
     podman(*args, REPO, timeout=BUILD_TIMEOUT)
+    # Every changed build leaves untagged layers behind, full copies under vfs.
+    # Keep a day's worth (the cache of recent builds), so a CI machine that
+    # keeps its storage does not fill its disk.
+    podman("image", "prune", "-f", "--filter", "until=24h", check=False)
     return tag
 
 

@@ -40,8 +40,10 @@ def target(serve_argv):
     """(tls, host, port) the collector started with ``serve_argv`` listens on."""
     args = build_parser().parse_args([a for a in serve_argv if a])
     config = load_config(args.config, overrides_from(args))
-    host, port = Supervisor.listen_address(config)
-    return config.tls == "local", WILDCARDS.get(host, host), port
+    # With TLS on, the plain port only redirects (and answers ACME
+    # challenges): probe the TLS listener, the last one.
+    host, port = Supervisor.listen_addresses(config)[-1]
+    return config.tls != "off", WILDCARDS.get(host, host), port
 
 
 def probe(path):

@@ -225,7 +225,8 @@ def _apply_defaults(cfg, raw, problems):
     cfg.tls = _derive_tls(cfg)
     _check_tls(cfg, problems)
     if cfg.workers == 0:
-        cfg.workers = os.cpu_count() or 1
+        from .cpus import usable_cpus   # affinity and the container's CPU quota
+        cfg.workers = usable_cpus()
     for key in ("ProxyPort", "ProxyPortTLS"):
         try:
             attr = "listen" if key == "ProxyPort" else "listen_tls"

@@ -319,6 +319,9 @@ class TrackerApp:
             return self.not_found(conn, req, path, query, keep)
         if req.method not in (b"GET", b"HEAD"):
             return 405, self._plain(405, "method not allowed\n", keep, b"Allow: GET, HEAD\r\n")
+        if len(path) == len(b"/pub/") + len(self.version):  # "/pub/v1": files are under "/pub/v1/"
+            location = path + b"/" + (b"?" + query if query is not None else b"")
+            return 301, self._plain(301, "moved\n", keep, b"Location: " + location + b"\r\n")
         self._visit(conn, req, b"static")
         rel = path[len(b"/pub/") + len(self.version) + 1:]
         return self.static.serve(req, rel, keep, conn.tls)

@@ -82,6 +82,10 @@ def test_content_types_index_and_redirect(site):
     assert status == 301 and h["Location"] == "docs/"
     assert site.get("/pub/v1/missing.txt")[0] == 404
     assert site.get("/pub/v1/")[0] == 404                  # the root has no index.html
+    status, h, _ = site.get("/pub/v1?x=1")                 # the root itself, without its slash
+    assert status == 301 and h["Location"] == "/pub/v1/?x=1"
+    status, h, _ = site.get("/pub/v1/docs/v1")             # a path that merely ends like it
+    assert status == 404
     assert site.get("/pub/v1/hello.txt?cachebust=1")[2] == HELLO
 
 

@@ -31,6 +31,7 @@ class WorkerStats:
         self.sink_failed = {}
         self.flushes = []       # (sink, seconds) not yet synced
         self.gauges = lambda: (0, 0, 0)  # () -> (open connections, queued events, spool bytes)
+        self.upstream = None    # () -> (open, idle) proxy upstream connections, with ProxyUrl
         self._metrics = None
 
     # ---- hot path --------------------------------------------------------
@@ -81,6 +82,9 @@ class WorkerStats:
                            multiprocess_mode="livesum"),
             "spool": Gauge("tracker_spool_bytes", "Bytes in the workers' current spool files",
                            multiprocess_mode="livesum"),
+            "upstream": Gauge("tracker_proxy_upstream_connections",
+                              "Connections to ProxyUrl (open = all, idle = kept alive, unused)",
+                              ["state"], multiprocess_mode="livesum"),
             "requests": Counter("tracker_requests_total", "HTTP requests answered",
                                 ["route", "status"]),
             "events": Counter("tracker_events_total", "Events accepted (answered 2xx)"),
@@ -117,6 +121,10 @@ class WorkerStats:
         m["connections"].set(conns)
         m["queue"].set(queued)
         m["spool"].set(spooled)
+        if self.upstream is not None:
+            open_, idle = self.upstream()
+            m["upstream"].labels("open").set(open_)
+            m["upstream"].labels("idle").set(idle)
 
 
 def histogram_add(child, slots):

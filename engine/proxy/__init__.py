@@ -22,6 +22,7 @@ class ReverseProxy:
         self.tunnel_timeout = config.proxy_tunnel_timeout
         self.hsts = config.proxy_hsts.encode("latin-1")
         self.streams = registry.streams
+        stats.upstream = lambda: (self.pool.open, len(self.pool.idle))
 
     def clock(self):
         return self.registry.clock

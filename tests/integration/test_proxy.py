@@ -5,6 +5,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -250,6 +251,12 @@ def test_keep_alive_upstream_connections_are_reused(proxied, upstream):
         assert c.get(f"/echo/n{i}")[0] == 200
     opened = upstream.connections() - before
     assert 1 <= opened <= 2, opened
+    text = c.get("/metrics")[2].decode()
+    open_ = float(re.search(r'^tracker_proxy_upstream_connections\{state="open"\} (\S+)$',
+                            text, re.M).group(1))
+    idle = float(re.search(r'^tracker_proxy_upstream_connections\{state="idle"\} (\S+)$',
+                           text, re.M).group(1))
+    assert open_ == idle == opened              # all kept alive, none busy now
 
 
 def test_pipelined_requests_answer_in_order(proxied):

@@ -83,6 +83,7 @@ class TrackerApp:
                  b"/status": ("status", self.status, SERVICE),
                  b"/metrics": ("metrics", self.metrics, SERVICE)}
         self.version = version
+        self.visit_path = b"/tr/" + version     # proxied/static visits parse as a bare track
         return tracked, fixed
 
     # ---- connection hooks ------------------------------------------------
@@ -149,7 +150,7 @@ class TrackerApp:
         path, sep, query = req.url.partition(b"?")
         if not sep:
             query = None
-        name, handler, cls = self._route(path)
+        name, handler, cls = req.route or self._route(path)
         refused = self._refusal(conn, req, cls, keep)
         if refused is not None:
             status, response = refused
@@ -171,8 +172,8 @@ class TrackerApp:
         proxy = self.proxy
         if proxy is None:
             return None
-        path = req.url.partition(b"?")[0]
-        if self._route(path)[2] != PROXY:
+        route = req.route = self._route(req.url.partition(b"?")[0])
+        if route[2] != PROXY:
             return None
         keep = req.keep_alive and not conn.closing and not req.upgrade
         refused = self._refusal(conn, req, PROXY, False)
@@ -195,7 +196,7 @@ class TrackerApp:
         query = b"url=" + quote_from_bytes(url, safe="").encode() + b"&etyp=" + kind
         if req.method != b"GET":
             query += b"&method=" + quote_from_bytes(req.method, safe="").encode()
-        event, refused = self._accept(conn, req, b"/tr/" + self.version, query, None)
+        event, refused = self._accept(conn, req, self.visit_path, query, None)
         req.wait_epoch = 0
         if event is None:
             self.stats.request(kind.decode() + "_untracked", refused[0])

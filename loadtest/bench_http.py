@@ -139,9 +139,13 @@ def parse_wrk(text):
             "non2xx": int(bad.group(1)) if bad else 0, "socket_errors": errors.group(1) if errors else ""}
 
 
-def run_wrk(port, path, duration, connections):
-    cmd = pin(0) + ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
-                    f"http://127.0.0.1:{port}{path}"]
+def run_wrk(port, path, duration, connections, headers=(), url=None):
+    """One wrk run (one thread, pinned to cpu 0) against 127.0.0.1:``port``
+    ``path``, or against ``url`` when given; ``headers``: extra header lines."""
+    cmd = pin(0) + ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
+    for header in headers:
+        cmd += ["-H", header]
+    cmd.append(url or f"http://127.0.0.1:{port}{path}")
     return parse_wrk(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
 

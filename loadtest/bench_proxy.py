@@ -30,14 +30,13 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import bench_http  # noqa: E402  (Server, parse_wrk, free_port, cpu_seconds)
-import run  # noqa: E402  (Nginx, nginx_binary, pin)
+import run  # noqa: E402  (Nginx, nginx_binary)
 
 BODY = "proxied fine\n"
 PATH = "/api/v1/things?id=42"
@@ -73,21 +72,13 @@ def start_tracker_proxy(directory, upstream_port, workers):
                               "SpoolDirectory": os.path.join(directory, "spool")})
 
 
-def wrk(port, args, path=PATH):
-    cmd = run.pin("0") + ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s",
-                          "--latency", "-H", COOKIE, f"http://127.0.0.1:{port}{path}"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 60)
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk failed: {done.stderr.strip()}")
-    return bench_http.parse_wrk(done.stdout)
-
-
 def measure(name, server, args):
-    before = server.cpu() if server is not None else 0.0
-    result = wrk(server.port, args, BASELINES.get(name, PATH))
+    before = server.cpu()
+    result = bench_http.run_wrk(server.port, BASELINES.get(name, PATH), args.duration,
+                                args.connections, headers=[COOKIE])
     if name.startswith("tracker"):
         server.wait_written()
-    if server is not None and name != "direct":
+    if name != "direct":
         result["cpu_us_per_req"] = (server.cpu() - before) * 1e6 / max(1, result["requests"])
     if result["non2xx"]:
         raise SystemExit(f"FAILED: {name} answered {result['non2xx']} non-2xx responses")

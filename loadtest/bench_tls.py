@@ -22,14 +22,13 @@ import os
 import shutil
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from loadtest.bench_http import Server, free_port, parse_wrk, pin  # noqa: E402
+from loadtest.bench_http import Server, free_port, run_wrk  # noqa: E402
 
 MODES = ("plain keep-alive", "tls keep-alive", "plain new-conn", "tls new-conn")
 
@@ -84,16 +83,10 @@ class TlsServer(Server):
         raise SystemExit("TLS collector did not start")
 
 
-def run_wrk(url, args, new_connections):
-    header = ["-H", "Connection: close"] if new_connections else []
-    cmd = pin(0) + ["wrk", "-t1", f"-c{args.connections}", f"-d{max(1, round(args.duration))}s",
-                    "--latency", *header, url]
-    return parse_wrk(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-
-
 def measure(server, url, args, new_connections):
     before = server.cpu()
-    result = run_wrk(url, args, new_connections)
+    result = run_wrk(None, None, args.duration, args.connections, url=url,
+                     headers=["Connection: close"] if new_connections else ())
     result["cpu_us_per_req"] = (server.cpu() - before) * 1e6 / max(1, result["requests"])
     return result
 

@@ -33,7 +33,8 @@ class RequestTooLarge(Exception):
 class Request:
     """What one request carried (per-request state)."""
     __slots__ = ("method", "url", "headers", "body", "body_size", "head_bytes",
-                 "keep_alive", "http_10", "client_ip", "wait_epoch", "stream", "upgrade")
+                 "keep_alive", "http_10", "client_ip", "wait_epoch", "stream", "upgrade",
+                 "route")
 
     def __init__(self):
         self.url = b""
@@ -47,6 +48,7 @@ class Request:
         self.http_10 = False
         self.stream = None      # the Stream this request's body is fed to (proxy)
         self.upgrade = False    # the client asked for an Upgrade (WebSocket)
+        self.route = None       # set when the route was already looked up at the head
 
     def header(self, name, default=None):
         """A header value decoded as Latin-1 (HTTP's own charset)."""
@@ -91,7 +93,7 @@ class HttpConnection:
         self.pending = deque()     # [epoch, answer, keep]: answers not yet written
         self.read_paused = False   # reading paused because too many answers pend
         self.tunnel_to = None      # after an accepted Upgrade: the stream raw bytes go to
-        self.upgraded = False      # the parser has stopped at an Upgrade
+        self.parser_done = False   # no more requests on this connection (an Upgrade, an error)
         self.read_eof = False      # client half-closed while answers were pending
         self.write_paused_at = 0.0
 
@@ -120,12 +122,12 @@ class HttpConnection:
         if self.tunnel_to is not None:
             self.tunnel_to.tunnel(data)
             return
-        if self.upgraded:
-            return          # an Upgrade nobody accepted: the connection closes
+        if self.parser_done:
+            return          # the last answer is queued; the connection closes after it
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            self.upgraded = True
+            self.parser_done = True
             if self.tunnel_to is not None:
                 self.tunnel_to.tunnel(data[upgrade.args[0]:])
         except httptools.HttpParserCallbackError as exc:
@@ -342,7 +344,7 @@ class HttpConnection:
                 and req.stream.started:
             self.transport.abort()       # its stream's answer is already on the wire
             return
-        self.upgraded = True
+        self.parser_done = True
         self.answer(0, self.app.error_response(status, text), False)
 
     def on_deadline(self):

@@ -32,8 +32,3 @@ class ReverseProxy:
 
     def exchange(self, conn, req, keep, cookie, upgrade):
         return ProxyExchange(self, conn, req, keep, cookie, upgrade)
-
-    def close(self):
-        for stream in list(self.streams):
-            stream.close()
-        self.pool.close()

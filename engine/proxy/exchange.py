@@ -50,6 +50,7 @@ class ProxyExchange(Stream):
         self.client_paused = False
         self.body_done = self.framing[0] == NO_BODY
         self.up = None                    # UpstreamConnection while we own it
+        self.head_sent_upstream = False
         self.reused = False
         self.retried = False
         self.status = 0
@@ -79,8 +80,6 @@ class ProxyExchange(Stream):
         if not self.finished and self.up is not None and self.head_sent_upstream:
             if self.framing[0] == CHUNKED:
                 self.up.transport.write(LAST_CHUNK)
-
-    head_sent_upstream = False
 
     def _hold(self, data):
         self.pending.append(data)
@@ -125,7 +124,6 @@ class ProxyExchange(Stream):
     def _attach(self, up, reused):
         self.up, self.reused = up, reused
         up.exchange = self
-        up.used += 1
         self._send_head()
 
     def _send_head(self):
@@ -330,7 +328,8 @@ class ProxyExchange(Stream):
                 self.proxy.pool.release(up, True)
             else:
                 up.exchange = None
-                up.abort() if self.tunnelling or not self.body_done else up.close()
+                if self.tunnelling or not self.body_done:
+                    up.abort()            # mid-stream: nothing left to say to it
                 self.proxy.pool.release(up, False)
         if self.client_paused:
             self.client_paused = False

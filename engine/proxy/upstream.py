@@ -59,10 +59,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = None
         self.exchange = None
         self.closed = False
-        self.used = 0              # requests sent on it (0: fresh)
-        self.new_parser()
-
-    def new_parser(self):
         self.parser = httptools.HttpResponseParser(self)
 
     # ---- asyncio protocol ------------------------------------------------
@@ -151,7 +147,6 @@ class UpstreamPool:
         self.max_open = config.proxy_max_connections
         self.idle = []
         self.open = 0
-        self.opened_total = 0      # connections ever opened (tests count reuse)
         self.waiters = collections.deque()
 
     def idle_connection(self):
@@ -179,7 +174,6 @@ class UpstreamPool:
             self.open -= 1
             self._wake_one()
             raise
-        self.opened_total += 1
         return conn, False
 
     async def _wait_for_release(self):
@@ -225,11 +219,6 @@ class UpstreamPool:
             if not fut.done():
                 fut.set_exception(_Retry())
                 return
-
-    def close(self):
-        for conn in self.idle:
-            conn.close()
-        self.idle.clear()
 
 
 class _Retry(Exception):

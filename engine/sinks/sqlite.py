@@ -123,105 +123,127 @@ def _vp_text(value):
     return f"{int(w)}x{int(h)}"
 
 
-_BLANK = dict.fromkeys(COLUMNS + ("day",))
-
-
-def _row_values(ev):
-    """The event as a dict of stored column values (see schema/sqlite.sql);
-    every column is a key (None when absent) so rows are cut out of it with
-    C-level itemgetters."""
-    row = _BLANK.copy()
-    row.update(ev)
+def _stored_values(ev):
+    """The event's stored column values (see schema/sqlite.sql): a copy of
+    the event with the converted fields, plus ``day``. Sparse like the event
+    (absent fields stay absent), so its keys depend only on the event's keys
+    and each shape of event gets one precomputed plan (``_plan``)."""
+    v = ev.copy()
     created = iso_ms(ev["created"])
-    row["created"] = created
-    row["day"] = created[:10]
-    row["first"] = 1 if ev.get("first") else 0
+    v["created"] = created
+    v["day"] = created[:10]
+    v["first"] = 1 if ev.get("first") else 0
     latlon = ev.get("latlon")
-    row["latlon"] = _latlon_text(latlon) if latlon else None
+    if latlon:
+        v["latlon"] = _latlon_text(latlon)
     vp = ev.get("vp")
-    row["vp"] = _vp_text(vp) if vp else None
-    row["params"] = orjson.dumps(ev.get("params") or {}).decode()
-    return row
+    if vp:
+        v["vp"] = _vp_text(vp)
+    v["params"] = orjson.dumps(ev.get("params") or {}).decode()
+    return v
 
 
 # ---------------------------------------------------------------- statements
 
 _COLUMN_SET = frozenset(COLUMNS)
-_EVENTS_SQL_BY_SHAPE = {}
 
 
-def _events_sql(shape):
-    """INSERT for events carrying exactly the columns in ``shape``.
+def _events_sql(columns):
+    """INSERT for events carrying exactly ``columns``.
 
     Events are sparse (a page view has ~12 of the 40 columns); binding only
     the present ones instead of 40 values, most of them NULL, is most of the
-    cost of the insert through the sqlite3 module. Events from one route
-    share a shape, so a batch has only a few statements.
-    """
-    sql = _EVENTS_SQL_BY_SHAPE.get(shape)
-    if sql is None:
-        sql = _EVENTS_SQL_BY_SHAPE[shape] = "INSERT OR IGNORE INTO events (%s) VALUES (%s)" % (
-            ", ".join(shape), ", ".join("?" * len(shape)))
-    return sql
+    cost of the insert through the sqlite3 module."""
+    return "INSERT OR IGNORE INTO events (%s) VALUES (%s)" % (
+        ", ".join(columns), ", ".join("?" * len(columns)))
+
 
 class _RowTable:
     """An upsert table keyed by ``key``; among events with the same key the
-    row keeps the earliest or the latest by (created, eid)."""
+    row keeps the earliest or the latest by (created, eid).
+
+    A row is a tuple of the columns an event carries, in ``cols`` order: the
+    key first, then created and eid (always present), then the rest, so
+    ``row[nkey:nkey + 2]`` is its (created, eid) whatever its shape."""
 
     def __init__(self, name, key, cols, keep):
         self.name, self.key, self.keep = name, key, keep
         self.cols = key + ("created", "eid") + tuple(c for c in cols if c not in key)
         self.nkey = len(key)
-        i = self.cols.index("created")
-        self.order = slice(i, i + 2)  # (created, eid) inside a row tuple
-        self._sql_by_shape = {}
-        self.getter = itemgetter(*self.cols)
+        self.order = slice(self.nkey, self.nkey + 2)
         self.keyget = itemgetter(*key)
 
-    def sql_for(self, shape):
-        """Upsert binding only the columns at indexes ``shape``. A column left
-        out of the INSERT is NULL in ``excluded``, so the UPDATE still sets
-        every column: the winning event replaces the whole row."""
-        sql = self._sql_by_shape.get(shape)
-        if sql is None:
-            cols = [self.cols[i] for i in shape]
-            updates = ", ".join(f"{c} = excluded.{c}" for c in self.cols[self.nkey:])
-            sql = self._sql_by_shape[shape] = (
-                f"INSERT INTO {self.name} ({', '.join(cols)}) "
-                f"VALUES ({', '.join('?' * len(cols))}) "
-                f"ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {updates} "
-                f"WHERE (excluded.created, excluded.eid) {'<' if self.keep == EARLIEST else '>'} "
-                f"({self.name}.created, {self.name}.eid)")
-        return sql
+    def shaped(self, present):
+        """(getter, upsert SQL) for stored values carrying the keys ``present``.
+        A column left out of the INSERT is NULL in ``excluded``, so the UPDATE
+        still sets every column: the winning event replaces the whole row."""
+        cols = [c for c in self.cols if c in present]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in self.cols[self.nkey:])
+        sql = (f"INSERT INTO {self.name} ({', '.join(cols)}) "
+               f"VALUES ({', '.join('?' * len(cols))}) "
+               f"ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {updates} "
+               f"WHERE (excluded.created, excluded.eid) {'<' if self.keep == EARLIEST else '>'} "
+               f"({self.name}.created, {self.name}.eid)")
+        return itemgetter(*cols), sql
 
-    def write(self, cur, rows):
-        """Upsert the reduced rows, grouped by which columns they carry."""
-        by_shape = {}
-        for row in rows:
-            shape = tuple([i for i, value in enumerate(row) if value is not None])
-            shaped = by_shape.get(shape)
-            if shaped is None:
-                shaped = by_shape[shape] = []
-            shaped.append(tuple([row[i] for i in shape]))
-        for shape, shaped in by_shape.items():
-            cur.executemany(self.sql_for(shape), shaped)
-
-    def reduce(self, rows, values):
-        """Add ``values`` (dict with every column, from _row_values) to
-        ``rows`` (key -> row) if it beats the row already there for the key."""
-        k = self.keyget(values)
+    def reduce(self, rows, v, shaped):
+        """Keep ``v`` (stored values) in ``rows`` (key -> (row, sql)) if it
+        beats the row already there for its key."""
+        k = self.keyget(v)
         old = rows.get(k)
-        if old is None:
-            rows[k] = self.getter(values)
-            return
-        order = (values["created"], values["eid"])
-        if (order < old[self.order]) if self.keep == EARLIEST else (order > old[self.order]):
-            rows[k] = self.getter(values)
+        if old is not None:
+            order = (v["created"], v["eid"])
+            kept = old[0][self.order]
+            if (order >= kept) if self.keep == EARLIEST else (order <= kept):
+                return
+        getter, sql = shaped
+        rows[k] = (getter(v), sql)
+
+    @staticmethod
+    def write(cur, rows):
+        """Upsert the reduced rows, one executemany per shape."""
+        by_sql = {}
+        for row, sql in rows:
+            shaped = by_sql.get(sql)
+            if shaped is None:
+                shaped = by_sql[sql] = []
+            shaped.append(row)
+        for sql, shaped in by_sql.items():
+            cur.executemany(sql, shaped)
 
 
 ROW_TABLES = tuple(_RowTable(*spec) for spec in fanout.ROW_TABLES)
 (VISITORS, SESSIONS, NODES, LOCATIONS, ALIASES, USERS, USERNAMES, REFERRALS,
  AFFILIATES) = ROW_TABLES
+
+
+_DERIVED = {"created", "day", "first", "params", "ip"}   # always in the stored values
+
+
+class _Plan:
+    """How to store events of one shape (their keys, in order): the events
+    INSERT and, per row table, the row getter and upsert. Built once per
+    shape; a route's events share a few shapes."""
+    __slots__ = ("events", "visitors", "sessions", "nodes", "locations", "aliases",
+                 "users", "usernames", "referrals", "affiliates")
+
+    def __init__(self, keys):
+        columns = [c for c in keys if c in _COLUMN_SET]
+        self.events = (itemgetter(*columns), _events_sql(columns))
+        present = set(keys) | _DERIVED
+        for t in ROW_TABLES:
+            setattr(self, t.name, t.shaped(present))
+
+
+_PLANS = {}
+
+
+def _plan(ev):
+    keys = tuple(ev)
+    plan = _PLANS.get(keys)
+    if plan is None:
+        plan = _PLANS[keys] = _Plan(keys)
+    return plan
 
 
 def _counter_sql(table, key):
@@ -460,62 +482,69 @@ class SQLiteSink(Sink):
 
     @staticmethod
     def _write(cur, events):
-        event_rows = {}   # shape (present columns) -> rows
+        events_by_sql = {}
         rows = {t.name: {} for t in ROW_TABLES}
+        visitors, sessions, nodes, locations = (rows["visitors"], rows["sessions"],
+                                                rows["nodes"], rows["locations"])
         counts = {t: {} for t in COUNTER_TABLES}
         dailies, ips, reqs, hits = (counts["dailies"], counts["ips"],
                                     counts["reqs"], counts["hits"])
         referrers, browsers, outcomes = (counts["referrers"], counts["browsers"],
                                          counts["outcomes"])
         for ev in events:
-            v = _row_values(ev)
-            shape = tuple([c for c in ev if c in _COLUMN_SET])   # events are sparse
-            rows_of_shape = event_rows.get(shape)
-            if rows_of_shape is None:
-                rows_of_shape = event_rows[shape] = ([], itemgetter(*shape))
-            rows_of_shape[0].append(rows_of_shape[1](v))
+            plan = _plan(ev)
+            v = _stored_values(ev)
+            getter, sql = plan.events
+            shaped = events_by_sql.get(sql)
+            if shaped is None:
+                shaped = events_by_sql[sql] = []
+            shaped.append(getter(v))
             ip = ev.get("ip") or ""
             v["ip"] = ip
-            if ev.get("first"):
-                VISITORS.reduce(rows["visitors"], v)
-                SESSIONS.reduce(rows["sessions"], v)
-            NODES.reduce(rows["nodes"], v)
-            if v["latlon"]:
-                LOCATIONS.reduce(rows["locations"], v)
+            if v["first"]:
+                VISITORS.reduce(visitors, v, plan.visitors)
+                SESSIONS.reduce(sessions, v, plan.sessions)
+            NODES.reduce(nodes, v, plan.nodes)
+            if ev.get("latlon"):
+                LOCATIONS.reduce(locations, v, plan.locations)
             if ev.get("uid"):
-                ALIASES.reduce(rows["aliases"], v)
-                USERS.reduce(rows["users"], v)
+                ALIASES.reduce(rows["aliases"], v, plan.aliases)
+                USERS.reduce(rows["users"], v, plan.users)
             if ev.get("username"):
-                USERNAMES.reduce(rows["usernames"], v)
+                USERNAMES.reduce(rows["usernames"], v, plan.usernames)
             if ev.get("ref"):
-                REFERRALS.reduce(rows["referrals"], v)
+                REFERRALS.reduce(rows["referrals"], v, plan.referrals)
             if ev.get("aff"):
-                AFFILIATES.reduce(rows["affiliates"], v)
-            _bump(dailies, (ip, v["day"]))
+                AFFILIATES.reduce(rows["affiliates"], v, plan.affiliates)
+            day = v["day"]
+            key = (ip, day)
+            dailies[key] = dailies.get(key, 0) + 1
             if ip:
-                _bump(ips, (ip,))
-            _bump(reqs, (ev["vid"],))
+                ips[ip] = ips.get(ip, 0) + 1
+            vid = ev["vid"]
+            reqs[vid] = reqs.get(vid, 0) + 1
             url = ev.get("url")
             if url:
-                _bump(hits, (url,))
+                hits[url] = hits.get(url, 0) + 1
             last = ev.get("last")
             if last:
-                _bump(referrers, (last,))
+                referrers[last] = referrers.get(last, 0) + 1
             browser = ev.get("browser")
             if browser:
                 _bump(browsers, (browser, ev.get("bhash") or ""))
             outcome = ev.get("outcome")
             if outcome:
-                _bump(outcomes, (outcome, ev.get("sink") or "", url or "", v["day"]))
+                _bump(outcomes, (outcome, ev.get("sink") or "", url or "", day))
             if ev.get("new_visitor"):
                 _bump(counts["counters"], ("vids_created",))
 
-        for shape, (shaped, _) in event_rows.items():
-            cur.executemany(_events_sql(shape), shaped)
+        for sql, shaped in events_by_sql.items():
+            cur.executemany(sql, shaped)
         for t in ROW_TABLES:
             r = rows[t.name]
             if r:
                 t.write(cur, r.values())
         for table, c in counts.items():
             if c:
-                cur.executemany(_COUNTER_SQL[table], [k + (n,) for k, n in c.items()])
+                cur.executemany(_COUNTER_SQL[table], [
+                    (k, n) if k.__class__ is str else k + (n,) for k, n in c.items()])

@@ -236,12 +236,15 @@ class _Plan:
 
 
 _PLANS = {}
+_PLANS_MAX = 4096   # key orders come from clients (JSON bodies): bound the cache
 
 
 def _plan(ev):
     keys = tuple(ev)
     plan = _PLANS.get(keys)
     if plan is None:
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()
         plan = _PLANS[keys] = _Plan(keys)
     return plan
 

@@ -425,3 +425,19 @@ def test_an_earlier_event_replaces_the_whole_row_even_with_fewer_fields(db, sink
     assert row == (earlier["eid"], None, None)
     [event] = rows(db, "SELECT url, ref FROM events WHERE eid = ?", (later["eid"],))
     assert event == ("https://later", "late")
+
+
+def test_plan_cache_stays_bounded_whatever_the_key_orders(db, sink, monkeypatch):
+    from engine.sinks import sqlite as module
+    monkeypatch.setattr(module, "_PLANS_MAX", 8)
+    module._PLANS.clear()
+    events = []
+    for i, extra in enumerate(("url", "last", "ref", "aff", "app", "os", "device", "tz",
+                               "term", "medium", "source", "campaign")):
+        events.append({extra: "x%d" % i, **ev(created=T + i)})   # a new key order each time
+    sink.write_batch_sync(events)
+    assert 0 < len(module._PLANS) <= 8
+    assert rows(db, "SELECT COUNT(*) FROM events") == [(12,)]
+    assert rows(db, "SELECT url, tz, campaign FROM events WHERE url IS NOT NULL "
+                    "OR tz IS NOT NULL OR campaign IS NOT NULL ORDER BY created") == [
+        ("x0", None, None), (None, "x7", None), (None, None, "x11")]

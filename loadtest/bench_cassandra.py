@@ -5,9 +5,11 @@ Starts a node with scripts/cassandra_node.py (or uses --port), applies the
 schema into fresh keyspaces, and writes synthetic events (a realistic mix:
 new and returning visitors, uid, ref, aff, outcome, lat/lon, url, last, user
 agent) through ``CassandraSink.write_batch`` exactly as a worker does.
-Reports, per batch size and per first-write mode (``timestamp``: ordinary
-writes ordered by an inverted write timestamp; ``paxos``: INSERT IF NOT EXISTS),
-the median events/s over the rounds, the statements per event, and the CPU
+Reports, per batch size, per ``RowBatch`` (row writes per UNLOGGED batch
+request; 1 = a request per statement) and per first-write mode (``timestamp``:
+ordinary writes ordered by an inverted write timestamp; ``paxos``: INSERT IF
+NOT EXISTS), the median events/s over the rounds, the statements and the
+requests per event, and the CPU
 seconds per 1000 events of this process (the collector side) and of the
 Cassandra JVM.
 
@@ -18,6 +20,7 @@ import asyncio
 import os
 import random
 import signal
+import itertools
 import statistics
 import sys
 import tempfile
@@ -78,7 +81,7 @@ def sink_for(port, keyspace, mode, concurrency):
 
 
 async def one_round(sink, events, batch, node_pid):
-    sent0 = sink.statements_sent
+    sent0, requests0 = sink.statements_sent, sink.requests_sent
     cpu0, jvm0 = time.process_time(), cpu_seconds(node_pid)
     t0 = time.perf_counter()
     for i in range(0, len(events), batch):
@@ -86,6 +89,7 @@ async def one_round(sink, events, batch, node_pid):
     wall = time.perf_counter() - t0
     cpu, jvm = time.process_time() - cpu0, cpu_seconds(node_pid) - jvm0
     return {"eps": len(events) / wall, "stmts": (sink.statements_sent - sent0) / len(events),
+            "requests": (sink.requests_sent - requests0) / len(events),
             "client_cpu_ms": 1e6 * cpu / len(events),    # CPU ms per 1000 events
             "node_cpu_ms": 1e6 * jvm / len(events)}
 
@@ -100,16 +104,18 @@ async def bench(args, port, node_pid):
         await sink.start()
         try:
             await one_round(sink, make_events(min(2000, args.events), 99), 500, node_pid)  # warm-up
-            for batch in args.batch_sizes:
+            for batch, row_batch in itertools.product(args.batch_sizes, args.row_batches):
+                sink.row_batch = row_batch
                 rounds = []
                 for r in range(args.rounds):
                     events = make_events(args.events, hash((mode, batch, r)) & 0xffff)
                     rounds.append(await one_round(sink, events, batch, node_pid))
                 med = {k: statistics.median(x[k] for x in rounds) for k in rounds[0]}
-                results.append((mode, batch, med, [round(x["eps"]) for x in rounds]))
-                print(f"first-write={mode:9s} batch={batch:5d}  {med['eps']:8.0f} events/s "
-                      f"(rounds {[round(x['eps']) for x in rounds]})  "
-                      f"{med['stmts']:.2f} statements/event  CPU per 1000 events: "
+                results.append((mode, batch, row_batch, med, [round(x["eps"]) for x in rounds]))
+                print(f"first-write={mode:9s} batch={batch:5d} RowBatch={row_batch:2d}  "
+                      f"{med['eps']:8.0f} events/s (rounds {[round(x['eps']) for x in rounds]})  "
+                      f"{med['stmts']:.2f} statements, {med['requests']:.2f} requests/event  "
+                      f"CPU per 1000 events: "
                       f"collector {med['client_cpu_ms']:.0f} ms, cassandra "
                       f"{med['node_cpu_ms']:.0f} ms", flush=True)
         finally:
@@ -147,6 +153,8 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 1000])
     p.add_argument("--modes", nargs="+", default=["timestamp", "paxos"])
+    p.add_argument("--row-batches", type=int, nargs="+", default=[1, 8],
+                   help="RowBatch values: row writes per UNLOGGED batch request")
     p.add_argument("--concurrency", type=int, default=128)
     p.add_argument("--port", type=int, help="use a running node on 127.0.0.1:PORT")
     p.add_argument("--pid", type=int, help="its JVM pid (for the CPU split)")

@@ -90,7 +90,7 @@ def test_open_db_settings(db, sink):
     conn = open_db(db)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: a commit survives a power cut
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
         assert conn.isolation_level is None
     finally:

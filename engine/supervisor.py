@@ -18,7 +18,7 @@ import shutil
 import time
 import traceback
 
-from . import acmefiles, metrics
+from . import acmefiles, metrics, rlimits
 from .config import load_config
 from .errors import ConfigError
 from .logs import configure, log
@@ -88,10 +88,19 @@ class Supervisor:
         return self.exit_code
 
     # ---- preparation -----------------------------------------------------
+    def raise_open_files_limit(self):
+        before, after = rlimits.raise_open_files_limit()
+        if after != before:
+            log.info("raised the open-files limit", soft_before=before, soft=after)
+        problem = rlimits.too_low(after, self.config.maximum_connections)
+        if problem:
+            log.warning("open-files limit", detail=problem)
+
     def prepare(self):
         configure(self.config.effective_log_level, "supervisor")
         for warning in self.config.warnings:
             log.warning("config", detail=warning)
+        self.raise_open_files_limit()
         self.shared = SharedLimits.create(SHARED_IP_SLOTS)
         self.metrics_dir = tempfile.mkdtemp(prefix="tracker-metrics-")
         metrics.prepare_dir(self.metrics_dir)

@@ -188,3 +188,45 @@ def test_workers_die_with_the_supervisor(collector):
         return all(not os.path.exists(f"/proc/{p}") or
                    open(f"/proc/{p}/stat").read().split()[2] == "Z" for p in pids)
     assert _wait(gone, 15)
+
+
+def _open_files_limits(pid):
+    with open(f"/proc/{pid}/limits") as fh:
+        line = next(l for l in fh if l.startswith("Max open files"))
+    soft, hard = line.split()[3:5]
+    as_int = lambda v: 1 << 62 if v == "unlimited" else int(v)   # noqa: E731
+    return as_int(soft), as_int(hard)
+
+
+def test_supervisor_raises_the_open_files_limit(tmp_path):
+    # Started with a soft limit of 256 under a higher hard one (as many
+    # systems start services), the workers get the hard limit; a cap the hard
+    # limit cannot hold is reported.
+    port = free_port()
+    hard = _open_files_limits(os.getpid())[1]
+    if hard <= 256:
+        pytest.skip(f"hard open-files limit {hard}: nothing to raise")
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({
+        "TLS": "off", "MaximumConnections": hard + 1000,
+        "Notify": [{"Service": "sqlite", "Path": str(tmp_path / "t.db")}]}))
+    log = open(tmp_path / "log", "wb")
+    proc = subprocess.Popen(
+        ["sh", "-c", 'ulimit -Sn 256 && exec "$0" "$@"', TRACKER, "serve", "--config", str(path),
+         "--workers", "1", "--listen", f"127.0.0.1:{port}"], stderr=log)
+    try:
+        def worker():
+            try:
+                with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as fh:
+                    return [int(p) for p in fh.read().split()]
+            except FileNotFoundError:
+                return []
+        assert _wait(lambda: worker() and b'"serving"' in (tmp_path / "log").read_bytes())
+        assert _open_files_limits(worker()[0]) == (hard, hard)
+        text = (tmp_path / "log").read_text()
+        assert '"raised the open-files limit"' in text and '"soft_before":256' in text
+        assert f"the open-files limit ({hard}) is below MaximumConnections" in text
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+        log.close()

@@ -12,7 +12,7 @@ It also carries the sinks' acknowledgements back to the spool file and
 replays spool files left behind by dead workers (``adopt``).
 """
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+from .threads import named_executor
 
 from .logs import log
 from .spool import find_orphans, read_acks, remove_spool, write_acks
@@ -25,7 +25,7 @@ class GroupCommitter:
         self.spool = spool
         self.batcher = batcher
         self.stats = stats
-        self.io = ThreadPoolExecutor(1, thread_name_prefix="spool")
+        self.io = named_executor("spool")
         self.done_epoch = 0
         self.failed = set()          # epochs whose write failed (recent ones)
         self.waiting = set()         # connections holding responses

@@ -2,7 +2,9 @@
 
 Starts `tracker serve` (pinned to one core), drives it with `wrk` (pinned to
 the other), and prints for each route: requests/s, p50/p99 latency, server
-CPU per request (the worker processes' CPU time / requests answered), and —
+CPU per request (the worker processes' CPU time / requests answered) and how
+it splits between the workers' threads (event loop, "spool" fsyncs, "sqlite"
+store writes; engine/threads.py names them), and —
 for the tracked route — events persisted per second (rows in the SQLite
 store after the collector drained, divided by the run time). /ping is the
 baseline: the same server doing no tracking work.
@@ -67,6 +69,29 @@ def cpu_seconds(pids):
     return total / CLK_TCK
 
 
+def thread_cpu(pids):
+    """CPU seconds per thread name over the processes ``pids``: the event loop
+    (the process's own name), and the named threads (engine/threads.py:
+    "spool", "sqlite", ...). Threads that ended are not counted."""
+    out = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/comm") as fh:
+                    name = fh.read().strip()
+                with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            name = "event loop" if tid == str(pid) else name
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
 class Server:
     def __init__(self, workers, directory, extra_config=None):
         self.dir = directory
@@ -115,6 +140,9 @@ class Server:
     def cpu(self):
         return cpu_seconds([self.proc.pid] + children(self.proc.pid))
 
+    def thread_cpu(self):
+        return thread_cpu(children(self.proc.pid))
+
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(60)
@@ -151,10 +179,14 @@ def run_wrk(port, path, duration, connections, headers=(), url=None):
 
 def measure(server, path, args):
     """One wrk run; CPU is counted until the store has written the run's events."""
-    before = server.cpu()
+    before, threads_before = server.cpu(), server.thread_cpu()
     result = run_wrk(server.port, path, args.duration, args.connections)
     server.wait_written()
-    result["cpu_us_per_req"] = (server.cpu() - before) * 1e6 / max(1, result["requests"])
+    n = max(1, result["requests"])
+    result["cpu_us_per_req"] = (server.cpu() - before) * 1e6 / n
+    result["threads_us_per_req"] = {
+        name: (seconds - threads_before.get(name, 0.0)) * 1e6 / n
+        for name, seconds in server.thread_cpu().items()}
     return result
 
 
@@ -200,6 +232,11 @@ def summarise(runs, persisted, answered, track_seconds, code, args):
     med = {route: {key: statistics.median(r[key] for r in rs)
                    for key in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req")}
            for route, rs in runs.items()}
+    for route, rs in runs.items():
+        names = sorted({name for r in rs for name in r["threads_us_per_req"]})
+        med[route]["threads_us_per_req"] = {
+            name: statistics.median(r["threads_us_per_req"].get(name, 0.0) for r in rs)
+            for name in names}
     return {
         "config": {"duration_s": args.duration, "rounds": args.rounds,
                    "connections": args.connections, "workers": args.workers},
@@ -222,6 +259,11 @@ def format_report(rep):
         m = rep["median"][route]
         lines.append(f"{route:8} {m['rps']:10.0f} {m['p50_ms']:8.3f} {m['p99_ms']:8.3f} "
                      f"{m['cpu_us_per_req']:11.2f}")
+    for route in ("ping", "track"):
+        split = rep["median"][route]["threads_us_per_req"]
+        lines.append(f"{route} CPU us/req by worker thread: " + ", ".join(
+            f"{name} {us:.1f}" for name, us in sorted(split.items(), key=lambda kv: -kv[1])
+            if us >= 0.05))
     lines += [f"track/ping: throughput x{rep['ratio_track_to_ping_rps']:.2f}, "
               f"server CPU per request x{rep['ratio_track_to_ping_cpu']:.2f}",
               f"events persisted: {rep['events_persisted']} of {rep['tracked_answered']} answered "

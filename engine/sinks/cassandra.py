@@ -53,7 +53,7 @@ import threading
 import time
 import uuid
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from engine.threads import named_executor
 
 from engine import fanout
 from engine.event import COLUMNS
@@ -68,6 +68,9 @@ DEFAULT_KEYSPACE = "tracker"
 DEFAULT_TIMEOUT_MS = 10_000
 DEFAULT_CONCURRENCY = 128
 DEFAULT_ROW_BATCH = 8      # row writes per UNLOGGED batch request (RowBatch)
+# Values per batch request: Cassandra logs a warning for every batch over its
+# batch_size_warn_threshold (5 KiB by default, counted with per-cell overhead).
+BATCH_VALUE_BYTES = 3072
 DEFAULT_REPLICATION = {"class": "NetworkTopologyStrategy", "replication_factor": 1}
 
 RESIDUE_RETRY_FIRST, RESIDUE_RETRY_MAX = 0.5, 10.0   # seconds between residue resends
@@ -410,7 +413,7 @@ class CassandraSink(Sink):
 
     def _get_executor(self):
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cassandra")
+            self._executor = named_executor("cassandra")
         return self._executor
 
     async def start(self):
@@ -692,25 +695,28 @@ class CassandraSink(Sink):
 
     def batched(self, items):
         """Row writes grouped into UNLOGGED batches of up to ``RowBatch``
-        statements: one request (one round of driver and coordinator
-        overhead) carries several writes. Safe because row writes are
-        idempotent and a failed request fails the whole flush, which is
-        retried. Conditional (paxos) inserts and counters stay one per
-        request: Cassandra refuses conditions across partitions, and a
+        statements and ``BATCH_VALUE_BYTES`` of values: one request (one round
+        of driver and coordinator overhead) carries several writes. Safe
+        because row writes are idempotent and a failed request fails the whole
+        flush, which is retried. Conditional (paxos) inserts and counters stay
+        one per request: Cassandra refuses conditions across partitions, and a
         counter batch that half-fails could not be retried exactly."""
         if self.row_batch == 1:
             return items
         from cassandra.query import BatchStatement, BatchType
-        out, batch = [], None
+        out, batch, size = [], None, 0
         for stmt, params in items:
             if stmt in self._conditional:
                 out.append((stmt, params))
                 continue
-            if batch is None or len(batch) >= self.row_batch:
-                batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            bound = stmt.bind(params)
+            n = sum(len(v) for v in bound.values if v.__class__ is bytes)
+            if batch is None or len(batch) >= self.row_batch or size + n > BATCH_VALUE_BYTES:
+                batch, size = BatchStatement(batch_type=BatchType.UNLOGGED), 0
                 batch.is_idempotent = True
                 out.append((batch, None))
-            batch.add(stmt, params)
+            batch.add(bound)
+            size += n
         return out
 
     async def _write_counters(self, items):

@@ -27,7 +27,7 @@ import os
 import sqlite3
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from engine.threads import named_executor
 from contextlib import contextmanager
 from operator import itemgetter
 from urllib.parse import quote
@@ -297,8 +297,7 @@ class SQLiteSink(Sink):
 
     def _get_executor(self):
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1,
-                                                thread_name_prefix="sqlite-sink")
+            self._executor = named_executor("sqlite")
         return self._executor
 
     async def start(self):

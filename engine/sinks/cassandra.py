@@ -68,9 +68,23 @@ DEFAULT_KEYSPACE = "tracker"
 DEFAULT_TIMEOUT_MS = 10_000
 DEFAULT_CONCURRENCY = 128
 DEFAULT_ROW_BATCH = 8      # row writes per UNLOGGED batch request (RowBatch)
-# Values per batch request: Cassandra logs a warning for every batch over its
-# batch_size_warn_threshold (5 KiB by default, counted with per-cell overhead).
-BATCH_VALUE_BYTES = 3072
+# Size per batch request: Cassandra logs a warning for every batch over its
+# batch_size_warn_threshold (5 KiB by default), counted with per-cell overhead
+# (timestamps, flags, lengths); _batch_bytes estimates it from the bound values.
+BATCH_VALUE_BYTES = 4096
+CELL_OVERHEAD = 40
+
+
+def _batch_bytes(values):
+    """Estimated size of a bound row write in a batch: its values plus a
+    fixed overhead per cell written (a null is a cell too; unset is not)."""
+    n = 0
+    for v in values:
+        if v.__class__ is bytes:
+            n += len(v) + CELL_OVERHEAD
+        elif v is None:
+            n += CELL_OVERHEAD
+    return n
 DEFAULT_REPLICATION = {"class": "NetworkTopologyStrategy", "replication_factor": 1}
 
 RESIDUE_RETRY_FIRST, RESIDUE_RETRY_MAX = 0.5, 10.0   # seconds between residue resends
@@ -695,7 +709,7 @@ class CassandraSink(Sink):
 
     def batched(self, items):
         """Row writes grouped into UNLOGGED batches of up to ``RowBatch``
-        statements and ``BATCH_VALUE_BYTES`` of values: one request (one round
+        statements and about ``BATCH_VALUE_BYTES``: one request (one round
         of driver and coordinator overhead) carries several writes. Safe
         because row writes are idempotent and a failed request fails the whole
         flush, which is retried. Conditional (paxos) inserts and counters stay
@@ -710,7 +724,7 @@ class CassandraSink(Sink):
                 out.append((stmt, params))
                 continue
             bound = stmt.bind(params)
-            n = sum(len(v) for v in bound.values if v.__class__ is bytes)
+            n = _batch_bytes(bound.values)
             if batch is None or len(batch) >= self.row_batch or size + n > BATCH_VALUE_BYTES:
                 batch, size = BatchStatement(batch_type=BatchType.UNLOGGED), 0
                 batch.is_idempotent = True

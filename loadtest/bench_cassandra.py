@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
 import signal
 import itertools
 import statistics
@@ -147,6 +148,17 @@ async def first_write_only(args, port, node_pid):
             await sink.close()
 
 
+def batch_warnings(directory):
+    """Batches Cassandra logged as over batch_size_warn_threshold or as
+    covering too many partitions (the sink sizes batches to stay under both)."""
+    try:
+        with open(os.path.join(directory, "logs", "system.log"), errors="replace") as fh:
+            return sum("exceeding specified threshold" in line or
+                       "Unlogged batch covering" in line for line in fh)
+    except FileNotFoundError:
+        return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--events", type=int, default=20000, help="events per round")
@@ -179,6 +191,9 @@ def main():
     finally:
         if node is not None:
             node.stop()
+            warnings = batch_warnings(node.dir)
+            print(f"Cassandra's log: {warnings} batch-size warnings", flush=True)
+            shutil.rmtree(node.dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

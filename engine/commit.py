@@ -12,10 +12,10 @@ It also carries the sinks' acknowledgements back to the spool file and
 replays spool files left behind by dead workers (``adopt``).
 """
 import asyncio
-from .threads import named_executor
 
 from .logs import log
 from .spool import find_orphans, read_acks, remove_spool, write_acks
+from .threads import named_executor
 
 HIGH_WATER = 0.9     # of SpoolMaxBytes: refuse new events above this
 

@@ -53,7 +53,6 @@ import threading
 import time
 import uuid
 import zlib
-from engine.threads import named_executor
 
 from engine import fanout
 from engine.event import COLUMNS
@@ -61,6 +60,7 @@ from engine.fanout import EARLIEST, LATEST
 from engine.logs import log
 from engine.sinks.base import Sink, SinkUnavailable
 from engine.sinks.counter_residue import CounterResidue
+from engine.threads import named_executor
 from schema import schema_text
 
 DEFAULT_PORT = 9042
@@ -68,6 +68,20 @@ DEFAULT_KEYSPACE = "tracker"
 DEFAULT_TIMEOUT_MS = 10_000
 DEFAULT_CONCURRENCY = 128
 DEFAULT_ROW_BATCH = 8      # row writes per UNLOGGED batch request (RowBatch)
+DEFAULT_REPLICATION = {"class": "NetworkTopologyStrategy", "replication_factor": 1}
+
+RESIDUE_RETRY_FIRST, RESIDUE_RETRY_MAX = 0.5, 10.0   # seconds between residue resends
+RESIDUE_ADOPT_EVERY = 10.0                           # seconds between orphan scans
+FIRST_WRITE = ("timestamp", "paxos")
+"""How first-write-wins tables keep the earliest event.
+``timestamp`` (default): plain inserts whose write timestamp decreases with
+the event's ``created`` (see ``earliest_ts``): Cassandra's own last-write-wins
+rule then keeps the earliest event, order-independently, in one ordinary write.
+``paxos``: ``INSERT ... IF NOT EXISTS`` (a lightweight transaction: four
+round trips between replicas per write); it keeps the first event to
+*arrive*, which is not the earliest one when batches are retried or replayed
+out of order. loadtest/bench_cassandra.py measures both."""
+
 # Size per batch request: Cassandra logs a warning for every batch over its
 # batch_size_warn_threshold (5 KiB by default), counted with per-cell overhead
 # (timestamps, flags, lengths); _batch_bytes estimates it from the bound values.
@@ -85,20 +99,7 @@ def _batch_bytes(values):
         elif v is None:
             n += CELL_OVERHEAD
     return n
-DEFAULT_REPLICATION = {"class": "NetworkTopologyStrategy", "replication_factor": 1}
 
-RESIDUE_RETRY_FIRST, RESIDUE_RETRY_MAX = 0.5, 10.0   # seconds between residue resends
-RESIDUE_ADOPT_EVERY = 10.0                           # seconds between orphan scans
-FIRST_WRITE = ("timestamp", "paxos")
-"""How first-write-wins tables keep the earliest event.
-
-``timestamp`` (default): plain inserts whose write timestamp decreases with
-the event's ``created`` (see ``earliest_ts``): Cassandra's own last-write-wins
-rule then keeps the earliest event, order-independently, in one ordinary write.
-``paxos``: ``INSERT ... IF NOT EXISTS`` (a lightweight transaction: four
-round trips between replicas per write); it keeps the first event to
-*arrive*, which is not the earliest one when batches are retried or replayed
-out of order. loadtest/bench_cassandra.py measures both."""
 
 _KEYSPACE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 _EPOCH_DAY = datetime.date(1970, 1, 1)
@@ -698,8 +699,12 @@ class CassandraSink(Sink):
             return 0
         if not self.sessions:
             raise SinkUnavailable(f"cassandra {self._where()}: not connected (start() first)")
-        row_items, counter_items = self.plan(events)
-        requests = self.batched(row_items)
+        # Converting and binding ~7 statements per event is CPU work: done in
+        # the sink's thread, so the event loop keeps answering meanwhile.
+        loop = asyncio.get_running_loop()
+        row_items, counter_items = await loop.run_in_executor(
+            self._get_executor(), self.plan, events)
+        requests = await loop.run_in_executor(self._get_executor(), self.batched, row_items)
         errors = await run_concurrently(self.sessions, requests, self.concurrency)
         self.statements_sent += len(row_items)
         self.requests_sent += len(requests)

@@ -27,7 +27,6 @@ import os
 import sqlite3
 import threading
 import time
-from engine.threads import named_executor
 from contextlib import contextmanager
 from operator import itemgetter
 from urllib.parse import quote
@@ -38,6 +37,7 @@ from engine import fanout
 from engine.event import COLUMNS
 from engine.fanout import EARLIEST
 from engine.sinks.base import Sink, SinkUnavailable
+from engine.threads import named_executor
 from schema import schema_text
 
 BUSY_TIMEOUT_MS = 15_000

@@ -23,7 +23,7 @@ from .config import load_config
 from .errors import ConfigError
 from .logs import configure, log
 from .sinks.base import SinkUnavailable
-from .sinks.registry import UnknownSink, build_sinks
+from .sinks.registry import SinkEntryError, build_sinks
 from ._bucket import CONNECTION_SLOTS, SharedLimits
 from workers import EXIT_BOOT, EXIT_CRASH, EXIT_OK
 
@@ -123,7 +123,7 @@ class Supervisor:
     def prepare_stores(self):
         try:
             sinks = build_sinks(self.config)
-        except UnknownSink as exc:
+        except SinkEntryError as exc:
             raise BootFailure(str(exc)) from None
         for sink in sinks:
             try:

@@ -36,7 +36,7 @@ from engine.messages import MessageError, MessageGroup, parse_count, parse_log, 
 from engine.natsopts import QUEUE_GROUP, NatsOptions
 from engine.sinks.base import SinkUnavailable
 from engine.sinks.nats import BACKOFF_FIRST, BACKOFF_MAX, connect
-from engine.sinks.registry import CriticalSinkDown, UnknownSink, build_sinks, start_sinks
+from engine.sinks.registry import CriticalSinkDown, SinkEntryError, build_sinks, start_sinks
 from workers import EXIT_BOOT, EXIT_OK
 
 TICK = 0.5
@@ -118,7 +118,7 @@ class Consumer:
     async def start_stores(self):
         try:
             sinks = build_sinks(self.config)
-        except UnknownSink as exc:
+        except SinkEntryError as exc:
             raise BootError(str(exc)) from None
         stores = [s for s in sinks if callable(getattr(s, "write_messages", None))]
         if not stores:

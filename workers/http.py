@@ -24,7 +24,7 @@ from engine.tls import CertificateError, LiveCertificate, read_pair, server_cont
 from engine.http.protocol import ConnectionRegistry, HttpConnection
 from engine.logs import configure, log
 from engine.metrics import WorkerStats
-from engine.sinks.registry import CriticalSinkDown, UnknownSink, build_sinks, start_sinks
+from engine.sinks.registry import CriticalSinkDown, SinkEntryError, build_sinks, start_sinks
 from engine.parser import load_parser
 from workers import EXIT_BOOT, EXIT_OK
 
@@ -114,7 +114,7 @@ class HttpWorker:
         tls_sock = bind_socket(*cfg.listen_tls) if self.cert and self.cert.loaded else None
         try:
             sinks = build_sinks(cfg)
-        except UnknownSink as exc:
+        except SinkEntryError as exc:
             raise BootError(str(exc)) from None
         try:
             unstarted = await start_sinks(sinks)

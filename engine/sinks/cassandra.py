@@ -101,6 +101,19 @@ def _batch_bytes(values):
     return n
 
 
+def _count(entry, key, default, low, high):
+    """An integer key of the Notify entry, checked against [low, high]
+    (``high`` None: no upper bound). Absent or 0 (the Go collector's zero
+    value) = ``default``."""
+    value = entry.get(key)
+    if value is None or (value == 0 and value.__class__ is int):
+        return default
+    if value.__class__ is not int or value < low or (high is not None and value > high):
+        bound = f"{low} to {high}" if high is not None else f"at least {low}"
+        raise ValueError(f"cassandra {key}: got {value!r}, expected an integer, {bound}")
+    return value
+
+
 _KEYSPACE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 _EPOCH_DAY = datetime.date(1970, 1, 1)
 _INVERT_BASE = 10 ** 15
@@ -332,13 +345,10 @@ class CassandraSink(Sink):
             raise ValueError(f"cassandra Context: got {self.keyspace!r}, expected a keyspace "
                              "name (letters, digits, _; at most 48)")
         self.contact_points, self.port = self._hosts(entry.get("Hosts") or ["127.0.0.1"])
-        self.timeout = int(entry.get("Timeout") or DEFAULT_TIMEOUT_MS) / 1000.0
-        self.connections = max(1, int(entry.get("Connections") or 1))
-        self.concurrency = max(1, int(entry.get("Concurrency") or DEFAULT_CONCURRENCY))
-        self.row_batch = int(entry.get("RowBatch") or DEFAULT_ROW_BATCH)
-        if not 1 <= self.row_batch <= 64:
-            raise ValueError(f"cassandra RowBatch: got {entry.get('RowBatch')!r}, expected "
-                             "1 to 64 row writes per request")
+        self.timeout = _count(entry, "Timeout", DEFAULT_TIMEOUT_MS, 1, None) / 1000.0
+        self.connections = _count(entry, "Connections", 1, 1, 64)
+        self.concurrency = _count(entry, "Concurrency", DEFAULT_CONCURRENCY, 1, 100_000)
+        self.row_batch = _count(entry, "RowBatch", DEFAULT_ROW_BATCH, 1, 64)
         self.consistency_name = str(entry.get("Consistency") or "LOCAL_ONE").upper()
         self.local_dc = entry.get("LocalDC") or None
         self.first_write = entry.get("FirstWrite") or "timestamp"

@@ -12,7 +12,12 @@ BUILT_IN = {"sqlite": "engine.sinks.sqlite:SQLiteSink",
             "cassandra": "engine.sinks.cassandra:CassandraSink"}
 
 
-class UnknownSink(LookupError):
+class SinkEntryError(ValueError):
+    """A Notify entry no sink can be built from: an unknown Service, or a key
+    its sink refuses (the message names the entry and the key)."""
+
+
+class UnknownSink(SinkEntryError):
     pass
 
 
@@ -33,7 +38,16 @@ def sink_class(service):
 
 
 def build_sinks(config):
-    return [sink_class(entry["Service"])(entry, config) for entry in config.notify]
+    """One sink per Notify entry. Building one does no I/O (connections are
+    made by ``start``), so `tracker check-config` builds them too."""
+    sinks = []
+    for i, entry in enumerate(config.notify):
+        cls = sink_class(entry["Service"])
+        try:
+            sinks.append(cls(entry, config))
+        except (ValueError, TypeError) as exc:
+            raise SinkEntryError(f"Notify[{i}] ({entry['Service']}): {exc}") from None
+    return sinks
 
 
 class CriticalSinkDown(RuntimeError):

@@ -60,7 +60,24 @@ def test_row_batch_one_sends_each_statement_alone():
 
 
 def test_default_and_bounds():
-    assert sink().row_batch == 8
-    for bad in (0.5, 65, -1):
-        with pytest.raises(ValueError, match="RowBatch"):
+    assert sink().row_batch == 8 and sink(RowBatch=0).row_batch == 8   # 0: the Go zero value
+    for bad in (0.5, 65, -1, "8"):
+        with pytest.raises(ValueError, match="RowBatch: got"):
             sink(RowBatch=bad)
+    with pytest.raises(ValueError, match="Concurrency: got 'many'"):
+        sink(Concurrency="many")
+
+
+def test_check_config_reports_a_bad_store_key(tmp_path):
+    import json
+    import subprocess
+    import sys
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"TLS": "off", "Notify": [
+        {"Service": "sqlite", "Path": str(tmp_path / "t.db")},
+        {"Service": "cassandra", "Hosts": ["127.0.0.1"], "RowBatch": 100}]}))
+    run = subprocess.run([sys.executable, "-m", "engine.cli", "check-config", "--config",
+                          str(path)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert "Notify[1] (cassandra): cassandra RowBatch: got 100, expected an integer, 1 to 64" \
+        in run.stderr

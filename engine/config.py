@@ -29,6 +29,8 @@ NOTIFY_KEYS = {
     "MessageLimit": int, "BytesLimit": int, "ByteLimit": int, "Path": str,
     "Username": str, "Password": str, "Replication": (str, dict),
     "JetStream": bool, "Stream": str, "Replicas": int,
+    "Concurrency": int, "RowBatch": int, "FirstWrite": str, "Consistency": str,
+    "LocalDC": str,
 }
 NOTIFY_PATH_KEYS = ("CACert", "Cert", "Key", "Path")
 SERVICES = ("sqlite", "cassandra", "nats")

@@ -177,6 +177,21 @@ def run_wrk(port, path, duration, connections, headers=(), url=None):
     return parse_wrk(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
 
+def wrk_options(description, duration=10, connections=64):
+    """An argument parser with the options every wrk benchmark takes
+    (--duration, --rounds, --connections); callers add their own."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--duration", type=float, default=duration, help="seconds per wrk run")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=connections)
+    return ap
+
+
+def require_wrk():
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (Debian package: wrk)")
+
+
 def measure(server, path, args):
     """One wrk run; CPU is counted until the store has written the run's events."""
     before, threads_before = server.cpu(), server.thread_cpu()
@@ -191,15 +206,11 @@ def measure(server, path, args):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--duration", type=float, default=10, help="seconds per wrk run")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--connections", type=int, default=64)
+    ap = wrk_options(__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is not installed (Debian package: wrk)")
+    require_wrk()
     directory = tempfile.mkdtemp(prefix="tracker-bench-")
     server = Server(args.workers, directory)
     runs = {"ping": [], "track": []}

@@ -10,7 +10,6 @@
 
     python loadtest/bench_limits.py [--duration 5] [--rounds 3]
 """
-import argparse
 import os
 import shutil
 import statistics
@@ -19,7 +18,7 @@ import tempfile
 import timeit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_http import TRACK_PATH, Server, measure  # noqa: E402
+from bench_http import TRACK_PATH, Server, measure, require_wrk, wrk_options  # noqa: E402
 
 NEVER_REACHED = {"RateLimit": {"PerIPRate": 1e9, "PerIPBurst": 1e9,
                                "GlobalRate": 1e9, "GlobalBurst": 1e9}}
@@ -75,14 +74,9 @@ def micro_costs():
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--duration", type=float, default=5)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--connections", type=int, default=64)
-    args = ap.parse_args()
+    args = wrk_options(__doc__.splitlines()[0], duration=5).parse_args()
     micro_costs()
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is not installed (Debian package: wrk)")
+    require_wrk()
     http_comparison(args)
 
 

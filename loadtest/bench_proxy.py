@@ -25,7 +25,6 @@ machine; requests/s move with whatever else runs.
     python loadtest/bench_proxy.py                      # about a minute
     python loadtest/bench_proxy.py --duration 1 --rounds 1   # smoke
 """
-import argparse
 import json
 import os
 import shutil
@@ -86,10 +85,7 @@ def measure(name, server, args):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--connections", type=int, default=32)
+    ap = bench_http.wrk_options(__doc__.splitlines()[0], duration=5, connections=32)
     ap.add_argument("--workers", type=int, default=1, help="proxy workers (both proxies)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()

@@ -9,7 +9,6 @@
 
     python loadtest/bench_spool.py [--duration 5] [--rounds 3] [--drain-events 100000]
 """
-import argparse
 import json
 import os
 import shutil
@@ -21,7 +20,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_http import TRACK_PATH, Server, free_port, measure, tracker_command  # noqa: E402
+from bench_http import (TRACK_PATH, Server, free_port, measure, require_wrk,  # noqa: E402
+                        tracker_command, wrk_options)
 
 
 def durability_comparison(args):
@@ -105,14 +105,10 @@ def drain(args):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--duration", type=float, default=5)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--connections", type=int, default=64)
+    ap = wrk_options(__doc__.splitlines()[0], duration=5)
     ap.add_argument("--drain-events", type=int, default=100000)
     args = ap.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is not installed (Debian package: wrk)")
+    require_wrk()
     durability_comparison(args)
     drain(args)
 

@@ -17,7 +17,6 @@ static vs img is what serving a file adds to a tracked request.
 Rounds are interleaved and medians quoted (the machines are shared and noisy).
 Exit status 1 when any answer was not a 2xx or the file came back wrong.
 """
-import argparse
 import json
 import os
 import shutil
@@ -118,10 +117,7 @@ def format_report(rep):
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--duration", type=float, default=5, help="seconds per wrk run")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--connections", type=int, default=64)
+    ap = bench_http.wrk_options(__doc__.splitlines()[0], duration=5)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--no-nginx", dest="nginx", action="store_false", help="skip nginx")
     ap.add_argument("--smoke", action="store_true", help="1 round of 1 s at c=16 (CI)")
@@ -134,8 +130,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is not installed (Debian package: wrk)")
+    bench_http.require_wrk()
     if args.nginx and not run.nginx_binary():
         print("nginx is not installed (Debian package: nginx): comparing with /ping only")
         args.nginx = False

@@ -15,7 +15,6 @@ compare.
 
     python loadtest/bench_tls.py [--duration 10] [--rounds 3] [--connections 64]
 """
-import argparse
 import datetime
 import json
 import os
@@ -28,7 +27,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from loadtest.bench_http import Server, free_port, run_wrk  # noqa: E402
+from loadtest.bench_http import Server, free_port, require_wrk, run_wrk, wrk_options  # noqa: E402
 
 MODES = ("plain keep-alive", "tls keep-alive", "plain new-conn", "tls new-conn")
 
@@ -92,15 +91,11 @@ def measure(server, url, args, new_connections):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--duration", type=float, default=10, help="seconds per wrk run")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--connections", type=int, default=64)
+    ap = wrk_options(__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is not installed (Debian package: wrk)")
+    require_wrk()
     directory = tempfile.mkdtemp(prefix="tracker-bench-tls-")
     os.mkdir(os.path.join(directory, "plain"))
     os.mkdir(os.path.join(directory, "tls"))

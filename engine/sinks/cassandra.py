@@ -712,15 +712,19 @@ class CassandraSink(Sink):
         # Converting and binding ~7 statements per event is CPU work: done in
         # the sink's thread, so the event loop keeps answering meanwhile.
         loop = asyncio.get_running_loop()
-        row_items, counter_items = await loop.run_in_executor(
-            self._get_executor(), self.plan, events)
-        requests = await loop.run_in_executor(self._get_executor(), self.batched, row_items)
+        row_items, requests, counter_items = await loop.run_in_executor(
+            self._get_executor(), self._requests, events)
         errors = await run_concurrently(self.sessions, requests, self.concurrency)
         self.statements_sent += len(row_items)
         self.requests_sent += len(requests)
         self._raise_first(errors, len(requests), "row")
         await self._write_counters(counter_items)
         return len(row_items)
+
+    def _requests(self, events):
+        """(row writes, the requests carrying them, counter writes) of a batch."""
+        row_items, counter_items = self.plan(events)
+        return row_items, self.batched(row_items), counter_items
 
     def batched(self, items):
         """Row writes grouped into UNLOGGED batches of up to ``RowBatch``

@@ -1,21 +1,29 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Compiled request parser (the hot path). Same API and output as
-engine.parse_ref, whose docstring states the rules; the equivalence tests
-hold this module to it.
+"""Compiled request parser (the hot path): a tracked request straight into
+its spool record.
 
-Byte-level work (path splitting, percent-decoding, UUID checks and
-formatting, number scanning, FNV hashing, base 36) is done in C loops;
-dict building and JSON (orjson) stay Python objects.
+``Encoder.encode`` turns a request's path, query, body and headers into the
+event record of engine/record.py, appended to a C buffer (the spool's open
+group), without building a dict or a str per field: tuplets and query pairs
+are percent-decoded into a reusable arena, merged in an open-addressing table,
+typed in C and written out. The rules are engine/parse_ref.py's; the
+equivalence tests (tests/unit/test_parse_equivalence.py) hold this module to
+``record.encode(parse_ref.parse_track(...))``, byte for byte.
+
+JSON bodies are decoded by orjson; their values are typed from the Python
+objects. ``decode`` is the compiled inverse used by the store processes.
 """
-
-from libc.stdint cimport int64_t, uint32_t, uint64_t
-from libc.math cimport isfinite, floor
-from libc.string cimport memcpy
-from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
-from cpython.mem cimport PyMem_Malloc, PyMem_Free
-from cpython.unicode cimport PyUnicode_DecodeUTF8, PyUnicode_DecodeASCII
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 from cpython.conversion cimport PyOS_string_to_double
+from cpython.dict cimport PyDict_Next, PyDict_GetItem
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_AsDouble
+from cpython.object cimport PyObject
+from cpython.unicode cimport PyUnicode_DecodeUTF8, PyUnicode_DecodeASCII
+from libc.math cimport isfinite, floor
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memcpy, memcmp, memset
+from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
 
 import secrets
 
@@ -24,11 +32,13 @@ import orjson
 from engine.errors import ParseError
 from engine.zones import ZONES
 
-__all__ = ["TimeUUIDGen", "parse_track"]
+__all__ = ["TimeUUIDGen", "Encoder", "encode_track", "parse_track", "decode",
+           "cookie_vid"]
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)
     void* PyUnicode_DATA(object o)
+    const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t* size) except NULL
 
 cdef object _loads = orjson.loads
 cdef object _dumps = orjson.dumps
@@ -38,13 +48,79 @@ cdef dict _ZONES = ZONES
 
 cdef const char* _HEX = b"0123456789abcdef"
 cdef const char* _B36 = b"0123456789abcdefghijklmnopqrstuvwxyz"
-
 cdef uint64_t _UUID_EPOCH_OFFSET = 0x01B21DD213814000ULL
 cdef uint64_t _TS_MASK = (1ULL << 60) - 1
 
+# Record layout (engine/record.py).
+cdef enum:
+    KIND_EVENT = 2
+    F_FIRST = 1
+    F_NEW_VISITOR = 2
+    F_LATLON = 4
+    F_VP = 8
+    F_DURATION = 16
+    F_SCORE = 32
+    PARAM = 0x80
+    HEAD_SIZE = 58
+    NTAGS = 27
+    T_IP = 1
+    T_LAST = 4
+    T_URL = 5
+    T_BROWSER = 21
+    T_TZ = 24
+    T_CULTURE = 27
 
-# --------------------------------------------------------------------------
-# Time-based UUIDs
+
+# ============================================================== buffers
+
+cdef int buf_reserve(Buf* b, Py_ssize_t extra) except -1:
+    cdef Py_ssize_t need = b.len + extra, cap
+    cdef char* data
+    if need <= b.cap:
+        return 0
+    cap = b.cap * 2 if b.cap else 4096
+    while cap < need:
+        cap *= 2
+    data = <char*>realloc(b.data, cap)
+    if data == NULL:
+        raise MemoryError()
+    b.data, b.cap = data, cap
+    return 0
+
+
+cdef void buf_free(Buf* b) noexcept:
+    free(b.data)
+    b.data, b.len, b.cap = NULL, 0, 0
+
+
+cdef inline void _put(Buf* b, const void* p, Py_ssize_t n) noexcept:
+    memcpy(b.data + b.len, p, n)
+    b.len += n
+
+
+cdef inline void _put_u8(Buf* b, uint8_t v) noexcept:
+    b.data[b.len] = <char>v
+    b.len += 1
+
+
+cdef inline void _put_varint(Buf* b, Py_ssize_t n) noexcept:
+    cdef uint64_t v = <uint64_t>n
+    while v >= 0x80:
+        b.data[b.len] = <char>((v & 0x7F) | 0x80)
+        b.len += 1
+        v >>= 7
+    b.data[b.len] = <char>v
+    b.len += 1
+
+
+cdef int _put_text(Buf* b, const char* p, Py_ssize_t n) except -1:
+    buf_reserve(b, n + 10)
+    _put_varint(b, n)
+    _put(b, p, n)
+    return 0
+
+
+# ============================================================== time UUIDs
 
 cdef inline void _put_hex(char* out, uint64_t value, int digits) noexcept:
     cdef int i
@@ -53,14 +129,26 @@ cdef inline void _put_hex(char* out, uint64_t value, int digits) noexcept:
         value >>= 4
 
 
+cdef str _uuid_str(const uint8_t* b):
+    cdef char out[36]
+    cdef int i, j = 0
+    for i in range(16):
+        if i == 4 or i == 6 or i == 8 or i == 10:
+            out[j] = b'-'
+            j += 1
+        out[j] = _HEX[b[i] >> 4]
+        out[j + 1] = _HEX[b[i] & 0xF]
+        j += 2
+    return PyUnicode_DecodeASCII(out, 36, NULL)
+
+
 cdef class TimeUUIDGen:
-    """Version 1 UUID strings; strictly increasing timestamps per generator."""
+    """Version 1 UUIDs; strictly increasing timestamps per generator.
 
-    cdef uint64_t _last
-    cdef uint64_t _node
-    cdef uint32_t _clock_seq
+    ``frozen_ns`` (tests): read the clock as this fixed time, so the ids are
+    a known sequence (each one the last timestamp + 1)."""
 
-    def __init__(self, node=None, clock_seq=None):
+    def __init__(self, node=None, clock_seq=None, frozen_ns=None):
         if node is None:
             node = secrets.randbits(48) | (1 << 40)   # multicast bit
         if clock_seq is None:
@@ -72,6 +160,7 @@ cdef class TimeUUIDGen:
         self._node = node
         self._clock_seq = clock_seq
         self._last = 0
+        self._frozen_ns = -1 if frozen_ns is None else frozen_ns
 
     @property
     def node(self):
@@ -81,74 +170,55 @@ cdef class TimeUUIDGen:
     def clock_seq(self):
         return self._clock_seq
 
-    def new(self):
+    cdef void next_bytes(self, uint8_t* out) noexcept:
         cdef timespec now
-        cdef uint64_t ts
-        cdef char out[36]
-        clock_gettime(CLOCK_REALTIME, &now)
-        ts = (<uint64_t>now.tv_sec * 10000000ULL + <uint64_t>now.tv_nsec // 100
-              + _UUID_EPOCH_OFFSET)
+        cdef uint64_t ts, time_low, time_mid, time_hi, node = self._node
+        cdef int i
+        if self._frozen_ns >= 0:
+            ts = <uint64_t>self._frozen_ns // 100 + _UUID_EPOCH_OFFSET
+        else:
+            clock_gettime(CLOCK_REALTIME, &now)
+            ts = (<uint64_t>now.tv_sec * 10000000ULL + <uint64_t>now.tv_nsec // 100
+                  + _UUID_EPOCH_OFFSET)
         if ts <= self._last:
             ts = self._last + 1
         self._last = ts
         ts &= _TS_MASK
-        _put_hex(out, ts & 0xFFFFFFFFULL, 8)
-        out[8] = b'-'
-        _put_hex(out + 9, (ts >> 32) & 0xFFFF, 4)
-        out[13] = b'-'
-        _put_hex(out + 14, ((ts >> 48) & 0x0FFF) | 0x1000, 4)
-        out[18] = b'-'
-        _put_hex(out + 19, ((self._clock_seq >> 8) & 0x3F) | 0x80, 2)
-        _put_hex(out + 21, self._clock_seq & 0xFF, 2)
-        out[23] = b'-'
-        _put_hex(out + 24, self._node, 12)
-        return PyUnicode_DecodeASCII(out, 36, NULL)
+        time_low = ts & 0xFFFFFFFFULL
+        time_mid = (ts >> 32) & 0xFFFF
+        time_hi = ((ts >> 48) & 0x0FFF) | 0x1000
+        out[0] = <uint8_t>(time_low >> 24)
+        out[1] = <uint8_t>(time_low >> 16)
+        out[2] = <uint8_t>(time_low >> 8)
+        out[3] = <uint8_t>time_low
+        out[4] = <uint8_t>(time_mid >> 8)
+        out[5] = <uint8_t>time_mid
+        out[6] = <uint8_t>(time_hi >> 8)
+        out[7] = <uint8_t>time_hi
+        out[8] = <uint8_t>(((self._clock_seq >> 8) & 0x3F) | 0x80)
+        out[9] = <uint8_t>(self._clock_seq & 0xFF)
+        for i in range(6):
+            out[10 + i] = <uint8_t>(node >> (8 * (5 - i)))
+
+    def new(self):
+        cdef uint8_t raw[16]
+        self.next_bytes(raw)
+        return _uuid_str(raw)
 
 
-# --------------------------------------------------------------------------
-# Key kinds
-
-cdef enum:
-    K_UNKNOWN = 0
-    K_TEXT = 1
-    K_VERSION = 2
-    K_ID = 3
-    K_DURATION = 4
-    K_SCORE = 5
-    K_COORD = 6
-    K_FIRST = 7
-    K_PARAMS = 8
-    K_UTM = 9
-    K_URL = 10
-
-cdef dict _KIND = {
-    "uid": K_TEXT, "app": K_TEXT, "last": K_TEXT, "ptype": K_TEXT,
-    "auth": K_TEXT, "xid": K_TEXT, "split": K_TEXT, "ename": K_TEXT,
-    "etyp": K_TEXT, "sink": K_TEXT, "targets": K_TEXT, "source": K_TEXT,
-    "medium": K_TEXT, "campaign": K_TEXT, "term": K_TEXT, "ref": K_TEXT,
-    "aff": K_TEXT, "device": K_TEXT, "os": K_TEXT, "tz": K_TEXT,
-    "outcome": K_TEXT, "username": K_TEXT,
-    "url": K_URL,
-    "version": K_VERSION,
-    "vid": K_ID, "sid": K_ID,
-    "duration": K_DURATION,
-    "score": K_SCORE,
-    "lat": K_COORD, "lon": K_COORD, "w": K_COORD, "h": K_COORD,
-    "first": K_FIRST,
-    "params": K_PARAMS,
-    "utm_source": K_UTM, "utm_medium": K_UTM, "utm_campaign": K_UTM,
-    "utm_term": K_UTM, "utm_content": K_UTM,
-}
-
-cdef tuple _UTM = (
-    ("utm_source", "source"), ("utm_medium", "medium"),
-    ("utm_campaign", "campaign"), ("utm_term", "term"),
-    ("utm_content", "content"),
-)
+cdef int _next_id(object ids, uint8_t* out) except -1:
+    """The next id of ``ids``: a TimeUUIDGen in C, else anything with .new()."""
+    cdef bytes text
+    if type(ids) is TimeUUIDGen:
+        (<TimeUUIDGen>ids).next_bytes(out)
+        return 0
+    text = str(ids.new()).encode("ascii")
+    if not _uuid_bytes(PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text), out):
+        raise ValueError("ids.new() must return a UUID")
+    return 0
 
 
-# --------------------------------------------------------------------------
-# URL decoding
+# ============================================================== bytes helpers
 
 cdef inline int _hexval(unsigned char c) noexcept:
     if 48 <= c <= 57:
@@ -160,124 +230,89 @@ cdef inline int _hexval(unsigned char c) noexcept:
     return -1
 
 
-cdef str _decode(const unsigned char* p, Py_ssize_t n, bint plus):
-    """%xx-decode (and '+' -> ' ' when plus), then UTF-8 'replace'."""
-    cdef Py_ssize_t i, j
+cdef bint _uuid_bytes(const char* d, Py_ssize_t n, uint8_t* out) noexcept:
+    """Parse 8-4-4-4-12 (or 32) hex digits, any case, not nil, into 16 bytes."""
+    cdef Py_ssize_t i
+    cdef int j = 0, hi = -1, v
+    cdef bint nonzero = False
     cdef unsigned char c
-    cdef int hi, lo
-    cdef char stack[256]
-    cdef char* buf
+    if n != 36 and n != 32:
+        return False
     for i in range(n):
-        c = p[i]
-        if c == 37 or (plus and c == 43):
-            break
-    else:
-        return PyUnicode_DecodeUTF8(<char*>p, n, "replace")
-    if n <= 256:
-        buf = stack
-    else:
-        buf = <char*>PyMem_Malloc(n)
-        if buf == NULL:
-            raise MemoryError()
-    j = 0
-    i = 0
-    while i < n:
-        c = p[i]
-        if c == 37 and i + 2 < n:
-            hi = _hexval(p[i + 1])
-            lo = _hexval(p[i + 2])
-            if hi >= 0 and lo >= 0:
-                buf[j] = <char>((hi << 4) | lo)
-                j += 1
-                i += 3
-                continue
-        if plus and c == 43:
-            buf[j] = b' '
+        c = <unsigned char>d[i]
+        if n == 36 and (i == 8 or i == 13 or i == 18 or i == 23):
+            if c != 45:
+                return False
+            continue
+        v = _hexval(c)
+        if v < 0:
+            return False
+        if v:
+            nonzero = True
+        if hi < 0:
+            hi = v
         else:
-            buf[j] = <char>c
-        j += 1
-        i += 1
-    try:
-        return PyUnicode_DecodeUTF8(buf, j, "replace")
-    finally:
-        if buf != stack:
-            PyMem_Free(buf)
+            out[j] = <uint8_t>((hi << 4) | v)
+            j += 1
+            hi = -1
+    return nonzero
 
 
-cdef void _path_pairs(bytes path, dict data) except *:
-    cdef const unsigned char* p = path
-    cdef Py_ssize_t n = len(path)
-    cdef Py_ssize_t start = 0, end
-    cdef Py_ssize_t index = 0
-    cdef bint pending = False
-    cdef str key = None
-    if n > 0 and p[0] == 47:
-        start = 1
-    while True:
-        end = start
-        while end < n and p[end] != 47:
-            end += 1
-        if index >= 2:
-            if index & 1 == 0:
-                key = _decode(p + start, end - start, False)
-                pending = True
-            else:
-                if len(key) > 0:
-                    data[key] = _decode(p + start, end - start, False)
-                pending = False
-        index += 1
-        if end >= n:
-            break
-        start = end + 1
-    if pending and len(key) > 0:
-        data[key] = ""
+cdef inline bint _is_ascii(const char* p, Py_ssize_t n) noexcept:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if <unsigned char>p[i] >= 0x80:
+            return False
+    return True
 
 
-cdef void _query_pairs(bytes query, dict data) except *:
-    cdef const unsigned char* p = query
-    cdef Py_ssize_t n = len(query)
-    cdef Py_ssize_t start = 0, end, eq
-    cdef str key
-    while start <= n:
-        end = start
-        eq = -1
-        while end < n and p[end] != 38:
-            if eq < 0 and p[end] == 61:
-                eq = end
-            end += 1
-        if end > start:
-            if eq < 0:
-                key = _decode(p + start, end - start, True)
-                if len(key) > 0:
-                    data[key] = ""
-            else:
-                key = _decode(p + start, eq - start, True)
-                if len(key) > 0:
-                    data[key] = _decode(p + eq + 1, end - eq - 1, True)
-        start = end + 1
+cdef bint _utf8_valid(const unsigned char* s, Py_ssize_t n) noexcept:
+    """Strict UTF-8 (no overlongs, surrogates or code points past U+10FFFF):
+    exactly what Python's decoder accepts without replacing anything."""
+    cdef Py_ssize_t i = 0
+    cdef unsigned char c, c1
+    while i < n:
+        c = s[i]
+        if c < 0x80:
+            i += 1
+        elif 0xC2 <= c <= 0xDF:
+            if i + 1 >= n or (s[i + 1] & 0xC0) != 0x80:
+                return False
+            i += 2
+        elif 0xE0 <= c <= 0xEF:
+            if i + 2 >= n:
+                return False
+            c1 = s[i + 1]
+            if (c1 & 0xC0) != 0x80 or (s[i + 2] & 0xC0) != 0x80:
+                return False
+            if (c == 0xE0 and c1 < 0xA0) or (c == 0xED and c1 > 0x9F):
+                return False
+            i += 3
+        elif 0xF0 <= c <= 0xF4:
+            if i + 3 >= n:
+                return False
+            c1 = s[i + 1]
+            if ((c1 & 0xC0) != 0x80 or (s[i + 2] & 0xC0) != 0x80
+                    or (s[i + 3] & 0xC0) != 0x80):
+                return False
+            if (c == 0xF0 and c1 < 0x90) or (c == 0xF4 and c1 > 0x8F):
+                return False
+            i += 4
+        else:
+            return False
+    return True
 
 
-# --------------------------------------------------------------------------
-# Values
+cdef inline uint32_t _fnv32(const char* p, Py_ssize_t n) noexcept:
+    cdef uint32_t h = 2166136261U
+    cdef Py_ssize_t i
+    for i in range(n):
+        h ^= <unsigned char>p[i]
+        h *= 16777619U
+    return h
 
-cdef str _text(object value):
-    """The text form of a non-null input value (see parse_ref.stringify)."""
-    cdef type t = type(value)
-    if t is str:
-        return <str>value
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if t is int or t is float:
-        return str(value)
-    if t is dict or t is list:
-        try:
-            return (<bytes>_dumps(value)).decode("utf-8")
-        except _JSONEncodeError:
-            raise ParseError("JSON value nested too deeply") from None
-    return str(value)
 
+# ============================================================== numbers
 
 cdef enum:
     NUM_NONE = 0
@@ -290,7 +325,7 @@ cdef inline bint _isdigit(char c) noexcept:
 
 
 cdef int _scan_number(const char* d, Py_ssize_t n) noexcept:
-    """Classify an ASCII string against the numeric grammar."""
+    """Classify an ASCII string against the numeric grammar (parse_ref)."""
     cdef Py_ssize_t i = 0, int_digits = 0, frac_digits = 0, exp_digits = 0
     cdef bint signed = False, dot = False, exp = False
     if i < n and (d[i] == b'+' or d[i] == b'-'):
@@ -342,10 +377,7 @@ cdef bint _int64_from_digits(const char* d, Py_ssize_t n, int64_t* out) noexcept
             return False
         acc = acc * 10 + digit
         i += 1
-    if negative:
-        out[0] = <int64_t>(0ULL - acc)
-    else:
-        out[0] = <int64_t>acc
+    out[0] = <int64_t>(0ULL - acc) if negative else <int64_t>acc
     return True
 
 
@@ -358,149 +390,895 @@ cdef inline bint _int64_from_double(double f, int64_t* out) noexcept:
     return True
 
 
-cdef inline const char* _ascii(object s, Py_ssize_t* n):
-    """Data pointer of an ASCII str (NUL-terminated), else NULL."""
-    if not PyUnicode_IS_ASCII(s):
-        return NULL
-    n[0] = len(<str>s)
-    return <const char*>PyUnicode_DATA(s)
+cdef double _to_double(const char* d, Py_ssize_t n) except? -1.0:
+    """strtod of an ASCII span known to match the numeric grammar."""
+    cdef char stack[64]
+    cdef bytes copy
+    if n < 64:
+        memcpy(stack, d, n)
+        stack[n] = 0
+        return PyOS_string_to_double(stack, NULL, NULL)
+    copy = PyBytes_FromStringAndSize(d, n)
+    return PyOS_string_to_double(PyBytes_AS_STRING(copy), NULL, NULL)
 
 
-cdef bint _to_duration(object value, int64_t* out) except -1:
-    cdef type t = type(value)
-    cdef int overflow = 0
-    cdef long long v
-    cdef const char* d
-    cdef Py_ssize_t n
-    cdef int kind
-    if t is int:
-        v = PyLong_AsLongLongAndOverflow(value, &overflow)
-        if overflow:
+# ============================================================== values
+
+cdef struct Entry:
+    const char* kp
+    Py_ssize_t kn
+    uint32_t h
+    Val v
+    bint from_query
+
+
+cdef struct OMap:
+    # Insertion-ordered map of spans; a key put again keeps its position.
+    Entry* e
+    int n
+    int cap
+    int32_t* idx
+    int mask
+
+
+cdef int _omap_init(OMap* m) except -1:
+    m.cap = 32
+    m.e = <Entry*>malloc(m.cap * sizeof(Entry))
+    m.mask = 63
+    m.idx = <int32_t*>malloc((m.mask + 1) * sizeof(int32_t))
+    if m.e == NULL or m.idx == NULL:
+        raise MemoryError()
+    memset(m.idx, 0xFF, (m.mask + 1) * sizeof(int32_t))
+    m.n = 0
+    return 0
+
+
+cdef void _omap_free(OMap* m) noexcept:
+    free(m.e)
+    free(m.idx)
+
+
+cdef int _omap_reset(OMap* m) except -1:
+    if m.mask > 255:            # a huge request grew it: give the memory back
+        _omap_free(m)
+        return _omap_init(m)
+    if m.n:
+        memset(m.idx, 0xFF, (m.mask + 1) * sizeof(int32_t))
+    m.n = 0
+    return 0
+
+
+cdef int _omap_find(OMap* m, const char* kp, Py_ssize_t kn, uint32_t h) noexcept:
+    cdef int slot = h & m.mask, i
+    while True:
+        i = m.idx[slot]
+        if i < 0:
+            return -1
+        if m.e[i].h == h and m.e[i].kn == kn and memcmp(m.e[i].kp, kp, kn) == 0:
+            return i
+        slot = (slot + 1) & m.mask
+
+
+cdef int _omap_grow(OMap* m) except -1:
+    cdef int size, i, slot
+    cdef Entry* e
+    if m.n >= m.cap:
+        e = <Entry*>realloc(m.e, 2 * m.cap * sizeof(Entry))
+        if e == NULL:
+            raise MemoryError()
+        m.e, m.cap = e, 2 * m.cap
+    if 2 * (m.n + 1) > m.mask + 1:
+        size = 2 * (m.mask + 1)
+        free(m.idx)
+        m.idx = <int32_t*>malloc(size * sizeof(int32_t))
+        if m.idx == NULL:
+            raise MemoryError()
+        m.mask = size - 1
+        memset(m.idx, 0xFF, size * sizeof(int32_t))
+        for i in range(m.n):
+            slot = m.e[i].h & m.mask
+            while m.idx[slot] >= 0:
+                slot = (slot + 1) & m.mask
+            m.idx[slot] = i
+    return 0
+
+
+cdef int _omap_put(OMap* m, const char* kp, Py_ssize_t kn) except -1:
+    """Index of ``key``'s entry, appended (value unset) when new."""
+    cdef uint32_t h = _fnv32(kp, kn)
+    cdef int i = _omap_find(m, kp, kn, h), slot
+    if i >= 0:
+        return i
+    _omap_grow(m)
+    i = m.n
+    m.n += 1
+    m.e[i].kp, m.e[i].kn, m.e[i].h = kp, kn, h
+    m.e[i].from_query = False
+    slot = h & m.mask
+    while m.idx[slot] >= 0:
+        slot = (slot + 1) & m.mask
+    m.idx[slot] = i
+    return i
+
+
+cdef inline int _omap_get(OMap* m, const char* kp, Py_ssize_t kn) noexcept:
+    return _omap_find(m, kp, kn, _fnv32(kp, kn))
+
+
+# ============================================================== key kinds
+
+cdef enum:
+    K_UNKNOWN = 0
+    K_TEXT = 1
+    K_VID = 2
+    K_SID = 3
+    K_DURATION = 4
+    K_SCORE = 5
+    K_LAT = 6
+    K_LON = 7
+    K_W = 8
+    K_H = 9
+    K_FIRST = 10
+    K_PARAMS = 11
+    K_UTM = 12
+
+cdef dict _TEXT_TAG = {
+    "uid": 2, "app": 3, "last": 4, "url": 5, "ptype": 6, "auth": 7, "xid": 8,
+    "split": 9, "ename": 10, "etyp": 11, "version": 12, "sink": 13, "targets": 14,
+    "source": 15, "medium": 16, "campaign": 17, "term": 18, "ref": 19, "aff": 20,
+    "device": 22, "os": 23, "tz": 24, "outcome": 25, "username": 26,
+}
+cdef dict _OTHER_KIND = {
+    "vid": K_VID, "sid": K_SID, "duration": K_DURATION, "score": K_SCORE,
+    "lat": K_LAT, "lon": K_LON, "w": K_W, "h": K_H, "first": K_FIRST,
+    "params": K_PARAMS, "utm_source": K_UTM, "utm_medium": K_UTM,
+    "utm_campaign": K_UTM, "utm_term": K_UTM, "utm_content": K_UTM,
+}
+# utm_ key -> the explicit key that wins over it (its target), in rule order.
+cdef tuple _UTM = (("utm_source", "source", 15), ("utm_medium", "medium", 16),
+                   ("utm_campaign", "campaign", 17), ("utm_term", "term", 18),
+                   ("utm_content", "content", 0))
+
+cdef enum:
+    KEYTAB = 128
+cdef bytes _KEY_BLOB
+cdef int _key_off[KEYTAB]
+cdef int _key_len[KEYTAB]
+cdef int _key_code[KEYTAB]       # kind | tag << 8
+
+
+cdef void _build_keytab() except *:
+    global _KEY_BLOB
+    cdef bytearray blob = bytearray()
+    cdef int slot
+    cdef bytes k
+    memset(_key_len, 0xFF, sizeof(_key_len))
+    for name, code in list(((n, K_TEXT | (t << 8)) for n, t in _TEXT_TAG.items())) + \
+            list(_OTHER_KIND.items()):
+        k = name.encode()
+        slot = _fnv32(k, len(k)) & (KEYTAB - 1)
+        while _key_len[slot] >= 0:
+            slot = (slot + 1) & (KEYTAB - 1)
+        _key_off[slot] = len(blob)
+        _key_len[slot] = len(k)
+        _key_code[slot] = code
+        blob += k
+    _KEY_BLOB = bytes(blob)
+
+_build_keytab()
+
+
+cdef int _classify(const char* k, Py_ssize_t n) noexcept:
+    """kind | tag << 8 of an input key (K_UNKNOWN when not a known name)."""
+    cdef int slot = _fnv32(k, n) & (KEYTAB - 1)
+    cdef const char* blob = PyBytes_AS_STRING(_KEY_BLOB)
+    while _key_len[slot] >= 0:
+        if _key_len[slot] == n and memcmp(blob + _key_off[slot], k, n) == 0:
+            return _key_code[slot]
+        slot = (slot + 1) & (KEYTAB - 1)
+    return K_UNKNOWN
+
+
+# ============================================================== cookies
+
+cdef inline bint _ws(unsigned char c) noexcept:
+    return c == 32 or (9 <= c <= 13)
+
+
+cdef bytes cookie_vid_c(const char* p, Py_ssize_t n):
+    """The value of cookie ``vid`` in a Cookie header (first one wins), quotes
+    stripped, or None (rules: engine.app.cookie_value)."""
+    cdef Py_ssize_t start = 0, end, a, b, eq, i
+    while start <= n:
+        end = start
+        while end < n and p[end] != b';':
+            end += 1
+        a, b = start, end
+        while a < b and _ws(<unsigned char>p[a]):
+            a += 1
+        while b > a and _ws(<unsigned char>p[b - 1]):
+            b -= 1
+        eq = -1
+        for i in range(a, b):
+            if p[i] == b'=':
+                eq = i
+                break
+        if eq - a == 3 and memcmp(p + a, b"vid", 3) == 0:
+            a = eq + 1
+            while a < b and p[a] == b'"':
+                a += 1
+            while b > a and p[b - 1] == b'"':
+                b -= 1
+            return PyBytes_FromStringAndSize(p + a, b - a)
+        start = end + 1
+    return None
+
+
+def cookie_vid(raw):
+    """``cookie_vid_c`` for Python callers (tests)."""
+    cdef bytes data = bytes(raw)
+    return cookie_vid_c(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+
+
+# ============================================================== the encoder
+
+cdef class Encoder:
+    """One per worker: scratch memory reused by every request.
+
+    ``url_filter`` is the config's compiled UrlPrefixFilter (or None)."""
+
+    def __cinit__(self):
+        self.arena = NULL
+        self.arena_cap = 0
+        self.merged = malloc(sizeof(OMap))
+        self.params = malloc(sizeof(OMap))
+        if self.merged == NULL or self.params == NULL:
+            raise MemoryError()
+        _omap_init(<OMap*>self.merged)
+        _omap_init(<OMap*>self.params)
+        self.keep = []
+
+    def __init__(self, url_filter=None):
+        self.url_filter = url_filter
+
+    def __dealloc__(self):
+        free(self.arena)
+        if self.merged != NULL:
+            _omap_free(<OMap*>self.merged)
+            free(self.merged)
+        if self.params != NULL:
+            _omap_free(<OMap*>self.params)
+            free(self.params)
+
+    # ---- scratch -----------------------------------------------------
+    cdef int _arena_for(self, Py_ssize_t n) except -1:
+        """Room for ``n`` bytes; reserved before a request, never moved during it."""
+        if n > self.arena_cap or (self.arena_cap > (1 << 16) and n < 4096):
+            free(self.arena)
+            self.arena_cap = n if n > 4096 else 4096
+            self.arena = <char*>malloc(self.arena_cap)
+            if self.arena == NULL:
+                self.arena_cap = 0
+                raise MemoryError()
+        self.arena_len = 0
+        return 0
+
+    cdef const char* _decoded(self, const char* src, Py_ssize_t n, bint plus,
+                              Py_ssize_t* out_n) except NULL:
+        """%xx-decode (and '+' -> ' ' when plus) into the arena, then make it
+        valid UTF-8 the way bytes.decode("utf-8", "replace") would."""
+        cdef char* dst = self.arena + self.arena_len
+        cdef Py_ssize_t i = 0, j = 0
+        cdef unsigned char c
+        cdef int hi, lo
+        while i < n:
+            c = <unsigned char>src[i]
+            if c == 37 and i + 2 < n:
+                hi = _hexval(src[i + 1])
+                lo = _hexval(src[i + 2])
+                if hi >= 0 and lo >= 0:
+                    dst[j] = <char>((hi << 4) | lo)
+                    j += 1
+                    i += 3
+                    continue
+            dst[j] = b' ' if plus and c == 43 else <char>c
+            j += 1
+            i += 1
+        self.arena_len += j
+        return self._utf8(dst, j, out_n)
+
+    cdef const char* _utf8(self, const char* p, Py_ssize_t n, Py_ssize_t* out_n) except NULL:
+        """``p`` itself when valid UTF-8, else its "replace" decoding (arena)."""
+        cdef bytes fixed
+        cdef char* dst
+        if _is_ascii(p, n) or _utf8_valid(<const unsigned char*>p, n):
+            out_n[0] = n
+            if n == 0:
+                return ""
+            return p
+        fixed = PyUnicode_DecodeUTF8(p, n, "replace").encode("utf-8")
+        self.keep.append(fixed)
+        out_n[0] = PyBytes_GET_SIZE(fixed)
+        return PyBytes_AS_STRING(fixed)
+
+    # ---- merging the request's pairs ---------------------------------
+    cdef int _path_pairs(self, bytes path) except -1:
+        cdef OMap* m = <OMap*>self.merged
+        cdef const char* p = PyBytes_AS_STRING(path)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(path), start = 0, end, kn = 0, vn
+        cdef Py_ssize_t index = 0
+        cdef const char* kp = NULL
+        cdef const char* vp
+        cdef bint pending = False
+        cdef int i
+        if n > 0 and p[0] == b'/':
+            start = 1
+        while True:
+            end = start
+            while end < n and p[end] != b'/':
+                end += 1
+            if index >= 2:
+                if index & 1 == 0:
+                    kp = self._decoded(p + start, end - start, False, &kn)
+                    pending = True
+                else:
+                    if kn > 0:
+                        vp = self._decoded(p + start, end - start, False, &vn)
+                        i = _omap_put(m, kp, kn)
+                        m.e[i].v.p, m.e[i].v.n = vp, vn
+                        m.e[i].v.obj, m.e[i].v.has_text = NULL, True
+                    pending = False
+            index += 1
+            if end >= n:
+                break
+            start = end + 1
+        if pending and kn > 0:
+            i = _omap_put(m, kp, kn)
+            m.e[i].v.p, m.e[i].v.n = b"", 0
+            m.e[i].v.obj, m.e[i].v.has_text = NULL, True
+        return 0
+
+    cdef int _query_pairs(self, bytes query) except -1:
+        """Query pairs win over path pairs; a repeated query key keeps its
+        first value (Go's url.Values.Get)."""
+        cdef OMap* m = <OMap*>self.merged
+        cdef const char* p = PyBytes_AS_STRING(query)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(query), start = 0, end, eq, kn, vn
+        cdef const char* kp
+        cdef const char* vp
+        cdef int i
+        while start <= n:
+            end = start
+            eq = -1
+            while end < n and p[end] != b'&':
+                if eq < 0 and p[end] == b'=':
+                    eq = end
+                end += 1
+            if end > start:
+                kp = self._decoded(p + start, (end if eq < 0 else eq) - start, True, &kn)
+                if kn > 0:
+                    i = _omap_put(m, kp, kn)
+                    if not m.e[i].from_query:
+                        if eq < 0:
+                            vp, vn = b"", 0
+                        else:
+                            vp = self._decoded(p + eq + 1, end - eq - 1, True, &vn)
+                        m.e[i].v.p, m.e[i].v.n = vp, vn
+                        m.e[i].v.obj, m.e[i].v.has_text = NULL, True
+                        m.e[i].from_query = True
+            start = end + 1
+        return 0
+
+    # ---- values ------------------------------------------------------
+    cdef int _text(self, Val* v) except -1:
+        """Give a JSON value its text (parse_ref.stringify)."""
+        cdef object o, text
+        if v.has_text:
+            return 0
+        o = <object>v.obj
+        if type(o) is str:
+            text = o
+        elif o is True:
+            text = "true"
+        elif o is False:
+            text = "false"
+        elif type(o) is dict or type(o) is list:
+            try:
+                text = (<bytes>_dumps(o)).decode("utf-8")
+            except _JSONEncodeError:
+                raise ParseError("JSON value nested too deeply") from None
+            self.keep.append(text)
+        else:
+            text = str(o)
+            self.keep.append(text)
+        v.p = PyUnicode_AsUTF8AndSize(text, &v.n)
+        v.has_text = True
+        return 0
+
+    cdef int _duration(self, Val* v, int64_t* out) except -1:
+        cdef object o
+        cdef int overflow = 0, kind
+        cdef long long x
+        if v.obj != NULL and type(<object>v.obj) is not str:
+            o = <object>v.obj
+            if type(o) is int:
+                x = PyLong_AsLongLongAndOverflow(o, &overflow)
+                if overflow:
+                    return False
+                out[0] = x
+                return True
+            if type(o) is float:
+                return _int64_from_double(<double>o, out)
             return False
-        out[0] = v
-        return True
-    if t is float:
-        return _int64_from_double(<double>value, out)
-    if t is str:
-        d = _ascii(value, &n)
-        if d == NULL:
-            return False
-        kind = _scan_number(d, n)
+        self._text(v)
+        kind = _scan_number(v.p, v.n)
         if kind == NUM_INT or kind == NUM_DIGITS:
-            return _int64_from_digits(d, n, out)
+            return _int64_from_digits(v.p, v.n, out)
         if kind == NUM_FLOAT:
-            return _int64_from_double(PyOS_string_to_double(d, NULL, NULL), out)
-    return False
-
-
-cdef bint _to_float(object value, double* out) except -1:
-    cdef type t = type(value)
-    cdef double f
-    cdef const char* d
-    cdef Py_ssize_t n
-    if t is float:
-        f = <double>value
-    elif t is int:
-        f = PyLong_AsDouble(value)
-    elif t is str:
-        d = _ascii(value, &n)
-        if d == NULL or _scan_number(d, n) == NUM_NONE:
-            return False
-        f = PyOS_string_to_double(d, NULL, NULL)
-    else:
+            return _int64_from_double(_to_double(v.p, v.n), out)
         return False
-    if not isfinite(f):
-        return False
-    out[0] = f
-    return True
 
-
-cdef bint _to_size(object value, int64_t* out) except -1:
-    cdef type t = type(value)
-    cdef int overflow = 0
-    cdef long long v
-    cdef double f
-    cdef const char* d
-    cdef Py_ssize_t n
-    if t is int:
-        v = PyLong_AsLongLongAndOverflow(value, &overflow)
-        if overflow or v < 0:
+    cdef int _float(self, Val* v, double* out) except -1:
+        cdef object o
+        cdef double f
+        if v.obj != NULL and type(<object>v.obj) is not str:
+            o = <object>v.obj
+            if type(o) is float:
+                f = <double>o
+            elif type(o) is int:
+                f = PyLong_AsDouble(o)
+            else:
+                return False
+        else:
+            self._text(v)
+            if _scan_number(v.p, v.n) == NUM_NONE:
+                return False
+            f = _to_double(v.p, v.n)
+        if not isfinite(f):
             return False
-        out[0] = v
+        out[0] = f
         return True
-    if t is float:
-        f = <double>value
-        if not isfinite(f) or f != floor(f) or f < 0:
+
+    cdef int _size(self, Val* v, int64_t* out) except -1:
+        cdef object o
+        cdef int overflow = 0
+        cdef long long x
+        cdef double f
+        if v.obj != NULL and type(<object>v.obj) is not str:
+            o = <object>v.obj
+            if type(o) is int:
+                x = PyLong_AsLongLongAndOverflow(o, &overflow)
+                if overflow or x < 0:
+                    return False
+                out[0] = x
+                return True
+            if type(o) is float:
+                f = <double>o
+                if not isfinite(f) or f != floor(f) or f < 0:
+                    return False
+                return _int64_from_double(f, out)
             return False
-        return _int64_from_double(f, out)
-    if t is str:
-        d = _ascii(value, &n)
-        if d == NULL or _scan_number(d, n) != NUM_DIGITS:
+        self._text(v)
+        if _scan_number(v.p, v.n) != NUM_DIGITS:
             return False
-        return _int64_from_digits(d, n, out)
-    return False
+        return _int64_from_digits(v.p, v.n, out)
+
+    cdef int _param(self, const char* kp, Py_ssize_t kn, Val* v) except -1:
+        """params[key] = text of v (a key already there keeps its place)."""
+        cdef OMap* m = <OMap*>self.params
+        cdef int i
+        self._text(v)
+        i = _omap_put(m, kp, kn)
+        m.e[i].v = v[0]
+        return 0
+
+    cdef int _filtered(self, Val* v) except -1:
+        """Apply UrlPrefixFilter to a url/last value."""
+        cdef str before = PyUnicode_DecodeUTF8(v.p, v.n, "surrogatepass")
+        cdef str after = self.url_filter(before)
+        self.keep.append(after)
+        v.p = PyUnicode_AsUTF8AndSize(after, &v.n)
+        return 0
+
+    # ---- the request -------------------------------------------------
+    cdef int encode(self, Buf* out, bytes path, bytes query, bytes body, str ip,
+                    bytes user_agent, bytes accept_language, bytes cookie_vid,
+                    int64_t now_ms, object ids, Outcome* res) except -1:
+        """Append the record of one request to ``out``; fill ``res``.
+        Raises ParseError for a body that is not a JSON object."""
+        cdef OMap* merged = <OMap*>self.merged
+        cdef OMap* params = <OMap*>self.params
+        cdef Py_ssize_t room = 64
+        cdef dict data = None
+        if path is not None:
+            room += 3 * PyBytes_GET_SIZE(path)
+        if query is not None:
+            room += 3 * PyBytes_GET_SIZE(query)
+        self._arena_for(room)
+        _omap_reset(merged)
+        _omap_reset(params)
+        self.keep.clear()
+        if body is None:
+            self._path_pairs(path)
+            if query:
+                self._query_pairs(query)
+        else:
+            data = self._json(body, query)
+        try:
+            return self._emit(out, data, ip, user_agent, accept_language, cookie_vid,
+                              now_ms, ids, res)
+        finally:
+            if data is not None:
+                self.keep.append(data)   # spans point into it until the next request
+
+    cdef dict _json(self, bytes body, bytes query):
+        cdef object parsed
+        cdef dict data
+        try:
+            parsed = _loads(body)
+        except _JSONDecodeError as exc:
+            raise ParseError("malformed JSON: " + str(exc)[:80]) from None
+        if type(parsed) is not dict:
+            raise ParseError("JSON body must be an object")
+        if not query:
+            return <dict>parsed
+        data = {}
+        for key, value in _query_dict(query).items():
+            data[key] = value
+        data.update(<dict>parsed)
+        return data
+
+    cdef int _entries_from(self, dict data) except -1:
+        """The JSON object's items as merged entries (null values skipped)."""
+        cdef OMap* m = <OMap*>self.merged
+        cdef Py_ssize_t pos = 0, kn
+        cdef PyObject* key
+        cdef PyObject* value
+        cdef const char* kp
+        cdef int i
+        while PyDict_Next(data, &pos, &key, &value):
+            if <object>value is None:
+                continue
+            kp = PyUnicode_AsUTF8AndSize(<object>key, &kn)
+            i = _omap_put(m, kp, kn)
+            m.e[i].v.obj = <void*>value
+            m.e[i].v.has_text = False
+            if type(<object>value) is str:
+                m.e[i].v.p = PyUnicode_AsUTF8AndSize(<object>value, &m.e[i].v.n)
+                m.e[i].v.has_text = True
+        return 0
+
+    cdef int _nested_params(self, dict data) except -1:
+        """A JSON "params" object contributes its pairs first."""
+        cdef object nested = data.get("params")
+        cdef Py_ssize_t pos = 0, kn
+        cdef PyObject* key
+        cdef PyObject* value
+        cdef Val v
+        cdef const char* kp
+        if type(nested) is not dict:
+            return 0
+        while PyDict_Next(<dict>nested, &pos, &key, &value):
+            if <object>value is None:
+                continue
+            kp = PyUnicode_AsUTF8AndSize(<object>key, &kn)
+            v.obj, v.has_text = <void*>value, False
+            self._param(kp, kn, &v)
+        self.keep.append(nested)
+        return 0
+
+    cdef int _emit(self, Buf* out, dict data, str ip, bytes user_agent,
+                   bytes accept_language, bytes cookie_vid, int64_t now_ms,
+                   object ids, Outcome* res) except -1:
+        cdef OMap* merged = <OMap*>self.merged
+        cdef OMap* params = <OMap*>self.params
+        cdef Val cols[NTAGS + 1]
+        cdef Val lat_v, lon_v, w_v, h_v, first_v
+        cdef Val utm[5]
+        cdef bint has_lat = False, has_lon = False, has_w = False, has_h = False
+        cdef bint has_first = False
+        cdef bint has_utm[5]
+        cdef bint has_vid = False, has_sid = False, ok_lat, ok_lon
+        cdef uint8_t eid[16]
+        cdef uint8_t vid[16]
+        cdef uint8_t sid[16]
+        cdef int i, code, kind, tag, u, flags = 0
+        cdef int64_t duration = 0, w = 0, h = 0
+        cdef double score = 0.0, lat = 0.0, lon = 0.0
+        cdef bint has_duration = False, has_score = False
+        cdef Py_ssize_t start
+        cdef Entry* e
+        cdef Val* v
+        cdef bytes text_b
+        memset(cols, 0, sizeof(cols))
+        memset(&first_v, 0, sizeof(first_v))
+        memset(has_utm, 0, sizeof(has_utm))
+        if data is not None:
+            self._nested_params(data)
+            self._entries_from(data)
+
+        # Every merged key, in input order (parse_ref step 3).
+        for i in range(merged.n):
+            e = &merged.e[i]
+            code = _classify(e.kp, e.kn)
+            kind = code & 0xFF
+            v = &e.v
+            if kind == K_TEXT:
+                self._text(v)
+                tag = code >> 8
+                if self.url_filter is not None and (tag == T_URL or tag == T_LAST):
+                    self._filtered(v)
+                cols[tag] = v[0]
+            elif kind == K_UNKNOWN:
+                self._param(e.kp, e.kn, v)
+            elif kind == K_VID or kind == K_SID:
+                if v.obj != NULL and type(<object>v.obj) is not str:
+                    self._param(e.kp, e.kn, v)
+                elif kind == K_VID and _uuid_bytes(v.p, v.n, vid):
+                    has_vid = True
+                elif kind == K_SID and _uuid_bytes(v.p, v.n, sid):
+                    has_sid = True
+                else:
+                    self._param(e.kp, e.kn, v)
+            elif kind == K_DURATION:
+                if self._duration(v, &duration):
+                    has_duration = True
+                else:
+                    self._param(e.kp, e.kn, v)
+            elif kind == K_SCORE:
+                if self._float(v, &score):
+                    has_score = True
+                else:
+                    self._param(e.kp, e.kn, v)
+            elif kind == K_LAT:
+                lat_v, has_lat = v[0], True
+            elif kind == K_LON:
+                lon_v, has_lon = v[0], True
+            elif kind == K_W:
+                w_v, has_w = v[0], True
+            elif kind == K_H:
+                h_v, has_h = v[0], True
+            elif kind == K_FIRST:
+                self._text(v)
+                first_v, has_first = v[0], True
+            elif kind == K_PARAMS:
+                if v.obj == NULL or type(<object>v.obj) is not dict:
+                    self._param(e.kp, e.kn, v)
+            else:   # K_UTM: which one is the 7th/9th/... byte's business
+                self._text(v)
+                u = _utm_index(e.kp, e.kn)
+                utm[u], has_utm[u] = v[0], True
+
+        # UTM: an explicit (non-null) key wins over its utm_ key.
+        for u in range(5):
+            if has_utm[u] and not self._present(data, _UTM[u][1]):
+                if u == 4:
+                    self._param(b"content", 7, &utm[u])
+                else:
+                    cols[<int>_UTM[u][2]] = utm[u]
+
+        # Pairs that only make a column together.
+        if has_lat or has_lon:
+            ok_lat = has_lat and self._float(&lat_v, &lat)
+            ok_lon = has_lon and self._float(&lon_v, &lon)
+            if ok_lat and ok_lon and -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0:
+                flags |= F_LATLON
+            else:
+                if has_lat:
+                    self._param(b"lat", 3, &lat_v)
+                if has_lon:
+                    self._param(b"lon", 3, &lon_v)
+        if has_w or has_h:
+            if has_w and has_h and self._size(&w_v, &w) and self._size(&h_v, &h):
+                flags |= F_VP
+            else:
+                if has_w:
+                    self._param(b"w", 1, &w_v)
+                if has_h:
+                    self._param(b"h", 1, &h_v)
+
+        # Identity: eid, then vid, then sid (parse_ref step 6).
+        _next_id(ids, eid)
+        res.new_visitor = False
+        if not has_vid:
+            if cookie_vid is None or not _uuid_bytes(PyBytes_AS_STRING(cookie_vid),
+                                                   PyBytes_GET_SIZE(cookie_vid), vid):
+                _next_id(ids, vid)
+                res.new_visitor = True
+        if not has_sid:
+            if res.new_visitor:
+                memcpy(sid, vid, 16)
+            else:
+                _next_id(ids, sid)
+        if res.new_visitor:
+            flags |= F_NEW_VISITOR | F_FIRST
+        elif not (has_first and first_v.n == 5 and memcmp(first_v.p, b"false", 5) == 0):
+            flags |= F_FIRST
+        memcpy(res.vid, vid, 16)
+
+        # Server-derived columns.
+        cols[T_IP].p = PyUnicode_AsUTF8AndSize(ip, &cols[T_IP].n)
+        cols[T_IP].has_text = True
+        if user_agent is not None:
+            cols[T_BROWSER].p = self._utf8(PyBytes_AS_STRING(user_agent),
+                                           PyBytes_GET_SIZE(user_agent), &cols[T_BROWSER].n)
+            cols[T_BROWSER].has_text = True
+        if accept_language is not None:
+            self._culture(accept_language, &cols[T_CULTURE])
+
+        # The record.
+        if has_duration:
+            flags |= F_DURATION
+        if has_score:
+            flags |= F_SCORE
+        buf_reserve(out, HEAD_SIZE + 48)
+        _put_u8(out, KIND_EVENT)
+        _put_u8(out, <uint8_t>flags)
+        _put(out, &now_ms, 8)
+        _put(out, eid, 16)
+        _put(out, vid, 16)
+        _put(out, sid, 16)
+        if flags & F_LATLON:
+            _put(out, &lat, 8)
+            _put(out, &lon, 8)
+        if flags & F_VP:
+            _put(out, &w, 8)
+            _put(out, &h, 8)
+        if flags & F_DURATION:
+            _put(out, &duration, 8)
+        if flags & F_SCORE:
+            _put(out, &score, 8)
+        for tag in range(1, NTAGS + 1):
+            if cols[tag].has_text:
+                buf_reserve(out, 1)
+                _put_u8(out, <uint8_t>tag)
+                _put_text(out, cols[tag].p, cols[tag].n)
+        for i in range(params.n):
+            e = &params.e[i]
+            buf_reserve(out, 1)
+            _put_u8(out, PARAM)
+            _put_text(out, e.kp, e.kn)
+            _put_text(out, e.v.p, e.v.n)
+
+        # What the answer needs.
+        i = _omap_get(params, b"redirect", 8)
+        if i >= 0:
+            res.redirect, res.redirect_len = params.e[i].v.p, params.e[i].v.n
+        else:
+            res.redirect, res.redirect_len = NULL, -1
+        return 0
+
+    cdef bint _present(self, dict data, str key) except -1:
+        """Did the request carry ``key`` with a (non-null) value?"""
+        cdef bytes k
+        cdef PyObject* value
+        if data is not None:
+            value = PyDict_GetItem(data, key)
+            return value != NULL and <object>value is not None
+        k = key.encode()
+        return _omap_get(<OMap*>self.merged, PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k)) >= 0
+
+    cdef int _culture(self, bytes raw, Val* out) except -1:
+        """First Accept-Language tag, cut at ';', stripped (str.strip of the
+        Latin-1 text), as UTF-8; absent when empty."""
+        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(raw)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(raw), a = 0, b = 0, i
+        cdef str text
+        while b < n and p[b] != b',' and p[b] != b';':
+            b += 1
+        while a < b and _latin1_space(p[a]):
+            a += 1
+        while b > a and _latin1_space(p[b - 1]):
+            b -= 1
+        if a == b:
+            return 0
+        for i in range(a, b):
+            if p[i] >= 0x80:
+                text = (<bytes>raw[a:b]).decode("latin-1")
+                self.keep.append(text)
+                out.p = PyUnicode_AsUTF8AndSize(text, &out.n)
+                out.has_text = True
+                return 0
+        out.p, out.n, out.has_text = <const char*>p + a, b - a, True
+        return 0
 
 
-cdef object _uuid(object value):
-    """Canonical lowercase UUID string, or None when not a valid UUID."""
-    cdef const char* d
-    cdef Py_ssize_t n, i, j = 0
-    cdef char out[36]
-    cdef int v
-    cdef bint nonzero = False, changed = False
-    cdef unsigned char c
-    if type(value) is not str:
-        return None
-    n = len(<str>value)
-    if n != 36 and n != 32:
-        return None
-    if not PyUnicode_IS_ASCII(value):
-        return None
-    d = <const char*>PyUnicode_DATA(value)
-    for i in range(n):
-        c = <unsigned char>d[i]
-        if n == 36 and (i == 8 or i == 13 or i == 18 or i == 23):
-            if c != 45:
-                return None
-            out[j] = b'-'
-            j += 1
-            continue
-        v = _hexval(c)
-        if v < 0:
-            return None
-        if v:
-            nonzero = True
-        if 65 <= c <= 70:
-            changed = True
-        if n == 32 and (j == 8 or j == 13 or j == 18 or j == 23):
-            out[j] = b'-'
-            j += 1
-        out[j] = _HEX[v]
-        j += 1
-    if not nonzero:
-        return None
-    if n == 36 and not changed:
-        return value
-    return PyUnicode_DecodeASCII(out, 36, NULL)
+cdef inline bint _latin1_space(unsigned char c) noexcept:
+    # str.isspace() over Latin-1: \t \n \v \f \r, \x1c-\x1f, space, \x85, \xa0
+    return c == 32 or (9 <= c <= 13) or (28 <= c <= 31) or c == 0x85 or c == 0xA0
 
 
-cdef str _bhash(str user_agent):
-    cdef const char* d
-    cdef Py_ssize_t n, i
-    cdef bytes encoded
-    cdef uint32_t h = 2166136261U
+cdef int _utm_index(const char* k, Py_ssize_t n) noexcept:
+    # utm_source utm_medium utm_campaign utm_term utm_content
+    if n == 10 and k[4] == b's':
+        return 0
+    if n == 10 and k[4] == b'm':
+        return 1
+    if n == 12:
+        return 2
+    if n == 8:
+        return 3
+    return 4
+
+
+cdef dict _query_dict(bytes query):
+    """Query pairs as a dict of str (POST bodies with a query: rare)."""
+    cdef Encoder scratch = Encoder()
+    cdef OMap* m
+    cdef dict out = {}
+    cdef int i
+    scratch._arena_for(64 + 3 * PyBytes_GET_SIZE(query))
+    scratch._query_pairs(query)
+    m = <OMap*>scratch.merged
+    for i in range(m.n):
+        out[PyUnicode_DecodeUTF8(m.e[i].kp, m.e[i].kn, NULL)] = \
+            PyUnicode_DecodeUTF8(m.e[i].v.p, m.e[i].v.n, NULL)
+    return out
+
+
+# ============================================================== Python API
+
+def encode_track(path, query, body, ip, user_agent, accept_language, cookie_vid,
+                 now_ms, ids, url_filter=None, Encoder encoder=None):
+    """The record (bytes) of one track request, from the request's raw parts:
+    ``user_agent`` and ``accept_language`` are the header bytes (or None),
+    ``cookie_vid`` the raw value of the ``vid`` cookie (bytes or None)."""
+    cdef Buf out
+    cdef Outcome res
+    if encoder is None:
+        encoder = Encoder(url_filter)
+    out.data, out.len, out.cap = NULL, 0, 0
+    try:
+        encoder.encode(&out, path, query, body, ip, user_agent, accept_language,
+                       cookie_vid, now_ms, ids, &res)
+        return PyBytes_FromStringAndSize(out.data, out.len)
+    finally:
+        buf_free(&out)
+
+
+def parse_track(path, query, body, ip, user_agent, accept_language, cookie_vid,
+                now_ms, ids, url_filter):
+    """parse_ref.parse_track's API (str headers) through the record: the event
+    dict a store reads back. For tests, benchmarks and the pure-Python app."""
+    # A lone surrogate cannot come from a request (headers are bytes): it is
+    # replaced by "?", as parse_ref's bhash sees it.
+    ua = None if user_agent is None else user_agent.encode("utf-8", "replace")
+    lang = None if accept_language is None else accept_language.encode("latin-1", "replace")
+    cookie = None
+    if cookie_vid is not None and cookie_vid.isascii():
+        cookie = cookie_vid.encode("ascii")
+    return decode(encode_track(path, query, body, ip, ua, lang, cookie, now_ms, ids,
+                               url_filter))
+
+
+# ============================================================== decoding
+
+cdef tuple _TAG_NAMES = ("", "ip", "uid", "app", "last", "url", "ptype", "auth", "xid",
+                         "split", "ename", "etyp", "ver", "sink", "targets", "source",
+                         "medium", "campaign", "term", "ref", "aff", "browser", "device",
+                         "os", "tz", "outcome", "username", "culture")
+
+
+cdef inline Py_ssize_t _varint_at(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
+                                  Py_ssize_t* out) except -1:
+    cdef uint64_t v = 0
+    cdef int shift = 0
+    while True:
+        if i >= n or shift > 28:
+            raise ValueError("bad record: truncated or oversized length")
+        v |= <uint64_t>(p[i] & 0x7F) << shift
+        i += 1
+        if p[i - 1] < 0x80:
+            out[0] = <Py_ssize_t>v
+            return i
+        shift += 7
+
+
+cdef str _bhash(const char* p, Py_ssize_t n):
+    cdef uint32_t h
     cdef char out[8]
     cdef int k = 8
-    if PyUnicode_IS_ASCII(user_agent):
-        d = <const char*>PyUnicode_DATA(user_agent)
-        n = len(user_agent)
-    else:
-        encoded = user_agent.encode("utf-8", "replace")
-        d = encoded
-        n = len(encoded)
-    for i in range(n):
-        h ^= <unsigned char>d[i]
-        h *= 16777619U
+    h = _fnv32(p, n)
     if h == 0:
         return "0"
     while h:
@@ -510,179 +1288,91 @@ cdef str _bhash(str user_agent):
     return PyUnicode_DecodeASCII(out + k, 8 - k, NULL)
 
 
-# --------------------------------------------------------------------------
-# The request
-
-def parse_track(path, query, body, ip, user_agent, accept_language,
-                cookie_vid, now_ms, ids, url_prefix_filter):
-    """One track request -> event dict (rules: engine.parse_ref)."""
-    cdef dict data
-    cdef dict params = {}
-    cdef dict event
-    cdef object key, value, nested, parsed
-    cdef object request_vid = None, request_sid = None, uuid
-    cdef object first_value = None
-    cdef object lat_v = None, lon_v = None, w_v = None, h_v = None
-    cdef dict utm = None
-    cdef int kind
-    cdef int64_t ival, wval, hval
-    cdef double fval, lat, lon
-    cdef bint new_visitor = False, lat_ok, lon_ok, first
-    cdef str text, prefix = url_prefix_filter, target, utm_key
-
-    # 1. Merge the input pairs.
-    if body is None:
-        data = {}
-        _path_pairs(<bytes?>path, data)
-        if query:
-            _query_pairs(<bytes?>query, data)
-    else:
-        try:
-            parsed = _loads(body)
-        except _JSONDecodeError as exc:
-            raise ParseError("malformed JSON: " + str(exc)[:80]) from None
-        if type(parsed) is not dict:
-            raise ParseError("JSON body must be an object")
-        if query:
-            data = {}
-            _query_pairs(<bytes?>query, data)
-            data.update(<dict>parsed)
+def decode(record):
+    """The event dict of a record (engine.record.decode, compiled)."""
+    cdef const unsigned char[::1] view = record
+    cdef const unsigned char* p = &view[0] if view.shape[0] else NULL
+    cdef Py_ssize_t n = view.shape[0], i = HEAD_SIZE, ln, kn
+    cdef int flags, tag, last_tag = 0
+    cdef int64_t created, iv, iv2
+    cdef double fv, fv2
+    cdef dict event, params = {}
+    cdef str key, browser_text = None
+    cdef const char* browser = NULL
+    cdef Py_ssize_t browser_n = 0
+    cdef object tz = None
+    if n < HEAD_SIZE or p[0] != KIND_EVENT:
+        raise ValueError("bad record: short or of an unknown kind")
+    flags = p[1]
+    memcpy(&created, p + 2, 8)
+    event = {"eid": _uuid_str(p + 10), "vid": _uuid_str(p + 26), "sid": _uuid_str(p + 42),
+             "created": created, "first": bool(flags & F_FIRST)}
+    numbers = []
+    if flags & F_LATLON:
+        if i + 16 > n:
+            raise ValueError("bad record: ends inside latlon")
+        memcpy(&fv, p + i, 8)
+        memcpy(&fv2, p + i + 8, 8)
+        numbers.append(("latlon", [fv, fv2]))
+        i += 16
+    if flags & F_VP:
+        if i + 16 > n:
+            raise ValueError("bad record: ends inside vp")
+        memcpy(&iv, p + i, 8)
+        memcpy(&iv2, p + i + 8, 8)
+        numbers.append(("vp", [iv, iv2]))
+        i += 16
+    if flags & F_DURATION:
+        if i + 8 > n:
+            raise ValueError("bad record: ends inside duration")
+        memcpy(&iv, p + i, 8)
+        numbers.append(("duration", iv))
+        i += 8
+    if flags & F_SCORE:
+        if i + 8 > n:
+            raise ValueError("bad record: ends inside score")
+        memcpy(&fv, p + i, 8)
+        numbers.append(("score", fv))
+        i += 8
+    while i < n:
+        tag = p[i]
+        i += 1
+        if tag == PARAM:
+            i = _varint_at(p, i, n, &kn)
+            if i + kn > n:
+                raise ValueError("bad record: text past the end")
+            key = PyUnicode_DecodeUTF8(<const char*>p + i, kn, "surrogatepass")
+            i = _varint_at(p, i + kn, n, &ln)
+            if i + ln > n:
+                raise ValueError("bad record: text past the end")
+            params[key] = PyUnicode_DecodeUTF8(<const char*>p + i, ln, "surrogatepass")
+            i += ln
+        elif 0 < tag <= NTAGS and tag > last_tag and not params:
+            i = _varint_at(p, i, n, &ln)
+            if i + ln > n:
+                raise ValueError("bad record: text past the end")
+            event[_TAG_NAMES[tag]] = PyUnicode_DecodeUTF8(<const char*>p + i, ln,
+                                                          "surrogatepass")
+            if tag == T_BROWSER:
+                browser, browser_n = <const char*>p + i, ln
+            i += ln
+            last_tag = tag
         else:
-            data = <dict>parsed
-
-    # 2. The params object first; top-level keys overwrite its pairs.
-    nested = data.get("params")
-    if type(nested) is dict:
-        for key, value in (<dict>nested).items():
-            if value is not None:
-                params[key] = _text(value)
-
-    event = {"eid": None, "vid": None, "sid": None, "created": now_ms,
-             "first": False, "ip": ip}
-
-    # 3. Every top-level key, in input order.
-    for key, value in data.items():
-        if value is None:
-            continue
-        parsed = _KIND.get(key)
-        kind = K_UNKNOWN if parsed is None else <int>parsed
-        if kind == K_TEXT:
-            event[key] = _text(value)
-        elif kind == K_UNKNOWN:
-            params[key] = _text(value)
-        elif kind == K_URL:
-            text = _text(value)
-            if prefix and text.startswith(prefix):
-                text = text[len(prefix):]
-            event["url"] = text
-        elif kind == K_ID:
-            uuid = _uuid(value)
-            if uuid is None:
-                params[key] = _text(value)
-            elif key == "vid":
-                request_vid = uuid
-            else:
-                request_sid = uuid
-        elif kind == K_COORD:
-            if key == "lat":
-                lat_v = value
-            elif key == "lon":
-                lon_v = value
-            elif key == "w":
-                w_v = value
-            else:
-                h_v = value
-        elif kind == K_DURATION:
-            if _to_duration(value, &ival):
-                event["duration"] = ival
-            else:
-                params[key] = _text(value)
-        elif kind == K_SCORE:
-            if _to_float(value, &fval):
-                event["score"] = fval
-            else:
-                params[key] = _text(value)
-        elif kind == K_FIRST:
-            first_value = _text(value)
-        elif kind == K_VERSION:
-            event["ver"] = _text(value)
-        elif kind == K_PARAMS:
-            if type(value) is not dict:
-                params[key] = _text(value)
-        else:  # K_UTM
-            if utm is None:
-                utm = {}
-            utm[key] = _text(value)
-
-    # 4. UTM: an explicit key wins over its utm_ key.
-    if utm is not None:
-        for utm_key, target in _UTM:
-            value = utm.get(utm_key)
-            if value is None or data.get(target) is not None:
-                continue
-            if target == "content":
-                params["content"] = value
-            else:
-                event[target] = value
-
-    # 5. Pairs that only make a column together.
-    if lat_v is not None or lon_v is not None:
-        lat_ok = lat_v is not None and _to_float(lat_v, &lat)
-        lon_ok = lon_v is not None and _to_float(lon_v, &lon)
-        if (lat_ok and lon_ok and -90.0 <= lat <= 90.0
-                and -180.0 <= lon <= 180.0):
-            event["latlon"] = [lat, lon]
-        else:
-            if lat_v is not None:
-                params["lat"] = _text(lat_v)
-            if lon_v is not None:
-                params["lon"] = _text(lon_v)
-    if w_v is not None or h_v is not None:
-        if (w_v is not None and h_v is not None
-                and _to_size(w_v, &wval) and _to_size(h_v, &hval)):
-            event["vp"] = [wval, hval]
-        else:
-            if w_v is not None:
-                params["w"] = _text(w_v)
-            if h_v is not None:
-                params["h"] = _text(h_v)
-
-    # 6. Identity: ids.new() for eid, then vid, then sid.
-    event["eid"] = ids.new()
-    if request_vid is not None:
-        event["vid"] = request_vid
-    else:
-        uuid = _uuid(cookie_vid)
-        if uuid is not None:
-            event["vid"] = uuid
-        else:
-            uuid = ids.new()
-            event["vid"] = uuid
-            new_visitor = True
-    if request_sid is not None:
-        event["sid"] = request_sid
-    elif new_visitor:
-        event["sid"] = uuid
-    else:
-        event["sid"] = ids.new()
-    first = new_visitor or (first_value is not None
-                            and first_value != "false")
-    event["first"] = first
-
-    # 7. Server-derived columns.
-    if user_agent is not None:
-        event["browser"] = user_agent
-        event["bhash"] = _bhash(user_agent)
-    if accept_language is not None:
-        text = (<str?>accept_language).partition(",")[0].partition(";")[0].strip()
-        if text:
-            event["culture"] = text
-    value = event.get("tz")
-    if value is not None:
-        value = _ZONES.get(value)
-        if value is not None:
-            event["country"] = value
-    if new_visitor:
+            raise ValueError("bad record: field tag %d at byte %d" % (tag, i - 1))
+    for name, value in numbers:
+        event[name] = value
+    if browser != NULL:
+        if _utf8_valid(<const unsigned char*>browser, browser_n):
+            event["bhash"] = _bhash(browser, browser_n)
+        else:   # a lone surrogate (never from a request): hash as parse_ref does
+            text_b = event["browser"].encode("utf-8", "replace")
+            event["bhash"] = _bhash(PyBytes_AS_STRING(text_b), PyBytes_GET_SIZE(text_b))
+    tz = event.get("tz")
+    if tz is not None:
+        tz = _ZONES.get(tz)
+        if tz is not None:
+            event["country"] = tz
+    if flags & F_NEW_VISITOR:
         event["new_visitor"] = True
     event["params"] = params
     return event

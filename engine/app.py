@@ -24,7 +24,6 @@ from .spool import SpoolFull
 COOKIE_MAX_AGE = 31536000  # one year
 JSON = b"application/json"
 GIF = b"image/gif"
-TRACK_METHODS = (b"GET", b"POST", b"OPTIONS")
 PREFLIGHT_METHODS = b"Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
 
 
@@ -52,7 +51,7 @@ class TrackerApp:
         self.registry = registry
         self.date = registry.date
         self.draining = False
-        self.url_prefix_filter = config.url_prefix_filter
+        self.url_filter = config.url_filter
         self.redirect_hosts = normalise_hosts(config.redirect_hosts)
         self.max_conns = config.maximum_connections
         self.shared = shared            # node-wide limits (engine._bucket)
@@ -217,21 +216,16 @@ class TrackerApp:
 
     # ---- tracking --------------------------------------------------------
     def _accept(self, conn, req, path, query, body):
-        """Parse and enqueue one event. Returns (event, None) or (None, response)."""
+        """Parse and enqueue one event. Returns (event, None) or (None, response).
+        A HEAD request is parsed (its answer has the GET's headers) but never
+        tracked: mail scanners and link prefetchers probe with HEAD."""
+        if req.method == b"HEAD":
+            return self._parse(req, path, query, None), None
         committer = self.committer
         if not self.batcher.accepting or (committer is not None and not committer.accepting):
             return None, (503, self.unavailable_response())
-        headers = req.headers
-        raw_cookie = headers.get(b"cookie")
-        ua = headers.get(b"user-agent")
-        lang = headers.get(b"accept-language")
         try:
-            event = self.parse(
-                path, query, body, req.client_ip,
-                None if ua is None else ua.decode("utf-8", "replace"),
-                None if lang is None else lang.decode("latin-1"),
-                None if raw_cookie is None else cookie_value(raw_cookie),
-                time.time_ns() // 1000000, self.ids, self.url_prefix_filter)
+            event = self._parse(req, path, query, body)
         except ParseError as exc:
             return None, (400, self._plain(400, str(exc) + "\n", False))
         if committer is None:           # memory durability: queued is accepted
@@ -244,6 +238,18 @@ class TrackerApp:
             return None, (503, self.unavailable_response())
         return event, None
 
+    def _parse(self, req, path, query, body):
+        headers = req.headers
+        raw_cookie = headers.get(b"cookie")
+        ua = headers.get(b"user-agent")
+        lang = headers.get(b"accept-language")
+        return self.parse(
+            path, query, body, req.client_ip,
+            None if ua is None else ua.decode("utf-8", "replace"),
+            None if lang is None else lang.decode("latin-1"),
+            None if raw_cookie is None else cookie_value(raw_cookie),
+            time.time_ns() // 1000000, self.ids, self.url_filter)
+
     def unavailable_response(self):
         """503 for an event that cannot be accepted now (queue or spool full,
         spool write failed): the client keeps it and retries."""
@@ -254,7 +260,11 @@ class TrackerApp:
             event["vid"].encode(), COOKIE_MAX_AGE, b"; Secure" if conn.tls else b"")
 
     def _tracking_headers(self, conn, req, event):
-        return self._cookie(conn, event) + self._cors(req) + responses.NO_STORE
+        if req.method == b"HEAD" and event.get("new_visitor"):
+            cookie = b""    # a probe mints no visitor: nothing was tracked
+        else:
+            cookie = self._cookie(conn, event)
+        return cookie + self._cors(req) + responses.NO_STORE
 
     def _cors(self, req):
         origin = req.headers.get(b"origin")
@@ -268,13 +278,13 @@ class TrackerApp:
         method = req.method
         if method == b"OPTIONS":
             return 200, self._preflight(req, keep)
-        if method == b"GET":
+        if method == b"GET" or method == b"HEAD":
             body = None
         elif method == b"POST":
             body = req.body or b""
         else:
             return 405, self._plain(405, "method not allowed\n", keep,
-                                    b"Allow: GET, POST, OPTIONS\r\n")
+                                    b"Allow: GET, HEAD, POST, OPTIONS\r\n")
         event, refused = self._accept(conn, req, path, query, body)
         if refused:
             return refused

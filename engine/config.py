@@ -14,6 +14,7 @@ import orjson
 
 from .errors import ConfigError
 from .limits import parse_rate_limit, parse_trusted_proxies
+from .urlfilter import url_filter
 
 # Keys other Go versions of the collector knew; accepted with a warning.
 GO_KEYS_UNUSED = frozenset({
@@ -66,7 +67,8 @@ KEYS = {
     "MaxHeaderBytes": ("max_header_bytes", int, 65536, _pos, "bytes > 0"),
     "DefaultRedirect": ("default_redirect", str, "/", None, "a URL"),
     "Debug": ("debug", bool, False, None, "true or false"),
-    "UrlPrefixFilter": ("url_prefix_filter", str, "", None, "a URL prefix to strip"),
+    "UrlPrefixFilter": ("url_prefix_filter", str, "", None,
+                        "a regular expression (engine/urlfilter.py), empty = off"),
     "Notify": ("notify", list, None, None, "a list of sink objects"),
     "Consume": ("consume", list, [], None, "a list of consumer objects"),
     # New keys (README documents them).
@@ -131,6 +133,7 @@ class Config:
     warnings: list = field(default_factory=list)
     listen: tuple = ("127.0.0.1", 8080)
     listen_tls: tuple = ("0.0.0.0", 443)
+    url_filter: object = None      # compiled UrlPrefixFilter (engine/urlfilter.py)
 
     @property
     def api_prefix(self):
@@ -222,6 +225,10 @@ def _apply_defaults(cfg, raw, problems):
             _check_notify(i, entry, section, problems)
     if cfg.redirect_hosts is None:
         cfg.redirect_hosts = list(cfg.domains)
+    try:
+        cfg.url_filter = url_filter(cfg.url_prefix_filter)
+    except ConfigError as exc:
+        problems.append(str(exc))
     cfg.rate_limits = parse_rate_limit(cfg.rate_limit, problems)
     parse_trusted_proxies(cfg.trusted_proxies, problems)
     cfg.tls = _derive_tls(cfg)

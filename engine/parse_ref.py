@@ -19,7 +19,7 @@ API
     14-bit clock sequence.
 
 ``parse_track(path, query, body, ip, user_agent, accept_language, cookie_vid,
-now_ms, ids, url_prefix_filter) -> dict``
+now_ms, ids, url_filter) -> dict``
     Turns one track request into an event dict (see engine/event.py).
     ``ids`` is anything with ``.new() -> str``. Raises
     ``engine.errors.ParseError`` for a body that is not a JSON object, and
@@ -37,8 +37,9 @@ Rules
    without a value gets "". Then the query string, if any: split on "&",
    empty pieces skipped, each piece split on its first "=" (no "=" -> value
    ""), key and value decoded form-style ("+" -> space, then ``%xx``, then
-   UTF-8 "replace"). Query pairs overwrite path pairs of the same key, a
-   later duplicate overwrites an earlier one. GET values are all strings.
+   UTF-8 "replace"). Query pairs overwrite path pairs of the same key; a
+   key repeated in the query keeps its FIRST value (Go's ``url.Values.Get``).
+   GET values are all strings.
 
    POST (``body`` is bytes): the query pairs as above, then the body, which
    must be a JSON object (``orjson.loads``; otherwise ParseError
@@ -53,8 +54,9 @@ Rules
 
 3. Columns. Text columns, stringified: uid app last url ptype auth xid split
    ename etyp sink targets source medium campaign term ref aff device os tz
-   outcome username; input key "version" fills column "ver". ``url`` loses
-   ``url_prefix_filter`` when non-empty and the url starts with it.
+   outcome username; input key "version" fills column "ver". ``url`` and
+   ``last`` go through ``url_filter`` (engine/urlfilter.py: the config's
+   ``UrlPrefixFilter``) when it is not None.
    - vid, sid: a valid UUID (8-4-4-4-12 hex with hyphens, or 32 hex digits,
      any case, not the nil UUID) normalised to lowercase hyphenated form;
      anything else goes to params under the same key, stringified.
@@ -89,7 +91,10 @@ Rules
    else a valid cookie_vid, else ``ids.new()`` and the visitor is new
    (``new_visitor: True`` in the event). sid = the request's valid sid, else
    the vid for a new visitor, else ``ids.new()``. first = new visitor, or the
-   request had a non-null "first" whose stringified value is not "false".
+   request's "first" is anything but "false" once stringified: a request
+   with no (or a null) "first" IS first, as in the Go collector
+   (``isNew || v["first"] != "false"``). Stores keep the earliest event per
+   visitor and session, so this only decides which events may win.
 
 6. Output: always eid, vid, sid, created (= now_ms; a client's created stays
    in params), first, ip; then the columns the request filled, in the order
@@ -125,7 +130,7 @@ import orjson
 from engine.errors import ParseError
 from engine.zones import ZONES
 
-__all__ = ["TimeUUIDGen", "parse_track"]
+__all__ = ["TimeUUIDGen", "parse_track", "encode_track", "cookie_value"]
 
 
 # --------------------------------------------------------------------------
@@ -136,9 +141,10 @@ UUID_EPOCH_OFFSET = 0x01B21DD213814000
 
 
 class TimeUUIDGen:
-    """Generator of version 1 UUID strings, strictly increasing timestamps."""
+    """Generator of version 1 UUID strings, strictly increasing timestamps.
+    ``frozen_ns`` (tests): the clock reads this fixed time."""
 
-    def __init__(self, node=None, clock_seq=None):
+    def __init__(self, node=None, clock_seq=None, frozen_ns=None):
         if node is None:
             node = secrets.randbits(48) | (1 << 40)   # multicast bit
         if clock_seq is None:
@@ -149,10 +155,12 @@ class TimeUUIDGen:
             raise ValueError("clock_seq must be a 14-bit unsigned integer")
         self.node = node
         self.clock_seq = clock_seq
+        self.frozen_ns = frozen_ns
         self._last = 0
 
     def new(self):
-        timestamp = time.time_ns() // 100 + UUID_EPOCH_OFFSET
+        now = time.time_ns() if self.frozen_ns is None else self.frozen_ns
+        timestamp = now // 100 + UUID_EPOCH_OFFSET
         if timestamp <= self._last:
             timestamp = self._last + 1
         self._last = timestamp
@@ -407,7 +415,7 @@ def first_language(accept_language):
 # The request
 
 def parse_track(path, query, body, ip, user_agent, accept_language,
-                cookie_vid, now_ms, ids, url_prefix_filter):
+                cookie_vid, now_ms, ids, url_filter):
     """One track request -> event dict. See the module docstring."""
     # 1. Merge the input pairs: later sources overwrite earlier ones.
     data = {}
@@ -415,8 +423,11 @@ def parse_track(path, query, body, ip, user_agent, accept_language,
         for key, value in path_pairs(path):
             data[key] = value
     if query:
+        seen = set()
         for key, value in query_pairs(query):
-            data[key] = value
+            if key not in seen:          # a repeated key keeps its first value
+                seen.add(key)
+                data[key] = value
     if body is not None:
         data.update(decode_body(body))
 
@@ -442,8 +453,8 @@ def parse_track(path, query, body, ip, user_agent, accept_language,
             continue
         if key in TEXT_COLUMNS:
             text = stringify(value)
-            if key == "url" and url_prefix_filter and text.startswith(url_prefix_filter):
-                text = text[len(url_prefix_filter):]
+            if url_filter is not None and (key == "url" or key == "last"):
+                text = url_filter(text)
             columns[TEXT_COLUMNS[key]] = text
         elif key == "vid" or key == "sid":
             uuid = normalize_uuid(value)
@@ -516,7 +527,7 @@ def parse_track(path, query, body, ip, user_agent, accept_language,
         sid = vid
     else:
         sid = ids.new()
-    first = new_visitor or (first_value is not None and first_value != "false")
+    first = new_visitor or first_value != "false"
 
     # 7. The event.
     event = {"eid": eid, "vid": vid, "sid": sid, "created": now_ms,
@@ -536,3 +547,32 @@ def parse_track(path, query, body, ip, user_agent, accept_language,
         event["new_visitor"] = True
     event["params"] = params
     return event
+
+
+# --------------------------------------------------------------------------
+# The record (what the request path spools)
+
+def cookie_value(raw, name=b"vid"):
+    """The value of cookie ``name`` in a Cookie header (bytes), first one
+    wins, surrounding double quotes removed; None when absent."""
+    for part in raw.split(b";"):
+        key, sep, value = part.strip().partition(b"=")
+        if sep and key == name:
+            return value.strip(b'"')
+    return None
+
+
+def encode_track(path, query, body, ip, user_agent, accept_language, cookie_vid,
+                 now_ms, ids, url_filter=None):
+    """The spool record of one track request, from its raw parts: the
+    User-Agent header bytes (decoded UTF-8, errors replaced), the
+    Accept-Language header bytes (Latin-1), the ``vid`` cookie's raw value.
+    What engine._parse.Encoder writes, byte for byte (engine/record.py)."""
+    from engine import record
+    event = parse_track(
+        path, query, body, ip,
+        None if user_agent is None else user_agent.decode("utf-8", "replace"),
+        None if accept_language is None else accept_language.decode("latin-1"),
+        None if cookie_vid is None else cookie_vid.decode("latin-1"),
+        now_ms, ids, url_filter)
+    return record.encode(event)

@@ -23,7 +23,10 @@ MAX_PENDING = 32    # answers queued behind a slow one before reading pauses
 IDLE, READING, CLOSED = 0, 1, 2
 
 
-class RequestTooLarge(Exception):
+class RequestRefused(Exception):
+    """A request refused while its head is read: answered ``status`` and the
+    connection closed (414, 431 and 413 for sizes; 400 for a missing Host)."""
+
     def __init__(self, status, text):
         super().__init__(text)
         self.status = status
@@ -179,13 +182,13 @@ class HttpConnection:
         req.url += url
         req.head_bytes += len(url)
         if req.head_bytes > self.limits.max_header_bytes:
-            raise RequestTooLarge(431, "request line too large")
+            raise RequestRefused(414, "request target too long")
 
     def on_header(self, name, value):
         req = self.request
         req.head_bytes += len(name) + len(value) + 4
         if req.head_bytes > self.limits.max_header_bytes:
-            raise RequestTooLarge(431, "request headers too large")
+            raise RequestRefused(431, "request headers too large")
         name = name.lower()
         prior = req.headers.get(name)
         if prior is None:
@@ -200,6 +203,8 @@ class HttpConnection:
         req.keep_alive = parser.should_keep_alive()
         req.http_10 = parser.get_http_version() == "1.0"
         req.upgrade = parser.should_upgrade()
+        if not req.http_10 and b"host" not in req.headers:
+            raise RequestRefused(400, "missing Host header")   # RFC 9112 3.2
         answer = self.app.route_head(self, req)
         if answer is not None:          # streamed (proxied): the body goes to it
             keep = req.keep_alive and not self.closing and not req.upgrade
@@ -212,7 +217,7 @@ class HttpConnection:
             return
         length = req.headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limits.max_body_bytes:
-            raise RequestTooLarge(413, "body too large")
+            raise RequestRefused(413, "body too large")
         if req.headers.get(b"expect", b"").lower() == b"100-continue" and not self.pending:
             self.transport.write(responses.CONTINUE)
 
@@ -224,7 +229,7 @@ class HttpConnection:
             return
         req.body_size += len(body)
         if req.body_size > self.limits.max_body_bytes:
-            raise RequestTooLarge(413, "body too large")
+            raise RequestRefused(413, "body too large")
         if req.body is None:
             req.body = [body]
         else:
@@ -327,7 +332,7 @@ class HttpConnection:
     # ---- helpers ---------------------------------------------------------
     def _callback_failed(self, exc):
         cause = exc.__context__
-        if isinstance(cause, RequestTooLarge):
+        if isinstance(cause, RequestRefused):
             self.error_and_close(cause.status, cause.text)
         else:
             self.app.internal_error(self, cause or exc)

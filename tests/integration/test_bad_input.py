@@ -39,12 +39,12 @@ def test_non_utf8_and_invalid_uuids_are_kept_not_fatal(collector):
     assert all(len(r["vid"]) == 36 for r in rows)
 
 
-def test_oversized_header_is_431(collector_factory):
+def test_oversized_header_is_431_and_target_414(collector_factory):
     c = collector_factory({"MaxHeaderBytes": 4096})
     reply = c.raw(b"GET /tr/v1/m/x HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8000 + b"\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 431 ")
     reply = c.raw(b"GET /tr/v1/" + b"a/" * 3000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert reply.startswith(b"HTTP/1.1 431 ")
+    assert reply.startswith(b"HTTP/1.1 414 ")
     assert c.get("/ping")[0] == 200
     c.stop()
     assert _count(c) == 0

@@ -6,6 +6,7 @@ import pytest
 
 from engine import _parse, parse_ref
 from engine.errors import ParseError
+from engine.urlfilter import url_filter
 from engine.zones import ZONES
 
 IMPLEMENTATIONS = [pytest.param(_parse, id="cython"), pytest.param(parse_ref, id="reference")]
@@ -42,7 +43,7 @@ def ident(n):
 def track(impl, path=b"/tr/v1", query=None, body=None, *, ip=IP, ua=None,
           lang=None, cookie=None, prefix="", ids=None):
     return impl.parse_track(path, query, body, ip, ua, lang, cookie, NOW,
-                            ids or Counter(), prefix)
+                            ids or Counter(), url_filter(prefix))
 
 
 def fnv1a32_base36(text):
@@ -136,7 +137,7 @@ def test_cookie_vid_is_used(impl):
     event = track(impl, b"/tr/v1", cookie=VID.upper())
     assert event["vid"] == VID
     assert event["sid"] == ident(2)
-    assert event["first"] is False
+    assert event["first"] is True       # no "first" sent: first (Go's rule)
     assert "new_visitor" not in event
 
 
@@ -197,7 +198,7 @@ def test_client_eid_and_created_are_kept_in_params(impl):
 
 @pytest.mark.parametrize("value,first", [
     ('"false"', False), ("false", False), ('"true"', True), ("true", True),
-    ('"FALSE"', True), ('""', True), ("0", True), ("null", False),
+    ('"FALSE"', True), ('""', True), ("0", True), ("null", True),
 ])
 def test_first_flag(impl, value, first):
     event = track(impl, body=('{"vid": "%s", "first": %s}' % (VID, value)).encode())
@@ -207,6 +208,23 @@ def test_first_flag(impl, value, first):
 
 def test_new_visitor_is_always_first(impl):
     assert track(impl, b"/tr/v1/first/false")["first"] is True
+
+
+def test_missing_first_is_first(impl):
+    # Go: first := isNew || v["first"] != "false" -- no "first" at all is first.
+    path = ("/tr/v1/vid/%s/sid/%s/ename/open" % (VID, SID)).encode()
+    event = track(impl, path, cookie=VID)
+    assert event["first"] is True and "new_visitor" not in event
+    assert track(impl, body=('{"vid": "%s"}' % VID).encode())["first"] is True
+    assert track(impl, path + b"/first/false")["first"] is False
+
+
+def test_repeated_query_key_keeps_first_value(impl):
+    event = track(impl, b"/tr/v1/ename/path", b"ename=a&ename=b&x=1&x=2")
+    assert event["ename"] == "a"                 # query beats the path, first query wins
+    assert event["params"] == {"x": "1"}
+    event = track(impl, b"/tr/v1", b"ename=a&ename=b", body=b'{"ename": "c"}')
+    assert event["ename"] == "c"                 # the body still beats the query
 
 
 # ---------------------------------------------------------------- GET decoding
@@ -222,10 +240,10 @@ def test_query_is_form_decoded(impl):
     assert event["params"] == {"a": "x y+y", "b": "", "c": "1=2", "é": "€"}
 
 
-def test_query_overwrites_path_and_later_duplicate_wins(impl):
+def test_query_overwrites_path_and_earlier_duplicate_wins(impl):
     event = track(impl, b"/tr/v1/ref/path/k/1", b"ref=query&k=2&k=3")
     assert event["ref"] == "query"
-    assert event["params"] == {"k": "3"}
+    assert event["params"] == {"k": "2"}
 
 
 def test_path_edge_cases(impl):
@@ -334,12 +352,26 @@ def test_text_columns_and_stringification(impl):
     assert "os" not in event and event["params"] == {}
 
 
-def test_url_prefix_filter(impl):
-    event = track(impl, b"/tr/v1", b"url=https://ex.com/a/b", prefix="https://ex.com")
-    assert event["url"] == "/a/b"
-    event = track(impl, b"/tr/v1", b"url=http://other/a", prefix="https://ex.com")
-    assert event["url"] == "http://other/a"
+def test_url_prefix_filter_without_group_strips_the_start(impl):
+    event = track(impl, b"/tr/v1", b"url=https://ex.com/a/b?q=1", prefix="https://ex\\.com")
+    assert event["url"] == "/a/b?q=1"
+    event = track(impl, b"/tr/v1", b"url=http://other/https://ex.com", prefix="https://ex\\.com")
+    assert event["url"] == "http://other/https://ex.com"
     assert track(impl, b"/tr/v1", b"url=x")["url"] == "x"
+
+
+GO_FILTER = r"http(s|)://(localhost|dev\.sfproductlabs\.com)(:[0-9]*|)(/.*)"
+
+
+def test_url_prefix_filter_go_rule_last_group_cut_at_query(impl):
+    query = (b"url=https%3A%2F%2Flocalhost%3A5001%2Fcw.html%3Fx%3D1"
+             b"&last=http%3A%2F%2Fdev.sfproductlabs.com%2Fa%2Fb")
+    event = track(impl, b"/tr/v1", query, prefix=GO_FILTER)
+    assert event["url"] == "/cw.html"
+    assert event["last"] == "/a/b"
+    event = track(impl, body=b'{"url": "https://other.com/x?y=1", "last": "nope"}',
+                  prefix=GO_FILTER)
+    assert event["url"] == "https://other.com/x?y=1" and event["last"] == "nope"
 
 
 def test_server_derived_names_from_client_go_to_params(impl):

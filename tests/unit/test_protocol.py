@@ -90,25 +90,42 @@ def test_request_split_across_reads(conn):
 
 
 def test_pipelined_requests_in_order(conn):
-    conn.data_received(b"POST /1 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
-                       b"GET /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.0\r\n\r\n")
+    conn.data_received(b"POST /1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+                       b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\nGET /3 HTTP/1.0\r\n\r\n")
     out = bytes(conn.transport.out)
     assert out.index(b"POST /1 abc") < out.index(b"GET /2") < out.index(b"GET /3")
     assert conn.transport.closed          # HTTP/1.0 without keep-alive
 
 
 def test_header_limit_431(conn):
-    conn.data_received(b"GET / HTTP/1.1\r\nX: " + b"a" * 300 + b"\r\n\r\n")
+    conn.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 300 + b"\r\n\r\n")
     assert conn.transport.out.startswith(b"HTTP/1.1 431 ") and conn.transport.closed
 
 
+def test_target_limit_414(conn):
+    conn.data_received(b"GET /" + b"a" * 300 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert conn.transport.out.startswith(b"HTTP/1.1 414 URI Too Long\r\n")
+    assert conn.transport.closed and conn.app.seen == []
+
+
+def test_http11_without_host_is_400_http10_is_fine(conn):
+    conn.data_received(b"GET /a HTTP/1.0\r\n\r\n")
+    assert conn.transport.out.startswith(b"HTTP/1.1 200 ")
+    registry = ConnectionRegistry(Limits())
+    c = HttpConnection(EchoApp(), registry)
+    c.connection_made(FakeTransport())
+    c.data_received(b"GET /a HTTP/1.1\r\nUser-Agent: x\r\n\r\n")
+    assert c.transport.out.startswith(b"HTTP/1.1 400 ") and b"missing Host" in c.transport.out
+    assert c.transport.closed and c.app.seen == []
+
+
 def test_body_limit_413_by_length_and_by_chunks(conn):
-    conn.data_received(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n")
+    conn.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
     assert conn.transport.out.startswith(b"HTTP/1.1 413 ")
     registry = ConnectionRegistry(Limits())
     c = HttpConnection(EchoApp(), registry)
     c.connection_made(FakeTransport())
-    c.data_received(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"20\r\n" +
+    c.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + b"20\r\n" +
                     b"x" * 32 + b"\r\n" + b"30\r\n" + b"y" * 48 + b"\r\n0\r\n\r\n")
     assert c.transport.out.startswith(b"HTTP/1.1 413 ")
 
@@ -119,7 +136,7 @@ def test_garbage_is_400_and_closed(conn):
 
 
 def test_deadlines(conn):
-    conn.data_received(b"GET / HTTP/1.1\r\n")            # half a request
+    conn.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n")            # half a request
     conn.registry.sweep(conn.deadline + 1)
     assert conn.transport.out.startswith(b"HTTP/1.1 408 ") and conn.transport.closed
 
@@ -140,7 +157,7 @@ def test_back_pressure_pauses_reading(conn):
 
 
 def test_expect_continue(conn):
-    conn.data_received(b"POST / HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+    conn.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
     assert conn.transport.out == responses.CONTINUE
     conn.data_received(b"hi")
     assert conn.transport.out.endswith(b"POST / hi")
@@ -189,9 +206,9 @@ def sconn():
 
 def test_streams_and_plain_answers_keep_request_order(sconn):
     app, out = sconn.app, sconn.transport.out
-    sconn.data_received(b"POST /s/one HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
-                        b"GET /plain HTTP/1.1\r\n\r\n"
-                        b"POST /s/two HTTP/1.1\r\nContent-Length: 100\r\n\r\nxy")
+    sconn.data_received(b"POST /s/one HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+                        b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n"
+                        b"POST /s/two HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nxy")
     one, two = app.streams
     assert one.started and one.body == b"abc" and one.eof
     assert not two.started and two.body == b"xy"     # fed (bodies are not size-capped)
@@ -207,7 +224,7 @@ def test_streams_and_plain_answers_keep_request_order(sconn):
 
 def test_a_closed_connection_closes_its_streams(sconn):
     closed = []
-    sconn.data_received(b"GET /s/a HTTP/1.1\r\n\r\nGET /s/b HTTP/1.1\r\n\r\n")
+    sconn.data_received(b"GET /s/a HTTP/1.1\r\nHost: x\r\n\r\nGET /s/b HTTP/1.1\r\nHost: x\r\n\r\n")
     for st in sconn.app.streams:
         st.close = lambda st=st: closed.append(st.name)
     sconn.connection_lost(None)

@@ -1,5 +1,6 @@
 # C-level interface of the compiled parser (engine/_parse.pyx), for the
 # compiled connection and spool writer to call without Python overhead.
+cimport cython
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 
@@ -36,6 +37,7 @@ cdef class TimeUUIDGen:
     cdef void next_bytes(self, uint8_t* out) noexcept
 
 
+@cython.final
 cdef class Encoder:
     cdef char* arena
     cdef Py_ssize_t arena_cap
@@ -65,7 +67,7 @@ cdef class Encoder:
     cdef int _emit(self, Buf* out, dict data, str ip, bytes user_agent,
                    bytes accept_language, bytes cookie_vid, int64_t now_ms,
                    object ids, Outcome* res) except -1
-    cdef bint _present(self, dict data, str key) except -1
+    cdef bint _present(self, dict data, str key, bytes key_bytes) except -1
     cdef int _culture(self, bytes raw, Val* out) except -1
 
 

@@ -13,6 +13,7 @@ equivalence tests (tests/unit/test_parse_equivalence.py) hold this module to
 JSON bodies are decoded by orjson; their values are typed from the Python
 objects. ``decode`` is the compiled inverse used by the store processes.
 """
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 from cpython.conversion cimport PyOS_string_to_double
 from cpython.dict cimport PyDict_Next, PyDict_GetItem
@@ -220,14 +221,24 @@ cdef int _next_id(object ids, uint8_t* out) except -1:
 
 # ============================================================== bytes helpers
 
+cdef signed char _HEXVAL[256]
+
+
+cdef void _build_hexval() noexcept:
+    cdef int c
+    for c in range(256):
+        _HEXVAL[c] = -1
+    for c in range(10):
+        _HEXVAL[48 + c] = c
+    for c in range(6):
+        _HEXVAL[97 + c] = 10 + c
+        _HEXVAL[65 + c] = 10 + c
+
+_build_hexval()
+
+
 cdef inline int _hexval(unsigned char c) noexcept:
-    if 48 <= c <= 57:
-        return c - 48
-    if 97 <= c <= 102:
-        return c - 87
-    if 65 <= c <= 70:
-        return c - 55
-    return -1
+    return _HEXVAL[c]
 
 
 cdef bint _uuid_bytes(const char* d, Py_ssize_t n, uint8_t* out) noexcept:
@@ -258,12 +269,21 @@ cdef bint _uuid_bytes(const char* d, Py_ssize_t n, uint8_t* out) noexcept:
     return nonzero
 
 
-cdef inline bint _is_ascii(const char* p, Py_ssize_t n) noexcept:
-    cdef Py_ssize_t i
-    for i in range(n):
-        if <unsigned char>p[i] >= 0x80:
-            return False
-    return True
+cdef extern from *:
+    """
+    #include <string.h>
+    #include <stdint.h>
+    /* Eight bytes at a time: the spans are mostly plain ASCII. */
+    static inline int trk_is_ascii(const char *p, Py_ssize_t n) {
+        Py_ssize_t i = 0;
+        uint64_t acc = 0, w;
+        for (; i + 8 <= n; i += 8) { memcpy(&w, p + i, 8); acc |= w; }
+        for (; i < n; i++) acc |= (unsigned char)p[i];
+        return (acc & 0x8080808080808080ULL) == 0;
+    }
+    """
+    bint _is_ascii "trk_is_ascii"(const char* p, Py_ssize_t n) noexcept
+    const void* memchr(const void* s, int c, size_t n) noexcept
 
 
 cdef bint _utf8_valid(const unsigned char* s, Py_ssize_t n) noexcept:
@@ -390,10 +410,51 @@ cdef inline bint _int64_from_double(double f, int64_t* out) noexcept:
     return True
 
 
+cdef double[23] _POW10 = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
+                          1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+                          1e21, 1e22]
+
+
+cdef bint _fast_double(const char* d, Py_ssize_t n, double* out) noexcept:
+    """Exact for [+-]digits[.digits] with at most 15 significant digits: the
+    mantissa and 10**k are exact doubles and one IEEE division rounds
+    correctly (Clinger's fast path). Anything else goes to strtod."""
+    cdef Py_ssize_t i = 0
+    cdef uint64_t m = 0
+    cdef int digits = 0, frac = 0
+    cdef bint negative = False, dot = False
+    if i < n and (d[i] == b'+' or d[i] == b'-'):
+        negative = d[i] == b'-'
+        i += 1
+    while i < n:
+        if _isdigit(d[i]):
+            if digits or d[i] != b'0':
+                digits += 1
+            if digits > 15:
+                return False
+            m = m * 10 + <uint64_t>(d[i] - 48)
+            if dot:
+                frac += 1
+        elif d[i] == b'.' and not dot:
+            dot = True
+        else:
+            return False            # an exponent, or not a number
+        i += 1
+    if frac > 22:
+        return False
+    out[0] = <double>m / _POW10[frac]
+    if negative:
+        out[0] = -out[0]
+    return True
+
+
 cdef double _to_double(const char* d, Py_ssize_t n) except? -1.0:
     """strtod of an ASCII span known to match the numeric grammar."""
     cdef char stack[64]
     cdef bytes copy
+    cdef double fast
+    if _fast_double(d, n, &fast):
+        return fast
     if n < 64:
         memcpy(stack, d, n)
         stack[n] = 0
@@ -535,9 +596,11 @@ cdef dict _OTHER_KIND = {
     "utm_campaign": K_UTM, "utm_term": K_UTM, "utm_content": K_UTM,
 }
 # utm_ key -> the explicit key that wins over it (its target), in rule order.
-cdef tuple _UTM = (("utm_source", "source", 15), ("utm_medium", "medium", 16),
-                   ("utm_campaign", "campaign", 17), ("utm_term", "term", 18),
-                   ("utm_content", "content", 0))
+cdef tuple _UTM = (("utm_source", "source", 15, b"source"),
+                   ("utm_medium", "medium", 16, b"medium"),
+                   ("utm_campaign", "campaign", 17, b"campaign"),
+                   ("utm_term", "term", 18, b"term"),
+                   ("utm_content", "content", 0, b"content"))
 
 cdef enum:
     KEYTAB = 128
@@ -622,6 +685,7 @@ def cookie_vid(raw):
 
 # ============================================================== the encoder
 
+@cython.final
 cdef class Encoder:
     """One per worker: scratch memory reused by every request.
 
@@ -671,6 +735,8 @@ cdef class Encoder:
         cdef Py_ssize_t i = 0, j = 0
         cdef unsigned char c
         cdef int hi, lo
+        if memchr(src, b'%', n) == NULL and not (plus and memchr(src, b'+', n) != NULL):
+            return self._utf8(src, n, out_n)     # nothing to decode: the request's bytes
         while i < n:
             c = <unsigned char>src[i]
             if c == 37 and i + 2 < n:
@@ -897,7 +963,8 @@ cdef class Encoder:
         self._arena_for(room)
         _omap_reset(merged)
         _omap_reset(params)
-        self.keep.clear()
+        if self.keep:
+            self.keep = []
         if body is None:
             self._path_pairs(path)
             if query:
@@ -1051,7 +1118,7 @@ cdef class Encoder:
 
         # UTM: an explicit (non-null) key wins over its utm_ key.
         for u in range(5):
-            if has_utm[u] and not self._present(data, _UTM[u][1]):
+            if has_utm[u] and not self._present(data, _UTM[u][1], _UTM[u][3]):
                 if u == 4:
                     self._param(b"content", 7, &utm[u])
                 else:
@@ -1148,15 +1215,14 @@ cdef class Encoder:
             res.redirect, res.redirect_len = NULL, -1
         return 0
 
-    cdef bint _present(self, dict data, str key) except -1:
+    cdef bint _present(self, dict data, str key, bytes key_bytes) except -1:
         """Did the request carry ``key`` with a (non-null) value?"""
-        cdef bytes k
         cdef PyObject* value
         if data is not None:
             value = PyDict_GetItem(data, key)
             return value != NULL and <object>value is not None
-        k = key.encode()
-        return _omap_get(<OMap*>self.merged, PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k)) >= 0
+        return _omap_get(<OMap*>self.merged, PyBytes_AS_STRING(key_bytes),
+                         PyBytes_GET_SIZE(key_bytes)) >= 0
 
     cdef int _culture(self, bytes raw, Val* out) except -1:
         """First Accept-Language tag, cut at ';', stripped (str.strip of the
@@ -1232,6 +1298,24 @@ def encode_track(path, query, body, ip, user_agent, accept_language, cookie_vid,
         encoder.encode(&out, path, query, body, ip, user_agent, accept_language,
                        cookie_vid, now_ms, ids, &res)
         return PyBytes_FromStringAndSize(out.data, out.len)
+    finally:
+        buf_free(&out)
+
+
+def bench_encode(int n, path, query, body, ip, user_agent, accept_language, cookie_vid,
+                 now_ms, ids, Encoder encoder):
+    """``n`` encodes into one reused buffer, as the request path runs them
+    (loadtest/bench_parse.py): the parser's own cost, no Python call per request."""
+    cdef Buf out
+    cdef Outcome res
+    cdef int i
+    out.data, out.len, out.cap = NULL, 0, 0
+    try:
+        for i in range(n):
+            out.len = 0
+            encoder.encode(&out, path, query, body, ip, user_agent, accept_language,
+                           cookie_vid, now_ms, ids, &res)
+        return out.len
     finally:
         buf_free(&out)
 

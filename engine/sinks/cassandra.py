@@ -337,6 +337,10 @@ async def run_concurrently(sessions, items, limit):
 
 class CassandraSink(Sink):
     service = "cassandra"
+    entry_keys = frozenset({
+        "Service", "Critical", "Context", "Hosts", "Timeout", "Connections", "Concurrency",
+        "RowBatch", "Consistency", "LocalDC", "FirstWrite", "Replication",
+        "CACert", "Cert", "Key", "Secure", "Username", "Password"})
 
     def __init__(self, entry, config):
         super().__init__(entry, config)

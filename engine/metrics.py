@@ -169,12 +169,18 @@ class BulkHistogram:
         self.counts = Counter(spec.name + _SLOT, "Per-bucket counts of " + spec.name,
                               [*spec.labelnames, "le"])
         self.sums = Counter(spec.name + _SLOT_SUM, "Sum of " + spec.name, spec.labelnames)
+        self.children = {}   # label values -> ([bucket counter children], sum child)
 
     def add(self, labels, slots):
-        for le, n in zip(self.les, slots):
+        children = self.children.get(labels)
+        if children is None:   # labels() costs a lock and a lookup: once per label set
+            children = self.children[labels] = (
+                [self.counts.labels(*labels, le) for le in self.les], self.sums.labels(*labels))
+        buckets, total = children
+        for child, n in zip(buckets, slots):
             if n:
-                self.counts.labels(*labels, le).inc(n)
-        self.sums.labels(*labels).inc(slots[-1])
+                child.inc(n)
+        total.inc(slots[-1])
 
 
 class _Folded:

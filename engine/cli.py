@@ -54,16 +54,20 @@ def cmd_check_config(args):
     from .config import load_config
     from .sinks.registry import SinkEntryError, build_sinks
     cfg = load_config(args.config)
-    for warning in cfg.warnings:
+    for warning in cfg.warnings + cfg.skipped:
         print("warning:", warning, file=sys.stderr)
+    if cfg.ignored:
+        print("info: keys of the Go collector not used here, ignored:",
+              ", ".join(cfg.ignored), file=sys.stderr)
     try:
         build_sinks(cfg)       # each store checks its own keys; nothing is connected
     except SinkEntryError as exc:
         print(f"{args.config}: {exc}", file=sys.stderr)
         return 2
     stores = ", ".join(e["Service"] for e in cfg.notify)
+    consumers = ", ".join(e["Service"] for e in cfg.consume) or "none"
     print(f"{args.config}: OK (TLS {cfg.tls}, listen {cfg.listen[0]}:{cfg.listen[1]}, "
-          f"workers {cfg.workers}, stores: {stores})")
+          f"workers {cfg.workers}, stores: {stores}, consumers: {consumers})")
     return 0
 
 

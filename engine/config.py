@@ -1,9 +1,12 @@
 """Loading and validating ``config.json``.
 
-The Go collector's keys load unchanged and mean the same; keys this collector
-does not use are warned about, never fatal. A known key with a wrong type or
-value fails with the key, the value and what was expected; every problem in a
-file is reported at once so an operator fixes them in one pass.
+The Go collector's keys load unchanged and mean the same; its keys this
+collector does not use are listed in ``Config.ignored``, unknown keys are
+warnings, never fatal. ``Notify`` / ``Consume`` entries of a service that does
+not exist here are skipped and listed in ``Config.skipped`` unless Critical
+(engine/entries.py). A known key with a wrong type or value fails with the key,
+the value and what was expected; every problem in a file is reported at once
+so an operator fixes them in one pass.
 
 Relative paths are resolved against the config file's directory.
 """
@@ -12,15 +15,19 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from .entries import did_you_mean, drop_unknown_services, note_unread_keys
 from .errors import ConfigError
 from .limits import parse_rate_limit, parse_trusted_proxies
 from .urlfilter import url_filter
 
-# Keys other Go versions of the collector knew; accepted with a warning.
+# Keys Go versions of the collector knew that this one does not use: loaded,
+# listed in Config.ignored.
 GO_KEYS_UNUSED = frozenset({
     "ProxyForceJson", "ProxyExceptIPs", "AllowOrigin",
     "PrefixPrivateHash", "AccountHashMixer", "S3Bucket", "S3Prefix",
     "PostgresUrl", "FallbackDomain", "ProxyRoot", "StaticHost",
+    "ProxyPortRedirect", "IgnoreProxyOptions", "ProxyUrlFilter", "UrlFilter",
+    "UrlFilterMatchGroup", "IgnoreQueryParamsKey", "CFlagsMarketing", "CFlagsIgnore",
 })
 
 NOTIFY_KEYS = {
@@ -34,7 +41,6 @@ NOTIFY_KEYS = {
     "LocalDC": str,
 }
 NOTIFY_PATH_KEYS = ("CACert", "Cert", "Key", "Path")
-SERVICES = ("sqlite", "cassandra", "nats")
 
 
 def _pos(v):
@@ -131,6 +137,10 @@ class Config:
     path: str = ""
     base_dir: str = "."
     warnings: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)    # entries of unknown services, why
+    ignored: list = field(default_factory=list)    # Go collector keys not used here
+    notify_where: list = field(default_factory=list)   # "Notify[i]" in the file, per entry
+    consume_where: list = field(default_factory=list)
     listen: tuple = ("127.0.0.1", 8080)
     listen_tls: tuple = ("0.0.0.0", 443)
     url_filter: object = None      # compiled UrlPrefixFilter (engine/urlfilter.py)
@@ -182,14 +192,11 @@ def _check_key(key, value, problems):
     return True
 
 
-def _check_notify(index, entry, section, problems):
-    where = f"{section}[{index}]"
+def _check_notify(where, entry, section, problems):
     if not isinstance(entry, dict):
         problems.append(f"{where}: got {entry!r}, expected an object")
         return
     service = entry.get("Service")
-    if service not in SERVICES:
-        problems.append(f"{where}.Service: got {service!r}, expected one of {', '.join(SERVICES)}")
     for key, value in entry.items():
         types = NOTIFY_KEYS.get(key)
         if types is None:
@@ -220,9 +227,12 @@ def _derive_tls(cfg):
 def _apply_defaults(cfg, raw, problems):
     if cfg.notify is None:
         cfg.notify = [{"Service": "sqlite", "Path": "tracker.db"}]
+    sinks = drop_unknown_services(cfg, problems)
     for section in ("Notify", "Consume"):
-        for i, entry in enumerate(getattr(cfg, section.lower())):
-            _check_notify(i, entry, section, problems)
+        attr = section.lower()
+        for where, entry in zip(getattr(cfg, attr + "_where"), getattr(cfg, attr)):
+            _check_notify(where, entry, section, problems)
+    note_unread_keys(cfg, sinks)
     if cfg.redirect_hosts is None:
         cfg.redirect_hosts = list(cfg.domains)
     try:
@@ -306,9 +316,12 @@ def config_from_dict(raw, path="", overrides=None):
             value = default
         setattr(cfg, attr, value if not isinstance(value, (list, dict)) else _copy(value))
     for key in raw:
-        if key not in KEYS:
-            known = "a key of another Go collector version" if key in GO_KEYS_UNUSED else "an unknown key"
-            cfg.warnings.append(f"{key}: {known}, ignored")
+        if key in KEYS:
+            continue
+        if key in GO_KEYS_UNUSED:
+            cfg.ignored.append(key)
+        else:
+            cfg.warnings.append(f"{key}: an unknown key{did_you_mean(key, KEYS)}, ignored")
     for key, value in (overrides or {}).items():
         setattr(cfg, key, value)
     _apply_defaults(cfg, raw, problems)

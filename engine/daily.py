@@ -3,12 +3,20 @@
 Checked from a per-IP cache, never with a store query per request:
 ``allowed(ip)`` is synchronous and does no I/O. It answers from the IP's
 ``dailies`` total as last read from the store plus the requests this worker
-let through since that read. When the read is older than ``ttl`` seconds (or
-the IP is new) one background read for that IP is started — at most one in
-flight per IP — so the store sees at most one query per IP per ``ttl``. An
-IP not read yet is allowed until its first read lands (fail-open: a store
-outage must not turn the node into a wall). Other workers' requests reach
-the count through the store, within ``ttl`` plus the batch flush interval.
+let through since that read was sent. A request over the limit is refused
+and not counted (it is not stored as an event either). When the read is older
+than ``ttl`` seconds (or the IP is new) one background read for that IP is
+started — at most one in flight per IP — so the store sees at most one query
+per IP per ``ttl``. An IP not read yet is allowed until its first read lands
+(fail-open: a store outage must not turn the node into a wall). Other
+workers' requests reach the count through the store, within ``ttl`` plus the
+batch flush interval.
+
+The read is pluggable: an async callable ``read(ip, day) -> int`` giving the
+stored total of ``ip`` on ``day`` (``utc_day``'s text). ``SQLiteDailyRead``
+here needs only the database path and
+``engine.sinks.cassandra.CassandraDailyRead`` only a session and keyspace, so
+the checker never depends on a sink writing in the same process.
 """
 import asyncio
 import time
@@ -20,21 +28,23 @@ MAX_IPS = 100_000
 
 
 def utc_day(epoch_seconds=None):
+    """The UTC day of ``epoch_seconds`` (default now) as ``"YYYY-MM-DD"``."""
     return time.strftime("%Y-%m-%d", time.gmtime(epoch_seconds))
 
 
 class DailyLimitChecker:
-    def __init__(self, limit, ttl=10.0, max_ips=MAX_IPS, clock=time.monotonic):
+    def __init__(self, limit, read, ttl=10.0, max_ips=MAX_IPS, clock=time.monotonic):
         self.limit = int(limit)
+        self.read = read
         self.ttl = ttl
         self.max_ips = max_ips
         self.clock = clock
-        self.cache = {}          # ip -> [stored total, counted since read, read at, day]
+        self.cache = {}          # ip -> [stored total, counted since read sent, read at, day]
         self.inflight = set()
         self.reads = 0
 
     def allowed(self, ip):
-        """Count one request of ``ip``; False once it is over today's limit."""
+        """Count one request of ``ip``; False (not counted) once it is at today's limit."""
         day = utc_day()
         entry = self.cache.get(ip)
         if entry is None or entry[3] != day:
@@ -75,16 +85,12 @@ class DailyLimitChecker:
             # the ones before it are (give or take one batch flush interval).
             entry[0], entry[1], entry[2] = total, max(0, entry[1] - counted_before), asked_at
 
-    async def read(self, ip, day):
-        raise NotImplementedError
 
+class SQLiteDailyRead:
+    """Reads ``dailies`` of the embedded store on its own read-only
+    connection in a thread, so the event loop never waits on the file."""
 
-class SQLiteDailyLimitChecker(DailyLimitChecker):
-    """Reads ``dailies`` of the embedded store on a read-only connection in
-    a thread, so the event loop never waits on the file."""
-
-    def __init__(self, path, limit, **kw):
-        super().__init__(limit, **kw)
+    def __init__(self, path):
         self.path = path
         self._conn = None
 
@@ -95,7 +101,7 @@ class SQLiteDailyLimitChecker(DailyLimitChecker):
                                  (ip, day)).fetchone()
         return row[0] if row else 0
 
-    async def read(self, ip, day):
+    async def __call__(self, ip, day):
         return await asyncio.get_running_loop().run_in_executor(None, self._read_sync, ip, day)
 
 
@@ -113,9 +119,11 @@ def build_checker(config, sinks):
         raise DailyLimitUnavailable(
             f"ProxyDailyLimitChecker {kind!r} needs a Notify entry with Service {kind!r}")
     if kind == "sqlite":
-        return SQLiteDailyLimitChecker(matching[0].path, config.proxy_daily_limit)
-    if kind == "cassandra":
-        from .sinks.cassandra import DailyLimitChecker as CassandraChecker
-        return CassandraChecker(matching[0], config.proxy_daily_limit)
-    raise DailyLimitUnavailable(f"ProxyDailyLimitChecker: got {kind!r}, expected "
-                                "\"sqlite\" or \"cassandra\"")
+        read = SQLiteDailyRead(matching[0].path)
+    elif kind == "cassandra":
+        from .sinks.cassandra import CassandraDailyRead
+        read = CassandraDailyRead.of_sink(matching[0])
+    else:
+        raise DailyLimitUnavailable(f"ProxyDailyLimitChecker: got {kind!r}, expected "
+                                    "\"sqlite\" or \"cassandra\"")
+    return DailyLimitChecker(config.proxy_daily_limit, read)

@@ -9,14 +9,37 @@ The request path never touches prometheus_client: it bumps plain integers in
 moves the deltas into the shared counters. A labelled ``inc`` costs a lock
 and a dict lookup, which per request would be a measurable share of the
 ~10 µs a tracked request costs.
+
+Request latency arrives the same way, pre-bucketed, and prometheus_client's
+Histogram takes one observation per ``observe`` call, with no public way to add
+a bucket's count at once. So ``BulkHistogram`` keeps the exact per-bucket
+counts and the exact sum in two multiprocess Counters, and ``exposition``
+folds them back into one ordinary histogram family (cumulative ``_bucket``,
+``_count``, ``_sum``). Only public API is used, so a prometheus-client upgrade
+cannot silently break the numbers; tests/unit/test_metrics.py checks the text
+scraped from a real multiprocess directory written by several processes.
 """
 from bisect import bisect_left
 import os
+from typing import NamedTuple
 
 ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # Request handling time inside the worker (parse, route, answer), seconds.
 LATENCY_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
                    0.0025, 0.005, 0.01, 0.025, 0.1, float("inf"))
+
+
+class HistogramSpec(NamedTuple):
+    name: str
+    documentation: str
+    labelnames: tuple
+    buckets: tuple
+
+
+REQUEST_DURATION = HistogramSpec("tracker_request_duration_seconds",
+                                 "Time a worker spent on a request (parse to answer)",
+                                 ("route",), LATENCY_BUCKETS)
+BULK_HISTOGRAMS = (REQUEST_DURATION,)
 FLUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                  2.5, 5.0, float("inf"))
 
@@ -66,9 +89,7 @@ class WorkerStats:
         """Create the prometheus metrics (in the worker, after the fork)."""
         from prometheus_client import Counter, Gauge, Histogram
         self._metrics = {
-            "latency": Histogram("tracker_request_duration_seconds",
-                                 "Time a worker spent on a request (parse to answer)",
-                                 ["route"], buckets=LATENCY_BUCKETS),
+            "latency": BulkHistogram(REQUEST_DURATION),
             "limited": Counter("tracker_rate_limited_total",
                                "Requests refused with 429 by the rate limiter", ["route_class"]),
             "batches": Counter("tracker_batches_flushed_total",
@@ -112,7 +133,7 @@ class WorkerStats:
                 m[name].labels(label).inc(n)
         latency, self.latency = self.latency, {}
         for route, slots in latency.items():
-            histogram_add(m["latency"].labels(route), slots)
+            m["latency"].add((route,), slots)
         flushes, self.flushes = self.flushes, []
         for sink, seconds in flushes:
             m["batches"].labels(sink).inc()
@@ -127,27 +148,90 @@ class WorkerStats:
             m["upstream"].labels("idle").set(idle)
 
 
-def histogram_add(child, slots):
-    """Add pre-bucketed observations to a histogram child.
-
-    prometheus_client has no bulk observe; its Histogram keeps one
-    non-cumulative value per bucket (``_buckets``) plus ``_sum`` and
-    cumulates at exposition, which is exactly what ``observe`` increments.
-    Pinned prometheus-client version; tests/unit/test_metrics.py checks the
-    exposition this produces.
-    """
-    for i, n in enumerate(slots[:-1]):
-        if n:
-            child._buckets[i].inc(n)
-    child._sum.inc(slots[-1])
+# Sample names of the two counters behind a BulkHistogram; never exposed as such.
+_SLOT, _SLOT_SUM = "_slot", "_slotsum"
 
 
-def exposition():
-    """The text exposition of every worker's metrics."""
+def _le(bound):
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+class BulkHistogram:
+    """A histogram fed a whole bucket at a time: ``add(labels, slots)`` with
+    ``slots`` = one (non-cumulative) count per bucket of ``spec.buckets``,
+    then the sum of the observed values. Stored as a Counter per bucket
+    (label ``le``) and a Counter of the sum; ``exposition`` shows them as the
+    histogram ``spec.name``."""
+
+    def __init__(self, spec):
+        from prometheus_client import Counter
+        self.les = [_le(b) for b in spec.buckets]
+        self.counts = Counter(spec.name + _SLOT, "Per-bucket counts of " + spec.name,
+                              [*spec.labelnames, "le"])
+        self.sums = Counter(spec.name + _SLOT_SUM, "Sum of " + spec.name, spec.labelnames)
+        self.children = {}   # label values -> ([bucket counter children], sum child)
+
+    def add(self, labels, slots):
+        children = self.children.get(labels)
+        if children is None:   # labels() costs a lock and a lookup: once per label set
+            children = self.children[labels] = (
+                [self.counts.labels(*labels, le) for le in self.les], self.sums.labels(*labels))
+        buckets, total = children
+        for child, n in zip(buckets, slots):
+            if n:
+                child.inc(n)
+        total.inc(slots[-1])
+
+
+class _Folded:
+    """The multiprocess collector's families, with each BulkHistogram's two
+    counters replaced by the histogram they stand for."""
+
+    def __init__(self, specs=BULK_HISTOGRAMS, path=None):
+        from prometheus_client.multiprocess import MultiProcessCollector
+        self.inner = MultiProcessCollector(None, path)
+        self.specs = specs
+
+    def collect(self):
+        own = {spec.name + part for spec in self.specs for part in (_SLOT, _SLOT_SUM)}
+        held = {}
+        for metric in self.inner.collect():
+            if metric.name in own:
+                held[metric.name] = metric.samples
+            else:
+                yield metric
+        for spec in self.specs:
+            counts, sums = held.get(spec.name + _SLOT), held.get(spec.name + _SLOT_SUM)
+            if counts or sums:
+                yield fold_histogram(spec, counts or [], sums or [])
+
+
+def fold_histogram(spec, count_samples, sum_samples):
+    """A HistogramMetricFamily from per-bucket count samples (label ``le``)
+    and sum samples, both already summed over processes."""
+    from prometheus_client.core import HistogramMetricFamily
+    counts, sums = {}, {}
+    for sample in count_samples:
+        key = tuple(sample.labels[n] for n in spec.labelnames)
+        counts.setdefault(key, {})[sample.labels["le"]] = sample.value
+    for sample in sum_samples:
+        sums[tuple(sample.labels[n] for n in spec.labelnames)] = sample.value
+    family = HistogramMetricFamily(spec.name, spec.documentation, labels=spec.labelnames)
+    for key in sorted(set(counts) | set(sums)):
+        per_le, total, buckets = counts.get(key, {}), 0.0, []
+        for bound in spec.buckets:
+            total += per_le.get(_le(bound), 0.0)
+            buckets.append((_le(bound), total))
+        family.add_metric(key, buckets, sums.get(key, 0.0))
+    return family
+
+
+def exposition(path=None):
+    """The text exposition of every worker's metrics (``path``: the
+    multiprocess directory, default ``PROMETHEUS_MULTIPROC_DIR``)."""
     from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.multiprocess import MultiProcessCollector
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)
+    registry.register(_Folded(path=path))
     return generate_latest(registry)
 
 

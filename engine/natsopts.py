@@ -22,6 +22,14 @@ Keys (see docs/nats.md):
 import ssl
 from dataclasses import dataclass, field
 
+# The keys each kind of entry reads; engine/entries.py reports any other.
+_SHARED_KEYS = {"Service", "Critical", "Hosts", "Format", "Timeout", "CACert", "Cert", "Key",
+                "Secure", "Username", "Password"}
+NOTIFY_KEYS = frozenset(_SHARED_KEYS | {"Context", "JetStream", "Stream", "Replicas"})
+CONSUME_KEYS = frozenset(_SHARED_KEYS | {"JetStream", "Filter", "MessageLimit", "BytesLimit",
+                                         "ByteLimit"})
+FILTER_KEYS = frozenset({"Alias", "Id"})
+
 ALIASES = ("log", "count", "update")
 DEFAULT_FILTER = [{"Alias": "log", "Id": "tic.log.>"},
                   {"Alias": "count", "Id": "tic.count.>"},

@@ -98,8 +98,7 @@ class Supervisor:
 
     def prepare(self):
         configure(self.config.effective_log_level, "supervisor")
-        for warning in self.config.warnings:
-            log.warning("config", detail=warning)
+        log_config_notes(self.config)
         self.raise_open_files_limit()
         self.shared = SharedLimits.create(SHARED_IP_SLOTS)
         self.metrics_dir = tempfile.mkdtemp(prefix="tracker-metrics-")
@@ -435,6 +434,7 @@ class Supervisor:
             return
         old_config, self.config = self.config, new
         configure(new.effective_log_level, "supervisor")
+        log_config_notes(new)
         self.generation += 1
         log.info("reloading: replacing workers one at a time", generation=self.generation)
         if not self.roll_workers():
@@ -476,6 +476,17 @@ class Supervisor:
 
 class BootFailure(RuntimeError):
     """The collector cannot start (port taken, ...)."""
+
+
+def log_config_notes(config):
+    """What loading the config let pass: warnings, skipped entries (an error:
+    a store or consumer the operator asked for is not there), ignored keys."""
+    for warning in config.warnings:
+        log.warning("config", detail=warning)
+    for skipped in config.skipped:
+        log.error("config entry skipped", detail=skipped)
+    if config.ignored:
+        log.info("config keys of the Go collector not used here", keys=config.ignored)
 
 
 def enable_reuseport_migration():

@@ -28,6 +28,9 @@ class SinkUnavailable(RuntimeError):
 
 class Sink:
     service = ""  # the Notify "Service" name
+    # The Notify entry keys the sink reads, so a config check can name the
+    # others (engine/entries.py); None: not declared, keys are not checked.
+    entry_keys = None
 
     def __init__(self, entry, config):
         """``entry`` is the Notify dict (with paths already resolved),

@@ -50,7 +50,6 @@ import datetime
 import re
 import ssl
 import threading
-import time
 import uuid
 import zlib
 
@@ -154,7 +153,8 @@ def latest_ts(created_ms, eid):
     return int(created_ms) * 1000 + _sub_ms(created_ms, eid)
 
 
-def utc_day(created_ms):
+def cql_date(created_ms):
+    """The UTC day of an event's ``created`` (ms) as the driver's ``date`` value."""
     return _EPOCH_DAY + datetime.timedelta(days=int(created_ms) // 86_400_000)
 
 
@@ -260,7 +260,7 @@ class _Values:
         if day is None:
             if len(self.days) > 64:
                 self.days.clear()
-            day = self.days[day_key] = utc_day(ev["created"])
+            day = self.days[day_key] = cql_date(ev["created"])
         v["day"] = day
         return v
 
@@ -337,6 +337,10 @@ async def run_concurrently(sessions, items, limit):
 
 class CassandraSink(Sink):
     service = "cassandra"
+    entry_keys = frozenset({
+        "Service", "Critical", "Context", "Hosts", "Timeout", "Connections", "Concurrency",
+        "RowBatch", "Consistency", "LocalDC", "FirstWrite", "Replication",
+        "CACert", "Cert", "Key", "Secure", "Username", "Password"})
 
     def __init__(self, entry, config):
         super().__init__(entry, config)
@@ -855,71 +859,36 @@ class CassandraSink(Sink):
 
 # ---------------------------------------------------------------- daily limits
 
-class DailyLimitChecker:
-    """``ProxyDailyLimitChecker: "cassandra"``: is this IP under its daily limit?
+class CassandraDailyRead:
+    """``ProxyDailyLimitChecker: "cassandra"``: the read of
+    ``engine.daily.DailyLimitChecker`` (which owns the cache, the counting
+    and when to read): the ``dailies`` total of one IP on one day, one query.
 
-    ``allowed(ip)`` is synchronous and does no I/O: it answers from a per-IP
-    cache of ``dailies`` (today, UTC) plus the requests this process counted
-    for the IP since that value was read. When the cached value is older than
-    ``ttl`` seconds (or missing), one background read for that IP is started
-    (never more than one in flight per IP), so Cassandra sees at most one
-    query per IP per ``ttl``, never one per request. An IP never read yet is
-    allowed until its first read lands (fail-open, like the Go collector when
-    its store is unreachable). ``max_ips`` bounds the cache."""
+    It needs only a connected session and the keyspace, not the sink:
+    ``session`` is a callable returning a driver ``Session`` (None while
+    there is none), so a process that does not write can give it its own.
+    """
 
-    def __init__(self, sink, limit, ttl=10.0, max_ips=100_000, clock=time.monotonic):
-        self.sink = sink
-        self.limit = int(limit)
-        self.ttl = ttl
-        self.max_ips = max_ips
-        self.clock = clock
-        self.cache = {}          # ip -> [stored total, local count since read, read at, day]
-        self.inflight = set()
+    def __init__(self, keyspace, session):
+        self.keyspace = keyspace
+        self.session = session
         self.queries = 0
         self._stmt = None
 
-    def allowed(self, ip):
-        if self.limit <= 0:
-            return True
-        now = self.clock()
-        day = utc_day(time.time() * 1000)
-        entry = self.cache.get(ip)
-        if entry is None or entry[3] != day:
-            if len(self.cache) >= self.max_ips:
-                self.cache.clear()
-            entry = self.cache[ip] = [0, 0, None, day]
-        entry[1] += 1
-        if (entry[2] is None or now - entry[2] >= self.ttl) and ip not in self.inflight:
-            self.inflight.add(ip)
-            asyncio.get_running_loop().create_task(self._refresh(ip, day))
-        return entry[0] + entry[1] <= self.limit
+    @classmethod
+    def of_sink(cls, sink):
+        """Read through a sink's first session (the sink writes in this process)."""
+        return cls(sink.keyspace, lambda: sink.sessions[0] if sink.sessions else None)
 
-    async def _refresh(self, ip, day):
-        try:
-            total = await self.read(ip, day)
-        except Exception as exc:  # keep the old value; retried after ttl
-            log.warning("daily limit read failed", ip=ip, error=repr(exc)[:200])
-            entry = self.cache.get(ip)
-            if entry is not None:
-                entry[2] = self.clock()
-            return
-        finally:
-            self.inflight.discard(ip)
-        entry = self.cache.get(ip)
-        if entry is not None and entry[3] == day:
-            entry[0], entry[1], entry[2] = total, 0, self.clock()
-
-    async def read(self, ip, day):
-        """The stored ``dailies`` total of ``ip`` on ``day`` (one query)."""
-        sink = self.sink
-        if not sink.sessions:
-            raise SinkUnavailable("cassandra sink is not connected")
-        if self._stmt is None:
-            loop = asyncio.get_running_loop()
-            self._stmt = await loop.run_in_executor(
-                None, sink.sessions[0].prepare,
-                f"SELECT total FROM {sink.keyspace}.dailies WHERE ip = ? AND day = ?")
+    async def __call__(self, ip, day):
+        session = self.session()
+        if session is None:
+            raise SinkUnavailable("cassandra is not connected")
         loop = asyncio.get_running_loop()
+        if self._stmt is None:
+            self._stmt = await loop.run_in_executor(
+                None, session.prepare,
+                f"SELECT total FROM {self.keyspace}.dailies WHERE ip = ? AND day = ?")
         fut = loop.create_future()
 
         def ok(rows):
@@ -930,5 +899,6 @@ class DailyLimitChecker:
             loop.call_soon_threadsafe(lambda: fut.done() or fut.set_exception(exc))
 
         self.queries += 1
-        sink.sessions[0].execute_async(self._stmt, (ip, day)).add_callbacks(ok, err)
+        session.execute_async(self._stmt, (ip, datetime.date.fromisoformat(day))).add_callbacks(
+            ok, err)
         return await fut

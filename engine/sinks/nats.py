@@ -33,7 +33,7 @@ import random
 import orjson
 
 from engine.logs import log
-from engine.natsopts import NatsOptions
+from engine.natsopts import NOTIFY_KEYS, NatsOptions
 from engine.sinks.base import Sink, SinkUnavailable
 
 BACKOFF_FIRST = 0.1
@@ -130,6 +130,7 @@ def _default(value):
 
 class NatsSink(Sink):
     service = "nats"
+    entry_keys = NOTIFY_KEYS
 
     def __init__(self, entry, config):
         super().__init__(entry, config)

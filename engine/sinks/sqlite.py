@@ -281,6 +281,7 @@ def _bump(counts, key):
 
 class SQLiteSink(Sink):
     service = "sqlite"
+    entry_keys = frozenset({"Service", "Critical", "Path"})
 
     def __init__(self, entry, config):
         super().__init__(entry, config)

@@ -17,8 +17,9 @@ import uuid
 import pytest
 
 from engine.config import config_from_dict
+from engine.daily import DailyLimitChecker
 from engine.sinks.base import SinkUnavailable
-from engine.sinks.cassandra import CassandraSink, DailyLimitChecker, SchemaMismatch
+from engine.sinks.cassandra import CassandraDailyRead, CassandraSink, SchemaMismatch
 
 from cassandra_fixtures import cql, entry, node  # noqa: F401 (fixtures)
 from conftest import TRACKER, free_port
@@ -262,7 +263,8 @@ def test_daily_limit_checker_reads_dailies_once_per_ttl(node, cql, sink_ks):
         try:
             await sink.write_batch([event(str(uuid.uuid4()), str(uuid.uuid4()), now, ip=ip)
                                     for _ in range(5)])
-            checker = DailyLimitChecker(sink, limit=7, ttl=3600)
+            read = CassandraDailyRead.of_sink(sink)
+            checker = DailyLimitChecker(7, read, ttl=3600)
             first = [checker.allowed(ip) for _ in range(3)]   # unknown yet: local count only
             for _ in range(100):
                 if checker.cache[ip][2] is not None:
@@ -272,7 +274,7 @@ def test_daily_limit_checker_reads_dailies_once_per_ttl(node, cql, sink_ks):
             after = [checker.allowed(ip) for _ in range(4)]
             other = checker.allowed("192.0.2.78")
             await asyncio.sleep(0.3)
-            return first, after, other, checker.queries
+            return first, after, other, read.queries
         finally:
             await sink.close()
     first, after, other, queries = asyncio.run(run())

@@ -29,7 +29,8 @@ def test_go_config_keys_load_unchanged(tmp_path):
     assert cfg.static_directory == str(tmp_path / "pub")
     assert cfg.effective_log_level == "debug" and cfg.redirect_hosts == ["example.com"]
     assert cfg.ignore_insecure_tls is True                  # used by the proxy now
-    assert any("ProxyForceJson" in w for w in cfg.warnings)
+    assert "ProxyForceJson" in cfg.ignored and "Consume[0].Context" in cfg.ignored
+    assert not any("ProxyForceJson" in w for w in cfg.warnings)
     assert any("StaticDirectory" in w and "not a directory" in w for w in cfg.warnings)
 
 
@@ -120,3 +121,89 @@ def test_shipped_config_is_valid():
     cfg = load_config(os.path.join(root, "config.json"))
     assert cfg.tls == "off" and cfg.listen == ("127.0.0.1", 8080)
     assert cfg.notify[0]["Service"] == "sqlite"
+
+
+# ---- Go collector entries: unknown services, keys not read --------------------------
+
+def test_unknown_services_are_skipped_naming_what_exists():
+    cfg = config_from_dict({
+        "Notify": [{"Service": "cassandar", "Hosts": ["127.0.0.1"]},
+                   {"Service": "sqlite", "Path": "t.db"}],
+        "Consume": [{"Service": "http", "Note": "Not implemented"},
+                    {"Service": "nats", "Hosts": ["127.0.0.1:4222"]}]})
+    assert [e["Service"] for e in cfg.notify] == ["sqlite"]
+    assert [e["Service"] for e in cfg.consume] == ["nats"]
+    assert cfg.notify_where == ["Notify[1]"] and cfg.consume_where == ["Consume[1]"]
+    notify, consume = cfg.skipped
+    assert notify == ("Notify[0]: no sink is installed for Service 'cassandar' (did you mean "
+                      "'cassandra'?); known: cassandra, nats, sqlite; entry skipped")
+    assert consume == ("Consume[0]: no consumer exists for Service 'http'; known: nats; "
+                       "entry skipped")
+    assert cfg.ignored == []               # a skipped entry's keys are not reported
+
+
+def test_an_unknown_critical_service_is_fatal():
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"Notify": [{"Service": "sqlite", "Path": "t.db"},
+                                     {"Service": "Cassandra", "Critical": True}]})
+    assert ("Notify[1]: no sink is installed for Service 'Cassandra' (did you mean "
+            "'cassandra'?)") in str(err.value)
+    assert "Critical, so the collector cannot start without it" in str(err.value)
+    with pytest.raises(ConfigError, match=r"Consume\[0\]: no consumer exists for Service 'http'"):
+        config_from_dict({"Consume": [{"Service": "http", "Critical": True}]})
+
+
+def test_a_notify_list_left_empty_by_skipping_is_fatal():
+    with pytest.raises(ConfigError, match="every entry was skipped"):
+        config_from_dict({"Notify": [{"Service": "kafka"}, {"Note": "no Service at all"}]})
+
+
+def test_go_entry_keys_not_read_are_listed_and_others_warned():
+    cfg = config_from_dict({
+        "Notify": [{"Service": "cassandra", "Contxt": "ks", "Retry": False, "Format": "json",
+                    "Filter": [{"Alias": "log", "Id": "log", "Queries": []}],
+                    "MessageLimit": 10}],
+        "Consume": [{"Service": "nats", "Hosts": ["127.0.0.1:4222"], "Format": "json",
+                     "MessageLimit": 65536, "ByteLimit": 1 << 26, "Context": "x",
+                     "Filter": [{"Alias": "log", "Type": "chan", "Id": "tic.log.>"},
+                                {"Alias": "count", "Type": "chan", "Id": "tic.count.>",
+                                 "Qeue": "q"}]}]})
+    assert cfg.ignored == ["Notify[0].Filter", "Notify[0].Format", "Notify[0].MessageLimit",
+                           "Notify[0].Retry", "Consume[0].Context", "Consume[0].Filter[].Type"]
+    assert cfg.warnings == [
+        "Notify[0].Contxt: not a key of cassandra Notify entries (did you mean 'Context'?), "
+        "ignored",
+        "Consume[0].Filter[].Qeue: not a key of nats Consume Filter items, ignored"]
+
+
+def test_unknown_top_level_keys_suggest_the_closest():
+    cfg = config_from_dict({"Debgu": True, "IgnoreProxyOptions": False})
+    assert cfg.warnings == ["Debgu: an unknown key (did you mean 'Debug'?), ignored"]
+    assert cfg.ignored == ["IgnoreProxyOptions"]
+
+
+def test_sink_errors_name_the_entry_by_its_place_in_the_file():
+    from engine.sinks.registry import SinkEntryError, build_sinks
+    cfg = config_from_dict({"Notify": [{"Service": "http"},
+                                       {"Service": "cassandra", "Context": "no-dash"}]})
+    with pytest.raises(SinkEntryError, match=r"^Notify\[1\] \(cassandra\): cassandra Context"):
+        build_sinks(cfg)
+
+
+def test_an_installed_plugin_sink_is_a_known_service(tmp_path, monkeypatch):
+    # A real distribution on sys.path registering a sink under tracker.sinks.
+    dist = tmp_path / "tracker_kafka_sink-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tracker-kafka-sink\n"
+                                   "Version: 0.1\n")
+    (dist / "entry_points.txt").write_text("[tracker.sinks]\nkafka = kafka_sink:KafkaSink\n")
+    (tmp_path / "kafka_sink.py").write_text(
+        "from engine.sinks.base import Sink\n\n\nclass KafkaSink(Sink):\n"
+        "    service = 'kafka'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = config_from_dict({"Notify": [{"Service": "kafka", "Brokers": ["b:9092"]},
+                                       {"Service": "kafak", "Brokers": ["b:9092"]}]})
+    assert cfg.notify == [{"Service": "kafka", "Brokers": ["b:9092"]}]
+    assert cfg.warnings == [] and cfg.ignored == []   # its keys are the plug-in's business
+    assert cfg.skipped == ["Notify[1]: no sink is installed for Service 'kafak' (did you mean "
+                           "'kafka'?); known: cassandra, kafka, nats, sqlite; entry skipped"]

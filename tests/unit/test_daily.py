@@ -1,7 +1,7 @@
 """ProxyDailyLimit checker: cached, one store read per IP per ttl, fail-open."""
 import asyncio
 
-from engine.daily import DailyLimitChecker, SQLiteDailyLimitChecker, utc_day
+from engine.daily import DailyLimitChecker, SQLiteDailyRead, utc_day
 
 
 class Clock:
@@ -12,12 +12,13 @@ class Clock:
         return self.now
 
 
-class DictChecker(DailyLimitChecker):
-    def __init__(self, stored, **kw):
-        super().__init__(**kw)
+class DictRead:
+    """A store read from a dict, answered one loop turn later (like a real store)."""
+
+    def __init__(self, stored):
         self.stored = stored
 
-    async def read(self, ip, day):
+    async def __call__(self, ip, day):
         await asyncio.sleep(0)
         return self.stored.get(ip, 0)
 
@@ -25,7 +26,8 @@ class DictChecker(DailyLimitChecker):
 def test_cache_reads_once_per_ttl_and_enforces_the_limit():
     async def scenario():
         clock = Clock()
-        checker = DictChecker({"1.1.1.1": 7}, limit=10, ttl=5.0, clock=clock)
+        read = DictRead({"1.1.1.1": 7})
+        checker = DailyLimitChecker(10, read, ttl=5.0, clock=clock)
         first = checker.allowed("1.1.1.1")          # fail-open before the first read
         await asyncio.sleep(0.01)                   # the read lands: 7 stored
         answers = [checker.allowed("1.1.1.1") for _ in range(10)]
@@ -33,20 +35,56 @@ def test_cache_reads_once_per_ttl_and_enforces_the_limit():
         assert checker.reads == 1                   # 11 requests, one store read
         assert checker.allowed("2.2.2.2")           # other IPs are separate
         clock.now += 6                              # ttl passed: one more read
-        checker.stored["1.1.1.1"] = 2               # e.g. the store was corrected
+        read.stored["1.1.1.1"] = 2                  # e.g. the store was corrected
         checker.allowed("1.1.1.1")
         await asyncio.sleep(0.01)
         assert checker.reads == 3 and checker.allowed("1.1.1.1")
     asyncio.run(scenario())
 
 
-def test_a_failing_store_keeps_the_last_value():
-    class Broken(DailyLimitChecker):
-        async def read(self, ip, day):
-            raise OSError("store down")
+def test_refused_requests_are_not_counted():
+    async def scenario():
+        checker = DailyLimitChecker(3, DictRead({}), ttl=5.0, clock=Clock())
+        await asyncio.sleep(0)
+        answers = [checker.allowed("4.4.4.4") for _ in range(6)]
+        return answers, checker.cache["4.4.4.4"][1]
+    answers, counted = asyncio.run(scenario())
+    assert answers == [True] * 3 + [False] * 3
+    assert counted == 3                             # the three refusals added nothing
+
+
+def test_a_refresh_keeps_requests_counted_after_the_read_was_sent():
+    class SlowRead:
+        def __init__(self):
+            self.release = asyncio.Event()
+
+        async def __call__(self, ip, day):
+            await self.release.wait()
+            return 4                                # the store saw the first 2 only
 
     async def scenario():
-        checker = Broken(limit=2, ttl=5.0, clock=Clock())
+        read = SlowRead()
+        checker = DailyLimitChecker(10, read, ttl=5.0, clock=Clock())
+        before = [checker.allowed("5.5.5.5") for _ in range(2)]
+        await asyncio.sleep(0)                      # the read is sent now
+        during = [checker.allowed("5.5.5.5") for _ in range(3)]
+        read.release.set()
+        await asyncio.sleep(0.01)
+        after_read = checker.cache["5.5.5.5"][:2]
+        later = [checker.allowed("5.5.5.5") for _ in range(4)]
+        return before + during, after_read, later
+    answered, (stored, counted), later = asyncio.run(scenario())
+    assert answered == [True] * 5
+    assert (stored, counted) == (4, 3)              # the 3 sent during the read stay counted
+    assert later == [True] * 3 + [False]            # 4 + 3 + 3 = 10, the limit
+
+
+def test_a_failing_store_keeps_the_last_value():
+    async def broken(ip, day):
+        raise OSError("store down")
+
+    async def scenario():
+        checker = DailyLimitChecker(2, broken, ttl=5.0, clock=Clock())
         assert checker.allowed("3.3.3.3") and checker.allowed("3.3.3.3")
         await asyncio.sleep(0.01)
         assert not checker.allowed("3.3.3.3")       # local count still enforced
@@ -54,7 +92,12 @@ def test_a_failing_store_keeps_the_last_value():
     asyncio.run(scenario())
 
 
-def test_sqlite_checker_reads_the_dailies_table(tmp_path):
+def test_utc_day_is_the_text_the_stores_key_on():
+    assert utc_day(0) == "1970-01-01"
+    assert utc_day(86_400 * 365 - 1) == "1970-12-31"
+
+
+def test_sqlite_read_of_the_dailies_table(tmp_path):
     from engine.sinks.sqlite import SQLiteSink
 
     class Cfg:
@@ -66,7 +109,7 @@ def test_sqlite_checker_reads_the_dailies_table(tmp_path):
     sink.close_sync()
 
     async def scenario():
-        checker = SQLiteDailyLimitChecker(str(tmp_path / "t.db"), 5)
+        checker = DailyLimitChecker(5, SQLiteDailyRead(str(tmp_path / "t.db")))
         assert checker.allowed("9.9.9.9")
         for _ in range(50):
             await asyncio.sleep(0.01)

@@ -3,7 +3,7 @@ from Cython.Build import cythonize
 
 extensions = cythonize(
     [Extension("engine._parse", ["engine/_parse.pyx"]),
-     Extension("engine._bucket", ["engine/_bucket.pyx"])],
+     Extension("engine.limits._bucket", ["engine/limits/_bucket.pyx"])],
     compiler_directives={"language_level": "3", "boundscheck": False,
                          "wraparound": False, "cdivision": True},
 )
@@ -13,7 +13,7 @@ setup(
     version="0.1.0",
     description="Self-hosted visitor and growth-event collector",
     packages=find_packages(include=["engine", "engine.*", "workers", "workers.*", "schema"]),
-    package_data={"engine": ["*.pyx", "*.pxd", "*.pyi"], "schema": ["*.sql", "*.cql"]},
+    package_data={"": ["*.pyx", "*.pxd", "*.pyi"], "schema": ["*.sql", "*.cql"]},
     ext_modules=extensions,
     python_requires=">=3.11",
     install_requires=[
@@ -34,8 +34,8 @@ setup(
                     "loadtest": ["locust==2.47.0", "matplotlib==3.11.2"]},
     entry_points={
         "console_scripts": ["tracker = engine.cli:main"],
-        "tracker.sinks": ["sqlite = engine.sinks.sqlite:SQLiteSink",
-                          "nats = engine.sinks.nats:NatsSink",
-                          "cassandra = engine.sinks.cassandra:CassandraSink"],
+        "tracker.sinks": ["sqlite = engine.store.sinks.sqlite:SQLiteSink",
+                          "nats = engine.store.sinks.nats:NatsSink",
+                          "cassandra = engine.store.sinks.cassandra:CassandraSink"],
     },
 )

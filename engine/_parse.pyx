@@ -650,7 +650,7 @@ cdef inline bint _ws(unsigned char c) noexcept:
 
 cdef bytes cookie_vid_c(const char* p, Py_ssize_t n):
     """The value of cookie ``vid`` in a Cookie header (first one wins), quotes
-    stripped, or None (rules: engine.app.cookie_value)."""
+    stripped, or None (rules: engine.ingest.app.cookie_value)."""
     cdef Py_ssize_t start = 0, end, a, b, eq, i
     while start <= n:
         end = start

@@ -3,8 +3,8 @@ import argparse
 import os
 import sys
 
-from . import __version__
-from .errors import ConfigError
+from engine import __version__
+from engine.errors import ConfigError
 
 DEFAULT_CONFIG = os.environ.get("TRACKER_CONFIG", "config.json")
 
@@ -46,13 +46,13 @@ def overrides_from(args):
 
 
 def cmd_serve(args):
-    from .supervisor import serve
+    from engine.supervisor import serve
     return serve(args.config, overrides_from(args))
 
 
 def cmd_check_config(args):
-    from .config import load_config
-    from .sinks.registry import SinkEntryError, build_sinks
+    from engine.config import load_config
+    from engine.store.sinks.registry import SinkEntryError, build_sinks
     cfg = load_config(args.config)
     for warning in cfg.warnings + cfg.skipped:
         print("warning:", warning, file=sys.stderr)
@@ -79,8 +79,8 @@ def _sqlite_path(cfg):
 
 
 def cmd_stats(args):
-    from .config import load_config
-    from . import stats
+    from engine.config import load_config
+    from engine.store import stats
     cfg = load_config(args.config)
     path = _sqlite_path(cfg)
     if path is None:
@@ -97,9 +97,9 @@ def cmd_stats(args):
 
 def cmd_schema(args):
     import asyncio
-    from .config import load_config
-    from .sinks.base import SinkUnavailable
-    from .sinks.registry import build_sinks
+    from engine.config import load_config
+    from engine.store.sinks.base import SinkUnavailable
+    from engine.store.sinks.registry import build_sinks
     cfg = load_config(args.config)
     for sink in build_sinks(cfg):
         apply = getattr(sink, "apply_schema", None)

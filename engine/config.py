@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from .entries import did_you_mean, drop_unknown_services, note_unread_keys
-from .errors import ConfigError
-from .limits import parse_rate_limit, parse_trusted_proxies
-from .urlfilter import url_filter
+from engine.entries import did_you_mean, drop_unknown_services, note_unread_keys
+from engine.errors import ConfigError
+from engine.limits.policy import parse_rate_limit, parse_trusted_proxies
+from engine.urlfilter import url_filter
 
 # Keys Go versions of the collector knew that this one does not use: loaded,
 # listed in Config.ignored.
@@ -206,7 +206,7 @@ def _check_notify(where, entry, section, problems):
     if service == "sqlite" and section == "Notify" and not entry.get("Path"):
         problems.append(f"{where}.Path: missing, expected the SQLite file path")
     if service == "nats":
-        from .natsopts import check_entry
+        from engine.nats.options import check_entry
         problems.extend(check_entry(where, entry, section))
 
 
@@ -244,7 +244,7 @@ def _apply_defaults(cfg, raw, problems):
     cfg.tls = _derive_tls(cfg)
     _check_tls(cfg, problems)
     if cfg.workers == 0:
-        from .cpus import usable_cpus   # affinity and the container's CPU quota
+        from engine.system.cpus import usable_cpus   # affinity and the container's CPU quota
         cfg.workers = usable_cpus()
     for key in ("ProxyPort", "ProxyPortTLS"):
         try:
@@ -253,7 +253,7 @@ def _apply_defaults(cfg, raw, problems):
         except ConfigError as exc:
             problems.append(str(exc))
     if cfg.proxy_url:
-        from .proxy.upstream import UpstreamURL
+        from engine.proxy.upstream import UpstreamURL
         try:
             UpstreamURL(cfg.proxy_url)
         except ConfigError as exc:

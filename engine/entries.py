@@ -15,8 +15,8 @@ left alone: they are its business.
 """
 import difflib
 
-from .natsopts import CONSUME_KEYS, FILTER_KEYS
-from .sinks.registry import entry_keys, installed
+from engine.nats.options import CONSUME_KEYS, FILTER_KEYS
+from engine.store.sinks.registry import entry_keys, installed
 
 # Keys of the Go collector's Notify/Consume entries, and of their Filter items.
 GO_ENTRY_KEYS = frozenset({

@@ -9,10 +9,10 @@ import os
 
 def load_parser():
     if os.environ.get("TRACKER_PURE_PARSE") == "1":
-        from . import parse_ref
+        from engine import parse_ref
         return parse_ref
     try:
-        from . import _parse
+        from engine import _parse
     except ImportError as exc:
         raise RuntimeError("the compiled parser engine._parse is missing: "
                            "install with `pip install .` (it builds the Cython "

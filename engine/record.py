@@ -38,7 +38,7 @@ in one pass from the request's bytes without building a dict per request.
 import struct
 import uuid as _uuid
 
-from .zones import ZONES
+from engine.zones import ZONES
 
 KIND_EVENT = 2
 

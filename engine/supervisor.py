@@ -18,13 +18,17 @@ import shutil
 import time
 import traceback
 
-from . import acmefiles, metrics, rlimits
-from .config import load_config
-from .errors import ConfigError
-from .logs import configure, log
-from .sinks.base import SinkUnavailable
-from .sinks.registry import SinkEntryError, build_sinks
-from ._bucket import CONNECTION_SLOTS, SharedLimits
+from engine import metrics
+
+from engine.tls import acmefiles
+
+from engine.system import rlimits
+from engine.config import load_config
+from engine.errors import ConfigError
+from engine.logs import configure, log
+from engine.store.sinks.base import SinkUnavailable
+from engine.store.sinks.registry import SinkEntryError, build_sinks
+from engine.limits._bucket import CONNECTION_SLOTS, SharedLimits
 from workers import EXIT_BOOT, EXIT_CRASH, EXIT_OK
 
 MIGRATE_SYSCTL = "/proc/sys/net/ipv4/tcp_migrate_req"

@@ -17,7 +17,7 @@ Patterns are Python regular expressions; the RE2 syntax Go configs use
 """
 import re
 
-from .errors import ConfigError
+from engine.errors import ConfigError
 
 
 class UrlFilter:

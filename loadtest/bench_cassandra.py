@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import cassandra_node  # noqa: E402
 
 from engine.config import config_from_dict  # noqa: E402
-from engine.sinks.cassandra import CassandraSink  # noqa: E402
+from engine.store.sinks.cassandra import CassandraSink  # noqa: E402
 
 
 def cpu_seconds(pid):

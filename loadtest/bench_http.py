@@ -4,7 +4,7 @@ Starts `tracker serve` (pinned to one core), drives it with `wrk` (pinned to
 the other), and prints for each route: requests/s, p50/p99 latency, server
 CPU per request (the worker processes' CPU time / requests answered) and how
 it splits between the workers' threads (event loop, "spool" fsyncs, "sqlite"
-store writes; engine/threads.py names them), and —
+store writes; engine/system/threads.py names them), and —
 for the tracked route — events persisted per second (rows in the SQLite
 store after the collector drained, divided by the run time). /ping is the
 baseline: the same server doing no tracking work.
@@ -71,7 +71,7 @@ def cpu_seconds(pids):
 
 def thread_cpu(pids):
     """CPU seconds per thread name over the processes ``pids``: the event loop
-    (the process's own name), and the named threads (engine/threads.py:
+    (the process's own name), and the named threads (engine/system/threads.py:
     "spool", "sqlite", ...). Threads that ended are not counted."""
     out = {}
     for pid in pids:

@@ -52,7 +52,7 @@ def http_comparison(args):
 
 def micro_costs():
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="tracker-prom-"))
-    from engine._bucket import SharedLimits
+    from engine.limits._bucket import SharedLimits
     from engine.metrics import WorkerStats
     from prometheus_client import Counter
     limits = SharedLimits.create(65536)

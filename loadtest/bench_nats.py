@@ -37,7 +37,7 @@ sys.path.insert(0, HERE)
 
 from bench_http import run_wrk  # noqa: E402
 from engine.config import config_from_dict  # noqa: E402
-from engine.sinks.nats import NatsSink  # noqa: E402
+from engine.store.sinks.nats import NatsSink  # noqa: E402
 
 
 def free_port():

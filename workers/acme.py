@@ -17,10 +17,10 @@ import os
 import signal
 import time
 
-from engine import acmefiles
-from engine.acmeclient import AcmeClient, AcmeFailed
+from engine.tls import acmefiles
+from engine.tls.acmeclient import AcmeClient, AcmeFailed
 from engine.logs import configure, log
-from engine.tls import CertificateError, check_pem
+from engine.tls.context import CertificateError, check_pem
 from workers import EXIT_BOOT, EXIT_OK
 
 PR_SET_PDEATHSIG = 1

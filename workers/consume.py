@@ -5,12 +5,12 @@ each entry it connects (reconnecting across ``Hosts`` for ever, as the NATS
 sink does) and subscribes to every ``Filter`` subject with queue group
 ``tracker``, so several collectors share the messages, each delivered to one.
 
-Messages are parsed into store-neutral records (engine/messages.py) and
+Messages are parsed into store-neutral records (engine/nats/messages.py) and
 gathered in a ``MessageGroup`` (counts coalesced per id, updates to the
 latest per id), flushed by size (``BatchMaxEvents``) or age
 (``BatchMaxAgeMs``) to every Notify store that has ``write_messages``
 (SQLite; Cassandra when its sink implements it). Each store has its own
-ordered queue with retry and backoff (engine.batcher's ``SinkChannel``), so a
+ordered queue with retry and backoff (engine.store.batcher's ``SinkChannel``), so a
 failing store neither blocks nor double-writes another.
 
 A malformed message is counted (``tracker_nats_messages_total{result=
@@ -30,13 +30,13 @@ import time
 
 import uvloop
 
-from engine.batcher import SinkChannel
+from engine.store.batcher import SinkChannel
 from engine.logs import configure, log
-from engine.messages import MessageError, MessageGroup, parse_count, parse_log, parse_update
-from engine.natsopts import QUEUE_GROUP, NatsOptions
-from engine.sinks.base import SinkUnavailable
-from engine.sinks.nats import BACKOFF_FIRST, BACKOFF_MAX, connect
-from engine.sinks.registry import CriticalSinkDown, SinkEntryError, build_sinks, start_sinks
+from engine.nats.messages import MessageError, MessageGroup, parse_count, parse_log, parse_update
+from engine.nats.options import QUEUE_GROUP, NatsOptions
+from engine.store.sinks.base import SinkUnavailable
+from engine.store.sinks.nats import BACKOFF_FIRST, BACKOFF_MAX, connect
+from engine.store.sinks.registry import CriticalSinkDown, SinkEntryError, build_sinks, start_sinks
 from workers import EXIT_BOOT, EXIT_OK
 
 TICK = 0.5

@@ -13,18 +13,18 @@ import time
 
 import uvloop
 
-from engine.batcher import Batcher
-from engine.commit import GroupCommitter, OrphanReplay
+from engine.store.batcher import Batcher
+from engine.ingest.commit import GroupCommitter, OrphanReplay
 from engine.spool import SpoolWriter
-from engine.daily import DailyLimitUnavailable, build_checker
-from engine.acmefiles import certificate_path
-from engine.app import TrackerApp
-from engine.plainport import PlainPortApp
-from engine.tls import CertificateError, LiveCertificate, read_pair, server_context
+from engine.limits.daily import DailyLimitUnavailable, build_checker
+from engine.tls.acmefiles import certificate_path
+from engine.ingest.app import TrackerApp
+from engine.tls.plainport import PlainPortApp
+from engine.tls.context import CertificateError, LiveCertificate, read_pair, server_context
 from engine.http.protocol import ConnectionRegistry, HttpConnection
 from engine.logs import configure, log
 from engine.metrics import WorkerStats
-from engine.sinks.registry import CriticalSinkDown, SinkEntryError, build_sinks, start_sinks
+from engine.store.sinks.registry import CriticalSinkDown, SinkEntryError, build_sinks, start_sinks
 from engine.parser import load_parser
 from workers import EXIT_BOOT, EXIT_OK
 
@@ -151,7 +151,7 @@ class HttpWorker:
 
     async def listen(self, app, registry, sock, tls_sock):
         """Without TLS the tracker answers on the plain port; with TLS it
-        answers on the TLS port and the plain port redirects (engine/plainport.py)."""
+        answers on the TLS port and the plain port redirects (engine/tls/plainport.py)."""
         loop = asyncio.get_running_loop()
         self.app, self.registry = app, registry
         if self.cert is None:
@@ -269,7 +269,7 @@ def run(config, index, ready_fd, shared=None, conn_slot=0):
     connection counts); ``conn_slot`` this worker's slot in it.
     """
     if shared is None:   # run on its own: limits cover this process only
-        from engine._bucket import SharedLimits
+        from engine.limits._bucket import SharedLimits
         shared = SharedLimits.create(1024)
     configure(config.effective_log_level, f"http-{index}")
     die_with_parent()

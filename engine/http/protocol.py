@@ -15,8 +15,8 @@ from collections import deque
 
 import httptools
 
-from . import responses
-from .stream import Stream
+from engine.http import responses
+from engine.http.stream import Stream
 
 MAX_PENDING = 32    # answers queued behind a slow one before reading pauses
 

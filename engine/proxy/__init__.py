@@ -5,8 +5,8 @@
 each ``ProxyExchange`` needs. Exchanges with a deadline are kept in
 ``streams`` and checked by the worker's once-a-second sweep.
 """
-from .exchange import ProxyExchange
-from .upstream import UpstreamPool, UpstreamURL
+from engine.proxy.exchange import ProxyExchange
+from engine.proxy.upstream import UpstreamPool, UpstreamURL
 
 
 class ReverseProxy:

@@ -24,9 +24,9 @@ from engine.http import responses
 from engine.http.stream import FAR, Stream
 from engine.logs import log
 
-from .headers import (CHUNKED, LAST_CHUNK, LENGTH, NO_BODY, chunk, request_framing,
+from engine.proxy.headers import (CHUNKED, LAST_CHUNK, LENGTH, NO_BODY, chunk, request_framing,
                       request_head, response_head)
-from .upstream import PoolTimeout
+from engine.proxy.upstream import PoolTimeout
 
 BODY_BUFFER = 256 << 10     # request bytes held while connecting, before pausing the client
 NO_BODY_STATUS = (204, 304)

@@ -17,12 +17,12 @@ import os
 import stat
 import time
 
-from ..http import responses
-from .cache import Cached, FileCache
-from .filestream import CHUNK, FileStream
-from .paths import Found, inside, resolve, split_path
-from .types import ContentTypes
-from .validators import (UNSATISFIABLE, http_date, if_range_holds, make_etag, parse_http_date,
+from engine.http import responses
+from engine.static.cache import Cached, FileCache
+from engine.static.filestream import CHUNK, FileStream
+from engine.static.paths import Found, inside, resolve, split_path
+from engine.static.types import ContentTypes
+from engine.static.validators import (UNSATISFIABLE, http_date, if_range_holds, make_etag, parse_http_date,
                          parse_range, precondition, signature, strong_match, weak_match)
 
 NOT_FOUND_BODY = b"not found\n"

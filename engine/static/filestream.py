@@ -1,7 +1,7 @@
 """Large files, streamed in chunks under flow control."""
 import os
 
-from ..http.stream import Stream
+from engine.http.stream import Stream
 
 CHUNK = 256 << 10           # bytes per read of a streamed file
 

@@ -17,9 +17,9 @@ import uuid
 import pytest
 
 from engine.config import config_from_dict
-from engine.daily import DailyLimitChecker
-from engine.sinks.base import SinkUnavailable
-from engine.sinks.cassandra import CassandraDailyRead, CassandraSink, SchemaMismatch
+from engine.limits.daily import DailyLimitChecker
+from engine.store.sinks.base import SinkUnavailable
+from engine.store.sinks.cassandra import CassandraDailyRead, CassandraSink, SchemaMismatch
 
 from cassandra_fixtures import cql, entry, node  # noqa: F401 (fixtures)
 from conftest import TRACKER, free_port

@@ -31,7 +31,7 @@ import time
 import pytest
 
 from engine.config import config_from_dict
-from engine.sinks.cassandra import CassandraSink
+from engine.store.sinks.cassandra import CassandraSink
 
 from cassandra_fixtures import cql, entry, node  # noqa: F401 (fixtures)
 from faultload import Load

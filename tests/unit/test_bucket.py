@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from engine._bucket import CONNECTION_SLOTS, SharedLimits
+from engine.limits._bucket import CONNECTION_SLOTS, SharedLimits
 
 CTX = multiprocessing.get_context("fork")
 

@@ -7,7 +7,7 @@ from cassandra.protocol import ColumnMetadata
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from engine.config import config_from_dict
-from engine.sinks.cassandra import BATCH_VALUE_BYTES, CELL_OVERHEAD, CassandraSink
+from engine.store.sinks.cassandra import BATCH_VALUE_BYTES, CELL_OVERHEAD, CassandraSink
 
 
 def sink(**entry):

@@ -3,7 +3,7 @@ import time
 import uuid
 
 from engine._parse import TimeUUIDGen
-from engine.sinks.cassandra import earliest_ts, latest_ts
+from engine.store.sinks.cassandra import earliest_ts, latest_ts
 
 
 def _stamped(gen):

@@ -1,4 +1,4 @@
-from engine.clientip import ClientIP
+from engine.limits.clientip import ClientIP
 
 PROXIES = ClientIP(["10.0.0.0/8", "::1/128"])
 

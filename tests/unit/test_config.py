@@ -183,7 +183,7 @@ def test_unknown_top_level_keys_suggest_the_closest():
 
 
 def test_sink_errors_name_the_entry_by_its_place_in_the_file():
-    from engine.sinks.registry import SinkEntryError, build_sinks
+    from engine.store.sinks.registry import SinkEntryError, build_sinks
     cfg = config_from_dict({"Notify": [{"Service": "http"},
                                        {"Service": "cassandra", "Context": "no-dash"}]})
     with pytest.raises(SinkEntryError, match=r"^Notify\[1\] \(cassandra\): cassandra Context"):
@@ -198,7 +198,7 @@ def test_an_installed_plugin_sink_is_a_known_service(tmp_path, monkeypatch):
                                    "Version: 0.1\n")
     (dist / "entry_points.txt").write_text("[tracker.sinks]\nkafka = kafka_sink:KafkaSink\n")
     (tmp_path / "kafka_sink.py").write_text(
-        "from engine.sinks.base import Sink\n\n\nclass KafkaSink(Sink):\n"
+        "from engine.store.sinks.base import Sink\n\n\nclass KafkaSink(Sink):\n"
         "    service = 'kafka'\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     cfg = config_from_dict({"Notify": [{"Service": "kafka", "Brokers": ["b:9092"]},

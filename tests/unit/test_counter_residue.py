@@ -4,7 +4,7 @@ import fcntl
 import os
 import uuid
 
-from engine.sinks.counter_residue import CounterResidue, decode_items, encode_items
+from engine.store.sinks.counter_residue import CounterResidue, decode_items, encode_items
 
 DAY = datetime.date(2026, 11, 28)
 VID = uuid.UUID("3d0be300-cbd2-11e8-aa59-ffd128a54d91")

@@ -1,7 +1,7 @@
 """The default worker count: affinity capped by the cgroup CPU quota."""
 import os
 
-from engine.cpus import cgroup_cpu_limit, usable_cpus
+from engine.system.cpus import cgroup_cpu_limit, usable_cpus
 
 
 def _tree(tmp_path, proc, files):

@@ -1,7 +1,7 @@
 """ProxyDailyLimit checker: cached, one store read per IP per ttl, fail-open."""
 import asyncio
 
-from engine.daily import DailyLimitChecker, SQLiteDailyRead, utc_day
+from engine.limits.daily import DailyLimitChecker, SQLiteDailyRead, utc_day
 
 
 class Clock:
@@ -98,7 +98,7 @@ def test_utc_day_is_the_text_the_stores_key_on():
 
 
 def test_sqlite_read_of_the_dailies_table(tmp_path):
-    from engine.sinks.sqlite import SQLiteSink
+    from engine.store.sinks.sqlite import SQLiteSink
 
     class Cfg:
         schema_version = 1

@@ -7,9 +7,9 @@ import pytest
 
 from engine.config import config_from_dict
 from engine.errors import ConfigError
-from engine.messages import (MessageError, MessageGroup, parse_count, parse_log,
+from engine.nats.messages import (MessageError, MessageGroup, parse_count, parse_log,
                              parse_update)
-from engine.sinks.sqlite import SQLiteSink
+from engine.store.sinks.sqlite import SQLiteSink
 
 
 def test_nats_entries_are_validated_with_key_and_value():

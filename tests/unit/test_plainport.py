@@ -1,7 +1,7 @@
 """The plain port's pure pieces: Host parsing and the HTTPS Location."""
 import pytest
 
-from engine.plainport import escape_target, https_location, split_host, split_target
+from engine.tls.plainport import escape_target, https_location, split_host, split_target
 
 
 @pytest.mark.parametrize("value, expected", [

@@ -1,7 +1,7 @@
 import pytest
 
-from engine.app import cookie_value
-from engine.redirect import normalise_hosts, safe_redirect
+from engine.ingest.app import cookie_value
+from engine.ingest.redirect import normalise_hosts, safe_redirect
 
 ALLOWED = normalise_hosts(["Example.com", "partner.org."])
 

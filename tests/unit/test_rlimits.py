@@ -1,9 +1,9 @@
-"""The open-files limit check (engine/rlimits.py)."""
+"""The open-files limit check (engine/system/rlimits.py)."""
 import resource
 import subprocess
 import sys
 
-from engine.rlimits import SPARE, too_low
+from engine.system.rlimits import SPARE, too_low
 
 
 def test_too_low_names_the_limit_and_the_cap():
@@ -16,7 +16,7 @@ def test_too_low_names_the_limit_and_the_cap():
 
 def test_raise_moves_the_soft_limit_to_the_hard_one():
     # in a child process: the test runner's own limit stays as it is
-    code = ("import resource; from engine.rlimits import raise_open_files_limit as r;"
+    code = ("import resource; from engine.system.rlimits import raise_open_files_limit as r;"
             "s, h = resource.getrlimit(resource.RLIMIT_NOFILE);"
             "resource.setrlimit(resource.RLIMIT_NOFILE, (100, h));"
             "print(r(), resource.getrlimit(resource.RLIMIT_NOFILE), h)")

@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-from engine.sinks.base import SinkUnavailable
-from engine.sinks.sqlite import SQLiteSink, iso_ms, open_db
+from engine.store.sinks.base import SinkUnavailable
+from engine.store.sinks.sqlite import SQLiteSink, iso_ms, open_db
 
 T = 1764285326123            # 2025-11-27T23:15:26.123Z
 T_ISO = "2025-11-27T23:15:26.123Z"
@@ -430,7 +430,7 @@ def test_an_earlier_event_replaces_the_whole_row_even_with_fewer_fields(db, sink
 
 
 def test_plan_cache_stays_bounded_whatever_the_key_orders(db, sink, monkeypatch):
-    from engine.sinks import sqlite as module
+    from engine.store.sinks import sqlite as module
     monkeypatch.setattr(module, "_PLANS_MAX", 8)
     module._PLANS.clear()
     events = []

@@ -1,4 +1,4 @@
-"""engine.stats on a real SQLite file filled by the SQLite sink."""
+"""engine.store.stats on a real SQLite file filled by the SQLite sink."""
 import datetime
 import sqlite3
 import time
@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from engine import stats
-from engine.sinks.sqlite import SQLiteSink
+from engine.store import stats
+from engine.store.sinks.sqlite import SQLiteSink
 
 T = 1764285326123  # 2025-11-27T23:15:26.123Z
 DAY = datetime.date(2025, 11, 27)

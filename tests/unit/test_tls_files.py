@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from engine import acmefiles
-from engine.tls import CertificateError, LiveCertificate, check_pem, read_pair, server_context
+from engine.tls import acmefiles
+from engine.tls.context import CertificateError, LiveCertificate, check_pem, read_pair, server_context
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "integration"))
 from tlshelpers import MiniCA  # noqa: E402

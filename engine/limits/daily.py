@@ -15,14 +15,14 @@ batch flush interval.
 The read is pluggable: an async callable ``read(ip, day) -> int`` giving the
 stored total of ``ip`` on ``day`` (``utc_day``'s text). ``SQLiteDailyRead``
 here needs only the database path and
-``engine.sinks.cassandra.CassandraDailyRead`` only a session and keyspace, so
+``engine.store.sinks.cassandra.CassandraDailyRead`` only a session and keyspace, so
 the checker never depends on a sink writing in the same process.
 """
 import asyncio
 import time
 
-from .logs import log
-from .sinks.sqlite import open_db
+from engine.logs import log
+from engine.store.sinks.sqlite import open_db
 
 MAX_IPS = 100_000
 
@@ -121,7 +121,7 @@ def build_checker(config, sinks):
     if kind == "sqlite":
         read = SQLiteDailyRead(matching[0].path)
     elif kind == "cassandra":
-        from .sinks.cassandra import CassandraDailyRead
+        from engine.store.sinks.cassandra import CassandraDailyRead
         read = CassandraDailyRead.of_sink(matching[0])
     else:
         raise DailyLimitUnavailable(f"ProxyDailyLimitChecker: got {kind!r}, expected "

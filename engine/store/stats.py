@@ -9,7 +9,7 @@ import errno
 import os
 import sqlite3
 
-from engine.sinks.sqlite import open_db
+from engine.store.sinks.sqlite import open_db
 
 TABLES = ("events", "visitors", "sessions", "nodes", "locations", "aliases",
           "users", "usernames", "referrals", "affiliates", "dailies", "ips",

@@ -33,11 +33,11 @@ from urllib.parse import quote
 
 import orjson
 
-from engine import fanout
+from engine.store import fanout
 from engine.event import COLUMNS
-from engine.fanout import EARLIEST
-from engine.sinks.base import Sink, SinkUnavailable
-from engine.threads import named_executor
+from engine.store.fanout import EARLIEST
+from engine.store.sinks.base import Sink, SinkUnavailable
+from engine.system.threads import named_executor
 from schema import schema_text
 
 BUSY_TIMEOUT_MS = 15_000
@@ -442,7 +442,7 @@ class SQLiteSink(Sink):
             finally:
                 cur.close()
 
-    # -- bus messages (NATS log / count / update; see engine/messages.py)
+    # -- bus messages (NATS log / count / update; see engine/nats/messages.py)
 
     async def write_messages(self, logs, counts, updates):
         """Store a group of consumed messages in ONE transaction: ``logs``

@@ -13,9 +13,9 @@ replays spool files left behind by dead workers (``adopt``).
 """
 import asyncio
 
-from .logs import log
-from .spool import find_orphans, read_acks, remove_spool, write_acks
-from .threads import named_executor
+from engine.logs import log
+from engine.spool import find_orphans, read_acks, remove_spool, write_acks
+from engine.system.threads import named_executor
 
 HIGH_WATER = 0.9     # of SpoolMaxBytes: refuse new events above this
 
@@ -151,7 +151,7 @@ class OrphanReplay:
         self.busy = set()
 
     async def scan(self):
-        from .spool import SpoolReader
+        from engine.spool import SpoolReader
         for path, fd in find_orphans(self.directory, exclude=self.own_paths() | self.busy):
             self.busy.add(path)
             try:

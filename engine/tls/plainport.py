@@ -19,7 +19,7 @@ import os
 import re
 from time import perf_counter
 
-from .http import responses
+from engine.http import responses
 
 CHALLENGE_PREFIX = b"/.well-known/acme-challenge/"
 CHALLENGE_DIR = "challenges"

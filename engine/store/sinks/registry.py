@@ -7,9 +7,9 @@ here so a source checkout works before ``pip install``.
 import importlib
 from importlib.metadata import entry_points
 
-BUILT_IN = {"sqlite": "engine.sinks.sqlite:SQLiteSink",
-            "nats": "engine.sinks.nats:NatsSink",
-            "cassandra": "engine.sinks.cassandra:CassandraSink"}
+BUILT_IN = {"sqlite": "engine.store.sinks.sqlite:SQLiteSink",
+            "nats": "engine.store.sinks.nats:NatsSink",
+            "cassandra": "engine.store.sinks.cassandra:CassandraSink"}
 
 
 class SinkEntryError(ValueError):
@@ -83,8 +83,8 @@ async def start_sinks(sinks, waiting="events"):
     """Start every sink (in a worker, after the fork). A critical one that
     fails stops the boot; the others are returned, to be started again
     before their first write while ``waiting`` wait for them."""
-    from ..logs import log
-    from .base import SinkUnavailable
+    from engine.logs import log
+    from engine.store.sinks.base import SinkUnavailable
     failed = set()
     for sink in sinks:
         try:

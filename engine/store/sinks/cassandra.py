@@ -53,13 +53,13 @@ import threading
 import uuid
 import zlib
 
-from engine import fanout
+from engine.store import fanout
 from engine.event import COLUMNS
-from engine.fanout import EARLIEST, LATEST
+from engine.store.fanout import EARLIEST, LATEST
 from engine.logs import log
-from engine.sinks.base import Sink, SinkUnavailable
-from engine.sinks.counter_residue import CounterResidue
-from engine.threads import named_executor
+from engine.store.sinks.base import Sink, SinkUnavailable
+from engine.store.sinks.counter_residue import CounterResidue
+from engine.system.threads import named_executor
 from schema import schema_text
 
 DEFAULT_PORT = 9042
@@ -824,7 +824,7 @@ class CassandraSink(Sink):
             raise SinkUnavailable(f"cassandra {self._where()}: {len(failed)} of {total} {what} "
                                   f"writes failed, first: {failed[0]!r}"[:600])
 
-    # -- NATS messages (interface: engine/sinks/base.py, records: engine/messages.py)
+    # -- NATS messages (interface: engine/sinks/base.py, records: engine/nats/messages.py)
 
     async def write_messages(self, logs, counts, updates):
         """Store a group of consumed bus messages: ``logs`` rows (keyed by
@@ -861,7 +861,7 @@ class CassandraSink(Sink):
 
 class CassandraDailyRead:
     """``ProxyDailyLimitChecker: "cassandra"``: the read of
-    ``engine.daily.DailyLimitChecker`` (which owns the cache, the counting
+    ``engine.limits.daily.DailyLimitChecker`` (which owns the cache, the counting
     and when to read): the ``dailies`` total of one IP on one day, one query.
 
     It needs only a connected session and the keyspace, not the sink:

@@ -33,8 +33,8 @@ import random
 import orjson
 
 from engine.logs import log
-from engine.natsopts import NOTIFY_KEYS, NatsOptions
-from engine.sinks.base import Sink, SinkUnavailable
+from engine.nats.options import NOTIFY_KEYS, NatsOptions
+from engine.store.sinks.base import Sink, SinkUnavailable
 
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0

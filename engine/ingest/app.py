@@ -12,14 +12,14 @@ from urllib.parse import quote_from_bytes
 
 import orjson
 
-from . import metrics
-from .http import responses
-from .clientip import ClientIP
-from .errors import ParseError
-from .limits import CLASS_NAMES, PROXY, SERVICE, STATIC, TRACK, any_enabled
-from .logs import log
-from .redirect import normalise_hosts, safe_redirect
-from .spool import SpoolFull
+from engine import metrics
+from engine.http import responses
+from engine.limits.clientip import ClientIP
+from engine.errors import ParseError
+from engine.limits.policy import CLASS_NAMES, PROXY, SERVICE, STATIC, TRACK, any_enabled
+from engine.logs import log
+from engine.ingest.redirect import normalise_hosts, safe_redirect
+from engine.spool import SpoolFull
 
 COOKIE_MAX_AGE = 31536000  # one year
 JSON = b"application/json"
@@ -54,7 +54,7 @@ class TrackerApp:
         self.url_filter = config.url_filter
         self.redirect_hosts = normalise_hosts(config.redirect_hosts)
         self.max_conns = config.maximum_connections
-        self.shared = shared            # node-wide limits (engine._bucket)
+        self.shared = shared            # node-wide limits (engine.limits._bucket)
         self.conn_slot = conn_slot
         self.client_ip = ClientIP(config.trusted_proxies)
         self.rate_params = config.rate_limits
@@ -64,15 +64,15 @@ class TrackerApp:
         self.debug_header = (b"X-Tracker-Worker: %d/%d\r\n" % (worker_index, os.getpid())
                              if config.debug else b"")
         self.routes = self._route_table(config.api_prefix.encode())
-        self.daily = None               # ProxyDailyLimit checker (engine.daily), if set
+        self.daily = None               # ProxyDailyLimit checker (engine.limits.daily), if set
         self.committer = None           # GroupCommitter in spool durability
         self.proxy = None               # ReverseProxy when ProxyUrl is set (engine.proxy)
         if config.proxy_url:
-            from .proxy import ReverseProxy
+            from engine.proxy import ReverseProxy
             self.proxy = ReverseProxy(config, registry, stats, self.client_ip)
         self.static = None              # StaticFiles when StaticDirectory is set
         if config.static_directory and os.path.isdir(config.static_directory):
-            from .static import StaticFiles
+            from engine.static import StaticFiles
             self.static = StaticFiles(config, self.date)
 
     def _route_table(self, version):

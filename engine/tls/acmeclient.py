@@ -17,8 +17,8 @@ from acme import challenges, client, crypto_util, errors, messages
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from . import acmefiles
-from .logs import log
+from engine.tls import acmefiles
+from engine.logs import log
 
 USER_AGENT = "tracker-acme"
 ORDER_TIMEOUT = 120          # seconds for validation and finalization

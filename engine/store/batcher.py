@@ -9,7 +9,7 @@ In ``"Durability": "memory"`` an accepted event lives only in this process
 until its batch is written: a crash loses at most the open batch
 (``BatchMaxAgeMs``, default 250 ms of traffic) plus batches a failing sink has
 not yet taken. In ``spool`` (the default) events reach the batcher only once
-they are in the fsynced spool (engine/commit.py), which replays what a crash
+they are in the fsynced spool (engine/ingest/commit.py), which replays what a crash
 left behind. Memory is bounded: once ``QueueMaxEvents``
 events wait, ``accepting`` turns false and track routes answer 503 instead of
 acknowledging events that could not be kept.
@@ -18,7 +18,7 @@ import asyncio
 import time
 from collections import deque
 
-from .logs import log
+from engine.logs import log
 
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0

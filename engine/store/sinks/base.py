@@ -14,7 +14,7 @@ Contract:
 Optional, for stores (SQLite, Cassandra) that keep bus messages: the NATS
 consumer (workers/consume.py) calls ``await sink.write_messages(logs, counts,
 updates)`` on every Notify sink that has it, with the store-neutral records of
-engine/messages.py: ``logs`` a list of log records (table ``logs``), ``counts``
+engine/nats/messages.py: ``logs`` a list of log records (table ``logs``), ``counts``
 a dict counter id -> n (``counters``: ``total = total + n``), ``updates`` a
 list of update records (``updates``: the latest ``updated`` wins). It stores
 the whole group or raises; a raised group is retried whole, so a store must

@@ -8,7 +8,7 @@ off; a burst left out defaults to one second's worth of its rate (at least
 """
 import ipaddress
 
-from .errors import ConfigError
+from engine.errors import ConfigError
 
 TRACK, PROXY, STATIC, SERVICE = range(4)
 CLASS_KEYS = {"Track": TRACK, "Proxy": PROXY, "Static": STATIC, "Service": SERVICE}

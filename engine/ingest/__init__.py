@@ -1,0 +1,1 @@
+"""The ingest stage: tracking routes, request parsing glue, the spool writer and group commit."""

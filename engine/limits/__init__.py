@@ -1,0 +1,1 @@
+"""Admission limits: rate-limit policy, shared-memory buckets, client addresses, daily caps."""

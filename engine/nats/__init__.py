@@ -1,0 +1,1 @@
+"""NATS options and bus messages shared by the NATS sink and consumer."""

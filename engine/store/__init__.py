@@ -1,0 +1,1 @@
+"""The storage stage: spool reading, batching, the one fan-out, and the sinks."""

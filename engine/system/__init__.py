@@ -1,0 +1,1 @@
+"""What the host allows: usable CPUs, resource limits, named threads."""

@@ -1,0 +1,1 @@
+"""TLS: the server context, the plain port beside it, and ACME issuance."""

@@ -1,0 +1,86 @@
+# C-level interface of the compiled connection (engine/http/_connection.pyx):
+# what the compiled tracking routes (engine/ingest/_track.pyx) and the spool
+# writer (engine/ingest/_spool.pyx) see of it.
+from libc.stdint cimport int64_t, uint64_t
+
+
+cdef class Commits:
+    """Where answers wait for their spool group (engine/ingest/_spool.pyx)."""
+    cdef public uint64_t done_epoch     # every group up to this one is settled
+    cdef public list waiting            # connections to release when a group settles
+    cdef set failed_epochs              # settled groups whose write failed (answered 503)
+    cdef bint is_failed(self, uint64_t epoch)
+    cdef object unavailable             # the 503 answer for a failed group
+
+
+cdef class FastRoutes:
+    """Routes answered wholly in compiled code (the tracking routes)."""
+    cdef int claim(self, HttpConnection conn) except -1
+    cdef int answer(self, HttpConnection conn, bint keep) except -1
+
+
+cdef class ConnectionRegistry:
+    cdef public object limits
+    cdef public set open
+    cdef public set streams
+    cdef public double clock
+    cdef public object date
+    cdef public double idle_timeout
+    cdef public double read_timeout
+    cdef public double write_timeout
+    cdef public Py_ssize_t max_header_bytes
+    cdef public Py_ssize_t max_body_bytes
+
+
+cdef class HttpConnection:
+    cdef public object app
+    cdef public ConnectionRegistry registry
+    cdef public object limits
+    cdef public bint tls
+    cdef public object transport
+    cdef public object parser
+    cdef public object request          # Request of a slow-path request being read
+    cdef public str client_ip
+    cdef public int state
+    cdef public double deadline
+    cdef public bint closing
+    cdef public bint counted
+    cdef public object pending           # deque of (epoch, answer, keep)
+    cdef public bint read_paused
+    cdef public object tunnel_to
+    cdef public bint parser_done
+    cdef public bint read_eof
+    cdef public double write_paused_at
+    cdef FastRoutes fast                 # the app's compiled routes, or None
+    cdef Commits commits                 # the spool's group state, or None
+    # ---- the request being read on the fast path (reset per request) ----
+    cdef bint decided                    # the request line is complete: fast or slow
+    cdef public bint awaiting_commit     # listed in commits.waiting
+    cdef public bint upgrade
+    cdef public bint is_fast             # this request is answered by ``fast``
+    cdef public int route                # which fast route (FastRoutes.claim)
+    cdef public bytes url
+    cdef public bytes method
+    cdef public Py_ssize_t head_bytes
+    cdef public bint has_host
+    cdef public bytes user_agent
+    cdef public bytes accept_language
+    cdef public bytes cookie
+    cdef public bytes origin
+    cdef public bytes forwarded_for
+    cdef public bytes forwarded
+    cdef public bytes content_length
+    cdef public bytes expect
+    cdef public bytes dnt
+    cdef public bytes gpc
+    cdef public list body
+    cdef public Py_ssize_t body_size
+    cdef public bint keep_alive
+    cdef public bint http_10
+
+    cdef int answer_c(self, uint64_t epoch, object answer, bint keep) except -1
+    cdef int release_c(self) except -1
+    cdef int _decide(self) except -1
+    cdef int _fast_header(self, bytes name, bytes value) except -1
+    cdef int _slow_header(self, bytes name, bytes value) except -1
+    cdef int _drop_pending(self) except -1

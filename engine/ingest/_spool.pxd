@@ -1,0 +1,61 @@
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from posix.types cimport pid_t
+
+from engine._parse cimport Buf
+from engine.http._connection cimport Commits
+
+
+cdef extern from "pthread.h" nogil:
+    ctypedef struct pthread_t:
+        pass
+    ctypedef struct pthread_mutex_t:
+        pass
+    ctypedef struct pthread_cond_t:
+        pass
+
+
+cdef struct Shared:
+    # What the loop and the committer thread share; ``mu`` guards the
+    # hand-over fields (handed, go, stop, result).
+    pthread_mutex_t mu
+    pthread_cond_t cv
+    Buf handed            # the group being written (the thread's while busy)
+    bint go               # a group was handed over
+    bint stop             # the thread must exit once idle
+    int result            # 0, or the errno of the last group's failed write
+    int efd               # eventfd: the thread tells the loop a group settled
+    int fd                # the spool file being written
+    int dir_fd            # its directory (fsynced after a new file appears)
+    int64_t size          # bytes of the file known durable
+    uint64_t file_no      # n of w<pid>-<n>.spool
+    int64_t rotate_bytes
+    bint durable          # fdatasync each group (spool) or not (memory)
+    uint64_t* board       # the board slot's spool field, or NULL
+    pid_t pid
+    char directory[4096]
+
+
+cdef class SpoolWriter(Commits):
+    cdef Shared* sh
+    cdef pthread_t thread
+    cdef bint thread_started
+    cdef Buf open_group           # records appended since the last hand-over
+    cdef public uint64_t open_epoch
+    cdef public uint64_t seq
+    cdef public bint busy         # a group is with the committer thread
+    cdef uint64_t handed_epoch
+    cdef Py_ssize_t handed_records
+    cdef Py_ssize_t open_records
+    cdef bint flush_scheduled
+    cdef object loop
+    cdef object flush_cb
+    cdef public int64_t max_bytes
+    cdef public int64_t old_bytes   # bytes of this worker's older files still on disk
+    cdef public object on_settled   # Python callback(epoch, ok, records) or None
+    cdef public bint healthy
+
+    cdef Py_ssize_t begin(self) except -1
+    cdef uint64_t finish(self, Py_ssize_t start) except 0
+    cdef void rollback(self, Py_ssize_t start) noexcept
+    cdef int64_t bytes_used(self) noexcept
+    cdef int _hand_over(self) except -1

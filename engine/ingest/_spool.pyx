@@ -1,0 +1,469 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The HTTP worker's spool writer: group commit with a committer thread (compiled).
+
+The request path appends each record to the open group (``begin`` reserves
+the frame, the parser writes the event record straight after it, ``finish``
+fills in length, CRC and seq) and queues its answer under the group's epoch.
+At the end of the loop iteration the open group is handed to the committer
+thread — a plain pthread that never takes the GIL — which ``write``s it and
+``fdatasync``s the file (``durable``; "memory" durability skips the sync),
+then tells the loop through an eventfd. The loop then marks the group settled
+(``done_epoch``) and releases every connection waiting for it; requests that
+arrived meanwhile form the next group, handed over at once. So there is one
+wake-up of the thread and one of the loop per group, and no executor future,
+lock or Python object per request.
+
+File format (engine/spool.py has the reader): header ``b"TRKSPOOL"``, u32
+version 2, u32 0; then per record u32 payload length, u32 CRC-32 of (seq as
+u64 little-endian + payload), u64 seq, payload (engine/record.py). Files are
+``<dir>/w<pid>-<n>.spool``, created as ``.new``, flock'ed, header fsynced,
+renamed, directory fsynced: no reader ever sees one unlocked while this
+worker lives. Past ``rotate_bytes`` the thread starts file n+1 and closes n
+(releasing its lock: a store process then reads n to its end). After each
+settled group the thread publishes ``(n << 40) | durable size`` in the
+worker's board slot (engine/board.py), so store processes never read past
+what is durable. A failed write is cut back (ftruncate) and answered 503.
+"""
+import asyncio
+import os
+
+from libc.errno cimport errno, EINTR, EAGAIN
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport malloc, calloc, free
+from libc.string cimport memcpy, strlen
+from posix.unistd cimport write, close, fsync, ftruncate, getpid, read
+
+from engine._parse cimport Buf, buf_reserve, buf_free
+from engine.http._connection cimport HttpConnection
+
+cdef extern from "pthread.h" nogil:
+    int pthread_create(pthread_t* t, void* attr, void* (*fn)(void*) noexcept nogil, void* arg)
+    int pthread_join(pthread_t t, void** ret)
+    int pthread_mutex_init(pthread_mutex_t* m, void* attr)
+    int pthread_mutex_lock(pthread_mutex_t* m)
+    int pthread_mutex_unlock(pthread_mutex_t* m)
+    int pthread_mutex_destroy(pthread_mutex_t* m)
+    int pthread_cond_init(pthread_cond_t* c, void* attr)
+    int pthread_cond_wait(pthread_cond_t* c, pthread_mutex_t* m)
+    int pthread_cond_signal(pthread_cond_t* c)
+    int pthread_cond_destroy(pthread_cond_t* c)
+
+cdef extern from "sys/eventfd.h" nogil:
+    int eventfd(unsigned int initval, int flags)
+    int EFD_NONBLOCK
+    int EFD_CLOEXEC
+
+cdef extern from "fcntl.h" nogil:
+    int open(const char* path, int flags, int mode)
+    int O_WRONLY, O_CREAT, O_TRUNC, O_APPEND, O_RDONLY, O_DIRECTORY, O_CLOEXEC
+
+cdef extern from "sys/file.h" nogil:
+    int flock(int fd, int op)
+    int LOCK_EX
+
+cdef extern from "stdio.h" nogil:
+    int snprintf(char* out, size_t n, const char* fmt, ...)
+    int rename(const char* a, const char* b)
+
+cdef extern from "unistd.h" nogil:
+    int fdatasync(int fd)
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    static uint32_t trk_crc_table[8][256];
+    static void trk_crc_init(void) {
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            trk_crc_table[0][i] = c;
+        }
+        for (uint32_t i = 0; i < 256; i++)
+            for (int t = 1; t < 8; t++)
+                trk_crc_table[t][i] = (trk_crc_table[t - 1][i] >> 8)
+                                      ^ trk_crc_table[0][trk_crc_table[t - 1][i] & 0xFF];
+    }
+    /* CRC-32 (IEEE, as zlib.crc32), eight bytes per step. */
+    static uint32_t trk_crc32(uint32_t crc, const unsigned char *p, size_t n) {
+        crc = ~crc;
+        while (n >= 8) {
+            uint32_t lo = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16
+                          | (uint32_t)p[3] << 24;
+            lo ^= crc;
+            crc = trk_crc_table[7][lo & 0xFF] ^ trk_crc_table[6][(lo >> 8) & 0xFF]
+                ^ trk_crc_table[5][(lo >> 16) & 0xFF] ^ trk_crc_table[4][lo >> 24]
+                ^ trk_crc_table[3][p[4]] ^ trk_crc_table[2][p[5]]
+                ^ trk_crc_table[1][p[6]] ^ trk_crc_table[0][p[7]];
+            p += 8;
+            n -= 8;
+        }
+        while (n--) crc = trk_crc_table[0][(crc ^ *p++) & 0xFF] ^ (crc >> 8);
+        return ~crc;
+    }
+    static inline void trk_store_u64(uint64_t *p, uint64_t v) {
+        __atomic_store_n(p, v, __ATOMIC_RELEASE);
+    }
+    static inline int64_t trk_load_i64(int64_t *p) {
+        return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+    }
+    static inline void trk_store_i64(int64_t *p, int64_t v) {
+        __atomic_store_n(p, v, __ATOMIC_RELEASE);
+    }
+    """
+    void trk_crc_init() nogil
+    uint32_t trk_crc32(uint32_t crc, const unsigned char* p, size_t n) nogil
+    void trk_store_u64(uint64_t* p, uint64_t v) nogil
+    int64_t trk_load_i64(int64_t* p) nogil
+    void trk_store_i64(int64_t* p, int64_t v) nogil
+
+trk_crc_init()
+
+cdef enum:
+    HEADER_SIZE = 16
+    FRAME_SIZE = 16
+    VERSION = 2
+    OFFSET_BITS = 40
+
+
+def crc32(data, crc=0):
+    """The CRC the frames carry (equal to zlib.crc32; for tests)."""
+    cdef const unsigned char[::1] view = data
+    if view.shape[0] == 0:
+        return crc
+    return trk_crc32(crc, &view[0], view.shape[0])
+
+
+# ---- the committer thread's side (no GIL) -----------------------------------
+cdef int _write_all(int fd, const char* p, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t done
+    while n > 0:
+        done = write(fd, p, n)
+        if done < 0:
+            if errno == EINTR:
+                continue
+            return errno
+        p += done
+        n -= done
+    return 0
+
+
+cdef int _open_file(Shared* sh, uint64_t n) noexcept nogil:
+    """Create, lock and publish file n; returns its fd or -errno."""
+    cdef char final[4200]
+    cdef char tmp[4210]
+    cdef char header[HEADER_SIZE]
+    cdef uint32_t version = VERSION, zero = 0
+    cdef int fd, err
+    snprintf(final, sizeof(final), "%s/w%d-%llu.spool", sh.directory, <int>sh.pid,
+             <unsigned long long>n)
+    snprintf(tmp, sizeof(tmp), "%s.new", final)
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o600)
+    if fd < 0:
+        return -errno
+    memcpy(header, b"TRKSPOOL", 8)
+    memcpy(header + 8, &version, 4)
+    memcpy(header + 12, &zero, 4)
+    if flock(fd, LOCK_EX) != 0 or _write_all(fd, header, HEADER_SIZE) != 0 \
+            or fsync(fd) != 0 or rename(tmp, final) != 0:
+        err = errno
+        close(fd)
+        return -(err if err else 5)
+    fsync(sh.dir_fd)
+    return fd
+
+
+cdef void _publish(Shared* sh) noexcept nogil:
+    if sh.board != NULL:
+        trk_store_u64(sh.board, (sh.file_no << OFFSET_BITS) | <uint64_t>sh.size)
+
+
+cdef int _write_group(Shared* sh) noexcept nogil:
+    cdef int err = _write_all(sh.fd, sh.handed.data, sh.handed.len)
+    if err == 0 and sh.durable and fdatasync(sh.fd) != 0:
+        err = errno
+    if err:
+        ftruncate(sh.fd, sh.size)        # the group was never acknowledged
+        return err
+    trk_store_i64(&sh.size, sh.size + sh.handed.len)
+    _publish(sh)
+    return 0
+
+
+cdef void _rotate(Shared* sh) noexcept nogil:
+    """Start file n+1 and close n (its lock goes: readers then read it to the end).
+    A failure keeps writing n; rotation is tried again after the next group."""
+    cdef int fd = _open_file(sh, sh.file_no + 1)
+    if fd < 0:
+        return
+    close(sh.fd)
+    sh.fd = fd
+    sh.file_no += 1
+    trk_store_i64(&sh.size, HEADER_SIZE)
+    _publish(sh)
+
+
+cdef void* _committer(void* arg) noexcept nogil:
+    cdef Shared* sh = <Shared*>arg
+    cdef int err
+    cdef uint64_t one = 1
+    while True:
+        pthread_mutex_lock(&sh.mu)
+        while not sh.go and not sh.stop:
+            pthread_cond_wait(&sh.cv, &sh.mu)
+        if not sh.go:
+            pthread_mutex_unlock(&sh.mu)
+            return NULL
+        pthread_mutex_unlock(&sh.mu)
+        err = _write_group(sh)
+        if err == 0 and sh.size >= sh.rotate_bytes:
+            _rotate(sh)
+        pthread_mutex_lock(&sh.mu)
+        sh.result = err
+        sh.go = False
+        pthread_mutex_unlock(&sh.mu)
+        write(sh.efd, &one, 8)
+
+
+# ---- the loop's side ----------------------------------------------------------
+cdef class SpoolWriter(Commits):
+    """One per HTTP worker. ``board_address``: the worker's board slot's
+    ``spool`` field (engine/board.py ``Slot.field_address``), or 0."""
+
+    def __cinit__(self):
+        self.sh = <Shared*>calloc(1, sizeof(Shared))
+        if self.sh == NULL:
+            raise MemoryError()
+        self.sh.fd = self.sh.efd = self.sh.dir_fd = -1
+
+    def __init__(self, directory, max_bytes, durable=True, rotate_bytes=8 << 20,
+                 board_address=0, unavailable=b""):
+        cdef bytes where = os.fsencode(os.path.abspath(directory))
+        cdef int fd
+        cdef Shared* sh = self.sh
+        Commits.__init__(self, unavailable)
+        if len(where) >= 4000:
+            raise OSError(36, "spool directory path too long", directory)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        memcpy(sh.directory, <char*>where, len(where) + 1)
+        sh.pid = getpid()
+        sh.durable = durable
+        sh.rotate_bytes = min(rotate_bytes, max(max_bytes // 8, 1 << 16))
+        sh.board = <uint64_t*><size_t>board_address
+        sh.dir_fd = open(sh.directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
+        if sh.dir_fd < 0:
+            raise OSError(errno, os.strerror(errno), directory)
+        pthread_mutex_init(&sh.mu, NULL)
+        pthread_cond_init(&sh.cv, NULL)
+        sh.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        if sh.efd < 0:
+            raise OSError(errno, os.strerror(errno))
+        fd = _open_file(sh, 1)
+        if fd < 0:
+            raise OSError(-fd, os.strerror(-fd), directory)
+        sh.fd, sh.file_no, sh.size = fd, 1, HEADER_SIZE
+        _publish(sh)
+        self.max_bytes = max_bytes
+        self.old_bytes = 0
+        self.open_epoch = 1
+        self.seq = 0
+        self.busy = False
+        self.healthy = True
+        self.on_settled = None
+        self.flush_cb = self._flush
+
+    def start(self, loop):
+        """Start the committer thread and listen for settled groups."""
+        if pthread_create(&self.thread, NULL, _committer, self.sh) != 0:
+            raise OSError(errno, "cannot start the spool committer thread")
+        self.thread_started = True
+        self.loop = loop
+        loop.add_reader(self.sh.efd, self._settled)
+
+    # ---- request path ----------------------------------------------------
+    cdef Py_ssize_t begin(self) except -1:
+        """Reserve a record's frame in the open group; the record follows."""
+        cdef Py_ssize_t start
+        buf_reserve(&self.open_group, FRAME_SIZE)
+        start = self.open_group.len
+        self.open_group.len += FRAME_SIZE
+        return start
+
+    cdef uint64_t finish(self, Py_ssize_t start) except 0:
+        """Seal the record begun at ``start``; returns the epoch its answer
+        waits for."""
+        cdef char* frame = self.open_group.data + start
+        cdef uint32_t length = <uint32_t>(self.open_group.len - start - FRAME_SIZE)
+        cdef uint32_t crc
+        self.seq += 1
+        memcpy(frame + 8, &self.seq, 8)
+        crc = trk_crc32(0, <const unsigned char*>frame + 8, 8)
+        crc = trk_crc32(crc, <const unsigned char*>frame + FRAME_SIZE, length)
+        memcpy(frame, &length, 4)
+        memcpy(frame + 4, &crc, 4)
+        self.open_records += 1
+        if not self.busy and not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush_cb)
+        return self.open_epoch
+
+    def append(self, payload):
+        """Spool one record given as bytes (the reference parser's path, tests);
+        returns the epoch its answer waits for."""
+        cdef const unsigned char[::1] view = payload
+        cdef Py_ssize_t start = self.begin(), n = view.shape[0]
+        buf_reserve(&self.open_group, n)
+        if n:
+            memcpy(self.open_group.data + self.open_group.len, &view[0], n)
+        self.open_group.len += n
+        return self.finish(start)
+
+    cdef void rollback(self, Py_ssize_t start) noexcept:
+        self.open_group.len = start
+
+    cdef int64_t bytes_used(self) noexcept:
+        cdef int64_t used = self.old_bytes + trk_load_i64(&self.sh.size) + self.open_group.len
+        if self.busy:
+            used += self.sh.handed.len
+        return used
+
+    @property
+    def accepting(self):
+        """Healthy and under the high-water mark (90 % of SpoolMaxBytes)."""
+        return self.healthy and self.bytes_used() < 0.9 * self.max_bytes
+
+    @property
+    def used(self):
+        return self.bytes_used()
+
+    @property
+    def path(self):
+        return os.path.join(os.fsdecode(self.sh.directory),
+                            "w%d-%d.spool" % (self.sh.pid, self.sh.file_no))
+
+    @property
+    def pending_records(self):
+        return self.open_records + (self.handed_records if self.busy else 0)
+
+    # ---- groups ----------------------------------------------------------
+    def _flush(self):
+        self.flush_scheduled = False
+        if not self.busy and self.open_group.len:
+            self._hand_over()
+
+    cdef int _hand_over(self) except -1:
+        cdef Shared* sh = self.sh
+        cdef Buf spare
+        pthread_mutex_lock(&sh.mu)
+        spare = sh.handed
+        sh.handed = self.open_group
+        self.open_group = spare
+        self.open_group.len = 0
+        sh.go = True
+        pthread_cond_signal(&sh.cv)
+        pthread_mutex_unlock(&sh.mu)
+        self.busy = True
+        self.handed_epoch = self.open_epoch
+        self.handed_records = self.open_records
+        self.open_epoch += 1
+        self.open_records = 0
+        return 0
+
+    def _settled(self):
+        """The committer thread finished a group: answer its requests."""
+        cdef uint64_t count
+        cdef int result
+        cdef list waiting
+        cdef HttpConnection conn
+        cdef Py_ssize_t records
+        if read(self.sh.efd, &count, 8) != 8 or not self.busy:
+            return
+        pthread_mutex_lock(&self.sh.mu)
+        result = self.sh.result
+        pthread_mutex_unlock(&self.sh.mu)
+        self.busy = False
+        records = self.handed_records
+        self.done_epoch = self.handed_epoch
+        if result:
+            self.failed_epochs.add(self.handed_epoch)
+            if len(self.failed_epochs) > 1000:
+                self.failed_epochs = {e for e in self.failed_epochs
+                                      if e > self.handed_epoch - 100}
+            self._failed(result)
+        elif not self.healthy:
+            self.healthy = True
+        waiting, self.waiting = self.waiting, []
+        for conn in waiting:
+            conn.awaiting_commit = False
+            conn.release_c()
+        if self.on_settled is not None:
+            self.on_settled(self.handed_epoch, result == 0, records)
+        if self.open_group.len:
+            self._hand_over()
+
+    def _failed(self, int err):
+        from engine.logs import log
+        if self.healthy:
+            log.error("spool write failed; answering 503 until it works again",
+                      path=self.path, error=os.strerror(err))
+        self.healthy = False
+        self.loop.call_later(1.0, self._probe)
+
+    def _probe(self):
+        """After a failed write, let traffic try again (a full disk may have
+        been cleared)."""
+        self.healthy = True
+
+    async def flush(self):
+        """Hand over what is open and wait until every group is settled (drain)."""
+        while self.busy or self.open_group.len:
+            if not self.busy:
+                self._hand_over()
+            await asyncio.sleep(0.002)
+
+    def refresh_old_bytes(self):
+        """Bytes of this worker's earlier files still on disk (not yet fully
+        written by every store): part of what SpoolMaxBytes bounds."""
+        prefix = "w%d-" % self.sh.pid
+        current = "w%d-%d.spool" % (self.sh.pid, self.sh.file_no)
+        total = 0
+        directory = os.fsdecode(self.sh.directory)
+        try:
+            with os.scandir(directory) as found:
+                for entry in found:
+                    name = entry.name
+                    if name.startswith(prefix) and name.endswith(".spool") and name != current:
+                        try:
+                            total += entry.stat().st_size
+                        except FileNotFoundError:
+                            pass
+        except FileNotFoundError:
+            pass
+        self.old_bytes = total
+        return total
+
+    def close(self):
+        """Stop the thread (after ``flush``) and close the file; it stays on
+        disk for the store processes."""
+        cdef Shared* sh = self.sh
+        if self.loop is not None and sh.efd >= 0:
+            self.loop.remove_reader(sh.efd)
+        if self.thread_started:
+            pthread_mutex_lock(&sh.mu)
+            sh.stop = True
+            pthread_cond_signal(&sh.cv)
+            pthread_mutex_unlock(&sh.mu)
+            with nogil:
+                pthread_join(self.thread, NULL)
+            self.thread_started = False
+        for fd in (sh.fd, sh.efd, sh.dir_fd):
+            if fd >= 0:
+                close(fd)
+        sh.fd = sh.efd = sh.dir_fd = -1
+
+    def __dealloc__(self):
+        if self.sh != NULL:
+            if not self.thread_started:
+                buf_free(&self.sh.handed)
+                free(self.sh)
+            self.sh = NULL
+        buf_free(&self.open_group)

@@ -33,6 +33,10 @@ DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
 CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
                      "tracker", f"cassandra-{CASSANDRA_VERSION}")
 MAIN_CLASS = "org.apache.cassandra.service.CassandraDaemon"
+# A native-protocol v4 request frame: version, flags, stream 0, opcode OPTIONS, empty
+# body. A ready server answers with a v4 response frame (0x84) of opcode SUPPORTED.
+CQL_OPTIONS = bytes([0x04, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00])
+CQL_SUPPORTED = 0x06
 
 POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -246,10 +250,26 @@ class CassandraNode:
             return False
         return True
 
-    def accepts(self):
+    def port_open(self):
         try:
             with socket.create_connection(("127.0.0.1", self.native_port), timeout=1):
                 return True
+        except OSError:
+            return False
+
+    def answers_cql(self):
+        """True once the native transport answers a CQL OPTIONS request with
+        SUPPORTED: the server speaks CQL, not merely holds the port."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.native_port), timeout=2) as s:
+                s.sendall(CQL_OPTIONS)
+                head = b""
+                while len(head) < 5:
+                    chunk = s.recv(9 - len(head))
+                    if not chunk:
+                        return False
+                    head += chunk
+                return head[0] == 0x84 and head[4] == CQL_SUPPORTED
         except OSError:
             return False
 
@@ -259,7 +279,7 @@ class CassandraNode:
             if not self.running():
                 raise NodeError(f"cassandra exited ({self.proc and self.proc.returncode}):\n"
                                 + self.tail())
-            if self.accepts():
+            if self.answers_cql():
                 return
             time.sleep(0.2)
         raise NodeError(f"cassandra did not accept CQL within {timeout} s:\n" + self.tail())
@@ -294,7 +314,7 @@ class CassandraNode:
                 self.proc.wait()
         # the port must be closed before a restart reuses it
         deadline = time.monotonic() + 10
-        while self.accepts() and time.monotonic() < deadline:
+        while self.port_open() and time.monotonic() < deadline:
             time.sleep(0.1)
 
 

@@ -7,6 +7,7 @@ module. Without a JDK and Maven the node cannot start and the tests FAIL
 """
 import importlib.util
 import os
+import time
 
 import pytest
 
@@ -42,6 +43,40 @@ def cql(node):
     session = cluster.connect()
     yield session
     cluster.shutdown()
+
+
+def wait_session_up(cql, timeout=120):
+    """Return once the test's own session queries the node again. After a
+    restart the node answers CQL (``node.start`` waited for that) before the
+    driver has noticed: it marked the host down when the node stopped and
+    reconnects with backoff, and until then every query fails at once with
+    NoHostAvailable."""
+    from cassandra import OperationTimedOut
+    from cassandra.cluster import NoHostAvailable
+    deadline = time.monotonic() + timeout
+    error = None
+    while time.monotonic() < deadline:
+        hosts = cql.cluster.metadata.all_hosts()
+        if hosts and all(h.is_up for h in hosts):
+            try:
+                cql.execute("SELECT release_version FROM system.local")
+                return
+            except (NoHostAvailable, OperationTimedOut) as exc:
+                error = exc
+        time.sleep(0.2)
+    raise AssertionError(f"the test's CQL session did not reconnect within {timeout} s "
+                         f"(hosts {cql.cluster.metadata.all_hosts()}): {error!r}")
+
+
+def count_rows(cql, table):
+    """Rows in ``table`` (keyspace.name), or -1 while the session cannot
+    reach the node (a wait loop's probe: it tries again rather than fail)."""
+    from cassandra import OperationTimedOut
+    from cassandra.cluster import NoHostAvailable
+    try:
+        return cql.execute(f"SELECT count(*) FROM {table}").one()[0]
+    except (NoHostAvailable, OperationTimedOut):
+        return -1
 
 
 def entry(node, keyspace, **extra):

@@ -21,7 +21,7 @@ from engine.limits.daily import DailyLimitChecker
 from engine.store.sinks.base import SinkUnavailable
 from engine.store.sinks.cassandra import CassandraDailyRead, CassandraSink, SchemaMismatch
 
-from cassandra_fixtures import cql, entry, node  # noqa: F401 (fixtures)
+from cassandra_fixtures import count_rows, cql, entry, node, wait_session_up  # noqa: F401
 from conftest import TRACKER, free_port
 
 pytestmark = pytest.mark.integration
@@ -440,14 +440,15 @@ def test_node_stopped_mid_stream_and_restarted(node, cql, collector_factory):
     assert b.get("/ready")[0] == 200
     assert "sink unavailable at start" in b.logs()
     node.start()
+    wait_session_up(cql)        # the count below goes through this session
     wait_until(lambda: a.get("/ready")[0] == 200, timeout=90, what="A ready again")
     stop.set()
     ta.join()
     tb.join()
     # every worker writes its backlog once the driver has reconnected
     # (reconnection backoff is at most 10 s); only then stop the collectors
-    count = lambda: cql.execute(f"SELECT count(*) FROM {ks}.events").one()[0]  # noqa: E731
-    wait_until(lambda: count() >= len(answered), timeout=120, what="the backlog written")
+    wait_until(lambda: count_rows(cql, f"{ks}.events") >= len(answered), timeout=120,
+               what="the backlog written")
     assert a.stop() == 0 and b.stop() == 0
     assert "drain timed out" not in a.logs() + b.logs()
     stored = [r.params["mk"] for r in cql.execute(f"SELECT params FROM {ks}.events")]

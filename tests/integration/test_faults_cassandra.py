@@ -33,7 +33,7 @@ import pytest
 from engine.config import config_from_dict
 from engine.store.sinks.cassandra import CassandraSink
 
-from cassandra_fixtures import cql, entry, node  # noqa: F401 (fixtures)
+from cassandra_fixtures import count_rows, cql, entry, node, wait_session_up  # noqa: F401
 from faultload import Load
 
 pytestmark = pytest.mark.integration
@@ -55,17 +55,6 @@ def wait_until(check, timeout=60, what="condition", interval=0.1):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
-
-
-def cass_count(cql, ks):
-    """Rows in ``events``; -1 while the test's own session has not reconnected
-    after the restart (its connection to the old process is defunct)."""
-    from cassandra import OperationTimedOut
-    from cassandra.cluster import NoHostAvailable
-    try:
-        return cql.execute(f"SELECT count(*) FROM {ks}.events").one()[0]
-    except (NoHostAvailable, OperationTimedOut):
-        return -1
 
 
 def spool_acks(spool_dir, pid):
@@ -132,7 +121,7 @@ def test_cassandra_outage_and_a_killed_worker_lose_and_duplicate_nothing(node, c
     load = Load(c, threads=3, pause=0.01).start()
     try:
         load.wait_more(200)                              # steady traffic, both stores up
-        wait_until(lambda: cass_count(cql, ks) > 50,
+        wait_until(lambda: count_rows(cql, f"{ks}.events") > 50,
                    what="events reaching Cassandra before the outage")
 
         # ---- Cassandra down -----------------------------------------------
@@ -175,6 +164,7 @@ def test_cassandra_outage_and_a_killed_worker_lose_and_duplicate_nothing(node, c
         if remaining > 0:
             time.sleep(remaining)
         node.start()
+        wait_session_up(cql)    # the counts and reads below go through this session
         print(f"cassandra down for {time.monotonic() - down_at:.1f} s in total "
               f"(restart {node.start_seconds:.1f} s)")
         wait_until(lambda: '"sink recovered"' in c.logs(), 90, "a sink recovering")
@@ -185,8 +175,8 @@ def test_cassandra_outage_and_a_killed_worker_lose_and_duplicate_nothing(node, c
     # every accepted event reaches Cassandra (driver reconnection backs off up to
     # 10 s), the orphan is fully replayed and deleted; only then the clean stop
     expected = len(load.ok)
-    wait_until(lambda: cass_count(cql, ks) >= expected, 120, "the backlog written to Cassandra",
-               interval=0.5)
+    wait_until(lambda: count_rows(cql, f"{ks}.events") >= expected, 120,
+               "the backlog written to Cassandra", interval=0.5)
     wait_until(lambda: '"spool replayed"' in c.logs(), 60, "the orphan replay to finish")
     assert c.stop() == 0
     logs = c.logs()

@@ -730,7 +730,8 @@ cdef class Encoder:
     cdef const char* _decoded(self, const char* src, Py_ssize_t n, bint plus,
                               Py_ssize_t* out_n) except NULL:
         """%xx-decode (and '+' -> ' ' when plus) into the arena, then make it
-        valid UTF-8 the way bytes.decode("utf-8", "replace") would."""
+        valid UTF-8 the way bytes.decode("utf-8", "replace") would. Without
+        ``plus`` (a path segment) a malformed escape is a ParseError."""
         cdef char* dst = self.arena + self.arena_len
         cdef Py_ssize_t i = 0, j = 0
         cdef unsigned char c
@@ -747,6 +748,8 @@ cdef class Encoder:
                     j += 1
                     i += 3
                     continue
+            if c == 37 and not plus:
+                raise ParseError("malformed percent-encoding in the path")
             dst[j] = b' ' if plus and c == 43 else <char>c
             j += 1
             i += 1

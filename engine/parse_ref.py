@@ -22,8 +22,8 @@ API
 now_ms, ids, url_filter) -> dict``
     Turns one track request into an event dict (see engine/event.py).
     ``ids`` is anything with ``.new() -> str``. Raises
-    ``engine.errors.ParseError`` for a body that is not a JSON object, and
-    nothing else for any input.
+    ``engine.errors.ParseError`` for a body that is not a JSON object or a
+    path with a malformed percent-escape, and nothing else for any input.
 
 Rules
 =====
@@ -113,7 +113,10 @@ Decisions beyond DESIGN.md
   goes to params like any other unusable value.
 - Booleans are not numbers: ``"duration": true`` goes to params as "true".
 - Empty query keys (``?=x``) are skipped, as empty path keys are.
-- Malformed ``%`` escapes (``%zz``, a trailing ``%4``) are kept literally.
+- A malformed ``%`` escape (``%zz``, a trailing ``%4``) in a path segment
+  makes the request invalid (ParseError, answered 400), as the Go
+  collector's net/http refuses such a request target; in the query it is
+  kept literally.
 - Percent-decoding happens on bytes, before the UTF-8 decode, so an escaped
   multi-byte character decodes to that character.
 - A JSON value nested too deeply for ``orjson.dumps`` (over 254 levels) to
@@ -214,8 +217,10 @@ BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 # --------------------------------------------------------------------------
 # Decoding the URL
 
-def percent_decode(raw, plus_is_space):
-    """Decode %xx escapes in ``raw`` (bytes), then UTF-8 with replacement."""
+def percent_decode(raw, plus_is_space, strict=False):
+    """Decode %xx escapes in ``raw`` (bytes), then UTF-8 with replacement.
+    ``strict`` (path segments): a "%" not followed by two hex digits is a
+    ParseError; otherwise it is kept literally."""
     if plus_is_space:
         raw = raw.replace(b"+", b" ")
     out = bytearray()
@@ -228,6 +233,8 @@ def percent_decode(raw, plus_is_space):
                 and raw[i + 1] in hexbytes and raw[i + 2] in hexbytes):
             out.append(int(raw[i + 1:i + 3], 16))
             i += 3
+        elif byte == 0x25 and strict:
+            raise ParseError("malformed percent-encoding in the path")
         else:
             out.append(byte)
             i += 1
@@ -241,9 +248,9 @@ def path_pairs(path):
     segments = path.split(b"/")
     pairs = []
     for i in range(2, len(segments), 2):
-        key = percent_decode(segments[i], plus_is_space=False)
+        key = percent_decode(segments[i], plus_is_space=False, strict=True)
         if i + 1 < len(segments):
-            value = percent_decode(segments[i + 1], plus_is_space=False)
+            value = percent_decode(segments[i + 1], plus_is_space=False, strict=True)
         else:
             value = ""
         if key:

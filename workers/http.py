@@ -134,7 +134,7 @@ class HttpWorker:
             app.daily = build_checker(cfg, sinks)
         except DailyLimitUnavailable as exc:
             raise BootError(str(exc)) from None
-        committer, orphans = self.open_spool(batcher)
+        committer, orphans = self.open_spool(batcher, app.unavailable_response)
         app.committer = committer
         await self.listen(app, registry, sock, tls_sock)
         batcher.start()
@@ -190,7 +190,7 @@ class HttpWorker:
                 self.tls_retry_at = now + TLS_BIND_RETRY
                 log.error("cannot open the TLS listener; retrying", reason=str(exc))
 
-    def open_spool(self, batcher):
+    def open_spool(self, batcher, unavailable):
         """Spool durability: this worker's write-ahead file, its committer, and
         the replayer of files dead workers left behind. (None, None) in memory
         durability."""
@@ -203,7 +203,7 @@ class HttpWorker:
         except OSError as exc:
             raise BootError(f"cannot write the spool in SpoolDirectory "
                             f"{cfg.spool_directory}: {exc.strerror}") from None
-        committer = GroupCommitter(spool, batcher, self.stats)
+        committer = GroupCommitter(spool, batcher, self.stats, unavailable)
         batcher.on_written = committer.ack
         orphans = OrphanReplay(cfg.spool_directory, lambda: {spool.path}, batcher,
                                committer.io, cfg.batch_max_events)

@@ -1772,7 +1772,8 @@ struct __pyx_obj_6engine_4http_11_connection_HttpConnection {
   PyObject *url;
   PyObject *method;
   Py_ssize_t head_bytes;
-  int has_host;
+  int hosts;
+  PyObject *authority;
   PyObject *user_agent;
   PyObject *accept_language;
   PyObject *cookie;
@@ -2511,6 +2512,15 @@ static CYTHON_INLINE void __Pyx__ExceptionSwap(PyThreadState *tstate, PyObject *
 static CYTHON_INLINE void __Pyx_ExceptionSwap(PyObject **type, PyObject **value, PyObject **tb);
 #endif
 
+/* PyObjectCompare.proto */
+static CYTHON_INLINE int __Pyx_PyObject_CompareBoolEq_object_str(PyObject *op1, PyObject *op2, int pyop);
+
+/* PyObjectCompare.proto */
+static CYTHON_INLINE int __Pyx_PyObject_CompareBoolNe_bytes_bytes(PyObject *op1, PyObject *op2, int pyop);
+
+/* PyObjectCompare.proto */
+static CYTHON_INLINE int __Pyx_PyObject_CompareBoolEq_bytes_bytes(PyObject *op1, PyObject *op2, int pyop);
+
 /* dict_getitem_default.proto */
 static PyObject* __Pyx_PyDict_GetItemDefault(PyObject* d, PyObject* key, PyObject* default_value);
 
@@ -2527,16 +2537,24 @@ static CYTHON_INLINE PyObject* __Pyx_CallUnboundCMethod1(__Pyx_CachedCFunction* 
 #endif
 
 /* PyObjectCompare.proto */
-static CYTHON_INLINE int __Pyx_PyObject_CompareBoolEq_bytes_bytes(PyObject *op1, PyObject *op2, int pyop);
-
-/* PyObjectCompare.proto */
 static CYTHON_INLINE PyObject* __Pyx_PyObject_CompareEq_object_str(PyObject *op1, PyObject *op2, int pyop);
 
-/* PySequenceContains.proto */
-static CYTHON_INLINE int __Pyx_PySequence_ContainsTF(PyObject* item, PyObject* seq, int eq) {
-    int result = PySequence_Contains(seq, item);
-    return unlikely(result < 0) ? result : (result == (eq == Py_EQ));
-}
+/* RaiseTooManyValuesToUnpack.proto */
+static CYTHON_INLINE void __Pyx_RaiseTooManyValuesError(Py_ssize_t expected);
+
+/* RaiseNeedMoreValuesToUnpack.proto */
+static CYTHON_INLINE void __Pyx_RaiseNeedMoreValuesError(Py_ssize_t index);
+
+/* PyLongBinop.proto */
+#if !CYTHON_COMPILING_IN_PYPY
+static CYTHON_INLINE PyObject* __Pyx_PyLong_AddObjC(PyObject *op1, PyObject *op2, long intval, int inplace, int zerodivision_check);
+#else
+#define __Pyx_PyLong_AddObjC(op1, op2, intval, inplace, zerodivision_check)\
+    (inplace ? PyNumber_InPlaceAdd(op1, op2) : PyNumber_Add(op1, op2))
+#endif
+
+/* PyLongCompare.proto */
+static CYTHON_INLINE int __Pyx_PyLong_BoolEqObjC(PyObject *op1, PyObject *op2, long intval, long inplace);
 
 /* PyObjectCompare.proto */
 static CYTHON_INLINE int __Pyx_PyObject_CompareBoolGt_int_int(PyObject *op1, PyObject *op2, int pyop);
@@ -2557,14 +2575,11 @@ static CYTHON_INLINE PyObject* __Pyx_PyObject_CallMethod1(PyObject* obj, PyObjec
 /* StringJoin.proto */
 static CYTHON_INLINE PyObject* __Pyx_PyBytes_Join(PyObject* sep, PyObject* values);
 
+/* PyRuntimeError_Check.proto */
+#define __Pyx_PyExc_RuntimeError_Check(obj)  __Pyx_TypeCheck(obj, PyExc_RuntimeError)
+
 /* append.proto */
 static CYTHON_INLINE int __Pyx_PyObject_Append(PyObject* L, PyObject* x);
-
-/* RaiseTooManyValuesToUnpack.proto */
-static CYTHON_INLINE void __Pyx_RaiseTooManyValuesError(Py_ssize_t expected);
-
-/* RaiseNeedMoreValuesToUnpack.proto */
-static CYTHON_INLINE void __Pyx_RaiseNeedMoreValuesError(Py_ssize_t index);
 
 /* UnpackItemEndCheck.proto */
 static int __Pyx_IternextUnpackEndCheck(PyObject *retval, Py_ssize_t expected);
@@ -3061,6 +3076,7 @@ int __pyx_module_is_main_engine__http___connection = 0;
 /* Implementation of "engine.http._connection" */
 /* #### Code section: global_var ### */
 static PyObject *__pyx_builtin_super;
+static PyObject *__pyx_builtin_enumerate;
 /* #### Code section: string_decls ### */
 static const char __pyx_k_[] = "";
 static const char __pyx_k_dnt[] = "dnt";
@@ -3075,7 +3091,7 @@ static const char __pyx_k_content_length[] = "content-length";
 static const char __pyx_k_accept_language[] = "accept-language";
 static const char __pyx_k_x_forwarded_for[] = "x-forwarded-for";
 static const char __pyx_k_One_HTTP_1_1_connection_an_async[] = "One HTTP/1.1 connection: an asyncio Protocol driving httptools (compiled).\n\nPer-connection state lives on ``HttpConnection``. A request on a route the\napp\047s compiled ``FastRoutes`` claims (the tracking routes) is read into typed\nfields of the connection, reused from request to request: only the headers\nthose routes use are kept, no dict and no Request object is built, and the\nanswer is produced by compiled code (engine/ingest/_track.pyx). Any other\nrequest gets a ``Request`` with a header dict and goes to ``app.handle`` /\n``app.route_head`` in Python (service routes, proxy, static files, the plain\nport\047s redirects).\n\nAnswers that must wait \342\200\224 for a spool commit, or because they are streams\nwritten over time (a proxied exchange, a large file; engine/http/stream.py)\n\342\200\224 go into ``pending``, which keeps answers in request order for pipelining\nclients. An answer waiting for spool group N is released when the spool\047s\n``Commits.done_epoch`` reaches N: the spool writer calls ``release`` on every\nconnection in ``Commits.waiting`` once a group is settled.\n\nTimeouts are enforced by the worker\047s once-a-second sweep over open\nconnections (``ConnectionRegistry.sweep``) rather than a timer per request:\narming and cancelling a timer per request would cost more than parsing it.\n";
-static const char __pyx_k_accept_language_app_awaiting_com[] = "accept_language, app, awaiting_commit, body, body_size, client_ip, closing, commits, content_length, cookie, counted, deadline, decided, dnt, expect, fast, forwarded, forwarded_for, gpc, has_host, head_bytes, http_10, is_fast, keep_alive, limits, method, origin, parser, parser_done, pending, read_eof, read_paused, registry, request, route, state, tls, transport, tunnel_to, upgrade, url, user_agent, write_paused_at";
+static const char __pyx_k_accept_language_app_authority_aw[] = "accept_language, app, authority, awaiting_commit, body, body_size, client_ip, closing, commits, content_length, cookie, counted, deadline, decided, dnt, expect, fast, forwarded, forwarded_for, gpc, head_bytes, hosts, http_10, is_fast, keep_alive, limits, method, origin, parser, parser_done, pending, read_eof, read_paused, registry, request, route, state, tls, transport, tunnel_to, upgrade, url, user_agent, write_paused_at";
 static const char __pyx_k_clock_date_idle_timeout_limits_m[] = "clock, date, idle_timeout, limits, max_body_bytes, max_header_bytes, open, read_timeout, streams, write_timeout";
 static const char __pyx_k_done_epoch_failed_epochs_unavail[] = "done_epoch, failed_epochs, unavailable, waiting";
 /* #### Code section: decls ### */
@@ -3088,6 +3104,9 @@ static int __pyx_pf_6engine_4http_11_connection_7Commits_10done_epoch_2__set__(s
 static PyObject *__pyx_pf_6engine_4http_11_connection_7Commits_7waiting___get__(struct __pyx_obj_6engine_4http_11_connection_Commits *__pyx_v_self); /* proto */
 static int __pyx_pf_6engine_4http_11_connection_7Commits_7waiting_2__set__(struct __pyx_obj_6engine_4http_11_connection_Commits *__pyx_v_self, PyObject *__pyx_v_value); /* proto */
 static int __pyx_pf_6engine_4http_11_connection_7Commits_7waiting_4__del__(struct __pyx_obj_6engine_4http_11_connection_Commits *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_7Commits_13failed_epochs___get__(struct __pyx_obj_6engine_4http_11_connection_Commits *__pyx_v_self); /* proto */
+static int __pyx_pf_6engine_4http_11_connection_7Commits_13failed_epochs_2__set__(struct __pyx_obj_6engine_4http_11_connection_Commits *__pyx_v_self, PyObject *__pyx_v_value); /* proto */
+static int __pyx_pf_6engine_4http_11_connection_7Commits_13failed_epochs_4__del__(struct __pyx_obj_6engine_4http_11_connection_Commits *__pyx_v_self); /* proto */
 static PyObject *__pyx_pf_6engine_4http_11_connection_7Commits_2__reduce_cython__(struct __pyx_obj_6engine_4http_11_connection_Commits *__pyx_v_self); /* proto */
 static PyObject *__pyx_pf_6engine_4http_11_connection_7Commits_4__setstate_cython__(struct __pyx_obj_6engine_4http_11_connection_Commits *__pyx_v_self, PyObject *__pyx_v___pyx_state); /* proto */
 static PyObject *__pyx_pf_6engine_4http_11_connection_10FastRoutes___reduce_cython__(struct __pyx_obj_6engine_4http_11_connection_FastRoutes *__pyx_v_self); /* proto */
@@ -3131,18 +3150,20 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
 static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_16on_url(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_url); /* proto */
 static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_header(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_name, PyObject *__pyx_v_value); /* proto */
 static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_headers_complete(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_check_body_head(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_length, PyObject *__pyx_v_expect); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24on_body(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_body); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_message_complete(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28answer(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_epoch, PyObject *__pyx_v_answer, PyObject *__pyx_v_keep); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30release(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_finished(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_stream, PyObject *__pyx_v_keep); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_34_head_stream(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36_callback_failed(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_exc); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_and_close(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_status, PyObject *__pyx_v_text); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_deadline(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42close(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44drain(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin_form(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24_check_host(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_http_10); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_body_head(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_length, PyObject *__pyx_v_expect); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_body); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_message_complete(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32answer(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_epoch, PyObject *__pyx_v_answer, PyObject *__pyx_v_keep); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_34release(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_finished(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_stream, PyObject *__pyx_v_keep); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38_head_stream(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40_callback_failed(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_exc); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_and_close(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_status, PyObject *__pyx_v_text); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_deadline(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46close(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_48drain(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
 static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_3app___get__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
 static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_3app_2__set__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_value); /* proto */
 static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_3app_4__del__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
@@ -3204,8 +3225,11 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_6method_2__set_
 static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_6method_4__del__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
 static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10head_bytes___get__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
 static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_10head_bytes_2__set__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_value); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8has_host___get__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
-static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_8has_host_2__set__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_value); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_5hosts___get__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
+static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_5hosts_2__set__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_value); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_9authority___get__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
+static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_9authority_2__set__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_value); /* proto */
+static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_9authority_4__del__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
 static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10user_agent___get__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
 static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_10user_agent_2__set__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_value); /* proto */
 static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_10user_agent_4__del__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
@@ -3245,8 +3269,8 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10keep_al
 static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_10keep_alive_2__set__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_value); /* proto */
 static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_7http_10___get__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
 static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_7http_10_2__set__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_value); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46__reduce_cython__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_48__setstate_cython__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v___pyx_state); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_50__reduce_cython__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_52__setstate_cython__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v___pyx_state); /* proto */
 static PyObject *__pyx_pf_6engine_4http_11_connection_8_Discard_start(CYTHON_UNUSED PyObject *__pyx_self, CYTHON_UNUSED PyObject *__pyx_v_self, CYTHON_UNUSED PyObject *__pyx_v_conn); /* proto */
 static PyObject *__pyx_pf_6engine_4http_11_connection___pyx_unpickle_Commits(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v___pyx_type, long __pyx_v___pyx_checksum, PyObject *__pyx_v___pyx_state); /* proto */
 static PyObject *__pyx_pf_6engine_4http_11_connection_2__pyx_unpickle_FastRoutes(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v___pyx_type, long __pyx_v___pyx_checksum, PyObject *__pyx_v___pyx_state); /* proto */
@@ -3398,10 +3422,11 @@ namespace {
     __Pyx_CachedCFunction __pyx_umethod_PyDict_Type_pop;
     __Pyx_CachedCFunction __pyx_umethod_PyDict_Type_values;
     __Pyx_CachedCFunction __pyx_umethod_PyBytes_Type__lower;
-    PyObject *__pyx_tuple[9];
-    PyObject *__pyx_codeobj_tab[39];
-    PyObject *__pyx_string_tab[284];
-    PyObject *__pyx_number_tab[13];
+    __Pyx_CachedCFunction __pyx_umethod_PyBytes_Type__partition;
+    PyObject *__pyx_tuple[10];
+    PyObject *__pyx_codeobj_tab[41];
+    PyObject *__pyx_string_tab[305];
+    PyObject *__pyx_number_tab[15];
 /* #### Code section: module_state_contents ### */
 /* PyFrozenDict.module_state_decls */
 #if CYTHON_COMPILING_IN_LIMITED_API
@@ -3452,301 +3477,324 @@ static __pyx_mstatetype * const __pyx_mstate_global = &__pyx_mstate_global_stati
 /* #### Code section: constant_name_defines ### */
 #define __pyx_kp_u_ __pyx_string_tab[0]
 #define __pyx_kp_u_tree_fragment __pyx_string_tab[1]
-#define __pyx_kp_u__5 __pyx_string_tab[2]
+#define __pyx_kp_u__7 __pyx_string_tab[2]
 #define __pyx_kp_u_1_0 __pyx_string_tab[3]
 #define __pyx_kp_u__2 __pyx_string_tab[4]
 #define __pyx_kp_u_A_request_refused_while_its_head __pyx_string_tab[5]
-#define __pyx_kp_u_Note_that_Cython_is_deliberately __pyx_string_tab[6]
-#define __pyx_kp_u_What_one_slow_path_request_carri __pyx_string_tab[7]
-#define __pyx_kp_u_Where_the_body_of_a_request_answ __pyx_string_tab[8]
-#define __pyx_kp_u_add_note __pyx_string_tab[9]
-#define __pyx_kp_u_body_too_large __pyx_string_tab[10]
-#define __pyx_kp_u_disable __pyx_string_tab[11]
-#define __pyx_kp_u_enable __pyx_string_tab[12]
-#define __pyx_kp_u_engine_http__connection_pyx __pyx_string_tab[13]
-#define __pyx_kp_u_gc __pyx_string_tab[14]
-#define __pyx_kp_u_internal_error_2 __pyx_string_tab[15]
-#define __pyx_kp_u_isenabled __pyx_string_tab[16]
-#define __pyx_kp_u_latin_1 __pyx_string_tab[17]
-#define __pyx_kp_u_malformed_HTTP_request __pyx_string_tab[18]
-#define __pyx_kp_u_missing_Host_header __pyx_string_tab[19]
-#define __pyx_kp_u_request_headers_too_large __pyx_string_tab[20]
-#define __pyx_kp_u_request_target_too_long __pyx_string_tab[21]
-#define __pyx_kp_u_request_timeout __pyx_string_tab[22]
-#define __pyx_n_u_CLOSED __pyx_string_tab[23]
-#define __pyx_n_u_CONTINUE __pyx_string_tab[24]
-#define __pyx_n_u_Commits __pyx_string_tab[25]
-#define __pyx_n_u_Commits___reduce_cython __pyx_string_tab[26]
-#define __pyx_n_u_Commits___setstate_cython __pyx_string_tab[27]
-#define __pyx_n_u_ConnectionRegistry __pyx_string_tab[28]
-#define __pyx_n_u_ConnectionRegistry___reduce_cyth __pyx_string_tab[29]
-#define __pyx_n_u_ConnectionRegistry___setstate_cy __pyx_string_tab[30]
-#define __pyx_n_u_ConnectionRegistry_sweep __pyx_string_tab[31]
-#define __pyx_n_u_DateHeader __pyx_string_tab[32]
-#define __pyx_n_u_FastRoutes __pyx_string_tab[33]
-#define __pyx_n_u_FastRoutes___reduce_cython __pyx_string_tab[34]
-#define __pyx_n_u_FastRoutes___setstate_cython __pyx_string_tab[35]
-#define __pyx_n_u_HttpConnection __pyx_string_tab[36]
-#define __pyx_n_u_HttpConnection___reduce_cython __pyx_string_tab[37]
-#define __pyx_n_u_HttpConnection___setstate_cython __pyx_string_tab[38]
-#define __pyx_n_u_HttpConnection__callback_failed __pyx_string_tab[39]
-#define __pyx_n_u_HttpConnection__check_body_head __pyx_string_tab[40]
-#define __pyx_n_u_HttpConnection__head_stream __pyx_string_tab[41]
-#define __pyx_n_u_HttpConnection_answer __pyx_string_tab[42]
-#define __pyx_n_u_HttpConnection_close __pyx_string_tab[43]
-#define __pyx_n_u_HttpConnection_connection_lost __pyx_string_tab[44]
-#define __pyx_n_u_HttpConnection_connection_made __pyx_string_tab[45]
-#define __pyx_n_u_HttpConnection_data_received __pyx_string_tab[46]
-#define __pyx_n_u_HttpConnection_drain __pyx_string_tab[47]
-#define __pyx_n_u_HttpConnection_eof_received __pyx_string_tab[48]
-#define __pyx_n_u_HttpConnection_error_and_close __pyx_string_tab[49]
-#define __pyx_n_u_HttpConnection_on_body __pyx_string_tab[50]
-#define __pyx_n_u_HttpConnection_on_deadline __pyx_string_tab[51]
-#define __pyx_n_u_HttpConnection_on_header __pyx_string_tab[52]
-#define __pyx_n_u_HttpConnection_on_headers_comple __pyx_string_tab[53]
-#define __pyx_n_u_HttpConnection_on_message_begin __pyx_string_tab[54]
-#define __pyx_n_u_HttpConnection_on_message_comple __pyx_string_tab[55]
-#define __pyx_n_u_HttpConnection_on_url __pyx_string_tab[56]
-#define __pyx_n_u_HttpConnection_pause_writing __pyx_string_tab[57]
-#define __pyx_n_u_HttpConnection_release __pyx_string_tab[58]
-#define __pyx_n_u_HttpConnection_resume_writing __pyx_string_tab[59]
-#define __pyx_n_u_HttpConnection_stream_finished __pyx_string_tab[60]
-#define __pyx_n_u_HttpParserCallbackError __pyx_string_tab[61]
-#define __pyx_n_u_HttpParserError __pyx_string_tab[62]
-#define __pyx_n_u_HttpParserUpgrade __pyx_string_tab[63]
-#define __pyx_n_u_HttpRequestParser __pyx_string_tab[64]
-#define __pyx_n_u_IDLE __pyx_string_tab[65]
-#define __pyx_n_u_READING __pyx_string_tab[66]
-#define __pyx_n_u_Request __pyx_string_tab[67]
-#define __pyx_n_u_Request___init __pyx_string_tab[68]
-#define __pyx_n_u_Request_header __pyx_string_tab[69]
-#define __pyx_n_u_RequestRefused __pyx_string_tab[70]
-#define __pyx_n_u_RequestRefused___init __pyx_string_tab[71]
-#define __pyx_n_u_Stream __pyx_string_tab[72]
-#define __pyx_n_u_Discard __pyx_string_tab[73]
-#define __pyx_n_u_Discard_start __pyx_string_tab[74]
-#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[75]
-#define __pyx_n_u_annotate __pyx_string_tab[76]
-#define __pyx_n_u_class __pyx_string_tab[77]
-#define __pyx_n_u_context __pyx_string_tab[78]
-#define __pyx_n_u_dict __pyx_string_tab[79]
-#define __pyx_n_u_doc __pyx_string_tab[80]
-#define __pyx_n_u_func __pyx_string_tab[81]
-#define __pyx_n_u_getstate __pyx_string_tab[82]
-#define __pyx_n_u_init __pyx_string_tab[83]
-#define __pyx_n_u_main __pyx_string_tab[84]
-#define __pyx_n_u_metaclass __pyx_string_tab[85]
-#define __pyx_n_u_module __pyx_string_tab[86]
-#define __pyx_n_u_mro_entries __pyx_string_tab[87]
-#define __pyx_n_u_name_2 __pyx_string_tab[88]
-#define __pyx_n_u_new __pyx_string_tab[89]
-#define __pyx_n_u_prepare __pyx_string_tab[90]
-#define __pyx_n_u_pyx_checksum __pyx_string_tab[91]
-#define __pyx_n_u_pyx_result __pyx_string_tab[92]
-#define __pyx_n_u_pyx_state __pyx_string_tab[93]
-#define __pyx_n_u_pyx_type __pyx_string_tab[94]
-#define __pyx_n_u_pyx_unpickle_Commits __pyx_string_tab[95]
-#define __pyx_n_u_pyx_unpickle_ConnectionRegistr __pyx_string_tab[96]
-#define __pyx_n_u_pyx_unpickle_FastRoutes __pyx_string_tab[97]
-#define __pyx_n_u_pyx_unpickle_HttpConnection __pyx_string_tab[98]
-#define __pyx_n_u_pyx_vtable __pyx_string_tab[99]
-#define __pyx_n_u_qualname __pyx_string_tab[100]
-#define __pyx_n_u_reduce __pyx_string_tab[101]
-#define __pyx_n_u_reduce_cython __pyx_string_tab[102]
-#define __pyx_n_u_reduce_ex __pyx_string_tab[103]
-#define __pyx_n_u_set_name __pyx_string_tab[104]
-#define __pyx_n_u_setstate __pyx_string_tab[105]
-#define __pyx_n_u_setstate_cython __pyx_string_tab[106]
-#define __pyx_n_u_slots __pyx_string_tab[107]
-#define __pyx_n_u_test __pyx_string_tab[108]
-#define __pyx_n_u_callback_failed __pyx_string_tab[109]
-#define __pyx_n_u_check_body_head __pyx_string_tab[110]
-#define __pyx_n_u_dict_2 __pyx_string_tab[111]
-#define __pyx_n_u_head_stream __pyx_string_tab[112]
-#define __pyx_n_u_is_coroutine __pyx_string_tab[113]
-#define __pyx_n_u_abort __pyx_string_tab[114]
-#define __pyx_n_u_admit_connection __pyx_string_tab[115]
-#define __pyx_n_u_answer __pyx_string_tab[116]
-#define __pyx_n_u_app __pyx_string_tab[117]
-#define __pyx_n_u_append __pyx_string_tab[118]
-#define __pyx_n_u_args __pyx_string_tab[119]
-#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[120]
-#define __pyx_n_u_body __pyx_string_tab[121]
-#define __pyx_n_u_body_size __pyx_string_tab[122]
-#define __pyx_n_u_c __pyx_string_tab[123]
-#define __pyx_n_u_cause __pyx_string_tab[124]
-#define __pyx_n_u_check_deadline __pyx_string_tab[125]
-#define __pyx_n_u_client_ip __pyx_string_tab[126]
-#define __pyx_n_u_cline_in_traceback __pyx_string_tab[127]
-#define __pyx_n_u_close __pyx_string_tab[128]
-#define __pyx_n_u_collections __pyx_string_tab[129]
-#define __pyx_n_u_commits __pyx_string_tab[130]
-#define __pyx_n_u_conn __pyx_string_tab[131]
-#define __pyx_n_u_connection_closed __pyx_string_tab[132]
-#define __pyx_n_u_connection_lost __pyx_string_tab[133]
-#define __pyx_n_u_connection_made __pyx_string_tab[134]
-#define __pyx_n_u_count_error __pyx_string_tab[135]
-#define __pyx_n_u_data __pyx_string_tab[136]
-#define __pyx_n_u_data_received __pyx_string_tab[137]
-#define __pyx_n_u_deadline __pyx_string_tab[138]
-#define __pyx_n_u_decode __pyx_string_tab[139]
-#define __pyx_n_u_default __pyx_string_tab[140]
-#define __pyx_n_u_deque __pyx_string_tab[141]
-#define __pyx_n_u_drain __pyx_string_tab[142]
-#define __pyx_n_u_engine_http __pyx_string_tab[143]
-#define __pyx_n_u_engine_http__connection __pyx_string_tab[144]
-#define __pyx_n_u_engine_http_stream __pyx_string_tab[145]
-#define __pyx_n_u_eof_received __pyx_string_tab[146]
-#define __pyx_n_u_epoch __pyx_string_tab[147]
-#define __pyx_n_u_error_and_close __pyx_string_tab[148]
-#define __pyx_n_u_error_response __pyx_string_tab[149]
-#define __pyx_n_u_exc __pyx_string_tab[150]
-#define __pyx_n_u_expect __pyx_string_tab[151]
-#define __pyx_n_u_fast __pyx_string_tab[152]
-#define __pyx_n_u_feed __pyx_string_tab[153]
-#define __pyx_n_u_feed_data __pyx_string_tab[154]
-#define __pyx_n_u_feed_eof __pyx_string_tab[155]
-#define __pyx_n_u_get __pyx_string_tab[156]
-#define __pyx_n_u_get_extra_info __pyx_string_tab[157]
-#define __pyx_n_u_get_http_version __pyx_string_tab[158]
-#define __pyx_n_u_get_method __pyx_string_tab[159]
-#define __pyx_n_u_handle __pyx_string_tab[160]
-#define __pyx_n_u_head_bytes __pyx_string_tab[161]
-#define __pyx_n_u_header __pyx_string_tab[162]
-#define __pyx_n_u_headers __pyx_string_tab[163]
-#define __pyx_n_u_http_10 __pyx_string_tab[164]
-#define __pyx_n_u_httptools __pyx_string_tab[165]
-#define __pyx_n_u_idle_timeout __pyx_string_tab[166]
-#define __pyx_n_u_internal_error __pyx_string_tab[167]
-#define __pyx_n_u_is_closing __pyx_string_tab[168]
-#define __pyx_n_u_isdigit __pyx_string_tab[169]
-#define __pyx_n_u_items __pyx_string_tab[170]
-#define __pyx_n_u_join __pyx_string_tab[171]
-#define __pyx_n_u_keep __pyx_string_tab[172]
-#define __pyx_n_u_keep_alive __pyx_string_tab[173]
-#define __pyx_n_u_length __pyx_string_tab[174]
-#define __pyx_n_u_limits __pyx_string_tab[175]
-#define __pyx_n_u_lower __pyx_string_tab[176]
-#define __pyx_n_u_max_body_bytes __pyx_string_tab[177]
-#define __pyx_n_u_max_header_bytes __pyx_string_tab[178]
-#define __pyx_n_u_method __pyx_string_tab[179]
-#define __pyx_n_u_name __pyx_string_tab[180]
-#define __pyx_n_u_now __pyx_string_tab[181]
-#define __pyx_n_u_on_body __pyx_string_tab[182]
-#define __pyx_n_u_on_deadline __pyx_string_tab[183]
-#define __pyx_n_u_on_header __pyx_string_tab[184]
-#define __pyx_n_u_on_headers_complete __pyx_string_tab[185]
-#define __pyx_n_u_on_message_begin __pyx_string_tab[186]
-#define __pyx_n_u_on_message_complete __pyx_string_tab[187]
-#define __pyx_n_u_on_url __pyx_string_tab[188]
-#define __pyx_n_u_parser __pyx_string_tab[189]
-#define __pyx_n_u_pause_output __pyx_string_tab[190]
-#define __pyx_n_u_pause_reading __pyx_string_tab[191]
-#define __pyx_n_u_pause_writing __pyx_string_tab[192]
-#define __pyx_n_u_peer __pyx_string_tab[193]
-#define __pyx_n_u_peername __pyx_string_tab[194]
-#define __pyx_n_u_pop __pyx_string_tab[195]
-#define __pyx_n_u_popleft __pyx_string_tab[196]
-#define __pyx_n_u_read_timeout __pyx_string_tab[197]
-#define __pyx_n_u_refresh __pyx_string_tab[198]
-#define __pyx_n_u_refusal __pyx_string_tab[199]
-#define __pyx_n_u_registry __pyx_string_tab[200]
-#define __pyx_n_u_release __pyx_string_tab[201]
-#define __pyx_n_u_req __pyx_string_tab[202]
-#define __pyx_n_u_response __pyx_string_tab[203]
-#define __pyx_n_u_responses __pyx_string_tab[204]
-#define __pyx_n_u_resume_output __pyx_string_tab[205]
-#define __pyx_n_u_resume_reading __pyx_string_tab[206]
-#define __pyx_n_u_resume_writing __pyx_string_tab[207]
-#define __pyx_n_u_route __pyx_string_tab[208]
-#define __pyx_n_u_route_head __pyx_string_tab[209]
-#define __pyx_n_u_s __pyx_string_tab[210]
-#define __pyx_n_u_self __pyx_string_tab[211]
-#define __pyx_n_u_setdefault __pyx_string_tab[212]
-#define __pyx_n_u_should_keep_alive __pyx_string_tab[213]
-#define __pyx_n_u_should_upgrade __pyx_string_tab[214]
-#define __pyx_n_u_start __pyx_string_tab[215]
-#define __pyx_n_u_started __pyx_string_tab[216]
-#define __pyx_n_u_state __pyx_string_tab[217]
-#define __pyx_n_u_status __pyx_string_tab[218]
-#define __pyx_n_u_stream __pyx_string_tab[219]
-#define __pyx_n_u_stream_finished __pyx_string_tab[220]
-#define __pyx_n_u_super __pyx_string_tab[221]
-#define __pyx_n_u_sweep __pyx_string_tab[222]
-#define __pyx_n_u_text __pyx_string_tab[223]
-#define __pyx_n_u_tls __pyx_string_tab[224]
-#define __pyx_n_u_transport __pyx_string_tab[225]
-#define __pyx_n_u_tunnel __pyx_string_tab[226]
-#define __pyx_n_u_unavailable __pyx_string_tab[227]
-#define __pyx_n_u_update __pyx_string_tab[228]
-#define __pyx_n_u_upgrade __pyx_string_tab[229]
-#define __pyx_n_u_url __pyx_string_tab[230]
-#define __pyx_n_u_use_setstate __pyx_string_tab[231]
-#define __pyx_n_u_value __pyx_string_tab[232]
-#define __pyx_n_u_values __pyx_string_tab[233]
-#define __pyx_n_u_wait_epoch __pyx_string_tab[234]
-#define __pyx_n_u_write __pyx_string_tab[235]
-#define __pyx_n_u_write_timeout __pyx_string_tab[236]
-#define __pyx_kp_b_ __pyx_string_tab[237]
-#define __pyx_kp_b__4 __pyx_string_tab[238]
-#define __pyx_kp_b_100_continue __pyx_string_tab[239]
-#define __pyx_kp_b__3 __pyx_string_tab[240]
-#define __pyx_kp_b_content_length __pyx_string_tab[241]
-#define __pyx_n_b_cookie __pyx_string_tab[242]
-#define __pyx_n_b_expect __pyx_string_tab[243]
-#define __pyx_n_b_host __pyx_string_tab[244]
-#define __pyx_kp_b_iso88591_QfA __pyx_string_tab[245]
-#define __pyx_kp_b_iso88591_q __pyx_string_tab[246]
-#define __pyx_kp_b_iso88591_AV1 __pyx_string_tab[247]
-#define __pyx_kp_b_iso88591_0_q __pyx_string_tab[248]
-#define __pyx_kp_b_iso88591_q_0_kQR_7_1_7_N_1 __pyx_string_tab[249]
-#define __pyx_kp_b_iso88591_q_0_kQR_XQa_7_A_1 __pyx_string_tab[250]
-#define __pyx_kp_b_iso88591_q_0_kQR_7_0_1B_PQ_1 __pyx_string_tab[251]
-#define __pyx_kp_b_iso88591_q_0_kQR_XQa_7_4A5J_XY_1 __pyx_string_tab[252]
-#define __pyx_kp_b_iso88591_q_l_vWE_Q_q_q_q_4q_4q __pyx_string_tab[253]
-#define __pyx_kp_b_iso88591_XT_O4y_L_aattxx_D_D_S_S_W_W_a_a __pyx_string_tab[254]
-#define __pyx_kp_b_iso88591_6d_A_q_l_vWE_Q_q_t_c_QVVYY_ffmm __pyx_string_tab[255]
-#define __pyx_kp_b_iso88591_t6_5Gt7RVVbbffrrv_w_A_A_E_E_O_O __pyx_string_tab[256]
-#define __pyx_kp_b_iso88591_A __pyx_string_tab[257]
-#define __pyx_kp_b_iso88591_A_4q_T_AQ_t1HG6_V1_q_q __pyx_string_tab[258]
-#define __pyx_kp_b_iso88591_A_4t1_O_1F_4DAWBa_4_2T_a_4q_QfA __pyx_string_tab[259]
-#define __pyx_kp_b_iso88591_A_4_4q_z_Q_q_t_gQ_JgQd_7_q_1_a __pyx_string_tab[260]
-#define __pyx_kp_b_iso88591_A_4_d_d_Kq __pyx_string_tab[261]
-#define __pyx_kp_b_iso88591_A_7_d_1_1HBd_1_a_7_d_c_4DD_DPQ __pyx_string_tab[262]
-#define __pyx_kp_b_iso88591_A_G1_Kq_HA_M_N_Ja_N_N_Kq_M_Ja_Kq __pyx_string_tab[263]
-#define __pyx_kp_b_iso88591_A_G7_e3j_E_1_O_1A_4_2T_a __pyx_string_tab[264]
-#define __pyx_kp_b_iso88591_A_IQ_E_HARt5_F_b_A_A_Jar_U_is_Rq __pyx_string_tab[265]
-#define __pyx_kp_b_iso88591_A_IQ_IU_1_N_d_4we4s_wfA_D_1 __pyx_string_tab[266]
-#define __pyx_kp_b_iso88591_A_IQ_L_IWBd_1_Kq_Kq_Kq_Kq_IQ_G1 __pyx_string_tab[267]
-#define __pyx_kp_b_iso88591_A_M_y_q_M_QfJa_IU_aq_L_IWBd_1_d __pyx_string_tab[268]
-#define __pyx_kp_b_iso88591_A_q_4wc_t4q_JoQ_T_a_wgQ_nA_t7_Q __pyx_string_tab[269]
-#define __pyx_kp_b_iso88591_A_Ry_Ja_HA __pyx_string_tab[270]
-#define __pyx_kp_b_iso88591_A_d_4we4s_we1A_D_iq_N_1_4_D_a_4v __pyx_string_tab[271]
-#define __pyx_kp_b_iso88591_A_1_QgQ_iuA_O1F_1_a __pyx_string_tab[272]
-#define __pyx_kp_b_iso88591_A_Q_4t1_V_Q_Cq_4q_t84t4q_nAU_a_1 __pyx_string_tab[273]
-#define __pyx_kp_b_iso88591_A_4y_D_1Cs_4_Q_Q_1_4wc_D_iq_4uD __pyx_string_tab[274]
-#define __pyx_kp_b_iso88591_A_IQ_L_IWBd_1_4q_4_4t4y_D_A_WAV1 __pyx_string_tab[275]
-#define __pyx_kp_b_iso88591_A_Kq_4wc_q_Kt9G2Q __pyx_string_tab[276]
-#define __pyx_kp_b_iso88591_A_d_4q_1_t7_t3hgU_c_PQ_JfA_AU_d __pyx_string_tab[277]
-#define __pyx_kp_b_iso88591_A_4wc_T_a_D_AQ_d_4we4s_d_XWA_Cwa __pyx_string_tab[278]
-#define __pyx_kp_b_iso88591_A_4_1_4q_1_A_1_q __pyx_string_tab[279]
-#define __pyx_kp_b_iso88591_A_IQgXQ __pyx_string_tab[280]
-#define __pyx_kp_b_iso88591_A_t9G3a_L_IWBd_1_JnA_7_q __pyx_string_tab[281]
-#define __pyx_kp_b_iso88591_A_q_Ja __pyx_string_tab[282]
-#define __pyx_kp_b_iso88591_1_HD_U __pyx_string_tab[283]
+#define __pyx_kp_u_Content_Length_overflow __pyx_string_tab[6]
+#define __pyx_kp_u_Note_that_Cython_is_deliberately __pyx_string_tab[7]
+#define __pyx_kp_u_What_one_slow_path_request_carri __pyx_string_tab[8]
+#define __pyx_kp_u_Where_the_body_of_a_request_answ __pyx_string_tab[9]
+#define __pyx_kp_u_add_note __pyx_string_tab[10]
+#define __pyx_kp_u_an_answer_waits_for_a_spool_grou __pyx_string_tab[11]
+#define __pyx_kp_u_body_too_large __pyx_string_tab[12]
+#define __pyx_kp_u_disable __pyx_string_tab[13]
+#define __pyx_kp_u_enable __pyx_string_tab[14]
+#define __pyx_kp_u_engine_http__connection_pyx __pyx_string_tab[15]
+#define __pyx_kp_u_gc __pyx_string_tab[16]
+#define __pyx_kp_u_internal_error_2 __pyx_string_tab[17]
+#define __pyx_kp_u_isenabled __pyx_string_tab[18]
+#define __pyx_kp_u_latin_1 __pyx_string_tab[19]
+#define __pyx_kp_u_malformed_HTTP_request __pyx_string_tab[20]
+#define __pyx_kp_u_missing_Host_header __pyx_string_tab[21]
+#define __pyx_kp_u_more_than_one_Host_header __pyx_string_tab[22]
+#define __pyx_kp_u_request_headers_too_large __pyx_string_tab[23]
+#define __pyx_kp_u_request_target_too_long __pyx_string_tab[24]
+#define __pyx_kp_u_request_timeout __pyx_string_tab[25]
+#define __pyx_n_u_CLOSED __pyx_string_tab[26]
+#define __pyx_n_u_CONTINUE __pyx_string_tab[27]
+#define __pyx_n_u_Commits __pyx_string_tab[28]
+#define __pyx_n_u_Commits___reduce_cython __pyx_string_tab[29]
+#define __pyx_n_u_Commits___setstate_cython __pyx_string_tab[30]
+#define __pyx_n_u_ConnectionRegistry __pyx_string_tab[31]
+#define __pyx_n_u_ConnectionRegistry___reduce_cyth __pyx_string_tab[32]
+#define __pyx_n_u_ConnectionRegistry___setstate_cy __pyx_string_tab[33]
+#define __pyx_n_u_ConnectionRegistry_sweep __pyx_string_tab[34]
+#define __pyx_n_u_DateHeader __pyx_string_tab[35]
+#define __pyx_n_u_FastRoutes __pyx_string_tab[36]
+#define __pyx_n_u_FastRoutes___reduce_cython __pyx_string_tab[37]
+#define __pyx_n_u_FastRoutes___setstate_cython __pyx_string_tab[38]
+#define __pyx_n_u_HttpConnection __pyx_string_tab[39]
+#define __pyx_n_u_HttpConnection___reduce_cython __pyx_string_tab[40]
+#define __pyx_n_u_HttpConnection___setstate_cython __pyx_string_tab[41]
+#define __pyx_n_u_HttpConnection__callback_failed __pyx_string_tab[42]
+#define __pyx_n_u_HttpConnection__check_body_head __pyx_string_tab[43]
+#define __pyx_n_u_HttpConnection__check_host __pyx_string_tab[44]
+#define __pyx_n_u_HttpConnection__head_stream __pyx_string_tab[45]
+#define __pyx_n_u_HttpConnection__origin_form __pyx_string_tab[46]
+#define __pyx_n_u_HttpConnection_answer __pyx_string_tab[47]
+#define __pyx_n_u_HttpConnection_close __pyx_string_tab[48]
+#define __pyx_n_u_HttpConnection_connection_lost __pyx_string_tab[49]
+#define __pyx_n_u_HttpConnection_connection_made __pyx_string_tab[50]
+#define __pyx_n_u_HttpConnection_data_received __pyx_string_tab[51]
+#define __pyx_n_u_HttpConnection_drain __pyx_string_tab[52]
+#define __pyx_n_u_HttpConnection_eof_received __pyx_string_tab[53]
+#define __pyx_n_u_HttpConnection_error_and_close __pyx_string_tab[54]
+#define __pyx_n_u_HttpConnection_on_body __pyx_string_tab[55]
+#define __pyx_n_u_HttpConnection_on_deadline __pyx_string_tab[56]
+#define __pyx_n_u_HttpConnection_on_header __pyx_string_tab[57]
+#define __pyx_n_u_HttpConnection_on_headers_comple __pyx_string_tab[58]
+#define __pyx_n_u_HttpConnection_on_message_begin __pyx_string_tab[59]
+#define __pyx_n_u_HttpConnection_on_message_comple __pyx_string_tab[60]
+#define __pyx_n_u_HttpConnection_on_url __pyx_string_tab[61]
+#define __pyx_n_u_HttpConnection_pause_writing __pyx_string_tab[62]
+#define __pyx_n_u_HttpConnection_release __pyx_string_tab[63]
+#define __pyx_n_u_HttpConnection_resume_writing __pyx_string_tab[64]
+#define __pyx_n_u_HttpConnection_stream_finished __pyx_string_tab[65]
+#define __pyx_n_u_HttpParserCallbackError __pyx_string_tab[66]
+#define __pyx_n_u_HttpParserError __pyx_string_tab[67]
+#define __pyx_n_u_HttpParserUpgrade __pyx_string_tab[68]
+#define __pyx_n_u_HttpRequestParser __pyx_string_tab[69]
+#define __pyx_n_u_IDLE __pyx_string_tab[70]
+#define __pyx_n_u_READING __pyx_string_tab[71]
+#define __pyx_n_u_Request __pyx_string_tab[72]
+#define __pyx_n_u_Request___init __pyx_string_tab[73]
+#define __pyx_n_u_Request_header __pyx_string_tab[74]
+#define __pyx_n_u_RequestRefused __pyx_string_tab[75]
+#define __pyx_n_u_RequestRefused___init __pyx_string_tab[76]
+#define __pyx_n_u_Stream __pyx_string_tab[77]
+#define __pyx_n_u_Discard __pyx_string_tab[78]
+#define __pyx_n_u_Discard_start __pyx_string_tab[79]
+#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[80]
+#define __pyx_n_u_annotate __pyx_string_tab[81]
+#define __pyx_n_u_class __pyx_string_tab[82]
+#define __pyx_n_u_context __pyx_string_tab[83]
+#define __pyx_n_u_dict __pyx_string_tab[84]
+#define __pyx_n_u_doc __pyx_string_tab[85]
+#define __pyx_n_u_func __pyx_string_tab[86]
+#define __pyx_n_u_getstate __pyx_string_tab[87]
+#define __pyx_n_u_init __pyx_string_tab[88]
+#define __pyx_n_u_main __pyx_string_tab[89]
+#define __pyx_n_u_metaclass __pyx_string_tab[90]
+#define __pyx_n_u_module __pyx_string_tab[91]
+#define __pyx_n_u_mro_entries __pyx_string_tab[92]
+#define __pyx_n_u_name_2 __pyx_string_tab[93]
+#define __pyx_n_u_new __pyx_string_tab[94]
+#define __pyx_n_u_prepare __pyx_string_tab[95]
+#define __pyx_n_u_pyx_checksum __pyx_string_tab[96]
+#define __pyx_n_u_pyx_result __pyx_string_tab[97]
+#define __pyx_n_u_pyx_state __pyx_string_tab[98]
+#define __pyx_n_u_pyx_type __pyx_string_tab[99]
+#define __pyx_n_u_pyx_unpickle_Commits __pyx_string_tab[100]
+#define __pyx_n_u_pyx_unpickle_ConnectionRegistr __pyx_string_tab[101]
+#define __pyx_n_u_pyx_unpickle_FastRoutes __pyx_string_tab[102]
+#define __pyx_n_u_pyx_unpickle_HttpConnection __pyx_string_tab[103]
+#define __pyx_n_u_pyx_vtable __pyx_string_tab[104]
+#define __pyx_n_u_qualname __pyx_string_tab[105]
+#define __pyx_n_u_reduce __pyx_string_tab[106]
+#define __pyx_n_u_reduce_cython __pyx_string_tab[107]
+#define __pyx_n_u_reduce_ex __pyx_string_tab[108]
+#define __pyx_n_u_set_name __pyx_string_tab[109]
+#define __pyx_n_u_setstate __pyx_string_tab[110]
+#define __pyx_n_u_setstate_cython __pyx_string_tab[111]
+#define __pyx_n_u_slots __pyx_string_tab[112]
+#define __pyx_n_u_test __pyx_string_tab[113]
+#define __pyx_n_u_callback_failed __pyx_string_tab[114]
+#define __pyx_n_u_check_body_head __pyx_string_tab[115]
+#define __pyx_n_u_check_host __pyx_string_tab[116]
+#define __pyx_n_u_dict_2 __pyx_string_tab[117]
+#define __pyx_n_u_head_stream __pyx_string_tab[118]
+#define __pyx_n_u_is_coroutine __pyx_string_tab[119]
+#define __pyx_n_u_origin_form __pyx_string_tab[120]
+#define __pyx_n_u_abort __pyx_string_tab[121]
+#define __pyx_n_u_admit_connection __pyx_string_tab[122]
+#define __pyx_n_u_answer __pyx_string_tab[123]
+#define __pyx_n_u_app __pyx_string_tab[124]
+#define __pyx_n_u_append __pyx_string_tab[125]
+#define __pyx_n_u_args __pyx_string_tab[126]
+#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[127]
+#define __pyx_n_u_body __pyx_string_tab[128]
+#define __pyx_n_u_body_size __pyx_string_tab[129]
+#define __pyx_n_u_c __pyx_string_tab[130]
+#define __pyx_n_u_cause __pyx_string_tab[131]
+#define __pyx_n_u_check_deadline __pyx_string_tab[132]
+#define __pyx_n_u_client_ip __pyx_string_tab[133]
+#define __pyx_n_u_cline_in_traceback __pyx_string_tab[134]
+#define __pyx_n_u_close __pyx_string_tab[135]
+#define __pyx_n_u_collections __pyx_string_tab[136]
+#define __pyx_n_u_commits __pyx_string_tab[137]
+#define __pyx_n_u_conn __pyx_string_tab[138]
+#define __pyx_n_u_connection_closed __pyx_string_tab[139]
+#define __pyx_n_u_connection_lost __pyx_string_tab[140]
+#define __pyx_n_u_connection_made __pyx_string_tab[141]
+#define __pyx_n_u_count_error __pyx_string_tab[142]
+#define __pyx_n_u_data __pyx_string_tab[143]
+#define __pyx_n_u_data_received __pyx_string_tab[144]
+#define __pyx_n_u_deadline __pyx_string_tab[145]
+#define __pyx_n_u_decode __pyx_string_tab[146]
+#define __pyx_n_u_default __pyx_string_tab[147]
+#define __pyx_n_u_deque __pyx_string_tab[148]
+#define __pyx_n_u_drain __pyx_string_tab[149]
+#define __pyx_n_u_end __pyx_string_tab[150]
+#define __pyx_n_u_engine_http __pyx_string_tab[151]
+#define __pyx_n_u_engine_http__connection __pyx_string_tab[152]
+#define __pyx_n_u_engine_http_stream __pyx_string_tab[153]
+#define __pyx_n_u_enumerate __pyx_string_tab[154]
+#define __pyx_n_u_eof_received __pyx_string_tab[155]
+#define __pyx_n_u_epoch __pyx_string_tab[156]
+#define __pyx_n_u_error_and_close __pyx_string_tab[157]
+#define __pyx_n_u_error_response __pyx_string_tab[158]
+#define __pyx_n_u_exc __pyx_string_tab[159]
+#define __pyx_n_u_expect __pyx_string_tab[160]
+#define __pyx_n_u_fast __pyx_string_tab[161]
+#define __pyx_n_u_feed __pyx_string_tab[162]
+#define __pyx_n_u_feed_data __pyx_string_tab[163]
+#define __pyx_n_u_feed_eof __pyx_string_tab[164]
+#define __pyx_n_u_get __pyx_string_tab[165]
+#define __pyx_n_u_get_extra_info __pyx_string_tab[166]
+#define __pyx_n_u_get_http_version __pyx_string_tab[167]
+#define __pyx_n_u_get_method __pyx_string_tab[168]
+#define __pyx_n_u_handle __pyx_string_tab[169]
+#define __pyx_n_u_head_bytes __pyx_string_tab[170]
+#define __pyx_n_u_header __pyx_string_tab[171]
+#define __pyx_n_u_headers __pyx_string_tab[172]
+#define __pyx_n_u_http_10 __pyx_string_tab[173]
+#define __pyx_n_u_httptools __pyx_string_tab[174]
+#define __pyx_n_u_i __pyx_string_tab[175]
+#define __pyx_n_u_idle_timeout __pyx_string_tab[176]
+#define __pyx_n_u_internal_error __pyx_string_tab[177]
+#define __pyx_n_u_is_closing __pyx_string_tab[178]
+#define __pyx_n_u_isdigit __pyx_string_tab[179]
+#define __pyx_n_u_items __pyx_string_tab[180]
+#define __pyx_n_u_join __pyx_string_tab[181]
+#define __pyx_n_u_keep __pyx_string_tab[182]
+#define __pyx_n_u_keep_alive __pyx_string_tab[183]
+#define __pyx_n_u_length __pyx_string_tab[184]
+#define __pyx_n_u_limits __pyx_string_tab[185]
+#define __pyx_n_u_lower __pyx_string_tab[186]
+#define __pyx_n_u_max_body_bytes __pyx_string_tab[187]
+#define __pyx_n_u_max_header_bytes __pyx_string_tab[188]
+#define __pyx_n_u_method __pyx_string_tab[189]
+#define __pyx_n_u_name __pyx_string_tab[190]
+#define __pyx_n_u_now __pyx_string_tab[191]
+#define __pyx_n_u_on_body __pyx_string_tab[192]
+#define __pyx_n_u_on_deadline __pyx_string_tab[193]
+#define __pyx_n_u_on_header __pyx_string_tab[194]
+#define __pyx_n_u_on_headers_complete __pyx_string_tab[195]
+#define __pyx_n_u_on_message_begin __pyx_string_tab[196]
+#define __pyx_n_u_on_message_complete __pyx_string_tab[197]
+#define __pyx_n_u_on_url __pyx_string_tab[198]
+#define __pyx_n_u_parser __pyx_string_tab[199]
+#define __pyx_n_u_partition __pyx_string_tab[200]
+#define __pyx_n_u_path __pyx_string_tab[201]
+#define __pyx_n_u_pause_output __pyx_string_tab[202]
+#define __pyx_n_u_pause_reading __pyx_string_tab[203]
+#define __pyx_n_u_pause_writing __pyx_string_tab[204]
+#define __pyx_n_u_peer __pyx_string_tab[205]
+#define __pyx_n_u_peername __pyx_string_tab[206]
+#define __pyx_n_u_pop __pyx_string_tab[207]
+#define __pyx_n_u_popleft __pyx_string_tab[208]
+#define __pyx_n_u_read_timeout __pyx_string_tab[209]
+#define __pyx_n_u_refresh __pyx_string_tab[210]
+#define __pyx_n_u_refusal __pyx_string_tab[211]
+#define __pyx_n_u_registry __pyx_string_tab[212]
+#define __pyx_n_u_release __pyx_string_tab[213]
+#define __pyx_n_u_req __pyx_string_tab[214]
+#define __pyx_n_u_response __pyx_string_tab[215]
+#define __pyx_n_u_responses __pyx_string_tab[216]
+#define __pyx_n_u_rest __pyx_string_tab[217]
+#define __pyx_n_u_resume_output __pyx_string_tab[218]
+#define __pyx_n_u_resume_reading __pyx_string_tab[219]
+#define __pyx_n_u_resume_writing __pyx_string_tab[220]
+#define __pyx_n_u_route __pyx_string_tab[221]
+#define __pyx_n_u_route_head __pyx_string_tab[222]
+#define __pyx_n_u_s __pyx_string_tab[223]
+#define __pyx_n_u_scheme __pyx_string_tab[224]
+#define __pyx_n_u_self __pyx_string_tab[225]
+#define __pyx_n_u_sep __pyx_string_tab[226]
+#define __pyx_n_u_setdefault __pyx_string_tab[227]
+#define __pyx_n_u_should_keep_alive __pyx_string_tab[228]
+#define __pyx_n_u_should_upgrade __pyx_string_tab[229]
+#define __pyx_n_u_start __pyx_string_tab[230]
+#define __pyx_n_u_started __pyx_string_tab[231]
+#define __pyx_n_u_state __pyx_string_tab[232]
+#define __pyx_n_u_status __pyx_string_tab[233]
+#define __pyx_n_u_stream __pyx_string_tab[234]
+#define __pyx_n_u_stream_finished __pyx_string_tab[235]
+#define __pyx_n_u_super __pyx_string_tab[236]
+#define __pyx_n_u_sweep __pyx_string_tab[237]
+#define __pyx_n_u_text __pyx_string_tab[238]
+#define __pyx_n_u_tls __pyx_string_tab[239]
+#define __pyx_n_u_transport __pyx_string_tab[240]
+#define __pyx_n_u_tunnel __pyx_string_tab[241]
+#define __pyx_n_u_unavailable __pyx_string_tab[242]
+#define __pyx_n_u_update __pyx_string_tab[243]
+#define __pyx_n_u_upgrade __pyx_string_tab[244]
+#define __pyx_n_u_url __pyx_string_tab[245]
+#define __pyx_n_u_use_setstate __pyx_string_tab[246]
+#define __pyx_n_u_value __pyx_string_tab[247]
+#define __pyx_n_u_values __pyx_string_tab[248]
+#define __pyx_n_u_wait_epoch __pyx_string_tab[249]
+#define __pyx_n_u_write __pyx_string_tab[250]
+#define __pyx_n_u_write_timeout __pyx_string_tab[251]
+#define __pyx_kp_b_ __pyx_string_tab[252]
+#define __pyx_kp_b__5 __pyx_string_tab[253]
+#define __pyx_kp_b__3 __pyx_string_tab[254]
+#define __pyx_kp_b_100_continue __pyx_string_tab[255]
+#define __pyx_kp_b__6 __pyx_string_tab[256]
+#define __pyx_kp_b__4 __pyx_string_tab[257]
+#define __pyx_kp_b_content_length __pyx_string_tab[258]
+#define __pyx_n_b_cookie __pyx_string_tab[259]
+#define __pyx_n_b_expect __pyx_string_tab[260]
+#define __pyx_n_b_host __pyx_string_tab[261]
+#define __pyx_n_b_http __pyx_string_tab[262]
+#define __pyx_n_b_https __pyx_string_tab[263]
+#define __pyx_kp_b_iso88591_QfA __pyx_string_tab[264]
+#define __pyx_kp_b_iso88591_q __pyx_string_tab[265]
+#define __pyx_kp_b_iso88591_AV1 __pyx_string_tab[266]
+#define __pyx_kp_b_iso88591_0_q __pyx_string_tab[267]
+#define __pyx_kp_b_iso88591_q_0_kQR_7_1_7_N_1 __pyx_string_tab[268]
+#define __pyx_kp_b_iso88591_q_0_kQR_XQa_7_A_1 __pyx_string_tab[269]
+#define __pyx_kp_b_iso88591_q_0_kQR_7_0_1B_PQ_1 __pyx_string_tab[270]
+#define __pyx_kp_b_iso88591_q_0_kQR_XQa_7_4A5J_XY_1 __pyx_string_tab[271]
+#define __pyx_kp_b_iso88591_q_l_vWE_Q_q_q_q_4q_4q __pyx_string_tab[272]
+#define __pyx_kp_b_iso88591_XT_O4y_L_aattxx_D_D_S_S_W_W_a_a __pyx_string_tab[273]
+#define __pyx_kp_b_iso88591_6d_A_q_l_vWE_Q_q_t_c_QVVYY_ffmm __pyx_string_tab[274]
+#define __pyx_kp_b_iso88591_t6_EWW_bbffrrv_w_C_C_G_G_Q_Q_U __pyx_string_tab[275]
+#define __pyx_kp_b_iso88591_A __pyx_string_tab[276]
+#define __pyx_kp_b_iso88591_A_4q_T_AQ_t1HG6_V1_q_q __pyx_string_tab[277]
+#define __pyx_kp_b_iso88591_A_4t1_O_1F_4DAWBa_4_2T_a_4q_QfA __pyx_string_tab[278]
+#define __pyx_kp_b_iso88591_A_4_4q_z_Q_q_t_gQ_JgQd_7_q_1_1_s __pyx_string_tab[279]
+#define __pyx_kp_b_iso88591_A_4_d_d_Kq __pyx_string_tab[280]
+#define __pyx_kp_b_iso88591_A_7_d_1_1HBd_1_a_7_d_c_4DD_DPQ __pyx_string_tab[281]
+#define __pyx_kp_b_iso88591_A_G1_Kq_HA_M_N_Ja_N_N_Kq_M_Ja_Kq __pyx_string_tab[282]
+#define __pyx_kp_b_iso88591_A_G7_e3j_E_1_O_1A_4_2T_a __pyx_string_tab[283]
+#define __pyx_kp_b_iso88591_A_IQ_E_HARt5_F_b_A_A_Jar_U_is_Rq __pyx_string_tab[284]
+#define __pyx_kp_b_iso88591_A_IQ_IU_1_N_d_4we4s_wfA_D_1 __pyx_string_tab[285]
+#define __pyx_kp_b_iso88591_A_IQ_L_IWBd_1_Kq_Kq_Kq_Kq_IQ_G1 __pyx_string_tab[286]
+#define __pyx_kp_b_iso88591_A_M_y_q_M_QfJa_IU_aq_L_IWBd_1_d __pyx_string_tab[287]
+#define __pyx_kp_b_iso88591_A_q_4wc_t4q_JoQ_T_a_wgQ_nA_t7_Q __pyx_string_tab[288]
+#define __pyx_kp_b_iso88591_A_Ry_Ja_HA __pyx_string_tab[289]
+#define __pyx_kp_b_iso88591_A_d_4we4s_we1A_D_iq_N_1_4_D_a_4v __pyx_string_tab[290]
+#define __pyx_kp_b_iso88591_A_1_QgQ_iuA_O1F_1_a __pyx_string_tab[291]
+#define __pyx_kp_b_iso88591_A_Q_4t1_V_Q_Cq_L_4q_a_1_6_7t1_d __pyx_string_tab[292]
+#define __pyx_kp_b_iso88591_A_4wb_a_4xt4t1_a __pyx_string_tab[293]
+#define __pyx_kp_b_iso88591_A_4y_D_1Cs_4_Q_Q_1_4wc_D_iq_4uD __pyx_string_tab[294]
+#define __pyx_kp_b_iso88591_A_IQ_L_IWBd_1_4q_4_4t4y_D_A_WAV1 __pyx_string_tab[295]
+#define __pyx_kp_b_iso88591_A_Kq_4wc_q_Kt9G2Q __pyx_string_tab[296]
+#define __pyx_kp_b_iso88591_A_d_4q_1_t7_t3hgU_c_PQ_JfA_AU_d __pyx_string_tab[297]
+#define __pyx_kp_b_iso88591_A_4wc_T_a_D_AQ_d_4we4s_d_XWA_Cwa __pyx_string_tab[298]
+#define __pyx_kp_b_iso88591_A_4_1_4q_1_A_1_q __pyx_string_tab[299]
+#define __pyx_kp_b_iso88591_A_IQgXQ __pyx_string_tab[300]
+#define __pyx_kp_b_iso88591_A_t9G3a_L_IWBd_1_JnA_7_q __pyx_string_tab[301]
+#define __pyx_kp_b_iso88591_A_q_Ja __pyx_string_tab[302]
+#define __pyx_kp_b_iso88591_A_d_WCz_4t3fF_XYa_c_CuIQa_r_Cs_C __pyx_string_tab[303]
+#define __pyx_kp_b_iso88591_1_HD_U __pyx_string_tab[304]
 #define __pyx_int_0 __pyx_number_tab[0]
 #define __pyx_int_1 __pyx_number_tab[1]
 #define __pyx_int_2 __pyx_number_tab[2]
-#define __pyx_int_400 __pyx_number_tab[3]
-#define __pyx_int_408 __pyx_number_tab[4]
-#define __pyx_int_413 __pyx_number_tab[5]
-#define __pyx_int_414 __pyx_number_tab[6]
-#define __pyx_int_431 __pyx_number_tab[7]
-#define __pyx_int_500 __pyx_number_tab[8]
-#define __pyx_int_120605688 __pyx_number_tab[9]
-#define __pyx_int_187715156 __pyx_number_tab[10]
-#define __pyx_int_227264755 __pyx_number_tab[11]
-#define __pyx_int_238750788 __pyx_number_tab[12]
+#define __pyx_int_47 __pyx_number_tab[3]
+#define __pyx_int_63 __pyx_number_tab[4]
+#define __pyx_int_400 __pyx_number_tab[5]
+#define __pyx_int_408 __pyx_number_tab[6]
+#define __pyx_int_413 __pyx_number_tab[7]
+#define __pyx_int_414 __pyx_number_tab[8]
+#define __pyx_int_431 __pyx_number_tab[9]
+#define __pyx_int_500 __pyx_number_tab[10]
+#define __pyx_int_140852511 __pyx_number_tab[11]
+#define __pyx_int_187715156 __pyx_number_tab[12]
+#define __pyx_int_227264755 __pyx_number_tab[13]
+#define __pyx_int_238750788 __pyx_number_tab[14]
 /* #### Code section: module_state_clear ### */
 #if CYTHON_USE_MODULE_STATE
 static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
@@ -3774,10 +3822,11 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_pop.method);
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_values.method);
   Py_CLEAR(clear_module_state->__pyx_umethod_PyBytes_Type__lower.method);
-  for (int i=0; i<9; ++i) { Py_CLEAR(clear_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<39; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<284; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
-  for (int i=0; i<13; ++i) { Py_CLEAR(clear_module_state->__pyx_number_tab[i]); }
+  Py_CLEAR(clear_module_state->__pyx_umethod_PyBytes_Type__partition.method);
+  for (int i=0; i<10; ++i) { Py_CLEAR(clear_module_state->__pyx_tuple[i]); }
+  for (int i=0; i<41; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<305; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<15; ++i) { Py_CLEAR(clear_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_clear_contents ### */
 /* CommonTypesMetaclass.module_state_clear */
 Py_CLEAR(clear_module_state->__pyx_CommonTypesMetaclassType);
@@ -3813,10 +3862,11 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_pop.method);
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_values.method);
   Py_VISIT(traverse_module_state->__pyx_umethod_PyBytes_Type__lower.method);
-  for (int i=0; i<9; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<39; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<284; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
-  for (int i=0; i<13; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_number_tab[i]); }
+  Py_VISIT(traverse_module_state->__pyx_umethod_PyBytes_Type__partition.method);
+  for (int i=0; i<10; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_tuple[i]); }
+  for (int i=0; i<41; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<305; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<15; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_traverse_contents ### */
 /* CommonTypesMetaclass.module_state_traverse */
 Py_VISIT(traverse_module_state->__pyx_CommonTypesMetaclassType);
@@ -4488,7 +4538,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_7Request_2header(CYTHON_UN
 /* "engine/http/_connection.pyx":97
  *     group's answers are 2xx unless its write failed (``is_failed``)."""
  * 
- *     def __init__(self, unavailable=b""):             # <<<<<<<<<<<<<<
+ *     def __init__(self, unavailable):             # <<<<<<<<<<<<<<
  *         self.done_epoch = 0
  *         self.waiting = []
 */
@@ -4543,23 +4593,20 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
       if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__init__", 0) < (0)) __PYX_ERR(0, 97, __pyx_L3_error)
-      if (!values[0]) values[0] = __Pyx_NewRef(((PyObject *)__pyx_mstate_global->__pyx_kp_b_));
-    } else {
-      switch (__pyx_nargs) {
-        case  1:
-        values[0] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 97, __pyx_L3_error)
-        CYTHON_FALLTHROUGH;
-        case  0: break;
-        default: goto __pyx_L5_argtuple_error;
+      for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__init__", 1, 1, 1, i); __PYX_ERR(0, 97, __pyx_L3_error) }
       }
-      if (!values[0]) values[0] = __Pyx_NewRef(((PyObject *)__pyx_mstate_global->__pyx_kp_b_));
+    } else if (unlikely(__pyx_nargs != 1)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 97, __pyx_L3_error)
     }
     __pyx_v_unavailable = values[0];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__init__", 0, 0, 1, __pyx_nargs); __PYX_ERR(0, 97, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__init__", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 97, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -4591,7 +4638,7 @@ static int __pyx_pf_6engine_4http_11_connection_7Commits___init__(struct __pyx_o
 
   /* "engine/http/_connection.pyx":98
  * 
- *     def __init__(self, unavailable=b""):
+ *     def __init__(self, unavailable):
  *         self.done_epoch = 0             # <<<<<<<<<<<<<<
  *         self.waiting = []
  *         self.failed_epochs = set()
@@ -4599,7 +4646,7 @@ static int __pyx_pf_6engine_4http_11_connection_7Commits___init__(struct __pyx_o
   __pyx_v_self->done_epoch = 0;
 
   /* "engine/http/_connection.pyx":99
- *     def __init__(self, unavailable=b""):
+ *     def __init__(self, unavailable):
  *         self.done_epoch = 0
  *         self.waiting = []             # <<<<<<<<<<<<<<
  *         self.failed_epochs = set()
@@ -4641,7 +4688,7 @@ static int __pyx_pf_6engine_4http_11_connection_7Commits___init__(struct __pyx_o
   /* "engine/http/_connection.pyx":97
  *     group's answers are 2xx unless its write failed (``is_failed``)."""
  * 
- *     def __init__(self, unavailable=b""):             # <<<<<<<<<<<<<<
+ *     def __init__(self, unavailable):             # <<<<<<<<<<<<<<
  *         self.done_epoch = 0
  *         self.waiting = []
 */
@@ -4742,7 +4789,7 @@ static int __pyx_f_6engine_4http_11_connection_7Commits_is_failed(struct __pyx_o
  *     """Where answers wait for their spool group (engine/ingest/_spool.pyx)."""
  *     cdef public uint64_t done_epoch     # every group up to this one is settled             # <<<<<<<<<<<<<<
  *     cdef public list waiting            # connections to release when a group settles
- *     cdef set failed_epochs              # settled groups whose write failed (answered 503)
+ *     cdef public set failed_epochs       # settled groups whose write failed (answered 503)
 */
 
 /* Python wrapper */
@@ -4883,7 +4930,7 @@ static int __pyx_pf_6engine_4http_11_connection_7Commits_10done_epoch_2__set__(s
  *     """Where answers wait for their spool group (engine/ingest/_spool.pyx)."""
  *     cdef public uint64_t done_epoch     # every group up to this one is settled
  *     cdef public list waiting            # connections to release when a group settles             # <<<<<<<<<<<<<<
- *     cdef set failed_epochs              # settled groups whose write failed (answered 503)
+ *     cdef public set failed_epochs       # settled groups whose write failed (answered 503)
  *     cdef bint is_failed(self, uint64_t epoch)
 */
 
@@ -5042,6 +5089,187 @@ static int __pyx_pf_6engine_4http_11_connection_7Commits_7waiting_4__del__(struc
         __Pyx_GIVEREF(Py_None);
         __Pyx_GOTREF(__pyx_v_self->waiting);
         __Pyx_DECREF_SET(__pyx_v_self->waiting, ((PyObject*)Py_None));
+      }
+      /*finally:*/ {
+        /*normal exit:*/{
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          goto __pyx_L5;
+        }
+        __pyx_L5:;
+      }
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  }
+
+  /* function exit code */
+  __pyx_r = 0;
+
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "engine/http/_connection.pxd":11
+ *     cdef public uint64_t done_epoch     # every group up to this one is settled
+ *     cdef public list waiting            # connections to release when a group settles
+ *     cdef public set failed_epochs       # settled groups whose write failed (answered 503)             # <<<<<<<<<<<<<<
+ *     cdef bint is_failed(self, uint64_t epoch)
+ *     cdef object unavailable             # () -> the 503 answer for a failed group
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_6engine_4http_11_connection_7Commits_13failed_epochs_1__get__(PyObject *__pyx_v_self); /*proto*/
+static PyObject *__pyx_pw_6engine_4http_11_connection_7Commits_13failed_epochs_1__get__(PyObject *__pyx_v_self) {
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__get__ (wrapper)", 0);
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_7Commits_13failed_epochs___get__(((struct __pyx_obj_6engine_4http_11_connection_Commits *)__pyx_v_self));
+
+  /* function exit code */
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_6engine_4http_11_connection_7Commits_13failed_epochs___get__(struct __pyx_obj_6engine_4http_11_connection_Commits *__pyx_v_self) {
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  __Pyx_RefNannySetupContext("__get__", 0);
+  {
+      __Pyx_PyCriticalSection __pyx_cs;
+      __pyx_t_1 = ((PyObject *)__pyx_v_self);
+      __Pyx_INCREF(__pyx_t_1);
+      __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
+      /*try:*/ {
+        {
+          PyObject *__pyx_temp;
+          {
+            __pyx_temp = __pyx_r;
+            __Pyx_INCREF(__pyx_v_self->failed_epochs);
+            __pyx_r = __pyx_v_self->failed_epochs;
+          }
+          __Pyx_XDECREF(__pyx_temp);
+        }
+        __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+        goto __pyx_L3_return;
+      }
+      /*finally:*/ {
+        __pyx_L3_return: {
+          __pyx_t_2 = __pyx_r;
+          __pyx_r = 0;
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          __pyx_r = __pyx_t_2;
+          __pyx_t_2 = 0;
+          goto __pyx_L0;
+        }
+      }
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  }
+
+  /* function exit code */
+  __pyx_L0:;
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* Python wrapper */
+static int __pyx_pw_6engine_4http_11_connection_7Commits_13failed_epochs_3__set__(PyObject *__pyx_v_self, PyObject *__pyx_v_value); /*proto*/
+static int __pyx_pw_6engine_4http_11_connection_7Commits_13failed_epochs_3__set__(PyObject *__pyx_v_self, PyObject *__pyx_v_value) {
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  int __pyx_r;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__set__ (wrapper)", 0);
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_7Commits_13failed_epochs_2__set__(((struct __pyx_obj_6engine_4http_11_connection_Commits *)__pyx_v_self), ((PyObject *)__pyx_v_value));
+
+  /* function exit code */
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static int __pyx_pf_6engine_4http_11_connection_7Commits_13failed_epochs_2__set__(struct __pyx_obj_6engine_4http_11_connection_Commits *__pyx_v_self, PyObject *__pyx_v_value) {
+  int __pyx_r;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("__set__", 0);
+  {
+      __Pyx_PyCriticalSection __pyx_cs;
+      __pyx_t_1 = ((PyObject *)__pyx_v_self);
+      __Pyx_INCREF(__pyx_t_1);
+      __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
+      /*try:*/ {
+        __pyx_t_2 = __pyx_v_value;
+        __Pyx_INCREF(__pyx_t_2);
+        if (!(likely(PySet_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("set", __pyx_t_2))) __PYX_ERR(1, 11, __pyx_L4_error)
+        __Pyx_GIVEREF(__pyx_t_2);
+        __Pyx_GOTREF(__pyx_v_self->failed_epochs);
+        __Pyx_DECREF_SET(__pyx_v_self->failed_epochs, ((PyObject*)__pyx_t_2));
+        __pyx_t_2 = 0;
+      }
+      /*finally:*/ {
+        /*normal exit:*/{
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          goto __pyx_L5;
+        }
+        __pyx_L4_error: {
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          goto __pyx_L1_error;
+        }
+        __pyx_L5:;
+      }
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  }
+
+  /* function exit code */
+  __pyx_r = 0;
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_1);
+  __Pyx_XDECREF(__pyx_t_2);
+  __Pyx_AddTraceback("engine.http._connection.Commits.failed_epochs.__set__", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = -1;
+  __pyx_L0:;
+
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* Python wrapper */
+static int __pyx_pw_6engine_4http_11_connection_7Commits_13failed_epochs_5__del__(PyObject *__pyx_v_self); /*proto*/
+static int __pyx_pw_6engine_4http_11_connection_7Commits_13failed_epochs_5__del__(PyObject *__pyx_v_self) {
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  int __pyx_r;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__del__ (wrapper)", 0);
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_7Commits_13failed_epochs_4__del__(((struct __pyx_obj_6engine_4http_11_connection_Commits *)__pyx_v_self));
+
+  /* function exit code */
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static int __pyx_pf_6engine_4http_11_connection_7Commits_13failed_epochs_4__del__(struct __pyx_obj_6engine_4http_11_connection_Commits *__pyx_v_self) {
+  int __pyx_r;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  __Pyx_RefNannySetupContext("__del__", 0);
+  {
+      __Pyx_PyCriticalSection __pyx_cs;
+      __pyx_t_1 = ((PyObject *)__pyx_v_self);
+      __Pyx_INCREF(__pyx_t_1);
+      __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
+      /*try:*/ {
+        __Pyx_INCREF(Py_None);
+        __Pyx_GIVEREF(Py_None);
+        __Pyx_GOTREF(__pyx_v_self->failed_epochs);
+        __Pyx_DECREF_SET(__pyx_v_self->failed_epochs, ((PyObject*)Py_None));
       }
       /*finally:*/ {
         /*normal exit:*/{
@@ -10031,6 +10259,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
   PyObject *__pyx_t_19 = NULL;
   PyObject *__pyx_t_20 = NULL;
   PyObject *__pyx_t_21 = NULL;
+  int __pyx_t_22;
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
@@ -10312,7 +10541,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
  *                 self.tunnel_to.tunnel(data[upgrade.args[0]:])
  *         except _HttpParserCallbackError as exc:             # <<<<<<<<<<<<<<
  *             self._callback_failed(exc)
- *         except _HttpParserError:
+ *         except _HttpParserError as exc:
 */
     __pyx_t_14 = __Pyx_PyErr_ExceptionMatches(__pyx_v_6engine_4http_11_connection__HttpParserCallbackError);
     if (__pyx_t_14) {
@@ -10329,8 +10558,8 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
  *                 self.tunnel_to.tunnel(data[upgrade.args[0]:])
  *         except _HttpParserCallbackError as exc:
  *             self._callback_failed(exc)             # <<<<<<<<<<<<<<
- *         except _HttpParserError:
- *             self.error_and_close(400, "malformed HTTP request")
+ *         except _HttpParserError as exc:
+ *             if exc.args and exc.args[0] == "Content-Length overflow":
 */
         __pyx_t_12 = ((PyObject *)__pyx_v_self);
         __Pyx_INCREF(__pyx_t_12);
@@ -10350,7 +10579,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
  *                 self.tunnel_to.tunnel(data[upgrade.args[0]:])
  *         except _HttpParserCallbackError as exc:             # <<<<<<<<<<<<<<
  *             self._callback_failed(exc)
- *         except _HttpParserError:
+ *         except _HttpParserError as exc:
 */
       /*finally:*/ {
         /*normal exit:*/{
@@ -10401,9 +10630,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
     /* "engine/http/_connection.pyx":208
  *         except _HttpParserCallbackError as exc:
  *             self._callback_failed(exc)
- *         except _HttpParserError:             # <<<<<<<<<<<<<<
- *             self.error_and_close(400, "malformed HTTP request")
- * 
+ *         except _HttpParserError as exc:             # <<<<<<<<<<<<<<
+ *             if exc.args and exc.args[0] == "Content-Length overflow":
+ *                 self.error_and_close(413, "body too large")    # RFC 9110 8.6
 */
     __pyx_t_8 = __Pyx_PyErr_ExceptionMatches(__pyx_v_6engine_4http_11_connection__HttpParserError);
     if (__pyx_t_8) {
@@ -10412,20 +10641,132 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
       __Pyx_XGOTREF(__pyx_t_2);
       __Pyx_XGOTREF(__pyx_t_3);
       __Pyx_XGOTREF(__pyx_t_9);
+      __Pyx_INCREF(__pyx_t_3);
+      __pyx_v_exc = __pyx_t_3;
+      /*try:*/ {
 
-      /* "engine/http/_connection.pyx":209
+        /* "engine/http/_connection.pyx":209
  *             self._callback_failed(exc)
- *         except _HttpParserError:
- *             self.error_and_close(400, "malformed HTTP request")             # <<<<<<<<<<<<<<
+ *         except _HttpParserError as exc:
+ *             if exc.args and exc.args[0] == "Content-Length overflow":             # <<<<<<<<<<<<<<
+ *                 self.error_and_close(413, "body too large")    # RFC 9110 8.6
+ *             else:
+*/
+        __pyx_t_10 = __Pyx_PyBaseException_get_args(__pyx_v_exc); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 209, __pyx_L39_error)
+        __Pyx_GOTREF(__pyx_t_10);
+        __pyx_t_22 = __Pyx_PyObject_IsTrue(__pyx_t_10); if (unlikely((__pyx_t_22 < 0))) __PYX_ERR(0, 209, __pyx_L39_error)
+        __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
+        if (__pyx_t_22) {
+
+        } else {
+
+          __pyx_t_1 = __pyx_t_22;
+
+          goto __pyx_L42_bool_binop_done;
+        }
+        __pyx_t_10 = __Pyx_PyBaseException_get_args(__pyx_v_exc); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 209, __pyx_L39_error)
+        __Pyx_GOTREF(__pyx_t_10);
+        __pyx_t_12 = __Pyx_GetItemInt(__pyx_t_10, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 209, __pyx_L39_error)
+        __Pyx_GOTREF(__pyx_t_12);
+        __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
+        __pyx_t_22 = __Pyx_PyObject_CompareBoolEq_object_str(__pyx_t_12, __pyx_mstate_global->__pyx_kp_u_Content_Length_overflow, Py_EQ); if (unlikely((__pyx_t_22 < 0))) __PYX_ERR(0, 209, __pyx_L39_error)
+        __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
+
+        __pyx_t_1 = __pyx_t_22;
+
+        __pyx_L42_bool_binop_done:;
+        if (__pyx_t_1) {
+
+
+          /* "engine/http/_connection.pyx":210
+ *         except _HttpParserError as exc:
+ *             if exc.args and exc.args[0] == "Content-Length overflow":
+ *                 self.error_and_close(413, "body too large")    # RFC 9110 8.6             # <<<<<<<<<<<<<<
+ *             else:
+ *                 self.error_and_close(400, "malformed HTTP request")
+*/
+          __pyx_t_12 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_error_and_close); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 210, __pyx_L39_error)
+          __Pyx_GOTREF(__pyx_t_12);
+          __pyx_t_10 = __Pyx_PyObject_Call(__pyx_t_12, __pyx_mstate_global->__pyx_tuple[0], NULL); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 210, __pyx_L39_error)
+          __Pyx_GOTREF(__pyx_t_10);
+          __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
+          __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
+
+          /* "engine/http/_connection.pyx":209
+ *             self._callback_failed(exc)
+ *         except _HttpParserError as exc:
+ *             if exc.args and exc.args[0] == "Content-Length overflow":             # <<<<<<<<<<<<<<
+ *                 self.error_and_close(413, "body too large")    # RFC 9110 8.6
+ *             else:
+*/
+          goto __pyx_L41;
+        }
+
+        /* "engine/http/_connection.pyx":212
+ *                 self.error_and_close(413, "body too large")    # RFC 9110 8.6
+ *             else:
+ *                 self.error_and_close(400, "malformed HTTP request")             # <<<<<<<<<<<<<<
  * 
  *     def eof_received(self):
 */
-      __pyx_t_10 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_error_and_close); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 209, __pyx_L7_except_error)
-      __Pyx_GOTREF(__pyx_t_10);
-      __pyx_t_12 = __Pyx_PyObject_Call(__pyx_t_10, __pyx_mstate_global->__pyx_tuple[0], NULL); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 209, __pyx_L7_except_error)
-      __Pyx_GOTREF(__pyx_t_12);
-      __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
-      __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
+        /*else*/ {
+          __pyx_t_10 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_error_and_close); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 212, __pyx_L39_error)
+          __Pyx_GOTREF(__pyx_t_10);
+          __pyx_t_12 = __Pyx_PyObject_Call(__pyx_t_10, __pyx_mstate_global->__pyx_tuple[1], NULL); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 212, __pyx_L39_error)
+          __Pyx_GOTREF(__pyx_t_12);
+          __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
+          __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
+        }
+        __pyx_L41:;
+      }
+
+      /* "engine/http/_connection.pyx":208
+ *         except _HttpParserCallbackError as exc:
+ *             self._callback_failed(exc)
+ *         except _HttpParserError as exc:             # <<<<<<<<<<<<<<
+ *             if exc.args and exc.args[0] == "Content-Length overflow":
+ *                 self.error_and_close(413, "body too large")    # RFC 9110 8.6
+*/
+      /*finally:*/ {
+        /*normal exit:*/{
+          __Pyx_DECREF(__pyx_v_exc); __pyx_v_exc = 0;
+          goto __pyx_L40;
+        }
+        __pyx_L39_error:;
+        /*exception exit:*/{
+          __Pyx_PyThreadState_declare
+          __Pyx_PyThreadState_assign
+          __pyx_t_16 = 0; __pyx_t_17 = 0; __pyx_t_18 = 0; __pyx_t_19 = 0; __pyx_t_20 = 0; __pyx_t_21 = 0;
+          __Pyx_XDECREF(__pyx_t_10); __pyx_t_10 = 0;
+          __Pyx_XDECREF(__pyx_t_11); __pyx_t_11 = 0;
+          __Pyx_XDECREF(__pyx_t_12); __pyx_t_12 = 0;
+          __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
+           __Pyx_ExceptionSwap(&__pyx_t_19, &__pyx_t_20, &__pyx_t_21);
+          if ( unlikely(__Pyx_GetException(&__pyx_t_16, &__pyx_t_17, &__pyx_t_18) < 0)) __Pyx_ErrFetch(&__pyx_t_16, &__pyx_t_17, &__pyx_t_18);
+          __Pyx_XGOTREF(__pyx_t_16);
+          __Pyx_XGOTREF(__pyx_t_17);
+          __Pyx_XGOTREF(__pyx_t_18);
+          __Pyx_XGOTREF(__pyx_t_19);
+          __Pyx_XGOTREF(__pyx_t_20);
+          __Pyx_XGOTREF(__pyx_t_21);
+          __pyx_t_8 = __pyx_lineno; __pyx_t_14 = __pyx_clineno; __pyx_t_15 = __pyx_filename;
+          {
+            __Pyx_DECREF(__pyx_v_exc); __pyx_v_exc = 0;
+          }
+          __Pyx_XGIVEREF(__pyx_t_19);
+          __Pyx_XGIVEREF(__pyx_t_20);
+          __Pyx_XGIVEREF(__pyx_t_21);
+          __Pyx_ExceptionReset(__pyx_t_19, __pyx_t_20, __pyx_t_21);
+          __Pyx_XGIVEREF(__pyx_t_16);
+          __Pyx_XGIVEREF(__pyx_t_17);
+          __Pyx_XGIVEREF(__pyx_t_18);
+          __Pyx_ErrRestore(__pyx_t_16, __pyx_t_17, __pyx_t_18);
+          __pyx_t_16 = 0; __pyx_t_17 = 0; __pyx_t_18 = 0; __pyx_t_19 = 0; __pyx_t_20 = 0; __pyx_t_21 = 0;
+          __pyx_lineno = __pyx_t_8; __pyx_clineno = __pyx_t_14; __pyx_filename = __pyx_t_15;
+          goto __pyx_L7_except_error;
+        }
+        __pyx_L40:;
+      }
       __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_XDECREF(__pyx_t_9); __pyx_t_9 = 0;
@@ -10483,8 +10824,8 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":211
- *             self.error_and_close(400, "malformed HTTP request")
+/* "engine/http/_connection.pyx":214
+ *                 self.error_and_close(400, "malformed HTTP request")
  * 
  *     def eof_received(self):             # <<<<<<<<<<<<<<
  *         # The client half-closed. Pending answers are sent first (returning
@@ -10545,7 +10886,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8eof_rece
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("eof_received", 0);
 
-  /* "engine/http/_connection.pyx":214
+  /* "engine/http/_connection.pyx":217
  *         # The client half-closed. Pending answers are sent first (returning
  *         # True keeps the transport open for them).
  *         if self.tunnel_to is not None:             # <<<<<<<<<<<<<<
@@ -10556,7 +10897,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8eof_rece
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":215
+    /* "engine/http/_connection.pyx":218
  *         # True keeps the transport open for them).
  *         if self.tunnel_to is not None:
  *             self.tunnel_to.tunnel(b"")             # <<<<<<<<<<<<<<
@@ -10570,12 +10911,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8eof_rece
       PyObject *__pyx_callargs[2] = {__pyx_t_3, __pyx_mstate_global->__pyx_kp_b_};
       __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_tunnel, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 215, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 218, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-    /* "engine/http/_connection.pyx":216
+    /* "engine/http/_connection.pyx":219
  *         if self.tunnel_to is not None:
  *             self.tunnel_to.tunnel(b"")
  *             return True             # <<<<<<<<<<<<<<
@@ -10593,7 +10934,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8eof_rece
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":214
+    /* "engine/http/_connection.pyx":217
  *         # The client half-closed. Pending answers are sent first (returning
  *         # True keeps the transport open for them).
  *         if self.tunnel_to is not None:             # <<<<<<<<<<<<<<
@@ -10602,18 +10943,18 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8eof_rece
 */
   }
 
-  /* "engine/http/_connection.pyx":217
+  /* "engine/http/_connection.pyx":220
  *             self.tunnel_to.tunnel(b"")
  *             return True
  *         if self.pending:             # <<<<<<<<<<<<<<
  *             self.closing = True
  *             self.read_eof = True
 */
-  __pyx_t_1 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(0, 217, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(0, 220, __pyx_L1_error)
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":218
+    /* "engine/http/_connection.pyx":221
  *             return True
  *         if self.pending:
  *             self.closing = True             # <<<<<<<<<<<<<<
@@ -10622,7 +10963,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8eof_rece
 */
     __pyx_v_self->closing = 1;
 
-    /* "engine/http/_connection.pyx":219
+    /* "engine/http/_connection.pyx":222
  *         if self.pending:
  *             self.closing = True
  *             self.read_eof = True             # <<<<<<<<<<<<<<
@@ -10631,7 +10972,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8eof_rece
 */
     __pyx_v_self->read_eof = 1;
 
-    /* "engine/http/_connection.pyx":220
+    /* "engine/http/_connection.pyx":223
  *             self.closing = True
  *             self.read_eof = True
  *             return True             # <<<<<<<<<<<<<<
@@ -10649,7 +10990,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8eof_rece
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":217
+    /* "engine/http/_connection.pyx":220
  *             self.tunnel_to.tunnel(b"")
  *             return True
  *         if self.pending:             # <<<<<<<<<<<<<<
@@ -10658,7 +10999,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8eof_rece
 */
   }
 
-  /* "engine/http/_connection.pyx":221
+  /* "engine/http/_connection.pyx":224
  *             self.read_eof = True
  *             return True
  *         return False             # <<<<<<<<<<<<<<
@@ -10676,8 +11017,8 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8eof_rece
   }
   goto __pyx_L0;
 
-  /* "engine/http/_connection.pyx":211
- *             self.error_and_close(400, "malformed HTTP request")
+  /* "engine/http/_connection.pyx":214
+ *                 self.error_and_close(400, "malformed HTTP request")
  * 
  *     def eof_received(self):             # <<<<<<<<<<<<<<
  *         # The client half-closed. Pending answers are sent first (returning
@@ -10696,7 +11037,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8eof_rece
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":223
+/* "engine/http/_connection.pyx":226
  *         return False
  * 
  *     def pause_writing(self):             # <<<<<<<<<<<<<<
@@ -10760,7 +11101,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10pause_w
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("pause_writing", 0);
 
-  /* "engine/http/_connection.pyx":226
+  /* "engine/http/_connection.pyx":229
  *         # The client is not reading its answers: stop reading its requests,
  *         # and stop the stream producing them.
  *         self.write_paused_at = self.registry.clock or 1.0             # <<<<<<<<<<<<<<
@@ -10778,7 +11119,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10pause_w
   __pyx_L3_bool_binop_done:;
   __pyx_v_self->write_paused_at = __pyx_t_1;
 
-  /* "engine/http/_connection.pyx":227
+  /* "engine/http/_connection.pyx":230
  *         # and stop the stream producing them.
  *         self.write_paused_at = self.registry.clock or 1.0
  *         self.deadline = self.registry.clock + self.registry.write_timeout             # <<<<<<<<<<<<<<
@@ -10787,7 +11128,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10pause_w
 */
   __pyx_v_self->deadline = (__pyx_v_self->registry->clock + __pyx_v_self->registry->write_timeout);
 
-  /* "engine/http/_connection.pyx":228
+  /* "engine/http/_connection.pyx":231
  *         self.write_paused_at = self.registry.clock or 1.0
  *         self.deadline = self.registry.clock + self.registry.write_timeout
  *         self.transport.pause_reading()             # <<<<<<<<<<<<<<
@@ -10801,12 +11142,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10pause_w
     PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
     __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_pause_reading, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 228, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 231, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":229
+  /* "engine/http/_connection.pyx":232
  *         self.deadline = self.registry.clock + self.registry.write_timeout
  *         self.transport.pause_reading()
  *         stream = self._head_stream()             # <<<<<<<<<<<<<<
@@ -10820,13 +11161,13 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10pause_w
     PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
     __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_head_stream, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 229, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 232, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
   __pyx_v_stream = __pyx_t_2;
   __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":230
+  /* "engine/http/_connection.pyx":233
  *         self.transport.pause_reading()
  *         stream = self._head_stream()
  *         if stream is not None:             # <<<<<<<<<<<<<<
@@ -10837,7 +11178,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10pause_w
   if (__pyx_t_5) {
 
 
-    /* "engine/http/_connection.pyx":231
+    /* "engine/http/_connection.pyx":234
  *         stream = self._head_stream()
  *         if stream is not None:
  *             stream.pause_output()             # <<<<<<<<<<<<<<
@@ -10851,12 +11192,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10pause_w
       PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
       __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_pause_output, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 231, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 234, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-    /* "engine/http/_connection.pyx":230
+    /* "engine/http/_connection.pyx":233
  *         self.transport.pause_reading()
  *         stream = self._head_stream()
  *         if stream is not None:             # <<<<<<<<<<<<<<
@@ -10865,7 +11206,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10pause_w
 */
   }
 
-  /* "engine/http/_connection.pyx":223
+  /* "engine/http/_connection.pyx":226
  *         return False
  * 
  *     def pause_writing(self):             # <<<<<<<<<<<<<<
@@ -10888,7 +11229,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10pause_w
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":233
+/* "engine/http/_connection.pyx":236
  *             stream.pause_output()
  * 
  *     def resume_writing(self):             # <<<<<<<<<<<<<<
@@ -10951,7 +11292,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("resume_writing", 0);
 
-  /* "engine/http/_connection.pyx":234
+  /* "engine/http/_connection.pyx":237
  * 
  *     def resume_writing(self):
  *         self.write_paused_at = 0.0             # <<<<<<<<<<<<<<
@@ -10960,7 +11301,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
 */
   __pyx_v_self->write_paused_at = 0.0;
 
-  /* "engine/http/_connection.pyx":235
+  /* "engine/http/_connection.pyx":238
  *     def resume_writing(self):
  *         self.write_paused_at = 0.0
  *         if self.state != S_CLOSED:             # <<<<<<<<<<<<<<
@@ -10972,7 +11313,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":236
+    /* "engine/http/_connection.pyx":239
  *         self.write_paused_at = 0.0
  *         if self.state != S_CLOSED:
  *             if not self.read_paused:             # <<<<<<<<<<<<<<
@@ -10984,7 +11325,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":237
+      /* "engine/http/_connection.pyx":240
  *         if self.state != S_CLOSED:
  *             if not self.read_paused:
  *                 self.transport.resume_reading()             # <<<<<<<<<<<<<<
@@ -10998,12 +11339,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
         PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
         __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_resume_reading, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-        if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 237, __pyx_L1_error)
+        if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 240, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_2);
       }
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-      /* "engine/http/_connection.pyx":236
+      /* "engine/http/_connection.pyx":239
  *         self.write_paused_at = 0.0
  *         if self.state != S_CLOSED:
  *             if not self.read_paused:             # <<<<<<<<<<<<<<
@@ -11012,7 +11353,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
 */
     }
 
-    /* "engine/http/_connection.pyx":238
+    /* "engine/http/_connection.pyx":241
  *             if not self.read_paused:
  *                 self.transport.resume_reading()
  *             stream = self._head_stream()             # <<<<<<<<<<<<<<
@@ -11026,13 +11367,13 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
       PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
       __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_head_stream, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 238, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 241, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     __pyx_v_stream = __pyx_t_2;
     __pyx_t_2 = 0;
 
-    /* "engine/http/_connection.pyx":239
+    /* "engine/http/_connection.pyx":242
  *                 self.transport.resume_reading()
  *             stream = self._head_stream()
  *             if stream is not None:             # <<<<<<<<<<<<<<
@@ -11043,7 +11384,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":240
+      /* "engine/http/_connection.pyx":243
  *             stream = self._head_stream()
  *             if stream is not None:
  *                 stream.resume_output()             # <<<<<<<<<<<<<<
@@ -11057,12 +11398,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
         PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
         __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_resume_output, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-        if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 240, __pyx_L1_error)
+        if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 243, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_2);
       }
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-      /* "engine/http/_connection.pyx":239
+      /* "engine/http/_connection.pyx":242
  *                 self.transport.resume_reading()
  *             stream = self._head_stream()
  *             if stream is not None:             # <<<<<<<<<<<<<<
@@ -11071,7 +11412,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
 */
     }
 
-    /* "engine/http/_connection.pyx":241
+    /* "engine/http/_connection.pyx":244
  *             if stream is not None:
  *                 stream.resume_output()
  *             if self.state == S_IDLE:             # <<<<<<<<<<<<<<
@@ -11083,7 +11424,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":242
+      /* "engine/http/_connection.pyx":245
  *                 stream.resume_output()
  *             if self.state == S_IDLE:
  *                 self.deadline = self.registry.clock + self.registry.idle_timeout             # <<<<<<<<<<<<<<
@@ -11092,7 +11433,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
 */
       __pyx_v_self->deadline = (__pyx_v_self->registry->clock + __pyx_v_self->registry->idle_timeout);
 
-      /* "engine/http/_connection.pyx":241
+      /* "engine/http/_connection.pyx":244
  *             if stream is not None:
  *                 stream.resume_output()
  *             if self.state == S_IDLE:             # <<<<<<<<<<<<<<
@@ -11101,7 +11442,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
 */
     }
 
-    /* "engine/http/_connection.pyx":235
+    /* "engine/http/_connection.pyx":238
  *     def resume_writing(self):
  *         self.write_paused_at = 0.0
  *         if self.state != S_CLOSED:             # <<<<<<<<<<<<<<
@@ -11110,7 +11451,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
 */
   }
 
-  /* "engine/http/_connection.pyx":233
+  /* "engine/http/_connection.pyx":236
  *             stream.pause_output()
  * 
  *     def resume_writing(self):             # <<<<<<<<<<<<<<
@@ -11133,7 +11474,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":245
+/* "engine/http/_connection.pyx":248
  * 
  *     # ---- parser callbacks ------------------------------------------------
  *     def on_message_begin(self):             # <<<<<<<<<<<<<<
@@ -11188,7 +11529,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
   __Pyx_RefNannyDeclarations
   __Pyx_RefNannySetupContext("on_message_begin", 0);
 
-  /* "engine/http/_connection.pyx":246
+  /* "engine/http/_connection.pyx":249
  *     # ---- parser callbacks ------------------------------------------------
  *     def on_message_begin(self):
  *         self.state = S_READING             # <<<<<<<<<<<<<<
@@ -11197,7 +11538,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
 */
   __pyx_v_self->state = __pyx_e_6engine_4http_11_connection_S_READING;
 
-  /* "engine/http/_connection.pyx":247
+  /* "engine/http/_connection.pyx":250
  *     def on_message_begin(self):
  *         self.state = S_READING
  *         self.deadline = self.registry.clock + self.registry.read_timeout             # <<<<<<<<<<<<<<
@@ -11206,7 +11547,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
 */
   __pyx_v_self->deadline = (__pyx_v_self->registry->clock + __pyx_v_self->registry->read_timeout);
 
-  /* "engine/http/_connection.pyx":248
+  /* "engine/http/_connection.pyx":251
  *         self.state = S_READING
  *         self.deadline = self.registry.clock + self.registry.read_timeout
  *         self.request = None             # <<<<<<<<<<<<<<
@@ -11218,7 +11559,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
   __Pyx_GOTREF(__pyx_v_self->request);
   __Pyx_DECREF_SET(__pyx_v_self->request, Py_None);
 
-  /* "engine/http/_connection.pyx":249
+  /* "engine/http/_connection.pyx":252
  *         self.deadline = self.registry.clock + self.registry.read_timeout
  *         self.request = None
  *         self.decided = False             # <<<<<<<<<<<<<<
@@ -11227,7 +11568,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
 */
   __pyx_v_self->decided = 0;
 
-  /* "engine/http/_connection.pyx":250
+  /* "engine/http/_connection.pyx":253
  *         self.request = None
  *         self.decided = False
  *         self.is_fast = False             # <<<<<<<<<<<<<<
@@ -11236,7 +11577,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
 */
   __pyx_v_self->is_fast = 0;
 
-  /* "engine/http/_connection.pyx":251
+  /* "engine/http/_connection.pyx":254
  *         self.decided = False
  *         self.is_fast = False
  *         self.upgrade = False             # <<<<<<<<<<<<<<
@@ -11245,7 +11586,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
 */
   __pyx_v_self->upgrade = 0;
 
-  /* "engine/http/_connection.pyx":252
+  /* "engine/http/_connection.pyx":255
  *         self.is_fast = False
  *         self.upgrade = False
  *         self.route = 0             # <<<<<<<<<<<<<<
@@ -11254,39 +11595,51 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
 */
   __pyx_v_self->route = 0;
 
-  /* "engine/http/_connection.pyx":253
+  /* "engine/http/_connection.pyx":256
  *         self.upgrade = False
  *         self.route = 0
  *         self.url = None             # <<<<<<<<<<<<<<
  *         self.head_bytes = 0
- *         self.has_host = False
+ *         self.hosts = 0
 */
   __Pyx_INCREF(Py_None);
   __Pyx_GIVEREF(Py_None);
   __Pyx_GOTREF(__pyx_v_self->url);
   __Pyx_DECREF_SET(__pyx_v_self->url, ((PyObject*)Py_None));
 
-  /* "engine/http/_connection.pyx":254
+  /* "engine/http/_connection.pyx":257
  *         self.route = 0
  *         self.url = None
  *         self.head_bytes = 0             # <<<<<<<<<<<<<<
- *         self.has_host = False
- *         self.user_agent = self.accept_language = self.cookie = self.origin = None
+ *         self.hosts = 0
+ *         self.authority = None
 */
   __pyx_v_self->head_bytes = 0;
 
-  /* "engine/http/_connection.pyx":255
+  /* "engine/http/_connection.pyx":258
  *         self.url = None
  *         self.head_bytes = 0
- *         self.has_host = False             # <<<<<<<<<<<<<<
+ *         self.hosts = 0             # <<<<<<<<<<<<<<
+ *         self.authority = None
+ *         self.user_agent = self.accept_language = self.cookie = self.origin = None
+*/
+  __pyx_v_self->hosts = 0;
+
+  /* "engine/http/_connection.pyx":259
+ *         self.head_bytes = 0
+ *         self.hosts = 0
+ *         self.authority = None             # <<<<<<<<<<<<<<
  *         self.user_agent = self.accept_language = self.cookie = self.origin = None
  *         self.forwarded_for = self.forwarded = self.content_length = self.expect = None
 */
-  __pyx_v_self->has_host = 0;
+  __Pyx_INCREF(Py_None);
+  __Pyx_GIVEREF(Py_None);
+  __Pyx_GOTREF(__pyx_v_self->authority);
+  __Pyx_DECREF_SET(__pyx_v_self->authority, ((PyObject*)Py_None));
 
-  /* "engine/http/_connection.pyx":256
- *         self.head_bytes = 0
- *         self.has_host = False
+  /* "engine/http/_connection.pyx":260
+ *         self.hosts = 0
+ *         self.authority = None
  *         self.user_agent = self.accept_language = self.cookie = self.origin = None             # <<<<<<<<<<<<<<
  *         self.forwarded_for = self.forwarded = self.content_length = self.expect = None
  *         self.dnt = self.gpc = None
@@ -11308,8 +11661,8 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
   __Pyx_GOTREF(__pyx_v_self->origin);
   __Pyx_DECREF_SET(__pyx_v_self->origin, ((PyObject*)Py_None));
 
-  /* "engine/http/_connection.pyx":257
- *         self.has_host = False
+  /* "engine/http/_connection.pyx":261
+ *         self.authority = None
  *         self.user_agent = self.accept_language = self.cookie = self.origin = None
  *         self.forwarded_for = self.forwarded = self.content_length = self.expect = None             # <<<<<<<<<<<<<<
  *         self.dnt = self.gpc = None
@@ -11332,7 +11685,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
   __Pyx_GOTREF(__pyx_v_self->expect);
   __Pyx_DECREF_SET(__pyx_v_self->expect, ((PyObject*)Py_None));
 
-  /* "engine/http/_connection.pyx":258
+  /* "engine/http/_connection.pyx":262
  *         self.user_agent = self.accept_language = self.cookie = self.origin = None
  *         self.forwarded_for = self.forwarded = self.content_length = self.expect = None
  *         self.dnt = self.gpc = None             # <<<<<<<<<<<<<<
@@ -11348,7 +11701,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
   __Pyx_GOTREF(__pyx_v_self->gpc);
   __Pyx_DECREF_SET(__pyx_v_self->gpc, ((PyObject*)Py_None));
 
-  /* "engine/http/_connection.pyx":259
+  /* "engine/http/_connection.pyx":263
  *         self.forwarded_for = self.forwarded = self.content_length = self.expect = None
  *         self.dnt = self.gpc = None
  *         self.body = None             # <<<<<<<<<<<<<<
@@ -11360,7 +11713,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
   __Pyx_GOTREF(__pyx_v_self->body);
   __Pyx_DECREF_SET(__pyx_v_self->body, ((PyObject*)Py_None));
 
-  /* "engine/http/_connection.pyx":260
+  /* "engine/http/_connection.pyx":264
  *         self.dnt = self.gpc = None
  *         self.body = None
  *         self.body_size = 0             # <<<<<<<<<<<<<<
@@ -11369,7 +11722,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
 */
   __pyx_v_self->body_size = 0;
 
-  /* "engine/http/_connection.pyx":245
+  /* "engine/http/_connection.pyx":248
  * 
  *     # ---- parser callbacks ------------------------------------------------
  *     def on_message_begin(self):             # <<<<<<<<<<<<<<
@@ -11384,7 +11737,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":262
+/* "engine/http/_connection.pyx":266
  *         self.body_size = 0
  * 
  *     def on_url(self, bytes url):             # <<<<<<<<<<<<<<
@@ -11431,32 +11784,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_url,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 262, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 266, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 262, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 266, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "on_url", 0) < (0)) __PYX_ERR(0, 262, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "on_url", 0) < (0)) __PYX_ERR(0, 266, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("on_url", 1, 1, 1, i); __PYX_ERR(0, 262, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("on_url", 1, 1, 1, i); __PYX_ERR(0, 266, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 262, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 266, __pyx_L3_error)
     }
     __pyx_v_url = ((PyObject*)values[0]);
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("on_url", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 262, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("on_url", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 266, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -11467,7 +11820,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_url), (&PyBytes_Type), 1, "url", 1))) __PYX_ERR(0, 262, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_url), (&PyBytes_Type), 1, "url", 1))) __PYX_ERR(0, 266, __pyx_L1_error)
   __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_16on_url(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_url);
 
   /* function exit code */
@@ -11498,7 +11851,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_16on_url(
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("on_url", 0);
 
-  /* "engine/http/_connection.pyx":263
+  /* "engine/http/_connection.pyx":267
  * 
  *     def on_url(self, bytes url):
  *         self.url = url if self.url is None else self.url + url             # <<<<<<<<<<<<<<
@@ -11510,7 +11863,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_16on_url(
     __Pyx_INCREF(__pyx_v_url);
     __pyx_t_1 = __pyx_v_url;
   } else {
-    __pyx_t_3 = PyNumber_Add(__pyx_v_self->url, __pyx_v_url); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 263, __pyx_L1_error)
+    __pyx_t_3 = PyNumber_Add(__pyx_v_self->url, __pyx_v_url); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 267, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __pyx_t_1 = __pyx_t_3;
     __pyx_t_3 = 0;
@@ -11521,7 +11874,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_16on_url(
   __Pyx_DECREF_SET(__pyx_v_self->url, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":264
+  /* "engine/http/_connection.pyx":268
  *     def on_url(self, bytes url):
  *         self.url = url if self.url is None else self.url + url
  *         self.head_bytes += PyBytes_GET_SIZE(url)             # <<<<<<<<<<<<<<
@@ -11530,7 +11883,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_16on_url(
 */
   __pyx_v_self->head_bytes = (__pyx_v_self->head_bytes + PyBytes_GET_SIZE(__pyx_v_url));
 
-  /* "engine/http/_connection.pyx":265
+  /* "engine/http/_connection.pyx":269
  *         self.url = url if self.url is None else self.url + url
  *         self.head_bytes += PyBytes_GET_SIZE(url)
  *         if self.head_bytes > self.registry.max_header_bytes:             # <<<<<<<<<<<<<<
@@ -11542,23 +11895,23 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_16on_url(
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "engine/http/_connection.pyx":266
+    /* "engine/http/_connection.pyx":270
  *         self.head_bytes += PyBytes_GET_SIZE(url)
  *         if self.head_bytes > self.registry.max_header_bytes:
  *             raise RequestRefused(414, "request target too long")             # <<<<<<<<<<<<<<
  * 
  *     cdef int _decide(self) except -1:
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 266, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 270, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
-    __pyx_t_3 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[1], NULL); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 266, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[2], NULL); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 270, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_Raise(__pyx_t_3, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __PYX_ERR(0, 266, __pyx_L1_error)
+    __PYX_ERR(0, 270, __pyx_L1_error)
 
-    /* "engine/http/_connection.pyx":265
+    /* "engine/http/_connection.pyx":269
  *         self.url = url if self.url is None else self.url + url
  *         self.head_bytes += PyBytes_GET_SIZE(url)
  *         if self.head_bytes > self.registry.max_header_bytes:             # <<<<<<<<<<<<<<
@@ -11567,7 +11920,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_16on_url(
 */
   }
 
-  /* "engine/http/_connection.pyx":262
+  /* "engine/http/_connection.pyx":266
  *         self.body_size = 0
  * 
  *     def on_url(self, bytes url):             # <<<<<<<<<<<<<<
@@ -11589,7 +11942,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_16on_url(
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":268
+/* "engine/http/_connection.pyx":272
  *             raise RequestRefused(414, "request target too long")
  * 
  *     cdef int _decide(self) except -1:             # <<<<<<<<<<<<<<
@@ -11613,21 +11966,21 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_decide", 0);
 
-  /* "engine/http/_connection.pyx":271
+  /* "engine/http/_connection.pyx":275
  *         """The request line is complete: fast route or slow path."""
  *         cdef object req
  *         self.decided = True             # <<<<<<<<<<<<<<
  *         self.method = self.parser.get_method()
- *         if self.fast is not None and self.fast.claim(self):
+ *         if self.url is not None and self.url[:1] != b"/":
 */
   __pyx_v_self->decided = 1;
 
-  /* "engine/http/_connection.pyx":272
+  /* "engine/http/_connection.pyx":276
  *         cdef object req
  *         self.decided = True
  *         self.method = self.parser.get_method()             # <<<<<<<<<<<<<<
- *         if self.fast is not None and self.fast.claim(self):
- *             self.is_fast = True
+ *         if self.url is not None and self.url[:1] != b"/":
+ *             self._origin_form()
 */
   __pyx_t_2 = __pyx_v_self->parser;
   __Pyx_INCREF(__pyx_t_2);
@@ -11636,18 +11989,77 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
     PyObject *__pyx_callargs[2] = {__pyx_t_2, NULL};
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get_method, __pyx_callargs+__pyx_t_3, (1-__pyx_t_3) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 272, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 276, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
-  if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 272, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 276, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v_self->method);
   __Pyx_DECREF_SET(__pyx_v_self->method, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":273
+  /* "engine/http/_connection.pyx":277
  *         self.decided = True
  *         self.method = self.parser.get_method()
+ *         if self.url is not None and self.url[:1] != b"/":             # <<<<<<<<<<<<<<
+ *             self._origin_form()
+ *         if self.fast is not None and self.fast.claim(self):
+*/
+  __pyx_t_5 = (__pyx_v_self->url != ((PyObject*)Py_None));
+  if (__pyx_t_5) {
+
+  } else {
+
+    __pyx_t_4 = __pyx_t_5;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+  if (unlikely(__pyx_v_self->url == Py_None)) {
+    PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
+    __PYX_ERR(0, 277, __pyx_L1_error)
+  }
+  __pyx_t_1 = PySequence_GetSlice(__pyx_v_self->url, 0, 1); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 277, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_t_5 = __Pyx_PyObject_CompareBoolNe_bytes_bytes(__pyx_t_1, __pyx_mstate_global->__pyx_kp_b__3, Py_NE); if (unlikely((__pyx_t_5 < 0))) __PYX_ERR(0, 277, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+
+  __pyx_t_4 = __pyx_t_5;
+
+  __pyx_L4_bool_binop_done:;
+  if (__pyx_t_4) {
+
+
+    /* "engine/http/_connection.pyx":278
+ *         self.method = self.parser.get_method()
+ *         if self.url is not None and self.url[:1] != b"/":
+ *             self._origin_form()             # <<<<<<<<<<<<<<
+ *         if self.fast is not None and self.fast.claim(self):
+ *             self.is_fast = True
+*/
+    __pyx_t_2 = ((PyObject *)__pyx_v_self);
+    __Pyx_INCREF(__pyx_t_2);
+    __pyx_t_3 = 0;
+    {
+      PyObject *__pyx_callargs[2] = {__pyx_t_2, NULL};
+      __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_origin_form, __pyx_callargs+__pyx_t_3, (1-__pyx_t_3) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 278, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_1);
+    }
+    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+
+    /* "engine/http/_connection.pyx":277
+ *         self.decided = True
+ *         self.method = self.parser.get_method()
+ *         if self.url is not None and self.url[:1] != b"/":             # <<<<<<<<<<<<<<
+ *             self._origin_form()
+ *         if self.fast is not None and self.fast.claim(self):
+*/
+  }
+
+  /* "engine/http/_connection.pyx":279
+ *         if self.url is not None and self.url[:1] != b"/":
+ *             self._origin_form()
  *         if self.fast is not None and self.fast.claim(self):             # <<<<<<<<<<<<<<
  *             self.is_fast = True
  *             return 0
@@ -11659,21 +12071,21 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
 
     __pyx_t_4 = __pyx_t_5;
 
-    goto __pyx_L4_bool_binop_done;
+    goto __pyx_L7_bool_binop_done;
   }
-  __pyx_t_6 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_FastRoutes *)__pyx_v_self->fast->__pyx_vtab)->claim(__pyx_v_self->fast, __pyx_v_self); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 273, __pyx_L1_error)
+  __pyx_t_6 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_FastRoutes *)__pyx_v_self->fast->__pyx_vtab)->claim(__pyx_v_self->fast, __pyx_v_self); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 279, __pyx_L1_error)
   __pyx_t_5 = (__pyx_t_6 != 0);
 
 
 
   __pyx_t_4 = __pyx_t_5;
 
-  __pyx_L4_bool_binop_done:;
+  __pyx_L7_bool_binop_done:;
   if (__pyx_t_4) {
 
 
-    /* "engine/http/_connection.pyx":274
- *         self.method = self.parser.get_method()
+    /* "engine/http/_connection.pyx":280
+ *             self._origin_form()
  *         if self.fast is not None and self.fast.claim(self):
  *             self.is_fast = True             # <<<<<<<<<<<<<<
  *             return 0
@@ -11681,7 +12093,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
 */
     __pyx_v_self->is_fast = 1;
 
-    /* "engine/http/_connection.pyx":275
+    /* "engine/http/_connection.pyx":281
  *         if self.fast is not None and self.fast.claim(self):
  *             self.is_fast = True
  *             return 0             # <<<<<<<<<<<<<<
@@ -11694,16 +12106,16 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":273
- *         self.decided = True
- *         self.method = self.parser.get_method()
+    /* "engine/http/_connection.pyx":279
+ *         if self.url is not None and self.url[:1] != b"/":
+ *             self._origin_form()
  *         if self.fast is not None and self.fast.claim(self):             # <<<<<<<<<<<<<<
  *             self.is_fast = True
  *             return 0
 */
   }
 
-  /* "engine/http/_connection.pyx":276
+  /* "engine/http/_connection.pyx":282
  *             self.is_fast = True
  *             return 0
  *         req = Request()             # <<<<<<<<<<<<<<
@@ -11711,7 +12123,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
  *         req.head_bytes = self.head_bytes
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_Request); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 276, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_Request); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 282, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __pyx_t_3 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -11730,13 +12142,13 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
     __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_7, __pyx_callargs+__pyx_t_3, (1-__pyx_t_3) | (__pyx_t_3*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 276, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 282, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_req = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":277
+  /* "engine/http/_connection.pyx":283
  *             return 0
  *         req = Request()
  *         req.url = self.url if self.url is not None else b""             # <<<<<<<<<<<<<<
@@ -11752,22 +12164,22 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
     __pyx_t_1 = __pyx_mstate_global->__pyx_kp_b_;
   }
 
-  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_url, __pyx_t_1) < (0)) __PYX_ERR(0, 277, __pyx_L1_error)
+  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_url, __pyx_t_1) < (0)) __PYX_ERR(0, 283, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":278
+  /* "engine/http/_connection.pyx":284
  *         req = Request()
  *         req.url = self.url if self.url is not None else b""
  *         req.head_bytes = self.head_bytes             # <<<<<<<<<<<<<<
  *         req.client_ip = self.client_ip
  *         self.request = req
 */
-  __pyx_t_1 = PyLong_FromSsize_t(__pyx_v_self->head_bytes); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 278, __pyx_L1_error)
+  __pyx_t_1 = PyLong_FromSsize_t(__pyx_v_self->head_bytes); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 284, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_head_bytes, __pyx_t_1) < (0)) __PYX_ERR(0, 278, __pyx_L1_error)
+  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_head_bytes, __pyx_t_1) < (0)) __PYX_ERR(0, 284, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":279
+  /* "engine/http/_connection.pyx":285
  *         req.url = self.url if self.url is not None else b""
  *         req.head_bytes = self.head_bytes
  *         req.client_ip = self.client_ip             # <<<<<<<<<<<<<<
@@ -11776,10 +12188,10 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
 */
   __pyx_t_1 = __pyx_v_self->client_ip;
   __Pyx_INCREF(__pyx_t_1);
-  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_client_ip, __pyx_t_1) < (0)) __PYX_ERR(0, 279, __pyx_L1_error)
+  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_client_ip, __pyx_t_1) < (0)) __PYX_ERR(0, 285, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":280
+  /* "engine/http/_connection.pyx":286
  *         req.head_bytes = self.head_bytes
  *         req.client_ip = self.client_ip
  *         self.request = req             # <<<<<<<<<<<<<<
@@ -11791,7 +12203,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
   __Pyx_GOTREF(__pyx_v_self->request);
   __Pyx_DECREF_SET(__pyx_v_self->request, __pyx_v_req);
 
-  /* "engine/http/_connection.pyx":281
+  /* "engine/http/_connection.pyx":287
  *         req.client_ip = self.client_ip
  *         self.request = req
  *         return 0             # <<<<<<<<<<<<<<
@@ -11804,7 +12216,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
   }
   goto __pyx_L0;
 
-  /* "engine/http/_connection.pyx":268
+  /* "engine/http/_connection.pyx":272
  *             raise RequestRefused(414, "request target too long")
  * 
  *     cdef int _decide(self) except -1:             # <<<<<<<<<<<<<<
@@ -11826,7 +12238,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":283
+/* "engine/http/_connection.pyx":289
  *         return 0
  * 
  *     def on_header(self, bytes name, bytes value):             # <<<<<<<<<<<<<<
@@ -11874,39 +12286,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_name,&__pyx_mstate_global->__pyx_n_u_value,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 283, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 289, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 283, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 289, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 283, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 289, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "on_header", 0) < (0)) __PYX_ERR(0, 283, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "on_header", 0) < (0)) __PYX_ERR(0, 289, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("on_header", 1, 2, 2, i); __PYX_ERR(0, 283, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("on_header", 1, 2, 2, i); __PYX_ERR(0, 289, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 283, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 289, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 283, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 289, __pyx_L3_error)
     }
     __pyx_v_name = ((PyObject*)values[0]);
     __pyx_v_value = ((PyObject*)values[1]);
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("on_header", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 283, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("on_header", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 289, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -11917,8 +12329,8 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_name), (&PyBytes_Type), 1, "name", 1))) __PYX_ERR(0, 283, __pyx_L1_error)
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_value), (&PyBytes_Type), 1, "value", 1))) __PYX_ERR(0, 283, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_name), (&PyBytes_Type), 1, "name", 1))) __PYX_ERR(0, 289, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_value), (&PyBytes_Type), 1, "value", 1))) __PYX_ERR(0, 289, __pyx_L1_error)
   __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_header(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_name, __pyx_v_value);
 
   /* function exit code */
@@ -11950,7 +12362,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_head
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("on_header", 0);
 
-  /* "engine/http/_connection.pyx":284
+  /* "engine/http/_connection.pyx":290
  * 
  *     def on_header(self, bytes name, bytes value):
  *         if not self.decided:             # <<<<<<<<<<<<<<
@@ -11962,17 +12374,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_head
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":285
+    /* "engine/http/_connection.pyx":291
  *     def on_header(self, bytes name, bytes value):
  *         if not self.decided:
  *             self._decide()             # <<<<<<<<<<<<<<
  *         self.head_bytes += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
  *         if self.head_bytes > self.registry.max_header_bytes:
 */
-    __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_decide(__pyx_v_self); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 285, __pyx_L1_error)
+    __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_decide(__pyx_v_self); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 291, __pyx_L1_error)
 
 
-    /* "engine/http/_connection.pyx":284
+    /* "engine/http/_connection.pyx":290
  * 
  *     def on_header(self, bytes name, bytes value):
  *         if not self.decided:             # <<<<<<<<<<<<<<
@@ -11981,7 +12393,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_head
 */
   }
 
-  /* "engine/http/_connection.pyx":286
+  /* "engine/http/_connection.pyx":292
  *         if not self.decided:
  *             self._decide()
  *         self.head_bytes += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4             # <<<<<<<<<<<<<<
@@ -11990,7 +12402,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_head
 */
   __pyx_v_self->head_bytes = (__pyx_v_self->head_bytes + ((PyBytes_GET_SIZE(__pyx_v_name) + PyBytes_GET_SIZE(__pyx_v_value)) + 4));
 
-  /* "engine/http/_connection.pyx":287
+  /* "engine/http/_connection.pyx":293
  *             self._decide()
  *         self.head_bytes += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
  *         if self.head_bytes > self.registry.max_header_bytes:             # <<<<<<<<<<<<<<
@@ -12002,23 +12414,23 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_head
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "engine/http/_connection.pyx":288
+    /* "engine/http/_connection.pyx":294
  *         self.head_bytes += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
  *         if self.head_bytes > self.registry.max_header_bytes:
  *             raise RequestRefused(431, "request headers too large")             # <<<<<<<<<<<<<<
  *         if self.is_fast:
  *             self._fast_header(name, value)
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 288, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 294, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_4 = __Pyx_PyObject_Call(__pyx_t_3, __pyx_mstate_global->__pyx_tuple[2], NULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 288, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyObject_Call(__pyx_t_3, __pyx_mstate_global->__pyx_tuple[3], NULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 294, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_Raise(__pyx_t_4, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __PYX_ERR(0, 288, __pyx_L1_error)
+    __PYX_ERR(0, 294, __pyx_L1_error)
 
-    /* "engine/http/_connection.pyx":287
+    /* "engine/http/_connection.pyx":293
  *             self._decide()
  *         self.head_bytes += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
  *         if self.head_bytes > self.registry.max_header_bytes:             # <<<<<<<<<<<<<<
@@ -12027,7 +12439,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_head
 */
   }
 
-  /* "engine/http/_connection.pyx":289
+  /* "engine/http/_connection.pyx":295
  *         if self.head_bytes > self.registry.max_header_bytes:
  *             raise RequestRefused(431, "request headers too large")
  *         if self.is_fast:             # <<<<<<<<<<<<<<
@@ -12036,17 +12448,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_head
 */
   if (__pyx_v_self->is_fast) {
 
-    /* "engine/http/_connection.pyx":290
+    /* "engine/http/_connection.pyx":296
  *             raise RequestRefused(431, "request headers too large")
  *         if self.is_fast:
  *             self._fast_header(name, value)             # <<<<<<<<<<<<<<
  *         else:
  *             self._slow_header(name, value)
 */
-    __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_fast_header(__pyx_v_self, __pyx_v_name, __pyx_v_value); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 290, __pyx_L1_error)
+    __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_fast_header(__pyx_v_self, __pyx_v_name, __pyx_v_value); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 296, __pyx_L1_error)
 
 
-    /* "engine/http/_connection.pyx":289
+    /* "engine/http/_connection.pyx":295
  *         if self.head_bytes > self.registry.max_header_bytes:
  *             raise RequestRefused(431, "request headers too large")
  *         if self.is_fast:             # <<<<<<<<<<<<<<
@@ -12056,7 +12468,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_head
     goto __pyx_L5;
   }
 
-  /* "engine/http/_connection.pyx":292
+  /* "engine/http/_connection.pyx":298
  *             self._fast_header(name, value)
  *         else:
  *             self._slow_header(name, value)             # <<<<<<<<<<<<<<
@@ -12064,12 +12476,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_head
  *     cdef int _fast_header(self, bytes name, bytes value) except -1:
 */
   /*else*/ {
-    __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_slow_header(__pyx_v_self, __pyx_v_name, __pyx_v_value); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 292, __pyx_L1_error)
+    __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_slow_header(__pyx_v_self, __pyx_v_name, __pyx_v_value); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 298, __pyx_L1_error)
 
   }
   __pyx_L5:;
 
-  /* "engine/http/_connection.pyx":283
+  /* "engine/http/_connection.pyx":289
  *         return 0
  * 
  *     def on_header(self, bytes name, bytes value):             # <<<<<<<<<<<<<<
@@ -12091,7 +12503,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_head
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":294
+/* "engine/http/_connection.pyx":300
  *             self._slow_header(name, value)
  * 
  *     cdef int _fast_header(self, bytes name, bytes value) except -1:             # <<<<<<<<<<<<<<
@@ -12111,7 +12523,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_fast_header", 0);
 
-  /* "engine/http/_connection.pyx":297
+  /* "engine/http/_connection.pyx":303
  *         """Keep only what the compiled routes read (repeated ones joined as
  *         RFC 9110 allows; cookies with "; ")."""
  *         cdef Py_ssize_t n = PyBytes_GET_SIZE(name)             # <<<<<<<<<<<<<<
@@ -12120,67 +12532,67 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
   __pyx_v_n = PyBytes_GET_SIZE(__pyx_v_name);
 
-  /* "engine/http/_connection.pyx":298
+  /* "engine/http/_connection.pyx":304
  *         RFC 9110 allows; cookies with "; ")."""
  *         cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
  *         if n == 4:             # <<<<<<<<<<<<<<
  *             if _named(name, b"host", 4):
- *                 self.has_host = True
+ *                 self.hosts += 1
 */
   switch (__pyx_v_n) {
     case 4:
 
-    /* "engine/http/_connection.pyx":299
+    /* "engine/http/_connection.pyx":305
  *         cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
  *         if n == 4:
  *             if _named(name, b"host", 4):             # <<<<<<<<<<<<<<
- *                 self.has_host = True
+ *                 self.hosts += 1
  *         elif n == 6:
 */
-    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_host, 4); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 299, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_host, 4); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 305, __pyx_L1_error)
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":300
+      /* "engine/http/_connection.pyx":306
  *         if n == 4:
  *             if _named(name, b"host", 4):
- *                 self.has_host = True             # <<<<<<<<<<<<<<
+ *                 self.hosts += 1             # <<<<<<<<<<<<<<
  *         elif n == 6:
  *             if _named(name, b"cookie", 6):
 */
-      __pyx_v_self->has_host = 1;
+      __pyx_v_self->hosts = (__pyx_v_self->hosts + 1);
 
-      /* "engine/http/_connection.pyx":299
+      /* "engine/http/_connection.pyx":305
  *         cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
  *         if n == 4:
  *             if _named(name, b"host", 4):             # <<<<<<<<<<<<<<
- *                 self.has_host = True
+ *                 self.hosts += 1
  *         elif n == 6:
 */
     }
 
-    /* "engine/http/_connection.pyx":298
+    /* "engine/http/_connection.pyx":304
  *         RFC 9110 allows; cookies with "; ")."""
  *         cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
  *         if n == 4:             # <<<<<<<<<<<<<<
  *             if _named(name, b"host", 4):
- *                 self.has_host = True
+ *                 self.hosts += 1
 */
     break;
     case 6:
 
-    /* "engine/http/_connection.pyx":302
- *                 self.has_host = True
+    /* "engine/http/_connection.pyx":308
+ *                 self.hosts += 1
  *         elif n == 6:
  *             if _named(name, b"cookie", 6):             # <<<<<<<<<<<<<<
  *                 self.cookie = _join(self.cookie, value, b"; ")
  *             elif _named(name, b"origin", 6):
 */
-    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_cookie, 6); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 302, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_cookie, 6); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 308, __pyx_L1_error)
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":303
+      /* "engine/http/_connection.pyx":309
  *         elif n == 6:
  *             if _named(name, b"cookie", 6):
  *                 self.cookie = _join(self.cookie, value, b"; ")             # <<<<<<<<<<<<<<
@@ -12189,7 +12601,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
       __pyx_t_2 = __pyx_v_self->cookie;
       __Pyx_INCREF(__pyx_t_2);
-      __pyx_t_3 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_2), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__3); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 303, __pyx_L1_error)
+      __pyx_t_3 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_2), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__4); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 309, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
       __Pyx_GIVEREF(__pyx_t_3);
@@ -12197,8 +12609,8 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       __Pyx_DECREF_SET(__pyx_v_self->cookie, ((PyObject*)__pyx_t_3));
       __pyx_t_3 = 0;
 
-      /* "engine/http/_connection.pyx":302
- *                 self.has_host = True
+      /* "engine/http/_connection.pyx":308
+ *                 self.hosts += 1
  *         elif n == 6:
  *             if _named(name, b"cookie", 6):             # <<<<<<<<<<<<<<
  *                 self.cookie = _join(self.cookie, value, b"; ")
@@ -12207,18 +12619,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       goto __pyx_L4;
     }
 
-    /* "engine/http/_connection.pyx":304
+    /* "engine/http/_connection.pyx":310
  *             if _named(name, b"cookie", 6):
  *                 self.cookie = _join(self.cookie, value, b"; ")
  *             elif _named(name, b"origin", 6):             # <<<<<<<<<<<<<<
  *                 self.origin = _join(self.origin, value, b", ")
  *             elif _named(name, b"expect", 6):
 */
-    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_origin, 6); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 304, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_origin, 6); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 310, __pyx_L1_error)
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":305
+      /* "engine/http/_connection.pyx":311
  *                 self.cookie = _join(self.cookie, value, b"; ")
  *             elif _named(name, b"origin", 6):
  *                 self.origin = _join(self.origin, value, b", ")             # <<<<<<<<<<<<<<
@@ -12227,7 +12639,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
       __pyx_t_3 = __pyx_v_self->origin;
       __Pyx_INCREF(__pyx_t_3);
-      __pyx_t_2 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_3), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__4); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 305, __pyx_L1_error)
+      __pyx_t_2 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_3), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 311, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_GIVEREF(__pyx_t_2);
@@ -12235,7 +12647,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       __Pyx_DECREF_SET(__pyx_v_self->origin, ((PyObject*)__pyx_t_2));
       __pyx_t_2 = 0;
 
-      /* "engine/http/_connection.pyx":304
+      /* "engine/http/_connection.pyx":310
  *             if _named(name, b"cookie", 6):
  *                 self.cookie = _join(self.cookie, value, b"; ")
  *             elif _named(name, b"origin", 6):             # <<<<<<<<<<<<<<
@@ -12245,18 +12657,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       goto __pyx_L4;
     }
 
-    /* "engine/http/_connection.pyx":306
+    /* "engine/http/_connection.pyx":312
  *             elif _named(name, b"origin", 6):
  *                 self.origin = _join(self.origin, value, b", ")
  *             elif _named(name, b"expect", 6):             # <<<<<<<<<<<<<<
  *                 self.expect = _join(self.expect, value, b", ")
  *         elif n == 10:
 */
-    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_expect, 6); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 306, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_expect, 6); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 312, __pyx_L1_error)
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":307
+      /* "engine/http/_connection.pyx":313
  *                 self.origin = _join(self.origin, value, b", ")
  *             elif _named(name, b"expect", 6):
  *                 self.expect = _join(self.expect, value, b", ")             # <<<<<<<<<<<<<<
@@ -12265,7 +12677,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
       __pyx_t_2 = __pyx_v_self->expect;
       __Pyx_INCREF(__pyx_t_2);
-      __pyx_t_3 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_2), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__4); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 307, __pyx_L1_error)
+      __pyx_t_3 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_2), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 313, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
       __Pyx_GIVEREF(__pyx_t_3);
@@ -12273,7 +12685,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       __Pyx_DECREF_SET(__pyx_v_self->expect, ((PyObject*)__pyx_t_3));
       __pyx_t_3 = 0;
 
-      /* "engine/http/_connection.pyx":306
+      /* "engine/http/_connection.pyx":312
  *             elif _named(name, b"origin", 6):
  *                 self.origin = _join(self.origin, value, b", ")
  *             elif _named(name, b"expect", 6):             # <<<<<<<<<<<<<<
@@ -12283,9 +12695,9 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
     }
     __pyx_L4:;
 
-    /* "engine/http/_connection.pyx":301
+    /* "engine/http/_connection.pyx":307
  *             if _named(name, b"host", 4):
- *                 self.has_host = True
+ *                 self.hosts += 1
  *         elif n == 6:             # <<<<<<<<<<<<<<
  *             if _named(name, b"cookie", 6):
  *                 self.cookie = _join(self.cookie, value, b"; ")
@@ -12293,18 +12705,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
     break;
     case 10:
 
-    /* "engine/http/_connection.pyx":309
+    /* "engine/http/_connection.pyx":315
  *                 self.expect = _join(self.expect, value, b", ")
  *         elif n == 10:
  *             if _named(name, b"user-agent", 10):             # <<<<<<<<<<<<<<
  *                 self.user_agent = _join(self.user_agent, value, b", ")
  *         elif n == 15:
 */
-    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_user_agent, 10); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 309, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_user_agent, 10); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 315, __pyx_L1_error)
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":310
+      /* "engine/http/_connection.pyx":316
  *         elif n == 10:
  *             if _named(name, b"user-agent", 10):
  *                 self.user_agent = _join(self.user_agent, value, b", ")             # <<<<<<<<<<<<<<
@@ -12313,7 +12725,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
       __pyx_t_3 = __pyx_v_self->user_agent;
       __Pyx_INCREF(__pyx_t_3);
-      __pyx_t_2 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_3), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__4); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 310, __pyx_L1_error)
+      __pyx_t_2 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_3), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 316, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_GIVEREF(__pyx_t_2);
@@ -12321,7 +12733,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       __Pyx_DECREF_SET(__pyx_v_self->user_agent, ((PyObject*)__pyx_t_2));
       __pyx_t_2 = 0;
 
-      /* "engine/http/_connection.pyx":309
+      /* "engine/http/_connection.pyx":315
  *                 self.expect = _join(self.expect, value, b", ")
  *         elif n == 10:
  *             if _named(name, b"user-agent", 10):             # <<<<<<<<<<<<<<
@@ -12330,7 +12742,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
     }
 
-    /* "engine/http/_connection.pyx":308
+    /* "engine/http/_connection.pyx":314
  *             elif _named(name, b"expect", 6):
  *                 self.expect = _join(self.expect, value, b", ")
  *         elif n == 10:             # <<<<<<<<<<<<<<
@@ -12340,18 +12752,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
     break;
     case 15:
 
-    /* "engine/http/_connection.pyx":312
+    /* "engine/http/_connection.pyx":318
  *                 self.user_agent = _join(self.user_agent, value, b", ")
  *         elif n == 15:
  *             if _named(name, b"accept-language", 15):             # <<<<<<<<<<<<<<
  *                 self.accept_language = _join(self.accept_language, value, b", ")
  *             elif _named(name, b"x-forwarded-for", 15):
 */
-    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_accept_language, 15); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 312, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_accept_language, 15); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 318, __pyx_L1_error)
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":313
+      /* "engine/http/_connection.pyx":319
  *         elif n == 15:
  *             if _named(name, b"accept-language", 15):
  *                 self.accept_language = _join(self.accept_language, value, b", ")             # <<<<<<<<<<<<<<
@@ -12360,7 +12772,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
       __pyx_t_2 = __pyx_v_self->accept_language;
       __Pyx_INCREF(__pyx_t_2);
-      __pyx_t_3 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_2), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__4); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 313, __pyx_L1_error)
+      __pyx_t_3 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_2), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 319, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
       __Pyx_GIVEREF(__pyx_t_3);
@@ -12368,7 +12780,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       __Pyx_DECREF_SET(__pyx_v_self->accept_language, ((PyObject*)__pyx_t_3));
       __pyx_t_3 = 0;
 
-      /* "engine/http/_connection.pyx":312
+      /* "engine/http/_connection.pyx":318
  *                 self.user_agent = _join(self.user_agent, value, b", ")
  *         elif n == 15:
  *             if _named(name, b"accept-language", 15):             # <<<<<<<<<<<<<<
@@ -12378,18 +12790,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       goto __pyx_L6;
     }
 
-    /* "engine/http/_connection.pyx":314
+    /* "engine/http/_connection.pyx":320
  *             if _named(name, b"accept-language", 15):
  *                 self.accept_language = _join(self.accept_language, value, b", ")
  *             elif _named(name, b"x-forwarded-for", 15):             # <<<<<<<<<<<<<<
  *                 self.forwarded_for = _join(self.forwarded_for, value, b", ")
  *         elif n == 14:
 */
-    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_x_forwarded_for, 15); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 314, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_x_forwarded_for, 15); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 320, __pyx_L1_error)
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":315
+      /* "engine/http/_connection.pyx":321
  *                 self.accept_language = _join(self.accept_language, value, b", ")
  *             elif _named(name, b"x-forwarded-for", 15):
  *                 self.forwarded_for = _join(self.forwarded_for, value, b", ")             # <<<<<<<<<<<<<<
@@ -12398,7 +12810,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
       __pyx_t_3 = __pyx_v_self->forwarded_for;
       __Pyx_INCREF(__pyx_t_3);
-      __pyx_t_2 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_3), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__4); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 315, __pyx_L1_error)
+      __pyx_t_2 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_3), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 321, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_GIVEREF(__pyx_t_2);
@@ -12406,7 +12818,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       __Pyx_DECREF_SET(__pyx_v_self->forwarded_for, ((PyObject*)__pyx_t_2));
       __pyx_t_2 = 0;
 
-      /* "engine/http/_connection.pyx":314
+      /* "engine/http/_connection.pyx":320
  *             if _named(name, b"accept-language", 15):
  *                 self.accept_language = _join(self.accept_language, value, b", ")
  *             elif _named(name, b"x-forwarded-for", 15):             # <<<<<<<<<<<<<<
@@ -12416,7 +12828,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
     }
     __pyx_L6:;
 
-    /* "engine/http/_connection.pyx":311
+    /* "engine/http/_connection.pyx":317
  *             if _named(name, b"user-agent", 10):
  *                 self.user_agent = _join(self.user_agent, value, b", ")
  *         elif n == 15:             # <<<<<<<<<<<<<<
@@ -12426,18 +12838,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
     break;
     case 14:
 
-    /* "engine/http/_connection.pyx":317
+    /* "engine/http/_connection.pyx":323
  *                 self.forwarded_for = _join(self.forwarded_for, value, b", ")
  *         elif n == 14:
  *             if _named(name, b"content-length", 14):             # <<<<<<<<<<<<<<
  *                 self.content_length = _join(self.content_length, value, b", ")
  *         elif n == 9:
 */
-    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_content_length, 14); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 317, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_content_length, 14); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 323, __pyx_L1_error)
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":318
+      /* "engine/http/_connection.pyx":324
  *         elif n == 14:
  *             if _named(name, b"content-length", 14):
  *                 self.content_length = _join(self.content_length, value, b", ")             # <<<<<<<<<<<<<<
@@ -12446,7 +12858,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
       __pyx_t_2 = __pyx_v_self->content_length;
       __Pyx_INCREF(__pyx_t_2);
-      __pyx_t_3 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_2), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__4); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 318, __pyx_L1_error)
+      __pyx_t_3 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_2), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 324, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
       __Pyx_GIVEREF(__pyx_t_3);
@@ -12454,7 +12866,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       __Pyx_DECREF_SET(__pyx_v_self->content_length, ((PyObject*)__pyx_t_3));
       __pyx_t_3 = 0;
 
-      /* "engine/http/_connection.pyx":317
+      /* "engine/http/_connection.pyx":323
  *                 self.forwarded_for = _join(self.forwarded_for, value, b", ")
  *         elif n == 14:
  *             if _named(name, b"content-length", 14):             # <<<<<<<<<<<<<<
@@ -12463,7 +12875,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
     }
 
-    /* "engine/http/_connection.pyx":316
+    /* "engine/http/_connection.pyx":322
  *             elif _named(name, b"x-forwarded-for", 15):
  *                 self.forwarded_for = _join(self.forwarded_for, value, b", ")
  *         elif n == 14:             # <<<<<<<<<<<<<<
@@ -12473,18 +12885,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
     break;
     case 9:
 
-    /* "engine/http/_connection.pyx":320
+    /* "engine/http/_connection.pyx":326
  *                 self.content_length = _join(self.content_length, value, b", ")
  *         elif n == 9:
  *             if _named(name, b"forwarded", 9):             # <<<<<<<<<<<<<<
  *                 self.forwarded = _join(self.forwarded, value, b", ")
  *         elif n == 3:
 */
-    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_forwarded, 9); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 320, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_forwarded, 9); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 326, __pyx_L1_error)
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":321
+      /* "engine/http/_connection.pyx":327
  *         elif n == 9:
  *             if _named(name, b"forwarded", 9):
  *                 self.forwarded = _join(self.forwarded, value, b", ")             # <<<<<<<<<<<<<<
@@ -12493,7 +12905,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
       __pyx_t_3 = __pyx_v_self->forwarded;
       __Pyx_INCREF(__pyx_t_3);
-      __pyx_t_2 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_3), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__4); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 321, __pyx_L1_error)
+      __pyx_t_2 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_3), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 327, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_GIVEREF(__pyx_t_2);
@@ -12501,7 +12913,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       __Pyx_DECREF_SET(__pyx_v_self->forwarded, ((PyObject*)__pyx_t_2));
       __pyx_t_2 = 0;
 
-      /* "engine/http/_connection.pyx":320
+      /* "engine/http/_connection.pyx":326
  *                 self.content_length = _join(self.content_length, value, b", ")
  *         elif n == 9:
  *             if _named(name, b"forwarded", 9):             # <<<<<<<<<<<<<<
@@ -12510,7 +12922,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
     }
 
-    /* "engine/http/_connection.pyx":319
+    /* "engine/http/_connection.pyx":325
  *             if _named(name, b"content-length", 14):
  *                 self.content_length = _join(self.content_length, value, b", ")
  *         elif n == 9:             # <<<<<<<<<<<<<<
@@ -12520,18 +12932,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
     break;
     case 3:
 
-    /* "engine/http/_connection.pyx":323
+    /* "engine/http/_connection.pyx":329
  *                 self.forwarded = _join(self.forwarded, value, b", ")
  *         elif n == 3:
  *             if _named(name, b"dnt", 3):             # <<<<<<<<<<<<<<
  *                 self.dnt = _join(self.dnt, value, b", ")
  *         elif n == 7:
 */
-    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_dnt, 3); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 323, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_dnt, 3); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 329, __pyx_L1_error)
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":324
+      /* "engine/http/_connection.pyx":330
  *         elif n == 3:
  *             if _named(name, b"dnt", 3):
  *                 self.dnt = _join(self.dnt, value, b", ")             # <<<<<<<<<<<<<<
@@ -12540,7 +12952,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
       __pyx_t_2 = __pyx_v_self->dnt;
       __Pyx_INCREF(__pyx_t_2);
-      __pyx_t_3 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_2), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__4); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 324, __pyx_L1_error)
+      __pyx_t_3 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_2), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 330, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
       __Pyx_GIVEREF(__pyx_t_3);
@@ -12548,7 +12960,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       __Pyx_DECREF_SET(__pyx_v_self->dnt, ((PyObject*)__pyx_t_3));
       __pyx_t_3 = 0;
 
-      /* "engine/http/_connection.pyx":323
+      /* "engine/http/_connection.pyx":329
  *                 self.forwarded = _join(self.forwarded, value, b", ")
  *         elif n == 3:
  *             if _named(name, b"dnt", 3):             # <<<<<<<<<<<<<<
@@ -12557,7 +12969,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
     }
 
-    /* "engine/http/_connection.pyx":322
+    /* "engine/http/_connection.pyx":328
  *             if _named(name, b"forwarded", 9):
  *                 self.forwarded = _join(self.forwarded, value, b", ")
  *         elif n == 3:             # <<<<<<<<<<<<<<
@@ -12567,18 +12979,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
     break;
     case 7:
 
-    /* "engine/http/_connection.pyx":326
+    /* "engine/http/_connection.pyx":332
  *                 self.dnt = _join(self.dnt, value, b", ")
  *         elif n == 7:
  *             if _named(name, b"sec-gpc", 7):             # <<<<<<<<<<<<<<
  *                 self.gpc = _join(self.gpc, value, b", ")
  *         return 0
 */
-    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_sec_gpc, 7); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 326, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_sec_gpc, 7); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 332, __pyx_L1_error)
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":327
+      /* "engine/http/_connection.pyx":333
  *         elif n == 7:
  *             if _named(name, b"sec-gpc", 7):
  *                 self.gpc = _join(self.gpc, value, b", ")             # <<<<<<<<<<<<<<
@@ -12587,7 +12999,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
       __pyx_t_3 = __pyx_v_self->gpc;
       __Pyx_INCREF(__pyx_t_3);
-      __pyx_t_2 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_3), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__4); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 327, __pyx_L1_error)
+      __pyx_t_2 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_3), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 333, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_GIVEREF(__pyx_t_2);
@@ -12595,7 +13007,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       __Pyx_DECREF_SET(__pyx_v_self->gpc, ((PyObject*)__pyx_t_2));
       __pyx_t_2 = 0;
 
-      /* "engine/http/_connection.pyx":326
+      /* "engine/http/_connection.pyx":332
  *                 self.dnt = _join(self.dnt, value, b", ")
  *         elif n == 7:
  *             if _named(name, b"sec-gpc", 7):             # <<<<<<<<<<<<<<
@@ -12604,7 +13016,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
     }
 
-    /* "engine/http/_connection.pyx":325
+    /* "engine/http/_connection.pyx":331
  *             if _named(name, b"dnt", 3):
  *                 self.dnt = _join(self.dnt, value, b", ")
  *         elif n == 7:             # <<<<<<<<<<<<<<
@@ -12615,7 +13027,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
     default: break;
   }
 
-  /* "engine/http/_connection.pyx":328
+  /* "engine/http/_connection.pyx":334
  *             if _named(name, b"sec-gpc", 7):
  *                 self.gpc = _join(self.gpc, value, b", ")
  *         return 0             # <<<<<<<<<<<<<<
@@ -12628,7 +13040,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
   }
   goto __pyx_L0;
 
-  /* "engine/http/_connection.pyx":294
+  /* "engine/http/_connection.pyx":300
  *             self._slow_header(name, value)
  * 
  *     cdef int _fast_header(self, bytes name, bytes value) except -1:             # <<<<<<<<<<<<<<
@@ -12649,7 +13061,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":330
+/* "engine/http/_connection.pyx":336
  *         return 0
  * 
  *     cdef int _slow_header(self, bytes name, bytes value) except -1:             # <<<<<<<<<<<<<<
@@ -12671,50 +13083,79 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__slow_header(str
   __Pyx_RefNannySetupContext("_slow_header", 0);
   __Pyx_INCREF(__pyx_v_name);
 
-  /* "engine/http/_connection.pyx":331
+  /* "engine/http/_connection.pyx":337
  * 
  *     cdef int _slow_header(self, bytes name, bytes value) except -1:
  *         cdef dict headers = self.request.headers             # <<<<<<<<<<<<<<
  *         cdef object prior
  *         name = name.lower()
 */
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_self->request, __pyx_mstate_global->__pyx_n_u_headers); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 331, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_self->request, __pyx_mstate_global->__pyx_n_u_headers); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 337, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  if (!(likely(PyDict_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("dict", __pyx_t_1))) __PYX_ERR(0, 331, __pyx_L1_error)
+  if (!(likely(PyDict_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("dict", __pyx_t_1))) __PYX_ERR(0, 337, __pyx_L1_error)
   __pyx_v_headers = ((PyObject*)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":333
+  /* "engine/http/_connection.pyx":339
  *         cdef dict headers = self.request.headers
  *         cdef object prior
  *         name = name.lower()             # <<<<<<<<<<<<<<
- *         prior = headers.get(name)
- *         if prior is None:
+ *         if name == b"host":
+ *             self.hosts += 1
 */
-  __pyx_t_1 = __Pyx_CallUnboundCMethod0(&__pyx_mstate_global->__pyx_umethod_PyBytes_Type__lower, __pyx_v_name); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 333, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_CallUnboundCMethod0(&__pyx_mstate_global->__pyx_umethod_PyBytes_Type__lower, __pyx_v_name); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 339, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  if (!(likely(PyBytes_CheckExact(__pyx_t_1)) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 333, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_1)) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 339, __pyx_L1_error)
   __Pyx_DECREF_SET(__pyx_v_name, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":334
+  /* "engine/http/_connection.pyx":340
  *         cdef object prior
  *         name = name.lower()
+ *         if name == b"host":             # <<<<<<<<<<<<<<
+ *             self.hosts += 1
+ *         prior = headers.get(name)
+*/
+  __pyx_t_2 = __Pyx_PyObject_CompareBoolEq_bytes_bytes(__pyx_v_name, __pyx_mstate_global->__pyx_n_b_host, Py_EQ); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 340, __pyx_L1_error)
+  if (__pyx_t_2) {
+
+
+    /* "engine/http/_connection.pyx":341
+ *         name = name.lower()
+ *         if name == b"host":
+ *             self.hosts += 1             # <<<<<<<<<<<<<<
+ *         prior = headers.get(name)
+ *         if prior is None:
+*/
+    __pyx_v_self->hosts = (__pyx_v_self->hosts + 1);
+
+    /* "engine/http/_connection.pyx":340
+ *         cdef object prior
+ *         name = name.lower()
+ *         if name == b"host":             # <<<<<<<<<<<<<<
+ *             self.hosts += 1
+ *         prior = headers.get(name)
+*/
+  }
+
+  /* "engine/http/_connection.pyx":342
+ *         if name == b"host":
+ *             self.hosts += 1
  *         prior = headers.get(name)             # <<<<<<<<<<<<<<
  *         if prior is None:
  *             headers[name] = value
 */
   if (unlikely(__pyx_v_headers == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-    __PYX_ERR(0, 334, __pyx_L1_error)
+    __PYX_ERR(0, 342, __pyx_L1_error)
   }
-  __pyx_t_1 = __Pyx_PyDict_GetItemDefault(__pyx_v_headers, __pyx_v_name, Py_None); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 334, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyDict_GetItemDefault(__pyx_v_headers, __pyx_v_name, Py_None); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 342, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_v_prior = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":335
- *         name = name.lower()
+  /* "engine/http/_connection.pyx":343
+ *             self.hosts += 1
  *         prior = headers.get(name)
  *         if prior is None:             # <<<<<<<<<<<<<<
  *             headers[name] = value
@@ -12724,7 +13165,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__slow_header(str
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":336
+    /* "engine/http/_connection.pyx":344
  *         prior = headers.get(name)
  *         if prior is None:
  *             headers[name] = value             # <<<<<<<<<<<<<<
@@ -12733,21 +13174,21 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__slow_header(str
 */
     if (unlikely(__pyx_v_headers == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 336, __pyx_L1_error)
+      __PYX_ERR(0, 344, __pyx_L1_error)
     }
-    if (unlikely((PyDict_SetItem(__pyx_v_headers, __pyx_v_name, __pyx_v_value) < 0))) __PYX_ERR(0, 336, __pyx_L1_error)
+    if (unlikely((PyDict_SetItem(__pyx_v_headers, __pyx_v_name, __pyx_v_value) < 0))) __PYX_ERR(0, 344, __pyx_L1_error)
 
-    /* "engine/http/_connection.pyx":335
- *         name = name.lower()
+    /* "engine/http/_connection.pyx":343
+ *             self.hosts += 1
  *         prior = headers.get(name)
  *         if prior is None:             # <<<<<<<<<<<<<<
  *             headers[name] = value
  *         else:  # repeated header: join as RFC 9110 allows (cookies with "; ")
 */
-    goto __pyx_L3;
+    goto __pyx_L4;
   }
 
-  /* "engine/http/_connection.pyx":338
+  /* "engine/http/_connection.pyx":346
  *             headers[name] = value
  *         else:  # repeated header: join as RFC 9110 allows (cookies with "; ")
  *             headers[name] = prior + (b"; " if name == b"cookie" else b", ") + value             # <<<<<<<<<<<<<<
@@ -12755,31 +13196,31 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__slow_header(str
  * 
 */
   /*else*/ {
-    __pyx_t_2 = __Pyx_PyObject_CompareBoolEq_bytes_bytes(__pyx_v_name, __pyx_mstate_global->__pyx_n_b_cookie, Py_EQ); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 338, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_CompareBoolEq_bytes_bytes(__pyx_v_name, __pyx_mstate_global->__pyx_n_b_cookie, Py_EQ); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 346, __pyx_L1_error)
     if (__pyx_t_2) {
-      __Pyx_INCREF(__pyx_mstate_global->__pyx_kp_b__3);
-      __pyx_t_1 = __pyx_mstate_global->__pyx_kp_b__3;
-    } else {
       __Pyx_INCREF(__pyx_mstate_global->__pyx_kp_b__4);
       __pyx_t_1 = __pyx_mstate_global->__pyx_kp_b__4;
+    } else {
+      __Pyx_INCREF(__pyx_mstate_global->__pyx_kp_b__5);
+      __pyx_t_1 = __pyx_mstate_global->__pyx_kp_b__5;
     }
 
-    __pyx_t_3 = PyNumber_Add(__pyx_v_prior, __pyx_t_1); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 338, __pyx_L1_error)
+    __pyx_t_3 = PyNumber_Add(__pyx_v_prior, __pyx_t_1); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 346, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-    __pyx_t_1 = PyNumber_Add(__pyx_t_3, __pyx_v_value); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 338, __pyx_L1_error)
+    __pyx_t_1 = PyNumber_Add(__pyx_t_3, __pyx_v_value); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 346, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     if (unlikely(__pyx_v_headers == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 338, __pyx_L1_error)
+      __PYX_ERR(0, 346, __pyx_L1_error)
     }
-    if (unlikely((PyDict_SetItem(__pyx_v_headers, __pyx_v_name, __pyx_t_1) < 0))) __PYX_ERR(0, 338, __pyx_L1_error)
+    if (unlikely((PyDict_SetItem(__pyx_v_headers, __pyx_v_name, __pyx_t_1) < 0))) __PYX_ERR(0, 346, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   }
-  __pyx_L3:;
+  __pyx_L4:;
 
-  /* "engine/http/_connection.pyx":339
+  /* "engine/http/_connection.pyx":347
  *         else:  # repeated header: join as RFC 9110 allows (cookies with "; ")
  *             headers[name] = prior + (b"; " if name == b"cookie" else b", ") + value
  *         return 0             # <<<<<<<<<<<<<<
@@ -12792,7 +13233,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__slow_header(str
   }
   goto __pyx_L0;
 
-  /* "engine/http/_connection.pyx":330
+  /* "engine/http/_connection.pyx":336
  *         return 0
  * 
  *     cdef int _slow_header(self, bytes name, bytes value) except -1:             # <<<<<<<<<<<<<<
@@ -12815,7 +13256,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__slow_header(str
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":341
+/* "engine/http/_connection.pyx":349
  *         return 0
  * 
  *     def on_headers_complete(self):             # <<<<<<<<<<<<<<
@@ -12880,17 +13321,16 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
   PyObject *__pyx_t_4 = NULL;
   size_t __pyx_t_5;
   int __pyx_t_6;
-  int __pyx_t_7;
+  PyObject *__pyx_t_7 = NULL;
   PyObject *__pyx_t_8 = NULL;
   PyObject *__pyx_t_9 = NULL;
   PyObject *__pyx_t_10 = NULL;
-  PyObject *__pyx_t_11 = NULL;
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("on_headers_complete", 0);
 
-  /* "engine/http/_connection.pyx":342
+  /* "engine/http/_connection.pyx":350
  * 
  *     def on_headers_complete(self):
  *         parser = self.parser             # <<<<<<<<<<<<<<
@@ -12902,7 +13342,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
   __pyx_v_parser = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":343
+  /* "engine/http/_connection.pyx":351
  *     def on_headers_complete(self):
  *         parser = self.parser
  *         if not self.decided:             # <<<<<<<<<<<<<<
@@ -12914,17 +13354,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":344
+    /* "engine/http/_connection.pyx":352
  *         parser = self.parser
  *         if not self.decided:
  *             self._decide()             # <<<<<<<<<<<<<<
  *         keep_alive = parser.should_keep_alive()
  *         http_10 = parser.get_http_version() == "1.0"
 */
-    __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_decide(__pyx_v_self); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 344, __pyx_L1_error)
+    __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_decide(__pyx_v_self); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 352, __pyx_L1_error)
 
 
-    /* "engine/http/_connection.pyx":343
+    /* "engine/http/_connection.pyx":351
  *     def on_headers_complete(self):
  *         parser = self.parser
  *         if not self.decided:             # <<<<<<<<<<<<<<
@@ -12933,12 +13373,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
 */
   }
 
-  /* "engine/http/_connection.pyx":345
+  /* "engine/http/_connection.pyx":353
  *         if not self.decided:
  *             self._decide()
  *         keep_alive = parser.should_keep_alive()             # <<<<<<<<<<<<<<
  *         http_10 = parser.get_http_version() == "1.0"
- *         if self.is_fast:
+ *         self._check_host(http_10)
 */
   __pyx_t_4 = __pyx_v_parser;
   __Pyx_INCREF(__pyx_t_4);
@@ -12947,18 +13387,18 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
     PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_should_keep_alive, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 345, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 353, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_keep_alive = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":346
+  /* "engine/http/_connection.pyx":354
  *             self._decide()
  *         keep_alive = parser.should_keep_alive()
  *         http_10 = parser.get_http_version() == "1.0"             # <<<<<<<<<<<<<<
+ *         self._check_host(http_10)
  *         if self.is_fast:
- *             if not http_10 and not self.has_host:
 */
   __pyx_t_4 = __pyx_v_parser;
   __Pyx_INCREF(__pyx_t_4);
@@ -12967,137 +13407,103 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
     PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get_http_version, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 346, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 354, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
-  __pyx_t_4 = __Pyx_PyObject_CompareEq_object_str(__pyx_t_1, __pyx_mstate_global->__pyx_kp_u_1_0, Py_EQ); __Pyx_XGOTREF(__pyx_t_4); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 346, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareEq_object_str(__pyx_t_1, __pyx_mstate_global->__pyx_kp_u_1_0, Py_EQ); __Pyx_XGOTREF(__pyx_t_4); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 354, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_v_http_10 = __pyx_t_4;
   __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":347
+  /* "engine/http/_connection.pyx":355
  *         keep_alive = parser.should_keep_alive()
  *         http_10 = parser.get_http_version() == "1.0"
- *         if self.is_fast:             # <<<<<<<<<<<<<<
- *             if not http_10 and not self.has_host:
- *                 raise RequestRefused(400, "missing Host header")   # RFC 9112 3.2
-*/
-  if (__pyx_v_self->is_fast) {
-
-    /* "engine/http/_connection.pyx":348
- *         http_10 = parser.get_http_version() == "1.0"
+ *         self._check_host(http_10)             # <<<<<<<<<<<<<<
  *         if self.is_fast:
- *             if not http_10 and not self.has_host:             # <<<<<<<<<<<<<<
- *                 raise RequestRefused(400, "missing Host header")   # RFC 9112 3.2
  *             self.keep_alive = keep_alive
 */
-    __pyx_t_6 = __Pyx_PyObject_IsTrue(__pyx_v_http_10); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 348, __pyx_L1_error)
-    __pyx_t_7 = (!__pyx_t_6);
+  __pyx_t_1 = ((PyObject *)__pyx_v_self);
+  __Pyx_INCREF(__pyx_t_1);
+  __pyx_t_5 = 0;
+  {
+    PyObject *__pyx_callargs[2] = {__pyx_t_1, __pyx_v_http_10};
+    __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_check_host, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 355, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_4);
+  }
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-
-    if (__pyx_t_7) {
-
-    } else {
-
-      __pyx_t_2 = __pyx_t_7;
-
-      goto __pyx_L6_bool_binop_done;
-    }
-    __pyx_t_7 = (!__pyx_v_self->has_host);
-
-
-    __pyx_t_2 = __pyx_t_7;
-
-    __pyx_L6_bool_binop_done:;
-    if (unlikely(__pyx_t_2)) {
-
-
-      /* "engine/http/_connection.pyx":349
- *         if self.is_fast:
- *             if not http_10 and not self.has_host:
- *                 raise RequestRefused(400, "missing Host header")   # RFC 9112 3.2             # <<<<<<<<<<<<<<
+  /* "engine/http/_connection.pyx":356
+ *         http_10 = parser.get_http_version() == "1.0"
+ *         self._check_host(http_10)
+ *         if self.is_fast:             # <<<<<<<<<<<<<<
  *             self.keep_alive = keep_alive
  *             self.http_10 = http_10
 */
-      __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 349, __pyx_L1_error)
-      __Pyx_GOTREF(__pyx_t_4);
-      __pyx_t_1 = __Pyx_PyObject_Call(__pyx_t_4, __pyx_mstate_global->__pyx_tuple[3], NULL); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 349, __pyx_L1_error)
-      __Pyx_GOTREF(__pyx_t_1);
-      __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-      __Pyx_Raise(__pyx_t_1, 0, 0, 0);
-      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-      __PYX_ERR(0, 349, __pyx_L1_error)
+  if (__pyx_v_self->is_fast) {
 
-      /* "engine/http/_connection.pyx":348
- *         http_10 = parser.get_http_version() == "1.0"
+    /* "engine/http/_connection.pyx":357
+ *         self._check_host(http_10)
  *         if self.is_fast:
- *             if not http_10 and not self.has_host:             # <<<<<<<<<<<<<<
- *                 raise RequestRefused(400, "missing Host header")   # RFC 9112 3.2
- *             self.keep_alive = keep_alive
-*/
-    }
-
-    /* "engine/http/_connection.pyx":350
- *             if not http_10 and not self.has_host:
- *                 raise RequestRefused(400, "missing Host header")   # RFC 9112 3.2
  *             self.keep_alive = keep_alive             # <<<<<<<<<<<<<<
  *             self.http_10 = http_10
  *             self.upgrade = parser.should_upgrade()
 */
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_keep_alive); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 350, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_keep_alive); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 357, __pyx_L1_error)
     __pyx_v_self->keep_alive = __pyx_t_2;
 
-    /* "engine/http/_connection.pyx":351
- *                 raise RequestRefused(400, "missing Host header")   # RFC 9112 3.2
+    /* "engine/http/_connection.pyx":358
+ *         if self.is_fast:
  *             self.keep_alive = keep_alive
  *             self.http_10 = http_10             # <<<<<<<<<<<<<<
  *             self.upgrade = parser.should_upgrade()
  *             self._check_body_head(self.content_length, self.expect)
 */
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_http_10); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 351, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_http_10); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 358, __pyx_L1_error)
     __pyx_v_self->http_10 = __pyx_t_2;
 
-    /* "engine/http/_connection.pyx":352
+    /* "engine/http/_connection.pyx":359
  *             self.keep_alive = keep_alive
  *             self.http_10 = http_10
  *             self.upgrade = parser.should_upgrade()             # <<<<<<<<<<<<<<
  *             self._check_body_head(self.content_length, self.expect)
  *             return
 */
-    __pyx_t_4 = __pyx_v_parser;
-    __Pyx_INCREF(__pyx_t_4);
+    __pyx_t_1 = __pyx_v_parser;
+    __Pyx_INCREF(__pyx_t_1);
     __pyx_t_5 = 0;
     {
-      PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
-      __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_should_upgrade, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-      __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 352, __pyx_L1_error)
-      __Pyx_GOTREF(__pyx_t_1);
+      PyObject *__pyx_callargs[2] = {__pyx_t_1, NULL};
+      __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_should_upgrade, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 359, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_4);
     }
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 352, __pyx_L1_error)
-    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 359, __pyx_L1_error)
+    __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
     __pyx_v_self->upgrade = __pyx_t_2;
 
-    /* "engine/http/_connection.pyx":353
+    /* "engine/http/_connection.pyx":360
  *             self.http_10 = http_10
  *             self.upgrade = parser.should_upgrade()
  *             self._check_body_head(self.content_length, self.expect)             # <<<<<<<<<<<<<<
  *             return
  *         req = self.request
 */
-    __pyx_t_4 = ((PyObject *)__pyx_v_self);
-    __Pyx_INCREF(__pyx_t_4);
+    __pyx_t_1 = ((PyObject *)__pyx_v_self);
+    __Pyx_INCREF(__pyx_t_1);
     __pyx_t_5 = 0;
     {
-      PyObject *__pyx_callargs[3] = {__pyx_t_4, __pyx_v_self->content_length, __pyx_v_self->expect};
-      __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_check_body_head, __pyx_callargs+__pyx_t_5, (3-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-      __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 353, __pyx_L1_error)
-      __Pyx_GOTREF(__pyx_t_1);
+      PyObject *__pyx_callargs[3] = {__pyx_t_1, __pyx_v_self->content_length, __pyx_v_self->expect};
+      __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_check_body_head, __pyx_callargs+__pyx_t_5, (3-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 360, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_4);
     }
-    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+    __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-    /* "engine/http/_connection.pyx":354
+    /* "engine/http/_connection.pyx":361
  *             self.upgrade = parser.should_upgrade()
  *             self._check_body_head(self.content_length, self.expect)
  *             return             # <<<<<<<<<<<<<<
@@ -13114,147 +13520,127 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":347
- *         keep_alive = parser.should_keep_alive()
+    /* "engine/http/_connection.pyx":356
  *         http_10 = parser.get_http_version() == "1.0"
+ *         self._check_host(http_10)
  *         if self.is_fast:             # <<<<<<<<<<<<<<
- *             if not http_10 and not self.has_host:
- *                 raise RequestRefused(400, "missing Host header")   # RFC 9112 3.2
+ *             self.keep_alive = keep_alive
+ *             self.http_10 = http_10
 */
   }
 
-  /* "engine/http/_connection.pyx":355
+  /* "engine/http/_connection.pyx":362
  *             self._check_body_head(self.content_length, self.expect)
  *             return
  *         req = self.request             # <<<<<<<<<<<<<<
  *         req.method = self.method
  *         req.head_bytes = self.head_bytes
 */
-  __pyx_t_1 = __pyx_v_self->request;
-  __Pyx_INCREF(__pyx_t_1);
-  __pyx_v_req = __pyx_t_1;
-  __pyx_t_1 = 0;
+  __pyx_t_4 = __pyx_v_self->request;
+  __Pyx_INCREF(__pyx_t_4);
+  __pyx_v_req = __pyx_t_4;
+  __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":356
+  /* "engine/http/_connection.pyx":363
  *             return
  *         req = self.request
  *         req.method = self.method             # <<<<<<<<<<<<<<
  *         req.head_bytes = self.head_bytes
  *         req.keep_alive = keep_alive
 */
-  __pyx_t_1 = __pyx_v_self->method;
-  __Pyx_INCREF(__pyx_t_1);
-  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_method, __pyx_t_1) < (0)) __PYX_ERR(0, 356, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  __pyx_t_4 = __pyx_v_self->method;
+  __Pyx_INCREF(__pyx_t_4);
+  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_method, __pyx_t_4) < (0)) __PYX_ERR(0, 363, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":357
+  /* "engine/http/_connection.pyx":364
  *         req = self.request
  *         req.method = self.method
  *         req.head_bytes = self.head_bytes             # <<<<<<<<<<<<<<
  *         req.keep_alive = keep_alive
  *         req.http_10 = http_10
 */
-  __pyx_t_1 = PyLong_FromSsize_t(__pyx_v_self->head_bytes); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 357, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_head_bytes, __pyx_t_1) < (0)) __PYX_ERR(0, 357, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  __pyx_t_4 = PyLong_FromSsize_t(__pyx_v_self->head_bytes); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 364, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_head_bytes, __pyx_t_4) < (0)) __PYX_ERR(0, 364, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":358
+  /* "engine/http/_connection.pyx":365
  *         req.method = self.method
  *         req.head_bytes = self.head_bytes
  *         req.keep_alive = keep_alive             # <<<<<<<<<<<<<<
  *         req.http_10 = http_10
  *         req.upgrade = parser.should_upgrade()
 */
-  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_keep_alive, __pyx_v_keep_alive) < (0)) __PYX_ERR(0, 358, __pyx_L1_error)
+  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_keep_alive, __pyx_v_keep_alive) < (0)) __PYX_ERR(0, 365, __pyx_L1_error)
 
-  /* "engine/http/_connection.pyx":359
+  /* "engine/http/_connection.pyx":366
  *         req.head_bytes = self.head_bytes
  *         req.keep_alive = keep_alive
  *         req.http_10 = http_10             # <<<<<<<<<<<<<<
  *         req.upgrade = parser.should_upgrade()
- *         if not http_10 and b"host" not in req.headers:
+ *         if self.authority is not None:
 */
-  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_http_10, __pyx_v_http_10) < (0)) __PYX_ERR(0, 359, __pyx_L1_error)
+  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_http_10, __pyx_v_http_10) < (0)) __PYX_ERR(0, 366, __pyx_L1_error)
 
-  /* "engine/http/_connection.pyx":360
+  /* "engine/http/_connection.pyx":367
  *         req.keep_alive = keep_alive
  *         req.http_10 = http_10
  *         req.upgrade = parser.should_upgrade()             # <<<<<<<<<<<<<<
- *         if not http_10 and b"host" not in req.headers:
- *             raise RequestRefused(400, "missing Host header")   # RFC 9112 3.2
+ *         if self.authority is not None:
+ *             req.headers[b"host"] = self.authority   # RFC 9112 3.2.2
 */
-  __pyx_t_4 = __pyx_v_parser;
-  __Pyx_INCREF(__pyx_t_4);
+  __pyx_t_1 = __pyx_v_parser;
+  __Pyx_INCREF(__pyx_t_1);
   __pyx_t_5 = 0;
   {
-    PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
-    __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_should_upgrade, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-    __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 360, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_1);
+    PyObject *__pyx_callargs[2] = {__pyx_t_1, NULL};
+    __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_should_upgrade, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 367, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_4);
   }
-  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade, __pyx_t_1) < (0)) __PYX_ERR(0, 360, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade, __pyx_t_4) < (0)) __PYX_ERR(0, 367, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":361
+  /* "engine/http/_connection.pyx":368
  *         req.http_10 = http_10
  *         req.upgrade = parser.should_upgrade()
- *         if not http_10 and b"host" not in req.headers:             # <<<<<<<<<<<<<<
- *             raise RequestRefused(400, "missing Host header")   # RFC 9112 3.2
+ *         if self.authority is not None:             # <<<<<<<<<<<<<<
+ *             req.headers[b"host"] = self.authority   # RFC 9112 3.2.2
  *         answer = self.app.route_head(self, req)
 */
-  __pyx_t_7 = __Pyx_PyObject_IsTrue(__pyx_v_http_10); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 361, __pyx_L1_error)
-  __pyx_t_6 = (!__pyx_t_7);
+  __pyx_t_2 = (__pyx_v_self->authority != ((PyObject*)Py_None));
+  if (__pyx_t_2) {
 
 
-  if (__pyx_t_6) {
-
-  } else {
-
-    __pyx_t_2 = __pyx_t_6;
-
-    goto __pyx_L9_bool_binop_done;
-  }
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_headers); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 361, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_6 = (__Pyx_PySequence_ContainsTF(__pyx_mstate_global->__pyx_n_b_host, __pyx_t_1, Py_NE)); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 361, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-
-  __pyx_t_2 = __pyx_t_6;
-
-  __pyx_L9_bool_binop_done:;
-  if (unlikely(__pyx_t_2)) {
-
-
-    /* "engine/http/_connection.pyx":362
+    /* "engine/http/_connection.pyx":369
  *         req.upgrade = parser.should_upgrade()
- *         if not http_10 and b"host" not in req.headers:
- *             raise RequestRefused(400, "missing Host header")   # RFC 9112 3.2             # <<<<<<<<<<<<<<
+ *         if self.authority is not None:
+ *             req.headers[b"host"] = self.authority   # RFC 9112 3.2.2             # <<<<<<<<<<<<<<
  *         answer = self.app.route_head(self, req)
  *         if answer is not None:          # streamed (proxied): the body goes to it
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 362, __pyx_L1_error)
+    __pyx_t_4 = __pyx_v_self->authority;
+    __Pyx_INCREF(__pyx_t_4);
+    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_headers); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 369, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
-    __pyx_t_4 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[3], NULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 362, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_4);
+    if (unlikely((PyObject_SetItem(__pyx_t_1, __pyx_mstate_global->__pyx_n_b_host, __pyx_t_4) < 0))) __PYX_ERR(0, 369, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-    __Pyx_Raise(__pyx_t_4, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __PYX_ERR(0, 362, __pyx_L1_error)
 
-    /* "engine/http/_connection.pyx":361
+    /* "engine/http/_connection.pyx":368
  *         req.http_10 = http_10
  *         req.upgrade = parser.should_upgrade()
- *         if not http_10 and b"host" not in req.headers:             # <<<<<<<<<<<<<<
- *             raise RequestRefused(400, "missing Host header")   # RFC 9112 3.2
+ *         if self.authority is not None:             # <<<<<<<<<<<<<<
+ *             req.headers[b"host"] = self.authority   # RFC 9112 3.2.2
  *         answer = self.app.route_head(self, req)
 */
   }
 
-  /* "engine/http/_connection.pyx":363
- *         if not http_10 and b"host" not in req.headers:
- *             raise RequestRefused(400, "missing Host header")   # RFC 9112 3.2
+  /* "engine/http/_connection.pyx":370
+ *         if self.authority is not None:
+ *             req.headers[b"host"] = self.authority   # RFC 9112 3.2.2
  *         answer = self.app.route_head(self, req)             # <<<<<<<<<<<<<<
  *         if answer is not None:          # streamed (proxied): the body goes to it
  *             keep = req.keep_alive and not self.closing and not req.upgrade
@@ -13266,14 +13652,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
     PyObject *__pyx_callargs[3] = {__pyx_t_1, ((PyObject *)__pyx_v_self), __pyx_v_req};
     __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_route_head, __pyx_callargs+__pyx_t_5, (3-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 363, __pyx_L1_error)
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 370, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
   }
   __pyx_v_answer = __pyx_t_4;
   __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":364
- *             raise RequestRefused(400, "missing Host header")   # RFC 9112 3.2
+  /* "engine/http/_connection.pyx":371
+ *             req.headers[b"host"] = self.authority   # RFC 9112 3.2.2
  *         answer = self.app.route_head(self, req)
  *         if answer is not None:          # streamed (proxied): the body goes to it             # <<<<<<<<<<<<<<
  *             keep = req.keep_alive and not self.closing and not req.upgrade
@@ -13283,96 +13669,96 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":365
+    /* "engine/http/_connection.pyx":372
  *         answer = self.app.route_head(self, req)
  *         if answer is not None:          # streamed (proxied): the body goes to it
  *             keep = req.keep_alive and not self.closing and not req.upgrade             # <<<<<<<<<<<<<<
  *             if answer.__class__ is bytes:
  *                 req.stream = _DISCARD
 */
-    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_keep_alive); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 365, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_keep_alive); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 372, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 365, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 372, __pyx_L1_error)
     if (__pyx_t_2) {
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     } else {
       __Pyx_INCREF(__pyx_t_1);
       __pyx_t_4 = __pyx_t_1;
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-      goto __pyx_L12_bool_binop_done;
+      goto __pyx_L7_bool_binop_done;
     }
     __pyx_t_2 = (!__pyx_v_self->closing);
 
     if (__pyx_t_2) {
 
     } else {
-      __pyx_t_1 = __Pyx_PyBool_FromLong(__pyx_t_2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 365, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyBool_FromLong(__pyx_t_2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 372, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
       __pyx_t_4 = __pyx_t_1;
       __pyx_t_1 = 0;
 
-      goto __pyx_L12_bool_binop_done;
+      goto __pyx_L7_bool_binop_done;
     }
-    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 365, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 372, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 365, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 372, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __pyx_t_6 = (!__pyx_t_2);
 
 
-    __pyx_t_1 = __Pyx_PyBool_FromLong(__pyx_t_6); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 365, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyBool_FromLong(__pyx_t_6); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 372, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __pyx_t_4 = __pyx_t_1;
     __pyx_t_1 = 0;
 
-    __pyx_L12_bool_binop_done:;
+    __pyx_L7_bool_binop_done:;
     __pyx_v_keep = __pyx_t_4;
     __pyx_t_4 = 0;
 
-    /* "engine/http/_connection.pyx":366
+    /* "engine/http/_connection.pyx":373
  *         if answer is not None:          # streamed (proxied): the body goes to it
  *             keep = req.keep_alive and not self.closing and not req.upgrade
  *             if answer.__class__ is bytes:             # <<<<<<<<<<<<<<
  *                 req.stream = _DISCARD
  *                 self.answer_c(0, answer, False)
 */
-    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_answer, __pyx_mstate_global->__pyx_n_u_class); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 366, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_answer, __pyx_mstate_global->__pyx_n_u_class); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 373, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_t_6 = (__pyx_t_4 == ((PyObject *)(&PyBytes_Type)));
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
     if (__pyx_t_6) {
 
 
-      /* "engine/http/_connection.pyx":367
+      /* "engine/http/_connection.pyx":374
  *             keep = req.keep_alive and not self.closing and not req.upgrade
  *             if answer.__class__ is bytes:
  *                 req.stream = _DISCARD             # <<<<<<<<<<<<<<
  *                 self.answer_c(0, answer, False)
  *             else:
 */
-      if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream, __pyx_v_6engine_4http_11_connection__DISCARD) < (0)) __PYX_ERR(0, 367, __pyx_L1_error)
+      if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream, __pyx_v_6engine_4http_11_connection__DISCARD) < (0)) __PYX_ERR(0, 374, __pyx_L1_error)
 
-      /* "engine/http/_connection.pyx":368
+      /* "engine/http/_connection.pyx":375
  *             if answer.__class__ is bytes:
  *                 req.stream = _DISCARD
  *                 self.answer_c(0, answer, False)             # <<<<<<<<<<<<<<
  *             else:
  *                 req.stream = answer
 */
-      __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, 0, __pyx_v_answer, 0); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 368, __pyx_L1_error)
+      __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, 0, __pyx_v_answer, 0); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 375, __pyx_L1_error)
 
 
-      /* "engine/http/_connection.pyx":366
+      /* "engine/http/_connection.pyx":373
  *         if answer is not None:          # streamed (proxied): the body goes to it
  *             keep = req.keep_alive and not self.closing and not req.upgrade
  *             if answer.__class__ is bytes:             # <<<<<<<<<<<<<<
  *                 req.stream = _DISCARD
  *                 self.answer_c(0, answer, False)
 */
-      goto __pyx_L15;
+      goto __pyx_L10;
     }
 
-    /* "engine/http/_connection.pyx":370
+    /* "engine/http/_connection.pyx":377
  *                 self.answer_c(0, answer, False)
  *             else:
  *                 req.stream = answer             # <<<<<<<<<<<<<<
@@ -13380,23 +13766,23 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
  *             return
 */
     /*else*/ {
-      if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream, __pyx_v_answer) < (0)) __PYX_ERR(0, 370, __pyx_L1_error)
+      if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream, __pyx_v_answer) < (0)) __PYX_ERR(0, 377, __pyx_L1_error)
 
-      /* "engine/http/_connection.pyx":371
+      /* "engine/http/_connection.pyx":378
  *             else:
  *                 req.stream = answer
  *                 self.answer_c(0, answer, keep)             # <<<<<<<<<<<<<<
  *             return
  *         self._check_body_head(req.headers.get(b"content-length"), req.headers.get(b"expect"))
 */
-      __pyx_t_6 = __Pyx_PyObject_IsTrue(__pyx_v_keep); if (unlikely((__pyx_t_6 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 371, __pyx_L1_error)
-      __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, 0, __pyx_v_answer, __pyx_t_6); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 371, __pyx_L1_error)
+      __pyx_t_6 = __Pyx_PyObject_IsTrue(__pyx_v_keep); if (unlikely((__pyx_t_6 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 378, __pyx_L1_error)
+      __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, 0, __pyx_v_answer, __pyx_t_6); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 378, __pyx_L1_error)
 
 
     }
-    __pyx_L15:;
+    __pyx_L10:;
 
-    /* "engine/http/_connection.pyx":372
+    /* "engine/http/_connection.pyx":379
  *                 req.stream = answer
  *                 self.answer_c(0, answer, keep)
  *             return             # <<<<<<<<<<<<<<
@@ -13413,8 +13799,8 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":364
- *             raise RequestRefused(400, "missing Host header")   # RFC 9112 3.2
+    /* "engine/http/_connection.pyx":371
+ *             req.headers[b"host"] = self.authority   # RFC 9112 3.2.2
  *         answer = self.app.route_head(self, req)
  *         if answer is not None:          # streamed (proxied): the body goes to it             # <<<<<<<<<<<<<<
  *             keep = req.keep_alive and not self.closing and not req.upgrade
@@ -13422,54 +13808,54 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
 */
   }
 
-  /* "engine/http/_connection.pyx":373
+  /* "engine/http/_connection.pyx":380
  *                 self.answer_c(0, answer, keep)
  *             return
  *         self._check_body_head(req.headers.get(b"content-length"), req.headers.get(b"expect"))             # <<<<<<<<<<<<<<
  * 
- *     def _check_body_head(self, length, expect):
+ *     def _origin_form(self):
 */
   __pyx_t_1 = ((PyObject *)__pyx_v_self);
   __Pyx_INCREF(__pyx_t_1);
-  __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_headers); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 373, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_headers); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 380, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_9);
+  __pyx_t_8 = __pyx_t_9;
+  __Pyx_INCREF(__pyx_t_8);
+  __pyx_t_5 = 0;
+  {
+    PyObject *__pyx_callargs[2] = {__pyx_t_8, __pyx_mstate_global->__pyx_kp_b_content_length};
+    __pyx_t_7 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
+    __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 380, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_7);
+  }
+  __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_headers); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 380, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_10);
-  __pyx_t_9 = __pyx_t_10;
-  __Pyx_INCREF(__pyx_t_9);
+  __pyx_t_8 = __pyx_t_10;
+  __Pyx_INCREF(__pyx_t_8);
   __pyx_t_5 = 0;
   {
-    PyObject *__pyx_callargs[2] = {__pyx_t_9, __pyx_mstate_global->__pyx_kp_b_content_length};
-    __pyx_t_8 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-    __Pyx_XDECREF(__pyx_t_9); __pyx_t_9 = 0;
+    PyObject *__pyx_callargs[2] = {__pyx_t_8, __pyx_mstate_global->__pyx_n_b_expect};
+    __pyx_t_9 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
-    if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 373, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_8);
-  }
-  __pyx_t_11 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_headers); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 373, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_11);
-  __pyx_t_9 = __pyx_t_11;
-  __Pyx_INCREF(__pyx_t_9);
-  __pyx_t_5 = 0;
-  {
-    PyObject *__pyx_callargs[2] = {__pyx_t_9, __pyx_mstate_global->__pyx_n_b_expect};
-    __pyx_t_10 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-    __Pyx_XDECREF(__pyx_t_9); __pyx_t_9 = 0;
-    __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
-    if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 373, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_10);
+    if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 380, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_9);
   }
   __pyx_t_5 = 0;
   {
-    PyObject *__pyx_callargs[3] = {__pyx_t_1, __pyx_t_8, __pyx_t_10};
+    PyObject *__pyx_callargs[3] = {__pyx_t_1, __pyx_t_7, __pyx_t_9};
     __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_check_body_head, __pyx_callargs+__pyx_t_5, (3-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
-    __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 373, __pyx_L1_error)
+    __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
+    __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 380, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
   }
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":341
+  /* "engine/http/_connection.pyx":349
  *         return 0
  * 
  *     def on_headers_complete(self):             # <<<<<<<<<<<<<<
@@ -13483,10 +13869,10 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
   __pyx_L1_error:;
   __Pyx_XDECREF(__pyx_t_1);
   __Pyx_XDECREF(__pyx_t_4);
+  __Pyx_XDECREF(__pyx_t_7);
   __Pyx_XDECREF(__pyx_t_8);
   __Pyx_XDECREF(__pyx_t_9);
   __Pyx_XDECREF(__pyx_t_10);
-  __Pyx_XDECREF(__pyx_t_11);
   __Pyx_AddTraceback("engine.http._connection.HttpConnection.on_headers_complete", __pyx_clineno, __pyx_lineno, __pyx_filename);
   __pyx_r = NULL;
   __pyx_L0:;
@@ -13501,8 +13887,679 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":375
+/* "engine/http/_connection.pyx":382
  *         self._check_body_head(req.headers.get(b"content-length"), req.headers.get(b"expect"))
+ * 
+ *     def _origin_form(self):             # <<<<<<<<<<<<<<
+ *         """An absolute-form target (``http://host/path?q``): route and parse
+ *         its path and query; its authority replaces Host (RFC 9112 3.2.2).
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_23_origin_form(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+); /*proto*/
+PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_22_origin_form, "An absolute-form target (``http://host/path?q``): route and parse\n        its path and query; its authority replaces Host (RFC 9112 3.2.2).\n        Anything else that does not start with \"/\" is left to the routes\n        (404, or the proxy\047s answer).");
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_23_origin_form = {"_origin_form", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_23_origin_form, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_22_origin_form};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_23_origin_form(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+) {
+  #if !CYTHON_VECTORCALL
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  #endif
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("_origin_form (wrapper)", 0);
+  #if !CYTHON_VECTORCALL
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_FASTCALL(__pyx_args, __pyx_nargs);
+  if (unlikely(__pyx_nargs > 0)) { __Pyx_RaiseArgtupleInvalid("_origin_form", 1, 0, 0, __pyx_nargs); return NULL; }
+  const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
+  if (unlikely(__pyx_kwds_len < 0)) return NULL;
+  if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("_origin_form", __pyx_kwds); return NULL;}
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin_form(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
+
+  /* function exit code */
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin_form(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
+  PyObject *__pyx_v_url = NULL;
+  PyObject *__pyx_v_scheme = NULL;
+  PyObject *__pyx_v_sep = NULL;
+  PyObject *__pyx_v_rest = NULL;
+  PyObject *__pyx_v_end = NULL;
+  PyObject *__pyx_v_i = NULL;
+  PyObject *__pyx_v_c = NULL;
+  PyObject *__pyx_v_path = NULL;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  PyObject *__pyx_t_3 = NULL;
+  PyObject *__pyx_t_4 = NULL;
+  int __pyx_t_5;
+  int __pyx_t_6;
+  int __pyx_t_7;
+  Py_ssize_t __pyx_t_8;
+  PyObject *(*__pyx_t_9)(PyObject *);
+  Py_ssize_t __pyx_t_10;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("_origin_form", 0);
+
+  /* "engine/http/_connection.pyx":387
+ *         Anything else that does not start with "/" is left to the routes
+ *         (404, or the proxy's answer)."""
+ *         url = self.url             # <<<<<<<<<<<<<<
+ *         scheme, sep, rest = url.partition(b"://")
+ *         if not sep or scheme.lower() not in (b"http", b"https"):
+*/
+  __pyx_t_1 = __pyx_v_self->url;
+  __Pyx_INCREF(__pyx_t_1);
+  __pyx_v_url = ((PyObject*)__pyx_t_1);
+  __pyx_t_1 = 0;
+
+  /* "engine/http/_connection.pyx":388
+ *         (404, or the proxy's answer)."""
+ *         url = self.url
+ *         scheme, sep, rest = url.partition(b"://")             # <<<<<<<<<<<<<<
+ *         if not sep or scheme.lower() not in (b"http", b"https"):
+ *             return
+*/
+  __pyx_t_1 = __Pyx_CallUnboundCMethod1(&__pyx_mstate_global->__pyx_umethod_PyBytes_Type__partition, __pyx_v_url, __pyx_mstate_global->__pyx_kp_b__6); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 388, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  if (!(likely(PyTuple_CheckExact(__pyx_t_1)) || __Pyx_RaiseUnexpectedTypeError("tuple", __pyx_t_1))) __PYX_ERR(0, 388, __pyx_L1_error)
+  if (1) {
+    PyObject* sequence = __pyx_t_1;
+    Py_ssize_t size = __Pyx_PyTuple_GET_SIZE(sequence);
+    if (unlikely(size != 3)) {
+      if (size > 3) __Pyx_RaiseTooManyValuesError(3);
+      else if (size >= 0) __Pyx_RaiseNeedMoreValuesError(size);
+      __PYX_ERR(0, 388, __pyx_L1_error)
+    }
+    #if CYTHON_ASSUME_SAFE_MACROS && !CYTHON_AVOID_BORROWED_REFS
+    __pyx_t_2 = PyTuple_GET_ITEM(sequence, 0);
+    __Pyx_INCREF(__pyx_t_2);
+    __pyx_t_3 = PyTuple_GET_ITEM(sequence, 1);
+    __Pyx_INCREF(__pyx_t_3);
+    __pyx_t_4 = PyTuple_GET_ITEM(sequence, 2);
+    __Pyx_INCREF(__pyx_t_4);
+    #else
+    __pyx_t_2 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 388, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_2);
+    __pyx_t_3 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 388, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_3);
+    __pyx_t_4 = __Pyx_PySequence_ITEM(sequence, 2); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 388, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_4);
+    #endif
+    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  }
+  if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(0, 388, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_3))) __PYX_ERR(0, 388, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_4))) __PYX_ERR(0, 388, __pyx_L1_error)
+  __pyx_v_scheme = ((PyObject*)__pyx_t_2);
+  __pyx_t_2 = 0;
+  __pyx_v_sep = ((PyObject*)__pyx_t_3);
+  __pyx_t_3 = 0;
+  __pyx_v_rest = ((PyObject*)__pyx_t_4);
+  __pyx_t_4 = 0;
+
+  /* "engine/http/_connection.pyx":389
+ *         url = self.url
+ *         scheme, sep, rest = url.partition(b"://")
+ *         if not sep or scheme.lower() not in (b"http", b"https"):             # <<<<<<<<<<<<<<
+ *             return
+ *         end = len(rest)
+*/
+  if (__pyx_v_sep == Py_None) __pyx_t_6 = 0;
+  else
+  {
+    Py_ssize_t __pyx_temp = __Pyx_PyBytes_GET_SIZE(__pyx_v_sep);
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(0, 389, __pyx_L1_error)
+    __pyx_t_6 = (__pyx_temp != 0);
+  }
+
+  __pyx_t_7 = (!__pyx_t_6);
+
+
+  if (!__pyx_t_7) {
+
+  } else {
+
+    __pyx_t_5 = __pyx_t_7;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+  __pyx_t_1 = __Pyx_CallUnboundCMethod0(&__pyx_mstate_global->__pyx_umethod_PyBytes_Type__lower, __pyx_v_scheme); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 389, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  if (!(likely(PyBytes_CheckExact(__pyx_t_1)) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 389, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_CompareBoolNe_bytes_bytes(__pyx_t_1, __pyx_mstate_global->__pyx_n_b_http, Py_NE); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 389, __pyx_L1_error)
+  if (__pyx_t_6) {
+
+  } else {
+
+    __pyx_t_7 = __pyx_t_6;
+
+    goto __pyx_L6_bool_binop_done;
+  }
+  __pyx_t_6 = __Pyx_PyObject_CompareBoolNe_bytes_bytes(__pyx_t_1, __pyx_mstate_global->__pyx_n_b_https, Py_NE); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 389, __pyx_L1_error)
+
+  __pyx_t_7 = __pyx_t_6;
+
+  __pyx_L6_bool_binop_done:;
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  __pyx_t_6 = __pyx_t_7;
+
+
+
+  __pyx_t_5 = __pyx_t_6;
+
+  __pyx_L4_bool_binop_done:;
+  if (__pyx_t_5) {
+
+
+    /* "engine/http/_connection.pyx":390
+ *         scheme, sep, rest = url.partition(b"://")
+ *         if not sep or scheme.lower() not in (b"http", b"https"):
+ *             return             # <<<<<<<<<<<<<<
+ *         end = len(rest)
+ *         for i, c in enumerate(rest):
+*/
+    {
+      PyObject *__pyx_temp;
+      {
+        __pyx_temp = __pyx_r;
+        __pyx_r = Py_None; __Pyx_INCREF(Py_None);
+      }
+      __Pyx_XDECREF(__pyx_temp);
+    }
+    goto __pyx_L0;
+
+    /* "engine/http/_connection.pyx":389
+ *         url = self.url
+ *         scheme, sep, rest = url.partition(b"://")
+ *         if not sep or scheme.lower() not in (b"http", b"https"):             # <<<<<<<<<<<<<<
+ *             return
+ *         end = len(rest)
+*/
+  }
+
+  /* "engine/http/_connection.pyx":391
+ *         if not sep or scheme.lower() not in (b"http", b"https"):
+ *             return
+ *         end = len(rest)             # <<<<<<<<<<<<<<
+ *         for i, c in enumerate(rest):
+ *             if c == 47 or c == 63:      # "/" or "?"
+*/
+  if (unlikely(__pyx_v_rest == Py_None)) {
+    PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
+    __PYX_ERR(0, 391, __pyx_L1_error)
+  }
+  __pyx_t_8 = __Pyx_PyBytes_GET_SIZE(__pyx_v_rest); if (unlikely(__pyx_t_8 == ((Py_ssize_t)-1))) __PYX_ERR(0, 391, __pyx_L1_error)
+  __pyx_t_1 = PyLong_FromSsize_t(__pyx_t_8); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 391, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+
+  __pyx_v_end = __pyx_t_1;
+  __pyx_t_1 = 0;
+
+  /* "engine/http/_connection.pyx":392
+ *             return
+ *         end = len(rest)
+ *         for i, c in enumerate(rest):             # <<<<<<<<<<<<<<
+ *             if c == 47 or c == 63:      # "/" or "?"
+ *                 end = i
+*/
+  __Pyx_INCREF(__pyx_mstate_global->__pyx_int_0);
+  __pyx_t_1 = __pyx_mstate_global->__pyx_int_0;
+  __pyx_t_4 = PyObject_GetIter(__pyx_v_rest); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 392, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  __pyx_t_9 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_4); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 392, __pyx_L1_error)
+  for (;;) {
+    {
+      __pyx_t_3 = __pyx_t_9(__pyx_t_4);
+      if (unlikely(!__pyx_t_3)) {
+        PyObject* exc_type = PyErr_Occurred();
+        if (exc_type) {
+          if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 392, __pyx_L1_error)
+          PyErr_Clear();
+        }
+        break;
+      }
+    }
+    __Pyx_GOTREF(__pyx_t_3);
+    __Pyx_XDECREF_SET(__pyx_v_c, __pyx_t_3);
+    __pyx_t_3 = 0;
+    __Pyx_INCREF(__pyx_t_1);
+    __Pyx_XDECREF_SET(__pyx_v_i, __pyx_t_1);
+    __pyx_t_3 = __Pyx_PyLong_AddObjC(__pyx_t_1, __pyx_mstate_global->__pyx_int_1, 1, 0, 0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 392, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_3);
+    __Pyx_DECREF(__pyx_t_1);
+    __pyx_t_1 = __pyx_t_3;
+    __pyx_t_3 = 0;
+
+    /* "engine/http/_connection.pyx":393
+ *         end = len(rest)
+ *         for i, c in enumerate(rest):
+ *             if c == 47 or c == 63:      # "/" or "?"             # <<<<<<<<<<<<<<
+ *                 end = i
+ *                 break
+*/
+    __pyx_t_6 = (__Pyx_PyLong_BoolEqObjC(__pyx_v_c, __pyx_mstate_global->__pyx_int_47, 47, 0)); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 393, __pyx_L1_error)
+    if (!__pyx_t_6) {
+
+    } else {
+
+      __pyx_t_5 = __pyx_t_6;
+
+      goto __pyx_L11_bool_binop_done;
+    }
+    __pyx_t_6 = (__Pyx_PyLong_BoolEqObjC(__pyx_v_c, __pyx_mstate_global->__pyx_int_63, 63, 0)); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 393, __pyx_L1_error)
+
+    __pyx_t_5 = __pyx_t_6;
+
+    __pyx_L11_bool_binop_done:;
+    if (__pyx_t_5) {
+
+
+      /* "engine/http/_connection.pyx":394
+ *         for i, c in enumerate(rest):
+ *             if c == 47 or c == 63:      # "/" or "?"
+ *                 end = i             # <<<<<<<<<<<<<<
+ *                 break
+ *         self.authority = rest[:end]
+*/
+      __Pyx_INCREF(__pyx_v_i);
+      __Pyx_DECREF_SET(__pyx_v_end, __pyx_v_i);
+
+      /* "engine/http/_connection.pyx":395
+ *             if c == 47 or c == 63:      # "/" or "?"
+ *                 end = i
+ *                 break             # <<<<<<<<<<<<<<
+ *         self.authority = rest[:end]
+ *         path = rest[end:]
+*/
+      goto __pyx_L9_break;
+
+      /* "engine/http/_connection.pyx":393
+ *         end = len(rest)
+ *         for i, c in enumerate(rest):
+ *             if c == 47 or c == 63:      # "/" or "?"             # <<<<<<<<<<<<<<
+ *                 end = i
+ *                 break
+*/
+    }
+
+    /* "engine/http/_connection.pyx":392
+ *             return
+ *         end = len(rest)
+ *         for i, c in enumerate(rest):             # <<<<<<<<<<<<<<
+ *             if c == 47 or c == 63:      # "/" or "?"
+ *                 end = i
+*/
+  }
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  goto __pyx_L13_for_end;
+  __pyx_L9_break:;
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  goto __pyx_L13_for_end;
+  __pyx_L13_for_end:;
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+
+  /* "engine/http/_connection.pyx":396
+ *                 end = i
+ *                 break
+ *         self.authority = rest[:end]             # <<<<<<<<<<<<<<
+ *         path = rest[end:]
+ *         self.url = path if path[:1] == b"/" else b"/" + path
+*/
+  if (unlikely(__pyx_v_rest == Py_None)) {
+    PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
+    __PYX_ERR(0, 396, __pyx_L1_error)
+  }
+  __Pyx_INCREF(__pyx_v_end);
+  __pyx_t_1 = __pyx_v_end;
+  __pyx_t_5 = (__pyx_t_1 == Py_None);
+  if (__pyx_t_5) {
+
+    __pyx_t_8 = PY_SSIZE_T_MAX;
+  } else {
+    __pyx_t_10 = __Pyx_PyIndex_AsSsize_t(__pyx_t_1); if (unlikely((__pyx_t_10 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 396, __pyx_L1_error)
+    __pyx_t_8 = __pyx_t_10;
+  }
+
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  __pyx_t_1 = PySequence_GetSlice(__pyx_v_rest, 0, __pyx_t_8); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 396, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+
+  __Pyx_GIVEREF(__pyx_t_1);
+  __Pyx_GOTREF(__pyx_v_self->authority);
+  __Pyx_DECREF_SET(__pyx_v_self->authority, ((PyObject*)__pyx_t_1));
+  __pyx_t_1 = 0;
+
+  /* "engine/http/_connection.pyx":397
+ *                 break
+ *         self.authority = rest[:end]
+ *         path = rest[end:]             # <<<<<<<<<<<<<<
+ *         self.url = path if path[:1] == b"/" else b"/" + path
+ * 
+*/
+  if (unlikely(__pyx_v_rest == Py_None)) {
+    PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
+    __PYX_ERR(0, 397, __pyx_L1_error)
+  }
+  __Pyx_INCREF(__pyx_v_end);
+  __pyx_t_1 = __pyx_v_end;
+  __pyx_t_5 = (__pyx_t_1 == Py_None);
+  if (__pyx_t_5) {
+
+    __pyx_t_8 = 0;
+  } else {
+    __pyx_t_10 = __Pyx_PyIndex_AsSsize_t(__pyx_t_1); if (unlikely((__pyx_t_10 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 397, __pyx_L1_error)
+    __pyx_t_8 = __pyx_t_10;
+  }
+
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  __pyx_t_1 = PySequence_GetSlice(__pyx_v_rest, __pyx_t_8, PY_SSIZE_T_MAX); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 397, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+
+  __pyx_v_path = ((PyObject*)__pyx_t_1);
+  __pyx_t_1 = 0;
+
+  /* "engine/http/_connection.pyx":398
+ *         self.authority = rest[:end]
+ *         path = rest[end:]
+ *         self.url = path if path[:1] == b"/" else b"/" + path             # <<<<<<<<<<<<<<
+ * 
+ *     def _check_host(self, http_10):
+*/
+  __pyx_t_4 = PySequence_GetSlice(__pyx_v_path, 0, 1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 398, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  __pyx_t_5 = __Pyx_PyObject_CompareBoolEq_bytes_bytes(__pyx_t_4, __pyx_mstate_global->__pyx_kp_b__3, Py_EQ); if (unlikely((__pyx_t_5 < 0))) __PYX_ERR(0, 398, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  if (__pyx_t_5) {
+    __Pyx_INCREF(__pyx_v_path);
+    __pyx_t_1 = __pyx_v_path;
+  } else {
+    __pyx_t_4 = PyNumber_Add(__pyx_mstate_global->__pyx_kp_b__3, __pyx_v_path); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 398, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_4);
+    __pyx_t_1 = __pyx_t_4;
+    __pyx_t_4 = 0;
+  }
+
+  __Pyx_GIVEREF(__pyx_t_1);
+  __Pyx_GOTREF(__pyx_v_self->url);
+  __Pyx_DECREF_SET(__pyx_v_self->url, ((PyObject*)__pyx_t_1));
+  __pyx_t_1 = 0;
+
+  /* "engine/http/_connection.pyx":382
+ *         self._check_body_head(req.headers.get(b"content-length"), req.headers.get(b"expect"))
+ * 
+ *     def _origin_form(self):             # <<<<<<<<<<<<<<
+ *         """An absolute-form target (``http://host/path?q``): route and parse
+ *         its path and query; its authority replaces Host (RFC 9112 3.2.2).
+*/
+
+  /* function exit code */
+  __pyx_r = Py_None; __Pyx_INCREF(Py_None);
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_1);
+  __Pyx_XDECREF(__pyx_t_2);
+  __Pyx_XDECREF(__pyx_t_3);
+  __Pyx_XDECREF(__pyx_t_4);
+  __Pyx_AddTraceback("engine.http._connection.HttpConnection._origin_form", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+  __Pyx_XDECREF(__pyx_v_url);
+  __Pyx_XDECREF(__pyx_v_scheme);
+  __Pyx_XDECREF(__pyx_v_sep);
+  __Pyx_XDECREF(__pyx_v_rest);
+  __Pyx_XDECREF(__pyx_v_end);
+  __Pyx_XDECREF(__pyx_v_i);
+  __Pyx_XDECREF(__pyx_v_c);
+  __Pyx_XDECREF(__pyx_v_path);
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "engine/http/_connection.pyx":400
+ *         self.url = path if path[:1] == b"/" else b"/" + path
+ * 
+ *     def _check_host(self, http_10):             # <<<<<<<<<<<<<<
+ *         # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0)
+ *         if self.hosts > 1:
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_25_check_host(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+); /*proto*/
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_25_check_host = {"_check_host", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_25_check_host, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_25_check_host(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+) {
+  PyObject *__pyx_v_http_10 = 0;
+  #if !CYTHON_VECTORCALL
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  #endif
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[1] = {0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("_check_host (wrapper)", 0);
+  #if !CYTHON_VECTORCALL
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_FASTCALL(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_http_10,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 400, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  1:
+        values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 400, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_check_host", 0) < (0)) __PYX_ERR(0, 400, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_check_host", 1, 1, 1, i); __PYX_ERR(0, 400, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 1)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 400, __pyx_L3_error)
+    }
+    __pyx_v_http_10 = values[0];
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("_check_host", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 400, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __Pyx_AddTraceback("engine.http._connection.HttpConnection._check_host", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_24_check_host(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_http_10);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24_check_host(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_http_10) {
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  PyObject *__pyx_t_2 = NULL;
+  PyObject *__pyx_t_3 = NULL;
+  int __pyx_t_4;
+  int __pyx_t_5;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("_check_host", 0);
+
+  /* "engine/http/_connection.pyx":402
+ *     def _check_host(self, http_10):
+ *         # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0)
+ *         if self.hosts > 1:             # <<<<<<<<<<<<<<
+ *             raise RequestRefused(400, "more than one Host header")
+ *         if not http_10 and not self.hosts:
+*/
+  __pyx_t_1 = (__pyx_v_self->hosts > 1);
+
+  if (unlikely(__pyx_t_1)) {
+
+
+    /* "engine/http/_connection.pyx":403
+ *         # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0)
+ *         if self.hosts > 1:
+ *             raise RequestRefused(400, "more than one Host header")             # <<<<<<<<<<<<<<
+ *         if not http_10 and not self.hosts:
+ *             raise RequestRefused(400, "missing Host header")
+*/
+    __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 403, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_2);
+    __pyx_t_3 = __Pyx_PyObject_Call(__pyx_t_2, __pyx_mstate_global->__pyx_tuple[4], NULL); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 403, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_3);
+    __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+    __Pyx_Raise(__pyx_t_3, 0, 0, 0);
+    __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
+    __PYX_ERR(0, 403, __pyx_L1_error)
+
+    /* "engine/http/_connection.pyx":402
+ *     def _check_host(self, http_10):
+ *         # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0)
+ *         if self.hosts > 1:             # <<<<<<<<<<<<<<
+ *             raise RequestRefused(400, "more than one Host header")
+ *         if not http_10 and not self.hosts:
+*/
+  }
+
+  /* "engine/http/_connection.pyx":404
+ *         if self.hosts > 1:
+ *             raise RequestRefused(400, "more than one Host header")
+ *         if not http_10 and not self.hosts:             # <<<<<<<<<<<<<<
+ *             raise RequestRefused(400, "missing Host header")
+ * 
+*/
+  __pyx_t_4 = __Pyx_PyObject_IsTrue(__pyx_v_http_10); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(0, 404, __pyx_L1_error)
+  __pyx_t_5 = (!__pyx_t_4);
+
+
+  if (__pyx_t_5) {
+
+  } else {
+
+    __pyx_t_1 = __pyx_t_5;
+
+    goto __pyx_L5_bool_binop_done;
+  }
+  __pyx_t_5 = (!(__pyx_v_self->hosts != 0));
+
+
+  __pyx_t_1 = __pyx_t_5;
+
+  __pyx_L5_bool_binop_done:;
+  if (unlikely(__pyx_t_1)) {
+
+
+    /* "engine/http/_connection.pyx":405
+ *             raise RequestRefused(400, "more than one Host header")
+ *         if not http_10 and not self.hosts:
+ *             raise RequestRefused(400, "missing Host header")             # <<<<<<<<<<<<<<
+ * 
+ *     def _check_body_head(self, length, expect):
+*/
+    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 405, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_3);
+    __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_3, __pyx_mstate_global->__pyx_tuple[5], NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 405, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_2);
+    __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
+    __Pyx_Raise(__pyx_t_2, 0, 0, 0);
+    __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+    __PYX_ERR(0, 405, __pyx_L1_error)
+
+    /* "engine/http/_connection.pyx":404
+ *         if self.hosts > 1:
+ *             raise RequestRefused(400, "more than one Host header")
+ *         if not http_10 and not self.hosts:             # <<<<<<<<<<<<<<
+ *             raise RequestRefused(400, "missing Host header")
+ * 
+*/
+  }
+
+  /* "engine/http/_connection.pyx":400
+ *         self.url = path if path[:1] == b"/" else b"/" + path
+ * 
+ *     def _check_host(self, http_10):             # <<<<<<<<<<<<<<
+ *         # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0)
+ *         if self.hosts > 1:
+*/
+
+  /* function exit code */
+  __pyx_r = Py_None; __Pyx_INCREF(Py_None);
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_2);
+  __Pyx_XDECREF(__pyx_t_3);
+  __Pyx_AddTraceback("engine.http._connection.HttpConnection._check_host", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "engine/http/_connection.pyx":407
+ *             raise RequestRefused(400, "missing Host header")
  * 
  *     def _check_body_head(self, length, expect):             # <<<<<<<<<<<<<<
  *         if length is not None and length.isdigit() and \
@@ -13510,15 +14567,15 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_23_check_body_head(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_27_check_body_head(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_23_check_body_head = {"_check_body_head", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_23_check_body_head, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_23_check_body_head(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_27_check_body_head = {"_check_body_head", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_27_check_body_head, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_27_check_body_head(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -13549,39 +14606,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_length,&__pyx_mstate_global->__pyx_n_u_expect,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 375, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 407, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 375, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 407, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 375, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 407, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_check_body_head", 0) < (0)) __PYX_ERR(0, 375, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_check_body_head", 0) < (0)) __PYX_ERR(0, 407, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_check_body_head", 1, 2, 2, i); __PYX_ERR(0, 375, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_check_body_head", 1, 2, 2, i); __PYX_ERR(0, 407, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 375, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 407, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 375, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 407, __pyx_L3_error)
     }
     __pyx_v_length = values[0];
     __pyx_v_expect = values[1];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("_check_body_head", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 375, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("_check_body_head", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 407, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -13592,7 +14649,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_22_check_body_head(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_length, __pyx_v_expect);
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_body_head(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_length, __pyx_v_expect);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -13602,7 +14659,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_check_body_head(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_length, PyObject *__pyx_v_expect) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_body_head(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_length, PyObject *__pyx_v_expect) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   int __pyx_t_1;
@@ -13616,7 +14673,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_check_
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_check_body_head", 0);
 
-  /* "engine/http/_connection.pyx":376
+  /* "engine/http/_connection.pyx":408
  * 
  *     def _check_body_head(self, length, expect):
  *         if length is not None and length.isdigit() and \             # <<<<<<<<<<<<<<
@@ -13639,10 +14696,10 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_check_
     PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
     __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_isdigit, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 376, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 408, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 376, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 408, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_2) {
 
@@ -13653,18 +14710,18 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_check_
     goto __pyx_L4_bool_binop_done;
   }
 
-  /* "engine/http/_connection.pyx":377
+  /* "engine/http/_connection.pyx":409
  *     def _check_body_head(self, length, expect):
  *         if length is not None and length.isdigit() and \
  *                 int(length) > self.registry.max_body_bytes:             # <<<<<<<<<<<<<<
  *             raise RequestRefused(413, "body too large")
  *         if expect is not None and expect.lower() == b"100-continue" and not self.pending:
 */
-  __pyx_t_3 = __Pyx_PyNumber_Int(__pyx_v_length); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 377, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyNumber_Int(__pyx_v_length); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 409, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = PyLong_FromSsize_t(__pyx_v_self->registry->max_body_bytes); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 377, __pyx_L1_error)
+  __pyx_t_4 = PyLong_FromSsize_t(__pyx_v_self->registry->max_body_bytes); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 409, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_2 = __Pyx_PyObject_CompareBoolGt_int_int(__pyx_t_3, __pyx_t_4, Py_GT); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 377, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_CompareBoolGt_int_int(__pyx_t_3, __pyx_t_4, Py_GT); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 409, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
@@ -13672,7 +14729,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_check_
 
   __pyx_L4_bool_binop_done:;
 
-  /* "engine/http/_connection.pyx":376
+  /* "engine/http/_connection.pyx":408
  * 
  *     def _check_body_head(self, length, expect):
  *         if length is not None and length.isdigit() and \             # <<<<<<<<<<<<<<
@@ -13682,23 +14739,23 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_check_
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "engine/http/_connection.pyx":378
+    /* "engine/http/_connection.pyx":410
  *         if length is not None and length.isdigit() and \
  *                 int(length) > self.registry.max_body_bytes:
  *             raise RequestRefused(413, "body too large")             # <<<<<<<<<<<<<<
  *         if expect is not None and expect.lower() == b"100-continue" and not self.pending:
  *             self.transport.write(_CONTINUE)
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 378, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 410, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_3 = __Pyx_PyObject_Call(__pyx_t_4, __pyx_mstate_global->__pyx_tuple[4], NULL); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 378, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyObject_Call(__pyx_t_4, __pyx_mstate_global->__pyx_tuple[0], NULL); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 410, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_Raise(__pyx_t_3, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __PYX_ERR(0, 378, __pyx_L1_error)
+    __PYX_ERR(0, 410, __pyx_L1_error)
 
-    /* "engine/http/_connection.pyx":376
+    /* "engine/http/_connection.pyx":408
  * 
  *     def _check_body_head(self, length, expect):
  *         if length is not None and length.isdigit() and \             # <<<<<<<<<<<<<<
@@ -13707,7 +14764,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_check_
 */
   }
 
-  /* "engine/http/_connection.pyx":379
+  /* "engine/http/_connection.pyx":411
  *                 int(length) > self.registry.max_body_bytes:
  *             raise RequestRefused(413, "body too large")
  *         if expect is not None and expect.lower() == b"100-continue" and not self.pending:             # <<<<<<<<<<<<<<
@@ -13730,10 +14787,10 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_check_
     PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
     __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_lower, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 379, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 411, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
-  __pyx_t_2 = __Pyx_PyObject_CompareBoolEq_object_bytes(__pyx_t_3, __pyx_mstate_global->__pyx_kp_b_100_continue, Py_EQ); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 379, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_CompareBoolEq_object_bytes(__pyx_t_3, __pyx_mstate_global->__pyx_kp_b_100_continue, Py_EQ); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 411, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_2) {
 
@@ -13743,7 +14800,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_check_
 
     goto __pyx_L8_bool_binop_done;
   }
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 379, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 411, __pyx_L1_error)
   __pyx_t_6 = (!__pyx_t_2);
 
 
@@ -13754,7 +14811,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_check_
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":380
+    /* "engine/http/_connection.pyx":412
  *             raise RequestRefused(413, "body too large")
  *         if expect is not None and expect.lower() == b"100-continue" and not self.pending:
  *             self.transport.write(_CONTINUE)             # <<<<<<<<<<<<<<
@@ -13768,12 +14825,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_check_
       PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_v_6engine_4http_11_connection__CONTINUE};
       __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_write, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 380, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 412, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-    /* "engine/http/_connection.pyx":379
+    /* "engine/http/_connection.pyx":411
  *                 int(length) > self.registry.max_body_bytes:
  *             raise RequestRefused(413, "body too large")
  *         if expect is not None and expect.lower() == b"100-continue" and not self.pending:             # <<<<<<<<<<<<<<
@@ -13782,8 +14839,8 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_check_
 */
   }
 
-  /* "engine/http/_connection.pyx":375
- *         self._check_body_head(req.headers.get(b"content-length"), req.headers.get(b"expect"))
+  /* "engine/http/_connection.pyx":407
+ *             raise RequestRefused(400, "missing Host header")
  * 
  *     def _check_body_head(self, length, expect):             # <<<<<<<<<<<<<<
  *         if length is not None and length.isdigit() and \
@@ -13804,7 +14861,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_check_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":382
+/* "engine/http/_connection.pyx":414
  *             self.transport.write(_CONTINUE)
  * 
  *     def on_body(self, bytes body):             # <<<<<<<<<<<<<<
@@ -13813,15 +14870,15 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_check_
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_25on_body(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_29on_body(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_25on_body = {"on_body", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_25on_body, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_25on_body(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_29on_body = {"on_body", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_29on_body, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_29on_body(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -13851,32 +14908,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_body,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 382, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 414, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 382, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 414, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "on_body", 0) < (0)) __PYX_ERR(0, 382, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "on_body", 0) < (0)) __PYX_ERR(0, 414, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("on_body", 1, 1, 1, i); __PYX_ERR(0, 382, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("on_body", 1, 1, 1, i); __PYX_ERR(0, 414, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 382, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 414, __pyx_L3_error)
     }
     __pyx_v_body = ((PyObject*)values[0]);
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("on_body", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 382, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("on_body", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 414, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -13887,8 +14944,8 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_body), (&PyBytes_Type), 1, "body", 1))) __PYX_ERR(0, 382, __pyx_L1_error)
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_24on_body(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_body);
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_body), (&PyBytes_Type), 1, "body", 1))) __PYX_ERR(0, 414, __pyx_L1_error)
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_body);
 
   /* function exit code */
   goto __pyx_L0;
@@ -13907,7 +14964,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24on_body(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_body) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_body) {
   PyObject *__pyx_v_req = NULL;
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
@@ -13923,7 +14980,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24on_body
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("on_body", 0);
 
-  /* "engine/http/_connection.pyx":383
+  /* "engine/http/_connection.pyx":415
  * 
  *     def on_body(self, bytes body):
  *         req = self.request             # <<<<<<<<<<<<<<
@@ -13935,7 +14992,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24on_body
   __pyx_v_req = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":384
+  /* "engine/http/_connection.pyx":416
  *     def on_body(self, bytes body):
  *         req = self.request
  *         if req is not None and req.stream is not None:             # <<<<<<<<<<<<<<
@@ -13951,7 +15008,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24on_body
 
     goto __pyx_L4_bool_binop_done;
   }
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 384, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 416, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_t_3 = (__pyx_t_1 != Py_None);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
@@ -13962,14 +15019,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24on_body
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":385
+    /* "engine/http/_connection.pyx":417
  *         req = self.request
  *         if req is not None and req.stream is not None:
  *             req.stream.feed(body)             # <<<<<<<<<<<<<<
  *             self.deadline = self.registry.clock + self.registry.read_timeout
  *             return
 */
-    __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 385, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 417, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_t_4 = __pyx_t_5;
     __Pyx_INCREF(__pyx_t_4);
@@ -13979,12 +15036,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24on_body
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_feed, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 385, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 417, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":386
+    /* "engine/http/_connection.pyx":418
  *         if req is not None and req.stream is not None:
  *             req.stream.feed(body)
  *             self.deadline = self.registry.clock + self.registry.read_timeout             # <<<<<<<<<<<<<<
@@ -13993,7 +15050,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24on_body
 */
     __pyx_v_self->deadline = (__pyx_v_self->registry->clock + __pyx_v_self->registry->read_timeout);
 
-    /* "engine/http/_connection.pyx":387
+    /* "engine/http/_connection.pyx":419
  *             req.stream.feed(body)
  *             self.deadline = self.registry.clock + self.registry.read_timeout
  *             return             # <<<<<<<<<<<<<<
@@ -14010,7 +15067,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24on_body
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":384
+    /* "engine/http/_connection.pyx":416
  *     def on_body(self, bytes body):
  *         req = self.request
  *         if req is not None and req.stream is not None:             # <<<<<<<<<<<<<<
@@ -14019,7 +15076,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24on_body
 */
   }
 
-  /* "engine/http/_connection.pyx":388
+  /* "engine/http/_connection.pyx":420
  *             self.deadline = self.registry.clock + self.registry.read_timeout
  *             return
  *         self.body_size += PyBytes_GET_SIZE(body)             # <<<<<<<<<<<<<<
@@ -14028,7 +15085,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24on_body
 */
   __pyx_v_self->body_size = (__pyx_v_self->body_size + PyBytes_GET_SIZE(__pyx_v_body));
 
-  /* "engine/http/_connection.pyx":389
+  /* "engine/http/_connection.pyx":421
  *             return
  *         self.body_size += PyBytes_GET_SIZE(body)
  *         if self.body_size > self.registry.max_body_bytes:             # <<<<<<<<<<<<<<
@@ -14040,23 +15097,23 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24on_body
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "engine/http/_connection.pyx":390
+    /* "engine/http/_connection.pyx":422
  *         self.body_size += PyBytes_GET_SIZE(body)
  *         if self.body_size > self.registry.max_body_bytes:
  *             raise RequestRefused(413, "body too large")             # <<<<<<<<<<<<<<
  *         if self.body is None:
  *             self.body = [body]
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 390, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 422, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
-    __pyx_t_5 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[4], NULL); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 390, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[0], NULL); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 422, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_Raise(__pyx_t_5, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    __PYX_ERR(0, 390, __pyx_L1_error)
+    __PYX_ERR(0, 422, __pyx_L1_error)
 
-    /* "engine/http/_connection.pyx":389
+    /* "engine/http/_connection.pyx":421
  *             return
  *         self.body_size += PyBytes_GET_SIZE(body)
  *         if self.body_size > self.registry.max_body_bytes:             # <<<<<<<<<<<<<<
@@ -14065,7 +15122,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24on_body
 */
   }
 
-  /* "engine/http/_connection.pyx":391
+  /* "engine/http/_connection.pyx":423
  *         if self.body_size > self.registry.max_body_bytes:
  *             raise RequestRefused(413, "body too large")
  *         if self.body is None:             # <<<<<<<<<<<<<<
@@ -14076,24 +15133,24 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24on_body
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":392
+    /* "engine/http/_connection.pyx":424
  *             raise RequestRefused(413, "body too large")
  *         if self.body is None:
  *             self.body = [body]             # <<<<<<<<<<<<<<
  *         else:
  *             self.body.append(body)
 */
-    __pyx_t_5 = PyList_New(1); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 392, __pyx_L1_error)
+    __pyx_t_5 = PyList_New(1); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 424, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __Pyx_INCREF(__pyx_v_body);
     __Pyx_GIVEREF(__pyx_v_body);
-    if (__Pyx_PyList_SET_ITEM(__pyx_t_5, 0, __pyx_v_body) != (0)) __PYX_ERR(0, 392, __pyx_L1_error);
+    if (__Pyx_PyList_SET_ITEM(__pyx_t_5, 0, __pyx_v_body) != (0)) __PYX_ERR(0, 424, __pyx_L1_error);
     __Pyx_GIVEREF(__pyx_t_5);
     __Pyx_GOTREF(__pyx_v_self->body);
     __Pyx_DECREF_SET(__pyx_v_self->body, ((PyObject*)__pyx_t_5));
     __pyx_t_5 = 0;
 
-    /* "engine/http/_connection.pyx":391
+    /* "engine/http/_connection.pyx":423
  *         if self.body_size > self.registry.max_body_bytes:
  *             raise RequestRefused(413, "body too large")
  *         if self.body is None:             # <<<<<<<<<<<<<<
@@ -14103,7 +15160,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24on_body
     goto __pyx_L7;
   }
 
-  /* "engine/http/_connection.pyx":394
+  /* "engine/http/_connection.pyx":426
  *             self.body = [body]
  *         else:
  *             self.body.append(body)             # <<<<<<<<<<<<<<
@@ -14113,14 +15170,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24on_body
   /*else*/ {
     if (unlikely(__pyx_v_self->body == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-      __PYX_ERR(0, 394, __pyx_L1_error)
+      __PYX_ERR(0, 426, __pyx_L1_error)
     }
-    __pyx_t_7 = __Pyx_PyList_Append(__pyx_v_self->body, __pyx_v_body); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 394, __pyx_L1_error)
+    __pyx_t_7 = __Pyx_PyList_Append(__pyx_v_self->body, __pyx_v_body); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 426, __pyx_L1_error)
 
   }
   __pyx_L7:;
 
-  /* "engine/http/_connection.pyx":382
+  /* "engine/http/_connection.pyx":414
  *             self.transport.write(_CONTINUE)
  * 
  *     def on_body(self, bytes body):             # <<<<<<<<<<<<<<
@@ -14144,7 +15201,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24on_body
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":396
+/* "engine/http/_connection.pyx":428
  *             self.body.append(body)
  * 
  *     def on_message_complete(self):             # <<<<<<<<<<<<<<
@@ -14153,15 +15210,15 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24on_body
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_27on_message_complete(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_31on_message_complete(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_27on_message_complete = {"on_message_complete", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_27on_message_complete, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_27on_message_complete(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_31on_message_complete = {"on_message_complete", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_31on_message_complete, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_31on_message_complete(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -14187,14 +15244,14 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
   if (unlikely(__pyx_kwds_len < 0)) return NULL;
   if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("on_message_complete", __pyx_kwds); return NULL;}
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_message_complete(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_message_complete(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_message_complete(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_message_complete(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
   int __pyx_v_keep;
   PyObject *__pyx_v_req = NULL;
   PyObject *__pyx_v_response = NULL;
@@ -14214,7 +15271,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("on_message_complete", 0);
 
-  /* "engine/http/_connection.pyx":398
+  /* "engine/http/_connection.pyx":430
  *     def on_message_complete(self):
  *         cdef bint keep
  *         self.state = S_IDLE             # <<<<<<<<<<<<<<
@@ -14223,7 +15280,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
 */
   __pyx_v_self->state = __pyx_e_6engine_4http_11_connection_S_IDLE;
 
-  /* "engine/http/_connection.pyx":399
+  /* "engine/http/_connection.pyx":431
  *         cdef bint keep
  *         self.state = S_IDLE
  *         self.deadline = self.registry.clock + self.registry.idle_timeout             # <<<<<<<<<<<<<<
@@ -14232,7 +15289,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
 */
   __pyx_v_self->deadline = (__pyx_v_self->registry->clock + __pyx_v_self->registry->idle_timeout);
 
-  /* "engine/http/_connection.pyx":400
+  /* "engine/http/_connection.pyx":432
  *         self.state = S_IDLE
  *         self.deadline = self.registry.clock + self.registry.idle_timeout
  *         if self.is_fast:             # <<<<<<<<<<<<<<
@@ -14241,7 +15298,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
 */
   if (__pyx_v_self->is_fast) {
 
-    /* "engine/http/_connection.pyx":401
+    /* "engine/http/_connection.pyx":433
  *         self.deadline = self.registry.clock + self.registry.idle_timeout
  *         if self.is_fast:
  *             keep = self.keep_alive and not self.closing and not self.upgrade             # <<<<<<<<<<<<<<
@@ -14272,17 +15329,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
     __pyx_L4_bool_binop_done:;
     __pyx_v_keep = __pyx_t_1;
 
-    /* "engine/http/_connection.pyx":402
+    /* "engine/http/_connection.pyx":434
  *         if self.is_fast:
  *             keep = self.keep_alive and not self.closing and not self.upgrade
  *             self.fast.answer(self, keep)             # <<<<<<<<<<<<<<
  *             return
  *         req = self.request
 */
-    __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_FastRoutes *)__pyx_v_self->fast->__pyx_vtab)->answer(__pyx_v_self->fast, __pyx_v_self, __pyx_v_keep); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 402, __pyx_L1_error)
+    __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_FastRoutes *)__pyx_v_self->fast->__pyx_vtab)->answer(__pyx_v_self->fast, __pyx_v_self, __pyx_v_keep); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 434, __pyx_L1_error)
 
 
-    /* "engine/http/_connection.pyx":403
+    /* "engine/http/_connection.pyx":435
  *             keep = self.keep_alive and not self.closing and not self.upgrade
  *             self.fast.answer(self, keep)
  *             return             # <<<<<<<<<<<<<<
@@ -14299,7 +15356,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":400
+    /* "engine/http/_connection.pyx":432
  *         self.state = S_IDLE
  *         self.deadline = self.registry.clock + self.registry.idle_timeout
  *         if self.is_fast:             # <<<<<<<<<<<<<<
@@ -14308,7 +15365,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
 */
   }
 
-  /* "engine/http/_connection.pyx":404
+  /* "engine/http/_connection.pyx":436
  *             self.fast.answer(self, keep)
  *             return
  *         req = self.request             # <<<<<<<<<<<<<<
@@ -14320,7 +15377,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
   __pyx_v_req = __pyx_t_4;
   __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":405
+  /* "engine/http/_connection.pyx":437
  *             return
  *         req = self.request
  *         self.request = None             # <<<<<<<<<<<<<<
@@ -14332,28 +15389,28 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
   __Pyx_GOTREF(__pyx_v_self->request);
   __Pyx_DECREF_SET(__pyx_v_self->request, Py_None);
 
-  /* "engine/http/_connection.pyx":406
+  /* "engine/http/_connection.pyx":438
  *         req = self.request
  *         self.request = None
  *         if req.stream is not None:             # <<<<<<<<<<<<<<
  *             req.stream.feed_eof()
  *             if req.upgrade and req.stream is not _DISCARD:
 */
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 406, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 438, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __pyx_t_1 = (__pyx_t_4 != Py_None);
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":407
+    /* "engine/http/_connection.pyx":439
  *         self.request = None
  *         if req.stream is not None:
  *             req.stream.feed_eof()             # <<<<<<<<<<<<<<
  *             if req.upgrade and req.stream is not _DISCARD:
  *                 self.tunnel_to = req.stream
 */
-    __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 407, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 439, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __pyx_t_5 = __pyx_t_6;
     __Pyx_INCREF(__pyx_t_5);
@@ -14363,21 +15420,21 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
       __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_feed_eof, __pyx_callargs+__pyx_t_7, (1-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
       __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 407, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 439, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-    /* "engine/http/_connection.pyx":408
+    /* "engine/http/_connection.pyx":440
  *         if req.stream is not None:
  *             req.stream.feed_eof()
  *             if req.upgrade and req.stream is not _DISCARD:             # <<<<<<<<<<<<<<
  *                 self.tunnel_to = req.stream
  *             return
 */
-    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 408, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 440, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 408, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 440, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
     if (__pyx_t_2) {
 
@@ -14387,7 +15444,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
 
       goto __pyx_L9_bool_binop_done;
     }
-    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 408, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 440, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_t_2 = (__pyx_t_4 != __pyx_v_6engine_4http_11_connection__DISCARD);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
@@ -14398,21 +15455,21 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":409
+      /* "engine/http/_connection.pyx":441
  *             req.stream.feed_eof()
  *             if req.upgrade and req.stream is not _DISCARD:
  *                 self.tunnel_to = req.stream             # <<<<<<<<<<<<<<
  *             return
  *         if self.body is not None:
 */
-      __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 409, __pyx_L1_error)
+      __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 441, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
       __Pyx_GIVEREF(__pyx_t_4);
       __Pyx_GOTREF(__pyx_v_self->tunnel_to);
       __Pyx_DECREF_SET(__pyx_v_self->tunnel_to, __pyx_t_4);
       __pyx_t_4 = 0;
 
-      /* "engine/http/_connection.pyx":408
+      /* "engine/http/_connection.pyx":440
  *         if req.stream is not None:
  *             req.stream.feed_eof()
  *             if req.upgrade and req.stream is not _DISCARD:             # <<<<<<<<<<<<<<
@@ -14421,7 +15478,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
 */
     }
 
-    /* "engine/http/_connection.pyx":410
+    /* "engine/http/_connection.pyx":442
  *             if req.upgrade and req.stream is not _DISCARD:
  *                 self.tunnel_to = req.stream
  *             return             # <<<<<<<<<<<<<<
@@ -14438,7 +15495,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":406
+    /* "engine/http/_connection.pyx":438
  *         req = self.request
  *         self.request = None
  *         if req.stream is not None:             # <<<<<<<<<<<<<<
@@ -14447,7 +15504,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
 */
   }
 
-  /* "engine/http/_connection.pyx":411
+  /* "engine/http/_connection.pyx":443
  *                 self.tunnel_to = req.stream
  *             return
  *         if self.body is not None:             # <<<<<<<<<<<<<<
@@ -14458,7 +15515,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":412
+    /* "engine/http/_connection.pyx":444
  *             return
  *         if self.body is not None:
  *             req.body = b"".join(self.body)             # <<<<<<<<<<<<<<
@@ -14467,25 +15524,25 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
 */
     __pyx_t_4 = __pyx_v_self->body;
     __Pyx_INCREF(__pyx_t_4);
-    __pyx_t_6 = __Pyx_PyBytes_Join(__pyx_mstate_global->__pyx_kp_b_, __pyx_t_4); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 412, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_PyBytes_Join(__pyx_mstate_global->__pyx_kp_b_, __pyx_t_4); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 444, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_body, __pyx_t_6) < (0)) __PYX_ERR(0, 412, __pyx_L1_error)
+    if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_body, __pyx_t_6) < (0)) __PYX_ERR(0, 444, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
 
-    /* "engine/http/_connection.pyx":413
+    /* "engine/http/_connection.pyx":445
  *         if self.body is not None:
  *             req.body = b"".join(self.body)
  *             req.body_size = self.body_size             # <<<<<<<<<<<<<<
  *         keep = req.keep_alive and not self.closing and not req.upgrade
  *         response = self.app.handle(self, req, keep)
 */
-    __pyx_t_6 = PyLong_FromSsize_t(__pyx_v_self->body_size); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 413, __pyx_L1_error)
+    __pyx_t_6 = PyLong_FromSsize_t(__pyx_v_self->body_size); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 445, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
-    if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_body_size, __pyx_t_6) < (0)) __PYX_ERR(0, 413, __pyx_L1_error)
+    if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_body_size, __pyx_t_6) < (0)) __PYX_ERR(0, 445, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
 
-    /* "engine/http/_connection.pyx":411
+    /* "engine/http/_connection.pyx":443
  *                 self.tunnel_to = req.stream
  *             return
  *         if self.body is not None:             # <<<<<<<<<<<<<<
@@ -14494,16 +15551,16 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
 */
   }
 
-  /* "engine/http/_connection.pyx":414
+  /* "engine/http/_connection.pyx":446
  *             req.body = b"".join(self.body)
  *             req.body_size = self.body_size
  *         keep = req.keep_alive and not self.closing and not req.upgrade             # <<<<<<<<<<<<<<
  *         response = self.app.handle(self, req, keep)
  *         self.answer_c(req.wait_epoch, response, keep)
 */
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_keep_alive); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 414, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_keep_alive); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 446, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_6); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 414, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_6); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 446, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
   if (__pyx_t_2) {
 
@@ -14523,9 +15580,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
 
     goto __pyx_L12_bool_binop_done;
   }
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 414, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 446, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_6); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 414, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_6); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 446, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
   __pyx_t_8 = (!__pyx_t_2);
 
@@ -14536,7 +15593,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
   __pyx_L12_bool_binop_done:;
   __pyx_v_keep = __pyx_t_1;
 
-  /* "engine/http/_connection.pyx":415
+  /* "engine/http/_connection.pyx":447
  *             req.body_size = self.body_size
  *         keep = req.keep_alive and not self.closing and not req.upgrade
  *         response = self.app.handle(self, req, keep)             # <<<<<<<<<<<<<<
@@ -14545,7 +15602,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
 */
   __pyx_t_4 = __pyx_v_self->app;
   __Pyx_INCREF(__pyx_t_4);
-  __pyx_t_5 = __Pyx_PyBool_FromLong(__pyx_v_keep); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 415, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyBool_FromLong(__pyx_v_keep); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 447, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_t_7 = 0;
   {
@@ -14553,28 +15610,28 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
     __pyx_t_6 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_handle, __pyx_callargs+__pyx_t_7, (4-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 415, __pyx_L1_error)
+    if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 447, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
   }
   __pyx_v_response = __pyx_t_6;
   __pyx_t_6 = 0;
 
-  /* "engine/http/_connection.pyx":416
+  /* "engine/http/_connection.pyx":448
  *         keep = req.keep_alive and not self.closing and not req.upgrade
  *         response = self.app.handle(self, req, keep)
  *         self.answer_c(req.wait_epoch, response, keep)             # <<<<<<<<<<<<<<
  * 
  *     # ---- answers in request order -----------------------------------------
 */
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_wait_epoch); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 416, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_wait_epoch); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 448, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_9 = __Pyx_PyLong_As_uint64_t(__pyx_t_6); if (unlikely((__pyx_t_9 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 416, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyLong_As_uint64_t(__pyx_t_6); if (unlikely((__pyx_t_9 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 448, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, __pyx_t_9, __pyx_v_response, __pyx_v_keep); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 416, __pyx_L1_error)
+  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, __pyx_t_9, __pyx_v_response, __pyx_v_keep); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 448, __pyx_L1_error)
 
 
 
-  /* "engine/http/_connection.pyx":396
+  /* "engine/http/_connection.pyx":428
  *             self.body.append(body)
  * 
  *     def on_message_complete(self):             # <<<<<<<<<<<<<<
@@ -14600,7 +15657,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":419
+/* "engine/http/_connection.pyx":451
  * 
  *     # ---- answers in request order -----------------------------------------
  *     def answer(self, epoch, answer, keep):             # <<<<<<<<<<<<<<
@@ -14609,16 +15666,16 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_mess
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_29answer(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_33answer(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_28answer, "Write ``answer`` (bytes or a Stream) now if nothing is ahead of it,\n        else queue it; ``epoch``: the spool group it must wait for (0: none).");
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_29answer = {"answer", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_29answer, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_28answer};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_29answer(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_32answer, "Write ``answer`` (bytes or a Stream) now if nothing is ahead of it,\n        else queue it; ``epoch``: the spool group it must wait for (0: none).");
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_33answer = {"answer", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_33answer, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_32answer};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_33answer(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -14650,38 +15707,38 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_epoch,&__pyx_mstate_global->__pyx_n_u_answer,&__pyx_mstate_global->__pyx_n_u_keep,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 419, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 451, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 419, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 451, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 419, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 451, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 419, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 451, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "answer", 0) < (0)) __PYX_ERR(0, 419, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "answer", 0) < (0)) __PYX_ERR(0, 451, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("answer", 1, 3, 3, i); __PYX_ERR(0, 419, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("answer", 1, 3, 3, i); __PYX_ERR(0, 451, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 419, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 451, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 419, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 451, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 419, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 451, __pyx_L3_error)
     }
     __pyx_v_epoch = values[0];
     __pyx_v_answer = values[1];
@@ -14689,7 +15746,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("answer", 1, 3, 3, __pyx_nargs); __PYX_ERR(0, 419, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("answer", 1, 3, 3, __pyx_nargs); __PYX_ERR(0, 451, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -14700,7 +15757,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_28answer(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_epoch, __pyx_v_answer, __pyx_v_keep);
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_32answer(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_epoch, __pyx_v_answer, __pyx_v_keep);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -14710,7 +15767,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28answer(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_epoch, PyObject *__pyx_v_answer, PyObject *__pyx_v_keep) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32answer(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_epoch, PyObject *__pyx_v_answer, PyObject *__pyx_v_keep) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   uint64_t __pyx_t_1;
@@ -14721,21 +15778,21 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28answer(
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("answer", 0);
 
-  /* "engine/http/_connection.pyx":422
+  /* "engine/http/_connection.pyx":454
  *         """Write ``answer`` (bytes or a Stream) now if nothing is ahead of it,
  *         else queue it; ``epoch``: the spool group it must wait for (0: none)."""
  *         self.answer_c(epoch, answer, keep)             # <<<<<<<<<<<<<<
  * 
  *     cdef int answer_c(self, uint64_t epoch, object answer, bint keep) except -1:
 */
-  __pyx_t_1 = __Pyx_PyLong_As_uint64_t(__pyx_v_epoch); if (unlikely((__pyx_t_1 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 422, __pyx_L1_error)
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_keep); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 422, __pyx_L1_error)
-  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, __pyx_t_1, __pyx_v_answer, __pyx_t_2); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 422, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_As_uint64_t(__pyx_v_epoch); if (unlikely((__pyx_t_1 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 454, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_keep); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 454, __pyx_L1_error)
+  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, __pyx_t_1, __pyx_v_answer, __pyx_t_2); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 454, __pyx_L1_error)
 
 
 
 
-  /* "engine/http/_connection.pyx":419
+  /* "engine/http/_connection.pyx":451
  * 
  *     # ---- answers in request order -----------------------------------------
  *     def answer(self, epoch, answer, keep):             # <<<<<<<<<<<<<<
@@ -14755,7 +15812,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28answer(
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":424
+/* "engine/http/_connection.pyx":456
  *         self.answer_c(epoch, answer, keep)
  * 
  *     cdef int answer_c(self, uint64_t epoch, object answer, bint keep) except -1:             # <<<<<<<<<<<<<<
@@ -14781,14 +15838,14 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("answer_c", 0);
 
-  /* "engine/http/_connection.pyx":425
+  /* "engine/http/_connection.pyx":457
  * 
  *     cdef int answer_c(self, uint64_t epoch, object answer, bint keep) except -1:
  *         if not self.pending and not epoch and type(answer) is bytes:             # <<<<<<<<<<<<<<
  *             self.transport.write(answer)
  *             if not keep:
 */
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 425, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 457, __pyx_L1_error)
   __pyx_t_3 = (!__pyx_t_2);
 
 
@@ -14818,7 +15875,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":426
+    /* "engine/http/_connection.pyx":458
  *     cdef int answer_c(self, uint64_t epoch, object answer, bint keep) except -1:
  *         if not self.pending and not epoch and type(answer) is bytes:
  *             self.transport.write(answer)             # <<<<<<<<<<<<<<
@@ -14832,12 +15889,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
       PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_v_answer};
       __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_write, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 426, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 458, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-    /* "engine/http/_connection.pyx":427
+    /* "engine/http/_connection.pyx":459
  *         if not self.pending and not epoch and type(answer) is bytes:
  *             self.transport.write(answer)
  *             if not keep:             # <<<<<<<<<<<<<<
@@ -14849,12 +15906,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":428
+      /* "engine/http/_connection.pyx":460
  *             self.transport.write(answer)
  *             if not keep:
  *                 self.close()             # <<<<<<<<<<<<<<
  *             return 0
- *         self.pending.append((epoch, answer, keep))
+ *         if epoch and self.commits is None:
 */
       __pyx_t_5 = ((PyObject *)__pyx_v_self);
       __Pyx_INCREF(__pyx_t_5);
@@ -14863,12 +15920,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
         PyObject *__pyx_callargs[2] = {__pyx_t_5, NULL};
         __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_6, (1-__pyx_t_6) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 428, __pyx_L1_error)
+        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 460, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_4);
       }
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-      /* "engine/http/_connection.pyx":427
+      /* "engine/http/_connection.pyx":459
  *         if not self.pending and not epoch and type(answer) is bytes:
  *             self.transport.write(answer)
  *             if not keep:             # <<<<<<<<<<<<<<
@@ -14877,12 +15934,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
     }
 
-    /* "engine/http/_connection.pyx":429
+    /* "engine/http/_connection.pyx":461
  *             if not keep:
  *                 self.close()
  *             return 0             # <<<<<<<<<<<<<<
- *         self.pending.append((epoch, answer, keep))
- *         if epoch and not self.awaiting_commit:
+ *         if epoch and self.commits is None:
+ *             raise RuntimeError("an answer waits for a spool group, but the app has no commits")
 */
     {
 
@@ -14890,7 +15947,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":425
+    /* "engine/http/_connection.pyx":457
  * 
  *     cdef int answer_c(self, uint64_t epoch, object answer, bint keep) except -1:
  *         if not self.pending and not epoch and type(answer) is bytes:             # <<<<<<<<<<<<<<
@@ -14899,34 +15956,88 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
   }
 
-  /* "engine/http/_connection.pyx":430
+  /* "engine/http/_connection.pyx":462
  *                 self.close()
  *             return 0
+ *         if epoch and self.commits is None:             # <<<<<<<<<<<<<<
+ *             raise RuntimeError("an answer waits for a spool group, but the app has no commits")
+ *         self.pending.append((epoch, answer, keep))
+*/
+  __pyx_t_3 = (__pyx_v_epoch != 0);
+
+  if (__pyx_t_3) {
+
+  } else {
+
+    __pyx_t_1 = __pyx_t_3;
+
+    goto __pyx_L9_bool_binop_done;
+  }
+  __pyx_t_3 = (((PyObject *)__pyx_v_self->commits) == Py_None);
+
+  __pyx_t_1 = __pyx_t_3;
+
+  __pyx_L9_bool_binop_done:;
+  if (unlikely(__pyx_t_1)) {
+
+
+    /* "engine/http/_connection.pyx":463
+ *             return 0
+ *         if epoch and self.commits is None:
+ *             raise RuntimeError("an answer waits for a spool group, but the app has no commits")             # <<<<<<<<<<<<<<
+ *         self.pending.append((epoch, answer, keep))
+ *         if epoch and not self.awaiting_commit:
+*/
+    __pyx_t_5 = NULL;
+    __pyx_t_6 = 1;
+    {
+      PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_mstate_global->__pyx_kp_u_an_answer_waits_for_a_spool_grou};
+      __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_RuntimeError)), __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 463, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_4);
+    }
+    __Pyx_Raise(__pyx_t_4, 0, 0, 0);
+    __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+    __PYX_ERR(0, 463, __pyx_L1_error)
+
+    /* "engine/http/_connection.pyx":462
+ *                 self.close()
+ *             return 0
+ *         if epoch and self.commits is None:             # <<<<<<<<<<<<<<
+ *             raise RuntimeError("an answer waits for a spool group, but the app has no commits")
+ *         self.pending.append((epoch, answer, keep))
+*/
+  }
+
+  /* "engine/http/_connection.pyx":464
+ *         if epoch and self.commits is None:
+ *             raise RuntimeError("an answer waits for a spool group, but the app has no commits")
  *         self.pending.append((epoch, answer, keep))             # <<<<<<<<<<<<<<
  *         if epoch and not self.awaiting_commit:
  *             self.awaiting_commit = True
 */
-  __pyx_t_4 = __Pyx_PyLong_From_uint64_t(__pyx_v_epoch); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 430, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From_uint64_t(__pyx_v_epoch); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 464, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __Pyx_PyBool_FromLong(__pyx_v_keep); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 430, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyBool_FromLong(__pyx_v_keep); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 464, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = PyTuple_New(3); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 430, __pyx_L1_error)
+  __pyx_t_7 = PyTuple_New(3); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 464, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_GIVEREF(__pyx_t_4);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 0, __pyx_t_4) != (0)) __PYX_ERR(0, 430, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 0, __pyx_t_4) != (0)) __PYX_ERR(0, 464, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_answer);
   __Pyx_GIVEREF(__pyx_v_answer);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 1, __pyx_v_answer) != (0)) __PYX_ERR(0, 430, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 1, __pyx_v_answer) != (0)) __PYX_ERR(0, 464, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 2, __pyx_t_5) != (0)) __PYX_ERR(0, 430, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 2, __pyx_t_5) != (0)) __PYX_ERR(0, 464, __pyx_L1_error);
   __pyx_t_4 = 0;
   __pyx_t_5 = 0;
-  __pyx_t_8 = __Pyx_PyObject_Append(__pyx_v_self->pending, __pyx_t_7); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 430, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_Append(__pyx_v_self->pending, __pyx_t_7); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 464, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
 
 
-  /* "engine/http/_connection.pyx":431
- *             return 0
+  /* "engine/http/_connection.pyx":465
+ *             raise RuntimeError("an answer waits for a spool group, but the app has no commits")
  *         self.pending.append((epoch, answer, keep))
  *         if epoch and not self.awaiting_commit:             # <<<<<<<<<<<<<<
  *             self.awaiting_commit = True
@@ -14940,18 +16051,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 
     __pyx_t_1 = __pyx_t_3;
 
-    goto __pyx_L9_bool_binop_done;
+    goto __pyx_L12_bool_binop_done;
   }
   __pyx_t_3 = (!__pyx_v_self->awaiting_commit);
 
 
   __pyx_t_1 = __pyx_t_3;
 
-  __pyx_L9_bool_binop_done:;
+  __pyx_L12_bool_binop_done:;
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":432
+    /* "engine/http/_connection.pyx":466
  *         self.pending.append((epoch, answer, keep))
  *         if epoch and not self.awaiting_commit:
  *             self.awaiting_commit = True             # <<<<<<<<<<<<<<
@@ -14960,7 +16071,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
     __pyx_v_self->awaiting_commit = 1;
 
-    /* "engine/http/_connection.pyx":433
+    /* "engine/http/_connection.pyx":467
  *         if epoch and not self.awaiting_commit:
  *             self.awaiting_commit = True
  *             self.commits.waiting.append(self)             # <<<<<<<<<<<<<<
@@ -14969,13 +16080,13 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
     if (unlikely(__pyx_v_self->commits->waiting == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-      __PYX_ERR(0, 433, __pyx_L1_error)
+      __PYX_ERR(0, 467, __pyx_L1_error)
     }
-    __pyx_t_8 = __Pyx_PyList_Append(__pyx_v_self->commits->waiting, ((PyObject *)__pyx_v_self)); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 433, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyList_Append(__pyx_v_self->commits->waiting, ((PyObject *)__pyx_v_self)); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 467, __pyx_L1_error)
 
 
-    /* "engine/http/_connection.pyx":431
- *             return 0
+    /* "engine/http/_connection.pyx":465
+ *             raise RuntimeError("an answer waits for a spool group, but the app has no commits")
  *         self.pending.append((epoch, answer, keep))
  *         if epoch and not self.awaiting_commit:             # <<<<<<<<<<<<<<
  *             self.awaiting_commit = True
@@ -14983,7 +16094,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
   }
 
-  /* "engine/http/_connection.pyx":434
+  /* "engine/http/_connection.pyx":468
  *             self.awaiting_commit = True
  *             self.commits.waiting.append(self)
  *         if type(answer) is bytes and (not keep or len(self.pending) > MAX_PENDING) \             # <<<<<<<<<<<<<<
@@ -14997,10 +16108,10 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 
     __pyx_t_1 = __pyx_t_3;
 
-    goto __pyx_L12_bool_binop_done;
+    goto __pyx_L15_bool_binop_done;
   }
 
-  /* "engine/http/_connection.pyx":435
+  /* "engine/http/_connection.pyx":469
  *             self.commits.waiting.append(self)
  *         if type(answer) is bytes and (not keep or len(self.pending) > MAX_PENDING) \
  *                 and not self.read_paused:             # <<<<<<<<<<<<<<
@@ -15013,10 +16124,10 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 
   } else {
 
-    goto __pyx_L14_next_and;
+    goto __pyx_L17_next_and;
   }
 
-  /* "engine/http/_connection.pyx":434
+  /* "engine/http/_connection.pyx":468
  *             self.awaiting_commit = True
  *             self.commits.waiting.append(self)
  *         if type(answer) is bytes and (not keep or len(self.pending) > MAX_PENDING) \             # <<<<<<<<<<<<<<
@@ -15025,7 +16136,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
   __pyx_t_7 = __pyx_v_self->pending;
   __Pyx_INCREF(__pyx_t_7);
-  __pyx_t_9 = PyObject_Length(__pyx_t_7); if (unlikely(__pyx_t_9 == ((Py_ssize_t)-1))) __PYX_ERR(0, 434, __pyx_L1_error)
+  __pyx_t_9 = PyObject_Length(__pyx_t_7); if (unlikely(__pyx_t_9 == ((Py_ssize_t)-1))) __PYX_ERR(0, 468, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   __pyx_t_3 = (__pyx_t_9 > __pyx_v_6engine_4http_11_connection_MAX_PENDING);
 
@@ -15036,11 +16147,11 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 
     __pyx_t_1 = __pyx_t_3;
 
-    goto __pyx_L12_bool_binop_done;
+    goto __pyx_L15_bool_binop_done;
   }
-  __pyx_L14_next_and:;
+  __pyx_L17_next_and:;
 
-  /* "engine/http/_connection.pyx":435
+  /* "engine/http/_connection.pyx":469
  *             self.commits.waiting.append(self)
  *         if type(answer) is bytes and (not keep or len(self.pending) > MAX_PENDING) \
  *                 and not self.read_paused:             # <<<<<<<<<<<<<<
@@ -15052,9 +16163,9 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 
   __pyx_t_1 = __pyx_t_3;
 
-  __pyx_L12_bool_binop_done:;
+  __pyx_L15_bool_binop_done:;
 
-  /* "engine/http/_connection.pyx":434
+  /* "engine/http/_connection.pyx":468
  *             self.awaiting_commit = True
  *             self.commits.waiting.append(self)
  *         if type(answer) is bytes and (not keep or len(self.pending) > MAX_PENDING) \             # <<<<<<<<<<<<<<
@@ -15064,7 +16175,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":436
+    /* "engine/http/_connection.pyx":470
  *         if type(answer) is bytes and (not keep or len(self.pending) > MAX_PENDING) \
  *                 and not self.read_paused:
  *             self.read_paused = True      # (a stream keeps reading: its body comes next)             # <<<<<<<<<<<<<<
@@ -15073,7 +16184,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
     __pyx_v_self->read_paused = 1;
 
-    /* "engine/http/_connection.pyx":437
+    /* "engine/http/_connection.pyx":471
  *                 and not self.read_paused:
  *             self.read_paused = True      # (a stream keeps reading: its body comes next)
  *             self.transport.pause_reading()             # <<<<<<<<<<<<<<
@@ -15087,12 +16198,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
       PyObject *__pyx_callargs[2] = {__pyx_t_5, NULL};
       __pyx_t_7 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_pause_reading, __pyx_callargs+__pyx_t_6, (1-__pyx_t_6) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 437, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 471, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
 
-    /* "engine/http/_connection.pyx":434
+    /* "engine/http/_connection.pyx":468
  *             self.awaiting_commit = True
  *             self.commits.waiting.append(self)
  *         if type(answer) is bytes and (not keep or len(self.pending) > MAX_PENDING) \             # <<<<<<<<<<<<<<
@@ -15101,17 +16212,17 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
   }
 
-  /* "engine/http/_connection.pyx":438
+  /* "engine/http/_connection.pyx":472
  *             self.read_paused = True      # (a stream keeps reading: its body comes next)
  *             self.transport.pause_reading()
  *         self.release_c()             # <<<<<<<<<<<<<<
  *         return 0
  * 
 */
-  __pyx_t_10 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->release_c(__pyx_v_self); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 438, __pyx_L1_error)
+  __pyx_t_10 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->release_c(__pyx_v_self); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 472, __pyx_L1_error)
 
 
-  /* "engine/http/_connection.pyx":439
+  /* "engine/http/_connection.pyx":473
  *             self.transport.pause_reading()
  *         self.release_c()
  *         return 0             # <<<<<<<<<<<<<<
@@ -15124,7 +16235,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
   }
   goto __pyx_L0;
 
-  /* "engine/http/_connection.pyx":424
+  /* "engine/http/_connection.pyx":456
  *         self.answer_c(epoch, answer, keep)
  * 
  *     cdef int answer_c(self, uint64_t epoch, object answer, bint keep) except -1:             # <<<<<<<<<<<<<<
@@ -15145,7 +16256,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":441
+/* "engine/http/_connection.pyx":475
  *         return 0
  * 
  *     def release(self):             # <<<<<<<<<<<<<<
@@ -15154,16 +16265,16 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_31release(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_35release(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_30release, "Write what can be written: called when an answer is queued, by the\n        spool writer after each settled group (which takes the connection off\n        ``commits.waiting`` first), and when a stream finishes.");
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_31release = {"release", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_31release, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_30release};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_31release(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_34release, "Write what can be written: called when an answer is queued, by the\n        spool writer after each settled group (which takes the connection off\n        ``commits.waiting`` first), and when a stream finishes.");
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_35release = {"release", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_35release, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_34release};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_35release(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -15189,14 +16300,14 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
   if (unlikely(__pyx_kwds_len < 0)) return NULL;
   if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("release", __pyx_kwds); return NULL;}
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_30release(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_34release(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30release(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_34release(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   int __pyx_t_1;
@@ -15205,7 +16316,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30release
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("release", 0);
 
-  /* "engine/http/_connection.pyx":445
+  /* "engine/http/_connection.pyx":479
  *         spool writer after each settled group (which takes the connection off
  *         ``commits.waiting`` first), and when a stream finishes."""
  *         self.awaiting_commit = False             # <<<<<<<<<<<<<<
@@ -15214,17 +16325,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30release
 */
   __pyx_v_self->awaiting_commit = 0;
 
-  /* "engine/http/_connection.pyx":446
+  /* "engine/http/_connection.pyx":480
  *         ``commits.waiting`` first), and when a stream finishes."""
  *         self.awaiting_commit = False
  *         self.release_c()             # <<<<<<<<<<<<<<
  * 
  *     cdef int release_c(self) except -1:
 */
-  __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->release_c(__pyx_v_self); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 446, __pyx_L1_error)
+  __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->release_c(__pyx_v_self); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 480, __pyx_L1_error)
 
 
-  /* "engine/http/_connection.pyx":441
+  /* "engine/http/_connection.pyx":475
  *         return 0
  * 
  *     def release(self):             # <<<<<<<<<<<<<<
@@ -15244,7 +16355,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30release
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":448
+/* "engine/http/_connection.pyx":482
  *         self.release_c()
  * 
  *     cdef int release_c(self) except -1:             # <<<<<<<<<<<<<<
@@ -15277,7 +16388,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("release_c", 0);
 
-  /* "engine/http/_connection.pyx":449
+  /* "engine/http/_connection.pyx":483
  * 
  *     cdef int release_c(self) except -1:
  *         cdef Commits commits = self.commits             # <<<<<<<<<<<<<<
@@ -15289,7 +16400,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
   __pyx_v_commits = ((struct __pyx_obj_6engine_4http_11_connection_Commits *)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":450
+  /* "engine/http/_connection.pyx":484
  *     cdef int release_c(self) except -1:
  *         cdef Commits commits = self.commits
  *         cdef object pending = self.pending             # <<<<<<<<<<<<<<
@@ -15301,7 +16412,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
   __pyx_v_pending = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":453
+  /* "engine/http/_connection.pyx":487
  *         cdef uint64_t epoch
  *         cdef bint keep
  *         while pending:             # <<<<<<<<<<<<<<
@@ -15309,18 +16420,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
  *             if epoch and epoch > commits.done_epoch:
 */
   while (1) {
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 453, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 487, __pyx_L1_error)
 
     if (!__pyx_t_2) break;
 
-    /* "engine/http/_connection.pyx":454
+    /* "engine/http/_connection.pyx":488
  *         cdef bint keep
  *         while pending:
  *             epoch, answer, keep = pending[0]             # <<<<<<<<<<<<<<
  *             if epoch and epoch > commits.done_epoch:
  *                 if not self.awaiting_commit:
 */
-    __pyx_t_1 = __Pyx_GetItemInt(__pyx_v_pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 454, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_GetItemInt(__pyx_v_pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 488, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     if ((likely(PyTuple_CheckExact(__pyx_t_1))) || (PyList_CheckExact(__pyx_t_1))) {
       PyObject* sequence = __pyx_t_1;
@@ -15328,7 +16439,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       if (unlikely(size != 3)) {
         if (size > 3) __Pyx_RaiseTooManyValuesError(3);
         else if (size >= 0) __Pyx_RaiseNeedMoreValuesError(size);
-        __PYX_ERR(0, 454, __pyx_L1_error)
+        __PYX_ERR(0, 488, __pyx_L1_error)
       }
       #if CYTHON_ASSUME_SAFE_MACROS && !CYTHON_AVOID_BORROWED_REFS
       if (likely(PyTuple_CheckExact(sequence))) {
@@ -15340,27 +16451,27 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
         __Pyx_INCREF(__pyx_t_5);
       } else {
         __pyx_t_3 = __Pyx_PyList_GET_ITEM_REF(sequence, 0, __Pyx_ReferenceSharing_SharedReference);
-        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 454, __pyx_L1_error)
+        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 488, __pyx_L1_error)
         __Pyx_XGOTREF(__pyx_t_3);
         __pyx_t_4 = __Pyx_PyList_GET_ITEM_REF(sequence, 1, __Pyx_ReferenceSharing_SharedReference);
-        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 454, __pyx_L1_error)
+        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 488, __pyx_L1_error)
         __Pyx_XGOTREF(__pyx_t_4);
         __pyx_t_5 = __Pyx_PyList_GET_ITEM_REF(sequence, 2, __Pyx_ReferenceSharing_SharedReference);
-        if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 454, __pyx_L1_error)
+        if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 488, __pyx_L1_error)
         __Pyx_XGOTREF(__pyx_t_5);
       }
       #else
-      __pyx_t_3 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 454, __pyx_L1_error)
+      __pyx_t_3 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 488, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
-      __pyx_t_4 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 454, __pyx_L1_error)
+      __pyx_t_4 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 488, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
-      __pyx_t_5 = __Pyx_PySequence_ITEM(sequence, 2); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 454, __pyx_L1_error)
+      __pyx_t_5 = __Pyx_PySequence_ITEM(sequence, 2); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 488, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
       #endif
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     } else {
       Py_ssize_t index = -1;
-      __pyx_t_6 = PyObject_GetIter(__pyx_t_1); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 454, __pyx_L1_error)
+      __pyx_t_6 = PyObject_GetIter(__pyx_t_1); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 488, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       __pyx_t_7 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_6);
@@ -15370,7 +16481,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       __Pyx_GOTREF(__pyx_t_4);
       index = 2; __pyx_t_5 = __pyx_t_7(__pyx_t_6); if (unlikely(!__pyx_t_5)) goto __pyx_L5_unpacking_failed;
       __Pyx_GOTREF(__pyx_t_5);
-      if (__Pyx_IternextUnpackEndCheck(__pyx_t_7(__pyx_t_6), 3) < (0)) __PYX_ERR(0, 454, __pyx_L1_error)
+      if (__Pyx_IternextUnpackEndCheck(__pyx_t_7(__pyx_t_6), 3) < (0)) __PYX_ERR(0, 488, __pyx_L1_error)
       __pyx_t_7 = NULL;
       __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
       goto __pyx_L6_unpacking_done;
@@ -15378,19 +16489,19 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
       __pyx_t_7 = NULL;
       if (__Pyx_IterFinish() == 0) __Pyx_RaiseNeedMoreValuesError(index);
-      __PYX_ERR(0, 454, __pyx_L1_error)
+      __PYX_ERR(0, 488, __pyx_L1_error)
       __pyx_L6_unpacking_done:;
     }
-    __pyx_t_8 = __Pyx_PyLong_As_uint64_t(__pyx_t_3); if (unlikely((__pyx_t_8 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 454, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyLong_As_uint64_t(__pyx_t_3); if (unlikely((__pyx_t_8 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 488, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_5); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 454, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_5); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 488, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __pyx_v_epoch = __pyx_t_8;
     __Pyx_XDECREF_SET(__pyx_v_answer, __pyx_t_4);
     __pyx_t_4 = 0;
     __pyx_v_keep = __pyx_t_2;
 
-    /* "engine/http/_connection.pyx":455
+    /* "engine/http/_connection.pyx":489
  *         while pending:
  *             epoch, answer, keep = pending[0]
  *             if epoch and epoch > commits.done_epoch:             # <<<<<<<<<<<<<<
@@ -15416,7 +16527,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     if (__pyx_t_2) {
 
 
-      /* "engine/http/_connection.pyx":456
+      /* "engine/http/_connection.pyx":490
  *             epoch, answer, keep = pending[0]
  *             if epoch and epoch > commits.done_epoch:
  *                 if not self.awaiting_commit:             # <<<<<<<<<<<<<<
@@ -15428,7 +16539,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       if (__pyx_t_2) {
 
 
-        /* "engine/http/_connection.pyx":457
+        /* "engine/http/_connection.pyx":491
  *             if epoch and epoch > commits.done_epoch:
  *                 if not self.awaiting_commit:
  *                     self.awaiting_commit = True             # <<<<<<<<<<<<<<
@@ -15437,7 +16548,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
         __pyx_v_self->awaiting_commit = 1;
 
-        /* "engine/http/_connection.pyx":458
+        /* "engine/http/_connection.pyx":492
  *                 if not self.awaiting_commit:
  *                     self.awaiting_commit = True
  *                     commits.waiting.append(self)             # <<<<<<<<<<<<<<
@@ -15446,12 +16557,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
         if (unlikely(__pyx_v_commits->waiting == Py_None)) {
           PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-          __PYX_ERR(0, 458, __pyx_L1_error)
+          __PYX_ERR(0, 492, __pyx_L1_error)
         }
-        __pyx_t_10 = __Pyx_PyList_Append(__pyx_v_commits->waiting, ((PyObject *)__pyx_v_self)); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 458, __pyx_L1_error)
+        __pyx_t_10 = __Pyx_PyList_Append(__pyx_v_commits->waiting, ((PyObject *)__pyx_v_self)); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 492, __pyx_L1_error)
 
 
-        /* "engine/http/_connection.pyx":456
+        /* "engine/http/_connection.pyx":490
  *             epoch, answer, keep = pending[0]
  *             if epoch and epoch > commits.done_epoch:
  *                 if not self.awaiting_commit:             # <<<<<<<<<<<<<<
@@ -15460,7 +16571,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
       }
 
-      /* "engine/http/_connection.pyx":459
+      /* "engine/http/_connection.pyx":493
  *                     self.awaiting_commit = True
  *                     commits.waiting.append(self)
  *                 return 0             # <<<<<<<<<<<<<<
@@ -15473,7 +16584,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       }
       goto __pyx_L0;
 
-      /* "engine/http/_connection.pyx":455
+      /* "engine/http/_connection.pyx":489
  *         while pending:
  *             epoch, answer, keep = pending[0]
  *             if epoch and epoch > commits.done_epoch:             # <<<<<<<<<<<<<<
@@ -15482,7 +16593,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
     }
 
-    /* "engine/http/_connection.pyx":460
+    /* "engine/http/_connection.pyx":494
  *                     commits.waiting.append(self)
  *                 return 0
  *             if self.state == S_CLOSED or self.transport.is_closing():             # <<<<<<<<<<<<<<
@@ -15506,10 +16617,10 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       PyObject *__pyx_callargs[2] = {__pyx_t_5, NULL};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_is_closing, __pyx_callargs+__pyx_t_11, (1-__pyx_t_11) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 460, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 494, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
-    __pyx_t_9 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_9 < 0))) __PYX_ERR(0, 460, __pyx_L1_error)
+    __pyx_t_9 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_9 < 0))) __PYX_ERR(0, 494, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
     __pyx_t_2 = __pyx_t_9;
@@ -15518,17 +16629,17 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     if (__pyx_t_2) {
 
 
-      /* "engine/http/_connection.pyx":461
+      /* "engine/http/_connection.pyx":495
  *                 return 0
  *             if self.state == S_CLOSED or self.transport.is_closing():
  *                 self._drop_pending()             # <<<<<<<<<<<<<<
  *                 return 0
  *             if type(answer) is not bytes:
 */
-      __pyx_t_12 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_drop_pending(__pyx_v_self); if (unlikely(__pyx_t_12 == ((int)-1))) __PYX_ERR(0, 461, __pyx_L1_error)
+      __pyx_t_12 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_drop_pending(__pyx_v_self); if (unlikely(__pyx_t_12 == ((int)-1))) __PYX_ERR(0, 495, __pyx_L1_error)
 
 
-      /* "engine/http/_connection.pyx":462
+      /* "engine/http/_connection.pyx":496
  *             if self.state == S_CLOSED or self.transport.is_closing():
  *                 self._drop_pending()
  *                 return 0             # <<<<<<<<<<<<<<
@@ -15541,7 +16652,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       }
       goto __pyx_L0;
 
-      /* "engine/http/_connection.pyx":460
+      /* "engine/http/_connection.pyx":494
  *                     commits.waiting.append(self)
  *                 return 0
  *             if self.state == S_CLOSED or self.transport.is_closing():             # <<<<<<<<<<<<<<
@@ -15550,7 +16661,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
     }
 
-    /* "engine/http/_connection.pyx":463
+    /* "engine/http/_connection.pyx":497
  *                 self._drop_pending()
  *                 return 0
  *             if type(answer) is not bytes:             # <<<<<<<<<<<<<<
@@ -15561,16 +16672,16 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     if (__pyx_t_2) {
 
 
-      /* "engine/http/_connection.pyx":464
+      /* "engine/http/_connection.pyx":498
  *                 return 0
  *             if type(answer) is not bytes:
  *                 if not answer.started:             # <<<<<<<<<<<<<<
  *                     answer.start(self)   # may finish at once (stream_finished)
  *                 return 0
 */
-      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_answer, __pyx_mstate_global->__pyx_n_u_started); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 464, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_answer, __pyx_mstate_global->__pyx_n_u_started); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 498, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
-      __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 464, __pyx_L1_error)
+      __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 498, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       __pyx_t_9 = (!__pyx_t_2);
 
@@ -15578,7 +16689,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       if (__pyx_t_9) {
 
 
-        /* "engine/http/_connection.pyx":465
+        /* "engine/http/_connection.pyx":499
  *             if type(answer) is not bytes:
  *                 if not answer.started:
  *                     answer.start(self)   # may finish at once (stream_finished)             # <<<<<<<<<<<<<<
@@ -15592,12 +16703,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
           PyObject *__pyx_callargs[2] = {__pyx_t_5, ((PyObject *)__pyx_v_self)};
           __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_start, __pyx_callargs+__pyx_t_11, (2-__pyx_t_11) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
           __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-          if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 465, __pyx_L1_error)
+          if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 499, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_1);
         }
         __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-        /* "engine/http/_connection.pyx":464
+        /* "engine/http/_connection.pyx":498
  *                 return 0
  *             if type(answer) is not bytes:
  *                 if not answer.started:             # <<<<<<<<<<<<<<
@@ -15606,7 +16717,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
       }
 
-      /* "engine/http/_connection.pyx":466
+      /* "engine/http/_connection.pyx":500
  *                 if not answer.started:
  *                     answer.start(self)   # may finish at once (stream_finished)
  *                 return 0             # <<<<<<<<<<<<<<
@@ -15619,7 +16730,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       }
       goto __pyx_L0;
 
-      /* "engine/http/_connection.pyx":463
+      /* "engine/http/_connection.pyx":497
  *                 self._drop_pending()
  *                 return 0
  *             if type(answer) is not bytes:             # <<<<<<<<<<<<<<
@@ -15628,12 +16739,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
     }
 
-    /* "engine/http/_connection.pyx":467
+    /* "engine/http/_connection.pyx":501
  *                     answer.start(self)   # may finish at once (stream_finished)
  *                 return 0
  *             pending.popleft()             # <<<<<<<<<<<<<<
  *             if epoch and commits.is_failed(epoch):
- *                 answer, keep = commits.unavailable, False
+ *                 answer, keep = commits.unavailable(), False
 */
     __pyx_t_5 = __pyx_v_pending;
     __Pyx_INCREF(__pyx_t_5);
@@ -15642,16 +16753,16 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       PyObject *__pyx_callargs[2] = {__pyx_t_5, NULL};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_popleft, __pyx_callargs+__pyx_t_11, (1-__pyx_t_11) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 467, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 501, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":468
+    /* "engine/http/_connection.pyx":502
  *                 return 0
  *             pending.popleft()
  *             if epoch and commits.is_failed(epoch):             # <<<<<<<<<<<<<<
- *                 answer, keep = commits.unavailable, False
+ *                 answer, keep = commits.unavailable(), False
  *             self.transport.write(answer)
 */
     __pyx_t_2 = (__pyx_v_epoch != 0);
@@ -15664,7 +16775,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 
       goto __pyx_L17_bool_binop_done;
     }
-    __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_Commits *)__pyx_v_commits->__pyx_vtab)->is_failed(__pyx_v_commits, __pyx_v_epoch); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 468, __pyx_L1_error)
+    __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_Commits *)__pyx_v_commits->__pyx_vtab)->is_failed(__pyx_v_commits, __pyx_v_epoch); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 502, __pyx_L1_error)
 
     __pyx_t_9 = __pyx_t_2;
 
@@ -15672,51 +16783,72 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     if (__pyx_t_9) {
 
 
-      /* "engine/http/_connection.pyx":469
+      /* "engine/http/_connection.pyx":503
  *             pending.popleft()
  *             if epoch and commits.is_failed(epoch):
- *                 answer, keep = commits.unavailable, False             # <<<<<<<<<<<<<<
+ *                 answer, keep = commits.unavailable(), False             # <<<<<<<<<<<<<<
  *             self.transport.write(answer)
  *             if not keep:
 */
-      __pyx_t_1 = __pyx_v_commits->unavailable;
-      __Pyx_INCREF(__pyx_t_1);
+      __pyx_t_5 = NULL;
+      __Pyx_INCREF(__pyx_v_commits->unavailable);
+      __pyx_t_4 = __pyx_v_commits->unavailable; 
+      __pyx_t_11 = 1;
+      #if CYTHON_UNPACK_METHODS
+      if (likely(PyMethod_Check(__pyx_t_4))) {
+        __pyx_t_5 = PyMethod_GET_SELF(__pyx_t_4);
+        assert(__pyx_t_5);
+        PyObject* __pyx__function = PyMethod_GET_FUNCTION(__pyx_t_4);
+        __Pyx_INCREF(__pyx_t_5);
+        __Pyx_INCREF(__pyx__function);
+        __Pyx_DECREF_SET(__pyx_t_4, __pyx__function);
+        __pyx_t_11 = 0;
+      }
+      #endif
+      {
+        PyObject *__pyx_callargs[2] = {__pyx_t_5, NULL};
+        __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_4, __pyx_callargs+__pyx_t_11, (1-__pyx_t_11) | (__pyx_t_11*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+        __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
+        __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 503, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_1);
+      }
       __pyx_t_9 = 0;
 
       __Pyx_DECREF_SET(__pyx_v_answer, __pyx_t_1);
       __pyx_t_1 = 0;
       __pyx_v_keep = __pyx_t_9;
 
-      /* "engine/http/_connection.pyx":468
+      /* "engine/http/_connection.pyx":502
  *                 return 0
  *             pending.popleft()
  *             if epoch and commits.is_failed(epoch):             # <<<<<<<<<<<<<<
- *                 answer, keep = commits.unavailable, False
+ *                 answer, keep = commits.unavailable(), False
  *             self.transport.write(answer)
 */
     }
 
-    /* "engine/http/_connection.pyx":470
+    /* "engine/http/_connection.pyx":504
  *             if epoch and commits.is_failed(epoch):
- *                 answer, keep = commits.unavailable, False
+ *                 answer, keep = commits.unavailable(), False
  *             self.transport.write(answer)             # <<<<<<<<<<<<<<
  *             if not keep:
  *                 self._drop_pending()
 */
-    __pyx_t_5 = __pyx_v_self->transport;
-    __Pyx_INCREF(__pyx_t_5);
+    __pyx_t_4 = __pyx_v_self->transport;
+    __Pyx_INCREF(__pyx_t_4);
     __pyx_t_11 = 0;
     {
-      PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_v_answer};
+      PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_v_answer};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_write, __pyx_callargs+__pyx_t_11, (2-__pyx_t_11) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-      __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 470, __pyx_L1_error)
+      __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 504, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":471
- *                 answer, keep = commits.unavailable, False
+    /* "engine/http/_connection.pyx":505
+ *                 answer, keep = commits.unavailable(), False
  *             self.transport.write(answer)
  *             if not keep:             # <<<<<<<<<<<<<<
  *                 self._drop_pending()
@@ -15727,36 +16859,36 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     if (__pyx_t_9) {
 
 
-      /* "engine/http/_connection.pyx":472
+      /* "engine/http/_connection.pyx":506
  *             self.transport.write(answer)
  *             if not keep:
  *                 self._drop_pending()             # <<<<<<<<<<<<<<
  *                 self.close()
  *                 return 0
 */
-      __pyx_t_12 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_drop_pending(__pyx_v_self); if (unlikely(__pyx_t_12 == ((int)-1))) __PYX_ERR(0, 472, __pyx_L1_error)
+      __pyx_t_12 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_drop_pending(__pyx_v_self); if (unlikely(__pyx_t_12 == ((int)-1))) __PYX_ERR(0, 506, __pyx_L1_error)
 
 
-      /* "engine/http/_connection.pyx":473
+      /* "engine/http/_connection.pyx":507
  *             if not keep:
  *                 self._drop_pending()
  *                 self.close()             # <<<<<<<<<<<<<<
  *                 return 0
  *         if self.read_eof:
 */
-      __pyx_t_5 = ((PyObject *)__pyx_v_self);
-      __Pyx_INCREF(__pyx_t_5);
+      __pyx_t_4 = ((PyObject *)__pyx_v_self);
+      __Pyx_INCREF(__pyx_t_4);
       __pyx_t_11 = 0;
       {
-        PyObject *__pyx_callargs[2] = {__pyx_t_5, NULL};
+        PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
         __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_11, (1-__pyx_t_11) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-        __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 473, __pyx_L1_error)
+        __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 507, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-      /* "engine/http/_connection.pyx":474
+      /* "engine/http/_connection.pyx":508
  *                 self._drop_pending()
  *                 self.close()
  *                 return 0             # <<<<<<<<<<<<<<
@@ -15769,8 +16901,8 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       }
       goto __pyx_L0;
 
-      /* "engine/http/_connection.pyx":471
- *                 answer, keep = commits.unavailable, False
+      /* "engine/http/_connection.pyx":505
+ *                 answer, keep = commits.unavailable(), False
  *             self.transport.write(answer)
  *             if not keep:             # <<<<<<<<<<<<<<
  *                 self._drop_pending()
@@ -15779,7 +16911,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     }
   }
 
-  /* "engine/http/_connection.pyx":475
+  /* "engine/http/_connection.pyx":509
  *                 self.close()
  *                 return 0
  *         if self.read_eof:             # <<<<<<<<<<<<<<
@@ -15788,26 +16920,26 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
   if (__pyx_v_self->read_eof) {
 
-    /* "engine/http/_connection.pyx":476
+    /* "engine/http/_connection.pyx":510
  *                 return 0
  *         if self.read_eof:
  *             self.close()             # <<<<<<<<<<<<<<
  *         elif self.read_paused:
  *             self.read_paused = False
 */
-    __pyx_t_5 = ((PyObject *)__pyx_v_self);
-    __Pyx_INCREF(__pyx_t_5);
+    __pyx_t_4 = ((PyObject *)__pyx_v_self);
+    __Pyx_INCREF(__pyx_t_4);
     __pyx_t_11 = 0;
     {
-      PyObject *__pyx_callargs[2] = {__pyx_t_5, NULL};
+      PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_11, (1-__pyx_t_11) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-      __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 476, __pyx_L1_error)
+      __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 510, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":475
+    /* "engine/http/_connection.pyx":509
  *                 self.close()
  *                 return 0
  *         if self.read_eof:             # <<<<<<<<<<<<<<
@@ -15817,7 +16949,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     goto __pyx_L20;
   }
 
-  /* "engine/http/_connection.pyx":477
+  /* "engine/http/_connection.pyx":511
  *         if self.read_eof:
  *             self.close()
  *         elif self.read_paused:             # <<<<<<<<<<<<<<
@@ -15826,7 +16958,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
   if (__pyx_v_self->read_paused) {
 
-    /* "engine/http/_connection.pyx":478
+    /* "engine/http/_connection.pyx":512
  *             self.close()
  *         elif self.read_paused:
  *             self.read_paused = False             # <<<<<<<<<<<<<<
@@ -15835,7 +16967,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
     __pyx_v_self->read_paused = 0;
 
-    /* "engine/http/_connection.pyx":479
+    /* "engine/http/_connection.pyx":513
  *         elif self.read_paused:
  *             self.read_paused = False
  *             if not self.write_paused_at:             # <<<<<<<<<<<<<<
@@ -15847,26 +16979,26 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     if (__pyx_t_9) {
 
 
-      /* "engine/http/_connection.pyx":480
+      /* "engine/http/_connection.pyx":514
  *             self.read_paused = False
  *             if not self.write_paused_at:
  *                 self.transport.resume_reading()             # <<<<<<<<<<<<<<
  *         return 0
  * 
 */
-      __pyx_t_5 = __pyx_v_self->transport;
-      __Pyx_INCREF(__pyx_t_5);
+      __pyx_t_4 = __pyx_v_self->transport;
+      __Pyx_INCREF(__pyx_t_4);
       __pyx_t_11 = 0;
       {
-        PyObject *__pyx_callargs[2] = {__pyx_t_5, NULL};
+        PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
         __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_resume_reading, __pyx_callargs+__pyx_t_11, (1-__pyx_t_11) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-        __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 480, __pyx_L1_error)
+        __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 514, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-      /* "engine/http/_connection.pyx":479
+      /* "engine/http/_connection.pyx":513
  *         elif self.read_paused:
  *             self.read_paused = False
  *             if not self.write_paused_at:             # <<<<<<<<<<<<<<
@@ -15875,7 +17007,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
     }
 
-    /* "engine/http/_connection.pyx":477
+    /* "engine/http/_connection.pyx":511
  *         if self.read_eof:
  *             self.close()
  *         elif self.read_paused:             # <<<<<<<<<<<<<<
@@ -15885,7 +17017,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
   }
   __pyx_L20:;
 
-  /* "engine/http/_connection.pyx":481
+  /* "engine/http/_connection.pyx":515
  *             if not self.write_paused_at:
  *                 self.transport.resume_reading()
  *         return 0             # <<<<<<<<<<<<<<
@@ -15898,7 +17030,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
   }
   goto __pyx_L0;
 
-  /* "engine/http/_connection.pyx":448
+  /* "engine/http/_connection.pyx":482
  *         self.release_c()
  * 
  *     cdef int release_c(self) except -1:             # <<<<<<<<<<<<<<
@@ -15926,7 +17058,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":483
+/* "engine/http/_connection.pyx":517
  *         return 0
  * 
  *     def stream_finished(self, stream, keep):             # <<<<<<<<<<<<<<
@@ -15935,16 +17067,16 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_33stream_finished(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_37stream_finished(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_32stream_finished, "A stream has written all of its answer.");
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_33stream_finished = {"stream_finished", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_33stream_finished, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_32stream_finished};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_33stream_finished(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_36stream_finished, "A stream has written all of its answer.");
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_37stream_finished = {"stream_finished", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_37stream_finished, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_36stream_finished};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_37stream_finished(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -15975,39 +17107,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_stream,&__pyx_mstate_global->__pyx_n_u_keep,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 483, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 517, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 483, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 517, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 483, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 517, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "stream_finished", 0) < (0)) __PYX_ERR(0, 483, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "stream_finished", 0) < (0)) __PYX_ERR(0, 517, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("stream_finished", 1, 2, 2, i); __PYX_ERR(0, 483, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("stream_finished", 1, 2, 2, i); __PYX_ERR(0, 517, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 483, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 517, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 483, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 517, __pyx_L3_error)
     }
     __pyx_v_stream = values[0];
     __pyx_v_keep = values[1];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("stream_finished", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 483, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("stream_finished", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 517, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -16018,7 +17150,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_finished(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_stream, __pyx_v_keep);
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_finished(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_stream, __pyx_v_keep);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -16028,7 +17160,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_finished(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_stream, PyObject *__pyx_v_keep) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_finished(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_stream, PyObject *__pyx_v_keep) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   int __pyx_t_1;
@@ -16044,14 +17176,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_
   __Pyx_RefNannySetupContext("stream_finished", 0);
   __Pyx_INCREF(__pyx_v_keep);
 
-  /* "engine/http/_connection.pyx":485
+  /* "engine/http/_connection.pyx":519
  *     def stream_finished(self, stream, keep):
  *         """A stream has written all of its answer."""
  *         if self.pending and self.pending[0][1] is stream:             # <<<<<<<<<<<<<<
  *             self.pending.popleft()
  *         if self.tunnel_to is stream:
 */
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 485, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 519, __pyx_L1_error)
   if (__pyx_t_2) {
 
   } else {
@@ -16060,9 +17192,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_
 
     goto __pyx_L4_bool_binop_done;
   }
-  __pyx_t_3 = __Pyx_GetItemInt(__pyx_v_self->pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 485, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_GetItemInt(__pyx_v_self->pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 519, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_GetItemInt(__pyx_t_3, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 485, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_GetItemInt(__pyx_t_3, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 519, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_t_2 = (__pyx_t_4 == __pyx_v_stream);
@@ -16074,7 +17206,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":486
+    /* "engine/http/_connection.pyx":520
  *         """A stream has written all of its answer."""
  *         if self.pending and self.pending[0][1] is stream:
  *             self.pending.popleft()             # <<<<<<<<<<<<<<
@@ -16088,12 +17220,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_
       PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
       __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_popleft, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 486, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 520, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-    /* "engine/http/_connection.pyx":485
+    /* "engine/http/_connection.pyx":519
  *     def stream_finished(self, stream, keep):
  *         """A stream has written all of its answer."""
  *         if self.pending and self.pending[0][1] is stream:             # <<<<<<<<<<<<<<
@@ -16102,7 +17234,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_
 */
   }
 
-  /* "engine/http/_connection.pyx":487
+  /* "engine/http/_connection.pyx":521
  *         if self.pending and self.pending[0][1] is stream:
  *             self.pending.popleft()
  *         if self.tunnel_to is stream:             # <<<<<<<<<<<<<<
@@ -16113,7 +17245,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":488
+    /* "engine/http/_connection.pyx":522
  *             self.pending.popleft()
  *         if self.tunnel_to is stream:
  *             self.tunnel_to = None             # <<<<<<<<<<<<<<
@@ -16125,7 +17257,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_
     __Pyx_GOTREF(__pyx_v_self->tunnel_to);
     __Pyx_DECREF_SET(__pyx_v_self->tunnel_to, Py_None);
 
-    /* "engine/http/_connection.pyx":489
+    /* "engine/http/_connection.pyx":523
  *         if self.tunnel_to is stream:
  *             self.tunnel_to = None
  *             keep = False             # <<<<<<<<<<<<<<
@@ -16135,7 +17267,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_
     __Pyx_INCREF(Py_False);
     __Pyx_DECREF_SET(__pyx_v_keep, Py_False);
 
-    /* "engine/http/_connection.pyx":487
+    /* "engine/http/_connection.pyx":521
  *         if self.pending and self.pending[0][1] is stream:
  *             self.pending.popleft()
  *         if self.tunnel_to is stream:             # <<<<<<<<<<<<<<
@@ -16144,7 +17276,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_
 */
   }
 
-  /* "engine/http/_connection.pyx":490
+  /* "engine/http/_connection.pyx":524
  *             self.tunnel_to = None
  *             keep = False
  *         if self.state == S_IDLE:             # <<<<<<<<<<<<<<
@@ -16156,7 +17288,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":491
+    /* "engine/http/_connection.pyx":525
  *             keep = False
  *         if self.state == S_IDLE:
  *             self.deadline = self.registry.clock + self.registry.idle_timeout             # <<<<<<<<<<<<<<
@@ -16165,7 +17297,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_
 */
     __pyx_v_self->deadline = (__pyx_v_self->registry->clock + __pyx_v_self->registry->idle_timeout);
 
-    /* "engine/http/_connection.pyx":490
+    /* "engine/http/_connection.pyx":524
  *             self.tunnel_to = None
  *             keep = False
  *         if self.state == S_IDLE:             # <<<<<<<<<<<<<<
@@ -16174,14 +17306,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_
 */
   }
 
-  /* "engine/http/_connection.pyx":492
+  /* "engine/http/_connection.pyx":526
  *         if self.state == S_IDLE:
  *             self.deadline = self.registry.clock + self.registry.idle_timeout
  *         if not keep or (self.closing and not self.pending and self.state == S_IDLE):             # <<<<<<<<<<<<<<
  *             self._drop_pending()
  *             self.close()
 */
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_keep); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 492, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_keep); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 526, __pyx_L1_error)
   __pyx_t_6 = (!__pyx_t_2);
 
 
@@ -16199,7 +17331,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_
     __pyx_t_1 = __pyx_v_self->closing;
     goto __pyx_L9_bool_binop_done;
   }
-  __pyx_t_6 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 492, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 526, __pyx_L1_error)
   __pyx_t_2 = (!__pyx_t_6);
 
 
@@ -16220,17 +17352,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":493
+    /* "engine/http/_connection.pyx":527
  *             self.deadline = self.registry.clock + self.registry.idle_timeout
  *         if not keep or (self.closing and not self.pending and self.state == S_IDLE):
  *             self._drop_pending()             # <<<<<<<<<<<<<<
  *             self.close()
  *             return
 */
-    __pyx_t_7 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_drop_pending(__pyx_v_self); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 493, __pyx_L1_error)
+    __pyx_t_7 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_drop_pending(__pyx_v_self); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 527, __pyx_L1_error)
 
 
-    /* "engine/http/_connection.pyx":494
+    /* "engine/http/_connection.pyx":528
  *         if not keep or (self.closing and not self.pending and self.state == S_IDLE):
  *             self._drop_pending()
  *             self.close()             # <<<<<<<<<<<<<<
@@ -16244,12 +17376,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_
       PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
       __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 494, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 528, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-    /* "engine/http/_connection.pyx":495
+    /* "engine/http/_connection.pyx":529
  *             self._drop_pending()
  *             self.close()
  *             return             # <<<<<<<<<<<<<<
@@ -16266,7 +17398,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":492
+    /* "engine/http/_connection.pyx":526
  *         if self.state == S_IDLE:
  *             self.deadline = self.registry.clock + self.registry.idle_timeout
  *         if not keep or (self.closing and not self.pending and self.state == S_IDLE):             # <<<<<<<<<<<<<<
@@ -16275,17 +17407,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_
 */
   }
 
-  /* "engine/http/_connection.pyx":496
+  /* "engine/http/_connection.pyx":530
  *             self.close()
  *             return
  *         self.release_c()             # <<<<<<<<<<<<<<
  * 
  *     def _head_stream(self):
 */
-  __pyx_t_7 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->release_c(__pyx_v_self); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 496, __pyx_L1_error)
+  __pyx_t_7 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->release_c(__pyx_v_self); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 530, __pyx_L1_error)
 
 
-  /* "engine/http/_connection.pyx":483
+  /* "engine/http/_connection.pyx":517
  *         return 0
  * 
  *     def stream_finished(self, stream, keep):             # <<<<<<<<<<<<<<
@@ -16308,7 +17440,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":498
+/* "engine/http/_connection.pyx":532
  *         self.release_c()
  * 
  *     def _head_stream(self):             # <<<<<<<<<<<<<<
@@ -16317,15 +17449,15 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_35_head_stream(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_39_head_stream(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_35_head_stream = {"_head_stream", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_35_head_stream, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_35_head_stream(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_39_head_stream = {"_head_stream", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_39_head_stream, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_39_head_stream(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -16351,14 +17483,14 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
   if (unlikely(__pyx_kwds_len < 0)) return NULL;
   if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("_head_stream", __pyx_kwds); return NULL;}
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_34_head_stream(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_38_head_stream(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_34_head_stream(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38_head_stream(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
   PyObject *__pyx_v_answer = NULL;
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
@@ -16371,33 +17503,33 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_34_head_s
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_head_stream", 0);
 
-  /* "engine/http/_connection.pyx":499
+  /* "engine/http/_connection.pyx":533
  * 
  *     def _head_stream(self):
  *         if self.pending:             # <<<<<<<<<<<<<<
  *             answer = self.pending[0][1]
  *             if type(answer) is not bytes and answer.started:
 */
-  __pyx_t_1 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(0, 499, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(0, 533, __pyx_L1_error)
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":500
+    /* "engine/http/_connection.pyx":534
  *     def _head_stream(self):
  *         if self.pending:
  *             answer = self.pending[0][1]             # <<<<<<<<<<<<<<
  *             if type(answer) is not bytes and answer.started:
  *                 return answer
 */
-    __pyx_t_2 = __Pyx_GetItemInt(__pyx_v_self->pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 500, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_GetItemInt(__pyx_v_self->pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 534, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_3 = __Pyx_GetItemInt(__pyx_t_2, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 500, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_GetItemInt(__pyx_t_2, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 534, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __pyx_v_answer = __pyx_t_3;
     __pyx_t_3 = 0;
 
-    /* "engine/http/_connection.pyx":501
+    /* "engine/http/_connection.pyx":535
  *         if self.pending:
  *             answer = self.pending[0][1]
  *             if type(answer) is not bytes and answer.started:             # <<<<<<<<<<<<<<
@@ -16413,9 +17545,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_34_head_s
 
       goto __pyx_L5_bool_binop_done;
     }
-    __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_answer, __pyx_mstate_global->__pyx_n_u_started); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 501, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_answer, __pyx_mstate_global->__pyx_n_u_started); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 535, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_4 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(0, 501, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(0, 535, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
     __pyx_t_1 = __pyx_t_4;
@@ -16424,7 +17556,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_34_head_s
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":502
+      /* "engine/http/_connection.pyx":536
  *             answer = self.pending[0][1]
  *             if type(answer) is not bytes and answer.started:
  *                 return answer             # <<<<<<<<<<<<<<
@@ -16442,7 +17574,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_34_head_s
       }
       goto __pyx_L0;
 
-      /* "engine/http/_connection.pyx":501
+      /* "engine/http/_connection.pyx":535
  *         if self.pending:
  *             answer = self.pending[0][1]
  *             if type(answer) is not bytes and answer.started:             # <<<<<<<<<<<<<<
@@ -16451,7 +17583,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_34_head_s
 */
     }
 
-    /* "engine/http/_connection.pyx":499
+    /* "engine/http/_connection.pyx":533
  * 
  *     def _head_stream(self):
  *         if self.pending:             # <<<<<<<<<<<<<<
@@ -16460,7 +17592,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_34_head_s
 */
   }
 
-  /* "engine/http/_connection.pyx":503
+  /* "engine/http/_connection.pyx":537
  *             if type(answer) is not bytes and answer.started:
  *                 return answer
  *         return None             # <<<<<<<<<<<<<<
@@ -16477,7 +17609,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_34_head_s
   }
   goto __pyx_L0;
 
-  /* "engine/http/_connection.pyx":498
+  /* "engine/http/_connection.pyx":532
  *         self.release_c()
  * 
  *     def _head_stream(self):             # <<<<<<<<<<<<<<
@@ -16498,7 +17630,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_34_head_s
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":505
+/* "engine/http/_connection.pyx":539
  *         return None
  * 
  *     cdef int _drop_pending(self) except -1:             # <<<<<<<<<<<<<<
@@ -16528,7 +17660,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_drop_pending", 0);
 
-  /* "engine/http/_connection.pyx":506
+  /* "engine/http/_connection.pyx":540
  * 
  *     cdef int _drop_pending(self) except -1:
  *         pending, self.pending = self.pending, deque()             # <<<<<<<<<<<<<<
@@ -16538,7 +17670,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
   __pyx_t_1 = __pyx_v_self->pending;
   __Pyx_INCREF(__pyx_t_1);
   __pyx_t_3 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_deque); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 506, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_deque); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 540, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __pyx_t_5 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -16557,7 +17689,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
     __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_4, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 506, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 540, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
   __pyx_v_pending = __pyx_t_1;
@@ -16567,7 +17699,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
   __Pyx_DECREF_SET(__pyx_v_self->pending, __pyx_t_2);
   __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":507
+  /* "engine/http/_connection.pyx":541
  *     cdef int _drop_pending(self) except -1:
  *         pending, self.pending = self.pending, deque()
  *         for _, answer, _ in pending:             # <<<<<<<<<<<<<<
@@ -16579,9 +17711,9 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
     __pyx_t_6 = 0;
     __pyx_t_7 = NULL;
   } else {
-    __pyx_t_6 = -1; __pyx_t_2 = PyObject_GetIter(__pyx_v_pending); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 507, __pyx_L1_error)
+    __pyx_t_6 = -1; __pyx_t_2 = PyObject_GetIter(__pyx_v_pending); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 541, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_7 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_2); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 507, __pyx_L1_error)
+    __pyx_t_7 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_2); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 541, __pyx_L1_error)
   }
   for (;;) {
     if (likely(!__pyx_t_7)) {
@@ -16589,7 +17721,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
         {
           Py_ssize_t __pyx_temp = __Pyx_PyList_GET_SIZE(__pyx_t_2);
           #if !CYTHON_ASSUME_SAFE_SIZE
-          if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 507, __pyx_L1_error)
+          if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 541, __pyx_L1_error)
           #endif
           if (__pyx_t_6 >= __pyx_temp) break;
         }
@@ -16599,7 +17731,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
         {
           Py_ssize_t __pyx_temp = __Pyx_PyTuple_GET_SIZE(__pyx_t_2);
           #if !CYTHON_ASSUME_SAFE_SIZE
-          if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 507, __pyx_L1_error)
+          if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 541, __pyx_L1_error)
           #endif
           if (__pyx_t_6 >= __pyx_temp) break;
         }
@@ -16610,13 +17742,13 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
         #endif
         ++__pyx_t_6;
       }
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 507, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 541, __pyx_L1_error)
     } else {
       __pyx_t_1 = __pyx_t_7(__pyx_t_2);
       if (unlikely(!__pyx_t_1)) {
         PyObject* exc_type = PyErr_Occurred();
         if (exc_type) {
-          if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 507, __pyx_L1_error)
+          if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 541, __pyx_L1_error)
           PyErr_Clear();
         }
         break;
@@ -16629,7 +17761,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
       if (unlikely(size != 3)) {
         if (size > 3) __Pyx_RaiseTooManyValuesError(3);
         else if (size >= 0) __Pyx_RaiseNeedMoreValuesError(size);
-        __PYX_ERR(0, 507, __pyx_L1_error)
+        __PYX_ERR(0, 541, __pyx_L1_error)
       }
       #if CYTHON_ASSUME_SAFE_MACROS && !CYTHON_AVOID_BORROWED_REFS
       if (likely(PyTuple_CheckExact(sequence))) {
@@ -16641,27 +17773,27 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
         __Pyx_INCREF(__pyx_t_8);
       } else {
         __pyx_t_4 = __Pyx_PyList_GET_ITEM_REF(sequence, 0, __Pyx_ReferenceSharing_SharedReference);
-        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 507, __pyx_L1_error)
+        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 541, __pyx_L1_error)
         __Pyx_XGOTREF(__pyx_t_4);
         __pyx_t_3 = __Pyx_PyList_GET_ITEM_REF(sequence, 1, __Pyx_ReferenceSharing_SharedReference);
-        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 507, __pyx_L1_error)
+        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 541, __pyx_L1_error)
         __Pyx_XGOTREF(__pyx_t_3);
         __pyx_t_8 = __Pyx_PyList_GET_ITEM_REF(sequence, 2, __Pyx_ReferenceSharing_SharedReference);
-        if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 507, __pyx_L1_error)
+        if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 541, __pyx_L1_error)
         __Pyx_XGOTREF(__pyx_t_8);
       }
       #else
-      __pyx_t_4 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 507, __pyx_L1_error)
+      __pyx_t_4 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 541, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
-      __pyx_t_3 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 507, __pyx_L1_error)
+      __pyx_t_3 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 541, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
-      __pyx_t_8 = __Pyx_PySequence_ITEM(sequence, 2); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 507, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PySequence_ITEM(sequence, 2); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 541, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       #endif
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     } else {
       Py_ssize_t index = -1;
-      __pyx_t_9 = PyObject_GetIter(__pyx_t_1); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 507, __pyx_L1_error)
+      __pyx_t_9 = PyObject_GetIter(__pyx_t_1); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 541, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_9);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       __pyx_t_10 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_9);
@@ -16671,7 +17803,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
       __Pyx_GOTREF(__pyx_t_3);
       index = 2; __pyx_t_8 = __pyx_t_10(__pyx_t_9); if (unlikely(!__pyx_t_8)) goto __pyx_L5_unpacking_failed;
       __Pyx_GOTREF(__pyx_t_8);
-      if (__Pyx_IternextUnpackEndCheck(__pyx_t_10(__pyx_t_9), 3) < (0)) __PYX_ERR(0, 507, __pyx_L1_error)
+      if (__Pyx_IternextUnpackEndCheck(__pyx_t_10(__pyx_t_9), 3) < (0)) __PYX_ERR(0, 541, __pyx_L1_error)
       __pyx_t_10 = NULL;
       __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
       goto __pyx_L6_unpacking_done;
@@ -16679,7 +17811,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
       __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
       __pyx_t_10 = NULL;
       if (__Pyx_IterFinish() == 0) __Pyx_RaiseNeedMoreValuesError(index);
-      __PYX_ERR(0, 507, __pyx_L1_error)
+      __PYX_ERR(0, 541, __pyx_L1_error)
       __pyx_L6_unpacking_done:;
     }
     __Pyx_XDECREF_SET(__pyx_v__, __pyx_t_4);
@@ -16689,7 +17821,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
     __Pyx_DECREF_SET(__pyx_v__, __pyx_t_8);
     __pyx_t_8 = 0;
 
-    /* "engine/http/_connection.pyx":508
+    /* "engine/http/_connection.pyx":542
  *         pending, self.pending = self.pending, deque()
  *         for _, answer, _ in pending:
  *             if type(answer) is not bytes:             # <<<<<<<<<<<<<<
@@ -16700,7 +17832,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
     if (__pyx_t_11) {
 
 
-      /* "engine/http/_connection.pyx":509
+      /* "engine/http/_connection.pyx":543
  *         for _, answer, _ in pending:
  *             if type(answer) is not bytes:
  *                 answer.close()             # <<<<<<<<<<<<<<
@@ -16714,12 +17846,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
         PyObject *__pyx_callargs[2] = {__pyx_t_8, NULL};
         __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 509, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 543, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-      /* "engine/http/_connection.pyx":508
+      /* "engine/http/_connection.pyx":542
  *         pending, self.pending = self.pending, deque()
  *         for _, answer, _ in pending:
  *             if type(answer) is not bytes:             # <<<<<<<<<<<<<<
@@ -16728,7 +17860,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
 */
     }
 
-    /* "engine/http/_connection.pyx":507
+    /* "engine/http/_connection.pyx":541
  *     cdef int _drop_pending(self) except -1:
  *         pending, self.pending = self.pending, deque()
  *         for _, answer, _ in pending:             # <<<<<<<<<<<<<<
@@ -16738,7 +17870,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
   }
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":510
+  /* "engine/http/_connection.pyx":544
  *             if type(answer) is not bytes:
  *                 answer.close()
  *         return 0             # <<<<<<<<<<<<<<
@@ -16751,7 +17883,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
   }
   goto __pyx_L0;
 
-  /* "engine/http/_connection.pyx":505
+  /* "engine/http/_connection.pyx":539
  *         return None
  * 
  *     cdef int _drop_pending(self) except -1:             # <<<<<<<<<<<<<<
@@ -16778,7 +17910,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":513
+/* "engine/http/_connection.pyx":547
  * 
  *     # ---- helpers ---------------------------------------------------------
  *     def _callback_failed(self, exc):             # <<<<<<<<<<<<<<
@@ -16787,15 +17919,15 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_37_callback_failed(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_41_callback_failed(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_37_callback_failed = {"_callback_failed", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_37_callback_failed, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_37_callback_failed(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_41_callback_failed = {"_callback_failed", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_41_callback_failed, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_41_callback_failed(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -16825,32 +17957,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_exc,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 513, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 547, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 513, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 547, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_callback_failed", 0) < (0)) __PYX_ERR(0, 513, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_callback_failed", 0) < (0)) __PYX_ERR(0, 547, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_callback_failed", 1, 1, 1, i); __PYX_ERR(0, 513, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_callback_failed", 1, 1, 1, i); __PYX_ERR(0, 547, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 513, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 547, __pyx_L3_error)
     }
     __pyx_v_exc = values[0];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("_callback_failed", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 513, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("_callback_failed", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 547, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -16861,7 +17993,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_36_callback_failed(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_exc);
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_40_callback_failed(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_exc);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -16871,7 +18003,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36_callback_failed(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_exc) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40_callback_failed(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_exc) {
   PyObject *__pyx_v_cause = NULL;
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
@@ -16886,33 +18018,33 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36_callba
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_callback_failed", 0);
 
-  /* "engine/http/_connection.pyx":514
+  /* "engine/http/_connection.pyx":548
  *     # ---- helpers ---------------------------------------------------------
  *     def _callback_failed(self, exc):
  *         cause = exc.__context__             # <<<<<<<<<<<<<<
  *         if isinstance(cause, RequestRefused):
  *             self.error_and_close(cause.status, cause.text)
 */
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_exc, __pyx_mstate_global->__pyx_n_u_context); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 514, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_exc, __pyx_mstate_global->__pyx_n_u_context); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 548, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_v_cause = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":515
+  /* "engine/http/_connection.pyx":549
  *     def _callback_failed(self, exc):
  *         cause = exc.__context__
  *         if isinstance(cause, RequestRefused):             # <<<<<<<<<<<<<<
  *             self.error_and_close(cause.status, cause.text)
  *         else:
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 515, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 549, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = PyObject_IsInstance(__pyx_v_cause, __pyx_t_1); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 515, __pyx_L1_error)
+  __pyx_t_2 = PyObject_IsInstance(__pyx_v_cause, __pyx_t_1); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 549, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":516
+    /* "engine/http/_connection.pyx":550
  *         cause = exc.__context__
  *         if isinstance(cause, RequestRefused):
  *             self.error_and_close(cause.status, cause.text)             # <<<<<<<<<<<<<<
@@ -16921,9 +18053,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36_callba
 */
     __pyx_t_3 = ((PyObject *)__pyx_v_self);
     __Pyx_INCREF(__pyx_t_3);
-    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_cause, __pyx_mstate_global->__pyx_n_u_status); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 516, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_cause, __pyx_mstate_global->__pyx_n_u_status); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 550, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_cause, __pyx_mstate_global->__pyx_n_u_text); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 516, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_cause, __pyx_mstate_global->__pyx_n_u_text); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 550, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_t_6 = 0;
     {
@@ -16932,12 +18064,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36_callba
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 516, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 550, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":515
+    /* "engine/http/_connection.pyx":549
  *     def _callback_failed(self, exc):
  *         cause = exc.__context__
  *         if isinstance(cause, RequestRefused):             # <<<<<<<<<<<<<<
@@ -16947,7 +18079,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36_callba
     goto __pyx_L3;
   }
 
-  /* "engine/http/_connection.pyx":518
+  /* "engine/http/_connection.pyx":552
  *             self.error_and_close(cause.status, cause.text)
  *         else:
  *             self.app.internal_error(self, cause or exc)             # <<<<<<<<<<<<<<
@@ -16957,7 +18089,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36_callba
   /*else*/ {
     __pyx_t_5 = __pyx_v_self->app;
     __Pyx_INCREF(__pyx_t_5);
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_cause); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 518, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_cause); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 552, __pyx_L1_error)
     if (!__pyx_t_2) {
     } else {
       __Pyx_INCREF(__pyx_v_cause);
@@ -16973,28 +18105,28 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36_callba
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_internal_error, __pyx_callargs+__pyx_t_6, (3-__pyx_t_6) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 518, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 552, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":519
+    /* "engine/http/_connection.pyx":553
  *         else:
  *             self.app.internal_error(self, cause or exc)
  *             self.error_and_close(500, "internal error")             # <<<<<<<<<<<<<<
  * 
  *     def error_and_close(self, status, text):
 */
-    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_error_and_close); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 519, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_error_and_close); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 553, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
-    __pyx_t_4 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[5], NULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 519, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[6], NULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 553, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   }
   __pyx_L3:;
 
-  /* "engine/http/_connection.pyx":513
+  /* "engine/http/_connection.pyx":547
  * 
  *     # ---- helpers ---------------------------------------------------------
  *     def _callback_failed(self, exc):             # <<<<<<<<<<<<<<
@@ -17019,7 +18151,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36_callba
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":521
+/* "engine/http/_connection.pyx":555
  *             self.error_and_close(500, "internal error")
  * 
  *     def error_and_close(self, status, text):             # <<<<<<<<<<<<<<
@@ -17028,16 +18160,16 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36_callba
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_39error_and_close(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_43error_and_close(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_38error_and_close, "Answer ``status`` after any pending answers, then close; read\n        nothing more from this client.");
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_39error_and_close = {"error_and_close", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_39error_and_close, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_38error_and_close};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_39error_and_close(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_42error_and_close, "Answer ``status`` after any pending answers, then close; read\n        nothing more from this client.");
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_43error_and_close = {"error_and_close", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_43error_and_close, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_42error_and_close};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_43error_and_close(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -17068,39 +18200,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_status,&__pyx_mstate_global->__pyx_n_u_text,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 521, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 555, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 521, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 555, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 521, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 555, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "error_and_close", 0) < (0)) __PYX_ERR(0, 521, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "error_and_close", 0) < (0)) __PYX_ERR(0, 555, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("error_and_close", 1, 2, 2, i); __PYX_ERR(0, 521, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("error_and_close", 1, 2, 2, i); __PYX_ERR(0, 555, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 521, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 555, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 521, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 555, __pyx_L3_error)
     }
     __pyx_v_status = values[0];
     __pyx_v_text = values[1];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("error_and_close", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 521, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("error_and_close", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 555, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -17111,7 +18243,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_and_close(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_status, __pyx_v_text);
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_and_close(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_status, __pyx_v_text);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -17121,7 +18253,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_and_close(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_status, PyObject *__pyx_v_text) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_and_close(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_status, PyObject *__pyx_v_text) {
   PyObject *__pyx_v_req = NULL;
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
@@ -17136,7 +18268,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_a
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("error_and_close", 0);
 
-  /* "engine/http/_connection.pyx":524
+  /* "engine/http/_connection.pyx":558
  *         """Answer ``status`` after any pending answers, then close; read
  *         nothing more from this client."""
  *         if self.state == S_CLOSED or self.transport.is_closing():             # <<<<<<<<<<<<<<
@@ -17160,10 +18292,10 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_a
     PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
     __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_is_closing, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 524, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 558, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 524, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 558, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
   __pyx_t_1 = __pyx_t_2;
@@ -17172,7 +18304,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_a
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":525
+    /* "engine/http/_connection.pyx":559
  *         nothing more from this client."""
  *         if self.state == S_CLOSED or self.transport.is_closing():
  *             return             # <<<<<<<<<<<<<<
@@ -17189,7 +18321,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_a
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":524
+    /* "engine/http/_connection.pyx":558
  *         """Answer ``status`` after any pending answers, then close; read
  *         nothing more from this client."""
  *         if self.state == S_CLOSED or self.transport.is_closing():             # <<<<<<<<<<<<<<
@@ -17198,7 +18330,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_a
 */
   }
 
-  /* "engine/http/_connection.pyx":526
+  /* "engine/http/_connection.pyx":560
  *         if self.state == S_CLOSED or self.transport.is_closing():
  *             return
  *         self.app.count_error(status)             # <<<<<<<<<<<<<<
@@ -17212,12 +18344,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_a
     PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_v_status};
     __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_count_error, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 526, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 560, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-  /* "engine/http/_connection.pyx":527
+  /* "engine/http/_connection.pyx":561
  *             return
  *         self.app.count_error(status)
  *         req = self.request             # <<<<<<<<<<<<<<
@@ -17229,7 +18361,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_a
   __pyx_v_req = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "engine/http/_connection.pyx":528
+  /* "engine/http/_connection.pyx":562
  *         self.app.count_error(status)
  *         req = self.request
  *         if req is not None and req.stream is not None and req.stream is not _DISCARD \             # <<<<<<<<<<<<<<
@@ -17245,7 +18377,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_a
 
     goto __pyx_L7_bool_binop_done;
   }
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 528, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 562, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __pyx_t_2 = (__pyx_t_3 != Py_None);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
@@ -17258,17 +18390,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_a
     goto __pyx_L7_bool_binop_done;
   }
 
-  /* "engine/http/_connection.pyx":529
+  /* "engine/http/_connection.pyx":563
  *         req = self.request
  *         if req is not None and req.stream is not None and req.stream is not _DISCARD \
  *                 and req.stream.started:             # <<<<<<<<<<<<<<
  *             self.transport.abort()       # its stream's answer is already on the wire
  *             return
 */
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 528, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 562, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
 
-  /* "engine/http/_connection.pyx":528
+  /* "engine/http/_connection.pyx":562
  *         self.app.count_error(status)
  *         req = self.request
  *         if req is not None and req.stream is not None and req.stream is not _DISCARD \             # <<<<<<<<<<<<<<
@@ -17286,26 +18418,26 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_a
     goto __pyx_L7_bool_binop_done;
   }
 
-  /* "engine/http/_connection.pyx":529
+  /* "engine/http/_connection.pyx":563
  *         req = self.request
  *         if req is not None and req.stream is not None and req.stream is not _DISCARD \
  *                 and req.stream.started:             # <<<<<<<<<<<<<<
  *             self.transport.abort()       # its stream's answer is already on the wire
  *             return
 */
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 529, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 563, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_started); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 529, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_started); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 563, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 529, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 563, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
   __pyx_t_1 = __pyx_t_2;
 
   __pyx_L7_bool_binop_done:;
 
-  /* "engine/http/_connection.pyx":528
+  /* "engine/http/_connection.pyx":562
  *         self.app.count_error(status)
  *         req = self.request
  *         if req is not None and req.stream is not None and req.stream is not _DISCARD \             # <<<<<<<<<<<<<<
@@ -17315,7 +18447,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_a
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":530
+    /* "engine/http/_connection.pyx":564
  *         if req is not None and req.stream is not None and req.stream is not _DISCARD \
  *                 and req.stream.started:
  *             self.transport.abort()       # its stream's answer is already on the wire             # <<<<<<<<<<<<<<
@@ -17329,12 +18461,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_a
       PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
       __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_abort, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 530, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 564, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-    /* "engine/http/_connection.pyx":531
+    /* "engine/http/_connection.pyx":565
  *                 and req.stream.started:
  *             self.transport.abort()       # its stream's answer is already on the wire
  *             return             # <<<<<<<<<<<<<<
@@ -17351,7 +18483,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_a
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":528
+    /* "engine/http/_connection.pyx":562
  *         self.app.count_error(status)
  *         req = self.request
  *         if req is not None and req.stream is not None and req.stream is not _DISCARD \             # <<<<<<<<<<<<<<
@@ -17360,7 +18492,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_a
 */
   }
 
-  /* "engine/http/_connection.pyx":532
+  /* "engine/http/_connection.pyx":566
  *             self.transport.abort()       # its stream's answer is already on the wire
  *             return
  *         self.parser_done = True             # <<<<<<<<<<<<<<
@@ -17369,7 +18501,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_a
 */
   __pyx_v_self->parser_done = 1;
 
-  /* "engine/http/_connection.pyx":533
+  /* "engine/http/_connection.pyx":567
  *             return
  *         self.parser_done = True
  *         self.answer_c(0, self.app.error_response(status, text), False)             # <<<<<<<<<<<<<<
@@ -17383,14 +18515,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_a
     PyObject *__pyx_callargs[3] = {__pyx_t_3, __pyx_v_status, __pyx_v_text};
     __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_error_response, __pyx_callargs+__pyx_t_5, (3-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 533, __pyx_L1_error)
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 567, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
   }
-  __pyx_t_6 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, 0, __pyx_t_4, 0); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 533, __pyx_L1_error)
+  __pyx_t_6 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, 0, __pyx_t_4, 0); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 567, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
 
-  /* "engine/http/_connection.pyx":521
+  /* "engine/http/_connection.pyx":555
  *             self.error_and_close(500, "internal error")
  * 
  *     def error_and_close(self, status, text):             # <<<<<<<<<<<<<<
@@ -17413,7 +18545,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_a
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":535
+/* "engine/http/_connection.pyx":569
  *         self.answer_c(0, self.app.error_response(status, text), False)
  * 
  *     def on_deadline(self):             # <<<<<<<<<<<<<<
@@ -17422,16 +18554,16 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_a
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_41on_deadline(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_45on_deadline(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_40on_deadline, "Called by the sweep when this connection overstayed.");
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_41on_deadline = {"on_deadline", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_41on_deadline, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_40on_deadline};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_41on_deadline(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_44on_deadline, "Called by the sweep when this connection overstayed.");
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_45on_deadline = {"on_deadline", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_45on_deadline, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_44on_deadline};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_45on_deadline(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -17457,14 +18589,14 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
   if (unlikely(__pyx_kwds_len < 0)) return NULL;
   if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("on_deadline", __pyx_kwds); return NULL;}
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_deadline(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_deadline(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_deadline(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_deadline(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
   PyObject *__pyx_v_req = NULL;
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
@@ -17478,7 +18610,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_dead
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("on_deadline", 0);
 
-  /* "engine/http/_connection.pyx":537
+  /* "engine/http/_connection.pyx":571
  *     def on_deadline(self):
  *         """Called by the sweep when this connection overstayed."""
  *         req = self.request             # <<<<<<<<<<<<<<
@@ -17490,7 +18622,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_dead
   __pyx_v_req = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":538
+  /* "engine/http/_connection.pyx":572
  *         """Called by the sweep when this connection overstayed."""
  *         req = self.request
  *         if self.write_paused_at:             # <<<<<<<<<<<<<<
@@ -17502,7 +18634,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_dead
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":539
+    /* "engine/http/_connection.pyx":573
  *         req = self.request
  *         if self.write_paused_at:
  *             self.transport.abort()   # a client that does not read its answers             # <<<<<<<<<<<<<<
@@ -17516,12 +18648,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_dead
       PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_abort, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 539, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 573, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":538
+    /* "engine/http/_connection.pyx":572
  *         """Called by the sweep when this connection overstayed."""
  *         req = self.request
  *         if self.write_paused_at:             # <<<<<<<<<<<<<<
@@ -17531,7 +18663,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_dead
     goto __pyx_L3;
   }
 
-  /* "engine/http/_connection.pyx":540
+  /* "engine/http/_connection.pyx":574
  *         if self.write_paused_at:
  *             self.transport.abort()   # a client that does not read its answers
  *         elif self.state == S_READING:             # <<<<<<<<<<<<<<
@@ -17543,7 +18675,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_dead
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":541
+    /* "engine/http/_connection.pyx":575
  *             self.transport.abort()   # a client that does not read its answers
  *         elif self.state == S_READING:
  *             if req is not None and req.stream is not None and req.stream is not _DISCARD:             # <<<<<<<<<<<<<<
@@ -17559,7 +18691,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_dead
 
       goto __pyx_L5_bool_binop_done;
     }
-    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 541, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 575, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __pyx_t_5 = (__pyx_t_1 != Py_None);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
@@ -17571,7 +18703,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_dead
 
       goto __pyx_L5_bool_binop_done;
     }
-    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 541, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 575, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __pyx_t_5 = (__pyx_t_1 != __pyx_v_6engine_4http_11_connection__DISCARD);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
@@ -17582,7 +18714,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_dead
     if (__pyx_t_2) {
 
 
-      /* "engine/http/_connection.pyx":542
+      /* "engine/http/_connection.pyx":576
  *         elif self.state == S_READING:
  *             if req is not None and req.stream is not None and req.stream is not _DISCARD:
  *                 self.transport.abort()   # stalled mid-upload to a stream             # <<<<<<<<<<<<<<
@@ -17596,12 +18728,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_dead
         PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
         __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_abort, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 542, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 576, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-      /* "engine/http/_connection.pyx":541
+      /* "engine/http/_connection.pyx":575
  *             self.transport.abort()   # a client that does not read its answers
  *         elif self.state == S_READING:
  *             if req is not None and req.stream is not None and req.stream is not _DISCARD:             # <<<<<<<<<<<<<<
@@ -17611,7 +18743,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_dead
       goto __pyx_L4;
     }
 
-    /* "engine/http/_connection.pyx":544
+    /* "engine/http/_connection.pyx":578
  *                 self.transport.abort()   # stalled mid-upload to a stream
  *             else:
  *                 self.error_and_close(408, "request timeout")             # <<<<<<<<<<<<<<
@@ -17619,16 +18751,16 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_dead
  *             # a stream is answering: its own deadlines apply (registry.streams)
 */
     /*else*/ {
-      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_error_and_close); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 544, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_error_and_close); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 578, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
-      __pyx_t_3 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[6], NULL); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 544, __pyx_L1_error)
+      __pyx_t_3 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[7], NULL); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 578, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     }
     __pyx_L4:;
 
-    /* "engine/http/_connection.pyx":540
+    /* "engine/http/_connection.pyx":574
  *         if self.write_paused_at:
  *             self.transport.abort()   # a client that does not read its answers
  *         elif self.state == S_READING:             # <<<<<<<<<<<<<<
@@ -17638,14 +18770,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_dead
     goto __pyx_L3;
   }
 
-  /* "engine/http/_connection.pyx":545
+  /* "engine/http/_connection.pyx":579
  *             else:
  *                 self.error_and_close(408, "request timeout")
  *         elif self.pending and type(self.pending[0][1]) is not bytes:             # <<<<<<<<<<<<<<
  *             # a stream is answering: its own deadlines apply (registry.streams)
  *             self.deadline = self.registry.clock + self.registry.idle_timeout
 */
-  __pyx_t_5 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_5 < 0))) __PYX_ERR(0, 545, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_5 < 0))) __PYX_ERR(0, 579, __pyx_L1_error)
   if (__pyx_t_5) {
 
   } else {
@@ -17654,9 +18786,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_dead
 
     goto __pyx_L8_bool_binop_done;
   }
-  __pyx_t_3 = __Pyx_GetItemInt(__pyx_v_self->pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 545, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_GetItemInt(__pyx_v_self->pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 579, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_1 = __Pyx_GetItemInt(__pyx_t_3, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 545, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_GetItemInt(__pyx_t_3, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 579, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_t_5 = (((PyObject *)Py_TYPE(__pyx_t_1)) != ((PyObject *)(&PyBytes_Type)));
@@ -17668,7 +18800,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_dead
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":547
+    /* "engine/http/_connection.pyx":581
  *         elif self.pending and type(self.pending[0][1]) is not bytes:
  *             # a stream is answering: its own deadlines apply (registry.streams)
  *             self.deadline = self.registry.clock + self.registry.idle_timeout             # <<<<<<<<<<<<<<
@@ -17677,7 +18809,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_dead
 */
     __pyx_v_self->deadline = (__pyx_v_self->registry->clock + __pyx_v_self->registry->idle_timeout);
 
-    /* "engine/http/_connection.pyx":545
+    /* "engine/http/_connection.pyx":579
  *             else:
  *                 self.error_and_close(408, "request timeout")
  *         elif self.pending and type(self.pending[0][1]) is not bytes:             # <<<<<<<<<<<<<<
@@ -17687,7 +18819,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_dead
     goto __pyx_L3;
   }
 
-  /* "engine/http/_connection.pyx":549
+  /* "engine/http/_connection.pyx":583
  *             self.deadline = self.registry.clock + self.registry.idle_timeout
  *         else:
  *             self.close()             # idle keep-alive connection             # <<<<<<<<<<<<<<
@@ -17702,14 +18834,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_dead
       PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 549, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 583, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   }
   __pyx_L3:;
 
-  /* "engine/http/_connection.pyx":535
+  /* "engine/http/_connection.pyx":569
  *         self.answer_c(0, self.app.error_response(status, text), False)
  * 
  *     def on_deadline(self):             # <<<<<<<<<<<<<<
@@ -17732,7 +18864,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_dead
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":551
+/* "engine/http/_connection.pyx":585
  *             self.close()             # idle keep-alive connection
  * 
  *     def close(self):             # <<<<<<<<<<<<<<
@@ -17741,15 +18873,15 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_dead
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_43close(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_47close(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_43close = {"close", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_43close, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_43close(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_47close = {"close", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_47close, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_47close(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -17775,14 +18907,14 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
   if (unlikely(__pyx_kwds_len < 0)) return NULL;
   if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("close", __pyx_kwds); return NULL;}
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_42close(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_46close(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42close(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46close(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   int __pyx_t_1;
@@ -17796,7 +18928,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42close(s
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("close", 0);
 
-  /* "engine/http/_connection.pyx":552
+  /* "engine/http/_connection.pyx":586
  * 
  *     def close(self):
  *         if self.transport is not None and not self.transport.is_closing():             # <<<<<<<<<<<<<<
@@ -17819,10 +18951,10 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42close(s
     PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
     __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_is_closing, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 552, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 586, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 552, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 586, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_t_6 = (!__pyx_t_2);
 
@@ -17834,7 +18966,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42close(s
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":553
+    /* "engine/http/_connection.pyx":587
  *     def close(self):
  *         if self.transport is not None and not self.transport.is_closing():
  *             self.transport.close()             # <<<<<<<<<<<<<<
@@ -17848,12 +18980,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42close(s
       PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
       __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 553, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 587, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-    /* "engine/http/_connection.pyx":552
+    /* "engine/http/_connection.pyx":586
  * 
  *     def close(self):
  *         if self.transport is not None and not self.transport.is_closing():             # <<<<<<<<<<<<<<
@@ -17862,7 +18994,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42close(s
 */
   }
 
-  /* "engine/http/_connection.pyx":551
+  /* "engine/http/_connection.pyx":585
  *             self.close()             # idle keep-alive connection
  * 
  *     def close(self):             # <<<<<<<<<<<<<<
@@ -17884,7 +19016,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42close(s
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":555
+/* "engine/http/_connection.pyx":589
  *             self.transport.close()
  * 
  *     def drain(self):             # <<<<<<<<<<<<<<
@@ -17893,16 +19025,16 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42close(s
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_45drain(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_49drain(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_44drain, "Draining: close when idle, else after the answer in progress.");
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_45drain = {"drain", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_45drain, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_44drain};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_45drain(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_48drain, "Draining: close when idle, else after the answer in progress.");
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_49drain = {"drain", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_49drain, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_48drain};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_49drain(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -17928,14 +19060,14 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
   if (unlikely(__pyx_kwds_len < 0)) return NULL;
   if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("drain", __pyx_kwds); return NULL;}
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_44drain(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_48drain(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44drain(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_48drain(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   int __pyx_t_1;
@@ -17944,7 +19076,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44drain(s
   double __pyx_t_4;
   __Pyx_RefNannySetupContext("drain", 0);
 
-  /* "engine/http/_connection.pyx":557
+  /* "engine/http/_connection.pyx":591
  *     def drain(self):
  *         """Draining: close when idle, else after the answer in progress."""
  *         self.closing = True             # <<<<<<<<<<<<<<
@@ -17953,7 +19085,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44drain(s
 */
   __pyx_v_self->closing = 1;
 
-  /* "engine/http/_connection.pyx":558
+  /* "engine/http/_connection.pyx":592
  *         """Draining: close when idle, else after the answer in progress."""
  *         self.closing = True
  *         if self.state == S_IDLE:             # <<<<<<<<<<<<<<
@@ -17965,7 +19097,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44drain(s
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":562
+    /* "engine/http/_connection.pyx":596
  *             # client may be sending; give it a moment to send one (answered
  *             # with "Connection: close"), then the sweep closes it.
  *             self.deadline = min(self.deadline, self.registry.clock + 1.0)             # <<<<<<<<<<<<<<
@@ -17989,7 +19121,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44drain(s
     __pyx_v_self->deadline = __pyx_t_4;
 
 
-    /* "engine/http/_connection.pyx":558
+    /* "engine/http/_connection.pyx":592
  *         """Draining: close when idle, else after the answer in progress."""
  *         self.closing = True
  *         if self.state == S_IDLE:             # <<<<<<<<<<<<<<
@@ -17998,7 +19130,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44drain(s
 */
   }
 
-  /* "engine/http/_connection.pyx":555
+  /* "engine/http/_connection.pyx":589
  *             self.transport.close()
  * 
  *     def drain(self):             # <<<<<<<<<<<<<<
@@ -21548,7 +22680,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_3url_4__del__(s
  *     cdef public bytes url
  *     cdef public bytes method             # <<<<<<<<<<<<<<
  *     cdef public Py_ssize_t head_bytes
- *     cdef public bint has_host
+ *     cdef public int hosts                # Host field lines seen
 */
 
 /* Python wrapper */
@@ -21728,8 +22860,8 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_6method_4__del_
  *     cdef public bytes url
  *     cdef public bytes method
  *     cdef public Py_ssize_t head_bytes             # <<<<<<<<<<<<<<
- *     cdef public bint has_host
- *     cdef public bytes user_agent
+ *     cdef public int hosts                # Host field lines seen
+ *     cdef public bytes authority          # of an absolute-form target (wins over Host)
 */
 
 /* Python wrapper */
@@ -21869,27 +23001,27 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_10head_bytes_2_
 /* "engine/http/_connection.pxd":65
  *     cdef public bytes method
  *     cdef public Py_ssize_t head_bytes
- *     cdef public bint has_host             # <<<<<<<<<<<<<<
+ *     cdef public int hosts                # Host field lines seen             # <<<<<<<<<<<<<<
+ *     cdef public bytes authority          # of an absolute-form target (wins over Host)
  *     cdef public bytes user_agent
- *     cdef public bytes accept_language
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_8has_host_1__get__(PyObject *__pyx_v_self); /*proto*/
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_8has_host_1__get__(PyObject *__pyx_v_self) {
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_5hosts_1__get__(PyObject *__pyx_v_self); /*proto*/
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_5hosts_1__get__(PyObject *__pyx_v_self) {
   CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
   PyObject *__pyx_r = 0;
   __Pyx_RefNannyDeclarations
   __Pyx_RefNannySetupContext("__get__ (wrapper)", 0);
   __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_8has_host___get__(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_5hosts___get__(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8has_host___get__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_5hosts___get__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   PyObject *__pyx_t_1 = NULL;
@@ -21905,7 +23037,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8has_host
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->has_host); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 65, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyLong_From_int(__pyx_v_self->hosts); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 65, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -21940,7 +23072,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8has_host
   __pyx_L1_error:;
   __Pyx_XDECREF(__pyx_t_1);
   __Pyx_XDECREF(__pyx_t_2);
-  __Pyx_AddTraceback("engine.http._connection.HttpConnection.has_host.__get__", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_AddTraceback("engine.http._connection.HttpConnection.hosts.__get__", __pyx_clineno, __pyx_lineno, __pyx_filename);
   __pyx_r = NULL;
   __pyx_L0:;
   __Pyx_XGIVEREF(__pyx_r);
@@ -21949,21 +23081,21 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8has_host
 }
 
 /* Python wrapper */
-static int __pyx_pw_6engine_4http_11_connection_14HttpConnection_8has_host_3__set__(PyObject *__pyx_v_self, PyObject *__pyx_v_value); /*proto*/
-static int __pyx_pw_6engine_4http_11_connection_14HttpConnection_8has_host_3__set__(PyObject *__pyx_v_self, PyObject *__pyx_v_value) {
+static int __pyx_pw_6engine_4http_11_connection_14HttpConnection_5hosts_3__set__(PyObject *__pyx_v_self, PyObject *__pyx_v_value); /*proto*/
+static int __pyx_pw_6engine_4http_11_connection_14HttpConnection_5hosts_3__set__(PyObject *__pyx_v_self, PyObject *__pyx_v_value) {
   CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
   int __pyx_r;
   __Pyx_RefNannyDeclarations
   __Pyx_RefNannySetupContext("__set__ (wrapper)", 0);
   __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_8has_host_2__set__(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), ((PyObject *)__pyx_v_value));
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_5hosts_2__set__(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), ((PyObject *)__pyx_v_value));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_8has_host_2__set__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_value) {
+static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_5hosts_2__set__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_value) {
   int __pyx_r;
   __Pyx_RefNannyDeclarations
   PyObject *__pyx_t_1 = NULL;
@@ -21978,8 +23110,8 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_8has_host_2__se
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 65, __pyx_L4_error)
-        __pyx_v_self->has_host = __pyx_t_2;
+        __pyx_t_2 = __Pyx_PyLong_As_int(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 65, __pyx_L4_error)
+        __pyx_v_self->hosts = __pyx_t_2;
       }
       /*finally:*/ {
         /*normal exit:*/{
@@ -22000,7 +23132,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_8has_host_2__se
   goto __pyx_L0;
   __pyx_L1_error:;
   __Pyx_XDECREF(__pyx_t_1);
-  __Pyx_AddTraceback("engine.http._connection.HttpConnection.has_host.__set__", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_AddTraceback("engine.http._connection.HttpConnection.hosts.__set__", __pyx_clineno, __pyx_lineno, __pyx_filename);
   __pyx_r = -1;
   __pyx_L0:;
 
@@ -22010,7 +23142,188 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_8has_host_2__se
 
 /* "engine/http/_connection.pxd":66
  *     cdef public Py_ssize_t head_bytes
- *     cdef public bint has_host
+ *     cdef public int hosts                # Host field lines seen
+ *     cdef public bytes authority          # of an absolute-form target (wins over Host)             # <<<<<<<<<<<<<<
+ *     cdef public bytes user_agent
+ *     cdef public bytes accept_language
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_9authority_1__get__(PyObject *__pyx_v_self); /*proto*/
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_9authority_1__get__(PyObject *__pyx_v_self) {
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__get__ (wrapper)", 0);
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_9authority___get__(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
+
+  /* function exit code */
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_9authority___get__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  __Pyx_RefNannySetupContext("__get__", 0);
+  {
+      __Pyx_PyCriticalSection __pyx_cs;
+      __pyx_t_1 = ((PyObject *)__pyx_v_self);
+      __Pyx_INCREF(__pyx_t_1);
+      __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
+      /*try:*/ {
+        {
+          PyObject *__pyx_temp;
+          {
+            __pyx_temp = __pyx_r;
+            __Pyx_INCREF(__pyx_v_self->authority);
+            __pyx_r = __pyx_v_self->authority;
+          }
+          __Pyx_XDECREF(__pyx_temp);
+        }
+        __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+        goto __pyx_L3_return;
+      }
+      /*finally:*/ {
+        __pyx_L3_return: {
+          __pyx_t_2 = __pyx_r;
+          __pyx_r = 0;
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          __pyx_r = __pyx_t_2;
+          __pyx_t_2 = 0;
+          goto __pyx_L0;
+        }
+      }
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  }
+
+  /* function exit code */
+  __pyx_L0:;
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* Python wrapper */
+static int __pyx_pw_6engine_4http_11_connection_14HttpConnection_9authority_3__set__(PyObject *__pyx_v_self, PyObject *__pyx_v_value); /*proto*/
+static int __pyx_pw_6engine_4http_11_connection_14HttpConnection_9authority_3__set__(PyObject *__pyx_v_self, PyObject *__pyx_v_value) {
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  int __pyx_r;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__set__ (wrapper)", 0);
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_9authority_2__set__(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), ((PyObject *)__pyx_v_value));
+
+  /* function exit code */
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_9authority_2__set__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_value) {
+  int __pyx_r;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("__set__", 0);
+  {
+      __Pyx_PyCriticalSection __pyx_cs;
+      __pyx_t_1 = ((PyObject *)__pyx_v_self);
+      __Pyx_INCREF(__pyx_t_1);
+      __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
+      /*try:*/ {
+        __pyx_t_2 = __pyx_v_value;
+        __Pyx_INCREF(__pyx_t_2);
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 66, __pyx_L4_error)
+        __Pyx_GIVEREF(__pyx_t_2);
+        __Pyx_GOTREF(__pyx_v_self->authority);
+        __Pyx_DECREF_SET(__pyx_v_self->authority, ((PyObject*)__pyx_t_2));
+        __pyx_t_2 = 0;
+      }
+      /*finally:*/ {
+        /*normal exit:*/{
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          goto __pyx_L5;
+        }
+        __pyx_L4_error: {
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          goto __pyx_L1_error;
+        }
+        __pyx_L5:;
+      }
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  }
+
+  /* function exit code */
+  __pyx_r = 0;
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_1);
+  __Pyx_XDECREF(__pyx_t_2);
+  __Pyx_AddTraceback("engine.http._connection.HttpConnection.authority.__set__", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = -1;
+  __pyx_L0:;
+
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* Python wrapper */
+static int __pyx_pw_6engine_4http_11_connection_14HttpConnection_9authority_5__del__(PyObject *__pyx_v_self); /*proto*/
+static int __pyx_pw_6engine_4http_11_connection_14HttpConnection_9authority_5__del__(PyObject *__pyx_v_self) {
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  int __pyx_r;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__del__ (wrapper)", 0);
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_9authority_4__del__(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
+
+  /* function exit code */
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_9authority_4__del__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
+  int __pyx_r;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  __Pyx_RefNannySetupContext("__del__", 0);
+  {
+      __Pyx_PyCriticalSection __pyx_cs;
+      __pyx_t_1 = ((PyObject *)__pyx_v_self);
+      __Pyx_INCREF(__pyx_t_1);
+      __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
+      /*try:*/ {
+        __Pyx_INCREF(Py_None);
+        __Pyx_GIVEREF(Py_None);
+        __Pyx_GOTREF(__pyx_v_self->authority);
+        __Pyx_DECREF_SET(__pyx_v_self->authority, ((PyObject*)Py_None));
+      }
+      /*finally:*/ {
+        /*normal exit:*/{
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          goto __pyx_L5;
+        }
+        __pyx_L5:;
+      }
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  }
+
+  /* function exit code */
+  __pyx_r = 0;
+
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "engine/http/_connection.pxd":67
+ *     cdef public int hosts                # Host field lines seen
+ *     cdef public bytes authority          # of an absolute-form target (wins over Host)
  *     cdef public bytes user_agent             # <<<<<<<<<<<<<<
  *     cdef public bytes accept_language
  *     cdef public bytes cookie
@@ -22107,7 +23420,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_10user_agent_2_
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 66, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 67, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->user_agent);
         __Pyx_DECREF_SET(__pyx_v_self->user_agent, ((PyObject*)__pyx_t_2));
@@ -22189,8 +23502,8 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_10user_agent_4_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":67
- *     cdef public bint has_host
+/* "engine/http/_connection.pxd":68
+ *     cdef public bytes authority          # of an absolute-form target (wins over Host)
  *     cdef public bytes user_agent
  *     cdef public bytes accept_language             # <<<<<<<<<<<<<<
  *     cdef public bytes cookie
@@ -22288,7 +23601,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_15accept_langua
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 67, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 68, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->accept_language);
         __Pyx_DECREF_SET(__pyx_v_self->accept_language, ((PyObject*)__pyx_t_2));
@@ -22370,7 +23683,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_15accept_langua
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":68
+/* "engine/http/_connection.pxd":69
  *     cdef public bytes user_agent
  *     cdef public bytes accept_language
  *     cdef public bytes cookie             # <<<<<<<<<<<<<<
@@ -22469,7 +23782,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_6cookie_2__set_
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 68, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 69, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->cookie);
         __Pyx_DECREF_SET(__pyx_v_self->cookie, ((PyObject*)__pyx_t_2));
@@ -22551,7 +23864,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_6cookie_4__del_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":69
+/* "engine/http/_connection.pxd":70
  *     cdef public bytes accept_language
  *     cdef public bytes cookie
  *     cdef public bytes origin             # <<<<<<<<<<<<<<
@@ -22650,7 +23963,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_6origin_2__set_
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 69, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 70, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->origin);
         __Pyx_DECREF_SET(__pyx_v_self->origin, ((PyObject*)__pyx_t_2));
@@ -22732,7 +24045,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_6origin_4__del_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":70
+/* "engine/http/_connection.pxd":71
  *     cdef public bytes cookie
  *     cdef public bytes origin
  *     cdef public bytes forwarded_for             # <<<<<<<<<<<<<<
@@ -22831,7 +24144,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_13forwarded_for
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 70, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 71, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->forwarded_for);
         __Pyx_DECREF_SET(__pyx_v_self->forwarded_for, ((PyObject*)__pyx_t_2));
@@ -22913,7 +24226,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_13forwarded_for
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":71
+/* "engine/http/_connection.pxd":72
  *     cdef public bytes origin
  *     cdef public bytes forwarded_for
  *     cdef public bytes forwarded             # <<<<<<<<<<<<<<
@@ -23012,7 +24325,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_9forwarded_2__s
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 71, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 72, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->forwarded);
         __Pyx_DECREF_SET(__pyx_v_self->forwarded, ((PyObject*)__pyx_t_2));
@@ -23094,7 +24407,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_9forwarded_4__d
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":72
+/* "engine/http/_connection.pxd":73
  *     cdef public bytes forwarded_for
  *     cdef public bytes forwarded
  *     cdef public bytes content_length             # <<<<<<<<<<<<<<
@@ -23193,7 +24506,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_14content_lengt
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 72, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 73, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->content_length);
         __Pyx_DECREF_SET(__pyx_v_self->content_length, ((PyObject*)__pyx_t_2));
@@ -23275,7 +24588,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_14content_lengt
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":73
+/* "engine/http/_connection.pxd":74
  *     cdef public bytes forwarded
  *     cdef public bytes content_length
  *     cdef public bytes expect             # <<<<<<<<<<<<<<
@@ -23374,7 +24687,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_6expect_2__set_
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 73, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 74, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->expect);
         __Pyx_DECREF_SET(__pyx_v_self->expect, ((PyObject*)__pyx_t_2));
@@ -23456,7 +24769,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_6expect_4__del_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":74
+/* "engine/http/_connection.pxd":75
  *     cdef public bytes content_length
  *     cdef public bytes expect
  *     cdef public bytes dnt             # <<<<<<<<<<<<<<
@@ -23555,7 +24868,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_3dnt_2__set__(s
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 74, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 75, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->dnt);
         __Pyx_DECREF_SET(__pyx_v_self->dnt, ((PyObject*)__pyx_t_2));
@@ -23637,7 +24950,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_3dnt_4__del__(s
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":75
+/* "engine/http/_connection.pxd":76
  *     cdef public bytes expect
  *     cdef public bytes dnt
  *     cdef public bytes gpc             # <<<<<<<<<<<<<<
@@ -23736,7 +25049,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_3gpc_2__set__(s
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 75, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 76, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->gpc);
         __Pyx_DECREF_SET(__pyx_v_self->gpc, ((PyObject*)__pyx_t_2));
@@ -23818,7 +25131,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_3gpc_4__del__(s
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":76
+/* "engine/http/_connection.pxd":77
  *     cdef public bytes dnt
  *     cdef public bytes gpc
  *     cdef public list body             # <<<<<<<<<<<<<<
@@ -23917,7 +25230,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_4body_2__set__(
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyList_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("list", __pyx_t_2))) __PYX_ERR(1, 76, __pyx_L4_error)
+        if (!(likely(PyList_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("list", __pyx_t_2))) __PYX_ERR(1, 77, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->body);
         __Pyx_DECREF_SET(__pyx_v_self->body, ((PyObject*)__pyx_t_2));
@@ -23999,7 +25312,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_4body_4__del__(
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":77
+/* "engine/http/_connection.pxd":78
  *     cdef public bytes gpc
  *     cdef public list body
  *     cdef public Py_ssize_t body_size             # <<<<<<<<<<<<<<
@@ -24038,7 +25351,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_9body_siz
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_self->body_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 77, __pyx_L4_error)
+        __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_self->body_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 78, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -24111,7 +25424,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_9body_size_2__s
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyIndex_AsSsize_t(__pyx_v_value); if (unlikely((__pyx_t_2 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 77, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyIndex_AsSsize_t(__pyx_v_value); if (unlikely((__pyx_t_2 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 78, __pyx_L4_error)
         __pyx_v_self->body_size = __pyx_t_2;
       }
       /*finally:*/ {
@@ -24141,7 +25454,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_9body_size_2__s
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":78
+/* "engine/http/_connection.pxd":79
  *     cdef public list body
  *     cdef public Py_ssize_t body_size
  *     cdef public bint keep_alive             # <<<<<<<<<<<<<<
@@ -24180,7 +25493,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10keep_al
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->keep_alive); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 78, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->keep_alive); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 79, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -24253,7 +25566,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_10keep_alive_2_
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 78, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 79, __pyx_L4_error)
         __pyx_v_self->keep_alive = __pyx_t_2;
       }
       /*finally:*/ {
@@ -24283,7 +25596,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_10keep_alive_2_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":79
+/* "engine/http/_connection.pxd":80
  *     cdef public Py_ssize_t body_size
  *     cdef public bint keep_alive
  *     cdef public bint http_10             # <<<<<<<<<<<<<<
@@ -24322,7 +25635,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_7http_10_
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->http_10); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 79, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->http_10); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 80, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -24395,7 +25708,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_7http_10_2__set
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 79, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 80, __pyx_L4_error)
         __pyx_v_self->http_10 = __pyx_t_2;
       }
       /*finally:*/ {
@@ -24432,15 +25745,15 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_7http_10_2__set
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_47__reduce_cython__(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_51__reduce_cython__(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_47__reduce_cython__ = {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_47__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_47__reduce_cython__(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_51__reduce_cython__ = {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_51__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_51__reduce_cython__(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -24466,14 +25779,14 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
   if (unlikely(__pyx_kwds_len < 0)) return NULL;
   if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("__reduce_cython__", __pyx_kwds); return NULL;}
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_46__reduce_cython__(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_50__reduce_cython__(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46__reduce_cython__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_50__reduce_cython__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
   PyObject *__pyx_v_state = 0;
   PyObject *__pyx_v__dict = 0;
   int __pyx_v_use_setstate;
@@ -24511,7 +25824,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46__reduc
  *     cdef object _dict
  *     cdef bint use_setstate
  *     with CRITICAL_SECTION(self):             # <<<<<<<<<<<<<<
- *         state = (self.accept_language, self.app, self.awaiting_commit, self.body, self.body_size, self.client_ip, self.closing, self.commits, self.content_length, self.cookie, self.counted, self.deadline, self.decided, self.dnt, self.expect, self.fast, self.forwarded, self.forwarded_for, self.gpc, self.has_host, self.head_bytes, self.http_10, self.is_fast, self.keep_alive, self.limits, self.method, self.origin, self.parser, self.parser_done, self.pending, self.read_eof, self.read_paused, self.registry, self.request, self.route, self.state, self.tls, self.transport, self.tunnel_to, self.upgrade, self.url, self.user_agent, self.write_paused_at)
+ *         state = (self.accept_language, self.app, self.authority, self.awaiting_commit, self.body, self.body_size, self.client_ip, self.closing, self.commits, self.content_length, self.cookie, self.counted, self.deadline, self.decided, self.dnt, self.expect, self.fast, self.forwarded, self.forwarded_for, self.gpc, self.head_bytes, self.hosts, self.http_10, self.is_fast, self.keep_alive, self.limits, self.method, self.origin, self.parser, self.parser_done, self.pending, self.read_eof, self.read_paused, self.registry, self.request, self.route, self.state, self.tls, self.transport, self.tunnel_to, self.upgrade, self.url, self.user_agent, self.write_paused_at)
  *         _dict = getattr(self, '__dict__', None)
 */
   {
@@ -24524,7 +25837,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46__reduc
         /* "(tree fragment)":6
  *     cdef bint use_setstate
  *     with CRITICAL_SECTION(self):
- *         state = (self.accept_language, self.app, self.awaiting_commit, self.body, self.body_size, self.client_ip, self.closing, self.commits, self.content_length, self.cookie, self.counted, self.deadline, self.decided, self.dnt, self.expect, self.fast, self.forwarded, self.forwarded_for, self.gpc, self.has_host, self.head_bytes, self.http_10, self.is_fast, self.keep_alive, self.limits, self.method, self.origin, self.parser, self.parser_done, self.pending, self.read_eof, self.read_paused, self.registry, self.request, self.route, self.state, self.tls, self.transport, self.tunnel_to, self.upgrade, self.url, self.user_agent, self.write_paused_at)             # <<<<<<<<<<<<<<
+ *         state = (self.accept_language, self.app, self.authority, self.awaiting_commit, self.body, self.body_size, self.client_ip, self.closing, self.commits, self.content_length, self.cookie, self.counted, self.deadline, self.decided, self.dnt, self.expect, self.fast, self.forwarded, self.forwarded_for, self.gpc, self.head_bytes, self.hosts, self.http_10, self.is_fast, self.keep_alive, self.limits, self.method, self.origin, self.parser, self.parser_done, self.pending, self.read_eof, self.read_paused, self.registry, self.request, self.route, self.state, self.tls, self.transport, self.tunnel_to, self.upgrade, self.url, self.user_agent, self.write_paused_at)             # <<<<<<<<<<<<<<
  *         _dict = getattr(self, '__dict__', None)
  *     if _dict is not None and _dict:
 */
@@ -24540,9 +25853,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46__reduc
         __Pyx_GOTREF(__pyx_t_6);
         __pyx_t_7 = __Pyx_PyBool_FromLong(__pyx_v_self->decided); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 6, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_7);
-        __pyx_t_8 = __Pyx_PyBool_FromLong(__pyx_v_self->has_host); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 6, __pyx_L4_error)
+        __pyx_t_8 = PyLong_FromSsize_t(__pyx_v_self->head_bytes); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 6, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_8);
-        __pyx_t_9 = PyLong_FromSsize_t(__pyx_v_self->head_bytes); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 6, __pyx_L4_error)
+        __pyx_t_9 = __Pyx_PyLong_From_int(__pyx_v_self->hosts); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 6, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_9);
         __pyx_t_10 = __Pyx_PyBool_FromLong(__pyx_v_self->http_10); if (unlikely(!__pyx_t_10)) __PYX_ERR(2, 6, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_10);
@@ -24566,7 +25879,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46__reduc
         __Pyx_GOTREF(__pyx_t_19);
         __pyx_t_20 = PyFloat_FromDouble(__pyx_v_self->write_paused_at); if (unlikely(!__pyx_t_20)) __PYX_ERR(2, 6, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_20);
-        __pyx_t_21 = PyTuple_New(43); if (unlikely(!__pyx_t_21)) __PYX_ERR(2, 6, __pyx_L4_error)
+        __pyx_t_21 = PyTuple_New(44); if (unlikely(!__pyx_t_21)) __PYX_ERR(2, 6, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_21);
         __Pyx_INCREF(__pyx_v_self->accept_language);
         __Pyx_GIVEREF(__pyx_v_self->accept_language);
@@ -24574,110 +25887,113 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46__reduc
         __Pyx_INCREF(__pyx_v_self->app);
         __Pyx_GIVEREF(__pyx_v_self->app);
         if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 1, __pyx_v_self->app) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        __Pyx_INCREF(__pyx_v_self->authority);
+        __Pyx_GIVEREF(__pyx_v_self->authority);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 2, __pyx_v_self->authority) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_GIVEREF(__pyx_t_2);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 2, __pyx_t_2) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 3, __pyx_t_2) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->body);
         __Pyx_GIVEREF(__pyx_v_self->body);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 3, __pyx_v_self->body) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 4, __pyx_v_self->body) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_GIVEREF(__pyx_t_3);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 4, __pyx_t_3) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 5, __pyx_t_3) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->client_ip);
         __Pyx_GIVEREF(__pyx_v_self->client_ip);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 5, __pyx_v_self->client_ip) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 6, __pyx_v_self->client_ip) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_GIVEREF(__pyx_t_4);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 6, __pyx_t_4) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 7, __pyx_t_4) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF((PyObject *)__pyx_v_self->commits);
         __Pyx_GIVEREF((PyObject *)__pyx_v_self->commits);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 7, ((PyObject *)__pyx_v_self->commits)) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 8, ((PyObject *)__pyx_v_self->commits)) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->content_length);
         __Pyx_GIVEREF(__pyx_v_self->content_length);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 8, __pyx_v_self->content_length) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 9, __pyx_v_self->content_length) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->cookie);
         __Pyx_GIVEREF(__pyx_v_self->cookie);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 9, __pyx_v_self->cookie) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 10, __pyx_v_self->cookie) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_GIVEREF(__pyx_t_5);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 10, __pyx_t_5) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 11, __pyx_t_5) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_GIVEREF(__pyx_t_6);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 11, __pyx_t_6) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 12, __pyx_t_6) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_GIVEREF(__pyx_t_7);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 12, __pyx_t_7) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 13, __pyx_t_7) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->dnt);
         __Pyx_GIVEREF(__pyx_v_self->dnt);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 13, __pyx_v_self->dnt) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 14, __pyx_v_self->dnt) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->expect);
         __Pyx_GIVEREF(__pyx_v_self->expect);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 14, __pyx_v_self->expect) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 15, __pyx_v_self->expect) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF((PyObject *)__pyx_v_self->fast);
         __Pyx_GIVEREF((PyObject *)__pyx_v_self->fast);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 15, ((PyObject *)__pyx_v_self->fast)) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 16, ((PyObject *)__pyx_v_self->fast)) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->forwarded);
         __Pyx_GIVEREF(__pyx_v_self->forwarded);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 16, __pyx_v_self->forwarded) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 17, __pyx_v_self->forwarded) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->forwarded_for);
         __Pyx_GIVEREF(__pyx_v_self->forwarded_for);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 17, __pyx_v_self->forwarded_for) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 18, __pyx_v_self->forwarded_for) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->gpc);
         __Pyx_GIVEREF(__pyx_v_self->gpc);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 18, __pyx_v_self->gpc) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 19, __pyx_v_self->gpc) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_GIVEREF(__pyx_t_8);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 19, __pyx_t_8) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 20, __pyx_t_8) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_GIVEREF(__pyx_t_9);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 20, __pyx_t_9) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 21, __pyx_t_9) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_GIVEREF(__pyx_t_10);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 21, __pyx_t_10) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 22, __pyx_t_10) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_GIVEREF(__pyx_t_11);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 22, __pyx_t_11) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 23, __pyx_t_11) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_GIVEREF(__pyx_t_12);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 23, __pyx_t_12) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 24, __pyx_t_12) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->limits);
         __Pyx_GIVEREF(__pyx_v_self->limits);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 24, __pyx_v_self->limits) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 25, __pyx_v_self->limits) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->method);
         __Pyx_GIVEREF(__pyx_v_self->method);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 25, __pyx_v_self->method) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 26, __pyx_v_self->method) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->origin);
         __Pyx_GIVEREF(__pyx_v_self->origin);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 26, __pyx_v_self->origin) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 27, __pyx_v_self->origin) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->parser);
         __Pyx_GIVEREF(__pyx_v_self->parser);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 27, __pyx_v_self->parser) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 28, __pyx_v_self->parser) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_GIVEREF(__pyx_t_13);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 28, __pyx_t_13) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 29, __pyx_t_13) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->pending);
         __Pyx_GIVEREF(__pyx_v_self->pending);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 29, __pyx_v_self->pending) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 30, __pyx_v_self->pending) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_GIVEREF(__pyx_t_14);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 30, __pyx_t_14) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 31, __pyx_t_14) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_GIVEREF(__pyx_t_15);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 31, __pyx_t_15) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 32, __pyx_t_15) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF((PyObject *)__pyx_v_self->registry);
         __Pyx_GIVEREF((PyObject *)__pyx_v_self->registry);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 32, ((PyObject *)__pyx_v_self->registry)) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 33, ((PyObject *)__pyx_v_self->registry)) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->request);
         __Pyx_GIVEREF(__pyx_v_self->request);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 33, __pyx_v_self->request) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 34, __pyx_v_self->request) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_GIVEREF(__pyx_t_16);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 34, __pyx_t_16) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 35, __pyx_t_16) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_GIVEREF(__pyx_t_17);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 35, __pyx_t_17) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 36, __pyx_t_17) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_GIVEREF(__pyx_t_18);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 36, __pyx_t_18) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 37, __pyx_t_18) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->transport);
         __Pyx_GIVEREF(__pyx_v_self->transport);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 37, __pyx_v_self->transport) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 38, __pyx_v_self->transport) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->tunnel_to);
         __Pyx_GIVEREF(__pyx_v_self->tunnel_to);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 38, __pyx_v_self->tunnel_to) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 39, __pyx_v_self->tunnel_to) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_GIVEREF(__pyx_t_19);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 39, __pyx_t_19) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 40, __pyx_t_19) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->url);
         __Pyx_GIVEREF(__pyx_v_self->url);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 40, __pyx_v_self->url) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 41, __pyx_v_self->url) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->user_agent);
         __Pyx_GIVEREF(__pyx_v_self->user_agent);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 41, __pyx_v_self->user_agent) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 42, __pyx_v_self->user_agent) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_GIVEREF(__pyx_t_20);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 42, __pyx_t_20) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_21, 43, __pyx_t_20) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __pyx_t_2 = 0;
         __pyx_t_3 = 0;
         __pyx_t_4 = 0;
@@ -24702,7 +26018,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46__reduc
 
         /* "(tree fragment)":7
  *     with CRITICAL_SECTION(self):
- *         state = (self.accept_language, self.app, self.awaiting_commit, self.body, self.body_size, self.client_ip, self.closing, self.commits, self.content_length, self.cookie, self.counted, self.deadline, self.decided, self.dnt, self.expect, self.fast, self.forwarded, self.forwarded_for, self.gpc, self.has_host, self.head_bytes, self.http_10, self.is_fast, self.keep_alive, self.limits, self.method, self.origin, self.parser, self.parser_done, self.pending, self.read_eof, self.read_paused, self.registry, self.request, self.route, self.state, self.tls, self.transport, self.tunnel_to, self.upgrade, self.url, self.user_agent, self.write_paused_at)
+ *         state = (self.accept_language, self.app, self.authority, self.awaiting_commit, self.body, self.body_size, self.client_ip, self.closing, self.commits, self.content_length, self.cookie, self.counted, self.deadline, self.decided, self.dnt, self.expect, self.fast, self.forwarded, self.forwarded_for, self.gpc, self.head_bytes, self.hosts, self.http_10, self.is_fast, self.keep_alive, self.limits, self.method, self.origin, self.parser, self.parser_done, self.pending, self.read_eof, self.read_paused, self.registry, self.request, self.route, self.state, self.tls, self.transport, self.tunnel_to, self.upgrade, self.url, self.user_agent, self.write_paused_at)
  *         _dict = getattr(self, '__dict__', None)             # <<<<<<<<<<<<<<
  *     if _dict is not None and _dict:
  *         state += (_dict,)
@@ -24717,7 +26033,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46__reduc
  *     cdef object _dict
  *     cdef bint use_setstate
  *     with CRITICAL_SECTION(self):             # <<<<<<<<<<<<<<
- *         state = (self.accept_language, self.app, self.awaiting_commit, self.body, self.body_size, self.client_ip, self.closing, self.commits, self.content_length, self.cookie, self.counted, self.deadline, self.decided, self.dnt, self.expect, self.fast, self.forwarded, self.forwarded_for, self.gpc, self.has_host, self.head_bytes, self.http_10, self.is_fast, self.keep_alive, self.limits, self.method, self.origin, self.parser, self.parser_done, self.pending, self.read_eof, self.read_paused, self.registry, self.request, self.route, self.state, self.tls, self.transport, self.tunnel_to, self.upgrade, self.url, self.user_agent, self.write_paused_at)
+ *         state = (self.accept_language, self.app, self.authority, self.awaiting_commit, self.body, self.body_size, self.client_ip, self.closing, self.commits, self.content_length, self.cookie, self.counted, self.deadline, self.decided, self.dnt, self.expect, self.fast, self.forwarded, self.forwarded_for, self.gpc, self.head_bytes, self.hosts, self.http_10, self.is_fast, self.keep_alive, self.limits, self.method, self.origin, self.parser, self.parser_done, self.pending, self.read_eof, self.read_paused, self.registry, self.request, self.route, self.state, self.tls, self.transport, self.tunnel_to, self.upgrade, self.url, self.user_agent, self.write_paused_at)
  *         _dict = getattr(self, '__dict__', None)
 */
       /*finally:*/ {
@@ -24735,7 +26051,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46__reduc
   }
 
   /* "(tree fragment)":8
- *         state = (self.accept_language, self.app, self.awaiting_commit, self.body, self.body_size, self.client_ip, self.closing, self.commits, self.content_length, self.cookie, self.counted, self.deadline, self.decided, self.dnt, self.expect, self.fast, self.forwarded, self.forwarded_for, self.gpc, self.has_host, self.head_bytes, self.http_10, self.is_fast, self.keep_alive, self.limits, self.method, self.origin, self.parser, self.parser_done, self.pending, self.read_eof, self.read_paused, self.registry, self.request, self.route, self.state, self.tls, self.transport, self.tunnel_to, self.upgrade, self.url, self.user_agent, self.write_paused_at)
+ *         state = (self.accept_language, self.app, self.authority, self.awaiting_commit, self.body, self.body_size, self.client_ip, self.closing, self.commits, self.content_length, self.cookie, self.counted, self.deadline, self.decided, self.dnt, self.expect, self.fast, self.forwarded, self.forwarded_for, self.gpc, self.head_bytes, self.hosts, self.http_10, self.is_fast, self.keep_alive, self.limits, self.method, self.origin, self.parser, self.parser_done, self.pending, self.read_eof, self.read_paused, self.registry, self.request, self.route, self.state, self.tls, self.transport, self.tunnel_to, self.upgrade, self.url, self.user_agent, self.write_paused_at)
  *         _dict = getattr(self, '__dict__', None)
  *     if _dict is not None and _dict:             # <<<<<<<<<<<<<<
  *         state += (_dict,)
@@ -24781,12 +26097,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46__reduc
  *         state += (_dict,)
  *         use_setstate = True             # <<<<<<<<<<<<<<
  *     else:
- *         use_setstate = self.accept_language is not None or self.app is not None or self.body is not None or self.client_ip is not None or self.commits is not None or self.content_length is not None or self.cookie is not None or self.dnt is not None or self.expect is not None or self.fast is not None or self.forwarded is not None or self.forwarded_for is not None or self.gpc is not None or self.limits is not None or self.method is not None or self.origin is not None or self.parser is not None or self.pending is not None or self.registry is not None or self.request is not None or self.transport is not None or self.tunnel_to is not None or self.url is not None or self.user_agent is not None
+ *         use_setstate = self.accept_language is not None or self.app is not None or self.authority is not None or self.body is not None or self.client_ip is not None or self.commits is not None or self.content_length is not None or self.cookie is not None or self.dnt is not None or self.expect is not None or self.fast is not None or self.forwarded is not None or self.forwarded_for is not None or self.gpc is not None or self.limits is not None or self.method is not None or self.origin is not None or self.parser is not None or self.pending is not None or self.registry is not None or self.request is not None or self.transport is not None or self.tunnel_to is not None or self.url is not None or self.user_agent is not None
 */
     __pyx_v_use_setstate = 1;
 
     /* "(tree fragment)":8
- *         state = (self.accept_language, self.app, self.awaiting_commit, self.body, self.body_size, self.client_ip, self.closing, self.commits, self.content_length, self.cookie, self.counted, self.deadline, self.decided, self.dnt, self.expect, self.fast, self.forwarded, self.forwarded_for, self.gpc, self.has_host, self.head_bytes, self.http_10, self.is_fast, self.keep_alive, self.limits, self.method, self.origin, self.parser, self.parser_done, self.pending, self.read_eof, self.read_paused, self.registry, self.request, self.route, self.state, self.tls, self.transport, self.tunnel_to, self.upgrade, self.url, self.user_agent, self.write_paused_at)
+ *         state = (self.accept_language, self.app, self.authority, self.awaiting_commit, self.body, self.body_size, self.client_ip, self.closing, self.commits, self.content_length, self.cookie, self.counted, self.deadline, self.decided, self.dnt, self.expect, self.fast, self.forwarded, self.forwarded_for, self.gpc, self.head_bytes, self.hosts, self.http_10, self.is_fast, self.keep_alive, self.limits, self.method, self.origin, self.parser, self.parser_done, self.pending, self.read_eof, self.read_paused, self.registry, self.request, self.route, self.state, self.tls, self.transport, self.tunnel_to, self.upgrade, self.url, self.user_agent, self.write_paused_at)
  *         _dict = getattr(self, '__dict__', None)
  *     if _dict is not None and _dict:             # <<<<<<<<<<<<<<
  *         state += (_dict,)
@@ -24798,9 +26114,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46__reduc
   /* "(tree fragment)":12
  *         use_setstate = True
  *     else:
- *         use_setstate = self.accept_language is not None or self.app is not None or self.body is not None or self.client_ip is not None or self.commits is not None or self.content_length is not None or self.cookie is not None or self.dnt is not None or self.expect is not None or self.fast is not None or self.forwarded is not None or self.forwarded_for is not None or self.gpc is not None or self.limits is not None or self.method is not None or self.origin is not None or self.parser is not None or self.pending is not None or self.registry is not None or self.request is not None or self.transport is not None or self.tunnel_to is not None or self.url is not None or self.user_agent is not None             # <<<<<<<<<<<<<<
+ *         use_setstate = self.accept_language is not None or self.app is not None or self.authority is not None or self.body is not None or self.client_ip is not None or self.commits is not None or self.content_length is not None or self.cookie is not None or self.dnt is not None or self.expect is not None or self.fast is not None or self.forwarded is not None or self.forwarded_for is not None or self.gpc is not None or self.limits is not None or self.method is not None or self.origin is not None or self.parser is not None or self.pending is not None or self.registry is not None or self.request is not None or self.transport is not None or self.tunnel_to is not None or self.url is not None or self.user_agent is not None             # <<<<<<<<<<<<<<
  *     if use_setstate:
- *         return __pyx_unpickle_HttpConnection, (type(self), 0x7304bf8, None), state
+ *         return __pyx_unpickle_HttpConnection, (type(self), 0x8653d1f, None), state
 */
   /*else*/ {
     __pyx_t_23 = (__pyx_v_self->accept_language != ((PyObject*)Py_None));
@@ -24813,6 +26129,15 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46__reduc
       goto __pyx_L9_bool_binop_done;
     }
     __pyx_t_23 = (__pyx_v_self->app != Py_None);
+    if (!__pyx_t_23) {
+
+    } else {
+
+      __pyx_t_22 = __pyx_t_23;
+
+      goto __pyx_L9_bool_binop_done;
+    }
+    __pyx_t_23 = (__pyx_v_self->authority != ((PyObject*)Py_None));
     if (!__pyx_t_23) {
 
     } else {
@@ -25021,19 +26346,19 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46__reduc
 
   /* "(tree fragment)":13
  *     else:
- *         use_setstate = self.accept_language is not None or self.app is not None or self.body is not None or self.client_ip is not None or self.commits is not None or self.content_length is not None or self.cookie is not None or self.dnt is not None or self.expect is not None or self.fast is not None or self.forwarded is not None or self.forwarded_for is not None or self.gpc is not None or self.limits is not None or self.method is not None or self.origin is not None or self.parser is not None or self.pending is not None or self.registry is not None or self.request is not None or self.transport is not None or self.tunnel_to is not None or self.url is not None or self.user_agent is not None
+ *         use_setstate = self.accept_language is not None or self.app is not None or self.authority is not None or self.body is not None or self.client_ip is not None or self.commits is not None or self.content_length is not None or self.cookie is not None or self.dnt is not None or self.expect is not None or self.fast is not None or self.forwarded is not None or self.forwarded_for is not None or self.gpc is not None or self.limits is not None or self.method is not None or self.origin is not None or self.parser is not None or self.pending is not None or self.registry is not None or self.request is not None or self.transport is not None or self.tunnel_to is not None or self.url is not None or self.user_agent is not None
  *     if use_setstate:             # <<<<<<<<<<<<<<
- *         return __pyx_unpickle_HttpConnection, (type(self), 0x7304bf8, None), state
+ *         return __pyx_unpickle_HttpConnection, (type(self), 0x8653d1f, None), state
  *     else:
 */
   if (__pyx_v_use_setstate) {
 
     /* "(tree fragment)":14
- *         use_setstate = self.accept_language is not None or self.app is not None or self.body is not None or self.client_ip is not None or self.commits is not None or self.content_length is not None or self.cookie is not None or self.dnt is not None or self.expect is not None or self.fast is not None or self.forwarded is not None or self.forwarded_for is not None or self.gpc is not None or self.limits is not None or self.method is not None or self.origin is not None or self.parser is not None or self.pending is not None or self.registry is not None or self.request is not None or self.transport is not None or self.tunnel_to is not None or self.url is not None or self.user_agent is not None
+ *         use_setstate = self.accept_language is not None or self.app is not None or self.authority is not None or self.body is not None or self.client_ip is not None or self.commits is not None or self.content_length is not None or self.cookie is not None or self.dnt is not None or self.expect is not None or self.fast is not None or self.forwarded is not None or self.forwarded_for is not None or self.gpc is not None or self.limits is not None or self.method is not None or self.origin is not None or self.parser is not None or self.pending is not None or self.registry is not None or self.request is not None or self.transport is not None or self.tunnel_to is not None or self.url is not None or self.user_agent is not None
  *     if use_setstate:
- *         return __pyx_unpickle_HttpConnection, (type(self), 0x7304bf8, None), state             # <<<<<<<<<<<<<<
+ *         return __pyx_unpickle_HttpConnection, (type(self), 0x8653d1f, None), state             # <<<<<<<<<<<<<<
  *     else:
- *         return __pyx_unpickle_HttpConnection, (type(self), 0x7304bf8, state)
+ *         return __pyx_unpickle_HttpConnection, (type(self), 0x8653d1f, state)
 */
     __Pyx_GetModuleGlobalName(__pyx_t_21, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_HttpConnection); if (unlikely(!__pyx_t_21)) __PYX_ERR(2, 14, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_21);
@@ -25042,9 +26367,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46__reduc
     __Pyx_INCREF(((PyObject *)Py_TYPE(((PyObject *)__pyx_v_self))));
     __Pyx_GIVEREF(((PyObject *)Py_TYPE(((PyObject *)__pyx_v_self))));
     if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 0, ((PyObject *)Py_TYPE(((PyObject *)__pyx_v_self)))) != (0)) __PYX_ERR(2, 14, __pyx_L1_error);
-    __Pyx_INCREF(__pyx_mstate_global->__pyx_int_120605688);
-    __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_120605688);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 1, __pyx_mstate_global->__pyx_int_120605688) != (0)) __PYX_ERR(2, 14, __pyx_L1_error);
+    __Pyx_INCREF(__pyx_mstate_global->__pyx_int_140852511);
+    __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_140852511);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 1, __pyx_mstate_global->__pyx_int_140852511) != (0)) __PYX_ERR(2, 14, __pyx_L1_error);
     __Pyx_INCREF(Py_None);
     __Pyx_GIVEREF(Py_None);
     if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 2, Py_None) != (0)) __PYX_ERR(2, 14, __pyx_L1_error);
@@ -25072,17 +26397,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46__reduc
 
     /* "(tree fragment)":13
  *     else:
- *         use_setstate = self.accept_language is not None or self.app is not None or self.body is not None or self.client_ip is not None or self.commits is not None or self.content_length is not None or self.cookie is not None or self.dnt is not None or self.expect is not None or self.fast is not None or self.forwarded is not None or self.forwarded_for is not None or self.gpc is not None or self.limits is not None or self.method is not None or self.origin is not None or self.parser is not None or self.pending is not None or self.registry is not None or self.request is not None or self.transport is not None or self.tunnel_to is not None or self.url is not None or self.user_agent is not None
+ *         use_setstate = self.accept_language is not None or self.app is not None or self.authority is not None or self.body is not None or self.client_ip is not None or self.commits is not None or self.content_length is not None or self.cookie is not None or self.dnt is not None or self.expect is not None or self.fast is not None or self.forwarded is not None or self.forwarded_for is not None or self.gpc is not None or self.limits is not None or self.method is not None or self.origin is not None or self.parser is not None or self.pending is not None or self.registry is not None or self.request is not None or self.transport is not None or self.tunnel_to is not None or self.url is not None or self.user_agent is not None
  *     if use_setstate:             # <<<<<<<<<<<<<<
- *         return __pyx_unpickle_HttpConnection, (type(self), 0x7304bf8, None), state
+ *         return __pyx_unpickle_HttpConnection, (type(self), 0x8653d1f, None), state
  *     else:
 */
   }
 
   /* "(tree fragment)":16
- *         return __pyx_unpickle_HttpConnection, (type(self), 0x7304bf8, None), state
+ *         return __pyx_unpickle_HttpConnection, (type(self), 0x8653d1f, None), state
  *     else:
- *         return __pyx_unpickle_HttpConnection, (type(self), 0x7304bf8, state)             # <<<<<<<<<<<<<<
+ *         return __pyx_unpickle_HttpConnection, (type(self), 0x8653d1f, state)             # <<<<<<<<<<<<<<
  * def __setstate_cython__(self, __pyx_state):
  *     __pyx_unpickle_HttpConnection__set_state(self, __pyx_state)
 */
@@ -25094,9 +26419,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46__reduc
     __Pyx_INCREF(((PyObject *)Py_TYPE(((PyObject *)__pyx_v_self))));
     __Pyx_GIVEREF(((PyObject *)Py_TYPE(((PyObject *)__pyx_v_self))));
     if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 0, ((PyObject *)Py_TYPE(((PyObject *)__pyx_v_self)))) != (0)) __PYX_ERR(2, 16, __pyx_L1_error);
-    __Pyx_INCREF(__pyx_mstate_global->__pyx_int_120605688);
-    __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_120605688);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 1, __pyx_mstate_global->__pyx_int_120605688) != (0)) __PYX_ERR(2, 16, __pyx_L1_error);
+    __Pyx_INCREF(__pyx_mstate_global->__pyx_int_140852511);
+    __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_140852511);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 1, __pyx_mstate_global->__pyx_int_140852511) != (0)) __PYX_ERR(2, 16, __pyx_L1_error);
     __Pyx_INCREF(__pyx_v_state);
     __Pyx_GIVEREF(__pyx_v_state);
     if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 2, __pyx_v_state) != (0)) __PYX_ERR(2, 16, __pyx_L1_error);
@@ -25162,21 +26487,21 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46__reduc
 
 /* "(tree fragment)":17
  *     else:
- *         return __pyx_unpickle_HttpConnection, (type(self), 0x7304bf8, state)
+ *         return __pyx_unpickle_HttpConnection, (type(self), 0x8653d1f, state)
  * def __setstate_cython__(self, __pyx_state):             # <<<<<<<<<<<<<<
  *     __pyx_unpickle_HttpConnection__set_state(self, __pyx_state)
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_49__setstate_cython__(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_53__setstate_cython__(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_49__setstate_cython__ = {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_49__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_49__setstate_cython__(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_53__setstate_cython__ = {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_53__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_53__setstate_cython__(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -25242,7 +26567,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_48__setstate_cython__(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v___pyx_state);
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_52__setstate_cython__(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v___pyx_state);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -25252,7 +26577,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_48__setstate_cython__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v___pyx_state) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_52__setstate_cython__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v___pyx_state) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   PyObject *__pyx_t_1 = NULL;
@@ -25263,7 +26588,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_48__setst
   __Pyx_RefNannySetupContext("__setstate_cython__", 0);
 
   /* "(tree fragment)":18
- *         return __pyx_unpickle_HttpConnection, (type(self), 0x7304bf8, state)
+ *         return __pyx_unpickle_HttpConnection, (type(self), 0x8653d1f, state)
  * def __setstate_cython__(self, __pyx_state):
  *     __pyx_unpickle_HttpConnection__set_state(self, __pyx_state)             # <<<<<<<<<<<<<<
 */
@@ -25281,7 +26606,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_48__setst
 
   /* "(tree fragment)":17
  *     else:
- *         return __pyx_unpickle_HttpConnection, (type(self), 0x7304bf8, state)
+ *         return __pyx_unpickle_HttpConnection, (type(self), 0x8653d1f, state)
  * def __setstate_cython__(self, __pyx_state):             # <<<<<<<<<<<<<<
  *     __pyx_unpickle_HttpConnection__set_state(self, __pyx_state)
 */
@@ -25300,7 +26625,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_48__setst
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":569
+/* "engine/http/_connection.pyx":603
  *     started = True
  * 
  *     def start(self, conn):             # <<<<<<<<<<<<<<
@@ -25348,39 +26673,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_self,&__pyx_mstate_global->__pyx_n_u_conn,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 569, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 603, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 569, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 603, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 569, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 603, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "start", 0) < (0)) __PYX_ERR(0, 569, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "start", 0) < (0)) __PYX_ERR(0, 603, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("start", 1, 2, 2, i); __PYX_ERR(0, 569, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("start", 1, 2, 2, i); __PYX_ERR(0, 603, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 569, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 603, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 569, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 603, __pyx_L3_error)
     }
     __pyx_v_self = values[0];
     __pyx_v_conn = values[1];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("start", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 569, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("start", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 603, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -26346,7 +27671,7 @@ static PyObject *__pyx_f_6engine_4http_11_connection___pyx_unpickle_ConnectionRe
  *     int __Pyx_UpdateUnpickledDict(object, object, Py_ssize_t) except -1
  * def __pyx_unpickle_HttpConnection(__pyx_type, long __pyx_checksum, tuple __pyx_state):             # <<<<<<<<<<<<<<
  *     cdef object __pyx_result
- *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0x7304bf8, 0x911a158, 0x8d369ce, b'accept_language, app, awaiting_commit, body, body_size, client_ip, closing, commits, content_length, cookie, counted, deadline, decided, dnt, expect, fast, forwarded, forwarded_for, gpc, has_host, head_bytes, http_10, is_fast, keep_alive, limits, method, origin, parser, parser_done, pending, read_eof, read_paused, registry, request, route, state, tls, transport, tunnel_to, upgrade, url, user_agent, write_paused_at')
+ *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0x8653d1f, 0xd5c2741, 0x121e3e9, b'accept_language, app, authority, awaiting_commit, body, body_size, client_ip, closing, commits, content_length, cookie, counted, deadline, decided, dnt, expect, fast, forwarded, forwarded_for, gpc, head_bytes, hosts, http_10, is_fast, keep_alive, limits, method, origin, parser, parser_done, pending, read_eof, read_paused, registry, request, route, state, tls, transport, tunnel_to, upgrade, url, user_agent, write_paused_at')
 */
 
 /* Python wrapper */
@@ -26478,16 +27803,16 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_6__pyx_unpickle_HttpConnec
   /* "(tree fragment)":6
  * def __pyx_unpickle_HttpConnection(__pyx_type, long __pyx_checksum, tuple __pyx_state):
  *     cdef object __pyx_result
- *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0x7304bf8, 0x911a158, 0x8d369ce, b'accept_language, app, awaiting_commit, body, body_size, client_ip, closing, commits, content_length, cookie, counted, deadline, decided, dnt, expect, fast, forwarded, forwarded_for, gpc, has_host, head_bytes, http_10, is_fast, keep_alive, limits, method, origin, parser, parser_done, pending, read_eof, read_paused, registry, request, route, state, tls, transport, tunnel_to, upgrade, url, user_agent, write_paused_at')             # <<<<<<<<<<<<<<
+ *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0x8653d1f, 0xd5c2741, 0x121e3e9, b'accept_language, app, authority, awaiting_commit, body, body_size, client_ip, closing, commits, content_length, cookie, counted, deadline, decided, dnt, expect, fast, forwarded, forwarded_for, gpc, head_bytes, hosts, http_10, is_fast, keep_alive, limits, method, origin, parser, parser_done, pending, read_eof, read_paused, registry, request, route, state, tls, transport, tunnel_to, upgrade, url, user_agent, write_paused_at')             # <<<<<<<<<<<<<<
  *     __pyx_result = HttpConnection.__new__(__pyx_type)
  *     if __pyx_state is not None:
 */
-  __pyx_t_1 = __Pyx_CheckUnpickleChecksum(__pyx_v___pyx_checksum, 0x7304bf8, 0x911a158, 0x8d369ce, __pyx_k_accept_language_app_awaiting_com); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(2, 6, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_CheckUnpickleChecksum(__pyx_v___pyx_checksum, 0x8653d1f, 0xd5c2741, 0x121e3e9, __pyx_k_accept_language_app_authority_aw); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(2, 6, __pyx_L1_error)
 
 
   /* "(tree fragment)":7
  *     cdef object __pyx_result
- *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0x7304bf8, 0x911a158, 0x8d369ce, b'accept_language, app, awaiting_commit, body, body_size, client_ip, closing, commits, content_length, cookie, counted, deadline, decided, dnt, expect, fast, forwarded, forwarded_for, gpc, has_host, head_bytes, http_10, is_fast, keep_alive, limits, method, origin, parser, parser_done, pending, read_eof, read_paused, registry, request, route, state, tls, transport, tunnel_to, upgrade, url, user_agent, write_paused_at')
+ *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0x8653d1f, 0xd5c2741, 0x121e3e9, b'accept_language, app, authority, awaiting_commit, body, body_size, client_ip, closing, commits, content_length, cookie, counted, deadline, decided, dnt, expect, fast, forwarded, forwarded_for, gpc, head_bytes, hosts, http_10, is_fast, keep_alive, limits, method, origin, parser, parser_done, pending, read_eof, read_paused, registry, request, route, state, tls, transport, tunnel_to, upgrade, url, user_agent, write_paused_at')
  *     __pyx_result = HttpConnection.__new__(__pyx_type)             # <<<<<<<<<<<<<<
  *     if __pyx_state is not None:
  *         __pyx_unpickle_HttpConnection__set_state(<HttpConnection> __pyx_result, __pyx_state)
@@ -26506,7 +27831,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_6__pyx_unpickle_HttpConnec
   __pyx_t_2 = 0;
 
   /* "(tree fragment)":8
- *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0x7304bf8, 0x911a158, 0x8d369ce, b'accept_language, app, awaiting_commit, body, body_size, client_ip, closing, commits, content_length, cookie, counted, deadline, decided, dnt, expect, fast, forwarded, forwarded_for, gpc, has_host, head_bytes, http_10, is_fast, keep_alive, limits, method, origin, parser, parser_done, pending, read_eof, read_paused, registry, request, route, state, tls, transport, tunnel_to, upgrade, url, user_agent, write_paused_at')
+ *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0x8653d1f, 0xd5c2741, 0x121e3e9, b'accept_language, app, authority, awaiting_commit, body, body_size, client_ip, closing, commits, content_length, cookie, counted, deadline, decided, dnt, expect, fast, forwarded, forwarded_for, gpc, head_bytes, hosts, http_10, is_fast, keep_alive, limits, method, origin, parser, parser_done, pending, read_eof, read_paused, registry, request, route, state, tls, transport, tunnel_to, upgrade, url, user_agent, write_paused_at')
  *     __pyx_result = HttpConnection.__new__(__pyx_type)
  *     if __pyx_state is not None:             # <<<<<<<<<<<<<<
  *         __pyx_unpickle_HttpConnection__set_state(<HttpConnection> __pyx_result, __pyx_state)
@@ -26532,7 +27857,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_6__pyx_unpickle_HttpConnec
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
     /* "(tree fragment)":8
- *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0x7304bf8, 0x911a158, 0x8d369ce, b'accept_language, app, awaiting_commit, body, body_size, client_ip, closing, commits, content_length, cookie, counted, deadline, decided, dnt, expect, fast, forwarded, forwarded_for, gpc, has_host, head_bytes, http_10, is_fast, keep_alive, limits, method, origin, parser, parser_done, pending, read_eof, read_paused, registry, request, route, state, tls, transport, tunnel_to, upgrade, url, user_agent, write_paused_at')
+ *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0x8653d1f, 0xd5c2741, 0x121e3e9, b'accept_language, app, authority, awaiting_commit, body, body_size, client_ip, closing, commits, content_length, cookie, counted, deadline, decided, dnt, expect, fast, forwarded, forwarded_for, gpc, head_bytes, hosts, http_10, is_fast, keep_alive, limits, method, origin, parser, parser_done, pending, read_eof, read_paused, registry, request, route, state, tls, transport, tunnel_to, upgrade, url, user_agent, write_paused_at')
  *     __pyx_result = HttpConnection.__new__(__pyx_type)
  *     if __pyx_state is not None:             # <<<<<<<<<<<<<<
  *         __pyx_unpickle_HttpConnection__set_state(<HttpConnection> __pyx_result, __pyx_state)
@@ -26545,7 +27870,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_6__pyx_unpickle_HttpConnec
  *         __pyx_unpickle_HttpConnection__set_state(<HttpConnection> __pyx_result, __pyx_state)
  *     return __pyx_result             # <<<<<<<<<<<<<<
  * cdef __pyx_unpickle_HttpConnection__set_state(HttpConnection __pyx_result, __pyx_state: tuple):
- *     __pyx_result.accept_language = __pyx_state[0]; __pyx_result.app = __pyx_state[1]; __pyx_result.awaiting_commit = __pyx_state[2]; __pyx_result.body = __pyx_state[3]; __pyx_result.body_size = __pyx_state[4]; __pyx_result.client_ip = __pyx_state[5]; __pyx_result.closing = __pyx_state[6]; __pyx_result.commits = __pyx_state[7]; __pyx_result.content_length = __pyx_state[8]; __pyx_result.cookie = __pyx_state[9]; __pyx_result.counted = __pyx_state[10]; __pyx_result.deadline = __pyx_state[11]; __pyx_result.decided = __pyx_state[12]; __pyx_result.dnt = __pyx_state[13]; __pyx_result.expect = __pyx_state[14]; __pyx_result.fast = __pyx_state[15]; __pyx_result.forwarded = __pyx_state[16]; __pyx_result.forwarded_for = __pyx_state[17]; __pyx_result.gpc = __pyx_state[18]; __pyx_result.has_host = __pyx_state[19]; __pyx_result.head_bytes = __pyx_state[20]; __pyx_result.http_10 = __pyx_state[21]; __pyx_result.is_fast = __pyx_state[22]; __pyx_result.keep_alive = __pyx_state[23]; __pyx_result.limits = __pyx_state[24]; __pyx_result.method = __pyx_state[25]; __pyx_result.origin = __pyx_state[26]; __pyx_result.parser = __pyx_state[27]; __pyx_result.parser_done = __pyx_state[28]; __pyx_result.pending = __pyx_state[29]; __pyx_result.read_eof = __pyx_state[30]; __pyx_result.read_paused = __pyx_state[31]; __pyx_result.registry = __pyx_state[32]; __pyx_result.request = __pyx_state[33]; __pyx_result.route = __pyx_state[34]; __pyx_result.state = __pyx_state[35]; __pyx_result.tls = __pyx_state[36]; __pyx_result.transport = __pyx_state[37]; __pyx_result.tunnel_to = __pyx_state[38]; __pyx_result.upgrade = __pyx_state[39]; __pyx_result.url = __pyx_state[40]; __pyx_result.user_agent = __pyx_state[41]; __pyx_result.write_paused_at = __pyx_state[42]
+ *     __pyx_result.accept_language = __pyx_state[0]; __pyx_result.app = __pyx_state[1]; __pyx_result.authority = __pyx_state[2]; __pyx_result.awaiting_commit = __pyx_state[3]; __pyx_result.body = __pyx_state[4]; __pyx_result.body_size = __pyx_state[5]; __pyx_result.client_ip = __pyx_state[6]; __pyx_result.closing = __pyx_state[7]; __pyx_result.commits = __pyx_state[8]; __pyx_result.content_length = __pyx_state[9]; __pyx_result.cookie = __pyx_state[10]; __pyx_result.counted = __pyx_state[11]; __pyx_result.deadline = __pyx_state[12]; __pyx_result.decided = __pyx_state[13]; __pyx_result.dnt = __pyx_state[14]; __pyx_result.expect = __pyx_state[15]; __pyx_result.fast = __pyx_state[16]; __pyx_result.forwarded = __pyx_state[17]; __pyx_result.forwarded_for = __pyx_state[18]; __pyx_result.gpc = __pyx_state[19]; __pyx_result.head_bytes = __pyx_state[20]; __pyx_result.hosts = __pyx_state[21]; __pyx_result.http_10 = __pyx_state[22]; __pyx_result.is_fast = __pyx_state[23]; __pyx_result.keep_alive = __pyx_state[24]; __pyx_result.limits = __pyx_state[25]; __pyx_result.method = __pyx_state[26]; __pyx_result.origin = __pyx_state[27]; __pyx_result.parser = __pyx_state[28]; __pyx_result.parser_done = __pyx_state[29]; __pyx_result.pending = __pyx_state[30]; __pyx_result.read_eof = __pyx_state[31]; __pyx_result.read_paused = __pyx_state[32]; __pyx_result.registry = __pyx_state[33]; __pyx_result.request = __pyx_state[34]; __pyx_result.route = __pyx_state[35]; __pyx_result.state = __pyx_state[36]; __pyx_result.tls = __pyx_state[37]; __pyx_result.transport = __pyx_state[38]; __pyx_result.tunnel_to = __pyx_state[39]; __pyx_result.upgrade = __pyx_state[40]; __pyx_result.url = __pyx_state[41]; __pyx_result.user_agent = __pyx_state[42]; __pyx_result.write_paused_at = __pyx_state[43]
 */
   {
     PyObject *__pyx_temp;
@@ -26563,7 +27888,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_6__pyx_unpickle_HttpConnec
  *     int __Pyx_UpdateUnpickledDict(object, object, Py_ssize_t) except -1
  * def __pyx_unpickle_HttpConnection(__pyx_type, long __pyx_checksum, tuple __pyx_state):             # <<<<<<<<<<<<<<
  *     cdef object __pyx_result
- *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0x7304bf8, 0x911a158, 0x8d369ce, b'accept_language, app, awaiting_commit, body, body_size, client_ip, closing, commits, content_length, cookie, counted, deadline, decided, dnt, expect, fast, forwarded, forwarded_for, gpc, has_host, head_bytes, http_10, is_fast, keep_alive, limits, method, origin, parser, parser_done, pending, read_eof, read_paused, registry, request, route, state, tls, transport, tunnel_to, upgrade, url, user_agent, write_paused_at')
+ *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0x8653d1f, 0xd5c2741, 0x121e3e9, b'accept_language, app, authority, awaiting_commit, body, body_size, client_ip, closing, commits, content_length, cookie, counted, deadline, decided, dnt, expect, fast, forwarded, forwarded_for, gpc, head_bytes, hosts, http_10, is_fast, keep_alive, limits, method, origin, parser, parser_done, pending, read_eof, read_paused, registry, request, route, state, tls, transport, tunnel_to, upgrade, url, user_agent, write_paused_at')
 */
 
   /* function exit code */
@@ -26583,8 +27908,8 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_6__pyx_unpickle_HttpConnec
  *         __pyx_unpickle_HttpConnection__set_state(<HttpConnection> __pyx_result, __pyx_state)
  *     return __pyx_result
  * cdef __pyx_unpickle_HttpConnection__set_state(HttpConnection __pyx_result, __pyx_state: tuple):             # <<<<<<<<<<<<<<
- *     __pyx_result.accept_language = __pyx_state[0]; __pyx_result.app = __pyx_state[1]; __pyx_result.awaiting_commit = __pyx_state[2]; __pyx_result.body = __pyx_state[3]; __pyx_result.body_size = __pyx_state[4]; __pyx_result.client_ip = __pyx_state[5]; __pyx_result.closing = __pyx_state[6]; __pyx_result.commits = __pyx_state[7]; __pyx_result.content_length = __pyx_state[8]; __pyx_result.cookie = __pyx_state[9]; __pyx_result.counted = __pyx_state[10]; __pyx_result.deadline = __pyx_state[11]; __pyx_result.decided = __pyx_state[12]; __pyx_result.dnt = __pyx_state[13]; __pyx_result.expect = __pyx_state[14]; __pyx_result.fast = __pyx_state[15]; __pyx_result.forwarded = __pyx_state[16]; __pyx_result.forwarded_for = __pyx_state[17]; __pyx_result.gpc = __pyx_state[18]; __pyx_result.has_host = __pyx_state[19]; __pyx_result.head_bytes = __pyx_state[20]; __pyx_result.http_10 = __pyx_state[21]; __pyx_result.is_fast = __pyx_state[22]; __pyx_result.keep_alive = __pyx_state[23]; __pyx_result.limits = __pyx_state[24]; __pyx_result.method = __pyx_state[25]; __pyx_result.origin = __pyx_state[26]; __pyx_result.parser = __pyx_state[27]; __pyx_result.parser_done = __pyx_state[28]; __pyx_result.pending = __pyx_state[29]; __pyx_result.read_eof = __pyx_state[30]; __pyx_result.read_paused = __pyx_state[31]; __pyx_result.registry = __pyx_state[32]; __pyx_result.request = __pyx_state[33]; __pyx_result.route = __pyx_state[34]; __pyx_result.state = __pyx_state[35]; __pyx_result.tls = __pyx_state[36]; __pyx_result.transport = __pyx_state[37]; __pyx_result.tunnel_to = __pyx_state[38]; __pyx_result.upgrade = __pyx_state[39]; __pyx_result.url = __pyx_state[40]; __pyx_result.user_agent = __pyx_state[41]; __pyx_result.write_paused_at = __pyx_state[42]
- *     __Pyx_UpdateUnpickledDict(__pyx_result, __pyx_state, 43)
+ *     __pyx_result.accept_language = __pyx_state[0]; __pyx_result.app = __pyx_state[1]; __pyx_result.authority = __pyx_state[2]; __pyx_result.awaiting_commit = __pyx_state[3]; __pyx_result.body = __pyx_state[4]; __pyx_result.body_size = __pyx_state[5]; __pyx_result.client_ip = __pyx_state[6]; __pyx_result.closing = __pyx_state[7]; __pyx_result.commits = __pyx_state[8]; __pyx_result.content_length = __pyx_state[9]; __pyx_result.cookie = __pyx_state[10]; __pyx_result.counted = __pyx_state[11]; __pyx_result.deadline = __pyx_state[12]; __pyx_result.decided = __pyx_state[13]; __pyx_result.dnt = __pyx_state[14]; __pyx_result.expect = __pyx_state[15]; __pyx_result.fast = __pyx_state[16]; __pyx_result.forwarded = __pyx_state[17]; __pyx_result.forwarded_for = __pyx_state[18]; __pyx_result.gpc = __pyx_state[19]; __pyx_result.head_bytes = __pyx_state[20]; __pyx_result.hosts = __pyx_state[21]; __pyx_result.http_10 = __pyx_state[22]; __pyx_result.is_fast = __pyx_state[23]; __pyx_result.keep_alive = __pyx_state[24]; __pyx_result.limits = __pyx_state[25]; __pyx_result.method = __pyx_state[26]; __pyx_result.origin = __pyx_state[27]; __pyx_result.parser = __pyx_state[28]; __pyx_result.parser_done = __pyx_state[29]; __pyx_result.pending = __pyx_state[30]; __pyx_result.read_eof = __pyx_state[31]; __pyx_result.read_paused = __pyx_state[32]; __pyx_result.registry = __pyx_state[33]; __pyx_result.request = __pyx_state[34]; __pyx_result.route = __pyx_state[35]; __pyx_result.state = __pyx_state[36]; __pyx_result.tls = __pyx_state[37]; __pyx_result.transport = __pyx_state[38]; __pyx_result.tunnel_to = __pyx_state[39]; __pyx_result.upgrade = __pyx_state[40]; __pyx_result.url = __pyx_state[41]; __pyx_result.user_agent = __pyx_state[42]; __pyx_result.write_paused_at = __pyx_state[43]
+ *     __Pyx_UpdateUnpickledDict(__pyx_result, __pyx_state, 44)
 */
 
 static PyObject *__pyx_f_6engine_4http_11_connection___pyx_unpickle_HttpConnection__set_state(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v___pyx_result, PyObject *__pyx_v___pyx_state) {
@@ -26603,8 +27928,8 @@ static PyObject *__pyx_f_6engine_4http_11_connection___pyx_unpickle_HttpConnecti
   /* "(tree fragment)":12
  *     return __pyx_result
  * cdef __pyx_unpickle_HttpConnection__set_state(HttpConnection __pyx_result, __pyx_state: tuple):
- *     __pyx_result.accept_language = __pyx_state[0]; __pyx_result.app = __pyx_state[1]; __pyx_result.awaiting_commit = __pyx_state[2]; __pyx_result.body = __pyx_state[3]; __pyx_result.body_size = __pyx_state[4]; __pyx_result.client_ip = __pyx_state[5]; __pyx_result.closing = __pyx_state[6]; __pyx_result.commits = __pyx_state[7]; __pyx_result.content_length = __pyx_state[8]; __pyx_result.cookie = __pyx_state[9]; __pyx_result.counted = __pyx_state[10]; __pyx_result.deadline = __pyx_state[11]; __pyx_result.decided = __pyx_state[12]; __pyx_result.dnt = __pyx_state[13]; __pyx_result.expect = __pyx_state[14]; __pyx_result.fast = __pyx_state[15]; __pyx_result.forwarded = __pyx_state[16]; __pyx_result.forwarded_for = __pyx_state[17]; __pyx_result.gpc = __pyx_state[18]; __pyx_result.has_host = __pyx_state[19]; __pyx_result.head_bytes = __pyx_state[20]; __pyx_result.http_10 = __pyx_state[21]; __pyx_result.is_fast = __pyx_state[22]; __pyx_result.keep_alive = __pyx_state[23]; __pyx_result.limits = __pyx_state[24]; __pyx_result.method = __pyx_state[25]; __pyx_result.origin = __pyx_state[26]; __pyx_result.parser = __pyx_state[27]; __pyx_result.parser_done = __pyx_state[28]; __pyx_result.pending = __pyx_state[29]; __pyx_result.read_eof = __pyx_state[30]; __pyx_result.read_paused = __pyx_state[31]; __pyx_result.registry = __pyx_state[32]; __pyx_result.request = __pyx_state[33]; __pyx_result.route = __pyx_state[34]; __pyx_result.state = __pyx_state[35]; __pyx_result.tls = __pyx_state[36]; __pyx_result.transport = __pyx_state[37]; __pyx_result.tunnel_to = __pyx_state[38]; __pyx_result.upgrade = __pyx_state[39]; __pyx_result.url = __pyx_state[40]; __pyx_result.user_agent = __pyx_state[41]; __pyx_result.write_paused_at = __pyx_state[42]             # <<<<<<<<<<<<<<
- *     __Pyx_UpdateUnpickledDict(__pyx_result, __pyx_state, 43)
+ *     __pyx_result.accept_language = __pyx_state[0]; __pyx_result.app = __pyx_state[1]; __pyx_result.authority = __pyx_state[2]; __pyx_result.awaiting_commit = __pyx_state[3]; __pyx_result.body = __pyx_state[4]; __pyx_result.body_size = __pyx_state[5]; __pyx_result.client_ip = __pyx_state[6]; __pyx_result.closing = __pyx_state[7]; __pyx_result.commits = __pyx_state[8]; __pyx_result.content_length = __pyx_state[9]; __pyx_result.cookie = __pyx_state[10]; __pyx_result.counted = __pyx_state[11]; __pyx_result.deadline = __pyx_state[12]; __pyx_result.decided = __pyx_state[13]; __pyx_result.dnt = __pyx_state[14]; __pyx_result.expect = __pyx_state[15]; __pyx_result.fast = __pyx_state[16]; __pyx_result.forwarded = __pyx_state[17]; __pyx_result.forwarded_for = __pyx_state[18]; __pyx_result.gpc = __pyx_state[19]; __pyx_result.head_bytes = __pyx_state[20]; __pyx_result.hosts = __pyx_state[21]; __pyx_result.http_10 = __pyx_state[22]; __pyx_result.is_fast = __pyx_state[23]; __pyx_result.keep_alive = __pyx_state[24]; __pyx_result.limits = __pyx_state[25]; __pyx_result.method = __pyx_state[26]; __pyx_result.origin = __pyx_state[27]; __pyx_result.parser = __pyx_state[28]; __pyx_result.parser_done = __pyx_state[29]; __pyx_result.pending = __pyx_state[30]; __pyx_result.read_eof = __pyx_state[31]; __pyx_result.read_paused = __pyx_state[32]; __pyx_result.registry = __pyx_state[33]; __pyx_result.request = __pyx_state[34]; __pyx_result.route = __pyx_state[35]; __pyx_result.state = __pyx_state[36]; __pyx_result.tls = __pyx_state[37]; __pyx_result.transport = __pyx_state[38]; __pyx_result.tunnel_to = __pyx_state[39]; __pyx_result.upgrade = __pyx_state[40]; __pyx_result.url = __pyx_state[41]; __pyx_result.user_agent = __pyx_state[42]; __pyx_result.write_paused_at = __pyx_state[43]             # <<<<<<<<<<<<<<
+ *     __Pyx_UpdateUnpickledDict(__pyx_result, __pyx_state, 44)
 */
   __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 0);
   __Pyx_INCREF(__pyx_t_1);
@@ -26619,207 +27944,214 @@ static PyObject *__pyx_f_6engine_4http_11_connection___pyx_unpickle_HttpConnecti
   __Pyx_GOTREF(__pyx_v___pyx_result->app);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->app, __pyx_t_1);
   __pyx_t_1 = 0;
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 2)); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 2);
+  __Pyx_INCREF(__pyx_t_1);
+  if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(2, 12, __pyx_L1_error)
+  __Pyx_GIVEREF(__pyx_t_1);
+  __Pyx_GOTREF(__pyx_v___pyx_result->authority);
+  __Pyx_DECREF_SET(__pyx_v___pyx_result->authority, ((PyObject*)__pyx_t_1));
+  __pyx_t_1 = 0;
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 3)); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
   __pyx_v___pyx_result->awaiting_commit = __pyx_t_2;
-  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 3);
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 4);
   __Pyx_INCREF(__pyx_t_1);
   if (!(likely(PyList_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("list", __pyx_t_1))) __PYX_ERR(2, 12, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v___pyx_result->body);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->body, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
-  __pyx_t_3 = __Pyx_PyIndex_AsSsize_t(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 4)); if (unlikely((__pyx_t_3 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyIndex_AsSsize_t(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 5)); if (unlikely((__pyx_t_3 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
   __pyx_v___pyx_result->body_size = __pyx_t_3;
-  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 5);
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 6);
   __Pyx_INCREF(__pyx_t_1);
   if (!(likely(PyUnicode_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_1))) __PYX_ERR(2, 12, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v___pyx_result->client_ip);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->client_ip, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 6)); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 7)); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
   __pyx_v___pyx_result->closing = __pyx_t_2;
-  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 7);
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 8);
   __Pyx_INCREF(__pyx_t_1);
   if (!(likely(((__pyx_t_1) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_1, __pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_Commits))))) __PYX_ERR(2, 12, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF((PyObject *)__pyx_v___pyx_result->commits);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->commits, ((struct __pyx_obj_6engine_4http_11_connection_Commits *)__pyx_t_1));
   __pyx_t_1 = 0;
-  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 8);
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 9);
   __Pyx_INCREF(__pyx_t_1);
   if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(2, 12, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v___pyx_result->content_length);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->content_length, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
-  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 9);
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 10);
   __Pyx_INCREF(__pyx_t_1);
   if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(2, 12, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v___pyx_result->cookie);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->cookie, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 10)); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 11)); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
   __pyx_v___pyx_result->counted = __pyx_t_2;
-  __pyx_t_4 = __Pyx_PyFloat_AsDouble(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 11)); if (unlikely((__pyx_t_4 == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyFloat_AsDouble(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 12)); if (unlikely((__pyx_t_4 == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
   __pyx_v___pyx_result->deadline = __pyx_t_4;
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 12)); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 13)); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
   __pyx_v___pyx_result->decided = __pyx_t_2;
-  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 13);
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 14);
   __Pyx_INCREF(__pyx_t_1);
   if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(2, 12, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v___pyx_result->dnt);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->dnt, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
-  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 14);
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 15);
   __Pyx_INCREF(__pyx_t_1);
   if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(2, 12, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v___pyx_result->expect);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->expect, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
-  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 15);
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 16);
   __Pyx_INCREF(__pyx_t_1);
   if (!(likely(((__pyx_t_1) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_1, __pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_FastRoutes))))) __PYX_ERR(2, 12, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF((PyObject *)__pyx_v___pyx_result->fast);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->fast, ((struct __pyx_obj_6engine_4http_11_connection_FastRoutes *)__pyx_t_1));
   __pyx_t_1 = 0;
-  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 16);
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 17);
   __Pyx_INCREF(__pyx_t_1);
   if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(2, 12, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v___pyx_result->forwarded);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->forwarded, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
-  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 17);
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 18);
   __Pyx_INCREF(__pyx_t_1);
   if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(2, 12, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v___pyx_result->forwarded_for);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->forwarded_for, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
-  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 18);
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 19);
   __Pyx_INCREF(__pyx_t_1);
   if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(2, 12, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v___pyx_result->gpc);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->gpc, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 19)); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
-  __pyx_v___pyx_result->has_host = __pyx_t_2;
   __pyx_t_3 = __Pyx_PyIndex_AsSsize_t(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 20)); if (unlikely((__pyx_t_3 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
   __pyx_v___pyx_result->head_bytes = __pyx_t_3;
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 21)); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
-  __pyx_v___pyx_result->http_10 = __pyx_t_2;
+  __pyx_t_5 = __Pyx_PyLong_As_int(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 21)); if (unlikely((__pyx_t_5 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
+  __pyx_v___pyx_result->hosts = __pyx_t_5;
   __pyx_t_2 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 22)); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
-  __pyx_v___pyx_result->is_fast = __pyx_t_2;
+  __pyx_v___pyx_result->http_10 = __pyx_t_2;
   __pyx_t_2 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 23)); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
+  __pyx_v___pyx_result->is_fast = __pyx_t_2;
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 24)); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
   __pyx_v___pyx_result->keep_alive = __pyx_t_2;
-  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 24);
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 25);
   __Pyx_INCREF(__pyx_t_1);
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v___pyx_result->limits);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->limits, __pyx_t_1);
   __pyx_t_1 = 0;
-  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 25);
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 26);
   __Pyx_INCREF(__pyx_t_1);
   if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(2, 12, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v___pyx_result->method);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->method, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
-  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 26);
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 27);
   __Pyx_INCREF(__pyx_t_1);
   if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(2, 12, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v___pyx_result->origin);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->origin, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
-  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 27);
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 28);
   __Pyx_INCREF(__pyx_t_1);
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v___pyx_result->parser);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->parser, __pyx_t_1);
   __pyx_t_1 = 0;
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 28)); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 29)); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
   __pyx_v___pyx_result->parser_done = __pyx_t_2;
-  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 29);
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 30);
   __Pyx_INCREF(__pyx_t_1);
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v___pyx_result->pending);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->pending, __pyx_t_1);
   __pyx_t_1 = 0;
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 30)); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
-  __pyx_v___pyx_result->read_eof = __pyx_t_2;
   __pyx_t_2 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 31)); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
+  __pyx_v___pyx_result->read_eof = __pyx_t_2;
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 32)); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
   __pyx_v___pyx_result->read_paused = __pyx_t_2;
-  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 32);
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 33);
   __Pyx_INCREF(__pyx_t_1);
   if (!(likely(((__pyx_t_1) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_1, __pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry))))) __PYX_ERR(2, 12, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF((PyObject *)__pyx_v___pyx_result->registry);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->registry, ((struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry *)__pyx_t_1));
   __pyx_t_1 = 0;
-  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 33);
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 34);
   __Pyx_INCREF(__pyx_t_1);
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v___pyx_result->request);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->request, __pyx_t_1);
   __pyx_t_1 = 0;
-  __pyx_t_5 = __Pyx_PyLong_As_int(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 34)); if (unlikely((__pyx_t_5 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
-  __pyx_v___pyx_result->route = __pyx_t_5;
   __pyx_t_5 = __Pyx_PyLong_As_int(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 35)); if (unlikely((__pyx_t_5 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
+  __pyx_v___pyx_result->route = __pyx_t_5;
+  __pyx_t_5 = __Pyx_PyLong_As_int(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 36)); if (unlikely((__pyx_t_5 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
   __pyx_v___pyx_result->state = __pyx_t_5;
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 36)); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 37)); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
   __pyx_v___pyx_result->tls = __pyx_t_2;
-  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 37);
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 38);
   __Pyx_INCREF(__pyx_t_1);
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v___pyx_result->transport);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->transport, __pyx_t_1);
   __pyx_t_1 = 0;
-  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 38);
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 39);
   __Pyx_INCREF(__pyx_t_1);
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v___pyx_result->tunnel_to);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->tunnel_to, __pyx_t_1);
   __pyx_t_1 = 0;
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 39)); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 40)); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
   __pyx_v___pyx_result->upgrade = __pyx_t_2;
-  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 40);
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 41);
   __Pyx_INCREF(__pyx_t_1);
   if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(2, 12, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v___pyx_result->url);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->url, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
-  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 41);
+  __pyx_t_1 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 42);
   __Pyx_INCREF(__pyx_t_1);
   if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(2, 12, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v___pyx_result->user_agent);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->user_agent, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
-  __pyx_t_4 = __Pyx_PyFloat_AsDouble(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 42)); if (unlikely((__pyx_t_4 == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyFloat_AsDouble(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 43)); if (unlikely((__pyx_t_4 == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
   __pyx_v___pyx_result->write_paused_at = __pyx_t_4;
 
   /* "(tree fragment)":13
  * cdef __pyx_unpickle_HttpConnection__set_state(HttpConnection __pyx_result, __pyx_state: tuple):
- *     __pyx_result.accept_language = __pyx_state[0]; __pyx_result.app = __pyx_state[1]; __pyx_result.awaiting_commit = __pyx_state[2]; __pyx_result.body = __pyx_state[3]; __pyx_result.body_size = __pyx_state[4]; __pyx_result.client_ip = __pyx_state[5]; __pyx_result.closing = __pyx_state[6]; __pyx_result.commits = __pyx_state[7]; __pyx_result.content_length = __pyx_state[8]; __pyx_result.cookie = __pyx_state[9]; __pyx_result.counted = __pyx_state[10]; __pyx_result.deadline = __pyx_state[11]; __pyx_result.decided = __pyx_state[12]; __pyx_result.dnt = __pyx_state[13]; __pyx_result.expect = __pyx_state[14]; __pyx_result.fast = __pyx_state[15]; __pyx_result.forwarded = __pyx_state[16]; __pyx_result.forwarded_for = __pyx_state[17]; __pyx_result.gpc = __pyx_state[18]; __pyx_result.has_host = __pyx_state[19]; __pyx_result.head_bytes = __pyx_state[20]; __pyx_result.http_10 = __pyx_state[21]; __pyx_result.is_fast = __pyx_state[22]; __pyx_result.keep_alive = __pyx_state[23]; __pyx_result.limits = __pyx_state[24]; __pyx_result.method = __pyx_state[25]; __pyx_result.origin = __pyx_state[26]; __pyx_result.parser = __pyx_state[27]; __pyx_result.parser_done = __pyx_state[28]; __pyx_result.pending = __pyx_state[29]; __pyx_result.read_eof = __pyx_state[30]; __pyx_result.read_paused = __pyx_state[31]; __pyx_result.registry = __pyx_state[32]; __pyx_result.request = __pyx_state[33]; __pyx_result.route = __pyx_state[34]; __pyx_result.state = __pyx_state[35]; __pyx_result.tls = __pyx_state[36]; __pyx_result.transport = __pyx_state[37]; __pyx_result.tunnel_to = __pyx_state[38]; __pyx_result.upgrade = __pyx_state[39]; __pyx_result.url = __pyx_state[40]; __pyx_result.user_agent = __pyx_state[41]; __pyx_result.write_paused_at = __pyx_state[42]
- *     __Pyx_UpdateUnpickledDict(__pyx_result, __pyx_state, 43)             # <<<<<<<<<<<<<<
+ *     __pyx_result.accept_language = __pyx_state[0]; __pyx_result.app = __pyx_state[1]; __pyx_result.authority = __pyx_state[2]; __pyx_result.awaiting_commit = __pyx_state[3]; __pyx_result.body = __pyx_state[4]; __pyx_result.body_size = __pyx_state[5]; __pyx_result.client_ip = __pyx_state[6]; __pyx_result.closing = __pyx_state[7]; __pyx_result.commits = __pyx_state[8]; __pyx_result.content_length = __pyx_state[9]; __pyx_result.cookie = __pyx_state[10]; __pyx_result.counted = __pyx_state[11]; __pyx_result.deadline = __pyx_state[12]; __pyx_result.decided = __pyx_state[13]; __pyx_result.dnt = __pyx_state[14]; __pyx_result.expect = __pyx_state[15]; __pyx_result.fast = __pyx_state[16]; __pyx_result.forwarded = __pyx_state[17]; __pyx_result.forwarded_for = __pyx_state[18]; __pyx_result.gpc = __pyx_state[19]; __pyx_result.head_bytes = __pyx_state[20]; __pyx_result.hosts = __pyx_state[21]; __pyx_result.http_10 = __pyx_state[22]; __pyx_result.is_fast = __pyx_state[23]; __pyx_result.keep_alive = __pyx_state[24]; __pyx_result.limits = __pyx_state[25]; __pyx_result.method = __pyx_state[26]; __pyx_result.origin = __pyx_state[27]; __pyx_result.parser = __pyx_state[28]; __pyx_result.parser_done = __pyx_state[29]; __pyx_result.pending = __pyx_state[30]; __pyx_result.read_eof = __pyx_state[31]; __pyx_result.read_paused = __pyx_state[32]; __pyx_result.registry = __pyx_state[33]; __pyx_result.request = __pyx_state[34]; __pyx_result.route = __pyx_state[35]; __pyx_result.state = __pyx_state[36]; __pyx_result.tls = __pyx_state[37]; __pyx_result.transport = __pyx_state[38]; __pyx_result.tunnel_to = __pyx_state[39]; __pyx_result.upgrade = __pyx_state[40]; __pyx_result.url = __pyx_state[41]; __pyx_result.user_agent = __pyx_state[42]; __pyx_result.write_paused_at = __pyx_state[43]
+ *     __Pyx_UpdateUnpickledDict(__pyx_result, __pyx_state, 44)             # <<<<<<<<<<<<<<
 */
-  __pyx_t_5 = __Pyx_UpdateUnpickledDict(((PyObject *)__pyx_v___pyx_result), __pyx_v___pyx_state, 43); if (unlikely(__pyx_t_5 == ((int)-1))) __PYX_ERR(2, 13, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_UpdateUnpickledDict(((PyObject *)__pyx_v___pyx_result), __pyx_v___pyx_state, 44); if (unlikely(__pyx_t_5 == ((int)-1))) __PYX_ERR(2, 13, __pyx_L1_error)
 
 
   /* "(tree fragment)":11
  *         __pyx_unpickle_HttpConnection__set_state(<HttpConnection> __pyx_result, __pyx_state)
  *     return __pyx_result
  * cdef __pyx_unpickle_HttpConnection__set_state(HttpConnection __pyx_result, __pyx_state: tuple):             # <<<<<<<<<<<<<<
- *     __pyx_result.accept_language = __pyx_state[0]; __pyx_result.app = __pyx_state[1]; __pyx_result.awaiting_commit = __pyx_state[2]; __pyx_result.body = __pyx_state[3]; __pyx_result.body_size = __pyx_state[4]; __pyx_result.client_ip = __pyx_state[5]; __pyx_result.closing = __pyx_state[6]; __pyx_result.commits = __pyx_state[7]; __pyx_result.content_length = __pyx_state[8]; __pyx_result.cookie = __pyx_state[9]; __pyx_result.counted = __pyx_state[10]; __pyx_result.deadline = __pyx_state[11]; __pyx_result.decided = __pyx_state[12]; __pyx_result.dnt = __pyx_state[13]; __pyx_result.expect = __pyx_state[14]; __pyx_result.fast = __pyx_state[15]; __pyx_result.forwarded = __pyx_state[16]; __pyx_result.forwarded_for = __pyx_state[17]; __pyx_result.gpc = __pyx_state[18]; __pyx_result.has_host = __pyx_state[19]; __pyx_result.head_bytes = __pyx_state[20]; __pyx_result.http_10 = __pyx_state[21]; __pyx_result.is_fast = __pyx_state[22]; __pyx_result.keep_alive = __pyx_state[23]; __pyx_result.limits = __pyx_state[24]; __pyx_result.method = __pyx_state[25]; __pyx_result.origin = __pyx_state[26]; __pyx_result.parser = __pyx_state[27]; __pyx_result.parser_done = __pyx_state[28]; __pyx_result.pending = __pyx_state[29]; __pyx_result.read_eof = __pyx_state[30]; __pyx_result.read_paused = __pyx_state[31]; __pyx_result.registry = __pyx_state[32]; __pyx_result.request = __pyx_state[33]; __pyx_result.route = __pyx_state[34]; __pyx_result.state = __pyx_state[35]; __pyx_result.tls = __pyx_state[36]; __pyx_result.transport = __pyx_state[37]; __pyx_result.tunnel_to = __pyx_state[38]; __pyx_result.upgrade = __pyx_state[39]; __pyx_result.url = __pyx_state[40]; __pyx_result.user_agent = __pyx_state[41]; __pyx_result.write_paused_at = __pyx_state[42]
- *     __Pyx_UpdateUnpickledDict(__pyx_result, __pyx_state, 43)
+ *     __pyx_result.accept_language = __pyx_state[0]; __pyx_result.app = __pyx_state[1]; __pyx_result.authority = __pyx_state[2]; __pyx_result.awaiting_commit = __pyx_state[3]; __pyx_result.body = __pyx_state[4]; __pyx_result.body_size = __pyx_state[5]; __pyx_result.client_ip = __pyx_state[6]; __pyx_result.closing = __pyx_state[7]; __pyx_result.commits = __pyx_state[8]; __pyx_result.content_length = __pyx_state[9]; __pyx_result.cookie = __pyx_state[10]; __pyx_result.counted = __pyx_state[11]; __pyx_result.deadline = __pyx_state[12]; __pyx_result.decided = __pyx_state[13]; __pyx_result.dnt = __pyx_state[14]; __pyx_result.expect = __pyx_state[15]; __pyx_result.fast = __pyx_state[16]; __pyx_result.forwarded = __pyx_state[17]; __pyx_result.forwarded_for = __pyx_state[18]; __pyx_result.gpc = __pyx_state[19]; __pyx_result.head_bytes = __pyx_state[20]; __pyx_result.hosts = __pyx_state[21]; __pyx_result.http_10 = __pyx_state[22]; __pyx_result.is_fast = __pyx_state[23]; __pyx_result.keep_alive = __pyx_state[24]; __pyx_result.limits = __pyx_state[25]; __pyx_result.method = __pyx_state[26]; __pyx_result.origin = __pyx_state[27]; __pyx_result.parser = __pyx_state[28]; __pyx_result.parser_done = __pyx_state[29]; __pyx_result.pending = __pyx_state[30]; __pyx_result.read_eof = __pyx_state[31]; __pyx_result.read_paused = __pyx_state[32]; __pyx_result.registry = __pyx_state[33]; __pyx_result.request = __pyx_state[34]; __pyx_result.route = __pyx_state[35]; __pyx_result.state = __pyx_state[36]; __pyx_result.tls = __pyx_state[37]; __pyx_result.transport = __pyx_state[38]; __pyx_result.tunnel_to = __pyx_state[39]; __pyx_result.upgrade = __pyx_state[40]; __pyx_result.url = __pyx_state[41]; __pyx_result.user_agent = __pyx_state[42]; __pyx_result.write_paused_at = __pyx_state[43]
+ *     __Pyx_UpdateUnpickledDict(__pyx_result, __pyx_state, 44)
 */
 
   /* function exit code */
@@ -26988,6 +28320,19 @@ static int __pyx_setprop_6engine_4http_11_connection_7Commits_waiting(PyObject *
   }
 }
 
+static PyObject *__pyx_getprop_6engine_4http_11_connection_7Commits_failed_epochs(PyObject *o, CYTHON_UNUSED void *x) {
+  return __pyx_pw_6engine_4http_11_connection_7Commits_13failed_epochs_1__get__(o);
+}
+
+static int __pyx_setprop_6engine_4http_11_connection_7Commits_failed_epochs(PyObject *o, PyObject *v, CYTHON_UNUSED void *x) {
+  if (v) {
+    return __pyx_pw_6engine_4http_11_connection_7Commits_13failed_epochs_3__set__(o, v);
+  }
+  else {
+    return __pyx_pw_6engine_4http_11_connection_7Commits_13failed_epochs_5__del__(o);
+  }
+}
+
 static PyMethodDef __pyx_methods_6engine_4http_11_connection_Commits[] = {
   {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_7Commits_3__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
   {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_7Commits_5__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
@@ -26997,6 +28342,7 @@ static PyMethodDef __pyx_methods_6engine_4http_11_connection_Commits[] = {
 static struct PyGetSetDef __pyx_getsets_6engine_4http_11_connection_Commits[] = {
   {"done_epoch", __pyx_getprop_6engine_4http_11_connection_7Commits_done_epoch, __pyx_setprop_6engine_4http_11_connection_7Commits_done_epoch, 0, 0},
   {"waiting", __pyx_getprop_6engine_4http_11_connection_7Commits_waiting, __pyx_setprop_6engine_4http_11_connection_7Commits_waiting, 0, 0},
+  {"failed_epochs", __pyx_getprop_6engine_4http_11_connection_7Commits_failed_epochs, __pyx_setprop_6engine_4http_11_connection_7Commits_failed_epochs, 0, 0},
   {0, 0, 0, 0, 0}
 };
 #if CYTHON_USE_TYPE_SPECS
@@ -27690,6 +29036,7 @@ static PyObject *__pyx_tp_new__initialisation_6engine_4http_11_connection_HttpCo
   p->commits = ((struct __pyx_obj_6engine_4http_11_connection_Commits *)Py_None); Py_INCREF(Py_None);
   p->url = ((PyObject*)Py_None); Py_INCREF(Py_None);
   p->method = ((PyObject*)Py_None); Py_INCREF(Py_None);
+  p->authority = ((PyObject*)Py_None); Py_INCREF(Py_None);
   p->user_agent = ((PyObject*)Py_None); Py_INCREF(Py_None);
   p->accept_language = ((PyObject*)Py_None); Py_INCREF(Py_None);
   p->cookie = ((PyObject*)Py_None); Py_INCREF(Py_None);
@@ -27775,6 +29122,7 @@ static void __pyx_tp_dealloc_6engine_4http_11_connection_HttpConnection(PyObject
   Py_CLEAR(p->commits);
   Py_CLEAR(p->url);
   Py_CLEAR(p->method);
+  Py_CLEAR(p->authority);
   Py_CLEAR(p->user_agent);
   Py_CLEAR(p->accept_language);
   Py_CLEAR(p->cookie);
@@ -28221,17 +29569,30 @@ static int __pyx_setprop_6engine_4http_11_connection_14HttpConnection_head_bytes
   }
 }
 
-static PyObject *__pyx_getprop_6engine_4http_11_connection_14HttpConnection_has_host(PyObject *o, CYTHON_UNUSED void *x) {
-  return __pyx_pw_6engine_4http_11_connection_14HttpConnection_8has_host_1__get__(o);
+static PyObject *__pyx_getprop_6engine_4http_11_connection_14HttpConnection_hosts(PyObject *o, CYTHON_UNUSED void *x) {
+  return __pyx_pw_6engine_4http_11_connection_14HttpConnection_5hosts_1__get__(o);
 }
 
-static int __pyx_setprop_6engine_4http_11_connection_14HttpConnection_has_host(PyObject *o, PyObject *v, CYTHON_UNUSED void *x) {
+static int __pyx_setprop_6engine_4http_11_connection_14HttpConnection_hosts(PyObject *o, PyObject *v, CYTHON_UNUSED void *x) {
   if (v) {
-    return __pyx_pw_6engine_4http_11_connection_14HttpConnection_8has_host_3__set__(o, v);
+    return __pyx_pw_6engine_4http_11_connection_14HttpConnection_5hosts_3__set__(o, v);
   }
   else {
     PyErr_SetString(PyExc_NotImplementedError, "__del__");
     return -1;
+  }
+}
+
+static PyObject *__pyx_getprop_6engine_4http_11_connection_14HttpConnection_authority(PyObject *o, CYTHON_UNUSED void *x) {
+  return __pyx_pw_6engine_4http_11_connection_14HttpConnection_9authority_1__get__(o);
+}
+
+static int __pyx_setprop_6engine_4http_11_connection_14HttpConnection_authority(PyObject *o, PyObject *v, CYTHON_UNUSED void *x) {
+  if (v) {
+    return __pyx_pw_6engine_4http_11_connection_14HttpConnection_9authority_3__set__(o, v);
+  }
+  else {
+    return __pyx_pw_6engine_4http_11_connection_14HttpConnection_9authority_5__del__(o);
   }
 }
 
@@ -28431,20 +29792,22 @@ static PyMethodDef __pyx_methods_6engine_4http_11_connection_HttpConnection[] = 
   {"on_url", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_17on_url, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
   {"on_header", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_19on_header, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
   {"on_headers_complete", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_21on_headers_complete, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"_check_body_head", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_23_check_body_head, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"on_body", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_25on_body, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"on_message_complete", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_27on_message_complete, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"answer", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_29answer, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_28answer},
-  {"release", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_31release, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_30release},
-  {"stream_finished", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_33stream_finished, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_32stream_finished},
-  {"_head_stream", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_35_head_stream, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"_callback_failed", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_37_callback_failed, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"error_and_close", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_39error_and_close, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_38error_and_close},
-  {"on_deadline", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_41on_deadline, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_40on_deadline},
-  {"close", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_43close, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"drain", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_45drain, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_44drain},
-  {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_47__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_49__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"_origin_form", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_23_origin_form, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_22_origin_form},
+  {"_check_host", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_25_check_host, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"_check_body_head", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_27_check_body_head, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"on_body", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_29on_body, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"on_message_complete", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_31on_message_complete, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"answer", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_33answer, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_32answer},
+  {"release", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_35release, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_34release},
+  {"stream_finished", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_37stream_finished, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_36stream_finished},
+  {"_head_stream", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_39_head_stream, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"_callback_failed", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_41_callback_failed, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"error_and_close", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_43error_and_close, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_42error_and_close},
+  {"on_deadline", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_45on_deadline, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_44on_deadline},
+  {"close", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_47close, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"drain", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_49drain, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_48drain},
+  {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_51__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_53__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
   {0, 0, 0, 0}
 };
 
@@ -28474,7 +29837,8 @@ static struct PyGetSetDef __pyx_getsets_6engine_4http_11_connection_HttpConnecti
   {"url", __pyx_getprop_6engine_4http_11_connection_14HttpConnection_url, __pyx_setprop_6engine_4http_11_connection_14HttpConnection_url, 0, 0},
   {"method", __pyx_getprop_6engine_4http_11_connection_14HttpConnection_method, __pyx_setprop_6engine_4http_11_connection_14HttpConnection_method, 0, 0},
   {"head_bytes", __pyx_getprop_6engine_4http_11_connection_14HttpConnection_head_bytes, __pyx_setprop_6engine_4http_11_connection_14HttpConnection_head_bytes, 0, 0},
-  {"has_host", __pyx_getprop_6engine_4http_11_connection_14HttpConnection_has_host, __pyx_setprop_6engine_4http_11_connection_14HttpConnection_has_host, 0, 0},
+  {"hosts", __pyx_getprop_6engine_4http_11_connection_14HttpConnection_hosts, __pyx_setprop_6engine_4http_11_connection_14HttpConnection_hosts, 0, 0},
+  {"authority", __pyx_getprop_6engine_4http_11_connection_14HttpConnection_authority, __pyx_setprop_6engine_4http_11_connection_14HttpConnection_authority, 0, 0},
   {"user_agent", __pyx_getprop_6engine_4http_11_connection_14HttpConnection_user_agent, __pyx_setprop_6engine_4http_11_connection_14HttpConnection_user_agent, 0, 0},
   {"accept_language", __pyx_getprop_6engine_4http_11_connection_14HttpConnection_accept_language, __pyx_setprop_6engine_4http_11_connection_14HttpConnection_accept_language, 0, 0},
   {"cookie", __pyx_getprop_6engine_4http_11_connection_14HttpConnection_cookie, __pyx_setprop_6engine_4http_11_connection_14HttpConnection_cookie, 0, 0},
@@ -29383,7 +30747,7 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
  *                  "keep_alive", "http_10", "client_ip", "wait_epoch", "stream", "upgrade",
  *                  "route")
 */
-  if (__Pyx_SetNameInClass(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_slots, __pyx_mstate_global->__pyx_tuple[7]) < (0)) __PYX_ERR(0, 67, __pyx_L1_error)
+  if (__Pyx_SetNameInClass(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_slots, __pyx_mstate_global->__pyx_tuple[8]) < (0)) __PYX_ERR(0, 67, __pyx_L1_error)
 
   /* "engine/http/_connection.pyx":71
  *                  "route")
@@ -29412,7 +30776,7 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_tuple[8]);
+  __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_tuple[9]);
   if (__Pyx_SetNameInClass(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_header, __pyx_t_4) < (0)) __PYX_ERR(0, 86, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
@@ -29573,289 +30937,319 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
   if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_data_received, __pyx_t_2) < (0)) __PYX_ERR(0, 194, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":211
- *             self.error_and_close(400, "malformed HTTP request")
+  /* "engine/http/_connection.pyx":214
+ *                 self.error_and_close(400, "malformed HTTP request")
  * 
  *     def eof_received(self):             # <<<<<<<<<<<<<<
  *         # The client half-closed. Pending answers are sent first (returning
  *         # True keeps the transport open for them).
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_9eof_received, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_eof_received, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[13])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 211, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_9eof_received, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_eof_received, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[13])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 214, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_eof_received, __pyx_t_2) < (0)) __PYX_ERR(0, 211, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_eof_received, __pyx_t_2) < (0)) __PYX_ERR(0, 214, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":223
+  /* "engine/http/_connection.pyx":226
  *         return False
  * 
  *     def pause_writing(self):             # <<<<<<<<<<<<<<
  *         # The client is not reading its answers: stop reading its requests,
  *         # and stop the stream producing them.
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_11pause_writing, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_pause_writing, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 223, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_11pause_writing, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_pause_writing, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 226, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_pause_writing, __pyx_t_2) < (0)) __PYX_ERR(0, 223, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_pause_writing, __pyx_t_2) < (0)) __PYX_ERR(0, 226, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":233
+  /* "engine/http/_connection.pyx":236
  *             stream.pause_output()
  * 
  *     def resume_writing(self):             # <<<<<<<<<<<<<<
  *         self.write_paused_at = 0.0
  *         if self.state != S_CLOSED:
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_13resume_writing, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_resume_writing, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 233, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_13resume_writing, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_resume_writing, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 236, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_resume_writing, __pyx_t_2) < (0)) __PYX_ERR(0, 233, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_resume_writing, __pyx_t_2) < (0)) __PYX_ERR(0, 236, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":245
+  /* "engine/http/_connection.pyx":248
  * 
  *     # ---- parser callbacks ------------------------------------------------
  *     def on_message_begin(self):             # <<<<<<<<<<<<<<
  *         self.state = S_READING
  *         self.deadline = self.registry.clock + self.registry.read_timeout
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_15on_message_begin, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_message_begin, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[16])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 245, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_15on_message_begin, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_message_begin, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[16])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 248, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_message_begin, __pyx_t_2) < (0)) __PYX_ERR(0, 245, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_message_begin, __pyx_t_2) < (0)) __PYX_ERR(0, 248, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":262
+  /* "engine/http/_connection.pyx":266
  *         self.body_size = 0
  * 
  *     def on_url(self, bytes url):             # <<<<<<<<<<<<<<
  *         self.url = url if self.url is None else self.url + url
  *         self.head_bytes += PyBytes_GET_SIZE(url)
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_17on_url, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_url, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 262, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_17on_url, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_url, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 266, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_url, __pyx_t_2) < (0)) __PYX_ERR(0, 262, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_url, __pyx_t_2) < (0)) __PYX_ERR(0, 266, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":283
+  /* "engine/http/_connection.pyx":289
  *         return 0
  * 
  *     def on_header(self, bytes name, bytes value):             # <<<<<<<<<<<<<<
  *         if not self.decided:
  *             self._decide()
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_19on_header, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_header, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 283, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_19on_header, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_header, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 289, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_header, __pyx_t_2) < (0)) __PYX_ERR(0, 283, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_header, __pyx_t_2) < (0)) __PYX_ERR(0, 289, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":341
+  /* "engine/http/_connection.pyx":349
  *         return 0
  * 
  *     def on_headers_complete(self):             # <<<<<<<<<<<<<<
  *         parser = self.parser
  *         if not self.decided:
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_21on_headers_complete, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_headers_comple, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[19])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 341, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_21on_headers_complete, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_headers_comple, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[19])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 349, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_headers_complete, __pyx_t_2) < (0)) __PYX_ERR(0, 341, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_headers_complete, __pyx_t_2) < (0)) __PYX_ERR(0, 349, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":375
+  /* "engine/http/_connection.pyx":382
  *         self._check_body_head(req.headers.get(b"content-length"), req.headers.get(b"expect"))
+ * 
+ *     def _origin_form(self):             # <<<<<<<<<<<<<<
+ *         """An absolute-form target (``http://host/path?q``): route and parse
+ *         its path and query; its authority replaces Host (RFC 9112 3.2.2).
+*/
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_23_origin_form, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__origin_form, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[20])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 382, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_2);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
+  #endif
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_origin_form, __pyx_t_2) < (0)) __PYX_ERR(0, 382, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+
+  /* "engine/http/_connection.pyx":400
+ *         self.url = path if path[:1] == b"/" else b"/" + path
+ * 
+ *     def _check_host(self, http_10):             # <<<<<<<<<<<<<<
+ *         # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0)
+ *         if self.hosts > 1:
+*/
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_25_check_host, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__check_host, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 400, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_2);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
+  #endif
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_check_host, __pyx_t_2) < (0)) __PYX_ERR(0, 400, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+
+  /* "engine/http/_connection.pyx":407
+ *             raise RequestRefused(400, "missing Host header")
  * 
  *     def _check_body_head(self, length, expect):             # <<<<<<<<<<<<<<
  *         if length is not None and length.isdigit() and \
  *                 int(length) > self.registry.max_body_bytes:
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_23_check_body_head, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__check_body_head, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[20])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 375, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_27_check_body_head, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__check_body_head, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[22])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 407, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_check_body_head, __pyx_t_2) < (0)) __PYX_ERR(0, 375, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_check_body_head, __pyx_t_2) < (0)) __PYX_ERR(0, 407, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":382
+  /* "engine/http/_connection.pyx":414
  *             self.transport.write(_CONTINUE)
  * 
  *     def on_body(self, bytes body):             # <<<<<<<<<<<<<<
  *         req = self.request
  *         if req is not None and req.stream is not None:
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_25on_body, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_body, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 382, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_29on_body, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_body, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 414, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_body, __pyx_t_2) < (0)) __PYX_ERR(0, 382, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_body, __pyx_t_2) < (0)) __PYX_ERR(0, 414, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":396
+  /* "engine/http/_connection.pyx":428
  *             self.body.append(body)
  * 
  *     def on_message_complete(self):             # <<<<<<<<<<<<<<
  *         cdef bint keep
  *         self.state = S_IDLE
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_27on_message_complete, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_message_comple, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[22])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 396, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_31on_message_complete, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_message_comple, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 428, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_message_complete, __pyx_t_2) < (0)) __PYX_ERR(0, 396, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_message_complete, __pyx_t_2) < (0)) __PYX_ERR(0, 428, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":419
+  /* "engine/http/_connection.pyx":451
  * 
  *     # ---- answers in request order -----------------------------------------
  *     def answer(self, epoch, answer, keep):             # <<<<<<<<<<<<<<
  *         """Write ``answer`` (bytes or a Stream) now if nothing is ahead of it,
  *         else queue it; ``epoch``: the spool group it must wait for (0: none)."""
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_29answer, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_answer, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 419, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_33answer, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_answer, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[25])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 451, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_answer, __pyx_t_2) < (0)) __PYX_ERR(0, 419, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_answer, __pyx_t_2) < (0)) __PYX_ERR(0, 451, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":441
+  /* "engine/http/_connection.pyx":475
  *         return 0
  * 
  *     def release(self):             # <<<<<<<<<<<<<<
  *         """Write what can be written: called when an answer is queued, by the
  *         spool writer after each settled group (which takes the connection off
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_31release, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_release, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 441, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_35release, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_release, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[26])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 475, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_release, __pyx_t_2) < (0)) __PYX_ERR(0, 441, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_release, __pyx_t_2) < (0)) __PYX_ERR(0, 475, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":483
+  /* "engine/http/_connection.pyx":517
  *         return 0
  * 
  *     def stream_finished(self, stream, keep):             # <<<<<<<<<<<<<<
  *         """A stream has written all of its answer."""
  *         if self.pending and self.pending[0][1] is stream:
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_33stream_finished, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_stream_finished, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[25])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 483, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_37stream_finished, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_stream_finished, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[27])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 517, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_stream_finished, __pyx_t_2) < (0)) __PYX_ERR(0, 483, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_stream_finished, __pyx_t_2) < (0)) __PYX_ERR(0, 517, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":498
+  /* "engine/http/_connection.pyx":532
  *         self.release_c()
  * 
  *     def _head_stream(self):             # <<<<<<<<<<<<<<
  *         if self.pending:
  *             answer = self.pending[0][1]
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_35_head_stream, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__head_stream, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[26])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 498, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_39_head_stream, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__head_stream, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[28])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 532, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_head_stream, __pyx_t_2) < (0)) __PYX_ERR(0, 498, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_head_stream, __pyx_t_2) < (0)) __PYX_ERR(0, 532, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":513
+  /* "engine/http/_connection.pyx":547
  * 
  *     # ---- helpers ---------------------------------------------------------
  *     def _callback_failed(self, exc):             # <<<<<<<<<<<<<<
  *         cause = exc.__context__
  *         if isinstance(cause, RequestRefused):
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_37_callback_failed, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__callback_failed, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[27])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 513, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_41_callback_failed, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__callback_failed, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[29])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 547, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_callback_failed, __pyx_t_2) < (0)) __PYX_ERR(0, 513, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_callback_failed, __pyx_t_2) < (0)) __PYX_ERR(0, 547, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":521
+  /* "engine/http/_connection.pyx":555
  *             self.error_and_close(500, "internal error")
  * 
  *     def error_and_close(self, status, text):             # <<<<<<<<<<<<<<
  *         """Answer ``status`` after any pending answers, then close; read
  *         nothing more from this client."""
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_39error_and_close, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_error_and_close, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[28])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 521, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_43error_and_close, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_error_and_close, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[30])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 555, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_error_and_close, __pyx_t_2) < (0)) __PYX_ERR(0, 521, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_error_and_close, __pyx_t_2) < (0)) __PYX_ERR(0, 555, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":535
+  /* "engine/http/_connection.pyx":569
  *         self.answer_c(0, self.app.error_response(status, text), False)
  * 
  *     def on_deadline(self):             # <<<<<<<<<<<<<<
  *         """Called by the sweep when this connection overstayed."""
  *         req = self.request
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_41on_deadline, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_deadline, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[29])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 535, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_45on_deadline, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_deadline, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[31])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 569, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_deadline, __pyx_t_2) < (0)) __PYX_ERR(0, 535, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_deadline, __pyx_t_2) < (0)) __PYX_ERR(0, 569, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":551
+  /* "engine/http/_connection.pyx":585
  *             self.close()             # idle keep-alive connection
  * 
  *     def close(self):             # <<<<<<<<<<<<<<
  *         if self.transport is not None and not self.transport.is_closing():
  *             self.transport.close()
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_43close, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_close, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[30])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 551, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_47close, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_close, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[32])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 585, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_close, __pyx_t_2) < (0)) __PYX_ERR(0, 551, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_close, __pyx_t_2) < (0)) __PYX_ERR(0, 585, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":555
+  /* "engine/http/_connection.pyx":589
  *             self.transport.close()
  * 
  *     def drain(self):             # <<<<<<<<<<<<<<
  *         """Draining: close when idle, else after the answer in progress."""
  *         self.closing = True
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_45drain, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_drain, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[31])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 555, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_49drain, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_drain, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[33])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 589, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_drain, __pyx_t_2) < (0)) __PYX_ERR(0, 555, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_drain, __pyx_t_2) < (0)) __PYX_ERR(0, 589, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
   /* "(tree fragment)":1
@@ -29863,7 +31257,7 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
  *     cdef tuple state
  *     cdef object _dict
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_47__reduce_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection___reduce_cython, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[32])); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 1, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_51__reduce_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection___reduce_cython, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[34])); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 1, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
@@ -29873,11 +31267,11 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
 
   /* "(tree fragment)":17
  *     else:
- *         return __pyx_unpickle_HttpConnection, (type(self), 0x7304bf8, state)
+ *         return __pyx_unpickle_HttpConnection, (type(self), 0x8653d1f, state)
  * def __setstate_cython__(self, __pyx_state):             # <<<<<<<<<<<<<<
  *     __pyx_unpickle_HttpConnection__set_state(self, __pyx_state)
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_49__setstate_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection___setstate_cython, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[33])); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 17, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_53__setstate_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection___setstate_cython, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[35])); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 17, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
@@ -29885,84 +31279,84 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
   if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_setstate_cython, __pyx_t_2) < (0)) __PYX_ERR(2, 17, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":565
+  /* "engine/http/_connection.pyx":599
  * 
  * 
  * class _Discard(Stream):             # <<<<<<<<<<<<<<
  *     """Where the body of a request answered at its head (refused) goes."""
  *     started = True
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_Stream); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 565, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_Stream); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 599, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   {
     PyObject* __pyx_temp[1] = {__pyx_t_2};
-    __pyx_t_4 = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 565, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 599, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
   }
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_t_2 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_2);
-  __pyx_t_6 = __Pyx_PEP560_update_bases(__pyx_t_2); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 565, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PEP560_update_bases(__pyx_t_2); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 599, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_2 = __Pyx_CalculateMetaclass(NULL, __pyx_t_6); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 565, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CalculateMetaclass(NULL, __pyx_t_6); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 599, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_7 = __Pyx_Py3MetaclassPrepare(__pyx_t_2, __pyx_t_6, __pyx_mstate_global->__pyx_n_u_Discard, __pyx_mstate_global->__pyx_n_u_Discard, (PyObject *) NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_kp_u_Where_the_body_of_a_request_answ); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 565, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_Py3MetaclassPrepare(__pyx_t_2, __pyx_t_6, __pyx_mstate_global->__pyx_n_u_Discard, __pyx_mstate_global->__pyx_n_u_Discard, (PyObject *) NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_kp_u_Where_the_body_of_a_request_answ); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 599, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   if (__pyx_t_6 != __pyx_t_4) {
-    if (unlikely((PyDict_SetItemString(__pyx_t_7, "__orig_bases__", __pyx_t_4) < 0))) __PYX_ERR(0, 565, __pyx_L1_error)
+    if (unlikely((PyDict_SetItemString(__pyx_t_7, "__orig_bases__", __pyx_t_4) < 0))) __PYX_ERR(0, 599, __pyx_L1_error)
   }
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":567
+  /* "engine/http/_connection.pyx":601
  * class _Discard(Stream):
  *     """Where the body of a request answered at its head (refused) goes."""
  *     started = True             # <<<<<<<<<<<<<<
  * 
  *     def start(self, conn):
 */
-  if (__Pyx_SetNameInClass(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_started, Py_True) < (0)) __PYX_ERR(0, 567, __pyx_L1_error)
+  if (__Pyx_SetNameInClass(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_started, Py_True) < (0)) __PYX_ERR(0, 601, __pyx_L1_error)
 
-  /* "engine/http/_connection.pyx":569
+  /* "engine/http/_connection.pyx":603
  *     started = True
  * 
  *     def start(self, conn):             # <<<<<<<<<<<<<<
  *         pass
  * 
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_8_Discard_1start, 0, __pyx_mstate_global->__pyx_n_u_Discard_start, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[34])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 569, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_8_Discard_1start, 0, __pyx_mstate_global->__pyx_n_u_Discard_start, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[36])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 603, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (__Pyx_SetNameInClass(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_start, __pyx_t_4) < (0)) __PYX_ERR(0, 569, __pyx_L1_error)
+  if (__Pyx_SetNameInClass(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_start, __pyx_t_4) < (0)) __PYX_ERR(0, 603, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":565
+  /* "engine/http/_connection.pyx":599
  * 
  * 
  * class _Discard(Stream):             # <<<<<<<<<<<<<<
  *     """Where the body of a request answered at its head (refused) goes."""
  *     started = True
 */
-  __pyx_t_4 = __Pyx_Py3ClassCreate(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_Discard, __pyx_t_6, __pyx_t_7, NULL, 0, 0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 565, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_Py3ClassCreate(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_Discard, __pyx_t_6, __pyx_t_7, NULL, 0, 0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 599, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_Discard, __pyx_t_4) < (0)) __PYX_ERR(0, 565, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_Discard, __pyx_t_4) < (0)) __PYX_ERR(0, 599, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
 
-  /* "engine/http/_connection.pyx":573
+  /* "engine/http/_connection.pyx":607
  * 
  * 
  * cdef object _DISCARD = _Discard()             # <<<<<<<<<<<<<<
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_Discard); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 573, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_Discard); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 607, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __pyx_t_8 = 1;
   {
@@ -29970,7 +31364,7 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
     __pyx_t_6 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_7, __pyx_callargs+__pyx_t_8, (1-__pyx_t_8) | (__pyx_t_8*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 573, __pyx_L1_error)
+    if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 607, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
   }
   __Pyx_XGOTREF(__pyx_v_6engine_4http_11_connection__DISCARD);
@@ -29985,7 +31379,7 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
  *     cdef object __pyx_result
  *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0xd8bc8f3, 0x1a0e33a, 0xe02739e, b'done_epoch, failed_epochs, unavailable, waiting')
 */
-  __pyx_t_6 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_1__pyx_unpickle_Commits, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_Commits, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[35])); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 4, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_1__pyx_unpickle_Commits, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_Commits, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[37])); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 4, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_6);
@@ -29998,7 +31392,7 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
  *     int __Pyx_CheckUnpickleChecksum(long, long, long, long, const char*) except -1
  *     int __Pyx_UpdateUnpickledDict(object, object, Py_ssize_t) except -1
 */
-  __pyx_t_6 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_3__pyx_unpickle_FastRoutes, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_FastRoutes, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[36])); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 4, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_3__pyx_unpickle_FastRoutes, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_FastRoutes, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[38])); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 4, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_6);
@@ -30013,7 +31407,7 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
  *     cdef object __pyx_result
  *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0xb304e54, 0xc51a44f, 0x8a150f9, b'clock, date, idle_timeout, limits, max_body_bytes, max_header_bytes, open, read_timeout, streams, write_timeout')
 */
-  __pyx_t_6 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_5__pyx_unpickle_ConnectionRegistry, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_ConnectionRegistr, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[37])); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 4, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_5__pyx_unpickle_ConnectionRegistry, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_ConnectionRegistr, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[39])); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 4, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_6);
@@ -30026,7 +31420,7 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
  *     int __Pyx_CheckUnpickleChecksum(long, long, long, long, const char*) except -1
  *     int __Pyx_UpdateUnpickledDict(object, object, Py_ssize_t) except -1
 */
-  __pyx_t_6 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_7__pyx_unpickle_HttpConnection, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_HttpConnection, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[38])); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 4, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_7__pyx_unpickle_HttpConnection, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_HttpConnection, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[40])); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 4, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_6);
@@ -30088,6 +31482,7 @@ static int __Pyx_InitCachedBuiltins(__pyx_mstatetype *__pyx_mstate) {
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   __pyx_builtin_super = __Pyx_GetBuiltinName(__pyx_mstate->__pyx_n_u_super); if (!__pyx_builtin_super) __PYX_ERR(0, 60, __pyx_L1_error)
+  __pyx_builtin_enumerate = __Pyx_GetBuiltinName(__pyx_mstate->__pyx_n_u_enumerate); if (!__pyx_builtin_enumerate) __PYX_ERR(0, 392, __pyx_L1_error)
 
   /* Cached unbound methods */
   __pyx_mstate->__pyx_umethod_PyDict_Type_get.type = (PyObject*)&PyDict_Type;
@@ -30100,6 +31495,8 @@ static int __Pyx_InitCachedBuiltins(__pyx_mstatetype *__pyx_mstate) {
   __pyx_mstate->__pyx_umethod_PyDict_Type_values.method_name = &__pyx_mstate->__pyx_n_u_values;
   __pyx_mstate->__pyx_umethod_PyBytes_Type__lower.type = (PyObject*)(&PyBytes_Type);
   __pyx_mstate->__pyx_umethod_PyBytes_Type__lower.method_name = &__pyx_mstate->__pyx_n_u_lower;
+  __pyx_mstate->__pyx_umethod_PyBytes_Type__partition.type = (PyObject*)(&PyBytes_Type);
+  __pyx_mstate->__pyx_umethod_PyBytes_Type__partition.method_name = &__pyx_mstate->__pyx_n_u_partition;
   return 0;
   __pyx_L1_error:;
   return -1;
@@ -30114,21 +31511,35 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
   CYTHON_UNUSED_VAR(__pyx_mstate);
   __Pyx_RefNannySetupContext("__Pyx_InitCachedConstants", 0);
 
-  /* "engine/http/_connection.pyx":209
- *             self._callback_failed(exc)
- *         except _HttpParserError:
- *             self.error_and_close(400, "malformed HTTP request")             # <<<<<<<<<<<<<<
+  /* "engine/http/_connection.pyx":210
+ *         except _HttpParserError as exc:
+ *             if exc.args and exc.args[0] == "Content-Length overflow":
+ *                 self.error_and_close(413, "body too large")    # RFC 9110 8.6             # <<<<<<<<<<<<<<
+ *             else:
+ *                 self.error_and_close(400, "malformed HTTP request")
+*/
+  {
+    PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_413, __pyx_mstate_global->__pyx_kp_u_body_too_large};
+    __pyx_mstate_global->__pyx_tuple[0] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[0])) __PYX_ERR(0, 210, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[0]);
+  }
+  __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[0]);
+
+  /* "engine/http/_connection.pyx":212
+ *                 self.error_and_close(413, "body too large")    # RFC 9110 8.6
+ *             else:
+ *                 self.error_and_close(400, "malformed HTTP request")             # <<<<<<<<<<<<<<
  * 
  *     def eof_received(self):
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_400, __pyx_mstate_global->__pyx_kp_u_malformed_HTTP_request};
-    __pyx_mstate_global->__pyx_tuple[0] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[0])) __PYX_ERR(0, 209, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[0]);
+    __pyx_mstate_global->__pyx_tuple[1] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[1])) __PYX_ERR(0, 212, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[1]);
   }
-  __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[0]);
+  __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[1]);
 
-  /* "engine/http/_connection.pyx":266
+  /* "engine/http/_connection.pyx":270
  *         self.head_bytes += PyBytes_GET_SIZE(url)
  *         if self.head_bytes > self.registry.max_header_bytes:
  *             raise RequestRefused(414, "request target too long")             # <<<<<<<<<<<<<<
@@ -30137,12 +31548,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_414, __pyx_mstate_global->__pyx_kp_u_request_target_too_long};
-    __pyx_mstate_global->__pyx_tuple[1] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[1])) __PYX_ERR(0, 266, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[1]);
+    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(0, 270, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[2]);
   }
-  __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[1]);
+  __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[2]);
 
-  /* "engine/http/_connection.pyx":288
+  /* "engine/http/_connection.pyx":294
  *         self.head_bytes += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
  *         if self.head_bytes > self.registry.max_header_bytes:
  *             raise RequestRefused(431, "request headers too large")             # <<<<<<<<<<<<<<
@@ -30151,40 +31562,40 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_431, __pyx_mstate_global->__pyx_kp_u_request_headers_too_large};
-    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(0, 288, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[2]);
-  }
-  __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[2]);
-
-  /* "engine/http/_connection.pyx":349
- *         if self.is_fast:
- *             if not http_10 and not self.has_host:
- *                 raise RequestRefused(400, "missing Host header")   # RFC 9112 3.2             # <<<<<<<<<<<<<<
- *             self.keep_alive = keep_alive
- *             self.http_10 = http_10
-*/
-  {
-    PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_400, __pyx_mstate_global->__pyx_kp_u_missing_Host_header};
-    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(0, 349, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(0, 294, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[3]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[3]);
 
-  /* "engine/http/_connection.pyx":378
- *         if length is not None and length.isdigit() and \
- *                 int(length) > self.registry.max_body_bytes:
- *             raise RequestRefused(413, "body too large")             # <<<<<<<<<<<<<<
- *         if expect is not None and expect.lower() == b"100-continue" and not self.pending:
- *             self.transport.write(_CONTINUE)
+  /* "engine/http/_connection.pyx":403
+ *         # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0)
+ *         if self.hosts > 1:
+ *             raise RequestRefused(400, "more than one Host header")             # <<<<<<<<<<<<<<
+ *         if not http_10 and not self.hosts:
+ *             raise RequestRefused(400, "missing Host header")
 */
   {
-    PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_413, __pyx_mstate_global->__pyx_kp_u_body_too_large};
-    __pyx_mstate_global->__pyx_tuple[4] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[4])) __PYX_ERR(0, 378, __pyx_L1_error)
+    PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_400, __pyx_mstate_global->__pyx_kp_u_more_than_one_Host_header};
+    __pyx_mstate_global->__pyx_tuple[4] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[4])) __PYX_ERR(0, 403, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[4]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[4]);
 
-  /* "engine/http/_connection.pyx":519
+  /* "engine/http/_connection.pyx":405
+ *             raise RequestRefused(400, "more than one Host header")
+ *         if not http_10 and not self.hosts:
+ *             raise RequestRefused(400, "missing Host header")             # <<<<<<<<<<<<<<
+ * 
+ *     def _check_body_head(self, length, expect):
+*/
+  {
+    PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_400, __pyx_mstate_global->__pyx_kp_u_missing_Host_header};
+    __pyx_mstate_global->__pyx_tuple[5] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[5])) __PYX_ERR(0, 405, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[5]);
+  }
+  __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[5]);
+
+  /* "engine/http/_connection.pyx":553
  *         else:
  *             self.app.internal_error(self, cause or exc)
  *             self.error_and_close(500, "internal error")             # <<<<<<<<<<<<<<
@@ -30193,12 +31604,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_500, __pyx_mstate_global->__pyx_kp_u_internal_error_2};
-    __pyx_mstate_global->__pyx_tuple[5] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[5])) __PYX_ERR(0, 519, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[5]);
+    __pyx_mstate_global->__pyx_tuple[6] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[6])) __PYX_ERR(0, 553, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[6]);
   }
-  __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[5]);
+  __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[6]);
 
-  /* "engine/http/_connection.pyx":544
+  /* "engine/http/_connection.pyx":578
  *                 self.transport.abort()   # stalled mid-upload to a stream
  *             else:
  *                 self.error_and_close(408, "request timeout")             # <<<<<<<<<<<<<<
@@ -30207,10 +31618,10 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_408, __pyx_mstate_global->__pyx_kp_u_request_timeout};
-    __pyx_mstate_global->__pyx_tuple[6] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[6])) __PYX_ERR(0, 544, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[6]);
+    __pyx_mstate_global->__pyx_tuple[7] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[7])) __PYX_ERR(0, 578, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[7]);
   }
-  __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[6]);
+  __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[7]);
 
   /* "engine/http/_connection.pyx":67
  * class Request:
@@ -30221,10 +31632,10 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[13] = {__pyx_mstate_global->__pyx_n_u_method, __pyx_mstate_global->__pyx_n_u_url, __pyx_mstate_global->__pyx_n_u_headers, __pyx_mstate_global->__pyx_n_u_body, __pyx_mstate_global->__pyx_n_u_body_size, __pyx_mstate_global->__pyx_n_u_head_bytes, __pyx_mstate_global->__pyx_n_u_keep_alive, __pyx_mstate_global->__pyx_n_u_http_10, __pyx_mstate_global->__pyx_n_u_client_ip, __pyx_mstate_global->__pyx_n_u_wait_epoch, __pyx_mstate_global->__pyx_n_u_stream, __pyx_mstate_global->__pyx_n_u_upgrade, __pyx_mstate_global->__pyx_n_u_route};
-    __pyx_mstate_global->__pyx_tuple[7] = __Pyx_PyTuple_FromArray(__pyx_temp, 13); if (unlikely(!__pyx_mstate_global->__pyx_tuple[7])) __PYX_ERR(0, 67, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[7]);
+    __pyx_mstate_global->__pyx_tuple[8] = __Pyx_PyTuple_FromArray(__pyx_temp, 13); if (unlikely(!__pyx_mstate_global->__pyx_tuple[8])) __PYX_ERR(0, 67, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[8]);
   }
-  __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[7]);
+  __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[8]);
 
   /* "engine/http/_connection.pyx":86
  *         self.route = None       # set when the route was already looked up at the head
@@ -30235,14 +31646,14 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[1] = {Py_None};
-    __pyx_mstate_global->__pyx_tuple[8] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[8])) __PYX_ERR(0, 86, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[8]);
+    __pyx_mstate_global->__pyx_tuple[9] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[9])) __PYX_ERR(0, 86, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[9]);
   }
-  __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[8]);
+  __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[9]);
   #if CYTHON_IMMORTAL_CONSTANTS
   {
     PyObject **table = __pyx_mstate->__pyx_tuple;
-    for (Py_ssize_t i=0; i<9; ++i) {
+    for (Py_ssize_t i=0; i<10; ++i) {
       #if PY_VERSION_HEX >= 0x030F0000
       PyUnstable_SetImmortal(table[i]);
       #elif CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
@@ -30276,41 +31687,41 @@ static int __Pyx_InitConstants(__pyx_mstatetype *__pyx_mstate) {
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   {
-    const struct { const unsigned int length: 8; } str_length_index[] = {{0},{15},{1},{3},{1},{145},{179},{55},{64},{8},{14},{7},{6},{27},{2},{14},{9},{7},{22},{19},{25},{23},{15},{6},{8},{7},{25},{27},{18},{36},{38},{24},{10},{10},{28},{30},{14},{32},{34},{31},{31},{27},{21},{20},{30},{30},{28},{20},{27},{30},{22},{26},{24},{34},{31},{34},{21},{28},{22},{29},{30},{23},{15},{17},{17},{4},{7},{7},{16},{14},{14},{23},{6},{8},{14},{20},{12},{9},{11},{8},{7},{8},{12},{8},{8},{13},{10},{15},{8},{7},{11},{14},{12},{11},{10},{22},{33},{25},{29},{14},{12},{10},{17},{13},{12},{12},{19},{9},{8},{16},{16},{5},{12},{13},{5},{16},{6},{3},{6},{4},{18},{4},{9},{1},{5},{14},{9},{18},{5},{11},{7},{4},{17},{15},{15},{11},{4},{13},{8},{6},{7},{5},{5},{11},{23},{18},{12},{5},{15},{14},{3},{6},{4},{4},{9},{8},{3},{14},{16},{10},{6},{10},{6},{7},{7},{9},{12},{14},{10},{7},{5},{4},{4},{10},{6},{6},{5},{14},{16},{6},{4},{3},{7},{11},{9},{19},{16},{19},{6},{6},{12},{13},{13},{4},{8},{3},{7},{12},{7},{7},{8},{7},{3},{8},{9},{13},{14},{14},{5},{10},{1},{4},{10},{17},{14},{5},{7},{5},{6},{6},{15},{5},{5},{4},{3},{9},{6},{11},{6},{7},{3},{12},{5},{6},{10},{5},{13}};
-    const struct { const unsigned int length: 11; } bytes_length_index[] = {{0},{2},{12},{2},{14},{6},{6},{4},{11},{11},{11},{11},{55},{55},{57},{58},{94},{211},{141},{1391},{2},{53},{98},{131},{34},{89},{93},{63},{91},{76},{151},{106},{94},{27},{130},{65},{337},{144},{227},{43},{138},{126},{62},{17},{73},{19},{37}};
+    const struct { const unsigned int length: 8; } str_length_index[] = {{0},{15},{1},{3},{1},{145},{23},{179},{55},{64},{8},{61},{14},{7},{6},{27},{2},{14},{9},{7},{22},{19},{25},{25},{23},{15},{6},{8},{7},{25},{27},{18},{36},{38},{24},{10},{10},{28},{30},{14},{32},{34},{31},{31},{26},{27},{27},{21},{20},{30},{30},{28},{20},{27},{30},{22},{26},{24},{34},{31},{34},{21},{28},{22},{29},{30},{23},{15},{17},{17},{4},{7},{7},{16},{14},{14},{23},{6},{8},{14},{20},{12},{9},{11},{8},{7},{8},{12},{8},{8},{13},{10},{15},{8},{7},{11},{14},{12},{11},{10},{22},{33},{25},{29},{14},{12},{10},{17},{13},{12},{12},{19},{9},{8},{16},{16},{11},{5},{12},{13},{12},{5},{16},{6},{3},{6},{4},{18},{4},{9},{1},{5},{14},{9},{18},{5},{11},{7},{4},{17},{15},{15},{11},{4},{13},{8},{6},{7},{5},{5},{3},{11},{23},{18},{9},{12},{5},{15},{14},{3},{6},{4},{4},{9},{8},{3},{14},{16},{10},{6},{10},{6},{7},{7},{9},{1},{12},{14},{10},{7},{5},{4},{4},{10},{6},{6},{5},{14},{16},{6},{4},{3},{7},{11},{9},{19},{16},{19},{6},{6},{9},{4},{12},{13},{13},{4},{8},{3},{7},{12},{7},{7},{8},{7},{3},{8},{9},{4},{13},{14},{14},{5},{10},{1},{6},{4},{3},{10},{17},{14},{5},{7},{5},{6},{6},{15},{5},{5},{4},{3},{9},{6},{11},{6},{7},{3},{12},{5},{6},{10},{5},{13}};
+    const struct { const unsigned int length: 11; } bytes_length_index[] = {{0},{2},{1},{12},{3},{2},{14},{6},{6},{4},{4},{5},{11},{11},{11},{11},{55},{55},{57},{58},{94},{211},{141},{1440},{2},{53},{98},{169},{34},{89},{93},{63},{91},{76},{158},{106},{94},{27},{130},{65},{316},{50},{144},{227},{43},{138},{126},{62},{17},{73},{19},{140},{37}};
     #ifndef CYTHON_COMPRESS_STRINGS
       #define CYTHON_COMPRESS_STRINGS 90
     #endif
-    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (3887 bytes) */
-static const char cstring[] = "x\332\215\230\311w\323\326\032\300\033\317\016\341\221\220Ph9}U \020\322B\212\213\201>8\247\257\316@&H\342\204\014@@\221\255k[ K\266\2068&PXf\251\245\226Zj\251\245\227^f\251e\226\371\023\372\047\274\357\273\222<%\351kO\360O\272\3437\337\253\336\321\024B\230\202\302\025\313D\322&&S\223\367\377\233a\024R\325\211\252\001\013\272Jx\246V\022D\302\010\232\312\224\010\3073\202\n=\034\377\204\341$\265F\024\030\260\273\253j\234\246\253\273\273\320\3063Z\211\3643\360_^\226$\222\327\004Yb\362\242\214+\335I\247\322w\231\364\203\024\035\227N=`\n\262\302\250\302G\242>e\322\367\357\323W\216)\013\252*HEf^VA\250eY#\260&\2471\323u\255\004\213\201\000<\021\205\034Q8\215\210uF\325\024!\257\021\005\007I\314\352\354\352\275\364oi\272\203B\336\203\000*\243\352\271\274\310\251*Q\031\271\300\344tA\324\004\211\321\352\025\242N2\013\005\246.\353\214D@@Mf*0\256s\002h#1*\321\360\201\031\347$I\006]A\047\026\246\203\220\343\014/(\250\345\036\301\331\3178Q%\223[(\255,\021F\025\345\332\275\n\247\225ZF\315s\212\"\240)*D\271\0274\242\371\310\004L\003s\322}r2_GQ\271\326\274\226\261a\345\226+\356\370.\232`\2122\250\302\361<\013\342\021:[\223eF\344\224\"\341\005\225\313\211\204H\336oQ\220\310/%M\253\374\302\266\0354Y\251\357\027\363\202\004V\2248\221!\212\"+\202\352M\341E\320W\272\227*s\"\270\247\014\"\314\277|\271\032\010\326\351+*\024\314\365E\366\336\324\266$A\207\206/\232\327.K\305V\263P&\262\256M?_Y\237\235\231^Y~\271\260\2741;-\227\313\240\257\217I\226\005\033\350y\302\346i,\260l\273\003|D\355\330\321\025\250\267F\212\002DI\375t\313Y\013\2361\346\037\254=\t\376!\225\031\0304O\365~\306\251\332\032\250C\324\366\323\351\335\272\372N\3552\017nj\357\324\375vz\255S\375\377g\275I6\317\211b\216\313\177`\013\034\2448\177\252\273D\240\017\243\211E_\366vc\033\013\252\023\256\334\323\345\005kO#\255\001\275m\255G\026z\265\363{\313`\322\236^\236\32380A\236@\352\365\312\306+\234\320k/\"\027\316\033N\343\235\205\212\301\236%$l\21768\335\312\203\001DH\247\323=^\350\237\327\256B\346\225+\"\321\316\230Y&\252\312""\025\t\233\203\260\222\316\357>\177\001]\021{\032+\034\324\010\266\246\010\220\306\305\236>\205\210\204;\245\261BT\275|\336\024\317\343lA\220\004\265\344\231r\225ST\242L\373\3214\213\326l7\367\274nT\212\212\357\3145/\361\275\366\205\231\347\263k\263\231\231\205\3459\277\335\007\0042l\245\261l\360\356\031\2615\210V\300\356\267\326\224uO\326\031A\205\272\313\007\004\0258\005zW\353\373\360o\006\016\017v\231\354\343d\226\365\013<a\341?z\004\320\007\031*\343\276\206\217<\216F\312yDA\227(\213A\252\261\301\326,\304\254 Q\022\215k-U\226y]\244\303\312\212\314\302\251\013\247\001\355\220\2702m\226H\rQQH\205Sh\013\324f/\025\301)\336\033\372G\324\274g\177[|\304\003\315{\322\245\212\220\377\000\373\370\345\361Tko\365\352\031\320.K=\035\335\261\340u\356ixL\240\244U\235\023\003=\374\342\304\236*S\255\006\262\217/P\244Z\272\253\035V<U\274\240I\2245j+\220\013-\334S\276z\353\225\347\253\216*\305\n\230y\n\350\005I\313\345dE\343x\260N\3079\350\025.\256R\201?\"\361pN\251\234Z\227\362\202<\331\232\250\342\006t\023\274\270\344\363\230]\336\316A=\310\213\0028\226\025*y|\203x`5\205\313\023\024\225\326\227\274,\212\336~j\336\363\017J\320Q\355\274\353ROq\354\251\206yY\207=h\345\302J\330U\r\003Ap\024\017\277\005\016\302\205\307\024\241\205\321\273\004L\342%\240\343q\262\303\016\235\315\236\355:\253\047\251\310\240pw\315\364^!0+\240\025!\373y\262_\201\265\n\020H\005\270Y\341?\026e\244\017\260\030$\014\374A\014\200i\300B\005\031\337p?v\017\n$\210\200\357\2209%\231\207[\035/\022\352\307\\\035\\\357\345\277_J\351\224\324}\004\334\047DU\200\241\254\177\223\010\3563\254\177\237\241\222BA\023T^(Bi\323HY}/\013\322\0078\270\361\037\313\211\240\236\010\312k%Q@\277\300\365\215(en\337\013*\272;\276y{\373\357TF\214`I\256\371GE\307\331\320*\372gT\377\336r\177F}\367\nz\205VH\257\216\203^\025\370\243\317x\017\007}\272\n|\005\\\201\377P\242\212\\\201?\221\024\320\205|`\026\2704\202\237J\364\356\310\211\212_\001\374\223\000.c\201\023\003\252\376q\340\355\354\277\370[w\237\024\230!\204\376P]\341\376,\026 \217""\375\000TK\262.\362l\333\322~\203\356\235\010\264(\323\037\302\323\314\367>*\274\360\3539tT\035\256\317\364\302\205uY\023\241\033R\267\002\031\255\351\020\303\242.q{P\023\260.\351\025\010;\342\357\001\266DS\005\265e\217\023u\357G\255qP\010h`\243.\204\376\004\006\273\313\244\356\337\277\207\207\200 \351\344)C\217\003I\273\347EJ^\226?\010\304\013\367\022\344\351\327\276\343\310-+k\025\354\014>\336\261\373\354o\355*>\336\2653\366\246\223\302\307\373N\237\363\255\003\255\047\221\037\315\252\313\334w.4\2366?\270\331\265\343\310\260\361\330\274c\215Z\251\343H\374\353\047x\031=NL\330C\366O\316rs\3648r\3410u\316\264\047\3466\354\313uL\303\035\3376&\217\372\376n\332\357\3265X}\264c\032H\347\246\246\232\223\356j\366o&\272\303\267\254m;kwn\230v2\356\303\305\243Iw\373\225?\363\257\3047\375\327\261k\320\350\303\237\270Q5c\246\350\355\267w\270e\314\232#f\3668q\331\2001W\215\352\t\376`_\3658q\311\275\364\263\235\266\253N\3349h\216\037\r\235t\267\214v\254>d\214\030\333\346K\353\252\035\261W\032\351F\375(\342>\177\353\276\345\\Ns\265}w\377\313_\337|\363Gh&\004\230\t\255#\326C[\210\255\020\207\340B\004AB\205\320?\025S3\037\301~Q{\335\2118\363\215\271\346\303\243\360Q\372h\317\335\330qw`_\336\345Kn\251\352Va\367z[\243\007N\332\2516\342\215\203\243q\260\343IwS\257Jo\2551\367\366#\207\007\037F\2162\377\\\260\377\332\343\316\025\047\337\030i\274\305m6\335\315W\356+0G\301-\224\335\262\324\226\346\016\330+co9K\215Z\223;\351n\251v\013\343^\031\2674\373\2213\342>\234kjG\217\3355X6\347\346`M\305U\366\300x\265\276\014\3320\023\232E\314\206V\020+\201\265y\004\037*!J\241*\242\032\322\021z\350\013\342Kh:\014\230\016/#\226\303k\210\265\360\016b\047\274\213\330\r\027\020\205\360{\304\373\260\212P\3035D-\374\047\342\317\360T\0040\025YF,G\326\020k\221\034\"\027) \n\021\021!F*\210J\344\000q\020\371\202\370\022y\036\005<\217\256\"V\243\257\021\257\243\357\020\357\242%D)*\"\304h\035Q\217~F|\216>\213\001\236\305\026\021\213\261u\304zl\013\261\025\333E\354\306x\004\037+#\312\261*\242\032\373\202\370\022""\233\216\243\356\361\027\210\027\361,\"\033\337A\354\304w\021\273q\t!\305\025\204\022\377\214\370\034\317$\320\344\211%\304Rb\005\261\222\330Bl%\336 \336$\362\210|\242\210(&\312\210r\242\212\250&>#>\0472I\\%\371\002\361\"\231Ed\223o\020o\222,\202M\022\004I\n\010!\271\207\330K~D|L\036$\377ql\272\327\357\332s\316\303F\030\262To\316\035=tW\327\335\365-w\013\302\023RFp\005\321\025+n\345\000\026\376\3247\215\2011\035\232G\314\207\226\020KA\\m#\266C,\202\r\302\253\210(\206> >\204\016\020\007\241)\014\214\251\360\034b.\274\210X\014\242l\023\261\031~\213x\033\316!ra\202 a\001!\204%\204\024\326\021z\370#\342c\3703\342s8\203A\223\211, \026\"\253\210\325\310\006b#\262\215\330\216\354 v\202\010\024\020BDBH\221*\242\032\321\021z\344\017\214\244?\242s\210\271\250\037\210+\210\225\350:b=\232C\344\242\002B\210J\010)ZET\243:B\217~D|\214f0\25621?,\027\020\013\261\027\210\027\261\r\304Fl\007\261\023\343\020\\\020\235%D)VATb5D-\366\t\361\251\047V\227\020K\3615\304Z|\013\261\025\177\215x\035\177\207x\027/ \n\3612\242\034D\256\216\320\343uD=>\205\0218\225X@,$\226\021\313\211,\"\233\330@l$X\004\233( \n\211\017\210\017\t\t!%\024\204\2228@\034$\2460\036\247\222s\210\271\344\"b1\271\214XN\276B\274J\356\"v\203p.!JI\021!&k\210Z\362O\304\237\311\351~T\263\377\031\342Y\377\"b\261\177\005\261\322\277\211\330\354\177\203x\323\377\016\361\256?\207\310\365K\010\251_G\350\375{\375\355r\373\213\2559)g\016\016\321\342Q\366\244\273\205\373\232\371\n%\376\302a\372\260z<p\305xi^\263\206\254\033V\306\312\036\017\\:\324\214\2241o\316Y\217\354\021\274E\034\017\3429\231\270tX\r&\301\200\343\201A#a\3029;p\270\342^\377\331N\331\317\234\033nz\246\231in\035M\035q\336\300O\346\257pR~\007i:p\331\230\264\372\254+\026\327\332w\320\270hf\315\202\2259i?\006;\034\230\343\326\020\016\351\307\007\013\346_l\315\203\247$v\305\215\217\264\013u\273\205\222\017\032\227\314\252\247\300S\263\010-\203#\306\">X\274=j?vn\301\321\327\347\237\365\250\200;8J\027\2704H_\030O\276N\021\256\300\3141\233w~j,5\253\2368\267\255>o\304cc\334""\274b\362\326m;\341\204\321J\303\324lS\3204\201\313w)\334\036\034\263\363\3160\032j\006\316\331\031\274\367\004\313ZC\270\360\300\341\034X\027\260\204F\0378\2347h\343\013s\010\261\214\047\344\300\341\242\301u\274\371\360\047\370#\375!~\343\202\221\r\026\177l\216\231\304z`\275\207\273\304l\343r#\325\341\303\314\371n\363\246\303:\210Y\343\232\267\013Hg\254\301-\340\241\025\261\236\331c\356\344\357\215\\\263\377\350\006\334 @\255\0013\343\213b(P\2377\2541K\260Ug\324y\322XkTq\361_\320\001]K/\030\033\376\2354\320\354_\207<Vu\024\254f\0203m\252\326\035\270t\014\241\247kF\301\333c\306\035\274\201\263\272\326znF\314\005k\313\236\002\027N4:\255z&\374Y\276\375}\253>\367\202|\331\034s\377\235rF\234\327\r\255\371\344\010\007\272\003?\200\225~\260y\367W\364f\277\273\266\356MO\0335\223\353\366\335\327\266\023/\035\326\315KV\325\356\363ZFh\340/\332\\\240\374\230\311\231\3253\245\277l\214\031\274\373}\313Q\277\321\2330\344\357\246\2312\251\301c\206\347\047w\340G\\\3033Y\336\034\362\222\"\rj\322\224\220\355\254\227\366?@tR+\026\341\360\034\374\326\220\254\2147\364\261y\323\244\371\363\034\034\273\000w\264)\270\031N4\251y/\036\256\201\n}]a\006\232b\327\337\273\212\004b\016\2303V\322\276\352\204\2341Ghx)\r&v\277\377\t\3624\025\244\337\r:j\350T\351\3303\326\301\047^\3751\207\260xD\215-3c\322\010\0374\302\006]\341\211\221\245Z\2653[\260u\207\326\232\210\261b\245 \\o\323\274\355I}\274\013gO\22790\262{\375\236M\257\030\267\335k\023\366\260=mW[5\tm\366\033\350\253Yi\253\352[\322\332\300\004\0324\376\005\301\000\270`\246<<\262~t\372Z\345\007n\335\217\035\r\334\213Fh\331\357\t8g\010\037~\367\3565\370@\337\237\032\234\207\202\271\022\230j\037\022\3607\353\261}\023\335\332a,T\345\245y\035$\331\364\206b\025\002{\016\033\017\014\021r\021k\233\000{\247\033*|\356\201\016{\306\033+l\321R\366\304s\377\002Dg\036\277\332N\316h\363\374\206i\3405\214\330Ywr\252y\263\271}\364\022>8 \037\276fN\250\204u\010\345\031+\001\037\250\227!x\247\261\006x\226MX}\201\273oRg\341A\200\022\246\272\242\367t\310\320^""\335\230\2419\362\022\266~\351|\327\030k\360\360\3616\354\025\037\337\354\220\022~|-br\234\374Mu\360}9\014\211\362\t\374\250\301\347_\275\021i\3144#M\272\242\027f\233V\227\257\374\352q\341\360\301a\311\0138\014u\301;\210Tc\242#\t\300v/\254aL\261\213A$o\2314\341\366\r\325\274eV!\327\350\353gP\026\017*\230\177\027\016\r\364\324\004|\270i\215\007\rp+\312\247\231\217\241\332=\262\257\004u#\013\206\372\001jz\237\247\242/\223o@\370\266\2728\204\207#l\260\004\267\200\377\300\047\344\257\315,\016\355\310\330\366\001w\014\243\257\232a\014X\257\030\334\202\300~`\225\354\242\263\001F\3167\257\035]\305\223\213\026\023<\300\007G\334\2211?\342a\356wP\304x\220/m\355\303\007t\010\n~\332\2515\270\223\323~<\t\212\326_\261o\222\003\276\274\337Y7\301\245\337;O\033\201\353f\360(\301<8\247\300\\\201\352t\263\261\rW\217\014\n5M\013pK\033o\215\0253\3256\325\010Tn\310B\347Z\343j\263\257\275\373\351kG+\022\253\0359\214\347\232\327C/E8\373\"]\270\210\377_\304o\300\032\254Y\377\201/\220\007\016w\316i\264H+\256\377\375=\332\221\242\227\215{&\256\234\360\027\252\372\001\354F\256\233\251\223\004\326\260y\014\022\213\036(\007\240f\330zbo8\343\215\241\306\350\377\000\003\025\267|";
-    PyObject *data = __Pyx_DecompressString(cstring, 3887, 1);
+    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (4122 bytes) */
+static const char cstring[] = "x\332\215X\311[\333\346\326\017\236m\310\r\004\322\244\315\323\257\"!\003\275\t\211\213\223\364&\317\323\033\203\031C\231\014\0012 \204\365\332V\"[\266$3e\\\262\324RK-\265\324\322K/Yj\311\222?\241\177\302=\347}%c\033\350\327>\301?\351\035\317\370;G\275\257\253\204pyU(\224HY\037\036I\216<\376o\232SI\265F4\0350_\323\210\310\355\026%\231p\222\256qE\"\210\234\244\301\214 >\347\204\262\266KTX\260\265\245\351\202^\323\266\266`L\344\364\"Ip\360_N)\227IN\227\2242\227\223\025<\351~*\231z\300\245F\223t]*9\312\345\025\225\323\244\003\242\275\340R\217\037\323W\201+I\232&\225\013\334\264\242\201P\343JY\007\351\036\316\221rA/r\312\016Q\363\262\262;\257\350\004\256\022tn|_/\302\035 \227Hdi\233\250\202N\344}N\323U)\247\023\025\027\225\271\305\211\305\207\251\337S\364b\225|\000\2714N\253m\347dA\323\210\306)yn\273&\311\272T\346\364\375\n\321F\270\231<\267\257\324\2702\001\271u\205\253\300\272\326\r\240d\231\323\210\216\017\334=\241\\V\300\004\240*\017\333A\366{\234(\251\250\374\016\301\335\223\202\254\221\2215\224V)\023N\003\371\037V\004\320\306\267uNPU\t-T!\352C\177\020\255J\206a\033X\231\336\263\255\210\373(\252\320\334\327\364\001\234\334\364\320}\317s\303\\A\001U\004Q\344A<\002V`\313\271]\001\3272ck\025E\221\271\202\252\324*\017\300\006L!\241R\341\212\202\306\225\025\360b\251\004\253\351\325\272\242p\262\240\026\210(i\302\266LH\231\375\026\2442yT\324\365\312#\376\324\351#\225\375\275BN\002\347\251eA\346\210\252*\252\244\261-\242\014\306*?L\226\004\031\244(\201\374\323++\213\276V\255\376\247\032\021\265\244P\023\200\nh\277\226\t\337\020\354M;\025\321\237\320\361Eg\343J\271\320\034\226JD\251\351\343s\013\331\211\314\370\302\374\312\314\374\352\3048\323\325\203\021\236\007\313\326r\204\317\321\010\343\371\323\t\360<\365N\313\224\257\3672)H\020{\373gG\316;\360\2345\377\340\354\021p#\251d`\3214\325{R\320\364eP\207h\247Ogok\233;s\3134\370\357\364\246\366\267\263g\235\231\377\177\316\033\341s\202,o\013\271\217|^\000>\021\317L\027\t\314a\230\361\350\313\363\247\213\340\370\316\031\\\315""\203Q\210P\352\234\202\200\203\320\3441\304:\246X\"t\014R\226\352\034k>\362\362\331\313[fK\340\207\216YQ\320\005\260[\216\000\013t*$\252\202\324id\242\344/ZN\263\207\007\362\342\317\023\022\256G\303\235\035\025\30162$\347\331\031\226/\027\215k\220\307\245\212L\364sv\226\210\246\t\005\302oC,\226/\236\276\370\200\232*w\014V\004\240+~W\225\200\024\n\035s*\221\211pFc\225h\265\322E[X0\360y\251,iEf\312EA\325\210:\356\205\340\004Z\363t\270\343u\265RP=g.3\266`\3433\231\271\211\345\211tff~\312\033\367\000\242\037\256\322y\336\177gFl.\242d\334\376\326\334\222e\262f$\rJ\200\350#\250 \2500\273\270\277\007\177\031\250c\374<\331\303\315<\357\325\032\302\303\177\264\032\321\007,\222{:>\212\270\032Q\311!\344ke\212\005\077\077y\377j\036b\026\262\003\221\350B\363\250\222\"\326d\272\254\244*<T^(Lt\242,\224\350p\231\354\"TTR\021T:\002L\317\022\024\234\302\336\320?\262\316\236\275k\361\021k+{\252\225+R\356#\334\343q\352\231\321N\312\353Xp\312e\035\023\355\261\300&wt,:(i\265&\310\276\036\036\243\361g\270\2559@\366\360\005\230\255\251\273\326b\3053\214\007C\262\242S[\201\\h\341\016\316\353$\271\026Vcnk\3412^\302$\204\262\014\001NZ\231L\330VT]\020\301h-\305\226\361\031\224m\370G\312\"\324<M\320\366\3139I\031i\036Bk8\275\033;\256\\\016\223\216\t\340\323DN\226\300\337\274T\311\341\033\204\t\257\253B\216\240\006\224vr\212,\263\3734\257-@\tZH\220\365y\035\234\331A\2229\245\006wPBC\202l#I_\020\\%\302o^\200(\0221s(_\202f\254\331\030\301f\243\345q\244\305\024\255\303\314\224\244\014\\\201]a+\301\222\212\002\312\267\323*{\205\330\255\200\206\204\354\345\310^\005\016\315C\254\345\241\017\304?\036\345\245\017p\030\344\024\374\2030\0013\201\265\362\n\276\341\305<4\251\032\310\202\357\220\\EE\204\326E\224\t\365\357\366>D\007\243\010\217m\351\226\344c\004\350SdM\222`-\357\265(~\007\305{\035\024\025\025HO\322D\210\t]\322II\373\240H\345\217\320\021\340\037/\310\240\237L\273eYB\047A\267\t\035\224\260\307\002\217^\217o\354r\357\235\n\211Q^Vv\275r\322R?\232\205\341\234\n\321Y\022\316\251\001\214\364+\224E""\341\027d\006\333`\377\313\210\037\224\254\300?\372\214\237\026\240\\[E\250\200c\360\017\305\253(\025\370\047\223<zV\364m\004\r/x\255H\373^AV=\312\360J\007\264|\276K}\324\340A\367j\010\273\335{\361\256o//\230?\204\376P\3455\r\002\007T$r^#\025`\001/N\265\242R\223E\376\324\007\336@\215\325\023J\351\364\207\210\2247\330G\023\013\321\216\222\245\325\340;\200\366x\310\352\272\014\323\220\341\025H|\275\006q.\327\312\302\0160\n\262Z\255\002\021I\274;\300\312h7\237\231v\004\271\306~4l\371y\032\363\250\024\241?\276\365\036p\217\222\217\037?\304\032\"\225k\344\371\243G/\270\234\367\325\305\342(\247(\037%\302\262\001\331\n#\025\377\264\357]\307\241;\326\222\225\267\323\370x\337\356\262\177\260\253\370\370\300N\333\257\235$>>v\272\234\037\034\030=\t\375bV]\356\261\323]\177\321\370\350.-\037\207\372\215g\346}k\320J\036\207\242\337?\303\313\340ql\330\356\263\177u\346\033\203\307\241\356\303\344\005\333\236\233\353p\257\320\262\ro|_\0379\352\372\273m\177X7\340\364\301\226m \235\233\034k\214\270\213K\177\263\321\355\277c\255\333Kv\353\205)\047\355>\231=\032q\3277\274\235\177\305.%n\342T\257\321\205?Q\243jFL\231\335\267s\270fL\230\003\346\322q\354\252\001k\256\033\325\023\374\301\271\352q\354\212{\345\337v\312\256:Q\347S\343\336Q\337I\373\310`\313\351}\306\200\261n\256X\327\355\220\275PO\325\367\217B\356\334{\367\275\340\n\272\253\357\271{\337\376\272t\351e \023\000\310\004\262\010\331\300\032\302Z@@\020\002\004\201\004\362\201\177*\246n>\205\373\302v\326\t9\323\365\251\306\223\243\340Q\352h\307]}\347\276\203{EW,\272\305\252[\205\333\367O5\032uRN\265\036\255\177:\272\007v<i\037\352T\351\2755\344\336}\352\210\340\303\320Q\372\237\013\366_\373\236s\315\311\325\007\352\357\361\232\327\356\353\rw\003\314\221w\363%\267T>\225\346>\330+m\2579\257\352\273\r\341\244}\244\332.\214{\355\236\245\333O\235\001\347]c\300\235Xs\327\336\272o\267\335m8Su\325\0350\336n\3278\332p<0\2050\025XBX\n\254\"\254\006x\004>\220C\310\005t\004=\260\207\260\027H\007\001\322\301\t\204\211\340\002\302B0\213\220\rn""\"l\006\267\021\266\2032\202\034\254 T\202;\010;\301\003\204\203\340x\010o\017M!L\205\346\021\346C\313\010\313\241M\204\315\3206\302vHEPC;\010;\241\317\010\237C/\303\030#\341?\021\376\014/!,\2057\0206\302\357\021\336\207\013\010\205\360G\204\217\341\032B-\274\217\260\037\236\214\000LFf\021f#Y\204ld\ra-\262\205\260\025\021\021\304H\t\241\024\251\"T#\007\010\007\221\257\010_#sQ\200\271\350\"\302b\364\r\302\233\350&\302fTB\220\242%\204R\364\023\302\247\3507\204o\321\331\030^\033\233G\230\217\255#\254\307\336!\274\213\211\010b\254\210P\214U\020*1\035A\217\035 \034\304\276\"|\215\315\306\361\224\370<\302|\374\r\302\233\370&\302f\274\210P\214\313\010r\\EP\343;\010;\361\361\004Z>1\2050\225\230N\374\343Huo>\260\247\234\047\365 \344l\2551u\364\304]\314\272Y\210-\010,\311\225\312n\031\022\250\346\326>\241\207\374\360\232F\230\016\274Bx\025X@X\010\274Ax\343\047s\036!\037\220\020\244@\t\241\024\330A\330\t|A\370\022\030\303\240\031\363cn\006a&\270\201\260\021\334B\330\n\022\004\022,\"\024\375\320\323\021\364\340\047\204O\301\227\030;/C\355\2417\2070\027\312\"dC\353\010\353\241\267\010oC<\002\037* \024Be\204rHC\320\374x<@8\360\343q\na*<\2070\027^@X\010g\021\262\341M\204\3150A \341\017\010\037\302%\204R\270\212P\r\277\304\270z\031\231B\230\212\314!\314E\026\020\026\374 ]GX\217\360\010\274\037\244\005\204B\344#\302\307\210\206\240\371\261\372\r\341[d\014Co,:\2110\031\235G\230\217\256\"\254\372\221\373\036\341}T@\020\374\000\256 T\2425\204Zt\017a/\372\031\341s4\203\201\230\211\275Bx\025[DX\214e\021\262\2615\204\265\330\026\302V\254\200P\210\311\010rLAPb\032\202\026\373\202\360%\226\301\350\314\304g\020f\342s\010s\361E\204\305\370\006\302F|\013a+N\020HG\214\357\"\354\306\277\"|\365c|\022a21\2130\233XEXM\274Cx\227\020\020\204\204\210 &\212\010\305D\t\241\224\320\021\364\304>\302~\3423\302\347\304\313ntN\367\034\302\\w\026!\333\275\322}\312\317\217l\335I:SPu\013GK\047\355#\302\367\364w\250\t\335\207\251\303\352q\3175c\305\274a\365Y\267\254\264\265t\334s\345P7\222\306\2649e=\265\007""\260\3558\356\305\302\032\273rX\3657\301\202\343\236^#fBa\3569\\po\376\333N\332\223\316-7\225i\244\033kGcG\002[\370\331\374\rJ\353\217\220\311=W\215\021\253\313\272f\t\315{{\215\313\346\222\231\267\322\047\247\217\376\r\237\314{V\037.I\340\203\005\373/7\367\301S\034\247\242\306\001\235B\335\356\240\344\275\306\025\263\312\024xa\026`\244w\300\230\305\007K\264\007\355g\316\035\250\225]^s\200\n\270\275\203\315\003nC\327\004;5\343\256\0312\307\315\032\330\"k\007aY\357\200;0\004o\253\366\340I\313s\253\240\327\340\374![t~\255\277jT\231\320w\255.\266\342\231q\317\274f\212\326];\346\004\321\226\375\324\270c04\214B\264\231\345tq\304\3169\375h\316\014\224\357\014\266S\376\261V\037\036\334s8\005>\000x\205\256\3519\2346\350\340\237f\037\302<\026\336\236\303YChy\363\300\333\340\255\364\226x\2033\306\222\177\3703s\310$\326\250\365\001Z\224\211\372\325z\262\305\323\351\213\235\313\266\3039\010\023\306\rv\013Hg,Cs\361\304\nY\223\366\220;\362G}\273\2218\272\005\215\t\250\325c\246=Q\014\025\210~\325\032\262$[s\006\235\347\365\345z\025\017\177\204nj;z\306X\365Z]_\263\177\035\212X\036P\260]\203\230)S\263\356C/\323\207^\3355\362\354\216\214\333{\013w\265\2355\007\036\237\261\326\3541p\341p\275\325\252\347\202\267\313\263\277gUo\260i\377!\367\377\222\320\357\274\251\353\215\347G8\345\366\374\014\306\372\331\026\335\337\320\251\tw9\313NI\031\273\246\320\356\302\357\247\276\274r\270o^\261\252v\027\033\031\240Y2k\013\276\r\206L\301\254\236\253\304Uc\310\020\335\237\232\376\372\235\366\331\220\354\257\315\244I\355\0361\230\273\334\236_\360\014f\271\234\331\3072(\005\332\322\374Q\354%\306\021?C\220Rc\026\240\030\367\376`\224\2554[\372\314\274m\322d\233\003\377\316@\0078\006}\347p\203Z\371\362\3412\250\320\325\026m\240)N\375\275\307\210/f\217\231\261\342\366u\047\340\0149R\235\345?\230\330\375\351WH\352\244\237\205\267\350\252\2763<\263cd\201\245\030Y\231}\3104ac\315L\2334\320{\215\240AOxn,Q\255\220\0238\272]\262k\016%\246\220\261`%!j\357\322\364=]@m\207\235\366\322YN\004#\2737\037\332\264e""\271\353\336\030\266\373\355q\333s\0235E\223\001\377\005\276\007\3506\223\014\236Z\2778]Mj\202\026\376\231\243\2037Q\347\246\271\236\203/\350\031\177\260\266\010\037\350\373\013C`\2207\027N-C\211\364\312\341\0364U\335V\312\2522\251W\314\233@d\257\3312\344\035X\324o\214\0322d\037\262\231\004\367\246\352\032|7\302\336\035\343\255\025\264(y=g\236\236\201@\314\341\347\337\3119c\314E\030\361l`\300^rG\306\032\267\033\353G+\360\345\002\241\377=}\342\371}\033\275\323\341\263=\240\212\224\251[\3116ba;\366!\3163V\014\276\215\257Bd\217#O0\263\307\254._\343\333\324\223XRP\247d[h\237\215\047:[324\201V@\330\025\347\307\372P]\204\357\306~FP\236\223 _\274\340\2335\250<\0273\210\347\337~\310\242\317`s\035\276<\367\353\241z\246\021j\320\023Y\014\276\266\332<\3531L\367\341\350a\221E#\346\201\304J\232f\014\267d\010X\373O\253\037\363\357\262\037\346kf\232\271Y3\357\230UHD\372\372\005\224\305\222\007\373\037@aA\337\016\3037\243^\037\255\203\261Q>\335|\006\214\370\324\276\346\223\312\022\030\352g\340\375.\246\242\047\223g@\370\254\273\334\207e\026.x\005\375\304\177\340\353\365\267\306\022.mI\347\323\"x\014\253\257\233A3\3513\305\035\360\353\250U\264\013\316*\0309\327\270qt\035\253\033e\032l\005ZJ,\356\375\021\030N\004\371R\326\036|\273\007\240(\244\234\335\272pr\326\217\047>\243\375\025\271\024\357\361\344\375\321\272\r.\375\311yQ\367]\227\301r\203Ys\001\373\\\003\352\272]_\207&&\215B\215Svnj\303\316X0\223\247\246\032\000Z\207\234un\324\2577\272No?\333\3004#\261\332\222\361X\373\330\014m\257p\367ezp\001\377\227\2147\200\004\255[\377\201\317\235QG\270\240b\315R:\366>\375\007[\222\372\252\361\320\304\223c\336A\325f\000\377\225\270\024\277\302\254\300\"r\334<\240\377?\307\343\263Q\340\221I0\340\272\275\341\010^\240\346\214>\026\252\343\2202\230\360\264$\250F?XJ\003\022\036\207\363\2414\010\307\275}~\305Z6i\363\210M\245\327[\374\016\326V!|\307\255\003\260\367v\275\313\r\3354\223\0471$\333i\014X\213V\276O`\362\240\365\334^u\356\325\373\352\203\377\003o\377r6";
+    PyObject *data = __Pyx_DecompressString(cstring, 4122, 1);
     #define __Pyx_DecompressString_LZSS_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (5312 bytes) */
-static const char cstring[] = "\377(tree fr\377agment).\3771.0?A re\337quest\005\000fu\377sed whil\377e its he\337ad is\037\000ad\377: answer\376\036\000``statu\367s``\021\000d th\377e\n    co\377nnection\357 cloF\001(41\2774, 431#\0024\37713 for s\377izes; 40\3750\n\002a miss\177ing Hos\222\000\357NoteQ\000at \317CythJ\000~\000de\377liberate\377ly stric\367ter!\001n PE\337P-484\205\002re\375j~\000s subc\377lasses o\377f builti\377n types.\377 If you {ne\350\000to p%\000|%\t\313\000n set\323\001? \047anno\351\000\321\000\371_<\000\242\000\047 dir\372\342\001v\242\000o Fal\337se.Wh\253\000on\377e slow-p\367ath\314&carr}i\322 (per-\342%\306\273!e)4\000\314 c\002bo\013dy\247\001a\204F\344&\205 \202F\367(re\236B) go^\310\000add_\234\000e9\002\377too larg\377edisable\373en\000\003gine/\277http/_\227G.\177pyxgcin\303 \377nal errowris-\003dla\253 _-1mal\253@m\216`\017HTTP\236e\240I\233b9\000<\271d\252aers \201\006\321eut\223\001t\022\003ong\016\006\377imeoutCL\377OSEDCONT\377INUEComm\334\370`\000\004.__\356`uc7e_c\207b__\017\007\241@x\303\"\020\010\370eRegi\243`\207yCo\002\r=\021\021\0209 .\377sweepDat\377eHeaderFoastR\314\000es\000\007\010\255\017\017\n\261\016H\244@\252\007\000\013\371\017\374\017\0161\034._call\377back_faiwledQ\rche\031\000\342\210\204\001_\366\206\001p\r\212\207\001_st\017ream\214\014\224\207\003\241\014\377\206\002|\004\r\232\207\006_lost\004\027ym\320 \361\014data\213`\357ceiv\252\016dra;in\241,eof\027\025\353\204\002\337_and_\221\021on\361_\214\206\001\360,\023\000dead\217line\010\017\365\204\003\000\025s\377_complet\376\047\020message\017_beg\261\016\206\000\027\005\047\027\367url\232lpaus\377e_writin\375g\266lreleas>\262\rresum\033\025\354C\177_finish\257c\177ParserC\307d\341E\272\207\001\267\204\001\021\003\000\014Upg\345r\306DR\343\213\0038\003IDL\377EREADING\334\021\004\030\004.__h\000t_\201_\010\005\322\207\003\034\006\240\214\002\000\013*\006S\376\231\204\002_Discar}d\000\005.starN\000\377Pyx_PyDi\377ct_NextR\357ef__\332\212\004e__s__\257\213\002\004\002ont\036\000r\020""\001d*\001\032\000doc\037\001wfun\003\002get\367\207\003\375_\246\005__main\336C\001metaB\006mo\367dulY\002mro_\177entriesi\001wnamp\002newx\001\277prepar\202\002p\230\244\000\206\206\002\222@__\n\001\234Al\301t\006\003p\004!\001\315\214\001\033\003un\017picke\000\270\211\004\005\016\212\211\r`(\014\263\210\007A\014\204\210\013\210\003vt\334\213\001\236\255!qual\300\005\241\212\004_\354\241\212\016\272\212\006ex\341!set\345_\364\005s\273(\276\212\016__swlot\247\"tes\215`\312\257\210\r_\241\210\014_\247B\233\210\010_i\376\366\205\001routine\377abortadmsit\375\214\010\315\220\003app\000\000\377endargsa\377syncio.c\305o2\004s\231\216\001\220\211\002\265\220\001cc\370\332\205\001\244\211\003\210\207\005clien\357t_ip\006\000ne_>\203`trace\346\211\001\204\221\002ocoll\223\221\003sc\331\214\003\030\247\221\001\245\221\007\200\210\003dc\217\211\013\025\010\212\211\001\007coua\000\245\216\002\206\211\001\201\211\n\221\210\005\377decodede?faultd\323\222\001\224\211\002Ken\201\217\001.\201\217\001\000\010.\205\217\010\370\013\t\334\212\003\262\211\tepoch\374\245\211\014\275\211\003respon\377seexcexp\377ectfastf\227eed\000\001_\256\212\001\004\002e\277ofgetg\367@e}x\230 _info\n\001\376\223\220\001_versio\375n\032\001method\277handle\351\213\002bay\370@\322\217\003\327\217\004.\00210\315\220\001\277toolsi(\000_It\304\217\003\310\220\005_\311\220\004\331\212\002i\372\000\377sdigitit\377emsjoink\367eep\000\001_ali\367vel\234 thli\376\363\217\001lowerma\005x\374\212\002_y\002\n\001\324\220\003\t\004\237\002\316\272\206\001now\244\213\004\221\213\010on\006\267\215\002er\000\006\364\212\007\305\212\010\352\212\002\315\212\020\177on_urlp\333\211\002\236\302\212\003outp\000\000\317\212\002r\277eading\324\212\np\347eer\000\001\314\207\001pop\256\000\000lef\241\216\001d\217%r\277efresh\267\223\002aslr\225\221\004\203\213\004req\275E\002\305Es\210\213\004t\003\225\213\004t\004\234\213\013\327\205\001\356\347\000ute\254\217\002sse\337lfset\372dsh\237ould_\340\047\n\004u\030\214\213\003""\220\212\002\225\212\002ed\214\225\002\317\227\003\333\217\003>\346\213\014super\354\221\002\224\212\001\177tlstran\370`\377rttunnel\177unavail\364\224\001\277update]\004u\363rl\210\215\001\243\223\005valu\375e\000\002swait_\344\324\204\002\245\215\001e\000\002\300e, 1\37700-conti\357nue;\325\230\001ten\373t-\244ccooki\375e\351\204\003host\200\001\377\330\004%\240Q\240f\250\375A\007\001(\250\001\250\026\250\375q\022\001,\250A\250V\260\3751\035\0010\260\001\260\026\260\376\023\000\340\004\037\230q\320 \3770\260\013\270;\300k\320\377QR\330\004\023\2207\230\377(\240!\2401\330\004\007\373\200|\n\000!\330\010)\250\377\021\250*\260N\300!\330\347\004\013\210?\000\"\022:\230X\362u\000a,\010n\001]\270.\310]\001\033\031>\240\030[\000!c\010\376\233\000\3201B\300.\320P\375QU\030\320\023%\240X\250\373Q\250e\t4\260A\3205\277J\310.\320XY\243\004\360\337\010\000\n\033\230\300\000\020\220\377\001\330\010\020\220\007\220q\337\230\006\230l\250k\002v\210\377W\220E\230\024\230Q\330\367\010\022\220\344\000\027\220q\340\371\010\002\000\366\001q\330\010\017\320\377\017+\2504\250q\260\007\177\260{\300\047\310\021\340\004\013\367!\200\001U\006\021\220\024\220\377X\230T\240\027\250\004\250\377O\2704\270y\310\004\320\377L]\320]a\320at\377\320tx\320x\177\360\000\337\000@\002D\002\004\000D\002\335S\003\001S\002W\n\001W\002\335a\021\001a\002e\030\001e\002\273f\002\177%t\2306m\000\005\377\250S\260\004\260H\270G\377\3005\310\003\3104\310v\337\320U\\\320\\u\000d\320\177dh\320hq\320q{\000\375y\310\0073\2604\260q\270\037\007\270{\310\047\354@\316\002\t\007\376\303\r]\240$\320&6\260\335d\301@\004\310Ao\047?\250\377\047\260\025\260c\270\024\270\375]c\001V\320VY\320Y\376\214 f\320fm\320mn\372\326\047(\255 A\250W\260KO\270w\300a\333\"\010\007q\322+\377\320\025\047\240t\2506\260\377\024\3205G\300t\3107\273\320RT\000b\320bQ\000rw\320rv\335 w\001A\334!wA\002E\343!E\002O\352!uO\346%d\370!d\002h\377!wh\002q\206Aq\002u\215A\367u\002\177\224A\177\002C\003\356\243@C\003N\003\001N\003R\356\n\001R\003\\\021\001""\\\003`\356\030\001`\003f\037\001f\003j\356&\001j\003s-\001s\003w\3564\001w\003~;\001~\003B\335\004\351@B\004N\003\001N\004\335R\n\001R\004b\021\001b\004\335f\030\001f\004l\037\001l\004\335p&\001p\004{-\001{\004\275\1774\001\177\004L\005\250`L\273\005P\003\001P\005Z\n\001Z\273\005^\021\001^\005h\030\001h\273\005l\037\001l\005y&\001y{\005}-\001}\005F\006\340`wF\006J\003\001J\006S\n\001wS\006W\021\001W\006`\030\001w`\006d\037\001d\006m&\001wm\006q-\001q\006\1774\001o\177\006C\007\370\001\007M\003\001wM\007Q\n\001Q\007\\\021\001w\\\007`\030\001`\007n\037\001wn\007r&\001r\007}-\001\377}\007A\010\360\000\000A\273\010K\003\001K\010O\n\001O\273\010W\021\001W\010[\030\001[\273\010c\037\001c\010g&\001g\273\010m-\001m\010q4\001q{\010};\001}\010A\tB\001\273\tM\003\001M\tQ\n\001Q\273\t[\021\001[\t_\030\001_\273\te\037\001e\ti&\001i\273\tv-\001v\tz4\001z\367\t{\t\214\205&\320\033,\250\377G\2605\270\003\2704\270\377u\300G\3105\320PS\377\320SW\320W]\320]\377d\320di\320il\320\377lp\320p{\360\000\000w|\001C\255\206\001C\002H\264\206\001WH\002K\273\206\001K\320eX\311\206\001\267X\002_\320\206\001_\002\330dg\356\336\206\001g\002k\345\206\001k\002{\356\354\206\001{\002B\324aB\003G\256\333aG\003J\342aJ\336eV\356\360aV\003]\367a]\003b\356\376ab\003e\205\204\001e\003i\356\214\204\001i\003n\223\204\001n\003u\356\232\204\001u\003z\241\204\001z\003}\356\250\204\001}\003A\351aA\004I\356\360aI\004P\367aP\004U\356\376aU\004X\205\204\001X\004\\\352\214\204\001\\\372ei\232\204\001i\004n\356\241\204\001n\004q\250\204\001q\004u\356\257\204\001u\004@\367a@\005G\326\376aG\005\202\204\004O\214\204\001O\005\335S\223\204\001S\005b\232\204\001b\005\335i\241\204\001i\005n\250\204\001n\005\335q\257\204\001q\005u\266\204\001u\005\335z\275\204\001z\005A\214\204\001A\006\272\220\204\004I\232\204\001I\006M\241\204\001M\273\006U\250\204\001U\006\\\257\204\001\\\253\006a\266\204\001a\226\204\005h\304\204\001h\273\006p\313\204\001p\006w\322\204\001w\253\006|\331\204\001|\235\204\014K\257\204\001K\273\007R\266""\204\001R\007W\275\204\001W\273\007Z\304\204\001Z\007^\313\204\001^\273\007f\322\204\001f\007m\331\204\001m\272\262\204\005u\347\204\001u\007y\356\204\001y\273\007B\275\204\001B\010I\304\204\001I\273\010N\313\204\001N\010Q\322\204\001Q\273\010U\331\204\001U\010_\340\204\001_\273\010f\347\204\001f\010k\356\204\001k\273\010n\365\204\001n\010r\374\204\001r\273\010{\203\205\001{\010B\304\204\001B\273\tG\313\204\001G\tJ\322\204\001J\273\tN\331\204\001N\tY\340\204\001Y\253\t`\347\204\001`\307\204\005h\365\204\001h\273\tl\374\204\001l\tw\203\205\001w{\t~\212\205\001~\tC\n\213\210\001\273\nF\003\001F\nJ\n\001J\273\nO\021\001O\nV\030\001V\273\n[\037\001[\n^&\001^\273\nb-\001b\nn4\001n{\nu;\001u\nv\n\305\214\007\377/\250t\2601\260G\270\237;\300g\310Q\312\214\002\010\007a\377\200A\200A\330\010\013\210\3774\210q\330\014\025\220T\377\230\030\240\021\240\"\240A\377\240Q\330\014\017\210t\220\3771\220H\230G\2406\250\355\024\302\217\001\330\020\244\215\001\010\017\210\371q-\005\036\000\330\014\020\220\010\377\230\001\330\010\014\210O\320\377\033+\2501\250F\260\"\377\3204D\300A\300W\310\367B\310aX\003|\2302\230\377T\240\031\250!\330\014\022\377\220.\240\001\240\025\240a\376o\006\020\220\r\230Q\230f\317\240A\340\014\002\006\217\005{\230W\047\240\021`\001\n\005\001\240=\000\351\r\247\006\007\000\t{\001\007\220z\352\263\000!\270\216\002%\266\001\020\220\017\273\230q\273\003;\230g\311\000\020\367\024\220J\005\001\240d\250!\377\2507\260%\260q\270\001\272\345\216\0041\276\000\320\020!<\002\017\245\020\010\002 \232\003w\t\0257\000$\377\250d\260*\270K\300q\356\211\003&\240\001\266#7\220\047\377\230\025\230d\240&\250\010\177\260\003\2601\330\020\023\262\"\235B\020\000)\2501\342\014#\007\006\357\250c\260\023\245!D\310\004\263\310D\364\220\001\307 \n\230T\000\240}\021\221A\014\210G\2201\323!wK\220q\332!H\220A\341!\327M\230\021\350!N\334\220\001\014\210\007J\220a\003\010\016\004*\004#\004\034\004\356?\004I\220QU\0057\230$\377\230e\2403\240j\260\004\277\260E\270\022\2701\271HAp\235W\226\003E\000""\357AE\220\030\212\003\376\233\000\220R\220t\2305\240\377\004\240F\250$\320.>\377\270b\300\n\310\"\310A\346\235a\014\230\267\002\253\000\220r\230\377\024\230U\240$\240i\250\377s\260!\260:\270R\270\316\367`\022\220/\276AN\nI\220qU\215\224\004\330`\352\002\016\210d\256\222\001\376\252\204\001w\220e\2304\230s\337\240(\250\047\260\234`\017\210\367w\220f^\003D\320\020\"\374\306\224\001\232\nL\230\004\230I\2407W\250B\300@)\270\312)\326$\240\335$\233\047\314\204\001\371$\344$L\337\204\003N\377\230$\320\0361\260\024\260\377Z\270t\300:\310Q\330\377\010\014\320\014\035\230T\240\377\035\250d\3202D\300D\337\310\n\320RS9\0034\220\327w\230a\256K\200\273G\017\210\277y\230\017\240q\250\267\205\002M>\217\224\001\230f\240J\250\314B\371\001\317$\230a\230\365B\255\016\022\220\237$\220d\320\032\351\205\001\271\206\0028\376\255\226\002\014\025\220V\2301\230\356\354\"\006\220a\277b\320\014\037\354@\001\255#c\230\246\"t\2204\334\317`\216\205\002o\250Q\361\206\003\035\240\375a\355\206\001w\220g\230Q\330\277\020\026\220n\240A\373\206\0037\273\230#\016\001\024\220L\326@I\377\250W\260B\260d\270)\273\3001\263\207\001\r\210R\300\000\001L\213\204\003\203\204\004H\220\315\207\002\215[e\237\005\377\014\230D\240\t\250\027\260_\002\260$\260i\205a\r\327\204\002\177\320\032*\250!\2501\223\210\003\327{\230\"!\002\021\252\207\016v\220\267S\230\001\371\207\004\230\021\271\207\001\005\337\220W\230A\230\335\204\002\020\220}\003\273\205\001\013\210:\220Q\321\002\357\014\020\320\020\324\206\003i\250u\375\260\347\207\002\004\220O\2401\240\207F\250&\263\206\002\027\007\267\"\333\226\001Qx\226\211\003\333\210\t\342 \320\033-\250\272\227\002\377&\320\030)\250\023\250C\363\250q\273\211\006\261\211\0018\2304\230\337t\2404\240q\303$\240U\356\364\210\001\020\220\016\212`\014\020\220\363\013\230\360\207\001\004\0006\240\037\260\375\001\366\207\006$\320&7\260t\177\2701\330\014\r\330\010\342\204\006w:\220T\355\206\001\013\210>\256\230\003\352\005\001\021\256\212\001;\366\206\001\013\210;\357\220f\230O\243%x\220t?\2308""\2407\250#\323A\335\211\010\376\246\230\001T\230\033\240A\240V\374\320#\257\210\001\021\330\014\023\2203\257\220l\240$\327\210\002iy\0004\357\270s\300!\365\212\001v\220[\327\240\003\240\306\210\002:\371CI\230\367Q\230c\262\232\001\340\020\023\220\360\004\r\256\002\202\205\002\037\003\024\250Q\320\377.B\300#\300X\310T\377\320QR\320RS\200A\335\340\341\213\002y\230\004\360@\010\250\337\001\250\022\2501\266 s\260\035!\273\213\003\010\240\001\347E\355a\203\213\003l\236\001\377Dw\220\271\204\002\020\220\243m\356\270\214\002u\220D\335\206\002T\250\024\377\250T\260\031\270$\270d\317\300\047\310\023\367\207\003\360$\006\2201a\242\003\261\211\001\214\001\014\210\276\210\004\215\207\016\276\211\215\004\023\2204\220|\305@t\377\2504\250y\270\004\270Dg\300\004\300\312\210\002\341cV\240\237J\373\014\210\244\212\002\013\2103\210ht\353c\222\210\001i\203\214\003s\220)\245\210\010?\020\024\220M\240\023\337\205\001\306\214\004\371v\264\204\001\356\215\001x\220s\230%\357\230q\240\004\372\205\003}\230D\376\224!\017\210s\220,\230d\356\245B)\2604\243`3\270a\373\330\010\234\001t\2307\240!\257\2406\250\025\260\207\005Q\246 \035\317\240j\260\001\335\003\215\0044\210\276\274\"\360\010\000\r\021\231\215\001\240\377\004\240K\250t\2609\270\037G\3002\300Q\232A\322\211\010\327\214\007\235\330+\000\027\230\003\255\204\001\212\217\0017\376\231\000t\2403\240h\250g\373\260U\342 c\300\030\310\027\370\256\236\001\333\215\002\275\216\001\020\024\320\024$\363\240A\355\204\002g\000\031\230$\230\377d\240!\2404\240x\250\377q\260\002\260!\2604\260\207w\270a\344\216\001\354\206\014\367\216\001\260\210\002\360\337\006\000\t\014\210\252\003\031\240\377#\240T\250\032\260;\270\312\263ED\375@A\270\236\001\365\212\024\025\260\377d\270#\270X\300W\310?A\330\020\024\220C\374\211\002\320\215\005\266\370DO\230\322\215\002I\220\247!\024\373\230T\202\206\001\260\030\270\027\300\047\001\200Av\005\345\217\017\023\310\207\003\244\221\002D\273\206\006\324\214\001\014\025\002\220\221\002\270\001\r\322a\323\220g\224\241\001I\003""\r\200\212\001t\240?9\250G\2603\260\251\216\002\373\213\020uJ\355\211\002\010\317\237\001]\240!\216\222\001\276\234\206\004\022\220-\230q\225\000\010\347\000\t\r\306\212\004\361\216\002\320\004\033\377\2301\340\010\020\220\004\220\375H\241a\240\021\330\010\017\210\377{\230&\240\003\240:\250\177U\260\047\270\021\270!";
-    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 5312, 8045);
+    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (5665 bytes) */
+static const char cstring[] = "\377(tree fr\377agment).\3771.0?A re\337quest\005\000fu\377sed whil\377e its he\337ad is\037\000ad\377: answer\376\036\000``statu\367s``\021\000d th\377e\n    co\377nnection\357 cloF\001(41\2774, 431#\0024\37713 for s\377izes; 40\3750\n\002a miss\177ing Hos\222\000\357Cont\233\000-Le\377ngth ove\377rflowNot\375eh\000at Cyt\371ha\000\225\000delib\377erately \377stricter\376!\001n PEP-4\27384\234\002rej\225\000s\377 subclas\377ses of b\377uiltin t\377ypes. If\177 you ne\377\000\217to p%\000%\t\342\000n\357 set\352\001 \047a\047nno\200 \350\000_<\000\271\000_\047 dir\371\001v\242\000\377o False.\373Wh\253\000one s\316\275\000-pa\313\000\344%ca\367rri\351 (per\031-\371%\322!e)4\000\343 c\002/body\247\001a\233F\373&\334\205 \231F(re\265B) {go\310\000add_\234\000wean\254D wa\312A\376\370!a spool\177 group,\201 \376\313\003app has7 no\303@mm\371@v\002\377too larg\377edisable\373en\000\003gine/\277http/_\353G.\277pyxgci\272@r\377nal errowris-\003dla\350 _-1mal\377@m\342`\217HTTP\362e\364I\357beormor\351Bn \274!\360\225a\022\004\245\204\005\227\204\001ers \324\232\006\276\204\005t\254\001t\022\003on\375g\016\006imeout\377CLOSEDCO\377NTINUECo\374\347\002\000\004.__red\337uce_c\335b__\340\017\007\367@\231B\020\010\345\204\005Reg\035i\371`yCo\002\r=\021\021\020\3769 .sweepD\377ateHeade\277rFastR\314\000e!s\000\007\255\017\017\n\261\016H\275@\252\007\360\000\013\371\017\017\0161\034._ca\377llback_f\337ailedQ\rch\311e\031\000\336\204\001_\343\207\001\t\023ho\363st\212\r\221\210\001_str\347eam\245\r\356`gin\001_\337a\301\014\266\210\003\326\014\241\210\002\004\r\274\210\0063_lk\017\331\210\007_m\205@\246,\357data\300`cei}v\337\016drain\326,\347eof\027\025\271\205\002_an;d_\221\021on_\227\207\001\245L\376\023\000deadlin\361e\010\017\252\205\003\000\025s_co\337mplet\047\020me\377ssage_be\341g\261\016\206\000\027\005\047\027url\376\317lpause_w\277riting\353lr\337eleas\262\rre\347sum\033\025\207c_fi\357nish\344cPar/serC\374dE\210\210\001\354\204\001\274\021\003\000\014Upgr\306DR\374""\205\215\0038\003IDLERE\237ADING\021\004\030\004.;__h\000t__\010\005\207\210\003\320\034\006\302\215\002\000\013*\006S\264\204\002_D\277iscard\000\005.\357starN\000Pyx\377_PyDict_\377NextRef_}_\345\213\004e____\272\214\002t\004\002\241\215\001x\200\000__d*\001\356\032\000doc\037\001fun\256\003\002get\254\210\003_\246\005_\337_mainC\001me\373taB\006modul\376Y\002mro_ent\357riesi\001nam\356p\002newx\001pre\027par\202\002p\244\000\273\206\002\222@3__\n\001\234Alt\006\003p\004\370!\001\330\215\001\033\003unpic\001ke\000\355\211\004\005\016\277\211\r(\014\350\210\007A\014\314\271\210\013\210\003vt\252\214\001\255!qu\223al\300\005\326\212\004_\326\212\016\357\212\006e\275x\341!set_\364\005s\374\273(\363\212\016__slotN\247\"tes\211A\345\210\014_\326\210\014\260\t\004\322\210\001\261C\301\210\010_i\201\206\001r\177outine_\277\210\010\377abortadm\363it\342\215\010\206\222\003appa\377ppendarg\377sasyncio\027.co>\004s\273\217\001\334\211\002\356\221\001\343cc\361\205\001\360\211\003\237\207\005cli?ent_ip\006\000r\000\377in_trace\274\262\212\001\275\222\002coll\314\222\003s!c\245\215\003\340\222\001\372\210\010\342\222\003c\246\211\013\226\211\014\007coua\000\212\217\002\235\211\001\230\211\n\250\210\005\377decodede?faultd\214\224\001\253\211\002\226\327\000en\351\217\001.\351\217\001\000\010.x\355\217\010\013\t\221\213\003enum\221\223\002>\325\211\tepoch\310\211\014\340\211\003\377response\377excexpec\377tfastfee\345d\000\001_\321\212\001\004\002eofogetg\232`ex\244 \237_info\n\001\204\221\001_\177version\032\001\377methodhaondle\247\214\002by\233`\330\252\220\003\257\220\004.\00210\276\221\001to\337olsii)\000_t\244\235\220\003\272\221\005_\273\221\004\375\212\002i\204 s\377digitite\377msjoinke\373ep\000\001_aliv\333el\251\225\002li\270\222\001lo\277wermax\240\213\002_\300z\002\n\001\255\221\003\t\004\240\002\336\206\001no\331w\310\213\004\265\213\010on\220\216\002er\340\000\006\230\213\007\351\212\010\216\213\002\361\212\020on_\357urlp\377\211\002par\316\261\000ion\374\224""\001\363\212\003ou\363tp\000\000\200\213\002read\367ing\205\213\npeer\334\000\001\375\207\001pop\000\000le\365f\355\216\001d\234%refrwesh\363\224\002alr\373\221\004\316\264\213\004req\313E\323Esr\001e\256\217\001\277\213\002x\003\312\213\004x\004\321\213\013\201\206\001\356\370\000ute\226\220\002ssc\377hemeself\277sepset\241\204\004s?hould_\372\047\n\0041u\312\213\003\316\212\002\323\212\002ed\325\226\002\257\231\003|\264\220\003\244\214\014super\337\222\002\377texttlst\377ransport\377tunnelun\337avail\200\226\001up\357date]\004url|\306\215\001\226\224\005value\000\002%s\357\226\001_\357\204\002\343\215\001e\000\002\332e\377, /100-c\377ontinue:\307//;\271\232\001\361\231\002\302cco\017okie\210\205\003\200\222\001\350\226\001\354\226\001\377s\200\001\330\004%\240Q\357\240f\250A\007\001(\250\001\357\250\026\250q\022\001,\250A\357\250V\2601\035\0010\260\001\367\260\026\260\023\000\340\004\037\230\377q\320 0\260\013\270;\377\300k\320QR\330\004\023\377\2207\230(\240!\2401\337\330\004\007\200|\n\000!\330\377\010)\250\021\250*\260N?\300!\330\004\013\210?\000\"\022\227:\230Xu\000a,\010n\001]\357\270.\310\001\033\031>\240\030\362[\000!c\010\233\000\3201B\300\357.\320PQU\030\320\023%\337\240X\250Q\250e\t4\260\377A\3205J\310.\320X\375Y\243\004\360\010\000\n\033\230\376\300\000\020\220\001\330\010\020\220\377\007\220q\230\006\230l\250\376k\002v\210W\220E\230\024\277\230Q\330\010\022\220\344\000\027\317\220q\340\010\002\000\366\001q\330\377\010\017\320\017+\2504\250\377q\260\007\260{\300\047\310\273\021\340\004\013!\200\001U\006\021\377\220\024\220X\230T\240\027\377\250\004\250O\2704\270y\377\310\004\320L]\320]a\377\320at\320tx\320x\377\177\360\000\000@\002D\002\356\004\000D\002S\003\001S\002W\356\n\001W\002a\021\001a\002e\336\030\001e\002f\002\177%t\230\3756m\000\005\250S\260\004\260\377H\270G\3005\310\003\310\3774\310v\320U\\\320\\\376u\000d\320dh\320hq\353\320q{\000y\310\0073\2604\377\260q\270\007\270{\310\047\360\354@\316\002\t\007\303\r]\240$\320\357&6\260d\301@\004\310A""\376o\047?\250\047\260\025\260c\357\270\024\270]c\001V\320V\367Y\320Y\214 f\320fm\327\320mn\326\047(\255 A\250\177W\260K\270w\300a\333\"\372\010\007q\322+\320\025\047\240t\377\2506\260\024\260\\\300\024\377\320EW\320W[\320[\367b\320bQ\000r\320rv\356\335 w\001C\334!C\002G\356\343!G\002Q\352!Q\002U\356\361!U\002_\370!_\002c\356\377!c\002t\206At\002x\336\215Ax\002A\003\234@A\003\335E\003\001E\003O\n\001O\003\335S\021\001S\003^\030\001^\003\335b\037\001b\003l&\001l\003\335p-\001p\003v4\001v\003\275z;\001z\003C\004\342@C\273\004G\003\001G\004N\n\001N\273\004R\021\001R\004^\030\001^\273\004b\037\001b\004r&\001r\273\004v-\001v\004|4\001|\267\004@\005\240a\005M\003\001M\273\005Q\n\001Q\005Y\021\001Y\273\005]\030\001]\005g\037\001g\273\005k&\001k\005u-\001u{\005y4\001y\005F\006\340`wF\006J\003\001J\006S\n\001wS\006W\021\001W\006`\030\001w`\006d\037\001d\006m&\001wm\006q-\001q\006z4\001\367z\006~;\001~\006L\007\277\360\000\000L\007P\003\001P\273\007Z\n\001Z\007^\021\001^\273\007i\030\001i\007m\037\001m\273\007{&\001{\007\177-\001\177\377\007J\010\360\000\000J\010\335N\003\001N\010X\n\001X\010\335\\\021\001\\\010d\030\001d\010\335h\037\001h\010p&\001p\010\335t-\001t\010z4\001z\010\275~;\001~\010J\tB\001\t\335N\003\001N\tZ\n\001Z\t\335^\021\001^\th\030\001h\t\335l\037\001l\tr&\001r\t\275v-\001v\tC\n\366!\n\275G\003\001G\nH\n\232\205&\320\377\033,\250G\2605\270\003\377\2704\270u\300G\3105\237\320PS\320S\331`\326`i\377\320in\320nq\320q\377u\320u{\360\000\000|\272\327eH\302\206\001H\002K\311\206\001K\273\002O\320\206\001O\002Z\327\206\001Z\272\305\206\005f\345\206\001f\002i\354\206\001i\273\002m\363\206\001m\002v\372\206\001v\273\002}\201\207\001}\002B\360aB\272\354eI\376aI\003Y\205\204\001Y\273\003`\214\204\001`\003e\223\204\001e\253\003h\232\204\001h\363et\250\204\001t\273\003{\257\204\001{\003@\360a@u\004\355kL\205\204\001L\004S\214\204\001wS\004X\223\204\001X\004[\232\204\001w[\004_\241\204\001_\004g\250\204\001wg\004n\257\204\001n\004s\266\204\001Us\210\204\005z\304\204\001z""\210\204\005G\223\204\001wG\005L\232\204\001L\005O\241\204\001wO\005S\250\204\001S\005^\257\204\001w^\005e\266\204\001e\005j\275\204\001wj\005m\304\204\001m\005q\313\204\001wq\005@\223\204\001@\006G\232\204\001wG\006L\241\204\001L\006O\250\204\001uO\235\204\005X\266\204\001X\006_\275\204\001u_\235\204\005g\313\204\001g\006k\322\204\001Wk\006s\331\204\001s\244\204\005\177\347\204\001w\177\006B\250\204\001B\007F\257\204\001wF\007N\266\204\001N\007U\275\204\001uU\262\204\005]\313\204\001]\007a\322\204\001ua\271\204\005p\340\204\001p\007u\347\204\001wu\007x\356\204\001x\007|\365\204\001w|\007D\304\204\001D\010K\313\204\001wK\010P\322\204\001P\010S\331\204\001wS\010W\340\204\001W\010`\347\204\001w`\010g\356\204\001g\010l\365\204\001wl\010o\374\204\001o\010s\203\205\001ws\010}\212\205\001}\010D\313\204\001wD\tI\322\204\001I\tL\331\204\001wL\tP\340\204\001P\tY\347\204\001wY\t`\356\204\001`\te\365\204\001ue\325\204\014w\212\205\001w\t~\221\205\001u~\334\204\005F\347\204\001F\nJ\356\204\001wJ\nU\365\204\001U\n\\\374\204\001w\\\na\203\205\001a\nd\212\205\001wd\nh\221\205\001h\nm\230\205\001wm\nt\237\205\001t\ny\246\205\001\367y\n|\255\205\001|\n@\013v\223\214\001\013L\003\001L\013S\n\001\357S\013T\013\366\214\007/\250t\377\2601\260G\270;\300g\363\310Q\373\214\002\010\007a\200A\200\377A\330\010\013\2104\210q\377\330\014\025\220T\230\030\240\377\021\240\"\240A\240Q\330\377\014\017\210t\2201\220H\277\230G\2406\250\024\363\217\001\330=\020\325\215\001\010\017\210q-\005\036\000\377\330\014\020\220\010\230\001\330\377\010\014\210O\320\033+\250\3771\250F\260\"\3204D\377\300A\300W\310B\310a\376X\003|\2302\230T\240\031\377\250!\330\014\022\220.\240\337\001\240\025\240ao\006\020\220\377\r\230Q\230f\240A\340\371\014\002\006\217\005{\230\047\240\021*`\001\n\005\001\240=\000\r\247\006\007\000]\t{\001\007\220z\263\000!\351\216\002}%\266\001\020\220\017\230q\273\003\367;\230g\311\000\020\024\220J\376\005\001\240d\250!\2507\260_%\260q\270\001\226\217\0041\276\000\267\320\020!8\006#\240\017""\000\017\377\210s\220&\230\004\230C\373\230u\211 S\250\003\2501\277\330\020\024\320\024$\227 U\247\250!\340\001\010\235\t\025]\000$\377\250d\260*\270K\300q\356\257\003&\240\001\334#7\220\047\377\230\025\230d\240&\250\010W\260\003\260L\000\023\330\"B\020\000\361)[\000\211+#\007\006\250c\260}\023\313!D\310\004\310D\313\221\001\266\355 \n\230T\000\240\021\267A\014\357\210G\2201\371!K\220q\356\200AH\220A\207AM\230\021\372\216AN\263\221\001\014\210J\220a\300\003\010\016\004*\004#\004\034\004?\004I\220\375QU\0057\230$\230e\240\3773\240j\260\004\260E\270\027\022\2701\337HA\303W\226\003E\000\316\225aE\220\030\212\003\233\000\220R\377\220t\2305\240\004\240F\377\250$\320.>\270b\300\337\n\310\"\310A\303a\014\230\374\267\002\253\000\220r\230\024\230U\377\240$\240i\250s\260!\277\260:\270R\270q\266a/\034\344AN\nI\220U\344\224\004\376`\352\002\347\016\210d\205\223\001\320\204\001w\220e\377\2304\230s\240(\250\047}\260\302`\017\210w\220f^\003OD\320\020\"\235\225\001\232\nL\357@\337I\240W\250B\300@)\270\000\312)\326$\335$\233\047\362\204\001\371$\344$\353\004\376\367&$\320\0361\260\024\260\377Z\270t\300:\310Q\330\377\010\014\320\014\035\230T\240\377\035\250d\3202D\300D\337\310\n\320RS@\0034\220\327w\230a\265K\200\302G\017\210\277y\230\017\240q\250\344\205\002M>\355\224\001\230f\240J\250\323B\200!\317$\230a\230\374B\264\016\022\220\237$\220d\320\032\226\206\001\346\206\0028\376\213\227\002\014\025\220V\2301\230\356\363\"\006\220a\306b\320\014\037\354@\001\264#c\230\255\"t\2204\334\326`\273\205\002o\250Q\236\207\003\035\240\375a\232\207\001w\220g\230Q\330\277\020\026\220n\240A\250\207\0037\273\230#\016\001\024\220L\335@I\377\250W\260B\260d\270)\273\3001\340\207\001\r\210R\300\000\001L\222\204\003\212\204\004H\220\372\207\002\224[e\237\005\377\014\230D\240\t\250\027\260_\002\260$\260i\214a\r\336\204\002\177\320\032*\250!\2501\300\210\003\327{\230\"!\002\021\327\207\016v\220\267S\230\001\246\210\004\230\021\346\207\001\005\337\220W\230A\230\344\204\002\020\220}\003\302\205\001\013\210:""\220Q\321\002\337\014\020\320\020 \242\210\002i\250\373u\260\224\210\002\004\220O\2401\017\240F\250&\272\206\002\027\007\267\"\271\227\001\361Q\303\211\003\210\211\t\342 \320\033-\250\376\230\230\002&\320\030)\250\023\250\343C\250\240D\206\"\363\211\004\020\220\016>\371@\014\020\220\013\230\214\210\001\004\000\3376\240\037\260\001\222\210\006$\320\377&7\260t\2701\330\014w\r\330\010\330\204\006:\220T\343\206\001\247\013\210>\373\230\003\005\001\021\312\212\001;\376\354\206\001\013\210;\220f\230O\374\220\047\304\211\002\017\210x\220q\230\177\013\2404\240q\330\010\357\230\001\177T\230\033\240A\240V\273#\376\241\210\001\021\330\014\023\2203\220\327l\240$\311\210\002iu\0004\270\367s\300!\215\213\001v\220[\240\353\003\240\270\210\002:\344CI\230Q{\230c\373\232\001\340\020\023\220\004\r\370\252\002\355\204\002\037\003\024\250Q\320.\377B\300#\300X\310T\320\377QR\320RS\200A\340\316\371\213\002w\220b\232A\215\213\014x\220\037t\2304\230t\216\212\001\255\213\006*\005\367y\230\004\215`\010\250\001\250w\022\2501\323 s\260!\205\214\003\007\010\240\001\204e\212\204\001\315\213\003\320\001\234d\233w\220\326\204\002\020\220\300m\202\215\002u\373\220D\201\207\002T\250\024\250T\377\260\031\270$\270d\300\047s\310\023\233\210\003\236D\006\220a\324\003\214\325\211\001\276\001\014\210\342\210\004\261\207\016\323\215\004\023\357\2204\220|\361 t\2504\377\250y\270\004\270D\300\004\331\300\356\210\002\376cV\240\315J\014\210>\310\212\002\013\2103\210h\210\204\003\266\210\001\335i\315\214\003s\220)\311\210\010\020\024O\220M\240\023\374\205\001\220\215\004v\321\204\001\376\270\216\001x\220s\230%\230q;\240\004\227\206\003}\230D\224!\325\214\001w,\230d\327B)\2604\321`\3373\270a\330\010\234\001t\230\1777\240!\2406\250\025\315\207\005}Q\246 \035\240j\260\001\335\003\366\215\0044\210\274\"\360\010\000\r\375\021\343\215\001\240\004\240K\250t\377\2609\270G\3002\300Q\350\314A\366\211\010\373\214\007\330+\000\027\230\003\364\333\204\001\324\217\0017\231\000t\2403\240\337h\250g\260U\342 c\300\007\030\310""\027\251\237\001\245\216\002\207\217\001\344\215\0108\001\377\031\230$\230d\240!\240\3774\240x\250q\260\002\260\177!\2604\260w\270a\256\217\001\370\211\207\014\301\217\001\315\210\002\360\006\000\t\014\375\210\252\003\031\240#\240T\250\257\032\260;\270\263ED\375@A\374\263\237\001\231\213\024\025\260d\270#\270\377X\300W\310A\330\020\024c\220C\231\212\002\364\215\005\370DO\230\366\215\002\273I\220\247!\024\230T\260\206\001\260\177\030\270\027\300\001\200Av\005B\257\220\017\023\345\207\003\356\221\002\351\206\006\370\214\001\014\025\0024\332\221\002\270\001\r\322a\220g\217\242\001I\003\375\r\235\212\001t\2409\250G\260\2233\260\315\216\002\237\214\020J\212\212\002\326\206\002]\363\240!\330\222\001\316\206\004\022\220-\230=q\225\000\010\000\t\r\343\212\004\225\217\002\336\250\000\n\000\t\017\260\215\003\020\220\316\222\211\001C\230z\313\242\002\224\223\002t\220\3373\220f\230F\276 X\250\373Y\260\364\204\003\016\210c\220\021~\353\241\001\014\210C\210u\220\201\207\001\356\216\213\002r\220\023\247 s\230\"\357\230C\230q\227\213\001a\330\020\304\204\220\002\256\214\001R\235\214\001\317\223\003\237\220\002G\220\3778\2304\230r\240\023\240\377C\240z\260\025\260b\270\377\001\320\004\033\2301\340\010\337\020\220\004\220H\255\204\001\240\021\377\330\010\017\210{\230&\240\377\003\240:\250U\260\047\270\007\021\270!";
+    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 5665, 8545);
     #define __Pyx_DecompressString_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #else /* compression: none (8045 bytes) */
-static const char bytes[] = "(tree fragment).1.0?A request refused while its head is read: answered ``status`` and the\n    connection closed (414, 431 and 413 for sizes; 400 for a missing Host).Note that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.What one slow-path request carried (per-request state).Where the body of a request answered at its head (refused) goes.add_notebody too largedisableenableengine/http/_connection.pyxgcinternal errorisenabledlatin-1malformed HTTP requestmissing Host headerrequest headers too largerequest target too longrequest timeoutCLOSEDCONTINUECommitsCommits.__reduce_cython__Commits.__setstate_cython__ConnectionRegistryConnectionRegistry.__reduce_cython__ConnectionRegistry.__setstate_cython__ConnectionRegistry.sweepDateHeaderFastRoutesFastRoutes.__reduce_cython__FastRoutes.__setstate_cython__HttpConnectionHttpConnection.__reduce_cython__HttpConnection.__setstate_cython__HttpConnection._callback_failedHttpConnection._check_body_headHttpConnection._head_streamHttpConnection.answerHttpConnection.closeHttpConnection.connection_lostHttpConnection.connection_madeHttpConnection.data_receivedHttpConnection.drainHttpConnection.eof_receivedHttpConnection.error_and_closeHttpConnection.on_bodyHttpConnection.on_deadlineHttpConnection.on_headerHttpConnection.on_headers_completeHttpConnection.on_message_beginHttpConnection.on_message_completeHttpConnection.on_urlHttpConnection.pause_writingHttpConnection.releaseHttpConnection.resume_writingHttpConnection.stream_finishedHttpParserCallbackErrorHttpParserErrorHttpParserUpgradeHttpRequestParserIDLEREADINGRequestRequest.__init__Request.headerRequestRefusedRequestRefused.__init__Stream_Discard_Discard.start__Pyx_PyDict_NextRef__annotate____class____context____dict____doc____func____getstate____init____main____metaclass____module____mro_entries____name____new____prepare____pyx_checksum__pyx_result__pyx_state""__pyx_type__pyx_unpickle_Commits__pyx_unpickle_ConnectionRegistry__pyx_unpickle_FastRoutes__pyx_unpickle_HttpConnection__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____slots____test___callback_failed_check_body_head_dict_head_stream_is_coroutineabortadmit_connectionanswerappappendargsasyncio.coroutinesbodybody_sizeccausecheck_deadlineclient_ipcline_in_tracebackclosecollectionscommitsconnconnection_closedconnection_lostconnection_madecount_errordatadata_receiveddeadlinedecodedefaultdequedrainengine.httpengine.http._connectionengine.http.streameof_receivedepocherror_and_closeerror_responseexcexpectfastfeedfeed_datafeed_eofgetget_extra_infoget_http_versionget_methodhandlehead_bytesheaderheadershttp_10httptoolsidle_timeoutinternal_erroris_closingisdigititemsjoinkeepkeep_alivelengthlimitslowermax_body_bytesmax_header_bytesmethodnamenowon_bodyon_deadlineon_headeron_headers_completeon_message_beginon_message_completeon_urlparserpause_outputpause_readingpause_writingpeerpeernamepoppopleftread_timeoutrefreshrefusalregistryreleasereqresponseresponsesresume_outputresume_readingresume_writingrouteroute_headsselfsetdefaultshould_keep_aliveshould_upgradestartstartedstatestatusstreamstream_finishedsupersweeptexttlstransporttunnelunavailableupdateupgradeurluse_setstatevaluevalueswait_epochwritewrite_timeout, 100-continue; content-lengthcookieexpecthost\200\001\330\004%\240Q\240f\250A\200\001\330\004(\250\001\250\026\250q\200\001\330\004,\250A\250V\2601\200\001\330\0040\260\001\260\026\260q\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\2207\230(\240!\2401\330\004\007\200|\2207\230!\330\010)\250\021\250*\260N\300!\330\004\013\2101\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\220:\230X\240Q\240a\330\004\007\200|\2207\230!\330\010,\250A\250]\270.\310\001\330\004\013\2101\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\220>\240\030\250\021\250!\330\004\007\200|""\2207\230!\330\0100\260\001\3201B\300.\320PQ\330\004\013\2101\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\320\023%\240X\250Q\250a\330\004\007\200|\2207\230!\330\0104\260A\3205J\310.\320XY\330\004\013\2101\200\001\360\010\000\n\033\230!\330\010\020\220\001\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220q\330\004\007\200q\330\010\017\320\017+\2504\250q\260\007\260{\300\047\310\021\340\010\017\320\017+\2504\250q\260\007\260{\300!\200\001\360\010\000\n\033\230!\330\010\021\220\024\220X\230T\240\027\250\004\250O\2704\270y\310\004\320L]\320]a\320at\320tx\320x\177\360\000\000@\002D\002\360\000\000D\002S\002\360\000\000S\002W\002\360\000\000W\002a\002\360\000\000a\002e\002\360\000\000e\002f\002\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\2306\240\027\250\005\250S\260\004\260H\270G\3005\310\003\3104\310v\320U\\\320\\a\320ad\320dh\320hq\320qx\320xy\330\004\007\200q\330\010\017\320\0173\2604\260q\270\007\270{\310\047\320QR\340\010\017\320\0173\2604\260q\270\007\270{\310!\200\001\360\010\000\n\033\230!\330\010\021\220\024\220]\240$\320&6\260d\270.\310\004\310A\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\230?\250\047\260\025\260c\270\024\270]\310\047\320QV\320VY\320Y]\320]f\320fm\320mn\330\004\007\200q\330\010\017\320\017(\250\004\250A\250W\260K\270w\300a\340\010\017\320\017(\250\004\250A\250W\260K\270q\200\001\360\010\000\n\033\230!\330\010\021\220\024\320\025\047\240t\2506\260\024\3205G\300t\3107\320RV\320Vb\320bf\320fr\320rv\360\000\000w\001A\002\360\000\000A\002E\002\360\000\000E\002O\002\360\000\000O\002S\002\360\000\000S\002d\002\360\000\000d\002h\002\360\000\000h\002q\002\360\000\000q\002u\002\360\000\000u\002\177\002\360\000\000\177\002C\003\360\000\000C\003N\003\360\000\000N\003R\003""\360\000\000R\003\\\003\360\000\000\\\003`\003\360\000\000`\003f\003\360\000\000f\003j\003\360\000\000j\003s\003\360\000\000s\003w\003\360\000\000w\003~\003\360\000\000~\003B\004\360\000\000B\004N\004\360\000\000N\004R\004\360\000\000R\004b\004\360\000\000b\004f\004\360\000\000f\004l\004\360\000\000l\004p\004\360\000\000p\004{\004\360\000\000{\004\177\004\360\000\000\177\004L\005\360\000\000L\005P\005\360\000\000P\005Z\005\360\000\000Z\005^\005\360\000\000^\005h\005\360\000\000h\005l\005\360\000\000l\005y\005\360\000\000y\005}\005\360\000\000}\005F\006\360\000\000F\006J\006\360\000\000J\006S\006\360\000\000S\006W\006\360\000\000W\006`\006\360\000\000`\006d\006\360\000\000d\006m\006\360\000\000m\006q\006\360\000\000q\006\177\006\360\000\000\177\006C\007\360\000\000C\007M\007\360\000\000M\007Q\007\360\000\000Q\007\\\007\360\000\000\\\007`\007\360\000\000`\007n\007\360\000\000n\007r\007\360\000\000r\007}\007\360\000\000}\007A\010\360\000\000A\010K\010\360\000\000K\010O\010\360\000\000O\010W\010\360\000\000W\010[\010\360\000\000[\010c\010\360\000\000c\010g\010\360\000\000g\010m\010\360\000\000m\010q\010\360\000\000q\010}\010\360\000\000}\010A\t\360\000\000A\tM\t\360\000\000M\tQ\t\360\000\000Q\t[\t\360\000\000[\t_\t\360\000\000_\te\t\360\000\000e\ti\t\360\000\000i\tv\t\360\000\000v\tz\t\360\000\000z\t{\t\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\320\033,\250G\2605\270\003\2704\270u\300G\3105\320PS\320SW\320W]\320]d\320di\320il\320lp\320p{\360\000\000|\001C\002\360\000\000C\002H\002\360\000\000H\002K\002\360\000\000K\002O\002\360\000\000O\002X\002\360\000\000X\002_\002\360\000\000_\002d\002\360\000\000d\002g\002\360\000\000g\002k\002\360\000\000k\002{\002\360\000\000{\002B\003\360\000\000B\003G\003\360\000\000G\003J\003\360\000\000J\003N\003\360\000\000N\003V\003\360\000\000V\003]\003\360\000\000]\003b\003\360\000\000b\003e\003\360\000\000e\003i\003\360\000\000i\003n\003\360\000""\000n\003u\003\360\000\000u\003z\003\360\000\000z\003}\003\360\000\000}\003A\004\360\000\000A\004I\004\360\000\000I\004P\004\360\000\000P\004U\004\360\000\000U\004X\004\360\000\000X\004\\\004\360\000\000\\\004b\004\360\000\000b\004i\004\360\000\000i\004n\004\360\000\000n\004q\004\360\000\000q\004u\004\360\000\000u\004@\005\360\000\000@\005G\005\360\000\000G\005L\005\360\000\000L\005O\005\360\000\000O\005S\005\360\000\000S\005b\005\360\000\000b\005i\005\360\000\000i\005n\005\360\000\000n\005q\005\360\000\000q\005u\005\360\000\000u\005z\005\360\000\000z\005A\006\360\000\000A\006F\006\360\000\000F\006I\006\360\000\000I\006M\006\360\000\000M\006U\006\360\000\000U\006\\\006\360\000\000\\\006a\006\360\000\000a\006d\006\360\000\000d\006h\006\360\000\000h\006p\006\360\000\000p\006w\006\360\000\000w\006|\006\360\000\000|\006\177\006\360\000\000\177\006C\007\360\000\000C\007K\007\360\000\000K\007R\007\360\000\000R\007W\007\360\000\000W\007Z\007\360\000\000Z\007^\007\360\000\000^\007f\007\360\000\000f\007m\007\360\000\000m\007r\007\360\000\000r\007u\007\360\000\000u\007y\007\360\000\000y\007B\010\360\000\000B\010I\010\360\000\000I\010N\010\360\000\000N\010Q\010\360\000\000Q\010U\010\360\000\000U\010_\010\360\000\000_\010f\010\360\000\000f\010k\010\360\000\000k\010n\010\360\000\000n\010r\010\360\000\000r\010{\010\360\000\000{\010B\t\360\000\000B\tG\t\360\000\000G\tJ\t\360\000\000J\tN\t\360\000\000N\tY\t\360\000\000Y\t`\t\360\000\000`\te\t\360\000\000e\th\t\360\000\000h\tl\t\360\000\000l\tw\t\360\000\000w\t~\t\360\000\000~\tC\n\360\000\000C\nF\n\360\000\000F\nJ\n\360\000\000J\nO\n\360\000\000O\nV\n\360\000\000V\n[\n\360\000\000[\n^\n\360\000\000^\nb\n\360\000\000b\nn\n\360\000\000n\nu\n\360\000\000u\nv\n\330\004\007\200q\330\010\017\320\017/\250t\2601\260G\270;\300g\310Q\340\010\017\320\017/\250t\2601\260G\270;\300a\200A\200A\330\010\013\2104\210q\330\014\025\220T\230\030\240\021\240\"\240A\240Q\330\014\017\210t\2201\220H\230G\2406\250\024\250V\2601\330\020\027\220q\330\010\017""\210q\200A\330\010\013\2104\210t\2201\330\014\020\220\010\230\001\330\010\014\210O\320\033+\2501\250F\260\"\3204D\300A\300W\310B\310a\330\010\013\2104\210|\2302\230T\240\031\250!\330\014\022\220.\240\001\240\025\240a\330\010\013\2104\210q\330\014\020\220\r\230Q\230f\240A\340\014\020\220\r\230Q\230f\240A\200A\330\010\013\2104\210{\230\047\240\021\330\014\020\220\n\230\047\240\021\240!\330\014\r\330\010\013\2104\210q\330\014\r\330\010\t\330\014\020\220\007\220z\240\021\240!\330\010\017\320\017%\240Q\330\014\020\220\017\230q\330\014\017\210t\220;\230g\240Q\330\020\024\220J\230g\240Q\240d\250!\2507\260%\260q\270\001\330\010\017\320\017+\2501\330\014\020\320\020!\240\021\240!\330\017\020\330\014\020\320\020 \240\001\240\025\240a\200A\330\010\013\2104\210{\230\047\240\025\240d\250$\250d\260*\270K\300q\330\014\020\220\n\230&\240\001\200A\330\010\013\2107\220\047\230\025\230d\240&\250\010\260\003\2601\330\020\023\2201\220H\230B\230d\240)\2501\330\014\022\220.\240\001\240\025\240a\330\010\013\2107\220\047\230\025\230d\240&\250\006\250c\260\023\3204D\300D\310\004\310D\320PQ\330\014\020\220\n\230&\240\001\240\021\200A\330\010\014\210G\2201\330\010\014\210K\220q\330\010\014\210H\220A\330\010\014\210M\230\021\330\010\014\210N\230!\330\010\014\210J\220a\330\010\014\210N\230!\330\010\014\210N\230!\330\010\014\210K\220q\330\010\014\210M\230\021\330\010\014\210J\220a\330\010\014\210K\220q\330\010\014\210I\220Q\200A\330\010\014\210G\2207\230$\230e\2403\240j\260\004\260E\270\022\2701\330\010\014\210O\320\033+\2501\250A\330\010\013\2104\210|\2302\230T\240\031\250!\330\014\022\220.\240\001\240\025\240a\200A\330\010\014\210I\220Q\330\010\014\210E\220\030\230\021\330\010\014\210H\220A\220R\220t\2305\240\004\240F\250$\320.>\270b\300\n\310\"\310A\330\014\020\220\014\230A\330\010\014\210J\220a\220r\230\024\230U\240$\240i\250s\260!\260:\270R\270q\330\014\022\220/\240\021\240!\200A\330\010\014\210I\220Q\330\010\014\210I\220U\230(\240!\2401\330\010\014\210N\230!\330\010\016\210d\220!\330\010""\013\2104\210w\220e\2304\230s\240(\250\047\260\021\330\014\017\210w\220f\230A\330\010\014\210D\320\020\"\240!\2401\200A\330\010\014\210I\220Q\330\010\014\210L\230\004\230I\240W\250B\250d\260)\2701\330\010\014\210K\220q\330\010\014\210K\220q\330\010\014\210K\220q\330\010\014\210K\220q\330\010\014\210I\220Q\330\010\014\210G\2201\330\010\014\210N\230!\330\010\014\210L\230\001\330\010\014\210N\230$\320\0361\260\024\260Z\270t\300:\310Q\330\010\014\320\014\035\230T\240\035\250d\3202D\300D\310\n\320RS\330\010\014\210G\2204\220w\230a\330\010\014\210H\220A\330\010\014\210M\230\021\200A\330\010\014\210M\230\021\330\010\017\210y\230\017\240q\250\001\330\010\014\210M\230\024\230Q\230f\240J\250a\330\010\014\210I\220U\230$\230a\230q\330\010\014\210L\230\004\230I\240W\250B\250d\260)\2701\330\010\022\220$\220d\320\032+\2501\250A\330\010\013\2108\2207\230!\330\014\025\220V\2301\230A\330\014\020\220\006\220a\200A\330\010\014\320\014\037\230q\330\010\013\2104\210w\220c\230\021\330\014\017\210t\2204\220q\330\020\024\220J\230o\250Q\330\014\025\220T\230\035\240a\330\014\017\210w\220g\230Q\330\020\026\220n\240A\330\014\017\210t\2207\230#\230Q\330\020\024\220L\240\004\240I\250W\260B\260d\270)\3001\200A\330\010\r\210R\210y\230\001\230\021\330\010\014\210J\220a\330\010\014\210H\220A\200A\330\010\016\210d\220!\330\010\013\2104\210w\220e\2304\230s\240(\250\047\260\021\330\014\017\210w\220e\2301\230A\330\014\020\220\014\230D\240\t\250\027\260\002\260$\260i\270q\330\014\r\330\010\014\210N\320\032*\250!\2501\330\010\013\2104\210{\230\"\230D\240\t\250\021\330\014\022\220.\240\001\240\025\240a\330\010\013\2104\210v\220S\230\001\330\014\020\220\010\230\001\230\021\340\014\020\220\005\220W\230A\230Q\200A\330\010\020\220\003\2201\330\010\013\210:\220Q\220g\230Q\330\014\020\320\020 \240\001\240\025\240i\250u\260A\340\014\020\220\004\220O\2401\240F\250&\260\003\2601\330\014\020\320\020 \240\001\240\025\240a\200A\330\010\021\220\024\220Q\330\010\013\2104\210t\2201\330\014\020\220\010\230\001\330\010\025""\220V\320\033-\250Q\330\010\022\220&\320\030)\250\023\250C\250q\330\010\013\2104\210q\330\014\017\210t\2208\2304\230t\2404\240q\330\020\026\220n\240A\240U\250!\330\014\020\220\016\230a\330\014\020\220\013\2301\330\014\020\220\013\2306\240\037\260\001\330\014\020\320\020!\240\021\240$\320&7\260t\2701\330\014\r\330\010\016\210d\220!\330\010\013\210:\220T\230\021\330\010\013\210>\230\024\230Q\330\010\013\210>\230\021\330\010\013\210;\220a\330\010\013\210;\220f\230O\2501\330\010\013\2104\210x\220t\2308\2407\250#\250Q\330\014\022\220.\240\001\240\025\240a\330\010\021\220\024\220T\230\033\240A\240V\2501\330\010\013\2107\220\047\230\021\330\014\023\2203\220l\240$\240d\250$\250i\260t\2704\270s\300!\330\014\017\210v\220[\240\003\2401\330\020\023\220:\230Q\330\020\024\220I\230Q\230c\240\030\250\021\340\020\023\220:\230Q\330\020\024\220I\230Q\230c\240\030\250\021\330\014\r\330\010\014\320\014\035\230Q\230c\240\030\250\024\250Q\320.B\300#\300X\310T\320QR\320RS\200A\340\010\013\2104\210y\230\004\230D\240\010\250\001\250\022\2501\250C\250s\260!\330\014\020\220\010\230\010\240\001\330\010\013\2104\210{\230#\230Q\330\014\020\220\r\230Q\330\014\023\2201\330\010\013\2104\210w\220c\230\021\330\014\020\220\014\230D\240\t\250\027\260\002\260$\260i\270q\330\010\013\2104\210u\220D\230\004\230I\240T\250\024\250T\260\031\270$\270d\300\047\310\023\310A\330\014\020\220\016\230a\330\014\020\220\006\220a\330\014\r\330\010\014\210J\220a\200A\340\010\014\210I\220Q\330\010\014\210L\230\004\230I\240W\250B\250d\260)\2701\330\010\013\2104\210q\330\014\023\2204\220|\2404\240t\2504\250y\270\004\270D\300\004\300A\330\014\020\220\005\220W\230A\230V\2401\330\014\r\330\010\016\210d\220!\330\010\014\210K\220q\330\010\013\2103\210h\220g\230Q\330\014\017\210w\220i\230q\330\014\017\210s\220)\2304\230s\240(\250\047\260\021\330\020\024\220M\240\023\240A\330\014\r\330\010\013\2104\210v\220W\230A\330\014\017\210x\220s\230%\230q\240\004\240A\330\014\017\210}\230D\240\001\330\010\017\210s\220,\230d\240$\240d\250)""\2604\260t\2703\270a\330\010\023\2204\220t\2307\240!\2406\250\025\250a\330\010\014\210I\220Q\220c\230\035\240j\260\001\200A\340\010\014\210K\220q\330\010\013\2104\210w\220c\230\021\360\010\000\r\021\220\017\230q\240\004\240K\250t\2609\270G\3002\300Q\200A\340\010\016\210d\220!\330\010\013\2104\210q\330\014\020\220\n\230&\240\001\330\r\021\220\027\230\003\2301\330\014\017\210t\2207\230%\230t\2403\240h\250g\260U\270$\270c\300\030\310\027\320PQ\330\020\024\220J\230f\240A\340\020\024\320\024$\240A\240U\250!\330\r\021\220\031\230$\230d\240!\2404\240x\250q\260\002\260!\2604\260w\270a\340\014\020\220\014\230D\240\t\250\027\260\002\260$\260i\270q\340\014\020\220\006\220a\200A\360\006\000\t\014\2104\210w\220c\230\031\240#\240T\250\032\260;\270a\330\014\r\330\010\014\210D\220\014\230A\230Q\330\010\016\210d\220!\330\010\013\2104\210w\220e\2304\230s\240(\250\047\260\025\260d\270#\270X\300W\310A\330\020\024\220C\220w\230a\330\014\020\220\n\230&\240\001\330\014\r\330\010\014\210O\2301\330\010\014\210I\220Q\220c\230\024\230T\240\037\260\001\260\030\270\027\300\001\200A\360\006\000\t\014\2104\210{\230\047\240\021\330\014\020\220\n\230\047\240\021\240!\330\014\023\2201\330\010\013\2104\210q\330\014\020\220\013\2301\330\014\020\220\014\230A\330\014\023\2201\330\010\017\210q\200A\360\006\000\t\r\210I\220Q\220g\230X\240Q\200A\360\006\000\t\r\320\014\037\230t\2409\250G\2603\260a\330\010\014\210L\230\004\230I\240W\250B\250d\260)\2701\330\010\014\210J\220n\240A\330\010\021\220\024\220]\240!\330\010\013\2107\220\047\230\021\330\014\022\220-\230q\200A\360\010\000\t\r\320\014\037\230q\330\010\014\210J\220a\320\004\033\2301\340\010\020\220\004\220H\230D\240\001\240\021\330\010\017\210{\230&\240\003\240:\250U\260\047\270\021\270!";
+    #else /* compression: none (8545 bytes) */
+static const char bytes[] = "(tree fragment).1.0?A request refused while its head is read: answered ``status`` and the\n    connection closed (414, 431 and 413 for sizes; 400 for a missing Host).Content-Length overflowNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.What one slow-path request carried (per-request state).Where the body of a request answered at its head (refused) goes.add_notean answer waits for a spool group, but the app has no commitsbody too largedisableenableengine/http/_connection.pyxgcinternal errorisenabledlatin-1malformed HTTP requestmissing Host headermore than one Host headerrequest headers too largerequest target too longrequest timeoutCLOSEDCONTINUECommitsCommits.__reduce_cython__Commits.__setstate_cython__ConnectionRegistryConnectionRegistry.__reduce_cython__ConnectionRegistry.__setstate_cython__ConnectionRegistry.sweepDateHeaderFastRoutesFastRoutes.__reduce_cython__FastRoutes.__setstate_cython__HttpConnectionHttpConnection.__reduce_cython__HttpConnection.__setstate_cython__HttpConnection._callback_failedHttpConnection._check_body_headHttpConnection._check_hostHttpConnection._head_streamHttpConnection._origin_formHttpConnection.answerHttpConnection.closeHttpConnection.connection_lostHttpConnection.connection_madeHttpConnection.data_receivedHttpConnection.drainHttpConnection.eof_receivedHttpConnection.error_and_closeHttpConnection.on_bodyHttpConnection.on_deadlineHttpConnection.on_headerHttpConnection.on_headers_completeHttpConnection.on_message_beginHttpConnection.on_message_completeHttpConnection.on_urlHttpConnection.pause_writingHttpConnection.releaseHttpConnection.resume_writingHttpConnection.stream_finishedHttpParserCallbackErrorHttpParserErrorHttpParserUpgradeHttpRequestParserIDLEREADINGRequestRequest.__init__Request.headerRequestRefusedRequestRefused.__init__Stream_Discard_Discard.start__Pyx_PyDict_NextRef__annotate____class___""_context____dict____doc____func____getstate____init____main____metaclass____module____mro_entries____name____new____prepare____pyx_checksum__pyx_result__pyx_state__pyx_type__pyx_unpickle_Commits__pyx_unpickle_ConnectionRegistry__pyx_unpickle_FastRoutes__pyx_unpickle_HttpConnection__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____slots____test___callback_failed_check_body_head_check_host_dict_head_stream_is_coroutine_origin_formabortadmit_connectionanswerappappendargsasyncio.coroutinesbodybody_sizeccausecheck_deadlineclient_ipcline_in_tracebackclosecollectionscommitsconnconnection_closedconnection_lostconnection_madecount_errordatadata_receiveddeadlinedecodedefaultdequedrainendengine.httpengine.http._connectionengine.http.streamenumerateeof_receivedepocherror_and_closeerror_responseexcexpectfastfeedfeed_datafeed_eofgetget_extra_infoget_http_versionget_methodhandlehead_bytesheaderheadershttp_10httptoolsiidle_timeoutinternal_erroris_closingisdigititemsjoinkeepkeep_alivelengthlimitslowermax_body_bytesmax_header_bytesmethodnamenowon_bodyon_deadlineon_headeron_headers_completeon_message_beginon_message_completeon_urlparserpartitionpathpause_outputpause_readingpause_writingpeerpeernamepoppopleftread_timeoutrefreshrefusalregistryreleasereqresponseresponsesrestresume_outputresume_readingresume_writingrouteroute_headsschemeselfsepsetdefaultshould_keep_aliveshould_upgradestartstartedstatestatusstreamstream_finishedsupersweeptexttlstransporttunnelunavailableupdateupgradeurluse_setstatevaluevalueswait_epochwritewrite_timeout, /100-continue://; content-lengthcookieexpecthosthttphttps\200\001\330\004%\240Q\240f\250A\200\001\330\004(\250\001\250\026\250q\200\001\330\004,\250A\250V\2601\200\001\330\0040\260\001\260\026\260q\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\2207\230(\240!\2401\330\004\007\200|\2207\230!\330\010)\250\021\250*\260N\300!\330\004\013\2101\200\001\340\004\037\230q\320 0\260\013""\270;\300k\320QR\330\004\023\220:\230X\240Q\240a\330\004\007\200|\2207\230!\330\010,\250A\250]\270.\310\001\330\004\013\2101\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\220>\240\030\250\021\250!\330\004\007\200|\2207\230!\330\0100\260\001\3201B\300.\320PQ\330\004\013\2101\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\320\023%\240X\250Q\250a\330\004\007\200|\2207\230!\330\0104\260A\3205J\310.\320XY\330\004\013\2101\200\001\360\010\000\n\033\230!\330\010\020\220\001\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220q\330\004\007\200q\330\010\017\320\017+\2504\250q\260\007\260{\300\047\310\021\340\010\017\320\017+\2504\250q\260\007\260{\300!\200\001\360\010\000\n\033\230!\330\010\021\220\024\220X\230T\240\027\250\004\250O\2704\270y\310\004\320L]\320]a\320at\320tx\320x\177\360\000\000@\002D\002\360\000\000D\002S\002\360\000\000S\002W\002\360\000\000W\002a\002\360\000\000a\002e\002\360\000\000e\002f\002\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\2306\240\027\250\005\250S\260\004\260H\270G\3005\310\003\3104\310v\320U\\\320\\a\320ad\320dh\320hq\320qx\320xy\330\004\007\200q\330\010\017\320\0173\2604\260q\270\007\270{\310\047\320QR\340\010\017\320\0173\2604\260q\270\007\270{\310!\200\001\360\010\000\n\033\230!\330\010\021\220\024\220]\240$\320&6\260d\270.\310\004\310A\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\230?\250\047\260\025\260c\270\024\270]\310\047\320QV\320VY\320Y]\320]f\320fm\320mn\330\004\007\200q\330\010\017\320\017(\250\004\250A\250W\260K\270w\300a\340\010\017\320\017(\250\004\250A\250W\260K\270q\200\001\360\010\000\n\033\230!\330\010\021\220\024\320\025\047\240t\2506\260\024\260\\\300\024\320EW\320W[\320[b\320bf\320fr\320rv\360\000\000w\001C\002\360\000\000C""\002G\002\360\000\000G\002Q\002\360\000\000Q\002U\002\360\000\000U\002_\002\360\000\000_\002c\002\360\000\000c\002t\002\360\000\000t\002x\002\360\000\000x\002A\003\360\000\000A\003E\003\360\000\000E\003O\003\360\000\000O\003S\003\360\000\000S\003^\003\360\000\000^\003b\003\360\000\000b\003l\003\360\000\000l\003p\003\360\000\000p\003v\003\360\000\000v\003z\003\360\000\000z\003C\004\360\000\000C\004G\004\360\000\000G\004N\004\360\000\000N\004R\004\360\000\000R\004^\004\360\000\000^\004b\004\360\000\000b\004r\004\360\000\000r\004v\004\360\000\000v\004|\004\360\000\000|\004@\005\360\000\000@\005M\005\360\000\000M\005Q\005\360\000\000Q\005Y\005\360\000\000Y\005]\005\360\000\000]\005g\005\360\000\000g\005k\005\360\000\000k\005u\005\360\000\000u\005y\005\360\000\000y\005F\006\360\000\000F\006J\006\360\000\000J\006S\006\360\000\000S\006W\006\360\000\000W\006`\006\360\000\000`\006d\006\360\000\000d\006m\006\360\000\000m\006q\006\360\000\000q\006z\006\360\000\000z\006~\006\360\000\000~\006L\007\360\000\000L\007P\007\360\000\000P\007Z\007\360\000\000Z\007^\007\360\000\000^\007i\007\360\000\000i\007m\007\360\000\000m\007{\007\360\000\000{\007\177\007\360\000\000\177\007J\010\360\000\000J\010N\010\360\000\000N\010X\010\360\000\000X\010\\\010\360\000\000\\\010d\010\360\000\000d\010h\010\360\000\000h\010p\010\360\000\000p\010t\010\360\000\000t\010z\010\360\000\000z\010~\010\360\000\000~\010J\t\360\000\000J\tN\t\360\000\000N\tZ\t\360\000\000Z\t^\t\360\000\000^\th\t\360\000\000h\tl\t\360\000\000l\tr\t\360\000\000r\tv\t\360\000\000v\tC\n\360\000\000C\nG\n\360\000\000G\nH\n\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\320\033,\250G\2605\270\003\2704\270u\300G\3105\320PS\320SW\320Wb\320bi\320in\320nq\320qu\320u{\360\000\000|\001C\002\360\000\000C\002H\002\360\000\000H\002K\002\360\000\000K\002O\002\360\000\000O\002Z\002\360\000\000Z\002a\002\360\000\000a\002f\002\360\000\000f\002i\002\360\000\000i""\002m\002\360\000\000m\002v\002\360\000\000v\002}\002\360\000\000}\002B\003\360\000\000B\003E\003\360\000\000E\003I\003\360\000\000I\003Y\003\360\000\000Y\003`\003\360\000\000`\003e\003\360\000\000e\003h\003\360\000\000h\003l\003\360\000\000l\003t\003\360\000\000t\003{\003\360\000\000{\003@\004\360\000\000@\004C\004\360\000\000C\004G\004\360\000\000G\004L\004\360\000\000L\004S\004\360\000\000S\004X\004\360\000\000X\004[\004\360\000\000[\004_\004\360\000\000_\004g\004\360\000\000g\004n\004\360\000\000n\004s\004\360\000\000s\004v\004\360\000\000v\004z\004\360\000\000z\004@\005\360\000\000@\005G\005\360\000\000G\005L\005\360\000\000L\005O\005\360\000\000O\005S\005\360\000\000S\005^\005\360\000\000^\005e\005\360\000\000e\005j\005\360\000\000j\005m\005\360\000\000m\005q\005\360\000\000q\005@\006\360\000\000@\006G\006\360\000\000G\006L\006\360\000\000L\006O\006\360\000\000O\006S\006\360\000\000S\006X\006\360\000\000X\006_\006\360\000\000_\006d\006\360\000\000d\006g\006\360\000\000g\006k\006\360\000\000k\006s\006\360\000\000s\006z\006\360\000\000z\006\177\006\360\000\000\177\006B\007\360\000\000B\007F\007\360\000\000F\007N\007\360\000\000N\007U\007\360\000\000U\007Z\007\360\000\000Z\007]\007\360\000\000]\007a\007\360\000\000a\007i\007\360\000\000i\007p\007\360\000\000p\007u\007\360\000\000u\007x\007\360\000\000x\007|\007\360\000\000|\007D\010\360\000\000D\010K\010\360\000\000K\010P\010\360\000\000P\010S\010\360\000\000S\010W\010\360\000\000W\010`\010\360\000\000`\010g\010\360\000\000g\010l\010\360\000\000l\010o\010\360\000\000o\010s\010\360\000\000s\010}\010\360\000\000}\010D\t\360\000\000D\tI\t\360\000\000I\tL\t\360\000\000L\tP\t\360\000\000P\tY\t\360\000\000Y\t`\t\360\000\000`\te\t\360\000\000e\th\t\360\000\000h\tl\t\360\000\000l\tw\t\360\000\000w\t~\t\360\000\000~\tC\n\360\000\000C\nF\n\360\000\000F\nJ\n\360\000\000J\nU\n\360\000\000U\n\\\n\360\000\000\\\na\n\360\000\000a\nd\n\360\000\000d\nh\n\360\000\000h\nm\n\360\000\000m\nt\n\360\000\000t\ny\n\360\000\000y\n|\n\360""\000\000|\n@\013\360\000\000@\013L\013\360\000\000L\013S\013\360\000\000S\013T\013\330\004\007\200q\330\010\017\320\017/\250t\2601\260G\270;\300g\310Q\340\010\017\320\017/\250t\2601\260G\270;\300a\200A\200A\330\010\013\2104\210q\330\014\025\220T\230\030\240\021\240\"\240A\240Q\330\014\017\210t\2201\220H\230G\2406\250\024\250V\2601\330\020\027\220q\330\010\017\210q\200A\330\010\013\2104\210t\2201\330\014\020\220\010\230\001\330\010\014\210O\320\033+\2501\250F\260\"\3204D\300A\300W\310B\310a\330\010\013\2104\210|\2302\230T\240\031\250!\330\014\022\220.\240\001\240\025\240a\330\010\013\2104\210q\330\014\020\220\r\230Q\230f\240A\340\014\020\220\r\230Q\230f\240A\200A\330\010\013\2104\210{\230\047\240\021\330\014\020\220\n\230\047\240\021\240!\330\014\r\330\010\013\2104\210q\330\014\r\330\010\t\330\014\020\220\007\220z\240\021\240!\330\010\017\320\017%\240Q\330\014\020\220\017\230q\330\014\017\210t\220;\230g\240Q\330\020\024\220J\230g\240Q\240d\250!\2507\260%\260q\270\001\330\010\017\320\017+\2501\330\014\020\320\020!\240\021\240!\330\010\017\320\017#\2401\330\014\017\210s\220&\230\004\230C\230u\240A\240S\250\003\2501\330\020\024\320\024$\240A\240U\250!\340\020\024\320\024$\240A\240U\250!\200A\330\010\013\2104\210{\230\047\240\025\240d\250$\250d\260*\270K\300q\330\014\020\220\n\230&\240\001\200A\330\010\013\2107\220\047\230\025\230d\240&\250\010\260\003\2601\330\020\023\2201\220H\230B\230d\240)\2501\330\014\022\220.\240\001\240\025\240a\330\010\013\2107\220\047\230\025\230d\240&\250\006\250c\260\023\3204D\300D\310\004\310D\320PQ\330\014\020\220\n\230&\240\001\240\021\200A\330\010\014\210G\2201\330\010\014\210K\220q\330\010\014\210H\220A\330\010\014\210M\230\021\330\010\014\210N\230!\330\010\014\210J\220a\330\010\014\210N\230!\330\010\014\210N\230!\330\010\014\210K\220q\330\010\014\210M\230\021\330\010\014\210J\220a\330\010\014\210K\220q\330\010\014\210I\220Q\200A\330\010\014\210G\2207\230$\230e\2403\240j\260\004\260E\270\022\2701\330\010\014\210O\320\033+\2501\250A\330""\010\013\2104\210|\2302\230T\240\031\250!\330\014\022\220.\240\001\240\025\240a\200A\330\010\014\210I\220Q\330\010\014\210E\220\030\230\021\330\010\014\210H\220A\220R\220t\2305\240\004\240F\250$\320.>\270b\300\n\310\"\310A\330\014\020\220\014\230A\330\010\014\210J\220a\220r\230\024\230U\240$\240i\250s\260!\260:\270R\270q\330\014\022\220/\240\021\240!\200A\330\010\014\210I\220Q\330\010\014\210I\220U\230(\240!\2401\330\010\014\210N\230!\330\010\016\210d\220!\330\010\013\2104\210w\220e\2304\230s\240(\250\047\260\021\330\014\017\210w\220f\230A\330\010\014\210D\320\020\"\240!\2401\200A\330\010\014\210I\220Q\330\010\014\210L\230\004\230I\240W\250B\250d\260)\2701\330\010\014\210K\220q\330\010\014\210K\220q\330\010\014\210K\220q\330\010\014\210K\220q\330\010\014\210I\220Q\330\010\014\210G\2201\330\010\014\210N\230!\330\010\014\210I\220Q\330\010\014\210M\230\021\330\010\014\210N\230$\320\0361\260\024\260Z\270t\300:\310Q\330\010\014\320\014\035\230T\240\035\250d\3202D\300D\310\n\320RS\330\010\014\210G\2204\220w\230a\330\010\014\210H\220A\330\010\014\210M\230\021\200A\330\010\014\210M\230\021\330\010\017\210y\230\017\240q\250\001\330\010\014\210M\230\024\230Q\230f\240J\250a\330\010\014\210I\220U\230$\230a\230q\330\010\014\210L\230\004\230I\240W\250B\250d\260)\2701\330\010\022\220$\220d\320\032+\2501\250A\330\010\013\2108\2207\230!\330\014\025\220V\2301\230A\330\014\020\220\006\220a\200A\330\010\014\320\014\037\230q\330\010\013\2104\210w\220c\230\021\330\014\017\210t\2204\220q\330\020\024\220J\230o\250Q\330\014\025\220T\230\035\240a\330\014\017\210w\220g\230Q\330\020\026\220n\240A\330\014\017\210t\2207\230#\230Q\330\020\024\220L\240\004\240I\250W\260B\260d\270)\3001\200A\330\010\r\210R\210y\230\001\230\021\330\010\014\210J\220a\330\010\014\210H\220A\200A\330\010\016\210d\220!\330\010\013\2104\210w\220e\2304\230s\240(\250\047\260\021\330\014\017\210w\220e\2301\230A\330\014\020\220\014\230D\240\t\250\027\260\002\260$\260i\270q\330\014\r\330\010\014\210N\320\032*\250!\2501\330""\010\013\2104\210{\230\"\230D\240\t\250\021\330\014\022\220.\240\001\240\025\240a\330\010\013\2104\210v\220S\230\001\330\014\020\220\010\230\001\230\021\340\014\020\220\005\220W\230A\230Q\200A\330\010\020\220\003\2201\330\010\013\210:\220Q\220g\230Q\330\014\020\320\020 \240\001\240\025\240i\250u\260A\340\014\020\220\004\220O\2401\240F\250&\260\003\2601\330\014\020\320\020 \240\001\240\025\240a\200A\330\010\021\220\024\220Q\330\010\013\2104\210t\2201\330\014\020\220\010\230\001\330\010\025\220V\320\033-\250Q\330\010\022\220&\320\030)\250\023\250C\250q\330\010\014\210L\230\001\230\021\330\010\013\2104\210q\330\014\020\220\016\230a\330\014\020\220\013\2301\330\014\020\220\013\2306\240\037\260\001\330\014\020\320\020!\240\021\240$\320&7\260t\2701\330\014\r\330\010\016\210d\220!\330\010\013\210:\220T\230\021\330\010\013\210>\230\024\230Q\330\010\013\210>\230\021\330\010\013\210;\220a\330\010\013\210;\220f\230O\2501\330\010\013\2104\210{\230\047\240\021\330\014\017\210x\220q\230\013\2404\240q\330\010\021\220\024\220T\230\033\240A\240V\2501\330\010\013\2107\220\047\230\021\330\014\023\2203\220l\240$\240d\250$\250i\260t\2704\270s\300!\330\014\017\210v\220[\240\003\2401\330\020\023\220:\230Q\330\020\024\220I\230Q\230c\240\030\250\021\340\020\023\220:\230Q\330\020\024\220I\230Q\230c\240\030\250\021\330\014\r\330\010\014\320\014\035\230Q\230c\240\030\250\024\250Q\320.B\300#\300X\310T\320QR\320RS\200A\340\010\013\2104\210w\220b\230\001\330\014\022\220.\240\001\240\025\240a\330\010\013\2104\210x\220t\2304\230t\2401\330\014\022\220.\240\001\240\025\240a\200A\340\010\013\2104\210y\230\004\230D\240\010\250\001\250\022\2501\250C\250s\260!\330\014\020\220\010\230\010\240\001\330\010\013\2104\210{\230#\230Q\330\014\020\220\r\230Q\330\014\023\2201\330\010\013\2104\210w\220c\230\021\330\014\020\220\014\230D\240\t\250\027\260\002\260$\260i\270q\330\010\013\2104\210u\220D\230\004\230I\240T\250\024\250T\260\031\270$\270d\300\047\310\023\310A\330\014\020\220\016\230a\330\014\020\220\006""\220a\330\014\r\330\010\014\210J\220a\200A\340\010\014\210I\220Q\330\010\014\210L\230\004\230I\240W\250B\250d\260)\2701\330\010\013\2104\210q\330\014\023\2204\220|\2404\240t\2504\250y\270\004\270D\300\004\300A\330\014\020\220\005\220W\230A\230V\2401\330\014\r\330\010\016\210d\220!\330\010\014\210K\220q\330\010\013\2103\210h\220g\230Q\330\014\017\210w\220i\230q\330\014\017\210s\220)\2304\230s\240(\250\047\260\021\330\020\024\220M\240\023\240A\330\014\r\330\010\013\2104\210v\220W\230A\330\014\017\210x\220s\230%\230q\240\004\240A\330\014\017\210}\230D\240\001\330\010\017\210s\220,\230d\240$\240d\250)\2604\260t\2703\270a\330\010\023\2204\220t\2307\240!\2406\250\025\250a\330\010\014\210I\220Q\220c\230\035\240j\260\001\200A\340\010\014\210K\220q\330\010\013\2104\210w\220c\230\021\360\010\000\r\021\220\017\230q\240\004\240K\250t\2609\270G\3002\300Q\200A\340\010\016\210d\220!\330\010\013\2104\210q\330\014\020\220\n\230&\240\001\330\r\021\220\027\230\003\2301\330\014\017\210t\2207\230%\230t\2403\240h\250g\260U\270$\270c\300\030\310\027\320PQ\330\020\024\220J\230f\240A\340\020\024\320\024$\240A\240U\250!\330\r\021\220\031\230$\230d\240!\2404\240x\250q\260\002\260!\2604\260w\270a\340\014\020\220\014\230D\240\t\250\027\260\002\260$\260i\270q\340\014\020\220\006\220a\200A\360\006\000\t\014\2104\210w\220c\230\031\240#\240T\250\032\260;\270a\330\014\r\330\010\014\210D\220\014\230A\230Q\330\010\016\210d\220!\330\010\013\2104\210w\220e\2304\230s\240(\250\047\260\025\260d\270#\270X\300W\310A\330\020\024\220C\220w\230a\330\014\020\220\n\230&\240\001\330\014\r\330\010\014\210O\2301\330\010\014\210I\220Q\220c\230\024\230T\240\037\260\001\260\030\270\027\300\001\200A\360\006\000\t\014\2104\210{\230\047\240\021\330\014\020\220\n\230\047\240\021\240!\330\014\023\2201\330\010\013\2104\210q\330\014\020\220\013\2301\330\014\020\220\014\230A\330\014\023\2201\330\010\017\210q\200A\360\006\000\t\r\210I\220Q\220g\230X\240Q\200A\360\006\000\t\r\320\014\037\230t\2409\250G\2603\260a\330\010\014\210L""\230\004\230I\240W\250B\250d\260)\2701\330\010\014\210J\220n\240A\330\010\021\220\024\220]\240!\330\010\013\2107\220\047\230\021\330\014\022\220-\230q\200A\360\010\000\t\r\320\014\037\230q\330\010\014\210J\220a\200A\360\n\000\t\017\210d\220!\330\010\020\220\005\220W\230C\230z\250\021\250!\330\010\013\2104\210t\2203\220f\230F\240#\240X\250Y\260a\330\014\r\330\010\016\210c\220\021\220!\330\010\014\210C\210u\220I\230Q\230a\330\014\017\210r\220\023\220C\220s\230\"\230C\230q\330\020\026\220a\330\020\021\330\010\014\210M\230\024\230R\230q\330\010\017\210t\2201\220A\330\010\014\210G\2208\2304\230r\240\023\240C\240z\260\025\260b\270\001\320\004\033\2301\340\010\020\220\004\220H\230D\240\001\240\021\330\010\017\210{\230&\240\003\240:\250U\260\047\270\021\270!";
     PyObject *data = NULL;
     #define __Pyx_DecompressString_UNUSED
     #define __Pyx_DecompressString_LZSS_UNUSED
     #endif
     PyObject **stringtab = __pyx_mstate->__pyx_string_tab;
     Py_ssize_t pos = 0;
-    for (int i = 0; i < 237; i++) {
+    for (int i = 0; i < 252; i++) {
       Py_ssize_t bytes_length = str_length_index[i].length;
       PyObject *string = PyUnicode_DecodeUTF8(bytes + pos, bytes_length, NULL);
-      if (likely(string) && i >= 23) PyUnicode_InternInPlace(&string);
+      if (likely(string) && i >= 26) PyUnicode_InternInPlace(&string);
       if (unlikely(!string)) {
         Py_XDECREF(data);
         __PYX_ERR(0, 1, __pyx_L1_error)
@@ -30318,8 +31729,8 @@ static const char bytes[] = "(tree fragment).1.0?A request refused while its hea
       stringtab[i] = string;
       pos += bytes_length;
     }
-    for (int i = 237; i < 284; i++) {
-      Py_ssize_t bytes_length = bytes_length_index[i-237].length;
+    for (int i = 252; i < 305; i++) {
+      Py_ssize_t bytes_length = bytes_length_index[i-252].length;
       PyObject *string = PyBytes_FromStringAndSize(bytes + pos, bytes_length);
       stringtab[i] = string;
       pos += bytes_length;
@@ -30329,15 +31740,15 @@ static const char bytes[] = "(tree fragment).1.0?A request refused while its hea
       }
     }
     Py_XDECREF(data);
-    for (Py_ssize_t i = 0; i < 284; i++) {
+    for (Py_ssize_t i = 0; i < 305; i++) {
       if (unlikely(PyObject_Hash(stringtab[i]) == -1)) {
         __PYX_ERR(0, 1, __pyx_L1_error)
       }
     }
     #if CYTHON_IMMORTAL_CONSTANTS
     {
-      PyObject **table = stringtab + 237;
-      for (Py_ssize_t i=0; i<47; ++i) {
+      PyObject **table = stringtab + 252;
+      for (Py_ssize_t i=0; i<53; ++i) {
         #if PY_VERSION_HEX >= 0x030F0000
         PyUnstable_SetImmortal(table[i]);
         #elif CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
@@ -30360,18 +31771,18 @@ static const char bytes[] = "(tree fragment).1.0?A request refused while its hea
   }
   {
     PyObject **numbertab = __pyx_mstate->__pyx_number_tab + 0;
-    int8_t const cint_constants_1[] = {0,1,2};
+    int8_t const cint_constants_1[] = {0,1,2,47,63};
     int16_t const cint_constants_2[] = {400,408,413,414,431,500};
-    int32_t const cint_constants_4[] = {120605688L,187715156L,227264755L,238750788L};
-    for (int i = 0; i < 13; i++) {
-      numbertab[i] = PyLong_FromLong((i < 3 ? cint_constants_1[i - 0] : (i < 9 ? cint_constants_2[i - 3] : cint_constants_4[i - 9])));
+    int32_t const cint_constants_4[] = {140852511L,187715156L,227264755L,238750788L};
+    for (int i = 0; i < 15; i++) {
+      numbertab[i] = PyLong_FromLong((i < 5 ? cint_constants_1[i - 0] : (i < 11 ? cint_constants_2[i - 5] : cint_constants_4[i - 11])));
       if (unlikely(!numbertab[i])) __PYX_ERR(0, 1, __pyx_L1_error)
     }
   }
   #if CYTHON_IMMORTAL_CONSTANTS
   {
     PyObject **table = __pyx_mstate->__pyx_number_tab;
-    for (Py_ssize_t i=0; i<13; ++i) {
+    for (Py_ssize_t i=0; i<15; ++i) {
       #if PY_VERSION_HEX >= 0x030F0000
       PyUnstable_SetImmortal(table[i]);
       #elif CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
@@ -30403,7 +31814,7 @@ typedef struct {
     unsigned int argcount : 3;
     unsigned int num_posonly_args : 1;
     unsigned int num_kwonly_args : 1;
-    unsigned int nlocals : 3;
+    unsigned int nlocals : 4;
     unsigned int flags : 10;
     unsigned int first_line : 10;
 } __Pyx_PyCode_New_function_description;
@@ -30487,137 +31898,147 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
   {
     const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 194};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_data, __pyx_mstate->__pyx_n_u_upgrade, __pyx_mstate->__pyx_n_u_exc};
-    __pyx_mstate_global->__pyx_codeobj_tab[12] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_data_received, __pyx_mstate->__pyx_kp_b_iso88591_A_4_4q_z_Q_q_t_gQ_JgQd_7_q_1_a, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[12])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[12] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_data_received, __pyx_mstate->__pyx_kp_b_iso88591_A_4_4q_z_Q_q_t_gQ_JgQd_7_q_1_1_s, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[12])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 211};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 214};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
     __pyx_mstate_global->__pyx_codeobj_tab[13] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_eof_received, __pyx_mstate->__pyx_kp_b_iso88591_A_4_1_4q_1_A_1_q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[13])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 223};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 226};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_stream};
     __pyx_mstate_global->__pyx_codeobj_tab[14] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_pause_writing, __pyx_mstate->__pyx_kp_b_iso88591_A_t9G3a_L_IWBd_1_JnA_7_q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[14])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 233};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 236};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_stream};
     __pyx_mstate_global->__pyx_codeobj_tab[15] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_resume_writing, __pyx_mstate->__pyx_kp_b_iso88591_A_q_4wc_t4q_JoQ_T_a_wgQ_nA_t7_Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[15])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 245};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 248};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
     __pyx_mstate_global->__pyx_codeobj_tab[16] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_message_begin, __pyx_mstate->__pyx_kp_b_iso88591_A_IQ_L_IWBd_1_Kq_Kq_Kq_Kq_IQ_G1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[16])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 262};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 266};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_url};
     __pyx_mstate_global->__pyx_codeobj_tab[17] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_url, __pyx_mstate->__pyx_kp_b_iso88591_A_G7_e3j_E_1_O_1A_4_2T_a, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[17])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 283};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 289};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_name, __pyx_mstate->__pyx_n_u_value};
     __pyx_mstate_global->__pyx_codeobj_tab[18] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_header, __pyx_mstate->__pyx_kp_b_iso88591_A_4t1_O_1F_4DAWBa_4_2T_a_4q_QfA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[18])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 341};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 349};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_parser, __pyx_mstate->__pyx_n_u_keep_alive, __pyx_mstate->__pyx_n_u_http_10, __pyx_mstate->__pyx_n_u_req, __pyx_mstate->__pyx_n_u_answer, __pyx_mstate->__pyx_n_u_keep};
-    __pyx_mstate_global->__pyx_codeobj_tab[19] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_headers_complete, __pyx_mstate->__pyx_kp_b_iso88591_A_Q_4t1_V_Q_Cq_4q_t84t4q_nAU_a_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[19])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[19] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_headers_complete, __pyx_mstate->__pyx_kp_b_iso88591_A_Q_4t1_V_Q_Cq_L_4q_a_1_6_7t1_d, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[19])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 375};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 382};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_url, __pyx_mstate->__pyx_n_u_scheme, __pyx_mstate->__pyx_n_u_sep, __pyx_mstate->__pyx_n_u_rest, __pyx_mstate->__pyx_n_u_end, __pyx_mstate->__pyx_n_u_i, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_path};
+    __pyx_mstate_global->__pyx_codeobj_tab[20] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_origin_form, __pyx_mstate->__pyx_kp_b_iso88591_A_d_WCz_4t3fF_XYa_c_CuIQa_r_Cs_C, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[20])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 400};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_http_10};
+    __pyx_mstate_global->__pyx_codeobj_tab[21] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_check_host, __pyx_mstate->__pyx_kp_b_iso88591_A_4wb_a_4xt4t1_a, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[21])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 407};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_length, __pyx_mstate->__pyx_n_u_expect};
-    __pyx_mstate_global->__pyx_codeobj_tab[20] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_check_body_head, __pyx_mstate->__pyx_kp_b_iso88591_A_7_d_1_1HBd_1_a_7_d_c_4DD_DPQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[20])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[22] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_check_body_head, __pyx_mstate->__pyx_kp_b_iso88591_A_7_d_1_1HBd_1_a_7_d_c_4DD_DPQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[22])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 382};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 414};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_body, __pyx_mstate->__pyx_n_u_req};
-    __pyx_mstate_global->__pyx_codeobj_tab[21] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_body, __pyx_mstate->__pyx_kp_b_iso88591_A_d_4we4s_we1A_D_iq_N_1_4_D_a_4v, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[21])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[23] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_body, __pyx_mstate->__pyx_kp_b_iso88591_A_d_4we4s_we1A_D_iq_N_1_4_D_a_4v, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[23])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 396};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 428};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_keep, __pyx_mstate->__pyx_n_u_req, __pyx_mstate->__pyx_n_u_response};
-    __pyx_mstate_global->__pyx_codeobj_tab[22] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_message_complete, __pyx_mstate->__pyx_kp_b_iso88591_A_IQ_L_IWBd_1_4q_4_4t4y_D_A_WAV1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[22])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[24] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_message_complete, __pyx_mstate->__pyx_kp_b_iso88591_A_IQ_L_IWBd_1_4q_4_4t4y_D_A_WAV1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[24])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {4, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 419};
+    const __Pyx_PyCode_New_function_description descr = {4, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 451};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_epoch, __pyx_mstate->__pyx_n_u_answer, __pyx_mstate->__pyx_n_u_keep};
-    __pyx_mstate_global->__pyx_codeobj_tab[23] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_answer, __pyx_mstate->__pyx_kp_b_iso88591_A_IQgXQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[23])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[25] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_answer, __pyx_mstate->__pyx_kp_b_iso88591_A_IQgXQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[25])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 441};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 475};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
-    __pyx_mstate_global->__pyx_codeobj_tab[24] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_release, __pyx_mstate->__pyx_kp_b_iso88591_A_q_Ja, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[24])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[26] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_release, __pyx_mstate->__pyx_kp_b_iso88591_A_q_Ja, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[26])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 483};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 517};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_stream, __pyx_mstate->__pyx_n_u_keep};
-    __pyx_mstate_global->__pyx_codeobj_tab[25] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_stream_finished, __pyx_mstate->__pyx_kp_b_iso88591_A_4y_D_1Cs_4_Q_Q_1_4wc_D_iq_4uD, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[25])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[27] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_stream_finished, __pyx_mstate->__pyx_kp_b_iso88591_A_4y_D_1Cs_4_Q_Q_1_4wc_D_iq_4uD, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[27])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 498};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 532};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_answer};
-    __pyx_mstate_global->__pyx_codeobj_tab[26] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_head_stream, __pyx_mstate->__pyx_kp_b_iso88591_A_4q_T_AQ_t1HG6_V1_q_q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[26])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[28] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_head_stream, __pyx_mstate->__pyx_kp_b_iso88591_A_4q_T_AQ_t1HG6_V1_q_q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[28])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 513};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 547};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_exc, __pyx_mstate->__pyx_n_u_cause};
-    __pyx_mstate_global->__pyx_codeobj_tab[27] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_callback_failed, __pyx_mstate->__pyx_kp_b_iso88591_A_1_QgQ_iuA_O1F_1_a, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[27])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[29] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_callback_failed, __pyx_mstate->__pyx_kp_b_iso88591_A_1_QgQ_iuA_O1F_1_a, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[29])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 521};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 555};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_status, __pyx_mstate->__pyx_n_u_text, __pyx_mstate->__pyx_n_u_req};
-    __pyx_mstate_global->__pyx_codeobj_tab[28] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_error_and_close, __pyx_mstate->__pyx_kp_b_iso88591_A_4wc_T_a_D_AQ_d_4we4s_d_XWA_Cwa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[28])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[30] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_error_and_close, __pyx_mstate->__pyx_kp_b_iso88591_A_4wc_T_a_D_AQ_d_4we4s_d_XWA_Cwa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[30])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 535};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 569};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_req};
-    __pyx_mstate_global->__pyx_codeobj_tab[29] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_deadline, __pyx_mstate->__pyx_kp_b_iso88591_A_d_4q_1_t7_t3hgU_c_PQ_JfA_AU_d, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[29])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[31] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_deadline, __pyx_mstate->__pyx_kp_b_iso88591_A_d_4q_1_t7_t3hgU_c_PQ_JfA_AU_d, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[31])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 551};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 585};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
-    __pyx_mstate_global->__pyx_codeobj_tab[30] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_close, __pyx_mstate->__pyx_kp_b_iso88591_A_4_d_d_Kq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[30])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[32] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_close, __pyx_mstate->__pyx_kp_b_iso88591_A_4_d_d_Kq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[32])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 555};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 589};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
-    __pyx_mstate_global->__pyx_codeobj_tab[31] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_drain, __pyx_mstate->__pyx_kp_b_iso88591_A_Kq_4wc_q_Kt9G2Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[31])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[33] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_drain, __pyx_mstate->__pyx_kp_b_iso88591_A_Kq_4wc_q_Kt9G2Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[33])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 1};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_state, __pyx_mstate->__pyx_n_u_dict_2, __pyx_mstate->__pyx_n_u_use_setstate};
-    __pyx_mstate_global->__pyx_codeobj_tab[32] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_reduce_cython, __pyx_mstate->__pyx_kp_b_iso88591_t6_5Gt7RVVbbffrrv_w_A_A_E_E_O_O, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[32])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[34] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_reduce_cython, __pyx_mstate->__pyx_kp_b_iso88591_t6_EWW_bbffrrv_w_C_C_G_G_Q_Q_U, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[34])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 17};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_pyx_state};
-    __pyx_mstate_global->__pyx_codeobj_tab[33] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_setstate_cython, __pyx_mstate->__pyx_kp_b_iso88591_AV1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[33])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[35] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_setstate_cython, __pyx_mstate->__pyx_kp_b_iso88591_AV1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[35])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 569};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 603};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_conn};
-    __pyx_mstate_global->__pyx_codeobj_tab[34] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_start, __pyx_mstate->__pyx_kp_b_iso88591_A, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[34])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[36] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_start, __pyx_mstate->__pyx_kp_b_iso88591_A, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[36])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 4};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_pyx_type, __pyx_mstate->__pyx_n_u_pyx_checksum, __pyx_mstate->__pyx_n_u_pyx_state, __pyx_mstate->__pyx_n_u_pyx_result};
-    __pyx_mstate_global->__pyx_codeobj_tab[35] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle_Commits, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_7_1_7_N_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[35])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[37] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle_Commits, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_7_1_7_N_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[37])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 4};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_pyx_type, __pyx_mstate->__pyx_n_u_pyx_checksum, __pyx_mstate->__pyx_n_u_pyx_state, __pyx_mstate->__pyx_n_u_pyx_result};
-    __pyx_mstate_global->__pyx_codeobj_tab[36] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle_FastRoutes, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_XQa_7_A_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[36])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[38] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle_FastRoutes, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_XQa_7_A_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[38])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 4};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_pyx_type, __pyx_mstate->__pyx_n_u_pyx_checksum, __pyx_mstate->__pyx_n_u_pyx_state, __pyx_mstate->__pyx_n_u_pyx_result};
-    __pyx_mstate_global->__pyx_codeobj_tab[37] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle_ConnectionRegistr, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_XQa_7_4A5J_XY_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[37])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[39] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle_ConnectionRegistr, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_XQa_7_4A5J_XY_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[39])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 4};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_pyx_type, __pyx_mstate->__pyx_n_u_pyx_checksum, __pyx_mstate->__pyx_n_u_pyx_state, __pyx_mstate->__pyx_n_u_pyx_result};
-    __pyx_mstate_global->__pyx_codeobj_tab[38] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle_HttpConnection, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_7_0_1B_PQ_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[38])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[40] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle_HttpConnection, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_7_0_1B_PQ_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[40])) goto bad;
   }
   Py_DECREF(tuple_dedup_map);
   return 0;
@@ -33484,6 +34905,189 @@ static CYTHON_INLINE void __Pyx_ExceptionSwap(PyObject **type, PyObject **value,
 }
 #endif
 
+/* PyObjectCompare */
+#ifndef __Pyx_DEFINED_PyObject_CompareStrStrBoolEq
+#define __Pyx_DEFINED_PyObject_CompareStrStrBoolEq
+static CYTHON_INLINE int __Pyx_PyObject_CompareStrStrBoolEq(PyObject* s1, PyObject* s2) {
+    #if __PYX_LIMITED_VERSION_HEX >= 0x030e0000
+    int result = PyUnicode_Equal(s1, s2);
+    #if !CYTHON_COMPILING_IN_CPYTHON
+    if (unlikely(result == -1)) return -1;
+    #endif
+    if (result == 0) goto __pyx_return_false; else goto __pyx_return_true;
+    #else
+    int result = PyUnicode_Compare(s1, s2);
+    if (unlikely((result == -1) && PyErr_Occurred())) return -1;
+    if (result == 0) goto __pyx_return_true; else goto __pyx_return_false;
+    #endif
+__pyx_return_true:
+    return 1;
+__pyx_return_false:
+    return 0;
+}
+#endif
+static CYTHON_INLINE int __Pyx_PyObject_CompareBoolEq_object_str(PyObject *op1, PyObject *op2, int pyop) {
+    CYTHON_UNUSED_VAR(pyop);
+    if (unlikely(op2 == Py_None)) {
+        if (op1 == Py_None) goto __pyx_return_true; else goto __pyx_richcmp;
+    }
+    if (PyFloat_CheckExact(op1)) {
+        goto __pyx_richcmp;
+    }
+    if (PyLong_CheckExact(op1)) {
+        if (op1 == op2) goto __pyx_return_true;
+        goto __pyx_richcmp;
+    }
+    
+    if (likely(PyUnicode_CheckExact(op1))) {
+        if (op1 == op2) goto __pyx_return_true;
+        if (likely(op2 != Py_None)) {
+            return __Pyx_PyObject_CompareStrStrBoolEq(op1, op2);
+        }
+        goto __pyx_richcmp;
+    }
+    
+    if ((0)) goto __pyx_richcmp;
+    if ((0)) goto __pyx_return_true;
+    if ((0)) goto __pyx_return_false;
+__pyx_richcmp:
+    return __Pyx_PyObject_RichCompareBool(op1, op2, Py_EQ);
+__pyx_return_true:
+    return 1;
+__pyx_return_false:
+    return 0;
+}
+
+/* PyObjectCompare */
+#if !(CYTHON_COMPILING_IN_PYPY || CYTHON_COMPILING_IN_GRAAL)
+#ifndef __Pyx_DEFINED_PyObject_ComparePyBytesPyBytesBoolNe
+#define __Pyx_DEFINED_PyObject_ComparePyBytesPyBytesBoolNe
+static CYTHON_INLINE int __Pyx_PyObject_ComparePyBytesPyBytesBoolNe(PyObject* s1, PyObject* s2) {
+    #if CYTHON_ASSUME_SAFE_SIZE && CYTHON_ASSUME_SAFE_MACROS
+    const char *ps1, *ps2;
+    Py_ssize_t length = PyBytes_GET_SIZE(s1);
+    if (length != PyBytes_GET_SIZE(s2)) goto __pyx_return_true;
+    ps1 = PyBytes_AS_STRING(s1);
+    ps2 = PyBytes_AS_STRING(s2);
+    #else
+    char *ps1, *ps2;
+    Py_ssize_t length, length2;
+    if (unlikely(PyBytes_AsStringAndSize(s1, &ps1, &length) == -1)) return -1;
+    if (unlikely(PyBytes_AsStringAndSize(s2, &ps2, &length2) == -1)) return -1;
+    if (length != length2) goto __pyx_return_true;
+    #endif
+    if (ps1[0] != ps2[0]) goto __pyx_return_true;
+    if (length == 1) goto __pyx_return_false;
+    {
+        int cmp;
+#if CYTHON_USE_UNICODE_INTERNALS && (PY_VERSION_HEX < 0x030B0000)
+        Py_hash_t hash1 = ((PyBytesObject*)s1)->ob_shash;
+        Py_hash_t hash2 = ((PyBytesObject*)s2)->ob_shash;
+        if (hash1 != hash2 && hash1 != -1 && hash2 != -1) goto __pyx_return_true;
+#endif
+        cmp = memcmp(ps1, ps2, (size_t)length);
+        if (cmp != 0) goto __pyx_return_true; else goto __pyx_return_false;
+    }
+__pyx_return_true:
+    return 1;
+__pyx_return_false:
+    return 0;
+}
+#endif
+#endif
+static CYTHON_INLINE int __Pyx_PyObject_CompareBoolNe_bytes_bytes(PyObject *op1, PyObject *op2, int pyop) {
+    CYTHON_UNUSED_VAR(pyop);
+    if (unlikely(op1 == Py_None)) {
+        if (op2 == Py_None) goto __pyx_return_false; else goto __pyx_return_true;
+    }
+    if (unlikely(op2 == Py_None)) {
+        if (op1 == Py_None) goto __pyx_return_false; else goto __pyx_return_true;
+    }
+    #if !(CYTHON_COMPILING_IN_PYPY || CYTHON_COMPILING_IN_GRAAL)
+    if (likely(op1 != Py_None)) {
+        if (op1 == op2) goto __pyx_return_false;
+        if (likely(op2 != Py_None)) {
+            return __Pyx_PyObject_ComparePyBytesPyBytesBoolNe(op1, op2);
+        }
+        goto __pyx_richcmp;
+    }
+    #endif
+    if ((0)) goto __pyx_richcmp;
+    if ((0)) goto __pyx_return_true;
+    if ((0)) goto __pyx_return_false;
+__pyx_richcmp:
+    return __Pyx_PyObject_RichCompareBool(op1, op2, Py_NE);
+__pyx_return_true:
+    return 1;
+__pyx_return_false:
+    return 0;
+}
+
+/* PyObjectCompare */
+#if !(CYTHON_COMPILING_IN_PYPY || CYTHON_COMPILING_IN_GRAAL)
+#ifndef __Pyx_DEFINED_PyObject_ComparePyBytesPyBytesBoolEq
+#define __Pyx_DEFINED_PyObject_ComparePyBytesPyBytesBoolEq
+static CYTHON_INLINE int __Pyx_PyObject_ComparePyBytesPyBytesBoolEq(PyObject* s1, PyObject* s2) {
+    #if CYTHON_ASSUME_SAFE_SIZE && CYTHON_ASSUME_SAFE_MACROS
+    const char *ps1, *ps2;
+    Py_ssize_t length = PyBytes_GET_SIZE(s1);
+    if (length != PyBytes_GET_SIZE(s2)) goto __pyx_return_false;
+    ps1 = PyBytes_AS_STRING(s1);
+    ps2 = PyBytes_AS_STRING(s2);
+    #else
+    char *ps1, *ps2;
+    Py_ssize_t length, length2;
+    if (unlikely(PyBytes_AsStringAndSize(s1, &ps1, &length) == -1)) return -1;
+    if (unlikely(PyBytes_AsStringAndSize(s2, &ps2, &length2) == -1)) return -1;
+    if (length != length2) goto __pyx_return_false;
+    #endif
+    if (ps1[0] != ps2[0]) goto __pyx_return_false;
+    if (length == 1) goto __pyx_return_true;
+    {
+        int cmp;
+#if CYTHON_USE_UNICODE_INTERNALS && (PY_VERSION_HEX < 0x030B0000)
+        Py_hash_t hash1 = ((PyBytesObject*)s1)->ob_shash;
+        Py_hash_t hash2 = ((PyBytesObject*)s2)->ob_shash;
+        if (hash1 != hash2 && hash1 != -1 && hash2 != -1) goto __pyx_return_false;
+#endif
+        cmp = memcmp(ps1, ps2, (size_t)length);
+        if (cmp == 0) goto __pyx_return_true; else goto __pyx_return_false;
+    }
+__pyx_return_true:
+    return 1;
+__pyx_return_false:
+    return 0;
+}
+#endif
+#endif
+static CYTHON_INLINE int __Pyx_PyObject_CompareBoolEq_bytes_bytes(PyObject *op1, PyObject *op2, int pyop) {
+    CYTHON_UNUSED_VAR(pyop);
+    if (unlikely(op1 == Py_None)) {
+        if (op2 == Py_None) goto __pyx_return_true; else goto __pyx_return_false;
+    }
+    if (unlikely(op2 == Py_None)) {
+        if (op1 == Py_None) goto __pyx_return_true; else goto __pyx_return_false;
+    }
+    #if !(CYTHON_COMPILING_IN_PYPY || CYTHON_COMPILING_IN_GRAAL)
+    if (likely(op1 != Py_None)) {
+        if (op1 == op2) goto __pyx_return_true;
+        if (likely(op2 != Py_None)) {
+            return __Pyx_PyObject_ComparePyBytesPyBytesBoolEq(op1, op2);
+        }
+        goto __pyx_richcmp;
+    }
+    #endif
+    if ((0)) goto __pyx_richcmp;
+    if ((0)) goto __pyx_return_true;
+    if ((0)) goto __pyx_return_false;
+__pyx_richcmp:
+    return __Pyx_PyObject_RichCompareBool(op1, op2, Py_EQ);
+__pyx_return_true:
+    return 1;
+__pyx_return_false:
+    return 0;
+}
+
 /* PyObjectCall2Args (used by CallUnboundCMethod1) */
 static CYTHON_INLINE PyObject* __Pyx_PyObject_Call2Args(PyObject* function, PyObject* arg1, PyObject* arg2) {
     PyObject *args[3] = {NULL, arg1, arg2};
@@ -33574,71 +35178,6 @@ static PyObject* __Pyx_PyDict_GetItemDefault(PyObject* d, PyObject* key, PyObjec
 }
 
 /* PyObjectCompare */
-#if !(CYTHON_COMPILING_IN_PYPY || CYTHON_COMPILING_IN_GRAAL)
-#ifndef __Pyx_DEFINED_PyObject_ComparePyBytesPyBytesBoolEq
-#define __Pyx_DEFINED_PyObject_ComparePyBytesPyBytesBoolEq
-static CYTHON_INLINE int __Pyx_PyObject_ComparePyBytesPyBytesBoolEq(PyObject* s1, PyObject* s2) {
-    #if CYTHON_ASSUME_SAFE_SIZE && CYTHON_ASSUME_SAFE_MACROS
-    const char *ps1, *ps2;
-    Py_ssize_t length = PyBytes_GET_SIZE(s1);
-    if (length != PyBytes_GET_SIZE(s2)) goto __pyx_return_false;
-    ps1 = PyBytes_AS_STRING(s1);
-    ps2 = PyBytes_AS_STRING(s2);
-    #else
-    char *ps1, *ps2;
-    Py_ssize_t length, length2;
-    if (unlikely(PyBytes_AsStringAndSize(s1, &ps1, &length) == -1)) return -1;
-    if (unlikely(PyBytes_AsStringAndSize(s2, &ps2, &length2) == -1)) return -1;
-    if (length != length2) goto __pyx_return_false;
-    #endif
-    if (ps1[0] != ps2[0]) goto __pyx_return_false;
-    if (length == 1) goto __pyx_return_true;
-    {
-        int cmp;
-#if CYTHON_USE_UNICODE_INTERNALS && (PY_VERSION_HEX < 0x030B0000)
-        Py_hash_t hash1 = ((PyBytesObject*)s1)->ob_shash;
-        Py_hash_t hash2 = ((PyBytesObject*)s2)->ob_shash;
-        if (hash1 != hash2 && hash1 != -1 && hash2 != -1) goto __pyx_return_false;
-#endif
-        cmp = memcmp(ps1, ps2, (size_t)length);
-        if (cmp == 0) goto __pyx_return_true; else goto __pyx_return_false;
-    }
-__pyx_return_true:
-    return 1;
-__pyx_return_false:
-    return 0;
-}
-#endif
-#endif
-static CYTHON_INLINE int __Pyx_PyObject_CompareBoolEq_bytes_bytes(PyObject *op1, PyObject *op2, int pyop) {
-    CYTHON_UNUSED_VAR(pyop);
-    if (unlikely(op1 == Py_None)) {
-        if (op2 == Py_None) goto __pyx_return_true; else goto __pyx_return_false;
-    }
-    if (unlikely(op2 == Py_None)) {
-        if (op1 == Py_None) goto __pyx_return_true; else goto __pyx_return_false;
-    }
-    #if !(CYTHON_COMPILING_IN_PYPY || CYTHON_COMPILING_IN_GRAAL)
-    if (likely(op1 != Py_None)) {
-        if (op1 == op2) goto __pyx_return_true;
-        if (likely(op2 != Py_None)) {
-            return __Pyx_PyObject_ComparePyBytesPyBytesBoolEq(op1, op2);
-        }
-        goto __pyx_richcmp;
-    }
-    #endif
-    if ((0)) goto __pyx_richcmp;
-    if ((0)) goto __pyx_return_true;
-    if ((0)) goto __pyx_return_false;
-__pyx_richcmp:
-    return __Pyx_PyObject_RichCompareBool(op1, op2, Py_EQ);
-__pyx_return_true:
-    return 1;
-__pyx_return_false:
-    return 0;
-}
-
-/* PyObjectCompare */
 #ifndef __Pyx_DEFINED_PyObject_CompareStrStrEq
 #define __Pyx_DEFINED_PyObject_CompareStrStrEq
 static CYTHON_INLINE PyObject* __Pyx_PyObject_CompareStrStrEq(PyObject* s1, PyObject* s2) {
@@ -33689,6 +35228,171 @@ __pyx_return_true:
     Py_RETURN_TRUE;
 __pyx_return_false:
     Py_RETURN_FALSE;
+}
+
+/* RaiseTooManyValuesToUnpack */
+static CYTHON_INLINE void __Pyx_RaiseTooManyValuesError(Py_ssize_t expected) {
+    PyErr_Format(PyExc_ValueError,
+                 "too many values to unpack (expected %" CYTHON_FORMAT_SSIZE_T "d)", expected);
+}
+
+/* RaiseNeedMoreValuesToUnpack */
+static CYTHON_INLINE void __Pyx_RaiseNeedMoreValuesError(Py_ssize_t index) {
+    PyErr_Format(PyExc_ValueError,
+                 "need more than %" CYTHON_FORMAT_SSIZE_T "d value%.1s to unpack",
+                 index, (index == 1) ? "" : "s");
+}
+
+/* PyLongBinop */
+#if !CYTHON_COMPILING_IN_PYPY
+static PyObject* __Pyx_Fallback___Pyx_PyLong_AddObjC(PyObject *op1, PyObject *op2, int inplace) {
+    return (inplace ? PyNumber_InPlaceAdd : PyNumber_Add)(op1, op2);
+}
+#if CYTHON_USE_PYLONG_INTERNALS
+static PyObject* __Pyx_Unpacked___Pyx_PyLong_AddObjC(PyObject *op1, PyObject *op2, long intval, int inplace, int zerodivision_check) {
+    CYTHON_MAYBE_UNUSED_VAR(inplace);
+    CYTHON_UNUSED_VAR(zerodivision_check);
+    const long b = intval;
+    long a;
+    const PY_LONG_LONG llb = intval;
+    PY_LONG_LONG lla;
+    if (unlikely(__Pyx_PyLong_IsZero(op1))) {
+        return __Pyx_NewRef(op2);
+    }
+    const int is_positive = __Pyx_PyLong_IsPos(op1);
+    const digit* digits = __Pyx_PyLong_Digits(op1);
+    const Py_ssize_t size = __Pyx_PyLong_DigitCount(op1);
+    if (likely(size == 1)) {
+        a = (long) digits[0];
+        if (!is_positive) a *= -1;
+    } else {
+        if (size == 2 && 8 * sizeof(long) - 1 > 2 * PyLong_SHIFT) {
+            a = (long) (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
+            if (!is_positive) a *= -1;
+            goto calculate_long;
+        } else if (size == 2 && 8 * sizeof(PY_LONG_LONG) - 1 > 2 * PyLong_SHIFT) {
+            lla = (PY_LONG_LONG) (((((unsigned PY_LONG_LONG)digits[1]) << PyLong_SHIFT) | (unsigned PY_LONG_LONG)digits[0]));
+            if (!is_positive) lla *= -1;
+            goto calculate_long_long;
+        } else
+        if (size == 3 && 8 * sizeof(long) - 1 > 3 * PyLong_SHIFT) {
+            a = (long) (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
+            if (!is_positive) a *= -1;
+            goto calculate_long;
+        } else if (size == 3 && 8 * sizeof(PY_LONG_LONG) - 1 > 3 * PyLong_SHIFT) {
+            lla = (PY_LONG_LONG) (((((((unsigned PY_LONG_LONG)digits[2]) << PyLong_SHIFT) | (unsigned PY_LONG_LONG)digits[1]) << PyLong_SHIFT) | (unsigned PY_LONG_LONG)digits[0]));
+            if (!is_positive) lla *= -1;
+            goto calculate_long_long;
+        } else
+        if (size == 4 && 8 * sizeof(long) - 1 > 4 * PyLong_SHIFT) {
+            a = (long) (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
+            if (!is_positive) a *= -1;
+            goto calculate_long;
+        } else if (size == 4 && 8 * sizeof(PY_LONG_LONG) - 1 > 4 * PyLong_SHIFT) {
+            lla = (PY_LONG_LONG) (((((((((unsigned PY_LONG_LONG)digits[3]) << PyLong_SHIFT) | (unsigned PY_LONG_LONG)digits[2]) << PyLong_SHIFT) | (unsigned PY_LONG_LONG)digits[1]) << PyLong_SHIFT) | (unsigned PY_LONG_LONG)digits[0]));
+            if (!is_positive) lla *= -1;
+            goto calculate_long_long;
+        } else
+        {}
+        return PyLong_Type.tp_as_number->nb_add(op1, op2);
+    }
+    calculate_long:
+        {
+            long x;
+            x = a + b;
+            return PyLong_FromLong(x);
+        }
+    calculate_long_long:
+        {
+            PY_LONG_LONG llx;
+            llx = lla + llb;
+            return PyLong_FromLongLong(llx);
+        }
+    
+}
+#endif
+static PyObject* __Pyx_Float___Pyx_PyLong_AddObjC(PyObject *float_val, long intval, int zerodivision_check) {
+    CYTHON_UNUSED_VAR(zerodivision_check);
+    const long b = intval;
+    double a = __Pyx_PyFloat_AS_DOUBLE(float_val);
+        double result;
+        
+        result = ((double)a) + (double)b;
+        return PyFloat_FromDouble(result);
+}
+static CYTHON_INLINE PyObject* __Pyx_PyLong_AddObjC(PyObject *op1, PyObject *op2, long intval, int inplace, int zerodivision_check) {
+    CYTHON_MAYBE_UNUSED_VAR(intval);
+    CYTHON_UNUSED_VAR(zerodivision_check);
+    #if CYTHON_USE_PYLONG_INTERNALS
+    if (likely(PyLong_CheckExact(op1))) {
+        return __Pyx_Unpacked___Pyx_PyLong_AddObjC(op1, op2, intval, inplace, zerodivision_check);
+    }
+    #endif
+    if (PyFloat_CheckExact(op1)) {
+        return __Pyx_Float___Pyx_PyLong_AddObjC(op1, intval, zerodivision_check);
+    }
+    return __Pyx_Fallback___Pyx_PyLong_AddObjC(op1, op2, inplace);
+}
+#endif
+
+/* PyLongCompare */
+static CYTHON_INLINE int __Pyx_PyLong_BoolEqObjC(PyObject *op1, PyObject *op2, long intval, long inplace) {
+    CYTHON_MAYBE_UNUSED_VAR(intval);
+    CYTHON_UNUSED_VAR(inplace);
+    if (op1 == op2) {
+        return 1;
+    }
+    #if CYTHON_USE_PYLONG_INTERNALS
+    if (likely(PyLong_CheckExact(op1))) {
+        int unequal;
+        unsigned long uintval;
+        Py_ssize_t size = __Pyx_PyLong_DigitCount(op1);
+        const digit* digits = __Pyx_PyLong_Digits(op1);
+        if (intval == 0) {
+            return (__Pyx_PyLong_IsZero(op1) == 1);
+        } else if (intval < 0) {
+            if (__Pyx_PyLong_IsNonNeg(op1))
+                return 0;
+            intval = -intval;
+        } else {
+            if (__Pyx_PyLong_IsNeg(op1))
+                return 0;
+        }
+        uintval = (unsigned long) intval;
+#if PyLong_SHIFT * 4 < SIZEOF_LONG*8
+        if (uintval >> (PyLong_SHIFT * 4)) {
+            unequal = (size != 5) || (digits[0] != (uintval & (unsigned long) PyLong_MASK))
+                 | (digits[1] != ((uintval >> (1 * PyLong_SHIFT)) & (unsigned long) PyLong_MASK)) | (digits[2] != ((uintval >> (2 * PyLong_SHIFT)) & (unsigned long) PyLong_MASK)) | (digits[3] != ((uintval >> (3 * PyLong_SHIFT)) & (unsigned long) PyLong_MASK)) | (digits[4] != ((uintval >> (4 * PyLong_SHIFT)) & (unsigned long) PyLong_MASK));
+        } else
+#endif
+#if PyLong_SHIFT * 3 < SIZEOF_LONG*8
+        if (uintval >> (PyLong_SHIFT * 3)) {
+            unequal = (size != 4) || (digits[0] != (uintval & (unsigned long) PyLong_MASK))
+                 | (digits[1] != ((uintval >> (1 * PyLong_SHIFT)) & (unsigned long) PyLong_MASK)) | (digits[2] != ((uintval >> (2 * PyLong_SHIFT)) & (unsigned long) PyLong_MASK)) | (digits[3] != ((uintval >> (3 * PyLong_SHIFT)) & (unsigned long) PyLong_MASK));
+        } else
+#endif
+#if PyLong_SHIFT * 2 < SIZEOF_LONG*8
+        if (uintval >> (PyLong_SHIFT * 2)) {
+            unequal = (size != 3) || (digits[0] != (uintval & (unsigned long) PyLong_MASK))
+                 | (digits[1] != ((uintval >> (1 * PyLong_SHIFT)) & (unsigned long) PyLong_MASK)) | (digits[2] != ((uintval >> (2 * PyLong_SHIFT)) & (unsigned long) PyLong_MASK));
+        } else
+#endif
+#if PyLong_SHIFT * 1 < SIZEOF_LONG*8
+        if (uintval >> (PyLong_SHIFT * 1)) {
+            unequal = (size != 2) || (digits[0] != (uintval & (unsigned long) PyLong_MASK))
+                 | (digits[1] != ((uintval >> (1 * PyLong_SHIFT)) & (unsigned long) PyLong_MASK));
+        } else
+#endif
+            unequal = (size != 1) || (((unsigned long) digits[0]) != (uintval & (unsigned long) PyLong_MASK));
+        return (unequal == 0);
+    }
+    #endif
+    if (PyFloat_CheckExact(op1)) {
+        const long b = intval;
+        double a = __Pyx_PyFloat_AS_DOUBLE(op1);
+        return ((double)a == (double)b);
+    }
+    return __Pyx_PyObject_RichCompareBool(op1, op2, Py_EQ);
 }
 
 /* PyObjectCompare */
@@ -33925,19 +35629,6 @@ static CYTHON_INLINE int __Pyx_PyObject_Append(PyObject* L, PyObject* x) {
         Py_DECREF(retval);
     }
     return 0;
-}
-
-/* RaiseTooManyValuesToUnpack */
-static CYTHON_INLINE void __Pyx_RaiseTooManyValuesError(Py_ssize_t expected) {
-    PyErr_Format(PyExc_ValueError,
-                 "too many values to unpack (expected %" CYTHON_FORMAT_SSIZE_T "d)", expected);
-}
-
-/* RaiseNeedMoreValuesToUnpack */
-static CYTHON_INLINE void __Pyx_RaiseNeedMoreValuesError(Py_ssize_t index) {
-    PyErr_Format(PyExc_ValueError,
-                 "need more than %" CYTHON_FORMAT_SSIZE_T "d value%.1s to unpack",
-                 index, (index == 1) ? "" : "s");
 }
 
 /* UnpackItemEndCheck */
@@ -34908,7 +36599,7 @@ static PyObject* __Pyx_ImportFrom(PyObject* module, PyObject* name) {
         if (unlikely(!module_name_str)) { goto modbad; }
         module_name = PyUnicode_FromString(module_name_str);
         if (unlikely(!module_name)) { goto modbad; }
-        module_dot = PyUnicode_Concat(module_name, __pyx_mstate_global->__pyx_kp_u__5);
+        module_dot = PyUnicode_Concat(module_name, __pyx_mstate_global->__pyx_kp_u__7);
         if (unlikely(!module_dot)) { goto modbad; }
         full_name = PyUnicode_Concat(module_dot, name);
         if (unlikely(!full_name)) { goto modbad; }

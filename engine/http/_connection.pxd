@@ -8,9 +8,9 @@ cdef class Commits:
     """Where answers wait for their spool group (engine/ingest/_spool.pyx)."""
     cdef public uint64_t done_epoch     # every group up to this one is settled
     cdef public list waiting            # connections to release when a group settles
-    cdef set failed_epochs              # settled groups whose write failed (answered 503)
+    cdef public set failed_epochs       # settled groups whose write failed (answered 503)
     cdef bint is_failed(self, uint64_t epoch)
-    cdef object unavailable             # the 503 answer for a failed group
+    cdef object unavailable             # () -> the 503 answer for a failed group
 
 
 cdef class FastRoutes:
@@ -62,7 +62,8 @@ cdef class HttpConnection:
     cdef public bytes url
     cdef public bytes method
     cdef public Py_ssize_t head_bytes
-    cdef public bint has_host
+    cdef public int hosts                # Host field lines seen
+    cdef public bytes authority          # of an absolute-form target (wins over Host)
     cdef public bytes user_agent
     cdef public bytes accept_language
     cdef public bytes cookie

@@ -94,7 +94,7 @@ cdef class Commits:
     writer). ``done_epoch``: every group up to it is settled; a settled
     group's answers are 2xx unless its write failed (``is_failed``)."""
 
-    def __init__(self, unavailable=b""):
+    def __init__(self, unavailable):
         self.done_epoch = 0
         self.waiting = []
         self.failed_epochs = set()
@@ -205,8 +205,11 @@ cdef class HttpConnection:
                 self.tunnel_to.tunnel(data[upgrade.args[0]:])
         except _HttpParserCallbackError as exc:
             self._callback_failed(exc)
-        except _HttpParserError:
-            self.error_and_close(400, "malformed HTTP request")
+        except _HttpParserError as exc:
+            if exc.args and exc.args[0] == "Content-Length overflow":
+                self.error_and_close(413, "body too large")    # RFC 9110 8.6
+            else:
+                self.error_and_close(400, "malformed HTTP request")
 
     def eof_received(self):
         # The client half-closed. Pending answers are sent first (returning
@@ -252,7 +255,8 @@ cdef class HttpConnection:
         self.route = 0
         self.url = None
         self.head_bytes = 0
-        self.has_host = False
+        self.hosts = 0
+        self.authority = None
         self.user_agent = self.accept_language = self.cookie = self.origin = None
         self.forwarded_for = self.forwarded = self.content_length = self.expect = None
         self.dnt = self.gpc = None
@@ -270,6 +274,8 @@ cdef class HttpConnection:
         cdef object req
         self.decided = True
         self.method = self.parser.get_method()
+        if self.url is not None and self.url[:1] != b"/":
+            self._origin_form()
         if self.fast is not None and self.fast.claim(self):
             self.is_fast = True
             return 0
@@ -297,7 +303,7 @@ cdef class HttpConnection:
         cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
         if n == 4:
             if _named(name, b"host", 4):
-                self.has_host = True
+                self.hosts += 1
         elif n == 6:
             if _named(name, b"cookie", 6):
                 self.cookie = _join(self.cookie, value, b"; ")
@@ -331,6 +337,8 @@ cdef class HttpConnection:
         cdef dict headers = self.request.headers
         cdef object prior
         name = name.lower()
+        if name == b"host":
+            self.hosts += 1
         prior = headers.get(name)
         if prior is None:
             headers[name] = value
@@ -344,9 +352,8 @@ cdef class HttpConnection:
             self._decide()
         keep_alive = parser.should_keep_alive()
         http_10 = parser.get_http_version() == "1.0"
+        self._check_host(http_10)
         if self.is_fast:
-            if not http_10 and not self.has_host:
-                raise RequestRefused(400, "missing Host header")   # RFC 9112 3.2
             self.keep_alive = keep_alive
             self.http_10 = http_10
             self.upgrade = parser.should_upgrade()
@@ -358,8 +365,8 @@ cdef class HttpConnection:
         req.keep_alive = keep_alive
         req.http_10 = http_10
         req.upgrade = parser.should_upgrade()
-        if not http_10 and b"host" not in req.headers:
-            raise RequestRefused(400, "missing Host header")   # RFC 9112 3.2
+        if self.authority is not None:
+            req.headers[b"host"] = self.authority   # RFC 9112 3.2.2
         answer = self.app.route_head(self, req)
         if answer is not None:          # streamed (proxied): the body goes to it
             keep = req.keep_alive and not self.closing and not req.upgrade
@@ -371,6 +378,31 @@ cdef class HttpConnection:
                 self.answer_c(0, answer, keep)
             return
         self._check_body_head(req.headers.get(b"content-length"), req.headers.get(b"expect"))
+
+    def _origin_form(self):
+        """An absolute-form target (``http://host/path?q``): route and parse
+        its path and query; its authority replaces Host (RFC 9112 3.2.2).
+        Anything else that does not start with "/" is left to the routes
+        (404, or the proxy's answer)."""
+        url = self.url
+        scheme, sep, rest = url.partition(b"://")
+        if not sep or scheme.lower() not in (b"http", b"https"):
+            return
+        end = len(rest)
+        for i, c in enumerate(rest):
+            if c == 47 or c == 63:      # "/" or "?"
+                end = i
+                break
+        self.authority = rest[:end]
+        path = rest[end:]
+        self.url = path if path[:1] == b"/" else b"/" + path
+
+    def _check_host(self, http_10):
+        # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0)
+        if self.hosts > 1:
+            raise RequestRefused(400, "more than one Host header")
+        if not http_10 and not self.hosts:
+            raise RequestRefused(400, "missing Host header")
 
     def _check_body_head(self, length, expect):
         if length is not None and length.isdigit() and \
@@ -427,6 +459,8 @@ cdef class HttpConnection:
             if not keep:
                 self.close()
             return 0
+        if epoch and self.commits is None:
+            raise RuntimeError("an answer waits for a spool group, but the app has no commits")
         self.pending.append((epoch, answer, keep))
         if epoch and not self.awaiting_commit:
             self.awaiting_commit = True
@@ -466,7 +500,7 @@ cdef class HttpConnection:
                 return 0
             pending.popleft()
             if epoch and commits.is_failed(epoch):
-                answer, keep = commits.unavailable, False
+                answer, keep = commits.unavailable(), False
             self.transport.write(answer)
             if not keep:
                 self._drop_pending()

@@ -2023,7 +2023,8 @@ struct __pyx_obj_6engine_4http_11_connection_HttpConnection {
   PyObject *url;
   PyObject *method;
   Py_ssize_t head_bytes;
-  int has_host;
+  int hosts;
+  PyObject *authority;
   PyObject *user_agent;
   PyObject *accept_language;
   PyObject *cookie;
@@ -4313,7 +4314,7 @@ namespace {
     PyObject *__pyx_slice[1];
     PyObject *__pyx_tuple[6];
     PyObject *__pyx_codeobj_tab[12];
-    PyObject *__pyx_string_tab[194];
+    PyObject *__pyx_string_tab[193];
     PyObject *__pyx_number_tab[9];
 /* #### Code section: module_state_contents ### */
 /* PyFrozenDict.module_state_decls */
@@ -4385,7 +4386,7 @@ static __pyx_mstatetype * const __pyx_mstate_global = &__pyx_mstate_global_stati
 #define __pyx_kp_u_at_0x __pyx_string_tab[0]
 #define __pyx_kp_u_object __pyx_string_tab[1]
 #define __pyx_kp_u_tree_fragment __pyx_string_tab[2]
-#define __pyx_kp_u__6 __pyx_string_tab[3]
+#define __pyx_kp_u__5 __pyx_string_tab[3]
 #define __pyx_kp_u__3 __pyx_string_tab[4]
 #define __pyx_kp_u_spool __pyx_string_tab[5]
 #define __pyx_kp_u__2 __pyx_string_tab[6]
@@ -4562,20 +4563,19 @@ static __pyx_mstatetype * const __pyx_mstate_global = &__pyx_mstate_global_stati
 #define __pyx_n_u_w __pyx_string_tab[177]
 #define __pyx_n_u_waiting __pyx_string_tab[178]
 #define __pyx_n_u_x __pyx_string_tab[179]
-#define __pyx_kp_b__5 __pyx_string_tab[180]
-#define __pyx_n_b_O __pyx_string_tab[181]
-#define __pyx_kp_b_int_struct___pyx_t_6engine_6_par __pyx_string_tab[182]
-#define __pyx_kp_b_iso88591_Q __pyx_string_tab[183]
-#define __pyx_kp_b_iso88591_A_q_4t6_T_A_1 __pyx_string_tab[184]
-#define __pyx_kp_b_iso88591_A_4q_vQa_4wfBiq_Kq_E_AU_a __pyx_string_tab[185]
-#define __pyx_kp_b_iso88591_A_4y_l_e3a_a_HA_Kq_CvT __pyx_string_tab[186]
-#define __pyx_kp_b_iso88591_A_Kq __pyx_string_tab[187]
-#define __pyx_kp_b_iso88591_A_c_D_6_S_Biq_Cq_81N_IQ_5_t_axt4 __pyx_string_tab[188]
-#define __pyx_kp_b_iso88591_A_a_4vWE_RuCq_1Ba_4q_aq_ha_q_1_A __pyx_string_tab[189]
-#define __pyx_kp_b_iso88591_A_Q_F_fAQ_1AT_a_1_4_k_q_AT_Kxq_t __pyx_string_tab[190]
-#define __pyx_kp_b_iso88591_A_4q_CvQgS_2S_D_1D_1_S_AQd_Q_HA __pyx_string_tab[191]
-#define __pyx_kp_b_iso88591__7 __pyx_string_tab[192]
-#define __pyx_kp_b_iso88591_t6_S_q_9AU_4q_D_aq __pyx_string_tab[193]
+#define __pyx_n_b_O __pyx_string_tab[180]
+#define __pyx_kp_b_int_struct___pyx_t_6engine_6_par __pyx_string_tab[181]
+#define __pyx_kp_b_iso88591_Q __pyx_string_tab[182]
+#define __pyx_kp_b_iso88591_A_q_4t6_T_A_1 __pyx_string_tab[183]
+#define __pyx_kp_b_iso88591_A_4q_vQa_4wfBiq_Kq_E_AU_a __pyx_string_tab[184]
+#define __pyx_kp_b_iso88591_A_4y_l_e3a_a_HA_Kq_CvT __pyx_string_tab[185]
+#define __pyx_kp_b_iso88591_A_Kq __pyx_string_tab[186]
+#define __pyx_kp_b_iso88591_A_c_D_6_S_Biq_Cq_81N_IQ_5_t_axt4 __pyx_string_tab[187]
+#define __pyx_kp_b_iso88591_A_a_4vWE_RuCq_1Ba_4q_aq_ha_q_1_A __pyx_string_tab[188]
+#define __pyx_kp_b_iso88591_A_Q_F_fAQ_1AT_a_1_4_k_q_AT_Kxq_t __pyx_string_tab[189]
+#define __pyx_kp_b_iso88591_A_4q_CvQgS_2S_D_1D_1_S_AQd_Q_HA __pyx_string_tab[190]
+#define __pyx_kp_b_iso88591__6 __pyx_string_tab[191]
+#define __pyx_kp_b_iso88591_t6_S_q_9AU_4q_D_aq __pyx_string_tab[192]
 #define __pyx_float_1_0 __pyx_number_tab[0]
 #define __pyx_float_0_002 __pyx_number_tab[1]
 #define __pyx_int_0 __pyx_number_tab[2]
@@ -4623,7 +4623,7 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   for (int i=0; i<1; ++i) { Py_CLEAR(clear_module_state->__pyx_slice[i]); }
   for (int i=0; i<6; ++i) { Py_CLEAR(clear_module_state->__pyx_tuple[i]); }
   for (int i=0; i<12; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<194; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<193; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<9; ++i) { Py_CLEAR(clear_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_clear_contents ### */
 /* CommonTypesMetaclass.module_state_clear */
@@ -4675,7 +4675,7 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   for (int i=0; i<1; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_slice[i]); }
   for (int i=0; i<6; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_tuple[i]); }
   for (int i=0; i<12; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<194; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<193; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<9; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_traverse_contents ### */
 /* CommonTypesMetaclass.module_state_traverse */
@@ -20202,7 +20202,7 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter___cinit__(struct __pyx
  *         self.sh.fd = self.sh.efd = self.sh.dir_fd = -1
  * 
  *     def __init__(self, directory, max_bytes, durable=True, rotate_bytes=8 << 20,             # <<<<<<<<<<<<<<
- *                  board_address=0, unavailable=b""):
+ *                  board_address=0, unavailable=None):
  *         cdef bytes where = os.fsencode(os.path.abspath(directory))
 */
 
@@ -20268,7 +20268,15 @@ static int __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_3__init__(PyObject *__
       if (!values[2]) values[2] = __Pyx_NewRef(((PyObject *)Py_True));
       if (!values[3]) values[3] = __Pyx_NewRef(((PyObject *)__pyx_mstate_global->__pyx_int_8388608));
       if (!values[4]) values[4] = __Pyx_NewRef(((PyObject *)__pyx_mstate_global->__pyx_int_0));
-      if (!values[5]) values[5] = __Pyx_NewRef(((PyObject *)__pyx_mstate_global->__pyx_kp_b__5));
+
+      /* "engine/ingest/_spool.pyx":239
+ * 
+ *     def __init__(self, directory, max_bytes, durable=True, rotate_bytes=8 << 20,
+ *                  board_address=0, unavailable=None):             # <<<<<<<<<<<<<<
+ *         cdef bytes where = os.fsencode(os.path.abspath(directory))
+ *         cdef int fd
+*/
+      if (!values[5]) values[5] = __Pyx_NewRef(((PyObject *)Py_None));
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
         if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__init__", 0, 2, 6, i); __PYX_ERR(0, 238, __pyx_L3_error) }
       }
@@ -20298,10 +20306,26 @@ static int __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_3__init__(PyObject *__
         break;
         default: goto __pyx_L5_argtuple_error;
       }
+
+      /* "engine/ingest/_spool.pyx":238
+ *         self.sh.fd = self.sh.efd = self.sh.dir_fd = -1
+ * 
+ *     def __init__(self, directory, max_bytes, durable=True, rotate_bytes=8 << 20,             # <<<<<<<<<<<<<<
+ *                  board_address=0, unavailable=None):
+ *         cdef bytes where = os.fsencode(os.path.abspath(directory))
+*/
       if (!values[2]) values[2] = __Pyx_NewRef(((PyObject *)Py_True));
       if (!values[3]) values[3] = __Pyx_NewRef(((PyObject *)__pyx_mstate_global->__pyx_int_8388608));
       if (!values[4]) values[4] = __Pyx_NewRef(((PyObject *)__pyx_mstate_global->__pyx_int_0));
-      if (!values[5]) values[5] = __Pyx_NewRef(((PyObject *)__pyx_mstate_global->__pyx_kp_b__5));
+
+      /* "engine/ingest/_spool.pyx":239
+ * 
+ *     def __init__(self, directory, max_bytes, durable=True, rotate_bytes=8 << 20,
+ *                  board_address=0, unavailable=None):             # <<<<<<<<<<<<<<
+ *         cdef bytes where = os.fsencode(os.path.abspath(directory))
+ *         cdef int fd
+*/
+      if (!values[5]) values[5] = __Pyx_NewRef(((PyObject *)Py_None));
     }
     __pyx_v_directory = values[0];
     __pyx_v_max_bytes = values[1];
@@ -20324,6 +20348,14 @@ static int __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_3__init__(PyObject *__
   return -1;
   __pyx_L4_argument_unpacking_done:;
   __pyx_r = __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_2__init__(((struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self), __pyx_v_directory, __pyx_v_max_bytes, __pyx_v_durable, __pyx_v_rotate_bytes, __pyx_v_board_address, __pyx_v_unavailable);
+
+  /* "engine/ingest/_spool.pyx":238
+ *         self.sh.fd = self.sh.efd = self.sh.dir_fd = -1
+ * 
+ *     def __init__(self, directory, max_bytes, durable=True, rotate_bytes=8 << 20,             # <<<<<<<<<<<<<<
+ *                  board_address=0, unavailable=None):
+ *         cdef bytes where = os.fsencode(os.path.abspath(directory))
+*/
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -20363,7 +20395,7 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_2__init__(struct __pyx
 
   /* "engine/ingest/_spool.pyx":240
  *     def __init__(self, directory, max_bytes, durable=True, rotate_bytes=8 << 20,
- *                  board_address=0, unavailable=b""):
+ *                  board_address=0, unavailable=None):
  *         cdef bytes where = os.fsencode(os.path.abspath(directory))             # <<<<<<<<<<<<<<
  *         cdef int fd
  *         cdef Shared* sh = self.sh
@@ -21019,7 +21051,7 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_2__init__(struct __pyx
  *         self.sh.fd = self.sh.efd = self.sh.dir_fd = -1
  * 
  *     def __init__(self, directory, max_bytes, durable=True, rotate_bytes=8 << 20,             # <<<<<<<<<<<<<<
- *                  board_address=0, unavailable=b""):
+ *                  board_address=0, unavailable=None):
  *         cdef bytes where = os.fsencode(os.path.abspath(directory))
 */
 
@@ -22144,7 +22176,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4path___get__(st
   __Pyx_GOTREF(__pyx_t_6);
   __pyx_t_9[0] = __pyx_mstate_global->__pyx_n_u_w;
   __pyx_t_9[1] = __pyx_t_7;
-  __pyx_t_9[2] = __pyx_mstate_global->__pyx_kp_u__6;
+  __pyx_t_9[2] = __pyx_mstate_global->__pyx_kp_u__5;
   __pyx_t_9[3] = __pyx_t_6;
   __pyx_t_9[4] = __pyx_mstate_global->__pyx_kp_u_spool;
   __pyx_t_10 = 8;
@@ -23952,7 +23984,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_t_3[0] = __pyx_mstate_global->__pyx_n_u_w;
   __pyx_t_3[1] = __pyx_t_2;
-  __pyx_t_3[2] = __pyx_mstate_global->__pyx_kp_u__6;
+  __pyx_t_3[2] = __pyx_mstate_global->__pyx_kp_u__5;
   __pyx_t_3[3] = __pyx_t_1;
   __pyx_t_3[4] = __pyx_mstate_global->__pyx_kp_u_spool;
   __pyx_t_4 = 8;
@@ -29579,7 +29611,7 @@ static int __Pyx_InitConstants(__pyx_mstatetype *__pyx_mstate) {
   CYTHON_UNUSED_VAR(__pyx_mstate);
   {
     const struct { const unsigned int length: 8; } str_length_index[] = {{6},{8},{15},{1},{1},{6},{2},{15},{23},{25},{32},{20},{22},{1},{1},{37},{45},{22},{179},{8},{39},{15},{7},{6},{24},{2},{9},{50},{29},{54},{30},{37},{4},{5},{8},{8},{11},{29},{31},{19},{18},{18},{20},{18},{17},{17},{29},{17},{15},{20},{12},{9},{9},{17},{8},{9},{8},{8},{12},{10},{8},{8},{10},{8},{7},{14},{11},{10},{19},{14},{12},{10},{17},{13},{12},{12},{19},{8},{7},{6},{13},{6},{8},{3},{7},{10},{15},{6},{7},{18},{4},{13},{1},{10},{9},{18},{5},{4},{5},{3},{5},{7},{1},{4},{9},{15},{7},{1},{6},{8},{20},{11},{5},{9},{3},{5},{8},{2},{5},{5},{6},{7},{5},{8},{8},{2},{5},{5},{8},{4},{3},{4},{8},{9},{7},{4},{1},{4},{4},{4},{3},{2},{4},{4},{7},{3},{6},{7},{17},{8},{13},{6},{12},{7},{4},{4},{10},{2},{5},{4},{5},{7},{5},{10},{4},{4},{4},{8},{6},{5},{5},{11},{6},{6},{5},{6},{4},{1},{7},{1}};
-    const struct { const unsigned int length: 9; } bytes_length_index[] = {{0},{1},{119},{9},{34},{65},{70},{11},{147},{164},{93},{267},{2},{55}};
+    const struct { const unsigned int length: 9; } bytes_length_index[] = {{1},{119},{9},{34},{65},{70},{11},{147},{164},{93},{267},{2},{55}};
     #ifndef CYTHON_COMPRESS_STRINGS
       #define CYTHON_COMPRESS_STRINGS 90
     #endif
@@ -29620,7 +29652,7 @@ static const char bytes[] = " at 0x object>(tree fragment)-..spool: <MemoryView 
       stringtab[i] = string;
       pos += bytes_length;
     }
-    for (int i = 180; i < 194; i++) {
+    for (int i = 180; i < 193; i++) {
       Py_ssize_t bytes_length = bytes_length_index[i-180].length;
       PyObject *string = PyBytes_FromStringAndSize(bytes + pos, bytes_length);
       stringtab[i] = string;
@@ -29631,7 +29663,7 @@ static const char bytes[] = " at 0x object>(tree fragment)-..spool: <MemoryView 
       }
     }
     Py_XDECREF(data);
-    for (Py_ssize_t i = 0; i < 194; i++) {
+    for (Py_ssize_t i = 0; i < 193; i++) {
       if (unlikely(PyObject_Hash(stringtab[i]) == -1)) {
         __PYX_ERR(0, 1, __pyx_L1_error)
       }
@@ -29639,7 +29671,7 @@ static const char bytes[] = " at 0x object>(tree fragment)-..spool: <MemoryView 
     #if CYTHON_IMMORTAL_CONSTANTS
     {
       PyObject **table = stringtab + 180;
-      for (Py_ssize_t i=0; i<14; ++i) {
+      for (Py_ssize_t i=0; i<13; ++i) {
         #if PY_VERSION_HEX >= 0x030F0000
         PyUnstable_SetImmortal(table[i]);
         #elif CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
@@ -29737,7 +29769,7 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
   {
     const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS|CO_COROUTINE), 416};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
-    __pyx_mstate_global->__pyx_codeobj_tab[0] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_ingest__spool_pyx, __pyx_mstate->__pyx_n_u_flush_2, __pyx_mstate->__pyx_kp_b_iso88591__7, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[0])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[0] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_ingest__spool_pyx, __pyx_mstate->__pyx_n_u_flush_2, __pyx_mstate->__pyx_kp_b_iso88591__6, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[0])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 128};

@@ -236,7 +236,7 @@ cdef class SpoolWriter(Commits):
         self.sh.fd = self.sh.efd = self.sh.dir_fd = -1
 
     def __init__(self, directory, max_bytes, durable=True, rotate_bytes=8 << 20,
-                 board_address=0, unavailable=b""):
+                 board_address=0, unavailable=None):
         cdef bytes where = os.fsencode(os.path.abspath(directory))
         cdef int fd
         cdef Shared* sh = self.sh

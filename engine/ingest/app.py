@@ -85,6 +85,11 @@ class TrackerApp:
         self.visit_path = b"/tr/" + version     # proxied/static visits parse as a bare track
         return tracked, fixed
 
+    @property
+    def commits(self):
+        """Where answers wait for their spool group (HttpConnection reads it)."""
+        return self.committer
+
     # ---- connection hooks ------------------------------------------------
     def admit_connection(self, conn):
         """Count the connection node-wide; refuse it past MaximumConnections."""

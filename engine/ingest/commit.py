@@ -13,6 +13,7 @@ replays spool files left behind by dead workers (``adopt``).
 """
 import asyncio
 
+from engine.http.protocol import Commits
 from engine.logs import log
 from engine.spool import find_orphans, read_acks, remove_spool, write_acks
 from engine.system.threads import named_executor
@@ -20,15 +21,13 @@ from engine.system.threads import named_executor
 HIGH_WATER = 0.9     # of SpoolMaxBytes: refuse new events above this
 
 
-class GroupCommitter:
-    def __init__(self, spool, batcher, stats):
+class GroupCommitter(Commits):
+    def __init__(self, spool, batcher, stats, unavailable):
+        Commits.__init__(self, unavailable)
         self.spool = spool
         self.batcher = batcher
         self.stats = stats
         self.io = named_executor("spool")
-        self.done_epoch = 0
-        self.failed = set()          # epochs whose write failed (recent ones)
-        self.waiting = set()         # connections holding responses
         self.wake = asyncio.Event()
         self.lock = None             # one group in flight at a time (run vs flush)
         self.healthy = True
@@ -72,7 +71,7 @@ class GroupCommitter:
         try:
             await loop.run_in_executor(self.io, self.spool.write_group, data, group[-1][0])
         except OSError as exc:
-            self.failed.add(epoch)
+            self.failed_epochs.add(epoch)
             if self.healthy:
                 log.error("spool write failed; answering 503 until it works again",
                           path=self.spool.path, error=str(exc))
@@ -87,9 +86,9 @@ class GroupCommitter:
                 put(event, seq)
             self.stats.events += len(group)
         self.done_epoch = epoch
-        if len(self.failed) > 1000:
-            self.failed = {e for e in self.failed if e > epoch - 100}
-        waiting, self.waiting = self.waiting, set()
+        if len(self.failed_epochs) > 1000:
+            self.failed_epochs = {e for e in self.failed_epochs if e > epoch - 100}
+        waiting, self.waiting = self.waiting, []
         for conn in waiting:
             conn.release()
 

@@ -230,9 +230,20 @@ def test_repeated_query_key_keeps_first_value(impl):
 # ---------------------------------------------------------------- GET decoding
 
 def test_percent_encoding_in_path(impl):
-    event = track(impl, b"/tr/v1/url/https%3A%2F%2Fex.com%2Fa%20b/k%2Bey/a+b%zz%4")
+    event = track(impl, b"/tr/v1/url/https%3A%2F%2Fex.com%2Fa%20b/k%2Bey/a+b%25")
     assert event["url"] == "https://ex.com/a b"
-    assert event["params"] == {"k+ey": "a+b%zz%4"}
+    assert event["params"] == {"k+ey": "a+b%"}
+
+
+@pytest.mark.parametrize("path", [b"/tr/v1/k/a%zz", b"/tr/v1/k/%4", b"/tr/v1/%g0/v",
+                                  b"/tr/v1/k/v/%"])
+def test_malformed_escape_in_path_is_a_parse_error(impl, path):
+    with pytest.raises(ParseError, match="malformed percent-encoding in the path"):
+        track(impl, path)
+
+
+def test_malformed_escape_in_query_is_kept(impl):
+    assert track(impl, b"/tr/v1", b"k=a%zz%4")["params"] == {"k": "a%zz%4"}
 
 
 def test_query_is_form_decoded(impl):

@@ -5,6 +5,7 @@ extensions = cythonize(
     [Extension("engine._parse", ["engine/_parse.pyx"]),
      Extension("engine.http._connection", ["engine/http/_connection.pyx"]),
      Extension("engine.ingest._spool", ["engine/ingest/_spool.pyx"]),
+     Extension("engine.ingest._track", ["engine/ingest/_track.pyx"]),
      Extension("engine.limits._bucket", ["engine/limits/_bucket.pyx"])],
     compiler_directives={"language_level": "3", "boundscheck": False,
                          "wraparound": False, "cdivision": True},

@@ -1,0 +1,432 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The tracking routes answered in compiled code: /tr, /img, /rdr (GET, HEAD,
+POST on /tr), from the connection's typed fields to the response bytes.
+
+Per request: the rate limiter (shared memory), the parser writing the event
+record straight into the spool's open group (engine/_parse.pyx,
+engine/ingest/_spool.pyx), the answer assembled from constant pieces plus the
+visitor's id, and counters in C arrays that ``drain_stats`` hands to the
+worker's metrics twice a second. No dict, no Request object, no Python call
+on the common path besides the limiter's.
+
+HEAD answers the GET's status and headers without a body and is never
+tracked (mail scanners and link prefetchers probe with HEAD): its request is
+parsed into a scratch buffer, not the spool, and a visitor without a ``vid``
+gets no cookie. OPTIONS (CORS preflight) and other methods are not claimed:
+the Python app answers them (engine/ingest/app.py).
+
+With ``TRACKER_PURE_PARSE=1`` the record comes from the reference parser
+(engine/parse_ref.py) instead: same spool, same answers, slower.
+"""
+from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.string cimport memcpy, memchr, memcmp
+from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME, CLOCK_MONOTONIC
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+
+from engine._parse cimport Buf, buf_reserve, buf_free, Encoder, Outcome, TimeUUIDGen, cookie_vid_c
+from engine.http._connection cimport FastRoutes, HttpConnection
+from engine.ingest._spool cimport SpoolWriter
+
+from engine.errors import ParseError
+from engine.http import responses
+from engine.ingest.redirect import safe_redirect
+from engine.limits.policy import CLASS_NAMES, TRACK
+
+cdef enum:
+    R_TR = 1
+    R_IMG = 2
+    R_RDR = 3
+    M_GET = 1
+    M_HEAD = 2
+    M_POST = 3
+    NBUCKETS = 13
+
+cdef tuple _ROUTE_NAMES = (None, "track", "img", "rdr")
+cdef double[12] _BOUNDS = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+                           0.0025, 0.005, 0.01, 0.025, 0.1]
+cdef const char* _HEX = b"0123456789abcdef"
+
+cdef bytes _OK = b"HTTP/1.1 200 OK\r\n"
+cdef bytes _FOUND = b"HTTP/1.1 302 Found\r\n"
+cdef bytes _SERVER = responses.SERVER
+cdef bytes _GIF_HEAD = b"Content-Type: image/gif\r\nContent-Length: %d\r\n" % len(responses.PIXEL_GIF)
+cdef bytes _EMPTY = b"Content-Length: 0\r\n"
+cdef bytes _COOKIE = b"Set-Cookie: vid="
+cdef bytes _COOKIE_END = b"; Max-Age=31536000; Path=/; SameSite=Lax\r\n"
+cdef bytes _COOKIE_END_TLS = b"; Max-Age=31536000; Path=/; SameSite=Lax; Secure\r\n"
+cdef bytes _CORS = b"Access-Control-Allow-Origin: "
+cdef bytes _CORS_END = b"\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n"
+cdef bytes _NO_STORE = responses.NO_STORE
+cdef bytes _LOCATION = b"Location: "
+cdef bytes _CLOSE = responses.CLOSE
+cdef bytes _PIXEL = responses.PIXEL_GIF
+cdef int COOKIE_VALUE = 36
+
+
+cdef inline double _mono() noexcept:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef inline int64_t _now_ms() noexcept:
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return <int64_t>ts.tv_sec * 1000 + ts.tv_nsec // 1000000
+
+
+cdef bint header_safe(const char* p, Py_ssize_t n) noexcept:
+    """Printable ASCII only and not too long: safe to echo in a header."""
+    cdef Py_ssize_t i
+    if n >= 2048:
+        return False
+    for i in range(n):
+        if not (32 <= <unsigned char>p[i] < 127):
+            return False
+    return True
+
+
+cdef inline void _add(Buf* b, bytes piece) noexcept:
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(piece)
+    memcpy(b.data + b.len, PyBytes_AS_STRING(piece), n)
+    b.len += n
+
+
+cdef inline void _add_raw(Buf* b, const char* p, Py_ssize_t n) noexcept:
+    memcpy(b.data + b.len, p, n)
+    b.len += n
+
+
+cdef void _add_uuid(Buf* b, const uint8_t* u) noexcept:
+    cdef char* out = b.data + b.len
+    cdef int i, j = 0
+    for i in range(16):
+        if i == 4 or i == 6 or i == 8 or i == 10:
+            out[j] = b'-'
+            j += 1
+        out[j] = _HEX[u[i] >> 4]
+        out[j + 1] = _HEX[u[i] & 0xF]
+        j += 2
+    b.len += 36
+
+
+cdef class TrackRoutes(FastRoutes):
+    """The compiled /tr, /img, /rdr of one worker. ``app`` is the Python
+    TrackerApp: its limiter settings, redirect rules and refusal answers."""
+    cdef Encoder encoder
+    cdef TimeUUIDGen ids
+    cdef SpoolWriter spool
+    cdef object app
+    cdef object date                # DateHeader, refreshed by the worker's sweep
+    cdef bytes tr_prefix, img_prefix, rdr_prefix   # b"/tr/v1" ...
+    cdef object shared
+    cdef bint limiting
+    cdef tuple rate
+    cdef object resolver            # ClientIP when TrustedProxies is set, else None
+    cdef object redirect_hosts
+    cdef str default_redirect
+    cdef bytes debug_header
+    cdef object reference           # parse_ref.encode_track in pure mode
+    cdef object url_filter
+    cdef Buf scratch                # HEAD requests are parsed here, not spooled
+    cdef Buf out                    # the answer being assembled
+    cdef int64_t counts[4][2]       # route x (200, 302)
+    cdef int64_t buckets[4][NBUCKETS]
+    cdef double seconds[4]
+    cdef public int64_t events      # accepted since the last drain_stats
+    cdef object _keep_redirect      # the reference path's redirect bytes (res points in)
+
+    def __init__(self, app, SpoolWriter spool, ids=None, pure=False):
+        cfg = app.config
+        version = cfg.api_prefix.encode()
+        self.app = app
+        self.spool = spool
+        self.encoder = Encoder(cfg.url_filter)
+        self.url_filter = cfg.url_filter
+        self.ids = ids if ids is not None else TimeUUIDGen()
+        self.date = app.date
+        self.tr_prefix = b"/tr/" + version
+        self.img_prefix = b"/img/" + version
+        self.rdr_prefix = b"/rdr/" + version
+        self.shared = app.shared
+        self.rate = tuple(app.rate_params[TRACK])
+        self.limiting = app.limiting and app.limited_classes[TRACK]
+        self.resolver = app.client_ip if app.client_ip.networks else None
+        self.redirect_hosts = app.redirect_hosts
+        self.default_redirect = cfg.default_redirect
+        self.debug_header = app.debug_header
+        self.reference = None
+        if pure:
+            from engine import parse_ref
+            self.reference = parse_ref.encode_track
+        self.events = 0
+
+    def __dealloc__(self):
+        buf_free(&self.scratch)
+        buf_free(&self.out)
+
+    # ---- routing ---------------------------------------------------------
+    cdef int claim(self, HttpConnection conn) except -1:
+        cdef bytes url = conn.url, method = conn.method
+        cdef int m, route
+        if url is None or method is None:
+            return 0
+        if method == b"GET":
+            m = M_GET
+        elif method == b"HEAD":
+            m = M_HEAD
+        elif method == b"POST":
+            m = M_POST
+        else:
+            return 0
+        if _under(url, self.tr_prefix):
+            route = R_TR
+        elif m == M_POST:
+            return 0                     # POST /img, /rdr: the app answers 405
+        elif _under(url, self.img_prefix):
+            route = R_IMG
+        elif _under(url, self.rdr_prefix):
+            route = R_RDR
+        else:
+            return 0
+        conn.route = route | (m << 4)
+        return 1
+
+    # ---- answering -------------------------------------------------------
+    cdef int answer(self, HttpConnection conn, bint keep) except -1:
+        cdef double started = _mono()
+        cdef int route = conn.route & 0xF, method = conn.route >> 4, status
+        cdef Outcome res
+        cdef uint64_t epoch = 0
+        cdef str ip = conn.client_ip
+        cdef object refused
+        if self.resolver is not None:
+            ip = self.resolver.resolve(ip, {b"x-forwarded-for": conn.forwarded_for,
+                                            b"forwarded": conn.forwarded}
+                                       if conn.forwarded_for or conn.forwarded else {})
+        if self.limiting:
+            refused = self._limited(ip, keep)
+            if refused is not None:
+                return self._refuse(conn, route, 429, refused, started)
+        if method != M_HEAD and not (self.spool.healthy and
+                                     self.spool.bytes_used() < 0.9 * self.spool.max_bytes):
+            return self._refuse(conn, route, 503, self.app.unavailable_response(), started)
+        try:
+            epoch = self._record(conn, ip, method, &res)
+        except ParseError as exc:
+            return self._refuse(conn, route, 400,
+                                self.app.error_response(400, str(exc)), started)
+        status = 302 if route == R_RDR else 200
+        conn.answer_c(epoch, self._response(conn, route, method, &res, keep), keep)
+        self._count(route, status, _mono() - started)
+        return 0
+
+    cdef object _limited(self, str ip, bint keep):
+        cdef int wait = self.shared.allow(TRACK, ip, self.rate[0], self.rate[1],
+                                          self.rate[2], self.rate[3])
+        if not wait:
+            return None
+        self.app.stats.rate_limited(CLASS_NAMES[TRACK])
+        return responses.simple(429, self.date, "rate limited\n", close=not keep,
+                                extra=b"Retry-After: %d\r\n" % wait)
+
+    cdef int _refuse(self, HttpConnection conn, int route, int status, object answer,
+                     double started) except -1:
+        keep = status != 400 and status != 503 and b"Connection: close" not in answer
+        conn.answer_c(0, answer, keep)
+        self.app.stats.answered(_ROUTE_NAMES[route], status, _mono() - started)
+        return 0
+
+    cdef uint64_t _record(self, HttpConnection conn, str ip, int method,
+                          Outcome* res) except? 0:
+        """Parse the request into the spool (HEAD: into scratch); the epoch
+        its answer waits for (0 for HEAD)."""
+        cdef bytes url = conn.url, path, query = None, body = None, cookie = None
+        cdef const char* u = PyBytes_AS_STRING(url)
+        cdef const char* q = <const char*>memchr(u, b'?', PyBytes_GET_SIZE(url))
+        cdef Py_ssize_t start
+        cdef uint64_t epoch
+        if q == NULL:
+            path = url
+        else:
+            path = url[:q - u]
+            query = url[q - u + 1:]
+        if conn.cookie is not None:
+            cookie = cookie_vid_c(PyBytes_AS_STRING(conn.cookie), PyBytes_GET_SIZE(conn.cookie))
+        if method == M_POST:
+            body = b"".join(conn.body) if conn.body is not None else b""
+        if self.reference is not None:
+            return self._record_reference(path, query, body, ip, conn, cookie, method, res)
+        if method == M_HEAD:
+            self.scratch.len = 0
+            self.encoder.encode(&self.scratch, path, query, body, ip, conn.user_agent,
+                                conn.accept_language, cookie, _now_ms(), self.ids, res)
+            return 0
+        start = self.spool.begin()
+        try:
+            self.encoder.encode(&self.spool.open_group, path, query, body, ip,
+                                conn.user_agent, conn.accept_language, cookie, _now_ms(),
+                                self.ids, res)
+        except BaseException:
+            self.spool.rollback(start)
+            raise
+        epoch = self.spool.finish(start)
+        self.events += 1
+        return epoch
+
+    cdef uint64_t _record_reference(self, bytes path, bytes query, bytes body, str ip,
+                                    HttpConnection conn, bytes cookie, int method,
+                                    Outcome* res) except? 0:
+        """TRACKER_PURE_PARSE=1: the reference parser's record, same spool."""
+        from engine import record
+        data = self.reference(path, query, body, ip, conn.user_agent, conn.accept_language,
+                              cookie, _now_ms(), self.ids, self.url_filter)
+        event = record.decode(data)
+        memcpy(res.vid, PyBytes_AS_STRING(<bytes>data) + 26, 16)
+        res.new_visitor = bool(event.get("new_visitor"))
+        redirect = event["params"].get("redirect")
+        self._keep_redirect = None if redirect is None else redirect.encode("utf-8", "surrogatepass")
+        if self._keep_redirect is None:
+            res.redirect, res.redirect_len = NULL, -1
+        else:
+            res.redirect = PyBytes_AS_STRING(self._keep_redirect)
+            res.redirect_len = PyBytes_GET_SIZE(self._keep_redirect)
+        if method == M_HEAD:
+            return 0
+        self.events += 1
+        return self.spool.append(data)
+
+    cdef bytes _response(self, HttpConnection conn, int route, int method, Outcome* res,
+                         bint keep):
+        cdef Buf* b = &self.out
+        cdef bytes origin = conn.origin, location = None
+        cdef bint cookie = not (method == M_HEAD and res.new_visitor)
+        cdef bytes date = self.date.value
+        if route == R_RDR:
+            location = self._location(res)
+        b.len = 0
+        buf_reserve(b, 512 + (PyBytes_GET_SIZE(origin) if origin is not None else 0)
+                    + (PyBytes_GET_SIZE(location) if location is not None else 0)
+                    + PyBytes_GET_SIZE(self.debug_header))
+        _add(b, _FOUND if route == R_RDR else _OK)
+        if PyBytes_GET_SIZE(self.debug_header):
+            _add(b, self.debug_header)
+        _add(b, date)
+        _add(b, _SERVER)
+        _add(b, _GIF_HEAD if route == R_IMG else _EMPTY)
+        if cookie:
+            _add(b, _COOKIE)
+            _add_uuid(b, res.vid)
+            _add(b, _COOKIE_END_TLS if conn.tls else _COOKIE_END)
+        if origin is not None and header_safe(PyBytes_AS_STRING(origin),
+                                              PyBytes_GET_SIZE(origin)) \
+                and origin != b"null":
+            _add(b, _CORS)
+            _add(b, origin)
+            _add(b, _CORS_END)
+        _add(b, _NO_STORE)
+        if location is not None:
+            _add(b, _LOCATION)
+            _add(b, location)
+            _add_raw(b, b"\r\n", 2)
+        if not keep:
+            _add(b, _CLOSE)
+        _add_raw(b, b"\r\n", 2)
+        if route == R_IMG and method != M_HEAD:
+            _add(b, _PIXEL)
+        return PyBytes_FromStringAndSize(b.data, b.len)
+
+    cdef bytes _location(self, Outcome* res):
+        """Where /rdr sends the visitor: the redirect parameter when its host
+        is allowed (engine/ingest/redirect.py), else DefaultRedirect."""
+        cdef str target = None
+        cdef bytes location
+        if res.redirect_len >= 0:
+            target = PyUnicode_DecodeUTF8(res.redirect, res.redirect_len, "surrogatepass")
+        location = safe_redirect(target, self.redirect_hosts,
+                                 self.default_redirect).encode("utf-8", "replace")
+        if not header_safe(PyBytes_AS_STRING(location), PyBytes_GET_SIZE(location)):
+            location = self.default_redirect.encode("latin-1", "replace")
+        return location
+
+    # ---- tracking for other routes (proxy, static) -----------------------
+    def track(self, path, query, ip, user_agent, accept_language, cookie):
+        """Spool an event for a proxied or static request (not an answer of
+        its own: nothing waits for the group). Returns (vid, new visitor),
+        or None when the spool does not accept events now."""
+        cdef Outcome res
+        cdef Py_ssize_t start
+        cdef bytes cookie_vid = None
+        if not (self.spool.healthy and self.spool.bytes_used() < 0.9 * self.spool.max_bytes):
+            return None
+        if cookie is not None:
+            cookie_vid = cookie_vid_c(PyBytes_AS_STRING(cookie), PyBytes_GET_SIZE(cookie))
+        if self.reference is not None:
+            data = self.reference(path, query, None, ip, user_agent, accept_language,
+                                  cookie_vid, _now_ms(), self.ids, self.url_filter)
+            self.spool.append(data)
+            self.events += 1
+            from engine import record
+            event = record.decode(data)
+            return event["vid"], bool(event.get("new_visitor"))
+        start = self.spool.begin()
+        try:
+            self.encoder.encode(&self.spool.open_group, path, query, None, ip, user_agent,
+                                accept_language, cookie_vid, _now_ms(), self.ids, &res)
+        except BaseException:
+            self.spool.rollback(start)
+            raise
+        self.spool.finish(start)
+        self.events += 1
+        self.scratch.len = 0
+        buf_reserve(&self.scratch, 36)
+        _add_uuid(&self.scratch, res.vid)
+        return (PyBytes_FromStringAndSize(self.scratch.data, 36).decode("ascii"),
+                bool(res.new_visitor))
+
+    # ---- metrics ---------------------------------------------------------
+    cdef void _count(self, int route, int status, double seconds) noexcept:
+        cdef int i = 0
+        self.counts[route][0 if status == 200 else 1] += 1
+        while i < NBUCKETS - 1 and seconds > _BOUNDS[i]:
+            i += 1
+        self.buckets[route][i] += 1
+        self.seconds[route] += seconds
+
+    def drain_stats(self, stats):
+        """Move the counts since the last call into ``stats`` (WorkerStats)."""
+        cdef int route, i
+        for route in range(1, 4):
+            name = _ROUTE_NAMES[route]
+            for i, status in ((0, 200), (1, 302)):
+                if self.counts[route][i]:
+                    key = (name, status)
+                    stats.requests[key] = stats.requests.get(key, 0) + self.counts[route][i]
+                    self.counts[route][i] = 0
+            if self.seconds[route] or any(self.buckets[route][i] for i in range(NBUCKETS)):
+                slots = stats.latency.get(name)
+                if slots is None:
+                    slots = stats.latency[name] = [0] * NBUCKETS + [0.0]
+                for i in range(NBUCKETS):
+                    slots[i] += self.buckets[route][i]
+                    self.buckets[route][i] = 0
+                slots[NBUCKETS] += self.seconds[route]
+                self.seconds[route] = 0.0
+        stats.events += self.events
+        self.events = 0
+
+
+cdef bint _under(bytes url, bytes prefix):
+    """``url``'s path is ``prefix`` or below it (``/tr/v1``, ``/tr/v1/...``,
+    ``/tr/v1?...``)."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(prefix)
+    cdef const char* u = PyBytes_AS_STRING(url)
+    cdef char c
+    if PyBytes_GET_SIZE(url) < n or memcmp(u, PyBytes_AS_STRING(prefix), n) != 0:
+        return False
+    if PyBytes_GET_SIZE(url) == n:
+        return True
+    c = u[n]
+    return c == b'/' or c == b'?'
+

@@ -55,6 +55,7 @@ class WorkerStats:
         self.flushes = []       # (sink, seconds) not yet synced
         self.gauges = lambda: (0, 0, 0)  # () -> (open connections, queued events, spool bytes)
         self.upstream = None    # () -> (open, idle) proxy upstream connections, with ProxyUrl
+        self.sources = []       # (stats) -> None: compiled counters drained into these
         self._metrics = None
 
     # ---- hot path --------------------------------------------------------
@@ -119,6 +120,8 @@ class WorkerStats:
         m = self._metrics
         if m is None:
             return
+        for drain in self.sources:
+            drain(self)
         requests, self.requests = self.requests, {}
         for (route, status), n in requests.items():
             m["requests"].labels(route, str(status)).inc(n)

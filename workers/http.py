@@ -1,8 +1,11 @@
 """The HTTP worker process: one uvloop event loop serving the tracker routes.
 
-Lifecycle: bind an own SO_REUSEPORT socket (after the fork), start the sinks,
-start serving, tell the supervisor it is ready; on SIGTERM drain: stop
-listening, let in-flight requests finish, flush every batch, exit 0.
+It parses, spools and answers; it holds no store connection (the store
+processes read the spool, workers/store.py). Lifecycle: bind an own
+SO_REUSEPORT socket (after the fork), open the spool and start its committer
+thread, start serving, tell the supervisor it is ready; on SIGTERM drain:
+stop listening, let in-flight requests finish, settle the last spool group,
+exit 0 (the spool file stays for the store processes).
 """
 import asyncio
 import ctypes
@@ -13,24 +16,21 @@ import time
 
 import uvloop
 
-from engine.store.batcher import Batcher
-from engine.ingest.commit import GroupCommitter, OrphanReplay
-from engine.spool import SpoolWriter
+from engine.ingest._spool import SpoolWriter
+from engine.ingest._track import TrackRoutes
+from engine.ingest.app import TrackerApp
 from engine.limits.daily import DailyLimitUnavailable, build_checker
 from engine.tls.acmefiles import certificate_path
-from engine.ingest.app import TrackerApp
 from engine.tls.plainport import PlainPortApp
 from engine.tls.context import CertificateError, LiveCertificate, read_pair, server_context
 from engine.http.protocol import ConnectionRegistry, HttpConnection
 from engine.logs import configure, log
 from engine.metrics import WorkerStats
-from engine.store.sinks.registry import CriticalSinkDown, SinkEntryError, build_sinks, start_sinks
-from engine.parser import load_parser
+from engine.store.sinks.registry import SinkEntryError, build_sinks
 from workers import EXIT_BOOT, EXIT_OK
 
 TICK = 0.5
 TLS_BIND_RETRY = 10.0       # seconds between tries to open a late TLS listener
-ORPHAN_SCAN_TICKS = 10      # look for dead workers' spool files every 5 s
 PR_SET_PDEATHSIG = 1
 
 
@@ -98,6 +98,8 @@ class HttpWorker:
         self.parent = os.getppid()
         self.stop = None
         self.stats = WorkerStats()
+        self.board_address = 0      # the board slot's spool field (engine/board.py)
+        self.beat = None            # () -> None: the board heartbeat
         self.servers = []           # the asyncio servers this worker listens with
         self.cert = None            # LiveCertificate when serving TLS
         self.tls_server = None
@@ -112,42 +114,46 @@ class HttpWorker:
         self.cert = worker_certificate(cfg)
         sock = bind_socket(*cfg.listen)
         tls_sock = bind_socket(*cfg.listen_tls) if self.cert and self.cert.loaded else None
-        try:
-            sinks = build_sinks(cfg)
-        except SinkEntryError as exc:
-            raise BootError(str(exc)) from None
-        try:
-            unstarted = await start_sinks(sinks)
-        except CriticalSinkDown as exc:
-            raise BootError(str(exc)) from None
         self.stats.bind()
-        batcher = Batcher(sinks, self.stats, cfg.batch_max_events, cfg.batch_max_age_ms,
-                          cfg.queue_max_events, unstarted)
         registry = ConnectionRegistry(cfg)
         registry.clock = loop.time()
-        parser = load_parser()
-        app = TrackerApp(cfg, batcher, self.stats, parser, parser.TimeUUIDGen(), registry,
-                         self.shared, self.conn_slot, self.index)
-        self.stats.gauges = lambda: (len(registry.open), batcher.waiting(),
-                                     app.committer.spool.bytes_used if app.committer else 0)
-        try:
-            app.daily = build_checker(cfg, sinks)
-        except DailyLimitUnavailable as exc:
-            raise BootError(str(exc)) from None
-        committer, orphans = self.open_spool(batcher, app.unavailable_response)
-        app.committer = committer
+        app = TrackerApp(cfg, self.stats, registry, self.shared, self.conn_slot, self.index)
+        spool = self.open_spool(app)
+        pure = os.environ.get("TRACKER_PURE_PARSE") == "1"
+        fast = TrackRoutes(app, spool, pure=pure)
+        app.attach(spool, fast)
+        self.stats.sources.append(fast.drain_stats)
+        self.stats.gauges = lambda: (len(registry.open), spool.pending_records, spool.used)
+        app.daily = await self.daily_checker()
         await self.listen(app, registry, sock, tls_sock)
-        batcher.start()
-        if committer is not None:
-            committer.start()
-        ticker = loop.create_task(self.tick(registry, orphans))
+        spool.start(loop)
+        ticker = loop.create_task(self.tick(registry, spool))
         os.write(self.ready_fd, b"R")
         log.info("worker serving", listen="%s:%d" % cfg.listen, index=self.index,
                  tls=cfg.tls, listen_tls="%s:%d" % cfg.listen_tls if tls_sock else None,
-                 parser=parser.__name__)
+                 parser="engine.parse_ref" if pure else "engine._parse")
         await self.stop.wait()
         ticker.cancel()
-        await self.drain(app, registry, batcher, sinks)
+        await self.drain(app, registry, spool)
+
+    async def daily_checker(self):
+        """``ProxyDailyLimit``: the one store read an HTTP worker keeps (a
+        per-IP total, cached; engine/limits/daily.py)."""
+        cfg = self.config
+        if cfg.proxy_daily_limit <= 0:
+            return None
+        try:
+            sinks = build_sinks(cfg)
+            checker = build_checker(cfg, sinks)
+            kind = cfg.proxy_daily_limit_checker or "sqlite"
+            if kind == "cassandra":
+                await next(s for s in sinks if s.service == kind).start()
+        except (SinkEntryError, DailyLimitUnavailable) as exc:
+            raise BootError(str(exc)) from None
+        except Exception as exc:      # unreachable now: the checker fails open
+            log.error("daily limit store unreachable; requests allowed until it answers",
+                      error=repr(exc)[:200])
+        return checker
 
     async def listen(self, app, registry, sock, tls_sock):
         """Without TLS the tracker answers on the plain port; with TLS it
@@ -190,43 +196,35 @@ class HttpWorker:
                 self.tls_retry_at = now + TLS_BIND_RETRY
                 log.error("cannot open the TLS listener; retrying", reason=str(exc))
 
-    def open_spool(self, batcher, unavailable):
-        """Spool durability: this worker's write-ahead file, its committer, and
-        the replayer of files dead workers left behind. (None, None) in memory
-        durability."""
+    def open_spool(self, app):
+        """This worker's spool file and its committer thread ("memory"
+        durability: the same file without fdatasync)."""
         cfg = self.config
-        if cfg.durability != "spool":
-            return None, None
         try:
-            spool = SpoolWriter(cfg.spool_directory, [ch.sink_id for ch in batcher.channels],
-                                cfg.spool_max_bytes)
+            return SpoolWriter(cfg.spool_directory, cfg.spool_max_bytes,
+                               durable=cfg.durability == "spool",
+                               board_address=self.board_address,
+                               unavailable=app.unavailable_response)
         except OSError as exc:
             raise BootError(f"cannot write the spool in SpoolDirectory "
                             f"{cfg.spool_directory}: {exc.strerror}") from None
-        committer = GroupCommitter(spool, batcher, self.stats, unavailable)
-        batcher.on_written = committer.ack
-        orphans = OrphanReplay(cfg.spool_directory, lambda: {spool.path}, batcher,
-                               committer.io, cfg.batch_max_events)
-        return committer, orphans
 
-    async def tick(self, registry, orphans):
+    async def tick(self, registry, spool):
         loop = asyncio.get_running_loop()
-        ticks, scan = 0, None
         while True:
-            if orphans is not None and ticks % ORPHAN_SCAN_TICKS == 0 and \
-                    (scan is None or scan.done()):
-                scan = loop.create_task(orphans.scan())
-            ticks += 1
             await asyncio.sleep(TICK)
             registry.sweep(loop.time())
+            spool.refresh_old_bytes()
             if self.cert is not None:
                 await self.watch_certificate()
             self.stats.sync()
+            if self.beat is not None:
+                self.beat()
             if os.getppid() != self.parent:
                 log.warning("supervisor gone; draining")
                 self.stop.set()
 
-    async def drain(self, app, registry, batcher, sinks):
+    async def drain(self, app, registry, spool):
         started = time.monotonic()
         timeout = self.config.drain_timeout
         app.draining = True
@@ -240,25 +238,12 @@ class HttpWorker:
             registry.sweep(loop.time())   # the ticker is stopped: idle ones close here
         for conn in list(registry.open):
             conn.close()
-        if app.committer is not None:
-            await app.committer.flush()
-        left = await batcher.drain(max(0.5, timeout - (time.monotonic() - started)))
-        if app.committer is not None and not await app.committer.close():
-            log.warning("undelivered events stay in the spool for the next start",
-                        path=app.committer.spool.path)
+        try:
+            await asyncio.wait_for(spool.flush(), max(0.5, timeout - (time.monotonic() - started)))
+        except asyncio.TimeoutError:
+            log.error("the last spool group did not settle in time", path=spool.path)
+        spool.close()
         self.stats.sync()
-        for sink in sinks:
-            # Bounded: a store stuck mid-write must not hold the exit past the
-            # drain timeout (its batches are safe in the spool).
-            remaining = max(0.5, timeout - (time.monotonic() - started))
-            try:
-                await asyncio.wait_for(sink.close(), remaining)
-            except asyncio.TimeoutError:
-                log.error("sink did not close in time", sink=sink.service)
-            except Exception as exc:
-                log.error("sink close failed", sink=sink.service, error=repr(exc))
-        if left:
-            log.error("drain timed out; events not written", pending=left)
         log.info("worker drained", seconds=round(time.monotonic() - started, 3))
 
 

@@ -1,11 +1,13 @@
-"""Routing and the handlers of DESIGN.md §2, for one worker.
+"""Routing and the handlers of DESIGN.md §2 that run in Python, for one worker.
 
-``TrackerApp.handle`` turns a parsed request into response bytes,
-synchronously: tracking parses (Cython), enqueues into the batcher and
-answers; storage happens later in the batcher's tasks.
+The tracking routes (/tr, /img, /rdr with GET, HEAD and POST) are answered in
+compiled code (``TrackRoutes``, engine/ingest/_track.pyx) straight from the
+connection; this app answers everything else: CORS preflights and wrong
+methods on the tracking routes, the service routes, static files, the
+reverse proxy, and the refusals (429, 503, 400). Proxied and static
+requests are tracked through ``TrackRoutes.track`` into the same spool.
 """
 import os
-import time
 import traceback
 from time import perf_counter
 from urllib.parse import quote_from_bytes
@@ -15,25 +17,13 @@ import orjson
 from engine import metrics
 from engine.http import responses
 from engine.limits.clientip import ClientIP
-from engine.errors import ParseError
 from engine.limits.policy import CLASS_NAMES, PROXY, SERVICE, STATIC, TRACK, any_enabled
 from engine.logs import log
-from engine.ingest.redirect import normalise_hosts, safe_redirect
-from engine.spool import SpoolFull
+from engine.ingest.redirect import normalise_hosts
 
 COOKIE_MAX_AGE = 31536000  # one year
 JSON = b"application/json"
-GIF = b"image/gif"
 PREFLIGHT_METHODS = b"Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
-
-
-def cookie_value(raw, name=b"vid"):
-    """The value of cookie ``name`` in a Cookie header, or None."""
-    for part in raw.split(b";"):
-        key, sep, value = part.strip().partition(b"=")
-        if sep and key == name:
-            return value.strip(b'"').decode("latin-1")
-    return None
 
 
 def _header_safe(value):
@@ -41,17 +31,19 @@ def _header_safe(value):
 
 
 class TrackerApp:
-    def __init__(self, config, batcher, stats, parser, ids, registry, shared, conn_slot,
-                 worker_index=0):
+    """What ``HttpConnection`` calls (``admit_connection``, ``connection_closed``,
+    ``route_head``, ``handle``, ``error_response``, ``count_error``,
+    ``internal_error``) and reads (``fast``: the compiled routes, ``commits``:
+    the spool's group state). ``attach`` gives it the spool and the compiled
+    routes once the worker has opened them."""
+
+    def __init__(self, config, stats, registry, shared, conn_slot, worker_index=0):
         self.config = config
-        self.batcher = batcher
         self.stats = stats
-        self.parse = parser.parse_track
-        self.ids = ids
         self.registry = registry
         self.date = registry.date
         self.draining = False
-        self.url_filter = config.url_filter
+        self.store_down = ()            # names of Critical stores reported down
         self.redirect_hosts = normalise_hosts(config.redirect_hosts)
         self.max_conns = config.maximum_connections
         self.shared = shared            # node-wide limits (engine.limits._bucket)
@@ -65,7 +57,8 @@ class TrackerApp:
                              if config.debug else b"")
         self.routes = self._route_table(config.api_prefix.encode())
         self.daily = None               # ProxyDailyLimit checker (engine.limits.daily), if set
-        self.committer = None           # GroupCommitter in spool durability
+        self.commits = None             # the SpoolWriter (engine/ingest/_spool.pyx)
+        self.fast = None                # TrackRoutes (engine/ingest/_track.pyx)
         self.proxy = None               # ReverseProxy when ProxyUrl is set (engine.proxy)
         if config.proxy_url:
             from engine.proxy import ReverseProxy
@@ -74,6 +67,10 @@ class TrackerApp:
         if config.static_directory and os.path.isdir(config.static_directory):
             from engine.static import StaticFiles
             self.static = StaticFiles(config, self.date)
+
+    def attach(self, spool, fast):
+        self.commits = spool
+        self.fast = fast
 
     def _route_table(self, version):
         tracked = {b"tr": ("track", self.track, TRACK), b"img": ("img", self.img, TRACK),
@@ -84,11 +81,6 @@ class TrackerApp:
         self.version = version
         self.visit_path = b"/tr/" + version     # proxied/static visits parse as a bare track
         return tracked, fixed
-
-    @property
-    def commits(self):
-        """Where answers wait for their spool group (HttpConnection reads it)."""
-        return self.committer
 
     # ---- connection hooks ------------------------------------------------
     def admit_connection(self, conn):
@@ -184,27 +176,32 @@ class TrackerApp:
         if refused is not None:
             self.stats.answered("proxy", refused[0], 0.0)
             return refused[1]
-        event = self._visit(conn, req, b"proxy")
+        visitor = self._visit(conn, req, b"proxy")
         cookie = b""
-        if event is not None and event.get("new_visitor"):
-            cookie = self._cookie(conn, event)
+        if visitor is not None and visitor[1]:
+            cookie = self._cookie(conn, visitor)
         upgrade = req.headers.get(b"upgrade") if req.upgrade else None
         return proxy.exchange(conn, req, keep, cookie, upgrade)
 
     def _visit(self, conn, req, kind):
         """Track a proxied or static request as an event whose url is the
         request's (absolute) URL. Its answer does not wait for the spool: it
-        is not a tracking acknowledgement. None when it could not be queued."""
+        is not a tracking acknowledgement. Returns (vid, new visitor), or
+        None when it was not tracked (HEAD, or the spool refuses events)."""
+        if req.method == b"HEAD":
+            return None
         host = req.headers.get(b"host") or b"localhost"
         url = (b"https://" if conn.tls else b"http://") + host + req.url
         query = b"url=" + quote_from_bytes(url, safe="").encode() + b"&etyp=" + kind
         if req.method != b"GET":
             query += b"&method=" + quote_from_bytes(req.method, safe="").encode()
-        event, refused = self._accept(conn, req, self.visit_path, query, None)
-        req.wait_epoch = 0
-        if event is None:
-            self.stats.request(kind.decode() + "_untracked", refused[0])
-        return event
+        headers = req.headers
+        visitor = self.fast.track(self.visit_path, query, req.client_ip,
+                                  headers.get(b"user-agent"), headers.get(b"accept-language"),
+                                  headers.get(b"cookie"))
+        if visitor is None:
+            self.stats.request(kind.decode() + "_untracked", 503)
+        return visitor
 
     def not_found(self, conn, req, path, query, keep):
         return 404, self._plain(404, "not found\n", keep)
@@ -219,57 +216,16 @@ class TrackerApp:
     def _plain(self, status, text, keep, extra=b""):
         return responses.simple(status, self.date, text, close=not keep, extra=extra)
 
-    # ---- tracking --------------------------------------------------------
-    def _accept(self, conn, req, path, query, body):
-        """Parse and enqueue one event. Returns (event, None) or (None, response).
-        A HEAD request is parsed (its answer has the GET's headers) but never
-        tracked: mail scanners and link prefetchers probe with HEAD."""
-        if req.method == b"HEAD":
-            return self._parse(req, path, query, None), None
-        committer = self.committer
-        if not self.batcher.accepting or (committer is not None and not committer.accepting):
-            return None, (503, self.unavailable_response())
-        try:
-            event = self._parse(req, path, query, body)
-        except ParseError as exc:
-            return None, (400, self._plain(400, str(exc) + "\n", False))
-        if committer is None:           # memory durability: queued is accepted
-            self.batcher.put(event)
-            self.stats.events += 1
-            return event, None
-        try:                            # spool: answered once the group is fsynced
-            req.wait_epoch = committer.append(event)
-        except SpoolFull:
-            return None, (503, self.unavailable_response())
-        return event, None
-
-    def _parse(self, req, path, query, body):
-        headers = req.headers
-        raw_cookie = headers.get(b"cookie")
-        ua = headers.get(b"user-agent")
-        lang = headers.get(b"accept-language")
-        return self.parse(
-            path, query, body, req.client_ip,
-            None if ua is None else ua.decode("utf-8", "replace"),
-            None if lang is None else lang.decode("latin-1"),
-            None if raw_cookie is None else cookie_value(raw_cookie),
-            time.time_ns() // 1000000, self.ids, self.url_filter)
-
+    # ---- tracking routes (what the compiled ones leave) --------------------
     def unavailable_response(self):
         """503 for an event that cannot be accepted now (queue or spool full,
         spool write failed): the client keeps it and retries."""
         return self._plain(503, "busy, retry\n", False, b"Retry-After: 1\r\n")
 
-    def _cookie(self, conn, event):
+    def _cookie(self, conn, visitor):
+        """Set-Cookie for a (vid, new visitor) that a proxied request made."""
         return b"Set-Cookie: vid=%s; Max-Age=%d; Path=/; SameSite=Lax%s\r\n" % (
-            event["vid"].encode(), COOKIE_MAX_AGE, b"; Secure" if conn.tls else b"")
-
-    def _tracking_headers(self, conn, req, event):
-        if req.method == b"HEAD" and event.get("new_visitor"):
-            cookie = b""    # a probe mints no visitor: nothing was tracked
-        else:
-            cookie = self._cookie(conn, event)
-        return cookie + self._cors(req) + responses.NO_STORE
+            visitor[0].encode(), COOKIE_MAX_AGE, b"; Secure" if conn.tls else b"")
 
     def _cors(self, req):
         origin = req.headers.get(b"origin")
@@ -280,21 +236,11 @@ class TrackerApp:
                 b"\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n")
 
     def track(self, conn, req, path, query, keep):
-        method = req.method
-        if method == b"OPTIONS":
+        """/tr with what TrackRoutes leaves: the CORS preflight, wrong methods."""
+        if req.method == b"OPTIONS":
             return 200, self._preflight(req, keep)
-        if method == b"GET" or method == b"HEAD":
-            body = None
-        elif method == b"POST":
-            body = req.body or b""
-        else:
-            return 405, self._plain(405, "method not allowed\n", keep,
-                                    b"Allow: GET, HEAD, POST, OPTIONS\r\n")
-        event, refused = self._accept(conn, req, path, query, body)
-        if refused:
-            return refused
-        return 200, responses.build(200, self.date, self._tracking_headers(conn, req, event),
-                                    content_type=None, close=not keep)
+        return 405, self._plain(405, "method not allowed\n", keep,
+                                b"Allow: GET, HEAD, POST, OPTIONS\r\n")
 
     def _preflight(self, req, keep):
         asked = req.headers.get(b"access-control-request-headers")
@@ -307,28 +253,10 @@ class TrackerApp:
         return responses.build(200, self.date, headers, content_type=None, close=not keep)
 
     def img(self, conn, req, path, query, keep):
-        if req.method not in (b"GET", b"HEAD"):
-            return 405, self._plain(405, "method not allowed\n", keep, b"Allow: GET, HEAD\r\n")
-        event, refused = self._accept(conn, req, path, query, None)
-        if refused:
-            return refused
-        return 200, responses.build(200, self.date, self._tracking_headers(conn, req, event),
-                                    body=responses.PIXEL_GIF, content_type=GIF,
-                                    close=not keep, head=req.method == b"HEAD")
+        """/img and /rdr with a method TrackRoutes does not take."""
+        return 405, self._plain(405, "method not allowed\n", keep, b"Allow: GET, HEAD\r\n")
 
-    def rdr(self, conn, req, path, query, keep):
-        if req.method not in (b"GET", b"HEAD"):
-            return 405, self._plain(405, "method not allowed\n", keep, b"Allow: GET, HEAD\r\n")
-        event, refused = self._accept(conn, req, path, query, None)
-        if refused:
-            return refused
-        target = safe_redirect(event["params"].get("redirect"), self.redirect_hosts,
-                               self.config.default_redirect)
-        location = target.encode("utf-8", "replace")
-        if not _header_safe(location):
-            location = self.config.default_redirect.encode("latin-1", "replace")
-        headers = self._tracking_headers(conn, req, event) + b"Location: " + location + b"\r\n"
-        return 302, responses.build(302, self.date, headers, content_type=None, close=not keep)
+    rdr = img
 
     def static_file(self, conn, req, path, query, keep):
         if self.static is None:
@@ -347,15 +275,12 @@ class TrackerApp:
         return 200, self._plain(200, "pong", keep)
 
     def ready(self, conn, req, path, query, keep):
-        down = [ch.name for ch in self.batcher.channels if ch.sink.critical and not ch.healthy]
         if self.draining:
             return 503, self._plain(503, "draining\n", keep)
-        if not self.batcher.accepting:
-            return 503, self._plain(503, "queue full\n", keep)
-        if self.committer is not None and not self.committer.accepting:
+        if self.commits is not None and not self.commits.accepting:
             return 503, self._plain(503, "spool full or failing\n", keep)
-        if down:
-            return 503, self._plain(503, "store down: %s\n" % ", ".join(down), keep)
+        if self.store_down:
+            return 503, self._plain(503, "store down: %s\n" % ", ".join(self.store_down), keep)
         return 200, self._plain(200, "ready\n", keep)
 
     def status(self, conn, req, path, query, keep):

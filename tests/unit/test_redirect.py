@@ -1,6 +1,6 @@
 import pytest
 
-from engine.ingest.app import cookie_value
+from engine.parse_ref import cookie_value
 from engine.ingest.redirect import normalise_hosts, safe_redirect
 
 ALLOWED = normalise_hosts(["Example.com", "partner.org."])
@@ -27,7 +27,7 @@ def test_no_allowed_hosts_means_default():
 
 
 def test_cookie_value():
-    assert cookie_value(b"a=1; vid=abc; b=2") == "abc"
-    assert cookie_value(b'vid="q"') == "q"
+    assert cookie_value(b"a=1; vid=abc; b=2") == b"abc"
+    assert cookie_value(b'vid="q"') == b"q"
     assert cookie_value(b"xvid=1; vidx=2") is None
     assert cookie_value(b"") is None

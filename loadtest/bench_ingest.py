@@ -1,0 +1,384 @@
+"""Ingest benchmark: the tracked request path against nginx, in one run.
+
+    python loadtest/bench_ingest.py [--duration 8] [--rounds 3] [--connections 64]
+        [--servers nginx,spool,sqlite] [--modes plain,tls,plain-close,tls-close]
+        [--before DIR] [--latency] [--json FILE]
+
+Servers, each with one worker process pinned to cpu 1 (wrk on cpu 0):
+- ``nginx``: nginx's empty_gif at /pixel.gif, with a buffered access-log line
+  per request (an access log is what a tracking pixel on nginx would keep);
+- ``spool``: the collector with ``Notify: []``: parse, spool (fdatasync'ed
+  group commit) and answer, the ingest path alone;
+- ``sqlite``: the collector with its embedded SQLite store; its CPU includes
+  the store process, counted until every accepted event is written;
+- ``before``: ``--before DIR``, a checkout of an earlier version with its own
+  ``.venv`` (``tracker`` from there), run as ``spool`` is.
+
+Requests come from loadtest/visitors.lua: generated visitors (40 % new, the
+others with a cookie from a pool of 20,000), 500 pages, 50 referrers, a uid,
+lat/lon and score per request; nginx gets the same generated path. Modes:
+``plain``/``tls`` keep-alive, ``-close`` a new connection per request.
+
+Reported per server and mode (medians over interleaved rounds): requests/s,
+p50/p99 (wrk, at saturation), server CPU per request (the whole process tree,
+from /proc) and its ratio to nginx's in the same mode. ``--latency`` adds a
+constant-rate run at half of each server's measured peak with ``oha``
+(``cargo install oha --locked``), corrected for coordinated omission, and
+reports its p50/p99. The machine is shared: quote ratios and medians.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from loadtest.bench_http import children, cpu_seconds, free_port, parse_wrk, pin  # noqa: E402
+from loadtest.bench_tls import self_signed  # noqa: E402
+from loadtest.run import nginx_binary, wait_port  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LUA = os.path.join(HERE, "visitors.lua")
+MODES = ("plain", "tls", "plain-close", "tls-close")
+
+
+class Nginx:
+    """nginx, one worker, empty_gif at /pixel.gif, a buffered access log."""
+    name = "nginx"
+
+    def __init__(self, directory, cert):
+        self.dir = directory
+        self.port, self.tls_port = free_port(), free_port()
+        os.makedirs(directory, exist_ok=True)
+        user = "user root root;\n" if os.geteuid() == 0 else ""
+        temp = "\n".join(f"  {k}_temp_path {directory}/{k};"
+                         for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        conf = os.path.join(directory, "nginx.conf")
+        with open(conf, "w") as fh:
+            fh.write(f"""worker_processes 1;
+{user}daemon off;
+pid {directory}/nginx.pid;
+error_log {directory}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+{temp}
+  access_log {directory}/access.log combined buffer=64k flush=1s;
+  keepalive_timeout 60s;
+  keepalive_requests 100000000;
+  server {{
+    listen 127.0.0.1:{self.port} reuseport;
+    listen 127.0.0.1:{self.tls_port} ssl reuseport;
+    ssl_certificate {cert[0]};
+    ssl_certificate_key {cert[1]};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location = /pixel.gif {{ empty_gif; add_header Cache-Control "no-store"; }}
+    location / {{ return 404; }}
+  }}
+}}
+""")
+        self.proc = subprocess.Popen(pin("1") + [nginx_binary(), "-p", directory, "-c", conf,
+                                                 "-e", os.path.join(directory, "error.log")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, self.proc)
+        wait_port(self.tls_port, self.proc)
+
+    def url(self, tls):
+        return (f"https://127.0.0.1:{self.tls_port}" if tls else f"http://127.0.0.1:{self.port}")
+
+    lua_target = "nginx"
+    track_path = "/pixel.gif?p=/ename/view"
+
+    def cpu(self):
+        return cpu_seconds([self.proc.pid] + children(self.proc.pid))
+
+    def settle(self):
+        pass
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGQUIT)
+        try:
+            return self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+class Collector:
+    """``tracker serve`` with one HTTP worker, plain HTTP or local TLS (with
+    TLS on, the plain port only redirects, so each mode has its own process)."""
+
+    def __init__(self, directory, cert, notify, tracker, tls):
+        os.makedirs(directory, exist_ok=True)
+        self.tls = tls
+        self.port = free_port()
+        self.tls_port = free_port()
+        self.db = os.path.join(directory, "tracker.db") if notify else None
+        config = {"TLS": "off", "ProxyPort": f"127.0.0.1:{self.port}",
+                  "LogLevel": "warning", "MaximumConnections": 0,
+                  "Notify": [{"Service": "sqlite", "Path": self.db}] if notify else []}
+        if tls:
+            config.update({"TLS": "local", "TLSCert": cert[0], "TLSKey": cert[1],
+                           "ProxyPortTLS": f"127.0.0.1:{self.tls_port}"})
+        path = os.path.join(directory, "config.json")
+        with open(path, "w") as fh:
+            json.dump(config, fh)
+        self.log = open(os.path.join(directory, "tracker.log"), "wb")
+        self.proc = subprocess.Popen(pin("1") + [tracker, "serve", "--config", path,
+                                                 "--workers", "1"],
+                                     stdout=self.log, stderr=self.log)
+        wait_port(self.tls_port if tls else self.port, self.proc, timeout=60)
+
+    @property
+    def base(self):
+        return f"https://127.0.0.1:{self.tls_port}" if self.tls else f"http://127.0.0.1:{self.port}"
+
+    def cpu(self):
+        pids = [self.proc.pid]
+        for child in children(self.proc.pid):
+            pids += [child] + children(child)
+        return cpu_seconds(pids)
+
+    def metrics(self):
+        import ssl
+        with urllib.request.urlopen(self.base + "/metrics", timeout=10,
+                                    context=ssl._create_unverified_context()) as r:
+            return r.read().decode()
+
+    def settle(self, timeout=300):
+        """Wait until the store wrote every accepted event (sqlite)."""
+        if self.db is None:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.metrics()
+            accepted = _metric(text, r"tracker_events_total")
+            written = _metric(text, r'tracker_sink_events_written_total\{sink="sqlite"\}')
+            if written >= accepted:
+                return
+            time.sleep(0.2)
+        raise SystemExit(f"the store did not catch up in {timeout} s")
+
+    def stored(self):
+        with sqlite3.connect(self.db) as conn:
+            return conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(120)
+        finally:
+            self.log.close()
+
+
+class CollectorPair:
+    """A collector configuration as a server of this benchmark: a plain and a
+    TLS process, started only for the modes asked."""
+    lua_target = "tracker"
+    track_path = "/tr/v1/ename/view"
+
+    def __init__(self, name, directory, cert, notify, tracker, modes):
+        self.name = name
+        self.plain = self.secure = None
+        if any(not m.startswith("tls") for m in modes):
+            self.plain = Collector(os.path.join(directory, "plain"), cert, notify, tracker, False)
+        if any(m.startswith("tls") for m in modes):
+            self.secure = Collector(os.path.join(directory, "tls"), cert, notify, tracker, True)
+        self.db = notify or None
+        self.active = None
+
+    def url(self, tls):
+        self.active = self.secure if tls else self.plain
+        return self.active.base
+
+    def cpu(self):
+        return sum(c.cpu() for c in (self.plain, self.secure) if c is not None)
+
+    def settle(self):
+        if self.active is not None:
+            self.active.settle()
+
+    def stored(self):
+        return sum(c.stored() for c in (self.plain, self.secure) if c is not None)
+
+    def stop(self):
+        codes = [c.stop() for c in (self.plain, self.secure) if c is not None]
+        return next((code for code in codes if code), 0)
+
+
+def _metric(text, pattern):
+    m = re.search(rf"^{pattern} ([\d.e+]+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def run_wrk(server, mode, args, tag):
+    tls = mode.startswith("tls")
+    cmd = pin("0") + ["wrk", "-t1", f"-c{args.connections}", f"-d{max(1, round(args.duration))}s",
+                      "--latency", "-s", LUA]
+    if mode.endswith("close"):
+        cmd += ["-H", "Connection: close"]
+    cmd += [server.url(tls), "--", server.lua_target, "40", tag]
+    return parse_wrk(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+
+
+def measure(server, mode, args, tag):
+    before = server.cpu()
+    result = run_wrk(server, mode, args, tag)
+    server.settle()
+    result["cpu_us_per_req"] = (server.cpu() - before) * 1e6 / max(1, result["requests"])
+    return result
+
+
+def constant_rate(server, mode, rate, args):
+    """oha at ``rate`` req/s for --latency-seconds, corrected for coordinated
+    omission: (p50 ms, p99 ms, non-2xx share)."""
+    tls = mode.startswith("tls")
+    cmd = pin("0") + ["oha", "--no-tui", "-q", str(int(rate)), "-z", f"{args.latency_seconds}s",
+                      "-c", str(args.connections), "--latency-correction", "--insecure",
+                      "--output-format", "json"]
+    if mode.endswith("close"):
+        cmd.append("--disable-keepalive")
+    cmd.append(server.url(tls) + server.track_path)
+    out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    pct = out["latencyPercentiles"]
+    codes = out.get("statusCodeDistribution", {})
+    ok = sum(v for k, v in codes.items() if k.startswith(("2", "3")))
+    total = sum(codes.values()) or 1
+    return pct["p50"] * 1e3, pct["p99"] * 1e3, 1 - ok / total
+
+
+def start_servers(names, directory, cert, before, modes):
+    tracker = shutil.which("tracker", path=os.path.dirname(sys.executable)) or "tracker"
+    servers = []
+    for name in names:
+        where = os.path.join(directory, name)
+        if name == "nginx":
+            servers.append(Nginx(where, cert))
+        elif name in ("spool", "sqlite"):
+            servers.append(CollectorPair(name, where, cert, name == "sqlite", tracker, modes))
+        elif name == "before":
+            if not before:
+                raise SystemExit("--servers before needs --before DIR")
+            servers.append(CollectorPair(name, where, cert, False,
+                                         os.path.join(before, ".venv", "bin", "tracker"), modes))
+        else:
+            raise SystemExit(f"unknown server {name!r}")
+    return servers
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=float, default=8)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--servers", default="nginx,spool,sqlite")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--before", help="a checkout of an earlier version with its own .venv")
+    ap.add_argument("--latency", action="store_true", help="constant-rate p99 with oha")
+    ap.add_argument("--latency-seconds", type=int, default=10)
+    ap.add_argument("--json", help="write the figures here too")
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (Debian package: wrk)")
+    names = args.servers.split(",")
+    modes = args.modes.split(",")
+    directory = tempfile.mkdtemp(prefix="tracker-ingest-")
+    cert = self_signed(directory)
+    servers = start_servers(names, directory, cert, args.before, modes)
+    runs = {(s.name, m): [] for s in servers for m in modes}
+    codes = {}
+    try:
+        for r in range(args.rounds):
+            for mode in modes:
+                for server in servers:
+                    runs[(server.name, mode)].append(measure(server, mode, args, f"{r}{mode}"))
+                    print(f"round {r + 1} {mode:12} {server.name:7} "
+                          f"{runs[(server.name, mode)][-1]['rps']:9.0f} req/s "
+                          f"{runs[(server.name, mode)][-1]['cpu_us_per_req']:6.1f} us/req",
+                          flush=True)
+        latency = {}
+        if args.latency:
+            for mode in modes:
+                for server in servers:
+                    peak = statistics.median(x["rps"] for x in runs[(server.name, mode)])
+                    latency[(server.name, mode)] = (peak / 2,) + constant_rate(
+                        server, mode, peak / 2, args)
+        stored = {s.name: s.stored() for s in servers if getattr(s, "db", None)}
+    finally:
+        for server in servers:
+            codes[server.name] = server.stop()
+    report = summarise(runs, latency, stored, codes, args)
+    print(format_report(report))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2)
+    shutil.rmtree(directory, ignore_errors=True)
+    check(report, runs, args)
+
+
+def summarise(runs, latency, stored, codes, args):
+    rows = []
+    for (name, mode), rs in runs.items():
+        med = {k: statistics.median(r[k] for r in rs)
+               for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req")}
+        nginx = runs.get(("nginx", mode))
+        if nginx:
+            base = statistics.median(r["cpu_us_per_req"] for r in nginx)
+            med["nginx_cpu_ratio"] = base / med["cpu_us_per_req"]   # >1 is cheaper than nginx
+        if (name, mode) in latency:
+            rate, p50, p99, refused = latency[(name, mode)]
+            med.update(rate=rate, cr_p50_ms=p50, cr_p99_ms=p99, cr_refused=refused)
+        med["non2xx"] = sum(r["non2xx"] for r in rs)
+        med["answered"] = sum(r["requests"] - r["non2xx"] for r in rs)
+        rows.append({"server": name, "mode": mode, **med})
+    return {"config": vars(args), "rows": rows, "stored": stored, "exit_codes": codes}
+
+
+def format_report(rep):
+    c = rep["config"]
+    lines = [f"wrk -t1 -c{c['connections']} with loadtest/visitors.lua, {c['rounds']} rounds x "
+             f"{c['duration']} s, one worker on cpu 1; medians",
+             f"{'mode':12} {'server':7} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
+             f"{'us/req':>7} {'nginx/us':>8}" +
+             (f" {'rate':>7} {'cr p50':>7} {'cr p99':>7}" if c["latency"] else "")]
+    for row in sorted(rep["rows"], key=lambda r: (MODES.index(r["mode"]) if r["mode"] in MODES
+                                                  else 9, r["server"])):
+        line = (f"{row['mode']:12} {row['server']:7} {row['rps']:9.0f} {row['p50_ms']:7.2f} "
+                f"{row['p99_ms']:7.2f} {row['cpu_us_per_req']:7.2f} "
+                f"{row.get('nginx_cpu_ratio', float('nan')):8.2f}")
+        if "rate" in row:
+            line += f" {row['rate']:7.0f} {row['cr_p50_ms']:7.2f} {row['cr_p99_ms']:7.2f}"
+        lines.append(line)
+    lines.append("nginx/us: nginx's CPU per request / this server's (1.00 = as cheap as nginx)")
+    if rep["stored"]:
+        lines.append(f"stored events: {rep['stored']}; exit codes: {rep['exit_codes']}")
+    return "\n".join(lines)
+
+
+def check(report, runs, args):
+    """Every 2xx/3xx a store answered must be stored (wrk may stop counting
+    up to one request per connection per run that the server answered)."""
+    failed = []
+    for name, count in report["stored"].items():
+        answered = sum(r["requests"] - r["non2xx"] for (n, _m), rs in runs.items()
+                       if n == name for r in rs)
+        slack = args.connections * args.rounds * len(args.modes.split(","))
+        if not answered <= count <= answered + slack:
+            failed.append(f"{name}: {answered} answered, {count} stored")
+    bad = [n for n, code in report["exit_codes"].items() if code not in (0, None)]
+    if bad:
+        failed.append(f"exit codes {report['exit_codes']}")
+    if failed:
+        raise SystemExit("FAILED: " + "; ".join(failed))
+
+
+if __name__ == "__main__":
+    main()

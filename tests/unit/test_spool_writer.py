@@ -1,0 +1,168 @@
+"""The compiled spool writer (engine/ingest/_spool.pyx): its files, frames,
+rotation, board publishing and the release of waiting answers, on a real
+event loop and real files."""
+import asyncio
+import fcntl
+import os
+import struct
+import zlib
+
+import uvloop
+
+from engine.board import Board, unpack_spool
+from engine.http.protocol import ConnectionRegistry, HttpConnection
+from engine.ingest._spool import SpoolWriter, crc32
+
+
+def frames(path):
+    """[(seq, payload)] of a spool file, checking header and every CRC."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    assert data[:8] == b"TRKSPOOL" and struct.unpack("<II", data[8:16]) == (2, 0)
+    out, i = [], 16
+    while i < len(data):
+        length, crc, seq = struct.unpack_from("<IIQ", data, i)
+        payload = data[i + 16:i + 16 + length]
+        assert len(payload) == length
+        assert zlib.crc32(payload, zlib.crc32(struct.pack("<Q", seq))) == crc
+        out.append((seq, payload))
+        i += 16 + length
+    return out
+
+
+def locked(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def run(coro):
+    return uvloop.run(coro)
+
+
+def test_crc_is_zlibs():
+    for data in (b"", b"a", b"x" * 7, b"y" * 8, bytes(range(256)) * 9):
+        assert crc32(data) == zlib.crc32(data)
+        assert crc32(data, 1234) == zlib.crc32(data, 1234)
+
+
+def test_records_in_order_and_board_published(tmp_path):
+    board = Board(4)
+    slot = board.slot(board.take())
+    slot.claim("http", 0)
+
+    async def main():
+        w = SpoolWriter(str(tmp_path), 1 << 24, board_address=slot.field_address("spool"),
+                        unavailable=lambda: b"503")
+        w.start(asyncio.get_running_loop())
+        settled = []
+        w.on_settled = lambda epoch, ok, records: settled.append((epoch, ok, records))
+        epochs = []
+        for i in range(1000):
+            epochs.append(w.append(b"event %d" % i))
+            if i % 97 == 0:
+                await asyncio.sleep(0)          # let groups form and settle
+        await w.flush()
+        path = w.path
+        w.close()
+        return epochs, settled, path
+
+    epochs, settled, path = run(main())
+    assert epochs == sorted(epochs) and epochs[0] == 1
+    assert [e for e, _, _ in settled] == list(range(1, len(settled) + 1))
+    assert all(ok for _, ok, _ in settled) and sum(n for _, _, n in settled) == 1000
+    assert frames(path) == [(i + 1, b"event %d" % i) for i in range(1000)]
+    file_no, committed = unpack_spool(board.read(slot.number)[4])
+    assert (file_no, committed) == (1, os.path.getsize(path))
+    assert not locked(path)                     # closed: a store may read it to its end
+
+
+def test_rotation_unlocks_the_old_file_and_seq_goes_on(tmp_path):
+    board = Board(2)
+    slot = board.slot(board.take())
+    slot.claim("http", 0)
+    payload = b"p" * 1000
+
+    async def main():
+        w = SpoolWriter(str(tmp_path), 1 << 20, rotate_bytes=1 << 16,
+                        board_address=slot.field_address("spool"), unavailable=lambda: b"")
+        w.start(asyncio.get_running_loop())
+        for i in range(200):
+            w.append(payload)
+            await asyncio.sleep(0)
+        await w.flush()
+        live = w.path
+        state = (locked(live), unpack_spool(board.read(slot.number)[4]))
+        w.close()
+        return live, state
+
+    live, (was_locked, (file_no, committed)) = run(main())
+    names = sorted(os.listdir(tmp_path), key=lambda n: int(n.split("-")[1].split(".")[0]))
+    assert len(names) >= 2 and all(n.startswith(f"w{os.getpid()}-") for n in names)
+    assert was_locked and os.path.basename(live) == names[-1]
+    assert file_no == len(names) and committed == os.path.getsize(live)
+    seqs = [seq for name in names for seq, _ in frames(os.path.join(tmp_path, name))]
+    assert seqs == list(range(1, 201))
+    for name in names[:-1]:                     # rotated files: past the threshold, whole
+        assert os.path.getsize(os.path.join(tmp_path, name)) >= 1 << 16
+
+
+class Limits:
+    idle_timeout = read_timeout = write_timeout = 5.0
+    max_header_bytes = 4096
+    max_body_bytes = 4096
+
+
+class Transport:
+    def __init__(self):
+        self.out = bytearray()
+
+    def get_extra_info(self, name):
+        return ("10.0.0.1", 1) if name == "peername" else None
+
+    def write(self, data):
+        self.out += data
+
+    def is_closing(self):
+        return False
+
+    def close(self):
+        pass
+
+    def pause_reading(self):
+        pass
+
+    def resume_reading(self):
+        pass
+
+
+class App:
+    fast = None
+
+    def __init__(self, commits):
+        self.commits = commits
+
+    def admit_connection(self, conn):
+        return None
+
+
+def test_answers_wait_for_their_group(tmp_path):
+    async def main():
+        w = SpoolWriter(str(tmp_path), 1 << 24, unavailable=lambda: b"503")
+        w.start(asyncio.get_running_loop())
+        conn = HttpConnection(App(w), ConnectionRegistry(Limits()))
+        conn.connection_made(Transport())
+        epoch = w.append(b"e1")
+        conn.answer(epoch, b"A1", True)
+        conn.answer(0, b"B", True)              # behind A1: waits too
+        before = bytes(conn.transport.out)
+        await w.flush()
+        return before, bytes(conn.transport.out), w.done_epoch, epoch
+
+    before, after, done, epoch = run(main())
+    assert before == b"" and after == b"A1B" and done >= epoch

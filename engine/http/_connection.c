@@ -1836,6 +1836,8 @@ struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection {
   int (*_fast_header)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *);
   int (*_slow_header)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *);
   int (*_drop_pending)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *);
+  int (*_check_host)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, int);
+  int (*_check_body_head)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *);
 };
 static struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *__pyx_vtabptr_6engine_4http_11_connection_HttpConnection;
 /* #### Code section: utility_code_proto ### */
@@ -3046,6 +3048,8 @@ static int __pyx_f_6engine_4http_11_connection_10FastRoutes_answer(CYTHON_UNUSED
 static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto*/
 static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_name, PyObject *__pyx_v_value); /* proto*/
 static int __pyx_f_6engine_4http_11_connection_14HttpConnection__slow_header(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_name, PyObject *__pyx_v_value); /* proto*/
+static int __pyx_f_6engine_4http_11_connection_14HttpConnection__check_host(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, int __pyx_v_http_10); /* proto*/
+static int __pyx_f_6engine_4http_11_connection_14HttpConnection__check_body_head(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_length, PyObject *__pyx_v_expect); /* proto*/
 static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, uint64_t __pyx_v_epoch, PyObject *__pyx_v_answer, int __pyx_v_keep); /* proto*/
 static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto*/
 static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto*/
@@ -3151,19 +3155,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_16on_url(
 static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_header(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_name, PyObject *__pyx_v_value); /* proto */
 static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_headers_complete(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
 static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin_form(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24_check_host(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_http_10); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_body_head(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_length, PyObject *__pyx_v_expect); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_body); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_message_complete(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32answer(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_epoch, PyObject *__pyx_v_answer, PyObject *__pyx_v_keep); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_34release(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_finished(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_stream, PyObject *__pyx_v_keep); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38_head_stream(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40_callback_failed(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_exc); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_and_close(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_status, PyObject *__pyx_v_text); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_deadline(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46close(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_48drain(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24on_body(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_body); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_message_complete(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28answer(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_epoch, PyObject *__pyx_v_answer, PyObject *__pyx_v_keep); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30release(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_finished(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_stream, PyObject *__pyx_v_keep); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_34_head_stream(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36_callback_failed(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_exc); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_and_close(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_status, PyObject *__pyx_v_text); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_deadline(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42close(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44drain(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
 static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_3app___get__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
 static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_3app_2__set__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_value); /* proto */
 static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_3app_4__del__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
@@ -3269,8 +3271,8 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10keep_al
 static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_10keep_alive_2__set__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_value); /* proto */
 static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_7http_10___get__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
 static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_7http_10_2__set__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_value); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_50__reduce_cython__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_52__setstate_cython__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v___pyx_state); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46__reduce_cython__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_48__setstate_cython__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v___pyx_state); /* proto */
 static PyObject *__pyx_pf_6engine_4http_11_connection_8_Discard_start(CYTHON_UNUSED PyObject *__pyx_self, CYTHON_UNUSED PyObject *__pyx_v_self, CYTHON_UNUSED PyObject *__pyx_v_conn); /* proto */
 static PyObject *__pyx_pf_6engine_4http_11_connection___pyx_unpickle_Commits(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v___pyx_type, long __pyx_v___pyx_checksum, PyObject *__pyx_v___pyx_state); /* proto */
 static PyObject *__pyx_pf_6engine_4http_11_connection_2__pyx_unpickle_FastRoutes(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v___pyx_type, long __pyx_v___pyx_checksum, PyObject *__pyx_v___pyx_state); /* proto */
@@ -3424,8 +3426,8 @@ namespace {
     __Pyx_CachedCFunction __pyx_umethod_PyBytes_Type__lower;
     __Pyx_CachedCFunction __pyx_umethod_PyBytes_Type__partition;
     PyObject *__pyx_tuple[10];
-    PyObject *__pyx_codeobj_tab[41];
-    PyObject *__pyx_string_tab[305];
+    PyObject *__pyx_codeobj_tab[39];
+    PyObject *__pyx_string_tab[297];
     PyObject *__pyx_number_tab[15];
 /* #### Code section: module_state_contents ### */
 /* PyFrozenDict.module_state_decls */
@@ -3518,268 +3520,260 @@ static __pyx_mstatetype * const __pyx_mstate_global = &__pyx_mstate_global_stati
 #define __pyx_n_u_HttpConnection___reduce_cython __pyx_string_tab[40]
 #define __pyx_n_u_HttpConnection___setstate_cython __pyx_string_tab[41]
 #define __pyx_n_u_HttpConnection__callback_failed __pyx_string_tab[42]
-#define __pyx_n_u_HttpConnection__check_body_head __pyx_string_tab[43]
-#define __pyx_n_u_HttpConnection__check_host __pyx_string_tab[44]
-#define __pyx_n_u_HttpConnection__head_stream __pyx_string_tab[45]
-#define __pyx_n_u_HttpConnection__origin_form __pyx_string_tab[46]
-#define __pyx_n_u_HttpConnection_answer __pyx_string_tab[47]
-#define __pyx_n_u_HttpConnection_close __pyx_string_tab[48]
-#define __pyx_n_u_HttpConnection_connection_lost __pyx_string_tab[49]
-#define __pyx_n_u_HttpConnection_connection_made __pyx_string_tab[50]
-#define __pyx_n_u_HttpConnection_data_received __pyx_string_tab[51]
-#define __pyx_n_u_HttpConnection_drain __pyx_string_tab[52]
-#define __pyx_n_u_HttpConnection_eof_received __pyx_string_tab[53]
-#define __pyx_n_u_HttpConnection_error_and_close __pyx_string_tab[54]
-#define __pyx_n_u_HttpConnection_on_body __pyx_string_tab[55]
-#define __pyx_n_u_HttpConnection_on_deadline __pyx_string_tab[56]
-#define __pyx_n_u_HttpConnection_on_header __pyx_string_tab[57]
-#define __pyx_n_u_HttpConnection_on_headers_comple __pyx_string_tab[58]
-#define __pyx_n_u_HttpConnection_on_message_begin __pyx_string_tab[59]
-#define __pyx_n_u_HttpConnection_on_message_comple __pyx_string_tab[60]
-#define __pyx_n_u_HttpConnection_on_url __pyx_string_tab[61]
-#define __pyx_n_u_HttpConnection_pause_writing __pyx_string_tab[62]
-#define __pyx_n_u_HttpConnection_release __pyx_string_tab[63]
-#define __pyx_n_u_HttpConnection_resume_writing __pyx_string_tab[64]
-#define __pyx_n_u_HttpConnection_stream_finished __pyx_string_tab[65]
-#define __pyx_n_u_HttpParserCallbackError __pyx_string_tab[66]
-#define __pyx_n_u_HttpParserError __pyx_string_tab[67]
-#define __pyx_n_u_HttpParserUpgrade __pyx_string_tab[68]
-#define __pyx_n_u_HttpRequestParser __pyx_string_tab[69]
-#define __pyx_n_u_IDLE __pyx_string_tab[70]
-#define __pyx_n_u_READING __pyx_string_tab[71]
-#define __pyx_n_u_Request __pyx_string_tab[72]
-#define __pyx_n_u_Request___init __pyx_string_tab[73]
-#define __pyx_n_u_Request_header __pyx_string_tab[74]
-#define __pyx_n_u_RequestRefused __pyx_string_tab[75]
-#define __pyx_n_u_RequestRefused___init __pyx_string_tab[76]
-#define __pyx_n_u_Stream __pyx_string_tab[77]
-#define __pyx_n_u_Discard __pyx_string_tab[78]
-#define __pyx_n_u_Discard_start __pyx_string_tab[79]
-#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[80]
-#define __pyx_n_u_annotate __pyx_string_tab[81]
-#define __pyx_n_u_class __pyx_string_tab[82]
-#define __pyx_n_u_context __pyx_string_tab[83]
-#define __pyx_n_u_dict __pyx_string_tab[84]
-#define __pyx_n_u_doc __pyx_string_tab[85]
-#define __pyx_n_u_func __pyx_string_tab[86]
-#define __pyx_n_u_getstate __pyx_string_tab[87]
-#define __pyx_n_u_init __pyx_string_tab[88]
-#define __pyx_n_u_main __pyx_string_tab[89]
-#define __pyx_n_u_metaclass __pyx_string_tab[90]
-#define __pyx_n_u_module __pyx_string_tab[91]
-#define __pyx_n_u_mro_entries __pyx_string_tab[92]
-#define __pyx_n_u_name_2 __pyx_string_tab[93]
-#define __pyx_n_u_new __pyx_string_tab[94]
-#define __pyx_n_u_prepare __pyx_string_tab[95]
-#define __pyx_n_u_pyx_checksum __pyx_string_tab[96]
-#define __pyx_n_u_pyx_result __pyx_string_tab[97]
-#define __pyx_n_u_pyx_state __pyx_string_tab[98]
-#define __pyx_n_u_pyx_type __pyx_string_tab[99]
-#define __pyx_n_u_pyx_unpickle_Commits __pyx_string_tab[100]
-#define __pyx_n_u_pyx_unpickle_ConnectionRegistr __pyx_string_tab[101]
-#define __pyx_n_u_pyx_unpickle_FastRoutes __pyx_string_tab[102]
-#define __pyx_n_u_pyx_unpickle_HttpConnection __pyx_string_tab[103]
-#define __pyx_n_u_pyx_vtable __pyx_string_tab[104]
-#define __pyx_n_u_qualname __pyx_string_tab[105]
-#define __pyx_n_u_reduce __pyx_string_tab[106]
-#define __pyx_n_u_reduce_cython __pyx_string_tab[107]
-#define __pyx_n_u_reduce_ex __pyx_string_tab[108]
-#define __pyx_n_u_set_name __pyx_string_tab[109]
-#define __pyx_n_u_setstate __pyx_string_tab[110]
-#define __pyx_n_u_setstate_cython __pyx_string_tab[111]
-#define __pyx_n_u_slots __pyx_string_tab[112]
-#define __pyx_n_u_test __pyx_string_tab[113]
-#define __pyx_n_u_callback_failed __pyx_string_tab[114]
-#define __pyx_n_u_check_body_head __pyx_string_tab[115]
-#define __pyx_n_u_check_host __pyx_string_tab[116]
-#define __pyx_n_u_dict_2 __pyx_string_tab[117]
-#define __pyx_n_u_head_stream __pyx_string_tab[118]
-#define __pyx_n_u_is_coroutine __pyx_string_tab[119]
-#define __pyx_n_u_origin_form __pyx_string_tab[120]
-#define __pyx_n_u_abort __pyx_string_tab[121]
-#define __pyx_n_u_admit_connection __pyx_string_tab[122]
-#define __pyx_n_u_answer __pyx_string_tab[123]
-#define __pyx_n_u_app __pyx_string_tab[124]
-#define __pyx_n_u_append __pyx_string_tab[125]
-#define __pyx_n_u_args __pyx_string_tab[126]
-#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[127]
-#define __pyx_n_u_body __pyx_string_tab[128]
-#define __pyx_n_u_body_size __pyx_string_tab[129]
-#define __pyx_n_u_c __pyx_string_tab[130]
-#define __pyx_n_u_cause __pyx_string_tab[131]
-#define __pyx_n_u_check_deadline __pyx_string_tab[132]
-#define __pyx_n_u_client_ip __pyx_string_tab[133]
-#define __pyx_n_u_cline_in_traceback __pyx_string_tab[134]
-#define __pyx_n_u_close __pyx_string_tab[135]
-#define __pyx_n_u_collections __pyx_string_tab[136]
-#define __pyx_n_u_commits __pyx_string_tab[137]
-#define __pyx_n_u_conn __pyx_string_tab[138]
-#define __pyx_n_u_connection_closed __pyx_string_tab[139]
-#define __pyx_n_u_connection_lost __pyx_string_tab[140]
-#define __pyx_n_u_connection_made __pyx_string_tab[141]
-#define __pyx_n_u_count_error __pyx_string_tab[142]
-#define __pyx_n_u_data __pyx_string_tab[143]
-#define __pyx_n_u_data_received __pyx_string_tab[144]
-#define __pyx_n_u_deadline __pyx_string_tab[145]
-#define __pyx_n_u_decode __pyx_string_tab[146]
-#define __pyx_n_u_default __pyx_string_tab[147]
-#define __pyx_n_u_deque __pyx_string_tab[148]
-#define __pyx_n_u_drain __pyx_string_tab[149]
-#define __pyx_n_u_end __pyx_string_tab[150]
-#define __pyx_n_u_engine_http __pyx_string_tab[151]
-#define __pyx_n_u_engine_http__connection __pyx_string_tab[152]
-#define __pyx_n_u_engine_http_stream __pyx_string_tab[153]
-#define __pyx_n_u_enumerate __pyx_string_tab[154]
-#define __pyx_n_u_eof_received __pyx_string_tab[155]
-#define __pyx_n_u_epoch __pyx_string_tab[156]
-#define __pyx_n_u_error_and_close __pyx_string_tab[157]
-#define __pyx_n_u_error_response __pyx_string_tab[158]
-#define __pyx_n_u_exc __pyx_string_tab[159]
-#define __pyx_n_u_expect __pyx_string_tab[160]
-#define __pyx_n_u_fast __pyx_string_tab[161]
-#define __pyx_n_u_feed __pyx_string_tab[162]
-#define __pyx_n_u_feed_data __pyx_string_tab[163]
-#define __pyx_n_u_feed_eof __pyx_string_tab[164]
-#define __pyx_n_u_get __pyx_string_tab[165]
-#define __pyx_n_u_get_extra_info __pyx_string_tab[166]
-#define __pyx_n_u_get_http_version __pyx_string_tab[167]
-#define __pyx_n_u_get_method __pyx_string_tab[168]
-#define __pyx_n_u_handle __pyx_string_tab[169]
-#define __pyx_n_u_head_bytes __pyx_string_tab[170]
-#define __pyx_n_u_header __pyx_string_tab[171]
-#define __pyx_n_u_headers __pyx_string_tab[172]
-#define __pyx_n_u_http_10 __pyx_string_tab[173]
-#define __pyx_n_u_httptools __pyx_string_tab[174]
-#define __pyx_n_u_i __pyx_string_tab[175]
-#define __pyx_n_u_idle_timeout __pyx_string_tab[176]
-#define __pyx_n_u_internal_error __pyx_string_tab[177]
-#define __pyx_n_u_is_closing __pyx_string_tab[178]
-#define __pyx_n_u_isdigit __pyx_string_tab[179]
-#define __pyx_n_u_items __pyx_string_tab[180]
-#define __pyx_n_u_join __pyx_string_tab[181]
-#define __pyx_n_u_keep __pyx_string_tab[182]
-#define __pyx_n_u_keep_alive __pyx_string_tab[183]
-#define __pyx_n_u_length __pyx_string_tab[184]
-#define __pyx_n_u_limits __pyx_string_tab[185]
-#define __pyx_n_u_lower __pyx_string_tab[186]
-#define __pyx_n_u_max_body_bytes __pyx_string_tab[187]
-#define __pyx_n_u_max_header_bytes __pyx_string_tab[188]
-#define __pyx_n_u_method __pyx_string_tab[189]
-#define __pyx_n_u_name __pyx_string_tab[190]
-#define __pyx_n_u_now __pyx_string_tab[191]
-#define __pyx_n_u_on_body __pyx_string_tab[192]
-#define __pyx_n_u_on_deadline __pyx_string_tab[193]
-#define __pyx_n_u_on_header __pyx_string_tab[194]
-#define __pyx_n_u_on_headers_complete __pyx_string_tab[195]
-#define __pyx_n_u_on_message_begin __pyx_string_tab[196]
-#define __pyx_n_u_on_message_complete __pyx_string_tab[197]
-#define __pyx_n_u_on_url __pyx_string_tab[198]
-#define __pyx_n_u_parser __pyx_string_tab[199]
-#define __pyx_n_u_partition __pyx_string_tab[200]
-#define __pyx_n_u_path __pyx_string_tab[201]
-#define __pyx_n_u_pause_output __pyx_string_tab[202]
-#define __pyx_n_u_pause_reading __pyx_string_tab[203]
-#define __pyx_n_u_pause_writing __pyx_string_tab[204]
-#define __pyx_n_u_peer __pyx_string_tab[205]
-#define __pyx_n_u_peername __pyx_string_tab[206]
-#define __pyx_n_u_pop __pyx_string_tab[207]
-#define __pyx_n_u_popleft __pyx_string_tab[208]
-#define __pyx_n_u_read_timeout __pyx_string_tab[209]
-#define __pyx_n_u_refresh __pyx_string_tab[210]
-#define __pyx_n_u_refusal __pyx_string_tab[211]
-#define __pyx_n_u_registry __pyx_string_tab[212]
-#define __pyx_n_u_release __pyx_string_tab[213]
-#define __pyx_n_u_req __pyx_string_tab[214]
-#define __pyx_n_u_response __pyx_string_tab[215]
-#define __pyx_n_u_responses __pyx_string_tab[216]
-#define __pyx_n_u_rest __pyx_string_tab[217]
-#define __pyx_n_u_resume_output __pyx_string_tab[218]
-#define __pyx_n_u_resume_reading __pyx_string_tab[219]
-#define __pyx_n_u_resume_writing __pyx_string_tab[220]
-#define __pyx_n_u_route __pyx_string_tab[221]
-#define __pyx_n_u_route_head __pyx_string_tab[222]
-#define __pyx_n_u_s __pyx_string_tab[223]
-#define __pyx_n_u_scheme __pyx_string_tab[224]
-#define __pyx_n_u_self __pyx_string_tab[225]
-#define __pyx_n_u_sep __pyx_string_tab[226]
-#define __pyx_n_u_setdefault __pyx_string_tab[227]
-#define __pyx_n_u_should_keep_alive __pyx_string_tab[228]
-#define __pyx_n_u_should_upgrade __pyx_string_tab[229]
-#define __pyx_n_u_start __pyx_string_tab[230]
-#define __pyx_n_u_started __pyx_string_tab[231]
-#define __pyx_n_u_state __pyx_string_tab[232]
-#define __pyx_n_u_status __pyx_string_tab[233]
-#define __pyx_n_u_stream __pyx_string_tab[234]
-#define __pyx_n_u_stream_finished __pyx_string_tab[235]
-#define __pyx_n_u_super __pyx_string_tab[236]
-#define __pyx_n_u_sweep __pyx_string_tab[237]
-#define __pyx_n_u_text __pyx_string_tab[238]
-#define __pyx_n_u_tls __pyx_string_tab[239]
-#define __pyx_n_u_transport __pyx_string_tab[240]
-#define __pyx_n_u_tunnel __pyx_string_tab[241]
-#define __pyx_n_u_unavailable __pyx_string_tab[242]
-#define __pyx_n_u_update __pyx_string_tab[243]
-#define __pyx_n_u_upgrade __pyx_string_tab[244]
-#define __pyx_n_u_url __pyx_string_tab[245]
-#define __pyx_n_u_use_setstate __pyx_string_tab[246]
-#define __pyx_n_u_value __pyx_string_tab[247]
-#define __pyx_n_u_values __pyx_string_tab[248]
-#define __pyx_n_u_wait_epoch __pyx_string_tab[249]
-#define __pyx_n_u_write __pyx_string_tab[250]
-#define __pyx_n_u_write_timeout __pyx_string_tab[251]
-#define __pyx_kp_b_ __pyx_string_tab[252]
-#define __pyx_kp_b__5 __pyx_string_tab[253]
-#define __pyx_kp_b__3 __pyx_string_tab[254]
-#define __pyx_kp_b_100_continue __pyx_string_tab[255]
-#define __pyx_kp_b__6 __pyx_string_tab[256]
-#define __pyx_kp_b__4 __pyx_string_tab[257]
-#define __pyx_kp_b_content_length __pyx_string_tab[258]
-#define __pyx_n_b_cookie __pyx_string_tab[259]
-#define __pyx_n_b_expect __pyx_string_tab[260]
-#define __pyx_n_b_host __pyx_string_tab[261]
-#define __pyx_n_b_http __pyx_string_tab[262]
-#define __pyx_n_b_https __pyx_string_tab[263]
-#define __pyx_kp_b_iso88591_QfA __pyx_string_tab[264]
-#define __pyx_kp_b_iso88591_q __pyx_string_tab[265]
-#define __pyx_kp_b_iso88591_AV1 __pyx_string_tab[266]
-#define __pyx_kp_b_iso88591_0_q __pyx_string_tab[267]
-#define __pyx_kp_b_iso88591_q_0_kQR_7_1_7_N_1 __pyx_string_tab[268]
-#define __pyx_kp_b_iso88591_q_0_kQR_XQa_7_A_1 __pyx_string_tab[269]
-#define __pyx_kp_b_iso88591_q_0_kQR_7_0_1B_PQ_1 __pyx_string_tab[270]
-#define __pyx_kp_b_iso88591_q_0_kQR_XQa_7_4A5J_XY_1 __pyx_string_tab[271]
-#define __pyx_kp_b_iso88591_q_l_vWE_Q_q_q_q_4q_4q __pyx_string_tab[272]
-#define __pyx_kp_b_iso88591_XT_O4y_L_aattxx_D_D_S_S_W_W_a_a __pyx_string_tab[273]
-#define __pyx_kp_b_iso88591_6d_A_q_l_vWE_Q_q_t_c_QVVYY_ffmm __pyx_string_tab[274]
-#define __pyx_kp_b_iso88591_t6_EWW_bbffrrv_w_C_C_G_G_Q_Q_U __pyx_string_tab[275]
-#define __pyx_kp_b_iso88591_A __pyx_string_tab[276]
-#define __pyx_kp_b_iso88591_A_4q_T_AQ_t1HG6_V1_q_q __pyx_string_tab[277]
-#define __pyx_kp_b_iso88591_A_4t1_O_1F_4DAWBa_4_2T_a_4q_QfA __pyx_string_tab[278]
-#define __pyx_kp_b_iso88591_A_4_4q_z_Q_q_t_gQ_JgQd_7_q_1_1_s __pyx_string_tab[279]
-#define __pyx_kp_b_iso88591_A_4_d_d_Kq __pyx_string_tab[280]
-#define __pyx_kp_b_iso88591_A_7_d_1_1HBd_1_a_7_d_c_4DD_DPQ __pyx_string_tab[281]
-#define __pyx_kp_b_iso88591_A_G1_Kq_HA_M_N_Ja_N_N_Kq_M_Ja_Kq __pyx_string_tab[282]
-#define __pyx_kp_b_iso88591_A_G7_e3j_E_1_O_1A_4_2T_a __pyx_string_tab[283]
-#define __pyx_kp_b_iso88591_A_IQ_E_HARt5_F_b_A_A_Jar_U_is_Rq __pyx_string_tab[284]
-#define __pyx_kp_b_iso88591_A_IQ_IU_1_N_d_4we4s_wfA_D_1 __pyx_string_tab[285]
-#define __pyx_kp_b_iso88591_A_IQ_L_IWBd_1_Kq_Kq_Kq_Kq_IQ_G1 __pyx_string_tab[286]
-#define __pyx_kp_b_iso88591_A_M_y_q_M_QfJa_IU_aq_L_IWBd_1_d __pyx_string_tab[287]
-#define __pyx_kp_b_iso88591_A_q_4wc_t4q_JoQ_T_a_wgQ_nA_t7_Q __pyx_string_tab[288]
-#define __pyx_kp_b_iso88591_A_Ry_Ja_HA __pyx_string_tab[289]
-#define __pyx_kp_b_iso88591_A_d_4we4s_we1A_D_iq_N_1_4_D_a_4v __pyx_string_tab[290]
-#define __pyx_kp_b_iso88591_A_1_QgQ_iuA_O1F_1_a __pyx_string_tab[291]
-#define __pyx_kp_b_iso88591_A_Q_4t1_V_Q_Cq_L_4q_a_1_6_7t1_d __pyx_string_tab[292]
-#define __pyx_kp_b_iso88591_A_4wb_a_4xt4t1_a __pyx_string_tab[293]
-#define __pyx_kp_b_iso88591_A_4y_D_1Cs_4_Q_Q_1_4wc_D_iq_4uD __pyx_string_tab[294]
-#define __pyx_kp_b_iso88591_A_IQ_L_IWBd_1_4q_4_4t4y_D_A_WAV1 __pyx_string_tab[295]
-#define __pyx_kp_b_iso88591_A_Kq_4wc_q_Kt9G2Q __pyx_string_tab[296]
-#define __pyx_kp_b_iso88591_A_d_4q_1_t7_t3hgU_c_PQ_JfA_AU_d __pyx_string_tab[297]
-#define __pyx_kp_b_iso88591_A_4wc_T_a_D_AQ_d_4we4s_d_XWA_Cwa __pyx_string_tab[298]
-#define __pyx_kp_b_iso88591_A_4_1_4q_1_A_1_q __pyx_string_tab[299]
-#define __pyx_kp_b_iso88591_A_IQgXQ __pyx_string_tab[300]
-#define __pyx_kp_b_iso88591_A_t9G3a_L_IWBd_1_JnA_7_q __pyx_string_tab[301]
-#define __pyx_kp_b_iso88591_A_q_Ja __pyx_string_tab[302]
-#define __pyx_kp_b_iso88591_A_d_WCz_4t3fF_XYa_c_CuIQa_r_Cs_C __pyx_string_tab[303]
-#define __pyx_kp_b_iso88591_1_HD_U __pyx_string_tab[304]
+#define __pyx_n_u_HttpConnection__head_stream __pyx_string_tab[43]
+#define __pyx_n_u_HttpConnection__origin_form __pyx_string_tab[44]
+#define __pyx_n_u_HttpConnection_answer __pyx_string_tab[45]
+#define __pyx_n_u_HttpConnection_close __pyx_string_tab[46]
+#define __pyx_n_u_HttpConnection_connection_lost __pyx_string_tab[47]
+#define __pyx_n_u_HttpConnection_connection_made __pyx_string_tab[48]
+#define __pyx_n_u_HttpConnection_data_received __pyx_string_tab[49]
+#define __pyx_n_u_HttpConnection_drain __pyx_string_tab[50]
+#define __pyx_n_u_HttpConnection_eof_received __pyx_string_tab[51]
+#define __pyx_n_u_HttpConnection_error_and_close __pyx_string_tab[52]
+#define __pyx_n_u_HttpConnection_on_body __pyx_string_tab[53]
+#define __pyx_n_u_HttpConnection_on_deadline __pyx_string_tab[54]
+#define __pyx_n_u_HttpConnection_on_header __pyx_string_tab[55]
+#define __pyx_n_u_HttpConnection_on_headers_comple __pyx_string_tab[56]
+#define __pyx_n_u_HttpConnection_on_message_begin __pyx_string_tab[57]
+#define __pyx_n_u_HttpConnection_on_message_comple __pyx_string_tab[58]
+#define __pyx_n_u_HttpConnection_on_url __pyx_string_tab[59]
+#define __pyx_n_u_HttpConnection_pause_writing __pyx_string_tab[60]
+#define __pyx_n_u_HttpConnection_release __pyx_string_tab[61]
+#define __pyx_n_u_HttpConnection_resume_writing __pyx_string_tab[62]
+#define __pyx_n_u_HttpConnection_stream_finished __pyx_string_tab[63]
+#define __pyx_n_u_HttpParserCallbackError __pyx_string_tab[64]
+#define __pyx_n_u_HttpParserError __pyx_string_tab[65]
+#define __pyx_n_u_HttpParserUpgrade __pyx_string_tab[66]
+#define __pyx_n_u_HttpRequestParser __pyx_string_tab[67]
+#define __pyx_n_u_IDLE __pyx_string_tab[68]
+#define __pyx_n_u_READING __pyx_string_tab[69]
+#define __pyx_n_u_Request __pyx_string_tab[70]
+#define __pyx_n_u_Request___init __pyx_string_tab[71]
+#define __pyx_n_u_Request_header __pyx_string_tab[72]
+#define __pyx_n_u_RequestRefused __pyx_string_tab[73]
+#define __pyx_n_u_RequestRefused___init __pyx_string_tab[74]
+#define __pyx_n_u_Stream __pyx_string_tab[75]
+#define __pyx_n_u_Discard __pyx_string_tab[76]
+#define __pyx_n_u_Discard_start __pyx_string_tab[77]
+#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[78]
+#define __pyx_n_u_annotate __pyx_string_tab[79]
+#define __pyx_n_u_class __pyx_string_tab[80]
+#define __pyx_n_u_context __pyx_string_tab[81]
+#define __pyx_n_u_dict __pyx_string_tab[82]
+#define __pyx_n_u_doc __pyx_string_tab[83]
+#define __pyx_n_u_func __pyx_string_tab[84]
+#define __pyx_n_u_getstate __pyx_string_tab[85]
+#define __pyx_n_u_init __pyx_string_tab[86]
+#define __pyx_n_u_main __pyx_string_tab[87]
+#define __pyx_n_u_metaclass __pyx_string_tab[88]
+#define __pyx_n_u_module __pyx_string_tab[89]
+#define __pyx_n_u_mro_entries __pyx_string_tab[90]
+#define __pyx_n_u_name_2 __pyx_string_tab[91]
+#define __pyx_n_u_new __pyx_string_tab[92]
+#define __pyx_n_u_prepare __pyx_string_tab[93]
+#define __pyx_n_u_pyx_checksum __pyx_string_tab[94]
+#define __pyx_n_u_pyx_result __pyx_string_tab[95]
+#define __pyx_n_u_pyx_state __pyx_string_tab[96]
+#define __pyx_n_u_pyx_type __pyx_string_tab[97]
+#define __pyx_n_u_pyx_unpickle_Commits __pyx_string_tab[98]
+#define __pyx_n_u_pyx_unpickle_ConnectionRegistr __pyx_string_tab[99]
+#define __pyx_n_u_pyx_unpickle_FastRoutes __pyx_string_tab[100]
+#define __pyx_n_u_pyx_unpickle_HttpConnection __pyx_string_tab[101]
+#define __pyx_n_u_pyx_vtable __pyx_string_tab[102]
+#define __pyx_n_u_qualname __pyx_string_tab[103]
+#define __pyx_n_u_reduce __pyx_string_tab[104]
+#define __pyx_n_u_reduce_cython __pyx_string_tab[105]
+#define __pyx_n_u_reduce_ex __pyx_string_tab[106]
+#define __pyx_n_u_set_name __pyx_string_tab[107]
+#define __pyx_n_u_setstate __pyx_string_tab[108]
+#define __pyx_n_u_setstate_cython __pyx_string_tab[109]
+#define __pyx_n_u_slots __pyx_string_tab[110]
+#define __pyx_n_u_test __pyx_string_tab[111]
+#define __pyx_n_u_callback_failed __pyx_string_tab[112]
+#define __pyx_n_u_dict_2 __pyx_string_tab[113]
+#define __pyx_n_u_head_stream __pyx_string_tab[114]
+#define __pyx_n_u_is_coroutine __pyx_string_tab[115]
+#define __pyx_n_u_origin_form __pyx_string_tab[116]
+#define __pyx_n_u_abort __pyx_string_tab[117]
+#define __pyx_n_u_admit_connection __pyx_string_tab[118]
+#define __pyx_n_u_answer __pyx_string_tab[119]
+#define __pyx_n_u_app __pyx_string_tab[120]
+#define __pyx_n_u_append __pyx_string_tab[121]
+#define __pyx_n_u_args __pyx_string_tab[122]
+#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[123]
+#define __pyx_n_u_body __pyx_string_tab[124]
+#define __pyx_n_u_body_size __pyx_string_tab[125]
+#define __pyx_n_u_c __pyx_string_tab[126]
+#define __pyx_n_u_cause __pyx_string_tab[127]
+#define __pyx_n_u_check_deadline __pyx_string_tab[128]
+#define __pyx_n_u_client_ip __pyx_string_tab[129]
+#define __pyx_n_u_cline_in_traceback __pyx_string_tab[130]
+#define __pyx_n_u_close __pyx_string_tab[131]
+#define __pyx_n_u_collections __pyx_string_tab[132]
+#define __pyx_n_u_commits __pyx_string_tab[133]
+#define __pyx_n_u_conn __pyx_string_tab[134]
+#define __pyx_n_u_connection_closed __pyx_string_tab[135]
+#define __pyx_n_u_connection_lost __pyx_string_tab[136]
+#define __pyx_n_u_connection_made __pyx_string_tab[137]
+#define __pyx_n_u_count_error __pyx_string_tab[138]
+#define __pyx_n_u_data __pyx_string_tab[139]
+#define __pyx_n_u_data_received __pyx_string_tab[140]
+#define __pyx_n_u_deadline __pyx_string_tab[141]
+#define __pyx_n_u_decode __pyx_string_tab[142]
+#define __pyx_n_u_default __pyx_string_tab[143]
+#define __pyx_n_u_deque __pyx_string_tab[144]
+#define __pyx_n_u_drain __pyx_string_tab[145]
+#define __pyx_n_u_end __pyx_string_tab[146]
+#define __pyx_n_u_engine_http __pyx_string_tab[147]
+#define __pyx_n_u_engine_http__connection __pyx_string_tab[148]
+#define __pyx_n_u_engine_http_stream __pyx_string_tab[149]
+#define __pyx_n_u_enumerate __pyx_string_tab[150]
+#define __pyx_n_u_eof_received __pyx_string_tab[151]
+#define __pyx_n_u_epoch __pyx_string_tab[152]
+#define __pyx_n_u_error_and_close __pyx_string_tab[153]
+#define __pyx_n_u_error_response __pyx_string_tab[154]
+#define __pyx_n_u_exc __pyx_string_tab[155]
+#define __pyx_n_u_fast __pyx_string_tab[156]
+#define __pyx_n_u_feed __pyx_string_tab[157]
+#define __pyx_n_u_feed_data __pyx_string_tab[158]
+#define __pyx_n_u_feed_eof __pyx_string_tab[159]
+#define __pyx_n_u_get __pyx_string_tab[160]
+#define __pyx_n_u_get_extra_info __pyx_string_tab[161]
+#define __pyx_n_u_get_http_version __pyx_string_tab[162]
+#define __pyx_n_u_get_method __pyx_string_tab[163]
+#define __pyx_n_u_handle __pyx_string_tab[164]
+#define __pyx_n_u_head_bytes __pyx_string_tab[165]
+#define __pyx_n_u_header __pyx_string_tab[166]
+#define __pyx_n_u_headers __pyx_string_tab[167]
+#define __pyx_n_u_http_10 __pyx_string_tab[168]
+#define __pyx_n_u_httptools __pyx_string_tab[169]
+#define __pyx_n_u_i __pyx_string_tab[170]
+#define __pyx_n_u_idle_timeout __pyx_string_tab[171]
+#define __pyx_n_u_internal_error __pyx_string_tab[172]
+#define __pyx_n_u_is_closing __pyx_string_tab[173]
+#define __pyx_n_u_isdigit __pyx_string_tab[174]
+#define __pyx_n_u_items __pyx_string_tab[175]
+#define __pyx_n_u_join __pyx_string_tab[176]
+#define __pyx_n_u_keep __pyx_string_tab[177]
+#define __pyx_n_u_keep_alive __pyx_string_tab[178]
+#define __pyx_n_u_limits __pyx_string_tab[179]
+#define __pyx_n_u_lower __pyx_string_tab[180]
+#define __pyx_n_u_max_body_bytes __pyx_string_tab[181]
+#define __pyx_n_u_max_header_bytes __pyx_string_tab[182]
+#define __pyx_n_u_method __pyx_string_tab[183]
+#define __pyx_n_u_name __pyx_string_tab[184]
+#define __pyx_n_u_now __pyx_string_tab[185]
+#define __pyx_n_u_on_body __pyx_string_tab[186]
+#define __pyx_n_u_on_deadline __pyx_string_tab[187]
+#define __pyx_n_u_on_header __pyx_string_tab[188]
+#define __pyx_n_u_on_headers_complete __pyx_string_tab[189]
+#define __pyx_n_u_on_message_begin __pyx_string_tab[190]
+#define __pyx_n_u_on_message_complete __pyx_string_tab[191]
+#define __pyx_n_u_on_url __pyx_string_tab[192]
+#define __pyx_n_u_parser __pyx_string_tab[193]
+#define __pyx_n_u_partition __pyx_string_tab[194]
+#define __pyx_n_u_path __pyx_string_tab[195]
+#define __pyx_n_u_pause_output __pyx_string_tab[196]
+#define __pyx_n_u_pause_reading __pyx_string_tab[197]
+#define __pyx_n_u_pause_writing __pyx_string_tab[198]
+#define __pyx_n_u_peer __pyx_string_tab[199]
+#define __pyx_n_u_peername __pyx_string_tab[200]
+#define __pyx_n_u_pop __pyx_string_tab[201]
+#define __pyx_n_u_popleft __pyx_string_tab[202]
+#define __pyx_n_u_read_timeout __pyx_string_tab[203]
+#define __pyx_n_u_refresh __pyx_string_tab[204]
+#define __pyx_n_u_refusal __pyx_string_tab[205]
+#define __pyx_n_u_registry __pyx_string_tab[206]
+#define __pyx_n_u_release __pyx_string_tab[207]
+#define __pyx_n_u_req __pyx_string_tab[208]
+#define __pyx_n_u_response __pyx_string_tab[209]
+#define __pyx_n_u_responses __pyx_string_tab[210]
+#define __pyx_n_u_rest __pyx_string_tab[211]
+#define __pyx_n_u_resume_output __pyx_string_tab[212]
+#define __pyx_n_u_resume_reading __pyx_string_tab[213]
+#define __pyx_n_u_resume_writing __pyx_string_tab[214]
+#define __pyx_n_u_route __pyx_string_tab[215]
+#define __pyx_n_u_route_head __pyx_string_tab[216]
+#define __pyx_n_u_s __pyx_string_tab[217]
+#define __pyx_n_u_scheme __pyx_string_tab[218]
+#define __pyx_n_u_self __pyx_string_tab[219]
+#define __pyx_n_u_sep __pyx_string_tab[220]
+#define __pyx_n_u_setdefault __pyx_string_tab[221]
+#define __pyx_n_u_should_keep_alive __pyx_string_tab[222]
+#define __pyx_n_u_should_upgrade __pyx_string_tab[223]
+#define __pyx_n_u_start __pyx_string_tab[224]
+#define __pyx_n_u_started __pyx_string_tab[225]
+#define __pyx_n_u_state __pyx_string_tab[226]
+#define __pyx_n_u_status __pyx_string_tab[227]
+#define __pyx_n_u_stream __pyx_string_tab[228]
+#define __pyx_n_u_stream_finished __pyx_string_tab[229]
+#define __pyx_n_u_super __pyx_string_tab[230]
+#define __pyx_n_u_sweep __pyx_string_tab[231]
+#define __pyx_n_u_text __pyx_string_tab[232]
+#define __pyx_n_u_tls __pyx_string_tab[233]
+#define __pyx_n_u_transport __pyx_string_tab[234]
+#define __pyx_n_u_tunnel __pyx_string_tab[235]
+#define __pyx_n_u_unavailable __pyx_string_tab[236]
+#define __pyx_n_u_update __pyx_string_tab[237]
+#define __pyx_n_u_upgrade __pyx_string_tab[238]
+#define __pyx_n_u_url __pyx_string_tab[239]
+#define __pyx_n_u_use_setstate __pyx_string_tab[240]
+#define __pyx_n_u_value __pyx_string_tab[241]
+#define __pyx_n_u_values __pyx_string_tab[242]
+#define __pyx_n_u_wait_epoch __pyx_string_tab[243]
+#define __pyx_n_u_write __pyx_string_tab[244]
+#define __pyx_n_u_write_timeout __pyx_string_tab[245]
+#define __pyx_kp_b_ __pyx_string_tab[246]
+#define __pyx_kp_b__5 __pyx_string_tab[247]
+#define __pyx_kp_b__3 __pyx_string_tab[248]
+#define __pyx_kp_b_100_continue __pyx_string_tab[249]
+#define __pyx_kp_b__6 __pyx_string_tab[250]
+#define __pyx_kp_b__4 __pyx_string_tab[251]
+#define __pyx_kp_b_content_length __pyx_string_tab[252]
+#define __pyx_n_b_cookie __pyx_string_tab[253]
+#define __pyx_n_b_expect __pyx_string_tab[254]
+#define __pyx_n_b_host __pyx_string_tab[255]
+#define __pyx_n_b_http __pyx_string_tab[256]
+#define __pyx_n_b_https __pyx_string_tab[257]
+#define __pyx_kp_b_iso88591_QfA __pyx_string_tab[258]
+#define __pyx_kp_b_iso88591_q __pyx_string_tab[259]
+#define __pyx_kp_b_iso88591_AV1 __pyx_string_tab[260]
+#define __pyx_kp_b_iso88591_0_q __pyx_string_tab[261]
+#define __pyx_kp_b_iso88591_q_0_kQR_7_1_7_N_1 __pyx_string_tab[262]
+#define __pyx_kp_b_iso88591_q_0_kQR_XQa_7_A_1 __pyx_string_tab[263]
+#define __pyx_kp_b_iso88591_q_0_kQR_7_0_1B_PQ_1 __pyx_string_tab[264]
+#define __pyx_kp_b_iso88591_q_0_kQR_XQa_7_4A5J_XY_1 __pyx_string_tab[265]
+#define __pyx_kp_b_iso88591_q_l_vWE_Q_q_q_q_4q_4q __pyx_string_tab[266]
+#define __pyx_kp_b_iso88591_XT_O4y_L_aattxx_D_D_S_S_W_W_a_a __pyx_string_tab[267]
+#define __pyx_kp_b_iso88591_6d_A_q_l_vWE_Q_q_t_c_QVVYY_ffmm __pyx_string_tab[268]
+#define __pyx_kp_b_iso88591_t6_EWW_bbffrrv_w_C_C_G_G_Q_Q_U __pyx_string_tab[269]
+#define __pyx_kp_b_iso88591_A __pyx_string_tab[270]
+#define __pyx_kp_b_iso88591_A_4q_T_AQ_t1HG6_V1_q_q __pyx_string_tab[271]
+#define __pyx_kp_b_iso88591_A_4t1_O_1F_4DAWBa_4_2T_a_4q_QfA __pyx_string_tab[272]
+#define __pyx_kp_b_iso88591_A_4_4q_z_Q_q_t_gQ_JgQd_7_q_1_1_s __pyx_string_tab[273]
+#define __pyx_kp_b_iso88591_A_4_d_d_Kq __pyx_string_tab[274]
+#define __pyx_kp_b_iso88591_A_G1_Kq_HA_M_N_Ja_N_N_Kq_M_Ja_Kq __pyx_string_tab[275]
+#define __pyx_kp_b_iso88591_A_G7_e3j_E_1_O_1A_4_2T_a __pyx_string_tab[276]
+#define __pyx_kp_b_iso88591_A_IQ_E_HARt5_F_b_A_A_Jar_U_is_Rq __pyx_string_tab[277]
+#define __pyx_kp_b_iso88591_A_IQ_IU_1_N_d_4we4s_wfA_D_1 __pyx_string_tab[278]
+#define __pyx_kp_b_iso88591_A_IQ_L_IWBd_1_Kq_Kq_Kq_Kq_IQ_G1 __pyx_string_tab[279]
+#define __pyx_kp_b_iso88591_A_M_y_q_M_QfJa_IU_aq_L_IWBd_1_d __pyx_string_tab[280]
+#define __pyx_kp_b_iso88591_A_q_4wc_t4q_JoQ_T_a_wgQ_nA_t7_Q __pyx_string_tab[281]
+#define __pyx_kp_b_iso88591_A_Ry_Ja_HA __pyx_string_tab[282]
+#define __pyx_kp_b_iso88591_A_d_4we4s_we1A_D_iq_N_1_4_D_a_4v __pyx_string_tab[283]
+#define __pyx_kp_b_iso88591_A_1_QgQ_iuA_O1F_1_a __pyx_string_tab[284]
+#define __pyx_kp_b_iso88591_A_Q_4t1_V_Q_Cq_L_4q_a_1_6_7t1_d __pyx_string_tab[285]
+#define __pyx_kp_b_iso88591_A_4y_D_1Cs_4_Q_Q_1_4wc_D_iq_4uD __pyx_string_tab[286]
+#define __pyx_kp_b_iso88591_A_IQ_L_IWBd_1_4q_4_4t4y_D_A_WAV1 __pyx_string_tab[287]
+#define __pyx_kp_b_iso88591_A_Kq_4wc_q_Kt9G2Q __pyx_string_tab[288]
+#define __pyx_kp_b_iso88591_A_d_4q_1_t7_t3hgU_c_PQ_JfA_AU_d __pyx_string_tab[289]
+#define __pyx_kp_b_iso88591_A_4wc_T_a_D_AQ_d_4we4s_d_XWA_Cwa __pyx_string_tab[290]
+#define __pyx_kp_b_iso88591_A_4_1_4q_1_A_1_q __pyx_string_tab[291]
+#define __pyx_kp_b_iso88591_A_IQgXQ __pyx_string_tab[292]
+#define __pyx_kp_b_iso88591_A_t9G3a_L_IWBd_1_JnA_7_q __pyx_string_tab[293]
+#define __pyx_kp_b_iso88591_A_q_Ja __pyx_string_tab[294]
+#define __pyx_kp_b_iso88591_A_d_WCz_4t3fF_XYa_c_CuIQa_r_Cs_C __pyx_string_tab[295]
+#define __pyx_kp_b_iso88591_1_HD_U __pyx_string_tab[296]
 #define __pyx_int_0 __pyx_number_tab[0]
 #define __pyx_int_1 __pyx_number_tab[1]
 #define __pyx_int_2 __pyx_number_tab[2]
@@ -3824,8 +3818,8 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   Py_CLEAR(clear_module_state->__pyx_umethod_PyBytes_Type__lower.method);
   Py_CLEAR(clear_module_state->__pyx_umethod_PyBytes_Type__partition.method);
   for (int i=0; i<10; ++i) { Py_CLEAR(clear_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<41; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<305; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<39; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<297; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<15; ++i) { Py_CLEAR(clear_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_clear_contents ### */
 /* CommonTypesMetaclass.module_state_clear */
@@ -3864,8 +3858,8 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   Py_VISIT(traverse_module_state->__pyx_umethod_PyBytes_Type__lower.method);
   Py_VISIT(traverse_module_state->__pyx_umethod_PyBytes_Type__partition.method);
   for (int i=0; i<10; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<41; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<305; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<39; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<297; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<15; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_traverse_contents ### */
 /* CommonTypesMetaclass.module_state_traverse */
@@ -13323,8 +13317,6 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
   int __pyx_t_6;
   PyObject *__pyx_t_7 = NULL;
   PyObject *__pyx_t_8 = NULL;
-  PyObject *__pyx_t_9 = NULL;
-  PyObject *__pyx_t_10 = NULL;
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
@@ -13422,17 +13414,10 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
  *         if self.is_fast:
  *             self.keep_alive = keep_alive
 */
-  __pyx_t_1 = ((PyObject *)__pyx_v_self);
-  __Pyx_INCREF(__pyx_t_1);
-  __pyx_t_5 = 0;
-  {
-    PyObject *__pyx_callargs[2] = {__pyx_t_1, __pyx_v_http_10};
-    __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_check_host, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-    __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 355, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_4);
-  }
-  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_http_10); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 355, __pyx_L1_error)
+  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_check_host(__pyx_v_self, __pyx_t_2); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 355, __pyx_L1_error)
+
+
 
   /* "engine/http/_connection.pyx":356
  *         http_10 = parser.get_http_version() == "1.0"
@@ -13491,17 +13476,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
  *             return
  *         req = self.request
 */
-    __pyx_t_1 = ((PyObject *)__pyx_v_self);
+    __pyx_t_4 = __pyx_v_self->content_length;
+    __Pyx_INCREF(__pyx_t_4);
+    __pyx_t_1 = __pyx_v_self->expect;
     __Pyx_INCREF(__pyx_t_1);
-    __pyx_t_5 = 0;
-    {
-      PyObject *__pyx_callargs[3] = {__pyx_t_1, __pyx_v_self->content_length, __pyx_v_self->expect};
-      __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_check_body_head, __pyx_callargs+__pyx_t_5, (3-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-      __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 360, __pyx_L1_error)
-      __Pyx_GOTREF(__pyx_t_4);
-    }
+    __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_check_body_head(__pyx_v_self, __pyx_t_4, __pyx_t_1); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 360, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+
 
     /* "engine/http/_connection.pyx":361
  *             self.upgrade = parser.should_upgrade()
@@ -13536,10 +13518,10 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
  *         req.method = self.method
  *         req.head_bytes = self.head_bytes
 */
-  __pyx_t_4 = __pyx_v_self->request;
-  __Pyx_INCREF(__pyx_t_4);
-  __pyx_v_req = __pyx_t_4;
-  __pyx_t_4 = 0;
+  __pyx_t_1 = __pyx_v_self->request;
+  __Pyx_INCREF(__pyx_t_1);
+  __pyx_v_req = __pyx_t_1;
+  __pyx_t_1 = 0;
 
   /* "engine/http/_connection.pyx":363
  *             return
@@ -13548,10 +13530,10 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
  *         req.head_bytes = self.head_bytes
  *         req.keep_alive = keep_alive
 */
-  __pyx_t_4 = __pyx_v_self->method;
-  __Pyx_INCREF(__pyx_t_4);
-  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_method, __pyx_t_4) < (0)) __PYX_ERR(0, 363, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  __pyx_t_1 = __pyx_v_self->method;
+  __Pyx_INCREF(__pyx_t_1);
+  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_method, __pyx_t_1) < (0)) __PYX_ERR(0, 363, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
   /* "engine/http/_connection.pyx":364
  *         req = self.request
@@ -13560,10 +13542,10 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
  *         req.keep_alive = keep_alive
  *         req.http_10 = http_10
 */
-  __pyx_t_4 = PyLong_FromSsize_t(__pyx_v_self->head_bytes); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 364, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_4);
-  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_head_bytes, __pyx_t_4) < (0)) __PYX_ERR(0, 364, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  __pyx_t_1 = PyLong_FromSsize_t(__pyx_v_self->head_bytes); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 364, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_head_bytes, __pyx_t_1) < (0)) __PYX_ERR(0, 364, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
   /* "engine/http/_connection.pyx":365
  *         req.method = self.method
@@ -13590,18 +13572,18 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
  *         if self.authority is not None:
  *             req.headers[b"host"] = self.authority   # RFC 9112 3.2.2
 */
-  __pyx_t_1 = __pyx_v_parser;
-  __Pyx_INCREF(__pyx_t_1);
+  __pyx_t_4 = __pyx_v_parser;
+  __Pyx_INCREF(__pyx_t_4);
   __pyx_t_5 = 0;
   {
-    PyObject *__pyx_callargs[2] = {__pyx_t_1, NULL};
-    __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_should_upgrade, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-    __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 367, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_4);
+    PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
+    __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_should_upgrade, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 367, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
   }
-  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade, __pyx_t_4) < (0)) __PYX_ERR(0, 367, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade, __pyx_t_1) < (0)) __PYX_ERR(0, 367, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
   /* "engine/http/_connection.pyx":368
  *         req.http_10 = http_10
@@ -13621,13 +13603,13 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
  *         answer = self.app.route_head(self, req)
  *         if answer is not None:          # streamed (proxied): the body goes to it
 */
-    __pyx_t_4 = __pyx_v_self->authority;
-    __Pyx_INCREF(__pyx_t_4);
-    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_headers); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 369, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_1);
-    if (unlikely((PyObject_SetItem(__pyx_t_1, __pyx_mstate_global->__pyx_n_b_host, __pyx_t_4) < 0))) __PYX_ERR(0, 369, __pyx_L1_error)
-    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+    __pyx_t_1 = __pyx_v_self->authority;
+    __Pyx_INCREF(__pyx_t_1);
+    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_headers); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 369, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_4);
+    if (unlikely((PyObject_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_b_host, __pyx_t_1) < 0))) __PYX_ERR(0, 369, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
     /* "engine/http/_connection.pyx":368
  *         req.http_10 = http_10
@@ -13645,18 +13627,18 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
  *         if answer is not None:          # streamed (proxied): the body goes to it
  *             keep = req.keep_alive and not self.closing and not req.upgrade
 */
-  __pyx_t_1 = __pyx_v_self->app;
-  __Pyx_INCREF(__pyx_t_1);
+  __pyx_t_4 = __pyx_v_self->app;
+  __Pyx_INCREF(__pyx_t_4);
   __pyx_t_5 = 0;
   {
-    PyObject *__pyx_callargs[3] = {__pyx_t_1, ((PyObject *)__pyx_v_self), __pyx_v_req};
-    __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_route_head, __pyx_callargs+__pyx_t_5, (3-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-    __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 370, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_4);
+    PyObject *__pyx_callargs[3] = {__pyx_t_4, ((PyObject *)__pyx_v_self), __pyx_v_req};
+    __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_route_head, __pyx_callargs+__pyx_t_5, (3-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 370, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
   }
-  __pyx_v_answer = __pyx_t_4;
-  __pyx_t_4 = 0;
+  __pyx_v_answer = __pyx_t_1;
+  __pyx_t_1 = 0;
 
   /* "engine/http/_connection.pyx":371
  *             req.headers[b"host"] = self.authority   # RFC 9112 3.2.2
@@ -13676,15 +13658,15 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
  *             if answer.__class__ is bytes:
  *                 req.stream = _DISCARD
 */
-    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_keep_alive); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 372, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_1);
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 372, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_keep_alive); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 372, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_4);
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 372, __pyx_L1_error)
     if (__pyx_t_2) {
-      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+      __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
     } else {
-      __Pyx_INCREF(__pyx_t_1);
-      __pyx_t_4 = __pyx_t_1;
-      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+      __Pyx_INCREF(__pyx_t_4);
+      __pyx_t_1 = __pyx_t_4;
+      __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
       goto __pyx_L7_bool_binop_done;
     }
     __pyx_t_2 = (!__pyx_v_self->closing);
@@ -13692,28 +13674,28 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
     if (__pyx_t_2) {
 
     } else {
-      __pyx_t_1 = __Pyx_PyBool_FromLong(__pyx_t_2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 372, __pyx_L1_error)
-      __Pyx_GOTREF(__pyx_t_1);
-      __pyx_t_4 = __pyx_t_1;
-      __pyx_t_1 = 0;
+      __pyx_t_4 = __Pyx_PyBool_FromLong(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 372, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_4);
+      __pyx_t_1 = __pyx_t_4;
+      __pyx_t_4 = 0;
 
       goto __pyx_L7_bool_binop_done;
     }
-    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 372, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_1);
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 372, __pyx_L1_error)
-    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 372, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_4);
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 372, __pyx_L1_error)
+    __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
     __pyx_t_6 = (!__pyx_t_2);
 
 
-    __pyx_t_1 = __Pyx_PyBool_FromLong(__pyx_t_6); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 372, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_1);
-    __pyx_t_4 = __pyx_t_1;
-    __pyx_t_1 = 0;
+    __pyx_t_4 = __Pyx_PyBool_FromLong(__pyx_t_6); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 372, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_4);
+    __pyx_t_1 = __pyx_t_4;
+    __pyx_t_4 = 0;
 
     __pyx_L7_bool_binop_done:;
-    __pyx_v_keep = __pyx_t_4;
-    __pyx_t_4 = 0;
+    __pyx_v_keep = __pyx_t_1;
+    __pyx_t_1 = 0;
 
     /* "engine/http/_connection.pyx":373
  *         if answer is not None:          # streamed (proxied): the body goes to it
@@ -13722,10 +13704,10 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
  *                 req.stream = _DISCARD
  *                 self.answer_c(0, answer, False)
 */
-    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_answer, __pyx_mstate_global->__pyx_n_u_class); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 373, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_6 = (__pyx_t_4 == ((PyObject *)(&PyBytes_Type)));
-    __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_answer, __pyx_mstate_global->__pyx_n_u_class); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 373, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
+    __pyx_t_6 = (__pyx_t_1 == ((PyObject *)(&PyBytes_Type)));
+    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     if (__pyx_t_6) {
 
 
@@ -13815,45 +13797,36 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
  * 
  *     def _origin_form(self):
 */
-  __pyx_t_1 = ((PyObject *)__pyx_v_self);
-  __Pyx_INCREF(__pyx_t_1);
-  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_headers); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 380, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_9);
-  __pyx_t_8 = __pyx_t_9;
-  __Pyx_INCREF(__pyx_t_8);
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_headers); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 380, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_7);
+  __pyx_t_4 = __pyx_t_7;
+  __Pyx_INCREF(__pyx_t_4);
   __pyx_t_5 = 0;
   {
-    PyObject *__pyx_callargs[2] = {__pyx_t_8, __pyx_mstate_global->__pyx_kp_b_content_length};
+    PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_mstate_global->__pyx_kp_b_content_length};
+    __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
+    __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 380, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
+  }
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_headers); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 380, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_8);
+  __pyx_t_4 = __pyx_t_8;
+  __Pyx_INCREF(__pyx_t_4);
+  __pyx_t_5 = 0;
+  {
+    PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_mstate_global->__pyx_n_b_expect};
     __pyx_t_7 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-    __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
-    __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
+    __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
+    __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 380, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
   }
-  __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_headers); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 380, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_10);
-  __pyx_t_8 = __pyx_t_10;
-  __Pyx_INCREF(__pyx_t_8);
-  __pyx_t_5 = 0;
-  {
-    PyObject *__pyx_callargs[2] = {__pyx_t_8, __pyx_mstate_global->__pyx_n_b_expect};
-    __pyx_t_9 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-    __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
-    __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
-    if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 380, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_9);
-  }
-  __pyx_t_5 = 0;
-  {
-    PyObject *__pyx_callargs[3] = {__pyx_t_1, __pyx_t_7, __pyx_t_9};
-    __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_check_body_head, __pyx_callargs+__pyx_t_5, (3-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-    __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
-    __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 380, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_4);
-  }
-  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_check_body_head(__pyx_v_self, __pyx_t_1, __pyx_t_7); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 380, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
+
 
   /* "engine/http/_connection.pyx":349
  *         return 0
@@ -13871,8 +13844,6 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
   __Pyx_XDECREF(__pyx_t_4);
   __Pyx_XDECREF(__pyx_t_7);
   __Pyx_XDECREF(__pyx_t_8);
-  __Pyx_XDECREF(__pyx_t_9);
-  __Pyx_XDECREF(__pyx_t_10);
   __Pyx_AddTraceback("engine.http._connection.HttpConnection.on_headers_complete", __pyx_clineno, __pyx_lineno, __pyx_filename);
   __pyx_r = NULL;
   __pyx_L0:;
@@ -14287,7 +14258,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
  *         path = rest[end:]
  *         self.url = path if path[:1] == b"/" else b"/" + path             # <<<<<<<<<<<<<<
  * 
- *     def _check_host(self, http_10):
+ *     cdef int _check_host(self, bint http_10) except -1:
 */
   __pyx_t_4 = PySequence_GetSlice(__pyx_v_path, 0, 1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 398, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
@@ -14343,111 +14314,25 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
 /* "engine/http/_connection.pyx":400
  *         self.url = path if path[:1] == b"/" else b"/" + path
  * 
- *     def _check_host(self, http_10):             # <<<<<<<<<<<<<<
+ *     cdef int _check_host(self, bint http_10) except -1:             # <<<<<<<<<<<<<<
  *         # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0)
  *         if self.hosts > 1:
 */
 
-/* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_25_check_host(PyObject *__pyx_v_self, 
-#if CYTHON_VECTORCALL
-PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
-#else
-PyObject *__pyx_args, PyObject *__pyx_kwds
-#endif
-); /*proto*/
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_25_check_host = {"_check_host", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_25_check_host, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_25_check_host(PyObject *__pyx_v_self, 
-#if CYTHON_VECTORCALL
-PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
-#else
-PyObject *__pyx_args, PyObject *__pyx_kwds
-#endif
-) {
-  PyObject *__pyx_v_http_10 = 0;
-  #if !CYTHON_VECTORCALL
-  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
-  #endif
-  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
-  PyObject* values[1] = {0};
-  int __pyx_lineno = 0;
-  const char *__pyx_filename = NULL;
-  int __pyx_clineno = 0;
-  PyObject *__pyx_r = 0;
-  __Pyx_RefNannyDeclarations
-  __Pyx_RefNannySetupContext("_check_host (wrapper)", 0);
-  #if !CYTHON_VECTORCALL
-  #if CYTHON_ASSUME_SAFE_SIZE
-  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
-  #else
-  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
-  #endif
-  #endif
-  __pyx_kwvalues = __Pyx_KwValues_FASTCALL(__pyx_args, __pyx_nargs);
-  {
-    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_http_10,0};
-    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 400, __pyx_L3_error)
-    if (__pyx_kwds_len > 0) {
-      switch (__pyx_nargs) {
-        case  1:
-        values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 400, __pyx_L3_error)
-        CYTHON_FALLTHROUGH;
-        case  0: break;
-        default: goto __pyx_L5_argtuple_error;
-      }
-      const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_check_host", 0) < (0)) __PYX_ERR(0, 400, __pyx_L3_error)
-      for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_check_host", 1, 1, 1, i); __PYX_ERR(0, 400, __pyx_L3_error) }
-      }
-    } else if (unlikely(__pyx_nargs != 1)) {
-      goto __pyx_L5_argtuple_error;
-    } else {
-      values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 400, __pyx_L3_error)
-    }
-    __pyx_v_http_10 = values[0];
-  }
-  goto __pyx_L6_skip;
-  __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("_check_host", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 400, __pyx_L3_error)
-  __pyx_L6_skip:;
-  goto __pyx_L4_argument_unpacking_done;
-  __pyx_L3_error:;
-  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
-    Py_XDECREF(values[__pyx_temp]);
-  }
-  __Pyx_AddTraceback("engine.http._connection.HttpConnection._check_host", __pyx_clineno, __pyx_lineno, __pyx_filename);
-  __Pyx_RefNannyFinishContext();
-  return NULL;
-  __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_24_check_host(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_http_10);
-
-  /* function exit code */
-  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
-    Py_XDECREF(values[__pyx_temp]);
-  }
-  __Pyx_RefNannyFinishContext();
-  return __pyx_r;
-}
-
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24_check_host(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_http_10) {
-  PyObject *__pyx_r = NULL;
+static int __pyx_f_6engine_4http_11_connection_14HttpConnection__check_host(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, int __pyx_v_http_10) {
+  int __pyx_r;
   __Pyx_RefNannyDeclarations
   int __pyx_t_1;
   PyObject *__pyx_t_2 = NULL;
   PyObject *__pyx_t_3 = NULL;
   int __pyx_t_4;
-  int __pyx_t_5;
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_check_host", 0);
 
   /* "engine/http/_connection.pyx":402
- *     def _check_host(self, http_10):
+ *     cdef int _check_host(self, bint http_10) except -1:
  *         # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0)
  *         if self.hosts > 1:             # <<<<<<<<<<<<<<
  *             raise RequestRefused(400, "more than one Host header")
@@ -14475,7 +14360,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24_check_
     __PYX_ERR(0, 403, __pyx_L1_error)
 
     /* "engine/http/_connection.pyx":402
- *     def _check_host(self, http_10):
+ *     cdef int _check_host(self, bint http_10) except -1:
  *         # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0)
  *         if self.hosts > 1:             # <<<<<<<<<<<<<<
  *             raise RequestRefused(400, "more than one Host header")
@@ -14488,24 +14373,22 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24_check_
  *             raise RequestRefused(400, "more than one Host header")
  *         if not http_10 and not self.hosts:             # <<<<<<<<<<<<<<
  *             raise RequestRefused(400, "missing Host header")
- * 
+ *         return 0
 */
-  __pyx_t_4 = __Pyx_PyObject_IsTrue(__pyx_v_http_10); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(0, 404, __pyx_L1_error)
-  __pyx_t_5 = (!__pyx_t_4);
+  __pyx_t_4 = (!__pyx_v_http_10);
 
-
-  if (__pyx_t_5) {
+  if (__pyx_t_4) {
 
   } else {
 
-    __pyx_t_1 = __pyx_t_5;
+    __pyx_t_1 = __pyx_t_4;
 
     goto __pyx_L5_bool_binop_done;
   }
-  __pyx_t_5 = (!(__pyx_v_self->hosts != 0));
+  __pyx_t_4 = (!(__pyx_v_self->hosts != 0));
 
 
-  __pyx_t_1 = __pyx_t_5;
+  __pyx_t_1 = __pyx_t_4;
 
   __pyx_L5_bool_binop_done:;
   if (unlikely(__pyx_t_1)) {
@@ -14515,8 +14398,8 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24_check_
  *             raise RequestRefused(400, "more than one Host header")
  *         if not http_10 and not self.hosts:
  *             raise RequestRefused(400, "missing Host header")             # <<<<<<<<<<<<<<
+ *         return 0
  * 
- *     def _check_body_head(self, length, expect):
 */
     __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 405, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
@@ -14532,135 +14415,53 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24_check_
  *             raise RequestRefused(400, "more than one Host header")
  *         if not http_10 and not self.hosts:             # <<<<<<<<<<<<<<
  *             raise RequestRefused(400, "missing Host header")
- * 
+ *         return 0
 */
   }
+
+  /* "engine/http/_connection.pyx":406
+ *         if not http_10 and not self.hosts:
+ *             raise RequestRefused(400, "missing Host header")
+ *         return 0             # <<<<<<<<<<<<<<
+ * 
+ *     cdef int _check_body_head(self, object length, object expect) except -1:
+*/
+  {
+
+    __pyx_r = 0;
+  }
+  goto __pyx_L0;
 
   /* "engine/http/_connection.pyx":400
  *         self.url = path if path[:1] == b"/" else b"/" + path
  * 
- *     def _check_host(self, http_10):             # <<<<<<<<<<<<<<
+ *     cdef int _check_host(self, bint http_10) except -1:             # <<<<<<<<<<<<<<
  *         # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0)
  *         if self.hosts > 1:
 */
 
   /* function exit code */
-  __pyx_r = Py_None; __Pyx_INCREF(Py_None);
-  goto __pyx_L0;
   __pyx_L1_error:;
   __Pyx_XDECREF(__pyx_t_2);
   __Pyx_XDECREF(__pyx_t_3);
   __Pyx_AddTraceback("engine.http._connection.HttpConnection._check_host", __pyx_clineno, __pyx_lineno, __pyx_filename);
-  __pyx_r = NULL;
+  __pyx_r = -1;
   __pyx_L0:;
-  __Pyx_XGIVEREF(__pyx_r);
+
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":407
- *             raise RequestRefused(400, "missing Host header")
+/* "engine/http/_connection.pyx":408
+ *         return 0
  * 
- *     def _check_body_head(self, length, expect):             # <<<<<<<<<<<<<<
+ *     cdef int _check_body_head(self, object length, object expect) except -1:             # <<<<<<<<<<<<<<
  *         if length is not None and length.isdigit() and \
  *                 int(length) > self.registry.max_body_bytes:
 */
 
-/* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_27_check_body_head(PyObject *__pyx_v_self, 
-#if CYTHON_VECTORCALL
-PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
-#else
-PyObject *__pyx_args, PyObject *__pyx_kwds
-#endif
-); /*proto*/
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_27_check_body_head = {"_check_body_head", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_27_check_body_head, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_27_check_body_head(PyObject *__pyx_v_self, 
-#if CYTHON_VECTORCALL
-PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
-#else
-PyObject *__pyx_args, PyObject *__pyx_kwds
-#endif
-) {
-  PyObject *__pyx_v_length = 0;
-  PyObject *__pyx_v_expect = 0;
-  #if !CYTHON_VECTORCALL
-  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
-  #endif
-  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
-  PyObject* values[2] = {0,0};
-  int __pyx_lineno = 0;
-  const char *__pyx_filename = NULL;
-  int __pyx_clineno = 0;
-  PyObject *__pyx_r = 0;
-  __Pyx_RefNannyDeclarations
-  __Pyx_RefNannySetupContext("_check_body_head (wrapper)", 0);
-  #if !CYTHON_VECTORCALL
-  #if CYTHON_ASSUME_SAFE_SIZE
-  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
-  #else
-  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
-  #endif
-  #endif
-  __pyx_kwvalues = __Pyx_KwValues_FASTCALL(__pyx_args, __pyx_nargs);
-  {
-    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_length,&__pyx_mstate_global->__pyx_n_u_expect,0};
-    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 407, __pyx_L3_error)
-    if (__pyx_kwds_len > 0) {
-      switch (__pyx_nargs) {
-        case  2:
-        values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 407, __pyx_L3_error)
-        CYTHON_FALLTHROUGH;
-        case  1:
-        values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 407, __pyx_L3_error)
-        CYTHON_FALLTHROUGH;
-        case  0: break;
-        default: goto __pyx_L5_argtuple_error;
-      }
-      const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_check_body_head", 0) < (0)) __PYX_ERR(0, 407, __pyx_L3_error)
-      for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_check_body_head", 1, 2, 2, i); __PYX_ERR(0, 407, __pyx_L3_error) }
-      }
-    } else if (unlikely(__pyx_nargs != 2)) {
-      goto __pyx_L5_argtuple_error;
-    } else {
-      values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 407, __pyx_L3_error)
-      values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 407, __pyx_L3_error)
-    }
-    __pyx_v_length = values[0];
-    __pyx_v_expect = values[1];
-  }
-  goto __pyx_L6_skip;
-  __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("_check_body_head", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 407, __pyx_L3_error)
-  __pyx_L6_skip:;
-  goto __pyx_L4_argument_unpacking_done;
-  __pyx_L3_error:;
-  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
-    Py_XDECREF(values[__pyx_temp]);
-  }
-  __Pyx_AddTraceback("engine.http._connection.HttpConnection._check_body_head", __pyx_clineno, __pyx_lineno, __pyx_filename);
-  __Pyx_RefNannyFinishContext();
-  return NULL;
-  __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_body_head(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_length, __pyx_v_expect);
-
-  /* function exit code */
-  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
-    Py_XDECREF(values[__pyx_temp]);
-  }
-  __Pyx_RefNannyFinishContext();
-  return __pyx_r;
-}
-
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_body_head(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_length, PyObject *__pyx_v_expect) {
-  PyObject *__pyx_r = NULL;
+static int __pyx_f_6engine_4http_11_connection_14HttpConnection__check_body_head(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_length, PyObject *__pyx_v_expect) {
+  int __pyx_r;
   __Pyx_RefNannyDeclarations
   int __pyx_t_1;
   int __pyx_t_2;
@@ -14673,9 +14474,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_check_body_head", 0);
 
-  /* "engine/http/_connection.pyx":408
+  /* "engine/http/_connection.pyx":409
  * 
- *     def _check_body_head(self, length, expect):
+ *     cdef int _check_body_head(self, object length, object expect) except -1:
  *         if length is not None and length.isdigit() and \             # <<<<<<<<<<<<<<
  *                 int(length) > self.registry.max_body_bytes:
  *             raise RequestRefused(413, "body too large")
@@ -14696,10 +14497,10 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_
     PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
     __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_isdigit, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 408, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 409, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 408, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 409, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_2) {
 
@@ -14710,18 +14511,18 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_
     goto __pyx_L4_bool_binop_done;
   }
 
-  /* "engine/http/_connection.pyx":409
- *     def _check_body_head(self, length, expect):
+  /* "engine/http/_connection.pyx":410
+ *     cdef int _check_body_head(self, object length, object expect) except -1:
  *         if length is not None and length.isdigit() and \
  *                 int(length) > self.registry.max_body_bytes:             # <<<<<<<<<<<<<<
  *             raise RequestRefused(413, "body too large")
  *         if expect is not None and expect.lower() == b"100-continue" and not self.pending:
 */
-  __pyx_t_3 = __Pyx_PyNumber_Int(__pyx_v_length); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 409, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyNumber_Int(__pyx_v_length); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 410, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = PyLong_FromSsize_t(__pyx_v_self->registry->max_body_bytes); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 409, __pyx_L1_error)
+  __pyx_t_4 = PyLong_FromSsize_t(__pyx_v_self->registry->max_body_bytes); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 410, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_2 = __Pyx_PyObject_CompareBoolGt_int_int(__pyx_t_3, __pyx_t_4, Py_GT); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 409, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_CompareBoolGt_int_int(__pyx_t_3, __pyx_t_4, Py_GT); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 410, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
@@ -14729,9 +14530,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_
 
   __pyx_L4_bool_binop_done:;
 
-  /* "engine/http/_connection.pyx":408
+  /* "engine/http/_connection.pyx":409
  * 
- *     def _check_body_head(self, length, expect):
+ *     cdef int _check_body_head(self, object length, object expect) except -1:
  *         if length is not None and length.isdigit() and \             # <<<<<<<<<<<<<<
  *                 int(length) > self.registry.max_body_bytes:
  *             raise RequestRefused(413, "body too large")
@@ -14739,37 +14540,37 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "engine/http/_connection.pyx":410
+    /* "engine/http/_connection.pyx":411
  *         if length is not None and length.isdigit() and \
  *                 int(length) > self.registry.max_body_bytes:
  *             raise RequestRefused(413, "body too large")             # <<<<<<<<<<<<<<
  *         if expect is not None and expect.lower() == b"100-continue" and not self.pending:
  *             self.transport.write(_CONTINUE)
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 410, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 411, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_3 = __Pyx_PyObject_Call(__pyx_t_4, __pyx_mstate_global->__pyx_tuple[0], NULL); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 410, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyObject_Call(__pyx_t_4, __pyx_mstate_global->__pyx_tuple[0], NULL); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 411, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_Raise(__pyx_t_3, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __PYX_ERR(0, 410, __pyx_L1_error)
+    __PYX_ERR(0, 411, __pyx_L1_error)
 
-    /* "engine/http/_connection.pyx":408
+    /* "engine/http/_connection.pyx":409
  * 
- *     def _check_body_head(self, length, expect):
+ *     cdef int _check_body_head(self, object length, object expect) except -1:
  *         if length is not None and length.isdigit() and \             # <<<<<<<<<<<<<<
  *                 int(length) > self.registry.max_body_bytes:
  *             raise RequestRefused(413, "body too large")
 */
   }
 
-  /* "engine/http/_connection.pyx":411
+  /* "engine/http/_connection.pyx":412
  *                 int(length) > self.registry.max_body_bytes:
  *             raise RequestRefused(413, "body too large")
  *         if expect is not None and expect.lower() == b"100-continue" and not self.pending:             # <<<<<<<<<<<<<<
  *             self.transport.write(_CONTINUE)
- * 
+ *         return 0
 */
   __pyx_t_2 = (__pyx_v_expect != Py_None);
   if (__pyx_t_2) {
@@ -14787,10 +14588,10 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_
     PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
     __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_lower, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 411, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 412, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
-  __pyx_t_2 = __Pyx_PyObject_CompareBoolEq_object_bytes(__pyx_t_3, __pyx_mstate_global->__pyx_kp_b_100_continue, Py_EQ); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 411, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_CompareBoolEq_object_bytes(__pyx_t_3, __pyx_mstate_global->__pyx_kp_b_100_continue, Py_EQ); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 412, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_2) {
 
@@ -14800,7 +14601,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_
 
     goto __pyx_L8_bool_binop_done;
   }
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 411, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 412, __pyx_L1_error)
   __pyx_t_6 = (!__pyx_t_2);
 
 
@@ -14811,12 +14612,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":412
+    /* "engine/http/_connection.pyx":413
  *             raise RequestRefused(413, "body too large")
  *         if expect is not None and expect.lower() == b"100-continue" and not self.pending:
  *             self.transport.write(_CONTINUE)             # <<<<<<<<<<<<<<
+ *         return 0
  * 
- *     def on_body(self, bytes body):
 */
     __pyx_t_4 = __pyx_v_self->transport;
     __Pyx_INCREF(__pyx_t_4);
@@ -14825,44 +14626,55 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_
       PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_v_6engine_4http_11_connection__CONTINUE};
       __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_write, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 412, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 413, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-    /* "engine/http/_connection.pyx":411
+    /* "engine/http/_connection.pyx":412
  *                 int(length) > self.registry.max_body_bytes:
  *             raise RequestRefused(413, "body too large")
  *         if expect is not None and expect.lower() == b"100-continue" and not self.pending:             # <<<<<<<<<<<<<<
  *             self.transport.write(_CONTINUE)
- * 
+ *         return 0
 */
   }
 
-  /* "engine/http/_connection.pyx":407
- *             raise RequestRefused(400, "missing Host header")
+  /* "engine/http/_connection.pyx":414
+ *         if expect is not None and expect.lower() == b"100-continue" and not self.pending:
+ *             self.transport.write(_CONTINUE)
+ *         return 0             # <<<<<<<<<<<<<<
  * 
- *     def _check_body_head(self, length, expect):             # <<<<<<<<<<<<<<
+ *     def on_body(self, bytes body):
+*/
+  {
+
+    __pyx_r = 0;
+  }
+  goto __pyx_L0;
+
+  /* "engine/http/_connection.pyx":408
+ *         return 0
+ * 
+ *     cdef int _check_body_head(self, object length, object expect) except -1:             # <<<<<<<<<<<<<<
  *         if length is not None and length.isdigit() and \
  *                 int(length) > self.registry.max_body_bytes:
 */
 
   /* function exit code */
-  __pyx_r = Py_None; __Pyx_INCREF(Py_None);
-  goto __pyx_L0;
   __pyx_L1_error:;
   __Pyx_XDECREF(__pyx_t_3);
   __Pyx_XDECREF(__pyx_t_4);
   __Pyx_AddTraceback("engine.http._connection.HttpConnection._check_body_head", __pyx_clineno, __pyx_lineno, __pyx_filename);
-  __pyx_r = NULL;
+  __pyx_r = -1;
   __pyx_L0:;
-  __Pyx_XGIVEREF(__pyx_r);
+
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":414
- *             self.transport.write(_CONTINUE)
+/* "engine/http/_connection.pyx":416
+ *         return 0
  * 
  *     def on_body(self, bytes body):             # <<<<<<<<<<<<<<
  *         req = self.request
@@ -14870,15 +14682,15 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_29on_body(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_25on_body(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_29on_body = {"on_body", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_29on_body, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_29on_body(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_25on_body = {"on_body", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_25on_body, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_25on_body(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -14908,32 +14720,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_body,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 414, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 416, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 414, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 416, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "on_body", 0) < (0)) __PYX_ERR(0, 414, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "on_body", 0) < (0)) __PYX_ERR(0, 416, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("on_body", 1, 1, 1, i); __PYX_ERR(0, 414, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("on_body", 1, 1, 1, i); __PYX_ERR(0, 416, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 414, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 416, __pyx_L3_error)
     }
     __pyx_v_body = ((PyObject*)values[0]);
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("on_body", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 414, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("on_body", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 416, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -14944,8 +14756,8 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_body), (&PyBytes_Type), 1, "body", 1))) __PYX_ERR(0, 414, __pyx_L1_error)
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_body);
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_body), (&PyBytes_Type), 1, "body", 1))) __PYX_ERR(0, 416, __pyx_L1_error)
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_24on_body(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_body);
 
   /* function exit code */
   goto __pyx_L0;
@@ -14964,7 +14776,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_body) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24on_body(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_body) {
   PyObject *__pyx_v_req = NULL;
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
@@ -14980,7 +14792,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("on_body", 0);
 
-  /* "engine/http/_connection.pyx":415
+  /* "engine/http/_connection.pyx":417
  * 
  *     def on_body(self, bytes body):
  *         req = self.request             # <<<<<<<<<<<<<<
@@ -14992,7 +14804,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
   __pyx_v_req = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":416
+  /* "engine/http/_connection.pyx":418
  *     def on_body(self, bytes body):
  *         req = self.request
  *         if req is not None and req.stream is not None:             # <<<<<<<<<<<<<<
@@ -15008,7 +14820,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
 
     goto __pyx_L4_bool_binop_done;
   }
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 416, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 418, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_t_3 = (__pyx_t_1 != Py_None);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
@@ -15019,14 +14831,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":417
+    /* "engine/http/_connection.pyx":419
  *         req = self.request
  *         if req is not None and req.stream is not None:
  *             req.stream.feed(body)             # <<<<<<<<<<<<<<
  *             self.deadline = self.registry.clock + self.registry.read_timeout
  *             return
 */
-    __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 417, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 419, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_t_4 = __pyx_t_5;
     __Pyx_INCREF(__pyx_t_4);
@@ -15036,12 +14848,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_feed, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 417, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 419, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":418
+    /* "engine/http/_connection.pyx":420
  *         if req is not None and req.stream is not None:
  *             req.stream.feed(body)
  *             self.deadline = self.registry.clock + self.registry.read_timeout             # <<<<<<<<<<<<<<
@@ -15050,7 +14862,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
 */
     __pyx_v_self->deadline = (__pyx_v_self->registry->clock + __pyx_v_self->registry->read_timeout);
 
-    /* "engine/http/_connection.pyx":419
+    /* "engine/http/_connection.pyx":421
  *             req.stream.feed(body)
  *             self.deadline = self.registry.clock + self.registry.read_timeout
  *             return             # <<<<<<<<<<<<<<
@@ -15067,7 +14879,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":416
+    /* "engine/http/_connection.pyx":418
  *     def on_body(self, bytes body):
  *         req = self.request
  *         if req is not None and req.stream is not None:             # <<<<<<<<<<<<<<
@@ -15076,7 +14888,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
 */
   }
 
-  /* "engine/http/_connection.pyx":420
+  /* "engine/http/_connection.pyx":422
  *             self.deadline = self.registry.clock + self.registry.read_timeout
  *             return
  *         self.body_size += PyBytes_GET_SIZE(body)             # <<<<<<<<<<<<<<
@@ -15085,7 +14897,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
 */
   __pyx_v_self->body_size = (__pyx_v_self->body_size + PyBytes_GET_SIZE(__pyx_v_body));
 
-  /* "engine/http/_connection.pyx":421
+  /* "engine/http/_connection.pyx":423
  *             return
  *         self.body_size += PyBytes_GET_SIZE(body)
  *         if self.body_size > self.registry.max_body_bytes:             # <<<<<<<<<<<<<<
@@ -15097,23 +14909,23 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "engine/http/_connection.pyx":422
+    /* "engine/http/_connection.pyx":424
  *         self.body_size += PyBytes_GET_SIZE(body)
  *         if self.body_size > self.registry.max_body_bytes:
  *             raise RequestRefused(413, "body too large")             # <<<<<<<<<<<<<<
  *         if self.body is None:
  *             self.body = [body]
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 422, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 424, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
-    __pyx_t_5 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[0], NULL); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 422, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[0], NULL); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 424, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_Raise(__pyx_t_5, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    __PYX_ERR(0, 422, __pyx_L1_error)
+    __PYX_ERR(0, 424, __pyx_L1_error)
 
-    /* "engine/http/_connection.pyx":421
+    /* "engine/http/_connection.pyx":423
  *             return
  *         self.body_size += PyBytes_GET_SIZE(body)
  *         if self.body_size > self.registry.max_body_bytes:             # <<<<<<<<<<<<<<
@@ -15122,7 +14934,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
 */
   }
 
-  /* "engine/http/_connection.pyx":423
+  /* "engine/http/_connection.pyx":425
  *         if self.body_size > self.registry.max_body_bytes:
  *             raise RequestRefused(413, "body too large")
  *         if self.body is None:             # <<<<<<<<<<<<<<
@@ -15133,24 +14945,24 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":424
+    /* "engine/http/_connection.pyx":426
  *             raise RequestRefused(413, "body too large")
  *         if self.body is None:
  *             self.body = [body]             # <<<<<<<<<<<<<<
  *         else:
  *             self.body.append(body)
 */
-    __pyx_t_5 = PyList_New(1); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 424, __pyx_L1_error)
+    __pyx_t_5 = PyList_New(1); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 426, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __Pyx_INCREF(__pyx_v_body);
     __Pyx_GIVEREF(__pyx_v_body);
-    if (__Pyx_PyList_SET_ITEM(__pyx_t_5, 0, __pyx_v_body) != (0)) __PYX_ERR(0, 424, __pyx_L1_error);
+    if (__Pyx_PyList_SET_ITEM(__pyx_t_5, 0, __pyx_v_body) != (0)) __PYX_ERR(0, 426, __pyx_L1_error);
     __Pyx_GIVEREF(__pyx_t_5);
     __Pyx_GOTREF(__pyx_v_self->body);
     __Pyx_DECREF_SET(__pyx_v_self->body, ((PyObject*)__pyx_t_5));
     __pyx_t_5 = 0;
 
-    /* "engine/http/_connection.pyx":423
+    /* "engine/http/_connection.pyx":425
  *         if self.body_size > self.registry.max_body_bytes:
  *             raise RequestRefused(413, "body too large")
  *         if self.body is None:             # <<<<<<<<<<<<<<
@@ -15160,7 +14972,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
     goto __pyx_L7;
   }
 
-  /* "engine/http/_connection.pyx":426
+  /* "engine/http/_connection.pyx":428
  *             self.body = [body]
  *         else:
  *             self.body.append(body)             # <<<<<<<<<<<<<<
@@ -15170,15 +14982,15 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
   /*else*/ {
     if (unlikely(__pyx_v_self->body == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-      __PYX_ERR(0, 426, __pyx_L1_error)
+      __PYX_ERR(0, 428, __pyx_L1_error)
     }
-    __pyx_t_7 = __Pyx_PyList_Append(__pyx_v_self->body, __pyx_v_body); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 426, __pyx_L1_error)
+    __pyx_t_7 = __Pyx_PyList_Append(__pyx_v_self->body, __pyx_v_body); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 428, __pyx_L1_error)
 
   }
   __pyx_L7:;
 
-  /* "engine/http/_connection.pyx":414
- *             self.transport.write(_CONTINUE)
+  /* "engine/http/_connection.pyx":416
+ *         return 0
  * 
  *     def on_body(self, bytes body):             # <<<<<<<<<<<<<<
  *         req = self.request
@@ -15201,7 +15013,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":428
+/* "engine/http/_connection.pyx":430
  *             self.body.append(body)
  * 
  *     def on_message_complete(self):             # <<<<<<<<<<<<<<
@@ -15210,15 +15022,15 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_31on_message_complete(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_27on_message_complete(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_31on_message_complete = {"on_message_complete", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_31on_message_complete, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_31on_message_complete(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_27on_message_complete = {"on_message_complete", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_27on_message_complete, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_27on_message_complete(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -15244,14 +15056,14 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
   if (unlikely(__pyx_kwds_len < 0)) return NULL;
   if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("on_message_complete", __pyx_kwds); return NULL;}
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_message_complete(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_message_complete(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_message_complete(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26on_message_complete(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
   int __pyx_v_keep;
   PyObject *__pyx_v_req = NULL;
   PyObject *__pyx_v_response = NULL;
@@ -15271,7 +15083,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("on_message_complete", 0);
 
-  /* "engine/http/_connection.pyx":430
+  /* "engine/http/_connection.pyx":432
  *     def on_message_complete(self):
  *         cdef bint keep
  *         self.state = S_IDLE             # <<<<<<<<<<<<<<
@@ -15280,7 +15092,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
 */
   __pyx_v_self->state = __pyx_e_6engine_4http_11_connection_S_IDLE;
 
-  /* "engine/http/_connection.pyx":431
+  /* "engine/http/_connection.pyx":433
  *         cdef bint keep
  *         self.state = S_IDLE
  *         self.deadline = self.registry.clock + self.registry.idle_timeout             # <<<<<<<<<<<<<<
@@ -15289,7 +15101,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
 */
   __pyx_v_self->deadline = (__pyx_v_self->registry->clock + __pyx_v_self->registry->idle_timeout);
 
-  /* "engine/http/_connection.pyx":432
+  /* "engine/http/_connection.pyx":434
  *         self.state = S_IDLE
  *         self.deadline = self.registry.clock + self.registry.idle_timeout
  *         if self.is_fast:             # <<<<<<<<<<<<<<
@@ -15298,7 +15110,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
 */
   if (__pyx_v_self->is_fast) {
 
-    /* "engine/http/_connection.pyx":433
+    /* "engine/http/_connection.pyx":435
  *         self.deadline = self.registry.clock + self.registry.idle_timeout
  *         if self.is_fast:
  *             keep = self.keep_alive and not self.closing and not self.upgrade             # <<<<<<<<<<<<<<
@@ -15329,17 +15141,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
     __pyx_L4_bool_binop_done:;
     __pyx_v_keep = __pyx_t_1;
 
-    /* "engine/http/_connection.pyx":434
+    /* "engine/http/_connection.pyx":436
  *         if self.is_fast:
  *             keep = self.keep_alive and not self.closing and not self.upgrade
  *             self.fast.answer(self, keep)             # <<<<<<<<<<<<<<
  *             return
  *         req = self.request
 */
-    __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_FastRoutes *)__pyx_v_self->fast->__pyx_vtab)->answer(__pyx_v_self->fast, __pyx_v_self, __pyx_v_keep); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 434, __pyx_L1_error)
+    __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_FastRoutes *)__pyx_v_self->fast->__pyx_vtab)->answer(__pyx_v_self->fast, __pyx_v_self, __pyx_v_keep); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 436, __pyx_L1_error)
 
 
-    /* "engine/http/_connection.pyx":435
+    /* "engine/http/_connection.pyx":437
  *             keep = self.keep_alive and not self.closing and not self.upgrade
  *             self.fast.answer(self, keep)
  *             return             # <<<<<<<<<<<<<<
@@ -15356,7 +15168,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":432
+    /* "engine/http/_connection.pyx":434
  *         self.state = S_IDLE
  *         self.deadline = self.registry.clock + self.registry.idle_timeout
  *         if self.is_fast:             # <<<<<<<<<<<<<<
@@ -15365,7 +15177,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
 */
   }
 
-  /* "engine/http/_connection.pyx":436
+  /* "engine/http/_connection.pyx":438
  *             self.fast.answer(self, keep)
  *             return
  *         req = self.request             # <<<<<<<<<<<<<<
@@ -15377,7 +15189,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
   __pyx_v_req = __pyx_t_4;
   __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":437
+  /* "engine/http/_connection.pyx":439
  *             return
  *         req = self.request
  *         self.request = None             # <<<<<<<<<<<<<<
@@ -15389,28 +15201,28 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
   __Pyx_GOTREF(__pyx_v_self->request);
   __Pyx_DECREF_SET(__pyx_v_self->request, Py_None);
 
-  /* "engine/http/_connection.pyx":438
+  /* "engine/http/_connection.pyx":440
  *         req = self.request
  *         self.request = None
  *         if req.stream is not None:             # <<<<<<<<<<<<<<
  *             req.stream.feed_eof()
  *             if req.upgrade and req.stream is not _DISCARD:
 */
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 438, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 440, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __pyx_t_1 = (__pyx_t_4 != Py_None);
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":439
+    /* "engine/http/_connection.pyx":441
  *         self.request = None
  *         if req.stream is not None:
  *             req.stream.feed_eof()             # <<<<<<<<<<<<<<
  *             if req.upgrade and req.stream is not _DISCARD:
  *                 self.tunnel_to = req.stream
 */
-    __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 439, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 441, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __pyx_t_5 = __pyx_t_6;
     __Pyx_INCREF(__pyx_t_5);
@@ -15420,21 +15232,21 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
       __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_feed_eof, __pyx_callargs+__pyx_t_7, (1-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
       __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 439, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 441, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-    /* "engine/http/_connection.pyx":440
+    /* "engine/http/_connection.pyx":442
  *         if req.stream is not None:
  *             req.stream.feed_eof()
  *             if req.upgrade and req.stream is not _DISCARD:             # <<<<<<<<<<<<<<
  *                 self.tunnel_to = req.stream
  *             return
 */
-    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 440, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 442, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 440, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 442, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
     if (__pyx_t_2) {
 
@@ -15444,7 +15256,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
 
       goto __pyx_L9_bool_binop_done;
     }
-    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 440, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 442, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_t_2 = (__pyx_t_4 != __pyx_v_6engine_4http_11_connection__DISCARD);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
@@ -15455,21 +15267,21 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":441
+      /* "engine/http/_connection.pyx":443
  *             req.stream.feed_eof()
  *             if req.upgrade and req.stream is not _DISCARD:
  *                 self.tunnel_to = req.stream             # <<<<<<<<<<<<<<
  *             return
  *         if self.body is not None:
 */
-      __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 441, __pyx_L1_error)
+      __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 443, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
       __Pyx_GIVEREF(__pyx_t_4);
       __Pyx_GOTREF(__pyx_v_self->tunnel_to);
       __Pyx_DECREF_SET(__pyx_v_self->tunnel_to, __pyx_t_4);
       __pyx_t_4 = 0;
 
-      /* "engine/http/_connection.pyx":440
+      /* "engine/http/_connection.pyx":442
  *         if req.stream is not None:
  *             req.stream.feed_eof()
  *             if req.upgrade and req.stream is not _DISCARD:             # <<<<<<<<<<<<<<
@@ -15478,7 +15290,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
 */
     }
 
-    /* "engine/http/_connection.pyx":442
+    /* "engine/http/_connection.pyx":444
  *             if req.upgrade and req.stream is not _DISCARD:
  *                 self.tunnel_to = req.stream
  *             return             # <<<<<<<<<<<<<<
@@ -15495,7 +15307,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":438
+    /* "engine/http/_connection.pyx":440
  *         req = self.request
  *         self.request = None
  *         if req.stream is not None:             # <<<<<<<<<<<<<<
@@ -15504,7 +15316,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
 */
   }
 
-  /* "engine/http/_connection.pyx":443
+  /* "engine/http/_connection.pyx":445
  *                 self.tunnel_to = req.stream
  *             return
  *         if self.body is not None:             # <<<<<<<<<<<<<<
@@ -15515,7 +15327,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":444
+    /* "engine/http/_connection.pyx":446
  *             return
  *         if self.body is not None:
  *             req.body = b"".join(self.body)             # <<<<<<<<<<<<<<
@@ -15524,25 +15336,25 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
 */
     __pyx_t_4 = __pyx_v_self->body;
     __Pyx_INCREF(__pyx_t_4);
-    __pyx_t_6 = __Pyx_PyBytes_Join(__pyx_mstate_global->__pyx_kp_b_, __pyx_t_4); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 444, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_PyBytes_Join(__pyx_mstate_global->__pyx_kp_b_, __pyx_t_4); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 446, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_body, __pyx_t_6) < (0)) __PYX_ERR(0, 444, __pyx_L1_error)
+    if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_body, __pyx_t_6) < (0)) __PYX_ERR(0, 446, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
 
-    /* "engine/http/_connection.pyx":445
+    /* "engine/http/_connection.pyx":447
  *         if self.body is not None:
  *             req.body = b"".join(self.body)
  *             req.body_size = self.body_size             # <<<<<<<<<<<<<<
  *         keep = req.keep_alive and not self.closing and not req.upgrade
  *         response = self.app.handle(self, req, keep)
 */
-    __pyx_t_6 = PyLong_FromSsize_t(__pyx_v_self->body_size); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 445, __pyx_L1_error)
+    __pyx_t_6 = PyLong_FromSsize_t(__pyx_v_self->body_size); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 447, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
-    if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_body_size, __pyx_t_6) < (0)) __PYX_ERR(0, 445, __pyx_L1_error)
+    if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_body_size, __pyx_t_6) < (0)) __PYX_ERR(0, 447, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
 
-    /* "engine/http/_connection.pyx":443
+    /* "engine/http/_connection.pyx":445
  *                 self.tunnel_to = req.stream
  *             return
  *         if self.body is not None:             # <<<<<<<<<<<<<<
@@ -15551,16 +15363,16 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
 */
   }
 
-  /* "engine/http/_connection.pyx":446
+  /* "engine/http/_connection.pyx":448
  *             req.body = b"".join(self.body)
  *             req.body_size = self.body_size
  *         keep = req.keep_alive and not self.closing and not req.upgrade             # <<<<<<<<<<<<<<
  *         response = self.app.handle(self, req, keep)
  *         self.answer_c(req.wait_epoch, response, keep)
 */
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_keep_alive); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 446, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_keep_alive); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 448, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_6); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 446, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_6); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 448, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
   if (__pyx_t_2) {
 
@@ -15580,9 +15392,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
 
     goto __pyx_L12_bool_binop_done;
   }
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 446, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 448, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_6); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 446, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_6); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 448, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
   __pyx_t_8 = (!__pyx_t_2);
 
@@ -15593,7 +15405,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
   __pyx_L12_bool_binop_done:;
   __pyx_v_keep = __pyx_t_1;
 
-  /* "engine/http/_connection.pyx":447
+  /* "engine/http/_connection.pyx":449
  *             req.body_size = self.body_size
  *         keep = req.keep_alive and not self.closing and not req.upgrade
  *         response = self.app.handle(self, req, keep)             # <<<<<<<<<<<<<<
@@ -15602,7 +15414,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
 */
   __pyx_t_4 = __pyx_v_self->app;
   __Pyx_INCREF(__pyx_t_4);
-  __pyx_t_5 = __Pyx_PyBool_FromLong(__pyx_v_keep); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 447, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyBool_FromLong(__pyx_v_keep); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 449, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_t_7 = 0;
   {
@@ -15610,28 +15422,28 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
     __pyx_t_6 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_handle, __pyx_callargs+__pyx_t_7, (4-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 447, __pyx_L1_error)
+    if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 449, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
   }
   __pyx_v_response = __pyx_t_6;
   __pyx_t_6 = 0;
 
-  /* "engine/http/_connection.pyx":448
+  /* "engine/http/_connection.pyx":450
  *         keep = req.keep_alive and not self.closing and not req.upgrade
  *         response = self.app.handle(self, req, keep)
  *         self.answer_c(req.wait_epoch, response, keep)             # <<<<<<<<<<<<<<
  * 
  *     # ---- answers in request order -----------------------------------------
 */
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_wait_epoch); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 448, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_wait_epoch); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 450, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_9 = __Pyx_PyLong_As_uint64_t(__pyx_t_6); if (unlikely((__pyx_t_9 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 448, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyLong_As_uint64_t(__pyx_t_6); if (unlikely((__pyx_t_9 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 450, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, __pyx_t_9, __pyx_v_response, __pyx_v_keep); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 448, __pyx_L1_error)
+  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, __pyx_t_9, __pyx_v_response, __pyx_v_keep); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 450, __pyx_L1_error)
 
 
 
-  /* "engine/http/_connection.pyx":428
+  /* "engine/http/_connection.pyx":430
  *             self.body.append(body)
  * 
  *     def on_message_complete(self):             # <<<<<<<<<<<<<<
@@ -15657,7 +15469,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":451
+/* "engine/http/_connection.pyx":453
  * 
  *     # ---- answers in request order -----------------------------------------
  *     def answer(self, epoch, answer, keep):             # <<<<<<<<<<<<<<
@@ -15666,16 +15478,16 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_33answer(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_29answer(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_32answer, "Write ``answer`` (bytes or a Stream) now if nothing is ahead of it,\n        else queue it; ``epoch``: the spool group it must wait for (0: none).");
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_33answer = {"answer", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_33answer, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_32answer};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_33answer(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_28answer, "Write ``answer`` (bytes or a Stream) now if nothing is ahead of it,\n        else queue it; ``epoch``: the spool group it must wait for (0: none).");
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_29answer = {"answer", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_29answer, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_28answer};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_29answer(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -15707,38 +15519,38 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_epoch,&__pyx_mstate_global->__pyx_n_u_answer,&__pyx_mstate_global->__pyx_n_u_keep,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 451, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 453, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 451, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 453, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 451, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 453, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 451, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 453, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "answer", 0) < (0)) __PYX_ERR(0, 451, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "answer", 0) < (0)) __PYX_ERR(0, 453, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("answer", 1, 3, 3, i); __PYX_ERR(0, 451, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("answer", 1, 3, 3, i); __PYX_ERR(0, 453, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 451, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 453, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 451, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 453, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 451, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 453, __pyx_L3_error)
     }
     __pyx_v_epoch = values[0];
     __pyx_v_answer = values[1];
@@ -15746,7 +15558,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("answer", 1, 3, 3, __pyx_nargs); __PYX_ERR(0, 451, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("answer", 1, 3, 3, __pyx_nargs); __PYX_ERR(0, 453, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -15757,7 +15569,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_32answer(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_epoch, __pyx_v_answer, __pyx_v_keep);
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_28answer(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_epoch, __pyx_v_answer, __pyx_v_keep);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -15767,7 +15579,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32answer(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_epoch, PyObject *__pyx_v_answer, PyObject *__pyx_v_keep) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28answer(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_epoch, PyObject *__pyx_v_answer, PyObject *__pyx_v_keep) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   uint64_t __pyx_t_1;
@@ -15778,21 +15590,21 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32answer(
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("answer", 0);
 
-  /* "engine/http/_connection.pyx":454
+  /* "engine/http/_connection.pyx":456
  *         """Write ``answer`` (bytes or a Stream) now if nothing is ahead of it,
  *         else queue it; ``epoch``: the spool group it must wait for (0: none)."""
  *         self.answer_c(epoch, answer, keep)             # <<<<<<<<<<<<<<
  * 
  *     cdef int answer_c(self, uint64_t epoch, object answer, bint keep) except -1:
 */
-  __pyx_t_1 = __Pyx_PyLong_As_uint64_t(__pyx_v_epoch); if (unlikely((__pyx_t_1 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 454, __pyx_L1_error)
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_keep); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 454, __pyx_L1_error)
-  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, __pyx_t_1, __pyx_v_answer, __pyx_t_2); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 454, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_As_uint64_t(__pyx_v_epoch); if (unlikely((__pyx_t_1 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 456, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_keep); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 456, __pyx_L1_error)
+  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, __pyx_t_1, __pyx_v_answer, __pyx_t_2); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 456, __pyx_L1_error)
 
 
 
 
-  /* "engine/http/_connection.pyx":451
+  /* "engine/http/_connection.pyx":453
  * 
  *     # ---- answers in request order -----------------------------------------
  *     def answer(self, epoch, answer, keep):             # <<<<<<<<<<<<<<
@@ -15812,7 +15624,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32answer(
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":456
+/* "engine/http/_connection.pyx":458
  *         self.answer_c(epoch, answer, keep)
  * 
  *     cdef int answer_c(self, uint64_t epoch, object answer, bint keep) except -1:             # <<<<<<<<<<<<<<
@@ -15838,14 +15650,14 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("answer_c", 0);
 
-  /* "engine/http/_connection.pyx":457
+  /* "engine/http/_connection.pyx":459
  * 
  *     cdef int answer_c(self, uint64_t epoch, object answer, bint keep) except -1:
  *         if not self.pending and not epoch and type(answer) is bytes:             # <<<<<<<<<<<<<<
  *             self.transport.write(answer)
  *             if not keep:
 */
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 457, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 459, __pyx_L1_error)
   __pyx_t_3 = (!__pyx_t_2);
 
 
@@ -15875,7 +15687,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":458
+    /* "engine/http/_connection.pyx":460
  *     cdef int answer_c(self, uint64_t epoch, object answer, bint keep) except -1:
  *         if not self.pending and not epoch and type(answer) is bytes:
  *             self.transport.write(answer)             # <<<<<<<<<<<<<<
@@ -15889,12 +15701,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
       PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_v_answer};
       __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_write, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 458, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 460, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-    /* "engine/http/_connection.pyx":459
+    /* "engine/http/_connection.pyx":461
  *         if not self.pending and not epoch and type(answer) is bytes:
  *             self.transport.write(answer)
  *             if not keep:             # <<<<<<<<<<<<<<
@@ -15906,7 +15718,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":460
+      /* "engine/http/_connection.pyx":462
  *             self.transport.write(answer)
  *             if not keep:
  *                 self.close()             # <<<<<<<<<<<<<<
@@ -15920,12 +15732,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
         PyObject *__pyx_callargs[2] = {__pyx_t_5, NULL};
         __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_6, (1-__pyx_t_6) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 460, __pyx_L1_error)
+        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 462, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_4);
       }
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-      /* "engine/http/_connection.pyx":459
+      /* "engine/http/_connection.pyx":461
  *         if not self.pending and not epoch and type(answer) is bytes:
  *             self.transport.write(answer)
  *             if not keep:             # <<<<<<<<<<<<<<
@@ -15934,7 +15746,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
     }
 
-    /* "engine/http/_connection.pyx":461
+    /* "engine/http/_connection.pyx":463
  *             if not keep:
  *                 self.close()
  *             return 0             # <<<<<<<<<<<<<<
@@ -15947,7 +15759,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":457
+    /* "engine/http/_connection.pyx":459
  * 
  *     cdef int answer_c(self, uint64_t epoch, object answer, bint keep) except -1:
  *         if not self.pending and not epoch and type(answer) is bytes:             # <<<<<<<<<<<<<<
@@ -15956,7 +15768,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
   }
 
-  /* "engine/http/_connection.pyx":462
+  /* "engine/http/_connection.pyx":464
  *                 self.close()
  *             return 0
  *         if epoch and self.commits is None:             # <<<<<<<<<<<<<<
@@ -15981,7 +15793,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "engine/http/_connection.pyx":463
+    /* "engine/http/_connection.pyx":465
  *             return 0
  *         if epoch and self.commits is None:
  *             raise RuntimeError("an answer waits for a spool group, but the app has no commits")             # <<<<<<<<<<<<<<
@@ -15994,14 +15806,14 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
       PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_mstate_global->__pyx_kp_u_an_answer_waits_for_a_spool_grou};
       __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_RuntimeError)), __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 463, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 465, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_Raise(__pyx_t_4, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __PYX_ERR(0, 463, __pyx_L1_error)
+    __PYX_ERR(0, 465, __pyx_L1_error)
 
-    /* "engine/http/_connection.pyx":462
+    /* "engine/http/_connection.pyx":464
  *                 self.close()
  *             return 0
  *         if epoch and self.commits is None:             # <<<<<<<<<<<<<<
@@ -16010,33 +15822,33 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
   }
 
-  /* "engine/http/_connection.pyx":464
+  /* "engine/http/_connection.pyx":466
  *         if epoch and self.commits is None:
  *             raise RuntimeError("an answer waits for a spool group, but the app has no commits")
  *         self.pending.append((epoch, answer, keep))             # <<<<<<<<<<<<<<
  *         if epoch and not self.awaiting_commit:
  *             self.awaiting_commit = True
 */
-  __pyx_t_4 = __Pyx_PyLong_From_uint64_t(__pyx_v_epoch); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 464, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From_uint64_t(__pyx_v_epoch); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 466, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __Pyx_PyBool_FromLong(__pyx_v_keep); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 464, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyBool_FromLong(__pyx_v_keep); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 466, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = PyTuple_New(3); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 464, __pyx_L1_error)
+  __pyx_t_7 = PyTuple_New(3); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 466, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_GIVEREF(__pyx_t_4);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 0, __pyx_t_4) != (0)) __PYX_ERR(0, 464, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 0, __pyx_t_4) != (0)) __PYX_ERR(0, 466, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_answer);
   __Pyx_GIVEREF(__pyx_v_answer);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 1, __pyx_v_answer) != (0)) __PYX_ERR(0, 464, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 1, __pyx_v_answer) != (0)) __PYX_ERR(0, 466, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 2, __pyx_t_5) != (0)) __PYX_ERR(0, 464, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 2, __pyx_t_5) != (0)) __PYX_ERR(0, 466, __pyx_L1_error);
   __pyx_t_4 = 0;
   __pyx_t_5 = 0;
-  __pyx_t_8 = __Pyx_PyObject_Append(__pyx_v_self->pending, __pyx_t_7); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 464, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_Append(__pyx_v_self->pending, __pyx_t_7); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 466, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
 
 
-  /* "engine/http/_connection.pyx":465
+  /* "engine/http/_connection.pyx":467
  *             raise RuntimeError("an answer waits for a spool group, but the app has no commits")
  *         self.pending.append((epoch, answer, keep))
  *         if epoch and not self.awaiting_commit:             # <<<<<<<<<<<<<<
@@ -16062,7 +15874,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":466
+    /* "engine/http/_connection.pyx":468
  *         self.pending.append((epoch, answer, keep))
  *         if epoch and not self.awaiting_commit:
  *             self.awaiting_commit = True             # <<<<<<<<<<<<<<
@@ -16071,7 +15883,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
     __pyx_v_self->awaiting_commit = 1;
 
-    /* "engine/http/_connection.pyx":467
+    /* "engine/http/_connection.pyx":469
  *         if epoch and not self.awaiting_commit:
  *             self.awaiting_commit = True
  *             self.commits.waiting.append(self)             # <<<<<<<<<<<<<<
@@ -16080,12 +15892,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
     if (unlikely(__pyx_v_self->commits->waiting == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-      __PYX_ERR(0, 467, __pyx_L1_error)
+      __PYX_ERR(0, 469, __pyx_L1_error)
     }
-    __pyx_t_8 = __Pyx_PyList_Append(__pyx_v_self->commits->waiting, ((PyObject *)__pyx_v_self)); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 467, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyList_Append(__pyx_v_self->commits->waiting, ((PyObject *)__pyx_v_self)); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 469, __pyx_L1_error)
 
 
-    /* "engine/http/_connection.pyx":465
+    /* "engine/http/_connection.pyx":467
  *             raise RuntimeError("an answer waits for a spool group, but the app has no commits")
  *         self.pending.append((epoch, answer, keep))
  *         if epoch and not self.awaiting_commit:             # <<<<<<<<<<<<<<
@@ -16094,7 +15906,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
   }
 
-  /* "engine/http/_connection.pyx":468
+  /* "engine/http/_connection.pyx":470
  *             self.awaiting_commit = True
  *             self.commits.waiting.append(self)
  *         if type(answer) is bytes and (not keep or len(self.pending) > MAX_PENDING) \             # <<<<<<<<<<<<<<
@@ -16111,7 +15923,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
     goto __pyx_L15_bool_binop_done;
   }
 
-  /* "engine/http/_connection.pyx":469
+  /* "engine/http/_connection.pyx":471
  *             self.commits.waiting.append(self)
  *         if type(answer) is bytes and (not keep or len(self.pending) > MAX_PENDING) \
  *                 and not self.read_paused:             # <<<<<<<<<<<<<<
@@ -16127,7 +15939,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
     goto __pyx_L17_next_and;
   }
 
-  /* "engine/http/_connection.pyx":468
+  /* "engine/http/_connection.pyx":470
  *             self.awaiting_commit = True
  *             self.commits.waiting.append(self)
  *         if type(answer) is bytes and (not keep or len(self.pending) > MAX_PENDING) \             # <<<<<<<<<<<<<<
@@ -16136,7 +15948,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
   __pyx_t_7 = __pyx_v_self->pending;
   __Pyx_INCREF(__pyx_t_7);
-  __pyx_t_9 = PyObject_Length(__pyx_t_7); if (unlikely(__pyx_t_9 == ((Py_ssize_t)-1))) __PYX_ERR(0, 468, __pyx_L1_error)
+  __pyx_t_9 = PyObject_Length(__pyx_t_7); if (unlikely(__pyx_t_9 == ((Py_ssize_t)-1))) __PYX_ERR(0, 470, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   __pyx_t_3 = (__pyx_t_9 > __pyx_v_6engine_4http_11_connection_MAX_PENDING);
 
@@ -16151,7 +15963,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
   }
   __pyx_L17_next_and:;
 
-  /* "engine/http/_connection.pyx":469
+  /* "engine/http/_connection.pyx":471
  *             self.commits.waiting.append(self)
  *         if type(answer) is bytes and (not keep or len(self.pending) > MAX_PENDING) \
  *                 and not self.read_paused:             # <<<<<<<<<<<<<<
@@ -16165,7 +15977,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 
   __pyx_L15_bool_binop_done:;
 
-  /* "engine/http/_connection.pyx":468
+  /* "engine/http/_connection.pyx":470
  *             self.awaiting_commit = True
  *             self.commits.waiting.append(self)
  *         if type(answer) is bytes and (not keep or len(self.pending) > MAX_PENDING) \             # <<<<<<<<<<<<<<
@@ -16175,7 +15987,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":470
+    /* "engine/http/_connection.pyx":472
  *         if type(answer) is bytes and (not keep or len(self.pending) > MAX_PENDING) \
  *                 and not self.read_paused:
  *             self.read_paused = True      # (a stream keeps reading: its body comes next)             # <<<<<<<<<<<<<<
@@ -16184,7 +15996,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
     __pyx_v_self->read_paused = 1;
 
-    /* "engine/http/_connection.pyx":471
+    /* "engine/http/_connection.pyx":473
  *                 and not self.read_paused:
  *             self.read_paused = True      # (a stream keeps reading: its body comes next)
  *             self.transport.pause_reading()             # <<<<<<<<<<<<<<
@@ -16198,12 +16010,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
       PyObject *__pyx_callargs[2] = {__pyx_t_5, NULL};
       __pyx_t_7 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_pause_reading, __pyx_callargs+__pyx_t_6, (1-__pyx_t_6) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 471, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 473, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
 
-    /* "engine/http/_connection.pyx":468
+    /* "engine/http/_connection.pyx":470
  *             self.awaiting_commit = True
  *             self.commits.waiting.append(self)
  *         if type(answer) is bytes and (not keep or len(self.pending) > MAX_PENDING) \             # <<<<<<<<<<<<<<
@@ -16212,17 +16024,17 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
   }
 
-  /* "engine/http/_connection.pyx":472
+  /* "engine/http/_connection.pyx":474
  *             self.read_paused = True      # (a stream keeps reading: its body comes next)
  *             self.transport.pause_reading()
  *         self.release_c()             # <<<<<<<<<<<<<<
  *         return 0
  * 
 */
-  __pyx_t_10 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->release_c(__pyx_v_self); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 472, __pyx_L1_error)
+  __pyx_t_10 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->release_c(__pyx_v_self); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 474, __pyx_L1_error)
 
 
-  /* "engine/http/_connection.pyx":473
+  /* "engine/http/_connection.pyx":475
  *             self.transport.pause_reading()
  *         self.release_c()
  *         return 0             # <<<<<<<<<<<<<<
@@ -16235,7 +16047,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
   }
   goto __pyx_L0;
 
-  /* "engine/http/_connection.pyx":456
+  /* "engine/http/_connection.pyx":458
  *         self.answer_c(epoch, answer, keep)
  * 
  *     cdef int answer_c(self, uint64_t epoch, object answer, bint keep) except -1:             # <<<<<<<<<<<<<<
@@ -16256,7 +16068,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":475
+/* "engine/http/_connection.pyx":477
  *         return 0
  * 
  *     def release(self):             # <<<<<<<<<<<<<<
@@ -16265,16 +16077,16 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_35release(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_31release(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_34release, "Write what can be written: called when an answer is queued, by the\n        spool writer after each settled group (which takes the connection off\n        ``commits.waiting`` first), and when a stream finishes.");
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_35release = {"release", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_35release, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_34release};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_35release(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_30release, "Write what can be written: called when an answer is queued, by the\n        spool writer after each settled group (which takes the connection off\n        ``commits.waiting`` first), and when a stream finishes.");
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_31release = {"release", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_31release, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_30release};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_31release(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -16300,14 +16112,14 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
   if (unlikely(__pyx_kwds_len < 0)) return NULL;
   if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("release", __pyx_kwds); return NULL;}
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_34release(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_30release(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_34release(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30release(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   int __pyx_t_1;
@@ -16316,7 +16128,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_34release
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("release", 0);
 
-  /* "engine/http/_connection.pyx":479
+  /* "engine/http/_connection.pyx":481
  *         spool writer after each settled group (which takes the connection off
  *         ``commits.waiting`` first), and when a stream finishes."""
  *         self.awaiting_commit = False             # <<<<<<<<<<<<<<
@@ -16325,17 +16137,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_34release
 */
   __pyx_v_self->awaiting_commit = 0;
 
-  /* "engine/http/_connection.pyx":480
+  /* "engine/http/_connection.pyx":482
  *         ``commits.waiting`` first), and when a stream finishes."""
  *         self.awaiting_commit = False
  *         self.release_c()             # <<<<<<<<<<<<<<
  * 
  *     cdef int release_c(self) except -1:
 */
-  __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->release_c(__pyx_v_self); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 480, __pyx_L1_error)
+  __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->release_c(__pyx_v_self); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 482, __pyx_L1_error)
 
 
-  /* "engine/http/_connection.pyx":475
+  /* "engine/http/_connection.pyx":477
  *         return 0
  * 
  *     def release(self):             # <<<<<<<<<<<<<<
@@ -16355,7 +16167,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_34release
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":482
+/* "engine/http/_connection.pyx":484
  *         self.release_c()
  * 
  *     cdef int release_c(self) except -1:             # <<<<<<<<<<<<<<
@@ -16388,7 +16200,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("release_c", 0);
 
-  /* "engine/http/_connection.pyx":483
+  /* "engine/http/_connection.pyx":485
  * 
  *     cdef int release_c(self) except -1:
  *         cdef Commits commits = self.commits             # <<<<<<<<<<<<<<
@@ -16400,7 +16212,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
   __pyx_v_commits = ((struct __pyx_obj_6engine_4http_11_connection_Commits *)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":484
+  /* "engine/http/_connection.pyx":486
  *     cdef int release_c(self) except -1:
  *         cdef Commits commits = self.commits
  *         cdef object pending = self.pending             # <<<<<<<<<<<<<<
@@ -16412,7 +16224,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
   __pyx_v_pending = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":487
+  /* "engine/http/_connection.pyx":489
  *         cdef uint64_t epoch
  *         cdef bint keep
  *         while pending:             # <<<<<<<<<<<<<<
@@ -16420,18 +16232,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
  *             if epoch and epoch > commits.done_epoch:
 */
   while (1) {
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 487, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 489, __pyx_L1_error)
 
     if (!__pyx_t_2) break;
 
-    /* "engine/http/_connection.pyx":488
+    /* "engine/http/_connection.pyx":490
  *         cdef bint keep
  *         while pending:
  *             epoch, answer, keep = pending[0]             # <<<<<<<<<<<<<<
  *             if epoch and epoch > commits.done_epoch:
  *                 if not self.awaiting_commit:
 */
-    __pyx_t_1 = __Pyx_GetItemInt(__pyx_v_pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 488, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_GetItemInt(__pyx_v_pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 490, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     if ((likely(PyTuple_CheckExact(__pyx_t_1))) || (PyList_CheckExact(__pyx_t_1))) {
       PyObject* sequence = __pyx_t_1;
@@ -16439,7 +16251,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       if (unlikely(size != 3)) {
         if (size > 3) __Pyx_RaiseTooManyValuesError(3);
         else if (size >= 0) __Pyx_RaiseNeedMoreValuesError(size);
-        __PYX_ERR(0, 488, __pyx_L1_error)
+        __PYX_ERR(0, 490, __pyx_L1_error)
       }
       #if CYTHON_ASSUME_SAFE_MACROS && !CYTHON_AVOID_BORROWED_REFS
       if (likely(PyTuple_CheckExact(sequence))) {
@@ -16451,27 +16263,27 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
         __Pyx_INCREF(__pyx_t_5);
       } else {
         __pyx_t_3 = __Pyx_PyList_GET_ITEM_REF(sequence, 0, __Pyx_ReferenceSharing_SharedReference);
-        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 488, __pyx_L1_error)
+        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 490, __pyx_L1_error)
         __Pyx_XGOTREF(__pyx_t_3);
         __pyx_t_4 = __Pyx_PyList_GET_ITEM_REF(sequence, 1, __Pyx_ReferenceSharing_SharedReference);
-        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 488, __pyx_L1_error)
+        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 490, __pyx_L1_error)
         __Pyx_XGOTREF(__pyx_t_4);
         __pyx_t_5 = __Pyx_PyList_GET_ITEM_REF(sequence, 2, __Pyx_ReferenceSharing_SharedReference);
-        if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 488, __pyx_L1_error)
+        if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 490, __pyx_L1_error)
         __Pyx_XGOTREF(__pyx_t_5);
       }
       #else
-      __pyx_t_3 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 488, __pyx_L1_error)
+      __pyx_t_3 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 490, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
-      __pyx_t_4 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 488, __pyx_L1_error)
+      __pyx_t_4 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 490, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
-      __pyx_t_5 = __Pyx_PySequence_ITEM(sequence, 2); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 488, __pyx_L1_error)
+      __pyx_t_5 = __Pyx_PySequence_ITEM(sequence, 2); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 490, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
       #endif
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     } else {
       Py_ssize_t index = -1;
-      __pyx_t_6 = PyObject_GetIter(__pyx_t_1); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 488, __pyx_L1_error)
+      __pyx_t_6 = PyObject_GetIter(__pyx_t_1); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 490, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       __pyx_t_7 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_6);
@@ -16481,7 +16293,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       __Pyx_GOTREF(__pyx_t_4);
       index = 2; __pyx_t_5 = __pyx_t_7(__pyx_t_6); if (unlikely(!__pyx_t_5)) goto __pyx_L5_unpacking_failed;
       __Pyx_GOTREF(__pyx_t_5);
-      if (__Pyx_IternextUnpackEndCheck(__pyx_t_7(__pyx_t_6), 3) < (0)) __PYX_ERR(0, 488, __pyx_L1_error)
+      if (__Pyx_IternextUnpackEndCheck(__pyx_t_7(__pyx_t_6), 3) < (0)) __PYX_ERR(0, 490, __pyx_L1_error)
       __pyx_t_7 = NULL;
       __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
       goto __pyx_L6_unpacking_done;
@@ -16489,19 +16301,19 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
       __pyx_t_7 = NULL;
       if (__Pyx_IterFinish() == 0) __Pyx_RaiseNeedMoreValuesError(index);
-      __PYX_ERR(0, 488, __pyx_L1_error)
+      __PYX_ERR(0, 490, __pyx_L1_error)
       __pyx_L6_unpacking_done:;
     }
-    __pyx_t_8 = __Pyx_PyLong_As_uint64_t(__pyx_t_3); if (unlikely((__pyx_t_8 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 488, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyLong_As_uint64_t(__pyx_t_3); if (unlikely((__pyx_t_8 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 490, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_5); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 488, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_5); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 490, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __pyx_v_epoch = __pyx_t_8;
     __Pyx_XDECREF_SET(__pyx_v_answer, __pyx_t_4);
     __pyx_t_4 = 0;
     __pyx_v_keep = __pyx_t_2;
 
-    /* "engine/http/_connection.pyx":489
+    /* "engine/http/_connection.pyx":491
  *         while pending:
  *             epoch, answer, keep = pending[0]
  *             if epoch and epoch > commits.done_epoch:             # <<<<<<<<<<<<<<
@@ -16527,7 +16339,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     if (__pyx_t_2) {
 
 
-      /* "engine/http/_connection.pyx":490
+      /* "engine/http/_connection.pyx":492
  *             epoch, answer, keep = pending[0]
  *             if epoch and epoch > commits.done_epoch:
  *                 if not self.awaiting_commit:             # <<<<<<<<<<<<<<
@@ -16539,7 +16351,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       if (__pyx_t_2) {
 
 
-        /* "engine/http/_connection.pyx":491
+        /* "engine/http/_connection.pyx":493
  *             if epoch and epoch > commits.done_epoch:
  *                 if not self.awaiting_commit:
  *                     self.awaiting_commit = True             # <<<<<<<<<<<<<<
@@ -16548,7 +16360,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
         __pyx_v_self->awaiting_commit = 1;
 
-        /* "engine/http/_connection.pyx":492
+        /* "engine/http/_connection.pyx":494
  *                 if not self.awaiting_commit:
  *                     self.awaiting_commit = True
  *                     commits.waiting.append(self)             # <<<<<<<<<<<<<<
@@ -16557,12 +16369,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
         if (unlikely(__pyx_v_commits->waiting == Py_None)) {
           PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-          __PYX_ERR(0, 492, __pyx_L1_error)
+          __PYX_ERR(0, 494, __pyx_L1_error)
         }
-        __pyx_t_10 = __Pyx_PyList_Append(__pyx_v_commits->waiting, ((PyObject *)__pyx_v_self)); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 492, __pyx_L1_error)
+        __pyx_t_10 = __Pyx_PyList_Append(__pyx_v_commits->waiting, ((PyObject *)__pyx_v_self)); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 494, __pyx_L1_error)
 
 
-        /* "engine/http/_connection.pyx":490
+        /* "engine/http/_connection.pyx":492
  *             epoch, answer, keep = pending[0]
  *             if epoch and epoch > commits.done_epoch:
  *                 if not self.awaiting_commit:             # <<<<<<<<<<<<<<
@@ -16571,7 +16383,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
       }
 
-      /* "engine/http/_connection.pyx":493
+      /* "engine/http/_connection.pyx":495
  *                     self.awaiting_commit = True
  *                     commits.waiting.append(self)
  *                 return 0             # <<<<<<<<<<<<<<
@@ -16584,7 +16396,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       }
       goto __pyx_L0;
 
-      /* "engine/http/_connection.pyx":489
+      /* "engine/http/_connection.pyx":491
  *         while pending:
  *             epoch, answer, keep = pending[0]
  *             if epoch and epoch > commits.done_epoch:             # <<<<<<<<<<<<<<
@@ -16593,7 +16405,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
     }
 
-    /* "engine/http/_connection.pyx":494
+    /* "engine/http/_connection.pyx":496
  *                     commits.waiting.append(self)
  *                 return 0
  *             if self.state == S_CLOSED or self.transport.is_closing():             # <<<<<<<<<<<<<<
@@ -16617,10 +16429,10 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       PyObject *__pyx_callargs[2] = {__pyx_t_5, NULL};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_is_closing, __pyx_callargs+__pyx_t_11, (1-__pyx_t_11) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 494, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 496, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
-    __pyx_t_9 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_9 < 0))) __PYX_ERR(0, 494, __pyx_L1_error)
+    __pyx_t_9 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_9 < 0))) __PYX_ERR(0, 496, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
     __pyx_t_2 = __pyx_t_9;
@@ -16629,17 +16441,17 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     if (__pyx_t_2) {
 
 
-      /* "engine/http/_connection.pyx":495
+      /* "engine/http/_connection.pyx":497
  *                 return 0
  *             if self.state == S_CLOSED or self.transport.is_closing():
  *                 self._drop_pending()             # <<<<<<<<<<<<<<
  *                 return 0
  *             if type(answer) is not bytes:
 */
-      __pyx_t_12 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_drop_pending(__pyx_v_self); if (unlikely(__pyx_t_12 == ((int)-1))) __PYX_ERR(0, 495, __pyx_L1_error)
+      __pyx_t_12 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_drop_pending(__pyx_v_self); if (unlikely(__pyx_t_12 == ((int)-1))) __PYX_ERR(0, 497, __pyx_L1_error)
 
 
-      /* "engine/http/_connection.pyx":496
+      /* "engine/http/_connection.pyx":498
  *             if self.state == S_CLOSED or self.transport.is_closing():
  *                 self._drop_pending()
  *                 return 0             # <<<<<<<<<<<<<<
@@ -16652,7 +16464,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       }
       goto __pyx_L0;
 
-      /* "engine/http/_connection.pyx":494
+      /* "engine/http/_connection.pyx":496
  *                     commits.waiting.append(self)
  *                 return 0
  *             if self.state == S_CLOSED or self.transport.is_closing():             # <<<<<<<<<<<<<<
@@ -16661,7 +16473,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
     }
 
-    /* "engine/http/_connection.pyx":497
+    /* "engine/http/_connection.pyx":499
  *                 self._drop_pending()
  *                 return 0
  *             if type(answer) is not bytes:             # <<<<<<<<<<<<<<
@@ -16672,16 +16484,16 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     if (__pyx_t_2) {
 
 
-      /* "engine/http/_connection.pyx":498
+      /* "engine/http/_connection.pyx":500
  *                 return 0
  *             if type(answer) is not bytes:
  *                 if not answer.started:             # <<<<<<<<<<<<<<
  *                     answer.start(self)   # may finish at once (stream_finished)
  *                 return 0
 */
-      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_answer, __pyx_mstate_global->__pyx_n_u_started); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 498, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_answer, __pyx_mstate_global->__pyx_n_u_started); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 500, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
-      __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 498, __pyx_L1_error)
+      __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 500, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       __pyx_t_9 = (!__pyx_t_2);
 
@@ -16689,7 +16501,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       if (__pyx_t_9) {
 
 
-        /* "engine/http/_connection.pyx":499
+        /* "engine/http/_connection.pyx":501
  *             if type(answer) is not bytes:
  *                 if not answer.started:
  *                     answer.start(self)   # may finish at once (stream_finished)             # <<<<<<<<<<<<<<
@@ -16703,12 +16515,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
           PyObject *__pyx_callargs[2] = {__pyx_t_5, ((PyObject *)__pyx_v_self)};
           __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_start, __pyx_callargs+__pyx_t_11, (2-__pyx_t_11) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
           __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-          if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 499, __pyx_L1_error)
+          if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 501, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_1);
         }
         __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-        /* "engine/http/_connection.pyx":498
+        /* "engine/http/_connection.pyx":500
  *                 return 0
  *             if type(answer) is not bytes:
  *                 if not answer.started:             # <<<<<<<<<<<<<<
@@ -16717,7 +16529,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
       }
 
-      /* "engine/http/_connection.pyx":500
+      /* "engine/http/_connection.pyx":502
  *                 if not answer.started:
  *                     answer.start(self)   # may finish at once (stream_finished)
  *                 return 0             # <<<<<<<<<<<<<<
@@ -16730,7 +16542,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       }
       goto __pyx_L0;
 
-      /* "engine/http/_connection.pyx":497
+      /* "engine/http/_connection.pyx":499
  *                 self._drop_pending()
  *                 return 0
  *             if type(answer) is not bytes:             # <<<<<<<<<<<<<<
@@ -16739,7 +16551,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
     }
 
-    /* "engine/http/_connection.pyx":501
+    /* "engine/http/_connection.pyx":503
  *                     answer.start(self)   # may finish at once (stream_finished)
  *                 return 0
  *             pending.popleft()             # <<<<<<<<<<<<<<
@@ -16753,12 +16565,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       PyObject *__pyx_callargs[2] = {__pyx_t_5, NULL};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_popleft, __pyx_callargs+__pyx_t_11, (1-__pyx_t_11) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 501, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 503, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":502
+    /* "engine/http/_connection.pyx":504
  *                 return 0
  *             pending.popleft()
  *             if epoch and commits.is_failed(epoch):             # <<<<<<<<<<<<<<
@@ -16775,7 +16587,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 
       goto __pyx_L17_bool_binop_done;
     }
-    __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_Commits *)__pyx_v_commits->__pyx_vtab)->is_failed(__pyx_v_commits, __pyx_v_epoch); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 502, __pyx_L1_error)
+    __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_Commits *)__pyx_v_commits->__pyx_vtab)->is_failed(__pyx_v_commits, __pyx_v_epoch); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 504, __pyx_L1_error)
 
     __pyx_t_9 = __pyx_t_2;
 
@@ -16783,7 +16595,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     if (__pyx_t_9) {
 
 
-      /* "engine/http/_connection.pyx":503
+      /* "engine/http/_connection.pyx":505
  *             pending.popleft()
  *             if epoch and commits.is_failed(epoch):
  *                 answer, keep = commits.unavailable(), False             # <<<<<<<<<<<<<<
@@ -16810,7 +16622,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
         __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_4, __pyx_callargs+__pyx_t_11, (1-__pyx_t_11) | (__pyx_t_11*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
         __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 503, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 505, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __pyx_t_9 = 0;
@@ -16819,7 +16631,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       __pyx_t_1 = 0;
       __pyx_v_keep = __pyx_t_9;
 
-      /* "engine/http/_connection.pyx":502
+      /* "engine/http/_connection.pyx":504
  *                 return 0
  *             pending.popleft()
  *             if epoch and commits.is_failed(epoch):             # <<<<<<<<<<<<<<
@@ -16828,7 +16640,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
     }
 
-    /* "engine/http/_connection.pyx":504
+    /* "engine/http/_connection.pyx":506
  *             if epoch and commits.is_failed(epoch):
  *                 answer, keep = commits.unavailable(), False
  *             self.transport.write(answer)             # <<<<<<<<<<<<<<
@@ -16842,12 +16654,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_v_answer};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_write, __pyx_callargs+__pyx_t_11, (2-__pyx_t_11) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 504, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 506, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":505
+    /* "engine/http/_connection.pyx":507
  *                 answer, keep = commits.unavailable(), False
  *             self.transport.write(answer)
  *             if not keep:             # <<<<<<<<<<<<<<
@@ -16859,17 +16671,17 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     if (__pyx_t_9) {
 
 
-      /* "engine/http/_connection.pyx":506
+      /* "engine/http/_connection.pyx":508
  *             self.transport.write(answer)
  *             if not keep:
  *                 self._drop_pending()             # <<<<<<<<<<<<<<
  *                 self.close()
  *                 return 0
 */
-      __pyx_t_12 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_drop_pending(__pyx_v_self); if (unlikely(__pyx_t_12 == ((int)-1))) __PYX_ERR(0, 506, __pyx_L1_error)
+      __pyx_t_12 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_drop_pending(__pyx_v_self); if (unlikely(__pyx_t_12 == ((int)-1))) __PYX_ERR(0, 508, __pyx_L1_error)
 
 
-      /* "engine/http/_connection.pyx":507
+      /* "engine/http/_connection.pyx":509
  *             if not keep:
  *                 self._drop_pending()
  *                 self.close()             # <<<<<<<<<<<<<<
@@ -16883,12 +16695,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
         PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
         __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_11, (1-__pyx_t_11) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 507, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 509, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-      /* "engine/http/_connection.pyx":508
+      /* "engine/http/_connection.pyx":510
  *                 self._drop_pending()
  *                 self.close()
  *                 return 0             # <<<<<<<<<<<<<<
@@ -16901,7 +16713,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       }
       goto __pyx_L0;
 
-      /* "engine/http/_connection.pyx":505
+      /* "engine/http/_connection.pyx":507
  *                 answer, keep = commits.unavailable(), False
  *             self.transport.write(answer)
  *             if not keep:             # <<<<<<<<<<<<<<
@@ -16911,7 +16723,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     }
   }
 
-  /* "engine/http/_connection.pyx":509
+  /* "engine/http/_connection.pyx":511
  *                 self.close()
  *                 return 0
  *         if self.read_eof:             # <<<<<<<<<<<<<<
@@ -16920,7 +16732,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
   if (__pyx_v_self->read_eof) {
 
-    /* "engine/http/_connection.pyx":510
+    /* "engine/http/_connection.pyx":512
  *                 return 0
  *         if self.read_eof:
  *             self.close()             # <<<<<<<<<<<<<<
@@ -16934,12 +16746,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_11, (1-__pyx_t_11) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 510, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 512, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":509
+    /* "engine/http/_connection.pyx":511
  *                 self.close()
  *                 return 0
  *         if self.read_eof:             # <<<<<<<<<<<<<<
@@ -16949,7 +16761,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     goto __pyx_L20;
   }
 
-  /* "engine/http/_connection.pyx":511
+  /* "engine/http/_connection.pyx":513
  *         if self.read_eof:
  *             self.close()
  *         elif self.read_paused:             # <<<<<<<<<<<<<<
@@ -16958,7 +16770,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
   if (__pyx_v_self->read_paused) {
 
-    /* "engine/http/_connection.pyx":512
+    /* "engine/http/_connection.pyx":514
  *             self.close()
  *         elif self.read_paused:
  *             self.read_paused = False             # <<<<<<<<<<<<<<
@@ -16967,7 +16779,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
     __pyx_v_self->read_paused = 0;
 
-    /* "engine/http/_connection.pyx":513
+    /* "engine/http/_connection.pyx":515
  *         elif self.read_paused:
  *             self.read_paused = False
  *             if not self.write_paused_at:             # <<<<<<<<<<<<<<
@@ -16979,7 +16791,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     if (__pyx_t_9) {
 
 
-      /* "engine/http/_connection.pyx":514
+      /* "engine/http/_connection.pyx":516
  *             self.read_paused = False
  *             if not self.write_paused_at:
  *                 self.transport.resume_reading()             # <<<<<<<<<<<<<<
@@ -16993,12 +16805,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
         PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
         __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_resume_reading, __pyx_callargs+__pyx_t_11, (1-__pyx_t_11) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 514, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 516, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-      /* "engine/http/_connection.pyx":513
+      /* "engine/http/_connection.pyx":515
  *         elif self.read_paused:
  *             self.read_paused = False
  *             if not self.write_paused_at:             # <<<<<<<<<<<<<<
@@ -17007,7 +16819,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
     }
 
-    /* "engine/http/_connection.pyx":511
+    /* "engine/http/_connection.pyx":513
  *         if self.read_eof:
  *             self.close()
  *         elif self.read_paused:             # <<<<<<<<<<<<<<
@@ -17017,7 +16829,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
   }
   __pyx_L20:;
 
-  /* "engine/http/_connection.pyx":515
+  /* "engine/http/_connection.pyx":517
  *             if not self.write_paused_at:
  *                 self.transport.resume_reading()
  *         return 0             # <<<<<<<<<<<<<<
@@ -17030,7 +16842,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
   }
   goto __pyx_L0;
 
-  /* "engine/http/_connection.pyx":482
+  /* "engine/http/_connection.pyx":484
  *         self.release_c()
  * 
  *     cdef int release_c(self) except -1:             # <<<<<<<<<<<<<<
@@ -17058,7 +16870,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":517
+/* "engine/http/_connection.pyx":519
  *         return 0
  * 
  *     def stream_finished(self, stream, keep):             # <<<<<<<<<<<<<<
@@ -17067,16 +16879,16 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_37stream_finished(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_33stream_finished(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_36stream_finished, "A stream has written all of its answer.");
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_37stream_finished = {"stream_finished", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_37stream_finished, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_36stream_finished};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_37stream_finished(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_32stream_finished, "A stream has written all of its answer.");
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_33stream_finished = {"stream_finished", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_33stream_finished, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_32stream_finished};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_33stream_finished(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -17107,39 +16919,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_stream,&__pyx_mstate_global->__pyx_n_u_keep,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 517, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 519, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 517, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 519, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 517, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 519, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "stream_finished", 0) < (0)) __PYX_ERR(0, 517, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "stream_finished", 0) < (0)) __PYX_ERR(0, 519, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("stream_finished", 1, 2, 2, i); __PYX_ERR(0, 517, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("stream_finished", 1, 2, 2, i); __PYX_ERR(0, 519, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 517, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 519, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 517, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 519, __pyx_L3_error)
     }
     __pyx_v_stream = values[0];
     __pyx_v_keep = values[1];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("stream_finished", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 517, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("stream_finished", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 519, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -17150,7 +16962,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_finished(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_stream, __pyx_v_keep);
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_finished(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_stream, __pyx_v_keep);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -17160,7 +16972,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_finished(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_stream, PyObject *__pyx_v_keep) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32stream_finished(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_stream, PyObject *__pyx_v_keep) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   int __pyx_t_1;
@@ -17176,14 +16988,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
   __Pyx_RefNannySetupContext("stream_finished", 0);
   __Pyx_INCREF(__pyx_v_keep);
 
-  /* "engine/http/_connection.pyx":519
+  /* "engine/http/_connection.pyx":521
  *     def stream_finished(self, stream, keep):
  *         """A stream has written all of its answer."""
  *         if self.pending and self.pending[0][1] is stream:             # <<<<<<<<<<<<<<
  *             self.pending.popleft()
  *         if self.tunnel_to is stream:
 */
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 519, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 521, __pyx_L1_error)
   if (__pyx_t_2) {
 
   } else {
@@ -17192,9 +17004,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
 
     goto __pyx_L4_bool_binop_done;
   }
-  __pyx_t_3 = __Pyx_GetItemInt(__pyx_v_self->pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 519, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_GetItemInt(__pyx_v_self->pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 521, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_GetItemInt(__pyx_t_3, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 519, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_GetItemInt(__pyx_t_3, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 521, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_t_2 = (__pyx_t_4 == __pyx_v_stream);
@@ -17206,7 +17018,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":520
+    /* "engine/http/_connection.pyx":522
  *         """A stream has written all of its answer."""
  *         if self.pending and self.pending[0][1] is stream:
  *             self.pending.popleft()             # <<<<<<<<<<<<<<
@@ -17220,12 +17032,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
       PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
       __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_popleft, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 520, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 522, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-    /* "engine/http/_connection.pyx":519
+    /* "engine/http/_connection.pyx":521
  *     def stream_finished(self, stream, keep):
  *         """A stream has written all of its answer."""
  *         if self.pending and self.pending[0][1] is stream:             # <<<<<<<<<<<<<<
@@ -17234,7 +17046,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
 */
   }
 
-  /* "engine/http/_connection.pyx":521
+  /* "engine/http/_connection.pyx":523
  *         if self.pending and self.pending[0][1] is stream:
  *             self.pending.popleft()
  *         if self.tunnel_to is stream:             # <<<<<<<<<<<<<<
@@ -17245,7 +17057,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":522
+    /* "engine/http/_connection.pyx":524
  *             self.pending.popleft()
  *         if self.tunnel_to is stream:
  *             self.tunnel_to = None             # <<<<<<<<<<<<<<
@@ -17257,7 +17069,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
     __Pyx_GOTREF(__pyx_v_self->tunnel_to);
     __Pyx_DECREF_SET(__pyx_v_self->tunnel_to, Py_None);
 
-    /* "engine/http/_connection.pyx":523
+    /* "engine/http/_connection.pyx":525
  *         if self.tunnel_to is stream:
  *             self.tunnel_to = None
  *             keep = False             # <<<<<<<<<<<<<<
@@ -17267,7 +17079,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
     __Pyx_INCREF(Py_False);
     __Pyx_DECREF_SET(__pyx_v_keep, Py_False);
 
-    /* "engine/http/_connection.pyx":521
+    /* "engine/http/_connection.pyx":523
  *         if self.pending and self.pending[0][1] is stream:
  *             self.pending.popleft()
  *         if self.tunnel_to is stream:             # <<<<<<<<<<<<<<
@@ -17276,7 +17088,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
 */
   }
 
-  /* "engine/http/_connection.pyx":524
+  /* "engine/http/_connection.pyx":526
  *             self.tunnel_to = None
  *             keep = False
  *         if self.state == S_IDLE:             # <<<<<<<<<<<<<<
@@ -17288,7 +17100,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":525
+    /* "engine/http/_connection.pyx":527
  *             keep = False
  *         if self.state == S_IDLE:
  *             self.deadline = self.registry.clock + self.registry.idle_timeout             # <<<<<<<<<<<<<<
@@ -17297,7 +17109,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
 */
     __pyx_v_self->deadline = (__pyx_v_self->registry->clock + __pyx_v_self->registry->idle_timeout);
 
-    /* "engine/http/_connection.pyx":524
+    /* "engine/http/_connection.pyx":526
  *             self.tunnel_to = None
  *             keep = False
  *         if self.state == S_IDLE:             # <<<<<<<<<<<<<<
@@ -17306,14 +17118,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
 */
   }
 
-  /* "engine/http/_connection.pyx":526
+  /* "engine/http/_connection.pyx":528
  *         if self.state == S_IDLE:
  *             self.deadline = self.registry.clock + self.registry.idle_timeout
  *         if not keep or (self.closing and not self.pending and self.state == S_IDLE):             # <<<<<<<<<<<<<<
  *             self._drop_pending()
  *             self.close()
 */
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_keep); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 526, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_keep); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 528, __pyx_L1_error)
   __pyx_t_6 = (!__pyx_t_2);
 
 
@@ -17331,7 +17143,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
     __pyx_t_1 = __pyx_v_self->closing;
     goto __pyx_L9_bool_binop_done;
   }
-  __pyx_t_6 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 526, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 528, __pyx_L1_error)
   __pyx_t_2 = (!__pyx_t_6);
 
 
@@ -17352,17 +17164,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":527
+    /* "engine/http/_connection.pyx":529
  *             self.deadline = self.registry.clock + self.registry.idle_timeout
  *         if not keep or (self.closing and not self.pending and self.state == S_IDLE):
  *             self._drop_pending()             # <<<<<<<<<<<<<<
  *             self.close()
  *             return
 */
-    __pyx_t_7 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_drop_pending(__pyx_v_self); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 527, __pyx_L1_error)
+    __pyx_t_7 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_drop_pending(__pyx_v_self); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 529, __pyx_L1_error)
 
 
-    /* "engine/http/_connection.pyx":528
+    /* "engine/http/_connection.pyx":530
  *         if not keep or (self.closing and not self.pending and self.state == S_IDLE):
  *             self._drop_pending()
  *             self.close()             # <<<<<<<<<<<<<<
@@ -17376,12 +17188,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
       PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
       __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 528, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 530, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-    /* "engine/http/_connection.pyx":529
+    /* "engine/http/_connection.pyx":531
  *             self._drop_pending()
  *             self.close()
  *             return             # <<<<<<<<<<<<<<
@@ -17398,7 +17210,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":526
+    /* "engine/http/_connection.pyx":528
  *         if self.state == S_IDLE:
  *             self.deadline = self.registry.clock + self.registry.idle_timeout
  *         if not keep or (self.closing and not self.pending and self.state == S_IDLE):             # <<<<<<<<<<<<<<
@@ -17407,17 +17219,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
 */
   }
 
-  /* "engine/http/_connection.pyx":530
+  /* "engine/http/_connection.pyx":532
  *             self.close()
  *             return
  *         self.release_c()             # <<<<<<<<<<<<<<
  * 
  *     def _head_stream(self):
 */
-  __pyx_t_7 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->release_c(__pyx_v_self); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 530, __pyx_L1_error)
+  __pyx_t_7 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->release_c(__pyx_v_self); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 532, __pyx_L1_error)
 
 
-  /* "engine/http/_connection.pyx":517
+  /* "engine/http/_connection.pyx":519
  *         return 0
  * 
  *     def stream_finished(self, stream, keep):             # <<<<<<<<<<<<<<
@@ -17440,7 +17252,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":532
+/* "engine/http/_connection.pyx":534
  *         self.release_c()
  * 
  *     def _head_stream(self):             # <<<<<<<<<<<<<<
@@ -17449,15 +17261,15 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_39_head_stream(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_35_head_stream(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_39_head_stream = {"_head_stream", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_39_head_stream, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_39_head_stream(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_35_head_stream = {"_head_stream", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_35_head_stream, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_35_head_stream(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -17483,14 +17295,14 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
   if (unlikely(__pyx_kwds_len < 0)) return NULL;
   if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("_head_stream", __pyx_kwds); return NULL;}
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_38_head_stream(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_34_head_stream(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38_head_stream(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_34_head_stream(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
   PyObject *__pyx_v_answer = NULL;
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
@@ -17503,33 +17315,33 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38_head_s
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_head_stream", 0);
 
-  /* "engine/http/_connection.pyx":533
+  /* "engine/http/_connection.pyx":535
  * 
  *     def _head_stream(self):
  *         if self.pending:             # <<<<<<<<<<<<<<
  *             answer = self.pending[0][1]
  *             if type(answer) is not bytes and answer.started:
 */
-  __pyx_t_1 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(0, 533, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(0, 535, __pyx_L1_error)
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":534
+    /* "engine/http/_connection.pyx":536
  *     def _head_stream(self):
  *         if self.pending:
  *             answer = self.pending[0][1]             # <<<<<<<<<<<<<<
  *             if type(answer) is not bytes and answer.started:
  *                 return answer
 */
-    __pyx_t_2 = __Pyx_GetItemInt(__pyx_v_self->pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 534, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_GetItemInt(__pyx_v_self->pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 536, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_3 = __Pyx_GetItemInt(__pyx_t_2, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 534, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_GetItemInt(__pyx_t_2, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 536, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __pyx_v_answer = __pyx_t_3;
     __pyx_t_3 = 0;
 
-    /* "engine/http/_connection.pyx":535
+    /* "engine/http/_connection.pyx":537
  *         if self.pending:
  *             answer = self.pending[0][1]
  *             if type(answer) is not bytes and answer.started:             # <<<<<<<<<<<<<<
@@ -17545,9 +17357,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38_head_s
 
       goto __pyx_L5_bool_binop_done;
     }
-    __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_answer, __pyx_mstate_global->__pyx_n_u_started); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 535, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_answer, __pyx_mstate_global->__pyx_n_u_started); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 537, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_4 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(0, 535, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(0, 537, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
     __pyx_t_1 = __pyx_t_4;
@@ -17556,7 +17368,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38_head_s
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":536
+      /* "engine/http/_connection.pyx":538
  *             answer = self.pending[0][1]
  *             if type(answer) is not bytes and answer.started:
  *                 return answer             # <<<<<<<<<<<<<<
@@ -17574,7 +17386,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38_head_s
       }
       goto __pyx_L0;
 
-      /* "engine/http/_connection.pyx":535
+      /* "engine/http/_connection.pyx":537
  *         if self.pending:
  *             answer = self.pending[0][1]
  *             if type(answer) is not bytes and answer.started:             # <<<<<<<<<<<<<<
@@ -17583,7 +17395,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38_head_s
 */
     }
 
-    /* "engine/http/_connection.pyx":533
+    /* "engine/http/_connection.pyx":535
  * 
  *     def _head_stream(self):
  *         if self.pending:             # <<<<<<<<<<<<<<
@@ -17592,7 +17404,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38_head_s
 */
   }
 
-  /* "engine/http/_connection.pyx":537
+  /* "engine/http/_connection.pyx":539
  *             if type(answer) is not bytes and answer.started:
  *                 return answer
  *         return None             # <<<<<<<<<<<<<<
@@ -17609,7 +17421,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38_head_s
   }
   goto __pyx_L0;
 
-  /* "engine/http/_connection.pyx":532
+  /* "engine/http/_connection.pyx":534
  *         self.release_c()
  * 
  *     def _head_stream(self):             # <<<<<<<<<<<<<<
@@ -17630,7 +17442,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38_head_s
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":539
+/* "engine/http/_connection.pyx":541
  *         return None
  * 
  *     cdef int _drop_pending(self) except -1:             # <<<<<<<<<<<<<<
@@ -17660,7 +17472,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_drop_pending", 0);
 
-  /* "engine/http/_connection.pyx":540
+  /* "engine/http/_connection.pyx":542
  * 
  *     cdef int _drop_pending(self) except -1:
  *         pending, self.pending = self.pending, deque()             # <<<<<<<<<<<<<<
@@ -17670,7 +17482,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
   __pyx_t_1 = __pyx_v_self->pending;
   __Pyx_INCREF(__pyx_t_1);
   __pyx_t_3 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_deque); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 540, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_deque); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 542, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __pyx_t_5 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -17689,7 +17501,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
     __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_4, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 540, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 542, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
   __pyx_v_pending = __pyx_t_1;
@@ -17699,7 +17511,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
   __Pyx_DECREF_SET(__pyx_v_self->pending, __pyx_t_2);
   __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":541
+  /* "engine/http/_connection.pyx":543
  *     cdef int _drop_pending(self) except -1:
  *         pending, self.pending = self.pending, deque()
  *         for _, answer, _ in pending:             # <<<<<<<<<<<<<<
@@ -17711,9 +17523,9 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
     __pyx_t_6 = 0;
     __pyx_t_7 = NULL;
   } else {
-    __pyx_t_6 = -1; __pyx_t_2 = PyObject_GetIter(__pyx_v_pending); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 541, __pyx_L1_error)
+    __pyx_t_6 = -1; __pyx_t_2 = PyObject_GetIter(__pyx_v_pending); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 543, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_7 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_2); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 541, __pyx_L1_error)
+    __pyx_t_7 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_2); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 543, __pyx_L1_error)
   }
   for (;;) {
     if (likely(!__pyx_t_7)) {
@@ -17721,7 +17533,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
         {
           Py_ssize_t __pyx_temp = __Pyx_PyList_GET_SIZE(__pyx_t_2);
           #if !CYTHON_ASSUME_SAFE_SIZE
-          if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 541, __pyx_L1_error)
+          if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 543, __pyx_L1_error)
           #endif
           if (__pyx_t_6 >= __pyx_temp) break;
         }
@@ -17731,7 +17543,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
         {
           Py_ssize_t __pyx_temp = __Pyx_PyTuple_GET_SIZE(__pyx_t_2);
           #if !CYTHON_ASSUME_SAFE_SIZE
-          if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 541, __pyx_L1_error)
+          if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 543, __pyx_L1_error)
           #endif
           if (__pyx_t_6 >= __pyx_temp) break;
         }
@@ -17742,13 +17554,13 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
         #endif
         ++__pyx_t_6;
       }
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 541, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 543, __pyx_L1_error)
     } else {
       __pyx_t_1 = __pyx_t_7(__pyx_t_2);
       if (unlikely(!__pyx_t_1)) {
         PyObject* exc_type = PyErr_Occurred();
         if (exc_type) {
-          if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 541, __pyx_L1_error)
+          if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 543, __pyx_L1_error)
           PyErr_Clear();
         }
         break;
@@ -17761,7 +17573,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
       if (unlikely(size != 3)) {
         if (size > 3) __Pyx_RaiseTooManyValuesError(3);
         else if (size >= 0) __Pyx_RaiseNeedMoreValuesError(size);
-        __PYX_ERR(0, 541, __pyx_L1_error)
+        __PYX_ERR(0, 543, __pyx_L1_error)
       }
       #if CYTHON_ASSUME_SAFE_MACROS && !CYTHON_AVOID_BORROWED_REFS
       if (likely(PyTuple_CheckExact(sequence))) {
@@ -17773,27 +17585,27 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
         __Pyx_INCREF(__pyx_t_8);
       } else {
         __pyx_t_4 = __Pyx_PyList_GET_ITEM_REF(sequence, 0, __Pyx_ReferenceSharing_SharedReference);
-        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 541, __pyx_L1_error)
+        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 543, __pyx_L1_error)
         __Pyx_XGOTREF(__pyx_t_4);
         __pyx_t_3 = __Pyx_PyList_GET_ITEM_REF(sequence, 1, __Pyx_ReferenceSharing_SharedReference);
-        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 541, __pyx_L1_error)
+        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 543, __pyx_L1_error)
         __Pyx_XGOTREF(__pyx_t_3);
         __pyx_t_8 = __Pyx_PyList_GET_ITEM_REF(sequence, 2, __Pyx_ReferenceSharing_SharedReference);
-        if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 541, __pyx_L1_error)
+        if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 543, __pyx_L1_error)
         __Pyx_XGOTREF(__pyx_t_8);
       }
       #else
-      __pyx_t_4 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 541, __pyx_L1_error)
+      __pyx_t_4 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 543, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
-      __pyx_t_3 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 541, __pyx_L1_error)
+      __pyx_t_3 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 543, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
-      __pyx_t_8 = __Pyx_PySequence_ITEM(sequence, 2); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 541, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PySequence_ITEM(sequence, 2); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 543, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       #endif
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     } else {
       Py_ssize_t index = -1;
-      __pyx_t_9 = PyObject_GetIter(__pyx_t_1); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 541, __pyx_L1_error)
+      __pyx_t_9 = PyObject_GetIter(__pyx_t_1); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 543, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_9);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       __pyx_t_10 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_9);
@@ -17803,7 +17615,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
       __Pyx_GOTREF(__pyx_t_3);
       index = 2; __pyx_t_8 = __pyx_t_10(__pyx_t_9); if (unlikely(!__pyx_t_8)) goto __pyx_L5_unpacking_failed;
       __Pyx_GOTREF(__pyx_t_8);
-      if (__Pyx_IternextUnpackEndCheck(__pyx_t_10(__pyx_t_9), 3) < (0)) __PYX_ERR(0, 541, __pyx_L1_error)
+      if (__Pyx_IternextUnpackEndCheck(__pyx_t_10(__pyx_t_9), 3) < (0)) __PYX_ERR(0, 543, __pyx_L1_error)
       __pyx_t_10 = NULL;
       __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
       goto __pyx_L6_unpacking_done;
@@ -17811,7 +17623,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
       __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
       __pyx_t_10 = NULL;
       if (__Pyx_IterFinish() == 0) __Pyx_RaiseNeedMoreValuesError(index);
-      __PYX_ERR(0, 541, __pyx_L1_error)
+      __PYX_ERR(0, 543, __pyx_L1_error)
       __pyx_L6_unpacking_done:;
     }
     __Pyx_XDECREF_SET(__pyx_v__, __pyx_t_4);
@@ -17821,7 +17633,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
     __Pyx_DECREF_SET(__pyx_v__, __pyx_t_8);
     __pyx_t_8 = 0;
 
-    /* "engine/http/_connection.pyx":542
+    /* "engine/http/_connection.pyx":544
  *         pending, self.pending = self.pending, deque()
  *         for _, answer, _ in pending:
  *             if type(answer) is not bytes:             # <<<<<<<<<<<<<<
@@ -17832,7 +17644,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
     if (__pyx_t_11) {
 
 
-      /* "engine/http/_connection.pyx":543
+      /* "engine/http/_connection.pyx":545
  *         for _, answer, _ in pending:
  *             if type(answer) is not bytes:
  *                 answer.close()             # <<<<<<<<<<<<<<
@@ -17846,12 +17658,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
         PyObject *__pyx_callargs[2] = {__pyx_t_8, NULL};
         __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 543, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 545, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-      /* "engine/http/_connection.pyx":542
+      /* "engine/http/_connection.pyx":544
  *         pending, self.pending = self.pending, deque()
  *         for _, answer, _ in pending:
  *             if type(answer) is not bytes:             # <<<<<<<<<<<<<<
@@ -17860,7 +17672,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
 */
     }
 
-    /* "engine/http/_connection.pyx":541
+    /* "engine/http/_connection.pyx":543
  *     cdef int _drop_pending(self) except -1:
  *         pending, self.pending = self.pending, deque()
  *         for _, answer, _ in pending:             # <<<<<<<<<<<<<<
@@ -17870,7 +17682,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
   }
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":544
+  /* "engine/http/_connection.pyx":546
  *             if type(answer) is not bytes:
  *                 answer.close()
  *         return 0             # <<<<<<<<<<<<<<
@@ -17883,7 +17695,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
   }
   goto __pyx_L0;
 
-  /* "engine/http/_connection.pyx":539
+  /* "engine/http/_connection.pyx":541
  *         return None
  * 
  *     cdef int _drop_pending(self) except -1:             # <<<<<<<<<<<<<<
@@ -17910,7 +17722,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":547
+/* "engine/http/_connection.pyx":549
  * 
  *     # ---- helpers ---------------------------------------------------------
  *     def _callback_failed(self, exc):             # <<<<<<<<<<<<<<
@@ -17919,15 +17731,15 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_41_callback_failed(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_37_callback_failed(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_41_callback_failed = {"_callback_failed", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_41_callback_failed, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_41_callback_failed(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_37_callback_failed = {"_callback_failed", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_37_callback_failed, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_37_callback_failed(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -17957,32 +17769,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_exc,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 547, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 549, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 547, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 549, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_callback_failed", 0) < (0)) __PYX_ERR(0, 547, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_callback_failed", 0) < (0)) __PYX_ERR(0, 549, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_callback_failed", 1, 1, 1, i); __PYX_ERR(0, 547, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_callback_failed", 1, 1, 1, i); __PYX_ERR(0, 549, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 547, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 549, __pyx_L3_error)
     }
     __pyx_v_exc = values[0];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("_callback_failed", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 547, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("_callback_failed", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 549, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -17993,7 +17805,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_40_callback_failed(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_exc);
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_36_callback_failed(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_exc);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -18003,7 +17815,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40_callback_failed(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_exc) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36_callback_failed(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_exc) {
   PyObject *__pyx_v_cause = NULL;
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
@@ -18018,33 +17830,33 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40_callba
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_callback_failed", 0);
 
-  /* "engine/http/_connection.pyx":548
+  /* "engine/http/_connection.pyx":550
  *     # ---- helpers ---------------------------------------------------------
  *     def _callback_failed(self, exc):
  *         cause = exc.__context__             # <<<<<<<<<<<<<<
  *         if isinstance(cause, RequestRefused):
  *             self.error_and_close(cause.status, cause.text)
 */
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_exc, __pyx_mstate_global->__pyx_n_u_context); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 548, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_exc, __pyx_mstate_global->__pyx_n_u_context); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 550, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_v_cause = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":549
+  /* "engine/http/_connection.pyx":551
  *     def _callback_failed(self, exc):
  *         cause = exc.__context__
  *         if isinstance(cause, RequestRefused):             # <<<<<<<<<<<<<<
  *             self.error_and_close(cause.status, cause.text)
  *         else:
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 549, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 551, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = PyObject_IsInstance(__pyx_v_cause, __pyx_t_1); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 549, __pyx_L1_error)
+  __pyx_t_2 = PyObject_IsInstance(__pyx_v_cause, __pyx_t_1); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 551, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":550
+    /* "engine/http/_connection.pyx":552
  *         cause = exc.__context__
  *         if isinstance(cause, RequestRefused):
  *             self.error_and_close(cause.status, cause.text)             # <<<<<<<<<<<<<<
@@ -18053,9 +17865,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40_callba
 */
     __pyx_t_3 = ((PyObject *)__pyx_v_self);
     __Pyx_INCREF(__pyx_t_3);
-    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_cause, __pyx_mstate_global->__pyx_n_u_status); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 550, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_cause, __pyx_mstate_global->__pyx_n_u_status); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 552, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_cause, __pyx_mstate_global->__pyx_n_u_text); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 550, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_cause, __pyx_mstate_global->__pyx_n_u_text); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 552, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_t_6 = 0;
     {
@@ -18064,12 +17876,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40_callba
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 550, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 552, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":549
+    /* "engine/http/_connection.pyx":551
  *     def _callback_failed(self, exc):
  *         cause = exc.__context__
  *         if isinstance(cause, RequestRefused):             # <<<<<<<<<<<<<<
@@ -18079,7 +17891,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40_callba
     goto __pyx_L3;
   }
 
-  /* "engine/http/_connection.pyx":552
+  /* "engine/http/_connection.pyx":554
  *             self.error_and_close(cause.status, cause.text)
  *         else:
  *             self.app.internal_error(self, cause or exc)             # <<<<<<<<<<<<<<
@@ -18089,7 +17901,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40_callba
   /*else*/ {
     __pyx_t_5 = __pyx_v_self->app;
     __Pyx_INCREF(__pyx_t_5);
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_cause); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 552, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_cause); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 554, __pyx_L1_error)
     if (!__pyx_t_2) {
     } else {
       __Pyx_INCREF(__pyx_v_cause);
@@ -18105,28 +17917,28 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40_callba
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_internal_error, __pyx_callargs+__pyx_t_6, (3-__pyx_t_6) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 552, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 554, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":553
+    /* "engine/http/_connection.pyx":555
  *         else:
  *             self.app.internal_error(self, cause or exc)
  *             self.error_and_close(500, "internal error")             # <<<<<<<<<<<<<<
  * 
  *     def error_and_close(self, status, text):
 */
-    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_error_and_close); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 553, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_error_and_close); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 555, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
-    __pyx_t_4 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[6], NULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 553, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[6], NULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 555, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   }
   __pyx_L3:;
 
-  /* "engine/http/_connection.pyx":547
+  /* "engine/http/_connection.pyx":549
  * 
  *     # ---- helpers ---------------------------------------------------------
  *     def _callback_failed(self, exc):             # <<<<<<<<<<<<<<
@@ -18151,7 +17963,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40_callba
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":555
+/* "engine/http/_connection.pyx":557
  *             self.error_and_close(500, "internal error")
  * 
  *     def error_and_close(self, status, text):             # <<<<<<<<<<<<<<
@@ -18160,16 +17972,16 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40_callba
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_43error_and_close(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_39error_and_close(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_42error_and_close, "Answer ``status`` after any pending answers, then close; read\n        nothing more from this client.");
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_43error_and_close = {"error_and_close", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_43error_and_close, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_42error_and_close};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_43error_and_close(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_38error_and_close, "Answer ``status`` after any pending answers, then close; read\n        nothing more from this client.");
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_39error_and_close = {"error_and_close", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_39error_and_close, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_38error_and_close};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_39error_and_close(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -18200,39 +18012,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_status,&__pyx_mstate_global->__pyx_n_u_text,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 555, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 557, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 555, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 557, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 555, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 557, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "error_and_close", 0) < (0)) __PYX_ERR(0, 555, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "error_and_close", 0) < (0)) __PYX_ERR(0, 557, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("error_and_close", 1, 2, 2, i); __PYX_ERR(0, 555, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("error_and_close", 1, 2, 2, i); __PYX_ERR(0, 557, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 555, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 557, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 555, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 557, __pyx_L3_error)
     }
     __pyx_v_status = values[0];
     __pyx_v_text = values[1];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("error_and_close", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 555, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("error_and_close", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 557, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -18243,7 +18055,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_and_close(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_status, __pyx_v_text);
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_and_close(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_status, __pyx_v_text);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -18253,7 +18065,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_and_close(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_status, PyObject *__pyx_v_text) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38error_and_close(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v_status, PyObject *__pyx_v_text) {
   PyObject *__pyx_v_req = NULL;
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
@@ -18268,7 +18080,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("error_and_close", 0);
 
-  /* "engine/http/_connection.pyx":558
+  /* "engine/http/_connection.pyx":560
  *         """Answer ``status`` after any pending answers, then close; read
  *         nothing more from this client."""
  *         if self.state == S_CLOSED or self.transport.is_closing():             # <<<<<<<<<<<<<<
@@ -18292,10 +18104,10 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
     PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
     __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_is_closing, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 558, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 560, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 558, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 560, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
   __pyx_t_1 = __pyx_t_2;
@@ -18304,7 +18116,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":559
+    /* "engine/http/_connection.pyx":561
  *         nothing more from this client."""
  *         if self.state == S_CLOSED or self.transport.is_closing():
  *             return             # <<<<<<<<<<<<<<
@@ -18321,7 +18133,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":558
+    /* "engine/http/_connection.pyx":560
  *         """Answer ``status`` after any pending answers, then close; read
  *         nothing more from this client."""
  *         if self.state == S_CLOSED or self.transport.is_closing():             # <<<<<<<<<<<<<<
@@ -18330,7 +18142,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
 */
   }
 
-  /* "engine/http/_connection.pyx":560
+  /* "engine/http/_connection.pyx":562
  *         if self.state == S_CLOSED or self.transport.is_closing():
  *             return
  *         self.app.count_error(status)             # <<<<<<<<<<<<<<
@@ -18344,12 +18156,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
     PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_v_status};
     __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_count_error, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 560, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 562, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-  /* "engine/http/_connection.pyx":561
+  /* "engine/http/_connection.pyx":563
  *             return
  *         self.app.count_error(status)
  *         req = self.request             # <<<<<<<<<<<<<<
@@ -18361,7 +18173,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
   __pyx_v_req = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "engine/http/_connection.pyx":562
+  /* "engine/http/_connection.pyx":564
  *         self.app.count_error(status)
  *         req = self.request
  *         if req is not None and req.stream is not None and req.stream is not _DISCARD \             # <<<<<<<<<<<<<<
@@ -18377,7 +18189,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
 
     goto __pyx_L7_bool_binop_done;
   }
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 562, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 564, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __pyx_t_2 = (__pyx_t_3 != Py_None);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
@@ -18390,17 +18202,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
     goto __pyx_L7_bool_binop_done;
   }
 
-  /* "engine/http/_connection.pyx":563
+  /* "engine/http/_connection.pyx":565
  *         req = self.request
  *         if req is not None and req.stream is not None and req.stream is not _DISCARD \
  *                 and req.stream.started:             # <<<<<<<<<<<<<<
  *             self.transport.abort()       # its stream's answer is already on the wire
  *             return
 */
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 562, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 564, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
 
-  /* "engine/http/_connection.pyx":562
+  /* "engine/http/_connection.pyx":564
  *         self.app.count_error(status)
  *         req = self.request
  *         if req is not None and req.stream is not None and req.stream is not _DISCARD \             # <<<<<<<<<<<<<<
@@ -18418,26 +18230,26 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
     goto __pyx_L7_bool_binop_done;
   }
 
-  /* "engine/http/_connection.pyx":563
+  /* "engine/http/_connection.pyx":565
  *         req = self.request
  *         if req is not None and req.stream is not None and req.stream is not _DISCARD \
  *                 and req.stream.started:             # <<<<<<<<<<<<<<
  *             self.transport.abort()       # its stream's answer is already on the wire
  *             return
 */
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 563, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 565, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_started); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 563, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_started); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 565, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 563, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 565, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
   __pyx_t_1 = __pyx_t_2;
 
   __pyx_L7_bool_binop_done:;
 
-  /* "engine/http/_connection.pyx":562
+  /* "engine/http/_connection.pyx":564
  *         self.app.count_error(status)
  *         req = self.request
  *         if req is not None and req.stream is not None and req.stream is not _DISCARD \             # <<<<<<<<<<<<<<
@@ -18447,7 +18259,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":564
+    /* "engine/http/_connection.pyx":566
  *         if req is not None and req.stream is not None and req.stream is not _DISCARD \
  *                 and req.stream.started:
  *             self.transport.abort()       # its stream's answer is already on the wire             # <<<<<<<<<<<<<<
@@ -18461,12 +18273,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
       PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
       __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_abort, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 564, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 566, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-    /* "engine/http/_connection.pyx":565
+    /* "engine/http/_connection.pyx":567
  *                 and req.stream.started:
  *             self.transport.abort()       # its stream's answer is already on the wire
  *             return             # <<<<<<<<<<<<<<
@@ -18483,7 +18295,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":562
+    /* "engine/http/_connection.pyx":564
  *         self.app.count_error(status)
  *         req = self.request
  *         if req is not None and req.stream is not None and req.stream is not _DISCARD \             # <<<<<<<<<<<<<<
@@ -18492,7 +18304,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
 */
   }
 
-  /* "engine/http/_connection.pyx":566
+  /* "engine/http/_connection.pyx":568
  *             self.transport.abort()       # its stream's answer is already on the wire
  *             return
  *         self.parser_done = True             # <<<<<<<<<<<<<<
@@ -18501,7 +18313,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
 */
   __pyx_v_self->parser_done = 1;
 
-  /* "engine/http/_connection.pyx":567
+  /* "engine/http/_connection.pyx":569
  *             return
  *         self.parser_done = True
  *         self.answer_c(0, self.app.error_response(status, text), False)             # <<<<<<<<<<<<<<
@@ -18515,14 +18327,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
     PyObject *__pyx_callargs[3] = {__pyx_t_3, __pyx_v_status, __pyx_v_text};
     __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_error_response, __pyx_callargs+__pyx_t_5, (3-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 567, __pyx_L1_error)
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 569, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
   }
-  __pyx_t_6 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, 0, __pyx_t_4, 0); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 567, __pyx_L1_error)
+  __pyx_t_6 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, 0, __pyx_t_4, 0); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 569, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
 
-  /* "engine/http/_connection.pyx":555
+  /* "engine/http/_connection.pyx":557
  *             self.error_and_close(500, "internal error")
  * 
  *     def error_and_close(self, status, text):             # <<<<<<<<<<<<<<
@@ -18545,7 +18357,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":569
+/* "engine/http/_connection.pyx":571
  *         self.answer_c(0, self.app.error_response(status, text), False)
  * 
  *     def on_deadline(self):             # <<<<<<<<<<<<<<
@@ -18554,16 +18366,16 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_45on_deadline(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_41on_deadline(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_44on_deadline, "Called by the sweep when this connection overstayed.");
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_45on_deadline = {"on_deadline", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_45on_deadline, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_44on_deadline};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_45on_deadline(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_40on_deadline, "Called by the sweep when this connection overstayed.");
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_41on_deadline = {"on_deadline", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_41on_deadline, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_40on_deadline};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_41on_deadline(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -18589,14 +18401,14 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
   if (unlikely(__pyx_kwds_len < 0)) return NULL;
   if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("on_deadline", __pyx_kwds); return NULL;}
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_deadline(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_deadline(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_deadline(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40on_deadline(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
   PyObject *__pyx_v_req = NULL;
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
@@ -18610,7 +18422,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("on_deadline", 0);
 
-  /* "engine/http/_connection.pyx":571
+  /* "engine/http/_connection.pyx":573
  *     def on_deadline(self):
  *         """Called by the sweep when this connection overstayed."""
  *         req = self.request             # <<<<<<<<<<<<<<
@@ -18622,7 +18434,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
   __pyx_v_req = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":572
+  /* "engine/http/_connection.pyx":574
  *         """Called by the sweep when this connection overstayed."""
  *         req = self.request
  *         if self.write_paused_at:             # <<<<<<<<<<<<<<
@@ -18634,7 +18446,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":573
+    /* "engine/http/_connection.pyx":575
  *         req = self.request
  *         if self.write_paused_at:
  *             self.transport.abort()   # a client that does not read its answers             # <<<<<<<<<<<<<<
@@ -18648,12 +18460,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
       PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_abort, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 573, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 575, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":572
+    /* "engine/http/_connection.pyx":574
  *         """Called by the sweep when this connection overstayed."""
  *         req = self.request
  *         if self.write_paused_at:             # <<<<<<<<<<<<<<
@@ -18663,7 +18475,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
     goto __pyx_L3;
   }
 
-  /* "engine/http/_connection.pyx":574
+  /* "engine/http/_connection.pyx":576
  *         if self.write_paused_at:
  *             self.transport.abort()   # a client that does not read its answers
  *         elif self.state == S_READING:             # <<<<<<<<<<<<<<
@@ -18675,7 +18487,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":575
+    /* "engine/http/_connection.pyx":577
  *             self.transport.abort()   # a client that does not read its answers
  *         elif self.state == S_READING:
  *             if req is not None and req.stream is not None and req.stream is not _DISCARD:             # <<<<<<<<<<<<<<
@@ -18691,7 +18503,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
 
       goto __pyx_L5_bool_binop_done;
     }
-    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 575, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 577, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __pyx_t_5 = (__pyx_t_1 != Py_None);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
@@ -18703,7 +18515,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
 
       goto __pyx_L5_bool_binop_done;
     }
-    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 575, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 577, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __pyx_t_5 = (__pyx_t_1 != __pyx_v_6engine_4http_11_connection__DISCARD);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
@@ -18714,7 +18526,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
     if (__pyx_t_2) {
 
 
-      /* "engine/http/_connection.pyx":576
+      /* "engine/http/_connection.pyx":578
  *         elif self.state == S_READING:
  *             if req is not None and req.stream is not None and req.stream is not _DISCARD:
  *                 self.transport.abort()   # stalled mid-upload to a stream             # <<<<<<<<<<<<<<
@@ -18728,12 +18540,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
         PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
         __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_abort, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 576, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 578, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-      /* "engine/http/_connection.pyx":575
+      /* "engine/http/_connection.pyx":577
  *             self.transport.abort()   # a client that does not read its answers
  *         elif self.state == S_READING:
  *             if req is not None and req.stream is not None and req.stream is not _DISCARD:             # <<<<<<<<<<<<<<
@@ -18743,7 +18555,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
       goto __pyx_L4;
     }
 
-    /* "engine/http/_connection.pyx":578
+    /* "engine/http/_connection.pyx":580
  *                 self.transport.abort()   # stalled mid-upload to a stream
  *             else:
  *                 self.error_and_close(408, "request timeout")             # <<<<<<<<<<<<<<
@@ -18751,16 +18563,16 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
  *             # a stream is answering: its own deadlines apply (registry.streams)
 */
     /*else*/ {
-      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_error_and_close); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 578, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_error_and_close); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 580, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
-      __pyx_t_3 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[7], NULL); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 578, __pyx_L1_error)
+      __pyx_t_3 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[7], NULL); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 580, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     }
     __pyx_L4:;
 
-    /* "engine/http/_connection.pyx":574
+    /* "engine/http/_connection.pyx":576
  *         if self.write_paused_at:
  *             self.transport.abort()   # a client that does not read its answers
  *         elif self.state == S_READING:             # <<<<<<<<<<<<<<
@@ -18770,14 +18582,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
     goto __pyx_L3;
   }
 
-  /* "engine/http/_connection.pyx":579
+  /* "engine/http/_connection.pyx":581
  *             else:
  *                 self.error_and_close(408, "request timeout")
  *         elif self.pending and type(self.pending[0][1]) is not bytes:             # <<<<<<<<<<<<<<
  *             # a stream is answering: its own deadlines apply (registry.streams)
  *             self.deadline = self.registry.clock + self.registry.idle_timeout
 */
-  __pyx_t_5 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_5 < 0))) __PYX_ERR(0, 579, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_5 < 0))) __PYX_ERR(0, 581, __pyx_L1_error)
   if (__pyx_t_5) {
 
   } else {
@@ -18786,9 +18598,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
 
     goto __pyx_L8_bool_binop_done;
   }
-  __pyx_t_3 = __Pyx_GetItemInt(__pyx_v_self->pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 579, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_GetItemInt(__pyx_v_self->pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 581, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_1 = __Pyx_GetItemInt(__pyx_t_3, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 579, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_GetItemInt(__pyx_t_3, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 581, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_t_5 = (((PyObject *)Py_TYPE(__pyx_t_1)) != ((PyObject *)(&PyBytes_Type)));
@@ -18800,7 +18612,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":581
+    /* "engine/http/_connection.pyx":583
  *         elif self.pending and type(self.pending[0][1]) is not bytes:
  *             # a stream is answering: its own deadlines apply (registry.streams)
  *             self.deadline = self.registry.clock + self.registry.idle_timeout             # <<<<<<<<<<<<<<
@@ -18809,7 +18621,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
 */
     __pyx_v_self->deadline = (__pyx_v_self->registry->clock + __pyx_v_self->registry->idle_timeout);
 
-    /* "engine/http/_connection.pyx":579
+    /* "engine/http/_connection.pyx":581
  *             else:
  *                 self.error_and_close(408, "request timeout")
  *         elif self.pending and type(self.pending[0][1]) is not bytes:             # <<<<<<<<<<<<<<
@@ -18819,7 +18631,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
     goto __pyx_L3;
   }
 
-  /* "engine/http/_connection.pyx":583
+  /* "engine/http/_connection.pyx":585
  *             self.deadline = self.registry.clock + self.registry.idle_timeout
  *         else:
  *             self.close()             # idle keep-alive connection             # <<<<<<<<<<<<<<
@@ -18834,14 +18646,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
       PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 583, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 585, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   }
   __pyx_L3:;
 
-  /* "engine/http/_connection.pyx":569
+  /* "engine/http/_connection.pyx":571
  *         self.answer_c(0, self.app.error_response(status, text), False)
  * 
  *     def on_deadline(self):             # <<<<<<<<<<<<<<
@@ -18864,7 +18676,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":585
+/* "engine/http/_connection.pyx":587
  *             self.close()             # idle keep-alive connection
  * 
  *     def close(self):             # <<<<<<<<<<<<<<
@@ -18873,15 +18685,15 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_47close(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_43close(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_47close = {"close", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_47close, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_47close(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_43close = {"close", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_43close, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_43close(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -18907,14 +18719,14 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
   if (unlikely(__pyx_kwds_len < 0)) return NULL;
   if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("close", __pyx_kwds); return NULL;}
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_46close(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_42close(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46close(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42close(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   int __pyx_t_1;
@@ -18928,7 +18740,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46close(s
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("close", 0);
 
-  /* "engine/http/_connection.pyx":586
+  /* "engine/http/_connection.pyx":588
  * 
  *     def close(self):
  *         if self.transport is not None and not self.transport.is_closing():             # <<<<<<<<<<<<<<
@@ -18951,10 +18763,10 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46close(s
     PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
     __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_is_closing, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 586, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 588, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 586, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 588, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_t_6 = (!__pyx_t_2);
 
@@ -18966,7 +18778,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46close(s
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":587
+    /* "engine/http/_connection.pyx":589
  *     def close(self):
  *         if self.transport is not None and not self.transport.is_closing():
  *             self.transport.close()             # <<<<<<<<<<<<<<
@@ -18980,12 +18792,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46close(s
       PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
       __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 587, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 589, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-    /* "engine/http/_connection.pyx":586
+    /* "engine/http/_connection.pyx":588
  * 
  *     def close(self):
  *         if self.transport is not None and not self.transport.is_closing():             # <<<<<<<<<<<<<<
@@ -18994,7 +18806,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46close(s
 */
   }
 
-  /* "engine/http/_connection.pyx":585
+  /* "engine/http/_connection.pyx":587
  *             self.close()             # idle keep-alive connection
  * 
  *     def close(self):             # <<<<<<<<<<<<<<
@@ -19016,7 +18828,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46close(s
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":589
+/* "engine/http/_connection.pyx":591
  *             self.transport.close()
  * 
  *     def drain(self):             # <<<<<<<<<<<<<<
@@ -19025,16 +18837,16 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46close(s
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_49drain(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_45drain(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_48drain, "Draining: close when idle, else after the answer in progress.");
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_49drain = {"drain", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_49drain, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_48drain};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_49drain(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_6engine_4http_11_connection_14HttpConnection_44drain, "Draining: close when idle, else after the answer in progress.");
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_45drain = {"drain", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_45drain, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_44drain};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_45drain(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -19060,14 +18872,14 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
   if (unlikely(__pyx_kwds_len < 0)) return NULL;
   if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("drain", __pyx_kwds); return NULL;}
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_48drain(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_44drain(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_48drain(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44drain(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   int __pyx_t_1;
@@ -19076,7 +18888,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_48drain(s
   double __pyx_t_4;
   __Pyx_RefNannySetupContext("drain", 0);
 
-  /* "engine/http/_connection.pyx":591
+  /* "engine/http/_connection.pyx":593
  *     def drain(self):
  *         """Draining: close when idle, else after the answer in progress."""
  *         self.closing = True             # <<<<<<<<<<<<<<
@@ -19085,7 +18897,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_48drain(s
 */
   __pyx_v_self->closing = 1;
 
-  /* "engine/http/_connection.pyx":592
+  /* "engine/http/_connection.pyx":594
  *         """Draining: close when idle, else after the answer in progress."""
  *         self.closing = True
  *         if self.state == S_IDLE:             # <<<<<<<<<<<<<<
@@ -19097,7 +18909,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_48drain(s
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":596
+    /* "engine/http/_connection.pyx":598
  *             # client may be sending; give it a moment to send one (answered
  *             # with "Connection: close"), then the sweep closes it.
  *             self.deadline = min(self.deadline, self.registry.clock + 1.0)             # <<<<<<<<<<<<<<
@@ -19121,7 +18933,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_48drain(s
     __pyx_v_self->deadline = __pyx_t_4;
 
 
-    /* "engine/http/_connection.pyx":592
+    /* "engine/http/_connection.pyx":594
  *         """Draining: close when idle, else after the answer in progress."""
  *         self.closing = True
  *         if self.state == S_IDLE:             # <<<<<<<<<<<<<<
@@ -19130,7 +18942,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_48drain(s
 */
   }
 
-  /* "engine/http/_connection.pyx":589
+  /* "engine/http/_connection.pyx":591
  *             self.transport.close()
  * 
  *     def drain(self):             # <<<<<<<<<<<<<<
@@ -25745,15 +25557,15 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_7http_10_2__set
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_51__reduce_cython__(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_47__reduce_cython__(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_51__reduce_cython__ = {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_51__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_51__reduce_cython__(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_47__reduce_cython__ = {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_47__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_47__reduce_cython__(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -25779,14 +25591,14 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
   if (unlikely(__pyx_kwds_len < 0)) return NULL;
   if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("__reduce_cython__", __pyx_kwds); return NULL;}
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_50__reduce_cython__(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_46__reduce_cython__(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_50__reduce_cython__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46__reduce_cython__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self) {
   PyObject *__pyx_v_state = 0;
   PyObject *__pyx_v__dict = 0;
   int __pyx_v_use_setstate;
@@ -26493,15 +26305,15 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_50__reduc
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_53__setstate_cython__(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_49__setstate_cython__(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_53__setstate_cython__ = {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_53__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_53__setstate_cython__(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_6engine_4http_11_connection_14HttpConnection_49__setstate_cython__ = {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_49__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_6engine_4http_11_connection_14HttpConnection_49__setstate_cython__(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -26567,7 +26379,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_52__setstate_cython__(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v___pyx_state);
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_48__setstate_cython__(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v___pyx_state);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -26577,7 +26389,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_52__setstate_cython__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v___pyx_state) {
+static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_48__setstate_cython__(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_self, PyObject *__pyx_v___pyx_state) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   PyObject *__pyx_t_1 = NULL;
@@ -26625,7 +26437,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_52__setst
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":603
+/* "engine/http/_connection.pyx":605
  *     started = True
  * 
  *     def start(self, conn):             # <<<<<<<<<<<<<<
@@ -26673,39 +26485,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_self,&__pyx_mstate_global->__pyx_n_u_conn,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 603, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 605, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 603, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 605, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 603, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 605, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "start", 0) < (0)) __PYX_ERR(0, 603, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "start", 0) < (0)) __PYX_ERR(0, 605, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("start", 1, 2, 2, i); __PYX_ERR(0, 603, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("start", 1, 2, 2, i); __PYX_ERR(0, 605, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 603, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 605, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 603, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 605, __pyx_L3_error)
     }
     __pyx_v_self = values[0];
     __pyx_v_conn = values[1];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("start", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 603, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("start", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 605, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -29793,21 +29605,19 @@ static PyMethodDef __pyx_methods_6engine_4http_11_connection_HttpConnection[] = 
   {"on_header", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_19on_header, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
   {"on_headers_complete", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_21on_headers_complete, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
   {"_origin_form", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_23_origin_form, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_22_origin_form},
-  {"_check_host", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_25_check_host, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"_check_body_head", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_27_check_body_head, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"on_body", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_29on_body, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"on_message_complete", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_31on_message_complete, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"answer", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_33answer, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_32answer},
-  {"release", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_35release, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_34release},
-  {"stream_finished", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_37stream_finished, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_36stream_finished},
-  {"_head_stream", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_39_head_stream, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"_callback_failed", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_41_callback_failed, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"error_and_close", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_43error_and_close, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_42error_and_close},
-  {"on_deadline", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_45on_deadline, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_44on_deadline},
-  {"close", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_47close, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"drain", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_49drain, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_48drain},
-  {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_51__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_53__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"on_body", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_25on_body, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"on_message_complete", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_27on_message_complete, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"answer", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_29answer, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_28answer},
+  {"release", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_31release, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_30release},
+  {"stream_finished", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_33stream_finished, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_32stream_finished},
+  {"_head_stream", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_35_head_stream, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"_callback_failed", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_37_callback_failed, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"error_and_close", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_39error_and_close, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_38error_and_close},
+  {"on_deadline", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_41on_deadline, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_40on_deadline},
+  {"close", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_43close, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"drain", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_45drain, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_4http_11_connection_14HttpConnection_44drain},
+  {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_47__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_4http_11_connection_14HttpConnection_49__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
   {0, 0, 0, 0}
 };
 
@@ -30138,6 +29948,8 @@ static int __Pyx_modinit_Exttype___pyx_obj_6engine_4http_11_connection_HttpConne
   __pyx_vtable_6engine_4http_11_connection_HttpConnection._fast_header = (int (*)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *))__pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header;
   __pyx_vtable_6engine_4http_11_connection_HttpConnection._slow_header = (int (*)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *))__pyx_f_6engine_4http_11_connection_14HttpConnection__slow_header;
   __pyx_vtable_6engine_4http_11_connection_HttpConnection._drop_pending = (int (*)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *))__pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending;
+  __pyx_vtable_6engine_4http_11_connection_HttpConnection._check_host = (int (*)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, int))__pyx_f_6engine_4http_11_connection_14HttpConnection__check_host;
+  __pyx_vtable_6engine_4http_11_connection_HttpConnection._check_body_head = (int (*)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *))__pyx_f_6engine_4http_11_connection_14HttpConnection__check_body_head;
   #if CYTHON_USE_TYPE_SPECS
   __pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_6engine_4http_11_connection_HttpConnection_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection)) __PYX_ERR(0, 149, __pyx_L1_error)
   #else
@@ -31057,199 +30869,169 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
   if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_origin_form, __pyx_t_2) < (0)) __PYX_ERR(0, 382, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":400
- *         self.url = path if path[:1] == b"/" else b"/" + path
- * 
- *     def _check_host(self, http_10):             # <<<<<<<<<<<<<<
- *         # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0)
- *         if self.hosts > 1:
-*/
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_25_check_host, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__check_host, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 400, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
-  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
-  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
-  #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_check_host, __pyx_t_2) < (0)) __PYX_ERR(0, 400, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-
-  /* "engine/http/_connection.pyx":407
- *             raise RequestRefused(400, "missing Host header")
- * 
- *     def _check_body_head(self, length, expect):             # <<<<<<<<<<<<<<
- *         if length is not None and length.isdigit() and \
- *                 int(length) > self.registry.max_body_bytes:
-*/
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_27_check_body_head, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__check_body_head, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[22])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 407, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
-  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
-  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
-  #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_check_body_head, __pyx_t_2) < (0)) __PYX_ERR(0, 407, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-
-  /* "engine/http/_connection.pyx":414
- *             self.transport.write(_CONTINUE)
+  /* "engine/http/_connection.pyx":416
+ *         return 0
  * 
  *     def on_body(self, bytes body):             # <<<<<<<<<<<<<<
  *         req = self.request
  *         if req is not None and req.stream is not None:
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_29on_body, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_body, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 414, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_25on_body, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_body, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 416, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_body, __pyx_t_2) < (0)) __PYX_ERR(0, 414, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_body, __pyx_t_2) < (0)) __PYX_ERR(0, 416, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":428
+  /* "engine/http/_connection.pyx":430
  *             self.body.append(body)
  * 
  *     def on_message_complete(self):             # <<<<<<<<<<<<<<
  *         cdef bint keep
  *         self.state = S_IDLE
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_31on_message_complete, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_message_comple, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 428, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_27on_message_complete, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_message_comple, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[22])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 430, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_message_complete, __pyx_t_2) < (0)) __PYX_ERR(0, 428, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_message_complete, __pyx_t_2) < (0)) __PYX_ERR(0, 430, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":451
+  /* "engine/http/_connection.pyx":453
  * 
  *     # ---- answers in request order -----------------------------------------
  *     def answer(self, epoch, answer, keep):             # <<<<<<<<<<<<<<
  *         """Write ``answer`` (bytes or a Stream) now if nothing is ahead of it,
  *         else queue it; ``epoch``: the spool group it must wait for (0: none)."""
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_33answer, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_answer, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[25])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 451, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_29answer, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_answer, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 453, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_answer, __pyx_t_2) < (0)) __PYX_ERR(0, 451, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_answer, __pyx_t_2) < (0)) __PYX_ERR(0, 453, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":475
+  /* "engine/http/_connection.pyx":477
  *         return 0
  * 
  *     def release(self):             # <<<<<<<<<<<<<<
  *         """Write what can be written: called when an answer is queued, by the
  *         spool writer after each settled group (which takes the connection off
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_35release, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_release, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[26])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 475, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_31release, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_release, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 477, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_release, __pyx_t_2) < (0)) __PYX_ERR(0, 475, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_release, __pyx_t_2) < (0)) __PYX_ERR(0, 477, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":517
+  /* "engine/http/_connection.pyx":519
  *         return 0
  * 
  *     def stream_finished(self, stream, keep):             # <<<<<<<<<<<<<<
  *         """A stream has written all of its answer."""
  *         if self.pending and self.pending[0][1] is stream:
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_37stream_finished, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_stream_finished, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[27])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 517, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_33stream_finished, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_stream_finished, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[25])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 519, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_stream_finished, __pyx_t_2) < (0)) __PYX_ERR(0, 517, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_stream_finished, __pyx_t_2) < (0)) __PYX_ERR(0, 519, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":532
+  /* "engine/http/_connection.pyx":534
  *         self.release_c()
  * 
  *     def _head_stream(self):             # <<<<<<<<<<<<<<
  *         if self.pending:
  *             answer = self.pending[0][1]
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_39_head_stream, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__head_stream, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[28])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 532, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_35_head_stream, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__head_stream, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[26])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 534, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_head_stream, __pyx_t_2) < (0)) __PYX_ERR(0, 532, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_head_stream, __pyx_t_2) < (0)) __PYX_ERR(0, 534, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":547
+  /* "engine/http/_connection.pyx":549
  * 
  *     # ---- helpers ---------------------------------------------------------
  *     def _callback_failed(self, exc):             # <<<<<<<<<<<<<<
  *         cause = exc.__context__
  *         if isinstance(cause, RequestRefused):
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_41_callback_failed, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__callback_failed, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[29])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 547, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_37_callback_failed, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__callback_failed, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[27])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 549, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_callback_failed, __pyx_t_2) < (0)) __PYX_ERR(0, 547, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_callback_failed, __pyx_t_2) < (0)) __PYX_ERR(0, 549, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":555
+  /* "engine/http/_connection.pyx":557
  *             self.error_and_close(500, "internal error")
  * 
  *     def error_and_close(self, status, text):             # <<<<<<<<<<<<<<
  *         """Answer ``status`` after any pending answers, then close; read
  *         nothing more from this client."""
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_43error_and_close, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_error_and_close, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[30])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 555, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_39error_and_close, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_error_and_close, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[28])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 557, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_error_and_close, __pyx_t_2) < (0)) __PYX_ERR(0, 555, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_error_and_close, __pyx_t_2) < (0)) __PYX_ERR(0, 557, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":569
+  /* "engine/http/_connection.pyx":571
  *         self.answer_c(0, self.app.error_response(status, text), False)
  * 
  *     def on_deadline(self):             # <<<<<<<<<<<<<<
  *         """Called by the sweep when this connection overstayed."""
  *         req = self.request
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_45on_deadline, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_deadline, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[31])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 569, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_41on_deadline, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_deadline, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[29])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 571, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_deadline, __pyx_t_2) < (0)) __PYX_ERR(0, 569, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_deadline, __pyx_t_2) < (0)) __PYX_ERR(0, 571, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":585
+  /* "engine/http/_connection.pyx":587
  *             self.close()             # idle keep-alive connection
  * 
  *     def close(self):             # <<<<<<<<<<<<<<
  *         if self.transport is not None and not self.transport.is_closing():
  *             self.transport.close()
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_47close, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_close, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[32])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 585, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_43close, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_close, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[30])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 587, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_close, __pyx_t_2) < (0)) __PYX_ERR(0, 585, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_close, __pyx_t_2) < (0)) __PYX_ERR(0, 587, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":589
+  /* "engine/http/_connection.pyx":591
  *             self.transport.close()
  * 
  *     def drain(self):             # <<<<<<<<<<<<<<
  *         """Draining: close when idle, else after the answer in progress."""
  *         self.closing = True
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_49drain, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_drain, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[33])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 589, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_45drain, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_drain, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[31])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 591, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_drain, __pyx_t_2) < (0)) __PYX_ERR(0, 589, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_drain, __pyx_t_2) < (0)) __PYX_ERR(0, 591, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
   /* "(tree fragment)":1
@@ -31257,7 +31039,7 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
  *     cdef tuple state
  *     cdef object _dict
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_51__reduce_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection___reduce_cython, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[34])); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 1, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_47__reduce_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection___reduce_cython, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[32])); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 1, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
@@ -31271,7 +31053,7 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
  * def __setstate_cython__(self, __pyx_state):             # <<<<<<<<<<<<<<
  *     __pyx_unpickle_HttpConnection__set_state(self, __pyx_state)
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_53__setstate_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection___setstate_cython, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[35])); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 17, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_49__setstate_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection___setstate_cython, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[33])); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 17, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
@@ -31279,84 +31061,84 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
   if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_setstate_cython, __pyx_t_2) < (0)) __PYX_ERR(2, 17, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":599
+  /* "engine/http/_connection.pyx":601
  * 
  * 
  * class _Discard(Stream):             # <<<<<<<<<<<<<<
  *     """Where the body of a request answered at its head (refused) goes."""
  *     started = True
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_Stream); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 599, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_Stream); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 601, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   {
     PyObject* __pyx_temp[1] = {__pyx_t_2};
-    __pyx_t_4 = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 599, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 601, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
   }
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_t_2 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_2);
-  __pyx_t_6 = __Pyx_PEP560_update_bases(__pyx_t_2); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 599, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PEP560_update_bases(__pyx_t_2); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 601, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_2 = __Pyx_CalculateMetaclass(NULL, __pyx_t_6); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 599, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CalculateMetaclass(NULL, __pyx_t_6); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 601, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_7 = __Pyx_Py3MetaclassPrepare(__pyx_t_2, __pyx_t_6, __pyx_mstate_global->__pyx_n_u_Discard, __pyx_mstate_global->__pyx_n_u_Discard, (PyObject *) NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_kp_u_Where_the_body_of_a_request_answ); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 599, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_Py3MetaclassPrepare(__pyx_t_2, __pyx_t_6, __pyx_mstate_global->__pyx_n_u_Discard, __pyx_mstate_global->__pyx_n_u_Discard, (PyObject *) NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_kp_u_Where_the_body_of_a_request_answ); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 601, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   if (__pyx_t_6 != __pyx_t_4) {
-    if (unlikely((PyDict_SetItemString(__pyx_t_7, "__orig_bases__", __pyx_t_4) < 0))) __PYX_ERR(0, 599, __pyx_L1_error)
+    if (unlikely((PyDict_SetItemString(__pyx_t_7, "__orig_bases__", __pyx_t_4) < 0))) __PYX_ERR(0, 601, __pyx_L1_error)
   }
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":601
+  /* "engine/http/_connection.pyx":603
  * class _Discard(Stream):
  *     """Where the body of a request answered at its head (refused) goes."""
  *     started = True             # <<<<<<<<<<<<<<
  * 
  *     def start(self, conn):
 */
-  if (__Pyx_SetNameInClass(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_started, Py_True) < (0)) __PYX_ERR(0, 601, __pyx_L1_error)
+  if (__Pyx_SetNameInClass(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_started, Py_True) < (0)) __PYX_ERR(0, 603, __pyx_L1_error)
 
-  /* "engine/http/_connection.pyx":603
+  /* "engine/http/_connection.pyx":605
  *     started = True
  * 
  *     def start(self, conn):             # <<<<<<<<<<<<<<
  *         pass
  * 
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_8_Discard_1start, 0, __pyx_mstate_global->__pyx_n_u_Discard_start, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[36])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 603, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_8_Discard_1start, 0, __pyx_mstate_global->__pyx_n_u_Discard_start, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[34])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 605, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (__Pyx_SetNameInClass(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_start, __pyx_t_4) < (0)) __PYX_ERR(0, 603, __pyx_L1_error)
+  if (__Pyx_SetNameInClass(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_start, __pyx_t_4) < (0)) __PYX_ERR(0, 605, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":599
+  /* "engine/http/_connection.pyx":601
  * 
  * 
  * class _Discard(Stream):             # <<<<<<<<<<<<<<
  *     """Where the body of a request answered at its head (refused) goes."""
  *     started = True
 */
-  __pyx_t_4 = __Pyx_Py3ClassCreate(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_Discard, __pyx_t_6, __pyx_t_7, NULL, 0, 0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 599, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_Py3ClassCreate(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_Discard, __pyx_t_6, __pyx_t_7, NULL, 0, 0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 601, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_Discard, __pyx_t_4) < (0)) __PYX_ERR(0, 599, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_Discard, __pyx_t_4) < (0)) __PYX_ERR(0, 601, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
 
-  /* "engine/http/_connection.pyx":607
+  /* "engine/http/_connection.pyx":609
  * 
  * 
  * cdef object _DISCARD = _Discard()             # <<<<<<<<<<<<<<
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_Discard); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 607, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_Discard); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 609, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __pyx_t_8 = 1;
   {
@@ -31364,7 +31146,7 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
     __pyx_t_6 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_7, __pyx_callargs+__pyx_t_8, (1-__pyx_t_8) | (__pyx_t_8*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 607, __pyx_L1_error)
+    if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 609, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
   }
   __Pyx_XGOTREF(__pyx_v_6engine_4http_11_connection__DISCARD);
@@ -31379,7 +31161,7 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
  *     cdef object __pyx_result
  *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0xd8bc8f3, 0x1a0e33a, 0xe02739e, b'done_epoch, failed_epochs, unavailable, waiting')
 */
-  __pyx_t_6 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_1__pyx_unpickle_Commits, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_Commits, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[37])); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 4, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_1__pyx_unpickle_Commits, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_Commits, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[35])); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 4, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_6);
@@ -31392,7 +31174,7 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
  *     int __Pyx_CheckUnpickleChecksum(long, long, long, long, const char*) except -1
  *     int __Pyx_UpdateUnpickledDict(object, object, Py_ssize_t) except -1
 */
-  __pyx_t_6 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_3__pyx_unpickle_FastRoutes, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_FastRoutes, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[38])); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 4, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_3__pyx_unpickle_FastRoutes, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_FastRoutes, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[36])); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 4, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_6);
@@ -31407,7 +31189,7 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
  *     cdef object __pyx_result
  *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0xb304e54, 0xc51a44f, 0x8a150f9, b'clock, date, idle_timeout, limits, max_body_bytes, max_header_bytes, open, read_timeout, streams, write_timeout')
 */
-  __pyx_t_6 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_5__pyx_unpickle_ConnectionRegistry, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_ConnectionRegistr, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[39])); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 4, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_5__pyx_unpickle_ConnectionRegistry, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_ConnectionRegistr, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[37])); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 4, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_6);
@@ -31420,7 +31202,7 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
  *     int __Pyx_CheckUnpickleChecksum(long, long, long, long, const char*) except -1
  *     int __Pyx_UpdateUnpickledDict(object, object, Py_ssize_t) except -1
 */
-  __pyx_t_6 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_7__pyx_unpickle_HttpConnection, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_HttpConnection, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[40])); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 4, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_7__pyx_unpickle_HttpConnection, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_HttpConnection, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[38])); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 4, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_6);
@@ -31585,8 +31367,8 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
  *             raise RequestRefused(400, "more than one Host header")
  *         if not http_10 and not self.hosts:
  *             raise RequestRefused(400, "missing Host header")             # <<<<<<<<<<<<<<
+ *         return 0
  * 
- *     def _check_body_head(self, length, expect):
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_400, __pyx_mstate_global->__pyx_kp_u_missing_Host_header};
@@ -31595,7 +31377,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[5]);
 
-  /* "engine/http/_connection.pyx":553
+  /* "engine/http/_connection.pyx":555
  *         else:
  *             self.app.internal_error(self, cause or exc)
  *             self.error_and_close(500, "internal error")             # <<<<<<<<<<<<<<
@@ -31604,12 +31386,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_500, __pyx_mstate_global->__pyx_kp_u_internal_error_2};
-    __pyx_mstate_global->__pyx_tuple[6] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[6])) __PYX_ERR(0, 553, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[6] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[6])) __PYX_ERR(0, 555, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[6]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[6]);
 
-  /* "engine/http/_connection.pyx":578
+  /* "engine/http/_connection.pyx":580
  *                 self.transport.abort()   # stalled mid-upload to a stream
  *             else:
  *                 self.error_and_close(408, "request timeout")             # <<<<<<<<<<<<<<
@@ -31618,7 +31400,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_408, __pyx_mstate_global->__pyx_kp_u_request_timeout};
-    __pyx_mstate_global->__pyx_tuple[7] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[7])) __PYX_ERR(0, 578, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[7] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[7])) __PYX_ERR(0, 580, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[7]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[7]);
@@ -31687,38 +31469,38 @@ static int __Pyx_InitConstants(__pyx_mstatetype *__pyx_mstate) {
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   {
-    const struct { const unsigned int length: 8; } str_length_index[] = {{0},{15},{1},{3},{1},{145},{23},{179},{55},{64},{8},{61},{14},{7},{6},{27},{2},{14},{9},{7},{22},{19},{25},{25},{23},{15},{6},{8},{7},{25},{27},{18},{36},{38},{24},{10},{10},{28},{30},{14},{32},{34},{31},{31},{26},{27},{27},{21},{20},{30},{30},{28},{20},{27},{30},{22},{26},{24},{34},{31},{34},{21},{28},{22},{29},{30},{23},{15},{17},{17},{4},{7},{7},{16},{14},{14},{23},{6},{8},{14},{20},{12},{9},{11},{8},{7},{8},{12},{8},{8},{13},{10},{15},{8},{7},{11},{14},{12},{11},{10},{22},{33},{25},{29},{14},{12},{10},{17},{13},{12},{12},{19},{9},{8},{16},{16},{11},{5},{12},{13},{12},{5},{16},{6},{3},{6},{4},{18},{4},{9},{1},{5},{14},{9},{18},{5},{11},{7},{4},{17},{15},{15},{11},{4},{13},{8},{6},{7},{5},{5},{3},{11},{23},{18},{9},{12},{5},{15},{14},{3},{6},{4},{4},{9},{8},{3},{14},{16},{10},{6},{10},{6},{7},{7},{9},{1},{12},{14},{10},{7},{5},{4},{4},{10},{6},{6},{5},{14},{16},{6},{4},{3},{7},{11},{9},{19},{16},{19},{6},{6},{9},{4},{12},{13},{13},{4},{8},{3},{7},{12},{7},{7},{8},{7},{3},{8},{9},{4},{13},{14},{14},{5},{10},{1},{6},{4},{3},{10},{17},{14},{5},{7},{5},{6},{6},{15},{5},{5},{4},{3},{9},{6},{11},{6},{7},{3},{12},{5},{6},{10},{5},{13}};
-    const struct { const unsigned int length: 11; } bytes_length_index[] = {{0},{2},{1},{12},{3},{2},{14},{6},{6},{4},{4},{5},{11},{11},{11},{11},{55},{55},{57},{58},{94},{211},{141},{1440},{2},{53},{98},{169},{34},{89},{93},{63},{91},{76},{158},{106},{94},{27},{130},{65},{316},{50},{144},{227},{43},{138},{126},{62},{17},{73},{19},{140},{37}};
+    const struct { const unsigned int length: 8; } str_length_index[] = {{0},{15},{1},{3},{1},{145},{23},{179},{55},{64},{8},{61},{14},{7},{6},{27},{2},{14},{9},{7},{22},{19},{25},{25},{23},{15},{6},{8},{7},{25},{27},{18},{36},{38},{24},{10},{10},{28},{30},{14},{32},{34},{31},{27},{27},{21},{20},{30},{30},{28},{20},{27},{30},{22},{26},{24},{34},{31},{34},{21},{28},{22},{29},{30},{23},{15},{17},{17},{4},{7},{7},{16},{14},{14},{23},{6},{8},{14},{20},{12},{9},{11},{8},{7},{8},{12},{8},{8},{13},{10},{15},{8},{7},{11},{14},{12},{11},{10},{22},{33},{25},{29},{14},{12},{10},{17},{13},{12},{12},{19},{9},{8},{16},{5},{12},{13},{12},{5},{16},{6},{3},{6},{4},{18},{4},{9},{1},{5},{14},{9},{18},{5},{11},{7},{4},{17},{15},{15},{11},{4},{13},{8},{6},{7},{5},{5},{3},{11},{23},{18},{9},{12},{5},{15},{14},{3},{4},{4},{9},{8},{3},{14},{16},{10},{6},{10},{6},{7},{7},{9},{1},{12},{14},{10},{7},{5},{4},{4},{10},{6},{5},{14},{16},{6},{4},{3},{7},{11},{9},{19},{16},{19},{6},{6},{9},{4},{12},{13},{13},{4},{8},{3},{7},{12},{7},{7},{8},{7},{3},{8},{9},{4},{13},{14},{14},{5},{10},{1},{6},{4},{3},{10},{17},{14},{5},{7},{5},{6},{6},{15},{5},{5},{4},{3},{9},{6},{11},{6},{7},{3},{12},{5},{6},{10},{5},{13}};
+    const struct { const unsigned int length: 11; } bytes_length_index[] = {{0},{2},{1},{12},{3},{2},{14},{6},{6},{4},{4},{5},{11},{11},{11},{11},{55},{55},{57},{58},{94},{211},{141},{1440},{2},{53},{98},{169},{34},{93},{63},{91},{76},{158},{106},{94},{27},{130},{65},{316},{144},{227},{43},{138},{126},{62},{17},{73},{19},{140},{37}};
     #ifndef CYTHON_COMPRESS_STRINGS
       #define CYTHON_COMPRESS_STRINGS 90
     #endif
-    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (4122 bytes) */
-static const char cstring[] = "x\332\215X\311[\333\346\326\017\236m\310\r\004\322\244\315\323\257\"!\003\275\t\211\213\223\364&\317\323\033\203\031C\231\014\0012 \204\365\332V\"[\266$3e\\\262\324RK-\265\324\322K/Yj\311\222?\241\177\302=\347}%c\033\350\327>\301?\351\035\317\370;G\275\257\253\204pyU(\224HY\037\036I\216<\376o\232SI\265F4\0350_\323\210\310\355\026%\231p\222\256qE\"\210\234\244\301\214 >\347\204\262\266KTX\260\265\245\351\202^\323\266\266`L\344\364\"Ip\360_N)\227IN\227\2242\227\223\025<\351~*\231z\300\245F\223t]*9\312\345\025\225\323\244\003\242\275\340R\217\037\323W\201+I\232&\225\013\334\264\242\201P\343JY\007\351\036\316\221rA/r\312\016Q\363\262\262;\257\350\004\256\022tn|_/\302\035 \227Hdi\233\250\202N\344}N\323U)\247\023\025\027\225\271\305\211\305\207\251\337S\364b\225|\000\2714N\253m\347dA\323\210\306)yn\273&\311\272T\346\364\375\n\321F\270\231<\267\257\324\2702\001\271u\205\253\300\272\326\r\240d\231\323\210\216\017\334=\241\\V\300\004\240*\017\333A\366{\234(\251\250\374\016\301\335\223\202\254\221\2215\224V)\023N\003\371\037V\004\320\306\267uNPU\t-T!\352C\177\020\255J\206a\033X\231\336\263\255\210\373(\252\320\334\327\364\001\234\334\364\320}\317s\303\\A\001U\004Q\344A<\002V`\313\271]\001\3272ck\025E\221\271\202\252\324*\017\300\006L!\241R\341\212\202\306\225\025\360b\251\004\253\351\325\272\242p\262\240\026\210(i\302\266LH\231\375\026\2442yT\324\365\312#\376\324\351#\225\375\275BN\002\347\251eA\346\210\252*\252\244\261-\242\014\306*?L\226\004\031\244(\201\374\323++\213\276V\255\376\247\032\021\265\244P\023\200\nh\277\226\t\337\020\354M;\025\321\237\320\361Eg\343J\271\320\034\226JD\251\351\343s\013\331\211\314\370\302\374\312\314\374\352\3048\323\325\203\021\236\007\313\326r\204\317\321\010\343\371\323\t\360<\365N\313\224\257\3672)H\020{\373gG\316;\360\2345\377\340\354\021p#\251d`\3214\325{R\320\364eP\207h\247Ogok\233;s\3134\370\357\364\246\366\267\263g\235\231\377\177\316\033\341s\202,o\013\271\217|^\000>\021\317L\027\t\314a\230\361\350\313\363\247\213\340\370\316\031\\\315""\203Q\210P\352\234\202\200\203\320\3441\304:\246X\"t\014R\226\352\034k>\362\362\331\313[fK\340\207\216YQ\320\005\260[\216\000\013t*$\252\202\324id\242\344/ZN\263\207\007\362\342\317\023\022\256G\303\235\035\025\30162$\347\331\031\226/\027\215k\220\307\245\212L\364sv\226\210\246\t\005\302oC,\226/\236\276\370\200\232*w\014V\004\240+~W\225\200\024\n\035s*\221\211pFc\225h\265\322E[X0\360y\251,iEf\312EA\325\210:\356\205\340\004Z\363t\270\343u\265RP=g.3\266`\3433\231\271\211\345\211tff~\312\033\367\000\242\037\256\322y\336\177gFl.\242d\334\376\326\334\222e\262f$\rJ\200\350#\250 \2500\273\270\277\007\177\031\250c\374<\331\303\315<\357\325\032\302\303\177\264\032\321\007,\222{:>\212\270\032Q\311!\344ke\212\005\077\077y\377j\036b\026\262\003\221\350B\363\250\222\"\326d\272\254\244*<T^(Lt\242,\224\350p\231\354\"TTR\021T:\002L\317\022\024\234\302\336\320?\262\316\236\275k\361\021k+{\252\225+R\356#\334\343q\352\231\321N\312\353Xp\312e\035\023\355\261\300&wt,:(i\265&\310\276\036\036\243\361g\270\2559@\366\360\005\230\255\251\273\326b\3053\214\007C\262\242S[\201\\h\341\016\316\353$\271\026Vcnk\3412^\302$\204\262\014\001NZ\231L\330VT]\020\301h-\305\226\361\031\224m\370G\312\"\324<M\320\366\3139I\031i\036Bk8\275\033;\256\\\016\223\216\t\340\323DN\226\300\337\274T\311\341\033\204\t\257\253B\216\240\006\224vr\212,\263\3734\257-@\tZH\220\365y\035\234\331A\2229\245\006wPBC\202l#I_\020\\%\302o^\200(\0221s(_\202f\254\331\030\301f\243\345q\244\305\024\255\303\314\224\244\014\\\201]a+\301\222\212\002\312\267\323*{\205\330\255\200\206\204\354\345\310^\005\016\315C\254\345\241\017\304?\036\345\245\017p\030\344\024\374\2030\0013\201\265\362\n\276\341\305<4\251\032\310\202\357\220\\EE\204\326E\224\t\365\357\366>D\007\243\010\217m\351\226\344c\004\350SdM\222`-\357\265(~\007\305{\035\024\025\025HO\322D\210\t]\322II\373\240H\345\217\320\021\340\037/\310\240\237L\273eYB\047A\267\t\035\224\260\307\002\217^\217o\354r\357\235\n\211Q^Vv\275r\322R?\232\205\341\234\n\321Y\022\316\251\001\214\364+\224E""\341\027d\006\333`\377\313\210\037\224\254\300?\372\214\237\026\240\\[E\250\200c\360\017\305\253(\025\370\047\223<zV\364m\004\r/x\255H\373^AV=\312\360J\007\264|\276K}\324\340A\367j\010\273\335{\361\256o//\230?\204\376P\3455\r\002\007T$r^#\025`\001/N\265\242R\223E\376\324\007\336@\215\325\023J\351\364\207\210\2247\330G\023\013\321\216\222\245\325\340;\200\366x\310\352\272\014\323\220\341\025H|\275\006q.\327\312\302\0160\n\262Z\255\002\021I\274;\300\312h7\237\231v\004\271\306~4l\371y\032\363\250\024\241?\276\365\036p\217\222\217\037?\304\032\"\225k\344\371\243G/\270\234\367\325\305\342(\247(\037%\302\262\001\331\n#\025\377\264\357]\307\241;\326\222\225\267\323\370x\337\356\262\177\260\253\370\370\300N\333\257\235$>>v\272\234\037\034\030=\t\375bV]\356\261\323]\177\321\370\350.-\037\207\372\215g\346}k\320J\036\207\242\337?\303\313\340ql\330\356\263\177u\346\033\203\307\241\356\303\344\005\333\236\233\353p\257\320\262\ro|_\0379\352\372\273m\177X7\340\364\301\226m \235\233\034k\214\270\213K\177\263\321\355\277c\255\333Kv\353\205)\047\355>\231=\032q\3277\274\235\177\305.%n\342T\257\321\205?Q\243jFL\231\335\267s\270fL\230\003\346\322q\354\252\001k\256\033\325\023\374\301\271\352q\354\212{\345\337v\312\256:Q\347S\343\336Q\337I\373\310`\313\351}\306\200\261n\256X\327\355\220\275PO\325\367\217B\356\334{\367\275\340\n\272\253\357\271{\337\376\272t\351e \023\000\310\004\262\010\331\300\032\302Z@@\020\002\004\201\004\362\201\177*\246n>\205\373\302v\326\t9\323\365\251\306\223\243\340Q\352h\307]}\347\276\203{EW,\272\305\252[\205\333\367O5\032uRN\265\036\255\177:\272\007v<i\037\352T\351\2755\344\336}\352\210\340\303\320Q\372\237\013\366_\373\236s\315\311\325\007\352\357\361\232\327\356\353\rw\003\314\221w\363%\267T>\225\346>\330+m\2579\257\352\273\r\341\244}\244\332.\214{\355\236\245\333O\235\001\347]c\300\235Xs\327\336\272o\267\335m8Su\325\0350\336n\3278\332p<0\2050\025XBX\n\254\"\254\006x\004>\220C\310\005t\004=\260\207\260\027H\007\001\322\301\t\204\211\340\002\302B0\213\220\rn""\"l\006\267\021\266\2032\202\034\254 T\202;\010;\301\003\204\203\340x\010o\017M!L\205\346\021\346C\313\010\313\241M\204\315\3206\302vHEPC;\010;\241\317\010\237C/\303\030#\341?\021\376\014/!,\2057\0206\302\357\021\336\207\013\010\205\360G\204\217\341\032B-\274\217\260\037\236\214\000LFf\021f#Y\204ld\ra-\262\205\260\025\021\021\304H\t\241\024\251\"T#\007\010\007\221\257\010_#sQ\200\271\350\"\302b\364\r\302\233\350&\302fTB\220\242%\204R\364\023\302\247\3507\204o\321\331\030^\033\233G\230\217\255#\254\307\336!\274\213\211\010b\254\210P\214U\020*1\035A\217\035 \034\304\276\"|\215\315\306\361\224\370<\302|\374\r\302\233\370&\302f\274\210P\214\313\010r\\EP\343;\010;\361\361\004Z>1\2050\225\230N\374\343Huo>\260\247\234\047\365 \344l\2551u\364\304]\314\272Y\210-\010,\311\225\312n\031\022\250\346\326>\241\207\374\360\232F\230\016\274Bx\025X@X\010\274Ax\343\047s\036!\037\220\020\244@\t\241\024\330A\330\t|A\370\022\030\303\240\031\363cn\006a&\270\201\260\021\334B\330\n\022\004\022,\"\024\375\320\323\021\364\340\047\204O\301\227\030;/C\355\2417\2070\027\312\"dC\353\010\353\241\267\010oC<\002\037* \024Be\204rHC\320\374x<@8\360\343q\na*<\2070\027^@X\010g\021\262\341M\204\3150A \341\017\010\037\302%\204R\270\212P\r\277\304\270z\031\231B\230\212\314!\314E\026\020\026\374 ]GX\217\360\010\274\037\244\005\204B\344#\302\307\210\206\240\371\261\372\r\341[d\014Co,:\2110\031\235G\230\217\256\"\254\372\221\373\036\341}T@\020\374\000\256 T\2425\204Zt\017a/\372\031\341s4\203\201\230\211\275Bx\025[DX\214e\021\262\2615\204\265\330\026\302V\254\200P\210\311\010rLAPb\032\202\026\373\202\360%\226\301\350\314\304g\020f\342s\010s\361E\204\305\370\006\302F|\013a+N\020HG\214\357\"\354\306\277\"|\365c|\022a21\2130\233XEXM\274Cx\227\020\020\204\204\210 &\212\010\305D\t\241\224\320\021\364\304>\302~\3423\302\347\304\313ntN\367\034\302\\w\026!\333\275\322}\312\317\217l\335I:SPu\013GK\047\355#\302\367\364w\250\t\335\207\251\303\352q\3175c\305\274a\365Y\267\254\264\265t\334s\345P7\222\306\2649e=\265\007""\260\3558\356\305\302\032\273rX\3657\301\202\343\236^#fBa\3569\\po\376\333N\332\223\316-7\225i\244\033kGcG\002[\370\331\374\rJ\353\217\220\311=W\215\021\253\313\272f\t\315{{\215\313\346\222\231\267\322\047\247\217\376\r\237\314{V\037.I\340\203\005\373/7\367\301S\034\247\242\306\001\235B\335\356\240\344\275\306\025\263\312\024xa\026`\244w\300\230\305\007K\264\007\355g\316\035\250\225]^s\200\n\270\275\203\315\003nC\327\004;5\343\256\0312\307\315\032\330\"k\007aY\357\200;0\004o\253\366\340I\313s\253\240\327\340\374![t~\255\277jT\231\320w\255.\266\342\231q\317\274f\212\326];\346\004\321\226\375\324\270c04\214B\264\231\345tq\304\3169\375h\316\014\224\357\014\266S\376\261V\037\036\334s8\005>\000x\205\256\3519\2346\350\340\237f\037\302<\026\336\236\303YChy\363\300\333\340\255\364\226x\2033\306\222\177\3703s\310$\326\250\365\001Z\224\211\372\325z\262\305\323\351\213\235\313\266\3039\010\023\306\rv\013Hg,Cs\361\304\nY\223\366\220;\362G}\273\2218\272\005\215\t\250\325c\246=Q\014\025\210~\325\032\262$[s\006\235\347\365\345z\025\017\177\204nj;z\306X\365Z]_\263\177\035\212X\036P\260]\203\230)S\263\356C/\323\207^\3355\362\354\216\214\333{\013w\265\2355\007\036\237\261\326\3541p\341p\275\325\252\347\202\267\313\263\277gUo\260i\377!\367\377\222\320\357\274\251\353\215\347G8\345\366\374\014\306\372\331\026\335\337\320\251\tw9\313NI\031\273\246\320\356\302\357\247\276\274r\270o^\261\252v\027\033\031\240Y2k\013\276\r\206L\301\254\236\253\304Uc\310\020\335\237\232\376\372\235\366\331\220\354\257\315\244I\355\0361\230\273\334\236_\360\014f\271\234\331\3072(\005\332\322\374Q\354%\306\021?C\220Rc\026\240\030\367\376`\224\2554[\372\314\274m\322d\233\003\377\316@\0078\006}\347p\203Z\371\362\3412\250\320\325\026m\240)N\375\275\307\210/f\217\231\261\342\366u\047\340\0149R\235\345?\230\330\375\351WH\352\244\237\205\267\350\252\2763<\263cd\201\245\030Y\231}\3104ac\315L\2334\320{\215\240AOxn,Q\255\220\0238\272]\262k\016%\246\220\261`%!j\357\322\364=]@m\207\235\366\322YN\004#\2737\037\332\264e""\271\353\336\030\266\373\355q\333s\0235E\223\001\377\005\276\007\3506\223\014\236Z\2778]Mj\202\026\376\231\243\2037Q\347\246\271\236\203/\350\031\177\260\266\010\037\350\373\013C`\2207\027N-C\211\364\312\341\0364U\335V\312\2522\251W\314\233@d\257\3312\344\035X\324o\214\0322d\037\262\231\004\367\246\352\032|7\302\336\035\343\255\025\264(y=g\236\236\201@\314\341\347\337\3119c\314E\030\361l`\300^rG\306\032\267\033\353G+\360\345\002\241\377=}\342\371}\033\275\323\341\263=\240\212\224\251[\3116ba;\366!\3163V\014\276\215\257Bd\217#O0\263\307\254._\343\333\324\223XRP\247d[h\237\215\047:[324\201V@\330\025\347\307\372P]\204\357\306~FP\236\223 _\274\340\2335\250<\0273\210\347\337~\310\242\317`s\035\276<\367\353\241z\246\021j\320\023Y\014\276\266\332<\3531L\367\341\350a\221E#\346\201\304J\232f\014\267d\010X\373O\253\037\363\357\262\037\346kf\232\271Y3\357\230UHD\372\372\005\224\305\222\007\373\037@aA\337\016\3037\243^\037\255\203\261Q>\335|\006\214\370\324\276\346\223\312\022\030\352g\340\375.\246\242\047\223g@\370\254\273\334\207e\026.x\005\375\304\177\340\353\365\267\306\022.mI\347\323\"x\014\253\257\233A3\3513\305\035\360\353\250U\264\013\316*\0309\327\270qt\035\253\033e\032l\005ZJ,\356\375\021\030N\004\371R\326\036|\273\007\240(\244\234\335\272pr\326\217\047>\243\375\025\271\024\357\361\344\375\321\272\r.\375\311yQ\367]\227\301r\203Ys\001\373\\\003\352\272]_\207&&\215B\215Svnj\303\316X0\223\247\246\032\000Z\207\234un\324\2577\272No?\333\3004#\261\332\222\361X\373\330\014m\257p\367ezp\001\377\227\2147\200\004\255[\377\201\317\235QG\270\240b\315R:\366>\375\007[\222\372\252\361\320\304\223c\336A\325f\000\377\225\270\024\277\302\254\300\"r\334<\240\377?\307\343\263Q\340\221I0\340\272\275\341\010^\240\346\214>\026\252\343\2202\230\360\264$\250F?XJ\003\022\036\207\363\2414\010\307\275}~\305Z6i\363\210M\245\327[\374\016\326V!|\307\255\003\260\367v\275\313\r\3354\223\0471$\333i\014X\213V\276O`\362\240\365\334^u\356\325\373\352\203\377\003o\377r6";
-    PyObject *data = __Pyx_DecompressString(cstring, 4122, 1);
+    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (4045 bytes) */
+static const char cstring[] = "x\332\215\230\313W\333\326\326\300\203\3376\344\002\ti\322f\365\253H\310\2537!qq\222\336d\255\336\030\3143\0240\206\000y \204ul+\310\222-\311\200!\257!C\r5\324PC\r=\364\220\241\206\014\371\023\372\047\334\275\217$c\233\320\257]\301?\351<\367\331\257\263\325\373\232B\010SP\270b\231H\332\203\321\344\350\223\377\246\031\205TkD\325\200\205\232Jxf\257$\210\204\0214\225)\021\216g\004\025z8\376\005\303I\352\036Q`\300\326\226\252qZM\335\332\2026\236\321J$\301\300\177yY\222H^\023d\211\311\2132\256t?\225L=dRcI:.\225\034c\n\262\302\250\302\001Q_2\251\047O\350+\307\224\005U\025\244\"3#\253 \324\204,i \335\243y\"\025\265\022#\357\022\245 \312{\013\262F`+Nc&\352Z\t\366\000\271x\"\n\333D\3414\"\326\031US\204\274F\024\034$1K\223K\217R\277\247\350\306\n\371\010r\251\214Z\333\316\213\234\252\022\225\221\013\314vM\0205Ab\264z\205\250\243\314l\201\251\3135F\" \267&3\025\030\327>\001\016)1*\321\360\201\271\307I\222\014*\200\243\2620\035d\277\307\360\202\202\207\337%8{\212\023U2\272\206\322\312\022aT\220\377Q\205\203\323\370\272\316s\212\"\240\206*Dy\3447\242V\311\003\230\006Z\246\373l\313|\035E\345Z\363Z6\200\225[\026\272\357Y\356\001S\224\341(\034\317\263 \036\001-\270\303\231=\016\307\272\312V+\262,2EE\256U\036\202\016\334\003q\225\nS\342TF\222\301\212\3452\214\246[k\262\314\210\234R$\274\240r\333\"!\222\373[\024$\362\270\244i\225\307\354\231\321G+\365\375b^\000\343)\022\0472DQdEP\335)\274\010\312\222\036%\313\234\010R\224A\376\231\225\225%\377T\355\366\247\047\"JY\246*\200#\240\376\332:|E\270o\352\231\210~\207\206/\232\333.K\305V\263P&rM\233\230_\314Mf&\026\027Vf\027V\047\047\334\263z\030eY\320l-O\330<\3650\226=\353\000\313S\353\264u\371\347^&E\001|\257~\276\345{\013~g\314?X{\024\314H*\031\0304C\317=\305\251\3322\034\207\250gO\347w\353\350;\267\313\014\330\357l\247\316\267\363k\235\353\377\177\326\033e\363\234(ns\371\035\266\300A>\341\273\273\321\200,\234\215p\345\356.\360\033\3600\026=\245\253\313\365\347\256F\232l\272\333Z\217,\364j\027\367\226A\235]\275<\247qp\374<\201`\356\026""\233W8\241[WD.\\4\234\006\001\0139\210\375\236\220\260=\206\331\371V\036t#B\214\235\357q\335\376\242v\025\302\261\\\021\211\366\235\231e\242\252\\\221\260\333\340R\322\305\335\027/PS\304\256\306\n\007Y\207\335S\004\210\355bW\237BD\302\235;\261B\324Z\371\242)\2563\260\005A\022\324\222\253\312%NQ\2112\341y\322$j\363\254\271\353u\265RT<c.\273A\357\266\317f\346\047\227\047\323\231\331\205i\257\335\00381l\245\261\254\377\356*\2615\210\346\324\316\267\326\224\234+kFP!\223\363>\341\010\234\002\275K\365}\370\313\300u\304.\220}\234\314\262\336\225AX\370\217^*\364\001\357\272}\r\037y\034\215\224\363\210BM\242,\372a\306\372[\263\340\263\020\035H\242q\255\245\3122_\023\351\260\262\"\263p\201\302\375B;$\256L\233%\262\207\250(\244\302)\264\005\0226\233/\221\374\016\030\305}C\373\210\232\373\354m\213\217xE\272O5\251\"\344w`\037/5\236k\355\316\\]\003\316RRWG\247/\270\235\273\032\336\035(i\265\306\211\3769\274\304\304\236KQ\255\006\262\217/\220\240ZgW\333\264x.qA\223(kTW \027j\270+u\271\266iKX\254\200\221\006W(x1iOW\334\266\254h\034\017\232i\273\030\335\244\005W,\374#\022\017\367\223\312\251u)/\310\243\255E\350}\213\177,VG\371<F\0265M+\027\344E\001\214\312\n\225<\276\201/\260\232\302\345\t\212IsK^\026Ew?\325\273\302Q\202\266L\347\326d]\211\261+\023\346\345\032\354A\263\026f\301\216L\350\013\202\243x\370-p\340*<\206\007M\212p2\2670\030\305\302\240\355q\264M\025\355\315\256*\211\004\t\001+\270\366,J*2\034\2763w\272\257\340\240\0258!!\373\371\002\270R\001\2525\374cQR\372\000\313@\310\300?\360\002P\020\350\251 \343\033n\311B)\251\202\024\370\016\261S\222y(0x\221P\313n\327\301\370n\006\360\222)\235\222|\202\200jBT\005\001\306\262^!\341\3279\254W\347P!!\247\t*\017\336\240\t\032)\253\037eA\332\201{\033\377XN\204\223\211\002\032\006\252A\250p\270}\232\375\335\215\361\315\335\326{\247\342\241\373J\362\236wO\264]\014\255\214\377\235\324\337\235\353\277\223\334\335l^\241\351\021~AZ\320\n\326\247nF\207\343U\340\037}\306\322\037\216\325\221\352+`\014\374C\361*r\005\376\211\244\200\326\344}\355@A""\n\226*\321\272\224\023\025/\027xw\002\224d\276\031}\252\360\240y\227\203\273\273\367\342m\337yo`\314\020\372C\017\257\252\340,pD\"\026TR\201\360\366|S-\3115\221g\317\264\3575\324\334\213\202\346j\372Cx\232\020\334\217\032\327-\273\356\"\265\006u:\255\3010]k\"tCTW \330\265\032\370\266X\223\270]H\025\230\256j\025\360E\342\355\001ZF\275\371)g\227\023k\356\217\212%9K\375\034\017E\350\217\257\275\207\314\343\344\223\047\217\360r\020\244\032y\361\370\361K&\357}\025\211\364\253(/\313;\002\004A\005\302\252\004a\214>\212\177\352\267\236\223\320\0353k\026\2544>\336\267z\254\037\254*>>\264\322\326\033;\211\217O\354\036\373\007\033ZOC\277\030U\207yb\3676^6w\234\354\362I\350\252\376\334\270o\016\233\311\223P\364\333\047x\031>\211=\260\006\255_\355\205\346\360I\250\367(y\301\264\027\306:\354\313\265M\303\035?4F\217{\376n\332\037\346\rX}\270m\032H\347$\307\233\243\316R\366o&:W\357\230\353V\326j\3370e\247\235\247s\307\243\316\372\2067\363\257\330\245\304M\354\032\320{\360\047\252W\215\210!\272\373\355\036\255\351\223\306\220\221=\211]\321a\314u\275z\212?\330W=\211\365;\375\377\266RV\325\216\332\207\315{\307\203\247\235-\303m\253\017\352C\372\272\261b^\267B\326b#\325\250\037\207\234\371\017\316\007\316\3414G\333w\366\277\376u\351\322\253@&\000\310\004r\210\\`\r\261\026\340\020\\\200 H\240\020\370\247bj\3063\330/l\345\354\220=\323\230n>=\016\036\247\216w\235\325\367\316{\330\227w\370\222S\252:U\330\275~v\2421;eW\033\321\306\341\361=\320\343igS\367\221>\230#\316\335g6\0176\014\035\247\377\271`\377\265\356\331\327\354|c\250\361\001\267y\343\274\331p6@\035\005\247Pv\312\322\2314\367A_ik\315~\335\330kr\247\235-\325Na\234k\367L\315zf\017\331\357\233C\316\344\232\263\366\316y\267\355l\303\232\212\243\354\202\362\366z&P\207\023\201i\304t \213\310\006V\021\253\001\026\301\006\362\210|@Ch\201}\304~ \035\004\244\203\223\210\311\340\"b1\230C\344\202\233\210\315\3406b;(\"\304`\005Q\t\356\"v\203\007\210\203\340D\010w\017M#\246C\013\210\205\3202b9\264\211\330\014m#\266C\nB\t\355\"vC\237\020\237B""\257\302\350#\341?\021\177\206\263\210lx\003\261\021\376\200\370\020.\"\212\341\035\304N\270\206\250\205\353\210zx*\002\230\212\314!\346\"9D.\262\206X\213l!\266\"<\202\217\224\021\345H\025Q\215\034 \016\"_\020_\"\363Q\300|t\t\261\024}\213x\033\335DlF\005\204\020-#\312\321C\304a\364+\342kt.\206\333\306\026\020\013\261u\304z\354=\342}\214G\360\261\022\242\024\253 *1\r\241\305\016\020\007\261/\210/\261\2718\256\022_@,\304\337\"\336\3067\021\233\361\022\242\024\027\021b\\A(\361]\304n|\"\201\232OL#\246\0233\211\177\354\251\316\315\207\326\264\375\264\021\204\230\2555\247\217\237:K9\047\007\276\005\216%8\202\344H\020@5\247v\210\026\362\335k\0061\023x\215x\035XD,\006\336\"\336\372\301\\@\024\002\002B\010\224\021\345\300.b7\360\031\36190\216N3\356\373\334,b6\270\201\330\010n!\266\202\004A\202%D\311w=\r\241\005\017\021\207\301W\350;\257B\235\2567\217\230\017\345\020\271\320:b=\364\016\361.\304\"\330P\021Q\014I\010)\244\"T\337\037\017\020\007\276?N#\246\303\363\210\371\360\"b1\234C\344\302\233\210\3150A\220\360G\304\307p\031Q\016W\021\325\360+\364\253W\221i\304td\0361\037YD,\372N\272\216X\217\260\010\326w\322\"\242\030\331A\354DT\204\352\373\352W\304\327\3108\272\336xt\n1\025]@,DW\021\253\276\347~@|\210r\010\316w\340\n\242\022\255!j\321}\304~\364\023\342S4\203\216\230\211\275F\274\216-!\226b9D.\266\206X\213m!\266bED1&\"\304\230\214\220c*B\215}F|\216e\320;3\361Y\304l|\0361\037_B,\3057\020\033\361-\304V\234 H\227\217\357!\366\342_\020_|\037\237BL%\346\020s\211U\304j\342=\342}\202Cp\t\036\301\047J\210R\242\214(\0474\204\226\250#\352\211O\210O\211W\275h\234\336y\304|o\016\221\353]\351=\313\317\217-\315N\332\323p\353\026\217\263\247\235-\334\267\3647\270\023z\217RG\325\223\276k\372\212q\303\0344o\231i3{\322\327\177\244\351I}\306\2306\237YCXv\234\014\340\305\032\353?\252\372\223`\300I\337\200\0363\340b\356;Ztn\376\333JZS\366-\047\225i\246\233k\307\343\307\234;\360\223\361\033\\\255?B$\367]\321G\315\036\363\232\311\265\366\035\320/\033Y\243`\246O\317\036\375\035\016\215{\346 \016I""\340\203\t\363/\267\346\301S\034\273\242\372\001\355\302\263\335A\311\007\364~\243\352\036\340\245Q\204\226\201!}\016\037L\336\032\266\236\333w\340\256\354\361\212\003<\20030\334Z\3406TM0S\325\357\032!c\302\250\201.rV\020\206\r\0149C#\360\266j\r\237\266=\267\013z\r\326\037\261x\373\327\306\353f\325\025\372\256\331\203#\372\216\246AU\200\327\250\301\276\243\031\2356\376i\014\"\026\360~\354;\232\323\271\2667\017\336\004o\2447\304k\234\325\263\376\342\317\215\021\203\230c\346G\250$&\033W\032\3116\203\244/\266\201;\035\326AL\3527\334]@:}\031j\200\247f\310\234\262F\234\321?\032\333\315\304\361-\250\037\340P}F\332\023EW \037\257\232#\246`\251\366\260\375\242\261\334\250\342\342\217Q\233\035K\317\352\253^E\352\237\354_G<fq\024lO\047F\312P\315\373Pr\014\242\362\367\364\202\273G\306\031\270\205\263:\326\232\007\303\314\232k\3268h\372A\243]\253\337\2057\313\323\277\247U\257\261\245\377\021\347\377\222P\226\274mh\315\027\307\330\345\364\375\014\312\372\331\342\235\3372\315\314q\302Y\316\271\253\244\364=\203\3534\341\2673[\366\037\325\215~\263j\365\270-C\324\231\347,\316\327\301\210\301\031\325\357\036\342\212>\242\363\316O-{\375N\313a\210\3117F\322\240z\217\350\256\271\234\276_p\rWsyc\320u\364\024\234\226\272\271le\335P\376\031B\214*\263\010w\346\300\017\272d\246\335\241\317\215\333\006\215\211y\260\357,\024j\343P\036>hR-_>Z\206#\364tx\033\234\024\273\376\336b\304\027\263\317\310\230q\353\272\035\260Gl\241\341\206)\250\330\371\351W\210\275\244\037,\267\350\250\301s\351`W\317A2qs\2121\210\t!\254\257\031i\203:\372\200\036\324\351\n/\364,=\025\206.C\247\013V\315\246\371#\244/\232I\360\332\273v\320N\266\r\240\272\303\2028{>u\201\222\235\233\217,ZY\334un<\260\256Z\023\226g&\252\212V\242\372\027\330\036\320k$]<3\177\261{Z\031\004*\355\347\266\006\326\3043\267\324\365\002lA\327\370\303\255^\360\201\276\277\3249\027\005c\361L34\337\365\037\355C\355\323k\246\314\252+\365\212q\023\362\315\033w\330s\375\036\232\375\252>\246\213\020}\230t\004\3307\325P\341\363\016\346\356\352\357\314 ""\304\332\000~\321QK\317\202#\346\361+\355\364;m\256\211\320\343\335\206!+\353\214\2167o7\327\217W\340\003\003\\\377[\372\224JW\007\257\315\2301\370 \275\002~:\201Q\357*1f\366\370\362\337\246v\301<\216\022&;\034\365\274w\320\336\232\236\241\341\260\002[\257\330?6F\032<|\254]u\323\215\247r\360~\317\225\3460\016N\377&\037x\326\272\n1\361\t4\250\301\347^\275\021jd\232\241&]\321\365\2507f\207\235\274|\321{4vTr}\013\275Zp\357\021U\177\320\346\357\240\273?\315\253\030M\227}\247]3\322\256\321T\343\216Q\205\260\242\257\237\341\260x\317\300\374\207\006O-\365\000>\324\264\306X\003,\217\362i\306s\310o\317\254k~\212\310\202\242~\206,\336\343\036\321\223\311S |K]\036\304\273\r6x\r\227\370\177\340\223\361\267f\026\207\266\005\347\331\315s\002\243\257\033A#\351\307\375\035C\203;\242d\025\355UPr\276y\343\370:~\241\323\274\201\367o\333\275\206s\177\204|\305\203|)s\037>\230\003\220\342S\366^\203;=o\307S\077\077\375\025\271\024\357\363\344\375\321\274\r&\375\311~\331\360M\227\301\313\003c\340\202\\r\r\022\321\355\306:T\016i\024j\202\346\332\326i\3345\026\215\344\231\252\206 IC\004\3327\032\327\233=g\273\237\257\032Z\236Xm\213_\274\311\334\036Z\323\340\354\313t\341\"\376\177\020\257\001\323\255f\376\007\2761\306l\356\202\373g\216&W\357{{\270-D\257\350\217\014\\9\346-Tm9\360_\211K\361~W\013\256GN\030\007\364\177\242x\331i\014\262\302\024(p\335\332\2609\317Q\363\372\240\353\252\023\0202\030\2764\301+\372U\320\224\n)u\002\326\207D\317\235\014\014\372\367\317\262A+6\254\344\274J\341w\320\266\002\356;a\036\200\276\267\033=N\350\246\221<\215a\352\234A\2075\351=v\010*\017\232/\254U\373^c\2601\374?\350\223\025\366";
+    PyObject *data = __Pyx_DecompressString(cstring, 4045, 1);
     #define __Pyx_DecompressString_LZSS_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (5665 bytes) */
-static const char cstring[] = "\377(tree fr\377agment).\3771.0?A re\337quest\005\000fu\377sed whil\377e its he\337ad is\037\000ad\377: answer\376\036\000``statu\367s``\021\000d th\377e\n    co\377nnection\357 cloF\001(41\2774, 431#\0024\37713 for s\377izes; 40\3750\n\002a miss\177ing Hos\222\000\357Cont\233\000-Le\377ngth ove\377rflowNot\375eh\000at Cyt\371ha\000\225\000delib\377erately \377stricter\376!\001n PEP-4\27384\234\002rej\225\000s\377 subclas\377ses of b\377uiltin t\377ypes. If\177 you ne\377\000\217to p%\000%\t\342\000n\357 set\352\001 \047a\047nno\200 \350\000_<\000\271\000_\047 dir\371\001v\242\000\377o False.\373Wh\253\000one s\316\275\000-pa\313\000\344%ca\367rri\351 (per\031-\371%\322!e)4\000\343 c\002/body\247\001a\233F\373&\334\205 \231F(re\265B) {go\310\000add_\234\000wean\254D wa\312A\376\370!a spool\177 group,\201 \376\313\003app has7 no\303@mm\371@v\002\377too larg\377edisable\373en\000\003gine/\277http/_\353G.\277pyxgci\272@r\377nal errowris-\003dla\350 _-1mal\377@m\342`\217HTTP\362e\364I\357beormor\351Bn \274!\360\225a\022\004\245\204\005\227\204\001ers \324\232\006\276\204\005t\254\001t\022\003on\375g\016\006imeout\377CLOSEDCO\377NTINUECo\374\347\002\000\004.__red\337uce_c\335b__\340\017\007\367@\231B\020\010\345\204\005Reg\035i\371`yCo\002\r=\021\021\020\3769 .sweepD\377ateHeade\277rFastR\314\000e!s\000\007\255\017\017\n\261\016H\275@\252\007\360\000\013\371\017\017\0161\034._ca\377llback_f\337ailedQ\rch\311e\031\000\336\204\001_\343\207\001\t\023ho\363st\212\r\221\210\001_str\347eam\245\r\356`gin\001_\337a\301\014\266\210\003\326\014\241\210\002\004\r\274\210\0063_lk\017\331\210\007_m\205@\246,\357data\300`cei}v\337\016drain\326,\347eof\027\025\271\205\002_an;d_\221\021on_\227\207\001\245L\376\023\000deadlin\361e\010\017\252\205\003\000\025s_co\337mplet\047\020me\377ssage_be\341g\261\016\206\000\027\005\047\027url\376\317lpause_w\277riting\353lr\337eleas\262\rre\347sum\033\025\207c_fi\357nish\344cPar/serC\374dE\210\210\001\354\204\001\274\021\003\000\014Upgr\306DR\374""\205\215\0038\003IDLERE\237ADING\021\004\030\004.;__h\000t__\010\005\207\210\003\320\034\006\302\215\002\000\013*\006S\264\204\002_D\277iscard\000\005.\357starN\000Pyx\377_PyDict_\377NextRef_}_\345\213\004e____\272\214\002t\004\002\241\215\001x\200\000__d*\001\356\032\000doc\037\001fun\256\003\002get\254\210\003_\246\005_\337_mainC\001me\373taB\006modul\376Y\002mro_ent\357riesi\001nam\356p\002newx\001pre\027par\202\002p\244\000\273\206\002\222@3__\n\001\234Alt\006\003p\004\370!\001\330\215\001\033\003unpic\001ke\000\355\211\004\005\016\277\211\r(\014\350\210\007A\014\314\271\210\013\210\003vt\252\214\001\255!qu\223al\300\005\326\212\004_\326\212\016\357\212\006e\275x\341!set_\364\005s\374\273(\363\212\016__slotN\247\"tes\211A\345\210\014_\326\210\014\260\t\004\322\210\001\261C\301\210\010_i\201\206\001r\177outine_\277\210\010\377abortadm\363it\342\215\010\206\222\003appa\377ppendarg\377sasyncio\027.co>\004s\273\217\001\334\211\002\356\221\001\343cc\361\205\001\360\211\003\237\207\005cli?ent_ip\006\000r\000\377in_trace\274\262\212\001\275\222\002coll\314\222\003s!c\245\215\003\340\222\001\372\210\010\342\222\003c\246\211\013\226\211\014\007coua\000\212\217\002\235\211\001\230\211\n\250\210\005\377decodede?faultd\214\224\001\253\211\002\226\327\000en\351\217\001.\351\217\001\000\010.x\355\217\010\013\t\221\213\003enum\221\223\002>\325\211\tepoch\310\211\014\340\211\003\377response\377excexpec\377tfastfee\345d\000\001_\321\212\001\004\002eofogetg\232`ex\244 \237_info\n\001\204\221\001_\177version\032\001\377methodhaondle\247\214\002by\233`\330\252\220\003\257\220\004.\00210\276\221\001to\337olsii)\000_t\244\235\220\003\272\221\005_\273\221\004\375\212\002i\204 s\377digitite\377msjoinke\373ep\000\001_aliv\333el\251\225\002li\270\222\001lo\277wermax\240\213\002_\300z\002\n\001\255\221\003\t\004\240\002\336\206\001no\331w\310\213\004\265\213\010on\220\216\002er\340\000\006\230\213\007\351\212\010\216\213\002\361\212\020on_\357urlp\377\211\002par\316\261\000ion\374\224""\001\363\212\003ou\363tp\000\000\200\213\002read\367ing\205\213\npeer\334\000\001\375\207\001pop\000\000le\365f\355\216\001d\234%refrwesh\363\224\002alr\373\221\004\316\264\213\004req\313E\323Esr\001e\256\217\001\277\213\002x\003\312\213\004x\004\321\213\013\201\206\001\356\370\000ute\226\220\002ssc\377hemeself\277sepset\241\204\004s?hould_\372\047\n\0041u\312\213\003\316\212\002\323\212\002ed\325\226\002\257\231\003|\264\220\003\244\214\014super\337\222\002\377texttlst\377ransport\377tunnelun\337avail\200\226\001up\357date]\004url|\306\215\001\226\224\005value\000\002%s\357\226\001_\357\204\002\343\215\001e\000\002\332e\377, /100-c\377ontinue:\307//;\271\232\001\361\231\002\302cco\017okie\210\205\003\200\222\001\350\226\001\354\226\001\377s\200\001\330\004%\240Q\357\240f\250A\007\001(\250\001\357\250\026\250q\022\001,\250A\357\250V\2601\035\0010\260\001\367\260\026\260\023\000\340\004\037\230\377q\320 0\260\013\270;\377\300k\320QR\330\004\023\377\2207\230(\240!\2401\337\330\004\007\200|\n\000!\330\377\010)\250\021\250*\260N?\300!\330\004\013\210?\000\"\022\227:\230Xu\000a,\010n\001]\357\270.\310\001\033\031>\240\030\362[\000!c\010\233\000\3201B\300\357.\320PQU\030\320\023%\337\240X\250Q\250e\t4\260\377A\3205J\310.\320X\375Y\243\004\360\010\000\n\033\230\376\300\000\020\220\001\330\010\020\220\377\007\220q\230\006\230l\250\376k\002v\210W\220E\230\024\277\230Q\330\010\022\220\344\000\027\317\220q\340\010\002\000\366\001q\330\377\010\017\320\017+\2504\250\377q\260\007\260{\300\047\310\273\021\340\004\013!\200\001U\006\021\377\220\024\220X\230T\240\027\377\250\004\250O\2704\270y\377\310\004\320L]\320]a\377\320at\320tx\320x\377\177\360\000\000@\002D\002\356\004\000D\002S\003\001S\002W\356\n\001W\002a\021\001a\002e\336\030\001e\002f\002\177%t\230\3756m\000\005\250S\260\004\260\377H\270G\3005\310\003\310\3774\310v\320U\\\320\\\376u\000d\320dh\320hq\353\320q{\000y\310\0073\2604\377\260q\270\007\270{\310\047\360\354@\316\002\t\007\303\r]\240$\320\357&6\260d\301@\004\310A""\376o\047?\250\047\260\025\260c\357\270\024\270]c\001V\320V\367Y\320Y\214 f\320fm\327\320mn\326\047(\255 A\250\177W\260K\270w\300a\333\"\372\010\007q\322+\320\025\047\240t\377\2506\260\024\260\\\300\024\377\320EW\320W[\320[\367b\320bQ\000r\320rv\356\335 w\001C\334!C\002G\356\343!G\002Q\352!Q\002U\356\361!U\002_\370!_\002c\356\377!c\002t\206At\002x\336\215Ax\002A\003\234@A\003\335E\003\001E\003O\n\001O\003\335S\021\001S\003^\030\001^\003\335b\037\001b\003l&\001l\003\335p-\001p\003v4\001v\003\275z;\001z\003C\004\342@C\273\004G\003\001G\004N\n\001N\273\004R\021\001R\004^\030\001^\273\004b\037\001b\004r&\001r\273\004v-\001v\004|4\001|\267\004@\005\240a\005M\003\001M\273\005Q\n\001Q\005Y\021\001Y\273\005]\030\001]\005g\037\001g\273\005k&\001k\005u-\001u{\005y4\001y\005F\006\340`wF\006J\003\001J\006S\n\001wS\006W\021\001W\006`\030\001w`\006d\037\001d\006m&\001wm\006q-\001q\006z4\001\367z\006~;\001~\006L\007\277\360\000\000L\007P\003\001P\273\007Z\n\001Z\007^\021\001^\273\007i\030\001i\007m\037\001m\273\007{&\001{\007\177-\001\177\377\007J\010\360\000\000J\010\335N\003\001N\010X\n\001X\010\335\\\021\001\\\010d\030\001d\010\335h\037\001h\010p&\001p\010\335t-\001t\010z4\001z\010\275~;\001~\010J\tB\001\t\335N\003\001N\tZ\n\001Z\t\335^\021\001^\th\030\001h\t\335l\037\001l\tr&\001r\t\275v-\001v\tC\n\366!\n\275G\003\001G\nH\n\232\205&\320\377\033,\250G\2605\270\003\377\2704\270u\300G\3105\237\320PS\320S\331`\326`i\377\320in\320nq\320q\377u\320u{\360\000\000|\272\327eH\302\206\001H\002K\311\206\001K\273\002O\320\206\001O\002Z\327\206\001Z\272\305\206\005f\345\206\001f\002i\354\206\001i\273\002m\363\206\001m\002v\372\206\001v\273\002}\201\207\001}\002B\360aB\272\354eI\376aI\003Y\205\204\001Y\273\003`\214\204\001`\003e\223\204\001e\253\003h\232\204\001h\363et\250\204\001t\273\003{\257\204\001{\003@\360a@u\004\355kL\205\204\001L\004S\214\204\001wS\004X\223\204\001X\004[\232\204\001w[\004_\241\204\001_\004g\250\204\001wg\004n\257\204\001n\004s\266\204\001Us\210\204\005z\304\204\001z""\210\204\005G\223\204\001wG\005L\232\204\001L\005O\241\204\001wO\005S\250\204\001S\005^\257\204\001w^\005e\266\204\001e\005j\275\204\001wj\005m\304\204\001m\005q\313\204\001wq\005@\223\204\001@\006G\232\204\001wG\006L\241\204\001L\006O\250\204\001uO\235\204\005X\266\204\001X\006_\275\204\001u_\235\204\005g\313\204\001g\006k\322\204\001Wk\006s\331\204\001s\244\204\005\177\347\204\001w\177\006B\250\204\001B\007F\257\204\001wF\007N\266\204\001N\007U\275\204\001uU\262\204\005]\313\204\001]\007a\322\204\001ua\271\204\005p\340\204\001p\007u\347\204\001wu\007x\356\204\001x\007|\365\204\001w|\007D\304\204\001D\010K\313\204\001wK\010P\322\204\001P\010S\331\204\001wS\010W\340\204\001W\010`\347\204\001w`\010g\356\204\001g\010l\365\204\001wl\010o\374\204\001o\010s\203\205\001ws\010}\212\205\001}\010D\313\204\001wD\tI\322\204\001I\tL\331\204\001wL\tP\340\204\001P\tY\347\204\001wY\t`\356\204\001`\te\365\204\001ue\325\204\014w\212\205\001w\t~\221\205\001u~\334\204\005F\347\204\001F\nJ\356\204\001wJ\nU\365\204\001U\n\\\374\204\001w\\\na\203\205\001a\nd\212\205\001wd\nh\221\205\001h\nm\230\205\001wm\nt\237\205\001t\ny\246\205\001\367y\n|\255\205\001|\n@\013v\223\214\001\013L\003\001L\013S\n\001\357S\013T\013\366\214\007/\250t\377\2601\260G\270;\300g\363\310Q\373\214\002\010\007a\200A\200\377A\330\010\013\2104\210q\377\330\014\025\220T\230\030\240\377\021\240\"\240A\240Q\330\377\014\017\210t\2201\220H\277\230G\2406\250\024\363\217\001\330=\020\325\215\001\010\017\210q-\005\036\000\377\330\014\020\220\010\230\001\330\377\010\014\210O\320\033+\250\3771\250F\260\"\3204D\377\300A\300W\310B\310a\376X\003|\2302\230T\240\031\377\250!\330\014\022\220.\240\337\001\240\025\240ao\006\020\220\377\r\230Q\230f\240A\340\371\014\002\006\217\005{\230\047\240\021*`\001\n\005\001\240=\000\r\247\006\007\000]\t{\001\007\220z\263\000!\351\216\002}%\266\001\020\220\017\230q\273\003\367;\230g\311\000\020\024\220J\376\005\001\240d\250!\2507\260_%\260q\270\001\226\217\0041\276\000\267\320\020!8\006#\240\017""\000\017\377\210s\220&\230\004\230C\373\230u\211 S\250\003\2501\277\330\020\024\320\024$\227 U\247\250!\340\001\010\235\t\025]\000$\377\250d\260*\270K\300q\356\257\003&\240\001\334#7\220\047\377\230\025\230d\240&\250\010W\260\003\260L\000\023\330\"B\020\000\361)[\000\211+#\007\006\250c\260}\023\313!D\310\004\310D\313\221\001\266\355 \n\230T\000\240\021\267A\014\357\210G\2201\371!K\220q\356\200AH\220A\207AM\230\021\372\216AN\263\221\001\014\210J\220a\300\003\010\016\004*\004#\004\034\004?\004I\220\375QU\0057\230$\230e\240\3773\240j\260\004\260E\270\027\022\2701\337HA\303W\226\003E\000\316\225aE\220\030\212\003\233\000\220R\377\220t\2305\240\004\240F\377\250$\320.>\270b\300\337\n\310\"\310A\303a\014\230\374\267\002\253\000\220r\230\024\230U\377\240$\240i\250s\260!\277\260:\270R\270q\266a/\034\344AN\nI\220U\344\224\004\376`\352\002\347\016\210d\205\223\001\320\204\001w\220e\377\2304\230s\240(\250\047}\260\302`\017\210w\220f^\003OD\320\020\"\235\225\001\232\nL\357@\337I\240W\250B\300@)\270\000\312)\326$\335$\233\047\362\204\001\371$\344$\353\004\376\367&$\320\0361\260\024\260\377Z\270t\300:\310Q\330\377\010\014\320\014\035\230T\240\377\035\250d\3202D\300D\337\310\n\320RS@\0034\220\327w\230a\265K\200\302G\017\210\277y\230\017\240q\250\344\205\002M>\355\224\001\230f\240J\250\323B\200!\317$\230a\230\374B\264\016\022\220\237$\220d\320\032\226\206\001\346\206\0028\376\213\227\002\014\025\220V\2301\230\356\363\"\006\220a\306b\320\014\037\354@\001\264#c\230\255\"t\2204\334\326`\273\205\002o\250Q\236\207\003\035\240\375a\232\207\001w\220g\230Q\330\277\020\026\220n\240A\250\207\0037\273\230#\016\001\024\220L\335@I\377\250W\260B\260d\270)\273\3001\340\207\001\r\210R\300\000\001L\222\204\003\212\204\004H\220\372\207\002\224[e\237\005\377\014\230D\240\t\250\027\260_\002\260$\260i\214a\r\336\204\002\177\320\032*\250!\2501\300\210\003\327{\230\"!\002\021\327\207\016v\220\267S\230\001\246\210\004\230\021\346\207\001\005\337\220W\230A\230\344\204\002\020\220}\003\302\205\001\013\210:""\220Q\321\002\337\014\020\320\020 \242\210\002i\250\373u\260\224\210\002\004\220O\2401\017\240F\250&\272\206\002\027\007\267\"\271\227\001\361Q\303\211\003\210\211\t\342 \320\033-\250\376\230\230\002&\320\030)\250\023\250\343C\250\240D\206\"\363\211\004\020\220\016>\371@\014\020\220\013\230\214\210\001\004\000\3376\240\037\260\001\222\210\006$\320\377&7\260t\2701\330\014w\r\330\010\330\204\006:\220T\343\206\001\247\013\210>\373\230\003\005\001\021\312\212\001;\376\354\206\001\013\210;\220f\230O\374\220\047\304\211\002\017\210x\220q\230\177\013\2404\240q\330\010\357\230\001\177T\230\033\240A\240V\273#\376\241\210\001\021\330\014\023\2203\220\327l\240$\311\210\002iu\0004\270\367s\300!\215\213\001v\220[\240\353\003\240\270\210\002:\344CI\230Q{\230c\373\232\001\340\020\023\220\004\r\370\252\002\355\204\002\037\003\024\250Q\320.\377B\300#\300X\310T\320\377QR\320RS\200A\340\316\371\213\002w\220b\232A\215\213\014x\220\037t\2304\230t\216\212\001\255\213\006*\005\367y\230\004\215`\010\250\001\250w\022\2501\323 s\260!\205\214\003\007\010\240\001\204e\212\204\001\315\213\003\320\001\234d\233w\220\326\204\002\020\220\300m\202\215\002u\373\220D\201\207\002T\250\024\250T\377\260\031\270$\270d\300\047s\310\023\233\210\003\236D\006\220a\324\003\214\325\211\001\276\001\014\210\342\210\004\261\207\016\323\215\004\023\357\2204\220|\361 t\2504\377\250y\270\004\270D\300\004\331\300\356\210\002\376cV\240\315J\014\210>\310\212\002\013\2103\210h\210\204\003\266\210\001\335i\315\214\003s\220)\311\210\010\020\024O\220M\240\023\374\205\001\220\215\004v\321\204\001\376\270\216\001x\220s\230%\230q;\240\004\227\206\003}\230D\224!\325\214\001w,\230d\327B)\2604\321`\3373\270a\330\010\234\001t\230\1777\240!\2406\250\025\315\207\005}Q\246 \035\240j\260\001\335\003\366\215\0044\210\274\"\360\010\000\r\375\021\343\215\001\240\004\240K\250t\377\2609\270G\3002\300Q\350\314A\366\211\010\373\214\007\330+\000\027\230\003\364\333\204\001\324\217\0017\231\000t\2403\240\337h\250g\260U\342 c\300\007\030\310""\027\251\237\001\245\216\002\207\217\001\344\215\0108\001\377\031\230$\230d\240!\240\3774\240x\250q\260\002\260\177!\2604\260w\270a\256\217\001\370\211\207\014\301\217\001\315\210\002\360\006\000\t\014\375\210\252\003\031\240#\240T\250\257\032\260;\270\263ED\375@A\374\263\237\001\231\213\024\025\260d\270#\270\377X\300W\310A\330\020\024c\220C\231\212\002\364\215\005\370DO\230\366\215\002\273I\220\247!\024\230T\260\206\001\260\177\030\270\027\300\001\200Av\005B\257\220\017\023\345\207\003\356\221\002\351\206\006\370\214\001\014\025\0024\332\221\002\270\001\r\322a\220g\217\242\001I\003\375\r\235\212\001t\2409\250G\260\2233\260\315\216\002\237\214\020J\212\212\002\326\206\002]\363\240!\330\222\001\316\206\004\022\220-\230=q\225\000\010\000\t\r\343\212\004\225\217\002\336\250\000\n\000\t\017\260\215\003\020\220\316\222\211\001C\230z\313\242\002\224\223\002t\220\3373\220f\230F\276 X\250\373Y\260\364\204\003\016\210c\220\021~\353\241\001\014\210C\210u\220\201\207\001\356\216\213\002r\220\023\247 s\230\"\357\230C\230q\227\213\001a\330\020\304\204\220\002\256\214\001R\235\214\001\317\223\003\237\220\002G\220\3778\2304\230r\240\023\240\377C\240z\260\025\260b\270\377\001\320\004\033\2301\340\010\337\020\220\004\220H\255\204\001\240\021\377\330\010\017\210{\230&\240\377\003\240:\250U\260\047\270\007\021\270!";
-    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 5665, 8545);
+    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (5551 bytes) */
+static const char cstring[] = "\377(tree fr\377agment).\3771.0?A re\337quest\005\000fu\377sed whil\377e its he\337ad is\037\000ad\377: answer\376\036\000``statu\367s``\021\000d th\377e\n    co\377nnection\357 cloF\001(41\2774, 431#\0024\37713 for s\377izes; 40\3750\n\002a miss\177ing Hos\222\000\357Cont\233\000-Le\377ngth ove\377rflowNot\375eh\000at Cyt\371ha\000\225\000delib\377erately \377stricter\376!\001n PEP-4\27384\234\002rej\225\000s\377 subclas\377ses of b\377uiltin t\377ypes. If\177 you ne\377\000\217to p%\000%\t\342\000n\357 set\352\001 \047a\047nno\200 \350\000_<\000\271\000_\047 dir\371\001v\242\000\377o False.\373Wh\253\000one s\316\275\000-pa\313\000\344%ca\367rri\351 (per\031-\371%\322!e)4\000\343 c\002/body\247\001a\233F\373&\334\205 \231F(re\265B) {go\310\000add_\234\000wean\254D wa\312A\376\370!a spool\177 group,\201 \376\313\003app has7 no\303@mm\371@v\002\377too larg\377edisable\373en\000\003gine/\277http/_\353G.\277pyxgci\272@r\377nal errowris-\003dla\350 _-1mal\377@m\342`\217HTTP\362e\364I\357beormor\351Bn \274!\360\225a\022\004\245\204\005\227\204\001ers \324\232\006\276\204\005t\254\001t\022\003on\375g\016\006imeout\377CLOSEDCO\377NTINUECo\374\347\002\000\004.__red\337uce_c\335b__\340\017\007\367@\231B\020\010\345\204\005Reg\035i\371`yCo\002\r=\021\021\020\3769 .sweepD\377ateHeade\277rFastR\314\000e!s\000\007\255\017\017\n\261\016H\275@\252\007\360\000\013\371\017\017\0161\034._ca\377llback_f\237ailedQ\r\330\207\001_?streaml\r\265`\002\337`_\246a\210\014\375\207\003\235\014\350\207\002\004\r\276\203\210\006_lost\004\027m\274\314 \355\014data\207`c\367eiv\246\016drai\235n\235,eof\027\025\200\205\002_\357and_\221\021on_\370\336\206\001\354,\023\000deadl\307ine\010\017\361\204\003\000\025s_\177complet\047\020\377message_\207beg\261\016\206\000\027\005\047\027u\373rl\226lpause\377_writing~\262lreleas\262\r\237resum\033\025\207c_\277finish\253cP\277arserC\303dE\360\317\207\001\263\204\001\021\003\000\014Upgr\362\306DR\314\214\0038\003IDLE\177READING\021\004\356\030\004.__h\000t""__@\010\005\316\207\003\034\006\211\215\002\000\013*\006S\264\204\002\377_Discard\276\000\005.starN\000P\377yx_PyDic\377t_NextRe\367f__\254\213\004e___\321_\201\214\002\004\002\350\214\001x\200\000__\271d*\001\032\000doc\037\001f\273un\003\002get\363\207\003_~\246\005__mainC\001\357metaB\006mod\373ulY\002mro_e\277ntriesi\001n\273amp\002newx\001p_repar\202\002p\244\000\337check\222@__\014\n\001\234Alt\006\003p\004!\001\237\215\001~\033\003unpicke\000\000\264\211\004\005\016\206\211\r(\014\257\210\007A\014\200\210\013\210\003\363vt\361\213\001\255!quald\300\005\235\212\004_\235\212\016\266\212\006ex\341!/set_\364\005s\273(\272\212\016\277__slot\247\"t\303es\211A\254\210\014\226C\246\210\010_i\376\346\205\001routine\375_\244\210\010aborta\317dmit\216\215\010\262\221\003ap\377pappenda\377rgsasync_io.co>\004s\347\216\001\232\353\216\001_\232\221\001cc\326\205\001\226B_\376\204\207\005client_\343ip\006\000r\000\377@tra\363ce\336\211\001\351\221\002coll\206\370\221\003sc\321\214\003\214\222\001\212\222\007\374\207\003dqc\213\211\013\025\010\206\211\001coua\000\360\266\216\002\202\211\001\375\210\n\215\210\005deco\377dedefaulctd\270\223\001\220\211\002\327\000en\225\217\001\211.\225\217\001\000\010.\231\217\010\013\t\366\212\003e\347num\275\222\002\272\211\tepo\363ch\255\211\014\305\211\003resp\377onseexcf\177astfeed\000\001\371_\260\212\001\004\002eofge\333tg\371@ex\236 _i\347nfo\n\001\252\220\001_ve\337rsion\032\001me\377thodhand\033le\206\214\002by\372@\320\217\003\325\217\004\366.\00210\344\220\001tool7sii)\000_t\303\217\003\340\220\005\351_\341\220\004\334\212\002i\376\000sdi\377gititems\377joinkeep\376\000\001_alivel\375i\330\221\001lowerm\013ax\371\212\002_t\002\n\001\315\220\003\t\004\234\232\002\267\206\001now\241\213\004\216\213\010o\003n_\373\220\003\000\006\361\212\007\302\212\010\347\212\002\312\212\020\177on_urlp\330\211\002wpar\253\000ion\234\224\001\236\314\212\003outp\000\000\331\212\002r\277eading\336\212\np\347eer\000\001\326\207\001pop\256\000\000lef""\306\216\001d\226%r\277efresh\223\224\002aslr\233\221\004\215\213\004req\277E\016\307Esre\207\217\001\230\213\002x\003\243\213\004\310x\004\252\213\013\365\205\001e\000\002\201\"ss\377chemesel\177fsepset\225\204\004\177should_\364\047b\n\004u\243\213\003\247\212\002\254\212\002ed\365\225\002\370\317\230\003\215\220\003\375\213\014super\376\377\221\002texttls\377transpor\377ttunnelu\277navail\240\225\001u\337pdate]\004ur\371l\237\215\001\266\223\005valueJ\000\002s\217\226\001_\343\204\002\274\215\001e\000\002\376\324e, /100-\377continueO://;\331\231\001\221\231\002l\221\231\002\377cookieex\377pecthost\374\210\226\001\214\226\001s\200\001\330\004%\277\240Q\240f\250A\007\001(\277\250\001\250\026\250q\022\001,\277\250A\250V\2601\035\0010\337\260\001\260\026\260\023\000\340\004\377\037\230q\320 0\260\013\377\270;\300k\320QR\330\377\004\023\2207\230(\240!\177\2401\330\004\007\200|\n\000\377!\330\010)\250\021\250*\377\260N\300!\330\004\013\210\\?\000\"\022:\230Xu\000a,\010\276n\001]\270.\310\001\033\031>\313\240\030[\000!c\010\233\000\3201\277B\300.\320PQU\030\320\177\023%\240X\250Q\250e\t\3774\260A\3205J\310.\367\320XY\243\004\360\010\000\n\373\033\230\300\000\020\220\001\330\010\377\020\220\007\220q\230\006\230\373l\250k\002v\210W\220E\377\230\024\230Q\330\010\022\220>\344\000\027\220q\340\010\002\000\366\001\377q\330\010\017\320\017+\250\3774\250q\260\007\260{\300\357\047\310\021\340\004\013!\200\001\376U\006\021\220\024\220X\230T\377\240\027\250\004\250O\2704\377\270y\310\004\320L]\320\377]a\320at\320tx\377\320x\177\360\000\000@\002\273D\002\004\000D\002S\003\001S\273\002W\n\001W\002a\021\001a{\002e\030\001e\002f\002\177%\367t\2306m\000\005\250S\260\377\004\260H\270G\3005\310\377\003\3104\310v\320U\\\373\320\\u\000d\320dh\320\257hq\320q{\000y\310\0073\377\2604\260q\270\007\270{\303\310\047\354@\316\002\t\007\303\r]\240\277$\320&6\260d\301@\004\373\310Ao\047?\250\047\260\025\277\260c\270\024\270]c\001V\337\320VY\320Y\214 f\320_fm\320mn\326\047(\255 \377A\250W\260K\270w""\300\351a\333\"\010\007q\322+\320\025\047\377\240t\2506\260\024\260\\\377\300\024\320EW\320W[\337\320[b\320bQ\000r\320\273rv\335 w\001C\334!C\273\002G\343!G\002Q\352!Q\273\002U\361!U\002_\370!_\273\002c\377!c\002t\206At{\002x\215Ax\002A\003\234@wA\003E\003\001E\003O\n\001wO\003S\021\001S\003^\030\001w^\003b\037\001b\003l&\001wl\003p-\001p\003v4\001\367v\003z;\001z\003C\004\356\342@C\004G\003\001G\004N\356\n\001N\004R\021\001R\004^\356\030\001^\004b\037\001b\004r\356&\001r\004v-\001v\004|\3364\001|\004@\005\240a\005M\356\003\001M\005Q\n\001Q\005Y\356\021\001Y\005]\030\001]\005g\356\037\001g\005k&\001k\005u\356-\001u\005y4\001y\005F\335\006\340`F\006J\003\001J\006\335S\n\001S\006W\021\001W\006\335`\030\001`\006d\037\001d\006\335m&\001m\006q-\001q\006\335z4\001z\006~;\001~\006\377L\007\360\000\000L\007P\356\003\001P\007Z\n\001Z\007^\356\021\001^\007i\030\001i\007m\356\037\001m\007{&\001{\007\177\376-\001\177\007J\010\360\000\000wJ\010N\003\001N\010X\n\001wX\010\\\021\001\\\010d\030\001wd\010h\037\001h\010p&\001wp\010t-\001t\010z4\001\367z\010~;\001~\010J\tvB\001\tN\003\001N\tZ\n\001wZ\t^\021\001^\th\030\001wh\tl\037\001l\tr&\001\367r\tv-\001v\tC\n\366\366!\nG\003\001G\nH\n\376\232\205&\320\033,\250G\2605\377\270\003\2704\270u\300G\177\3105\320PS\320S\331`\376\326`i\320in\320nq\377\320qu\320u{\360\000\353\000|\327eH\302\206\001H\002K\356\311\206\001K\002O\320\206\001O\002Z\352\327\206\001Z\305\206\005f\345\206\001f\002i\356\354\206\001i\002m\363\206\001m\002v\356\372\206\001v\002}\201\207\001}\002B\352\360aB\354eI\376aI\003Y\356\205\204\001Y\003`\214\204\001`\003e\256\223\204\001e\003h\232\204\001h\363et\356\250\204\001t\003{\257\204\001{\003@\326\360a@\004\355kL\205\204\001L\004\335S\214\204\001S\004X\223\204\001X\004\335[\232\204\001[\004_\241\204\001_\004\335g\250\204\001g\004n\257\204\001n\004Us\266\204\001s\210\204\005z\304\204\001z\210\204\005\335G\223\204\001G\005L\232\204\001L\005\335O\241\204\001O\005S\250\204\001S\005\335^\257\204\001^\005e\266\204\001e\005""\335j\275\204\001j\005m\304\204\001m\005\335q\313\204\001q\005@\223\204\001@\006\335G\232\204\001G\006L\241\204\001L\006\325O\250\204\001O\235\204\005X\266\204\001X\006\325_\275\204\001_\235\204\005g\313\204\001g\006]k\322\204\001k\006s\331\204\001s\244\204\005\335\177\347\204\001\177\006B\250\204\001B\007\335F\257\204\001F\007N\266\204\001N\007\325U\275\204\001U\262\204\005]\313\204\001]\007\325a\322\204\001a\271\204\005p\340\204\001p\007\335u\347\204\001u\007x\356\204\001x\007\335|\365\204\001|\007D\304\204\001D\010\335K\313\204\001K\010P\322\204\001P\010\335S\331\204\001S\010W\340\204\001W\010\335`\347\204\001`\010g\356\204\001g\010\335l\365\204\001l\010o\374\204\001o\010\335s\203\205\001s\010}\212\205\001}\010\335D\313\204\001D\tI\322\204\001I\t\335L\331\204\001L\tP\340\204\001P\t\335Y\347\204\001Y\t`\356\204\001`\t\325e\365\204\001e\325\204\014w\212\205\001w\t\325~\221\205\001~\334\204\005F\347\204\001F\n\335J\356\204\001J\nU\365\204\001U\n\335\\\374\204\001\\\na\203\205\001a\n\335d\212\205\001d\nh\221\205\001h\n\335m\230\205\001m\nt\237\205\001t\n\335y\246\205\001y\n|\255\205\001|\n\333@\013\223\214\001\013L\003\001L\013\275S\n\001S\013T\013\366\214\007/\377\250t\2601\260G\270;\317\300g\310Q\373\214\002\010\007a\200\377A\200A\330\010\013\2104\377\210q\330\014\025\220T\230\377\030\240\021\240\"\240A\240\377Q\330\014\017\210t\2201\377\220H\230G\2406\250\024\366\363\217\001\330\020\325\215\001\010\017\210q\374-\005\036\000\330\014\020\220\010\230\377\001\330\010\014\210O\320\033\377+\2501\250F\260\"\320\3774D\300A\300W\310B\373\310aX\003|\2302\230T\377\240\031\250!\330\014\022\220\177.\240\001\240\025\240ao\006\377\020\220\r\230Q\230f\240\347A\340\014\002\006\217\005{\230\047\253\240\021`\001\n\005\001\240=\000\rt\247\006\007\000\t{\001\007\220z\263\000\365!\351\216\002%\266\001\020\220\017\230\335q\273\003;\230g\311\000\020\024\373\220J\005\001\240d\250!\250\1777\260%\260q\270\001\226\217\004\3351\276\000\320\020!8\006#\240\376\017\000\017\210s\220&\230\004\357""\230C\230u\211 S\250\003\377\2501\330\020\024\320\024$\236\227 U\250!\340\001\010\235\t\025\376]\000$\250d\260*\270K\273\300q\257\003&\240\001\336!\014\357\210G\2201\240!K\220q\356\247!H\220A\256!M\230\021\372\265!N\332\220\001\014\210J\220a\300\003\010\016\004*\004#\004\034\004?\004I\220\375QU\0057\230$\230e\240\3773\240j\260\004\260E\270\027\022\2701\206HA\3527\226\003E\000\316\274AE\220\030\212\003\233\000\220R\377\220t\2305\240\004\240F\377\250$\320.>\270b\300\337\n\310\"\310A\352A\014\230\374\267\002\253\000\220r\230\024\230U\377\240$\240i\250s\260!\337\260:\270R\270\304`\022\2209/\213AN\nI\220U\213\224\004\245`\316\352\002\016\210d\254\222\001\367aw\220\377e\2304\230s\240(\250\373\047\260\351@\017\210w\220f\236^\003D\320\020\"\304\224\001\232\nL\276\226@I\240W\250B\347 )\001\270\312)\326$\335$\233\047\231\204\001\371$\344$\374\353\004\367&$\320\0361\260\024\377\260Z\270t\300:\310Q\377\330\010\014\320\014\035\230T\377\240\035\250d\3202D\300\277D\310\n\320RS@\0034\257\220w\230a\265K\200\302G\017\177\210y\230\017\240q\250\213\205\002}M\224\224\001\230f\240J\250\323B\236\200!$\230a\230\374B\264\016\022?\220$\220d\320\032\275\205\001\215\206\002\3758\262\226\002\014\025\220V\2301\335\230\363\"\006\220a\306b\320\014\331\037@\001\264#c\230\255\"t\220\2714\326`\342\204\002o\250Q\305\206\003\035\373\240a\301\206\001w\220g\230Q\177\330\020\026\220n\240A\317\206\003w7\230#\016\001\024\220L\335@\377I\250W\260B\260d\270w)\3001\207\207\001\r\210R\300\000\231\001\222\204\003\212\204\004H\220\241\207\002\224[e\376\237\005\014\230D\240\t\250\027\277\260\002\260$\260i\214a\r\376\336\204\002\320\032*\250!\2501\256\347\207\003{\230\"!\002\021\376\206\016vo\220S\230\001\315\207\004\230\021\215\207\001\277\005\220W\230A\230\344\204\002\020\373\220\003\302\205\001\013\210:\220Q\276\321\002\014\020\320\020 \311\207\002i\367\250u\260\273\207\002\004\220O\240\3771\240F\250&\260\003\260\020\326\206\003\033\003\267\"\340\226\001Q\352\210\003\257\210\t\342 \357\320\033-\250\277\227\002&""\320\030?)\250\023\250C\250\240D\206\"\356\232\211\004\020\220\016\371@\014\020\220\363\013\230\263\207\001\004\0006\240\037\260\375\001\271\207\006$\320&7\260t\177\2701\330\014\r\330\010\330\204\006w:\220T\343\206\001\013\210>\242\230\003\352\005\001\021\361\211\001;\354\206\001\013\210;\317\220f\230O\220\047\353\210\002\017\210\377x\220q\230\013\2404\240\367q\330\010\226\230\001T\230\033\240wA\240V\273#7\220\047\363A\177\023\2203\220l\240$\360\207\002}iu\0004\270s\300!\264\212\001\377v\220[\240\003\2401\330\357\020\023\220:\344CI\230Q\013\230c\242\232\001\340\001\020\252\002\355\204\002\037\003\377\024\250Q\320.B\300#\377\300X\310T\320QR\320\337RS\200A\340\240\213\002y\230\375\004\333@\010\250\001\250\022\250\3351\241 s\260!\372\212\003\010\240q\001\322E\330a\302\212\003\330\014\023\251Co4\210w\220\244\204\002\020\220\216m\356\367\213\002u\220D\317\206\002T\250\024\377\250T\260\031\270$\270d\317\300\047\310\023\351\207\003\354$\006\2201a\242\003\243\211\001\214\001\014\210\260\210\004\377\206\016\276\310\214\004\023\2204\220|\277 t\377\2504\250y\270\004\270Dg\300\004\300\274\210\002\314cV\240\233J\373\014\210\226\212\002\013\2103\210ht\326c\204\210\001i\302\213\003s\220)\227\210\010?\020\024\220M\240\023\312\205\001\205\214\004\371v\237\204\001\255\215\001x\220s\230%\357\230q\240\004\345\205\003}\230D\334\224!\312\213\001,\230d\245B)\260}4\237`3\270a\330\010\234\001\377t\2307\240!\2406\250\365\025\233\207\005Q\246 \035\240j\260\361\001\335\003\215\004\272$\360\010\000\r\375\021\330\214\001\240\004\240K\250t\377\2609\270G\3002\300Q\350\232A\304\211\010\360\213\007\330+\000\027\230\003\364\251\204\001\311\216\0017\231\000t\2403\240\337h\250g\260U\342 c\300\007\030\310\027\236\236\001\232\215\002\374\215\001\331\214\0108\001\367\031\230$\264\000!\2404\240\377x\250q\260\002\260!\260\0374\260w\270a\243\216\001\327\206\014\266\216\001~\233\210\002\360\006\000\t\014\210\353C\377\031\240#\240T\250\032\260+;\270\263ED\375@A\250\236\001\347\212\024\377\025\260d\270#\270X""\300\377W\310A\330\020\024\220C~\347\211\002\014\020\220\n\230&\336`\336\322\205\001\014\210O\230\304\215\002I\220\356\247!\024\230T\376\205\001\260\030\270\037\027\300\001\200Av\005\244\217\017\201\204\006@\223\216\002\271\206\004\306\214\001\236\204\003\317\220\002\270\001\r\322a\323\220g\204\241\001I\003\r\353\211\001t\240?9\250G\2603\260\233\216\002\355\213\0209J\330\211\002\244\206\002]\240!\315\221\001\234\206\004\337\022\220-\230q\225\000\010\000\343\t\r\261\212\004\343\216\002\250\000\n\000\t\355\017\376\214\003\020\220\340\210\001C\230z\374\300\241\002\211\222\002t\2203\220f\230\275F\276 X\250Y\260\364\204\003\016\357\210c\220\021\340\240\001\014\210C\347\210u\220\317\206\001\334\212\002r\220\023\376\247 s\230\"\230C\230qN\345\212\001a\330\020\322\217\002\374\213\001R\353\213\001\374\304\222\003\355\217\002G\2208\2304\230\377r\240\023\240C\240z\260\377\025\260b\270\001\320\004\033\377\2301\340\010\020\220\004\220\375H\255\204\001\240\021\330\010\017\210\375{\360 \003\240:\250U\260\037\047\270\021\270!";
+    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 5551, 8310);
     #define __Pyx_DecompressString_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #else /* compression: none (8545 bytes) */
-static const char bytes[] = "(tree fragment).1.0?A request refused while its head is read: answered ``status`` and the\n    connection closed (414, 431 and 413 for sizes; 400 for a missing Host).Content-Length overflowNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.What one slow-path request carried (per-request state).Where the body of a request answered at its head (refused) goes.add_notean answer waits for a spool group, but the app has no commitsbody too largedisableenableengine/http/_connection.pyxgcinternal errorisenabledlatin-1malformed HTTP requestmissing Host headermore than one Host headerrequest headers too largerequest target too longrequest timeoutCLOSEDCONTINUECommitsCommits.__reduce_cython__Commits.__setstate_cython__ConnectionRegistryConnectionRegistry.__reduce_cython__ConnectionRegistry.__setstate_cython__ConnectionRegistry.sweepDateHeaderFastRoutesFastRoutes.__reduce_cython__FastRoutes.__setstate_cython__HttpConnectionHttpConnection.__reduce_cython__HttpConnection.__setstate_cython__HttpConnection._callback_failedHttpConnection._check_body_headHttpConnection._check_hostHttpConnection._head_streamHttpConnection._origin_formHttpConnection.answerHttpConnection.closeHttpConnection.connection_lostHttpConnection.connection_madeHttpConnection.data_receivedHttpConnection.drainHttpConnection.eof_receivedHttpConnection.error_and_closeHttpConnection.on_bodyHttpConnection.on_deadlineHttpConnection.on_headerHttpConnection.on_headers_completeHttpConnection.on_message_beginHttpConnection.on_message_completeHttpConnection.on_urlHttpConnection.pause_writingHttpConnection.releaseHttpConnection.resume_writingHttpConnection.stream_finishedHttpParserCallbackErrorHttpParserErrorHttpParserUpgradeHttpRequestParserIDLEREADINGRequestRequest.__init__Request.headerRequestRefusedRequestRefused.__init__Stream_Discard_Discard.start__Pyx_PyDict_NextRef__annotate____class___""_context____dict____doc____func____getstate____init____main____metaclass____module____mro_entries____name____new____prepare____pyx_checksum__pyx_result__pyx_state__pyx_type__pyx_unpickle_Commits__pyx_unpickle_ConnectionRegistry__pyx_unpickle_FastRoutes__pyx_unpickle_HttpConnection__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____slots____test___callback_failed_check_body_head_check_host_dict_head_stream_is_coroutine_origin_formabortadmit_connectionanswerappappendargsasyncio.coroutinesbodybody_sizeccausecheck_deadlineclient_ipcline_in_tracebackclosecollectionscommitsconnconnection_closedconnection_lostconnection_madecount_errordatadata_receiveddeadlinedecodedefaultdequedrainendengine.httpengine.http._connectionengine.http.streamenumerateeof_receivedepocherror_and_closeerror_responseexcexpectfastfeedfeed_datafeed_eofgetget_extra_infoget_http_versionget_methodhandlehead_bytesheaderheadershttp_10httptoolsiidle_timeoutinternal_erroris_closingisdigititemsjoinkeepkeep_alivelengthlimitslowermax_body_bytesmax_header_bytesmethodnamenowon_bodyon_deadlineon_headeron_headers_completeon_message_beginon_message_completeon_urlparserpartitionpathpause_outputpause_readingpause_writingpeerpeernamepoppopleftread_timeoutrefreshrefusalregistryreleasereqresponseresponsesrestresume_outputresume_readingresume_writingrouteroute_headsschemeselfsepsetdefaultshould_keep_aliveshould_upgradestartstartedstatestatusstreamstream_finishedsupersweeptexttlstransporttunnelunavailableupdateupgradeurluse_setstatevaluevalueswait_epochwritewrite_timeout, /100-continue://; content-lengthcookieexpecthosthttphttps\200\001\330\004%\240Q\240f\250A\200\001\330\004(\250\001\250\026\250q\200\001\330\004,\250A\250V\2601\200\001\330\0040\260\001\260\026\260q\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\2207\230(\240!\2401\330\004\007\200|\2207\230!\330\010)\250\021\250*\260N\300!\330\004\013\2101\200\001\340\004\037\230q\320 0\260\013""\270;\300k\320QR\330\004\023\220:\230X\240Q\240a\330\004\007\200|\2207\230!\330\010,\250A\250]\270.\310\001\330\004\013\2101\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\220>\240\030\250\021\250!\330\004\007\200|\2207\230!\330\0100\260\001\3201B\300.\320PQ\330\004\013\2101\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\320\023%\240X\250Q\250a\330\004\007\200|\2207\230!\330\0104\260A\3205J\310.\320XY\330\004\013\2101\200\001\360\010\000\n\033\230!\330\010\020\220\001\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220q\330\004\007\200q\330\010\017\320\017+\2504\250q\260\007\260{\300\047\310\021\340\010\017\320\017+\2504\250q\260\007\260{\300!\200\001\360\010\000\n\033\230!\330\010\021\220\024\220X\230T\240\027\250\004\250O\2704\270y\310\004\320L]\320]a\320at\320tx\320x\177\360\000\000@\002D\002\360\000\000D\002S\002\360\000\000S\002W\002\360\000\000W\002a\002\360\000\000a\002e\002\360\000\000e\002f\002\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\2306\240\027\250\005\250S\260\004\260H\270G\3005\310\003\3104\310v\320U\\\320\\a\320ad\320dh\320hq\320qx\320xy\330\004\007\200q\330\010\017\320\0173\2604\260q\270\007\270{\310\047\320QR\340\010\017\320\0173\2604\260q\270\007\270{\310!\200\001\360\010\000\n\033\230!\330\010\021\220\024\220]\240$\320&6\260d\270.\310\004\310A\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\230?\250\047\260\025\260c\270\024\270]\310\047\320QV\320VY\320Y]\320]f\320fm\320mn\330\004\007\200q\330\010\017\320\017(\250\004\250A\250W\260K\270w\300a\340\010\017\320\017(\250\004\250A\250W\260K\270q\200\001\360\010\000\n\033\230!\330\010\021\220\024\320\025\047\240t\2506\260\024\260\\\300\024\320EW\320W[\320[b\320bf\320fr\320rv\360\000\000w\001C\002\360\000\000C""\002G\002\360\000\000G\002Q\002\360\000\000Q\002U\002\360\000\000U\002_\002\360\000\000_\002c\002\360\000\000c\002t\002\360\000\000t\002x\002\360\000\000x\002A\003\360\000\000A\003E\003\360\000\000E\003O\003\360\000\000O\003S\003\360\000\000S\003^\003\360\000\000^\003b\003\360\000\000b\003l\003\360\000\000l\003p\003\360\000\000p\003v\003\360\000\000v\003z\003\360\000\000z\003C\004\360\000\000C\004G\004\360\000\000G\004N\004\360\000\000N\004R\004\360\000\000R\004^\004\360\000\000^\004b\004\360\000\000b\004r\004\360\000\000r\004v\004\360\000\000v\004|\004\360\000\000|\004@\005\360\000\000@\005M\005\360\000\000M\005Q\005\360\000\000Q\005Y\005\360\000\000Y\005]\005\360\000\000]\005g\005\360\000\000g\005k\005\360\000\000k\005u\005\360\000\000u\005y\005\360\000\000y\005F\006\360\000\000F\006J\006\360\000\000J\006S\006\360\000\000S\006W\006\360\000\000W\006`\006\360\000\000`\006d\006\360\000\000d\006m\006\360\000\000m\006q\006\360\000\000q\006z\006\360\000\000z\006~\006\360\000\000~\006L\007\360\000\000L\007P\007\360\000\000P\007Z\007\360\000\000Z\007^\007\360\000\000^\007i\007\360\000\000i\007m\007\360\000\000m\007{\007\360\000\000{\007\177\007\360\000\000\177\007J\010\360\000\000J\010N\010\360\000\000N\010X\010\360\000\000X\010\\\010\360\000\000\\\010d\010\360\000\000d\010h\010\360\000\000h\010p\010\360\000\000p\010t\010\360\000\000t\010z\010\360\000\000z\010~\010\360\000\000~\010J\t\360\000\000J\tN\t\360\000\000N\tZ\t\360\000\000Z\t^\t\360\000\000^\th\t\360\000\000h\tl\t\360\000\000l\tr\t\360\000\000r\tv\t\360\000\000v\tC\n\360\000\000C\nG\n\360\000\000G\nH\n\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\320\033,\250G\2605\270\003\2704\270u\300G\3105\320PS\320SW\320Wb\320bi\320in\320nq\320qu\320u{\360\000\000|\001C\002\360\000\000C\002H\002\360\000\000H\002K\002\360\000\000K\002O\002\360\000\000O\002Z\002\360\000\000Z\002a\002\360\000\000a\002f\002\360\000\000f\002i\002\360\000\000i""\002m\002\360\000\000m\002v\002\360\000\000v\002}\002\360\000\000}\002B\003\360\000\000B\003E\003\360\000\000E\003I\003\360\000\000I\003Y\003\360\000\000Y\003`\003\360\000\000`\003e\003\360\000\000e\003h\003\360\000\000h\003l\003\360\000\000l\003t\003\360\000\000t\003{\003\360\000\000{\003@\004\360\000\000@\004C\004\360\000\000C\004G\004\360\000\000G\004L\004\360\000\000L\004S\004\360\000\000S\004X\004\360\000\000X\004[\004\360\000\000[\004_\004\360\000\000_\004g\004\360\000\000g\004n\004\360\000\000n\004s\004\360\000\000s\004v\004\360\000\000v\004z\004\360\000\000z\004@\005\360\000\000@\005G\005\360\000\000G\005L\005\360\000\000L\005O\005\360\000\000O\005S\005\360\000\000S\005^\005\360\000\000^\005e\005\360\000\000e\005j\005\360\000\000j\005m\005\360\000\000m\005q\005\360\000\000q\005@\006\360\000\000@\006G\006\360\000\000G\006L\006\360\000\000L\006O\006\360\000\000O\006S\006\360\000\000S\006X\006\360\000\000X\006_\006\360\000\000_\006d\006\360\000\000d\006g\006\360\000\000g\006k\006\360\000\000k\006s\006\360\000\000s\006z\006\360\000\000z\006\177\006\360\000\000\177\006B\007\360\000\000B\007F\007\360\000\000F\007N\007\360\000\000N\007U\007\360\000\000U\007Z\007\360\000\000Z\007]\007\360\000\000]\007a\007\360\000\000a\007i\007\360\000\000i\007p\007\360\000\000p\007u\007\360\000\000u\007x\007\360\000\000x\007|\007\360\000\000|\007D\010\360\000\000D\010K\010\360\000\000K\010P\010\360\000\000P\010S\010\360\000\000S\010W\010\360\000\000W\010`\010\360\000\000`\010g\010\360\000\000g\010l\010\360\000\000l\010o\010\360\000\000o\010s\010\360\000\000s\010}\010\360\000\000}\010D\t\360\000\000D\tI\t\360\000\000I\tL\t\360\000\000L\tP\t\360\000\000P\tY\t\360\000\000Y\t`\t\360\000\000`\te\t\360\000\000e\th\t\360\000\000h\tl\t\360\000\000l\tw\t\360\000\000w\t~\t\360\000\000~\tC\n\360\000\000C\nF\n\360\000\000F\nJ\n\360\000\000J\nU\n\360\000\000U\n\\\n\360\000\000\\\na\n\360\000\000a\nd\n\360\000\000d\nh\n\360\000\000h\nm\n\360\000\000m\nt\n\360\000\000t\ny\n\360\000\000y\n|\n\360""\000\000|\n@\013\360\000\000@\013L\013\360\000\000L\013S\013\360\000\000S\013T\013\330\004\007\200q\330\010\017\320\017/\250t\2601\260G\270;\300g\310Q\340\010\017\320\017/\250t\2601\260G\270;\300a\200A\200A\330\010\013\2104\210q\330\014\025\220T\230\030\240\021\240\"\240A\240Q\330\014\017\210t\2201\220H\230G\2406\250\024\250V\2601\330\020\027\220q\330\010\017\210q\200A\330\010\013\2104\210t\2201\330\014\020\220\010\230\001\330\010\014\210O\320\033+\2501\250F\260\"\3204D\300A\300W\310B\310a\330\010\013\2104\210|\2302\230T\240\031\250!\330\014\022\220.\240\001\240\025\240a\330\010\013\2104\210q\330\014\020\220\r\230Q\230f\240A\340\014\020\220\r\230Q\230f\240A\200A\330\010\013\2104\210{\230\047\240\021\330\014\020\220\n\230\047\240\021\240!\330\014\r\330\010\013\2104\210q\330\014\r\330\010\t\330\014\020\220\007\220z\240\021\240!\330\010\017\320\017%\240Q\330\014\020\220\017\230q\330\014\017\210t\220;\230g\240Q\330\020\024\220J\230g\240Q\240d\250!\2507\260%\260q\270\001\330\010\017\320\017+\2501\330\014\020\320\020!\240\021\240!\330\010\017\320\017#\2401\330\014\017\210s\220&\230\004\230C\230u\240A\240S\250\003\2501\330\020\024\320\024$\240A\240U\250!\340\020\024\320\024$\240A\240U\250!\200A\330\010\013\2104\210{\230\047\240\025\240d\250$\250d\260*\270K\300q\330\014\020\220\n\230&\240\001\200A\330\010\013\2107\220\047\230\025\230d\240&\250\010\260\003\2601\330\020\023\2201\220H\230B\230d\240)\2501\330\014\022\220.\240\001\240\025\240a\330\010\013\2107\220\047\230\025\230d\240&\250\006\250c\260\023\3204D\300D\310\004\310D\320PQ\330\014\020\220\n\230&\240\001\240\021\200A\330\010\014\210G\2201\330\010\014\210K\220q\330\010\014\210H\220A\330\010\014\210M\230\021\330\010\014\210N\230!\330\010\014\210J\220a\330\010\014\210N\230!\330\010\014\210N\230!\330\010\014\210K\220q\330\010\014\210M\230\021\330\010\014\210J\220a\330\010\014\210K\220q\330\010\014\210I\220Q\200A\330\010\014\210G\2207\230$\230e\2403\240j\260\004\260E\270\022\2701\330\010\014\210O\320\033+\2501\250A\330""\010\013\2104\210|\2302\230T\240\031\250!\330\014\022\220.\240\001\240\025\240a\200A\330\010\014\210I\220Q\330\010\014\210E\220\030\230\021\330\010\014\210H\220A\220R\220t\2305\240\004\240F\250$\320.>\270b\300\n\310\"\310A\330\014\020\220\014\230A\330\010\014\210J\220a\220r\230\024\230U\240$\240i\250s\260!\260:\270R\270q\330\014\022\220/\240\021\240!\200A\330\010\014\210I\220Q\330\010\014\210I\220U\230(\240!\2401\330\010\014\210N\230!\330\010\016\210d\220!\330\010\013\2104\210w\220e\2304\230s\240(\250\047\260\021\330\014\017\210w\220f\230A\330\010\014\210D\320\020\"\240!\2401\200A\330\010\014\210I\220Q\330\010\014\210L\230\004\230I\240W\250B\250d\260)\2701\330\010\014\210K\220q\330\010\014\210K\220q\330\010\014\210K\220q\330\010\014\210K\220q\330\010\014\210I\220Q\330\010\014\210G\2201\330\010\014\210N\230!\330\010\014\210I\220Q\330\010\014\210M\230\021\330\010\014\210N\230$\320\0361\260\024\260Z\270t\300:\310Q\330\010\014\320\014\035\230T\240\035\250d\3202D\300D\310\n\320RS\330\010\014\210G\2204\220w\230a\330\010\014\210H\220A\330\010\014\210M\230\021\200A\330\010\014\210M\230\021\330\010\017\210y\230\017\240q\250\001\330\010\014\210M\230\024\230Q\230f\240J\250a\330\010\014\210I\220U\230$\230a\230q\330\010\014\210L\230\004\230I\240W\250B\250d\260)\2701\330\010\022\220$\220d\320\032+\2501\250A\330\010\013\2108\2207\230!\330\014\025\220V\2301\230A\330\014\020\220\006\220a\200A\330\010\014\320\014\037\230q\330\010\013\2104\210w\220c\230\021\330\014\017\210t\2204\220q\330\020\024\220J\230o\250Q\330\014\025\220T\230\035\240a\330\014\017\210w\220g\230Q\330\020\026\220n\240A\330\014\017\210t\2207\230#\230Q\330\020\024\220L\240\004\240I\250W\260B\260d\270)\3001\200A\330\010\r\210R\210y\230\001\230\021\330\010\014\210J\220a\330\010\014\210H\220A\200A\330\010\016\210d\220!\330\010\013\2104\210w\220e\2304\230s\240(\250\047\260\021\330\014\017\210w\220e\2301\230A\330\014\020\220\014\230D\240\t\250\027\260\002\260$\260i\270q\330\014\r\330\010\014\210N\320\032*\250!\2501\330""\010\013\2104\210{\230\"\230D\240\t\250\021\330\014\022\220.\240\001\240\025\240a\330\010\013\2104\210v\220S\230\001\330\014\020\220\010\230\001\230\021\340\014\020\220\005\220W\230A\230Q\200A\330\010\020\220\003\2201\330\010\013\210:\220Q\220g\230Q\330\014\020\320\020 \240\001\240\025\240i\250u\260A\340\014\020\220\004\220O\2401\240F\250&\260\003\2601\330\014\020\320\020 \240\001\240\025\240a\200A\330\010\021\220\024\220Q\330\010\013\2104\210t\2201\330\014\020\220\010\230\001\330\010\025\220V\320\033-\250Q\330\010\022\220&\320\030)\250\023\250C\250q\330\010\014\210L\230\001\230\021\330\010\013\2104\210q\330\014\020\220\016\230a\330\014\020\220\013\2301\330\014\020\220\013\2306\240\037\260\001\330\014\020\320\020!\240\021\240$\320&7\260t\2701\330\014\r\330\010\016\210d\220!\330\010\013\210:\220T\230\021\330\010\013\210>\230\024\230Q\330\010\013\210>\230\021\330\010\013\210;\220a\330\010\013\210;\220f\230O\2501\330\010\013\2104\210{\230\047\240\021\330\014\017\210x\220q\230\013\2404\240q\330\010\021\220\024\220T\230\033\240A\240V\2501\330\010\013\2107\220\047\230\021\330\014\023\2203\220l\240$\240d\250$\250i\260t\2704\270s\300!\330\014\017\210v\220[\240\003\2401\330\020\023\220:\230Q\330\020\024\220I\230Q\230c\240\030\250\021\340\020\023\220:\230Q\330\020\024\220I\230Q\230c\240\030\250\021\330\014\r\330\010\014\320\014\035\230Q\230c\240\030\250\024\250Q\320.B\300#\300X\310T\320QR\320RS\200A\340\010\013\2104\210w\220b\230\001\330\014\022\220.\240\001\240\025\240a\330\010\013\2104\210x\220t\2304\230t\2401\330\014\022\220.\240\001\240\025\240a\200A\340\010\013\2104\210y\230\004\230D\240\010\250\001\250\022\2501\250C\250s\260!\330\014\020\220\010\230\010\240\001\330\010\013\2104\210{\230#\230Q\330\014\020\220\r\230Q\330\014\023\2201\330\010\013\2104\210w\220c\230\021\330\014\020\220\014\230D\240\t\250\027\260\002\260$\260i\270q\330\010\013\2104\210u\220D\230\004\230I\240T\250\024\250T\260\031\270$\270d\300\047\310\023\310A\330\014\020\220\016\230a\330\014\020\220\006""\220a\330\014\r\330\010\014\210J\220a\200A\340\010\014\210I\220Q\330\010\014\210L\230\004\230I\240W\250B\250d\260)\2701\330\010\013\2104\210q\330\014\023\2204\220|\2404\240t\2504\250y\270\004\270D\300\004\300A\330\014\020\220\005\220W\230A\230V\2401\330\014\r\330\010\016\210d\220!\330\010\014\210K\220q\330\010\013\2103\210h\220g\230Q\330\014\017\210w\220i\230q\330\014\017\210s\220)\2304\230s\240(\250\047\260\021\330\020\024\220M\240\023\240A\330\014\r\330\010\013\2104\210v\220W\230A\330\014\017\210x\220s\230%\230q\240\004\240A\330\014\017\210}\230D\240\001\330\010\017\210s\220,\230d\240$\240d\250)\2604\260t\2703\270a\330\010\023\2204\220t\2307\240!\2406\250\025\250a\330\010\014\210I\220Q\220c\230\035\240j\260\001\200A\340\010\014\210K\220q\330\010\013\2104\210w\220c\230\021\360\010\000\r\021\220\017\230q\240\004\240K\250t\2609\270G\3002\300Q\200A\340\010\016\210d\220!\330\010\013\2104\210q\330\014\020\220\n\230&\240\001\330\r\021\220\027\230\003\2301\330\014\017\210t\2207\230%\230t\2403\240h\250g\260U\270$\270c\300\030\310\027\320PQ\330\020\024\220J\230f\240A\340\020\024\320\024$\240A\240U\250!\330\r\021\220\031\230$\230d\240!\2404\240x\250q\260\002\260!\2604\260w\270a\340\014\020\220\014\230D\240\t\250\027\260\002\260$\260i\270q\340\014\020\220\006\220a\200A\360\006\000\t\014\2104\210w\220c\230\031\240#\240T\250\032\260;\270a\330\014\r\330\010\014\210D\220\014\230A\230Q\330\010\016\210d\220!\330\010\013\2104\210w\220e\2304\230s\240(\250\047\260\025\260d\270#\270X\300W\310A\330\020\024\220C\220w\230a\330\014\020\220\n\230&\240\001\330\014\r\330\010\014\210O\2301\330\010\014\210I\220Q\220c\230\024\230T\240\037\260\001\260\030\270\027\300\001\200A\360\006\000\t\014\2104\210{\230\047\240\021\330\014\020\220\n\230\047\240\021\240!\330\014\023\2201\330\010\013\2104\210q\330\014\020\220\013\2301\330\014\020\220\014\230A\330\014\023\2201\330\010\017\210q\200A\360\006\000\t\r\210I\220Q\220g\230X\240Q\200A\360\006\000\t\r\320\014\037\230t\2409\250G\2603\260a\330\010\014\210L""\230\004\230I\240W\250B\250d\260)\2701\330\010\014\210J\220n\240A\330\010\021\220\024\220]\240!\330\010\013\2107\220\047\230\021\330\014\022\220-\230q\200A\360\010\000\t\r\320\014\037\230q\330\010\014\210J\220a\200A\360\n\000\t\017\210d\220!\330\010\020\220\005\220W\230C\230z\250\021\250!\330\010\013\2104\210t\2203\220f\230F\240#\240X\250Y\260a\330\014\r\330\010\016\210c\220\021\220!\330\010\014\210C\210u\220I\230Q\230a\330\014\017\210r\220\023\220C\220s\230\"\230C\230q\330\020\026\220a\330\020\021\330\010\014\210M\230\024\230R\230q\330\010\017\210t\2201\220A\330\010\014\210G\2208\2304\230r\240\023\240C\240z\260\025\260b\270\001\320\004\033\2301\340\010\020\220\004\220H\230D\240\001\240\021\330\010\017\210{\230&\240\003\240:\250U\260\047\270\021\270!";
+    #else /* compression: none (8310 bytes) */
+static const char bytes[] = "(tree fragment).1.0?A request refused while its head is read: answered ``status`` and the\n    connection closed (414, 431 and 413 for sizes; 400 for a missing Host).Content-Length overflowNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.What one slow-path request carried (per-request state).Where the body of a request answered at its head (refused) goes.add_notean answer waits for a spool group, but the app has no commitsbody too largedisableenableengine/http/_connection.pyxgcinternal errorisenabledlatin-1malformed HTTP requestmissing Host headermore than one Host headerrequest headers too largerequest target too longrequest timeoutCLOSEDCONTINUECommitsCommits.__reduce_cython__Commits.__setstate_cython__ConnectionRegistryConnectionRegistry.__reduce_cython__ConnectionRegistry.__setstate_cython__ConnectionRegistry.sweepDateHeaderFastRoutesFastRoutes.__reduce_cython__FastRoutes.__setstate_cython__HttpConnectionHttpConnection.__reduce_cython__HttpConnection.__setstate_cython__HttpConnection._callback_failedHttpConnection._head_streamHttpConnection._origin_formHttpConnection.answerHttpConnection.closeHttpConnection.connection_lostHttpConnection.connection_madeHttpConnection.data_receivedHttpConnection.drainHttpConnection.eof_receivedHttpConnection.error_and_closeHttpConnection.on_bodyHttpConnection.on_deadlineHttpConnection.on_headerHttpConnection.on_headers_completeHttpConnection.on_message_beginHttpConnection.on_message_completeHttpConnection.on_urlHttpConnection.pause_writingHttpConnection.releaseHttpConnection.resume_writingHttpConnection.stream_finishedHttpParserCallbackErrorHttpParserErrorHttpParserUpgradeHttpRequestParserIDLEREADINGRequestRequest.__init__Request.headerRequestRefusedRequestRefused.__init__Stream_Discard_Discard.start__Pyx_PyDict_NextRef__annotate____class____context____dict____doc____func____getstate____init____ma""in____metaclass____module____mro_entries____name____new____prepare____pyx_checksum__pyx_result__pyx_state__pyx_type__pyx_unpickle_Commits__pyx_unpickle_ConnectionRegistry__pyx_unpickle_FastRoutes__pyx_unpickle_HttpConnection__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____slots____test___callback_failed_dict_head_stream_is_coroutine_origin_formabortadmit_connectionanswerappappendargsasyncio.coroutinesbodybody_sizeccausecheck_deadlineclient_ipcline_in_tracebackclosecollectionscommitsconnconnection_closedconnection_lostconnection_madecount_errordatadata_receiveddeadlinedecodedefaultdequedrainendengine.httpengine.http._connectionengine.http.streamenumerateeof_receivedepocherror_and_closeerror_responseexcfastfeedfeed_datafeed_eofgetget_extra_infoget_http_versionget_methodhandlehead_bytesheaderheadershttp_10httptoolsiidle_timeoutinternal_erroris_closingisdigititemsjoinkeepkeep_alivelimitslowermax_body_bytesmax_header_bytesmethodnamenowon_bodyon_deadlineon_headeron_headers_completeon_message_beginon_message_completeon_urlparserpartitionpathpause_outputpause_readingpause_writingpeerpeernamepoppopleftread_timeoutrefreshrefusalregistryreleasereqresponseresponsesrestresume_outputresume_readingresume_writingrouteroute_headsschemeselfsepsetdefaultshould_keep_aliveshould_upgradestartstartedstatestatusstreamstream_finishedsupersweeptexttlstransporttunnelunavailableupdateupgradeurluse_setstatevaluevalueswait_epochwritewrite_timeout, /100-continue://; content-lengthcookieexpecthosthttphttps\200\001\330\004%\240Q\240f\250A\200\001\330\004(\250\001\250\026\250q\200\001\330\004,\250A\250V\2601\200\001\330\0040\260\001\260\026\260q\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\2207\230(\240!\2401\330\004\007\200|\2207\230!\330\010)\250\021\250*\260N\300!\330\004\013\2101\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\220:\230X\240Q\240a\330\004\007\200|\2207\230!\330\010,\250A\250]""\270.\310\001\330\004\013\2101\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\220>\240\030\250\021\250!\330\004\007\200|\2207\230!\330\0100\260\001\3201B\300.\320PQ\330\004\013\2101\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\320\023%\240X\250Q\250a\330\004\007\200|\2207\230!\330\0104\260A\3205J\310.\320XY\330\004\013\2101\200\001\360\010\000\n\033\230!\330\010\020\220\001\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220q\330\004\007\200q\330\010\017\320\017+\2504\250q\260\007\260{\300\047\310\021\340\010\017\320\017+\2504\250q\260\007\260{\300!\200\001\360\010\000\n\033\230!\330\010\021\220\024\220X\230T\240\027\250\004\250O\2704\270y\310\004\320L]\320]a\320at\320tx\320x\177\360\000\000@\002D\002\360\000\000D\002S\002\360\000\000S\002W\002\360\000\000W\002a\002\360\000\000a\002e\002\360\000\000e\002f\002\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\2306\240\027\250\005\250S\260\004\260H\270G\3005\310\003\3104\310v\320U\\\320\\a\320ad\320dh\320hq\320qx\320xy\330\004\007\200q\330\010\017\320\0173\2604\260q\270\007\270{\310\047\320QR\340\010\017\320\0173\2604\260q\270\007\270{\310!\200\001\360\010\000\n\033\230!\330\010\021\220\024\220]\240$\320&6\260d\270.\310\004\310A\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\230?\250\047\260\025\260c\270\024\270]\310\047\320QV\320VY\320Y]\320]f\320fm\320mn\330\004\007\200q\330\010\017\320\017(\250\004\250A\250W\260K\270w\300a\340\010\017\320\017(\250\004\250A\250W\260K\270q\200\001\360\010\000\n\033\230!\330\010\021\220\024\320\025\047\240t\2506\260\024\260\\\300\024\320EW\320W[\320[b\320bf\320fr\320rv\360\000\000w\001C\002\360\000\000C\002G\002\360\000\000G\002Q\002\360\000\000Q\002U\002\360\000\000U\002_\002\360\000\000_\002c""\002\360\000\000c\002t\002\360\000\000t\002x\002\360\000\000x\002A\003\360\000\000A\003E\003\360\000\000E\003O\003\360\000\000O\003S\003\360\000\000S\003^\003\360\000\000^\003b\003\360\000\000b\003l\003\360\000\000l\003p\003\360\000\000p\003v\003\360\000\000v\003z\003\360\000\000z\003C\004\360\000\000C\004G\004\360\000\000G\004N\004\360\000\000N\004R\004\360\000\000R\004^\004\360\000\000^\004b\004\360\000\000b\004r\004\360\000\000r\004v\004\360\000\000v\004|\004\360\000\000|\004@\005\360\000\000@\005M\005\360\000\000M\005Q\005\360\000\000Q\005Y\005\360\000\000Y\005]\005\360\000\000]\005g\005\360\000\000g\005k\005\360\000\000k\005u\005\360\000\000u\005y\005\360\000\000y\005F\006\360\000\000F\006J\006\360\000\000J\006S\006\360\000\000S\006W\006\360\000\000W\006`\006\360\000\000`\006d\006\360\000\000d\006m\006\360\000\000m\006q\006\360\000\000q\006z\006\360\000\000z\006~\006\360\000\000~\006L\007\360\000\000L\007P\007\360\000\000P\007Z\007\360\000\000Z\007^\007\360\000\000^\007i\007\360\000\000i\007m\007\360\000\000m\007{\007\360\000\000{\007\177\007\360\000\000\177\007J\010\360\000\000J\010N\010\360\000\000N\010X\010\360\000\000X\010\\\010\360\000\000\\\010d\010\360\000\000d\010h\010\360\000\000h\010p\010\360\000\000p\010t\010\360\000\000t\010z\010\360\000\000z\010~\010\360\000\000~\010J\t\360\000\000J\tN\t\360\000\000N\tZ\t\360\000\000Z\t^\t\360\000\000^\th\t\360\000\000h\tl\t\360\000\000l\tr\t\360\000\000r\tv\t\360\000\000v\tC\n\360\000\000C\nG\n\360\000\000G\nH\n\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\320\033,\250G\2605\270\003\2704\270u\300G\3105\320PS\320SW\320Wb\320bi\320in\320nq\320qu\320u{\360\000\000|\001C\002\360\000\000C\002H\002\360\000\000H\002K\002\360\000\000K\002O\002\360\000\000O\002Z\002\360\000\000Z\002a\002\360\000\000a\002f\002\360\000\000f\002i\002\360\000\000i\002m\002\360\000\000m\002v\002\360\000\000v\002}\002\360\000\000}\002B\003\360\000\000B\003E""\003\360\000\000E\003I\003\360\000\000I\003Y\003\360\000\000Y\003`\003\360\000\000`\003e\003\360\000\000e\003h\003\360\000\000h\003l\003\360\000\000l\003t\003\360\000\000t\003{\003\360\000\000{\003@\004\360\000\000@\004C\004\360\000\000C\004G\004\360\000\000G\004L\004\360\000\000L\004S\004\360\000\000S\004X\004\360\000\000X\004[\004\360\000\000[\004_\004\360\000\000_\004g\004\360\000\000g\004n\004\360\000\000n\004s\004\360\000\000s\004v\004\360\000\000v\004z\004\360\000\000z\004@\005\360\000\000@\005G\005\360\000\000G\005L\005\360\000\000L\005O\005\360\000\000O\005S\005\360\000\000S\005^\005\360\000\000^\005e\005\360\000\000e\005j\005\360\000\000j\005m\005\360\000\000m\005q\005\360\000\000q\005@\006\360\000\000@\006G\006\360\000\000G\006L\006\360\000\000L\006O\006\360\000\000O\006S\006\360\000\000S\006X\006\360\000\000X\006_\006\360\000\000_\006d\006\360\000\000d\006g\006\360\000\000g\006k\006\360\000\000k\006s\006\360\000\000s\006z\006\360\000\000z\006\177\006\360\000\000\177\006B\007\360\000\000B\007F\007\360\000\000F\007N\007\360\000\000N\007U\007\360\000\000U\007Z\007\360\000\000Z\007]\007\360\000\000]\007a\007\360\000\000a\007i\007\360\000\000i\007p\007\360\000\000p\007u\007\360\000\000u\007x\007\360\000\000x\007|\007\360\000\000|\007D\010\360\000\000D\010K\010\360\000\000K\010P\010\360\000\000P\010S\010\360\000\000S\010W\010\360\000\000W\010`\010\360\000\000`\010g\010\360\000\000g\010l\010\360\000\000l\010o\010\360\000\000o\010s\010\360\000\000s\010}\010\360\000\000}\010D\t\360\000\000D\tI\t\360\000\000I\tL\t\360\000\000L\tP\t\360\000\000P\tY\t\360\000\000Y\t`\t\360\000\000`\te\t\360\000\000e\th\t\360\000\000h\tl\t\360\000\000l\tw\t\360\000\000w\t~\t\360\000\000~\tC\n\360\000\000C\nF\n\360\000\000F\nJ\n\360\000\000J\nU\n\360\000\000U\n\\\n\360\000\000\\\na\n\360\000\000a\nd\n\360\000\000d\nh\n\360\000\000h\nm\n\360\000\000m\nt\n\360\000\000t\ny\n\360\000\000y\n|\n\360\000\000|\n@\013\360\000\000@\013L\013\360\000\000L\013S\013\360\000\000S\013T\013\330\004""\007\200q\330\010\017\320\017/\250t\2601\260G\270;\300g\310Q\340\010\017\320\017/\250t\2601\260G\270;\300a\200A\200A\330\010\013\2104\210q\330\014\025\220T\230\030\240\021\240\"\240A\240Q\330\014\017\210t\2201\220H\230G\2406\250\024\250V\2601\330\020\027\220q\330\010\017\210q\200A\330\010\013\2104\210t\2201\330\014\020\220\010\230\001\330\010\014\210O\320\033+\2501\250F\260\"\3204D\300A\300W\310B\310a\330\010\013\2104\210|\2302\230T\240\031\250!\330\014\022\220.\240\001\240\025\240a\330\010\013\2104\210q\330\014\020\220\r\230Q\230f\240A\340\014\020\220\r\230Q\230f\240A\200A\330\010\013\2104\210{\230\047\240\021\330\014\020\220\n\230\047\240\021\240!\330\014\r\330\010\013\2104\210q\330\014\r\330\010\t\330\014\020\220\007\220z\240\021\240!\330\010\017\320\017%\240Q\330\014\020\220\017\230q\330\014\017\210t\220;\230g\240Q\330\020\024\220J\230g\240Q\240d\250!\2507\260%\260q\270\001\330\010\017\320\017+\2501\330\014\020\320\020!\240\021\240!\330\010\017\320\017#\2401\330\014\017\210s\220&\230\004\230C\230u\240A\240S\250\003\2501\330\020\024\320\024$\240A\240U\250!\340\020\024\320\024$\240A\240U\250!\200A\330\010\013\2104\210{\230\047\240\025\240d\250$\250d\260*\270K\300q\330\014\020\220\n\230&\240\001\200A\330\010\014\210G\2201\330\010\014\210K\220q\330\010\014\210H\220A\330\010\014\210M\230\021\330\010\014\210N\230!\330\010\014\210J\220a\330\010\014\210N\230!\330\010\014\210N\230!\330\010\014\210K\220q\330\010\014\210M\230\021\330\010\014\210J\220a\330\010\014\210K\220q\330\010\014\210I\220Q\200A\330\010\014\210G\2207\230$\230e\2403\240j\260\004\260E\270\022\2701\330\010\014\210O\320\033+\2501\250A\330\010\013\2104\210|\2302\230T\240\031\250!\330\014\022\220.\240\001\240\025\240a\200A\330\010\014\210I\220Q\330\010\014\210E\220\030\230\021\330\010\014\210H\220A\220R\220t\2305\240\004\240F\250$\320.>\270b\300\n\310\"\310A\330\014\020\220\014\230A\330\010\014\210J\220a\220r\230\024\230U\240$\240i\250s\260!\260:\270R\270q\330\014\022\220/\240\021\240!\200A\330\010\014\210I""\220Q\330\010\014\210I\220U\230(\240!\2401\330\010\014\210N\230!\330\010\016\210d\220!\330\010\013\2104\210w\220e\2304\230s\240(\250\047\260\021\330\014\017\210w\220f\230A\330\010\014\210D\320\020\"\240!\2401\200A\330\010\014\210I\220Q\330\010\014\210L\230\004\230I\240W\250B\250d\260)\2701\330\010\014\210K\220q\330\010\014\210K\220q\330\010\014\210K\220q\330\010\014\210K\220q\330\010\014\210I\220Q\330\010\014\210G\2201\330\010\014\210N\230!\330\010\014\210I\220Q\330\010\014\210M\230\021\330\010\014\210N\230$\320\0361\260\024\260Z\270t\300:\310Q\330\010\014\320\014\035\230T\240\035\250d\3202D\300D\310\n\320RS\330\010\014\210G\2204\220w\230a\330\010\014\210H\220A\330\010\014\210M\230\021\200A\330\010\014\210M\230\021\330\010\017\210y\230\017\240q\250\001\330\010\014\210M\230\024\230Q\230f\240J\250a\330\010\014\210I\220U\230$\230a\230q\330\010\014\210L\230\004\230I\240W\250B\250d\260)\2701\330\010\022\220$\220d\320\032+\2501\250A\330\010\013\2108\2207\230!\330\014\025\220V\2301\230A\330\014\020\220\006\220a\200A\330\010\014\320\014\037\230q\330\010\013\2104\210w\220c\230\021\330\014\017\210t\2204\220q\330\020\024\220J\230o\250Q\330\014\025\220T\230\035\240a\330\014\017\210w\220g\230Q\330\020\026\220n\240A\330\014\017\210t\2207\230#\230Q\330\020\024\220L\240\004\240I\250W\260B\260d\270)\3001\200A\330\010\r\210R\210y\230\001\230\021\330\010\014\210J\220a\330\010\014\210H\220A\200A\330\010\016\210d\220!\330\010\013\2104\210w\220e\2304\230s\240(\250\047\260\021\330\014\017\210w\220e\2301\230A\330\014\020\220\014\230D\240\t\250\027\260\002\260$\260i\270q\330\014\r\330\010\014\210N\320\032*\250!\2501\330\010\013\2104\210{\230\"\230D\240\t\250\021\330\014\022\220.\240\001\240\025\240a\330\010\013\2104\210v\220S\230\001\330\014\020\220\010\230\001\230\021\340\014\020\220\005\220W\230A\230Q\200A\330\010\020\220\003\2201\330\010\013\210:\220Q\220g\230Q\330\014\020\320\020 \240\001\240\025\240i\250u\260A\340\014\020\220\004\220O\2401\240F\250&\260\003\2601\330\014\020\320\020 ""\240\001\240\025\240a\200A\330\010\021\220\024\220Q\330\010\013\2104\210t\2201\330\014\020\220\010\230\001\330\010\025\220V\320\033-\250Q\330\010\022\220&\320\030)\250\023\250C\250q\330\010\014\210L\230\001\230\021\330\010\013\2104\210q\330\014\020\220\016\230a\330\014\020\220\013\2301\330\014\020\220\013\2306\240\037\260\001\330\014\020\320\020!\240\021\240$\320&7\260t\2701\330\014\r\330\010\016\210d\220!\330\010\013\210:\220T\230\021\330\010\013\210>\230\024\230Q\330\010\013\210>\230\021\330\010\013\210;\220a\330\010\013\210;\220f\230O\2501\330\010\013\2104\210{\230\047\240\021\330\014\017\210x\220q\230\013\2404\240q\330\010\021\220\024\220T\230\033\240A\240V\2501\330\010\013\2107\220\047\230\021\330\014\023\2203\220l\240$\240d\250$\250i\260t\2704\270s\300!\330\014\017\210v\220[\240\003\2401\330\020\023\220:\230Q\330\020\024\220I\230Q\230c\240\030\250\021\340\020\023\220:\230Q\330\020\024\220I\230Q\230c\240\030\250\021\330\014\r\330\010\014\320\014\035\230Q\230c\240\030\250\024\250Q\320.B\300#\300X\310T\320QR\320RS\200A\340\010\013\2104\210y\230\004\230D\240\010\250\001\250\022\2501\250C\250s\260!\330\014\020\220\010\230\010\240\001\330\010\013\2104\210{\230#\230Q\330\014\020\220\r\230Q\330\014\023\2201\330\010\013\2104\210w\220c\230\021\330\014\020\220\014\230D\240\t\250\027\260\002\260$\260i\270q\330\010\013\2104\210u\220D\230\004\230I\240T\250\024\250T\260\031\270$\270d\300\047\310\023\310A\330\014\020\220\016\230a\330\014\020\220\006\220a\330\014\r\330\010\014\210J\220a\200A\340\010\014\210I\220Q\330\010\014\210L\230\004\230I\240W\250B\250d\260)\2701\330\010\013\2104\210q\330\014\023\2204\220|\2404\240t\2504\250y\270\004\270D\300\004\300A\330\014\020\220\005\220W\230A\230V\2401\330\014\r\330\010\016\210d\220!\330\010\014\210K\220q\330\010\013\2103\210h\220g\230Q\330\014\017\210w\220i\230q\330\014\017\210s\220)\2304\230s\240(\250\047\260\021\330\020\024\220M\240\023\240A\330\014\r\330\010\013\2104\210v\220W\230A\330\014\017\210x\220s\230%\230q\240\004\240A\330""\014\017\210}\230D\240\001\330\010\017\210s\220,\230d\240$\240d\250)\2604\260t\2703\270a\330\010\023\2204\220t\2307\240!\2406\250\025\250a\330\010\014\210I\220Q\220c\230\035\240j\260\001\200A\340\010\014\210K\220q\330\010\013\2104\210w\220c\230\021\360\010\000\r\021\220\017\230q\240\004\240K\250t\2609\270G\3002\300Q\200A\340\010\016\210d\220!\330\010\013\2104\210q\330\014\020\220\n\230&\240\001\330\r\021\220\027\230\003\2301\330\014\017\210t\2207\230%\230t\2403\240h\250g\260U\270$\270c\300\030\310\027\320PQ\330\020\024\220J\230f\240A\340\020\024\320\024$\240A\240U\250!\330\r\021\220\031\230$\230d\240!\2404\240x\250q\260\002\260!\2604\260w\270a\340\014\020\220\014\230D\240\t\250\027\260\002\260$\260i\270q\340\014\020\220\006\220a\200A\360\006\000\t\014\2104\210w\220c\230\031\240#\240T\250\032\260;\270a\330\014\r\330\010\014\210D\220\014\230A\230Q\330\010\016\210d\220!\330\010\013\2104\210w\220e\2304\230s\240(\250\047\260\025\260d\270#\270X\300W\310A\330\020\024\220C\220w\230a\330\014\020\220\n\230&\240\001\330\014\r\330\010\014\210O\2301\330\010\014\210I\220Q\220c\230\024\230T\240\037\260\001\260\030\270\027\300\001\200A\360\006\000\t\014\2104\210{\230\047\240\021\330\014\020\220\n\230\047\240\021\240!\330\014\023\2201\330\010\013\2104\210q\330\014\020\220\013\2301\330\014\020\220\014\230A\330\014\023\2201\330\010\017\210q\200A\360\006\000\t\r\210I\220Q\220g\230X\240Q\200A\360\006\000\t\r\320\014\037\230t\2409\250G\2603\260a\330\010\014\210L\230\004\230I\240W\250B\250d\260)\2701\330\010\014\210J\220n\240A\330\010\021\220\024\220]\240!\330\010\013\2107\220\047\230\021\330\014\022\220-\230q\200A\360\010\000\t\r\320\014\037\230q\330\010\014\210J\220a\200A\360\n\000\t\017\210d\220!\330\010\020\220\005\220W\230C\230z\250\021\250!\330\010\013\2104\210t\2203\220f\230F\240#\240X\250Y\260a\330\014\r\330\010\016\210c\220\021\220!\330\010\014\210C\210u\220I\230Q\230a\330\014\017\210r\220\023\220C\220s\230\"\230C\230q\330\020\026\220a\330\020\021\330\010\014\210M\230\024\230R""\230q\330\010\017\210t\2201\220A\330\010\014\210G\2208\2304\230r\240\023\240C\240z\260\025\260b\270\001\320\004\033\2301\340\010\020\220\004\220H\230D\240\001\240\021\330\010\017\210{\230&\240\003\240:\250U\260\047\270\021\270!";
     PyObject *data = NULL;
     #define __Pyx_DecompressString_UNUSED
     #define __Pyx_DecompressString_LZSS_UNUSED
     #endif
     PyObject **stringtab = __pyx_mstate->__pyx_string_tab;
     Py_ssize_t pos = 0;
-    for (int i = 0; i < 252; i++) {
+    for (int i = 0; i < 246; i++) {
       Py_ssize_t bytes_length = str_length_index[i].length;
       PyObject *string = PyUnicode_DecodeUTF8(bytes + pos, bytes_length, NULL);
       if (likely(string) && i >= 26) PyUnicode_InternInPlace(&string);
@@ -31729,8 +31511,8 @@ static const char bytes[] = "(tree fragment).1.0?A request refused while its hea
       stringtab[i] = string;
       pos += bytes_length;
     }
-    for (int i = 252; i < 305; i++) {
-      Py_ssize_t bytes_length = bytes_length_index[i-252].length;
+    for (int i = 246; i < 297; i++) {
+      Py_ssize_t bytes_length = bytes_length_index[i-246].length;
       PyObject *string = PyBytes_FromStringAndSize(bytes + pos, bytes_length);
       stringtab[i] = string;
       pos += bytes_length;
@@ -31740,15 +31522,15 @@ static const char bytes[] = "(tree fragment).1.0?A request refused while its hea
       }
     }
     Py_XDECREF(data);
-    for (Py_ssize_t i = 0; i < 305; i++) {
+    for (Py_ssize_t i = 0; i < 297; i++) {
       if (unlikely(PyObject_Hash(stringtab[i]) == -1)) {
         __PYX_ERR(0, 1, __pyx_L1_error)
       }
     }
     #if CYTHON_IMMORTAL_CONSTANTS
     {
-      PyObject **table = stringtab + 252;
-      for (Py_ssize_t i=0; i<53; ++i) {
+      PyObject **table = stringtab + 246;
+      for (Py_ssize_t i=0; i<51; ++i) {
         #if PY_VERSION_HEX >= 0x030F0000
         PyUnstable_SetImmortal(table[i]);
         #elif CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
@@ -31941,104 +31723,94 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
     __pyx_mstate_global->__pyx_codeobj_tab[20] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_origin_form, __pyx_mstate->__pyx_kp_b_iso88591_A_d_WCz_4t3fF_XYa_c_CuIQa_r_Cs_C, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[20])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 400};
-    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_http_10};
-    __pyx_mstate_global->__pyx_codeobj_tab[21] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_check_host, __pyx_mstate->__pyx_kp_b_iso88591_A_4wb_a_4xt4t1_a, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[21])) goto bad;
-  }
-  {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 407};
-    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_length, __pyx_mstate->__pyx_n_u_expect};
-    __pyx_mstate_global->__pyx_codeobj_tab[22] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_check_body_head, __pyx_mstate->__pyx_kp_b_iso88591_A_7_d_1_1HBd_1_a_7_d_c_4DD_DPQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[22])) goto bad;
-  }
-  {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 414};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 416};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_body, __pyx_mstate->__pyx_n_u_req};
-    __pyx_mstate_global->__pyx_codeobj_tab[23] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_body, __pyx_mstate->__pyx_kp_b_iso88591_A_d_4we4s_we1A_D_iq_N_1_4_D_a_4v, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[23])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[21] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_body, __pyx_mstate->__pyx_kp_b_iso88591_A_d_4we4s_we1A_D_iq_N_1_4_D_a_4v, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[21])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 428};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 430};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_keep, __pyx_mstate->__pyx_n_u_req, __pyx_mstate->__pyx_n_u_response};
-    __pyx_mstate_global->__pyx_codeobj_tab[24] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_message_complete, __pyx_mstate->__pyx_kp_b_iso88591_A_IQ_L_IWBd_1_4q_4_4t4y_D_A_WAV1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[24])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[22] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_message_complete, __pyx_mstate->__pyx_kp_b_iso88591_A_IQ_L_IWBd_1_4q_4_4t4y_D_A_WAV1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[22])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {4, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 451};
+    const __Pyx_PyCode_New_function_description descr = {4, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 453};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_epoch, __pyx_mstate->__pyx_n_u_answer, __pyx_mstate->__pyx_n_u_keep};
-    __pyx_mstate_global->__pyx_codeobj_tab[25] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_answer, __pyx_mstate->__pyx_kp_b_iso88591_A_IQgXQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[25])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[23] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_answer, __pyx_mstate->__pyx_kp_b_iso88591_A_IQgXQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[23])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 475};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 477};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
-    __pyx_mstate_global->__pyx_codeobj_tab[26] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_release, __pyx_mstate->__pyx_kp_b_iso88591_A_q_Ja, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[26])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[24] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_release, __pyx_mstate->__pyx_kp_b_iso88591_A_q_Ja, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[24])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 517};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 519};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_stream, __pyx_mstate->__pyx_n_u_keep};
-    __pyx_mstate_global->__pyx_codeobj_tab[27] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_stream_finished, __pyx_mstate->__pyx_kp_b_iso88591_A_4y_D_1Cs_4_Q_Q_1_4wc_D_iq_4uD, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[27])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[25] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_stream_finished, __pyx_mstate->__pyx_kp_b_iso88591_A_4y_D_1Cs_4_Q_Q_1_4wc_D_iq_4uD, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[25])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 532};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 534};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_answer};
-    __pyx_mstate_global->__pyx_codeobj_tab[28] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_head_stream, __pyx_mstate->__pyx_kp_b_iso88591_A_4q_T_AQ_t1HG6_V1_q_q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[28])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[26] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_head_stream, __pyx_mstate->__pyx_kp_b_iso88591_A_4q_T_AQ_t1HG6_V1_q_q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[26])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 547};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 549};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_exc, __pyx_mstate->__pyx_n_u_cause};
-    __pyx_mstate_global->__pyx_codeobj_tab[29] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_callback_failed, __pyx_mstate->__pyx_kp_b_iso88591_A_1_QgQ_iuA_O1F_1_a, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[29])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[27] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_callback_failed, __pyx_mstate->__pyx_kp_b_iso88591_A_1_QgQ_iuA_O1F_1_a, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[27])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 555};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 557};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_status, __pyx_mstate->__pyx_n_u_text, __pyx_mstate->__pyx_n_u_req};
-    __pyx_mstate_global->__pyx_codeobj_tab[30] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_error_and_close, __pyx_mstate->__pyx_kp_b_iso88591_A_4wc_T_a_D_AQ_d_4we4s_d_XWA_Cwa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[30])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[28] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_error_and_close, __pyx_mstate->__pyx_kp_b_iso88591_A_4wc_T_a_D_AQ_d_4we4s_d_XWA_Cwa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[28])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 569};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 571};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_req};
-    __pyx_mstate_global->__pyx_codeobj_tab[31] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_deadline, __pyx_mstate->__pyx_kp_b_iso88591_A_d_4q_1_t7_t3hgU_c_PQ_JfA_AU_d, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[31])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[29] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_deadline, __pyx_mstate->__pyx_kp_b_iso88591_A_d_4q_1_t7_t3hgU_c_PQ_JfA_AU_d, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[29])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 585};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 587};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
-    __pyx_mstate_global->__pyx_codeobj_tab[32] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_close, __pyx_mstate->__pyx_kp_b_iso88591_A_4_d_d_Kq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[32])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[30] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_close, __pyx_mstate->__pyx_kp_b_iso88591_A_4_d_d_Kq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[30])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 589};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 591};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
-    __pyx_mstate_global->__pyx_codeobj_tab[33] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_drain, __pyx_mstate->__pyx_kp_b_iso88591_A_Kq_4wc_q_Kt9G2Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[33])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[31] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_drain, __pyx_mstate->__pyx_kp_b_iso88591_A_Kq_4wc_q_Kt9G2Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[31])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 1};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_state, __pyx_mstate->__pyx_n_u_dict_2, __pyx_mstate->__pyx_n_u_use_setstate};
-    __pyx_mstate_global->__pyx_codeobj_tab[34] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_reduce_cython, __pyx_mstate->__pyx_kp_b_iso88591_t6_EWW_bbffrrv_w_C_C_G_G_Q_Q_U, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[34])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[32] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_reduce_cython, __pyx_mstate->__pyx_kp_b_iso88591_t6_EWW_bbffrrv_w_C_C_G_G_Q_Q_U, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[32])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 17};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_pyx_state};
-    __pyx_mstate_global->__pyx_codeobj_tab[35] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_setstate_cython, __pyx_mstate->__pyx_kp_b_iso88591_AV1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[35])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[33] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_setstate_cython, __pyx_mstate->__pyx_kp_b_iso88591_AV1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[33])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 603};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 605};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_conn};
-    __pyx_mstate_global->__pyx_codeobj_tab[36] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_start, __pyx_mstate->__pyx_kp_b_iso88591_A, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[36])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[34] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_start, __pyx_mstate->__pyx_kp_b_iso88591_A, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[34])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 4};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_pyx_type, __pyx_mstate->__pyx_n_u_pyx_checksum, __pyx_mstate->__pyx_n_u_pyx_state, __pyx_mstate->__pyx_n_u_pyx_result};
-    __pyx_mstate_global->__pyx_codeobj_tab[37] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle_Commits, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_7_1_7_N_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[37])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[35] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle_Commits, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_7_1_7_N_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[35])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 4};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_pyx_type, __pyx_mstate->__pyx_n_u_pyx_checksum, __pyx_mstate->__pyx_n_u_pyx_state, __pyx_mstate->__pyx_n_u_pyx_result};
-    __pyx_mstate_global->__pyx_codeobj_tab[38] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle_FastRoutes, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_XQa_7_A_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[38])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[36] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle_FastRoutes, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_XQa_7_A_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[36])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 4};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_pyx_type, __pyx_mstate->__pyx_n_u_pyx_checksum, __pyx_mstate->__pyx_n_u_pyx_state, __pyx_mstate->__pyx_n_u_pyx_result};
-    __pyx_mstate_global->__pyx_codeobj_tab[39] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle_ConnectionRegistr, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_XQa_7_4A5J_XY_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[39])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[37] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle_ConnectionRegistr, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_XQa_7_4A5J_XY_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[37])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 4};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_pyx_type, __pyx_mstate->__pyx_n_u_pyx_checksum, __pyx_mstate->__pyx_n_u_pyx_state, __pyx_mstate->__pyx_n_u_pyx_result};
-    __pyx_mstate_global->__pyx_codeobj_tab[40] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle_HttpConnection, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_7_0_1B_PQ_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[40])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[38] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle_HttpConnection, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_7_0_1B_PQ_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[38])) goto bad;
   }
   Py_DECREF(tuple_dedup_map);
   return 0;

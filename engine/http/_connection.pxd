@@ -85,3 +85,5 @@ cdef class HttpConnection:
     cdef int _fast_header(self, bytes name, bytes value) except -1
     cdef int _slow_header(self, bytes name, bytes value) except -1
     cdef int _drop_pending(self) except -1
+    cdef int _check_host(self, bint http_10) except -1
+    cdef int _check_body_head(self, object length, object expect) except -1

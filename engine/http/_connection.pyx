@@ -397,19 +397,21 @@ cdef class HttpConnection:
         path = rest[end:]
         self.url = path if path[:1] == b"/" else b"/" + path
 
-    def _check_host(self, http_10):
+    cdef int _check_host(self, bint http_10) except -1:
         # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0)
         if self.hosts > 1:
             raise RequestRefused(400, "more than one Host header")
         if not http_10 and not self.hosts:
             raise RequestRefused(400, "missing Host header")
+        return 0
 
-    def _check_body_head(self, length, expect):
+    cdef int _check_body_head(self, object length, object expect) except -1:
         if length is not None and length.isdigit() and \
                 int(length) > self.registry.max_body_bytes:
             raise RequestRefused(413, "body too large")
         if expect is not None and expect.lower() == b"100-continue" and not self.pending:
             self.transport.write(_CONTINUE)
+        return 0
 
     def on_body(self, bytes body):
         req = self.request

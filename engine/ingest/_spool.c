@@ -2250,6 +2250,8 @@ struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection {
   int (*_fast_header)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *);
   int (*_slow_header)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *);
   int (*_drop_pending)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *);
+  int (*_check_host)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, int);
+  int (*_check_body_head)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *);
 };
 static struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *__pyx_vtabptr_6engine_4http_11_connection_HttpConnection;
 

@@ -1491,11 +1491,12 @@ static const char * const __pyx_cfilenm = __FILE__;
 
 static const char* const __pyx_f[] = {
   "engine/ingest/_track.pyx",
-  "(tree fragment)",
+  "carray.from_py",
   ".venv/lib/python3.11/site-packages/Cython/Includes/cpython/type.pxd",
   "engine/_parse.pxd",
   "engine/http/_connection.pxd",
   "engine/ingest/_spool.pxd",
+  "engine/limits/_bucket.pxd",
 };
 /* #### Code section: utility_code_proto_before_types ### */
 /* Atomics.proto (used by UnpackUnboundCMethod) */
@@ -1679,6 +1680,7 @@ struct __pyx_obj_6engine_4http_11_connection_FastRoutes;
 struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry;
 struct __pyx_obj_6engine_4http_11_connection_HttpConnection;
 struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter;
+struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits;
 struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes;
 struct __pyx_obj_6engine_6ingest_6_track___pyx_scope_struct__drain_stats;
 struct __pyx_obj_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr;
@@ -1753,8 +1755,25 @@ struct __pyx_t_6engine_6ingest_6_spool_Shared {
   pid_t pid;
   char directory[4096];
 };
+struct __pyx_t_6engine_6limits_7_bucket_Bucket;
+typedef struct __pyx_t_6engine_6limits_7_bucket_Bucket __pyx_t_6engine_6limits_7_bucket_Bucket;
 
-/* "engine/ingest/_track.pyx":36
+/* "engine/limits/_bucket.pxd":6
+ * 
+ * 
+ * ctypedef struct Bucket:             # <<<<<<<<<<<<<<
+ *     uint32_t lock
+ *     uint32_t unused
+*/
+struct __pyx_t_6engine_6limits_7_bucket_Bucket {
+  uint32_t lock;
+  uint32_t unused;
+  uint64_t key;
+  int64_t tokens;
+  int64_t stamp_ns;
+};
+
+/* "engine/ingest/_track.pyx":37
  * from engine.limits.policy import CLASS_NAMES, TRACK
  * 
  * cdef enum:             # <<<<<<<<<<<<<<
@@ -1946,7 +1965,27 @@ struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter {
 };
 
 
-/* "engine/ingest/_track.pyx":114
+/* "engine/limits/_bucket.pxd":14
+ * 
+ * 
+ * cdef class SharedLimits:             # <<<<<<<<<<<<<<
+ *     cdef object _map
+ *     cdef uint8_t* _base
+*/
+struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits {
+  PyObject_HEAD
+  struct __pyx_vtabstruct_6engine_6limits_7_bucket_SharedLimits *__pyx_vtab;
+  PyObject *_map;
+  uint8_t *_base;
+  int64_t *_conns;
+  __pyx_t_6engine_6limits_7_bucket_Bucket *_globals;
+  __pyx_t_6engine_6limits_7_bucket_Bucket *_ips;
+  uint32_t _mask;
+  uint32_t _ip_slots;
+};
+
+
+/* "engine/ingest/_track.pyx":115
  * 
  * 
  * cdef class TrackRoutes(FastRoutes):             # <<<<<<<<<<<<<<
@@ -1963,9 +2002,9 @@ struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes {
   PyObject *tr_prefix;
   PyObject *img_prefix;
   PyObject *rdr_prefix;
-  PyObject *shared;
+  struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits *shared;
   int limiting;
-  PyObject *rate;
+  double rate[4];
   PyObject *resolver;
   PyObject *redirect_hosts;
   PyObject *default_redirect;
@@ -1982,7 +2021,7 @@ struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes {
 };
 
 
-/* "engine/ingest/_track.pyx":397
+/* "engine/ingest/_track.pyx":398
  *         self.seconds[route] += seconds
  * 
  *     def drain_stats(self, stats):             # <<<<<<<<<<<<<<
@@ -1996,7 +2035,7 @@ struct __pyx_obj_6engine_6ingest_6_track___pyx_scope_struct__drain_stats {
 };
 
 
-/* "engine/ingest/_track.pyx":407
+/* "engine/ingest/_track.pyx":408
  *                     stats.requests[key] = stats.requests.get(key, 0) + self.counts[route][i]
  *                     self.counts[route][i] = 0
  *             if self.seconds[route] or any(self.buckets[route][i] for i in range(NBUCKETS)):             # <<<<<<<<<<<<<<
@@ -2101,6 +2140,8 @@ struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection {
   int (*_fast_header)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *);
   int (*_slow_header)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *);
   int (*_drop_pending)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *);
+  int (*_check_host)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, int);
+  int (*_check_body_head)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *);
 };
 static struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *__pyx_vtabptr_6engine_4http_11_connection_HttpConnection;
 
@@ -2124,7 +2165,25 @@ struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter {
 static struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *__pyx_vtabptr_6engine_6ingest_6_spool_SpoolWriter;
 
 
-/* "engine/ingest/_track.pyx":114
+/* "engine/limits/_bucket.pxd":14
+ * 
+ * 
+ * cdef class SharedLimits:             # <<<<<<<<<<<<<<
+ *     cdef object _map
+ *     cdef uint8_t* _base
+*/
+
+struct __pyx_vtabstruct_6engine_6limits_7_bucket_SharedLimits {
+  void (*_write_header)(struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits *);
+  int (*allow)(struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits *, int, PyObject *, double, double, double, double, int __pyx_skip_dispatch);
+  __pyx_t_6engine_6limits_7_bucket_Bucket *(*_ip_bucket)(struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits *, int, PyObject *, double, int64_t, uint32_t);
+  int64_t (*conn_add)(struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits *, int, int64_t, int __pyx_skip_dispatch);
+  int64_t (*conn_total)(struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits *, int __pyx_skip_dispatch);
+};
+static struct __pyx_vtabstruct_6engine_6limits_7_bucket_SharedLimits *__pyx_vtabptr_6engine_6limits_7_bucket_SharedLimits;
+
+
+/* "engine/ingest/_track.pyx":115
  * 
  * 
  * cdef class TrackRoutes(FastRoutes):             # <<<<<<<<<<<<<<
@@ -2218,6 +2277,120 @@ static struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *__pyx_vtabpt
     } while (0)
 #define __Pyx_CLEAR(r)    do { PyObject* tmp = ((PyObject*)(r)); r = NULL; __Pyx_DECREF(tmp);} while(0)
 #define __Pyx_XCLEAR(r)   do { if((r) != NULL) {PyObject* tmp = ((PyObject*)(r)); r = NULL; __Pyx_DECREF(tmp);}} while(0)
+
+/* FastTypeChecks.proto (used by GivenExceptionMatches) */
+#if CYTHON_COMPILING_IN_CPYTHON
+#define __Pyx_TypeCheck(obj, type) __Pyx_IsSubtype(Py_TYPE(obj), (PyTypeObject *)type)
+#define __Pyx_TypeCheck2(obj, type1, type2) __Pyx_IsAnySubtype2(Py_TYPE(obj), (PyTypeObject *)type1, (PyTypeObject *)type2)
+static CYTHON_INLINE int __Pyx_IsSubtype(PyTypeObject *a, PyTypeObject *b);
+static CYTHON_INLINE int __Pyx_IsAnySubtype2(PyTypeObject *cls, PyTypeObject *a, PyTypeObject *b);
+#define __Pyx_PyAnySet_Check(obj)  __Pyx_TypeCheck2(obj, &PySet_Type, &PyFrozenSet_Type)
+#else
+#define __Pyx_TypeCheck(obj, type) PyObject_TypeCheck(obj, (PyTypeObject *)type)
+#define __Pyx_TypeCheck2(obj, type1, type2) (PyObject_TypeCheck(obj, (PyTypeObject *)type1) || PyObject_TypeCheck(obj, (PyTypeObject *)type2))
+#define __Pyx_PyAnySet_Check(obj)  PyAnySet_Check(obj)
+#endif
+
+/* PyThreadStateGet.proto (used by PyErrFetchRestore) */
+#if CYTHON_FAST_THREAD_STATE
+#define __Pyx_PyThreadState_declare  PyThreadState *__pyx_tstate;
+#define __Pyx_PyThreadState_assign  __pyx_tstate = __Pyx_PyThreadState_Current;
+#if PY_VERSION_HEX >= 0x030C00A6
+#define __Pyx_PyErr_Occurred()  (__pyx_tstate->current_exception != NULL)
+#define __Pyx_PyErr_CurrentExceptionType()  (__pyx_tstate->current_exception ? (PyObject*) Py_TYPE(__pyx_tstate->current_exception) : (PyObject*) NULL)
+#else
+#define __Pyx_PyErr_Occurred()  (__pyx_tstate->curexc_type != NULL)
+#define __Pyx_PyErr_CurrentExceptionType()  (__pyx_tstate->curexc_type)
+#endif
+#else
+#define __Pyx_PyThreadState_declare
+#define __Pyx_PyThreadState_assign
+#define __Pyx_PyErr_Occurred()  (PyErr_Occurred() != NULL)
+#define __Pyx_PyErr_CurrentExceptionType()  PyErr_Occurred()
+#endif
+
+/* PyErrFetchRestore.proto (used by GivenExceptionMatches) */
+#if CYTHON_FAST_THREAD_STATE
+#define __Pyx_PyErr_Clear() __Pyx_ErrRestore(NULL, NULL, NULL)
+#define __Pyx_ErrRestoreWithState(type, value, tb)  __Pyx_ErrRestoreInState(PyThreadState_GET(), type, value, tb)
+#define __Pyx_ErrFetchWithState(type, value, tb)    __Pyx_ErrFetchInState(PyThreadState_GET(), type, value, tb)
+#define __Pyx_ErrRestore(type, value, tb)  __Pyx_ErrRestoreInState(__pyx_tstate, type, value, tb)
+#define __Pyx_ErrFetch(type, value, tb)    __Pyx_ErrFetchInState(__pyx_tstate, type, value, tb)
+static CYTHON_INLINE void __Pyx_ErrRestoreInState(PyThreadState *tstate, PyObject *type, PyObject *value, PyObject *tb);
+static CYTHON_INLINE void __Pyx_ErrFetchInState(PyThreadState *tstate, PyObject **type, PyObject **value, PyObject **tb);
+#if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX < 0x030C00A6
+#define __Pyx_PyErr_SetNone(exc) (Py_INCREF(exc), __Pyx_ErrRestore((exc), NULL, NULL))
+#else
+#define __Pyx_PyErr_SetNone(exc) PyErr_SetNone(exc)
+#endif
+#else
+#define __Pyx_PyErr_Clear() PyErr_Clear()
+#define __Pyx_PyErr_SetNone(exc) PyErr_SetNone(exc)
+#define __Pyx_ErrRestoreWithState(type, value, tb)  PyErr_Restore(type, value, tb)
+#define __Pyx_ErrFetchWithState(type, value, tb)  PyErr_Fetch(type, value, tb)
+#define __Pyx_ErrRestoreInState(tstate, type, value, tb)  PyErr_Restore(type, value, tb)
+#define __Pyx_ErrFetchInState(tstate, type, value, tb)  PyErr_Fetch(type, value, tb)
+#define __Pyx_ErrRestore(type, value, tb)  PyErr_Restore(type, value, tb)
+#define __Pyx_ErrFetch(type, value, tb)  PyErr_Fetch(type, value, tb)
+#endif
+
+/* GivenExceptionMatches.proto (used by PyErrExceptionMatches) */
+#if CYTHON_COMPILING_IN_CPYTHON
+static CYTHON_INLINE int __Pyx_PyErr_GivenExceptionMatches(PyObject *err, PyObject *type);
+static CYTHON_INLINE int __Pyx_PyErr_GivenExceptionMatches2(PyObject *err, PyObject *type1, PyObject *type2);
+#else
+#define __Pyx_PyErr_GivenExceptionMatches(err, type) PyErr_GivenExceptionMatches(err, type)
+static CYTHON_INLINE int __Pyx_PyErr_GivenExceptionMatches2(PyObject *err, PyObject *type1, PyObject *type2) {
+    return PyErr_GivenExceptionMatches(err, type1) || PyErr_GivenExceptionMatches(err, type2);
+}
+#endif
+#define __Pyx_PyErr_ExceptionMatches2(err1, err2)  __Pyx_PyErr_GivenExceptionMatches2(__Pyx_PyErr_CurrentExceptionType(), err1, err2)
+
+/* PyErrExceptionMatches.proto (used by PyObjectGetAttrStrNoError) */
+#if CYTHON_FAST_THREAD_STATE
+#define __Pyx_PyErr_ExceptionMatches(err) __Pyx_PyErr_ExceptionMatchesInState(__pyx_tstate, err)
+static CYTHON_INLINE int __Pyx_PyErr_ExceptionMatchesInState(PyThreadState* tstate, PyObject* err);
+#else
+#define __Pyx_PyErr_ExceptionMatches(err)  PyErr_ExceptionMatches(err)
+#endif
+
+/* PyObjectGetAttrStr.proto (used by PyObjectGetAttrStrNoError) */
+#if CYTHON_USE_TYPE_SLOTS
+static CYTHON_INLINE PyObject* __Pyx_PyObject_GetAttrStr(PyObject* obj, PyObject* attr_name);
+#else
+#define __Pyx_PyObject_GetAttrStr(o,n) PyObject_GetAttr(o,n)
+#endif
+
+/* PyObjectGetAttrStrNoError.proto (used by GetBuiltinName) */
+static CYTHON_INLINE PyObject* __Pyx_PyObject_GetAttrStrNoError(PyObject* obj, PyObject* attr_name);
+
+/* GetBuiltinName.proto */
+static PyObject *__Pyx_GetBuiltinName(PyObject *name);
+
+/* GetTopmostException.proto (used by SaveResetException) */
+#if CYTHON_USE_EXC_INFO_STACK && CYTHON_FAST_THREAD_STATE
+static _PyErr_StackItem * __Pyx_PyErr_GetTopmostException(PyThreadState *tstate);
+#endif
+
+/* SaveResetException.proto */
+#if CYTHON_FAST_THREAD_STATE
+#define __Pyx_ExceptionSave(type, value, tb)  __Pyx__ExceptionSave(__pyx_tstate, type, value, tb)
+static CYTHON_INLINE void __Pyx__ExceptionSave(PyThreadState *tstate, PyObject **type, PyObject **value, PyObject **tb);
+#define __Pyx_ExceptionReset(type, value, tb)  __Pyx__ExceptionReset(__pyx_tstate, type, value, tb)
+static CYTHON_INLINE void __Pyx__ExceptionReset(PyThreadState *tstate, PyObject *type, PyObject *value, PyObject *tb);
+#else
+#define __Pyx_ExceptionSave(type, value, tb)   PyErr_GetExcInfo(type, value, tb)
+#define __Pyx_ExceptionReset(type, value, tb)  PyErr_SetExcInfo(type, value, tb)
+#endif
+
+/* PyTypeError_Check.proto */
+#define __Pyx_PyExc_TypeError_Check(obj)  __Pyx_TypeCheck(obj, PyExc_TypeError)
+
+/* PyOverflowError_Check.proto */
+#define __Pyx_PyExc_OverflowError_Check(obj)  __Pyx_TypeCheck(obj, PyExc_OverflowError)
+
+/* PyIndexError_Check.proto */
+#define __Pyx_PyExc_IndexError_Check(obj)  __Pyx_TypeCheck(obj, PyExc_IndexError)
 
 /* CopyObjectArray.proto (used by TupleOrListFromArrayImpl) */
 #if CYTHON_COMPILING_IN_CPYTHON
@@ -2346,26 +2519,6 @@ typedef struct {
 /* IgnoreException.proto (used by UnpackUnboundCMethod_impl) */
 static CYTHON_INLINE int __Pyx_IgnoreGivenException(PyObject *given_exception, PyObject *ignorable_exception);
 #define __Pyx_IgnoreException(ignorable_exception) __Pyx_IgnoreGivenException(NULL, ignorable_exception)
-
-/* FastTypeChecks.proto (used by UnpackUnboundCMethod_impl) */
-#if CYTHON_COMPILING_IN_CPYTHON
-#define __Pyx_TypeCheck(obj, type) __Pyx_IsSubtype(Py_TYPE(obj), (PyTypeObject *)type)
-#define __Pyx_TypeCheck2(obj, type1, type2) __Pyx_IsAnySubtype2(Py_TYPE(obj), (PyTypeObject *)type1, (PyTypeObject *)type2)
-static CYTHON_INLINE int __Pyx_IsSubtype(PyTypeObject *a, PyTypeObject *b);
-static CYTHON_INLINE int __Pyx_IsAnySubtype2(PyTypeObject *cls, PyTypeObject *a, PyTypeObject *b);
-#define __Pyx_PyAnySet_Check(obj)  __Pyx_TypeCheck2(obj, &PySet_Type, &PyFrozenSet_Type)
-#else
-#define __Pyx_TypeCheck(obj, type) PyObject_TypeCheck(obj, (PyTypeObject *)type)
-#define __Pyx_TypeCheck2(obj, type1, type2) (PyObject_TypeCheck(obj, (PyTypeObject *)type1) || PyObject_TypeCheck(obj, (PyTypeObject *)type2))
-#define __Pyx_PyAnySet_Check(obj)  PyAnySet_Check(obj)
-#endif
-
-/* PyObjectGetAttrStr.proto (used by UnpackUnboundCMethod_impl) */
-#if CYTHON_USE_TYPE_SLOTS
-static CYTHON_INLINE PyObject* __Pyx_PyObject_GetAttrStr(PyObject* obj, PyObject* attr_name);
-#else
-#define __Pyx_PyObject_GetAttrStr(o,n) PyObject_GetAttr(o,n)
-#endif
 
 /* UnpackUnboundCMethod_impl.export */
 static int __Pyx_TryUnpackUnboundCMethod(__Pyx_CachedCFunction* target);
@@ -2522,75 +2675,6 @@ static void __Pyx_RaiseErrorWithType1(PyObject* exc_type, const char* message, c
 CYTHON_UNUSED
 static int __Pyx_RaiseUnexpectedTypeError(const char *expected, PyObject *obj);
 
-/* PyThreadStateGet.proto (used by PyErrFetchRestore) */
-#if CYTHON_FAST_THREAD_STATE
-#define __Pyx_PyThreadState_declare  PyThreadState *__pyx_tstate;
-#define __Pyx_PyThreadState_assign  __pyx_tstate = __Pyx_PyThreadState_Current;
-#if PY_VERSION_HEX >= 0x030C00A6
-#define __Pyx_PyErr_Occurred()  (__pyx_tstate->current_exception != NULL)
-#define __Pyx_PyErr_CurrentExceptionType()  (__pyx_tstate->current_exception ? (PyObject*) Py_TYPE(__pyx_tstate->current_exception) : (PyObject*) NULL)
-#else
-#define __Pyx_PyErr_Occurred()  (__pyx_tstate->curexc_type != NULL)
-#define __Pyx_PyErr_CurrentExceptionType()  (__pyx_tstate->curexc_type)
-#endif
-#else
-#define __Pyx_PyThreadState_declare
-#define __Pyx_PyThreadState_assign
-#define __Pyx_PyErr_Occurred()  (PyErr_Occurred() != NULL)
-#define __Pyx_PyErr_CurrentExceptionType()  PyErr_Occurred()
-#endif
-
-/* PyErrFetchRestore.proto (used by GivenExceptionMatches) */
-#if CYTHON_FAST_THREAD_STATE
-#define __Pyx_PyErr_Clear() __Pyx_ErrRestore(NULL, NULL, NULL)
-#define __Pyx_ErrRestoreWithState(type, value, tb)  __Pyx_ErrRestoreInState(PyThreadState_GET(), type, value, tb)
-#define __Pyx_ErrFetchWithState(type, value, tb)    __Pyx_ErrFetchInState(PyThreadState_GET(), type, value, tb)
-#define __Pyx_ErrRestore(type, value, tb)  __Pyx_ErrRestoreInState(__pyx_tstate, type, value, tb)
-#define __Pyx_ErrFetch(type, value, tb)    __Pyx_ErrFetchInState(__pyx_tstate, type, value, tb)
-static CYTHON_INLINE void __Pyx_ErrRestoreInState(PyThreadState *tstate, PyObject *type, PyObject *value, PyObject *tb);
-static CYTHON_INLINE void __Pyx_ErrFetchInState(PyThreadState *tstate, PyObject **type, PyObject **value, PyObject **tb);
-#if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX < 0x030C00A6
-#define __Pyx_PyErr_SetNone(exc) (Py_INCREF(exc), __Pyx_ErrRestore((exc), NULL, NULL))
-#else
-#define __Pyx_PyErr_SetNone(exc) PyErr_SetNone(exc)
-#endif
-#else
-#define __Pyx_PyErr_Clear() PyErr_Clear()
-#define __Pyx_PyErr_SetNone(exc) PyErr_SetNone(exc)
-#define __Pyx_ErrRestoreWithState(type, value, tb)  PyErr_Restore(type, value, tb)
-#define __Pyx_ErrFetchWithState(type, value, tb)  PyErr_Fetch(type, value, tb)
-#define __Pyx_ErrRestoreInState(tstate, type, value, tb)  PyErr_Restore(type, value, tb)
-#define __Pyx_ErrFetchInState(tstate, type, value, tb)  PyErr_Fetch(type, value, tb)
-#define __Pyx_ErrRestore(type, value, tb)  PyErr_Restore(type, value, tb)
-#define __Pyx_ErrFetch(type, value, tb)  PyErr_Fetch(type, value, tb)
-#endif
-
-/* GivenExceptionMatches.proto (used by PyErrExceptionMatches) */
-#if CYTHON_COMPILING_IN_CPYTHON
-static CYTHON_INLINE int __Pyx_PyErr_GivenExceptionMatches(PyObject *err, PyObject *type);
-static CYTHON_INLINE int __Pyx_PyErr_GivenExceptionMatches2(PyObject *err, PyObject *type1, PyObject *type2);
-#else
-#define __Pyx_PyErr_GivenExceptionMatches(err, type) PyErr_GivenExceptionMatches(err, type)
-static CYTHON_INLINE int __Pyx_PyErr_GivenExceptionMatches2(PyObject *err, PyObject *type1, PyObject *type2) {
-    return PyErr_GivenExceptionMatches(err, type1) || PyErr_GivenExceptionMatches(err, type2);
-}
-#endif
-#define __Pyx_PyErr_ExceptionMatches2(err1, err2)  __Pyx_PyErr_GivenExceptionMatches2(__Pyx_PyErr_CurrentExceptionType(), err1, err2)
-
-/* PyErrExceptionMatches.proto (used by PyObjectGetAttrStrNoError) */
-#if CYTHON_FAST_THREAD_STATE
-#define __Pyx_PyErr_ExceptionMatches(err) __Pyx_PyErr_ExceptionMatchesInState(__pyx_tstate, err)
-static CYTHON_INLINE int __Pyx_PyErr_ExceptionMatchesInState(PyThreadState* tstate, PyObject* err);
-#else
-#define __Pyx_PyErr_ExceptionMatches(err)  PyErr_ExceptionMatches(err)
-#endif
-
-/* PyObjectGetAttrStrNoError.proto (used by GetBuiltinName) */
-static CYTHON_INLINE PyObject* __Pyx_PyObject_GetAttrStrNoError(PyObject* obj, PyObject* attr_name);
-
-/* GetBuiltinName.proto (used by GetModuleGlobalName) */
-static PyObject *__Pyx_GetBuiltinName(PyObject *name);
-
 /* PyDictVersioning.proto (used by GetModuleGlobalName) */
 #if CYTHON_USE_DICT_VERSIONS && CYTHON_USE_TYPE_SLOTS
 #define __PYX_DICT_VERSION_INIT  ((PY_UINT64_T) -1)
@@ -2719,6 +2803,187 @@ static CYTHON_INLINE PyObject *__Pyx_PyObject_GetItem(PyObject *obj, PyObject *k
 #define __Pyx_PyObject_GetItem(obj, key)  PyObject_GetItem(obj, key)
 #endif
 
+/* ListCompAppend.proto */
+#if CYTHON_USE_PYLIST_INTERNALS && CYTHON_ASSUME_SAFE_MACROS && CYTHON_ASSUME_SAFE_SIZE
+static CYTHON_INLINE int __Pyx_ListComp_Append(PyObject* list, PyObject* x);
+#else
+#define __Pyx_ListComp_Append(L,x) PyList_Append(L,x)
+#endif
+
+/* pybytes_as_double.proto (used by pynumber_float) */
+static double __Pyx_SlowPyString_AsDouble(PyObject *obj);
+static double __Pyx__PyBytes_AsDouble(PyObject *obj, const char* start, Py_ssize_t length);
+static CYTHON_INLINE double __Pyx_PyBytes_AsDouble(PyObject *obj) {
+    char* as_c_string;
+    Py_ssize_t size;
+#if CYTHON_ASSUME_SAFE_MACROS && CYTHON_ASSUME_SAFE_SIZE
+    as_c_string = PyBytes_AS_STRING(obj);
+    size = PyBytes_GET_SIZE(obj);
+#else
+    if (PyBytes_AsStringAndSize(obj, &as_c_string, &size) < 0) {
+        return (double)-1;
+    }
+#endif
+    return __Pyx__PyBytes_AsDouble(obj, as_c_string, size);
+}
+static CYTHON_INLINE double __Pyx_PyByteArray_AsDouble(PyObject *obj) {
+    char* as_c_string;
+    Py_ssize_t size;
+#if CYTHON_ASSUME_SAFE_MACROS && CYTHON_ASSUME_SAFE_SIZE
+    as_c_string = PyByteArray_AS_STRING(obj);
+    size = PyByteArray_GET_SIZE(obj);
+#else
+    as_c_string = PyByteArray_AsString(obj);
+    if (as_c_string == NULL) {
+        return (double)-1;
+    }
+    size = PyByteArray_Size(obj);
+#endif
+    return __Pyx__PyBytes_AsDouble(obj, as_c_string, size);
+}
+
+/* pyunicode_as_double.proto (used by pynumber_float) */
+#if !CYTHON_COMPILING_IN_PYPY && CYTHON_ASSUME_SAFE_MACROS
+static const char* __Pyx__PyUnicode_AsDouble_Copy(const void* data, const int kind, char* buffer, Py_ssize_t start, Py_ssize_t end) {
+    int last_was_punctuation;
+    Py_ssize_t i;
+    last_was_punctuation = 1;
+    for (i=start; i <= end; i++) {
+        Py_UCS4 chr = PyUnicode_READ(kind, data, i);
+        int is_punctuation = (chr == '_') | (chr == '.');
+        *buffer = (char)chr;
+        buffer += (chr != '_');
+        if (unlikely(chr > 127)) goto parse_failure;
+        if (unlikely(last_was_punctuation & is_punctuation)) goto parse_failure;
+        last_was_punctuation = is_punctuation;
+    }
+    if (unlikely(last_was_punctuation)) goto parse_failure;
+    *buffer = '\0';
+    return buffer;
+parse_failure:
+    return NULL;
+}
+static double __Pyx__PyUnicode_AsDouble_inf_nan(const void* data, int kind, Py_ssize_t start, Py_ssize_t length) {
+    int matches = 1;
+    Py_UCS4 chr;
+    Py_UCS4 sign = PyUnicode_READ(kind, data, start);
+    int is_signed = (sign == '-') | (sign == '+');
+    start += is_signed;
+    length -= is_signed;
+    switch (PyUnicode_READ(kind, data, start)) {
+        #ifdef Py_NAN
+        case 'n':
+        case 'N':
+            if (unlikely(length != 3)) goto parse_failure;
+            chr = PyUnicode_READ(kind, data, start+1);
+            matches &= (chr == 'a') | (chr == 'A');
+            chr = PyUnicode_READ(kind, data, start+2);
+            matches &= (chr == 'n') | (chr == 'N');
+            if (unlikely(!matches)) goto parse_failure;
+            return (sign == '-') ? -Py_NAN : Py_NAN;
+        #endif
+        case 'i':
+        case 'I':
+            if (unlikely(length < 3)) goto parse_failure;
+            chr = PyUnicode_READ(kind, data, start+1);
+            matches &= (chr == 'n') | (chr == 'N');
+            chr = PyUnicode_READ(kind, data, start+2);
+            matches &= (chr == 'f') | (chr == 'F');
+            if (likely(length == 3 && matches))
+                return (sign == '-') ? -Py_HUGE_VAL : Py_HUGE_VAL;
+            if (unlikely(length != 8)) goto parse_failure;
+            chr = PyUnicode_READ(kind, data, start+3);
+            matches &= (chr == 'i') | (chr == 'I');
+            chr = PyUnicode_READ(kind, data, start+4);
+            matches &= (chr == 'n') | (chr == 'N');
+            chr = PyUnicode_READ(kind, data, start+5);
+            matches &= (chr == 'i') | (chr == 'I');
+            chr = PyUnicode_READ(kind, data, start+6);
+            matches &= (chr == 't') | (chr == 'T');
+            chr = PyUnicode_READ(kind, data, start+7);
+            matches &= (chr == 'y') | (chr == 'Y');
+            if (unlikely(!matches)) goto parse_failure;
+            return (sign == '-') ? -Py_HUGE_VAL : Py_HUGE_VAL;
+        case '.': case '0': case '1': case '2': case '3': case '4': case '5': case '6': case '7': case '8': case '9':
+            break;
+        default:
+            goto parse_failure;
+    }
+    return 0.0;
+parse_failure:
+    return -1.0;
+}
+static double __Pyx_PyUnicode_AsDouble_WithSpaces(PyObject *obj) {
+    double value;
+    const char *last;
+    char *end;
+    int valid_parse;
+    Py_ssize_t start, length = PyUnicode_GET_LENGTH(obj);
+    const int kind = PyUnicode_KIND(obj);
+    const void* data = PyUnicode_DATA(obj);
+    start = 0;
+    while (Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, start)))
+        start++;
+    while (start < length - 1 && Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, length - 1)))
+        length--;
+    length -= start;
+    if (unlikely(length <= 0)) goto fallback;
+    value = __Pyx__PyUnicode_AsDouble_inf_nan(data, kind, start, length);
+    if (value != 0.0) {
+        if (unlikely(value == -1.0)) goto fallback;
+        return value;
+    }
+    if (length < 40) {
+        char number[40];
+        last = __Pyx__PyUnicode_AsDouble_Copy(data, kind, number, start, start + length);
+        if (unlikely(!last)) goto fallback;
+        value = PyOS_string_to_double(number, &end, NULL);
+        valid_parse = (end == last);
+    } else {
+        char *number = (char*) PyMem_Malloc(((size_t) length + 1) * sizeof(char));
+        if (unlikely(!number)) goto fallback;
+        last = __Pyx__PyUnicode_AsDouble_Copy(data, kind, number, start, start + length);
+        if (unlikely(!last)) {
+            PyMem_Free(number);
+            goto fallback;
+        }
+        value = PyOS_string_to_double(number, &end, NULL);
+        valid_parse = (end == last);
+        PyMem_Free(number);
+    }
+    if (likely(valid_parse) || (value == (double)-1 && PyErr_Occurred())) {
+        return value;
+    }
+fallback:
+    return __Pyx_SlowPyString_AsDouble(obj);
+}
+#endif
+static CYTHON_INLINE double __Pyx_PyUnicode_AsDouble(PyObject *obj) {
+#if !CYTHON_COMPILING_IN_PYPY && CYTHON_ASSUME_SAFE_MACROS
+    if (unlikely(__Pyx_PyUnicode_READY(obj) == -1))
+        return (double)-1;
+    if (likely(PyUnicode_IS_ASCII(obj))) {
+        const char *s;
+        Py_ssize_t length;
+        s = PyUnicode_AsUTF8AndSize(obj, &length);
+        return __Pyx__PyBytes_AsDouble(obj, s, length);
+    }
+    return __Pyx_PyUnicode_AsDouble_WithSpaces(obj);
+#else
+    return __Pyx_SlowPyString_AsDouble(obj);
+#endif
+}
+
+/* pynumber_float.proto */
+static CYTHON_INLINE PyObject* __Pyx__PyNumber_Float(PyObject* obj);
+#define __Pyx_PyNumber_Float(x) (PyFloat_CheckExact(x) ? __Pyx_NewRef(x) : __Pyx__PyNumber_Float(x))
+
+/* pybuiltin_invalid.export */
+static void __Pyx_PyBuiltin_Invalid(PyObject *obj, const char *builtin_type_name, const char *argname);
+
+/* pyfloat_simplify.proto */
+static CYTHON_INLINE int __Pyx_PyFloat_FromNumber(PyObject **number_var, const char *argname, int accept_none);
+
 /* HasAttr.proto (used by ImportImpl) */
 #if __PYX_LIMITED_VERSION_HEX >= 0x030d0000
 #define __Pyx_HasAttr(o, n)  PyObject_HasAttrWithError(o, n)
@@ -2747,22 +3012,6 @@ static CYTHON_INLINE int __Pyx_PyObject_CompareBoolEq_bytes_bytes(PyObject *op1,
 
 /* PyBaseException_Check.proto */
 #define __Pyx_PyExc_BaseException_Check(obj)  PyExceptionInstance_Check(obj)
-
-/* GetTopmostException.proto (used by SaveResetException) */
-#if CYTHON_USE_EXC_INFO_STACK && CYTHON_FAST_THREAD_STATE
-static _PyErr_StackItem * __Pyx_PyErr_GetTopmostException(PyThreadState *tstate);
-#endif
-
-/* SaveResetException.proto */
-#if CYTHON_FAST_THREAD_STATE
-#define __Pyx_ExceptionSave(type, value, tb)  __Pyx__ExceptionSave(__pyx_tstate, type, value, tb)
-static CYTHON_INLINE void __Pyx__ExceptionSave(PyThreadState *tstate, PyObject **type, PyObject **value, PyObject **tb);
-#define __Pyx_ExceptionReset(type, value, tb)  __Pyx__ExceptionReset(__pyx_tstate, type, value, tb)
-static CYTHON_INLINE void __Pyx__ExceptionReset(PyThreadState *tstate, PyObject *type, PyObject *value, PyObject *tb);
-#else
-#define __Pyx_ExceptionSave(type, value, tb)   PyErr_GetExcInfo(type, value, tb)
-#define __Pyx_ExceptionReset(type, value, tb)  PyErr_SetExcInfo(type, value, tb)
-#endif
 
 /* GetException.proto */
 #if CYTHON_FAST_THREAD_STATE
@@ -2932,9 +3181,6 @@ static CYTHON_INLINE int __Pyx_PyObject_SetAttrStr(PyObject* obj, PyObject* attr
 
 /* RejectKeywords.export */
 static void __Pyx_RejectKeywords(const char* function_name, PyObject *kwds);
-
-/* PyTypeError_Check.proto */
-#define __Pyx_PyExc_TypeError_Check(obj)  __Pyx_TypeCheck(obj, PyExc_TypeError)
 
 /* RaiseException.export */
 static void __Pyx_Raise(PyObject *type, PyObject *value, PyObject *tb, PyObject *cause);
@@ -3263,9 +3509,6 @@ static PyObject *__Pyx_Object_VectorcallMethodKwds(PyObject *name, PyObject *con
 #endif
 
 /* CIntToPy.proto */
-static CYTHON_INLINE PyObject* __Pyx_PyLong_From_long(long value);
-
-/* CIntToPy.proto */
 static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int(int value);
 
 /* CIntToPy.proto */
@@ -3276,6 +3519,9 @@ static CYTHON_INLINE uint64_t __Pyx_PyLong_As_uint64_t(PyObject *);
 
 /* CIntFromPy.proto */
 static CYTHON_INLINE long __Pyx_PyLong_As_long(PyObject *);
+
+/* CIntToPy.proto */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_long(long value);
 
 /* CIntToPy.proto */
 static CYTHON_INLINE PyObject* __Pyx_PyLong_From___pyx_anon_enum(int value);
@@ -3528,6 +3774,8 @@ static PyObject *(*__pyx_f_6engine_6_parse_cookie_vid_c)(char const *, Py_ssize_
 
 /* Module declarations from "engine.ingest._spool" */
 
+/* Module declarations from "engine.limits._bucket" */
+
 /* Module declarations from "engine.ingest._track" */
 static PyObject *__pyx_v_6engine_6ingest_6_track__ROUTE_NAMES = 0;
 static double __pyx_v_6engine_6ingest_6_track__BOUNDS[12];
@@ -3554,6 +3802,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6ingest_6_track__add(struct __pyx_t_6e
 static CYTHON_INLINE void __pyx_f_6engine_6ingest_6_track__add_raw(struct __pyx_t_6engine_6_parse_Buf *, char const *, Py_ssize_t); /*proto*/
 static void __pyx_f_6engine_6ingest_6_track__add_uuid(struct __pyx_t_6engine_6_parse_Buf *, uint8_t const *); /*proto*/
 static int __pyx_f_6engine_6ingest_6_track__under(PyObject *, PyObject *); /*proto*/
+static int __Pyx_carray_from_py_double(PyObject *, double *, Py_ssize_t); /*proto*/
 /* #### Code section: typeinfo ### */
 /* #### Code section: before_global_var ### */
 #define __Pyx_MODULE_NAME "engine.ingest._track"
@@ -3562,12 +3811,15 @@ int __pyx_module_is_main_engine__ingest___track = 0;
 
 /* Implementation of "engine.ingest._track" */
 /* #### Code section: global_var ### */
+static PyObject *__pyx_builtin_enumerate;
 /* #### Code section: string_decls ### */
 static const char __pyx_k__4[] = "\r\n";
 static const char __pyx_k_latin_1[] = "latin-1";
 static const char __pyx_k_replace[] = "replace";
 static const char __pyx_k_0123456789abcdef[] = "0123456789abcdef";
 static const char __pyx_k_The_tracking_routes_answered_in[] = "The tracking routes answered in compiled code: /tr, /img, /rdr (GET, HEAD,\nPOST on /tr), from the connection\047s typed fields to the response bytes.\n\nPer request: the rate limiter (shared memory), the parser writing the event\nrecord straight into the spool\047s open group (engine/_parse.pyx,\nengine/ingest/_spool.pyx), the answer assembled from constant pieces plus the\nvisitor\047s id, and counters in C arrays that ``drain_stats`` hands to the\nworker\047s metrics twice a second. No dict, no Request object, no Python call\non the common path besides the limiter\047s.\n\nHEAD answers the GET\047s status and headers without a body and is never\ntracked (mail scanners and link prefetchers probe with HEAD): its request is\nparsed into a scratch buffer, not the spool, and a visitor without a ``vid``\ngets no cookie. OPTIONS (CORS preflight) and other methods are not claimed:\nthe Python app answers them (engine/ingest/app.py).\n\nWith ``TRACKER_PURE_PARSE=1`` the record comes from the reference parser\n(engine/parse_ref.py) instead: same spool, same answers, slower.\n";
+static const char __pyx_k_not_enough_values_found_during_a[] = "not enough values found during array assignment, expected %zd, got %zd";
+static const char __pyx_k_too_many_values_found_during_arr[] = "too many values found during array assignment, expected %zd";
 /* #### Code section: decls ### */
 static int __pyx_pf_6engine_6ingest_6_track_11TrackRoutes___init__(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *__pyx_v_self, PyObject *__pyx_v_app, struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_spool, PyObject *__pyx_v_ids, PyObject *__pyx_v_pure); /* proto */
 static void __pyx_pf_6engine_6ingest_6_track_11TrackRoutes_2__dealloc__(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *__pyx_v_self); /* proto */
@@ -3657,6 +3909,7 @@ namespace {
     PyTypeObject *__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry;
     PyTypeObject *__pyx_ptype_6engine_4http_11_connection_HttpConnection;
     PyTypeObject *__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter;
+    PyTypeObject *__pyx_ptype_6engine_6limits_7_bucket_SharedLimits;
     PyObject *__pyx_type_6engine_6ingest_6_track_TrackRoutes;
     PyObject *__pyx_type_6engine_6ingest_6_track___pyx_scope_struct__drain_stats;
     PyObject *__pyx_type_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr;
@@ -3781,33 +4034,33 @@ static __pyx_mstatetype * const __pyx_mstate_global = &__pyx_mstate_global_stati
 #define __pyx_n_u_test __pyx_string_tab[42]
 #define __pyx_n_u_is_coroutine __pyx_string_tab[43]
 #define __pyx_n_u_accept_language __pyx_string_tab[44]
-#define __pyx_n_u_allow __pyx_string_tab[45]
-#define __pyx_n_u_answered __pyx_string_tab[46]
-#define __pyx_n_u_api_prefix __pyx_string_tab[47]
-#define __pyx_n_u_app __pyx_string_tab[48]
-#define __pyx_n_u_append __pyx_string_tab[49]
-#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[50]
-#define __pyx_n_u_client_ip __pyx_string_tab[51]
-#define __pyx_n_u_cline_in_traceback __pyx_string_tab[52]
-#define __pyx_n_u_close __pyx_string_tab[53]
-#define __pyx_n_u_config __pyx_string_tab[54]
-#define __pyx_n_u_cookie __pyx_string_tab[55]
-#define __pyx_n_u_cookie_vid __pyx_string_tab[56]
-#define __pyx_n_u_data __pyx_string_tab[57]
-#define __pyx_n_u_date __pyx_string_tab[58]
-#define __pyx_n_u_debug_header __pyx_string_tab[59]
-#define __pyx_n_u_decode __pyx_string_tab[60]
-#define __pyx_n_u_default_redirect __pyx_string_tab[61]
-#define __pyx_n_u_drain_stats __pyx_string_tab[62]
-#define __pyx_n_u_drain_stats_locals_genexpr __pyx_string_tab[63]
-#define __pyx_n_u_encode __pyx_string_tab[64]
-#define __pyx_n_u_encode_track __pyx_string_tab[65]
-#define __pyx_n_u_engine __pyx_string_tab[66]
-#define __pyx_n_u_engine_errors __pyx_string_tab[67]
-#define __pyx_n_u_engine_http __pyx_string_tab[68]
-#define __pyx_n_u_engine_ingest__track __pyx_string_tab[69]
-#define __pyx_n_u_engine_ingest_redirect __pyx_string_tab[70]
-#define __pyx_n_u_engine_limits_policy __pyx_string_tab[71]
+#define __pyx_n_u_answered __pyx_string_tab[45]
+#define __pyx_n_u_api_prefix __pyx_string_tab[46]
+#define __pyx_n_u_app __pyx_string_tab[47]
+#define __pyx_n_u_append __pyx_string_tab[48]
+#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[49]
+#define __pyx_n_u_client_ip __pyx_string_tab[50]
+#define __pyx_n_u_cline_in_traceback __pyx_string_tab[51]
+#define __pyx_n_u_close __pyx_string_tab[52]
+#define __pyx_n_u_config __pyx_string_tab[53]
+#define __pyx_n_u_cookie __pyx_string_tab[54]
+#define __pyx_n_u_cookie_vid __pyx_string_tab[55]
+#define __pyx_n_u_data __pyx_string_tab[56]
+#define __pyx_n_u_date __pyx_string_tab[57]
+#define __pyx_n_u_debug_header __pyx_string_tab[58]
+#define __pyx_n_u_decode __pyx_string_tab[59]
+#define __pyx_n_u_default_redirect __pyx_string_tab[60]
+#define __pyx_n_u_drain_stats __pyx_string_tab[61]
+#define __pyx_n_u_drain_stats_locals_genexpr __pyx_string_tab[62]
+#define __pyx_n_u_encode __pyx_string_tab[63]
+#define __pyx_n_u_encode_track __pyx_string_tab[64]
+#define __pyx_n_u_engine __pyx_string_tab[65]
+#define __pyx_n_u_engine_errors __pyx_string_tab[66]
+#define __pyx_n_u_engine_http __pyx_string_tab[67]
+#define __pyx_n_u_engine_ingest__track __pyx_string_tab[68]
+#define __pyx_n_u_engine_ingest_redirect __pyx_string_tab[69]
+#define __pyx_n_u_engine_limits_policy __pyx_string_tab[70]
+#define __pyx_n_u_enumerate __pyx_string_tab[71]
 #define __pyx_n_u_error_response __pyx_string_tab[72]
 #define __pyx_n_u_event __pyx_string_tab[73]
 #define __pyx_n_u_events __pyx_string_tab[74]
@@ -3922,6 +4175,7 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   Py_CLEAR(clear_module_state->__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry);
   Py_CLEAR(clear_module_state->__pyx_ptype_6engine_4http_11_connection_HttpConnection);
   Py_CLEAR(clear_module_state->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter);
+  Py_CLEAR(clear_module_state->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits);
   Py_CLEAR(clear_module_state->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes);
   Py_CLEAR(clear_module_state->__pyx_type_6engine_6ingest_6_track_TrackRoutes);
   Py_CLEAR(clear_module_state->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct__drain_stats);
@@ -3968,6 +4222,7 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   Py_VISIT(traverse_module_state->__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry);
   Py_VISIT(traverse_module_state->__pyx_ptype_6engine_4http_11_connection_HttpConnection);
   Py_VISIT(traverse_module_state->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter);
+  Py_VISIT(traverse_module_state->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits);
   Py_VISIT(traverse_module_state->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes);
   Py_VISIT(traverse_module_state->__pyx_type_6engine_6ingest_6_track_TrackRoutes);
   Py_VISIT(traverse_module_state->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct__drain_stats);
@@ -3997,7 +4252,361 @@ return 0;
 #endif
 /* #### Code section: module_code ### */
 
-/* "engine/ingest/_track.pyx":67
+/* "carray.from_py":97
+ *     object PyErr_Format(exc, const char *format, ...)
+ * 
+ * @cname("__Pyx_carray_from_py_double")             # <<<<<<<<<<<<<<
+ * cdef int __Pyx_carray_from_py_double(object o, base_type *v, Py_ssize_t length) except -1:
+ *     cdef Py_ssize_t i = length
+*/
+
+static int __Pyx_carray_from_py_double(PyObject *__pyx_v_o, double *__pyx_v_v, Py_ssize_t __pyx_v_length) {
+  Py_ssize_t __pyx_v_i;
+  PyObject *__pyx_v_item = NULL;
+  int __pyx_r;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  PyObject *__pyx_t_3 = NULL;
+  Py_ssize_t __pyx_t_4;
+  int __pyx_t_5;
+  int __pyx_t_6;
+  PyObject *__pyx_t_7 = NULL;
+  Py_ssize_t __pyx_t_8;
+  PyObject *(*__pyx_t_9)(PyObject *);
+  PyObject *__pyx_t_10 = NULL;
+  double __pyx_t_11;
+  char const *__pyx_t_12;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("__Pyx_carray_from_py_double", 0);
+
+  /* "carray.from_py":99
+ * @cname("__Pyx_carray_from_py_double")
+ * cdef int __Pyx_carray_from_py_double(object o, base_type *v, Py_ssize_t length) except -1:
+ *     cdef Py_ssize_t i = length             # <<<<<<<<<<<<<<
+ *     try:
+ *         i = len(o)
+*/
+  __pyx_v_i = __pyx_v_length;
+
+  /* "carray.from_py":100
+ * cdef int __Pyx_carray_from_py_double(object o, base_type *v, Py_ssize_t length) except -1:
+ *     cdef Py_ssize_t i = length
+ *     try:             # <<<<<<<<<<<<<<
+ *         i = len(o)
+ *     except (TypeError, OverflowError):
+*/
+  {
+    __Pyx_PyThreadState_declare
+    __Pyx_PyThreadState_assign
+    __Pyx_ExceptionSave(&__pyx_t_1, &__pyx_t_2, &__pyx_t_3);
+    __Pyx_XGOTREF(__pyx_t_1);
+    __Pyx_XGOTREF(__pyx_t_2);
+    __Pyx_XGOTREF(__pyx_t_3);
+    /*try:*/ {
+
+      /* "carray.from_py":101
+ *     cdef Py_ssize_t i = length
+ *     try:
+ *         i = len(o)             # <<<<<<<<<<<<<<
+ *     except (TypeError, OverflowError):
+ *         pass
+*/
+      __pyx_t_4 = PyObject_Length(__pyx_v_o); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(1, 101, __pyx_L3_error)
+      __pyx_v_i = __pyx_t_4;
+
+      /* "carray.from_py":100
+ * cdef int __Pyx_carray_from_py_double(object o, base_type *v, Py_ssize_t length) except -1:
+ *     cdef Py_ssize_t i = length
+ *     try:             # <<<<<<<<<<<<<<
+ *         i = len(o)
+ *     except (TypeError, OverflowError):
+*/
+    }
+    __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
+    __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
+    __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
+    goto __pyx_L8_try_end;
+    __pyx_L3_error:;
+
+    /* "carray.from_py":102
+ *     try:
+ *         i = len(o)
+ *     except (TypeError, OverflowError):             # <<<<<<<<<<<<<<
+ *         pass
+ *     if i == length:
+*/
+    __pyx_t_5 = __Pyx_PyErr_ExceptionMatches2(((PyObject *)(((PyTypeObject*)PyExc_TypeError))), ((PyObject *)(((PyTypeObject*)PyExc_OverflowError))));
+    if (__pyx_t_5) {
+      __Pyx_ErrRestore(0,0,0);
+      goto __pyx_L4_exception_handled;
+    }
+    goto __pyx_L5_except_error;
+
+    /* "carray.from_py":100
+ * cdef int __Pyx_carray_from_py_double(object o, base_type *v, Py_ssize_t length) except -1:
+ *     cdef Py_ssize_t i = length
+ *     try:             # <<<<<<<<<<<<<<
+ *         i = len(o)
+ *     except (TypeError, OverflowError):
+*/
+    __pyx_L5_except_error:;
+    __Pyx_XGIVEREF(__pyx_t_1);
+    __Pyx_XGIVEREF(__pyx_t_2);
+    __Pyx_XGIVEREF(__pyx_t_3);
+    __Pyx_ExceptionReset(__pyx_t_1, __pyx_t_2, __pyx_t_3);
+    goto __pyx_L1_error;
+    __pyx_L4_exception_handled:;
+    __Pyx_XGIVEREF(__pyx_t_1);
+    __Pyx_XGIVEREF(__pyx_t_2);
+    __Pyx_XGIVEREF(__pyx_t_3);
+    __Pyx_ExceptionReset(__pyx_t_1, __pyx_t_2, __pyx_t_3);
+    __pyx_L8_try_end:;
+  }
+
+  /* "carray.from_py":104
+ *     except (TypeError, OverflowError):
+ *         pass
+ *     if i == length:             # <<<<<<<<<<<<<<
+ *         for i, item in enumerate(o):
+ *             if i >= length:
+*/
+  __pyx_t_6 = (__pyx_v_i == __pyx_v_length);
+
+  if (__pyx_t_6) {
+
+
+    /* "carray.from_py":105
+ *         pass
+ *     if i == length:
+ *         for i, item in enumerate(o):             # <<<<<<<<<<<<<<
+ *             if i >= length:
+ *                 break
+*/
+
+    __pyx_t_4 = 0;
+    if (likely(PyList_CheckExact(__pyx_v_o)) || PyTuple_CheckExact(__pyx_v_o)) {
+      __pyx_t_7 = __pyx_v_o; __Pyx_INCREF(__pyx_t_7);
+      __pyx_t_8 = 0;
+      __pyx_t_9 = NULL;
+    } else {
+      __pyx_t_8 = -1; __pyx_t_7 = PyObject_GetIter(__pyx_v_o); if (unlikely(!__pyx_t_7)) __PYX_ERR(1, 105, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_7);
+      __pyx_t_9 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_7); if (unlikely(!__pyx_t_9)) __PYX_ERR(1, 105, __pyx_L1_error)
+    }
+    for (;;) {
+      if (likely(!__pyx_t_9)) {
+        if (likely(PyList_CheckExact(__pyx_t_7))) {
+          {
+            Py_ssize_t __pyx_temp = __Pyx_PyList_GET_SIZE(__pyx_t_7);
+            #if !CYTHON_ASSUME_SAFE_SIZE
+            if (unlikely((__pyx_temp < 0))) __PYX_ERR(1, 105, __pyx_L1_error)
+            #endif
+            if (__pyx_t_8 >= __pyx_temp) break;
+          }
+          __pyx_t_10 = __Pyx_PyList_GET_ITEM_REF(__pyx_t_7, __pyx_t_8, __Pyx_ReferenceSharing_OwnStrongReference);
+          ++__pyx_t_8;
+        } else {
+          {
+            Py_ssize_t __pyx_temp = __Pyx_PyTuple_GET_SIZE(__pyx_t_7);
+            #if !CYTHON_ASSUME_SAFE_SIZE
+            if (unlikely((__pyx_temp < 0))) __PYX_ERR(1, 105, __pyx_L1_error)
+            #endif
+            if (__pyx_t_8 >= __pyx_temp) break;
+          }
+          #if CYTHON_ASSUME_SAFE_MACROS && !CYTHON_AVOID_BORROWED_REFS
+          __pyx_t_10 = __Pyx_NewRef(PyTuple_GET_ITEM(__pyx_t_7, __pyx_t_8));
+          #else
+          __pyx_t_10 = __Pyx_PySequence_ITEM(__pyx_t_7, __pyx_t_8);
+          #endif
+          ++__pyx_t_8;
+        }
+        if (unlikely(!__pyx_t_10)) __PYX_ERR(1, 105, __pyx_L1_error)
+      } else {
+        __pyx_t_10 = __pyx_t_9(__pyx_t_7);
+        if (unlikely(!__pyx_t_10)) {
+          PyObject* exc_type = PyErr_Occurred();
+          if (exc_type) {
+            if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(1, 105, __pyx_L1_error)
+            PyErr_Clear();
+          }
+          break;
+        }
+      }
+      __Pyx_GOTREF(__pyx_t_10);
+      __Pyx_XDECREF_SET(__pyx_v_item, __pyx_t_10);
+      __pyx_t_10 = 0;
+      __pyx_v_i = __pyx_t_4;
+      __pyx_t_4 = (__pyx_t_4 + 1);
+
+      /* "carray.from_py":106
+ *     if i == length:
+ *         for i, item in enumerate(o):
+ *             if i >= length:             # <<<<<<<<<<<<<<
+ *                 break
+ *             v[i] = item
+*/
+      __pyx_t_6 = (__pyx_v_i >= __pyx_v_length);
+
+      if (__pyx_t_6) {
+
+
+        /* "carray.from_py":107
+ *         for i, item in enumerate(o):
+ *             if i >= length:
+ *                 break             # <<<<<<<<<<<<<<
+ *             v[i] = item
+ *         else:
+*/
+        goto __pyx_L13_break;
+
+        /* "carray.from_py":106
+ *     if i == length:
+ *         for i, item in enumerate(o):
+ *             if i >= length:             # <<<<<<<<<<<<<<
+ *                 break
+ *             v[i] = item
+*/
+      }
+
+      /* "carray.from_py":108
+ *             if i >= length:
+ *                 break
+ *             v[i] = item             # <<<<<<<<<<<<<<
+ *         else:
+ *             i += 1  # convert index to length
+*/
+      __pyx_t_11 = __Pyx_PyFloat_AsDouble(__pyx_v_item); if (unlikely((__pyx_t_11 == (double)-1) && PyErr_Occurred())) __PYX_ERR(1, 108, __pyx_L1_error)
+      (__pyx_v_v[__pyx_v_i]) = __pyx_t_11;
+
+
+      /* "carray.from_py":105
+ *         pass
+ *     if i == length:
+ *         for i, item in enumerate(o):             # <<<<<<<<<<<<<<
+ *             if i >= length:
+ *                 break
+*/
+    }
+    __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
+    goto __pyx_L15_for_else;
+    __pyx_L13_break:;
+    __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
+    goto __pyx_L16_for_end;
+    /*else*/ {
+      __pyx_L15_for_else:;
+
+      /* "carray.from_py":110
+ *             v[i] = item
+ *         else:
+ *             i += 1  # convert index to length             # <<<<<<<<<<<<<<
+ *             if i == length:
+ *                 return 0
+*/
+      __pyx_v_i = (__pyx_v_i + 1);
+
+      /* "carray.from_py":111
+ *         else:
+ *             i += 1  # convert index to length
+ *             if i == length:             # <<<<<<<<<<<<<<
+ *                 return 0
+ * 
+*/
+      __pyx_t_6 = (__pyx_v_i == __pyx_v_length);
+
+      if (__pyx_t_6) {
+
+
+        /* "carray.from_py":112
+ *             i += 1  # convert index to length
+ *             if i == length:
+ *                 return 0             # <<<<<<<<<<<<<<
+ * 
+ *     PyErr_Format(
+*/
+        {
+
+          __pyx_r = 0;
+        }
+        goto __pyx_L0;
+
+        /* "carray.from_py":111
+ *         else:
+ *             i += 1  # convert index to length
+ *             if i == length:             # <<<<<<<<<<<<<<
+ *                 return 0
+ * 
+*/
+      }
+    }
+    __pyx_L16_for_end:;
+
+    /* "carray.from_py":104
+ *     except (TypeError, OverflowError):
+ *         pass
+ *     if i == length:             # <<<<<<<<<<<<<<
+ *         for i, item in enumerate(o):
+ *             if i >= length:
+*/
+  }
+
+  /* "carray.from_py":117
+ *         IndexError,
+ *         ("too many values found during array assignment, expected %zd"
+ *          if i >= length else             # <<<<<<<<<<<<<<
+ *          "not enough values found during array assignment, expected %zd, got %zd"),
+ *         length, i)
+*/
+  __pyx_t_6 = (__pyx_v_i >= __pyx_v_length);
+
+  if (__pyx_t_6) {
+
+    __pyx_t_12 = __pyx_k_too_many_values_found_during_arr;
+  } else {
+
+    __pyx_t_12 = __pyx_k_not_enough_values_found_during_a;
+  }
+
+
+  /* "carray.from_py":114
+ *                 return 0
+ * 
+ *     PyErr_Format(             # <<<<<<<<<<<<<<
+ *         IndexError,
+ *         ("too many values found during array assignment, expected %zd"
+*/
+  __pyx_t_7 = PyErr_Format(((PyObject *)(((PyTypeObject*)PyExc_IndexError))), __pyx_t_12, __pyx_v_length, __pyx_v_i); if (unlikely(!__pyx_t_7)) __PYX_ERR(1, 114, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_7);
+
+  __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
+
+  /* "carray.from_py":97
+ *     object PyErr_Format(exc, const char *format, ...)
+ * 
+ * @cname("__Pyx_carray_from_py_double")             # <<<<<<<<<<<<<<
+ * cdef int __Pyx_carray_from_py_double(object o, base_type *v, Py_ssize_t length) except -1:
+ *     cdef Py_ssize_t i = length
+*/
+
+  /* function exit code */
+  __pyx_r = 0;
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_7);
+  __Pyx_XDECREF(__pyx_t_10);
+  __Pyx_AddTraceback("carray.from_py.__Pyx_carray_from_py_double", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = -1;
+  __pyx_L0:;
+
+  __Pyx_XDECREF(__pyx_v_item);
+
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "engine/ingest/_track.pyx":68
  * 
  * 
  * cdef inline double _mono() noexcept:             # <<<<<<<<<<<<<<
@@ -4009,7 +4618,7 @@ static CYTHON_INLINE double __pyx_f_6engine_6ingest_6_track__mono(void) {
   struct timespec __pyx_v_ts;
   double __pyx_r;
 
-  /* "engine/ingest/_track.pyx":69
+  /* "engine/ingest/_track.pyx":70
  * cdef inline double _mono() noexcept:
  *     cdef timespec ts
  *     clock_gettime(CLOCK_MONOTONIC, &ts)             # <<<<<<<<<<<<<<
@@ -4018,7 +4627,7 @@ static CYTHON_INLINE double __pyx_f_6engine_6ingest_6_track__mono(void) {
 */
   (void)(clock_gettime(CLOCK_MONOTONIC, (&__pyx_v_ts)));
 
-  /* "engine/ingest/_track.pyx":70
+  /* "engine/ingest/_track.pyx":71
  *     cdef timespec ts
  *     clock_gettime(CLOCK_MONOTONIC, &ts)
  *     return ts.tv_sec + ts.tv_nsec * 1e-9             # <<<<<<<<<<<<<<
@@ -4031,7 +4640,7 @@ static CYTHON_INLINE double __pyx_f_6engine_6ingest_6_track__mono(void) {
   }
   goto __pyx_L0;
 
-  /* "engine/ingest/_track.pyx":67
+  /* "engine/ingest/_track.pyx":68
  * 
  * 
  * cdef inline double _mono() noexcept:             # <<<<<<<<<<<<<<
@@ -4046,7 +4655,7 @@ static CYTHON_INLINE double __pyx_f_6engine_6ingest_6_track__mono(void) {
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":73
+/* "engine/ingest/_track.pyx":74
  * 
  * 
  * cdef inline int64_t _now_ms() noexcept:             # <<<<<<<<<<<<<<
@@ -4058,7 +4667,7 @@ static CYTHON_INLINE int64_t __pyx_f_6engine_6ingest_6_track__now_ms(void) {
   struct timespec __pyx_v_ts;
   int64_t __pyx_r;
 
-  /* "engine/ingest/_track.pyx":75
+  /* "engine/ingest/_track.pyx":76
  * cdef inline int64_t _now_ms() noexcept:
  *     cdef timespec ts
  *     clock_gettime(CLOCK_REALTIME, &ts)             # <<<<<<<<<<<<<<
@@ -4067,7 +4676,7 @@ static CYTHON_INLINE int64_t __pyx_f_6engine_6ingest_6_track__now_ms(void) {
 */
   (void)(clock_gettime(CLOCK_REALTIME, (&__pyx_v_ts)));
 
-  /* "engine/ingest/_track.pyx":76
+  /* "engine/ingest/_track.pyx":77
  *     cdef timespec ts
  *     clock_gettime(CLOCK_REALTIME, &ts)
  *     return <int64_t>ts.tv_sec * 1000 + ts.tv_nsec // 1000000             # <<<<<<<<<<<<<<
@@ -4080,7 +4689,7 @@ static CYTHON_INLINE int64_t __pyx_f_6engine_6ingest_6_track__now_ms(void) {
   }
   goto __pyx_L0;
 
-  /* "engine/ingest/_track.pyx":73
+  /* "engine/ingest/_track.pyx":74
  * 
  * 
  * cdef inline int64_t _now_ms() noexcept:             # <<<<<<<<<<<<<<
@@ -4095,7 +4704,7 @@ static CYTHON_INLINE int64_t __pyx_f_6engine_6ingest_6_track__now_ms(void) {
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":79
+/* "engine/ingest/_track.pyx":80
  * 
  * 
  * cdef bint header_safe(const char* p, Py_ssize_t n) noexcept:             # <<<<<<<<<<<<<<
@@ -4112,7 +4721,7 @@ static int __pyx_f_6engine_6ingest_6_track_header_safe(char const *__pyx_v_p, Py
   Py_ssize_t __pyx_t_4;
   int __pyx_t_5;
 
-  /* "engine/ingest/_track.pyx":82
+  /* "engine/ingest/_track.pyx":83
  *     """Printable ASCII only and not too long: safe to echo in a header."""
  *     cdef Py_ssize_t i
  *     if n >= 2048:             # <<<<<<<<<<<<<<
@@ -4124,7 +4733,7 @@ static int __pyx_f_6engine_6ingest_6_track_header_safe(char const *__pyx_v_p, Py
   if (__pyx_t_1) {
 
 
-    /* "engine/ingest/_track.pyx":83
+    /* "engine/ingest/_track.pyx":84
  *     cdef Py_ssize_t i
  *     if n >= 2048:
  *         return False             # <<<<<<<<<<<<<<
@@ -4137,7 +4746,7 @@ static int __pyx_f_6engine_6ingest_6_track_header_safe(char const *__pyx_v_p, Py
     }
     goto __pyx_L0;
 
-    /* "engine/ingest/_track.pyx":82
+    /* "engine/ingest/_track.pyx":83
  *     """Printable ASCII only and not too long: safe to echo in a header."""
  *     cdef Py_ssize_t i
  *     if n >= 2048:             # <<<<<<<<<<<<<<
@@ -4146,7 +4755,7 @@ static int __pyx_f_6engine_6ingest_6_track_header_safe(char const *__pyx_v_p, Py
 */
   }
 
-  /* "engine/ingest/_track.pyx":84
+  /* "engine/ingest/_track.pyx":85
  *     if n >= 2048:
  *         return False
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -4160,7 +4769,7 @@ static int __pyx_f_6engine_6ingest_6_track_header_safe(char const *__pyx_v_p, Py
   for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_i = __pyx_t_4;
 
-    /* "engine/ingest/_track.pyx":85
+    /* "engine/ingest/_track.pyx":86
  *         return False
  *     for i in range(n):
  *         if not (32 <= <unsigned char>p[i] < 127):             # <<<<<<<<<<<<<<
@@ -4177,7 +4786,7 @@ static int __pyx_f_6engine_6ingest_6_track_header_safe(char const *__pyx_v_p, Py
     if (__pyx_t_5) {
 
 
-      /* "engine/ingest/_track.pyx":86
+      /* "engine/ingest/_track.pyx":87
  *     for i in range(n):
  *         if not (32 <= <unsigned char>p[i] < 127):
  *             return False             # <<<<<<<<<<<<<<
@@ -4190,7 +4799,7 @@ static int __pyx_f_6engine_6ingest_6_track_header_safe(char const *__pyx_v_p, Py
       }
       goto __pyx_L0;
 
-      /* "engine/ingest/_track.pyx":85
+      /* "engine/ingest/_track.pyx":86
  *         return False
  *     for i in range(n):
  *         if not (32 <= <unsigned char>p[i] < 127):             # <<<<<<<<<<<<<<
@@ -4201,7 +4810,7 @@ static int __pyx_f_6engine_6ingest_6_track_header_safe(char const *__pyx_v_p, Py
   }
 
 
-  /* "engine/ingest/_track.pyx":87
+  /* "engine/ingest/_track.pyx":88
  *         if not (32 <= <unsigned char>p[i] < 127):
  *             return False
  *     return True             # <<<<<<<<<<<<<<
@@ -4214,7 +4823,7 @@ static int __pyx_f_6engine_6ingest_6_track_header_safe(char const *__pyx_v_p, Py
   }
   goto __pyx_L0;
 
-  /* "engine/ingest/_track.pyx":79
+  /* "engine/ingest/_track.pyx":80
  * 
  * 
  * cdef bint header_safe(const char* p, Py_ssize_t n) noexcept:             # <<<<<<<<<<<<<<
@@ -4229,7 +4838,7 @@ static int __pyx_f_6engine_6ingest_6_track_header_safe(char const *__pyx_v_p, Py
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":90
+/* "engine/ingest/_track.pyx":91
  * 
  * 
  * cdef inline void _add(Buf* b, bytes piece) noexcept:             # <<<<<<<<<<<<<<
@@ -4240,7 +4849,7 @@ static int __pyx_f_6engine_6ingest_6_track_header_safe(char const *__pyx_v_p, Py
 static CYTHON_INLINE void __pyx_f_6engine_6ingest_6_track__add(struct __pyx_t_6engine_6_parse_Buf *__pyx_v_b, PyObject *__pyx_v_piece) {
   Py_ssize_t __pyx_v_n;
 
-  /* "engine/ingest/_track.pyx":91
+  /* "engine/ingest/_track.pyx":92
  * 
  * cdef inline void _add(Buf* b, bytes piece) noexcept:
  *     cdef Py_ssize_t n = PyBytes_GET_SIZE(piece)             # <<<<<<<<<<<<<<
@@ -4249,7 +4858,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6ingest_6_track__add(struct __pyx_t_6e
 */
   __pyx_v_n = PyBytes_GET_SIZE(__pyx_v_piece);
 
-  /* "engine/ingest/_track.pyx":92
+  /* "engine/ingest/_track.pyx":93
  * cdef inline void _add(Buf* b, bytes piece) noexcept:
  *     cdef Py_ssize_t n = PyBytes_GET_SIZE(piece)
  *     memcpy(b.data + b.len, PyBytes_AS_STRING(piece), n)             # <<<<<<<<<<<<<<
@@ -4258,7 +4867,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6ingest_6_track__add(struct __pyx_t_6e
 */
   (void)(memcpy((__pyx_v_b->data + __pyx_v_b->len), PyBytes_AS_STRING(__pyx_v_piece), __pyx_v_n));
 
-  /* "engine/ingest/_track.pyx":93
+  /* "engine/ingest/_track.pyx":94
  *     cdef Py_ssize_t n = PyBytes_GET_SIZE(piece)
  *     memcpy(b.data + b.len, PyBytes_AS_STRING(piece), n)
  *     b.len += n             # <<<<<<<<<<<<<<
@@ -4267,7 +4876,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6ingest_6_track__add(struct __pyx_t_6e
 */
   __pyx_v_b->len = (__pyx_v_b->len + __pyx_v_n);
 
-  /* "engine/ingest/_track.pyx":90
+  /* "engine/ingest/_track.pyx":91
  * 
  * 
  * cdef inline void _add(Buf* b, bytes piece) noexcept:             # <<<<<<<<<<<<<<
@@ -4280,7 +4889,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6ingest_6_track__add(struct __pyx_t_6e
 
 }
 
-/* "engine/ingest/_track.pyx":96
+/* "engine/ingest/_track.pyx":97
  * 
  * 
  * cdef inline void _add_raw(Buf* b, const char* p, Py_ssize_t n) noexcept:             # <<<<<<<<<<<<<<
@@ -4290,7 +4899,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6ingest_6_track__add(struct __pyx_t_6e
 
 static CYTHON_INLINE void __pyx_f_6engine_6ingest_6_track__add_raw(struct __pyx_t_6engine_6_parse_Buf *__pyx_v_b, char const *__pyx_v_p, Py_ssize_t __pyx_v_n) {
 
-  /* "engine/ingest/_track.pyx":97
+  /* "engine/ingest/_track.pyx":98
  * 
  * cdef inline void _add_raw(Buf* b, const char* p, Py_ssize_t n) noexcept:
  *     memcpy(b.data + b.len, p, n)             # <<<<<<<<<<<<<<
@@ -4299,7 +4908,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6ingest_6_track__add_raw(struct __pyx_
 */
   (void)(memcpy((__pyx_v_b->data + __pyx_v_b->len), __pyx_v_p, __pyx_v_n));
 
-  /* "engine/ingest/_track.pyx":98
+  /* "engine/ingest/_track.pyx":99
  * cdef inline void _add_raw(Buf* b, const char* p, Py_ssize_t n) noexcept:
  *     memcpy(b.data + b.len, p, n)
  *     b.len += n             # <<<<<<<<<<<<<<
@@ -4308,7 +4917,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6ingest_6_track__add_raw(struct __pyx_
 */
   __pyx_v_b->len = (__pyx_v_b->len + __pyx_v_n);
 
-  /* "engine/ingest/_track.pyx":96
+  /* "engine/ingest/_track.pyx":97
  * 
  * 
  * cdef inline void _add_raw(Buf* b, const char* p, Py_ssize_t n) noexcept:             # <<<<<<<<<<<<<<
@@ -4320,7 +4929,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6ingest_6_track__add_raw(struct __pyx_
 
 }
 
-/* "engine/ingest/_track.pyx":101
+/* "engine/ingest/_track.pyx":102
  * 
  * 
  * cdef void _add_uuid(Buf* b, const uint8_t* u) noexcept:             # <<<<<<<<<<<<<<
@@ -4334,7 +4943,7 @@ static void __pyx_f_6engine_6ingest_6_track__add_uuid(struct __pyx_t_6engine_6_p
   int __pyx_v_j;
   int __pyx_t_1;
 
-  /* "engine/ingest/_track.pyx":102
+  /* "engine/ingest/_track.pyx":103
  * 
  * cdef void _add_uuid(Buf* b, const uint8_t* u) noexcept:
  *     cdef char* out = b.data + b.len             # <<<<<<<<<<<<<<
@@ -4343,7 +4952,7 @@ static void __pyx_f_6engine_6ingest_6_track__add_uuid(struct __pyx_t_6engine_6_p
 */
   __pyx_v_out = (__pyx_v_b->data + __pyx_v_b->len);
 
-  /* "engine/ingest/_track.pyx":103
+  /* "engine/ingest/_track.pyx":104
  * cdef void _add_uuid(Buf* b, const uint8_t* u) noexcept:
  *     cdef char* out = b.data + b.len
  *     cdef int i, j = 0             # <<<<<<<<<<<<<<
@@ -4352,7 +4961,7 @@ static void __pyx_f_6engine_6ingest_6_track__add_uuid(struct __pyx_t_6engine_6_p
 */
   __pyx_v_j = 0;
 
-  /* "engine/ingest/_track.pyx":104
+  /* "engine/ingest/_track.pyx":105
  *     cdef char* out = b.data + b.len
  *     cdef int i, j = 0
  *     for i in range(16):             # <<<<<<<<<<<<<<
@@ -4362,7 +4971,7 @@ static void __pyx_f_6engine_6ingest_6_track__add_uuid(struct __pyx_t_6engine_6_p
   for (__pyx_t_1 = 0; __pyx_t_1 < 16; __pyx_t_1+=1) {
     __pyx_v_i = __pyx_t_1;
 
-    /* "engine/ingest/_track.pyx":105
+    /* "engine/ingest/_track.pyx":106
  *     cdef int i, j = 0
  *     for i in range(16):
  *         if i == 4 or i == 6 or i == 8 or i == 10:             # <<<<<<<<<<<<<<
@@ -4375,7 +4984,7 @@ static void __pyx_f_6engine_6ingest_6_track__add_uuid(struct __pyx_t_6engine_6_p
       case 8:
       case 10:
 
-      /* "engine/ingest/_track.pyx":106
+      /* "engine/ingest/_track.pyx":107
  *     for i in range(16):
  *         if i == 4 or i == 6 or i == 8 or i == 10:
  *             out[j] = b'-'             # <<<<<<<<<<<<<<
@@ -4384,7 +4993,7 @@ static void __pyx_f_6engine_6ingest_6_track__add_uuid(struct __pyx_t_6engine_6_p
 */
       (__pyx_v_out[__pyx_v_j]) = '-';
 
-      /* "engine/ingest/_track.pyx":107
+      /* "engine/ingest/_track.pyx":108
  *         if i == 4 or i == 6 or i == 8 or i == 10:
  *             out[j] = b'-'
  *             j += 1             # <<<<<<<<<<<<<<
@@ -4393,7 +5002,7 @@ static void __pyx_f_6engine_6ingest_6_track__add_uuid(struct __pyx_t_6engine_6_p
 */
       __pyx_v_j = (__pyx_v_j + 1);
 
-      /* "engine/ingest/_track.pyx":105
+      /* "engine/ingest/_track.pyx":106
  *     cdef int i, j = 0
  *     for i in range(16):
  *         if i == 4 or i == 6 or i == 8 or i == 10:             # <<<<<<<<<<<<<<
@@ -4404,7 +5013,7 @@ static void __pyx_f_6engine_6ingest_6_track__add_uuid(struct __pyx_t_6engine_6_p
       default: break;
     }
 
-    /* "engine/ingest/_track.pyx":108
+    /* "engine/ingest/_track.pyx":109
  *             out[j] = b'-'
  *             j += 1
  *         out[j] = _HEX[u[i] >> 4]             # <<<<<<<<<<<<<<
@@ -4413,7 +5022,7 @@ static void __pyx_f_6engine_6ingest_6_track__add_uuid(struct __pyx_t_6engine_6_p
 */
     (__pyx_v_out[__pyx_v_j]) = (__pyx_v_6engine_6ingest_6_track__HEX[((__pyx_v_u[__pyx_v_i]) >> 4)]);
 
-    /* "engine/ingest/_track.pyx":109
+    /* "engine/ingest/_track.pyx":110
  *             j += 1
  *         out[j] = _HEX[u[i] >> 4]
  *         out[j + 1] = _HEX[u[i] & 0xF]             # <<<<<<<<<<<<<<
@@ -4422,7 +5031,7 @@ static void __pyx_f_6engine_6ingest_6_track__add_uuid(struct __pyx_t_6engine_6_p
 */
     (__pyx_v_out[(__pyx_v_j + 1)]) = (__pyx_v_6engine_6ingest_6_track__HEX[((__pyx_v_u[__pyx_v_i]) & 0xF)]);
 
-    /* "engine/ingest/_track.pyx":110
+    /* "engine/ingest/_track.pyx":111
  *         out[j] = _HEX[u[i] >> 4]
  *         out[j + 1] = _HEX[u[i] & 0xF]
  *         j += 2             # <<<<<<<<<<<<<<
@@ -4432,7 +5041,7 @@ static void __pyx_f_6engine_6ingest_6_track__add_uuid(struct __pyx_t_6engine_6_p
     __pyx_v_j = (__pyx_v_j + 2);
   }
 
-  /* "engine/ingest/_track.pyx":111
+  /* "engine/ingest/_track.pyx":112
  *         out[j + 1] = _HEX[u[i] & 0xF]
  *         j += 2
  *     b.len += 36             # <<<<<<<<<<<<<<
@@ -4441,7 +5050,7 @@ static void __pyx_f_6engine_6ingest_6_track__add_uuid(struct __pyx_t_6engine_6_p
 */
   __pyx_v_b->len = (__pyx_v_b->len + 36);
 
-  /* "engine/ingest/_track.pyx":101
+  /* "engine/ingest/_track.pyx":102
  * 
  * 
  * cdef void _add_uuid(Buf* b, const uint8_t* u) noexcept:             # <<<<<<<<<<<<<<
@@ -4456,7 +5065,7 @@ static void __pyx_f_6engine_6ingest_6_track__add_uuid(struct __pyx_t_6engine_6_p
 
 }
 
-/* "engine/ingest/_track.pyx":140
+/* "engine/ingest/_track.pyx":141
  *     cdef object _keep_redirect      # the reference path's redirect bytes (res points in)
  * 
  *     def __init__(self, app, SpoolWriter spool, ids=None, pure=False):             # <<<<<<<<<<<<<<
@@ -4489,50 +5098,50 @@ static int __pyx_pw_6engine_6ingest_6_track_11TrackRoutes_1__init__(PyObject *__
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_app,&__pyx_mstate_global->__pyx_n_u_spool,&__pyx_mstate_global->__pyx_n_u_ids,&__pyx_mstate_global->__pyx_n_u_pure,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 140, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 141, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 140, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 141, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 140, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 141, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 140, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 141, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 140, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 141, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__init__", 0) < (0)) __PYX_ERR(0, 140, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__init__", 0) < (0)) __PYX_ERR(0, 141, __pyx_L3_error)
       if (!values[2]) values[2] = __Pyx_NewRef(((PyObject *)Py_None));
       if (!values[3]) values[3] = __Pyx_NewRef(((PyObject *)Py_False));
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__init__", 0, 2, 4, i); __PYX_ERR(0, 140, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__init__", 0, 2, 4, i); __PYX_ERR(0, 141, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 140, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 141, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 140, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 141, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 140, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 141, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 140, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 141, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -4546,7 +5155,7 @@ static int __pyx_pw_6engine_6ingest_6_track_11TrackRoutes_1__init__(PyObject *__
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__init__", 0, 2, 4, __pyx_nargs); __PYX_ERR(0, 140, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__init__", 0, 2, 4, __pyx_nargs); __PYX_ERR(0, 141, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -4557,7 +5166,7 @@ static int __pyx_pw_6engine_6ingest_6_track_11TrackRoutes_1__init__(PyObject *__
   __Pyx_RefNannyFinishContext();
   return -1;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_spool), __pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, 1, "spool", 0))) __PYX_ERR(0, 140, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_spool), __pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, 1, "spool", 0))) __PYX_ERR(0, 141, __pyx_L1_error)
   __pyx_r = __pyx_pf_6engine_6ingest_6_track_11TrackRoutes___init__(((struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self), __pyx_v_app, __pyx_v_spool, __pyx_v_ids, __pyx_v_pure);
 
   /* function exit code */
@@ -4581,6 +5190,7 @@ static int __pyx_pf_6engine_6ingest_6_track_11TrackRoutes___init__(struct __pyx_
   PyObject *__pyx_v_cfg = NULL;
   PyObject *__pyx_v_version = NULL;
   PyObject *__pyx_v_parse_ref = NULL;
+  PyObject *__pyx_7genexpr__pyx_v_x = NULL;
   int __pyx_r;
   __Pyx_RefNannyDeclarations
   PyObject *__pyx_t_1 = NULL;
@@ -4588,34 +5198,37 @@ static int __pyx_pf_6engine_6ingest_6_track_11TrackRoutes___init__(struct __pyx_
   PyObject *__pyx_t_3 = NULL;
   size_t __pyx_t_4;
   int __pyx_t_5;
-  int __pyx_t_6;
-  PyObject *__pyx_t_7 = NULL;
-  Py_ssize_t __pyx_t_8;
+  PyObject *__pyx_t_6 = NULL;
+  Py_ssize_t __pyx_t_7;
+  PyObject *(*__pyx_t_8)(PyObject *);
+  double __pyx_t_9[4];
+  int __pyx_t_10;
+  PyObject *__pyx_t_11 = NULL;
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__init__", 0);
 
-  /* "engine/ingest/_track.pyx":141
+  /* "engine/ingest/_track.pyx":142
  * 
  *     def __init__(self, app, SpoolWriter spool, ids=None, pure=False):
  *         cfg = app.config             # <<<<<<<<<<<<<<
  *         version = cfg.api_prefix.encode()
  *         self.app = app
 */
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_config); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 141, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_config); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 142, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_v_cfg = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":142
+  /* "engine/ingest/_track.pyx":143
  *     def __init__(self, app, SpoolWriter spool, ids=None, pure=False):
  *         cfg = app.config
  *         version = cfg.api_prefix.encode()             # <<<<<<<<<<<<<<
  *         self.app = app
  *         self.spool = spool
 */
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_cfg, __pyx_mstate_global->__pyx_n_u_api_prefix); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 142, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_cfg, __pyx_mstate_global->__pyx_n_u_api_prefix); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 143, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __pyx_t_2 = __pyx_t_3;
   __Pyx_INCREF(__pyx_t_2);
@@ -4625,13 +5238,13 @@ static int __pyx_pf_6engine_6ingest_6_track_11TrackRoutes___init__(struct __pyx_
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_encode, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 142, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 143, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_version = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":143
+  /* "engine/ingest/_track.pyx":144
  *         cfg = app.config
  *         version = cfg.api_prefix.encode()
  *         self.app = app             # <<<<<<<<<<<<<<
@@ -4643,7 +5256,7 @@ static int __pyx_pf_6engine_6ingest_6_track_11TrackRoutes___init__(struct __pyx_
   __Pyx_GOTREF(__pyx_v_self->app);
   __Pyx_DECREF_SET(__pyx_v_self->app, __pyx_v_app);
 
-  /* "engine/ingest/_track.pyx":144
+  /* "engine/ingest/_track.pyx":145
  *         version = cfg.api_prefix.encode()
  *         self.app = app
  *         self.spool = spool             # <<<<<<<<<<<<<<
@@ -4655,7 +5268,7 @@ static int __pyx_pf_6engine_6ingest_6_track_11TrackRoutes___init__(struct __pyx_
   __Pyx_GOTREF((PyObject *)__pyx_v_self->spool);
   __Pyx_DECREF_SET(__pyx_v_self->spool, __pyx_v_spool);
 
-  /* "engine/ingest/_track.pyx":145
+  /* "engine/ingest/_track.pyx":146
  *         self.app = app
  *         self.spool = spool
  *         self.encoder = Encoder(cfg.url_filter)             # <<<<<<<<<<<<<<
@@ -4663,7 +5276,7 @@ static int __pyx_pf_6engine_6ingest_6_track_11TrackRoutes___init__(struct __pyx_
  *         self.ids = ids if ids is not None else TimeUUIDGen()
 */
   __pyx_t_3 = NULL;
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_cfg, __pyx_mstate_global->__pyx_n_u_url_filter); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 145, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_cfg, __pyx_mstate_global->__pyx_n_u_url_filter); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 146, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __pyx_t_4 = 1;
   {
@@ -4671,7 +5284,7 @@ static int __pyx_pf_6engine_6ingest_6_track_11TrackRoutes___init__(struct __pyx_
     __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_mstate_global->__pyx_ptype_6engine_6_parse_Encoder, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 145, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 146, __pyx_L1_error)
     __Pyx_GOTREF((PyObject *)__pyx_t_1);
   }
   __Pyx_GIVEREF((PyObject *)__pyx_t_1);
@@ -4679,21 +5292,21 @@ static int __pyx_pf_6engine_6ingest_6_track_11TrackRoutes___init__(struct __pyx_
   __Pyx_DECREF_SET(__pyx_v_self->encoder, ((struct __pyx_obj_6engine_6_parse_Encoder *)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":146
+  /* "engine/ingest/_track.pyx":147
  *         self.spool = spool
  *         self.encoder = Encoder(cfg.url_filter)
  *         self.url_filter = cfg.url_filter             # <<<<<<<<<<<<<<
  *         self.ids = ids if ids is not None else TimeUUIDGen()
  *         self.date = app.date
 */
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_cfg, __pyx_mstate_global->__pyx_n_u_url_filter); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 146, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_cfg, __pyx_mstate_global->__pyx_n_u_url_filter); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 147, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v_self->url_filter);
   __Pyx_DECREF_SET(__pyx_v_self->url_filter, __pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":147
+  /* "engine/ingest/_track.pyx":148
  *         self.encoder = Encoder(cfg.url_filter)
  *         self.url_filter = cfg.url_filter
  *         self.ids = ids if ids is not None else TimeUUIDGen()             # <<<<<<<<<<<<<<
@@ -4702,7 +5315,7 @@ static int __pyx_pf_6engine_6ingest_6_track_11TrackRoutes___init__(struct __pyx_
 */
   __pyx_t_5 = (__pyx_v_ids != Py_None);
   if (__pyx_t_5) {
-    if (!(likely(((__pyx_v_ids) == Py_None) || likely(__Pyx_TypeTest(__pyx_v_ids, __pyx_mstate_global->__pyx_ptype_6engine_6_parse_TimeUUIDGen))))) __PYX_ERR(0, 147, __pyx_L1_error)
+    if (!(likely(((__pyx_v_ids) == Py_None) || likely(__Pyx_TypeTest(__pyx_v_ids, __pyx_mstate_global->__pyx_ptype_6engine_6_parse_TimeUUIDGen))))) __PYX_ERR(0, 148, __pyx_L1_error)
     __Pyx_INCREF(__pyx_v_ids);
     __pyx_t_1 = __pyx_v_ids;
   } else {
@@ -4712,7 +5325,7 @@ static int __pyx_pf_6engine_6ingest_6_track_11TrackRoutes___init__(struct __pyx_
       PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
       __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)__pyx_mstate_global->__pyx_ptype_6engine_6_parse_TimeUUIDGen, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 147, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 148, __pyx_L1_error)
       __Pyx_GOTREF((PyObject *)__pyx_t_2);
     }
     __pyx_t_1 = ((PyObject *)__pyx_t_2);
@@ -4724,211 +5337,278 @@ static int __pyx_pf_6engine_6ingest_6_track_11TrackRoutes___init__(struct __pyx_
   __Pyx_DECREF_SET(__pyx_v_self->ids, ((struct __pyx_obj_6engine_6_parse_TimeUUIDGen *)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":148
+  /* "engine/ingest/_track.pyx":149
  *         self.url_filter = cfg.url_filter
  *         self.ids = ids if ids is not None else TimeUUIDGen()
  *         self.date = app.date             # <<<<<<<<<<<<<<
  *         self.tr_prefix = b"/tr/" + version
  *         self.img_prefix = b"/img/" + version
 */
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_date); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 148, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_date); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 149, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v_self->date);
   __Pyx_DECREF_SET(__pyx_v_self->date, __pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":149
+  /* "engine/ingest/_track.pyx":150
  *         self.ids = ids if ids is not None else TimeUUIDGen()
  *         self.date = app.date
  *         self.tr_prefix = b"/tr/" + version             # <<<<<<<<<<<<<<
  *         self.img_prefix = b"/img/" + version
  *         self.rdr_prefix = b"/rdr/" + version
 */
-  __pyx_t_1 = PyNumber_Add(__pyx_mstate_global->__pyx_kp_b_tr, __pyx_v_version); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 149, __pyx_L1_error)
+  __pyx_t_1 = PyNumber_Add(__pyx_mstate_global->__pyx_kp_b_tr, __pyx_v_version); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 150, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 149, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 150, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v_self->tr_prefix);
   __Pyx_DECREF_SET(__pyx_v_self->tr_prefix, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":150
+  /* "engine/ingest/_track.pyx":151
  *         self.date = app.date
  *         self.tr_prefix = b"/tr/" + version
  *         self.img_prefix = b"/img/" + version             # <<<<<<<<<<<<<<
  *         self.rdr_prefix = b"/rdr/" + version
  *         self.shared = app.shared
 */
-  __pyx_t_1 = PyNumber_Add(__pyx_mstate_global->__pyx_kp_b_img, __pyx_v_version); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 150, __pyx_L1_error)
+  __pyx_t_1 = PyNumber_Add(__pyx_mstate_global->__pyx_kp_b_img, __pyx_v_version); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 151, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 150, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 151, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v_self->img_prefix);
   __Pyx_DECREF_SET(__pyx_v_self->img_prefix, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":151
+  /* "engine/ingest/_track.pyx":152
  *         self.tr_prefix = b"/tr/" + version
  *         self.img_prefix = b"/img/" + version
  *         self.rdr_prefix = b"/rdr/" + version             # <<<<<<<<<<<<<<
  *         self.shared = app.shared
- *         self.rate = tuple(app.rate_params[TRACK])
+ *         self.rate = [float(x) for x in app.rate_params[TRACK]]
 */
-  __pyx_t_1 = PyNumber_Add(__pyx_mstate_global->__pyx_kp_b_rdr, __pyx_v_version); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 151, __pyx_L1_error)
+  __pyx_t_1 = PyNumber_Add(__pyx_mstate_global->__pyx_kp_b_rdr, __pyx_v_version); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 152, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 151, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 152, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v_self->rdr_prefix);
   __Pyx_DECREF_SET(__pyx_v_self->rdr_prefix, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":152
+  /* "engine/ingest/_track.pyx":153
  *         self.img_prefix = b"/img/" + version
  *         self.rdr_prefix = b"/rdr/" + version
  *         self.shared = app.shared             # <<<<<<<<<<<<<<
- *         self.rate = tuple(app.rate_params[TRACK])
+ *         self.rate = [float(x) for x in app.rate_params[TRACK]]
  *         self.limiting = app.limiting and app.limited_classes[TRACK]
 */
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_shared); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 152, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_shared); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 153, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
+  if (!(likely(((__pyx_t_1) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_1, __pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits))))) __PYX_ERR(0, 153, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
-  __Pyx_GOTREF(__pyx_v_self->shared);
-  __Pyx_DECREF_SET(__pyx_v_self->shared, __pyx_t_1);
+  __Pyx_GOTREF((PyObject *)__pyx_v_self->shared);
+  __Pyx_DECREF_SET(__pyx_v_self->shared, ((struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits *)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":153
+  /* "engine/ingest/_track.pyx":154
  *         self.rdr_prefix = b"/rdr/" + version
  *         self.shared = app.shared
- *         self.rate = tuple(app.rate_params[TRACK])             # <<<<<<<<<<<<<<
+ *         self.rate = [float(x) for x in app.rate_params[TRACK]]             # <<<<<<<<<<<<<<
  *         self.limiting = app.limiting and app.limited_classes[TRACK]
  *         self.resolver = app.client_ip if app.client_ip.networks else None
 */
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_rate_params); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 153, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_TRACK); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 153, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetItem(__pyx_t_1, __pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 153, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_3);
+  { /* enter inner scope */
+    __pyx_t_1 = PyList_New(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 154, __pyx_L5_error)
+    __Pyx_GOTREF(__pyx_t_1);
+    __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_rate_params); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 154, __pyx_L5_error)
+    __Pyx_GOTREF(__pyx_t_2);
+    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_TRACK); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 154, __pyx_L5_error)
+    __Pyx_GOTREF(__pyx_t_3);
+    __pyx_t_6 = __Pyx_PyObject_GetItem(__pyx_t_2, __pyx_t_3); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 154, __pyx_L5_error)
+    __Pyx_GOTREF(__pyx_t_6);
+    __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+    __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
+    if (likely(PyList_CheckExact(__pyx_t_6)) || PyTuple_CheckExact(__pyx_t_6)) {
+      __pyx_t_3 = __pyx_t_6; __Pyx_INCREF(__pyx_t_3);
+      __pyx_t_7 = 0;
+      __pyx_t_8 = NULL;
+    } else {
+      __pyx_t_7 = -1; __pyx_t_3 = PyObject_GetIter(__pyx_t_6); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 154, __pyx_L5_error)
+      __Pyx_GOTREF(__pyx_t_3);
+      __pyx_t_8 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_3); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 154, __pyx_L5_error)
+    }
+    __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
+    for (;;) {
+      if (likely(!__pyx_t_8)) {
+        if (likely(PyList_CheckExact(__pyx_t_3))) {
+          {
+            Py_ssize_t __pyx_temp = __Pyx_PyList_GET_SIZE(__pyx_t_3);
+            #if !CYTHON_ASSUME_SAFE_SIZE
+            if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 154, __pyx_L5_error)
+            #endif
+            if (__pyx_t_7 >= __pyx_temp) break;
+          }
+          __pyx_t_6 = __Pyx_PyList_GET_ITEM_REF(__pyx_t_3, __pyx_t_7, __Pyx_ReferenceSharing_OwnStrongReference);
+          ++__pyx_t_7;
+        } else {
+          {
+            Py_ssize_t __pyx_temp = __Pyx_PyTuple_GET_SIZE(__pyx_t_3);
+            #if !CYTHON_ASSUME_SAFE_SIZE
+            if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 154, __pyx_L5_error)
+            #endif
+            if (__pyx_t_7 >= __pyx_temp) break;
+          }
+          #if CYTHON_ASSUME_SAFE_MACROS && !CYTHON_AVOID_BORROWED_REFS
+          __pyx_t_6 = __Pyx_NewRef(PyTuple_GET_ITEM(__pyx_t_3, __pyx_t_7));
+          #else
+          __pyx_t_6 = __Pyx_PySequence_ITEM(__pyx_t_3, __pyx_t_7);
+          #endif
+          ++__pyx_t_7;
+        }
+        if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 154, __pyx_L5_error)
+      } else {
+        __pyx_t_6 = __pyx_t_8(__pyx_t_3);
+        if (unlikely(!__pyx_t_6)) {
+          PyObject* exc_type = PyErr_Occurred();
+          if (exc_type) {
+            if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 154, __pyx_L5_error)
+            PyErr_Clear();
+          }
+          break;
+        }
+      }
+      __Pyx_GOTREF(__pyx_t_6);
+      __Pyx_XDECREF_SET(__pyx_7genexpr__pyx_v_x, __pyx_t_6);
+      __pyx_t_6 = 0;
+      __pyx_t_6 = __Pyx_PyNumber_Float(__pyx_7genexpr__pyx_v_x); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 154, __pyx_L5_error)
+      __Pyx_GOTREF(__pyx_t_6);
+      if (__Pyx_PyFloat_FromNumber(&__pyx_t_6, NULL, 0) < (0)) __PYX_ERR(0, 154, __pyx_L5_error)
+      if (unlikely(__Pyx_ListComp_Append(__pyx_t_1, __pyx_t_6))) __PYX_ERR(0, 154, __pyx_L5_error)
+      __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
+    }
+    __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
+    __Pyx_XDECREF(__pyx_7genexpr__pyx_v_x); __pyx_7genexpr__pyx_v_x = 0;
+    goto __pyx_L9_exit_scope;
+    __pyx_L5_error:;
+    __Pyx_XDECREF(__pyx_7genexpr__pyx_v_x); __pyx_7genexpr__pyx_v_x = 0;
+    goto __pyx_L1_error;
+    __pyx_L9_exit_scope:;
+  } /* exit inner scope */
+  if (unlikely((__Pyx_carray_from_py_double(__pyx_t_1, __pyx_t_9, 4) < 0))) __PYX_ERR(0, 154, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_2 = __Pyx_PySequence_Tuple(__pyx_t_3); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 153, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
-  __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-  __Pyx_GIVEREF(__pyx_t_2);
-  __Pyx_GOTREF(__pyx_v_self->rate);
-  __Pyx_DECREF_SET(__pyx_v_self->rate, ((PyObject*)__pyx_t_2));
-  __pyx_t_2 = 0;
+  memcpy(&(__pyx_v_self->rate[0]), __pyx_t_9, sizeof(__pyx_v_self->rate[0]) * (4));
 
-  /* "engine/ingest/_track.pyx":154
+
+  /* "engine/ingest/_track.pyx":155
  *         self.shared = app.shared
- *         self.rate = tuple(app.rate_params[TRACK])
+ *         self.rate = [float(x) for x in app.rate_params[TRACK]]
  *         self.limiting = app.limiting and app.limited_classes[TRACK]             # <<<<<<<<<<<<<<
  *         self.resolver = app.client_ip if app.client_ip.networks else None
  *         self.redirect_hosts = app.redirect_hosts
 */
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_limiting); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 154, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_6 = __Pyx_PyObject_IsTrue(__pyx_t_2); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 154, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  if (__pyx_t_6) {
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_limiting); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 155, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_t_10 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_10 < 0))) __PYX_ERR(0, 155, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  if (__pyx_t_10) {
 
   } else {
 
-    __pyx_t_5 = __pyx_t_6;
+    __pyx_t_5 = __pyx_t_10;
 
-    goto __pyx_L3_bool_binop_done;
+    goto __pyx_L10_bool_binop_done;
   }
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_limited_classes); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 154, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_TRACK); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 154, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_1 = __Pyx_PyObject_GetItem(__pyx_t_2, __pyx_t_3); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 154, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_limited_classes); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 155, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-  __pyx_t_6 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 154, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_TRACK); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 155, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_3);
+  __pyx_t_6 = __Pyx_PyObject_GetItem(__pyx_t_1, __pyx_t_3); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 155, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
+  __pyx_t_10 = __Pyx_PyObject_IsTrue(__pyx_t_6); if (unlikely((__pyx_t_10 < 0))) __PYX_ERR(0, 155, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
 
-  __pyx_t_5 = __pyx_t_6;
+  __pyx_t_5 = __pyx_t_10;
 
-  __pyx_L3_bool_binop_done:;
+  __pyx_L10_bool_binop_done:;
   __pyx_v_self->limiting = __pyx_t_5;
 
-  /* "engine/ingest/_track.pyx":155
- *         self.rate = tuple(app.rate_params[TRACK])
+  /* "engine/ingest/_track.pyx":156
+ *         self.rate = [float(x) for x in app.rate_params[TRACK]]
  *         self.limiting = app.limiting and app.limited_classes[TRACK]
  *         self.resolver = app.client_ip if app.client_ip.networks else None             # <<<<<<<<<<<<<<
  *         self.redirect_hosts = app.redirect_hosts
  *         self.default_redirect = cfg.default_redirect
 */
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_client_ip); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 155, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_client_ip); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 156, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_networks); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 155, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_networks); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 156, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-  __pyx_t_5 = __Pyx_PyObject_IsTrue(__pyx_t_2); if (unlikely((__pyx_t_5 < 0))) __PYX_ERR(0, 155, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  __pyx_t_5 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_5 < 0))) __PYX_ERR(0, 156, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   if (__pyx_t_5) {
-    __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_client_ip); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 155, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_1 = __pyx_t_2;
-    __pyx_t_2 = 0;
+    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_client_ip); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 156, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
+    __pyx_t_6 = __pyx_t_1;
+    __pyx_t_1 = 0;
   } else {
     __Pyx_INCREF(Py_None);
-    __pyx_t_1 = Py_None;
+    __pyx_t_6 = Py_None;
   }
 
-  __Pyx_GIVEREF(__pyx_t_1);
+  __Pyx_GIVEREF(__pyx_t_6);
   __Pyx_GOTREF(__pyx_v_self->resolver);
-  __Pyx_DECREF_SET(__pyx_v_self->resolver, __pyx_t_1);
-  __pyx_t_1 = 0;
+  __Pyx_DECREF_SET(__pyx_v_self->resolver, __pyx_t_6);
+  __pyx_t_6 = 0;
 
-  /* "engine/ingest/_track.pyx":156
+  /* "engine/ingest/_track.pyx":157
  *         self.limiting = app.limiting and app.limited_classes[TRACK]
  *         self.resolver = app.client_ip if app.client_ip.networks else None
  *         self.redirect_hosts = app.redirect_hosts             # <<<<<<<<<<<<<<
  *         self.default_redirect = cfg.default_redirect
  *         self.debug_header = app.debug_header
 */
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_redirect_hosts); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 156, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __Pyx_GIVEREF(__pyx_t_1);
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_redirect_hosts); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 157, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_6);
+  __Pyx_GIVEREF(__pyx_t_6);
   __Pyx_GOTREF(__pyx_v_self->redirect_hosts);
-  __Pyx_DECREF_SET(__pyx_v_self->redirect_hosts, __pyx_t_1);
-  __pyx_t_1 = 0;
+  __Pyx_DECREF_SET(__pyx_v_self->redirect_hosts, __pyx_t_6);
+  __pyx_t_6 = 0;
 
-  /* "engine/ingest/_track.pyx":157
+  /* "engine/ingest/_track.pyx":158
  *         self.resolver = app.client_ip if app.client_ip.networks else None
  *         self.redirect_hosts = app.redirect_hosts
  *         self.default_redirect = cfg.default_redirect             # <<<<<<<<<<<<<<
  *         self.debug_header = app.debug_header
  *         self.reference = None
 */
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_cfg, __pyx_mstate_global->__pyx_n_u_default_redirect); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 157, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  if (!(likely(PyUnicode_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_1))) __PYX_ERR(0, 157, __pyx_L1_error)
-  __Pyx_GIVEREF(__pyx_t_1);
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_cfg, __pyx_mstate_global->__pyx_n_u_default_redirect); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 158, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_6);
+  if (!(likely(PyUnicode_CheckExact(__pyx_t_6))||((__pyx_t_6) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_6))) __PYX_ERR(0, 158, __pyx_L1_error)
+  __Pyx_GIVEREF(__pyx_t_6);
   __Pyx_GOTREF(__pyx_v_self->default_redirect);
-  __Pyx_DECREF_SET(__pyx_v_self->default_redirect, ((PyObject*)__pyx_t_1));
-  __pyx_t_1 = 0;
+  __Pyx_DECREF_SET(__pyx_v_self->default_redirect, ((PyObject*)__pyx_t_6));
+  __pyx_t_6 = 0;
 
-  /* "engine/ingest/_track.pyx":158
+  /* "engine/ingest/_track.pyx":159
  *         self.redirect_hosts = app.redirect_hosts
  *         self.default_redirect = cfg.default_redirect
  *         self.debug_header = app.debug_header             # <<<<<<<<<<<<<<
  *         self.reference = None
  *         if pure:
 */
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_debug_header); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 158, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 158, __pyx_L1_error)
-  __Pyx_GIVEREF(__pyx_t_1);
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_debug_header); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 159, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_6);
+  if (!(likely(PyBytes_CheckExact(__pyx_t_6))||((__pyx_t_6) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_6))) __PYX_ERR(0, 159, __pyx_L1_error)
+  __Pyx_GIVEREF(__pyx_t_6);
   __Pyx_GOTREF(__pyx_v_self->debug_header);
-  __Pyx_DECREF_SET(__pyx_v_self->debug_header, ((PyObject*)__pyx_t_1));
-  __pyx_t_1 = 0;
+  __Pyx_DECREF_SET(__pyx_v_self->debug_header, ((PyObject*)__pyx_t_6));
+  __pyx_t_6 = 0;
 
-  /* "engine/ingest/_track.pyx":159
+  /* "engine/ingest/_track.pyx":160
  *         self.default_redirect = cfg.default_redirect
  *         self.debug_header = app.debug_header
  *         self.reference = None             # <<<<<<<<<<<<<<
@@ -4940,18 +5620,18 @@ static int __pyx_pf_6engine_6ingest_6_track_11TrackRoutes___init__(struct __pyx_
   __Pyx_GOTREF(__pyx_v_self->reference);
   __Pyx_DECREF_SET(__pyx_v_self->reference, Py_None);
 
-  /* "engine/ingest/_track.pyx":160
+  /* "engine/ingest/_track.pyx":161
  *         self.debug_header = app.debug_header
  *         self.reference = None
  *         if pure:             # <<<<<<<<<<<<<<
  *             from engine import parse_ref
  *             self.reference = parse_ref.encode_track
 */
-  __pyx_t_5 = __Pyx_PyObject_IsTrue(__pyx_v_pure); if (unlikely((__pyx_t_5 < 0))) __PYX_ERR(0, 160, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_IsTrue(__pyx_v_pure); if (unlikely((__pyx_t_5 < 0))) __PYX_ERR(0, 161, __pyx_L1_error)
   if (__pyx_t_5) {
 
 
-    /* "engine/ingest/_track.pyx":161
+    /* "engine/ingest/_track.pyx":162
  *         self.reference = None
  *         if pure:
  *             from engine import parse_ref             # <<<<<<<<<<<<<<
@@ -4960,42 +5640,42 @@ static int __pyx_pf_6engine_6ingest_6_track_11TrackRoutes___init__(struct __pyx_
 */
     {
       PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_parse_ref};
-      __pyx_t_7 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_engine, __pyx_imported_names, 1, NULL, 0); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 161, __pyx_L1_error)
+      __pyx_t_11 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_engine, __pyx_imported_names, 1, NULL, 0); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 162, __pyx_L1_error)
     }
-    __pyx_t_1 = __pyx_t_7;
-    __Pyx_GOTREF(__pyx_t_1);
+    __pyx_t_6 = __pyx_t_11;
+    __Pyx_GOTREF(__pyx_t_6);
     {
       PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_parse_ref};
-      __pyx_t_8 = 0; {
-        __pyx_t_2 = __Pyx_ImportFrom(__pyx_t_1, __pyx_imported_names[__pyx_t_8]); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 161, __pyx_L1_error)
-        __Pyx_GOTREF(__pyx_t_2);
-        switch (__pyx_t_8) {
+      __pyx_t_7 = 0; {
+        __pyx_t_1 = __Pyx_ImportFrom(__pyx_t_6, __pyx_imported_names[__pyx_t_7]); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 162, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_1);
+        switch (__pyx_t_7) {
           case 0:
-          __Pyx_INCREF(__pyx_t_2);
-          __pyx_v_parse_ref = __pyx_t_2;
+          __Pyx_INCREF(__pyx_t_1);
+          __pyx_v_parse_ref = __pyx_t_1;
           break;
           default:;
         }
-        __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+        __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       }
     }
-    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+    __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
 
-    /* "engine/ingest/_track.pyx":162
+    /* "engine/ingest/_track.pyx":163
  *         if pure:
  *             from engine import parse_ref
  *             self.reference = parse_ref.encode_track             # <<<<<<<<<<<<<<
  *         self.events = 0
  * 
 */
-    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_parse_ref, __pyx_mstate_global->__pyx_n_u_encode_track); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 162, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_1);
-    __Pyx_GIVEREF(__pyx_t_1);
+    __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_parse_ref, __pyx_mstate_global->__pyx_n_u_encode_track); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 163, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_6);
+    __Pyx_GIVEREF(__pyx_t_6);
     __Pyx_GOTREF(__pyx_v_self->reference);
-    __Pyx_DECREF_SET(__pyx_v_self->reference, __pyx_t_1);
-    __pyx_t_1 = 0;
+    __Pyx_DECREF_SET(__pyx_v_self->reference, __pyx_t_6);
+    __pyx_t_6 = 0;
 
-    /* "engine/ingest/_track.pyx":160
+    /* "engine/ingest/_track.pyx":161
  *         self.debug_header = app.debug_header
  *         self.reference = None
  *         if pure:             # <<<<<<<<<<<<<<
@@ -5004,7 +5684,7 @@ static int __pyx_pf_6engine_6ingest_6_track_11TrackRoutes___init__(struct __pyx_
 */
   }
 
-  /* "engine/ingest/_track.pyx":163
+  /* "engine/ingest/_track.pyx":164
  *             from engine import parse_ref
  *             self.reference = parse_ref.encode_track
  *         self.events = 0             # <<<<<<<<<<<<<<
@@ -5013,7 +5693,7 @@ static int __pyx_pf_6engine_6ingest_6_track_11TrackRoutes___init__(struct __pyx_
 */
   __pyx_v_self->events = 0;
 
-  /* "engine/ingest/_track.pyx":140
+  /* "engine/ingest/_track.pyx":141
  *     cdef object _keep_redirect      # the reference path's redirect bytes (res points in)
  * 
  *     def __init__(self, app, SpoolWriter spool, ids=None, pure=False):             # <<<<<<<<<<<<<<
@@ -5028,18 +5708,20 @@ static int __pyx_pf_6engine_6ingest_6_track_11TrackRoutes___init__(struct __pyx_
   __Pyx_XDECREF(__pyx_t_1);
   __Pyx_XDECREF(__pyx_t_2);
   __Pyx_XDECREF(__pyx_t_3);
+  __Pyx_XDECREF(__pyx_t_6);
   __Pyx_AddTraceback("engine.ingest._track.TrackRoutes.__init__", __pyx_clineno, __pyx_lineno, __pyx_filename);
   __pyx_r = -1;
   __pyx_L0:;
   __Pyx_XDECREF(__pyx_v_cfg);
   __Pyx_XDECREF(__pyx_v_version);
   __Pyx_XDECREF(__pyx_v_parse_ref);
+  __Pyx_XDECREF(__pyx_7genexpr__pyx_v_x);
 
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":165
+/* "engine/ingest/_track.pyx":166
  *         self.events = 0
  * 
  *     def __dealloc__(self):             # <<<<<<<<<<<<<<
@@ -5062,7 +5744,7 @@ static void __pyx_pw_6engine_6ingest_6_track_11TrackRoutes_3__dealloc__(PyObject
 
 static void __pyx_pf_6engine_6ingest_6_track_11TrackRoutes_2__dealloc__(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *__pyx_v_self) {
 
-  /* "engine/ingest/_track.pyx":166
+  /* "engine/ingest/_track.pyx":167
  * 
  *     def __dealloc__(self):
  *         buf_free(&self.scratch)             # <<<<<<<<<<<<<<
@@ -5071,7 +5753,7 @@ static void __pyx_pf_6engine_6ingest_6_track_11TrackRoutes_2__dealloc__(struct _
 */
   __pyx_f_6engine_6_parse_buf_free((&__pyx_v_self->scratch));
 
-  /* "engine/ingest/_track.pyx":167
+  /* "engine/ingest/_track.pyx":168
  *     def __dealloc__(self):
  *         buf_free(&self.scratch)
  *         buf_free(&self.out)             # <<<<<<<<<<<<<<
@@ -5080,7 +5762,7 @@ static void __pyx_pf_6engine_6ingest_6_track_11TrackRoutes_2__dealloc__(struct _
 */
   __pyx_f_6engine_6_parse_buf_free((&__pyx_v_self->out));
 
-  /* "engine/ingest/_track.pyx":165
+  /* "engine/ingest/_track.pyx":166
  *         self.events = 0
  * 
  *     def __dealloc__(self):             # <<<<<<<<<<<<<<
@@ -5092,7 +5774,7 @@ static void __pyx_pf_6engine_6ingest_6_track_11TrackRoutes_2__dealloc__(struct _
 
 }
 
-/* "engine/ingest/_track.pyx":170
+/* "engine/ingest/_track.pyx":171
  * 
  *     # ---- routing ---------------------------------------------------------
  *     cdef int claim(self, HttpConnection conn) except -1:             # <<<<<<<<<<<<<<
@@ -5115,7 +5797,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("claim", 0);
 
-  /* "engine/ingest/_track.pyx":171
+  /* "engine/ingest/_track.pyx":172
  *     # ---- routing ---------------------------------------------------------
  *     cdef int claim(self, HttpConnection conn) except -1:
  *         cdef bytes url = conn.url, method = conn.method             # <<<<<<<<<<<<<<
@@ -5131,7 +5813,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
   __pyx_v_method = ((PyObject*)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":173
+  /* "engine/ingest/_track.pyx":174
  *         cdef bytes url = conn.url, method = conn.method
  *         cdef int m, route
  *         if url is None or method is None:             # <<<<<<<<<<<<<<
@@ -5155,7 +5837,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":174
+    /* "engine/ingest/_track.pyx":175
  *         cdef int m, route
  *         if url is None or method is None:
  *             return 0             # <<<<<<<<<<<<<<
@@ -5168,7 +5850,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
     }
     goto __pyx_L0;
 
-    /* "engine/ingest/_track.pyx":173
+    /* "engine/ingest/_track.pyx":174
  *         cdef bytes url = conn.url, method = conn.method
  *         cdef int m, route
  *         if url is None or method is None:             # <<<<<<<<<<<<<<
@@ -5177,18 +5859,18 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
 */
   }
 
-  /* "engine/ingest/_track.pyx":175
+  /* "engine/ingest/_track.pyx":176
  *         if url is None or method is None:
  *             return 0
  *         if method == b"GET":             # <<<<<<<<<<<<<<
  *             m = M_GET
  *         elif method == b"HEAD":
 */
-  __pyx_t_2 = __Pyx_PyObject_CompareBoolEq_bytes_bytes(__pyx_v_method, __pyx_mstate_global->__pyx_n_b_GET, Py_EQ); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 175, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_CompareBoolEq_bytes_bytes(__pyx_v_method, __pyx_mstate_global->__pyx_n_b_GET, Py_EQ); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 176, __pyx_L1_error)
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":176
+    /* "engine/ingest/_track.pyx":177
  *             return 0
  *         if method == b"GET":
  *             m = M_GET             # <<<<<<<<<<<<<<
@@ -5197,7 +5879,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
 */
     __pyx_v_m = __pyx_e_6engine_6ingest_6_track_M_GET;
 
-    /* "engine/ingest/_track.pyx":175
+    /* "engine/ingest/_track.pyx":176
  *         if url is None or method is None:
  *             return 0
  *         if method == b"GET":             # <<<<<<<<<<<<<<
@@ -5207,18 +5889,18 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
     goto __pyx_L6;
   }
 
-  /* "engine/ingest/_track.pyx":177
+  /* "engine/ingest/_track.pyx":178
  *         if method == b"GET":
  *             m = M_GET
  *         elif method == b"HEAD":             # <<<<<<<<<<<<<<
  *             m = M_HEAD
  *         elif method == b"POST":
 */
-  __pyx_t_2 = __Pyx_PyObject_CompareBoolEq_bytes_bytes(__pyx_v_method, __pyx_mstate_global->__pyx_n_b_HEAD, Py_EQ); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 177, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_CompareBoolEq_bytes_bytes(__pyx_v_method, __pyx_mstate_global->__pyx_n_b_HEAD, Py_EQ); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 178, __pyx_L1_error)
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":178
+    /* "engine/ingest/_track.pyx":179
  *             m = M_GET
  *         elif method == b"HEAD":
  *             m = M_HEAD             # <<<<<<<<<<<<<<
@@ -5227,7 +5909,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
 */
     __pyx_v_m = __pyx_e_6engine_6ingest_6_track_M_HEAD;
 
-    /* "engine/ingest/_track.pyx":177
+    /* "engine/ingest/_track.pyx":178
  *         if method == b"GET":
  *             m = M_GET
  *         elif method == b"HEAD":             # <<<<<<<<<<<<<<
@@ -5237,18 +5919,18 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
     goto __pyx_L6;
   }
 
-  /* "engine/ingest/_track.pyx":179
+  /* "engine/ingest/_track.pyx":180
  *         elif method == b"HEAD":
  *             m = M_HEAD
  *         elif method == b"POST":             # <<<<<<<<<<<<<<
  *             m = M_POST
  *         else:
 */
-  __pyx_t_2 = __Pyx_PyObject_CompareBoolEq_bytes_bytes(__pyx_v_method, __pyx_mstate_global->__pyx_n_b_POST, Py_EQ); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 179, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_CompareBoolEq_bytes_bytes(__pyx_v_method, __pyx_mstate_global->__pyx_n_b_POST, Py_EQ); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 180, __pyx_L1_error)
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":180
+    /* "engine/ingest/_track.pyx":181
  *             m = M_HEAD
  *         elif method == b"POST":
  *             m = M_POST             # <<<<<<<<<<<<<<
@@ -5257,7 +5939,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
 */
     __pyx_v_m = __pyx_e_6engine_6ingest_6_track_M_POST;
 
-    /* "engine/ingest/_track.pyx":179
+    /* "engine/ingest/_track.pyx":180
  *         elif method == b"HEAD":
  *             m = M_HEAD
  *         elif method == b"POST":             # <<<<<<<<<<<<<<
@@ -5267,7 +5949,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
     goto __pyx_L6;
   }
 
-  /* "engine/ingest/_track.pyx":182
+  /* "engine/ingest/_track.pyx":183
  *             m = M_POST
  *         else:
  *             return 0             # <<<<<<<<<<<<<<
@@ -5283,7 +5965,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
   }
   __pyx_L6:;
 
-  /* "engine/ingest/_track.pyx":183
+  /* "engine/ingest/_track.pyx":184
  *         else:
  *             return 0
  *         if _under(url, self.tr_prefix):             # <<<<<<<<<<<<<<
@@ -5292,12 +5974,12 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
 */
   __pyx_t_1 = __pyx_v_self->tr_prefix;
   __Pyx_INCREF(__pyx_t_1);
-  __pyx_t_2 = __pyx_f_6engine_6ingest_6_track__under(__pyx_v_url, ((PyObject*)__pyx_t_1)); if (unlikely(__pyx_t_2 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 183, __pyx_L1_error)
+  __pyx_t_2 = __pyx_f_6engine_6ingest_6_track__under(__pyx_v_url, ((PyObject*)__pyx_t_1)); if (unlikely(__pyx_t_2 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 184, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":184
+    /* "engine/ingest/_track.pyx":185
  *             return 0
  *         if _under(url, self.tr_prefix):
  *             route = R_TR             # <<<<<<<<<<<<<<
@@ -5306,7 +5988,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
 */
     __pyx_v_route = __pyx_e_6engine_6ingest_6_track_R_TR;
 
-    /* "engine/ingest/_track.pyx":183
+    /* "engine/ingest/_track.pyx":184
  *         else:
  *             return 0
  *         if _under(url, self.tr_prefix):             # <<<<<<<<<<<<<<
@@ -5316,7 +5998,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
     goto __pyx_L7;
   }
 
-  /* "engine/ingest/_track.pyx":185
+  /* "engine/ingest/_track.pyx":186
  *         if _under(url, self.tr_prefix):
  *             route = R_TR
  *         elif m == M_POST:             # <<<<<<<<<<<<<<
@@ -5328,7 +6010,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":186
+    /* "engine/ingest/_track.pyx":187
  *             route = R_TR
  *         elif m == M_POST:
  *             return 0                     # POST /img, /rdr: the app answers 405             # <<<<<<<<<<<<<<
@@ -5341,7 +6023,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
     }
     goto __pyx_L0;
 
-    /* "engine/ingest/_track.pyx":185
+    /* "engine/ingest/_track.pyx":186
  *         if _under(url, self.tr_prefix):
  *             route = R_TR
  *         elif m == M_POST:             # <<<<<<<<<<<<<<
@@ -5350,7 +6032,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
 */
   }
 
-  /* "engine/ingest/_track.pyx":187
+  /* "engine/ingest/_track.pyx":188
  *         elif m == M_POST:
  *             return 0                     # POST /img, /rdr: the app answers 405
  *         elif _under(url, self.img_prefix):             # <<<<<<<<<<<<<<
@@ -5359,12 +6041,12 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
 */
   __pyx_t_1 = __pyx_v_self->img_prefix;
   __Pyx_INCREF(__pyx_t_1);
-  __pyx_t_2 = __pyx_f_6engine_6ingest_6_track__under(__pyx_v_url, ((PyObject*)__pyx_t_1)); if (unlikely(__pyx_t_2 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 187, __pyx_L1_error)
+  __pyx_t_2 = __pyx_f_6engine_6ingest_6_track__under(__pyx_v_url, ((PyObject*)__pyx_t_1)); if (unlikely(__pyx_t_2 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 188, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":188
+    /* "engine/ingest/_track.pyx":189
  *             return 0                     # POST /img, /rdr: the app answers 405
  *         elif _under(url, self.img_prefix):
  *             route = R_IMG             # <<<<<<<<<<<<<<
@@ -5373,7 +6055,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
 */
     __pyx_v_route = __pyx_e_6engine_6ingest_6_track_R_IMG;
 
-    /* "engine/ingest/_track.pyx":187
+    /* "engine/ingest/_track.pyx":188
  *         elif m == M_POST:
  *             return 0                     # POST /img, /rdr: the app answers 405
  *         elif _under(url, self.img_prefix):             # <<<<<<<<<<<<<<
@@ -5383,7 +6065,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
     goto __pyx_L7;
   }
 
-  /* "engine/ingest/_track.pyx":189
+  /* "engine/ingest/_track.pyx":190
  *         elif _under(url, self.img_prefix):
  *             route = R_IMG
  *         elif _under(url, self.rdr_prefix):             # <<<<<<<<<<<<<<
@@ -5392,12 +6074,12 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
 */
   __pyx_t_1 = __pyx_v_self->rdr_prefix;
   __Pyx_INCREF(__pyx_t_1);
-  __pyx_t_2 = __pyx_f_6engine_6ingest_6_track__under(__pyx_v_url, ((PyObject*)__pyx_t_1)); if (unlikely(__pyx_t_2 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 189, __pyx_L1_error)
+  __pyx_t_2 = __pyx_f_6engine_6ingest_6_track__under(__pyx_v_url, ((PyObject*)__pyx_t_1)); if (unlikely(__pyx_t_2 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 190, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":190
+    /* "engine/ingest/_track.pyx":191
  *             route = R_IMG
  *         elif _under(url, self.rdr_prefix):
  *             route = R_RDR             # <<<<<<<<<<<<<<
@@ -5406,7 +6088,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
 */
     __pyx_v_route = __pyx_e_6engine_6ingest_6_track_R_RDR;
 
-    /* "engine/ingest/_track.pyx":189
+    /* "engine/ingest/_track.pyx":190
  *         elif _under(url, self.img_prefix):
  *             route = R_IMG
  *         elif _under(url, self.rdr_prefix):             # <<<<<<<<<<<<<<
@@ -5416,7 +6098,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
     goto __pyx_L7;
   }
 
-  /* "engine/ingest/_track.pyx":192
+  /* "engine/ingest/_track.pyx":193
  *             route = R_RDR
  *         else:
  *             return 0             # <<<<<<<<<<<<<<
@@ -5432,7 +6114,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
   }
   __pyx_L7:;
 
-  /* "engine/ingest/_track.pyx":193
+  /* "engine/ingest/_track.pyx":194
  *         else:
  *             return 0
  *         conn.route = route | (m << 4)             # <<<<<<<<<<<<<<
@@ -5441,7 +6123,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
 */
   __pyx_v_conn->route = (__pyx_v_route | (__pyx_v_m << 4));
 
-  /* "engine/ingest/_track.pyx":194
+  /* "engine/ingest/_track.pyx":195
  *             return 0
  *         conn.route = route | (m << 4)
  *         return 1             # <<<<<<<<<<<<<<
@@ -5454,7 +6136,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
   }
   goto __pyx_L0;
 
-  /* "engine/ingest/_track.pyx":170
+  /* "engine/ingest/_track.pyx":171
  * 
  *     # ---- routing ---------------------------------------------------------
  *     cdef int claim(self, HttpConnection conn) except -1:             # <<<<<<<<<<<<<<
@@ -5477,7 +6159,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":197
+/* "engine/ingest/_track.pyx":198
  * 
  *     # ---- answering -------------------------------------------------------
  *     cdef int answer(self, HttpConnection conn, bint keep) except -1:             # <<<<<<<<<<<<<<
@@ -5525,7 +6207,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("answer", 0);
 
-  /* "engine/ingest/_track.pyx":198
+  /* "engine/ingest/_track.pyx":199
  *     # ---- answering -------------------------------------------------------
  *     cdef int answer(self, HttpConnection conn, bint keep) except -1:
  *         cdef double started = _mono()             # <<<<<<<<<<<<<<
@@ -5534,7 +6216,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
 */
   __pyx_v_started = __pyx_f_6engine_6ingest_6_track__mono();
 
-  /* "engine/ingest/_track.pyx":199
+  /* "engine/ingest/_track.pyx":200
  *     cdef int answer(self, HttpConnection conn, bint keep) except -1:
  *         cdef double started = _mono()
  *         cdef int route = conn.route & 0xF, method = conn.route >> 4, status             # <<<<<<<<<<<<<<
@@ -5544,7 +6226,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
   __pyx_v_route = (__pyx_v_conn->route & 0xF);
   __pyx_v_method = (__pyx_v_conn->route >> 4);
 
-  /* "engine/ingest/_track.pyx":201
+  /* "engine/ingest/_track.pyx":202
  *         cdef int route = conn.route & 0xF, method = conn.route >> 4, status
  *         cdef Outcome res
  *         cdef uint64_t epoch = 0             # <<<<<<<<<<<<<<
@@ -5553,7 +6235,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
 */
   __pyx_v_epoch = 0;
 
-  /* "engine/ingest/_track.pyx":202
+  /* "engine/ingest/_track.pyx":203
  *         cdef Outcome res
  *         cdef uint64_t epoch = 0
  *         cdef str ip = conn.client_ip             # <<<<<<<<<<<<<<
@@ -5565,7 +6247,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
   __pyx_v_ip = ((PyObject*)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":204
+  /* "engine/ingest/_track.pyx":205
  *         cdef str ip = conn.client_ip
  *         cdef object refused
  *         if self.resolver is not None:             # <<<<<<<<<<<<<<
@@ -5576,7 +6258,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":205
+    /* "engine/ingest/_track.pyx":206
  *         cdef object refused
  *         if self.resolver is not None:
  *             ip = self.resolver.resolve(ip, {b"x-forwarded-for": conn.forwarded_for,             # <<<<<<<<<<<<<<
@@ -5586,7 +6268,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
     __pyx_t_3 = __pyx_v_self->resolver;
     __Pyx_INCREF(__pyx_t_3);
 
-    /* "engine/ingest/_track.pyx":207
+    /* "engine/ingest/_track.pyx":208
  *             ip = self.resolver.resolve(ip, {b"x-forwarded-for": conn.forwarded_for,
  *                                             b"forwarded": conn.forwarded}
  *                                        if conn.forwarded_for or conn.forwarded else {})             # <<<<<<<<<<<<<<
@@ -5597,7 +6279,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
     else
     {
       Py_ssize_t __pyx_temp = __Pyx_PyBytes_GET_SIZE(__pyx_v_conn->forwarded_for);
-      if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(0, 207, __pyx_L1_error)
+      if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(0, 208, __pyx_L1_error)
       __pyx_t_5 = (__pyx_temp != 0);
     }
 
@@ -5613,7 +6295,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
     else
     {
       Py_ssize_t __pyx_temp = __Pyx_PyBytes_GET_SIZE(__pyx_v_conn->forwarded);
-      if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(0, 207, __pyx_L1_error)
+      if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(0, 208, __pyx_L1_error)
       __pyx_t_5 = (__pyx_temp != 0);
     }
 
@@ -5623,37 +6305,37 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
     __pyx_L4_bool_binop_done:;
     if (__pyx_t_2) {
 
-      /* "engine/ingest/_track.pyx":205
+      /* "engine/ingest/_track.pyx":206
  *         cdef object refused
  *         if self.resolver is not None:
  *             ip = self.resolver.resolve(ip, {b"x-forwarded-for": conn.forwarded_for,             # <<<<<<<<<<<<<<
  *                                             b"forwarded": conn.forwarded}
  *                                        if conn.forwarded_for or conn.forwarded else {})
 */
-      __pyx_t_6 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 205, __pyx_L1_error)
+      __pyx_t_6 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 206, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
-      if (PyDict_SetItem(__pyx_t_6, __pyx_mstate_global->__pyx_kp_b_x_forwarded_for, __pyx_v_conn->forwarded_for) < (0)) __PYX_ERR(0, 205, __pyx_L1_error)
+      if (PyDict_SetItem(__pyx_t_6, __pyx_mstate_global->__pyx_kp_b_x_forwarded_for, __pyx_v_conn->forwarded_for) < (0)) __PYX_ERR(0, 206, __pyx_L1_error)
 
-      /* "engine/ingest/_track.pyx":206
+      /* "engine/ingest/_track.pyx":207
  *         if self.resolver is not None:
  *             ip = self.resolver.resolve(ip, {b"x-forwarded-for": conn.forwarded_for,
  *                                             b"forwarded": conn.forwarded}             # <<<<<<<<<<<<<<
  *                                        if conn.forwarded_for or conn.forwarded else {})
  *         if self.limiting:
 */
-      if (PyDict_SetItem(__pyx_t_6, __pyx_mstate_global->__pyx_n_b_forwarded, __pyx_v_conn->forwarded) < (0)) __PYX_ERR(0, 205, __pyx_L1_error)
+      if (PyDict_SetItem(__pyx_t_6, __pyx_mstate_global->__pyx_n_b_forwarded, __pyx_v_conn->forwarded) < (0)) __PYX_ERR(0, 206, __pyx_L1_error)
       __pyx_t_4 = __pyx_t_6;
       __pyx_t_6 = 0;
     } else {
 
-      /* "engine/ingest/_track.pyx":207
+      /* "engine/ingest/_track.pyx":208
  *             ip = self.resolver.resolve(ip, {b"x-forwarded-for": conn.forwarded_for,
  *                                             b"forwarded": conn.forwarded}
  *                                        if conn.forwarded_for or conn.forwarded else {})             # <<<<<<<<<<<<<<
  *         if self.limiting:
  *             refused = self._limited(ip, keep)
 */
-      __pyx_t_6 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 207, __pyx_L1_error)
+      __pyx_t_6 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 208, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
       __pyx_t_4 = __pyx_t_6;
       __pyx_t_6 = 0;
@@ -5665,22 +6347,22 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_resolve, __pyx_callargs+__pyx_t_7, (3-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 205, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 206, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
 
-    /* "engine/ingest/_track.pyx":205
+    /* "engine/ingest/_track.pyx":206
  *         cdef object refused
  *         if self.resolver is not None:
  *             ip = self.resolver.resolve(ip, {b"x-forwarded-for": conn.forwarded_for,             # <<<<<<<<<<<<<<
  *                                             b"forwarded": conn.forwarded}
  *                                        if conn.forwarded_for or conn.forwarded else {})
 */
-    if (!(likely(PyUnicode_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_1))) __PYX_ERR(0, 205, __pyx_L1_error)
+    if (!(likely(PyUnicode_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_1))) __PYX_ERR(0, 206, __pyx_L1_error)
     __Pyx_DECREF_SET(__pyx_v_ip, ((PyObject*)__pyx_t_1));
     __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":204
+    /* "engine/ingest/_track.pyx":205
  *         cdef str ip = conn.client_ip
  *         cdef object refused
  *         if self.resolver is not None:             # <<<<<<<<<<<<<<
@@ -5689,7 +6371,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
 */
   }
 
-  /* "engine/ingest/_track.pyx":208
+  /* "engine/ingest/_track.pyx":209
  *                                             b"forwarded": conn.forwarded}
  *                                        if conn.forwarded_for or conn.forwarded else {})
  *         if self.limiting:             # <<<<<<<<<<<<<<
@@ -5698,19 +6380,19 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
 */
   if (__pyx_v_self->limiting) {
 
-    /* "engine/ingest/_track.pyx":209
+    /* "engine/ingest/_track.pyx":210
  *                                        if conn.forwarded_for or conn.forwarded else {})
  *         if self.limiting:
  *             refused = self._limited(ip, keep)             # <<<<<<<<<<<<<<
  *             if refused is not None:
  *                 return self._refuse(conn, route, 429, refused, started)
 */
-    __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_limited(__pyx_v_self, __pyx_v_ip, __pyx_v_keep); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 209, __pyx_L1_error)
+    __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_limited(__pyx_v_self, __pyx_v_ip, __pyx_v_keep); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 210, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __pyx_v_refused = __pyx_t_1;
     __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":210
+    /* "engine/ingest/_track.pyx":211
  *         if self.limiting:
  *             refused = self._limited(ip, keep)
  *             if refused is not None:             # <<<<<<<<<<<<<<
@@ -5721,20 +6403,20 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
     if (__pyx_t_2) {
 
 
-      /* "engine/ingest/_track.pyx":211
+      /* "engine/ingest/_track.pyx":212
  *             refused = self._limited(ip, keep)
  *             if refused is not None:
  *                 return self._refuse(conn, route, 429, refused, started)             # <<<<<<<<<<<<<<
  *         if method != M_HEAD and not (self.spool.healthy and
  *                                      self.spool.bytes_used() < 0.9 * self.spool.max_bytes):
 */
-      __pyx_t_8 = ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_refuse(__pyx_v_self, __pyx_v_conn, __pyx_v_route, 0x1AD, __pyx_v_refused, __pyx_v_started); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 211, __pyx_L1_error)
+      __pyx_t_8 = ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_refuse(__pyx_v_self, __pyx_v_conn, __pyx_v_route, 0x1AD, __pyx_v_refused, __pyx_v_started); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 212, __pyx_L1_error)
       {
         __pyx_r = __pyx_t_8;
       }
       goto __pyx_L0;
 
-      /* "engine/ingest/_track.pyx":210
+      /* "engine/ingest/_track.pyx":211
  *         if self.limiting:
  *             refused = self._limited(ip, keep)
  *             if refused is not None:             # <<<<<<<<<<<<<<
@@ -5743,7 +6425,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
 */
     }
 
-    /* "engine/ingest/_track.pyx":208
+    /* "engine/ingest/_track.pyx":209
  *                                             b"forwarded": conn.forwarded}
  *                                        if conn.forwarded_for or conn.forwarded else {})
  *         if self.limiting:             # <<<<<<<<<<<<<<
@@ -5752,7 +6434,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
 */
   }
 
-  /* "engine/ingest/_track.pyx":212
+  /* "engine/ingest/_track.pyx":213
  *             if refused is not None:
  *                 return self._refuse(conn, route, 429, refused, started)
  *         if method != M_HEAD and not (self.spool.healthy and             # <<<<<<<<<<<<<<
@@ -5776,7 +6458,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
     goto __pyx_L11_bool_binop_done;
   }
 
-  /* "engine/ingest/_track.pyx":213
+  /* "engine/ingest/_track.pyx":214
  *                 return self._refuse(conn, route, 429, refused, started)
  *         if method != M_HEAD and not (self.spool.healthy and
  *                                      self.spool.bytes_used() < 0.9 * self.spool.max_bytes):             # <<<<<<<<<<<<<<
@@ -5790,7 +6472,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
 
   __pyx_L11_bool_binop_done:;
 
-  /* "engine/ingest/_track.pyx":212
+  /* "engine/ingest/_track.pyx":213
  *             if refused is not None:
  *                 return self._refuse(conn, route, 429, refused, started)
  *         if method != M_HEAD and not (self.spool.healthy and             # <<<<<<<<<<<<<<
@@ -5807,7 +6489,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":214
+    /* "engine/ingest/_track.pyx":215
  *         if method != M_HEAD and not (self.spool.healthy and
  *                                      self.spool.bytes_used() < 0.9 * self.spool.max_bytes):
  *             return self._refuse(conn, route, 503, self.app.unavailable_response(), started)             # <<<<<<<<<<<<<<
@@ -5821,17 +6503,17 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
       PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_unavailable_response, __pyx_callargs+__pyx_t_7, (1-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 214, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 215, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
-    __pyx_t_8 = ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_refuse(__pyx_v_self, __pyx_v_conn, __pyx_v_route, 0x1F7, __pyx_t_1, __pyx_v_started); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 214, __pyx_L1_error)
+    __pyx_t_8 = ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_refuse(__pyx_v_self, __pyx_v_conn, __pyx_v_route, 0x1F7, __pyx_t_1, __pyx_v_started); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 215, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     {
       __pyx_r = __pyx_t_8;
     }
     goto __pyx_L0;
 
-    /* "engine/ingest/_track.pyx":212
+    /* "engine/ingest/_track.pyx":213
  *             if refused is not None:
  *                 return self._refuse(conn, route, 429, refused, started)
  *         if method != M_HEAD and not (self.spool.healthy and             # <<<<<<<<<<<<<<
@@ -5840,7 +6522,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
 */
   }
 
-  /* "engine/ingest/_track.pyx":215
+  /* "engine/ingest/_track.pyx":216
  *                                      self.spool.bytes_used() < 0.9 * self.spool.max_bytes):
  *             return self._refuse(conn, route, 503, self.app.unavailable_response(), started)
  *         try:             # <<<<<<<<<<<<<<
@@ -5856,17 +6538,17 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
     __Pyx_XGOTREF(__pyx_t_12);
     /*try:*/ {
 
-      /* "engine/ingest/_track.pyx":216
+      /* "engine/ingest/_track.pyx":217
  *             return self._refuse(conn, route, 503, self.app.unavailable_response(), started)
  *         try:
  *             epoch = self._record(conn, ip, method, &res)             # <<<<<<<<<<<<<<
  *         except ParseError as exc:
  *             return self._refuse(conn, route, 400,
 */
-      __pyx_t_13 = ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_record(__pyx_v_self, __pyx_v_conn, __pyx_v_ip, __pyx_v_method, (&__pyx_v_res)); if (unlikely(__pyx_t_13 == ((uint64_t)0) && PyErr_Occurred())) __PYX_ERR(0, 216, __pyx_L13_error)
+      __pyx_t_13 = ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_record(__pyx_v_self, __pyx_v_conn, __pyx_v_ip, __pyx_v_method, (&__pyx_v_res)); if (unlikely(__pyx_t_13 == ((uint64_t)0) && PyErr_Occurred())) __PYX_ERR(0, 217, __pyx_L13_error)
       __pyx_v_epoch = __pyx_t_13;
 
-      /* "engine/ingest/_track.pyx":215
+      /* "engine/ingest/_track.pyx":216
  *                                      self.spool.bytes_used() < 0.9 * self.spool.max_bytes):
  *             return self._refuse(conn, route, 503, self.app.unavailable_response(), started)
  *         try:             # <<<<<<<<<<<<<<
@@ -5884,7 +6566,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
 
-    /* "engine/ingest/_track.pyx":217
+    /* "engine/ingest/_track.pyx":218
  *         try:
  *             epoch = self._record(conn, ip, method, &res)
  *         except ParseError as exc:             # <<<<<<<<<<<<<<
@@ -5892,7 +6574,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
  *                                 self.app.error_response(400, str(exc)), started)
 */
     __Pyx_ErrFetch(&__pyx_t_1, &__pyx_t_4, &__pyx_t_3);
-    __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_ParseError); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 217, __pyx_L15_except_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_ParseError); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 218, __pyx_L15_except_error)
     __Pyx_GOTREF(__pyx_t_6);
     __pyx_t_8 = __Pyx_PyErr_GivenExceptionMatches(__pyx_t_1, __pyx_t_6);
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
@@ -5900,7 +6582,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
     __pyx_t_1 = 0; __pyx_t_4 = 0; __pyx_t_3 = 0;
     if (__pyx_t_8) {
       __Pyx_AddTraceback("engine.ingest._track.TrackRoutes.answer", __pyx_clineno, __pyx_lineno, __pyx_filename);
-      if (__Pyx_GetException(&__pyx_t_3, &__pyx_t_4, &__pyx_t_1) < 0) __PYX_ERR(0, 217, __pyx_L15_except_error)
+      if (__Pyx_GetException(&__pyx_t_3, &__pyx_t_4, &__pyx_t_1) < 0) __PYX_ERR(0, 218, __pyx_L15_except_error)
       __Pyx_XGOTREF(__pyx_t_3);
       __Pyx_XGOTREF(__pyx_t_4);
       __Pyx_XGOTREF(__pyx_t_1);
@@ -5908,7 +6590,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
       __pyx_v_exc = __pyx_t_4;
       /*try:*/ {
 
-        /* "engine/ingest/_track.pyx":219
+        /* "engine/ingest/_track.pyx":220
  *         except ParseError as exc:
  *             return self._refuse(conn, route, 400,
  *                                 self.app.error_response(400, str(exc)), started)             # <<<<<<<<<<<<<<
@@ -5917,7 +6599,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
 */
         __pyx_t_14 = __pyx_v_self->app;
         __Pyx_INCREF(__pyx_t_14);
-        __pyx_t_15 = __Pyx_PyObject_Unicode(__pyx_v_exc); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 219, __pyx_L24_error)
+        __pyx_t_15 = __Pyx_PyObject_Unicode(__pyx_v_exc); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 220, __pyx_L24_error)
         __Pyx_GOTREF(__pyx_t_15);
         __pyx_t_7 = 0;
         {
@@ -5925,18 +6607,18 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
           __pyx_t_6 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_error_response, __pyx_callargs+__pyx_t_7, (3-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
           __Pyx_XDECREF(__pyx_t_14); __pyx_t_14 = 0;
           __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
-          if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 219, __pyx_L24_error)
+          if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 220, __pyx_L24_error)
           __Pyx_GOTREF(__pyx_t_6);
         }
 
-        /* "engine/ingest/_track.pyx":218
+        /* "engine/ingest/_track.pyx":219
  *             epoch = self._record(conn, ip, method, &res)
  *         except ParseError as exc:
  *             return self._refuse(conn, route, 400,             # <<<<<<<<<<<<<<
  *                                 self.app.error_response(400, str(exc)), started)
  *         status = 302 if route == R_RDR else 200
 */
-        __pyx_t_8 = ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_refuse(__pyx_v_self, __pyx_v_conn, __pyx_v_route, 0x190, __pyx_t_6, __pyx_v_started); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 218, __pyx_L24_error)
+        __pyx_t_8 = ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_refuse(__pyx_v_self, __pyx_v_conn, __pyx_v_route, 0x190, __pyx_t_6, __pyx_v_started); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 219, __pyx_L24_error)
         __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
         {
           __pyx_r = __pyx_t_8;
@@ -5947,7 +6629,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
         goto __pyx_L23_return;
       }
 
-      /* "engine/ingest/_track.pyx":217
+      /* "engine/ingest/_track.pyx":218
  *         try:
  *             epoch = self._record(conn, ip, method, &res)
  *         except ParseError as exc:             # <<<<<<<<<<<<<<
@@ -5997,7 +6679,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
     }
     goto __pyx_L15_except_error;
 
-    /* "engine/ingest/_track.pyx":215
+    /* "engine/ingest/_track.pyx":216
  *                                      self.spool.bytes_used() < 0.9 * self.spool.max_bytes):
  *             return self._refuse(conn, route, 503, self.app.unavailable_response(), started)
  *         try:             # <<<<<<<<<<<<<<
@@ -6019,7 +6701,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
     __pyx_L18_try_end:;
   }
 
-  /* "engine/ingest/_track.pyx":220
+  /* "engine/ingest/_track.pyx":221
  *             return self._refuse(conn, route, 400,
  *                                 self.app.error_response(400, str(exc)), started)
  *         status = 302 if route == R_RDR else 200             # <<<<<<<<<<<<<<
@@ -6038,20 +6720,20 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
 
   __pyx_v_status = __pyx_t_16;
 
-  /* "engine/ingest/_track.pyx":221
+  /* "engine/ingest/_track.pyx":222
  *                                 self.app.error_response(400, str(exc)), started)
  *         status = 302 if route == R_RDR else 200
  *         conn.answer_c(epoch, self._response(conn, route, method, &res, keep), keep)             # <<<<<<<<<<<<<<
  *         self._count(route, status, _mono() - started)
  *         return 0
 */
-  __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_response(__pyx_v_self, __pyx_v_conn, __pyx_v_route, __pyx_v_method, (&__pyx_v_res), __pyx_v_keep); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 221, __pyx_L1_error)
+  __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_response(__pyx_v_self, __pyx_v_conn, __pyx_v_route, __pyx_v_method, (&__pyx_v_res), __pyx_v_keep); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 222, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_16 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_conn->__pyx_vtab)->answer_c(__pyx_v_conn, __pyx_v_epoch, __pyx_t_1, __pyx_v_keep); if (unlikely(__pyx_t_16 == ((int)-1))) __PYX_ERR(0, 221, __pyx_L1_error)
+  __pyx_t_16 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_conn->__pyx_vtab)->answer_c(__pyx_v_conn, __pyx_v_epoch, __pyx_t_1, __pyx_v_keep); if (unlikely(__pyx_t_16 == ((int)-1))) __PYX_ERR(0, 222, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
 
-  /* "engine/ingest/_track.pyx":222
+  /* "engine/ingest/_track.pyx":223
  *         status = 302 if route == R_RDR else 200
  *         conn.answer_c(epoch, self._response(conn, route, method, &res, keep), keep)
  *         self._count(route, status, _mono() - started)             # <<<<<<<<<<<<<<
@@ -6060,7 +6742,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
 */
   ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_count(__pyx_v_self, __pyx_v_route, __pyx_v_status, (__pyx_f_6engine_6ingest_6_track__mono() - __pyx_v_started));
 
-  /* "engine/ingest/_track.pyx":223
+  /* "engine/ingest/_track.pyx":224
  *         conn.answer_c(epoch, self._response(conn, route, method, &res, keep), keep)
  *         self._count(route, status, _mono() - started)
  *         return 0             # <<<<<<<<<<<<<<
@@ -6073,7 +6755,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
   }
   goto __pyx_L0;
 
-  /* "engine/ingest/_track.pyx":197
+  /* "engine/ingest/_track.pyx":198
  * 
  *     # ---- answering -------------------------------------------------------
  *     cdef int answer(self, HttpConnection conn, bint keep) except -1:             # <<<<<<<<<<<<<<
@@ -6106,7 +6788,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":225
+/* "engine/ingest/_track.pyx":226
  *         return 0
  * 
  *     cdef object _limited(self, str ip, bint keep):             # <<<<<<<<<<<<<<
@@ -6119,88 +6801,56 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__limited(struct _
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   PyObject *__pyx_t_1 = NULL;
-  PyObject *__pyx_t_2 = NULL;
-  PyObject *__pyx_t_3 = NULL;
-  size_t __pyx_t_4;
-  int __pyx_t_5;
-  int __pyx_t_6;
+  int __pyx_t_2;
+  int __pyx_t_3;
+  int __pyx_t_4;
+  PyObject *__pyx_t_5 = NULL;
+  PyObject *__pyx_t_6 = NULL;
   PyObject *__pyx_t_7 = NULL;
   PyObject *__pyx_t_8 = NULL;
   PyObject *__pyx_t_9 = NULL;
+  size_t __pyx_t_10;
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_limited", 0);
 
-  /* "engine/ingest/_track.pyx":226
+  /* "engine/ingest/_track.pyx":227
  * 
  *     cdef object _limited(self, str ip, bint keep):
  *         cdef int wait = self.shared.allow(TRACK, ip, self.rate[0], self.rate[1],             # <<<<<<<<<<<<<<
  *                                           self.rate[2], self.rate[3])
  *         if not wait:
 */
-  __pyx_t_2 = __pyx_v_self->shared;
-  __Pyx_INCREF(__pyx_t_2);
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_TRACK); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 226, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_3);
-  if (unlikely(__pyx_v_self->rate == Py_None)) {
-    PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-    __PYX_ERR(0, 226, __pyx_L1_error)
-  }
-  if (unlikely(__pyx_v_self->rate == Py_None)) {
-    PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-    __PYX_ERR(0, 226, __pyx_L1_error)
-  }
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_TRACK); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 227, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_t_2 = __Pyx_PyLong_As_int(__pyx_t_1); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 227, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":227
+  /* "engine/ingest/_track.pyx":228
  *     cdef object _limited(self, str ip, bint keep):
  *         cdef int wait = self.shared.allow(TRACK, ip, self.rate[0], self.rate[1],
  *                                           self.rate[2], self.rate[3])             # <<<<<<<<<<<<<<
  *         if not wait:
  *             return None
 */
-  if (unlikely(__pyx_v_self->rate == Py_None)) {
-    PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-    __PYX_ERR(0, 227, __pyx_L1_error)
-  }
-  if (unlikely(__pyx_v_self->rate == Py_None)) {
-    PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-    __PYX_ERR(0, 227, __pyx_L1_error)
-  }
-  __pyx_t_4 = 0;
-  {
-    PyObject *__pyx_callargs[7] = {__pyx_t_2, __pyx_t_3, __pyx_v_ip, __Pyx_PyTuple_GET_ITEM(__pyx_v_self->rate, 0), __Pyx_PyTuple_GET_ITEM(__pyx_v_self->rate, 1), __Pyx_PyTuple_GET_ITEM(__pyx_v_self->rate, 2), __Pyx_PyTuple_GET_ITEM(__pyx_v_self->rate, 3)};
-    __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_allow, __pyx_callargs+__pyx_t_4, (7-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-    __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
-    __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 226, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_1);
-  }
+  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6limits_7_bucket_SharedLimits *)__pyx_v_self->shared->__pyx_vtab)->allow(__pyx_v_self->shared, __pyx_t_2, __pyx_v_ip, (__pyx_v_self->rate[0]), (__pyx_v_self->rate[1]), (__pyx_v_self->rate[2]), (__pyx_v_self->rate[3]), 0); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 227, __pyx_L1_error)
 
-  /* "engine/ingest/_track.pyx":226
- * 
- *     cdef object _limited(self, str ip, bint keep):
- *         cdef int wait = self.shared.allow(TRACK, ip, self.rate[0], self.rate[1],             # <<<<<<<<<<<<<<
- *                                           self.rate[2], self.rate[3])
- *         if not wait:
-*/
-  __pyx_t_5 = __Pyx_PyLong_As_int(__pyx_t_1); if (unlikely((__pyx_t_5 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 226, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_v_wait = __pyx_t_5;
+  __pyx_v_wait = __pyx_t_3;
 
-  /* "engine/ingest/_track.pyx":228
+  /* "engine/ingest/_track.pyx":229
  *         cdef int wait = self.shared.allow(TRACK, ip, self.rate[0], self.rate[1],
  *                                           self.rate[2], self.rate[3])
  *         if not wait:             # <<<<<<<<<<<<<<
  *             return None
  *         self.app.stats.rate_limited(CLASS_NAMES[TRACK])
 */
-  __pyx_t_6 = (!(__pyx_v_wait != 0));
+  __pyx_t_4 = (!(__pyx_v_wait != 0));
 
-  if (__pyx_t_6) {
+  if (__pyx_t_4) {
 
 
-    /* "engine/ingest/_track.pyx":229
+    /* "engine/ingest/_track.pyx":230
  *                                           self.rate[2], self.rate[3])
  *         if not wait:
  *             return None             # <<<<<<<<<<<<<<
@@ -6217,7 +6867,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__limited(struct _
     }
     goto __pyx_L0;
 
-    /* "engine/ingest/_track.pyx":228
+    /* "engine/ingest/_track.pyx":229
  *         cdef int wait = self.shared.allow(TRACK, ip, self.rate[0], self.rate[1],
  *                                           self.rate[2], self.rate[3])
  *         if not wait:             # <<<<<<<<<<<<<<
@@ -6226,68 +6876,68 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__limited(struct _
 */
   }
 
-  /* "engine/ingest/_track.pyx":230
+  /* "engine/ingest/_track.pyx":231
  *         if not wait:
  *             return None
  *         self.app.stats.rate_limited(CLASS_NAMES[TRACK])             # <<<<<<<<<<<<<<
  *         return responses.simple(429, self.date, "rate limited\n", close=not keep,
  *                                 extra=b"Retry-After: %d\r\n" % wait)
 */
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_self->app, __pyx_mstate_global->__pyx_n_u_stats); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 230, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __pyx_t_2;
-  __Pyx_INCREF(__pyx_t_3);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_CLASS_NAMES); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 230, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_self->app, __pyx_mstate_global->__pyx_n_u_stats); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 231, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_6);
+  __pyx_t_5 = __pyx_t_6;
+  __Pyx_INCREF(__pyx_t_5);
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_CLASS_NAMES); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 231, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_TRACK); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 230, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_TRACK); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 231, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
-  __pyx_t_9 = __Pyx_PyObject_GetItem(__pyx_t_7, __pyx_t_8); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 230, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyObject_GetItem(__pyx_t_7, __pyx_t_8); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 231, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-  __pyx_t_4 = 0;
+  __pyx_t_10 = 0;
   {
-    PyObject *__pyx_callargs[2] = {__pyx_t_3, __pyx_t_9};
-    __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_rate_limited, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-    __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
+    PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_t_9};
+    __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_rate_limited, __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-    __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 230, __pyx_L1_error)
+    __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 231, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":231
+  /* "engine/ingest/_track.pyx":232
  *             return None
  *         self.app.stats.rate_limited(CLASS_NAMES[TRACK])
  *         return responses.simple(429, self.date, "rate limited\n", close=not keep,             # <<<<<<<<<<<<<<
  *                                 extra=b"Retry-After: %d\r\n" % wait)
  * 
 */
-  __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_responses); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 231, __pyx_L1_error)
+  __pyx_t_6 = NULL;
+  __Pyx_GetModuleGlobalName(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_responses); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 232, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_simple); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 231, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_3);
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_simple); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 232, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-  __pyx_t_9 = __Pyx_PyBool_FromLong((!__pyx_v_keep)); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 231, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyBool_FromLong((!__pyx_v_keep)); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 232, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
 
-  /* "engine/ingest/_track.pyx":232
+  /* "engine/ingest/_track.pyx":233
  *         self.app.stats.rate_limited(CLASS_NAMES[TRACK])
  *         return responses.simple(429, self.date, "rate limited\n", close=not keep,
  *                                 extra=b"Retry-After: %d\r\n" % wait)             # <<<<<<<<<<<<<<
  * 
  *     cdef int _refuse(self, HttpConnection conn, int route, int status, object answer,
 */
-  __pyx_t_8 = __Pyx_PyLong_From_int(__pyx_v_wait); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 232, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyLong_From_int(__pyx_v_wait); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 233, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
-  __pyx_t_7 = PyNumber_Remainder(__pyx_mstate_global->__pyx_kp_b_Retry_After_d, __pyx_t_8); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 232, __pyx_L1_error)
+  __pyx_t_7 = PyNumber_Remainder(__pyx_mstate_global->__pyx_kp_b_Retry_After_d, __pyx_t_8); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 233, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
   #if CYTHON_VECTORCALL
 
-  /* "engine/ingest/_track.pyx":231
+  /* "engine/ingest/_track.pyx":232
  *             return None
  *         self.app.stats.rate_limited(CLASS_NAMES[TRACK])
  *         return responses.simple(429, self.date, "rate limited\n", close=not keep,             # <<<<<<<<<<<<<<
@@ -6295,41 +6945,41 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__limited(struct _
  * 
 */
   #endif
-  __pyx_t_4 = 1;
+  __pyx_t_10 = 1;
   #if CYTHON_UNPACK_METHODS
-  if (unlikely(PyMethod_Check(__pyx_t_3))) {
-    __pyx_t_2 = PyMethod_GET_SELF(__pyx_t_3);
-    assert(__pyx_t_2);
-    PyObject* __pyx__function = PyMethod_GET_FUNCTION(__pyx_t_3);
-    __Pyx_INCREF(__pyx_t_2);
+  if (unlikely(PyMethod_Check(__pyx_t_5))) {
+    __pyx_t_6 = PyMethod_GET_SELF(__pyx_t_5);
+    assert(__pyx_t_6);
+    PyObject* __pyx__function = PyMethod_GET_FUNCTION(__pyx_t_5);
+    __Pyx_INCREF(__pyx_t_6);
     __Pyx_INCREF(__pyx__function);
-    __Pyx_DECREF_SET(__pyx_t_3, __pyx__function);
-    __pyx_t_4 = 0;
+    __Pyx_DECREF_SET(__pyx_t_5, __pyx__function);
+    __pyx_t_10 = 0;
   }
   #endif
   {
-    PyObject *__pyx_callargs[6] = {__pyx_t_2, __pyx_mstate_global->__pyx_int_429, __pyx_v_self->date, __pyx_mstate_global->__pyx_kp_u_rate_limited_2, __pyx_t_9, __pyx_t_7};
+    PyObject *__pyx_callargs[6] = {__pyx_t_6, __pyx_mstate_global->__pyx_int_429, __pyx_v_self->date, __pyx_mstate_global->__pyx_kp_u_rate_limited_2, __pyx_t_9, __pyx_t_7};
     #if CYTHON_VECTORCALL
     __pyx_t_8 = __pyx_mstate_global->__pyx_tuple[0];
-    if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 231, __pyx_L1_error)
+    if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 232, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_8);
     #else
     {
       PyObject *__pyx_temp[2] = {__pyx_mstate_global->__pyx_n_u_close, __pyx_mstate_global->__pyx_n_u_extra};
       __pyx_t_8 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+4, 2);
-      if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 231, __pyx_L1_error)
+      if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 232, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
     }
     #endif
-    __pyx_t_1 = __Pyx_Object_VectorcallKwds((PyObject*)__pyx_t_3, __pyx_callargs+__pyx_t_4, (4-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET), __pyx_t_8);
-    __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
+    __pyx_t_1 = __Pyx_Object_VectorcallKwds((PyObject*)__pyx_t_5, __pyx_callargs+__pyx_t_10, (4-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET), __pyx_t_8);
+    __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
     #if CYTHON_VECTORCALL
     #endif
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 231, __pyx_L1_error)
+    __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 232, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   {
@@ -6343,7 +6993,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__limited(struct _
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "engine/ingest/_track.pyx":225
+  /* "engine/ingest/_track.pyx":226
  *         return 0
  * 
  *     cdef object _limited(self, str ip, bint keep):             # <<<<<<<<<<<<<<
@@ -6354,8 +7004,8 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__limited(struct _
   /* function exit code */
   __pyx_L1_error:;
   __Pyx_XDECREF(__pyx_t_1);
-  __Pyx_XDECREF(__pyx_t_2);
-  __Pyx_XDECREF(__pyx_t_3);
+  __Pyx_XDECREF(__pyx_t_5);
+  __Pyx_XDECREF(__pyx_t_6);
   __Pyx_XDECREF(__pyx_t_7);
   __Pyx_XDECREF(__pyx_t_8);
   __Pyx_XDECREF(__pyx_t_9);
@@ -6368,7 +7018,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__limited(struct _
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":234
+/* "engine/ingest/_track.pyx":235
  *                                 extra=b"Retry-After: %d\r\n" % wait)
  * 
  *     cdef int _refuse(self, HttpConnection conn, int route, int status, object answer,             # <<<<<<<<<<<<<<
@@ -6393,7 +7043,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes__refuse(struct __pyx_ob
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_refuse", 0);
 
-  /* "engine/ingest/_track.pyx":236
+  /* "engine/ingest/_track.pyx":237
  *     cdef int _refuse(self, HttpConnection conn, int route, int status, object answer,
  *                      double started) except -1:
  *         keep = status != 400 and status != 503 and b"Connection: close" not in answer             # <<<<<<<<<<<<<<
@@ -6405,7 +7055,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes__refuse(struct __pyx_ob
   if (__pyx_t_2) {
 
   } else {
-    __pyx_t_3 = __Pyx_PyBool_FromLong(__pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 236, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyBool_FromLong(__pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 237, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __pyx_t_1 = __pyx_t_3;
     __pyx_t_3 = 0;
@@ -6417,15 +7067,15 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes__refuse(struct __pyx_ob
   if (__pyx_t_2) {
 
   } else {
-    __pyx_t_3 = __Pyx_PyBool_FromLong(__pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 236, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyBool_FromLong(__pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 237, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __pyx_t_1 = __pyx_t_3;
     __pyx_t_3 = 0;
 
     goto __pyx_L3_bool_binop_done;
   }
-  __pyx_t_2 = (__Pyx_PySequence_ContainsTF(__pyx_mstate_global->__pyx_kp_b_Connection_close, __pyx_v_answer, Py_NE)); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 236, __pyx_L1_error)
-  __pyx_t_3 = __Pyx_PyBool_FromLong(__pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 236, __pyx_L1_error)
+  __pyx_t_2 = (__Pyx_PySequence_ContainsTF(__pyx_mstate_global->__pyx_kp_b_Connection_close, __pyx_v_answer, Py_NE)); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 237, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyBool_FromLong(__pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 237, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __pyx_t_1 = __pyx_t_3;
   __pyx_t_3 = 0;
@@ -6434,36 +7084,36 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes__refuse(struct __pyx_ob
   __pyx_v_keep = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":237
+  /* "engine/ingest/_track.pyx":238
  *                      double started) except -1:
  *         keep = status != 400 and status != 503 and b"Connection: close" not in answer
  *         conn.answer_c(0, answer, keep)             # <<<<<<<<<<<<<<
  *         self.app.stats.answered(_ROUTE_NAMES[route], status, _mono() - started)
  *         return 0
 */
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_keep); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 237, __pyx_L1_error)
-  __pyx_t_4 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_conn->__pyx_vtab)->answer_c(__pyx_v_conn, 0, __pyx_v_answer, __pyx_t_2); if (unlikely(__pyx_t_4 == ((int)-1))) __PYX_ERR(0, 237, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_keep); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 238, __pyx_L1_error)
+  __pyx_t_4 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_conn->__pyx_vtab)->answer_c(__pyx_v_conn, 0, __pyx_v_answer, __pyx_t_2); if (unlikely(__pyx_t_4 == ((int)-1))) __PYX_ERR(0, 238, __pyx_L1_error)
 
 
 
-  /* "engine/ingest/_track.pyx":238
+  /* "engine/ingest/_track.pyx":239
  *         keep = status != 400 and status != 503 and b"Connection: close" not in answer
  *         conn.answer_c(0, answer, keep)
  *         self.app.stats.answered(_ROUTE_NAMES[route], status, _mono() - started)             # <<<<<<<<<<<<<<
  *         return 0
  * 
 */
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_self->app, __pyx_mstate_global->__pyx_n_u_stats); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 238, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_self->app, __pyx_mstate_global->__pyx_n_u_stats); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 239, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_t_3 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_3);
   if (unlikely(__pyx_v_6engine_6ingest_6_track__ROUTE_NAMES == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-    __PYX_ERR(0, 238, __pyx_L1_error)
+    __PYX_ERR(0, 239, __pyx_L1_error)
   }
-  __pyx_t_6 = __Pyx_PyLong_From_int(__pyx_v_status); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 238, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyLong_From_int(__pyx_v_status); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 239, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_7 = PyFloat_FromDouble((__pyx_f_6engine_6ingest_6_track__mono() - __pyx_v_started)); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 238, __pyx_L1_error)
+  __pyx_t_7 = PyFloat_FromDouble((__pyx_f_6engine_6ingest_6_track__mono() - __pyx_v_started)); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 239, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __pyx_t_8 = 0;
   {
@@ -6473,12 +7123,12 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes__refuse(struct __pyx_ob
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 238, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 239, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":239
+  /* "engine/ingest/_track.pyx":240
  *         conn.answer_c(0, answer, keep)
  *         self.app.stats.answered(_ROUTE_NAMES[route], status, _mono() - started)
  *         return 0             # <<<<<<<<<<<<<<
@@ -6491,7 +7141,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes__refuse(struct __pyx_ob
   }
   goto __pyx_L0;
 
-  /* "engine/ingest/_track.pyx":234
+  /* "engine/ingest/_track.pyx":235
  *                                 extra=b"Retry-After: %d\r\n" % wait)
  * 
  *     cdef int _refuse(self, HttpConnection conn, int route, int status, object answer,             # <<<<<<<<<<<<<<
@@ -6515,7 +7165,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes__refuse(struct __pyx_ob
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":241
+/* "engine/ingest/_track.pyx":242
  *         return 0
  * 
  *     cdef uint64_t _record(self, HttpConnection conn, str ip, int method,             # <<<<<<<<<<<<<<
@@ -6550,7 +7200,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_record", 0);
 
-  /* "engine/ingest/_track.pyx":245
+  /* "engine/ingest/_track.pyx":246
  *         """Parse the request into the spool (HEAD: into scratch); the epoch
  *         its answer waits for (0 for HEAD)."""
  *         cdef bytes url = conn.url, path, query = None, body = None, cookie = None             # <<<<<<<<<<<<<<
@@ -6568,7 +7218,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
   __Pyx_INCREF(Py_None);
   __pyx_v_cookie = ((PyObject*)Py_None);
 
-  /* "engine/ingest/_track.pyx":246
+  /* "engine/ingest/_track.pyx":247
  *         its answer waits for (0 for HEAD)."""
  *         cdef bytes url = conn.url, path, query = None, body = None, cookie = None
  *         cdef const char* u = PyBytes_AS_STRING(url)             # <<<<<<<<<<<<<<
@@ -6577,7 +7227,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
 */
   __pyx_v_u = PyBytes_AS_STRING(__pyx_v_url);
 
-  /* "engine/ingest/_track.pyx":247
+  /* "engine/ingest/_track.pyx":248
  *         cdef bytes url = conn.url, path, query = None, body = None, cookie = None
  *         cdef const char* u = PyBytes_AS_STRING(url)
  *         cdef const char* q = <const char*>memchr(u, b'?', PyBytes_GET_SIZE(url))             # <<<<<<<<<<<<<<
@@ -6586,7 +7236,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
 */
   __pyx_v_q = ((char const *)memchr(__pyx_v_u, '?', PyBytes_GET_SIZE(__pyx_v_url)));
 
-  /* "engine/ingest/_track.pyx":250
+  /* "engine/ingest/_track.pyx":251
  *         cdef Py_ssize_t start
  *         cdef uint64_t epoch
  *         if q == NULL:             # <<<<<<<<<<<<<<
@@ -6598,7 +7248,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":251
+    /* "engine/ingest/_track.pyx":252
  *         cdef uint64_t epoch
  *         if q == NULL:
  *             path = url             # <<<<<<<<<<<<<<
@@ -6608,7 +7258,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
     __Pyx_INCREF(__pyx_v_url);
     __pyx_v_path = __pyx_v_url;
 
-    /* "engine/ingest/_track.pyx":250
+    /* "engine/ingest/_track.pyx":251
  *         cdef Py_ssize_t start
  *         cdef uint64_t epoch
  *         if q == NULL:             # <<<<<<<<<<<<<<
@@ -6618,7 +7268,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
     goto __pyx_L3;
   }
 
-  /* "engine/ingest/_track.pyx":253
+  /* "engine/ingest/_track.pyx":254
  *             path = url
  *         else:
  *             path = url[:q - u]             # <<<<<<<<<<<<<<
@@ -6628,14 +7278,14 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
   /*else*/ {
     if (unlikely(__pyx_v_url == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 253, __pyx_L1_error)
+      __PYX_ERR(0, 254, __pyx_L1_error)
     }
-    __pyx_t_1 = PySequence_GetSlice(__pyx_v_url, 0, (__pyx_v_q - __pyx_v_u)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 253, __pyx_L1_error)
+    __pyx_t_1 = PySequence_GetSlice(__pyx_v_url, 0, (__pyx_v_q - __pyx_v_u)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 254, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __pyx_v_path = ((PyObject*)__pyx_t_1);
     __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":254
+    /* "engine/ingest/_track.pyx":255
  *         else:
  *             path = url[:q - u]
  *             query = url[q - u + 1:]             # <<<<<<<<<<<<<<
@@ -6644,16 +7294,16 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
 */
     if (unlikely(__pyx_v_url == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 254, __pyx_L1_error)
+      __PYX_ERR(0, 255, __pyx_L1_error)
     }
-    __pyx_t_1 = PySequence_GetSlice(__pyx_v_url, ((__pyx_v_q - __pyx_v_u) + 1), PY_SSIZE_T_MAX); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 254, __pyx_L1_error)
+    __pyx_t_1 = PySequence_GetSlice(__pyx_v_url, ((__pyx_v_q - __pyx_v_u) + 1), PY_SSIZE_T_MAX); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 255, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __Pyx_DECREF_SET(__pyx_v_query, ((PyObject*)__pyx_t_1));
     __pyx_t_1 = 0;
   }
   __pyx_L3:;
 
-  /* "engine/ingest/_track.pyx":255
+  /* "engine/ingest/_track.pyx":256
  *             path = url[:q - u]
  *             query = url[q - u + 1:]
  *         if conn.cookie is not None:             # <<<<<<<<<<<<<<
@@ -6664,7 +7314,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":256
+    /* "engine/ingest/_track.pyx":257
  *             query = url[q - u + 1:]
  *         if conn.cookie is not None:
  *             cookie = cookie_vid_c(PyBytes_AS_STRING(conn.cookie), PyBytes_GET_SIZE(conn.cookie))             # <<<<<<<<<<<<<<
@@ -6675,14 +7325,14 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
     __Pyx_INCREF(__pyx_t_1);
     __pyx_t_3 = __pyx_v_conn->cookie;
     __Pyx_INCREF(__pyx_t_3);
-    __pyx_t_4 = __pyx_f_6engine_6_parse_cookie_vid_c(PyBytes_AS_STRING(__pyx_t_1), PyBytes_GET_SIZE(__pyx_t_3)); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 256, __pyx_L1_error)
+    __pyx_t_4 = __pyx_f_6engine_6_parse_cookie_vid_c(PyBytes_AS_STRING(__pyx_t_1), PyBytes_GET_SIZE(__pyx_t_3)); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 257, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF_SET(__pyx_v_cookie, ((PyObject*)__pyx_t_4));
     __pyx_t_4 = 0;
 
-    /* "engine/ingest/_track.pyx":255
+    /* "engine/ingest/_track.pyx":256
  *             path = url[:q - u]
  *             query = url[q - u + 1:]
  *         if conn.cookie is not None:             # <<<<<<<<<<<<<<
@@ -6691,7 +7341,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
 */
   }
 
-  /* "engine/ingest/_track.pyx":257
+  /* "engine/ingest/_track.pyx":258
  *         if conn.cookie is not None:
  *             cookie = cookie_vid_c(PyBytes_AS_STRING(conn.cookie), PyBytes_GET_SIZE(conn.cookie))
  *         if method == M_POST:             # <<<<<<<<<<<<<<
@@ -6703,7 +7353,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":258
+    /* "engine/ingest/_track.pyx":259
  *             cookie = cookie_vid_c(PyBytes_AS_STRING(conn.cookie), PyBytes_GET_SIZE(conn.cookie))
  *         if method == M_POST:
  *             body = b"".join(conn.body) if conn.body is not None else b""             # <<<<<<<<<<<<<<
@@ -6714,7 +7364,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
     if (__pyx_t_2) {
       __pyx_t_3 = __pyx_v_conn->body;
       __Pyx_INCREF(__pyx_t_3);
-      __pyx_t_1 = __Pyx_PyBytes_Join(__pyx_mstate_global->__pyx_kp_b__3, __pyx_t_3); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 258, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyBytes_Join(__pyx_mstate_global->__pyx_kp_b__3, __pyx_t_3); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 259, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
       __pyx_t_4 = __pyx_t_1;
@@ -6727,7 +7377,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
     __Pyx_DECREF_SET(__pyx_v_body, ((PyObject*)__pyx_t_4));
     __pyx_t_4 = 0;
 
-    /* "engine/ingest/_track.pyx":257
+    /* "engine/ingest/_track.pyx":258
  *         if conn.cookie is not None:
  *             cookie = cookie_vid_c(PyBytes_AS_STRING(conn.cookie), PyBytes_GET_SIZE(conn.cookie))
  *         if method == M_POST:             # <<<<<<<<<<<<<<
@@ -6736,7 +7386,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
 */
   }
 
-  /* "engine/ingest/_track.pyx":259
+  /* "engine/ingest/_track.pyx":260
  *         if method == M_POST:
  *             body = b"".join(conn.body) if conn.body is not None else b""
  *         if self.reference is not None:             # <<<<<<<<<<<<<<
@@ -6747,20 +7397,20 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":260
+    /* "engine/ingest/_track.pyx":261
  *             body = b"".join(conn.body) if conn.body is not None else b""
  *         if self.reference is not None:
  *             return self._record_reference(path, query, body, ip, conn, cookie, method, res)             # <<<<<<<<<<<<<<
  *         if method == M_HEAD:
  *             self.scratch.len = 0
 */
-    __pyx_t_5 = ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_record_reference(__pyx_v_self, __pyx_v_path, __pyx_v_query, __pyx_v_body, __pyx_v_ip, __pyx_v_conn, __pyx_v_cookie, __pyx_v_method, __pyx_v_res); if (unlikely(__pyx_t_5 == ((uint64_t)0) && PyErr_Occurred())) __PYX_ERR(0, 260, __pyx_L1_error)
+    __pyx_t_5 = ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_record_reference(__pyx_v_self, __pyx_v_path, __pyx_v_query, __pyx_v_body, __pyx_v_ip, __pyx_v_conn, __pyx_v_cookie, __pyx_v_method, __pyx_v_res); if (unlikely(__pyx_t_5 == ((uint64_t)0) && PyErr_Occurred())) __PYX_ERR(0, 261, __pyx_L1_error)
     {
       __pyx_r = __pyx_t_5;
     }
     goto __pyx_L0;
 
-    /* "engine/ingest/_track.pyx":259
+    /* "engine/ingest/_track.pyx":260
  *         if method == M_POST:
  *             body = b"".join(conn.body) if conn.body is not None else b""
  *         if self.reference is not None:             # <<<<<<<<<<<<<<
@@ -6769,7 +7419,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
 */
   }
 
-  /* "engine/ingest/_track.pyx":261
+  /* "engine/ingest/_track.pyx":262
  *         if self.reference is not None:
  *             return self._record_reference(path, query, body, ip, conn, cookie, method, res)
  *         if method == M_HEAD:             # <<<<<<<<<<<<<<
@@ -6781,7 +7431,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":262
+    /* "engine/ingest/_track.pyx":263
  *             return self._record_reference(path, query, body, ip, conn, cookie, method, res)
  *         if method == M_HEAD:
  *             self.scratch.len = 0             # <<<<<<<<<<<<<<
@@ -6790,7 +7440,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
 */
     __pyx_v_self->scratch.len = 0;
 
-    /* "engine/ingest/_track.pyx":263
+    /* "engine/ingest/_track.pyx":264
  *         if method == M_HEAD:
  *             self.scratch.len = 0
  *             self.encoder.encode(&self.scratch, path, query, body, ip, conn.user_agent,             # <<<<<<<<<<<<<<
@@ -6800,7 +7450,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
     __pyx_t_4 = __pyx_v_conn->user_agent;
     __Pyx_INCREF(__pyx_t_4);
 
-    /* "engine/ingest/_track.pyx":264
+    /* "engine/ingest/_track.pyx":265
  *             self.scratch.len = 0
  *             self.encoder.encode(&self.scratch, path, query, body, ip, conn.user_agent,
  *                                 conn.accept_language, cookie, _now_ms(), self.ids, res)             # <<<<<<<<<<<<<<
@@ -6812,20 +7462,20 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
     __pyx_t_3 = ((PyObject *)__pyx_v_self->ids);
     __Pyx_INCREF(__pyx_t_3);
 
-    /* "engine/ingest/_track.pyx":263
+    /* "engine/ingest/_track.pyx":264
  *         if method == M_HEAD:
  *             self.scratch.len = 0
  *             self.encoder.encode(&self.scratch, path, query, body, ip, conn.user_agent,             # <<<<<<<<<<<<<<
  *                                 conn.accept_language, cookie, _now_ms(), self.ids, res)
  *             return 0
 */
-    __pyx_t_6 = ((struct __pyx_vtabstruct_6engine_6_parse_Encoder *)__pyx_v_self->encoder->__pyx_vtab)->encode(__pyx_v_self->encoder, (&__pyx_v_self->scratch), __pyx_v_path, __pyx_v_query, __pyx_v_body, __pyx_v_ip, ((PyObject*)__pyx_t_4), ((PyObject*)__pyx_t_1), __pyx_v_cookie, __pyx_f_6engine_6ingest_6_track__now_ms(), __pyx_t_3, __pyx_v_res); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 263, __pyx_L1_error)
+    __pyx_t_6 = ((struct __pyx_vtabstruct_6engine_6_parse_Encoder *)__pyx_v_self->encoder->__pyx_vtab)->encode(__pyx_v_self->encoder, (&__pyx_v_self->scratch), __pyx_v_path, __pyx_v_query, __pyx_v_body, __pyx_v_ip, ((PyObject*)__pyx_t_4), ((PyObject*)__pyx_t_1), __pyx_v_cookie, __pyx_f_6engine_6ingest_6_track__now_ms(), __pyx_t_3, __pyx_v_res); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 264, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
 
-    /* "engine/ingest/_track.pyx":265
+    /* "engine/ingest/_track.pyx":266
  *             self.encoder.encode(&self.scratch, path, query, body, ip, conn.user_agent,
  *                                 conn.accept_language, cookie, _now_ms(), self.ids, res)
  *             return 0             # <<<<<<<<<<<<<<
@@ -6838,7 +7488,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
     }
     goto __pyx_L0;
 
-    /* "engine/ingest/_track.pyx":261
+    /* "engine/ingest/_track.pyx":262
  *         if self.reference is not None:
  *             return self._record_reference(path, query, body, ip, conn, cookie, method, res)
  *         if method == M_HEAD:             # <<<<<<<<<<<<<<
@@ -6847,17 +7497,17 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
 */
   }
 
-  /* "engine/ingest/_track.pyx":266
+  /* "engine/ingest/_track.pyx":267
  *                                 conn.accept_language, cookie, _now_ms(), self.ids, res)
  *             return 0
  *         start = self.spool.begin()             # <<<<<<<<<<<<<<
  *         try:
  *             self.encoder.encode(&self.spool.open_group, path, query, body, ip,
 */
-  __pyx_t_7 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_base.__pyx_vtab)->begin(__pyx_v_self->spool); if (unlikely(__pyx_t_7 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 266, __pyx_L1_error)
+  __pyx_t_7 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_base.__pyx_vtab)->begin(__pyx_v_self->spool); if (unlikely(__pyx_t_7 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 267, __pyx_L1_error)
   __pyx_v_start = __pyx_t_7;
 
-  /* "engine/ingest/_track.pyx":267
+  /* "engine/ingest/_track.pyx":268
  *             return 0
  *         start = self.spool.begin()
  *         try:             # <<<<<<<<<<<<<<
@@ -6873,7 +7523,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
     __Pyx_XGOTREF(__pyx_t_10);
     /*try:*/ {
 
-      /* "engine/ingest/_track.pyx":269
+      /* "engine/ingest/_track.pyx":270
  *         try:
  *             self.encoder.encode(&self.spool.open_group, path, query, body, ip,
  *                                 conn.user_agent, conn.accept_language, cookie, _now_ms(),             # <<<<<<<<<<<<<<
@@ -6885,7 +7535,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
       __pyx_t_1 = __pyx_v_conn->accept_language;
       __Pyx_INCREF(__pyx_t_1);
 
-      /* "engine/ingest/_track.pyx":270
+      /* "engine/ingest/_track.pyx":271
  *             self.encoder.encode(&self.spool.open_group, path, query, body, ip,
  *                                 conn.user_agent, conn.accept_language, cookie, _now_ms(),
  *                                 self.ids, res)             # <<<<<<<<<<<<<<
@@ -6895,20 +7545,20 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
       __pyx_t_4 = ((PyObject *)__pyx_v_self->ids);
       __Pyx_INCREF(__pyx_t_4);
 
-      /* "engine/ingest/_track.pyx":268
+      /* "engine/ingest/_track.pyx":269
  *         start = self.spool.begin()
  *         try:
  *             self.encoder.encode(&self.spool.open_group, path, query, body, ip,             # <<<<<<<<<<<<<<
  *                                 conn.user_agent, conn.accept_language, cookie, _now_ms(),
  *                                 self.ids, res)
 */
-      __pyx_t_6 = ((struct __pyx_vtabstruct_6engine_6_parse_Encoder *)__pyx_v_self->encoder->__pyx_vtab)->encode(__pyx_v_self->encoder, (&__pyx_v_self->spool->open_group), __pyx_v_path, __pyx_v_query, __pyx_v_body, __pyx_v_ip, ((PyObject*)__pyx_t_3), ((PyObject*)__pyx_t_1), __pyx_v_cookie, __pyx_f_6engine_6ingest_6_track__now_ms(), __pyx_t_4, __pyx_v_res); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 268, __pyx_L8_error)
+      __pyx_t_6 = ((struct __pyx_vtabstruct_6engine_6_parse_Encoder *)__pyx_v_self->encoder->__pyx_vtab)->encode(__pyx_v_self->encoder, (&__pyx_v_self->spool->open_group), __pyx_v_path, __pyx_v_query, __pyx_v_body, __pyx_v_ip, ((PyObject*)__pyx_t_3), ((PyObject*)__pyx_t_1), __pyx_v_cookie, __pyx_f_6engine_6ingest_6_track__now_ms(), __pyx_t_4, __pyx_v_res); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 269, __pyx_L8_error)
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
 
-      /* "engine/ingest/_track.pyx":267
+      /* "engine/ingest/_track.pyx":268
  *             return 0
  *         start = self.spool.begin()
  *         try:             # <<<<<<<<<<<<<<
@@ -6925,7 +7575,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-    /* "engine/ingest/_track.pyx":271
+    /* "engine/ingest/_track.pyx":272
  *                                 conn.user_agent, conn.accept_language, cookie, _now_ms(),
  *                                 self.ids, res)
  *         except BaseException:             # <<<<<<<<<<<<<<
@@ -6935,12 +7585,12 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
     __pyx_t_6 = __Pyx_PyErr_ExceptionMatches(((PyObject *)(((PyTypeObject*)PyExc_BaseException))));
     if (__pyx_t_6) {
       __Pyx_AddTraceback("engine.ingest._track.TrackRoutes._record", __pyx_clineno, __pyx_lineno, __pyx_filename);
-      if (__Pyx_GetException(&__pyx_t_4, &__pyx_t_1, &__pyx_t_3) < 0) __PYX_ERR(0, 271, __pyx_L10_except_error)
+      if (__Pyx_GetException(&__pyx_t_4, &__pyx_t_1, &__pyx_t_3) < 0) __PYX_ERR(0, 272, __pyx_L10_except_error)
       __Pyx_XGOTREF(__pyx_t_4);
       __Pyx_XGOTREF(__pyx_t_1);
       __Pyx_XGOTREF(__pyx_t_3);
 
-      /* "engine/ingest/_track.pyx":272
+      /* "engine/ingest/_track.pyx":273
  *                                 self.ids, res)
  *         except BaseException:
  *             self.spool.rollback(start)             # <<<<<<<<<<<<<<
@@ -6949,7 +7599,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
 */
       ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_base.__pyx_vtab)->rollback(__pyx_v_self->spool, __pyx_v_start);
 
-      /* "engine/ingest/_track.pyx":273
+      /* "engine/ingest/_track.pyx":274
  *         except BaseException:
  *             self.spool.rollback(start)
  *             raise             # <<<<<<<<<<<<<<
@@ -6961,11 +7611,11 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
       __Pyx_XGIVEREF(__pyx_t_3);
       __Pyx_ErrRestoreWithState(__pyx_t_4, __pyx_t_1, __pyx_t_3);
       __pyx_t_4 = 0;  __pyx_t_1 = 0;  __pyx_t_3 = 0; 
-      __PYX_ERR(0, 273, __pyx_L10_except_error)
+      __PYX_ERR(0, 274, __pyx_L10_except_error)
     }
     goto __pyx_L10_except_error;
 
-    /* "engine/ingest/_track.pyx":267
+    /* "engine/ingest/_track.pyx":268
  *             return 0
  *         start = self.spool.begin()
  *         try:             # <<<<<<<<<<<<<<
@@ -6981,17 +7631,17 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
     __pyx_L13_try_end:;
   }
 
-  /* "engine/ingest/_track.pyx":274
+  /* "engine/ingest/_track.pyx":275
  *             self.spool.rollback(start)
  *             raise
  *         epoch = self.spool.finish(start)             # <<<<<<<<<<<<<<
  *         self.events += 1
  *         return epoch
 */
-  __pyx_t_5 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_base.__pyx_vtab)->finish(__pyx_v_self->spool, __pyx_v_start); if (unlikely(__pyx_t_5 == ((uint64_t)0))) __PYX_ERR(0, 274, __pyx_L1_error)
+  __pyx_t_5 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_base.__pyx_vtab)->finish(__pyx_v_self->spool, __pyx_v_start); if (unlikely(__pyx_t_5 == ((uint64_t)0))) __PYX_ERR(0, 275, __pyx_L1_error)
   __pyx_v_epoch = __pyx_t_5;
 
-  /* "engine/ingest/_track.pyx":275
+  /* "engine/ingest/_track.pyx":276
  *             raise
  *         epoch = self.spool.finish(start)
  *         self.events += 1             # <<<<<<<<<<<<<<
@@ -7000,7 +7650,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
 */
   __pyx_v_self->events = (__pyx_v_self->events + 1);
 
-  /* "engine/ingest/_track.pyx":276
+  /* "engine/ingest/_track.pyx":277
  *         epoch = self.spool.finish(start)
  *         self.events += 1
  *         return epoch             # <<<<<<<<<<<<<<
@@ -7013,7 +7663,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
   }
   goto __pyx_L0;
 
-  /* "engine/ingest/_track.pyx":241
+  /* "engine/ingest/_track.pyx":242
  *         return 0
  * 
  *     cdef uint64_t _record(self, HttpConnection conn, str ip, int method,             # <<<<<<<<<<<<<<
@@ -7043,7 +7693,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":278
+/* "engine/ingest/_track.pyx":279
  *         return epoch
  * 
  *     cdef uint64_t _record_reference(self, bytes path, bytes query, bytes body, str ip,             # <<<<<<<<<<<<<<
@@ -7073,7 +7723,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_record_reference", 0);
 
-  /* "engine/ingest/_track.pyx":282
+  /* "engine/ingest/_track.pyx":283
  *                                     Outcome* res) except? 0:
  *         """TRACKER_PURE_PARSE=1: the reference parser's record, same spool."""
  *         from engine import record             # <<<<<<<<<<<<<<
@@ -7082,14 +7732,14 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
 */
   {
     PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_record};
-    __pyx_t_2 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_engine, __pyx_imported_names, 1, NULL, 0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 282, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_engine, __pyx_imported_names, 1, NULL, 0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 283, __pyx_L1_error)
   }
   __pyx_t_1 = __pyx_t_2;
   __Pyx_GOTREF(__pyx_t_1);
   {
     PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_record};
     __pyx_t_3 = 0; {
-      __pyx_t_4 = __Pyx_ImportFrom(__pyx_t_1, __pyx_imported_names[__pyx_t_3]); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 282, __pyx_L1_error)
+      __pyx_t_4 = __Pyx_ImportFrom(__pyx_t_1, __pyx_imported_names[__pyx_t_3]); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 283, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
       switch (__pyx_t_3) {
         case 0:
@@ -7103,7 +7753,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
   }
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":283
+  /* "engine/ingest/_track.pyx":284
  *         """TRACKER_PURE_PARSE=1: the reference parser's record, same spool."""
  *         from engine import record
  *         data = self.reference(path, query, body, ip, conn.user_agent, conn.accept_language,             # <<<<<<<<<<<<<<
@@ -7114,14 +7764,14 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
   __Pyx_INCREF(__pyx_v_self->reference);
   __pyx_t_5 = __pyx_v_self->reference; 
 
-  /* "engine/ingest/_track.pyx":284
+  /* "engine/ingest/_track.pyx":285
  *         from engine import record
  *         data = self.reference(path, query, body, ip, conn.user_agent, conn.accept_language,
  *                               cookie, _now_ms(), self.ids, self.url_filter)             # <<<<<<<<<<<<<<
  *         event = record.decode(data)
  *         memcpy(res.vid, PyBytes_AS_STRING(<bytes>data) + 26, 16)
 */
-  __pyx_t_6 = __Pyx_PyLong_From_int64_t(__pyx_f_6engine_6ingest_6_track__now_ms()); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 284, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyLong_From_int64_t(__pyx_f_6engine_6ingest_6_track__now_ms()); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 285, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __pyx_t_7 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -7141,13 +7791,13 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 283, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 284, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_data = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":285
+  /* "engine/ingest/_track.pyx":286
  *         data = self.reference(path, query, body, ip, conn.user_agent, conn.accept_language,
  *                               cookie, _now_ms(), self.ids, self.url_filter)
  *         event = record.decode(data)             # <<<<<<<<<<<<<<
@@ -7161,13 +7811,13 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
     PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_v_data};
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_decode, __pyx_callargs+__pyx_t_7, (2-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 285, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 286, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_event = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":286
+  /* "engine/ingest/_track.pyx":287
  *                               cookie, _now_ms(), self.ids, self.url_filter)
  *         event = record.decode(data)
  *         memcpy(res.vid, PyBytes_AS_STRING(<bytes>data) + 26, 16)             # <<<<<<<<<<<<<<
@@ -7176,7 +7826,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
 */
   (void)(memcpy(__pyx_v_res->vid, (PyBytes_AS_STRING(__pyx_v_data) + 26), 16));
 
-  /* "engine/ingest/_track.pyx":287
+  /* "engine/ingest/_track.pyx":288
  *         event = record.decode(data)
  *         memcpy(res.vid, PyBytes_AS_STRING(<bytes>data) + 26, 16)
  *         res.new_visitor = bool(event.get("new_visitor"))             # <<<<<<<<<<<<<<
@@ -7190,22 +7840,22 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
     PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_mstate_global->__pyx_n_u_new_visitor};
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get, __pyx_callargs+__pyx_t_7, (2-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 287, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 288, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
-  __pyx_t_8 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 287, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 288, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_v_res->new_visitor = (!(!__pyx_t_8));
 
 
-  /* "engine/ingest/_track.pyx":288
+  /* "engine/ingest/_track.pyx":289
  *         memcpy(res.vid, PyBytes_AS_STRING(<bytes>data) + 26, 16)
  *         res.new_visitor = bool(event.get("new_visitor"))
  *         redirect = event["params"].get("redirect")             # <<<<<<<<<<<<<<
  *         self._keep_redirect = None if redirect is None else redirect.encode("utf-8", "surrogatepass")
  *         if self._keep_redirect is None:
 */
-  __pyx_t_6 = __Pyx_PyObject_Dict_GetItem(__pyx_v_event, __pyx_mstate_global->__pyx_n_u_params); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 288, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_Dict_GetItem(__pyx_v_event, __pyx_mstate_global->__pyx_n_u_params); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 289, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __pyx_t_5 = __pyx_t_6;
   __Pyx_INCREF(__pyx_t_5);
@@ -7215,13 +7865,13 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get, __pyx_callargs+__pyx_t_7, (2-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 288, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 289, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_redirect = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":289
+  /* "engine/ingest/_track.pyx":290
  *         res.new_visitor = bool(event.get("new_visitor"))
  *         redirect = event["params"].get("redirect")
  *         self._keep_redirect = None if redirect is None else redirect.encode("utf-8", "surrogatepass")             # <<<<<<<<<<<<<<
@@ -7233,9 +7883,9 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
     __Pyx_INCREF(Py_None);
     __pyx_t_1 = Py_None;
   } else {
-    __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_redirect, __pyx_mstate_global->__pyx_n_u_encode); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 289, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_redirect, __pyx_mstate_global->__pyx_n_u_encode); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 290, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
-    __pyx_t_5 = __Pyx_PyObject_Call(__pyx_t_6, __pyx_mstate_global->__pyx_tuple[1], NULL); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 289, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_Call(__pyx_t_6, __pyx_mstate_global->__pyx_tuple[1], NULL); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 290, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __pyx_t_1 = __pyx_t_5;
@@ -7247,7 +7897,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
   __Pyx_DECREF_SET(__pyx_v_self->_keep_redirect, __pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":290
+  /* "engine/ingest/_track.pyx":291
  *         redirect = event["params"].get("redirect")
  *         self._keep_redirect = None if redirect is None else redirect.encode("utf-8", "surrogatepass")
  *         if self._keep_redirect is None:             # <<<<<<<<<<<<<<
@@ -7258,7 +7908,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
   if (__pyx_t_8) {
 
 
-    /* "engine/ingest/_track.pyx":291
+    /* "engine/ingest/_track.pyx":292
  *         self._keep_redirect = None if redirect is None else redirect.encode("utf-8", "surrogatepass")
  *         if self._keep_redirect is None:
  *             res.redirect, res.redirect_len = NULL, -1             # <<<<<<<<<<<<<<
@@ -7272,7 +7922,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
     __pyx_v_res->redirect = __pyx_t_9;
     __pyx_v_res->redirect_len = __pyx_t_3;
 
-    /* "engine/ingest/_track.pyx":290
+    /* "engine/ingest/_track.pyx":291
  *         redirect = event["params"].get("redirect")
  *         self._keep_redirect = None if redirect is None else redirect.encode("utf-8", "surrogatepass")
  *         if self._keep_redirect is None:             # <<<<<<<<<<<<<<
@@ -7282,7 +7932,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
     goto __pyx_L3;
   }
 
-  /* "engine/ingest/_track.pyx":293
+  /* "engine/ingest/_track.pyx":294
  *             res.redirect, res.redirect_len = NULL, -1
  *         else:
  *             res.redirect = PyBytes_AS_STRING(self._keep_redirect)             # <<<<<<<<<<<<<<
@@ -7295,7 +7945,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
     __pyx_v_res->redirect = PyBytes_AS_STRING(__pyx_t_1);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":294
+    /* "engine/ingest/_track.pyx":295
  *         else:
  *             res.redirect = PyBytes_AS_STRING(self._keep_redirect)
  *             res.redirect_len = PyBytes_GET_SIZE(self._keep_redirect)             # <<<<<<<<<<<<<<
@@ -7309,7 +7959,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
   }
   __pyx_L3:;
 
-  /* "engine/ingest/_track.pyx":295
+  /* "engine/ingest/_track.pyx":296
  *             res.redirect = PyBytes_AS_STRING(self._keep_redirect)
  *             res.redirect_len = PyBytes_GET_SIZE(self._keep_redirect)
  *         if method == M_HEAD:             # <<<<<<<<<<<<<<
@@ -7321,7 +7971,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
   if (__pyx_t_8) {
 
 
-    /* "engine/ingest/_track.pyx":296
+    /* "engine/ingest/_track.pyx":297
  *             res.redirect_len = PyBytes_GET_SIZE(self._keep_redirect)
  *         if method == M_HEAD:
  *             return 0             # <<<<<<<<<<<<<<
@@ -7334,7 +7984,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
     }
     goto __pyx_L0;
 
-    /* "engine/ingest/_track.pyx":295
+    /* "engine/ingest/_track.pyx":296
  *             res.redirect = PyBytes_AS_STRING(self._keep_redirect)
  *             res.redirect_len = PyBytes_GET_SIZE(self._keep_redirect)
  *         if method == M_HEAD:             # <<<<<<<<<<<<<<
@@ -7343,7 +7993,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
 */
   }
 
-  /* "engine/ingest/_track.pyx":297
+  /* "engine/ingest/_track.pyx":298
  *         if method == M_HEAD:
  *             return 0
  *         self.events += 1             # <<<<<<<<<<<<<<
@@ -7352,7 +8002,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
 */
   __pyx_v_self->events = (__pyx_v_self->events + 1);
 
-  /* "engine/ingest/_track.pyx":298
+  /* "engine/ingest/_track.pyx":299
  *             return 0
  *         self.events += 1
  *         return self.spool.append(data)             # <<<<<<<<<<<<<<
@@ -7366,17 +8016,17 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
     PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_v_data};
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_append, __pyx_callargs+__pyx_t_7, (2-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 298, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 299, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
-  __pyx_t_10 = __Pyx_PyLong_As_uint64_t(__pyx_t_1); if (unlikely((__pyx_t_10 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 298, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyLong_As_uint64_t(__pyx_t_1); if (unlikely((__pyx_t_10 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 299, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   {
     __pyx_r = __pyx_t_10;
   }
   goto __pyx_L0;
 
-  /* "engine/ingest/_track.pyx":278
+  /* "engine/ingest/_track.pyx":279
  *         return epoch
  * 
  *     cdef uint64_t _record_reference(self, bytes path, bytes query, bytes body, str ip,             # <<<<<<<<<<<<<<
@@ -7402,7 +8052,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":300
+/* "engine/ingest/_track.pyx":301
  *         return self.spool.append(data)
  * 
  *     cdef bytes _response(self, HttpConnection conn, int route, int method, Outcome* res,             # <<<<<<<<<<<<<<
@@ -7429,7 +8079,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_response", 0);
 
-  /* "engine/ingest/_track.pyx":302
+  /* "engine/ingest/_track.pyx":303
  *     cdef bytes _response(self, HttpConnection conn, int route, int method, Outcome* res,
  *                          bint keep):
  *         cdef Buf* b = &self.out             # <<<<<<<<<<<<<<
@@ -7438,7 +8088,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   __pyx_v_b = (&__pyx_v_self->out);
 
-  /* "engine/ingest/_track.pyx":303
+  /* "engine/ingest/_track.pyx":304
  *                          bint keep):
  *         cdef Buf* b = &self.out
  *         cdef bytes origin = conn.origin, location = None             # <<<<<<<<<<<<<<
@@ -7452,7 +8102,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   __Pyx_INCREF(Py_None);
   __pyx_v_location = ((PyObject*)Py_None);
 
-  /* "engine/ingest/_track.pyx":304
+  /* "engine/ingest/_track.pyx":305
  *         cdef Buf* b = &self.out
  *         cdef bytes origin = conn.origin, location = None
  *         cdef bint cookie = not (method == M_HEAD and res.new_visitor)             # <<<<<<<<<<<<<<
@@ -7475,20 +8125,20 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   __pyx_v_cookie = (!__pyx_t_2);
 
 
-  /* "engine/ingest/_track.pyx":305
+  /* "engine/ingest/_track.pyx":306
  *         cdef bytes origin = conn.origin, location = None
  *         cdef bint cookie = not (method == M_HEAD and res.new_visitor)
  *         cdef bytes date = self.date.value             # <<<<<<<<<<<<<<
  *         if route == R_RDR:
  *             location = self._location(res)
 */
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_self->date, __pyx_mstate_global->__pyx_n_u_value); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 305, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_self->date, __pyx_mstate_global->__pyx_n_u_value); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 306, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 305, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 306, __pyx_L1_error)
   __pyx_v_date = ((PyObject*)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":306
+  /* "engine/ingest/_track.pyx":307
  *         cdef bint cookie = not (method == M_HEAD and res.new_visitor)
  *         cdef bytes date = self.date.value
  *         if route == R_RDR:             # <<<<<<<<<<<<<<
@@ -7500,19 +8150,19 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":307
+    /* "engine/ingest/_track.pyx":308
  *         cdef bytes date = self.date.value
  *         if route == R_RDR:
  *             location = self._location(res)             # <<<<<<<<<<<<<<
  *         b.len = 0
  *         buf_reserve(b, 512 + (PyBytes_GET_SIZE(origin) if origin is not None else 0)
 */
-    __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_location(__pyx_v_self, __pyx_v_res); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 307, __pyx_L1_error)
+    __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_location(__pyx_v_self, __pyx_v_res); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 308, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __Pyx_DECREF_SET(__pyx_v_location, ((PyObject*)__pyx_t_1));
     __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":306
+    /* "engine/ingest/_track.pyx":307
  *         cdef bint cookie = not (method == M_HEAD and res.new_visitor)
  *         cdef bytes date = self.date.value
  *         if route == R_RDR:             # <<<<<<<<<<<<<<
@@ -7521,7 +8171,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   }
 
-  /* "engine/ingest/_track.pyx":308
+  /* "engine/ingest/_track.pyx":309
  *         if route == R_RDR:
  *             location = self._location(res)
  *         b.len = 0             # <<<<<<<<<<<<<<
@@ -7530,7 +8180,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   __pyx_v_b->len = 0;
 
-  /* "engine/ingest/_track.pyx":309
+  /* "engine/ingest/_track.pyx":310
  *             location = self._location(res)
  *         b.len = 0
  *         buf_reserve(b, 512 + (PyBytes_GET_SIZE(origin) if origin is not None else 0)             # <<<<<<<<<<<<<<
@@ -7547,7 +8197,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   }
 
 
-  /* "engine/ingest/_track.pyx":310
+  /* "engine/ingest/_track.pyx":311
  *         b.len = 0
  *         buf_reserve(b, 512 + (PyBytes_GET_SIZE(origin) if origin is not None else 0)
  *                     + (PyBytes_GET_SIZE(location) if location is not None else 0)             # <<<<<<<<<<<<<<
@@ -7564,7 +8214,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   }
 
 
-  /* "engine/ingest/_track.pyx":311
+  /* "engine/ingest/_track.pyx":312
  *         buf_reserve(b, 512 + (PyBytes_GET_SIZE(origin) if origin is not None else 0)
  *                     + (PyBytes_GET_SIZE(location) if location is not None else 0)
  *                     + PyBytes_GET_SIZE(self.debug_header))             # <<<<<<<<<<<<<<
@@ -7574,20 +8224,20 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   __pyx_t_1 = __pyx_v_self->debug_header;
   __Pyx_INCREF(__pyx_t_1);
 
-  /* "engine/ingest/_track.pyx":309
+  /* "engine/ingest/_track.pyx":310
  *             location = self._location(res)
  *         b.len = 0
  *         buf_reserve(b, 512 + (PyBytes_GET_SIZE(origin) if origin is not None else 0)             # <<<<<<<<<<<<<<
  *                     + (PyBytes_GET_SIZE(location) if location is not None else 0)
  *                     + PyBytes_GET_SIZE(self.debug_header))
 */
-  __pyx_t_6 = __pyx_f_6engine_6_parse_buf_reserve(__pyx_v_b, (((0x200 + __pyx_t_4) + __pyx_t_5) + PyBytes_GET_SIZE(__pyx_t_1))); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 309, __pyx_L1_error)
+  __pyx_t_6 = __pyx_f_6engine_6_parse_buf_reserve(__pyx_v_b, (((0x200 + __pyx_t_4) + __pyx_t_5) + PyBytes_GET_SIZE(__pyx_t_1))); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 310, __pyx_L1_error)
 
 
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
 
-  /* "engine/ingest/_track.pyx":312
+  /* "engine/ingest/_track.pyx":313
  *                     + (PyBytes_GET_SIZE(location) if location is not None else 0)
  *                     + PyBytes_GET_SIZE(self.debug_header))
  *         _add(b, _FOUND if route == R_RDR else _OK)             # <<<<<<<<<<<<<<
@@ -7607,7 +8257,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":313
+  /* "engine/ingest/_track.pyx":314
  *                     + PyBytes_GET_SIZE(self.debug_header))
  *         _add(b, _FOUND if route == R_RDR else _OK)
  *         if PyBytes_GET_SIZE(self.debug_header):             # <<<<<<<<<<<<<<
@@ -7622,7 +8272,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":314
+    /* "engine/ingest/_track.pyx":315
  *         _add(b, _FOUND if route == R_RDR else _OK)
  *         if PyBytes_GET_SIZE(self.debug_header):
  *             _add(b, self.debug_header)             # <<<<<<<<<<<<<<
@@ -7634,7 +8284,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
     __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":313
+    /* "engine/ingest/_track.pyx":314
  *                     + PyBytes_GET_SIZE(self.debug_header))
  *         _add(b, _FOUND if route == R_RDR else _OK)
  *         if PyBytes_GET_SIZE(self.debug_header):             # <<<<<<<<<<<<<<
@@ -7643,7 +8293,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   }
 
-  /* "engine/ingest/_track.pyx":315
+  /* "engine/ingest/_track.pyx":316
  *         if PyBytes_GET_SIZE(self.debug_header):
  *             _add(b, self.debug_header)
  *         _add(b, date)             # <<<<<<<<<<<<<<
@@ -7652,7 +8302,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, __pyx_v_date);
 
-  /* "engine/ingest/_track.pyx":316
+  /* "engine/ingest/_track.pyx":317
  *             _add(b, self.debug_header)
  *         _add(b, date)
  *         _add(b, _SERVER)             # <<<<<<<<<<<<<<
@@ -7664,7 +8314,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":317
+  /* "engine/ingest/_track.pyx":318
  *         _add(b, date)
  *         _add(b, _SERVER)
  *         _add(b, _GIF_HEAD if route == R_IMG else _EMPTY)             # <<<<<<<<<<<<<<
@@ -7684,7 +8334,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":318
+  /* "engine/ingest/_track.pyx":319
  *         _add(b, _SERVER)
  *         _add(b, _GIF_HEAD if route == R_IMG else _EMPTY)
  *         if cookie:             # <<<<<<<<<<<<<<
@@ -7693,7 +8343,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   if (__pyx_v_cookie) {
 
-    /* "engine/ingest/_track.pyx":319
+    /* "engine/ingest/_track.pyx":320
  *         _add(b, _GIF_HEAD if route == R_IMG else _EMPTY)
  *         if cookie:
  *             _add(b, _COOKIE)             # <<<<<<<<<<<<<<
@@ -7705,7 +8355,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
     __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":320
+    /* "engine/ingest/_track.pyx":321
  *         if cookie:
  *             _add(b, _COOKIE)
  *             _add_uuid(b, res.vid)             # <<<<<<<<<<<<<<
@@ -7714,7 +8364,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
     __pyx_f_6engine_6ingest_6_track__add_uuid(__pyx_v_b, __pyx_v_res->vid);
 
-    /* "engine/ingest/_track.pyx":321
+    /* "engine/ingest/_track.pyx":322
  *             _add(b, _COOKIE)
  *             _add_uuid(b, res.vid)
  *             _add(b, _COOKIE_END_TLS if conn.tls else _COOKIE_END)             # <<<<<<<<<<<<<<
@@ -7731,7 +8381,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
     __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":318
+    /* "engine/ingest/_track.pyx":319
  *         _add(b, _SERVER)
  *         _add(b, _GIF_HEAD if route == R_IMG else _EMPTY)
  *         if cookie:             # <<<<<<<<<<<<<<
@@ -7740,7 +8390,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   }
 
-  /* "engine/ingest/_track.pyx":322
+  /* "engine/ingest/_track.pyx":323
  *             _add_uuid(b, res.vid)
  *             _add(b, _COOKIE_END_TLS if conn.tls else _COOKIE_END)
  *         if origin is not None and header_safe(PyBytes_AS_STRING(origin),             # <<<<<<<<<<<<<<
@@ -7757,7 +8407,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
     goto __pyx_L9_bool_binop_done;
   }
 
-  /* "engine/ingest/_track.pyx":323
+  /* "engine/ingest/_track.pyx":324
  *             _add(b, _COOKIE_END_TLS if conn.tls else _COOKIE_END)
  *         if origin is not None and header_safe(PyBytes_AS_STRING(origin),
  *                                               PyBytes_GET_SIZE(origin)) \             # <<<<<<<<<<<<<<
@@ -7775,20 +8425,20 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
     goto __pyx_L9_bool_binop_done;
   }
 
-  /* "engine/ingest/_track.pyx":324
+  /* "engine/ingest/_track.pyx":325
  *         if origin is not None and header_safe(PyBytes_AS_STRING(origin),
  *                                               PyBytes_GET_SIZE(origin)) \
  *                 and origin != b"null":             # <<<<<<<<<<<<<<
  *             _add(b, _CORS)
  *             _add(b, origin)
 */
-  __pyx_t_3 = __Pyx_PyObject_CompareBoolNe_bytes_bytes(__pyx_v_origin, __pyx_mstate_global->__pyx_n_b_null, Py_NE); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(0, 324, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_CompareBoolNe_bytes_bytes(__pyx_v_origin, __pyx_mstate_global->__pyx_n_b_null, Py_NE); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(0, 325, __pyx_L1_error)
 
   __pyx_t_2 = __pyx_t_3;
 
   __pyx_L9_bool_binop_done:;
 
-  /* "engine/ingest/_track.pyx":322
+  /* "engine/ingest/_track.pyx":323
  *             _add_uuid(b, res.vid)
  *             _add(b, _COOKIE_END_TLS if conn.tls else _COOKIE_END)
  *         if origin is not None and header_safe(PyBytes_AS_STRING(origin),             # <<<<<<<<<<<<<<
@@ -7798,7 +8448,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":325
+    /* "engine/ingest/_track.pyx":326
  *                                               PyBytes_GET_SIZE(origin)) \
  *                 and origin != b"null":
  *             _add(b, _CORS)             # <<<<<<<<<<<<<<
@@ -7810,7 +8460,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
     __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":326
+    /* "engine/ingest/_track.pyx":327
  *                 and origin != b"null":
  *             _add(b, _CORS)
  *             _add(b, origin)             # <<<<<<<<<<<<<<
@@ -7819,7 +8469,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
     __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, __pyx_v_origin);
 
-    /* "engine/ingest/_track.pyx":327
+    /* "engine/ingest/_track.pyx":328
  *             _add(b, _CORS)
  *             _add(b, origin)
  *             _add(b, _CORS_END)             # <<<<<<<<<<<<<<
@@ -7831,7 +8481,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
     __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":322
+    /* "engine/ingest/_track.pyx":323
  *             _add_uuid(b, res.vid)
  *             _add(b, _COOKIE_END_TLS if conn.tls else _COOKIE_END)
  *         if origin is not None and header_safe(PyBytes_AS_STRING(origin),             # <<<<<<<<<<<<<<
@@ -7840,7 +8490,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   }
 
-  /* "engine/ingest/_track.pyx":328
+  /* "engine/ingest/_track.pyx":329
  *             _add(b, origin)
  *             _add(b, _CORS_END)
  *         _add(b, _NO_STORE)             # <<<<<<<<<<<<<<
@@ -7852,7 +8502,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":329
+  /* "engine/ingest/_track.pyx":330
  *             _add(b, _CORS_END)
  *         _add(b, _NO_STORE)
  *         if location is not None:             # <<<<<<<<<<<<<<
@@ -7863,7 +8513,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":330
+    /* "engine/ingest/_track.pyx":331
  *         _add(b, _NO_STORE)
  *         if location is not None:
  *             _add(b, _LOCATION)             # <<<<<<<<<<<<<<
@@ -7875,7 +8525,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
     __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":331
+    /* "engine/ingest/_track.pyx":332
  *         if location is not None:
  *             _add(b, _LOCATION)
  *             _add(b, location)             # <<<<<<<<<<<<<<
@@ -7884,7 +8534,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
     __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, __pyx_v_location);
 
-    /* "engine/ingest/_track.pyx":332
+    /* "engine/ingest/_track.pyx":333
  *             _add(b, _LOCATION)
  *             _add(b, location)
  *             _add_raw(b, b"\r\n", 2)             # <<<<<<<<<<<<<<
@@ -7893,7 +8543,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
     __pyx_f_6engine_6ingest_6_track__add_raw(__pyx_v_b, __pyx_k__4, 2);
 
-    /* "engine/ingest/_track.pyx":329
+    /* "engine/ingest/_track.pyx":330
  *             _add(b, _CORS_END)
  *         _add(b, _NO_STORE)
  *         if location is not None:             # <<<<<<<<<<<<<<
@@ -7902,7 +8552,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   }
 
-  /* "engine/ingest/_track.pyx":333
+  /* "engine/ingest/_track.pyx":334
  *             _add(b, location)
  *             _add_raw(b, b"\r\n", 2)
  *         if not keep:             # <<<<<<<<<<<<<<
@@ -7914,7 +8564,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":334
+    /* "engine/ingest/_track.pyx":335
  *             _add_raw(b, b"\r\n", 2)
  *         if not keep:
  *             _add(b, _CLOSE)             # <<<<<<<<<<<<<<
@@ -7926,7 +8576,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
     __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":333
+    /* "engine/ingest/_track.pyx":334
  *             _add(b, location)
  *             _add_raw(b, b"\r\n", 2)
  *         if not keep:             # <<<<<<<<<<<<<<
@@ -7935,7 +8585,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   }
 
-  /* "engine/ingest/_track.pyx":335
+  /* "engine/ingest/_track.pyx":336
  *         if not keep:
  *             _add(b, _CLOSE)
  *         _add_raw(b, b"\r\n", 2)             # <<<<<<<<<<<<<<
@@ -7944,7 +8594,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   __pyx_f_6engine_6ingest_6_track__add_raw(__pyx_v_b, __pyx_k__4, 2);
 
-  /* "engine/ingest/_track.pyx":336
+  /* "engine/ingest/_track.pyx":337
  *             _add(b, _CLOSE)
  *         _add_raw(b, b"\r\n", 2)
  *         if route == R_IMG and method != M_HEAD:             # <<<<<<<<<<<<<<
@@ -7970,7 +8620,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":337
+    /* "engine/ingest/_track.pyx":338
  *         _add_raw(b, b"\r\n", 2)
  *         if route == R_IMG and method != M_HEAD:
  *             _add(b, _PIXEL)             # <<<<<<<<<<<<<<
@@ -7982,7 +8632,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
     __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":336
+    /* "engine/ingest/_track.pyx":337
  *             _add(b, _CLOSE)
  *         _add_raw(b, b"\r\n", 2)
  *         if route == R_IMG and method != M_HEAD:             # <<<<<<<<<<<<<<
@@ -7991,14 +8641,14 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   }
 
-  /* "engine/ingest/_track.pyx":338
+  /* "engine/ingest/_track.pyx":339
  *         if route == R_IMG and method != M_HEAD:
  *             _add(b, _PIXEL)
  *         return PyBytes_FromStringAndSize(b.data, b.len)             # <<<<<<<<<<<<<<
  * 
  *     cdef bytes _location(self, Outcome* res):
 */
-  __pyx_t_1 = PyBytes_FromStringAndSize(__pyx_v_b->data, __pyx_v_b->len); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 338, __pyx_L1_error)
+  __pyx_t_1 = PyBytes_FromStringAndSize(__pyx_v_b->data, __pyx_v_b->len); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 339, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   {
     PyObject *__pyx_temp;
@@ -8011,7 +8661,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "engine/ingest/_track.pyx":300
+  /* "engine/ingest/_track.pyx":301
  *         return self.spool.append(data)
  * 
  *     cdef bytes _response(self, HttpConnection conn, int route, int method, Outcome* res,             # <<<<<<<<<<<<<<
@@ -8035,7 +8685,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":340
+/* "engine/ingest/_track.pyx":341
  *         return PyBytes_FromStringAndSize(b.data, b.len)
  * 
  *     cdef bytes _location(self, Outcome* res):             # <<<<<<<<<<<<<<
@@ -8058,7 +8708,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct 
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_location", 0);
 
-  /* "engine/ingest/_track.pyx":343
+  /* "engine/ingest/_track.pyx":344
  *         """Where /rdr sends the visitor: the redirect parameter when its host
  *         is allowed (engine/ingest/redirect.py), else DefaultRedirect."""
  *         cdef str target = None             # <<<<<<<<<<<<<<
@@ -8068,7 +8718,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct 
   __Pyx_INCREF(Py_None);
   __pyx_v_target = ((PyObject*)Py_None);
 
-  /* "engine/ingest/_track.pyx":345
+  /* "engine/ingest/_track.pyx":346
  *         cdef str target = None
  *         cdef bytes location
  *         if res.redirect_len >= 0:             # <<<<<<<<<<<<<<
@@ -8080,19 +8730,19 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct 
   if (__pyx_t_1) {
 
 
-    /* "engine/ingest/_track.pyx":346
+    /* "engine/ingest/_track.pyx":347
  *         cdef bytes location
  *         if res.redirect_len >= 0:
  *             target = PyUnicode_DecodeUTF8(res.redirect, res.redirect_len, "surrogatepass")             # <<<<<<<<<<<<<<
  *         location = safe_redirect(target, self.redirect_hosts,
  *                                  self.default_redirect).encode("utf-8", "replace")
 */
-    __pyx_t_2 = PyUnicode_DecodeUTF8(__pyx_v_res->redirect, __pyx_v_res->redirect_len, ((char *)"surrogatepass")); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 346, __pyx_L1_error)
+    __pyx_t_2 = PyUnicode_DecodeUTF8(__pyx_v_res->redirect, __pyx_v_res->redirect_len, ((char *)"surrogatepass")); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 347, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     __Pyx_DECREF_SET(__pyx_v_target, ((PyObject*)__pyx_t_2));
     __pyx_t_2 = 0;
 
-    /* "engine/ingest/_track.pyx":345
+    /* "engine/ingest/_track.pyx":346
  *         cdef str target = None
  *         cdef bytes location
  *         if res.redirect_len >= 0:             # <<<<<<<<<<<<<<
@@ -8101,7 +8751,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct 
 */
   }
 
-  /* "engine/ingest/_track.pyx":347
+  /* "engine/ingest/_track.pyx":348
  *         if res.redirect_len >= 0:
  *             target = PyUnicode_DecodeUTF8(res.redirect, res.redirect_len, "surrogatepass")
  *         location = safe_redirect(target, self.redirect_hosts,             # <<<<<<<<<<<<<<
@@ -8109,10 +8759,10 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct 
  *         if not header_safe(PyBytes_AS_STRING(location), PyBytes_GET_SIZE(location)):
 */
   __pyx_t_3 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_safe_redirect); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 347, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_safe_redirect); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 348, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
 
-  /* "engine/ingest/_track.pyx":348
+  /* "engine/ingest/_track.pyx":349
  *             target = PyUnicode_DecodeUTF8(res.redirect, res.redirect_len, "surrogatepass")
  *         location = safe_redirect(target, self.redirect_hosts,
  *                                  self.default_redirect).encode("utf-8", "replace")             # <<<<<<<<<<<<<<
@@ -8136,20 +8786,20 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct 
     __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_4, __pyx_callargs+__pyx_t_5, (4-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 347, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 348, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_encode); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 348, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_encode); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 349, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_4, __pyx_mstate_global->__pyx_tuple[2], NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 348, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_4, __pyx_mstate_global->__pyx_tuple[2], NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 349, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(0, 348, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(0, 349, __pyx_L1_error)
   __pyx_v_location = ((PyObject*)__pyx_t_2);
   __pyx_t_2 = 0;
 
-  /* "engine/ingest/_track.pyx":349
+  /* "engine/ingest/_track.pyx":350
  *         location = safe_redirect(target, self.redirect_hosts,
  *                                  self.default_redirect).encode("utf-8", "replace")
  *         if not header_safe(PyBytes_AS_STRING(location), PyBytes_GET_SIZE(location)):             # <<<<<<<<<<<<<<
@@ -8161,7 +8811,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct 
   if (__pyx_t_1) {
 
 
-    /* "engine/ingest/_track.pyx":350
+    /* "engine/ingest/_track.pyx":351
  *                                  self.default_redirect).encode("utf-8", "replace")
  *         if not header_safe(PyBytes_AS_STRING(location), PyBytes_GET_SIZE(location)):
  *             location = self.default_redirect.encode("latin-1", "replace")             # <<<<<<<<<<<<<<
@@ -8170,14 +8820,14 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct 
 */
     if (unlikely(__pyx_v_self->default_redirect == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "encode");
-      __PYX_ERR(0, 350, __pyx_L1_error)
+      __PYX_ERR(0, 351, __pyx_L1_error)
     }
-    __pyx_t_2 = PyUnicode_AsEncodedString(__pyx_v_self->default_redirect, __pyx_k_latin_1, __pyx_k_replace); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 350, __pyx_L1_error)
+    __pyx_t_2 = PyUnicode_AsEncodedString(__pyx_v_self->default_redirect, __pyx_k_latin_1, __pyx_k_replace); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 351, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     __Pyx_DECREF_SET(__pyx_v_location, ((PyObject*)__pyx_t_2));
     __pyx_t_2 = 0;
 
-    /* "engine/ingest/_track.pyx":349
+    /* "engine/ingest/_track.pyx":350
  *         location = safe_redirect(target, self.redirect_hosts,
  *                                  self.default_redirect).encode("utf-8", "replace")
  *         if not header_safe(PyBytes_AS_STRING(location), PyBytes_GET_SIZE(location)):             # <<<<<<<<<<<<<<
@@ -8186,7 +8836,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct 
 */
   }
 
-  /* "engine/ingest/_track.pyx":351
+  /* "engine/ingest/_track.pyx":352
  *         if not header_safe(PyBytes_AS_STRING(location), PyBytes_GET_SIZE(location)):
  *             location = self.default_redirect.encode("latin-1", "replace")
  *         return location             # <<<<<<<<<<<<<<
@@ -8204,7 +8854,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct 
   }
   goto __pyx_L0;
 
-  /* "engine/ingest/_track.pyx":340
+  /* "engine/ingest/_track.pyx":341
  *         return PyBytes_FromStringAndSize(b.data, b.len)
  * 
  *     cdef bytes _location(self, Outcome* res):             # <<<<<<<<<<<<<<
@@ -8227,7 +8877,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct 
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":354
+/* "engine/ingest/_track.pyx":355
  * 
  *     # ---- tracking for other routes (proxy, static) -----------------------
  *     def track(self, path, query, ip, user_agent, accept_language, cookie):             # <<<<<<<<<<<<<<
@@ -8280,56 +8930,56 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_path,&__pyx_mstate_global->__pyx_n_u_query,&__pyx_mstate_global->__pyx_n_u_ip,&__pyx_mstate_global->__pyx_n_u_user_agent,&__pyx_mstate_global->__pyx_n_u_accept_language,&__pyx_mstate_global->__pyx_n_u_cookie,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 354, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 355, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  6:
         values[5] = __Pyx_ArgRef_FASTCALL(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 354, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 355, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_FASTCALL(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 354, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 355, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_FASTCALL(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 354, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 355, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 354, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 355, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 354, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 355, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 354, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 355, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "track", 0) < (0)) __PYX_ERR(0, 354, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "track", 0) < (0)) __PYX_ERR(0, 355, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 6; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("track", 1, 6, 6, i); __PYX_ERR(0, 354, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("track", 1, 6, 6, i); __PYX_ERR(0, 355, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 6)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 354, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 355, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 354, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 355, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 354, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 355, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_FASTCALL(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 354, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 355, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_FASTCALL(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 354, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 355, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_FASTCALL(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 354, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 355, __pyx_L3_error)
     }
     __pyx_v_path = values[0];
     __pyx_v_query = values[1];
@@ -8340,7 +8990,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("track", 1, 6, 6, __pyx_nargs); __PYX_ERR(0, 354, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("track", 1, 6, 6, __pyx_nargs); __PYX_ERR(0, 355, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -8391,7 +9041,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("track", 0);
 
-  /* "engine/ingest/_track.pyx":360
+  /* "engine/ingest/_track.pyx":361
  *         cdef Outcome res
  *         cdef Py_ssize_t start
  *         cdef bytes cookie_vid = None             # <<<<<<<<<<<<<<
@@ -8401,7 +9051,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
   __Pyx_INCREF(Py_None);
   __pyx_v_cookie_vid = ((PyObject*)Py_None);
 
-  /* "engine/ingest/_track.pyx":361
+  /* "engine/ingest/_track.pyx":362
  *         cdef Py_ssize_t start
  *         cdef bytes cookie_vid = None
  *         if not (self.spool.healthy and self.spool.bytes_used() < 0.9 * self.spool.max_bytes):             # <<<<<<<<<<<<<<
@@ -8426,7 +9076,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":362
+    /* "engine/ingest/_track.pyx":363
  *         cdef bytes cookie_vid = None
  *         if not (self.spool.healthy and self.spool.bytes_used() < 0.9 * self.spool.max_bytes):
  *             return None             # <<<<<<<<<<<<<<
@@ -8443,7 +9093,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
     }
     goto __pyx_L0;
 
-    /* "engine/ingest/_track.pyx":361
+    /* "engine/ingest/_track.pyx":362
  *         cdef Py_ssize_t start
  *         cdef bytes cookie_vid = None
  *         if not (self.spool.healthy and self.spool.bytes_used() < 0.9 * self.spool.max_bytes):             # <<<<<<<<<<<<<<
@@ -8452,7 +9102,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
   }
 
-  /* "engine/ingest/_track.pyx":363
+  /* "engine/ingest/_track.pyx":364
  *         if not (self.spool.healthy and self.spool.bytes_used() < 0.9 * self.spool.max_bytes):
  *             return None
  *         if cookie is not None:             # <<<<<<<<<<<<<<
@@ -8463,19 +9113,19 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":364
+    /* "engine/ingest/_track.pyx":365
  *             return None
  *         if cookie is not None:
  *             cookie_vid = cookie_vid_c(PyBytes_AS_STRING(cookie), PyBytes_GET_SIZE(cookie))             # <<<<<<<<<<<<<<
  *         if self.reference is not None:
  *             data = self.reference(path, query, None, ip, user_agent, accept_language,
 */
-    __pyx_t_3 = __pyx_f_6engine_6_parse_cookie_vid_c(PyBytes_AS_STRING(__pyx_v_cookie), PyBytes_GET_SIZE(__pyx_v_cookie)); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 364, __pyx_L1_error)
+    __pyx_t_3 = __pyx_f_6engine_6_parse_cookie_vid_c(PyBytes_AS_STRING(__pyx_v_cookie), PyBytes_GET_SIZE(__pyx_v_cookie)); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 365, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF_SET(__pyx_v_cookie_vid, ((PyObject*)__pyx_t_3));
     __pyx_t_3 = 0;
 
-    /* "engine/ingest/_track.pyx":363
+    /* "engine/ingest/_track.pyx":364
  *         if not (self.spool.healthy and self.spool.bytes_used() < 0.9 * self.spool.max_bytes):
  *             return None
  *         if cookie is not None:             # <<<<<<<<<<<<<<
@@ -8484,7 +9134,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
   }
 
-  /* "engine/ingest/_track.pyx":365
+  /* "engine/ingest/_track.pyx":366
  *         if cookie is not None:
  *             cookie_vid = cookie_vid_c(PyBytes_AS_STRING(cookie), PyBytes_GET_SIZE(cookie))
  *         if self.reference is not None:             # <<<<<<<<<<<<<<
@@ -8495,7 +9145,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":366
+    /* "engine/ingest/_track.pyx":367
  *             cookie_vid = cookie_vid_c(PyBytes_AS_STRING(cookie), PyBytes_GET_SIZE(cookie))
  *         if self.reference is not None:
  *             data = self.reference(path, query, None, ip, user_agent, accept_language,             # <<<<<<<<<<<<<<
@@ -8506,14 +9156,14 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
     __Pyx_INCREF(__pyx_v_self->reference);
     __pyx_t_5 = __pyx_v_self->reference; 
 
-    /* "engine/ingest/_track.pyx":367
+    /* "engine/ingest/_track.pyx":368
  *         if self.reference is not None:
  *             data = self.reference(path, query, None, ip, user_agent, accept_language,
  *                                   cookie_vid, _now_ms(), self.ids, self.url_filter)             # <<<<<<<<<<<<<<
  *             self.spool.append(data)
  *             self.events += 1
 */
-    __pyx_t_6 = __Pyx_PyLong_From_int64_t(__pyx_f_6engine_6ingest_6_track__now_ms()); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 367, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_PyLong_From_int64_t(__pyx_f_6engine_6ingest_6_track__now_ms()); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 368, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __pyx_t_7 = 1;
     #if CYTHON_UNPACK_METHODS
@@ -8533,23 +9183,23 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 366, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 367, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __pyx_v_data = __pyx_t_3;
     __pyx_t_3 = 0;
 
-    /* "engine/ingest/_track.pyx":368
+    /* "engine/ingest/_track.pyx":369
  *             data = self.reference(path, query, None, ip, user_agent, accept_language,
  *                                   cookie_vid, _now_ms(), self.ids, self.url_filter)
  *             self.spool.append(data)             # <<<<<<<<<<<<<<
  *             self.events += 1
  *             from engine import record
 */
-    __pyx_t_8 = __Pyx_PyObject_Append(((PyObject *)__pyx_v_self->spool), __pyx_v_data); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 368, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyObject_Append(((PyObject *)__pyx_v_self->spool), __pyx_v_data); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 369, __pyx_L1_error)
 
 
-    /* "engine/ingest/_track.pyx":369
+    /* "engine/ingest/_track.pyx":370
  *                                   cookie_vid, _now_ms(), self.ids, self.url_filter)
  *             self.spool.append(data)
  *             self.events += 1             # <<<<<<<<<<<<<<
@@ -8558,7 +9208,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
     __pyx_v_self->events = (__pyx_v_self->events + 1);
 
-    /* "engine/ingest/_track.pyx":370
+    /* "engine/ingest/_track.pyx":371
  *             self.spool.append(data)
  *             self.events += 1
  *             from engine import record             # <<<<<<<<<<<<<<
@@ -8567,14 +9217,14 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
     {
       PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_record};
-      __pyx_t_9 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_engine, __pyx_imported_names, 1, NULL, 0); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 370, __pyx_L1_error)
+      __pyx_t_9 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_engine, __pyx_imported_names, 1, NULL, 0); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 371, __pyx_L1_error)
     }
     __pyx_t_3 = __pyx_t_9;
     __Pyx_GOTREF(__pyx_t_3);
     {
       PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_record};
       __pyx_t_10 = 0; {
-        __pyx_t_5 = __Pyx_ImportFrom(__pyx_t_3, __pyx_imported_names[__pyx_t_10]); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 370, __pyx_L1_error)
+        __pyx_t_5 = __Pyx_ImportFrom(__pyx_t_3, __pyx_imported_names[__pyx_t_10]); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 371, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_5);
         switch (__pyx_t_10) {
           case 0:
@@ -8588,7 +9238,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
     }
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-    /* "engine/ingest/_track.pyx":371
+    /* "engine/ingest/_track.pyx":372
  *             self.events += 1
  *             from engine import record
  *             event = record.decode(data)             # <<<<<<<<<<<<<<
@@ -8602,20 +9252,20 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
       PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_v_data};
       __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_decode, __pyx_callargs+__pyx_t_7, (2-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 371, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 372, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __pyx_v_event = __pyx_t_3;
     __pyx_t_3 = 0;
 
-    /* "engine/ingest/_track.pyx":372
+    /* "engine/ingest/_track.pyx":373
  *             from engine import record
  *             event = record.decode(data)
  *             return event["vid"], bool(event.get("new_visitor"))             # <<<<<<<<<<<<<<
  *         start = self.spool.begin()
  *         try:
 */
-    __pyx_t_3 = __Pyx_PyObject_Dict_GetItem(__pyx_v_event, __pyx_mstate_global->__pyx_n_u_vid); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 372, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyObject_Dict_GetItem(__pyx_v_event, __pyx_mstate_global->__pyx_n_u_vid); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 373, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __pyx_t_6 = __pyx_v_event;
     __Pyx_INCREF(__pyx_t_6);
@@ -8624,20 +9274,20 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
       PyObject *__pyx_callargs[2] = {__pyx_t_6, __pyx_mstate_global->__pyx_n_u_new_visitor};
       __pyx_t_5 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get, __pyx_callargs+__pyx_t_7, (2-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 372, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 373, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_5); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 372, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_5); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 373, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    __pyx_t_5 = __Pyx_PyBool_FromLong((!(!__pyx_t_2))); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 372, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyBool_FromLong((!(!__pyx_t_2))); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 373, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
 
-    __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 372, __pyx_L1_error)
+    __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 373, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __Pyx_GIVEREF(__pyx_t_3);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_3) != (0)) __PYX_ERR(0, 372, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_3) != (0)) __PYX_ERR(0, 373, __pyx_L1_error);
     __Pyx_GIVEREF(__pyx_t_5);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(0, 372, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(0, 373, __pyx_L1_error);
     __pyx_t_3 = 0;
     __pyx_t_5 = 0;
     {
@@ -8651,7 +9301,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
     __pyx_t_6 = 0;
     goto __pyx_L0;
 
-    /* "engine/ingest/_track.pyx":365
+    /* "engine/ingest/_track.pyx":366
  *         if cookie is not None:
  *             cookie_vid = cookie_vid_c(PyBytes_AS_STRING(cookie), PyBytes_GET_SIZE(cookie))
  *         if self.reference is not None:             # <<<<<<<<<<<<<<
@@ -8660,17 +9310,17 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
   }
 
-  /* "engine/ingest/_track.pyx":373
+  /* "engine/ingest/_track.pyx":374
  *             event = record.decode(data)
  *             return event["vid"], bool(event.get("new_visitor"))
  *         start = self.spool.begin()             # <<<<<<<<<<<<<<
  *         try:
  *             self.encoder.encode(&self.spool.open_group, path, query, None, ip, user_agent,
 */
-  __pyx_t_10 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_base.__pyx_vtab)->begin(__pyx_v_self->spool); if (unlikely(__pyx_t_10 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 373, __pyx_L1_error)
+  __pyx_t_10 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_base.__pyx_vtab)->begin(__pyx_v_self->spool); if (unlikely(__pyx_t_10 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 374, __pyx_L1_error)
   __pyx_v_start = __pyx_t_10;
 
-  /* "engine/ingest/_track.pyx":374
+  /* "engine/ingest/_track.pyx":375
  *             return event["vid"], bool(event.get("new_visitor"))
  *         start = self.spool.begin()
  *         try:             # <<<<<<<<<<<<<<
@@ -8686,7 +9336,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
     __Pyx_XGOTREF(__pyx_t_12);
     /*try:*/ {
 
-      /* "engine/ingest/_track.pyx":375
+      /* "engine/ingest/_track.pyx":376
  *         start = self.spool.begin()
  *         try:
  *             self.encoder.encode(&self.spool.open_group, path, query, None, ip, user_agent,             # <<<<<<<<<<<<<<
@@ -8695,18 +9345,18 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
       __pyx_t_6 = __pyx_v_path;
       __Pyx_INCREF(__pyx_t_6);
-      if (!(likely(PyBytes_CheckExact(__pyx_t_6))||((__pyx_t_6) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_6))) __PYX_ERR(0, 375, __pyx_L8_error)
+      if (!(likely(PyBytes_CheckExact(__pyx_t_6))||((__pyx_t_6) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_6))) __PYX_ERR(0, 376, __pyx_L8_error)
       __pyx_t_5 = __pyx_v_query;
       __Pyx_INCREF(__pyx_t_5);
-      if (!(likely(PyBytes_CheckExact(__pyx_t_5))||((__pyx_t_5) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_5))) __PYX_ERR(0, 375, __pyx_L8_error)
+      if (!(likely(PyBytes_CheckExact(__pyx_t_5))||((__pyx_t_5) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_5))) __PYX_ERR(0, 376, __pyx_L8_error)
       __pyx_t_3 = __pyx_v_ip;
       __Pyx_INCREF(__pyx_t_3);
-      if (!(likely(PyUnicode_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_3))) __PYX_ERR(0, 375, __pyx_L8_error)
+      if (!(likely(PyUnicode_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_3))) __PYX_ERR(0, 376, __pyx_L8_error)
       __pyx_t_4 = __pyx_v_user_agent;
       __Pyx_INCREF(__pyx_t_4);
-      if (!(likely(PyBytes_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_4))) __PYX_ERR(0, 375, __pyx_L8_error)
+      if (!(likely(PyBytes_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_4))) __PYX_ERR(0, 376, __pyx_L8_error)
 
-      /* "engine/ingest/_track.pyx":376
+      /* "engine/ingest/_track.pyx":377
  *         try:
  *             self.encoder.encode(&self.spool.open_group, path, query, None, ip, user_agent,
  *                                 accept_language, cookie_vid, _now_ms(), self.ids, &res)             # <<<<<<<<<<<<<<
@@ -8715,18 +9365,18 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
       __pyx_t_13 = __pyx_v_accept_language;
       __Pyx_INCREF(__pyx_t_13);
-      if (!(likely(PyBytes_CheckExact(__pyx_t_13))||((__pyx_t_13) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_13))) __PYX_ERR(0, 376, __pyx_L8_error)
+      if (!(likely(PyBytes_CheckExact(__pyx_t_13))||((__pyx_t_13) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_13))) __PYX_ERR(0, 377, __pyx_L8_error)
       __pyx_t_14 = ((PyObject *)__pyx_v_self->ids);
       __Pyx_INCREF(__pyx_t_14);
 
-      /* "engine/ingest/_track.pyx":375
+      /* "engine/ingest/_track.pyx":376
  *         start = self.spool.begin()
  *         try:
  *             self.encoder.encode(&self.spool.open_group, path, query, None, ip, user_agent,             # <<<<<<<<<<<<<<
  *                                 accept_language, cookie_vid, _now_ms(), self.ids, &res)
  *         except BaseException:
 */
-      __pyx_t_15 = ((struct __pyx_vtabstruct_6engine_6_parse_Encoder *)__pyx_v_self->encoder->__pyx_vtab)->encode(__pyx_v_self->encoder, (&__pyx_v_self->spool->open_group), ((PyObject*)__pyx_t_6), ((PyObject*)__pyx_t_5), ((PyObject*)Py_None), ((PyObject*)__pyx_t_3), ((PyObject*)__pyx_t_4), ((PyObject*)__pyx_t_13), __pyx_v_cookie_vid, __pyx_f_6engine_6ingest_6_track__now_ms(), __pyx_t_14, (&__pyx_v_res)); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 375, __pyx_L8_error)
+      __pyx_t_15 = ((struct __pyx_vtabstruct_6engine_6_parse_Encoder *)__pyx_v_self->encoder->__pyx_vtab)->encode(__pyx_v_self->encoder, (&__pyx_v_self->spool->open_group), ((PyObject*)__pyx_t_6), ((PyObject*)__pyx_t_5), ((PyObject*)Py_None), ((PyObject*)__pyx_t_3), ((PyObject*)__pyx_t_4), ((PyObject*)__pyx_t_13), __pyx_v_cookie_vid, __pyx_f_6engine_6ingest_6_track__now_ms(), __pyx_t_14, (&__pyx_v_res)); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 376, __pyx_L8_error)
       __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
@@ -8735,7 +9385,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
 
 
-      /* "engine/ingest/_track.pyx":374
+      /* "engine/ingest/_track.pyx":375
  *             return event["vid"], bool(event.get("new_visitor"))
  *         start = self.spool.begin()
  *         try:             # <<<<<<<<<<<<<<
@@ -8755,7 +9405,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
 
-    /* "engine/ingest/_track.pyx":377
+    /* "engine/ingest/_track.pyx":378
  *             self.encoder.encode(&self.spool.open_group, path, query, None, ip, user_agent,
  *                                 accept_language, cookie_vid, _now_ms(), self.ids, &res)
  *         except BaseException:             # <<<<<<<<<<<<<<
@@ -8765,12 +9415,12 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
     __pyx_t_15 = __Pyx_PyErr_ExceptionMatches(((PyObject *)(((PyTypeObject*)PyExc_BaseException))));
     if (__pyx_t_15) {
       __Pyx_AddTraceback("engine.ingest._track.TrackRoutes.track", __pyx_clineno, __pyx_lineno, __pyx_filename);
-      if (__Pyx_GetException(&__pyx_t_14, &__pyx_t_13, &__pyx_t_4) < 0) __PYX_ERR(0, 377, __pyx_L10_except_error)
+      if (__Pyx_GetException(&__pyx_t_14, &__pyx_t_13, &__pyx_t_4) < 0) __PYX_ERR(0, 378, __pyx_L10_except_error)
       __Pyx_XGOTREF(__pyx_t_14);
       __Pyx_XGOTREF(__pyx_t_13);
       __Pyx_XGOTREF(__pyx_t_4);
 
-      /* "engine/ingest/_track.pyx":378
+      /* "engine/ingest/_track.pyx":379
  *                                 accept_language, cookie_vid, _now_ms(), self.ids, &res)
  *         except BaseException:
  *             self.spool.rollback(start)             # <<<<<<<<<<<<<<
@@ -8779,7 +9429,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
       ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_base.__pyx_vtab)->rollback(__pyx_v_self->spool, __pyx_v_start);
 
-      /* "engine/ingest/_track.pyx":379
+      /* "engine/ingest/_track.pyx":380
  *         except BaseException:
  *             self.spool.rollback(start)
  *             raise             # <<<<<<<<<<<<<<
@@ -8791,11 +9441,11 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
       __Pyx_XGIVEREF(__pyx_t_4);
       __Pyx_ErrRestoreWithState(__pyx_t_14, __pyx_t_13, __pyx_t_4);
       __pyx_t_14 = 0;  __pyx_t_13 = 0;  __pyx_t_4 = 0; 
-      __PYX_ERR(0, 379, __pyx_L10_except_error)
+      __PYX_ERR(0, 380, __pyx_L10_except_error)
     }
     goto __pyx_L10_except_error;
 
-    /* "engine/ingest/_track.pyx":374
+    /* "engine/ingest/_track.pyx":375
  *             return event["vid"], bool(event.get("new_visitor"))
  *         start = self.spool.begin()
  *         try:             # <<<<<<<<<<<<<<
@@ -8811,17 +9461,17 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
     __pyx_L13_try_end:;
   }
 
-  /* "engine/ingest/_track.pyx":380
+  /* "engine/ingest/_track.pyx":381
  *             self.spool.rollback(start)
  *             raise
  *         self.spool.finish(start)             # <<<<<<<<<<<<<<
  *         self.events += 1
  *         self.scratch.len = 0
 */
-  __pyx_t_16 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_base.__pyx_vtab)->finish(__pyx_v_self->spool, __pyx_v_start); if (unlikely(__pyx_t_16 == ((uint64_t)0))) __PYX_ERR(0, 380, __pyx_L1_error)
+  __pyx_t_16 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_base.__pyx_vtab)->finish(__pyx_v_self->spool, __pyx_v_start); if (unlikely(__pyx_t_16 == ((uint64_t)0))) __PYX_ERR(0, 381, __pyx_L1_error)
 
 
-  /* "engine/ingest/_track.pyx":381
+  /* "engine/ingest/_track.pyx":382
  *             raise
  *         self.spool.finish(start)
  *         self.events += 1             # <<<<<<<<<<<<<<
@@ -8830,7 +9480,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
   __pyx_v_self->events = (__pyx_v_self->events + 1);
 
-  /* "engine/ingest/_track.pyx":382
+  /* "engine/ingest/_track.pyx":383
  *         self.spool.finish(start)
  *         self.events += 1
  *         self.scratch.len = 0             # <<<<<<<<<<<<<<
@@ -8839,17 +9489,17 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
   __pyx_v_self->scratch.len = 0;
 
-  /* "engine/ingest/_track.pyx":383
+  /* "engine/ingest/_track.pyx":384
  *         self.events += 1
  *         self.scratch.len = 0
  *         buf_reserve(&self.scratch, 36)             # <<<<<<<<<<<<<<
  *         _add_uuid(&self.scratch, res.vid)
  *         return (PyBytes_FromStringAndSize(self.scratch.data, 36).decode("ascii"),
 */
-  __pyx_t_15 = __pyx_f_6engine_6_parse_buf_reserve((&__pyx_v_self->scratch), 36); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 383, __pyx_L1_error)
+  __pyx_t_15 = __pyx_f_6engine_6_parse_buf_reserve((&__pyx_v_self->scratch), 36); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 384, __pyx_L1_error)
 
 
-  /* "engine/ingest/_track.pyx":384
+  /* "engine/ingest/_track.pyx":385
  *         self.scratch.len = 0
  *         buf_reserve(&self.scratch, 36)
  *         _add_uuid(&self.scratch, res.vid)             # <<<<<<<<<<<<<<
@@ -8858,24 +9508,24 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
   __pyx_f_6engine_6ingest_6_track__add_uuid((&__pyx_v_self->scratch), __pyx_v_res.vid);
 
-  /* "engine/ingest/_track.pyx":385
+  /* "engine/ingest/_track.pyx":386
  *         buf_reserve(&self.scratch, 36)
  *         _add_uuid(&self.scratch, res.vid)
  *         return (PyBytes_FromStringAndSize(self.scratch.data, 36).decode("ascii"),             # <<<<<<<<<<<<<<
  *                 bool(res.new_visitor))
  * 
 */
-  __pyx_t_4 = PyBytes_FromStringAndSize(__pyx_v_self->scratch.data, 36); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 385, __pyx_L1_error)
+  __pyx_t_4 = PyBytes_FromStringAndSize(__pyx_v_self->scratch.data, 36); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 386, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   if (unlikely(__pyx_t_4 == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "decode");
-    __PYX_ERR(0, 385, __pyx_L1_error)
+    __PYX_ERR(0, 386, __pyx_L1_error)
   }
-  __pyx_t_13 = __Pyx_decode_bytes(__pyx_t_4, 0, PY_SSIZE_T_MAX, NULL, NULL, PyUnicode_DecodeASCII); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 385, __pyx_L1_error)
+  __pyx_t_13 = __Pyx_decode_bytes(__pyx_t_4, 0, PY_SSIZE_T_MAX, NULL, NULL, PyUnicode_DecodeASCII); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 386, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_13);
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/ingest/_track.pyx":386
+  /* "engine/ingest/_track.pyx":387
  *         _add_uuid(&self.scratch, res.vid)
  *         return (PyBytes_FromStringAndSize(self.scratch.data, 36).decode("ascii"),
  *                 bool(res.new_visitor))             # <<<<<<<<<<<<<<
@@ -8884,23 +9534,23 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
   __pyx_t_2 = __pyx_v_res.new_visitor;
 
-  __pyx_t_4 = __Pyx_PyBool_FromLong((!(!__pyx_t_2))); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 386, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyBool_FromLong((!(!__pyx_t_2))); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 387, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
 
 
-  /* "engine/ingest/_track.pyx":385
+  /* "engine/ingest/_track.pyx":386
  *         buf_reserve(&self.scratch, 36)
  *         _add_uuid(&self.scratch, res.vid)
  *         return (PyBytes_FromStringAndSize(self.scratch.data, 36).decode("ascii"),             # <<<<<<<<<<<<<<
  *                 bool(res.new_visitor))
  * 
 */
-  __pyx_t_14 = PyTuple_New(2); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 385, __pyx_L1_error)
+  __pyx_t_14 = PyTuple_New(2); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 386, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_14);
   __Pyx_GIVEREF(__pyx_t_13);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 0, __pyx_t_13) != (0)) __PYX_ERR(0, 385, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 0, __pyx_t_13) != (0)) __PYX_ERR(0, 386, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_4);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 1, __pyx_t_4) != (0)) __PYX_ERR(0, 385, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 1, __pyx_t_4) != (0)) __PYX_ERR(0, 386, __pyx_L1_error);
   __pyx_t_13 = 0;
   __pyx_t_4 = 0;
   {
@@ -8914,7 +9564,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
   __pyx_t_14 = 0;
   goto __pyx_L0;
 
-  /* "engine/ingest/_track.pyx":354
+  /* "engine/ingest/_track.pyx":355
  * 
  *     # ---- tracking for other routes (proxy, static) -----------------------
  *     def track(self, path, query, ip, user_agent, accept_language, cookie):             # <<<<<<<<<<<<<<
@@ -8944,7 +9594,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":389
+/* "engine/ingest/_track.pyx":390
  * 
  *     # ---- metrics ---------------------------------------------------------
  *     cdef void _count(self, int route, int status, double seconds) noexcept:             # <<<<<<<<<<<<<<
@@ -8960,7 +9610,7 @@ static void __pyx_f_6engine_6ingest_6_track_11TrackRoutes__count(struct __pyx_ob
   int __pyx_t_4;
   int __pyx_t_5;
 
-  /* "engine/ingest/_track.pyx":390
+  /* "engine/ingest/_track.pyx":391
  *     # ---- metrics ---------------------------------------------------------
  *     cdef void _count(self, int route, int status, double seconds) noexcept:
  *         cdef int i = 0             # <<<<<<<<<<<<<<
@@ -8969,7 +9619,7 @@ static void __pyx_f_6engine_6ingest_6_track_11TrackRoutes__count(struct __pyx_ob
 */
   __pyx_v_i = 0;
 
-  /* "engine/ingest/_track.pyx":391
+  /* "engine/ingest/_track.pyx":392
  *     cdef void _count(self, int route, int status, double seconds) noexcept:
  *         cdef int i = 0
  *         self.counts[route][0 if status == 200 else 1] += 1             # <<<<<<<<<<<<<<
@@ -8991,7 +9641,7 @@ static void __pyx_f_6engine_6ingest_6_track_11TrackRoutes__count(struct __pyx_ob
   ((__pyx_v_self->counts[__pyx_t_1])[__pyx_t_2]) = (((__pyx_v_self->counts[__pyx_t_1])[__pyx_t_2]) + 1);
 
 
-  /* "engine/ingest/_track.pyx":392
+  /* "engine/ingest/_track.pyx":393
  *         cdef int i = 0
  *         self.counts[route][0 if status == 200 else 1] += 1
  *         while i < NBUCKETS - 1 and seconds > _BOUNDS[i]:             # <<<<<<<<<<<<<<
@@ -9018,7 +9668,7 @@ static void __pyx_f_6engine_6ingest_6_track_11TrackRoutes__count(struct __pyx_ob
 
     if (!__pyx_t_3) break;
 
-    /* "engine/ingest/_track.pyx":393
+    /* "engine/ingest/_track.pyx":394
  *         self.counts[route][0 if status == 200 else 1] += 1
  *         while i < NBUCKETS - 1 and seconds > _BOUNDS[i]:
  *             i += 1             # <<<<<<<<<<<<<<
@@ -9028,7 +9678,7 @@ static void __pyx_f_6engine_6ingest_6_track_11TrackRoutes__count(struct __pyx_ob
     __pyx_v_i = (__pyx_v_i + 1);
   }
 
-  /* "engine/ingest/_track.pyx":394
+  /* "engine/ingest/_track.pyx":395
  *         while i < NBUCKETS - 1 and seconds > _BOUNDS[i]:
  *             i += 1
  *         self.buckets[route][i] += 1             # <<<<<<<<<<<<<<
@@ -9041,7 +9691,7 @@ static void __pyx_f_6engine_6ingest_6_track_11TrackRoutes__count(struct __pyx_ob
   __pyx_t_5 = __pyx_v_i;
   ((__pyx_v_self->buckets[__pyx_t_1])[__pyx_t_5]) = (((__pyx_v_self->buckets[__pyx_t_1])[__pyx_t_5]) + 1);
 
-  /* "engine/ingest/_track.pyx":395
+  /* "engine/ingest/_track.pyx":396
  *             i += 1
  *         self.buckets[route][i] += 1
  *         self.seconds[route] += seconds             # <<<<<<<<<<<<<<
@@ -9052,7 +9702,7 @@ static void __pyx_f_6engine_6ingest_6_track_11TrackRoutes__count(struct __pyx_ob
   __pyx_t_1 = __pyx_v_route;
   (__pyx_v_self->seconds[__pyx_t_1]) = ((__pyx_v_self->seconds[__pyx_t_1]) + __pyx_v_seconds);
 
-  /* "engine/ingest/_track.pyx":389
+  /* "engine/ingest/_track.pyx":390
  * 
  *     # ---- metrics ---------------------------------------------------------
  *     cdef void _count(self, int route, int status, double seconds) noexcept:             # <<<<<<<<<<<<<<
@@ -9065,7 +9715,7 @@ static void __pyx_f_6engine_6ingest_6_track_11TrackRoutes__count(struct __pyx_ob
 
 }
 
-/* "engine/ingest/_track.pyx":397
+/* "engine/ingest/_track.pyx":398
  *         self.seconds[route] += seconds
  * 
  *     def drain_stats(self, stats):             # <<<<<<<<<<<<<<
@@ -9113,32 +9763,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_stats,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 397, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 398, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 397, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 398, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "drain_stats", 0) < (0)) __PYX_ERR(0, 397, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "drain_stats", 0) < (0)) __PYX_ERR(0, 398, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("drain_stats", 1, 1, 1, i); __PYX_ERR(0, 397, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("drain_stats", 1, 1, 1, i); __PYX_ERR(0, 398, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 397, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 398, __pyx_L3_error)
     }
     __pyx_v_stats = values[0];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("drain_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 397, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("drain_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 398, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -9160,7 +9810,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
 }
 static PyObject *__pyx_gb_6engine_6ingest_6_track_11TrackRoutes_11drain_stats_2generator(__pyx_CoroutineObject *__pyx_generator, CYTHON_UNUSED PyThreadState *__pyx_tstate, PyObject *__pyx_sent_value); /* proto */
 
-/* "engine/ingest/_track.pyx":407
+/* "engine/ingest/_track.pyx":408
  *                     stats.requests[key] = stats.requests.get(key, 0) + self.counts[route][i]
  *                     self.counts[route][i] = 0
  *             if self.seconds[route] or any(self.buckets[route][i] for i in range(NBUCKETS)):             # <<<<<<<<<<<<<<
@@ -9180,7 +9830,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_11drain_stats_ge
   if (unlikely(!__pyx_cur_scope)) {
     __pyx_cur_scope = ((struct __pyx_obj_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr *)Py_None);
     __Pyx_INCREF(Py_None);
-    __PYX_ERR(0, 407, __pyx_L1_error)
+    __PYX_ERR(0, 408, __pyx_L1_error)
   } else {
     __Pyx_GOTREF((PyObject *)__pyx_cur_scope);
   }
@@ -9191,7 +9841,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_11drain_stats_ge
 
 
   {
-    __pyx_CoroutineObject *gen = __Pyx_Generator_New((__pyx_coroutine_body_t) __pyx_gb_6engine_6ingest_6_track_11TrackRoutes_11drain_stats_2generator, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0]), (PyObject *) __pyx_cur_scope, __pyx_mstate_global->__pyx_n_u_genexpr, __pyx_mstate_global->__pyx_n_u_drain_stats_locals_genexpr, __pyx_mstate_global->__pyx_n_u_engine_ingest__track); if (unlikely(!gen)) __PYX_ERR(0, 407, __pyx_L1_error)
+    __pyx_CoroutineObject *gen = __Pyx_Generator_New((__pyx_coroutine_body_t) __pyx_gb_6engine_6ingest_6_track_11TrackRoutes_11drain_stats_2generator, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0]), (PyObject *) __pyx_cur_scope, __pyx_mstate_global->__pyx_n_u_genexpr, __pyx_mstate_global->__pyx_n_u_drain_stats_locals_genexpr, __pyx_mstate_global->__pyx_n_u_engine_ingest__track); if (unlikely(!gen)) __PYX_ERR(0, 408, __pyx_L1_error)
     __Pyx_DECREF(__pyx_cur_scope);
     __Pyx_RefNannyFinishContext();
     return (PyObject *) gen;
@@ -9227,14 +9877,14 @@ static PyObject *__pyx_gb_6engine_6ingest_6_track_11TrackRoutes_11drain_stats_2g
     return NULL;
   }
   __pyx_L3_first_run:;
-  if (unlikely(!__pyx_sent_value)) __PYX_ERR(0, 407, __pyx_L1_error)
+  if (unlikely(!__pyx_sent_value)) __PYX_ERR(0, 408, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_cur_scope->__pyx_genexpr_arg_0;
   __pyx_t_2 = __pyx_t_1;
 
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_cur_scope->__pyx_v_i = __pyx_t_3;
-    if (unlikely(!__pyx_cur_scope->__pyx_outer_scope->__pyx_v_self)) { __Pyx_RaiseClosureNameError("self"); __PYX_ERR(0, 407, __pyx_L1_error) }
+    if (unlikely(!__pyx_cur_scope->__pyx_outer_scope->__pyx_v_self)) { __Pyx_RaiseClosureNameError("self"); __PYX_ERR(0, 408, __pyx_L1_error) }
     __pyx_t_4 = (((__pyx_cur_scope->__pyx_outer_scope->__pyx_v_self->buckets[__pyx_cur_scope->__pyx_outer_scope->__pyx_v_route])[__pyx_cur_scope->__pyx_v_i]) != 0);
 
     if (__pyx_t_4) {
@@ -9284,7 +9934,7 @@ static PyObject *__pyx_gb_6engine_6ingest_6_track_11TrackRoutes_11drain_stats_2g
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":397
+/* "engine/ingest/_track.pyx":398
  *         self.seconds[route] += seconds
  * 
  *     def drain_stats(self, stats):             # <<<<<<<<<<<<<<
@@ -9324,7 +9974,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
   if (unlikely(!__pyx_cur_scope)) {
     __pyx_cur_scope = ((struct __pyx_obj_6engine_6ingest_6_track___pyx_scope_struct__drain_stats *)Py_None);
     __Pyx_INCREF(Py_None);
-    __PYX_ERR(0, 397, __pyx_L1_error)
+    __PYX_ERR(0, 398, __pyx_L1_error)
   } else {
     __Pyx_GOTREF((PyObject *)__pyx_cur_scope);
   }
@@ -9332,7 +9982,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
   __Pyx_INCREF((PyObject *)__pyx_cur_scope->__pyx_v_self);
   __Pyx_GIVEREF((PyObject *)__pyx_cur_scope->__pyx_v_self);
 
-  /* "engine/ingest/_track.pyx":400
+  /* "engine/ingest/_track.pyx":401
  *         """Move the counts since the last call into ``stats`` (WorkerStats)."""
  *         cdef int route, i
  *         for route in range(1, 4):             # <<<<<<<<<<<<<<
@@ -9342,7 +9992,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
   for (__pyx_t_1 = 1; __pyx_t_1 < 4; __pyx_t_1+=1) {
     __pyx_cur_scope->__pyx_v_route = __pyx_t_1;
 
-    /* "engine/ingest/_track.pyx":401
+    /* "engine/ingest/_track.pyx":402
  *         cdef int route, i
  *         for route in range(1, 4):
  *             name = _ROUTE_NAMES[route]             # <<<<<<<<<<<<<<
@@ -9351,14 +10001,14 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
 */
     if (unlikely(__pyx_v_6engine_6ingest_6_track__ROUTE_NAMES == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 401, __pyx_L1_error)
+      __PYX_ERR(0, 402, __pyx_L1_error)
     }
     __pyx_t_2 = __Pyx_PyTuple_GET_ITEM(__pyx_v_6engine_6ingest_6_track__ROUTE_NAMES, __pyx_cur_scope->__pyx_v_route);
     __Pyx_INCREF(__pyx_t_2);
     __Pyx_XDECREF_SET(__pyx_v_name, __pyx_t_2);
     __pyx_t_2 = 0;
 
-    /* "engine/ingest/_track.pyx":402
+    /* "engine/ingest/_track.pyx":403
  *         for route in range(1, 4):
  *             name = _ROUTE_NAMES[route]
  *             for i, status in ((0, 200), (1, 302)):             # <<<<<<<<<<<<<<
@@ -9375,16 +10025,16 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
       __pyx_t_4 = __Pyx_PySequence_ITEM(__pyx_t_2, __pyx_t_3);
       #endif
       ++__pyx_t_3;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 402, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 403, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
-      if (!(likely(PyTuple_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("tuple", __pyx_t_4))) __PYX_ERR(0, 402, __pyx_L1_error)
+      if (!(likely(PyTuple_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("tuple", __pyx_t_4))) __PYX_ERR(0, 403, __pyx_L1_error)
       if (likely(__pyx_t_4 != Py_None)) {
         PyObject* sequence = __pyx_t_4;
         Py_ssize_t size = __Pyx_PyTuple_GET_SIZE(sequence);
         if (unlikely(size != 2)) {
           if (size > 2) __Pyx_RaiseTooManyValuesError(2);
           else if (size >= 0) __Pyx_RaiseNeedMoreValuesError(size);
-          __PYX_ERR(0, 402, __pyx_L1_error)
+          __PYX_ERR(0, 403, __pyx_L1_error)
         }
         #if CYTHON_ASSUME_SAFE_MACROS && !CYTHON_AVOID_BORROWED_REFS
         __pyx_t_5 = PyTuple_GET_ITEM(sequence, 0);
@@ -9392,23 +10042,23 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
         __pyx_t_6 = PyTuple_GET_ITEM(sequence, 1);
         __Pyx_INCREF(__pyx_t_6);
         #else
-        __pyx_t_5 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 402, __pyx_L1_error)
+        __pyx_t_5 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 403, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_5);
-        __pyx_t_6 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 402, __pyx_L1_error)
+        __pyx_t_6 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 403, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_6);
         #endif
         __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
       } else {
-        __Pyx_RaiseNoneNotIterableError(); __PYX_ERR(0, 402, __pyx_L1_error)
+        __Pyx_RaiseNoneNotIterableError(); __PYX_ERR(0, 403, __pyx_L1_error)
       }
-      __pyx_t_7 = __Pyx_PyLong_As_int(__pyx_t_5); if (unlikely((__pyx_t_7 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 402, __pyx_L1_error)
+      __pyx_t_7 = __Pyx_PyLong_As_int(__pyx_t_5); if (unlikely((__pyx_t_7 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 403, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-      __pyx_t_8 = __Pyx_PyLong_As_long(__pyx_t_6); if (unlikely((__pyx_t_8 == (long)-1) && PyErr_Occurred())) __PYX_ERR(0, 402, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PyLong_As_long(__pyx_t_6); if (unlikely((__pyx_t_8 == (long)-1) && PyErr_Occurred())) __PYX_ERR(0, 403, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
       __pyx_v_i = __pyx_t_7;
       __pyx_v_status = __pyx_t_8;
 
-      /* "engine/ingest/_track.pyx":403
+      /* "engine/ingest/_track.pyx":404
  *             name = _ROUTE_NAMES[route]
  *             for i, status in ((0, 200), (1, 302)):
  *                 if self.counts[route][i]:             # <<<<<<<<<<<<<<
@@ -9420,34 +10070,34 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
       if (__pyx_t_9) {
 
 
-        /* "engine/ingest/_track.pyx":404
+        /* "engine/ingest/_track.pyx":405
  *             for i, status in ((0, 200), (1, 302)):
  *                 if self.counts[route][i]:
  *                     key = (name, status)             # <<<<<<<<<<<<<<
  *                     stats.requests[key] = stats.requests.get(key, 0) + self.counts[route][i]
  *                     self.counts[route][i] = 0
 */
-        __pyx_t_4 = __Pyx_PyLong_From_long(__pyx_v_status); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 404, __pyx_L1_error)
+        __pyx_t_4 = __Pyx_PyLong_From_long(__pyx_v_status); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 405, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_4);
-        __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 404, __pyx_L1_error)
+        __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 405, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_6);
         __Pyx_INCREF(__pyx_v_name);
         __Pyx_GIVEREF(__pyx_v_name);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_v_name) != (0)) __PYX_ERR(0, 404, __pyx_L1_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_v_name) != (0)) __PYX_ERR(0, 405, __pyx_L1_error);
         __Pyx_GIVEREF(__pyx_t_4);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_4) != (0)) __PYX_ERR(0, 404, __pyx_L1_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_4) != (0)) __PYX_ERR(0, 405, __pyx_L1_error);
         __pyx_t_4 = 0;
         __Pyx_XDECREF_SET(__pyx_v_key, ((PyObject*)__pyx_t_6));
         __pyx_t_6 = 0;
 
-        /* "engine/ingest/_track.pyx":405
+        /* "engine/ingest/_track.pyx":406
  *                 if self.counts[route][i]:
  *                     key = (name, status)
  *                     stats.requests[key] = stats.requests.get(key, 0) + self.counts[route][i]             # <<<<<<<<<<<<<<
  *                     self.counts[route][i] = 0
  *             if self.seconds[route] or any(self.buckets[route][i] for i in range(NBUCKETS)):
 */
-        __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_requests); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 405, __pyx_L1_error)
+        __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_requests); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 406, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_5);
         __pyx_t_4 = __pyx_t_5;
         __Pyx_INCREF(__pyx_t_4);
@@ -9457,22 +10107,22 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
           __pyx_t_6 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get, __pyx_callargs+__pyx_t_10, (3-__pyx_t_10) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
           __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
           __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-          if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 405, __pyx_L1_error)
+          if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 406, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_6);
         }
-        __pyx_t_5 = __Pyx_PyLong_From_int64_t(((__pyx_cur_scope->__pyx_v_self->counts[__pyx_cur_scope->__pyx_v_route])[__pyx_v_i])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 405, __pyx_L1_error)
+        __pyx_t_5 = __Pyx_PyLong_From_int64_t(((__pyx_cur_scope->__pyx_v_self->counts[__pyx_cur_scope->__pyx_v_route])[__pyx_v_i])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 406, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_5);
-        __pyx_t_4 = __Pyx_PyNumber_Add_object_int(__pyx_t_6, __pyx_t_5); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 405, __pyx_L1_error)
+        __pyx_t_4 = __Pyx_PyNumber_Add_object_int(__pyx_t_6, __pyx_t_5); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 406, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_4);
         __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
         __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-        __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_requests); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 405, __pyx_L1_error)
+        __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_requests); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 406, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_5);
-        if (unlikely((PyObject_SetItem(__pyx_t_5, __pyx_v_key, __pyx_t_4) < 0))) __PYX_ERR(0, 405, __pyx_L1_error)
+        if (unlikely((PyObject_SetItem(__pyx_t_5, __pyx_v_key, __pyx_t_4) < 0))) __PYX_ERR(0, 406, __pyx_L1_error)
         __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
         __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-        /* "engine/ingest/_track.pyx":406
+        /* "engine/ingest/_track.pyx":407
  *                     key = (name, status)
  *                     stats.requests[key] = stats.requests.get(key, 0) + self.counts[route][i]
  *                     self.counts[route][i] = 0             # <<<<<<<<<<<<<<
@@ -9481,7 +10131,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
 */
         ((__pyx_cur_scope->__pyx_v_self->counts[__pyx_cur_scope->__pyx_v_route])[__pyx_v_i]) = 0;
 
-        /* "engine/ingest/_track.pyx":403
+        /* "engine/ingest/_track.pyx":404
  *             name = _ROUTE_NAMES[route]
  *             for i, status in ((0, 200), (1, 302)):
  *                 if self.counts[route][i]:             # <<<<<<<<<<<<<<
@@ -9490,7 +10140,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
 */
       }
 
-      /* "engine/ingest/_track.pyx":402
+      /* "engine/ingest/_track.pyx":403
  *         for route in range(1, 4):
  *             name = _ROUTE_NAMES[route]
  *             for i, status in ((0, 200), (1, 302)):             # <<<<<<<<<<<<<<
@@ -9500,7 +10150,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
     }
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-    /* "engine/ingest/_track.pyx":407
+    /* "engine/ingest/_track.pyx":408
  *                     stats.requests[key] = stats.requests.get(key, 0) + self.counts[route][i]
  *                     self.counts[route][i] = 0
  *             if self.seconds[route] or any(self.buckets[route][i] for i in range(NBUCKETS)):             # <<<<<<<<<<<<<<
@@ -9517,12 +10167,12 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
 
       goto __pyx_L10_bool_binop_done;
     }
-    __pyx_t_2 = __pyx_pf_6engine_6ingest_6_track_11TrackRoutes_11drain_stats_genexpr(((PyObject*)__pyx_cur_scope), __pyx_e_6engine_6ingest_6_track_NBUCKETS); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 407, __pyx_L1_error)
+    __pyx_t_2 = __pyx_pf_6engine_6ingest_6_track_11TrackRoutes_11drain_stats_genexpr(((PyObject*)__pyx_cur_scope), __pyx_e_6engine_6ingest_6_track_NBUCKETS); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 408, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_4 = __Pyx_Generator_GetInlinedResult(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 407, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_Generator_GetInlinedResult(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 408, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    __pyx_t_11 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_11 < 0))) __PYX_ERR(0, 407, __pyx_L1_error)
+    __pyx_t_11 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_11 < 0))) __PYX_ERR(0, 408, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
     __pyx_t_9 = __pyx_t_11;
@@ -9531,14 +10181,14 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
     if (__pyx_t_9) {
 
 
-      /* "engine/ingest/_track.pyx":408
+      /* "engine/ingest/_track.pyx":409
  *                     self.counts[route][i] = 0
  *             if self.seconds[route] or any(self.buckets[route][i] for i in range(NBUCKETS)):
  *                 slots = stats.latency.get(name)             # <<<<<<<<<<<<<<
  *                 if slots is None:
  *                     slots = stats.latency[name] = [0] * NBUCKETS + [0.0]
 */
-      __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_latency); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 408, __pyx_L1_error)
+      __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_latency); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 409, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
       __pyx_t_2 = __pyx_t_5;
       __Pyx_INCREF(__pyx_t_2);
@@ -9548,13 +10198,13 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
         __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get, __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
         __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 408, __pyx_L1_error)
+        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 409, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_4);
       }
       __Pyx_XDECREF_SET(__pyx_v_slots, __pyx_t_4);
       __pyx_t_4 = 0;
 
-      /* "engine/ingest/_track.pyx":409
+      /* "engine/ingest/_track.pyx":410
  *             if self.seconds[route] or any(self.buckets[route][i] for i in range(NBUCKETS)):
  *                 slots = stats.latency.get(name)
  *                 if slots is None:             # <<<<<<<<<<<<<<
@@ -9565,40 +10215,40 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
       if (__pyx_t_9) {
 
 
-        /* "engine/ingest/_track.pyx":410
+        /* "engine/ingest/_track.pyx":411
  *                 slots = stats.latency.get(name)
  *                 if slots is None:
  *                     slots = stats.latency[name] = [0] * NBUCKETS + [0.0]             # <<<<<<<<<<<<<<
  *                 for i in range(NBUCKETS):
  *                     slots[i] += self.buckets[route][i]
 */
-        __pyx_t_4 = PyList_New(1 * ((__pyx_e_6engine_6ingest_6_track_NBUCKETS<0) ? 0:__pyx_e_6engine_6ingest_6_track_NBUCKETS)); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 410, __pyx_L1_error)
+        __pyx_t_4 = PyList_New(1 * ((__pyx_e_6engine_6ingest_6_track_NBUCKETS<0) ? 0:__pyx_e_6engine_6ingest_6_track_NBUCKETS)); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 411, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_4);
         { Py_ssize_t __pyx_temp;
           for (__pyx_temp=0; __pyx_temp < __pyx_e_6engine_6ingest_6_track_NBUCKETS; __pyx_temp++) {
             __Pyx_INCREF(__pyx_mstate_global->__pyx_int_0);
             __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_0);
-            if (__Pyx_PyList_SET_ITEM(__pyx_t_4, __pyx_temp, __pyx_mstate_global->__pyx_int_0) != (0)) __PYX_ERR(0, 410, __pyx_L1_error);
+            if (__Pyx_PyList_SET_ITEM(__pyx_t_4, __pyx_temp, __pyx_mstate_global->__pyx_int_0) != (0)) __PYX_ERR(0, 411, __pyx_L1_error);
           }
         }
-        __pyx_t_5 = PyList_New(1); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 410, __pyx_L1_error)
+        __pyx_t_5 = PyList_New(1); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 411, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_5);
         __Pyx_INCREF(__pyx_mstate_global->__pyx_float_0_0);
         __Pyx_GIVEREF(__pyx_mstate_global->__pyx_float_0_0);
-        if (__Pyx_PyList_SET_ITEM(__pyx_t_5, 0, __pyx_mstate_global->__pyx_float_0_0) != (0)) __PYX_ERR(0, 410, __pyx_L1_error);
-        __pyx_t_2 = PyNumber_Add(__pyx_t_4, __pyx_t_5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 410, __pyx_L1_error)
+        if (__Pyx_PyList_SET_ITEM(__pyx_t_5, 0, __pyx_mstate_global->__pyx_float_0_0) != (0)) __PYX_ERR(0, 411, __pyx_L1_error);
+        __pyx_t_2 = PyNumber_Add(__pyx_t_4, __pyx_t_5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 411, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_2);
         __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
         __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
         __Pyx_INCREF(__pyx_t_2);
         __Pyx_DECREF_SET(__pyx_v_slots, __pyx_t_2);
-        __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_latency); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 410, __pyx_L1_error)
+        __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_latency); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 411, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_5);
-        if (unlikely((PyObject_SetItem(__pyx_t_5, __pyx_v_name, __pyx_t_2) < 0))) __PYX_ERR(0, 410, __pyx_L1_error)
+        if (unlikely((PyObject_SetItem(__pyx_t_5, __pyx_v_name, __pyx_t_2) < 0))) __PYX_ERR(0, 411, __pyx_L1_error)
         __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
         __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-        /* "engine/ingest/_track.pyx":409
+        /* "engine/ingest/_track.pyx":410
  *             if self.seconds[route] or any(self.buckets[route][i] for i in range(NBUCKETS)):
  *                 slots = stats.latency.get(name)
  *                 if slots is None:             # <<<<<<<<<<<<<<
@@ -9607,7 +10257,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
 */
       }
 
-      /* "engine/ingest/_track.pyx":411
+      /* "engine/ingest/_track.pyx":412
  *                 if slots is None:
  *                     slots = stats.latency[name] = [0] * NBUCKETS + [0.0]
  *                 for i in range(NBUCKETS):             # <<<<<<<<<<<<<<
@@ -9621,7 +10271,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
       for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_13; __pyx_t_7+=1) {
         __pyx_v_i = __pyx_t_7;
 
-        /* "engine/ingest/_track.pyx":412
+        /* "engine/ingest/_track.pyx":413
  *                     slots = stats.latency[name] = [0] * NBUCKETS + [0.0]
  *                 for i in range(NBUCKETS):
  *                     slots[i] += self.buckets[route][i]             # <<<<<<<<<<<<<<
@@ -9630,18 +10280,18 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
 */
 
         __pyx_t_14 = __pyx_v_i;
-        __pyx_t_2 = __Pyx_GetItemInt(__pyx_v_slots, __pyx_t_14, int, 1, __Pyx_PyLong_From_int, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 412, __pyx_L1_error)
+        __pyx_t_2 = __Pyx_GetItemInt(__pyx_v_slots, __pyx_t_14, int, 1, __Pyx_PyLong_From_int, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 413, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_2);
-        __pyx_t_5 = __Pyx_PyLong_From_int64_t(((__pyx_cur_scope->__pyx_v_self->buckets[__pyx_cur_scope->__pyx_v_route])[__pyx_v_i])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 412, __pyx_L1_error)
+        __pyx_t_5 = __Pyx_PyLong_From_int64_t(((__pyx_cur_scope->__pyx_v_self->buckets[__pyx_cur_scope->__pyx_v_route])[__pyx_v_i])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 413, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_5);
-        __pyx_t_4 = __Pyx_PyNumber_InPlaceAdd_object_int(__pyx_t_2, __pyx_t_5); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 412, __pyx_L1_error)
+        __pyx_t_4 = __Pyx_PyNumber_InPlaceAdd_object_int(__pyx_t_2, __pyx_t_5); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 413, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_4);
         __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
         __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-        if (unlikely((__Pyx_SetItemInt(__pyx_v_slots, __pyx_t_14, __pyx_t_4, int, 1, __Pyx_PyLong_From_int, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference) < 0))) __PYX_ERR(0, 412, __pyx_L1_error)
+        if (unlikely((__Pyx_SetItemInt(__pyx_v_slots, __pyx_t_14, __pyx_t_4, int, 1, __Pyx_PyLong_From_int, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference) < 0))) __PYX_ERR(0, 413, __pyx_L1_error)
         __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-        /* "engine/ingest/_track.pyx":413
+        /* "engine/ingest/_track.pyx":414
  *                 for i in range(NBUCKETS):
  *                     slots[i] += self.buckets[route][i]
  *                     self.buckets[route][i] = 0             # <<<<<<<<<<<<<<
@@ -9652,7 +10302,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
       }
 
 
-      /* "engine/ingest/_track.pyx":414
+      /* "engine/ingest/_track.pyx":415
  *                     slots[i] += self.buckets[route][i]
  *                     self.buckets[route][i] = 0
  *                 slots[NBUCKETS] += self.seconds[route]             # <<<<<<<<<<<<<<
@@ -9661,18 +10311,18 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
 */
 
       __pyx_t_12 = __pyx_e_6engine_6ingest_6_track_NBUCKETS;
-      __pyx_t_4 = __Pyx_GetItemInt(__pyx_v_slots, __pyx_t_12, int, 1, __Pyx_PyLong_From___pyx_anon_enum, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 414, __pyx_L1_error)
+      __pyx_t_4 = __Pyx_GetItemInt(__pyx_v_slots, __pyx_t_12, int, 1, __Pyx_PyLong_From___pyx_anon_enum, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 415, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
-      __pyx_t_5 = PyFloat_FromDouble((__pyx_cur_scope->__pyx_v_self->seconds[__pyx_cur_scope->__pyx_v_route])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 414, __pyx_L1_error)
+      __pyx_t_5 = PyFloat_FromDouble((__pyx_cur_scope->__pyx_v_self->seconds[__pyx_cur_scope->__pyx_v_route])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 415, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
-      __pyx_t_2 = __Pyx_PyNumber_InPlaceAdd_object_float(__pyx_t_4, __pyx_t_5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 414, __pyx_L1_error)
+      __pyx_t_2 = __Pyx_PyNumber_InPlaceAdd_object_float(__pyx_t_4, __pyx_t_5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 415, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely((__Pyx_SetItemInt(__pyx_v_slots, __pyx_t_12, __pyx_t_2, int, 1, __Pyx_PyLong_From___pyx_anon_enum, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference) < 0))) __PYX_ERR(0, 414, __pyx_L1_error)
+      if (unlikely((__Pyx_SetItemInt(__pyx_v_slots, __pyx_t_12, __pyx_t_2, int, 1, __Pyx_PyLong_From___pyx_anon_enum, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference) < 0))) __PYX_ERR(0, 415, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-      /* "engine/ingest/_track.pyx":415
+      /* "engine/ingest/_track.pyx":416
  *                     self.buckets[route][i] = 0
  *                 slots[NBUCKETS] += self.seconds[route]
  *                 self.seconds[route] = 0.0             # <<<<<<<<<<<<<<
@@ -9681,7 +10331,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
 */
       (__pyx_cur_scope->__pyx_v_self->seconds[__pyx_cur_scope->__pyx_v_route]) = 0.0;
 
-      /* "engine/ingest/_track.pyx":407
+      /* "engine/ingest/_track.pyx":408
  *                     stats.requests[key] = stats.requests.get(key, 0) + self.counts[route][i]
  *                     self.counts[route][i] = 0
  *             if self.seconds[route] or any(self.buckets[route][i] for i in range(NBUCKETS)):             # <<<<<<<<<<<<<<
@@ -9691,25 +10341,25 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
     }
   }
 
-  /* "engine/ingest/_track.pyx":416
+  /* "engine/ingest/_track.pyx":417
  *                 slots[NBUCKETS] += self.seconds[route]
  *                 self.seconds[route] = 0.0
  *         stats.events += self.events             # <<<<<<<<<<<<<<
  *         self.events = 0
  * 
 */
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_events); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 416, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_events); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 417, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyLong_From_int64_t(__pyx_cur_scope->__pyx_v_self->events); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 416, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyLong_From_int64_t(__pyx_cur_scope->__pyx_v_self->events); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 417, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __Pyx_PyNumber_InPlaceAdd_object_int(__pyx_t_2, __pyx_t_5); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 416, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyNumber_InPlaceAdd_object_int(__pyx_t_2, __pyx_t_5); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 417, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  if (__Pyx_PyObject_SetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_events, __pyx_t_4) < (0)) __PYX_ERR(0, 416, __pyx_L1_error)
+  if (__Pyx_PyObject_SetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_events, __pyx_t_4) < (0)) __PYX_ERR(0, 417, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/ingest/_track.pyx":417
+  /* "engine/ingest/_track.pyx":418
  *                 self.seconds[route] = 0.0
  *         stats.events += self.events
  *         self.events = 0             # <<<<<<<<<<<<<<
@@ -9718,7 +10368,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
 */
   __pyx_cur_scope->__pyx_v_self->events = 0;
 
-  /* "engine/ingest/_track.pyx":397
+  /* "engine/ingest/_track.pyx":398
  *         self.seconds[route] += seconds
  * 
  *     def drain_stats(self, stats):             # <<<<<<<<<<<<<<
@@ -9749,7 +10399,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":137
+/* "engine/ingest/_track.pyx":138
  *     cdef int64_t buckets[4][NBUCKETS]
  *     cdef double seconds[4]
  *     cdef public int64_t events      # accepted since the last drain_stats             # <<<<<<<<<<<<<<
@@ -9788,7 +10438,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6events___get__(
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyLong_From_int64_t(__pyx_v_self->events); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 137, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyLong_From_int64_t(__pyx_v_self->events); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 138, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -9861,7 +10511,7 @@ static int __pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6events_2__set__(struc
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyLong_As_int64_t(__pyx_v_value); if (unlikely((__pyx_t_2 == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 137, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyLong_As_int64_t(__pyx_v_value); if (unlikely((__pyx_t_2 == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 138, __pyx_L4_error)
         __pyx_v_self->events = __pyx_t_2;
       }
       /*finally:*/ {
@@ -10095,7 +10745,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_10__setstate_cyt
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":420
+/* "engine/ingest/_track.pyx":421
  * 
  * 
  * cdef bint _under(bytes url, bytes prefix):             # <<<<<<<<<<<<<<
@@ -10111,7 +10761,7 @@ static int __pyx_f_6engine_6ingest_6_track__under(PyObject *__pyx_v_url, PyObjec
   int __pyx_t_1;
   int __pyx_t_2;
 
-  /* "engine/ingest/_track.pyx":423
+  /* "engine/ingest/_track.pyx":424
  *     """``url``'s path is ``prefix`` or below it (``/tr/v1``, ``/tr/v1/...``,
  *     ``/tr/v1?...``)."""
  *     cdef Py_ssize_t n = PyBytes_GET_SIZE(prefix)             # <<<<<<<<<<<<<<
@@ -10120,7 +10770,7 @@ static int __pyx_f_6engine_6ingest_6_track__under(PyObject *__pyx_v_url, PyObjec
 */
   __pyx_v_n = PyBytes_GET_SIZE(__pyx_v_prefix);
 
-  /* "engine/ingest/_track.pyx":424
+  /* "engine/ingest/_track.pyx":425
  *     ``/tr/v1?...``)."""
  *     cdef Py_ssize_t n = PyBytes_GET_SIZE(prefix)
  *     cdef const char* u = PyBytes_AS_STRING(url)             # <<<<<<<<<<<<<<
@@ -10129,7 +10779,7 @@ static int __pyx_f_6engine_6ingest_6_track__under(PyObject *__pyx_v_url, PyObjec
 */
   __pyx_v_u = PyBytes_AS_STRING(__pyx_v_url);
 
-  /* "engine/ingest/_track.pyx":426
+  /* "engine/ingest/_track.pyx":427
  *     cdef const char* u = PyBytes_AS_STRING(url)
  *     cdef char c
  *     if PyBytes_GET_SIZE(url) < n or memcmp(u, PyBytes_AS_STRING(prefix), n) != 0:             # <<<<<<<<<<<<<<
@@ -10155,7 +10805,7 @@ static int __pyx_f_6engine_6ingest_6_track__under(PyObject *__pyx_v_url, PyObjec
   if (__pyx_t_1) {
 
 
-    /* "engine/ingest/_track.pyx":427
+    /* "engine/ingest/_track.pyx":428
  *     cdef char c
  *     if PyBytes_GET_SIZE(url) < n or memcmp(u, PyBytes_AS_STRING(prefix), n) != 0:
  *         return False             # <<<<<<<<<<<<<<
@@ -10168,7 +10818,7 @@ static int __pyx_f_6engine_6ingest_6_track__under(PyObject *__pyx_v_url, PyObjec
     }
     goto __pyx_L0;
 
-    /* "engine/ingest/_track.pyx":426
+    /* "engine/ingest/_track.pyx":427
  *     cdef const char* u = PyBytes_AS_STRING(url)
  *     cdef char c
  *     if PyBytes_GET_SIZE(url) < n or memcmp(u, PyBytes_AS_STRING(prefix), n) != 0:             # <<<<<<<<<<<<<<
@@ -10177,7 +10827,7 @@ static int __pyx_f_6engine_6ingest_6_track__under(PyObject *__pyx_v_url, PyObjec
 */
   }
 
-  /* "engine/ingest/_track.pyx":428
+  /* "engine/ingest/_track.pyx":429
  *     if PyBytes_GET_SIZE(url) < n or memcmp(u, PyBytes_AS_STRING(prefix), n) != 0:
  *         return False
  *     if PyBytes_GET_SIZE(url) == n:             # <<<<<<<<<<<<<<
@@ -10189,7 +10839,7 @@ static int __pyx_f_6engine_6ingest_6_track__under(PyObject *__pyx_v_url, PyObjec
   if (__pyx_t_1) {
 
 
-    /* "engine/ingest/_track.pyx":429
+    /* "engine/ingest/_track.pyx":430
  *         return False
  *     if PyBytes_GET_SIZE(url) == n:
  *         return True             # <<<<<<<<<<<<<<
@@ -10202,7 +10852,7 @@ static int __pyx_f_6engine_6ingest_6_track__under(PyObject *__pyx_v_url, PyObjec
     }
     goto __pyx_L0;
 
-    /* "engine/ingest/_track.pyx":428
+    /* "engine/ingest/_track.pyx":429
  *     if PyBytes_GET_SIZE(url) < n or memcmp(u, PyBytes_AS_STRING(prefix), n) != 0:
  *         return False
  *     if PyBytes_GET_SIZE(url) == n:             # <<<<<<<<<<<<<<
@@ -10211,7 +10861,7 @@ static int __pyx_f_6engine_6ingest_6_track__under(PyObject *__pyx_v_url, PyObjec
 */
   }
 
-  /* "engine/ingest/_track.pyx":430
+  /* "engine/ingest/_track.pyx":431
  *     if PyBytes_GET_SIZE(url) == n:
  *         return True
  *     c = u[n]             # <<<<<<<<<<<<<<
@@ -10220,7 +10870,7 @@ static int __pyx_f_6engine_6ingest_6_track__under(PyObject *__pyx_v_url, PyObjec
 */
   __pyx_v_c = (__pyx_v_u[__pyx_v_n]);
 
-  /* "engine/ingest/_track.pyx":431
+  /* "engine/ingest/_track.pyx":432
  *         return True
  *     c = u[n]
  *     return c == b'/' or c == b'?'             # <<<<<<<<<<<<<<
@@ -10240,7 +10890,7 @@ static int __pyx_f_6engine_6ingest_6_track__under(PyObject *__pyx_v_url, PyObjec
   }
   goto __pyx_L0;
 
-  /* "engine/ingest/_track.pyx":420
+  /* "engine/ingest/_track.pyx":421
  * 
  * 
  * cdef bint _under(bytes url, bytes prefix):             # <<<<<<<<<<<<<<
@@ -10270,8 +10920,7 @@ static PyObject *__pyx_tp_new__initialisation_6engine_6ingest_6_track_TrackRoute
   p->tr_prefix = ((PyObject*)Py_None); Py_INCREF(Py_None);
   p->img_prefix = ((PyObject*)Py_None); Py_INCREF(Py_None);
   p->rdr_prefix = ((PyObject*)Py_None); Py_INCREF(Py_None);
-  p->shared = Py_None; Py_INCREF(Py_None);
-  p->rate = ((PyObject*)Py_None); Py_INCREF(Py_None);
+  p->shared = ((struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits *)Py_None); Py_INCREF(Py_None);
   p->resolver = Py_None; Py_INCREF(Py_None);
   p->redirect_hosts = Py_None; Py_INCREF(Py_None);
   p->default_redirect = ((PyObject*)Py_None); Py_INCREF(Py_None);
@@ -10323,7 +10972,6 @@ static void __pyx_tp_dealloc_6engine_6ingest_6_track_TrackRoutes(PyObject *o) {
   Py_CLEAR(p->img_prefix);
   Py_CLEAR(p->rdr_prefix);
   Py_CLEAR(p->shared);
-  Py_CLEAR(p->rate);
   Py_CLEAR(p->resolver);
   Py_CLEAR(p->redirect_hosts);
   Py_CLEAR(p->default_redirect);
@@ -10378,10 +11026,7 @@ static int __pyx_tp_traverse_6engine_6ingest_6_track_TrackRoutes(PyObject *o, vi
     e = (*v)(p->date, a); if (e) return e;
   }
   if (p->shared) {
-    e = (*v)(p->shared, a); if (e) return e;
-  }
-  if (p->rate) {
-    e = (*v)(p->rate, a); if (e) return e;
+    e = (*v)(((PyObject *)p->shared), a); if (e) return e;
   }
   if (p->resolver) {
     e = (*v)(p->resolver, a); if (e) return e;
@@ -10427,10 +11072,7 @@ static int __pyx_tp_clear_6engine_6ingest_6_track_TrackRoutes(PyObject *o) {
   p->date = Py_None; Py_INCREF(Py_None);
   Py_XDECREF(tmp);
   tmp = ((PyObject*)p->shared);
-  p->shared = Py_None; Py_INCREF(Py_None);
-  Py_XDECREF(tmp);
-  tmp = ((PyObject*)p->rate);
-  p->rate = ((PyObject*)Py_None); Py_INCREF(Py_None);
+  p->shared = ((struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits *)Py_None); Py_INCREF(Py_None);
   Py_XDECREF(tmp);
   tmp = ((PyObject*)p->resolver);
   p->resolver = Py_None; Py_INCREF(Py_None);
@@ -11082,11 +11724,11 @@ static int __Pyx_modinit_Exttype___pyx_obj_6engine_6ingest_6_track_TrackRoutes(_
   __pyx_vtable_6engine_6ingest_6_track_TrackRoutes._location = (PyObject *(*)(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *, struct __pyx_t_6engine_6_parse_Outcome *))__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location;
   __pyx_vtable_6engine_6ingest_6_track_TrackRoutes._count = (void (*)(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *, int, int, double))__pyx_f_6engine_6ingest_6_track_11TrackRoutes__count;
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_t_1 = PyTuple_Pack(1, (PyObject *)__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_FastRoutes); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 114, __pyx_L1_error)
+  __pyx_t_1 = PyTuple_Pack(1, (PyObject *)__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_FastRoutes); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 115, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_mstate->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_6engine_6ingest_6_track_TrackRoutes_spec, __pyx_t_1);
   __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
-  if (unlikely(!__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes)) __PYX_ERR(0, 114, __pyx_L1_error)
+  if (unlikely(!__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes)) __PYX_ERR(0, 115, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes = &__pyx_type_6engine_6ingest_6_track_TrackRoutes;
   #endif
@@ -11094,7 +11736,7 @@ static int __Pyx_modinit_Exttype___pyx_obj_6engine_6ingest_6_track_TrackRoutes(_
   __pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes->tp_base = __pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_FastRoutes;
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes) < (0)) __PYX_ERR(0, 114, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes) < (0)) __PYX_ERR(0, 115, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes);
@@ -11104,9 +11746,9 @@ static int __Pyx_modinit_Exttype___pyx_obj_6engine_6ingest_6_track_TrackRoutes(_
     __pyx_mstate->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes->tp_getattro = PyObject_GenericGetAttr;
   }
   #endif
-  if (__Pyx_SetVtable(__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes, __pyx_vtabptr_6engine_6ingest_6_track_TrackRoutes) < (0)) __PYX_ERR(0, 114, __pyx_L1_error)
-  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_TrackRoutes, (PyObject *) __pyx_mstate->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes) < (0)) __PYX_ERR(0, 114, __pyx_L1_error)
-  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes) < (0)) __PYX_ERR(0, 114, __pyx_L1_error)
+  if (__Pyx_SetVtable(__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes, __pyx_vtabptr_6engine_6ingest_6_track_TrackRoutes) < (0)) __PYX_ERR(0, 115, __pyx_L1_error)
+  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_TrackRoutes, (PyObject *) __pyx_mstate->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes) < (0)) __PYX_ERR(0, 115, __pyx_L1_error)
+  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes) < (0)) __PYX_ERR(0, 115, __pyx_L1_error)
   __Pyx_RefNannyFinishContext();
   return 0;
   __pyx_L1_error:;
@@ -11124,14 +11766,14 @@ static int __Pyx_modinit_Exttype___pyx_obj_6engine_6ingest_6_track___pyx_scope_s
   __Pyx_RefNannySetupContext("__Pyx_modinit_Exttype___pyx_obj_6engine_6ingest_6_track___pyx_scope_struct__drain_stats", 0);
   /*--- Exttype __pyx_obj_6engine_6ingest_6_track___pyx_scope_struct__drain_stats ---*/
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct__drain_stats = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_6engine_6ingest_6_track___pyx_scope_struct__drain_stats_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct__drain_stats)) __PYX_ERR(0, 397, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct__drain_stats = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_6engine_6ingest_6_track___pyx_scope_struct__drain_stats_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct__drain_stats)) __PYX_ERR(0, 398, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct__drain_stats = &__pyx_type_6engine_6ingest_6_track___pyx_scope_struct__drain_stats;
   #endif
   #if !CYTHON_COMPILING_IN_LIMITED_API
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct__drain_stats) < (0)) __PYX_ERR(0, 397, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct__drain_stats) < (0)) __PYX_ERR(0, 398, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct__drain_stats);
@@ -11157,14 +11799,14 @@ static int __Pyx_modinit_Exttype___pyx_obj_6engine_6ingest_6_track___pyx_scope_s
   __Pyx_RefNannySetupContext("__Pyx_modinit_Exttype___pyx_obj_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr", 0);
   /*--- Exttype __pyx_obj_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr ---*/
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr)) __PYX_ERR(0, 407, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr)) __PYX_ERR(0, 408, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr = &__pyx_type_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr;
   #endif
   #if !CYTHON_COMPILING_IN_LIMITED_API
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr) < (0)) __PYX_ERR(0, 407, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr) < (0)) __PYX_ERR(0, 408, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr);
@@ -11269,6 +11911,19 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #endif
   __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter) __PYX_ERR(5, 38, __pyx_L1_error)
   if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, (void**)&__pyx_vtabptr_6engine_6ingest_6_spool_SpoolWriter) != 1)) __PYX_ERR(5, 38, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  __pyx_t_1 = PyImport_ImportModule("engine.limits._bucket"); if (unlikely(!__pyx_t_1)) __PYX_ERR(6, 14, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_mstate->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits = __Pyx_ImportType_3_3_1(__pyx_t_1, "engine.limits._bucket", "SharedLimits",
+  #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
+  sizeof(struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits),
+  #elif CYTHON_COMPILING_IN_LIMITED_API
+  sizeof(struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits),
+  #else
+  sizeof(struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits),
+  #endif
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits) __PYX_ERR(6, 14, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, (void**)&__pyx_vtabptr_6engine_6limits_7_bucket_SharedLimits) != 1)) __PYX_ERR(6, 14, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __Pyx_RefNannyFinishContext();
   return 0;
@@ -11622,8 +12277,8 @@ __Pyx_RefNannySetupContext("PyInit__track", 0);
   if (__Pyx_InitAfterSharedUtility() < (0)) __PYX_ERR(0, 1, __pyx_L1_error)
   /*--- Execution code ---*/
 
-  /* "engine/ingest/_track.pyx":31
- * from engine.ingest._spool cimport SpoolWriter
+  /* "engine/ingest/_track.pyx":32
+ * from engine.limits._bucket cimport SharedLimits
  * 
  * from engine.errors import ParseError             # <<<<<<<<<<<<<<
  * from engine.http import responses
@@ -11631,36 +12286,12 @@ __Pyx_RefNannySetupContext("PyInit__track", 0);
 */
   {
     PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_ParseError};
-    __pyx_t_1 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_engine_errors, __pyx_imported_names, 1, NULL, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 31, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_engine_errors, __pyx_imported_names, 1, NULL, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 32, __pyx_L1_error)
   }
   __pyx_t_2 = __pyx_t_1;
   __Pyx_GOTREF(__pyx_t_2);
   {
     PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_ParseError};
-    __pyx_t_3 = 0; {
-      __pyx_t_4 = __Pyx_ImportFrom(__pyx_t_2, __pyx_imported_names[__pyx_t_3]); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 31, __pyx_L1_error)
-      __Pyx_GOTREF(__pyx_t_4);
-      if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_imported_names[__pyx_t_3], __pyx_t_4) < (0)) __PYX_ERR(0, 31, __pyx_L1_error)
-      __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    }
-  }
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-
-  /* "engine/ingest/_track.pyx":32
- * 
- * from engine.errors import ParseError
- * from engine.http import responses             # <<<<<<<<<<<<<<
- * from engine.ingest.redirect import safe_redirect
- * from engine.limits.policy import CLASS_NAMES, TRACK
-*/
-  {
-    PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_responses};
-    __pyx_t_1 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_engine_http, __pyx_imported_names, 1, NULL, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 32, __pyx_L1_error)
-  }
-  __pyx_t_2 = __pyx_t_1;
-  __Pyx_GOTREF(__pyx_t_2);
-  {
-    PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_responses};
     __pyx_t_3 = 0; {
       __pyx_t_4 = __Pyx_ImportFrom(__pyx_t_2, __pyx_imported_names[__pyx_t_3]); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 32, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
@@ -11671,20 +12302,20 @@ __Pyx_RefNannySetupContext("PyInit__track", 0);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
   /* "engine/ingest/_track.pyx":33
- * from engine.errors import ParseError
- * from engine.http import responses
- * from engine.ingest.redirect import safe_redirect             # <<<<<<<<<<<<<<
- * from engine.limits.policy import CLASS_NAMES, TRACK
  * 
+ * from engine.errors import ParseError
+ * from engine.http import responses             # <<<<<<<<<<<<<<
+ * from engine.ingest.redirect import safe_redirect
+ * from engine.limits.policy import CLASS_NAMES, TRACK
 */
   {
-    PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_safe_redirect};
-    __pyx_t_1 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_engine_ingest_redirect, __pyx_imported_names, 1, NULL, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 33, __pyx_L1_error)
+    PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_responses};
+    __pyx_t_1 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_engine_http, __pyx_imported_names, 1, NULL, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 33, __pyx_L1_error)
   }
   __pyx_t_2 = __pyx_t_1;
   __Pyx_GOTREF(__pyx_t_2);
   {
-    PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_safe_redirect};
+    PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_responses};
     __pyx_t_3 = 0; {
       __pyx_t_4 = __Pyx_ImportFrom(__pyx_t_2, __pyx_imported_names[__pyx_t_3]); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 33, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
@@ -11695,21 +12326,21 @@ __Pyx_RefNannySetupContext("PyInit__track", 0);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
   /* "engine/ingest/_track.pyx":34
+ * from engine.errors import ParseError
  * from engine.http import responses
- * from engine.ingest.redirect import safe_redirect
- * from engine.limits.policy import CLASS_NAMES, TRACK             # <<<<<<<<<<<<<<
+ * from engine.ingest.redirect import safe_redirect             # <<<<<<<<<<<<<<
+ * from engine.limits.policy import CLASS_NAMES, TRACK
  * 
- * cdef enum:
 */
   {
-    PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_CLASS_NAMES,__pyx_mstate_global->__pyx_n_u_TRACK};
-    __pyx_t_1 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_engine_limits_policy, __pyx_imported_names, 2, NULL, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 34, __pyx_L1_error)
+    PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_safe_redirect};
+    __pyx_t_1 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_engine_ingest_redirect, __pyx_imported_names, 1, NULL, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 34, __pyx_L1_error)
   }
   __pyx_t_2 = __pyx_t_1;
   __Pyx_GOTREF(__pyx_t_2);
   {
-    PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_CLASS_NAMES,__pyx_mstate_global->__pyx_n_u_TRACK};
-    for (__pyx_t_3=0; __pyx_t_3 < 2; __pyx_t_3++) {
+    PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_safe_redirect};
+    __pyx_t_3 = 0; {
       __pyx_t_4 = __Pyx_ImportFrom(__pyx_t_2, __pyx_imported_names[__pyx_t_3]); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 34, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
       if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_imported_names[__pyx_t_3], __pyx_t_4) < (0)) __PYX_ERR(0, 34, __pyx_L1_error)
@@ -11718,7 +12349,31 @@ __Pyx_RefNannySetupContext("PyInit__track", 0);
   }
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/ingest/_track.pyx":45
+  /* "engine/ingest/_track.pyx":35
+ * from engine.http import responses
+ * from engine.ingest.redirect import safe_redirect
+ * from engine.limits.policy import CLASS_NAMES, TRACK             # <<<<<<<<<<<<<<
+ * 
+ * cdef enum:
+*/
+  {
+    PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_CLASS_NAMES,__pyx_mstate_global->__pyx_n_u_TRACK};
+    __pyx_t_1 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_engine_limits_policy, __pyx_imported_names, 2, NULL, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 35, __pyx_L1_error)
+  }
+  __pyx_t_2 = __pyx_t_1;
+  __Pyx_GOTREF(__pyx_t_2);
+  {
+    PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_CLASS_NAMES,__pyx_mstate_global->__pyx_n_u_TRACK};
+    for (__pyx_t_3=0; __pyx_t_3 < 2; __pyx_t_3++) {
+      __pyx_t_4 = __Pyx_ImportFrom(__pyx_t_2, __pyx_imported_names[__pyx_t_3]); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 35, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_4);
+      if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_imported_names[__pyx_t_3], __pyx_t_4) < (0)) __PYX_ERR(0, 35, __pyx_L1_error)
+      __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+    }
+  }
+  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+
+  /* "engine/ingest/_track.pyx":46
  *     NBUCKETS = 13
  * 
  * cdef tuple _ROUTE_NAMES = (None, "track", "img", "rdr")             # <<<<<<<<<<<<<<
@@ -11730,7 +12385,7 @@ __Pyx_RefNannySetupContext("PyInit__track", 0);
   __Pyx_DECREF_SET(__pyx_v_6engine_6ingest_6_track__ROUTE_NAMES, __pyx_mstate_global->__pyx_tuple[6]);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[6]);
 
-  /* "engine/ingest/_track.pyx":46
+  /* "engine/ingest/_track.pyx":47
  * 
  * cdef tuple _ROUTE_NAMES = (None, "track", "img", "rdr")
  * cdef double[12] _BOUNDS = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,             # <<<<<<<<<<<<<<
@@ -11740,7 +12395,7 @@ __Pyx_RefNannySetupContext("PyInit__track", 0);
   static double const __pyx_carray__5[12] = {0.00001,0.000025,0.00005,0.0001,0.00025,0.0005,0.001,0.0025,0.005,0.01,0.025,0.1};
   memcpy(&(__pyx_v_6engine_6ingest_6_track__BOUNDS[0]), __pyx_carray__5, sizeof(__pyx_v_6engine_6ingest_6_track__BOUNDS[0]) * (12));
 
-  /* "engine/ingest/_track.pyx":48
+  /* "engine/ingest/_track.pyx":49
  * cdef double[12] _BOUNDS = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
  *                            0.0025, 0.005, 0.01, 0.025, 0.1]
  * cdef const char* _HEX = b"0123456789abcdef"             # <<<<<<<<<<<<<<
@@ -11749,7 +12404,7 @@ __Pyx_RefNannySetupContext("PyInit__track", 0);
 */
   __pyx_v_6engine_6ingest_6_track__HEX = __pyx_k_0123456789abcdef;
 
-  /* "engine/ingest/_track.pyx":50
+  /* "engine/ingest/_track.pyx":51
  * cdef const char* _HEX = b"0123456789abcdef"
  * 
  * cdef bytes _OK = b"HTTP/1.1 200 OK\r\n"             # <<<<<<<<<<<<<<
@@ -11761,7 +12416,7 @@ __Pyx_RefNannySetupContext("PyInit__track", 0);
   __Pyx_DECREF_SET(__pyx_v_6engine_6ingest_6_track__OK, __pyx_mstate_global->__pyx_kp_b_HTTP_1_1_200_OK);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_kp_b_HTTP_1_1_200_OK);
 
-  /* "engine/ingest/_track.pyx":51
+  /* "engine/ingest/_track.pyx":52
  * 
  * cdef bytes _OK = b"HTTP/1.1 200 OK\r\n"
  * cdef bytes _FOUND = b"HTTP/1.1 302 Found\r\n"             # <<<<<<<<<<<<<<
@@ -11773,42 +12428,42 @@ __Pyx_RefNannySetupContext("PyInit__track", 0);
   __Pyx_DECREF_SET(__pyx_v_6engine_6ingest_6_track__FOUND, __pyx_mstate_global->__pyx_kp_b_HTTP_1_1_302_Found);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_kp_b_HTTP_1_1_302_Found);
 
-  /* "engine/ingest/_track.pyx":52
+  /* "engine/ingest/_track.pyx":53
  * cdef bytes _OK = b"HTTP/1.1 200 OK\r\n"
  * cdef bytes _FOUND = b"HTTP/1.1 302 Found\r\n"
  * cdef bytes _SERVER = responses.SERVER             # <<<<<<<<<<<<<<
  * cdef bytes _GIF_HEAD = b"Content-Type: image/gif\r\nContent-Length: %d\r\n" % len(responses.PIXEL_GIF)
  * cdef bytes _EMPTY = b"Content-Length: 0\r\n"
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_responses); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 52, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_responses); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 53, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_SERVER); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 52, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_SERVER); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 53, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  if (!(likely(PyBytes_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_4))) __PYX_ERR(0, 52, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_4))) __PYX_ERR(0, 53, __pyx_L1_error)
   __Pyx_XGOTREF(__pyx_v_6engine_6ingest_6_track__SERVER);
   __Pyx_DECREF_SET(__pyx_v_6engine_6ingest_6_track__SERVER, ((PyObject*)__pyx_t_4));
   __Pyx_GIVEREF(__pyx_t_4);
   __pyx_t_4 = 0;
 
-  /* "engine/ingest/_track.pyx":53
+  /* "engine/ingest/_track.pyx":54
  * cdef bytes _FOUND = b"HTTP/1.1 302 Found\r\n"
  * cdef bytes _SERVER = responses.SERVER
  * cdef bytes _GIF_HEAD = b"Content-Type: image/gif\r\nContent-Length: %d\r\n" % len(responses.PIXEL_GIF)             # <<<<<<<<<<<<<<
  * cdef bytes _EMPTY = b"Content-Length: 0\r\n"
  * cdef bytes _COOKIE = b"Set-Cookie: vid="
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_responses); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 53, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_responses); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 54, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_PIXEL_GIF); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 53, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_PIXEL_GIF); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 54, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_3 = PyObject_Length(__pyx_t_2); if (unlikely(__pyx_t_3 == ((Py_ssize_t)-1))) __PYX_ERR(0, 53, __pyx_L1_error)
+  __pyx_t_3 = PyObject_Length(__pyx_t_2); if (unlikely(__pyx_t_3 == ((Py_ssize_t)-1))) __PYX_ERR(0, 54, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_2 = PyLong_FromSsize_t(__pyx_t_3); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 53, __pyx_L1_error)
+  __pyx_t_2 = PyLong_FromSsize_t(__pyx_t_3); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 54, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
 
-  __pyx_t_4 = PyNumber_Remainder(__pyx_mstate_global->__pyx_kp_b_Content_Type_image_gif_Content_L, __pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 53, __pyx_L1_error)
+  __pyx_t_4 = PyNumber_Remainder(__pyx_mstate_global->__pyx_kp_b_Content_Type_image_gif_Content_L, __pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 54, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __Pyx_XGOTREF(__pyx_v_6engine_6ingest_6_track__GIF_HEAD);
@@ -11816,7 +12471,7 @@ __Pyx_RefNannySetupContext("PyInit__track", 0);
   __Pyx_GIVEREF(__pyx_t_4);
   __pyx_t_4 = 0;
 
-  /* "engine/ingest/_track.pyx":54
+  /* "engine/ingest/_track.pyx":55
  * cdef bytes _SERVER = responses.SERVER
  * cdef bytes _GIF_HEAD = b"Content-Type: image/gif\r\nContent-Length: %d\r\n" % len(responses.PIXEL_GIF)
  * cdef bytes _EMPTY = b"Content-Length: 0\r\n"             # <<<<<<<<<<<<<<
@@ -11828,7 +12483,7 @@ __Pyx_RefNannySetupContext("PyInit__track", 0);
   __Pyx_DECREF_SET(__pyx_v_6engine_6ingest_6_track__EMPTY, __pyx_mstate_global->__pyx_kp_b_Content_Length_0);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_kp_b_Content_Length_0);
 
-  /* "engine/ingest/_track.pyx":55
+  /* "engine/ingest/_track.pyx":56
  * cdef bytes _GIF_HEAD = b"Content-Type: image/gif\r\nContent-Length: %d\r\n" % len(responses.PIXEL_GIF)
  * cdef bytes _EMPTY = b"Content-Length: 0\r\n"
  * cdef bytes _COOKIE = b"Set-Cookie: vid="             # <<<<<<<<<<<<<<
@@ -11840,7 +12495,7 @@ __Pyx_RefNannySetupContext("PyInit__track", 0);
   __Pyx_DECREF_SET(__pyx_v_6engine_6ingest_6_track__COOKIE, __pyx_mstate_global->__pyx_kp_b_Set_Cookie_vid);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_kp_b_Set_Cookie_vid);
 
-  /* "engine/ingest/_track.pyx":56
+  /* "engine/ingest/_track.pyx":57
  * cdef bytes _EMPTY = b"Content-Length: 0\r\n"
  * cdef bytes _COOKIE = b"Set-Cookie: vid="
  * cdef bytes _COOKIE_END = b"; Max-Age=31536000; Path=/; SameSite=Lax\r\n"             # <<<<<<<<<<<<<<
@@ -11852,7 +12507,7 @@ __Pyx_RefNannySetupContext("PyInit__track", 0);
   __Pyx_DECREF_SET(__pyx_v_6engine_6ingest_6_track__COOKIE_END, __pyx_mstate_global->__pyx_kp_b_Max_Age_31536000_Path_SameSite);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_kp_b_Max_Age_31536000_Path_SameSite);
 
-  /* "engine/ingest/_track.pyx":57
+  /* "engine/ingest/_track.pyx":58
  * cdef bytes _COOKIE = b"Set-Cookie: vid="
  * cdef bytes _COOKIE_END = b"; Max-Age=31536000; Path=/; SameSite=Lax\r\n"
  * cdef bytes _COOKIE_END_TLS = b"; Max-Age=31536000; Path=/; SameSite=Lax; Secure\r\n"             # <<<<<<<<<<<<<<
@@ -11864,7 +12519,7 @@ __Pyx_RefNannySetupContext("PyInit__track", 0);
   __Pyx_DECREF_SET(__pyx_v_6engine_6ingest_6_track__COOKIE_END_TLS, __pyx_mstate_global->__pyx_kp_b_Max_Age_31536000_Path_SameSite_2);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_kp_b_Max_Age_31536000_Path_SameSite_2);
 
-  /* "engine/ingest/_track.pyx":58
+  /* "engine/ingest/_track.pyx":59
  * cdef bytes _COOKIE_END = b"; Max-Age=31536000; Path=/; SameSite=Lax\r\n"
  * cdef bytes _COOKIE_END_TLS = b"; Max-Age=31536000; Path=/; SameSite=Lax; Secure\r\n"
  * cdef bytes _CORS = b"Access-Control-Allow-Origin: "             # <<<<<<<<<<<<<<
@@ -11876,7 +12531,7 @@ __Pyx_RefNannySetupContext("PyInit__track", 0);
   __Pyx_DECREF_SET(__pyx_v_6engine_6ingest_6_track__CORS, __pyx_mstate_global->__pyx_kp_b_Access_Control_Allow_Origin);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_kp_b_Access_Control_Allow_Origin);
 
-  /* "engine/ingest/_track.pyx":59
+  /* "engine/ingest/_track.pyx":60
  * cdef bytes _COOKIE_END_TLS = b"; Max-Age=31536000; Path=/; SameSite=Lax; Secure\r\n"
  * cdef bytes _CORS = b"Access-Control-Allow-Origin: "
  * cdef bytes _CORS_END = b"\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n"             # <<<<<<<<<<<<<<
@@ -11888,25 +12543,25 @@ __Pyx_RefNannySetupContext("PyInit__track", 0);
   __Pyx_DECREF_SET(__pyx_v_6engine_6ingest_6_track__CORS_END, __pyx_mstate_global->__pyx_kp_b_Access_Control_Allow_Credential);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_kp_b_Access_Control_Allow_Credential);
 
-  /* "engine/ingest/_track.pyx":60
+  /* "engine/ingest/_track.pyx":61
  * cdef bytes _CORS = b"Access-Control-Allow-Origin: "
  * cdef bytes _CORS_END = b"\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n"
  * cdef bytes _NO_STORE = responses.NO_STORE             # <<<<<<<<<<<<<<
  * cdef bytes _LOCATION = b"Location: "
  * cdef bytes _CLOSE = responses.CLOSE
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_responses); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 60, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_responses); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 61, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_NO_STORE); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 60, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_NO_STORE); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 61, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(0, 60, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(0, 61, __pyx_L1_error)
   __Pyx_XGOTREF(__pyx_v_6engine_6ingest_6_track__NO_STORE);
   __Pyx_DECREF_SET(__pyx_v_6engine_6ingest_6_track__NO_STORE, ((PyObject*)__pyx_t_2));
   __Pyx_GIVEREF(__pyx_t_2);
   __pyx_t_2 = 0;
 
-  /* "engine/ingest/_track.pyx":61
+  /* "engine/ingest/_track.pyx":62
  * cdef bytes _CORS_END = b"\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n"
  * cdef bytes _NO_STORE = responses.NO_STORE
  * cdef bytes _LOCATION = b"Location: "             # <<<<<<<<<<<<<<
@@ -11918,43 +12573,43 @@ __Pyx_RefNannySetupContext("PyInit__track", 0);
   __Pyx_DECREF_SET(__pyx_v_6engine_6ingest_6_track__LOCATION, __pyx_mstate_global->__pyx_kp_b_Location);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_kp_b_Location);
 
-  /* "engine/ingest/_track.pyx":62
+  /* "engine/ingest/_track.pyx":63
  * cdef bytes _NO_STORE = responses.NO_STORE
  * cdef bytes _LOCATION = b"Location: "
  * cdef bytes _CLOSE = responses.CLOSE             # <<<<<<<<<<<<<<
  * cdef bytes _PIXEL = responses.PIXEL_GIF
  * cdef int COOKIE_VALUE = 36
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_responses); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 62, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_responses); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 63, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_CLOSE); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 62, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_CLOSE); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 63, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  if (!(likely(PyBytes_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_4))) __PYX_ERR(0, 62, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_4))) __PYX_ERR(0, 63, __pyx_L1_error)
   __Pyx_XGOTREF(__pyx_v_6engine_6ingest_6_track__CLOSE);
   __Pyx_DECREF_SET(__pyx_v_6engine_6ingest_6_track__CLOSE, ((PyObject*)__pyx_t_4));
   __Pyx_GIVEREF(__pyx_t_4);
   __pyx_t_4 = 0;
 
-  /* "engine/ingest/_track.pyx":63
+  /* "engine/ingest/_track.pyx":64
  * cdef bytes _LOCATION = b"Location: "
  * cdef bytes _CLOSE = responses.CLOSE
  * cdef bytes _PIXEL = responses.PIXEL_GIF             # <<<<<<<<<<<<<<
  * cdef int COOKIE_VALUE = 36
  * 
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_responses); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 63, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_responses); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 64, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_PIXEL_GIF); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 63, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_PIXEL_GIF); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 64, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(0, 63, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(0, 64, __pyx_L1_error)
   __Pyx_XGOTREF(__pyx_v_6engine_6ingest_6_track__PIXEL);
   __Pyx_DECREF_SET(__pyx_v_6engine_6ingest_6_track__PIXEL, ((PyObject*)__pyx_t_2));
   __Pyx_GIVEREF(__pyx_t_2);
   __pyx_t_2 = 0;
 
-  /* "engine/ingest/_track.pyx":64
+  /* "engine/ingest/_track.pyx":65
  * cdef bytes _CLOSE = responses.CLOSE
  * cdef bytes _PIXEL = responses.PIXEL_GIF
  * cdef int COOKIE_VALUE = 36             # <<<<<<<<<<<<<<
@@ -11963,34 +12618,34 @@ __Pyx_RefNannySetupContext("PyInit__track", 0);
 */
   __pyx_v_6engine_6ingest_6_track_COOKIE_VALUE = 36;
 
-  /* "engine/ingest/_track.pyx":354
+  /* "engine/ingest/_track.pyx":355
  * 
  *     # ---- tracking for other routes (proxy, static) -----------------------
  *     def track(self, path, query, ip, user_agent, accept_language, cookie):             # <<<<<<<<<<<<<<
  *         """Spool an event for a proxied or static request (not an answer of
  *         its own: nothing waits for the group). Returns (vid, new visitor),
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_track_11TrackRoutes_5track, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_TrackRoutes_track, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__track, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 354, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_track_11TrackRoutes_5track, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_TrackRoutes_track, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__track, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 355, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes, __pyx_mstate_global->__pyx_n_u_track, __pyx_t_2) < (0)) __PYX_ERR(0, 354, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes, __pyx_mstate_global->__pyx_n_u_track, __pyx_t_2) < (0)) __PYX_ERR(0, 355, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/ingest/_track.pyx":397
+  /* "engine/ingest/_track.pyx":398
  *         self.seconds[route] += seconds
  * 
  *     def drain_stats(self, stats):             # <<<<<<<<<<<<<<
  *         """Move the counts since the last call into ``stats`` (WorkerStats)."""
  *         cdef int route, i
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_track_11TrackRoutes_7drain_stats, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_TrackRoutes_drain_stats, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__track, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 397, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_track_11TrackRoutes_7drain_stats, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_TrackRoutes_drain_stats, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__track, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 398, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes, __pyx_mstate_global->__pyx_n_u_drain_stats, __pyx_t_2) < (0)) __PYX_ERR(0, 397, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes, __pyx_mstate_global->__pyx_n_u_drain_stats, __pyx_t_2) < (0)) __PYX_ERR(0, 398, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
   /* "(tree fragment)":1
@@ -12066,7 +12721,11 @@ __Pyx_RefNannySetupContext("PyInit__track", 0);
 /* #### Code section: cached_builtins ### */
 
 static int __Pyx_InitCachedBuiltins(__pyx_mstatetype *__pyx_mstate) {
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
+  __pyx_builtin_enumerate = __Pyx_GetBuiltinName(__pyx_mstate->__pyx_n_u_enumerate); if (!__pyx_builtin_enumerate) __PYX_ERR(1, 105, __pyx_L1_error)
 
   /* Cached unbound methods */
   __pyx_mstate->__pyx_umethod_PyDict_Type_items.type = (PyObject*)&PyDict_Type;
@@ -12076,6 +12735,8 @@ static int __Pyx_InitCachedBuiltins(__pyx_mstatetype *__pyx_mstate) {
   __pyx_mstate->__pyx_umethod_PyDict_Type_values.type = (PyObject*)&PyDict_Type;
   __pyx_mstate->__pyx_umethod_PyDict_Type_values.method_name = &__pyx_mstate->__pyx_n_u_values;
   return 0;
+  __pyx_L1_error:;
+  return -1;
 }
 /* #### Code section: cached_constants ### */
 
@@ -12087,7 +12748,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
   CYTHON_UNUSED_VAR(__pyx_mstate);
   __Pyx_RefNannySetupContext("__Pyx_InitCachedConstants", 0);
 
-  /* "engine/ingest/_track.pyx":231
+  /* "engine/ingest/_track.pyx":232
  *             return None
  *         self.app.stats.rate_limited(CLASS_NAMES[TRACK])
  *         return responses.simple(429, self.date, "rate limited\n", close=not keep,             # <<<<<<<<<<<<<<
@@ -12096,12 +12757,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_n_u_close, __pyx_mstate_global->__pyx_n_u_extra};
-    __pyx_mstate_global->__pyx_tuple[0] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[0])) __PYX_ERR(0, 231, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[0] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[0])) __PYX_ERR(0, 232, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[0]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[0]);
 
-  /* "engine/ingest/_track.pyx":289
+  /* "engine/ingest/_track.pyx":290
  *         res.new_visitor = bool(event.get("new_visitor"))
  *         redirect = event["params"].get("redirect")
  *         self._keep_redirect = None if redirect is None else redirect.encode("utf-8", "surrogatepass")             # <<<<<<<<<<<<<<
@@ -12110,12 +12771,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_kp_u_utf_8, __pyx_mstate_global->__pyx_n_u_surrogatepass};
-    __pyx_mstate_global->__pyx_tuple[1] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[1])) __PYX_ERR(0, 289, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[1] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[1])) __PYX_ERR(0, 290, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[1]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[1]);
 
-  /* "engine/ingest/_track.pyx":348
+  /* "engine/ingest/_track.pyx":349
  *             target = PyUnicode_DecodeUTF8(res.redirect, res.redirect_len, "surrogatepass")
  *         location = safe_redirect(target, self.redirect_hosts,
  *                                  self.default_redirect).encode("utf-8", "replace")             # <<<<<<<<<<<<<<
@@ -12124,12 +12785,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_kp_u_utf_8, __pyx_mstate_global->__pyx_n_u_replace};
-    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(0, 348, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(0, 349, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[2]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[2]);
 
-  /* "engine/ingest/_track.pyx":402
+  /* "engine/ingest/_track.pyx":403
  *         for route in range(1, 4):
  *             name = _ROUTE_NAMES[route]
  *             for i, status in ((0, 200), (1, 302)):             # <<<<<<<<<<<<<<
@@ -12138,24 +12799,24 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_0, __pyx_mstate_global->__pyx_int_200};
-    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(0, 402, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(0, 403, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[3]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[3]);
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_1, __pyx_mstate_global->__pyx_int_302};
-    __pyx_mstate_global->__pyx_tuple[4] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[4])) __PYX_ERR(0, 402, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[4] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[4])) __PYX_ERR(0, 403, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[4]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[4]);
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_tuple[3], __pyx_mstate_global->__pyx_tuple[4]};
-    __pyx_mstate_global->__pyx_tuple[5] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[5])) __PYX_ERR(0, 402, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[5] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[5])) __PYX_ERR(0, 403, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[5]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[5]);
 
-  /* "engine/ingest/_track.pyx":45
+  /* "engine/ingest/_track.pyx":46
  *     NBUCKETS = 13
  * 
  * cdef tuple _ROUTE_NAMES = (None, "track", "img", "rdr")             # <<<<<<<<<<<<<<
@@ -12164,7 +12825,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[4] = {Py_None, __pyx_mstate_global->__pyx_n_u_track, __pyx_mstate_global->__pyx_n_u_img_2, __pyx_mstate_global->__pyx_n_u_rdr_2};
-    __pyx_mstate_global->__pyx_tuple[6] = __Pyx_PyTuple_FromArray(__pyx_temp, 4); if (unlikely(!__pyx_mstate_global->__pyx_tuple[6])) __PYX_ERR(0, 45, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[6] = __Pyx_PyTuple_FromArray(__pyx_temp, 4); if (unlikely(!__pyx_mstate_global->__pyx_tuple[6])) __PYX_ERR(0, 46, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[6]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[6]);
@@ -12205,31 +12866,31 @@ static int __Pyx_InitConstants(__pyx_mstatetype *__pyx_mstate) {
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   {
-    const struct { const unsigned int length: 8; } str_length_index[] = {{15},{1},{1},{179},{109},{8},{7},{6},{24},{2},{9},{13},{5},{11},{5},{8},{9},{10},{6},{5},{11},{29},{31},{23},{17},{20},{12},{17},{8},{12},{8},{10},{8},{11},{14},{12},{10},{17},{13},{12},{12},{19},{8},{13},{15},{5},{8},{10},{3},{6},{18},{9},{18},{5},{6},{6},{10},{4},{4},{12},{6},{16},{11},{28},{6},{12},{6},{13},{11},{20},{22},{20},{14},{5},{6},{5},{7},{3},{1},{3},{3},{2},{5},{4},{3},{7},{15},{8},{4},{8},{11},{4},{6},{9},{4},{3},{4},{5},{12},{11},{3},{6},{8},{14},{7},{8},{3},{7},{9},{5},{13},{4},{4},{10},{6},{6},{5},{5},{5},{5},{6},{13},{5},{5},{20},{10},{10},{5},{6},{3}};
+    const struct { const unsigned int length: 8; } str_length_index[] = {{15},{1},{1},{179},{109},{8},{7},{6},{24},{2},{9},{13},{5},{11},{5},{8},{9},{10},{6},{5},{11},{29},{31},{23},{17},{20},{12},{17},{8},{12},{8},{10},{8},{11},{14},{12},{10},{17},{13},{12},{12},{19},{8},{13},{15},{8},{10},{3},{6},{18},{9},{18},{5},{6},{6},{10},{4},{4},{12},{6},{16},{11},{28},{6},{12},{6},{13},{11},{20},{22},{20},{9},{14},{5},{6},{5},{7},{3},{1},{3},{3},{2},{5},{4},{3},{7},{15},{8},{4},{8},{11},{4},{6},{9},{4},{3},{4},{5},{12},{11},{3},{6},{8},{14},{7},{8},{3},{7},{9},{5},{13},{4},{4},{10},{6},{6},{5},{5},{5},{5},{6},{13},{5},{5},{20},{10},{10},{5},{6},{3}};
     const struct { const unsigned int length: 9; } bytes_length_index[] = {{0},{56},{5},{5},{4},{42},{50},{29},{17},{19},{45},{3},{4},{17},{20},{10},{4},{169},{17},{16},{9},{4},{15},{9},{269},{347},{2}};
     #ifndef CYTHON_COMPRESS_STRINGS
       #define CYTHON_COMPRESS_STRINGS 90
     #endif
-    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (1669 bytes) */
-static const char cstring[] = "x\332\215U\317S\033G\026\206Zb\003\201\n,\312\226\235\270R\315fc \033I(\306\330EBv\265X\030\257\211\321\257\260qr\350j\315\274\031u\030M\217\272{\204\224\\r\3448\3079\316QG\035u\324\221\243\216\3723\366O\330\327#A\310f\267*\224\350~\335\375^\277\367}\357\275\236m-\001\210#\231\333\002_\357\344\376\366Fh \272\31149\352\351\246\360\tW\304\006\2177@2\r^\217(-\271\245A\032%\237\224K\345\354\336\363=\302|\233H\370\001,\255\210\n\033\226\307\224\002E\204C\032!\3674\367\211\356\005\240r\344\225Cz\"$>\200M\264 \001\352\3355\320M\360\211\002m\004\262\305|_h\246\271\360)\232s\337\335\"6\227\350\204w\300X\0373OA\256\314\255\013\017\017\2157\214.\2644iA\013\00367[M\302p\006\317\311\211P\177\226\n\312B,x\320\n\225&\r \320\r<nq\215\350$\264CP\032\203\273\344\272I\376\316B-h`\034\300v]\206\260\303l\233bP`s\305\032\036\200?\035]\356C\036c@\333<\325\222Y\027\271\240\327u-\256\246\032\266a\217x\274\305\321t9\324N\366\371\321i\261V\243o\212_\227jG\247g\265\322\2333Z\253\237UK\345W\337\226N\351\313W\307e&\025\224\244\024\262V\252\236\227\252\365j\361\350u\335\334]E(\240\356\2109J%\330\241\005\324J\263F\351\257\017\221Q\205D\376\357c\214\215\373\324\234\377\352\312\024\005\245\345^\027\377_`\316\351\033\350\352*8\224\316\362\002\024\377\322\314Q\0274\"k\231\r\047\364-3\2737>\361\257e<\230Y\330\241\227\356\370\254\225\316\310\022\235\251\031\261\243\r[\346\240\0352\357Fi\206\215\376\006\345\355\006t\315\002a\336^\254\356\270\377\r|J\021\241\306\211+j\t\211\2001\177\314\262 \320\324c\276\0332\027\230\347\211K\346\253K@\037,\3404\220\340\360.\013\002\374\201o3\325\363-.r\267\366\312\36286\021\345\001\n>P\204l8\204\006\362hyB\201%|\207\273\226\020\027\034\246#\355p\333f\232\341?\330\320\010]\332\004f\203\264\361\334\306\035\207\205\2366\030\323\252\277\223\250;b\356KOX\330\010_\345\\\360\261\224%\370\306x:NkqZ\237\3231\007\246\242\324l\321\324:\230\211\323\352\315\335\265\270\331\273\t`\266\233\226\261\312\005\002\273\246\227^\207!\252@\370\n\240\203\014\244\203\302b\301ge\032\222)\017n+""\336ry`\352D\375 \270\177\001=\017q\373Vo\326\027t\366\n\244KtmR\351\203\276\024\362B\371p\211d)\256\205\304\033u\300$k\251\300t\010\372v\002\246\233\201\010\2020\355_\3313\335Fg\267\246\362T_\332\022a\010\234f\200nf\332\024J+\t\201\207\371\232\275\001\2704?\341u\340\006\235\222ik0\007nsb\036\024$\323\306\022\233\245K5\031\036\"\326\300C(B+\264\025\036\246J\246E\250\314\020*\025\"o.\206f^@\335\224\3422\345=\364Y\207q/m\202\033\257\241\364\250\203\217(\310P\201\244\206S\335a^\010\351\240\260\204V\227\213X\273Je\217\204\257\245\360\262ES\273\331#\214\003u9\026\307\001\301\207\021V\227\317\231\354\035\2203\3111\221\253\313yLH>\217t\344\363Z\346\277 _\263n\266\350\302\341\223\302\323\047\373\273\273\273_\2202\022{\210\0475LE\r\331<<e\335\325\345\337\253\211+\2600\047\377\047\276i\030\007\004w}\363\250\013\224\323F1j\030x\366\024\013N7\017\310\356\352\362\315V\035?#\007\204\267\220\205\274\313\235_\016nt?A6^\226\352\047\245\342\213\223z\275\234/\344\n\344\363\335]r\366zu\371v\343\311\356\347\344X\204>\352\236b\363L]\227\317j\365r\357\254a\276b\344\323m\013\363H\260e\361\033\361\351g\244\334\243J\361\037\261\241v\346\270\257\311\366\354K3}\2664\335\237\366\006\335\247\323\242\374G\350\374\267YGp\373\367\331\355\314\375\362<Pk\256\021:\246\030@v \225\035\374fWA\313^\266\350`UL1\327@#\275\306\352\200\240\331\241#\344%\303\207\304\366C\317\353fo\227F\372y~\262\260|\365\327\250\362s\361\337\367\346\226V\257^E\337\304\233\361\223\230MV6\242/\343v2?YY\213\376\020\035\304\225\230\305*\331\352o\364\213\223\265\215h/\272\304\215NRI\330$\363a\274\237\254O2\017\343\207\311f\362\254\377I\2777\\\030\026\207\337\214>\036UG\372\372\331\270Z\033\327\336\216\337~7\376\356\373I\346A|\037/\276\227\260$\304\273V\336\273\322\321\363\270\020\277\034\177|8\254L\326\036\304\357\304\337&\365\376z\177\3238\332\2177\342\342$\363(.%\017po{\2609x:\\\032\375qT\030a \231\250\024\277\217\201\264\215\367\365\370q\262\220\234\364\213\375\363AaP4\236\026\223\371\344OI\273\377N\037o~?\252D\255d/\351\366""\333\203yc{\022\027\343\267\010`q\365\352\373x\001\335,\256\\\3753bH\306\312\334\322&b_|\367\352i\264\020\035\307;h\246\373\373\203\017\207GC9\312\244\260\366\307\225\252\241\251`\324\236E[\361\372d\345a\374(\251\214\037?\033\264\207K\343b\0055\020\2739\337\273\372)\336B\222V\014u?&\353\311\343\376\375~gP\037>\032U&\177\316\365]\0243\303\363\321\336\250m\030\277\027\271\206q#\276\033\027&+\353\321G\210q%\203\241\340-\311\246\271\347i<\037?H2\230\002\350\357\245\220\026\327\322`\037\233\310\227\214\355bJ\365<*\235\367\017\207\367\206\356\350\374z\357\272=!\205\301\243\341\277F/\256\027\256\217\323\344\324\047\357\255M\375\362i\322W\r\027\307\006T\274i\304\327Q\333L\047\321K\014g\021AG\305\250\036\177\220\340b=Z\2176ST\033\tR\2706^\333\301D\375\245\337\034\270\303\332\350\376\250}\235\222]\214j\361\374\260\362\037u\265\001\211";
-    PyObject *data = __Pyx_DecompressString(cstring, 1669, 1);
+    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (1671 bytes) */
+static const char cstring[] = "x\332\215U\315S\033G\026\207Zb\003\021\025X\310\226\235\270R\315fc \033$\2101v\221\220\335Y,\214\327\304\350+l\234\034\272\232\2317\243\016\243\351Qw\217\220\222K\216\034\3478\3079\352\250\243\216:r\324Q\177\306\376\t\373z$\021\262\331\255\n%\272_w\277\257\337\357\275\356\331\324\022\200\270\222y\r\010\364V\376oo\204\006\242\353L\223\243\216\256\213\200pE\034\360\371\005H\246\301\357\020\245%\2675H\243\024\220R\261\264\275\367|\217\260\300!\022~\000[+\242\242\013\333gJ\201\"\302%\027\021\3675\017\210\356\204\240\362\344\225K:\"\"\001\200C\264 !\352\3355\320u\010\210\002m\004\262\301\202@h\246\271\010(\232\363\300\333 \016\227\030\204\267\300X\0373_A\276\304\355K\037\017M4\314.\2625i@\003\0236\236\355:a8\203\357\346E\244?\313\004e#\026<hDJ\223\013 \320\016}ns\215\350$4#P\032\223\273\342\272N\376\316\"-hh\002\300fMF\260\305\034\207bR\340p\305.|\200`<z<\200\002\346\200\266\005\252%\263/\363a\247\355\331\\\2155\034\303\036\361y\203\243\351b\244\335\355\347G\247V\265J\337X_\027\253G\247g\325\342\2333Z\255\235U\212\245W\337\026O\351\313W\307%&\025\024\245\024\262Z\254\234\027+\265\212u\364\272f|W\020\n\250;b\236R\tNd\003\265\263\252Q\372\353CdT!\221\377\373\030s\343\0015\347\277r\231\241\240\264\324i\343\377\013\2549}\003m]\001\227\322I]\200\342_V9\352\201Fd\r\263\341F\201mfo\032\023\377\032&\202\231\205\023\371\331N\300\032\331\214,\321\211\232\021[\332\260e\016\232\021\363\247J\023l\3647(o7\240m\026\010\363\326\261\272\023\3767\360)E\204\032\047\256\250-$\002\306\3721\333\206PS\237\005^\304<`\201\272\002t\317BNC\t.o\2630\304\037\004\016S\235\300\346\"\177k\252l\237\343\375\241<D!\000\212h\r}p\201\024\332\276P`\213\300\345\236-\304%\207\361H[\334q\230f\370\017\016\\D\036\255\003s@:x\356\340\216\313\"_\033xY\303\337\251\321\0351\377\245/l\274\003_\345=\010\260\213%\004\306x<\216\333p\334\232\3431\017\246\231\324dQ\327:\234\210\343\306\315\337\265\230\356M\023\230\354f\035\254\362\241\300\013\323\201 jd\317B\346\027sU\241\010\024@\013\251\310\006\205\r\203O\31387\323\"""\334Q\274\341\361\320\364\212\372A\360\340\022:>:\010\354\316\344n\320\311K\220-1\007S\316\000\364\225\220\227*\200+dMq-$z\324!\223\254\241BsK0\266\0332]\017E\030F\331\035\226\035\223\030\235x\315\344\261\276t$\342\0218M\220MgZ\027J+\t\241\217\205\233\274\003\2704?\341\267`\212N\311\354z0\027n\213c\036\025d\325\3016\233\324M\325\031\036\"\326\320G(B+\264\025>\326Lf\215\250\314\020)\025!o\036\246f^A]\227\342*+@\024\260\026\343~v\021\246Q#\351S\027\037R\220\221\002I\r\247\272\305\374\010\262Aa/--Z\330\277Jm\037\211@K\341o[\276/\256\266\2170\017\324\345\330%\007\004\037GXZ<g\262s@\316$\307\212.-\026\260 \205\002\322Q(hY\370\202|\315\332\333\226\007\207Ov\237>\331\337\331\331\371\202\224\220\330C<\251b)\252\310\346\341)k/-\376^M\\\201\2155\371?\371\215\3238 \270\033\230\207]\240\234\335\030\243\206\211o\237b\347\351\372\001\331YZ\234n\325\360Sr@x\003Y(x\334\375\345`\252\373\t\262\361\262X;)Z/Nj\265Ra7\277K>\337\331!g\257\227\026o7\236\354|N\216E\024\240\356)\336\242q\350\322Y\265V\352\234]\230/\031\371t\323\306:\022\274\273\370\235\370\3643R\352P\245\370\217x\263\266fx\240\311\346\344k3~\2724\335\037_\022\272O\307M\371\217\310\375o\263\226\340\316\357\263\333\232\371\345\235\240\366\314E\344\232f\000\331\202Lv\361\273]\001-;\333\226\213]1\306\\\005\215\364\032\253\003\202f\207\256\220W\014_\024\047\210|\277\275}\2734\322\317\263\243\271\305\353\277\306\345\237\255\177\337\233YX\272~\025\177\223\254\047O\0226\312\255\306_&\315tv\224[\216\377\020\037$\345\204%*\335\350\256v\255\321\362j\274\027_\341F+-\247l\264\366a\262\237\256\214\326\036&\017\323\365\364Y\367\223n\247?\327\267\372\337\014>\036T\006\372\346\331\260R\035V\337\016\337~7\374\356\373\321\332\203\344>:\276\227\2624B_\271\367\256u\374<\331M^\016?>\354\227G\313\017\222w\222o\323Zw\245\273n\002\355\047\253\2115Z{\224\024\323\007\270\267\331[\357=\355/\014\3768\330\035`\"kq1y\037\023i\232\350+\311\343t.=\351Z\335\363\336n\3172\221\346\323\331\364Oi\263\373N\027=\277\037\227\343F\272\227\266\273\315\336\254\261=I""\254\344-\002\230_\272\376>\231\3030\363\271\353\177\306\014\311\310\315,\254#\366\371w\257\237\306s\361q\262\205f\272\273\337\373\260\177\324\227\203\265\014\326\376\260\\14\355\032\265g\361F\2622\312=L\036\245\345\341\343g\275f\177ah\225Q\003\261\233\363\275\353\237\222\r$)g\250\3731]I\037w\357w[\275Z\377\321\240<\372s\276\353\241\270\326?\037\354\r\232\206\361{\261g\0307\342\273\311\356(\267\022\177\204\030sk\230\nzI\327\215\237\247\311l\362 ]\303\022@w/\2034\277\234%\373\330d\276`l\3473\252gQ\351\274{\330\277\327\367\006\3477{7\315\021\331\355=\352\377k\360\342f\356\3468+Nm\364\336\3628.\037\027}\311pql@%\353F|\0357\315t\022\277\304t\346\021tl\305\265\344\203\024\027+\361J\274\236\241ZM\221\302\345\341\362\026\026\352/\335z\317\353W\007\367\007\315\233\214l+\256&\263\375\362\177\000#\304\0030";
+    PyObject *data = __Pyx_DecompressString(cstring, 1671, 1);
     #define __Pyx_DecompressString_LZSS_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (2179 bytes) */
-static const char cstring[] = "\377(tree fr\377agment).\377?Note th\377at Cytho\377n is del\377iberatel\377y strict\373er!\001n PEP\377-484 and\377 rejects\377 subclas\377ses of b\377uiltin t\377ypes. If\377 you nee?d to p%\000%\t\377then set\376\200\000e \047anno\177tation_<\000\377ing\047 dir\366b\000iv\242\000o Fa\377lse.Pick\361l\032\000j\001\233\000uct \347mem\256\000\207\001ch \375a\220\000elf.ou7t,s\005\001sc\311\000\026\000\377must be \377explicit\376\333\000request\376\232\000with @a\337uto_p]\001e(\377True)add\375_\222\000edisab\357leen\000\003gin\363e/\236\0009\000/_tr\377ack.pyxg\327cis\034\003d\272! l\367imiY\000\nutf\377-8CLASS_\377NAMESCLO\377SENO_STO\377REPIXEL_\377GIFParse\377ErrorSER\377VERTRACK\265TX\001R\310\000es\000\010.\377__reduce\233_c\261B__\017\013\317 s8\306 \t\023\231\000in_\034\001F\n\276\301\002__Pyx\001\000D\376\361@_NextRe\367f__\221De___\275_\346B_get\327\000m\036\r\001func\025\001\020\000n\003\346#\000ma_\000\004\001odu\235l2\002nam:\002\243 _\314 \004\007\001vt\322!T\001qu\223al\035\005\325\004_\325\016\356\006e\tx\210\001\266`_Q\005\352\006\242\000\356\016\347__t\343@\274\000is_\347cor\227`\275@acc\377ept_lang\377uageallo\277wanswe\330 a\377pi_prefi\357xapp\000\000end\377asyncio.\3767\006sclientw_ip\006\000ne_\322 \366\206aeb\213`clos\377econfigc\337ookie\000\003_v\277iddata\001\000e\377debug_he_aderd)\000d\017\000\037fault\327A\361\204\002\236H\376\251H.<local\377s>.genex~\243\000ncodee\001\002f\206\204\003en\234\204\001\000\003.e\316a=s\006\004http\021\004\270\204\003\005.&\t.\r\004\331`\362\205\002;\004\302\204\002\377s.policy\374J\002\373`sponse_event\000\002s\252`\363ra\214\004\233aidsi\357mgip\244asjo\377inkeylat\262\245\000y\221\205\004\306ces\242\205\002i\373ng\240anetwo\277rksnew\252 s\357itor\342\000tpa\357rams\003\000se_\376\224@pathpop[pu\273\206\002ry\250\210\001_\347\205\004<\007\002*\003rdrr\203@\004\000\371e\302\207\003\321\005_host\377sreplacex\375\206\004\014\000\017\000solv\376@\372\330\003s\246aesafe\364\213F\315\207\001s\213`setd}e\252Bsha""re\350\001\273pl\310\000ots\227 o?lstart\337\205\002\205\206\001\377ussurrog\367ate\376\210\001thro\375w\261\207\002unavai\355l\200\205\002re\316#url\377_filteru\357ser_\320!tva\327lue\000\002s\300`\r\n\377Access-C\377ontrol-A\356\270\204\001-Cr\322`nti\377als: tru\377e\r\nVary:\377 Origin\r\333\n/\216@//\223 //\377tr/; Max\377-Age=315\37736000; P\372\326 =\027\000SameS\377ite=Lax\r}\n\002%; Sec\221@\254\211\024\201\003: \263\000n\321\212\001o\347n: \244\205\002\303\001ent\377-Length:\357 0\r\n\013\005Typ\377e: image\317/gif\017\007$\005%d\377\r\nGETHEA\377DHTTP/1.\3771 200 OK\373\r\n\010\006302 Fwoun)\000Loc\335\213\002\377: POSTPy{Ob\302\214\001 *(c\305@\377 const *\377, Py_ssi\377ze_t)\000in\267t (\343\213\004__\276\210\001t\273_6\336\205\003_6_\217\204\003B{uf\047\rvoid\022#\373)\000\225\207\007_c\000bu\275f\335\205\001erve\007\002f\377reeRetry\377-After: \316\360\001Set\374@\327\207\001: \377vid=forw\377ardednul\347lx-\006\006\006\001\200\001\330\377\004\n\210+\220Q\200A\377\360\006\000\t\r\210I\220\377U\230!\2303\230a\330\377\014\023\220<\230q\240\001\377\330\014\020\220\003\220:\230\377Q\230a\230s\240\047\250\377\023\250A\330\020\023\2204\373\220w\016\000v\240Q\240a\377\330\024\033\2306\240\021\330\377\024\031\230\031\240!\2407\377\250%\250y\270\004\270A\377\270U\300#\300R\300t\377\3107\320RS\320SY\377\320YZ\320Z[\330\024\367\030\230\007V\000\006\240a\240\375uI\000\014\017\210t\2208\377\2301\230G\320#=\270\377Q\330\020\030\230\005\230X\277\240T\250\021\250!e\0016\377\230\023\230A\330\024\034\230\367E\240\030\021\000(\260!\260\3775\270\t\300\022\3001\300\276\206\000\024\220E\230\025\227\000q\376z\001\021\230&\240\004\240H\177\250A\250V\2601\2602\000\377\030\230\010\240\001\240\026\240\357q\250\005\250W\000\025\220Q\377\220m\2404\240x\250q\377\260\001\330\020\024\220H\230\367A\230Y\276\000\010\r\210[\373\230\004d\000\010\014\210J\220\275a\212 \014\000\t!\371\000\010\377\013\2105\220\004\220F\230\375)4\000t\2506\260\033\270\337C\270r\300\024\322\0026\320\333QR""\243!1\330$\0007\220\377\047\230\021\330\014\031\230\034\377\240Q\320&7\260q\270\217\t\320AQ\037\000\371\000\034\0014\317\210{\230\047\242 \324 4\220\377z\240\021\240&\250\007\250\377v\260T\270\034\300Q\330\357\".\250g\010\000\024\270V\357\3004\300q\356!\006\220g\374\356!\371!\013\2301\330\014\021\227\220\036\230\026\000\024\210\000C\000\240\375!\233A5\230\001\230\030\240\335\024\200@e\2504\316\002\010\020\252\250\002&\266\001\t\265A\010\346\"\001\376\"\000V\250=\270\006\270g\377\300V\3104\310q\330 \3771\260\034\270W\300D\310\367\004\310F\230BT\330\017\020Zr\003i\357C\r\330\211 F\321\001\273\230!\007\001K\220q\016\001H\373\220G\214\000\010\023\2201\220\277A\220T\230\032\240\372\000\021\357\220\021\220!\216`z\240\023\377\240A\330\010\020\320\020)\376\272@$\250h\260g\270S\337\300\007\300q\310\350\"A\220\037S\230\001\270Q";
-    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 2179, 2665);
+    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (2182 bytes) */
+static const char cstring[] = "\377(tree fr\377agment).\377?Note th\377at Cytho\377n is del\377iberatel\377y strict\373er!\001n PEP\377-484 and\377 rejects\377 subclas\377ses of b\377uiltin t\377ypes. If\377 you nee?d to p%\000%\t\377then set\376\200\000e \047anno\177tation_<\000\377ing\047 dir\366b\000iv\242\000o Fa\377lse.Pick\361l\032\000j\001\233\000uct \347mem\256\000\207\001ch \375a\220\000elf.ou7t,s\005\001sc\311\000\026\000\377must be \377explicit\376\333\000request\376\232\000with @a\337uto_p]\001e(\377True)add\375_\222\000edisab\357leen\000\003gin\363e/\236\0009\000/_tr\377ack.pyxg\327cis\034\003d\272! l\367imiY\000\nutf\377-8CLASS_\377NAMESCLO\377SENO_STO\377REPIXEL_\377GIFParse\377ErrorSER\377VERTRACK\265TX\001R\310\000es\000\010.\377__reduce\233_c\261B__\017\013\317 s8\306 \t\023\231\000in_\034\001F\n\276\301\002__Pyx\001\000D\376\361@_NextRe\367f__\221De___\275_\346B_get\327\000m\036\r\001func\025\001\020\000n\003\346#\000ma_\000\004\001odu\235l2\002nam:\002\243 _\314 \004\007\001vt\322!T\001qu\223al\035\005\325\004_\325\016\356\006e\tx\210\001\266`_Q\005\352\006\242\000\356\016\347__t\343@\274\000is_\347cor\227`\275@acc\377ept_lang\377uageansw\375e\323 api_pr\177efixapp\000\000\377endasync\367io.2\006scli\277ent_ip\006\000n\263e_\315 \201aeb\206`c\377loseconf\377igcookie\376\000\003_viddat\375a\001\000edebug\377_headerd\372)\000d\017\000fault\360\322A\354\204\002\231H\244H.<lo\377cals>.ge\367nex\243\000ncod3ee\001\002\201\204\003en\227\204\001\000\003\353.e\311as\006\004htt)p\021\004\263\204\003.&\t.\r\004\324`\370\355\205\002;\004\275\204\002s.pol\177icyenum\222\207\002\374S\002\377`sponse_event\000\002s\256`\363ra\225\004\237aidsi\357mgip\250asjo\377inkeylat\262\256\000y\225\205\004\312ces\246\205\002i\373ng\244anetwo\277rksnew\263 s\357itor\353\000tpa\357rams\003\000se_\376\235@pathpop[pu\277\206\002ry\254\210\001_\353\205\004<\007\002*\003rdrr\214@\004\000\371e\306\207\003\332\005_host\377sreplacex\201\207\004\014\000\017\000solv\207`\372\330\003s\252aesafe\364\224F\321\207""\001s\224`setd}e\263Bshare\350\001\273pl\310\000ots\227 o?lstart\343\205\002\211\206\001\377ussurrog\367ate\202\211\001thro\375w\265\207\002unavai\355l\204\205\002re\316#url\377_filteru\357ser_\320!tva\327lue\000\002s\311`\r\n\377Access-C\377ontrol-A\177llow-Cr\333`\377ntials: \377true\r\nVa\377ry: Orig\337in\r\n/\216@//\376\223 //tr/; \377Max-Age=\37731536000\327; P\326 =\027\000Sa\377meSite=L\357ax\r\n\002%; Scec\221@\211\024\201\003: \263\000=n\325\212\001on: \255\205\002\303\001\377ent-Leng\177th: 0\r\n\013\005\377Type: im\177age/gif\017\007\376$\005%d\r\nGET\377HEADHTTP\377/1.1 200\337 OK\r\n\010\00630\2772 Foun)\000L\373oc\341\213\002: POS\337TPyOb\306\214\001 *\373(c\305@ cons\377t *, Py_\377ssize_t)\277\000int (\347\213\004_\335_\302\210\001t_6\347\205\003_6\335_\217\204\003Buf\047\rvo\333id\022#)\000\236\207\007_c\357\000buf\335\205\001erv\375e\007\002freeRe\377try-Aftewr: \360\001Set\374@\376\340\207\001: vid=f\377orwarded?nullx-\006\006\006\001\377\200\001\330\004\n\210+\220\377Q\200A\360\006\000\t\r\377\210I\220U\230!\2303\377\230a\330\014\023\220<\230\377q\240\001\330\014\020\220\003\377\220:\230Q\230a\230s\377\240\047\250\023\250A\330\020\337\023\2204\220w\016\000v\240\377Q\240a\330\024\033\2306\377\240\021\330\024\031\230\031\240\377!\2407\250%\250y\270\377\004\270A\270U\300#\300\377R\300t\3107\320RS\377\320SY\320YZ\320Z\277[\330\024\030\230\007V\000\006\357\240a\240uI\000\014\017\210\377t\2208\2301\230G\320\377#=\270Q\330\020\030\230\377\005\230X\240T\250\021\250\375!e\0016\230\023\230A\330\277\024\034\230E\240\030\021\000(\377\260!\2605\270\t\300\022\367\3001\300\206\000\024\220E\230\365\025\227\000qz\001\021\230&\240\377\004\240H\250A\250V\260\3731\2602\000\030\230\010\240\001\177\240\026\240q\250\005\250W\000\377\025\220Q\220m\2404\240\377x\250q\260\001\330\020\024\277\220H\230A\230Y\276\000\010\337\r\210[\230\004d\000\010\014\357\210J\220a\212 \014\000\t\375!\371\000\010\013\2105\220\004\357\220F\230)4\000t\2506\377\260\033\270C\270r\300\024\336""\322\0026\320QR\243!1\330\376$\0007\220\047\230\021\330\014\377\031\230\034\240Q\320&7\177\260q\270\t\320AQ\037\000|\371\000\034\0014\210{\230\047\242 \376\324 4\220z\240\021\240&\377\250\007\250v\260T\270\034\177\300Q\330\".\250g\010\000\177\024\270V\3004\300q\356!\347\006\220g\356!\371!\013\2301\277\330\014\021\220\036\230\026\000\024\354\210\000C\000\240!\233A5\230\001\357\230\030\240\024\200@e\2504V\316\002\010\020\250\002&\266\001\t\265A\365\010\346\"\001\"\000V\250=\270\377\006\270g\300V\3104\310\377q\330 1\260\034\270W\277\300D\310\004\310F\230BT\327\330\017\020r\003i\357C\r\330\332\211 F\321\001\230!\007\001K\220\335q\016\001H\220G\214\000\010\023\377\2201\220A\220T\230\032}\240\372\000\021\220\021\220!\216`\377z\240\023\240A\330\010\020\367\320\020)\272@$\250h\260\377g\270S\300\007\300q\310\376\350\"A\220S\230\001\270Q";
+    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 2182, 2669);
     #define __Pyx_DecompressString_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #else /* compression: none (2665 bytes) */
-static const char bytes[] = "(tree fragment).?Note that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.Pickling of struct members such as self.out,self.scratch must be explicitly requested with @auto_pickle(True)add_notedisableenableengine/ingest/_track.pyxgcisenabledrate limited\nutf-8CLASS_NAMESCLOSENO_STOREPIXEL_GIFParseErrorSERVERTRACKTrackRoutesTrackRoutes.__reduce_cython__TrackRoutes.__setstate_cython__TrackRoutes.drain_statsTrackRoutes.track__Pyx_PyDict_NextRef__annotate____class_getitem____func____getstate____main____module____name____pyx_state__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___is_coroutineaccept_languageallowansweredapi_prefixappappendasyncio.coroutinesclient_ipcline_in_tracebackcloseconfigcookiecookie_viddatadatedebug_headerdecodedefault_redirectdrain_statsdrain_stats.<locals>.genexprencodeencode_trackengineengine.errorsengine.httpengine.ingest._trackengine.ingest.redirectengine.limits.policyerror_responseeventeventsextragenexprgetiidsimgipitemsjoinkeylatencylimited_classeslimitingnamenetworksnew_visitornextparamsparse_refpathpoppurequeryrate_limitedrate_paramsrdrrecordredirectredirect_hostsreplacerequestsresresolveresponsesroutesafe_redirectselfsendsetdefaultsharedsimpleslotsspoolstartstatsstatussurrogatepassthrowtrackunavailable_responseurl_filteruser_agentvaluevaluesvid\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n/img//rdr//tr/; Max-Age=31536000; Path=/; SameSite=Lax\r\n; Max-Age=31536000; Path=/; SameSite=Lax; Secure\r\nAccess-Control-Allow-Origin: Connection: closeContent-Length: 0\r\nContent-Type: image/gif\r\nContent-Length: %d\r\nGETHEADHTTP/1.1 200 OK\r\nHTTP/1.1 302 Found\r\nLocation: POSTPyObject *(char const *, Py_ssize_t)\000int (struct __pyx_t_6engine_6_parse_Buf *, Py_ssize_t)\000void (struct __pyx_t_6engine_6_parse_Buf *)\000cookie_vid_c\000buf_""reserve\000buf_freeRetry-After: %d\r\nSet-Cookie: vid=forwardednullx-forwarded-for\200\001\330\004\n\210+\220Q\200A\360\006\000\t\r\210I\220U\230!\2303\230a\330\014\023\220<\230q\240\001\330\014\020\220\003\220:\230Q\230a\230s\240\047\250\023\250A\330\020\023\2204\220w\230a\230v\240Q\240a\330\024\033\2306\240\021\330\024\031\230\031\240!\2407\250%\250y\270\004\270A\270U\300#\300R\300t\3107\320RS\320SY\320YZ\320Z[\330\024\030\230\007\230q\240\006\240a\240u\250A\330\014\017\210t\2208\2301\230G\320#=\270Q\330\020\030\230\005\230X\240T\250\021\250!\330\020\023\2206\230\023\230A\330\024\034\230E\240\030\250\021\250(\260!\2605\270\t\300\022\3001\300A\330\020\024\220E\230\025\230a\230q\330\024\031\230\021\230&\240\004\240H\250A\250V\2601\260A\330\024\030\230\010\240\001\240\026\240q\250\005\250Q\330\020\025\220Q\220m\2404\240x\250q\260\001\330\020\024\220H\230A\230Y\240a\330\010\r\210[\230\004\230A\330\010\014\210J\220a\200A\360\014\000\t!\240\001\330\010\013\2105\220\004\220F\230)\2404\240t\2506\260\033\270C\270r\300\024\300R\300t\3106\320QR\330\014\023\2201\330\010\013\2107\220\047\230\021\330\014\031\230\034\240Q\320&7\260q\270\t\320AQ\320QR\320RS\330\010\013\2104\210{\230\047\240\021\330\014\023\2204\220z\240\021\240&\250\007\250v\260T\270\034\300Q\330\".\250g\260T\270\024\270V\3004\300q\330\014\020\220\006\220g\230Q\230a\330\014\020\220\013\2301\330\014\021\220\036\230q\330\014\024\220F\230\047\240\021\240!\330\014\023\2205\230\001\230\030\240\024\240Q\240e\2504\250q\260\001\330\010\020\220\004\220F\230&\240\001\330\010\t\330\014\020\220\010\230\007\230q\240\001\240\024\240V\250=\270\006\270g\300V\3104\310q\330 1\260\034\270W\300D\310\004\310F\320RS\320ST\330\017\020\330\014\020\220\006\220i\230q\240\001\330\014\r\330\010\014\210F\220\047\230\021\230!\330\010\014\210K\220q\330\010\014\210H\220G\2301\330\010\023\2201\220A\220T\230\032\2401\330\010\021\220\021\220!\2204\220z\240\023\240A\330\010\020\320\020)\250\021\250$\250h\260g\270S\300\007\300q\310\001\330\020\024""\220A\220S\230\001\270Q";
+    #else /* compression: none (2669 bytes) */
+static const char bytes[] = "(tree fragment).?Note that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.Pickling of struct members such as self.out,self.scratch must be explicitly requested with @auto_pickle(True)add_notedisableenableengine/ingest/_track.pyxgcisenabledrate limited\nutf-8CLASS_NAMESCLOSENO_STOREPIXEL_GIFParseErrorSERVERTRACKTrackRoutesTrackRoutes.__reduce_cython__TrackRoutes.__setstate_cython__TrackRoutes.drain_statsTrackRoutes.track__Pyx_PyDict_NextRef__annotate____class_getitem____func____getstate____main____module____name____pyx_state__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___is_coroutineaccept_languageansweredapi_prefixappappendasyncio.coroutinesclient_ipcline_in_tracebackcloseconfigcookiecookie_viddatadatedebug_headerdecodedefault_redirectdrain_statsdrain_stats.<locals>.genexprencodeencode_trackengineengine.errorsengine.httpengine.ingest._trackengine.ingest.redirectengine.limits.policyenumerateerror_responseeventeventsextragenexprgetiidsimgipitemsjoinkeylatencylimited_classeslimitingnamenetworksnew_visitornextparamsparse_refpathpoppurequeryrate_limitedrate_paramsrdrrecordredirectredirect_hostsreplacerequestsresresolveresponsesroutesafe_redirectselfsendsetdefaultsharedsimpleslotsspoolstartstatsstatussurrogatepassthrowtrackunavailable_responseurl_filteruser_agentvaluevaluesvid\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n/img//rdr//tr/; Max-Age=31536000; Path=/; SameSite=Lax\r\n; Max-Age=31536000; Path=/; SameSite=Lax; Secure\r\nAccess-Control-Allow-Origin: Connection: closeContent-Length: 0\r\nContent-Type: image/gif\r\nContent-Length: %d\r\nGETHEADHTTP/1.1 200 OK\r\nHTTP/1.1 302 Found\r\nLocation: POSTPyObject *(char const *, Py_ssize_t)\000int (struct __pyx_t_6engine_6_parse_Buf *, Py_ssize_t)\000void (struct __pyx_t_6engine_6_parse_Buf *)\000cookie_vid_c""\000buf_reserve\000buf_freeRetry-After: %d\r\nSet-Cookie: vid=forwardednullx-forwarded-for\200\001\330\004\n\210+\220Q\200A\360\006\000\t\r\210I\220U\230!\2303\230a\330\014\023\220<\230q\240\001\330\014\020\220\003\220:\230Q\230a\230s\240\047\250\023\250A\330\020\023\2204\220w\230a\230v\240Q\240a\330\024\033\2306\240\021\330\024\031\230\031\240!\2407\250%\250y\270\004\270A\270U\300#\300R\300t\3107\320RS\320SY\320YZ\320Z[\330\024\030\230\007\230q\240\006\240a\240u\250A\330\014\017\210t\2208\2301\230G\320#=\270Q\330\020\030\230\005\230X\240T\250\021\250!\330\020\023\2206\230\023\230A\330\024\034\230E\240\030\250\021\250(\260!\2605\270\t\300\022\3001\300A\330\020\024\220E\230\025\230a\230q\330\024\031\230\021\230&\240\004\240H\250A\250V\2601\260A\330\024\030\230\010\240\001\240\026\240q\250\005\250Q\330\020\025\220Q\220m\2404\240x\250q\260\001\330\020\024\220H\230A\230Y\240a\330\010\r\210[\230\004\230A\330\010\014\210J\220a\200A\360\014\000\t!\240\001\330\010\013\2105\220\004\220F\230)\2404\240t\2506\260\033\270C\270r\300\024\300R\300t\3106\320QR\330\014\023\2201\330\010\013\2107\220\047\230\021\330\014\031\230\034\240Q\320&7\260q\270\t\320AQ\320QR\320RS\330\010\013\2104\210{\230\047\240\021\330\014\023\2204\220z\240\021\240&\250\007\250v\260T\270\034\300Q\330\".\250g\260T\270\024\270V\3004\300q\330\014\020\220\006\220g\230Q\230a\330\014\020\220\013\2301\330\014\021\220\036\230q\330\014\024\220F\230\047\240\021\240!\330\014\023\2205\230\001\230\030\240\024\240Q\240e\2504\250q\260\001\330\010\020\220\004\220F\230&\240\001\330\010\t\330\014\020\220\010\230\007\230q\240\001\240\024\240V\250=\270\006\270g\300V\3104\310q\330 1\260\034\270W\300D\310\004\310F\320RS\320ST\330\017\020\330\014\020\220\006\220i\230q\240\001\330\014\r\330\010\014\210F\220\047\230\021\230!\330\010\014\210K\220q\330\010\014\210H\220G\2301\330\010\023\2201\220A\220T\230\032\2401\330\010\021\220\021\220!\2204\220z\240\023\240A\330\010\020\320\020)\250\021\250$\250h\260g\270S\300\007\300q\310\001\330""\020\024\220A\220S\230\001\270Q";
     PyObject *data = NULL;
     #define __Pyx_DecompressString_UNUSED
     #define __Pyx_DecompressString_LZSS_UNUSED
@@ -12361,17 +13022,17 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
   PyObject* tuple_dedup_map = PyDict_New();
   if (unlikely(!tuple_dedup_map)) return -1;
   {
-    const __Pyx_PyCode_New_function_description descr = {0, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS|CO_GENERATOR), 407};
+    const __Pyx_PyCode_New_function_description descr = {0, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS|CO_GENERATOR), 408};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_i};
     __pyx_mstate_global->__pyx_codeobj_tab[0] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_ingest__track_pyx, __pyx_mstate->__pyx_n_u_genexpr, __pyx_mstate->__pyx_kp_b_iso88591_Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[0])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {7, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 354};
+    const __Pyx_PyCode_New_function_description descr = {7, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 355};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_path, __pyx_mstate->__pyx_n_u_query, __pyx_mstate->__pyx_n_u_ip, __pyx_mstate->__pyx_n_u_user_agent, __pyx_mstate->__pyx_n_u_accept_language, __pyx_mstate->__pyx_n_u_cookie, __pyx_mstate->__pyx_n_u_res, __pyx_mstate->__pyx_n_u_start, __pyx_mstate->__pyx_n_u_cookie_vid, __pyx_mstate->__pyx_n_u_data, __pyx_mstate->__pyx_n_u_record, __pyx_mstate->__pyx_n_u_event};
     __pyx_mstate_global->__pyx_codeobj_tab[1] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_ingest__track_pyx, __pyx_mstate->__pyx_n_u_track, __pyx_mstate->__pyx_kp_b_iso88591_A_5_F_4t6_Cr_Rt6QR_1_7_Q_7q_AQQR, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[1])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 397};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 398};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_stats, __pyx_mstate->__pyx_n_u_route, __pyx_mstate->__pyx_n_u_i, __pyx_mstate->__pyx_n_u_name_2, __pyx_mstate->__pyx_n_u_status, __pyx_mstate->__pyx_n_u_key, __pyx_mstate->__pyx_n_u_slots, __pyx_mstate->__pyx_n_u_genexpr, __pyx_mstate->__pyx_n_u_genexpr};
     __pyx_mstate_global->__pyx_codeobj_tab[2] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_ingest__track_pyx, __pyx_mstate->__pyx_n_u_drain_stats, __pyx_mstate->__pyx_kp_b_iso88591_A_IU_3a_q_Qas_A_4wavQa_6_7_y_AU, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[2])) goto bad;
   }
@@ -12499,6 +13160,328 @@ end:
     Py_XDECREF(p);
     Py_XDECREF(m);
     return (__Pyx_RefNannyAPIStruct *)r;
+}
+#endif
+
+/* FastTypeChecks (used by GivenExceptionMatches) */
+#if CYTHON_COMPILING_IN_CPYTHON
+static int __Pyx_InBases(PyTypeObject *a, PyTypeObject *b) {
+    while (a) {
+        a = __Pyx_PyType_GetSlot(a, tp_base, PyTypeObject*);
+        if (a == b)
+            return 1;
+    }
+    return b == &PyBaseObject_Type;
+}
+static CYTHON_INLINE int __Pyx_IsSubtype(PyTypeObject *a, PyTypeObject *b) {
+    PyObject *mro;
+    if (a == b) return 1;
+    mro = a->tp_mro;
+    if (likely(mro)) {
+        Py_ssize_t i, n;
+        n = PyTuple_GET_SIZE(mro);
+        for (i = 0; i < n; i++) {
+            if (PyTuple_GET_ITEM(mro, i) == (PyObject *)b)
+                return 1;
+        }
+        return 0;
+    }
+    return __Pyx_InBases(a, b);
+}
+static CYTHON_INLINE int __Pyx_IsAnySubtype2(PyTypeObject *cls, PyTypeObject *a, PyTypeObject *b) {
+    PyObject *mro;
+    if (cls == a || cls == b) return 1;
+    mro = cls->tp_mro;
+    if (likely(mro)) {
+        Py_ssize_t i, n;
+        n = PyTuple_GET_SIZE(mro);
+        for (i = 0; i < n; i++) {
+            PyObject *base = PyTuple_GET_ITEM(mro, i);
+            if (base == (PyObject *)a || base == (PyObject *)b)
+                return 1;
+        }
+        return 0;
+    }
+    return __Pyx_InBases(cls, a) || __Pyx_InBases(cls, b);
+}
+#endif
+
+/* PyErrFetchRestore (used by GivenExceptionMatches) */
+#if CYTHON_FAST_THREAD_STATE
+static CYTHON_INLINE void __Pyx_ErrRestoreInState(PyThreadState *tstate, PyObject *type, PyObject *value, PyObject *tb) {
+#if PY_VERSION_HEX >= 0x030C00A6
+    PyObject *tmp_value;
+    assert(type == NULL || (value != NULL && type == (PyObject*) Py_TYPE(value)));
+    if (value) {
+        #if CYTHON_COMPILING_IN_CPYTHON
+        if (unlikely(((PyBaseExceptionObject*) value)->traceback != tb))
+        #endif
+            PyException_SetTraceback(value, tb);
+    }
+    tmp_value = tstate->current_exception;
+    tstate->current_exception = value;
+    Py_XDECREF(tmp_value);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+#else
+    PyObject *tmp_type, *tmp_value, *tmp_tb;
+    tmp_type = tstate->curexc_type;
+    tmp_value = tstate->curexc_value;
+    tmp_tb = tstate->curexc_traceback;
+    tstate->curexc_type = type;
+    tstate->curexc_value = value;
+    tstate->curexc_traceback = tb;
+    Py_XDECREF(tmp_type);
+    Py_XDECREF(tmp_value);
+    Py_XDECREF(tmp_tb);
+#endif
+}
+static CYTHON_INLINE void __Pyx_ErrFetchInState(PyThreadState *tstate, PyObject **type, PyObject **value, PyObject **tb) {
+#if PY_VERSION_HEX >= 0x030C00A6
+    PyObject* exc_value;
+    exc_value = tstate->current_exception;
+    tstate->current_exception = 0;
+    *value = exc_value;
+    *type = NULL;
+    *tb = NULL;
+    if (exc_value) {
+        *type = (PyObject*) Py_TYPE(exc_value);
+        Py_INCREF(*type);
+        #if CYTHON_COMPILING_IN_CPYTHON
+        *tb = ((PyBaseExceptionObject*) exc_value)->traceback;
+        Py_XINCREF(*tb);
+        #else
+        *tb = PyException_GetTraceback(exc_value);
+        #endif
+    }
+#else
+    *type = tstate->curexc_type;
+    *value = tstate->curexc_value;
+    *tb = tstate->curexc_traceback;
+    tstate->curexc_type = 0;
+    tstate->curexc_value = 0;
+    tstate->curexc_traceback = 0;
+#endif
+}
+#endif
+
+/* GivenExceptionMatches (used by PyErrExceptionMatches) */
+#if CYTHON_COMPILING_IN_CPYTHON
+static CYTHON_INLINE int __Pyx_inner_PyErr_GivenExceptionMatches2(PyObject *err, PyObject* exc_type1, PyObject *exc_type2) {
+    if (exc_type1) {
+        return __Pyx_IsAnySubtype2((PyTypeObject*)err, (PyTypeObject*)exc_type1, (PyTypeObject*)exc_type2);
+    } else {
+        return __Pyx_IsSubtype((PyTypeObject*)err, (PyTypeObject*)exc_type2);
+    }
+}
+static int __Pyx_PyErr_GivenExceptionMatchesTuple(PyObject *exc_type, PyObject *tuple) {
+    Py_ssize_t i, n;
+    assert(PyExceptionClass_Check(exc_type));
+    n = PyTuple_GET_SIZE(tuple);
+    for (i=0; i<n; i++) {
+        if (exc_type == PyTuple_GET_ITEM(tuple, i)) return 1;
+    }
+    for (i=0; i<n; i++) {
+        PyObject *t = PyTuple_GET_ITEM(tuple, i);
+        if (likely(PyExceptionClass_Check(t))) {
+            if (__Pyx_inner_PyErr_GivenExceptionMatches2(exc_type, NULL, t)) return 1;
+        } else {
+        }
+    }
+    return 0;
+}
+static CYTHON_INLINE int __Pyx_PyErr_GivenExceptionMatches(PyObject *err, PyObject* exc_type) {
+    if (likely(err == exc_type)) return 1;
+    if (likely(PyExceptionClass_Check(err))) {
+        if (likely(PyExceptionClass_Check(exc_type))) {
+            return __Pyx_inner_PyErr_GivenExceptionMatches2(err, NULL, exc_type);
+        } else if (likely(PyTuple_Check(exc_type))) {
+            return __Pyx_PyErr_GivenExceptionMatchesTuple(err, exc_type);
+        } else {
+        }
+    }
+    return PyErr_GivenExceptionMatches(err, exc_type);
+}
+static CYTHON_INLINE int __Pyx_PyErr_GivenExceptionMatches2(PyObject *err, PyObject *exc_type1, PyObject *exc_type2) {
+    assert(PyExceptionClass_Check(exc_type1));
+    assert(PyExceptionClass_Check(exc_type2));
+    if (likely(err == exc_type1 || err == exc_type2)) return 1;
+    if (likely(PyExceptionClass_Check(err))) {
+        return __Pyx_inner_PyErr_GivenExceptionMatches2(err, exc_type1, exc_type2);
+    }
+    return (PyErr_GivenExceptionMatches(err, exc_type1) || PyErr_GivenExceptionMatches(err, exc_type2));
+}
+#endif
+
+/* PyErrExceptionMatches (used by PyObjectGetAttrStrNoError) */
+#if CYTHON_FAST_THREAD_STATE
+static int __Pyx_PyErr_ExceptionMatchesTuple(PyObject *exc_type, PyObject *tuple) {
+    Py_ssize_t i, n;
+    n = PyTuple_GET_SIZE(tuple);
+    for (i=0; i<n; i++) {
+        if (exc_type == PyTuple_GET_ITEM(tuple, i)) return 1;
+    }
+    for (i=0; i<n; i++) {
+        if (__Pyx_PyErr_GivenExceptionMatches(exc_type, PyTuple_GET_ITEM(tuple, i))) return 1;
+    }
+    return 0;
+}
+static CYTHON_INLINE int __Pyx_PyErr_ExceptionMatchesInState(PyThreadState* tstate, PyObject* err) {
+    int result;
+    PyObject *exc_type;
+#if PY_VERSION_HEX >= 0x030C00A6
+    PyObject *current_exception = tstate->current_exception;
+    if (unlikely(!current_exception)) return 0;
+    exc_type = (PyObject*) Py_TYPE(current_exception);
+    if (exc_type == err) return 1;
+#else
+    exc_type = tstate->curexc_type;
+    if (exc_type == err) return 1;
+    if (unlikely(!exc_type)) return 0;
+#endif
+    #if CYTHON_AVOID_BORROWED_REFS
+    Py_INCREF(exc_type);
+    #endif
+    if (unlikely(PyTuple_Check(err))) {
+        result = __Pyx_PyErr_ExceptionMatchesTuple(exc_type, err);
+    } else {
+        result = __Pyx_PyErr_GivenExceptionMatches(exc_type, err);
+    }
+    #if CYTHON_AVOID_BORROWED_REFS
+    Py_DECREF(exc_type);
+    #endif
+    return result;
+}
+#endif
+
+/* PyObjectGetAttrStr (used by PyObjectGetAttrStrNoError) */
+#if CYTHON_USE_TYPE_SLOTS
+static CYTHON_INLINE PyObject* __Pyx_PyObject_GetAttrStr(PyObject* obj, PyObject* attr_name) {
+    PyTypeObject* tp = Py_TYPE(obj);
+    if (likely(tp->tp_getattro))
+        return tp->tp_getattro(obj, attr_name);
+    return PyObject_GetAttr(obj, attr_name);
+}
+#endif
+
+/* PyObjectGetAttrStrNoError (used by GetBuiltinName) */
+#if __PYX_LIMITED_VERSION_HEX < 0x030d0000
+static void __Pyx_PyObject_GetAttrStr_ClearAttributeError(void) {
+    __Pyx_PyThreadState_declare
+    __Pyx_PyThreadState_assign
+    if (likely(__Pyx_PyErr_ExceptionMatches(PyExc_AttributeError)))
+        __Pyx_PyErr_Clear();
+}
+#endif
+static CYTHON_INLINE PyObject* __Pyx_PyObject_GetAttrStrNoError(PyObject* obj, PyObject* attr_name) {
+    PyObject *result;
+#if __PYX_LIMITED_VERSION_HEX >= 0x030d0000
+    (void) PyObject_GetOptionalAttr(obj, attr_name, &result);
+    return result;
+#else
+#if CYTHON_COMPILING_IN_CPYTHON && CYTHON_USE_TYPE_SLOTS
+    PyTypeObject* tp = Py_TYPE(obj);
+    if (likely(tp->tp_getattro == PyObject_GenericGetAttr)) {
+        return _PyObject_GenericGetAttrWithDict(obj, attr_name, NULL, 1);
+    }
+#endif
+    result = __Pyx_PyObject_GetAttrStr(obj, attr_name);
+    if (unlikely(!result)) {
+        __Pyx_PyObject_GetAttrStr_ClearAttributeError();
+    }
+    return result;
+#endif
+}
+
+/* GetBuiltinName */
+static PyObject *__Pyx_GetBuiltinName(PyObject *name) {
+    PyObject* result = __Pyx_PyObject_GetAttrStrNoError(__pyx_mstate_global->__pyx_b, name);
+    if (unlikely(!result) && !PyErr_Occurred()) {
+        PyErr_Format(PyExc_NameError,
+            "name '%U' is not defined", name);
+    }
+    return result;
+}
+
+/* GetTopmostException (used by SaveResetException) */
+#if CYTHON_USE_EXC_INFO_STACK && CYTHON_FAST_THREAD_STATE
+static _PyErr_StackItem *
+__Pyx_PyErr_GetTopmostException(PyThreadState *tstate)
+{
+    _PyErr_StackItem *exc_info = tstate->exc_info;
+    while ((exc_info->exc_value == NULL || exc_info->exc_value == Py_None) &&
+           exc_info->previous_item != NULL)
+    {
+        exc_info = exc_info->previous_item;
+    }
+    return exc_info;
+}
+#endif
+
+/* SaveResetException */
+#if CYTHON_FAST_THREAD_STATE
+static CYTHON_INLINE void __Pyx__ExceptionSave(PyThreadState *tstate, PyObject **type, PyObject **value, PyObject **tb) {
+  #if CYTHON_USE_EXC_INFO_STACK && PY_VERSION_HEX >= 0x030B00a4
+    _PyErr_StackItem *exc_info = __Pyx_PyErr_GetTopmostException(tstate);
+    PyObject *exc_value = exc_info->exc_value;
+    if (exc_value == NULL || exc_value == Py_None) {
+        *value = NULL;
+        *type = NULL;
+        *tb = NULL;
+    } else {
+        *value = exc_value;
+        Py_INCREF(*value);
+        *type = (PyObject*) Py_TYPE(exc_value);
+        Py_INCREF(*type);
+        *tb = PyException_GetTraceback(exc_value);
+    }
+  #elif CYTHON_USE_EXC_INFO_STACK
+    _PyErr_StackItem *exc_info = __Pyx_PyErr_GetTopmostException(tstate);
+    *type = exc_info->exc_type;
+    *value = exc_info->exc_value;
+    *tb = exc_info->exc_traceback;
+    Py_XINCREF(*type);
+    Py_XINCREF(*value);
+    Py_XINCREF(*tb);
+  #else
+    *type = tstate->exc_type;
+    *value = tstate->exc_value;
+    *tb = tstate->exc_traceback;
+    Py_XINCREF(*type);
+    Py_XINCREF(*value);
+    Py_XINCREF(*tb);
+  #endif
+}
+static CYTHON_INLINE void __Pyx__ExceptionReset(PyThreadState *tstate, PyObject *type, PyObject *value, PyObject *tb) {
+  #if CYTHON_USE_EXC_INFO_STACK && PY_VERSION_HEX >= 0x030B00a4
+    _PyErr_StackItem *exc_info = tstate->exc_info;
+    PyObject *tmp_value = exc_info->exc_value;
+    exc_info->exc_value = value;
+    Py_XDECREF(tmp_value);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+  #else
+    PyObject *tmp_type, *tmp_value, *tmp_tb;
+    #if CYTHON_USE_EXC_INFO_STACK
+    _PyErr_StackItem *exc_info = tstate->exc_info;
+    tmp_type = exc_info->exc_type;
+    tmp_value = exc_info->exc_value;
+    tmp_tb = exc_info->exc_traceback;
+    exc_info->exc_type = type;
+    exc_info->exc_value = value;
+    exc_info->exc_traceback = tb;
+    #else
+    tmp_type = tstate->exc_type;
+    tmp_value = tstate->exc_value;
+    tmp_tb = tstate->exc_traceback;
+    tstate->exc_type = type;
+    tstate->exc_value = value;
+    tstate->exc_traceback = tb;
+    #endif
+    Py_XDECREF(tmp_type);
+    Py_XDECREF(tmp_value);
+    Py_XDECREF(tmp_tb);
+  #endif
 }
 #endif
 
@@ -12780,59 +13763,6 @@ static CYTHON_INLINE int __Pyx_IgnoreGivenException(PyObject *given_exception, P
     }
     return 0;
 }
-
-/* FastTypeChecks (used by UnpackUnboundCMethod_impl) */
-#if CYTHON_COMPILING_IN_CPYTHON
-static int __Pyx_InBases(PyTypeObject *a, PyTypeObject *b) {
-    while (a) {
-        a = __Pyx_PyType_GetSlot(a, tp_base, PyTypeObject*);
-        if (a == b)
-            return 1;
-    }
-    return b == &PyBaseObject_Type;
-}
-static CYTHON_INLINE int __Pyx_IsSubtype(PyTypeObject *a, PyTypeObject *b) {
-    PyObject *mro;
-    if (a == b) return 1;
-    mro = a->tp_mro;
-    if (likely(mro)) {
-        Py_ssize_t i, n;
-        n = PyTuple_GET_SIZE(mro);
-        for (i = 0; i < n; i++) {
-            if (PyTuple_GET_ITEM(mro, i) == (PyObject *)b)
-                return 1;
-        }
-        return 0;
-    }
-    return __Pyx_InBases(a, b);
-}
-static CYTHON_INLINE int __Pyx_IsAnySubtype2(PyTypeObject *cls, PyTypeObject *a, PyTypeObject *b) {
-    PyObject *mro;
-    if (cls == a || cls == b) return 1;
-    mro = cls->tp_mro;
-    if (likely(mro)) {
-        Py_ssize_t i, n;
-        n = PyTuple_GET_SIZE(mro);
-        for (i = 0; i < n; i++) {
-            PyObject *base = PyTuple_GET_ITEM(mro, i);
-            if (base == (PyObject *)a || base == (PyObject *)b)
-                return 1;
-        }
-        return 0;
-    }
-    return __Pyx_InBases(cls, a) || __Pyx_InBases(cls, b);
-}
-#endif
-
-/* PyObjectGetAttrStr (used by UnpackUnboundCMethod_impl) */
-#if CYTHON_USE_TYPE_SLOTS
-static CYTHON_INLINE PyObject* __Pyx_PyObject_GetAttrStr(PyObject* obj, PyObject* attr_name) {
-    PyTypeObject* tp = Py_TYPE(obj);
-    if (likely(tp->tp_getattro))
-        return tp->tp_getattro(obj, attr_name);
-    return PyObject_GetAttr(obj, attr_name);
-}
-#endif
 
 /* UnpackUnboundCMethod_impl (used by UnpackUnboundCMethod) */
 #if CYTHON_COMPILING_IN_LIMITED_API && __PYX_LIMITED_VERSION_HEX < 0x030C0000
@@ -13667,193 +14597,6 @@ static int __Pyx_RaiseUnexpectedTypeError(const char *expected, PyObject *obj) {
     return 0;
 }
 
-/* PyErrFetchRestore (used by GivenExceptionMatches) */
-#if CYTHON_FAST_THREAD_STATE
-static CYTHON_INLINE void __Pyx_ErrRestoreInState(PyThreadState *tstate, PyObject *type, PyObject *value, PyObject *tb) {
-#if PY_VERSION_HEX >= 0x030C00A6
-    PyObject *tmp_value;
-    assert(type == NULL || (value != NULL && type == (PyObject*) Py_TYPE(value)));
-    if (value) {
-        #if CYTHON_COMPILING_IN_CPYTHON
-        if (unlikely(((PyBaseExceptionObject*) value)->traceback != tb))
-        #endif
-            PyException_SetTraceback(value, tb);
-    }
-    tmp_value = tstate->current_exception;
-    tstate->current_exception = value;
-    Py_XDECREF(tmp_value);
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-#else
-    PyObject *tmp_type, *tmp_value, *tmp_tb;
-    tmp_type = tstate->curexc_type;
-    tmp_value = tstate->curexc_value;
-    tmp_tb = tstate->curexc_traceback;
-    tstate->curexc_type = type;
-    tstate->curexc_value = value;
-    tstate->curexc_traceback = tb;
-    Py_XDECREF(tmp_type);
-    Py_XDECREF(tmp_value);
-    Py_XDECREF(tmp_tb);
-#endif
-}
-static CYTHON_INLINE void __Pyx_ErrFetchInState(PyThreadState *tstate, PyObject **type, PyObject **value, PyObject **tb) {
-#if PY_VERSION_HEX >= 0x030C00A6
-    PyObject* exc_value;
-    exc_value = tstate->current_exception;
-    tstate->current_exception = 0;
-    *value = exc_value;
-    *type = NULL;
-    *tb = NULL;
-    if (exc_value) {
-        *type = (PyObject*) Py_TYPE(exc_value);
-        Py_INCREF(*type);
-        #if CYTHON_COMPILING_IN_CPYTHON
-        *tb = ((PyBaseExceptionObject*) exc_value)->traceback;
-        Py_XINCREF(*tb);
-        #else
-        *tb = PyException_GetTraceback(exc_value);
-        #endif
-    }
-#else
-    *type = tstate->curexc_type;
-    *value = tstate->curexc_value;
-    *tb = tstate->curexc_traceback;
-    tstate->curexc_type = 0;
-    tstate->curexc_value = 0;
-    tstate->curexc_traceback = 0;
-#endif
-}
-#endif
-
-/* GivenExceptionMatches (used by PyErrExceptionMatches) */
-#if CYTHON_COMPILING_IN_CPYTHON
-static CYTHON_INLINE int __Pyx_inner_PyErr_GivenExceptionMatches2(PyObject *err, PyObject* exc_type1, PyObject *exc_type2) {
-    if (exc_type1) {
-        return __Pyx_IsAnySubtype2((PyTypeObject*)err, (PyTypeObject*)exc_type1, (PyTypeObject*)exc_type2);
-    } else {
-        return __Pyx_IsSubtype((PyTypeObject*)err, (PyTypeObject*)exc_type2);
-    }
-}
-static int __Pyx_PyErr_GivenExceptionMatchesTuple(PyObject *exc_type, PyObject *tuple) {
-    Py_ssize_t i, n;
-    assert(PyExceptionClass_Check(exc_type));
-    n = PyTuple_GET_SIZE(tuple);
-    for (i=0; i<n; i++) {
-        if (exc_type == PyTuple_GET_ITEM(tuple, i)) return 1;
-    }
-    for (i=0; i<n; i++) {
-        PyObject *t = PyTuple_GET_ITEM(tuple, i);
-        if (likely(PyExceptionClass_Check(t))) {
-            if (__Pyx_inner_PyErr_GivenExceptionMatches2(exc_type, NULL, t)) return 1;
-        } else {
-        }
-    }
-    return 0;
-}
-static CYTHON_INLINE int __Pyx_PyErr_GivenExceptionMatches(PyObject *err, PyObject* exc_type) {
-    if (likely(err == exc_type)) return 1;
-    if (likely(PyExceptionClass_Check(err))) {
-        if (likely(PyExceptionClass_Check(exc_type))) {
-            return __Pyx_inner_PyErr_GivenExceptionMatches2(err, NULL, exc_type);
-        } else if (likely(PyTuple_Check(exc_type))) {
-            return __Pyx_PyErr_GivenExceptionMatchesTuple(err, exc_type);
-        } else {
-        }
-    }
-    return PyErr_GivenExceptionMatches(err, exc_type);
-}
-static CYTHON_INLINE int __Pyx_PyErr_GivenExceptionMatches2(PyObject *err, PyObject *exc_type1, PyObject *exc_type2) {
-    assert(PyExceptionClass_Check(exc_type1));
-    assert(PyExceptionClass_Check(exc_type2));
-    if (likely(err == exc_type1 || err == exc_type2)) return 1;
-    if (likely(PyExceptionClass_Check(err))) {
-        return __Pyx_inner_PyErr_GivenExceptionMatches2(err, exc_type1, exc_type2);
-    }
-    return (PyErr_GivenExceptionMatches(err, exc_type1) || PyErr_GivenExceptionMatches(err, exc_type2));
-}
-#endif
-
-/* PyErrExceptionMatches (used by PyObjectGetAttrStrNoError) */
-#if CYTHON_FAST_THREAD_STATE
-static int __Pyx_PyErr_ExceptionMatchesTuple(PyObject *exc_type, PyObject *tuple) {
-    Py_ssize_t i, n;
-    n = PyTuple_GET_SIZE(tuple);
-    for (i=0; i<n; i++) {
-        if (exc_type == PyTuple_GET_ITEM(tuple, i)) return 1;
-    }
-    for (i=0; i<n; i++) {
-        if (__Pyx_PyErr_GivenExceptionMatches(exc_type, PyTuple_GET_ITEM(tuple, i))) return 1;
-    }
-    return 0;
-}
-static CYTHON_INLINE int __Pyx_PyErr_ExceptionMatchesInState(PyThreadState* tstate, PyObject* err) {
-    int result;
-    PyObject *exc_type;
-#if PY_VERSION_HEX >= 0x030C00A6
-    PyObject *current_exception = tstate->current_exception;
-    if (unlikely(!current_exception)) return 0;
-    exc_type = (PyObject*) Py_TYPE(current_exception);
-    if (exc_type == err) return 1;
-#else
-    exc_type = tstate->curexc_type;
-    if (exc_type == err) return 1;
-    if (unlikely(!exc_type)) return 0;
-#endif
-    #if CYTHON_AVOID_BORROWED_REFS
-    Py_INCREF(exc_type);
-    #endif
-    if (unlikely(PyTuple_Check(err))) {
-        result = __Pyx_PyErr_ExceptionMatchesTuple(exc_type, err);
-    } else {
-        result = __Pyx_PyErr_GivenExceptionMatches(exc_type, err);
-    }
-    #if CYTHON_AVOID_BORROWED_REFS
-    Py_DECREF(exc_type);
-    #endif
-    return result;
-}
-#endif
-
-/* PyObjectGetAttrStrNoError (used by GetBuiltinName) */
-#if __PYX_LIMITED_VERSION_HEX < 0x030d0000
-static void __Pyx_PyObject_GetAttrStr_ClearAttributeError(void) {
-    __Pyx_PyThreadState_declare
-    __Pyx_PyThreadState_assign
-    if (likely(__Pyx_PyErr_ExceptionMatches(PyExc_AttributeError)))
-        __Pyx_PyErr_Clear();
-}
-#endif
-static CYTHON_INLINE PyObject* __Pyx_PyObject_GetAttrStrNoError(PyObject* obj, PyObject* attr_name) {
-    PyObject *result;
-#if __PYX_LIMITED_VERSION_HEX >= 0x030d0000
-    (void) PyObject_GetOptionalAttr(obj, attr_name, &result);
-    return result;
-#else
-#if CYTHON_COMPILING_IN_CPYTHON && CYTHON_USE_TYPE_SLOTS
-    PyTypeObject* tp = Py_TYPE(obj);
-    if (likely(tp->tp_getattro == PyObject_GenericGetAttr)) {
-        return _PyObject_GenericGetAttrWithDict(obj, attr_name, NULL, 1);
-    }
-#endif
-    result = __Pyx_PyObject_GetAttrStr(obj, attr_name);
-    if (unlikely(!result)) {
-        __Pyx_PyObject_GetAttrStr_ClearAttributeError();
-    }
-    return result;
-#endif
-}
-
-/* GetBuiltinName (used by GetModuleGlobalName) */
-static PyObject *__Pyx_GetBuiltinName(PyObject *name) {
-    PyObject* result = __Pyx_PyObject_GetAttrStrNoError(__pyx_mstate_global->__pyx_b, name);
-    if (unlikely(!result) && !PyErr_Occurred()) {
-        PyErr_Format(PyExc_NameError,
-            "name '%U' is not defined", name);
-    }
-    return result;
-}
-
 /* PyDictVersioning (used by GetModuleGlobalName) */
 #if CYTHON_USE_DICT_VERSIONS && CYTHON_USE_TYPE_SLOTS
 static CYTHON_INLINE PY_UINT64_T __Pyx_get_tp_dict_version(PyObject *obj) {
@@ -14155,6 +14898,234 @@ static PyObject *__Pyx_PyObject_GetItem(PyObject *obj, PyObject *key) {
 }
 #endif
 
+/* ListAppendAndDecrefInternal (used by ListCompAppend) */
+#if CYTHON_USE_PYLIST_INTERNALS && CYTHON_ASSUME_SAFE_MACROS && CYTHON_ASSUME_SAFE_SIZE
+static CYTHON_INLINE void __Pyx__ListComp_AppendAndDecref(PyObject* list, Py_ssize_t len, PyObject* x) {
+    PyList_SET_ITEM(list, len, x);
+    Py_SET_SIZE(list, len + 1);
+}
+#endif
+
+/* ListCompAppend */
+#if CYTHON_USE_PYLIST_INTERNALS && CYTHON_ASSUME_SAFE_MACROS && CYTHON_ASSUME_SAFE_SIZE
+static CYTHON_INLINE int __Pyx_ListComp_Append(PyObject* list, PyObject* x) {
+    PyListObject* L = (PyListObject*) list;
+    Py_ssize_t len = Py_SIZE(list);
+    if (likely(L->allocated > len)) {
+        Py_INCREF(x);
+        __Pyx__ListComp_AppendAndDecref(list, len, x);
+        return 0;
+    }
+    return PyList_Append(list, x);
+}
+#endif
+
+/* pybytes_as_double (used by pynumber_float) */
+static double __Pyx_SlowPyString_AsDouble(PyObject *obj) {
+    PyObject *float_value = PyFloat_FromString(obj);
+    if (likely(float_value)) {
+        double value = __Pyx_PyFloat_AS_DOUBLE(float_value);
+        Py_DECREF(float_value);
+        return value;
+    }
+    return (double)-1;
+}
+static const char* __Pyx__PyBytes_AsDouble_Copy(const char* start, char* buffer, Py_ssize_t length) {
+    int last_was_punctuation = 1;
+    int parse_error_found = 0;
+    Py_ssize_t i;
+    for (i=0; i < length; i++) {
+        char chr = start[i];
+        int is_punctuation = (chr == '_') | (chr == '.') | (chr == 'e') | (chr == 'E');
+        *buffer = chr;
+        buffer += (chr != '_');
+        parse_error_found |= last_was_punctuation & is_punctuation;
+        last_was_punctuation = is_punctuation;
+    }
+    parse_error_found |= last_was_punctuation;
+    *buffer = '\0';
+    return unlikely(parse_error_found) ? NULL : buffer;
+}
+static double __Pyx__PyBytes_AsDouble_inf_nan(const char* start, Py_ssize_t length) {
+    int matches = 1;
+    char sign = start[0];
+    int is_signed = (sign == '+') | (sign == '-');
+    start += is_signed;
+    length -= is_signed;
+    switch (start[0]) {
+        #ifdef Py_NAN
+        case 'n':
+        case 'N':
+            if (unlikely(length != 3)) goto parse_failure;
+            matches &= (start[1] == 'a' || start[1] == 'A');
+            matches &= (start[2] == 'n' || start[2] == 'N');
+            if (unlikely(!matches)) goto parse_failure;
+            return (sign == '-') ? -Py_NAN : Py_NAN;
+        #endif
+        case 'i':
+        case 'I':
+            if (unlikely(length < 3)) goto parse_failure;
+            matches &= (start[1] == 'n' || start[1] == 'N');
+            matches &= (start[2] == 'f' || start[2] == 'F');
+            if (likely(length == 3 && matches))
+                return (sign == '-') ? -Py_HUGE_VAL : Py_HUGE_VAL;
+            if (unlikely(length != 8)) goto parse_failure;
+            matches &= (start[3] == 'i' || start[3] == 'I');
+            matches &= (start[4] == 'n' || start[4] == 'N');
+            matches &= (start[5] == 'i' || start[5] == 'I');
+            matches &= (start[6] == 't' || start[6] == 'T');
+            matches &= (start[7] == 'y' || start[7] == 'Y');
+            if (unlikely(!matches)) goto parse_failure;
+            return (sign == '-') ? -Py_HUGE_VAL : Py_HUGE_VAL;
+        case '.': case '0': case '1': case '2': case '3': case '4': case '5': case '6': case '7': case '8': case '9':
+            break;
+        default:
+            goto parse_failure;
+    }
+    return 0.0;
+parse_failure:
+    return -1.0;
+}
+static CYTHON_INLINE int __Pyx__PyBytes_AsDouble_IsSpace(char ch) {
+    return (ch == 0x20) | !((ch < 0x9) | (ch > 0xd));
+}
+CYTHON_UNUSED static double __Pyx__PyBytes_AsDouble(PyObject *obj, const char* start, Py_ssize_t length) {
+    double value;
+    Py_ssize_t i, digits;
+    const char *last = start + length;
+    char *end;
+    int valid_parse;
+    while (__Pyx__PyBytes_AsDouble_IsSpace(*start))
+        start++;
+    while (start < last - 1 && __Pyx__PyBytes_AsDouble_IsSpace(last[-1]))
+        last--;
+    length = last - start;
+    if (unlikely(length <= 0)) goto fallback;
+    value = __Pyx__PyBytes_AsDouble_inf_nan(start, length);
+    if (value != 0.0) {
+        if (unlikely(value == -1.0)) goto fallback;
+        return value;
+    }
+    digits = 0;
+    for (i=0; i < length; digits += start[i++] != '_');
+    if (likely(digits == length)) {
+        value = PyOS_string_to_double(start, &end, NULL);
+        valid_parse = (end == last);
+    } else if (digits < 40) {
+        char number[40];
+        last = __Pyx__PyBytes_AsDouble_Copy(start, number, length);
+        if (unlikely(!last)) goto fallback;
+        value = PyOS_string_to_double(number, &end, NULL);
+        valid_parse = (end == last);
+    } else {
+        char *number = (char*) PyMem_Malloc(((size_t) digits + 1) * sizeof(char));
+        if (unlikely(!number)) goto fallback;
+        last = __Pyx__PyBytes_AsDouble_Copy(start, number, length);
+        if (unlikely(!last)) {
+            PyMem_Free(number);
+            goto fallback;
+        }
+        value = PyOS_string_to_double(number, &end, NULL);
+        valid_parse = (end == last);
+        PyMem_Free(number);
+    }
+    if (likely(valid_parse) || (value == (double)-1 && PyErr_Occurred())) {
+        return value;
+    }
+fallback:
+    return __Pyx_SlowPyString_AsDouble(obj);
+}
+
+/* pynumber_float */
+static CYTHON_INLINE PyObject* __Pyx__PyNumber_Float(PyObject* obj) {
+    double val;
+    if (PyLong_CheckExact(obj)) {
+#if CYTHON_USE_PYLONG_INTERNALS
+        if (likely(__Pyx_PyLong_IsCompact(obj))) {
+            val = (double) __Pyx_PyLong_CompactValue(obj);
+            goto no_error;
+        }
+#endif
+        val = PyLong_AsDouble(obj);
+    } else if (PyUnicode_CheckExact(obj)) {
+        val = __Pyx_PyUnicode_AsDouble(obj);
+    } else if (PyBytes_CheckExact(obj)) {
+        val = __Pyx_PyBytes_AsDouble(obj);
+    } else if (PyByteArray_CheckExact(obj)) {
+        val = __Pyx_PyByteArray_AsDouble(obj);
+    } else {
+        return PyNumber_Float(obj);
+    }
+    if (unlikely(val == -1 && PyErr_Occurred())) {
+        return NULL;
+    }
+#if CYTHON_USE_PYLONG_INTERNALS
+no_error:
+#endif
+    return PyFloat_FromDouble(val);
+}
+
+/* pybuiltin_invalid (used by pyfloat_simplify) */
+static void __Pyx_PyBuiltin_Invalid(PyObject *obj, const char *builtin_type_name, const char *argname) {
+    __Pyx_TypeName obj_type_name = __Pyx_PyType_GetFullyQualifiedName(Py_TYPE(obj));
+    #if CYTHON_COMPILING_IN_LIMITED_API && __PYX_LIMITED_VERSION_HEX < 0x030d0000
+    if (unlikely(!obj_type_name)) return;
+    #endif
+    if (argname) {
+        PyErr_Format(PyExc_TypeError,
+            "Argument '%.200s' has incorrect type (expected %.5s, got " __Pyx_FMT_TYPENAME ")",
+            argname, builtin_type_name, obj_type_name
+        );
+    } else {
+        PyErr_Format(PyExc_TypeError,
+            "Expected %.5s, got " __Pyx_FMT_TYPENAME,
+            builtin_type_name, obj_type_name
+        );
+    }
+    __Pyx_DECREF_TypeName(obj_type_name);
+}
+
+/* pyfloat_simplify */
+static int __Pyx__PyFloat_FromNumber(PyObject **number_var, const char *argname);
+static CYTHON_INLINE int __Pyx_PyFloat_FromNumber(PyObject **number_var, const char *argname, int accept_none) {
+    PyObject *number = *number_var;
+    if (likely((accept_none && number == Py_None) || PyFloat_CheckExact(number))) {
+        return 0;
+    }
+    return __Pyx__PyFloat_FromNumber(number_var, argname);
+}
+static int __Pyx__PyFloat_FromNumber(PyObject **number_var, const char *argname) {
+    PyObject *number = *number_var;
+    PyObject *float_object;
+    if (likely(PyLong_CheckExact(number))) {
+        double val;
+#if CYTHON_USE_PYLONG_INTERNALS
+        if (likely(__Pyx_PyLong_IsCompact(number))) {
+            val = (double) __Pyx_PyLong_CompactValue(number);
+        } else
+#endif
+        {
+            val = PyLong_AsDouble(number);
+            if (unlikely(val == -1.0 && PyErr_Occurred())) goto bad;
+        }
+        float_object = PyFloat_FromDouble(val);
+    }
+    else if (PyNumber_Check(number)) {
+        float_object = PyNumber_Float(number);
+    } else {
+        __Pyx_PyBuiltin_Invalid(number, "float", argname);
+        goto bad;
+    }
+    if (unlikely(!float_object)) goto bad;
+    *number_var = float_object;
+    Py_DECREF(number);
+    return 0;
+bad:
+    *number_var = NULL;
+    Py_DECREF(number);
+    return -1;
+}
+
 /* HasAttr (used by ImportImpl) */
 #if __PYX_LIMITED_VERSION_HEX < 0x030d0000
 static CYTHON_INLINE int __Pyx_HasAttr(PyObject *o, PyObject *n) {
@@ -14412,88 +15383,6 @@ __pyx_return_true:
 __pyx_return_false:
     return 0;
 }
-
-/* GetTopmostException (used by SaveResetException) */
-#if CYTHON_USE_EXC_INFO_STACK && CYTHON_FAST_THREAD_STATE
-static _PyErr_StackItem *
-__Pyx_PyErr_GetTopmostException(PyThreadState *tstate)
-{
-    _PyErr_StackItem *exc_info = tstate->exc_info;
-    while ((exc_info->exc_value == NULL || exc_info->exc_value == Py_None) &&
-           exc_info->previous_item != NULL)
-    {
-        exc_info = exc_info->previous_item;
-    }
-    return exc_info;
-}
-#endif
-
-/* SaveResetException */
-#if CYTHON_FAST_THREAD_STATE
-static CYTHON_INLINE void __Pyx__ExceptionSave(PyThreadState *tstate, PyObject **type, PyObject **value, PyObject **tb) {
-  #if CYTHON_USE_EXC_INFO_STACK && PY_VERSION_HEX >= 0x030B00a4
-    _PyErr_StackItem *exc_info = __Pyx_PyErr_GetTopmostException(tstate);
-    PyObject *exc_value = exc_info->exc_value;
-    if (exc_value == NULL || exc_value == Py_None) {
-        *value = NULL;
-        *type = NULL;
-        *tb = NULL;
-    } else {
-        *value = exc_value;
-        Py_INCREF(*value);
-        *type = (PyObject*) Py_TYPE(exc_value);
-        Py_INCREF(*type);
-        *tb = PyException_GetTraceback(exc_value);
-    }
-  #elif CYTHON_USE_EXC_INFO_STACK
-    _PyErr_StackItem *exc_info = __Pyx_PyErr_GetTopmostException(tstate);
-    *type = exc_info->exc_type;
-    *value = exc_info->exc_value;
-    *tb = exc_info->exc_traceback;
-    Py_XINCREF(*type);
-    Py_XINCREF(*value);
-    Py_XINCREF(*tb);
-  #else
-    *type = tstate->exc_type;
-    *value = tstate->exc_value;
-    *tb = tstate->exc_traceback;
-    Py_XINCREF(*type);
-    Py_XINCREF(*value);
-    Py_XINCREF(*tb);
-  #endif
-}
-static CYTHON_INLINE void __Pyx__ExceptionReset(PyThreadState *tstate, PyObject *type, PyObject *value, PyObject *tb) {
-  #if CYTHON_USE_EXC_INFO_STACK && PY_VERSION_HEX >= 0x030B00a4
-    _PyErr_StackItem *exc_info = tstate->exc_info;
-    PyObject *tmp_value = exc_info->exc_value;
-    exc_info->exc_value = value;
-    Py_XDECREF(tmp_value);
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-  #else
-    PyObject *tmp_type, *tmp_value, *tmp_tb;
-    #if CYTHON_USE_EXC_INFO_STACK
-    _PyErr_StackItem *exc_info = tstate->exc_info;
-    tmp_type = exc_info->exc_type;
-    tmp_value = exc_info->exc_value;
-    tmp_tb = exc_info->exc_traceback;
-    exc_info->exc_type = type;
-    exc_info->exc_value = value;
-    exc_info->exc_traceback = tb;
-    #else
-    tmp_type = tstate->exc_type;
-    tmp_value = tstate->exc_value;
-    tmp_tb = tstate->exc_traceback;
-    tstate->exc_type = type;
-    tstate->exc_value = value;
-    tstate->exc_traceback = tb;
-    #endif
-    Py_XDECREF(tmp_type);
-    Py_XDECREF(tmp_value);
-    Py_XDECREF(tmp_tb);
-  #endif
-}
-#endif
 
 /* GetException */
 #if CYTHON_FAST_THREAD_STATE
@@ -14794,14 +15683,6 @@ __pyx_return_true:
 __pyx_return_false:
     return 0;
 }
-
-/* ListAppendAndDecrefInternal (used by ListAppend) */
-#if CYTHON_USE_PYLIST_INTERNALS && CYTHON_ASSUME_SAFE_MACROS && CYTHON_ASSUME_SAFE_SIZE
-static CYTHON_INLINE void __Pyx__ListComp_AppendAndDecref(PyObject* list, Py_ssize_t len, PyObject* x) {
-    PyList_SET_ITEM(list, len, x);
-    Py_SET_SIZE(list, len + 1);
-}
-#endif
 
 /* ListAppend (used by append) */
 #if CYTHON_USE_PYLIST_INTERNALS && CYTHON_ASSUME_SAFE_MACROS && CYTHON_ASSUME_SAFE_SIZE
@@ -18367,85 +19248,6 @@ static PyObject *__Pyx_Object_VectorcallMethodKwds(PyObject *name, PyObject *con
 #endif
 
 /* CIntToPy */
-static CYTHON_INLINE PyObject* __Pyx_PyLong_From_long(long value) {
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wconversion"
-#endif
-    const long neg_one = (long) -1, const_zero = (long) 0;
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic pop
-#endif
-    const int is_unsigned = neg_one > const_zero;
-    if (is_unsigned) {
-        if (sizeof(long) < sizeof(long)) {
-            return PyLong_FromLong((long) value);
-        } else if (sizeof(long) <= sizeof(unsigned long)) {
-            return PyLong_FromUnsignedLong((unsigned long) value);
-#if !CYTHON_COMPILING_IN_PYPY
-        } else if (sizeof(long) <= sizeof(unsigned PY_LONG_LONG)) {
-            return PyLong_FromUnsignedLongLong((unsigned PY_LONG_LONG) value);
-#endif
-        }
-    } else {
-        if (sizeof(long) <= sizeof(long)) {
-            return PyLong_FromLong((long) value);
-        } else if (sizeof(long) <= sizeof(PY_LONG_LONG)) {
-            return PyLong_FromLongLong((PY_LONG_LONG) value);
-        }
-    }
-    {
-        unsigned char *bytes = (unsigned char *)&value;
-#if !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX >= 0x030d00A4
-        if (is_unsigned) {
-            return PyLong_FromUnsignedNativeBytes(bytes, sizeof(value), -1);
-        } else {
-            return PyLong_FromNativeBytes(bytes, sizeof(value), -1);
-        }
-#elif !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX < 0x030d0000
-        int one = 1; int little = (int)*(unsigned char *)&one;
-        return _PyLong_FromByteArray(bytes, sizeof(long),
-                                     little, !is_unsigned);
-#else
-        int one = 1; int little = (int)*(unsigned char *)&one;
-        PyObject *result = NULL, *kwds = NULL;
-        PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
-        py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(long));
-        if (!py_bytes) goto limited_bad;
-        from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
-        if (!from_bytes_str) goto limited_bad;
-        order_str = PyUnicode_FromString(little ? "little" : "big");
-        if (!order_str) goto limited_bad;
-        {
-            PyObject *args[] = { (PyObject*)&PyLong_Type, py_bytes, order_str, Py_True };
-            if (!is_unsigned) {
-                PyObject *signed_str = PyUnicode_FromStringAndSize("signed", 6);
-                if (!signed_str) goto limited_bad;
-#if CYTHON_VECTORCALL
-                kwds = PyTuple_Pack(1, signed_str);
-#else
-                {
-                    PyObject *keys[] = {signed_str};
-                    PyObject *values[] = {Py_True};
-                    kwds = __Pyx_MakeKwargDict(keys, values, 1);
-                }
-#endif
-                Py_DECREF(signed_str);
-                if (unlikely(!kwds)) goto limited_bad;
-            }
-            result = __Pyx_Object_VectorcallMethodKwds(from_bytes_str, args, 3 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET, kwds);
-        }
-        limited_bad:
-        Py_XDECREF(kwds);
-        Py_XDECREF(order_str);
-        Py_XDECREF(py_bytes);
-        Py_XDECREF(from_bytes_str);
-        return result;
-#endif
-    }
-}
-
-/* CIntToPy */
 static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int(int value) {
 #ifdef __Pyx_HAS_GCC_DIAGNOSTIC
 #pragma GCC diagnostic push
@@ -19202,6 +20004,85 @@ static CYTHON_INLINE long __Pyx_PyLong_As_long(PyObject *x) {
         return __Pyx_PyLong___Pyx_PyLong_As_long(x);
     } else {
         return __Pyx_NonPyLong___Pyx_PyLong_As_long(x);
+    }
+}
+
+/* CIntToPy */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_long(long value) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const long neg_one = (long) -1, const_zero = (long) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    if (is_unsigned) {
+        if (sizeof(long) < sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(long) <= sizeof(unsigned long)) {
+            return PyLong_FromUnsignedLong((unsigned long) value);
+#if !CYTHON_COMPILING_IN_PYPY
+        } else if (sizeof(long) <= sizeof(unsigned PY_LONG_LONG)) {
+            return PyLong_FromUnsignedLongLong((unsigned PY_LONG_LONG) value);
+#endif
+        }
+    } else {
+        if (sizeof(long) <= sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(long) <= sizeof(PY_LONG_LONG)) {
+            return PyLong_FromLongLong((PY_LONG_LONG) value);
+        }
+    }
+    {
+        unsigned char *bytes = (unsigned char *)&value;
+#if !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX >= 0x030d00A4
+        if (is_unsigned) {
+            return PyLong_FromUnsignedNativeBytes(bytes, sizeof(value), -1);
+        } else {
+            return PyLong_FromNativeBytes(bytes, sizeof(value), -1);
+        }
+#elif !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX < 0x030d0000
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        return _PyLong_FromByteArray(bytes, sizeof(long),
+                                     little, !is_unsigned);
+#else
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        PyObject *result = NULL, *kwds = NULL;
+        PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
+        py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(long));
+        if (!py_bytes) goto limited_bad;
+        from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
+        if (!from_bytes_str) goto limited_bad;
+        order_str = PyUnicode_FromString(little ? "little" : "big");
+        if (!order_str) goto limited_bad;
+        {
+            PyObject *args[] = { (PyObject*)&PyLong_Type, py_bytes, order_str, Py_True };
+            if (!is_unsigned) {
+                PyObject *signed_str = PyUnicode_FromStringAndSize("signed", 6);
+                if (!signed_str) goto limited_bad;
+#if CYTHON_VECTORCALL
+                kwds = PyTuple_Pack(1, signed_str);
+#else
+                {
+                    PyObject *keys[] = {signed_str};
+                    PyObject *values[] = {Py_True};
+                    kwds = __Pyx_MakeKwargDict(keys, values, 1);
+                }
+#endif
+                Py_DECREF(signed_str);
+                if (unlikely(!kwds)) goto limited_bad;
+            }
+            result = __Pyx_Object_VectorcallMethodKwds(from_bytes_str, args, 3 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET, kwds);
+        }
+        limited_bad:
+        Py_XDECREF(kwds);
+        Py_XDECREF(order_str);
+        Py_XDECREF(py_bytes);
+        Py_XDECREF(from_bytes_str);
+        return result;
+#endif
     }
 }
 

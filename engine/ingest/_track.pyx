@@ -27,6 +27,7 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from engine._parse cimport Buf, buf_reserve, buf_free, Encoder, Outcome, TimeUUIDGen, cookie_vid_c
 from engine.http._connection cimport FastRoutes, HttpConnection
 from engine.ingest._spool cimport SpoolWriter
+from engine.limits._bucket cimport SharedLimits
 
 from engine.errors import ParseError
 from engine.http import responses
@@ -120,9 +121,9 @@ cdef class TrackRoutes(FastRoutes):
     cdef object app
     cdef object date                # DateHeader, refreshed by the worker's sweep
     cdef bytes tr_prefix, img_prefix, rdr_prefix   # b"/tr/v1" ...
-    cdef object shared
+    cdef SharedLimits shared
     cdef bint limiting
-    cdef tuple rate
+    cdef double rate[4]
     cdef object resolver            # ClientIP when TrustedProxies is set, else None
     cdef object redirect_hosts
     cdef str default_redirect
@@ -150,7 +151,7 @@ cdef class TrackRoutes(FastRoutes):
         self.img_prefix = b"/img/" + version
         self.rdr_prefix = b"/rdr/" + version
         self.shared = app.shared
-        self.rate = tuple(app.rate_params[TRACK])
+        self.rate = [float(x) for x in app.rate_params[TRACK]]
         self.limiting = app.limiting and app.limited_classes[TRACK]
         self.resolver = app.client_ip if app.client_ip.networks else None
         self.redirect_hosts = app.redirect_hosts

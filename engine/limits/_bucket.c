@@ -1776,8 +1776,8 @@ struct __pyx_memoryviewslice_obj;
 struct __pyx_t_6engine_6limits_7_bucket_Bucket;
 typedef struct __pyx_t_6engine_6limits_7_bucket_Bucket __pyx_t_6engine_6limits_7_bucket_Bucket;
 
-/* "engine/limits/_bucket.pyx":88
- *     void trk_pause() nogil
+/* "engine/limits/_bucket.pxd":6
+ * 
  * 
  * ctypedef struct Bucket:             # <<<<<<<<<<<<<<
  *     uint32_t lock
@@ -1791,12 +1791,12 @@ struct __pyx_t_6engine_6limits_7_bucket_Bucket {
   int64_t stamp_ns;
 };
 
-/* "engine/limits/_bucket.pyx":177
+/* "engine/limits/_bucket.pxd":14
  * 
  * 
  * cdef class SharedLimits:             # <<<<<<<<<<<<<<
- *     """A view of the shared region. ``create`` in the supervisor before the
- *     fork; children use the inherited object as it is."""
+ *     cdef object _map
+ *     cdef uint8_t* _base
 */
 struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits {
   PyObject_HEAD
@@ -1888,12 +1888,12 @@ struct __pyx_memoryviewslice_obj {
 
 
 
-/* "engine/limits/_bucket.pyx":177
+/* "engine/limits/_bucket.pyx":170
  * 
  * 
  * cdef class SharedLimits:             # <<<<<<<<<<<<<<
  *     """A view of the shared region. ``create`` in the supervisor before the
- *     fork; children use the inherited object as it is."""
+ *     fork; children use the inherited object as it is. (Attributes and C
 */
 
 struct __pyx_vtabstruct_6engine_6limits_7_bucket_SharedLimits {
@@ -18096,7 +18096,7 @@ static PyObject *__pyx_unpickle_Enum__set_state(struct __pyx_MemviewEnum_obj *__
   return __pyx_r;
 }
 
-/* "engine/limits/_bucket.pyx":109
+/* "engine/limits/_bucket.pyx":102
  * 
  * 
  * cdef inline int64_t now_ns() noexcept nogil:             # <<<<<<<<<<<<<<
@@ -18108,7 +18108,7 @@ static CYTHON_INLINE int64_t __pyx_f_6engine_6limits_7_bucket_now_ns(void) {
   struct timespec __pyx_v_ts;
   int64_t __pyx_r;
 
-  /* "engine/limits/_bucket.pyx":111
+  /* "engine/limits/_bucket.pyx":104
  * cdef inline int64_t now_ns() noexcept nogil:
  *     cdef timespec ts
  *     clock_gettime(CLOCK_MONOTONIC, &ts)             # <<<<<<<<<<<<<<
@@ -18117,7 +18117,7 @@ static CYTHON_INLINE int64_t __pyx_f_6engine_6limits_7_bucket_now_ns(void) {
 */
   (void)(clock_gettime(CLOCK_MONOTONIC, (&__pyx_v_ts)));
 
-  /* "engine/limits/_bucket.pyx":112
+  /* "engine/limits/_bucket.pyx":105
  *     cdef timespec ts
  *     clock_gettime(CLOCK_MONOTONIC, &ts)
  *     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec             # <<<<<<<<<<<<<<
@@ -18130,7 +18130,7 @@ static CYTHON_INLINE int64_t __pyx_f_6engine_6limits_7_bucket_now_ns(void) {
   }
   goto __pyx_L0;
 
-  /* "engine/limits/_bucket.pyx":109
+  /* "engine/limits/_bucket.pyx":102
  * 
  * 
  * cdef inline int64_t now_ns() noexcept nogil:             # <<<<<<<<<<<<<<
@@ -18144,7 +18144,7 @@ static CYTHON_INLINE int64_t __pyx_f_6engine_6limits_7_bucket_now_ns(void) {
   return __pyx_r;
 }
 
-/* "engine/limits/_bucket.pyx":115
+/* "engine/limits/_bucket.pyx":108
  * 
  * 
  * cdef inline void lock_bucket(Bucket* b, uint32_t me) noexcept:             # <<<<<<<<<<<<<<
@@ -18158,7 +18158,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_lock_bucket(__pyx_t_6
   int __pyx_t_1;
   int __pyx_t_2;
 
-  /* "engine/limits/_bucket.pyx":116
+  /* "engine/limits/_bucket.pyx":109
  * 
  * cdef inline void lock_bucket(Bucket* b, uint32_t me) noexcept:
  *     cdef long spins = 0             # <<<<<<<<<<<<<<
@@ -18167,7 +18167,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_lock_bucket(__pyx_t_6
 */
   __pyx_v_spins = 0;
 
-  /* "engine/limits/_bucket.pyx":118
+  /* "engine/limits/_bucket.pyx":111
  *     cdef long spins = 0
  *     cdef uint32_t holder
  *     while not trk_cas_u32(&b.lock, 0, me):             # <<<<<<<<<<<<<<
@@ -18180,7 +18180,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_lock_bucket(__pyx_t_6
 
     if (!__pyx_t_1) break;
 
-    /* "engine/limits/_bucket.pyx":119
+    /* "engine/limits/_bucket.pyx":112
  *     cdef uint32_t holder
  *     while not trk_cas_u32(&b.lock, 0, me):
  *         spins += 1             # <<<<<<<<<<<<<<
@@ -18189,7 +18189,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_lock_bucket(__pyx_t_6
 */
     __pyx_v_spins = (__pyx_v_spins + 1);
 
-    /* "engine/limits/_bucket.pyx":120
+    /* "engine/limits/_bucket.pyx":113
  *     while not trk_cas_u32(&b.lock, 0, me):
  *         spins += 1
  *         trk_pause()             # <<<<<<<<<<<<<<
@@ -18198,7 +18198,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_lock_bucket(__pyx_t_6
 */
     trk_pause();
 
-    /* "engine/limits/_bucket.pyx":121
+    /* "engine/limits/_bucket.pyx":114
  *         spins += 1
  *         trk_pause()
  *         if spins >= SPIN_LIMIT:             # <<<<<<<<<<<<<<
@@ -18210,7 +18210,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_lock_bucket(__pyx_t_6
     if (__pyx_t_1) {
 
 
-      /* "engine/limits/_bucket.pyx":122
+      /* "engine/limits/_bucket.pyx":115
  *         trk_pause()
  *         if spins >= SPIN_LIMIT:
  *             holder = trk_load_u32(&b.lock)             # <<<<<<<<<<<<<<
@@ -18219,7 +18219,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_lock_bucket(__pyx_t_6
 */
       __pyx_v_holder = trk_load_u32((&__pyx_v_b->lock));
 
-      /* "engine/limits/_bucket.pyx":123
+      /* "engine/limits/_bucket.pyx":116
  *         if spins >= SPIN_LIMIT:
  *             holder = trk_load_u32(&b.lock)
  *             if holder != 0 and kill(<int>holder, 0) != 0 and errno == ESRCH:             # <<<<<<<<<<<<<<
@@ -18255,7 +18255,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_lock_bucket(__pyx_t_6
       if (__pyx_t_1) {
 
 
-        /* "engine/limits/_bucket.pyx":125
+        /* "engine/limits/_bucket.pyx":118
  *             if holder != 0 and kill(<int>holder, 0) != 0 and errno == ESRCH:
  *                 # The holder died inside the critical section: take over.
  *                 if trk_cas_u32(&b.lock, holder, me):             # <<<<<<<<<<<<<<
@@ -18267,7 +18267,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_lock_bucket(__pyx_t_6
         if (__pyx_t_1) {
 
 
-          /* "engine/limits/_bucket.pyx":126
+          /* "engine/limits/_bucket.pyx":119
  *                 # The holder died inside the critical section: take over.
  *                 if trk_cas_u32(&b.lock, holder, me):
  *                     return             # <<<<<<<<<<<<<<
@@ -18278,7 +18278,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_lock_bucket(__pyx_t_6
           }
           goto __pyx_L0;
 
-          /* "engine/limits/_bucket.pyx":125
+          /* "engine/limits/_bucket.pyx":118
  *             if holder != 0 and kill(<int>holder, 0) != 0 and errno == ESRCH:
  *                 # The holder died inside the critical section: take over.
  *                 if trk_cas_u32(&b.lock, holder, me):             # <<<<<<<<<<<<<<
@@ -18287,7 +18287,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_lock_bucket(__pyx_t_6
 */
         }
 
-        /* "engine/limits/_bucket.pyx":123
+        /* "engine/limits/_bucket.pyx":116
  *         if spins >= SPIN_LIMIT:
  *             holder = trk_load_u32(&b.lock)
  *             if holder != 0 and kill(<int>holder, 0) != 0 and errno == ESRCH:             # <<<<<<<<<<<<<<
@@ -18296,7 +18296,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_lock_bucket(__pyx_t_6
 */
       }
 
-      /* "engine/limits/_bucket.pyx":127
+      /* "engine/limits/_bucket.pyx":120
  *                 if trk_cas_u32(&b.lock, holder, me):
  *                     return
  *             spins = 0             # <<<<<<<<<<<<<<
@@ -18305,7 +18305,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_lock_bucket(__pyx_t_6
 */
       __pyx_v_spins = 0;
 
-      /* "engine/limits/_bucket.pyx":121
+      /* "engine/limits/_bucket.pyx":114
  *         spins += 1
  *         trk_pause()
  *         if spins >= SPIN_LIMIT:             # <<<<<<<<<<<<<<
@@ -18315,7 +18315,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_lock_bucket(__pyx_t_6
     }
   }
 
-  /* "engine/limits/_bucket.pyx":115
+  /* "engine/limits/_bucket.pyx":108
  * 
  * 
  * cdef inline void lock_bucket(Bucket* b, uint32_t me) noexcept:             # <<<<<<<<<<<<<<
@@ -18330,7 +18330,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_lock_bucket(__pyx_t_6
 
 }
 
-/* "engine/limits/_bucket.pyx":130
+/* "engine/limits/_bucket.pyx":123
  * 
  * 
  * cdef inline void unlock_bucket(Bucket* b) noexcept:             # <<<<<<<<<<<<<<
@@ -18340,7 +18340,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_lock_bucket(__pyx_t_6
 
 static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_unlock_bucket(__pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_v_b) {
 
-  /* "engine/limits/_bucket.pyx":131
+  /* "engine/limits/_bucket.pyx":124
  * 
  * cdef inline void unlock_bucket(Bucket* b) noexcept:
  *     trk_store_u32(&b.lock, 0)             # <<<<<<<<<<<<<<
@@ -18349,7 +18349,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_unlock_bucket(__pyx_t
 */
   trk_store_u32((&__pyx_v_b->lock), 0);
 
-  /* "engine/limits/_bucket.pyx":130
+  /* "engine/limits/_bucket.pyx":123
  * 
  * 
  * cdef inline void unlock_bucket(Bucket* b) noexcept:             # <<<<<<<<<<<<<<
@@ -18361,7 +18361,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_unlock_bucket(__pyx_t
 
 }
 
-/* "engine/limits/_bucket.pyx":134
+/* "engine/limits/_bucket.pyx":127
  * 
  * 
  * cdef inline void refill(Bucket* b, double rate, double burst, int64_t now) noexcept:             # <<<<<<<<<<<<<<
@@ -18375,7 +18375,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_refill(__pyx_t_6engin
   double __pyx_v_add;
   int __pyx_t_1;
 
-  /* "engine/limits/_bucket.pyx":136
+  /* "engine/limits/_bucket.pyx":129
  * cdef inline void refill(Bucket* b, double rate, double burst, int64_t now) noexcept:
  *     """Add tokens for the time since the last refill, capped at the burst."""
  *     cdef int64_t cap = <int64_t>(burst * COST)             # <<<<<<<<<<<<<<
@@ -18384,7 +18384,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_refill(__pyx_t_6engin
 */
   __pyx_v_cap = ((int64_t)(__pyx_v_burst * 1000000.0));
 
-  /* "engine/limits/_bucket.pyx":137
+  /* "engine/limits/_bucket.pyx":130
  *     """Add tokens for the time since the last refill, capped at the burst."""
  *     cdef int64_t cap = <int64_t>(burst * COST)
  *     cdef int64_t elapsed = now - b.stamp_ns             # <<<<<<<<<<<<<<
@@ -18393,7 +18393,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_refill(__pyx_t_6engin
 */
   __pyx_v_elapsed = (__pyx_v_now - __pyx_v_b->stamp_ns);
 
-  /* "engine/limits/_bucket.pyx":139
+  /* "engine/limits/_bucket.pyx":132
  *     cdef int64_t elapsed = now - b.stamp_ns
  *     cdef double add
  *     if elapsed > 0:             # <<<<<<<<<<<<<<
@@ -18405,7 +18405,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_refill(__pyx_t_6engin
   if (__pyx_t_1) {
 
 
-    /* "engine/limits/_bucket.pyx":140
+    /* "engine/limits/_bucket.pyx":133
  *     cdef double add
  *     if elapsed > 0:
  *         add = <double>elapsed * rate / 1000.0   # rate/s * 1e6 micro / 1e9 ns             # <<<<<<<<<<<<<<
@@ -18414,7 +18414,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_refill(__pyx_t_6engin
 */
     __pyx_v_add = ((((double)__pyx_v_elapsed) * __pyx_v_rate) / 1000.0);
 
-    /* "engine/limits/_bucket.pyx":141
+    /* "engine/limits/_bucket.pyx":134
  *     if elapsed > 0:
  *         add = <double>elapsed * rate / 1000.0   # rate/s * 1e6 micro / 1e9 ns
  *         if b.tokens + add >= cap:             # <<<<<<<<<<<<<<
@@ -18426,7 +18426,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_refill(__pyx_t_6engin
     if (__pyx_t_1) {
 
 
-      /* "engine/limits/_bucket.pyx":142
+      /* "engine/limits/_bucket.pyx":135
  *         add = <double>elapsed * rate / 1000.0   # rate/s * 1e6 micro / 1e9 ns
  *         if b.tokens + add >= cap:
  *             b.tokens = cap             # <<<<<<<<<<<<<<
@@ -18435,7 +18435,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_refill(__pyx_t_6engin
 */
       __pyx_v_b->tokens = __pyx_v_cap;
 
-      /* "engine/limits/_bucket.pyx":141
+      /* "engine/limits/_bucket.pyx":134
  *     if elapsed > 0:
  *         add = <double>elapsed * rate / 1000.0   # rate/s * 1e6 micro / 1e9 ns
  *         if b.tokens + add >= cap:             # <<<<<<<<<<<<<<
@@ -18445,7 +18445,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_refill(__pyx_t_6engin
       goto __pyx_L4;
     }
 
-    /* "engine/limits/_bucket.pyx":144
+    /* "engine/limits/_bucket.pyx":137
  *             b.tokens = cap
  *         else:
  *             b.tokens += <int64_t>add             # <<<<<<<<<<<<<<
@@ -18457,7 +18457,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_refill(__pyx_t_6engin
     }
     __pyx_L4:;
 
-    /* "engine/limits/_bucket.pyx":145
+    /* "engine/limits/_bucket.pyx":138
  *         else:
  *             b.tokens += <int64_t>add
  *         b.stamp_ns = now             # <<<<<<<<<<<<<<
@@ -18466,7 +18466,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_refill(__pyx_t_6engin
 */
     __pyx_v_b->stamp_ns = __pyx_v_now;
 
-    /* "engine/limits/_bucket.pyx":139
+    /* "engine/limits/_bucket.pyx":132
  *     cdef int64_t elapsed = now - b.stamp_ns
  *     cdef double add
  *     if elapsed > 0:             # <<<<<<<<<<<<<<
@@ -18475,7 +18475,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_refill(__pyx_t_6engin
 */
   }
 
-  /* "engine/limits/_bucket.pyx":146
+  /* "engine/limits/_bucket.pyx":139
  *             b.tokens += <int64_t>add
  *         b.stamp_ns = now
  *     if b.tokens > cap:             # <<<<<<<<<<<<<<
@@ -18487,7 +18487,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_refill(__pyx_t_6engin
   if (__pyx_t_1) {
 
 
-    /* "engine/limits/_bucket.pyx":147
+    /* "engine/limits/_bucket.pyx":140
  *         b.stamp_ns = now
  *     if b.tokens > cap:
  *         b.tokens = cap             # <<<<<<<<<<<<<<
@@ -18496,7 +18496,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_refill(__pyx_t_6engin
 */
     __pyx_v_b->tokens = __pyx_v_cap;
 
-    /* "engine/limits/_bucket.pyx":146
+    /* "engine/limits/_bucket.pyx":139
  *             b.tokens += <int64_t>add
  *         b.stamp_ns = now
  *     if b.tokens > cap:             # <<<<<<<<<<<<<<
@@ -18505,7 +18505,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_refill(__pyx_t_6engin
 */
   }
 
-  /* "engine/limits/_bucket.pyx":134
+  /* "engine/limits/_bucket.pyx":127
  * 
  * 
  * cdef inline void refill(Bucket* b, double rate, double burst, int64_t now) noexcept:             # <<<<<<<<<<<<<<
@@ -18520,7 +18520,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6limits_7_bucket_refill(__pyx_t_6engin
 
 }
 
-/* "engine/limits/_bucket.pyx":150
+/* "engine/limits/_bucket.pyx":143
  * 
  * 
  * cdef inline int retry_after(Bucket* b, double rate) noexcept:             # <<<<<<<<<<<<<<
@@ -18533,7 +18533,7 @@ static CYTHON_INLINE int __pyx_f_6engine_6limits_7_bucket_retry_after(__pyx_t_6e
   int __pyx_r;
   int __pyx_t_1;
 
-  /* "engine/limits/_bucket.pyx":153
+  /* "engine/limits/_bucket.pyx":146
  *     """Whole seconds until one request's worth of tokens is back (>= 1)."""
  *     cdef double need
  *     if rate <= 0:             # <<<<<<<<<<<<<<
@@ -18545,7 +18545,7 @@ static CYTHON_INLINE int __pyx_f_6engine_6limits_7_bucket_retry_after(__pyx_t_6e
   if (__pyx_t_1) {
 
 
-    /* "engine/limits/_bucket.pyx":154
+    /* "engine/limits/_bucket.pyx":147
  *     cdef double need
  *     if rate <= 0:
  *         return 60             # <<<<<<<<<<<<<<
@@ -18558,7 +18558,7 @@ static CYTHON_INLINE int __pyx_f_6engine_6limits_7_bucket_retry_after(__pyx_t_6e
     }
     goto __pyx_L0;
 
-    /* "engine/limits/_bucket.pyx":153
+    /* "engine/limits/_bucket.pyx":146
  *     """Whole seconds until one request's worth of tokens is back (>= 1)."""
  *     cdef double need
  *     if rate <= 0:             # <<<<<<<<<<<<<<
@@ -18567,7 +18567,7 @@ static CYTHON_INLINE int __pyx_f_6engine_6limits_7_bucket_retry_after(__pyx_t_6e
 */
   }
 
-  /* "engine/limits/_bucket.pyx":155
+  /* "engine/limits/_bucket.pyx":148
  *     if rate <= 0:
  *         return 60
  *     need = <double>(COST - b.tokens) / (rate * COST)             # <<<<<<<<<<<<<<
@@ -18576,7 +18576,7 @@ static CYTHON_INLINE int __pyx_f_6engine_6limits_7_bucket_retry_after(__pyx_t_6e
 */
   __pyx_v_need = (((double)(0xF4240 - __pyx_v_b->tokens)) / (__pyx_v_rate * 1000000.0));
 
-  /* "engine/limits/_bucket.pyx":156
+  /* "engine/limits/_bucket.pyx":149
  *         return 60
  *     need = <double>(COST - b.tokens) / (rate * COST)
  *     if need < 1:             # <<<<<<<<<<<<<<
@@ -18588,7 +18588,7 @@ static CYTHON_INLINE int __pyx_f_6engine_6limits_7_bucket_retry_after(__pyx_t_6e
   if (__pyx_t_1) {
 
 
-    /* "engine/limits/_bucket.pyx":157
+    /* "engine/limits/_bucket.pyx":150
  *     need = <double>(COST - b.tokens) / (rate * COST)
  *     if need < 1:
  *         return 1             # <<<<<<<<<<<<<<
@@ -18601,7 +18601,7 @@ static CYTHON_INLINE int __pyx_f_6engine_6limits_7_bucket_retry_after(__pyx_t_6e
     }
     goto __pyx_L0;
 
-    /* "engine/limits/_bucket.pyx":156
+    /* "engine/limits/_bucket.pyx":149
  *         return 60
  *     need = <double>(COST - b.tokens) / (rate * COST)
  *     if need < 1:             # <<<<<<<<<<<<<<
@@ -18610,7 +18610,7 @@ static CYTHON_INLINE int __pyx_f_6engine_6limits_7_bucket_retry_after(__pyx_t_6e
 */
   }
 
-  /* "engine/limits/_bucket.pyx":158
+  /* "engine/limits/_bucket.pyx":151
  *     if need < 1:
  *         return 1
  *     return <int>ceil(need)             # <<<<<<<<<<<<<<
@@ -18623,7 +18623,7 @@ static CYTHON_INLINE int __pyx_f_6engine_6limits_7_bucket_retry_after(__pyx_t_6e
   }
   goto __pyx_L0;
 
-  /* "engine/limits/_bucket.pyx":150
+  /* "engine/limits/_bucket.pyx":143
  * 
  * 
  * cdef inline int retry_after(Bucket* b, double rate) noexcept:             # <<<<<<<<<<<<<<
@@ -18638,7 +18638,7 @@ static CYTHON_INLINE int __pyx_f_6engine_6limits_7_bucket_retry_after(__pyx_t_6e
   return __pyx_r;
 }
 
-/* "engine/limits/_bucket.pyx":161
+/* "engine/limits/_bucket.pyx":154
  * 
  * 
  * cdef inline uint64_t ip_key(int cls, str ip) noexcept:             # <<<<<<<<<<<<<<
@@ -18658,7 +18658,7 @@ static CYTHON_INLINE uint64_t __pyx_f_6engine_6limits_7_bucket_ip_key(int __pyx_
   Py_ssize_t __pyx_t_4;
   uint64_t __pyx_t_5;
 
-  /* "engine/limits/_bucket.pyx":162
+  /* "engine/limits/_bucket.pyx":155
  * 
  * cdef inline uint64_t ip_key(int cls, str ip) noexcept:
  *     cdef uint64_t h = FNV64_OFFSET             # <<<<<<<<<<<<<<
@@ -18667,7 +18667,7 @@ static CYTHON_INLINE uint64_t __pyx_f_6engine_6limits_7_bucket_ip_key(int __pyx_
 */
   __pyx_v_h = __pyx_v_6engine_6limits_7_bucket_FNV64_OFFSET;
 
-  /* "engine/limits/_bucket.pyx":165
+  /* "engine/limits/_bucket.pyx":158
  *     cdef const uint8_t* p
  *     cdef Py_ssize_t i, n
  *     h = (h ^ <uint8_t>cls) * FNV64_PRIME             # <<<<<<<<<<<<<<
@@ -18676,7 +18676,7 @@ static CYTHON_INLINE uint64_t __pyx_f_6engine_6limits_7_bucket_ip_key(int __pyx_
 */
   __pyx_v_h = ((__pyx_v_h ^ ((uint8_t)__pyx_v_cls)) * __pyx_v_6engine_6limits_7_bucket_FNV64_PRIME);
 
-  /* "engine/limits/_bucket.pyx":166
+  /* "engine/limits/_bucket.pyx":159
  *     cdef Py_ssize_t i, n
  *     h = (h ^ <uint8_t>cls) * FNV64_PRIME
  *     if PyUnicode_IS_ASCII(ip):             # <<<<<<<<<<<<<<
@@ -18688,7 +18688,7 @@ static CYTHON_INLINE uint64_t __pyx_f_6engine_6limits_7_bucket_ip_key(int __pyx_
   if (__pyx_t_1) {
 
 
-    /* "engine/limits/_bucket.pyx":167
+    /* "engine/limits/_bucket.pyx":160
  *     h = (h ^ <uint8_t>cls) * FNV64_PRIME
  *     if PyUnicode_IS_ASCII(ip):
  *         p = <const uint8_t*>PyUnicode_DATA(ip)             # <<<<<<<<<<<<<<
@@ -18697,7 +18697,7 @@ static CYTHON_INLINE uint64_t __pyx_f_6engine_6limits_7_bucket_ip_key(int __pyx_
 */
     __pyx_v_p = ((uint8_t const *)PyUnicode_DATA(__pyx_v_ip));
 
-    /* "engine/limits/_bucket.pyx":168
+    /* "engine/limits/_bucket.pyx":161
  *     if PyUnicode_IS_ASCII(ip):
  *         p = <const uint8_t*>PyUnicode_DATA(ip)
  *         n = PyUnicode_GET_LENGTH(ip)             # <<<<<<<<<<<<<<
@@ -18706,7 +18706,7 @@ static CYTHON_INLINE uint64_t __pyx_f_6engine_6limits_7_bucket_ip_key(int __pyx_
 */
     __pyx_v_n = PyUnicode_GET_LENGTH(__pyx_v_ip);
 
-    /* "engine/limits/_bucket.pyx":169
+    /* "engine/limits/_bucket.pyx":162
  *         p = <const uint8_t*>PyUnicode_DATA(ip)
  *         n = PyUnicode_GET_LENGTH(ip)
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -18720,7 +18720,7 @@ static CYTHON_INLINE uint64_t __pyx_f_6engine_6limits_7_bucket_ip_key(int __pyx_
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_i = __pyx_t_4;
 
-      /* "engine/limits/_bucket.pyx":170
+      /* "engine/limits/_bucket.pyx":163
  *         n = PyUnicode_GET_LENGTH(ip)
  *         for i in range(n):
  *             h = (h ^ p[i]) * FNV64_PRIME             # <<<<<<<<<<<<<<
@@ -18731,7 +18731,7 @@ static CYTHON_INLINE uint64_t __pyx_f_6engine_6limits_7_bucket_ip_key(int __pyx_
     }
 
 
-    /* "engine/limits/_bucket.pyx":166
+    /* "engine/limits/_bucket.pyx":159
  *     cdef Py_ssize_t i, n
  *     h = (h ^ <uint8_t>cls) * FNV64_PRIME
  *     if PyUnicode_IS_ASCII(ip):             # <<<<<<<<<<<<<<
@@ -18741,7 +18741,7 @@ static CYTHON_INLINE uint64_t __pyx_f_6engine_6limits_7_bucket_ip_key(int __pyx_
     goto __pyx_L3;
   }
 
-  /* "engine/limits/_bucket.pyx":172
+  /* "engine/limits/_bucket.pyx":165
  *             h = (h ^ p[i]) * FNV64_PRIME
  *     else:   # not an IP text; still deterministic, never allocates
  *         n = PyUnicode_GET_LENGTH(ip)             # <<<<<<<<<<<<<<
@@ -18751,7 +18751,7 @@ static CYTHON_INLINE uint64_t __pyx_f_6engine_6limits_7_bucket_ip_key(int __pyx_
   /*else*/ {
     __pyx_v_n = PyUnicode_GET_LENGTH(__pyx_v_ip);
 
-    /* "engine/limits/_bucket.pyx":173
+    /* "engine/limits/_bucket.pyx":166
  *     else:   # not an IP text; still deterministic, never allocates
  *         n = PyUnicode_GET_LENGTH(ip)
  *         h = (h ^ <uint64_t>n) * FNV64_PRIME             # <<<<<<<<<<<<<<
@@ -18762,7 +18762,7 @@ static CYTHON_INLINE uint64_t __pyx_f_6engine_6limits_7_bucket_ip_key(int __pyx_
   }
   __pyx_L3:;
 
-  /* "engine/limits/_bucket.pyx":174
+  /* "engine/limits/_bucket.pyx":167
  *         n = PyUnicode_GET_LENGTH(ip)
  *         h = (h ^ <uint64_t>n) * FNV64_PRIME
  *     return h if h != 0 else 1             # <<<<<<<<<<<<<<
@@ -18784,7 +18784,7 @@ static CYTHON_INLINE uint64_t __pyx_f_6engine_6limits_7_bucket_ip_key(int __pyx_
   }
   goto __pyx_L0;
 
-  /* "engine/limits/_bucket.pyx":161
+  /* "engine/limits/_bucket.pyx":154
  * 
  * 
  * cdef inline uint64_t ip_key(int cls, str ip) noexcept:             # <<<<<<<<<<<<<<
@@ -18802,8 +18802,8 @@ static CYTHON_INLINE uint64_t __pyx_f_6engine_6limits_7_bucket_ip_key(int __pyx_
   return __pyx_r;
 }
 
-/* "engine/limits/_bucket.pyx":189
- *     cdef uint32_t _ip_slots
+/* "engine/limits/_bucket.pyx":175
+ *     methods: _bucket.pxd, so compiled callers take tokens without a Python call.)"""
  * 
  *     def __cinit__(self, object region, uint32_t ip_slots):             # <<<<<<<<<<<<<<
  *         cdef uint8_t[::1] view = region
@@ -18849,39 +18849,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_region,&__pyx_mstate_global->__pyx_n_u_ip_slots,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL_TPNEW(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 189, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 175, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 189, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 175, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 189, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 175, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__cinit__", 0) < (0)) __PYX_ERR(0, 189, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__cinit__", 0) < (0)) __PYX_ERR(0, 175, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__cinit__", 1, 2, 2, i); __PYX_ERR(0, 189, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__cinit__", 1, 2, 2, i); __PYX_ERR(0, 175, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 189, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 175, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 189, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 175, __pyx_L3_error)
     }
     __pyx_v_region = values[0];
-    __pyx_v_ip_slots = __Pyx_PyLong_As_uint32_t(values[1]); if (unlikely((__pyx_v_ip_slots == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 189, __pyx_L3_error)
+    __pyx_v_ip_slots = __Pyx_PyLong_As_uint32_t(values[1]); if (unlikely((__pyx_v_ip_slots == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 175, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__cinit__", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 189, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__cinit__", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 175, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -18921,19 +18921,19 @@ static int __pyx_pf_6engine_6limits_7_bucket_12SharedLimits___cinit__(struct __p
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__cinit__", 0);
 
-  /* "engine/limits/_bucket.pyx":190
+  /* "engine/limits/_bucket.pyx":176
  * 
  *     def __cinit__(self, object region, uint32_t ip_slots):
  *         cdef uint8_t[::1] view = region             # <<<<<<<<<<<<<<
  *         if ip_slots == 0 or (ip_slots & (ip_slots - 1)) != 0:
  *             raise ValueError("ip_slots must be a power of two")
 */
-  __pyx_t_1 = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t(__pyx_v_region, PyBUF_WRITABLE); if (unlikely(!__pyx_t_1.memview)) __PYX_ERR(0, 190, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_to_MemoryviewSlice_dc_nn_uint8_t(__pyx_v_region, PyBUF_WRITABLE); if (unlikely(!__pyx_t_1.memview)) __PYX_ERR(0, 176, __pyx_L1_error)
   __pyx_v_view = __pyx_t_1;
   __pyx_t_1.memview = NULL;
   __pyx_t_1.data = NULL;
 
-  /* "engine/limits/_bucket.pyx":191
+  /* "engine/limits/_bucket.pyx":177
  *     def __cinit__(self, object region, uint32_t ip_slots):
  *         cdef uint8_t[::1] view = region
  *         if ip_slots == 0 or (ip_slots & (ip_slots - 1)) != 0:             # <<<<<<<<<<<<<<
@@ -18959,7 +18959,7 @@ static int __pyx_pf_6engine_6limits_7_bucket_12SharedLimits___cinit__(struct __p
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "engine/limits/_bucket.pyx":192
+    /* "engine/limits/_bucket.pyx":178
  *         cdef uint8_t[::1] view = region
  *         if ip_slots == 0 or (ip_slots & (ip_slots - 1)) != 0:
  *             raise ValueError("ip_slots must be a power of two")             # <<<<<<<<<<<<<<
@@ -18972,14 +18972,14 @@ static int __pyx_pf_6engine_6limits_7_bucket_12SharedLimits___cinit__(struct __p
       PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_mstate_global->__pyx_kp_u_ip_slots_must_be_a_power_of_two};
       __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 192, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 178, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_Raise(__pyx_t_4, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __PYX_ERR(0, 192, __pyx_L1_error)
+    __PYX_ERR(0, 178, __pyx_L1_error)
 
-    /* "engine/limits/_bucket.pyx":191
+    /* "engine/limits/_bucket.pyx":177
  *     def __cinit__(self, object region, uint32_t ip_slots):
  *         cdef uint8_t[::1] view = region
  *         if ip_slots == 0 or (ip_slots & (ip_slots - 1)) != 0:             # <<<<<<<<<<<<<<
@@ -18988,18 +18988,18 @@ static int __pyx_pf_6engine_6limits_7_bucket_12SharedLimits___cinit__(struct __p
 */
   }
 
-  /* "engine/limits/_bucket.pyx":193
+  /* "engine/limits/_bucket.pyx":179
  *         if ip_slots == 0 or (ip_slots & (ip_slots - 1)) != 0:
  *             raise ValueError("ip_slots must be a power of two")
  *         if view.shape[0] < SharedLimits.size_for(ip_slots):             # <<<<<<<<<<<<<<
  *             raise ValueError("shared region too small")
  *         self._map = region
 */
-  __pyx_t_4 = PyLong_FromSsize_t((__pyx_v_view.shape[0])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 193, __pyx_L1_error)
+  __pyx_t_4 = PyLong_FromSsize_t((__pyx_v_view.shape[0])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 179, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __pyx_t_7 = ((PyObject *)__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits);
   __Pyx_INCREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyLong_From_uint32_t(__pyx_v_ip_slots); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 193, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyLong_From_uint32_t(__pyx_v_ip_slots); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 179, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __pyx_t_6 = 0;
   {
@@ -19007,16 +19007,16 @@ static int __pyx_pf_6engine_6limits_7_bucket_12SharedLimits___cinit__(struct __p
     __pyx_t_5 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_size_for, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 193, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 179, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
   }
-  __pyx_t_2 = __Pyx_PyObject_CompareBoolLt_int_object(__pyx_t_4, __pyx_t_5, Py_LT); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 193, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_CompareBoolLt_int_object(__pyx_t_4, __pyx_t_5, Py_LT); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 179, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "engine/limits/_bucket.pyx":194
+    /* "engine/limits/_bucket.pyx":180
  *             raise ValueError("ip_slots must be a power of two")
  *         if view.shape[0] < SharedLimits.size_for(ip_slots):
  *             raise ValueError("shared region too small")             # <<<<<<<<<<<<<<
@@ -19029,14 +19029,14 @@ static int __pyx_pf_6engine_6limits_7_bucket_12SharedLimits___cinit__(struct __p
       PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_mstate_global->__pyx_kp_u_shared_region_too_small};
       __pyx_t_5 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 194, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 180, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     __Pyx_Raise(__pyx_t_5, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    __PYX_ERR(0, 194, __pyx_L1_error)
+    __PYX_ERR(0, 180, __pyx_L1_error)
 
-    /* "engine/limits/_bucket.pyx":193
+    /* "engine/limits/_bucket.pyx":179
  *         if ip_slots == 0 or (ip_slots & (ip_slots - 1)) != 0:
  *             raise ValueError("ip_slots must be a power of two")
  *         if view.shape[0] < SharedLimits.size_for(ip_slots):             # <<<<<<<<<<<<<<
@@ -19045,7 +19045,7 @@ static int __pyx_pf_6engine_6limits_7_bucket_12SharedLimits___cinit__(struct __p
 */
   }
 
-  /* "engine/limits/_bucket.pyx":195
+  /* "engine/limits/_bucket.pyx":181
  *         if view.shape[0] < SharedLimits.size_for(ip_slots):
  *             raise ValueError("shared region too small")
  *         self._map = region             # <<<<<<<<<<<<<<
@@ -19057,7 +19057,7 @@ static int __pyx_pf_6engine_6limits_7_bucket_12SharedLimits___cinit__(struct __p
   __Pyx_GOTREF(__pyx_v_self->_map);
   __Pyx_DECREF_SET(__pyx_v_self->_map, __pyx_v_region);
 
-  /* "engine/limits/_bucket.pyx":196
+  /* "engine/limits/_bucket.pyx":182
  *             raise ValueError("shared region too small")
  *         self._map = region
  *         self._base = &view[0]             # <<<<<<<<<<<<<<
@@ -19067,7 +19067,7 @@ static int __pyx_pf_6engine_6limits_7_bucket_12SharedLimits___cinit__(struct __p
   __pyx_t_9 = 0;
   __pyx_v_self->_base = (&(*((uint8_t *) ( /* dim=0 */ ((char *) (((uint8_t *) __pyx_v_view.data) + __pyx_t_9)) ))));
 
-  /* "engine/limits/_bucket.pyx":197
+  /* "engine/limits/_bucket.pyx":183
  *         self._map = region
  *         self._base = &view[0]
  *         self._conns = <int64_t*>(self._base + HEADER)             # <<<<<<<<<<<<<<
@@ -19076,7 +19076,7 @@ static int __pyx_pf_6engine_6limits_7_bucket_12SharedLimits___cinit__(struct __p
 */
   __pyx_v_self->_conns = ((int64_t *)(__pyx_v_self->_base + 64));
 
-  /* "engine/limits/_bucket.pyx":198
+  /* "engine/limits/_bucket.pyx":184
  *         self._base = &view[0]
  *         self._conns = <int64_t*>(self._base + HEADER)
  *         self._globals = <Bucket*>(self._base + HEADER + 8 * CONN_SLOTS)             # <<<<<<<<<<<<<<
@@ -19085,7 +19085,7 @@ static int __pyx_pf_6engine_6limits_7_bucket_12SharedLimits___cinit__(struct __p
 */
   __pyx_v_self->_globals = ((__pyx_t_6engine_6limits_7_bucket_Bucket *)((__pyx_v_self->_base + 64) + 0x400));
 
-  /* "engine/limits/_bucket.pyx":199
+  /* "engine/limits/_bucket.pyx":185
  *         self._conns = <int64_t*>(self._base + HEADER)
  *         self._globals = <Bucket*>(self._base + HEADER + 8 * CONN_SLOTS)
  *         self._ips = self._globals + CLASSES             # <<<<<<<<<<<<<<
@@ -19094,7 +19094,7 @@ static int __pyx_pf_6engine_6limits_7_bucket_12SharedLimits___cinit__(struct __p
 */
   __pyx_v_self->_ips = (__pyx_v_self->_globals + 4);
 
-  /* "engine/limits/_bucket.pyx":200
+  /* "engine/limits/_bucket.pyx":186
  *         self._globals = <Bucket*>(self._base + HEADER + 8 * CONN_SLOTS)
  *         self._ips = self._globals + CLASSES
  *         self._mask = ip_slots - 1             # <<<<<<<<<<<<<<
@@ -19103,7 +19103,7 @@ static int __pyx_pf_6engine_6limits_7_bucket_12SharedLimits___cinit__(struct __p
 */
   __pyx_v_self->_mask = (__pyx_v_ip_slots - 1);
 
-  /* "engine/limits/_bucket.pyx":201
+  /* "engine/limits/_bucket.pyx":187
  *         self._ips = self._globals + CLASSES
  *         self._mask = ip_slots - 1
  *         self._ip_slots = ip_slots             # <<<<<<<<<<<<<<
@@ -19112,8 +19112,8 @@ static int __pyx_pf_6engine_6limits_7_bucket_12SharedLimits___cinit__(struct __p
 */
   __pyx_v_self->_ip_slots = __pyx_v_ip_slots;
 
-  /* "engine/limits/_bucket.pyx":189
- *     cdef uint32_t _ip_slots
+  /* "engine/limits/_bucket.pyx":175
+ *     methods: _bucket.pxd, so compiled callers take tokens without a Python call.)"""
  * 
  *     def __cinit__(self, object region, uint32_t ip_slots):             # <<<<<<<<<<<<<<
  *         cdef uint8_t[::1] view = region
@@ -19138,7 +19138,7 @@ static int __pyx_pf_6engine_6limits_7_bucket_12SharedLimits___cinit__(struct __p
   return __pyx_r;
 }
 
-/* "engine/limits/_bucket.pyx":203
+/* "engine/limits/_bucket.pyx":189
  *         self._ip_slots = ip_slots
  * 
  *     @staticmethod             # <<<<<<<<<<<<<<
@@ -19185,32 +19185,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_ip_slots,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 203, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 189, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 203, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 189, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "size_for", 0) < (0)) __PYX_ERR(0, 203, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "size_for", 0) < (0)) __PYX_ERR(0, 189, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("size_for", 1, 1, 1, i); __PYX_ERR(0, 203, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("size_for", 1, 1, 1, i); __PYX_ERR(0, 189, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 203, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 189, __pyx_L3_error)
     }
-    __pyx_v_ip_slots = __Pyx_PyLong_As_uint32_t(values[0]); if (unlikely((__pyx_v_ip_slots == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 204, __pyx_L3_error)
+    __pyx_v_ip_slots = __Pyx_PyLong_As_uint32_t(values[0]); if (unlikely((__pyx_v_ip_slots == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 190, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("size_for", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 203, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("size_for", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 189, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -19241,14 +19241,14 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_2size_for(uint
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("size_for", 0);
 
-  /* "engine/limits/_bucket.pyx":205
+  /* "engine/limits/_bucket.pyx":191
  *     @staticmethod
  *     def size_for(uint32_t ip_slots):
  *         return HEADER + 8 * CONN_SLOTS + sizeof(Bucket) * (CLASSES + ip_slots)             # <<<<<<<<<<<<<<
  * 
  *     @staticmethod
 */
-  __pyx_t_1 = __Pyx_PyLong_FromSize_t((0x440 + ((sizeof(__pyx_t_6engine_6limits_7_bucket_Bucket)) * (4 + __pyx_v_ip_slots)))); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 205, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_FromSize_t((0x440 + ((sizeof(__pyx_t_6engine_6limits_7_bucket_Bucket)) * (4 + __pyx_v_ip_slots)))); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 191, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   {
     PyObject *__pyx_temp;
@@ -19261,7 +19261,7 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_2size_for(uint
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "engine/limits/_bucket.pyx":203
+  /* "engine/limits/_bucket.pyx":189
  *         self._ip_slots = ip_slots
  * 
  *     @staticmethod             # <<<<<<<<<<<<<<
@@ -19280,7 +19280,7 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_2size_for(uint
   return __pyx_r;
 }
 
-/* "engine/limits/_bucket.pyx":207
+/* "engine/limits/_bucket.pyx":193
  *         return HEADER + 8 * CONN_SLOTS + sizeof(Bucket) * (CLASSES + ip_slots)
  * 
  *     @staticmethod             # <<<<<<<<<<<<<<
@@ -19328,37 +19328,37 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_ip_slots,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 207, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 193, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 207, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 193, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "create", 0) < (0)) __PYX_ERR(0, 207, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "create", 0) < (0)) __PYX_ERR(0, 193, __pyx_L3_error)
     } else {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 207, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 193, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
     }
     if (values[0]) {
-      __pyx_v_ip_slots = __Pyx_PyLong_As_uint32_t(values[0]); if (unlikely((__pyx_v_ip_slots == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 208, __pyx_L3_error)
+      __pyx_v_ip_slots = __Pyx_PyLong_As_uint32_t(values[0]); if (unlikely((__pyx_v_ip_slots == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 194, __pyx_L3_error)
     } else {
       __pyx_v_ip_slots = ((uint32_t)0x10000);
     }
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("create", 0, 0, 1, __pyx_nargs); __PYX_ERR(0, 207, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("create", 0, 0, 1, __pyx_nargs); __PYX_ERR(0, 193, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -19397,7 +19397,7 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_4create(uint32
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("create", 0);
 
-  /* "engine/limits/_bucket.pyx":210
+  /* "engine/limits/_bucket.pyx":196
  *     def create(uint32_t ip_slots=65536):
  *         """A new zeroed region (anonymous, shared with children forked later)."""
  *         size = SharedLimits.size_for(ip_slots)             # <<<<<<<<<<<<<<
@@ -19406,7 +19406,7 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_4create(uint32
 */
   __pyx_t_2 = ((PyObject *)__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits);
   __Pyx_INCREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyLong_From_uint32_t(__pyx_v_ip_slots); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 210, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From_uint32_t(__pyx_v_ip_slots); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 196, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __pyx_t_4 = 0;
   {
@@ -19414,13 +19414,13 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_4create(uint32
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_size_for, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 210, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 196, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_size = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/limits/_bucket.pyx":211
+  /* "engine/limits/_bucket.pyx":197
  *         """A new zeroed region (anonymous, shared with children forked later)."""
  *         size = SharedLimits.size_for(ip_slots)
  *         region = _mmap.mmap(-1, size, flags=_mmap.MAP_SHARED)             # <<<<<<<<<<<<<<
@@ -19428,14 +19428,14 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_4create(uint32
  *         limits._write_header()
 */
   __pyx_t_3 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_mmap); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 211, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_mmap); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 197, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_mmap_2); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 211, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_mmap_2); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 197, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_mmap); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 211, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_mmap); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 197, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_MAP_SHARED); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 211, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_MAP_SHARED); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 197, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   #if CYTHON_VECTORCALL
@@ -19456,13 +19456,13 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_4create(uint32
     PyObject *__pyx_callargs[4] = {__pyx_t_3, __pyx_mstate_global->__pyx_int_neg_1, __pyx_v_size, __pyx_t_6};
     #if CYTHON_VECTORCALL
     __pyx_t_2 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 211, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 197, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_2);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_flags};
       __pyx_t_2 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+3, 1);
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 211, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 197, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     #endif
@@ -19473,13 +19473,13 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_4create(uint32
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 211, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 197, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_region = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/limits/_bucket.pyx":212
+  /* "engine/limits/_bucket.pyx":198
  *         size = SharedLimits.size_for(ip_slots)
  *         region = _mmap.mmap(-1, size, flags=_mmap.MAP_SHARED)
  *         limits = SharedLimits(region, ip_slots)             # <<<<<<<<<<<<<<
@@ -19487,7 +19487,7 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_4create(uint32
  *         return limits
 */
   __pyx_t_5 = NULL;
-  __pyx_t_2 = __Pyx_PyLong_From_uint32_t(__pyx_v_ip_slots); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 212, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyLong_From_uint32_t(__pyx_v_ip_slots); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 198, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __pyx_t_4 = 1;
   {
@@ -19495,22 +19495,22 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_4create(uint32
     __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_callargs+__pyx_t_4, (3-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 212, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 198, __pyx_L1_error)
     __Pyx_GOTREF((PyObject *)__pyx_t_1);
   }
   __pyx_v_limits = ((struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits *)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "engine/limits/_bucket.pyx":213
+  /* "engine/limits/_bucket.pyx":199
  *         region = _mmap.mmap(-1, size, flags=_mmap.MAP_SHARED)
  *         limits = SharedLimits(region, ip_slots)
  *         limits._write_header()             # <<<<<<<<<<<<<<
  *         return limits
  * 
 */
-  ((struct __pyx_vtabstruct_6engine_6limits_7_bucket_SharedLimits *)__pyx_v_limits->__pyx_vtab)->_write_header(__pyx_v_limits); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 213, __pyx_L1_error)
+  ((struct __pyx_vtabstruct_6engine_6limits_7_bucket_SharedLimits *)__pyx_v_limits->__pyx_vtab)->_write_header(__pyx_v_limits); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 199, __pyx_L1_error)
 
-  /* "engine/limits/_bucket.pyx":214
+  /* "engine/limits/_bucket.pyx":200
  *         limits = SharedLimits(region, ip_slots)
  *         limits._write_header()
  *         return limits             # <<<<<<<<<<<<<<
@@ -19528,7 +19528,7 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_4create(uint32
   }
   goto __pyx_L0;
 
-  /* "engine/limits/_bucket.pyx":207
+  /* "engine/limits/_bucket.pyx":193
  *         return HEADER + 8 * CONN_SLOTS + sizeof(Bucket) * (CLASSES + ip_slots)
  * 
  *     @staticmethod             # <<<<<<<<<<<<<<
@@ -19554,7 +19554,7 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_4create(uint32
   return __pyx_r;
 }
 
-/* "engine/limits/_bucket.pyx":216
+/* "engine/limits/_bucket.pyx":202
  *         return limits
  * 
  *     cdef void _write_header(self):             # <<<<<<<<<<<<<<
@@ -19565,7 +19565,7 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_4create(uint32
 static void __pyx_f_6engine_6limits_7_bucket_12SharedLimits__write_header(struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits *__pyx_v_self) {
   uint32_t __pyx_t_1;
 
-  /* "engine/limits/_bucket.pyx":217
+  /* "engine/limits/_bucket.pyx":203
  * 
  *     cdef void _write_header(self):
  *         memset(self._base, 0, HEADER)             # <<<<<<<<<<<<<<
@@ -19574,7 +19574,7 @@ static void __pyx_f_6engine_6limits_7_bucket_12SharedLimits__write_header(struct
 */
   (void)(memset(__pyx_v_self->_base, 0, 64));
 
-  /* "engine/limits/_bucket.pyx":218
+  /* "engine/limits/_bucket.pyx":204
  *     cdef void _write_header(self):
  *         memset(self._base, 0, HEADER)
  *         (<uint64_t*>self._base)[0] = MAGIC             # <<<<<<<<<<<<<<
@@ -19583,7 +19583,7 @@ static void __pyx_f_6engine_6limits_7_bucket_12SharedLimits__write_header(struct
 */
   (((uint64_t *)__pyx_v_self->_base)[0]) = __pyx_v_6engine_6limits_7_bucket_MAGIC;
 
-  /* "engine/limits/_bucket.pyx":219
+  /* "engine/limits/_bucket.pyx":205
  *         memset(self._base, 0, HEADER)
  *         (<uint64_t*>self._base)[0] = MAGIC
  *         (<uint32_t*>(self._base + 8))[0] = 1             # <<<<<<<<<<<<<<
@@ -19592,7 +19592,7 @@ static void __pyx_f_6engine_6limits_7_bucket_12SharedLimits__write_header(struct
 */
   (((uint32_t *)(__pyx_v_self->_base + 8))[0]) = 1;
 
-  /* "engine/limits/_bucket.pyx":220
+  /* "engine/limits/_bucket.pyx":206
  *         (<uint64_t*>self._base)[0] = MAGIC
  *         (<uint32_t*>(self._base + 8))[0] = 1
  *         (<uint32_t*>(self._base + 12))[0] = CONN_SLOTS             # <<<<<<<<<<<<<<
@@ -19601,7 +19601,7 @@ static void __pyx_f_6engine_6limits_7_bucket_12SharedLimits__write_header(struct
 */
   (((uint32_t *)(__pyx_v_self->_base + 12))[0]) = 0x80;
 
-  /* "engine/limits/_bucket.pyx":221
+  /* "engine/limits/_bucket.pyx":207
  *         (<uint32_t*>(self._base + 8))[0] = 1
  *         (<uint32_t*>(self._base + 12))[0] = CONN_SLOTS
  *         (<uint32_t*>(self._base + 16))[0] = self._ip_slots             # <<<<<<<<<<<<<<
@@ -19613,7 +19613,7 @@ static void __pyx_f_6engine_6limits_7_bucket_12SharedLimits__write_header(struct
   (((uint32_t *)(__pyx_v_self->_base + 16))[0]) = __pyx_t_1;
 
 
-  /* "engine/limits/_bucket.pyx":222
+  /* "engine/limits/_bucket.pyx":208
  *         (<uint32_t*>(self._base + 12))[0] = CONN_SLOTS
  *         (<uint32_t*>(self._base + 16))[0] = self._ip_slots
  *         (<uint32_t*>(self._base + 20))[0] = CLASSES             # <<<<<<<<<<<<<<
@@ -19622,7 +19622,7 @@ static void __pyx_f_6engine_6limits_7_bucket_12SharedLimits__write_header(struct
 */
   (((uint32_t *)(__pyx_v_self->_base + 20))[0]) = 4;
 
-  /* "engine/limits/_bucket.pyx":216
+  /* "engine/limits/_bucket.pyx":202
  *         return limits
  * 
  *     cdef void _write_header(self):             # <<<<<<<<<<<<<<
@@ -19634,7 +19634,7 @@ static void __pyx_f_6engine_6limits_7_bucket_12SharedLimits__write_header(struct
 
 }
 
-/* "engine/limits/_bucket.pyx":225
+/* "engine/limits/_bucket.pyx":211
  * 
  *     # ---- token buckets ---------------------------------------------------
  *     cpdef int allow(self, int cls, str ip, double ip_rate, double ip_burst,             # <<<<<<<<<<<<<<
@@ -19691,21 +19691,21 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
     if (unlikely(!__Pyx_object_dict_version_matches(((PyObject *)__pyx_v_self), __pyx_tp_dict_version, __pyx_obj_dict_version))) {
       PY_UINT64_T __pyx_typedict_guard = __Pyx_get_tp_dict_version(((PyObject *)__pyx_v_self));
       #endif
-      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_allow); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 225, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_allow); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 211, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
       if (!__Pyx_IsSameCFunction(__pyx_t_1, (void(*)(void)) __pyx_pw_6engine_6limits_7_bucket_12SharedLimits_7allow)) {
         __pyx_t_3 = NULL;
         __Pyx_INCREF(__pyx_t_1);
         __pyx_t_4 = __pyx_t_1; 
-        __pyx_t_5 = __Pyx_PyLong_From_int(__pyx_v_cls); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 225, __pyx_L1_error)
+        __pyx_t_5 = __Pyx_PyLong_From_int(__pyx_v_cls); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 211, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_5);
-        __pyx_t_6 = PyFloat_FromDouble(__pyx_v_ip_rate); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 225, __pyx_L1_error)
+        __pyx_t_6 = PyFloat_FromDouble(__pyx_v_ip_rate); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 211, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_6);
-        __pyx_t_7 = PyFloat_FromDouble(__pyx_v_ip_burst); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 225, __pyx_L1_error)
+        __pyx_t_7 = PyFloat_FromDouble(__pyx_v_ip_burst); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 211, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_7);
-        __pyx_t_8 = PyFloat_FromDouble(__pyx_v_g_rate); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 225, __pyx_L1_error)
+        __pyx_t_8 = PyFloat_FromDouble(__pyx_v_g_rate); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 211, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_8);
-        __pyx_t_9 = PyFloat_FromDouble(__pyx_v_g_burst); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 225, __pyx_L1_error)
+        __pyx_t_9 = PyFloat_FromDouble(__pyx_v_g_burst); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 211, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_9);
         __pyx_t_10 = 1;
         #if CYTHON_UNPACK_METHODS
@@ -19729,10 +19729,10 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
           __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
           __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
           __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-          if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 225, __pyx_L1_error)
+          if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 211, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_2);
         }
-        __pyx_t_11 = __Pyx_PyLong_As_int(__pyx_t_2); if (unlikely((__pyx_t_11 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 225, __pyx_L1_error)
+        __pyx_t_11 = __Pyx_PyLong_As_int(__pyx_t_2); if (unlikely((__pyx_t_11 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 211, __pyx_L1_error)
         __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
         {
           __pyx_r = __pyx_t_11;
@@ -19753,7 +19753,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
     #endif
   }
 
-  /* "engine/limits/_bucket.pyx":231
+  /* "engine/limits/_bucket.pyx":217
  *         A limit whose burst is 0 is off.
  *         """
  *         cdef uint32_t me = <uint32_t>getpid()             # <<<<<<<<<<<<<<
@@ -19762,7 +19762,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
   __pyx_v_me = ((uint32_t)getpid());
 
-  /* "engine/limits/_bucket.pyx":232
+  /* "engine/limits/_bucket.pyx":218
  *         """
  *         cdef uint32_t me = <uint32_t>getpid()
  *         cdef int64_t now = now_ns()             # <<<<<<<<<<<<<<
@@ -19771,7 +19771,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
   __pyx_v_now = __pyx_f_6engine_6limits_7_bucket_now_ns();
 
-  /* "engine/limits/_bucket.pyx":233
+  /* "engine/limits/_bucket.pyx":219
  *         cdef uint32_t me = <uint32_t>getpid()
  *         cdef int64_t now = now_ns()
  *         cdef Bucket* ib = NULL             # <<<<<<<<<<<<<<
@@ -19780,7 +19780,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
   __pyx_v_ib = NULL;
 
-  /* "engine/limits/_bucket.pyx":234
+  /* "engine/limits/_bucket.pyx":220
  *         cdef int64_t now = now_ns()
  *         cdef Bucket* ib = NULL
  *         cdef Bucket* gb = NULL             # <<<<<<<<<<<<<<
@@ -19789,7 +19789,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
   __pyx_v_gb = NULL;
 
-  /* "engine/limits/_bucket.pyx":235
+  /* "engine/limits/_bucket.pyx":221
  *         cdef Bucket* ib = NULL
  *         cdef Bucket* gb = NULL
  *         cdef int wait = 0             # <<<<<<<<<<<<<<
@@ -19798,7 +19798,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
   __pyx_v_wait = 0;
 
-  /* "engine/limits/_bucket.pyx":236
+  /* "engine/limits/_bucket.pyx":222
  *         cdef Bucket* gb = NULL
  *         cdef int wait = 0
  *         if cls < 0 or cls >= CLASSES:             # <<<<<<<<<<<<<<
@@ -19824,7 +19824,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
   if (__pyx_t_12) {
 
 
-    /* "engine/limits/_bucket.pyx":237
+    /* "engine/limits/_bucket.pyx":223
  *         cdef int wait = 0
  *         if cls < 0 or cls >= CLASSES:
  *             cls = 0             # <<<<<<<<<<<<<<
@@ -19833,7 +19833,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
     __pyx_v_cls = 0;
 
-    /* "engine/limits/_bucket.pyx":236
+    /* "engine/limits/_bucket.pyx":222
  *         cdef Bucket* gb = NULL
  *         cdef int wait = 0
  *         if cls < 0 or cls >= CLASSES:             # <<<<<<<<<<<<<<
@@ -19842,7 +19842,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
   }
 
-  /* "engine/limits/_bucket.pyx":238
+  /* "engine/limits/_bucket.pyx":224
  *         if cls < 0 or cls >= CLASSES:
  *             cls = 0
  *         if ip_burst > 0:             # <<<<<<<<<<<<<<
@@ -19854,7 +19854,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
   if (__pyx_t_12) {
 
 
-    /* "engine/limits/_bucket.pyx":239
+    /* "engine/limits/_bucket.pyx":225
  *             cls = 0
  *         if ip_burst > 0:
  *             ib = self._ip_bucket(cls, ip, ip_burst, now, me)   # returned locked             # <<<<<<<<<<<<<<
@@ -19863,7 +19863,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
     __pyx_v_ib = ((struct __pyx_vtabstruct_6engine_6limits_7_bucket_SharedLimits *)__pyx_v_self->__pyx_vtab)->_ip_bucket(__pyx_v_self, __pyx_v_cls, __pyx_v_ip, __pyx_v_ip_burst, __pyx_v_now, __pyx_v_me);
 
-    /* "engine/limits/_bucket.pyx":240
+    /* "engine/limits/_bucket.pyx":226
  *         if ip_burst > 0:
  *             ib = self._ip_bucket(cls, ip, ip_burst, now, me)   # returned locked
  *             refill(ib, ip_rate, ip_burst, now)             # <<<<<<<<<<<<<<
@@ -19872,7 +19872,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
     __pyx_f_6engine_6limits_7_bucket_refill(__pyx_v_ib, __pyx_v_ip_rate, __pyx_v_ip_burst, __pyx_v_now);
 
-    /* "engine/limits/_bucket.pyx":241
+    /* "engine/limits/_bucket.pyx":227
  *             ib = self._ip_bucket(cls, ip, ip_burst, now, me)   # returned locked
  *             refill(ib, ip_rate, ip_burst, now)
  *             if ib.tokens < COST:             # <<<<<<<<<<<<<<
@@ -19884,7 +19884,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
     if (__pyx_t_12) {
 
 
-      /* "engine/limits/_bucket.pyx":242
+      /* "engine/limits/_bucket.pyx":228
  *             refill(ib, ip_rate, ip_burst, now)
  *             if ib.tokens < COST:
  *                 wait = retry_after(ib, ip_rate)             # <<<<<<<<<<<<<<
@@ -19893,7 +19893,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
       __pyx_v_wait = __pyx_f_6engine_6limits_7_bucket_retry_after(__pyx_v_ib, __pyx_v_ip_rate);
 
-      /* "engine/limits/_bucket.pyx":241
+      /* "engine/limits/_bucket.pyx":227
  *             ib = self._ip_bucket(cls, ip, ip_burst, now, me)   # returned locked
  *             refill(ib, ip_rate, ip_burst, now)
  *             if ib.tokens < COST:             # <<<<<<<<<<<<<<
@@ -19902,7 +19902,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
     }
 
-    /* "engine/limits/_bucket.pyx":238
+    /* "engine/limits/_bucket.pyx":224
  *         if cls < 0 or cls >= CLASSES:
  *             cls = 0
  *         if ip_burst > 0:             # <<<<<<<<<<<<<<
@@ -19911,7 +19911,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
   }
 
-  /* "engine/limits/_bucket.pyx":243
+  /* "engine/limits/_bucket.pyx":229
  *             if ib.tokens < COST:
  *                 wait = retry_after(ib, ip_rate)
  *         if g_burst > 0 and wait == 0:             # <<<<<<<<<<<<<<
@@ -19937,7 +19937,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
   if (__pyx_t_12) {
 
 
-    /* "engine/limits/_bucket.pyx":244
+    /* "engine/limits/_bucket.pyx":230
  *                 wait = retry_after(ib, ip_rate)
  *         if g_burst > 0 and wait == 0:
  *             gb = self._globals + cls             # <<<<<<<<<<<<<<
@@ -19946,7 +19946,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
     __pyx_v_gb = (__pyx_v_self->_globals + __pyx_v_cls);
 
-    /* "engine/limits/_bucket.pyx":245
+    /* "engine/limits/_bucket.pyx":231
  *         if g_burst > 0 and wait == 0:
  *             gb = self._globals + cls
  *             lock_bucket(gb, me)             # <<<<<<<<<<<<<<
@@ -19955,7 +19955,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
     __pyx_f_6engine_6limits_7_bucket_lock_bucket(__pyx_v_gb, __pyx_v_me);
 
-    /* "engine/limits/_bucket.pyx":246
+    /* "engine/limits/_bucket.pyx":232
  *             gb = self._globals + cls
  *             lock_bucket(gb, me)
  *             if gb.stamp_ns == 0:             # <<<<<<<<<<<<<<
@@ -19967,7 +19967,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
     if (__pyx_t_12) {
 
 
-      /* "engine/limits/_bucket.pyx":247
+      /* "engine/limits/_bucket.pyx":233
  *             lock_bucket(gb, me)
  *             if gb.stamp_ns == 0:
  *                 gb.tokens = <int64_t>(g_burst * COST)             # <<<<<<<<<<<<<<
@@ -19976,7 +19976,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
       __pyx_v_gb->tokens = ((int64_t)(__pyx_v_g_burst * 1000000.0));
 
-      /* "engine/limits/_bucket.pyx":248
+      /* "engine/limits/_bucket.pyx":234
  *             if gb.stamp_ns == 0:
  *                 gb.tokens = <int64_t>(g_burst * COST)
  *                 gb.stamp_ns = now             # <<<<<<<<<<<<<<
@@ -19985,7 +19985,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
       __pyx_v_gb->stamp_ns = __pyx_v_now;
 
-      /* "engine/limits/_bucket.pyx":246
+      /* "engine/limits/_bucket.pyx":232
  *             gb = self._globals + cls
  *             lock_bucket(gb, me)
  *             if gb.stamp_ns == 0:             # <<<<<<<<<<<<<<
@@ -19994,7 +19994,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
     }
 
-    /* "engine/limits/_bucket.pyx":249
+    /* "engine/limits/_bucket.pyx":235
  *                 gb.tokens = <int64_t>(g_burst * COST)
  *                 gb.stamp_ns = now
  *             refill(gb, g_rate, g_burst, now)             # <<<<<<<<<<<<<<
@@ -20003,7 +20003,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
     __pyx_f_6engine_6limits_7_bucket_refill(__pyx_v_gb, __pyx_v_g_rate, __pyx_v_g_burst, __pyx_v_now);
 
-    /* "engine/limits/_bucket.pyx":250
+    /* "engine/limits/_bucket.pyx":236
  *                 gb.stamp_ns = now
  *             refill(gb, g_rate, g_burst, now)
  *             if gb.tokens < COST:             # <<<<<<<<<<<<<<
@@ -20015,7 +20015,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
     if (__pyx_t_12) {
 
 
-      /* "engine/limits/_bucket.pyx":251
+      /* "engine/limits/_bucket.pyx":237
  *             refill(gb, g_rate, g_burst, now)
  *             if gb.tokens < COST:
  *                 wait = retry_after(gb, g_rate)             # <<<<<<<<<<<<<<
@@ -20024,7 +20024,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
       __pyx_v_wait = __pyx_f_6engine_6limits_7_bucket_retry_after(__pyx_v_gb, __pyx_v_g_rate);
 
-      /* "engine/limits/_bucket.pyx":250
+      /* "engine/limits/_bucket.pyx":236
  *                 gb.stamp_ns = now
  *             refill(gb, g_rate, g_burst, now)
  *             if gb.tokens < COST:             # <<<<<<<<<<<<<<
@@ -20033,7 +20033,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
     }
 
-    /* "engine/limits/_bucket.pyx":243
+    /* "engine/limits/_bucket.pyx":229
  *             if ib.tokens < COST:
  *                 wait = retry_after(ib, ip_rate)
  *         if g_burst > 0 and wait == 0:             # <<<<<<<<<<<<<<
@@ -20042,7 +20042,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
   }
 
-  /* "engine/limits/_bucket.pyx":252
+  /* "engine/limits/_bucket.pyx":238
  *             if gb.tokens < COST:
  *                 wait = retry_after(gb, g_rate)
  *         if wait == 0:             # <<<<<<<<<<<<<<
@@ -20054,7 +20054,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
   if (__pyx_t_12) {
 
 
-    /* "engine/limits/_bucket.pyx":253
+    /* "engine/limits/_bucket.pyx":239
  *                 wait = retry_after(gb, g_rate)
  *         if wait == 0:
  *             if ib != NULL:             # <<<<<<<<<<<<<<
@@ -20066,7 +20066,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
     if (__pyx_t_12) {
 
 
-      /* "engine/limits/_bucket.pyx":254
+      /* "engine/limits/_bucket.pyx":240
  *         if wait == 0:
  *             if ib != NULL:
  *                 ib.tokens -= COST             # <<<<<<<<<<<<<<
@@ -20075,7 +20075,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
       __pyx_v_ib->tokens = (__pyx_v_ib->tokens - 0xF4240);
 
-      /* "engine/limits/_bucket.pyx":253
+      /* "engine/limits/_bucket.pyx":239
  *                 wait = retry_after(gb, g_rate)
  *         if wait == 0:
  *             if ib != NULL:             # <<<<<<<<<<<<<<
@@ -20084,7 +20084,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
     }
 
-    /* "engine/limits/_bucket.pyx":255
+    /* "engine/limits/_bucket.pyx":241
  *             if ib != NULL:
  *                 ib.tokens -= COST
  *             if gb != NULL:             # <<<<<<<<<<<<<<
@@ -20096,7 +20096,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
     if (__pyx_t_12) {
 
 
-      /* "engine/limits/_bucket.pyx":256
+      /* "engine/limits/_bucket.pyx":242
  *                 ib.tokens -= COST
  *             if gb != NULL:
  *                 gb.tokens -= COST             # <<<<<<<<<<<<<<
@@ -20105,7 +20105,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
       __pyx_v_gb->tokens = (__pyx_v_gb->tokens - 0xF4240);
 
-      /* "engine/limits/_bucket.pyx":255
+      /* "engine/limits/_bucket.pyx":241
  *             if ib != NULL:
  *                 ib.tokens -= COST
  *             if gb != NULL:             # <<<<<<<<<<<<<<
@@ -20114,7 +20114,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
     }
 
-    /* "engine/limits/_bucket.pyx":252
+    /* "engine/limits/_bucket.pyx":238
  *             if gb.tokens < COST:
  *                 wait = retry_after(gb, g_rate)
  *         if wait == 0:             # <<<<<<<<<<<<<<
@@ -20123,7 +20123,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
   }
 
-  /* "engine/limits/_bucket.pyx":257
+  /* "engine/limits/_bucket.pyx":243
  *             if gb != NULL:
  *                 gb.tokens -= COST
  *         if gb != NULL:             # <<<<<<<<<<<<<<
@@ -20135,7 +20135,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
   if (__pyx_t_12) {
 
 
-    /* "engine/limits/_bucket.pyx":258
+    /* "engine/limits/_bucket.pyx":244
  *                 gb.tokens -= COST
  *         if gb != NULL:
  *             unlock_bucket(gb)             # <<<<<<<<<<<<<<
@@ -20144,7 +20144,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
     __pyx_f_6engine_6limits_7_bucket_unlock_bucket(__pyx_v_gb);
 
-    /* "engine/limits/_bucket.pyx":257
+    /* "engine/limits/_bucket.pyx":243
  *             if gb != NULL:
  *                 gb.tokens -= COST
  *         if gb != NULL:             # <<<<<<<<<<<<<<
@@ -20153,7 +20153,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
   }
 
-  /* "engine/limits/_bucket.pyx":259
+  /* "engine/limits/_bucket.pyx":245
  *         if gb != NULL:
  *             unlock_bucket(gb)
  *         if ib != NULL:             # <<<<<<<<<<<<<<
@@ -20165,7 +20165,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
   if (__pyx_t_12) {
 
 
-    /* "engine/limits/_bucket.pyx":260
+    /* "engine/limits/_bucket.pyx":246
  *             unlock_bucket(gb)
  *         if ib != NULL:
  *             unlock_bucket(ib)             # <<<<<<<<<<<<<<
@@ -20174,7 +20174,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
     __pyx_f_6engine_6limits_7_bucket_unlock_bucket(__pyx_v_ib);
 
-    /* "engine/limits/_bucket.pyx":259
+    /* "engine/limits/_bucket.pyx":245
  *         if gb != NULL:
  *             unlock_bucket(gb)
  *         if ib != NULL:             # <<<<<<<<<<<<<<
@@ -20183,7 +20183,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
 */
   }
 
-  /* "engine/limits/_bucket.pyx":261
+  /* "engine/limits/_bucket.pyx":247
  *         if ib != NULL:
  *             unlock_bucket(ib)
  *         return wait             # <<<<<<<<<<<<<<
@@ -20196,7 +20196,7 @@ static int __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(struct __pyx_ob
   }
   goto __pyx_L0;
 
-  /* "engine/limits/_bucket.pyx":225
+  /* "engine/limits/_bucket.pyx":211
  * 
  *     # ---- token buckets ---------------------------------------------------
  *     cpdef int allow(self, int cls, str ip, double ip_rate, double ip_burst,             # <<<<<<<<<<<<<<
@@ -20274,67 +20274,67 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_cls,&__pyx_mstate_global->__pyx_n_u_ip,&__pyx_mstate_global->__pyx_n_u_ip_rate,&__pyx_mstate_global->__pyx_n_u_ip_burst,&__pyx_mstate_global->__pyx_n_u_g_rate,&__pyx_mstate_global->__pyx_n_u_g_burst,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 225, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 211, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  6:
         values[5] = __Pyx_ArgRef_FASTCALL(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 225, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 211, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_FASTCALL(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 225, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 211, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_FASTCALL(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 225, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 211, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 225, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 211, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 225, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 211, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 225, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 211, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "allow", 0) < (0)) __PYX_ERR(0, 225, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "allow", 0) < (0)) __PYX_ERR(0, 211, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 6; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("allow", 1, 6, 6, i); __PYX_ERR(0, 225, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("allow", 1, 6, 6, i); __PYX_ERR(0, 211, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 6)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 225, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 211, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 225, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 211, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 225, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 211, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_FASTCALL(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 225, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 211, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_FASTCALL(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 225, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 211, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_FASTCALL(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 225, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 211, __pyx_L3_error)
     }
-    __pyx_v_cls = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_cls == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 225, __pyx_L3_error)
+    __pyx_v_cls = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_cls == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 211, __pyx_L3_error)
     __pyx_v_ip = ((PyObject*)values[1]);
-    __pyx_v_ip_rate = __Pyx_PyFloat_AsDouble(values[2]); if (unlikely((__pyx_v_ip_rate == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 225, __pyx_L3_error)
-    __pyx_v_ip_burst = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_ip_burst == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 225, __pyx_L3_error)
-    __pyx_v_g_rate = __Pyx_PyFloat_AsDouble(values[4]); if (unlikely((__pyx_v_g_rate == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 226, __pyx_L3_error)
-    __pyx_v_g_burst = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_g_burst == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 226, __pyx_L3_error)
+    __pyx_v_ip_rate = __Pyx_PyFloat_AsDouble(values[2]); if (unlikely((__pyx_v_ip_rate == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 211, __pyx_L3_error)
+    __pyx_v_ip_burst = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_ip_burst == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 211, __pyx_L3_error)
+    __pyx_v_g_rate = __Pyx_PyFloat_AsDouble(values[4]); if (unlikely((__pyx_v_g_rate == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 212, __pyx_L3_error)
+    __pyx_v_g_burst = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_g_burst == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 212, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("allow", 1, 6, 6, __pyx_nargs); __PYX_ERR(0, 225, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("allow", 1, 6, 6, __pyx_nargs); __PYX_ERR(0, 211, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -20345,7 +20345,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_ip), (&PyUnicode_Type), 1, "ip", 1))) __PYX_ERR(0, 225, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_ip), (&PyUnicode_Type), 1, "ip", 1))) __PYX_ERR(0, 211, __pyx_L1_error)
   __pyx_r = __pyx_pf_6engine_6limits_7_bucket_12SharedLimits_6allow(((struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits *)__pyx_v_self), __pyx_v_cls, __pyx_v_ip, __pyx_v_ip_rate, __pyx_v_ip_burst, __pyx_v_g_rate, __pyx_v_g_burst);
 
   /* function exit code */
@@ -20379,8 +20379,8 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_6allow(struct 
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("allow", 0);
-  __pyx_t_1 = __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(__pyx_v_self, __pyx_v_cls, __pyx_v_ip, __pyx_v_ip_rate, __pyx_v_ip_burst, __pyx_v_g_rate, __pyx_v_g_burst, 1); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 225, __pyx_L1_error)
-  __pyx_t_2 = __Pyx_PyLong_From_int(__pyx_t_1); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 225, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_6engine_6limits_7_bucket_12SharedLimits_allow(__pyx_v_self, __pyx_v_cls, __pyx_v_ip, __pyx_v_ip_rate, __pyx_v_ip_burst, __pyx_v_g_rate, __pyx_v_g_burst, 1); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 211, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyLong_From_int(__pyx_t_1); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 211, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
 
   {
@@ -20405,7 +20405,7 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_6allow(struct 
   return __pyx_r;
 }
 
-/* "engine/limits/_bucket.pyx":263
+/* "engine/limits/_bucket.pyx":249
  *         return wait
  * 
  *     cdef Bucket* _ip_bucket(self, int cls, str ip, double burst, int64_t now,             # <<<<<<<<<<<<<<
@@ -20426,7 +20426,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
   int __pyx_t_3;
   int64_t __pyx_t_4;
 
-  /* "engine/limits/_bucket.pyx":266
+  /* "engine/limits/_bucket.pyx":252
  *                             uint32_t me) noexcept:
  *         """The locked bucket of (cls, ip): found, claimed or evicted."""
  *         cdef uint64_t key = ip_key(cls, ip)             # <<<<<<<<<<<<<<
@@ -20435,7 +20435,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
 */
   __pyx_v_key = __pyx_f_6engine_6limits_7_bucket_ip_key(__pyx_v_cls, __pyx_v_ip);
 
-  /* "engine/limits/_bucket.pyx":267
+  /* "engine/limits/_bucket.pyx":253
  *         """The locked bucket of (cls, ip): found, claimed or evicted."""
  *         cdef uint64_t key = ip_key(cls, ip)
  *         cdef uint32_t home = <uint32_t>(key ^ (key >> 32)) & self._mask             # <<<<<<<<<<<<<<
@@ -20444,7 +20444,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
 */
   __pyx_v_home = (((uint32_t)(__pyx_v_key ^ (__pyx_v_key >> 32))) & __pyx_v_self->_mask);
 
-  /* "engine/limits/_bucket.pyx":270
+  /* "engine/limits/_bucket.pyx":256
  *         cdef uint32_t i
  *         cdef Bucket* b
  *         cdef Bucket* oldest = NULL             # <<<<<<<<<<<<<<
@@ -20453,7 +20453,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
 */
   __pyx_v_oldest = NULL;
 
-  /* "engine/limits/_bucket.pyx":271
+  /* "engine/limits/_bucket.pyx":257
  *         cdef Bucket* b
  *         cdef Bucket* oldest = NULL
  *         cdef int64_t oldest_stamp = 0             # <<<<<<<<<<<<<<
@@ -20462,7 +20462,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
 */
   __pyx_v_oldest_stamp = 0;
 
-  /* "engine/limits/_bucket.pyx":272
+  /* "engine/limits/_bucket.pyx":258
  *         cdef Bucket* oldest = NULL
  *         cdef int64_t oldest_stamp = 0
  *         for i in range(PROBE):             # <<<<<<<<<<<<<<
@@ -20472,7 +20472,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
   for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
     __pyx_v_i = __pyx_t_1;
 
-    /* "engine/limits/_bucket.pyx":273
+    /* "engine/limits/_bucket.pyx":259
  *         cdef int64_t oldest_stamp = 0
  *         for i in range(PROBE):
  *             b = self._ips + ((home + i) & self._mask)             # <<<<<<<<<<<<<<
@@ -20481,7 +20481,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
 */
     __pyx_v_b = (__pyx_v_self->_ips + ((__pyx_v_home + __pyx_v_i) & __pyx_v_self->_mask));
 
-    /* "engine/limits/_bucket.pyx":274
+    /* "engine/limits/_bucket.pyx":260
  *         for i in range(PROBE):
  *             b = self._ips + ((home + i) & self._mask)
  *             lock_bucket(b, me)             # <<<<<<<<<<<<<<
@@ -20490,7 +20490,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
 */
     __pyx_f_6engine_6limits_7_bucket_lock_bucket(__pyx_v_b, __pyx_v_me);
 
-    /* "engine/limits/_bucket.pyx":275
+    /* "engine/limits/_bucket.pyx":261
  *             b = self._ips + ((home + i) & self._mask)
  *             lock_bucket(b, me)
  *             if b.key == key:             # <<<<<<<<<<<<<<
@@ -20502,7 +20502,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
     if (__pyx_t_2) {
 
 
-      /* "engine/limits/_bucket.pyx":276
+      /* "engine/limits/_bucket.pyx":262
  *             lock_bucket(b, me)
  *             if b.key == key:
  *                 if oldest != NULL:             # <<<<<<<<<<<<<<
@@ -20514,7 +20514,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
       if (__pyx_t_2) {
 
 
-        /* "engine/limits/_bucket.pyx":277
+        /* "engine/limits/_bucket.pyx":263
  *             if b.key == key:
  *                 if oldest != NULL:
  *                     unlock_bucket(oldest)             # <<<<<<<<<<<<<<
@@ -20523,7 +20523,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
 */
         __pyx_f_6engine_6limits_7_bucket_unlock_bucket(__pyx_v_oldest);
 
-        /* "engine/limits/_bucket.pyx":276
+        /* "engine/limits/_bucket.pyx":262
  *             lock_bucket(b, me)
  *             if b.key == key:
  *                 if oldest != NULL:             # <<<<<<<<<<<<<<
@@ -20532,7 +20532,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
 */
       }
 
-      /* "engine/limits/_bucket.pyx":278
+      /* "engine/limits/_bucket.pyx":264
  *                 if oldest != NULL:
  *                     unlock_bucket(oldest)
  *                 return b             # <<<<<<<<<<<<<<
@@ -20545,7 +20545,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
       }
       goto __pyx_L0;
 
-      /* "engine/limits/_bucket.pyx":275
+      /* "engine/limits/_bucket.pyx":261
  *             b = self._ips + ((home + i) & self._mask)
  *             lock_bucket(b, me)
  *             if b.key == key:             # <<<<<<<<<<<<<<
@@ -20554,7 +20554,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
 */
     }
 
-    /* "engine/limits/_bucket.pyx":279
+    /* "engine/limits/_bucket.pyx":265
  *                     unlock_bucket(oldest)
  *                 return b
  *             if b.key == 0:             # <<<<<<<<<<<<<<
@@ -20566,7 +20566,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
     if (__pyx_t_2) {
 
 
-      /* "engine/limits/_bucket.pyx":280
+      /* "engine/limits/_bucket.pyx":266
  *                 return b
  *             if b.key == 0:
  *                 if oldest != NULL:             # <<<<<<<<<<<<<<
@@ -20578,7 +20578,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
       if (__pyx_t_2) {
 
 
-        /* "engine/limits/_bucket.pyx":281
+        /* "engine/limits/_bucket.pyx":267
  *             if b.key == 0:
  *                 if oldest != NULL:
  *                     unlock_bucket(oldest)             # <<<<<<<<<<<<<<
@@ -20587,7 +20587,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
 */
         __pyx_f_6engine_6limits_7_bucket_unlock_bucket(__pyx_v_oldest);
 
-        /* "engine/limits/_bucket.pyx":280
+        /* "engine/limits/_bucket.pyx":266
  *                 return b
  *             if b.key == 0:
  *                 if oldest != NULL:             # <<<<<<<<<<<<<<
@@ -20596,7 +20596,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
 */
       }
 
-      /* "engine/limits/_bucket.pyx":282
+      /* "engine/limits/_bucket.pyx":268
  *                 if oldest != NULL:
  *                     unlock_bucket(oldest)
  *                 b.key = key             # <<<<<<<<<<<<<<
@@ -20605,7 +20605,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
 */
       __pyx_v_b->key = __pyx_v_key;
 
-      /* "engine/limits/_bucket.pyx":283
+      /* "engine/limits/_bucket.pyx":269
  *                     unlock_bucket(oldest)
  *                 b.key = key
  *                 b.tokens = <int64_t>(burst * COST)             # <<<<<<<<<<<<<<
@@ -20614,7 +20614,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
 */
       __pyx_v_b->tokens = ((int64_t)(__pyx_v_burst * 1000000.0));
 
-      /* "engine/limits/_bucket.pyx":284
+      /* "engine/limits/_bucket.pyx":270
  *                 b.key = key
  *                 b.tokens = <int64_t>(burst * COST)
  *                 b.stamp_ns = now             # <<<<<<<<<<<<<<
@@ -20623,7 +20623,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
 */
       __pyx_v_b->stamp_ns = __pyx_v_now;
 
-      /* "engine/limits/_bucket.pyx":285
+      /* "engine/limits/_bucket.pyx":271
  *                 b.tokens = <int64_t>(burst * COST)
  *                 b.stamp_ns = now
  *                 return b             # <<<<<<<<<<<<<<
@@ -20636,7 +20636,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
       }
       goto __pyx_L0;
 
-      /* "engine/limits/_bucket.pyx":279
+      /* "engine/limits/_bucket.pyx":265
  *                     unlock_bucket(oldest)
  *                 return b
  *             if b.key == 0:             # <<<<<<<<<<<<<<
@@ -20645,7 +20645,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
 */
     }
 
-    /* "engine/limits/_bucket.pyx":286
+    /* "engine/limits/_bucket.pyx":272
  *                 b.stamp_ns = now
  *                 return b
  *             if oldest == NULL or b.stamp_ns < oldest_stamp:             # <<<<<<<<<<<<<<
@@ -20671,7 +20671,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
     if (__pyx_t_2) {
 
 
-      /* "engine/limits/_bucket.pyx":287
+      /* "engine/limits/_bucket.pyx":273
  *                 return b
  *             if oldest == NULL or b.stamp_ns < oldest_stamp:
  *                 if oldest != NULL:             # <<<<<<<<<<<<<<
@@ -20683,7 +20683,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
       if (__pyx_t_2) {
 
 
-        /* "engine/limits/_bucket.pyx":288
+        /* "engine/limits/_bucket.pyx":274
  *             if oldest == NULL or b.stamp_ns < oldest_stamp:
  *                 if oldest != NULL:
  *                     unlock_bucket(oldest)             # <<<<<<<<<<<<<<
@@ -20692,7 +20692,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
 */
         __pyx_f_6engine_6limits_7_bucket_unlock_bucket(__pyx_v_oldest);
 
-        /* "engine/limits/_bucket.pyx":287
+        /* "engine/limits/_bucket.pyx":273
  *                 return b
  *             if oldest == NULL or b.stamp_ns < oldest_stamp:
  *                 if oldest != NULL:             # <<<<<<<<<<<<<<
@@ -20701,7 +20701,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
 */
       }
 
-      /* "engine/limits/_bucket.pyx":289
+      /* "engine/limits/_bucket.pyx":275
  *                 if oldest != NULL:
  *                     unlock_bucket(oldest)
  *                 oldest = b             # <<<<<<<<<<<<<<
@@ -20710,7 +20710,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
 */
       __pyx_v_oldest = __pyx_v_b;
 
-      /* "engine/limits/_bucket.pyx":290
+      /* "engine/limits/_bucket.pyx":276
  *                     unlock_bucket(oldest)
  *                 oldest = b
  *                 oldest_stamp = b.stamp_ns             # <<<<<<<<<<<<<<
@@ -20721,7 +20721,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
 
       __pyx_v_oldest_stamp = __pyx_t_4;
 
-      /* "engine/limits/_bucket.pyx":286
+      /* "engine/limits/_bucket.pyx":272
  *                 b.stamp_ns = now
  *                 return b
  *             if oldest == NULL or b.stamp_ns < oldest_stamp:             # <<<<<<<<<<<<<<
@@ -20731,7 +20731,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
       goto __pyx_L9;
     }
 
-    /* "engine/limits/_bucket.pyx":292
+    /* "engine/limits/_bucket.pyx":278
  *                 oldest_stamp = b.stamp_ns
  *             else:
  *                 unlock_bucket(b)             # <<<<<<<<<<<<<<
@@ -20744,7 +20744,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
     __pyx_L9:;
   }
 
-  /* "engine/limits/_bucket.pyx":293
+  /* "engine/limits/_bucket.pyx":279
  *             else:
  *                 unlock_bucket(b)
  *         oldest.key = key             # <<<<<<<<<<<<<<
@@ -20753,7 +20753,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
 */
   __pyx_v_oldest->key = __pyx_v_key;
 
-  /* "engine/limits/_bucket.pyx":294
+  /* "engine/limits/_bucket.pyx":280
  *                 unlock_bucket(b)
  *         oldest.key = key
  *         oldest.tokens = <int64_t>(burst * COST)             # <<<<<<<<<<<<<<
@@ -20762,7 +20762,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
 */
   __pyx_v_oldest->tokens = ((int64_t)(__pyx_v_burst * 1000000.0));
 
-  /* "engine/limits/_bucket.pyx":295
+  /* "engine/limits/_bucket.pyx":281
  *         oldest.key = key
  *         oldest.tokens = <int64_t>(burst * COST)
  *         oldest.stamp_ns = now             # <<<<<<<<<<<<<<
@@ -20771,7 +20771,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
 */
   __pyx_v_oldest->stamp_ns = __pyx_v_now;
 
-  /* "engine/limits/_bucket.pyx":296
+  /* "engine/limits/_bucket.pyx":282
  *         oldest.tokens = <int64_t>(burst * COST)
  *         oldest.stamp_ns = now
  *         return oldest             # <<<<<<<<<<<<<<
@@ -20784,7 +20784,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
   }
   goto __pyx_L0;
 
-  /* "engine/limits/_bucket.pyx":263
+  /* "engine/limits/_bucket.pyx":249
  *         return wait
  * 
  *     cdef Bucket* _ip_bucket(self, int cls, str ip, double burst, int64_t now,             # <<<<<<<<<<<<<<
@@ -20804,7 +20804,7 @@ static __pyx_t_6engine_6limits_7_bucket_Bucket *__pyx_f_6engine_6limits_7_bucket
   return __pyx_r;
 }
 
-/* "engine/limits/_bucket.pyx":299
+/* "engine/limits/_bucket.pyx":285
  * 
  *     # ---- connections -----------------------------------------------------
  *     cpdef int64_t conn_add(self, int slot, int64_t delta):             # <<<<<<<<<<<<<<
@@ -20851,15 +20851,15 @@ static int64_t __pyx_f_6engine_6limits_7_bucket_12SharedLimits_conn_add(struct _
     if (unlikely(!__Pyx_object_dict_version_matches(((PyObject *)__pyx_v_self), __pyx_tp_dict_version, __pyx_obj_dict_version))) {
       PY_UINT64_T __pyx_typedict_guard = __Pyx_get_tp_dict_version(((PyObject *)__pyx_v_self));
       #endif
-      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_conn_add); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 299, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_conn_add); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 285, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
       if (!__Pyx_IsSameCFunction(__pyx_t_1, (void(*)(void)) __pyx_pw_6engine_6limits_7_bucket_12SharedLimits_9conn_add)) {
         __pyx_t_3 = NULL;
         __Pyx_INCREF(__pyx_t_1);
         __pyx_t_4 = __pyx_t_1; 
-        __pyx_t_5 = __Pyx_PyLong_From_int(__pyx_v_slot); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 299, __pyx_L1_error)
+        __pyx_t_5 = __Pyx_PyLong_From_int(__pyx_v_slot); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 285, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_5);
-        __pyx_t_6 = __Pyx_PyLong_From_int64_t(__pyx_v_delta); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 299, __pyx_L1_error)
+        __pyx_t_6 = __Pyx_PyLong_From_int64_t(__pyx_v_delta); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 285, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_6);
         __pyx_t_7 = 1;
         #if CYTHON_UNPACK_METHODS
@@ -20880,10 +20880,10 @@ static int64_t __pyx_f_6engine_6limits_7_bucket_12SharedLimits_conn_add(struct _
           __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
           __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
           __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-          if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 299, __pyx_L1_error)
+          if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 285, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_2);
         }
-        __pyx_t_8 = __Pyx_PyLong_As_int64_t(__pyx_t_2); if (unlikely((__pyx_t_8 == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 299, __pyx_L1_error)
+        __pyx_t_8 = __Pyx_PyLong_As_int64_t(__pyx_t_2); if (unlikely((__pyx_t_8 == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 285, __pyx_L1_error)
         __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
         {
           __pyx_r = __pyx_t_8;
@@ -20904,7 +20904,7 @@ static int64_t __pyx_f_6engine_6limits_7_bucket_12SharedLimits_conn_add(struct _
     #endif
   }
 
-  /* "engine/limits/_bucket.pyx":301
+  /* "engine/limits/_bucket.pyx":287
  *     cpdef int64_t conn_add(self, int slot, int64_t delta):
  *         """Change this worker's own count; return the node-wide total."""
  *         self._conns[slot] += delta             # <<<<<<<<<<<<<<
@@ -20915,20 +20915,20 @@ static int64_t __pyx_f_6engine_6limits_7_bucket_12SharedLimits_conn_add(struct _
   __pyx_t_9 = __pyx_v_slot;
   (__pyx_v_self->_conns[__pyx_t_9]) = ((__pyx_v_self->_conns[__pyx_t_9]) + __pyx_v_delta);
 
-  /* "engine/limits/_bucket.pyx":302
+  /* "engine/limits/_bucket.pyx":288
  *         """Change this worker's own count; return the node-wide total."""
  *         self._conns[slot] += delta
  *         return self.conn_total()             # <<<<<<<<<<<<<<
  * 
  *     cpdef int64_t conn_total(self):
 */
-  __pyx_t_8 = ((struct __pyx_vtabstruct_6engine_6limits_7_bucket_SharedLimits *)__pyx_v_self->__pyx_vtab)->conn_total(__pyx_v_self, 0); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 302, __pyx_L1_error)
+  __pyx_t_8 = ((struct __pyx_vtabstruct_6engine_6limits_7_bucket_SharedLimits *)__pyx_v_self->__pyx_vtab)->conn_total(__pyx_v_self, 0); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 288, __pyx_L1_error)
   {
     __pyx_r = __pyx_t_8;
   }
   goto __pyx_L0;
 
-  /* "engine/limits/_bucket.pyx":299
+  /* "engine/limits/_bucket.pyx":285
  * 
  *     # ---- connections -----------------------------------------------------
  *     cpdef int64_t conn_add(self, int slot, int64_t delta):             # <<<<<<<<<<<<<<
@@ -20993,39 +20993,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_slot,&__pyx_mstate_global->__pyx_n_u_delta,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 299, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 285, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 299, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 285, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 299, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 285, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "conn_add", 0) < (0)) __PYX_ERR(0, 299, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "conn_add", 0) < (0)) __PYX_ERR(0, 285, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("conn_add", 1, 2, 2, i); __PYX_ERR(0, 299, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("conn_add", 1, 2, 2, i); __PYX_ERR(0, 285, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 299, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 285, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 299, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 285, __pyx_L3_error)
     }
-    __pyx_v_slot = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_slot == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 299, __pyx_L3_error)
-    __pyx_v_delta = __Pyx_PyLong_As_int64_t(values[1]); if (unlikely((__pyx_v_delta == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 299, __pyx_L3_error)
+    __pyx_v_slot = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_slot == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 285, __pyx_L3_error)
+    __pyx_v_delta = __Pyx_PyLong_As_int64_t(values[1]); if (unlikely((__pyx_v_delta == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 285, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("conn_add", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 299, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("conn_add", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 285, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -21057,8 +21057,8 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_8conn_add(stru
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("conn_add", 0);
-  __pyx_t_1 = __pyx_f_6engine_6limits_7_bucket_12SharedLimits_conn_add(__pyx_v_self, __pyx_v_slot, __pyx_v_delta, 1); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 299, __pyx_L1_error)
-  __pyx_t_2 = __Pyx_PyLong_From_int64_t(__pyx_t_1); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 299, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_6engine_6limits_7_bucket_12SharedLimits_conn_add(__pyx_v_self, __pyx_v_slot, __pyx_v_delta, 1); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 285, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyLong_From_int64_t(__pyx_t_1); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 285, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
 
   {
@@ -21083,7 +21083,7 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_8conn_add(stru
   return __pyx_r;
 }
 
-/* "engine/limits/_bucket.pyx":304
+/* "engine/limits/_bucket.pyx":290
  *         return self.conn_total()
  * 
  *     cpdef int64_t conn_total(self):             # <<<<<<<<<<<<<<
@@ -21130,7 +21130,7 @@ static int64_t __pyx_f_6engine_6limits_7_bucket_12SharedLimits_conn_total(struct
     if (unlikely(!__Pyx_object_dict_version_matches(((PyObject *)__pyx_v_self), __pyx_tp_dict_version, __pyx_obj_dict_version))) {
       PY_UINT64_T __pyx_typedict_guard = __Pyx_get_tp_dict_version(((PyObject *)__pyx_v_self));
       #endif
-      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_conn_total); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 304, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_conn_total); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 290, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
       if (!__Pyx_IsSameCFunction(__pyx_t_1, (void(*)(void)) __pyx_pw_6engine_6limits_7_bucket_12SharedLimits_11conn_total)) {
         __pyx_t_3 = NULL;
@@ -21153,10 +21153,10 @@ static int64_t __pyx_f_6engine_6limits_7_bucket_12SharedLimits_conn_total(struct
           __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_4, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
           __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
           __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-          if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 304, __pyx_L1_error)
+          if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 290, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_2);
         }
-        __pyx_t_6 = __Pyx_PyLong_As_int64_t(__pyx_t_2); if (unlikely((__pyx_t_6 == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 304, __pyx_L1_error)
+        __pyx_t_6 = __Pyx_PyLong_As_int64_t(__pyx_t_2); if (unlikely((__pyx_t_6 == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 290, __pyx_L1_error)
         __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
         {
           __pyx_r = __pyx_t_6;
@@ -21177,7 +21177,7 @@ static int64_t __pyx_f_6engine_6limits_7_bucket_12SharedLimits_conn_total(struct
     #endif
   }
 
-  /* "engine/limits/_bucket.pyx":305
+  /* "engine/limits/_bucket.pyx":291
  * 
  *     cpdef int64_t conn_total(self):
  *         cdef int64_t total = 0             # <<<<<<<<<<<<<<
@@ -21186,7 +21186,7 @@ static int64_t __pyx_f_6engine_6limits_7_bucket_12SharedLimits_conn_total(struct
 */
   __pyx_v_total = 0;
 
-  /* "engine/limits/_bucket.pyx":307
+  /* "engine/limits/_bucket.pyx":293
  *         cdef int64_t total = 0
  *         cdef int i
  *         for i in range(CONN_SLOTS):             # <<<<<<<<<<<<<<
@@ -21196,7 +21196,7 @@ static int64_t __pyx_f_6engine_6limits_7_bucket_12SharedLimits_conn_total(struct
   for (__pyx_t_7 = 0; __pyx_t_7 < 0x80; __pyx_t_7+=1) {
     __pyx_v_i = __pyx_t_7;
 
-    /* "engine/limits/_bucket.pyx":308
+    /* "engine/limits/_bucket.pyx":294
  *         cdef int i
  *         for i in range(CONN_SLOTS):
  *             total += self._conns[i]             # <<<<<<<<<<<<<<
@@ -21206,7 +21206,7 @@ static int64_t __pyx_f_6engine_6limits_7_bucket_12SharedLimits_conn_total(struct
     __pyx_v_total = (__pyx_v_total + (__pyx_v_self->_conns[__pyx_v_i]));
   }
 
-  /* "engine/limits/_bucket.pyx":309
+  /* "engine/limits/_bucket.pyx":295
  *         for i in range(CONN_SLOTS):
  *             total += self._conns[i]
  *         return total             # <<<<<<<<<<<<<<
@@ -21219,7 +21219,7 @@ static int64_t __pyx_f_6engine_6limits_7_bucket_12SharedLimits_conn_total(struct
   }
   goto __pyx_L0;
 
-  /* "engine/limits/_bucket.pyx":304
+  /* "engine/limits/_bucket.pyx":290
  *         return self.conn_total()
  * 
  *     cpdef int64_t conn_total(self):             # <<<<<<<<<<<<<<
@@ -21294,8 +21294,8 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_10conn_total(s
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("conn_total", 0);
-  __pyx_t_1 = __pyx_f_6engine_6limits_7_bucket_12SharedLimits_conn_total(__pyx_v_self, 1); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 304, __pyx_L1_error)
-  __pyx_t_2 = __Pyx_PyLong_From_int64_t(__pyx_t_1); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 304, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_6engine_6limits_7_bucket_12SharedLimits_conn_total(__pyx_v_self, 1); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 290, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyLong_From_int64_t(__pyx_t_1); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 290, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
 
   {
@@ -21320,7 +21320,7 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_10conn_total(s
   return __pyx_r;
 }
 
-/* "engine/limits/_bucket.pyx":311
+/* "engine/limits/_bucket.pyx":297
  *         return total
  * 
  *     def conn_reset(self, int slot):             # <<<<<<<<<<<<<<
@@ -21368,32 +21368,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_slot,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 311, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 297, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 311, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 297, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "conn_reset", 0) < (0)) __PYX_ERR(0, 311, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "conn_reset", 0) < (0)) __PYX_ERR(0, 297, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("conn_reset", 1, 1, 1, i); __PYX_ERR(0, 311, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("conn_reset", 1, 1, 1, i); __PYX_ERR(0, 297, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 311, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 297, __pyx_L3_error)
     }
-    __pyx_v_slot = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_slot == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 311, __pyx_L3_error)
+    __pyx_v_slot = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_slot == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 297, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("conn_reset", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 311, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("conn_reset", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 297, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -21429,7 +21429,7 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_12conn_reset(s
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("conn_reset", 0);
 
-  /* "engine/limits/_bucket.pyx":313
+  /* "engine/limits/_bucket.pyx":299
  *     def conn_reset(self, int slot):
  *         """Supervisor: a worker died; forget the connections it held."""
  *         if not 0 <= slot < CONN_SLOTS:             # <<<<<<<<<<<<<<
@@ -21446,7 +21446,7 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_12conn_reset(s
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "engine/limits/_bucket.pyx":314
+    /* "engine/limits/_bucket.pyx":300
  *         """Supervisor: a worker died; forget the connections it held."""
  *         if not 0 <= slot < CONN_SLOTS:
  *             raise IndexError(slot)             # <<<<<<<<<<<<<<
@@ -21454,7 +21454,7 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_12conn_reset(s
  * 
 */
     __pyx_t_4 = NULL;
-    __pyx_t_5 = __Pyx_PyLong_From_int(__pyx_v_slot); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 314, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyLong_From_int(__pyx_v_slot); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 300, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_t_6 = 1;
     {
@@ -21462,14 +21462,14 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_12conn_reset(s
       __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_IndexError)), __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 314, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 300, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_Raise(__pyx_t_3, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __PYX_ERR(0, 314, __pyx_L1_error)
+    __PYX_ERR(0, 300, __pyx_L1_error)
 
-    /* "engine/limits/_bucket.pyx":313
+    /* "engine/limits/_bucket.pyx":299
  *     def conn_reset(self, int slot):
  *         """Supervisor: a worker died; forget the connections it held."""
  *         if not 0 <= slot < CONN_SLOTS:             # <<<<<<<<<<<<<<
@@ -21478,7 +21478,7 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_12conn_reset(s
 */
   }
 
-  /* "engine/limits/_bucket.pyx":315
+  /* "engine/limits/_bucket.pyx":301
  *         if not 0 <= slot < CONN_SLOTS:
  *             raise IndexError(slot)
  *         self._conns[slot] = 0             # <<<<<<<<<<<<<<
@@ -21487,7 +21487,7 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_12conn_reset(s
 */
   (__pyx_v_self->_conns[__pyx_v_slot]) = 0;
 
-  /* "engine/limits/_bucket.pyx":311
+  /* "engine/limits/_bucket.pyx":297
  *         return total
  * 
  *     def conn_reset(self, int slot):             # <<<<<<<<<<<<<<
@@ -21510,7 +21510,7 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_12conn_reset(s
   return __pyx_r;
 }
 
-/* "engine/limits/_bucket.pyx":317
+/* "engine/limits/_bucket.pyx":303
  *         self._conns[slot] = 0
  * 
  *     def conn_slot_count(self, int slot):             # <<<<<<<<<<<<<<
@@ -21556,32 +21556,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_slot,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 317, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 303, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 317, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 303, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "conn_slot_count", 0) < (0)) __PYX_ERR(0, 317, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "conn_slot_count", 0) < (0)) __PYX_ERR(0, 303, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("conn_slot_count", 1, 1, 1, i); __PYX_ERR(0, 317, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("conn_slot_count", 1, 1, 1, i); __PYX_ERR(0, 303, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 317, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 303, __pyx_L3_error)
     }
-    __pyx_v_slot = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_slot == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 317, __pyx_L3_error)
+    __pyx_v_slot = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_slot == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 303, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("conn_slot_count", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 317, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("conn_slot_count", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 303, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -21612,12 +21612,12 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_14conn_slot_co
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("conn_slot_count", 0);
 
-  /* "engine/limits/_bucket.pyx":318
+  /* "engine/limits/_bucket.pyx":304
  * 
  *     def conn_slot_count(self, int slot):
  *         return self._conns[slot]             # <<<<<<<<<<<<<<
 */
-  __pyx_t_1 = __Pyx_PyLong_From_int64_t((__pyx_v_self->_conns[__pyx_v_slot])); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 318, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_From_int64_t((__pyx_v_self->_conns[__pyx_v_slot])); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 304, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   {
     PyObject *__pyx_temp;
@@ -21630,7 +21630,7 @@ static PyObject *__pyx_pf_6engine_6limits_7_bucket_12SharedLimits_14conn_slot_co
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "engine/limits/_bucket.pyx":317
+  /* "engine/limits/_bucket.pyx":303
  *         self._conns[slot] = 0
  * 
  *     def conn_slot_count(self, int slot):             # <<<<<<<<<<<<<<
@@ -21975,7 +21975,7 @@ static PyMethodDef __pyx_methods_6engine_6limits_7_bucket_SharedLimits[] = {
 #if CYTHON_USE_TYPE_SPECS
 static PyType_Slot __pyx_type_6engine_6limits_7_bucket_SharedLimits_slots[] = {
   {Py_tp_dealloc, (void *)__pyx_tp_dealloc_6engine_6limits_7_bucket_SharedLimits},
-  {Py_tp_doc, (void *)PyDoc_STR("A view of the shared region. ``create`` in the supervisor before the\n    fork; children use the inherited object as it is.")},
+  {Py_tp_doc, (void *)PyDoc_STR("A view of the shared region. ``create`` in the supervisor before the\n    fork; children use the inherited object as it is. (Attributes and C\n    methods: _bucket.pxd, so compiled callers take tokens without a Python call.)")},
   {Py_tp_traverse, (void *)__pyx_tp_traverse_6engine_6limits_7_bucket_SharedLimits},
   {Py_tp_clear, (void *)__pyx_tp_clear_6engine_6limits_7_bucket_SharedLimits},
   {Py_tp_methods, (void *)__pyx_methods_6engine_6limits_7_bucket_SharedLimits},
@@ -22017,7 +22017,7 @@ static PyTypeObject __pyx_type_6engine_6limits_7_bucket_SharedLimits = {
   0, /*tp_setattro*/
   0, /*tp_as_buffer*/
   Py_TPFLAGS_DEFAULT|Py_TPFLAGS_HAVE_VERSION_TAG|Py_TPFLAGS_BASETYPE|Py_TPFLAGS_HAVE_GC, /*tp_flags*/
-  PyDoc_STR("A view of the shared region. ``create`` in the supervisor before the\n    fork; children use the inherited object as it is."), /*tp_doc*/
+  PyDoc_STR("A view of the shared region. ``create`` in the supervisor before the\n    fork; children use the inherited object as it is. (Attributes and C\n    methods: _bucket.pxd, so compiled callers take tokens without a Python call.)"), /*tp_doc*/
   __pyx_tp_traverse_6engine_6limits_7_bucket_SharedLimits, /*tp_traverse*/
   __pyx_tp_clear_6engine_6limits_7_bucket_SharedLimits, /*tp_clear*/
   0, /*tp_richcompare*/
@@ -23242,14 +23242,14 @@ static int __Pyx_modinit_Exttype___pyx_obj_6engine_6limits_7_bucket_SharedLimits
   __pyx_vtable_6engine_6limits_7_bucket_SharedLimits.conn_add = (int64_t (*)(struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits *, int, int64_t, int __pyx_skip_dispatch))__pyx_f_6engine_6limits_7_bucket_12SharedLimits_conn_add;
   __pyx_vtable_6engine_6limits_7_bucket_SharedLimits.conn_total = (int64_t (*)(struct __pyx_obj_6engine_6limits_7_bucket_SharedLimits *, int __pyx_skip_dispatch))__pyx_f_6engine_6limits_7_bucket_12SharedLimits_conn_total;
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_mstate->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_6engine_6limits_7_bucket_SharedLimits_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits)) __PYX_ERR(0, 177, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_6engine_6limits_7_bucket_SharedLimits_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits)) __PYX_ERR(0, 170, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits = &__pyx_type_6engine_6limits_7_bucket_SharedLimits;
   #endif
   #if !CYTHON_COMPILING_IN_LIMITED_API
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits) < (0)) __PYX_ERR(0, 177, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits) < (0)) __PYX_ERR(0, 170, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits);
@@ -23259,9 +23259,9 @@ static int __Pyx_modinit_Exttype___pyx_obj_6engine_6limits_7_bucket_SharedLimits
     __pyx_mstate->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits->tp_getattro = PyObject_GenericGetAttr;
   }
   #endif
-  if (__Pyx_SetVtable(__pyx_mstate->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_vtabptr_6engine_6limits_7_bucket_SharedLimits) < (0)) __PYX_ERR(0, 177, __pyx_L1_error)
-  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_SharedLimits, (PyObject *) __pyx_mstate->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits) < (0)) __PYX_ERR(0, 177, __pyx_L1_error)
-  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits) < (0)) __PYX_ERR(0, 177, __pyx_L1_error)
+  if (__Pyx_SetVtable(__pyx_mstate->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_vtabptr_6engine_6limits_7_bucket_SharedLimits) < (0)) __PYX_ERR(0, 170, __pyx_L1_error)
+  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_SharedLimits, (PyObject *) __pyx_mstate->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits) < (0)) __PYX_ERR(0, 170, __pyx_L1_error)
+  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits) < (0)) __PYX_ERR(0, 170, __pyx_L1_error)
   __Pyx_RefNannyFinishContext();
   return 0;
   __pyx_L1_error:;
@@ -24277,7 +24277,7 @@ __Pyx_RefNannySetupContext("PyInit__bucket", 0);
   if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_mmap, __pyx_t_4) < (0)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/limits/_bucket.pyx":101
+  /* "engine/limits/_bucket.pyx":94
  * DEF SPIN_LIMIT = 200000
  * DEF COST = 1000000          # micro-tokens per request
  * cdef uint64_t MAGIC = 0x313054494d4c4b52ULL   # b"RKLMIT01" little-endian tag             # <<<<<<<<<<<<<<
@@ -24286,7 +24286,7 @@ __Pyx_RefNannySetupContext("PyInit__bucket", 0);
 */
   __pyx_v_6engine_6limits_7_bucket_MAGIC = 0x313054494d4c4b52ULL;
 
-  /* "engine/limits/_bucket.pyx":102
+  /* "engine/limits/_bucket.pyx":95
  * DEF COST = 1000000          # micro-tokens per request
  * cdef uint64_t MAGIC = 0x313054494d4c4b52ULL   # b"RKLMIT01" little-endian tag
  * cdef uint64_t FNV64_OFFSET = 14695981039346656037ULL             # <<<<<<<<<<<<<<
@@ -24295,7 +24295,7 @@ __Pyx_RefNannySetupContext("PyInit__bucket", 0);
 */
   __pyx_v_6engine_6limits_7_bucket_FNV64_OFFSET = 14695981039346656037ULL;
 
-  /* "engine/limits/_bucket.pyx":103
+  /* "engine/limits/_bucket.pyx":96
  * cdef uint64_t MAGIC = 0x313054494d4c4b52ULL   # b"RKLMIT01" little-endian tag
  * cdef uint64_t FNV64_OFFSET = 14695981039346656037ULL
  * cdef uint64_t FNV64_PRIME = 1099511628211ULL             # <<<<<<<<<<<<<<
@@ -24304,40 +24304,40 @@ __Pyx_RefNannySetupContext("PyInit__bucket", 0);
 */
   __pyx_v_6engine_6limits_7_bucket_FNV64_PRIME = 1099511628211ULL;
 
-  /* "engine/limits/_bucket.pyx":105
+  /* "engine/limits/_bucket.pyx":98
  * cdef uint64_t FNV64_PRIME = 1099511628211ULL
  * 
  * CONNECTION_SLOTS = CONN_SLOTS             # <<<<<<<<<<<<<<
  * ROUTE_CLASSES = CLASSES
  * 
 */
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_CONNECTION_SLOTS, __pyx_mstate_global->__pyx_int_128) < (0)) __PYX_ERR(0, 105, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_CONNECTION_SLOTS, __pyx_mstate_global->__pyx_int_128) < (0)) __PYX_ERR(0, 98, __pyx_L1_error)
 
-  /* "engine/limits/_bucket.pyx":106
+  /* "engine/limits/_bucket.pyx":99
  * 
  * CONNECTION_SLOTS = CONN_SLOTS
  * ROUTE_CLASSES = CLASSES             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_ROUTE_CLASSES, __pyx_mstate_global->__pyx_int_4) < (0)) __PYX_ERR(0, 106, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_ROUTE_CLASSES, __pyx_mstate_global->__pyx_int_4) < (0)) __PYX_ERR(0, 99, __pyx_L1_error)
 
-  /* "engine/limits/_bucket.pyx":203
+  /* "engine/limits/_bucket.pyx":189
  *         self._ip_slots = ip_slots
  * 
  *     @staticmethod             # <<<<<<<<<<<<<<
  *     def size_for(uint32_t ip_slots):
  *         return HEADER + 8 * CONN_SLOTS + sizeof(Bucket) * (CLASSES + ip_slots)
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6limits_7_bucket_12SharedLimits_3size_for, __Pyx_CYFUNCTION_STATICMETHOD | __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SharedLimits_size_for, NULL, __pyx_mstate_global->__pyx_n_u_engine_limits__bucket, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 203, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6limits_7_bucket_12SharedLimits_3size_for, __Pyx_CYFUNCTION_STATICMETHOD | __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SharedLimits_size_for, NULL, __pyx_mstate_global->__pyx_n_u_engine_limits__bucket, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 189, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_mstate_global->__pyx_n_u_size_for, __pyx_t_4) < (0)) __PYX_ERR(0, 203, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_mstate_global->__pyx_n_u_size_for, __pyx_t_4) < (0)) __PYX_ERR(0, 189, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __pyx_t_5 = NULL;
-  __Pyx_GetNameInClass(__pyx_t_9, (PyObject*)__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_mstate_global->__pyx_n_u_size_for); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 203, __pyx_L1_error)
+  __Pyx_GetNameInClass(__pyx_t_9, (PyObject*)__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_mstate_global->__pyx_n_u_size_for); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 189, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __pyx_t_6 = 1;
   {
@@ -24345,29 +24345,29 @@ __Pyx_RefNannySetupContext("PyInit__bucket", 0);
     __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)__pyx_builtin_staticmethod, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 203, __pyx_L1_error)
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 189, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
   }
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_mstate_global->__pyx_n_u_size_for, __pyx_t_4) < (0)) __PYX_ERR(0, 203, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_mstate_global->__pyx_n_u_size_for, __pyx_t_4) < (0)) __PYX_ERR(0, 189, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/limits/_bucket.pyx":207
+  /* "engine/limits/_bucket.pyx":193
  *         return HEADER + 8 * CONN_SLOTS + sizeof(Bucket) * (CLASSES + ip_slots)
  * 
  *     @staticmethod             # <<<<<<<<<<<<<<
  *     def create(uint32_t ip_slots=65536):
  *         """A new zeroed region (anonymous, shared with children forked later)."""
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6limits_7_bucket_12SharedLimits_5create, __Pyx_CYFUNCTION_STATICMETHOD | __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SharedLimits_create, NULL, __pyx_mstate_global->__pyx_n_u_engine_limits__bucket, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 207, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6limits_7_bucket_12SharedLimits_5create, __Pyx_CYFUNCTION_STATICMETHOD | __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SharedLimits_create, NULL, __pyx_mstate_global->__pyx_n_u_engine_limits__bucket, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 193, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_tuple[3]);
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_mstate_global->__pyx_n_u_create, __pyx_t_4) < (0)) __PYX_ERR(0, 207, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_mstate_global->__pyx_n_u_create, __pyx_t_4) < (0)) __PYX_ERR(0, 193, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __pyx_t_9 = NULL;
-  __Pyx_GetNameInClass(__pyx_t_5, (PyObject*)__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_mstate_global->__pyx_n_u_create); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 207, __pyx_L1_error)
+  __Pyx_GetNameInClass(__pyx_t_5, (PyObject*)__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_mstate_global->__pyx_n_u_create); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 193, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_t_6 = 1;
   {
@@ -24375,84 +24375,84 @@ __Pyx_RefNannySetupContext("PyInit__bucket", 0);
     __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)__pyx_builtin_staticmethod, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_9); __pyx_t_9 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 207, __pyx_L1_error)
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 193, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
   }
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_mstate_global->__pyx_n_u_create, __pyx_t_4) < (0)) __PYX_ERR(0, 207, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_mstate_global->__pyx_n_u_create, __pyx_t_4) < (0)) __PYX_ERR(0, 193, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/limits/_bucket.pyx":225
+  /* "engine/limits/_bucket.pyx":211
  * 
  *     # ---- token buckets ---------------------------------------------------
  *     cpdef int allow(self, int cls, str ip, double ip_rate, double ip_burst,             # <<<<<<<<<<<<<<
  *                     double g_rate, double g_burst):
  *         """Take one request's tokens. 0 = allowed, else Retry-After seconds.
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6limits_7_bucket_12SharedLimits_7allow, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SharedLimits_allow, NULL, __pyx_mstate_global->__pyx_n_u_engine_limits__bucket, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 225, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6limits_7_bucket_12SharedLimits_7allow, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SharedLimits_allow, NULL, __pyx_mstate_global->__pyx_n_u_engine_limits__bucket, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 211, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_mstate_global->__pyx_n_u_allow, __pyx_t_4) < (0)) __PYX_ERR(0, 225, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_mstate_global->__pyx_n_u_allow, __pyx_t_4) < (0)) __PYX_ERR(0, 211, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/limits/_bucket.pyx":299
+  /* "engine/limits/_bucket.pyx":285
  * 
  *     # ---- connections -----------------------------------------------------
  *     cpdef int64_t conn_add(self, int slot, int64_t delta):             # <<<<<<<<<<<<<<
  *         """Change this worker's own count; return the node-wide total."""
  *         self._conns[slot] += delta
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6limits_7_bucket_12SharedLimits_9conn_add, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SharedLimits_conn_add, NULL, __pyx_mstate_global->__pyx_n_u_engine_limits__bucket, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[3])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 299, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6limits_7_bucket_12SharedLimits_9conn_add, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SharedLimits_conn_add, NULL, __pyx_mstate_global->__pyx_n_u_engine_limits__bucket, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[3])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 285, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_mstate_global->__pyx_n_u_conn_add, __pyx_t_4) < (0)) __PYX_ERR(0, 299, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_mstate_global->__pyx_n_u_conn_add, __pyx_t_4) < (0)) __PYX_ERR(0, 285, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/limits/_bucket.pyx":304
+  /* "engine/limits/_bucket.pyx":290
  *         return self.conn_total()
  * 
  *     cpdef int64_t conn_total(self):             # <<<<<<<<<<<<<<
  *         cdef int64_t total = 0
  *         cdef int i
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6limits_7_bucket_12SharedLimits_11conn_total, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SharedLimits_conn_total, NULL, __pyx_mstate_global->__pyx_n_u_engine_limits__bucket, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 304, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6limits_7_bucket_12SharedLimits_11conn_total, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SharedLimits_conn_total, NULL, __pyx_mstate_global->__pyx_n_u_engine_limits__bucket, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 290, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_mstate_global->__pyx_n_u_conn_total, __pyx_t_4) < (0)) __PYX_ERR(0, 304, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_mstate_global->__pyx_n_u_conn_total, __pyx_t_4) < (0)) __PYX_ERR(0, 290, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/limits/_bucket.pyx":311
+  /* "engine/limits/_bucket.pyx":297
  *         return total
  * 
  *     def conn_reset(self, int slot):             # <<<<<<<<<<<<<<
  *         """Supervisor: a worker died; forget the connections it held."""
  *         if not 0 <= slot < CONN_SLOTS:
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6limits_7_bucket_12SharedLimits_13conn_reset, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SharedLimits_conn_reset, NULL, __pyx_mstate_global->__pyx_n_u_engine_limits__bucket, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 311, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6limits_7_bucket_12SharedLimits_13conn_reset, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SharedLimits_conn_reset, NULL, __pyx_mstate_global->__pyx_n_u_engine_limits__bucket, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 297, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_mstate_global->__pyx_n_u_conn_reset, __pyx_t_4) < (0)) __PYX_ERR(0, 311, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_mstate_global->__pyx_n_u_conn_reset, __pyx_t_4) < (0)) __PYX_ERR(0, 297, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/limits/_bucket.pyx":317
+  /* "engine/limits/_bucket.pyx":303
  *         self._conns[slot] = 0
  * 
  *     def conn_slot_count(self, int slot):             # <<<<<<<<<<<<<<
  *         return self._conns[slot]
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6limits_7_bucket_12SharedLimits_15conn_slot_count, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SharedLimits_conn_slot_count, NULL, __pyx_mstate_global->__pyx_n_u_engine_limits__bucket, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[6])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 317, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6limits_7_bucket_12SharedLimits_15conn_slot_count, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SharedLimits_conn_slot_count, NULL, __pyx_mstate_global->__pyx_n_u_engine_limits__bucket, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[6])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 303, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_mstate_global->__pyx_n_u_conn_slot_count, __pyx_t_4) < (0)) __PYX_ERR(0, 317, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits, __pyx_mstate_global->__pyx_n_u_conn_slot_count, __pyx_t_4) < (0)) __PYX_ERR(0, 303, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
   /* "(tree fragment)":1
@@ -24533,7 +24533,7 @@ static int __Pyx_InitCachedBuiltins(__pyx_mstatetype *__pyx_mstate) {
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
-  __pyx_builtin_staticmethod = __Pyx_GetBuiltinName(__pyx_mstate->__pyx_n_u_staticmethod); if (!__pyx_builtin_staticmethod) __PYX_ERR(0, 203, __pyx_L1_error)
+  __pyx_builtin_staticmethod = __Pyx_GetBuiltinName(__pyx_mstate->__pyx_n_u_staticmethod); if (!__pyx_builtin_staticmethod) __PYX_ERR(0, 189, __pyx_L1_error)
   __pyx_builtin___import__ = __Pyx_GetBuiltinName(__pyx_mstate->__pyx_n_u_import); if (!__pyx_builtin___import__) __PYX_ERR(1, 119, __pyx_L1_error)
   __pyx_builtin_enumerate = __Pyx_GetBuiltinName(__pyx_mstate->__pyx_n_u_enumerate); if (!__pyx_builtin_enumerate) __PYX_ERR(1, 175, __pyx_L1_error)
   __pyx_builtin_Ellipsis = __Pyx_GetBuiltinName(__pyx_mstate->__pyx_n_u_Ellipsis); if (!__pyx_builtin_Ellipsis) __PYX_ERR(1, 436, __pyx_L1_error)
@@ -24599,7 +24599,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
   if (__Pyx_PyTuple_SET_ITEM(__pyx_mstate_global->__pyx_tuple[1], 0, __pyx_mstate_global->__pyx_slice[0]) != (0)) __PYX_ERR(1, 763, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[1]);
 
-  /* "engine/limits/_bucket.pyx":211
+  /* "engine/limits/_bucket.pyx":197
  *         """A new zeroed region (anonymous, shared with children forked later)."""
  *         size = SharedLimits.size_for(ip_slots)
  *         region = _mmap.mmap(-1, size, flags=_mmap.MAP_SHARED)             # <<<<<<<<<<<<<<
@@ -24608,12 +24608,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_flags};
-    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(0, 211, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(0, 197, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[2]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[2]);
 
-  /* "engine/limits/_bucket.pyx":207
+  /* "engine/limits/_bucket.pyx":193
  *         return HEADER + 8 * CONN_SLOTS + sizeof(Bucket) * (CLASSES + ip_slots)
  * 
  *     @staticmethod             # <<<<<<<<<<<<<<
@@ -24622,7 +24622,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[1] = {__pyx_mstate_global->__pyx_int_65536};
-    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(0, 207, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(0, 193, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[3]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[3]);
@@ -24835,37 +24835,37 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
   PyObject* tuple_dedup_map = PyDict_New();
   if (unlikely(!tuple_dedup_map)) return -1;
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 203};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 189};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_ip_slots};
     __pyx_mstate_global->__pyx_codeobj_tab[0] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_limits__bucket_pyx, __pyx_mstate->__pyx_n_u_size_for, __pyx_mstate->__pyx_kp_b_iso88591_A_r_82Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[0])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 207};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 193};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_ip_slots, __pyx_mstate->__pyx_n_u_size, __pyx_mstate->__pyx_n_u_region, __pyx_mstate->__pyx_n_u_limits};
     __pyx_mstate_global->__pyx_codeobj_tab[1] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_limits__bucket_pyx, __pyx_mstate->__pyx_n_u_create, __pyx_mstate->__pyx_kp_b_iso88591_A_9AQ_e2S_fE_Qha_nA_q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[1])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {7, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 225};
+    const __Pyx_PyCode_New_function_description descr = {7, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 211};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_cls, __pyx_mstate->__pyx_n_u_ip, __pyx_mstate->__pyx_n_u_ip_rate, __pyx_mstate->__pyx_n_u_ip_burst, __pyx_mstate->__pyx_n_u_g_rate, __pyx_mstate->__pyx_n_u_g_burst};
     __pyx_mstate_global->__pyx_codeobj_tab[2] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_limits__bucket_pyx, __pyx_mstate->__pyx_n_u_allow, __pyx_mstate->__pyx_kp_b_iso88591_A_V1_6_4r_3d_Q_9Ba_d_E_4y_r_1_4q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[2])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 299};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 285};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_slot, __pyx_mstate->__pyx_n_u_delta};
     __pyx_mstate_global->__pyx_codeobj_tab[3] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_limits__bucket_pyx, __pyx_mstate->__pyx_n_u_conn_add, __pyx_mstate->__pyx_kp_b_iso88591_A_G1IQ_t_a, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[3])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 304};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 290};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
     __pyx_mstate_global->__pyx_codeobj_tab[4] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_limits__bucket_pyx, __pyx_mstate->__pyx_n_u_conn_total, __pyx_mstate->__pyx_kp_b_iso88591_A_Q_E_aq_T_q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[4])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 311};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 297};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_slot};
     __pyx_mstate_global->__pyx_codeobj_tab[5] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_limits__bucket_pyx, __pyx_mstate->__pyx_n_u_conn_reset, __pyx_mstate->__pyx_kp_b_iso88591_A_4r_G1_AQ_G1HA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[5])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 317};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 303};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_slot};
     __pyx_mstate_global->__pyx_codeobj_tab[6] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_limits__bucket_pyx, __pyx_mstate->__pyx_n_u_conn_slot_count, __pyx_mstate->__pyx_kp_b_iso88591_A_t7_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[6])) goto bad;
   }

@@ -85,13 +85,6 @@ cdef extern from *:
     uint32_t trk_load_u32(uint32_t *p) nogil
     void trk_pause() nogil
 
-ctypedef struct Bucket:
-    uint32_t lock
-    uint32_t unused
-    uint64_t key
-    int64_t tokens
-    int64_t stamp_ns
-
 DEF HEADER = 64
 DEF CONN_SLOTS = 128
 DEF CLASSES = 4
@@ -176,15 +169,8 @@ cdef inline uint64_t ip_key(int cls, str ip) noexcept:
 
 cdef class SharedLimits:
     """A view of the shared region. ``create`` in the supervisor before the
-    fork; children use the inherited object as it is."""
-
-    cdef object _map
-    cdef uint8_t* _base
-    cdef int64_t* _conns
-    cdef Bucket* _globals
-    cdef Bucket* _ips
-    cdef uint32_t _mask
-    cdef uint32_t _ip_slots
+    fork; children use the inherited object as it is. (Attributes and C
+    methods: _bucket.pxd, so compiled callers take tokens without a Python call.)"""
 
     def __cinit__(self, object region, uint32_t ip_slots):
         cdef uint8_t[::1] view = region

@@ -37,9 +37,13 @@ def serve_arguments():
 
 
 def target(serve_argv):
-    """(tls, host, port) the collector started with ``serve_argv`` listens on."""
+    """(tls, host, port) the collector started with ``serve_argv`` listens on:
+    its admin listener when ``AdminListen`` is set (plain HTTP)."""
     args = build_parser().parse_args([a for a in serve_argv if a])
     config = load_config(args.config, overrides_from(args))
+    if config.admin_address:
+        host, port = config.admin_address
+        return False, WILDCARDS.get(host, host), port
     # With TLS on, the plain port only redirects (and answers ACME
     # challenges): probe the TLS listener, the last one.
     host, port = Supervisor.listen_addresses(config)[-1]

@@ -81,7 +81,8 @@ KEYS = {
     "TLS": ("tls", str, None, lambda v: v in ("off", "local", "acme"), '"off", "local" or "acme"'),
     "Workers": ("workers", int, 0, _nonneg, "a process count, 0 = one per CPU"),
     "RedirectHosts": ("redirect_hosts", list, None, None, "a list of host names"),
-    "AdminListen": ("admin_listen", str, "", None, '"HOST:PORT" or empty'),
+    "AdminListen": ("admin_listen", str, "", None,
+                    '"HOST:PORT" for /metrics, /status, /ready and /ping, or empty'),
     "RateLimit": ("rate_limit", dict, {}, None, "an object"),
     "TrustedProxies": ("trusted_proxies", list, [], None, "a list of CIDRs"),
     "Durability": ("durability", str, "spool", lambda v: v in ("memory", "spool"),
@@ -143,6 +144,7 @@ class Config:
     consume_where: list = field(default_factory=list)
     listen: tuple = ("127.0.0.1", 8080)
     listen_tls: tuple = ("0.0.0.0", 443)
+    admin_address: tuple = None    # AdminListen as (host, port), or None
     url_filter: object = None      # compiled UrlPrefixFilter (engine/urlfilter.py)
 
     @property
@@ -252,6 +254,7 @@ def _apply_defaults(cfg, raw, problems):
             setattr(cfg, attr, parse_listen(getattr(cfg, KEYS[key][0]), key))
         except ConfigError as exc:
             problems.append(str(exc))
+    _check_admin(cfg, problems)
     if cfg.proxy_url:
         from engine.proxy.upstream import UpstreamURL
         try:
@@ -262,6 +265,20 @@ def _apply_defaults(cfg, raw, problems):
         problems.append(f"ProxyPortTLS: got {cfg.proxy_port_tls!r}, the same address as "
                         f"ProxyPort {cfg.proxy_port!r}; with TLS the plain port redirects, "
                         "so the two need different ports")
+
+
+def _check_admin(cfg, problems):
+    if not cfg.admin_listen:
+        return
+    try:
+        cfg.admin_address = parse_listen(cfg.admin_listen, "AdminListen")
+    except ConfigError as exc:
+        problems.append(str(exc))
+        return
+    public = [cfg.listen] + ([cfg.listen_tls] if cfg.tls != "off" else [])
+    if any(_same_address(cfg.admin_address, a) for a in public):
+        problems.append(f"AdminListen: got {cfg.admin_listen!r}, an address the public "
+                        "listeners use; the admin listener needs its own port")
 
 
 def _check_tls(cfg, problems):

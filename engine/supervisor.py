@@ -116,6 +116,12 @@ class Supervisor:
             signal.signal(sig, self.enqueue_signal)
         for address in self.listen_addresses(self.config):
             self.check_port_free(address)
+        if self.config.admin_address:
+            self.check_port_free(self.config.admin_address)
+        else:
+            log.warning("AdminListen is not set: /metrics and /status are answered on the "
+                        "public port to anyone who asks; set AdminListen (e.g. "
+                        "\"127.0.0.1:9100\") to serve them on an internal address only")
         self.prepare_stores()
         self.prepare_acme_cache()
         if self.config.reuseport_migrate:

@@ -18,6 +18,7 @@ import uvloop
 
 from engine.ingest._spool import SpoolWriter
 from engine.ingest._track import TrackRoutes
+from engine.ingest.admin import AdminApp
 from engine.ingest.app import TrackerApp
 from engine.limits.daily import DailyLimitUnavailable, build_checker
 from engine.tls.acmefiles import certificate_path
@@ -114,6 +115,7 @@ class HttpWorker:
         self.cert = worker_certificate(cfg)
         sock = bind_socket(*cfg.listen)
         tls_sock = bind_socket(*cfg.listen_tls) if self.cert and self.cert.loaded else None
+        admin_sock = bind_socket(*cfg.admin_address) if cfg.admin_address else None
         self.stats.bind()
         registry = ConnectionRegistry(cfg)
         registry.clock = loop.time()
@@ -126,6 +128,10 @@ class HttpWorker:
         self.stats.gauges = lambda: (len(registry.open), spool.pending_records, spool.used)
         app.daily = await self.daily_checker()
         await self.listen(app, registry, sock, tls_sock)
+        if admin_sock is not None:
+            admin = AdminApp(app)
+            self.servers.append(await loop.create_server(
+                lambda: HttpConnection(admin, registry), sock=admin_sock, backlog=1024))
         spool.start(loop)
         ticker = loop.create_task(self.tick(registry, spool))
         os.write(self.ready_fd, b"R")

@@ -75,9 +75,10 @@ class TrackerApp:
     def _route_table(self, version):
         tracked = {b"tr": ("track", self.track, TRACK), b"img": ("img", self.img, TRACK),
                    b"rdr": ("rdr", self.rdr, TRACK), b"pub": ("static", self.static_file, STATIC)}
-        fixed = {b"/ping": ("ping", self.ping, SERVICE), b"/ready": ("ready", self.ready, SERVICE),
-                 b"/status": ("status", self.status, SERVICE),
-                 b"/metrics": ("metrics", self.metrics, SERVICE)}
+        fixed = {b"/ping": ("ping", self.ping, SERVICE), b"/ready": ("ready", self.ready, SERVICE)}
+        if self.config.admin_address is None:   # else only on the admin port (admin.py)
+            fixed.update({b"/status": ("status", self.status, SERVICE),
+                          b"/metrics": ("metrics", self.metrics, SERVICE)})
         self.version = version
         self.visit_path = b"/tr/" + version     # proxied/static visits parse as a bare track
         return tracked, fixed

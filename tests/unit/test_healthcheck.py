@@ -32,3 +32,13 @@ def test_local_tls_probes_the_tls_listener(healthcheck):
     assert healthcheck.target(["serve", "--config", SWARM]) == (True, "127.0.0.1", 8443)
     argv = ["serve", "--config", SWARM, "--listen-tls", "[::]:9443"]
     assert healthcheck.target(argv) == (True, "::1", 9443)
+
+
+def test_admin_listener_is_probed_when_configured(healthcheck, tmp_path):
+    import json
+    with open(SWARM) as fh:
+        config = json.load(fh)
+    config["AdminListen"] = "0.0.0.0:9100"      # TLS stays on for the public port
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert healthcheck.target(["serve", "--config", str(path)]) == (False, "127.0.0.1", 9100)

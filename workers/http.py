@@ -209,8 +209,7 @@ class HttpWorker:
         try:
             return SpoolWriter(cfg.spool_directory, cfg.spool_max_bytes,
                                durable=cfg.durability == "spool",
-                               board_address=self.board_address,
-                               unavailable=app.unavailable_response)
+                               board_address=self.board_address)
         except OSError as exc:
             raise BootError(f"cannot write the spool in SpoolDirectory "
                             f"{cfg.spool_directory}: {exc.strerror}") from None

@@ -4,13 +4,19 @@
 from libc.stdint cimport int64_t, uint64_t
 
 
-cdef class Commits:
-    """Where answers wait for their spool group (engine/ingest/_spool.pyx)."""
-    cdef public uint64_t done_epoch     # every group up to this one is settled
-    cdef public list waiting            # connections to release when a group settles
-    cdef public set failed_epochs       # settled groups whose write failed (answered 503)
-    cdef bint is_failed(self, uint64_t epoch)
-    cdef object unavailable             # () -> the 503 answer for a failed group
+cdef class HttpConnection
+
+
+cdef class Ticket:
+    """A spool group's outcome, as the answers waiting for it see it: the
+    spool writer hands one out per group and settles it once the group is
+    durable (or failed); connections whose next answer waits on it are
+    released then."""
+    cdef public bint settled
+    cdef public bint failed
+    cdef list waiters
+    cdef int wait(self, HttpConnection conn) except -1
+    cpdef settle(self, bint ok)
 
 
 cdef class FastRoutes:
@@ -45,17 +51,16 @@ cdef class HttpConnection:
     cdef public double deadline
     cdef public bint closing
     cdef public bint counted
-    cdef public object pending           # deque of (epoch, answer, keep)
+    cdef public object pending           # deque of (ticket or None, answer, keep)
     cdef public bint read_paused
     cdef public object tunnel_to
     cdef public bint parser_done
     cdef public bint read_eof
     cdef public double write_paused_at
     cdef FastRoutes fast                 # the app's compiled routes, or None
-    cdef Commits commits                 # the spool's group state, or None
+    cdef Ticket waiting_on               # the ticket this connection is listed on
     # ---- the request being read on the fast path (reset per request) ----
     cdef bint decided                    # the request line is complete: fast or slow
-    cdef public bint awaiting_commit     # listed in commits.waiting
     cdef public bint upgrade
     cdef public bint is_fast             # this request is answered by ``fast``
     cdef public int route                # which fast route (FastRoutes.claim)
@@ -79,7 +84,7 @@ cdef class HttpConnection:
     cdef public bint keep_alive
     cdef public bint http_10
 
-    cdef int answer_c(self, uint64_t epoch, object answer, bint keep) except -1
+    cdef int answer_c(self, Ticket ticket, object answer, bint keep) except -1
     cdef int release_c(self) except -1
     cdef int _decide(self) except -1
     cdef int _fast_header(self, bytes name, bytes value) except -1

@@ -13,9 +13,10 @@ port's redirects).
 Answers that must wait — for a spool commit, or because they are streams
 written over time (a proxied exchange, a large file; engine/http/stream.py)
 — go into ``pending``, which keeps answers in request order for pipelining
-clients. An answer waiting for spool group N is released when the spool's
-``Commits.done_epoch`` reaches N: the spool writer calls ``release`` on every
-connection in ``Commits.waiting`` once a group is settled.
+clients. An answer that waits for its spool group holds that group's
+``Ticket``; when the group is settled the ticket releases the connections
+waiting on it, and a failed group's answers become the app's 503
+(``unavailable_response``): the spool knows tickets, not connections.
 
 Timeouts are enforced by the worker's once-a-second sweep over open
 connections (``ConnectionRegistry.sweep``) rather than a timer per request:
@@ -23,7 +24,6 @@ arming and cancelling a timer per request would cost more than parsing it.
 """
 from collections import deque
 
-from libc.stdint cimport uint64_t
 from libc.string cimport memcmp
 
 import httptools
@@ -65,7 +65,7 @@ class RequestRefused(Exception):
 class Request:
     """What one slow-path request carried (per-request state)."""
     __slots__ = ("method", "url", "headers", "body", "body_size", "head_bytes",
-                 "keep_alive", "http_10", "client_ip", "wait_epoch", "stream", "upgrade",
+                 "keep_alive", "http_10", "client_ip", "stream", "upgrade",
                  "route")
 
     def __init__(self):
@@ -75,7 +75,6 @@ class Request:
         self.body_size = 0
         self.head_bytes = 0
         self.method = b""
-        self.wait_epoch = 0     # spool group whose commit this answer waits for
         self.keep_alive = True
         self.http_10 = False
         self.client_ip = ""
@@ -89,19 +88,29 @@ class Request:
         return default if value is None else value.decode("latin-1")
 
 
-cdef class Commits:
-    """The spool's group state as connections see it (subclassed by the spool
-    writer). ``done_epoch``: every group up to it is settled; a settled
-    group's answers are 2xx unless its write failed (``is_failed``)."""
+cdef class Ticket:
 
-    def __init__(self, unavailable):
-        self.done_epoch = 0
-        self.waiting = []
-        self.failed_epochs = set()
-        self.unavailable = unavailable
+    def __init__(self):
+        self.settled = False
+        self.failed = False
+        self.waiters = []
 
-    cdef bint is_failed(self, uint64_t epoch):
-        return bool(self.failed_epochs) and epoch in self.failed_epochs
+    cdef int wait(self, HttpConnection conn) except -1:
+        if conn.waiting_on is not self:
+            conn.waiting_on = self
+            self.waiters.append(conn)
+        return 0
+
+    cpdef settle(self, bint ok):
+        """The group is durable (``ok``) or was not written: answer it."""
+        cdef HttpConnection conn
+        self.settled = True
+        self.failed = not ok
+        waiters, self.waiters = self.waiters, []
+        for conn in waiters:
+            if conn.waiting_on is self:
+                conn.waiting_on = None
+                conn.release_c()
 
 
 cdef class FastRoutes:
@@ -161,14 +170,13 @@ cdef class HttpConnection:
         self.deadline = 0.0
         self.closing = False       # answer the current request, then close
         self.counted = False       # counted in the node-wide connection total
-        self.pending = deque()     # (epoch, answer, keep): answers not yet written
+        self.pending = deque()     # (ticket, answer, keep): answers not yet written
         self.read_paused = False   # reading paused because too many answers pend
         self.tunnel_to = None      # after an accepted Upgrade: the stream raw bytes go to
         self.parser_done = False   # no more requests on this connection (an Upgrade, an error)
         self.read_eof = False      # client half-closed while answers were pending
         self.write_paused_at = 0.0
         self.fast = getattr(app, "fast", None)
-        self.commits = getattr(app, "commits", None)
 
     # ---- protocol interface ----------------------------------------------
     def connection_made(self, transport):
@@ -372,10 +380,10 @@ cdef class HttpConnection:
             keep = req.keep_alive and not self.closing and not req.upgrade
             if answer.__class__ is bytes:
                 req.stream = _DISCARD
-                self.answer_c(0, answer, False)
+                self.answer_c(None, answer, False)
             else:
                 req.stream = answer
-                self.answer_c(0, answer, keep)
+                self.answer_c(None, answer, keep)
             return
         self._check_body_head(req.headers.get(b"content-length"), req.headers.get(b"expect"))
 
@@ -447,26 +455,21 @@ cdef class HttpConnection:
             req.body_size = self.body_size
         keep = req.keep_alive and not self.closing and not req.upgrade
         response = self.app.handle(self, req, keep)
-        self.answer_c(req.wait_epoch, response, keep)
+        self.answer_c(None, response, keep)
 
     # ---- answers in request order -----------------------------------------
-    def answer(self, epoch, answer, keep):
+    def answer(self, ticket, answer, keep):
         """Write ``answer`` (bytes or a Stream) now if nothing is ahead of it,
-        else queue it; ``epoch``: the spool group it must wait for (0: none)."""
-        self.answer_c(epoch, answer, keep)
+        else queue it; ``ticket``: the spool group it waits for (or None)."""
+        self.answer_c(ticket, answer, keep)
 
-    cdef int answer_c(self, uint64_t epoch, object answer, bint keep) except -1:
-        if not self.pending and not epoch and type(answer) is bytes:
+    cdef int answer_c(self, Ticket ticket, object answer, bint keep) except -1:
+        if not self.pending and ticket is None and type(answer) is bytes:
             self.transport.write(answer)
             if not keep:
                 self.close()
             return 0
-        if epoch and self.commits is None:
-            raise RuntimeError("an answer waits for a spool group, but the app has no commits")
-        self.pending.append((epoch, answer, keep))
-        if epoch and not self.awaiting_commit:
-            self.awaiting_commit = True
-            self.commits.waiting.append(self)
+        self.pending.append((ticket, answer, keep))
         if type(answer) is bytes and (not keep or len(self.pending) > MAX_PENDING) \
                 and not self.read_paused:
             self.read_paused = True      # (a stream keeps reading: its body comes next)
@@ -475,23 +478,18 @@ cdef class HttpConnection:
         return 0
 
     def release(self):
-        """Write what can be written: called when an answer is queued, by the
-        spool writer after each settled group (which takes the connection off
-        ``commits.waiting`` first), and when a stream finishes."""
-        self.awaiting_commit = False
+        """Write what can be written: called when an answer is queued, when
+        a spool ticket it waits for is settled, and when a stream finishes."""
         self.release_c()
 
     cdef int release_c(self) except -1:
-        cdef Commits commits = self.commits
         cdef object pending = self.pending
-        cdef uint64_t epoch
+        cdef Ticket ticket
         cdef bint keep
         while pending:
-            epoch, answer, keep = pending[0]
-            if epoch and epoch > commits.done_epoch:
-                if not self.awaiting_commit:
-                    self.awaiting_commit = True
-                    commits.waiting.append(self)
+            ticket, answer, keep = pending[0]
+            if ticket is not None and not ticket.settled:
+                ticket.wait(self)
                 return 0
             if self.state == S_CLOSED or self.transport.is_closing():
                 self._drop_pending()
@@ -501,8 +499,8 @@ cdef class HttpConnection:
                     answer.start(self)   # may finish at once (stream_finished)
                 return 0
             pending.popleft()
-            if epoch and commits.is_failed(epoch):
-                answer, keep = commits.unavailable(), False
+            if ticket is not None and ticket.failed:
+                answer, keep = self.app.unavailable_response(), False
             self.transport.write(answer)
             if not keep:
                 self._drop_pending()
@@ -566,7 +564,7 @@ cdef class HttpConnection:
             self.transport.abort()       # its stream's answer is already on the wire
             return
         self.parser_done = True
-        self.answer_c(0, self.app.error_response(status, text), False)
+        self.answer_c(None, self.app.error_response(status, text), False)
 
     def on_deadline(self):
         """Called by the sweep when this connection overstayed."""

@@ -1800,7 +1800,7 @@ typedef struct {
 /*--- Type declarations ---*/
 struct __pyx_obj_6engine_6_parse_TimeUUIDGen;
 struct __pyx_obj_6engine_6_parse_Encoder;
-struct __pyx_obj_6engine_4http_11_connection_Commits;
+struct __pyx_obj_6engine_4http_11_connection_Ticket;
 struct __pyx_obj_6engine_4http_11_connection_FastRoutes;
 struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry;
 struct __pyx_obj_6engine_4http_11_connection_HttpConnection;
@@ -1882,7 +1882,7 @@ struct __pyx_t_6engine_6ingest_6_spool_Shared {
   char directory[4096];
 };
 
-/* "engine/ingest/_spool.pyx":121
+/* "engine/ingest/_spool.pyx":122
  * trk_crc_init()
  * 
  * cdef enum:             # <<<<<<<<<<<<<<
@@ -1933,24 +1933,23 @@ struct __pyx_obj_6engine_6_parse_Encoder {
 };
 
 
-/* "engine/http/_connection.pxd":7
+/* "engine/http/_connection.pxd":10
  * 
  * 
- * cdef class Commits:             # <<<<<<<<<<<<<<
- *     """Where answers wait for their spool group (engine/ingest/_spool.pyx)."""
- *     cdef public uint64_t done_epoch     # every group up to this one is settled
+ * cdef class Ticket:             # <<<<<<<<<<<<<<
+ *     """A spool group's outcome, as the answers waiting for it see it: the
+ *     spool writer hands one out per group and settles it once the group is
 */
-struct __pyx_obj_6engine_4http_11_connection_Commits {
+struct __pyx_obj_6engine_4http_11_connection_Ticket {
   PyObject_HEAD
-  struct __pyx_vtabstruct_6engine_4http_11_connection_Commits *__pyx_vtab;
-  uint64_t done_epoch;
-  PyObject *waiting;
-  PyObject *failed_epochs;
-  PyObject *unavailable;
+  struct __pyx_vtabstruct_6engine_4http_11_connection_Ticket *__pyx_vtab;
+  int settled;
+  int failed;
+  PyObject *waiters;
 };
 
 
-/* "engine/http/_connection.pxd":16
+/* "engine/http/_connection.pxd":22
  * 
  * 
  * cdef class FastRoutes:             # <<<<<<<<<<<<<<
@@ -1963,7 +1962,7 @@ struct __pyx_obj_6engine_4http_11_connection_FastRoutes {
 };
 
 
-/* "engine/http/_connection.pxd":22
+/* "engine/http/_connection.pxd":28
  * 
  * 
  * cdef class ConnectionRegistry:             # <<<<<<<<<<<<<<
@@ -1985,12 +1984,12 @@ struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry {
 };
 
 
-/* "engine/http/_connection.pxd":35
+/* "engine/http/_connection.pxd":7
  * 
  * 
- * cdef class HttpConnection:             # <<<<<<<<<<<<<<
- *     cdef public object app
- *     cdef public ConnectionRegistry registry
+ * cdef class HttpConnection             # <<<<<<<<<<<<<<
+ * 
+ * 
 */
 struct __pyx_obj_6engine_4http_11_connection_HttpConnection {
   PyObject_HEAD
@@ -2014,9 +2013,8 @@ struct __pyx_obj_6engine_4http_11_connection_HttpConnection {
   int read_eof;
   double write_paused_at;
   struct __pyx_obj_6engine_4http_11_connection_FastRoutes *fast;
-  struct __pyx_obj_6engine_4http_11_connection_Commits *commits;
+  struct __pyx_obj_6engine_4http_11_connection_Ticket *waiting_on;
   int decided;
-  int awaiting_commit;
   int upgrade;
   int is_fast;
   int route;
@@ -2045,20 +2043,22 @@ struct __pyx_obj_6engine_4http_11_connection_HttpConnection {
 /* "engine/ingest/_spool.pxd":38
  * 
  * 
- * cdef class SpoolWriter(Commits):             # <<<<<<<<<<<<<<
+ * cdef class SpoolWriter:             # <<<<<<<<<<<<<<
  *     cdef Shared* sh
  *     cdef pthread_t thread
 */
 struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter {
-  struct __pyx_obj_6engine_4http_11_connection_Commits __pyx_base;
+  PyObject_HEAD
+  struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *__pyx_vtab;
   struct __pyx_t_6engine_6ingest_6_spool_Shared *sh;
   pthread_t thread;
   int thread_started;
   struct __pyx_t_6engine_6_parse_Buf open_group;
-  uint64_t open_epoch;
+  struct __pyx_obj_6engine_4http_11_connection_Ticket *open_ticket;
+  struct __pyx_obj_6engine_4http_11_connection_Ticket *handed_ticket;
+  uint64_t groups;
   uint64_t seq;
   int busy;
-  uint64_t handed_epoch;
   Py_ssize_t handed_records;
   Py_ssize_t open_records;
   int flush_scheduled;
@@ -2071,7 +2071,7 @@ struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter {
 };
 
 
-/* "engine/ingest/_spool.pyx":416
+/* "engine/ingest/_spool.pyx":410
  *         self.healthy = True
  * 
  *     async def flush(self):             # <<<<<<<<<<<<<<
@@ -2209,18 +2209,40 @@ static struct __pyx_vtabstruct_6engine_6_parse_Encoder *__pyx_vtabptr_6engine_6_
 /* "engine/http/_connection.pxd":7
  * 
  * 
- * cdef class Commits:             # <<<<<<<<<<<<<<
- *     """Where answers wait for their spool group (engine/ingest/_spool.pyx)."""
- *     cdef public uint64_t done_epoch     # every group up to this one is settled
+ * cdef class HttpConnection             # <<<<<<<<<<<<<<
+ * 
+ * 
 */
 
-struct __pyx_vtabstruct_6engine_4http_11_connection_Commits {
-  int (*is_failed)(struct __pyx_obj_6engine_4http_11_connection_Commits *, uint64_t);
+struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection {
+  int (*answer_c)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, struct __pyx_obj_6engine_4http_11_connection_Ticket *, PyObject *, int);
+  int (*release_c)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *);
+  int (*_decide)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *);
+  int (*_fast_header)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *);
+  int (*_slow_header)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *);
+  int (*_drop_pending)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *);
+  int (*_check_host)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, int);
+  int (*_check_body_head)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *);
 };
-static struct __pyx_vtabstruct_6engine_4http_11_connection_Commits *__pyx_vtabptr_6engine_4http_11_connection_Commits;
+static struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *__pyx_vtabptr_6engine_4http_11_connection_HttpConnection;
 
 
-/* "engine/http/_connection.pxd":16
+/* "engine/http/_connection.pxd":10
+ * 
+ * 
+ * cdef class Ticket:             # <<<<<<<<<<<<<<
+ *     """A spool group's outcome, as the answers waiting for it see it: the
+ *     spool writer hands one out per group and settles it once the group is
+*/
+
+struct __pyx_vtabstruct_6engine_4http_11_connection_Ticket {
+  int (*wait)(struct __pyx_obj_6engine_4http_11_connection_Ticket *, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *);
+  PyObject *(*settle)(struct __pyx_obj_6engine_4http_11_connection_Ticket *, int, int __pyx_skip_dispatch);
+};
+static struct __pyx_vtabstruct_6engine_4http_11_connection_Ticket *__pyx_vtabptr_6engine_4http_11_connection_Ticket;
+
+
+/* "engine/http/_connection.pxd":22
  * 
  * 
  * cdef class FastRoutes:             # <<<<<<<<<<<<<<
@@ -2235,39 +2257,17 @@ struct __pyx_vtabstruct_6engine_4http_11_connection_FastRoutes {
 static struct __pyx_vtabstruct_6engine_4http_11_connection_FastRoutes *__pyx_vtabptr_6engine_4http_11_connection_FastRoutes;
 
 
-/* "engine/http/_connection.pxd":35
- * 
- * 
- * cdef class HttpConnection:             # <<<<<<<<<<<<<<
- *     cdef public object app
- *     cdef public ConnectionRegistry registry
-*/
-
-struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection {
-  int (*answer_c)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, uint64_t, PyObject *, int);
-  int (*release_c)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *);
-  int (*_decide)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *);
-  int (*_fast_header)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *);
-  int (*_slow_header)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *);
-  int (*_drop_pending)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *);
-  int (*_check_host)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, int);
-  int (*_check_body_head)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *);
-};
-static struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *__pyx_vtabptr_6engine_4http_11_connection_HttpConnection;
-
-
-/* "engine/ingest/_spool.pyx":228
+/* "engine/ingest/_spool.pyx":229
  * 
  * # ---- the loop's side ----------------------------------------------------------
- * cdef class SpoolWriter(Commits):             # <<<<<<<<<<<<<<
+ * cdef class SpoolWriter:             # <<<<<<<<<<<<<<
  *     """One per HTTP worker. ``board_address``: the worker's board slot's
  *     ``spool`` field (engine/board.py ``Slot.field_address``), or 0."""
 */
 
 struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter {
-  struct __pyx_vtabstruct_6engine_4http_11_connection_Commits __pyx_base;
   Py_ssize_t (*begin)(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *);
-  uint64_t (*finish)(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *, Py_ssize_t);
+  struct __pyx_obj_6engine_4http_11_connection_Ticket *(*finish)(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *, Py_ssize_t);
   void (*rollback)(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *, Py_ssize_t);
   int64_t (*bytes_used)(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *);
   int (*_hand_over)(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *);
@@ -3209,20 +3209,6 @@ static CYTHON_INLINE PyObject* __Pyx____Pyx_PyUnicode_From_pid_t(pid_t value, Py
 static CYTHON_INLINE PyObject* __Pyx_uchar___Pyx_PyUnicode_From_uint64_t(uint64_t value, Py_ssize_t width, char padding_char);
 static CYTHON_INLINE PyObject* __Pyx____Pyx_PyUnicode_From_uint64_t(uint64_t value, Py_ssize_t width, char padding_char, char format_char);
 
-/* IterFinish.proto (used by set_iter) */
-static CYTHON_INLINE int __Pyx_IterFinish(void);
-
-/* set_iter.proto */
-static CYTHON_INLINE PyObject* __Pyx_set_iterator(PyObject* iterable, int is_set,
-                                                  Py_ssize_t* p_orig_length, int* p_source_is_set);
-static CYTHON_INLINE int __Pyx_set_iter_next(
-        PyObject* iter_obj, Py_ssize_t orig_length,
-        Py_ssize_t* ppos, PyObject **value,
-        int source_is_set);
-
-/* PyObjectCompare.proto */
-static CYTHON_INLINE int __Pyx_PyObject_CompareBoolGt_object_int(PyObject *op1, PyObject *op2, int pyop);
-
 /* ImportFrom.export */
 static PyObject* __Pyx_ImportFrom(PyObject* module, PyObject* name);
 
@@ -3434,43 +3420,6 @@ static void __Pyx_PyBuiltin_Invalid(PyObject *obj, const char *builtin_type_name
 /* pyint_simplify.proto */
 static CYTHON_INLINE int __Pyx_PyInt_FromNumber(PyObject **number_var, const char *argname, int accept_none);
 
-/* DeallocKeepAlive.proto */
-#if CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
-#define __Pyx_DeallocKeepAliveBegin(o) do {\
-        _Py_atomic_store_uintptr_relaxed(&(o)->ob_tid, _Py_ThreadId());\
-        _Py_atomic_store_uint32_relaxed(&(o)->ob_ref_local, 1);\
-        _Py_atomic_store_ssize_relaxed(&(o)->ob_ref_shared, 0);\
-    } while (0)
-#define __Pyx_DeallocKeepAliveEnd(o)\
-        _Py_atomic_store_uint32_relaxed(&(o)->ob_ref_local, 0)
-#else
-#define __Pyx_DeallocKeepAliveBegin(o) Py_SET_REFCNT(o, Py_REFCNT(o) + 1)
-#define __Pyx_DeallocKeepAliveEnd(o)   Py_SET_REFCNT(o, Py_REFCNT(o) - 1)
-#endif
-
-/* CallNextTpDealloc.proto */
-static void __Pyx_call_next_tp_dealloc(PyObject* obj, destructor current_tp_dealloc);
-
-/* CallNextTpTraverse.proto */
-static int __Pyx_call_next_tp_traverse(PyObject* obj, visitproc v, void *a, traverseproc current_tp_traverse);
-
-/* CallNextTpClear.proto */
-static void __Pyx_call_next_tp_clear(PyObject* obj, inquiry current_tp_clear);
-
-/* CheckTypeForFreelists.proto */
-#if CYTHON_USE_FREELISTS
-#if CYTHON_USE_TYPE_SPECS
-#define __PYX_CHECK_FINAL_TYPE_FOR_FREELISTS(t, expected_tp, expected_size) ((int) ((t) == (expected_tp)))
-#define __PYX_CHECK_TYPE_FOR_FREELIST_FLAGS  Py_TPFLAGS_IS_ABSTRACT
-#else
-#define __PYX_CHECK_FINAL_TYPE_FOR_FREELISTS(t, expected_tp, expected_size) ((int) ((t)->tp_basicsize == (expected_size)))
-#define __PYX_CHECK_TYPE_FOR_FREELIST_FLAGS  (Py_TPFLAGS_IS_ABSTRACT | Py_TPFLAGS_HEAPTYPE)
-#endif
-#define __PYX_CHECK_TYPE_FOR_FREELISTS(t, expected_tp, expected_size)\
-    (__PYX_CHECK_FINAL_TYPE_FOR_FREELISTS((t), (expected_tp), (expected_size)) &\
-     (int) (!__Pyx_PyType_HasFeature((t), __PYX_CHECK_TYPE_FOR_FREELIST_FLAGS)))
-#endif
-
 /* AllocateExtensionType.proto */
 static PyObject *__Pyx_AllocateExtensionType(PyTypeObject *t, int is_final);
 
@@ -3491,27 +3440,33 @@ typedef int (*__Pyx_tpinitvectorcallfunc)(PyObject* o, PyObject *const *args, Py
 static int __Pyx_CallTpinitAsVectorcall(__Pyx_tpinitvectorcallfunc f, PyObject* o, PyObject *a, PyObject *k);
 #endif
 
-/* TypeImport.proto */
-#ifndef __PYX_HAVE_RT_ImportType_proto_3_3_1
-#define __PYX_HAVE_RT_ImportType_proto_3_3_1
-#if defined (__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
-#include <stdalign.h>
-#endif
-#if (defined (__STDC_VERSION__) && __STDC_VERSION__ >= 201112L) || __cplusplus >= 201103L
-#define __PYX_GET_STRUCT_ALIGNMENT_3_3_1(s) alignof(s)
+/* DeallocKeepAlive.proto */
+#if CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
+#define __Pyx_DeallocKeepAliveBegin(o) do {\
+        _Py_atomic_store_uintptr_relaxed(&(o)->ob_tid, _Py_ThreadId());\
+        _Py_atomic_store_uint32_relaxed(&(o)->ob_ref_local, 1);\
+        _Py_atomic_store_ssize_relaxed(&(o)->ob_ref_shared, 0);\
+    } while (0)
+#define __Pyx_DeallocKeepAliveEnd(o)\
+        _Py_atomic_store_uint32_relaxed(&(o)->ob_ref_local, 0)
 #else
-#define __PYX_GET_STRUCT_ALIGNMENT_3_3_1(s) sizeof(void*)
-#endif
-enum __Pyx_ImportType_CheckSize_3_3_1 {
-   __Pyx_ImportType_CheckSize_Error_3_3_1 = 0,
-   __Pyx_ImportType_CheckSize_Warn_3_3_1 = 1,
-   __Pyx_ImportType_CheckSize_Ignore_3_3_1 = 2
-};
-static PyTypeObject *__Pyx_ImportType_3_3_1(PyObject* module, const char *module_name, const char *class_name, size_t size, size_t alignment, enum __Pyx_ImportType_CheckSize_3_3_1 check_size);
+#define __Pyx_DeallocKeepAliveBegin(o) Py_SET_REFCNT(o, Py_REFCNT(o) + 1)
+#define __Pyx_DeallocKeepAliveEnd(o)   Py_SET_REFCNT(o, Py_REFCNT(o) - 1)
 #endif
 
-/* GetVTable.proto */
-static int __Pyx_GetVtable(PyTypeObject *type, void** table);
+/* CheckTypeForFreelists.proto */
+#if CYTHON_USE_FREELISTS
+#if CYTHON_USE_TYPE_SPECS
+#define __PYX_CHECK_FINAL_TYPE_FOR_FREELISTS(t, expected_tp, expected_size) ((int) ((t) == (expected_tp)))
+#define __PYX_CHECK_TYPE_FOR_FREELIST_FLAGS  Py_TPFLAGS_IS_ABSTRACT
+#else
+#define __PYX_CHECK_FINAL_TYPE_FOR_FREELISTS(t, expected_tp, expected_size) ((int) ((t)->tp_basicsize == (expected_size)))
+#define __PYX_CHECK_TYPE_FOR_FREELIST_FLAGS  (Py_TPFLAGS_IS_ABSTRACT | Py_TPFLAGS_HEAPTYPE)
+#endif
+#define __PYX_CHECK_TYPE_FOR_FREELISTS(t, expected_tp, expected_size)\
+    (__PYX_CHECK_FINAL_TYPE_FOR_FREELISTS((t), (expected_tp), (expected_size)) &\
+     (int) (!__Pyx_PyType_HasFeature((t), __PYX_CHECK_TYPE_FOR_FREELIST_FLAGS)))
+#endif
 
 /* PyObjectCallMethod0.proto (used by PyType_Ready) */
 static CYTHON_INLINE PyObject* __Pyx_PyObject_CallMethod0(PyObject* obj, PyObject* method_name);
@@ -3528,6 +3483,9 @@ static int __Pyx_validate_bases_tuple(const char *type_name, int has_dictoffset,
 
 /* PyType_Ready.export */
 CYTHON_UNUSED static int __Pyx_PyType_Ready(PyTypeObject *t);
+
+/* GetVTable.proto (used by MergeVTables) */
+static int __Pyx_GetVtable(PyTypeObject *type, void** table);
 
 /* MergeVTables.proto (used by SetVTable) */
 static int __Pyx_MergeVtables(PyTypeObject *type);
@@ -3560,6 +3518,25 @@ static int __Pyx_setup_reduce(PyObject* type_obj);
 int __Pyx_ApplySequenceOrMappingFlag(PyTypeObject *tp, int is_sequence);
 #else
 #define __Pyx_ApplySequenceOrMappingFlag(tp, is_sequence) (0)
+#endif
+
+/* TypeImport.proto */
+#ifndef __PYX_HAVE_RT_ImportType_proto_3_3_1
+#define __PYX_HAVE_RT_ImportType_proto_3_3_1
+#if defined (__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+#include <stdalign.h>
+#endif
+#if (defined (__STDC_VERSION__) && __STDC_VERSION__ >= 201112L) || __cplusplus >= 201103L
+#define __PYX_GET_STRUCT_ALIGNMENT_3_3_1(s) alignof(s)
+#else
+#define __PYX_GET_STRUCT_ALIGNMENT_3_3_1(s) sizeof(void*)
+#endif
+enum __Pyx_ImportType_CheckSize_3_3_1 {
+   __Pyx_ImportType_CheckSize_Error_3_3_1 = 0,
+   __Pyx_ImportType_CheckSize_Warn_3_3_1 = 1,
+   __Pyx_ImportType_CheckSize_Ignore_3_3_1 = 2
+};
+static PyTypeObject *__Pyx_ImportType_3_3_1(PyObject* module, const char *module_name, const char *class_name, size_t size, size_t alignment, enum __Pyx_ImportType_CheckSize_3_3_1 check_size);
 #endif
 
 /* FunctionImport.proto */
@@ -3826,13 +3803,13 @@ static CYTHON_INLINE size_t __Pyx_PyLong_As_size_t(PyObject *);
 static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int(int value);
 
 /* CIntToPy.proto */
-static CYTHON_INLINE PyObject* __Pyx_PyLong_From_uint64_t(uint64_t value);
-
-/* CIntToPy.proto */
 static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int64_t(int64_t value);
 
 /* CIntToPy.proto */
 static CYTHON_INLINE PyObject* __Pyx_PyLong_From_pid_t(pid_t value);
+
+/* CIntToPy.proto */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_uint64_t(uint64_t value);
 
 /* CIntFromPy.proto */
 static CYTHON_INLINE uint64_t __Pyx_PyLong_As_uint64_t(PyObject *);
@@ -3956,7 +3933,7 @@ static PyObject *__pyx_memoryviewslice_convert_item_to_object(struct __pyx_memor
 static PyObject *__pyx_memoryviewslice_assign_item_from_object(struct __pyx_memoryviewslice_obj *__pyx_v_self, char *__pyx_v_itemp, PyObject *__pyx_v_value); /* proto*/
 static PyObject *__pyx_memoryviewslice__get_base(struct __pyx_memoryviewslice_obj *__pyx_v_self); /* proto*/
 static Py_ssize_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_begin(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self); /* proto*/
-static uint64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_finish(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self, Py_ssize_t __pyx_v_start); /* proto*/
+static struct __pyx_obj_6engine_4http_11_connection_Ticket *__pyx_f_6engine_6ingest_6_spool_11SpoolWriter_finish(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self, Py_ssize_t __pyx_v_start); /* proto*/
 static void __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_rollback(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self, Py_ssize_t __pyx_v_start); /* proto*/
 static int64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_bytes_used(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self); /* proto*/
 static int __pyx_f_6engine_6ingest_6_spool_11SpoolWriter__hand_over(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self); /* proto*/
@@ -4067,7 +4044,7 @@ static const char __pyx_k_Cannot_transpose_memoryview_with[] = "Cannot transpose
 static const char __pyx_k_Empty_shape_tuple_for_cython_arr[] = "Empty shape tuple for cython.array";
 static const char __pyx_k_Indirect_dimensions_not_supporte[] = "Indirect dimensions not supported";
 static const char __pyx_k_Out_of_bounds_on_buffer_access_a[] = "Out of bounds on buffer access (axis %zd)";
-static const char __pyx_k_The_HTTP_worker_s_spool_writer_g[] = "The HTTP worker\047s spool writer: group commit with a committer thread (compiled).\n\nThe request path appends each record to the open group (``begin`` reserves\nthe frame, the parser writes the event record straight after it, ``finish``\nfills in length, CRC and seq) and queues its answer under the group\047s epoch.\nAt the end of the loop iteration the open group is handed to the committer\nthread \342\200\224 a plain pthread that never takes the GIL \342\200\224 which ``write``s it and\n``fdatasync``s the file (``durable``; \"memory\" durability skips the sync),\nthen tells the loop through an eventfd. The loop then marks the group settled\n(``done_epoch``) and releases every connection waiting for it; requests that\narrived meanwhile form the next group, handed over at once. So there is one\nwake-up of the thread and one of the loop per group, and no executor future,\nlock or Python object per request.\n\nFile format (engine/spool.py has the reader): header ``b\"TRKSPOOL\"``, u32\nversion 2, u32 0; then per record u32 payload length, u32 CRC-32 of (seq as\nu64 little-endian + payload), u64 seq, payload (engine/record.py). Files are\n``<dir>/w<pid>-<n>.spool``, created as ``.new``, flock\047ed, header fsynced,\nrenamed, directory fsynced: no reader ever sees one unlocked while this\nworker lives. Past ``rotate_bytes`` the thread starts file n+1 and closes n\n(releasing its lock: a store process then reads n to its end). After each\nsettled group the thread publishes ``(n << 40) | durable size`` in the\nworker\047s board slot (engine/board.py), so store processes never read past\nwhat is durable. A failed write is cut back (ftruncate) and answered 503.\n";
+static const char __pyx_k_The_HTTP_worker_s_spool_writer_g[] = "The HTTP worker\047s spool writer: group commit with a committer thread (compiled).\n\nThe request path appends each record to the open group (``begin`` reserves\nthe frame, the parser writes the event record straight after it, ``finish``\nfills in length, CRC and seq) and queues its answer with the group\047s\n``Ticket`` (engine/http/_connection.pyx).\nAt the end of the loop iteration the open group is handed to the committer\nthread \342\200\224 a plain pthread that never takes the GIL \342\200\224 which ``write``s it and\n``fdatasync``s the file (``durable``; \"memory\" durability skips the sync),\nthen tells the loop through an eventfd. The loop then settles the group\047s\nticket, which releases every answer waiting on it (a failed write: 503s);\nrequests that arrived meanwhile form the next group, handed over at once. So there is one\nwake-up of the thread and one of the loop per group, and no executor future,\nlock or Python object per request.\n\nFile format (engine/spool.py has the reader): header ``b\"TRKSPOOL\"``, u32\nversion 2, u32 0; then per record u32 payload length, u32 CRC-32 of (seq as\nu64 little-endian + payload), u64 seq, payload (engine/record.py). Files are\n``<dir>/w<pid>-<n>.spool``, created as ``.new``, flock\047ed, header fsynced,\nrenamed, directory fsynced: no reader ever sees one unlocked while this\nworker lives. Past ``rotate_bytes`` the thread starts file n+1 and closes n\n(releasing its lock: a store process then reads n to its end). After each\nsettled group the thread publishes ``(n << 40) | durable size`` in the\nworker\047s board slot (engine/board.py), so store processes never read past\nwhat is durable. A failed write is cut back (ftruncate) and answered 503.\n";
 static const char __pyx_k_Unable_to_convert_item_to_object[] = "Unable to convert item to object";
 static const char __pyx_k_got_differing_extents_in_dimensi[] = "got differing extents in dimension %d (got %zd and %zd)";
 /* #### Code section: decls ### */
@@ -4114,7 +4091,7 @@ static PyObject *__pyx_pf___pyx_memoryviewslice_2__setstate_cython__(CYTHON_UNUS
 static PyObject *__pyx_pf_15View_dot_MemoryView___pyx_unpickle_Enum(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v___pyx_type, long __pyx_v___pyx_checksum, PyObject *__pyx_v___pyx_state); /* proto */
 static PyObject *__pyx_pf_6engine_6ingest_6_spool_crc32(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_data, PyObject *__pyx_v_crc); /* proto */
 static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter___cinit__(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self); /* proto */
-static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_2__init__(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self, PyObject *__pyx_v_directory, PyObject *__pyx_v_max_bytes, PyObject *__pyx_v_durable, PyObject *__pyx_v_rotate_bytes, PyObject *__pyx_v_board_address, PyObject *__pyx_v_unavailable); /* proto */
+static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_2__init__(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self, PyObject *__pyx_v_directory, PyObject *__pyx_v_max_bytes, PyObject *__pyx_v_durable, PyObject *__pyx_v_rotate_bytes, PyObject *__pyx_v_board_address); /* proto */
 static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4start(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self, PyObject *__pyx_v_loop); /* proto */
 static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_6append(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self, PyObject *__pyx_v_payload); /* proto */
 static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_9accepting___get__(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self); /* proto */
@@ -4129,8 +4106,8 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_16flush(struct _
 static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_bytes(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self); /* proto */
 static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self); /* proto */
 static void __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_23__dealloc__(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_10open_epoch___get__(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self); /* proto */
-static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_10open_epoch_2__set__(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self, PyObject *__pyx_v_value); /* proto */
+static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_6groups___get__(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self); /* proto */
+static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_6groups_2__set__(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self, PyObject *__pyx_v_value); /* proto */
 static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_3seq___get__(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self); /* proto */
 static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_3seq_2__set__(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self, PyObject *__pyx_v_value); /* proto */
 static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4busy___get__(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self); /* proto */
@@ -4146,8 +4123,35 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_7healthy___get__
 static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_7healthy_2__set__(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self, PyObject *__pyx_v_value); /* proto */
 static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_25__reduce_cython__(CYTHON_UNUSED struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self); /* proto */
 static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_27__setstate_cython__(CYTHON_UNUSED struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self, CYTHON_UNUSED PyObject *__pyx_v___pyx_state); /* proto */
-static PyObject *__pyx_tp_new__initialisation_6engine_6ingest_6_spool_SpoolWriter(PyObject *o, PyObject *a, PyObject *k); /*proto*/
+static PyObject *__pyx_tp_new__initialisation_6engine_6ingest_6_spool_SpoolWriter(PyObject *o, 
+#if CYTHON_VECTORCALL_TPNEW
+    PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
+#else
+    PyObject *a, PyObject *k
+#endif
+); /*proto*/
+static PyObject *__pyx_tp_new_vectorcall_6engine_6ingest_6_spool_SpoolWriter(PyTypeObject *t, 
+#if CYTHON_VECTORCALL_TPNEW
+    PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
+#else
+    PyObject *a, PyObject *k
+#endif
+); /*proto*/
+#if CYTHON_VECTORCALL_TPNEW
 static PyObject *__pyx_tp_new_6engine_6ingest_6_spool_SpoolWriter(PyTypeObject *t, PyObject *a, PyObject *k); /*proto*/
+#endif
+#if !CYTHON_VECTORCALL_TPNEW
+#define __pyx_tp_new_6engine_6ingest_6_spool_SpoolWriter __pyx_tp_new_vectorcall_6engine_6ingest_6_spool_SpoolWriter
+#endif
+#if CYTHON_VECTORCALL_TPNEW
+static PyObject *__pyx_tp_vectorcall_6engine_6ingest_6_spool_SpoolWriter(PyObject *t, PyObject *const *args, size_t nargsf, PyObject *kwnames); /*proto*/
+#endif
+#if CYTHON_VECTORCALL_TPNEW
+static int __pyx_tp_init_6engine_6ingest_6_spool_SpoolWriter(PyObject *o, PyObject *args, PyObject *kwds); /*proto*/
+#endif
+#if !CYTHON_VECTORCALL_TPNEW
+#define __pyx_tp_init_6engine_6ingest_6_spool_SpoolWriter __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_3__init__
+#endif
 static PyObject *__pyx_tp_new__initialisation_6engine_6ingest_6_spool___pyx_scope_struct__flush(PyObject *o, 
 #if CYTHON_VECTORCALL_TPNEW
     PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
@@ -4294,10 +4298,10 @@ namespace {
     PyObject *__pyx_empty_unicode;
     PyTypeObject *__pyx_ptype_6engine_6_parse_TimeUUIDGen;
     PyTypeObject *__pyx_ptype_6engine_6_parse_Encoder;
-    PyTypeObject *__pyx_ptype_6engine_4http_11_connection_Commits;
+    PyTypeObject *__pyx_ptype_6engine_4http_11_connection_HttpConnection;
+    PyTypeObject *__pyx_ptype_6engine_4http_11_connection_Ticket;
     PyTypeObject *__pyx_ptype_6engine_4http_11_connection_FastRoutes;
     PyTypeObject *__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry;
-    PyTypeObject *__pyx_ptype_6engine_4http_11_connection_HttpConnection;
     PyObject *__pyx_type_6engine_6ingest_6_spool_SpoolWriter;
     PyObject *__pyx_type_6engine_6ingest_6_spool___pyx_scope_struct__flush;
     PyObject *__pyx_type___pyx_array;
@@ -4316,7 +4320,7 @@ namespace {
     PyObject *__pyx_slice[1];
     PyObject *__pyx_tuple[6];
     PyObject *__pyx_codeobj_tab[12];
-    PyObject *__pyx_string_tab[193];
+    PyObject *__pyx_string_tab[189];
     PyObject *__pyx_number_tab[9];
 /* #### Code section: module_state_contents ### */
 /* PyFrozenDict.module_state_decls */
@@ -4445,139 +4449,135 @@ static __pyx_mstatetype * const __pyx_mstate_global = &__pyx_mstate_global_stati
 #define __pyx_n_u_func __pyx_string_tab[57]
 #define __pyx_n_u_getstate __pyx_string_tab[58]
 #define __pyx_n_u_import __pyx_string_tab[59]
-#define __pyx_n_u_init __pyx_string_tab[60]
-#define __pyx_n_u_main __pyx_string_tab[61]
-#define __pyx_n_u_module __pyx_string_tab[62]
-#define __pyx_n_u_name_2 __pyx_string_tab[63]
-#define __pyx_n_u_new __pyx_string_tab[64]
-#define __pyx_n_u_pyx_checksum __pyx_string_tab[65]
-#define __pyx_n_u_pyx_state __pyx_string_tab[66]
-#define __pyx_n_u_pyx_type __pyx_string_tab[67]
-#define __pyx_n_u_pyx_unpickle_Enum __pyx_string_tab[68]
-#define __pyx_n_u_pyx_vtable __pyx_string_tab[69]
-#define __pyx_n_u_qualname __pyx_string_tab[70]
-#define __pyx_n_u_reduce __pyx_string_tab[71]
-#define __pyx_n_u_reduce_cython __pyx_string_tab[72]
-#define __pyx_n_u_reduce_ex __pyx_string_tab[73]
-#define __pyx_n_u_set_name __pyx_string_tab[74]
-#define __pyx_n_u_setstate __pyx_string_tab[75]
-#define __pyx_n_u_setstate_cython __pyx_string_tab[76]
-#define __pyx_n_u_test __pyx_string_tab[77]
-#define __pyx_n_u_failed __pyx_string_tab[78]
-#define __pyx_n_u_flush __pyx_string_tab[79]
-#define __pyx_n_u_is_coroutine __pyx_string_tab[80]
-#define __pyx_n_u_probe __pyx_string_tab[81]
-#define __pyx_n_u_settled __pyx_string_tab[82]
-#define __pyx_n_u_abc __pyx_string_tab[83]
-#define __pyx_n_u_abspath __pyx_string_tab[84]
-#define __pyx_n_u_add_reader __pyx_string_tab[85]
-#define __pyx_n_u_allocate_buffer __pyx_string_tab[86]
-#define __pyx_n_u_append __pyx_string_tab[87]
-#define __pyx_n_u_asyncio __pyx_string_tab[88]
-#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[89]
-#define __pyx_n_u_base __pyx_string_tab[90]
-#define __pyx_n_u_board_address __pyx_string_tab[91]
-#define __pyx_n_u_c __pyx_string_tab[92]
-#define __pyx_n_u_call_later __pyx_string_tab[93]
-#define __pyx_n_u_call_soon __pyx_string_tab[94]
-#define __pyx_n_u_cline_in_traceback __pyx_string_tab[95]
-#define __pyx_n_u_close __pyx_string_tab[96]
-#define __pyx_n_u_conn __pyx_string_tab[97]
-#define __pyx_n_u_count __pyx_string_tab[98]
-#define __pyx_n_u_crc __pyx_string_tab[99]
-#define __pyx_n_u_crc32 __pyx_string_tab[100]
-#define __pyx_n_u_current __pyx_string_tab[101]
-#define __pyx_n_u_d __pyx_string_tab[102]
-#define __pyx_n_u_data __pyx_string_tab[103]
-#define __pyx_n_u_directory __pyx_string_tab[104]
-#define __pyx_n_u_dtype_is_object __pyx_string_tab[105]
-#define __pyx_n_u_durable __pyx_string_tab[106]
-#define __pyx_n_u_e __pyx_string_tab[107]
-#define __pyx_n_u_encode __pyx_string_tab[108]
-#define __pyx_n_u_endswith __pyx_string_tab[109]
-#define __pyx_n_u_engine_ingest__spool __pyx_string_tab[110]
-#define __pyx_n_u_engine_logs __pyx_string_tab[111]
-#define __pyx_n_u_entry __pyx_string_tab[112]
-#define __pyx_n_u_enumerate __pyx_string_tab[113]
-#define __pyx_n_u_err __pyx_string_tab[114]
-#define __pyx_n_u_error __pyx_string_tab[115]
-#define __pyx_n_u_exist_ok __pyx_string_tab[116]
-#define __pyx_n_u_fd __pyx_string_tab[117]
-#define __pyx_n_u_flags __pyx_string_tab[118]
-#define __pyx_n_u_flush_2 __pyx_string_tab[119]
-#define __pyx_n_u_format __pyx_string_tab[120]
-#define __pyx_n_u_fortran __pyx_string_tab[121]
-#define __pyx_n_u_found __pyx_string_tab[122]
-#define __pyx_n_u_fsdecode __pyx_string_tab[123]
-#define __pyx_n_u_fsencode __pyx_string_tab[124]
-#define __pyx_n_u_id __pyx_string_tab[125]
-#define __pyx_n_u_index __pyx_string_tab[126]
-#define __pyx_n_u_items __pyx_string_tab[127]
-#define __pyx_n_u_itemsize __pyx_string_tab[128]
-#define __pyx_n_u_join __pyx_string_tab[129]
-#define __pyx_n_u_log __pyx_string_tab[130]
-#define __pyx_n_u_loop __pyx_string_tab[131]
-#define __pyx_n_u_makedirs __pyx_string_tab[132]
-#define __pyx_n_u_max_bytes __pyx_string_tab[133]
-#define __pyx_n_u_memview __pyx_string_tab[134]
-#define __pyx_n_u_mode __pyx_string_tab[135]
-#define __pyx_n_u_n __pyx_string_tab[136]
-#define __pyx_n_u_name __pyx_string_tab[137]
-#define __pyx_n_u_ndim __pyx_string_tab[138]
-#define __pyx_n_u_next __pyx_string_tab[139]
-#define __pyx_n_u_obj __pyx_string_tab[140]
-#define __pyx_n_u_os __pyx_string_tab[141]
-#define __pyx_n_u_pack __pyx_string_tab[142]
-#define __pyx_n_u_path __pyx_string_tab[143]
-#define __pyx_n_u_payload __pyx_string_tab[144]
-#define __pyx_n_u_pop __pyx_string_tab[145]
-#define __pyx_n_u_prefix __pyx_string_tab[146]
-#define __pyx_n_u_records __pyx_string_tab[147]
-#define __pyx_n_u_refresh_old_bytes __pyx_string_tab[148]
-#define __pyx_n_u_register __pyx_string_tab[149]
-#define __pyx_n_u_remove_reader __pyx_string_tab[150]
-#define __pyx_n_u_result __pyx_string_tab[151]
-#define __pyx_n_u_rotate_bytes __pyx_string_tab[152]
-#define __pyx_n_u_scandir __pyx_string_tab[153]
-#define __pyx_n_u_self __pyx_string_tab[154]
-#define __pyx_n_u_send __pyx_string_tab[155]
-#define __pyx_n_u_setdefault __pyx_string_tab[156]
-#define __pyx_n_u_sh __pyx_string_tab[157]
-#define __pyx_n_u_shape __pyx_string_tab[158]
-#define __pyx_n_u_size __pyx_string_tab[159]
-#define __pyx_n_u_sleep __pyx_string_tab[160]
-#define __pyx_n_u_st_size __pyx_string_tab[161]
-#define __pyx_n_u_start __pyx_string_tab[162]
-#define __pyx_n_u_startswith __pyx_string_tab[163]
-#define __pyx_n_u_stat __pyx_string_tab[164]
-#define __pyx_n_u_step __pyx_string_tab[165]
-#define __pyx_n_u_stop __pyx_string_tab[166]
-#define __pyx_n_u_strerror __pyx_string_tab[167]
-#define __pyx_n_u_struct __pyx_string_tab[168]
-#define __pyx_n_u_throw __pyx_string_tab[169]
-#define __pyx_n_u_total __pyx_string_tab[170]
-#define __pyx_n_u_unavailable __pyx_string_tab[171]
-#define __pyx_n_u_unpack __pyx_string_tab[172]
-#define __pyx_n_u_update __pyx_string_tab[173]
-#define __pyx_n_u_value __pyx_string_tab[174]
-#define __pyx_n_u_values __pyx_string_tab[175]
-#define __pyx_n_u_view __pyx_string_tab[176]
-#define __pyx_n_u_w __pyx_string_tab[177]
-#define __pyx_n_u_waiting __pyx_string_tab[178]
-#define __pyx_n_u_x __pyx_string_tab[179]
-#define __pyx_n_b_O __pyx_string_tab[180]
-#define __pyx_kp_b_int_struct___pyx_t_6engine_6_par __pyx_string_tab[181]
-#define __pyx_kp_b_iso88591_Q __pyx_string_tab[182]
-#define __pyx_kp_b_iso88591_A_q_4t6_T_A_1 __pyx_string_tab[183]
-#define __pyx_kp_b_iso88591_A_4q_vQa_4wfBiq_Kq_E_AU_a __pyx_string_tab[184]
-#define __pyx_kp_b_iso88591_A_4y_l_e3a_a_HA_Kq_CvT __pyx_string_tab[185]
-#define __pyx_kp_b_iso88591_A_Kq __pyx_string_tab[186]
-#define __pyx_kp_b_iso88591_A_c_D_6_S_Biq_Cq_81N_IQ_5_t_axt4 __pyx_string_tab[187]
-#define __pyx_kp_b_iso88591_A_a_4vWE_RuCq_1Ba_4q_aq_ha_q_1_A __pyx_string_tab[188]
-#define __pyx_kp_b_iso88591_A_Q_F_fAQ_1AT_a_1_4_k_q_AT_Kxq_t __pyx_string_tab[189]
-#define __pyx_kp_b_iso88591_A_4q_CvQgS_2S_D_1D_1_S_AQd_Q_HA __pyx_string_tab[190]
-#define __pyx_kp_b_iso88591__6 __pyx_string_tab[191]
-#define __pyx_kp_b_iso88591_t6_S_q_9AU_4q_D_aq __pyx_string_tab[192]
+#define __pyx_n_u_main __pyx_string_tab[60]
+#define __pyx_n_u_module __pyx_string_tab[61]
+#define __pyx_n_u_name_2 __pyx_string_tab[62]
+#define __pyx_n_u_new __pyx_string_tab[63]
+#define __pyx_n_u_pyx_checksum __pyx_string_tab[64]
+#define __pyx_n_u_pyx_state __pyx_string_tab[65]
+#define __pyx_n_u_pyx_type __pyx_string_tab[66]
+#define __pyx_n_u_pyx_unpickle_Enum __pyx_string_tab[67]
+#define __pyx_n_u_pyx_vtable __pyx_string_tab[68]
+#define __pyx_n_u_qualname __pyx_string_tab[69]
+#define __pyx_n_u_reduce __pyx_string_tab[70]
+#define __pyx_n_u_reduce_cython __pyx_string_tab[71]
+#define __pyx_n_u_reduce_ex __pyx_string_tab[72]
+#define __pyx_n_u_set_name __pyx_string_tab[73]
+#define __pyx_n_u_setstate __pyx_string_tab[74]
+#define __pyx_n_u_setstate_cython __pyx_string_tab[75]
+#define __pyx_n_u_test __pyx_string_tab[76]
+#define __pyx_n_u_failed __pyx_string_tab[77]
+#define __pyx_n_u_flush __pyx_string_tab[78]
+#define __pyx_n_u_is_coroutine __pyx_string_tab[79]
+#define __pyx_n_u_probe __pyx_string_tab[80]
+#define __pyx_n_u_settled __pyx_string_tab[81]
+#define __pyx_n_u_abc __pyx_string_tab[82]
+#define __pyx_n_u_abspath __pyx_string_tab[83]
+#define __pyx_n_u_add_reader __pyx_string_tab[84]
+#define __pyx_n_u_allocate_buffer __pyx_string_tab[85]
+#define __pyx_n_u_append __pyx_string_tab[86]
+#define __pyx_n_u_asyncio __pyx_string_tab[87]
+#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[88]
+#define __pyx_n_u_base __pyx_string_tab[89]
+#define __pyx_n_u_board_address __pyx_string_tab[90]
+#define __pyx_n_u_c __pyx_string_tab[91]
+#define __pyx_n_u_call_later __pyx_string_tab[92]
+#define __pyx_n_u_call_soon __pyx_string_tab[93]
+#define __pyx_n_u_cline_in_traceback __pyx_string_tab[94]
+#define __pyx_n_u_close __pyx_string_tab[95]
+#define __pyx_n_u_count __pyx_string_tab[96]
+#define __pyx_n_u_crc __pyx_string_tab[97]
+#define __pyx_n_u_crc32 __pyx_string_tab[98]
+#define __pyx_n_u_current __pyx_string_tab[99]
+#define __pyx_n_u_d __pyx_string_tab[100]
+#define __pyx_n_u_data __pyx_string_tab[101]
+#define __pyx_n_u_directory __pyx_string_tab[102]
+#define __pyx_n_u_dtype_is_object __pyx_string_tab[103]
+#define __pyx_n_u_durable __pyx_string_tab[104]
+#define __pyx_n_u_encode __pyx_string_tab[105]
+#define __pyx_n_u_endswith __pyx_string_tab[106]
+#define __pyx_n_u_engine_ingest__spool __pyx_string_tab[107]
+#define __pyx_n_u_engine_logs __pyx_string_tab[108]
+#define __pyx_n_u_entry __pyx_string_tab[109]
+#define __pyx_n_u_enumerate __pyx_string_tab[110]
+#define __pyx_n_u_err __pyx_string_tab[111]
+#define __pyx_n_u_error __pyx_string_tab[112]
+#define __pyx_n_u_exist_ok __pyx_string_tab[113]
+#define __pyx_n_u_fd __pyx_string_tab[114]
+#define __pyx_n_u_flags __pyx_string_tab[115]
+#define __pyx_n_u_flush_2 __pyx_string_tab[116]
+#define __pyx_n_u_format __pyx_string_tab[117]
+#define __pyx_n_u_fortran __pyx_string_tab[118]
+#define __pyx_n_u_found __pyx_string_tab[119]
+#define __pyx_n_u_fsdecode __pyx_string_tab[120]
+#define __pyx_n_u_fsencode __pyx_string_tab[121]
+#define __pyx_n_u_id __pyx_string_tab[122]
+#define __pyx_n_u_index __pyx_string_tab[123]
+#define __pyx_n_u_items __pyx_string_tab[124]
+#define __pyx_n_u_itemsize __pyx_string_tab[125]
+#define __pyx_n_u_join __pyx_string_tab[126]
+#define __pyx_n_u_log __pyx_string_tab[127]
+#define __pyx_n_u_loop __pyx_string_tab[128]
+#define __pyx_n_u_makedirs __pyx_string_tab[129]
+#define __pyx_n_u_max_bytes __pyx_string_tab[130]
+#define __pyx_n_u_memview __pyx_string_tab[131]
+#define __pyx_n_u_mode __pyx_string_tab[132]
+#define __pyx_n_u_n __pyx_string_tab[133]
+#define __pyx_n_u_name __pyx_string_tab[134]
+#define __pyx_n_u_ndim __pyx_string_tab[135]
+#define __pyx_n_u_next __pyx_string_tab[136]
+#define __pyx_n_u_obj __pyx_string_tab[137]
+#define __pyx_n_u_os __pyx_string_tab[138]
+#define __pyx_n_u_pack __pyx_string_tab[139]
+#define __pyx_n_u_path __pyx_string_tab[140]
+#define __pyx_n_u_payload __pyx_string_tab[141]
+#define __pyx_n_u_pop __pyx_string_tab[142]
+#define __pyx_n_u_prefix __pyx_string_tab[143]
+#define __pyx_n_u_records __pyx_string_tab[144]
+#define __pyx_n_u_refresh_old_bytes __pyx_string_tab[145]
+#define __pyx_n_u_register __pyx_string_tab[146]
+#define __pyx_n_u_remove_reader __pyx_string_tab[147]
+#define __pyx_n_u_result __pyx_string_tab[148]
+#define __pyx_n_u_rotate_bytes __pyx_string_tab[149]
+#define __pyx_n_u_scandir __pyx_string_tab[150]
+#define __pyx_n_u_self __pyx_string_tab[151]
+#define __pyx_n_u_send __pyx_string_tab[152]
+#define __pyx_n_u_setdefault __pyx_string_tab[153]
+#define __pyx_n_u_sh __pyx_string_tab[154]
+#define __pyx_n_u_shape __pyx_string_tab[155]
+#define __pyx_n_u_size __pyx_string_tab[156]
+#define __pyx_n_u_sleep __pyx_string_tab[157]
+#define __pyx_n_u_st_size __pyx_string_tab[158]
+#define __pyx_n_u_start __pyx_string_tab[159]
+#define __pyx_n_u_startswith __pyx_string_tab[160]
+#define __pyx_n_u_stat __pyx_string_tab[161]
+#define __pyx_n_u_step __pyx_string_tab[162]
+#define __pyx_n_u_stop __pyx_string_tab[163]
+#define __pyx_n_u_strerror __pyx_string_tab[164]
+#define __pyx_n_u_struct __pyx_string_tab[165]
+#define __pyx_n_u_throw __pyx_string_tab[166]
+#define __pyx_n_u_ticket __pyx_string_tab[167]
+#define __pyx_n_u_total __pyx_string_tab[168]
+#define __pyx_n_u_unpack __pyx_string_tab[169]
+#define __pyx_n_u_update __pyx_string_tab[170]
+#define __pyx_n_u_value __pyx_string_tab[171]
+#define __pyx_n_u_values __pyx_string_tab[172]
+#define __pyx_n_u_view __pyx_string_tab[173]
+#define __pyx_n_u_w __pyx_string_tab[174]
+#define __pyx_n_u_x __pyx_string_tab[175]
+#define __pyx_n_b_O __pyx_string_tab[176]
+#define __pyx_kp_b_int_struct___pyx_t_6engine_6_par __pyx_string_tab[177]
+#define __pyx_kp_b_iso88591_Q __pyx_string_tab[178]
+#define __pyx_kp_b_iso88591_A_q_4t6_T_A_1 __pyx_string_tab[179]
+#define __pyx_kp_b_iso88591_A_4q_vQa_4wfBiq_Kq_E_AU_a __pyx_string_tab[180]
+#define __pyx_kp_b_iso88591_A_4y_l_e3a_a_HA_Kq_CvT __pyx_string_tab[181]
+#define __pyx_kp_b_iso88591_A_Kq __pyx_string_tab[182]
+#define __pyx_kp_b_iso88591_A_c_D_6_S_Biq_Cq_81N_IQ_5_t_axt4 __pyx_string_tab[183]
+#define __pyx_kp_b_iso88591_A_a_4vWE_RuCq_1Ba_4q_aq_ha_q_1_A __pyx_string_tab[184]
+#define __pyx_kp_b_iso88591_A_Q_F_fAQ_1AT_a_1_4_k_q_AT_Kxq_t __pyx_string_tab[185]
+#define __pyx_kp_b_iso88591_A_4q_CvQgS_2S_D_1D_1_S_AQd_Q_HA __pyx_string_tab[186]
+#define __pyx_kp_b_iso88591__6 __pyx_string_tab[187]
+#define __pyx_kp_b_iso88591_t6_S_q_9AU_4q_D_aq __pyx_string_tab[188]
 #define __pyx_float_1_0 __pyx_number_tab[0]
 #define __pyx_float_0_002 __pyx_number_tab[1]
 #define __pyx_int_0 __pyx_number_tab[2]
@@ -4603,10 +4603,10 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   #endif
   Py_CLEAR(clear_module_state->__pyx_ptype_6engine_6_parse_TimeUUIDGen);
   Py_CLEAR(clear_module_state->__pyx_ptype_6engine_6_parse_Encoder);
-  Py_CLEAR(clear_module_state->__pyx_ptype_6engine_4http_11_connection_Commits);
+  Py_CLEAR(clear_module_state->__pyx_ptype_6engine_4http_11_connection_HttpConnection);
+  Py_CLEAR(clear_module_state->__pyx_ptype_6engine_4http_11_connection_Ticket);
   Py_CLEAR(clear_module_state->__pyx_ptype_6engine_4http_11_connection_FastRoutes);
   Py_CLEAR(clear_module_state->__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry);
-  Py_CLEAR(clear_module_state->__pyx_ptype_6engine_4http_11_connection_HttpConnection);
   Py_CLEAR(clear_module_state->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter);
   Py_CLEAR(clear_module_state->__pyx_type_6engine_6ingest_6_spool_SpoolWriter);
   Py_CLEAR(clear_module_state->__pyx_ptype_6engine_6ingest_6_spool___pyx_scope_struct__flush);
@@ -4625,7 +4625,7 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   for (int i=0; i<1; ++i) { Py_CLEAR(clear_module_state->__pyx_slice[i]); }
   for (int i=0; i<6; ++i) { Py_CLEAR(clear_module_state->__pyx_tuple[i]); }
   for (int i=0; i<12; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<193; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<189; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<9; ++i) { Py_CLEAR(clear_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_clear_contents ### */
 /* CommonTypesMetaclass.module_state_clear */
@@ -4655,10 +4655,10 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   __Pyx_VISIT_CONST(traverse_module_state->__pyx_empty_unicode);
   Py_VISIT(traverse_module_state->__pyx_ptype_6engine_6_parse_TimeUUIDGen);
   Py_VISIT(traverse_module_state->__pyx_ptype_6engine_6_parse_Encoder);
-  Py_VISIT(traverse_module_state->__pyx_ptype_6engine_4http_11_connection_Commits);
+  Py_VISIT(traverse_module_state->__pyx_ptype_6engine_4http_11_connection_HttpConnection);
+  Py_VISIT(traverse_module_state->__pyx_ptype_6engine_4http_11_connection_Ticket);
   Py_VISIT(traverse_module_state->__pyx_ptype_6engine_4http_11_connection_FastRoutes);
   Py_VISIT(traverse_module_state->__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry);
-  Py_VISIT(traverse_module_state->__pyx_ptype_6engine_4http_11_connection_HttpConnection);
   Py_VISIT(traverse_module_state->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter);
   Py_VISIT(traverse_module_state->__pyx_type_6engine_6ingest_6_spool_SpoolWriter);
   Py_VISIT(traverse_module_state->__pyx_ptype_6engine_6ingest_6_spool___pyx_scope_struct__flush);
@@ -4677,7 +4677,7 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   for (int i=0; i<1; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_slice[i]); }
   for (int i=0; i<6; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_tuple[i]); }
   for (int i=0; i<12; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<193; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<189; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<9; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_traverse_contents ### */
 /* CommonTypesMetaclass.module_state_traverse */
@@ -18868,7 +18868,7 @@ static PyObject *__pyx_unpickle_Enum__set_state(struct __pyx_MemviewEnum_obj *__
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":128
+/* "engine/ingest/_spool.pyx":129
  * 
  * 
  * def crc32(data, crc=0):             # <<<<<<<<<<<<<<
@@ -18917,35 +18917,35 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_data,&__pyx_mstate_global->__pyx_n_u_crc,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 128, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 129, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 128, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 129, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 128, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 129, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "crc32", 0) < (0)) __PYX_ERR(0, 128, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "crc32", 0) < (0)) __PYX_ERR(0, 129, __pyx_L3_error)
       if (!values[1]) values[1] = __Pyx_NewRef(((PyObject *)((PyObject*)__pyx_mstate_global->__pyx_int_0)));
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("crc32", 0, 1, 2, i); __PYX_ERR(0, 128, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("crc32", 0, 1, 2, i); __PYX_ERR(0, 129, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 128, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 129, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 128, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 129, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -18956,7 +18956,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("crc32", 0, 1, 2, __pyx_nargs); __PYX_ERR(0, 128, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("crc32", 0, 1, 2, __pyx_nargs); __PYX_ERR(0, 129, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -18991,19 +18991,19 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_crc32(CYTHON_UNUSED PyObject *
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("crc32", 0);
 
-  /* "engine/ingest/_spool.pyx":130
+  /* "engine/ingest/_spool.pyx":131
  * def crc32(data, crc=0):
  *     """The CRC the frames carry (equal to zlib.crc32; for tests)."""
  *     cdef const unsigned char[::1] view = data             # <<<<<<<<<<<<<<
  *     if view.shape[0] == 0:
  *         return crc
 */
-  __pyx_t_1 = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(__pyx_v_data, 0); if (unlikely(!__pyx_t_1.memview)) __PYX_ERR(0, 130, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(__pyx_v_data, 0); if (unlikely(!__pyx_t_1.memview)) __PYX_ERR(0, 131, __pyx_L1_error)
   __pyx_v_view = __pyx_t_1;
   __pyx_t_1.memview = NULL;
   __pyx_t_1.data = NULL;
 
-  /* "engine/ingest/_spool.pyx":131
+  /* "engine/ingest/_spool.pyx":132
  *     """The CRC the frames carry (equal to zlib.crc32; for tests)."""
  *     cdef const unsigned char[::1] view = data
  *     if view.shape[0] == 0:             # <<<<<<<<<<<<<<
@@ -19015,7 +19015,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_crc32(CYTHON_UNUSED PyObject *
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_spool.pyx":132
+    /* "engine/ingest/_spool.pyx":133
  *     cdef const unsigned char[::1] view = data
  *     if view.shape[0] == 0:
  *         return crc             # <<<<<<<<<<<<<<
@@ -19033,7 +19033,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_crc32(CYTHON_UNUSED PyObject *
     }
     goto __pyx_L0;
 
-    /* "engine/ingest/_spool.pyx":131
+    /* "engine/ingest/_spool.pyx":132
  *     """The CRC the frames carry (equal to zlib.crc32; for tests)."""
  *     cdef const unsigned char[::1] view = data
  *     if view.shape[0] == 0:             # <<<<<<<<<<<<<<
@@ -19042,16 +19042,16 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_crc32(CYTHON_UNUSED PyObject *
 */
   }
 
-  /* "engine/ingest/_spool.pyx":133
+  /* "engine/ingest/_spool.pyx":134
  *     if view.shape[0] == 0:
  *         return crc
  *     return trk_crc32(crc, &view[0], view.shape[0])             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = __Pyx_PyLong_As_uint32_t(__pyx_v_crc); if (unlikely((__pyx_t_3 == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 133, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_As_uint32_t(__pyx_v_crc); if (unlikely((__pyx_t_3 == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 134, __pyx_L1_error)
   __pyx_t_4 = 0;
-  __pyx_t_5 = __Pyx_PyLong_From_uint32_t(trk_crc32(__pyx_t_3, (&(*((unsigned char const  *) ( /* dim=0 */ ((char *) (((unsigned char const  *) __pyx_v_view.data) + __pyx_t_4)) )))), (__pyx_v_view.shape[0]))); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 133, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyLong_From_uint32_t(trk_crc32(__pyx_t_3, (&(*((unsigned char const  *) ( /* dim=0 */ ((char *) (((unsigned char const  *) __pyx_v_view.data) + __pyx_t_4)) )))), (__pyx_v_view.shape[0]))); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 134, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
 
   {
@@ -19065,7 +19065,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_crc32(CYTHON_UNUSED PyObject *
   __pyx_t_5 = 0;
   goto __pyx_L0;
 
-  /* "engine/ingest/_spool.pyx":128
+  /* "engine/ingest/_spool.pyx":129
  * 
  * 
  * def crc32(data, crc=0):             # <<<<<<<<<<<<<<
@@ -19086,7 +19086,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_crc32(CYTHON_UNUSED PyObject *
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":137
+/* "engine/ingest/_spool.pyx":138
  * 
  * # ---- the committer thread's side (no GIL) -----------------------------------
  * cdef int _write_all(int fd, const char* p, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19101,7 +19101,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_all(int __pyx_v_fd, char const
 
 
 
-  /* "engine/ingest/_spool.pyx":139
+  /* "engine/ingest/_spool.pyx":140
  * cdef int _write_all(int fd, const char* p, Py_ssize_t n) noexcept nogil:
  *     cdef Py_ssize_t done
  *     while n > 0:             # <<<<<<<<<<<<<<
@@ -19114,7 +19114,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_all(int __pyx_v_fd, char const
 
     if (!__pyx_t_1) break;
 
-    /* "engine/ingest/_spool.pyx":140
+    /* "engine/ingest/_spool.pyx":141
  *     cdef Py_ssize_t done
  *     while n > 0:
  *         done = write(fd, p, n)             # <<<<<<<<<<<<<<
@@ -19123,7 +19123,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_all(int __pyx_v_fd, char const
 */
     __pyx_v_done = write(__pyx_v_fd, __pyx_v_p, __pyx_v_n);
 
-    /* "engine/ingest/_spool.pyx":141
+    /* "engine/ingest/_spool.pyx":142
  *     while n > 0:
  *         done = write(fd, p, n)
  *         if done < 0:             # <<<<<<<<<<<<<<
@@ -19135,7 +19135,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_all(int __pyx_v_fd, char const
     if (__pyx_t_1) {
 
 
-      /* "engine/ingest/_spool.pyx":142
+      /* "engine/ingest/_spool.pyx":143
  *         done = write(fd, p, n)
  *         if done < 0:
  *             if errno == EINTR:             # <<<<<<<<<<<<<<
@@ -19147,7 +19147,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_all(int __pyx_v_fd, char const
       if (__pyx_t_1) {
 
 
-        /* "engine/ingest/_spool.pyx":143
+        /* "engine/ingest/_spool.pyx":144
  *         if done < 0:
  *             if errno == EINTR:
  *                 continue             # <<<<<<<<<<<<<<
@@ -19156,7 +19156,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_all(int __pyx_v_fd, char const
 */
         goto __pyx_L3_continue;
 
-        /* "engine/ingest/_spool.pyx":142
+        /* "engine/ingest/_spool.pyx":143
  *         done = write(fd, p, n)
  *         if done < 0:
  *             if errno == EINTR:             # <<<<<<<<<<<<<<
@@ -19165,7 +19165,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_all(int __pyx_v_fd, char const
 */
       }
 
-      /* "engine/ingest/_spool.pyx":144
+      /* "engine/ingest/_spool.pyx":145
  *             if errno == EINTR:
  *                 continue
  *             return errno             # <<<<<<<<<<<<<<
@@ -19178,7 +19178,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_all(int __pyx_v_fd, char const
       }
       goto __pyx_L0;
 
-      /* "engine/ingest/_spool.pyx":141
+      /* "engine/ingest/_spool.pyx":142
  *     while n > 0:
  *         done = write(fd, p, n)
  *         if done < 0:             # <<<<<<<<<<<<<<
@@ -19187,7 +19187,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_all(int __pyx_v_fd, char const
 */
     }
 
-    /* "engine/ingest/_spool.pyx":145
+    /* "engine/ingest/_spool.pyx":146
  *                 continue
  *             return errno
  *         p += done             # <<<<<<<<<<<<<<
@@ -19196,7 +19196,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_all(int __pyx_v_fd, char const
 */
     __pyx_v_p = (__pyx_v_p + __pyx_v_done);
 
-    /* "engine/ingest/_spool.pyx":146
+    /* "engine/ingest/_spool.pyx":147
  *             return errno
  *         p += done
  *         n -= done             # <<<<<<<<<<<<<<
@@ -19207,7 +19207,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_all(int __pyx_v_fd, char const
     __pyx_L3_continue:;
   }
 
-  /* "engine/ingest/_spool.pyx":147
+  /* "engine/ingest/_spool.pyx":148
  *         p += done
  *         n -= done
  *     return 0             # <<<<<<<<<<<<<<
@@ -19220,7 +19220,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_all(int __pyx_v_fd, char const
   }
   goto __pyx_L0;
 
-  /* "engine/ingest/_spool.pyx":137
+  /* "engine/ingest/_spool.pyx":138
  * 
  * # ---- the committer thread's side (no GIL) -----------------------------------
  * cdef int _write_all(int fd, const char* p, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19236,7 +19236,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_all(int __pyx_v_fd, char const
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":150
+/* "engine/ingest/_spool.pyx":151
  * 
  * 
  * cdef int _open_file(Shared* sh, uint64_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19257,7 +19257,7 @@ static int __pyx_f_6engine_6ingest_6_spool__open_file(struct __pyx_t_6engine_6in
   int __pyx_t_2;
   long __pyx_t_3;
 
-  /* "engine/ingest/_spool.pyx":155
+  /* "engine/ingest/_spool.pyx":156
  *     cdef char tmp[4210]
  *     cdef char header[HEADER_SIZE]
  *     cdef uint32_t version = VERSION, zero = 0             # <<<<<<<<<<<<<<
@@ -19267,7 +19267,7 @@ static int __pyx_f_6engine_6ingest_6_spool__open_file(struct __pyx_t_6engine_6in
   __pyx_v_version = __pyx_e_6engine_6ingest_6_spool_VERSION;
   __pyx_v_zero = 0;
 
-  /* "engine/ingest/_spool.pyx":157
+  /* "engine/ingest/_spool.pyx":158
  *     cdef uint32_t version = VERSION, zero = 0
  *     cdef int fd, err
  *     snprintf(final, sizeof(final), "%s/w%d-%llu.spool", sh.directory, <int>sh.pid,             # <<<<<<<<<<<<<<
@@ -19276,7 +19276,7 @@ static int __pyx_f_6engine_6ingest_6_spool__open_file(struct __pyx_t_6engine_6in
 */
   (void)(snprintf(__pyx_v_final, (sizeof(__pyx_v_final)), __pyx_k_s_w_d_llu_spool, __pyx_v_sh->directory, ((int)__pyx_v_sh->pid), ((unsigned PY_LONG_LONG)__pyx_v_n)));
 
-  /* "engine/ingest/_spool.pyx":159
+  /* "engine/ingest/_spool.pyx":160
  *     snprintf(final, sizeof(final), "%s/w%d-%llu.spool", sh.directory, <int>sh.pid,
  *              <unsigned long long>n)
  *     snprintf(tmp, sizeof(tmp), "%s.new", final)             # <<<<<<<<<<<<<<
@@ -19285,7 +19285,7 @@ static int __pyx_f_6engine_6ingest_6_spool__open_file(struct __pyx_t_6engine_6in
 */
   (void)(snprintf(__pyx_v_tmp, (sizeof(__pyx_v_tmp)), __pyx_k_s_new, __pyx_v_final));
 
-  /* "engine/ingest/_spool.pyx":160
+  /* "engine/ingest/_spool.pyx":161
  *              <unsigned long long>n)
  *     snprintf(tmp, sizeof(tmp), "%s.new", final)
  *     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o600)             # <<<<<<<<<<<<<<
@@ -19294,7 +19294,7 @@ static int __pyx_f_6engine_6ingest_6_spool__open_file(struct __pyx_t_6engine_6in
 */
   __pyx_v_fd = open(__pyx_v_tmp, ((((O_WRONLY | O_CREAT) | O_TRUNC) | O_APPEND) | O_CLOEXEC), 0600);
 
-  /* "engine/ingest/_spool.pyx":161
+  /* "engine/ingest/_spool.pyx":162
  *     snprintf(tmp, sizeof(tmp), "%s.new", final)
  *     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o600)
  *     if fd < 0:             # <<<<<<<<<<<<<<
@@ -19306,7 +19306,7 @@ static int __pyx_f_6engine_6ingest_6_spool__open_file(struct __pyx_t_6engine_6in
   if (__pyx_t_1) {
 
 
-    /* "engine/ingest/_spool.pyx":162
+    /* "engine/ingest/_spool.pyx":163
  *     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o600)
  *     if fd < 0:
  *         return -errno             # <<<<<<<<<<<<<<
@@ -19319,7 +19319,7 @@ static int __pyx_f_6engine_6ingest_6_spool__open_file(struct __pyx_t_6engine_6in
     }
     goto __pyx_L0;
 
-    /* "engine/ingest/_spool.pyx":161
+    /* "engine/ingest/_spool.pyx":162
  *     snprintf(tmp, sizeof(tmp), "%s.new", final)
  *     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o600)
  *     if fd < 0:             # <<<<<<<<<<<<<<
@@ -19328,7 +19328,7 @@ static int __pyx_f_6engine_6ingest_6_spool__open_file(struct __pyx_t_6engine_6in
 */
   }
 
-  /* "engine/ingest/_spool.pyx":163
+  /* "engine/ingest/_spool.pyx":164
  *     if fd < 0:
  *         return -errno
  *     memcpy(header, b"TRKSPOOL", 8)             # <<<<<<<<<<<<<<
@@ -19337,7 +19337,7 @@ static int __pyx_f_6engine_6ingest_6_spool__open_file(struct __pyx_t_6engine_6in
 */
   (void)(memcpy(__pyx_v_header, __pyx_k_TRKSPOOL, 8));
 
-  /* "engine/ingest/_spool.pyx":164
+  /* "engine/ingest/_spool.pyx":165
  *         return -errno
  *     memcpy(header, b"TRKSPOOL", 8)
  *     memcpy(header + 8, &version, 4)             # <<<<<<<<<<<<<<
@@ -19346,7 +19346,7 @@ static int __pyx_f_6engine_6ingest_6_spool__open_file(struct __pyx_t_6engine_6in
 */
   (void)(memcpy((__pyx_v_header + 8), (&__pyx_v_version), 4));
 
-  /* "engine/ingest/_spool.pyx":165
+  /* "engine/ingest/_spool.pyx":166
  *     memcpy(header, b"TRKSPOOL", 8)
  *     memcpy(header + 8, &version, 4)
  *     memcpy(header + 12, &zero, 4)             # <<<<<<<<<<<<<<
@@ -19355,7 +19355,7 @@ static int __pyx_f_6engine_6ingest_6_spool__open_file(struct __pyx_t_6engine_6in
 */
   (void)(memcpy((__pyx_v_header + 12), (&__pyx_v_zero), 4));
 
-  /* "engine/ingest/_spool.pyx":166
+  /* "engine/ingest/_spool.pyx":167
  *     memcpy(header + 8, &version, 4)
  *     memcpy(header + 12, &zero, 4)
  *     if flock(fd, LOCK_EX) != 0 or _write_all(fd, header, HEADER_SIZE) != 0 \             # <<<<<<<<<<<<<<
@@ -19373,7 +19373,7 @@ static int __pyx_f_6engine_6ingest_6_spool__open_file(struct __pyx_t_6engine_6in
     goto __pyx_L5_bool_binop_done;
   }
 
-  /* "engine/ingest/_spool.pyx":167
+  /* "engine/ingest/_spool.pyx":168
  *     memcpy(header + 12, &zero, 4)
  *     if flock(fd, LOCK_EX) != 0 or _write_all(fd, header, HEADER_SIZE) != 0 \
  *             or fsync(fd) != 0 or rename(tmp, final) != 0:             # <<<<<<<<<<<<<<
@@ -19407,7 +19407,7 @@ static int __pyx_f_6engine_6ingest_6_spool__open_file(struct __pyx_t_6engine_6in
 
   __pyx_L5_bool_binop_done:;
 
-  /* "engine/ingest/_spool.pyx":166
+  /* "engine/ingest/_spool.pyx":167
  *     memcpy(header + 8, &version, 4)
  *     memcpy(header + 12, &zero, 4)
  *     if flock(fd, LOCK_EX) != 0 or _write_all(fd, header, HEADER_SIZE) != 0 \             # <<<<<<<<<<<<<<
@@ -19417,7 +19417,7 @@ static int __pyx_f_6engine_6ingest_6_spool__open_file(struct __pyx_t_6engine_6in
   if (__pyx_t_1) {
 
 
-    /* "engine/ingest/_spool.pyx":168
+    /* "engine/ingest/_spool.pyx":169
  *     if flock(fd, LOCK_EX) != 0 or _write_all(fd, header, HEADER_SIZE) != 0 \
  *             or fsync(fd) != 0 or rename(tmp, final) != 0:
  *         err = errno             # <<<<<<<<<<<<<<
@@ -19426,7 +19426,7 @@ static int __pyx_f_6engine_6ingest_6_spool__open_file(struct __pyx_t_6engine_6in
 */
     __pyx_v_err = errno;
 
-    /* "engine/ingest/_spool.pyx":169
+    /* "engine/ingest/_spool.pyx":170
  *             or fsync(fd) != 0 or rename(tmp, final) != 0:
  *         err = errno
  *         close(fd)             # <<<<<<<<<<<<<<
@@ -19435,7 +19435,7 @@ static int __pyx_f_6engine_6ingest_6_spool__open_file(struct __pyx_t_6engine_6in
 */
     (void)(close(__pyx_v_fd));
 
-    /* "engine/ingest/_spool.pyx":170
+    /* "engine/ingest/_spool.pyx":171
  *         err = errno
  *         close(fd)
  *         return -(err if err else 5)             # <<<<<<<<<<<<<<
@@ -19459,7 +19459,7 @@ static int __pyx_f_6engine_6ingest_6_spool__open_file(struct __pyx_t_6engine_6in
 
     goto __pyx_L0;
 
-    /* "engine/ingest/_spool.pyx":166
+    /* "engine/ingest/_spool.pyx":167
  *     memcpy(header + 8, &version, 4)
  *     memcpy(header + 12, &zero, 4)
  *     if flock(fd, LOCK_EX) != 0 or _write_all(fd, header, HEADER_SIZE) != 0 \             # <<<<<<<<<<<<<<
@@ -19468,7 +19468,7 @@ static int __pyx_f_6engine_6ingest_6_spool__open_file(struct __pyx_t_6engine_6in
 */
   }
 
-  /* "engine/ingest/_spool.pyx":171
+  /* "engine/ingest/_spool.pyx":172
  *         close(fd)
  *         return -(err if err else 5)
  *     fsync(sh.dir_fd)             # <<<<<<<<<<<<<<
@@ -19477,7 +19477,7 @@ static int __pyx_f_6engine_6ingest_6_spool__open_file(struct __pyx_t_6engine_6in
 */
   (void)(fsync(__pyx_v_sh->dir_fd));
 
-  /* "engine/ingest/_spool.pyx":172
+  /* "engine/ingest/_spool.pyx":173
  *         return -(err if err else 5)
  *     fsync(sh.dir_fd)
  *     return fd             # <<<<<<<<<<<<<<
@@ -19490,7 +19490,7 @@ static int __pyx_f_6engine_6ingest_6_spool__open_file(struct __pyx_t_6engine_6in
   }
   goto __pyx_L0;
 
-  /* "engine/ingest/_spool.pyx":150
+  /* "engine/ingest/_spool.pyx":151
  * 
  * 
  * cdef int _open_file(Shared* sh, uint64_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19510,7 +19510,7 @@ static int __pyx_f_6engine_6ingest_6_spool__open_file(struct __pyx_t_6engine_6in
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":175
+/* "engine/ingest/_spool.pyx":176
  * 
  * 
  * cdef void _publish(Shared* sh) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19521,7 +19521,7 @@ static int __pyx_f_6engine_6ingest_6_spool__open_file(struct __pyx_t_6engine_6in
 static void __pyx_f_6engine_6ingest_6_spool__publish(struct __pyx_t_6engine_6ingest_6_spool_Shared *__pyx_v_sh) {
   int __pyx_t_1;
 
-  /* "engine/ingest/_spool.pyx":176
+  /* "engine/ingest/_spool.pyx":177
  * 
  * cdef void _publish(Shared* sh) noexcept nogil:
  *     if sh.board != NULL:             # <<<<<<<<<<<<<<
@@ -19533,7 +19533,7 @@ static void __pyx_f_6engine_6ingest_6_spool__publish(struct __pyx_t_6engine_6ing
   if (__pyx_t_1) {
 
 
-    /* "engine/ingest/_spool.pyx":177
+    /* "engine/ingest/_spool.pyx":178
  * cdef void _publish(Shared* sh) noexcept nogil:
  *     if sh.board != NULL:
  *         trk_store_u64(sh.board, (sh.file_no << OFFSET_BITS) | <uint64_t>sh.size)             # <<<<<<<<<<<<<<
@@ -19542,7 +19542,7 @@ static void __pyx_f_6engine_6ingest_6_spool__publish(struct __pyx_t_6engine_6ing
 */
     trk_store_u64(__pyx_v_sh->board, ((__pyx_v_sh->file_no << __pyx_e_6engine_6ingest_6_spool_OFFSET_BITS) | ((uint64_t)__pyx_v_sh->size)));
 
-    /* "engine/ingest/_spool.pyx":176
+    /* "engine/ingest/_spool.pyx":177
  * 
  * cdef void _publish(Shared* sh) noexcept nogil:
  *     if sh.board != NULL:             # <<<<<<<<<<<<<<
@@ -19551,7 +19551,7 @@ static void __pyx_f_6engine_6ingest_6_spool__publish(struct __pyx_t_6engine_6ing
 */
   }
 
-  /* "engine/ingest/_spool.pyx":175
+  /* "engine/ingest/_spool.pyx":176
  * 
  * 
  * cdef void _publish(Shared* sh) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19562,7 +19562,7 @@ static void __pyx_f_6engine_6ingest_6_spool__publish(struct __pyx_t_6engine_6ing
   /* function exit code */
 }
 
-/* "engine/ingest/_spool.pyx":180
+/* "engine/ingest/_spool.pyx":181
  * 
  * 
  * cdef int _write_group(Shared* sh) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19576,7 +19576,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_group(struct __pyx_t_6engine_6
   int __pyx_t_1;
   int __pyx_t_2;
 
-  /* "engine/ingest/_spool.pyx":181
+  /* "engine/ingest/_spool.pyx":182
  * 
  * cdef int _write_group(Shared* sh) noexcept nogil:
  *     cdef int err = _write_all(sh.fd, sh.handed.data, sh.handed.len)             # <<<<<<<<<<<<<<
@@ -19585,7 +19585,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_group(struct __pyx_t_6engine_6
 */
   __pyx_v_err = __pyx_f_6engine_6ingest_6_spool__write_all(__pyx_v_sh->fd, __pyx_v_sh->handed.data, __pyx_v_sh->handed.len);
 
-  /* "engine/ingest/_spool.pyx":182
+  /* "engine/ingest/_spool.pyx":183
  * cdef int _write_group(Shared* sh) noexcept nogil:
  *     cdef int err = _write_all(sh.fd, sh.handed.data, sh.handed.len)
  *     if err == 0 and sh.durable and fdatasync(sh.fd) != 0:             # <<<<<<<<<<<<<<
@@ -19617,7 +19617,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_group(struct __pyx_t_6engine_6
   if (__pyx_t_1) {
 
 
-    /* "engine/ingest/_spool.pyx":183
+    /* "engine/ingest/_spool.pyx":184
  *     cdef int err = _write_all(sh.fd, sh.handed.data, sh.handed.len)
  *     if err == 0 and sh.durable and fdatasync(sh.fd) != 0:
  *         err = errno             # <<<<<<<<<<<<<<
@@ -19626,7 +19626,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_group(struct __pyx_t_6engine_6
 */
     __pyx_v_err = errno;
 
-    /* "engine/ingest/_spool.pyx":182
+    /* "engine/ingest/_spool.pyx":183
  * cdef int _write_group(Shared* sh) noexcept nogil:
  *     cdef int err = _write_all(sh.fd, sh.handed.data, sh.handed.len)
  *     if err == 0 and sh.durable and fdatasync(sh.fd) != 0:             # <<<<<<<<<<<<<<
@@ -19635,7 +19635,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_group(struct __pyx_t_6engine_6
 */
   }
 
-  /* "engine/ingest/_spool.pyx":184
+  /* "engine/ingest/_spool.pyx":185
  *     if err == 0 and sh.durable and fdatasync(sh.fd) != 0:
  *         err = errno
  *     if err:             # <<<<<<<<<<<<<<
@@ -19647,7 +19647,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_group(struct __pyx_t_6engine_6
   if (__pyx_t_1) {
 
 
-    /* "engine/ingest/_spool.pyx":185
+    /* "engine/ingest/_spool.pyx":186
  *         err = errno
  *     if err:
  *         ftruncate(sh.fd, sh.size)        # the group was never acknowledged             # <<<<<<<<<<<<<<
@@ -19656,7 +19656,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_group(struct __pyx_t_6engine_6
 */
     (void)(ftruncate(__pyx_v_sh->fd, __pyx_v_sh->size));
 
-    /* "engine/ingest/_spool.pyx":186
+    /* "engine/ingest/_spool.pyx":187
  *     if err:
  *         ftruncate(sh.fd, sh.size)        # the group was never acknowledged
  *         return err             # <<<<<<<<<<<<<<
@@ -19669,7 +19669,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_group(struct __pyx_t_6engine_6
     }
     goto __pyx_L0;
 
-    /* "engine/ingest/_spool.pyx":184
+    /* "engine/ingest/_spool.pyx":185
  *     if err == 0 and sh.durable and fdatasync(sh.fd) != 0:
  *         err = errno
  *     if err:             # <<<<<<<<<<<<<<
@@ -19678,7 +19678,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_group(struct __pyx_t_6engine_6
 */
   }
 
-  /* "engine/ingest/_spool.pyx":187
+  /* "engine/ingest/_spool.pyx":188
  *         ftruncate(sh.fd, sh.size)        # the group was never acknowledged
  *         return err
  *     trk_store_i64(&sh.size, sh.size + sh.handed.len)             # <<<<<<<<<<<<<<
@@ -19687,7 +19687,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_group(struct __pyx_t_6engine_6
 */
   trk_store_i64((&__pyx_v_sh->size), (__pyx_v_sh->size + __pyx_v_sh->handed.len));
 
-  /* "engine/ingest/_spool.pyx":188
+  /* "engine/ingest/_spool.pyx":189
  *         return err
  *     trk_store_i64(&sh.size, sh.size + sh.handed.len)
  *     _publish(sh)             # <<<<<<<<<<<<<<
@@ -19696,7 +19696,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_group(struct __pyx_t_6engine_6
 */
   __pyx_f_6engine_6ingest_6_spool__publish(__pyx_v_sh);
 
-  /* "engine/ingest/_spool.pyx":189
+  /* "engine/ingest/_spool.pyx":190
  *     trk_store_i64(&sh.size, sh.size + sh.handed.len)
  *     _publish(sh)
  *     return 0             # <<<<<<<<<<<<<<
@@ -19709,7 +19709,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_group(struct __pyx_t_6engine_6
   }
   goto __pyx_L0;
 
-  /* "engine/ingest/_spool.pyx":180
+  /* "engine/ingest/_spool.pyx":181
  * 
  * 
  * cdef int _write_group(Shared* sh) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19723,7 +19723,7 @@ static int __pyx_f_6engine_6ingest_6_spool__write_group(struct __pyx_t_6engine_6
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":192
+/* "engine/ingest/_spool.pyx":193
  * 
  * 
  * cdef void _rotate(Shared* sh) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19735,7 +19735,7 @@ static void __pyx_f_6engine_6ingest_6_spool__rotate(struct __pyx_t_6engine_6inge
   int __pyx_v_fd;
   int __pyx_t_1;
 
-  /* "engine/ingest/_spool.pyx":195
+  /* "engine/ingest/_spool.pyx":196
  *     """Start file n+1 and close n (its lock goes: readers then read it to the end).
  *     A failure keeps writing n; rotation is tried again after the next group."""
  *     cdef int fd = _open_file(sh, sh.file_no + 1)             # <<<<<<<<<<<<<<
@@ -19744,7 +19744,7 @@ static void __pyx_f_6engine_6ingest_6_spool__rotate(struct __pyx_t_6engine_6inge
 */
   __pyx_v_fd = __pyx_f_6engine_6ingest_6_spool__open_file(__pyx_v_sh, (__pyx_v_sh->file_no + 1));
 
-  /* "engine/ingest/_spool.pyx":196
+  /* "engine/ingest/_spool.pyx":197
  *     A failure keeps writing n; rotation is tried again after the next group."""
  *     cdef int fd = _open_file(sh, sh.file_no + 1)
  *     if fd < 0:             # <<<<<<<<<<<<<<
@@ -19756,7 +19756,7 @@ static void __pyx_f_6engine_6ingest_6_spool__rotate(struct __pyx_t_6engine_6inge
   if (__pyx_t_1) {
 
 
-    /* "engine/ingest/_spool.pyx":197
+    /* "engine/ingest/_spool.pyx":198
  *     cdef int fd = _open_file(sh, sh.file_no + 1)
  *     if fd < 0:
  *         return             # <<<<<<<<<<<<<<
@@ -19767,7 +19767,7 @@ static void __pyx_f_6engine_6ingest_6_spool__rotate(struct __pyx_t_6engine_6inge
     }
     goto __pyx_L0;
 
-    /* "engine/ingest/_spool.pyx":196
+    /* "engine/ingest/_spool.pyx":197
  *     A failure keeps writing n; rotation is tried again after the next group."""
  *     cdef int fd = _open_file(sh, sh.file_no + 1)
  *     if fd < 0:             # <<<<<<<<<<<<<<
@@ -19776,7 +19776,7 @@ static void __pyx_f_6engine_6ingest_6_spool__rotate(struct __pyx_t_6engine_6inge
 */
   }
 
-  /* "engine/ingest/_spool.pyx":198
+  /* "engine/ingest/_spool.pyx":199
  *     if fd < 0:
  *         return
  *     close(sh.fd)             # <<<<<<<<<<<<<<
@@ -19785,7 +19785,7 @@ static void __pyx_f_6engine_6ingest_6_spool__rotate(struct __pyx_t_6engine_6inge
 */
   (void)(close(__pyx_v_sh->fd));
 
-  /* "engine/ingest/_spool.pyx":199
+  /* "engine/ingest/_spool.pyx":200
  *         return
  *     close(sh.fd)
  *     sh.fd = fd             # <<<<<<<<<<<<<<
@@ -19794,7 +19794,7 @@ static void __pyx_f_6engine_6ingest_6_spool__rotate(struct __pyx_t_6engine_6inge
 */
   __pyx_v_sh->fd = __pyx_v_fd;
 
-  /* "engine/ingest/_spool.pyx":200
+  /* "engine/ingest/_spool.pyx":201
  *     close(sh.fd)
  *     sh.fd = fd
  *     sh.file_no += 1             # <<<<<<<<<<<<<<
@@ -19803,7 +19803,7 @@ static void __pyx_f_6engine_6ingest_6_spool__rotate(struct __pyx_t_6engine_6inge
 */
   __pyx_v_sh->file_no = (__pyx_v_sh->file_no + 1);
 
-  /* "engine/ingest/_spool.pyx":201
+  /* "engine/ingest/_spool.pyx":202
  *     sh.fd = fd
  *     sh.file_no += 1
  *     trk_store_i64(&sh.size, HEADER_SIZE)             # <<<<<<<<<<<<<<
@@ -19812,7 +19812,7 @@ static void __pyx_f_6engine_6ingest_6_spool__rotate(struct __pyx_t_6engine_6inge
 */
   trk_store_i64((&__pyx_v_sh->size), __pyx_e_6engine_6ingest_6_spool_HEADER_SIZE);
 
-  /* "engine/ingest/_spool.pyx":202
+  /* "engine/ingest/_spool.pyx":203
  *     sh.file_no += 1
  *     trk_store_i64(&sh.size, HEADER_SIZE)
  *     _publish(sh)             # <<<<<<<<<<<<<<
@@ -19821,7 +19821,7 @@ static void __pyx_f_6engine_6ingest_6_spool__rotate(struct __pyx_t_6engine_6inge
 */
   __pyx_f_6engine_6ingest_6_spool__publish(__pyx_v_sh);
 
-  /* "engine/ingest/_spool.pyx":192
+  /* "engine/ingest/_spool.pyx":193
  * 
  * 
  * cdef void _rotate(Shared* sh) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19834,7 +19834,7 @@ static void __pyx_f_6engine_6ingest_6_spool__rotate(struct __pyx_t_6engine_6inge
 
 }
 
-/* "engine/ingest/_spool.pyx":205
+/* "engine/ingest/_spool.pyx":206
  * 
  * 
  * cdef void* _committer(void* arg) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19850,7 +19850,7 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
   int __pyx_t_1;
   int __pyx_t_2;
 
-  /* "engine/ingest/_spool.pyx":206
+  /* "engine/ingest/_spool.pyx":207
  * 
  * cdef void* _committer(void* arg) noexcept nogil:
  *     cdef Shared* sh = <Shared*>arg             # <<<<<<<<<<<<<<
@@ -19859,7 +19859,7 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
 */
   __pyx_v_sh = ((struct __pyx_t_6engine_6ingest_6_spool_Shared *)__pyx_v_arg);
 
-  /* "engine/ingest/_spool.pyx":208
+  /* "engine/ingest/_spool.pyx":209
  *     cdef Shared* sh = <Shared*>arg
  *     cdef int err
  *     cdef uint64_t one = 1             # <<<<<<<<<<<<<<
@@ -19868,7 +19868,7 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
 */
   __pyx_v_one = 1;
 
-  /* "engine/ingest/_spool.pyx":209
+  /* "engine/ingest/_spool.pyx":210
  *     cdef int err
  *     cdef uint64_t one = 1
  *     while True:             # <<<<<<<<<<<<<<
@@ -19877,7 +19877,7 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
 */
   while (1) {
 
-    /* "engine/ingest/_spool.pyx":210
+    /* "engine/ingest/_spool.pyx":211
  *     cdef uint64_t one = 1
  *     while True:
  *         pthread_mutex_lock(&sh.mu)             # <<<<<<<<<<<<<<
@@ -19886,7 +19886,7 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
 */
     (void)(pthread_mutex_lock((&__pyx_v_sh->mu)));
 
-    /* "engine/ingest/_spool.pyx":211
+    /* "engine/ingest/_spool.pyx":212
  *     while True:
  *         pthread_mutex_lock(&sh.mu)
  *         while not sh.go and not sh.stop:             # <<<<<<<<<<<<<<
@@ -19913,7 +19913,7 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
 
       if (!__pyx_t_1) break;
 
-      /* "engine/ingest/_spool.pyx":212
+      /* "engine/ingest/_spool.pyx":213
  *         pthread_mutex_lock(&sh.mu)
  *         while not sh.go and not sh.stop:
  *             pthread_cond_wait(&sh.cv, &sh.mu)             # <<<<<<<<<<<<<<
@@ -19923,7 +19923,7 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
       (void)(pthread_cond_wait((&__pyx_v_sh->cv), (&__pyx_v_sh->mu)));
     }
 
-    /* "engine/ingest/_spool.pyx":213
+    /* "engine/ingest/_spool.pyx":214
  *         while not sh.go and not sh.stop:
  *             pthread_cond_wait(&sh.cv, &sh.mu)
  *         if not sh.go:             # <<<<<<<<<<<<<<
@@ -19935,7 +19935,7 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
     if (__pyx_t_1) {
 
 
-      /* "engine/ingest/_spool.pyx":214
+      /* "engine/ingest/_spool.pyx":215
  *             pthread_cond_wait(&sh.cv, &sh.mu)
  *         if not sh.go:
  *             pthread_mutex_unlock(&sh.mu)             # <<<<<<<<<<<<<<
@@ -19944,7 +19944,7 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
 */
       (void)(pthread_mutex_unlock((&__pyx_v_sh->mu)));
 
-      /* "engine/ingest/_spool.pyx":215
+      /* "engine/ingest/_spool.pyx":216
  *         if not sh.go:
  *             pthread_mutex_unlock(&sh.mu)
  *             return NULL             # <<<<<<<<<<<<<<
@@ -19957,7 +19957,7 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
       }
       goto __pyx_L0;
 
-      /* "engine/ingest/_spool.pyx":213
+      /* "engine/ingest/_spool.pyx":214
  *         while not sh.go and not sh.stop:
  *             pthread_cond_wait(&sh.cv, &sh.mu)
  *         if not sh.go:             # <<<<<<<<<<<<<<
@@ -19966,7 +19966,7 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
 */
     }
 
-    /* "engine/ingest/_spool.pyx":216
+    /* "engine/ingest/_spool.pyx":217
  *             pthread_mutex_unlock(&sh.mu)
  *             return NULL
  *         pthread_mutex_unlock(&sh.mu)             # <<<<<<<<<<<<<<
@@ -19975,7 +19975,7 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
 */
     (void)(pthread_mutex_unlock((&__pyx_v_sh->mu)));
 
-    /* "engine/ingest/_spool.pyx":217
+    /* "engine/ingest/_spool.pyx":218
  *             return NULL
  *         pthread_mutex_unlock(&sh.mu)
  *         err = _write_group(sh)             # <<<<<<<<<<<<<<
@@ -19984,7 +19984,7 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
 */
     __pyx_v_err = __pyx_f_6engine_6ingest_6_spool__write_group(__pyx_v_sh);
 
-    /* "engine/ingest/_spool.pyx":218
+    /* "engine/ingest/_spool.pyx":219
  *         pthread_mutex_unlock(&sh.mu)
  *         err = _write_group(sh)
  *         if err == 0 and sh.size >= sh.rotate_bytes:             # <<<<<<<<<<<<<<
@@ -20010,7 +20010,7 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
     if (__pyx_t_1) {
 
 
-      /* "engine/ingest/_spool.pyx":219
+      /* "engine/ingest/_spool.pyx":220
  *         err = _write_group(sh)
  *         if err == 0 and sh.size >= sh.rotate_bytes:
  *             _rotate(sh)             # <<<<<<<<<<<<<<
@@ -20019,7 +20019,7 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
 */
       __pyx_f_6engine_6ingest_6_spool__rotate(__pyx_v_sh);
 
-      /* "engine/ingest/_spool.pyx":218
+      /* "engine/ingest/_spool.pyx":219
  *         pthread_mutex_unlock(&sh.mu)
  *         err = _write_group(sh)
  *         if err == 0 and sh.size >= sh.rotate_bytes:             # <<<<<<<<<<<<<<
@@ -20028,7 +20028,7 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
 */
     }
 
-    /* "engine/ingest/_spool.pyx":220
+    /* "engine/ingest/_spool.pyx":221
  *         if err == 0 and sh.size >= sh.rotate_bytes:
  *             _rotate(sh)
  *         pthread_mutex_lock(&sh.mu)             # <<<<<<<<<<<<<<
@@ -20037,7 +20037,7 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
 */
     (void)(pthread_mutex_lock((&__pyx_v_sh->mu)));
 
-    /* "engine/ingest/_spool.pyx":221
+    /* "engine/ingest/_spool.pyx":222
  *             _rotate(sh)
  *         pthread_mutex_lock(&sh.mu)
  *         sh.result = err             # <<<<<<<<<<<<<<
@@ -20046,7 +20046,7 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
 */
     __pyx_v_sh->result = __pyx_v_err;
 
-    /* "engine/ingest/_spool.pyx":222
+    /* "engine/ingest/_spool.pyx":223
  *         pthread_mutex_lock(&sh.mu)
  *         sh.result = err
  *         sh.go = False             # <<<<<<<<<<<<<<
@@ -20055,7 +20055,7 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
 */
     __pyx_v_sh->go = 0;
 
-    /* "engine/ingest/_spool.pyx":223
+    /* "engine/ingest/_spool.pyx":224
  *         sh.result = err
  *         sh.go = False
  *         pthread_mutex_unlock(&sh.mu)             # <<<<<<<<<<<<<<
@@ -20064,7 +20064,7 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
 */
     (void)(pthread_mutex_unlock((&__pyx_v_sh->mu)));
 
-    /* "engine/ingest/_spool.pyx":224
+    /* "engine/ingest/_spool.pyx":225
  *         sh.go = False
  *         pthread_mutex_unlock(&sh.mu)
  *         write(sh.efd, &one, 8)             # <<<<<<<<<<<<<<
@@ -20074,7 +20074,7 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
     (void)(write(__pyx_v_sh->efd, (&__pyx_v_one), 8));
   }
 
-  /* "engine/ingest/_spool.pyx":205
+  /* "engine/ingest/_spool.pyx":206
  * 
  * 
  * cdef void* _committer(void* arg) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -20091,7 +20091,7 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":232
+/* "engine/ingest/_spool.pyx":233
  *     ``spool`` field (engine/board.py ``Slot.field_address``), or 0."""
  * 
  *     def __cinit__(self):             # <<<<<<<<<<<<<<
@@ -20100,21 +20100,37 @@ static void *__pyx_f_6engine_6ingest_6_spool__committer(void *__pyx_v_arg) {
 */
 
 /* Python wrapper */
-static int __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_1__cinit__(PyObject *__pyx_v_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static int __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_1__cinit__(PyObject *__pyx_v_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static int __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_1__cinit__(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL_TPNEW
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+); /*proto*/
+static int __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_1__cinit__(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL_TPNEW
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+) {
+  #if !CYTHON_VECTORCALL_TPNEW
   CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  #endif
   CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
   int __pyx_r;
   __Pyx_RefNannyDeclarations
   __Pyx_RefNannySetupContext("__cinit__ (wrapper)", 0);
+  #if !CYTHON_VECTORCALL_TPNEW
   #if CYTHON_ASSUME_SAFE_SIZE
   __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
   #else
   __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return -1;
   #endif
-  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_FASTCALL_TPNEW(__pyx_args, __pyx_nargs);
   if (unlikely(__pyx_nargs > 0)) { __Pyx_RaiseArgtupleInvalid("__cinit__", 1, 0, 0, __pyx_nargs); return -1; }
-  const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
+  const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL_TPNEW(__pyx_kwds) : 0;
   if (unlikely(__pyx_kwds_len < 0)) return -1;
   if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("__cinit__", __pyx_kwds); return -1;}
   __pyx_r = __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter___cinit__(((struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self));
@@ -20131,7 +20147,7 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter___cinit__(struct __pyx
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
 
-  /* "engine/ingest/_spool.pyx":233
+  /* "engine/ingest/_spool.pyx":234
  * 
  *     def __cinit__(self):
  *         self.sh = <Shared*>calloc(1, sizeof(Shared))             # <<<<<<<<<<<<<<
@@ -20140,7 +20156,7 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter___cinit__(struct __pyx
 */
   __pyx_v_self->sh = ((struct __pyx_t_6engine_6ingest_6_spool_Shared *)calloc(1, (sizeof(struct __pyx_t_6engine_6ingest_6_spool_Shared))));
 
-  /* "engine/ingest/_spool.pyx":234
+  /* "engine/ingest/_spool.pyx":235
  *     def __cinit__(self):
  *         self.sh = <Shared*>calloc(1, sizeof(Shared))
  *         if self.sh == NULL:             # <<<<<<<<<<<<<<
@@ -20152,16 +20168,16 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter___cinit__(struct __pyx
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "engine/ingest/_spool.pyx":235
+    /* "engine/ingest/_spool.pyx":236
  *         self.sh = <Shared*>calloc(1, sizeof(Shared))
  *         if self.sh == NULL:
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *         self.sh.fd = self.sh.efd = self.sh.dir_fd = -1
  * 
 */
-    PyErr_NoMemory(); __PYX_ERR(0, 235, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(0, 236, __pyx_L1_error)
 
-    /* "engine/ingest/_spool.pyx":234
+    /* "engine/ingest/_spool.pyx":235
  *     def __cinit__(self):
  *         self.sh = <Shared*>calloc(1, sizeof(Shared))
  *         if self.sh == NULL:             # <<<<<<<<<<<<<<
@@ -20170,7 +20186,7 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter___cinit__(struct __pyx
 */
   }
 
-  /* "engine/ingest/_spool.pyx":236
+  /* "engine/ingest/_spool.pyx":237
  *         if self.sh == NULL:
  *             raise MemoryError()
  *         self.sh.fd = self.sh.efd = self.sh.dir_fd = -1             # <<<<<<<<<<<<<<
@@ -20181,7 +20197,7 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter___cinit__(struct __pyx
   __pyx_v_self->sh->efd = -1;
   __pyx_v_self->sh->dir_fd = -1;
 
-  /* "engine/ingest/_spool.pyx":232
+  /* "engine/ingest/_spool.pyx":233
  *     ``spool`` field (engine/board.py ``Slot.field_address``), or 0."""
  * 
  *     def __cinit__(self):             # <<<<<<<<<<<<<<
@@ -20200,145 +20216,125 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter___cinit__(struct __pyx
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":238
+/* "engine/ingest/_spool.pyx":239
  *         self.sh.fd = self.sh.efd = self.sh.dir_fd = -1
  * 
  *     def __init__(self, directory, max_bytes, durable=True, rotate_bytes=8 << 20,             # <<<<<<<<<<<<<<
- *                  board_address=0, unavailable=None):
+ *                  board_address=0):
  *         cdef bytes where = os.fsencode(os.path.abspath(directory))
 */
 
 /* Python wrapper */
-static int __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_3__init__(PyObject *__pyx_v_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static int __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_3__init__(PyObject *__pyx_v_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static int __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_3__init__(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL_TPNEW
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+); /*proto*/
+static int __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_3__init__(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL_TPNEW
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+) {
   PyObject *__pyx_v_directory = 0;
   PyObject *__pyx_v_max_bytes = 0;
   PyObject *__pyx_v_durable = 0;
   PyObject *__pyx_v_rotate_bytes = 0;
   PyObject *__pyx_v_board_address = 0;
-  PyObject *__pyx_v_unavailable = 0;
+  #if !CYTHON_VECTORCALL_TPNEW
   CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  #endif
   CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
-  PyObject* values[6] = {0,0,0,0,0,0};
+  PyObject* values[5] = {0,0,0,0,0};
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
   int __pyx_r;
   __Pyx_RefNannyDeclarations
   __Pyx_RefNannySetupContext("__init__ (wrapper)", 0);
+  #if !CYTHON_VECTORCALL_TPNEW
   #if CYTHON_ASSUME_SAFE_SIZE
   __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
   #else
   __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return -1;
   #endif
-  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_FASTCALL_TPNEW(__pyx_args, __pyx_nargs);
   {
-    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_directory,&__pyx_mstate_global->__pyx_n_u_max_bytes,&__pyx_mstate_global->__pyx_n_u_durable,&__pyx_mstate_global->__pyx_n_u_rotate_bytes,&__pyx_mstate_global->__pyx_n_u_board_address,&__pyx_mstate_global->__pyx_n_u_unavailable,0};
-    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 238, __pyx_L3_error)
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_directory,&__pyx_mstate_global->__pyx_n_u_max_bytes,&__pyx_mstate_global->__pyx_n_u_durable,&__pyx_mstate_global->__pyx_n_u_rotate_bytes,&__pyx_mstate_global->__pyx_n_u_board_address,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL_TPNEW(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 239, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
-        case  6:
-        values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 238, __pyx_L3_error)
-        CYTHON_FALLTHROUGH;
         case  5:
-        values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 238, __pyx_L3_error)
+        values[4] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 4);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 239, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
-        values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 238, __pyx_L3_error)
+        values[3] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 239, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
-        values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 238, __pyx_L3_error)
+        values[2] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 239, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
-        values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 238, __pyx_L3_error)
+        values[1] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 239, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
-        values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 238, __pyx_L3_error)
+        values[0] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 239, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__init__", 0) < (0)) __PYX_ERR(0, 238, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__init__", 0) < (0)) __PYX_ERR(0, 239, __pyx_L3_error)
       if (!values[2]) values[2] = __Pyx_NewRef(((PyObject *)Py_True));
       if (!values[3]) values[3] = __Pyx_NewRef(((PyObject *)__pyx_mstate_global->__pyx_int_8388608));
       if (!values[4]) values[4] = __Pyx_NewRef(((PyObject *)__pyx_mstate_global->__pyx_int_0));
-
-      /* "engine/ingest/_spool.pyx":239
- * 
- *     def __init__(self, directory, max_bytes, durable=True, rotate_bytes=8 << 20,
- *                  board_address=0, unavailable=None):             # <<<<<<<<<<<<<<
- *         cdef bytes where = os.fsencode(os.path.abspath(directory))
- *         cdef int fd
-*/
-      if (!values[5]) values[5] = __Pyx_NewRef(((PyObject *)Py_None));
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__init__", 0, 2, 6, i); __PYX_ERR(0, 238, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__init__", 0, 2, 5, i); __PYX_ERR(0, 239, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
-        case  6:
-        values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 238, __pyx_L3_error)
-        CYTHON_FALLTHROUGH;
         case  5:
-        values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 238, __pyx_L3_error)
+        values[4] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 4);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 239, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
-        values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 238, __pyx_L3_error)
+        values[3] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 239, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
-        values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 238, __pyx_L3_error)
+        values[2] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 239, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
-        values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 238, __pyx_L3_error)
-        values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 238, __pyx_L3_error)
+        values[1] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 239, __pyx_L3_error)
+        values[0] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 239, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
-
-      /* "engine/ingest/_spool.pyx":238
- *         self.sh.fd = self.sh.efd = self.sh.dir_fd = -1
- * 
- *     def __init__(self, directory, max_bytes, durable=True, rotate_bytes=8 << 20,             # <<<<<<<<<<<<<<
- *                  board_address=0, unavailable=None):
- *         cdef bytes where = os.fsencode(os.path.abspath(directory))
-*/
       if (!values[2]) values[2] = __Pyx_NewRef(((PyObject *)Py_True));
       if (!values[3]) values[3] = __Pyx_NewRef(((PyObject *)__pyx_mstate_global->__pyx_int_8388608));
       if (!values[4]) values[4] = __Pyx_NewRef(((PyObject *)__pyx_mstate_global->__pyx_int_0));
-
-      /* "engine/ingest/_spool.pyx":239
- * 
- *     def __init__(self, directory, max_bytes, durable=True, rotate_bytes=8 << 20,
- *                  board_address=0, unavailable=None):             # <<<<<<<<<<<<<<
- *         cdef bytes where = os.fsencode(os.path.abspath(directory))
- *         cdef int fd
-*/
-      if (!values[5]) values[5] = __Pyx_NewRef(((PyObject *)Py_None));
     }
     __pyx_v_directory = values[0];
     __pyx_v_max_bytes = values[1];
     __pyx_v_durable = values[2];
     __pyx_v_rotate_bytes = values[3];
     __pyx_v_board_address = values[4];
-    __pyx_v_unavailable = values[5];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__init__", 0, 2, 6, __pyx_nargs); __PYX_ERR(0, 238, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__init__", 0, 2, 5, __pyx_nargs); __PYX_ERR(0, 239, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -20349,15 +20345,7 @@ static int __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_3__init__(PyObject *__
   __Pyx_RefNannyFinishContext();
   return -1;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_2__init__(((struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self), __pyx_v_directory, __pyx_v_max_bytes, __pyx_v_durable, __pyx_v_rotate_bytes, __pyx_v_board_address, __pyx_v_unavailable);
-
-  /* "engine/ingest/_spool.pyx":238
- *         self.sh.fd = self.sh.efd = self.sh.dir_fd = -1
- * 
- *     def __init__(self, directory, max_bytes, durable=True, rotate_bytes=8 << 20,             # <<<<<<<<<<<<<<
- *                  board_address=0, unavailable=None):
- *         cdef bytes where = os.fsencode(os.path.abspath(directory))
-*/
+  __pyx_r = __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_2__init__(((struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self), __pyx_v_directory, __pyx_v_max_bytes, __pyx_v_durable, __pyx_v_rotate_bytes, __pyx_v_board_address);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -20367,7 +20355,7 @@ static int __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_3__init__(PyObject *__
   return __pyx_r;
 }
 
-static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_2__init__(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self, PyObject *__pyx_v_directory, PyObject *__pyx_v_max_bytes, PyObject *__pyx_v_durable, PyObject *__pyx_v_rotate_bytes, PyObject *__pyx_v_board_address, PyObject *__pyx_v_unavailable) {
+static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_2__init__(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self, PyObject *__pyx_v_directory, PyObject *__pyx_v_max_bytes, PyObject *__pyx_v_durable, PyObject *__pyx_v_rotate_bytes, PyObject *__pyx_v_board_address) {
   PyObject *__pyx_v_where = 0;
   int __pyx_v_fd;
   struct __pyx_t_6engine_6ingest_6_spool_Shared *__pyx_v_sh;
@@ -20395,22 +20383,22 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_2__init__(struct __pyx
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__init__", 0);
 
-  /* "engine/ingest/_spool.pyx":240
+  /* "engine/ingest/_spool.pyx":241
  *     def __init__(self, directory, max_bytes, durable=True, rotate_bytes=8 << 20,
- *                  board_address=0, unavailable=None):
+ *                  board_address=0):
  *         cdef bytes where = os.fsencode(os.path.abspath(directory))             # <<<<<<<<<<<<<<
  *         cdef int fd
  *         cdef Shared* sh = self.sh
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 240, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 241, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_fsencode); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 240, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_fsencode); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 241, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 240, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 241, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_path); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 240, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_path); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 241, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
   __pyx_t_5 = __pyx_t_7;
@@ -20421,7 +20409,7 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_2__init__(struct __pyx
     __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_abspath, __pyx_callargs+__pyx_t_8, (2-__pyx_t_8) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 240, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 241, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_t_8 = 1;
@@ -20442,46 +20430,27 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_2__init__(struct __pyx
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 240, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 241, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
-  if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 240, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 241, __pyx_L1_error)
   __pyx_v_where = ((PyObject*)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_spool.pyx":242
+  /* "engine/ingest/_spool.pyx":243
  *         cdef bytes where = os.fsencode(os.path.abspath(directory))
  *         cdef int fd
  *         cdef Shared* sh = self.sh             # <<<<<<<<<<<<<<
- *         Commits.__init__(self, unavailable)
  *         if len(where) >= 4000:
+ *             raise OSError(36, "spool directory path too long", directory)
 */
   __pyx_t_9 = __pyx_v_self->sh;
 
   __pyx_v_sh = __pyx_t_9;
 
-  /* "engine/ingest/_spool.pyx":243
+  /* "engine/ingest/_spool.pyx":244
  *         cdef int fd
  *         cdef Shared* sh = self.sh
- *         Commits.__init__(self, unavailable)             # <<<<<<<<<<<<<<
- *         if len(where) >= 4000:
- *             raise OSError(36, "spool directory path too long", directory)
-*/
-  __pyx_t_4 = ((PyObject *)__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_Commits);
-  __Pyx_INCREF(__pyx_t_4);
-  __pyx_t_8 = 0;
-  {
-    PyObject *__pyx_callargs[3] = {__pyx_t_4, ((PyObject *)__pyx_v_self), __pyx_v_unavailable};
-    __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_init, __pyx_callargs+__pyx_t_8, (3-__pyx_t_8) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-    __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 243, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_1);
-  }
-  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-
-  /* "engine/ingest/_spool.pyx":244
- *         cdef Shared* sh = self.sh
- *         Commits.__init__(self, unavailable)
  *         if len(where) >= 4000:             # <<<<<<<<<<<<<<
  *             raise OSError(36, "spool directory path too long", directory)
  *         os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -20498,7 +20467,7 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_2__init__(struct __pyx
 
 
     /* "engine/ingest/_spool.pyx":245
- *         Commits.__init__(self, unavailable)
+ *         cdef Shared* sh = self.sh
  *         if len(where) >= 4000:
  *             raise OSError(36, "spool directory path too long", directory)             # <<<<<<<<<<<<<<
  *         os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -20518,8 +20487,8 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_2__init__(struct __pyx
     __PYX_ERR(0, 245, __pyx_L1_error)
 
     /* "engine/ingest/_spool.pyx":244
+ *         cdef int fd
  *         cdef Shared* sh = self.sh
- *         Commits.__init__(self, unavailable)
  *         if len(where) >= 4000:             # <<<<<<<<<<<<<<
  *             raise OSError(36, "spool directory path too long", directory)
  *         os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -20973,7 +20942,7 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_2__init__(struct __pyx
  *         _publish(sh)
  *         self.max_bytes = max_bytes             # <<<<<<<<<<<<<<
  *         self.old_bytes = 0
- *         self.open_epoch = 1
+ *         self.open_ticket = Ticket()
 */
   __pyx_t_14 = __Pyx_PyLong_As_int64_t(__pyx_v_max_bytes); if (unlikely((__pyx_t_14 == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 265, __pyx_L1_error)
   __pyx_v_self->max_bytes = __pyx_t_14;
@@ -20982,31 +20951,52 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_2__init__(struct __pyx
  *         _publish(sh)
  *         self.max_bytes = max_bytes
  *         self.old_bytes = 0             # <<<<<<<<<<<<<<
- *         self.open_epoch = 1
- *         self.seq = 0
+ *         self.open_ticket = Ticket()
+ *         self.groups = 0
 */
   __pyx_v_self->old_bytes = 0;
 
   /* "engine/ingest/_spool.pyx":267
  *         self.max_bytes = max_bytes
  *         self.old_bytes = 0
- *         self.open_epoch = 1             # <<<<<<<<<<<<<<
+ *         self.open_ticket = Ticket()             # <<<<<<<<<<<<<<
+ *         self.groups = 0
  *         self.seq = 0
- *         self.busy = False
 */
-  __pyx_v_self->open_epoch = 1;
+  __pyx_t_4 = NULL;
+  __pyx_t_8 = 1;
+  {
+    PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
+    __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_Ticket, __pyx_callargs+__pyx_t_8, (1-__pyx_t_8) | (__pyx_t_8*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 267, __pyx_L1_error)
+    __Pyx_GOTREF((PyObject *)__pyx_t_3);
+  }
+  __Pyx_GIVEREF((PyObject *)__pyx_t_3);
+  __Pyx_GOTREF((PyObject *)__pyx_v_self->open_ticket);
+  __Pyx_DECREF_SET(__pyx_v_self->open_ticket, ((struct __pyx_obj_6engine_4http_11_connection_Ticket *)__pyx_t_3));
+  __pyx_t_3 = 0;
 
   /* "engine/ingest/_spool.pyx":268
  *         self.old_bytes = 0
- *         self.open_epoch = 1
+ *         self.open_ticket = Ticket()
+ *         self.groups = 0             # <<<<<<<<<<<<<<
+ *         self.seq = 0
+ *         self.busy = False
+*/
+  __pyx_v_self->groups = 0;
+
+  /* "engine/ingest/_spool.pyx":269
+ *         self.open_ticket = Ticket()
+ *         self.groups = 0
  *         self.seq = 0             # <<<<<<<<<<<<<<
  *         self.busy = False
  *         self.healthy = True
 */
   __pyx_v_self->seq = 0;
 
-  /* "engine/ingest/_spool.pyx":269
- *         self.open_epoch = 1
+  /* "engine/ingest/_spool.pyx":270
+ *         self.groups = 0
  *         self.seq = 0
  *         self.busy = False             # <<<<<<<<<<<<<<
  *         self.healthy = True
@@ -21014,7 +21004,7 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_2__init__(struct __pyx
 */
   __pyx_v_self->busy = 0;
 
-  /* "engine/ingest/_spool.pyx":270
+  /* "engine/ingest/_spool.pyx":271
  *         self.seq = 0
  *         self.busy = False
  *         self.healthy = True             # <<<<<<<<<<<<<<
@@ -21023,7 +21013,7 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_2__init__(struct __pyx
 */
   __pyx_v_self->healthy = 1;
 
-  /* "engine/ingest/_spool.pyx":271
+  /* "engine/ingest/_spool.pyx":272
  *         self.busy = False
  *         self.healthy = True
  *         self.on_settled = None             # <<<<<<<<<<<<<<
@@ -21035,25 +21025,25 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_2__init__(struct __pyx
   __Pyx_GOTREF(__pyx_v_self->on_settled);
   __Pyx_DECREF_SET(__pyx_v_self->on_settled, Py_None);
 
-  /* "engine/ingest/_spool.pyx":272
+  /* "engine/ingest/_spool.pyx":273
  *         self.healthy = True
  *         self.on_settled = None
  *         self.flush_cb = self._flush             # <<<<<<<<<<<<<<
  * 
  *     def start(self, loop):
 */
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_flush); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 272, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_flush); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 273, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_GIVEREF(__pyx_t_3);
   __Pyx_GOTREF(__pyx_v_self->flush_cb);
   __Pyx_DECREF_SET(__pyx_v_self->flush_cb, __pyx_t_3);
   __pyx_t_3 = 0;
 
-  /* "engine/ingest/_spool.pyx":238
+  /* "engine/ingest/_spool.pyx":239
  *         self.sh.fd = self.sh.efd = self.sh.dir_fd = -1
  * 
  *     def __init__(self, directory, max_bytes, durable=True, rotate_bytes=8 << 20,             # <<<<<<<<<<<<<<
- *                  board_address=0, unavailable=None):
+ *                  board_address=0):
  *         cdef bytes where = os.fsencode(os.path.abspath(directory))
 */
 
@@ -21079,7 +21069,7 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_2__init__(struct __pyx
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":274
+/* "engine/ingest/_spool.pyx":275
  *         self.flush_cb = self._flush
  * 
  *     def start(self, loop):             # <<<<<<<<<<<<<<
@@ -21127,32 +21117,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_loop,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 274, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 275, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 274, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 275, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "start", 0) < (0)) __PYX_ERR(0, 274, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "start", 0) < (0)) __PYX_ERR(0, 275, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("start", 1, 1, 1, i); __PYX_ERR(0, 274, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("start", 1, 1, 1, i); __PYX_ERR(0, 275, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 274, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 275, __pyx_L3_error)
     }
     __pyx_v_loop = values[0];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("start", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 274, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("start", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 275, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -21187,7 +21177,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4start(struct __
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("start", 0);
 
-  /* "engine/ingest/_spool.pyx":276
+  /* "engine/ingest/_spool.pyx":277
  *     def start(self, loop):
  *         """Start the committer thread and listen for settled groups."""
  *         if pthread_create(&self.thread, NULL, _committer, self.sh) != 0:             # <<<<<<<<<<<<<<
@@ -21199,7 +21189,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4start(struct __
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "engine/ingest/_spool.pyx":277
+    /* "engine/ingest/_spool.pyx":278
  *         """Start the committer thread and listen for settled groups."""
  *         if pthread_create(&self.thread, NULL, _committer, self.sh) != 0:
  *             raise OSError(errno, "cannot start the spool committer thread")             # <<<<<<<<<<<<<<
@@ -21207,7 +21197,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4start(struct __
  *         self.loop = loop
 */
     __pyx_t_3 = NULL;
-    __pyx_t_4 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 277, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 278, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_t_5 = 1;
     {
@@ -21215,14 +21205,14 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4start(struct __
       __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_OSError)), __pyx_callargs+__pyx_t_5, (3-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 277, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 278, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     __Pyx_Raise(__pyx_t_2, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    __PYX_ERR(0, 277, __pyx_L1_error)
+    __PYX_ERR(0, 278, __pyx_L1_error)
 
-    /* "engine/ingest/_spool.pyx":276
+    /* "engine/ingest/_spool.pyx":277
  *     def start(self, loop):
  *         """Start the committer thread and listen for settled groups."""
  *         if pthread_create(&self.thread, NULL, _committer, self.sh) != 0:             # <<<<<<<<<<<<<<
@@ -21231,7 +21221,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4start(struct __
 */
   }
 
-  /* "engine/ingest/_spool.pyx":278
+  /* "engine/ingest/_spool.pyx":279
  *         if pthread_create(&self.thread, NULL, _committer, self.sh) != 0:
  *             raise OSError(errno, "cannot start the spool committer thread")
  *         self.thread_started = True             # <<<<<<<<<<<<<<
@@ -21240,7 +21230,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4start(struct __
 */
   __pyx_v_self->thread_started = 1;
 
-  /* "engine/ingest/_spool.pyx":279
+  /* "engine/ingest/_spool.pyx":280
  *             raise OSError(errno, "cannot start the spool committer thread")
  *         self.thread_started = True
  *         self.loop = loop             # <<<<<<<<<<<<<<
@@ -21252,7 +21242,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4start(struct __
   __Pyx_GOTREF(__pyx_v_self->loop);
   __Pyx_DECREF_SET(__pyx_v_self->loop, __pyx_v_loop);
 
-  /* "engine/ingest/_spool.pyx":280
+  /* "engine/ingest/_spool.pyx":281
  *         self.thread_started = True
  *         self.loop = loop
  *         loop.add_reader(self.sh.efd, self._settled)             # <<<<<<<<<<<<<<
@@ -21261,9 +21251,9 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4start(struct __
 */
   __pyx_t_4 = __pyx_v_loop;
   __Pyx_INCREF(__pyx_t_4);
-  __pyx_t_3 = __Pyx_PyLong_From_int(__pyx_v_self->sh->efd); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 280, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From_int(__pyx_v_self->sh->efd); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 281, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_settled); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 280, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_settled); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 281, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __pyx_t_5 = 0;
   {
@@ -21272,12 +21262,12 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4start(struct __
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 280, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 281, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/ingest/_spool.pyx":274
+  /* "engine/ingest/_spool.pyx":275
  *         self.flush_cb = self._flush
  * 
  *     def start(self, loop):             # <<<<<<<<<<<<<<
@@ -21301,7 +21291,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4start(struct __
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":283
+/* "engine/ingest/_spool.pyx":284
  * 
  *     # ---- request path ----------------------------------------------------
  *     cdef Py_ssize_t begin(self) except -1:             # <<<<<<<<<<<<<<
@@ -21318,17 +21308,17 @@ static Py_ssize_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_begin(struct __p
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
 
-  /* "engine/ingest/_spool.pyx":286
+  /* "engine/ingest/_spool.pyx":287
  *         """Reserve a record's frame in the open group; the record follows."""
  *         cdef Py_ssize_t start
  *         buf_reserve(&self.open_group, FRAME_SIZE)             # <<<<<<<<<<<<<<
  *         start = self.open_group.len
  *         self.open_group.len += FRAME_SIZE
 */
-  __pyx_t_1 = __pyx_f_6engine_6_parse_buf_reserve((&__pyx_v_self->open_group), __pyx_e_6engine_6ingest_6_spool_FRAME_SIZE); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 286, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_6engine_6_parse_buf_reserve((&__pyx_v_self->open_group), __pyx_e_6engine_6ingest_6_spool_FRAME_SIZE); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 287, __pyx_L1_error)
 
 
-  /* "engine/ingest/_spool.pyx":287
+  /* "engine/ingest/_spool.pyx":288
  *         cdef Py_ssize_t start
  *         buf_reserve(&self.open_group, FRAME_SIZE)
  *         start = self.open_group.len             # <<<<<<<<<<<<<<
@@ -21339,7 +21329,7 @@ static Py_ssize_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_begin(struct __p
 
   __pyx_v_start = __pyx_t_2;
 
-  /* "engine/ingest/_spool.pyx":288
+  /* "engine/ingest/_spool.pyx":289
  *         buf_reserve(&self.open_group, FRAME_SIZE)
  *         start = self.open_group.len
  *         self.open_group.len += FRAME_SIZE             # <<<<<<<<<<<<<<
@@ -21348,12 +21338,12 @@ static Py_ssize_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_begin(struct __p
 */
   __pyx_v_self->open_group.len = (__pyx_v_self->open_group.len + __pyx_e_6engine_6ingest_6_spool_FRAME_SIZE);
 
-  /* "engine/ingest/_spool.pyx":289
+  /* "engine/ingest/_spool.pyx":290
  *         start = self.open_group.len
  *         self.open_group.len += FRAME_SIZE
  *         return start             # <<<<<<<<<<<<<<
  * 
- *     cdef uint64_t finish(self, Py_ssize_t start) except 0:
+ *     cdef Ticket finish(self, Py_ssize_t start):
 */
   {
 
@@ -21361,7 +21351,7 @@ static Py_ssize_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_begin(struct __p
   }
   goto __pyx_L0;
 
-  /* "engine/ingest/_spool.pyx":283
+  /* "engine/ingest/_spool.pyx":284
  * 
  *     # ---- request path ----------------------------------------------------
  *     cdef Py_ssize_t begin(self) except -1:             # <<<<<<<<<<<<<<
@@ -21379,19 +21369,19 @@ static Py_ssize_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_begin(struct __p
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":291
+/* "engine/ingest/_spool.pyx":292
  *         return start
  * 
- *     cdef uint64_t finish(self, Py_ssize_t start) except 0:             # <<<<<<<<<<<<<<
- *         """Seal the record begun at ``start``; returns the epoch its answer
- *         waits for."""
+ *     cdef Ticket finish(self, Py_ssize_t start):             # <<<<<<<<<<<<<<
+ *         """Seal the record begun at ``start``; returns the ticket its answer
+ *         waits on."""
 */
 
-static uint64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_finish(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self, Py_ssize_t __pyx_v_start) {
+static struct __pyx_obj_6engine_4http_11_connection_Ticket *__pyx_f_6engine_6ingest_6_spool_11SpoolWriter_finish(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self, Py_ssize_t __pyx_v_start) {
   char *__pyx_v_frame;
   uint32_t __pyx_v_length;
   uint32_t __pyx_v_crc;
-  uint64_t __pyx_r;
+  struct __pyx_obj_6engine_4http_11_connection_Ticket *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   int __pyx_t_1;
   int __pyx_t_2;
@@ -21403,17 +21393,17 @@ static uint64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_finish(struct __py
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("finish", 0);
 
-  /* "engine/ingest/_spool.pyx":294
- *         """Seal the record begun at ``start``; returns the epoch its answer
- *         waits for."""
+  /* "engine/ingest/_spool.pyx":295
+ *         """Seal the record begun at ``start``; returns the ticket its answer
+ *         waits on."""
  *         cdef char* frame = self.open_group.data + start             # <<<<<<<<<<<<<<
  *         cdef uint32_t length = <uint32_t>(self.open_group.len - start - FRAME_SIZE)
  *         cdef uint32_t crc
 */
   __pyx_v_frame = (__pyx_v_self->open_group.data + __pyx_v_start);
 
-  /* "engine/ingest/_spool.pyx":295
- *         waits for."""
+  /* "engine/ingest/_spool.pyx":296
+ *         waits on."""
  *         cdef char* frame = self.open_group.data + start
  *         cdef uint32_t length = <uint32_t>(self.open_group.len - start - FRAME_SIZE)             # <<<<<<<<<<<<<<
  *         cdef uint32_t crc
@@ -21421,7 +21411,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_finish(struct __py
 */
   __pyx_v_length = ((uint32_t)((__pyx_v_self->open_group.len - __pyx_v_start) - __pyx_e_6engine_6ingest_6_spool_FRAME_SIZE));
 
-  /* "engine/ingest/_spool.pyx":297
+  /* "engine/ingest/_spool.pyx":298
  *         cdef uint32_t length = <uint32_t>(self.open_group.len - start - FRAME_SIZE)
  *         cdef uint32_t crc
  *         self.seq += 1             # <<<<<<<<<<<<<<
@@ -21430,7 +21420,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_finish(struct __py
 */
   __pyx_v_self->seq = (__pyx_v_self->seq + 1);
 
-  /* "engine/ingest/_spool.pyx":298
+  /* "engine/ingest/_spool.pyx":299
  *         cdef uint32_t crc
  *         self.seq += 1
  *         memcpy(frame + 8, &self.seq, 8)             # <<<<<<<<<<<<<<
@@ -21439,7 +21429,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_finish(struct __py
 */
   (void)(memcpy((__pyx_v_frame + 8), (&__pyx_v_self->seq), 8));
 
-  /* "engine/ingest/_spool.pyx":299
+  /* "engine/ingest/_spool.pyx":300
  *         self.seq += 1
  *         memcpy(frame + 8, &self.seq, 8)
  *         crc = trk_crc32(0, <const unsigned char*>frame + 8, 8)             # <<<<<<<<<<<<<<
@@ -21448,7 +21438,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_finish(struct __py
 */
   __pyx_v_crc = trk_crc32(0, (((unsigned char const *)__pyx_v_frame) + 8), 8);
 
-  /* "engine/ingest/_spool.pyx":300
+  /* "engine/ingest/_spool.pyx":301
  *         memcpy(frame + 8, &self.seq, 8)
  *         crc = trk_crc32(0, <const unsigned char*>frame + 8, 8)
  *         crc = trk_crc32(crc, <const unsigned char*>frame + FRAME_SIZE, length)             # <<<<<<<<<<<<<<
@@ -21457,7 +21447,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_finish(struct __py
 */
   __pyx_v_crc = trk_crc32(__pyx_v_crc, (((unsigned char const *)__pyx_v_frame) + __pyx_e_6engine_6ingest_6_spool_FRAME_SIZE), __pyx_v_length);
 
-  /* "engine/ingest/_spool.pyx":301
+  /* "engine/ingest/_spool.pyx":302
  *         crc = trk_crc32(0, <const unsigned char*>frame + 8, 8)
  *         crc = trk_crc32(crc, <const unsigned char*>frame + FRAME_SIZE, length)
  *         memcpy(frame, &length, 4)             # <<<<<<<<<<<<<<
@@ -21466,7 +21456,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_finish(struct __py
 */
   (void)(memcpy(__pyx_v_frame, (&__pyx_v_length), 4));
 
-  /* "engine/ingest/_spool.pyx":302
+  /* "engine/ingest/_spool.pyx":303
  *         crc = trk_crc32(crc, <const unsigned char*>frame + FRAME_SIZE, length)
  *         memcpy(frame, &length, 4)
  *         memcpy(frame + 4, &crc, 4)             # <<<<<<<<<<<<<<
@@ -21475,7 +21465,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_finish(struct __py
 */
   (void)(memcpy((__pyx_v_frame + 4), (&__pyx_v_crc), 4));
 
-  /* "engine/ingest/_spool.pyx":303
+  /* "engine/ingest/_spool.pyx":304
  *         memcpy(frame, &length, 4)
  *         memcpy(frame + 4, &crc, 4)
  *         self.open_records += 1             # <<<<<<<<<<<<<<
@@ -21484,7 +21474,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_finish(struct __py
 */
   __pyx_v_self->open_records = (__pyx_v_self->open_records + 1);
 
-  /* "engine/ingest/_spool.pyx":304
+  /* "engine/ingest/_spool.pyx":305
  *         memcpy(frame + 4, &crc, 4)
  *         self.open_records += 1
  *         if not self.busy and not self.flush_scheduled:             # <<<<<<<<<<<<<<
@@ -21510,20 +21500,20 @@ static uint64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_finish(struct __py
   if (__pyx_t_1) {
 
 
-    /* "engine/ingest/_spool.pyx":305
+    /* "engine/ingest/_spool.pyx":306
  *         self.open_records += 1
  *         if not self.busy and not self.flush_scheduled:
  *             self.flush_scheduled = True             # <<<<<<<<<<<<<<
  *             self.loop.call_soon(self.flush_cb)
- *         return self.open_epoch
+ *         return self.open_ticket
 */
     __pyx_v_self->flush_scheduled = 1;
 
-    /* "engine/ingest/_spool.pyx":306
+    /* "engine/ingest/_spool.pyx":307
  *         if not self.busy and not self.flush_scheduled:
  *             self.flush_scheduled = True
  *             self.loop.call_soon(self.flush_cb)             # <<<<<<<<<<<<<<
- *         return self.open_epoch
+ *         return self.open_ticket
  * 
 */
     __pyx_t_4 = __pyx_v_self->loop;
@@ -21533,12 +21523,12 @@ static uint64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_finish(struct __py
       PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_v_self->flush_cb};
       __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_call_soon, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 306, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 307, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-    /* "engine/ingest/_spool.pyx":304
+    /* "engine/ingest/_spool.pyx":305
  *         memcpy(frame + 4, &crc, 4)
  *         self.open_records += 1
  *         if not self.busy and not self.flush_scheduled:             # <<<<<<<<<<<<<<
@@ -21547,25 +21537,30 @@ static uint64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_finish(struct __py
 */
   }
 
-  /* "engine/ingest/_spool.pyx":307
+  /* "engine/ingest/_spool.pyx":308
  *             self.flush_scheduled = True
  *             self.loop.call_soon(self.flush_cb)
- *         return self.open_epoch             # <<<<<<<<<<<<<<
+ *         return self.open_ticket             # <<<<<<<<<<<<<<
  * 
  *     def append(self, payload):
 */
   {
-
-    __pyx_r = __pyx_v_self->open_epoch;
+    struct __pyx_obj_6engine_4http_11_connection_Ticket *__pyx_temp;
+    {
+      __pyx_temp = __pyx_r;
+      __Pyx_INCREF((PyObject *)__pyx_v_self->open_ticket);
+      __pyx_r = __pyx_v_self->open_ticket;
+    }
+    __Pyx_XDECREF((PyObject *)__pyx_temp);
   }
   goto __pyx_L0;
 
-  /* "engine/ingest/_spool.pyx":291
+  /* "engine/ingest/_spool.pyx":292
  *         return start
  * 
- *     cdef uint64_t finish(self, Py_ssize_t start) except 0:             # <<<<<<<<<<<<<<
- *         """Seal the record begun at ``start``; returns the epoch its answer
- *         waits for."""
+ *     cdef Ticket finish(self, Py_ssize_t start):             # <<<<<<<<<<<<<<
+ *         """Seal the record begun at ``start``; returns the ticket its answer
+ *         waits on."""
 */
 
   /* function exit code */
@@ -21578,17 +21573,17 @@ static uint64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_finish(struct __py
 
 
 
-
+  __Pyx_XGIVEREF((PyObject *)__pyx_r);
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":309
- *         return self.open_epoch
+/* "engine/ingest/_spool.pyx":310
+ *         return self.open_ticket
  * 
  *     def append(self, payload):             # <<<<<<<<<<<<<<
  *         """Spool one record given as bytes (the reference parser's path, tests);
- *         returns the epoch its answer waits for."""
+ *         returns the ticket its answer waits on."""
 */
 
 /* Python wrapper */
@@ -21599,7 +21594,7 @@ PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_6engine_6ingest_6_spool_11SpoolWriter_6append, "Spool one record given as bytes (the reference parser\047s path, tests);\n        returns the epoch its answer waits for.");
+PyDoc_STRVAR(__pyx_doc_6engine_6ingest_6_spool_11SpoolWriter_6append, "Spool one record given as bytes (the reference parser\047s path, tests);\n        returns the ticket its answer waits on.");
 static PyMethodDef __pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_7append = {"append", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_7append, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_6ingest_6_spool_11SpoolWriter_6append};
 static PyObject *__pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_7append(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
@@ -21631,32 +21626,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_payload,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 309, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 310, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 309, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 310, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "append", 0) < (0)) __PYX_ERR(0, 309, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "append", 0) < (0)) __PYX_ERR(0, 310, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("append", 1, 1, 1, i); __PYX_ERR(0, 309, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("append", 1, 1, 1, i); __PYX_ERR(0, 310, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 309, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 310, __pyx_L3_error)
     }
     __pyx_v_payload = values[0];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("append", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 309, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("append", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 310, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -21688,47 +21683,46 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_6append(struct _
   int __pyx_t_3;
   int __pyx_t_4;
   Py_ssize_t __pyx_t_5;
-  uint64_t __pyx_t_6;
-  PyObject *__pyx_t_7 = NULL;
+  PyObject *__pyx_t_6 = NULL;
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("append", 0);
 
-  /* "engine/ingest/_spool.pyx":312
+  /* "engine/ingest/_spool.pyx":313
  *         """Spool one record given as bytes (the reference parser's path, tests);
- *         returns the epoch its answer waits for."""
+ *         returns the ticket its answer waits on."""
  *         cdef const unsigned char[::1] view = payload             # <<<<<<<<<<<<<<
  *         cdef Py_ssize_t start = self.begin(), n = view.shape[0]
  *         buf_reserve(&self.open_group, n)
 */
-  __pyx_t_1 = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(__pyx_v_payload, 0); if (unlikely(!__pyx_t_1.memview)) __PYX_ERR(0, 312, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_to_MemoryviewSlice_dc_unsigned_char__const__(__pyx_v_payload, 0); if (unlikely(!__pyx_t_1.memview)) __PYX_ERR(0, 313, __pyx_L1_error)
   __pyx_v_view = __pyx_t_1;
   __pyx_t_1.memview = NULL;
   __pyx_t_1.data = NULL;
 
-  /* "engine/ingest/_spool.pyx":313
- *         returns the epoch its answer waits for."""
+  /* "engine/ingest/_spool.pyx":314
+ *         returns the ticket its answer waits on."""
  *         cdef const unsigned char[::1] view = payload
  *         cdef Py_ssize_t start = self.begin(), n = view.shape[0]             # <<<<<<<<<<<<<<
  *         buf_reserve(&self.open_group, n)
  *         if n:
 */
-  __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->__pyx_base.__pyx_vtab)->begin(__pyx_v_self); if (unlikely(__pyx_t_2 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 313, __pyx_L1_error)
+  __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->__pyx_vtab)->begin(__pyx_v_self); if (unlikely(__pyx_t_2 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 314, __pyx_L1_error)
   __pyx_v_start = __pyx_t_2;
   __pyx_v_n = (__pyx_v_view.shape[0]);
 
-  /* "engine/ingest/_spool.pyx":314
+  /* "engine/ingest/_spool.pyx":315
  *         cdef const unsigned char[::1] view = payload
  *         cdef Py_ssize_t start = self.begin(), n = view.shape[0]
  *         buf_reserve(&self.open_group, n)             # <<<<<<<<<<<<<<
  *         if n:
  *             memcpy(self.open_group.data + self.open_group.len, &view[0], n)
 */
-  __pyx_t_3 = __pyx_f_6engine_6_parse_buf_reserve((&__pyx_v_self->open_group), __pyx_v_n); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 314, __pyx_L1_error)
+  __pyx_t_3 = __pyx_f_6engine_6_parse_buf_reserve((&__pyx_v_self->open_group), __pyx_v_n); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 315, __pyx_L1_error)
 
 
-  /* "engine/ingest/_spool.pyx":315
+  /* "engine/ingest/_spool.pyx":316
  *         cdef Py_ssize_t start = self.begin(), n = view.shape[0]
  *         buf_reserve(&self.open_group, n)
  *         if n:             # <<<<<<<<<<<<<<
@@ -21740,7 +21734,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_6append(struct _
   if (__pyx_t_4) {
 
 
-    /* "engine/ingest/_spool.pyx":316
+    /* "engine/ingest/_spool.pyx":317
  *         buf_reserve(&self.open_group, n)
  *         if n:
  *             memcpy(self.open_group.data + self.open_group.len, &view[0], n)             # <<<<<<<<<<<<<<
@@ -21750,7 +21744,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_6append(struct _
     __pyx_t_5 = 0;
     (void)(memcpy((__pyx_v_self->open_group.data + __pyx_v_self->open_group.len), (&(*((unsigned char const  *) ( /* dim=0 */ ((char *) (((unsigned char const  *) __pyx_v_view.data) + __pyx_t_5)) )))), __pyx_v_n));
 
-    /* "engine/ingest/_spool.pyx":315
+    /* "engine/ingest/_spool.pyx":316
  *         cdef Py_ssize_t start = self.begin(), n = view.shape[0]
  *         buf_reserve(&self.open_group, n)
  *         if n:             # <<<<<<<<<<<<<<
@@ -21759,7 +21753,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_6append(struct _
 */
   }
 
-  /* "engine/ingest/_spool.pyx":317
+  /* "engine/ingest/_spool.pyx":318
  *         if n:
  *             memcpy(self.open_group.data + self.open_group.len, &view[0], n)
  *         self.open_group.len += n             # <<<<<<<<<<<<<<
@@ -21768,40 +21762,38 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_6append(struct _
 */
   __pyx_v_self->open_group.len = (__pyx_v_self->open_group.len + __pyx_v_n);
 
-  /* "engine/ingest/_spool.pyx":318
+  /* "engine/ingest/_spool.pyx":319
  *             memcpy(self.open_group.data + self.open_group.len, &view[0], n)
  *         self.open_group.len += n
  *         return self.finish(start)             # <<<<<<<<<<<<<<
  * 
  *     cdef void rollback(self, Py_ssize_t start) noexcept:
 */
-  __pyx_t_6 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->__pyx_base.__pyx_vtab)->finish(__pyx_v_self, __pyx_v_start); if (unlikely(__pyx_t_6 == ((uint64_t)0))) __PYX_ERR(0, 318, __pyx_L1_error)
-  __pyx_t_7 = __Pyx_PyLong_From_uint64_t(__pyx_t_6); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 318, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_7);
-
+  __pyx_t_6 = ((PyObject *)((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->__pyx_vtab)->finish(__pyx_v_self, __pyx_v_start)); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 319, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_6);
   {
     PyObject *__pyx_temp;
     {
       __pyx_temp = __pyx_r;
-      __pyx_r = __pyx_t_7;
+      __pyx_r = __pyx_t_6;
     }
     __Pyx_XDECREF(__pyx_temp);
   }
-  __pyx_t_7 = 0;
+  __pyx_t_6 = 0;
   goto __pyx_L0;
 
-  /* "engine/ingest/_spool.pyx":309
- *         return self.open_epoch
+  /* "engine/ingest/_spool.pyx":310
+ *         return self.open_ticket
  * 
  *     def append(self, payload):             # <<<<<<<<<<<<<<
  *         """Spool one record given as bytes (the reference parser's path, tests);
- *         returns the epoch its answer waits for."""
+ *         returns the ticket its answer waits on."""
 */
 
   /* function exit code */
   __pyx_L1_error:;
   __PYX_XCLEAR_MEMVIEW(&__pyx_t_1, 1);
-  __Pyx_XDECREF(__pyx_t_7);
+  __Pyx_XDECREF(__pyx_t_6);
   __Pyx_AddTraceback("engine.ingest._spool.SpoolWriter.append", __pyx_clineno, __pyx_lineno, __pyx_filename);
   __pyx_r = NULL;
   __pyx_L0:;
@@ -21813,7 +21805,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_6append(struct _
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":320
+/* "engine/ingest/_spool.pyx":321
  *         return self.finish(start)
  * 
  *     cdef void rollback(self, Py_ssize_t start) noexcept:             # <<<<<<<<<<<<<<
@@ -21823,7 +21815,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_6append(struct _
 
 static void __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_rollback(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self, Py_ssize_t __pyx_v_start) {
 
-  /* "engine/ingest/_spool.pyx":321
+  /* "engine/ingest/_spool.pyx":322
  * 
  *     cdef void rollback(self, Py_ssize_t start) noexcept:
  *         self.open_group.len = start             # <<<<<<<<<<<<<<
@@ -21832,7 +21824,7 @@ static void __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_rollback(struct __pyx_
 */
   __pyx_v_self->open_group.len = __pyx_v_start;
 
-  /* "engine/ingest/_spool.pyx":320
+  /* "engine/ingest/_spool.pyx":321
  *         return self.finish(start)
  * 
  *     cdef void rollback(self, Py_ssize_t start) noexcept:             # <<<<<<<<<<<<<<
@@ -21844,7 +21836,7 @@ static void __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_rollback(struct __pyx_
 
 }
 
-/* "engine/ingest/_spool.pyx":323
+/* "engine/ingest/_spool.pyx":324
  *         self.open_group.len = start
  * 
  *     cdef int64_t bytes_used(self) noexcept:             # <<<<<<<<<<<<<<
@@ -21856,7 +21848,7 @@ static int64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_bytes_used(struct _
   int64_t __pyx_v_used;
   int64_t __pyx_r;
 
-  /* "engine/ingest/_spool.pyx":324
+  /* "engine/ingest/_spool.pyx":325
  * 
  *     cdef int64_t bytes_used(self) noexcept:
  *         cdef int64_t used = self.old_bytes + trk_load_i64(&self.sh.size) + self.open_group.len             # <<<<<<<<<<<<<<
@@ -21865,7 +21857,7 @@ static int64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_bytes_used(struct _
 */
   __pyx_v_used = ((__pyx_v_self->old_bytes + trk_load_i64((&__pyx_v_self->sh->size))) + __pyx_v_self->open_group.len);
 
-  /* "engine/ingest/_spool.pyx":325
+  /* "engine/ingest/_spool.pyx":326
  *     cdef int64_t bytes_used(self) noexcept:
  *         cdef int64_t used = self.old_bytes + trk_load_i64(&self.sh.size) + self.open_group.len
  *         if self.busy:             # <<<<<<<<<<<<<<
@@ -21874,7 +21866,7 @@ static int64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_bytes_used(struct _
 */
   if (__pyx_v_self->busy) {
 
-    /* "engine/ingest/_spool.pyx":326
+    /* "engine/ingest/_spool.pyx":327
  *         cdef int64_t used = self.old_bytes + trk_load_i64(&self.sh.size) + self.open_group.len
  *         if self.busy:
  *             used += self.sh.handed.len             # <<<<<<<<<<<<<<
@@ -21883,7 +21875,7 @@ static int64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_bytes_used(struct _
 */
     __pyx_v_used = (__pyx_v_used + __pyx_v_self->sh->handed.len);
 
-    /* "engine/ingest/_spool.pyx":325
+    /* "engine/ingest/_spool.pyx":326
  *     cdef int64_t bytes_used(self) noexcept:
  *         cdef int64_t used = self.old_bytes + trk_load_i64(&self.sh.size) + self.open_group.len
  *         if self.busy:             # <<<<<<<<<<<<<<
@@ -21892,7 +21884,7 @@ static int64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_bytes_used(struct _
 */
   }
 
-  /* "engine/ingest/_spool.pyx":327
+  /* "engine/ingest/_spool.pyx":328
  *         if self.busy:
  *             used += self.sh.handed.len
  *         return used             # <<<<<<<<<<<<<<
@@ -21905,7 +21897,7 @@ static int64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_bytes_used(struct _
   }
   goto __pyx_L0;
 
-  /* "engine/ingest/_spool.pyx":323
+  /* "engine/ingest/_spool.pyx":324
  *         self.open_group.len = start
  * 
  *     cdef int64_t bytes_used(self) noexcept:             # <<<<<<<<<<<<<<
@@ -21920,7 +21912,7 @@ static int64_t __pyx_f_6engine_6ingest_6_spool_11SpoolWriter_bytes_used(struct _
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":329
+/* "engine/ingest/_spool.pyx":330
  *         return used
  * 
  *     @property             # <<<<<<<<<<<<<<
@@ -21954,7 +21946,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_9accepting___get
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__get__", 0);
 
-  /* "engine/ingest/_spool.pyx":332
+  /* "engine/ingest/_spool.pyx":333
  *     def accepting(self):
  *         """Healthy and under the high-water mark (90 % of SpoolMaxBytes)."""
  *         return self.healthy and self.bytes_used() < 0.9 * self.max_bytes             # <<<<<<<<<<<<<<
@@ -21963,15 +21955,15 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_9accepting___get
 */
   if (__pyx_v_self->healthy) {
   } else {
-    __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->healthy); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 332, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->healthy); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 333, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     __pyx_t_1 = __pyx_t_2;
     __pyx_t_2 = 0;
     goto __pyx_L3_bool_binop_done;
   }
-  __pyx_t_3 = (((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->__pyx_base.__pyx_vtab)->bytes_used(__pyx_v_self) < (0.9 * __pyx_v_self->max_bytes));
+  __pyx_t_3 = (((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->__pyx_vtab)->bytes_used(__pyx_v_self) < (0.9 * __pyx_v_self->max_bytes));
 
-  __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_t_3); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 332, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_t_3); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 333, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __pyx_t_1 = __pyx_t_2;
   __pyx_t_2 = 0;
@@ -21988,7 +21980,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_9accepting___get
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "engine/ingest/_spool.pyx":329
+  /* "engine/ingest/_spool.pyx":330
  *         return used
  * 
  *     @property             # <<<<<<<<<<<<<<
@@ -22008,7 +22000,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_9accepting___get
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":334
+/* "engine/ingest/_spool.pyx":335
  *         return self.healthy and self.bytes_used() < 0.9 * self.max_bytes
  * 
  *     @property             # <<<<<<<<<<<<<<
@@ -22040,14 +22032,14 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4used___get__(st
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__get__", 0);
 
-  /* "engine/ingest/_spool.pyx":336
+  /* "engine/ingest/_spool.pyx":337
  *     @property
  *     def used(self):
  *         return self.bytes_used()             # <<<<<<<<<<<<<<
  * 
  *     @property
 */
-  __pyx_t_1 = __Pyx_PyLong_From_int64_t(((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->__pyx_base.__pyx_vtab)->bytes_used(__pyx_v_self)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 336, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_From_int64_t(((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->__pyx_vtab)->bytes_used(__pyx_v_self)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 337, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   {
     PyObject *__pyx_temp;
@@ -22060,7 +22052,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4used___get__(st
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "engine/ingest/_spool.pyx":334
+  /* "engine/ingest/_spool.pyx":335
  *         return self.healthy and self.bytes_used() < 0.9 * self.max_bytes
  * 
  *     @property             # <<<<<<<<<<<<<<
@@ -22079,7 +22071,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4used___get__(st
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":338
+/* "engine/ingest/_spool.pyx":339
  *         return self.bytes_used()
  * 
  *     @property             # <<<<<<<<<<<<<<
@@ -22121,27 +22113,27 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4path___get__(st
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__get__", 0);
 
-  /* "engine/ingest/_spool.pyx":340
+  /* "engine/ingest/_spool.pyx":341
  *     @property
  *     def path(self):
  *         return os.path.join(os.fsdecode(self.sh.directory),             # <<<<<<<<<<<<<<
  *                             "w%d-%d.spool" % (self.sh.pid, self.sh.file_no))
  * 
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 340, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 341, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_path); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 340, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_path); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 341, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_t_2 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_2);
   __pyx_t_5 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 340, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 341, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_fsdecode); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 340, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_fsdecode); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 341, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-  __pyx_t_6 = __Pyx_PyBytes_FromString(__pyx_v_self->sh->directory); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 340, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyBytes_FromString(__pyx_v_self->sh->directory); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 341, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __pyx_t_8 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -22161,20 +22153,20 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4path___get__(st
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 340, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 341, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
 
-  /* "engine/ingest/_spool.pyx":341
+  /* "engine/ingest/_spool.pyx":342
  *     def path(self):
  *         return os.path.join(os.fsdecode(self.sh.directory),
  *                             "w%d-%d.spool" % (self.sh.pid, self.sh.file_no))             # <<<<<<<<<<<<<<
  * 
  *     @property
 */
-  __pyx_t_7 = __Pyx_PyUnicode_From_pid_t(__pyx_v_self->sh->pid, 0, ' ', 'd'); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 341, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyUnicode_From_pid_t(__pyx_v_self->sh->pid, 0, ' ', 'd'); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 342, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_6 = __Pyx_PyUnicode_From_uint64_t(__pyx_v_self->sh->file_no, 0, ' ', 'd'); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 341, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyUnicode_From_uint64_t(__pyx_v_self->sh->file_no, 0, ' ', 'd'); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 342, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __pyx_t_9[0] = __pyx_mstate_global->__pyx_n_u_w;
   __pyx_t_9[1] = __pyx_t_7;
@@ -22187,7 +22179,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4path___get__(st
   #endif
   __pyx_t_11 = 0;
   __pyx_t_5 = __Pyx_PyUnicode_Join(__pyx_t_9, 5, __pyx_t_10, __pyx_t_11);
-  if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 341, __pyx_L1_error)
+  if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 342, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
@@ -22199,7 +22191,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4path___get__(st
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 340, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 341, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   {
@@ -22213,7 +22205,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4path___get__(st
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "engine/ingest/_spool.pyx":338
+  /* "engine/ingest/_spool.pyx":339
  *         return self.bytes_used()
  * 
  *     @property             # <<<<<<<<<<<<<<
@@ -22238,7 +22230,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4path___get__(st
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":343
+/* "engine/ingest/_spool.pyx":344
  *                             "w%d-%d.spool" % (self.sh.pid, self.sh.file_no))
  * 
  *     @property             # <<<<<<<<<<<<<<
@@ -22271,7 +22263,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_15pending_record
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__get__", 0);
 
-  /* "engine/ingest/_spool.pyx":345
+  /* "engine/ingest/_spool.pyx":346
  *     @property
  *     def pending_records(self):
  *         return self.open_records + (self.handed_records if self.busy else 0)             # <<<<<<<<<<<<<<
@@ -22285,7 +22277,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_15pending_record
 
     __pyx_t_1 = 0;
   }
-  __pyx_t_2 = PyLong_FromSsize_t((__pyx_v_self->open_records + __pyx_t_1)); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 345, __pyx_L1_error)
+  __pyx_t_2 = PyLong_FromSsize_t((__pyx_v_self->open_records + __pyx_t_1)); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 346, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
 
   {
@@ -22299,7 +22291,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_15pending_record
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "engine/ingest/_spool.pyx":343
+  /* "engine/ingest/_spool.pyx":344
  *                             "w%d-%d.spool" % (self.sh.pid, self.sh.file_no))
  * 
  *     @property             # <<<<<<<<<<<<<<
@@ -22318,7 +22310,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_15pending_record
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":348
+/* "engine/ingest/_spool.pyx":349
  * 
  *     # ---- groups ----------------------------------------------------------
  *     def _flush(self):             # <<<<<<<<<<<<<<
@@ -22379,7 +22371,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_8_flush(struct _
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_flush", 0);
 
-  /* "engine/ingest/_spool.pyx":349
+  /* "engine/ingest/_spool.pyx":350
  *     # ---- groups ----------------------------------------------------------
  *     def _flush(self):
  *         self.flush_scheduled = False             # <<<<<<<<<<<<<<
@@ -22388,7 +22380,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_8_flush(struct _
 */
   __pyx_v_self->flush_scheduled = 0;
 
-  /* "engine/ingest/_spool.pyx":350
+  /* "engine/ingest/_spool.pyx":351
  *     def _flush(self):
  *         self.flush_scheduled = False
  *         if not self.busy and self.open_group.len:             # <<<<<<<<<<<<<<
@@ -22414,17 +22406,17 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_8_flush(struct _
   if (__pyx_t_1) {
 
 
-    /* "engine/ingest/_spool.pyx":351
+    /* "engine/ingest/_spool.pyx":352
  *         self.flush_scheduled = False
  *         if not self.busy and self.open_group.len:
  *             self._hand_over()             # <<<<<<<<<<<<<<
  * 
  *     cdef int _hand_over(self) except -1:
 */
-    __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->__pyx_base.__pyx_vtab)->_hand_over(__pyx_v_self); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 351, __pyx_L1_error)
+    __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->__pyx_vtab)->_hand_over(__pyx_v_self); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 352, __pyx_L1_error)
 
 
-    /* "engine/ingest/_spool.pyx":350
+    /* "engine/ingest/_spool.pyx":351
  *     def _flush(self):
  *         self.flush_scheduled = False
  *         if not self.busy and self.open_group.len:             # <<<<<<<<<<<<<<
@@ -22433,7 +22425,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_8_flush(struct _
 */
   }
 
-  /* "engine/ingest/_spool.pyx":348
+  /* "engine/ingest/_spool.pyx":349
  * 
  *     # ---- groups ----------------------------------------------------------
  *     def _flush(self):             # <<<<<<<<<<<<<<
@@ -22453,7 +22445,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_8_flush(struct _
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":353
+/* "engine/ingest/_spool.pyx":354
  *             self._hand_over()
  * 
  *     cdef int _hand_over(self) except -1:             # <<<<<<<<<<<<<<
@@ -22465,12 +22457,19 @@ static int __pyx_f_6engine_6ingest_6_spool_11SpoolWriter__hand_over(struct __pyx
   struct __pyx_t_6engine_6ingest_6_spool_Shared *__pyx_v_sh;
   struct __pyx_t_6engine_6_parse_Buf __pyx_v_spare;
   int __pyx_r;
+  __Pyx_RefNannyDeclarations
   struct __pyx_t_6engine_6ingest_6_spool_Shared *__pyx_t_1;
   struct __pyx_t_6engine_6_parse_Buf __pyx_t_2;
-  uint64_t __pyx_t_3;
+  PyObject *__pyx_t_3 = NULL;
   Py_ssize_t __pyx_t_4;
+  PyObject *__pyx_t_5 = NULL;
+  size_t __pyx_t_6;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("_hand_over", 0);
 
-  /* "engine/ingest/_spool.pyx":354
+  /* "engine/ingest/_spool.pyx":355
  * 
  *     cdef int _hand_over(self) except -1:
  *         cdef Shared* sh = self.sh             # <<<<<<<<<<<<<<
@@ -22481,7 +22480,7 @@ static int __pyx_f_6engine_6ingest_6_spool_11SpoolWriter__hand_over(struct __pyx
 
   __pyx_v_sh = __pyx_t_1;
 
-  /* "engine/ingest/_spool.pyx":356
+  /* "engine/ingest/_spool.pyx":357
  *         cdef Shared* sh = self.sh
  *         cdef Buf spare
  *         pthread_mutex_lock(&sh.mu)             # <<<<<<<<<<<<<<
@@ -22490,7 +22489,7 @@ static int __pyx_f_6engine_6ingest_6_spool_11SpoolWriter__hand_over(struct __pyx
 */
   (void)(pthread_mutex_lock((&__pyx_v_sh->mu)));
 
-  /* "engine/ingest/_spool.pyx":357
+  /* "engine/ingest/_spool.pyx":358
  *         cdef Buf spare
  *         pthread_mutex_lock(&sh.mu)
  *         spare = sh.handed             # <<<<<<<<<<<<<<
@@ -22501,7 +22500,7 @@ static int __pyx_f_6engine_6ingest_6_spool_11SpoolWriter__hand_over(struct __pyx
 
   __pyx_v_spare = __pyx_t_2;
 
-  /* "engine/ingest/_spool.pyx":358
+  /* "engine/ingest/_spool.pyx":359
  *         pthread_mutex_lock(&sh.mu)
  *         spare = sh.handed
  *         sh.handed = self.open_group             # <<<<<<<<<<<<<<
@@ -22512,7 +22511,7 @@ static int __pyx_f_6engine_6ingest_6_spool_11SpoolWriter__hand_over(struct __pyx
 
   __pyx_v_sh->handed = __pyx_t_2;
 
-  /* "engine/ingest/_spool.pyx":359
+  /* "engine/ingest/_spool.pyx":360
  *         spare = sh.handed
  *         sh.handed = self.open_group
  *         self.open_group = spare             # <<<<<<<<<<<<<<
@@ -22521,7 +22520,7 @@ static int __pyx_f_6engine_6ingest_6_spool_11SpoolWriter__hand_over(struct __pyx
 */
   __pyx_v_self->open_group = __pyx_v_spare;
 
-  /* "engine/ingest/_spool.pyx":360
+  /* "engine/ingest/_spool.pyx":361
  *         sh.handed = self.open_group
  *         self.open_group = spare
  *         self.open_group.len = 0             # <<<<<<<<<<<<<<
@@ -22530,7 +22529,7 @@ static int __pyx_f_6engine_6ingest_6_spool_11SpoolWriter__hand_over(struct __pyx
 */
   __pyx_v_self->open_group.len = 0;
 
-  /* "engine/ingest/_spool.pyx":361
+  /* "engine/ingest/_spool.pyx":362
  *         self.open_group = spare
  *         self.open_group.len = 0
  *         sh.go = True             # <<<<<<<<<<<<<<
@@ -22539,7 +22538,7 @@ static int __pyx_f_6engine_6ingest_6_spool_11SpoolWriter__hand_over(struct __pyx
 */
   __pyx_v_sh->go = 1;
 
-  /* "engine/ingest/_spool.pyx":362
+  /* "engine/ingest/_spool.pyx":363
  *         self.open_group.len = 0
  *         sh.go = True
  *         pthread_cond_signal(&sh.cv)             # <<<<<<<<<<<<<<
@@ -22548,66 +22547,81 @@ static int __pyx_f_6engine_6ingest_6_spool_11SpoolWriter__hand_over(struct __pyx
 */
   (void)(pthread_cond_signal((&__pyx_v_sh->cv)));
 
-  /* "engine/ingest/_spool.pyx":363
+  /* "engine/ingest/_spool.pyx":364
  *         sh.go = True
  *         pthread_cond_signal(&sh.cv)
  *         pthread_mutex_unlock(&sh.mu)             # <<<<<<<<<<<<<<
  *         self.busy = True
- *         self.handed_epoch = self.open_epoch
+ *         self.handed_ticket = self.open_ticket
 */
   (void)(pthread_mutex_unlock((&__pyx_v_sh->mu)));
 
-  /* "engine/ingest/_spool.pyx":364
+  /* "engine/ingest/_spool.pyx":365
  *         pthread_cond_signal(&sh.cv)
  *         pthread_mutex_unlock(&sh.mu)
  *         self.busy = True             # <<<<<<<<<<<<<<
- *         self.handed_epoch = self.open_epoch
+ *         self.handed_ticket = self.open_ticket
  *         self.handed_records = self.open_records
 */
   __pyx_v_self->busy = 1;
 
-  /* "engine/ingest/_spool.pyx":365
+  /* "engine/ingest/_spool.pyx":366
  *         pthread_mutex_unlock(&sh.mu)
  *         self.busy = True
- *         self.handed_epoch = self.open_epoch             # <<<<<<<<<<<<<<
+ *         self.handed_ticket = self.open_ticket             # <<<<<<<<<<<<<<
  *         self.handed_records = self.open_records
- *         self.open_epoch += 1
+ *         self.open_ticket = Ticket()
 */
-  __pyx_t_3 = __pyx_v_self->open_epoch;
+  __pyx_t_3 = ((PyObject *)__pyx_v_self->open_ticket);
+  __Pyx_INCREF(__pyx_t_3);
+  __Pyx_GIVEREF(__pyx_t_3);
+  __Pyx_GOTREF((PyObject *)__pyx_v_self->handed_ticket);
+  __Pyx_DECREF_SET(__pyx_v_self->handed_ticket, ((struct __pyx_obj_6engine_4http_11_connection_Ticket *)__pyx_t_3));
+  __pyx_t_3 = 0;
 
-  __pyx_v_self->handed_epoch = __pyx_t_3;
-
-  /* "engine/ingest/_spool.pyx":366
+  /* "engine/ingest/_spool.pyx":367
  *         self.busy = True
- *         self.handed_epoch = self.open_epoch
+ *         self.handed_ticket = self.open_ticket
  *         self.handed_records = self.open_records             # <<<<<<<<<<<<<<
- *         self.open_epoch += 1
+ *         self.open_ticket = Ticket()
  *         self.open_records = 0
 */
   __pyx_t_4 = __pyx_v_self->open_records;
 
   __pyx_v_self->handed_records = __pyx_t_4;
 
-  /* "engine/ingest/_spool.pyx":367
- *         self.handed_epoch = self.open_epoch
+  /* "engine/ingest/_spool.pyx":368
+ *         self.handed_ticket = self.open_ticket
  *         self.handed_records = self.open_records
- *         self.open_epoch += 1             # <<<<<<<<<<<<<<
+ *         self.open_ticket = Ticket()             # <<<<<<<<<<<<<<
  *         self.open_records = 0
  *         return 0
 */
-  __pyx_v_self->open_epoch = (__pyx_v_self->open_epoch + 1);
+  __pyx_t_5 = NULL;
+  __pyx_t_6 = 1;
+  {
+    PyObject *__pyx_callargs[2] = {__pyx_t_5, NULL};
+    __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_Ticket, __pyx_callargs+__pyx_t_6, (1-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 368, __pyx_L1_error)
+    __Pyx_GOTREF((PyObject *)__pyx_t_3);
+  }
+  __Pyx_GIVEREF((PyObject *)__pyx_t_3);
+  __Pyx_GOTREF((PyObject *)__pyx_v_self->open_ticket);
+  __Pyx_DECREF_SET(__pyx_v_self->open_ticket, ((struct __pyx_obj_6engine_4http_11_connection_Ticket *)__pyx_t_3));
+  __pyx_t_3 = 0;
 
-  /* "engine/ingest/_spool.pyx":368
+  /* "engine/ingest/_spool.pyx":369
  *         self.handed_records = self.open_records
- *         self.open_epoch += 1
+ *         self.open_ticket = Ticket()
  *         self.open_records = 0             # <<<<<<<<<<<<<<
  *         return 0
  * 
 */
   __pyx_v_self->open_records = 0;
 
-  /* "engine/ingest/_spool.pyx":369
- *         self.open_epoch += 1
+  /* "engine/ingest/_spool.pyx":370
+ *         self.open_ticket = Ticket()
  *         self.open_records = 0
  *         return 0             # <<<<<<<<<<<<<<
  * 
@@ -22619,7 +22633,7 @@ static int __pyx_f_6engine_6ingest_6_spool_11SpoolWriter__hand_over(struct __pyx
   }
   goto __pyx_L0;
 
-  /* "engine/ingest/_spool.pyx":353
+  /* "engine/ingest/_spool.pyx":354
  *             self._hand_over()
  * 
  *     cdef int _hand_over(self) except -1:             # <<<<<<<<<<<<<<
@@ -22628,14 +22642,20 @@ static int __pyx_f_6engine_6ingest_6_spool_11SpoolWriter__hand_over(struct __pyx
 */
 
   /* function exit code */
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_3);
+  __Pyx_XDECREF(__pyx_t_5);
+  __Pyx_AddTraceback("engine.ingest._spool.SpoolWriter._hand_over", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = -1;
   __pyx_L0:;
 
 
 
+  __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":371
+/* "engine/ingest/_spool.pyx":372
  *         return 0
  * 
  *     def _settled(self):             # <<<<<<<<<<<<<<
@@ -22689,34 +22709,27 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
 static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_10_settled(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self) {
   uint64_t __pyx_v_count;
   int __pyx_v_result;
-  PyObject *__pyx_v_waiting = 0;
-  struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_conn = 0;
+  struct __pyx_obj_6engine_4http_11_connection_Ticket *__pyx_v_ticket = 0;
   Py_ssize_t __pyx_v_records;
-  PyObject *__pyx_7genexpr__pyx_v_e = NULL;
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   int __pyx_t_1;
   int __pyx_t_2;
   int __pyx_t_3;
   Py_ssize_t __pyx_t_4;
-  uint64_t __pyx_t_5;
+  PyObject *__pyx_t_5 = NULL;
   PyObject *__pyx_t_6 = NULL;
-  int __pyx_t_7;
-  PyObject *__pyx_t_8 = NULL;
-  Py_ssize_t __pyx_t_9;
+  PyObject *__pyx_t_7 = NULL;
+  size_t __pyx_t_8;
+  PyObject *__pyx_t_9 = NULL;
   PyObject *__pyx_t_10 = NULL;
-  int __pyx_t_11;
-  size_t __pyx_t_12;
-  PyObject *__pyx_t_13 = NULL;
-  PyObject *__pyx_t_14 = NULL;
-  PyObject *__pyx_t_15 = NULL;
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_settled", 0);
 
   /* "engine/ingest/_spool.pyx":378
- *         cdef HttpConnection conn
+ *         cdef Ticket ticket
  *         cdef Py_ssize_t records
  *         if read(self.sh.efd, &count, 8) != 8 or not self.busy:             # <<<<<<<<<<<<<<
  *             return
@@ -22759,7 +22772,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_10_settled(struc
     goto __pyx_L0;
 
     /* "engine/ingest/_spool.pyx":378
- *         cdef HttpConnection conn
+ *         cdef Ticket ticket
  *         cdef Py_ssize_t records
  *         if read(self.sh.efd, &count, 8) != 8 or not self.busy:             # <<<<<<<<<<<<<<
  *             return
@@ -22801,7 +22814,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_10_settled(struc
  *         pthread_mutex_unlock(&self.sh.mu)
  *         self.busy = False             # <<<<<<<<<<<<<<
  *         records = self.handed_records
- *         self.done_epoch = self.handed_epoch
+ *         ticket, self.handed_ticket = self.handed_ticket, None
 */
   __pyx_v_self->busy = 0;
 
@@ -22809,8 +22822,8 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_10_settled(struc
  *         pthread_mutex_unlock(&self.sh.mu)
  *         self.busy = False
  *         records = self.handed_records             # <<<<<<<<<<<<<<
- *         self.done_epoch = self.handed_epoch
- *         if result:
+ *         ticket, self.handed_ticket = self.handed_ticket, None
+ *         self.groups += 1
 */
   __pyx_t_4 = __pyx_v_self->handed_records;
 
@@ -22819,353 +22832,177 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_10_settled(struc
   /* "engine/ingest/_spool.pyx":385
  *         self.busy = False
  *         records = self.handed_records
- *         self.done_epoch = self.handed_epoch             # <<<<<<<<<<<<<<
+ *         ticket, self.handed_ticket = self.handed_ticket, None             # <<<<<<<<<<<<<<
+ *         self.groups += 1
  *         if result:
- *             self.failed_epochs.add(self.handed_epoch)
 */
-  __pyx_t_5 = __pyx_v_self->handed_epoch;
-
-  __pyx_v_self->__pyx_base.done_epoch = __pyx_t_5;
+  __pyx_t_5 = ((PyObject *)__pyx_v_self->handed_ticket);
+  __Pyx_INCREF(__pyx_t_5);
+  __pyx_t_6 = Py_None;
+  __Pyx_INCREF(__pyx_t_6);
+  __pyx_v_ticket = ((struct __pyx_obj_6engine_4http_11_connection_Ticket *)__pyx_t_5);
+  __pyx_t_5 = 0;
+  __Pyx_GIVEREF(__pyx_t_6);
+  __Pyx_GOTREF((PyObject *)__pyx_v_self->handed_ticket);
+  __Pyx_DECREF_SET(__pyx_v_self->handed_ticket, ((struct __pyx_obj_6engine_4http_11_connection_Ticket *)__pyx_t_6));
+  __pyx_t_6 = 0;
 
   /* "engine/ingest/_spool.pyx":386
  *         records = self.handed_records
- *         self.done_epoch = self.handed_epoch
+ *         ticket, self.handed_ticket = self.handed_ticket, None
+ *         self.groups += 1             # <<<<<<<<<<<<<<
+ *         if result:
+ *             self._failed(result)
+*/
+  __pyx_v_self->groups = (__pyx_v_self->groups + 1);
+
+  /* "engine/ingest/_spool.pyx":387
+ *         ticket, self.handed_ticket = self.handed_ticket, None
+ *         self.groups += 1
  *         if result:             # <<<<<<<<<<<<<<
- *             self.failed_epochs.add(self.handed_epoch)
- *             if len(self.failed_epochs) > 1000:
+ *             self._failed(result)
+ *         elif not self.healthy:
 */
   __pyx_t_1 = (__pyx_v_result != 0);
 
   if (__pyx_t_1) {
 
 
-    /* "engine/ingest/_spool.pyx":387
- *         self.done_epoch = self.handed_epoch
- *         if result:
- *             self.failed_epochs.add(self.handed_epoch)             # <<<<<<<<<<<<<<
- *             if len(self.failed_epochs) > 1000:
- *                 self.failed_epochs = {e for e in self.failed_epochs
-*/
-    if (unlikely(__pyx_v_self->__pyx_base.failed_epochs == Py_None)) {
-      PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "add");
-      __PYX_ERR(0, 387, __pyx_L1_error)
-    }
-    __pyx_t_6 = __Pyx_PyLong_From_uint64_t(__pyx_v_self->handed_epoch); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 387, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_6);
-    __pyx_t_7 = PySet_Add(__pyx_v_self->__pyx_base.failed_epochs, __pyx_t_6); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 387, __pyx_L1_error)
-    __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-
-
     /* "engine/ingest/_spool.pyx":388
+ *         self.groups += 1
  *         if result:
- *             self.failed_epochs.add(self.handed_epoch)
- *             if len(self.failed_epochs) > 1000:             # <<<<<<<<<<<<<<
- *                 self.failed_epochs = {e for e in self.failed_epochs
- *                                       if e > self.handed_epoch - 100}
-*/
-    __pyx_t_6 = __pyx_v_self->__pyx_base.failed_epochs;
-    __Pyx_INCREF(__pyx_t_6);
-    if (unlikely(__pyx_t_6 == Py_None)) {
-      PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-      __PYX_ERR(0, 388, __pyx_L1_error)
-    }
-    __pyx_t_4 = __Pyx_PySet_GET_SIZE(__pyx_t_6); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(0, 388, __pyx_L1_error)
-    __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    __pyx_t_1 = (__pyx_t_4 > 0x3E8);
-
-
-    if (__pyx_t_1) {
-
-
-      /* "engine/ingest/_spool.pyx":389
- *             self.failed_epochs.add(self.handed_epoch)
- *             if len(self.failed_epochs) > 1000:
- *                 self.failed_epochs = {e for e in self.failed_epochs             # <<<<<<<<<<<<<<
- *                                       if e > self.handed_epoch - 100}
- *             self._failed(result)
-*/
-      { /* enter inner scope */
-        __pyx_t_6 = PySet_New(NULL); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 389, __pyx_L10_error)
-        __Pyx_GOTREF(__pyx_t_6);
-        __pyx_t_4 = 0;
-        __pyx_t_10 = __Pyx_set_iterator(__pyx_v_self->__pyx_base.failed_epochs, 1, (&__pyx_t_9), (&__pyx_t_3)); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 389, __pyx_L10_error)
-        __Pyx_GOTREF(__pyx_t_10);
-        __Pyx_XDECREF(__pyx_t_8);
-        __pyx_t_8 = __pyx_t_10;
-        __pyx_t_10 = 0;
-        while (1) {
-          __pyx_t_11 = __Pyx_set_iter_next(__pyx_t_8, __pyx_t_9, &__pyx_t_4, &__pyx_t_10, __pyx_t_3);
-          if (unlikely(__pyx_t_11 == 0)) break;
-          if (unlikely(__pyx_t_11 == -1)) __PYX_ERR(0, 389, __pyx_L10_error)
-          __Pyx_GOTREF(__pyx_t_10);
-          __Pyx_XDECREF_SET(__pyx_7genexpr__pyx_v_e, __pyx_t_10);
-          __pyx_t_10 = 0;
-
-          /* "engine/ingest/_spool.pyx":390
- *             if len(self.failed_epochs) > 1000:
- *                 self.failed_epochs = {e for e in self.failed_epochs
- *                                       if e > self.handed_epoch - 100}             # <<<<<<<<<<<<<<
- *             self._failed(result)
- *         elif not self.healthy:
-*/
-          __pyx_t_10 = __Pyx_PyLong_From_uint64_t((__pyx_v_self->handed_epoch - 0x64)); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 390, __pyx_L10_error)
-          __Pyx_GOTREF(__pyx_t_10);
-          __pyx_t_1 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_7genexpr__pyx_v_e, __pyx_t_10, Py_GT); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(0, 390, __pyx_L10_error)
-          __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
-          if (__pyx_t_1) {
-
-
-            /* "engine/ingest/_spool.pyx":389
- *             self.failed_epochs.add(self.handed_epoch)
- *             if len(self.failed_epochs) > 1000:
- *                 self.failed_epochs = {e for e in self.failed_epochs             # <<<<<<<<<<<<<<
- *                                       if e > self.handed_epoch - 100}
- *             self._failed(result)
-*/
-            if (unlikely(PySet_Add(__pyx_t_6, __pyx_7genexpr__pyx_v_e))) __PYX_ERR(0, 389, __pyx_L10_error)
-
-            /* "engine/ingest/_spool.pyx":390
- *             if len(self.failed_epochs) > 1000:
- *                 self.failed_epochs = {e for e in self.failed_epochs
- *                                       if e > self.handed_epoch - 100}             # <<<<<<<<<<<<<<
- *             self._failed(result)
- *         elif not self.healthy:
-*/
-          }
-        }
-        __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-        __Pyx_XDECREF(__pyx_7genexpr__pyx_v_e); __pyx_7genexpr__pyx_v_e = 0;
-        goto __pyx_L14_exit_scope;
-        __pyx_L10_error:;
-        __Pyx_XDECREF(__pyx_7genexpr__pyx_v_e); __pyx_7genexpr__pyx_v_e = 0;
-        goto __pyx_L1_error;
-        __pyx_L14_exit_scope:;
-      } /* exit inner scope */
-
-      /* "engine/ingest/_spool.pyx":389
- *             self.failed_epochs.add(self.handed_epoch)
- *             if len(self.failed_epochs) > 1000:
- *                 self.failed_epochs = {e for e in self.failed_epochs             # <<<<<<<<<<<<<<
- *                                       if e > self.handed_epoch - 100}
- *             self._failed(result)
-*/
-      __Pyx_GIVEREF(__pyx_t_6);
-      __Pyx_GOTREF(__pyx_v_self->__pyx_base.failed_epochs);
-      __Pyx_DECREF_SET(__pyx_v_self->__pyx_base.failed_epochs, ((PyObject*)__pyx_t_6));
-      __pyx_t_6 = 0;
-
-      /* "engine/ingest/_spool.pyx":388
- *         if result:
- *             self.failed_epochs.add(self.handed_epoch)
- *             if len(self.failed_epochs) > 1000:             # <<<<<<<<<<<<<<
- *                 self.failed_epochs = {e for e in self.failed_epochs
- *                                       if e > self.handed_epoch - 100}
-*/
-    }
-
-    /* "engine/ingest/_spool.pyx":391
- *                 self.failed_epochs = {e for e in self.failed_epochs
- *                                       if e > self.handed_epoch - 100}
  *             self._failed(result)             # <<<<<<<<<<<<<<
  *         elif not self.healthy:
  *             self.healthy = True
 */
-    __pyx_t_8 = ((PyObject *)__pyx_v_self);
-    __Pyx_INCREF(__pyx_t_8);
-    __pyx_t_10 = __Pyx_PyLong_From_int(__pyx_v_result); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 391, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_10);
-    __pyx_t_12 = 0;
+    __pyx_t_5 = ((PyObject *)__pyx_v_self);
+    __Pyx_INCREF(__pyx_t_5);
+    __pyx_t_7 = __Pyx_PyLong_From_int(__pyx_v_result); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 388, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_7);
+    __pyx_t_8 = 0;
     {
-      PyObject *__pyx_callargs[2] = {__pyx_t_8, __pyx_t_10};
-      __pyx_t_6 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_failed, __pyx_callargs+__pyx_t_12, (2-__pyx_t_12) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-      __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
-      __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
-      if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 391, __pyx_L1_error)
+      PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_t_7};
+      __pyx_t_6 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_failed, __pyx_callargs+__pyx_t_8, (2-__pyx_t_8) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
+      __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
+      if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 388, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
     }
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
 
-    /* "engine/ingest/_spool.pyx":386
- *         records = self.handed_records
- *         self.done_epoch = self.handed_epoch
+    /* "engine/ingest/_spool.pyx":387
+ *         ticket, self.handed_ticket = self.handed_ticket, None
+ *         self.groups += 1
  *         if result:             # <<<<<<<<<<<<<<
- *             self.failed_epochs.add(self.handed_epoch)
- *             if len(self.failed_epochs) > 1000:
+ *             self._failed(result)
+ *         elif not self.healthy:
 */
     goto __pyx_L6;
   }
 
-  /* "engine/ingest/_spool.pyx":392
- *                                       if e > self.handed_epoch - 100}
+  /* "engine/ingest/_spool.pyx":389
+ *         if result:
  *             self._failed(result)
  *         elif not self.healthy:             # <<<<<<<<<<<<<<
  *             self.healthy = True
- *         waiting, self.waiting = self.waiting, []
+ *         ticket.settle(result == 0)
 */
   __pyx_t_1 = (!__pyx_v_self->healthy);
 
   if (__pyx_t_1) {
 
 
-    /* "engine/ingest/_spool.pyx":393
+    /* "engine/ingest/_spool.pyx":390
  *             self._failed(result)
  *         elif not self.healthy:
  *             self.healthy = True             # <<<<<<<<<<<<<<
- *         waiting, self.waiting = self.waiting, []
- *         for conn in waiting:
+ *         ticket.settle(result == 0)
+ *         if self.on_settled is not None:
 */
     __pyx_v_self->healthy = 1;
 
-    /* "engine/ingest/_spool.pyx":392
- *                                       if e > self.handed_epoch - 100}
+    /* "engine/ingest/_spool.pyx":389
+ *         if result:
  *             self._failed(result)
  *         elif not self.healthy:             # <<<<<<<<<<<<<<
  *             self.healthy = True
- *         waiting, self.waiting = self.waiting, []
+ *         ticket.settle(result == 0)
 */
   }
   __pyx_L6:;
 
-  /* "engine/ingest/_spool.pyx":394
+  /* "engine/ingest/_spool.pyx":391
  *         elif not self.healthy:
  *             self.healthy = True
- *         waiting, self.waiting = self.waiting, []             # <<<<<<<<<<<<<<
- *         for conn in waiting:
- *             conn.awaiting_commit = False
-*/
-  __pyx_t_6 = __pyx_v_self->__pyx_base.waiting;
-  __Pyx_INCREF(__pyx_t_6);
-  __pyx_t_10 = PyList_New(0); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 394, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_10);
-  __pyx_v_waiting = ((PyObject*)__pyx_t_6);
-  __pyx_t_6 = 0;
-  __Pyx_GIVEREF(__pyx_t_10);
-  __Pyx_GOTREF(__pyx_v_self->__pyx_base.waiting);
-  __Pyx_DECREF_SET(__pyx_v_self->__pyx_base.waiting, ((PyObject*)__pyx_t_10));
-  __pyx_t_10 = 0;
-
-  /* "engine/ingest/_spool.pyx":395
- *             self.healthy = True
- *         waiting, self.waiting = self.waiting, []
- *         for conn in waiting:             # <<<<<<<<<<<<<<
- *             conn.awaiting_commit = False
- *             conn.release_c()
-*/
-  if (unlikely(__pyx_v_waiting == Py_None)) {
-    PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(0, 395, __pyx_L1_error)
-  }
-  __pyx_t_10 = __pyx_v_waiting; __Pyx_INCREF(__pyx_t_10);
-  __pyx_t_9 = 0;
-  for (;;) {
-    {
-      Py_ssize_t __pyx_temp = __Pyx_PyList_GET_SIZE(__pyx_t_10);
-      #if !CYTHON_ASSUME_SAFE_SIZE
-      if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 395, __pyx_L1_error)
-      #endif
-      if (__pyx_t_9 >= __pyx_temp) break;
-    }
-    __pyx_t_6 = __Pyx_PyList_GET_ITEM_REF(__pyx_t_10, __pyx_t_9, __Pyx_ReferenceSharing_OwnStrongReference);
-    ++__pyx_t_9;
-    if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 395, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_6);
-    if (!(likely(((__pyx_t_6) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_6, __pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection))))) __PYX_ERR(0, 395, __pyx_L1_error)
-    __Pyx_XDECREF_SET(__pyx_v_conn, ((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_t_6));
-    __pyx_t_6 = 0;
-
-    /* "engine/ingest/_spool.pyx":396
- *         waiting, self.waiting = self.waiting, []
- *         for conn in waiting:
- *             conn.awaiting_commit = False             # <<<<<<<<<<<<<<
- *             conn.release_c()
+ *         ticket.settle(result == 0)             # <<<<<<<<<<<<<<
  *         if self.on_settled is not None:
+ *             self.on_settled(result == 0, records)
 */
-    __pyx_v_conn->awaiting_commit = 0;
+  __pyx_t_6 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_Ticket *)__pyx_v_ticket->__pyx_vtab)->settle(__pyx_v_ticket, (__pyx_v_result == 0), 0); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 391, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_6);
+  __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
 
-    /* "engine/ingest/_spool.pyx":397
- *         for conn in waiting:
- *             conn.awaiting_commit = False
- *             conn.release_c()             # <<<<<<<<<<<<<<
- *         if self.on_settled is not None:
- *             self.on_settled(self.handed_epoch, result == 0, records)
-*/
-    __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_conn->__pyx_vtab)->release_c(__pyx_v_conn); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 397, __pyx_L1_error)
-
-
-    /* "engine/ingest/_spool.pyx":395
+  /* "engine/ingest/_spool.pyx":392
  *             self.healthy = True
- *         waiting, self.waiting = self.waiting, []
- *         for conn in waiting:             # <<<<<<<<<<<<<<
- *             conn.awaiting_commit = False
- *             conn.release_c()
-*/
-  }
-  __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
-
-  /* "engine/ingest/_spool.pyx":398
- *             conn.awaiting_commit = False
- *             conn.release_c()
+ *         ticket.settle(result == 0)
  *         if self.on_settled is not None:             # <<<<<<<<<<<<<<
- *             self.on_settled(self.handed_epoch, result == 0, records)
+ *             self.on_settled(result == 0, records)
  *         if self.open_group.len:
 */
   __pyx_t_1 = (__pyx_v_self->on_settled != Py_None);
   if (__pyx_t_1) {
 
 
-    /* "engine/ingest/_spool.pyx":399
- *             conn.release_c()
+    /* "engine/ingest/_spool.pyx":393
+ *         ticket.settle(result == 0)
  *         if self.on_settled is not None:
- *             self.on_settled(self.handed_epoch, result == 0, records)             # <<<<<<<<<<<<<<
+ *             self.on_settled(result == 0, records)             # <<<<<<<<<<<<<<
  *         if self.open_group.len:
  *             self._hand_over()
 */
-    __pyx_t_6 = NULL;
+    __pyx_t_7 = NULL;
     __Pyx_INCREF(__pyx_v_self->on_settled);
-    __pyx_t_8 = __pyx_v_self->on_settled; 
-    __pyx_t_13 = __Pyx_PyLong_From_uint64_t(__pyx_v_self->handed_epoch); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 399, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_13);
-    __pyx_t_14 = __Pyx_PyBool_FromLong((__pyx_v_result == 0)); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 399, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_14);
-    __pyx_t_15 = PyLong_FromSsize_t(__pyx_v_records); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 399, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_15);
-    __pyx_t_12 = 1;
+    __pyx_t_5 = __pyx_v_self->on_settled; 
+    __pyx_t_9 = __Pyx_PyBool_FromLong((__pyx_v_result == 0)); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 393, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_9);
+    __pyx_t_10 = PyLong_FromSsize_t(__pyx_v_records); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 393, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_10);
+    __pyx_t_8 = 1;
     #if CYTHON_UNPACK_METHODS
-    if (likely(PyMethod_Check(__pyx_t_8))) {
-      __pyx_t_6 = PyMethod_GET_SELF(__pyx_t_8);
-      assert(__pyx_t_6);
-      PyObject* __pyx__function = PyMethod_GET_FUNCTION(__pyx_t_8);
-      __Pyx_INCREF(__pyx_t_6);
+    if (likely(PyMethod_Check(__pyx_t_5))) {
+      __pyx_t_7 = PyMethod_GET_SELF(__pyx_t_5);
+      assert(__pyx_t_7);
+      PyObject* __pyx__function = PyMethod_GET_FUNCTION(__pyx_t_5);
+      __Pyx_INCREF(__pyx_t_7);
       __Pyx_INCREF(__pyx__function);
-      __Pyx_DECREF_SET(__pyx_t_8, __pyx__function);
-      __pyx_t_12 = 0;
+      __Pyx_DECREF_SET(__pyx_t_5, __pyx__function);
+      __pyx_t_8 = 0;
     }
     #endif
     {
-      PyObject *__pyx_callargs[4] = {__pyx_t_6, __pyx_t_13, __pyx_t_14, __pyx_t_15};
-      __pyx_t_10 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_8, __pyx_callargs+__pyx_t_12, (4-__pyx_t_12) | (__pyx_t_12*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-      __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
-      __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-      __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
-      __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
-      __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-      if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 399, __pyx_L1_error)
-      __Pyx_GOTREF(__pyx_t_10);
+      PyObject *__pyx_callargs[3] = {__pyx_t_7, __pyx_t_9, __pyx_t_10};
+      __pyx_t_6 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_5, __pyx_callargs+__pyx_t_8, (3-__pyx_t_8) | (__pyx_t_8*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
+      __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
+      __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
+      __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+      if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 393, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_6);
     }
-    __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
+    __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
 
-    /* "engine/ingest/_spool.pyx":398
- *             conn.awaiting_commit = False
- *             conn.release_c()
+    /* "engine/ingest/_spool.pyx":392
+ *             self.healthy = True
+ *         ticket.settle(result == 0)
  *         if self.on_settled is not None:             # <<<<<<<<<<<<<<
- *             self.on_settled(self.handed_epoch, result == 0, records)
+ *             self.on_settled(result == 0, records)
  *         if self.open_group.len:
 */
   }
 
-  /* "engine/ingest/_spool.pyx":400
+  /* "engine/ingest/_spool.pyx":394
  *         if self.on_settled is not None:
- *             self.on_settled(self.handed_epoch, result == 0, records)
+ *             self.on_settled(result == 0, records)
  *         if self.open_group.len:             # <<<<<<<<<<<<<<
  *             self._hand_over()
  * 
@@ -23175,26 +23012,26 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_10_settled(struc
   if (__pyx_t_1) {
 
 
-    /* "engine/ingest/_spool.pyx":401
- *             self.on_settled(self.handed_epoch, result == 0, records)
+    /* "engine/ingest/_spool.pyx":395
+ *             self.on_settled(result == 0, records)
  *         if self.open_group.len:
  *             self._hand_over()             # <<<<<<<<<<<<<<
  * 
  *     def _failed(self, int err):
 */
-    __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->__pyx_base.__pyx_vtab)->_hand_over(__pyx_v_self); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 401, __pyx_L1_error)
+    __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->__pyx_vtab)->_hand_over(__pyx_v_self); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 395, __pyx_L1_error)
 
 
-    /* "engine/ingest/_spool.pyx":400
+    /* "engine/ingest/_spool.pyx":394
  *         if self.on_settled is not None:
- *             self.on_settled(self.handed_epoch, result == 0, records)
+ *             self.on_settled(result == 0, records)
  *         if self.open_group.len:             # <<<<<<<<<<<<<<
  *             self._hand_over()
  * 
 */
   }
 
-  /* "engine/ingest/_spool.pyx":371
+  /* "engine/ingest/_spool.pyx":372
  *         return 0
  * 
  *     def _settled(self):             # <<<<<<<<<<<<<<
@@ -23206,27 +23043,24 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_10_settled(struc
   __pyx_r = Py_None; __Pyx_INCREF(Py_None);
   goto __pyx_L0;
   __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_5);
   __Pyx_XDECREF(__pyx_t_6);
-  __Pyx_XDECREF(__pyx_t_8);
+  __Pyx_XDECREF(__pyx_t_7);
+  __Pyx_XDECREF(__pyx_t_9);
   __Pyx_XDECREF(__pyx_t_10);
-  __Pyx_XDECREF(__pyx_t_13);
-  __Pyx_XDECREF(__pyx_t_14);
-  __Pyx_XDECREF(__pyx_t_15);
   __Pyx_AddTraceback("engine.ingest._spool.SpoolWriter._settled", __pyx_clineno, __pyx_lineno, __pyx_filename);
   __pyx_r = NULL;
   __pyx_L0:;
 
 
-  __Pyx_XDECREF(__pyx_v_waiting);
-  __Pyx_XDECREF((PyObject *)__pyx_v_conn);
+  __Pyx_XDECREF((PyObject *)__pyx_v_ticket);
 
-  __Pyx_XDECREF(__pyx_7genexpr__pyx_v_e);
   __Pyx_XGIVEREF(__pyx_r);
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":403
+/* "engine/ingest/_spool.pyx":397
  *             self._hand_over()
  * 
  *     def _failed(self, int err):             # <<<<<<<<<<<<<<
@@ -23273,32 +23107,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_err,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 403, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 397, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 403, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 397, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_failed", 0) < (0)) __PYX_ERR(0, 403, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_failed", 0) < (0)) __PYX_ERR(0, 397, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_failed", 1, 1, 1, i); __PYX_ERR(0, 403, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_failed", 1, 1, 1, i); __PYX_ERR(0, 397, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 403, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 397, __pyx_L3_error)
     }
-    __pyx_v_err = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_err == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 403, __pyx_L3_error)
+    __pyx_v_err = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_err == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 397, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("_failed", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 403, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("_failed", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 397, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -23339,7 +23173,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_12_failed(struct
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_failed", 0);
 
-  /* "engine/ingest/_spool.pyx":404
+  /* "engine/ingest/_spool.pyx":398
  * 
  *     def _failed(self, int err):
  *         from engine.logs import log             # <<<<<<<<<<<<<<
@@ -23348,14 +23182,14 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_12_failed(struct
 */
   {
     PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_log};
-    __pyx_t_2 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_engine_logs, __pyx_imported_names, 1, NULL, 0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 404, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_engine_logs, __pyx_imported_names, 1, NULL, 0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 398, __pyx_L1_error)
   }
   __pyx_t_1 = __pyx_t_2;
   __Pyx_GOTREF(__pyx_t_1);
   {
     PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_log};
     __pyx_t_3 = 0; {
-      __pyx_t_4 = __Pyx_ImportFrom(__pyx_t_1, __pyx_imported_names[__pyx_t_3]); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 404, __pyx_L1_error)
+      __pyx_t_4 = __Pyx_ImportFrom(__pyx_t_1, __pyx_imported_names[__pyx_t_3]); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 398, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
       switch (__pyx_t_3) {
         case 0:
@@ -23369,7 +23203,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_12_failed(struct
   }
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "engine/ingest/_spool.pyx":405
+  /* "engine/ingest/_spool.pyx":399
  *     def _failed(self, int err):
  *         from engine.logs import log
  *         if self.healthy:             # <<<<<<<<<<<<<<
@@ -23378,7 +23212,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_12_failed(struct
 */
   if (__pyx_v_self->healthy) {
 
-    /* "engine/ingest/_spool.pyx":406
+    /* "engine/ingest/_spool.pyx":400
  *         from engine.logs import log
  *         if self.healthy:
  *             log.error("spool write failed; answering 503 until it works again",             # <<<<<<<<<<<<<<
@@ -23388,22 +23222,22 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_12_failed(struct
     __pyx_t_4 = __pyx_v_log;
     __Pyx_INCREF(__pyx_t_4);
 
-    /* "engine/ingest/_spool.pyx":407
+    /* "engine/ingest/_spool.pyx":401
  *         if self.healthy:
  *             log.error("spool write failed; answering 503 until it works again",
  *                       path=self.path, error=os.strerror(err))             # <<<<<<<<<<<<<<
  *         self.healthy = False
  *         self.loop.call_later(1.0, self._probe)
 */
-    __pyx_t_5 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_path); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 407, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_path); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 401, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_t_7 = NULL;
-    __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 407, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 401, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
-    __pyx_t_9 = __Pyx_PyObject_GetAttrStr(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_strerror); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 407, __pyx_L1_error)
+    __pyx_t_9 = __Pyx_PyObject_GetAttrStr(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_strerror); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 401, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    __pyx_t_8 = __Pyx_PyLong_From_int(__pyx_v_err); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 407, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyLong_From_int(__pyx_v_err); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 401, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __pyx_t_10 = 1;
     #if CYTHON_UNPACK_METHODS
@@ -23423,12 +23257,12 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_12_failed(struct
       __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
       __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-      if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 407, __pyx_L1_error)
+      if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 401, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
     }
     #if CYTHON_VECTORCALL
 
-    /* "engine/ingest/_spool.pyx":406
+    /* "engine/ingest/_spool.pyx":400
  *         from engine.logs import log
  *         if self.healthy:
  *             log.error("spool write failed; answering 503 until it works again",             # <<<<<<<<<<<<<<
@@ -23441,13 +23275,13 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_12_failed(struct
       PyObject *__pyx_callargs[4] = {__pyx_t_4, __pyx_mstate_global->__pyx_kp_u_spool_write_failed_answering_503, __pyx_t_5, __pyx_t_6};
       #if CYTHON_VECTORCALL
       __pyx_t_9 = __pyx_mstate_global->__pyx_tuple[3];
-      if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 406, __pyx_L1_error)
+      if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 400, __pyx_L1_error)
       __Pyx_INCREF(__pyx_t_9);
       #else
       {
         PyObject *__pyx_temp[2] = {__pyx_mstate_global->__pyx_n_u_path, __pyx_mstate_global->__pyx_n_u_error};
         __pyx_t_9 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 2);
-        if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 406, __pyx_L1_error)
+        if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 400, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_9);
       }
       #endif
@@ -23458,12 +23292,12 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_12_failed(struct
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
       __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
       __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 406, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 400, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/ingest/_spool.pyx":405
+    /* "engine/ingest/_spool.pyx":399
  *     def _failed(self, int err):
  *         from engine.logs import log
  *         if self.healthy:             # <<<<<<<<<<<<<<
@@ -23472,7 +23306,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_12_failed(struct
 */
   }
 
-  /* "engine/ingest/_spool.pyx":408
+  /* "engine/ingest/_spool.pyx":402
  *             log.error("spool write failed; answering 503 until it works again",
  *                       path=self.path, error=os.strerror(err))
  *         self.healthy = False             # <<<<<<<<<<<<<<
@@ -23481,7 +23315,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_12_failed(struct
 */
   __pyx_v_self->healthy = 0;
 
-  /* "engine/ingest/_spool.pyx":409
+  /* "engine/ingest/_spool.pyx":403
  *                       path=self.path, error=os.strerror(err))
  *         self.healthy = False
  *         self.loop.call_later(1.0, self._probe)             # <<<<<<<<<<<<<<
@@ -23490,7 +23324,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_12_failed(struct
 */
   __pyx_t_9 = __pyx_v_self->loop;
   __Pyx_INCREF(__pyx_t_9);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_probe); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 409, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_probe); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 403, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __pyx_t_10 = 0;
   {
@@ -23498,12 +23332,12 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_12_failed(struct
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_call_later, __pyx_callargs+__pyx_t_10, (3-__pyx_t_10) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_9); __pyx_t_9 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 409, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 403, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "engine/ingest/_spool.pyx":403
+  /* "engine/ingest/_spool.pyx":397
  *             self._hand_over()
  * 
  *     def _failed(self, int err):             # <<<<<<<<<<<<<<
@@ -23531,7 +23365,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_12_failed(struct
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":411
+/* "engine/ingest/_spool.pyx":405
  *         self.loop.call_later(1.0, self._probe)
  * 
  *     def _probe(self):             # <<<<<<<<<<<<<<
@@ -23587,7 +23421,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_14_probe(struct 
   __Pyx_RefNannyDeclarations
   __Pyx_RefNannySetupContext("_probe", 0);
 
-  /* "engine/ingest/_spool.pyx":414
+  /* "engine/ingest/_spool.pyx":408
  *         """After a failed write, let traffic try again (a full disk may have
  *         been cleared)."""
  *         self.healthy = True             # <<<<<<<<<<<<<<
@@ -23596,7 +23430,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_14_probe(struct 
 */
   __pyx_v_self->healthy = 1;
 
-  /* "engine/ingest/_spool.pyx":411
+  /* "engine/ingest/_spool.pyx":405
  *         self.loop.call_later(1.0, self._probe)
  * 
  *     def _probe(self):             # <<<<<<<<<<<<<<
@@ -23612,7 +23446,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_14_probe(struct 
 }
 static PyObject *__pyx_gb_6engine_6ingest_6_spool_11SpoolWriter_18generator(__pyx_CoroutineObject *__pyx_generator, CYTHON_UNUSED PyThreadState *__pyx_tstate, PyObject *__pyx_sent_value); /* proto */
 
-/* "engine/ingest/_spool.pyx":416
+/* "engine/ingest/_spool.pyx":410
  *         self.healthy = True
  * 
  *     async def flush(self):             # <<<<<<<<<<<<<<
@@ -23675,7 +23509,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_16flush(struct _
   if (unlikely(!__pyx_cur_scope)) {
     __pyx_cur_scope = ((struct __pyx_obj_6engine_6ingest_6_spool___pyx_scope_struct__flush *)Py_None);
     __Pyx_INCREF(Py_None);
-    __PYX_ERR(0, 416, __pyx_L1_error)
+    __PYX_ERR(0, 410, __pyx_L1_error)
   } else {
     __Pyx_GOTREF((PyObject *)__pyx_cur_scope);
   }
@@ -23683,7 +23517,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_16flush(struct _
   __Pyx_INCREF((PyObject *)__pyx_cur_scope->__pyx_v_self);
   __Pyx_GIVEREF((PyObject *)__pyx_cur_scope->__pyx_v_self);
   {
-    __pyx_CoroutineObject *gen = __Pyx_Coroutine_New((__pyx_coroutine_body_t) __pyx_gb_6engine_6ingest_6_spool_11SpoolWriter_18generator, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0]), (PyObject *) __pyx_cur_scope, __pyx_mstate_global->__pyx_n_u_flush_2, __pyx_mstate_global->__pyx_n_u_SpoolWriter_flush, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool); if (unlikely(!gen)) __PYX_ERR(0, 416, __pyx_L1_error)
+    __pyx_CoroutineObject *gen = __Pyx_Coroutine_New((__pyx_coroutine_body_t) __pyx_gb_6engine_6ingest_6_spool_11SpoolWriter_18generator, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0]), (PyObject *) __pyx_cur_scope, __pyx_mstate_global->__pyx_n_u_flush_2, __pyx_mstate_global->__pyx_n_u_SpoolWriter_flush, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool); if (unlikely(!gen)) __PYX_ERR(0, 410, __pyx_L1_error)
     __Pyx_DECREF(__pyx_cur_scope);
     __Pyx_RefNannyFinishContext();
     return (PyObject *) gen;
@@ -23727,10 +23561,10 @@ static PyObject *__pyx_gb_6engine_6ingest_6_spool_11SpoolWriter_18generator(__py
   __pyx_L3_first_run:;
   if (unlikely(__pyx_sent_value != Py_None)) {
     if (unlikely(__pyx_sent_value)) PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started coroutine");
-    __PYX_ERR(0, 416, __pyx_L1_error)
+    __PYX_ERR(0, 410, __pyx_L1_error)
   }
 
-  /* "engine/ingest/_spool.pyx":418
+  /* "engine/ingest/_spool.pyx":412
  *     async def flush(self):
  *         """Hand over what is open and wait until every group is settled (drain)."""
  *         while self.busy or self.open_group.len:             # <<<<<<<<<<<<<<
@@ -23753,7 +23587,7 @@ static PyObject *__pyx_gb_6engine_6ingest_6_spool_11SpoolWriter_18generator(__py
 
     if (!__pyx_t_1) break;
 
-    /* "engine/ingest/_spool.pyx":419
+    /* "engine/ingest/_spool.pyx":413
  *         """Hand over what is open and wait until every group is settled (drain)."""
  *         while self.busy or self.open_group.len:
  *             if not self.busy:             # <<<<<<<<<<<<<<
@@ -23765,17 +23599,17 @@ static PyObject *__pyx_gb_6engine_6ingest_6_spool_11SpoolWriter_18generator(__py
     if (__pyx_t_1) {
 
 
-      /* "engine/ingest/_spool.pyx":420
+      /* "engine/ingest/_spool.pyx":414
  *         while self.busy or self.open_group.len:
  *             if not self.busy:
  *                 self._hand_over()             # <<<<<<<<<<<<<<
  *             await asyncio.sleep(0.002)
  * 
 */
-      __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_cur_scope->__pyx_v_self->__pyx_base.__pyx_vtab)->_hand_over(__pyx_cur_scope->__pyx_v_self); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 420, __pyx_L1_error)
+      __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_cur_scope->__pyx_v_self->__pyx_vtab)->_hand_over(__pyx_cur_scope->__pyx_v_self); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 414, __pyx_L1_error)
 
 
-      /* "engine/ingest/_spool.pyx":419
+      /* "engine/ingest/_spool.pyx":413
  *         """Hand over what is open and wait until every group is settled (drain)."""
  *         while self.busy or self.open_group.len:
  *             if not self.busy:             # <<<<<<<<<<<<<<
@@ -23784,7 +23618,7 @@ static PyObject *__pyx_gb_6engine_6ingest_6_spool_11SpoolWriter_18generator(__py
 */
     }
 
-    /* "engine/ingest/_spool.pyx":421
+    /* "engine/ingest/_spool.pyx":415
  *             if not self.busy:
  *                 self._hand_over()
  *             await asyncio.sleep(0.002)             # <<<<<<<<<<<<<<
@@ -23792,9 +23626,9 @@ static PyObject *__pyx_gb_6engine_6ingest_6_spool_11SpoolWriter_18generator(__py
  *     def refresh_old_bytes(self):
 */
     __pyx_t_5 = NULL;
-    __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_asyncio); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 421, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_asyncio); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 415, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
-    __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_sleep); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 421, __pyx_L1_error)
+    __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_sleep); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 415, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __pyx_t_8 = 1;
@@ -23814,7 +23648,7 @@ static PyObject *__pyx_gb_6engine_6ingest_6_spool_11SpoolWriter_18generator(__py
       __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_7, __pyx_callargs+__pyx_t_8, (2-__pyx_t_8) | (__pyx_t_8*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
       __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 421, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 415, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __pyx_t_9 = __Pyx_Coroutine_Yield_From(__pyx_generator, __pyx_t_4, &__pyx_r);
@@ -23828,18 +23662,18 @@ static PyObject *__pyx_gb_6engine_6ingest_6_spool_11SpoolWriter_18generator(__py
       __pyx_generator->resume_label = 1;
       return __pyx_r;
       __pyx_L9_resume_from_await:;
-      if (unlikely(!__pyx_sent_value)) __PYX_ERR(0, 421, __pyx_L1_error)
+      if (unlikely(!__pyx_sent_value)) __PYX_ERR(0, 415, __pyx_L1_error)
     } else if (likely(__pyx_t_9 == PYGEN_RETURN)) {
       __Pyx_GOTREF(__pyx_r);
       __Pyx_DECREF(__pyx_r); __pyx_r = 0;
     } else {
       __Pyx_XGOTREF(__pyx_r);
-      __PYX_ERR(0, 421, __pyx_L1_error)
+      __PYX_ERR(0, 415, __pyx_L1_error)
     }
   }
   CYTHON_MAYBE_UNUSED_VAR(__pyx_cur_scope);
 
-  /* "engine/ingest/_spool.pyx":416
+  /* "engine/ingest/_spool.pyx":410
  *         self.healthy = True
  * 
  *     async def flush(self):             # <<<<<<<<<<<<<<
@@ -23870,7 +23704,7 @@ static PyObject *__pyx_gb_6engine_6ingest_6_spool_11SpoolWriter_18generator(__py
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":423
+/* "engine/ingest/_spool.pyx":417
  *             await asyncio.sleep(0.002)
  * 
  *     def refresh_old_bytes(self):             # <<<<<<<<<<<<<<
@@ -23958,31 +23792,31 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("refresh_old_bytes", 0);
 
-  /* "engine/ingest/_spool.pyx":426
+  /* "engine/ingest/_spool.pyx":420
  *         """Bytes of this worker's earlier files still on disk (not yet fully
  *         written by every store): part of what SpoolMaxBytes bounds."""
  *         prefix = "w%d-" % self.sh.pid             # <<<<<<<<<<<<<<
  *         current = "w%d-%d.spool" % (self.sh.pid, self.sh.file_no)
  *         total = 0
 */
-  __pyx_t_1 = __Pyx_PyLong_From_pid_t(__pyx_v_self->sh->pid); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 426, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_From_pid_t(__pyx_v_self->sh->pid); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 420, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = PyUnicode_Format(__pyx_mstate_global->__pyx_kp_u_w_d, __pyx_t_1); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 426, __pyx_L1_error)
+  __pyx_t_2 = PyUnicode_Format(__pyx_mstate_global->__pyx_kp_u_w_d, __pyx_t_1); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 420, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_v_prefix = ((PyObject*)__pyx_t_2);
   __pyx_t_2 = 0;
 
-  /* "engine/ingest/_spool.pyx":427
+  /* "engine/ingest/_spool.pyx":421
  *         written by every store): part of what SpoolMaxBytes bounds."""
  *         prefix = "w%d-" % self.sh.pid
  *         current = "w%d-%d.spool" % (self.sh.pid, self.sh.file_no)             # <<<<<<<<<<<<<<
  *         total = 0
  *         directory = os.fsdecode(self.sh.directory)
 */
-  __pyx_t_2 = __Pyx_PyUnicode_From_pid_t(__pyx_v_self->sh->pid, 0, ' ', 'd'); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 427, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyUnicode_From_pid_t(__pyx_v_self->sh->pid, 0, ' ', 'd'); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 421, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_1 = __Pyx_PyUnicode_From_uint64_t(__pyx_v_self->sh->file_no, 0, ' ', 'd'); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 427, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyUnicode_From_uint64_t(__pyx_v_self->sh->file_no, 0, ' ', 'd'); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 421, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_t_3[0] = __pyx_mstate_global->__pyx_n_u_w;
   __pyx_t_3[1] = __pyx_t_2;
@@ -23995,14 +23829,14 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
   #endif
   __pyx_t_5 = 0;
   __pyx_t_6 = __Pyx_PyUnicode_Join(__pyx_t_3, 5, __pyx_t_4, __pyx_t_5);
-  if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 427, __pyx_L1_error)
+  if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 421, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_v_current = ((PyObject*)__pyx_t_6);
   __pyx_t_6 = 0;
 
-  /* "engine/ingest/_spool.pyx":428
+  /* "engine/ingest/_spool.pyx":422
  *         prefix = "w%d-" % self.sh.pid
  *         current = "w%d-%d.spool" % (self.sh.pid, self.sh.file_no)
  *         total = 0             # <<<<<<<<<<<<<<
@@ -24012,7 +23846,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
   __Pyx_INCREF(__pyx_mstate_global->__pyx_int_0);
   __pyx_v_total = __pyx_mstate_global->__pyx_int_0;
 
-  /* "engine/ingest/_spool.pyx":429
+  /* "engine/ingest/_spool.pyx":423
  *         current = "w%d-%d.spool" % (self.sh.pid, self.sh.file_no)
  *         total = 0
  *         directory = os.fsdecode(self.sh.directory)             # <<<<<<<<<<<<<<
@@ -24020,12 +23854,12 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
  *             with os.scandir(directory) as found:
 */
   __pyx_t_1 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 429, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 423, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_fsdecode); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 429, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_fsdecode); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 423, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_2 = __Pyx_PyBytes_FromString(__pyx_v_self->sh->directory); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 429, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyBytes_FromString(__pyx_v_self->sh->directory); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 423, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __pyx_t_8 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -24045,13 +23879,13 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
     __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 429, __pyx_L1_error)
+    if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 423, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
   }
   __pyx_v_directory = __pyx_t_6;
   __pyx_t_6 = 0;
 
-  /* "engine/ingest/_spool.pyx":430
+  /* "engine/ingest/_spool.pyx":424
  *         total = 0
  *         directory = os.fsdecode(self.sh.directory)
  *         try:             # <<<<<<<<<<<<<<
@@ -24067,7 +23901,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
     __Pyx_XGOTREF(__pyx_t_11);
     /*try:*/ {
 
-      /* "engine/ingest/_spool.pyx":431
+      /* "engine/ingest/_spool.pyx":425
  *         directory = os.fsdecode(self.sh.directory)
  *         try:
  *             with os.scandir(directory) as found:             # <<<<<<<<<<<<<<
@@ -24076,9 +23910,9 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
 */
       /*with:*/ {
         __pyx_t_7 = NULL;
-        __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 431, __pyx_L3_error)
+        __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 425, __pyx_L3_error)
         __Pyx_GOTREF(__pyx_t_2);
-        __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_scandir); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 431, __pyx_L3_error)
+        __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_scandir); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 425, __pyx_L3_error)
         __Pyx_GOTREF(__pyx_t_1);
         __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
         __pyx_t_8 = 1;
@@ -24098,13 +23932,13 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
           __pyx_t_6 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_1, __pyx_callargs+__pyx_t_8, (2-__pyx_t_8) | (__pyx_t_8*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
           __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
           __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-          if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 431, __pyx_L3_error)
+          if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 425, __pyx_L3_error)
           __Pyx_GOTREF(__pyx_t_6);
         }
-        __pyx_t_12 = __Pyx_PyObject_LookupSpecial(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_exit); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 431, __pyx_L3_error)
+        __pyx_t_12 = __Pyx_PyObject_LookupSpecial(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_exit); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 425, __pyx_L3_error)
         __Pyx_GOTREF(__pyx_t_12);
         __pyx_t_7 = NULL;
-        __pyx_t_2 = __Pyx_PyObject_LookupSpecial(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_enter); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 431, __pyx_L9_error)
+        __pyx_t_2 = __Pyx_PyObject_LookupSpecial(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_enter); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 425, __pyx_L9_error)
         __Pyx_GOTREF(__pyx_t_2);
         __pyx_t_8 = 1;
         #if CYTHON_UNPACK_METHODS
@@ -24123,7 +23957,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
           __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_2, __pyx_callargs+__pyx_t_8, (1-__pyx_t_8) | (__pyx_t_8*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
           __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
           __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-          if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 431, __pyx_L9_error)
+          if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 425, __pyx_L9_error)
           __Pyx_GOTREF(__pyx_t_1);
         }
         __pyx_t_2 = __pyx_t_1;
@@ -24141,7 +23975,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
               __pyx_v_found = __pyx_t_2;
               __pyx_t_2 = 0;
 
-              /* "engine/ingest/_spool.pyx":432
+              /* "engine/ingest/_spool.pyx":426
  *         try:
  *             with os.scandir(directory) as found:
  *                 for entry in found:             # <<<<<<<<<<<<<<
@@ -24153,9 +23987,9 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
                 __pyx_t_4 = 0;
                 __pyx_t_16 = NULL;
               } else {
-                __pyx_t_4 = -1; __pyx_t_2 = PyObject_GetIter(__pyx_v_found); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 432, __pyx_L13_error)
+                __pyx_t_4 = -1; __pyx_t_2 = PyObject_GetIter(__pyx_v_found); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 426, __pyx_L13_error)
                 __Pyx_GOTREF(__pyx_t_2);
-                __pyx_t_16 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_2); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 432, __pyx_L13_error)
+                __pyx_t_16 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_2); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 426, __pyx_L13_error)
               }
               for (;;) {
                 if (likely(!__pyx_t_16)) {
@@ -24163,7 +23997,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
                     {
                       Py_ssize_t __pyx_temp = __Pyx_PyList_GET_SIZE(__pyx_t_2);
                       #if !CYTHON_ASSUME_SAFE_SIZE
-                      if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 432, __pyx_L13_error)
+                      if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 426, __pyx_L13_error)
                       #endif
                       if (__pyx_t_4 >= __pyx_temp) break;
                     }
@@ -24173,7 +24007,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
                     {
                       Py_ssize_t __pyx_temp = __Pyx_PyTuple_GET_SIZE(__pyx_t_2);
                       #if !CYTHON_ASSUME_SAFE_SIZE
-                      if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 432, __pyx_L13_error)
+                      if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 426, __pyx_L13_error)
                       #endif
                       if (__pyx_t_4 >= __pyx_temp) break;
                     }
@@ -24184,13 +24018,13 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
                     #endif
                     ++__pyx_t_4;
                   }
-                  if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 432, __pyx_L13_error)
+                  if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 426, __pyx_L13_error)
                 } else {
                   __pyx_t_6 = __pyx_t_16(__pyx_t_2);
                   if (unlikely(!__pyx_t_6)) {
                     PyObject* exc_type = PyErr_Occurred();
                     if (exc_type) {
-                      if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 432, __pyx_L13_error)
+                      if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 426, __pyx_L13_error)
                       PyErr_Clear();
                     }
                     break;
@@ -24200,19 +24034,19 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
                 __Pyx_XDECREF_SET(__pyx_v_entry, __pyx_t_6);
                 __pyx_t_6 = 0;
 
-                /* "engine/ingest/_spool.pyx":433
+                /* "engine/ingest/_spool.pyx":427
  *             with os.scandir(directory) as found:
  *                 for entry in found:
  *                     name = entry.name             # <<<<<<<<<<<<<<
  *                     if name.startswith(prefix) and name.endswith(".spool") and name != current:
  *                         try:
 */
-                __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_entry, __pyx_mstate_global->__pyx_n_u_name); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 433, __pyx_L13_error)
+                __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_entry, __pyx_mstate_global->__pyx_n_u_name); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 427, __pyx_L13_error)
                 __Pyx_GOTREF(__pyx_t_6);
                 __Pyx_XDECREF_SET(__pyx_v_name, __pyx_t_6);
                 __pyx_t_6 = 0;
 
-                /* "engine/ingest/_spool.pyx":434
+                /* "engine/ingest/_spool.pyx":428
  *                 for entry in found:
  *                     name = entry.name
  *                     if name.startswith(prefix) and name.endswith(".spool") and name != current:             # <<<<<<<<<<<<<<
@@ -24226,10 +24060,10 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
                   PyObject *__pyx_callargs[2] = {__pyx_t_1, __pyx_v_prefix};
                   __pyx_t_6 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_startswith, __pyx_callargs+__pyx_t_8, (2-__pyx_t_8) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
                   __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
-                  if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 434, __pyx_L13_error)
+                  if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 428, __pyx_L13_error)
                   __Pyx_GOTREF(__pyx_t_6);
                 }
-                __pyx_t_18 = __Pyx_PyObject_IsTrue(__pyx_t_6); if (unlikely((__pyx_t_18 < 0))) __PYX_ERR(0, 434, __pyx_L13_error)
+                __pyx_t_18 = __Pyx_PyObject_IsTrue(__pyx_t_6); if (unlikely((__pyx_t_18 < 0))) __PYX_ERR(0, 428, __pyx_L13_error)
                 __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
                 if (__pyx_t_18) {
 
@@ -24246,10 +24080,10 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
                   PyObject *__pyx_callargs[2] = {__pyx_t_1, __pyx_mstate_global->__pyx_kp_u_spool};
                   __pyx_t_6 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_endswith, __pyx_callargs+__pyx_t_8, (2-__pyx_t_8) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
                   __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
-                  if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 434, __pyx_L13_error)
+                  if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 428, __pyx_L13_error)
                   __Pyx_GOTREF(__pyx_t_6);
                 }
-                __pyx_t_18 = __Pyx_PyObject_IsTrue(__pyx_t_6); if (unlikely((__pyx_t_18 < 0))) __PYX_ERR(0, 434, __pyx_L13_error)
+                __pyx_t_18 = __Pyx_PyObject_IsTrue(__pyx_t_6); if (unlikely((__pyx_t_18 < 0))) __PYX_ERR(0, 428, __pyx_L13_error)
                 __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
                 if (__pyx_t_18) {
 
@@ -24259,7 +24093,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
 
                   goto __pyx_L22_bool_binop_done;
                 }
-                __pyx_t_18 = __Pyx_PyObject_CompareBoolNe_object_str(__pyx_v_name, __pyx_v_current, Py_NE); if (unlikely((__pyx_t_18 < 0))) __PYX_ERR(0, 434, __pyx_L13_error)
+                __pyx_t_18 = __Pyx_PyObject_CompareBoolNe_object_str(__pyx_v_name, __pyx_v_current, Py_NE); if (unlikely((__pyx_t_18 < 0))) __PYX_ERR(0, 428, __pyx_L13_error)
 
                 __pyx_t_17 = __pyx_t_18;
 
@@ -24267,7 +24101,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
                 if (__pyx_t_17) {
 
 
-                  /* "engine/ingest/_spool.pyx":435
+                  /* "engine/ingest/_spool.pyx":429
  *                     name = entry.name
  *                     if name.startswith(prefix) and name.endswith(".spool") and name != current:
  *                         try:             # <<<<<<<<<<<<<<
@@ -24283,7 +24117,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
                     __Pyx_XGOTREF(__pyx_t_21);
                     /*try:*/ {
 
-                      /* "engine/ingest/_spool.pyx":436
+                      /* "engine/ingest/_spool.pyx":430
  *                     if name.startswith(prefix) and name.endswith(".spool") and name != current:
  *                         try:
  *                             total += entry.stat().st_size             # <<<<<<<<<<<<<<
@@ -24297,19 +24131,19 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
                         PyObject *__pyx_callargs[2] = {__pyx_t_1, NULL};
                         __pyx_t_6 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_stat, __pyx_callargs+__pyx_t_8, (1-__pyx_t_8) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
                         __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
-                        if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 436, __pyx_L25_error)
+                        if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 430, __pyx_L25_error)
                         __Pyx_GOTREF(__pyx_t_6);
                       }
-                      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_st_size); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 436, __pyx_L25_error)
+                      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_st_size); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 430, __pyx_L25_error)
                       __Pyx_GOTREF(__pyx_t_1);
                       __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-                      __pyx_t_6 = __Pyx_PyNumber_InPlaceAdd_object_object(__pyx_v_total, __pyx_t_1); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 436, __pyx_L25_error)
+                      __pyx_t_6 = __Pyx_PyNumber_InPlaceAdd_object_object(__pyx_v_total, __pyx_t_1); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 430, __pyx_L25_error)
                       __Pyx_GOTREF(__pyx_t_6);
                       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
                       __Pyx_DECREF_SET(__pyx_v_total, __pyx_t_6);
                       __pyx_t_6 = 0;
 
-                      /* "engine/ingest/_spool.pyx":435
+                      /* "engine/ingest/_spool.pyx":429
  *                     name = entry.name
  *                     if name.startswith(prefix) and name.endswith(".spool") and name != current:
  *                         try:             # <<<<<<<<<<<<<<
@@ -24326,7 +24160,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
                     __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
                     __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
 
-                    /* "engine/ingest/_spool.pyx":437
+                    /* "engine/ingest/_spool.pyx":431
  *                         try:
  *                             total += entry.stat().st_size
  *                         except FileNotFoundError:             # <<<<<<<<<<<<<<
@@ -24340,7 +24174,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
                     }
                     goto __pyx_L27_except_error;
 
-                    /* "engine/ingest/_spool.pyx":435
+                    /* "engine/ingest/_spool.pyx":429
  *                     name = entry.name
  *                     if name.startswith(prefix) and name.endswith(".spool") and name != current:
  *                         try:             # <<<<<<<<<<<<<<
@@ -24361,7 +24195,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
                     __pyx_L32_try_end:;
                   }
 
-                  /* "engine/ingest/_spool.pyx":434
+                  /* "engine/ingest/_spool.pyx":428
  *                 for entry in found:
  *                     name = entry.name
  *                     if name.startswith(prefix) and name.endswith(".spool") and name != current:             # <<<<<<<<<<<<<<
@@ -24370,7 +24204,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
 */
                 }
 
-                /* "engine/ingest/_spool.pyx":432
+                /* "engine/ingest/_spool.pyx":426
  *         try:
  *             with os.scandir(directory) as found:
  *                 for entry in found:             # <<<<<<<<<<<<<<
@@ -24380,7 +24214,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
               }
               __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-              /* "engine/ingest/_spool.pyx":431
+              /* "engine/ingest/_spool.pyx":425
  *         directory = os.fsdecode(self.sh.directory)
  *         try:
  *             with os.scandir(directory) as found:             # <<<<<<<<<<<<<<
@@ -24399,23 +24233,23 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
             __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
             /*except:*/ {
               __Pyx_AddTraceback("engine.ingest._spool.SpoolWriter.refresh_old_bytes", __pyx_clineno, __pyx_lineno, __pyx_filename);
-              if (__Pyx_GetException(&__pyx_t_2, &__pyx_t_6, &__pyx_t_1) < 0) __PYX_ERR(0, 431, __pyx_L15_except_error)
+              if (__Pyx_GetException(&__pyx_t_2, &__pyx_t_6, &__pyx_t_1) < 0) __PYX_ERR(0, 425, __pyx_L15_except_error)
               __Pyx_XGOTREF(__pyx_t_2);
               __Pyx_XGOTREF(__pyx_t_6);
               __Pyx_XGOTREF(__pyx_t_1);
               {
                 PyObject* __pyx_temp[3] = {__pyx_t_2, __pyx_t_6, __pyx_t_1};
-                __pyx_t_7 = __Pyx_PyTuple_FromArray(__pyx_temp, 3); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 431, __pyx_L15_except_error)
+                __pyx_t_7 = __Pyx_PyTuple_FromArray(__pyx_temp, 3); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 425, __pyx_L15_except_error)
                 __Pyx_GOTREF(__pyx_t_7);
               }
               __pyx_t_21 = __Pyx_PyObject_Call(__pyx_t_12, __pyx_t_7, NULL);
               __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
               __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-              if (unlikely(!__pyx_t_21)) __PYX_ERR(0, 431, __pyx_L15_except_error)
+              if (unlikely(!__pyx_t_21)) __PYX_ERR(0, 425, __pyx_L15_except_error)
               __Pyx_GOTREF(__pyx_t_21);
               __pyx_t_17 = __Pyx_PyObject_IsTrue(__pyx_t_21);
               __Pyx_DECREF(__pyx_t_21); __pyx_t_21 = 0;
-              if (__pyx_t_17 < (0)) __PYX_ERR(0, 431, __pyx_L15_except_error)
+              if (__pyx_t_17 < (0)) __PYX_ERR(0, 425, __pyx_L15_except_error)
               __pyx_t_18 = (!__pyx_t_17);
 
 
@@ -24426,7 +24260,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
                 __Pyx_XGIVEREF(__pyx_t_1);
                 __Pyx_ErrRestoreWithState(__pyx_t_2, __pyx_t_6, __pyx_t_1);
                 __pyx_t_2 = 0;  __pyx_t_6 = 0;  __pyx_t_1 = 0; 
-                __PYX_ERR(0, 431, __pyx_L15_except_error)
+                __PYX_ERR(0, 425, __pyx_L15_except_error)
               }
               __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
               __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
@@ -24452,7 +24286,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
             if (__pyx_t_12) {
               __pyx_t_15 = __Pyx_PyObject_Call(__pyx_t_12, __pyx_mstate_global->__pyx_tuple[4], NULL);
               __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
-              if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 431, __pyx_L3_error)
+              if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 425, __pyx_L3_error)
               __Pyx_GOTREF(__pyx_t_15);
               __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
             }
@@ -24467,7 +24301,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
         __pyx_L39:;
       }
 
-      /* "engine/ingest/_spool.pyx":430
+      /* "engine/ingest/_spool.pyx":424
  *         total = 0
  *         directory = os.fsdecode(self.sh.directory)
  *         try:             # <<<<<<<<<<<<<<
@@ -24485,7 +24319,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
     __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
 
-    /* "engine/ingest/_spool.pyx":439
+    /* "engine/ingest/_spool.pyx":433
  *                         except FileNotFoundError:
  *                             pass
  *         except FileNotFoundError:             # <<<<<<<<<<<<<<
@@ -24499,7 +24333,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
     }
     goto __pyx_L5_except_error;
 
-    /* "engine/ingest/_spool.pyx":430
+    /* "engine/ingest/_spool.pyx":424
  *         total = 0
  *         directory = os.fsdecode(self.sh.directory)
  *         try:             # <<<<<<<<<<<<<<
@@ -24520,17 +24354,17 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
     __pyx_L8_try_end:;
   }
 
-  /* "engine/ingest/_spool.pyx":441
+  /* "engine/ingest/_spool.pyx":435
  *         except FileNotFoundError:
  *             pass
  *         self.old_bytes = total             # <<<<<<<<<<<<<<
  *         return total
  * 
 */
-  __pyx_t_22 = __Pyx_PyLong_As_int64_t(__pyx_v_total); if (unlikely((__pyx_t_22 == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 441, __pyx_L1_error)
+  __pyx_t_22 = __Pyx_PyLong_As_int64_t(__pyx_v_total); if (unlikely((__pyx_t_22 == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 435, __pyx_L1_error)
   __pyx_v_self->old_bytes = __pyx_t_22;
 
-  /* "engine/ingest/_spool.pyx":442
+  /* "engine/ingest/_spool.pyx":436
  *             pass
  *         self.old_bytes = total
  *         return total             # <<<<<<<<<<<<<<
@@ -24548,7 +24382,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
   }
   goto __pyx_L0;
 
-  /* "engine/ingest/_spool.pyx":423
+  /* "engine/ingest/_spool.pyx":417
  *             await asyncio.sleep(0.002)
  * 
  *     def refresh_old_bytes(self):             # <<<<<<<<<<<<<<
@@ -24577,7 +24411,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_19refresh_old_by
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":444
+/* "engine/ingest/_spool.pyx":438
  *         return total
  * 
  *     def close(self):             # <<<<<<<<<<<<<<
@@ -24648,7 +24482,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("close", 0);
 
-  /* "engine/ingest/_spool.pyx":447
+  /* "engine/ingest/_spool.pyx":441
  *         """Stop the thread (after ``flush``) and close the file; it stays on
  *         disk for the store processes."""
  *         cdef Shared* sh = self.sh             # <<<<<<<<<<<<<<
@@ -24659,7 +24493,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
 
   __pyx_v_sh = __pyx_t_1;
 
-  /* "engine/ingest/_spool.pyx":448
+  /* "engine/ingest/_spool.pyx":442
  *         disk for the store processes."""
  *         cdef Shared* sh = self.sh
  *         if self.loop is not None and sh.efd >= 0:             # <<<<<<<<<<<<<<
@@ -24684,7 +24518,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_spool.pyx":449
+    /* "engine/ingest/_spool.pyx":443
  *         cdef Shared* sh = self.sh
  *         if self.loop is not None and sh.efd >= 0:
  *             self.loop.remove_reader(sh.efd)             # <<<<<<<<<<<<<<
@@ -24693,7 +24527,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
 */
     __pyx_t_5 = __pyx_v_self->loop;
     __Pyx_INCREF(__pyx_t_5);
-    __pyx_t_6 = __Pyx_PyLong_From_int(__pyx_v_sh->efd); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 449, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_PyLong_From_int(__pyx_v_sh->efd); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 443, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __pyx_t_7 = 0;
     {
@@ -24701,12 +24535,12 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
       __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_remove_reader, __pyx_callargs+__pyx_t_7, (2-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
       __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 449, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 443, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-    /* "engine/ingest/_spool.pyx":448
+    /* "engine/ingest/_spool.pyx":442
  *         disk for the store processes."""
  *         cdef Shared* sh = self.sh
  *         if self.loop is not None and sh.efd >= 0:             # <<<<<<<<<<<<<<
@@ -24715,7 +24549,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
 */
   }
 
-  /* "engine/ingest/_spool.pyx":450
+  /* "engine/ingest/_spool.pyx":444
  *         if self.loop is not None and sh.efd >= 0:
  *             self.loop.remove_reader(sh.efd)
  *         if self.thread_started:             # <<<<<<<<<<<<<<
@@ -24724,7 +24558,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
 */
   if (__pyx_v_self->thread_started) {
 
-    /* "engine/ingest/_spool.pyx":451
+    /* "engine/ingest/_spool.pyx":445
  *             self.loop.remove_reader(sh.efd)
  *         if self.thread_started:
  *             pthread_mutex_lock(&sh.mu)             # <<<<<<<<<<<<<<
@@ -24733,7 +24567,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
 */
     (void)(pthread_mutex_lock((&__pyx_v_sh->mu)));
 
-    /* "engine/ingest/_spool.pyx":452
+    /* "engine/ingest/_spool.pyx":446
  *         if self.thread_started:
  *             pthread_mutex_lock(&sh.mu)
  *             sh.stop = True             # <<<<<<<<<<<<<<
@@ -24742,7 +24576,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
 */
     __pyx_v_sh->stop = 1;
 
-    /* "engine/ingest/_spool.pyx":453
+    /* "engine/ingest/_spool.pyx":447
  *             pthread_mutex_lock(&sh.mu)
  *             sh.stop = True
  *             pthread_cond_signal(&sh.cv)             # <<<<<<<<<<<<<<
@@ -24751,7 +24585,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
 */
     (void)(pthread_cond_signal((&__pyx_v_sh->cv)));
 
-    /* "engine/ingest/_spool.pyx":454
+    /* "engine/ingest/_spool.pyx":448
  *             sh.stop = True
  *             pthread_cond_signal(&sh.cv)
  *             pthread_mutex_unlock(&sh.mu)             # <<<<<<<<<<<<<<
@@ -24760,7 +24594,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
 */
     (void)(pthread_mutex_unlock((&__pyx_v_sh->mu)));
 
-    /* "engine/ingest/_spool.pyx":455
+    /* "engine/ingest/_spool.pyx":449
  *             pthread_cond_signal(&sh.cv)
  *             pthread_mutex_unlock(&sh.mu)
  *             with nogil:             # <<<<<<<<<<<<<<
@@ -24773,7 +24607,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "engine/ingest/_spool.pyx":456
+          /* "engine/ingest/_spool.pyx":450
  *             pthread_mutex_unlock(&sh.mu)
  *             with nogil:
  *                 pthread_join(self.thread, NULL)             # <<<<<<<<<<<<<<
@@ -24783,7 +24617,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
           (void)(pthread_join(__pyx_v_self->thread, NULL));
         }
 
-        /* "engine/ingest/_spool.pyx":455
+        /* "engine/ingest/_spool.pyx":449
  *             pthread_cond_signal(&sh.cv)
  *             pthread_mutex_unlock(&sh.mu)
  *             with nogil:             # <<<<<<<<<<<<<<
@@ -24800,7 +24634,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
         }
     }
 
-    /* "engine/ingest/_spool.pyx":457
+    /* "engine/ingest/_spool.pyx":451
  *             with nogil:
  *                 pthread_join(self.thread, NULL)
  *             self.thread_started = False             # <<<<<<<<<<<<<<
@@ -24809,7 +24643,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
 */
     __pyx_v_self->thread_started = 0;
 
-    /* "engine/ingest/_spool.pyx":450
+    /* "engine/ingest/_spool.pyx":444
  *         if self.loop is not None and sh.efd >= 0:
  *             self.loop.remove_reader(sh.efd)
  *         if self.thread_started:             # <<<<<<<<<<<<<<
@@ -24818,27 +24652,27 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
 */
   }
 
-  /* "engine/ingest/_spool.pyx":458
+  /* "engine/ingest/_spool.pyx":452
  *                 pthread_join(self.thread, NULL)
  *             self.thread_started = False
  *         for fd in (sh.fd, sh.efd, sh.dir_fd):             # <<<<<<<<<<<<<<
  *             if fd >= 0:
  *                 close(fd)
 */
-  __pyx_t_4 = __Pyx_PyLong_From_int(__pyx_v_sh->fd); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 458, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From_int(__pyx_v_sh->fd); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 452, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_6 = __Pyx_PyLong_From_int(__pyx_v_sh->efd); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 458, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyLong_From_int(__pyx_v_sh->efd); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 452, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_5 = __Pyx_PyLong_From_int(__pyx_v_sh->dir_fd); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 458, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyLong_From_int(__pyx_v_sh->dir_fd); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 452, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_8 = PyTuple_New(3); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 458, __pyx_L1_error)
+  __pyx_t_8 = PyTuple_New(3); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 452, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_GIVEREF(__pyx_t_4);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 0, __pyx_t_4) != (0)) __PYX_ERR(0, 458, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 0, __pyx_t_4) != (0)) __PYX_ERR(0, 452, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_6);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 1, __pyx_t_6) != (0)) __PYX_ERR(0, 458, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 1, __pyx_t_6) != (0)) __PYX_ERR(0, 452, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 2, __pyx_t_5) != (0)) __PYX_ERR(0, 458, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 2, __pyx_t_5) != (0)) __PYX_ERR(0, 452, __pyx_L1_error);
   __pyx_t_4 = 0;
   __pyx_t_6 = 0;
   __pyx_t_5 = 0;
@@ -24853,14 +24687,14 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
     __pyx_t_8 = __Pyx_PySequence_ITEM(__pyx_t_5, __pyx_t_9);
     #endif
     ++__pyx_t_9;
-    if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 458, __pyx_L1_error)
+    if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 452, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
-    if (__Pyx_PyInt_FromNumber(&__pyx_t_8, NULL, 1) < (0)) __PYX_ERR(0, 458, __pyx_L1_error)
-    __pyx_t_10 = __Pyx_PyLong_As_int(__pyx_t_8); if (unlikely((__pyx_t_10 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 458, __pyx_L1_error)
+    if (__Pyx_PyInt_FromNumber(&__pyx_t_8, NULL, 1) < (0)) __PYX_ERR(0, 452, __pyx_L1_error)
+    __pyx_t_10 = __Pyx_PyLong_As_int(__pyx_t_8); if (unlikely((__pyx_t_10 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 452, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __pyx_v_fd = __pyx_t_10;
 
-    /* "engine/ingest/_spool.pyx":459
+    /* "engine/ingest/_spool.pyx":453
  *             self.thread_started = False
  *         for fd in (sh.fd, sh.efd, sh.dir_fd):
  *             if fd >= 0:             # <<<<<<<<<<<<<<
@@ -24872,7 +24706,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
     if (__pyx_t_2) {
 
 
-      /* "engine/ingest/_spool.pyx":460
+      /* "engine/ingest/_spool.pyx":454
  *         for fd in (sh.fd, sh.efd, sh.dir_fd):
  *             if fd >= 0:
  *                 close(fd)             # <<<<<<<<<<<<<<
@@ -24881,7 +24715,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
 */
       (void)(close(__pyx_v_fd));
 
-      /* "engine/ingest/_spool.pyx":459
+      /* "engine/ingest/_spool.pyx":453
  *             self.thread_started = False
  *         for fd in (sh.fd, sh.efd, sh.dir_fd):
  *             if fd >= 0:             # <<<<<<<<<<<<<<
@@ -24890,7 +24724,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
 */
     }
 
-    /* "engine/ingest/_spool.pyx":458
+    /* "engine/ingest/_spool.pyx":452
  *                 pthread_join(self.thread, NULL)
  *             self.thread_started = False
  *         for fd in (sh.fd, sh.efd, sh.dir_fd):             # <<<<<<<<<<<<<<
@@ -24900,7 +24734,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
   }
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "engine/ingest/_spool.pyx":461
+  /* "engine/ingest/_spool.pyx":455
  *             if fd >= 0:
  *                 close(fd)
  *         sh.fd = sh.efd = sh.dir_fd = -1             # <<<<<<<<<<<<<<
@@ -24911,7 +24745,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
   __pyx_v_sh->efd = -1;
   __pyx_v_sh->dir_fd = -1;
 
-  /* "engine/ingest/_spool.pyx":444
+  /* "engine/ingest/_spool.pyx":438
  *         return total
  * 
  *     def close(self):             # <<<<<<<<<<<<<<
@@ -24937,7 +24771,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_21close(struct _
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pyx":463
+/* "engine/ingest/_spool.pyx":457
  *         sh.fd = sh.efd = sh.dir_fd = -1
  * 
  *     def __dealloc__(self):             # <<<<<<<<<<<<<<
@@ -24961,7 +24795,7 @@ static void __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_24__dealloc__(PyObjec
 static void __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_23__dealloc__(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self) {
   int __pyx_t_1;
 
-  /* "engine/ingest/_spool.pyx":464
+  /* "engine/ingest/_spool.pyx":458
  * 
  *     def __dealloc__(self):
  *         if self.sh != NULL:             # <<<<<<<<<<<<<<
@@ -24973,7 +24807,7 @@ static void __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_23__dealloc__(struct 
   if (__pyx_t_1) {
 
 
-    /* "engine/ingest/_spool.pyx":465
+    /* "engine/ingest/_spool.pyx":459
  *     def __dealloc__(self):
  *         if self.sh != NULL:
  *             if not self.thread_started:             # <<<<<<<<<<<<<<
@@ -24985,7 +24819,7 @@ static void __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_23__dealloc__(struct 
     if (__pyx_t_1) {
 
 
-      /* "engine/ingest/_spool.pyx":466
+      /* "engine/ingest/_spool.pyx":460
  *         if self.sh != NULL:
  *             if not self.thread_started:
  *                 buf_free(&self.sh.handed)             # <<<<<<<<<<<<<<
@@ -24994,7 +24828,7 @@ static void __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_23__dealloc__(struct 
 */
       __pyx_f_6engine_6_parse_buf_free((&__pyx_v_self->sh->handed));
 
-      /* "engine/ingest/_spool.pyx":467
+      /* "engine/ingest/_spool.pyx":461
  *             if not self.thread_started:
  *                 buf_free(&self.sh.handed)
  *                 free(self.sh)             # <<<<<<<<<<<<<<
@@ -25003,7 +24837,7 @@ static void __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_23__dealloc__(struct 
 */
       free(__pyx_v_self->sh);
 
-      /* "engine/ingest/_spool.pyx":465
+      /* "engine/ingest/_spool.pyx":459
  *     def __dealloc__(self):
  *         if self.sh != NULL:
  *             if not self.thread_started:             # <<<<<<<<<<<<<<
@@ -25012,7 +24846,7 @@ static void __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_23__dealloc__(struct 
 */
     }
 
-    /* "engine/ingest/_spool.pyx":468
+    /* "engine/ingest/_spool.pyx":462
  *                 buf_free(&self.sh.handed)
  *                 free(self.sh)
  *             self.sh = NULL             # <<<<<<<<<<<<<<
@@ -25020,7 +24854,7 @@ static void __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_23__dealloc__(struct 
 */
     __pyx_v_self->sh = NULL;
 
-    /* "engine/ingest/_spool.pyx":464
+    /* "engine/ingest/_spool.pyx":458
  * 
  *     def __dealloc__(self):
  *         if self.sh != NULL:             # <<<<<<<<<<<<<<
@@ -25029,14 +24863,14 @@ static void __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_23__dealloc__(struct 
 */
   }
 
-  /* "engine/ingest/_spool.pyx":469
+  /* "engine/ingest/_spool.pyx":463
  *                 free(self.sh)
  *             self.sh = NULL
  *         buf_free(&self.open_group)             # <<<<<<<<<<<<<<
 */
   __pyx_f_6engine_6_parse_buf_free((&__pyx_v_self->open_group));
 
-  /* "engine/ingest/_spool.pyx":463
+  /* "engine/ingest/_spool.pyx":457
  *         sh.fd = sh.efd = sh.dir_fd = -1
  * 
  *     def __dealloc__(self):             # <<<<<<<<<<<<<<
@@ -25048,30 +24882,30 @@ static void __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_23__dealloc__(struct 
 
 }
 
-/* "engine/ingest/_spool.pxd":43
- *     cdef bint thread_started
- *     cdef Buf open_group           # records appended since the last hand-over
- *     cdef public uint64_t open_epoch             # <<<<<<<<<<<<<<
+/* "engine/ingest/_spool.pxd":45
+ *     cdef Ticket open_ticket       # what the open group's answers wait on
+ *     cdef Ticket handed_ticket     # the group with the committer thread
+ *     cdef public uint64_t groups   # groups settled so far             # <<<<<<<<<<<<<<
  *     cdef public uint64_t seq
  *     cdef public bint busy         # a group is with the committer thread
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_10open_epoch_1__get__(PyObject *__pyx_v_self); /*proto*/
-static PyObject *__pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_10open_epoch_1__get__(PyObject *__pyx_v_self) {
+static PyObject *__pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_6groups_1__get__(PyObject *__pyx_v_self); /*proto*/
+static PyObject *__pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_6groups_1__get__(PyObject *__pyx_v_self) {
   CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
   PyObject *__pyx_r = 0;
   __Pyx_RefNannyDeclarations
   __Pyx_RefNannySetupContext("__get__ (wrapper)", 0);
   __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
-  __pyx_r = __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_10open_epoch___get__(((struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self));
+  __pyx_r = __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_6groups___get__(((struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_10open_epoch___get__(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self) {
+static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_6groups___get__(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   PyObject *__pyx_t_1 = NULL;
@@ -25087,7 +24921,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_10open_epoch___g
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyLong_From_uint64_t(__pyx_v_self->open_epoch); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 43, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyLong_From_uint64_t(__pyx_v_self->groups); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 45, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -25122,7 +24956,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_10open_epoch___g
   __pyx_L1_error:;
   __Pyx_XDECREF(__pyx_t_1);
   __Pyx_XDECREF(__pyx_t_2);
-  __Pyx_AddTraceback("engine.ingest._spool.SpoolWriter.open_epoch.__get__", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_AddTraceback("engine.ingest._spool.SpoolWriter.groups.__get__", __pyx_clineno, __pyx_lineno, __pyx_filename);
   __pyx_r = NULL;
   __pyx_L0:;
   __Pyx_XGIVEREF(__pyx_r);
@@ -25131,21 +24965,21 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_10open_epoch___g
 }
 
 /* Python wrapper */
-static int __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_10open_epoch_3__set__(PyObject *__pyx_v_self, PyObject *__pyx_v_value); /*proto*/
-static int __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_10open_epoch_3__set__(PyObject *__pyx_v_self, PyObject *__pyx_v_value) {
+static int __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_6groups_3__set__(PyObject *__pyx_v_self, PyObject *__pyx_v_value); /*proto*/
+static int __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_6groups_3__set__(PyObject *__pyx_v_self, PyObject *__pyx_v_value) {
   CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
   int __pyx_r;
   __Pyx_RefNannyDeclarations
   __Pyx_RefNannySetupContext("__set__ (wrapper)", 0);
   __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
-  __pyx_r = __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_10open_epoch_2__set__(((struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self), ((PyObject *)__pyx_v_value));
+  __pyx_r = __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_6groups_2__set__(((struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self), ((PyObject *)__pyx_v_value));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_10open_epoch_2__set__(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self, PyObject *__pyx_v_value) {
+static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_6groups_2__set__(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *__pyx_v_self, PyObject *__pyx_v_value) {
   int __pyx_r;
   __Pyx_RefNannyDeclarations
   PyObject *__pyx_t_1 = NULL;
@@ -25160,8 +24994,8 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_10open_epoch_2__set__(
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyLong_As_uint64_t(__pyx_v_value); if (unlikely((__pyx_t_2 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(2, 43, __pyx_L4_error)
-        __pyx_v_self->open_epoch = __pyx_t_2;
+        __pyx_t_2 = __Pyx_PyLong_As_uint64_t(__pyx_v_value); if (unlikely((__pyx_t_2 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(2, 45, __pyx_L4_error)
+        __pyx_v_self->groups = __pyx_t_2;
       }
       /*finally:*/ {
         /*normal exit:*/{
@@ -25182,7 +25016,7 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_10open_epoch_2__set__(
   goto __pyx_L0;
   __pyx_L1_error:;
   __Pyx_XDECREF(__pyx_t_1);
-  __Pyx_AddTraceback("engine.ingest._spool.SpoolWriter.open_epoch.__set__", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_AddTraceback("engine.ingest._spool.SpoolWriter.groups.__set__", __pyx_clineno, __pyx_lineno, __pyx_filename);
   __pyx_r = -1;
   __pyx_L0:;
 
@@ -25190,12 +25024,12 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_10open_epoch_2__set__(
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pxd":44
- *     cdef Buf open_group           # records appended since the last hand-over
- *     cdef public uint64_t open_epoch
+/* "engine/ingest/_spool.pxd":46
+ *     cdef Ticket handed_ticket     # the group with the committer thread
+ *     cdef public uint64_t groups   # groups settled so far
  *     cdef public uint64_t seq             # <<<<<<<<<<<<<<
  *     cdef public bint busy         # a group is with the committer thread
- *     cdef uint64_t handed_epoch
+ *     cdef Py_ssize_t handed_records
 */
 
 /* Python wrapper */
@@ -25229,7 +25063,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_3seq___get__(str
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyLong_From_uint64_t(__pyx_v_self->seq); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 44, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyLong_From_uint64_t(__pyx_v_self->seq); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 46, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -25302,7 +25136,7 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_3seq_2__set__(struct _
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyLong_As_uint64_t(__pyx_v_value); if (unlikely((__pyx_t_2 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(2, 44, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyLong_As_uint64_t(__pyx_v_value); if (unlikely((__pyx_t_2 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(2, 46, __pyx_L4_error)
         __pyx_v_self->seq = __pyx_t_2;
       }
       /*finally:*/ {
@@ -25332,12 +25166,12 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_3seq_2__set__(struct _
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pxd":45
- *     cdef public uint64_t open_epoch
+/* "engine/ingest/_spool.pxd":47
+ *     cdef public uint64_t groups   # groups settled so far
  *     cdef public uint64_t seq
  *     cdef public bint busy         # a group is with the committer thread             # <<<<<<<<<<<<<<
- *     cdef uint64_t handed_epoch
  *     cdef Py_ssize_t handed_records
+ *     cdef Py_ssize_t open_records
 */
 
 /* Python wrapper */
@@ -25371,7 +25205,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4busy___get__(st
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->busy); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 45, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->busy); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 47, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -25444,7 +25278,7 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4busy_2__set__(struct 
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 45, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 47, __pyx_L4_error)
         __pyx_v_self->busy = __pyx_t_2;
       }
       /*finally:*/ {
@@ -25474,12 +25308,12 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_4busy_2__set__(struct 
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pxd":52
+/* "engine/ingest/_spool.pxd":53
  *     cdef object loop
  *     cdef object flush_cb
  *     cdef public int64_t max_bytes             # <<<<<<<<<<<<<<
  *     cdef public int64_t old_bytes   # bytes of this worker's older files still on disk
- *     cdef public object on_settled   # Python callback(epoch, ok, records) or None
+ *     cdef public object on_settled   # Python callback(ok, records) or None
 */
 
 /* Python wrapper */
@@ -25513,7 +25347,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_9max_bytes___get
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyLong_From_int64_t(__pyx_v_self->max_bytes); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 52, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyLong_From_int64_t(__pyx_v_self->max_bytes); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 53, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -25586,7 +25420,7 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_9max_bytes_2__set__(st
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyLong_As_int64_t(__pyx_v_value); if (unlikely((__pyx_t_2 == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(2, 52, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyLong_As_int64_t(__pyx_v_value); if (unlikely((__pyx_t_2 == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(2, 53, __pyx_L4_error)
         __pyx_v_self->max_bytes = __pyx_t_2;
       }
       /*finally:*/ {
@@ -25616,11 +25450,11 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_9max_bytes_2__set__(st
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pxd":53
+/* "engine/ingest/_spool.pxd":54
  *     cdef object flush_cb
  *     cdef public int64_t max_bytes
  *     cdef public int64_t old_bytes   # bytes of this worker's older files still on disk             # <<<<<<<<<<<<<<
- *     cdef public object on_settled   # Python callback(epoch, ok, records) or None
+ *     cdef public object on_settled   # Python callback(ok, records) or None
  *     cdef public bint healthy
 */
 
@@ -25655,7 +25489,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_9old_bytes___get
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyLong_From_int64_t(__pyx_v_self->old_bytes); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 53, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyLong_From_int64_t(__pyx_v_self->old_bytes); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 54, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -25728,7 +25562,7 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_9old_bytes_2__set__(st
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyLong_As_int64_t(__pyx_v_value); if (unlikely((__pyx_t_2 == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(2, 53, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyLong_As_int64_t(__pyx_v_value); if (unlikely((__pyx_t_2 == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(2, 54, __pyx_L4_error)
         __pyx_v_self->old_bytes = __pyx_t_2;
       }
       /*finally:*/ {
@@ -25758,10 +25592,10 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_9old_bytes_2__set__(st
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pxd":54
+/* "engine/ingest/_spool.pxd":55
  *     cdef public int64_t max_bytes
  *     cdef public int64_t old_bytes   # bytes of this worker's older files still on disk
- *     cdef public object on_settled   # Python callback(epoch, ok, records) or None             # <<<<<<<<<<<<<<
+ *     cdef public object on_settled   # Python callback(ok, records) or None             # <<<<<<<<<<<<<<
  *     cdef public bint healthy
  * 
 */
@@ -25921,9 +25755,9 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_10on_settled_4__del__(
   return __pyx_r;
 }
 
-/* "engine/ingest/_spool.pxd":55
+/* "engine/ingest/_spool.pxd":56
  *     cdef public int64_t old_bytes   # bytes of this worker's older files still on disk
- *     cdef public object on_settled   # Python callback(epoch, ok, records) or None
+ *     cdef public object on_settled   # Python callback(ok, records) or None
  *     cdef public bint healthy             # <<<<<<<<<<<<<<
  * 
  *     cdef Py_ssize_t begin(self) except -1
@@ -25960,7 +25794,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_7healthy___get__
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->healthy); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 55, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->healthy); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 56, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -26033,7 +25867,7 @@ static int __pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_7healthy_2__set__(stru
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 55, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 56, __pyx_L4_error)
         __pyx_v_self->healthy = __pyx_t_2;
       }
       /*finally:*/ {
@@ -26269,14 +26103,27 @@ static PyObject *__pyx_pf_6engine_6ingest_6_spool_11SpoolWriter_27__setstate_cyt
 /* #### Code section: module_exttypes ### */
 static struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter __pyx_vtable_6engine_6ingest_6_spool_SpoolWriter;
 
-static PyObject *__pyx_tp_new__initialisation_6engine_6ingest_6_spool_SpoolWriter(PyObject *o, CYTHON_UNUSED PyObject *a, CYTHON_UNUSED PyObject *k) {
+static PyObject *__pyx_tp_new__initialisation_6engine_6ingest_6_spool_SpoolWriter(PyObject *o, 
+#if CYTHON_VECTORCALL_TPNEW
+    CYTHON_UNUSED PyObject *const *args, CYTHON_UNUSED Py_ssize_t nargs, CYTHON_UNUSED PyObject *kwnames
+#else
+    CYTHON_UNUSED PyObject *a, CYTHON_UNUSED PyObject *k
+#endif
+) {
   struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *p = ((struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *)o);
-  p->__pyx_base.__pyx_vtab = (struct __pyx_vtabstruct_6engine_4http_11_connection_Commits*)__pyx_vtabptr_6engine_6ingest_6_spool_SpoolWriter;
+  p->__pyx_vtab = __pyx_vtabptr_6engine_6ingest_6_spool_SpoolWriter;
+  p->open_ticket = ((struct __pyx_obj_6engine_4http_11_connection_Ticket *)Py_None); Py_INCREF(Py_None);
+  p->handed_ticket = ((struct __pyx_obj_6engine_4http_11_connection_Ticket *)Py_None); Py_INCREF(Py_None);
   p->loop = Py_None; Py_INCREF(Py_None);
   p->flush_cb = Py_None; Py_INCREF(Py_None);
   p->on_settled = Py_None; Py_INCREF(Py_None);
   {
-    int cinit_result = __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_1__cinit__(o, __pyx_mstate_global->__pyx_empty_tuple, NULL);
+    int cinit_result = __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_1__cinit__(
+    #if CYTHON_VECTORCALL_TPNEW
+    o, NULL, 0, NULL);
+    #else
+    o, __pyx_mstate_global->__pyx_empty_tuple, NULL);
+    #endif
     if (unlikely(cinit_result)) goto bad;
   }
   return o;
@@ -26285,19 +26132,53 @@ static PyObject *__pyx_tp_new__initialisation_6engine_6ingest_6_spool_SpoolWrite
   return NULL;
 }
 
-static PyObject *__pyx_tp_new_6engine_6ingest_6_spool_SpoolWriter(PyTypeObject *t, PyObject *a, PyObject *k) {
+static PyObject *__pyx_tp_new_vectorcall_6engine_6ingest_6_spool_SpoolWriter(PyTypeObject *t, 
+#if CYTHON_VECTORCALL_TPNEW
+    PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
+#else
+    PyObject *a, PyObject *k
+#endif
+) {
   PyObject *o;
-  newfunc base_tp_new = __Pyx_PyType_TryGetSlot(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_Commits, tp_new, newfunc);
-  #if CYTHON_COMPILING_IN_LIMITED_API && __PYX_LIMITED_VERSION_VEX < 0x030A0000
-  if (unlikely(!base_tp_new)) {
-    __Pyx_RaiseTypeErrorWithTypes("Type " __Pyx_FMT_TYPENAME " cannot be instantiated because it cannot access tp_new of its base " __Pyx_FMT_TYPENAME ". This is probably because the base is not a heap type and is a restriction of the Limited API in Python<=3.9", t, __pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_Commits);
-    o = NULL;
-  } else
-  #endif
-  o = base_tp_new(t, a, k);
+  o = __Pyx_AllocateExtensionType(t, 0);
   if (unlikely(!o)) return 0;
-  return __pyx_tp_new__initialisation_6engine_6ingest_6_spool_SpoolWriter(o, a, k);
+  return __pyx_tp_new__initialisation_6engine_6ingest_6_spool_SpoolWriter(o, 
+#if CYTHON_VECTORCALL_TPNEW
+    args, nargs, kwnames
+#else
+    a, k
+#endif
+);
 }
+
+#if CYTHON_VECTORCALL_TPNEW
+static PyObject *__pyx_tp_new_6engine_6ingest_6_spool_SpoolWriter(PyTypeObject *t, PyObject *a, PyObject *k) {
+  return __Pyx_CallTpnewAsVectorcall(__pyx_tp_new_vectorcall_6engine_6ingest_6_spool_SpoolWriter, t, a, k);
+}
+#endif
+
+#if CYTHON_VECTORCALL_TPNEW
+static PyObject *__pyx_tp_vectorcall_6engine_6ingest_6_spool_SpoolWriter(PyObject *t, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+  if (unlikely((PyTypeObject*)t != __pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter || __Pyx_PyType_HasFeature((PyTypeObject*)t, Py_TPFLAGS_IS_ABSTRACT))) {
+    return __Pyx_CallNewInitFromVectorcall((PyTypeObject*)t, args, nargsf, kwnames);
+  }
+  Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+  PyObject *o = __pyx_tp_new_vectorcall_6engine_6ingest_6_spool_SpoolWriter((PyTypeObject*)t, args, nargs, kwnames);
+  if (likely(o)) {
+    assert(Py_TYPE(o) == (PyTypeObject*)t);
+    if (unlikely(__pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_3__init__(o, args, nargs, kwnames) < 0)) {
+      Py_CLEAR(o);
+    }
+  }
+  return o;
+}
+#endif
+
+#if CYTHON_VECTORCALL_TPNEW
+static int __pyx_tp_init_6engine_6ingest_6_spool_SpoolWriter(PyObject *o, PyObject *args, PyObject *kwds) {
+  return __Pyx_CallTpinitAsVectorcall(__pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_3__init__, o, args, kwds);
+}
+#endif
 
 static void __pyx_tp_dealloc_6engine_6ingest_6_spool_SpoolWriter(PyObject *o) {
   struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *p = (struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *)o;
@@ -26317,39 +26198,37 @@ static void __pyx_tp_dealloc_6engine_6ingest_6_spool_SpoolWriter(PyObject *o) {
     __Pyx_DeallocKeepAliveEnd(o);
     __Pyx_PyErr_RestoreException(etype, eval, etb);
   }
+  Py_CLEAR(p->open_ticket);
+  Py_CLEAR(p->handed_ticket);
   Py_CLEAR(p->loop);
   Py_CLEAR(p->flush_cb);
   Py_CLEAR(p->on_settled);
-  #if CYTHON_USE_TYPE_SPECS
-  PyObject *tp = (PyObject*)Py_TYPE(o);
-  #endif
-  if (PyType_IS_GC(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_Commits)) PyObject_GC_Track(o);
-  #if !CYTHON_USE_MODULE_STATE
-  if (likely(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_Commits)) __Pyx_PyType_GetSlot(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_Commits, tp_dealloc, destructor)(o); else
-  #endif
-  __Pyx_call_next_tp_dealloc(o, __pyx_tp_dealloc_6engine_6ingest_6_spool_SpoolWriter);
-  #if CYTHON_USE_TYPE_SPECS
-  if (!__Pyx_PyType_HasFeature(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_Commits, Py_TPFLAGS_HEAPTYPE)) {
-    Py_DECREF(tp);
+  PyTypeObject *tp = Py_TYPE(o);
+  #if CYTHON_USE_TYPE_SLOTS
+  (*tp->tp_free)(o);
+  #else
+  {
+    freefunc tp_free = (freefunc)PyType_GetSlot(tp, Py_tp_free);
+    if (tp_free) tp_free(o);
   }
+  #endif
+  #if CYTHON_USE_TYPE_SPECS
+  Py_DECREF(tp);
   #endif
 }
 
 static int __pyx_tp_traverse_6engine_6ingest_6_spool_SpoolWriter(PyObject *o, visitproc v, void *a) {
   int e;
   struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *p = (struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *)o;
-  #if !CYTHON_USE_MODULE_STATE
-  e = 0;
-  if (likely(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_Commits)) {
-    traverseproc traverse = __Pyx_PyType_GetSlot(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_Commits, tp_traverse, traverseproc);
-    if (traverse) { e = traverse(o, v, a); }
-  } else
-  #endif
-  { e = __Pyx_call_next_tp_traverse(o, v, a, __pyx_tp_traverse_6engine_6ingest_6_spool_SpoolWriter); }
-  if (e) return e;
   {
-    e = __Pyx_call_type_traverse(o, 0, v, a);
+    e = __Pyx_call_type_traverse(o, 1, v, a);
     if (e) return e;
+  }
+  if (p->open_ticket) {
+    e = (*v)(((PyObject *)p->open_ticket), a); if (e) return e;
+  }
+  if (p->handed_ticket) {
+    e = (*v)(((PyObject *)p->handed_ticket), a); if (e) return e;
   }
   if (p->loop) {
     e = (*v)(p->loop, a); if (e) return e;
@@ -26366,13 +26245,12 @@ static int __pyx_tp_traverse_6engine_6ingest_6_spool_SpoolWriter(PyObject *o, vi
 static int __pyx_tp_clear_6engine_6ingest_6_spool_SpoolWriter(PyObject *o) {
   PyObject* tmp;
   struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *p = (struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *)o;
-  #if !CYTHON_USE_MODULE_STATE
-  if (likely(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_Commits)) {
-    inquiry clear = __Pyx_PyType_GetSlot(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_Commits, tp_clear, inquiry);
-    if (clear) clear(o);
-  } else
-  #endif
-  { __Pyx_call_next_tp_clear(o, __pyx_tp_clear_6engine_6ingest_6_spool_SpoolWriter); }
+  tmp = ((PyObject*)p->open_ticket);
+  p->open_ticket = ((struct __pyx_obj_6engine_4http_11_connection_Ticket *)Py_None); Py_INCREF(Py_None);
+  Py_XDECREF(tmp);
+  tmp = ((PyObject*)p->handed_ticket);
+  p->handed_ticket = ((struct __pyx_obj_6engine_4http_11_connection_Ticket *)Py_None); Py_INCREF(Py_None);
+  Py_XDECREF(tmp);
   tmp = ((PyObject*)p->loop);
   p->loop = Py_None; Py_INCREF(Py_None);
   Py_XDECREF(tmp);
@@ -26401,13 +26279,13 @@ static PyObject *__pyx_getprop_6engine_6ingest_6_spool_11SpoolWriter_pending_rec
   return __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_15pending_records_1__get__(o);
 }
 
-static PyObject *__pyx_getprop_6engine_6ingest_6_spool_11SpoolWriter_open_epoch(PyObject *o, CYTHON_UNUSED void *x) {
-  return __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_10open_epoch_1__get__(o);
+static PyObject *__pyx_getprop_6engine_6ingest_6_spool_11SpoolWriter_groups(PyObject *o, CYTHON_UNUSED void *x) {
+  return __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_6groups_1__get__(o);
 }
 
-static int __pyx_setprop_6engine_6ingest_6_spool_11SpoolWriter_open_epoch(PyObject *o, PyObject *v, CYTHON_UNUSED void *x) {
+static int __pyx_setprop_6engine_6ingest_6_spool_11SpoolWriter_groups(PyObject *o, PyObject *v, CYTHON_UNUSED void *x) {
   if (v) {
-    return __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_10open_epoch_3__set__(o, v);
+    return __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_6groups_3__set__(o, v);
   }
   else {
     PyErr_SetString(PyExc_NotImplementedError, "__del__");
@@ -26518,7 +26396,7 @@ static struct PyGetSetDef __pyx_getsets_6engine_6ingest_6_spool_SpoolWriter[] = 
   {"used", __pyx_getprop_6engine_6ingest_6_spool_11SpoolWriter_used, 0, 0, 0},
   {"path", __pyx_getprop_6engine_6ingest_6_spool_11SpoolWriter_path, 0, 0, 0},
   {"pending_records", __pyx_getprop_6engine_6ingest_6_spool_11SpoolWriter_pending_records, 0, 0, 0},
-  {"open_epoch", __pyx_getprop_6engine_6ingest_6_spool_11SpoolWriter_open_epoch, __pyx_setprop_6engine_6ingest_6_spool_11SpoolWriter_open_epoch, 0, 0},
+  {"groups", __pyx_getprop_6engine_6ingest_6_spool_11SpoolWriter_groups, __pyx_setprop_6engine_6ingest_6_spool_11SpoolWriter_groups, 0, 0},
   {"seq", __pyx_getprop_6engine_6ingest_6_spool_11SpoolWriter_seq, __pyx_setprop_6engine_6ingest_6_spool_11SpoolWriter_seq, 0, 0},
   {"busy", __pyx_getprop_6engine_6ingest_6_spool_11SpoolWriter_busy, __pyx_setprop_6engine_6ingest_6_spool_11SpoolWriter_busy, 0, 0},
   {"max_bytes", __pyx_getprop_6engine_6ingest_6_spool_11SpoolWriter_max_bytes, __pyx_setprop_6engine_6ingest_6_spool_11SpoolWriter_max_bytes, 0, 0},
@@ -26535,8 +26413,13 @@ static PyType_Slot __pyx_type_6engine_6ingest_6_spool_SpoolWriter_slots[] = {
   {Py_tp_clear, (void *)__pyx_tp_clear_6engine_6ingest_6_spool_SpoolWriter},
   {Py_tp_methods, (void *)__pyx_methods_6engine_6ingest_6_spool_SpoolWriter},
   {Py_tp_getset, (void *)__pyx_getsets_6engine_6ingest_6_spool_SpoolWriter},
-  {Py_tp_init, (void *)__pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_3__init__},
+  {Py_tp_init, (void *)__pyx_tp_init_6engine_6ingest_6_spool_SpoolWriter},
   {Py_tp_new, (void *)__pyx_tp_new_6engine_6ingest_6_spool_SpoolWriter},
+  #if (!CYTHON_COMPILING_IN_PYPY || PYPY_VERSION_NUM >= 0x07030800) && (!CYTHON_COMPILING_IN_LIMITED_API || __PYX_LIMITED_VERSION_HEX >= 0x030E0000)
+  #if CYTHON_VECTORCALL_TPNEW
+  {Py_tp_vectorcall, (void *)__pyx_tp_vectorcall_6engine_6ingest_6_spool_SpoolWriter},
+  #endif
+  #endif
   {0, 0},
 };
 static PyType_Spec __pyx_type_6engine_6ingest_6_spool_SpoolWriter_spec = {
@@ -26586,7 +26469,7 @@ static PyTypeObject __pyx_type_6engine_6ingest_6_spool_SpoolWriter = {
   #if !CYTHON_USE_TYPE_SPECS
   0, /*tp_dictoffset*/
   #endif
-  __pyx_pw_6engine_6ingest_6_spool_11SpoolWriter_3__init__, /*tp_init*/
+  __pyx_tp_init_6engine_6ingest_6_spool_SpoolWriter, /*tp_init*/
   0, /*tp_alloc*/
   __pyx_tp_new_6engine_6ingest_6_spool_SpoolWriter, /*tp_new*/
   0, /*tp_free*/
@@ -26605,7 +26488,7 @@ static PyTypeObject __pyx_type_6engine_6ingest_6_spool_SpoolWriter = {
   #endif
   #if (!CYTHON_COMPILING_IN_PYPY || PYPY_VERSION_NUM >= 0x07030800) && (!CYTHON_COMPILING_IN_LIMITED_API || __PYX_LIMITED_VERSION_HEX >= 0x030E0000)
   #if CYTHON_VECTORCALL_TPNEW
-  0, /*tp_vectorcall*/
+  __pyx_tp_vectorcall_6engine_6ingest_6_spool_SpoolWriter, /*tp_vectorcall*/
   #else
   NULL, /*tp_vectorcall*/
   #endif
@@ -27989,7 +27872,6 @@ static int __Pyx_modinit_Function_export_code(__pyx_mstatetype *__pyx_mstate) {
 
 static int __Pyx_modinit_Exttype___pyx_obj_6engine_6ingest_6_spool_SpoolWriter(__pyx_mstatetype *__pyx_mstate) {
   __Pyx_RefNannyDeclarations
-  PyObject *__pyx_t_1 = NULL;
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
@@ -27997,26 +27879,20 @@ static int __Pyx_modinit_Exttype___pyx_obj_6engine_6ingest_6_spool_SpoolWriter(_
   __Pyx_RefNannySetupContext("__Pyx_modinit_Exttype___pyx_obj_6engine_6ingest_6_spool_SpoolWriter", 0);
   /*--- Exttype __pyx_obj_6engine_6ingest_6_spool_SpoolWriter ---*/
   __pyx_vtabptr_6engine_6ingest_6_spool_SpoolWriter = &__pyx_vtable_6engine_6ingest_6_spool_SpoolWriter;
-  __pyx_vtable_6engine_6ingest_6_spool_SpoolWriter.__pyx_base = *__pyx_vtabptr_6engine_4http_11_connection_Commits;
   __pyx_vtable_6engine_6ingest_6_spool_SpoolWriter.begin = (Py_ssize_t (*)(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *))__pyx_f_6engine_6ingest_6_spool_11SpoolWriter_begin;
-  __pyx_vtable_6engine_6ingest_6_spool_SpoolWriter.finish = (uint64_t (*)(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *, Py_ssize_t))__pyx_f_6engine_6ingest_6_spool_11SpoolWriter_finish;
+  __pyx_vtable_6engine_6ingest_6_spool_SpoolWriter.finish = (struct __pyx_obj_6engine_4http_11_connection_Ticket *(*)(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *, Py_ssize_t))__pyx_f_6engine_6ingest_6_spool_11SpoolWriter_finish;
   __pyx_vtable_6engine_6ingest_6_spool_SpoolWriter.rollback = (void (*)(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *, Py_ssize_t))__pyx_f_6engine_6ingest_6_spool_11SpoolWriter_rollback;
   __pyx_vtable_6engine_6ingest_6_spool_SpoolWriter.bytes_used = (int64_t (*)(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *))__pyx_f_6engine_6ingest_6_spool_11SpoolWriter_bytes_used;
   __pyx_vtable_6engine_6ingest_6_spool_SpoolWriter._hand_over = (int (*)(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *))__pyx_f_6engine_6ingest_6_spool_11SpoolWriter__hand_over;
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_t_1 = PyTuple_Pack(1, (PyObject *)__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_Commits); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 228, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_6engine_6ingest_6_spool_SpoolWriter_spec, __pyx_t_1);
-  __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
-  if (unlikely(!__pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter)) __PYX_ERR(0, 228, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_6engine_6ingest_6_spool_SpoolWriter_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter)) __PYX_ERR(0, 229, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter = &__pyx_type_6engine_6ingest_6_spool_SpoolWriter;
   #endif
   #if !CYTHON_COMPILING_IN_LIMITED_API
-  __pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter->tp_base = __pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_Commits;
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter) < (0)) __PYX_ERR(0, 228, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter) < (0)) __PYX_ERR(0, 229, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter);
@@ -28026,13 +27902,12 @@ static int __Pyx_modinit_Exttype___pyx_obj_6engine_6ingest_6_spool_SpoolWriter(_
     __pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter->tp_getattro = PyObject_GenericGetAttr;
   }
   #endif
-  if (__Pyx_SetVtable(__pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, __pyx_vtabptr_6engine_6ingest_6_spool_SpoolWriter) < (0)) __PYX_ERR(0, 228, __pyx_L1_error)
-  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_SpoolWriter, (PyObject *) __pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter) < (0)) __PYX_ERR(0, 228, __pyx_L1_error)
-  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter) < (0)) __PYX_ERR(0, 228, __pyx_L1_error)
+  if (__Pyx_SetVtable(__pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, __pyx_vtabptr_6engine_6ingest_6_spool_SpoolWriter) < (0)) __PYX_ERR(0, 229, __pyx_L1_error)
+  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_SpoolWriter, (PyObject *) __pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter) < (0)) __PYX_ERR(0, 229, __pyx_L1_error)
+  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter) < (0)) __PYX_ERR(0, 229, __pyx_L1_error)
   __Pyx_RefNannyFinishContext();
   return 0;
   __pyx_L1_error:;
-  __Pyx_XDECREF(__pyx_t_1);
   __Pyx_RefNannyFinishContext();
   return -1;
 }
@@ -28046,14 +27921,14 @@ static int __Pyx_modinit_Exttype___pyx_obj_6engine_6ingest_6_spool___pyx_scope_s
   __Pyx_RefNannySetupContext("__Pyx_modinit_Exttype___pyx_obj_6engine_6ingest_6_spool___pyx_scope_struct__flush", 0);
   /*--- Exttype __pyx_obj_6engine_6ingest_6_spool___pyx_scope_struct__flush ---*/
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool___pyx_scope_struct__flush = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_6engine_6ingest_6_spool___pyx_scope_struct__flush_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool___pyx_scope_struct__flush)) __PYX_ERR(0, 416, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool___pyx_scope_struct__flush = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_6engine_6ingest_6_spool___pyx_scope_struct__flush_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool___pyx_scope_struct__flush)) __PYX_ERR(0, 410, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool___pyx_scope_struct__flush = &__pyx_type_6engine_6ingest_6_spool___pyx_scope_struct__flush;
   #endif
   #if !CYTHON_COMPILING_IN_LIMITED_API
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool___pyx_scope_struct__flush) < (0)) __PYX_ERR(0, 416, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool___pyx_scope_struct__flush) < (0)) __PYX_ERR(0, 410, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_6engine_6ingest_6_spool___pyx_scope_struct__flush);
@@ -28286,27 +28161,8 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_6engine_6_parse_Encoder) __PYX_ERR(3, 40, __pyx_L1_error)
   if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_6engine_6_parse_Encoder, (void**)&__pyx_vtabptr_6engine_6_parse_Encoder) != 1)) __PYX_ERR(3, 40, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_1 = PyImport_ImportModule("engine.http._connection"); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 16, __pyx_L1_error)
+  __pyx_t_1 = PyImport_ImportModule("engine.http._connection"); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 7, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_mstate->__pyx_ptype_6engine_4http_11_connection_FastRoutes = __Pyx_ImportType_3_3_1(__pyx_t_1, "engine.http._connection", "FastRoutes",
-  #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
-  sizeof(struct __pyx_obj_6engine_4http_11_connection_FastRoutes), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_FastRoutes),
-  #elif CYTHON_COMPILING_IN_LIMITED_API
-  sizeof(struct __pyx_obj_6engine_4http_11_connection_FastRoutes), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_FastRoutes),
-  #else
-  sizeof(struct __pyx_obj_6engine_4http_11_connection_FastRoutes), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_FastRoutes),
-  #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_FastRoutes) __PYX_ERR(4, 16, __pyx_L1_error)
-  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_FastRoutes, (void**)&__pyx_vtabptr_6engine_4http_11_connection_FastRoutes) != 1)) __PYX_ERR(4, 16, __pyx_L1_error)
-  __pyx_mstate->__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry = __Pyx_ImportType_3_3_1(__pyx_t_1, "engine.http._connection", "ConnectionRegistry",
-  #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
-  sizeof(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry),
-  #elif CYTHON_COMPILING_IN_LIMITED_API
-  sizeof(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry),
-  #else
-  sizeof(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry),
-  #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry) __PYX_ERR(4, 22, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection = __Pyx_ImportType_3_3_1(__pyx_t_1, "engine.http._connection", "HttpConnection",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_6engine_4http_11_connection_HttpConnection), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_HttpConnection),
@@ -28315,8 +28171,37 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_6engine_4http_11_connection_HttpConnection), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_HttpConnection),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection) __PYX_ERR(4, 35, __pyx_L1_error)
-  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection, (void**)&__pyx_vtabptr_6engine_4http_11_connection_HttpConnection) != 1)) __PYX_ERR(4, 35, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection) __PYX_ERR(4, 7, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection, (void**)&__pyx_vtabptr_6engine_4http_11_connection_HttpConnection) != 1)) __PYX_ERR(4, 7, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_6engine_4http_11_connection_Ticket = __Pyx_ImportType_3_3_1(__pyx_t_1, "engine.http._connection", "Ticket",
+  #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
+  sizeof(struct __pyx_obj_6engine_4http_11_connection_Ticket), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_Ticket),
+  #elif CYTHON_COMPILING_IN_LIMITED_API
+  sizeof(struct __pyx_obj_6engine_4http_11_connection_Ticket), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_Ticket),
+  #else
+  sizeof(struct __pyx_obj_6engine_4http_11_connection_Ticket), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_Ticket),
+  #endif
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_Ticket) __PYX_ERR(4, 10, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_Ticket, (void**)&__pyx_vtabptr_6engine_4http_11_connection_Ticket) != 1)) __PYX_ERR(4, 10, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_6engine_4http_11_connection_FastRoutes = __Pyx_ImportType_3_3_1(__pyx_t_1, "engine.http._connection", "FastRoutes",
+  #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
+  sizeof(struct __pyx_obj_6engine_4http_11_connection_FastRoutes), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_FastRoutes),
+  #elif CYTHON_COMPILING_IN_LIMITED_API
+  sizeof(struct __pyx_obj_6engine_4http_11_connection_FastRoutes), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_FastRoutes),
+  #else
+  sizeof(struct __pyx_obj_6engine_4http_11_connection_FastRoutes), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_FastRoutes),
+  #endif
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_FastRoutes) __PYX_ERR(4, 22, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_FastRoutes, (void**)&__pyx_vtabptr_6engine_4http_11_connection_FastRoutes) != 1)) __PYX_ERR(4, 22, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry = __Pyx_ImportType_3_3_1(__pyx_t_1, "engine.http._connection", "ConnectionRegistry",
+  #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
+  sizeof(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry),
+  #elif CYTHON_COMPILING_IN_LIMITED_API
+  sizeof(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry),
+  #else
+  sizeof(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry),
+  #endif
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry) __PYX_ERR(4, 28, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __Pyx_RefNannyFinishContext();
   return 0;
@@ -28652,25 +28537,12 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
   (void)__Pyx_modinit_Variable_export_code(__pyx_mstate);
   (void)__Pyx_modinit_Function_export_code(__pyx_mstate);
   /*--- Type init code ---*/
-  __pyx_t_2 = PyImport_ImportModule("engine.http._connection"); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
-  __pyx_mstate->__pyx_ptype_6engine_4http_11_connection_Commits = __Pyx_ImportType_3_3_1(__pyx_t_2, "engine.http._connection", "Commits",
-  #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
-  sizeof(struct __pyx_obj_6engine_4http_11_connection_Commits), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_Commits),
-  #elif CYTHON_COMPILING_IN_LIMITED_API
-  sizeof(struct __pyx_obj_6engine_4http_11_connection_Commits), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_Commits),
-  #else
-  sizeof(struct __pyx_obj_6engine_4http_11_connection_Commits), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_Commits),
-  #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_Commits) __PYX_ERR(0, 1, __pyx_L1_error)
-  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_Commits, (void**)&__pyx_vtabptr_6engine_4http_11_connection_Commits) != 1)) __PYX_ERR(0, 1, __pyx_L1_error)
   if (unlikely((__Pyx_modinit_Exttype___pyx_obj_6engine_6ingest_6_spool_SpoolWriter(__pyx_mstate) < 0))) __PYX_ERR(0, 1, __pyx_L1_error)
   if (unlikely((__Pyx_modinit_Exttype___pyx_obj_6engine_6ingest_6_spool___pyx_scope_struct__flush(__pyx_mstate) < 0))) __PYX_ERR(0, 1, __pyx_L1_error)
   if (unlikely((__Pyx_modinit_Exttype___pyx_array_obj(__pyx_mstate) < 0))) __PYX_ERR(0, 1, __pyx_L1_error)
   if (unlikely((__Pyx_modinit_Exttype___pyx_MemviewEnum_obj(__pyx_mstate) < 0))) __PYX_ERR(0, 1, __pyx_L1_error)
   if (unlikely((__Pyx_modinit_Exttype___pyx_memoryview_obj(__pyx_mstate) < 0))) __PYX_ERR(0, 1, __pyx_L1_error)
   if (unlikely((__Pyx_modinit_Exttype___pyx_memoryviewslice_obj(__pyx_mstate) < 0))) __PYX_ERR(0, 1, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (unlikely((__Pyx_modinit_Type_import_code(__pyx_mstate) < 0))) __PYX_ERR(0, 1, __pyx_L1_error)
   (void)__Pyx_modinit_Variable_import_code(__pyx_mstate);
   if (unlikely((__Pyx_modinit_Function_import_code(__pyx_mstate) < 0))) __PYX_ERR(0, 1, __pyx_L1_error)
@@ -28687,10 +28559,10 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
   {
     __Pyx_PyThreadState_declare
     __Pyx_PyThreadState_assign
-    __Pyx_ExceptionSave(&__pyx_t_1, &__pyx_t_3, &__pyx_t_4);
+    __Pyx_ExceptionSave(&__pyx_t_1, &__pyx_t_2, &__pyx_t_3);
     __Pyx_XGOTREF(__pyx_t_1);
+    __Pyx_XGOTREF(__pyx_t_2);
     __Pyx_XGOTREF(__pyx_t_3);
-    __Pyx_XGOTREF(__pyx_t_4);
     /*try:*/ {
 
       /* "View.MemoryView":119
@@ -28704,21 +28576,21 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
       __pyx_t_6 = 1;
       {
         PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_mstate_global->__pyx_kp_u_collections_abc};
-        __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)__pyx_builtin___import__, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+        __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)__pyx_builtin___import__, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-        if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 119, __pyx_L2_error)
-        __Pyx_GOTREF(__pyx_t_2);
+        if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 119, __pyx_L2_error)
+        __Pyx_GOTREF(__pyx_t_4);
       }
-      __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_abc); if (unlikely(!__pyx_t_5)) __PYX_ERR(1, 119, __pyx_L2_error)
+      __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_abc); if (unlikely(!__pyx_t_5)) __PYX_ERR(1, 119, __pyx_L2_error)
       __Pyx_GOTREF(__pyx_t_5);
-      __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-      __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_Sequence); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 119, __pyx_L2_error)
-      __Pyx_GOTREF(__pyx_t_2);
+      __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+      __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_Sequence); if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 119, __pyx_L2_error)
+      __Pyx_GOTREF(__pyx_t_4);
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
       __Pyx_XGOTREF(__pyx_collections_abc_Sequence);
-      __Pyx_DECREF_SET(__pyx_collections_abc_Sequence, __pyx_t_2);
-      __Pyx_GIVEREF(__pyx_t_2);
-      __pyx_t_2 = 0;
+      __Pyx_DECREF_SET(__pyx_collections_abc_Sequence, __pyx_t_4);
+      __Pyx_GIVEREF(__pyx_t_4);
+      __pyx_t_4 = 0;
 
       /* "View.MemoryView":118
  * 
@@ -28729,11 +28601,11 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
 */
     }
     __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
+    __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
     goto __pyx_L7_try_end;
     __pyx_L2_error:;
-    __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
+    __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
 
     /* "View.MemoryView":120
@@ -28761,9 +28633,9 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
     }
     __pyx_L3_exception_handled:;
     __Pyx_XGIVEREF(__pyx_t_1);
+    __Pyx_XGIVEREF(__pyx_t_2);
     __Pyx_XGIVEREF(__pyx_t_3);
-    __Pyx_XGIVEREF(__pyx_t_4);
-    __Pyx_ExceptionReset(__pyx_t_1, __pyx_t_3, __pyx_t_4);
+    __Pyx_ExceptionReset(__pyx_t_1, __pyx_t_2, __pyx_t_3);
     __pyx_L7_try_end:;
   }
 
@@ -28777,9 +28649,9 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
   {
     __Pyx_PyThreadState_declare
     __Pyx_PyThreadState_assign
-    __Pyx_ExceptionSave(&__pyx_t_4, &__pyx_t_3, &__pyx_t_1);
-    __Pyx_XGOTREF(__pyx_t_4);
+    __Pyx_ExceptionSave(&__pyx_t_3, &__pyx_t_2, &__pyx_t_1);
     __Pyx_XGOTREF(__pyx_t_3);
+    __Pyx_XGOTREF(__pyx_t_2);
     __Pyx_XGOTREF(__pyx_t_1);
     /*try:*/ {
 
@@ -28790,10 +28662,10 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
  *         index = __pyx_collections_abc_Sequence.index
  *     except:
 */
-      __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_collections_abc_Sequence, __pyx_mstate_global->__pyx_n_u_count); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 259, __pyx_L10_error)
-      __Pyx_GOTREF(__pyx_t_2);
-      if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_array_type, __pyx_mstate_global->__pyx_n_u_count, __pyx_t_2) < (0)) __PYX_ERR(1, 259, __pyx_L10_error)
-      __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+      __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_collections_abc_Sequence, __pyx_mstate_global->__pyx_n_u_count); if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 259, __pyx_L10_error)
+      __Pyx_GOTREF(__pyx_t_4);
+      if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_array_type, __pyx_mstate_global->__pyx_n_u_count, __pyx_t_4) < (0)) __PYX_ERR(1, 259, __pyx_L10_error)
+      __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
       /* "View.MemoryView":260
  *     try:
@@ -28802,10 +28674,10 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
  *     except:
  *         pass
 */
-      __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_collections_abc_Sequence, __pyx_mstate_global->__pyx_n_u_index); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 260, __pyx_L10_error)
-      __Pyx_GOTREF(__pyx_t_2);
-      if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_array_type, __pyx_mstate_global->__pyx_n_u_index, __pyx_t_2) < (0)) __PYX_ERR(1, 260, __pyx_L10_error)
-      __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+      __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_collections_abc_Sequence, __pyx_mstate_global->__pyx_n_u_index); if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 260, __pyx_L10_error)
+      __Pyx_GOTREF(__pyx_t_4);
+      if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_array_type, __pyx_mstate_global->__pyx_n_u_index, __pyx_t_4) < (0)) __PYX_ERR(1, 260, __pyx_L10_error)
+      __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
       /* "View.MemoryView":258
  * 
@@ -28815,12 +28687,12 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
  *         index = __pyx_collections_abc_Sequence.index
 */
     }
-    __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
+    __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
     goto __pyx_L15_try_end;
     __pyx_L10_error:;
-    __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
+    __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
 
     /* "View.MemoryView":261
@@ -28835,10 +28707,10 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
       goto __pyx_L11_exception_handled;
     }
     __pyx_L11_exception_handled:;
-    __Pyx_XGIVEREF(__pyx_t_4);
     __Pyx_XGIVEREF(__pyx_t_3);
+    __Pyx_XGIVEREF(__pyx_t_2);
     __Pyx_XGIVEREF(__pyx_t_1);
-    __Pyx_ExceptionReset(__pyx_t_4, __pyx_t_3, __pyx_t_1);
+    __Pyx_ExceptionReset(__pyx_t_3, __pyx_t_2, __pyx_t_1);
     __pyx_L15_try_end:;
   }
 
@@ -28853,15 +28725,15 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
   __pyx_t_6 = 1;
   {
     PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_mstate_global->__pyx_kp_u_strided_and_direct_or_indirect};
-    __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)__pyx_mstate_global->__pyx_MemviewEnum_type, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)__pyx_mstate_global->__pyx_MemviewEnum_type, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 326, __pyx_L1_error)
-    __Pyx_GOTREF((PyObject *)__pyx_t_2);
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 326, __pyx_L1_error)
+    __Pyx_GOTREF((PyObject *)__pyx_t_4);
   }
   __Pyx_XGOTREF(generic);
-  __Pyx_DECREF_SET(generic, ((PyObject *)__pyx_t_2));
-  __Pyx_GIVEREF((PyObject *)__pyx_t_2);
-  __pyx_t_2 = 0;
+  __Pyx_DECREF_SET(generic, ((PyObject *)__pyx_t_4));
+  __Pyx_GIVEREF((PyObject *)__pyx_t_4);
+  __pyx_t_4 = 0;
 
   /* "View.MemoryView":327
  * 
@@ -28874,15 +28746,15 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
   __pyx_t_6 = 1;
   {
     PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_mstate_global->__pyx_kp_u_strided_and_direct};
-    __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)__pyx_mstate_global->__pyx_MemviewEnum_type, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)__pyx_mstate_global->__pyx_MemviewEnum_type, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 327, __pyx_L1_error)
-    __Pyx_GOTREF((PyObject *)__pyx_t_2);
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 327, __pyx_L1_error)
+    __Pyx_GOTREF((PyObject *)__pyx_t_4);
   }
   __Pyx_XGOTREF(strided);
-  __Pyx_DECREF_SET(strided, ((PyObject *)__pyx_t_2));
-  __Pyx_GIVEREF((PyObject *)__pyx_t_2);
-  __pyx_t_2 = 0;
+  __Pyx_DECREF_SET(strided, ((PyObject *)__pyx_t_4));
+  __Pyx_GIVEREF((PyObject *)__pyx_t_4);
+  __pyx_t_4 = 0;
 
   /* "View.MemoryView":328
  * cdef generic = Enum("<strided and direct or indirect>")
@@ -28895,15 +28767,15 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
   __pyx_t_6 = 1;
   {
     PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_mstate_global->__pyx_kp_u_strided_and_indirect};
-    __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)__pyx_mstate_global->__pyx_MemviewEnum_type, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)__pyx_mstate_global->__pyx_MemviewEnum_type, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 328, __pyx_L1_error)
-    __Pyx_GOTREF((PyObject *)__pyx_t_2);
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 328, __pyx_L1_error)
+    __Pyx_GOTREF((PyObject *)__pyx_t_4);
   }
   __Pyx_XGOTREF(indirect);
-  __Pyx_DECREF_SET(indirect, ((PyObject *)__pyx_t_2));
-  __Pyx_GIVEREF((PyObject *)__pyx_t_2);
-  __pyx_t_2 = 0;
+  __Pyx_DECREF_SET(indirect, ((PyObject *)__pyx_t_4));
+  __Pyx_GIVEREF((PyObject *)__pyx_t_4);
+  __pyx_t_4 = 0;
 
   /* "View.MemoryView":331
  * 
@@ -28916,15 +28788,15 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
   __pyx_t_6 = 1;
   {
     PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_mstate_global->__pyx_kp_u_contiguous_and_direct};
-    __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)__pyx_mstate_global->__pyx_MemviewEnum_type, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)__pyx_mstate_global->__pyx_MemviewEnum_type, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 331, __pyx_L1_error)
-    __Pyx_GOTREF((PyObject *)__pyx_t_2);
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 331, __pyx_L1_error)
+    __Pyx_GOTREF((PyObject *)__pyx_t_4);
   }
   __Pyx_XGOTREF(contiguous);
-  __Pyx_DECREF_SET(contiguous, ((PyObject *)__pyx_t_2));
-  __Pyx_GIVEREF((PyObject *)__pyx_t_2);
-  __pyx_t_2 = 0;
+  __Pyx_DECREF_SET(contiguous, ((PyObject *)__pyx_t_4));
+  __Pyx_GIVEREF((PyObject *)__pyx_t_4);
+  __pyx_t_4 = 0;
 
   /* "View.MemoryView":332
  * 
@@ -28937,15 +28809,15 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
   __pyx_t_6 = 1;
   {
     PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_mstate_global->__pyx_kp_u_contiguous_and_indirect};
-    __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)__pyx_mstate_global->__pyx_MemviewEnum_type, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)__pyx_mstate_global->__pyx_MemviewEnum_type, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 332, __pyx_L1_error)
-    __Pyx_GOTREF((PyObject *)__pyx_t_2);
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 332, __pyx_L1_error)
+    __Pyx_GOTREF((PyObject *)__pyx_t_4);
   }
   __Pyx_XGOTREF(indirect_contiguous);
-  __Pyx_DECREF_SET(indirect_contiguous, ((PyObject *)__pyx_t_2));
-  __Pyx_GIVEREF((PyObject *)__pyx_t_2);
-  __pyx_t_2 = 0;
+  __Pyx_DECREF_SET(indirect_contiguous, ((PyObject *)__pyx_t_4));
+  __Pyx_GIVEREF((PyObject *)__pyx_t_4);
+  __pyx_t_4 = 0;
 
   /* "View.MemoryView":340
  * 
@@ -28983,10 +28855,10 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
   {
     __Pyx_PyThreadState_declare
     __Pyx_PyThreadState_assign
-    __Pyx_ExceptionSave(&__pyx_t_1, &__pyx_t_3, &__pyx_t_4);
+    __Pyx_ExceptionSave(&__pyx_t_1, &__pyx_t_2, &__pyx_t_3);
     __Pyx_XGOTREF(__pyx_t_1);
+    __Pyx_XGOTREF(__pyx_t_2);
     __Pyx_XGOTREF(__pyx_t_3);
-    __Pyx_XGOTREF(__pyx_t_4);
     /*try:*/ {
 
       /* "View.MemoryView":980
@@ -28996,10 +28868,10 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
  *         index = __pyx_collections_abc_Sequence.index
  *     except:
 */
-      __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_collections_abc_Sequence, __pyx_mstate_global->__pyx_n_u_count); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 980, __pyx_L18_error)
-      __Pyx_GOTREF(__pyx_t_2);
-      if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_memoryviewslice_type, __pyx_mstate_global->__pyx_n_u_count, __pyx_t_2) < (0)) __PYX_ERR(1, 980, __pyx_L18_error)
-      __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+      __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_collections_abc_Sequence, __pyx_mstate_global->__pyx_n_u_count); if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 980, __pyx_L18_error)
+      __Pyx_GOTREF(__pyx_t_4);
+      if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_memoryviewslice_type, __pyx_mstate_global->__pyx_n_u_count, __pyx_t_4) < (0)) __PYX_ERR(1, 980, __pyx_L18_error)
+      __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
       /* "View.MemoryView":981
  *     try:
@@ -29008,10 +28880,10 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
  *     except:
  *         pass
 */
-      __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_collections_abc_Sequence, __pyx_mstate_global->__pyx_n_u_index); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 981, __pyx_L18_error)
-      __Pyx_GOTREF(__pyx_t_2);
-      if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_memoryviewslice_type, __pyx_mstate_global->__pyx_n_u_index, __pyx_t_2) < (0)) __PYX_ERR(1, 981, __pyx_L18_error)
-      __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+      __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_collections_abc_Sequence, __pyx_mstate_global->__pyx_n_u_index); if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 981, __pyx_L18_error)
+      __Pyx_GOTREF(__pyx_t_4);
+      if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_memoryviewslice_type, __pyx_mstate_global->__pyx_n_u_index, __pyx_t_4) < (0)) __PYX_ERR(1, 981, __pyx_L18_error)
+      __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
       /* "View.MemoryView":979
  * 
@@ -29022,11 +28894,11 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
 */
     }
     __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
+    __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
     goto __pyx_L23_try_end;
     __pyx_L18_error:;
-    __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
+    __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
 
     /* "View.MemoryView":982
@@ -29042,9 +28914,9 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
     }
     __pyx_L19_exception_handled:;
     __Pyx_XGIVEREF(__pyx_t_1);
+    __Pyx_XGIVEREF(__pyx_t_2);
     __Pyx_XGIVEREF(__pyx_t_3);
-    __Pyx_XGIVEREF(__pyx_t_4);
-    __Pyx_ExceptionReset(__pyx_t_1, __pyx_t_3, __pyx_t_4);
+    __Pyx_ExceptionReset(__pyx_t_1, __pyx_t_2, __pyx_t_3);
     __pyx_L23_try_end:;
   }
 
@@ -29058,9 +28930,9 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
   {
     __Pyx_PyThreadState_declare
     __Pyx_PyThreadState_assign
-    __Pyx_ExceptionSave(&__pyx_t_4, &__pyx_t_3, &__pyx_t_1);
-    __Pyx_XGOTREF(__pyx_t_4);
+    __Pyx_ExceptionSave(&__pyx_t_3, &__pyx_t_2, &__pyx_t_1);
     __Pyx_XGOTREF(__pyx_t_3);
+    __Pyx_XGOTREF(__pyx_t_2);
     __Pyx_XGOTREF(__pyx_t_1);
     /*try:*/ {
 
@@ -29087,12 +28959,12 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
         __pyx_t_6 = 0;
         {
           PyObject *__pyx_callargs[2] = {__pyx_t_5, ((PyObject *)__pyx_mstate_global->__pyx_memoryviewslice_type)};
-          __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_register, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+          __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_register, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
           __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-          if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 990, __pyx_L26_error)
-          __Pyx_GOTREF(__pyx_t_2);
+          if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 990, __pyx_L26_error)
+          __Pyx_GOTREF(__pyx_t_4);
         }
-        __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+        __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
         /* "View.MemoryView":991
  * 
@@ -29106,12 +28978,12 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
         __pyx_t_6 = 0;
         {
           PyObject *__pyx_callargs[2] = {__pyx_t_5, ((PyObject *)__pyx_mstate_global->__pyx_array_type)};
-          __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_register, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+          __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_register, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
           __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-          if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 991, __pyx_L26_error)
-          __Pyx_GOTREF(__pyx_t_2);
+          if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 991, __pyx_L26_error)
+          __Pyx_GOTREF(__pyx_t_4);
         }
-        __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+        __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
         /* "View.MemoryView":986
  * 
@@ -29130,12 +29002,12 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
  * 
 */
     }
-    __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
+    __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
     goto __pyx_L31_try_end;
     __pyx_L26_error:;
-    __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
+    __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
 
     /* "View.MemoryView":992
@@ -29150,10 +29022,10 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
       goto __pyx_L27_exception_handled;
     }
     __pyx_L27_exception_handled:;
-    __Pyx_XGIVEREF(__pyx_t_4);
     __Pyx_XGIVEREF(__pyx_t_3);
+    __Pyx_XGIVEREF(__pyx_t_2);
     __Pyx_XGIVEREF(__pyx_t_1);
-    __Pyx_ExceptionReset(__pyx_t_4, __pyx_t_3, __pyx_t_1);
+    __Pyx_ExceptionReset(__pyx_t_3, __pyx_t_2, __pyx_t_1);
     __pyx_L31_try_end:;
   }
 
@@ -29164,38 +29036,38 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
  *     cdef object __pyx_result
  *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0x82a3537, 0x6ae9995, 0xb068931, b'name')
 */
-  __pyx_t_2 = PyCFunction_NewEx(&__pyx_mdef_15View_dot_MemoryView_1__pyx_unpickle_Enum, NULL, __pyx_mstate_global->__pyx_n_u_View_MemoryView); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 4, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_Enum, __pyx_t_2) < (0)) __PYX_ERR(1, 4, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  __pyx_t_4 = PyCFunction_NewEx(&__pyx_mdef_15View_dot_MemoryView_1__pyx_unpickle_Enum, NULL, __pyx_mstate_global->__pyx_n_u_View_MemoryView); if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 4, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_Enum, __pyx_t_4) < (0)) __PYX_ERR(1, 4, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/ingest/_spool.pyx":27
+  /* "engine/ingest/_spool.pyx":28
  * what is durable. A failed write is cut back (ftruncate) and answered 503.
  * """
  * import asyncio             # <<<<<<<<<<<<<<
  * import os
  * 
 */
-  __pyx_t_1 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_asyncio, 0, 0, NULL, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 27, __pyx_L1_error)
-  __pyx_t_2 = __pyx_t_1;
-  __Pyx_GOTREF(__pyx_t_2);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_asyncio, __pyx_t_2) < (0)) __PYX_ERR(0, 27, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  __pyx_t_1 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_asyncio, 0, 0, NULL, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 28, __pyx_L1_error)
+  __pyx_t_4 = __pyx_t_1;
+  __Pyx_GOTREF(__pyx_t_4);
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_asyncio, __pyx_t_4) < (0)) __PYX_ERR(0, 28, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/ingest/_spool.pyx":28
+  /* "engine/ingest/_spool.pyx":29
  * """
  * import asyncio
  * import os             # <<<<<<<<<<<<<<
  * 
  * from libc.errno cimport errno, EINTR, EAGAIN
 */
-  __pyx_t_1 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_os, 0, 0, NULL, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 28, __pyx_L1_error)
-  __pyx_t_2 = __pyx_t_1;
-  __Pyx_GOTREF(__pyx_t_2);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_os, __pyx_t_2) < (0)) __PYX_ERR(0, 28, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  __pyx_t_1 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_os, 0, 0, NULL, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 29, __pyx_L1_error)
+  __pyx_t_4 = __pyx_t_1;
+  __Pyx_GOTREF(__pyx_t_4);
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_os, __pyx_t_4) < (0)) __PYX_ERR(0, 29, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/ingest/_spool.pyx":119
+  /* "engine/ingest/_spool.pyx":120
  *     void trk_store_i64(int64_t* p, int64_t v) nogil
  * 
  * trk_crc_init()             # <<<<<<<<<<<<<<
@@ -29204,169 +29076,169 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
 */
   trk_crc_init();
 
-  /* "engine/ingest/_spool.pyx":128
+  /* "engine/ingest/_spool.pyx":129
  * 
  * 
  * def crc32(data, crc=0):             # <<<<<<<<<<<<<<
  *     """The CRC the frames carry (equal to zlib.crc32; for tests)."""
  *     cdef const unsigned char[::1] view = data
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_1crc32, 0, __pyx_mstate_global->__pyx_n_u_crc32, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 128, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_1crc32, 0, __pyx_mstate_global->__pyx_n_u_crc32, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 129, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
-  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_2, __pyx_mstate_global->__pyx_tuple[5]);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_crc32, __pyx_t_2) < (0)) __PYX_ERR(0, 128, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_tuple[5]);
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_crc32, __pyx_t_4) < (0)) __PYX_ERR(0, 129, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/ingest/_spool.pyx":274
+  /* "engine/ingest/_spool.pyx":275
  *         self.flush_cb = self._flush
  * 
  *     def start(self, loop):             # <<<<<<<<<<<<<<
  *         """Start the committer thread and listen for settled groups."""
  *         if pthread_create(&self.thread, NULL, _committer, self.sh) != 0:
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_5start, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SpoolWriter_start, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 274, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_5start, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SpoolWriter_start, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 275, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
-  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, __pyx_mstate_global->__pyx_n_u_start, __pyx_t_2) < (0)) __PYX_ERR(0, 274, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, __pyx_mstate_global->__pyx_n_u_start, __pyx_t_4) < (0)) __PYX_ERR(0, 275, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/ingest/_spool.pyx":309
- *         return self.open_epoch
+  /* "engine/ingest/_spool.pyx":310
+ *         return self.open_ticket
  * 
  *     def append(self, payload):             # <<<<<<<<<<<<<<
  *         """Spool one record given as bytes (the reference parser's path, tests);
- *         returns the epoch its answer waits for."""
+ *         returns the ticket its answer waits on."""
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_7append, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SpoolWriter_append, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[3])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 309, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_7append, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SpoolWriter_append, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[3])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 310, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
-  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, __pyx_mstate_global->__pyx_n_u_append, __pyx_t_2) < (0)) __PYX_ERR(0, 309, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, __pyx_mstate_global->__pyx_n_u_append, __pyx_t_4) < (0)) __PYX_ERR(0, 310, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/ingest/_spool.pyx":348
+  /* "engine/ingest/_spool.pyx":349
  * 
  *     # ---- groups ----------------------------------------------------------
  *     def _flush(self):             # <<<<<<<<<<<<<<
  *         self.flush_scheduled = False
  *         if not self.busy and self.open_group.len:
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_9_flush, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SpoolWriter__flush, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 348, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_9_flush, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SpoolWriter__flush, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 349, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
-  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, __pyx_mstate_global->__pyx_n_u_flush, __pyx_t_2) < (0)) __PYX_ERR(0, 348, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, __pyx_mstate_global->__pyx_n_u_flush, __pyx_t_4) < (0)) __PYX_ERR(0, 349, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/ingest/_spool.pyx":371
+  /* "engine/ingest/_spool.pyx":372
  *         return 0
  * 
  *     def _settled(self):             # <<<<<<<<<<<<<<
  *         """The committer thread finished a group: answer its requests."""
  *         cdef uint64_t count
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_11_settled, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SpoolWriter__settled, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 371, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_11_settled, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SpoolWriter__settled, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 372, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
-  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, __pyx_mstate_global->__pyx_n_u_settled, __pyx_t_2) < (0)) __PYX_ERR(0, 371, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, __pyx_mstate_global->__pyx_n_u_settled, __pyx_t_4) < (0)) __PYX_ERR(0, 372, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/ingest/_spool.pyx":403
+  /* "engine/ingest/_spool.pyx":397
  *             self._hand_over()
  * 
  *     def _failed(self, int err):             # <<<<<<<<<<<<<<
  *         from engine.logs import log
  *         if self.healthy:
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_13_failed, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SpoolWriter__failed, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[6])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 403, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_13_failed, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SpoolWriter__failed, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[6])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 397, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
-  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, __pyx_mstate_global->__pyx_n_u_failed, __pyx_t_2) < (0)) __PYX_ERR(0, 403, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, __pyx_mstate_global->__pyx_n_u_failed, __pyx_t_4) < (0)) __PYX_ERR(0, 397, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/ingest/_spool.pyx":411
+  /* "engine/ingest/_spool.pyx":405
  *         self.loop.call_later(1.0, self._probe)
  * 
  *     def _probe(self):             # <<<<<<<<<<<<<<
  *         """After a failed write, let traffic try again (a full disk may have
  *         been cleared)."""
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_15_probe, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SpoolWriter__probe, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[7])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 411, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_15_probe, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SpoolWriter__probe, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[7])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 405, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
-  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, __pyx_mstate_global->__pyx_n_u_probe, __pyx_t_2) < (0)) __PYX_ERR(0, 411, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, __pyx_mstate_global->__pyx_n_u_probe, __pyx_t_4) < (0)) __PYX_ERR(0, 405, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/ingest/_spool.pyx":416
+  /* "engine/ingest/_spool.pyx":410
  *         self.healthy = True
  * 
  *     async def flush(self):             # <<<<<<<<<<<<<<
  *         """Hand over what is open and wait until every group is settled (drain)."""
  *         while self.busy or self.open_group.len:
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_17flush, __Pyx_CYFUNCTION_CCLASS | __Pyx_CYFUNCTION_COROUTINE, __pyx_mstate_global->__pyx_n_u_SpoolWriter_flush, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 416, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_17flush, __Pyx_CYFUNCTION_CCLASS | __Pyx_CYFUNCTION_COROUTINE, __pyx_mstate_global->__pyx_n_u_SpoolWriter_flush, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 410, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
-  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, __pyx_mstate_global->__pyx_n_u_flush_2, __pyx_t_2) < (0)) __PYX_ERR(0, 416, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, __pyx_mstate_global->__pyx_n_u_flush_2, __pyx_t_4) < (0)) __PYX_ERR(0, 410, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/ingest/_spool.pyx":423
+  /* "engine/ingest/_spool.pyx":417
  *             await asyncio.sleep(0.002)
  * 
  *     def refresh_old_bytes(self):             # <<<<<<<<<<<<<<
  *         """Bytes of this worker's earlier files still on disk (not yet fully
  *         written by every store): part of what SpoolMaxBytes bounds."""
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_20refresh_old_bytes, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SpoolWriter_refresh_old_bytes, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[8])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 423, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_20refresh_old_bytes, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SpoolWriter_refresh_old_bytes, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[8])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 417, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
-  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, __pyx_mstate_global->__pyx_n_u_refresh_old_bytes, __pyx_t_2) < (0)) __PYX_ERR(0, 423, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, __pyx_mstate_global->__pyx_n_u_refresh_old_bytes, __pyx_t_4) < (0)) __PYX_ERR(0, 417, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/ingest/_spool.pyx":444
+  /* "engine/ingest/_spool.pyx":438
  *         return total
  * 
  *     def close(self):             # <<<<<<<<<<<<<<
  *         """Stop the thread (after ``flush``) and close the file; it stays on
  *         disk for the store processes."""
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_22close, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SpoolWriter_close, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[9])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 444, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_22close, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SpoolWriter_close, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[9])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 438, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
-  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, __pyx_mstate_global->__pyx_n_u_close, __pyx_t_2) < (0)) __PYX_ERR(0, 444, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter, __pyx_mstate_global->__pyx_n_u_close, __pyx_t_4) < (0)) __PYX_ERR(0, 438, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
   /* "(tree fragment)":1
  * def __reduce_cython__(self):             # <<<<<<<<<<<<<<
  *     raise TypeError, "no default __reduce__ due to non-trivial __cinit__"
  * def __setstate_cython__(self, __pyx_state):
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_26__reduce_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SpoolWriter___reduce_cython, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[10])); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 1, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_26__reduce_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SpoolWriter___reduce_cython, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[10])); if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 1, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
-  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_reduce_cython, __pyx_t_2) < (0)) __PYX_ERR(1, 1, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_reduce_cython, __pyx_t_4) < (0)) __PYX_ERR(1, 1, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
   /* "(tree fragment)":3
  * def __reduce_cython__(self):
@@ -29374,29 +29246,29 @@ __Pyx_RefNannySetupContext("PyInit__spool", 0);
  * def __setstate_cython__(self, __pyx_state):             # <<<<<<<<<<<<<<
  *     raise TypeError, "no default __reduce__ due to non-trivial __cinit__"
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_28__setstate_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SpoolWriter___setstate_cython, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 3, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_spool_11SpoolWriter_28__setstate_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_SpoolWriter___setstate_cython, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__spool, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 3, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
-  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_setstate_cython, __pyx_t_2) < (0)) __PYX_ERR(1, 3, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_setstate_cython, __pyx_t_4) < (0)) __PYX_ERR(1, 3, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
   /* "engine/ingest/_spool.pyx":1
  * # cython: language_level=3, boundscheck=False, wraparound=False             # <<<<<<<<<<<<<<
  * """The HTTP worker's spool writer: group commit with a committer thread (compiled).
  * 
 */
-  __pyx_t_2 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_test, __pyx_t_2) < (0)) __PYX_ERR(0, 1, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_test, __pyx_t_4) < (0)) __PYX_ERR(0, 1, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
   /*--- Wrapped vars code ---*/
 
   goto __pyx_L0;
   __pyx_L1_error:;
-  __Pyx_XDECREF(__pyx_t_2);
+  __Pyx_XDECREF(__pyx_t_4);
   __Pyx_XDECREF(__pyx_t_5);
   if (__pyx_m) {
     if (__pyx_mstate->__pyx_d && stringtab_initialized) {
@@ -29511,7 +29383,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[2]);
 
-  /* "engine/ingest/_spool.pyx":406
+  /* "engine/ingest/_spool.pyx":400
  *         from engine.logs import log
  *         if self.healthy:
  *             log.error("spool write failed; answering 503 until it works again",             # <<<<<<<<<<<<<<
@@ -29520,12 +29392,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_n_u_path, __pyx_mstate_global->__pyx_n_u_error};
-    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(0, 406, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(0, 400, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[3]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[3]);
 
-  /* "engine/ingest/_spool.pyx":431
+  /* "engine/ingest/_spool.pyx":425
  *         directory = os.fsdecode(self.sh.directory)
  *         try:
  *             with os.scandir(directory) as found:             # <<<<<<<<<<<<<<
@@ -29534,12 +29406,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[3] = {Py_None, Py_None, Py_None};
-    __pyx_mstate_global->__pyx_tuple[4] = __Pyx_PyTuple_FromArray(__pyx_temp, 3); if (unlikely(!__pyx_mstate_global->__pyx_tuple[4])) __PYX_ERR(0, 431, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[4] = __Pyx_PyTuple_FromArray(__pyx_temp, 3); if (unlikely(!__pyx_mstate_global->__pyx_tuple[4])) __PYX_ERR(0, 425, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[4]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[4]);
 
-  /* "engine/ingest/_spool.pyx":128
+  /* "engine/ingest/_spool.pyx":129
  * 
  * 
  * def crc32(data, crc=0):             # <<<<<<<<<<<<<<
@@ -29548,7 +29420,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[1] = {((PyObject*)__pyx_mstate_global->__pyx_int_0)};
-    __pyx_mstate_global->__pyx_tuple[5] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[5])) __PYX_ERR(0, 128, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[5] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[5])) __PYX_ERR(0, 129, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[5]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[5]);
@@ -29612,38 +29484,38 @@ static int __Pyx_InitConstants(__pyx_mstatetype *__pyx_mstate) {
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   {
-    const struct { const unsigned int length: 8; } str_length_index[] = {{6},{8},{15},{1},{1},{6},{2},{15},{23},{25},{32},{20},{22},{1},{1},{37},{45},{22},{179},{8},{39},{15},{7},{6},{24},{2},{9},{50},{29},{54},{30},{37},{4},{5},{8},{8},{11},{29},{31},{19},{18},{18},{20},{18},{17},{17},{29},{17},{15},{20},{12},{9},{9},{17},{8},{9},{8},{8},{12},{10},{8},{8},{10},{8},{7},{14},{11},{10},{19},{14},{12},{10},{17},{13},{12},{12},{19},{8},{7},{6},{13},{6},{8},{3},{7},{10},{15},{6},{7},{18},{4},{13},{1},{10},{9},{18},{5},{4},{5},{3},{5},{7},{1},{4},{9},{15},{7},{1},{6},{8},{20},{11},{5},{9},{3},{5},{8},{2},{5},{5},{6},{7},{5},{8},{8},{2},{5},{5},{8},{4},{3},{4},{8},{9},{7},{4},{1},{4},{4},{4},{3},{2},{4},{4},{7},{3},{6},{7},{17},{8},{13},{6},{12},{7},{4},{4},{10},{2},{5},{4},{5},{7},{5},{10},{4},{4},{4},{8},{6},{5},{5},{11},{6},{6},{5},{6},{4},{1},{7},{1}};
-    const struct { const unsigned int length: 9; } bytes_length_index[] = {{1},{119},{9},{34},{65},{70},{11},{147},{164},{93},{267},{2},{55}};
+    const struct { const unsigned int length: 8; } str_length_index[] = {{6},{8},{15},{1},{1},{6},{2},{15},{23},{25},{32},{20},{22},{1},{1},{37},{45},{22},{179},{8},{39},{15},{7},{6},{24},{2},{9},{50},{29},{54},{30},{37},{4},{5},{8},{8},{11},{29},{31},{19},{18},{18},{20},{18},{17},{17},{29},{17},{15},{20},{12},{9},{9},{17},{8},{9},{8},{8},{12},{10},{8},{10},{8},{7},{14},{11},{10},{19},{14},{12},{10},{17},{13},{12},{12},{19},{8},{7},{6},{13},{6},{8},{3},{7},{10},{15},{6},{7},{18},{4},{13},{1},{10},{9},{18},{5},{5},{3},{5},{7},{1},{4},{9},{15},{7},{6},{8},{20},{11},{5},{9},{3},{5},{8},{2},{5},{5},{6},{7},{5},{8},{8},{2},{5},{5},{8},{4},{3},{4},{8},{9},{7},{4},{1},{4},{4},{4},{3},{2},{4},{4},{7},{3},{6},{7},{17},{8},{13},{6},{12},{7},{4},{4},{10},{2},{5},{4},{5},{7},{5},{10},{4},{4},{4},{8},{6},{5},{6},{5},{6},{6},{5},{6},{4},{1},{1}};
+    const struct { const unsigned int length: 8; } bytes_length_index[] = {{1},{119},{9},{34},{65},{70},{11},{147},{164},{93},{192},{2},{55}};
     #ifndef CYTHON_COMPRESS_STRINGS
       #define CYTHON_COMPRESS_STRINGS 90
     #endif
-    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (1824 bytes) */
-static const char cstring[] = "x\332\215U\317s\033\267\025\226\034&\225m\312\022e%N\2424\201l\331\262\032\213\216lEI\233\214;\264$O\325N\\3\222\353\316t\246;\340.\226D\264\004\226\000\226?\232\036t\344\021\307=\342\270G\036y\324\321G\035\367\350?!\177B\036\026\024#\305m\247\034\211\013\002\017\357}\357\373\336{\213\260B_\364\021o\374@|\365\344\276\022\204\240P\340f\2330\265\261Y\255\312\230\363\350\017\350\333\357H\233\213\301\337(\351!\036\242o}\316\024m&<\221\010\263\000\005T\330\353\277\336\246\354\374@*A\003\022\\0F\\\374\317\363\313{S\313\047\177\334\305\214q\205\260\224\264\311\220\342H\020\034lr\026\rP\273\000\331\005\220\007\254\213#\032\2406\017\310\003D\3721\334\005W\353\376\272\215\273\036r\241\004f\353\017P\023\\\235\033\313\026\216\t\204B\270O%z\316\025A\252\005\374\354\016T\2133\004{\001\211h\203\010\254\010D\263\370\300\253\260F\014\275\330\177\261\271\375\365v\201V\020\313\246D2i\370\021\000%\322\222\326Hh\244\300\273\032\304DV\321A\210\006<A\214\000.\310\"\006\273\213\027T\2130$\211\262\013\264^\344\214\025\345\314\203\353\2245\327\0474\321.\261\267\237\341H\222*\016\002\017\354\210\357(\222\n\013w\277P\021\371\274\335\246\312!\266\244\371<\212\254\013\316d\0257\374\200J\334\210\010a\356\273I\031y\010\221\210T\017\275\302A5\036\364\233>\225\316\"`\034\370\010q\022)\344y\202\004\211O<\017\005I\001\210q\266\t\374t)\216\340\324\247\214*\317y\231\000\007\241 g\325\002c\216\"\316\232\356\260\047(\320\036b\n\001\276\0012e\217\010\000\201\276\374\3421J\240\270\"D\025\352qq\014\025\326\304\224%\005\026\033\021G\021\367A\031\204\205\300\003\024`\205\253\377\341\324\211lUr\365%\253\275\273\301f\355p\367\340`?\212h,\251<$\235\2040\237\034ZD\257, qaY\235&\353\027u\341y\227\017A3 ^\375\227c\227\331\345\255(\221\255K;\261\340\rri\007\234\252_\335\303qL\330\245\035?\342\362\322\265\267<\013\022\n\"[\036\217\002\2571PD^<,\312\305vx\365\227f\367\274\027\203>\374\357A\245{\317I_}OB\317\233T#\310\r\353\036\266\322\202\306\266p\177Y4\211\002\257m\273\021\330\313\360\201\221BD\261\350\273+a\302|\373l""\236S\006\037\332\216\2419\213\025sVm\220\271x\362 \211\n\033\206\333\356i\001z\036\224\245\347\267\210\177,\223\266\3735\361f\227\266\333\334*a1\365\217\301\303>;\267\353*[\037\326G\047\301\321\271\333\363Z~K\350\351\006\351\333\037 \312\024\212\274\220\302[\025\340y@\265\315\305\251\357\024\367\250\364|.x\0023\2018\311\317e\206f\304\ri\273\303v\264mU\2309\223\002\366\032I\030\302\317B},\007\314\247|\362\250N\335\311\006\226\244\301\261\010<\360\000\222K\337\007\007^\004\016D\261\222\2343?\262\221\201\\\230\205>i`\377\270\250 \030\342\314\347\320l\276\360\341\357\361#?\021\002\264\013lKM\2337(\210\205\034\334\253#HD16\240o`\344\0024\331\243v\204\331)RuS\244\352\372\177\262\027\361&\014\022%\006\004\324(F*\201(Bp\001\325\001d\361\3430\010#\334\224\005Y0\260\333XM\306v\010\340\202P\006\304\206\n\245\013I\003xG\330\302\"m\351\276\376E~\340\224A\234\210\363\270\215\217\t`\227m\334w\225\017\357\n\373\242\260/\010fE\204\027L\233A\201C:\034\250\367\217-\3751\036D\034\0071\217ch\035\332\207\334\271\010\344[m$H\0230\333\004\332\274K&\212\201\t\314F\341:\2450\2230\230-\010\022Y\324\001\250=\031\240\262U\214%\213Y\002\2111\344_\254mG\272/\313\246-*\210\002\247\034\376\035Y\360L|\005\363\234\367\024D\212`\342u\241\310\254\026P\357\220F\022\203l\004^p\211\373\2226\353\236mZP\245\377W\312\024\272\357\234\240I\303x;N\"o\307\2131\200\365\236&!\372\335\003\364b\340I\213\312S\0333]\016\357\313\377\353\336\306\014\024,0\"\211\350\222b\r\334\221\223\331\274tm\370\271\256\237\324\362\271\362Y\371\263\264\223\317]\037n\017\225\336I\227\323#\263\222\325\362\362\242\276\236nY\213\371\263ydf\235E\047//\014\273\272\256q\376\301J\272\235\366L\230=\315\350\2503\006\203\362\360/\272c\037\373z%\255\245/\315\232\301\047\2657p\361IZIW\301|\220\275\227E\343\26519}|\212\363\362\222^\207\203uS)`|\232b{\371O\2726q\225\226\322\335\264k\216\262\312I\355\247\367f\256\316\333M\267\\\322\267\322+\351Z\352\333\273K\372\241\271i\366\262w\262\235\321\362\350\320BY\324\360\265\254\237j\232vL\311\354\032\300u5""\257\334\324_\247[\351\363l5_\\\326\007i=_^I\277\204\334\226oi\225~c\260\351gj\264=\032\234\316\236~\374z\373urv\364\352\354\325\337\363\017?\312?\271k^fw31\252\344\237\2417\013\213o\000\342w)\004_\030N \255\000\034\354X\352\352W\351\276Y6\337\233$\333\315:\226\313w\365?\315\226yj\360\224GH\027\260]1\253y\371\306\260\005\204Z\035\314\254Y2[y\031\0107\025s\333\324\362\312R\276\370\t\260yd>\002\330\345\305\263\305\333p\005\242?\323\253\372\221~\231\336N\237\025\206 \214\324wt=_|\277\320g\356\332\360\236\276\002\014/\331\314\034\306jV\317\347\020\020\362,\273?Z\033\205\343\332\0306n\352-]\323G\351o\035\272-+\314\252\336\326?\232{\331\225l-;\036\1770\356\234\226Nk\247G\257+N\233\276-\231\005(\230\257@W\250\222\237n\314\\-\333\274tI\357\352nZO\233\346\020\004y\224\035\216J\243=\220\244<\237\317}l\215\323=\363\016\2448W\321\313\3720\005\231lv\36540wL}\252\377\222^\323E5<?gu\313\262x\003\314V\315\266\351\270l\001\344\331\255u#\262\n\350y\266|\327\324M#+e\373P\005\365\374\336F\266\004\361\217F\237\216\305i\305\336\236KgA\261y\033\270>\251o\007\343\037\300\310\237\263i\365Y\222\357\230\"\340\265t\325\t\366\357\364+\253Tq\t2X\310z#\177|s\\s\247?\246\347g\303\325\263\031(\2767\245\r\000U\372\315\211\032\356\350\n\310Rd\n\265\222\227\256\017\177\017l\277,\372\301\326\346\036\364\004\316:?\003\314\020\264\313";
-    PyObject *data = __Pyx_DecompressString(cstring, 1824, 1);
+    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (1761 bytes) */
+static const char cstring[] = "x\332\215U\317s\033\267\025\226\0346\225c*&e%i\242\264\201\0349\262\032\213\216lEI\232\214;\264$7\232N\\+\222\353\236\272\003\356bIDK`\t`\371\243\351AG\036q\304\021\307=\362\250\243\216>\352\270G\377\t\371\023\372\260\240\024)N;\345\220\273 \360\360\360\275\357{\357\001a\205>\033\"\336\372\201\204\352\321]%\010A\261\300\355.ajm\275\321\220)\347\311\237\3207\337\221.\027\243\277S2@<F\337\204\234)\332\316x&\021f\021\212\250p\333\1779M\331\371\202T\202F$\272d\214\270\370\237\353W\347.,\037\375y\0333\306\025\302R\3226C\212#Ap\264\316Y2B\335\022d\037@\356\261>Nh\204\272<\"\367\020\031\246\260\027\\\255\206\253\356\334\325\230\013%0[\275\207\332\340\352\334XvpJ\340(\204\207T\242\247\\\021\244:\300\317\366Hu8C0\027\221\204\266\210\300\212\300i\016\037x\025\316\210\241g\273\317\3267\277\334,\321\n\342\330\224Hf\2550\001\240D:\322Z\031M\024xW\243\224\310\006\332\213\321\210g\210\021\300\005Q\244`wy\203\352\020\206$Qn\200V\313\230\261\242\234\005\260\235\262\366\352\224&\332\047n\367\023\234H\322\300Q\024\200\035\t=ERa\341\367\227*\242\220w\273Ty\304\216\264\220\047\211s\301\231l\340V\030Q\211[\t!\314?\333\224\221\373p\022\221\352~P:h\244\243a;\244\322[D\214\003\0371\316\022\205\202@\220(\013I\020\240(+\0011\316\326\201\237>\305\t\254\206\224Q\025x/S\340 \024\304\254:`\314Q\302Y\333/\016\004\005\332cL\341\200\257\201L9 \002@\240\317?{\2102H\256\004Q\205\006\\\034A\206\2651eY\211\305\235\210\223\204\207\240\014\302B\340\021\212\260\302\215_Y\365\";\225|~\311\306\340N\264\336<\330\336\333\333M\022\232J*\017H/#,$\007\016\321\013\007H\\\0326.\202\r\313\274\010\202\253\213\240\031\020\257\376\313\262\217\354\352T\222\311\316\225\231T\360\026\2712\003N\325/\366\3414%\354\312L\230pye\333k\236\005\211\005\221\235\200\047Q\320\032)\"//\226\351\342*\274\361s\261\007\301\263\321\020~;\220\351\301S2T\337\2238\010\246\331\010r\303x\200\235\264\240\261K\334\237\007m\242\300k\327MDn3|\240\245\020Q\016\206~K\234\261\320\275\333\347\224\301\207vS(N7\352\202\274\345\233GYR\2561\334\365o\007,""\010 \035\203\260C\302#\231u\375\277\251\0277tU\346G\031Kix\004\036v\331\271]_\271\274p>z\031N\316\335\236\347\360k\002_L\220\241\373\003b\\@\221\227\240\277\246|\020\000\305.\026\257\272W:\2402\010\271\340\031\364\002\342\245>\227\027\212\020\267\244\253\nW\311\256D\241\327L\0237heq\014\177K\325\261\034\261\220\362\351\253q\341N\266\260$-\216E\024\200\007\220Z\206!8\010\022p \312\221\344\234\205\211;\031\310\205\036\030\222\026\016\217\312\314\t9\024X(B\370>|\020fB\200^\221+\243\213\202\215JR\001\277\277.\242L\370V\021B\227\005Tr@]\327r\215\243\341\033G\303\227\374t.\341m\350\035J\214\010\010QvQ\002\207\010\301\005$\004\360\304\217\342(Np[\226<A\217\356b5\355\3241`\213b\031\021wT,\375\2214\202k\301\345\022\351J\377\370\027\371\201S\006\347$\234\247]|D\000\272\354\342\241Ov\270\036\334\335\340\356\004\346\364\203;\245\313 \247!\032\016\254\207G\216\371\024\217\022\216\243\224\247)T\013\035B\350\\D\362\265\312\021\244\r\230]\000]\336\047S\261\300\004\332\241\360\305Q\232I\350\305\016\004I\034\352\010\204\236\366L\331);\221\303,\201\303\024\342/\307\256\010\375\303\261\351\362\tN\201U\016?O\026\274\263PA\013\347\003\005\211\r\251\003\347%\220\345\020A\226\202`\004\256\263\314?\244\013x0\374\033e\n\335\365\033\321\264>\202-/K\260\025\244\030\000\006\217\263\030\375\361\036z6\n\244C\022\250\265\231>\207k\361\377\332\2676\003\371\t,H\"\372\244\034\003_\344x\266\250\2745\376T\357\0377\213\271\352Y\365#\323+\346n\2147\307Jo\231Esh\227\362fQ\255\351\033f\303Y\314\237\315#;\353-zE\365\346\270\257\3675.\336]2\233f`\343\374qN\047\275\0230\250\216\377\252{\356\265\253\227L\323<\267+\026\0377_\301\306G\246n\226\301|\224\277\231\047\047+\047\344\364\341).\252\013z\025\026Vm\275\204\361\007\203\335\346ous\352\312T\314\266\351\333\303\274~\334\374\351\315\231\353\363n\322\017\027\364{\346\232Y1\241\333\273\240\357\333[v\047\177#\337\232,N\016\034\224\232\206\307\242~\254\251\351\331\212\335\266\200\353zQ\277\245\2774\033\346i\276\\\324\026\365\236\331/\026\227\314\347\020\333\342{Z""\231\257-\266\303\\M6\047\243\323\331\323\017^n\276\314\316\016_\234\275\370G\361\273\367\213\017\357\330\347\371\235\\L\352\305G\350\325\315\332+\200\370\235\201\303o\216\247\220\226\000\016\366,\365\365\013\263k\027\355\3676\313\267\363\236\343\3627\372\237v\303>\266\370\202G\010\027\260]\263\313E\365\355q\007\010u:\330Y\273`7\212*\020n\353\366\266m\026\365\205\242\366!\260yh\337\007\330\325\332Y\3556l\201\323\237\350e\375@?7\267\315\223\322\020\204\221\372c\275_\324\336)\365\231{k\374\211\276\006\014/\270\310<\306F\276_\314! \344I~w\2622\211O\232\0470qKo\350\246>4\277\367\3506\2340\313zS\377h?\311\257\345+\371\321\311\273\047\275\323\312i\363\364\360e\335k3t)s\023\022\346\013\320\025\262\344\247\352\314\365\252\213KW\364\266\356\233}\323\266\007 \310\203\374`R\231\354\200$\325\371b\356\003glv\354\033\020\342\\]/\352\003\0032\271\350\366Md?\266\373\027\372/\350\025\027BMW\316\026\357\330\303\263\265\257N\352\027\tVB\254\35193\013\002\314;?\373\323t-\346\336\036\267!\372\26698\317\330\177\233/\034\305\345\262\371\213}h\303\274\356W~4\347\363\343\345\263\031\310\230W\2255X\253\374\366X\215\267t\035\270,\341\201\300E\345\306\370+\240\350y\231\304.\241v \221q\336\373\017\305\313\214\215";
+    PyObject *data = __Pyx_DecompressString(cstring, 1761, 1);
     #define __Pyx_DecompressString_LZSS_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (2407 bytes) */
-static const char cstring[] = "\377 at 0x o\377bject>(t\377ree frag\377ment)-..\377spool: <\377MemoryVi\377ew of <c\377ontiguou\377s and di\331r;\001\007\rin\021\005st\337rided\"\010 o\233r \004\031><(\tA\006>\377?Cannot \377assign t\377o read-o_nly m\240\002v\242\000\377Invalid \377mode, ex\271p\333\000|\000\047c\047t\001\047\377fortran\047\347, gH\000%\005sha\373pe\222\000 axis\377 Note th\376\235 Cython \376\021\000deliber\347atek\000\320\001cte\375r!\001n PEP-\267484\212\"re\312!s\277 subcl\246\000e\375s\261!builti\376\260\000ypes. I\377f you ne\344\224 \303\000p\316\000%\tthe\337n set\200\000e \375\047\357\002ation_\177typing\047\355$\373iv\242\000o Fal\177se.add_\231 {ec\235#star:\003\376\301B commit<\254\003\261!coll\363@R\000\377s.abcdis\277ableen\000\003g\357ine/g\000est\373/_\202b.pyxg\367cis\034\003dno \377default \377__reduce\337__ du\214\002no{n-\361@vial\033\000?cinit_@\003\246d\276\313` path\277@o\337 long\236\003wr\375i\364 failed\275;\331`swer\354\000 \337503 u\361`l \177it work\366`\237gainu\251\002\203aa\357lloc\227@ ar\377ray data\341.\013\020\337C\261\204\001\216\204\003s.w\377%d-ASCII\377Ellipsis\377SequenceUS\370\204\001W\215\001r\000\010.\344\006\215c\223b__\017\013\261@\366 t\343e_\n\022\324\003B\nflu{shT\nprobr\t\313._\206`t\217 {\tap\357pend\215\tclo\371s*\nI\016refre\377sh_old_b\217ytes\314\t\252b\336\206\001.\276\343\206\007__Pyx\001\000D\377ict_Next\037Ref__\207\204\004\354@\t\000\333wa\327A__\345\204\002__\256\001\005get\307@m\r\001d|9\001\027\000enter\036\001{ex-\003func.\001\370)\000\255#<\000imporv\251`__\256c__m\344@\276T\001modulo\002n[am\002\003ewm\001p\240\000\177checksum\000\370\n\001G\004\025\001type_\375_\037\001unpick6?\000En \005vt\356\204\001\261\001\017qualO\005\304\204\005\330N\336\204\006{ex\345\001set_\203\005\030\355F\377\000\361N__\350 \320\001\322\204\003\375_\355B_is_co\377routine_\374\356B\337Eabcabs\330\232\205\001\316\206\001\334\210\001er\327\204\005_b\337uffer\370Cas_yncio\000\004.F\006\377sbaseboa\277rd_add\360@s\377ccall_la\367ter\005""\002soon\373clv\001in_tr\177aceback\275b\377conncoun\357tcrc\000\00032c\177urrentd\317\205\001\036\344\212\003oryd\324\"\301\000\265\213\003\327dur\270\207\002e8\000de?endswi\277\210\001\302\207\001\265.\300\207\003.\300\207\003en\017\002l\377ogsentry\351e\213@\316\211\002ec\000rro\375r\233`st_okf\277dflags\232\205\002f_ormat\260\212\004f\232\000\377dfsdecod\367efsm\003idin\335d\325aems\365asi\277zejoine\000l\377oopmaked\277irsmax\364\204\003m\323em\245\213\001\235\213\001n\314and\377imnextob\333jo\370 ck\231\210\001pa\377yloadpop\177prefixrp\000\367rds\266\205\016regi\373st\275\001move_\376\254Cresultr\337otate\350\205\003sc\335a\216\215\001sel\262\001ds\233et\272\211\004sh\367\213\002\260\001s\017leep\375\000\007\002\275\212\001\301\212\002P\311\"\323\207\001c\000\033\000o\037\000r\255 \377orstruct\277throwtg\000l\177unavail\305\212\001\367unp\320@upda\277tevalu\000\002e\365s\233\215\001w\261\206\001ingx\277Oint (?\003 \356\241\205\003t_6\235C_6_\377parse_Bu\377f *, Py_\375s\322!_t)\000vo\373id\022#)\000buf\377_reserve\376\007\002free\200\001\330\377\004\n\210+\220Q\200A\377\330\010\014\320\014\037\230q\377\330\010\013\2104\210t\220\3776\230\024\230T\240\033\250\377A\330\014\020\220\013\2301~\036\001\r\320\r \240\001\034\003\377q\330\014\017\210v\220Q\377\220a\330\026\033\2304\230\377w\240f\250B\250i\260{q\270\036\000\014\210K\220G\000\377\014\210E\220\033\230A\230\377U\240$\240a\200A\340\276X\000>\230\021\230!,\000y\377\250\006\250l\270$\270e\377\3003\300a\330\014\022\220\335\047\026\000\047\240\021\202\002\036\230\235a\214\000\210H\220\222\001G\001\230\377\004\230C\230v\240T\250\377\021\200A\360\006\000\t\r\374\\\001\005\003\022\220\027\230\002\230\367$\230c8\001\022\220/\240\377\023\240D\250\003\2506\260\267\024\260S\207\001\020\220\256\000\024\377\220B\220i\230q\240\004\367\240C\240\337\000\t\330\021\023\377\2208\2301\230N\250!\377\330\020\024\220I\230Q\330\357\024\033\2305\331\000\024\027\220\377t\230;\240a\240x\250\377t\2604\260y\300\001\300\377\032\3104""\310u\320TW\377\320WX\330\030\031\330\034\377%\240U\250%\250r\260\377\021\330\037 \340\017\020\340\337\010\014\210M\230\266\000\017\210\325q\230\003\033\214\000a\302#v\220\377W\230E\240\024\240R\240\357u\250C\250\261 \020\220\005\377\220^\2401\240B\240a\370\277&\354\000\231\000\002\240!\330\014\347\016\210h\316 \204A\240\001\240\337\022\2401\330\014\356 \240\021\377\240\"\240A\330\021\022\330\273\020\034\313 T\240\031\264\000\014\317\020\320\020\"0\000{\000F\220\377!\2202\220U\230\"\230\371F$\002\226@s\220#\220Q\367\330\020\025\233B\010\n\210&\313\220\002\337 \022\326\001\274#.\250\357Q\330\010 \216 F\250(\177\260$\260f\270A\270\016\000\377\023\2201\220A\220T\230\351\035\230\003|\000\022Y\0004\220{\377\240&\250\002\250$\250k\377\270\026\270q\300\004\300A\247\300T\310\247A\344@x\257a\017\362\256`7\325@\243`\360\016\000\t\375\014\277`q\220\004\220C\220\177v\230Q\230g\240S\216@\1772\250S\260\004\260D\233`\337\014\r\330\010\032)\001\230D\373\240\003\340\000\010\021\220\024\220\363S\230\325`\332\001Q\230d\240\367#\240Q\367F\022\220$\220r\211bN\316%\222 \020\220\016$\000\257!\2404\240\202\204\002s\241\001\320\277\027\047\240r\250\021\315@\320\377\024%\240Q\240b\250\004\373\250E\203`Q\330&)\250\377\022\2502\250T\260\036\270wr\300\021\314\204\001\010\230\001\257@U\ru\001Q\331\204\004\330\202\002[\240`\323J\250\365f\341!#\202A\020\220w\n\230!\225\205\003|\2307\246A\374\220\205\002\277\000\017\250w\260c\270\227\023\270A\263\205\003{$\000\253\205\003\210w!\320\000\372`\340\004)\222\000\377\004\007\200t\2106\220\021\370\224@\345\002\251`\330\004\013\2109\362\353 U\213\205\002\230\204\001D\250\006\250\007a\250q";
-    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 2407, 3084);
+    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (2328 bytes) */
+static const char cstring[] = "\377 at 0x o\377bject>(t\377ree frag\377ment)-..\377spool: <\377MemoryVi\377ew of <c\377ontiguou\377s and di\331r;\001\007\rin\021\005st\337rided\"\010 o\233r \004\031><(\tA\006>\377?Cannot \377assign t\377o read-o_nly m\240\002v\242\000\377Invalid \377mode, ex\271p\333\000|\000\047c\047t\001\047\377fortran\047\347, gH\000%\005sha\373pe\222\000 axis\377 Note th\376\235 Cython \376\021\000deliber\347atek\000\320\001cte\375r!\001n PEP-\267484\212\"re\312!s\277 subcl\246\000e\375s\261!builti\376\260\000ypes. I\377f you ne\344\224 \303\000p\316\000%\tthe\337n set\200\000e \375\047\357\002ation_\177typing\047\355$\373iv\242\000o Fal\177se.add_\231 {ec\235#star:\003\376\301B commit<\254\003\261!coll\363@R\000\377s.abcdis\277ableen\000\003g\357ine/g\000est\373/_\202b.pyxg\367cis\034\003dno \377default \377__reduce\337__ du\214\002no{n-\361@vial\033\000?cinit_@\003\246d\276\313` path\277@o\337 long\236\003wr\375i\364 failed\275;\331`swer\354\000 \337503 u\361`l \177it work\366`\237gainu\251\002\203aa\357lloc\227@ ar\377ray data\341.\013\020\337C\261\204\001\216\204\003s.w\377%d-ASCII\377Ellipsis\377SequenceUS\370\204\001W\215\001r\000\010.\344\006\215c\223b__\017\013\261@\366 t\343e_\n\022\324\003B\nflu{shT\nprobr\t\313._\206`t\217 {\tap\357pend\215\tclo\371s*\nI\016refre\377sh_old_b\217ytes\314\t\252b\336\206\001.\276\343\206\007__Pyx\001\000D\377ict_Next\037Ref__\207\204\004\354@\t\000\333wa\327A__\345\204\002__\256\001\005get\307@m\r\001d|9\001\027\000enter\036\001{ex-\003func.\001\370)\000\255#<\000impor\316\251`__m\334@L\001mowdulg\002nam\002\003\353ewe\001p\230\000che\017cksue\000\n\001?\004\025\001\277type__\037\001u\337npick?\000En\346 \005vt\346\204\001\251\001quaalO\005\274\204\005\320N\326\204\006ex\335\001\017set_\203\005\345F\367\000\351N\243__\340 \310\001\312\204\003_\345B_\377is_corou\237tine_\346B\327Ea\037bcabs\222\205\001\306\206\001\324\210\001\373er\317\204\005_buff\373er\360Casync\353io\000\004.F\006sba\377seboard_\367add\350@scca\377ll_later~\005\002s""oonclv\001\377in_trace\357back\265bcou\337ntcrc\000\00032\377currentd<\303\205\001\330\212\003oryd\320\"\275\000\356\251\213\003dur\253\207\003cod\177eendswi\262\210\001j\265\207\001.\263\207\003.\263\207\003en\017\002\377logsentr\323ye\206@\301\211\002eb\000rr\373or\216`st_ok\177fdflags\215\205\002\277format\243\212\004f\276\231\000dfsdeg\001f\367seno\001idin\335d\310aems\350asi\277zejoine\000l\377oopmaked\277irsmax\347\204\003m\323em\230\213\001\220\213\001n\307and\377imnextob\333jo\363 ck\214\210\001pa\377yloadpop\177prefixrp\000\367rds\251\205\016regi\373st\275\001move_\376\247Cresultr\337otate\333\205\003sc\335a\201\215\001sel\262\001ds\233et\255\211\004sh\352\213\002\260\001s\017leep\375\000\007\002\260\212\001\264\212\002P\311\"\306\207\001c\000\033\000o\037\000r\255 \377orstruct\377throwtic\357kettm\000lun\375p\306@updateovalu\000\002es\211\215\001\377wxOint (\2723\003 \220\205\003t_6\221C_\3776_parse_\377Buf *, P\367y_s\306!_t)\000\357void\022#)\000b\377uf_reser\373ve\007\002free\200\377\001\330\004\n\210+\220Q\377\200A\330\010\014\320\014\037\377\230q\330\010\013\2104\210\377t\2206\230\024\230T\240\377\033\250A\330\014\020\220\013\373\2301\036\001\r\320\r \240\375\001\034\003q\330\014\017\210v\377\220Q\220a\330\026\033\230\3774\230w\240f\250B\250\357i\260q\270\036\000\014\210K\375\220G\000\014\210E\220\033\230\377A\230U\240$\240a\200\373A\340X\000>\230\021\230!\376,\000y\250\006\250l\270$\377\270e\3003\300a\330\014w\022\220\047\026\000\047\240\021\202\002w\036\230a\214\000\210H\220\222\001\376G\001\230\004\230C\230v\240\377T\250\021\200A\360\006\000\363\t\r\\\001\005\003\022\220\027\230\337\002\230$\230c8\001\022\220\377/\240\023\240D\250\003\250\3376\260\024\260S\207\001\020\220\376\256\000\024\220B\220i\230q\337\240\004\240C\240\337\000\t\330\377\021\023\2208\2301\230N\377\250!\330\020\024\220I\230\277Q\330\024\033\2305\331\000\024\377\027\220t\230;\240a\240\377x\250t\2604\260y\300\377\001\300\032\3104\310u\320\377TW\320WX\330\030\031\377\330\034%\240U""\250%\250\377r\260\021\330\037 \340\017\177\020\340\010\014\210M\230\266\000W\017\210q\230\003\033\214\000a\302#\377v\220W\230E\240\024\240\277R\240u\250C\250\261 \020\377\220\005\220^\2401\240B\343\240a\277&\354\000\231\000\002\240!\237\330\014\016\210h\316 \204A\240\177\001\240\022\2401\330\014\356 \377\240\021\240\"\240A\330\021\357\022\330\020\034\313 T\240\031>\264\000\014\020\320\020\"0\000{\000\377F\220!\2202\220U\230\347\"\230F$\002\226@s\220#\337\220Q\330\020\025\233B\010\n/\210&\220\002\337 \022\326\001\274#\277.\250Q\330\010 \216 F\377\250(\260$\260f\270A\375\270\016\000\023\2201\220A\220\247T\230\035\230\003|\000\022Y\0004\377\220{\240&\250\002\250$\377\250k\270\026\270q\300\004\237\300A\300T\310\247A\344@x\312\257a\017\256`7\325@\243`\360\014\367\000\t\014\277`q\220\004\220\377C\220v\230Q\230g\240\375S\216@2\250S\260\004\260}D\233`\014\r\330\010\032)\001\357\230D\240\003\340\000\010\021\220\317\024\220S\230\325`\332\001Q\230\337d\240#\240Q\367F\022\220\375$\340`\010\020\220\004\320\024\177%\240T\320)9\270s\004|\246\204\002\237 \020\220\010\230\001\376 \365\rD\001Q\250\204\004\330\010\016\210\177g\220Q\220g\230S\252\204\005\347|\2307\337!\311\204\002\230G\240\3373\240c\250\021\350\204\003{\230\275!\337\204\004\210!\320\000\257`\340\373\004)\031\000\004\007\200t\210\3076\220\021\311 \232\002\336@\330\004\227\013\2109\240 U\300\204\002\315aD?\250\006\250a\250q";
+    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 2328, 2984);
     #define __Pyx_DecompressString_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #else /* compression: none (3084 bytes) */
-static const char bytes[] = " at 0x object>(tree fragment)-..spool: <MemoryView of <contiguous and direct><contiguous and indirect><strided and direct or indirect><strided and direct><strided and indirect>>?Cannot assign to read-only memoryviewInvalid mode, expected \047c\047 or \047fortran\047, got Invalid shape in axis Note that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_notecannot start the spool committer threadcollections.abcdisableenableengine/ingest/_spool.pyxgcisenabledno default __reduce__ due to non-trivial __cinit__spool directory path too longspool write failed; answering 503 until it works againunable to allocate array data.unable to allocate shape and strides.w%d-ASCIIEllipsisSequenceSpoolWriterSpoolWriter.__reduce_cython__SpoolWriter.__setstate_cython__SpoolWriter._failedSpoolWriter._flushSpoolWriter._probeSpoolWriter._settledSpoolWriter.appendSpoolWriter.closeSpoolWriter.flushSpoolWriter.refresh_old_bytesSpoolWriter.startView.MemoryView__Pyx_PyDict_NextRef__annotate____await____class____class_getitem____dict____enter____exit____func____getstate____import____init____main____module____name____new____pyx_checksum__pyx_state__pyx_type__pyx_unpickle_Enum__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___failed_flush_is_coroutine_probe_settledabcabspathadd_readerallocate_bufferappendasyncioasyncio.coroutinesbaseboard_addressccall_latercall_sooncline_in_tracebackcloseconncountcrccrc32currentddatadirectorydtype_is_objectdurableeencodeendswithengine.ingest._spoolengine.logsentryenumerateerrerrorexist_okfdflagsflushformatfortranfoundfsdecodefsencodeidindexitemsitemsizejoinlogloopmakedirsmax_bytesmemviewmodennamendimnextobjospackpathpayloadpopprefixrecordsrefresh_old_bytesregisterremove_readerresultrotate_bytesscandirselfsendsetdefaultshshapesizesleepst_sizestartstartswithstatstepstopstrerr""orstructthrowtotalunavailableunpackupdatevaluevaluesviewwwaitingxOint (struct __pyx_t_6engine_6_parse_Buf *, Py_ssize_t)\000void (struct __pyx_t_6engine_6_parse_Buf *)\000buf_reserve\000buf_free\200\001\330\004\n\210+\220Q\200A\330\010\014\320\014\037\230q\330\010\013\2104\210t\2206\230\024\230T\240\033\250A\330\014\020\220\013\2301\200A\330\010\r\320\r \240\001\330\010\013\2104\210q\330\014\017\210v\220Q\220a\330\026\033\2304\230w\240f\250B\250i\260q\270\001\330\010\014\210K\220q\330\010\014\210E\220\033\230A\230U\240$\240a\200A\340\010\013\210>\230\021\230!\2304\230y\250\006\250l\270$\270e\3003\300a\330\014\022\220\047\230\021\230\047\240\021\330\010\014\320\014\036\230a\330\010\014\210H\220A\330\010\014\210K\220q\230\004\230C\230v\240T\250\021\200A\360\006\000\t\r\210K\220q\200A\360\006\000\t\022\220\027\230\002\230$\230c\240\021\330\010\022\220/\240\023\240D\250\003\2506\260\024\260S\270\001\330\010\020\220\001\330\010\024\220B\220i\230q\240\004\240C\240q\330\010\t\330\021\023\2208\2301\230N\250!\330\020\024\220I\230Q\330\024\033\2305\240\001\330\024\027\220t\230;\240a\240x\250t\2604\260y\300\001\300\032\3104\310u\320TW\320WX\330\030\031\330\034%\240U\250%\250r\260\021\330\037 \340\017\020\340\010\014\210M\230\021\330\010\017\210q\200A\360\006\000\t\033\230$\230a\330\010\013\2104\210v\220W\230E\240\024\240R\240u\250C\250q\330\014\020\220\005\220^\2401\240B\240a\330\010\013\2104\210q\330\014\036\230a\230q\240\002\240!\330\014\016\210h\220a\330\014\037\230q\240\001\240\022\2401\330\014 \240\001\240\021\240\"\240A\330\021\022\330\020\034\230A\230T\240\031\250!\330\014\020\320\020\"\240!\330\010\014\210F\220!\2202\220U\230\"\230F\240\"\240A\330\014\017\210s\220#\220Q\330\020\025\220Q\220a\330\010\n\210&\220\002\220\047\230\022\230;\240a\200A\360\006\000\t.\250Q\330\010 \240\004\240F\250(\260$\260f\270A\270Q\330\010\023\2201\220A\220T\230\035\240a\330\010\013\2101\330\014\022\220!\2204\220{\240&\250\002\250$\250k\270\026\270q\300\004\300A\300T\310\021\330\010\014""\210K\220x\230q\330\010\017\210t\2207\230!\2301\200A\360\016\000\t\014\2104\210q\220\004\220C\220v\230Q\230g\240S\250\003\2502\250S\260\004\260D\270\001\330\014\r\330\010\032\230!\2301\230D\240\003\2401\330\010\021\220\024\220S\230\001\330\010\034\230A\230Q\230d\240#\240Q\330\010\014\210H\220A\330\010\022\220$\220a\330\010\014\210N\230$\230a\330\010\013\2101\330\014\020\220\016\230d\240!\2404\240q\330\014\017\210s\220!\2204\320\027\047\240r\250\021\330\020\024\320\024%\240Q\240b\250\004\250E\260\024\260Q\330&)\250\022\2502\250T\260\036\270r\300\021\330\014\020\220\010\230\001\230\021\330\r\021\220\024\220Q\330\014\020\220\013\2301\330\010\021\220\024\220[\240\004\240J\250a\330\010\014\210H\220A\330\014\020\320\020#\2401\330\014\020\220\n\230!\330\010\013\2104\210|\2307\240!\330\014\020\220\013\2301\230D\240\017\250w\260c\270\023\270A\330\010\013\2104\210{\230!\330\014\020\220\013\2301\210!\320\000\020\220\001\340\004)\250\021\330\004\007\200t\2106\220\021\220#\220S\230\001\330\010\017\210q\330\004\013\2109\220A\220U\230!\2304\230q\240\004\240D\250\006\250a\250q";
+    #else /* compression: none (2984 bytes) */
+static const char bytes[] = " at 0x object>(tree fragment)-..spool: <MemoryView of <contiguous and direct><contiguous and indirect><strided and direct or indirect><strided and direct><strided and indirect>>?Cannot assign to read-only memoryviewInvalid mode, expected \047c\047 or \047fortran\047, got Invalid shape in axis Note that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_notecannot start the spool committer threadcollections.abcdisableenableengine/ingest/_spool.pyxgcisenabledno default __reduce__ due to non-trivial __cinit__spool directory path too longspool write failed; answering 503 until it works againunable to allocate array data.unable to allocate shape and strides.w%d-ASCIIEllipsisSequenceSpoolWriterSpoolWriter.__reduce_cython__SpoolWriter.__setstate_cython__SpoolWriter._failedSpoolWriter._flushSpoolWriter._probeSpoolWriter._settledSpoolWriter.appendSpoolWriter.closeSpoolWriter.flushSpoolWriter.refresh_old_bytesSpoolWriter.startView.MemoryView__Pyx_PyDict_NextRef__annotate____await____class____class_getitem____dict____enter____exit____func____getstate____import____main____module____name____new____pyx_checksum__pyx_state__pyx_type__pyx_unpickle_Enum__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___failed_flush_is_coroutine_probe_settledabcabspathadd_readerallocate_bufferappendasyncioasyncio.coroutinesbaseboard_addressccall_latercall_sooncline_in_tracebackclosecountcrccrc32currentddatadirectorydtype_is_objectdurableencodeendswithengine.ingest._spoolengine.logsentryenumerateerrerrorexist_okfdflagsflushformatfortranfoundfsdecodefsencodeidindexitemsitemsizejoinlogloopmakedirsmax_bytesmemviewmodennamendimnextobjospackpathpayloadpopprefixrecordsrefresh_old_bytesregisterremove_readerresultrotate_bytesscandirselfsendsetdefaultshshapesizesleepst_sizestartstartswithstatstepstopstrerrorstructthrow""tickettotalunpackupdatevaluevaluesviewwxOint (struct __pyx_t_6engine_6_parse_Buf *, Py_ssize_t)\000void (struct __pyx_t_6engine_6_parse_Buf *)\000buf_reserve\000buf_free\200\001\330\004\n\210+\220Q\200A\330\010\014\320\014\037\230q\330\010\013\2104\210t\2206\230\024\230T\240\033\250A\330\014\020\220\013\2301\200A\330\010\r\320\r \240\001\330\010\013\2104\210q\330\014\017\210v\220Q\220a\330\026\033\2304\230w\240f\250B\250i\260q\270\001\330\010\014\210K\220q\330\010\014\210E\220\033\230A\230U\240$\240a\200A\340\010\013\210>\230\021\230!\2304\230y\250\006\250l\270$\270e\3003\300a\330\014\022\220\047\230\021\230\047\240\021\330\010\014\320\014\036\230a\330\010\014\210H\220A\330\010\014\210K\220q\230\004\230C\230v\240T\250\021\200A\360\006\000\t\r\210K\220q\200A\360\006\000\t\022\220\027\230\002\230$\230c\240\021\330\010\022\220/\240\023\240D\250\003\2506\260\024\260S\270\001\330\010\020\220\001\330\010\024\220B\220i\230q\240\004\240C\240q\330\010\t\330\021\023\2208\2301\230N\250!\330\020\024\220I\230Q\330\024\033\2305\240\001\330\024\027\220t\230;\240a\240x\250t\2604\260y\300\001\300\032\3104\310u\320TW\320WX\330\030\031\330\034%\240U\250%\250r\260\021\330\037 \340\017\020\340\010\014\210M\230\021\330\010\017\210q\200A\360\006\000\t\033\230$\230a\330\010\013\2104\210v\220W\230E\240\024\240R\240u\250C\250q\330\014\020\220\005\220^\2401\240B\240a\330\010\013\2104\210q\330\014\036\230a\230q\240\002\240!\330\014\016\210h\220a\330\014\037\230q\240\001\240\022\2401\330\014 \240\001\240\021\240\"\240A\330\021\022\330\020\034\230A\230T\240\031\250!\330\014\020\320\020\"\240!\330\010\014\210F\220!\2202\220U\230\"\230F\240\"\240A\330\014\017\210s\220#\220Q\330\020\025\220Q\220a\330\010\n\210&\220\002\220\047\230\022\230;\240a\200A\360\006\000\t.\250Q\330\010 \240\004\240F\250(\260$\260f\270A\270Q\330\010\023\2201\220A\220T\230\035\240a\330\010\013\2101\330\014\022\220!\2204\220{\240&\250\002\250$\250k\270\026\270q\300\004\300A\300T\310\021\330\010\014\210K\220x\230q\330\010\017""\210t\2207\230!\2301\200A\360\014\000\t\014\2104\210q\220\004\220C\220v\230Q\230g\240S\250\003\2502\250S\260\004\260D\270\001\330\014\r\330\010\032\230!\2301\230D\240\003\2401\330\010\021\220\024\220S\230\001\330\010\034\230A\230Q\230d\240#\240Q\330\010\014\210H\220A\330\010\022\220$\220a\330\010\020\220\004\320\024%\240T\320)9\270\021\330\010\014\210K\220q\330\010\013\2101\330\014\020\220\010\230\001\230\021\330\r\021\220\024\220Q\330\014\020\220\013\2301\330\010\016\210g\220Q\220g\230S\240\001\330\010\013\2104\210|\2307\240!\330\014\020\220\013\2301\230G\2403\240c\250\021\330\010\013\2104\210{\230!\330\014\020\220\013\2301\210!\320\000\020\220\001\340\004)\250\021\330\004\007\200t\2106\220\021\220#\220S\230\001\330\010\017\210q\330\004\013\2109\220A\220U\230!\2304\230q\240\004\240D\250\006\250a\250q";
     PyObject *data = NULL;
     #define __Pyx_DecompressString_UNUSED
     #define __Pyx_DecompressString_LZSS_UNUSED
     #endif
     PyObject **stringtab = __pyx_mstate->__pyx_string_tab;
     Py_ssize_t pos = 0;
-    for (int i = 0; i < 180; i++) {
+    for (int i = 0; i < 176; i++) {
       Py_ssize_t bytes_length = str_length_index[i].length;
       PyObject *string = PyUnicode_DecodeUTF8(bytes + pos, bytes_length, NULL);
       if (likely(string) && i >= 33) PyUnicode_InternInPlace(&string);
@@ -29654,8 +29526,8 @@ static const char bytes[] = " at 0x object>(tree fragment)-..spool: <MemoryView 
       stringtab[i] = string;
       pos += bytes_length;
     }
-    for (int i = 180; i < 193; i++) {
-      Py_ssize_t bytes_length = bytes_length_index[i-180].length;
+    for (int i = 176; i < 189; i++) {
+      Py_ssize_t bytes_length = bytes_length_index[i-176].length;
       PyObject *string = PyBytes_FromStringAndSize(bytes + pos, bytes_length);
       stringtab[i] = string;
       pos += bytes_length;
@@ -29665,14 +29537,14 @@ static const char bytes[] = " at 0x object>(tree fragment)-..spool: <MemoryView 
       }
     }
     Py_XDECREF(data);
-    for (Py_ssize_t i = 0; i < 193; i++) {
+    for (Py_ssize_t i = 0; i < 189; i++) {
       if (unlikely(PyObject_Hash(stringtab[i]) == -1)) {
         __PYX_ERR(0, 1, __pyx_L1_error)
       }
     }
     #if CYTHON_IMMORTAL_CONSTANTS
     {
-      PyObject **table = stringtab + 180;
+      PyObject **table = stringtab + 176;
       for (Py_ssize_t i=0; i<13; ++i) {
         #if PY_VERSION_HEX >= 0x030F0000
         PyUnstable_SetImmortal(table[i]);
@@ -29769,52 +29641,52 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
   PyObject* tuple_dedup_map = PyDict_New();
   if (unlikely(!tuple_dedup_map)) return -1;
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS|CO_COROUTINE), 416};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS|CO_COROUTINE), 410};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
     __pyx_mstate_global->__pyx_codeobj_tab[0] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_ingest__spool_pyx, __pyx_mstate->__pyx_n_u_flush_2, __pyx_mstate->__pyx_kp_b_iso88591__6, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[0])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 128};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 129};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_data, __pyx_mstate->__pyx_n_u_crc, __pyx_mstate->__pyx_n_u_view};
     __pyx_mstate_global->__pyx_codeobj_tab[1] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_ingest__spool_pyx, __pyx_mstate->__pyx_n_u_crc32, __pyx_mstate->__pyx_kp_b_iso88591_t6_S_q_9AU_4q_D_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[1])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 274};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 275};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_loop};
     __pyx_mstate_global->__pyx_codeobj_tab[2] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_ingest__spool_pyx, __pyx_mstate->__pyx_n_u_start, __pyx_mstate->__pyx_kp_b_iso88591_A_4y_l_e3a_a_HA_Kq_CvT, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[2])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 309};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 310};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_payload, __pyx_mstate->__pyx_n_u_view, __pyx_mstate->__pyx_n_u_start, __pyx_mstate->__pyx_n_u_n};
     __pyx_mstate_global->__pyx_codeobj_tab[3] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_ingest__spool_pyx, __pyx_mstate->__pyx_n_u_append, __pyx_mstate->__pyx_kp_b_iso88591_A_Q_F_fAQ_1AT_a_1_4_k_q_AT_Kxq_t, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[3])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 348};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 349};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
     __pyx_mstate_global->__pyx_codeobj_tab[4] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_ingest__spool_pyx, __pyx_mstate->__pyx_n_u_flush, __pyx_mstate->__pyx_kp_b_iso88591_A_q_4t6_T_A_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[4])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 371};
-    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_count, __pyx_mstate->__pyx_n_u_result, __pyx_mstate->__pyx_n_u_waiting, __pyx_mstate->__pyx_n_u_conn, __pyx_mstate->__pyx_n_u_records, __pyx_mstate->__pyx_n_u_e};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 372};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_count, __pyx_mstate->__pyx_n_u_result, __pyx_mstate->__pyx_n_u_ticket, __pyx_mstate->__pyx_n_u_records};
     __pyx_mstate_global->__pyx_codeobj_tab[5] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_ingest__spool_pyx, __pyx_mstate->__pyx_n_u_settled, __pyx_mstate->__pyx_kp_b_iso88591_A_4q_CvQgS_2S_D_1D_1_S_AQd_Q_HA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[5])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 403};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 397};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_err, __pyx_mstate->__pyx_n_u_log};
     __pyx_mstate_global->__pyx_codeobj_tab[6] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_ingest__spool_pyx, __pyx_mstate->__pyx_n_u_failed, __pyx_mstate->__pyx_kp_b_iso88591_A_4q_vQa_4wfBiq_Kq_E_AU_a, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[6])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 411};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 405};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
     __pyx_mstate_global->__pyx_codeobj_tab[7] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_ingest__spool_pyx, __pyx_mstate->__pyx_n_u_probe, __pyx_mstate->__pyx_kp_b_iso88591_A_Kq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[7])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 423};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 417};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_prefix, __pyx_mstate->__pyx_n_u_current, __pyx_mstate->__pyx_n_u_total, __pyx_mstate->__pyx_n_u_directory, __pyx_mstate->__pyx_n_u_found, __pyx_mstate->__pyx_n_u_entry, __pyx_mstate->__pyx_n_u_name};
     __pyx_mstate_global->__pyx_codeobj_tab[8] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_ingest__spool_pyx, __pyx_mstate->__pyx_n_u_refresh_old_bytes, __pyx_mstate->__pyx_kp_b_iso88591_A_c_D_6_S_Biq_Cq_81N_IQ_5_t_axt4, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[8])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 444};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 438};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_sh, __pyx_mstate->__pyx_n_u_fd};
     __pyx_mstate_global->__pyx_codeobj_tab[9] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_ingest__spool_pyx, __pyx_mstate->__pyx_n_u_close, __pyx_mstate->__pyx_kp_b_iso88591_A_a_4vWE_RuCq_1Ba_4q_aq_ha_q_1_A, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[9])) goto bad;
   }
@@ -33978,211 +33850,6 @@ static CYTHON_INLINE PyObject* __Pyx____Pyx_PyUnicode_From_uint64_t(uint64_t val
     return __Pyx_PyUnicode_BuildFromAscii(ulength, dpos, (int) length, prepend_sign, padding_char);
 }
 
-/* IterFinish (used by set_iter) */
-static CYTHON_INLINE int __Pyx_IterFinish(void) {
-    PyObject* exc_type;
-    __Pyx_PyThreadState_declare
-    __Pyx_PyThreadState_assign
-    exc_type = __Pyx_PyErr_CurrentExceptionType();
-    if (unlikely(exc_type)) {
-        if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration)))
-            return -1;
-        __Pyx_PyErr_Clear();
-        return 0;
-    }
-    return 0;
-}
-
-/* set_iter */
-static CYTHON_INLINE PyObject* __Pyx_set_iterator(PyObject* iterable, int is_set,
-                                                  Py_ssize_t* p_orig_length, int* p_source_is_set) {
-#if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX < 0x030d0000
-    is_set = is_set || likely(PySet_CheckExact(iterable) || PyFrozenSet_CheckExact(iterable));
-    *p_source_is_set = is_set;
-    if (likely(is_set)) {
-        *p_orig_length = PySet_Size(iterable);
-        Py_INCREF(iterable);
-        return iterable;
-    }
-#else
-    CYTHON_UNUSED_VAR(is_set);
-    *p_source_is_set = 0;
-#endif
-    *p_orig_length = 0;
-    return PyObject_GetIter(iterable);
-}
-static CYTHON_INLINE int __Pyx_set_iter_next(
-        PyObject* iter_obj, Py_ssize_t orig_length,
-        Py_ssize_t* ppos, PyObject **value,
-        int source_is_set) {
-    if (!CYTHON_COMPILING_IN_CPYTHON || PY_VERSION_HEX >= 0x030d0000 || unlikely(!source_is_set)) {
-        *value = PyIter_Next(iter_obj);
-        if (unlikely(!*value)) {
-            return __Pyx_IterFinish();
-        }
-        CYTHON_UNUSED_VAR(orig_length);
-        CYTHON_UNUSED_VAR(ppos);
-        return 1;
-    }
-#if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX < 0x030d0000
-    if (unlikely(PySet_GET_SIZE(iter_obj) != orig_length)) {
-        PyErr_SetString(
-            PyExc_RuntimeError,
-            "set changed size during iteration");
-        return -1;
-    }
-    {
-        Py_hash_t hash;
-        int ret = _PySet_NextEntry(iter_obj, ppos, value, &hash);
-        assert (ret != -1);
-        if (likely(ret)) {
-            Py_INCREF(*value);
-            return 1;
-        }
-    }
-#endif
-    return 0;
-}
-
-/* PyObjectCompare */
-#ifndef __Pyx_DEFINED_PyObject_CompareFloatIntBoolGt
-#define __Pyx_DEFINED_PyObject_CompareFloatIntBoolGt
-static int __Pyx_PyObject_CompareFloatIntBoolGt(PyObject *op1, PyObject *op2) {
-    double float_op1 = __Pyx_PyFloat_AS_DOUBLE(op1);
-    #if !CYTHON_ASSUME_SAFE_MACROS
-    if (unlikely(float_op1 == -1. && PyErr_Occurred())) return -1;
-    #endif
-    #if CYTHON_USE_PYLONG_INTERNALS
-    if (__Pyx_PyLong_IsCompact(op2)) {
-        Py_ssize_t iop2 = __Pyx_PyLong_CompactValue(op2);
-        if (float_op1 > ((double)iop2)) goto __pyx_return_true; else goto __pyx_return_false;
-    }
-    if (unlikely(!__Pyx_isfinite(float_op1))) {
-        if (float_op1 > 0.0) goto __pyx_return_true; else goto __pyx_return_false;
-    } else {
-        int sign2 = __Pyx_PyLong_Sign(op2);
-        if (float_op1 >= 0.) {
-            if (sign2 < 0) goto __pyx_return_true;
-            if (float_op1 < (double) (1L << PyLong_SHIFT)) goto __pyx_return_false;
-        } else {
-            if (sign2 > 0) goto __pyx_return_false;
-            if (float_op1 > -(double) (1L << PyLong_SHIFT)) goto __pyx_return_true;
-        }
-    }
-    #else
-    if (unlikely(!__Pyx_isfinite(float_op1))) {
-        if (float_op1 > 0.0) goto __pyx_return_true; else goto __pyx_return_false;
-    } else {
-        int overflow2;
-        long iop2 = PyLong_AsLongAndOverflow(op2, &overflow2);
-        if (likely(!overflow2)) {
-            if ((long long) iop2 >= (1LL << 53)) {
-                overflow2 = 1;
-            } else if ((long long) iop2 <= - (1LL << 53)) {
-                overflow2 = -1;
-            } else {
-                if (float_op1 > ((double) iop2)) goto __pyx_return_true; else goto __pyx_return_false;
-            }
-        }
-        if (overflow2 > 0) {
-            if (float_op1 < ((double) (1LL << 53))) goto __pyx_return_false;
-        } else {
-            if (float_op1 > - ((double) (1LL << 53))) goto __pyx_return_true;
-        }
-    }
-    #endif
-    return __Pyx_PyObject_RichCompareBool(op1, op2, Py_GT);
-__pyx_return_true:
-    return 1;
-__pyx_return_false:
-    return 0;
-}
-#endif
-#if CYTHON_USE_PYLONG_INTERNALS
-#ifndef __Pyx_DEFINED_PyObject_CompareIntIntBoolGt
-#define __Pyx_DEFINED_PyObject_CompareIntIntBoolGt
-static int __Pyx_PyObject_CompareIntIntBoolGt(PyObject *op1, PyObject *op2) {
-    Py_ssize_t cmp = __Pyx_PyLong_CompareSignAndSize(op1, op2);
-    if (cmp == 0) {
-        Py_ssize_t size = __Pyx_PyLong_DigitCount(op1);
-        if (size > 0) {
-            const digit* digits1 = __Pyx_PyLong_Digits(op1);
-            const digit* digits2 = __Pyx_PyLong_Digits(op2);
-            if (size == 1) {
-                cmp = (Py_ssize_t) digits1[0] - (Py_ssize_t) digits2[0];
-            } else if ((size == 2) && (8 * sizeof(Py_ssize_t) >= 2 * PyLong_SHIFT)) {
-                cmp = (Py_ssize_t) (((((size_t)digits1[1]) << PyLong_SHIFT) | (size_t)digits1[0])) - (Py_ssize_t) (((((size_t)digits2[1]) << PyLong_SHIFT) | (size_t)digits2[0]));
-            } else {
-                for (Py_ssize_t i=size-1; i >= 0 && !cmp; --i) {
-                    cmp = (Py_ssize_t) digits1[i] - (Py_ssize_t) digits2[i];
-                }
-            }
-        }
-        if (cmp == 0) return 0;
-        if (__Pyx_PyLong_IsNeg(op1)) cmp = -cmp;
-    }
-    return (cmp > 0);
-}
-#endif
-#ifndef __Pyx_DEFINED_PyObject_CompareIntIntBoolGt
-#define __Pyx_DEFINED_PyObject_CompareIntIntBoolGt
-static CYTHON_INLINE PyObject* __Pyx_PyObject_CompareIntIntGt(PyObject *op1, PyObject *op2) {
-    int result = __Pyx_PyObject_CompareIntIntBoolGt(op1, op2);
-    if (unlikely(result == -1)) return NULL;
-    return __Pyx_NewRef(result ? Py_True : Py_False);
-}
-#endif
-#else
-#ifndef __Pyx_DEFINED_PyObject_CompareIntIntBoolGt
-#define __Pyx_DEFINED_PyObject_CompareIntIntBoolGt
-static int __Pyx_PyObject_CompareIntIntBoolGt(PyObject *op1, PyObject *op2) {
-    int overflow1, overflow2;
-    long long iop1 = PyLong_AsLongLongAndOverflow(op1, &overflow1);
-    long long iop2 = PyLong_AsLongLongAndOverflow(op2, &overflow2);
-    if (likely(!(overflow1 | overflow2))) {
-        if (iop1 > iop2) goto __pyx_return_true; else goto __pyx_return_false;
-    } else if (overflow1 != overflow2) {
-        if (overflow1 > overflow2) goto __pyx_return_true; else goto __pyx_return_false;
-    } else {
-        return __Pyx_PyObject_RichCompareBool(op1, op2, Py_GT);
-    }
-__pyx_return_true:
-    return 1;
-__pyx_return_false:
-    return 0;
-}
-#endif
-#endif
-static CYTHON_INLINE int __Pyx_PyObject_CompareBoolGt_object_int(PyObject *op1, PyObject *op2, int pyop) {
-    CYTHON_UNUSED_VAR(pyop);
-    if (unlikely(op2 == Py_None)) {
-        goto __pyx_richcmp;
-    }
-    if (op1 == op2) goto __pyx_return_false;
-    if (PyFloat_CheckExact(op1)) {
-        if (likely(op2 != Py_None)) {
-            return __Pyx_PyObject_CompareFloatIntBoolGt(op1, op2);
-        }
-        goto __pyx_richcmp;
-    }
-    if (likely(PyLong_CheckExact(op1))) {
-        if (op1 == op2) goto __pyx_return_false;
-        if (likely(op2 != Py_None)) {
-            return __Pyx_PyObject_CompareIntIntBoolGt(op1, op2);
-        }
-        goto __pyx_richcmp;
-    }
-    if ((0)) goto __pyx_richcmp;
-    if ((0)) goto __pyx_return_true;
-    if ((0)) goto __pyx_return_false;
-__pyx_richcmp:
-    return __Pyx_PyObject_RichCompareBool(op1, op2, Py_GT);
-__pyx_return_true:
-    return 1;
-__pyx_return_false:
-    return 0;
-}
-
 /* ImportFrom */
 static PyObject* __Pyx_ImportFrom(PyObject* module, PyObject* name) {
     PyObject* value = __Pyx_PyObject_GetAttrStr(module, name);
@@ -36284,43 +35951,6 @@ bad:
     return -1;
 }
 
-/* CallNextTpDealloc */
-static void __Pyx_call_next_tp_dealloc(PyObject* obj, destructor current_tp_dealloc) {
-    PyTypeObject* type = Py_TYPE(obj);
-    destructor tp_dealloc = NULL;
-    while (type && __Pyx_PyType_GetSlot(type, tp_dealloc, destructor) != current_tp_dealloc)
-        type = __Pyx_PyType_GetSlot(type, tp_base, PyTypeObject*);
-    while (type && (tp_dealloc = __Pyx_PyType_GetSlot(type, tp_dealloc, destructor)) == current_tp_dealloc)
-        type = __Pyx_PyType_GetSlot(type, tp_base, PyTypeObject*);
-    if (type)
-        tp_dealloc(obj);
-}
-
-/* CallNextTpTraverse */
-static int __Pyx_call_next_tp_traverse(PyObject* obj, visitproc v, void *a, traverseproc current_tp_traverse) {
-    PyTypeObject* type = Py_TYPE(obj);
-    traverseproc tp_traverse = NULL;
-    while (type && __Pyx_PyType_GetSlot(type, tp_traverse, traverseproc) != current_tp_traverse)
-        type = __Pyx_PyType_GetSlot(type, tp_base, PyTypeObject*);
-    while (type && (tp_traverse = __Pyx_PyType_GetSlot(type, tp_traverse, traverseproc)) == current_tp_traverse)
-        type = __Pyx_PyType_GetSlot(type, tp_base, PyTypeObject*);
-    if (type && tp_traverse)
-        return tp_traverse(obj, v, a);
-    return 0;
-}
-
-/* CallNextTpClear */
-static void __Pyx_call_next_tp_clear(PyObject* obj, inquiry current_tp_clear) {
-    PyTypeObject* type = Py_TYPE(obj);
-    inquiry tp_clear = NULL;
-    while (type && __Pyx_PyType_GetSlot(type, tp_clear, inquiry) != current_tp_clear)
-        type = __Pyx_PyType_GetSlot(type, tp_base, PyTypeObject*);
-    while (type && (tp_clear = __Pyx_PyType_GetSlot(type, tp_clear, inquiry)) == current_tp_clear)
-        type = __Pyx_PyType_GetSlot(type, tp_base, PyTypeObject*);
-    if (type && tp_clear)
-        tp_clear(obj);
-}
-
 /* AllocateExtensionType */
 static PyObject *__Pyx_AllocateExtensionType(PyTypeObject *t, int is_final) {
     if (is_final || likely(!__Pyx_PyType_HasFeature(t, Py_TPFLAGS_IS_ABSTRACT))) {
@@ -36556,114 +36186,6 @@ static int __Pyx_CallTpinitAsVectorcall(__Pyx_tpinitvectorcallfunc f, PyObject* 
 }
 #endif
 
-/* TypeImport */
-#ifndef __PYX_HAVE_RT_ImportType_3_3_1
-#define __PYX_HAVE_RT_ImportType_3_3_1
-static PyTypeObject *__Pyx_ImportType_3_3_1(PyObject *module, const char *module_name, const char *class_name,
-    size_t size, size_t alignment, enum __Pyx_ImportType_CheckSize_3_3_1 check_size)
-{
-    PyObject *result = 0;
-    Py_ssize_t basicsize;
-    Py_ssize_t itemsize;
-#if defined(Py_LIMITED_API) || (defined(CYTHON_COMPILING_IN_LIMITED_API) && CYTHON_COMPILING_IN_LIMITED_API)
-    PyObject *py_basicsize;
-    PyObject *py_itemsize;
-#endif
-    result = PyObject_GetAttrString(module, class_name);
-    if (!result)
-        goto bad;
-    if (!PyType_Check(result)) {
-        PyErr_Format(PyExc_TypeError,
-            "%.200s.%.200s is not a type object",
-            module_name, class_name);
-        goto bad;
-    }
-#if !( defined(Py_LIMITED_API) || (defined(CYTHON_COMPILING_IN_LIMITED_API) && CYTHON_COMPILING_IN_LIMITED_API) )
-    basicsize = ((PyTypeObject *)result)->tp_basicsize;
-    itemsize = ((PyTypeObject *)result)->tp_itemsize;
-#else
-    if (size == 0) {
-        return (PyTypeObject *)result;
-    }
-    py_basicsize = PyObject_GetAttrString(result, "__basicsize__");
-    if (!py_basicsize)
-        goto bad;
-    basicsize = PyLong_AsSsize_t(py_basicsize);
-    Py_DECREF(py_basicsize);
-    py_basicsize = 0;
-    if (basicsize == (Py_ssize_t)-1 && PyErr_Occurred())
-        goto bad;
-    py_itemsize = PyObject_GetAttrString(result, "__itemsize__");
-    if (!py_itemsize)
-        goto bad;
-    itemsize = PyLong_AsSsize_t(py_itemsize);
-    Py_DECREF(py_itemsize);
-    py_itemsize = 0;
-    if (itemsize == (Py_ssize_t)-1 && PyErr_Occurred())
-        goto bad;
-#endif
-    if (itemsize) {
-        if (size % alignment) {
-            alignment = size % alignment;
-        }
-        if (itemsize < (Py_ssize_t)alignment)
-            itemsize = (Py_ssize_t)alignment;
-    }
-    if ((size_t)(basicsize + itemsize) < size) {
-        PyErr_Format(PyExc_ValueError,
-            "%.200s.%.200s size changed, may indicate binary incompatibility. "
-            "Expected %zd from C header, got %zd from PyObject",
-            module_name, class_name, size, basicsize+itemsize);
-        goto bad;
-    }
-    if (check_size == __Pyx_ImportType_CheckSize_Error_3_3_1 &&
-            ((size_t)basicsize > size || (size_t)(basicsize + itemsize) < size)) {
-        PyErr_Format(PyExc_ValueError,
-            "%.200s.%.200s size changed, may indicate binary incompatibility. "
-            "Expected %zd from C header, got %zd-%zd from PyObject",
-            module_name, class_name, size, basicsize, basicsize+itemsize);
-        goto bad;
-    }
-    else if (check_size == __Pyx_ImportType_CheckSize_Warn_3_3_1 && (size_t)basicsize > size) {
-        if (PyErr_WarnFormat(NULL, 0,
-                "%.200s.%.200s size changed, may indicate binary incompatibility. "
-                "Expected %zd from C header, got %zd from PyObject",
-                module_name, class_name, size, basicsize) < 0) {
-            goto bad;
-        }
-    }
-    return (PyTypeObject *)result;
-bad:
-    Py_XDECREF(result);
-    return NULL;
-}
-#endif
-
-/* GetVTable */
-static int __Pyx_GetVtable(PyTypeObject *type, void** table) {
-    void* ptr;
-    *table = NULL;
-#if CYTHON_COMPILING_IN_LIMITED_API
-    PyObject *ob = PyObject_GetAttr((PyObject *)type, __pyx_mstate_global->__pyx_n_u_pyx_vtable);
-#else
-    PyObject *ob = PyObject_GetItem(type->tp_dict, __pyx_mstate_global->__pyx_n_u_pyx_vtable);
-#endif
-    if (!ob)
-        goto no_attr;
-    ptr = PyCapsule_GetPointer(ob, 0);
-    if (!ptr && !PyErr_Occurred())
-        PyErr_SetString(PyExc_RuntimeError, "invalid vtable found for imported type");
-    Py_DECREF(ob);
-    *table = ptr;
-    return 1;
-no_attr:
-    if (PyErr_ExceptionMatches(CYTHON_COMPILING_IN_LIMITED_API ? PyExc_AttributeError : PyExc_KeyError)) {
-        return 0;
-    }
-    Py_XDECREF(ob);
-    return -1;
-}
-
 /* PyObjectCallMethod0 (used by PyType_Ready) */
 static CYTHON_INLINE PyObject* __Pyx_PyObject_CallMethod0(PyObject* obj, PyObject* method_name) {
 #if CYTHON_VECTORCALL && (__PYX_LIMITED_VERSION_HEX >= 0x030C0000 || !CYTHON_COMPILING_IN_LIMITED_API)
@@ -36878,6 +36400,31 @@ static int __Pyx_PyType_Ready(PyTypeObject *t) {
     }
     return r;
 #endif
+}
+
+/* GetVTable (used by MergeVTables) */
+static int __Pyx_GetVtable(PyTypeObject *type, void** table) {
+    void* ptr;
+    *table = NULL;
+#if CYTHON_COMPILING_IN_LIMITED_API
+    PyObject *ob = PyObject_GetAttr((PyObject *)type, __pyx_mstate_global->__pyx_n_u_pyx_vtable);
+#else
+    PyObject *ob = PyObject_GetItem(type->tp_dict, __pyx_mstate_global->__pyx_n_u_pyx_vtable);
+#endif
+    if (!ob)
+        goto no_attr;
+    ptr = PyCapsule_GetPointer(ob, 0);
+    if (!ptr && !PyErr_Occurred())
+        PyErr_SetString(PyExc_RuntimeError, "invalid vtable found for imported type");
+    Py_DECREF(ob);
+    *table = ptr;
+    return 1;
+no_attr:
+    if (PyErr_ExceptionMatches(CYTHON_COMPILING_IN_LIMITED_API ? PyExc_AttributeError : PyExc_KeyError)) {
+        return 0;
+    }
+    Py_XDECREF(ob);
+    return -1;
 }
 
 /* MergeVTables (used by SetVTable) */
@@ -37203,6 +36750,89 @@ int __Pyx_ApplySequenceOrMappingFlag(PyTypeObject *tp, int is_sequence) {
         "cython.collection_type only works on PyPy with the C flag CYTHON_USE_TYPE_SPECS=1",
         1
     );
+}
+#endif
+
+/* TypeImport */
+#ifndef __PYX_HAVE_RT_ImportType_3_3_1
+#define __PYX_HAVE_RT_ImportType_3_3_1
+static PyTypeObject *__Pyx_ImportType_3_3_1(PyObject *module, const char *module_name, const char *class_name,
+    size_t size, size_t alignment, enum __Pyx_ImportType_CheckSize_3_3_1 check_size)
+{
+    PyObject *result = 0;
+    Py_ssize_t basicsize;
+    Py_ssize_t itemsize;
+#if defined(Py_LIMITED_API) || (defined(CYTHON_COMPILING_IN_LIMITED_API) && CYTHON_COMPILING_IN_LIMITED_API)
+    PyObject *py_basicsize;
+    PyObject *py_itemsize;
+#endif
+    result = PyObject_GetAttrString(module, class_name);
+    if (!result)
+        goto bad;
+    if (!PyType_Check(result)) {
+        PyErr_Format(PyExc_TypeError,
+            "%.200s.%.200s is not a type object",
+            module_name, class_name);
+        goto bad;
+    }
+#if !( defined(Py_LIMITED_API) || (defined(CYTHON_COMPILING_IN_LIMITED_API) && CYTHON_COMPILING_IN_LIMITED_API) )
+    basicsize = ((PyTypeObject *)result)->tp_basicsize;
+    itemsize = ((PyTypeObject *)result)->tp_itemsize;
+#else
+    if (size == 0) {
+        return (PyTypeObject *)result;
+    }
+    py_basicsize = PyObject_GetAttrString(result, "__basicsize__");
+    if (!py_basicsize)
+        goto bad;
+    basicsize = PyLong_AsSsize_t(py_basicsize);
+    Py_DECREF(py_basicsize);
+    py_basicsize = 0;
+    if (basicsize == (Py_ssize_t)-1 && PyErr_Occurred())
+        goto bad;
+    py_itemsize = PyObject_GetAttrString(result, "__itemsize__");
+    if (!py_itemsize)
+        goto bad;
+    itemsize = PyLong_AsSsize_t(py_itemsize);
+    Py_DECREF(py_itemsize);
+    py_itemsize = 0;
+    if (itemsize == (Py_ssize_t)-1 && PyErr_Occurred())
+        goto bad;
+#endif
+    if (itemsize) {
+        if (size % alignment) {
+            alignment = size % alignment;
+        }
+        if (itemsize < (Py_ssize_t)alignment)
+            itemsize = (Py_ssize_t)alignment;
+    }
+    if ((size_t)(basicsize + itemsize) < size) {
+        PyErr_Format(PyExc_ValueError,
+            "%.200s.%.200s size changed, may indicate binary incompatibility. "
+            "Expected %zd from C header, got %zd from PyObject",
+            module_name, class_name, size, basicsize+itemsize);
+        goto bad;
+    }
+    if (check_size == __Pyx_ImportType_CheckSize_Error_3_3_1 &&
+            ((size_t)basicsize > size || (size_t)(basicsize + itemsize) < size)) {
+        PyErr_Format(PyExc_ValueError,
+            "%.200s.%.200s size changed, may indicate binary incompatibility. "
+            "Expected %zd from C header, got %zd-%zd from PyObject",
+            module_name, class_name, size, basicsize, basicsize+itemsize);
+        goto bad;
+    }
+    else if (check_size == __Pyx_ImportType_CheckSize_Warn_3_3_1 && (size_t)basicsize > size) {
+        if (PyErr_WarnFormat(NULL, 0,
+                "%.200s.%.200s size changed, may indicate binary incompatibility. "
+                "Expected %zd from C header, got %zd from PyObject",
+                module_name, class_name, size, basicsize) < 0) {
+            goto bad;
+        }
+    }
+    return (PyTypeObject *)result;
+bad:
+    Py_XDECREF(result);
+    return NULL;
 }
 #endif
 
@@ -41399,85 +41029,6 @@ static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int(int value) {
 }
 
 /* CIntToPy */
-static CYTHON_INLINE PyObject* __Pyx_PyLong_From_uint64_t(uint64_t value) {
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wconversion"
-#endif
-    const uint64_t neg_one = (uint64_t) -1, const_zero = (uint64_t) 0;
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic pop
-#endif
-    const int is_unsigned = neg_one > const_zero;
-    if (is_unsigned) {
-        if (sizeof(uint64_t) < sizeof(long)) {
-            return PyLong_FromLong((long) value);
-        } else if (sizeof(uint64_t) <= sizeof(unsigned long)) {
-            return PyLong_FromUnsignedLong((unsigned long) value);
-#if !CYTHON_COMPILING_IN_PYPY
-        } else if (sizeof(uint64_t) <= sizeof(unsigned PY_LONG_LONG)) {
-            return PyLong_FromUnsignedLongLong((unsigned PY_LONG_LONG) value);
-#endif
-        }
-    } else {
-        if (sizeof(uint64_t) <= sizeof(long)) {
-            return PyLong_FromLong((long) value);
-        } else if (sizeof(uint64_t) <= sizeof(PY_LONG_LONG)) {
-            return PyLong_FromLongLong((PY_LONG_LONG) value);
-        }
-    }
-    {
-        unsigned char *bytes = (unsigned char *)&value;
-#if !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX >= 0x030d00A4
-        if (is_unsigned) {
-            return PyLong_FromUnsignedNativeBytes(bytes, sizeof(value), -1);
-        } else {
-            return PyLong_FromNativeBytes(bytes, sizeof(value), -1);
-        }
-#elif !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX < 0x030d0000
-        int one = 1; int little = (int)*(unsigned char *)&one;
-        return _PyLong_FromByteArray(bytes, sizeof(uint64_t),
-                                     little, !is_unsigned);
-#else
-        int one = 1; int little = (int)*(unsigned char *)&one;
-        PyObject *result = NULL, *kwds = NULL;
-        PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
-        py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(uint64_t));
-        if (!py_bytes) goto limited_bad;
-        from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
-        if (!from_bytes_str) goto limited_bad;
-        order_str = PyUnicode_FromString(little ? "little" : "big");
-        if (!order_str) goto limited_bad;
-        {
-            PyObject *args[] = { (PyObject*)&PyLong_Type, py_bytes, order_str, Py_True };
-            if (!is_unsigned) {
-                PyObject *signed_str = PyUnicode_FromStringAndSize("signed", 6);
-                if (!signed_str) goto limited_bad;
-#if CYTHON_VECTORCALL
-                kwds = PyTuple_Pack(1, signed_str);
-#else
-                {
-                    PyObject *keys[] = {signed_str};
-                    PyObject *values[] = {Py_True};
-                    kwds = __Pyx_MakeKwargDict(keys, values, 1);
-                }
-#endif
-                Py_DECREF(signed_str);
-                if (unlikely(!kwds)) goto limited_bad;
-            }
-            result = __Pyx_Object_VectorcallMethodKwds(from_bytes_str, args, 3 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET, kwds);
-        }
-        limited_bad:
-        Py_XDECREF(kwds);
-        Py_XDECREF(order_str);
-        Py_XDECREF(py_bytes);
-        Py_XDECREF(from_bytes_str);
-        return result;
-#endif
-    }
-}
-
-/* CIntToPy */
 static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int64_t(int64_t value) {
 #ifdef __Pyx_HAS_GCC_DIAGNOSTIC
 #pragma GCC diagnostic push
@@ -41601,6 +41152,85 @@ static CYTHON_INLINE PyObject* __Pyx_PyLong_From_pid_t(pid_t value) {
         PyObject *result = NULL, *kwds = NULL;
         PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
         py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(pid_t));
+        if (!py_bytes) goto limited_bad;
+        from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
+        if (!from_bytes_str) goto limited_bad;
+        order_str = PyUnicode_FromString(little ? "little" : "big");
+        if (!order_str) goto limited_bad;
+        {
+            PyObject *args[] = { (PyObject*)&PyLong_Type, py_bytes, order_str, Py_True };
+            if (!is_unsigned) {
+                PyObject *signed_str = PyUnicode_FromStringAndSize("signed", 6);
+                if (!signed_str) goto limited_bad;
+#if CYTHON_VECTORCALL
+                kwds = PyTuple_Pack(1, signed_str);
+#else
+                {
+                    PyObject *keys[] = {signed_str};
+                    PyObject *values[] = {Py_True};
+                    kwds = __Pyx_MakeKwargDict(keys, values, 1);
+                }
+#endif
+                Py_DECREF(signed_str);
+                if (unlikely(!kwds)) goto limited_bad;
+            }
+            result = __Pyx_Object_VectorcallMethodKwds(from_bytes_str, args, 3 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET, kwds);
+        }
+        limited_bad:
+        Py_XDECREF(kwds);
+        Py_XDECREF(order_str);
+        Py_XDECREF(py_bytes);
+        Py_XDECREF(from_bytes_str);
+        return result;
+#endif
+    }
+}
+
+/* CIntToPy */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_uint64_t(uint64_t value) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const uint64_t neg_one = (uint64_t) -1, const_zero = (uint64_t) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    if (is_unsigned) {
+        if (sizeof(uint64_t) < sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(uint64_t) <= sizeof(unsigned long)) {
+            return PyLong_FromUnsignedLong((unsigned long) value);
+#if !CYTHON_COMPILING_IN_PYPY
+        } else if (sizeof(uint64_t) <= sizeof(unsigned PY_LONG_LONG)) {
+            return PyLong_FromUnsignedLongLong((unsigned PY_LONG_LONG) value);
+#endif
+        }
+    } else {
+        if (sizeof(uint64_t) <= sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(uint64_t) <= sizeof(PY_LONG_LONG)) {
+            return PyLong_FromLongLong((PY_LONG_LONG) value);
+        }
+    }
+    {
+        unsigned char *bytes = (unsigned char *)&value;
+#if !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX >= 0x030d00A4
+        if (is_unsigned) {
+            return PyLong_FromUnsignedNativeBytes(bytes, sizeof(value), -1);
+        } else {
+            return PyLong_FromNativeBytes(bytes, sizeof(value), -1);
+        }
+#elif !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX < 0x030d0000
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        return _PyLong_FromByteArray(bytes, sizeof(uint64_t),
+                                     little, !is_unsigned);
+#else
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        PyObject *result = NULL, *kwds = NULL;
+        PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
+        py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(uint64_t));
         if (!py_bytes) goto limited_bad;
         from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
         if (!from_bytes_str) goto limited_bad;

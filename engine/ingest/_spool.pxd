@@ -2,7 +2,7 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from posix.types cimport pid_t
 
 from engine._parse cimport Buf
-from engine.http._connection cimport Commits
+from engine.http._connection cimport Ticket
 
 
 cdef extern from "pthread.h" nogil:
@@ -35,15 +35,16 @@ cdef struct Shared:
     char directory[4096]
 
 
-cdef class SpoolWriter(Commits):
+cdef class SpoolWriter:
     cdef Shared* sh
     cdef pthread_t thread
     cdef bint thread_started
     cdef Buf open_group           # records appended since the last hand-over
-    cdef public uint64_t open_epoch
+    cdef Ticket open_ticket       # what the open group's answers wait on
+    cdef Ticket handed_ticket     # the group with the committer thread
+    cdef public uint64_t groups   # groups settled so far
     cdef public uint64_t seq
     cdef public bint busy         # a group is with the committer thread
-    cdef uint64_t handed_epoch
     cdef Py_ssize_t handed_records
     cdef Py_ssize_t open_records
     cdef bint flush_scheduled
@@ -51,11 +52,11 @@ cdef class SpoolWriter(Commits):
     cdef object flush_cb
     cdef public int64_t max_bytes
     cdef public int64_t old_bytes   # bytes of this worker's older files still on disk
-    cdef public object on_settled   # Python callback(epoch, ok, records) or None
+    cdef public object on_settled   # Python callback(ok, records) or None
     cdef public bint healthy
 
     cdef Py_ssize_t begin(self) except -1
-    cdef uint64_t finish(self, Py_ssize_t start) except 0
+    cdef Ticket finish(self, Py_ssize_t start)
     cdef void rollback(self, Py_ssize_t start) noexcept
     cdef int64_t bytes_used(self) noexcept
     cdef int _hand_over(self) except -1

@@ -3,13 +3,14 @@
 
 The request path appends each record to the open group (``begin`` reserves
 the frame, the parser writes the event record straight after it, ``finish``
-fills in length, CRC and seq) and queues its answer under the group's epoch.
+fills in length, CRC and seq) and queues its answer with the group's
+``Ticket`` (engine/http/_connection.pyx).
 At the end of the loop iteration the open group is handed to the committer
 thread — a plain pthread that never takes the GIL — which ``write``s it and
 ``fdatasync``s the file (``durable``; "memory" durability skips the sync),
-then tells the loop through an eventfd. The loop then marks the group settled
-(``done_epoch``) and releases every connection waiting for it; requests that
-arrived meanwhile form the next group, handed over at once. So there is one
+then tells the loop through an eventfd. The loop then settles the group's
+ticket, which releases every answer waiting on it (a failed write: 503s);
+requests that arrived meanwhile form the next group, handed over at once. So there is one
 wake-up of the thread and one of the loop per group, and no executor future,
 lock or Python object per request.
 
@@ -34,7 +35,7 @@ from libc.string cimport memcpy, strlen
 from posix.unistd cimport write, close, fsync, ftruncate, getpid, read
 
 from engine._parse cimport Buf, buf_reserve, buf_free
-from engine.http._connection cimport HttpConnection
+from engine.http._connection cimport Ticket
 
 cdef extern from "pthread.h" nogil:
     int pthread_create(pthread_t* t, void* attr, void* (*fn)(void*) noexcept nogil, void* arg)
@@ -225,7 +226,7 @@ cdef void* _committer(void* arg) noexcept nogil:
 
 
 # ---- the loop's side ----------------------------------------------------------
-cdef class SpoolWriter(Commits):
+cdef class SpoolWriter:
     """One per HTTP worker. ``board_address``: the worker's board slot's
     ``spool`` field (engine/board.py ``Slot.field_address``), or 0."""
 
@@ -236,11 +237,10 @@ cdef class SpoolWriter(Commits):
         self.sh.fd = self.sh.efd = self.sh.dir_fd = -1
 
     def __init__(self, directory, max_bytes, durable=True, rotate_bytes=8 << 20,
-                 board_address=0, unavailable=None):
+                 board_address=0):
         cdef bytes where = os.fsencode(os.path.abspath(directory))
         cdef int fd
         cdef Shared* sh = self.sh
-        Commits.__init__(self, unavailable)
         if len(where) >= 4000:
             raise OSError(36, "spool directory path too long", directory)
         os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -264,7 +264,8 @@ cdef class SpoolWriter(Commits):
         _publish(sh)
         self.max_bytes = max_bytes
         self.old_bytes = 0
-        self.open_epoch = 1
+        self.open_ticket = Ticket()
+        self.groups = 0
         self.seq = 0
         self.busy = False
         self.healthy = True
@@ -288,9 +289,9 @@ cdef class SpoolWriter(Commits):
         self.open_group.len += FRAME_SIZE
         return start
 
-    cdef uint64_t finish(self, Py_ssize_t start) except 0:
-        """Seal the record begun at ``start``; returns the epoch its answer
-        waits for."""
+    cdef Ticket finish(self, Py_ssize_t start):
+        """Seal the record begun at ``start``; returns the ticket its answer
+        waits on."""
         cdef char* frame = self.open_group.data + start
         cdef uint32_t length = <uint32_t>(self.open_group.len - start - FRAME_SIZE)
         cdef uint32_t crc
@@ -304,11 +305,11 @@ cdef class SpoolWriter(Commits):
         if not self.busy and not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush_cb)
-        return self.open_epoch
+        return self.open_ticket
 
     def append(self, payload):
         """Spool one record given as bytes (the reference parser's path, tests);
-        returns the epoch its answer waits for."""
+        returns the ticket its answer waits on."""
         cdef const unsigned char[::1] view = payload
         cdef Py_ssize_t start = self.begin(), n = view.shape[0]
         buf_reserve(&self.open_group, n)
@@ -362,9 +363,9 @@ cdef class SpoolWriter(Commits):
         pthread_cond_signal(&sh.cv)
         pthread_mutex_unlock(&sh.mu)
         self.busy = True
-        self.handed_epoch = self.open_epoch
+        self.handed_ticket = self.open_ticket
         self.handed_records = self.open_records
-        self.open_epoch += 1
+        self.open_ticket = Ticket()
         self.open_records = 0
         return 0
 
@@ -372,8 +373,7 @@ cdef class SpoolWriter(Commits):
         """The committer thread finished a group: answer its requests."""
         cdef uint64_t count
         cdef int result
-        cdef list waiting
-        cdef HttpConnection conn
+        cdef Ticket ticket
         cdef Py_ssize_t records
         if read(self.sh.efd, &count, 8) != 8 or not self.busy:
             return
@@ -382,21 +382,15 @@ cdef class SpoolWriter(Commits):
         pthread_mutex_unlock(&self.sh.mu)
         self.busy = False
         records = self.handed_records
-        self.done_epoch = self.handed_epoch
+        ticket, self.handed_ticket = self.handed_ticket, None
+        self.groups += 1
         if result:
-            self.failed_epochs.add(self.handed_epoch)
-            if len(self.failed_epochs) > 1000:
-                self.failed_epochs = {e for e in self.failed_epochs
-                                      if e > self.handed_epoch - 100}
             self._failed(result)
         elif not self.healthy:
             self.healthy = True
-        waiting, self.waiting = self.waiting, []
-        for conn in waiting:
-            conn.awaiting_commit = False
-            conn.release_c()
+        ticket.settle(result == 0)
         if self.on_settled is not None:
-            self.on_settled(self.handed_epoch, result == 0, records)
+            self.on_settled(result == 0, records)
         if self.open_group.len:
             self._hand_over()
 

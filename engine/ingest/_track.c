@@ -1675,7 +1675,7 @@ static const char* const __pyx_f[] = {
 /*--- Type declarations ---*/
 struct __pyx_obj_6engine_6_parse_TimeUUIDGen;
 struct __pyx_obj_6engine_6_parse_Encoder;
-struct __pyx_obj_6engine_4http_11_connection_Commits;
+struct __pyx_obj_6engine_4http_11_connection_Ticket;
 struct __pyx_obj_6engine_4http_11_connection_FastRoutes;
 struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry;
 struct __pyx_obj_6engine_4http_11_connection_HttpConnection;
@@ -1827,24 +1827,23 @@ struct __pyx_obj_6engine_6_parse_Encoder {
 };
 
 
-/* "engine/http/_connection.pxd":7
+/* "engine/http/_connection.pxd":10
  * 
  * 
- * cdef class Commits:             # <<<<<<<<<<<<<<
- *     """Where answers wait for their spool group (engine/ingest/_spool.pyx)."""
- *     cdef public uint64_t done_epoch     # every group up to this one is settled
+ * cdef class Ticket:             # <<<<<<<<<<<<<<
+ *     """A spool group's outcome, as the answers waiting for it see it: the
+ *     spool writer hands one out per group and settles it once the group is
 */
-struct __pyx_obj_6engine_4http_11_connection_Commits {
+struct __pyx_obj_6engine_4http_11_connection_Ticket {
   PyObject_HEAD
-  struct __pyx_vtabstruct_6engine_4http_11_connection_Commits *__pyx_vtab;
-  uint64_t done_epoch;
-  PyObject *waiting;
-  PyObject *failed_epochs;
-  PyObject *unavailable;
+  struct __pyx_vtabstruct_6engine_4http_11_connection_Ticket *__pyx_vtab;
+  int settled;
+  int failed;
+  PyObject *waiters;
 };
 
 
-/* "engine/http/_connection.pxd":16
+/* "engine/http/_connection.pxd":22
  * 
  * 
  * cdef class FastRoutes:             # <<<<<<<<<<<<<<
@@ -1857,7 +1856,7 @@ struct __pyx_obj_6engine_4http_11_connection_FastRoutes {
 };
 
 
-/* "engine/http/_connection.pxd":22
+/* "engine/http/_connection.pxd":28
  * 
  * 
  * cdef class ConnectionRegistry:             # <<<<<<<<<<<<<<
@@ -1879,12 +1878,12 @@ struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry {
 };
 
 
-/* "engine/http/_connection.pxd":35
+/* "engine/http/_connection.pxd":7
  * 
  * 
- * cdef class HttpConnection:             # <<<<<<<<<<<<<<
- *     cdef public object app
- *     cdef public ConnectionRegistry registry
+ * cdef class HttpConnection             # <<<<<<<<<<<<<<
+ * 
+ * 
 */
 struct __pyx_obj_6engine_4http_11_connection_HttpConnection {
   PyObject_HEAD
@@ -1908,9 +1907,8 @@ struct __pyx_obj_6engine_4http_11_connection_HttpConnection {
   int read_eof;
   double write_paused_at;
   struct __pyx_obj_6engine_4http_11_connection_FastRoutes *fast;
-  struct __pyx_obj_6engine_4http_11_connection_Commits *commits;
+  struct __pyx_obj_6engine_4http_11_connection_Ticket *waiting_on;
   int decided;
-  int awaiting_commit;
   int upgrade;
   int is_fast;
   int route;
@@ -1939,20 +1937,22 @@ struct __pyx_obj_6engine_4http_11_connection_HttpConnection {
 /* "engine/ingest/_spool.pxd":38
  * 
  * 
- * cdef class SpoolWriter(Commits):             # <<<<<<<<<<<<<<
+ * cdef class SpoolWriter:             # <<<<<<<<<<<<<<
  *     cdef Shared* sh
  *     cdef pthread_t thread
 */
 struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter {
-  struct __pyx_obj_6engine_4http_11_connection_Commits __pyx_base;
+  PyObject_HEAD
+  struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *__pyx_vtab;
   struct __pyx_t_6engine_6ingest_6_spool_Shared *sh;
   pthread_t thread;
   int thread_started;
   struct __pyx_t_6engine_6_parse_Buf open_group;
-  uint64_t open_epoch;
+  struct __pyx_obj_6engine_4http_11_connection_Ticket *open_ticket;
+  struct __pyx_obj_6engine_4http_11_connection_Ticket *handed_ticket;
+  uint64_t groups;
   uint64_t seq;
   int busy;
-  uint64_t handed_epoch;
   Py_ssize_t handed_records;
   Py_ssize_t open_records;
   int flush_scheduled;
@@ -2021,7 +2021,7 @@ struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes {
 };
 
 
-/* "engine/ingest/_track.pyx":398
+/* "engine/ingest/_track.pyx":397
  *         self.seconds[route] += seconds
  * 
  *     def drain_stats(self, stats):             # <<<<<<<<<<<<<<
@@ -2035,7 +2035,7 @@ struct __pyx_obj_6engine_6ingest_6_track___pyx_scope_struct__drain_stats {
 };
 
 
-/* "engine/ingest/_track.pyx":408
+/* "engine/ingest/_track.pyx":407
  *                     stats.requests[key] = stats.requests.get(key, 0) + self.counts[route][i]
  *                     self.counts[route][i] = 0
  *             if self.seconds[route] or any(self.buckets[route][i] for i in range(NBUCKETS)):             # <<<<<<<<<<<<<<
@@ -2099,18 +2099,40 @@ static struct __pyx_vtabstruct_6engine_6_parse_Encoder *__pyx_vtabptr_6engine_6_
 /* "engine/http/_connection.pxd":7
  * 
  * 
- * cdef class Commits:             # <<<<<<<<<<<<<<
- *     """Where answers wait for their spool group (engine/ingest/_spool.pyx)."""
- *     cdef public uint64_t done_epoch     # every group up to this one is settled
+ * cdef class HttpConnection             # <<<<<<<<<<<<<<
+ * 
+ * 
 */
 
-struct __pyx_vtabstruct_6engine_4http_11_connection_Commits {
-  int (*is_failed)(struct __pyx_obj_6engine_4http_11_connection_Commits *, uint64_t);
+struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection {
+  int (*answer_c)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, struct __pyx_obj_6engine_4http_11_connection_Ticket *, PyObject *, int);
+  int (*release_c)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *);
+  int (*_decide)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *);
+  int (*_fast_header)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *);
+  int (*_slow_header)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *);
+  int (*_drop_pending)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *);
+  int (*_check_host)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, int);
+  int (*_check_body_head)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *);
 };
-static struct __pyx_vtabstruct_6engine_4http_11_connection_Commits *__pyx_vtabptr_6engine_4http_11_connection_Commits;
+static struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *__pyx_vtabptr_6engine_4http_11_connection_HttpConnection;
 
 
-/* "engine/http/_connection.pxd":16
+/* "engine/http/_connection.pxd":10
+ * 
+ * 
+ * cdef class Ticket:             # <<<<<<<<<<<<<<
+ *     """A spool group's outcome, as the answers waiting for it see it: the
+ *     spool writer hands one out per group and settles it once the group is
+*/
+
+struct __pyx_vtabstruct_6engine_4http_11_connection_Ticket {
+  int (*wait)(struct __pyx_obj_6engine_4http_11_connection_Ticket *, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *);
+  PyObject *(*settle)(struct __pyx_obj_6engine_4http_11_connection_Ticket *, int, int __pyx_skip_dispatch);
+};
+static struct __pyx_vtabstruct_6engine_4http_11_connection_Ticket *__pyx_vtabptr_6engine_4http_11_connection_Ticket;
+
+
+/* "engine/http/_connection.pxd":22
  * 
  * 
  * cdef class FastRoutes:             # <<<<<<<<<<<<<<
@@ -2125,39 +2147,17 @@ struct __pyx_vtabstruct_6engine_4http_11_connection_FastRoutes {
 static struct __pyx_vtabstruct_6engine_4http_11_connection_FastRoutes *__pyx_vtabptr_6engine_4http_11_connection_FastRoutes;
 
 
-/* "engine/http/_connection.pxd":35
- * 
- * 
- * cdef class HttpConnection:             # <<<<<<<<<<<<<<
- *     cdef public object app
- *     cdef public ConnectionRegistry registry
-*/
-
-struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection {
-  int (*answer_c)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, uint64_t, PyObject *, int);
-  int (*release_c)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *);
-  int (*_decide)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *);
-  int (*_fast_header)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *);
-  int (*_slow_header)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *);
-  int (*_drop_pending)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *);
-  int (*_check_host)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, int);
-  int (*_check_body_head)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *);
-};
-static struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *__pyx_vtabptr_6engine_4http_11_connection_HttpConnection;
-
-
 /* "engine/ingest/_spool.pxd":38
  * 
  * 
- * cdef class SpoolWriter(Commits):             # <<<<<<<<<<<<<<
+ * cdef class SpoolWriter:             # <<<<<<<<<<<<<<
  *     cdef Shared* sh
  *     cdef pthread_t thread
 */
 
 struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter {
-  struct __pyx_vtabstruct_6engine_4http_11_connection_Commits __pyx_base;
   Py_ssize_t (*begin)(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *);
-  uint64_t (*finish)(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *, Py_ssize_t);
+  struct __pyx_obj_6engine_4http_11_connection_Ticket *(*finish)(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *, Py_ssize_t);
   void (*rollback)(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *, Py_ssize_t);
   int64_t (*bytes_used)(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *);
   int (*_hand_over)(struct __pyx_obj_6engine_6ingest_6_spool_SpoolWriter *);
@@ -2195,8 +2195,8 @@ struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes {
   struct __pyx_vtabstruct_6engine_4http_11_connection_FastRoutes __pyx_base;
   PyObject *(*_limited)(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *, PyObject *, int);
   int (*_refuse)(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, int, int, PyObject *, double);
-  uint64_t (*_record)(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, int, struct __pyx_t_6engine_6_parse_Outcome *);
-  uint64_t (*_record_reference)(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *, PyObject *, PyObject *, PyObject *, PyObject *, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, int, struct __pyx_t_6engine_6_parse_Outcome *);
+  struct __pyx_obj_6engine_4http_11_connection_Ticket *(*_record)(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, int, struct __pyx_t_6engine_6_parse_Outcome *);
+  struct __pyx_obj_6engine_4http_11_connection_Ticket *(*_record_reference)(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *, PyObject *, PyObject *, PyObject *, PyObject *, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, int, struct __pyx_t_6engine_6_parse_Outcome *);
   PyObject *(*_response)(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, int, int, struct __pyx_t_6engine_6_parse_Outcome *, int);
   PyObject *(*_location)(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *, struct __pyx_t_6engine_6_parse_Outcome *);
   void (*_count)(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *, int, int, double);
@@ -3515,9 +3515,6 @@ static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int(int value);
 static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int64_t(int64_t value);
 
 /* CIntFromPy.proto */
-static CYTHON_INLINE uint64_t __Pyx_PyLong_As_uint64_t(PyObject *);
-
-/* CIntFromPy.proto */
 static CYTHON_INLINE long __Pyx_PyLong_As_long(PyObject *);
 
 /* CIntToPy.proto */
@@ -3731,8 +3728,8 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_claim(struct __pyx_obj_
 static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *__pyx_v_self, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_conn, int __pyx_v_keep); /* proto*/
 static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__limited(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *__pyx_v_self, PyObject *__pyx_v_ip, int __pyx_v_keep); /* proto*/
 static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes__refuse(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *__pyx_v_self, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_conn, int __pyx_v_route, int __pyx_v_status, PyObject *__pyx_v_answer, double __pyx_v_started); /* proto*/
-static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *__pyx_v_self, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_conn, PyObject *__pyx_v_ip, int __pyx_v_method, struct __pyx_t_6engine_6_parse_Outcome *__pyx_v_res); /* proto*/
-static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *__pyx_v_self, PyObject *__pyx_v_path, PyObject *__pyx_v_query, PyObject *__pyx_v_body, PyObject *__pyx_v_ip, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_conn, PyObject *__pyx_v_cookie, int __pyx_v_method, struct __pyx_t_6engine_6_parse_Outcome *__pyx_v_res); /* proto*/
+static struct __pyx_obj_6engine_4http_11_connection_Ticket *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *__pyx_v_self, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_conn, PyObject *__pyx_v_ip, int __pyx_v_method, struct __pyx_t_6engine_6_parse_Outcome *__pyx_v_res); /* proto*/
+static struct __pyx_obj_6engine_4http_11_connection_Ticket *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *__pyx_v_self, PyObject *__pyx_v_path, PyObject *__pyx_v_query, PyObject *__pyx_v_body, PyObject *__pyx_v_ip, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_conn, PyObject *__pyx_v_cookie, int __pyx_v_method, struct __pyx_t_6engine_6_parse_Outcome *__pyx_v_res); /* proto*/
 static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *__pyx_v_self, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_conn, int __pyx_v_route, int __pyx_v_method, struct __pyx_t_6engine_6_parse_Outcome *__pyx_v_res, int __pyx_v_keep); /* proto*/
 static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *__pyx_v_self, struct __pyx_t_6engine_6_parse_Outcome *__pyx_v_res); /* proto*/
 static void __pyx_f_6engine_6ingest_6_track_11TrackRoutes__count(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *__pyx_v_self, int __pyx_v_route, int __pyx_v_status, double __pyx_v_seconds); /* proto*/
@@ -3904,10 +3901,10 @@ namespace {
     PyTypeObject *__pyx_ptype_7cpython_4type_type;
     PyTypeObject *__pyx_ptype_6engine_6_parse_TimeUUIDGen;
     PyTypeObject *__pyx_ptype_6engine_6_parse_Encoder;
-    PyTypeObject *__pyx_ptype_6engine_4http_11_connection_Commits;
+    PyTypeObject *__pyx_ptype_6engine_4http_11_connection_HttpConnection;
+    PyTypeObject *__pyx_ptype_6engine_4http_11_connection_Ticket;
     PyTypeObject *__pyx_ptype_6engine_4http_11_connection_FastRoutes;
     PyTypeObject *__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry;
-    PyTypeObject *__pyx_ptype_6engine_4http_11_connection_HttpConnection;
     PyTypeObject *__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter;
     PyTypeObject *__pyx_ptype_6engine_6limits_7_bucket_SharedLimits;
     PyObject *__pyx_type_6engine_6ingest_6_track_TrackRoutes;
@@ -4170,10 +4167,10 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   Py_CLEAR(clear_module_state->__pyx_ptype_7cpython_4type_type);
   Py_CLEAR(clear_module_state->__pyx_ptype_6engine_6_parse_TimeUUIDGen);
   Py_CLEAR(clear_module_state->__pyx_ptype_6engine_6_parse_Encoder);
-  Py_CLEAR(clear_module_state->__pyx_ptype_6engine_4http_11_connection_Commits);
+  Py_CLEAR(clear_module_state->__pyx_ptype_6engine_4http_11_connection_HttpConnection);
+  Py_CLEAR(clear_module_state->__pyx_ptype_6engine_4http_11_connection_Ticket);
   Py_CLEAR(clear_module_state->__pyx_ptype_6engine_4http_11_connection_FastRoutes);
   Py_CLEAR(clear_module_state->__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry);
-  Py_CLEAR(clear_module_state->__pyx_ptype_6engine_4http_11_connection_HttpConnection);
   Py_CLEAR(clear_module_state->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter);
   Py_CLEAR(clear_module_state->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits);
   Py_CLEAR(clear_module_state->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes);
@@ -4217,10 +4214,10 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   Py_VISIT(traverse_module_state->__pyx_ptype_7cpython_4type_type);
   Py_VISIT(traverse_module_state->__pyx_ptype_6engine_6_parse_TimeUUIDGen);
   Py_VISIT(traverse_module_state->__pyx_ptype_6engine_6_parse_Encoder);
-  Py_VISIT(traverse_module_state->__pyx_ptype_6engine_4http_11_connection_Commits);
+  Py_VISIT(traverse_module_state->__pyx_ptype_6engine_4http_11_connection_HttpConnection);
+  Py_VISIT(traverse_module_state->__pyx_ptype_6engine_4http_11_connection_Ticket);
   Py_VISIT(traverse_module_state->__pyx_ptype_6engine_4http_11_connection_FastRoutes);
   Py_VISIT(traverse_module_state->__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry);
-  Py_VISIT(traverse_module_state->__pyx_ptype_6engine_4http_11_connection_HttpConnection);
   Py_VISIT(traverse_module_state->__pyx_ptype_6engine_6ingest_6_spool_SpoolWriter);
   Py_VISIT(traverse_module_state->__pyx_ptype_6engine_6limits_7_bucket_SharedLimits);
   Py_VISIT(traverse_module_state->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes);
@@ -6173,7 +6170,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
   int __pyx_v_method;
   int __pyx_v_status;
   struct __pyx_t_6engine_6_parse_Outcome __pyx_v_res;
-  uint64_t __pyx_v_epoch;
+  struct __pyx_obj_6engine_4http_11_connection_Ticket *__pyx_v_ticket = 0;
   PyObject *__pyx_v_ip = 0;
   PyObject *__pyx_v_refused = 0;
   PyObject *__pyx_v_exc = NULL;
@@ -6191,17 +6188,16 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
   PyObject *__pyx_t_10 = NULL;
   PyObject *__pyx_t_11 = NULL;
   PyObject *__pyx_t_12 = NULL;
-  uint64_t __pyx_t_13;
+  PyObject *__pyx_t_13 = NULL;
   PyObject *__pyx_t_14 = NULL;
-  PyObject *__pyx_t_15 = NULL;
-  int __pyx_t_16;
-  char const *__pyx_t_17;
+  int __pyx_t_15;
+  char const *__pyx_t_16;
+  PyObject *__pyx_t_17 = NULL;
   PyObject *__pyx_t_18 = NULL;
   PyObject *__pyx_t_19 = NULL;
   PyObject *__pyx_t_20 = NULL;
   PyObject *__pyx_t_21 = NULL;
   PyObject *__pyx_t_22 = NULL;
-  PyObject *__pyx_t_23 = NULL;
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
@@ -6221,7 +6217,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
  *         cdef double started = _mono()
  *         cdef int route = conn.route & 0xF, method = conn.route >> 4, status             # <<<<<<<<<<<<<<
  *         cdef Outcome res
- *         cdef uint64_t epoch = 0
+ *         cdef Ticket ticket = None
 */
   __pyx_v_route = (__pyx_v_conn->route & 0xF);
   __pyx_v_method = (__pyx_v_conn->route >> 4);
@@ -6229,15 +6225,16 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
   /* "engine/ingest/_track.pyx":202
  *         cdef int route = conn.route & 0xF, method = conn.route >> 4, status
  *         cdef Outcome res
- *         cdef uint64_t epoch = 0             # <<<<<<<<<<<<<<
+ *         cdef Ticket ticket = None             # <<<<<<<<<<<<<<
  *         cdef str ip = conn.client_ip
  *         cdef object refused
 */
-  __pyx_v_epoch = 0;
+  __Pyx_INCREF(Py_None);
+  __pyx_v_ticket = ((struct __pyx_obj_6engine_4http_11_connection_Ticket *)Py_None);
 
   /* "engine/ingest/_track.pyx":203
  *         cdef Outcome res
- *         cdef uint64_t epoch = 0
+ *         cdef Ticket ticket = None
  *         cdef str ip = conn.client_ip             # <<<<<<<<<<<<<<
  *         cdef object refused
  *         if self.resolver is not None:
@@ -6465,7 +6462,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
  *             return self._refuse(conn, route, 503, self.app.unavailable_response(), started)
  *         try:
 */
-  __pyx_t_9 = (((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_base.__pyx_vtab)->bytes_used(__pyx_v_self->spool) < (0.9 * __pyx_v_self->spool->max_bytes));
+  __pyx_t_9 = (((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_vtab)->bytes_used(__pyx_v_self->spool) < (0.9 * __pyx_v_self->spool->max_bytes));
 
 
   __pyx_t_5 = __pyx_t_9;
@@ -6494,7 +6491,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
  *                                      self.spool.bytes_used() < 0.9 * self.spool.max_bytes):
  *             return self._refuse(conn, route, 503, self.app.unavailable_response(), started)             # <<<<<<<<<<<<<<
  *         try:
- *             epoch = self._record(conn, ip, method, &res)
+ *             ticket = self._record(conn, ip, method, &res)
 */
     __pyx_t_4 = __pyx_v_self->app;
     __Pyx_INCREF(__pyx_t_4);
@@ -6526,7 +6523,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
  *                                      self.spool.bytes_used() < 0.9 * self.spool.max_bytes):
  *             return self._refuse(conn, route, 503, self.app.unavailable_response(), started)
  *         try:             # <<<<<<<<<<<<<<
- *             epoch = self._record(conn, ip, method, &res)
+ *             ticket = self._record(conn, ip, method, &res)
  *         except ParseError as exc:
 */
   {
@@ -6541,18 +6538,20 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
       /* "engine/ingest/_track.pyx":217
  *             return self._refuse(conn, route, 503, self.app.unavailable_response(), started)
  *         try:
- *             epoch = self._record(conn, ip, method, &res)             # <<<<<<<<<<<<<<
+ *             ticket = self._record(conn, ip, method, &res)             # <<<<<<<<<<<<<<
  *         except ParseError as exc:
  *             return self._refuse(conn, route, 400,
 */
-      __pyx_t_13 = ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_record(__pyx_v_self, __pyx_v_conn, __pyx_v_ip, __pyx_v_method, (&__pyx_v_res)); if (unlikely(__pyx_t_13 == ((uint64_t)0) && PyErr_Occurred())) __PYX_ERR(0, 217, __pyx_L13_error)
-      __pyx_v_epoch = __pyx_t_13;
+      __pyx_t_1 = ((PyObject *)((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_record(__pyx_v_self, __pyx_v_conn, __pyx_v_ip, __pyx_v_method, (&__pyx_v_res))); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 217, __pyx_L13_error)
+      __Pyx_GOTREF(__pyx_t_1);
+      __Pyx_DECREF_SET(__pyx_v_ticket, ((struct __pyx_obj_6engine_4http_11_connection_Ticket *)__pyx_t_1));
+      __pyx_t_1 = 0;
 
       /* "engine/ingest/_track.pyx":216
  *                                      self.spool.bytes_used() < 0.9 * self.spool.max_bytes):
  *             return self._refuse(conn, route, 503, self.app.unavailable_response(), started)
  *         try:             # <<<<<<<<<<<<<<
- *             epoch = self._record(conn, ip, method, &res)
+ *             ticket = self._record(conn, ip, method, &res)
  *         except ParseError as exc:
 */
     }
@@ -6568,7 +6567,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
 
     /* "engine/ingest/_track.pyx":218
  *         try:
- *             epoch = self._record(conn, ip, method, &res)
+ *             ticket = self._record(conn, ip, method, &res)
  *         except ParseError as exc:             # <<<<<<<<<<<<<<
  *             return self._refuse(conn, route, 400,
  *                                 self.app.error_response(400, str(exc)), started)
@@ -6595,24 +6594,24 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
  *             return self._refuse(conn, route, 400,
  *                                 self.app.error_response(400, str(exc)), started)             # <<<<<<<<<<<<<<
  *         status = 302 if route == R_RDR else 200
- *         conn.answer_c(epoch, self._response(conn, route, method, &res, keep), keep)
+ *         conn.answer_c(ticket, self._response(conn, route, method, &res, keep), keep)
 */
-        __pyx_t_14 = __pyx_v_self->app;
-        __Pyx_INCREF(__pyx_t_14);
-        __pyx_t_15 = __Pyx_PyObject_Unicode(__pyx_v_exc); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 220, __pyx_L24_error)
-        __Pyx_GOTREF(__pyx_t_15);
+        __pyx_t_13 = __pyx_v_self->app;
+        __Pyx_INCREF(__pyx_t_13);
+        __pyx_t_14 = __Pyx_PyObject_Unicode(__pyx_v_exc); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 220, __pyx_L24_error)
+        __Pyx_GOTREF(__pyx_t_14);
         __pyx_t_7 = 0;
         {
-          PyObject *__pyx_callargs[3] = {__pyx_t_14, __pyx_mstate_global->__pyx_int_400, __pyx_t_15};
+          PyObject *__pyx_callargs[3] = {__pyx_t_13, __pyx_mstate_global->__pyx_int_400, __pyx_t_14};
           __pyx_t_6 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_error_response, __pyx_callargs+__pyx_t_7, (3-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-          __Pyx_XDECREF(__pyx_t_14); __pyx_t_14 = 0;
-          __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
+          __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
+          __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
           if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 220, __pyx_L24_error)
           __Pyx_GOTREF(__pyx_t_6);
         }
 
         /* "engine/ingest/_track.pyx":219
- *             epoch = self._record(conn, ip, method, &res)
+ *             ticket = self._record(conn, ip, method, &res)
  *         except ParseError as exc:
  *             return self._refuse(conn, route, 400,             # <<<<<<<<<<<<<<
  *                                 self.app.error_response(400, str(exc)), started)
@@ -6631,7 +6630,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
 
       /* "engine/ingest/_track.pyx":218
  *         try:
- *             epoch = self._record(conn, ip, method, &res)
+ *             ticket = self._record(conn, ip, method, &res)
  *         except ParseError as exc:             # <<<<<<<<<<<<<<
  *             return self._refuse(conn, route, 400,
  *                                 self.app.error_response(400, str(exc)), started)
@@ -6641,38 +6640,38 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
         /*exception exit:*/{
           __Pyx_PyThreadState_declare
           __Pyx_PyThreadState_assign
-          __pyx_t_18 = 0; __pyx_t_19 = 0; __pyx_t_20 = 0; __pyx_t_21 = 0; __pyx_t_22 = 0; __pyx_t_23 = 0;
+          __pyx_t_17 = 0; __pyx_t_18 = 0; __pyx_t_19 = 0; __pyx_t_20 = 0; __pyx_t_21 = 0; __pyx_t_22 = 0;
+          __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
           __Pyx_XDECREF(__pyx_t_14); __pyx_t_14 = 0;
-          __Pyx_XDECREF(__pyx_t_15); __pyx_t_15 = 0;
           __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
-           __Pyx_ExceptionSwap(&__pyx_t_21, &__pyx_t_22, &__pyx_t_23);
-          if ( unlikely(__Pyx_GetException(&__pyx_t_18, &__pyx_t_19, &__pyx_t_20) < 0)) __Pyx_ErrFetch(&__pyx_t_18, &__pyx_t_19, &__pyx_t_20);
+           __Pyx_ExceptionSwap(&__pyx_t_20, &__pyx_t_21, &__pyx_t_22);
+          if ( unlikely(__Pyx_GetException(&__pyx_t_17, &__pyx_t_18, &__pyx_t_19) < 0)) __Pyx_ErrFetch(&__pyx_t_17, &__pyx_t_18, &__pyx_t_19);
+          __Pyx_XGOTREF(__pyx_t_17);
           __Pyx_XGOTREF(__pyx_t_18);
           __Pyx_XGOTREF(__pyx_t_19);
           __Pyx_XGOTREF(__pyx_t_20);
           __Pyx_XGOTREF(__pyx_t_21);
           __Pyx_XGOTREF(__pyx_t_22);
-          __Pyx_XGOTREF(__pyx_t_23);
-          __pyx_t_8 = __pyx_lineno; __pyx_t_16 = __pyx_clineno; __pyx_t_17 = __pyx_filename;
+          __pyx_t_8 = __pyx_lineno; __pyx_t_15 = __pyx_clineno; __pyx_t_16 = __pyx_filename;
           {
             __Pyx_DECREF(__pyx_v_exc); __pyx_v_exc = 0;
           }
+          __Pyx_XGIVEREF(__pyx_t_20);
           __Pyx_XGIVEREF(__pyx_t_21);
           __Pyx_XGIVEREF(__pyx_t_22);
-          __Pyx_XGIVEREF(__pyx_t_23);
-          __Pyx_ExceptionReset(__pyx_t_21, __pyx_t_22, __pyx_t_23);
+          __Pyx_ExceptionReset(__pyx_t_20, __pyx_t_21, __pyx_t_22);
+          __Pyx_XGIVEREF(__pyx_t_17);
           __Pyx_XGIVEREF(__pyx_t_18);
           __Pyx_XGIVEREF(__pyx_t_19);
-          __Pyx_XGIVEREF(__pyx_t_20);
-          __Pyx_ErrRestore(__pyx_t_18, __pyx_t_19, __pyx_t_20);
-          __pyx_t_18 = 0; __pyx_t_19 = 0; __pyx_t_20 = 0; __pyx_t_21 = 0; __pyx_t_22 = 0; __pyx_t_23 = 0;
-          __pyx_lineno = __pyx_t_8; __pyx_clineno = __pyx_t_16; __pyx_filename = __pyx_t_17;
+          __Pyx_ErrRestore(__pyx_t_17, __pyx_t_18, __pyx_t_19);
+          __pyx_t_17 = 0; __pyx_t_18 = 0; __pyx_t_19 = 0; __pyx_t_20 = 0; __pyx_t_21 = 0; __pyx_t_22 = 0;
+          __pyx_lineno = __pyx_t_8; __pyx_clineno = __pyx_t_15; __pyx_filename = __pyx_t_16;
           goto __pyx_L15_except_error;
         }
         __pyx_L23_return: {
-          __pyx_t_16 = __pyx_r;
+          __pyx_t_15 = __pyx_r;
           __Pyx_DECREF(__pyx_v_exc); __pyx_v_exc = 0;
-          __pyx_r = __pyx_t_16;
+          __pyx_r = __pyx_t_15;
           goto __pyx_L16_except_return;
         }
       }
@@ -6683,7 +6682,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
  *                                      self.spool.bytes_used() < 0.9 * self.spool.max_bytes):
  *             return self._refuse(conn, route, 503, self.app.unavailable_response(), started)
  *         try:             # <<<<<<<<<<<<<<
- *             epoch = self._record(conn, ip, method, &res)
+ *             ticket = self._record(conn, ip, method, &res)
  *         except ParseError as exc:
 */
     __pyx_L15_except_error:;
@@ -6705,37 +6704,37 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
  *             return self._refuse(conn, route, 400,
  *                                 self.app.error_response(400, str(exc)), started)
  *         status = 302 if route == R_RDR else 200             # <<<<<<<<<<<<<<
- *         conn.answer_c(epoch, self._response(conn, route, method, &res, keep), keep)
+ *         conn.answer_c(ticket, self._response(conn, route, method, &res, keep), keep)
  *         self._count(route, status, _mono() - started)
 */
   __pyx_t_2 = (__pyx_v_route == __pyx_e_6engine_6ingest_6_track_R_RDR);
 
   if (__pyx_t_2) {
 
-    __pyx_t_16 = 0x12E;
+    __pyx_t_15 = 0x12E;
   } else {
 
-    __pyx_t_16 = 0xC8;
+    __pyx_t_15 = 0xC8;
   }
 
-  __pyx_v_status = __pyx_t_16;
+  __pyx_v_status = __pyx_t_15;
 
   /* "engine/ingest/_track.pyx":222
  *                                 self.app.error_response(400, str(exc)), started)
  *         status = 302 if route == R_RDR else 200
- *         conn.answer_c(epoch, self._response(conn, route, method, &res, keep), keep)             # <<<<<<<<<<<<<<
+ *         conn.answer_c(ticket, self._response(conn, route, method, &res, keep), keep)             # <<<<<<<<<<<<<<
  *         self._count(route, status, _mono() - started)
  *         return 0
 */
   __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_response(__pyx_v_self, __pyx_v_conn, __pyx_v_route, __pyx_v_method, (&__pyx_v_res), __pyx_v_keep); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 222, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_16 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_conn->__pyx_vtab)->answer_c(__pyx_v_conn, __pyx_v_epoch, __pyx_t_1, __pyx_v_keep); if (unlikely(__pyx_t_16 == ((int)-1))) __PYX_ERR(0, 222, __pyx_L1_error)
+  __pyx_t_15 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_conn->__pyx_vtab)->answer_c(__pyx_v_conn, __pyx_v_ticket, __pyx_t_1, __pyx_v_keep); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 222, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
 
   /* "engine/ingest/_track.pyx":223
  *         status = 302 if route == R_RDR else 200
- *         conn.answer_c(epoch, self._response(conn, route, method, &res, keep), keep)
+ *         conn.answer_c(ticket, self._response(conn, route, method, &res, keep), keep)
  *         self._count(route, status, _mono() - started)             # <<<<<<<<<<<<<<
  *         return 0
  * 
@@ -6743,7 +6742,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
   ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_count(__pyx_v_self, __pyx_v_route, __pyx_v_status, (__pyx_f_6engine_6ingest_6_track__mono() - __pyx_v_started));
 
   /* "engine/ingest/_track.pyx":224
- *         conn.answer_c(epoch, self._response(conn, route, method, &res, keep), keep)
+ *         conn.answer_c(ticket, self._response(conn, route, method, &res, keep), keep)
  *         self._count(route, status, _mono() - started)
  *         return 0             # <<<<<<<<<<<<<<
  * 
@@ -6769,8 +6768,8 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
   __Pyx_XDECREF(__pyx_t_3);
   __Pyx_XDECREF(__pyx_t_4);
   __Pyx_XDECREF(__pyx_t_6);
+  __Pyx_XDECREF(__pyx_t_13);
   __Pyx_XDECREF(__pyx_t_14);
-  __Pyx_XDECREF(__pyx_t_15);
   __Pyx_AddTraceback("engine.ingest._track.TrackRoutes.answer", __pyx_clineno, __pyx_lineno, __pyx_filename);
   __pyx_r = -1;
   __pyx_L0:;
@@ -6779,7 +6778,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer(struct __pyx_obj
 
 
 
-
+  __Pyx_XDECREF((PyObject *)__pyx_v_ticket);
   __Pyx_XDECREF(__pyx_v_ip);
   __Pyx_XDECREF(__pyx_v_refused);
   __Pyx_XDECREF(__pyx_v_exc);
@@ -7047,7 +7046,7 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes__refuse(struct __pyx_ob
  *     cdef int _refuse(self, HttpConnection conn, int route, int status, object answer,
  *                      double started) except -1:
  *         keep = status != 400 and status != 503 and b"Connection: close" not in answer             # <<<<<<<<<<<<<<
- *         conn.answer_c(0, answer, keep)
+ *         conn.answer_c(None, answer, keep)
  *         self.app.stats.answered(_ROUTE_NAMES[route], status, _mono() - started)
 */
   __pyx_t_2 = (__pyx_v_status != 0x190);
@@ -7087,18 +7086,18 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes__refuse(struct __pyx_ob
   /* "engine/ingest/_track.pyx":238
  *                      double started) except -1:
  *         keep = status != 400 and status != 503 and b"Connection: close" not in answer
- *         conn.answer_c(0, answer, keep)             # <<<<<<<<<<<<<<
+ *         conn.answer_c(None, answer, keep)             # <<<<<<<<<<<<<<
  *         self.app.stats.answered(_ROUTE_NAMES[route], status, _mono() - started)
  *         return 0
 */
   __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_keep); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 238, __pyx_L1_error)
-  __pyx_t_4 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_conn->__pyx_vtab)->answer_c(__pyx_v_conn, 0, __pyx_v_answer, __pyx_t_2); if (unlikely(__pyx_t_4 == ((int)-1))) __PYX_ERR(0, 238, __pyx_L1_error)
+  __pyx_t_4 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_conn->__pyx_vtab)->answer_c(__pyx_v_conn, ((struct __pyx_obj_6engine_4http_11_connection_Ticket *)Py_None), __pyx_v_answer, __pyx_t_2); if (unlikely(__pyx_t_4 == ((int)-1))) __PYX_ERR(0, 238, __pyx_L1_error)
 
 
 
   /* "engine/ingest/_track.pyx":239
  *         keep = status != 400 and status != 503 and b"Connection: close" not in answer
- *         conn.answer_c(0, answer, keep)
+ *         conn.answer_c(None, answer, keep)
  *         self.app.stats.answered(_ROUTE_NAMES[route], status, _mono() - started)             # <<<<<<<<<<<<<<
  *         return 0
  * 
@@ -7129,11 +7128,11 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes__refuse(struct __pyx_ob
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
   /* "engine/ingest/_track.pyx":240
- *         conn.answer_c(0, answer, keep)
+ *         conn.answer_c(None, answer, keep)
  *         self.app.stats.answered(_ROUTE_NAMES[route], status, _mono() - started)
  *         return 0             # <<<<<<<<<<<<<<
  * 
- *     cdef uint64_t _record(self, HttpConnection conn, str ip, int method,
+ *     cdef Ticket _record(self, HttpConnection conn, str ip, int method, Outcome* res):
 */
   {
 
@@ -7168,12 +7167,12 @@ static int __pyx_f_6engine_6ingest_6_track_11TrackRoutes__refuse(struct __pyx_ob
 /* "engine/ingest/_track.pyx":242
  *         return 0
  * 
- *     cdef uint64_t _record(self, HttpConnection conn, str ip, int method,             # <<<<<<<<<<<<<<
- *                           Outcome* res) except? 0:
- *         """Parse the request into the spool (HEAD: into scratch); the epoch
+ *     cdef Ticket _record(self, HttpConnection conn, str ip, int method, Outcome* res):             # <<<<<<<<<<<<<<
+ *         """Parse the request into the spool (HEAD: into scratch); the ticket
+ *         its answer waits on (None for HEAD)."""
 */
 
-static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *__pyx_v_self, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_conn, PyObject *__pyx_v_ip, int __pyx_v_method, struct __pyx_t_6engine_6_parse_Outcome *__pyx_v_res) {
+static struct __pyx_obj_6engine_4http_11_connection_Ticket *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *__pyx_v_self, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_conn, PyObject *__pyx_v_ip, int __pyx_v_method, struct __pyx_t_6engine_6_parse_Outcome *__pyx_v_res) {
   PyObject *__pyx_v_url = 0;
   PyObject *__pyx_v_path = 0;
   PyObject *__pyx_v_query = 0;
@@ -7182,27 +7181,26 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
   char const *__pyx_v_u;
   char const *__pyx_v_q;
   Py_ssize_t __pyx_v_start;
-  uint64_t __pyx_v_epoch;
-  uint64_t __pyx_r;
+  struct __pyx_obj_6engine_4http_11_connection_Ticket *__pyx_v_ticket = 0;
+  struct __pyx_obj_6engine_4http_11_connection_Ticket *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   PyObject *__pyx_t_1 = NULL;
   int __pyx_t_2;
   PyObject *__pyx_t_3 = NULL;
   PyObject *__pyx_t_4 = NULL;
-  uint64_t __pyx_t_5;
-  int __pyx_t_6;
-  Py_ssize_t __pyx_t_7;
+  int __pyx_t_5;
+  Py_ssize_t __pyx_t_6;
+  PyObject *__pyx_t_7 = NULL;
   PyObject *__pyx_t_8 = NULL;
   PyObject *__pyx_t_9 = NULL;
-  PyObject *__pyx_t_10 = NULL;
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_record", 0);
 
-  /* "engine/ingest/_track.pyx":246
- *         """Parse the request into the spool (HEAD: into scratch); the epoch
- *         its answer waits for (0 for HEAD)."""
+  /* "engine/ingest/_track.pyx":245
+ *         """Parse the request into the spool (HEAD: into scratch); the ticket
+ *         its answer waits on (None for HEAD)."""
  *         cdef bytes url = conn.url, path, query = None, body = None, cookie = None             # <<<<<<<<<<<<<<
  *         cdef const char* u = PyBytes_AS_STRING(url)
  *         cdef const char* q = <const char*>memchr(u, b'?', PyBytes_GET_SIZE(url))
@@ -7218,8 +7216,8 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
   __Pyx_INCREF(Py_None);
   __pyx_v_cookie = ((PyObject*)Py_None);
 
-  /* "engine/ingest/_track.pyx":247
- *         its answer waits for (0 for HEAD)."""
+  /* "engine/ingest/_track.pyx":246
+ *         its answer waits on (None for HEAD)."""
  *         cdef bytes url = conn.url, path, query = None, body = None, cookie = None
  *         cdef const char* u = PyBytes_AS_STRING(url)             # <<<<<<<<<<<<<<
  *         cdef const char* q = <const char*>memchr(u, b'?', PyBytes_GET_SIZE(url))
@@ -7227,18 +7225,18 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
 */
   __pyx_v_u = PyBytes_AS_STRING(__pyx_v_url);
 
-  /* "engine/ingest/_track.pyx":248
+  /* "engine/ingest/_track.pyx":247
  *         cdef bytes url = conn.url, path, query = None, body = None, cookie = None
  *         cdef const char* u = PyBytes_AS_STRING(url)
  *         cdef const char* q = <const char*>memchr(u, b'?', PyBytes_GET_SIZE(url))             # <<<<<<<<<<<<<<
  *         cdef Py_ssize_t start
- *         cdef uint64_t epoch
+ *         cdef Ticket ticket
 */
   __pyx_v_q = ((char const *)memchr(__pyx_v_u, '?', PyBytes_GET_SIZE(__pyx_v_url)));
 
-  /* "engine/ingest/_track.pyx":251
+  /* "engine/ingest/_track.pyx":250
  *         cdef Py_ssize_t start
- *         cdef uint64_t epoch
+ *         cdef Ticket ticket
  *         if q == NULL:             # <<<<<<<<<<<<<<
  *             path = url
  *         else:
@@ -7248,8 +7246,8 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":252
- *         cdef uint64_t epoch
+    /* "engine/ingest/_track.pyx":251
+ *         cdef Ticket ticket
  *         if q == NULL:
  *             path = url             # <<<<<<<<<<<<<<
  *         else:
@@ -7258,9 +7256,9 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
     __Pyx_INCREF(__pyx_v_url);
     __pyx_v_path = __pyx_v_url;
 
-    /* "engine/ingest/_track.pyx":251
+    /* "engine/ingest/_track.pyx":250
  *         cdef Py_ssize_t start
- *         cdef uint64_t epoch
+ *         cdef Ticket ticket
  *         if q == NULL:             # <<<<<<<<<<<<<<
  *             path = url
  *         else:
@@ -7268,7 +7266,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
     goto __pyx_L3;
   }
 
-  /* "engine/ingest/_track.pyx":254
+  /* "engine/ingest/_track.pyx":253
  *             path = url
  *         else:
  *             path = url[:q - u]             # <<<<<<<<<<<<<<
@@ -7278,14 +7276,14 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
   /*else*/ {
     if (unlikely(__pyx_v_url == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 254, __pyx_L1_error)
+      __PYX_ERR(0, 253, __pyx_L1_error)
     }
-    __pyx_t_1 = PySequence_GetSlice(__pyx_v_url, 0, (__pyx_v_q - __pyx_v_u)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 254, __pyx_L1_error)
+    __pyx_t_1 = PySequence_GetSlice(__pyx_v_url, 0, (__pyx_v_q - __pyx_v_u)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 253, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __pyx_v_path = ((PyObject*)__pyx_t_1);
     __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":255
+    /* "engine/ingest/_track.pyx":254
  *         else:
  *             path = url[:q - u]
  *             query = url[q - u + 1:]             # <<<<<<<<<<<<<<
@@ -7294,16 +7292,16 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
 */
     if (unlikely(__pyx_v_url == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 255, __pyx_L1_error)
+      __PYX_ERR(0, 254, __pyx_L1_error)
     }
-    __pyx_t_1 = PySequence_GetSlice(__pyx_v_url, ((__pyx_v_q - __pyx_v_u) + 1), PY_SSIZE_T_MAX); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 255, __pyx_L1_error)
+    __pyx_t_1 = PySequence_GetSlice(__pyx_v_url, ((__pyx_v_q - __pyx_v_u) + 1), PY_SSIZE_T_MAX); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 254, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __Pyx_DECREF_SET(__pyx_v_query, ((PyObject*)__pyx_t_1));
     __pyx_t_1 = 0;
   }
   __pyx_L3:;
 
-  /* "engine/ingest/_track.pyx":256
+  /* "engine/ingest/_track.pyx":255
  *             path = url[:q - u]
  *             query = url[q - u + 1:]
  *         if conn.cookie is not None:             # <<<<<<<<<<<<<<
@@ -7314,7 +7312,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":257
+    /* "engine/ingest/_track.pyx":256
  *             query = url[q - u + 1:]
  *         if conn.cookie is not None:
  *             cookie = cookie_vid_c(PyBytes_AS_STRING(conn.cookie), PyBytes_GET_SIZE(conn.cookie))             # <<<<<<<<<<<<<<
@@ -7325,14 +7323,14 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
     __Pyx_INCREF(__pyx_t_1);
     __pyx_t_3 = __pyx_v_conn->cookie;
     __Pyx_INCREF(__pyx_t_3);
-    __pyx_t_4 = __pyx_f_6engine_6_parse_cookie_vid_c(PyBytes_AS_STRING(__pyx_t_1), PyBytes_GET_SIZE(__pyx_t_3)); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 257, __pyx_L1_error)
+    __pyx_t_4 = __pyx_f_6engine_6_parse_cookie_vid_c(PyBytes_AS_STRING(__pyx_t_1), PyBytes_GET_SIZE(__pyx_t_3)); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 256, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF_SET(__pyx_v_cookie, ((PyObject*)__pyx_t_4));
     __pyx_t_4 = 0;
 
-    /* "engine/ingest/_track.pyx":256
+    /* "engine/ingest/_track.pyx":255
  *             path = url[:q - u]
  *             query = url[q - u + 1:]
  *         if conn.cookie is not None:             # <<<<<<<<<<<<<<
@@ -7341,7 +7339,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
 */
   }
 
-  /* "engine/ingest/_track.pyx":258
+  /* "engine/ingest/_track.pyx":257
  *         if conn.cookie is not None:
  *             cookie = cookie_vid_c(PyBytes_AS_STRING(conn.cookie), PyBytes_GET_SIZE(conn.cookie))
  *         if method == M_POST:             # <<<<<<<<<<<<<<
@@ -7353,7 +7351,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":259
+    /* "engine/ingest/_track.pyx":258
  *             cookie = cookie_vid_c(PyBytes_AS_STRING(conn.cookie), PyBytes_GET_SIZE(conn.cookie))
  *         if method == M_POST:
  *             body = b"".join(conn.body) if conn.body is not None else b""             # <<<<<<<<<<<<<<
@@ -7364,7 +7362,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
     if (__pyx_t_2) {
       __pyx_t_3 = __pyx_v_conn->body;
       __Pyx_INCREF(__pyx_t_3);
-      __pyx_t_1 = __Pyx_PyBytes_Join(__pyx_mstate_global->__pyx_kp_b__3, __pyx_t_3); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 259, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyBytes_Join(__pyx_mstate_global->__pyx_kp_b__3, __pyx_t_3); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 258, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
       __pyx_t_4 = __pyx_t_1;
@@ -7377,7 +7375,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
     __Pyx_DECREF_SET(__pyx_v_body, ((PyObject*)__pyx_t_4));
     __pyx_t_4 = 0;
 
-    /* "engine/ingest/_track.pyx":258
+    /* "engine/ingest/_track.pyx":257
  *         if conn.cookie is not None:
  *             cookie = cookie_vid_c(PyBytes_AS_STRING(conn.cookie), PyBytes_GET_SIZE(conn.cookie))
  *         if method == M_POST:             # <<<<<<<<<<<<<<
@@ -7386,7 +7384,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
 */
   }
 
-  /* "engine/ingest/_track.pyx":260
+  /* "engine/ingest/_track.pyx":259
  *         if method == M_POST:
  *             body = b"".join(conn.body) if conn.body is not None else b""
  *         if self.reference is not None:             # <<<<<<<<<<<<<<
@@ -7397,20 +7395,27 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":261
+    /* "engine/ingest/_track.pyx":260
  *             body = b"".join(conn.body) if conn.body is not None else b""
  *         if self.reference is not None:
  *             return self._record_reference(path, query, body, ip, conn, cookie, method, res)             # <<<<<<<<<<<<<<
  *         if method == M_HEAD:
  *             self.scratch.len = 0
 */
-    __pyx_t_5 = ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_record_reference(__pyx_v_self, __pyx_v_path, __pyx_v_query, __pyx_v_body, __pyx_v_ip, __pyx_v_conn, __pyx_v_cookie, __pyx_v_method, __pyx_v_res); if (unlikely(__pyx_t_5 == ((uint64_t)0) && PyErr_Occurred())) __PYX_ERR(0, 261, __pyx_L1_error)
+    __pyx_t_4 = ((PyObject *)((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_record_reference(__pyx_v_self, __pyx_v_path, __pyx_v_query, __pyx_v_body, __pyx_v_ip, __pyx_v_conn, __pyx_v_cookie, __pyx_v_method, __pyx_v_res)); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 260, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_4);
     {
-      __pyx_r = __pyx_t_5;
+      struct __pyx_obj_6engine_4http_11_connection_Ticket *__pyx_temp;
+      {
+        __pyx_temp = __pyx_r;
+        __pyx_r = ((struct __pyx_obj_6engine_4http_11_connection_Ticket *)__pyx_t_4);
+      }
+      __Pyx_XDECREF((PyObject *)__pyx_temp);
     }
+    __pyx_t_4 = 0;
     goto __pyx_L0;
 
-    /* "engine/ingest/_track.pyx":260
+    /* "engine/ingest/_track.pyx":259
  *         if method == M_POST:
  *             body = b"".join(conn.body) if conn.body is not None else b""
  *         if self.reference is not None:             # <<<<<<<<<<<<<<
@@ -7419,7 +7424,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
 */
   }
 
-  /* "engine/ingest/_track.pyx":262
+  /* "engine/ingest/_track.pyx":261
  *         if self.reference is not None:
  *             return self._record_reference(path, query, body, ip, conn, cookie, method, res)
  *         if method == M_HEAD:             # <<<<<<<<<<<<<<
@@ -7431,7 +7436,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":263
+    /* "engine/ingest/_track.pyx":262
  *             return self._record_reference(path, query, body, ip, conn, cookie, method, res)
  *         if method == M_HEAD:
  *             self.scratch.len = 0             # <<<<<<<<<<<<<<
@@ -7440,21 +7445,21 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
 */
     __pyx_v_self->scratch.len = 0;
 
-    /* "engine/ingest/_track.pyx":264
+    /* "engine/ingest/_track.pyx":263
  *         if method == M_HEAD:
  *             self.scratch.len = 0
  *             self.encoder.encode(&self.scratch, path, query, body, ip, conn.user_agent,             # <<<<<<<<<<<<<<
  *                                 conn.accept_language, cookie, _now_ms(), self.ids, res)
- *             return 0
+ *             return None
 */
     __pyx_t_4 = __pyx_v_conn->user_agent;
     __Pyx_INCREF(__pyx_t_4);
 
-    /* "engine/ingest/_track.pyx":265
+    /* "engine/ingest/_track.pyx":264
  *             self.scratch.len = 0
  *             self.encoder.encode(&self.scratch, path, query, body, ip, conn.user_agent,
  *                                 conn.accept_language, cookie, _now_ms(), self.ids, res)             # <<<<<<<<<<<<<<
- *             return 0
+ *             return None
  *         start = self.spool.begin()
 */
     __pyx_t_1 = __pyx_v_conn->accept_language;
@@ -7462,33 +7467,37 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
     __pyx_t_3 = ((PyObject *)__pyx_v_self->ids);
     __Pyx_INCREF(__pyx_t_3);
 
-    /* "engine/ingest/_track.pyx":264
+    /* "engine/ingest/_track.pyx":263
  *         if method == M_HEAD:
  *             self.scratch.len = 0
  *             self.encoder.encode(&self.scratch, path, query, body, ip, conn.user_agent,             # <<<<<<<<<<<<<<
  *                                 conn.accept_language, cookie, _now_ms(), self.ids, res)
- *             return 0
+ *             return None
 */
-    __pyx_t_6 = ((struct __pyx_vtabstruct_6engine_6_parse_Encoder *)__pyx_v_self->encoder->__pyx_vtab)->encode(__pyx_v_self->encoder, (&__pyx_v_self->scratch), __pyx_v_path, __pyx_v_query, __pyx_v_body, __pyx_v_ip, ((PyObject*)__pyx_t_4), ((PyObject*)__pyx_t_1), __pyx_v_cookie, __pyx_f_6engine_6ingest_6_track__now_ms(), __pyx_t_3, __pyx_v_res); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 264, __pyx_L1_error)
+    __pyx_t_5 = ((struct __pyx_vtabstruct_6engine_6_parse_Encoder *)__pyx_v_self->encoder->__pyx_vtab)->encode(__pyx_v_self->encoder, (&__pyx_v_self->scratch), __pyx_v_path, __pyx_v_query, __pyx_v_body, __pyx_v_ip, ((PyObject*)__pyx_t_4), ((PyObject*)__pyx_t_1), __pyx_v_cookie, __pyx_f_6engine_6ingest_6_track__now_ms(), __pyx_t_3, __pyx_v_res); if (unlikely(__pyx_t_5 == ((int)-1))) __PYX_ERR(0, 263, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
 
-    /* "engine/ingest/_track.pyx":266
+    /* "engine/ingest/_track.pyx":265
  *             self.encoder.encode(&self.scratch, path, query, body, ip, conn.user_agent,
  *                                 conn.accept_language, cookie, _now_ms(), self.ids, res)
- *             return 0             # <<<<<<<<<<<<<<
+ *             return None             # <<<<<<<<<<<<<<
  *         start = self.spool.begin()
  *         try:
 */
     {
-
-      __pyx_r = 0;
+      struct __pyx_obj_6engine_4http_11_connection_Ticket *__pyx_temp;
+      {
+        __pyx_temp = __pyx_r;
+        __pyx_r = ((struct __pyx_obj_6engine_4http_11_connection_Ticket *)Py_None); __Pyx_INCREF(Py_None);
+      }
+      __Pyx_XDECREF((PyObject *)__pyx_temp);
     }
     goto __pyx_L0;
 
-    /* "engine/ingest/_track.pyx":262
+    /* "engine/ingest/_track.pyx":261
  *         if self.reference is not None:
  *             return self._record_reference(path, query, body, ip, conn, cookie, method, res)
  *         if method == M_HEAD:             # <<<<<<<<<<<<<<
@@ -7497,18 +7506,18 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
 */
   }
 
-  /* "engine/ingest/_track.pyx":267
+  /* "engine/ingest/_track.pyx":266
  *                                 conn.accept_language, cookie, _now_ms(), self.ids, res)
- *             return 0
+ *             return None
  *         start = self.spool.begin()             # <<<<<<<<<<<<<<
  *         try:
  *             self.encoder.encode(&self.spool.open_group, path, query, body, ip,
 */
-  __pyx_t_7 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_base.__pyx_vtab)->begin(__pyx_v_self->spool); if (unlikely(__pyx_t_7 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 267, __pyx_L1_error)
-  __pyx_v_start = __pyx_t_7;
+  __pyx_t_6 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_vtab)->begin(__pyx_v_self->spool); if (unlikely(__pyx_t_6 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 266, __pyx_L1_error)
+  __pyx_v_start = __pyx_t_6;
 
-  /* "engine/ingest/_track.pyx":268
- *             return 0
+  /* "engine/ingest/_track.pyx":267
+ *             return None
  *         start = self.spool.begin()
  *         try:             # <<<<<<<<<<<<<<
  *             self.encoder.encode(&self.spool.open_group, path, query, body, ip,
@@ -7517,13 +7526,13 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
   {
     __Pyx_PyThreadState_declare
     __Pyx_PyThreadState_assign
-    __Pyx_ExceptionSave(&__pyx_t_8, &__pyx_t_9, &__pyx_t_10);
+    __Pyx_ExceptionSave(&__pyx_t_7, &__pyx_t_8, &__pyx_t_9);
+    __Pyx_XGOTREF(__pyx_t_7);
     __Pyx_XGOTREF(__pyx_t_8);
     __Pyx_XGOTREF(__pyx_t_9);
-    __Pyx_XGOTREF(__pyx_t_10);
     /*try:*/ {
 
-      /* "engine/ingest/_track.pyx":270
+      /* "engine/ingest/_track.pyx":269
  *         try:
  *             self.encoder.encode(&self.spool.open_group, path, query, body, ip,
  *                                 conn.user_agent, conn.accept_language, cookie, _now_ms(),             # <<<<<<<<<<<<<<
@@ -7535,7 +7544,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
       __pyx_t_1 = __pyx_v_conn->accept_language;
       __Pyx_INCREF(__pyx_t_1);
 
-      /* "engine/ingest/_track.pyx":271
+      /* "engine/ingest/_track.pyx":270
  *             self.encoder.encode(&self.spool.open_group, path, query, body, ip,
  *                                 conn.user_agent, conn.accept_language, cookie, _now_ms(),
  *                                 self.ids, res)             # <<<<<<<<<<<<<<
@@ -7545,65 +7554,65 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
       __pyx_t_4 = ((PyObject *)__pyx_v_self->ids);
       __Pyx_INCREF(__pyx_t_4);
 
-      /* "engine/ingest/_track.pyx":269
+      /* "engine/ingest/_track.pyx":268
  *         start = self.spool.begin()
  *         try:
  *             self.encoder.encode(&self.spool.open_group, path, query, body, ip,             # <<<<<<<<<<<<<<
  *                                 conn.user_agent, conn.accept_language, cookie, _now_ms(),
  *                                 self.ids, res)
 */
-      __pyx_t_6 = ((struct __pyx_vtabstruct_6engine_6_parse_Encoder *)__pyx_v_self->encoder->__pyx_vtab)->encode(__pyx_v_self->encoder, (&__pyx_v_self->spool->open_group), __pyx_v_path, __pyx_v_query, __pyx_v_body, __pyx_v_ip, ((PyObject*)__pyx_t_3), ((PyObject*)__pyx_t_1), __pyx_v_cookie, __pyx_f_6engine_6ingest_6_track__now_ms(), __pyx_t_4, __pyx_v_res); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 269, __pyx_L8_error)
+      __pyx_t_5 = ((struct __pyx_vtabstruct_6engine_6_parse_Encoder *)__pyx_v_self->encoder->__pyx_vtab)->encode(__pyx_v_self->encoder, (&__pyx_v_self->spool->open_group), __pyx_v_path, __pyx_v_query, __pyx_v_body, __pyx_v_ip, ((PyObject*)__pyx_t_3), ((PyObject*)__pyx_t_1), __pyx_v_cookie, __pyx_f_6engine_6ingest_6_track__now_ms(), __pyx_t_4, __pyx_v_res); if (unlikely(__pyx_t_5 == ((int)-1))) __PYX_ERR(0, 268, __pyx_L8_error)
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
 
-      /* "engine/ingest/_track.pyx":268
- *             return 0
+      /* "engine/ingest/_track.pyx":267
+ *             return None
  *         start = self.spool.begin()
  *         try:             # <<<<<<<<<<<<<<
  *             self.encoder.encode(&self.spool.open_group, path, query, body, ip,
  *                                 conn.user_agent, conn.accept_language, cookie, _now_ms(),
 */
     }
+    __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_XDECREF(__pyx_t_9); __pyx_t_9 = 0;
-    __Pyx_XDECREF(__pyx_t_10); __pyx_t_10 = 0;
     goto __pyx_L13_try_end;
     __pyx_L8_error:;
     __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-    /* "engine/ingest/_track.pyx":272
+    /* "engine/ingest/_track.pyx":271
  *                                 conn.user_agent, conn.accept_language, cookie, _now_ms(),
  *                                 self.ids, res)
  *         except BaseException:             # <<<<<<<<<<<<<<
  *             self.spool.rollback(start)
  *             raise
 */
-    __pyx_t_6 = __Pyx_PyErr_ExceptionMatches(((PyObject *)(((PyTypeObject*)PyExc_BaseException))));
-    if (__pyx_t_6) {
+    __pyx_t_5 = __Pyx_PyErr_ExceptionMatches(((PyObject *)(((PyTypeObject*)PyExc_BaseException))));
+    if (__pyx_t_5) {
       __Pyx_AddTraceback("engine.ingest._track.TrackRoutes._record", __pyx_clineno, __pyx_lineno, __pyx_filename);
-      if (__Pyx_GetException(&__pyx_t_4, &__pyx_t_1, &__pyx_t_3) < 0) __PYX_ERR(0, 272, __pyx_L10_except_error)
+      if (__Pyx_GetException(&__pyx_t_4, &__pyx_t_1, &__pyx_t_3) < 0) __PYX_ERR(0, 271, __pyx_L10_except_error)
       __Pyx_XGOTREF(__pyx_t_4);
       __Pyx_XGOTREF(__pyx_t_1);
       __Pyx_XGOTREF(__pyx_t_3);
 
-      /* "engine/ingest/_track.pyx":273
+      /* "engine/ingest/_track.pyx":272
  *                                 self.ids, res)
  *         except BaseException:
  *             self.spool.rollback(start)             # <<<<<<<<<<<<<<
  *             raise
- *         epoch = self.spool.finish(start)
+ *         ticket = self.spool.finish(start)
 */
-      ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_base.__pyx_vtab)->rollback(__pyx_v_self->spool, __pyx_v_start);
+      ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_vtab)->rollback(__pyx_v_self->spool, __pyx_v_start);
 
-      /* "engine/ingest/_track.pyx":274
+      /* "engine/ingest/_track.pyx":273
  *         except BaseException:
  *             self.spool.rollback(start)
  *             raise             # <<<<<<<<<<<<<<
- *         epoch = self.spool.finish(start)
+ *         ticket = self.spool.finish(start)
  *         self.events += 1
 */
       __Pyx_GIVEREF(__pyx_t_4);
@@ -7611,64 +7620,71 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
       __Pyx_XGIVEREF(__pyx_t_3);
       __Pyx_ErrRestoreWithState(__pyx_t_4, __pyx_t_1, __pyx_t_3);
       __pyx_t_4 = 0;  __pyx_t_1 = 0;  __pyx_t_3 = 0; 
-      __PYX_ERR(0, 274, __pyx_L10_except_error)
+      __PYX_ERR(0, 273, __pyx_L10_except_error)
     }
     goto __pyx_L10_except_error;
 
-    /* "engine/ingest/_track.pyx":268
- *             return 0
+    /* "engine/ingest/_track.pyx":267
+ *             return None
  *         start = self.spool.begin()
  *         try:             # <<<<<<<<<<<<<<
  *             self.encoder.encode(&self.spool.open_group, path, query, body, ip,
  *                                 conn.user_agent, conn.accept_language, cookie, _now_ms(),
 */
     __pyx_L10_except_error:;
+    __Pyx_XGIVEREF(__pyx_t_7);
     __Pyx_XGIVEREF(__pyx_t_8);
     __Pyx_XGIVEREF(__pyx_t_9);
-    __Pyx_XGIVEREF(__pyx_t_10);
-    __Pyx_ExceptionReset(__pyx_t_8, __pyx_t_9, __pyx_t_10);
+    __Pyx_ExceptionReset(__pyx_t_7, __pyx_t_8, __pyx_t_9);
     goto __pyx_L1_error;
     __pyx_L13_try_end:;
   }
 
-  /* "engine/ingest/_track.pyx":275
+  /* "engine/ingest/_track.pyx":274
  *             self.spool.rollback(start)
  *             raise
- *         epoch = self.spool.finish(start)             # <<<<<<<<<<<<<<
+ *         ticket = self.spool.finish(start)             # <<<<<<<<<<<<<<
  *         self.events += 1
- *         return epoch
+ *         return ticket
 */
-  __pyx_t_5 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_base.__pyx_vtab)->finish(__pyx_v_self->spool, __pyx_v_start); if (unlikely(__pyx_t_5 == ((uint64_t)0))) __PYX_ERR(0, 275, __pyx_L1_error)
-  __pyx_v_epoch = __pyx_t_5;
+  __pyx_t_3 = ((PyObject *)((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_vtab)->finish(__pyx_v_self->spool, __pyx_v_start)); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 274, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_3);
+  __pyx_v_ticket = ((struct __pyx_obj_6engine_4http_11_connection_Ticket *)__pyx_t_3);
+  __pyx_t_3 = 0;
 
-  /* "engine/ingest/_track.pyx":276
+  /* "engine/ingest/_track.pyx":275
  *             raise
- *         epoch = self.spool.finish(start)
+ *         ticket = self.spool.finish(start)
  *         self.events += 1             # <<<<<<<<<<<<<<
- *         return epoch
+ *         return ticket
  * 
 */
   __pyx_v_self->events = (__pyx_v_self->events + 1);
 
-  /* "engine/ingest/_track.pyx":277
- *         epoch = self.spool.finish(start)
+  /* "engine/ingest/_track.pyx":276
+ *         ticket = self.spool.finish(start)
  *         self.events += 1
- *         return epoch             # <<<<<<<<<<<<<<
+ *         return ticket             # <<<<<<<<<<<<<<
  * 
- *     cdef uint64_t _record_reference(self, bytes path, bytes query, bytes body, str ip,
+ *     cdef Ticket _record_reference(self, bytes path, bytes query, bytes body, str ip,
 */
   {
-
-    __pyx_r = __pyx_v_epoch;
+    struct __pyx_obj_6engine_4http_11_connection_Ticket *__pyx_temp;
+    {
+      __pyx_temp = __pyx_r;
+      __Pyx_INCREF((PyObject *)__pyx_v_ticket);
+      __pyx_r = __pyx_v_ticket;
+    }
+    __Pyx_XDECREF((PyObject *)__pyx_temp);
   }
   goto __pyx_L0;
 
   /* "engine/ingest/_track.pyx":242
  *         return 0
  * 
- *     cdef uint64_t _record(self, HttpConnection conn, str ip, int method,             # <<<<<<<<<<<<<<
- *                           Outcome* res) except? 0:
- *         """Parse the request into the spool (HEAD: into scratch); the epoch
+ *     cdef Ticket _record(self, HttpConnection conn, str ip, int method, Outcome* res):             # <<<<<<<<<<<<<<
+ *         """Parse the request into the spool (HEAD: into scratch); the ticket
+ *         its answer waits on (None for HEAD)."""
 */
 
   /* function exit code */
@@ -7687,26 +7703,26 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record(struct __p
 
 
 
-
-
+  __Pyx_XDECREF((PyObject *)__pyx_v_ticket);
+  __Pyx_XGIVEREF((PyObject *)__pyx_r);
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":279
- *         return epoch
+/* "engine/ingest/_track.pyx":278
+ *         return ticket
  * 
- *     cdef uint64_t _record_reference(self, bytes path, bytes query, bytes body, str ip,             # <<<<<<<<<<<<<<
- *                                     HttpConnection conn, bytes cookie, int method,
- *                                     Outcome* res) except? 0:
+ *     cdef Ticket _record_reference(self, bytes path, bytes query, bytes body, str ip,             # <<<<<<<<<<<<<<
+ *                                   HttpConnection conn, bytes cookie, int method,
+ *                                   Outcome* res):
 */
 
-static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *__pyx_v_self, PyObject *__pyx_v_path, PyObject *__pyx_v_query, PyObject *__pyx_v_body, PyObject *__pyx_v_ip, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_conn, PyObject *__pyx_v_cookie, int __pyx_v_method, struct __pyx_t_6engine_6_parse_Outcome *__pyx_v_res) {
+static struct __pyx_obj_6engine_4http_11_connection_Ticket *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *__pyx_v_self, PyObject *__pyx_v_path, PyObject *__pyx_v_query, PyObject *__pyx_v_body, PyObject *__pyx_v_ip, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *__pyx_v_conn, PyObject *__pyx_v_cookie, int __pyx_v_method, struct __pyx_t_6engine_6_parse_Outcome *__pyx_v_res) {
   PyObject *__pyx_v_record = NULL;
   PyObject *__pyx_v_data = NULL;
   PyObject *__pyx_v_event = NULL;
   PyObject *__pyx_v_redirect = NULL;
-  uint64_t __pyx_r;
+  struct __pyx_obj_6engine_4http_11_connection_Ticket *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   PyObject *__pyx_t_1 = NULL;
   PyObject *__pyx_t_2 = NULL;
@@ -7717,14 +7733,13 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
   size_t __pyx_t_7;
   int __pyx_t_8;
   void *__pyx_t_9;
-  uint64_t __pyx_t_10;
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_record_reference", 0);
 
-  /* "engine/ingest/_track.pyx":283
- *                                     Outcome* res) except? 0:
+  /* "engine/ingest/_track.pyx":282
+ *                                   Outcome* res):
  *         """TRACKER_PURE_PARSE=1: the reference parser's record, same spool."""
  *         from engine import record             # <<<<<<<<<<<<<<
  *         data = self.reference(path, query, body, ip, conn.user_agent, conn.accept_language,
@@ -7732,14 +7747,14 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
 */
   {
     PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_record};
-    __pyx_t_2 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_engine, __pyx_imported_names, 1, NULL, 0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 283, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_engine, __pyx_imported_names, 1, NULL, 0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 282, __pyx_L1_error)
   }
   __pyx_t_1 = __pyx_t_2;
   __Pyx_GOTREF(__pyx_t_1);
   {
     PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_record};
     __pyx_t_3 = 0; {
-      __pyx_t_4 = __Pyx_ImportFrom(__pyx_t_1, __pyx_imported_names[__pyx_t_3]); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 283, __pyx_L1_error)
+      __pyx_t_4 = __Pyx_ImportFrom(__pyx_t_1, __pyx_imported_names[__pyx_t_3]); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 282, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
       switch (__pyx_t_3) {
         case 0:
@@ -7753,7 +7768,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
   }
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":284
+  /* "engine/ingest/_track.pyx":283
  *         """TRACKER_PURE_PARSE=1: the reference parser's record, same spool."""
  *         from engine import record
  *         data = self.reference(path, query, body, ip, conn.user_agent, conn.accept_language,             # <<<<<<<<<<<<<<
@@ -7764,14 +7779,14 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
   __Pyx_INCREF(__pyx_v_self->reference);
   __pyx_t_5 = __pyx_v_self->reference; 
 
-  /* "engine/ingest/_track.pyx":285
+  /* "engine/ingest/_track.pyx":284
  *         from engine import record
  *         data = self.reference(path, query, body, ip, conn.user_agent, conn.accept_language,
  *                               cookie, _now_ms(), self.ids, self.url_filter)             # <<<<<<<<<<<<<<
  *         event = record.decode(data)
  *         memcpy(res.vid, PyBytes_AS_STRING(<bytes>data) + 26, 16)
 */
-  __pyx_t_6 = __Pyx_PyLong_From_int64_t(__pyx_f_6engine_6ingest_6_track__now_ms()); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 285, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyLong_From_int64_t(__pyx_f_6engine_6ingest_6_track__now_ms()); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 284, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __pyx_t_7 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -7791,13 +7806,13 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 284, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 283, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_data = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":286
+  /* "engine/ingest/_track.pyx":285
  *         data = self.reference(path, query, body, ip, conn.user_agent, conn.accept_language,
  *                               cookie, _now_ms(), self.ids, self.url_filter)
  *         event = record.decode(data)             # <<<<<<<<<<<<<<
@@ -7811,13 +7826,13 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
     PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_v_data};
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_decode, __pyx_callargs+__pyx_t_7, (2-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 286, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 285, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_event = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":287
+  /* "engine/ingest/_track.pyx":286
  *                               cookie, _now_ms(), self.ids, self.url_filter)
  *         event = record.decode(data)
  *         memcpy(res.vid, PyBytes_AS_STRING(<bytes>data) + 26, 16)             # <<<<<<<<<<<<<<
@@ -7826,7 +7841,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
 */
   (void)(memcpy(__pyx_v_res->vid, (PyBytes_AS_STRING(__pyx_v_data) + 26), 16));
 
-  /* "engine/ingest/_track.pyx":288
+  /* "engine/ingest/_track.pyx":287
  *         event = record.decode(data)
  *         memcpy(res.vid, PyBytes_AS_STRING(<bytes>data) + 26, 16)
  *         res.new_visitor = bool(event.get("new_visitor"))             # <<<<<<<<<<<<<<
@@ -7840,22 +7855,22 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
     PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_mstate_global->__pyx_n_u_new_visitor};
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get, __pyx_callargs+__pyx_t_7, (2-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 288, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 287, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
-  __pyx_t_8 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 288, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 287, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_v_res->new_visitor = (!(!__pyx_t_8));
 
 
-  /* "engine/ingest/_track.pyx":289
+  /* "engine/ingest/_track.pyx":288
  *         memcpy(res.vid, PyBytes_AS_STRING(<bytes>data) + 26, 16)
  *         res.new_visitor = bool(event.get("new_visitor"))
  *         redirect = event["params"].get("redirect")             # <<<<<<<<<<<<<<
  *         self._keep_redirect = None if redirect is None else redirect.encode("utf-8", "surrogatepass")
  *         if self._keep_redirect is None:
 */
-  __pyx_t_6 = __Pyx_PyObject_Dict_GetItem(__pyx_v_event, __pyx_mstate_global->__pyx_n_u_params); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 289, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_Dict_GetItem(__pyx_v_event, __pyx_mstate_global->__pyx_n_u_params); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 288, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __pyx_t_5 = __pyx_t_6;
   __Pyx_INCREF(__pyx_t_5);
@@ -7865,13 +7880,13 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get, __pyx_callargs+__pyx_t_7, (2-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 289, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 288, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_redirect = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":290
+  /* "engine/ingest/_track.pyx":289
  *         res.new_visitor = bool(event.get("new_visitor"))
  *         redirect = event["params"].get("redirect")
  *         self._keep_redirect = None if redirect is None else redirect.encode("utf-8", "surrogatepass")             # <<<<<<<<<<<<<<
@@ -7883,9 +7898,9 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
     __Pyx_INCREF(Py_None);
     __pyx_t_1 = Py_None;
   } else {
-    __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_redirect, __pyx_mstate_global->__pyx_n_u_encode); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 290, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_redirect, __pyx_mstate_global->__pyx_n_u_encode); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 289, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
-    __pyx_t_5 = __Pyx_PyObject_Call(__pyx_t_6, __pyx_mstate_global->__pyx_tuple[1], NULL); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 290, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_Call(__pyx_t_6, __pyx_mstate_global->__pyx_tuple[1], NULL); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 289, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __pyx_t_1 = __pyx_t_5;
@@ -7897,7 +7912,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
   __Pyx_DECREF_SET(__pyx_v_self->_keep_redirect, __pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":291
+  /* "engine/ingest/_track.pyx":290
  *         redirect = event["params"].get("redirect")
  *         self._keep_redirect = None if redirect is None else redirect.encode("utf-8", "surrogatepass")
  *         if self._keep_redirect is None:             # <<<<<<<<<<<<<<
@@ -7908,7 +7923,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
   if (__pyx_t_8) {
 
 
-    /* "engine/ingest/_track.pyx":292
+    /* "engine/ingest/_track.pyx":291
  *         self._keep_redirect = None if redirect is None else redirect.encode("utf-8", "surrogatepass")
  *         if self._keep_redirect is None:
  *             res.redirect, res.redirect_len = NULL, -1             # <<<<<<<<<<<<<<
@@ -7922,7 +7937,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
     __pyx_v_res->redirect = __pyx_t_9;
     __pyx_v_res->redirect_len = __pyx_t_3;
 
-    /* "engine/ingest/_track.pyx":291
+    /* "engine/ingest/_track.pyx":290
  *         redirect = event["params"].get("redirect")
  *         self._keep_redirect = None if redirect is None else redirect.encode("utf-8", "surrogatepass")
  *         if self._keep_redirect is None:             # <<<<<<<<<<<<<<
@@ -7932,7 +7947,7 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
     goto __pyx_L3;
   }
 
-  /* "engine/ingest/_track.pyx":294
+  /* "engine/ingest/_track.pyx":293
  *             res.redirect, res.redirect_len = NULL, -1
  *         else:
  *             res.redirect = PyBytes_AS_STRING(self._keep_redirect)             # <<<<<<<<<<<<<<
@@ -7945,12 +7960,12 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
     __pyx_v_res->redirect = PyBytes_AS_STRING(__pyx_t_1);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":295
+    /* "engine/ingest/_track.pyx":294
  *         else:
  *             res.redirect = PyBytes_AS_STRING(self._keep_redirect)
  *             res.redirect_len = PyBytes_GET_SIZE(self._keep_redirect)             # <<<<<<<<<<<<<<
  *         if method == M_HEAD:
- *             return 0
+ *             return None
 */
     __pyx_t_1 = __pyx_v_self->_keep_redirect;
     __Pyx_INCREF(__pyx_t_1);
@@ -7959,11 +7974,11 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
   }
   __pyx_L3:;
 
-  /* "engine/ingest/_track.pyx":296
+  /* "engine/ingest/_track.pyx":295
  *             res.redirect = PyBytes_AS_STRING(self._keep_redirect)
  *             res.redirect_len = PyBytes_GET_SIZE(self._keep_redirect)
  *         if method == M_HEAD:             # <<<<<<<<<<<<<<
- *             return 0
+ *             return None
  *         self.events += 1
 */
   __pyx_t_8 = (__pyx_v_method == __pyx_e_6engine_6ingest_6_track_M_HEAD);
@@ -7971,39 +7986,43 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
   if (__pyx_t_8) {
 
 
-    /* "engine/ingest/_track.pyx":297
+    /* "engine/ingest/_track.pyx":296
  *             res.redirect_len = PyBytes_GET_SIZE(self._keep_redirect)
  *         if method == M_HEAD:
- *             return 0             # <<<<<<<<<<<<<<
+ *             return None             # <<<<<<<<<<<<<<
  *         self.events += 1
  *         return self.spool.append(data)
 */
     {
-
-      __pyx_r = 0;
+      struct __pyx_obj_6engine_4http_11_connection_Ticket *__pyx_temp;
+      {
+        __pyx_temp = __pyx_r;
+        __pyx_r = ((struct __pyx_obj_6engine_4http_11_connection_Ticket *)Py_None); __Pyx_INCREF(Py_None);
+      }
+      __Pyx_XDECREF((PyObject *)__pyx_temp);
     }
     goto __pyx_L0;
 
-    /* "engine/ingest/_track.pyx":296
+    /* "engine/ingest/_track.pyx":295
  *             res.redirect = PyBytes_AS_STRING(self._keep_redirect)
  *             res.redirect_len = PyBytes_GET_SIZE(self._keep_redirect)
  *         if method == M_HEAD:             # <<<<<<<<<<<<<<
- *             return 0
+ *             return None
  *         self.events += 1
 */
   }
 
-  /* "engine/ingest/_track.pyx":298
+  /* "engine/ingest/_track.pyx":297
  *         if method == M_HEAD:
- *             return 0
+ *             return None
  *         self.events += 1             # <<<<<<<<<<<<<<
  *         return self.spool.append(data)
  * 
 */
   __pyx_v_self->events = (__pyx_v_self->events + 1);
 
-  /* "engine/ingest/_track.pyx":299
- *             return 0
+  /* "engine/ingest/_track.pyx":298
+ *             return None
  *         self.events += 1
  *         return self.spool.append(data)             # <<<<<<<<<<<<<<
  * 
@@ -8016,22 +8035,27 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
     PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_v_data};
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_append, __pyx_callargs+__pyx_t_7, (2-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 299, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 298, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
-  __pyx_t_10 = __Pyx_PyLong_As_uint64_t(__pyx_t_1); if (unlikely((__pyx_t_10 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 299, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  if (!(likely(((__pyx_t_1) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_1, __pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_Ticket))))) __PYX_ERR(0, 298, __pyx_L1_error)
   {
-    __pyx_r = __pyx_t_10;
+    struct __pyx_obj_6engine_4http_11_connection_Ticket *__pyx_temp;
+    {
+      __pyx_temp = __pyx_r;
+      __pyx_r = ((struct __pyx_obj_6engine_4http_11_connection_Ticket *)__pyx_t_1);
+    }
+    __Pyx_XDECREF((PyObject *)__pyx_temp);
   }
+  __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "engine/ingest/_track.pyx":279
- *         return epoch
+  /* "engine/ingest/_track.pyx":278
+ *         return ticket
  * 
- *     cdef uint64_t _record_reference(self, bytes path, bytes query, bytes body, str ip,             # <<<<<<<<<<<<<<
- *                                     HttpConnection conn, bytes cookie, int method,
- *                                     Outcome* res) except? 0:
+ *     cdef Ticket _record_reference(self, bytes path, bytes query, bytes body, str ip,             # <<<<<<<<<<<<<<
+ *                                   HttpConnection conn, bytes cookie, int method,
+ *                                   Outcome* res):
 */
 
   /* function exit code */
@@ -8047,12 +8071,12 @@ static uint64_t __pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference(
   __Pyx_XDECREF(__pyx_v_data);
   __Pyx_XDECREF(__pyx_v_event);
   __Pyx_XDECREF(__pyx_v_redirect);
-
+  __Pyx_XGIVEREF((PyObject *)__pyx_r);
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":301
+/* "engine/ingest/_track.pyx":300
  *         return self.spool.append(data)
  * 
  *     cdef bytes _response(self, HttpConnection conn, int route, int method, Outcome* res,             # <<<<<<<<<<<<<<
@@ -8079,7 +8103,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_response", 0);
 
-  /* "engine/ingest/_track.pyx":303
+  /* "engine/ingest/_track.pyx":302
  *     cdef bytes _response(self, HttpConnection conn, int route, int method, Outcome* res,
  *                          bint keep):
  *         cdef Buf* b = &self.out             # <<<<<<<<<<<<<<
@@ -8088,7 +8112,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   __pyx_v_b = (&__pyx_v_self->out);
 
-  /* "engine/ingest/_track.pyx":304
+  /* "engine/ingest/_track.pyx":303
  *                          bint keep):
  *         cdef Buf* b = &self.out
  *         cdef bytes origin = conn.origin, location = None             # <<<<<<<<<<<<<<
@@ -8102,7 +8126,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   __Pyx_INCREF(Py_None);
   __pyx_v_location = ((PyObject*)Py_None);
 
-  /* "engine/ingest/_track.pyx":305
+  /* "engine/ingest/_track.pyx":304
  *         cdef Buf* b = &self.out
  *         cdef bytes origin = conn.origin, location = None
  *         cdef bint cookie = not (method == M_HEAD and res.new_visitor)             # <<<<<<<<<<<<<<
@@ -8125,20 +8149,20 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   __pyx_v_cookie = (!__pyx_t_2);
 
 
-  /* "engine/ingest/_track.pyx":306
+  /* "engine/ingest/_track.pyx":305
  *         cdef bytes origin = conn.origin, location = None
  *         cdef bint cookie = not (method == M_HEAD and res.new_visitor)
  *         cdef bytes date = self.date.value             # <<<<<<<<<<<<<<
  *         if route == R_RDR:
  *             location = self._location(res)
 */
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_self->date, __pyx_mstate_global->__pyx_n_u_value); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 306, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_self->date, __pyx_mstate_global->__pyx_n_u_value); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 305, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 306, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 305, __pyx_L1_error)
   __pyx_v_date = ((PyObject*)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":307
+  /* "engine/ingest/_track.pyx":306
  *         cdef bint cookie = not (method == M_HEAD and res.new_visitor)
  *         cdef bytes date = self.date.value
  *         if route == R_RDR:             # <<<<<<<<<<<<<<
@@ -8150,19 +8174,19 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":308
+    /* "engine/ingest/_track.pyx":307
  *         cdef bytes date = self.date.value
  *         if route == R_RDR:
  *             location = self._location(res)             # <<<<<<<<<<<<<<
  *         b.len = 0
  *         buf_reserve(b, 512 + (PyBytes_GET_SIZE(origin) if origin is not None else 0)
 */
-    __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_location(__pyx_v_self, __pyx_v_res); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 308, __pyx_L1_error)
+    __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6ingest_6_track_TrackRoutes *)__pyx_v_self->__pyx_base.__pyx_vtab)->_location(__pyx_v_self, __pyx_v_res); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 307, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __Pyx_DECREF_SET(__pyx_v_location, ((PyObject*)__pyx_t_1));
     __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":307
+    /* "engine/ingest/_track.pyx":306
  *         cdef bint cookie = not (method == M_HEAD and res.new_visitor)
  *         cdef bytes date = self.date.value
  *         if route == R_RDR:             # <<<<<<<<<<<<<<
@@ -8171,7 +8195,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   }
 
-  /* "engine/ingest/_track.pyx":309
+  /* "engine/ingest/_track.pyx":308
  *         if route == R_RDR:
  *             location = self._location(res)
  *         b.len = 0             # <<<<<<<<<<<<<<
@@ -8180,7 +8204,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   __pyx_v_b->len = 0;
 
-  /* "engine/ingest/_track.pyx":310
+  /* "engine/ingest/_track.pyx":309
  *             location = self._location(res)
  *         b.len = 0
  *         buf_reserve(b, 512 + (PyBytes_GET_SIZE(origin) if origin is not None else 0)             # <<<<<<<<<<<<<<
@@ -8197,7 +8221,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   }
 
 
-  /* "engine/ingest/_track.pyx":311
+  /* "engine/ingest/_track.pyx":310
  *         b.len = 0
  *         buf_reserve(b, 512 + (PyBytes_GET_SIZE(origin) if origin is not None else 0)
  *                     + (PyBytes_GET_SIZE(location) if location is not None else 0)             # <<<<<<<<<<<<<<
@@ -8214,7 +8238,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   }
 
 
-  /* "engine/ingest/_track.pyx":312
+  /* "engine/ingest/_track.pyx":311
  *         buf_reserve(b, 512 + (PyBytes_GET_SIZE(origin) if origin is not None else 0)
  *                     + (PyBytes_GET_SIZE(location) if location is not None else 0)
  *                     + PyBytes_GET_SIZE(self.debug_header))             # <<<<<<<<<<<<<<
@@ -8224,20 +8248,20 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   __pyx_t_1 = __pyx_v_self->debug_header;
   __Pyx_INCREF(__pyx_t_1);
 
-  /* "engine/ingest/_track.pyx":310
+  /* "engine/ingest/_track.pyx":309
  *             location = self._location(res)
  *         b.len = 0
  *         buf_reserve(b, 512 + (PyBytes_GET_SIZE(origin) if origin is not None else 0)             # <<<<<<<<<<<<<<
  *                     + (PyBytes_GET_SIZE(location) if location is not None else 0)
  *                     + PyBytes_GET_SIZE(self.debug_header))
 */
-  __pyx_t_6 = __pyx_f_6engine_6_parse_buf_reserve(__pyx_v_b, (((0x200 + __pyx_t_4) + __pyx_t_5) + PyBytes_GET_SIZE(__pyx_t_1))); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 310, __pyx_L1_error)
+  __pyx_t_6 = __pyx_f_6engine_6_parse_buf_reserve(__pyx_v_b, (((0x200 + __pyx_t_4) + __pyx_t_5) + PyBytes_GET_SIZE(__pyx_t_1))); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 309, __pyx_L1_error)
 
 
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
 
-  /* "engine/ingest/_track.pyx":313
+  /* "engine/ingest/_track.pyx":312
  *                     + (PyBytes_GET_SIZE(location) if location is not None else 0)
  *                     + PyBytes_GET_SIZE(self.debug_header))
  *         _add(b, _FOUND if route == R_RDR else _OK)             # <<<<<<<<<<<<<<
@@ -8257,7 +8281,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":314
+  /* "engine/ingest/_track.pyx":313
  *                     + PyBytes_GET_SIZE(self.debug_header))
  *         _add(b, _FOUND if route == R_RDR else _OK)
  *         if PyBytes_GET_SIZE(self.debug_header):             # <<<<<<<<<<<<<<
@@ -8272,7 +8296,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":315
+    /* "engine/ingest/_track.pyx":314
  *         _add(b, _FOUND if route == R_RDR else _OK)
  *         if PyBytes_GET_SIZE(self.debug_header):
  *             _add(b, self.debug_header)             # <<<<<<<<<<<<<<
@@ -8284,7 +8308,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
     __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":314
+    /* "engine/ingest/_track.pyx":313
  *                     + PyBytes_GET_SIZE(self.debug_header))
  *         _add(b, _FOUND if route == R_RDR else _OK)
  *         if PyBytes_GET_SIZE(self.debug_header):             # <<<<<<<<<<<<<<
@@ -8293,7 +8317,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   }
 
-  /* "engine/ingest/_track.pyx":316
+  /* "engine/ingest/_track.pyx":315
  *         if PyBytes_GET_SIZE(self.debug_header):
  *             _add(b, self.debug_header)
  *         _add(b, date)             # <<<<<<<<<<<<<<
@@ -8302,7 +8326,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, __pyx_v_date);
 
-  /* "engine/ingest/_track.pyx":317
+  /* "engine/ingest/_track.pyx":316
  *             _add(b, self.debug_header)
  *         _add(b, date)
  *         _add(b, _SERVER)             # <<<<<<<<<<<<<<
@@ -8314,7 +8338,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":318
+  /* "engine/ingest/_track.pyx":317
  *         _add(b, date)
  *         _add(b, _SERVER)
  *         _add(b, _GIF_HEAD if route == R_IMG else _EMPTY)             # <<<<<<<<<<<<<<
@@ -8334,7 +8358,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":319
+  /* "engine/ingest/_track.pyx":318
  *         _add(b, _SERVER)
  *         _add(b, _GIF_HEAD if route == R_IMG else _EMPTY)
  *         if cookie:             # <<<<<<<<<<<<<<
@@ -8343,7 +8367,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   if (__pyx_v_cookie) {
 
-    /* "engine/ingest/_track.pyx":320
+    /* "engine/ingest/_track.pyx":319
  *         _add(b, _GIF_HEAD if route == R_IMG else _EMPTY)
  *         if cookie:
  *             _add(b, _COOKIE)             # <<<<<<<<<<<<<<
@@ -8355,7 +8379,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
     __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":321
+    /* "engine/ingest/_track.pyx":320
  *         if cookie:
  *             _add(b, _COOKIE)
  *             _add_uuid(b, res.vid)             # <<<<<<<<<<<<<<
@@ -8364,7 +8388,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
     __pyx_f_6engine_6ingest_6_track__add_uuid(__pyx_v_b, __pyx_v_res->vid);
 
-    /* "engine/ingest/_track.pyx":322
+    /* "engine/ingest/_track.pyx":321
  *             _add(b, _COOKIE)
  *             _add_uuid(b, res.vid)
  *             _add(b, _COOKIE_END_TLS if conn.tls else _COOKIE_END)             # <<<<<<<<<<<<<<
@@ -8381,7 +8405,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
     __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":319
+    /* "engine/ingest/_track.pyx":318
  *         _add(b, _SERVER)
  *         _add(b, _GIF_HEAD if route == R_IMG else _EMPTY)
  *         if cookie:             # <<<<<<<<<<<<<<
@@ -8390,7 +8414,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   }
 
-  /* "engine/ingest/_track.pyx":323
+  /* "engine/ingest/_track.pyx":322
  *             _add_uuid(b, res.vid)
  *             _add(b, _COOKIE_END_TLS if conn.tls else _COOKIE_END)
  *         if origin is not None and header_safe(PyBytes_AS_STRING(origin),             # <<<<<<<<<<<<<<
@@ -8407,7 +8431,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
     goto __pyx_L9_bool_binop_done;
   }
 
-  /* "engine/ingest/_track.pyx":324
+  /* "engine/ingest/_track.pyx":323
  *             _add(b, _COOKIE_END_TLS if conn.tls else _COOKIE_END)
  *         if origin is not None and header_safe(PyBytes_AS_STRING(origin),
  *                                               PyBytes_GET_SIZE(origin)) \             # <<<<<<<<<<<<<<
@@ -8425,20 +8449,20 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
     goto __pyx_L9_bool_binop_done;
   }
 
-  /* "engine/ingest/_track.pyx":325
+  /* "engine/ingest/_track.pyx":324
  *         if origin is not None and header_safe(PyBytes_AS_STRING(origin),
  *                                               PyBytes_GET_SIZE(origin)) \
  *                 and origin != b"null":             # <<<<<<<<<<<<<<
  *             _add(b, _CORS)
  *             _add(b, origin)
 */
-  __pyx_t_3 = __Pyx_PyObject_CompareBoolNe_bytes_bytes(__pyx_v_origin, __pyx_mstate_global->__pyx_n_b_null, Py_NE); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(0, 325, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_CompareBoolNe_bytes_bytes(__pyx_v_origin, __pyx_mstate_global->__pyx_n_b_null, Py_NE); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(0, 324, __pyx_L1_error)
 
   __pyx_t_2 = __pyx_t_3;
 
   __pyx_L9_bool_binop_done:;
 
-  /* "engine/ingest/_track.pyx":323
+  /* "engine/ingest/_track.pyx":322
  *             _add_uuid(b, res.vid)
  *             _add(b, _COOKIE_END_TLS if conn.tls else _COOKIE_END)
  *         if origin is not None and header_safe(PyBytes_AS_STRING(origin),             # <<<<<<<<<<<<<<
@@ -8448,7 +8472,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":326
+    /* "engine/ingest/_track.pyx":325
  *                                               PyBytes_GET_SIZE(origin)) \
  *                 and origin != b"null":
  *             _add(b, _CORS)             # <<<<<<<<<<<<<<
@@ -8460,7 +8484,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
     __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":327
+    /* "engine/ingest/_track.pyx":326
  *                 and origin != b"null":
  *             _add(b, _CORS)
  *             _add(b, origin)             # <<<<<<<<<<<<<<
@@ -8469,7 +8493,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
     __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, __pyx_v_origin);
 
-    /* "engine/ingest/_track.pyx":328
+    /* "engine/ingest/_track.pyx":327
  *             _add(b, _CORS)
  *             _add(b, origin)
  *             _add(b, _CORS_END)             # <<<<<<<<<<<<<<
@@ -8481,7 +8505,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
     __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":323
+    /* "engine/ingest/_track.pyx":322
  *             _add_uuid(b, res.vid)
  *             _add(b, _COOKIE_END_TLS if conn.tls else _COOKIE_END)
  *         if origin is not None and header_safe(PyBytes_AS_STRING(origin),             # <<<<<<<<<<<<<<
@@ -8490,7 +8514,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   }
 
-  /* "engine/ingest/_track.pyx":329
+  /* "engine/ingest/_track.pyx":328
  *             _add(b, origin)
  *             _add(b, _CORS_END)
  *         _add(b, _NO_STORE)             # <<<<<<<<<<<<<<
@@ -8502,7 +8526,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "engine/ingest/_track.pyx":330
+  /* "engine/ingest/_track.pyx":329
  *             _add(b, _CORS_END)
  *         _add(b, _NO_STORE)
  *         if location is not None:             # <<<<<<<<<<<<<<
@@ -8513,7 +8537,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":331
+    /* "engine/ingest/_track.pyx":330
  *         _add(b, _NO_STORE)
  *         if location is not None:
  *             _add(b, _LOCATION)             # <<<<<<<<<<<<<<
@@ -8525,7 +8549,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
     __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":332
+    /* "engine/ingest/_track.pyx":331
  *         if location is not None:
  *             _add(b, _LOCATION)
  *             _add(b, location)             # <<<<<<<<<<<<<<
@@ -8534,7 +8558,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
     __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, __pyx_v_location);
 
-    /* "engine/ingest/_track.pyx":333
+    /* "engine/ingest/_track.pyx":332
  *             _add(b, _LOCATION)
  *             _add(b, location)
  *             _add_raw(b, b"\r\n", 2)             # <<<<<<<<<<<<<<
@@ -8543,7 +8567,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
     __pyx_f_6engine_6ingest_6_track__add_raw(__pyx_v_b, __pyx_k__4, 2);
 
-    /* "engine/ingest/_track.pyx":330
+    /* "engine/ingest/_track.pyx":329
  *             _add(b, _CORS_END)
  *         _add(b, _NO_STORE)
  *         if location is not None:             # <<<<<<<<<<<<<<
@@ -8552,7 +8576,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   }
 
-  /* "engine/ingest/_track.pyx":334
+  /* "engine/ingest/_track.pyx":333
  *             _add(b, location)
  *             _add_raw(b, b"\r\n", 2)
  *         if not keep:             # <<<<<<<<<<<<<<
@@ -8564,7 +8588,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":335
+    /* "engine/ingest/_track.pyx":334
  *             _add_raw(b, b"\r\n", 2)
  *         if not keep:
  *             _add(b, _CLOSE)             # <<<<<<<<<<<<<<
@@ -8576,7 +8600,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
     __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":334
+    /* "engine/ingest/_track.pyx":333
  *             _add(b, location)
  *             _add_raw(b, b"\r\n", 2)
  *         if not keep:             # <<<<<<<<<<<<<<
@@ -8585,7 +8609,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   }
 
-  /* "engine/ingest/_track.pyx":336
+  /* "engine/ingest/_track.pyx":335
  *         if not keep:
  *             _add(b, _CLOSE)
  *         _add_raw(b, b"\r\n", 2)             # <<<<<<<<<<<<<<
@@ -8594,7 +8618,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   __pyx_f_6engine_6ingest_6_track__add_raw(__pyx_v_b, __pyx_k__4, 2);
 
-  /* "engine/ingest/_track.pyx":337
+  /* "engine/ingest/_track.pyx":336
  *             _add(b, _CLOSE)
  *         _add_raw(b, b"\r\n", 2)
  *         if route == R_IMG and method != M_HEAD:             # <<<<<<<<<<<<<<
@@ -8620,7 +8644,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":338
+    /* "engine/ingest/_track.pyx":337
  *         _add_raw(b, b"\r\n", 2)
  *         if route == R_IMG and method != M_HEAD:
  *             _add(b, _PIXEL)             # <<<<<<<<<<<<<<
@@ -8632,7 +8656,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
     __pyx_f_6engine_6ingest_6_track__add(__pyx_v_b, ((PyObject*)__pyx_t_1));
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/ingest/_track.pyx":337
+    /* "engine/ingest/_track.pyx":336
  *             _add(b, _CLOSE)
  *         _add_raw(b, b"\r\n", 2)
  *         if route == R_IMG and method != M_HEAD:             # <<<<<<<<<<<<<<
@@ -8641,14 +8665,14 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
 */
   }
 
-  /* "engine/ingest/_track.pyx":339
+  /* "engine/ingest/_track.pyx":338
  *         if route == R_IMG and method != M_HEAD:
  *             _add(b, _PIXEL)
  *         return PyBytes_FromStringAndSize(b.data, b.len)             # <<<<<<<<<<<<<<
  * 
  *     cdef bytes _location(self, Outcome* res):
 */
-  __pyx_t_1 = PyBytes_FromStringAndSize(__pyx_v_b->data, __pyx_v_b->len); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 339, __pyx_L1_error)
+  __pyx_t_1 = PyBytes_FromStringAndSize(__pyx_v_b->data, __pyx_v_b->len); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 338, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   {
     PyObject *__pyx_temp;
@@ -8661,7 +8685,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "engine/ingest/_track.pyx":301
+  /* "engine/ingest/_track.pyx":300
  *         return self.spool.append(data)
  * 
  *     cdef bytes _response(self, HttpConnection conn, int route, int method, Outcome* res,             # <<<<<<<<<<<<<<
@@ -8685,7 +8709,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response(struct 
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":341
+/* "engine/ingest/_track.pyx":340
  *         return PyBytes_FromStringAndSize(b.data, b.len)
  * 
  *     cdef bytes _location(self, Outcome* res):             # <<<<<<<<<<<<<<
@@ -8708,7 +8732,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct 
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_location", 0);
 
-  /* "engine/ingest/_track.pyx":344
+  /* "engine/ingest/_track.pyx":343
  *         """Where /rdr sends the visitor: the redirect parameter when its host
  *         is allowed (engine/ingest/redirect.py), else DefaultRedirect."""
  *         cdef str target = None             # <<<<<<<<<<<<<<
@@ -8718,7 +8742,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct 
   __Pyx_INCREF(Py_None);
   __pyx_v_target = ((PyObject*)Py_None);
 
-  /* "engine/ingest/_track.pyx":346
+  /* "engine/ingest/_track.pyx":345
  *         cdef str target = None
  *         cdef bytes location
  *         if res.redirect_len >= 0:             # <<<<<<<<<<<<<<
@@ -8730,19 +8754,19 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct 
   if (__pyx_t_1) {
 
 
-    /* "engine/ingest/_track.pyx":347
+    /* "engine/ingest/_track.pyx":346
  *         cdef bytes location
  *         if res.redirect_len >= 0:
  *             target = PyUnicode_DecodeUTF8(res.redirect, res.redirect_len, "surrogatepass")             # <<<<<<<<<<<<<<
  *         location = safe_redirect(target, self.redirect_hosts,
  *                                  self.default_redirect).encode("utf-8", "replace")
 */
-    __pyx_t_2 = PyUnicode_DecodeUTF8(__pyx_v_res->redirect, __pyx_v_res->redirect_len, ((char *)"surrogatepass")); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 347, __pyx_L1_error)
+    __pyx_t_2 = PyUnicode_DecodeUTF8(__pyx_v_res->redirect, __pyx_v_res->redirect_len, ((char *)"surrogatepass")); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 346, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     __Pyx_DECREF_SET(__pyx_v_target, ((PyObject*)__pyx_t_2));
     __pyx_t_2 = 0;
 
-    /* "engine/ingest/_track.pyx":346
+    /* "engine/ingest/_track.pyx":345
  *         cdef str target = None
  *         cdef bytes location
  *         if res.redirect_len >= 0:             # <<<<<<<<<<<<<<
@@ -8751,7 +8775,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct 
 */
   }
 
-  /* "engine/ingest/_track.pyx":348
+  /* "engine/ingest/_track.pyx":347
  *         if res.redirect_len >= 0:
  *             target = PyUnicode_DecodeUTF8(res.redirect, res.redirect_len, "surrogatepass")
  *         location = safe_redirect(target, self.redirect_hosts,             # <<<<<<<<<<<<<<
@@ -8759,10 +8783,10 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct 
  *         if not header_safe(PyBytes_AS_STRING(location), PyBytes_GET_SIZE(location)):
 */
   __pyx_t_3 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_safe_redirect); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 348, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_safe_redirect); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 347, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
 
-  /* "engine/ingest/_track.pyx":349
+  /* "engine/ingest/_track.pyx":348
  *             target = PyUnicode_DecodeUTF8(res.redirect, res.redirect_len, "surrogatepass")
  *         location = safe_redirect(target, self.redirect_hosts,
  *                                  self.default_redirect).encode("utf-8", "replace")             # <<<<<<<<<<<<<<
@@ -8786,20 +8810,20 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct 
     __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_4, __pyx_callargs+__pyx_t_5, (4-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 348, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 347, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_encode); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 349, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_encode); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 348, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_4, __pyx_mstate_global->__pyx_tuple[2], NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 349, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_4, __pyx_mstate_global->__pyx_tuple[2], NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 348, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(0, 349, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(0, 348, __pyx_L1_error)
   __pyx_v_location = ((PyObject*)__pyx_t_2);
   __pyx_t_2 = 0;
 
-  /* "engine/ingest/_track.pyx":350
+  /* "engine/ingest/_track.pyx":349
  *         location = safe_redirect(target, self.redirect_hosts,
  *                                  self.default_redirect).encode("utf-8", "replace")
  *         if not header_safe(PyBytes_AS_STRING(location), PyBytes_GET_SIZE(location)):             # <<<<<<<<<<<<<<
@@ -8811,7 +8835,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct 
   if (__pyx_t_1) {
 
 
-    /* "engine/ingest/_track.pyx":351
+    /* "engine/ingest/_track.pyx":350
  *                                  self.default_redirect).encode("utf-8", "replace")
  *         if not header_safe(PyBytes_AS_STRING(location), PyBytes_GET_SIZE(location)):
  *             location = self.default_redirect.encode("latin-1", "replace")             # <<<<<<<<<<<<<<
@@ -8820,14 +8844,14 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct 
 */
     if (unlikely(__pyx_v_self->default_redirect == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "encode");
-      __PYX_ERR(0, 351, __pyx_L1_error)
+      __PYX_ERR(0, 350, __pyx_L1_error)
     }
-    __pyx_t_2 = PyUnicode_AsEncodedString(__pyx_v_self->default_redirect, __pyx_k_latin_1, __pyx_k_replace); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 351, __pyx_L1_error)
+    __pyx_t_2 = PyUnicode_AsEncodedString(__pyx_v_self->default_redirect, __pyx_k_latin_1, __pyx_k_replace); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 350, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     __Pyx_DECREF_SET(__pyx_v_location, ((PyObject*)__pyx_t_2));
     __pyx_t_2 = 0;
 
-    /* "engine/ingest/_track.pyx":350
+    /* "engine/ingest/_track.pyx":349
  *         location = safe_redirect(target, self.redirect_hosts,
  *                                  self.default_redirect).encode("utf-8", "replace")
  *         if not header_safe(PyBytes_AS_STRING(location), PyBytes_GET_SIZE(location)):             # <<<<<<<<<<<<<<
@@ -8836,7 +8860,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct 
 */
   }
 
-  /* "engine/ingest/_track.pyx":352
+  /* "engine/ingest/_track.pyx":351
  *         if not header_safe(PyBytes_AS_STRING(location), PyBytes_GET_SIZE(location)):
  *             location = self.default_redirect.encode("latin-1", "replace")
  *         return location             # <<<<<<<<<<<<<<
@@ -8854,7 +8878,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct 
   }
   goto __pyx_L0;
 
-  /* "engine/ingest/_track.pyx":341
+  /* "engine/ingest/_track.pyx":340
  *         return PyBytes_FromStringAndSize(b.data, b.len)
  * 
  *     cdef bytes _location(self, Outcome* res):             # <<<<<<<<<<<<<<
@@ -8877,7 +8901,7 @@ static PyObject *__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location(struct 
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":355
+/* "engine/ingest/_track.pyx":354
  * 
  *     # ---- tracking for other routes (proxy, static) -----------------------
  *     def track(self, path, query, ip, user_agent, accept_language, cookie):             # <<<<<<<<<<<<<<
@@ -8930,56 +8954,56 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_path,&__pyx_mstate_global->__pyx_n_u_query,&__pyx_mstate_global->__pyx_n_u_ip,&__pyx_mstate_global->__pyx_n_u_user_agent,&__pyx_mstate_global->__pyx_n_u_accept_language,&__pyx_mstate_global->__pyx_n_u_cookie,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 355, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 354, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  6:
         values[5] = __Pyx_ArgRef_FASTCALL(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 355, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 354, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_FASTCALL(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 355, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 354, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_FASTCALL(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 355, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 354, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 355, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 354, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 355, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 354, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 355, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 354, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "track", 0) < (0)) __PYX_ERR(0, 355, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "track", 0) < (0)) __PYX_ERR(0, 354, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 6; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("track", 1, 6, 6, i); __PYX_ERR(0, 355, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("track", 1, 6, 6, i); __PYX_ERR(0, 354, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 6)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 355, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 354, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 355, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 354, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 355, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 354, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_FASTCALL(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 355, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 354, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_FASTCALL(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 355, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 354, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_FASTCALL(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 355, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(0, 354, __pyx_L3_error)
     }
     __pyx_v_path = values[0];
     __pyx_v_query = values[1];
@@ -8990,7 +9014,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("track", 1, 6, 6, __pyx_nargs); __PYX_ERR(0, 355, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("track", 1, 6, 6, __pyx_nargs); __PYX_ERR(0, 354, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -9035,13 +9059,12 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
   PyObject *__pyx_t_13 = NULL;
   PyObject *__pyx_t_14 = NULL;
   int __pyx_t_15;
-  uint64_t __pyx_t_16;
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("track", 0);
 
-  /* "engine/ingest/_track.pyx":361
+  /* "engine/ingest/_track.pyx":360
  *         cdef Outcome res
  *         cdef Py_ssize_t start
  *         cdef bytes cookie_vid = None             # <<<<<<<<<<<<<<
@@ -9051,7 +9074,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
   __Pyx_INCREF(Py_None);
   __pyx_v_cookie_vid = ((PyObject*)Py_None);
 
-  /* "engine/ingest/_track.pyx":362
+  /* "engine/ingest/_track.pyx":361
  *         cdef Py_ssize_t start
  *         cdef bytes cookie_vid = None
  *         if not (self.spool.healthy and self.spool.bytes_used() < 0.9 * self.spool.max_bytes):             # <<<<<<<<<<<<<<
@@ -9064,7 +9087,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
     __pyx_t_1 = __pyx_v_self->spool->healthy;
     goto __pyx_L4_bool_binop_done;
   }
-  __pyx_t_2 = (((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_base.__pyx_vtab)->bytes_used(__pyx_v_self->spool) < (0.9 * __pyx_v_self->spool->max_bytes));
+  __pyx_t_2 = (((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_vtab)->bytes_used(__pyx_v_self->spool) < (0.9 * __pyx_v_self->spool->max_bytes));
 
 
   __pyx_t_1 = __pyx_t_2;
@@ -9076,7 +9099,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":363
+    /* "engine/ingest/_track.pyx":362
  *         cdef bytes cookie_vid = None
  *         if not (self.spool.healthy and self.spool.bytes_used() < 0.9 * self.spool.max_bytes):
  *             return None             # <<<<<<<<<<<<<<
@@ -9093,7 +9116,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
     }
     goto __pyx_L0;
 
-    /* "engine/ingest/_track.pyx":362
+    /* "engine/ingest/_track.pyx":361
  *         cdef Py_ssize_t start
  *         cdef bytes cookie_vid = None
  *         if not (self.spool.healthy and self.spool.bytes_used() < 0.9 * self.spool.max_bytes):             # <<<<<<<<<<<<<<
@@ -9102,7 +9125,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
   }
 
-  /* "engine/ingest/_track.pyx":364
+  /* "engine/ingest/_track.pyx":363
  *         if not (self.spool.healthy and self.spool.bytes_used() < 0.9 * self.spool.max_bytes):
  *             return None
  *         if cookie is not None:             # <<<<<<<<<<<<<<
@@ -9113,19 +9136,19 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":365
+    /* "engine/ingest/_track.pyx":364
  *             return None
  *         if cookie is not None:
  *             cookie_vid = cookie_vid_c(PyBytes_AS_STRING(cookie), PyBytes_GET_SIZE(cookie))             # <<<<<<<<<<<<<<
  *         if self.reference is not None:
  *             data = self.reference(path, query, None, ip, user_agent, accept_language,
 */
-    __pyx_t_3 = __pyx_f_6engine_6_parse_cookie_vid_c(PyBytes_AS_STRING(__pyx_v_cookie), PyBytes_GET_SIZE(__pyx_v_cookie)); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 365, __pyx_L1_error)
+    __pyx_t_3 = __pyx_f_6engine_6_parse_cookie_vid_c(PyBytes_AS_STRING(__pyx_v_cookie), PyBytes_GET_SIZE(__pyx_v_cookie)); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 364, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF_SET(__pyx_v_cookie_vid, ((PyObject*)__pyx_t_3));
     __pyx_t_3 = 0;
 
-    /* "engine/ingest/_track.pyx":364
+    /* "engine/ingest/_track.pyx":363
  *         if not (self.spool.healthy and self.spool.bytes_used() < 0.9 * self.spool.max_bytes):
  *             return None
  *         if cookie is not None:             # <<<<<<<<<<<<<<
@@ -9134,7 +9157,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
   }
 
-  /* "engine/ingest/_track.pyx":366
+  /* "engine/ingest/_track.pyx":365
  *         if cookie is not None:
  *             cookie_vid = cookie_vid_c(PyBytes_AS_STRING(cookie), PyBytes_GET_SIZE(cookie))
  *         if self.reference is not None:             # <<<<<<<<<<<<<<
@@ -9145,7 +9168,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
   if (__pyx_t_2) {
 
 
-    /* "engine/ingest/_track.pyx":367
+    /* "engine/ingest/_track.pyx":366
  *             cookie_vid = cookie_vid_c(PyBytes_AS_STRING(cookie), PyBytes_GET_SIZE(cookie))
  *         if self.reference is not None:
  *             data = self.reference(path, query, None, ip, user_agent, accept_language,             # <<<<<<<<<<<<<<
@@ -9156,14 +9179,14 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
     __Pyx_INCREF(__pyx_v_self->reference);
     __pyx_t_5 = __pyx_v_self->reference; 
 
-    /* "engine/ingest/_track.pyx":368
+    /* "engine/ingest/_track.pyx":367
  *         if self.reference is not None:
  *             data = self.reference(path, query, None, ip, user_agent, accept_language,
  *                                   cookie_vid, _now_ms(), self.ids, self.url_filter)             # <<<<<<<<<<<<<<
  *             self.spool.append(data)
  *             self.events += 1
 */
-    __pyx_t_6 = __Pyx_PyLong_From_int64_t(__pyx_f_6engine_6ingest_6_track__now_ms()); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 368, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_PyLong_From_int64_t(__pyx_f_6engine_6ingest_6_track__now_ms()); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 367, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __pyx_t_7 = 1;
     #if CYTHON_UNPACK_METHODS
@@ -9183,23 +9206,23 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 367, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 366, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __pyx_v_data = __pyx_t_3;
     __pyx_t_3 = 0;
 
-    /* "engine/ingest/_track.pyx":369
+    /* "engine/ingest/_track.pyx":368
  *             data = self.reference(path, query, None, ip, user_agent, accept_language,
  *                                   cookie_vid, _now_ms(), self.ids, self.url_filter)
  *             self.spool.append(data)             # <<<<<<<<<<<<<<
  *             self.events += 1
  *             from engine import record
 */
-    __pyx_t_8 = __Pyx_PyObject_Append(((PyObject *)__pyx_v_self->spool), __pyx_v_data); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 369, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyObject_Append(((PyObject *)__pyx_v_self->spool), __pyx_v_data); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 368, __pyx_L1_error)
 
 
-    /* "engine/ingest/_track.pyx":370
+    /* "engine/ingest/_track.pyx":369
  *                                   cookie_vid, _now_ms(), self.ids, self.url_filter)
  *             self.spool.append(data)
  *             self.events += 1             # <<<<<<<<<<<<<<
@@ -9208,7 +9231,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
     __pyx_v_self->events = (__pyx_v_self->events + 1);
 
-    /* "engine/ingest/_track.pyx":371
+    /* "engine/ingest/_track.pyx":370
  *             self.spool.append(data)
  *             self.events += 1
  *             from engine import record             # <<<<<<<<<<<<<<
@@ -9217,14 +9240,14 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
     {
       PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_record};
-      __pyx_t_9 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_engine, __pyx_imported_names, 1, NULL, 0); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 371, __pyx_L1_error)
+      __pyx_t_9 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_engine, __pyx_imported_names, 1, NULL, 0); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 370, __pyx_L1_error)
     }
     __pyx_t_3 = __pyx_t_9;
     __Pyx_GOTREF(__pyx_t_3);
     {
       PyObject* const __pyx_imported_names[] = {__pyx_mstate_global->__pyx_n_u_record};
       __pyx_t_10 = 0; {
-        __pyx_t_5 = __Pyx_ImportFrom(__pyx_t_3, __pyx_imported_names[__pyx_t_10]); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 371, __pyx_L1_error)
+        __pyx_t_5 = __Pyx_ImportFrom(__pyx_t_3, __pyx_imported_names[__pyx_t_10]); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 370, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_5);
         switch (__pyx_t_10) {
           case 0:
@@ -9238,7 +9261,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
     }
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-    /* "engine/ingest/_track.pyx":372
+    /* "engine/ingest/_track.pyx":371
  *             self.events += 1
  *             from engine import record
  *             event = record.decode(data)             # <<<<<<<<<<<<<<
@@ -9252,20 +9275,20 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
       PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_v_data};
       __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_decode, __pyx_callargs+__pyx_t_7, (2-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 372, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 371, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __pyx_v_event = __pyx_t_3;
     __pyx_t_3 = 0;
 
-    /* "engine/ingest/_track.pyx":373
+    /* "engine/ingest/_track.pyx":372
  *             from engine import record
  *             event = record.decode(data)
  *             return event["vid"], bool(event.get("new_visitor"))             # <<<<<<<<<<<<<<
  *         start = self.spool.begin()
  *         try:
 */
-    __pyx_t_3 = __Pyx_PyObject_Dict_GetItem(__pyx_v_event, __pyx_mstate_global->__pyx_n_u_vid); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 373, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyObject_Dict_GetItem(__pyx_v_event, __pyx_mstate_global->__pyx_n_u_vid); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 372, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __pyx_t_6 = __pyx_v_event;
     __Pyx_INCREF(__pyx_t_6);
@@ -9274,20 +9297,20 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
       PyObject *__pyx_callargs[2] = {__pyx_t_6, __pyx_mstate_global->__pyx_n_u_new_visitor};
       __pyx_t_5 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get, __pyx_callargs+__pyx_t_7, (2-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 373, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 372, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_5); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 373, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_5); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 372, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    __pyx_t_5 = __Pyx_PyBool_FromLong((!(!__pyx_t_2))); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 373, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyBool_FromLong((!(!__pyx_t_2))); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 372, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
 
-    __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 373, __pyx_L1_error)
+    __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 372, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __Pyx_GIVEREF(__pyx_t_3);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_3) != (0)) __PYX_ERR(0, 373, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_3) != (0)) __PYX_ERR(0, 372, __pyx_L1_error);
     __Pyx_GIVEREF(__pyx_t_5);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(0, 373, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(0, 372, __pyx_L1_error);
     __pyx_t_3 = 0;
     __pyx_t_5 = 0;
     {
@@ -9301,7 +9324,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
     __pyx_t_6 = 0;
     goto __pyx_L0;
 
-    /* "engine/ingest/_track.pyx":366
+    /* "engine/ingest/_track.pyx":365
  *         if cookie is not None:
  *             cookie_vid = cookie_vid_c(PyBytes_AS_STRING(cookie), PyBytes_GET_SIZE(cookie))
  *         if self.reference is not None:             # <<<<<<<<<<<<<<
@@ -9310,17 +9333,17 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
   }
 
-  /* "engine/ingest/_track.pyx":374
+  /* "engine/ingest/_track.pyx":373
  *             event = record.decode(data)
  *             return event["vid"], bool(event.get("new_visitor"))
  *         start = self.spool.begin()             # <<<<<<<<<<<<<<
  *         try:
  *             self.encoder.encode(&self.spool.open_group, path, query, None, ip, user_agent,
 */
-  __pyx_t_10 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_base.__pyx_vtab)->begin(__pyx_v_self->spool); if (unlikely(__pyx_t_10 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 374, __pyx_L1_error)
+  __pyx_t_10 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_vtab)->begin(__pyx_v_self->spool); if (unlikely(__pyx_t_10 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 373, __pyx_L1_error)
   __pyx_v_start = __pyx_t_10;
 
-  /* "engine/ingest/_track.pyx":375
+  /* "engine/ingest/_track.pyx":374
  *             return event["vid"], bool(event.get("new_visitor"))
  *         start = self.spool.begin()
  *         try:             # <<<<<<<<<<<<<<
@@ -9336,7 +9359,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
     __Pyx_XGOTREF(__pyx_t_12);
     /*try:*/ {
 
-      /* "engine/ingest/_track.pyx":376
+      /* "engine/ingest/_track.pyx":375
  *         start = self.spool.begin()
  *         try:
  *             self.encoder.encode(&self.spool.open_group, path, query, None, ip, user_agent,             # <<<<<<<<<<<<<<
@@ -9345,18 +9368,18 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
       __pyx_t_6 = __pyx_v_path;
       __Pyx_INCREF(__pyx_t_6);
-      if (!(likely(PyBytes_CheckExact(__pyx_t_6))||((__pyx_t_6) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_6))) __PYX_ERR(0, 376, __pyx_L8_error)
+      if (!(likely(PyBytes_CheckExact(__pyx_t_6))||((__pyx_t_6) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_6))) __PYX_ERR(0, 375, __pyx_L8_error)
       __pyx_t_5 = __pyx_v_query;
       __Pyx_INCREF(__pyx_t_5);
-      if (!(likely(PyBytes_CheckExact(__pyx_t_5))||((__pyx_t_5) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_5))) __PYX_ERR(0, 376, __pyx_L8_error)
+      if (!(likely(PyBytes_CheckExact(__pyx_t_5))||((__pyx_t_5) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_5))) __PYX_ERR(0, 375, __pyx_L8_error)
       __pyx_t_3 = __pyx_v_ip;
       __Pyx_INCREF(__pyx_t_3);
-      if (!(likely(PyUnicode_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_3))) __PYX_ERR(0, 376, __pyx_L8_error)
+      if (!(likely(PyUnicode_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_3))) __PYX_ERR(0, 375, __pyx_L8_error)
       __pyx_t_4 = __pyx_v_user_agent;
       __Pyx_INCREF(__pyx_t_4);
-      if (!(likely(PyBytes_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_4))) __PYX_ERR(0, 376, __pyx_L8_error)
+      if (!(likely(PyBytes_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_4))) __PYX_ERR(0, 375, __pyx_L8_error)
 
-      /* "engine/ingest/_track.pyx":377
+      /* "engine/ingest/_track.pyx":376
  *         try:
  *             self.encoder.encode(&self.spool.open_group, path, query, None, ip, user_agent,
  *                                 accept_language, cookie_vid, _now_ms(), self.ids, &res)             # <<<<<<<<<<<<<<
@@ -9365,18 +9388,18 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
       __pyx_t_13 = __pyx_v_accept_language;
       __Pyx_INCREF(__pyx_t_13);
-      if (!(likely(PyBytes_CheckExact(__pyx_t_13))||((__pyx_t_13) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_13))) __PYX_ERR(0, 377, __pyx_L8_error)
+      if (!(likely(PyBytes_CheckExact(__pyx_t_13))||((__pyx_t_13) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_13))) __PYX_ERR(0, 376, __pyx_L8_error)
       __pyx_t_14 = ((PyObject *)__pyx_v_self->ids);
       __Pyx_INCREF(__pyx_t_14);
 
-      /* "engine/ingest/_track.pyx":376
+      /* "engine/ingest/_track.pyx":375
  *         start = self.spool.begin()
  *         try:
  *             self.encoder.encode(&self.spool.open_group, path, query, None, ip, user_agent,             # <<<<<<<<<<<<<<
  *                                 accept_language, cookie_vid, _now_ms(), self.ids, &res)
  *         except BaseException:
 */
-      __pyx_t_15 = ((struct __pyx_vtabstruct_6engine_6_parse_Encoder *)__pyx_v_self->encoder->__pyx_vtab)->encode(__pyx_v_self->encoder, (&__pyx_v_self->spool->open_group), ((PyObject*)__pyx_t_6), ((PyObject*)__pyx_t_5), ((PyObject*)Py_None), ((PyObject*)__pyx_t_3), ((PyObject*)__pyx_t_4), ((PyObject*)__pyx_t_13), __pyx_v_cookie_vid, __pyx_f_6engine_6ingest_6_track__now_ms(), __pyx_t_14, (&__pyx_v_res)); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 376, __pyx_L8_error)
+      __pyx_t_15 = ((struct __pyx_vtabstruct_6engine_6_parse_Encoder *)__pyx_v_self->encoder->__pyx_vtab)->encode(__pyx_v_self->encoder, (&__pyx_v_self->spool->open_group), ((PyObject*)__pyx_t_6), ((PyObject*)__pyx_t_5), ((PyObject*)Py_None), ((PyObject*)__pyx_t_3), ((PyObject*)__pyx_t_4), ((PyObject*)__pyx_t_13), __pyx_v_cookie_vid, __pyx_f_6engine_6ingest_6_track__now_ms(), __pyx_t_14, (&__pyx_v_res)); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 375, __pyx_L8_error)
       __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
@@ -9385,7 +9408,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
 
 
-      /* "engine/ingest/_track.pyx":375
+      /* "engine/ingest/_track.pyx":374
  *             return event["vid"], bool(event.get("new_visitor"))
  *         start = self.spool.begin()
  *         try:             # <<<<<<<<<<<<<<
@@ -9405,7 +9428,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
 
-    /* "engine/ingest/_track.pyx":378
+    /* "engine/ingest/_track.pyx":377
  *             self.encoder.encode(&self.spool.open_group, path, query, None, ip, user_agent,
  *                                 accept_language, cookie_vid, _now_ms(), self.ids, &res)
  *         except BaseException:             # <<<<<<<<<<<<<<
@@ -9415,21 +9438,21 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
     __pyx_t_15 = __Pyx_PyErr_ExceptionMatches(((PyObject *)(((PyTypeObject*)PyExc_BaseException))));
     if (__pyx_t_15) {
       __Pyx_AddTraceback("engine.ingest._track.TrackRoutes.track", __pyx_clineno, __pyx_lineno, __pyx_filename);
-      if (__Pyx_GetException(&__pyx_t_14, &__pyx_t_13, &__pyx_t_4) < 0) __PYX_ERR(0, 378, __pyx_L10_except_error)
+      if (__Pyx_GetException(&__pyx_t_14, &__pyx_t_13, &__pyx_t_4) < 0) __PYX_ERR(0, 377, __pyx_L10_except_error)
       __Pyx_XGOTREF(__pyx_t_14);
       __Pyx_XGOTREF(__pyx_t_13);
       __Pyx_XGOTREF(__pyx_t_4);
 
-      /* "engine/ingest/_track.pyx":379
+      /* "engine/ingest/_track.pyx":378
  *                                 accept_language, cookie_vid, _now_ms(), self.ids, &res)
  *         except BaseException:
  *             self.spool.rollback(start)             # <<<<<<<<<<<<<<
  *             raise
  *         self.spool.finish(start)
 */
-      ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_base.__pyx_vtab)->rollback(__pyx_v_self->spool, __pyx_v_start);
+      ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_vtab)->rollback(__pyx_v_self->spool, __pyx_v_start);
 
-      /* "engine/ingest/_track.pyx":380
+      /* "engine/ingest/_track.pyx":379
  *         except BaseException:
  *             self.spool.rollback(start)
  *             raise             # <<<<<<<<<<<<<<
@@ -9441,11 +9464,11 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
       __Pyx_XGIVEREF(__pyx_t_4);
       __Pyx_ErrRestoreWithState(__pyx_t_14, __pyx_t_13, __pyx_t_4);
       __pyx_t_14 = 0;  __pyx_t_13 = 0;  __pyx_t_4 = 0; 
-      __PYX_ERR(0, 380, __pyx_L10_except_error)
+      __PYX_ERR(0, 379, __pyx_L10_except_error)
     }
     goto __pyx_L10_except_error;
 
-    /* "engine/ingest/_track.pyx":375
+    /* "engine/ingest/_track.pyx":374
  *             return event["vid"], bool(event.get("new_visitor"))
  *         start = self.spool.begin()
  *         try:             # <<<<<<<<<<<<<<
@@ -9461,17 +9484,18 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
     __pyx_L13_try_end:;
   }
 
-  /* "engine/ingest/_track.pyx":381
+  /* "engine/ingest/_track.pyx":380
  *             self.spool.rollback(start)
  *             raise
  *         self.spool.finish(start)             # <<<<<<<<<<<<<<
  *         self.events += 1
  *         self.scratch.len = 0
 */
-  __pyx_t_16 = ((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_base.__pyx_vtab)->finish(__pyx_v_self->spool, __pyx_v_start); if (unlikely(__pyx_t_16 == ((uint64_t)0))) __PYX_ERR(0, 381, __pyx_L1_error)
+  __pyx_t_4 = ((PyObject *)((struct __pyx_vtabstruct_6engine_6ingest_6_spool_SpoolWriter *)__pyx_v_self->spool->__pyx_vtab)->finish(__pyx_v_self->spool, __pyx_v_start)); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 380, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-
-  /* "engine/ingest/_track.pyx":382
+  /* "engine/ingest/_track.pyx":381
  *             raise
  *         self.spool.finish(start)
  *         self.events += 1             # <<<<<<<<<<<<<<
@@ -9480,7 +9504,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
   __pyx_v_self->events = (__pyx_v_self->events + 1);
 
-  /* "engine/ingest/_track.pyx":383
+  /* "engine/ingest/_track.pyx":382
  *         self.spool.finish(start)
  *         self.events += 1
  *         self.scratch.len = 0             # <<<<<<<<<<<<<<
@@ -9489,17 +9513,17 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
   __pyx_v_self->scratch.len = 0;
 
-  /* "engine/ingest/_track.pyx":384
+  /* "engine/ingest/_track.pyx":383
  *         self.events += 1
  *         self.scratch.len = 0
  *         buf_reserve(&self.scratch, 36)             # <<<<<<<<<<<<<<
  *         _add_uuid(&self.scratch, res.vid)
  *         return (PyBytes_FromStringAndSize(self.scratch.data, 36).decode("ascii"),
 */
-  __pyx_t_15 = __pyx_f_6engine_6_parse_buf_reserve((&__pyx_v_self->scratch), 36); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 384, __pyx_L1_error)
+  __pyx_t_15 = __pyx_f_6engine_6_parse_buf_reserve((&__pyx_v_self->scratch), 36); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 383, __pyx_L1_error)
 
 
-  /* "engine/ingest/_track.pyx":385
+  /* "engine/ingest/_track.pyx":384
  *         self.scratch.len = 0
  *         buf_reserve(&self.scratch, 36)
  *         _add_uuid(&self.scratch, res.vid)             # <<<<<<<<<<<<<<
@@ -9508,24 +9532,24 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
   __pyx_f_6engine_6ingest_6_track__add_uuid((&__pyx_v_self->scratch), __pyx_v_res.vid);
 
-  /* "engine/ingest/_track.pyx":386
+  /* "engine/ingest/_track.pyx":385
  *         buf_reserve(&self.scratch, 36)
  *         _add_uuid(&self.scratch, res.vid)
  *         return (PyBytes_FromStringAndSize(self.scratch.data, 36).decode("ascii"),             # <<<<<<<<<<<<<<
  *                 bool(res.new_visitor))
  * 
 */
-  __pyx_t_4 = PyBytes_FromStringAndSize(__pyx_v_self->scratch.data, 36); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 386, __pyx_L1_error)
+  __pyx_t_4 = PyBytes_FromStringAndSize(__pyx_v_self->scratch.data, 36); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 385, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   if (unlikely(__pyx_t_4 == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "decode");
-    __PYX_ERR(0, 386, __pyx_L1_error)
+    __PYX_ERR(0, 385, __pyx_L1_error)
   }
-  __pyx_t_13 = __Pyx_decode_bytes(__pyx_t_4, 0, PY_SSIZE_T_MAX, NULL, NULL, PyUnicode_DecodeASCII); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 386, __pyx_L1_error)
+  __pyx_t_13 = __Pyx_decode_bytes(__pyx_t_4, 0, PY_SSIZE_T_MAX, NULL, NULL, PyUnicode_DecodeASCII); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 385, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_13);
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/ingest/_track.pyx":387
+  /* "engine/ingest/_track.pyx":386
  *         _add_uuid(&self.scratch, res.vid)
  *         return (PyBytes_FromStringAndSize(self.scratch.data, 36).decode("ascii"),
  *                 bool(res.new_visitor))             # <<<<<<<<<<<<<<
@@ -9534,23 +9558,23 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
 */
   __pyx_t_2 = __pyx_v_res.new_visitor;
 
-  __pyx_t_4 = __Pyx_PyBool_FromLong((!(!__pyx_t_2))); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 387, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyBool_FromLong((!(!__pyx_t_2))); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 386, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
 
 
-  /* "engine/ingest/_track.pyx":386
+  /* "engine/ingest/_track.pyx":385
  *         buf_reserve(&self.scratch, 36)
  *         _add_uuid(&self.scratch, res.vid)
  *         return (PyBytes_FromStringAndSize(self.scratch.data, 36).decode("ascii"),             # <<<<<<<<<<<<<<
  *                 bool(res.new_visitor))
  * 
 */
-  __pyx_t_14 = PyTuple_New(2); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 386, __pyx_L1_error)
+  __pyx_t_14 = PyTuple_New(2); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 385, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_14);
   __Pyx_GIVEREF(__pyx_t_13);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 0, __pyx_t_13) != (0)) __PYX_ERR(0, 386, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 0, __pyx_t_13) != (0)) __PYX_ERR(0, 385, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_4);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 1, __pyx_t_4) != (0)) __PYX_ERR(0, 386, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 1, __pyx_t_4) != (0)) __PYX_ERR(0, 385, __pyx_L1_error);
   __pyx_t_13 = 0;
   __pyx_t_4 = 0;
   {
@@ -9564,7 +9588,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
   __pyx_t_14 = 0;
   goto __pyx_L0;
 
-  /* "engine/ingest/_track.pyx":355
+  /* "engine/ingest/_track.pyx":354
  * 
  *     # ---- tracking for other routes (proxy, static) -----------------------
  *     def track(self, path, query, ip, user_agent, accept_language, cookie):             # <<<<<<<<<<<<<<
@@ -9594,7 +9618,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_4track(struct __
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":390
+/* "engine/ingest/_track.pyx":389
  * 
  *     # ---- metrics ---------------------------------------------------------
  *     cdef void _count(self, int route, int status, double seconds) noexcept:             # <<<<<<<<<<<<<<
@@ -9610,7 +9634,7 @@ static void __pyx_f_6engine_6ingest_6_track_11TrackRoutes__count(struct __pyx_ob
   int __pyx_t_4;
   int __pyx_t_5;
 
-  /* "engine/ingest/_track.pyx":391
+  /* "engine/ingest/_track.pyx":390
  *     # ---- metrics ---------------------------------------------------------
  *     cdef void _count(self, int route, int status, double seconds) noexcept:
  *         cdef int i = 0             # <<<<<<<<<<<<<<
@@ -9619,7 +9643,7 @@ static void __pyx_f_6engine_6ingest_6_track_11TrackRoutes__count(struct __pyx_ob
 */
   __pyx_v_i = 0;
 
-  /* "engine/ingest/_track.pyx":392
+  /* "engine/ingest/_track.pyx":391
  *     cdef void _count(self, int route, int status, double seconds) noexcept:
  *         cdef int i = 0
  *         self.counts[route][0 if status == 200 else 1] += 1             # <<<<<<<<<<<<<<
@@ -9641,7 +9665,7 @@ static void __pyx_f_6engine_6ingest_6_track_11TrackRoutes__count(struct __pyx_ob
   ((__pyx_v_self->counts[__pyx_t_1])[__pyx_t_2]) = (((__pyx_v_self->counts[__pyx_t_1])[__pyx_t_2]) + 1);
 
 
-  /* "engine/ingest/_track.pyx":393
+  /* "engine/ingest/_track.pyx":392
  *         cdef int i = 0
  *         self.counts[route][0 if status == 200 else 1] += 1
  *         while i < NBUCKETS - 1 and seconds > _BOUNDS[i]:             # <<<<<<<<<<<<<<
@@ -9668,7 +9692,7 @@ static void __pyx_f_6engine_6ingest_6_track_11TrackRoutes__count(struct __pyx_ob
 
     if (!__pyx_t_3) break;
 
-    /* "engine/ingest/_track.pyx":394
+    /* "engine/ingest/_track.pyx":393
  *         self.counts[route][0 if status == 200 else 1] += 1
  *         while i < NBUCKETS - 1 and seconds > _BOUNDS[i]:
  *             i += 1             # <<<<<<<<<<<<<<
@@ -9678,7 +9702,7 @@ static void __pyx_f_6engine_6ingest_6_track_11TrackRoutes__count(struct __pyx_ob
     __pyx_v_i = (__pyx_v_i + 1);
   }
 
-  /* "engine/ingest/_track.pyx":395
+  /* "engine/ingest/_track.pyx":394
  *         while i < NBUCKETS - 1 and seconds > _BOUNDS[i]:
  *             i += 1
  *         self.buckets[route][i] += 1             # <<<<<<<<<<<<<<
@@ -9691,7 +9715,7 @@ static void __pyx_f_6engine_6ingest_6_track_11TrackRoutes__count(struct __pyx_ob
   __pyx_t_5 = __pyx_v_i;
   ((__pyx_v_self->buckets[__pyx_t_1])[__pyx_t_5]) = (((__pyx_v_self->buckets[__pyx_t_1])[__pyx_t_5]) + 1);
 
-  /* "engine/ingest/_track.pyx":396
+  /* "engine/ingest/_track.pyx":395
  *             i += 1
  *         self.buckets[route][i] += 1
  *         self.seconds[route] += seconds             # <<<<<<<<<<<<<<
@@ -9702,7 +9726,7 @@ static void __pyx_f_6engine_6ingest_6_track_11TrackRoutes__count(struct __pyx_ob
   __pyx_t_1 = __pyx_v_route;
   (__pyx_v_self->seconds[__pyx_t_1]) = ((__pyx_v_self->seconds[__pyx_t_1]) + __pyx_v_seconds);
 
-  /* "engine/ingest/_track.pyx":390
+  /* "engine/ingest/_track.pyx":389
  * 
  *     # ---- metrics ---------------------------------------------------------
  *     cdef void _count(self, int route, int status, double seconds) noexcept:             # <<<<<<<<<<<<<<
@@ -9715,7 +9739,7 @@ static void __pyx_f_6engine_6ingest_6_track_11TrackRoutes__count(struct __pyx_ob
 
 }
 
-/* "engine/ingest/_track.pyx":398
+/* "engine/ingest/_track.pyx":397
  *         self.seconds[route] += seconds
  * 
  *     def drain_stats(self, stats):             # <<<<<<<<<<<<<<
@@ -9763,32 +9787,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_stats,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 398, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 397, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 398, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 397, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "drain_stats", 0) < (0)) __PYX_ERR(0, 398, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "drain_stats", 0) < (0)) __PYX_ERR(0, 397, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("drain_stats", 1, 1, 1, i); __PYX_ERR(0, 398, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("drain_stats", 1, 1, 1, i); __PYX_ERR(0, 397, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 398, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 397, __pyx_L3_error)
     }
     __pyx_v_stats = values[0];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("drain_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 398, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("drain_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 397, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -9810,7 +9834,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
 }
 static PyObject *__pyx_gb_6engine_6ingest_6_track_11TrackRoutes_11drain_stats_2generator(__pyx_CoroutineObject *__pyx_generator, CYTHON_UNUSED PyThreadState *__pyx_tstate, PyObject *__pyx_sent_value); /* proto */
 
-/* "engine/ingest/_track.pyx":408
+/* "engine/ingest/_track.pyx":407
  *                     stats.requests[key] = stats.requests.get(key, 0) + self.counts[route][i]
  *                     self.counts[route][i] = 0
  *             if self.seconds[route] or any(self.buckets[route][i] for i in range(NBUCKETS)):             # <<<<<<<<<<<<<<
@@ -9830,7 +9854,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_11drain_stats_ge
   if (unlikely(!__pyx_cur_scope)) {
     __pyx_cur_scope = ((struct __pyx_obj_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr *)Py_None);
     __Pyx_INCREF(Py_None);
-    __PYX_ERR(0, 408, __pyx_L1_error)
+    __PYX_ERR(0, 407, __pyx_L1_error)
   } else {
     __Pyx_GOTREF((PyObject *)__pyx_cur_scope);
   }
@@ -9841,7 +9865,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_11drain_stats_ge
 
 
   {
-    __pyx_CoroutineObject *gen = __Pyx_Generator_New((__pyx_coroutine_body_t) __pyx_gb_6engine_6ingest_6_track_11TrackRoutes_11drain_stats_2generator, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0]), (PyObject *) __pyx_cur_scope, __pyx_mstate_global->__pyx_n_u_genexpr, __pyx_mstate_global->__pyx_n_u_drain_stats_locals_genexpr, __pyx_mstate_global->__pyx_n_u_engine_ingest__track); if (unlikely(!gen)) __PYX_ERR(0, 408, __pyx_L1_error)
+    __pyx_CoroutineObject *gen = __Pyx_Generator_New((__pyx_coroutine_body_t) __pyx_gb_6engine_6ingest_6_track_11TrackRoutes_11drain_stats_2generator, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0]), (PyObject *) __pyx_cur_scope, __pyx_mstate_global->__pyx_n_u_genexpr, __pyx_mstate_global->__pyx_n_u_drain_stats_locals_genexpr, __pyx_mstate_global->__pyx_n_u_engine_ingest__track); if (unlikely(!gen)) __PYX_ERR(0, 407, __pyx_L1_error)
     __Pyx_DECREF(__pyx_cur_scope);
     __Pyx_RefNannyFinishContext();
     return (PyObject *) gen;
@@ -9877,14 +9901,14 @@ static PyObject *__pyx_gb_6engine_6ingest_6_track_11TrackRoutes_11drain_stats_2g
     return NULL;
   }
   __pyx_L3_first_run:;
-  if (unlikely(!__pyx_sent_value)) __PYX_ERR(0, 408, __pyx_L1_error)
+  if (unlikely(!__pyx_sent_value)) __PYX_ERR(0, 407, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_cur_scope->__pyx_genexpr_arg_0;
   __pyx_t_2 = __pyx_t_1;
 
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_cur_scope->__pyx_v_i = __pyx_t_3;
-    if (unlikely(!__pyx_cur_scope->__pyx_outer_scope->__pyx_v_self)) { __Pyx_RaiseClosureNameError("self"); __PYX_ERR(0, 408, __pyx_L1_error) }
+    if (unlikely(!__pyx_cur_scope->__pyx_outer_scope->__pyx_v_self)) { __Pyx_RaiseClosureNameError("self"); __PYX_ERR(0, 407, __pyx_L1_error) }
     __pyx_t_4 = (((__pyx_cur_scope->__pyx_outer_scope->__pyx_v_self->buckets[__pyx_cur_scope->__pyx_outer_scope->__pyx_v_route])[__pyx_cur_scope->__pyx_v_i]) != 0);
 
     if (__pyx_t_4) {
@@ -9934,7 +9958,7 @@ static PyObject *__pyx_gb_6engine_6ingest_6_track_11TrackRoutes_11drain_stats_2g
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":398
+/* "engine/ingest/_track.pyx":397
  *         self.seconds[route] += seconds
  * 
  *     def drain_stats(self, stats):             # <<<<<<<<<<<<<<
@@ -9974,7 +9998,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
   if (unlikely(!__pyx_cur_scope)) {
     __pyx_cur_scope = ((struct __pyx_obj_6engine_6ingest_6_track___pyx_scope_struct__drain_stats *)Py_None);
     __Pyx_INCREF(Py_None);
-    __PYX_ERR(0, 398, __pyx_L1_error)
+    __PYX_ERR(0, 397, __pyx_L1_error)
   } else {
     __Pyx_GOTREF((PyObject *)__pyx_cur_scope);
   }
@@ -9982,7 +10006,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
   __Pyx_INCREF((PyObject *)__pyx_cur_scope->__pyx_v_self);
   __Pyx_GIVEREF((PyObject *)__pyx_cur_scope->__pyx_v_self);
 
-  /* "engine/ingest/_track.pyx":401
+  /* "engine/ingest/_track.pyx":400
  *         """Move the counts since the last call into ``stats`` (WorkerStats)."""
  *         cdef int route, i
  *         for route in range(1, 4):             # <<<<<<<<<<<<<<
@@ -9992,7 +10016,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
   for (__pyx_t_1 = 1; __pyx_t_1 < 4; __pyx_t_1+=1) {
     __pyx_cur_scope->__pyx_v_route = __pyx_t_1;
 
-    /* "engine/ingest/_track.pyx":402
+    /* "engine/ingest/_track.pyx":401
  *         cdef int route, i
  *         for route in range(1, 4):
  *             name = _ROUTE_NAMES[route]             # <<<<<<<<<<<<<<
@@ -10001,14 +10025,14 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
 */
     if (unlikely(__pyx_v_6engine_6ingest_6_track__ROUTE_NAMES == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 402, __pyx_L1_error)
+      __PYX_ERR(0, 401, __pyx_L1_error)
     }
     __pyx_t_2 = __Pyx_PyTuple_GET_ITEM(__pyx_v_6engine_6ingest_6_track__ROUTE_NAMES, __pyx_cur_scope->__pyx_v_route);
     __Pyx_INCREF(__pyx_t_2);
     __Pyx_XDECREF_SET(__pyx_v_name, __pyx_t_2);
     __pyx_t_2 = 0;
 
-    /* "engine/ingest/_track.pyx":403
+    /* "engine/ingest/_track.pyx":402
  *         for route in range(1, 4):
  *             name = _ROUTE_NAMES[route]
  *             for i, status in ((0, 200), (1, 302)):             # <<<<<<<<<<<<<<
@@ -10025,16 +10049,16 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
       __pyx_t_4 = __Pyx_PySequence_ITEM(__pyx_t_2, __pyx_t_3);
       #endif
       ++__pyx_t_3;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 403, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 402, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
-      if (!(likely(PyTuple_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("tuple", __pyx_t_4))) __PYX_ERR(0, 403, __pyx_L1_error)
+      if (!(likely(PyTuple_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("tuple", __pyx_t_4))) __PYX_ERR(0, 402, __pyx_L1_error)
       if (likely(__pyx_t_4 != Py_None)) {
         PyObject* sequence = __pyx_t_4;
         Py_ssize_t size = __Pyx_PyTuple_GET_SIZE(sequence);
         if (unlikely(size != 2)) {
           if (size > 2) __Pyx_RaiseTooManyValuesError(2);
           else if (size >= 0) __Pyx_RaiseNeedMoreValuesError(size);
-          __PYX_ERR(0, 403, __pyx_L1_error)
+          __PYX_ERR(0, 402, __pyx_L1_error)
         }
         #if CYTHON_ASSUME_SAFE_MACROS && !CYTHON_AVOID_BORROWED_REFS
         __pyx_t_5 = PyTuple_GET_ITEM(sequence, 0);
@@ -10042,23 +10066,23 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
         __pyx_t_6 = PyTuple_GET_ITEM(sequence, 1);
         __Pyx_INCREF(__pyx_t_6);
         #else
-        __pyx_t_5 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 403, __pyx_L1_error)
+        __pyx_t_5 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 402, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_5);
-        __pyx_t_6 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 403, __pyx_L1_error)
+        __pyx_t_6 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 402, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_6);
         #endif
         __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
       } else {
-        __Pyx_RaiseNoneNotIterableError(); __PYX_ERR(0, 403, __pyx_L1_error)
+        __Pyx_RaiseNoneNotIterableError(); __PYX_ERR(0, 402, __pyx_L1_error)
       }
-      __pyx_t_7 = __Pyx_PyLong_As_int(__pyx_t_5); if (unlikely((__pyx_t_7 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 403, __pyx_L1_error)
+      __pyx_t_7 = __Pyx_PyLong_As_int(__pyx_t_5); if (unlikely((__pyx_t_7 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 402, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-      __pyx_t_8 = __Pyx_PyLong_As_long(__pyx_t_6); if (unlikely((__pyx_t_8 == (long)-1) && PyErr_Occurred())) __PYX_ERR(0, 403, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PyLong_As_long(__pyx_t_6); if (unlikely((__pyx_t_8 == (long)-1) && PyErr_Occurred())) __PYX_ERR(0, 402, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
       __pyx_v_i = __pyx_t_7;
       __pyx_v_status = __pyx_t_8;
 
-      /* "engine/ingest/_track.pyx":404
+      /* "engine/ingest/_track.pyx":403
  *             name = _ROUTE_NAMES[route]
  *             for i, status in ((0, 200), (1, 302)):
  *                 if self.counts[route][i]:             # <<<<<<<<<<<<<<
@@ -10070,34 +10094,34 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
       if (__pyx_t_9) {
 
 
-        /* "engine/ingest/_track.pyx":405
+        /* "engine/ingest/_track.pyx":404
  *             for i, status in ((0, 200), (1, 302)):
  *                 if self.counts[route][i]:
  *                     key = (name, status)             # <<<<<<<<<<<<<<
  *                     stats.requests[key] = stats.requests.get(key, 0) + self.counts[route][i]
  *                     self.counts[route][i] = 0
 */
-        __pyx_t_4 = __Pyx_PyLong_From_long(__pyx_v_status); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 405, __pyx_L1_error)
+        __pyx_t_4 = __Pyx_PyLong_From_long(__pyx_v_status); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 404, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_4);
-        __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 405, __pyx_L1_error)
+        __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 404, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_6);
         __Pyx_INCREF(__pyx_v_name);
         __Pyx_GIVEREF(__pyx_v_name);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_v_name) != (0)) __PYX_ERR(0, 405, __pyx_L1_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_v_name) != (0)) __PYX_ERR(0, 404, __pyx_L1_error);
         __Pyx_GIVEREF(__pyx_t_4);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_4) != (0)) __PYX_ERR(0, 405, __pyx_L1_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_4) != (0)) __PYX_ERR(0, 404, __pyx_L1_error);
         __pyx_t_4 = 0;
         __Pyx_XDECREF_SET(__pyx_v_key, ((PyObject*)__pyx_t_6));
         __pyx_t_6 = 0;
 
-        /* "engine/ingest/_track.pyx":406
+        /* "engine/ingest/_track.pyx":405
  *                 if self.counts[route][i]:
  *                     key = (name, status)
  *                     stats.requests[key] = stats.requests.get(key, 0) + self.counts[route][i]             # <<<<<<<<<<<<<<
  *                     self.counts[route][i] = 0
  *             if self.seconds[route] or any(self.buckets[route][i] for i in range(NBUCKETS)):
 */
-        __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_requests); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 406, __pyx_L1_error)
+        __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_requests); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 405, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_5);
         __pyx_t_4 = __pyx_t_5;
         __Pyx_INCREF(__pyx_t_4);
@@ -10107,22 +10131,22 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
           __pyx_t_6 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get, __pyx_callargs+__pyx_t_10, (3-__pyx_t_10) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
           __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
           __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-          if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 406, __pyx_L1_error)
+          if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 405, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_6);
         }
-        __pyx_t_5 = __Pyx_PyLong_From_int64_t(((__pyx_cur_scope->__pyx_v_self->counts[__pyx_cur_scope->__pyx_v_route])[__pyx_v_i])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 406, __pyx_L1_error)
+        __pyx_t_5 = __Pyx_PyLong_From_int64_t(((__pyx_cur_scope->__pyx_v_self->counts[__pyx_cur_scope->__pyx_v_route])[__pyx_v_i])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 405, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_5);
-        __pyx_t_4 = __Pyx_PyNumber_Add_object_int(__pyx_t_6, __pyx_t_5); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 406, __pyx_L1_error)
+        __pyx_t_4 = __Pyx_PyNumber_Add_object_int(__pyx_t_6, __pyx_t_5); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 405, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_4);
         __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
         __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-        __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_requests); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 406, __pyx_L1_error)
+        __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_requests); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 405, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_5);
-        if (unlikely((PyObject_SetItem(__pyx_t_5, __pyx_v_key, __pyx_t_4) < 0))) __PYX_ERR(0, 406, __pyx_L1_error)
+        if (unlikely((PyObject_SetItem(__pyx_t_5, __pyx_v_key, __pyx_t_4) < 0))) __PYX_ERR(0, 405, __pyx_L1_error)
         __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
         __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-        /* "engine/ingest/_track.pyx":407
+        /* "engine/ingest/_track.pyx":406
  *                     key = (name, status)
  *                     stats.requests[key] = stats.requests.get(key, 0) + self.counts[route][i]
  *                     self.counts[route][i] = 0             # <<<<<<<<<<<<<<
@@ -10131,7 +10155,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
 */
         ((__pyx_cur_scope->__pyx_v_self->counts[__pyx_cur_scope->__pyx_v_route])[__pyx_v_i]) = 0;
 
-        /* "engine/ingest/_track.pyx":404
+        /* "engine/ingest/_track.pyx":403
  *             name = _ROUTE_NAMES[route]
  *             for i, status in ((0, 200), (1, 302)):
  *                 if self.counts[route][i]:             # <<<<<<<<<<<<<<
@@ -10140,7 +10164,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
 */
       }
 
-      /* "engine/ingest/_track.pyx":403
+      /* "engine/ingest/_track.pyx":402
  *         for route in range(1, 4):
  *             name = _ROUTE_NAMES[route]
  *             for i, status in ((0, 200), (1, 302)):             # <<<<<<<<<<<<<<
@@ -10150,7 +10174,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
     }
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-    /* "engine/ingest/_track.pyx":408
+    /* "engine/ingest/_track.pyx":407
  *                     stats.requests[key] = stats.requests.get(key, 0) + self.counts[route][i]
  *                     self.counts[route][i] = 0
  *             if self.seconds[route] or any(self.buckets[route][i] for i in range(NBUCKETS)):             # <<<<<<<<<<<<<<
@@ -10167,12 +10191,12 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
 
       goto __pyx_L10_bool_binop_done;
     }
-    __pyx_t_2 = __pyx_pf_6engine_6ingest_6_track_11TrackRoutes_11drain_stats_genexpr(((PyObject*)__pyx_cur_scope), __pyx_e_6engine_6ingest_6_track_NBUCKETS); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 408, __pyx_L1_error)
+    __pyx_t_2 = __pyx_pf_6engine_6ingest_6_track_11TrackRoutes_11drain_stats_genexpr(((PyObject*)__pyx_cur_scope), __pyx_e_6engine_6ingest_6_track_NBUCKETS); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 407, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_4 = __Pyx_Generator_GetInlinedResult(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 408, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_Generator_GetInlinedResult(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 407, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    __pyx_t_11 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_11 < 0))) __PYX_ERR(0, 408, __pyx_L1_error)
+    __pyx_t_11 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_11 < 0))) __PYX_ERR(0, 407, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
     __pyx_t_9 = __pyx_t_11;
@@ -10181,14 +10205,14 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
     if (__pyx_t_9) {
 
 
-      /* "engine/ingest/_track.pyx":409
+      /* "engine/ingest/_track.pyx":408
  *                     self.counts[route][i] = 0
  *             if self.seconds[route] or any(self.buckets[route][i] for i in range(NBUCKETS)):
  *                 slots = stats.latency.get(name)             # <<<<<<<<<<<<<<
  *                 if slots is None:
  *                     slots = stats.latency[name] = [0] * NBUCKETS + [0.0]
 */
-      __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_latency); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 409, __pyx_L1_error)
+      __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_latency); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 408, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
       __pyx_t_2 = __pyx_t_5;
       __Pyx_INCREF(__pyx_t_2);
@@ -10198,13 +10222,13 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
         __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get, __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
         __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 409, __pyx_L1_error)
+        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 408, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_4);
       }
       __Pyx_XDECREF_SET(__pyx_v_slots, __pyx_t_4);
       __pyx_t_4 = 0;
 
-      /* "engine/ingest/_track.pyx":410
+      /* "engine/ingest/_track.pyx":409
  *             if self.seconds[route] or any(self.buckets[route][i] for i in range(NBUCKETS)):
  *                 slots = stats.latency.get(name)
  *                 if slots is None:             # <<<<<<<<<<<<<<
@@ -10215,40 +10239,40 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
       if (__pyx_t_9) {
 
 
-        /* "engine/ingest/_track.pyx":411
+        /* "engine/ingest/_track.pyx":410
  *                 slots = stats.latency.get(name)
  *                 if slots is None:
  *                     slots = stats.latency[name] = [0] * NBUCKETS + [0.0]             # <<<<<<<<<<<<<<
  *                 for i in range(NBUCKETS):
  *                     slots[i] += self.buckets[route][i]
 */
-        __pyx_t_4 = PyList_New(1 * ((__pyx_e_6engine_6ingest_6_track_NBUCKETS<0) ? 0:__pyx_e_6engine_6ingest_6_track_NBUCKETS)); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 411, __pyx_L1_error)
+        __pyx_t_4 = PyList_New(1 * ((__pyx_e_6engine_6ingest_6_track_NBUCKETS<0) ? 0:__pyx_e_6engine_6ingest_6_track_NBUCKETS)); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 410, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_4);
         { Py_ssize_t __pyx_temp;
           for (__pyx_temp=0; __pyx_temp < __pyx_e_6engine_6ingest_6_track_NBUCKETS; __pyx_temp++) {
             __Pyx_INCREF(__pyx_mstate_global->__pyx_int_0);
             __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_0);
-            if (__Pyx_PyList_SET_ITEM(__pyx_t_4, __pyx_temp, __pyx_mstate_global->__pyx_int_0) != (0)) __PYX_ERR(0, 411, __pyx_L1_error);
+            if (__Pyx_PyList_SET_ITEM(__pyx_t_4, __pyx_temp, __pyx_mstate_global->__pyx_int_0) != (0)) __PYX_ERR(0, 410, __pyx_L1_error);
           }
         }
-        __pyx_t_5 = PyList_New(1); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 411, __pyx_L1_error)
+        __pyx_t_5 = PyList_New(1); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 410, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_5);
         __Pyx_INCREF(__pyx_mstate_global->__pyx_float_0_0);
         __Pyx_GIVEREF(__pyx_mstate_global->__pyx_float_0_0);
-        if (__Pyx_PyList_SET_ITEM(__pyx_t_5, 0, __pyx_mstate_global->__pyx_float_0_0) != (0)) __PYX_ERR(0, 411, __pyx_L1_error);
-        __pyx_t_2 = PyNumber_Add(__pyx_t_4, __pyx_t_5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 411, __pyx_L1_error)
+        if (__Pyx_PyList_SET_ITEM(__pyx_t_5, 0, __pyx_mstate_global->__pyx_float_0_0) != (0)) __PYX_ERR(0, 410, __pyx_L1_error);
+        __pyx_t_2 = PyNumber_Add(__pyx_t_4, __pyx_t_5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 410, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_2);
         __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
         __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
         __Pyx_INCREF(__pyx_t_2);
         __Pyx_DECREF_SET(__pyx_v_slots, __pyx_t_2);
-        __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_latency); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 411, __pyx_L1_error)
+        __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_latency); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 410, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_5);
-        if (unlikely((PyObject_SetItem(__pyx_t_5, __pyx_v_name, __pyx_t_2) < 0))) __PYX_ERR(0, 411, __pyx_L1_error)
+        if (unlikely((PyObject_SetItem(__pyx_t_5, __pyx_v_name, __pyx_t_2) < 0))) __PYX_ERR(0, 410, __pyx_L1_error)
         __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
         __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-        /* "engine/ingest/_track.pyx":410
+        /* "engine/ingest/_track.pyx":409
  *             if self.seconds[route] or any(self.buckets[route][i] for i in range(NBUCKETS)):
  *                 slots = stats.latency.get(name)
  *                 if slots is None:             # <<<<<<<<<<<<<<
@@ -10257,7 +10281,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
 */
       }
 
-      /* "engine/ingest/_track.pyx":412
+      /* "engine/ingest/_track.pyx":411
  *                 if slots is None:
  *                     slots = stats.latency[name] = [0] * NBUCKETS + [0.0]
  *                 for i in range(NBUCKETS):             # <<<<<<<<<<<<<<
@@ -10271,7 +10295,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
       for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_13; __pyx_t_7+=1) {
         __pyx_v_i = __pyx_t_7;
 
-        /* "engine/ingest/_track.pyx":413
+        /* "engine/ingest/_track.pyx":412
  *                     slots = stats.latency[name] = [0] * NBUCKETS + [0.0]
  *                 for i in range(NBUCKETS):
  *                     slots[i] += self.buckets[route][i]             # <<<<<<<<<<<<<<
@@ -10280,18 +10304,18 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
 */
 
         __pyx_t_14 = __pyx_v_i;
-        __pyx_t_2 = __Pyx_GetItemInt(__pyx_v_slots, __pyx_t_14, int, 1, __Pyx_PyLong_From_int, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 413, __pyx_L1_error)
+        __pyx_t_2 = __Pyx_GetItemInt(__pyx_v_slots, __pyx_t_14, int, 1, __Pyx_PyLong_From_int, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 412, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_2);
-        __pyx_t_5 = __Pyx_PyLong_From_int64_t(((__pyx_cur_scope->__pyx_v_self->buckets[__pyx_cur_scope->__pyx_v_route])[__pyx_v_i])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 413, __pyx_L1_error)
+        __pyx_t_5 = __Pyx_PyLong_From_int64_t(((__pyx_cur_scope->__pyx_v_self->buckets[__pyx_cur_scope->__pyx_v_route])[__pyx_v_i])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 412, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_5);
-        __pyx_t_4 = __Pyx_PyNumber_InPlaceAdd_object_int(__pyx_t_2, __pyx_t_5); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 413, __pyx_L1_error)
+        __pyx_t_4 = __Pyx_PyNumber_InPlaceAdd_object_int(__pyx_t_2, __pyx_t_5); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 412, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_4);
         __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
         __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-        if (unlikely((__Pyx_SetItemInt(__pyx_v_slots, __pyx_t_14, __pyx_t_4, int, 1, __Pyx_PyLong_From_int, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference) < 0))) __PYX_ERR(0, 413, __pyx_L1_error)
+        if (unlikely((__Pyx_SetItemInt(__pyx_v_slots, __pyx_t_14, __pyx_t_4, int, 1, __Pyx_PyLong_From_int, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference) < 0))) __PYX_ERR(0, 412, __pyx_L1_error)
         __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-        /* "engine/ingest/_track.pyx":414
+        /* "engine/ingest/_track.pyx":413
  *                 for i in range(NBUCKETS):
  *                     slots[i] += self.buckets[route][i]
  *                     self.buckets[route][i] = 0             # <<<<<<<<<<<<<<
@@ -10302,7 +10326,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
       }
 
 
-      /* "engine/ingest/_track.pyx":415
+      /* "engine/ingest/_track.pyx":414
  *                     slots[i] += self.buckets[route][i]
  *                     self.buckets[route][i] = 0
  *                 slots[NBUCKETS] += self.seconds[route]             # <<<<<<<<<<<<<<
@@ -10311,18 +10335,18 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
 */
 
       __pyx_t_12 = __pyx_e_6engine_6ingest_6_track_NBUCKETS;
-      __pyx_t_4 = __Pyx_GetItemInt(__pyx_v_slots, __pyx_t_12, int, 1, __Pyx_PyLong_From___pyx_anon_enum, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 415, __pyx_L1_error)
+      __pyx_t_4 = __Pyx_GetItemInt(__pyx_v_slots, __pyx_t_12, int, 1, __Pyx_PyLong_From___pyx_anon_enum, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 414, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
-      __pyx_t_5 = PyFloat_FromDouble((__pyx_cur_scope->__pyx_v_self->seconds[__pyx_cur_scope->__pyx_v_route])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 415, __pyx_L1_error)
+      __pyx_t_5 = PyFloat_FromDouble((__pyx_cur_scope->__pyx_v_self->seconds[__pyx_cur_scope->__pyx_v_route])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 414, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
-      __pyx_t_2 = __Pyx_PyNumber_InPlaceAdd_object_float(__pyx_t_4, __pyx_t_5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 415, __pyx_L1_error)
+      __pyx_t_2 = __Pyx_PyNumber_InPlaceAdd_object_float(__pyx_t_4, __pyx_t_5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 414, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely((__Pyx_SetItemInt(__pyx_v_slots, __pyx_t_12, __pyx_t_2, int, 1, __Pyx_PyLong_From___pyx_anon_enum, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference) < 0))) __PYX_ERR(0, 415, __pyx_L1_error)
+      if (unlikely((__Pyx_SetItemInt(__pyx_v_slots, __pyx_t_12, __pyx_t_2, int, 1, __Pyx_PyLong_From___pyx_anon_enum, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference) < 0))) __PYX_ERR(0, 414, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-      /* "engine/ingest/_track.pyx":416
+      /* "engine/ingest/_track.pyx":415
  *                     self.buckets[route][i] = 0
  *                 slots[NBUCKETS] += self.seconds[route]
  *                 self.seconds[route] = 0.0             # <<<<<<<<<<<<<<
@@ -10331,7 +10355,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
 */
       (__pyx_cur_scope->__pyx_v_self->seconds[__pyx_cur_scope->__pyx_v_route]) = 0.0;
 
-      /* "engine/ingest/_track.pyx":408
+      /* "engine/ingest/_track.pyx":407
  *                     stats.requests[key] = stats.requests.get(key, 0) + self.counts[route][i]
  *                     self.counts[route][i] = 0
  *             if self.seconds[route] or any(self.buckets[route][i] for i in range(NBUCKETS)):             # <<<<<<<<<<<<<<
@@ -10341,25 +10365,25 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
     }
   }
 
-  /* "engine/ingest/_track.pyx":417
+  /* "engine/ingest/_track.pyx":416
  *                 slots[NBUCKETS] += self.seconds[route]
  *                 self.seconds[route] = 0.0
  *         stats.events += self.events             # <<<<<<<<<<<<<<
  *         self.events = 0
  * 
 */
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_events); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 417, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_events); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 416, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyLong_From_int64_t(__pyx_cur_scope->__pyx_v_self->events); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 417, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyLong_From_int64_t(__pyx_cur_scope->__pyx_v_self->events); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 416, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __Pyx_PyNumber_InPlaceAdd_object_int(__pyx_t_2, __pyx_t_5); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 417, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyNumber_InPlaceAdd_object_int(__pyx_t_2, __pyx_t_5); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 416, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  if (__Pyx_PyObject_SetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_events, __pyx_t_4) < (0)) __PYX_ERR(0, 417, __pyx_L1_error)
+  if (__Pyx_PyObject_SetAttrStr(__pyx_v_stats, __pyx_mstate_global->__pyx_n_u_events, __pyx_t_4) < (0)) __PYX_ERR(0, 416, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/ingest/_track.pyx":418
+  /* "engine/ingest/_track.pyx":417
  *                 self.seconds[route] = 0.0
  *         stats.events += self.events
  *         self.events = 0             # <<<<<<<<<<<<<<
@@ -10368,7 +10392,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_6drain_stats(str
 */
   __pyx_cur_scope->__pyx_v_self->events = 0;
 
-  /* "engine/ingest/_track.pyx":398
+  /* "engine/ingest/_track.pyx":397
  *         self.seconds[route] += seconds
  * 
  *     def drain_stats(self, stats):             # <<<<<<<<<<<<<<
@@ -10745,7 +10769,7 @@ static PyObject *__pyx_pf_6engine_6ingest_6_track_11TrackRoutes_10__setstate_cyt
   return __pyx_r;
 }
 
-/* "engine/ingest/_track.pyx":421
+/* "engine/ingest/_track.pyx":420
  * 
  * 
  * cdef bint _under(bytes url, bytes prefix):             # <<<<<<<<<<<<<<
@@ -10761,7 +10785,7 @@ static int __pyx_f_6engine_6ingest_6_track__under(PyObject *__pyx_v_url, PyObjec
   int __pyx_t_1;
   int __pyx_t_2;
 
-  /* "engine/ingest/_track.pyx":424
+  /* "engine/ingest/_track.pyx":423
  *     """``url``'s path is ``prefix`` or below it (``/tr/v1``, ``/tr/v1/...``,
  *     ``/tr/v1?...``)."""
  *     cdef Py_ssize_t n = PyBytes_GET_SIZE(prefix)             # <<<<<<<<<<<<<<
@@ -10770,7 +10794,7 @@ static int __pyx_f_6engine_6ingest_6_track__under(PyObject *__pyx_v_url, PyObjec
 */
   __pyx_v_n = PyBytes_GET_SIZE(__pyx_v_prefix);
 
-  /* "engine/ingest/_track.pyx":425
+  /* "engine/ingest/_track.pyx":424
  *     ``/tr/v1?...``)."""
  *     cdef Py_ssize_t n = PyBytes_GET_SIZE(prefix)
  *     cdef const char* u = PyBytes_AS_STRING(url)             # <<<<<<<<<<<<<<
@@ -10779,7 +10803,7 @@ static int __pyx_f_6engine_6ingest_6_track__under(PyObject *__pyx_v_url, PyObjec
 */
   __pyx_v_u = PyBytes_AS_STRING(__pyx_v_url);
 
-  /* "engine/ingest/_track.pyx":427
+  /* "engine/ingest/_track.pyx":426
  *     cdef const char* u = PyBytes_AS_STRING(url)
  *     cdef char c
  *     if PyBytes_GET_SIZE(url) < n or memcmp(u, PyBytes_AS_STRING(prefix), n) != 0:             # <<<<<<<<<<<<<<
@@ -10805,7 +10829,7 @@ static int __pyx_f_6engine_6ingest_6_track__under(PyObject *__pyx_v_url, PyObjec
   if (__pyx_t_1) {
 
 
-    /* "engine/ingest/_track.pyx":428
+    /* "engine/ingest/_track.pyx":427
  *     cdef char c
  *     if PyBytes_GET_SIZE(url) < n or memcmp(u, PyBytes_AS_STRING(prefix), n) != 0:
  *         return False             # <<<<<<<<<<<<<<
@@ -10818,7 +10842,7 @@ static int __pyx_f_6engine_6ingest_6_track__under(PyObject *__pyx_v_url, PyObjec
     }
     goto __pyx_L0;
 
-    /* "engine/ingest/_track.pyx":427
+    /* "engine/ingest/_track.pyx":426
  *     cdef const char* u = PyBytes_AS_STRING(url)
  *     cdef char c
  *     if PyBytes_GET_SIZE(url) < n or memcmp(u, PyBytes_AS_STRING(prefix), n) != 0:             # <<<<<<<<<<<<<<
@@ -10827,7 +10851,7 @@ static int __pyx_f_6engine_6ingest_6_track__under(PyObject *__pyx_v_url, PyObjec
 */
   }
 
-  /* "engine/ingest/_track.pyx":429
+  /* "engine/ingest/_track.pyx":428
  *     if PyBytes_GET_SIZE(url) < n or memcmp(u, PyBytes_AS_STRING(prefix), n) != 0:
  *         return False
  *     if PyBytes_GET_SIZE(url) == n:             # <<<<<<<<<<<<<<
@@ -10839,7 +10863,7 @@ static int __pyx_f_6engine_6ingest_6_track__under(PyObject *__pyx_v_url, PyObjec
   if (__pyx_t_1) {
 
 
-    /* "engine/ingest/_track.pyx":430
+    /* "engine/ingest/_track.pyx":429
  *         return False
  *     if PyBytes_GET_SIZE(url) == n:
  *         return True             # <<<<<<<<<<<<<<
@@ -10852,7 +10876,7 @@ static int __pyx_f_6engine_6ingest_6_track__under(PyObject *__pyx_v_url, PyObjec
     }
     goto __pyx_L0;
 
-    /* "engine/ingest/_track.pyx":429
+    /* "engine/ingest/_track.pyx":428
  *     if PyBytes_GET_SIZE(url) < n or memcmp(u, PyBytes_AS_STRING(prefix), n) != 0:
  *         return False
  *     if PyBytes_GET_SIZE(url) == n:             # <<<<<<<<<<<<<<
@@ -10861,7 +10885,7 @@ static int __pyx_f_6engine_6ingest_6_track__under(PyObject *__pyx_v_url, PyObjec
 */
   }
 
-  /* "engine/ingest/_track.pyx":431
+  /* "engine/ingest/_track.pyx":430
  *     if PyBytes_GET_SIZE(url) == n:
  *         return True
  *     c = u[n]             # <<<<<<<<<<<<<<
@@ -10870,7 +10894,7 @@ static int __pyx_f_6engine_6ingest_6_track__under(PyObject *__pyx_v_url, PyObjec
 */
   __pyx_v_c = (__pyx_v_u[__pyx_v_n]);
 
-  /* "engine/ingest/_track.pyx":432
+  /* "engine/ingest/_track.pyx":431
  *         return True
  *     c = u[n]
  *     return c == b'/' or c == b'?'             # <<<<<<<<<<<<<<
@@ -10890,7 +10914,7 @@ static int __pyx_f_6engine_6ingest_6_track__under(PyObject *__pyx_v_url, PyObjec
   }
   goto __pyx_L0;
 
-  /* "engine/ingest/_track.pyx":421
+  /* "engine/ingest/_track.pyx":420
  * 
  * 
  * cdef bint _under(bytes url, bytes prefix):             # <<<<<<<<<<<<<<
@@ -11718,8 +11742,8 @@ static int __Pyx_modinit_Exttype___pyx_obj_6engine_6ingest_6_track_TrackRoutes(_
   __pyx_vtable_6engine_6ingest_6_track_TrackRoutes.__pyx_base.answer = (int (*)(struct __pyx_obj_6engine_4http_11_connection_FastRoutes *, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, int))__pyx_f_6engine_6ingest_6_track_11TrackRoutes_answer;
   __pyx_vtable_6engine_6ingest_6_track_TrackRoutes._limited = (PyObject *(*)(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *, PyObject *, int))__pyx_f_6engine_6ingest_6_track_11TrackRoutes__limited;
   __pyx_vtable_6engine_6ingest_6_track_TrackRoutes._refuse = (int (*)(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, int, int, PyObject *, double))__pyx_f_6engine_6ingest_6_track_11TrackRoutes__refuse;
-  __pyx_vtable_6engine_6ingest_6_track_TrackRoutes._record = (uint64_t (*)(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, int, struct __pyx_t_6engine_6_parse_Outcome *))__pyx_f_6engine_6ingest_6_track_11TrackRoutes__record;
-  __pyx_vtable_6engine_6ingest_6_track_TrackRoutes._record_reference = (uint64_t (*)(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *, PyObject *, PyObject *, PyObject *, PyObject *, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, int, struct __pyx_t_6engine_6_parse_Outcome *))__pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference;
+  __pyx_vtable_6engine_6ingest_6_track_TrackRoutes._record = (struct __pyx_obj_6engine_4http_11_connection_Ticket *(*)(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, int, struct __pyx_t_6engine_6_parse_Outcome *))__pyx_f_6engine_6ingest_6_track_11TrackRoutes__record;
+  __pyx_vtable_6engine_6ingest_6_track_TrackRoutes._record_reference = (struct __pyx_obj_6engine_4http_11_connection_Ticket *(*)(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *, PyObject *, PyObject *, PyObject *, PyObject *, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, int, struct __pyx_t_6engine_6_parse_Outcome *))__pyx_f_6engine_6ingest_6_track_11TrackRoutes__record_reference;
   __pyx_vtable_6engine_6ingest_6_track_TrackRoutes._response = (PyObject *(*)(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *, struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, int, int, struct __pyx_t_6engine_6_parse_Outcome *, int))__pyx_f_6engine_6ingest_6_track_11TrackRoutes__response;
   __pyx_vtable_6engine_6ingest_6_track_TrackRoutes._location = (PyObject *(*)(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *, struct __pyx_t_6engine_6_parse_Outcome *))__pyx_f_6engine_6ingest_6_track_11TrackRoutes__location;
   __pyx_vtable_6engine_6ingest_6_track_TrackRoutes._count = (void (*)(struct __pyx_obj_6engine_6ingest_6_track_TrackRoutes *, int, int, double))__pyx_f_6engine_6ingest_6_track_11TrackRoutes__count;
@@ -11766,14 +11790,14 @@ static int __Pyx_modinit_Exttype___pyx_obj_6engine_6ingest_6_track___pyx_scope_s
   __Pyx_RefNannySetupContext("__Pyx_modinit_Exttype___pyx_obj_6engine_6ingest_6_track___pyx_scope_struct__drain_stats", 0);
   /*--- Exttype __pyx_obj_6engine_6ingest_6_track___pyx_scope_struct__drain_stats ---*/
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct__drain_stats = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_6engine_6ingest_6_track___pyx_scope_struct__drain_stats_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct__drain_stats)) __PYX_ERR(0, 398, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct__drain_stats = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_6engine_6ingest_6_track___pyx_scope_struct__drain_stats_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct__drain_stats)) __PYX_ERR(0, 397, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct__drain_stats = &__pyx_type_6engine_6ingest_6_track___pyx_scope_struct__drain_stats;
   #endif
   #if !CYTHON_COMPILING_IN_LIMITED_API
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct__drain_stats) < (0)) __PYX_ERR(0, 398, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct__drain_stats) < (0)) __PYX_ERR(0, 397, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct__drain_stats);
@@ -11799,14 +11823,14 @@ static int __Pyx_modinit_Exttype___pyx_obj_6engine_6ingest_6_track___pyx_scope_s
   __Pyx_RefNannySetupContext("__Pyx_modinit_Exttype___pyx_obj_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr", 0);
   /*--- Exttype __pyx_obj_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr ---*/
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr)) __PYX_ERR(0, 408, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr)) __PYX_ERR(0, 407, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr = &__pyx_type_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr;
   #endif
   #if !CYTHON_COMPILING_IN_LIMITED_API
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr) < (0)) __PYX_ERR(0, 408, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr) < (0)) __PYX_ERR(0, 407, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_6engine_6ingest_6_track___pyx_scope_struct_1_genexpr);
@@ -11869,25 +11893,6 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_t_1 = PyImport_ImportModule("engine.http._connection"); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 7, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_mstate->__pyx_ptype_6engine_4http_11_connection_Commits = __Pyx_ImportType_3_3_1(__pyx_t_1, "engine.http._connection", "Commits",
-  #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
-  sizeof(struct __pyx_obj_6engine_4http_11_connection_Commits), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_Commits),
-  #elif CYTHON_COMPILING_IN_LIMITED_API
-  sizeof(struct __pyx_obj_6engine_4http_11_connection_Commits), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_Commits),
-  #else
-  sizeof(struct __pyx_obj_6engine_4http_11_connection_Commits), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_Commits),
-  #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_Commits) __PYX_ERR(4, 7, __pyx_L1_error)
-  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_Commits, (void**)&__pyx_vtabptr_6engine_4http_11_connection_Commits) != 1)) __PYX_ERR(4, 7, __pyx_L1_error)
-  __pyx_mstate->__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry = __Pyx_ImportType_3_3_1(__pyx_t_1, "engine.http._connection", "ConnectionRegistry",
-  #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
-  sizeof(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry),
-  #elif CYTHON_COMPILING_IN_LIMITED_API
-  sizeof(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry),
-  #else
-  sizeof(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry),
-  #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry) __PYX_ERR(4, 22, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection = __Pyx_ImportType_3_3_1(__pyx_t_1, "engine.http._connection", "HttpConnection",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_6engine_4http_11_connection_HttpConnection), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_HttpConnection),
@@ -11896,8 +11901,27 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_6engine_4http_11_connection_HttpConnection), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_HttpConnection),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection) __PYX_ERR(4, 35, __pyx_L1_error)
-  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection, (void**)&__pyx_vtabptr_6engine_4http_11_connection_HttpConnection) != 1)) __PYX_ERR(4, 35, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection) __PYX_ERR(4, 7, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection, (void**)&__pyx_vtabptr_6engine_4http_11_connection_HttpConnection) != 1)) __PYX_ERR(4, 7, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_6engine_4http_11_connection_Ticket = __Pyx_ImportType_3_3_1(__pyx_t_1, "engine.http._connection", "Ticket",
+  #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
+  sizeof(struct __pyx_obj_6engine_4http_11_connection_Ticket), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_Ticket),
+  #elif CYTHON_COMPILING_IN_LIMITED_API
+  sizeof(struct __pyx_obj_6engine_4http_11_connection_Ticket), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_Ticket),
+  #else
+  sizeof(struct __pyx_obj_6engine_4http_11_connection_Ticket), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_Ticket),
+  #endif
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_Ticket) __PYX_ERR(4, 10, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_Ticket, (void**)&__pyx_vtabptr_6engine_4http_11_connection_Ticket) != 1)) __PYX_ERR(4, 10, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry = __Pyx_ImportType_3_3_1(__pyx_t_1, "engine.http._connection", "ConnectionRegistry",
+  #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
+  sizeof(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry),
+  #elif CYTHON_COMPILING_IN_LIMITED_API
+  sizeof(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry),
+  #else
+  sizeof(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry),
+  #endif
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry) __PYX_ERR(4, 28, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_t_1 = PyImport_ImportModule("engine.ingest._spool"); if (unlikely(!__pyx_t_1)) __PYX_ERR(5, 38, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
@@ -12618,34 +12642,34 @@ __Pyx_RefNannySetupContext("PyInit__track", 0);
 */
   __pyx_v_6engine_6ingest_6_track_COOKIE_VALUE = 36;
 
-  /* "engine/ingest/_track.pyx":355
+  /* "engine/ingest/_track.pyx":354
  * 
  *     # ---- tracking for other routes (proxy, static) -----------------------
  *     def track(self, path, query, ip, user_agent, accept_language, cookie):             # <<<<<<<<<<<<<<
  *         """Spool an event for a proxied or static request (not an answer of
  *         its own: nothing waits for the group). Returns (vid, new visitor),
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_track_11TrackRoutes_5track, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_TrackRoutes_track, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__track, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 355, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_track_11TrackRoutes_5track, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_TrackRoutes_track, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__track, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 354, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes, __pyx_mstate_global->__pyx_n_u_track, __pyx_t_2) < (0)) __PYX_ERR(0, 355, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes, __pyx_mstate_global->__pyx_n_u_track, __pyx_t_2) < (0)) __PYX_ERR(0, 354, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/ingest/_track.pyx":398
+  /* "engine/ingest/_track.pyx":397
  *         self.seconds[route] += seconds
  * 
  *     def drain_stats(self, stats):             # <<<<<<<<<<<<<<
  *         """Move the counts since the last call into ``stats`` (WorkerStats)."""
  *         cdef int route, i
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_track_11TrackRoutes_7drain_stats, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_TrackRoutes_drain_stats, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__track, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 398, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6ingest_6_track_11TrackRoutes_7drain_stats, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_TrackRoutes_drain_stats, NULL, __pyx_mstate_global->__pyx_n_u_engine_ingest__track, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 397, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes, __pyx_mstate_global->__pyx_n_u_drain_stats, __pyx_t_2) < (0)) __PYX_ERR(0, 398, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_6ingest_6_track_TrackRoutes, __pyx_mstate_global->__pyx_n_u_drain_stats, __pyx_t_2) < (0)) __PYX_ERR(0, 397, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
   /* "(tree fragment)":1
@@ -12762,7 +12786,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[0]);
 
-  /* "engine/ingest/_track.pyx":290
+  /* "engine/ingest/_track.pyx":289
  *         res.new_visitor = bool(event.get("new_visitor"))
  *         redirect = event["params"].get("redirect")
  *         self._keep_redirect = None if redirect is None else redirect.encode("utf-8", "surrogatepass")             # <<<<<<<<<<<<<<
@@ -12771,12 +12795,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_kp_u_utf_8, __pyx_mstate_global->__pyx_n_u_surrogatepass};
-    __pyx_mstate_global->__pyx_tuple[1] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[1])) __PYX_ERR(0, 290, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[1] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[1])) __PYX_ERR(0, 289, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[1]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[1]);
 
-  /* "engine/ingest/_track.pyx":349
+  /* "engine/ingest/_track.pyx":348
  *             target = PyUnicode_DecodeUTF8(res.redirect, res.redirect_len, "surrogatepass")
  *         location = safe_redirect(target, self.redirect_hosts,
  *                                  self.default_redirect).encode("utf-8", "replace")             # <<<<<<<<<<<<<<
@@ -12785,12 +12809,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_kp_u_utf_8, __pyx_mstate_global->__pyx_n_u_replace};
-    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(0, 349, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(0, 348, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[2]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[2]);
 
-  /* "engine/ingest/_track.pyx":403
+  /* "engine/ingest/_track.pyx":402
  *         for route in range(1, 4):
  *             name = _ROUTE_NAMES[route]
  *             for i, status in ((0, 200), (1, 302)):             # <<<<<<<<<<<<<<
@@ -12799,19 +12823,19 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_0, __pyx_mstate_global->__pyx_int_200};
-    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(0, 403, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(0, 402, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[3]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[3]);
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_1, __pyx_mstate_global->__pyx_int_302};
-    __pyx_mstate_global->__pyx_tuple[4] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[4])) __PYX_ERR(0, 403, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[4] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[4])) __PYX_ERR(0, 402, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[4]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[4]);
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_tuple[3], __pyx_mstate_global->__pyx_tuple[4]};
-    __pyx_mstate_global->__pyx_tuple[5] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[5])) __PYX_ERR(0, 403, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[5] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[5])) __PYX_ERR(0, 402, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[5]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[5]);
@@ -13022,17 +13046,17 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
   PyObject* tuple_dedup_map = PyDict_New();
   if (unlikely(!tuple_dedup_map)) return -1;
   {
-    const __Pyx_PyCode_New_function_description descr = {0, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS|CO_GENERATOR), 408};
+    const __Pyx_PyCode_New_function_description descr = {0, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS|CO_GENERATOR), 407};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_i};
     __pyx_mstate_global->__pyx_codeobj_tab[0] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_ingest__track_pyx, __pyx_mstate->__pyx_n_u_genexpr, __pyx_mstate->__pyx_kp_b_iso88591_Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[0])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {7, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 355};
+    const __Pyx_PyCode_New_function_description descr = {7, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 354};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_path, __pyx_mstate->__pyx_n_u_query, __pyx_mstate->__pyx_n_u_ip, __pyx_mstate->__pyx_n_u_user_agent, __pyx_mstate->__pyx_n_u_accept_language, __pyx_mstate->__pyx_n_u_cookie, __pyx_mstate->__pyx_n_u_res, __pyx_mstate->__pyx_n_u_start, __pyx_mstate->__pyx_n_u_cookie_vid, __pyx_mstate->__pyx_n_u_data, __pyx_mstate->__pyx_n_u_record, __pyx_mstate->__pyx_n_u_event};
     __pyx_mstate_global->__pyx_codeobj_tab[1] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_ingest__track_pyx, __pyx_mstate->__pyx_n_u_track, __pyx_mstate->__pyx_kp_b_iso88591_A_5_F_4t6_Cr_Rt6QR_1_7_Q_7q_AQQR, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[1])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 398};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 397};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_stats, __pyx_mstate->__pyx_n_u_route, __pyx_mstate->__pyx_n_u_i, __pyx_mstate->__pyx_n_u_name_2, __pyx_mstate->__pyx_n_u_status, __pyx_mstate->__pyx_n_u_key, __pyx_mstate->__pyx_n_u_slots, __pyx_mstate->__pyx_n_u_genexpr, __pyx_mstate->__pyx_n_u_genexpr};
     __pyx_mstate_global->__pyx_codeobj_tab[2] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_ingest__track_pyx, __pyx_mstate->__pyx_n_u_drain_stats, __pyx_mstate->__pyx_kp_b_iso88591_A_IU_3a_q_Qas_A_4wavQa_6_7_y_AU, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[2])) goto bad;
   }
@@ -19402,307 +19426,6 @@ static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int64_t(int64_t value) {
         Py_XDECREF(from_bytes_str);
         return result;
 #endif
-    }
-}
-
-/* CIntFromPy */
-static uint64_t __Pyx_LargePyLong___Pyx_PyLong_As_uint64_t(PyObject *x);
-static uint64_t __Pyx_raise_neg_overflow___Pyx_PyLong_As_uint64_t(void) {
-    const char* type_name = "uint64_t";
-    PyErr_Format(PyExc_OverflowError,
-        "can't convert negative value to %.200s", type_name);
-    return (uint64_t) -1;
-}
-static uint64_t __Pyx_raise_overflow___Pyx_PyLong_As_uint64_t(void) {
-    const char* type_name = "uint64_t";
-    PyErr_Format(PyExc_OverflowError,
-        "value too large to convert to %.200s", type_name);
-    return (uint64_t) -1;
-}
-static CYTHON_INLINE uint64_t __Pyx_PyULong___Pyx_PyLong_As_uint64_t(PyObject *x) {
-    const int is_unsigned = 1;
-#if CYTHON_USE_PYLONG_INTERNALS
-    {
-        const digit* digits = __Pyx_PyLong_Digits(x);
-        const Py_ssize_t size = __Pyx_PyLong_DigitCount(x);
-        if (size == 2 && (8 * sizeof(uint64_t) > 1 * PyLong_SHIFT)) {
-            if ((8 * sizeof(unsigned long) > 2 * PyLong_SHIFT)) {
-                __PYX_VERIFY_RETURN_INT(uint64_t, unsigned long, (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
-            } else if ((8 * sizeof(uint64_t) >= 2 * PyLong_SHIFT)) {
-                return (uint64_t) (((((uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0]));
-            }
-        } else
-        if (size == 3 && (8 * sizeof(uint64_t) > 2 * PyLong_SHIFT)) {
-            if ((8 * sizeof(unsigned long) > 3 * PyLong_SHIFT)) {
-                __PYX_VERIFY_RETURN_INT(uint64_t, unsigned long, (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
-            } else if ((8 * sizeof(uint64_t) >= 3 * PyLong_SHIFT)) {
-                return (uint64_t) (((((((uint64_t)digits[2]) << PyLong_SHIFT) | (uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0]));
-            }
-        } else
-        if (size == 4 && (8 * sizeof(uint64_t) > 3 * PyLong_SHIFT)) {
-            if ((8 * sizeof(unsigned long) > 4 * PyLong_SHIFT)) {
-                __PYX_VERIFY_RETURN_INT(uint64_t, unsigned long, (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
-            } else if ((8 * sizeof(uint64_t) >= 4 * PyLong_SHIFT)) {
-                return (uint64_t) (((((((((uint64_t)digits[3]) << PyLong_SHIFT) | (uint64_t)digits[2]) << PyLong_SHIFT) | (uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0]));
-            }
-        } else
-        {}
-    }
-#elif CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX < 0x030C00A7
-    if (unlikely(Py_SIZE(x) < 0)) {
-        goto raise_neg_overflow;
-    }
-#else
-    {
-        int result = PyObject_RichCompareBool(x, Py_False, Py_LT);
-        if (unlikely(result < 0))
-            return (uint64_t) -1;
-        if (unlikely(result == 1))
-            goto raise_neg_overflow;
-    }
-#endif
-    if ((sizeof(uint64_t) <= sizeof(unsigned long))) {
-        __PYX_VERIFY_RETURN_INT_EXC(uint64_t, unsigned long, PyLong_AsUnsignedLong(x))
-    } else if ((sizeof(uint64_t) <= sizeof(unsigned PY_LONG_LONG))) {
-        __PYX_VERIFY_RETURN_INT_EXC(uint64_t, unsigned PY_LONG_LONG, PyLong_AsUnsignedLongLong(x))
-    }
-    return __Pyx_LargePyLong___Pyx_PyLong_As_uint64_t(x);
-raise_neg_overflow:
-    return __Pyx_raise_neg_overflow___Pyx_PyLong_As_uint64_t();
-raise_overflow:
-    return __Pyx_raise_overflow___Pyx_PyLong_As_uint64_t();
-}
-static CYTHON_INLINE uint64_t __Pyx_PySLong___Pyx_PyLong_As_uint64_t(PyObject *x) {
-    const int is_unsigned = 0;
-#if CYTHON_USE_PYLONG_INTERNALS
-    if (__Pyx_PyLong_IsNeg(x)) {
-        const Py_ssize_t size = __Pyx_PyLong_DigitCount(x);
-        const digit* digits = __Pyx_PyLong_Digits(x);
-        if (size == 2 && (8 * sizeof(uint64_t) > 1 * PyLong_SHIFT)) {
-            if ((8 * sizeof(long) > 2 * PyLong_SHIFT)) {
-                long ival = - (long) (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
-                __PYX_VERIFY_RETURN_INT(uint64_t, long, ival)
-            } else if ((8 * sizeof(uint64_t) - 1 > 2 * PyLong_SHIFT)) {
-                return (uint64_t) (((uint64_t) -1) * (((((uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0])));
-            }
-        } else
-        if (size == 3 && (8 * sizeof(uint64_t) > 2 * PyLong_SHIFT)) {
-            if ((8 * sizeof(long) > 3 * PyLong_SHIFT)) {
-                long ival = - (long) (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
-                __PYX_VERIFY_RETURN_INT(uint64_t, long, ival)
-            } else if ((8 * sizeof(uint64_t) - 1 > 3 * PyLong_SHIFT)) {
-                return (uint64_t) (((uint64_t) -1) * (((((((uint64_t)digits[2]) << PyLong_SHIFT) | (uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0])));
-            }
-        } else
-        if (size == 4 && (8 * sizeof(uint64_t) > 3 * PyLong_SHIFT)) {
-            if ((8 * sizeof(long) > 4 * PyLong_SHIFT)) {
-                long ival = - (long) (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
-                __PYX_VERIFY_RETURN_INT(uint64_t, long, ival)
-            } else if ((8 * sizeof(uint64_t) - 1 > 4 * PyLong_SHIFT)) {
-                return (uint64_t) (((uint64_t) -1) * (((((((((uint64_t)digits[3]) << PyLong_SHIFT) | (uint64_t)digits[2]) << PyLong_SHIFT) | (uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0])));
-            }
-        } else
-        {}
-    } else {
-        const Py_ssize_t size = __Pyx_PyLong_DigitCount(x);
-        const digit* digits = __Pyx_PyLong_Digits(x);
-        if (size == 2 && (8 * sizeof(uint64_t) > 1 * PyLong_SHIFT)) {
-            if ((8 * sizeof(long) > 2 * PyLong_SHIFT)) {
-                __PYX_VERIFY_RETURN_INT(uint64_t, unsigned long, (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
-            } else if ((8 * sizeof(uint64_t) - 1 > 2 * PyLong_SHIFT)) {
-                return (uint64_t) (((((uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0]));
-            }
-        } else
-        if (size == 3 && (8 * sizeof(uint64_t) > 2 * PyLong_SHIFT)) {
-            if ((8 * sizeof(long) > 3 * PyLong_SHIFT)) {
-                __PYX_VERIFY_RETURN_INT(uint64_t, unsigned long, (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
-            } else if ((8 * sizeof(uint64_t) - 1 > 3 * PyLong_SHIFT)) {
-                return (uint64_t) (((((((uint64_t)digits[2]) << PyLong_SHIFT) | (uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0]));
-            }
-        } else
-        if (size == 4 && (8 * sizeof(uint64_t) > 3 * PyLong_SHIFT)) {
-            if ((8 * sizeof(long) > 4 * PyLong_SHIFT)) {
-                __PYX_VERIFY_RETURN_INT(uint64_t, unsigned long, (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
-            } else if ((8 * sizeof(uint64_t) - 1 > 4 * PyLong_SHIFT)) {
-                return (uint64_t) (((((((((uint64_t)digits[3]) << PyLong_SHIFT) | (uint64_t)digits[2]) << PyLong_SHIFT) | (uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0]));
-            }
-        } else
-        {}
-    }
-#endif
-    #if __PYX_LIMITED_VERSION_HEX >= 0x030d0000
-    if ((sizeof(uint64_t) <= sizeof(int)) && (sizeof(int) < sizeof(long))) {
-        __PYX_VERIFY_RETURN_INT_EXC(uint64_t, int, PyLong_AsInt(x))
-    } else
-    #endif
-    if ((sizeof(uint64_t) <= sizeof(long))) {
-        __PYX_VERIFY_RETURN_INT_EXC(uint64_t, long, PyLong_AsLong(x))
-    } else if ((sizeof(uint64_t) <= sizeof(PY_LONG_LONG))) {
-        __PYX_VERIFY_RETURN_INT_EXC(uint64_t, PY_LONG_LONG, PyLong_AsLongLong(x))
-    }
-    return __Pyx_LargePyLong___Pyx_PyLong_As_uint64_t(x);
-raise_neg_overflow:
-    return __Pyx_raise_neg_overflow___Pyx_PyLong_As_uint64_t();
-raise_overflow:
-    return __Pyx_raise_overflow___Pyx_PyLong_As_uint64_t();
-}
-static uint64_t __Pyx_LargePyLong___Pyx_PyLong_As_uint64_t(PyObject *x) {
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wconversion"
-#endif
-    const uint64_t neg_one = (uint64_t) -1, const_zero = (uint64_t) 0;
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic pop
-#endif
-    const int is_unsigned = neg_one > const_zero;
-    uint64_t val;
-    int ret = -1;
-#if PY_VERSION_HEX >= 0x030d00A6 && !CYTHON_COMPILING_IN_LIMITED_API
-    Py_ssize_t bytes_copied = PyLong_AsNativeBytes(
-        x, &val, sizeof(val), Py_ASNATIVEBYTES_NATIVE_ENDIAN | (is_unsigned ? Py_ASNATIVEBYTES_UNSIGNED_BUFFER | Py_ASNATIVEBYTES_REJECT_NEGATIVE : 0));
-    if (unlikely(bytes_copied == -1)) {
-    } else if (unlikely(bytes_copied > (Py_ssize_t) sizeof(val))) {
-        goto raise_overflow;
-    } else {
-        ret = 0;
-    }
-#elif PY_VERSION_HEX < 0x030d0000 && !(CYTHON_COMPILING_IN_PYPY || CYTHON_COMPILING_IN_LIMITED_API) || defined(_PyLong_AsByteArray)
-    int one = 1; int is_little = (int)*(unsigned char *)&one;
-    unsigned char *bytes = (unsigned char *)&val;
-    ret = _PyLong_AsByteArray((PyLongObject *)x,
-                                bytes, sizeof(val),
-                                is_little, !is_unsigned);
-    if ((0)) goto raise_overflow;
-#else
-    PyObject *v;
-    PyObject *stepval = NULL, *mask = NULL, *shift = NULL;
-    int bits, remaining_bits, is_negative = 0;
-    int chunk_size = (sizeof(long) < 8) ? 30 : 62;
-    if (likely(PyLong_CheckExact(x))) {
-        v = __Pyx_NewRef(x);
-    } else {
-        v = PyNumber_Long(x);
-        if (unlikely(!v)) return (uint64_t) -1;
-        assert(PyLong_CheckExact(v));
-    }
-    {
-        int result = PyObject_RichCompareBool(v, Py_False, Py_LT);
-        if (unlikely(result < 0)) {
-            Py_DECREF(v);
-            return (uint64_t) -1;
-        }
-        is_negative = result == 1;
-    }
-    if (is_unsigned && unlikely(is_negative)) {
-        Py_DECREF(v);
-        PyErr_SetString(PyExc_OverflowError,
-            "can't convert negative value to uint64_t");
-        return (uint64_t) -1;
-    } else if (is_negative) {
-        stepval = PyNumber_Invert(v);
-        Py_DECREF(v);
-        if (unlikely(!stepval))
-            return (uint64_t) -1;
-    } else {
-        stepval = v;
-    }
-    v = NULL;
-    val = (uint64_t) 0;
-    mask = PyLong_FromLong((1L << chunk_size) - 1); if (unlikely(!mask)) goto done;
-    shift = PyLong_FromLong(chunk_size); if (unlikely(!shift)) goto done;
-    for (bits = 0; bits < (int) sizeof(uint64_t) * 8 - chunk_size; bits += chunk_size) {
-        PyObject *tmp, *digit;
-        long idigit;
-        digit = PyNumber_And(stepval, mask);
-        if (unlikely(!digit)) goto done;
-        idigit = PyLong_AsLong(digit);
-        Py_DECREF(digit);
-        if (unlikely(idigit < 0)) goto done;
-        val |= ((uint64_t) idigit) << bits;
-        tmp = PyNumber_Rshift(stepval, shift);
-        if (unlikely(!tmp)) goto done;
-        Py_DECREF(stepval); stepval = tmp;
-    }
-    Py_DECREF(shift); shift = NULL;
-    Py_DECREF(mask); mask = NULL;
-    {
-        long idigit = PyLong_AsLong(stepval);
-        if (unlikely(idigit < 0)) goto done;
-        remaining_bits = ((int) sizeof(uint64_t) * 8) - bits - (is_unsigned ? 0 : 1);
-        if (unlikely(idigit >= (1L << remaining_bits)))
-            goto raise_overflow;
-        val |= ((uint64_t) idigit) << bits;
-    }
-    if (!is_unsigned) {
-        if (unlikely(val & (((uint64_t) 1) << (sizeof(uint64_t) * 8 - 1))))
-            goto raise_overflow;
-        if (is_negative)
-            val = ~val;
-    }
-    ret = 0;
-done:
-    Py_XDECREF(shift);
-    Py_XDECREF(mask);
-    Py_XDECREF(stepval);
-#endif
-    if (unlikely(ret))
-        return (uint64_t) -1;
-    return val;
-raise_overflow:
-    return __Pyx_raise_overflow___Pyx_PyLong_As_uint64_t();
-}
-static CYTHON_INLINE uint64_t __Pyx_PyLong___Pyx_PyLong_As_uint64_t(PyObject *x) {
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wconversion"
-#endif
-    const uint64_t neg_one = (uint64_t) -1, const_zero = (uint64_t) 0;
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic pop
-#endif
-    const int is_unsigned = neg_one > const_zero;
-    if (is_unsigned) {
-        #if CYTHON_USE_PYLONG_INTERNALS
-        if (unlikely(__Pyx_PyLong_IsNeg(x))) {
-            goto raise_neg_overflow;
-        } else if (__Pyx_PyLong_IsCompact(x)) {
-            __PYX_VERIFY_RETURN_INT(uint64_t, __Pyx_compact_upylong, __Pyx_PyLong_CompactValueUnsigned(x))
-        } else
-        #endif
-        {
-            return __Pyx_PyULong___Pyx_PyLong_As_uint64_t(x);
-        }
-    } else {
-        #if CYTHON_USE_PYLONG_INTERNALS
-        if (__Pyx_PyLong_IsCompact(x)) {
-            __PYX_VERIFY_RETURN_INT(uint64_t, __Pyx_compact_pylong, __Pyx_PyLong_CompactValue(x))
-        } else
-        #endif
-        {
-            return __Pyx_PySLong___Pyx_PyLong_As_uint64_t(x);
-        }
-    }
-#if CYTHON_USE_PYLONG_INTERNALS
-raise_neg_overflow:
-    return __Pyx_raise_neg_overflow___Pyx_PyLong_As_uint64_t();
-raise_overflow:
-    return __Pyx_raise_overflow___Pyx_PyLong_As_uint64_t();
-#endif
-}
-static uint64_t __Pyx_NonPyLong___Pyx_PyLong_As_uint64_t(PyObject *x) {
-    uint64_t val;
-    PyObject *tmp = __Pyx_PyNumber_Long(x);
-    if (!tmp) return (uint64_t) -1;
-    val = __Pyx_PyLong_As_uint64_t(tmp);
-    Py_DECREF(tmp);
-    return val;
-}
-static CYTHON_INLINE uint64_t __Pyx_PyLong_As_uint64_t(PyObject *x) {
-    if (likely(PyLong_Check(x))) {
-        return __Pyx_PyLong___Pyx_PyLong_As_uint64_t(x);
-    } else {
-        return __Pyx_NonPyLong___Pyx_PyLong_As_uint64_t(x);
     }
 }
 

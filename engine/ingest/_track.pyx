@@ -25,7 +25,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStri
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 
 from engine._parse cimport Buf, buf_reserve, buf_free, Encoder, Outcome, TimeUUIDGen, cookie_vid_c
-from engine.http._connection cimport FastRoutes, HttpConnection
+from engine.http._connection cimport FastRoutes, HttpConnection, Ticket
 from engine.ingest._spool cimport SpoolWriter
 from engine.limits._bucket cimport SharedLimits
 
@@ -199,7 +199,7 @@ cdef class TrackRoutes(FastRoutes):
         cdef double started = _mono()
         cdef int route = conn.route & 0xF, method = conn.route >> 4, status
         cdef Outcome res
-        cdef uint64_t epoch = 0
+        cdef Ticket ticket = None
         cdef str ip = conn.client_ip
         cdef object refused
         if self.resolver is not None:
@@ -214,12 +214,12 @@ cdef class TrackRoutes(FastRoutes):
                                      self.spool.bytes_used() < 0.9 * self.spool.max_bytes):
             return self._refuse(conn, route, 503, self.app.unavailable_response(), started)
         try:
-            epoch = self._record(conn, ip, method, &res)
+            ticket = self._record(conn, ip, method, &res)
         except ParseError as exc:
             return self._refuse(conn, route, 400,
                                 self.app.error_response(400, str(exc)), started)
         status = 302 if route == R_RDR else 200
-        conn.answer_c(epoch, self._response(conn, route, method, &res, keep), keep)
+        conn.answer_c(ticket, self._response(conn, route, method, &res, keep), keep)
         self._count(route, status, _mono() - started)
         return 0
 
@@ -235,19 +235,18 @@ cdef class TrackRoutes(FastRoutes):
     cdef int _refuse(self, HttpConnection conn, int route, int status, object answer,
                      double started) except -1:
         keep = status != 400 and status != 503 and b"Connection: close" not in answer
-        conn.answer_c(0, answer, keep)
+        conn.answer_c(None, answer, keep)
         self.app.stats.answered(_ROUTE_NAMES[route], status, _mono() - started)
         return 0
 
-    cdef uint64_t _record(self, HttpConnection conn, str ip, int method,
-                          Outcome* res) except? 0:
-        """Parse the request into the spool (HEAD: into scratch); the epoch
-        its answer waits for (0 for HEAD)."""
+    cdef Ticket _record(self, HttpConnection conn, str ip, int method, Outcome* res):
+        """Parse the request into the spool (HEAD: into scratch); the ticket
+        its answer waits on (None for HEAD)."""
         cdef bytes url = conn.url, path, query = None, body = None, cookie = None
         cdef const char* u = PyBytes_AS_STRING(url)
         cdef const char* q = <const char*>memchr(u, b'?', PyBytes_GET_SIZE(url))
         cdef Py_ssize_t start
-        cdef uint64_t epoch
+        cdef Ticket ticket
         if q == NULL:
             path = url
         else:
@@ -263,7 +262,7 @@ cdef class TrackRoutes(FastRoutes):
             self.scratch.len = 0
             self.encoder.encode(&self.scratch, path, query, body, ip, conn.user_agent,
                                 conn.accept_language, cookie, _now_ms(), self.ids, res)
-            return 0
+            return None
         start = self.spool.begin()
         try:
             self.encoder.encode(&self.spool.open_group, path, query, body, ip,
@@ -272,13 +271,13 @@ cdef class TrackRoutes(FastRoutes):
         except BaseException:
             self.spool.rollback(start)
             raise
-        epoch = self.spool.finish(start)
+        ticket = self.spool.finish(start)
         self.events += 1
-        return epoch
+        return ticket
 
-    cdef uint64_t _record_reference(self, bytes path, bytes query, bytes body, str ip,
-                                    HttpConnection conn, bytes cookie, int method,
-                                    Outcome* res) except? 0:
+    cdef Ticket _record_reference(self, bytes path, bytes query, bytes body, str ip,
+                                  HttpConnection conn, bytes cookie, int method,
+                                  Outcome* res):
         """TRACKER_PURE_PARSE=1: the reference parser's record, same spool."""
         from engine import record
         data = self.reference(path, query, body, ip, conn.user_agent, conn.accept_language,
@@ -294,7 +293,7 @@ cdef class TrackRoutes(FastRoutes):
             res.redirect = PyBytes_AS_STRING(self._keep_redirect)
             res.redirect_len = PyBytes_GET_SIZE(self._keep_redirect)
         if method == M_HEAD:
-            return 0
+            return None
         self.events += 1
         return self.spool.append(data)
 

@@ -21,7 +21,6 @@ class AdminApp:
     """What ``HttpConnection`` calls on the admin port; the handlers are the
     worker's TrackerApp's, so the figures are the same as on the public port."""
     fast = None                 # no compiled routes here
-    commits = None              # nothing waits for the spool here
 
     def __init__(self, app):
         self.app = app
@@ -56,6 +55,9 @@ class AdminApp:
 
     def error_response(self, status, text):
         return self.app.error_response(status, text)
+
+    def unavailable_response(self):
+        return self.app.unavailable_response()
 
     def count_error(self, status):
         self.app.count_error(status)

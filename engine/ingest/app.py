@@ -33,9 +33,9 @@ def _header_safe(value):
 class TrackerApp:
     """What ``HttpConnection`` calls (``admit_connection``, ``connection_closed``,
     ``route_head``, ``handle``, ``error_response``, ``count_error``,
-    ``internal_error``) and reads (``fast``: the compiled routes, ``commits``:
-    the spool's group state). ``attach`` gives it the spool and the compiled
-    routes once the worker has opened them."""
+    ``internal_error``, ``unavailable_response``) and reads (``fast``: the
+    compiled routes). ``attach`` gives it the spool and the compiled routes
+    once the worker has opened them."""
 
     def __init__(self, config, stats, registry, shared, conn_slot, worker_index=0):
         self.config = config
@@ -57,7 +57,7 @@ class TrackerApp:
                              if config.debug else b"")
         self.routes = self._route_table(config.api_prefix.encode())
         self.daily = None               # ProxyDailyLimit checker (engine.limits.daily), if set
-        self.commits = None             # the SpoolWriter (engine/ingest/_spool.pyx)
+        self.spool = None               # the SpoolWriter (engine/ingest/_spool.pyx)
         self.fast = None                # TrackRoutes (engine/ingest/_track.pyx)
         self.proxy = None               # ReverseProxy when ProxyUrl is set (engine.proxy)
         if config.proxy_url:
@@ -69,7 +69,7 @@ class TrackerApp:
             self.static = StaticFiles(config, self.date)
 
     def attach(self, spool, fast):
-        self.commits = spool
+        self.spool = spool
         self.fast = fast
 
     def _route_table(self, version):
@@ -278,7 +278,7 @@ class TrackerApp:
     def ready(self, conn, req, path, query, keep):
         if self.draining:
             return 503, self._plain(503, "draining\n", keep)
-        if self.commits is not None and not self.commits.accepting:
+        if self.spool is not None and not self.spool.accepting:
             return 503, self._plain(503, "spool full or failing\n", keep)
         if self.store_down:
             return 503, self._plain(503, "store down: %s\n" % ", ".join(self.store_down), keep)

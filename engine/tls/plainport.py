@@ -122,7 +122,7 @@ class PlainPortApp:
         self.fallback = fallback_host(config)
         self.challenges = (os.path.join(config.acme_cache_directory, CHALLENGE_DIR)
                            if config.tls == "acme" else None)
-        self.committer = None           # nothing here waits for the spool
+        self.fast = None                # no compiled routes on the plain port
 
     # ---- what HttpConnection calls --------------------------------------
     def admit_connection(self, conn):
@@ -133,6 +133,9 @@ class PlainPortApp:
 
     def error_response(self, status, text):
         return self.app.error_response(status, text)
+
+    def unavailable_response(self):
+        return self.app.unavailable_response()
 
     def count_error(self, status):
         self.app.count_error(status)

@@ -57,25 +57,26 @@ def test_records_in_order_and_board_published(tmp_path):
     slot.claim("http", 0)
 
     async def main():
-        w = SpoolWriter(str(tmp_path), 1 << 24, board_address=slot.field_address("spool"),
-                        unavailable=lambda: b"503")
+        w = SpoolWriter(str(tmp_path), 1 << 24, board_address=slot.field_address("spool"))
         w.start(asyncio.get_running_loop())
         settled = []
-        w.on_settled = lambda epoch, ok, records: settled.append((epoch, ok, records))
-        epochs = []
+        w.on_settled = lambda ok, records: settled.append((ok, records))
+        tickets = []
         for i in range(1000):
-            epochs.append(w.append(b"event %d" % i))
+            tickets.append(w.append(b"event %d" % i))
             if i % 97 == 0:
                 await asyncio.sleep(0)          # let groups form and settle
         await w.flush()
         path = w.path
+        groups = w.groups
         w.close()
-        return epochs, settled, path
+        return tickets, settled, path, groups
 
-    epochs, settled, path = run(main())
-    assert epochs == sorted(epochs) and epochs[0] == 1
-    assert [e for e, _, _ in settled] == list(range(1, len(settled) + 1))
-    assert all(ok for _, ok, _ in settled) and sum(n for _, _, n in settled) == 1000
+    tickets, settled, path, groups = run(main())
+    assert all(t.settled and not t.failed for t in tickets)
+    distinct = list(dict.fromkeys(id(t) for t in tickets))     # one ticket per group
+    assert len(distinct) == len(settled) == groups > 1
+    assert all(ok for ok, _ in settled) and sum(n for _, n in settled) == 1000
     assert frames(path) == [(i + 1, b"event %d" % i) for i in range(1000)]
     file_no, committed = unpack_spool(board.read(slot.number)[4])
     assert (file_no, committed) == (1, os.path.getsize(path))
@@ -90,7 +91,7 @@ def test_rotation_unlocks_the_old_file_and_seq_goes_on(tmp_path):
 
     async def main():
         w = SpoolWriter(str(tmp_path), 1 << 20, rotate_bytes=1 << 16,
-                        board_address=slot.field_address("spool"), unavailable=lambda: b"")
+                        board_address=slot.field_address("spool"))
         w.start(asyncio.get_running_loop())
         for i in range(200):
             w.append(payload)
@@ -144,25 +145,37 @@ class Transport:
 class App:
     fast = None
 
-    def __init__(self, commits):
-        self.commits = commits
-
     def admit_connection(self, conn):
         return None
+
+    def unavailable_response(self):
+        return b"503"
 
 
 def test_answers_wait_for_their_group(tmp_path):
     async def main():
-        w = SpoolWriter(str(tmp_path), 1 << 24, unavailable=lambda: b"503")
+        w = SpoolWriter(str(tmp_path), 1 << 24)
         w.start(asyncio.get_running_loop())
-        conn = HttpConnection(App(w), ConnectionRegistry(Limits()))
+        conn = HttpConnection(App(), ConnectionRegistry(Limits()))
         conn.connection_made(Transport())
-        epoch = w.append(b"e1")
-        conn.answer(epoch, b"A1", True)
-        conn.answer(0, b"B", True)              # behind A1: waits too
+        ticket = w.append(b"e1")
+        conn.answer(ticket, b"A1", True)
+        conn.answer(None, b"B", True)           # behind A1: waits too
         before = bytes(conn.transport.out)
         await w.flush()
-        return before, bytes(conn.transport.out), w.done_epoch, epoch
+        return before, bytes(conn.transport.out), ticket
 
-    before, after, done, epoch = run(main())
-    assert before == b"" and after == b"A1B" and done >= epoch
+    before, after, ticket = run(main())
+    assert before == b"" and after == b"A1B" and ticket.settled
+
+
+def test_a_failed_group_answers_the_apps_503():
+    from engine.http.protocol import Ticket
+    conn = HttpConnection(App(), ConnectionRegistry(Limits()))
+    conn.connection_made(Transport())
+    ticket = Ticket()
+    conn.answer(ticket, b"200 for e1", True)
+    conn.answer(None, b"after", True)
+    assert bytes(conn.transport.out) == b""
+    ticket.settle(False)
+    assert bytes(conn.transport.out) == b"503"   # and the connection closes

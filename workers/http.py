@@ -126,7 +126,7 @@ class HttpWorker:
         app.attach(spool, fast)
         self.stats.sources.append(fast.drain_stats)
         self.stats.gauges = lambda: (len(registry.open), spool.pending_records, spool.used)
-        app.daily = await self.daily_checker()
+        app.admission.daily = await self.daily_checker()
         await self.listen(app, registry, sock, tls_sock)
         if admin_sock is not None:
             admin = AdminApp(app)

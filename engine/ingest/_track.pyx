@@ -114,7 +114,7 @@ cdef void _add_uuid(Buf* b, const uint8_t* u) noexcept:
 
 cdef class TrackRoutes(FastRoutes):
     """The compiled /tr, /img, /rdr of one worker. ``app`` is the Python
-    TrackerApp: its limiter settings, redirect rules and refusal answers."""
+    TrackerApp: its admission settings, redirect rules and refusal answers."""
     cdef Encoder encoder
     cdef TimeUUIDGen ids
     cdef SpoolWriter spool
@@ -150,10 +150,11 @@ cdef class TrackRoutes(FastRoutes):
         self.tr_prefix = b"/tr/" + version
         self.img_prefix = b"/img/" + version
         self.rdr_prefix = b"/rdr/" + version
-        self.shared = app.shared
-        self.rate = [float(x) for x in app.rate_params[TRACK]]
-        self.limiting = app.limiting and app.limited_classes[TRACK]
-        self.resolver = app.client_ip if app.client_ip.networks else None
+        admission = app.admission
+        self.shared = admission.shared
+        self.rate = [float(x) for x in admission.rate_params[TRACK]]
+        self.limiting = admission.limiting and admission.limited_classes[TRACK]
+        self.resolver = admission.client_ip if admission.client_ip.networks else None
         self.redirect_hosts = app.redirect_hosts
         self.default_redirect = cfg.default_redirect
         self.debug_header = app.debug_header

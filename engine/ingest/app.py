@@ -16,18 +16,14 @@ import orjson
 
 from engine import metrics
 from engine.http import responses
-from engine.limits.clientip import ClientIP
-from engine.limits.policy import CLASS_NAMES, PROXY, SERVICE, STATIC, TRACK, any_enabled
+from engine.ingest.cors import preflight
+from engine.limits.admission import Admission
+from engine.limits.policy import PROXY, SERVICE, STATIC, TRACK
 from engine.logs import log
 from engine.ingest.redirect import normalise_hosts
 
 COOKIE_MAX_AGE = 31536000  # one year
 JSON = b"application/json"
-PREFLIGHT_METHODS = b"Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
-
-
-def _header_safe(value):
-    return value is not None and len(value) < 2048 and all(32 <= c < 127 for c in value)
 
 
 class TrackerApp:
@@ -45,24 +41,18 @@ class TrackerApp:
         self.draining = False
         self.store_down = ()            # names of Critical stores reported down
         self.redirect_hosts = normalise_hosts(config.redirect_hosts)
-        self.max_conns = config.maximum_connections
-        self.shared = shared            # node-wide limits (engine.limits._bucket)
-        self.conn_slot = conn_slot
-        self.client_ip = ClientIP(config.trusted_proxies)
-        self.rate_params = config.rate_limits
-        self.limited_classes = tuple(p[1] > 0 or p[3] > 0 for p in self.rate_params)
-        self.limiting = any_enabled(self.rate_params)
+        self.admission = Admission(config, shared, conn_slot, stats, self.date)
+        self.shared = shared            # /status reads the node's connection count
         # Debug only: which worker answered ("index/pid"), for multi-worker tests.
         self.debug_header = (b"X-Tracker-Worker: %d/%d\r\n" % (worker_index, os.getpid())
                              if config.debug else b"")
         self.routes = self._route_table(config.api_prefix.encode())
-        self.daily = None               # ProxyDailyLimit checker (engine.limits.daily), if set
         self.spool = None               # the SpoolWriter (engine/ingest/_spool.pyx)
         self.fast = None                # TrackRoutes (engine/ingest/_track.pyx)
         self.proxy = None               # ReverseProxy when ProxyUrl is set (engine.proxy)
         if config.proxy_url:
             from engine.proxy import ReverseProxy
-            self.proxy = ReverseProxy(config, registry, stats, self.client_ip)
+            self.proxy = ReverseProxy(config, registry, stats, self.admission.client_ip)
         self.static = None              # StaticFiles when StaticDirectory is set
         if config.static_directory and os.path.isdir(config.static_directory):
             from engine.static import StaticFiles
@@ -85,21 +75,10 @@ class TrackerApp:
 
     # ---- connection hooks ------------------------------------------------
     def admit_connection(self, conn):
-        """Count the connection node-wide; refuse it past MaximumConnections."""
-        total = self.shared.conn_add(self.conn_slot, 1)
-        conn.counted = True
-        if self.max_conns and total > self.max_conns:
-            self.shared.conn_add(self.conn_slot, -1)
-            conn.counted = False
-            self.stats.request("connection", 503)
-            return responses.simple(503, self.date, "too many connections\n", close=True,
-                                    extra=b"Retry-After: 1\r\n")
-        return None
+        return self.admission.admit_connection(conn)
 
     def connection_closed(self, conn):
-        if conn.counted:
-            conn.counted = False
-            self.shared.conn_add(self.conn_slot, -1)
+        self.admission.connection_closed(conn)
 
     def error_response(self, status, text):
         return responses.simple(status, self.date, text + "\n", close=True)
@@ -126,29 +105,13 @@ class TrackerApp:
             route = ("other", self.not_found, PROXY)
         return route
 
-    def _refusal(self, conn, req, cls, keep):
-        """Resolve the client IP; (429, response) if a limit refuses it, else None."""
-        ip = conn.client_ip
-        if self.client_ip.networks:
-            ip = self.client_ip.resolve(ip, req.headers)
-        req.client_ip = ip
-        wait = self.limiting and self.limited_classes[cls] and \
-            self.shared.allow(cls, ip, *self.rate_params[cls])
-        if wait:
-            self.stats.rate_limited(CLASS_NAMES[cls])
-            return 429, self._plain(429, "rate limited\n", keep, b"Retry-After: %d\r\n" % wait)
-        if cls == PROXY and self.daily is not None and not self.daily.allowed(ip):
-            self.stats.rate_limited("daily")
-            return 429, self._plain(429, "API Limit Reached", keep)
-        return None
-
     def handle(self, conn, req, keep):
         started = perf_counter()
         path, sep, query = req.url.partition(b"?")
         if not sep:
             query = None
         name, handler, cls = req.route or self._route(path)
-        refused = self._refusal(conn, req, cls, keep)
+        refused = self.admission.refusal(conn, req, cls, keep)
         if refused is not None:
             status, response = refused
         else:
@@ -173,7 +136,7 @@ class TrackerApp:
         if route[2] != PROXY:
             return None
         keep = req.keep_alive and not conn.closing and not req.upgrade
-        refused = self._refusal(conn, req, PROXY, False)
+        refused = self.admission.refusal(conn, req, PROXY, False)
         if refused is not None:
             self.stats.answered("proxy", refused[0], 0.0)
             return refused[1]
@@ -228,30 +191,12 @@ class TrackerApp:
         return b"Set-Cookie: vid=%s; Max-Age=%d; Path=/; SameSite=Lax%s\r\n" % (
             visitor[0].encode(), COOKIE_MAX_AGE, b"; Secure" if conn.tls else b"")
 
-    def _cors(self, req):
-        origin = req.headers.get(b"origin")
-        if not _header_safe(origin) or origin == b"null":
-            return b""
-        # Echo the origin: browsers refuse "*" on credentialed requests.
-        return (b"Access-Control-Allow-Origin: " + origin +
-                b"\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n")
-
     def track(self, conn, req, path, query, keep):
         """/tr with what TrackRoutes leaves: the CORS preflight, wrong methods."""
         if req.method == b"OPTIONS":
-            return 200, self._preflight(req, keep)
+            return 200, preflight(req, self.date, keep)
         return 405, self._plain(405, "method not allowed\n", keep,
                                 b"Allow: GET, HEAD, POST, OPTIONS\r\n")
-
-    def _preflight(self, req, keep):
-        asked = req.headers.get(b"access-control-request-headers")
-        allow = asked if _header_safe(asked) else b"Content-Type"
-        headers = (self._cors(req) + PREFLIGHT_METHODS +
-                   b"Access-Control-Allow-Headers: " + allow + b"\r\n"
-                   b"Access-Control-Max-Age: 86400\r\n")
-        if b"Vary" not in headers:
-            headers += b"Vary: Origin\r\n"
-        return responses.build(200, self.date, headers, content_type=None, close=not keep)
 
     def img(self, conn, req, path, query, keep):
         """/img and /rdr with a method TrackRoutes does not take."""

@@ -32,6 +32,7 @@ cdef struct Shared:
     bint durable          # fdatasync each group (spool) or not (memory)
     uint64_t* board       # the board slot's spool field, or NULL
     pid_t pid
+    char tag[16]          # random per writer: pids come back (containers)
     char directory[4096]
 
 

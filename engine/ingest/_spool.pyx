@@ -17,7 +17,9 @@ lock or Python object per request.
 File format (engine/spool.py has the reader): header ``b"TRKSPOOL"``, u32
 version 2, u32 0; then per record u32 payload length, u32 CRC-32 of (seq as
 u64 little-endian + payload), u64 seq, payload (engine/record.py). Files are
-``<dir>/w<pid>-<n>.spool``, created as ``.new``, flock'ed, header fsynced,
+``<dir>/w<pid>-<tag>-<n>.spool`` (``tag`` random per writer: in a container
+every restart brings the same pids back, and a new worker must never reuse a
+dead one's name), created as ``.new``, flock'ed, header fsynced,
 renamed, directory fsynced: no reader ever sees one unlocked while this
 worker lives. Past ``rotate_bytes`` the thread starts file n+1 and closes n
 (releasing its lock: a store process then reads n to its end). After each
@@ -27,6 +29,7 @@ what is durable. A failed write is cut back (ftruncate) and answered 503.
 """
 import asyncio
 import os
+import secrets
 
 from libc.errno cimport errno, EINTR, EAGAIN
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
@@ -155,8 +158,8 @@ cdef int _open_file(Shared* sh, uint64_t n) noexcept nogil:
     cdef char header[HEADER_SIZE]
     cdef uint32_t version = VERSION, zero = 0
     cdef int fd, err
-    snprintf(final, sizeof(final), "%s/w%d-%llu.spool", sh.directory, <int>sh.pid,
-             <unsigned long long>n)
+    snprintf(final, sizeof(final), "%s/w%d-%s-%llu.spool", sh.directory, <int>sh.pid,
+             sh.tag, <unsigned long long>n)
     snprintf(tmp, sizeof(tmp), "%s.new", final)
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o600)
     if fd < 0:
@@ -239,6 +242,7 @@ cdef class SpoolWriter:
     def __init__(self, directory, max_bytes, durable=True, rotate_bytes=8 << 20,
                  board_address=0):
         cdef bytes where = os.fsencode(os.path.abspath(directory))
+        cdef bytes tag = secrets.token_hex(4).encode()
         cdef int fd
         cdef Shared* sh = self.sh
         if len(where) >= 4000:
@@ -246,6 +250,7 @@ cdef class SpoolWriter:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         memcpy(sh.directory, <char*>where, len(where) + 1)
         sh.pid = getpid()
+        memcpy(sh.tag, <char*>tag, len(tag) + 1)
         sh.durable = durable
         sh.rotate_bytes = min(rotate_bytes, max(max_bytes // 8, 1 << 16))
         sh.board = <uint64_t*><size_t>board_address
@@ -338,8 +343,8 @@ cdef class SpoolWriter:
 
     @property
     def path(self):
-        return os.path.join(os.fsdecode(self.sh.directory),
-                            "w%d-%d.spool" % (self.sh.pid, self.sh.file_no))
+        return os.path.join(os.fsdecode(self.sh.directory), "w%d-%s-%d.spool" % (
+            self.sh.pid, self.sh.tag.decode(), self.sh.file_no))
 
     @property
     def pending_records(self):
@@ -417,8 +422,8 @@ cdef class SpoolWriter:
     def refresh_old_bytes(self):
         """Bytes of this worker's earlier files still on disk (not yet fully
         written by every store): part of what SpoolMaxBytes bounds."""
-        prefix = "w%d-" % self.sh.pid
-        current = "w%d-%d.spool" % (self.sh.pid, self.sh.file_no)
+        prefix = "w%d-%s-" % (self.sh.pid, self.sh.tag.decode())
+        current = os.path.basename(self.path)
         total = 0
         directory = os.fsdecode(self.sh.directory)
         try:

@@ -103,8 +103,10 @@ def test_rotation_unlocks_the_old_file_and_seq_goes_on(tmp_path):
         return live, state
 
     live, (was_locked, (file_no, committed)) = run(main())
-    names = sorted(os.listdir(tmp_path), key=lambda n: int(n.split("-")[1].split(".")[0]))
+    names = sorted(os.listdir(tmp_path), key=lambda n: int(n.split("-")[2].split(".")[0]))
+    tags = {n.split("-")[1] for n in names}
     assert len(names) >= 2 and all(n.startswith(f"w{os.getpid()}-") for n in names)
+    assert len(tags) == 1 and len(tags.pop()) == 8
     assert was_locked and os.path.basename(live) == names[-1]
     assert file_no == len(names) and committed == os.path.getsize(live)
     seqs = [seq for name in names for seq, _ in frames(os.path.join(tmp_path, name))]

@@ -90,6 +90,8 @@ KEYS = {
     "SpoolDirectory": ("spool_directory", str, "spool", None, "a directory path"),
     "SpoolMaxBytes": ("spool_max_bytes", int, 256 << 20, lambda v: v >= 1 << 20,
                       "bytes >= 1048576 (per worker)"),
+    "CommitIntervalMs": ("commit_interval_ms", (int, float), 1, _nonneg,
+                         "milliseconds >= 0 a spool group stays open (0 = none)"),
     "BatchMaxEvents": ("batch_max_events", int, 1000, _pos, "events > 0"),
     "BatchMaxAgeMs": ("batch_max_age_ms", int, 250, _pos, "milliseconds > 0"),
     "QueueMaxEvents": ("queue_max_events", int, 200000, _pos, "events > 0"),

@@ -209,7 +209,8 @@ class HttpWorker:
         try:
             return SpoolWriter(cfg.spool_directory, cfg.spool_max_bytes,
                                durable=cfg.durability == "spool",
-                               board_address=self.board_address)
+                               board_address=self.board_address,
+                               interval_ms=cfg.commit_interval_ms)
         except OSError as exc:
             raise BootError(f"cannot write the spool in SpoolDirectory "
                             f"{cfg.spool_directory}: {exc.strerror}") from None

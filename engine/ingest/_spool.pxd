@@ -48,7 +48,10 @@ cdef class SpoolWriter:
     cdef public bint busy         # a group is with the committer thread
     cdef Py_ssize_t handed_records
     cdef Py_ssize_t open_records
-    cdef bint flush_scheduled
+    cdef bint flush_scheduled     # a timer will close the open group
+    cdef bint due                 # the open group is old enough: hand over when idle
+    cdef double interval          # CommitIntervalMs, seconds
+    cdef Py_ssize_t group_bytes   # hand over at once past this
     cdef object loop
     cdef object flush_cb
     cdef public int64_t max_bytes

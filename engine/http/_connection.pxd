@@ -88,7 +88,16 @@ cdef class HttpConnection:
     cdef int release_c(self) except -1
     cdef int _decide(self) except -1
     cdef int _fast_header(self, bytes name, bytes value) except -1
+    cdef int _keep_header(self, const char* k, Py_ssize_t n, bytes value, const char* v,
+                          Py_ssize_t vn) except -1
     cdef int _slow_header(self, bytes name, bytes value) except -1
+    cdef public bint scan                # scan plain requests to the fast routes in C
+    cdef Py_ssize_t _scan(self, bytes data) except -1
+    cdef Py_ssize_t _scan_one(self, bytes data, const char* p, Py_ssize_t n) except -1
+    cdef int _scan_header(self, bytes data, const char* p, Py_ssize_t name,
+                          Py_ssize_t name_len, Py_ssize_t v0, Py_ssize_t v1) except -2
+    cdef int _answer_scanned(self) except -1
+    cdef void _reset_request(self) noexcept
     cdef int _drop_pending(self) except -1
     cdef int _check_host(self, bint http_10) except -1
     cdef int _check_body_head(self, object length, object expect) except -1

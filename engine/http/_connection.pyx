@@ -37,6 +37,44 @@ cdef extern from "strings.h":
 cdef extern from "Python.h":
     char* PyBytes_AS_STRING(object o)
     Py_ssize_t PyBytes_GET_SIZE(object o)
+    bytes PyBytes_FromStringAndSize(const char* p, Py_ssize_t n)
+
+cdef extern from "string.h":
+    void* memmem(const void* haystack, size_t n, const void* needle, size_t m) nogil
+
+cdef enum:
+    M_GET = 1
+    M_HEAD = 2
+    M_POST = 3
+
+cdef tuple _METHODS = (None, b"GET", b"HEAD", b"POST")
+
+# RFC 9110 tchar: the bytes a header name may have.
+cdef bint _TCHAR[256]
+
+
+cdef void _build_tchar() noexcept:
+    cdef const char* chars = (b"!#$%&'*+-.^_`|~0123456789"
+                              b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    cdef int i = 0
+    while chars[i]:
+        _TCHAR[<unsigned char>chars[i]] = True
+        i += 1
+
+_build_tchar()
+
+
+cdef Py_ssize_t _digits(bytes value):
+    """A Content-Length of 1 to 15 digits as a number, else -1."""
+    cdef const char* p = PyBytes_AS_STRING(value)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(value), i, total = 0
+    if n == 0 or n > 15:
+        return -1
+    for i in range(n):
+        if not (48 <= p[i] <= 57):
+            return -1
+        total = total * 10 + (p[i] - 48)
+    return total
 
 cdef int MAX_PENDING = 32    # answers queued behind a slow one before reading pauses
 
@@ -151,6 +189,48 @@ cdef inline bint _named(bytes name, const char* lower, Py_ssize_t n):
     return PyBytes_GET_SIZE(name) == n and strncasecmp(PyBytes_AS_STRING(name), lower, n) == 0
 
 
+cdef enum:
+    H_NONE = 0
+    H_HOST = 1
+    H_COOKIE = 2
+    H_USER_AGENT = 3
+    H_ACCEPT_LANGUAGE = 4
+    H_ORIGIN = 5
+    H_FORWARDED_FOR = 6
+    H_FORWARDED = 7
+    H_CONTENT_LENGTH = 8
+    H_EXPECT = 9
+    H_DNT = 10
+    H_GPC = 11
+
+
+cdef int _kept_header(const char* k, Py_ssize_t n) noexcept:
+    """Which of the headers the fast routes read ``k`` names (any case)."""
+    if n == 4:
+        return H_HOST if strncasecmp(k, b"host", 4) == 0 else H_NONE
+    if n == 6:
+        if strncasecmp(k, b"cookie", 6) == 0:
+            return H_COOKIE
+        if strncasecmp(k, b"origin", 6) == 0:
+            return H_ORIGIN
+        return H_EXPECT if strncasecmp(k, b"expect", 6) == 0 else H_NONE
+    if n == 10:
+        return H_USER_AGENT if strncasecmp(k, b"user-agent", 10) == 0 else H_NONE
+    if n == 15:
+        if strncasecmp(k, b"accept-language", 15) == 0:
+            return H_ACCEPT_LANGUAGE
+        return H_FORWARDED_FOR if strncasecmp(k, b"x-forwarded-for", 15) == 0 else H_NONE
+    if n == 14:
+        return H_CONTENT_LENGTH if strncasecmp(k, b"content-length", 14) == 0 else H_NONE
+    if n == 9:
+        return H_FORWARDED if strncasecmp(k, b"forwarded", 9) == 0 else H_NONE
+    if n == 3:
+        return H_DNT if strncasecmp(k, b"dnt", 3) == 0 else H_NONE
+    if n == 7:
+        return H_GPC if strncasecmp(k, b"sec-gpc", 7) == 0 else H_NONE
+    return H_NONE
+
+
 cdef inline bytes _join(bytes prior, bytes value, bytes sep):
     return value if prior is None else prior + sep + value
 
@@ -177,6 +257,7 @@ cdef class HttpConnection:
         self.read_eof = False      # client half-closed while answers were pending
         self.write_paused_at = 0.0
         self.fast = getattr(app, "fast", None)
+        self.scan = getattr(app, "scan", True)
 
     # ---- protocol interface ----------------------------------------------
     def connection_made(self, transport):
@@ -199,12 +280,19 @@ cdef class HttpConnection:
             req.stream.close()
         self.app.connection_closed(self)
 
-    def data_received(self, data):
+    def data_received(self, bytes data):
+        cdef Py_ssize_t used
         if self.tunnel_to is not None:
             self.tunnel_to.tunnel(data)
             return
         if self.parser_done:
             return          # the last answer is queued; the connection closes after it
+        if self.fast is not None and self.state == S_IDLE and self.scan:
+            used = self._scan(data)
+            if used == PyBytes_GET_SIZE(data) or self.parser_done:
+                return
+            if used:
+                data = data[used:]
         try:
             self.parser.feed_data(data)
         except _HttpParserUpgrade as upgrade:
@@ -256,20 +344,7 @@ cdef class HttpConnection:
     def on_message_begin(self):
         self.state = S_READING
         self.deadline = self.registry.clock + self.registry.read_timeout
-        self.request = None
-        self.decided = False
-        self.is_fast = False
-        self.upgrade = False
-        self.route = 0
-        self.url = None
-        self.head_bytes = 0
-        self.hosts = 0
-        self.authority = None
-        self.user_agent = self.accept_language = self.cookie = self.origin = None
-        self.forwarded_for = self.forwarded = self.content_length = self.expect = None
-        self.dnt = self.gpc = None
-        self.body = None
-        self.body_size = 0
+        self._reset_request()
 
     def on_url(self, bytes url):
         self.url = url if self.url is None else self.url + url
@@ -306,39 +381,42 @@ cdef class HttpConnection:
             self._slow_header(name, value)
 
     cdef int _fast_header(self, bytes name, bytes value) except -1:
+        self._keep_header(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), value, NULL, 0)
+        return 0
+
+    cdef int _keep_header(self, const char* k, Py_ssize_t n, bytes value, const char* v,
+                          Py_ssize_t vn) except -1:
         """Keep only what the compiled routes read (repeated ones joined as
-        RFC 9110 allows; cookies with "; ")."""
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
-        if n == 4:
-            if _named(name, b"host", 4):
-                self.hosts += 1
-        elif n == 6:
-            if _named(name, b"cookie", 6):
-                self.cookie = _join(self.cookie, value, b"; ")
-            elif _named(name, b"origin", 6):
-                self.origin = _join(self.origin, value, b", ")
-            elif _named(name, b"expect", 6):
-                self.expect = _join(self.expect, value, b", ")
-        elif n == 10:
-            if _named(name, b"user-agent", 10):
-                self.user_agent = _join(self.user_agent, value, b", ")
-        elif n == 15:
-            if _named(name, b"accept-language", 15):
-                self.accept_language = _join(self.accept_language, value, b", ")
-            elif _named(name, b"x-forwarded-for", 15):
-                self.forwarded_for = _join(self.forwarded_for, value, b", ")
-        elif n == 14:
-            if _named(name, b"content-length", 14):
-                self.content_length = _join(self.content_length, value, b", ")
-        elif n == 9:
-            if _named(name, b"forwarded", 9):
-                self.forwarded = _join(self.forwarded, value, b", ")
-        elif n == 3:
-            if _named(name, b"dnt", 3):
-                self.dnt = _join(self.dnt, value, b", ")
-        elif n == 7:
-            if _named(name, b"sec-gpc", 7):
-                self.gpc = _join(self.gpc, value, b", ")
+        RFC 9110 allows; cookies with "; "). ``value``, or when it is None
+        the ``vn`` bytes at ``v`` (made into bytes only when kept)."""
+        cdef int which = _kept_header(k, n)
+        if which == H_NONE:
+            return 0
+        if which == H_HOST:
+            self.hosts += 1
+            return 0
+        if value is None:
+            value = PyBytes_FromStringAndSize(v, vn)
+        if which == H_COOKIE:
+            self.cookie = _join(self.cookie, value, b"; ")
+        elif which == H_USER_AGENT:
+            self.user_agent = _join(self.user_agent, value, b", ")
+        elif which == H_ACCEPT_LANGUAGE:
+            self.accept_language = _join(self.accept_language, value, b", ")
+        elif which == H_ORIGIN:
+            self.origin = _join(self.origin, value, b", ")
+        elif which == H_FORWARDED_FOR:
+            self.forwarded_for = _join(self.forwarded_for, value, b", ")
+        elif which == H_FORWARDED:
+            self.forwarded = _join(self.forwarded, value, b", ")
+        elif which == H_CONTENT_LENGTH:
+            self.content_length = _join(self.content_length, value, b", ")
+        elif which == H_EXPECT:
+            self.expect = _join(self.expect, value, b", ")
+        elif which == H_DNT:
+            self.dnt = _join(self.dnt, value, b", ")
+        elif which == H_GPC:
+            self.gpc = _join(self.gpc, value, b", ")
         return 0
 
     cdef int _slow_header(self, bytes name, bytes value) except -1:
@@ -456,6 +534,172 @@ cdef class HttpConnection:
         keep = req.keep_alive and not self.closing and not req.upgrade
         response = self.app.handle(self, req, keep)
         self.answer_c(None, response, keep)
+
+    # ---- plain requests to the fast routes, without httptools --------------
+    cdef Py_ssize_t _scan(self, bytes data) except -1:
+        """Answer the complete, plain requests at the start of ``data`` that
+        the fast routes claim; return how many bytes they took. The rest
+        (a partial request, anything unusual, any other route) goes to
+        httptools from a message boundary, so llhttp stays the authority on
+        every request this does not recognise as plainly well-formed."""
+        cdef const char* p = PyBytes_AS_STRING(data)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data), at = 0, used
+        while at < n and not self.parser_done and self.state == S_IDLE:
+            used = self._scan_one(data, p + at, n - at)
+            if used == 0:
+                break
+            at += used
+        return at
+
+    cdef Py_ssize_t _scan_one(self, bytes data, const char* p, Py_ssize_t n) except -1:
+        """One request at ``p``: bytes taken (answered), or 0 (not ours: untouched)."""
+        cdef const char* end = <const char*>memmem(p, n, b"\r\n\r\n", 4)
+        cdef Py_ssize_t head, i, target, target_end, body_len = 0, line, colon, v0, v1
+        cdef int method
+        cdef bint http_10, close = False, keep_token = False, has_length = False
+        cdef Py_ssize_t limit = self.registry.max_header_bytes, counted
+        cdef unsigned char c
+        if end == NULL:
+            return 0
+        head = end - p + 4
+        # request line: GET|HEAD|POST SP origin-form SP HTTP/1.x CRLF
+        if n >= 4 and memcmp(p, b"GET ", 4) == 0:
+            method, i = M_GET, 4
+        elif n >= 5 and memcmp(p, b"HEAD ", 5) == 0:
+            method, i = M_HEAD, 5
+        elif n >= 5 and memcmp(p, b"POST ", 5) == 0:
+            method, i = M_POST, 5
+        else:
+            return 0
+        target = i
+        if p[i] != b'/':
+            return 0
+        while i < head and p[i] != b' ':
+            c = <unsigned char>p[i]
+            if c < 0x21 or c > 0x7E:
+                return 0
+            i += 1
+        target_end = i
+        counted = target_end - target
+        if counted > limit or i + 10 > head or memcmp(p + i, b" HTTP/1.", 8) != 0 \
+                or p[i + 9] != b'\r' or p[i + 10] != b'\n':
+            return 0
+        if p[i + 8] == b'1':
+            http_10 = False
+        elif p[i + 8] == b'0':
+            http_10 = True
+        else:
+            return 0
+        self._reset_request()
+        line = i + 11
+        while line < head - 2:
+            colon = line
+            while colon < head and _TCHAR[<unsigned char>p[colon]]:
+                colon += 1
+            if colon == line or p[colon] != b':':
+                return 0
+            v0 = colon + 1
+            while p[v0] == b' ' or p[v0] == b'\t':
+                v0 += 1
+            v1 = v0
+            while p[v1] != b'\r':
+                c = <unsigned char>p[v1]
+                if c < 0x20 and c != 9 or c == 0x7F:
+                    return 0
+                v1 += 1
+            if p[v1 + 1] != b'\n':
+                return 0
+            counted += (colon - line) + (v1 - v0) + 4
+            if counted > limit:
+                return 0
+            i = self._scan_header(data, p, line, colon - line, v0, v1)
+            if i < 0:
+                return 0
+            if i == 1:
+                has_length = True
+            elif i == 2:
+                close = True
+            elif i == 3:
+                keep_token = True
+            line = v1 + 2
+        if self.hosts > 1 or (self.hosts == 0 and not http_10):
+            return 0
+        if method == M_POST:
+            if not has_length:
+                return 0
+            body_len = _digits(self.content_length)
+            if body_len < 0 or body_len > self.registry.max_body_bytes or head + body_len > n:
+                return 0
+        self.url = PyBytes_FromStringAndSize(p + target, target_end - target)
+        self.method = _METHODS[method]
+        if not self.fast.claim(self):
+            return 0
+        self.decided = True
+        self.is_fast = True
+        self.http_10 = http_10
+        self.keep_alive = keep_token if http_10 else not close
+        self.head_bytes = counted
+        if method == M_POST:
+            self.body_size = body_len
+            self.body = [PyBytes_FromStringAndSize(p + head, body_len)]
+        self._answer_scanned()
+        return head + body_len
+
+    cdef int _scan_header(self, bytes data, const char* p, Py_ssize_t name,
+                          Py_ssize_t name_len, Py_ssize_t v0, Py_ssize_t v1) except -2:
+        """Keep what the fast routes read; 1 Content-Length, 2 "Connection:
+        close", 3 "Connection: keep-alive", 0 anything else kept or ignored,
+        -1 for what httptools must judge (framing, upgrades, expectations)."""
+        cdef const char* k = p + name
+        cdef bytes value
+        if name_len == 14 and strncasecmp(k, b"content-length", 14) == 0:
+            if self.content_length is not None:
+                return -1
+            self.content_length = PyBytes_FromStringAndSize(p + v0, v1 - v0)
+            return 1
+        if name_len == 10 and strncasecmp(k, b"connection", 10) == 0:
+            if v1 - v0 == 5 and strncasecmp(p + v0, b"close", 5) == 0:
+                return 2
+            if v1 - v0 == 10 and strncasecmp(p + v0, b"keep-alive", 10) == 0:
+                return 3
+            return -1
+        if (name_len == 17 and strncasecmp(k, b"transfer-encoding", 17) == 0) or \
+                (name_len == 7 and strncasecmp(k, b"upgrade", 7) == 0) or \
+                (name_len == 6 and strncasecmp(k, b"expect", 6) == 0):
+            return -1
+        self._keep_header(k, name_len, None, p + v0, v1 - v0)
+        return 0
+
+    cdef int _answer_scanned(self) except -1:
+        """on_message_complete for a scanned request."""
+        cdef bint keep = self.keep_alive and not self.closing
+        self.state = S_IDLE
+        self.deadline = self.registry.clock + self.registry.idle_timeout
+        try:
+            self.fast.answer(self, keep)
+        except Exception as exc:    # a handler bug must not take the worker down
+            self.app.internal_error(self, exc)
+            self.error_and_close(500, "internal error")
+            return 0
+        if not keep:
+            self.parser_done = True     # what follows a closing request is not read
+        return 0
+
+    cdef void _reset_request(self) noexcept:
+        self.request = None
+        self.decided = False
+        self.is_fast = False
+        self.upgrade = False
+        self.route = 0
+        self.url = None
+        self.head_bytes = 0
+        self.hosts = 0
+        self.authority = None
+        self.user_agent = self.accept_language = self.cookie = self.origin = None
+        self.forwarded_for = self.forwarded = self.content_length = self.expect = None
+        self.dnt = self.gpc = None
+        self.body = None
+        self.body_size = 0
 
     # ---- answers in request order -----------------------------------------
     def answer(self, ticket, answer, keep):

@@ -57,7 +57,8 @@ def test_records_in_order_and_board_published(tmp_path):
     slot.claim("http", 0)
 
     async def main():
-        w = SpoolWriter(str(tmp_path), 1 << 24, board_address=slot.field_address("spool"))
+        w = SpoolWriter(str(tmp_path), 1 << 24, board_address=slot.field_address("spool"),
+                        interval_ms=0)
         w.start(asyncio.get_running_loop())
         settled = []
         w.on_settled = lambda ok, records: settled.append((ok, records))
@@ -122,20 +123,25 @@ class Limits:
 
 
 class Transport:
+    """What a connection sees of a socket; like asyncio's, writes after
+    close() go nowhere."""
+
     def __init__(self):
         self.out = bytearray()
+        self.closed = False
 
     def get_extra_info(self, name):
         return ("10.0.0.1", 1) if name == "peername" else None
 
     def write(self, data):
-        self.out += data
+        if not self.closed:
+            self.out += data
 
     def is_closing(self):
-        return False
+        return self.closed
 
     def close(self):
-        pass
+        self.closed = True
 
     def pause_reading(self):
         pass

@@ -6,7 +6,8 @@ JSON object. The hosts, keyspace, subject and stream are the collector's own
 config (/etc/tracker/config.json, the stack's Swarm config). Commands:
 
   status   Cassandra nodes up (as the driver sees them) and the JetStream
-           stream's state: messages, leader, replicas and whether each is current
+           stream's state: messages, leader, replicas and whether each is
+           current (null before the collectors have made the stream)
   events   every event's marker (params "mk") with how often it is stored, in
            Cassandra (events table, read at LOCAL_QUORUM) and in the stream;
            and the reqs counters (events per visitor)
@@ -46,8 +47,12 @@ async def stream_state(with_markers):
     nc = await nats.connect([h if "://" in h else f"nats://{h}" for h in entry["Hosts"]],
                             connect_timeout=5, max_reconnect_attempts=3)
     try:
+        import nats.js.errors
         js = nc.jetstream()
-        info = await js.stream_info(entry["Stream"])
+        try:
+            info = await js.stream_info(entry["Stream"])
+        except nats.js.errors.NotFoundError:
+            return None         # the collectors make it on their first events
         cluster = info.cluster
         state = {"messages": info.state.messages,
                  "leader": cluster.leader if cluster else None,
@@ -90,7 +95,7 @@ def events():
         reqs = {str(r.vid): r.total for r in session.execute(f"SELECT vid, total FROM {ks}.reqs")}
     finally:
         cluster.shutdown()
-    stream = asyncio.run(stream_state(True))
+    stream = asyncio.run(stream_state(True)) or {"markers": {}, "messages": 0}
     return {"cassandra": stored, "reqs": reqs, "stream": stream["markers"],
             "stream_messages": stream["messages"]}
 

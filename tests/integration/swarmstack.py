@@ -154,17 +154,20 @@ class Stack:
     def cassandra_accepts(self, container):
         return self.exec_ok(container, "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9042")
 
-    def inside(self, command, timeout=300):
-        """tests/integration/swarm/inside.py COMMAND in a running collector."""
+    def inside(self, command, timeout=300, rounds=3):
+        """tests/integration/swarm/inside.py COMMAND in a running collector
+        (another one, or again, if it fails: a store pausing under load)."""
         with open(INSIDE) as fh:
             script = fh.read()
         last = None
-        for c in self.containers("collector"):
-            done = self.docker("exec", "-i", c["id"], "/opt/tracker/bin/python", "-", command,
-                               stdin=script, check=False, timeout=timeout)
-            if done.returncode == 0:
-                return json.loads(done.stdout)
-            last = done
+        for _ in range(rounds):
+            for c in self.containers("collector"):
+                done = self.docker("exec", "-i", c["id"], "/opt/tracker/bin/python", "-",
+                                   command, stdin=script, check=False, timeout=timeout)
+                if done.returncode == 0:
+                    return json.loads(done.stdout)
+                last = done
+            time.sleep(2)
         raise AssertionError(f"inside.py {command} failed: "
                              f"{last.stderr[-3000:] if last else 'no collector running'}")
 

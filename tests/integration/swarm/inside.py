@@ -18,6 +18,7 @@ import asyncio
 import collections
 import json
 import sys
+import time
 
 CONFIG = "/etc/tracker/config.json"
 
@@ -101,21 +102,30 @@ def events():
 
 
 def writes():
+    """A node that does not answer (a pause under load) is asked again; one
+    that still does not is left out, and the caller sees it missing."""
     cluster, session, ks = cassandra_session()
     try:
         out = {}
         for host in cluster.metadata.all_hosts():
-            if not host.is_up:
-                continue
-            counts = {}
-            for table in ("local_write_latency", "coordinator_write_latency"):
-                rows = session.execute(f"SELECT keyspace_name, count FROM system_views.{table}",
-                                       host=host)
-                counts[table] = sum(r.count for r in rows if r.keyspace_name == ks)
-            out[host.address] = counts
+            for _ in range(5):
+                try:
+                    out[host.address] = host_writes(session, host, ks)
+                    break
+                except Exception:
+                    time.sleep(1)
         return out
     finally:
         cluster.shutdown()
+
+
+def host_writes(session, host, ks):
+    counts = {}
+    for table in ("local_write_latency", "coordinator_write_latency"):
+        rows = session.execute(f"SELECT keyspace_name, count FROM system_views.{table}",
+                               host=host)
+        counts[table] = sum(r.count for r in rows if r.keyspace_name == ks)
+    return counts
 
 
 if __name__ == "__main__":

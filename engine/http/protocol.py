@@ -63,6 +63,7 @@ class ConnectionRegistry:
         self.limits = limits
         self.open = set()
         self.streams = set()    # streams with deadlines (engine/http/stream.py)
+        self.draining = False   # set by the worker's drain: new connections close early
         self.clock = 0.0
         self.date = responses.DateHeader()
 
@@ -108,6 +109,11 @@ class HttpConnection:
         if refusal is not None:
             transport.write(refusal)
             self.close()
+        elif self.registry.draining:
+            # Accepted before the listener closed, made (TLS handshake done)
+            # after the drain marked the open ones: drain it too, or it would
+            # serve on until the drain cuts it mid-request.
+            self.drain()
 
     def connection_lost(self, exc):
         self.state = CLOSED

@@ -13,7 +13,9 @@ stopped by the test itself.
 
 ``stop()`` leaves the swarm, stops the daemon (SIGKILL after a grace period),
 ends any process left under its exec root by pid, and deletes the bridges it
-made, so nothing keeps running after the test.
+made, so nothing keeps running after the test. If the test run itself is
+killed, ``python tests/integration/dockerengine.py cleanup`` (.ci/run calls it)
+does the same for the engine it left, found by the state file in the data root.
 """
 import fcntl
 import json
@@ -21,6 +23,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -30,6 +33,7 @@ CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.
                      "tracker")
 DATA_ROOT = os.environ.get("TRACKER_DOCKER_ROOT") or os.path.join(CACHE, "docker")
 BRIDGES = ("docker0", "docker_gwbridge")
+STATE = ".engine.json"          # in the data root: which dockerd a run started
 
 
 def missing_tools():
@@ -48,7 +52,8 @@ class Engine:
     def __init__(self, data_root=DATA_ROOT):
         self.data_root = data_root
         self.run_dir = None
-        self.proc = None
+        self.proc = None            # our dockerd, when this process started it
+        self.pid = self.start_time = None
         self.lock = None
 
     @property
@@ -89,6 +94,8 @@ class Engine:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             start_new_session=True)
         log.close()
+        self.pid = self.proc.pid
+        self._save_state()
         deadline = time.monotonic() + timeout
         while self.docker("info", check=False, timeout=10).returncode != 0:
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -126,31 +133,66 @@ class Engine:
         return self.docker("info", "--format", "{{.Swarm.NodeID}}").stdout.strip()
 
     def stop(self, grace=30):
-        if self.proc is None:
+        if self.run_dir is None:
             return
         try:
-            if self.proc.poll() is None:
+            if self._alive():
                 children = self._children()     # docker-proxy, containerd
                 try:
                     self.leave_swarm()
                 except (DockerError, subprocess.TimeoutExpired):
                     pass
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(grace)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(10)
+                self._terminate(grace)
                 self._end(children)
             self._end(self._under_run_dir())
             for bridge in BRIDGES:
                 subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
         finally:
-            self.proc = None
+            try:
+                os.unlink(os.path.join(self.data_root, STATE))
+            except FileNotFoundError:
+                pass
             if self.lock is not None:
                 self.lock.close()
                 self.lock = None
             shutil.rmtree(self.run_dir, ignore_errors=True)
+            self.proc, self.pid, self.run_dir = None, None, None
+
+    @classmethod
+    def leftover(cls, data_root=DATA_ROOT):
+        """The engine a killed test run left running (its state file names
+        it), or None."""
+        try:
+            with open(os.path.join(data_root, STATE)) as fh:
+                state = json.load(fh)
+        except (OSError, ValueError):
+            return None
+        engine = cls(data_root)
+        engine.pid, engine.start_time, engine.run_dir = (state["pid"], state["start"],
+                                                         state["run_dir"])
+        return engine
+
+    def _save_state(self):
+        self.start_time = self._processes()[self.pid][1]
+        with open(os.path.join(self.data_root, STATE), "w") as fh:
+            json.dump({"pid": self.pid, "start": self.start_time, "run_dir": self.run_dir}, fh)
+
+    def _alive(self):
+        if self.proc is not None:
+            return self.proc.poll() is None
+        seen = self._processes().get(self.pid)
+        return seen is not None and seen[1] == self.start_time
+
+    def _terminate(self, grace):
+        """SIGTERM dockerd (it stops what runs), SIGKILL after ``grace`` s."""
+        os.kill(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while self._alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if self._alive():
+            os.kill(self.pid, signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(10)
 
     @staticmethod
     def _processes():
@@ -170,7 +212,7 @@ class Engine:
     def _children(self):
         """(pid, start time) of dockerd's children (containerd, docker-proxy)."""
         return [(pid, start) for pid, (ppid, start, _) in self._processes().items()
-                if ppid == self.proc.pid]
+                if ppid == self.pid]
 
     def _under_run_dir(self):
         """(pid, start time) of what has our exec root on its command line
@@ -204,3 +246,22 @@ class Engine:
 
     def inspect(self, *ids):
         return json.loads(self.docker("inspect", *ids).stdout)
+
+
+def main(argv):
+    if argv[1:] != ["cleanup"]:
+        print(f"usage: {argv[0]} cleanup", file=sys.stderr)
+        return 2
+    engine = Engine.leftover()
+    if engine is None:
+        print("no engine left running")
+        return 0
+    pid, running = engine.pid, engine._alive()
+    engine.stop()
+    print(f"stopped the engine a test run left (pid {pid})" if running
+          else "removed the state of an engine no longer running")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,7 +1,7 @@
 """Node counts for a target event rate, from measured costs (docs/scaling.md).
 
     python loadtest/capacity.py                      # the table for 10k, 100k, 1M events/s
-    python loadtest/capacity.py --set cassandra_us_per_event=2100 --rates 50000
+    python loadtest/capacity.py --set cassandra_us_per_event_per_replica=1770 --rates 50000
 
 Every input is a measured figure with the file it comes from; refresh one with
 ``--set NAME=VALUE`` (or edit INPUTS) when its benchmark is rerun. Nothing here
@@ -12,23 +12,27 @@ import math
 
 # name: (value, unit, source)
 INPUTS = {
+    # The collector (measured by the project's benchmarks, one core each).
     "ingest_us_per_event": (
         94.0, "µs of collector CPU per event: HTTP + spool + SQLite, keep-alive",
         "loadtest/README.md (latest full run, 1 worker, c=64)"),
+    "sqlite_sink_us_per_event": (
+        28.0, "µs of it in the SQLite sink (left out when SQLite is not a sink)",
+        "loadtest/README.md ('Where a tracked request's CPU goes')"),
     "cassandra_sink_us_per_event": (
         740.0, "µs of collector CPU per event in the Cassandra sink (RowBatch 8)",
         "docs/cassandra.md (loadtest/bench_cassandra.py, 2026-11-28)"),
     "nats_sink_us_per_event": (
-        56.0, "µs per event in the NATS sink with JetStream acks (1/17,731 events/s)",
+        56.0, "µs per event in the NATS sink with JetStream acks (1 / 17,731 events/s)",
         "docs/nats.md (loadtest/bench_nats.py, sink alone, 2026-11-28)"),
-    "sqlite_sink_us_per_event": (
-        28.0, "µs of collector CPU per event in the SQLite sink",
-        "loadtest/README.md ('Where a tracked request's CPU goes')"),
-    "cassandra_us_per_event": (
-        5310.0, "µs of Cassandra CPU per event, all 3 replicas (RF 3, LOCAL_QUORUM), over idle",
-        "tests/integration/test_swarm.py (docs/docker.md, 'The Swarm proof')"),
-    "nats_us_per_event": (
-        116.0, "µs of nats-server CPU per event, all 3 servers (stream R3), over idle",
+    # Cassandra: CPU per event on one replica, times the replicas.
+    "cassandra_us_per_event_per_replica": (
+        700.0, "µs of Cassandra CPU per event on one node (6.54 statements per event)",
+        "docs/cassandra.md (loadtest/bench_cassandra.py, 1 node, heap 2 GiB, 2026-11-28)"),
+    "replication_factor": (3, "replicas per write", "docker/swarm/config.json"),
+    # NATS.
+    "nats_messages_per_core": (
+        4900.0, "JetStream messages (stream R3) per core-second of the 3 servers, over idle",
         "tests/integration/test_swarm.py (docs/docker.md, 'The Swarm proof')"),
 }
 
@@ -51,9 +55,11 @@ def cores_needed(rate, inputs, sinks):
         per_event_us -= inputs["sqlite_sink_us_per_event"]
     cores = {"collector": rate * per_event_us / 1e6}
     if "cassandra" in sinks:
-        cores["cassandra"] = rate * inputs["cassandra_us_per_event"] / 1e6
+        # Each replica applies every write: RF times one node's cost.
+        cores["cassandra"] = (rate * inputs["cassandra_us_per_event_per_replica"]
+                              * inputs["replication_factor"] / 1e6)
     if "nats" in sinks:
-        cores["nats"] = rate * inputs["nats_us_per_event"] / 1e6
+        cores["nats"] = rate / inputs["nats_messages_per_core"]
     return cores
 
 

@@ -221,7 +221,7 @@ def test_kills_under_load_lose_nothing(stack, say):
     elapsed = load.stopped - load.started
     say("peak, unpaced:")
     report_window(say, peak_window)
-    say(f"kills, paced at {load.rate:.0f}/s: {len(load.ok)} events acknowledged in "
+    say(f"kills, paced at most {load.rate:.0f}/s: {len(load.ok)} events acknowledged in "
         f"{elapsed:.0f} s, answers {dict(load.answers)}, {len(load.unknown)} without answer "
         f"({in_doubt_kept} of them stored), {load.failovers} connects failed over; every "
         f"acknowledged event (both loads) in both stores {lag:.0f} s after the load")

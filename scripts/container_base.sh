@@ -25,7 +25,7 @@ case "$engine" in
         ;;
     docker)
         image="${TRACKER_BASE_IMAGE:-tracker-base:$suite}"
-        # The engine's own client: Debian's docker.io ships it at /usr/bin/docker.
+        # The engine's own client: Debian's Docker engine package ships it at /usr/bin/docker.
         cli=("${DOCKER:-docker}")
         has_image() { "${cli[@]}" image inspect "$image" >/dev/null 2>&1; }
         ;;

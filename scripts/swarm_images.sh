@@ -11,7 +11,7 @@
 #   tracker:TAG             the collector, from the repo's Dockerfile on that base
 #
 # The docker CLI is $DOCKER (default: docker) talking to $DOCKER_HOST. The
-# Dockerfile's build secret needs BuildKit: Debian's docker.io client (20.10)
+# Dockerfile's build secret needs BuildKit: the Docker client of Debian's engine package (20.10)
 # has it built in (DOCKER_BUILDKIT=1); newer clients need the buildx plugin.
 # Unchanged layers come from the engine's build cache, so a rerun is quick.
 set -euo pipefail

@@ -1724,6 +1724,7 @@ struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry {
   PyObject *limits;
   PyObject *open;
   PyObject *streams;
+  int draining;
   double clock;
   PyObject *date;
   double idle_timeout;
@@ -1734,7 +1735,7 @@ struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry {
 };
 
 
-/* "engine/http/_connection.pxd":35
+/* "engine/http/_connection.pxd":36
  * 
  * 
  * cdef class HttpConnection:             # <<<<<<<<<<<<<<
@@ -1821,7 +1822,7 @@ struct __pyx_vtabstruct_6engine_4http_11_connection_FastRoutes {
 static struct __pyx_vtabstruct_6engine_4http_11_connection_FastRoutes *__pyx_vtabptr_6engine_4http_11_connection_FastRoutes;
 
 
-/* "engine/http/_connection.pyx":149
+/* "engine/http/_connection.pyx":150
  * 
  * 
  * cdef class HttpConnection:             # <<<<<<<<<<<<<<
@@ -3092,7 +3093,7 @@ static const char __pyx_k_accept_language[] = "accept-language";
 static const char __pyx_k_x_forwarded_for[] = "x-forwarded-for";
 static const char __pyx_k_One_HTTP_1_1_connection_an_async[] = "One HTTP/1.1 connection: an asyncio Protocol driving httptools (compiled).\n\nPer-connection state lives on ``HttpConnection``. A request on a route the\napp\047s compiled ``FastRoutes`` claims (the tracking routes) is read into typed\nfields of the connection, reused from request to request: only the headers\nthose routes use are kept, no dict and no Request object is built, and the\nanswer is produced by compiled code (engine/ingest/_track.pyx). Any other\nrequest gets a ``Request`` with a header dict and goes to ``app.handle`` /\n``app.route_head`` in Python (service routes, proxy, static files, the plain\nport\047s redirects).\n\nAnswers that must wait \342\200\224 for a spool commit, or because they are streams\nwritten over time (a proxied exchange, a large file; engine/http/stream.py)\n\342\200\224 go into ``pending``, which keeps answers in request order for pipelining\nclients. An answer waiting for spool group N is released when the spool\047s\n``Commits.done_epoch`` reaches N: the spool writer calls ``release`` on every\nconnection in ``Commits.waiting`` once a group is settled.\n\nTimeouts are enforced by the worker\047s once-a-second sweep over open\nconnections (``ConnectionRegistry.sweep``) rather than a timer per request:\narming and cancelling a timer per request would cost more than parsing it.\n";
 static const char __pyx_k_accept_language_app_authority_aw[] = "accept_language, app, authority, awaiting_commit, body, body_size, client_ip, closing, commits, content_length, cookie, counted, deadline, decided, dnt, expect, fast, forwarded, forwarded_for, gpc, head_bytes, hosts, http_10, is_fast, keep_alive, limits, method, origin, parser, parser_done, pending, read_eof, read_paused, registry, request, route, state, tls, transport, tunnel_to, upgrade, url, user_agent, write_paused_at";
-static const char __pyx_k_clock_date_idle_timeout_limits_m[] = "clock, date, idle_timeout, limits, max_body_bytes, max_header_bytes, open, read_timeout, streams, write_timeout";
+static const char __pyx_k_clock_date_draining_idle_timeout[] = "clock, date, draining, idle_timeout, limits, max_body_bytes, max_header_bytes, open, read_timeout, streams, write_timeout";
 static const char __pyx_k_done_epoch_failed_epochs_unavail[] = "done_epoch, failed_epochs, unavailable, waiting";
 /* #### Code section: decls ### */
 static PyObject *__pyx_pf_6engine_4http_11_connection_14RequestRefused___init__(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_self, PyObject *__pyx_v_status, PyObject *__pyx_v_text); /* proto */
@@ -3122,6 +3123,8 @@ static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_4open_4__de
 static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_7streams___get__(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry *__pyx_v_self); /* proto */
 static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_7streams_2__set__(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry *__pyx_v_self, PyObject *__pyx_v_value); /* proto */
 static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_7streams_4__del__(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_8draining___get__(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry *__pyx_v_self); /* proto */
+static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_8draining_2__set__(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry *__pyx_v_self, PyObject *__pyx_v_value); /* proto */
 static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_5clock___get__(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry *__pyx_v_self); /* proto */
 static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_5clock_2__set__(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry *__pyx_v_self, PyObject *__pyx_v_value); /* proto */
 static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_4date___get__(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry *__pyx_v_self); /* proto */
@@ -3748,7 +3751,7 @@ static __pyx_mstatetype * const __pyx_mstate_global = &__pyx_mstate_global_stati
 #define __pyx_kp_b_iso88591_q_0_kQR_7_0_1B_PQ_1 __pyx_string_tab[270]
 #define __pyx_kp_b_iso88591_q_0_kQR_XQa_7_4A5J_XY_1 __pyx_string_tab[271]
 #define __pyx_kp_b_iso88591_q_l_vWE_Q_q_q_q_4q_4q __pyx_string_tab[272]
-#define __pyx_kp_b_iso88591_XT_O4y_L_aattxx_D_D_S_S_W_W_a_a __pyx_string_tab[273]
+#define __pyx_kp_b_iso88591_XT_Kt_iW_llp_q_D_D_H_H_O_O_S_S __pyx_string_tab[273]
 #define __pyx_kp_b_iso88591_6d_A_q_l_vWE_Q_q_t_c_QVVYY_ffmm __pyx_string_tab[274]
 #define __pyx_kp_b_iso88591_t6_EWW_bbffrrv_w_C_C_G_G_Q_Q_U __pyx_string_tab[275]
 #define __pyx_kp_b_iso88591_A __pyx_string_tab[276]
@@ -3791,8 +3794,8 @@ static __pyx_mstatetype * const __pyx_mstate_global = &__pyx_mstate_global_stati
 #define __pyx_int_414 __pyx_number_tab[8]
 #define __pyx_int_431 __pyx_number_tab[9]
 #define __pyx_int_500 __pyx_number_tab[10]
-#define __pyx_int_140852511 __pyx_number_tab[11]
-#define __pyx_int_187715156 __pyx_number_tab[12]
+#define __pyx_int_140070268 __pyx_number_tab[11]
+#define __pyx_int_140852511 __pyx_number_tab[12]
 #define __pyx_int_227264755 __pyx_number_tab[13]
 #define __pyx_int_238750788 __pyx_number_tab[14]
 /* #### Code section: module_state_clear ### */
@@ -6445,7 +6448,7 @@ static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry___init__(st
  *         self.limits = limits
  *         self.open = set()             # <<<<<<<<<<<<<<
  *         self.streams = set()    # streams with deadlines (engine/http/stream.py)
- *         self.clock = 0.0
+ *         self.draining = False
 */
   __pyx_t_1 = PySet_New(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 122, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
@@ -6458,8 +6461,8 @@ static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry___init__(st
  *         self.limits = limits
  *         self.open = set()
  *         self.streams = set()    # streams with deadlines (engine/http/stream.py)             # <<<<<<<<<<<<<<
+ *         self.draining = False
  *         self.clock = 0.0
- *         self.date = responses.DateHeader()
 */
   __pyx_t_1 = PySet_New(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 123, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
@@ -6471,23 +6474,32 @@ static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry___init__(st
   /* "engine/http/_connection.pyx":124
  *         self.open = set()
  *         self.streams = set()    # streams with deadlines (engine/http/stream.py)
+ *         self.draining = False             # <<<<<<<<<<<<<<
+ *         self.clock = 0.0
+ *         self.date = responses.DateHeader()
+*/
+  __pyx_v_self->draining = 0;
+
+  /* "engine/http/_connection.pyx":125
+ *         self.streams = set()    # streams with deadlines (engine/http/stream.py)
+ *         self.draining = False
  *         self.clock = 0.0             # <<<<<<<<<<<<<<
  *         self.date = responses.DateHeader()
  *         self.idle_timeout = limits.idle_timeout
 */
   __pyx_v_self->clock = 0.0;
 
-  /* "engine/http/_connection.pyx":125
- *         self.streams = set()    # streams with deadlines (engine/http/stream.py)
+  /* "engine/http/_connection.pyx":126
+ *         self.draining = False
  *         self.clock = 0.0
  *         self.date = responses.DateHeader()             # <<<<<<<<<<<<<<
  *         self.idle_timeout = limits.idle_timeout
  *         self.read_timeout = limits.read_timeout
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_responses); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 125, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_responses); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 126, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_DateHeader); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 125, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_DateHeader); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 126, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_t_5 = 1;
@@ -6507,7 +6519,7 @@ static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry___init__(st
     __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_4, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 125, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 126, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __Pyx_GIVEREF(__pyx_t_1);
@@ -6515,68 +6527,68 @@ static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry___init__(st
   __Pyx_DECREF_SET(__pyx_v_self->date, __pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":126
+  /* "engine/http/_connection.pyx":127
  *         self.clock = 0.0
  *         self.date = responses.DateHeader()
  *         self.idle_timeout = limits.idle_timeout             # <<<<<<<<<<<<<<
  *         self.read_timeout = limits.read_timeout
  *         self.write_timeout = limits.write_timeout
 */
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_limits, __pyx_mstate_global->__pyx_n_u_idle_timeout); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 126, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_limits, __pyx_mstate_global->__pyx_n_u_idle_timeout); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 127, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_6 = __Pyx_PyFloat_AsDouble(__pyx_t_1); if (unlikely((__pyx_t_6 == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 126, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyFloat_AsDouble(__pyx_t_1); if (unlikely((__pyx_t_6 == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 127, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_v_self->idle_timeout = __pyx_t_6;
 
-  /* "engine/http/_connection.pyx":127
+  /* "engine/http/_connection.pyx":128
  *         self.date = responses.DateHeader()
  *         self.idle_timeout = limits.idle_timeout
  *         self.read_timeout = limits.read_timeout             # <<<<<<<<<<<<<<
  *         self.write_timeout = limits.write_timeout
  *         self.max_header_bytes = limits.max_header_bytes
 */
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_limits, __pyx_mstate_global->__pyx_n_u_read_timeout); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 127, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_limits, __pyx_mstate_global->__pyx_n_u_read_timeout); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 128, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_6 = __Pyx_PyFloat_AsDouble(__pyx_t_1); if (unlikely((__pyx_t_6 == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 127, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyFloat_AsDouble(__pyx_t_1); if (unlikely((__pyx_t_6 == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 128, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_v_self->read_timeout = __pyx_t_6;
 
-  /* "engine/http/_connection.pyx":128
+  /* "engine/http/_connection.pyx":129
  *         self.idle_timeout = limits.idle_timeout
  *         self.read_timeout = limits.read_timeout
  *         self.write_timeout = limits.write_timeout             # <<<<<<<<<<<<<<
  *         self.max_header_bytes = limits.max_header_bytes
  *         self.max_body_bytes = limits.max_body_bytes
 */
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_limits, __pyx_mstate_global->__pyx_n_u_write_timeout); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 128, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_limits, __pyx_mstate_global->__pyx_n_u_write_timeout); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 129, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_6 = __Pyx_PyFloat_AsDouble(__pyx_t_1); if (unlikely((__pyx_t_6 == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 128, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyFloat_AsDouble(__pyx_t_1); if (unlikely((__pyx_t_6 == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 129, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_v_self->write_timeout = __pyx_t_6;
 
-  /* "engine/http/_connection.pyx":129
+  /* "engine/http/_connection.pyx":130
  *         self.read_timeout = limits.read_timeout
  *         self.write_timeout = limits.write_timeout
  *         self.max_header_bytes = limits.max_header_bytes             # <<<<<<<<<<<<<<
  *         self.max_body_bytes = limits.max_body_bytes
  * 
 */
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_limits, __pyx_mstate_global->__pyx_n_u_max_header_bytes); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 129, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_limits, __pyx_mstate_global->__pyx_n_u_max_header_bytes); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 130, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_7 = __Pyx_PyIndex_AsSsize_t(__pyx_t_1); if (unlikely((__pyx_t_7 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 129, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyIndex_AsSsize_t(__pyx_t_1); if (unlikely((__pyx_t_7 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 130, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_v_self->max_header_bytes = __pyx_t_7;
 
-  /* "engine/http/_connection.pyx":130
+  /* "engine/http/_connection.pyx":131
  *         self.write_timeout = limits.write_timeout
  *         self.max_header_bytes = limits.max_header_bytes
  *         self.max_body_bytes = limits.max_body_bytes             # <<<<<<<<<<<<<<
  * 
  *     def sweep(self, now):
 */
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_limits, __pyx_mstate_global->__pyx_n_u_max_body_bytes); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 130, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_limits, __pyx_mstate_global->__pyx_n_u_max_body_bytes); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 131, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_7 = __Pyx_PyIndex_AsSsize_t(__pyx_t_1); if (unlikely((__pyx_t_7 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 130, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyIndex_AsSsize_t(__pyx_t_1); if (unlikely((__pyx_t_7 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 131, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_v_self->max_body_bytes = __pyx_t_7;
 
@@ -6604,7 +6616,7 @@ static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry___init__(st
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":132
+/* "engine/http/_connection.pyx":133
  *         self.max_body_bytes = limits.max_body_bytes
  * 
  *     def sweep(self, now):             # <<<<<<<<<<<<<<
@@ -6651,32 +6663,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_now,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 132, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 133, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 132, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 133, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "sweep", 0) < (0)) __PYX_ERR(0, 132, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "sweep", 0) < (0)) __PYX_ERR(0, 133, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("sweep", 1, 1, 1, i); __PYX_ERR(0, 132, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("sweep", 1, 1, 1, i); __PYX_ERR(0, 133, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 132, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 133, __pyx_L3_error)
     }
     __pyx_v_now = values[0];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("sweep", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 132, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("sweep", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 133, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -6719,17 +6731,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_2swee
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("sweep", 0);
 
-  /* "engine/http/_connection.pyx":133
+  /* "engine/http/_connection.pyx":134
  * 
  *     def sweep(self, now):
  *         self.clock = now             # <<<<<<<<<<<<<<
  *         self.date.refresh()
  *         for conn in [c for c in self.open if (<HttpConnection>c).deadline < now]:
 */
-  __pyx_t_1 = __Pyx_PyFloat_AsDouble(__pyx_v_now); if (unlikely((__pyx_t_1 == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 133, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyFloat_AsDouble(__pyx_v_now); if (unlikely((__pyx_t_1 == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 134, __pyx_L1_error)
   __pyx_v_self->clock = __pyx_t_1;
 
-  /* "engine/http/_connection.pyx":134
+  /* "engine/http/_connection.pyx":135
  *     def sweep(self, now):
  *         self.clock = now
  *         self.date.refresh()             # <<<<<<<<<<<<<<
@@ -6743,12 +6755,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_2swee
     PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
     __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_refresh, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 134, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 135, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":135
+  /* "engine/http/_connection.pyx":136
  *         self.clock = now
  *         self.date.refresh()
  *         for conn in [c for c in self.open if (<HttpConnection>c).deadline < now]:             # <<<<<<<<<<<<<<
@@ -6756,10 +6768,10 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_2swee
  *         for stream in [s for s in self.streams if s.deadline < now]:
 */
   { /* enter inner scope */
-    __pyx_t_2 = PyList_New(0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 135, __pyx_L7_error)
+    __pyx_t_2 = PyList_New(0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 136, __pyx_L7_error)
     __Pyx_GOTREF(__pyx_t_2);
     __pyx_t_5 = 0;
-    __pyx_t_8 = __Pyx_set_iterator(__pyx_v_self->open, 1, (&__pyx_t_6), (&__pyx_t_7)); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 135, __pyx_L7_error)
+    __pyx_t_8 = __Pyx_set_iterator(__pyx_v_self->open, 1, (&__pyx_t_6), (&__pyx_t_7)); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 136, __pyx_L7_error)
     __Pyx_GOTREF(__pyx_t_8);
     __Pyx_XDECREF(__pyx_t_3);
     __pyx_t_3 = __pyx_t_8;
@@ -6767,17 +6779,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_2swee
     while (1) {
       __pyx_t_9 = __Pyx_set_iter_next(__pyx_t_3, __pyx_t_6, &__pyx_t_5, &__pyx_t_8, __pyx_t_7);
       if (unlikely(__pyx_t_9 == 0)) break;
-      if (unlikely(__pyx_t_9 == -1)) __PYX_ERR(0, 135, __pyx_L7_error)
+      if (unlikely(__pyx_t_9 == -1)) __PYX_ERR(0, 136, __pyx_L7_error)
       __Pyx_GOTREF(__pyx_t_8);
       __Pyx_XDECREF_SET(__pyx_7genexpr__pyx_v_c, __pyx_t_8);
       __pyx_t_8 = 0;
-      __pyx_t_8 = PyFloat_FromDouble(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_7genexpr__pyx_v_c)->deadline); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 135, __pyx_L7_error)
+      __pyx_t_8 = PyFloat_FromDouble(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_7genexpr__pyx_v_c)->deadline); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 136, __pyx_L7_error)
       __Pyx_GOTREF(__pyx_t_8);
-      __pyx_t_10 = __Pyx_PyObject_CompareBoolLt_float_object(__pyx_t_8, __pyx_v_now, Py_LT); if (unlikely((__pyx_t_10 < 0))) __PYX_ERR(0, 135, __pyx_L7_error)
+      __pyx_t_10 = __Pyx_PyObject_CompareBoolLt_float_object(__pyx_t_8, __pyx_v_now, Py_LT); if (unlikely((__pyx_t_10 < 0))) __PYX_ERR(0, 136, __pyx_L7_error)
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
       if (__pyx_t_10) {
 
-        if (unlikely(__Pyx_ListComp_Append(__pyx_t_2, __pyx_7genexpr__pyx_v_c))) __PYX_ERR(0, 135, __pyx_L7_error)
+        if (unlikely(__Pyx_ListComp_Append(__pyx_t_2, __pyx_7genexpr__pyx_v_c))) __PYX_ERR(0, 136, __pyx_L7_error)
       }
     }
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
@@ -6795,18 +6807,18 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_2swee
     {
       Py_ssize_t __pyx_temp = __Pyx_PyList_GET_SIZE(__pyx_t_3);
       #if !CYTHON_ASSUME_SAFE_SIZE
-      if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 135, __pyx_L1_error)
+      if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 136, __pyx_L1_error)
       #endif
       if (__pyx_t_6 >= __pyx_temp) break;
     }
     __pyx_t_2 = __Pyx_PyList_GET_ITEM_REF(__pyx_t_3, __pyx_t_6, __Pyx_ReferenceSharing_OwnStrongReference);
     ++__pyx_t_6;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 135, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 136, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     __Pyx_XDECREF_SET(__pyx_v_conn, __pyx_t_2);
     __pyx_t_2 = 0;
 
-    /* "engine/http/_connection.pyx":136
+    /* "engine/http/_connection.pyx":137
  *         self.date.refresh()
  *         for conn in [c for c in self.open if (<HttpConnection>c).deadline < now]:
  *             conn.on_deadline()             # <<<<<<<<<<<<<<
@@ -6820,12 +6832,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_2swee
       PyObject *__pyx_callargs[2] = {__pyx_t_8, NULL};
       __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_on_deadline, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 136, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 137, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-    /* "engine/http/_connection.pyx":135
+    /* "engine/http/_connection.pyx":136
  *         self.clock = now
  *         self.date.refresh()
  *         for conn in [c for c in self.open if (<HttpConnection>c).deadline < now]:             # <<<<<<<<<<<<<<
@@ -6835,7 +6847,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_2swee
   }
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-  /* "engine/http/_connection.pyx":137
+  /* "engine/http/_connection.pyx":138
  *         for conn in [c for c in self.open if (<HttpConnection>c).deadline < now]:
  *             conn.on_deadline()
  *         for stream in [s for s in self.streams if s.deadline < now]:             # <<<<<<<<<<<<<<
@@ -6843,10 +6855,10 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_2swee
  * 
 */
   { /* enter inner scope */
-    __pyx_t_3 = PyList_New(0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 137, __pyx_L17_error)
+    __pyx_t_3 = PyList_New(0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 138, __pyx_L17_error)
     __Pyx_GOTREF(__pyx_t_3);
     __pyx_t_6 = 0;
-    __pyx_t_8 = __Pyx_set_iterator(__pyx_v_self->streams, 1, (&__pyx_t_5), (&__pyx_t_7)); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 137, __pyx_L17_error)
+    __pyx_t_8 = __Pyx_set_iterator(__pyx_v_self->streams, 1, (&__pyx_t_5), (&__pyx_t_7)); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 138, __pyx_L17_error)
     __Pyx_GOTREF(__pyx_t_8);
     __Pyx_XDECREF(__pyx_t_2);
     __pyx_t_2 = __pyx_t_8;
@@ -6854,17 +6866,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_2swee
     while (1) {
       __pyx_t_9 = __Pyx_set_iter_next(__pyx_t_2, __pyx_t_5, &__pyx_t_6, &__pyx_t_8, __pyx_t_7);
       if (unlikely(__pyx_t_9 == 0)) break;
-      if (unlikely(__pyx_t_9 == -1)) __PYX_ERR(0, 137, __pyx_L17_error)
+      if (unlikely(__pyx_t_9 == -1)) __PYX_ERR(0, 138, __pyx_L17_error)
       __Pyx_GOTREF(__pyx_t_8);
       __Pyx_XDECREF_SET(__pyx_8genexpr1__pyx_v_s, __pyx_t_8);
       __pyx_t_8 = 0;
-      __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_8genexpr1__pyx_v_s, __pyx_mstate_global->__pyx_n_u_deadline); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 137, __pyx_L17_error)
+      __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_8genexpr1__pyx_v_s, __pyx_mstate_global->__pyx_n_u_deadline); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 138, __pyx_L17_error)
       __Pyx_GOTREF(__pyx_t_8);
-      __pyx_t_10 = __Pyx_PyObject_CompareBoolLt_object_object(__pyx_t_8, __pyx_v_now, Py_LT); if (unlikely((__pyx_t_10 < 0))) __PYX_ERR(0, 137, __pyx_L17_error)
+      __pyx_t_10 = __Pyx_PyObject_CompareBoolLt_object_object(__pyx_t_8, __pyx_v_now, Py_LT); if (unlikely((__pyx_t_10 < 0))) __PYX_ERR(0, 138, __pyx_L17_error)
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
       if (__pyx_t_10) {
 
-        if (unlikely(__Pyx_ListComp_Append(__pyx_t_3, __pyx_8genexpr1__pyx_v_s))) __PYX_ERR(0, 137, __pyx_L17_error)
+        if (unlikely(__Pyx_ListComp_Append(__pyx_t_3, __pyx_8genexpr1__pyx_v_s))) __PYX_ERR(0, 138, __pyx_L17_error)
       }
     }
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
@@ -6882,18 +6894,18 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_2swee
     {
       Py_ssize_t __pyx_temp = __Pyx_PyList_GET_SIZE(__pyx_t_2);
       #if !CYTHON_ASSUME_SAFE_SIZE
-      if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 137, __pyx_L1_error)
+      if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 138, __pyx_L1_error)
       #endif
       if (__pyx_t_5 >= __pyx_temp) break;
     }
     __pyx_t_3 = __Pyx_PyList_GET_ITEM_REF(__pyx_t_2, __pyx_t_5, __Pyx_ReferenceSharing_OwnStrongReference);
     ++__pyx_t_5;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 137, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 138, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_XDECREF_SET(__pyx_v_stream, __pyx_t_3);
     __pyx_t_3 = 0;
 
-    /* "engine/http/_connection.pyx":138
+    /* "engine/http/_connection.pyx":139
  *             conn.on_deadline()
  *         for stream in [s for s in self.streams if s.deadline < now]:
  *             stream.check_deadline(now)             # <<<<<<<<<<<<<<
@@ -6907,12 +6919,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_2swee
       PyObject *__pyx_callargs[2] = {__pyx_t_8, __pyx_v_now};
       __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_check_deadline, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 138, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 139, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-    /* "engine/http/_connection.pyx":137
+    /* "engine/http/_connection.pyx":138
  *         for conn in [c for c in self.open if (<HttpConnection>c).deadline < now]:
  *             conn.on_deadline()
  *         for stream in [s for s in self.streams if s.deadline < now]:             # <<<<<<<<<<<<<<
@@ -6922,7 +6934,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_2swee
   }
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":132
+  /* "engine/http/_connection.pyx":133
  *         self.max_body_bytes = limits.max_body_bytes
  * 
  *     def sweep(self, now):             # <<<<<<<<<<<<<<
@@ -7117,7 +7129,7 @@ static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_6limits_4__
  *     cdef public object limits
  *     cdef public set open             # <<<<<<<<<<<<<<
  *     cdef public set streams
- *     cdef public double clock
+ *     cdef public bint draining           # set by the worker's drain: new connections close early
 */
 
 /* Python wrapper */
@@ -7297,8 +7309,8 @@ static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_4open_4__de
  *     cdef public object limits
  *     cdef public set open
  *     cdef public set streams             # <<<<<<<<<<<<<<
+ *     cdef public bint draining           # set by the worker's drain: new connections close early
  *     cdef public double clock
- *     cdef public object date
 */
 
 /* Python wrapper */
@@ -7477,6 +7489,148 @@ static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_7streams_4_
 /* "engine/http/_connection.pxd":26
  *     cdef public set open
  *     cdef public set streams
+ *     cdef public bint draining           # set by the worker's drain: new connections close early             # <<<<<<<<<<<<<<
+ *     cdef public double clock
+ *     cdef public object date
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_6engine_4http_11_connection_18ConnectionRegistry_8draining_1__get__(PyObject *__pyx_v_self); /*proto*/
+static PyObject *__pyx_pw_6engine_4http_11_connection_18ConnectionRegistry_8draining_1__get__(PyObject *__pyx_v_self) {
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__get__ (wrapper)", 0);
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_8draining___get__(((struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry *)__pyx_v_self));
+
+  /* function exit code */
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_8draining___get__(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry *__pyx_v_self) {
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  PyObject *__pyx_t_3 = NULL;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("__get__", 0);
+  {
+      __Pyx_PyCriticalSection __pyx_cs;
+      __pyx_t_1 = ((PyObject *)__pyx_v_self);
+      __Pyx_INCREF(__pyx_t_1);
+      __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
+      /*try:*/ {
+        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->draining); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 26, __pyx_L4_error)
+        __Pyx_GOTREF(__pyx_t_2);
+        {
+          PyObject *__pyx_temp;
+          {
+            __pyx_temp = __pyx_r;
+            __pyx_r = __pyx_t_2;
+          }
+          __Pyx_XDECREF(__pyx_temp);
+        }
+        __pyx_t_2 = 0;
+        __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+        goto __pyx_L3_return;
+      }
+      /*finally:*/ {
+        __pyx_L3_return: {
+          __pyx_t_3 = __pyx_r;
+          __pyx_r = 0;
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          __pyx_r = __pyx_t_3;
+          __pyx_t_3 = 0;
+          goto __pyx_L0;
+        }
+        __pyx_L4_error: {
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          goto __pyx_L1_error;
+        }
+      }
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  }
+
+  /* function exit code */
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_1);
+  __Pyx_XDECREF(__pyx_t_2);
+  __Pyx_AddTraceback("engine.http._connection.ConnectionRegistry.draining.__get__", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* Python wrapper */
+static int __pyx_pw_6engine_4http_11_connection_18ConnectionRegistry_8draining_3__set__(PyObject *__pyx_v_self, PyObject *__pyx_v_value); /*proto*/
+static int __pyx_pw_6engine_4http_11_connection_18ConnectionRegistry_8draining_3__set__(PyObject *__pyx_v_self, PyObject *__pyx_v_value) {
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  int __pyx_r;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__set__ (wrapper)", 0);
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  __pyx_r = __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_8draining_2__set__(((struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry *)__pyx_v_self), ((PyObject *)__pyx_v_value));
+
+  /* function exit code */
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_8draining_2__set__(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry *__pyx_v_self, PyObject *__pyx_v_value) {
+  int __pyx_r;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  int __pyx_t_2;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("__set__", 0);
+  {
+      __Pyx_PyCriticalSection __pyx_cs;
+      __pyx_t_1 = ((PyObject *)__pyx_v_self);
+      __Pyx_INCREF(__pyx_t_1);
+      __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
+      /*try:*/ {
+        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 26, __pyx_L4_error)
+        __pyx_v_self->draining = __pyx_t_2;
+      }
+      /*finally:*/ {
+        /*normal exit:*/{
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          goto __pyx_L5;
+        }
+        __pyx_L4_error: {
+          __Pyx_PyCriticalSection_End(&__pyx_cs);
+          goto __pyx_L1_error;
+        }
+        __pyx_L5:;
+      }
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  }
+
+  /* function exit code */
+  __pyx_r = 0;
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_1);
+  __Pyx_AddTraceback("engine.http._connection.ConnectionRegistry.draining.__set__", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = -1;
+  __pyx_L0:;
+
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "engine/http/_connection.pxd":27
+ *     cdef public set streams
+ *     cdef public bint draining           # set by the worker's drain: new connections close early
  *     cdef public double clock             # <<<<<<<<<<<<<<
  *     cdef public object date
  *     cdef public double idle_timeout
@@ -7513,7 +7667,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_5cloc
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = PyFloat_FromDouble(__pyx_v_self->clock); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 26, __pyx_L4_error)
+        __pyx_t_2 = PyFloat_FromDouble(__pyx_v_self->clock); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 27, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -7586,7 +7740,7 @@ static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_5clock_2__s
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyFloat_AsDouble(__pyx_v_value); if (unlikely((__pyx_t_2 == (double)-1) && PyErr_Occurred())) __PYX_ERR(1, 26, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyFloat_AsDouble(__pyx_v_value); if (unlikely((__pyx_t_2 == (double)-1) && PyErr_Occurred())) __PYX_ERR(1, 27, __pyx_L4_error)
         __pyx_v_self->clock = __pyx_t_2;
       }
       /*finally:*/ {
@@ -7616,8 +7770,8 @@ static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_5clock_2__s
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":27
- *     cdef public set streams
+/* "engine/http/_connection.pxd":28
+ *     cdef public bint draining           # set by the worker's drain: new connections close early
  *     cdef public double clock
  *     cdef public object date             # <<<<<<<<<<<<<<
  *     cdef public double idle_timeout
@@ -7779,7 +7933,7 @@ static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_4date_4__de
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":28
+/* "engine/http/_connection.pxd":29
  *     cdef public double clock
  *     cdef public object date
  *     cdef public double idle_timeout             # <<<<<<<<<<<<<<
@@ -7818,7 +7972,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_12idl
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = PyFloat_FromDouble(__pyx_v_self->idle_timeout); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 28, __pyx_L4_error)
+        __pyx_t_2 = PyFloat_FromDouble(__pyx_v_self->idle_timeout); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 29, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -7891,7 +8045,7 @@ static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_12idle_time
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyFloat_AsDouble(__pyx_v_value); if (unlikely((__pyx_t_2 == (double)-1) && PyErr_Occurred())) __PYX_ERR(1, 28, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyFloat_AsDouble(__pyx_v_value); if (unlikely((__pyx_t_2 == (double)-1) && PyErr_Occurred())) __PYX_ERR(1, 29, __pyx_L4_error)
         __pyx_v_self->idle_timeout = __pyx_t_2;
       }
       /*finally:*/ {
@@ -7921,7 +8075,7 @@ static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_12idle_time
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":29
+/* "engine/http/_connection.pxd":30
  *     cdef public object date
  *     cdef public double idle_timeout
  *     cdef public double read_timeout             # <<<<<<<<<<<<<<
@@ -7960,7 +8114,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_12rea
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = PyFloat_FromDouble(__pyx_v_self->read_timeout); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 29, __pyx_L4_error)
+        __pyx_t_2 = PyFloat_FromDouble(__pyx_v_self->read_timeout); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 30, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -8033,7 +8187,7 @@ static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_12read_time
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyFloat_AsDouble(__pyx_v_value); if (unlikely((__pyx_t_2 == (double)-1) && PyErr_Occurred())) __PYX_ERR(1, 29, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyFloat_AsDouble(__pyx_v_value); if (unlikely((__pyx_t_2 == (double)-1) && PyErr_Occurred())) __PYX_ERR(1, 30, __pyx_L4_error)
         __pyx_v_self->read_timeout = __pyx_t_2;
       }
       /*finally:*/ {
@@ -8063,7 +8217,7 @@ static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_12read_time
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":30
+/* "engine/http/_connection.pxd":31
  *     cdef public double idle_timeout
  *     cdef public double read_timeout
  *     cdef public double write_timeout             # <<<<<<<<<<<<<<
@@ -8102,7 +8256,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_13wri
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = PyFloat_FromDouble(__pyx_v_self->write_timeout); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 30, __pyx_L4_error)
+        __pyx_t_2 = PyFloat_FromDouble(__pyx_v_self->write_timeout); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 31, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -8175,7 +8329,7 @@ static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_13write_tim
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyFloat_AsDouble(__pyx_v_value); if (unlikely((__pyx_t_2 == (double)-1) && PyErr_Occurred())) __PYX_ERR(1, 30, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyFloat_AsDouble(__pyx_v_value); if (unlikely((__pyx_t_2 == (double)-1) && PyErr_Occurred())) __PYX_ERR(1, 31, __pyx_L4_error)
         __pyx_v_self->write_timeout = __pyx_t_2;
       }
       /*finally:*/ {
@@ -8205,7 +8359,7 @@ static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_13write_tim
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":31
+/* "engine/http/_connection.pxd":32
  *     cdef public double read_timeout
  *     cdef public double write_timeout
  *     cdef public Py_ssize_t max_header_bytes             # <<<<<<<<<<<<<<
@@ -8244,7 +8398,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_16max
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_self->max_header_bytes); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 31, __pyx_L4_error)
+        __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_self->max_header_bytes); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 32, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -8317,7 +8471,7 @@ static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_16max_heade
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyIndex_AsSsize_t(__pyx_v_value); if (unlikely((__pyx_t_2 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 31, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyIndex_AsSsize_t(__pyx_v_value); if (unlikely((__pyx_t_2 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 32, __pyx_L4_error)
         __pyx_v_self->max_header_bytes = __pyx_t_2;
       }
       /*finally:*/ {
@@ -8347,7 +8501,7 @@ static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_16max_heade
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":32
+/* "engine/http/_connection.pxd":33
  *     cdef public double write_timeout
  *     cdef public Py_ssize_t max_header_bytes
  *     cdef public Py_ssize_t max_body_bytes             # <<<<<<<<<<<<<<
@@ -8386,7 +8540,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_14max
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_self->max_body_bytes); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 32, __pyx_L4_error)
+        __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_self->max_body_bytes); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 33, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -8459,7 +8613,7 @@ static int __pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_14max_body_
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyIndex_AsSsize_t(__pyx_v_value); if (unlikely((__pyx_t_2 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 32, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyIndex_AsSsize_t(__pyx_v_value); if (unlikely((__pyx_t_2 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 33, __pyx_L4_error)
         __pyx_v_self->max_body_bytes = __pyx_t_2;
       }
       /*finally:*/ {
@@ -8551,8 +8705,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_4__re
   PyObject *__pyx_t_6 = NULL;
   PyObject *__pyx_t_7 = NULL;
   PyObject *__pyx_t_8 = NULL;
-  int __pyx_t_9;
+  PyObject *__pyx_t_9 = NULL;
   int __pyx_t_10;
+  int __pyx_t_11;
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
@@ -8562,7 +8717,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_4__re
  *     cdef object _dict
  *     cdef bint use_setstate
  *     with CRITICAL_SECTION(self):             # <<<<<<<<<<<<<<
- *         state = (self.clock, self.date, self.idle_timeout, self.limits, self.max_body_bytes, self.max_header_bytes, self.open, self.read_timeout, self.streams, self.write_timeout)
+ *         state = (self.clock, self.date, self.draining, self.idle_timeout, self.limits, self.max_body_bytes, self.max_header_bytes, self.open, self.read_timeout, self.streams, self.write_timeout)
  *         _dict = getattr(self, '__dict__', None)
 */
   {
@@ -8575,75 +8730,80 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_4__re
         /* "(tree fragment)":6
  *     cdef bint use_setstate
  *     with CRITICAL_SECTION(self):
- *         state = (self.clock, self.date, self.idle_timeout, self.limits, self.max_body_bytes, self.max_header_bytes, self.open, self.read_timeout, self.streams, self.write_timeout)             # <<<<<<<<<<<<<<
+ *         state = (self.clock, self.date, self.draining, self.idle_timeout, self.limits, self.max_body_bytes, self.max_header_bytes, self.open, self.read_timeout, self.streams, self.write_timeout)             # <<<<<<<<<<<<<<
  *         _dict = getattr(self, '__dict__', None)
  *     if _dict is not None and _dict:
 */
         __pyx_t_2 = PyFloat_FromDouble(__pyx_v_self->clock); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 6, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
-        __pyx_t_3 = PyFloat_FromDouble(__pyx_v_self->idle_timeout); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 6, __pyx_L4_error)
+        __pyx_t_3 = __Pyx_PyBool_FromLong(__pyx_v_self->draining); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 6, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_3);
-        __pyx_t_4 = PyLong_FromSsize_t(__pyx_v_self->max_body_bytes); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 6, __pyx_L4_error)
+        __pyx_t_4 = PyFloat_FromDouble(__pyx_v_self->idle_timeout); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 6, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_4);
-        __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_self->max_header_bytes); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 6, __pyx_L4_error)
+        __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_self->max_body_bytes); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 6, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_5);
-        __pyx_t_6 = PyFloat_FromDouble(__pyx_v_self->read_timeout); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 6, __pyx_L4_error)
+        __pyx_t_6 = PyLong_FromSsize_t(__pyx_v_self->max_header_bytes); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 6, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_6);
-        __pyx_t_7 = PyFloat_FromDouble(__pyx_v_self->write_timeout); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 6, __pyx_L4_error)
+        __pyx_t_7 = PyFloat_FromDouble(__pyx_v_self->read_timeout); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 6, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_7);
-        __pyx_t_8 = PyTuple_New(10); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 6, __pyx_L4_error)
+        __pyx_t_8 = PyFloat_FromDouble(__pyx_v_self->write_timeout); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 6, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_8);
+        __pyx_t_9 = PyTuple_New(11); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 6, __pyx_L4_error)
+        __Pyx_GOTREF(__pyx_t_9);
         __Pyx_GIVEREF(__pyx_t_2);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 0, __pyx_t_2) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 0, __pyx_t_2) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->date);
         __Pyx_GIVEREF(__pyx_v_self->date);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 1, __pyx_v_self->date) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 1, __pyx_v_self->date) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_GIVEREF(__pyx_t_3);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 2, __pyx_t_3) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 2, __pyx_t_3) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        __Pyx_GIVEREF(__pyx_t_4);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 3, __pyx_t_4) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->limits);
         __Pyx_GIVEREF(__pyx_v_self->limits);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 3, __pyx_v_self->limits) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
-        __Pyx_GIVEREF(__pyx_t_4);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 4, __pyx_t_4) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 4, __pyx_v_self->limits) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_GIVEREF(__pyx_t_5);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 5, __pyx_t_5) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 5, __pyx_t_5) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        __Pyx_GIVEREF(__pyx_t_6);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 6, __pyx_t_6) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->open);
         __Pyx_GIVEREF(__pyx_v_self->open);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 6, __pyx_v_self->open) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
-        __Pyx_GIVEREF(__pyx_t_6);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 7, __pyx_t_6) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 7, __pyx_v_self->open) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        __Pyx_GIVEREF(__pyx_t_7);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 8, __pyx_t_7) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __Pyx_INCREF(__pyx_v_self->streams);
         __Pyx_GIVEREF(__pyx_v_self->streams);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 8, __pyx_v_self->streams) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
-        __Pyx_GIVEREF(__pyx_t_7);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 9, __pyx_t_7) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 9, __pyx_v_self->streams) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
+        __Pyx_GIVEREF(__pyx_t_8);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 10, __pyx_t_8) != (0)) __PYX_ERR(2, 6, __pyx_L4_error);
         __pyx_t_2 = 0;
         __pyx_t_3 = 0;
         __pyx_t_4 = 0;
         __pyx_t_5 = 0;
         __pyx_t_6 = 0;
         __pyx_t_7 = 0;
-        __pyx_v_state = ((PyObject*)__pyx_t_8);
         __pyx_t_8 = 0;
+        __pyx_v_state = ((PyObject*)__pyx_t_9);
+        __pyx_t_9 = 0;
 
         /* "(tree fragment)":7
  *     with CRITICAL_SECTION(self):
- *         state = (self.clock, self.date, self.idle_timeout, self.limits, self.max_body_bytes, self.max_header_bytes, self.open, self.read_timeout, self.streams, self.write_timeout)
+ *         state = (self.clock, self.date, self.draining, self.idle_timeout, self.limits, self.max_body_bytes, self.max_header_bytes, self.open, self.read_timeout, self.streams, self.write_timeout)
  *         _dict = getattr(self, '__dict__', None)             # <<<<<<<<<<<<<<
  *     if _dict is not None and _dict:
  *         state += (_dict,)
 */
-        __pyx_t_8 = __Pyx_GetAttr3(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_dict, Py_None); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 7, __pyx_L4_error)
-        __Pyx_GOTREF(__pyx_t_8);
-        __pyx_v__dict = __pyx_t_8;
-        __pyx_t_8 = 0;
+        __pyx_t_9 = __Pyx_GetAttr3(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_dict, Py_None); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 7, __pyx_L4_error)
+        __Pyx_GOTREF(__pyx_t_9);
+        __pyx_v__dict = __pyx_t_9;
+        __pyx_t_9 = 0;
       }
 
       /* "(tree fragment)":5
  *     cdef object _dict
  *     cdef bint use_setstate
  *     with CRITICAL_SECTION(self):             # <<<<<<<<<<<<<<
- *         state = (self.clock, self.date, self.idle_timeout, self.limits, self.max_body_bytes, self.max_header_bytes, self.open, self.read_timeout, self.streams, self.write_timeout)
+ *         state = (self.clock, self.date, self.draining, self.idle_timeout, self.limits, self.max_body_bytes, self.max_header_bytes, self.open, self.read_timeout, self.streams, self.write_timeout)
  *         _dict = getattr(self, '__dict__', None)
 */
       /*finally:*/ {
@@ -8661,27 +8821,27 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_4__re
   }
 
   /* "(tree fragment)":8
- *         state = (self.clock, self.date, self.idle_timeout, self.limits, self.max_body_bytes, self.max_header_bytes, self.open, self.read_timeout, self.streams, self.write_timeout)
+ *         state = (self.clock, self.date, self.draining, self.idle_timeout, self.limits, self.max_body_bytes, self.max_header_bytes, self.open, self.read_timeout, self.streams, self.write_timeout)
  *         _dict = getattr(self, '__dict__', None)
  *     if _dict is not None and _dict:             # <<<<<<<<<<<<<<
  *         state += (_dict,)
  *         use_setstate = True
 */
-  __pyx_t_10 = (__pyx_v__dict != Py_None);
-  if (__pyx_t_10) {
+  __pyx_t_11 = (__pyx_v__dict != Py_None);
+  if (__pyx_t_11) {
 
   } else {
 
-    __pyx_t_9 = __pyx_t_10;
+    __pyx_t_10 = __pyx_t_11;
 
     goto __pyx_L7_bool_binop_done;
   }
-  __pyx_t_10 = __Pyx_PyObject_IsTrue(__pyx_v__dict); if (unlikely((__pyx_t_10 < 0))) __PYX_ERR(2, 8, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_IsTrue(__pyx_v__dict); if (unlikely((__pyx_t_11 < 0))) __PYX_ERR(2, 8, __pyx_L1_error)
 
-  __pyx_t_9 = __pyx_t_10;
+  __pyx_t_10 = __pyx_t_11;
 
   __pyx_L7_bool_binop_done:;
-  if (__pyx_t_9) {
+  if (__pyx_t_10) {
 
 
     /* "(tree fragment)":9
@@ -8696,11 +8856,11 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_4__re
     __Pyx_INCREF(__pyx_v__dict);
     __Pyx_GIVEREF(__pyx_v__dict);
     if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 0, __pyx_v__dict) != (0)) __PYX_ERR(2, 9, __pyx_L1_error);
-    __pyx_t_8 = PyNumber_InPlaceAdd(__pyx_v_state, __pyx_t_1); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 9, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_8);
+    __pyx_t_9 = PyNumber_InPlaceAdd(__pyx_v_state, __pyx_t_1); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 9, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_9);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-    __Pyx_DECREF_SET(__pyx_v_state, ((PyObject*)__pyx_t_8));
-    __pyx_t_8 = 0;
+    __Pyx_DECREF_SET(__pyx_v_state, ((PyObject*)__pyx_t_9));
+    __pyx_t_9 = 0;
 
     /* "(tree fragment)":10
  *     if _dict is not None and _dict:
@@ -8712,7 +8872,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_4__re
     __pyx_v_use_setstate = 1;
 
     /* "(tree fragment)":8
- *         state = (self.clock, self.date, self.idle_timeout, self.limits, self.max_body_bytes, self.max_header_bytes, self.open, self.read_timeout, self.streams, self.write_timeout)
+ *         state = (self.clock, self.date, self.draining, self.idle_timeout, self.limits, self.max_body_bytes, self.max_header_bytes, self.open, self.read_timeout, self.streams, self.write_timeout)
  *         _dict = getattr(self, '__dict__', None)
  *     if _dict is not None and _dict:             # <<<<<<<<<<<<<<
  *         state += (_dict,)
@@ -8726,42 +8886,42 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_4__re
  *     else:
  *         use_setstate = self.date is not None or self.limits is not None or self.open is not None or self.streams is not None             # <<<<<<<<<<<<<<
  *     if use_setstate:
- *         return __pyx_unpickle_ConnectionRegistry, (type(self), 0xb304e54, None), state
+ *         return __pyx_unpickle_ConnectionRegistry, (type(self), 0x8594d7c, None), state
 */
   /*else*/ {
-    __pyx_t_10 = (__pyx_v_self->date != Py_None);
-    if (!__pyx_t_10) {
+    __pyx_t_11 = (__pyx_v_self->date != Py_None);
+    if (!__pyx_t_11) {
 
     } else {
 
-      __pyx_t_9 = __pyx_t_10;
+      __pyx_t_10 = __pyx_t_11;
 
       goto __pyx_L9_bool_binop_done;
     }
-    __pyx_t_10 = (__pyx_v_self->limits != Py_None);
-    if (!__pyx_t_10) {
+    __pyx_t_11 = (__pyx_v_self->limits != Py_None);
+    if (!__pyx_t_11) {
 
     } else {
 
-      __pyx_t_9 = __pyx_t_10;
+      __pyx_t_10 = __pyx_t_11;
 
       goto __pyx_L9_bool_binop_done;
     }
-    __pyx_t_10 = (__pyx_v_self->open != ((PyObject*)Py_None));
-    if (!__pyx_t_10) {
+    __pyx_t_11 = (__pyx_v_self->open != ((PyObject*)Py_None));
+    if (!__pyx_t_11) {
 
     } else {
 
-      __pyx_t_9 = __pyx_t_10;
+      __pyx_t_10 = __pyx_t_11;
 
       goto __pyx_L9_bool_binop_done;
     }
-    __pyx_t_10 = (__pyx_v_self->streams != ((PyObject*)Py_None));
+    __pyx_t_11 = (__pyx_v_self->streams != ((PyObject*)Py_None));
 
-    __pyx_t_9 = __pyx_t_10;
+    __pyx_t_10 = __pyx_t_11;
 
     __pyx_L9_bool_binop_done:;
-    __pyx_v_use_setstate = __pyx_t_9;
+    __pyx_v_use_setstate = __pyx_t_10;
   }
   __pyx_L6:;
 
@@ -8769,7 +8929,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_4__re
  *     else:
  *         use_setstate = self.date is not None or self.limits is not None or self.open is not None or self.streams is not None
  *     if use_setstate:             # <<<<<<<<<<<<<<
- *         return __pyx_unpickle_ConnectionRegistry, (type(self), 0xb304e54, None), state
+ *         return __pyx_unpickle_ConnectionRegistry, (type(self), 0x8594d7c, None), state
  *     else:
 */
   if (__pyx_v_use_setstate) {
@@ -8777,82 +8937,33 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_4__re
     /* "(tree fragment)":14
  *         use_setstate = self.date is not None or self.limits is not None or self.open is not None or self.streams is not None
  *     if use_setstate:
- *         return __pyx_unpickle_ConnectionRegistry, (type(self), 0xb304e54, None), state             # <<<<<<<<<<<<<<
+ *         return __pyx_unpickle_ConnectionRegistry, (type(self), 0x8594d7c, None), state             # <<<<<<<<<<<<<<
  *     else:
- *         return __pyx_unpickle_ConnectionRegistry, (type(self), 0xb304e54, state)
+ *         return __pyx_unpickle_ConnectionRegistry, (type(self), 0x8594d7c, state)
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_ConnectionRegistr); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 14, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_8);
+    __Pyx_GetModuleGlobalName(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_ConnectionRegistr); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 14, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_9);
     __pyx_t_1 = PyTuple_New(3); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 14, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __Pyx_INCREF(((PyObject *)Py_TYPE(((PyObject *)__pyx_v_self))));
     __Pyx_GIVEREF(((PyObject *)Py_TYPE(((PyObject *)__pyx_v_self))));
     if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 0, ((PyObject *)Py_TYPE(((PyObject *)__pyx_v_self)))) != (0)) __PYX_ERR(2, 14, __pyx_L1_error);
-    __Pyx_INCREF(__pyx_mstate_global->__pyx_int_187715156);
-    __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_187715156);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 1, __pyx_mstate_global->__pyx_int_187715156) != (0)) __PYX_ERR(2, 14, __pyx_L1_error);
+    __Pyx_INCREF(__pyx_mstate_global->__pyx_int_140070268);
+    __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_140070268);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 1, __pyx_mstate_global->__pyx_int_140070268) != (0)) __PYX_ERR(2, 14, __pyx_L1_error);
     __Pyx_INCREF(Py_None);
     __Pyx_GIVEREF(Py_None);
     if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 2, Py_None) != (0)) __PYX_ERR(2, 14, __pyx_L1_error);
-    __pyx_t_7 = PyTuple_New(3); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 14, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_7);
-    __Pyx_GIVEREF(__pyx_t_8);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 0, __pyx_t_8) != (0)) __PYX_ERR(2, 14, __pyx_L1_error);
-    __Pyx_GIVEREF(__pyx_t_1);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 1, __pyx_t_1) != (0)) __PYX_ERR(2, 14, __pyx_L1_error);
-    __Pyx_INCREF(__pyx_v_state);
-    __Pyx_GIVEREF(__pyx_v_state);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 2, __pyx_v_state) != (0)) __PYX_ERR(2, 14, __pyx_L1_error);
-    __pyx_t_8 = 0;
-    __pyx_t_1 = 0;
-    {
-      PyObject *__pyx_temp;
-      {
-        __pyx_temp = __pyx_r;
-        __pyx_r = __pyx_t_7;
-      }
-      __Pyx_XDECREF(__pyx_temp);
-    }
-    __pyx_t_7 = 0;
-    goto __pyx_L0;
-
-    /* "(tree fragment)":13
- *     else:
- *         use_setstate = self.date is not None or self.limits is not None or self.open is not None or self.streams is not None
- *     if use_setstate:             # <<<<<<<<<<<<<<
- *         return __pyx_unpickle_ConnectionRegistry, (type(self), 0xb304e54, None), state
- *     else:
-*/
-  }
-
-  /* "(tree fragment)":16
- *         return __pyx_unpickle_ConnectionRegistry, (type(self), 0xb304e54, None), state
- *     else:
- *         return __pyx_unpickle_ConnectionRegistry, (type(self), 0xb304e54, state)             # <<<<<<<<<<<<<<
- * def __setstate_cython__(self, __pyx_state):
- *     __pyx_unpickle_ConnectionRegistry__set_state(self, __pyx_state)
-*/
-  /*else*/ {
-    __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_ConnectionRegistr); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 16, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_7);
-    __pyx_t_1 = PyTuple_New(3); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 16, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_1);
-    __Pyx_INCREF(((PyObject *)Py_TYPE(((PyObject *)__pyx_v_self))));
-    __Pyx_GIVEREF(((PyObject *)Py_TYPE(((PyObject *)__pyx_v_self))));
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 0, ((PyObject *)Py_TYPE(((PyObject *)__pyx_v_self)))) != (0)) __PYX_ERR(2, 16, __pyx_L1_error);
-    __Pyx_INCREF(__pyx_mstate_global->__pyx_int_187715156);
-    __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_187715156);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 1, __pyx_mstate_global->__pyx_int_187715156) != (0)) __PYX_ERR(2, 16, __pyx_L1_error);
-    __Pyx_INCREF(__pyx_v_state);
-    __Pyx_GIVEREF(__pyx_v_state);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 2, __pyx_v_state) != (0)) __PYX_ERR(2, 16, __pyx_L1_error);
-    __pyx_t_8 = PyTuple_New(2); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 16, __pyx_L1_error)
+    __pyx_t_8 = PyTuple_New(3); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 14, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
-    __Pyx_GIVEREF(__pyx_t_7);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 16, __pyx_L1_error);
+    __Pyx_GIVEREF(__pyx_t_9);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 0, __pyx_t_9) != (0)) __PYX_ERR(2, 14, __pyx_L1_error);
     __Pyx_GIVEREF(__pyx_t_1);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 1, __pyx_t_1) != (0)) __PYX_ERR(2, 16, __pyx_L1_error);
-    __pyx_t_7 = 0;
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 1, __pyx_t_1) != (0)) __PYX_ERR(2, 14, __pyx_L1_error);
+    __Pyx_INCREF(__pyx_v_state);
+    __Pyx_GIVEREF(__pyx_v_state);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 2, __pyx_v_state) != (0)) __PYX_ERR(2, 14, __pyx_L1_error);
+    __pyx_t_9 = 0;
     __pyx_t_1 = 0;
     {
       PyObject *__pyx_temp;
@@ -8863,6 +8974,55 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_4__re
       __Pyx_XDECREF(__pyx_temp);
     }
     __pyx_t_8 = 0;
+    goto __pyx_L0;
+
+    /* "(tree fragment)":13
+ *     else:
+ *         use_setstate = self.date is not None or self.limits is not None or self.open is not None or self.streams is not None
+ *     if use_setstate:             # <<<<<<<<<<<<<<
+ *         return __pyx_unpickle_ConnectionRegistry, (type(self), 0x8594d7c, None), state
+ *     else:
+*/
+  }
+
+  /* "(tree fragment)":16
+ *         return __pyx_unpickle_ConnectionRegistry, (type(self), 0x8594d7c, None), state
+ *     else:
+ *         return __pyx_unpickle_ConnectionRegistry, (type(self), 0x8594d7c, state)             # <<<<<<<<<<<<<<
+ * def __setstate_cython__(self, __pyx_state):
+ *     __pyx_unpickle_ConnectionRegistry__set_state(self, __pyx_state)
+*/
+  /*else*/ {
+    __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_ConnectionRegistr); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 16, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_8);
+    __pyx_t_1 = PyTuple_New(3); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 16, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
+    __Pyx_INCREF(((PyObject *)Py_TYPE(((PyObject *)__pyx_v_self))));
+    __Pyx_GIVEREF(((PyObject *)Py_TYPE(((PyObject *)__pyx_v_self))));
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 0, ((PyObject *)Py_TYPE(((PyObject *)__pyx_v_self)))) != (0)) __PYX_ERR(2, 16, __pyx_L1_error);
+    __Pyx_INCREF(__pyx_mstate_global->__pyx_int_140070268);
+    __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_140070268);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 1, __pyx_mstate_global->__pyx_int_140070268) != (0)) __PYX_ERR(2, 16, __pyx_L1_error);
+    __Pyx_INCREF(__pyx_v_state);
+    __Pyx_GIVEREF(__pyx_v_state);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 2, __pyx_v_state) != (0)) __PYX_ERR(2, 16, __pyx_L1_error);
+    __pyx_t_9 = PyTuple_New(2); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 16, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_9);
+    __Pyx_GIVEREF(__pyx_t_8);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 0, __pyx_t_8) != (0)) __PYX_ERR(2, 16, __pyx_L1_error);
+    __Pyx_GIVEREF(__pyx_t_1);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 1, __pyx_t_1) != (0)) __PYX_ERR(2, 16, __pyx_L1_error);
+    __pyx_t_8 = 0;
+    __pyx_t_1 = 0;
+    {
+      PyObject *__pyx_temp;
+      {
+        __pyx_temp = __pyx_r;
+        __pyx_r = __pyx_t_9;
+      }
+      __Pyx_XDECREF(__pyx_temp);
+    }
+    __pyx_t_9 = 0;
     goto __pyx_L0;
   }
 
@@ -8882,6 +9042,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_4__re
   __Pyx_XDECREF(__pyx_t_6);
   __Pyx_XDECREF(__pyx_t_7);
   __Pyx_XDECREF(__pyx_t_8);
+  __Pyx_XDECREF(__pyx_t_9);
   __Pyx_AddTraceback("engine.http._connection.ConnectionRegistry.__reduce_cython__", __pyx_clineno, __pyx_lineno, __pyx_filename);
   __pyx_r = NULL;
   __pyx_L0:;
@@ -8895,7 +9056,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_4__re
 
 /* "(tree fragment)":17
  *     else:
- *         return __pyx_unpickle_ConnectionRegistry, (type(self), 0xb304e54, state)
+ *         return __pyx_unpickle_ConnectionRegistry, (type(self), 0x8594d7c, state)
  * def __setstate_cython__(self, __pyx_state):             # <<<<<<<<<<<<<<
  *     __pyx_unpickle_ConnectionRegistry__set_state(self, __pyx_state)
 */
@@ -8996,7 +9157,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_6__se
   __Pyx_RefNannySetupContext("__setstate_cython__", 0);
 
   /* "(tree fragment)":18
- *         return __pyx_unpickle_ConnectionRegistry, (type(self), 0xb304e54, state)
+ *         return __pyx_unpickle_ConnectionRegistry, (type(self), 0x8594d7c, state)
  * def __setstate_cython__(self, __pyx_state):
  *     __pyx_unpickle_ConnectionRegistry__set_state(self, __pyx_state)             # <<<<<<<<<<<<<<
 */
@@ -9014,7 +9175,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_6__se
 
   /* "(tree fragment)":17
  *     else:
- *         return __pyx_unpickle_ConnectionRegistry, (type(self), 0xb304e54, state)
+ *         return __pyx_unpickle_ConnectionRegistry, (type(self), 0x8594d7c, state)
  * def __setstate_cython__(self, __pyx_state):             # <<<<<<<<<<<<<<
  *     __pyx_unpickle_ConnectionRegistry__set_state(self, __pyx_state)
 */
@@ -9033,7 +9194,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_18ConnectionRegistry_6__se
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":141
+/* "engine/http/_connection.pyx":142
  * 
  * 
  * cdef inline bint _named(bytes name, const char* lower, Py_ssize_t n):             # <<<<<<<<<<<<<<
@@ -9046,7 +9207,7 @@ static CYTHON_INLINE int __pyx_f_6engine_4http_11_connection__named(PyObject *__
   int __pyx_t_1;
   int __pyx_t_2;
 
-  /* "engine/http/_connection.pyx":142
+  /* "engine/http/_connection.pyx":143
  * 
  * cdef inline bint _named(bytes name, const char* lower, Py_ssize_t n):
  *     return PyBytes_GET_SIZE(name) == n and strncasecmp(PyBytes_AS_STRING(name), lower, n) == 0             # <<<<<<<<<<<<<<
@@ -9074,7 +9235,7 @@ static CYTHON_INLINE int __pyx_f_6engine_4http_11_connection__named(PyObject *__
   }
   goto __pyx_L0;
 
-  /* "engine/http/_connection.pyx":141
+  /* "engine/http/_connection.pyx":142
  * 
  * 
  * cdef inline bint _named(bytes name, const char* lower, Py_ssize_t n):             # <<<<<<<<<<<<<<
@@ -9088,7 +9249,7 @@ static CYTHON_INLINE int __pyx_f_6engine_4http_11_connection__named(PyObject *__
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":145
+/* "engine/http/_connection.pyx":146
  * 
  * 
  * cdef inline bytes _join(bytes prior, bytes value, bytes sep):             # <<<<<<<<<<<<<<
@@ -9108,7 +9269,7 @@ static CYTHON_INLINE PyObject *__pyx_f_6engine_4http_11_connection__join(PyObjec
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_join", 0);
 
-  /* "engine/http/_connection.pyx":146
+  /* "engine/http/_connection.pyx":147
  * 
  * cdef inline bytes _join(bytes prior, bytes value, bytes sep):
  *     return value if prior is None else prior + sep + value             # <<<<<<<<<<<<<<
@@ -9120,9 +9281,9 @@ static CYTHON_INLINE PyObject *__pyx_f_6engine_4http_11_connection__join(PyObjec
     __Pyx_INCREF(__pyx_v_value);
     __pyx_t_1 = __pyx_v_value;
   } else {
-    __pyx_t_3 = PyNumber_Add(__pyx_v_prior, __pyx_v_sep); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 146, __pyx_L1_error)
+    __pyx_t_3 = PyNumber_Add(__pyx_v_prior, __pyx_v_sep); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 147, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_4 = PyNumber_Add(__pyx_t_3, __pyx_v_value); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 146, __pyx_L1_error)
+    __pyx_t_4 = PyNumber_Add(__pyx_t_3, __pyx_v_value); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 147, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __pyx_t_1 = __pyx_t_4;
@@ -9140,7 +9301,7 @@ static CYTHON_INLINE PyObject *__pyx_f_6engine_4http_11_connection__join(PyObjec
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "engine/http/_connection.pyx":145
+  /* "engine/http/_connection.pyx":146
  * 
  * 
  * cdef inline bytes _join(bytes prior, bytes value, bytes sep):             # <<<<<<<<<<<<<<
@@ -9161,7 +9322,7 @@ static CYTHON_INLINE PyObject *__pyx_f_6engine_4http_11_connection__join(PyObjec
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":151
+/* "engine/http/_connection.pyx":152
  * cdef class HttpConnection:
  *     # ---- per-connection state --------------------------------------------
  *     def __init__(self, app, ConnectionRegistry registry, tls=False):             # <<<<<<<<<<<<<<
@@ -9209,41 +9370,41 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_app,&__pyx_mstate_global->__pyx_n_u_registry,&__pyx_mstate_global->__pyx_n_u_tls,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL_TPNEW(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 151, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 152, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 151, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 152, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 151, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 152, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 151, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 152, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__init__", 0) < (0)) __PYX_ERR(0, 151, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__init__", 0) < (0)) __PYX_ERR(0, 152, __pyx_L3_error)
       if (!values[2]) values[2] = __Pyx_NewRef(((PyObject *)Py_False));
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__init__", 0, 2, 3, i); __PYX_ERR(0, 151, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__init__", 0, 2, 3, i); __PYX_ERR(0, 152, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 151, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 152, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 151, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 152, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 151, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 152, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -9255,7 +9416,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__init__", 0, 2, 3, __pyx_nargs); __PYX_ERR(0, 151, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__init__", 0, 2, 3, __pyx_nargs); __PYX_ERR(0, 152, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -9266,7 +9427,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return -1;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_registry), __pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry, 1, "registry", 0))) __PYX_ERR(0, 151, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_registry), __pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry, 1, "registry", 0))) __PYX_ERR(0, 152, __pyx_L1_error)
   __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_app, __pyx_v_registry, __pyx_v_tls);
 
   /* function exit code */
@@ -9300,7 +9461,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__init__", 0);
 
-  /* "engine/http/_connection.pyx":152
+  /* "engine/http/_connection.pyx":153
  *     # ---- per-connection state --------------------------------------------
  *     def __init__(self, app, ConnectionRegistry registry, tls=False):
  *         self.app = app             # <<<<<<<<<<<<<<
@@ -9312,7 +9473,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
   __Pyx_GOTREF(__pyx_v_self->app);
   __Pyx_DECREF_SET(__pyx_v_self->app, __pyx_v_app);
 
-  /* "engine/http/_connection.pyx":153
+  /* "engine/http/_connection.pyx":154
  *     def __init__(self, app, ConnectionRegistry registry, tls=False):
  *         self.app = app
  *         self.registry = registry             # <<<<<<<<<<<<<<
@@ -9324,7 +9485,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
   __Pyx_GOTREF((PyObject *)__pyx_v_self->registry);
   __Pyx_DECREF_SET(__pyx_v_self->registry, __pyx_v_registry);
 
-  /* "engine/http/_connection.pyx":154
+  /* "engine/http/_connection.pyx":155
  *         self.app = app
  *         self.registry = registry
  *         self.limits = registry.limits             # <<<<<<<<<<<<<<
@@ -9338,17 +9499,17 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
   __Pyx_DECREF_SET(__pyx_v_self->limits, __pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":155
+  /* "engine/http/_connection.pyx":156
  *         self.registry = registry
  *         self.limits = registry.limits
  *         self.tls = tls             # <<<<<<<<<<<<<<
  *         self.transport = None
  *         self.parser = httptools.HttpRequestParser(self)
 */
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_tls); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 155, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_tls); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 156, __pyx_L1_error)
   __pyx_v_self->tls = __pyx_t_2;
 
-  /* "engine/http/_connection.pyx":156
+  /* "engine/http/_connection.pyx":157
  *         self.limits = registry.limits
  *         self.tls = tls
  *         self.transport = None             # <<<<<<<<<<<<<<
@@ -9360,7 +9521,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
   __Pyx_GOTREF(__pyx_v_self->transport);
   __Pyx_DECREF_SET(__pyx_v_self->transport, Py_None);
 
-  /* "engine/http/_connection.pyx":157
+  /* "engine/http/_connection.pyx":158
  *         self.tls = tls
  *         self.transport = None
  *         self.parser = httptools.HttpRequestParser(self)             # <<<<<<<<<<<<<<
@@ -9368,9 +9529,9 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
  *         self.client_ip = ""
 */
   __pyx_t_3 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_httptools); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 157, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_httptools); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 158, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_HttpRequestParser); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 157, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_HttpRequestParser); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 158, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __pyx_t_6 = 1;
@@ -9390,7 +9551,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
     __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_5, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 157, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 158, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __Pyx_GIVEREF(__pyx_t_1);
@@ -9398,7 +9559,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
   __Pyx_DECREF_SET(__pyx_v_self->parser, __pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":158
+  /* "engine/http/_connection.pyx":159
  *         self.transport = None
  *         self.parser = httptools.HttpRequestParser(self)
  *         self.request = None             # <<<<<<<<<<<<<<
@@ -9410,7 +9571,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
   __Pyx_GOTREF(__pyx_v_self->request);
   __Pyx_DECREF_SET(__pyx_v_self->request, Py_None);
 
-  /* "engine/http/_connection.pyx":159
+  /* "engine/http/_connection.pyx":160
  *         self.parser = httptools.HttpRequestParser(self)
  *         self.request = None
  *         self.client_ip = ""             # <<<<<<<<<<<<<<
@@ -9422,7 +9583,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
   __Pyx_GOTREF(__pyx_v_self->client_ip);
   __Pyx_DECREF_SET(__pyx_v_self->client_ip, __pyx_mstate_global->__pyx_kp_u_);
 
-  /* "engine/http/_connection.pyx":160
+  /* "engine/http/_connection.pyx":161
  *         self.request = None
  *         self.client_ip = ""
  *         self.state = S_IDLE             # <<<<<<<<<<<<<<
@@ -9431,7 +9592,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
 */
   __pyx_v_self->state = __pyx_e_6engine_4http_11_connection_S_IDLE;
 
-  /* "engine/http/_connection.pyx":161
+  /* "engine/http/_connection.pyx":162
  *         self.client_ip = ""
  *         self.state = S_IDLE
  *         self.deadline = 0.0             # <<<<<<<<<<<<<<
@@ -9440,7 +9601,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
 */
   __pyx_v_self->deadline = 0.0;
 
-  /* "engine/http/_connection.pyx":162
+  /* "engine/http/_connection.pyx":163
  *         self.state = S_IDLE
  *         self.deadline = 0.0
  *         self.closing = False       # answer the current request, then close             # <<<<<<<<<<<<<<
@@ -9449,7 +9610,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
 */
   __pyx_v_self->closing = 0;
 
-  /* "engine/http/_connection.pyx":163
+  /* "engine/http/_connection.pyx":164
  *         self.deadline = 0.0
  *         self.closing = False       # answer the current request, then close
  *         self.counted = False       # counted in the node-wide connection total             # <<<<<<<<<<<<<<
@@ -9458,7 +9619,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
 */
   __pyx_v_self->counted = 0;
 
-  /* "engine/http/_connection.pyx":164
+  /* "engine/http/_connection.pyx":165
  *         self.closing = False       # answer the current request, then close
  *         self.counted = False       # counted in the node-wide connection total
  *         self.pending = deque()     # (epoch, answer, keep): answers not yet written             # <<<<<<<<<<<<<<
@@ -9466,7 +9627,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
  *         self.tunnel_to = None      # after an accepted Upgrade: the stream raw bytes go to
 */
   __pyx_t_5 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_deque); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 164, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_deque); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 165, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __pyx_t_6 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -9485,7 +9646,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
     __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_3, __pyx_callargs+__pyx_t_6, (1-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 164, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 165, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __Pyx_GIVEREF(__pyx_t_1);
@@ -9493,7 +9654,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
   __Pyx_DECREF_SET(__pyx_v_self->pending, __pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":165
+  /* "engine/http/_connection.pyx":166
  *         self.counted = False       # counted in the node-wide connection total
  *         self.pending = deque()     # (epoch, answer, keep): answers not yet written
  *         self.read_paused = False   # reading paused because too many answers pend             # <<<<<<<<<<<<<<
@@ -9502,7 +9663,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
 */
   __pyx_v_self->read_paused = 0;
 
-  /* "engine/http/_connection.pyx":166
+  /* "engine/http/_connection.pyx":167
  *         self.pending = deque()     # (epoch, answer, keep): answers not yet written
  *         self.read_paused = False   # reading paused because too many answers pend
  *         self.tunnel_to = None      # after an accepted Upgrade: the stream raw bytes go to             # <<<<<<<<<<<<<<
@@ -9514,7 +9675,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
   __Pyx_GOTREF(__pyx_v_self->tunnel_to);
   __Pyx_DECREF_SET(__pyx_v_self->tunnel_to, Py_None);
 
-  /* "engine/http/_connection.pyx":167
+  /* "engine/http/_connection.pyx":168
  *         self.read_paused = False   # reading paused because too many answers pend
  *         self.tunnel_to = None      # after an accepted Upgrade: the stream raw bytes go to
  *         self.parser_done = False   # no more requests on this connection (an Upgrade, an error)             # <<<<<<<<<<<<<<
@@ -9523,7 +9684,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
 */
   __pyx_v_self->parser_done = 0;
 
-  /* "engine/http/_connection.pyx":168
+  /* "engine/http/_connection.pyx":169
  *         self.tunnel_to = None      # after an accepted Upgrade: the stream raw bytes go to
  *         self.parser_done = False   # no more requests on this connection (an Upgrade, an error)
  *         self.read_eof = False      # client half-closed while answers were pending             # <<<<<<<<<<<<<<
@@ -9532,7 +9693,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
 */
   __pyx_v_self->read_eof = 0;
 
-  /* "engine/http/_connection.pyx":169
+  /* "engine/http/_connection.pyx":170
  *         self.parser_done = False   # no more requests on this connection (an Upgrade, an error)
  *         self.read_eof = False      # client half-closed while answers were pending
  *         self.write_paused_at = 0.0             # <<<<<<<<<<<<<<
@@ -9541,37 +9702,37 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
 */
   __pyx_v_self->write_paused_at = 0.0;
 
-  /* "engine/http/_connection.pyx":170
+  /* "engine/http/_connection.pyx":171
  *         self.read_eof = False      # client half-closed while answers were pending
  *         self.write_paused_at = 0.0
  *         self.fast = getattr(app, "fast", None)             # <<<<<<<<<<<<<<
  *         self.commits = getattr(app, "commits", None)
  * 
 */
-  __pyx_t_1 = __Pyx_GetAttr3(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_fast, Py_None); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 170, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_GetAttr3(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_fast, Py_None); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 171, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  if (!(likely(((__pyx_t_1) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_1, __pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_FastRoutes))))) __PYX_ERR(0, 170, __pyx_L1_error)
+  if (!(likely(((__pyx_t_1) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_1, __pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_FastRoutes))))) __PYX_ERR(0, 171, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF((PyObject *)__pyx_v_self->fast);
   __Pyx_DECREF_SET(__pyx_v_self->fast, ((struct __pyx_obj_6engine_4http_11_connection_FastRoutes *)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":171
+  /* "engine/http/_connection.pyx":172
  *         self.write_paused_at = 0.0
  *         self.fast = getattr(app, "fast", None)
  *         self.commits = getattr(app, "commits", None)             # <<<<<<<<<<<<<<
  * 
  *     # ---- protocol interface ----------------------------------------------
 */
-  __pyx_t_1 = __Pyx_GetAttr3(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_commits, Py_None); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 171, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_GetAttr3(__pyx_v_app, __pyx_mstate_global->__pyx_n_u_commits, Py_None); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 172, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  if (!(likely(((__pyx_t_1) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_1, __pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_Commits))))) __PYX_ERR(0, 171, __pyx_L1_error)
+  if (!(likely(((__pyx_t_1) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_1, __pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_Commits))))) __PYX_ERR(0, 172, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF((PyObject *)__pyx_v_self->commits);
   __Pyx_DECREF_SET(__pyx_v_self->commits, ((struct __pyx_obj_6engine_4http_11_connection_Commits *)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":151
+  /* "engine/http/_connection.pyx":152
  * cdef class HttpConnection:
  *     # ---- per-connection state --------------------------------------------
  *     def __init__(self, app, ConnectionRegistry registry, tls=False):             # <<<<<<<<<<<<<<
@@ -9595,7 +9756,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection___init__(struct
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":174
+/* "engine/http/_connection.pyx":175
  * 
  *     # ---- protocol interface ----------------------------------------------
  *     def connection_made(self, transport):             # <<<<<<<<<<<<<<
@@ -9642,32 +9803,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_transport,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 174, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 175, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 174, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 175, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "connection_made", 0) < (0)) __PYX_ERR(0, 174, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "connection_made", 0) < (0)) __PYX_ERR(0, 175, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("connection_made", 1, 1, 1, i); __PYX_ERR(0, 174, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("connection_made", 1, 1, 1, i); __PYX_ERR(0, 175, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 174, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 175, __pyx_L3_error)
     }
     __pyx_v_transport = values[0];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("connection_made", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 174, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("connection_made", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 175, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -9703,7 +9864,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_2connecti
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("connection_made", 0);
 
-  /* "engine/http/_connection.pyx":175
+  /* "engine/http/_connection.pyx":176
  *     # ---- protocol interface ----------------------------------------------
  *     def connection_made(self, transport):
  *         self.transport = transport             # <<<<<<<<<<<<<<
@@ -9715,7 +9876,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_2connecti
   __Pyx_GOTREF(__pyx_v_self->transport);
   __Pyx_DECREF_SET(__pyx_v_self->transport, __pyx_v_transport);
 
-  /* "engine/http/_connection.pyx":176
+  /* "engine/http/_connection.pyx":177
  *     def connection_made(self, transport):
  *         self.transport = transport
  *         peer = transport.get_extra_info("peername")             # <<<<<<<<<<<<<<
@@ -9729,24 +9890,24 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_2connecti
     PyObject *__pyx_callargs[2] = {__pyx_t_2, __pyx_mstate_global->__pyx_n_u_peername};
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get_extra_info, __pyx_callargs+__pyx_t_3, (2-__pyx_t_3) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 176, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 177, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_peer = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":177
+  /* "engine/http/_connection.pyx":178
  *         self.transport = transport
  *         peer = transport.get_extra_info("peername")
  *         self.client_ip = peer[0] if peer else ""             # <<<<<<<<<<<<<<
  *         self.registry.open.add(self)
  *         self.deadline = self.registry.clock + self.registry.idle_timeout
 */
-  __pyx_t_4 = __Pyx_PyObject_IsTrue(__pyx_v_peer); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(0, 177, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_IsTrue(__pyx_v_peer); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(0, 178, __pyx_L1_error)
   if (__pyx_t_4) {
-    __pyx_t_2 = __Pyx_GetItemInt(__pyx_v_peer, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 177, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_GetItemInt(__pyx_v_peer, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 178, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    if (!(likely(PyUnicode_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_2))) __PYX_ERR(0, 177, __pyx_L1_error)
+    if (!(likely(PyUnicode_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_2))) __PYX_ERR(0, 178, __pyx_L1_error)
     __pyx_t_1 = __pyx_t_2;
     __pyx_t_2 = 0;
   } else {
@@ -9759,7 +9920,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_2connecti
   __Pyx_DECREF_SET(__pyx_v_self->client_ip, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":178
+  /* "engine/http/_connection.pyx":179
  *         peer = transport.get_extra_info("peername")
  *         self.client_ip = peer[0] if peer else ""
  *         self.registry.open.add(self)             # <<<<<<<<<<<<<<
@@ -9768,12 +9929,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_2connecti
 */
   if (unlikely(__pyx_v_self->registry->open == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "add");
-    __PYX_ERR(0, 178, __pyx_L1_error)
+    __PYX_ERR(0, 179, __pyx_L1_error)
   }
-  __pyx_t_5 = PySet_Add(__pyx_v_self->registry->open, ((PyObject *)__pyx_v_self)); if (unlikely(__pyx_t_5 == ((int)-1))) __PYX_ERR(0, 178, __pyx_L1_error)
+  __pyx_t_5 = PySet_Add(__pyx_v_self->registry->open, ((PyObject *)__pyx_v_self)); if (unlikely(__pyx_t_5 == ((int)-1))) __PYX_ERR(0, 179, __pyx_L1_error)
 
 
-  /* "engine/http/_connection.pyx":179
+  /* "engine/http/_connection.pyx":180
  *         self.client_ip = peer[0] if peer else ""
  *         self.registry.open.add(self)
  *         self.deadline = self.registry.clock + self.registry.idle_timeout             # <<<<<<<<<<<<<<
@@ -9782,7 +9943,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_2connecti
 */
   __pyx_v_self->deadline = (__pyx_v_self->registry->clock + __pyx_v_self->registry->idle_timeout);
 
-  /* "engine/http/_connection.pyx":180
+  /* "engine/http/_connection.pyx":181
  *         self.registry.open.add(self)
  *         self.deadline = self.registry.clock + self.registry.idle_timeout
  *         refusal = self.app.admit_connection(self)             # <<<<<<<<<<<<<<
@@ -9796,13 +9957,13 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_2connecti
     PyObject *__pyx_callargs[2] = {__pyx_t_2, ((PyObject *)__pyx_v_self)};
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_admit_connection, __pyx_callargs+__pyx_t_3, (2-__pyx_t_3) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 180, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 181, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_refusal = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":181
+  /* "engine/http/_connection.pyx":182
  *         self.deadline = self.registry.clock + self.registry.idle_timeout
  *         refusal = self.app.admit_connection(self)
  *         if refusal is not None:             # <<<<<<<<<<<<<<
@@ -9813,12 +9974,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_2connecti
   if (__pyx_t_4) {
 
 
-    /* "engine/http/_connection.pyx":182
+    /* "engine/http/_connection.pyx":183
  *         refusal = self.app.admit_connection(self)
  *         if refusal is not None:
  *             transport.write(refusal)             # <<<<<<<<<<<<<<
  *             self.close()
- * 
+ *         elif self.registry.draining:
 */
     __pyx_t_2 = __pyx_v_transport;
     __Pyx_INCREF(__pyx_t_2);
@@ -9827,17 +9988,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_2connecti
       PyObject *__pyx_callargs[2] = {__pyx_t_2, __pyx_v_refusal};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_write, __pyx_callargs+__pyx_t_3, (2-__pyx_t_3) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 182, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 183, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":183
+    /* "engine/http/_connection.pyx":184
  *         if refusal is not None:
  *             transport.write(refusal)
  *             self.close()             # <<<<<<<<<<<<<<
- * 
- *     def connection_lost(self, exc):
+ *         elif self.registry.draining:
+ *             # Accepted before the listener closed, made (TLS handshake done)
 */
     __pyx_t_2 = ((PyObject *)__pyx_v_self);
     __Pyx_INCREF(__pyx_t_2);
@@ -9846,21 +10007,60 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_2connecti
       PyObject *__pyx_callargs[2] = {__pyx_t_2, NULL};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_3, (1-__pyx_t_3) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 183, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 184, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":181
+    /* "engine/http/_connection.pyx":182
  *         self.deadline = self.registry.clock + self.registry.idle_timeout
  *         refusal = self.app.admit_connection(self)
  *         if refusal is not None:             # <<<<<<<<<<<<<<
  *             transport.write(refusal)
  *             self.close()
 */
+    goto __pyx_L3;
   }
 
-  /* "engine/http/_connection.pyx":174
+  /* "engine/http/_connection.pyx":185
+ *             transport.write(refusal)
+ *             self.close()
+ *         elif self.registry.draining:             # <<<<<<<<<<<<<<
+ *             # Accepted before the listener closed, made (TLS handshake done)
+ *             # after the drain marked the open ones: drain it too, or it would
+*/
+  if (__pyx_v_self->registry->draining) {
+
+    /* "engine/http/_connection.pyx":189
+ *             # after the drain marked the open ones: drain it too, or it would
+ *             # serve on until the drain cuts it mid-request.
+ *             self.drain()             # <<<<<<<<<<<<<<
+ * 
+ *     def connection_lost(self, exc):
+*/
+    __pyx_t_2 = ((PyObject *)__pyx_v_self);
+    __Pyx_INCREF(__pyx_t_2);
+    __pyx_t_3 = 0;
+    {
+      PyObject *__pyx_callargs[2] = {__pyx_t_2, NULL};
+      __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_drain, __pyx_callargs+__pyx_t_3, (1-__pyx_t_3) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 189, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_1);
+    }
+    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+
+    /* "engine/http/_connection.pyx":185
+ *             transport.write(refusal)
+ *             self.close()
+ *         elif self.registry.draining:             # <<<<<<<<<<<<<<
+ *             # Accepted before the listener closed, made (TLS handshake done)
+ *             # after the drain marked the open ones: drain it too, or it would
+*/
+  }
+  __pyx_L3:;
+
+  /* "engine/http/_connection.pyx":175
  * 
  *     # ---- protocol interface ----------------------------------------------
  *     def connection_made(self, transport):             # <<<<<<<<<<<<<<
@@ -9884,8 +10084,8 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_2connecti
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":185
- *             self.close()
+/* "engine/http/_connection.pyx":191
+ *             self.drain()
  * 
  *     def connection_lost(self, exc):             # <<<<<<<<<<<<<<
  *         self.state = S_CLOSED
@@ -9931,32 +10131,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_exc,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 185, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 191, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 185, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 191, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "connection_lost", 0) < (0)) __PYX_ERR(0, 185, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "connection_lost", 0) < (0)) __PYX_ERR(0, 191, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("connection_lost", 1, 1, 1, i); __PYX_ERR(0, 185, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("connection_lost", 1, 1, 1, i); __PYX_ERR(0, 191, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 185, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 191, __pyx_L3_error)
     }
     __pyx_v_exc = values[0];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("connection_lost", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 185, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("connection_lost", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 191, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -9994,7 +10194,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_4connecti
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("connection_lost", 0);
 
-  /* "engine/http/_connection.pyx":186
+  /* "engine/http/_connection.pyx":192
  * 
  *     def connection_lost(self, exc):
  *         self.state = S_CLOSED             # <<<<<<<<<<<<<<
@@ -10003,7 +10203,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_4connecti
 */
   __pyx_v_self->state = __pyx_e_6engine_4http_11_connection_S_CLOSED;
 
-  /* "engine/http/_connection.pyx":187
+  /* "engine/http/_connection.pyx":193
  *     def connection_lost(self, exc):
  *         self.state = S_CLOSED
  *         self.registry.open.discard(self)             # <<<<<<<<<<<<<<
@@ -10012,22 +10212,22 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_4connecti
 */
   if (unlikely(__pyx_v_self->registry->open == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "discard");
-    __PYX_ERR(0, 187, __pyx_L1_error)
+    __PYX_ERR(0, 193, __pyx_L1_error)
   }
-  __pyx_t_1 = __Pyx_PySet_Discard(__pyx_v_self->registry->open, ((PyObject *)__pyx_v_self)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 187, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PySet_Discard(__pyx_v_self->registry->open, ((PyObject *)__pyx_v_self)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 193, __pyx_L1_error)
 
 
-  /* "engine/http/_connection.pyx":188
+  /* "engine/http/_connection.pyx":194
  *         self.state = S_CLOSED
  *         self.registry.open.discard(self)
  *         self._drop_pending()             # <<<<<<<<<<<<<<
  *         req = self.request
  *         if req is not None and req.stream is not None:
 */
-  __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_drop_pending(__pyx_v_self); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 188, __pyx_L1_error)
+  __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_drop_pending(__pyx_v_self); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 194, __pyx_L1_error)
 
 
-  /* "engine/http/_connection.pyx":189
+  /* "engine/http/_connection.pyx":195
  *         self.registry.open.discard(self)
  *         self._drop_pending()
  *         req = self.request             # <<<<<<<<<<<<<<
@@ -10039,7 +10239,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_4connecti
   __pyx_v_req = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "engine/http/_connection.pyx":190
+  /* "engine/http/_connection.pyx":196
  *         self._drop_pending()
  *         req = self.request
  *         if req is not None and req.stream is not None:             # <<<<<<<<<<<<<<
@@ -10055,7 +10255,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_4connecti
 
     goto __pyx_L4_bool_binop_done;
   }
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 190, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 196, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __pyx_t_5 = (__pyx_t_3 != Py_None);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
@@ -10066,14 +10266,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_4connecti
   if (__pyx_t_4) {
 
 
-    /* "engine/http/_connection.pyx":191
+    /* "engine/http/_connection.pyx":197
  *         req = self.request
  *         if req is not None and req.stream is not None:
  *             req.stream.close()             # <<<<<<<<<<<<<<
  *         self.app.connection_closed(self)
  * 
 */
-    __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 191, __pyx_L1_error)
+    __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 197, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
     __pyx_t_6 = __pyx_t_7;
     __Pyx_INCREF(__pyx_t_6);
@@ -10083,12 +10283,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_4connecti
       __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_8, (1-__pyx_t_8) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
       __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 191, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 197, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-    /* "engine/http/_connection.pyx":190
+    /* "engine/http/_connection.pyx":196
  *         self._drop_pending()
  *         req = self.request
  *         if req is not None and req.stream is not None:             # <<<<<<<<<<<<<<
@@ -10097,7 +10297,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_4connecti
 */
   }
 
-  /* "engine/http/_connection.pyx":192
+  /* "engine/http/_connection.pyx":198
  *         if req is not None and req.stream is not None:
  *             req.stream.close()
  *         self.app.connection_closed(self)             # <<<<<<<<<<<<<<
@@ -10111,13 +10311,13 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_4connecti
     PyObject *__pyx_callargs[2] = {__pyx_t_7, ((PyObject *)__pyx_v_self)};
     __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_connection_closed, __pyx_callargs+__pyx_t_8, (2-__pyx_t_8) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 192, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 198, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-  /* "engine/http/_connection.pyx":185
- *             self.close()
+  /* "engine/http/_connection.pyx":191
+ *             self.drain()
  * 
  *     def connection_lost(self, exc):             # <<<<<<<<<<<<<<
  *         self.state = S_CLOSED
@@ -10140,7 +10340,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_4connecti
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":194
+/* "engine/http/_connection.pyx":200
  *         self.app.connection_closed(self)
  * 
  *     def data_received(self, data):             # <<<<<<<<<<<<<<
@@ -10187,32 +10387,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_data,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 194, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 200, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 194, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 200, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "data_received", 0) < (0)) __PYX_ERR(0, 194, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "data_received", 0) < (0)) __PYX_ERR(0, 200, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("data_received", 1, 1, 1, i); __PYX_ERR(0, 194, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("data_received", 1, 1, 1, i); __PYX_ERR(0, 200, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 194, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 200, __pyx_L3_error)
     }
     __pyx_v_data = values[0];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("data_received", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 194, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("data_received", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 200, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -10265,7 +10465,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("data_received", 0);
 
-  /* "engine/http/_connection.pyx":195
+  /* "engine/http/_connection.pyx":201
  * 
  *     def data_received(self, data):
  *         if self.tunnel_to is not None:             # <<<<<<<<<<<<<<
@@ -10276,7 +10476,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":196
+    /* "engine/http/_connection.pyx":202
  *     def data_received(self, data):
  *         if self.tunnel_to is not None:
  *             self.tunnel_to.tunnel(data)             # <<<<<<<<<<<<<<
@@ -10290,12 +10490,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
       PyObject *__pyx_callargs[2] = {__pyx_t_3, __pyx_v_data};
       __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_tunnel, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 196, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 202, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-    /* "engine/http/_connection.pyx":197
+    /* "engine/http/_connection.pyx":203
  *         if self.tunnel_to is not None:
  *             self.tunnel_to.tunnel(data)
  *             return             # <<<<<<<<<<<<<<
@@ -10312,7 +10512,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":195
+    /* "engine/http/_connection.pyx":201
  * 
  *     def data_received(self, data):
  *         if self.tunnel_to is not None:             # <<<<<<<<<<<<<<
@@ -10321,7 +10521,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
 */
   }
 
-  /* "engine/http/_connection.pyx":198
+  /* "engine/http/_connection.pyx":204
  *             self.tunnel_to.tunnel(data)
  *             return
  *         if self.parser_done:             # <<<<<<<<<<<<<<
@@ -10330,7 +10530,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
 */
   if (__pyx_v_self->parser_done) {
 
-    /* "engine/http/_connection.pyx":199
+    /* "engine/http/_connection.pyx":205
  *             return
  *         if self.parser_done:
  *             return          # the last answer is queued; the connection closes after it             # <<<<<<<<<<<<<<
@@ -10347,7 +10547,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":198
+    /* "engine/http/_connection.pyx":204
  *             self.tunnel_to.tunnel(data)
  *             return
  *         if self.parser_done:             # <<<<<<<<<<<<<<
@@ -10356,7 +10556,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
 */
   }
 
-  /* "engine/http/_connection.pyx":200
+  /* "engine/http/_connection.pyx":206
  *         if self.parser_done:
  *             return          # the last answer is queued; the connection closes after it
  *         try:             # <<<<<<<<<<<<<<
@@ -10372,7 +10572,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
     __Pyx_XGOTREF(__pyx_t_7);
     /*try:*/ {
 
-      /* "engine/http/_connection.pyx":201
+      /* "engine/http/_connection.pyx":207
  *             return          # the last answer is queued; the connection closes after it
  *         try:
  *             self.parser.feed_data(data)             # <<<<<<<<<<<<<<
@@ -10386,12 +10586,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
         PyObject *__pyx_callargs[2] = {__pyx_t_3, __pyx_v_data};
         __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_feed_data, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-        if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 201, __pyx_L5_error)
+        if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 207, __pyx_L5_error)
         __Pyx_GOTREF(__pyx_t_2);
       }
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-      /* "engine/http/_connection.pyx":200
+      /* "engine/http/_connection.pyx":206
  *         if self.parser_done:
  *             return          # the last answer is queued; the connection closes after it
  *         try:             # <<<<<<<<<<<<<<
@@ -10407,7 +10607,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-    /* "engine/http/_connection.pyx":202
+    /* "engine/http/_connection.pyx":208
  *         try:
  *             self.parser.feed_data(data)
  *         except _HttpParserUpgrade as upgrade:             # <<<<<<<<<<<<<<
@@ -10417,7 +10617,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
     __pyx_t_8 = __Pyx_PyErr_ExceptionMatches(__pyx_v_6engine_4http_11_connection__HttpParserUpgrade);
     if (__pyx_t_8) {
       __Pyx_AddTraceback("engine.http._connection.HttpConnection.data_received", __pyx_clineno, __pyx_lineno, __pyx_filename);
-      if (__Pyx_GetException(&__pyx_t_2, &__pyx_t_3, &__pyx_t_9) < 0) __PYX_ERR(0, 202, __pyx_L7_except_error)
+      if (__Pyx_GetException(&__pyx_t_2, &__pyx_t_3, &__pyx_t_9) < 0) __PYX_ERR(0, 208, __pyx_L7_except_error)
       __Pyx_XGOTREF(__pyx_t_2);
       __Pyx_XGOTREF(__pyx_t_3);
       __Pyx_XGOTREF(__pyx_t_9);
@@ -10425,7 +10625,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
       __pyx_v_upgrade = __pyx_t_3;
       /*try:*/ {
 
-        /* "engine/http/_connection.pyx":203
+        /* "engine/http/_connection.pyx":209
  *             self.parser.feed_data(data)
  *         except _HttpParserUpgrade as upgrade:
  *             self.parser_done = True             # <<<<<<<<<<<<<<
@@ -10434,7 +10634,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
 */
         __pyx_v_self->parser_done = 1;
 
-        /* "engine/http/_connection.pyx":204
+        /* "engine/http/_connection.pyx":210
  *         except _HttpParserUpgrade as upgrade:
  *             self.parser_done = True
  *             if self.tunnel_to is not None:             # <<<<<<<<<<<<<<
@@ -10445,7 +10645,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
         if (__pyx_t_1) {
 
 
-          /* "engine/http/_connection.pyx":205
+          /* "engine/http/_connection.pyx":211
  *             self.parser_done = True
  *             if self.tunnel_to is not None:
  *                 self.tunnel_to.tunnel(data[upgrade.args[0]:])             # <<<<<<<<<<<<<<
@@ -10454,12 +10654,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
 */
           __pyx_t_11 = __pyx_v_self->tunnel_to;
           __Pyx_INCREF(__pyx_t_11);
-          __pyx_t_12 = __Pyx_PyBaseException_get_args(__pyx_v_upgrade); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 205, __pyx_L16_error)
+          __pyx_t_12 = __Pyx_PyBaseException_get_args(__pyx_v_upgrade); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 211, __pyx_L16_error)
           __Pyx_GOTREF(__pyx_t_12);
-          __pyx_t_13 = __Pyx_GetItemInt(__pyx_t_12, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 205, __pyx_L16_error)
+          __pyx_t_13 = __Pyx_GetItemInt(__pyx_t_12, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 211, __pyx_L16_error)
           __Pyx_GOTREF(__pyx_t_13);
           __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
-          __pyx_t_12 = __Pyx_PyObject_GetSlice(__pyx_v_data, 0, 0, &__pyx_t_13, NULL, NULL, 0, 0, 0); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 205, __pyx_L16_error)
+          __pyx_t_12 = __Pyx_PyObject_GetSlice(__pyx_v_data, 0, 0, &__pyx_t_13, NULL, NULL, 0, 0, 0); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 211, __pyx_L16_error)
           __Pyx_GOTREF(__pyx_t_12);
           __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
           __pyx_t_4 = 0;
@@ -10468,12 +10668,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
             __pyx_t_10 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_tunnel, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
             __Pyx_XDECREF(__pyx_t_11); __pyx_t_11 = 0;
             __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
-            if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 205, __pyx_L16_error)
+            if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 211, __pyx_L16_error)
             __Pyx_GOTREF(__pyx_t_10);
           }
           __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
 
-          /* "engine/http/_connection.pyx":204
+          /* "engine/http/_connection.pyx":210
  *         except _HttpParserUpgrade as upgrade:
  *             self.parser_done = True
  *             if self.tunnel_to is not None:             # <<<<<<<<<<<<<<
@@ -10483,7 +10683,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
         }
       }
 
-      /* "engine/http/_connection.pyx":202
+      /* "engine/http/_connection.pyx":208
  *         try:
  *             self.parser.feed_data(data)
  *         except _HttpParserUpgrade as upgrade:             # <<<<<<<<<<<<<<
@@ -10536,7 +10736,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
       goto __pyx_L6_exception_handled;
     }
 
-    /* "engine/http/_connection.pyx":206
+    /* "engine/http/_connection.pyx":212
  *             if self.tunnel_to is not None:
  *                 self.tunnel_to.tunnel(data[upgrade.args[0]:])
  *         except _HttpParserCallbackError as exc:             # <<<<<<<<<<<<<<
@@ -10546,7 +10746,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
     __pyx_t_14 = __Pyx_PyErr_ExceptionMatches(__pyx_v_6engine_4http_11_connection__HttpParserCallbackError);
     if (__pyx_t_14) {
       __Pyx_AddTraceback("engine.http._connection.HttpConnection.data_received", __pyx_clineno, __pyx_lineno, __pyx_filename);
-      if (__Pyx_GetException(&__pyx_t_9, &__pyx_t_3, &__pyx_t_2) < 0) __PYX_ERR(0, 206, __pyx_L7_except_error)
+      if (__Pyx_GetException(&__pyx_t_9, &__pyx_t_3, &__pyx_t_2) < 0) __PYX_ERR(0, 212, __pyx_L7_except_error)
       __Pyx_XGOTREF(__pyx_t_9);
       __Pyx_XGOTREF(__pyx_t_3);
       __Pyx_XGOTREF(__pyx_t_2);
@@ -10554,7 +10754,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
       __pyx_v_exc = __pyx_t_3;
       /*try:*/ {
 
-        /* "engine/http/_connection.pyx":207
+        /* "engine/http/_connection.pyx":213
  *                 self.tunnel_to.tunnel(data[upgrade.args[0]:])
  *         except _HttpParserCallbackError as exc:
  *             self._callback_failed(exc)             # <<<<<<<<<<<<<<
@@ -10568,13 +10768,13 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
           PyObject *__pyx_callargs[2] = {__pyx_t_12, __pyx_v_exc};
           __pyx_t_10 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_callback_failed, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
           __Pyx_XDECREF(__pyx_t_12); __pyx_t_12 = 0;
-          if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 207, __pyx_L28_error)
+          if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 213, __pyx_L28_error)
           __Pyx_GOTREF(__pyx_t_10);
         }
         __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
       }
 
-      /* "engine/http/_connection.pyx":206
+      /* "engine/http/_connection.pyx":212
  *             if self.tunnel_to is not None:
  *                 self.tunnel_to.tunnel(data[upgrade.args[0]:])
  *         except _HttpParserCallbackError as exc:             # <<<<<<<<<<<<<<
@@ -10627,7 +10827,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
       goto __pyx_L6_exception_handled;
     }
 
-    /* "engine/http/_connection.pyx":208
+    /* "engine/http/_connection.pyx":214
  *         except _HttpParserCallbackError as exc:
  *             self._callback_failed(exc)
  *         except _HttpParserError as exc:             # <<<<<<<<<<<<<<
@@ -10637,7 +10837,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
     __pyx_t_8 = __Pyx_PyErr_ExceptionMatches(__pyx_v_6engine_4http_11_connection__HttpParserError);
     if (__pyx_t_8) {
       __Pyx_AddTraceback("engine.http._connection.HttpConnection.data_received", __pyx_clineno, __pyx_lineno, __pyx_filename);
-      if (__Pyx_GetException(&__pyx_t_2, &__pyx_t_3, &__pyx_t_9) < 0) __PYX_ERR(0, 208, __pyx_L7_except_error)
+      if (__Pyx_GetException(&__pyx_t_2, &__pyx_t_3, &__pyx_t_9) < 0) __PYX_ERR(0, 214, __pyx_L7_except_error)
       __Pyx_XGOTREF(__pyx_t_2);
       __Pyx_XGOTREF(__pyx_t_3);
       __Pyx_XGOTREF(__pyx_t_9);
@@ -10645,16 +10845,16 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
       __pyx_v_exc = __pyx_t_3;
       /*try:*/ {
 
-        /* "engine/http/_connection.pyx":209
+        /* "engine/http/_connection.pyx":215
  *             self._callback_failed(exc)
  *         except _HttpParserError as exc:
  *             if exc.args and exc.args[0] == "Content-Length overflow":             # <<<<<<<<<<<<<<
  *                 self.error_and_close(413, "body too large")    # RFC 9110 8.6
  *             else:
 */
-        __pyx_t_10 = __Pyx_PyBaseException_get_args(__pyx_v_exc); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 209, __pyx_L39_error)
+        __pyx_t_10 = __Pyx_PyBaseException_get_args(__pyx_v_exc); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 215, __pyx_L39_error)
         __Pyx_GOTREF(__pyx_t_10);
-        __pyx_t_22 = __Pyx_PyObject_IsTrue(__pyx_t_10); if (unlikely((__pyx_t_22 < 0))) __PYX_ERR(0, 209, __pyx_L39_error)
+        __pyx_t_22 = __Pyx_PyObject_IsTrue(__pyx_t_10); if (unlikely((__pyx_t_22 < 0))) __PYX_ERR(0, 215, __pyx_L39_error)
         __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
         if (__pyx_t_22) {
 
@@ -10664,12 +10864,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
 
           goto __pyx_L42_bool_binop_done;
         }
-        __pyx_t_10 = __Pyx_PyBaseException_get_args(__pyx_v_exc); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 209, __pyx_L39_error)
+        __pyx_t_10 = __Pyx_PyBaseException_get_args(__pyx_v_exc); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 215, __pyx_L39_error)
         __Pyx_GOTREF(__pyx_t_10);
-        __pyx_t_12 = __Pyx_GetItemInt(__pyx_t_10, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 209, __pyx_L39_error)
+        __pyx_t_12 = __Pyx_GetItemInt(__pyx_t_10, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 215, __pyx_L39_error)
         __Pyx_GOTREF(__pyx_t_12);
         __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
-        __pyx_t_22 = __Pyx_PyObject_CompareBoolEq_object_str(__pyx_t_12, __pyx_mstate_global->__pyx_kp_u_Content_Length_overflow, Py_EQ); if (unlikely((__pyx_t_22 < 0))) __PYX_ERR(0, 209, __pyx_L39_error)
+        __pyx_t_22 = __Pyx_PyObject_CompareBoolEq_object_str(__pyx_t_12, __pyx_mstate_global->__pyx_kp_u_Content_Length_overflow, Py_EQ); if (unlikely((__pyx_t_22 < 0))) __PYX_ERR(0, 215, __pyx_L39_error)
         __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
 
         __pyx_t_1 = __pyx_t_22;
@@ -10678,21 +10878,21 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
         if (__pyx_t_1) {
 
 
-          /* "engine/http/_connection.pyx":210
+          /* "engine/http/_connection.pyx":216
  *         except _HttpParserError as exc:
  *             if exc.args and exc.args[0] == "Content-Length overflow":
  *                 self.error_and_close(413, "body too large")    # RFC 9110 8.6             # <<<<<<<<<<<<<<
  *             else:
  *                 self.error_and_close(400, "malformed HTTP request")
 */
-          __pyx_t_12 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_error_and_close); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 210, __pyx_L39_error)
+          __pyx_t_12 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_error_and_close); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 216, __pyx_L39_error)
           __Pyx_GOTREF(__pyx_t_12);
-          __pyx_t_10 = __Pyx_PyObject_Call(__pyx_t_12, __pyx_mstate_global->__pyx_tuple[0], NULL); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 210, __pyx_L39_error)
+          __pyx_t_10 = __Pyx_PyObject_Call(__pyx_t_12, __pyx_mstate_global->__pyx_tuple[0], NULL); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 216, __pyx_L39_error)
           __Pyx_GOTREF(__pyx_t_10);
           __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
           __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
 
-          /* "engine/http/_connection.pyx":209
+          /* "engine/http/_connection.pyx":215
  *             self._callback_failed(exc)
  *         except _HttpParserError as exc:
  *             if exc.args and exc.args[0] == "Content-Length overflow":             # <<<<<<<<<<<<<<
@@ -10702,7 +10902,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
           goto __pyx_L41;
         }
 
-        /* "engine/http/_connection.pyx":212
+        /* "engine/http/_connection.pyx":218
  *                 self.error_and_close(413, "body too large")    # RFC 9110 8.6
  *             else:
  *                 self.error_and_close(400, "malformed HTTP request")             # <<<<<<<<<<<<<<
@@ -10710,9 +10910,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
  *     def eof_received(self):
 */
         /*else*/ {
-          __pyx_t_10 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_error_and_close); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 212, __pyx_L39_error)
+          __pyx_t_10 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_error_and_close); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 218, __pyx_L39_error)
           __Pyx_GOTREF(__pyx_t_10);
-          __pyx_t_12 = __Pyx_PyObject_Call(__pyx_t_10, __pyx_mstate_global->__pyx_tuple[1], NULL); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 212, __pyx_L39_error)
+          __pyx_t_12 = __Pyx_PyObject_Call(__pyx_t_10, __pyx_mstate_global->__pyx_tuple[1], NULL); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 218, __pyx_L39_error)
           __Pyx_GOTREF(__pyx_t_12);
           __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
           __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
@@ -10720,7 +10920,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
         __pyx_L41:;
       }
 
-      /* "engine/http/_connection.pyx":208
+      /* "engine/http/_connection.pyx":214
  *         except _HttpParserCallbackError as exc:
  *             self._callback_failed(exc)
  *         except _HttpParserError as exc:             # <<<<<<<<<<<<<<
@@ -10774,7 +10974,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
     }
     goto __pyx_L7_except_error;
 
-    /* "engine/http/_connection.pyx":200
+    /* "engine/http/_connection.pyx":206
  *         if self.parser_done:
  *             return          # the last answer is queued; the connection closes after it
  *         try:             # <<<<<<<<<<<<<<
@@ -10795,7 +10995,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
     __pyx_L10_try_end:;
   }
 
-  /* "engine/http/_connection.pyx":194
+  /* "engine/http/_connection.pyx":200
  *         self.app.connection_closed(self)
  * 
  *     def data_received(self, data):             # <<<<<<<<<<<<<<
@@ -10824,7 +11024,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_6data_rec
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":214
+/* "engine/http/_connection.pyx":220
  *                 self.error_and_close(400, "malformed HTTP request")
  * 
  *     def eof_received(self):             # <<<<<<<<<<<<<<
@@ -10886,7 +11086,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8eof_rece
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("eof_received", 0);
 
-  /* "engine/http/_connection.pyx":217
+  /* "engine/http/_connection.pyx":223
  *         # The client half-closed. Pending answers are sent first (returning
  *         # True keeps the transport open for them).
  *         if self.tunnel_to is not None:             # <<<<<<<<<<<<<<
@@ -10897,7 +11097,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8eof_rece
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":218
+    /* "engine/http/_connection.pyx":224
  *         # True keeps the transport open for them).
  *         if self.tunnel_to is not None:
  *             self.tunnel_to.tunnel(b"")             # <<<<<<<<<<<<<<
@@ -10911,12 +11111,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8eof_rece
       PyObject *__pyx_callargs[2] = {__pyx_t_3, __pyx_mstate_global->__pyx_kp_b_};
       __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_tunnel, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 218, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 224, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-    /* "engine/http/_connection.pyx":219
+    /* "engine/http/_connection.pyx":225
  *         if self.tunnel_to is not None:
  *             self.tunnel_to.tunnel(b"")
  *             return True             # <<<<<<<<<<<<<<
@@ -10934,7 +11134,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8eof_rece
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":217
+    /* "engine/http/_connection.pyx":223
  *         # The client half-closed. Pending answers are sent first (returning
  *         # True keeps the transport open for them).
  *         if self.tunnel_to is not None:             # <<<<<<<<<<<<<<
@@ -10943,18 +11143,18 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8eof_rece
 */
   }
 
-  /* "engine/http/_connection.pyx":220
+  /* "engine/http/_connection.pyx":226
  *             self.tunnel_to.tunnel(b"")
  *             return True
  *         if self.pending:             # <<<<<<<<<<<<<<
  *             self.closing = True
  *             self.read_eof = True
 */
-  __pyx_t_1 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(0, 220, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(0, 226, __pyx_L1_error)
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":221
+    /* "engine/http/_connection.pyx":227
  *             return True
  *         if self.pending:
  *             self.closing = True             # <<<<<<<<<<<<<<
@@ -10963,7 +11163,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8eof_rece
 */
     __pyx_v_self->closing = 1;
 
-    /* "engine/http/_connection.pyx":222
+    /* "engine/http/_connection.pyx":228
  *         if self.pending:
  *             self.closing = True
  *             self.read_eof = True             # <<<<<<<<<<<<<<
@@ -10972,7 +11172,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8eof_rece
 */
     __pyx_v_self->read_eof = 1;
 
-    /* "engine/http/_connection.pyx":223
+    /* "engine/http/_connection.pyx":229
  *             self.closing = True
  *             self.read_eof = True
  *             return True             # <<<<<<<<<<<<<<
@@ -10990,7 +11190,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8eof_rece
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":220
+    /* "engine/http/_connection.pyx":226
  *             self.tunnel_to.tunnel(b"")
  *             return True
  *         if self.pending:             # <<<<<<<<<<<<<<
@@ -10999,7 +11199,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8eof_rece
 */
   }
 
-  /* "engine/http/_connection.pyx":224
+  /* "engine/http/_connection.pyx":230
  *             self.read_eof = True
  *             return True
  *         return False             # <<<<<<<<<<<<<<
@@ -11017,7 +11217,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8eof_rece
   }
   goto __pyx_L0;
 
-  /* "engine/http/_connection.pyx":214
+  /* "engine/http/_connection.pyx":220
  *                 self.error_and_close(400, "malformed HTTP request")
  * 
  *     def eof_received(self):             # <<<<<<<<<<<<<<
@@ -11037,7 +11237,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8eof_rece
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":226
+/* "engine/http/_connection.pyx":232
  *         return False
  * 
  *     def pause_writing(self):             # <<<<<<<<<<<<<<
@@ -11101,7 +11301,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10pause_w
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("pause_writing", 0);
 
-  /* "engine/http/_connection.pyx":229
+  /* "engine/http/_connection.pyx":235
  *         # The client is not reading its answers: stop reading its requests,
  *         # and stop the stream producing them.
  *         self.write_paused_at = self.registry.clock or 1.0             # <<<<<<<<<<<<<<
@@ -11119,7 +11319,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10pause_w
   __pyx_L3_bool_binop_done:;
   __pyx_v_self->write_paused_at = __pyx_t_1;
 
-  /* "engine/http/_connection.pyx":230
+  /* "engine/http/_connection.pyx":236
  *         # and stop the stream producing them.
  *         self.write_paused_at = self.registry.clock or 1.0
  *         self.deadline = self.registry.clock + self.registry.write_timeout             # <<<<<<<<<<<<<<
@@ -11128,7 +11328,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10pause_w
 */
   __pyx_v_self->deadline = (__pyx_v_self->registry->clock + __pyx_v_self->registry->write_timeout);
 
-  /* "engine/http/_connection.pyx":231
+  /* "engine/http/_connection.pyx":237
  *         self.write_paused_at = self.registry.clock or 1.0
  *         self.deadline = self.registry.clock + self.registry.write_timeout
  *         self.transport.pause_reading()             # <<<<<<<<<<<<<<
@@ -11142,12 +11342,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10pause_w
     PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
     __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_pause_reading, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 231, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 237, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":232
+  /* "engine/http/_connection.pyx":238
  *         self.deadline = self.registry.clock + self.registry.write_timeout
  *         self.transport.pause_reading()
  *         stream = self._head_stream()             # <<<<<<<<<<<<<<
@@ -11161,13 +11361,13 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10pause_w
     PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
     __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_head_stream, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 232, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 238, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
   __pyx_v_stream = __pyx_t_2;
   __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":233
+  /* "engine/http/_connection.pyx":239
  *         self.transport.pause_reading()
  *         stream = self._head_stream()
  *         if stream is not None:             # <<<<<<<<<<<<<<
@@ -11178,7 +11378,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10pause_w
   if (__pyx_t_5) {
 
 
-    /* "engine/http/_connection.pyx":234
+    /* "engine/http/_connection.pyx":240
  *         stream = self._head_stream()
  *         if stream is not None:
  *             stream.pause_output()             # <<<<<<<<<<<<<<
@@ -11192,12 +11392,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10pause_w
       PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
       __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_pause_output, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 234, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 240, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-    /* "engine/http/_connection.pyx":233
+    /* "engine/http/_connection.pyx":239
  *         self.transport.pause_reading()
  *         stream = self._head_stream()
  *         if stream is not None:             # <<<<<<<<<<<<<<
@@ -11206,7 +11406,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10pause_w
 */
   }
 
-  /* "engine/http/_connection.pyx":226
+  /* "engine/http/_connection.pyx":232
  *         return False
  * 
  *     def pause_writing(self):             # <<<<<<<<<<<<<<
@@ -11229,7 +11429,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10pause_w
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":236
+/* "engine/http/_connection.pyx":242
  *             stream.pause_output()
  * 
  *     def resume_writing(self):             # <<<<<<<<<<<<<<
@@ -11292,7 +11492,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("resume_writing", 0);
 
-  /* "engine/http/_connection.pyx":237
+  /* "engine/http/_connection.pyx":243
  * 
  *     def resume_writing(self):
  *         self.write_paused_at = 0.0             # <<<<<<<<<<<<<<
@@ -11301,7 +11501,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
 */
   __pyx_v_self->write_paused_at = 0.0;
 
-  /* "engine/http/_connection.pyx":238
+  /* "engine/http/_connection.pyx":244
  *     def resume_writing(self):
  *         self.write_paused_at = 0.0
  *         if self.state != S_CLOSED:             # <<<<<<<<<<<<<<
@@ -11313,7 +11513,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":239
+    /* "engine/http/_connection.pyx":245
  *         self.write_paused_at = 0.0
  *         if self.state != S_CLOSED:
  *             if not self.read_paused:             # <<<<<<<<<<<<<<
@@ -11325,7 +11525,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":240
+      /* "engine/http/_connection.pyx":246
  *         if self.state != S_CLOSED:
  *             if not self.read_paused:
  *                 self.transport.resume_reading()             # <<<<<<<<<<<<<<
@@ -11339,12 +11539,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
         PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
         __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_resume_reading, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-        if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 240, __pyx_L1_error)
+        if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 246, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_2);
       }
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-      /* "engine/http/_connection.pyx":239
+      /* "engine/http/_connection.pyx":245
  *         self.write_paused_at = 0.0
  *         if self.state != S_CLOSED:
  *             if not self.read_paused:             # <<<<<<<<<<<<<<
@@ -11353,7 +11553,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
 */
     }
 
-    /* "engine/http/_connection.pyx":241
+    /* "engine/http/_connection.pyx":247
  *             if not self.read_paused:
  *                 self.transport.resume_reading()
  *             stream = self._head_stream()             # <<<<<<<<<<<<<<
@@ -11367,13 +11567,13 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
       PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
       __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_head_stream, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 241, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 247, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     __pyx_v_stream = __pyx_t_2;
     __pyx_t_2 = 0;
 
-    /* "engine/http/_connection.pyx":242
+    /* "engine/http/_connection.pyx":248
  *                 self.transport.resume_reading()
  *             stream = self._head_stream()
  *             if stream is not None:             # <<<<<<<<<<<<<<
@@ -11384,7 +11584,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":243
+      /* "engine/http/_connection.pyx":249
  *             stream = self._head_stream()
  *             if stream is not None:
  *                 stream.resume_output()             # <<<<<<<<<<<<<<
@@ -11398,12 +11598,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
         PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
         __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_resume_output, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-        if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 243, __pyx_L1_error)
+        if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 249, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_2);
       }
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-      /* "engine/http/_connection.pyx":242
+      /* "engine/http/_connection.pyx":248
  *                 self.transport.resume_reading()
  *             stream = self._head_stream()
  *             if stream is not None:             # <<<<<<<<<<<<<<
@@ -11412,7 +11612,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
 */
     }
 
-    /* "engine/http/_connection.pyx":244
+    /* "engine/http/_connection.pyx":250
  *             if stream is not None:
  *                 stream.resume_output()
  *             if self.state == S_IDLE:             # <<<<<<<<<<<<<<
@@ -11424,7 +11624,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":245
+      /* "engine/http/_connection.pyx":251
  *                 stream.resume_output()
  *             if self.state == S_IDLE:
  *                 self.deadline = self.registry.clock + self.registry.idle_timeout             # <<<<<<<<<<<<<<
@@ -11433,7 +11633,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
 */
       __pyx_v_self->deadline = (__pyx_v_self->registry->clock + __pyx_v_self->registry->idle_timeout);
 
-      /* "engine/http/_connection.pyx":244
+      /* "engine/http/_connection.pyx":250
  *             if stream is not None:
  *                 stream.resume_output()
  *             if self.state == S_IDLE:             # <<<<<<<<<<<<<<
@@ -11442,7 +11642,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
 */
     }
 
-    /* "engine/http/_connection.pyx":238
+    /* "engine/http/_connection.pyx":244
  *     def resume_writing(self):
  *         self.write_paused_at = 0.0
  *         if self.state != S_CLOSED:             # <<<<<<<<<<<<<<
@@ -11451,7 +11651,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
 */
   }
 
-  /* "engine/http/_connection.pyx":236
+  /* "engine/http/_connection.pyx":242
  *             stream.pause_output()
  * 
  *     def resume_writing(self):             # <<<<<<<<<<<<<<
@@ -11474,7 +11674,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_12resume_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":248
+/* "engine/http/_connection.pyx":254
  * 
  *     # ---- parser callbacks ------------------------------------------------
  *     def on_message_begin(self):             # <<<<<<<<<<<<<<
@@ -11529,7 +11729,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
   __Pyx_RefNannyDeclarations
   __Pyx_RefNannySetupContext("on_message_begin", 0);
 
-  /* "engine/http/_connection.pyx":249
+  /* "engine/http/_connection.pyx":255
  *     # ---- parser callbacks ------------------------------------------------
  *     def on_message_begin(self):
  *         self.state = S_READING             # <<<<<<<<<<<<<<
@@ -11538,7 +11738,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
 */
   __pyx_v_self->state = __pyx_e_6engine_4http_11_connection_S_READING;
 
-  /* "engine/http/_connection.pyx":250
+  /* "engine/http/_connection.pyx":256
  *     def on_message_begin(self):
  *         self.state = S_READING
  *         self.deadline = self.registry.clock + self.registry.read_timeout             # <<<<<<<<<<<<<<
@@ -11547,7 +11747,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
 */
   __pyx_v_self->deadline = (__pyx_v_self->registry->clock + __pyx_v_self->registry->read_timeout);
 
-  /* "engine/http/_connection.pyx":251
+  /* "engine/http/_connection.pyx":257
  *         self.state = S_READING
  *         self.deadline = self.registry.clock + self.registry.read_timeout
  *         self.request = None             # <<<<<<<<<<<<<<
@@ -11559,7 +11759,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
   __Pyx_GOTREF(__pyx_v_self->request);
   __Pyx_DECREF_SET(__pyx_v_self->request, Py_None);
 
-  /* "engine/http/_connection.pyx":252
+  /* "engine/http/_connection.pyx":258
  *         self.deadline = self.registry.clock + self.registry.read_timeout
  *         self.request = None
  *         self.decided = False             # <<<<<<<<<<<<<<
@@ -11568,7 +11768,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
 */
   __pyx_v_self->decided = 0;
 
-  /* "engine/http/_connection.pyx":253
+  /* "engine/http/_connection.pyx":259
  *         self.request = None
  *         self.decided = False
  *         self.is_fast = False             # <<<<<<<<<<<<<<
@@ -11577,7 +11777,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
 */
   __pyx_v_self->is_fast = 0;
 
-  /* "engine/http/_connection.pyx":254
+  /* "engine/http/_connection.pyx":260
  *         self.decided = False
  *         self.is_fast = False
  *         self.upgrade = False             # <<<<<<<<<<<<<<
@@ -11586,7 +11786,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
 */
   __pyx_v_self->upgrade = 0;
 
-  /* "engine/http/_connection.pyx":255
+  /* "engine/http/_connection.pyx":261
  *         self.is_fast = False
  *         self.upgrade = False
  *         self.route = 0             # <<<<<<<<<<<<<<
@@ -11595,7 +11795,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
 */
   __pyx_v_self->route = 0;
 
-  /* "engine/http/_connection.pyx":256
+  /* "engine/http/_connection.pyx":262
  *         self.upgrade = False
  *         self.route = 0
  *         self.url = None             # <<<<<<<<<<<<<<
@@ -11607,7 +11807,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
   __Pyx_GOTREF(__pyx_v_self->url);
   __Pyx_DECREF_SET(__pyx_v_self->url, ((PyObject*)Py_None));
 
-  /* "engine/http/_connection.pyx":257
+  /* "engine/http/_connection.pyx":263
  *         self.route = 0
  *         self.url = None
  *         self.head_bytes = 0             # <<<<<<<<<<<<<<
@@ -11616,7 +11816,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
 */
   __pyx_v_self->head_bytes = 0;
 
-  /* "engine/http/_connection.pyx":258
+  /* "engine/http/_connection.pyx":264
  *         self.url = None
  *         self.head_bytes = 0
  *         self.hosts = 0             # <<<<<<<<<<<<<<
@@ -11625,7 +11825,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
 */
   __pyx_v_self->hosts = 0;
 
-  /* "engine/http/_connection.pyx":259
+  /* "engine/http/_connection.pyx":265
  *         self.head_bytes = 0
  *         self.hosts = 0
  *         self.authority = None             # <<<<<<<<<<<<<<
@@ -11637,7 +11837,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
   __Pyx_GOTREF(__pyx_v_self->authority);
   __Pyx_DECREF_SET(__pyx_v_self->authority, ((PyObject*)Py_None));
 
-  /* "engine/http/_connection.pyx":260
+  /* "engine/http/_connection.pyx":266
  *         self.hosts = 0
  *         self.authority = None
  *         self.user_agent = self.accept_language = self.cookie = self.origin = None             # <<<<<<<<<<<<<<
@@ -11661,7 +11861,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
   __Pyx_GOTREF(__pyx_v_self->origin);
   __Pyx_DECREF_SET(__pyx_v_self->origin, ((PyObject*)Py_None));
 
-  /* "engine/http/_connection.pyx":261
+  /* "engine/http/_connection.pyx":267
  *         self.authority = None
  *         self.user_agent = self.accept_language = self.cookie = self.origin = None
  *         self.forwarded_for = self.forwarded = self.content_length = self.expect = None             # <<<<<<<<<<<<<<
@@ -11685,7 +11885,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
   __Pyx_GOTREF(__pyx_v_self->expect);
   __Pyx_DECREF_SET(__pyx_v_self->expect, ((PyObject*)Py_None));
 
-  /* "engine/http/_connection.pyx":262
+  /* "engine/http/_connection.pyx":268
  *         self.user_agent = self.accept_language = self.cookie = self.origin = None
  *         self.forwarded_for = self.forwarded = self.content_length = self.expect = None
  *         self.dnt = self.gpc = None             # <<<<<<<<<<<<<<
@@ -11701,7 +11901,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
   __Pyx_GOTREF(__pyx_v_self->gpc);
   __Pyx_DECREF_SET(__pyx_v_self->gpc, ((PyObject*)Py_None));
 
-  /* "engine/http/_connection.pyx":263
+  /* "engine/http/_connection.pyx":269
  *         self.forwarded_for = self.forwarded = self.content_length = self.expect = None
  *         self.dnt = self.gpc = None
  *         self.body = None             # <<<<<<<<<<<<<<
@@ -11713,7 +11913,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
   __Pyx_GOTREF(__pyx_v_self->body);
   __Pyx_DECREF_SET(__pyx_v_self->body, ((PyObject*)Py_None));
 
-  /* "engine/http/_connection.pyx":264
+  /* "engine/http/_connection.pyx":270
  *         self.dnt = self.gpc = None
  *         self.body = None
  *         self.body_size = 0             # <<<<<<<<<<<<<<
@@ -11722,7 +11922,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
 */
   __pyx_v_self->body_size = 0;
 
-  /* "engine/http/_connection.pyx":248
+  /* "engine/http/_connection.pyx":254
  * 
  *     # ---- parser callbacks ------------------------------------------------
  *     def on_message_begin(self):             # <<<<<<<<<<<<<<
@@ -11737,7 +11937,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_14on_mess
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":266
+/* "engine/http/_connection.pyx":272
  *         self.body_size = 0
  * 
  *     def on_url(self, bytes url):             # <<<<<<<<<<<<<<
@@ -11784,32 +11984,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_url,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 266, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 272, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 266, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 272, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "on_url", 0) < (0)) __PYX_ERR(0, 266, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "on_url", 0) < (0)) __PYX_ERR(0, 272, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("on_url", 1, 1, 1, i); __PYX_ERR(0, 266, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("on_url", 1, 1, 1, i); __PYX_ERR(0, 272, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 266, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 272, __pyx_L3_error)
     }
     __pyx_v_url = ((PyObject*)values[0]);
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("on_url", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 266, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("on_url", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 272, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -11820,7 +12020,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_url), (&PyBytes_Type), 1, "url", 1))) __PYX_ERR(0, 266, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_url), (&PyBytes_Type), 1, "url", 1))) __PYX_ERR(0, 272, __pyx_L1_error)
   __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_16on_url(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_url);
 
   /* function exit code */
@@ -11851,7 +12051,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_16on_url(
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("on_url", 0);
 
-  /* "engine/http/_connection.pyx":267
+  /* "engine/http/_connection.pyx":273
  * 
  *     def on_url(self, bytes url):
  *         self.url = url if self.url is None else self.url + url             # <<<<<<<<<<<<<<
@@ -11863,7 +12063,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_16on_url(
     __Pyx_INCREF(__pyx_v_url);
     __pyx_t_1 = __pyx_v_url;
   } else {
-    __pyx_t_3 = PyNumber_Add(__pyx_v_self->url, __pyx_v_url); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 267, __pyx_L1_error)
+    __pyx_t_3 = PyNumber_Add(__pyx_v_self->url, __pyx_v_url); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 273, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __pyx_t_1 = __pyx_t_3;
     __pyx_t_3 = 0;
@@ -11874,7 +12074,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_16on_url(
   __Pyx_DECREF_SET(__pyx_v_self->url, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":268
+  /* "engine/http/_connection.pyx":274
  *     def on_url(self, bytes url):
  *         self.url = url if self.url is None else self.url + url
  *         self.head_bytes += PyBytes_GET_SIZE(url)             # <<<<<<<<<<<<<<
@@ -11883,7 +12083,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_16on_url(
 */
   __pyx_v_self->head_bytes = (__pyx_v_self->head_bytes + PyBytes_GET_SIZE(__pyx_v_url));
 
-  /* "engine/http/_connection.pyx":269
+  /* "engine/http/_connection.pyx":275
  *         self.url = url if self.url is None else self.url + url
  *         self.head_bytes += PyBytes_GET_SIZE(url)
  *         if self.head_bytes > self.registry.max_header_bytes:             # <<<<<<<<<<<<<<
@@ -11895,23 +12095,23 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_16on_url(
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "engine/http/_connection.pyx":270
+    /* "engine/http/_connection.pyx":276
  *         self.head_bytes += PyBytes_GET_SIZE(url)
  *         if self.head_bytes > self.registry.max_header_bytes:
  *             raise RequestRefused(414, "request target too long")             # <<<<<<<<<<<<<<
  * 
  *     cdef int _decide(self) except -1:
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 270, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 276, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
-    __pyx_t_3 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[2], NULL); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 270, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[2], NULL); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 276, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_Raise(__pyx_t_3, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __PYX_ERR(0, 270, __pyx_L1_error)
+    __PYX_ERR(0, 276, __pyx_L1_error)
 
-    /* "engine/http/_connection.pyx":269
+    /* "engine/http/_connection.pyx":275
  *         self.url = url if self.url is None else self.url + url
  *         self.head_bytes += PyBytes_GET_SIZE(url)
  *         if self.head_bytes > self.registry.max_header_bytes:             # <<<<<<<<<<<<<<
@@ -11920,7 +12120,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_16on_url(
 */
   }
 
-  /* "engine/http/_connection.pyx":266
+  /* "engine/http/_connection.pyx":272
  *         self.body_size = 0
  * 
  *     def on_url(self, bytes url):             # <<<<<<<<<<<<<<
@@ -11942,7 +12142,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_16on_url(
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":272
+/* "engine/http/_connection.pyx":278
  *             raise RequestRefused(414, "request target too long")
  * 
  *     cdef int _decide(self) except -1:             # <<<<<<<<<<<<<<
@@ -11966,7 +12166,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_decide", 0);
 
-  /* "engine/http/_connection.pyx":275
+  /* "engine/http/_connection.pyx":281
  *         """The request line is complete: fast route or slow path."""
  *         cdef object req
  *         self.decided = True             # <<<<<<<<<<<<<<
@@ -11975,7 +12175,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
 */
   __pyx_v_self->decided = 1;
 
-  /* "engine/http/_connection.pyx":276
+  /* "engine/http/_connection.pyx":282
  *         cdef object req
  *         self.decided = True
  *         self.method = self.parser.get_method()             # <<<<<<<<<<<<<<
@@ -11989,16 +12189,16 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
     PyObject *__pyx_callargs[2] = {__pyx_t_2, NULL};
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get_method, __pyx_callargs+__pyx_t_3, (1-__pyx_t_3) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 276, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 282, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
-  if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 276, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 282, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v_self->method);
   __Pyx_DECREF_SET(__pyx_v_self->method, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":277
+  /* "engine/http/_connection.pyx":283
  *         self.decided = True
  *         self.method = self.parser.get_method()
  *         if self.url is not None and self.url[:1] != b"/":             # <<<<<<<<<<<<<<
@@ -12016,11 +12216,11 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
   }
   if (unlikely(__pyx_v_self->url == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-    __PYX_ERR(0, 277, __pyx_L1_error)
+    __PYX_ERR(0, 283, __pyx_L1_error)
   }
-  __pyx_t_1 = PySequence_GetSlice(__pyx_v_self->url, 0, 1); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 277, __pyx_L1_error)
+  __pyx_t_1 = PySequence_GetSlice(__pyx_v_self->url, 0, 1); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 283, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_5 = __Pyx_PyObject_CompareBoolNe_bytes_bytes(__pyx_t_1, __pyx_mstate_global->__pyx_kp_b__3, Py_NE); if (unlikely((__pyx_t_5 < 0))) __PYX_ERR(0, 277, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_CompareBoolNe_bytes_bytes(__pyx_t_1, __pyx_mstate_global->__pyx_kp_b__3, Py_NE); if (unlikely((__pyx_t_5 < 0))) __PYX_ERR(0, 283, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
   __pyx_t_4 = __pyx_t_5;
@@ -12029,7 +12229,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
   if (__pyx_t_4) {
 
 
-    /* "engine/http/_connection.pyx":278
+    /* "engine/http/_connection.pyx":284
  *         self.method = self.parser.get_method()
  *         if self.url is not None and self.url[:1] != b"/":
  *             self._origin_form()             # <<<<<<<<<<<<<<
@@ -12043,12 +12243,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
       PyObject *__pyx_callargs[2] = {__pyx_t_2, NULL};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_origin_form, __pyx_callargs+__pyx_t_3, (1-__pyx_t_3) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 278, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 284, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":277
+    /* "engine/http/_connection.pyx":283
  *         self.decided = True
  *         self.method = self.parser.get_method()
  *         if self.url is not None and self.url[:1] != b"/":             # <<<<<<<<<<<<<<
@@ -12057,7 +12257,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
 */
   }
 
-  /* "engine/http/_connection.pyx":279
+  /* "engine/http/_connection.pyx":285
  *         if self.url is not None and self.url[:1] != b"/":
  *             self._origin_form()
  *         if self.fast is not None and self.fast.claim(self):             # <<<<<<<<<<<<<<
@@ -12073,7 +12273,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
 
     goto __pyx_L7_bool_binop_done;
   }
-  __pyx_t_6 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_FastRoutes *)__pyx_v_self->fast->__pyx_vtab)->claim(__pyx_v_self->fast, __pyx_v_self); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 279, __pyx_L1_error)
+  __pyx_t_6 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_FastRoutes *)__pyx_v_self->fast->__pyx_vtab)->claim(__pyx_v_self->fast, __pyx_v_self); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 285, __pyx_L1_error)
   __pyx_t_5 = (__pyx_t_6 != 0);
 
 
@@ -12084,7 +12284,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
   if (__pyx_t_4) {
 
 
-    /* "engine/http/_connection.pyx":280
+    /* "engine/http/_connection.pyx":286
  *             self._origin_form()
  *         if self.fast is not None and self.fast.claim(self):
  *             self.is_fast = True             # <<<<<<<<<<<<<<
@@ -12093,7 +12293,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
 */
     __pyx_v_self->is_fast = 1;
 
-    /* "engine/http/_connection.pyx":281
+    /* "engine/http/_connection.pyx":287
  *         if self.fast is not None and self.fast.claim(self):
  *             self.is_fast = True
  *             return 0             # <<<<<<<<<<<<<<
@@ -12106,7 +12306,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":279
+    /* "engine/http/_connection.pyx":285
  *         if self.url is not None and self.url[:1] != b"/":
  *             self._origin_form()
  *         if self.fast is not None and self.fast.claim(self):             # <<<<<<<<<<<<<<
@@ -12115,7 +12315,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
 */
   }
 
-  /* "engine/http/_connection.pyx":282
+  /* "engine/http/_connection.pyx":288
  *             self.is_fast = True
  *             return 0
  *         req = Request()             # <<<<<<<<<<<<<<
@@ -12123,7 +12323,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
  *         req.head_bytes = self.head_bytes
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_Request); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 282, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_Request); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 288, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __pyx_t_3 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -12142,13 +12342,13 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
     __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_7, __pyx_callargs+__pyx_t_3, (1-__pyx_t_3) | (__pyx_t_3*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 282, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 288, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_req = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":283
+  /* "engine/http/_connection.pyx":289
  *             return 0
  *         req = Request()
  *         req.url = self.url if self.url is not None else b""             # <<<<<<<<<<<<<<
@@ -12164,22 +12364,22 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
     __pyx_t_1 = __pyx_mstate_global->__pyx_kp_b_;
   }
 
-  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_url, __pyx_t_1) < (0)) __PYX_ERR(0, 283, __pyx_L1_error)
+  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_url, __pyx_t_1) < (0)) __PYX_ERR(0, 289, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":284
+  /* "engine/http/_connection.pyx":290
  *         req = Request()
  *         req.url = self.url if self.url is not None else b""
  *         req.head_bytes = self.head_bytes             # <<<<<<<<<<<<<<
  *         req.client_ip = self.client_ip
  *         self.request = req
 */
-  __pyx_t_1 = PyLong_FromSsize_t(__pyx_v_self->head_bytes); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 284, __pyx_L1_error)
+  __pyx_t_1 = PyLong_FromSsize_t(__pyx_v_self->head_bytes); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 290, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_head_bytes, __pyx_t_1) < (0)) __PYX_ERR(0, 284, __pyx_L1_error)
+  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_head_bytes, __pyx_t_1) < (0)) __PYX_ERR(0, 290, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":285
+  /* "engine/http/_connection.pyx":291
  *         req.url = self.url if self.url is not None else b""
  *         req.head_bytes = self.head_bytes
  *         req.client_ip = self.client_ip             # <<<<<<<<<<<<<<
@@ -12188,10 +12388,10 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
 */
   __pyx_t_1 = __pyx_v_self->client_ip;
   __Pyx_INCREF(__pyx_t_1);
-  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_client_ip, __pyx_t_1) < (0)) __PYX_ERR(0, 285, __pyx_L1_error)
+  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_client_ip, __pyx_t_1) < (0)) __PYX_ERR(0, 291, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":286
+  /* "engine/http/_connection.pyx":292
  *         req.head_bytes = self.head_bytes
  *         req.client_ip = self.client_ip
  *         self.request = req             # <<<<<<<<<<<<<<
@@ -12203,7 +12403,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
   __Pyx_GOTREF(__pyx_v_self->request);
   __Pyx_DECREF_SET(__pyx_v_self->request, __pyx_v_req);
 
-  /* "engine/http/_connection.pyx":287
+  /* "engine/http/_connection.pyx":293
  *         req.client_ip = self.client_ip
  *         self.request = req
  *         return 0             # <<<<<<<<<<<<<<
@@ -12216,7 +12416,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
   }
   goto __pyx_L0;
 
-  /* "engine/http/_connection.pyx":272
+  /* "engine/http/_connection.pyx":278
  *             raise RequestRefused(414, "request target too long")
  * 
  *     cdef int _decide(self) except -1:             # <<<<<<<<<<<<<<
@@ -12238,7 +12438,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__decide(struct _
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":289
+/* "engine/http/_connection.pyx":295
  *         return 0
  * 
  *     def on_header(self, bytes name, bytes value):             # <<<<<<<<<<<<<<
@@ -12286,39 +12486,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_name,&__pyx_mstate_global->__pyx_n_u_value,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 289, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 295, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 289, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 295, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 289, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 295, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "on_header", 0) < (0)) __PYX_ERR(0, 289, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "on_header", 0) < (0)) __PYX_ERR(0, 295, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("on_header", 1, 2, 2, i); __PYX_ERR(0, 289, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("on_header", 1, 2, 2, i); __PYX_ERR(0, 295, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 289, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 295, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 289, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 295, __pyx_L3_error)
     }
     __pyx_v_name = ((PyObject*)values[0]);
     __pyx_v_value = ((PyObject*)values[1]);
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("on_header", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 289, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("on_header", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 295, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -12329,8 +12529,8 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_name), (&PyBytes_Type), 1, "name", 1))) __PYX_ERR(0, 289, __pyx_L1_error)
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_value), (&PyBytes_Type), 1, "value", 1))) __PYX_ERR(0, 289, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_name), (&PyBytes_Type), 1, "name", 1))) __PYX_ERR(0, 295, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_value), (&PyBytes_Type), 1, "value", 1))) __PYX_ERR(0, 295, __pyx_L1_error)
   __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_header(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_name, __pyx_v_value);
 
   /* function exit code */
@@ -12362,7 +12562,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_head
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("on_header", 0);
 
-  /* "engine/http/_connection.pyx":290
+  /* "engine/http/_connection.pyx":296
  * 
  *     def on_header(self, bytes name, bytes value):
  *         if not self.decided:             # <<<<<<<<<<<<<<
@@ -12374,17 +12574,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_head
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":291
+    /* "engine/http/_connection.pyx":297
  *     def on_header(self, bytes name, bytes value):
  *         if not self.decided:
  *             self._decide()             # <<<<<<<<<<<<<<
  *         self.head_bytes += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
  *         if self.head_bytes > self.registry.max_header_bytes:
 */
-    __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_decide(__pyx_v_self); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 291, __pyx_L1_error)
+    __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_decide(__pyx_v_self); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 297, __pyx_L1_error)
 
 
-    /* "engine/http/_connection.pyx":290
+    /* "engine/http/_connection.pyx":296
  * 
  *     def on_header(self, bytes name, bytes value):
  *         if not self.decided:             # <<<<<<<<<<<<<<
@@ -12393,7 +12593,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_head
 */
   }
 
-  /* "engine/http/_connection.pyx":292
+  /* "engine/http/_connection.pyx":298
  *         if not self.decided:
  *             self._decide()
  *         self.head_bytes += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4             # <<<<<<<<<<<<<<
@@ -12402,7 +12602,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_head
 */
   __pyx_v_self->head_bytes = (__pyx_v_self->head_bytes + ((PyBytes_GET_SIZE(__pyx_v_name) + PyBytes_GET_SIZE(__pyx_v_value)) + 4));
 
-  /* "engine/http/_connection.pyx":293
+  /* "engine/http/_connection.pyx":299
  *             self._decide()
  *         self.head_bytes += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
  *         if self.head_bytes > self.registry.max_header_bytes:             # <<<<<<<<<<<<<<
@@ -12414,23 +12614,23 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_head
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "engine/http/_connection.pyx":294
+    /* "engine/http/_connection.pyx":300
  *         self.head_bytes += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
  *         if self.head_bytes > self.registry.max_header_bytes:
  *             raise RequestRefused(431, "request headers too large")             # <<<<<<<<<<<<<<
  *         if self.is_fast:
  *             self._fast_header(name, value)
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 294, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 300, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_4 = __Pyx_PyObject_Call(__pyx_t_3, __pyx_mstate_global->__pyx_tuple[3], NULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 294, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyObject_Call(__pyx_t_3, __pyx_mstate_global->__pyx_tuple[3], NULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 300, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_Raise(__pyx_t_4, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __PYX_ERR(0, 294, __pyx_L1_error)
+    __PYX_ERR(0, 300, __pyx_L1_error)
 
-    /* "engine/http/_connection.pyx":293
+    /* "engine/http/_connection.pyx":299
  *             self._decide()
  *         self.head_bytes += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
  *         if self.head_bytes > self.registry.max_header_bytes:             # <<<<<<<<<<<<<<
@@ -12439,7 +12639,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_head
 */
   }
 
-  /* "engine/http/_connection.pyx":295
+  /* "engine/http/_connection.pyx":301
  *         if self.head_bytes > self.registry.max_header_bytes:
  *             raise RequestRefused(431, "request headers too large")
  *         if self.is_fast:             # <<<<<<<<<<<<<<
@@ -12448,17 +12648,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_head
 */
   if (__pyx_v_self->is_fast) {
 
-    /* "engine/http/_connection.pyx":296
+    /* "engine/http/_connection.pyx":302
  *             raise RequestRefused(431, "request headers too large")
  *         if self.is_fast:
  *             self._fast_header(name, value)             # <<<<<<<<<<<<<<
  *         else:
  *             self._slow_header(name, value)
 */
-    __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_fast_header(__pyx_v_self, __pyx_v_name, __pyx_v_value); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 296, __pyx_L1_error)
+    __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_fast_header(__pyx_v_self, __pyx_v_name, __pyx_v_value); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 302, __pyx_L1_error)
 
 
-    /* "engine/http/_connection.pyx":295
+    /* "engine/http/_connection.pyx":301
  *         if self.head_bytes > self.registry.max_header_bytes:
  *             raise RequestRefused(431, "request headers too large")
  *         if self.is_fast:             # <<<<<<<<<<<<<<
@@ -12468,7 +12668,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_head
     goto __pyx_L5;
   }
 
-  /* "engine/http/_connection.pyx":298
+  /* "engine/http/_connection.pyx":304
  *             self._fast_header(name, value)
  *         else:
  *             self._slow_header(name, value)             # <<<<<<<<<<<<<<
@@ -12476,12 +12676,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_head
  *     cdef int _fast_header(self, bytes name, bytes value) except -1:
 */
   /*else*/ {
-    __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_slow_header(__pyx_v_self, __pyx_v_name, __pyx_v_value); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 298, __pyx_L1_error)
+    __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_slow_header(__pyx_v_self, __pyx_v_name, __pyx_v_value); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 304, __pyx_L1_error)
 
   }
   __pyx_L5:;
 
-  /* "engine/http/_connection.pyx":289
+  /* "engine/http/_connection.pyx":295
  *         return 0
  * 
  *     def on_header(self, bytes name, bytes value):             # <<<<<<<<<<<<<<
@@ -12503,7 +12703,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_18on_head
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":300
+/* "engine/http/_connection.pyx":306
  *             self._slow_header(name, value)
  * 
  *     cdef int _fast_header(self, bytes name, bytes value) except -1:             # <<<<<<<<<<<<<<
@@ -12523,7 +12723,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_fast_header", 0);
 
-  /* "engine/http/_connection.pyx":303
+  /* "engine/http/_connection.pyx":309
  *         """Keep only what the compiled routes read (repeated ones joined as
  *         RFC 9110 allows; cookies with "; ")."""
  *         cdef Py_ssize_t n = PyBytes_GET_SIZE(name)             # <<<<<<<<<<<<<<
@@ -12532,7 +12732,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
   __pyx_v_n = PyBytes_GET_SIZE(__pyx_v_name);
 
-  /* "engine/http/_connection.pyx":304
+  /* "engine/http/_connection.pyx":310
  *         RFC 9110 allows; cookies with "; ")."""
  *         cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
  *         if n == 4:             # <<<<<<<<<<<<<<
@@ -12542,18 +12742,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
   switch (__pyx_v_n) {
     case 4:
 
-    /* "engine/http/_connection.pyx":305
+    /* "engine/http/_connection.pyx":311
  *         cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
  *         if n == 4:
  *             if _named(name, b"host", 4):             # <<<<<<<<<<<<<<
  *                 self.hosts += 1
  *         elif n == 6:
 */
-    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_host, 4); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 305, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_host, 4); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 311, __pyx_L1_error)
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":306
+      /* "engine/http/_connection.pyx":312
  *         if n == 4:
  *             if _named(name, b"host", 4):
  *                 self.hosts += 1             # <<<<<<<<<<<<<<
@@ -12562,7 +12762,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
       __pyx_v_self->hosts = (__pyx_v_self->hosts + 1);
 
-      /* "engine/http/_connection.pyx":305
+      /* "engine/http/_connection.pyx":311
  *         cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
  *         if n == 4:
  *             if _named(name, b"host", 4):             # <<<<<<<<<<<<<<
@@ -12571,7 +12771,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
     }
 
-    /* "engine/http/_connection.pyx":304
+    /* "engine/http/_connection.pyx":310
  *         RFC 9110 allows; cookies with "; ")."""
  *         cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
  *         if n == 4:             # <<<<<<<<<<<<<<
@@ -12581,18 +12781,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
     break;
     case 6:
 
-    /* "engine/http/_connection.pyx":308
+    /* "engine/http/_connection.pyx":314
  *                 self.hosts += 1
  *         elif n == 6:
  *             if _named(name, b"cookie", 6):             # <<<<<<<<<<<<<<
  *                 self.cookie = _join(self.cookie, value, b"; ")
  *             elif _named(name, b"origin", 6):
 */
-    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_cookie, 6); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 308, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_cookie, 6); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 314, __pyx_L1_error)
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":309
+      /* "engine/http/_connection.pyx":315
  *         elif n == 6:
  *             if _named(name, b"cookie", 6):
  *                 self.cookie = _join(self.cookie, value, b"; ")             # <<<<<<<<<<<<<<
@@ -12601,7 +12801,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
       __pyx_t_2 = __pyx_v_self->cookie;
       __Pyx_INCREF(__pyx_t_2);
-      __pyx_t_3 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_2), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__4); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 309, __pyx_L1_error)
+      __pyx_t_3 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_2), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__4); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 315, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
       __Pyx_GIVEREF(__pyx_t_3);
@@ -12609,7 +12809,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       __Pyx_DECREF_SET(__pyx_v_self->cookie, ((PyObject*)__pyx_t_3));
       __pyx_t_3 = 0;
 
-      /* "engine/http/_connection.pyx":308
+      /* "engine/http/_connection.pyx":314
  *                 self.hosts += 1
  *         elif n == 6:
  *             if _named(name, b"cookie", 6):             # <<<<<<<<<<<<<<
@@ -12619,18 +12819,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       goto __pyx_L4;
     }
 
-    /* "engine/http/_connection.pyx":310
+    /* "engine/http/_connection.pyx":316
  *             if _named(name, b"cookie", 6):
  *                 self.cookie = _join(self.cookie, value, b"; ")
  *             elif _named(name, b"origin", 6):             # <<<<<<<<<<<<<<
  *                 self.origin = _join(self.origin, value, b", ")
  *             elif _named(name, b"expect", 6):
 */
-    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_origin, 6); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 310, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_origin, 6); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 316, __pyx_L1_error)
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":311
+      /* "engine/http/_connection.pyx":317
  *                 self.cookie = _join(self.cookie, value, b"; ")
  *             elif _named(name, b"origin", 6):
  *                 self.origin = _join(self.origin, value, b", ")             # <<<<<<<<<<<<<<
@@ -12639,7 +12839,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
       __pyx_t_3 = __pyx_v_self->origin;
       __Pyx_INCREF(__pyx_t_3);
-      __pyx_t_2 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_3), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 311, __pyx_L1_error)
+      __pyx_t_2 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_3), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 317, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_GIVEREF(__pyx_t_2);
@@ -12647,7 +12847,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       __Pyx_DECREF_SET(__pyx_v_self->origin, ((PyObject*)__pyx_t_2));
       __pyx_t_2 = 0;
 
-      /* "engine/http/_connection.pyx":310
+      /* "engine/http/_connection.pyx":316
  *             if _named(name, b"cookie", 6):
  *                 self.cookie = _join(self.cookie, value, b"; ")
  *             elif _named(name, b"origin", 6):             # <<<<<<<<<<<<<<
@@ -12657,18 +12857,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       goto __pyx_L4;
     }
 
-    /* "engine/http/_connection.pyx":312
+    /* "engine/http/_connection.pyx":318
  *             elif _named(name, b"origin", 6):
  *                 self.origin = _join(self.origin, value, b", ")
  *             elif _named(name, b"expect", 6):             # <<<<<<<<<<<<<<
  *                 self.expect = _join(self.expect, value, b", ")
  *         elif n == 10:
 */
-    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_expect, 6); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 312, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_expect, 6); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 318, __pyx_L1_error)
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":313
+      /* "engine/http/_connection.pyx":319
  *                 self.origin = _join(self.origin, value, b", ")
  *             elif _named(name, b"expect", 6):
  *                 self.expect = _join(self.expect, value, b", ")             # <<<<<<<<<<<<<<
@@ -12677,7 +12877,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
       __pyx_t_2 = __pyx_v_self->expect;
       __Pyx_INCREF(__pyx_t_2);
-      __pyx_t_3 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_2), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 313, __pyx_L1_error)
+      __pyx_t_3 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_2), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 319, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
       __Pyx_GIVEREF(__pyx_t_3);
@@ -12685,7 +12885,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       __Pyx_DECREF_SET(__pyx_v_self->expect, ((PyObject*)__pyx_t_3));
       __pyx_t_3 = 0;
 
-      /* "engine/http/_connection.pyx":312
+      /* "engine/http/_connection.pyx":318
  *             elif _named(name, b"origin", 6):
  *                 self.origin = _join(self.origin, value, b", ")
  *             elif _named(name, b"expect", 6):             # <<<<<<<<<<<<<<
@@ -12695,7 +12895,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
     }
     __pyx_L4:;
 
-    /* "engine/http/_connection.pyx":307
+    /* "engine/http/_connection.pyx":313
  *             if _named(name, b"host", 4):
  *                 self.hosts += 1
  *         elif n == 6:             # <<<<<<<<<<<<<<
@@ -12705,18 +12905,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
     break;
     case 10:
 
-    /* "engine/http/_connection.pyx":315
+    /* "engine/http/_connection.pyx":321
  *                 self.expect = _join(self.expect, value, b", ")
  *         elif n == 10:
  *             if _named(name, b"user-agent", 10):             # <<<<<<<<<<<<<<
  *                 self.user_agent = _join(self.user_agent, value, b", ")
  *         elif n == 15:
 */
-    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_user_agent, 10); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 315, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_user_agent, 10); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 321, __pyx_L1_error)
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":316
+      /* "engine/http/_connection.pyx":322
  *         elif n == 10:
  *             if _named(name, b"user-agent", 10):
  *                 self.user_agent = _join(self.user_agent, value, b", ")             # <<<<<<<<<<<<<<
@@ -12725,7 +12925,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
       __pyx_t_3 = __pyx_v_self->user_agent;
       __Pyx_INCREF(__pyx_t_3);
-      __pyx_t_2 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_3), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 316, __pyx_L1_error)
+      __pyx_t_2 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_3), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 322, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_GIVEREF(__pyx_t_2);
@@ -12733,7 +12933,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       __Pyx_DECREF_SET(__pyx_v_self->user_agent, ((PyObject*)__pyx_t_2));
       __pyx_t_2 = 0;
 
-      /* "engine/http/_connection.pyx":315
+      /* "engine/http/_connection.pyx":321
  *                 self.expect = _join(self.expect, value, b", ")
  *         elif n == 10:
  *             if _named(name, b"user-agent", 10):             # <<<<<<<<<<<<<<
@@ -12742,7 +12942,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
     }
 
-    /* "engine/http/_connection.pyx":314
+    /* "engine/http/_connection.pyx":320
  *             elif _named(name, b"expect", 6):
  *                 self.expect = _join(self.expect, value, b", ")
  *         elif n == 10:             # <<<<<<<<<<<<<<
@@ -12752,18 +12952,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
     break;
     case 15:
 
-    /* "engine/http/_connection.pyx":318
+    /* "engine/http/_connection.pyx":324
  *                 self.user_agent = _join(self.user_agent, value, b", ")
  *         elif n == 15:
  *             if _named(name, b"accept-language", 15):             # <<<<<<<<<<<<<<
  *                 self.accept_language = _join(self.accept_language, value, b", ")
  *             elif _named(name, b"x-forwarded-for", 15):
 */
-    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_accept_language, 15); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 318, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_accept_language, 15); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 324, __pyx_L1_error)
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":319
+      /* "engine/http/_connection.pyx":325
  *         elif n == 15:
  *             if _named(name, b"accept-language", 15):
  *                 self.accept_language = _join(self.accept_language, value, b", ")             # <<<<<<<<<<<<<<
@@ -12772,7 +12972,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
       __pyx_t_2 = __pyx_v_self->accept_language;
       __Pyx_INCREF(__pyx_t_2);
-      __pyx_t_3 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_2), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 319, __pyx_L1_error)
+      __pyx_t_3 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_2), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 325, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
       __Pyx_GIVEREF(__pyx_t_3);
@@ -12780,7 +12980,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       __Pyx_DECREF_SET(__pyx_v_self->accept_language, ((PyObject*)__pyx_t_3));
       __pyx_t_3 = 0;
 
-      /* "engine/http/_connection.pyx":318
+      /* "engine/http/_connection.pyx":324
  *                 self.user_agent = _join(self.user_agent, value, b", ")
  *         elif n == 15:
  *             if _named(name, b"accept-language", 15):             # <<<<<<<<<<<<<<
@@ -12790,18 +12990,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       goto __pyx_L6;
     }
 
-    /* "engine/http/_connection.pyx":320
+    /* "engine/http/_connection.pyx":326
  *             if _named(name, b"accept-language", 15):
  *                 self.accept_language = _join(self.accept_language, value, b", ")
  *             elif _named(name, b"x-forwarded-for", 15):             # <<<<<<<<<<<<<<
  *                 self.forwarded_for = _join(self.forwarded_for, value, b", ")
  *         elif n == 14:
 */
-    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_x_forwarded_for, 15); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 320, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_x_forwarded_for, 15); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 326, __pyx_L1_error)
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":321
+      /* "engine/http/_connection.pyx":327
  *                 self.accept_language = _join(self.accept_language, value, b", ")
  *             elif _named(name, b"x-forwarded-for", 15):
  *                 self.forwarded_for = _join(self.forwarded_for, value, b", ")             # <<<<<<<<<<<<<<
@@ -12810,7 +13010,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
       __pyx_t_3 = __pyx_v_self->forwarded_for;
       __Pyx_INCREF(__pyx_t_3);
-      __pyx_t_2 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_3), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 321, __pyx_L1_error)
+      __pyx_t_2 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_3), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 327, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_GIVEREF(__pyx_t_2);
@@ -12818,7 +13018,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       __Pyx_DECREF_SET(__pyx_v_self->forwarded_for, ((PyObject*)__pyx_t_2));
       __pyx_t_2 = 0;
 
-      /* "engine/http/_connection.pyx":320
+      /* "engine/http/_connection.pyx":326
  *             if _named(name, b"accept-language", 15):
  *                 self.accept_language = _join(self.accept_language, value, b", ")
  *             elif _named(name, b"x-forwarded-for", 15):             # <<<<<<<<<<<<<<
@@ -12828,7 +13028,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
     }
     __pyx_L6:;
 
-    /* "engine/http/_connection.pyx":317
+    /* "engine/http/_connection.pyx":323
  *             if _named(name, b"user-agent", 10):
  *                 self.user_agent = _join(self.user_agent, value, b", ")
  *         elif n == 15:             # <<<<<<<<<<<<<<
@@ -12838,18 +13038,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
     break;
     case 14:
 
-    /* "engine/http/_connection.pyx":323
+    /* "engine/http/_connection.pyx":329
  *                 self.forwarded_for = _join(self.forwarded_for, value, b", ")
  *         elif n == 14:
  *             if _named(name, b"content-length", 14):             # <<<<<<<<<<<<<<
  *                 self.content_length = _join(self.content_length, value, b", ")
  *         elif n == 9:
 */
-    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_content_length, 14); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 323, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_content_length, 14); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 329, __pyx_L1_error)
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":324
+      /* "engine/http/_connection.pyx":330
  *         elif n == 14:
  *             if _named(name, b"content-length", 14):
  *                 self.content_length = _join(self.content_length, value, b", ")             # <<<<<<<<<<<<<<
@@ -12858,7 +13058,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
       __pyx_t_2 = __pyx_v_self->content_length;
       __Pyx_INCREF(__pyx_t_2);
-      __pyx_t_3 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_2), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 324, __pyx_L1_error)
+      __pyx_t_3 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_2), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 330, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
       __Pyx_GIVEREF(__pyx_t_3);
@@ -12866,7 +13066,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       __Pyx_DECREF_SET(__pyx_v_self->content_length, ((PyObject*)__pyx_t_3));
       __pyx_t_3 = 0;
 
-      /* "engine/http/_connection.pyx":323
+      /* "engine/http/_connection.pyx":329
  *                 self.forwarded_for = _join(self.forwarded_for, value, b", ")
  *         elif n == 14:
  *             if _named(name, b"content-length", 14):             # <<<<<<<<<<<<<<
@@ -12875,7 +13075,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
     }
 
-    /* "engine/http/_connection.pyx":322
+    /* "engine/http/_connection.pyx":328
  *             elif _named(name, b"x-forwarded-for", 15):
  *                 self.forwarded_for = _join(self.forwarded_for, value, b", ")
  *         elif n == 14:             # <<<<<<<<<<<<<<
@@ -12885,18 +13085,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
     break;
     case 9:
 
-    /* "engine/http/_connection.pyx":326
+    /* "engine/http/_connection.pyx":332
  *                 self.content_length = _join(self.content_length, value, b", ")
  *         elif n == 9:
  *             if _named(name, b"forwarded", 9):             # <<<<<<<<<<<<<<
  *                 self.forwarded = _join(self.forwarded, value, b", ")
  *         elif n == 3:
 */
-    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_forwarded, 9); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 326, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_forwarded, 9); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 332, __pyx_L1_error)
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":327
+      /* "engine/http/_connection.pyx":333
  *         elif n == 9:
  *             if _named(name, b"forwarded", 9):
  *                 self.forwarded = _join(self.forwarded, value, b", ")             # <<<<<<<<<<<<<<
@@ -12905,7 +13105,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
       __pyx_t_3 = __pyx_v_self->forwarded;
       __Pyx_INCREF(__pyx_t_3);
-      __pyx_t_2 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_3), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 327, __pyx_L1_error)
+      __pyx_t_2 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_3), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 333, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_GIVEREF(__pyx_t_2);
@@ -12913,7 +13113,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       __Pyx_DECREF_SET(__pyx_v_self->forwarded, ((PyObject*)__pyx_t_2));
       __pyx_t_2 = 0;
 
-      /* "engine/http/_connection.pyx":326
+      /* "engine/http/_connection.pyx":332
  *                 self.content_length = _join(self.content_length, value, b", ")
  *         elif n == 9:
  *             if _named(name, b"forwarded", 9):             # <<<<<<<<<<<<<<
@@ -12922,7 +13122,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
     }
 
-    /* "engine/http/_connection.pyx":325
+    /* "engine/http/_connection.pyx":331
  *             if _named(name, b"content-length", 14):
  *                 self.content_length = _join(self.content_length, value, b", ")
  *         elif n == 9:             # <<<<<<<<<<<<<<
@@ -12932,18 +13132,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
     break;
     case 3:
 
-    /* "engine/http/_connection.pyx":329
+    /* "engine/http/_connection.pyx":335
  *                 self.forwarded = _join(self.forwarded, value, b", ")
  *         elif n == 3:
  *             if _named(name, b"dnt", 3):             # <<<<<<<<<<<<<<
  *                 self.dnt = _join(self.dnt, value, b", ")
  *         elif n == 7:
 */
-    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_dnt, 3); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 329, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_dnt, 3); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 335, __pyx_L1_error)
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":330
+      /* "engine/http/_connection.pyx":336
  *         elif n == 3:
  *             if _named(name, b"dnt", 3):
  *                 self.dnt = _join(self.dnt, value, b", ")             # <<<<<<<<<<<<<<
@@ -12952,7 +13152,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
       __pyx_t_2 = __pyx_v_self->dnt;
       __Pyx_INCREF(__pyx_t_2);
-      __pyx_t_3 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_2), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 330, __pyx_L1_error)
+      __pyx_t_3 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_2), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 336, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
       __Pyx_GIVEREF(__pyx_t_3);
@@ -12960,7 +13160,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       __Pyx_DECREF_SET(__pyx_v_self->dnt, ((PyObject*)__pyx_t_3));
       __pyx_t_3 = 0;
 
-      /* "engine/http/_connection.pyx":329
+      /* "engine/http/_connection.pyx":335
  *                 self.forwarded = _join(self.forwarded, value, b", ")
  *         elif n == 3:
  *             if _named(name, b"dnt", 3):             # <<<<<<<<<<<<<<
@@ -12969,7 +13169,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
     }
 
-    /* "engine/http/_connection.pyx":328
+    /* "engine/http/_connection.pyx":334
  *             if _named(name, b"forwarded", 9):
  *                 self.forwarded = _join(self.forwarded, value, b", ")
  *         elif n == 3:             # <<<<<<<<<<<<<<
@@ -12979,18 +13179,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
     break;
     case 7:
 
-    /* "engine/http/_connection.pyx":332
+    /* "engine/http/_connection.pyx":338
  *                 self.dnt = _join(self.dnt, value, b", ")
  *         elif n == 7:
  *             if _named(name, b"sec-gpc", 7):             # <<<<<<<<<<<<<<
  *                 self.gpc = _join(self.gpc, value, b", ")
  *         return 0
 */
-    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_sec_gpc, 7); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 332, __pyx_L1_error)
+    __pyx_t_1 = __pyx_f_6engine_4http_11_connection__named(__pyx_v_name, __pyx_k_sec_gpc, 7); if (unlikely(__pyx_t_1 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(0, 338, __pyx_L1_error)
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":333
+      /* "engine/http/_connection.pyx":339
  *         elif n == 7:
  *             if _named(name, b"sec-gpc", 7):
  *                 self.gpc = _join(self.gpc, value, b", ")             # <<<<<<<<<<<<<<
@@ -12999,7 +13199,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
       __pyx_t_3 = __pyx_v_self->gpc;
       __Pyx_INCREF(__pyx_t_3);
-      __pyx_t_2 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_3), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 333, __pyx_L1_error)
+      __pyx_t_2 = __pyx_f_6engine_4http_11_connection__join(((PyObject*)__pyx_t_3), __pyx_v_value, __pyx_mstate_global->__pyx_kp_b__5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 339, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_GIVEREF(__pyx_t_2);
@@ -13007,7 +13207,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
       __Pyx_DECREF_SET(__pyx_v_self->gpc, ((PyObject*)__pyx_t_2));
       __pyx_t_2 = 0;
 
-      /* "engine/http/_connection.pyx":332
+      /* "engine/http/_connection.pyx":338
  *                 self.dnt = _join(self.dnt, value, b", ")
  *         elif n == 7:
  *             if _named(name, b"sec-gpc", 7):             # <<<<<<<<<<<<<<
@@ -13016,7 +13216,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
 */
     }
 
-    /* "engine/http/_connection.pyx":331
+    /* "engine/http/_connection.pyx":337
  *             if _named(name, b"dnt", 3):
  *                 self.dnt = _join(self.dnt, value, b", ")
  *         elif n == 7:             # <<<<<<<<<<<<<<
@@ -13027,7 +13227,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
     default: break;
   }
 
-  /* "engine/http/_connection.pyx":334
+  /* "engine/http/_connection.pyx":340
  *             if _named(name, b"sec-gpc", 7):
  *                 self.gpc = _join(self.gpc, value, b", ")
  *         return 0             # <<<<<<<<<<<<<<
@@ -13040,7 +13240,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
   }
   goto __pyx_L0;
 
-  /* "engine/http/_connection.pyx":300
+  /* "engine/http/_connection.pyx":306
  *             self._slow_header(name, value)
  * 
  *     cdef int _fast_header(self, bytes name, bytes value) except -1:             # <<<<<<<<<<<<<<
@@ -13061,7 +13261,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__fast_header(str
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":336
+/* "engine/http/_connection.pyx":342
  *         return 0
  * 
  *     cdef int _slow_header(self, bytes name, bytes value) except -1:             # <<<<<<<<<<<<<<
@@ -13083,44 +13283,44 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__slow_header(str
   __Pyx_RefNannySetupContext("_slow_header", 0);
   __Pyx_INCREF(__pyx_v_name);
 
-  /* "engine/http/_connection.pyx":337
+  /* "engine/http/_connection.pyx":343
  * 
  *     cdef int _slow_header(self, bytes name, bytes value) except -1:
  *         cdef dict headers = self.request.headers             # <<<<<<<<<<<<<<
  *         cdef object prior
  *         name = name.lower()
 */
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_self->request, __pyx_mstate_global->__pyx_n_u_headers); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 337, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_self->request, __pyx_mstate_global->__pyx_n_u_headers); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 343, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  if (!(likely(PyDict_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("dict", __pyx_t_1))) __PYX_ERR(0, 337, __pyx_L1_error)
+  if (!(likely(PyDict_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("dict", __pyx_t_1))) __PYX_ERR(0, 343, __pyx_L1_error)
   __pyx_v_headers = ((PyObject*)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":339
+  /* "engine/http/_connection.pyx":345
  *         cdef dict headers = self.request.headers
  *         cdef object prior
  *         name = name.lower()             # <<<<<<<<<<<<<<
  *         if name == b"host":
  *             self.hosts += 1
 */
-  __pyx_t_1 = __Pyx_CallUnboundCMethod0(&__pyx_mstate_global->__pyx_umethod_PyBytes_Type__lower, __pyx_v_name); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 339, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_CallUnboundCMethod0(&__pyx_mstate_global->__pyx_umethod_PyBytes_Type__lower, __pyx_v_name); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 345, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  if (!(likely(PyBytes_CheckExact(__pyx_t_1)) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 339, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_1)) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 345, __pyx_L1_error)
   __Pyx_DECREF_SET(__pyx_v_name, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":340
+  /* "engine/http/_connection.pyx":346
  *         cdef object prior
  *         name = name.lower()
  *         if name == b"host":             # <<<<<<<<<<<<<<
  *             self.hosts += 1
  *         prior = headers.get(name)
 */
-  __pyx_t_2 = __Pyx_PyObject_CompareBoolEq_bytes_bytes(__pyx_v_name, __pyx_mstate_global->__pyx_n_b_host, Py_EQ); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 340, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_CompareBoolEq_bytes_bytes(__pyx_v_name, __pyx_mstate_global->__pyx_n_b_host, Py_EQ); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 346, __pyx_L1_error)
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":341
+    /* "engine/http/_connection.pyx":347
  *         name = name.lower()
  *         if name == b"host":
  *             self.hosts += 1             # <<<<<<<<<<<<<<
@@ -13129,7 +13329,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__slow_header(str
 */
     __pyx_v_self->hosts = (__pyx_v_self->hosts + 1);
 
-    /* "engine/http/_connection.pyx":340
+    /* "engine/http/_connection.pyx":346
  *         cdef object prior
  *         name = name.lower()
  *         if name == b"host":             # <<<<<<<<<<<<<<
@@ -13138,7 +13338,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__slow_header(str
 */
   }
 
-  /* "engine/http/_connection.pyx":342
+  /* "engine/http/_connection.pyx":348
  *         if name == b"host":
  *             self.hosts += 1
  *         prior = headers.get(name)             # <<<<<<<<<<<<<<
@@ -13147,14 +13347,14 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__slow_header(str
 */
   if (unlikely(__pyx_v_headers == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-    __PYX_ERR(0, 342, __pyx_L1_error)
+    __PYX_ERR(0, 348, __pyx_L1_error)
   }
-  __pyx_t_1 = __Pyx_PyDict_GetItemDefault(__pyx_v_headers, __pyx_v_name, Py_None); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 342, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyDict_GetItemDefault(__pyx_v_headers, __pyx_v_name, Py_None); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 348, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_v_prior = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":343
+  /* "engine/http/_connection.pyx":349
  *             self.hosts += 1
  *         prior = headers.get(name)
  *         if prior is None:             # <<<<<<<<<<<<<<
@@ -13165,7 +13365,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__slow_header(str
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":344
+    /* "engine/http/_connection.pyx":350
  *         prior = headers.get(name)
  *         if prior is None:
  *             headers[name] = value             # <<<<<<<<<<<<<<
@@ -13174,11 +13374,11 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__slow_header(str
 */
     if (unlikely(__pyx_v_headers == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 344, __pyx_L1_error)
+      __PYX_ERR(0, 350, __pyx_L1_error)
     }
-    if (unlikely((PyDict_SetItem(__pyx_v_headers, __pyx_v_name, __pyx_v_value) < 0))) __PYX_ERR(0, 344, __pyx_L1_error)
+    if (unlikely((PyDict_SetItem(__pyx_v_headers, __pyx_v_name, __pyx_v_value) < 0))) __PYX_ERR(0, 350, __pyx_L1_error)
 
-    /* "engine/http/_connection.pyx":343
+    /* "engine/http/_connection.pyx":349
  *             self.hosts += 1
  *         prior = headers.get(name)
  *         if prior is None:             # <<<<<<<<<<<<<<
@@ -13188,7 +13388,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__slow_header(str
     goto __pyx_L4;
   }
 
-  /* "engine/http/_connection.pyx":346
+  /* "engine/http/_connection.pyx":352
  *             headers[name] = value
  *         else:  # repeated header: join as RFC 9110 allows (cookies with "; ")
  *             headers[name] = prior + (b"; " if name == b"cookie" else b", ") + value             # <<<<<<<<<<<<<<
@@ -13196,7 +13396,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__slow_header(str
  * 
 */
   /*else*/ {
-    __pyx_t_2 = __Pyx_PyObject_CompareBoolEq_bytes_bytes(__pyx_v_name, __pyx_mstate_global->__pyx_n_b_cookie, Py_EQ); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 346, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_CompareBoolEq_bytes_bytes(__pyx_v_name, __pyx_mstate_global->__pyx_n_b_cookie, Py_EQ); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 352, __pyx_L1_error)
     if (__pyx_t_2) {
       __Pyx_INCREF(__pyx_mstate_global->__pyx_kp_b__4);
       __pyx_t_1 = __pyx_mstate_global->__pyx_kp_b__4;
@@ -13205,22 +13405,22 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__slow_header(str
       __pyx_t_1 = __pyx_mstate_global->__pyx_kp_b__5;
     }
 
-    __pyx_t_3 = PyNumber_Add(__pyx_v_prior, __pyx_t_1); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 346, __pyx_L1_error)
+    __pyx_t_3 = PyNumber_Add(__pyx_v_prior, __pyx_t_1); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 352, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-    __pyx_t_1 = PyNumber_Add(__pyx_t_3, __pyx_v_value); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 346, __pyx_L1_error)
+    __pyx_t_1 = PyNumber_Add(__pyx_t_3, __pyx_v_value); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 352, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     if (unlikely(__pyx_v_headers == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 346, __pyx_L1_error)
+      __PYX_ERR(0, 352, __pyx_L1_error)
     }
-    if (unlikely((PyDict_SetItem(__pyx_v_headers, __pyx_v_name, __pyx_t_1) < 0))) __PYX_ERR(0, 346, __pyx_L1_error)
+    if (unlikely((PyDict_SetItem(__pyx_v_headers, __pyx_v_name, __pyx_t_1) < 0))) __PYX_ERR(0, 352, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   }
   __pyx_L4:;
 
-  /* "engine/http/_connection.pyx":347
+  /* "engine/http/_connection.pyx":353
  *         else:  # repeated header: join as RFC 9110 allows (cookies with "; ")
  *             headers[name] = prior + (b"; " if name == b"cookie" else b", ") + value
  *         return 0             # <<<<<<<<<<<<<<
@@ -13233,7 +13433,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__slow_header(str
   }
   goto __pyx_L0;
 
-  /* "engine/http/_connection.pyx":336
+  /* "engine/http/_connection.pyx":342
  *         return 0
  * 
  *     cdef int _slow_header(self, bytes name, bytes value) except -1:             # <<<<<<<<<<<<<<
@@ -13256,7 +13456,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__slow_header(str
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":349
+/* "engine/http/_connection.pyx":355
  *         return 0
  * 
  *     def on_headers_complete(self):             # <<<<<<<<<<<<<<
@@ -13330,7 +13530,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("on_headers_complete", 0);
 
-  /* "engine/http/_connection.pyx":350
+  /* "engine/http/_connection.pyx":356
  * 
  *     def on_headers_complete(self):
  *         parser = self.parser             # <<<<<<<<<<<<<<
@@ -13342,7 +13542,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
   __pyx_v_parser = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":351
+  /* "engine/http/_connection.pyx":357
  *     def on_headers_complete(self):
  *         parser = self.parser
  *         if not self.decided:             # <<<<<<<<<<<<<<
@@ -13354,17 +13554,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":352
+    /* "engine/http/_connection.pyx":358
  *         parser = self.parser
  *         if not self.decided:
  *             self._decide()             # <<<<<<<<<<<<<<
  *         keep_alive = parser.should_keep_alive()
  *         http_10 = parser.get_http_version() == "1.0"
 */
-    __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_decide(__pyx_v_self); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 352, __pyx_L1_error)
+    __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_decide(__pyx_v_self); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 358, __pyx_L1_error)
 
 
-    /* "engine/http/_connection.pyx":351
+    /* "engine/http/_connection.pyx":357
  *     def on_headers_complete(self):
  *         parser = self.parser
  *         if not self.decided:             # <<<<<<<<<<<<<<
@@ -13373,7 +13573,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
 */
   }
 
-  /* "engine/http/_connection.pyx":353
+  /* "engine/http/_connection.pyx":359
  *         if not self.decided:
  *             self._decide()
  *         keep_alive = parser.should_keep_alive()             # <<<<<<<<<<<<<<
@@ -13387,13 +13587,13 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
     PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_should_keep_alive, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 353, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 359, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_keep_alive = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":354
+  /* "engine/http/_connection.pyx":360
  *             self._decide()
  *         keep_alive = parser.should_keep_alive()
  *         http_10 = parser.get_http_version() == "1.0"             # <<<<<<<<<<<<<<
@@ -13407,15 +13607,15 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
     PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get_http_version, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 354, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 360, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
-  __pyx_t_4 = __Pyx_PyObject_CompareEq_object_str(__pyx_t_1, __pyx_mstate_global->__pyx_kp_u_1_0, Py_EQ); __Pyx_XGOTREF(__pyx_t_4); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 354, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareEq_object_str(__pyx_t_1, __pyx_mstate_global->__pyx_kp_u_1_0, Py_EQ); __Pyx_XGOTREF(__pyx_t_4); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 360, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_v_http_10 = __pyx_t_4;
   __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":355
+  /* "engine/http/_connection.pyx":361
  *         keep_alive = parser.should_keep_alive()
  *         http_10 = parser.get_http_version() == "1.0"
  *         self._check_host(http_10)             # <<<<<<<<<<<<<<
@@ -13429,12 +13629,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
     PyObject *__pyx_callargs[2] = {__pyx_t_1, __pyx_v_http_10};
     __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_check_host, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 355, __pyx_L1_error)
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 361, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
   }
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":356
+  /* "engine/http/_connection.pyx":362
  *         http_10 = parser.get_http_version() == "1.0"
  *         self._check_host(http_10)
  *         if self.is_fast:             # <<<<<<<<<<<<<<
@@ -13443,27 +13643,27 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
 */
   if (__pyx_v_self->is_fast) {
 
-    /* "engine/http/_connection.pyx":357
+    /* "engine/http/_connection.pyx":363
  *         self._check_host(http_10)
  *         if self.is_fast:
  *             self.keep_alive = keep_alive             # <<<<<<<<<<<<<<
  *             self.http_10 = http_10
  *             self.upgrade = parser.should_upgrade()
 */
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_keep_alive); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 357, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_keep_alive); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 363, __pyx_L1_error)
     __pyx_v_self->keep_alive = __pyx_t_2;
 
-    /* "engine/http/_connection.pyx":358
+    /* "engine/http/_connection.pyx":364
  *         if self.is_fast:
  *             self.keep_alive = keep_alive
  *             self.http_10 = http_10             # <<<<<<<<<<<<<<
  *             self.upgrade = parser.should_upgrade()
  *             self._check_body_head(self.content_length, self.expect)
 */
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_http_10); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 358, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_http_10); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 364, __pyx_L1_error)
     __pyx_v_self->http_10 = __pyx_t_2;
 
-    /* "engine/http/_connection.pyx":359
+    /* "engine/http/_connection.pyx":365
  *             self.keep_alive = keep_alive
  *             self.http_10 = http_10
  *             self.upgrade = parser.should_upgrade()             # <<<<<<<<<<<<<<
@@ -13477,14 +13677,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
       PyObject *__pyx_callargs[2] = {__pyx_t_1, NULL};
       __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_should_upgrade, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 359, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 365, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 359, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 365, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
     __pyx_v_self->upgrade = __pyx_t_2;
 
-    /* "engine/http/_connection.pyx":360
+    /* "engine/http/_connection.pyx":366
  *             self.http_10 = http_10
  *             self.upgrade = parser.should_upgrade()
  *             self._check_body_head(self.content_length, self.expect)             # <<<<<<<<<<<<<<
@@ -13498,12 +13698,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
       PyObject *__pyx_callargs[3] = {__pyx_t_1, __pyx_v_self->content_length, __pyx_v_self->expect};
       __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_check_body_head, __pyx_callargs+__pyx_t_5, (3-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 360, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 366, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-    /* "engine/http/_connection.pyx":361
+    /* "engine/http/_connection.pyx":367
  *             self.upgrade = parser.should_upgrade()
  *             self._check_body_head(self.content_length, self.expect)
  *             return             # <<<<<<<<<<<<<<
@@ -13520,7 +13720,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":356
+    /* "engine/http/_connection.pyx":362
  *         http_10 = parser.get_http_version() == "1.0"
  *         self._check_host(http_10)
  *         if self.is_fast:             # <<<<<<<<<<<<<<
@@ -13529,7 +13729,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
 */
   }
 
-  /* "engine/http/_connection.pyx":362
+  /* "engine/http/_connection.pyx":368
  *             self._check_body_head(self.content_length, self.expect)
  *             return
  *         req = self.request             # <<<<<<<<<<<<<<
@@ -13541,7 +13741,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
   __pyx_v_req = __pyx_t_4;
   __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":363
+  /* "engine/http/_connection.pyx":369
  *             return
  *         req = self.request
  *         req.method = self.method             # <<<<<<<<<<<<<<
@@ -13550,40 +13750,40 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
 */
   __pyx_t_4 = __pyx_v_self->method;
   __Pyx_INCREF(__pyx_t_4);
-  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_method, __pyx_t_4) < (0)) __PYX_ERR(0, 363, __pyx_L1_error)
+  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_method, __pyx_t_4) < (0)) __PYX_ERR(0, 369, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":364
+  /* "engine/http/_connection.pyx":370
  *         req = self.request
  *         req.method = self.method
  *         req.head_bytes = self.head_bytes             # <<<<<<<<<<<<<<
  *         req.keep_alive = keep_alive
  *         req.http_10 = http_10
 */
-  __pyx_t_4 = PyLong_FromSsize_t(__pyx_v_self->head_bytes); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 364, __pyx_L1_error)
+  __pyx_t_4 = PyLong_FromSsize_t(__pyx_v_self->head_bytes); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 370, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_head_bytes, __pyx_t_4) < (0)) __PYX_ERR(0, 364, __pyx_L1_error)
+  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_head_bytes, __pyx_t_4) < (0)) __PYX_ERR(0, 370, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":365
+  /* "engine/http/_connection.pyx":371
  *         req.method = self.method
  *         req.head_bytes = self.head_bytes
  *         req.keep_alive = keep_alive             # <<<<<<<<<<<<<<
  *         req.http_10 = http_10
  *         req.upgrade = parser.should_upgrade()
 */
-  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_keep_alive, __pyx_v_keep_alive) < (0)) __PYX_ERR(0, 365, __pyx_L1_error)
+  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_keep_alive, __pyx_v_keep_alive) < (0)) __PYX_ERR(0, 371, __pyx_L1_error)
 
-  /* "engine/http/_connection.pyx":366
+  /* "engine/http/_connection.pyx":372
  *         req.head_bytes = self.head_bytes
  *         req.keep_alive = keep_alive
  *         req.http_10 = http_10             # <<<<<<<<<<<<<<
  *         req.upgrade = parser.should_upgrade()
  *         if self.authority is not None:
 */
-  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_http_10, __pyx_v_http_10) < (0)) __PYX_ERR(0, 366, __pyx_L1_error)
+  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_http_10, __pyx_v_http_10) < (0)) __PYX_ERR(0, 372, __pyx_L1_error)
 
-  /* "engine/http/_connection.pyx":367
+  /* "engine/http/_connection.pyx":373
  *         req.keep_alive = keep_alive
  *         req.http_10 = http_10
  *         req.upgrade = parser.should_upgrade()             # <<<<<<<<<<<<<<
@@ -13597,13 +13797,13 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
     PyObject *__pyx_callargs[2] = {__pyx_t_1, NULL};
     __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_should_upgrade, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 367, __pyx_L1_error)
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 373, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
   }
-  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade, __pyx_t_4) < (0)) __PYX_ERR(0, 367, __pyx_L1_error)
+  if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade, __pyx_t_4) < (0)) __PYX_ERR(0, 373, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":368
+  /* "engine/http/_connection.pyx":374
  *         req.http_10 = http_10
  *         req.upgrade = parser.should_upgrade()
  *         if self.authority is not None:             # <<<<<<<<<<<<<<
@@ -13614,7 +13814,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":369
+    /* "engine/http/_connection.pyx":375
  *         req.upgrade = parser.should_upgrade()
  *         if self.authority is not None:
  *             req.headers[b"host"] = self.authority   # RFC 9112 3.2.2             # <<<<<<<<<<<<<<
@@ -13623,13 +13823,13 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
 */
     __pyx_t_4 = __pyx_v_self->authority;
     __Pyx_INCREF(__pyx_t_4);
-    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_headers); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 369, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_headers); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 375, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
-    if (unlikely((PyObject_SetItem(__pyx_t_1, __pyx_mstate_global->__pyx_n_b_host, __pyx_t_4) < 0))) __PYX_ERR(0, 369, __pyx_L1_error)
+    if (unlikely((PyObject_SetItem(__pyx_t_1, __pyx_mstate_global->__pyx_n_b_host, __pyx_t_4) < 0))) __PYX_ERR(0, 375, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-    /* "engine/http/_connection.pyx":368
+    /* "engine/http/_connection.pyx":374
  *         req.http_10 = http_10
  *         req.upgrade = parser.should_upgrade()
  *         if self.authority is not None:             # <<<<<<<<<<<<<<
@@ -13638,7 +13838,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
 */
   }
 
-  /* "engine/http/_connection.pyx":370
+  /* "engine/http/_connection.pyx":376
  *         if self.authority is not None:
  *             req.headers[b"host"] = self.authority   # RFC 9112 3.2.2
  *         answer = self.app.route_head(self, req)             # <<<<<<<<<<<<<<
@@ -13652,13 +13852,13 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
     PyObject *__pyx_callargs[3] = {__pyx_t_1, ((PyObject *)__pyx_v_self), __pyx_v_req};
     __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_route_head, __pyx_callargs+__pyx_t_5, (3-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 370, __pyx_L1_error)
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 376, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
   }
   __pyx_v_answer = __pyx_t_4;
   __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":371
+  /* "engine/http/_connection.pyx":377
  *             req.headers[b"host"] = self.authority   # RFC 9112 3.2.2
  *         answer = self.app.route_head(self, req)
  *         if answer is not None:          # streamed (proxied): the body goes to it             # <<<<<<<<<<<<<<
@@ -13669,16 +13869,16 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":372
+    /* "engine/http/_connection.pyx":378
  *         answer = self.app.route_head(self, req)
  *         if answer is not None:          # streamed (proxied): the body goes to it
  *             keep = req.keep_alive and not self.closing and not req.upgrade             # <<<<<<<<<<<<<<
  *             if answer.__class__ is bytes:
  *                 req.stream = _DISCARD
 */
-    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_keep_alive); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 372, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_keep_alive); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 378, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 372, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 378, __pyx_L1_error)
     if (__pyx_t_2) {
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     } else {
@@ -13692,21 +13892,21 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
     if (__pyx_t_2) {
 
     } else {
-      __pyx_t_1 = __Pyx_PyBool_FromLong(__pyx_t_2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 372, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyBool_FromLong(__pyx_t_2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 378, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
       __pyx_t_4 = __pyx_t_1;
       __pyx_t_1 = 0;
 
       goto __pyx_L7_bool_binop_done;
     }
-    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 372, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 378, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 372, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 378, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __pyx_t_6 = (!__pyx_t_2);
 
 
-    __pyx_t_1 = __Pyx_PyBool_FromLong(__pyx_t_6); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 372, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyBool_FromLong(__pyx_t_6); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 378, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __pyx_t_4 = __pyx_t_1;
     __pyx_t_1 = 0;
@@ -13715,40 +13915,40 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
     __pyx_v_keep = __pyx_t_4;
     __pyx_t_4 = 0;
 
-    /* "engine/http/_connection.pyx":373
+    /* "engine/http/_connection.pyx":379
  *         if answer is not None:          # streamed (proxied): the body goes to it
  *             keep = req.keep_alive and not self.closing and not req.upgrade
  *             if answer.__class__ is bytes:             # <<<<<<<<<<<<<<
  *                 req.stream = _DISCARD
  *                 self.answer_c(0, answer, False)
 */
-    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_answer, __pyx_mstate_global->__pyx_n_u_class); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 373, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_answer, __pyx_mstate_global->__pyx_n_u_class); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 379, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_t_6 = (__pyx_t_4 == ((PyObject *)(&PyBytes_Type)));
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
     if (__pyx_t_6) {
 
 
-      /* "engine/http/_connection.pyx":374
+      /* "engine/http/_connection.pyx":380
  *             keep = req.keep_alive and not self.closing and not req.upgrade
  *             if answer.__class__ is bytes:
  *                 req.stream = _DISCARD             # <<<<<<<<<<<<<<
  *                 self.answer_c(0, answer, False)
  *             else:
 */
-      if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream, __pyx_v_6engine_4http_11_connection__DISCARD) < (0)) __PYX_ERR(0, 374, __pyx_L1_error)
+      if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream, __pyx_v_6engine_4http_11_connection__DISCARD) < (0)) __PYX_ERR(0, 380, __pyx_L1_error)
 
-      /* "engine/http/_connection.pyx":375
+      /* "engine/http/_connection.pyx":381
  *             if answer.__class__ is bytes:
  *                 req.stream = _DISCARD
  *                 self.answer_c(0, answer, False)             # <<<<<<<<<<<<<<
  *             else:
  *                 req.stream = answer
 */
-      __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, 0, __pyx_v_answer, 0); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 375, __pyx_L1_error)
+      __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, 0, __pyx_v_answer, 0); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 381, __pyx_L1_error)
 
 
-      /* "engine/http/_connection.pyx":373
+      /* "engine/http/_connection.pyx":379
  *         if answer is not None:          # streamed (proxied): the body goes to it
  *             keep = req.keep_alive and not self.closing and not req.upgrade
  *             if answer.__class__ is bytes:             # <<<<<<<<<<<<<<
@@ -13758,7 +13958,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
       goto __pyx_L10;
     }
 
-    /* "engine/http/_connection.pyx":377
+    /* "engine/http/_connection.pyx":383
  *                 self.answer_c(0, answer, False)
  *             else:
  *                 req.stream = answer             # <<<<<<<<<<<<<<
@@ -13766,23 +13966,23 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
  *             return
 */
     /*else*/ {
-      if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream, __pyx_v_answer) < (0)) __PYX_ERR(0, 377, __pyx_L1_error)
+      if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream, __pyx_v_answer) < (0)) __PYX_ERR(0, 383, __pyx_L1_error)
 
-      /* "engine/http/_connection.pyx":378
+      /* "engine/http/_connection.pyx":384
  *             else:
  *                 req.stream = answer
  *                 self.answer_c(0, answer, keep)             # <<<<<<<<<<<<<<
  *             return
  *         self._check_body_head(req.headers.get(b"content-length"), req.headers.get(b"expect"))
 */
-      __pyx_t_6 = __Pyx_PyObject_IsTrue(__pyx_v_keep); if (unlikely((__pyx_t_6 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 378, __pyx_L1_error)
-      __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, 0, __pyx_v_answer, __pyx_t_6); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 378, __pyx_L1_error)
+      __pyx_t_6 = __Pyx_PyObject_IsTrue(__pyx_v_keep); if (unlikely((__pyx_t_6 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 384, __pyx_L1_error)
+      __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, 0, __pyx_v_answer, __pyx_t_6); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 384, __pyx_L1_error)
 
 
     }
     __pyx_L10:;
 
-    /* "engine/http/_connection.pyx":379
+    /* "engine/http/_connection.pyx":385
  *                 req.stream = answer
  *                 self.answer_c(0, answer, keep)
  *             return             # <<<<<<<<<<<<<<
@@ -13799,7 +13999,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":371
+    /* "engine/http/_connection.pyx":377
  *             req.headers[b"host"] = self.authority   # RFC 9112 3.2.2
  *         answer = self.app.route_head(self, req)
  *         if answer is not None:          # streamed (proxied): the body goes to it             # <<<<<<<<<<<<<<
@@ -13808,7 +14008,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
 */
   }
 
-  /* "engine/http/_connection.pyx":380
+  /* "engine/http/_connection.pyx":386
  *                 self.answer_c(0, answer, keep)
  *             return
  *         self._check_body_head(req.headers.get(b"content-length"), req.headers.get(b"expect"))             # <<<<<<<<<<<<<<
@@ -13817,7 +14017,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
 */
   __pyx_t_1 = ((PyObject *)__pyx_v_self);
   __Pyx_INCREF(__pyx_t_1);
-  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_headers); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 380, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_headers); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 386, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __pyx_t_8 = __pyx_t_9;
   __Pyx_INCREF(__pyx_t_8);
@@ -13827,10 +14027,10 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
     __pyx_t_7 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 380, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 386, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
   }
-  __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_headers); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 380, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_headers); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 386, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_10);
   __pyx_t_8 = __pyx_t_10;
   __Pyx_INCREF(__pyx_t_8);
@@ -13840,7 +14040,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
     __pyx_t_9 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
-    if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 380, __pyx_L1_error)
+    if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 386, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
   }
   __pyx_t_5 = 0;
@@ -13850,12 +14050,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
     __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 380, __pyx_L1_error)
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 386, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
   }
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":349
+  /* "engine/http/_connection.pyx":355
  *         return 0
  * 
  *     def on_headers_complete(self):             # <<<<<<<<<<<<<<
@@ -13887,7 +14087,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_20on_head
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":382
+/* "engine/http/_connection.pyx":388
  *         self._check_body_head(req.headers.get(b"content-length"), req.headers.get(b"expect"))
  * 
  *     def _origin_form(self):             # <<<<<<<<<<<<<<
@@ -13964,7 +14164,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_origin_form", 0);
 
-  /* "engine/http/_connection.pyx":387
+  /* "engine/http/_connection.pyx":393
  *         Anything else that does not start with "/" is left to the routes
  *         (404, or the proxy's answer)."""
  *         url = self.url             # <<<<<<<<<<<<<<
@@ -13976,23 +14176,23 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
   __pyx_v_url = ((PyObject*)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":388
+  /* "engine/http/_connection.pyx":394
  *         (404, or the proxy's answer)."""
  *         url = self.url
  *         scheme, sep, rest = url.partition(b"://")             # <<<<<<<<<<<<<<
  *         if not sep or scheme.lower() not in (b"http", b"https"):
  *             return
 */
-  __pyx_t_1 = __Pyx_CallUnboundCMethod1(&__pyx_mstate_global->__pyx_umethod_PyBytes_Type__partition, __pyx_v_url, __pyx_mstate_global->__pyx_kp_b__6); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 388, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_CallUnboundCMethod1(&__pyx_mstate_global->__pyx_umethod_PyBytes_Type__partition, __pyx_v_url, __pyx_mstate_global->__pyx_kp_b__6); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 394, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  if (!(likely(PyTuple_CheckExact(__pyx_t_1)) || __Pyx_RaiseUnexpectedTypeError("tuple", __pyx_t_1))) __PYX_ERR(0, 388, __pyx_L1_error)
+  if (!(likely(PyTuple_CheckExact(__pyx_t_1)) || __Pyx_RaiseUnexpectedTypeError("tuple", __pyx_t_1))) __PYX_ERR(0, 394, __pyx_L1_error)
   if (1) {
     PyObject* sequence = __pyx_t_1;
     Py_ssize_t size = __Pyx_PyTuple_GET_SIZE(sequence);
     if (unlikely(size != 3)) {
       if (size > 3) __Pyx_RaiseTooManyValuesError(3);
       else if (size >= 0) __Pyx_RaiseNeedMoreValuesError(size);
-      __PYX_ERR(0, 388, __pyx_L1_error)
+      __PYX_ERR(0, 394, __pyx_L1_error)
     }
     #if CYTHON_ASSUME_SAFE_MACROS && !CYTHON_AVOID_BORROWED_REFS
     __pyx_t_2 = PyTuple_GET_ITEM(sequence, 0);
@@ -14002,18 +14202,18 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
     __pyx_t_4 = PyTuple_GET_ITEM(sequence, 2);
     __Pyx_INCREF(__pyx_t_4);
     #else
-    __pyx_t_2 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 388, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 394, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_3 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 388, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 394, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_4 = __Pyx_PySequence_ITEM(sequence, 2); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 388, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PySequence_ITEM(sequence, 2); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 394, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     #endif
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   }
-  if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(0, 388, __pyx_L1_error)
-  if (!(likely(PyBytes_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_3))) __PYX_ERR(0, 388, __pyx_L1_error)
-  if (!(likely(PyBytes_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_4))) __PYX_ERR(0, 388, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(0, 394, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_3))) __PYX_ERR(0, 394, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_4))) __PYX_ERR(0, 394, __pyx_L1_error)
   __pyx_v_scheme = ((PyObject*)__pyx_t_2);
   __pyx_t_2 = 0;
   __pyx_v_sep = ((PyObject*)__pyx_t_3);
@@ -14021,7 +14221,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
   __pyx_v_rest = ((PyObject*)__pyx_t_4);
   __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":389
+  /* "engine/http/_connection.pyx":395
  *         url = self.url
  *         scheme, sep, rest = url.partition(b"://")
  *         if not sep or scheme.lower() not in (b"http", b"https"):             # <<<<<<<<<<<<<<
@@ -14032,7 +14232,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyBytes_GET_SIZE(__pyx_v_sep);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(0, 389, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(0, 395, __pyx_L1_error)
     __pyx_t_6 = (__pyx_temp != 0);
   }
 
@@ -14047,10 +14247,10 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
 
     goto __pyx_L4_bool_binop_done;
   }
-  __pyx_t_1 = __Pyx_CallUnboundCMethod0(&__pyx_mstate_global->__pyx_umethod_PyBytes_Type__lower, __pyx_v_scheme); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 389, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_CallUnboundCMethod0(&__pyx_mstate_global->__pyx_umethod_PyBytes_Type__lower, __pyx_v_scheme); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 395, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  if (!(likely(PyBytes_CheckExact(__pyx_t_1)) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 389, __pyx_L1_error)
-  __pyx_t_6 = __Pyx_PyObject_CompareBoolNe_bytes_bytes(__pyx_t_1, __pyx_mstate_global->__pyx_n_b_http, Py_NE); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 389, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_1)) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_1))) __PYX_ERR(0, 395, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_CompareBoolNe_bytes_bytes(__pyx_t_1, __pyx_mstate_global->__pyx_n_b_http, Py_NE); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 395, __pyx_L1_error)
   if (__pyx_t_6) {
 
   } else {
@@ -14059,7 +14259,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
 
     goto __pyx_L6_bool_binop_done;
   }
-  __pyx_t_6 = __Pyx_PyObject_CompareBoolNe_bytes_bytes(__pyx_t_1, __pyx_mstate_global->__pyx_n_b_https, Py_NE); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 389, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_CompareBoolNe_bytes_bytes(__pyx_t_1, __pyx_mstate_global->__pyx_n_b_https, Py_NE); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 395, __pyx_L1_error)
 
   __pyx_t_7 = __pyx_t_6;
 
@@ -14075,7 +14275,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
   if (__pyx_t_5) {
 
 
-    /* "engine/http/_connection.pyx":390
+    /* "engine/http/_connection.pyx":396
  *         scheme, sep, rest = url.partition(b"://")
  *         if not sep or scheme.lower() not in (b"http", b"https"):
  *             return             # <<<<<<<<<<<<<<
@@ -14092,7 +14292,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":389
+    /* "engine/http/_connection.pyx":395
  *         url = self.url
  *         scheme, sep, rest = url.partition(b"://")
  *         if not sep or scheme.lower() not in (b"http", b"https"):             # <<<<<<<<<<<<<<
@@ -14101,7 +14301,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
 */
   }
 
-  /* "engine/http/_connection.pyx":391
+  /* "engine/http/_connection.pyx":397
  *         if not sep or scheme.lower() not in (b"http", b"https"):
  *             return
  *         end = len(rest)             # <<<<<<<<<<<<<<
@@ -14110,16 +14310,16 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
 */
   if (unlikely(__pyx_v_rest == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(0, 391, __pyx_L1_error)
+    __PYX_ERR(0, 397, __pyx_L1_error)
   }
-  __pyx_t_8 = __Pyx_PyBytes_GET_SIZE(__pyx_v_rest); if (unlikely(__pyx_t_8 == ((Py_ssize_t)-1))) __PYX_ERR(0, 391, __pyx_L1_error)
-  __pyx_t_1 = PyLong_FromSsize_t(__pyx_t_8); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 391, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyBytes_GET_SIZE(__pyx_v_rest); if (unlikely(__pyx_t_8 == ((Py_ssize_t)-1))) __PYX_ERR(0, 397, __pyx_L1_error)
+  __pyx_t_1 = PyLong_FromSsize_t(__pyx_t_8); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 397, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
 
   __pyx_v_end = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":392
+  /* "engine/http/_connection.pyx":398
  *             return
  *         end = len(rest)
  *         for i, c in enumerate(rest):             # <<<<<<<<<<<<<<
@@ -14128,16 +14328,16 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
 */
   __Pyx_INCREF(__pyx_mstate_global->__pyx_int_0);
   __pyx_t_1 = __pyx_mstate_global->__pyx_int_0;
-  __pyx_t_4 = PyObject_GetIter(__pyx_v_rest); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 392, __pyx_L1_error)
+  __pyx_t_4 = PyObject_GetIter(__pyx_v_rest); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 398, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_9 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_4); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 392, __pyx_L1_error)
+  __pyx_t_9 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_4); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 398, __pyx_L1_error)
   for (;;) {
     {
       __pyx_t_3 = __pyx_t_9(__pyx_t_4);
       if (unlikely(!__pyx_t_3)) {
         PyObject* exc_type = PyErr_Occurred();
         if (exc_type) {
-          if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 392, __pyx_L1_error)
+          if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 398, __pyx_L1_error)
           PyErr_Clear();
         }
         break;
@@ -14148,20 +14348,20 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
     __pyx_t_3 = 0;
     __Pyx_INCREF(__pyx_t_1);
     __Pyx_XDECREF_SET(__pyx_v_i, __pyx_t_1);
-    __pyx_t_3 = __Pyx_PyLong_AddObjC(__pyx_t_1, __pyx_mstate_global->__pyx_int_1, 1, 0, 0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 392, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyLong_AddObjC(__pyx_t_1, __pyx_mstate_global->__pyx_int_1, 1, 0, 0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 398, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_1);
     __pyx_t_1 = __pyx_t_3;
     __pyx_t_3 = 0;
 
-    /* "engine/http/_connection.pyx":393
+    /* "engine/http/_connection.pyx":399
  *         end = len(rest)
  *         for i, c in enumerate(rest):
  *             if c == 47 or c == 63:      # "/" or "?"             # <<<<<<<<<<<<<<
  *                 end = i
  *                 break
 */
-    __pyx_t_6 = (__Pyx_PyLong_BoolEqObjC(__pyx_v_c, __pyx_mstate_global->__pyx_int_47, 47, 0)); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 393, __pyx_L1_error)
+    __pyx_t_6 = (__Pyx_PyLong_BoolEqObjC(__pyx_v_c, __pyx_mstate_global->__pyx_int_47, 47, 0)); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 399, __pyx_L1_error)
     if (!__pyx_t_6) {
 
     } else {
@@ -14170,7 +14370,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
 
       goto __pyx_L11_bool_binop_done;
     }
-    __pyx_t_6 = (__Pyx_PyLong_BoolEqObjC(__pyx_v_c, __pyx_mstate_global->__pyx_int_63, 63, 0)); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 393, __pyx_L1_error)
+    __pyx_t_6 = (__Pyx_PyLong_BoolEqObjC(__pyx_v_c, __pyx_mstate_global->__pyx_int_63, 63, 0)); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 399, __pyx_L1_error)
 
     __pyx_t_5 = __pyx_t_6;
 
@@ -14178,7 +14378,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
     if (__pyx_t_5) {
 
 
-      /* "engine/http/_connection.pyx":394
+      /* "engine/http/_connection.pyx":400
  *         for i, c in enumerate(rest):
  *             if c == 47 or c == 63:      # "/" or "?"
  *                 end = i             # <<<<<<<<<<<<<<
@@ -14188,7 +14388,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
       __Pyx_INCREF(__pyx_v_i);
       __Pyx_DECREF_SET(__pyx_v_end, __pyx_v_i);
 
-      /* "engine/http/_connection.pyx":395
+      /* "engine/http/_connection.pyx":401
  *             if c == 47 or c == 63:      # "/" or "?"
  *                 end = i
  *                 break             # <<<<<<<<<<<<<<
@@ -14197,7 +14397,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
 */
       goto __pyx_L9_break;
 
-      /* "engine/http/_connection.pyx":393
+      /* "engine/http/_connection.pyx":399
  *         end = len(rest)
  *         for i, c in enumerate(rest):
  *             if c == 47 or c == 63:      # "/" or "?"             # <<<<<<<<<<<<<<
@@ -14206,7 +14406,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
 */
     }
 
-    /* "engine/http/_connection.pyx":392
+    /* "engine/http/_connection.pyx":398
  *             return
  *         end = len(rest)
  *         for i, c in enumerate(rest):             # <<<<<<<<<<<<<<
@@ -14222,7 +14422,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
   __pyx_L13_for_end:;
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":396
+  /* "engine/http/_connection.pyx":402
  *                 end = i
  *                 break
  *         self.authority = rest[:end]             # <<<<<<<<<<<<<<
@@ -14231,7 +14431,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
 */
   if (unlikely(__pyx_v_rest == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-    __PYX_ERR(0, 396, __pyx_L1_error)
+    __PYX_ERR(0, 402, __pyx_L1_error)
   }
   __Pyx_INCREF(__pyx_v_end);
   __pyx_t_1 = __pyx_v_end;
@@ -14240,12 +14440,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
 
     __pyx_t_8 = PY_SSIZE_T_MAX;
   } else {
-    __pyx_t_10 = __Pyx_PyIndex_AsSsize_t(__pyx_t_1); if (unlikely((__pyx_t_10 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 396, __pyx_L1_error)
+    __pyx_t_10 = __Pyx_PyIndex_AsSsize_t(__pyx_t_1); if (unlikely((__pyx_t_10 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 402, __pyx_L1_error)
     __pyx_t_8 = __pyx_t_10;
   }
 
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_1 = PySequence_GetSlice(__pyx_v_rest, 0, __pyx_t_8); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 396, __pyx_L1_error)
+  __pyx_t_1 = PySequence_GetSlice(__pyx_v_rest, 0, __pyx_t_8); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 402, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
 
   __Pyx_GIVEREF(__pyx_t_1);
@@ -14253,7 +14453,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
   __Pyx_DECREF_SET(__pyx_v_self->authority, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":397
+  /* "engine/http/_connection.pyx":403
  *                 break
  *         self.authority = rest[:end]
  *         path = rest[end:]             # <<<<<<<<<<<<<<
@@ -14262,7 +14462,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
 */
   if (unlikely(__pyx_v_rest == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-    __PYX_ERR(0, 397, __pyx_L1_error)
+    __PYX_ERR(0, 403, __pyx_L1_error)
   }
   __Pyx_INCREF(__pyx_v_end);
   __pyx_t_1 = __pyx_v_end;
@@ -14271,33 +14471,33 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
 
     __pyx_t_8 = 0;
   } else {
-    __pyx_t_10 = __Pyx_PyIndex_AsSsize_t(__pyx_t_1); if (unlikely((__pyx_t_10 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 397, __pyx_L1_error)
+    __pyx_t_10 = __Pyx_PyIndex_AsSsize_t(__pyx_t_1); if (unlikely((__pyx_t_10 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 403, __pyx_L1_error)
     __pyx_t_8 = __pyx_t_10;
   }
 
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_1 = PySequence_GetSlice(__pyx_v_rest, __pyx_t_8, PY_SSIZE_T_MAX); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 397, __pyx_L1_error)
+  __pyx_t_1 = PySequence_GetSlice(__pyx_v_rest, __pyx_t_8, PY_SSIZE_T_MAX); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 403, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
 
   __pyx_v_path = ((PyObject*)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":398
+  /* "engine/http/_connection.pyx":404
  *         self.authority = rest[:end]
  *         path = rest[end:]
  *         self.url = path if path[:1] == b"/" else b"/" + path             # <<<<<<<<<<<<<<
  * 
  *     def _check_host(self, http_10):
 */
-  __pyx_t_4 = PySequence_GetSlice(__pyx_v_path, 0, 1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 398, __pyx_L1_error)
+  __pyx_t_4 = PySequence_GetSlice(__pyx_v_path, 0, 1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 404, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __Pyx_PyObject_CompareBoolEq_bytes_bytes(__pyx_t_4, __pyx_mstate_global->__pyx_kp_b__3, Py_EQ); if (unlikely((__pyx_t_5 < 0))) __PYX_ERR(0, 398, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_CompareBoolEq_bytes_bytes(__pyx_t_4, __pyx_mstate_global->__pyx_kp_b__3, Py_EQ); if (unlikely((__pyx_t_5 < 0))) __PYX_ERR(0, 404, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   if (__pyx_t_5) {
     __Pyx_INCREF(__pyx_v_path);
     __pyx_t_1 = __pyx_v_path;
   } else {
-    __pyx_t_4 = PyNumber_Add(__pyx_mstate_global->__pyx_kp_b__3, __pyx_v_path); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 398, __pyx_L1_error)
+    __pyx_t_4 = PyNumber_Add(__pyx_mstate_global->__pyx_kp_b__3, __pyx_v_path); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 404, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_t_1 = __pyx_t_4;
     __pyx_t_4 = 0;
@@ -14308,7 +14508,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
   __Pyx_DECREF_SET(__pyx_v_self->url, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":382
+  /* "engine/http/_connection.pyx":388
  *         self._check_body_head(req.headers.get(b"content-length"), req.headers.get(b"expect"))
  * 
  *     def _origin_form(self):             # <<<<<<<<<<<<<<
@@ -14340,7 +14540,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_22_origin
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":400
+/* "engine/http/_connection.pyx":406
  *         self.url = path if path[:1] == b"/" else b"/" + path
  * 
  *     def _check_host(self, http_10):             # <<<<<<<<<<<<<<
@@ -14387,32 +14587,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_http_10,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 400, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 406, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 400, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 406, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_check_host", 0) < (0)) __PYX_ERR(0, 400, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_check_host", 0) < (0)) __PYX_ERR(0, 406, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_check_host", 1, 1, 1, i); __PYX_ERR(0, 400, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_check_host", 1, 1, 1, i); __PYX_ERR(0, 406, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 400, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 406, __pyx_L3_error)
     }
     __pyx_v_http_10 = values[0];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("_check_host", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 400, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("_check_host", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 406, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -14446,7 +14646,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24_check_
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_check_host", 0);
 
-  /* "engine/http/_connection.pyx":402
+  /* "engine/http/_connection.pyx":408
  *     def _check_host(self, http_10):
  *         # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0)
  *         if self.hosts > 1:             # <<<<<<<<<<<<<<
@@ -14458,23 +14658,23 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24_check_
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "engine/http/_connection.pyx":403
+    /* "engine/http/_connection.pyx":409
  *         # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0)
  *         if self.hosts > 1:
  *             raise RequestRefused(400, "more than one Host header")             # <<<<<<<<<<<<<<
  *         if not http_10 and not self.hosts:
  *             raise RequestRefused(400, "missing Host header")
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 403, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 409, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_3 = __Pyx_PyObject_Call(__pyx_t_2, __pyx_mstate_global->__pyx_tuple[4], NULL); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 403, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyObject_Call(__pyx_t_2, __pyx_mstate_global->__pyx_tuple[4], NULL); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 409, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_Raise(__pyx_t_3, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __PYX_ERR(0, 403, __pyx_L1_error)
+    __PYX_ERR(0, 409, __pyx_L1_error)
 
-    /* "engine/http/_connection.pyx":402
+    /* "engine/http/_connection.pyx":408
  *     def _check_host(self, http_10):
  *         # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0)
  *         if self.hosts > 1:             # <<<<<<<<<<<<<<
@@ -14483,14 +14683,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24_check_
 */
   }
 
-  /* "engine/http/_connection.pyx":404
+  /* "engine/http/_connection.pyx":410
  *         if self.hosts > 1:
  *             raise RequestRefused(400, "more than one Host header")
  *         if not http_10 and not self.hosts:             # <<<<<<<<<<<<<<
  *             raise RequestRefused(400, "missing Host header")
  * 
 */
-  __pyx_t_4 = __Pyx_PyObject_IsTrue(__pyx_v_http_10); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(0, 404, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_IsTrue(__pyx_v_http_10); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(0, 410, __pyx_L1_error)
   __pyx_t_5 = (!__pyx_t_4);
 
 
@@ -14511,23 +14711,23 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24_check_
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "engine/http/_connection.pyx":405
+    /* "engine/http/_connection.pyx":411
  *             raise RequestRefused(400, "more than one Host header")
  *         if not http_10 and not self.hosts:
  *             raise RequestRefused(400, "missing Host header")             # <<<<<<<<<<<<<<
  * 
  *     def _check_body_head(self, length, expect):
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 405, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 411, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_3, __pyx_mstate_global->__pyx_tuple[5], NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 405, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_3, __pyx_mstate_global->__pyx_tuple[5], NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 411, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_Raise(__pyx_t_2, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    __PYX_ERR(0, 405, __pyx_L1_error)
+    __PYX_ERR(0, 411, __pyx_L1_error)
 
-    /* "engine/http/_connection.pyx":404
+    /* "engine/http/_connection.pyx":410
  *         if self.hosts > 1:
  *             raise RequestRefused(400, "more than one Host header")
  *         if not http_10 and not self.hosts:             # <<<<<<<<<<<<<<
@@ -14536,7 +14736,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24_check_
 */
   }
 
-  /* "engine/http/_connection.pyx":400
+  /* "engine/http/_connection.pyx":406
  *         self.url = path if path[:1] == b"/" else b"/" + path
  * 
  *     def _check_host(self, http_10):             # <<<<<<<<<<<<<<
@@ -14558,7 +14758,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_24_check_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":407
+/* "engine/http/_connection.pyx":413
  *             raise RequestRefused(400, "missing Host header")
  * 
  *     def _check_body_head(self, length, expect):             # <<<<<<<<<<<<<<
@@ -14606,39 +14806,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_length,&__pyx_mstate_global->__pyx_n_u_expect,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 407, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 413, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 407, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 413, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 407, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 413, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_check_body_head", 0) < (0)) __PYX_ERR(0, 407, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_check_body_head", 0) < (0)) __PYX_ERR(0, 413, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_check_body_head", 1, 2, 2, i); __PYX_ERR(0, 407, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_check_body_head", 1, 2, 2, i); __PYX_ERR(0, 413, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 407, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 413, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 407, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 413, __pyx_L3_error)
     }
     __pyx_v_length = values[0];
     __pyx_v_expect = values[1];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("_check_body_head", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 407, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("_check_body_head", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 413, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -14673,7 +14873,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_check_body_head", 0);
 
-  /* "engine/http/_connection.pyx":408
+  /* "engine/http/_connection.pyx":414
  * 
  *     def _check_body_head(self, length, expect):
  *         if length is not None and length.isdigit() and \             # <<<<<<<<<<<<<<
@@ -14696,10 +14896,10 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_
     PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
     __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_isdigit, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 408, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 414, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 408, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 414, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_2) {
 
@@ -14710,18 +14910,18 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_
     goto __pyx_L4_bool_binop_done;
   }
 
-  /* "engine/http/_connection.pyx":409
+  /* "engine/http/_connection.pyx":415
  *     def _check_body_head(self, length, expect):
  *         if length is not None and length.isdigit() and \
  *                 int(length) > self.registry.max_body_bytes:             # <<<<<<<<<<<<<<
  *             raise RequestRefused(413, "body too large")
  *         if expect is not None and expect.lower() == b"100-continue" and not self.pending:
 */
-  __pyx_t_3 = __Pyx_PyNumber_Int(__pyx_v_length); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 409, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyNumber_Int(__pyx_v_length); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 415, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = PyLong_FromSsize_t(__pyx_v_self->registry->max_body_bytes); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 409, __pyx_L1_error)
+  __pyx_t_4 = PyLong_FromSsize_t(__pyx_v_self->registry->max_body_bytes); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 415, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_2 = __Pyx_PyObject_CompareBoolGt_int_int(__pyx_t_3, __pyx_t_4, Py_GT); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 409, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_CompareBoolGt_int_int(__pyx_t_3, __pyx_t_4, Py_GT); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 415, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
@@ -14729,7 +14929,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_
 
   __pyx_L4_bool_binop_done:;
 
-  /* "engine/http/_connection.pyx":408
+  /* "engine/http/_connection.pyx":414
  * 
  *     def _check_body_head(self, length, expect):
  *         if length is not None and length.isdigit() and \             # <<<<<<<<<<<<<<
@@ -14739,23 +14939,23 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "engine/http/_connection.pyx":410
+    /* "engine/http/_connection.pyx":416
  *         if length is not None and length.isdigit() and \
  *                 int(length) > self.registry.max_body_bytes:
  *             raise RequestRefused(413, "body too large")             # <<<<<<<<<<<<<<
  *         if expect is not None and expect.lower() == b"100-continue" and not self.pending:
  *             self.transport.write(_CONTINUE)
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 410, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 416, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_3 = __Pyx_PyObject_Call(__pyx_t_4, __pyx_mstate_global->__pyx_tuple[0], NULL); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 410, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyObject_Call(__pyx_t_4, __pyx_mstate_global->__pyx_tuple[0], NULL); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 416, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_Raise(__pyx_t_3, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __PYX_ERR(0, 410, __pyx_L1_error)
+    __PYX_ERR(0, 416, __pyx_L1_error)
 
-    /* "engine/http/_connection.pyx":408
+    /* "engine/http/_connection.pyx":414
  * 
  *     def _check_body_head(self, length, expect):
  *         if length is not None and length.isdigit() and \             # <<<<<<<<<<<<<<
@@ -14764,7 +14964,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_
 */
   }
 
-  /* "engine/http/_connection.pyx":411
+  /* "engine/http/_connection.pyx":417
  *                 int(length) > self.registry.max_body_bytes:
  *             raise RequestRefused(413, "body too large")
  *         if expect is not None and expect.lower() == b"100-continue" and not self.pending:             # <<<<<<<<<<<<<<
@@ -14787,10 +14987,10 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_
     PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
     __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_lower, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 411, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 417, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
-  __pyx_t_2 = __Pyx_PyObject_CompareBoolEq_object_bytes(__pyx_t_3, __pyx_mstate_global->__pyx_kp_b_100_continue, Py_EQ); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 411, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_CompareBoolEq_object_bytes(__pyx_t_3, __pyx_mstate_global->__pyx_kp_b_100_continue, Py_EQ); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 417, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_2) {
 
@@ -14800,7 +15000,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_
 
     goto __pyx_L8_bool_binop_done;
   }
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 411, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 417, __pyx_L1_error)
   __pyx_t_6 = (!__pyx_t_2);
 
 
@@ -14811,7 +15011,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":412
+    /* "engine/http/_connection.pyx":418
  *             raise RequestRefused(413, "body too large")
  *         if expect is not None and expect.lower() == b"100-continue" and not self.pending:
  *             self.transport.write(_CONTINUE)             # <<<<<<<<<<<<<<
@@ -14825,12 +15025,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_
       PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_v_6engine_4http_11_connection__CONTINUE};
       __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_write, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 412, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 418, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-    /* "engine/http/_connection.pyx":411
+    /* "engine/http/_connection.pyx":417
  *                 int(length) > self.registry.max_body_bytes:
  *             raise RequestRefused(413, "body too large")
  *         if expect is not None and expect.lower() == b"100-continue" and not self.pending:             # <<<<<<<<<<<<<<
@@ -14839,7 +15039,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_
 */
   }
 
-  /* "engine/http/_connection.pyx":407
+  /* "engine/http/_connection.pyx":413
  *             raise RequestRefused(400, "missing Host header")
  * 
  *     def _check_body_head(self, length, expect):             # <<<<<<<<<<<<<<
@@ -14861,7 +15061,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_26_check_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":414
+/* "engine/http/_connection.pyx":420
  *             self.transport.write(_CONTINUE)
  * 
  *     def on_body(self, bytes body):             # <<<<<<<<<<<<<<
@@ -14908,32 +15108,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_body,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 414, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 420, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 414, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 420, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "on_body", 0) < (0)) __PYX_ERR(0, 414, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "on_body", 0) < (0)) __PYX_ERR(0, 420, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("on_body", 1, 1, 1, i); __PYX_ERR(0, 414, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("on_body", 1, 1, 1, i); __PYX_ERR(0, 420, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 414, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 420, __pyx_L3_error)
     }
     __pyx_v_body = ((PyObject*)values[0]);
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("on_body", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 414, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("on_body", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 420, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -14944,7 +15144,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_body), (&PyBytes_Type), 1, "body", 1))) __PYX_ERR(0, 414, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_body), (&PyBytes_Type), 1, "body", 1))) __PYX_ERR(0, 420, __pyx_L1_error)
   __pyx_r = __pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body(((struct __pyx_obj_6engine_4http_11_connection_HttpConnection *)__pyx_v_self), __pyx_v_body);
 
   /* function exit code */
@@ -14980,7 +15180,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("on_body", 0);
 
-  /* "engine/http/_connection.pyx":415
+  /* "engine/http/_connection.pyx":421
  * 
  *     def on_body(self, bytes body):
  *         req = self.request             # <<<<<<<<<<<<<<
@@ -14992,7 +15192,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
   __pyx_v_req = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":416
+  /* "engine/http/_connection.pyx":422
  *     def on_body(self, bytes body):
  *         req = self.request
  *         if req is not None and req.stream is not None:             # <<<<<<<<<<<<<<
@@ -15008,7 +15208,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
 
     goto __pyx_L4_bool_binop_done;
   }
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 416, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 422, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_t_3 = (__pyx_t_1 != Py_None);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
@@ -15019,14 +15219,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":417
+    /* "engine/http/_connection.pyx":423
  *         req = self.request
  *         if req is not None and req.stream is not None:
  *             req.stream.feed(body)             # <<<<<<<<<<<<<<
  *             self.deadline = self.registry.clock + self.registry.read_timeout
  *             return
 */
-    __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 417, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 423, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_t_4 = __pyx_t_5;
     __Pyx_INCREF(__pyx_t_4);
@@ -15036,12 +15236,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_feed, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 417, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 423, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":418
+    /* "engine/http/_connection.pyx":424
  *         if req is not None and req.stream is not None:
  *             req.stream.feed(body)
  *             self.deadline = self.registry.clock + self.registry.read_timeout             # <<<<<<<<<<<<<<
@@ -15050,7 +15250,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
 */
     __pyx_v_self->deadline = (__pyx_v_self->registry->clock + __pyx_v_self->registry->read_timeout);
 
-    /* "engine/http/_connection.pyx":419
+    /* "engine/http/_connection.pyx":425
  *             req.stream.feed(body)
  *             self.deadline = self.registry.clock + self.registry.read_timeout
  *             return             # <<<<<<<<<<<<<<
@@ -15067,7 +15267,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":416
+    /* "engine/http/_connection.pyx":422
  *     def on_body(self, bytes body):
  *         req = self.request
  *         if req is not None and req.stream is not None:             # <<<<<<<<<<<<<<
@@ -15076,7 +15276,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
 */
   }
 
-  /* "engine/http/_connection.pyx":420
+  /* "engine/http/_connection.pyx":426
  *             self.deadline = self.registry.clock + self.registry.read_timeout
  *             return
  *         self.body_size += PyBytes_GET_SIZE(body)             # <<<<<<<<<<<<<<
@@ -15085,7 +15285,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
 */
   __pyx_v_self->body_size = (__pyx_v_self->body_size + PyBytes_GET_SIZE(__pyx_v_body));
 
-  /* "engine/http/_connection.pyx":421
+  /* "engine/http/_connection.pyx":427
  *             return
  *         self.body_size += PyBytes_GET_SIZE(body)
  *         if self.body_size > self.registry.max_body_bytes:             # <<<<<<<<<<<<<<
@@ -15097,23 +15297,23 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "engine/http/_connection.pyx":422
+    /* "engine/http/_connection.pyx":428
  *         self.body_size += PyBytes_GET_SIZE(body)
  *         if self.body_size > self.registry.max_body_bytes:
  *             raise RequestRefused(413, "body too large")             # <<<<<<<<<<<<<<
  *         if self.body is None:
  *             self.body = [body]
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 422, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 428, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
-    __pyx_t_5 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[0], NULL); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 422, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[0], NULL); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 428, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_Raise(__pyx_t_5, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    __PYX_ERR(0, 422, __pyx_L1_error)
+    __PYX_ERR(0, 428, __pyx_L1_error)
 
-    /* "engine/http/_connection.pyx":421
+    /* "engine/http/_connection.pyx":427
  *             return
  *         self.body_size += PyBytes_GET_SIZE(body)
  *         if self.body_size > self.registry.max_body_bytes:             # <<<<<<<<<<<<<<
@@ -15122,7 +15322,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
 */
   }
 
-  /* "engine/http/_connection.pyx":423
+  /* "engine/http/_connection.pyx":429
  *         if self.body_size > self.registry.max_body_bytes:
  *             raise RequestRefused(413, "body too large")
  *         if self.body is None:             # <<<<<<<<<<<<<<
@@ -15133,24 +15333,24 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":424
+    /* "engine/http/_connection.pyx":430
  *             raise RequestRefused(413, "body too large")
  *         if self.body is None:
  *             self.body = [body]             # <<<<<<<<<<<<<<
  *         else:
  *             self.body.append(body)
 */
-    __pyx_t_5 = PyList_New(1); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 424, __pyx_L1_error)
+    __pyx_t_5 = PyList_New(1); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 430, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __Pyx_INCREF(__pyx_v_body);
     __Pyx_GIVEREF(__pyx_v_body);
-    if (__Pyx_PyList_SET_ITEM(__pyx_t_5, 0, __pyx_v_body) != (0)) __PYX_ERR(0, 424, __pyx_L1_error);
+    if (__Pyx_PyList_SET_ITEM(__pyx_t_5, 0, __pyx_v_body) != (0)) __PYX_ERR(0, 430, __pyx_L1_error);
     __Pyx_GIVEREF(__pyx_t_5);
     __Pyx_GOTREF(__pyx_v_self->body);
     __Pyx_DECREF_SET(__pyx_v_self->body, ((PyObject*)__pyx_t_5));
     __pyx_t_5 = 0;
 
-    /* "engine/http/_connection.pyx":423
+    /* "engine/http/_connection.pyx":429
  *         if self.body_size > self.registry.max_body_bytes:
  *             raise RequestRefused(413, "body too large")
  *         if self.body is None:             # <<<<<<<<<<<<<<
@@ -15160,7 +15360,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
     goto __pyx_L7;
   }
 
-  /* "engine/http/_connection.pyx":426
+  /* "engine/http/_connection.pyx":432
  *             self.body = [body]
  *         else:
  *             self.body.append(body)             # <<<<<<<<<<<<<<
@@ -15170,14 +15370,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
   /*else*/ {
     if (unlikely(__pyx_v_self->body == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-      __PYX_ERR(0, 426, __pyx_L1_error)
+      __PYX_ERR(0, 432, __pyx_L1_error)
     }
-    __pyx_t_7 = __Pyx_PyList_Append(__pyx_v_self->body, __pyx_v_body); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 426, __pyx_L1_error)
+    __pyx_t_7 = __Pyx_PyList_Append(__pyx_v_self->body, __pyx_v_body); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 432, __pyx_L1_error)
 
   }
   __pyx_L7:;
 
-  /* "engine/http/_connection.pyx":414
+  /* "engine/http/_connection.pyx":420
  *             self.transport.write(_CONTINUE)
  * 
  *     def on_body(self, bytes body):             # <<<<<<<<<<<<<<
@@ -15201,7 +15401,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_28on_body
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":428
+/* "engine/http/_connection.pyx":434
  *             self.body.append(body)
  * 
  *     def on_message_complete(self):             # <<<<<<<<<<<<<<
@@ -15271,7 +15471,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("on_message_complete", 0);
 
-  /* "engine/http/_connection.pyx":430
+  /* "engine/http/_connection.pyx":436
  *     def on_message_complete(self):
  *         cdef bint keep
  *         self.state = S_IDLE             # <<<<<<<<<<<<<<
@@ -15280,7 +15480,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
 */
   __pyx_v_self->state = __pyx_e_6engine_4http_11_connection_S_IDLE;
 
-  /* "engine/http/_connection.pyx":431
+  /* "engine/http/_connection.pyx":437
  *         cdef bint keep
  *         self.state = S_IDLE
  *         self.deadline = self.registry.clock + self.registry.idle_timeout             # <<<<<<<<<<<<<<
@@ -15289,7 +15489,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
 */
   __pyx_v_self->deadline = (__pyx_v_self->registry->clock + __pyx_v_self->registry->idle_timeout);
 
-  /* "engine/http/_connection.pyx":432
+  /* "engine/http/_connection.pyx":438
  *         self.state = S_IDLE
  *         self.deadline = self.registry.clock + self.registry.idle_timeout
  *         if self.is_fast:             # <<<<<<<<<<<<<<
@@ -15298,7 +15498,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
 */
   if (__pyx_v_self->is_fast) {
 
-    /* "engine/http/_connection.pyx":433
+    /* "engine/http/_connection.pyx":439
  *         self.deadline = self.registry.clock + self.registry.idle_timeout
  *         if self.is_fast:
  *             keep = self.keep_alive and not self.closing and not self.upgrade             # <<<<<<<<<<<<<<
@@ -15329,161 +15529,22 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
     __pyx_L4_bool_binop_done:;
     __pyx_v_keep = __pyx_t_1;
 
-    /* "engine/http/_connection.pyx":434
+    /* "engine/http/_connection.pyx":440
  *         if self.is_fast:
  *             keep = self.keep_alive and not self.closing and not self.upgrade
  *             self.fast.answer(self, keep)             # <<<<<<<<<<<<<<
  *             return
  *         req = self.request
 */
-    __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_FastRoutes *)__pyx_v_self->fast->__pyx_vtab)->answer(__pyx_v_self->fast, __pyx_v_self, __pyx_v_keep); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 434, __pyx_L1_error)
+    __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_FastRoutes *)__pyx_v_self->fast->__pyx_vtab)->answer(__pyx_v_self->fast, __pyx_v_self, __pyx_v_keep); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 440, __pyx_L1_error)
 
 
-    /* "engine/http/_connection.pyx":435
+    /* "engine/http/_connection.pyx":441
  *             keep = self.keep_alive and not self.closing and not self.upgrade
  *             self.fast.answer(self, keep)
  *             return             # <<<<<<<<<<<<<<
  *         req = self.request
  *         self.request = None
-*/
-    {
-      PyObject *__pyx_temp;
-      {
-        __pyx_temp = __pyx_r;
-        __pyx_r = Py_None; __Pyx_INCREF(Py_None);
-      }
-      __Pyx_XDECREF(__pyx_temp);
-    }
-    goto __pyx_L0;
-
-    /* "engine/http/_connection.pyx":432
- *         self.state = S_IDLE
- *         self.deadline = self.registry.clock + self.registry.idle_timeout
- *         if self.is_fast:             # <<<<<<<<<<<<<<
- *             keep = self.keep_alive and not self.closing and not self.upgrade
- *             self.fast.answer(self, keep)
-*/
-  }
-
-  /* "engine/http/_connection.pyx":436
- *             self.fast.answer(self, keep)
- *             return
- *         req = self.request             # <<<<<<<<<<<<<<
- *         self.request = None
- *         if req.stream is not None:
-*/
-  __pyx_t_4 = __pyx_v_self->request;
-  __Pyx_INCREF(__pyx_t_4);
-  __pyx_v_req = __pyx_t_4;
-  __pyx_t_4 = 0;
-
-  /* "engine/http/_connection.pyx":437
- *             return
- *         req = self.request
- *         self.request = None             # <<<<<<<<<<<<<<
- *         if req.stream is not None:
- *             req.stream.feed_eof()
-*/
-  __Pyx_INCREF(Py_None);
-  __Pyx_GIVEREF(Py_None);
-  __Pyx_GOTREF(__pyx_v_self->request);
-  __Pyx_DECREF_SET(__pyx_v_self->request, Py_None);
-
-  /* "engine/http/_connection.pyx":438
- *         req = self.request
- *         self.request = None
- *         if req.stream is not None:             # <<<<<<<<<<<<<<
- *             req.stream.feed_eof()
- *             if req.upgrade and req.stream is not _DISCARD:
-*/
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 438, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_1 = (__pyx_t_4 != Py_None);
-  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  if (__pyx_t_1) {
-
-
-    /* "engine/http/_connection.pyx":439
- *         self.request = None
- *         if req.stream is not None:
- *             req.stream.feed_eof()             # <<<<<<<<<<<<<<
- *             if req.upgrade and req.stream is not _DISCARD:
- *                 self.tunnel_to = req.stream
-*/
-    __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 439, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_6);
-    __pyx_t_5 = __pyx_t_6;
-    __Pyx_INCREF(__pyx_t_5);
-    __pyx_t_7 = 0;
-    {
-      PyObject *__pyx_callargs[2] = {__pyx_t_5, NULL};
-      __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_feed_eof, __pyx_callargs+__pyx_t_7, (1-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-      __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-      __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 439, __pyx_L1_error)
-      __Pyx_GOTREF(__pyx_t_4);
-    }
-    __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-
-    /* "engine/http/_connection.pyx":440
- *         if req.stream is not None:
- *             req.stream.feed_eof()
- *             if req.upgrade and req.stream is not _DISCARD:             # <<<<<<<<<<<<<<
- *                 self.tunnel_to = req.stream
- *             return
-*/
-    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 440, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 440, __pyx_L1_error)
-    __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (__pyx_t_2) {
-
-    } else {
-
-      __pyx_t_1 = __pyx_t_2;
-
-      goto __pyx_L9_bool_binop_done;
-    }
-    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 440, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_2 = (__pyx_t_4 != __pyx_v_6engine_4http_11_connection__DISCARD);
-    __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-
-    __pyx_t_1 = __pyx_t_2;
-
-    __pyx_L9_bool_binop_done:;
-    if (__pyx_t_1) {
-
-
-      /* "engine/http/_connection.pyx":441
- *             req.stream.feed_eof()
- *             if req.upgrade and req.stream is not _DISCARD:
- *                 self.tunnel_to = req.stream             # <<<<<<<<<<<<<<
- *             return
- *         if self.body is not None:
-*/
-      __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 441, __pyx_L1_error)
-      __Pyx_GOTREF(__pyx_t_4);
-      __Pyx_GIVEREF(__pyx_t_4);
-      __Pyx_GOTREF(__pyx_v_self->tunnel_to);
-      __Pyx_DECREF_SET(__pyx_v_self->tunnel_to, __pyx_t_4);
-      __pyx_t_4 = 0;
-
-      /* "engine/http/_connection.pyx":440
- *         if req.stream is not None:
- *             req.stream.feed_eof()
- *             if req.upgrade and req.stream is not _DISCARD:             # <<<<<<<<<<<<<<
- *                 self.tunnel_to = req.stream
- *             return
-*/
-    }
-
-    /* "engine/http/_connection.pyx":442
- *             if req.upgrade and req.stream is not _DISCARD:
- *                 self.tunnel_to = req.stream
- *             return             # <<<<<<<<<<<<<<
- *         if self.body is not None:
- *             req.body = b"".join(self.body)
 */
     {
       PyObject *__pyx_temp;
@@ -15496,6 +15557,145 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
     goto __pyx_L0;
 
     /* "engine/http/_connection.pyx":438
+ *         self.state = S_IDLE
+ *         self.deadline = self.registry.clock + self.registry.idle_timeout
+ *         if self.is_fast:             # <<<<<<<<<<<<<<
+ *             keep = self.keep_alive and not self.closing and not self.upgrade
+ *             self.fast.answer(self, keep)
+*/
+  }
+
+  /* "engine/http/_connection.pyx":442
+ *             self.fast.answer(self, keep)
+ *             return
+ *         req = self.request             # <<<<<<<<<<<<<<
+ *         self.request = None
+ *         if req.stream is not None:
+*/
+  __pyx_t_4 = __pyx_v_self->request;
+  __Pyx_INCREF(__pyx_t_4);
+  __pyx_v_req = __pyx_t_4;
+  __pyx_t_4 = 0;
+
+  /* "engine/http/_connection.pyx":443
+ *             return
+ *         req = self.request
+ *         self.request = None             # <<<<<<<<<<<<<<
+ *         if req.stream is not None:
+ *             req.stream.feed_eof()
+*/
+  __Pyx_INCREF(Py_None);
+  __Pyx_GIVEREF(Py_None);
+  __Pyx_GOTREF(__pyx_v_self->request);
+  __Pyx_DECREF_SET(__pyx_v_self->request, Py_None);
+
+  /* "engine/http/_connection.pyx":444
+ *         req = self.request
+ *         self.request = None
+ *         if req.stream is not None:             # <<<<<<<<<<<<<<
+ *             req.stream.feed_eof()
+ *             if req.upgrade and req.stream is not _DISCARD:
+*/
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 444, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  __pyx_t_1 = (__pyx_t_4 != Py_None);
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  if (__pyx_t_1) {
+
+
+    /* "engine/http/_connection.pyx":445
+ *         self.request = None
+ *         if req.stream is not None:
+ *             req.stream.feed_eof()             # <<<<<<<<<<<<<<
+ *             if req.upgrade and req.stream is not _DISCARD:
+ *                 self.tunnel_to = req.stream
+*/
+    __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 445, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_6);
+    __pyx_t_5 = __pyx_t_6;
+    __Pyx_INCREF(__pyx_t_5);
+    __pyx_t_7 = 0;
+    {
+      PyObject *__pyx_callargs[2] = {__pyx_t_5, NULL};
+      __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_feed_eof, __pyx_callargs+__pyx_t_7, (1-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
+      __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 445, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_4);
+    }
+    __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+
+    /* "engine/http/_connection.pyx":446
+ *         if req.stream is not None:
+ *             req.stream.feed_eof()
+ *             if req.upgrade and req.stream is not _DISCARD:             # <<<<<<<<<<<<<<
+ *                 self.tunnel_to = req.stream
+ *             return
+*/
+    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 446, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_4);
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 446, __pyx_L1_error)
+    __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+    if (__pyx_t_2) {
+
+    } else {
+
+      __pyx_t_1 = __pyx_t_2;
+
+      goto __pyx_L9_bool_binop_done;
+    }
+    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 446, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_4);
+    __pyx_t_2 = (__pyx_t_4 != __pyx_v_6engine_4http_11_connection__DISCARD);
+    __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+
+    __pyx_t_1 = __pyx_t_2;
+
+    __pyx_L9_bool_binop_done:;
+    if (__pyx_t_1) {
+
+
+      /* "engine/http/_connection.pyx":447
+ *             req.stream.feed_eof()
+ *             if req.upgrade and req.stream is not _DISCARD:
+ *                 self.tunnel_to = req.stream             # <<<<<<<<<<<<<<
+ *             return
+ *         if self.body is not None:
+*/
+      __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 447, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_4);
+      __Pyx_GIVEREF(__pyx_t_4);
+      __Pyx_GOTREF(__pyx_v_self->tunnel_to);
+      __Pyx_DECREF_SET(__pyx_v_self->tunnel_to, __pyx_t_4);
+      __pyx_t_4 = 0;
+
+      /* "engine/http/_connection.pyx":446
+ *         if req.stream is not None:
+ *             req.stream.feed_eof()
+ *             if req.upgrade and req.stream is not _DISCARD:             # <<<<<<<<<<<<<<
+ *                 self.tunnel_to = req.stream
+ *             return
+*/
+    }
+
+    /* "engine/http/_connection.pyx":448
+ *             if req.upgrade and req.stream is not _DISCARD:
+ *                 self.tunnel_to = req.stream
+ *             return             # <<<<<<<<<<<<<<
+ *         if self.body is not None:
+ *             req.body = b"".join(self.body)
+*/
+    {
+      PyObject *__pyx_temp;
+      {
+        __pyx_temp = __pyx_r;
+        __pyx_r = Py_None; __Pyx_INCREF(Py_None);
+      }
+      __Pyx_XDECREF(__pyx_temp);
+    }
+    goto __pyx_L0;
+
+    /* "engine/http/_connection.pyx":444
  *         req = self.request
  *         self.request = None
  *         if req.stream is not None:             # <<<<<<<<<<<<<<
@@ -15504,7 +15704,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
 */
   }
 
-  /* "engine/http/_connection.pyx":443
+  /* "engine/http/_connection.pyx":449
  *                 self.tunnel_to = req.stream
  *             return
  *         if self.body is not None:             # <<<<<<<<<<<<<<
@@ -15515,7 +15715,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":444
+    /* "engine/http/_connection.pyx":450
  *             return
  *         if self.body is not None:
  *             req.body = b"".join(self.body)             # <<<<<<<<<<<<<<
@@ -15524,25 +15724,25 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
 */
     __pyx_t_4 = __pyx_v_self->body;
     __Pyx_INCREF(__pyx_t_4);
-    __pyx_t_6 = __Pyx_PyBytes_Join(__pyx_mstate_global->__pyx_kp_b_, __pyx_t_4); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 444, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_PyBytes_Join(__pyx_mstate_global->__pyx_kp_b_, __pyx_t_4); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 450, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_body, __pyx_t_6) < (0)) __PYX_ERR(0, 444, __pyx_L1_error)
+    if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_body, __pyx_t_6) < (0)) __PYX_ERR(0, 450, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
 
-    /* "engine/http/_connection.pyx":445
+    /* "engine/http/_connection.pyx":451
  *         if self.body is not None:
  *             req.body = b"".join(self.body)
  *             req.body_size = self.body_size             # <<<<<<<<<<<<<<
  *         keep = req.keep_alive and not self.closing and not req.upgrade
  *         response = self.app.handle(self, req, keep)
 */
-    __pyx_t_6 = PyLong_FromSsize_t(__pyx_v_self->body_size); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 445, __pyx_L1_error)
+    __pyx_t_6 = PyLong_FromSsize_t(__pyx_v_self->body_size); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 451, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
-    if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_body_size, __pyx_t_6) < (0)) __PYX_ERR(0, 445, __pyx_L1_error)
+    if (__Pyx_PyObject_SetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_body_size, __pyx_t_6) < (0)) __PYX_ERR(0, 451, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
 
-    /* "engine/http/_connection.pyx":443
+    /* "engine/http/_connection.pyx":449
  *                 self.tunnel_to = req.stream
  *             return
  *         if self.body is not None:             # <<<<<<<<<<<<<<
@@ -15551,16 +15751,16 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
 */
   }
 
-  /* "engine/http/_connection.pyx":446
+  /* "engine/http/_connection.pyx":452
  *             req.body = b"".join(self.body)
  *             req.body_size = self.body_size
  *         keep = req.keep_alive and not self.closing and not req.upgrade             # <<<<<<<<<<<<<<
  *         response = self.app.handle(self, req, keep)
  *         self.answer_c(req.wait_epoch, response, keep)
 */
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_keep_alive); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 446, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_keep_alive); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 452, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_6); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 446, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_6); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 452, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
   if (__pyx_t_2) {
 
@@ -15580,9 +15780,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
 
     goto __pyx_L12_bool_binop_done;
   }
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 446, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_upgrade); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 452, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_6); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 446, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_6); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 452, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
   __pyx_t_8 = (!__pyx_t_2);
 
@@ -15593,7 +15793,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
   __pyx_L12_bool_binop_done:;
   __pyx_v_keep = __pyx_t_1;
 
-  /* "engine/http/_connection.pyx":447
+  /* "engine/http/_connection.pyx":453
  *             req.body_size = self.body_size
  *         keep = req.keep_alive and not self.closing and not req.upgrade
  *         response = self.app.handle(self, req, keep)             # <<<<<<<<<<<<<<
@@ -15602,7 +15802,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
 */
   __pyx_t_4 = __pyx_v_self->app;
   __Pyx_INCREF(__pyx_t_4);
-  __pyx_t_5 = __Pyx_PyBool_FromLong(__pyx_v_keep); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 447, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyBool_FromLong(__pyx_v_keep); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 453, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_t_7 = 0;
   {
@@ -15610,28 +15810,28 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
     __pyx_t_6 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_handle, __pyx_callargs+__pyx_t_7, (4-__pyx_t_7) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 447, __pyx_L1_error)
+    if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 453, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
   }
   __pyx_v_response = __pyx_t_6;
   __pyx_t_6 = 0;
 
-  /* "engine/http/_connection.pyx":448
+  /* "engine/http/_connection.pyx":454
  *         keep = req.keep_alive and not self.closing and not req.upgrade
  *         response = self.app.handle(self, req, keep)
  *         self.answer_c(req.wait_epoch, response, keep)             # <<<<<<<<<<<<<<
  * 
  *     # ---- answers in request order -----------------------------------------
 */
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_wait_epoch); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 448, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_wait_epoch); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 454, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_9 = __Pyx_PyLong_As_uint64_t(__pyx_t_6); if (unlikely((__pyx_t_9 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 448, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyLong_As_uint64_t(__pyx_t_6); if (unlikely((__pyx_t_9 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 454, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, __pyx_t_9, __pyx_v_response, __pyx_v_keep); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 448, __pyx_L1_error)
+  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, __pyx_t_9, __pyx_v_response, __pyx_v_keep); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 454, __pyx_L1_error)
 
 
 
-  /* "engine/http/_connection.pyx":428
+  /* "engine/http/_connection.pyx":434
  *             self.body.append(body)
  * 
  *     def on_message_complete(self):             # <<<<<<<<<<<<<<
@@ -15657,7 +15857,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_30on_mess
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":451
+/* "engine/http/_connection.pyx":457
  * 
  *     # ---- answers in request order -----------------------------------------
  *     def answer(self, epoch, answer, keep):             # <<<<<<<<<<<<<<
@@ -15707,38 +15907,38 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_epoch,&__pyx_mstate_global->__pyx_n_u_answer,&__pyx_mstate_global->__pyx_n_u_keep,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 451, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 457, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 451, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 457, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 451, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 457, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 451, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 457, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "answer", 0) < (0)) __PYX_ERR(0, 451, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "answer", 0) < (0)) __PYX_ERR(0, 457, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("answer", 1, 3, 3, i); __PYX_ERR(0, 451, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("answer", 1, 3, 3, i); __PYX_ERR(0, 457, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 451, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 457, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 451, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 457, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 451, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 457, __pyx_L3_error)
     }
     __pyx_v_epoch = values[0];
     __pyx_v_answer = values[1];
@@ -15746,7 +15946,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("answer", 1, 3, 3, __pyx_nargs); __PYX_ERR(0, 451, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("answer", 1, 3, 3, __pyx_nargs); __PYX_ERR(0, 457, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -15778,21 +15978,21 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32answer(
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("answer", 0);
 
-  /* "engine/http/_connection.pyx":454
+  /* "engine/http/_connection.pyx":460
  *         """Write ``answer`` (bytes or a Stream) now if nothing is ahead of it,
  *         else queue it; ``epoch``: the spool group it must wait for (0: none)."""
  *         self.answer_c(epoch, answer, keep)             # <<<<<<<<<<<<<<
  * 
  *     cdef int answer_c(self, uint64_t epoch, object answer, bint keep) except -1:
 */
-  __pyx_t_1 = __Pyx_PyLong_As_uint64_t(__pyx_v_epoch); if (unlikely((__pyx_t_1 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 454, __pyx_L1_error)
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_keep); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 454, __pyx_L1_error)
-  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, __pyx_t_1, __pyx_v_answer, __pyx_t_2); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 454, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_As_uint64_t(__pyx_v_epoch); if (unlikely((__pyx_t_1 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 460, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_keep); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 460, __pyx_L1_error)
+  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, __pyx_t_1, __pyx_v_answer, __pyx_t_2); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 460, __pyx_L1_error)
 
 
 
 
-  /* "engine/http/_connection.pyx":451
+  /* "engine/http/_connection.pyx":457
  * 
  *     # ---- answers in request order -----------------------------------------
  *     def answer(self, epoch, answer, keep):             # <<<<<<<<<<<<<<
@@ -15812,7 +16012,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_32answer(
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":456
+/* "engine/http/_connection.pyx":462
  *         self.answer_c(epoch, answer, keep)
  * 
  *     cdef int answer_c(self, uint64_t epoch, object answer, bint keep) except -1:             # <<<<<<<<<<<<<<
@@ -15838,14 +16038,14 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("answer_c", 0);
 
-  /* "engine/http/_connection.pyx":457
+  /* "engine/http/_connection.pyx":463
  * 
  *     cdef int answer_c(self, uint64_t epoch, object answer, bint keep) except -1:
  *         if not self.pending and not epoch and type(answer) is bytes:             # <<<<<<<<<<<<<<
  *             self.transport.write(answer)
  *             if not keep:
 */
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 457, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 463, __pyx_L1_error)
   __pyx_t_3 = (!__pyx_t_2);
 
 
@@ -15875,7 +16075,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":458
+    /* "engine/http/_connection.pyx":464
  *     cdef int answer_c(self, uint64_t epoch, object answer, bint keep) except -1:
  *         if not self.pending and not epoch and type(answer) is bytes:
  *             self.transport.write(answer)             # <<<<<<<<<<<<<<
@@ -15889,12 +16089,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
       PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_v_answer};
       __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_write, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 458, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 464, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-    /* "engine/http/_connection.pyx":459
+    /* "engine/http/_connection.pyx":465
  *         if not self.pending and not epoch and type(answer) is bytes:
  *             self.transport.write(answer)
  *             if not keep:             # <<<<<<<<<<<<<<
@@ -15906,7 +16106,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":460
+      /* "engine/http/_connection.pyx":466
  *             self.transport.write(answer)
  *             if not keep:
  *                 self.close()             # <<<<<<<<<<<<<<
@@ -15920,12 +16120,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
         PyObject *__pyx_callargs[2] = {__pyx_t_5, NULL};
         __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_6, (1-__pyx_t_6) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 460, __pyx_L1_error)
+        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 466, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_4);
       }
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-      /* "engine/http/_connection.pyx":459
+      /* "engine/http/_connection.pyx":465
  *         if not self.pending and not epoch and type(answer) is bytes:
  *             self.transport.write(answer)
  *             if not keep:             # <<<<<<<<<<<<<<
@@ -15934,7 +16134,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
     }
 
-    /* "engine/http/_connection.pyx":461
+    /* "engine/http/_connection.pyx":467
  *             if not keep:
  *                 self.close()
  *             return 0             # <<<<<<<<<<<<<<
@@ -15947,7 +16147,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":457
+    /* "engine/http/_connection.pyx":463
  * 
  *     cdef int answer_c(self, uint64_t epoch, object answer, bint keep) except -1:
  *         if not self.pending and not epoch and type(answer) is bytes:             # <<<<<<<<<<<<<<
@@ -15956,7 +16156,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
   }
 
-  /* "engine/http/_connection.pyx":462
+  /* "engine/http/_connection.pyx":468
  *                 self.close()
  *             return 0
  *         if epoch and self.commits is None:             # <<<<<<<<<<<<<<
@@ -15981,7 +16181,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "engine/http/_connection.pyx":463
+    /* "engine/http/_connection.pyx":469
  *             return 0
  *         if epoch and self.commits is None:
  *             raise RuntimeError("an answer waits for a spool group, but the app has no commits")             # <<<<<<<<<<<<<<
@@ -15994,14 +16194,14 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
       PyObject *__pyx_callargs[2] = {__pyx_t_5, __pyx_mstate_global->__pyx_kp_u_an_answer_waits_for_a_spool_grou};
       __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_RuntimeError)), __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 463, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 469, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_Raise(__pyx_t_4, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __PYX_ERR(0, 463, __pyx_L1_error)
+    __PYX_ERR(0, 469, __pyx_L1_error)
 
-    /* "engine/http/_connection.pyx":462
+    /* "engine/http/_connection.pyx":468
  *                 self.close()
  *             return 0
  *         if epoch and self.commits is None:             # <<<<<<<<<<<<<<
@@ -16010,33 +16210,33 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
   }
 
-  /* "engine/http/_connection.pyx":464
+  /* "engine/http/_connection.pyx":470
  *         if epoch and self.commits is None:
  *             raise RuntimeError("an answer waits for a spool group, but the app has no commits")
  *         self.pending.append((epoch, answer, keep))             # <<<<<<<<<<<<<<
  *         if epoch and not self.awaiting_commit:
  *             self.awaiting_commit = True
 */
-  __pyx_t_4 = __Pyx_PyLong_From_uint64_t(__pyx_v_epoch); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 464, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From_uint64_t(__pyx_v_epoch); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 470, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __Pyx_PyBool_FromLong(__pyx_v_keep); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 464, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyBool_FromLong(__pyx_v_keep); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 470, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = PyTuple_New(3); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 464, __pyx_L1_error)
+  __pyx_t_7 = PyTuple_New(3); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 470, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_GIVEREF(__pyx_t_4);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 0, __pyx_t_4) != (0)) __PYX_ERR(0, 464, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 0, __pyx_t_4) != (0)) __PYX_ERR(0, 470, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_answer);
   __Pyx_GIVEREF(__pyx_v_answer);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 1, __pyx_v_answer) != (0)) __PYX_ERR(0, 464, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 1, __pyx_v_answer) != (0)) __PYX_ERR(0, 470, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 2, __pyx_t_5) != (0)) __PYX_ERR(0, 464, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_7, 2, __pyx_t_5) != (0)) __PYX_ERR(0, 470, __pyx_L1_error);
   __pyx_t_4 = 0;
   __pyx_t_5 = 0;
-  __pyx_t_8 = __Pyx_PyObject_Append(__pyx_v_self->pending, __pyx_t_7); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 464, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_Append(__pyx_v_self->pending, __pyx_t_7); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 470, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
 
 
-  /* "engine/http/_connection.pyx":465
+  /* "engine/http/_connection.pyx":471
  *             raise RuntimeError("an answer waits for a spool group, but the app has no commits")
  *         self.pending.append((epoch, answer, keep))
  *         if epoch and not self.awaiting_commit:             # <<<<<<<<<<<<<<
@@ -16062,7 +16262,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":466
+    /* "engine/http/_connection.pyx":472
  *         self.pending.append((epoch, answer, keep))
  *         if epoch and not self.awaiting_commit:
  *             self.awaiting_commit = True             # <<<<<<<<<<<<<<
@@ -16071,7 +16271,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
     __pyx_v_self->awaiting_commit = 1;
 
-    /* "engine/http/_connection.pyx":467
+    /* "engine/http/_connection.pyx":473
  *         if epoch and not self.awaiting_commit:
  *             self.awaiting_commit = True
  *             self.commits.waiting.append(self)             # <<<<<<<<<<<<<<
@@ -16080,12 +16280,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
     if (unlikely(__pyx_v_self->commits->waiting == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-      __PYX_ERR(0, 467, __pyx_L1_error)
+      __PYX_ERR(0, 473, __pyx_L1_error)
     }
-    __pyx_t_8 = __Pyx_PyList_Append(__pyx_v_self->commits->waiting, ((PyObject *)__pyx_v_self)); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 467, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyList_Append(__pyx_v_self->commits->waiting, ((PyObject *)__pyx_v_self)); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(0, 473, __pyx_L1_error)
 
 
-    /* "engine/http/_connection.pyx":465
+    /* "engine/http/_connection.pyx":471
  *             raise RuntimeError("an answer waits for a spool group, but the app has no commits")
  *         self.pending.append((epoch, answer, keep))
  *         if epoch and not self.awaiting_commit:             # <<<<<<<<<<<<<<
@@ -16094,7 +16294,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
   }
 
-  /* "engine/http/_connection.pyx":468
+  /* "engine/http/_connection.pyx":474
  *             self.awaiting_commit = True
  *             self.commits.waiting.append(self)
  *         if type(answer) is bytes and (not keep or len(self.pending) > MAX_PENDING) \             # <<<<<<<<<<<<<<
@@ -16111,7 +16311,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
     goto __pyx_L15_bool_binop_done;
   }
 
-  /* "engine/http/_connection.pyx":469
+  /* "engine/http/_connection.pyx":475
  *             self.commits.waiting.append(self)
  *         if type(answer) is bytes and (not keep or len(self.pending) > MAX_PENDING) \
  *                 and not self.read_paused:             # <<<<<<<<<<<<<<
@@ -16127,7 +16327,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
     goto __pyx_L17_next_and;
   }
 
-  /* "engine/http/_connection.pyx":468
+  /* "engine/http/_connection.pyx":474
  *             self.awaiting_commit = True
  *             self.commits.waiting.append(self)
  *         if type(answer) is bytes and (not keep or len(self.pending) > MAX_PENDING) \             # <<<<<<<<<<<<<<
@@ -16136,7 +16336,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
   __pyx_t_7 = __pyx_v_self->pending;
   __Pyx_INCREF(__pyx_t_7);
-  __pyx_t_9 = PyObject_Length(__pyx_t_7); if (unlikely(__pyx_t_9 == ((Py_ssize_t)-1))) __PYX_ERR(0, 468, __pyx_L1_error)
+  __pyx_t_9 = PyObject_Length(__pyx_t_7); if (unlikely(__pyx_t_9 == ((Py_ssize_t)-1))) __PYX_ERR(0, 474, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   __pyx_t_3 = (__pyx_t_9 > __pyx_v_6engine_4http_11_connection_MAX_PENDING);
 
@@ -16151,7 +16351,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
   }
   __pyx_L17_next_and:;
 
-  /* "engine/http/_connection.pyx":469
+  /* "engine/http/_connection.pyx":475
  *             self.commits.waiting.append(self)
  *         if type(answer) is bytes and (not keep or len(self.pending) > MAX_PENDING) \
  *                 and not self.read_paused:             # <<<<<<<<<<<<<<
@@ -16165,7 +16365,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 
   __pyx_L15_bool_binop_done:;
 
-  /* "engine/http/_connection.pyx":468
+  /* "engine/http/_connection.pyx":474
  *             self.awaiting_commit = True
  *             self.commits.waiting.append(self)
  *         if type(answer) is bytes and (not keep or len(self.pending) > MAX_PENDING) \             # <<<<<<<<<<<<<<
@@ -16175,7 +16375,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":470
+    /* "engine/http/_connection.pyx":476
  *         if type(answer) is bytes and (not keep or len(self.pending) > MAX_PENDING) \
  *                 and not self.read_paused:
  *             self.read_paused = True      # (a stream keeps reading: its body comes next)             # <<<<<<<<<<<<<<
@@ -16184,7 +16384,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
     __pyx_v_self->read_paused = 1;
 
-    /* "engine/http/_connection.pyx":471
+    /* "engine/http/_connection.pyx":477
  *                 and not self.read_paused:
  *             self.read_paused = True      # (a stream keeps reading: its body comes next)
  *             self.transport.pause_reading()             # <<<<<<<<<<<<<<
@@ -16198,12 +16398,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
       PyObject *__pyx_callargs[2] = {__pyx_t_5, NULL};
       __pyx_t_7 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_pause_reading, __pyx_callargs+__pyx_t_6, (1-__pyx_t_6) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 471, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 477, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
 
-    /* "engine/http/_connection.pyx":468
+    /* "engine/http/_connection.pyx":474
  *             self.awaiting_commit = True
  *             self.commits.waiting.append(self)
  *         if type(answer) is bytes and (not keep or len(self.pending) > MAX_PENDING) \             # <<<<<<<<<<<<<<
@@ -16212,17 +16412,17 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
 */
   }
 
-  /* "engine/http/_connection.pyx":472
+  /* "engine/http/_connection.pyx":478
  *             self.read_paused = True      # (a stream keeps reading: its body comes next)
  *             self.transport.pause_reading()
  *         self.release_c()             # <<<<<<<<<<<<<<
  *         return 0
  * 
 */
-  __pyx_t_10 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->release_c(__pyx_v_self); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 472, __pyx_L1_error)
+  __pyx_t_10 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->release_c(__pyx_v_self); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 478, __pyx_L1_error)
 
 
-  /* "engine/http/_connection.pyx":473
+  /* "engine/http/_connection.pyx":479
  *             self.transport.pause_reading()
  *         self.release_c()
  *         return 0             # <<<<<<<<<<<<<<
@@ -16235,7 +16435,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
   }
   goto __pyx_L0;
 
-  /* "engine/http/_connection.pyx":456
+  /* "engine/http/_connection.pyx":462
  *         self.answer_c(epoch, answer, keep)
  * 
  *     cdef int answer_c(self, uint64_t epoch, object answer, bint keep) except -1:             # <<<<<<<<<<<<<<
@@ -16256,7 +16456,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_answer_c(struct 
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":475
+/* "engine/http/_connection.pyx":481
  *         return 0
  * 
  *     def release(self):             # <<<<<<<<<<<<<<
@@ -16316,7 +16516,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_34release
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("release", 0);
 
-  /* "engine/http/_connection.pyx":479
+  /* "engine/http/_connection.pyx":485
  *         spool writer after each settled group (which takes the connection off
  *         ``commits.waiting`` first), and when a stream finishes."""
  *         self.awaiting_commit = False             # <<<<<<<<<<<<<<
@@ -16325,17 +16525,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_34release
 */
   __pyx_v_self->awaiting_commit = 0;
 
-  /* "engine/http/_connection.pyx":480
+  /* "engine/http/_connection.pyx":486
  *         ``commits.waiting`` first), and when a stream finishes."""
  *         self.awaiting_commit = False
  *         self.release_c()             # <<<<<<<<<<<<<<
  * 
  *     cdef int release_c(self) except -1:
 */
-  __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->release_c(__pyx_v_self); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 480, __pyx_L1_error)
+  __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->release_c(__pyx_v_self); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 486, __pyx_L1_error)
 
 
-  /* "engine/http/_connection.pyx":475
+  /* "engine/http/_connection.pyx":481
  *         return 0
  * 
  *     def release(self):             # <<<<<<<<<<<<<<
@@ -16355,7 +16555,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_34release
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":482
+/* "engine/http/_connection.pyx":488
  *         self.release_c()
  * 
  *     cdef int release_c(self) except -1:             # <<<<<<<<<<<<<<
@@ -16388,7 +16588,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("release_c", 0);
 
-  /* "engine/http/_connection.pyx":483
+  /* "engine/http/_connection.pyx":489
  * 
  *     cdef int release_c(self) except -1:
  *         cdef Commits commits = self.commits             # <<<<<<<<<<<<<<
@@ -16400,7 +16600,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
   __pyx_v_commits = ((struct __pyx_obj_6engine_4http_11_connection_Commits *)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":484
+  /* "engine/http/_connection.pyx":490
  *     cdef int release_c(self) except -1:
  *         cdef Commits commits = self.commits
  *         cdef object pending = self.pending             # <<<<<<<<<<<<<<
@@ -16412,7 +16612,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
   __pyx_v_pending = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":487
+  /* "engine/http/_connection.pyx":493
  *         cdef uint64_t epoch
  *         cdef bint keep
  *         while pending:             # <<<<<<<<<<<<<<
@@ -16420,18 +16620,18 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
  *             if epoch and epoch > commits.done_epoch:
 */
   while (1) {
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 487, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 493, __pyx_L1_error)
 
     if (!__pyx_t_2) break;
 
-    /* "engine/http/_connection.pyx":488
+    /* "engine/http/_connection.pyx":494
  *         cdef bint keep
  *         while pending:
  *             epoch, answer, keep = pending[0]             # <<<<<<<<<<<<<<
  *             if epoch and epoch > commits.done_epoch:
  *                 if not self.awaiting_commit:
 */
-    __pyx_t_1 = __Pyx_GetItemInt(__pyx_v_pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 488, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_GetItemInt(__pyx_v_pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 494, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     if ((likely(PyTuple_CheckExact(__pyx_t_1))) || (PyList_CheckExact(__pyx_t_1))) {
       PyObject* sequence = __pyx_t_1;
@@ -16439,7 +16639,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       if (unlikely(size != 3)) {
         if (size > 3) __Pyx_RaiseTooManyValuesError(3);
         else if (size >= 0) __Pyx_RaiseNeedMoreValuesError(size);
-        __PYX_ERR(0, 488, __pyx_L1_error)
+        __PYX_ERR(0, 494, __pyx_L1_error)
       }
       #if CYTHON_ASSUME_SAFE_MACROS && !CYTHON_AVOID_BORROWED_REFS
       if (likely(PyTuple_CheckExact(sequence))) {
@@ -16451,27 +16651,27 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
         __Pyx_INCREF(__pyx_t_5);
       } else {
         __pyx_t_3 = __Pyx_PyList_GET_ITEM_REF(sequence, 0, __Pyx_ReferenceSharing_SharedReference);
-        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 488, __pyx_L1_error)
+        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 494, __pyx_L1_error)
         __Pyx_XGOTREF(__pyx_t_3);
         __pyx_t_4 = __Pyx_PyList_GET_ITEM_REF(sequence, 1, __Pyx_ReferenceSharing_SharedReference);
-        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 488, __pyx_L1_error)
+        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 494, __pyx_L1_error)
         __Pyx_XGOTREF(__pyx_t_4);
         __pyx_t_5 = __Pyx_PyList_GET_ITEM_REF(sequence, 2, __Pyx_ReferenceSharing_SharedReference);
-        if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 488, __pyx_L1_error)
+        if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 494, __pyx_L1_error)
         __Pyx_XGOTREF(__pyx_t_5);
       }
       #else
-      __pyx_t_3 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 488, __pyx_L1_error)
+      __pyx_t_3 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 494, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
-      __pyx_t_4 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 488, __pyx_L1_error)
+      __pyx_t_4 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 494, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
-      __pyx_t_5 = __Pyx_PySequence_ITEM(sequence, 2); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 488, __pyx_L1_error)
+      __pyx_t_5 = __Pyx_PySequence_ITEM(sequence, 2); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 494, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
       #endif
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     } else {
       Py_ssize_t index = -1;
-      __pyx_t_6 = PyObject_GetIter(__pyx_t_1); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 488, __pyx_L1_error)
+      __pyx_t_6 = PyObject_GetIter(__pyx_t_1); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 494, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       __pyx_t_7 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_6);
@@ -16481,7 +16681,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       __Pyx_GOTREF(__pyx_t_4);
       index = 2; __pyx_t_5 = __pyx_t_7(__pyx_t_6); if (unlikely(!__pyx_t_5)) goto __pyx_L5_unpacking_failed;
       __Pyx_GOTREF(__pyx_t_5);
-      if (__Pyx_IternextUnpackEndCheck(__pyx_t_7(__pyx_t_6), 3) < (0)) __PYX_ERR(0, 488, __pyx_L1_error)
+      if (__Pyx_IternextUnpackEndCheck(__pyx_t_7(__pyx_t_6), 3) < (0)) __PYX_ERR(0, 494, __pyx_L1_error)
       __pyx_t_7 = NULL;
       __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
       goto __pyx_L6_unpacking_done;
@@ -16489,19 +16689,19 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
       __pyx_t_7 = NULL;
       if (__Pyx_IterFinish() == 0) __Pyx_RaiseNeedMoreValuesError(index);
-      __PYX_ERR(0, 488, __pyx_L1_error)
+      __PYX_ERR(0, 494, __pyx_L1_error)
       __pyx_L6_unpacking_done:;
     }
-    __pyx_t_8 = __Pyx_PyLong_As_uint64_t(__pyx_t_3); if (unlikely((__pyx_t_8 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 488, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyLong_As_uint64_t(__pyx_t_3); if (unlikely((__pyx_t_8 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 494, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_5); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 488, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_5); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 494, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __pyx_v_epoch = __pyx_t_8;
     __Pyx_XDECREF_SET(__pyx_v_answer, __pyx_t_4);
     __pyx_t_4 = 0;
     __pyx_v_keep = __pyx_t_2;
 
-    /* "engine/http/_connection.pyx":489
+    /* "engine/http/_connection.pyx":495
  *         while pending:
  *             epoch, answer, keep = pending[0]
  *             if epoch and epoch > commits.done_epoch:             # <<<<<<<<<<<<<<
@@ -16527,7 +16727,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     if (__pyx_t_2) {
 
 
-      /* "engine/http/_connection.pyx":490
+      /* "engine/http/_connection.pyx":496
  *             epoch, answer, keep = pending[0]
  *             if epoch and epoch > commits.done_epoch:
  *                 if not self.awaiting_commit:             # <<<<<<<<<<<<<<
@@ -16539,7 +16739,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       if (__pyx_t_2) {
 
 
-        /* "engine/http/_connection.pyx":491
+        /* "engine/http/_connection.pyx":497
  *             if epoch and epoch > commits.done_epoch:
  *                 if not self.awaiting_commit:
  *                     self.awaiting_commit = True             # <<<<<<<<<<<<<<
@@ -16548,7 +16748,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
         __pyx_v_self->awaiting_commit = 1;
 
-        /* "engine/http/_connection.pyx":492
+        /* "engine/http/_connection.pyx":498
  *                 if not self.awaiting_commit:
  *                     self.awaiting_commit = True
  *                     commits.waiting.append(self)             # <<<<<<<<<<<<<<
@@ -16557,12 +16757,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
         if (unlikely(__pyx_v_commits->waiting == Py_None)) {
           PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-          __PYX_ERR(0, 492, __pyx_L1_error)
+          __PYX_ERR(0, 498, __pyx_L1_error)
         }
-        __pyx_t_10 = __Pyx_PyList_Append(__pyx_v_commits->waiting, ((PyObject *)__pyx_v_self)); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 492, __pyx_L1_error)
+        __pyx_t_10 = __Pyx_PyList_Append(__pyx_v_commits->waiting, ((PyObject *)__pyx_v_self)); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 498, __pyx_L1_error)
 
 
-        /* "engine/http/_connection.pyx":490
+        /* "engine/http/_connection.pyx":496
  *             epoch, answer, keep = pending[0]
  *             if epoch and epoch > commits.done_epoch:
  *                 if not self.awaiting_commit:             # <<<<<<<<<<<<<<
@@ -16571,7 +16771,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
       }
 
-      /* "engine/http/_connection.pyx":493
+      /* "engine/http/_connection.pyx":499
  *                     self.awaiting_commit = True
  *                     commits.waiting.append(self)
  *                 return 0             # <<<<<<<<<<<<<<
@@ -16584,7 +16784,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       }
       goto __pyx_L0;
 
-      /* "engine/http/_connection.pyx":489
+      /* "engine/http/_connection.pyx":495
  *         while pending:
  *             epoch, answer, keep = pending[0]
  *             if epoch and epoch > commits.done_epoch:             # <<<<<<<<<<<<<<
@@ -16593,7 +16793,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
     }
 
-    /* "engine/http/_connection.pyx":494
+    /* "engine/http/_connection.pyx":500
  *                     commits.waiting.append(self)
  *                 return 0
  *             if self.state == S_CLOSED or self.transport.is_closing():             # <<<<<<<<<<<<<<
@@ -16617,10 +16817,10 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       PyObject *__pyx_callargs[2] = {__pyx_t_5, NULL};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_is_closing, __pyx_callargs+__pyx_t_11, (1-__pyx_t_11) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 494, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 500, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
-    __pyx_t_9 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_9 < 0))) __PYX_ERR(0, 494, __pyx_L1_error)
+    __pyx_t_9 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_9 < 0))) __PYX_ERR(0, 500, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
     __pyx_t_2 = __pyx_t_9;
@@ -16629,17 +16829,17 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     if (__pyx_t_2) {
 
 
-      /* "engine/http/_connection.pyx":495
+      /* "engine/http/_connection.pyx":501
  *                 return 0
  *             if self.state == S_CLOSED or self.transport.is_closing():
  *                 self._drop_pending()             # <<<<<<<<<<<<<<
  *                 return 0
  *             if type(answer) is not bytes:
 */
-      __pyx_t_12 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_drop_pending(__pyx_v_self); if (unlikely(__pyx_t_12 == ((int)-1))) __PYX_ERR(0, 495, __pyx_L1_error)
+      __pyx_t_12 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_drop_pending(__pyx_v_self); if (unlikely(__pyx_t_12 == ((int)-1))) __PYX_ERR(0, 501, __pyx_L1_error)
 
 
-      /* "engine/http/_connection.pyx":496
+      /* "engine/http/_connection.pyx":502
  *             if self.state == S_CLOSED or self.transport.is_closing():
  *                 self._drop_pending()
  *                 return 0             # <<<<<<<<<<<<<<
@@ -16652,7 +16852,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       }
       goto __pyx_L0;
 
-      /* "engine/http/_connection.pyx":494
+      /* "engine/http/_connection.pyx":500
  *                     commits.waiting.append(self)
  *                 return 0
  *             if self.state == S_CLOSED or self.transport.is_closing():             # <<<<<<<<<<<<<<
@@ -16661,7 +16861,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
     }
 
-    /* "engine/http/_connection.pyx":497
+    /* "engine/http/_connection.pyx":503
  *                 self._drop_pending()
  *                 return 0
  *             if type(answer) is not bytes:             # <<<<<<<<<<<<<<
@@ -16672,16 +16872,16 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     if (__pyx_t_2) {
 
 
-      /* "engine/http/_connection.pyx":498
+      /* "engine/http/_connection.pyx":504
  *                 return 0
  *             if type(answer) is not bytes:
  *                 if not answer.started:             # <<<<<<<<<<<<<<
  *                     answer.start(self)   # may finish at once (stream_finished)
  *                 return 0
 */
-      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_answer, __pyx_mstate_global->__pyx_n_u_started); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 498, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_answer, __pyx_mstate_global->__pyx_n_u_started); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 504, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
-      __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 498, __pyx_L1_error)
+      __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 504, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       __pyx_t_9 = (!__pyx_t_2);
 
@@ -16689,7 +16889,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       if (__pyx_t_9) {
 
 
-        /* "engine/http/_connection.pyx":499
+        /* "engine/http/_connection.pyx":505
  *             if type(answer) is not bytes:
  *                 if not answer.started:
  *                     answer.start(self)   # may finish at once (stream_finished)             # <<<<<<<<<<<<<<
@@ -16703,12 +16903,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
           PyObject *__pyx_callargs[2] = {__pyx_t_5, ((PyObject *)__pyx_v_self)};
           __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_start, __pyx_callargs+__pyx_t_11, (2-__pyx_t_11) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
           __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-          if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 499, __pyx_L1_error)
+          if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 505, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_1);
         }
         __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-        /* "engine/http/_connection.pyx":498
+        /* "engine/http/_connection.pyx":504
  *                 return 0
  *             if type(answer) is not bytes:
  *                 if not answer.started:             # <<<<<<<<<<<<<<
@@ -16717,7 +16917,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
       }
 
-      /* "engine/http/_connection.pyx":500
+      /* "engine/http/_connection.pyx":506
  *                 if not answer.started:
  *                     answer.start(self)   # may finish at once (stream_finished)
  *                 return 0             # <<<<<<<<<<<<<<
@@ -16730,7 +16930,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       }
       goto __pyx_L0;
 
-      /* "engine/http/_connection.pyx":497
+      /* "engine/http/_connection.pyx":503
  *                 self._drop_pending()
  *                 return 0
  *             if type(answer) is not bytes:             # <<<<<<<<<<<<<<
@@ -16739,7 +16939,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
     }
 
-    /* "engine/http/_connection.pyx":501
+    /* "engine/http/_connection.pyx":507
  *                     answer.start(self)   # may finish at once (stream_finished)
  *                 return 0
  *             pending.popleft()             # <<<<<<<<<<<<<<
@@ -16753,12 +16953,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       PyObject *__pyx_callargs[2] = {__pyx_t_5, NULL};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_popleft, __pyx_callargs+__pyx_t_11, (1-__pyx_t_11) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 501, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 507, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":502
+    /* "engine/http/_connection.pyx":508
  *                 return 0
  *             pending.popleft()
  *             if epoch and commits.is_failed(epoch):             # <<<<<<<<<<<<<<
@@ -16775,7 +16975,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 
       goto __pyx_L17_bool_binop_done;
     }
-    __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_Commits *)__pyx_v_commits->__pyx_vtab)->is_failed(__pyx_v_commits, __pyx_v_epoch); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 502, __pyx_L1_error)
+    __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_Commits *)__pyx_v_commits->__pyx_vtab)->is_failed(__pyx_v_commits, __pyx_v_epoch); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 508, __pyx_L1_error)
 
     __pyx_t_9 = __pyx_t_2;
 
@@ -16783,7 +16983,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     if (__pyx_t_9) {
 
 
-      /* "engine/http/_connection.pyx":503
+      /* "engine/http/_connection.pyx":509
  *             pending.popleft()
  *             if epoch and commits.is_failed(epoch):
  *                 answer, keep = commits.unavailable(), False             # <<<<<<<<<<<<<<
@@ -16810,7 +17010,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
         __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_4, __pyx_callargs+__pyx_t_11, (1-__pyx_t_11) | (__pyx_t_11*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
         __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 503, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 509, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __pyx_t_9 = 0;
@@ -16819,7 +17019,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       __pyx_t_1 = 0;
       __pyx_v_keep = __pyx_t_9;
 
-      /* "engine/http/_connection.pyx":502
+      /* "engine/http/_connection.pyx":508
  *                 return 0
  *             pending.popleft()
  *             if epoch and commits.is_failed(epoch):             # <<<<<<<<<<<<<<
@@ -16828,7 +17028,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
     }
 
-    /* "engine/http/_connection.pyx":504
+    /* "engine/http/_connection.pyx":510
  *             if epoch and commits.is_failed(epoch):
  *                 answer, keep = commits.unavailable(), False
  *             self.transport.write(answer)             # <<<<<<<<<<<<<<
@@ -16842,12 +17042,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_v_answer};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_write, __pyx_callargs+__pyx_t_11, (2-__pyx_t_11) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 504, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 510, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":505
+    /* "engine/http/_connection.pyx":511
  *                 answer, keep = commits.unavailable(), False
  *             self.transport.write(answer)
  *             if not keep:             # <<<<<<<<<<<<<<
@@ -16859,17 +17059,17 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     if (__pyx_t_9) {
 
 
-      /* "engine/http/_connection.pyx":506
+      /* "engine/http/_connection.pyx":512
  *             self.transport.write(answer)
  *             if not keep:
  *                 self._drop_pending()             # <<<<<<<<<<<<<<
  *                 self.close()
  *                 return 0
 */
-      __pyx_t_12 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_drop_pending(__pyx_v_self); if (unlikely(__pyx_t_12 == ((int)-1))) __PYX_ERR(0, 506, __pyx_L1_error)
+      __pyx_t_12 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_drop_pending(__pyx_v_self); if (unlikely(__pyx_t_12 == ((int)-1))) __PYX_ERR(0, 512, __pyx_L1_error)
 
 
-      /* "engine/http/_connection.pyx":507
+      /* "engine/http/_connection.pyx":513
  *             if not keep:
  *                 self._drop_pending()
  *                 self.close()             # <<<<<<<<<<<<<<
@@ -16883,12 +17083,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
         PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
         __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_11, (1-__pyx_t_11) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 507, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 513, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-      /* "engine/http/_connection.pyx":508
+      /* "engine/http/_connection.pyx":514
  *                 self._drop_pending()
  *                 self.close()
  *                 return 0             # <<<<<<<<<<<<<<
@@ -16901,7 +17101,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       }
       goto __pyx_L0;
 
-      /* "engine/http/_connection.pyx":505
+      /* "engine/http/_connection.pyx":511
  *                 answer, keep = commits.unavailable(), False
  *             self.transport.write(answer)
  *             if not keep:             # <<<<<<<<<<<<<<
@@ -16911,7 +17111,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     }
   }
 
-  /* "engine/http/_connection.pyx":509
+  /* "engine/http/_connection.pyx":515
  *                 self.close()
  *                 return 0
  *         if self.read_eof:             # <<<<<<<<<<<<<<
@@ -16920,7 +17120,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
   if (__pyx_v_self->read_eof) {
 
-    /* "engine/http/_connection.pyx":510
+    /* "engine/http/_connection.pyx":516
  *                 return 0
  *         if self.read_eof:
  *             self.close()             # <<<<<<<<<<<<<<
@@ -16934,12 +17134,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
       PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_11, (1-__pyx_t_11) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 510, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 516, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":509
+    /* "engine/http/_connection.pyx":515
  *                 self.close()
  *                 return 0
  *         if self.read_eof:             # <<<<<<<<<<<<<<
@@ -16949,7 +17149,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     goto __pyx_L20;
   }
 
-  /* "engine/http/_connection.pyx":511
+  /* "engine/http/_connection.pyx":517
  *         if self.read_eof:
  *             self.close()
  *         elif self.read_paused:             # <<<<<<<<<<<<<<
@@ -16958,7 +17158,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
   if (__pyx_v_self->read_paused) {
 
-    /* "engine/http/_connection.pyx":512
+    /* "engine/http/_connection.pyx":518
  *             self.close()
  *         elif self.read_paused:
  *             self.read_paused = False             # <<<<<<<<<<<<<<
@@ -16967,7 +17167,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
     __pyx_v_self->read_paused = 0;
 
-    /* "engine/http/_connection.pyx":513
+    /* "engine/http/_connection.pyx":519
  *         elif self.read_paused:
  *             self.read_paused = False
  *             if not self.write_paused_at:             # <<<<<<<<<<<<<<
@@ -16979,7 +17179,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
     if (__pyx_t_9) {
 
 
-      /* "engine/http/_connection.pyx":514
+      /* "engine/http/_connection.pyx":520
  *             self.read_paused = False
  *             if not self.write_paused_at:
  *                 self.transport.resume_reading()             # <<<<<<<<<<<<<<
@@ -16993,12 +17193,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
         PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
         __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_resume_reading, __pyx_callargs+__pyx_t_11, (1-__pyx_t_11) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 514, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 520, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-      /* "engine/http/_connection.pyx":513
+      /* "engine/http/_connection.pyx":519
  *         elif self.read_paused:
  *             self.read_paused = False
  *             if not self.write_paused_at:             # <<<<<<<<<<<<<<
@@ -17007,7 +17207,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
 */
     }
 
-    /* "engine/http/_connection.pyx":511
+    /* "engine/http/_connection.pyx":517
  *         if self.read_eof:
  *             self.close()
  *         elif self.read_paused:             # <<<<<<<<<<<<<<
@@ -17017,7 +17217,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
   }
   __pyx_L20:;
 
-  /* "engine/http/_connection.pyx":515
+  /* "engine/http/_connection.pyx":521
  *             if not self.write_paused_at:
  *                 self.transport.resume_reading()
  *         return 0             # <<<<<<<<<<<<<<
@@ -17030,7 +17230,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
   }
   goto __pyx_L0;
 
-  /* "engine/http/_connection.pyx":482
+  /* "engine/http/_connection.pyx":488
  *         self.release_c()
  * 
  *     cdef int release_c(self) except -1:             # <<<<<<<<<<<<<<
@@ -17058,7 +17258,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection_release_c(struct
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":517
+/* "engine/http/_connection.pyx":523
  *         return 0
  * 
  *     def stream_finished(self, stream, keep):             # <<<<<<<<<<<<<<
@@ -17107,39 +17307,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_stream,&__pyx_mstate_global->__pyx_n_u_keep,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 517, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 523, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 517, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 523, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 517, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 523, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "stream_finished", 0) < (0)) __PYX_ERR(0, 517, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "stream_finished", 0) < (0)) __PYX_ERR(0, 523, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("stream_finished", 1, 2, 2, i); __PYX_ERR(0, 517, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("stream_finished", 1, 2, 2, i); __PYX_ERR(0, 523, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 517, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 523, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 517, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 523, __pyx_L3_error)
     }
     __pyx_v_stream = values[0];
     __pyx_v_keep = values[1];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("stream_finished", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 517, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("stream_finished", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 523, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -17176,14 +17376,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
   __Pyx_RefNannySetupContext("stream_finished", 0);
   __Pyx_INCREF(__pyx_v_keep);
 
-  /* "engine/http/_connection.pyx":519
+  /* "engine/http/_connection.pyx":525
  *     def stream_finished(self, stream, keep):
  *         """A stream has written all of its answer."""
  *         if self.pending and self.pending[0][1] is stream:             # <<<<<<<<<<<<<<
  *             self.pending.popleft()
  *         if self.tunnel_to is stream:
 */
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 519, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 525, __pyx_L1_error)
   if (__pyx_t_2) {
 
   } else {
@@ -17192,9 +17392,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
 
     goto __pyx_L4_bool_binop_done;
   }
-  __pyx_t_3 = __Pyx_GetItemInt(__pyx_v_self->pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 519, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_GetItemInt(__pyx_v_self->pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 525, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_GetItemInt(__pyx_t_3, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 519, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_GetItemInt(__pyx_t_3, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 525, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_t_2 = (__pyx_t_4 == __pyx_v_stream);
@@ -17206,7 +17406,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":520
+    /* "engine/http/_connection.pyx":526
  *         """A stream has written all of its answer."""
  *         if self.pending and self.pending[0][1] is stream:
  *             self.pending.popleft()             # <<<<<<<<<<<<<<
@@ -17220,12 +17420,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
       PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
       __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_popleft, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 520, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 526, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-    /* "engine/http/_connection.pyx":519
+    /* "engine/http/_connection.pyx":525
  *     def stream_finished(self, stream, keep):
  *         """A stream has written all of its answer."""
  *         if self.pending and self.pending[0][1] is stream:             # <<<<<<<<<<<<<<
@@ -17234,7 +17434,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
 */
   }
 
-  /* "engine/http/_connection.pyx":521
+  /* "engine/http/_connection.pyx":527
  *         if self.pending and self.pending[0][1] is stream:
  *             self.pending.popleft()
  *         if self.tunnel_to is stream:             # <<<<<<<<<<<<<<
@@ -17245,7 +17445,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":522
+    /* "engine/http/_connection.pyx":528
  *             self.pending.popleft()
  *         if self.tunnel_to is stream:
  *             self.tunnel_to = None             # <<<<<<<<<<<<<<
@@ -17257,7 +17457,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
     __Pyx_GOTREF(__pyx_v_self->tunnel_to);
     __Pyx_DECREF_SET(__pyx_v_self->tunnel_to, Py_None);
 
-    /* "engine/http/_connection.pyx":523
+    /* "engine/http/_connection.pyx":529
  *         if self.tunnel_to is stream:
  *             self.tunnel_to = None
  *             keep = False             # <<<<<<<<<<<<<<
@@ -17267,7 +17467,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
     __Pyx_INCREF(Py_False);
     __Pyx_DECREF_SET(__pyx_v_keep, Py_False);
 
-    /* "engine/http/_connection.pyx":521
+    /* "engine/http/_connection.pyx":527
  *         if self.pending and self.pending[0][1] is stream:
  *             self.pending.popleft()
  *         if self.tunnel_to is stream:             # <<<<<<<<<<<<<<
@@ -17276,7 +17476,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
 */
   }
 
-  /* "engine/http/_connection.pyx":524
+  /* "engine/http/_connection.pyx":530
  *             self.tunnel_to = None
  *             keep = False
  *         if self.state == S_IDLE:             # <<<<<<<<<<<<<<
@@ -17288,7 +17488,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":525
+    /* "engine/http/_connection.pyx":531
  *             keep = False
  *         if self.state == S_IDLE:
  *             self.deadline = self.registry.clock + self.registry.idle_timeout             # <<<<<<<<<<<<<<
@@ -17297,7 +17497,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
 */
     __pyx_v_self->deadline = (__pyx_v_self->registry->clock + __pyx_v_self->registry->idle_timeout);
 
-    /* "engine/http/_connection.pyx":524
+    /* "engine/http/_connection.pyx":530
  *             self.tunnel_to = None
  *             keep = False
  *         if self.state == S_IDLE:             # <<<<<<<<<<<<<<
@@ -17306,14 +17506,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
 */
   }
 
-  /* "engine/http/_connection.pyx":526
+  /* "engine/http/_connection.pyx":532
  *         if self.state == S_IDLE:
  *             self.deadline = self.registry.clock + self.registry.idle_timeout
  *         if not keep or (self.closing and not self.pending and self.state == S_IDLE):             # <<<<<<<<<<<<<<
  *             self._drop_pending()
  *             self.close()
 */
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_keep); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 526, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_keep); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 532, __pyx_L1_error)
   __pyx_t_6 = (!__pyx_t_2);
 
 
@@ -17331,7 +17531,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
     __pyx_t_1 = __pyx_v_self->closing;
     goto __pyx_L9_bool_binop_done;
   }
-  __pyx_t_6 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 526, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 532, __pyx_L1_error)
   __pyx_t_2 = (!__pyx_t_6);
 
 
@@ -17352,17 +17552,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":527
+    /* "engine/http/_connection.pyx":533
  *             self.deadline = self.registry.clock + self.registry.idle_timeout
  *         if not keep or (self.closing and not self.pending and self.state == S_IDLE):
  *             self._drop_pending()             # <<<<<<<<<<<<<<
  *             self.close()
  *             return
 */
-    __pyx_t_7 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_drop_pending(__pyx_v_self); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 527, __pyx_L1_error)
+    __pyx_t_7 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->_drop_pending(__pyx_v_self); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 533, __pyx_L1_error)
 
 
-    /* "engine/http/_connection.pyx":528
+    /* "engine/http/_connection.pyx":534
  *         if not keep or (self.closing and not self.pending and self.state == S_IDLE):
  *             self._drop_pending()
  *             self.close()             # <<<<<<<<<<<<<<
@@ -17376,12 +17576,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
       PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
       __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 528, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 534, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-    /* "engine/http/_connection.pyx":529
+    /* "engine/http/_connection.pyx":535
  *             self._drop_pending()
  *             self.close()
  *             return             # <<<<<<<<<<<<<<
@@ -17398,7 +17598,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":526
+    /* "engine/http/_connection.pyx":532
  *         if self.state == S_IDLE:
  *             self.deadline = self.registry.clock + self.registry.idle_timeout
  *         if not keep or (self.closing and not self.pending and self.state == S_IDLE):             # <<<<<<<<<<<<<<
@@ -17407,17 +17607,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
 */
   }
 
-  /* "engine/http/_connection.pyx":530
+  /* "engine/http/_connection.pyx":536
  *             self.close()
  *             return
  *         self.release_c()             # <<<<<<<<<<<<<<
  * 
  *     def _head_stream(self):
 */
-  __pyx_t_7 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->release_c(__pyx_v_self); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 530, __pyx_L1_error)
+  __pyx_t_7 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->release_c(__pyx_v_self); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 536, __pyx_L1_error)
 
 
-  /* "engine/http/_connection.pyx":517
+  /* "engine/http/_connection.pyx":523
  *         return 0
  * 
  *     def stream_finished(self, stream, keep):             # <<<<<<<<<<<<<<
@@ -17440,7 +17640,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_36stream_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":532
+/* "engine/http/_connection.pyx":538
  *         self.release_c()
  * 
  *     def _head_stream(self):             # <<<<<<<<<<<<<<
@@ -17503,33 +17703,33 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38_head_s
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_head_stream", 0);
 
-  /* "engine/http/_connection.pyx":533
+  /* "engine/http/_connection.pyx":539
  * 
  *     def _head_stream(self):
  *         if self.pending:             # <<<<<<<<<<<<<<
  *             answer = self.pending[0][1]
  *             if type(answer) is not bytes and answer.started:
 */
-  __pyx_t_1 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(0, 533, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(0, 539, __pyx_L1_error)
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":534
+    /* "engine/http/_connection.pyx":540
  *     def _head_stream(self):
  *         if self.pending:
  *             answer = self.pending[0][1]             # <<<<<<<<<<<<<<
  *             if type(answer) is not bytes and answer.started:
  *                 return answer
 */
-    __pyx_t_2 = __Pyx_GetItemInt(__pyx_v_self->pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 534, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_GetItemInt(__pyx_v_self->pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 540, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_3 = __Pyx_GetItemInt(__pyx_t_2, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 534, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_GetItemInt(__pyx_t_2, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 540, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __pyx_v_answer = __pyx_t_3;
     __pyx_t_3 = 0;
 
-    /* "engine/http/_connection.pyx":535
+    /* "engine/http/_connection.pyx":541
  *         if self.pending:
  *             answer = self.pending[0][1]
  *             if type(answer) is not bytes and answer.started:             # <<<<<<<<<<<<<<
@@ -17545,9 +17745,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38_head_s
 
       goto __pyx_L5_bool_binop_done;
     }
-    __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_answer, __pyx_mstate_global->__pyx_n_u_started); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 535, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_answer, __pyx_mstate_global->__pyx_n_u_started); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 541, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_4 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(0, 535, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(0, 541, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
     __pyx_t_1 = __pyx_t_4;
@@ -17556,7 +17756,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38_head_s
     if (__pyx_t_1) {
 
 
-      /* "engine/http/_connection.pyx":536
+      /* "engine/http/_connection.pyx":542
  *             answer = self.pending[0][1]
  *             if type(answer) is not bytes and answer.started:
  *                 return answer             # <<<<<<<<<<<<<<
@@ -17574,7 +17774,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38_head_s
       }
       goto __pyx_L0;
 
-      /* "engine/http/_connection.pyx":535
+      /* "engine/http/_connection.pyx":541
  *         if self.pending:
  *             answer = self.pending[0][1]
  *             if type(answer) is not bytes and answer.started:             # <<<<<<<<<<<<<<
@@ -17583,7 +17783,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38_head_s
 */
     }
 
-    /* "engine/http/_connection.pyx":533
+    /* "engine/http/_connection.pyx":539
  * 
  *     def _head_stream(self):
  *         if self.pending:             # <<<<<<<<<<<<<<
@@ -17592,7 +17792,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38_head_s
 */
   }
 
-  /* "engine/http/_connection.pyx":537
+  /* "engine/http/_connection.pyx":543
  *             if type(answer) is not bytes and answer.started:
  *                 return answer
  *         return None             # <<<<<<<<<<<<<<
@@ -17609,7 +17809,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38_head_s
   }
   goto __pyx_L0;
 
-  /* "engine/http/_connection.pyx":532
+  /* "engine/http/_connection.pyx":538
  *         self.release_c()
  * 
  *     def _head_stream(self):             # <<<<<<<<<<<<<<
@@ -17630,7 +17830,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_38_head_s
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":539
+/* "engine/http/_connection.pyx":545
  *         return None
  * 
  *     cdef int _drop_pending(self) except -1:             # <<<<<<<<<<<<<<
@@ -17660,7 +17860,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_drop_pending", 0);
 
-  /* "engine/http/_connection.pyx":540
+  /* "engine/http/_connection.pyx":546
  * 
  *     cdef int _drop_pending(self) except -1:
  *         pending, self.pending = self.pending, deque()             # <<<<<<<<<<<<<<
@@ -17670,7 +17870,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
   __pyx_t_1 = __pyx_v_self->pending;
   __Pyx_INCREF(__pyx_t_1);
   __pyx_t_3 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_deque); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 540, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_deque); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 546, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __pyx_t_5 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -17689,7 +17889,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
     __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_4, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 540, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 546, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
   __pyx_v_pending = __pyx_t_1;
@@ -17699,7 +17899,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
   __Pyx_DECREF_SET(__pyx_v_self->pending, __pyx_t_2);
   __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":541
+  /* "engine/http/_connection.pyx":547
  *     cdef int _drop_pending(self) except -1:
  *         pending, self.pending = self.pending, deque()
  *         for _, answer, _ in pending:             # <<<<<<<<<<<<<<
@@ -17711,9 +17911,9 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
     __pyx_t_6 = 0;
     __pyx_t_7 = NULL;
   } else {
-    __pyx_t_6 = -1; __pyx_t_2 = PyObject_GetIter(__pyx_v_pending); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 541, __pyx_L1_error)
+    __pyx_t_6 = -1; __pyx_t_2 = PyObject_GetIter(__pyx_v_pending); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 547, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_7 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_2); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 541, __pyx_L1_error)
+    __pyx_t_7 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_2); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 547, __pyx_L1_error)
   }
   for (;;) {
     if (likely(!__pyx_t_7)) {
@@ -17721,7 +17921,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
         {
           Py_ssize_t __pyx_temp = __Pyx_PyList_GET_SIZE(__pyx_t_2);
           #if !CYTHON_ASSUME_SAFE_SIZE
-          if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 541, __pyx_L1_error)
+          if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 547, __pyx_L1_error)
           #endif
           if (__pyx_t_6 >= __pyx_temp) break;
         }
@@ -17731,7 +17931,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
         {
           Py_ssize_t __pyx_temp = __Pyx_PyTuple_GET_SIZE(__pyx_t_2);
           #if !CYTHON_ASSUME_SAFE_SIZE
-          if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 541, __pyx_L1_error)
+          if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 547, __pyx_L1_error)
           #endif
           if (__pyx_t_6 >= __pyx_temp) break;
         }
@@ -17742,13 +17942,13 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
         #endif
         ++__pyx_t_6;
       }
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 541, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 547, __pyx_L1_error)
     } else {
       __pyx_t_1 = __pyx_t_7(__pyx_t_2);
       if (unlikely(!__pyx_t_1)) {
         PyObject* exc_type = PyErr_Occurred();
         if (exc_type) {
-          if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 541, __pyx_L1_error)
+          if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 547, __pyx_L1_error)
           PyErr_Clear();
         }
         break;
@@ -17761,7 +17961,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
       if (unlikely(size != 3)) {
         if (size > 3) __Pyx_RaiseTooManyValuesError(3);
         else if (size >= 0) __Pyx_RaiseNeedMoreValuesError(size);
-        __PYX_ERR(0, 541, __pyx_L1_error)
+        __PYX_ERR(0, 547, __pyx_L1_error)
       }
       #if CYTHON_ASSUME_SAFE_MACROS && !CYTHON_AVOID_BORROWED_REFS
       if (likely(PyTuple_CheckExact(sequence))) {
@@ -17773,27 +17973,27 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
         __Pyx_INCREF(__pyx_t_8);
       } else {
         __pyx_t_4 = __Pyx_PyList_GET_ITEM_REF(sequence, 0, __Pyx_ReferenceSharing_SharedReference);
-        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 541, __pyx_L1_error)
+        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 547, __pyx_L1_error)
         __Pyx_XGOTREF(__pyx_t_4);
         __pyx_t_3 = __Pyx_PyList_GET_ITEM_REF(sequence, 1, __Pyx_ReferenceSharing_SharedReference);
-        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 541, __pyx_L1_error)
+        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 547, __pyx_L1_error)
         __Pyx_XGOTREF(__pyx_t_3);
         __pyx_t_8 = __Pyx_PyList_GET_ITEM_REF(sequence, 2, __Pyx_ReferenceSharing_SharedReference);
-        if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 541, __pyx_L1_error)
+        if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 547, __pyx_L1_error)
         __Pyx_XGOTREF(__pyx_t_8);
       }
       #else
-      __pyx_t_4 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 541, __pyx_L1_error)
+      __pyx_t_4 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 547, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
-      __pyx_t_3 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 541, __pyx_L1_error)
+      __pyx_t_3 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 547, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
-      __pyx_t_8 = __Pyx_PySequence_ITEM(sequence, 2); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 541, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PySequence_ITEM(sequence, 2); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 547, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       #endif
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     } else {
       Py_ssize_t index = -1;
-      __pyx_t_9 = PyObject_GetIter(__pyx_t_1); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 541, __pyx_L1_error)
+      __pyx_t_9 = PyObject_GetIter(__pyx_t_1); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 547, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_9);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       __pyx_t_10 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_9);
@@ -17803,7 +18003,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
       __Pyx_GOTREF(__pyx_t_3);
       index = 2; __pyx_t_8 = __pyx_t_10(__pyx_t_9); if (unlikely(!__pyx_t_8)) goto __pyx_L5_unpacking_failed;
       __Pyx_GOTREF(__pyx_t_8);
-      if (__Pyx_IternextUnpackEndCheck(__pyx_t_10(__pyx_t_9), 3) < (0)) __PYX_ERR(0, 541, __pyx_L1_error)
+      if (__Pyx_IternextUnpackEndCheck(__pyx_t_10(__pyx_t_9), 3) < (0)) __PYX_ERR(0, 547, __pyx_L1_error)
       __pyx_t_10 = NULL;
       __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
       goto __pyx_L6_unpacking_done;
@@ -17811,7 +18011,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
       __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
       __pyx_t_10 = NULL;
       if (__Pyx_IterFinish() == 0) __Pyx_RaiseNeedMoreValuesError(index);
-      __PYX_ERR(0, 541, __pyx_L1_error)
+      __PYX_ERR(0, 547, __pyx_L1_error)
       __pyx_L6_unpacking_done:;
     }
     __Pyx_XDECREF_SET(__pyx_v__, __pyx_t_4);
@@ -17821,7 +18021,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
     __Pyx_DECREF_SET(__pyx_v__, __pyx_t_8);
     __pyx_t_8 = 0;
 
-    /* "engine/http/_connection.pyx":542
+    /* "engine/http/_connection.pyx":548
  *         pending, self.pending = self.pending, deque()
  *         for _, answer, _ in pending:
  *             if type(answer) is not bytes:             # <<<<<<<<<<<<<<
@@ -17832,7 +18032,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
     if (__pyx_t_11) {
 
 
-      /* "engine/http/_connection.pyx":543
+      /* "engine/http/_connection.pyx":549
  *         for _, answer, _ in pending:
  *             if type(answer) is not bytes:
  *                 answer.close()             # <<<<<<<<<<<<<<
@@ -17846,12 +18046,12 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
         PyObject *__pyx_callargs[2] = {__pyx_t_8, NULL};
         __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 543, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 549, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-      /* "engine/http/_connection.pyx":542
+      /* "engine/http/_connection.pyx":548
  *         pending, self.pending = self.pending, deque()
  *         for _, answer, _ in pending:
  *             if type(answer) is not bytes:             # <<<<<<<<<<<<<<
@@ -17860,7 +18060,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
 */
     }
 
-    /* "engine/http/_connection.pyx":541
+    /* "engine/http/_connection.pyx":547
  *     cdef int _drop_pending(self) except -1:
  *         pending, self.pending = self.pending, deque()
  *         for _, answer, _ in pending:             # <<<<<<<<<<<<<<
@@ -17870,7 +18070,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
   }
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":544
+  /* "engine/http/_connection.pyx":550
  *             if type(answer) is not bytes:
  *                 answer.close()
  *         return 0             # <<<<<<<<<<<<<<
@@ -17883,7 +18083,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
   }
   goto __pyx_L0;
 
-  /* "engine/http/_connection.pyx":539
+  /* "engine/http/_connection.pyx":545
  *         return None
  * 
  *     cdef int _drop_pending(self) except -1:             # <<<<<<<<<<<<<<
@@ -17910,7 +18110,7 @@ static int __pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending(st
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":547
+/* "engine/http/_connection.pyx":553
  * 
  *     # ---- helpers ---------------------------------------------------------
  *     def _callback_failed(self, exc):             # <<<<<<<<<<<<<<
@@ -17957,32 +18157,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_exc,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 547, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 553, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 547, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 553, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_callback_failed", 0) < (0)) __PYX_ERR(0, 547, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_callback_failed", 0) < (0)) __PYX_ERR(0, 553, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_callback_failed", 1, 1, 1, i); __PYX_ERR(0, 547, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_callback_failed", 1, 1, 1, i); __PYX_ERR(0, 553, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 547, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 553, __pyx_L3_error)
     }
     __pyx_v_exc = values[0];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("_callback_failed", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 547, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("_callback_failed", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 553, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -18018,33 +18218,33 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40_callba
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_callback_failed", 0);
 
-  /* "engine/http/_connection.pyx":548
+  /* "engine/http/_connection.pyx":554
  *     # ---- helpers ---------------------------------------------------------
  *     def _callback_failed(self, exc):
  *         cause = exc.__context__             # <<<<<<<<<<<<<<
  *         if isinstance(cause, RequestRefused):
  *             self.error_and_close(cause.status, cause.text)
 */
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_exc, __pyx_mstate_global->__pyx_n_u_context); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 548, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_exc, __pyx_mstate_global->__pyx_n_u_context); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 554, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_v_cause = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":549
+  /* "engine/http/_connection.pyx":555
  *     def _callback_failed(self, exc):
  *         cause = exc.__context__
  *         if isinstance(cause, RequestRefused):             # <<<<<<<<<<<<<<
  *             self.error_and_close(cause.status, cause.text)
  *         else:
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 549, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_RequestRefused); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 555, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = PyObject_IsInstance(__pyx_v_cause, __pyx_t_1); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 549, __pyx_L1_error)
+  __pyx_t_2 = PyObject_IsInstance(__pyx_v_cause, __pyx_t_1); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 555, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":550
+    /* "engine/http/_connection.pyx":556
  *         cause = exc.__context__
  *         if isinstance(cause, RequestRefused):
  *             self.error_and_close(cause.status, cause.text)             # <<<<<<<<<<<<<<
@@ -18053,9 +18253,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40_callba
 */
     __pyx_t_3 = ((PyObject *)__pyx_v_self);
     __Pyx_INCREF(__pyx_t_3);
-    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_cause, __pyx_mstate_global->__pyx_n_u_status); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 550, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_cause, __pyx_mstate_global->__pyx_n_u_status); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 556, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_cause, __pyx_mstate_global->__pyx_n_u_text); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 550, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_cause, __pyx_mstate_global->__pyx_n_u_text); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 556, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_t_6 = 0;
     {
@@ -18064,12 +18264,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40_callba
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 550, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 556, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":549
+    /* "engine/http/_connection.pyx":555
  *     def _callback_failed(self, exc):
  *         cause = exc.__context__
  *         if isinstance(cause, RequestRefused):             # <<<<<<<<<<<<<<
@@ -18079,7 +18279,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40_callba
     goto __pyx_L3;
   }
 
-  /* "engine/http/_connection.pyx":552
+  /* "engine/http/_connection.pyx":558
  *             self.error_and_close(cause.status, cause.text)
  *         else:
  *             self.app.internal_error(self, cause or exc)             # <<<<<<<<<<<<<<
@@ -18089,7 +18289,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40_callba
   /*else*/ {
     __pyx_t_5 = __pyx_v_self->app;
     __Pyx_INCREF(__pyx_t_5);
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_cause); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 552, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_cause); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 558, __pyx_L1_error)
     if (!__pyx_t_2) {
     } else {
       __Pyx_INCREF(__pyx_v_cause);
@@ -18105,28 +18305,28 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40_callba
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_internal_error, __pyx_callargs+__pyx_t_6, (3-__pyx_t_6) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 552, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 558, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":553
+    /* "engine/http/_connection.pyx":559
  *         else:
  *             self.app.internal_error(self, cause or exc)
  *             self.error_and_close(500, "internal error")             # <<<<<<<<<<<<<<
  * 
  *     def error_and_close(self, status, text):
 */
-    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_error_and_close); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 553, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_error_and_close); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 559, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
-    __pyx_t_4 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[6], NULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 553, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[6], NULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 559, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   }
   __pyx_L3:;
 
-  /* "engine/http/_connection.pyx":547
+  /* "engine/http/_connection.pyx":553
  * 
  *     # ---- helpers ---------------------------------------------------------
  *     def _callback_failed(self, exc):             # <<<<<<<<<<<<<<
@@ -18151,7 +18351,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_40_callba
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":555
+/* "engine/http/_connection.pyx":561
  *             self.error_and_close(500, "internal error")
  * 
  *     def error_and_close(self, status, text):             # <<<<<<<<<<<<<<
@@ -18200,39 +18400,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_status,&__pyx_mstate_global->__pyx_n_u_text,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 555, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 561, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 555, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 561, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 555, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 561, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "error_and_close", 0) < (0)) __PYX_ERR(0, 555, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "error_and_close", 0) < (0)) __PYX_ERR(0, 561, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("error_and_close", 1, 2, 2, i); __PYX_ERR(0, 555, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("error_and_close", 1, 2, 2, i); __PYX_ERR(0, 561, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 555, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 561, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 555, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 561, __pyx_L3_error)
     }
     __pyx_v_status = values[0];
     __pyx_v_text = values[1];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("error_and_close", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 555, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("error_and_close", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 561, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -18268,7 +18468,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("error_and_close", 0);
 
-  /* "engine/http/_connection.pyx":558
+  /* "engine/http/_connection.pyx":564
  *         """Answer ``status`` after any pending answers, then close; read
  *         nothing more from this client."""
  *         if self.state == S_CLOSED or self.transport.is_closing():             # <<<<<<<<<<<<<<
@@ -18292,10 +18492,10 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
     PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
     __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_is_closing, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 558, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 564, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 558, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 564, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
   __pyx_t_1 = __pyx_t_2;
@@ -18304,7 +18504,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":559
+    /* "engine/http/_connection.pyx":565
  *         nothing more from this client."""
  *         if self.state == S_CLOSED or self.transport.is_closing():
  *             return             # <<<<<<<<<<<<<<
@@ -18321,7 +18521,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":558
+    /* "engine/http/_connection.pyx":564
  *         """Answer ``status`` after any pending answers, then close; read
  *         nothing more from this client."""
  *         if self.state == S_CLOSED or self.transport.is_closing():             # <<<<<<<<<<<<<<
@@ -18330,7 +18530,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
 */
   }
 
-  /* "engine/http/_connection.pyx":560
+  /* "engine/http/_connection.pyx":566
  *         if self.state == S_CLOSED or self.transport.is_closing():
  *             return
  *         self.app.count_error(status)             # <<<<<<<<<<<<<<
@@ -18344,12 +18544,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
     PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_v_status};
     __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_count_error, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 560, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 566, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-  /* "engine/http/_connection.pyx":561
+  /* "engine/http/_connection.pyx":567
  *             return
  *         self.app.count_error(status)
  *         req = self.request             # <<<<<<<<<<<<<<
@@ -18361,7 +18561,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
   __pyx_v_req = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "engine/http/_connection.pyx":562
+  /* "engine/http/_connection.pyx":568
  *         self.app.count_error(status)
  *         req = self.request
  *         if req is not None and req.stream is not None and req.stream is not _DISCARD \             # <<<<<<<<<<<<<<
@@ -18377,7 +18577,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
 
     goto __pyx_L7_bool_binop_done;
   }
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 562, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 568, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __pyx_t_2 = (__pyx_t_3 != Py_None);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
@@ -18390,17 +18590,17 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
     goto __pyx_L7_bool_binop_done;
   }
 
-  /* "engine/http/_connection.pyx":563
+  /* "engine/http/_connection.pyx":569
  *         req = self.request
  *         if req is not None and req.stream is not None and req.stream is not _DISCARD \
  *                 and req.stream.started:             # <<<<<<<<<<<<<<
  *             self.transport.abort()       # its stream's answer is already on the wire
  *             return
 */
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 562, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 568, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
 
-  /* "engine/http/_connection.pyx":562
+  /* "engine/http/_connection.pyx":568
  *         self.app.count_error(status)
  *         req = self.request
  *         if req is not None and req.stream is not None and req.stream is not _DISCARD \             # <<<<<<<<<<<<<<
@@ -18418,26 +18618,26 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
     goto __pyx_L7_bool_binop_done;
   }
 
-  /* "engine/http/_connection.pyx":563
+  /* "engine/http/_connection.pyx":569
  *         req = self.request
  *         if req is not None and req.stream is not None and req.stream is not _DISCARD \
  *                 and req.stream.started:             # <<<<<<<<<<<<<<
  *             self.transport.abort()       # its stream's answer is already on the wire
  *             return
 */
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 563, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 569, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_started); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 563, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_started); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 569, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 563, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 569, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
   __pyx_t_1 = __pyx_t_2;
 
   __pyx_L7_bool_binop_done:;
 
-  /* "engine/http/_connection.pyx":562
+  /* "engine/http/_connection.pyx":568
  *         self.app.count_error(status)
  *         req = self.request
  *         if req is not None and req.stream is not None and req.stream is not _DISCARD \             # <<<<<<<<<<<<<<
@@ -18447,7 +18647,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":564
+    /* "engine/http/_connection.pyx":570
  *         if req is not None and req.stream is not None and req.stream is not _DISCARD \
  *                 and req.stream.started:
  *             self.transport.abort()       # its stream's answer is already on the wire             # <<<<<<<<<<<<<<
@@ -18461,12 +18661,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
       PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
       __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_abort, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 564, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 570, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-    /* "engine/http/_connection.pyx":565
+    /* "engine/http/_connection.pyx":571
  *                 and req.stream.started:
  *             self.transport.abort()       # its stream's answer is already on the wire
  *             return             # <<<<<<<<<<<<<<
@@ -18483,7 +18683,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
     }
     goto __pyx_L0;
 
-    /* "engine/http/_connection.pyx":562
+    /* "engine/http/_connection.pyx":568
  *         self.app.count_error(status)
  *         req = self.request
  *         if req is not None and req.stream is not None and req.stream is not _DISCARD \             # <<<<<<<<<<<<<<
@@ -18492,7 +18692,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
 */
   }
 
-  /* "engine/http/_connection.pyx":566
+  /* "engine/http/_connection.pyx":572
  *             self.transport.abort()       # its stream's answer is already on the wire
  *             return
  *         self.parser_done = True             # <<<<<<<<<<<<<<
@@ -18501,7 +18701,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
 */
   __pyx_v_self->parser_done = 1;
 
-  /* "engine/http/_connection.pyx":567
+  /* "engine/http/_connection.pyx":573
  *             return
  *         self.parser_done = True
  *         self.answer_c(0, self.app.error_response(status, text), False)             # <<<<<<<<<<<<<<
@@ -18515,14 +18715,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
     PyObject *__pyx_callargs[3] = {__pyx_t_3, __pyx_v_status, __pyx_v_text};
     __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_error_response, __pyx_callargs+__pyx_t_5, (3-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 567, __pyx_L1_error)
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 573, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
   }
-  __pyx_t_6 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, 0, __pyx_t_4, 0); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 567, __pyx_L1_error)
+  __pyx_t_6 = ((struct __pyx_vtabstruct_6engine_4http_11_connection_HttpConnection *)__pyx_v_self->__pyx_vtab)->answer_c(__pyx_v_self, 0, __pyx_t_4, 0); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 573, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
 
-  /* "engine/http/_connection.pyx":555
+  /* "engine/http/_connection.pyx":561
  *             self.error_and_close(500, "internal error")
  * 
  *     def error_and_close(self, status, text):             # <<<<<<<<<<<<<<
@@ -18545,7 +18745,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_42error_a
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":569
+/* "engine/http/_connection.pyx":575
  *         self.answer_c(0, self.app.error_response(status, text), False)
  * 
  *     def on_deadline(self):             # <<<<<<<<<<<<<<
@@ -18610,7 +18810,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("on_deadline", 0);
 
-  /* "engine/http/_connection.pyx":571
+  /* "engine/http/_connection.pyx":577
  *     def on_deadline(self):
  *         """Called by the sweep when this connection overstayed."""
  *         req = self.request             # <<<<<<<<<<<<<<
@@ -18622,7 +18822,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
   __pyx_v_req = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "engine/http/_connection.pyx":572
+  /* "engine/http/_connection.pyx":578
  *         """Called by the sweep when this connection overstayed."""
  *         req = self.request
  *         if self.write_paused_at:             # <<<<<<<<<<<<<<
@@ -18634,7 +18834,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":573
+    /* "engine/http/_connection.pyx":579
  *         req = self.request
  *         if self.write_paused_at:
  *             self.transport.abort()   # a client that does not read its answers             # <<<<<<<<<<<<<<
@@ -18648,12 +18848,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
       PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_abort, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 573, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 579, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "engine/http/_connection.pyx":572
+    /* "engine/http/_connection.pyx":578
  *         """Called by the sweep when this connection overstayed."""
  *         req = self.request
  *         if self.write_paused_at:             # <<<<<<<<<<<<<<
@@ -18663,7 +18863,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
     goto __pyx_L3;
   }
 
-  /* "engine/http/_connection.pyx":574
+  /* "engine/http/_connection.pyx":580
  *         if self.write_paused_at:
  *             self.transport.abort()   # a client that does not read its answers
  *         elif self.state == S_READING:             # <<<<<<<<<<<<<<
@@ -18675,7 +18875,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":575
+    /* "engine/http/_connection.pyx":581
  *             self.transport.abort()   # a client that does not read its answers
  *         elif self.state == S_READING:
  *             if req is not None and req.stream is not None and req.stream is not _DISCARD:             # <<<<<<<<<<<<<<
@@ -18691,7 +18891,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
 
       goto __pyx_L5_bool_binop_done;
     }
-    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 575, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 581, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __pyx_t_5 = (__pyx_t_1 != Py_None);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
@@ -18703,7 +18903,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
 
       goto __pyx_L5_bool_binop_done;
     }
-    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 575, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_req, __pyx_mstate_global->__pyx_n_u_stream); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 581, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __pyx_t_5 = (__pyx_t_1 != __pyx_v_6engine_4http_11_connection__DISCARD);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
@@ -18714,7 +18914,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
     if (__pyx_t_2) {
 
 
-      /* "engine/http/_connection.pyx":576
+      /* "engine/http/_connection.pyx":582
  *         elif self.state == S_READING:
  *             if req is not None and req.stream is not None and req.stream is not _DISCARD:
  *                 self.transport.abort()   # stalled mid-upload to a stream             # <<<<<<<<<<<<<<
@@ -18728,12 +18928,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
         PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
         __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_abort, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 576, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 582, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-      /* "engine/http/_connection.pyx":575
+      /* "engine/http/_connection.pyx":581
  *             self.transport.abort()   # a client that does not read its answers
  *         elif self.state == S_READING:
  *             if req is not None and req.stream is not None and req.stream is not _DISCARD:             # <<<<<<<<<<<<<<
@@ -18743,7 +18943,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
       goto __pyx_L4;
     }
 
-    /* "engine/http/_connection.pyx":578
+    /* "engine/http/_connection.pyx":584
  *                 self.transport.abort()   # stalled mid-upload to a stream
  *             else:
  *                 self.error_and_close(408, "request timeout")             # <<<<<<<<<<<<<<
@@ -18751,16 +18951,16 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
  *             # a stream is answering: its own deadlines apply (registry.streams)
 */
     /*else*/ {
-      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_error_and_close); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 578, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_error_and_close); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 584, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
-      __pyx_t_3 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[7], NULL); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 578, __pyx_L1_error)
+      __pyx_t_3 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_mstate_global->__pyx_tuple[7], NULL); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 584, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     }
     __pyx_L4:;
 
-    /* "engine/http/_connection.pyx":574
+    /* "engine/http/_connection.pyx":580
  *         if self.write_paused_at:
  *             self.transport.abort()   # a client that does not read its answers
  *         elif self.state == S_READING:             # <<<<<<<<<<<<<<
@@ -18770,14 +18970,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
     goto __pyx_L3;
   }
 
-  /* "engine/http/_connection.pyx":579
+  /* "engine/http/_connection.pyx":585
  *             else:
  *                 self.error_and_close(408, "request timeout")
  *         elif self.pending and type(self.pending[0][1]) is not bytes:             # <<<<<<<<<<<<<<
  *             # a stream is answering: its own deadlines apply (registry.streams)
  *             self.deadline = self.registry.clock + self.registry.idle_timeout
 */
-  __pyx_t_5 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_5 < 0))) __PYX_ERR(0, 579, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_IsTrue(__pyx_v_self->pending); if (unlikely((__pyx_t_5 < 0))) __PYX_ERR(0, 585, __pyx_L1_error)
   if (__pyx_t_5) {
 
   } else {
@@ -18786,9 +18986,9 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
 
     goto __pyx_L8_bool_binop_done;
   }
-  __pyx_t_3 = __Pyx_GetItemInt(__pyx_v_self->pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 579, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_GetItemInt(__pyx_v_self->pending, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 585, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_1 = __Pyx_GetItemInt(__pyx_t_3, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 579, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_GetItemInt(__pyx_t_3, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 585, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_t_5 = (((PyObject *)Py_TYPE(__pyx_t_1)) != ((PyObject *)(&PyBytes_Type)));
@@ -18800,7 +19000,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
   if (__pyx_t_2) {
 
 
-    /* "engine/http/_connection.pyx":581
+    /* "engine/http/_connection.pyx":587
  *         elif self.pending and type(self.pending[0][1]) is not bytes:
  *             # a stream is answering: its own deadlines apply (registry.streams)
  *             self.deadline = self.registry.clock + self.registry.idle_timeout             # <<<<<<<<<<<<<<
@@ -18809,7 +19009,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
 */
     __pyx_v_self->deadline = (__pyx_v_self->registry->clock + __pyx_v_self->registry->idle_timeout);
 
-    /* "engine/http/_connection.pyx":579
+    /* "engine/http/_connection.pyx":585
  *             else:
  *                 self.error_and_close(408, "request timeout")
  *         elif self.pending and type(self.pending[0][1]) is not bytes:             # <<<<<<<<<<<<<<
@@ -18819,7 +19019,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
     goto __pyx_L3;
   }
 
-  /* "engine/http/_connection.pyx":583
+  /* "engine/http/_connection.pyx":589
  *             self.deadline = self.registry.clock + self.registry.idle_timeout
  *         else:
  *             self.close()             # idle keep-alive connection             # <<<<<<<<<<<<<<
@@ -18834,14 +19034,14 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
       PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 583, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 589, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   }
   __pyx_L3:;
 
-  /* "engine/http/_connection.pyx":569
+  /* "engine/http/_connection.pyx":575
  *         self.answer_c(0, self.app.error_response(status, text), False)
  * 
  *     def on_deadline(self):             # <<<<<<<<<<<<<<
@@ -18864,7 +19064,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_44on_dead
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":585
+/* "engine/http/_connection.pyx":591
  *             self.close()             # idle keep-alive connection
  * 
  *     def close(self):             # <<<<<<<<<<<<<<
@@ -18928,7 +19128,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46close(s
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("close", 0);
 
-  /* "engine/http/_connection.pyx":586
+  /* "engine/http/_connection.pyx":592
  * 
  *     def close(self):
  *         if self.transport is not None and not self.transport.is_closing():             # <<<<<<<<<<<<<<
@@ -18951,10 +19151,10 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46close(s
     PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
     __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_is_closing, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 586, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 592, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 586, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 592, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_t_6 = (!__pyx_t_2);
 
@@ -18966,7 +19166,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46close(s
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":587
+    /* "engine/http/_connection.pyx":593
  *     def close(self):
  *         if self.transport is not None and not self.transport.is_closing():
  *             self.transport.close()             # <<<<<<<<<<<<<<
@@ -18980,12 +19180,12 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46close(s
       PyObject *__pyx_callargs[2] = {__pyx_t_4, NULL};
       __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 587, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 593, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-    /* "engine/http/_connection.pyx":586
+    /* "engine/http/_connection.pyx":592
  * 
  *     def close(self):
  *         if self.transport is not None and not self.transport.is_closing():             # <<<<<<<<<<<<<<
@@ -18994,7 +19194,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46close(s
 */
   }
 
-  /* "engine/http/_connection.pyx":585
+  /* "engine/http/_connection.pyx":591
  *             self.close()             # idle keep-alive connection
  * 
  *     def close(self):             # <<<<<<<<<<<<<<
@@ -19016,7 +19216,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_46close(s
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":589
+/* "engine/http/_connection.pyx":595
  *             self.transport.close()
  * 
  *     def drain(self):             # <<<<<<<<<<<<<<
@@ -19076,7 +19276,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_48drain(s
   double __pyx_t_4;
   __Pyx_RefNannySetupContext("drain", 0);
 
-  /* "engine/http/_connection.pyx":591
+  /* "engine/http/_connection.pyx":597
  *     def drain(self):
  *         """Draining: close when idle, else after the answer in progress."""
  *         self.closing = True             # <<<<<<<<<<<<<<
@@ -19085,7 +19285,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_48drain(s
 */
   __pyx_v_self->closing = 1;
 
-  /* "engine/http/_connection.pyx":592
+  /* "engine/http/_connection.pyx":598
  *         """Draining: close when idle, else after the answer in progress."""
  *         self.closing = True
  *         if self.state == S_IDLE:             # <<<<<<<<<<<<<<
@@ -19097,7 +19297,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_48drain(s
   if (__pyx_t_1) {
 
 
-    /* "engine/http/_connection.pyx":596
+    /* "engine/http/_connection.pyx":602
  *             # client may be sending; give it a moment to send one (answered
  *             # with "Connection: close"), then the sweep closes it.
  *             self.deadline = min(self.deadline, self.registry.clock + 1.0)             # <<<<<<<<<<<<<<
@@ -19121,7 +19321,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_48drain(s
     __pyx_v_self->deadline = __pyx_t_4;
 
 
-    /* "engine/http/_connection.pyx":592
+    /* "engine/http/_connection.pyx":598
  *         """Draining: close when idle, else after the answer in progress."""
  *         self.closing = True
  *         if self.state == S_IDLE:             # <<<<<<<<<<<<<<
@@ -19130,7 +19330,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_48drain(s
 */
   }
 
-  /* "engine/http/_connection.pyx":589
+  /* "engine/http/_connection.pyx":595
  *             self.transport.close()
  * 
  *     def drain(self):             # <<<<<<<<<<<<<<
@@ -19145,7 +19345,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_48drain(s
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":36
+/* "engine/http/_connection.pxd":37
  * 
  * cdef class HttpConnection:
  *     cdef public object app             # <<<<<<<<<<<<<<
@@ -19308,7 +19508,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_3app_4__del__(s
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":37
+/* "engine/http/_connection.pxd":38
  * cdef class HttpConnection:
  *     cdef public object app
  *     cdef public ConnectionRegistry registry             # <<<<<<<<<<<<<<
@@ -19407,7 +19607,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_8registry_2__se
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(((__pyx_t_2) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_2, __pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry))))) __PYX_ERR(1, 37, __pyx_L4_error)
+        if (!(likely(((__pyx_t_2) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_2, __pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry))))) __PYX_ERR(1, 38, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF((PyObject *)__pyx_v_self->registry);
         __Pyx_DECREF_SET(__pyx_v_self->registry, ((struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry *)__pyx_t_2));
@@ -19489,7 +19689,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_8registry_4__de
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":38
+/* "engine/http/_connection.pxd":39
  *     cdef public object app
  *     cdef public ConnectionRegistry registry
  *     cdef public object limits             # <<<<<<<<<<<<<<
@@ -19652,7 +19852,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_6limits_4__del_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":39
+/* "engine/http/_connection.pxd":40
  *     cdef public ConnectionRegistry registry
  *     cdef public object limits
  *     cdef public bint tls             # <<<<<<<<<<<<<<
@@ -19691,7 +19891,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_3tls___ge
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->tls); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 39, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->tls); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 40, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -19764,7 +19964,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_3tls_2__set__(s
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 39, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 40, __pyx_L4_error)
         __pyx_v_self->tls = __pyx_t_2;
       }
       /*finally:*/ {
@@ -19794,7 +19994,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_3tls_2__set__(s
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":40
+/* "engine/http/_connection.pxd":41
  *     cdef public object limits
  *     cdef public bint tls
  *     cdef public object transport             # <<<<<<<<<<<<<<
@@ -19957,7 +20157,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_9transport_4__d
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":41
+/* "engine/http/_connection.pxd":42
  *     cdef public bint tls
  *     cdef public object transport
  *     cdef public object parser             # <<<<<<<<<<<<<<
@@ -20120,7 +20320,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_6parser_4__del_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":42
+/* "engine/http/_connection.pxd":43
  *     cdef public object transport
  *     cdef public object parser
  *     cdef public object request          # Request of a slow-path request being read             # <<<<<<<<<<<<<<
@@ -20283,7 +20483,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_7request_4__del
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":43
+/* "engine/http/_connection.pxd":44
  *     cdef public object parser
  *     cdef public object request          # Request of a slow-path request being read
  *     cdef public str client_ip             # <<<<<<<<<<<<<<
@@ -20382,7 +20582,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_9client_ip_2__s
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyUnicode_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_2))) __PYX_ERR(1, 43, __pyx_L4_error)
+        if (!(likely(PyUnicode_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_2))) __PYX_ERR(1, 44, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->client_ip);
         __Pyx_DECREF_SET(__pyx_v_self->client_ip, ((PyObject*)__pyx_t_2));
@@ -20464,7 +20664,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_9client_ip_4__d
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":44
+/* "engine/http/_connection.pxd":45
  *     cdef public object request          # Request of a slow-path request being read
  *     cdef public str client_ip
  *     cdef public int state             # <<<<<<<<<<<<<<
@@ -20503,7 +20703,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_5state___
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyLong_From_int(__pyx_v_self->state); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 44, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyLong_From_int(__pyx_v_self->state); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 45, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -20576,7 +20776,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_5state_2__set__
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyLong_As_int(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 44, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyLong_As_int(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 45, __pyx_L4_error)
         __pyx_v_self->state = __pyx_t_2;
       }
       /*finally:*/ {
@@ -20606,7 +20806,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_5state_2__set__
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":45
+/* "engine/http/_connection.pxd":46
  *     cdef public str client_ip
  *     cdef public int state
  *     cdef public double deadline             # <<<<<<<<<<<<<<
@@ -20645,7 +20845,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8deadline
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = PyFloat_FromDouble(__pyx_v_self->deadline); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 45, __pyx_L4_error)
+        __pyx_t_2 = PyFloat_FromDouble(__pyx_v_self->deadline); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 46, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -20718,7 +20918,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_8deadline_2__se
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyFloat_AsDouble(__pyx_v_value); if (unlikely((__pyx_t_2 == (double)-1) && PyErr_Occurred())) __PYX_ERR(1, 45, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyFloat_AsDouble(__pyx_v_value); if (unlikely((__pyx_t_2 == (double)-1) && PyErr_Occurred())) __PYX_ERR(1, 46, __pyx_L4_error)
         __pyx_v_self->deadline = __pyx_t_2;
       }
       /*finally:*/ {
@@ -20748,7 +20948,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_8deadline_2__se
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":46
+/* "engine/http/_connection.pxd":47
  *     cdef public int state
  *     cdef public double deadline
  *     cdef public bint closing             # <<<<<<<<<<<<<<
@@ -20787,7 +20987,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_7closing_
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->closing); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 46, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->closing); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 47, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -20860,7 +21060,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_7closing_2__set
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 46, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 47, __pyx_L4_error)
         __pyx_v_self->closing = __pyx_t_2;
       }
       /*finally:*/ {
@@ -20890,7 +21090,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_7closing_2__set
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":47
+/* "engine/http/_connection.pxd":48
  *     cdef public double deadline
  *     cdef public bint closing
  *     cdef public bint counted             # <<<<<<<<<<<<<<
@@ -20929,7 +21129,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_7counted_
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->counted); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 47, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->counted); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 48, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -21002,7 +21202,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_7counted_2__set
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 47, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 48, __pyx_L4_error)
         __pyx_v_self->counted = __pyx_t_2;
       }
       /*finally:*/ {
@@ -21032,7 +21232,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_7counted_2__set
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":48
+/* "engine/http/_connection.pxd":49
  *     cdef public bint closing
  *     cdef public bint counted
  *     cdef public object pending           # deque of (epoch, answer, keep)             # <<<<<<<<<<<<<<
@@ -21195,7 +21395,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_7pending_4__del
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":49
+/* "engine/http/_connection.pxd":50
  *     cdef public bint counted
  *     cdef public object pending           # deque of (epoch, answer, keep)
  *     cdef public bint read_paused             # <<<<<<<<<<<<<<
@@ -21234,7 +21434,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_11read_pa
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->read_paused); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 49, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->read_paused); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 50, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -21307,7 +21507,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_11read_paused_2
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 49, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 50, __pyx_L4_error)
         __pyx_v_self->read_paused = __pyx_t_2;
       }
       /*finally:*/ {
@@ -21337,7 +21537,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_11read_paused_2
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":50
+/* "engine/http/_connection.pxd":51
  *     cdef public object pending           # deque of (epoch, answer, keep)
  *     cdef public bint read_paused
  *     cdef public object tunnel_to             # <<<<<<<<<<<<<<
@@ -21500,7 +21700,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_9tunnel_to_4__d
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":51
+/* "engine/http/_connection.pxd":52
  *     cdef public bint read_paused
  *     cdef public object tunnel_to
  *     cdef public bint parser_done             # <<<<<<<<<<<<<<
@@ -21539,7 +21739,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_11parser_
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->parser_done); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 51, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->parser_done); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 52, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -21612,7 +21812,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_11parser_done_2
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 51, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 52, __pyx_L4_error)
         __pyx_v_self->parser_done = __pyx_t_2;
       }
       /*finally:*/ {
@@ -21642,7 +21842,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_11parser_done_2
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":52
+/* "engine/http/_connection.pxd":53
  *     cdef public object tunnel_to
  *     cdef public bint parser_done
  *     cdef public bint read_eof             # <<<<<<<<<<<<<<
@@ -21681,7 +21881,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_8read_eof
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->read_eof); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 52, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->read_eof); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 53, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -21754,7 +21954,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_8read_eof_2__se
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 52, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 53, __pyx_L4_error)
         __pyx_v_self->read_eof = __pyx_t_2;
       }
       /*finally:*/ {
@@ -21784,7 +21984,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_8read_eof_2__se
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":53
+/* "engine/http/_connection.pxd":54
  *     cdef public bint parser_done
  *     cdef public bint read_eof
  *     cdef public double write_paused_at             # <<<<<<<<<<<<<<
@@ -21823,7 +22023,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_15write_p
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = PyFloat_FromDouble(__pyx_v_self->write_paused_at); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 53, __pyx_L4_error)
+        __pyx_t_2 = PyFloat_FromDouble(__pyx_v_self->write_paused_at); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 54, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -21896,7 +22096,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_15write_paused_
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyFloat_AsDouble(__pyx_v_value); if (unlikely((__pyx_t_2 == (double)-1) && PyErr_Occurred())) __PYX_ERR(1, 53, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyFloat_AsDouble(__pyx_v_value); if (unlikely((__pyx_t_2 == (double)-1) && PyErr_Occurred())) __PYX_ERR(1, 54, __pyx_L4_error)
         __pyx_v_self->write_paused_at = __pyx_t_2;
       }
       /*finally:*/ {
@@ -21926,7 +22126,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_15write_paused_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":58
+/* "engine/http/_connection.pxd":59
  *     # ---- the request being read on the fast path (reset per request) ----
  *     cdef bint decided                    # the request line is complete: fast or slow
  *     cdef public bint awaiting_commit     # listed in commits.waiting             # <<<<<<<<<<<<<<
@@ -21965,7 +22165,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_15awaitin
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->awaiting_commit); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 58, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->awaiting_commit); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 59, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -22038,7 +22238,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_15awaiting_comm
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 58, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 59, __pyx_L4_error)
         __pyx_v_self->awaiting_commit = __pyx_t_2;
       }
       /*finally:*/ {
@@ -22068,7 +22268,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_15awaiting_comm
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":59
+/* "engine/http/_connection.pxd":60
  *     cdef bint decided                    # the request line is complete: fast or slow
  *     cdef public bint awaiting_commit     # listed in commits.waiting
  *     cdef public bint upgrade             # <<<<<<<<<<<<<<
@@ -22107,7 +22307,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_7upgrade_
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->upgrade); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 59, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->upgrade); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 60, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -22180,7 +22380,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_7upgrade_2__set
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 59, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 60, __pyx_L4_error)
         __pyx_v_self->upgrade = __pyx_t_2;
       }
       /*finally:*/ {
@@ -22210,7 +22410,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_7upgrade_2__set
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":60
+/* "engine/http/_connection.pxd":61
  *     cdef public bint awaiting_commit     # listed in commits.waiting
  *     cdef public bint upgrade
  *     cdef public bint is_fast             # this request is answered by ``fast``             # <<<<<<<<<<<<<<
@@ -22249,7 +22449,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_7is_fast_
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->is_fast); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 60, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->is_fast); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 61, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -22322,7 +22522,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_7is_fast_2__set
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 60, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 61, __pyx_L4_error)
         __pyx_v_self->is_fast = __pyx_t_2;
       }
       /*finally:*/ {
@@ -22352,7 +22552,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_7is_fast_2__set
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":61
+/* "engine/http/_connection.pxd":62
  *     cdef public bint upgrade
  *     cdef public bint is_fast             # this request is answered by ``fast``
  *     cdef public int route                # which fast route (FastRoutes.claim)             # <<<<<<<<<<<<<<
@@ -22391,7 +22591,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_5route___
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyLong_From_int(__pyx_v_self->route); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 61, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyLong_From_int(__pyx_v_self->route); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 62, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -22464,7 +22664,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_5route_2__set__
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyLong_As_int(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 61, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyLong_As_int(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 62, __pyx_L4_error)
         __pyx_v_self->route = __pyx_t_2;
       }
       /*finally:*/ {
@@ -22494,7 +22694,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_5route_2__set__
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":62
+/* "engine/http/_connection.pxd":63
  *     cdef public bint is_fast             # this request is answered by ``fast``
  *     cdef public int route                # which fast route (FastRoutes.claim)
  *     cdef public bytes url             # <<<<<<<<<<<<<<
@@ -22593,7 +22793,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_3url_2__set__(s
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 62, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 63, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->url);
         __Pyx_DECREF_SET(__pyx_v_self->url, ((PyObject*)__pyx_t_2));
@@ -22675,7 +22875,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_3url_4__del__(s
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":63
+/* "engine/http/_connection.pxd":64
  *     cdef public int route                # which fast route (FastRoutes.claim)
  *     cdef public bytes url
  *     cdef public bytes method             # <<<<<<<<<<<<<<
@@ -22774,7 +22974,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_6method_2__set_
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 63, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 64, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->method);
         __Pyx_DECREF_SET(__pyx_v_self->method, ((PyObject*)__pyx_t_2));
@@ -22856,7 +23056,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_6method_4__del_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":64
+/* "engine/http/_connection.pxd":65
  *     cdef public bytes url
  *     cdef public bytes method
  *     cdef public Py_ssize_t head_bytes             # <<<<<<<<<<<<<<
@@ -22895,7 +23095,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10head_by
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_self->head_bytes); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 64, __pyx_L4_error)
+        __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_self->head_bytes); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 65, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -22968,7 +23168,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_10head_bytes_2_
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyIndex_AsSsize_t(__pyx_v_value); if (unlikely((__pyx_t_2 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 64, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyIndex_AsSsize_t(__pyx_v_value); if (unlikely((__pyx_t_2 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 65, __pyx_L4_error)
         __pyx_v_self->head_bytes = __pyx_t_2;
       }
       /*finally:*/ {
@@ -22998,7 +23198,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_10head_bytes_2_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":65
+/* "engine/http/_connection.pxd":66
  *     cdef public bytes method
  *     cdef public Py_ssize_t head_bytes
  *     cdef public int hosts                # Host field lines seen             # <<<<<<<<<<<<<<
@@ -23037,7 +23237,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_5hosts___
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyLong_From_int(__pyx_v_self->hosts); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 65, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyLong_From_int(__pyx_v_self->hosts); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 66, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -23110,7 +23310,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_5hosts_2__set__
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyLong_As_int(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 65, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyLong_As_int(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 66, __pyx_L4_error)
         __pyx_v_self->hosts = __pyx_t_2;
       }
       /*finally:*/ {
@@ -23140,7 +23340,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_5hosts_2__set__
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":66
+/* "engine/http/_connection.pxd":67
  *     cdef public Py_ssize_t head_bytes
  *     cdef public int hosts                # Host field lines seen
  *     cdef public bytes authority          # of an absolute-form target (wins over Host)             # <<<<<<<<<<<<<<
@@ -23239,7 +23439,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_9authority_2__s
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 66, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 67, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->authority);
         __Pyx_DECREF_SET(__pyx_v_self->authority, ((PyObject*)__pyx_t_2));
@@ -23321,7 +23521,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_9authority_4__d
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":67
+/* "engine/http/_connection.pxd":68
  *     cdef public int hosts                # Host field lines seen
  *     cdef public bytes authority          # of an absolute-form target (wins over Host)
  *     cdef public bytes user_agent             # <<<<<<<<<<<<<<
@@ -23420,7 +23620,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_10user_agent_2_
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 67, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 68, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->user_agent);
         __Pyx_DECREF_SET(__pyx_v_self->user_agent, ((PyObject*)__pyx_t_2));
@@ -23502,7 +23702,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_10user_agent_4_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":68
+/* "engine/http/_connection.pxd":69
  *     cdef public bytes authority          # of an absolute-form target (wins over Host)
  *     cdef public bytes user_agent
  *     cdef public bytes accept_language             # <<<<<<<<<<<<<<
@@ -23601,7 +23801,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_15accept_langua
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 68, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 69, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->accept_language);
         __Pyx_DECREF_SET(__pyx_v_self->accept_language, ((PyObject*)__pyx_t_2));
@@ -23683,7 +23883,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_15accept_langua
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":69
+/* "engine/http/_connection.pxd":70
  *     cdef public bytes user_agent
  *     cdef public bytes accept_language
  *     cdef public bytes cookie             # <<<<<<<<<<<<<<
@@ -23782,7 +23982,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_6cookie_2__set_
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 69, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 70, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->cookie);
         __Pyx_DECREF_SET(__pyx_v_self->cookie, ((PyObject*)__pyx_t_2));
@@ -23864,7 +24064,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_6cookie_4__del_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":70
+/* "engine/http/_connection.pxd":71
  *     cdef public bytes accept_language
  *     cdef public bytes cookie
  *     cdef public bytes origin             # <<<<<<<<<<<<<<
@@ -23963,7 +24163,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_6origin_2__set_
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 70, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 71, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->origin);
         __Pyx_DECREF_SET(__pyx_v_self->origin, ((PyObject*)__pyx_t_2));
@@ -24045,7 +24245,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_6origin_4__del_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":71
+/* "engine/http/_connection.pxd":72
  *     cdef public bytes cookie
  *     cdef public bytes origin
  *     cdef public bytes forwarded_for             # <<<<<<<<<<<<<<
@@ -24144,7 +24344,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_13forwarded_for
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 71, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 72, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->forwarded_for);
         __Pyx_DECREF_SET(__pyx_v_self->forwarded_for, ((PyObject*)__pyx_t_2));
@@ -24226,7 +24426,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_13forwarded_for
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":72
+/* "engine/http/_connection.pxd":73
  *     cdef public bytes origin
  *     cdef public bytes forwarded_for
  *     cdef public bytes forwarded             # <<<<<<<<<<<<<<
@@ -24325,7 +24525,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_9forwarded_2__s
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 72, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 73, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->forwarded);
         __Pyx_DECREF_SET(__pyx_v_self->forwarded, ((PyObject*)__pyx_t_2));
@@ -24407,7 +24607,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_9forwarded_4__d
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":73
+/* "engine/http/_connection.pxd":74
  *     cdef public bytes forwarded_for
  *     cdef public bytes forwarded
  *     cdef public bytes content_length             # <<<<<<<<<<<<<<
@@ -24506,7 +24706,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_14content_lengt
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 73, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 74, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->content_length);
         __Pyx_DECREF_SET(__pyx_v_self->content_length, ((PyObject*)__pyx_t_2));
@@ -24588,7 +24788,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_14content_lengt
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":74
+/* "engine/http/_connection.pxd":75
  *     cdef public bytes forwarded
  *     cdef public bytes content_length
  *     cdef public bytes expect             # <<<<<<<<<<<<<<
@@ -24687,7 +24887,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_6expect_2__set_
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 74, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 75, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->expect);
         __Pyx_DECREF_SET(__pyx_v_self->expect, ((PyObject*)__pyx_t_2));
@@ -24769,7 +24969,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_6expect_4__del_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":75
+/* "engine/http/_connection.pxd":76
  *     cdef public bytes content_length
  *     cdef public bytes expect
  *     cdef public bytes dnt             # <<<<<<<<<<<<<<
@@ -24868,7 +25068,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_3dnt_2__set__(s
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 75, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 76, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->dnt);
         __Pyx_DECREF_SET(__pyx_v_self->dnt, ((PyObject*)__pyx_t_2));
@@ -24950,7 +25150,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_3dnt_4__del__(s
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":76
+/* "engine/http/_connection.pxd":77
  *     cdef public bytes expect
  *     cdef public bytes dnt
  *     cdef public bytes gpc             # <<<<<<<<<<<<<<
@@ -25049,7 +25249,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_3gpc_2__set__(s
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 76, __pyx_L4_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(1, 77, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->gpc);
         __Pyx_DECREF_SET(__pyx_v_self->gpc, ((PyObject*)__pyx_t_2));
@@ -25131,7 +25331,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_3gpc_4__del__(s
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":77
+/* "engine/http/_connection.pxd":78
  *     cdef public bytes dnt
  *     cdef public bytes gpc
  *     cdef public list body             # <<<<<<<<<<<<<<
@@ -25230,7 +25430,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_4body_2__set__(
       /*try:*/ {
         __pyx_t_2 = __pyx_v_value;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyList_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("list", __pyx_t_2))) __PYX_ERR(1, 77, __pyx_L4_error)
+        if (!(likely(PyList_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("list", __pyx_t_2))) __PYX_ERR(1, 78, __pyx_L4_error)
         __Pyx_GIVEREF(__pyx_t_2);
         __Pyx_GOTREF(__pyx_v_self->body);
         __Pyx_DECREF_SET(__pyx_v_self->body, ((PyObject*)__pyx_t_2));
@@ -25312,7 +25512,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_4body_4__del__(
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":78
+/* "engine/http/_connection.pxd":79
  *     cdef public bytes gpc
  *     cdef public list body
  *     cdef public Py_ssize_t body_size             # <<<<<<<<<<<<<<
@@ -25351,7 +25551,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_9body_siz
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_self->body_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 78, __pyx_L4_error)
+        __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_self->body_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 79, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -25424,7 +25624,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_9body_size_2__s
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyIndex_AsSsize_t(__pyx_v_value); if (unlikely((__pyx_t_2 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 78, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyIndex_AsSsize_t(__pyx_v_value); if (unlikely((__pyx_t_2 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 79, __pyx_L4_error)
         __pyx_v_self->body_size = __pyx_t_2;
       }
       /*finally:*/ {
@@ -25454,7 +25654,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_9body_size_2__s
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":79
+/* "engine/http/_connection.pxd":80
  *     cdef public list body
  *     cdef public Py_ssize_t body_size
  *     cdef public bint keep_alive             # <<<<<<<<<<<<<<
@@ -25493,7 +25693,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_10keep_al
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->keep_alive); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 79, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->keep_alive); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 80, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -25566,7 +25766,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_10keep_alive_2_
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 79, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 80, __pyx_L4_error)
         __pyx_v_self->keep_alive = __pyx_t_2;
       }
       /*finally:*/ {
@@ -25596,7 +25796,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_10keep_alive_2_
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pxd":80
+/* "engine/http/_connection.pxd":81
  *     cdef public Py_ssize_t body_size
  *     cdef public bint keep_alive
  *     cdef public bint http_10             # <<<<<<<<<<<<<<
@@ -25635,7 +25835,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_7http_10_
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->http_10); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 80, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyBool_FromLong(__pyx_v_self->http_10); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 81, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -25708,7 +25908,7 @@ static int __pyx_pf_6engine_4http_11_connection_14HttpConnection_7http_10_2__set
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 80, __pyx_L4_error)
+        __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_value); if (unlikely((__pyx_t_2 == (int)-1) && PyErr_Occurred())) __PYX_ERR(1, 81, __pyx_L4_error)
         __pyx_v_self->http_10 = __pyx_t_2;
       }
       /*finally:*/ {
@@ -26625,7 +26825,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_14HttpConnection_52__setst
   return __pyx_r;
 }
 
-/* "engine/http/_connection.pyx":603
+/* "engine/http/_connection.pyx":609
  *     started = True
  * 
  *     def start(self, conn):             # <<<<<<<<<<<<<<
@@ -26673,39 +26873,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_self,&__pyx_mstate_global->__pyx_n_u_conn,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 603, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 609, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 603, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 609, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 603, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 609, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "start", 0) < (0)) __PYX_ERR(0, 603, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "start", 0) < (0)) __PYX_ERR(0, 609, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("start", 1, 2, 2, i); __PYX_ERR(0, 603, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("start", 1, 2, 2, i); __PYX_ERR(0, 609, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 603, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 609, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 603, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 609, __pyx_L3_error)
     }
     __pyx_v_self = values[0];
     __pyx_v_conn = values[1];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("start", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 603, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("start", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 609, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -27339,7 +27539,7 @@ static PyObject *__pyx_f_6engine_4http_11_connection___pyx_unpickle_FastRoutes__
  *     int __Pyx_UpdateUnpickledDict(object, object, Py_ssize_t) except -1
  * def __pyx_unpickle_ConnectionRegistry(__pyx_type, long __pyx_checksum, tuple __pyx_state):             # <<<<<<<<<<<<<<
  *     cdef object __pyx_result
- *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0xb304e54, 0xc51a44f, 0x8a150f9, b'clock, date, idle_timeout, limits, max_body_bytes, max_header_bytes, open, read_timeout, streams, write_timeout')
+ *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0x8594d7c, 0x2b9128e, 0xc53950a, b'clock, date, draining, idle_timeout, limits, max_body_bytes, max_header_bytes, open, read_timeout, streams, write_timeout')
 */
 
 /* Python wrapper */
@@ -27471,16 +27671,16 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_4__pyx_unpickle_Connection
   /* "(tree fragment)":6
  * def __pyx_unpickle_ConnectionRegistry(__pyx_type, long __pyx_checksum, tuple __pyx_state):
  *     cdef object __pyx_result
- *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0xb304e54, 0xc51a44f, 0x8a150f9, b'clock, date, idle_timeout, limits, max_body_bytes, max_header_bytes, open, read_timeout, streams, write_timeout')             # <<<<<<<<<<<<<<
+ *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0x8594d7c, 0x2b9128e, 0xc53950a, b'clock, date, draining, idle_timeout, limits, max_body_bytes, max_header_bytes, open, read_timeout, streams, write_timeout')             # <<<<<<<<<<<<<<
  *     __pyx_result = ConnectionRegistry.__new__(__pyx_type)
  *     if __pyx_state is not None:
 */
-  __pyx_t_1 = __Pyx_CheckUnpickleChecksum(__pyx_v___pyx_checksum, 0xb304e54, 0xc51a44f, 0x8a150f9, __pyx_k_clock_date_idle_timeout_limits_m); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(2, 6, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_CheckUnpickleChecksum(__pyx_v___pyx_checksum, 0x8594d7c, 0x2b9128e, 0xc53950a, __pyx_k_clock_date_draining_idle_timeout); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(2, 6, __pyx_L1_error)
 
 
   /* "(tree fragment)":7
  *     cdef object __pyx_result
- *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0xb304e54, 0xc51a44f, 0x8a150f9, b'clock, date, idle_timeout, limits, max_body_bytes, max_header_bytes, open, read_timeout, streams, write_timeout')
+ *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0x8594d7c, 0x2b9128e, 0xc53950a, b'clock, date, draining, idle_timeout, limits, max_body_bytes, max_header_bytes, open, read_timeout, streams, write_timeout')
  *     __pyx_result = ConnectionRegistry.__new__(__pyx_type)             # <<<<<<<<<<<<<<
  *     if __pyx_state is not None:
  *         __pyx_unpickle_ConnectionRegistry__set_state(<ConnectionRegistry> __pyx_result, __pyx_state)
@@ -27499,7 +27699,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_4__pyx_unpickle_Connection
   __pyx_t_2 = 0;
 
   /* "(tree fragment)":8
- *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0xb304e54, 0xc51a44f, 0x8a150f9, b'clock, date, idle_timeout, limits, max_body_bytes, max_header_bytes, open, read_timeout, streams, write_timeout')
+ *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0x8594d7c, 0x2b9128e, 0xc53950a, b'clock, date, draining, idle_timeout, limits, max_body_bytes, max_header_bytes, open, read_timeout, streams, write_timeout')
  *     __pyx_result = ConnectionRegistry.__new__(__pyx_type)
  *     if __pyx_state is not None:             # <<<<<<<<<<<<<<
  *         __pyx_unpickle_ConnectionRegistry__set_state(<ConnectionRegistry> __pyx_result, __pyx_state)
@@ -27525,7 +27725,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_4__pyx_unpickle_Connection
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
     /* "(tree fragment)":8
- *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0xb304e54, 0xc51a44f, 0x8a150f9, b'clock, date, idle_timeout, limits, max_body_bytes, max_header_bytes, open, read_timeout, streams, write_timeout')
+ *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0x8594d7c, 0x2b9128e, 0xc53950a, b'clock, date, draining, idle_timeout, limits, max_body_bytes, max_header_bytes, open, read_timeout, streams, write_timeout')
  *     __pyx_result = ConnectionRegistry.__new__(__pyx_type)
  *     if __pyx_state is not None:             # <<<<<<<<<<<<<<
  *         __pyx_unpickle_ConnectionRegistry__set_state(<ConnectionRegistry> __pyx_result, __pyx_state)
@@ -27538,7 +27738,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_4__pyx_unpickle_Connection
  *         __pyx_unpickle_ConnectionRegistry__set_state(<ConnectionRegistry> __pyx_result, __pyx_state)
  *     return __pyx_result             # <<<<<<<<<<<<<<
  * cdef __pyx_unpickle_ConnectionRegistry__set_state(ConnectionRegistry __pyx_result, __pyx_state: tuple):
- *     __pyx_result.clock = __pyx_state[0]; __pyx_result.date = __pyx_state[1]; __pyx_result.idle_timeout = __pyx_state[2]; __pyx_result.limits = __pyx_state[3]; __pyx_result.max_body_bytes = __pyx_state[4]; __pyx_result.max_header_bytes = __pyx_state[5]; __pyx_result.open = __pyx_state[6]; __pyx_result.read_timeout = __pyx_state[7]; __pyx_result.streams = __pyx_state[8]; __pyx_result.write_timeout = __pyx_state[9]
+ *     __pyx_result.clock = __pyx_state[0]; __pyx_result.date = __pyx_state[1]; __pyx_result.draining = __pyx_state[2]; __pyx_result.idle_timeout = __pyx_state[3]; __pyx_result.limits = __pyx_state[4]; __pyx_result.max_body_bytes = __pyx_state[5]; __pyx_result.max_header_bytes = __pyx_state[6]; __pyx_result.open = __pyx_state[7]; __pyx_result.read_timeout = __pyx_state[8]; __pyx_result.streams = __pyx_state[9]; __pyx_result.write_timeout = __pyx_state[10]
 */
   {
     PyObject *__pyx_temp;
@@ -27556,7 +27756,7 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_4__pyx_unpickle_Connection
  *     int __Pyx_UpdateUnpickledDict(object, object, Py_ssize_t) except -1
  * def __pyx_unpickle_ConnectionRegistry(__pyx_type, long __pyx_checksum, tuple __pyx_state):             # <<<<<<<<<<<<<<
  *     cdef object __pyx_result
- *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0xb304e54, 0xc51a44f, 0x8a150f9, b'clock, date, idle_timeout, limits, max_body_bytes, max_header_bytes, open, read_timeout, streams, write_timeout')
+ *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0x8594d7c, 0x2b9128e, 0xc53950a, b'clock, date, draining, idle_timeout, limits, max_body_bytes, max_header_bytes, open, read_timeout, streams, write_timeout')
 */
 
   /* function exit code */
@@ -27576,8 +27776,8 @@ static PyObject *__pyx_pf_6engine_4http_11_connection_4__pyx_unpickle_Connection
  *         __pyx_unpickle_ConnectionRegistry__set_state(<ConnectionRegistry> __pyx_result, __pyx_state)
  *     return __pyx_result
  * cdef __pyx_unpickle_ConnectionRegistry__set_state(ConnectionRegistry __pyx_result, __pyx_state: tuple):             # <<<<<<<<<<<<<<
- *     __pyx_result.clock = __pyx_state[0]; __pyx_result.date = __pyx_state[1]; __pyx_result.idle_timeout = __pyx_state[2]; __pyx_result.limits = __pyx_state[3]; __pyx_result.max_body_bytes = __pyx_state[4]; __pyx_result.max_header_bytes = __pyx_state[5]; __pyx_result.open = __pyx_state[6]; __pyx_result.read_timeout = __pyx_state[7]; __pyx_result.streams = __pyx_state[8]; __pyx_result.write_timeout = __pyx_state[9]
- *     __Pyx_UpdateUnpickledDict(__pyx_result, __pyx_state, 10)
+ *     __pyx_result.clock = __pyx_state[0]; __pyx_result.date = __pyx_state[1]; __pyx_result.draining = __pyx_state[2]; __pyx_result.idle_timeout = __pyx_state[3]; __pyx_result.limits = __pyx_state[4]; __pyx_result.max_body_bytes = __pyx_state[5]; __pyx_result.max_header_bytes = __pyx_state[6]; __pyx_result.open = __pyx_state[7]; __pyx_result.read_timeout = __pyx_state[8]; __pyx_result.streams = __pyx_state[9]; __pyx_result.write_timeout = __pyx_state[10]
+ *     __Pyx_UpdateUnpickledDict(__pyx_result, __pyx_state, 11)
 */
 
 static PyObject *__pyx_f_6engine_4http_11_connection___pyx_unpickle_ConnectionRegistry__set_state(struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry *__pyx_v___pyx_result, PyObject *__pyx_v___pyx_state) {
@@ -27585,8 +27785,9 @@ static PyObject *__pyx_f_6engine_4http_11_connection___pyx_unpickle_ConnectionRe
   __Pyx_RefNannyDeclarations
   double __pyx_t_1;
   PyObject *__pyx_t_2 = NULL;
-  Py_ssize_t __pyx_t_3;
-  int __pyx_t_4;
+  int __pyx_t_3;
+  Py_ssize_t __pyx_t_4;
+  int __pyx_t_5;
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
@@ -27595,8 +27796,8 @@ static PyObject *__pyx_f_6engine_4http_11_connection___pyx_unpickle_ConnectionRe
   /* "(tree fragment)":12
  *     return __pyx_result
  * cdef __pyx_unpickle_ConnectionRegistry__set_state(ConnectionRegistry __pyx_result, __pyx_state: tuple):
- *     __pyx_result.clock = __pyx_state[0]; __pyx_result.date = __pyx_state[1]; __pyx_result.idle_timeout = __pyx_state[2]; __pyx_result.limits = __pyx_state[3]; __pyx_result.max_body_bytes = __pyx_state[4]; __pyx_result.max_header_bytes = __pyx_state[5]; __pyx_result.open = __pyx_state[6]; __pyx_result.read_timeout = __pyx_state[7]; __pyx_result.streams = __pyx_state[8]; __pyx_result.write_timeout = __pyx_state[9]             # <<<<<<<<<<<<<<
- *     __Pyx_UpdateUnpickledDict(__pyx_result, __pyx_state, 10)
+ *     __pyx_result.clock = __pyx_state[0]; __pyx_result.date = __pyx_state[1]; __pyx_result.draining = __pyx_state[2]; __pyx_result.idle_timeout = __pyx_state[3]; __pyx_result.limits = __pyx_state[4]; __pyx_result.max_body_bytes = __pyx_state[5]; __pyx_result.max_header_bytes = __pyx_state[6]; __pyx_result.open = __pyx_state[7]; __pyx_result.read_timeout = __pyx_state[8]; __pyx_result.streams = __pyx_state[9]; __pyx_result.write_timeout = __pyx_state[10]             # <<<<<<<<<<<<<<
+ *     __Pyx_UpdateUnpickledDict(__pyx_result, __pyx_state, 11)
 */
   __pyx_t_1 = __Pyx_PyFloat_AsDouble(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 0)); if (unlikely((__pyx_t_1 == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
   __pyx_v___pyx_result->clock = __pyx_t_1;
@@ -27606,51 +27807,53 @@ static PyObject *__pyx_f_6engine_4http_11_connection___pyx_unpickle_ConnectionRe
   __Pyx_GOTREF(__pyx_v___pyx_result->date);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->date, __pyx_t_2);
   __pyx_t_2 = 0;
-  __pyx_t_1 = __Pyx_PyFloat_AsDouble(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 2)); if (unlikely((__pyx_t_1 == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_IsTrue(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 2)); if (unlikely((__pyx_t_3 == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
+  __pyx_v___pyx_result->draining = __pyx_t_3;
+  __pyx_t_1 = __Pyx_PyFloat_AsDouble(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 3)); if (unlikely((__pyx_t_1 == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
   __pyx_v___pyx_result->idle_timeout = __pyx_t_1;
-  __pyx_t_2 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 3);
+  __pyx_t_2 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 4);
   __Pyx_INCREF(__pyx_t_2);
   __Pyx_GIVEREF(__pyx_t_2);
   __Pyx_GOTREF(__pyx_v___pyx_result->limits);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->limits, __pyx_t_2);
   __pyx_t_2 = 0;
-  __pyx_t_3 = __Pyx_PyIndex_AsSsize_t(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 4)); if (unlikely((__pyx_t_3 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
-  __pyx_v___pyx_result->max_body_bytes = __pyx_t_3;
-  __pyx_t_3 = __Pyx_PyIndex_AsSsize_t(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 5)); if (unlikely((__pyx_t_3 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
-  __pyx_v___pyx_result->max_header_bytes = __pyx_t_3;
-  __pyx_t_2 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 6);
+  __pyx_t_4 = __Pyx_PyIndex_AsSsize_t(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 5)); if (unlikely((__pyx_t_4 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
+  __pyx_v___pyx_result->max_body_bytes = __pyx_t_4;
+  __pyx_t_4 = __Pyx_PyIndex_AsSsize_t(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 6)); if (unlikely((__pyx_t_4 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
+  __pyx_v___pyx_result->max_header_bytes = __pyx_t_4;
+  __pyx_t_2 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 7);
   __Pyx_INCREF(__pyx_t_2);
   if (!(likely(PySet_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("set", __pyx_t_2))) __PYX_ERR(2, 12, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_2);
   __Pyx_GOTREF(__pyx_v___pyx_result->open);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->open, ((PyObject*)__pyx_t_2));
   __pyx_t_2 = 0;
-  __pyx_t_1 = __Pyx_PyFloat_AsDouble(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 7)); if (unlikely((__pyx_t_1 == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyFloat_AsDouble(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 8)); if (unlikely((__pyx_t_1 == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
   __pyx_v___pyx_result->read_timeout = __pyx_t_1;
-  __pyx_t_2 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 8);
+  __pyx_t_2 = __Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 9);
   __Pyx_INCREF(__pyx_t_2);
   if (!(likely(PySet_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("set", __pyx_t_2))) __PYX_ERR(2, 12, __pyx_L1_error)
   __Pyx_GIVEREF(__pyx_t_2);
   __Pyx_GOTREF(__pyx_v___pyx_result->streams);
   __Pyx_DECREF_SET(__pyx_v___pyx_result->streams, ((PyObject*)__pyx_t_2));
   __pyx_t_2 = 0;
-  __pyx_t_1 = __Pyx_PyFloat_AsDouble(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 9)); if (unlikely((__pyx_t_1 == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyFloat_AsDouble(__Pyx_PyTuple_GET_ITEM(__pyx_v___pyx_state, 10)); if (unlikely((__pyx_t_1 == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 12, __pyx_L1_error)
   __pyx_v___pyx_result->write_timeout = __pyx_t_1;
 
   /* "(tree fragment)":13
  * cdef __pyx_unpickle_ConnectionRegistry__set_state(ConnectionRegistry __pyx_result, __pyx_state: tuple):
- *     __pyx_result.clock = __pyx_state[0]; __pyx_result.date = __pyx_state[1]; __pyx_result.idle_timeout = __pyx_state[2]; __pyx_result.limits = __pyx_state[3]; __pyx_result.max_body_bytes = __pyx_state[4]; __pyx_result.max_header_bytes = __pyx_state[5]; __pyx_result.open = __pyx_state[6]; __pyx_result.read_timeout = __pyx_state[7]; __pyx_result.streams = __pyx_state[8]; __pyx_result.write_timeout = __pyx_state[9]
- *     __Pyx_UpdateUnpickledDict(__pyx_result, __pyx_state, 10)             # <<<<<<<<<<<<<<
+ *     __pyx_result.clock = __pyx_state[0]; __pyx_result.date = __pyx_state[1]; __pyx_result.draining = __pyx_state[2]; __pyx_result.idle_timeout = __pyx_state[3]; __pyx_result.limits = __pyx_state[4]; __pyx_result.max_body_bytes = __pyx_state[5]; __pyx_result.max_header_bytes = __pyx_state[6]; __pyx_result.open = __pyx_state[7]; __pyx_result.read_timeout = __pyx_state[8]; __pyx_result.streams = __pyx_state[9]; __pyx_result.write_timeout = __pyx_state[10]
+ *     __Pyx_UpdateUnpickledDict(__pyx_result, __pyx_state, 11)             # <<<<<<<<<<<<<<
 */
-  __pyx_t_4 = __Pyx_UpdateUnpickledDict(((PyObject *)__pyx_v___pyx_result), __pyx_v___pyx_state, 10); if (unlikely(__pyx_t_4 == ((int)-1))) __PYX_ERR(2, 13, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_UpdateUnpickledDict(((PyObject *)__pyx_v___pyx_result), __pyx_v___pyx_state, 11); if (unlikely(__pyx_t_5 == ((int)-1))) __PYX_ERR(2, 13, __pyx_L1_error)
 
 
   /* "(tree fragment)":11
  *         __pyx_unpickle_ConnectionRegistry__set_state(<ConnectionRegistry> __pyx_result, __pyx_state)
  *     return __pyx_result
  * cdef __pyx_unpickle_ConnectionRegistry__set_state(ConnectionRegistry __pyx_result, __pyx_state: tuple):             # <<<<<<<<<<<<<<
- *     __pyx_result.clock = __pyx_state[0]; __pyx_result.date = __pyx_state[1]; __pyx_result.idle_timeout = __pyx_state[2]; __pyx_result.limits = __pyx_state[3]; __pyx_result.max_body_bytes = __pyx_state[4]; __pyx_result.max_header_bytes = __pyx_state[5]; __pyx_result.open = __pyx_state[6]; __pyx_result.read_timeout = __pyx_state[7]; __pyx_result.streams = __pyx_state[8]; __pyx_result.write_timeout = __pyx_state[9]
- *     __Pyx_UpdateUnpickledDict(__pyx_result, __pyx_state, 10)
+ *     __pyx_result.clock = __pyx_state[0]; __pyx_result.date = __pyx_state[1]; __pyx_result.draining = __pyx_state[2]; __pyx_result.idle_timeout = __pyx_state[3]; __pyx_result.limits = __pyx_state[4]; __pyx_result.max_body_bytes = __pyx_state[5]; __pyx_result.max_header_bytes = __pyx_state[6]; __pyx_result.open = __pyx_state[7]; __pyx_result.read_timeout = __pyx_state[8]; __pyx_result.streams = __pyx_state[9]; __pyx_result.write_timeout = __pyx_state[10]
+ *     __Pyx_UpdateUnpickledDict(__pyx_result, __pyx_state, 11)
 */
 
   /* function exit code */
@@ -28793,6 +28996,20 @@ static int __pyx_setprop_6engine_4http_11_connection_18ConnectionRegistry_stream
   }
 }
 
+static PyObject *__pyx_getprop_6engine_4http_11_connection_18ConnectionRegistry_draining(PyObject *o, CYTHON_UNUSED void *x) {
+  return __pyx_pw_6engine_4http_11_connection_18ConnectionRegistry_8draining_1__get__(o);
+}
+
+static int __pyx_setprop_6engine_4http_11_connection_18ConnectionRegistry_draining(PyObject *o, PyObject *v, CYTHON_UNUSED void *x) {
+  if (v) {
+    return __pyx_pw_6engine_4http_11_connection_18ConnectionRegistry_8draining_3__set__(o, v);
+  }
+  else {
+    PyErr_SetString(PyExc_NotImplementedError, "__del__");
+    return -1;
+  }
+}
+
 static PyObject *__pyx_getprop_6engine_4http_11_connection_18ConnectionRegistry_clock(PyObject *o, CYTHON_UNUSED void *x) {
   return __pyx_pw_6engine_4http_11_connection_18ConnectionRegistry_5clock_1__get__(o);
 }
@@ -28901,6 +29118,7 @@ static struct PyGetSetDef __pyx_getsets_6engine_4http_11_connection_ConnectionRe
   {"limits", __pyx_getprop_6engine_4http_11_connection_18ConnectionRegistry_limits, __pyx_setprop_6engine_4http_11_connection_18ConnectionRegistry_limits, 0, 0},
   {"open", __pyx_getprop_6engine_4http_11_connection_18ConnectionRegistry_open, __pyx_setprop_6engine_4http_11_connection_18ConnectionRegistry_open, 0, 0},
   {"streams", __pyx_getprop_6engine_4http_11_connection_18ConnectionRegistry_streams, __pyx_setprop_6engine_4http_11_connection_18ConnectionRegistry_streams, 0, 0},
+  {"draining", __pyx_getprop_6engine_4http_11_connection_18ConnectionRegistry_draining, __pyx_setprop_6engine_4http_11_connection_18ConnectionRegistry_draining, 0, 0},
   {"clock", __pyx_getprop_6engine_4http_11_connection_18ConnectionRegistry_clock, __pyx_setprop_6engine_4http_11_connection_18ConnectionRegistry_clock, 0, 0},
   {"date", __pyx_getprop_6engine_4http_11_connection_18ConnectionRegistry_date, __pyx_setprop_6engine_4http_11_connection_18ConnectionRegistry_date, 0, 0},
   {"idle_timeout", __pyx_getprop_6engine_4http_11_connection_18ConnectionRegistry_idle_timeout, __pyx_setprop_6engine_4http_11_connection_18ConnectionRegistry_idle_timeout, 0, 0},
@@ -30139,14 +30357,14 @@ static int __Pyx_modinit_Exttype___pyx_obj_6engine_4http_11_connection_HttpConne
   __pyx_vtable_6engine_4http_11_connection_HttpConnection._slow_header = (int (*)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *, PyObject *, PyObject *))__pyx_f_6engine_4http_11_connection_14HttpConnection__slow_header;
   __pyx_vtable_6engine_4http_11_connection_HttpConnection._drop_pending = (int (*)(struct __pyx_obj_6engine_4http_11_connection_HttpConnection *))__pyx_f_6engine_4http_11_connection_14HttpConnection__drop_pending;
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_6engine_4http_11_connection_HttpConnection_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection)) __PYX_ERR(0, 149, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_6engine_4http_11_connection_HttpConnection_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection)) __PYX_ERR(0, 150, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection = &__pyx_type_6engine_4http_11_connection_HttpConnection;
   #endif
   #if !CYTHON_COMPILING_IN_LIMITED_API
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection) < (0)) __PYX_ERR(0, 149, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection) < (0)) __PYX_ERR(0, 150, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection);
@@ -30156,9 +30374,9 @@ static int __Pyx_modinit_Exttype___pyx_obj_6engine_4http_11_connection_HttpConne
     __pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection->tp_getattro = PyObject_GenericGetAttr;
   }
   #endif
-  if (__Pyx_SetVtable(__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_vtabptr_6engine_4http_11_connection_HttpConnection) < (0)) __PYX_ERR(0, 149, __pyx_L1_error)
-  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_HttpConnection, (PyObject *) __pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection) < (0)) __PYX_ERR(0, 149, __pyx_L1_error)
-  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection) < (0)) __PYX_ERR(0, 149, __pyx_L1_error)
+  if (__Pyx_SetVtable(__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_vtabptr_6engine_4http_11_connection_HttpConnection) < (0)) __PYX_ERR(0, 150, __pyx_L1_error)
+  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_HttpConnection, (PyObject *) __pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection) < (0)) __PYX_ERR(0, 150, __pyx_L1_error)
+  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection) < (0)) __PYX_ERR(0, 150, __pyx_L1_error)
   __Pyx_RefNannyFinishContext();
   return 0;
   __pyx_L1_error:;
@@ -30850,19 +31068,19 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
   if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_FastRoutes, __pyx_mstate_global->__pyx_n_u_setstate_cython, __pyx_t_2) < (0)) __PYX_ERR(2, 17, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":132
+  /* "engine/http/_connection.pyx":133
  *         self.max_body_bytes = limits.max_body_bytes
  * 
  *     def sweep(self, now):             # <<<<<<<<<<<<<<
  *         self.clock = now
  *         self.date.refresh()
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_18ConnectionRegistry_3sweep, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_ConnectionRegistry_sweep, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[7])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 132, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_18ConnectionRegistry_3sweep, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_ConnectionRegistry_sweep, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[7])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 133, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry, __pyx_mstate_global->__pyx_n_u_sweep, __pyx_t_2) < (0)) __PYX_ERR(0, 132, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry, __pyx_mstate_global->__pyx_n_u_sweep, __pyx_t_2) < (0)) __PYX_ERR(0, 133, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
   /* "(tree fragment)":1
@@ -30880,7 +31098,7 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
 
   /* "(tree fragment)":17
  *     else:
- *         return __pyx_unpickle_ConnectionRegistry, (type(self), 0xb304e54, state)
+ *         return __pyx_unpickle_ConnectionRegistry, (type(self), 0x8594d7c, state)
  * def __setstate_cython__(self, __pyx_state):             # <<<<<<<<<<<<<<
  *     __pyx_unpickle_ConnectionRegistry__set_state(self, __pyx_state)
 */
@@ -30892,364 +31110,364 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
   if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_ConnectionRegistry, __pyx_mstate_global->__pyx_n_u_setstate_cython, __pyx_t_2) < (0)) __PYX_ERR(2, 17, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":174
+  /* "engine/http/_connection.pyx":175
  * 
  *     # ---- protocol interface ----------------------------------------------
  *     def connection_made(self, transport):             # <<<<<<<<<<<<<<
  *         self.transport = transport
  *         peer = transport.get_extra_info("peername")
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_3connection_made, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_connection_made, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[10])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 174, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_3connection_made, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_connection_made, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[10])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 175, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_connection_made, __pyx_t_2) < (0)) __PYX_ERR(0, 174, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_connection_made, __pyx_t_2) < (0)) __PYX_ERR(0, 175, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":185
- *             self.close()
+  /* "engine/http/_connection.pyx":191
+ *             self.drain()
  * 
  *     def connection_lost(self, exc):             # <<<<<<<<<<<<<<
  *         self.state = S_CLOSED
  *         self.registry.open.discard(self)
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_5connection_lost, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_connection_lost, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 185, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_5connection_lost, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_connection_lost, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 191, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_connection_lost, __pyx_t_2) < (0)) __PYX_ERR(0, 185, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_connection_lost, __pyx_t_2) < (0)) __PYX_ERR(0, 191, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":194
+  /* "engine/http/_connection.pyx":200
  *         self.app.connection_closed(self)
  * 
  *     def data_received(self, data):             # <<<<<<<<<<<<<<
  *         if self.tunnel_to is not None:
  *             self.tunnel_to.tunnel(data)
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_7data_received, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_data_received, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[12])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 194, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_7data_received, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_data_received, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[12])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 200, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_data_received, __pyx_t_2) < (0)) __PYX_ERR(0, 194, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_data_received, __pyx_t_2) < (0)) __PYX_ERR(0, 200, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":214
+  /* "engine/http/_connection.pyx":220
  *                 self.error_and_close(400, "malformed HTTP request")
  * 
  *     def eof_received(self):             # <<<<<<<<<<<<<<
  *         # The client half-closed. Pending answers are sent first (returning
  *         # True keeps the transport open for them).
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_9eof_received, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_eof_received, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[13])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 214, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_9eof_received, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_eof_received, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[13])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 220, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_eof_received, __pyx_t_2) < (0)) __PYX_ERR(0, 214, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_eof_received, __pyx_t_2) < (0)) __PYX_ERR(0, 220, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":226
+  /* "engine/http/_connection.pyx":232
  *         return False
  * 
  *     def pause_writing(self):             # <<<<<<<<<<<<<<
  *         # The client is not reading its answers: stop reading its requests,
  *         # and stop the stream producing them.
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_11pause_writing, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_pause_writing, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 226, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_11pause_writing, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_pause_writing, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 232, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_pause_writing, __pyx_t_2) < (0)) __PYX_ERR(0, 226, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_pause_writing, __pyx_t_2) < (0)) __PYX_ERR(0, 232, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":236
+  /* "engine/http/_connection.pyx":242
  *             stream.pause_output()
  * 
  *     def resume_writing(self):             # <<<<<<<<<<<<<<
  *         self.write_paused_at = 0.0
  *         if self.state != S_CLOSED:
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_13resume_writing, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_resume_writing, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 236, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_13resume_writing, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_resume_writing, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 242, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_resume_writing, __pyx_t_2) < (0)) __PYX_ERR(0, 236, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_resume_writing, __pyx_t_2) < (0)) __PYX_ERR(0, 242, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":248
+  /* "engine/http/_connection.pyx":254
  * 
  *     # ---- parser callbacks ------------------------------------------------
  *     def on_message_begin(self):             # <<<<<<<<<<<<<<
  *         self.state = S_READING
  *         self.deadline = self.registry.clock + self.registry.read_timeout
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_15on_message_begin, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_message_begin, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[16])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 248, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_15on_message_begin, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_message_begin, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[16])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 254, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_message_begin, __pyx_t_2) < (0)) __PYX_ERR(0, 248, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_message_begin, __pyx_t_2) < (0)) __PYX_ERR(0, 254, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":266
+  /* "engine/http/_connection.pyx":272
  *         self.body_size = 0
  * 
  *     def on_url(self, bytes url):             # <<<<<<<<<<<<<<
  *         self.url = url if self.url is None else self.url + url
  *         self.head_bytes += PyBytes_GET_SIZE(url)
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_17on_url, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_url, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 266, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_17on_url, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_url, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 272, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_url, __pyx_t_2) < (0)) __PYX_ERR(0, 266, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_url, __pyx_t_2) < (0)) __PYX_ERR(0, 272, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":289
+  /* "engine/http/_connection.pyx":295
  *         return 0
  * 
  *     def on_header(self, bytes name, bytes value):             # <<<<<<<<<<<<<<
  *         if not self.decided:
  *             self._decide()
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_19on_header, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_header, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 289, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_19on_header, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_header, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 295, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_header, __pyx_t_2) < (0)) __PYX_ERR(0, 289, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_header, __pyx_t_2) < (0)) __PYX_ERR(0, 295, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":349
+  /* "engine/http/_connection.pyx":355
  *         return 0
  * 
  *     def on_headers_complete(self):             # <<<<<<<<<<<<<<
  *         parser = self.parser
  *         if not self.decided:
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_21on_headers_complete, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_headers_comple, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[19])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 349, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_21on_headers_complete, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_headers_comple, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[19])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 355, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_headers_complete, __pyx_t_2) < (0)) __PYX_ERR(0, 349, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_headers_complete, __pyx_t_2) < (0)) __PYX_ERR(0, 355, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":382
+  /* "engine/http/_connection.pyx":388
  *         self._check_body_head(req.headers.get(b"content-length"), req.headers.get(b"expect"))
  * 
  *     def _origin_form(self):             # <<<<<<<<<<<<<<
  *         """An absolute-form target (``http://host/path?q``): route and parse
  *         its path and query; its authority replaces Host (RFC 9112 3.2.2).
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_23_origin_form, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__origin_form, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[20])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 382, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_23_origin_form, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__origin_form, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[20])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 388, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_origin_form, __pyx_t_2) < (0)) __PYX_ERR(0, 382, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_origin_form, __pyx_t_2) < (0)) __PYX_ERR(0, 388, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":400
+  /* "engine/http/_connection.pyx":406
  *         self.url = path if path[:1] == b"/" else b"/" + path
  * 
  *     def _check_host(self, http_10):             # <<<<<<<<<<<<<<
  *         # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0)
  *         if self.hosts > 1:
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_25_check_host, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__check_host, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 400, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_25_check_host, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__check_host, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 406, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_check_host, __pyx_t_2) < (0)) __PYX_ERR(0, 400, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_check_host, __pyx_t_2) < (0)) __PYX_ERR(0, 406, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":407
+  /* "engine/http/_connection.pyx":413
  *             raise RequestRefused(400, "missing Host header")
  * 
  *     def _check_body_head(self, length, expect):             # <<<<<<<<<<<<<<
  *         if length is not None and length.isdigit() and \
  *                 int(length) > self.registry.max_body_bytes:
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_27_check_body_head, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__check_body_head, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[22])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 407, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_27_check_body_head, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__check_body_head, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[22])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 413, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_check_body_head, __pyx_t_2) < (0)) __PYX_ERR(0, 407, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_check_body_head, __pyx_t_2) < (0)) __PYX_ERR(0, 413, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":414
+  /* "engine/http/_connection.pyx":420
  *             self.transport.write(_CONTINUE)
  * 
  *     def on_body(self, bytes body):             # <<<<<<<<<<<<<<
  *         req = self.request
  *         if req is not None and req.stream is not None:
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_29on_body, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_body, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 414, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_29on_body, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_body, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 420, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_body, __pyx_t_2) < (0)) __PYX_ERR(0, 414, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_body, __pyx_t_2) < (0)) __PYX_ERR(0, 420, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":428
+  /* "engine/http/_connection.pyx":434
  *             self.body.append(body)
  * 
  *     def on_message_complete(self):             # <<<<<<<<<<<<<<
  *         cdef bint keep
  *         self.state = S_IDLE
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_31on_message_complete, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_message_comple, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 428, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_31on_message_complete, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_message_comple, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 434, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_message_complete, __pyx_t_2) < (0)) __PYX_ERR(0, 428, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_message_complete, __pyx_t_2) < (0)) __PYX_ERR(0, 434, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":451
+  /* "engine/http/_connection.pyx":457
  * 
  *     # ---- answers in request order -----------------------------------------
  *     def answer(self, epoch, answer, keep):             # <<<<<<<<<<<<<<
  *         """Write ``answer`` (bytes or a Stream) now if nothing is ahead of it,
  *         else queue it; ``epoch``: the spool group it must wait for (0: none)."""
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_33answer, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_answer, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[25])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 451, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_33answer, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_answer, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[25])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 457, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_answer, __pyx_t_2) < (0)) __PYX_ERR(0, 451, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_answer, __pyx_t_2) < (0)) __PYX_ERR(0, 457, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":475
+  /* "engine/http/_connection.pyx":481
  *         return 0
  * 
  *     def release(self):             # <<<<<<<<<<<<<<
  *         """Write what can be written: called when an answer is queued, by the
  *         spool writer after each settled group (which takes the connection off
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_35release, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_release, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[26])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 475, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_35release, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_release, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[26])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 481, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_release, __pyx_t_2) < (0)) __PYX_ERR(0, 475, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_release, __pyx_t_2) < (0)) __PYX_ERR(0, 481, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":517
+  /* "engine/http/_connection.pyx":523
  *         return 0
  * 
  *     def stream_finished(self, stream, keep):             # <<<<<<<<<<<<<<
  *         """A stream has written all of its answer."""
  *         if self.pending and self.pending[0][1] is stream:
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_37stream_finished, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_stream_finished, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[27])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 517, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_37stream_finished, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_stream_finished, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[27])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 523, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_stream_finished, __pyx_t_2) < (0)) __PYX_ERR(0, 517, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_stream_finished, __pyx_t_2) < (0)) __PYX_ERR(0, 523, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":532
+  /* "engine/http/_connection.pyx":538
  *         self.release_c()
  * 
  *     def _head_stream(self):             # <<<<<<<<<<<<<<
  *         if self.pending:
  *             answer = self.pending[0][1]
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_39_head_stream, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__head_stream, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[28])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 532, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_39_head_stream, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__head_stream, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[28])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 538, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_head_stream, __pyx_t_2) < (0)) __PYX_ERR(0, 532, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_head_stream, __pyx_t_2) < (0)) __PYX_ERR(0, 538, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":547
+  /* "engine/http/_connection.pyx":553
  * 
  *     # ---- helpers ---------------------------------------------------------
  *     def _callback_failed(self, exc):             # <<<<<<<<<<<<<<
  *         cause = exc.__context__
  *         if isinstance(cause, RequestRefused):
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_41_callback_failed, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__callback_failed, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[29])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 547, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_41_callback_failed, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection__callback_failed, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[29])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 553, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_callback_failed, __pyx_t_2) < (0)) __PYX_ERR(0, 547, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_callback_failed, __pyx_t_2) < (0)) __PYX_ERR(0, 553, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":555
+  /* "engine/http/_connection.pyx":561
  *             self.error_and_close(500, "internal error")
  * 
  *     def error_and_close(self, status, text):             # <<<<<<<<<<<<<<
  *         """Answer ``status`` after any pending answers, then close; read
  *         nothing more from this client."""
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_43error_and_close, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_error_and_close, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[30])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 555, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_43error_and_close, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_error_and_close, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[30])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 561, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_error_and_close, __pyx_t_2) < (0)) __PYX_ERR(0, 555, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_error_and_close, __pyx_t_2) < (0)) __PYX_ERR(0, 561, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":569
+  /* "engine/http/_connection.pyx":575
  *         self.answer_c(0, self.app.error_response(status, text), False)
  * 
  *     def on_deadline(self):             # <<<<<<<<<<<<<<
  *         """Called by the sweep when this connection overstayed."""
  *         req = self.request
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_45on_deadline, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_deadline, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[31])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 569, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_45on_deadline, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_on_deadline, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[31])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 575, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_deadline, __pyx_t_2) < (0)) __PYX_ERR(0, 569, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_on_deadline, __pyx_t_2) < (0)) __PYX_ERR(0, 575, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":585
+  /* "engine/http/_connection.pyx":591
  *             self.close()             # idle keep-alive connection
  * 
  *     def close(self):             # <<<<<<<<<<<<<<
  *         if self.transport is not None and not self.transport.is_closing():
  *             self.transport.close()
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_47close, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_close, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[32])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 585, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_47close, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_close, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[32])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 591, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_close, __pyx_t_2) < (0)) __PYX_ERR(0, 585, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_close, __pyx_t_2) < (0)) __PYX_ERR(0, 591, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":589
+  /* "engine/http/_connection.pyx":595
  *             self.transport.close()
  * 
  *     def drain(self):             # <<<<<<<<<<<<<<
  *         """Draining: close when idle, else after the answer in progress."""
  *         self.closing = True
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_49drain, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_drain, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[33])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 589, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_14HttpConnection_49drain, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_HttpConnection_drain, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[33])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 595, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_drain, __pyx_t_2) < (0)) __PYX_ERR(0, 589, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_drain, __pyx_t_2) < (0)) __PYX_ERR(0, 595, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
   /* "(tree fragment)":1
@@ -31279,84 +31497,84 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
   if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_6engine_4http_11_connection_HttpConnection, __pyx_mstate_global->__pyx_n_u_setstate_cython, __pyx_t_2) < (0)) __PYX_ERR(2, 17, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "engine/http/_connection.pyx":599
+  /* "engine/http/_connection.pyx":605
  * 
  * 
  * class _Discard(Stream):             # <<<<<<<<<<<<<<
  *     """Where the body of a request answered at its head (refused) goes."""
  *     started = True
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_Stream); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 599, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_Stream); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 605, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   {
     PyObject* __pyx_temp[1] = {__pyx_t_2};
-    __pyx_t_4 = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 599, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 605, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
   }
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_t_2 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_2);
-  __pyx_t_6 = __Pyx_PEP560_update_bases(__pyx_t_2); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 599, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PEP560_update_bases(__pyx_t_2); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 605, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_2 = __Pyx_CalculateMetaclass(NULL, __pyx_t_6); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 599, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CalculateMetaclass(NULL, __pyx_t_6); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 605, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_7 = __Pyx_Py3MetaclassPrepare(__pyx_t_2, __pyx_t_6, __pyx_mstate_global->__pyx_n_u_Discard, __pyx_mstate_global->__pyx_n_u_Discard, (PyObject *) NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_kp_u_Where_the_body_of_a_request_answ); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 599, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_Py3MetaclassPrepare(__pyx_t_2, __pyx_t_6, __pyx_mstate_global->__pyx_n_u_Discard, __pyx_mstate_global->__pyx_n_u_Discard, (PyObject *) NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_kp_u_Where_the_body_of_a_request_answ); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 605, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   if (__pyx_t_6 != __pyx_t_4) {
-    if (unlikely((PyDict_SetItemString(__pyx_t_7, "__orig_bases__", __pyx_t_4) < 0))) __PYX_ERR(0, 599, __pyx_L1_error)
+    if (unlikely((PyDict_SetItemString(__pyx_t_7, "__orig_bases__", __pyx_t_4) < 0))) __PYX_ERR(0, 605, __pyx_L1_error)
   }
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":601
+  /* "engine/http/_connection.pyx":607
  * class _Discard(Stream):
  *     """Where the body of a request answered at its head (refused) goes."""
  *     started = True             # <<<<<<<<<<<<<<
  * 
  *     def start(self, conn):
 */
-  if (__Pyx_SetNameInClass(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_started, Py_True) < (0)) __PYX_ERR(0, 601, __pyx_L1_error)
+  if (__Pyx_SetNameInClass(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_started, Py_True) < (0)) __PYX_ERR(0, 607, __pyx_L1_error)
 
-  /* "engine/http/_connection.pyx":603
+  /* "engine/http/_connection.pyx":609
  *     started = True
  * 
  *     def start(self, conn):             # <<<<<<<<<<<<<<
  *         pass
  * 
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_8_Discard_1start, 0, __pyx_mstate_global->__pyx_n_u_Discard_start, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[36])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 603, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_8_Discard_1start, 0, __pyx_mstate_global->__pyx_n_u_Discard_start, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[36])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 609, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (__Pyx_SetNameInClass(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_start, __pyx_t_4) < (0)) __PYX_ERR(0, 603, __pyx_L1_error)
+  if (__Pyx_SetNameInClass(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_start, __pyx_t_4) < (0)) __PYX_ERR(0, 609, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "engine/http/_connection.pyx":599
+  /* "engine/http/_connection.pyx":605
  * 
  * 
  * class _Discard(Stream):             # <<<<<<<<<<<<<<
  *     """Where the body of a request answered at its head (refused) goes."""
  *     started = True
 */
-  __pyx_t_4 = __Pyx_Py3ClassCreate(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_Discard, __pyx_t_6, __pyx_t_7, NULL, 0, 0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 599, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_Py3ClassCreate(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_Discard, __pyx_t_6, __pyx_t_7, NULL, 0, 0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 605, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_Discard, __pyx_t_4) < (0)) __PYX_ERR(0, 599, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_Discard, __pyx_t_4) < (0)) __PYX_ERR(0, 605, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
 
-  /* "engine/http/_connection.pyx":607
+  /* "engine/http/_connection.pyx":613
  * 
  * 
  * cdef object _DISCARD = _Discard()             # <<<<<<<<<<<<<<
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_Discard); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 607, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_Discard); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 613, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __pyx_t_8 = 1;
   {
@@ -31364,7 +31582,7 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
     __pyx_t_6 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_7, __pyx_callargs+__pyx_t_8, (1-__pyx_t_8) | (__pyx_t_8*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 607, __pyx_L1_error)
+    if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 613, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
   }
   __Pyx_XGOTREF(__pyx_v_6engine_4http_11_connection__DISCARD);
@@ -31405,7 +31623,7 @@ __Pyx_RefNannySetupContext("PyInit__connection", 0);
  *     int __Pyx_UpdateUnpickledDict(object, object, Py_ssize_t) except -1
  * def __pyx_unpickle_ConnectionRegistry(__pyx_type, long __pyx_checksum, tuple __pyx_state):             # <<<<<<<<<<<<<<
  *     cdef object __pyx_result
- *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0xb304e54, 0xc51a44f, 0x8a150f9, b'clock, date, idle_timeout, limits, max_body_bytes, max_header_bytes, open, read_timeout, streams, write_timeout')
+ *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0x8594d7c, 0x2b9128e, 0xc53950a, b'clock, date, draining, idle_timeout, limits, max_body_bytes, max_header_bytes, open, read_timeout, streams, write_timeout')
 */
   __pyx_t_6 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_4http_11_connection_5__pyx_unpickle_ConnectionRegistry, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_ConnectionRegistr, NULL, __pyx_mstate_global->__pyx_n_u_engine_http__connection, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[39])); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 4, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
@@ -31482,7 +31700,7 @@ static int __Pyx_InitCachedBuiltins(__pyx_mstatetype *__pyx_mstate) {
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   __pyx_builtin_super = __Pyx_GetBuiltinName(__pyx_mstate->__pyx_n_u_super); if (!__pyx_builtin_super) __PYX_ERR(0, 60, __pyx_L1_error)
-  __pyx_builtin_enumerate = __Pyx_GetBuiltinName(__pyx_mstate->__pyx_n_u_enumerate); if (!__pyx_builtin_enumerate) __PYX_ERR(0, 392, __pyx_L1_error)
+  __pyx_builtin_enumerate = __Pyx_GetBuiltinName(__pyx_mstate->__pyx_n_u_enumerate); if (!__pyx_builtin_enumerate) __PYX_ERR(0, 398, __pyx_L1_error)
 
   /* Cached unbound methods */
   __pyx_mstate->__pyx_umethod_PyDict_Type_get.type = (PyObject*)&PyDict_Type;
@@ -31511,7 +31729,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
   CYTHON_UNUSED_VAR(__pyx_mstate);
   __Pyx_RefNannySetupContext("__Pyx_InitCachedConstants", 0);
 
-  /* "engine/http/_connection.pyx":210
+  /* "engine/http/_connection.pyx":216
  *         except _HttpParserError as exc:
  *             if exc.args and exc.args[0] == "Content-Length overflow":
  *                 self.error_and_close(413, "body too large")    # RFC 9110 8.6             # <<<<<<<<<<<<<<
@@ -31520,12 +31738,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_413, __pyx_mstate_global->__pyx_kp_u_body_too_large};
-    __pyx_mstate_global->__pyx_tuple[0] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[0])) __PYX_ERR(0, 210, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[0] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[0])) __PYX_ERR(0, 216, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[0]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[0]);
 
-  /* "engine/http/_connection.pyx":212
+  /* "engine/http/_connection.pyx":218
  *                 self.error_and_close(413, "body too large")    # RFC 9110 8.6
  *             else:
  *                 self.error_and_close(400, "malformed HTTP request")             # <<<<<<<<<<<<<<
@@ -31534,12 +31752,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_400, __pyx_mstate_global->__pyx_kp_u_malformed_HTTP_request};
-    __pyx_mstate_global->__pyx_tuple[1] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[1])) __PYX_ERR(0, 212, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[1] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[1])) __PYX_ERR(0, 218, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[1]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[1]);
 
-  /* "engine/http/_connection.pyx":270
+  /* "engine/http/_connection.pyx":276
  *         self.head_bytes += PyBytes_GET_SIZE(url)
  *         if self.head_bytes > self.registry.max_header_bytes:
  *             raise RequestRefused(414, "request target too long")             # <<<<<<<<<<<<<<
@@ -31548,12 +31766,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_414, __pyx_mstate_global->__pyx_kp_u_request_target_too_long};
-    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(0, 270, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(0, 276, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[2]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[2]);
 
-  /* "engine/http/_connection.pyx":294
+  /* "engine/http/_connection.pyx":300
  *         self.head_bytes += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
  *         if self.head_bytes > self.registry.max_header_bytes:
  *             raise RequestRefused(431, "request headers too large")             # <<<<<<<<<<<<<<
@@ -31562,12 +31780,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_431, __pyx_mstate_global->__pyx_kp_u_request_headers_too_large};
-    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(0, 294, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(0, 300, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[3]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[3]);
 
-  /* "engine/http/_connection.pyx":403
+  /* "engine/http/_connection.pyx":409
  *         # RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0)
  *         if self.hosts > 1:
  *             raise RequestRefused(400, "more than one Host header")             # <<<<<<<<<<<<<<
@@ -31576,12 +31794,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_400, __pyx_mstate_global->__pyx_kp_u_more_than_one_Host_header};
-    __pyx_mstate_global->__pyx_tuple[4] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[4])) __PYX_ERR(0, 403, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[4] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[4])) __PYX_ERR(0, 409, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[4]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[4]);
 
-  /* "engine/http/_connection.pyx":405
+  /* "engine/http/_connection.pyx":411
  *             raise RequestRefused(400, "more than one Host header")
  *         if not http_10 and not self.hosts:
  *             raise RequestRefused(400, "missing Host header")             # <<<<<<<<<<<<<<
@@ -31590,12 +31808,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_400, __pyx_mstate_global->__pyx_kp_u_missing_Host_header};
-    __pyx_mstate_global->__pyx_tuple[5] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[5])) __PYX_ERR(0, 405, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[5] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[5])) __PYX_ERR(0, 411, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[5]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[5]);
 
-  /* "engine/http/_connection.pyx":553
+  /* "engine/http/_connection.pyx":559
  *         else:
  *             self.app.internal_error(self, cause or exc)
  *             self.error_and_close(500, "internal error")             # <<<<<<<<<<<<<<
@@ -31604,12 +31822,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_500, __pyx_mstate_global->__pyx_kp_u_internal_error_2};
-    __pyx_mstate_global->__pyx_tuple[6] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[6])) __PYX_ERR(0, 553, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[6] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[6])) __PYX_ERR(0, 559, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[6]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[6]);
 
-  /* "engine/http/_connection.pyx":578
+  /* "engine/http/_connection.pyx":584
  *                 self.transport.abort()   # stalled mid-upload to a stream
  *             else:
  *                 self.error_and_close(408, "request timeout")             # <<<<<<<<<<<<<<
@@ -31618,7 +31836,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_408, __pyx_mstate_global->__pyx_kp_u_request_timeout};
-    __pyx_mstate_global->__pyx_tuple[7] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[7])) __PYX_ERR(0, 578, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[7] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[7])) __PYX_ERR(0, 584, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[7]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[7]);
@@ -31688,30 +31906,30 @@ static int __Pyx_InitConstants(__pyx_mstatetype *__pyx_mstate) {
   CYTHON_UNUSED_VAR(__pyx_mstate);
   {
     const struct { const unsigned int length: 8; } str_length_index[] = {{0},{15},{1},{3},{1},{145},{23},{179},{55},{64},{8},{61},{14},{7},{6},{27},{2},{14},{9},{7},{22},{19},{25},{25},{23},{15},{6},{8},{7},{25},{27},{18},{36},{38},{24},{10},{10},{28},{30},{14},{32},{34},{31},{31},{26},{27},{27},{21},{20},{30},{30},{28},{20},{27},{30},{22},{26},{24},{34},{31},{34},{21},{28},{22},{29},{30},{23},{15},{17},{17},{4},{7},{7},{16},{14},{14},{23},{6},{8},{14},{20},{12},{9},{11},{8},{7},{8},{12},{8},{8},{13},{10},{15},{8},{7},{11},{14},{12},{11},{10},{22},{33},{25},{29},{14},{12},{10},{17},{13},{12},{12},{19},{9},{8},{16},{16},{11},{5},{12},{13},{12},{5},{16},{6},{3},{6},{4},{18},{4},{9},{1},{5},{14},{9},{18},{5},{11},{7},{4},{17},{15},{15},{11},{4},{13},{8},{6},{7},{5},{5},{3},{11},{23},{18},{9},{12},{5},{15},{14},{3},{6},{4},{4},{9},{8},{3},{14},{16},{10},{6},{10},{6},{7},{7},{9},{1},{12},{14},{10},{7},{5},{4},{4},{10},{6},{6},{5},{14},{16},{6},{4},{3},{7},{11},{9},{19},{16},{19},{6},{6},{9},{4},{12},{13},{13},{4},{8},{3},{7},{12},{7},{7},{8},{7},{3},{8},{9},{4},{13},{14},{14},{5},{10},{1},{6},{4},{3},{10},{17},{14},{5},{7},{5},{6},{6},{15},{5},{5},{4},{3},{9},{6},{11},{6},{7},{3},{12},{5},{6},{10},{5},{13}};
-    const struct { const unsigned int length: 11; } bytes_length_index[] = {{0},{2},{1},{12},{3},{2},{14},{6},{6},{4},{4},{5},{11},{11},{11},{11},{55},{55},{57},{58},{94},{211},{141},{1440},{2},{53},{98},{169},{34},{89},{93},{63},{91},{76},{158},{106},{94},{27},{130},{65},{316},{50},{144},{227},{43},{138},{126},{62},{17},{73},{19},{140},{37}};
+    const struct { const unsigned int length: 11; } bytes_length_index[] = {{0},{2},{1},{12},{3},{2},{14},{6},{6},{4},{4},{5},{11},{11},{11},{11},{55},{55},{57},{58},{94},{228},{141},{1440},{2},{53},{98},{169},{34},{89},{93},{63},{91},{76},{158},{122},{94},{27},{130},{65},{316},{50},{144},{227},{43},{138},{126},{62},{17},{73},{19},{140},{37}};
     #ifndef CYTHON_COMPRESS_STRINGS
       #define CYTHON_COMPRESS_STRINGS 90
     #endif
-    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (4122 bytes) */
-static const char cstring[] = "x\332\215X\311[\333\346\326\017\236m\310\r\004\322\244\315\323\257\"!\003\275\t\211\213\223\364&\317\323\033\203\031C\231\014\0012 \204\365\332V\"[\266$3e\\\262\324RK-\265\324\322K/Yj\311\222?\241\177\302=\347}%c\033\350\327>\301?\351\035\317\370;G\275\257\253\204pyU(\224HY\037\036I\216<\376o\232SI\265F4\0350_\323\210\310\355\026%\231p\222\256qE\"\210\234\244\301\214 >\347\204\262\266KTX\260\265\245\351\202^\323\266\266`L\344\364\"Ip\360_N)\227IN\227\2242\227\223\025<\351~*\231z\300\245F\223t]*9\312\345\025\225\323\244\003\242\275\340R\217\037\323W\201+I\232&\225\013\334\264\242\201P\343JY\007\351\036\316\221rA/r\312\016Q\363\262\262;\257\350\004\256\022tn|_/\302\035 \227Hdi\233\250\202N\344}N\323U)\247\023\025\027\225\271\305\211\305\207\251\337S\364b\225|\000\2714N\253m\347dA\323\210\306)yn\273&\311\272T\346\364\375\n\321F\270\231<\267\257\324\2702\001\271u\205\253\300\272\326\r\240d\231\323\210\216\017\334=\241\\V\300\004\240*\017\333A\366{\234(\251\250\374\016\301\335\223\202\254\221\2215\224V)\023N\003\371\037V\004\320\306\267uNPU\t-T!\352C\177\020\255J\206a\033X\231\336\263\255\210\373(\252\320\334\327\364\001\234\334\364\320}\317s\303\\A\001U\004Q\344A<\002V`\313\271]\001\3272ck\025E\221\271\202\252\324*\017\300\006L!\241R\341\212\202\306\225\025\360b\251\004\253\351\325\272\242p\262\240\026\210(i\302\266LH\231\375\026\2442yT\324\365\312#\376\324\351#\225\375\275BN\002\347\251eA\346\210\252*\252\244\261-\242\014\306*?L\226\004\031\244(\201\374\323++\213\276V\255\376\247\032\021\265\244P\023\200\nh\277\226\t\337\020\354M;\025\321\237\320\361Eg\343J\271\320\034\226JD\251\351\343s\013\331\211\314\370\302\374\312\314\374\352\3048\323\325\203\021\236\007\313\326r\204\317\321\010\343\371\323\t\360<\365N\313\224\257\3672)H\020{\373gG\316;\360\2345\377\340\354\021p#\251d`\3214\325{R\320\364eP\207h\247Ogok\233;s\3134\370\357\364\246\366\267\263g\235\231\377\177\316\033\341s\202,o\013\271\217|^\000>\021\317L\027\t\314a\230\361\350\313\363\247\213\340\370\316\031\\\315""\203Q\210P\352\234\202\200\203\320\3441\304:\246X\"t\014R\226\352\034k>\362\362\331\313[fK\340\207\216YQ\320\005\260[\216\000\013t*$\252\202\324id\242\344/ZN\263\207\007\362\342\317\023\022\256G\303\235\035\025\30162$\347\331\031\226/\027\215k\220\307\245\212L\364sv\226\210\246\t\005\302oC,\226/\236\276\370\200\232*w\014V\004\240+~W\225\200\024\n\035s*\221\211pFc\225h\265\322E[X0\360y\251,iEf\312EA\325\210:\356\205\340\004Z\363t\270\343u\265RP=g.3\266`\3433\231\271\211\345\211tff~\312\033\367\000\242\037\256\322y\336\177gFl.\242d\334\376\326\334\222e\262f$\rJ\200\350#\250 \2500\273\270\277\007\177\031\250c\374<\331\303\315<\357\325\032\302\303\177\264\032\321\007,\222{:>\212\270\032Q\311!\344ke\212\005\077\077y\377j\036b\026\262\003\221\350B\363\250\222\"\326d\272\254\244*<T^(Lt\242,\224\350p\231\354\"TTR\021T:\002L\317\022\024\234\302\336\320?\262\316\236\275k\361\021k+{\252\225+R\356#\334\343q\352\231\321N\312\353Xp\312e\035\023\355\261\300&wt,:(i\265&\310\276\036\036\243\361g\270\2559@\366\360\005\230\255\251\273\326b\3053\214\007C\262\242S[\201\\h\341\016\316\353$\271\026Vcnk\3412^\302$\204\262\014\001NZ\231L\330VT]\020\301h-\305\226\361\031\224m\370G\312\"\324<M\320\366\3139I\031i\036Bk8\275\033;\256\\\016\223\216\t\340\323DN\226\300\337\274T\311\341\033\204\t\257\253B\216\240\006\224vr\212,\263\3734\257-@\tZH\220\365y\035\234\331A\2229\245\006wPBC\202l#I_\020\\%\302o^\200(\0221s(_\202f\254\331\030\301f\243\345q\244\305\024\255\303\314\224\244\014\\\201]a+\301\222\212\002\312\267\323*{\205\330\255\200\206\204\354\345\310^\005\016\315C\254\345\241\017\304?\036\345\245\017p\030\344\024\374\2030\0013\201\265\362\n\276\341\305<4\251\032\310\202\357\220\\EE\204\326E\224\t\365\357\366>D\007\243\010\217m\351\226\344c\004\350SdM\222`-\357\265(~\007\305{\035\024\025\025HO\322D\210\t]\322II\373\240H\345\217\320\021\340\037/\310\240\237L\273eYB\047A\267\t\035\224\260\307\002\217^\217o\354r\357\235\n\211Q^Vv\275r\322R?\232\205\341\234\n\321Y\022\316\251\001\214\364+\224E""\341\027d\006\333`\377\313\210\037\224\254\300?\372\214\237\026\240\\[E\250\200c\360\017\305\253(\025\370\047\223<zV\364m\004\r/x\255H\373^AV=\312\360J\007\264|\276K}\324\340A\367j\010\273\335{\361\256o//\230?\204\376P\3455\r\002\007T$r^#\025`\001/N\265\242R\223E\376\324\007\336@\215\325\023J\351\364\207\210\2247\330G\023\013\321\216\222\245\325\340;\200\366x\310\352\272\014\323\220\341\025H|\275\006q.\327\312\302\0160\n\262Z\255\002\021I\274;\300\312h7\237\231v\004\271\306~4l\371y\032\363\250\024\241?\276\365\036p\217\222\217\037?\304\032\"\225k\344\371\243G/\270\234\367\325\305\342(\247(\037%\302\262\001\331\n#\025\377\264\357]\307\241;\326\222\225\267\323\370x\337\356\262\177\260\253\370\370\300N\333\257\235$>>v\272\234\037\034\030=\t\375bV]\356\261\323]\177\321\370\350.-\037\207\372\215g\346}k\320J\036\207\242\337?\303\313\340ql\330\356\263\177u\346\033\203\307\241\356\303\344\005\333\236\233\353p\257\320\262\ro|_\0379\352\372\273m\177X7\340\364\301\226m \235\233\034k\214\270\213K\177\263\321\355\277c\255\333Kv\353\205)\047\355>\231=\032q\3277\274\235\177\305.%n\342T\257\321\205?Q\243jFL\231\335\267s\270fL\230\003\346\322q\354\252\001k\256\033\325\023\374\301\271\352q\354\212{\345\337v\312\256:Q\347S\343\336Q\337I\373\310`\313\351}\306\200\261n\256X\327\355\220\275PO\325\367\217B\356\334{\367\275\340\n\272\253\357\271{\337\376\272t\351e \023\000\310\004\262\010\331\300\032\302Z@@\020\002\004\201\004\362\201\177*\246n>\205\373\302v\326\t9\323\365\251\306\223\243\340Q\352h\307]}\347\276\203{EW,\272\305\252[\205\333\367O5\032uRN\265\036\255\177:\272\007v<i\037\352T\351\2755\344\336}\352\210\340\303\320Q\372\237\013\366_\373\236s\315\311\325\007\352\357\361\232\327\356\353\rw\003\314\221w\363%\267T>\225\346>\330+m\2579\257\352\273\r\341\244}\244\332.\214{\355\236\245\333O\235\001\347]c\300\235Xs\327\336\272o\267\335m8Su\325\0350\336n\3278\332p<0\2050\025XBX\n\254\"\254\006x\004>\220C\310\005t\004=\260\207\260\027H\007\001\322\301\t\204\211\340\002\302B0\213\220\rn""\"l\006\267\021\266\2032\202\034\254 T\202;\010;\301\003\204\203\340x\010o\017M!L\205\346\021\346C\313\010\313\241M\204\315\3206\302vHEPC;\010;\241\317\010\237C/\303\030#\341?\021\376\014/!,\2057\0206\302\357\021\336\207\013\010\205\360G\204\217\341\032B-\274\217\260\037\236\214\000LFf\021f#Y\204ld\ra-\262\205\260\025\021\021\304H\t\241\024\251\"T#\007\010\007\221\257\010_#sQ\200\271\350\"\302b\364\r\302\233\350&\302fTB\220\242%\204R\364\023\302\247\3507\204o\321\331\030^\033\233G\230\217\255#\254\307\336!\274\213\211\010b\254\210P\214U\020*1\035A\217\035 \034\304\276\"|\215\315\306\361\224\370<\302|\374\r\302\233\370&\302f\274\210P\214\313\010r\\EP\343;\010;\361\361\004Z>1\2050\225\230N\374\343Huo>\260\247\234\047\365 \344l\2551u\364\304]\314\272Y\210-\010,\311\225\312n\031\022\250\346\326>\241\207\374\360\232F\230\016\274Bx\025X@X\010\274Ax\343\047s\036!\037\220\020\244@\t\241\024\330A\330\t|A\370\022\030\303\240\031\363cn\006a&\270\201\260\021\334B\330\n\022\004\022,\"\024\375\320\323\021\364\340\047\204O\301\227\030;/C\355\2417\2070\027\312\"dC\353\010\353\241\267\010oC<\002\037* \024Be\204rHC\320\374x<@8\360\343q\na*<\2070\027^@X\010g\021\262\341M\204\3150A \341\017\010\037\302%\204R\270\212P\r\277\304\270z\031\231B\230\212\314!\314E\026\020\026\374 ]GX\217\360\010\274\037\244\005\204B\344#\302\307\210\206\240\371\261\372\r\341[d\014Co,:\2110\031\235G\230\217\256\"\254\372\221\373\036\341}T@\020\374\000\256 T\2425\204Zt\017a/\372\031\341s4\203\201\230\211\275Bx\025[DX\214e\021\262\2615\204\265\330\026\302V\254\200P\210\311\010rLAPb\032\202\026\373\202\360%\226\301\350\314\304g\020f\342s\010s\361E\204\305\370\006\302F|\013a+N\020HG\214\357\"\354\306\277\"|\365c|\022a21\2130\233XEXM\274Cx\227\020\020\204\204\210 &\212\010\305D\t\241\224\320\021\364\304>\302~\3423\302\347\304\313ntN\367\034\302\\w\026!\333\275\322}\312\317\217l\335I:SPu\013GK\047\355#\302\367\364w\250\t\335\207\251\303\352q\3175c\305\274a\365Y\267\254\264\265t\334s\345P7\222\306\2649e=\265\007""\260\3558\356\305\302\032\273rX\3657\301\202\343\236^#fBa\3569\\po\376\333N\332\223\316-7\225i\244\033kGcG\002[\370\331\374\rJ\353\217\220\311=W\215\021\253\313\272f\t\315{{\215\313\346\222\231\267\322\047\247\217\376\r\237\314{V\037.I\340\203\005\373/7\367\301S\034\247\242\306\001\235B\335\356\240\344\275\306\025\263\312\024xa\026`\244w\300\230\305\007K\264\007\355g\316\035\250\225]^s\200\n\270\275\203\315\003nC\327\004;5\343\256\0312\307\315\032\330\"k\007aY\357\200;0\004o\253\366\340I\313s\253\240\327\340\374![t~\255\277jT\231\320w\255.\266\342\231q\317\274f\212\326];\346\004\321\226\375\324\270c04\214B\264\231\345tq\304\3169\375h\316\014\224\357\014\266S\376\261V\037\036\334s8\005>\000x\205\256\3519\2346\350\340\237f\037\302<\026\336\236\303YChy\363\300\333\340\255\364\226x\2033\306\222\177\3703s\310$\326\250\365\001Z\224\211\372\325z\262\305\323\351\213\235\313\266\3039\010\023\306\rv\013Hg,Cs\361\304\nY\223\366\220;\362G}\273\2218\272\005\215\t\250\325c\246=Q\014\025\210~\325\032\262$[s\006\235\347\365\345z\025\017\177\204nj;z\306X\365Z]_\263\177\035\212X\036P\260]\203\230)S\263\356C/\323\207^\3355\362\354\216\214\333{\013w\265\2355\007\036\237\261\326\3541p\341p\275\325\252\347\202\267\313\263\277gUo\260i\377!\367\377\222\320\357\274\251\353\215\347G8\345\366\374\014\306\372\331\026\335\337\320\251\tw9\313NI\031\273\246\320\356\302\357\247\276\274r\270o^\261\252v\027\033\031\240Y2k\013\276\r\206L\301\254\236\253\304Uc\310\020\335\237\232\376\372\235\366\331\220\354\257\315\244I\355\0361\230\273\334\236_\360\014f\271\234\331\3072(\005\332\322\374Q\354%\306\021?C\220Rc\026\240\030\367\376`\224\2554[\372\314\274m\322d\233\003\377\316@\0078\006}\347p\203Z\371\362\3412\250\320\325\026m\240)N\375\275\307\210/f\217\231\261\342\366u\047\340\0149R\235\345?\230\330\375\351WH\352\244\237\205\267\350\252\2763<\263cd\201\245\030Y\231}\3104ac\315L\2334\320{\215\240AOxn,Q\255\220\0238\272]\262k\016%\246\220\261`%!j\357\322\364=]@m\207\235\366\322YN\004#\2737\037\332\264e""\271\353\336\030\266\373\355q\333s\0235E\223\001\377\005\276\007\3506\223\014\236Z\2778]Mj\202\026\376\231\243\2037Q\347\246\271\236\203/\350\031\177\260\266\010\037\350\373\013C`\2207\027N-C\211\364\312\341\0364U\335V\312\2522\251W\314\233@d\257\3312\344\035X\324o\214\0322d\037\262\231\004\367\246\352\032|7\302\336\035\343\255\025\264(y=g\236\236\201@\314\341\347\337\3119c\314E\030\361l`\300^rG\306\032\267\033\353G+\360\345\002\241\377=}\342\371}\033\275\323\341\263=\240\212\224\251[\3116ba;\366!\3163V\014\276\215\257Bd\217#O0\263\307\254._\343\333\324\223XRP\247d[h\237\215\047:[324\201V@\330\025\347\307\372P]\204\357\306~FP\236\223 _\274\340\2335\250<\0273\210\347\337~\310\242\317`s\035\276<\367\353\241z\246\021j\320\023Y\014\276\266\332<\3531L\367\341\350a\221E#\346\201\304J\232f\014\267d\010X\373O\253\037\363\357\262\037\346kf\232\271Y3\357\230UHD\372\372\005\224\305\222\007\373\037@aA\337\016\3037\243^\037\255\203\261Q>\335|\006\214\370\324\276\346\223\312\022\030\352g\340\375.\246\242\047\223g@\370\254\273\334\207e\026.x\005\375\304\177\340\353\365\267\306\022.mI\347\323\"x\014\253\257\233A3\3513\305\035\360\353\250U\264\013\316*\0309\327\270qt\035\253\033e\032l\005ZJ,\356\375\021\030N\004\371R\326\036|\273\007\240(\244\234\335\272pr\326\217\047>\243\375\025\271\024\357\361\344\375\321\272\r.\375\311yQ\367]\227\301r\203Ys\001\373\\\003\352\272]_\207&&\215B\215Svnj\303\316X0\223\247\246\032\000Z\207\234un\324\2577\272No?\333\3004#\261\332\222\361X\373\330\014m\257p\367ezp\001\377\227\2147\200\004\255[\377\201\317\235QG\270\240b\315R:\366>\375\007[\222\372\252\361\320\304\223c\336A\325f\000\377\225\270\024\277\302\254\300\"r\334<\240\377?\307\343\263Q\340\221I0\340\272\275\341\010^\240\346\214>\026\252\343\2202\230\360\264$\250F?XJ\003\022\036\207\363\2414\010\307\275}~\305Z6i\363\210M\245\327[\374\016\326V!|\307\255\003\260\367v\275\313\r\3354\223\0471$\333i\014X\213V\276O`\362\240\365\334^u\356\325\373\352\203\377\003o\377r6";
-    PyObject *data = __Pyx_DecompressString(cstring, 4122, 1);
+    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (4133 bytes) */
+static const char cstring[] = "x\332\215XI[\333\346\026\016\236m\310\005\002i\322\346\351\255H\310@oB\342\306Iz\223\347ic0c(\223!@\006\204\260>\333Jd\313\226d\246\014\315\222\245\226Zj\251\245\226^z\311RK\226\374\204\376\204{\316\367I\3066\320\333<\300+}\343\031\337s\224{\272J\010\227W\205B\211\224\365\221\321\344\350\243\337\323\234J\2525\242\351\200\371\232FDn\267(\311\204\223t\215+\022A\344$\rf\004\3619\047\224\265]\242\302\202\255-M\027\364\232\266\265\005c\"\247\027I\202\203\1779\245\\&9]R\312\\NV\360\244{\251d\352>\227z\234\244\353R\311\307\\^Q9M: \332\013.\365\350\021}\025\270\222\244iR\271\300M+\032\0105\256\224u\220\356\301\034)\027\364\"\247\354\0205/+\273\363\212N\340*A\347\306\367\365\"\334\001r\211D\226\266\211*\350D\336\3474]\225r:QqQ\231[\234X|\220\3725E/V\311\007\220K\343\264\332vN\0264\215h\234\222\347\266k\222\254KeN\337\257\020m\224\233\311s\373J\215+\023\220[W\270\n\254k\335\000J\2269\215\350\370\300\335\025\312e\005L\000\252\362\260\035d\277\313\211\222\212\312\357\020\334=)\310\032\031]Ci\2252\3414\220\377AE\000m|[\347\004U\225\320B\025\242>\360\007\321\252d\004\266\201\225\351=\333\212\270\217\242\n\315}M\037\300\311M\017\335\363<7\302\025\024PE\020E\036\304#`\005\266\234\333\025p-3\266VQ\024\231+\250J\255r\037l\300\024\022*\025\256(h\\Y\001/\226J\260\232^\255+\n\047\013j\201\210\222&l\313\204\224\331\337\202T&\017\213\272^y\310\237:}\264\262\277W\310I\340<\265,\310\034QUE\2254\266E\224\301X\345\007\311\222 \203\024%\220\177zee\321\327\252\325\377T#\242\226\024j\002P\001\355\3272\341\033\202\275i\247\"\372\023:\276\350l\\)\027\232\303R\211(5}|n!;\221\031_\230_\231\231_\235\030g\272z0\312\363`\331Z\216\3609\032a<\177:\001\236\247\336i\231\362\365^&\005\tbo\377\354\310y\007\236\263\346\037\234=\nn$\225\014,\232\246zO\n\232\276\014\352\020\355\364\351\354mmsgn\231\006\377\235\336\324\376v\366\2543\363\377\347\274Q>\047\310\362\266\220\373\310\347\005\340\023\361\314t\221\300\034\206\031\217\276<\177\272\010\216\357\234\301\325<\030\205\010\245\316)\0108\010M\036C\254c\212%B""\307 e\251\316\261\346#/\237\275\274e\266\004~\350\230\025\005]\000\273\345\010\260@\247B\242*H\235F&J\376\242\3454{x /\376<!\341z4\334\331Q\021l#Cr\236\235a\371r\321\270\006y\\\252\310D?gg\211h\232P \3746\304b\371\342\351\213\017\250\251r\307`E\000\272\342wU\tH\241\3201\247\022\231\010g4V\211V+]\264\205\005\003\237\227\312\222Vd\246\\\024T\215\250\343^\010N\2405O\207;^W+\005\325s\3462c\0136>\223\231\233X\236Hgf\346\247\274q\017 \372\341*\235\347\375wf\304\346\"J\306\355o\315-Y&kF\322\240\004\210>\202\n\202\n\263\213\373{\360\233\201:\306\317\223=\334\314\363^\255!<\374\243\325\210>`\221\334\323\361Q\304\325\210J\016!_+S,\370\371\311\373W\363\020\263\220\035\210D\027\232G\225\024\261&\323e%U\341\241\362Ba\242\023e\241D\207\313d\027\241\242\222\212\240\322\021`z\226\240\340\024\366\206\376\221u\366\354]\213\217X[\331S\255\\\221r\037\341\036\217S\317\214vR^\307\202S.\353\230h\217\0056\271\243c\321AI\2535A\366\365\360\030\215?\303m\315\001\262\207/\300lM\335\265\026+\236a<\030\222\025\235\332\n\344B\013wp^\047\311\265\260\032s[\013\227\361\022&!\224e\010p\322\312d\302\266\242\352\202\010Fk)\266\214\317\240l\303\017)\213P\3634A\333/\347$e\264y\010\255\341\364n\354\270r9L:&\200O\0239Y\002\177\363R%\207o\020&\274\256\n9\202\032P\332\311)\262\314\356\323\274\266\000%h!A\326\347upf\007I\346\224\032\334A\t\r\t\262\215$}Ap\225\010\177\363\002D\221\210\231C\371\0224c\315\306(6\033-\217\243-\246h\035f\246$e\340\n\354\n[\t\226T\024P\276\235V\331+\304n\0054$d/G\366*ph\036b-\017} \376\362(/}\200\303 \247\340\007\302\004\314\004\326\312+\370\206\027\363\320\244j \013\276Cr\025\025\021Z\027Q&\324\277\333\373\020\035\214\"<\266\245[\222\217\020\240O\2215I\202\265\274\327\242\370\035\024\357uPTT =I\023!&tI\047%\355\203\"\225?BG\200\277\274 \203~2\355\226e\t\235\004\335&tP\302\036\013<z=\276\261\313\275w*$FyY\331\365\312IK\375h\026\206s*DgI8\247\0060\322\257P\026\205\277 3\330\006\373_F\374\240d\005~\3503~Z\200rm\025\241\002\216\301_\024\257\242T\340G&y\364\254\350\333\010\032^\360Z""\221\366\275\202\254z\224\341\225\016h\371|\227\372\250\301\203\356\325\020v\273\367\342]\337^^0\177\010\375C\225\3274\010\034P\221\310y\215T\200\005\2748\325\212JM\026\371S\037x\0035VO(\245\323?D\244\274\301>\232X\210v\224,\255\006\337\001\264\307CV\327e\230\206\014\257@\342\3535\210s\271V\026v\200Q\220\325j\025\210H\342\335\001VF\273\371\314\264#\3105\366G\303\226\237\2471\217J\021\372\307\267\336}\356a\362\321\243\007XC\244r\215<\177\370\360\005\227\363\276\272X\034\345\024\345\243DX6 [a\244\342\257\366\255\3538t\333Z\262\362v\032\037\357\331]\366wv\025\037\357\333i\373\265\223\304\307GN\227\363\235\003\243\047\241\237\314\252\313=r\272\353/\032\037\335\245\345\343\320\200\361\314\274g\rY\311\343P\364\333gx\031:\216\215\330\375\366\317\316|c\3508\324}\230\274`\333ss\035\356\025Z\266\341\215\357\353\243G]\177\267\3557\353:\234>\324\262\r\244s\223c\215Qwq\351o6\272\003\267\255u{\311n\2750\345\244\335\047\263G\243\356\372\206\267\363\257\330\245\304\r\234\3523\272\360O\324\250\232\021Sf\367\355\034\256\031\023\346\240\271t\034\273b\300\232kF\365\004\377\340\\\3658\326\353\366\376\307N\331U\047\352|j\334=\352?i\037\031j9\275\337\0304\326\315\025\353\232\035\262_9z\375\367\243\341#\311]{\353\276\225]\271\362\327\245K\325\256L\000 \023\230F\230\016, ,\004\262\010\331\3006\302v \217\220\017T\020*\001\035A\017\324\002\377Tn\335|\n\002\204\355\254\023r\246\353S\215\047G\301\243\324\321\216\273\372\316}\047\270\202\350\212E\267Xu\253{\356\336\376\251\212\217\235\224S\255G\353\237\216\356\202aO\332\207:u|o\r\273w\236:\"85t\224\376\347\202\375n\337u\256:\271\372`\375=^\363\332}\275\341n\274w\337\347\335|\311-\225O\245\271\007\006L\333k\316\253\372nC8i\037\251\266\013\343^\275k\351\366Sg\320y\327\030t\047\326\250\271\267\335m8Su\325\0350\336n\3278\332p<0\2050\025XBX\n\254\"\254\006x\004>\220C\310\371\326\336C\330\013\244\203\000\351\340\004\302Dp\001a!\230E\310\0067\0216\203\333\010\333A\031A\016V\020*\301\035\204\235\340\001\302Ap<\204\267\207\246\020\246B\363\010\363\241e""\204\345\320&\302fh\033a;\244\"\250\241\035\204\235\320g\204\317\241\227a\200\227\341?\020\376\010/!,\2057\0206\302\357\021\336\207\013\010\205\360G\204\217\341\032B-\274\217\260\037\236\214\000LFf\021f#Y\204ld\ra-\262\205\260\025\021\021\304H\t\241\024\251\"T#\007\010\007\221\257\010_#sQ\200\271\350\"\302b\364\r\302\233\350&\302fTB\220\242%\204R\364\023\302\247\350\237\010\177Fgcxml\036a>\266\216\260\036{\207\360.&\"\210\261\"B1VA\250\304t\004=v\200p\020\373\212\36056\033\307S\342\363\010\363\3617\010o\342\233\010\233\361\"B1.#\310q\025A\215\357 \354\304\307\023h\371\304\024\302Tb:\361\217#\325\275q\337\236r\236\324\203\365T\275\326\230:z\342.f\335,\304\026\004\226\344Je\267\014\tTsk\237\320C~xy9\375\n\341\225\237\332o\020\336\004\004\004\301Om\tA\n\224\020J\201\035\204\235\300\027\204/\2011\014\2321?\346f\020f\202\033\010\033\301-\204\255 A \301\"B\321\017=\035A\017~B\370\024|\211\261\3632\324\036zs\010s\241,B6\264\216\260\036z\213\3606\304#\360\241\002B!TF(\2074\004\315\217\307\003\204\003?\036\247\020\246\302s\010s\341\005\204\205p\026!\033\336D\330\014\023\004\022\376\200\360!\\B(\205\253\010\325\360K\214\253\227\221)\204\251\310\034\302\\d\001a\301\017\322u\204\365\010\217\300\373AZ@(D>\"|\214h\010\232\037\253\177\"\374\031\031\303\320\033\213N\"LF\347\021\346\243\253\010\253~\344\276Gx\037\025\020\004?\200+\010\225h\r\241\026\335C\330\213~F\370\034\315` fb\257\020^\305\026\021\026cY\204ll\ra-\266\205\260\025+ \024b2\202\034S\020\224\230\206\240\305\276 |\211e0:3\361\031\204\231\370\034\302\\|\021a1\276\201\260\021\337B\330\212\023\004\322\021\343\273\010\273\361\257\010_\375\030\237D\230L\314\"\314&V\021V\023\357\020\336%\004\004!!\"\210\211\"B1QB(%t\004=\261\217\260\237\370\214\3609\361\262\033\235\323=\2070\327\235E\310v\257t\237\362\363C[w\222\316\024\224\341\302\321\322I\373\210\360-\375\rjB\367a\352\260z\334s\325X1\257[\375\326M+m-\035\367\364\036\352F\322\2306\247\254\247\366 \366!\307}Xic\275\207U\177\023,8\356\3513b&T\352\236\303\005\367\306\177\354""\244=\351\334tS\231F\272\261v4v$\260\205\237\315_\240\326~\017\231\334s\305\030\265\272\254\253\226\320\274\267\317\270l.\231y+}r\372\350\337\360\311\274k\365\343\222\004>X\260\377rs\037<\305q*j\034\320)\324\3556J\336g\364\232U\246\300\013\263\000#}\203\306,>X\242=d?snC\255\354\362\272\005T\300\355\033j\036p\013\332(\330\251\031w\314\2209n\326\300\026Y;\010\313\372\006\335\301ax[\265\207NZ\236[\005\275\n\347\017\333\242\363s\375U\243\312\204\276cu\261\025\317\214\273\346US\264\356\3301\047\210\266\034\240\306\035\203\241\021\024\242\315,\247\213#v\316\031@sf\240|g\260\277\362\217\265\372\361\340\236\303)\360\001\300+tM\317\341\264A\007\3770\373\021\346\261\360\366\034\316\032B\313\233\007\336\006o\245\267\304\033\2341\226\374\303\237\231\303&\261\036[\037\240E\231\250_\251\047[<\235\276\330\271l;\234\2030a\\g\267\200t\30624\027O\254\2205i\017\273\243\277\325\267\033\211\243\233\320\230\200Z=f\332\023\305P\201\350W\255aK\2625g\310y^_\256W\361\360\207\350\246\266\243g\214U\257\367\3655\373\327\241\210\345\001\005\3335\210\23125\353\036\3642\375\350\325]#\317\356\310\270}7qW\333Ys\340\361\031k\315\036\003\027\216\324[\255z.x\273<\373{V\365\006\233\366\037v\377\235\204~\347M]o<?\302)\267\347G0\326\217\266\350\376\202NM\270\313YvJ\312\3305\205v\027~;\365e\357\341\276\331kU\355.62H\263d\326\026|\033\014\233\202Y=W\211+\306\260!\272?4\375\365+m\274!\331_\233I\223\332=\002\276\277\334o|o\016A\263\006\017\360Nov{~\3023\231%sf?\313\250\024hO\363I\261\227\030g\374\010AK\215[\200\342\334\367\235Q\266\322l\3513\363\226I\223o\016\374=\003\035\341\030\364\241#\rj\365\313\207\313\240RW[\364\201\3468\365\367\036$\276\330=f\306\212\333\327\234\2003\354Hu\306\007`r\367\207\237!\311\223~V\336\244\253\372\317\360\316\216\221\005\326b\344e\366#\363\204\21553m\322\300\3573\202\006=\341\271\261D\265B\216\340\350v\311\2569\224\250B\306\202\225\204(\276C\323\371t\001\265\035v\336Kg9\022\214\356\336x`\323\026\346\216{}\304\036\260\307m\317m\324\024MF\374\027\304\002@\267\231d\360\324\372\311""\351jR\025\264\364\317\340\233%Iun\232\3539\370\202\236\361\033k\223\360\201\276\2770\004\006ys\341\3242\224X{\017\367\240\311\352\266RV\225I\275b\336\000b{\315\226!\017\301\242\001\343\261!C6\"\273Ipo\252\256\301\207%\354\3351\336ZA\213\222\331s\346\351\031\010\314\034~\037\236\2343\306\\\204\031\300\006\006\355%wt\254q\253\261~\264\002_2\220\n\337\322\047\236\337\267\321;\035>\333\003\352H\231\272\225l#\032\266c\037\342>c\305\340\343\371\nD\3728\362\0063{\314\352\3625\276E=\211%\006uJ\266\205\366\331x\242\2635#C\023j\005\204]q\276\257\017\327E\370\260\034`\204\3459\t\363\207\005\337\254A\345\271\230Q<\377\016@\026}\006\233\353\360i\272_\017\3253\215P\203\236\310b\360\265\325\346Y\217q\272\017\037\037\026Y4b\036H\254\304i\306HK\206\200\265\377\260\0060\377.\373a\276f\246\231\2335\363\266Y\205D\244\257_@Y,\201\260\377>\024\032\364\355\010|C\352\365\307u06\312\247\233\317\200!\237\332W}\222Y\002C\375\010u\240\213\251\350\311\344\031\2201G/\275\340\025\364\027\377\205\257\331_\032K\270\264%\235O\213\"\022\31653h&}\246\270\r~}l\025\355\202\263\nF\3165\256\037]\303jG\231\006[\203\226\222\313\310j\030\304\036\002\033\356\301\307}\000\212D\312\331\255\013\047g\375x\302<\364-\375W\344R\274\307\223\367{\353\026\270\364\007\347E\335w]\006\313\017f\315\005\354s\025\250\353V}\035\232\2324\n5N\331\272\251\r;c\301L\236\232j\020h\036r\326\271^\277\326\350:\275\375lC\323\214\304jK\306c-d3\264\335\302\335\227\351\301\005\374?\033o\000\tZ\267\376\013\237?\217\035\341\202\n6K\351\330\373\257\200\241\226\244\276b<0\361\344\230wP\265\031\300\177%.\305{\231\025XD\216\233\007\364?|<>{\014<2\t\006\\\2677\034\301\013\324\234\321\317Bu\034R\006\023\236\226\004\325\030\000Ki@\302\343p>\224\006\341\270\257\337\257`\313&m&\261\311\364z\215_\301\332*\204\357\270u\000\366\336\256w\271\241\033f\362$\206d;\215\001k\321J\370\tL\036\264\236\333\253\316\335z\177}\350\177\366\336zs";
+    PyObject *data = __Pyx_DecompressString(cstring, 4133, 1);
     #define __Pyx_DecompressString_LZSS_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (5665 bytes) */
-static const char cstring[] = "\377(tree fr\377agment).\3771.0?A re\337quest\005\000fu\377sed whil\377e its he\337ad is\037\000ad\377: answer\376\036\000``statu\367s``\021\000d th\377e\n    co\377nnection\357 cloF\001(41\2774, 431#\0024\37713 for s\377izes; 40\3750\n\002a miss\177ing Hos\222\000\357Cont\233\000-Le\377ngth ove\377rflowNot\375eh\000at Cyt\371ha\000\225\000delib\377erately \377stricter\376!\001n PEP-4\27384\234\002rej\225\000s\377 subclas\377ses of b\377uiltin t\377ypes. If\177 you ne\377\000\217to p%\000%\t\342\000n\357 set\352\001 \047a\047nno\200 \350\000_<\000\271\000_\047 dir\371\001v\242\000\377o False.\373Wh\253\000one s\316\275\000-pa\313\000\344%ca\367rri\351 (per\031-\371%\322!e)4\000\343 c\002/body\247\001a\233F\373&\334\205 \231F(re\265B) {go\310\000add_\234\000wean\254D wa\312A\376\370!a spool\177 group,\201 \376\313\003app has7 no\303@mm\371@v\002\377too larg\377edisable\373en\000\003gine/\277http/_\353G.\277pyxgci\272@r\377nal errowris-\003dla\350 _-1mal\377@m\342`\217HTTP\362e\364I\357beormor\351Bn \274!\360\225a\022\004\245\204\005\227\204\001ers \324\232\006\276\204\005t\254\001t\022\003on\375g\016\006imeout\377CLOSEDCO\377NTINUECo\374\347\002\000\004.__red\337uce_c\335b__\340\017\007\367@\231B\020\010\345\204\005Reg\035i\371`yCo\002\r=\021\021\020\3769 .sweepD\377ateHeade\277rFastR\314\000e!s\000\007\255\017\017\n\261\016H\275@\252\007\360\000\013\371\017\017\0161\034._ca\377llback_f\337ailedQ\rch\311e\031\000\336\204\001_\343\207\001\t\023ho\363st\212\r\221\210\001_str\347eam\245\r\356`gin\001_\337a\301\014\266\210\003\326\014\241\210\002\004\r\274\210\0063_lk\017\331\210\007_m\205@\246,\357data\300`cei}v\337\016drain\326,\347eof\027\025\271\205\002_an;d_\221\021on_\227\207\001\245L\376\023\000deadlin\361e\010\017\252\205\003\000\025s_co\337mplet\047\020me\377ssage_be\341g\261\016\206\000\027\005\047\027url\376\317lpause_w\277riting\353lr\337eleas\262\rre\347sum\033\025\207c_fi\357nish\344cPar/serC\374dE\210\210\001\354\204\001\274\021\003\000\014Upgr\306DR\374""\205\215\0038\003IDLERE\237ADING\021\004\030\004.;__h\000t__\010\005\207\210\003\320\034\006\302\215\002\000\013*\006S\264\204\002_D\277iscard\000\005.\357starN\000Pyx\377_PyDict_\377NextRef_}_\345\213\004e____\272\214\002t\004\002\241\215\001x\200\000__d*\001\356\032\000doc\037\001fun\256\003\002get\254\210\003_\246\005_\337_mainC\001me\373taB\006modul\376Y\002mro_ent\357riesi\001nam\356p\002newx\001pre\027par\202\002p\244\000\273\206\002\222@3__\n\001\234Alt\006\003p\004\370!\001\330\215\001\033\003unpic\001ke\000\355\211\004\005\016\277\211\r(\014\350\210\007A\014\314\271\210\013\210\003vt\252\214\001\255!qu\223al\300\005\326\212\004_\326\212\016\357\212\006e\275x\341!set_\364\005s\374\273(\363\212\016__slotN\247\"tes\211A\345\210\014_\326\210\014\260\t\004\322\210\001\261C\301\210\010_i\201\206\001r\177outine_\277\210\010\377abortadm\363it\342\215\010\206\222\003appa\377ppendarg\377sasyncio\027.co>\004s\273\217\001\334\211\002\356\221\001\343cc\361\205\001\360\211\003\237\207\005cli?ent_ip\006\000r\000\377in_trace\274\262\212\001\275\222\002coll\314\222\003s!c\245\215\003\340\222\001\372\210\010\342\222\003c\246\211\013\226\211\014\007coua\000\212\217\002\235\211\001\230\211\n\250\210\005\377decodede?faultd\214\224\001\253\211\002\226\327\000en\351\217\001.\351\217\001\000\010.x\355\217\010\013\t\221\213\003enum\221\223\002>\325\211\tepoch\310\211\014\340\211\003\377response\377excexpec\377tfastfee\345d\000\001_\321\212\001\004\002eofogetg\232`ex\244 \237_info\n\001\204\221\001_\177version\032\001\377methodhaondle\247\214\002by\233`\330\252\220\003\257\220\004.\00210\276\221\001to\337olsii)\000_t\244\235\220\003\272\221\005_\273\221\004\375\212\002i\204 s\377digitite\377msjoinke\373ep\000\001_aliv\333el\251\225\002li\270\222\001lo\277wermax\240\213\002_\300z\002\n\001\255\221\003\t\004\240\002\336\206\001no\331w\310\213\004\265\213\010on\220\216\002er\340\000\006\230\213\007\351\212\010\216\213\002\361\212\020on_\357urlp\377\211\002par\316\261\000ion\374\224""\001\363\212\003ou\363tp\000\000\200\213\002read\367ing\205\213\npeer\334\000\001\375\207\001pop\000\000le\365f\355\216\001d\234%refrwesh\363\224\002alr\373\221\004\316\264\213\004req\313E\323Esr\001e\256\217\001\277\213\002x\003\312\213\004x\004\321\213\013\201\206\001\356\370\000ute\226\220\002ssc\377hemeself\277sepset\241\204\004s?hould_\372\047\n\0041u\312\213\003\316\212\002\323\212\002ed\325\226\002\257\231\003|\264\220\003\244\214\014super\337\222\002\377texttlst\377ransport\377tunnelun\337avail\200\226\001up\357date]\004url|\306\215\001\226\224\005value\000\002%s\357\226\001_\357\204\002\343\215\001e\000\002\332e\377, /100-c\377ontinue:\307//;\271\232\001\361\231\002\302cco\017okie\210\205\003\200\222\001\350\226\001\354\226\001\377s\200\001\330\004%\240Q\357\240f\250A\007\001(\250\001\357\250\026\250q\022\001,\250A\357\250V\2601\035\0010\260\001\367\260\026\260\023\000\340\004\037\230\377q\320 0\260\013\270;\377\300k\320QR\330\004\023\377\2207\230(\240!\2401\337\330\004\007\200|\n\000!\330\377\010)\250\021\250*\260N?\300!\330\004\013\210?\000\"\022\227:\230Xu\000a,\010n\001]\357\270.\310\001\033\031>\240\030\362[\000!c\010\233\000\3201B\300\357.\320PQU\030\320\023%\337\240X\250Q\250e\t4\260\377A\3205J\310.\320X\375Y\243\004\360\010\000\n\033\230\376\300\000\020\220\001\330\010\020\220\377\007\220q\230\006\230l\250\376k\002v\210W\220E\230\024\277\230Q\330\010\022\220\344\000\027\317\220q\340\010\002\000\366\001q\330\377\010\017\320\017+\2504\250\377q\260\007\260{\300\047\310\273\021\340\004\013!\200\001U\006\021\377\220\024\220X\230T\240\027\377\250\004\250O\2704\270y\377\310\004\320L]\320]a\377\320at\320tx\320x\377\177\360\000\000@\002D\002\356\004\000D\002S\003\001S\002W\356\n\001W\002a\021\001a\002e\336\030\001e\002f\002\177%t\230\3756m\000\005\250S\260\004\260\377H\270G\3005\310\003\310\3774\310v\320U\\\320\\\376u\000d\320dh\320hq\353\320q{\000y\310\0073\2604\377\260q\270\007\270{\310\047\360\354@\316\002\t\007\303\r]\240$\320\357&6\260d\301@\004\310A""\376o\047?\250\047\260\025\260c\357\270\024\270]c\001V\320V\367Y\320Y\214 f\320fm\327\320mn\326\047(\255 A\250\177W\260K\270w\300a\333\"\372\010\007q\322+\320\025\047\240t\377\2506\260\024\260\\\300\024\377\320EW\320W[\320[\367b\320bQ\000r\320rv\356\335 w\001C\334!C\002G\356\343!G\002Q\352!Q\002U\356\361!U\002_\370!_\002c\356\377!c\002t\206At\002x\336\215Ax\002A\003\234@A\003\335E\003\001E\003O\n\001O\003\335S\021\001S\003^\030\001^\003\335b\037\001b\003l&\001l\003\335p-\001p\003v4\001v\003\275z;\001z\003C\004\342@C\273\004G\003\001G\004N\n\001N\273\004R\021\001R\004^\030\001^\273\004b\037\001b\004r&\001r\273\004v-\001v\004|4\001|\267\004@\005\240a\005M\003\001M\273\005Q\n\001Q\005Y\021\001Y\273\005]\030\001]\005g\037\001g\273\005k&\001k\005u-\001u{\005y4\001y\005F\006\340`wF\006J\003\001J\006S\n\001wS\006W\021\001W\006`\030\001w`\006d\037\001d\006m&\001wm\006q-\001q\006z4\001\367z\006~;\001~\006L\007\277\360\000\000L\007P\003\001P\273\007Z\n\001Z\007^\021\001^\273\007i\030\001i\007m\037\001m\273\007{&\001{\007\177-\001\177\377\007J\010\360\000\000J\010\335N\003\001N\010X\n\001X\010\335\\\021\001\\\010d\030\001d\010\335h\037\001h\010p&\001p\010\335t-\001t\010z4\001z\010\275~;\001~\010J\tB\001\t\335N\003\001N\tZ\n\001Z\t\335^\021\001^\th\030\001h\t\335l\037\001l\tr&\001r\t\275v-\001v\tC\n\366!\n\275G\003\001G\nH\n\232\205&\320\377\033,\250G\2605\270\003\377\2704\270u\300G\3105\237\320PS\320S\331`\326`i\377\320in\320nq\320q\377u\320u{\360\000\000|\272\327eH\302\206\001H\002K\311\206\001K\273\002O\320\206\001O\002Z\327\206\001Z\272\305\206\005f\345\206\001f\002i\354\206\001i\273\002m\363\206\001m\002v\372\206\001v\273\002}\201\207\001}\002B\360aB\272\354eI\376aI\003Y\205\204\001Y\273\003`\214\204\001`\003e\223\204\001e\253\003h\232\204\001h\363et\250\204\001t\273\003{\257\204\001{\003@\360a@u\004\355kL\205\204\001L\004S\214\204\001wS\004X\223\204\001X\004[\232\204\001w[\004_\241\204\001_\004g\250\204\001wg\004n\257\204\001n\004s\266\204\001Us\210\204\005z\304\204\001z""\210\204\005G\223\204\001wG\005L\232\204\001L\005O\241\204\001wO\005S\250\204\001S\005^\257\204\001w^\005e\266\204\001e\005j\275\204\001wj\005m\304\204\001m\005q\313\204\001wq\005@\223\204\001@\006G\232\204\001wG\006L\241\204\001L\006O\250\204\001uO\235\204\005X\266\204\001X\006_\275\204\001u_\235\204\005g\313\204\001g\006k\322\204\001Wk\006s\331\204\001s\244\204\005\177\347\204\001w\177\006B\250\204\001B\007F\257\204\001wF\007N\266\204\001N\007U\275\204\001uU\262\204\005]\313\204\001]\007a\322\204\001ua\271\204\005p\340\204\001p\007u\347\204\001wu\007x\356\204\001x\007|\365\204\001w|\007D\304\204\001D\010K\313\204\001wK\010P\322\204\001P\010S\331\204\001wS\010W\340\204\001W\010`\347\204\001w`\010g\356\204\001g\010l\365\204\001wl\010o\374\204\001o\010s\203\205\001ws\010}\212\205\001}\010D\313\204\001wD\tI\322\204\001I\tL\331\204\001wL\tP\340\204\001P\tY\347\204\001wY\t`\356\204\001`\te\365\204\001ue\325\204\014w\212\205\001w\t~\221\205\001u~\334\204\005F\347\204\001F\nJ\356\204\001wJ\nU\365\204\001U\n\\\374\204\001w\\\na\203\205\001a\nd\212\205\001wd\nh\221\205\001h\nm\230\205\001wm\nt\237\205\001t\ny\246\205\001\367y\n|\255\205\001|\n@\013v\223\214\001\013L\003\001L\013S\n\001\357S\013T\013\366\214\007/\250t\377\2601\260G\270;\300g\363\310Q\373\214\002\010\007a\200A\200\377A\330\010\013\2104\210q\377\330\014\025\220T\230\030\240\377\021\240\"\240A\240Q\330\377\014\017\210t\2201\220H\277\230G\2406\250\024\363\217\001\330=\020\325\215\001\010\017\210q-\005\036\000\377\330\014\020\220\010\230\001\330\377\010\014\210O\320\033+\250\3771\250F\260\"\3204D\377\300A\300W\310B\310a\376X\003|\2302\230T\240\031\377\250!\330\014\022\220.\240\337\001\240\025\240ao\006\020\220\377\r\230Q\230f\240A\340\371\014\002\006\217\005{\230\047\240\021*`\001\n\005\001\240=\000\r\247\006\007\000]\t{\001\007\220z\263\000!\351\216\002}%\266\001\020\220\017\230q\273\003\367;\230g\311\000\020\024\220J\376\005\001\240d\250!\2507\260_%\260q\270\001\226\217\0041\276\000\267\320\020!8\006#\240\017""\000\017\377\210s\220&\230\004\230C\373\230u\211 S\250\003\2501\277\330\020\024\320\024$\227 U\247\250!\340\001\010\235\t\025]\000$\377\250d\260*\270K\300q\356\257\003&\240\001\334#7\220\047\377\230\025\230d\240&\250\010W\260\003\260L\000\023\330\"B\020\000\361)[\000\211+#\007\006\250c\260}\023\313!D\310\004\310D\313\221\001\266\355 \n\230T\000\240\021\267A\014\357\210G\2201\371!K\220q\356\200AH\220A\207AM\230\021\372\216AN\263\221\001\014\210J\220a\300\003\010\016\004*\004#\004\034\004?\004I\220\375QU\0057\230$\230e\240\3773\240j\260\004\260E\270\027\022\2701\337HA\303W\226\003E\000\316\225aE\220\030\212\003\233\000\220R\377\220t\2305\240\004\240F\377\250$\320.>\270b\300\337\n\310\"\310A\303a\014\230\374\267\002\253\000\220r\230\024\230U\377\240$\240i\250s\260!\277\260:\270R\270q\266a/\034\344AN\nI\220U\344\224\004\376`\352\002\347\016\210d\205\223\001\320\204\001w\220e\377\2304\230s\240(\250\047}\260\302`\017\210w\220f^\003OD\320\020\"\235\225\001\232\nL\357@\337I\240W\250B\300@)\270\000\312)\326$\335$\233\047\362\204\001\371$\344$\353\004\376\367&$\320\0361\260\024\260\377Z\270t\300:\310Q\330\377\010\014\320\014\035\230T\240\377\035\250d\3202D\300D\337\310\n\320RS@\0034\220\327w\230a\265K\200\302G\017\210\277y\230\017\240q\250\344\205\002M>\355\224\001\230f\240J\250\323B\200!\317$\230a\230\374B\264\016\022\220\237$\220d\320\032\226\206\001\346\206\0028\376\213\227\002\014\025\220V\2301\230\356\363\"\006\220a\306b\320\014\037\354@\001\264#c\230\255\"t\2204\334\326`\273\205\002o\250Q\236\207\003\035\240\375a\232\207\001w\220g\230Q\330\277\020\026\220n\240A\250\207\0037\273\230#\016\001\024\220L\335@I\377\250W\260B\260d\270)\273\3001\340\207\001\r\210R\300\000\001L\222\204\003\212\204\004H\220\372\207\002\224[e\237\005\377\014\230D\240\t\250\027\260_\002\260$\260i\214a\r\336\204\002\177\320\032*\250!\2501\300\210\003\327{\230\"!\002\021\327\207\016v\220\267S\230\001\246\210\004\230\021\346\207\001\005\337\220W\230A\230\344\204\002\020\220}\003\302\205\001\013\210:""\220Q\321\002\337\014\020\320\020 \242\210\002i\250\373u\260\224\210\002\004\220O\2401\017\240F\250&\272\206\002\027\007\267\"\271\227\001\361Q\303\211\003\210\211\t\342 \320\033-\250\376\230\230\002&\320\030)\250\023\250\343C\250\240D\206\"\363\211\004\020\220\016>\371@\014\020\220\013\230\214\210\001\004\000\3376\240\037\260\001\222\210\006$\320\377&7\260t\2701\330\014w\r\330\010\330\204\006:\220T\343\206\001\247\013\210>\373\230\003\005\001\021\312\212\001;\376\354\206\001\013\210;\220f\230O\374\220\047\304\211\002\017\210x\220q\230\177\013\2404\240q\330\010\357\230\001\177T\230\033\240A\240V\273#\376\241\210\001\021\330\014\023\2203\220\327l\240$\311\210\002iu\0004\270\367s\300!\215\213\001v\220[\240\353\003\240\270\210\002:\344CI\230Q{\230c\373\232\001\340\020\023\220\004\r\370\252\002\355\204\002\037\003\024\250Q\320.\377B\300#\300X\310T\320\377QR\320RS\200A\340\316\371\213\002w\220b\232A\215\213\014x\220\037t\2304\230t\216\212\001\255\213\006*\005\367y\230\004\215`\010\250\001\250w\022\2501\323 s\260!\205\214\003\007\010\240\001\204e\212\204\001\315\213\003\320\001\234d\233w\220\326\204\002\020\220\300m\202\215\002u\373\220D\201\207\002T\250\024\250T\377\260\031\270$\270d\300\047s\310\023\233\210\003\236D\006\220a\324\003\214\325\211\001\276\001\014\210\342\210\004\261\207\016\323\215\004\023\357\2204\220|\361 t\2504\377\250y\270\004\270D\300\004\331\300\356\210\002\376cV\240\315J\014\210>\310\212\002\013\2103\210h\210\204\003\266\210\001\335i\315\214\003s\220)\311\210\010\020\024O\220M\240\023\374\205\001\220\215\004v\321\204\001\376\270\216\001x\220s\230%\230q;\240\004\227\206\003}\230D\224!\325\214\001w,\230d\327B)\2604\321`\3373\270a\330\010\234\001t\230\1777\240!\2406\250\025\315\207\005}Q\246 \035\240j\260\001\335\003\366\215\0044\210\274\"\360\010\000\r\375\021\343\215\001\240\004\240K\250t\377\2609\270G\3002\300Q\350\314A\366\211\010\373\214\007\330+\000\027\230\003\364\333\204\001\324\217\0017\231\000t\2403\240\337h\250g\260U\342 c\300\007\030\310""\027\251\237\001\245\216\002\207\217\001\344\215\0108\001\377\031\230$\230d\240!\240\3774\240x\250q\260\002\260\177!\2604\260w\270a\256\217\001\370\211\207\014\301\217\001\315\210\002\360\006\000\t\014\375\210\252\003\031\240#\240T\250\257\032\260;\270\263ED\375@A\374\263\237\001\231\213\024\025\260d\270#\270\377X\300W\310A\330\020\024c\220C\231\212\002\364\215\005\370DO\230\366\215\002\273I\220\247!\024\230T\260\206\001\260\177\030\270\027\300\001\200Av\005B\257\220\017\023\345\207\003\356\221\002\351\206\006\370\214\001\014\025\0024\332\221\002\270\001\r\322a\220g\217\242\001I\003\375\r\235\212\001t\2409\250G\260\2233\260\315\216\002\237\214\020J\212\212\002\326\206\002]\363\240!\330\222\001\316\206\004\022\220-\230=q\225\000\010\000\t\r\343\212\004\225\217\002\336\250\000\n\000\t\017\260\215\003\020\220\316\222\211\001C\230z\313\242\002\224\223\002t\220\3373\220f\230F\276 X\250\373Y\260\364\204\003\016\210c\220\021~\353\241\001\014\210C\210u\220\201\207\001\356\216\213\002r\220\023\247 s\230\"\357\230C\230q\227\213\001a\330\020\304\204\220\002\256\214\001R\235\214\001\317\223\003\237\220\002G\220\3778\2304\230r\240\023\240\377C\240z\260\025\260b\270\377\001\320\004\033\2301\340\010\337\020\220\004\220H\255\204\001\240\021\377\330\010\017\210{\230&\240\377\003\240:\250U\260\047\270\007\021\270!";
-    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 5665, 8545);
+    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (5682 bytes) */
+static const char cstring[] = "\377(tree fr\377agment).\3771.0?A re\337quest\005\000fu\377sed whil\377e its he\337ad is\037\000ad\377: answer\376\036\000``statu\367s``\021\000d th\377e\n    co\377nnection\357 cloF\001(41\2774, 431#\0024\37713 for s\377izes; 40\3750\n\002a miss\177ing Hos\222\000\357Cont\233\000-Le\377ngth ove\377rflowNot\375eh\000at Cyt\371ha\000\225\000delib\377erately \377stricter\376!\001n PEP-4\27384\234\002rej\225\000s\377 subclas\377ses of b\377uiltin t\377ypes. If\177 you ne\377\000\217to p%\000%\t\342\000n\357 set\352\001 \047a\047nno\200 \350\000_<\000\271\000_\047 dir\371\001v\242\000\377o False.\373Wh\253\000one s\316\275\000-pa\313\000\344%ca\367rri\351 (per\031-\371%\322!e)4\000\343 c\002/body\247\001a\233F\373&\334\205 \231F(re\265B) {go\310\000add_\234\000wean\254D wa\312A\376\370!a spool\177 group,\201 \376\313\003app has7 no\303@mm\371@v\002\377too larg\377edisable\373en\000\003gine/\277http/_\353G.\277pyxgci\272@r\377nal errowris-\003dla\350 _-1mal\377@m\342`\217HTTP\362e\364I\357beormor\351Bn \274!\360\225a\022\004\245\204\005\227\204\001ers \324\232\006\276\204\005t\254\001t\022\003on\375g\016\006imeout\377CLOSEDCO\377NTINUECo\374\347\002\000\004.__red\337uce_c\335b__\340\017\007\367@\231B\020\010\345\204\005Reg\035i\371`yCo\002\r=\021\021\020\3769 .sweepD\377ateHeade\277rFastR\314\000e!s\000\007\255\017\017\n\261\016H\275@\252\007\360\000\013\371\017\017\0161\034._ca\377llback_f\337ailedQ\rch\311e\031\000\336\204\001_\343\207\001\t\023ho\363st\212\r\221\210\001_str\347eam\245\r\356`gin\001_\337a\301\014\266\210\003\326\014\241\210\002\004\r\274\210\0063_lk\017\331\210\007_m\205@\246,\357data\300`cei}v\337\016drain\326,\347eof\027\025\271\205\002_an;d_\221\021on_\227\207\001\245L\376\023\000deadlin\361e\010\017\252\205\003\000\025s_co\337mplet\047\020me\377ssage_be\341g\261\016\206\000\027\005\047\027url\376\317lpause_w\277riting\353lr\337eleas\262\rre\347sum\033\025\207c_fi\357nish\344cPar/serC\374dE\210\210\001\354\204\001\274\021\003\000\014Upgr\306DR\374""\205\215\0038\003IDLERE\237ADING\021\004\030\004.;__h\000t__\010\005\207\210\003\320\034\006\302\215\002\000\013*\006S\264\204\002_D\277iscard\000\005.\357starN\000Pyx\377_PyDict_\377NextRef_}_\345\213\004e____\272\214\002t\004\002\241\215\001x\200\000__d*\001\356\032\000doc\037\001fun\256\003\002get\254\210\003_\246\005_\337_mainC\001me\373taB\006modul\376Y\002mro_ent\357riesi\001nam\356p\002newx\001pre\027par\202\002p\244\000\273\206\002\222@3__\n\001\234Alt\006\003p\004\370!\001\330\215\001\033\003unpic\001ke\000\355\211\004\005\016\277\211\r(\014\350\210\007A\014\314\271\210\013\210\003vt\252\214\001\255!qu\223al\300\005\326\212\004_\326\212\016\357\212\006e\275x\341!set_\364\005s\374\273(\363\212\016__slotN\247\"tes\211A\345\210\014_\326\210\014\260\t\004\322\210\001\261C\301\210\010_i\201\206\001r\177outine_\277\210\010\377abortadm\363it\342\215\010\206\222\003appa\377ppendarg\377sasyncio\027.co>\004s\273\217\001\334\211\002\356\221\001\343cc\361\205\001\360\211\003\237\207\005cli?ent_ip\006\000r\000\377in_trace\274\262\212\001\275\222\002coll\314\222\003s!c\245\215\003\340\222\001\372\210\010\342\222\003c\246\211\013\226\211\014\007coua\000\212\217\002\235\211\001\230\211\n\250\210\005\377decodede?faultd\214\224\001\253\211\002\226\327\000en\351\217\001.\351\217\001\000\010.x\355\217\010\013\t\221\213\003enum\221\223\002>\325\211\tepoch\310\211\014\340\211\003\377response\377excexpec\377tfastfee\345d\000\001_\321\212\001\004\002eofogetg\232`ex\244 \237_info\n\001\204\221\001_\177version\032\001\377methodhaondle\247\214\002by\233`\330\252\220\003\257\220\004.\00210\276\221\001to\337olsii)\000_t\244\235\220\003\272\221\005_\273\221\004\375\212\002i\204 s\377digitite\377msjoinke\373ep\000\001_aliv\333el\251\225\002li\270\222\001lo\277wermax\240\213\002_\300z\002\n\001\255\221\003\t\004\240\002\336\206\001no\331w\310\213\004\265\213\010on\220\216\002er\340\000\006\230\213\007\351\212\010\216\213\002\361\212\020on_\357urlp\377\211\002par\316\261\000ion\374\224""\001\363\212\003ou\363tp\000\000\200\213\002read\367ing\205\213\npeer\334\000\001\375\207\001pop\000\000le\365f\355\216\001d\234%refrwesh\363\224\002alr\373\221\004\316\264\213\004req\313E\323Esr\001e\256\217\001\277\213\002x\003\312\213\004x\004\321\213\013\201\206\001\356\370\000ute\226\220\002ssc\377hemeself\277sepset\241\204\004s?hould_\372\047\n\0041u\312\213\003\316\212\002\323\212\002ed\325\226\002\257\231\003|\264\220\003\244\214\014super\337\222\002\377texttlst\377ransport\377tunnelun\337avail\200\226\001up\357date]\004url|\306\215\001\226\224\005value\000\002%s\357\226\001_\357\204\002\343\215\001e\000\002\332e\377, /100-c\377ontinue:\307//;\271\232\001\361\231\002\302cco\017okie\210\205\003\200\222\001\350\226\001\354\226\001\377s\200\001\330\004%\240Q\357\240f\250A\007\001(\250\001\357\250\026\250q\022\001,\250A\357\250V\2601\035\0010\260\001\367\260\026\260\023\000\340\004\037\230\377q\320 0\260\013\270;\377\300k\320QR\330\004\023\377\2207\230(\240!\2401\337\330\004\007\200|\n\000!\330\377\010)\250\021\250*\260N?\300!\330\004\013\210?\000\"\022\227:\230Xu\000a,\010n\001]\357\270.\310\001\033\031>\240\030\362[\000!c\010\233\000\3201B\300\357.\320PQU\030\320\023%\337\240X\250Q\250e\t4\260\377A\3205J\310.\320X\375Y\243\004\360\010\000\n\033\230\376\300\000\020\220\001\330\010\020\220\377\007\220q\230\006\230l\250\376k\002v\210W\220E\230\024\277\230Q\330\010\022\220\344\000\027\317\220q\340\010\002\000\366\001q\330\377\010\017\320\017+\2504\250\377q\260\007\260{\300\047\310\273\021\340\004\013!\200\001U\006\021\377\220\024\220X\230T\240\027\377\250\004\250K\260t\270?\377\310$\310i\320W[\320\377[l\320lp\360\000\000\357q\001D\002\004\000D\002H\356\003\001H\002O\n\001O\002S\356\021\001S\002b\030\001b\002f\356\037\001f\002p&\001p\002t\336-\001t\002u\002\220\200%t\230\3756~\000\005\250S\260\004\260\377H\270G\3005\310\003\310\3774\310v\320U\\\320\\\377a\320ad\320dh\320\377hq\320qx\320xy\376\331\0073\2604\260q\270\007\017\270{\310\047\375@\337\002\t\007\324\r\377]""\240$\320&6\260d\356\322@\004\310Ao\047?\250\047\377\260\025\260c\270\024\270]\376c\001V\320VY\320Y]\377\320]f\320fm\320m\365n\347\047(\276 A\250W\260\237K\270w\300a\354\"\010\007q\376\343+\320\025\047\240t\2506\377\260\024\260\\\300\024\320E\335W\352\"b\320bQ\000r\320\273rv\362 w\001C\361!C\273\002G\370!G\002Q\377!Q\273\002U\206AU\002_\215A_\253\002c\224Ac\346%x\242Axw\002A\003\261@A\003E\003\001wE\003O\n\001O\003S\021\001wS\003^\030\001^\003b\037\001wb\003l&\001l\003p-\001wp\003v4\001v\003z;\001\357z\003C\004\367@C\004G\356\003\001G\004N\n\001N\004R\356\021\001R\004^\030\001^\004b\356\037\001b\004r&\001r\004v\356-\001v\004|4\001|\004@\335\005\266`@\005M\003\001M\005\335Q\n\001Q\005Y\021\001Y\005\335]\030\001]\005g\037\001g\005\335k&\001k\005u-\001u\005\275y4\001y\005F\006\365`F\273\006J\003\001J\006S\n\001S\273\006W\021\001W\006`\030\001`\273\006d\037\001d\006m&\001m\273\006q-\001q\006z4\001z\373\006~;\001~\006L\007\360\337\000\000L\007P\003\001P\007\335Z\n\001Z\007^\021\001^\007\335i\030\001i\007m\037\001m\007\335{&\001{\007\177-\001\177\007\377J\010\360\000\000J\010N\356\003\001N\010X\n\001X\010\\\356\021\001\\\010d\030\001d\010h\356\037\001h\010p&\001p\010t\356-\001t\010z4\001z\010~\336;\001~\010J\tB\001\tN\356\003\001N\tZ\n\001Z\t^\356\021\001^\th\030\001h\tl\356\037\001l\tr&\001r\tv\336-\001v\tC\n\366!\nG\336\003\001G\nH\n\232\205&\320\033\377,\250G\2605\270\003\270\3774\270u\300G\3105\320\317PS\320S\331`\326`i\320\377in\320nq\320qu\177\320u{\360\000\000|\327e\252\315\206\004K\336\206\001K\323\206\005Z\354\206\001Z\253\002a\363\206\001a\323\206\005i\201\207\001i\273\002m\210\207\001m\002v\217\207\001v\273\002}\226\207\001}\002B\360aB\272\354eI\376aI\003Y\205\204\001Y\273\003`\214\204\001`\003e\223\204\001e\253\003h\232\204\001h\363et\250\204\001t\273\003{\257\204\001{\003@\360a@u\004\355kL\205\204\001L\004S\214\204\001wS\004X\223\204\001X\004[\232\204\001w[\004_\241\204\001_\004g\250\204\001wg\004n\257\204\001n\004s\266\204\001Us\210\204\005z\304\204\001z""\210\204\005G\223\204\001wG\005L\232\204\001L\005O\241\204\001wO\005S\250\204\001S\005^\257\204\001w^\005e\266\204\001e\005j\275\204\001wj\005m\304\204\001m\005q\313\204\001wq\005@\223\204\001@\006G\232\204\001wG\006L\241\204\001L\006O\250\204\001uO\235\204\005X\266\204\001X\006_\275\204\001u_\235\204\005g\313\204\001g\006k\322\204\001Wk\006s\331\204\001s\244\204\005\177\347\204\001w\177\006B\250\204\001B\007F\257\204\001wF\007N\266\204\001N\007U\275\204\001uU\262\204\005]\313\204\001]\007a\322\204\001ua\271\204\005p\340\204\001p\007u\347\204\001wu\007x\356\204\001x\007|\365\204\001w|\007D\304\204\001D\010K\313\204\001wK\010P\322\204\001P\010S\331\204\001wS\010W\340\204\001W\010`\347\204\001w`\010g\356\204\001g\010l\365\204\001wl\010o\374\204\001o\010s\203\205\001ws\010}\212\205\001}\010D\313\204\001wD\tI\322\204\001I\tL\331\204\001wL\tP\340\204\001P\tY\347\204\001wY\t`\356\204\001`\te\365\204\001ue\325\204\014w\212\205\001w\t~\221\205\001u~\334\204\005F\347\204\001F\nJ\356\204\001wJ\nU\365\204\001U\n\\\374\204\001w\\\na\203\205\001a\nd\212\205\001wd\nh\221\205\001h\nm\230\205\001wm\nt\237\205\001t\ny\246\205\001\367y\n|\255\205\001|\n@\013v\357\207\001\013L\003\001L\013S\n\001\357S\013T\013\207\215\007/\250t\377\2601\260G\270;\300g\363\310Q\214\215\002\010\007a\200A\200\377A\330\010\013\2104\210q\377\330\014\025\220T\230\030\240\377\021\240\"\240A\240Q\330\377\014\017\210t\2201\220H\277\230G\2406\250\024\204\220\001\330=\020\346\215\001\010\017\210q-\005\036\000\377\330\014\020\220\010\230\001\330\377\010\014\210O\320\033+\250\3771\250F\260\"\3204D\377\300A\300W\310B\310a\376X\003|\2302\230T\240\031\377\250!\330\014\022\220.\240\337\001\240\025\240ao\006\020\220\377\r\230Q\230f\240A\340\371\014\002\006\217\005{\230\047\240\021*`\001\n\005\001\240=\000\r\247\006\007\000]\t{\001\007\220z\263\000!\372\216\002}%\266\001\020\220\017\230q\273\003\367;\230g\311\000\020\024\220J\376\005\001\240d\250!\2507\260_%\260q\270\001\247\217\0041\276\000\267\320\020!8\006#\240\017""\000\017\377\210s\220&\230\004\230C\373\230u\211 S\250\003\2501\277\330\020\024\320\024$\227 U\247\250!\340\001\010\235\t\025]\000$\377\250d\260*\270K\300q\356\257\003&\240\001\334#7\220\047\377\230\025\230d\240&\250\010W\260\003\260L\000\023\330\"B\020\000\361)[\000\211+#\007\006\250c\260}\023\313!D\310\004\310D\334\221\001\266\355 \n\230T\000\240\021\267A\014\357\210G\2201\371!K\220q\356\200AH\220A\207AM\230\021\372\216AN\304\221\001\014\210J\220a\300\003\010\016\004*\004#\004\034\004?\004I\220\375QU\0057\230$\230e\240\3773\240j\260\004\260E\270\027\022\2701\337HA\303W\226\003E\000\316\225aE\220\030\212\003\233\000\220R\377\220t\2305\240\004\240F\377\250$\320.>\270b\300\337\n\310\"\310A\303a\014\230\374\267\002\253\000\220r\230\024\230U\377\240$\240i\250s\260!\277\260:\270R\270q\266a/\034\344AN\nI\220U\365\224\004\376`\352\002\347\016\210d\226\223\001\320\204\001w\220e\377\2304\230s\240(\250\047}\260\302`\017\210w\220f^\003OD\320\020\"\256\225\001\232\nL\357@\337I\240W\250B\300@)\270\000\312)\326$\335$\233\047\362\204\001\371$\344$\353\004\376\367&$\320\0361\260\024\260\377Z\270t\300:\310Q\330\377\010\014\320\014\035\230T\240\377\035\250d\3202D\300D\337\310\n\320RS@\0034\220\327w\230a\265K\200\302G\017\210\277y\230\017\240q\250\344\205\002M>\376\224\001\230f\240J\250\323B\200!\317$\230a\230\374B\264\016\022\220\237$\220d\320\032\226\206\001\346\206\0028\376\234\227\002\014\025\220V\2301\230\372\363\"\006\234`\r\021\220\031\230\217!\360\010\000\006\000\r\000\326b\320\263\014\037P\001\304#c\230\275\"ts\2204\346`\313\205\002o\250Q\256\207\003\367\035\240a\252\207\001w\220g\230\377Q\330\020\026\220n\240A\356\270\207\0037\230#\016\001\024\220L\376\355@I\250W\260B\260d\357\270)\3001\360\207\001\r\210R2\320\000\001\242\204\003\232\204\004H\220\212\210\002\244[\375e\257\005\014\230D\240\t\250\177\027\260\002\260$\260i\234a\375\r\356\204\002\320\032*\250!\250]1\320\210\003{\230\"!\002\021\347\207\016\337v\220S\230\001\266\210\004\230\021~\366\207\001\005\220W\230A\230\364""\204\002\367\020\220\003\322\205\001\013\210:\220}Q\321\002\014\020\320\020 \262\210\002\357i\250u\260\244\210\002\004\220O?\2401\240F\250&\312\206\002\027\007\211a\316\211\001\332\227\001Q\323\211\003\230\211\t\362 \320\367\033-\250\271\230\002&\320\030)\037\250\023\250C\250\260D\206\"\203\212\004\367\020\220\016\211`\014\020\220\013\371\230\234\210\001\004\0006\240\037\260\001\376\242\210\006$\320&7\260t\270\2771\330\014\r\330\010\350\204\006:;\220T\363\206\001\013\210>\234\231\003\005\001\365\021\332\212\001;\374\206\001\013\210;\220\347f\230O\220\047\324\211\002\017\210x\377\220q\230\013\2404\240q\373\330\010\220\231\001T\230\033\240A\363\240V\273#\261\210\001\021\330\014\023\277\2203\220l\240$\331\210\002i\377\260t\2704\270s\300!~\235\213\001v\220[\240\003\240\310\210\002}:\344CI\230Q\230c\234\233\001\017\340\020\023\220\004\r\252\002\375\204\002\037\003\377\024\250Q\320.B\300#\377\300X\310T\320QR\320\337RS\200A\340\211\214\002w\220\371b\232A\235\213\014x\220t\2304\343\230t\236\212\001\275\213\006*\005y\230\004\376\215`\010\250\001\250\022\2501\356\323 s\260!\225\214\003\010\240\001`\204e\212\204\001\335\213\003\320\001\234dw\220\326\204\002s\020\220\300m\222\215\002u\220D\221\207\002\377T\250\024\250T\260\031\270\177$\270d\300\047\310\023\253\210\003`\236D\274\205\001\205A\344\211\002\276\001\014\210\362\210\004|\301\207\016\343\215\004\023\2204\220|\361 \377t\2504\250y\270\004\270\317D\300\004\300\376\210\002\376cV\240\366\315J\014\210\330\212\002\013\2103\210\351h\210\204\003\306\210\001i\335\214\003s\220)~\331\210\010\020\024\220M\240\023\374\205\001\362\240\215\004v\321\204\001\310\216\001x\220s\230\337%\230q\240\004\227\206\003}\230\271D\224!\345\214\001,\230d\327B)\377\2604\260t\2703\270a\373\330\010\234\001t\2307\240!\257\2406\250\025\335\207\005Q\246 \035\317\240j\260\001\335\003\215\0044\210\364\274\"\264\207\003\017\\\002K\250t\260\1779\270G\3002\300Q\314A\374\206\212\010\213\215\007\330\r\021\220\027\230\351\003\333\204\001\344\217\0017\231\000t""\2403\277\240h\250g\260U\342 c\017\300\030\310\027\312\237\001\265\216\002\227\217\001\364\215\010\3768\001\031\230$\230d\240!\377\2404\240x\250q\260\002\377\260!\2604\260w\270a\360\276\217\001\211\207\014\321\217\001\315\210\002\360\006\000\t\373\014\210\252\003\031\240#\240TO\250\032\260;\353\000\265CD\375@\371A\324\237\001\251\213\024\025\260d\270#\377\270X\300W\310A\330\020\307\024\220C\251\212\002\204\216\005\323\204\003\210O\355\230\206\216\002I\220\247!\024\230T\376\260\206\001\260\030\270\027\300\001\200\tAv\005\277\220\017\023\345\207\003\376\221\002\351\206\006\210\215\001\321\014\025\002\352\221\002\270\001\r\322a\220g\364\260\242\001I\003\r\235\212\001t\2409\250OG\2603\260\335\216\002\257\214\020J\212\212\002\316\326\206\002]\240!\350\222\001\316\206\004\022\220\367-\230q\225\000\010\000\t\r|\343\212\004\272\204\004\360\n\000\t\017\300\215\003;\020\220\222\211\001C\230z\354\242\002\244\223\002\177t\2203\220f\230F\276 \347X\250Yt\000\375\207\003c\220\021~\214\242\001\014\210C\210u\220\201\207\001\356\216\213\002r\220\023\247 s\230\"\357\230C\230q\227\213\001a\330\020\304\224\220\002\276\214\001R\255\214\001\337\223\003\257\220\002G\220\3778\2304\230r\240\023\240\377C\240z\260\025\260b\270\377\001\320\004\033\2301\340\010\337\020\220\004\220H\255\204\001\240\021\377\330\010\017\210{\230&\240\377\003\240:\250U\260\047\270\007\021\270!";
+    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 5682, 8578);
     #define __Pyx_DecompressString_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #else /* compression: none (8545 bytes) */
-static const char bytes[] = "(tree fragment).1.0?A request refused while its head is read: answered ``status`` and the\n    connection closed (414, 431 and 413 for sizes; 400 for a missing Host).Content-Length overflowNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.What one slow-path request carried (per-request state).Where the body of a request answered at its head (refused) goes.add_notean answer waits for a spool group, but the app has no commitsbody too largedisableenableengine/http/_connection.pyxgcinternal errorisenabledlatin-1malformed HTTP requestmissing Host headermore than one Host headerrequest headers too largerequest target too longrequest timeoutCLOSEDCONTINUECommitsCommits.__reduce_cython__Commits.__setstate_cython__ConnectionRegistryConnectionRegistry.__reduce_cython__ConnectionRegistry.__setstate_cython__ConnectionRegistry.sweepDateHeaderFastRoutesFastRoutes.__reduce_cython__FastRoutes.__setstate_cython__HttpConnectionHttpConnection.__reduce_cython__HttpConnection.__setstate_cython__HttpConnection._callback_failedHttpConnection._check_body_headHttpConnection._check_hostHttpConnection._head_streamHttpConnection._origin_formHttpConnection.answerHttpConnection.closeHttpConnection.connection_lostHttpConnection.connection_madeHttpConnection.data_receivedHttpConnection.drainHttpConnection.eof_receivedHttpConnection.error_and_closeHttpConnection.on_bodyHttpConnection.on_deadlineHttpConnection.on_headerHttpConnection.on_headers_completeHttpConnection.on_message_beginHttpConnection.on_message_completeHttpConnection.on_urlHttpConnection.pause_writingHttpConnection.releaseHttpConnection.resume_writingHttpConnection.stream_finishedHttpParserCallbackErrorHttpParserErrorHttpParserUpgradeHttpRequestParserIDLEREADINGRequestRequest.__init__Request.headerRequestRefusedRequestRefused.__init__Stream_Discard_Discard.start__Pyx_PyDict_NextRef__annotate____class___""_context____dict____doc____func____getstate____init____main____metaclass____module____mro_entries____name____new____prepare____pyx_checksum__pyx_result__pyx_state__pyx_type__pyx_unpickle_Commits__pyx_unpickle_ConnectionRegistry__pyx_unpickle_FastRoutes__pyx_unpickle_HttpConnection__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____slots____test___callback_failed_check_body_head_check_host_dict_head_stream_is_coroutine_origin_formabortadmit_connectionanswerappappendargsasyncio.coroutinesbodybody_sizeccausecheck_deadlineclient_ipcline_in_tracebackclosecollectionscommitsconnconnection_closedconnection_lostconnection_madecount_errordatadata_receiveddeadlinedecodedefaultdequedrainendengine.httpengine.http._connectionengine.http.streamenumerateeof_receivedepocherror_and_closeerror_responseexcexpectfastfeedfeed_datafeed_eofgetget_extra_infoget_http_versionget_methodhandlehead_bytesheaderheadershttp_10httptoolsiidle_timeoutinternal_erroris_closingisdigititemsjoinkeepkeep_alivelengthlimitslowermax_body_bytesmax_header_bytesmethodnamenowon_bodyon_deadlineon_headeron_headers_completeon_message_beginon_message_completeon_urlparserpartitionpathpause_outputpause_readingpause_writingpeerpeernamepoppopleftread_timeoutrefreshrefusalregistryreleasereqresponseresponsesrestresume_outputresume_readingresume_writingrouteroute_headsschemeselfsepsetdefaultshould_keep_aliveshould_upgradestartstartedstatestatusstreamstream_finishedsupersweeptexttlstransporttunnelunavailableupdateupgradeurluse_setstatevaluevalueswait_epochwritewrite_timeout, /100-continue://; content-lengthcookieexpecthosthttphttps\200\001\330\004%\240Q\240f\250A\200\001\330\004(\250\001\250\026\250q\200\001\330\004,\250A\250V\2601\200\001\330\0040\260\001\260\026\260q\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\2207\230(\240!\2401\330\004\007\200|\2207\230!\330\010)\250\021\250*\260N\300!\330\004\013\2101\200\001\340\004\037\230q\320 0\260\013""\270;\300k\320QR\330\004\023\220:\230X\240Q\240a\330\004\007\200|\2207\230!\330\010,\250A\250]\270.\310\001\330\004\013\2101\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\220>\240\030\250\021\250!\330\004\007\200|\2207\230!\330\0100\260\001\3201B\300.\320PQ\330\004\013\2101\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\320\023%\240X\250Q\250a\330\004\007\200|\2207\230!\330\0104\260A\3205J\310.\320XY\330\004\013\2101\200\001\360\010\000\n\033\230!\330\010\020\220\001\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220q\330\004\007\200q\330\010\017\320\017+\2504\250q\260\007\260{\300\047\310\021\340\010\017\320\017+\2504\250q\260\007\260{\300!\200\001\360\010\000\n\033\230!\330\010\021\220\024\220X\230T\240\027\250\004\250O\2704\270y\310\004\320L]\320]a\320at\320tx\320x\177\360\000\000@\002D\002\360\000\000D\002S\002\360\000\000S\002W\002\360\000\000W\002a\002\360\000\000a\002e\002\360\000\000e\002f\002\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\2306\240\027\250\005\250S\260\004\260H\270G\3005\310\003\3104\310v\320U\\\320\\a\320ad\320dh\320hq\320qx\320xy\330\004\007\200q\330\010\017\320\0173\2604\260q\270\007\270{\310\047\320QR\340\010\017\320\0173\2604\260q\270\007\270{\310!\200\001\360\010\000\n\033\230!\330\010\021\220\024\220]\240$\320&6\260d\270.\310\004\310A\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\230?\250\047\260\025\260c\270\024\270]\310\047\320QV\320VY\320Y]\320]f\320fm\320mn\330\004\007\200q\330\010\017\320\017(\250\004\250A\250W\260K\270w\300a\340\010\017\320\017(\250\004\250A\250W\260K\270q\200\001\360\010\000\n\033\230!\330\010\021\220\024\320\025\047\240t\2506\260\024\260\\\300\024\320EW\320W[\320[b\320bf\320fr\320rv\360\000\000w\001C\002\360\000\000C""\002G\002\360\000\000G\002Q\002\360\000\000Q\002U\002\360\000\000U\002_\002\360\000\000_\002c\002\360\000\000c\002t\002\360\000\000t\002x\002\360\000\000x\002A\003\360\000\000A\003E\003\360\000\000E\003O\003\360\000\000O\003S\003\360\000\000S\003^\003\360\000\000^\003b\003\360\000\000b\003l\003\360\000\000l\003p\003\360\000\000p\003v\003\360\000\000v\003z\003\360\000\000z\003C\004\360\000\000C\004G\004\360\000\000G\004N\004\360\000\000N\004R\004\360\000\000R\004^\004\360\000\000^\004b\004\360\000\000b\004r\004\360\000\000r\004v\004\360\000\000v\004|\004\360\000\000|\004@\005\360\000\000@\005M\005\360\000\000M\005Q\005\360\000\000Q\005Y\005\360\000\000Y\005]\005\360\000\000]\005g\005\360\000\000g\005k\005\360\000\000k\005u\005\360\000\000u\005y\005\360\000\000y\005F\006\360\000\000F\006J\006\360\000\000J\006S\006\360\000\000S\006W\006\360\000\000W\006`\006\360\000\000`\006d\006\360\000\000d\006m\006\360\000\000m\006q\006\360\000\000q\006z\006\360\000\000z\006~\006\360\000\000~\006L\007\360\000\000L\007P\007\360\000\000P\007Z\007\360\000\000Z\007^\007\360\000\000^\007i\007\360\000\000i\007m\007\360\000\000m\007{\007\360\000\000{\007\177\007\360\000\000\177\007J\010\360\000\000J\010N\010\360\000\000N\010X\010\360\000\000X\010\\\010\360\000\000\\\010d\010\360\000\000d\010h\010\360\000\000h\010p\010\360\000\000p\010t\010\360\000\000t\010z\010\360\000\000z\010~\010\360\000\000~\010J\t\360\000\000J\tN\t\360\000\000N\tZ\t\360\000\000Z\t^\t\360\000\000^\th\t\360\000\000h\tl\t\360\000\000l\tr\t\360\000\000r\tv\t\360\000\000v\tC\n\360\000\000C\nG\n\360\000\000G\nH\n\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\320\033,\250G\2605\270\003\2704\270u\300G\3105\320PS\320SW\320Wb\320bi\320in\320nq\320qu\320u{\360\000\000|\001C\002\360\000\000C\002H\002\360\000\000H\002K\002\360\000\000K\002O\002\360\000\000O\002Z\002\360\000\000Z\002a\002\360\000\000a\002f\002\360\000\000f\002i\002\360\000\000i""\002m\002\360\000\000m\002v\002\360\000\000v\002}\002\360\000\000}\002B\003\360\000\000B\003E\003\360\000\000E\003I\003\360\000\000I\003Y\003\360\000\000Y\003`\003\360\000\000`\003e\003\360\000\000e\003h\003\360\000\000h\003l\003\360\000\000l\003t\003\360\000\000t\003{\003\360\000\000{\003@\004\360\000\000@\004C\004\360\000\000C\004G\004\360\000\000G\004L\004\360\000\000L\004S\004\360\000\000S\004X\004\360\000\000X\004[\004\360\000\000[\004_\004\360\000\000_\004g\004\360\000\000g\004n\004\360\000\000n\004s\004\360\000\000s\004v\004\360\000\000v\004z\004\360\000\000z\004@\005\360\000\000@\005G\005\360\000\000G\005L\005\360\000\000L\005O\005\360\000\000O\005S\005\360\000\000S\005^\005\360\000\000^\005e\005\360\000\000e\005j\005\360\000\000j\005m\005\360\000\000m\005q\005\360\000\000q\005@\006\360\000\000@\006G\006\360\000\000G\006L\006\360\000\000L\006O\006\360\000\000O\006S\006\360\000\000S\006X\006\360\000\000X\006_\006\360\000\000_\006d\006\360\000\000d\006g\006\360\000\000g\006k\006\360\000\000k\006s\006\360\000\000s\006z\006\360\000\000z\006\177\006\360\000\000\177\006B\007\360\000\000B\007F\007\360\000\000F\007N\007\360\000\000N\007U\007\360\000\000U\007Z\007\360\000\000Z\007]\007\360\000\000]\007a\007\360\000\000a\007i\007\360\000\000i\007p\007\360\000\000p\007u\007\360\000\000u\007x\007\360\000\000x\007|\007\360\000\000|\007D\010\360\000\000D\010K\010\360\000\000K\010P\010\360\000\000P\010S\010\360\000\000S\010W\010\360\000\000W\010`\010\360\000\000`\010g\010\360\000\000g\010l\010\360\000\000l\010o\010\360\000\000o\010s\010\360\000\000s\010}\010\360\000\000}\010D\t\360\000\000D\tI\t\360\000\000I\tL\t\360\000\000L\tP\t\360\000\000P\tY\t\360\000\000Y\t`\t\360\000\000`\te\t\360\000\000e\th\t\360\000\000h\tl\t\360\000\000l\tw\t\360\000\000w\t~\t\360\000\000~\tC\n\360\000\000C\nF\n\360\000\000F\nJ\n\360\000\000J\nU\n\360\000\000U\n\\\n\360\000\000\\\na\n\360\000\000a\nd\n\360\000\000d\nh\n\360\000\000h\nm\n\360\000\000m\nt\n\360\000\000t\ny\n\360\000\000y\n|\n\360""\000\000|\n@\013\360\000\000@\013L\013\360\000\000L\013S\013\360\000\000S\013T\013\330\004\007\200q\330\010\017\320\017/\250t\2601\260G\270;\300g\310Q\340\010\017\320\017/\250t\2601\260G\270;\300a\200A\200A\330\010\013\2104\210q\330\014\025\220T\230\030\240\021\240\"\240A\240Q\330\014\017\210t\2201\220H\230G\2406\250\024\250V\2601\330\020\027\220q\330\010\017\210q\200A\330\010\013\2104\210t\2201\330\014\020\220\010\230\001\330\010\014\210O\320\033+\2501\250F\260\"\3204D\300A\300W\310B\310a\330\010\013\2104\210|\2302\230T\240\031\250!\330\014\022\220.\240\001\240\025\240a\330\010\013\2104\210q\330\014\020\220\r\230Q\230f\240A\340\014\020\220\r\230Q\230f\240A\200A\330\010\013\2104\210{\230\047\240\021\330\014\020\220\n\230\047\240\021\240!\330\014\r\330\010\013\2104\210q\330\014\r\330\010\t\330\014\020\220\007\220z\240\021\240!\330\010\017\320\017%\240Q\330\014\020\220\017\230q\330\014\017\210t\220;\230g\240Q\330\020\024\220J\230g\240Q\240d\250!\2507\260%\260q\270\001\330\010\017\320\017+\2501\330\014\020\320\020!\240\021\240!\330\010\017\320\017#\2401\330\014\017\210s\220&\230\004\230C\230u\240A\240S\250\003\2501\330\020\024\320\024$\240A\240U\250!\340\020\024\320\024$\240A\240U\250!\200A\330\010\013\2104\210{\230\047\240\025\240d\250$\250d\260*\270K\300q\330\014\020\220\n\230&\240\001\200A\330\010\013\2107\220\047\230\025\230d\240&\250\010\260\003\2601\330\020\023\2201\220H\230B\230d\240)\2501\330\014\022\220.\240\001\240\025\240a\330\010\013\2107\220\047\230\025\230d\240&\250\006\250c\260\023\3204D\300D\310\004\310D\320PQ\330\014\020\220\n\230&\240\001\240\021\200A\330\010\014\210G\2201\330\010\014\210K\220q\330\010\014\210H\220A\330\010\014\210M\230\021\330\010\014\210N\230!\330\010\014\210J\220a\330\010\014\210N\230!\330\010\014\210N\230!\330\010\014\210K\220q\330\010\014\210M\230\021\330\010\014\210J\220a\330\010\014\210K\220q\330\010\014\210I\220Q\200A\330\010\014\210G\2207\230$\230e\2403\240j\260\004\260E\270\022\2701\330\010\014\210O\320\033+\2501\250A\330""\010\013\2104\210|\2302\230T\240\031\250!\330\014\022\220.\240\001\240\025\240a\200A\330\010\014\210I\220Q\330\010\014\210E\220\030\230\021\330\010\014\210H\220A\220R\220t\2305\240\004\240F\250$\320.>\270b\300\n\310\"\310A\330\014\020\220\014\230A\330\010\014\210J\220a\220r\230\024\230U\240$\240i\250s\260!\260:\270R\270q\330\014\022\220/\240\021\240!\200A\330\010\014\210I\220Q\330\010\014\210I\220U\230(\240!\2401\330\010\014\210N\230!\330\010\016\210d\220!\330\010\013\2104\210w\220e\2304\230s\240(\250\047\260\021\330\014\017\210w\220f\230A\330\010\014\210D\320\020\"\240!\2401\200A\330\010\014\210I\220Q\330\010\014\210L\230\004\230I\240W\250B\250d\260)\2701\330\010\014\210K\220q\330\010\014\210K\220q\330\010\014\210K\220q\330\010\014\210K\220q\330\010\014\210I\220Q\330\010\014\210G\2201\330\010\014\210N\230!\330\010\014\210I\220Q\330\010\014\210M\230\021\330\010\014\210N\230$\320\0361\260\024\260Z\270t\300:\310Q\330\010\014\320\014\035\230T\240\035\250d\3202D\300D\310\n\320RS\330\010\014\210G\2204\220w\230a\330\010\014\210H\220A\330\010\014\210M\230\021\200A\330\010\014\210M\230\021\330\010\017\210y\230\017\240q\250\001\330\010\014\210M\230\024\230Q\230f\240J\250a\330\010\014\210I\220U\230$\230a\230q\330\010\014\210L\230\004\230I\240W\250B\250d\260)\2701\330\010\022\220$\220d\320\032+\2501\250A\330\010\013\2108\2207\230!\330\014\025\220V\2301\230A\330\014\020\220\006\220a\200A\330\010\014\320\014\037\230q\330\010\013\2104\210w\220c\230\021\330\014\017\210t\2204\220q\330\020\024\220J\230o\250Q\330\014\025\220T\230\035\240a\330\014\017\210w\220g\230Q\330\020\026\220n\240A\330\014\017\210t\2207\230#\230Q\330\020\024\220L\240\004\240I\250W\260B\260d\270)\3001\200A\330\010\r\210R\210y\230\001\230\021\330\010\014\210J\220a\330\010\014\210H\220A\200A\330\010\016\210d\220!\330\010\013\2104\210w\220e\2304\230s\240(\250\047\260\021\330\014\017\210w\220e\2301\230A\330\014\020\220\014\230D\240\t\250\027\260\002\260$\260i\270q\330\014\r\330\010\014\210N\320\032*\250!\2501\330""\010\013\2104\210{\230\"\230D\240\t\250\021\330\014\022\220.\240\001\240\025\240a\330\010\013\2104\210v\220S\230\001\330\014\020\220\010\230\001\230\021\340\014\020\220\005\220W\230A\230Q\200A\330\010\020\220\003\2201\330\010\013\210:\220Q\220g\230Q\330\014\020\320\020 \240\001\240\025\240i\250u\260A\340\014\020\220\004\220O\2401\240F\250&\260\003\2601\330\014\020\320\020 \240\001\240\025\240a\200A\330\010\021\220\024\220Q\330\010\013\2104\210t\2201\330\014\020\220\010\230\001\330\010\025\220V\320\033-\250Q\330\010\022\220&\320\030)\250\023\250C\250q\330\010\014\210L\230\001\230\021\330\010\013\2104\210q\330\014\020\220\016\230a\330\014\020\220\013\2301\330\014\020\220\013\2306\240\037\260\001\330\014\020\320\020!\240\021\240$\320&7\260t\2701\330\014\r\330\010\016\210d\220!\330\010\013\210:\220T\230\021\330\010\013\210>\230\024\230Q\330\010\013\210>\230\021\330\010\013\210;\220a\330\010\013\210;\220f\230O\2501\330\010\013\2104\210{\230\047\240\021\330\014\017\210x\220q\230\013\2404\240q\330\010\021\220\024\220T\230\033\240A\240V\2501\330\010\013\2107\220\047\230\021\330\014\023\2203\220l\240$\240d\250$\250i\260t\2704\270s\300!\330\014\017\210v\220[\240\003\2401\330\020\023\220:\230Q\330\020\024\220I\230Q\230c\240\030\250\021\340\020\023\220:\230Q\330\020\024\220I\230Q\230c\240\030\250\021\330\014\r\330\010\014\320\014\035\230Q\230c\240\030\250\024\250Q\320.B\300#\300X\310T\320QR\320RS\200A\340\010\013\2104\210w\220b\230\001\330\014\022\220.\240\001\240\025\240a\330\010\013\2104\210x\220t\2304\230t\2401\330\014\022\220.\240\001\240\025\240a\200A\340\010\013\2104\210y\230\004\230D\240\010\250\001\250\022\2501\250C\250s\260!\330\014\020\220\010\230\010\240\001\330\010\013\2104\210{\230#\230Q\330\014\020\220\r\230Q\330\014\023\2201\330\010\013\2104\210w\220c\230\021\330\014\020\220\014\230D\240\t\250\027\260\002\260$\260i\270q\330\010\013\2104\210u\220D\230\004\230I\240T\250\024\250T\260\031\270$\270d\300\047\310\023\310A\330\014\020\220\016\230a\330\014\020\220\006""\220a\330\014\r\330\010\014\210J\220a\200A\340\010\014\210I\220Q\330\010\014\210L\230\004\230I\240W\250B\250d\260)\2701\330\010\013\2104\210q\330\014\023\2204\220|\2404\240t\2504\250y\270\004\270D\300\004\300A\330\014\020\220\005\220W\230A\230V\2401\330\014\r\330\010\016\210d\220!\330\010\014\210K\220q\330\010\013\2103\210h\220g\230Q\330\014\017\210w\220i\230q\330\014\017\210s\220)\2304\230s\240(\250\047\260\021\330\020\024\220M\240\023\240A\330\014\r\330\010\013\2104\210v\220W\230A\330\014\017\210x\220s\230%\230q\240\004\240A\330\014\017\210}\230D\240\001\330\010\017\210s\220,\230d\240$\240d\250)\2604\260t\2703\270a\330\010\023\2204\220t\2307\240!\2406\250\025\250a\330\010\014\210I\220Q\220c\230\035\240j\260\001\200A\340\010\014\210K\220q\330\010\013\2104\210w\220c\230\021\360\010\000\r\021\220\017\230q\240\004\240K\250t\2609\270G\3002\300Q\200A\340\010\016\210d\220!\330\010\013\2104\210q\330\014\020\220\n\230&\240\001\330\r\021\220\027\230\003\2301\330\014\017\210t\2207\230%\230t\2403\240h\250g\260U\270$\270c\300\030\310\027\320PQ\330\020\024\220J\230f\240A\340\020\024\320\024$\240A\240U\250!\330\r\021\220\031\230$\230d\240!\2404\240x\250q\260\002\260!\2604\260w\270a\340\014\020\220\014\230D\240\t\250\027\260\002\260$\260i\270q\340\014\020\220\006\220a\200A\360\006\000\t\014\2104\210w\220c\230\031\240#\240T\250\032\260;\270a\330\014\r\330\010\014\210D\220\014\230A\230Q\330\010\016\210d\220!\330\010\013\2104\210w\220e\2304\230s\240(\250\047\260\025\260d\270#\270X\300W\310A\330\020\024\220C\220w\230a\330\014\020\220\n\230&\240\001\330\014\r\330\010\014\210O\2301\330\010\014\210I\220Q\220c\230\024\230T\240\037\260\001\260\030\270\027\300\001\200A\360\006\000\t\014\2104\210{\230\047\240\021\330\014\020\220\n\230\047\240\021\240!\330\014\023\2201\330\010\013\2104\210q\330\014\020\220\013\2301\330\014\020\220\014\230A\330\014\023\2201\330\010\017\210q\200A\360\006\000\t\r\210I\220Q\220g\230X\240Q\200A\360\006\000\t\r\320\014\037\230t\2409\250G\2603\260a\330\010\014\210L""\230\004\230I\240W\250B\250d\260)\2701\330\010\014\210J\220n\240A\330\010\021\220\024\220]\240!\330\010\013\2107\220\047\230\021\330\014\022\220-\230q\200A\360\010\000\t\r\320\014\037\230q\330\010\014\210J\220a\200A\360\n\000\t\017\210d\220!\330\010\020\220\005\220W\230C\230z\250\021\250!\330\010\013\2104\210t\2203\220f\230F\240#\240X\250Y\260a\330\014\r\330\010\016\210c\220\021\220!\330\010\014\210C\210u\220I\230Q\230a\330\014\017\210r\220\023\220C\220s\230\"\230C\230q\330\020\026\220a\330\020\021\330\010\014\210M\230\024\230R\230q\330\010\017\210t\2201\220A\330\010\014\210G\2208\2304\230r\240\023\240C\240z\260\025\260b\270\001\320\004\033\2301\340\010\020\220\004\220H\230D\240\001\240\021\330\010\017\210{\230&\240\003\240:\250U\260\047\270\021\270!";
+    #else /* compression: none (8578 bytes) */
+static const char bytes[] = "(tree fragment).1.0?A request refused while its head is read: answered ``status`` and the\n    connection closed (414, 431 and 413 for sizes; 400 for a missing Host).Content-Length overflowNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.What one slow-path request carried (per-request state).Where the body of a request answered at its head (refused) goes.add_notean answer waits for a spool group, but the app has no commitsbody too largedisableenableengine/http/_connection.pyxgcinternal errorisenabledlatin-1malformed HTTP requestmissing Host headermore than one Host headerrequest headers too largerequest target too longrequest timeoutCLOSEDCONTINUECommitsCommits.__reduce_cython__Commits.__setstate_cython__ConnectionRegistryConnectionRegistry.__reduce_cython__ConnectionRegistry.__setstate_cython__ConnectionRegistry.sweepDateHeaderFastRoutesFastRoutes.__reduce_cython__FastRoutes.__setstate_cython__HttpConnectionHttpConnection.__reduce_cython__HttpConnection.__setstate_cython__HttpConnection._callback_failedHttpConnection._check_body_headHttpConnection._check_hostHttpConnection._head_streamHttpConnection._origin_formHttpConnection.answerHttpConnection.closeHttpConnection.connection_lostHttpConnection.connection_madeHttpConnection.data_receivedHttpConnection.drainHttpConnection.eof_receivedHttpConnection.error_and_closeHttpConnection.on_bodyHttpConnection.on_deadlineHttpConnection.on_headerHttpConnection.on_headers_completeHttpConnection.on_message_beginHttpConnection.on_message_completeHttpConnection.on_urlHttpConnection.pause_writingHttpConnection.releaseHttpConnection.resume_writingHttpConnection.stream_finishedHttpParserCallbackErrorHttpParserErrorHttpParserUpgradeHttpRequestParserIDLEREADINGRequestRequest.__init__Request.headerRequestRefusedRequestRefused.__init__Stream_Discard_Discard.start__Pyx_PyDict_NextRef__annotate____class___""_context____dict____doc____func____getstate____init____main____metaclass____module____mro_entries____name____new____prepare____pyx_checksum__pyx_result__pyx_state__pyx_type__pyx_unpickle_Commits__pyx_unpickle_ConnectionRegistry__pyx_unpickle_FastRoutes__pyx_unpickle_HttpConnection__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____slots____test___callback_failed_check_body_head_check_host_dict_head_stream_is_coroutine_origin_formabortadmit_connectionanswerappappendargsasyncio.coroutinesbodybody_sizeccausecheck_deadlineclient_ipcline_in_tracebackclosecollectionscommitsconnconnection_closedconnection_lostconnection_madecount_errordatadata_receiveddeadlinedecodedefaultdequedrainendengine.httpengine.http._connectionengine.http.streamenumerateeof_receivedepocherror_and_closeerror_responseexcexpectfastfeedfeed_datafeed_eofgetget_extra_infoget_http_versionget_methodhandlehead_bytesheaderheadershttp_10httptoolsiidle_timeoutinternal_erroris_closingisdigititemsjoinkeepkeep_alivelengthlimitslowermax_body_bytesmax_header_bytesmethodnamenowon_bodyon_deadlineon_headeron_headers_completeon_message_beginon_message_completeon_urlparserpartitionpathpause_outputpause_readingpause_writingpeerpeernamepoppopleftread_timeoutrefreshrefusalregistryreleasereqresponseresponsesrestresume_outputresume_readingresume_writingrouteroute_headsschemeselfsepsetdefaultshould_keep_aliveshould_upgradestartstartedstatestatusstreamstream_finishedsupersweeptexttlstransporttunnelunavailableupdateupgradeurluse_setstatevaluevalueswait_epochwritewrite_timeout, /100-continue://; content-lengthcookieexpecthosthttphttps\200\001\330\004%\240Q\240f\250A\200\001\330\004(\250\001\250\026\250q\200\001\330\004,\250A\250V\2601\200\001\330\0040\260\001\260\026\260q\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\2207\230(\240!\2401\330\004\007\200|\2207\230!\330\010)\250\021\250*\260N\300!\330\004\013\2101\200\001\340\004\037\230q\320 0\260\013""\270;\300k\320QR\330\004\023\220:\230X\240Q\240a\330\004\007\200|\2207\230!\330\010,\250A\250]\270.\310\001\330\004\013\2101\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\220>\240\030\250\021\250!\330\004\007\200|\2207\230!\330\0100\260\001\3201B\300.\320PQ\330\004\013\2101\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\320\023%\240X\250Q\250a\330\004\007\200|\2207\230!\330\0104\260A\3205J\310.\320XY\330\004\013\2101\200\001\360\010\000\n\033\230!\330\010\020\220\001\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220q\330\004\007\200q\330\010\017\320\017+\2504\250q\260\007\260{\300\047\310\021\340\010\017\320\017+\2504\250q\260\007\260{\300!\200\001\360\010\000\n\033\230!\330\010\021\220\024\220X\230T\240\027\250\004\250K\260t\270?\310$\310i\320W[\320[l\320lp\360\000\000q\001D\002\360\000\000D\002H\002\360\000\000H\002O\002\360\000\000O\002S\002\360\000\000S\002b\002\360\000\000b\002f\002\360\000\000f\002p\002\360\000\000p\002t\002\360\000\000t\002u\002\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\2306\240\027\250\005\250S\260\004\260H\270G\3005\310\003\3104\310v\320U\\\320\\a\320ad\320dh\320hq\320qx\320xy\330\004\007\200q\330\010\017\320\0173\2604\260q\270\007\270{\310\047\320QR\340\010\017\320\0173\2604\260q\270\007\270{\310!\200\001\360\010\000\n\033\230!\330\010\021\220\024\220]\240$\320&6\260d\270.\310\004\310A\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\230?\250\047\260\025\260c\270\024\270]\310\047\320QV\320VY\320Y]\320]f\320fm\320mn\330\004\007\200q\330\010\017\320\017(\250\004\250A\250W\260K\270w\300a\340\010\017\320\017(\250\004\250A\250W\260K\270q\200\001\360\010\000\n\033\230!\330\010\021\220\024\320\025\047\240t\2506\260\024\260\\\300\024\320EW\320W[\320[b""\320bf\320fr\320rv\360\000\000w\001C\002\360\000\000C\002G\002\360\000\000G\002Q\002\360\000\000Q\002U\002\360\000\000U\002_\002\360\000\000_\002c\002\360\000\000c\002t\002\360\000\000t\002x\002\360\000\000x\002A\003\360\000\000A\003E\003\360\000\000E\003O\003\360\000\000O\003S\003\360\000\000S\003^\003\360\000\000^\003b\003\360\000\000b\003l\003\360\000\000l\003p\003\360\000\000p\003v\003\360\000\000v\003z\003\360\000\000z\003C\004\360\000\000C\004G\004\360\000\000G\004N\004\360\000\000N\004R\004\360\000\000R\004^\004\360\000\000^\004b\004\360\000\000b\004r\004\360\000\000r\004v\004\360\000\000v\004|\004\360\000\000|\004@\005\360\000\000@\005M\005\360\000\000M\005Q\005\360\000\000Q\005Y\005\360\000\000Y\005]\005\360\000\000]\005g\005\360\000\000g\005k\005\360\000\000k\005u\005\360\000\000u\005y\005\360\000\000y\005F\006\360\000\000F\006J\006\360\000\000J\006S\006\360\000\000S\006W\006\360\000\000W\006`\006\360\000\000`\006d\006\360\000\000d\006m\006\360\000\000m\006q\006\360\000\000q\006z\006\360\000\000z\006~\006\360\000\000~\006L\007\360\000\000L\007P\007\360\000\000P\007Z\007\360\000\000Z\007^\007\360\000\000^\007i\007\360\000\000i\007m\007\360\000\000m\007{\007\360\000\000{\007\177\007\360\000\000\177\007J\010\360\000\000J\010N\010\360\000\000N\010X\010\360\000\000X\010\\\010\360\000\000\\\010d\010\360\000\000d\010h\010\360\000\000h\010p\010\360\000\000p\010t\010\360\000\000t\010z\010\360\000\000z\010~\010\360\000\000~\010J\t\360\000\000J\tN\t\360\000\000N\tZ\t\360\000\000Z\t^\t\360\000\000^\th\t\360\000\000h\tl\t\360\000\000l\tr\t\360\000\000r\tv\t\360\000\000v\tC\n\360\000\000C\nG\n\360\000\000G\nH\n\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\320\033,\250G\2605\270\003\2704\270u\300G\3105\320PS\320SW\320Wb\320bi\320in\320nq\320qu\320u{\360\000\000|\001C\002\360\000\000C\002H\002\360\000\000H\002K\002\360\000\000K\002O\002\360\000\000O\002Z\002\360\000\000Z\002a\002\360""\000\000a\002f\002\360\000\000f\002i\002\360\000\000i\002m\002\360\000\000m\002v\002\360\000\000v\002}\002\360\000\000}\002B\003\360\000\000B\003E\003\360\000\000E\003I\003\360\000\000I\003Y\003\360\000\000Y\003`\003\360\000\000`\003e\003\360\000\000e\003h\003\360\000\000h\003l\003\360\000\000l\003t\003\360\000\000t\003{\003\360\000\000{\003@\004\360\000\000@\004C\004\360\000\000C\004G\004\360\000\000G\004L\004\360\000\000L\004S\004\360\000\000S\004X\004\360\000\000X\004[\004\360\000\000[\004_\004\360\000\000_\004g\004\360\000\000g\004n\004\360\000\000n\004s\004\360\000\000s\004v\004\360\000\000v\004z\004\360\000\000z\004@\005\360\000\000@\005G\005\360\000\000G\005L\005\360\000\000L\005O\005\360\000\000O\005S\005\360\000\000S\005^\005\360\000\000^\005e\005\360\000\000e\005j\005\360\000\000j\005m\005\360\000\000m\005q\005\360\000\000q\005@\006\360\000\000@\006G\006\360\000\000G\006L\006\360\000\000L\006O\006\360\000\000O\006S\006\360\000\000S\006X\006\360\000\000X\006_\006\360\000\000_\006d\006\360\000\000d\006g\006\360\000\000g\006k\006\360\000\000k\006s\006\360\000\000s\006z\006\360\000\000z\006\177\006\360\000\000\177\006B\007\360\000\000B\007F\007\360\000\000F\007N\007\360\000\000N\007U\007\360\000\000U\007Z\007\360\000\000Z\007]\007\360\000\000]\007a\007\360\000\000a\007i\007\360\000\000i\007p\007\360\000\000p\007u\007\360\000\000u\007x\007\360\000\000x\007|\007\360\000\000|\007D\010\360\000\000D\010K\010\360\000\000K\010P\010\360\000\000P\010S\010\360\000\000S\010W\010\360\000\000W\010`\010\360\000\000`\010g\010\360\000\000g\010l\010\360\000\000l\010o\010\360\000\000o\010s\010\360\000\000s\010}\010\360\000\000}\010D\t\360\000\000D\tI\t\360\000\000I\tL\t\360\000\000L\tP\t\360\000\000P\tY\t\360\000\000Y\t`\t\360\000\000`\te\t\360\000\000e\th\t\360\000\000h\tl\t\360\000\000l\tw\t\360\000\000w\t~\t\360\000\000~\tC\n\360\000\000C\nF\n\360\000\000F\nJ\n\360\000\000J\nU\n\360\000\000U\n\\\n\360\000\000\\\na\n\360\000\000a\nd\n\360\000\000d\nh\n\360\000\000h\nm\n\360""\000\000m\nt\n\360\000\000t\ny\n\360\000\000y\n|\n\360\000\000|\n@\013\360\000\000@\013L\013\360\000\000L\013S\013\360\000\000S\013T\013\330\004\007\200q\330\010\017\320\017/\250t\2601\260G\270;\300g\310Q\340\010\017\320\017/\250t\2601\260G\270;\300a\200A\200A\330\010\013\2104\210q\330\014\025\220T\230\030\240\021\240\"\240A\240Q\330\014\017\210t\2201\220H\230G\2406\250\024\250V\2601\330\020\027\220q\330\010\017\210q\200A\330\010\013\2104\210t\2201\330\014\020\220\010\230\001\330\010\014\210O\320\033+\2501\250F\260\"\3204D\300A\300W\310B\310a\330\010\013\2104\210|\2302\230T\240\031\250!\330\014\022\220.\240\001\240\025\240a\330\010\013\2104\210q\330\014\020\220\r\230Q\230f\240A\340\014\020\220\r\230Q\230f\240A\200A\330\010\013\2104\210{\230\047\240\021\330\014\020\220\n\230\047\240\021\240!\330\014\r\330\010\013\2104\210q\330\014\r\330\010\t\330\014\020\220\007\220z\240\021\240!\330\010\017\320\017%\240Q\330\014\020\220\017\230q\330\014\017\210t\220;\230g\240Q\330\020\024\220J\230g\240Q\240d\250!\2507\260%\260q\270\001\330\010\017\320\017+\2501\330\014\020\320\020!\240\021\240!\330\010\017\320\017#\2401\330\014\017\210s\220&\230\004\230C\230u\240A\240S\250\003\2501\330\020\024\320\024$\240A\240U\250!\340\020\024\320\024$\240A\240U\250!\200A\330\010\013\2104\210{\230\047\240\025\240d\250$\250d\260*\270K\300q\330\014\020\220\n\230&\240\001\200A\330\010\013\2107\220\047\230\025\230d\240&\250\010\260\003\2601\330\020\023\2201\220H\230B\230d\240)\2501\330\014\022\220.\240\001\240\025\240a\330\010\013\2107\220\047\230\025\230d\240&\250\006\250c\260\023\3204D\300D\310\004\310D\320PQ\330\014\020\220\n\230&\240\001\240\021\200A\330\010\014\210G\2201\330\010\014\210K\220q\330\010\014\210H\220A\330\010\014\210M\230\021\330\010\014\210N\230!\330\010\014\210J\220a\330\010\014\210N\230!\330\010\014\210N\230!\330\010\014\210K\220q\330\010\014\210M\230\021\330\010\014\210J\220a\330\010\014\210K\220q\330\010\014\210I\220Q\200A\330\010\014\210G\2207\230$\230e\2403\240j\260\004\260E""\270\022\2701\330\010\014\210O\320\033+\2501\250A\330\010\013\2104\210|\2302\230T\240\031\250!\330\014\022\220.\240\001\240\025\240a\200A\330\010\014\210I\220Q\330\010\014\210E\220\030\230\021\330\010\014\210H\220A\220R\220t\2305\240\004\240F\250$\320.>\270b\300\n\310\"\310A\330\014\020\220\014\230A\330\010\014\210J\220a\220r\230\024\230U\240$\240i\250s\260!\260:\270R\270q\330\014\022\220/\240\021\240!\200A\330\010\014\210I\220Q\330\010\014\210I\220U\230(\240!\2401\330\010\014\210N\230!\330\010\016\210d\220!\330\010\013\2104\210w\220e\2304\230s\240(\250\047\260\021\330\014\017\210w\220f\230A\330\010\014\210D\320\020\"\240!\2401\200A\330\010\014\210I\220Q\330\010\014\210L\230\004\230I\240W\250B\250d\260)\2701\330\010\014\210K\220q\330\010\014\210K\220q\330\010\014\210K\220q\330\010\014\210K\220q\330\010\014\210I\220Q\330\010\014\210G\2201\330\010\014\210N\230!\330\010\014\210I\220Q\330\010\014\210M\230\021\330\010\014\210N\230$\320\0361\260\024\260Z\270t\300:\310Q\330\010\014\320\014\035\230T\240\035\250d\3202D\300D\310\n\320RS\330\010\014\210G\2204\220w\230a\330\010\014\210H\220A\330\010\014\210M\230\021\200A\330\010\014\210M\230\021\330\010\017\210y\230\017\240q\250\001\330\010\014\210M\230\024\230Q\230f\240J\250a\330\010\014\210I\220U\230$\230a\230q\330\010\014\210L\230\004\230I\240W\250B\250d\260)\2701\330\010\022\220$\220d\320\032+\2501\250A\330\010\013\2108\2207\230!\330\014\025\220V\2301\230A\330\014\020\220\006\220a\330\r\021\220\031\230!\360\010\000\r\021\220\006\220a\200A\330\010\014\320\014\037\230q\330\010\013\2104\210w\220c\230\021\330\014\017\210t\2204\220q\330\020\024\220J\230o\250Q\330\014\025\220T\230\035\240a\330\014\017\210w\220g\230Q\330\020\026\220n\240A\330\014\017\210t\2207\230#\230Q\330\020\024\220L\240\004\240I\250W\260B\260d\270)\3001\200A\330\010\r\210R\210y\230\001\230\021\330\010\014\210J\220a\330\010\014\210H\220A\200A\330\010\016\210d\220!\330\010\013\2104\210w\220e\2304\230s\240(\250\047\260\021\330\014\017\210w\220e\2301\230A\330\014""\020\220\014\230D\240\t\250\027\260\002\260$\260i\270q\330\014\r\330\010\014\210N\320\032*\250!\2501\330\010\013\2104\210{\230\"\230D\240\t\250\021\330\014\022\220.\240\001\240\025\240a\330\010\013\2104\210v\220S\230\001\330\014\020\220\010\230\001\230\021\340\014\020\220\005\220W\230A\230Q\200A\330\010\020\220\003\2201\330\010\013\210:\220Q\220g\230Q\330\014\020\320\020 \240\001\240\025\240i\250u\260A\340\014\020\220\004\220O\2401\240F\250&\260\003\2601\330\014\020\320\020 \240\001\240\025\240a\200A\330\010\021\220\024\220Q\330\010\013\2104\210t\2201\330\014\020\220\010\230\001\330\010\025\220V\320\033-\250Q\330\010\022\220&\320\030)\250\023\250C\250q\330\010\014\210L\230\001\230\021\330\010\013\2104\210q\330\014\020\220\016\230a\330\014\020\220\013\2301\330\014\020\220\013\2306\240\037\260\001\330\014\020\320\020!\240\021\240$\320&7\260t\2701\330\014\r\330\010\016\210d\220!\330\010\013\210:\220T\230\021\330\010\013\210>\230\024\230Q\330\010\013\210>\230\021\330\010\013\210;\220a\330\010\013\210;\220f\230O\2501\330\010\013\2104\210{\230\047\240\021\330\014\017\210x\220q\230\013\2404\240q\330\010\021\220\024\220T\230\033\240A\240V\2501\330\010\013\2107\220\047\230\021\330\014\023\2203\220l\240$\240d\250$\250i\260t\2704\270s\300!\330\014\017\210v\220[\240\003\2401\330\020\023\220:\230Q\330\020\024\220I\230Q\230c\240\030\250\021\340\020\023\220:\230Q\330\020\024\220I\230Q\230c\240\030\250\021\330\014\r\330\010\014\320\014\035\230Q\230c\240\030\250\024\250Q\320.B\300#\300X\310T\320QR\320RS\200A\340\010\013\2104\210w\220b\230\001\330\014\022\220.\240\001\240\025\240a\330\010\013\2104\210x\220t\2304\230t\2401\330\014\022\220.\240\001\240\025\240a\200A\340\010\013\2104\210y\230\004\230D\240\010\250\001\250\022\2501\250C\250s\260!\330\014\020\220\010\230\010\240\001\330\010\013\2104\210{\230#\230Q\330\014\020\220\r\230Q\330\014\023\2201\330\010\013\2104\210w\220c\230\021\330\014\020\220\014\230D\240\t\250\027\260\002\260$\260i\270q\330\010\013\2104\210u\220D\230\004\230I""\240T\250\024\250T\260\031\270$\270d\300\047\310\023\310A\330\014\020\220\016\230a\330\014\020\220\006\220a\330\014\r\330\010\014\210J\220a\200A\340\010\014\210I\220Q\330\010\014\210L\230\004\230I\240W\250B\250d\260)\2701\330\010\013\2104\210q\330\014\023\2204\220|\2404\240t\2504\250y\270\004\270D\300\004\300A\330\014\020\220\005\220W\230A\230V\2401\330\014\r\330\010\016\210d\220!\330\010\014\210K\220q\330\010\013\2103\210h\220g\230Q\330\014\017\210w\220i\230q\330\014\017\210s\220)\2304\230s\240(\250\047\260\021\330\020\024\220M\240\023\240A\330\014\r\330\010\013\2104\210v\220W\230A\330\014\017\210x\220s\230%\230q\240\004\240A\330\014\017\210}\230D\240\001\330\010\017\210s\220,\230d\240$\240d\250)\2604\260t\2703\270a\330\010\023\2204\220t\2307\240!\2406\250\025\250a\330\010\014\210I\220Q\220c\230\035\240j\260\001\200A\340\010\014\210K\220q\330\010\013\2104\210w\220c\230\021\360\010\000\r\021\220\017\230q\240\004\240K\250t\2609\270G\3002\300Q\200A\340\010\016\210d\220!\330\010\013\2104\210q\330\014\020\220\n\230&\240\001\330\r\021\220\027\230\003\2301\330\014\017\210t\2207\230%\230t\2403\240h\250g\260U\270$\270c\300\030\310\027\320PQ\330\020\024\220J\230f\240A\340\020\024\320\024$\240A\240U\250!\330\r\021\220\031\230$\230d\240!\2404\240x\250q\260\002\260!\2604\260w\270a\340\014\020\220\014\230D\240\t\250\027\260\002\260$\260i\270q\340\014\020\220\006\220a\200A\360\006\000\t\014\2104\210w\220c\230\031\240#\240T\250\032\260;\270a\330\014\r\330\010\014\210D\220\014\230A\230Q\330\010\016\210d\220!\330\010\013\2104\210w\220e\2304\230s\240(\250\047\260\025\260d\270#\270X\300W\310A\330\020\024\220C\220w\230a\330\014\020\220\n\230&\240\001\330\014\r\330\010\014\210O\2301\330\010\014\210I\220Q\220c\230\024\230T\240\037\260\001\260\030\270\027\300\001\200A\360\006\000\t\014\2104\210{\230\047\240\021\330\014\020\220\n\230\047\240\021\240!\330\014\023\2201\330\010\013\2104\210q\330\014\020\220\013\2301\330\014\020\220\014\230A\330\014\023\2201\330\010\017\210q\200A\360\006\000""\t\r\210I\220Q\220g\230X\240Q\200A\360\006\000\t\r\320\014\037\230t\2409\250G\2603\260a\330\010\014\210L\230\004\230I\240W\250B\250d\260)\2701\330\010\014\210J\220n\240A\330\010\021\220\024\220]\240!\330\010\013\2107\220\047\230\021\330\014\022\220-\230q\200A\360\010\000\t\r\320\014\037\230q\330\010\014\210J\220a\200A\360\n\000\t\017\210d\220!\330\010\020\220\005\220W\230C\230z\250\021\250!\330\010\013\2104\210t\2203\220f\230F\240#\240X\250Y\260a\330\014\r\330\010\016\210c\220\021\220!\330\010\014\210C\210u\220I\230Q\230a\330\014\017\210r\220\023\220C\220s\230\"\230C\230q\330\020\026\220a\330\020\021\330\010\014\210M\230\024\230R\230q\330\010\017\210t\2201\220A\330\010\014\210G\2208\2304\230r\240\023\240C\240z\260\025\260b\270\001\320\004\033\2301\340\010\020\220\004\220H\230D\240\001\240\021\330\010\017\210{\230&\240\003\240:\250U\260\047\270\021\270!";
     PyObject *data = NULL;
     #define __Pyx_DecompressString_UNUSED
     #define __Pyx_DecompressString_LZSS_UNUSED
@@ -31773,7 +31991,7 @@ static const char bytes[] = "(tree fragment).1.0?A request refused while its hea
     PyObject **numbertab = __pyx_mstate->__pyx_number_tab + 0;
     int8_t const cint_constants_1[] = {0,1,2,47,63};
     int16_t const cint_constants_2[] = {400,408,413,414,431,500};
-    int32_t const cint_constants_4[] = {140852511L,187715156L,227264755L,238750788L};
+    int32_t const cint_constants_4[] = {140070268L,140852511L,227264755L,238750788L};
     for (int i = 0; i < 15; i++) {
       numbertab[i] = PyLong_FromLong((i < 5 ? cint_constants_1[i - 0] : (i < 11 ? cint_constants_2[i - 5] : cint_constants_4[i - 11])));
       if (unlikely(!numbertab[i])) __PYX_ERR(0, 1, __pyx_L1_error)
@@ -31871,14 +32089,14 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
     __pyx_mstate_global->__pyx_codeobj_tab[6] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_setstate_cython, __pyx_mstate->__pyx_kp_b_iso88591_q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[6])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 132};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 133};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_now, __pyx_mstate->__pyx_n_u_conn, __pyx_mstate->__pyx_n_u_stream, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_s};
     __pyx_mstate_global->__pyx_codeobj_tab[7] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_sweep, __pyx_mstate->__pyx_kp_b_iso88591_A_IQ_E_HARt5_F_b_A_A_Jar_U_is_Rq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[7])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 1};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_state, __pyx_mstate->__pyx_n_u_dict_2, __pyx_mstate->__pyx_n_u_use_setstate};
-    __pyx_mstate_global->__pyx_codeobj_tab[8] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_reduce_cython, __pyx_mstate->__pyx_kp_b_iso88591_XT_O4y_L_aattxx_D_D_S_S_W_W_a_a, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[8])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[8] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_reduce_cython, __pyx_mstate->__pyx_kp_b_iso88591_XT_Kt_iW_llp_q_D_D_H_H_O_O_S_S, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[8])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 17};
@@ -31886,122 +32104,122 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
     __pyx_mstate_global->__pyx_codeobj_tab[9] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_setstate_cython, __pyx_mstate->__pyx_kp_b_iso88591_0_q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[9])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 174};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 175};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_transport, __pyx_mstate->__pyx_n_u_peer, __pyx_mstate->__pyx_n_u_refusal};
     __pyx_mstate_global->__pyx_codeobj_tab[10] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_connection_made, __pyx_mstate->__pyx_kp_b_iso88591_A_M_y_q_M_QfJa_IU_aq_L_IWBd_1_d, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[10])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 185};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 191};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_exc, __pyx_mstate->__pyx_n_u_req};
     __pyx_mstate_global->__pyx_codeobj_tab[11] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_connection_lost, __pyx_mstate->__pyx_kp_b_iso88591_A_IQ_IU_1_N_d_4we4s_wfA_D_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[11])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 194};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 200};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_data, __pyx_mstate->__pyx_n_u_upgrade, __pyx_mstate->__pyx_n_u_exc};
     __pyx_mstate_global->__pyx_codeobj_tab[12] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_data_received, __pyx_mstate->__pyx_kp_b_iso88591_A_4_4q_z_Q_q_t_gQ_JgQd_7_q_1_1_s, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[12])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 214};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 220};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
     __pyx_mstate_global->__pyx_codeobj_tab[13] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_eof_received, __pyx_mstate->__pyx_kp_b_iso88591_A_4_1_4q_1_A_1_q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[13])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 226};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 232};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_stream};
     __pyx_mstate_global->__pyx_codeobj_tab[14] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_pause_writing, __pyx_mstate->__pyx_kp_b_iso88591_A_t9G3a_L_IWBd_1_JnA_7_q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[14])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 236};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 242};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_stream};
     __pyx_mstate_global->__pyx_codeobj_tab[15] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_resume_writing, __pyx_mstate->__pyx_kp_b_iso88591_A_q_4wc_t4q_JoQ_T_a_wgQ_nA_t7_Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[15])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 248};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 254};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
     __pyx_mstate_global->__pyx_codeobj_tab[16] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_message_begin, __pyx_mstate->__pyx_kp_b_iso88591_A_IQ_L_IWBd_1_Kq_Kq_Kq_Kq_IQ_G1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[16])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 266};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 272};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_url};
     __pyx_mstate_global->__pyx_codeobj_tab[17] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_url, __pyx_mstate->__pyx_kp_b_iso88591_A_G7_e3j_E_1_O_1A_4_2T_a, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[17])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 289};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 295};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_name, __pyx_mstate->__pyx_n_u_value};
     __pyx_mstate_global->__pyx_codeobj_tab[18] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_header, __pyx_mstate->__pyx_kp_b_iso88591_A_4t1_O_1F_4DAWBa_4_2T_a_4q_QfA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[18])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 349};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 355};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_parser, __pyx_mstate->__pyx_n_u_keep_alive, __pyx_mstate->__pyx_n_u_http_10, __pyx_mstate->__pyx_n_u_req, __pyx_mstate->__pyx_n_u_answer, __pyx_mstate->__pyx_n_u_keep};
     __pyx_mstate_global->__pyx_codeobj_tab[19] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_headers_complete, __pyx_mstate->__pyx_kp_b_iso88591_A_Q_4t1_V_Q_Cq_L_4q_a_1_6_7t1_d, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[19])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 382};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 388};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_url, __pyx_mstate->__pyx_n_u_scheme, __pyx_mstate->__pyx_n_u_sep, __pyx_mstate->__pyx_n_u_rest, __pyx_mstate->__pyx_n_u_end, __pyx_mstate->__pyx_n_u_i, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_path};
     __pyx_mstate_global->__pyx_codeobj_tab[20] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_origin_form, __pyx_mstate->__pyx_kp_b_iso88591_A_d_WCz_4t3fF_XYa_c_CuIQa_r_Cs_C, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[20])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 400};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 406};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_http_10};
     __pyx_mstate_global->__pyx_codeobj_tab[21] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_check_host, __pyx_mstate->__pyx_kp_b_iso88591_A_4wb_a_4xt4t1_a, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[21])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 407};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 413};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_length, __pyx_mstate->__pyx_n_u_expect};
     __pyx_mstate_global->__pyx_codeobj_tab[22] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_check_body_head, __pyx_mstate->__pyx_kp_b_iso88591_A_7_d_1_1HBd_1_a_7_d_c_4DD_DPQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[22])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 414};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 420};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_body, __pyx_mstate->__pyx_n_u_req};
     __pyx_mstate_global->__pyx_codeobj_tab[23] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_body, __pyx_mstate->__pyx_kp_b_iso88591_A_d_4we4s_we1A_D_iq_N_1_4_D_a_4v, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[23])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 428};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 434};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_keep, __pyx_mstate->__pyx_n_u_req, __pyx_mstate->__pyx_n_u_response};
     __pyx_mstate_global->__pyx_codeobj_tab[24] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_message_complete, __pyx_mstate->__pyx_kp_b_iso88591_A_IQ_L_IWBd_1_4q_4_4t4y_D_A_WAV1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[24])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {4, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 451};
+    const __Pyx_PyCode_New_function_description descr = {4, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 457};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_epoch, __pyx_mstate->__pyx_n_u_answer, __pyx_mstate->__pyx_n_u_keep};
     __pyx_mstate_global->__pyx_codeobj_tab[25] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_answer, __pyx_mstate->__pyx_kp_b_iso88591_A_IQgXQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[25])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 475};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 481};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
     __pyx_mstate_global->__pyx_codeobj_tab[26] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_release, __pyx_mstate->__pyx_kp_b_iso88591_A_q_Ja, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[26])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 517};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 523};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_stream, __pyx_mstate->__pyx_n_u_keep};
     __pyx_mstate_global->__pyx_codeobj_tab[27] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_stream_finished, __pyx_mstate->__pyx_kp_b_iso88591_A_4y_D_1Cs_4_Q_Q_1_4wc_D_iq_4uD, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[27])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 532};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 538};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_answer};
     __pyx_mstate_global->__pyx_codeobj_tab[28] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_head_stream, __pyx_mstate->__pyx_kp_b_iso88591_A_4q_T_AQ_t1HG6_V1_q_q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[28])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 547};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 553};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_exc, __pyx_mstate->__pyx_n_u_cause};
     __pyx_mstate_global->__pyx_codeobj_tab[29] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_callback_failed, __pyx_mstate->__pyx_kp_b_iso88591_A_1_QgQ_iuA_O1F_1_a, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[29])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 555};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 561};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_status, __pyx_mstate->__pyx_n_u_text, __pyx_mstate->__pyx_n_u_req};
     __pyx_mstate_global->__pyx_codeobj_tab[30] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_error_and_close, __pyx_mstate->__pyx_kp_b_iso88591_A_4wc_T_a_D_AQ_d_4we4s_d_XWA_Cwa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[30])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 569};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 575};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_req};
     __pyx_mstate_global->__pyx_codeobj_tab[31] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_on_deadline, __pyx_mstate->__pyx_kp_b_iso88591_A_d_4q_1_t7_t3hgU_c_PQ_JfA_AU_d, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[31])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 585};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 591};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
     __pyx_mstate_global->__pyx_codeobj_tab[32] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_close, __pyx_mstate->__pyx_kp_b_iso88591_A_4_d_d_Kq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[32])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 589};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 595};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
     __pyx_mstate_global->__pyx_codeobj_tab[33] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_drain, __pyx_mstate->__pyx_kp_b_iso88591_A_Kq_4wc_q_Kt9G2Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[33])) goto bad;
   }
@@ -32016,7 +32234,7 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
     __pyx_mstate_global->__pyx_codeobj_tab[35] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_setstate_cython, __pyx_mstate->__pyx_kp_b_iso88591_AV1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[35])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 603};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 609};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_conn};
     __pyx_mstate_global->__pyx_codeobj_tab[36] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_engine_http__connection_pyx, __pyx_mstate->__pyx_n_u_start, __pyx_mstate->__pyx_kp_b_iso88591_A, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[36])) goto bad;
   }

@@ -1850,6 +1850,7 @@ struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry {
   PyObject *limits;
   PyObject *open;
   PyObject *streams;
+  int draining;
   double clock;
   PyObject *date;
   double idle_timeout;
@@ -1860,7 +1861,7 @@ struct __pyx_obj_6engine_4http_11_connection_ConnectionRegistry {
 };
 
 
-/* "engine/http/_connection.pxd":35
+/* "engine/http/_connection.pxd":36
  * 
  * 
  * cdef class HttpConnection:             # <<<<<<<<<<<<<<
@@ -2086,7 +2087,7 @@ struct __pyx_vtabstruct_6engine_4http_11_connection_FastRoutes {
 static struct __pyx_vtabstruct_6engine_4http_11_connection_FastRoutes *__pyx_vtabptr_6engine_4http_11_connection_FastRoutes;
 
 
-/* "engine/http/_connection.pxd":35
+/* "engine/http/_connection.pxd":36
  * 
  * 
  * cdef class HttpConnection:             # <<<<<<<<<<<<<<
@@ -11254,8 +11255,8 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_6engine_4http_11_connection_HttpConnection), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_6engine_4http_11_connection_HttpConnection),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection) __PYX_ERR(4, 35, __pyx_L1_error)
-  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection, (void**)&__pyx_vtabptr_6engine_4http_11_connection_HttpConnection) != 1)) __PYX_ERR(4, 35, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection) __PYX_ERR(4, 36, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_6engine_4http_11_connection_HttpConnection, (void**)&__pyx_vtabptr_6engine_4http_11_connection_HttpConnection) != 1)) __PYX_ERR(4, 36, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_t_1 = PyImport_ImportModule("engine.ingest._spool"); if (unlikely(!__pyx_t_1)) __PYX_ERR(5, 38, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);

@@ -1,4 +1,4 @@
-"""A private Docker engine for the Swarm test: Debian's docker.io, started and
+"""A private Docker engine for the Swarm test: Debian's Docker engine package, started and
 stopped by the test itself.
 
 - Data root: ``~/.cache/tracker/docker`` (``$TRACKER_DOCKER_ROOT``). Images and

@@ -1,6 +1,6 @@
 """Horizontal scale, proven on a real Docker Swarm (issue 18).
 
-A private Docker engine (Debian's docker.io) is started by the test, with a
+A private Docker engine (Debian's package) is started by the test, with a
 one-node swarm on loopback; every image is built locally (no registry here) by
 scripts/swarm_images.sh; docker-stack.yml is deployed with `docker stack
 deploy` plus tests/integration/swarm/stack-override.yml: 3 NATS servers with

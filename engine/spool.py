@@ -8,7 +8,9 @@ commit), then releases every response of that group at once. Only committed
 events reach the batcher, so a failed commit (disk full) answers 503 and
 nothing the client was not told about is stored.
 
-File format (``<SpoolDirectory>/w<pid>-<n>.spool``)::
+File format (``<SpoolDirectory>/w<pid>-<tag>-<n>.spool``; ``tag`` is random per
+writer: in a container every restart brings the same pids back, and a new
+worker must never take a dead one's file name)::
 
     header   8 bytes b"TRKSPOOL", uint32 version (1), uint32 0   (little-endian)
     record   uint32 length of payload, uint32 crc32(seq bytes + payload),
@@ -44,6 +46,7 @@ acknowledgement was saved here (milliseconds).
 """
 import fcntl
 import os
+import secrets
 import struct
 import zlib
 
@@ -180,6 +183,7 @@ class SpoolWriter:
         # well under the limit, so a recovered spool drops below it.
         self.rotate_bytes = min(rotate_bytes, max_bytes // 8)
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        self.tag = secrets.token_hex(4)
         self.counter = 0
         self.seq = 0                 # last seq handed out
         self.written_seq = 0         # last seq fdatasynced
@@ -194,7 +198,8 @@ class SpoolWriter:
     # ---- file ------------------------------------------------------------
     def open_file(self):
         self.counter += 1
-        final = os.path.join(self.directory, f"w{os.getpid()}-{self.counter}.spool")
+        final = os.path.join(self.directory,
+                             f"w{os.getpid()}-{self.tag}-{self.counter}.spool")
         tmp = final + ".new"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -38,7 +38,7 @@ MAIN_CLASS = "org.apache.cassandra.service.CassandraDaemon"
 CQL_OPTIONS = bytes([0x04, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00])
 CQL_SUPPORTED = 0x06
 
-POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+POM = """<project>
   <modelVersion>4.0.0</modelVersion>
   <groupId>tracker.test</groupId><artifactId>cassandra-node</artifactId><version>1</version>
   <dependencies>

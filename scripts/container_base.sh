@@ -1,25 +1,40 @@
 #!/usr/bin/env bash
 # Make sure the local base image exists: a bare Debian made with debootstrap,
-# for machines that reach Debian mirrors but no container registry.
+# for machines that reach Debian's package archive but no container registry.
 #
-#   scripts/container_base.sh            # prints the image name when ready
+#   scripts/container_base.sh            # podman (scripts/podman.sh); prints the image name
+#   scripts/container_base.sh docker     # the docker CLI, at $DOCKER_HOST
 #
 # Cost is paid once per machine: the root filesystem is kept as a tarball
-# under ~/.cache/tracker and imported from there when podman's storage lacks
-# the image (CI caches that directory; a fresh podman store re-imports in
-# seconds instead of re-running debootstrap for minutes).
+# under ~/.cache/tracker and imported from there when the engine's storage
+# lacks the image (CI caches that directory; a fresh store re-imports in
+# seconds instead of re-running debootstrap for minutes). debootstrap fetches
+# from its own default archive.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+engine="${1:-podman}"
 suite="${TRACKER_BASE_SUITE:-bookworm}"
-mirror="${TRACKER_BASE_MIRROR:-http://deb.debian.org/debian}"
-image="${TRACKER_BASE_IMAGE:-localhost/tracker-base:$suite}"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/tracker"
 tarball="$cache/base-$suite-minbase.tar"
-podman="$here/podman.sh"
+
+case "$engine" in
+    podman)
+        image="${TRACKER_BASE_IMAGE:-localhost/tracker-base:$suite}"
+        cli=("$here/podman.sh")
+        has_image() { "${cli[@]}" image exists "$image"; }
+        ;;
+    docker)
+        image="${TRACKER_BASE_IMAGE:-tracker-base:$suite}"
+        # The engine's own client: Debian's Docker engine package ships it at /usr/bin/docker.
+        cli=("${DOCKER:-docker}")
+        has_image() { "${cli[@]}" image inspect "$image" >/dev/null 2>&1; }
+        ;;
+    *) echo "usage: $0 [podman|docker]" >&2; exit 2 ;;
+esac
 
 log() { echo "container_base: $*" >&2; }
 
-if "$podman" image exists "$image"; then
+if has_image; then
     echo "$image"
     exit 0
 fi
@@ -29,7 +44,7 @@ if [ ! -s "$tarball" ]; then
     root="$(mktemp -d /tmp/tracker-base.XXXXXX)"
     trap 'rm -rf "$root"' EXIT
     log "debootstrap --variant=minbase $suite (first run on this machine)"
-    debootstrap --variant=minbase "$suite" "$root" "$mirror" >&2
+    debootstrap --variant=minbase "$suite" "$root" >&2
     # Package lists and downloaded .debs are dead weight in an image; builds
     # run apt-get update themselves.
     rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb
@@ -41,5 +56,5 @@ if [ ! -s "$tarball" ]; then
 fi
 
 log "importing $tarball as $image"
-"$podman" import --change 'CMD ["/bin/bash"]' "$tarball" "$image" >&2
+"${cli[@]}" import --change 'CMD ["/bin/bash"]' "$tarball" "$image" >&2
 echo "$image"

@@ -233,7 +233,7 @@ class HttpWorker:
     async def drain(self, app, registry, spool):
         started = time.monotonic()
         timeout = self.config.drain_timeout
-        app.draining = True
+        app.draining = registry.draining = True
         for server in self.servers:
             server.close()
         for conn in list(registry.open):

@@ -29,6 +29,7 @@ cdef class ConnectionRegistry:
     cdef public object limits
     cdef public set open
     cdef public set streams
+    cdef public bint draining           # set by the worker's drain: new connections close early
     cdef public double clock
     cdef public object date
     cdef public double idle_timeout

@@ -168,6 +168,7 @@ cdef class ConnectionRegistry:
         self.limits = limits
         self.open = set()
         self.streams = set()    # streams with deadlines (engine/http/stream.py)
+        self.draining = False
         self.clock = 0.0
         self.date = responses.DateHeader()
         self.idle_timeout = limits.idle_timeout
@@ -270,6 +271,11 @@ cdef class HttpConnection:
         if refusal is not None:
             transport.write(refusal)
             self.close()
+        elif self.registry.draining:
+            # Accepted before the listener closed, made (TLS handshake done)
+            # after the drain marked the open ones: drain it too, or it would
+            # serve on until the drain cuts it mid-request.
+            self.drain()
 
     def connection_lost(self, exc):
         self.state = S_CLOSED

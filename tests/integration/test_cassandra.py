@@ -405,6 +405,29 @@ def test_refusals_at_start(node, collector_factory, sink_ks):
     assert "expects SchemaVersion 2" in c.logs()
 
 
+def test_hosts_that_do_not_resolve_yet_are_a_store_down(collector_factory):
+    """On Swarm a Cassandra task's name resolves only once the task runs, so a
+    collector may start before any of its Hosts resolves: a store that is
+    down (events spooled, the reason logged), not a crash; a critical one
+    refuses the start with that reason."""
+    hosts = ["cassandra1.invalid", "cassandra2.invalid"]      # never resolve (RFC 6761)
+    waiting = collector_factory(config={"Notify": [
+        {"Service": "sqlite", "Path": "tracker.db", "Critical": True},
+        {"Service": "cassandra", "Hosts": hosts, "Context": "ks_unresolved",
+         "Timeout": 2000}]}, workers=1, name="waiting")
+    assert waiting.get("/tr/v1/ename/early/n/1")[0] == 200
+    assert waiting.stop() == 0
+    assert "none of Hosts resolves: cassandra1.invalid, cassandra2.invalid" in waiting.logs()
+    assert waiting.rows("SELECT ename FROM events") == [{"ename": "early"}]
+    refused = collector_factory(config={"Notify": [
+        {"Service": "cassandra", "Hosts": hosts, "Context": "ks_unresolved",
+         "Timeout": 2000, "Critical": True}]}, workers=1, start=False, name="refused")
+    refused.start(wait=False)
+    assert refused.proc.wait(60) != 0
+    assert "critical sink cassandra unavailable: cassandra: none of Hosts resolves" \
+        in refused.logs()
+
+
 def test_node_stopped_mid_stream_and_restarted(node, cql, collector_factory):
     """A (Critical) streams while the node stops; B (not Critical) starts while
     it is down. Everything either answered with a 2xx lands exactly once."""

@@ -11,7 +11,7 @@ import warnings
 import pytest
 
 from conftest import free_port
-from tlshelpers import MiniCA, https, served_serial, wait_https
+from tlshelpers import MiniCA, client_context, https, served_serial, wait_https
 
 
 def tls_collector(collector_factory, tmp_path, workers=2, **extra):
@@ -181,3 +181,32 @@ def test_bad_certificate_pair_fails_the_boot(collector_factory, tmp_path):
     c.start(wait=False)
     assert c.proc.wait(15) == 3
     assert f"cannot read {b['key']}: No such file or directory" in c.logs()
+
+
+def test_a_connection_whose_handshake_ends_during_the_drain_is_drained_too(
+        collector_factory, tmp_path):
+    """Accepted before SIGTERM, TLS handshake finished after the drain marked
+    the open connections: its first answer must say "Connection: close" (the
+    client moves to another node), not serve on until the drain cuts it
+    mid-request. Seen as a request without an answer in a Swarm rolling update."""
+    c = tls_collector(collector_factory, tmp_path, workers=1, DrainTimeoutSeconds=20)
+    # An idle keep-alive connection holds the drain open for about a second.
+    holder = https(c)
+    holder.request("GET", "/ping")
+    assert holder.getresponse().read() == b"pong"
+    raw = socket.create_connection(("127.0.0.1", c.tls_port), timeout=10)   # no ClientHello yet
+    time.sleep(0.3)                                   # accepted by the worker
+    c.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while '"msg":"draining"' not in c.logs() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)                                   # the drain has marked its connections
+    conn = https(c)
+    conn.sock = client_context(c.cafile).wrap_socket(raw, server_hostname="localhost")
+    conn.request("GET", "/tr/v1/vid/3d0be300-cbd2-11e8-aa59-ffd128a54d91/ename/late")
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status == 200 and resp.will_close
+    conn.close()
+    holder.close()
+    assert c.proc.wait(30) == 0

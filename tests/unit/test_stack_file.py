@@ -163,7 +163,11 @@ def test_nats_cluster_of_three(services):
         assert any(v["target"] == flag(command, "--store_dir") for v in service["volumes"])
         assert service["deploy"]["endpoint_mode"] == "dnsrr"
         constraints.update(service["deploy"]["placement"]["constraints"])
-    assert names == set(NATS) and len(constraints) == 3
+        # Liveness of the server alone: a cluster-wide /healthz would wait for
+        # peers that Swarm's DNS names only once they are healthy.
+        assert service["healthcheck"]["test"][-1].endswith("/healthz?js-enabled-only=true")
+    assert names == set(NATS)
+    assert constraints == {f"node.labels.tracker.{n} == true" for n in NATS}
 
 
 def test_cassandra_cluster_of_three(services):
@@ -176,4 +180,14 @@ def test_cassandra_cluster_of_three(services):
         assert [v["target"] for v in service["volumes"]] == ["/var/lib/cassandra"]
         assert service["deploy"]["endpoint_mode"] == "dnsrr"
         constraints.update(service["deploy"]["placement"]["constraints"])
-    assert len(clusters) == 1 and len(constraints) == 3
+        # Seeds are found by name, which Swarm resolves only for healthy tasks.
+        assert "healthcheck" not in service
+    assert len(clusters) == 1
+    assert constraints == {f"node.labels.tracker.{n} == true" for n in CASSANDRA}
+
+
+def test_cassandra_writes_survive_a_node_down(collector_config, services):
+    [entry] = [e for e in collector_config.notify if e["Service"] == "cassandra"]
+    dc = services["cassandra1"]["environment"]["CASSANDRA_DC"]
+    assert entry["Replication"] == {"class": "NetworkTopologyStrategy", dc: 3}
+    assert entry["Consistency"] == "LOCAL_QUORUM" and entry["LocalDC"] == dc

@@ -410,7 +410,7 @@ class CassandraSink(Sink):
         return ctx
 
     def _new_cluster(self):
-        from cassandra import ConsistencyLevel
+        from cassandra import ConsistencyLevel, UnresolvableContactPoints
         from cassandra.auth import PlainTextAuthProvider
         from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
         from cassandra.policies import (DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy,
@@ -430,12 +430,18 @@ class CassandraSink(Sink):
             ctx = self.ssl_context()
         except (OSError, ssl.SSLError) as exc:
             raise SinkUnavailable(f"cassandra: cannot load CACert/Cert/Key: {exc}") from None
-        return Cluster(contact_points=self.contact_points, port=self.port,
-                       execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-                       auth_provider=auth, ssl_context=ctx,
-                       connect_timeout=self.timeout, control_connection_timeout=self.timeout,
-                       reconnection_policy=ExponentialReconnectionPolicy(0.5, 10.0),
-                       idle_heartbeat_interval=10)
+        try:
+            return Cluster(contact_points=self.contact_points, port=self.port,
+                           execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+                           auth_provider=auth, ssl_context=ctx,
+                           connect_timeout=self.timeout, control_connection_timeout=self.timeout,
+                           reconnection_policy=ExponentialReconnectionPolicy(0.5, 10.0),
+                           idle_heartbeat_interval=10)
+        except UnresolvableContactPoints:
+            # No Hosts name resolves yet (Swarm's DNS answers for a task only
+            # once it runs): unavailable like an unreachable node, not a bad config.
+            raise SinkUnavailable(f"cassandra: none of Hosts resolves: "
+                                  f"{', '.join(self.contact_points)}") from None
 
     def _where(self):
         return f"{','.join(self.contact_points)}:{self.port}/{self.keyspace}"

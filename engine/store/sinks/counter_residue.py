@@ -8,7 +8,8 @@ the spool moves on, and this residue is retried by itself until the store
 takes it. The residue is durable, so a worker that dies or stops during an
 outage hands it to the next one instead of leaving the batch to be replayed.
 
-Files, in ``SpoolDirectory``: ``<prefix>-<pid>-<n>.counters`` (JSON: a list of
+Files, in ``SpoolDirectory``: ``<prefix>-<pid>-<tag>.counters`` (``tag`` random per
+residue, as the spool's: a container's restart brings the same pids back; JSON: a list of
 ``[table, key, n]``, replaced atomically: write a temporary file, fsync,
 rename) and ``<same>.lock``, on which the owner holds an exclusive ``flock``
 for as long as it lives. A ``.lock`` that can be locked has no live owner:
@@ -22,14 +23,11 @@ Keys hold text, integers, dates and UUIDs; JSON carries the last two tagged:
 import datetime
 import fcntl
 import glob
-import itertools
 import os
+import secrets
 import uuid
 
 import orjson
-
-_counter = itertools.count(1)
-
 
 def _encode(value):
     if isinstance(value, datetime.date):
@@ -71,7 +69,7 @@ class CounterResidue:
     # ---- ownership -------------------------------------------------------
     def open(self):
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        self.base = os.path.join(self.dir, f"{self.prefix}-{os.getpid()}-{next(_counter)}")
+        self.base = os.path.join(self.dir, f"{self.prefix}-{os.getpid()}-{secrets.token_hex(4)}")
         self.lock_fd = os.open(self.base + ".lock", os.O_CREAT | os.O_RDWR, 0o600)
         fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 

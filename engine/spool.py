@@ -132,6 +132,7 @@ class FileCursor:
             raise
         self.version = version
         self.torn = False
+        self.skipped = 0                     # records at or below skip_to passed over
         self.seq = seq                       # last record passed
         self.offset = HEADER.size            # where the next record starts
         self.skip_to = 0
@@ -146,7 +147,8 @@ class FileCursor:
     def read(self, limit, most):
         out = []
         while len(out) < most and self.offset < limit and not self.torn:
-            want = min(limit - self.offset, READ_BLOCK)
+            # about a KiB per record wanted: no MiB re-read for a few records
+            want = min(limit - self.offset, READ_BLOCK, (most - len(out)) * 1024 + 4096)
             buf = os.pread(self.fd, want, self.offset)
             got = self._parse(buf, limit, most, out)
             if got == 0:
@@ -181,6 +183,8 @@ class FileCursor:
             self.seq = seq
             if seq > self.skip_to:
                 out.append((seq, buf[end - length:end], base + end))
+            else:
+                self.skipped += 1
         if pos + 16 > n and base + n >= limit and base + pos < limit and not self.torn:
             self.torn = True                 # a few stray bytes at the very end
         self.offset = base + pos

@@ -338,6 +338,7 @@ class CassandraSink(Sink):
         "Service", "Critical", "Context", "Hosts", "Timeout", "Connections", "Concurrency",
         "RowBatch", "Consistency", "LocalDC", "FirstWrite", "Replication",
         "CACert", "Cert", "Key", "Secure", "Username", "Password"})
+    multi_writer = True
 
     def __init__(self, entry, config):
         super().__init__(entry, config)
@@ -844,6 +845,29 @@ class CassandraDailyRead:
     def of_sink(cls, sink):
         """Read through a sink's first session (the sink writes in this process)."""
         return cls(sink.keyspace, lambda: sink.sessions[0] if sink.sessions else None)
+
+    @classmethod
+    def own_session(cls, sink):
+        """Read on a session of its own, for a process that writes nothing (an
+        HTTP worker): ``sink`` only lends its settings (hosts, TLS, timeouts);
+        the session connects in a background thread on first use, and until
+        it has, reads fail (the checker then lets requests through)."""
+        state = {"session": None, "connecting": False}
+
+        def connect():
+            try:
+                state["session"] = sink._new_cluster().connect()
+            except Exception as exc:
+                log.warning("daily limit: cannot connect to cassandra", error=repr(exc)[:200])
+            finally:
+                state["connecting"] = False
+
+        def session():
+            if state["session"] is None and not state["connecting"]:
+                state["connecting"] = True
+                threading.Thread(target=connect, name="dailies", daemon=True).start()
+            return state["session"]
+        return cls(sink.keyspace, session)
 
     async def __call__(self, ip, day):
         session = self.session()

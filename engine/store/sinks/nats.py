@@ -131,6 +131,7 @@ def _default(value):
 class NatsSink(Sink):
     service = "nats"
     entry_keys = NOTIFY_KEYS
+    multi_writer = True
 
     def __init__(self, entry, config):
         super().__init__(entry, config)

@@ -29,6 +29,11 @@ from engine.spool import (HEADER, RECORD, FileCursor, SpoolFormatError, decoder,
 SCAN_EVERY = 0.2          # seconds between directory listings
 CREATED = struct.Struct("<q")
 
+# path -> sink ids that wrote all of it, in this process: a position that
+# could not be saved (the disk is full: the very case where deleting the
+# file matters most) still counts for the sinks of this process.
+_finished_here = {}
+
 
 class TailFile:
     """One spool file, as one sink reads it."""
@@ -177,15 +182,21 @@ class SpoolTail:
         """``f`` is read to its end and written: save the final position and
         delete the file if every sink has written all of it (blocking)."""
         last = f.cursor.seq
+        here = _finished_here.setdefault(f.path, set())
+        here.add(self.sid)
         if last > f.written_seq or f.cursor.offset != f.written_offset:
             f.written_seq, f.written_offset = max(last, f.written_seq), f.cursor.offset
-            if os.path.exists(f.path):
-                write_position(f.path, self.sid, f.written_seq, f.written_offset)
-        covered = all(read_position(f.path, sid, legacy)[0] >= last
+            try:
+                if os.path.exists(f.path):
+                    write_position(f.path, self.sid, f.written_seq, f.written_offset)
+            except OSError as exc:
+                log.warning("could not save a spool position", path=f.path, error=str(exc))
+        covered = all(sid in here or read_position(f.path, sid, legacy)[0] >= last
                       for sid, legacy in self.all_sids)
         deleted = covered and os.path.exists(f.path)
         if covered:
             remove_spool(f.path)
+            _finished_here.pop(f.path, None)
         return deleted
 
     def forget(self, f):

@@ -214,7 +214,9 @@ class SpoolTail:
             f = self.files[path]
             if f.finished:
                 continue
-            limit = f.cursor.size() if f.final else self._committed(f)
+            limit = None if f.final else self._committed(f)
+            if limit is None and (f.final or is_final(f.path)):
+                f.final, limit = True, f.cursor.size()
             if limit is not None and limit > f.count_offset:
                 n, f.count_offset = count_frames(f.cursor.fd, f.count_offset, limit)
                 f.counted += n

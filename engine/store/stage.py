@@ -144,9 +144,12 @@ class SinkStage:
                     or self.io_pending or self.tail.finishable_count())
 
     async def drain(self, deadline):
-        """Read every file to its end and write it all, until ``deadline``
-        (monotonic); returns the records left unwritten."""
+        """Read every final file to its end and write it all, until
+        ``deadline`` (monotonic); returns the records left unwritten. A file
+        still being written (a reload stops the store processes while HTTP
+        workers serve) is left at the position saved, for the next store."""
         self.draining = True
+        self.tail.final_only = True
         while time.monotonic() < deadline:
             await asyncio.sleep(POLL)
             if self.idle():

@@ -68,6 +68,7 @@ class SpoolTail:
         self.scanned_at = 0.0
         self.slots = {}                        # pid -> board slot number
         self.bad = set()                       # paths that are not readable spool files
+        self.final_only = False                # draining: live files wait for the next store
 
     # ---- finding files ---------------------------------------------------
     def scan(self, force=False):
@@ -102,7 +103,7 @@ class SpoolTail:
         if f.final:
             return f.cursor.size()
         number = self.slots.get(f.pid)
-        if number is not None and self.board is not None:
+        if number is not None and self.board is not None and not self.final_only:
             pid, _k, _i, _b, spool, _a = self.board.read(number)[:6]
             if pid == f.pid:
                 file_number, committed = unpack_spool(spool)

@@ -27,7 +27,6 @@ import asyncio
 import time
 
 from engine.logs import log
-from engine.store.sinks.sqlite import open_db
 
 MAX_IPS = 100_000
 
@@ -101,6 +100,7 @@ class SQLiteDailyRead:
 
     def _read_sync(self, ip, day):
         if self._conn is None:
+            from engine.store.sinks.sqlite import open_db   # only where the limit is on
             self._conn = open_db(self.path, readonly=True)
         row = self._conn.execute("SELECT total FROM dailies WHERE ip = ? AND day = ?",
                                  (ip, day)).fetchone()

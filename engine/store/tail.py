@@ -27,6 +27,9 @@ from engine.spool import (HEADER, RECORD, FileCursor, SpoolFormatError, decoder,
                           read_position, remove_spool, spool_files, write_position)
 
 SCAN_EVERY = 0.2          # seconds between directory listings
+LOCK_TEST_EVERY = 0.05    # seconds between lock tests of a caught-up live file
+COUNT_MAX = 32 << 20      # bytes framed per file per lag count: a deep backlog is
+                          # counted over a few ticks instead of stalling one
 CREATED = struct.Struct("<q")
 
 # path -> sink ids that wrote all of it, in this process: a position that
@@ -39,7 +42,7 @@ class TailFile:
     """One spool file, as one sink reads it."""
     __slots__ = ("path", "pid", "number", "cursor", "decode", "final", "done_reading",
                  "in_flight", "written_seq", "written_offset", "written_count",
-                 "count_offset", "counted", "finished")
+                 "count_offset", "counted", "finished", "lock_tested")
 
     def __init__(self, path, pid, number, cursor):
         self.path, self.pid, self.number, self.cursor = path, pid, number, cursor
@@ -53,6 +56,7 @@ class TailFile:
         self.count_offset = cursor.offset      # framing count ahead (lag)
         self.counted = 0
         self.finished = False
+        self.lock_tested = 0.0
 
 
 class SpoolTail:
@@ -107,8 +111,15 @@ class SpoolTail:
             pid, _k, _i, _b, spool, _a = self.board.read(number)[:6]
             if pid == f.pid:
                 file_number, committed = unpack_spool(spool)
-                if file_number == f.number and f.cursor.offset < committed:
-                    return committed
+                if file_number == f.number:
+                    if f.cursor.offset < committed:
+                        return committed
+                    # caught up with a live writer: it may have closed the file
+                    # (drain, failed write); test its lock now and then only
+                    now = time.monotonic()
+                    if now - f.lock_tested < LOCK_TEST_EVERY:
+                        return None
+                    f.lock_tested = now
         if is_final(f.path):
             f.final = True
             return f.cursor.size()
@@ -219,7 +230,8 @@ class SpoolTail:
             if limit is None and (f.final or is_final(f.path)):
                 f.final, limit = True, f.cursor.size()
             if limit is not None and limit > f.count_offset:
-                n, f.count_offset = count_frames(f.cursor.fd, f.count_offset, limit)
+                n, f.count_offset = count_frames(f.cursor.fd, f.count_offset,
+                                                 min(limit, f.count_offset + COUNT_MAX))
                 f.counted += n
             ahead = f.counted - f.written_count - f.cursor.skipped
             if ahead > 0:

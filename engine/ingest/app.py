@@ -20,7 +20,7 @@ from engine.errors import ParseError
 from engine.limits.policy import CLASS_NAMES, PROXY, SERVICE, STATIC, TRACK, any_enabled
 from engine.logs import log
 from engine.ingest.redirect import normalise_hosts, safe_redirect
-from engine.record import encode as encode_record
+from engine import record
 from engine.spool import SpoolFull
 
 COOKIE_MAX_AGE = 31536000  # one year
@@ -51,6 +51,8 @@ class TrackerApp:
                             if isinstance(e, dict) and e.get("Critical") and i < 64)
         self.stats = stats
         self.parse = parser.parse_track
+        self.encode_track = parser.encode_track          # request -> spool record
+        self.decode = getattr(parser, "decode", record.decode)
         self.ids = ids
         self.registry = registry
         self.date = registry.date
@@ -229,11 +231,12 @@ class TrackerApp:
         if not committer.accepting:
             return None, (503, self.unavailable_response())
         try:
-            event = self._parse(req, path, query, body)
+            payload = self._record(req, path, query, body)
         except ParseError as exc:
             return None, (400, self._plain(400, str(exc) + "\n", False))
+        event = self.decode(payload)    # what the answer needs (vid, redirect)
         try:                            # answered once the group is written
-            req.wait_epoch = committer.append(encode_record(event))
+            req.wait_epoch = committer.append(payload)
         except SpoolFull:
             return None, (503, self.unavailable_response())
         return event, None
@@ -248,6 +251,22 @@ class TrackerApp:
             None if ua is None else ua.decode("utf-8", "replace"),
             None if lang is None else lang.decode("latin-1"),
             None if raw_cookie is None else cookie_value(raw_cookie),
+            time.time_ns() // 1000000, self.ids, self.url_filter)
+
+    def _record(self, req, path, query, body):
+        """The spool record of a tracked request (engine/record.py), encoded
+        from the same inputs ``_parse`` gives the parser, converted as
+        ``parse_track`` converts them, so both agree byte for byte."""
+        headers = req.headers
+        raw_cookie = headers.get(b"cookie")
+        ua = headers.get(b"user-agent")
+        lang = headers.get(b"accept-language")
+        cookie = None if raw_cookie is None else cookie_value(raw_cookie)
+        return self.encode_track(
+            path, query, body, req.client_ip,
+            None if ua is None else ua.decode("utf-8", "replace").encode("utf-8", "replace"),
+            None if lang is None else lang.decode("latin-1").encode("latin-1", "replace"),
+            cookie.encode("ascii") if cookie is not None and cookie.isascii() else None,
             time.time_ns() // 1000000, self.ids, self.url_filter)
 
     def unavailable_response(self):

@@ -28,6 +28,7 @@ spool file final and finish it.
 """
 import os
 import select
+import shlex
 import signal
 import socket
 import tempfile
@@ -127,7 +128,9 @@ class Supervisor:
 
     def prepare(self):
         configure(self.config.effective_log_level, "supervisor")
-        set_title("supervisor")
+        # The arguments stay in the title: `ps` shows them, and the container's
+        # health probe (docker/healthcheck.py) reads --listen / --config there.
+        set_title("supervisor " + shlex.join(os.sys.argv[1:]))
         log_config_notes(self.config)
         self.raise_open_files_limit()
         self.shared = SharedLimits.create(SHARED_IP_SLOTS)

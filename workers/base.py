@@ -15,7 +15,7 @@
 
 Test hook (off unless the environment says so): with ``TRACKER_TEST_HOOKS``
 containing ``block-loop``, SIGUSR2 blocks the worker's event loop for good,
-which is how tests/integration/test_heartbeat.py proves a stuck worker is
+which is how tests/integration/test_store_stage.py proves a stuck worker is
 replaced.
 """
 import asyncio

@@ -278,13 +278,26 @@ def test_a_worker_whose_loop_is_stuck_is_replaced(collector_factory):
     print(f"stuck HTTP worker replaced after {replaced_after:.1f} s")
 
 
+def load_healthcheck():
+    import importlib.util
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    spec = importlib.util.spec_from_file_location(
+        "healthcheck", os.path.join(root, "docker", "healthcheck.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_process_titles_show_the_roles(collector_factory):
     c = collector_factory(workers=2)
 
     def title(pid):
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
             return fh.read().split(b"\0")[0].decode()
-    assert title(c.proc.pid) == "tracker: supervisor"
+    assert title(c.proc.pid).startswith("tracker: supervisor serve --config ")
+    probe = load_healthcheck()                 # the container's probe reads it there
+    with open(f"/proc/{c.proc.pid}/cmdline", "rb") as fh:
+        assert probe.target(probe.arguments_of(fh.read())) == (False, "127.0.0.1", c.port)
     assert sorted(title(p) for p in c.child_pids()) == [
         "tracker: http-0", "tracker: http-1", "tracker: store-0"]
     assert c.stop() == 0

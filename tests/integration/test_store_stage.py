@@ -301,3 +301,23 @@ def test_process_titles_show_the_roles(collector_factory):
     assert sorted(title(p) for p in c.child_pids()) == [
         "tracker: http-0", "tracker: http-1", "tracker: store-0"]
     assert c.stop() == 0
+
+
+def test_ready_is_503_while_a_critical_store_fails_to_write(collector_factory):
+    # The store process publishes its sinks' health on the worker board; the
+    # HTTP workers' /ready reads it (they hold no store connection themselves).
+    c = collector_factory({"BatchMaxAgeMs": 20}, workers=1)
+    assert c.get("/ready")[0] == 200
+    blocker = sqlite3.connect(c.db_path, isolation_level=None, timeout=30)
+    blocker.execute("BEGIN EXCLUSIVE")            # SQLite's busy timeout is 15 s
+    try:
+        assert c.get("/tr/v1/m/held")[0] == 200     # ingest goes on
+        assert _wait(lambda: c.get("/ready")[0] == 503, 40, 0.2)
+        status, _, body = c.get("/ready")
+        assert body == b"store down: 0-sqlite\n"
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert _wait(lambda: c.get("/ready")[0] == 200, 30, 0.2)
+    assert c.stop() == 0
+    assert [json.loads(r["params"])["m"] for r in c.rows("SELECT params FROM events")] == ["held"]

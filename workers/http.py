@@ -1,20 +1,21 @@
 """The HTTP worker process: one uvloop event loop serving the tracker routes.
 
-Lifecycle: bind an own SO_REUSEPORT socket (after the fork), start the sinks,
-start serving, tell the supervisor it is ready; on SIGTERM drain: stop
-listening, let in-flight requests finish, flush every batch, exit 0.
+Lifecycle: bind an own SO_REUSEPORT socket (after the fork), open its spool
+file, start serving, tell the supervisor it is ready; on SIGTERM drain: stop
+listening, let in-flight requests finish, commit the open group, close the
+spool file (final: the store processes finish it), exit 0.
+
+It parses, spools and answers; it imports no sink and holds no store
+connection or store file. The one exception is ``ProxyDailyLimit``'s
+read-only look at the ``dailies`` counter (engine/limits/daily.py).
 """
 import asyncio
-import ctypes
 import os
 import signal
 import socket
 import time
 
-import uvloop
-
-from engine.store.batcher import Batcher
-from engine.ingest.commit import GroupCommitter, OrphanReplay
+from engine.ingest.commit import GroupCommitter
 from engine.spool import SpoolWriter
 from engine.limits.daily import DailyLimitUnavailable, build_checker
 from engine.tls.acmefiles import certificate_path
@@ -22,29 +23,13 @@ from engine.ingest.app import TrackerApp
 from engine.tls.plainport import PlainPortApp
 from engine.tls.context import CertificateError, LiveCertificate, read_pair, server_context
 from engine.http.protocol import ConnectionRegistry, HttpConnection
-from engine.logs import configure, log
+from engine.logs import log
 from engine.metrics import WorkerStats
-from engine.store.sinks.registry import CriticalSinkDown, SinkEntryError, build_sinks, start_sinks
 from engine.parser import load_parser
-from workers import EXIT_BOOT, EXIT_OK
+from workers.base import BootError, report_ready, run_async
 
 TICK = 0.5
 TLS_BIND_RETRY = 10.0       # seconds between tries to open a late TLS listener
-ORPHAN_SCAN_TICKS = 10      # look for dead workers' spool files every 5 s
-PR_SET_PDEATHSIG = 1
-
-
-class BootError(Exception):
-    """The worker cannot start; the supervisor must not respawn it."""
-
-
-def die_with_parent():
-    """Ask Linux to SIGTERM this worker when the supervisor dies."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # the ticker's parent check still catches it
 
 
 def bind_socket(host, port, backlog=4096):
@@ -89,8 +74,10 @@ def worker_certificate(config):
 
 
 class HttpWorker:
-    def __init__(self, config, index, ready_fd, shared, conn_slot):
+    def __init__(self, config, index, ready_fd, shared, conn_slot, board=None, slot=None):
         self.config = config
+        self.board = board
+        self.slot = slot
         self.index = index
         self.ready_fd = ready_fd
         self.shared = shared
@@ -112,42 +99,29 @@ class HttpWorker:
         self.cert = worker_certificate(cfg)
         sock = bind_socket(*cfg.listen)
         tls_sock = bind_socket(*cfg.listen_tls) if self.cert and self.cert.loaded else None
-        try:
-            sinks = build_sinks(cfg)
-        except SinkEntryError as exc:
-            raise BootError(str(exc)) from None
-        try:
-            unstarted = await start_sinks(sinks)
-        except CriticalSinkDown as exc:
-            raise BootError(str(exc)) from None
         self.stats.bind()
-        batcher = Batcher(sinks, self.stats, cfg.batch_max_events, cfg.batch_max_age_ms,
-                          cfg.queue_max_events, unstarted)
         registry = ConnectionRegistry(cfg)
         registry.clock = loop.time()
         parser = load_parser()
-        app = TrackerApp(cfg, batcher, self.stats, parser, parser.TimeUUIDGen(), registry,
-                         self.shared, self.conn_slot, self.index)
-        self.stats.gauges = lambda: (len(registry.open), batcher.waiting(),
-                                     app.committer.spool.bytes_used if app.committer else 0)
+        app = TrackerApp(cfg, self.stats, parser, parser.TimeUUIDGen(), registry,
+                         self.shared, self.conn_slot, self.index, self.board)
         try:
-            app.daily = build_checker(cfg, sinks)
+            app.daily = build_checker(cfg)
         except DailyLimitUnavailable as exc:
             raise BootError(str(exc)) from None
-        committer, orphans = self.open_spool(batcher, app.unavailable_response)
-        app.committer = committer
+        committer = app.committer = self.open_spool()
+        self.stats.gauges = lambda: (len(registry.open), committer.spool.pending,
+                                     committer.spool.bytes_used)
         await self.listen(app, registry, sock, tls_sock)
-        batcher.start()
-        if committer is not None:
-            committer.start()
-        ticker = loop.create_task(self.tick(registry, orphans))
-        os.write(self.ready_fd, b"R")
+        committer.start()
+        ticker = loop.create_task(self.tick(registry, committer))
+        report_ready(self.ready_fd)
         log.info("worker serving", listen="%s:%d" % cfg.listen, index=self.index,
                  tls=cfg.tls, listen_tls="%s:%d" % cfg.listen_tls if tls_sock else None,
                  parser=parser.__name__)
         await self.stop.wait()
         ticker.cancel()
-        await self.drain(app, registry, batcher, sinks)
+        await self.drain(app, registry)
 
     async def listen(self, app, registry, sock, tls_sock):
         """Without TLS the tracker answers on the plain port; with TLS it
@@ -190,35 +164,25 @@ class HttpWorker:
                 self.tls_retry_at = now + TLS_BIND_RETRY
                 log.error("cannot open the TLS listener; retrying", reason=str(exc))
 
-    def open_spool(self, batcher, unavailable):
-        """Spool durability: this worker's write-ahead file, its committer, and
-        the replayer of files dead workers left behind. (None, None) in memory
-        durability."""
+    def open_spool(self):
+        """This worker's spool file and its committer. "memory" durability
+        is the same spool written without fdatasync."""
         cfg = self.config
-        if cfg.durability != "spool":
-            return None, None
+        publish = self.slot.set_spool if self.slot is not None else None
         try:
-            spool = SpoolWriter(cfg.spool_directory, [ch.sink_id for ch in batcher.channels],
-                                cfg.spool_max_bytes)
+            spool = SpoolWriter(cfg.spool_directory, cfg.spool_max_bytes,
+                                durable=cfg.durability == "spool", publish=publish)
         except OSError as exc:
             raise BootError(f"cannot write the spool in SpoolDirectory "
                             f"{cfg.spool_directory}: {exc.strerror}") from None
-        committer = GroupCommitter(spool, batcher, self.stats, unavailable)
-        batcher.on_written = committer.ack
-        orphans = OrphanReplay(cfg.spool_directory, lambda: {spool.path}, batcher,
-                               committer.io, cfg.batch_max_events)
-        return committer, orphans
+        return GroupCommitter(spool, self.stats, lambda: self.app.unavailable_response())
 
-    async def tick(self, registry, orphans):
+    async def tick(self, registry, committer):
         loop = asyncio.get_running_loop()
-        ticks, scan = 0, None
         while True:
-            if orphans is not None and ticks % ORPHAN_SCAN_TICKS == 0 and \
-                    (scan is None or scan.done()):
-                scan = loop.create_task(orphans.scan())
-            ticks += 1
             await asyncio.sleep(TICK)
             registry.sweep(loop.time())
+            committer.tick()
             if self.cert is not None:
                 await self.watch_certificate()
             self.stats.sync()
@@ -226,7 +190,7 @@ class HttpWorker:
                 log.warning("supervisor gone; draining")
                 self.stop.set()
 
-    async def drain(self, app, registry, batcher, sinks):
+    async def drain(self, app, registry):
         started = time.monotonic()
         timeout = self.config.drain_timeout
         app.draining = registry.draining = True
@@ -240,48 +204,21 @@ class HttpWorker:
             registry.sweep(loop.time())   # the ticker is stopped: idle ones close here
         for conn in list(registry.open):
             conn.close()
-        if app.committer is not None:
-            await app.committer.flush()
-        left = await batcher.drain(max(0.5, timeout - (time.monotonic() - started)))
-        if app.committer is not None and not await app.committer.close():
-            log.warning("undelivered events stay in the spool for the next start",
-                        path=app.committer.spool.path)
+        await app.committer.flush()
+        await app.committer.close()
         self.stats.sync()
-        for sink in sinks:
-            # Bounded: a store stuck mid-write must not hold the exit past the
-            # drain timeout (its batches are safe in the spool).
-            remaining = max(0.5, timeout - (time.monotonic() - started))
-            try:
-                await asyncio.wait_for(sink.close(), remaining)
-            except asyncio.TimeoutError:
-                log.error("sink did not close in time", sink=sink.service)
-            except Exception as exc:
-                log.error("sink close failed", sink=sink.service, error=repr(exc))
-        if left:
-            log.error("drain timed out; events not written", pending=left)
         log.info("worker drained", seconds=round(time.monotonic() - started, 3))
 
 
-def run(config, index, ready_fd, shared=None, conn_slot=0):
+def run(config, index, ready_fd, shared=None, conn_slot=0, board=None, slot=None):
     """Entry point in the forked child; returns the process exit code.
 
     ``shared`` is the supervisor's SharedLimits (node-wide rate limits and
-    connection counts); ``conn_slot`` this worker's slot in it.
+    connection counts); ``conn_slot`` this worker's slot in it; ``board`` and
+    ``slot`` the worker board (engine/board.py) and this worker's slot.
     """
     if shared is None:   # run on its own: limits cover this process only
         from engine.limits._bucket import SharedLimits
         shared = SharedLimits.create(1024)
-    configure(config.effective_log_level, f"http-{index}")
-    die_with_parent()
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)   # reloads are the supervisor's
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    loop = uvloop.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_until_complete(HttpWorker(config, index, ready_fd, shared, conn_slot).serve())
-    except BootError as exc:
-        log.error("worker cannot boot", reason=str(exc), index=index)
-        return EXIT_BOOT
-    finally:
-        loop.close()
-    return EXIT_OK
+    worker = HttpWorker(config, index, ready_fd, shared, conn_slot, board, slot)
+    return run_async(config, f"http-{index}", worker.serve, slot, "http", index)

@@ -1,8 +1,9 @@
 """Routing and the handlers of DESIGN.md §2, for one worker.
 
 ``TrackerApp.handle`` turns a parsed request into response bytes,
-synchronously: tracking parses (Cython), enqueues into the batcher and
-answers; storage happens later in the batcher's tasks.
+synchronously: tracking parses (Cython), appends the event's record to the
+spool's open group and answers once the group is written
+(engine/ingest/commit.py); the store processes write the stores.
 """
 import os
 import time
@@ -19,6 +20,7 @@ from engine.errors import ParseError
 from engine.limits.policy import CLASS_NAMES, PROXY, SERVICE, STATIC, TRACK, any_enabled
 from engine.logs import log
 from engine.ingest.redirect import normalise_hosts, safe_redirect
+from engine import record
 from engine.spool import SpoolFull
 
 COOKIE_MAX_AGE = 31536000  # one year
@@ -41,12 +43,16 @@ def _header_safe(value):
 
 
 class TrackerApp:
-    def __init__(self, config, batcher, stats, parser, ids, registry, shared, conn_slot,
-                 worker_index=0):
+    def __init__(self, config, stats, parser, ids, registry, shared, conn_slot,
+                 worker_index=0, board=None):
         self.config = config
-        self.batcher = batcher
+        self.board = board              # the worker board: store processes' sink health
+        self.critical = sum(1 << i for i, e in enumerate(config.notify)
+                            if isinstance(e, dict) and e.get("Critical") and i < 64)
         self.stats = stats
         self.parse = parser.parse_track
+        self.encode_track = parser.encode_track          # request -> spool record
+        self.decode = getattr(parser, "decode", record.decode)
         self.ids = ids
         self.registry = registry
         self.date = registry.date
@@ -65,7 +71,7 @@ class TrackerApp:
                              if config.debug else b"")
         self.routes = self._route_table(config.api_prefix.encode())
         self.daily = None               # ProxyDailyLimit checker (engine.limits.daily), if set
-        self.committer = None           # GroupCommitter in spool durability
+        self.committer = None           # GroupCommitter (engine/ingest/commit.py)
         self.proxy = None               # ReverseProxy when ProxyUrl is set (engine.proxy)
         if config.proxy_url:
             from engine.proxy import ReverseProxy
@@ -227,18 +233,15 @@ class TrackerApp:
         if req.method == b"HEAD":
             return self._parse(req, path, query, None), None
         committer = self.committer
-        if not self.batcher.accepting or (committer is not None and not committer.accepting):
+        if not committer.accepting:
             return None, (503, self.unavailable_response())
         try:
-            event = self._parse(req, path, query, body)
+            payload = self._record(req, path, query, body)
         except ParseError as exc:
             return None, (400, self._plain(400, str(exc) + "\n", False))
-        if committer is None:           # memory durability: queued is accepted
-            self.batcher.put(event)
-            self.stats.events += 1
-            return event, None
-        try:                            # spool: answered once the group is fsynced
-            req.wait_epoch = committer.append(event)
+        event = self.decode(payload)    # what the answer needs (vid, redirect)
+        try:                            # answered once the group is written
+            req.wait_epoch = committer.append(payload)
         except SpoolFull:
             return None, (503, self.unavailable_response())
         return event, None
@@ -253,6 +256,22 @@ class TrackerApp:
             None if ua is None else ua.decode("utf-8", "replace"),
             None if lang is None else lang.decode("latin-1"),
             None if raw_cookie is None else cookie_value(raw_cookie),
+            time.time_ns() // 1000000, self.ids, self.url_filter)
+
+    def _record(self, req, path, query, body):
+        """The spool record of a tracked request (engine/record.py), encoded
+        from the same inputs ``_parse`` gives the parser, converted as
+        ``parse_track`` converts them, so both agree byte for byte."""
+        headers = req.headers
+        raw_cookie = headers.get(b"cookie")
+        ua = headers.get(b"user-agent")
+        lang = headers.get(b"accept-language")
+        cookie = None if raw_cookie is None else cookie_value(raw_cookie)
+        return self.encode_track(
+            path, query, body, req.client_ip,
+            None if ua is None else ua.decode("utf-8", "replace").encode("utf-8", "replace"),
+            None if lang is None else lang.decode("latin-1").encode("latin-1", "replace"),
+            cookie.encode("ascii") if cookie is not None and cookie.isascii() else None,
             time.time_ns() // 1000000, self.ids, self.url_filter)
 
     def unavailable_response(self):
@@ -347,16 +366,22 @@ class TrackerApp:
         return 200, self._plain(200, "pong", keep)
 
     def ready(self, conn, req, path, query, keep):
-        down = [ch.name for ch in self.batcher.channels if ch.sink.critical and not ch.healthy]
         if self.draining:
             return 503, self._plain(503, "draining\n", keep)
-        if not self.batcher.accepting:
-            return 503, self._plain(503, "queue full\n", keep)
-        if self.committer is not None and not self.committer.accepting:
+        if not self.committer.accepting:
             return 503, self._plain(503, "spool full or failing\n", keep)
+        down = self.critical_down()
         if down:
             return 503, self._plain(503, "store down: %s\n" % ", ".join(down), keep)
         return 200, self._plain(200, "ready\n", keep)
+
+    def critical_down(self):
+        """Names of the Critical Notify entries a store process fails to write."""
+        if not self.critical or self.board is None:
+            return []
+        mask = self.board.sinks_down() & self.critical
+        return [f"{i}-{e.get('Service')}" for i, e in enumerate(self.config.notify)
+                if mask >> i & 1]
 
     def status(self, conn, req, path, query, keep):
         body = orjson.dumps([{"Key": "client", "Value": req.client_ip},

@@ -11,6 +11,7 @@ Exit 0 on a 200 answer, 1 otherwise (what HEALTHCHECK expects).
 """
 import http.client
 import os
+import shlex
 import ssl
 import sys
 
@@ -22,18 +23,35 @@ TIMEOUT = 2.0
 WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
+SUPERVISOR_TITLE = "tracker: supervisor "
+
+
 def serve_arguments():
     """`tracker serve ...` as the collector was started: PID 1 in the container
     (the entrypoint execs it), else any process running `serve`."""
     for pid in ["1"] + sorted(p for p in os.listdir("/proc") if p.isdigit()):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                argv = fh.read().decode().split("\0")
+                argv = arguments_of(fh.read())
         except OSError:
             continue
-        if "serve" in argv and any(a.endswith("tracker") for a in argv):
-            return argv[argv.index("serve"):]
+        if argv is not None:
+            return argv
     return ["serve"]
+
+
+def arguments_of(cmdline):
+    """The `serve ...` arguments in a /proc/PID/cmdline, or None. The
+    supervisor's process title (engine/supervisor.py) keeps them:
+    ``tracker: supervisor serve --config ...``; before it is set the
+    command line is the plain ``.../tracker serve ...``."""
+    argv = cmdline.decode("utf-8", "replace").rstrip("\0").split("\0")
+    if argv and argv[0].startswith(SUPERVISOR_TITLE):
+        argv = shlex.split(argv[0][len(SUPERVISOR_TITLE):].strip())
+        return argv[argv.index("serve"):] if "serve" in argv else None
+    if "serve" in argv and any(a.endswith("tracker") for a in argv):
+        return argv[argv.index("serve"):]
+    return None
 
 
 def target(serve_argv):

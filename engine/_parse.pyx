@@ -791,8 +791,10 @@ cdef class Encoder:
                     kp = self._decoded(p + start, end - start, False, &kn)
                     pending = True
                 else:
+                    # decoded even under an empty key: a malformed escape
+                    # anywhere in the path is a bad request
+                    vp = self._decoded(p + start, end - start, False, &vn)
                     if kn > 0:
-                        vp = self._decoded(p + start, end - start, False, &vn)
                         i = _omap_put(m, kp, kn)
                         m.e[i].v.p, m.e[i].v.n = vp, vn
                         m.e[i].v.obj, m.e[i].v.has_text = NULL, True

@@ -25,7 +25,12 @@ Byte layout (little-endian; every field 8-byte aligned)::
                                     durability). One field, so a reader never
                                     pairs one file's number with another's size.
                    u64 accepted     events accepted since the child started
-                   24 bytes reserved
+                   u64 down         store processes: bit i set while the sink of
+                                    Notify[i] fails to write in this process
+                                    (HTTP workers' /ready reads it for the
+                                    Critical ones; so at most 64 Notify entries
+                                    are tracked, the rest count as healthy)
+                   16 bytes reserved
 
 Single writer per slot (its owner; the supervisor only clears a dead
 child's slot), aligned 8-byte stores and loads are atomic on x86-64 and
@@ -43,11 +48,12 @@ VERSION = 1
 HEADER = struct.Struct("<8sII")
 HEADER_SIZE = 64
 SLOT_SIZE = 64
-SLOT = struct.Struct("<QIIQQQ")      # pid, kind, index, heartbeat, spool, accepted
+SLOT = struct.Struct("<QIIQQQQ")     # pid, kind, index, heartbeat, spool, accepted, down
 KINDS = ("none", "http", "store", "consume", "acme")
 OFFSET_BITS = 40
 OFFSET_MASK = (1 << OFFSET_BITS) - 1
-FIELDS = {"pid": 0, "heartbeat": 16, "spool": 24, "accepted": 32}
+FIELDS = {"pid": 0, "heartbeat": 16, "spool": 24, "accepted": 32, "down": 40}
+U64 = struct.Struct("<Q")
 
 
 def pack_spool(file_number, committed):
@@ -71,13 +77,19 @@ class Slot:
     def claim(self, kind, index):
         """Called in the child after the fork: the slot is now this process's."""
         SLOT.pack_into(self.board.map, self.base, os.getpid(), KINDS.index(kind), index,
-                       time.monotonic_ns(), 0, 0)
+                       time.monotonic_ns(), 0, 0, 0)
 
     def beat(self):
-        struct.pack_into("<Q", self.board.map, self.base + 16, time.monotonic_ns())
+        U64.pack_into(self.board.map, self.base + 16, time.monotonic_ns())
 
     def set_accepted(self, n):
-        struct.pack_into("<Q", self.board.map, self.base + 32, n)
+        U64.pack_into(self.board.map, self.base + 32, n)
+
+    def set_spool(self, file_number, committed):
+        U64.pack_into(self.board.map, self.base + 24, pack_spool(file_number, committed))
+
+    def set_down(self, mask):
+        U64.pack_into(self.board.map, self.base + 40, mask & 0xFFFFFFFFFFFFFFFF)
 
     def field_address(self, name):
         """Address of one u64 field, for C code that writes it directly."""
@@ -109,31 +121,44 @@ class Board:
         self.used.discard(number)
 
     def clear(self, number):
-        SLOT.pack_into(self.map, HEADER_SIZE + number * SLOT_SIZE, 0, 0, 0, 0, 0, 0)
+        SLOT.pack_into(self.map, HEADER_SIZE + number * SLOT_SIZE, 0, 0, 0, 0, 0, 0, 0)
 
     def slot(self, number):
         return Slot(self, number)
 
     # ---- readers ---------------------------------------------------------
     def read(self, number):
-        """(pid, kind, index, heartbeat ns, spool, accepted) of one slot."""
-        pid, kind, index, beat, spool, accepted = SLOT.unpack_from(
+        """(pid, kind, index, heartbeat ns, spool, accepted, down) of one slot."""
+        pid, kind, index, beat, spool, accepted, down = SLOT.unpack_from(
             self.map, HEADER_SIZE + number * SLOT_SIZE)
-        return pid, KINDS[kind] if kind < len(KINDS) else "none", index, beat, spool, accepted
+        return (pid, KINDS[kind] if kind < len(KINDS) else "none", index, beat, spool,
+                accepted, down)
+
+    def heartbeat(self, number):
+        return U64.unpack_from(self.map, HEADER_SIZE + number * SLOT_SIZE + 16)[0]
 
     def live(self):
-        """{pid: (number, kind, index, heartbeat, spool, accepted)} of the claimed slots."""
+        """{pid: (number, kind, index, heartbeat, spool, accepted, down)} of the claimed slots."""
         found = {}
         for number in range(self.slots):
-            pid, kind, index, beat, spool, accepted = self.read(number)
+            pid, kind, index, beat, spool, accepted, down = self.read(number)
             if pid:
-                found[pid] = (number, kind, index, beat, spool, accepted)
+                found[pid] = (number, kind, index, beat, spool, accepted, down)
         return found
 
     def committed(self, pid):
         """(file number, committed bytes) of an HTTP worker's spool, or None."""
         for number in range(self.slots):
-            slot_pid, kind, _i, _b, spool, _a = self.read(number)
+            slot_pid, kind, _i, _b, spool, _a, _d = self.read(number)
             if slot_pid == pid and kind == "http":
                 return unpack_spool(spool)
         return None
+
+    def sinks_down(self):
+        """Bits of the Notify entries some store process fails to write."""
+        mask = 0
+        for number in range(self.slots):
+            pid, kind, _i, _b, _s, _a, down = self.read(number)
+            if pid and kind == "store":
+                mask |= down
+        return mask

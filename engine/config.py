@@ -80,6 +80,10 @@ KEYS = {
     # New keys (README documents them).
     "TLS": ("tls", str, None, lambda v: v in ("off", "local", "acme"), '"off", "local" or "acme"'),
     "Workers": ("workers", int, 0, _nonneg, "a process count, 0 = one per CPU"),
+    "StoreWorkers": ("store_workers", int, 1, _pos,
+                     "a process count >= 1 (SQLite always has one writer)"),
+    "WorkerTimeoutSeconds": ("worker_timeout", (int, float), 30, _pos,
+                             "seconds > 0 a worker may go without a heartbeat"),
     "RedirectHosts": ("redirect_hosts", list, None, None, "a list of host names"),
     "AdminListen": ("admin_listen", str, "", None,
                     '"HOST:PORT" for /metrics, /status, /ready and /ping, or empty'),

@@ -50,10 +50,7 @@ class WorkerStats:
         self.latency = {}       # route -> [count per LATENCY_BUCKETS slot, sum]
         self.events = 0
         self.limited = {}       # route class -> requests refused with 429
-        self.sink_written = {}
-        self.sink_failed = {}
-        self.flushes = []       # (sink, seconds) not yet synced
-        self.gauges = lambda: (0, 0, 0)  # () -> (open connections, queued events, spool bytes)
+        self.gauges = lambda: (0, 0, 0)  # () -> (open connections, open-group events, spool bytes)
         self.upstream = None    # () -> (open, idle) proxy upstream connections, with ProxyUrl
         self.sources = []       # (stats) -> None: compiled counters drained into these
         self._metrics = None
@@ -77,32 +74,21 @@ class WorkerStats:
     def rate_limited(self, cls_name):
         self.limited[cls_name] = self.limited.get(cls_name, 0) + 1
 
-    # ---- batcher callbacks -----------------------------------------------
-    def written(self, sink, n, seconds):
-        self.sink_written[sink] = self.sink_written.get(sink, 0) + n
-        self.flushes.append((sink, seconds))
-
-    def failed(self, sink):
-        self.sink_failed[sink] = self.sink_failed.get(sink, 0) + 1
-
     # ---- shared counters -------------------------------------------------
     def bind(self):
         """Create the prometheus metrics (in the worker, after the fork)."""
-        from prometheus_client import Counter, Gauge, Histogram
+        from prometheus_client import Counter, Gauge
         self._metrics = {
             "latency": BulkHistogram(REQUEST_DURATION),
             "limited": Counter("tracker_rate_limited_total",
                                "Requests refused with 429 by the rate limiter", ["route_class"]),
-            "batches": Counter("tracker_batches_flushed_total",
-                               "Batches written by a sink", ["sink"]),
-            "flush": Histogram("tracker_batch_flush_seconds", "Time to write one batch",
-                               ["sink"], buckets=FLUSH_BUCKETS),
             "connections": Gauge("tracker_open_connections", "Open client connections",
                                  multiprocess_mode="livesum"),
             "queue": Gauge("tracker_queue_events",
-                           "Accepted events not yet written to every sink",
+                           "Accepted events waiting for their spool group's write",
                            multiprocess_mode="livesum"),
-            "spool": Gauge("tracker_spool_bytes", "Bytes in the workers' current spool files",
+            "spool": Gauge("tracker_spool_bytes",
+                           "Bytes of the HTTP workers' spool files still on disk",
                            multiprocess_mode="livesum"),
             "upstream": Gauge("tracker_proxy_upstream_connections",
                               "Connections to ProxyUrl (open = all, idle = kept alive, unused)",
@@ -110,10 +96,6 @@ class WorkerStats:
             "requests": Counter("tracker_requests_total", "HTTP requests answered",
                                 ["route", "status"]),
             "events": Counter("tracker_events_total", "Events accepted (answered 2xx)"),
-            "written": Counter("tracker_sink_events_written_total",
-                               "Events written by a sink", ["sink"]),
-            "failed": Counter("tracker_sink_write_failures_total",
-                              "Failed batch writes (retried)", ["sink"]),
         }
 
     def sync(self):
@@ -128,8 +110,7 @@ class WorkerStats:
         if self.events:
             m["events"].inc(self.events)
             self.events = 0
-        for attr, name in (("sink_written", "written"), ("sink_failed", "failed"),
-                           ("limited", "limited")):
+        for attr, name in (("limited", "limited"),):
             counts = getattr(self, attr)
             setattr(self, attr, {})
             for label, n in counts.items():
@@ -137,10 +118,6 @@ class WorkerStats:
         latency, self.latency = self.latency, {}
         for route, slots in latency.items():
             m["latency"].add((route,), slots)
-        flushes, self.flushes = self.flushes, []
-        for sink, seconds in flushes:
-            m["batches"].labels(sink).inc()
-            m["flush"].labels(sink).observe(seconds)
         conns, queued, spooled = self.gauges()
         m["connections"].set(conns)
         m["queue"].set(queued)
@@ -149,6 +126,65 @@ class WorkerStats:
             open_, idle = self.upstream()
             m["upstream"].labels("open").set(open_)
             m["upstream"].labels("idle").set(idle)
+
+
+class StoreStats:
+    """A store process's numbers: what each sink wrote or failed (from its
+    SinkChannel), and its lag, moved into shared metrics every tick.
+
+    Lag gauges are ``livesum``: each store process reports the files it
+    reads for a sink (a sink shared out over several store processes sums
+    to its total) and a dead process's share disappears with it."""
+
+    def __init__(self):
+        self.sink_written = {}
+        self.sink_failed = {}
+        self.flushes = []
+        self.lag = {}           # sink -> (events, seconds), replaced every tick
+        self._metrics = None
+
+    def written(self, sink, n, seconds):
+        self.sink_written[sink] = self.sink_written.get(sink, 0) + n
+        self.flushes.append((sink, seconds))
+
+    def failed(self, sink):
+        self.sink_failed[sink] = self.sink_failed.get(sink, 0) + 1
+
+    def bind(self):
+        from prometheus_client import Counter, Gauge, Histogram
+        self._metrics = {
+            "batches": Counter("tracker_batches_flushed_total",
+                               "Batches written by a sink", ["sink"]),
+            "flush": Histogram("tracker_batch_flush_seconds", "Time to write one batch",
+                               ["sink"], buckets=FLUSH_BUCKETS),
+            "written": Counter("tracker_sink_events_written_total",
+                               "Events written by a sink", ["sink"]),
+            "failed": Counter("tracker_sink_write_failures_total",
+                              "Failed batch writes (retried)", ["sink"]),
+            "lag_events": Gauge("tracker_sink_lag_events",
+                                "Events in the spool not yet written by a sink",
+                                ["sink"], multiprocess_mode="livesum"),
+            "lag_seconds": Gauge("tracker_sink_lag_seconds",
+                                 "Age of the oldest event in the spool not yet written "
+                                 "by a sink", ["sink"], multiprocess_mode="livemax"),
+        }
+
+    def sync(self):
+        m = self._metrics
+        if m is None:
+            return
+        for attr, name in (("sink_written", "written"), ("sink_failed", "failed")):
+            counts = getattr(self, attr)
+            setattr(self, attr, {})
+            for label, n in counts.items():
+                m[name].labels(label).inc(n)
+        flushes, self.flushes = self.flushes, []
+        for sink, seconds in flushes:
+            m["batches"].labels(sink).inc()
+            m["flush"].labels(sink).observe(seconds)
+        for sink, (events, seconds) in self.lag.items():
+            m["lag_events"].labels(sink).set(events)
+            m["lag_seconds"].labels(sink).set(seconds)
 
 
 # Sample names of the two counters behind a BulkHistogram; never exposed as such.

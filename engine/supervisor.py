@@ -1,16 +1,34 @@
-"""The pre-fork supervisor: forks HTTP workers and keeps their number right.
+"""The pre-fork supervisor: forks the workers and keeps their number right.
 
 ``run()`` tells the whole story: prepare, spawn, then loop — wait for a
 signal or a child event, dispatch ``handle_<signal>``, reap dead workers,
-respawn what is missing. Signal handlers only enqueue the signal.
+kill silent or overdue ones, respawn what is missing. Signal handlers only
+enqueue the signal.
+
+Children, by kind (``Worker.kind``), each titled ``tracker: <kind>-<index>``:
+``store`` × StoreWorkers (workers/store.py: spool → sinks), ``http`` ×
+Workers (workers/http.py: parse → spool → answer), and one ``consume``
+(NATS Consume entries) and one ``acme`` (TLS "acme") when configured.
+
+Every child gets a slot of the worker board (engine/board.py) taken before
+the fork and freed after it is reaped. A ready child that has not beaten its
+slot for ``WorkerTimeoutSeconds`` (a stuck event loop would otherwise keep
+its SO_REUSEPORT socket and keep being handed connections) gets SIGABRT,
+then SIGKILL after ``KILL_GRACE``, and is replaced. The ACME process sleeps
+between renewals in plain blocking calls and is not watched.
 
 Workers bind their own SO_REUSEPORT socket after the fork. A worker that
 cannot boot (exit code EXIT_BOOT, or dying before it reported ready) stops
 the supervisor with a non-zero code instead of being respawned forever; a
 worker that dies after it was serving is respawned with backoff.
+
+Stopping: HTTP workers (and the consumer, ACME) get SIGTERM first; the store
+processes only once the last HTTP worker has exited, so they find every
+spool file final and finish it.
 """
 import os
 import select
+import shlex
 import signal
 import socket
 import tempfile
@@ -19,7 +37,7 @@ import time
 import traceback
 
 from engine import metrics
-
+from engine.board import Board
 from engine.tls import acmefiles
 
 from engine.system import rlimits
@@ -30,30 +48,34 @@ from engine.store.sinks.base import SinkUnavailable
 from engine.store.sinks.registry import SinkEntryError, build_sinks
 from engine.limits._bucket import CONNECTION_SLOTS, SharedLimits
 from workers import EXIT_BOOT, EXIT_CRASH, EXIT_OK
+from workers.base import set_title
 
 MIGRATE_SYSCTL = "/proc/sys/net/ipv4/tcp_migrate_req"
 BOOT_TIMEOUT = 10.0
 RESPAWN_BACKOFF_MAX = 10.0
 KILL_GRACE = 5.0
-CONSUMER = "consume"         # the consumer's index and kind (HTTP workers are 0..N-1)
-ACME = "acme"                # the ACME process's index and kind (workers/acme.py)
+HTTP, STORE, CONSUMER, ACME = "http", "store", "consume", "acme"   # kinds of child
+UNWATCHED = (ACME,)          # kinds without a heartbeat (blocking sleeps)
 SHARED_IP_SLOTS = 65536      # per-IP buckets in shared memory (2 MiB)
 
 
 class Worker:
     """The supervisor's view of one child."""
 
-    def __init__(self, pid, index, ready_fd, generation):
+    def __init__(self, pid, kind, index, ready_fd, generation):
         self.pid = pid
+        self.kind = kind
         self.index = index
         self.ready_fd = ready_fd
         self.generation = generation
         self.ready = False
         self.retiring = False
+        self.probation = False
         self.started = time.monotonic()
         self.term_sent = 0.0
-        self.conn_slot = None    # its slot of the shared connection counters
-        self.kind = "http"       # or CONSUMER / ACME: single processes, index == kind
+        self.abort_sent = 0.0    # SIGABRT for a silent heartbeat
+        self.conn_slot = None    # its slot of the shared connection counters (HTTP)
+        self.board_slot = None   # its slot of the worker board
 
 
 class Supervisor:
@@ -68,10 +90,11 @@ class Supervisor:
         self.generation = 0
         self.stopping = False
         self.exit_code = EXIT_OK
-        self.respawn_at = {}         # index -> monotonic time
-        self.backoff = {}            # index -> seconds
+        self.respawn_at = {}         # (kind, index) -> monotonic time
+        self.backoff = {}            # (kind, index) -> seconds
         self.metrics_dir = None
         self.shared = None           # SharedLimits, created before the first fork
+        self.board = None            # the worker board, created before the first fork
 
     # ---- the story -------------------------------------------------------
     def run(self):
@@ -84,7 +107,10 @@ class Supervisor:
                 self.dispatch_signals()
                 self.reap_workers()
                 self.kill_overdue()
-                if not self.stopping:
+                self.kill_silent()
+                if self.stopping:
+                    self.stop_stores_after_ingest()
+                else:
                     self.spawn_missing()
         finally:
             self.cleanup()
@@ -102,9 +128,13 @@ class Supervisor:
 
     def prepare(self):
         configure(self.config.effective_log_level, "supervisor")
+        # The arguments stay in the title: `ps` shows them, and the container's
+        # health probe (docker/healthcheck.py) reads --listen / --config there.
+        set_title("supervisor " + shlex.join(os.sys.argv[1:]))
         log_config_notes(self.config)
         self.raise_open_files_limit()
         self.shared = SharedLimits.create(SHARED_IP_SLOTS)
+        self.board = Board()
         self.metrics_dir = tempfile.mkdtemp(prefix="tracker-metrics-")
         metrics.prepare_dir(self.metrics_dir)
         self.restarts = metrics.restart_counter()
@@ -126,7 +156,8 @@ class Supervisor:
         self.prepare_acme_cache()
         if self.config.reuseport_migrate:
             enable_reuseport_migration()
-        log.info("supervisor starting", workers=self.config.workers, tls=self.config.tls,
+        log.info("supervisor starting", workers=self.config.workers,
+                 store_workers=self.config.store_workers, tls=self.config.tls,
                  listen=["%s:%d" % a for a in self.listen_addresses(self.config)])
 
     def prepare_stores(self):
@@ -229,7 +260,17 @@ class Supervisor:
         if code:
             self.exit_code = code
         for worker in self.workers.values():
-            self.terminate(worker)
+            if worker.kind != STORE:
+                self.terminate(worker)
+        self.stop_stores_after_ingest()
+
+    def stop_stores_after_ingest(self):
+        """Store processes stop once no HTTP worker can add to the spool."""
+        if any(w.kind == HTTP for w in self.workers.values()):
+            return
+        for worker in self.workers.values():
+            if worker.kind == STORE:
+                self.terminate(worker)
 
     def terminate(self, worker):
         if not worker.term_sent:
@@ -240,14 +281,43 @@ class Supervisor:
                 pass
 
     # ---- children --------------------------------------------------------
-    def spawn_worker(self, index, probation=False):
-        slot = self.take_conn_slot()
-        worker = self.fork_child(index, probation, lambda ready_w: self.http_main(
-            index, ready_w, slot))
-        worker.conn_slot = slot
+    def wanted(self):
+        """kind -> how many of it this config wants (stores first: they boot
+        alongside the HTTP workers and must be there to read the spool)."""
+        return {STORE: self.config.store_workers, HTTP: self.config.workers,
+                CONSUMER: 1 if self.wants_consumer() else 0,
+                ACME: 1 if self.config.tls == "acme" else 0}
+
+    def wants_consumer(self):
+        return any(isinstance(e, dict) and e.get("Service") == "nats"
+                   for e in self.config.consume)
+
+    def spawn_missing(self):
+        now = time.monotonic()
+        for kind, count in self.wanted().items():
+            active = {w.index for w in self.workers.values()
+                      if w.kind == kind and not w.retiring}
+            for index in range(count):
+                if index not in active and now >= self.respawn_at.get((kind, index), 0):
+                    self.spawn(kind, index)
+
+    def spawn(self, kind, index, probation=False):
+        """Fork one child of ``kind``; it runs that kind's ``*_main``."""
+        main = {HTTP: self.http_main, STORE: self.store_main,
+                CONSUMER: self.consume_main, ACME: self.acme_main}[kind]
+        slot = self.board.take()
+        conn_slot = self.take_conn_slot() if kind == HTTP else None
+        try:
+            worker = self.fork_child(kind, index, lambda ready_w: main(
+                index, ready_w, self.board.slot(slot), conn_slot))
+        except BaseException:
+            self.board.release(slot)
+            raise
+        worker.probation = probation
+        worker.board_slot, worker.conn_slot = slot, conn_slot
         return worker
 
-    def fork_child(self, index, probation, main):
+    def fork_child(self, kind, index, main):
         """Fork a child that runs ``main(ready_fd)`` and exits with its code."""
         ready_r, ready_w = os.pipe()
         for stream in (os.sys.stdout, os.sys.stderr):
@@ -257,8 +327,7 @@ class Supervisor:
             os.close(ready_r)
             os._exit(self.run_child(main, ready_w))
         os.close(ready_w)
-        worker = Worker(pid, index, ready_r, self.generation)
-        worker.probation = probation
+        worker = Worker(pid, kind, index, ready_r, self.generation)
         self.workers[pid] = worker
         return worker
 
@@ -280,77 +349,50 @@ class Supervisor:
                 pass
         return code
 
-    def http_main(self, index, ready_w, conn_slot):
+    def http_main(self, index, ready_w, slot, conn_slot):
         from workers import http as http_worker
         return http_worker.run(self.config, index, ready_w, shared=self.shared,
-                               conn_slot=conn_slot)
+                               conn_slot=conn_slot, board=self.board, slot=slot)
+
+    def store_main(self, index, ready_w, slot, _conn_slot):
+        from workers import store
+        return store.run(self.config, index, self.config.store_workers, ready_w,
+                         board=self.board, slot=slot)
+
+    def consume_main(self, index, ready_w, slot, _conn_slot):
+        from workers import consume
+        return consume.run(self.config, index, ready_w, slot=slot)
+
+    def acme_main(self, index, ready_w, slot, _conn_slot):
+        from workers import acme
+        return acme.run(self.config, index, ready_w)
 
     def take_conn_slot(self):
         """A free slot of the shared connection counters for a new worker."""
-        used = {getattr(w, "conn_slot", None) for w in self.workers.values()}
+        used = {w.conn_slot for w in self.workers.values()}
         for slot in range(CONNECTION_SLOTS):
             if slot not in used:
                 return slot
         raise BootFailure("no free connection-counter slot (too many workers)")
 
-    def release_conn_slot(self, worker):
-        """A dead worker's open connections no longer count node-wide."""
-        slot = getattr(worker, "conn_slot", None)
-        if slot is not None:
-            self.shared.conn_reset(slot)
+    def release_slots(self, worker):
+        """A dead worker's open connections no longer count node-wide, and
+        its board slot is free."""
+        if worker.conn_slot is not None:
+            self.shared.conn_reset(worker.conn_slot)
             worker.conn_slot = None
-
-    def spawn_missing(self):
-        now = time.monotonic()
-        active = {w.index for w in self.workers.values() if not w.retiring}
-        for index in range(self.config.workers):
-            if index not in active and now >= self.respawn_at.get(index, 0):
-                self.spawn_worker(index)
-        self.spawn_singles_missing(now)
-
-    # ---- single processes: NATS consumer, ACME (workers/consume.py, acme.py)
-    def wants_consumer(self):
-        return any(isinstance(e, dict) and e.get("Service") == "nats"
-                   for e in self.config.consume)
-
-    def singles(self):
-        """The one-of-a-kind children this config wants: kind -> main. Each
-        has its own index (its kind), so HTTP worker indexes are unaffected."""
-        wanted = {}
-        if self.wants_consumer():
-            wanted[CONSUMER] = self.consume_main
-        if self.config.tls == "acme":
-            wanted[ACME] = self.acme_main
-        return wanted
-
-    def spawn_singles_missing(self, now):
-        for kind, main in self.singles().items():
-            if now < self.respawn_at.get(kind, 0):
-                continue
-            if not any(w.kind == kind and not w.retiring for w in self.workers.values()):
-                self.spawn_single(kind, main)
-
-    def spawn_single(self, kind, main, probation=False):
-        worker = self.fork_child(kind, probation, main)
-        worker.kind = kind
-        return worker
-
-    def consume_main(self, ready_w):
-        from workers import consume
-        return consume.run(self.config, 0, ready_w)
-
-    def acme_main(self, ready_w):
-        from workers import acme
-        return acme.run(self.config, 0, ready_w)
+        if worker.board_slot is not None:
+            self.board.release(worker.board_slot)
+            worker.board_slot = None
 
     def roll_singles(self):
         """Reload: start each single process with the new config, then retire
         the old one (a fresh one that cannot start leaves the old running)."""
-        wanted = self.singles()
+        wanted = self.wanted()
         for kind in (CONSUMER, ACME):
             old = [w for w in self.workers.values() if w.kind == kind and not w.retiring]
-            if kind in wanted:
-                fresh = self.spawn_single(kind, wanted[kind], probation=True)
+            if wanted[kind]:
+                fresh = self.spawn(kind, 0, probation=True)
                 if not self.wait_ready(fresh):
                     self.terminate(fresh)
                     fresh.retiring = True
@@ -361,6 +403,26 @@ class Supervisor:
             for worker in old:
                 worker.retiring = True
                 self.terminate(worker)
+
+    def roll_stores(self):
+        """Reload: stop the store processes, then start them with the new
+        config. Never both at once: two processes writing one sink's share of
+        the spool would write it twice."""
+        old = [w for w in self.workers.values() if w.kind == STORE and not w.retiring]
+        for worker in old:
+            worker.retiring = True
+            self.terminate(worker)
+        deadline = time.monotonic() + self.config.drain_timeout + KILL_GRACE + 1
+        while any(w.pid in self.workers for w in old) and time.monotonic() < deadline:
+            self.wait_for_event(0.1)
+            self.reap_workers()
+            self.kill_overdue()
+        for index in range(self.config.store_workers):
+            fresh = self.spawn(STORE, index, probation=True)
+            if self.wait_ready(fresh):
+                fresh.probation = False
+            else:
+                log.error("new store process could not start; retrying", index=index)
 
     def wait_until_booted(self):
         deadline = time.monotonic() + BOOT_TIMEOUT
@@ -391,7 +453,7 @@ class Supervisor:
 
     def worker_exited(self, worker, code):
         metrics.mark_dead(worker.pid)
-        self.release_conn_slot(worker)
+        self.release_slots(worker)
         if worker.ready_fd is not None:
             os.close(worker.ready_fd)
             worker.ready_fd = None
@@ -400,8 +462,10 @@ class Supervisor:
             if self.stopping and code not in (EXIT_OK, -signal.SIGTERM):
                 self.exit_code = self.exit_code or EXIT_CRASH
         elif code == EXIT_BOOT or not worker.ready:
-            if getattr(worker, "probation", False):
+            if worker.probation:
                 log.error("new worker could not boot", worker=worker.pid, code=code)
+                if worker.kind == STORE:       # no previous one to fall back on
+                    self.schedule_respawn(worker, code)
                 return
             log.error("worker could not boot; stopping", worker=worker.pid, code=code)
             self.begin_stop(EXIT_BOOT)
@@ -410,12 +474,13 @@ class Supervisor:
 
     def schedule_respawn(self, worker, code):
         self.restarts.inc()
+        key = (worker.kind, worker.index)
         lived = time.monotonic() - worker.started
-        previous = self.backoff.get(worker.index, 0.0)
+        previous = self.backoff.get(key, 0.0)
         delay = 0.0 if lived > 30 else min(max(0.1, previous * 2), RESPAWN_BACKOFF_MAX)
-        self.backoff[worker.index] = delay
-        self.respawn_at[worker.index] = time.monotonic() + delay
-        log.warning("worker died; respawning", worker=worker.pid, code=code,
+        self.backoff[key] = delay
+        self.respawn_at[key] = time.monotonic() + delay
+        log.warning("worker died; respawning", worker=worker.pid, code=code, kind=worker.kind,
                     index=worker.index, delay=delay)
 
     def kill_overdue(self):
@@ -429,6 +494,33 @@ class Supervisor:
                 except ProcessLookupError:
                     pass
                 worker.term_sent = now  # do not repeat every loop
+
+    def kill_silent(self):
+        """SIGABRT a ready worker whose heartbeat is older than
+        WorkerTimeoutSeconds; SIGKILL it KILL_GRACE later if still there."""
+        now = time.monotonic_ns()
+        limit = int(self.config.worker_timeout * 1e9)
+        for worker in self.workers.values():
+            if not worker.ready or worker.term_sent or worker.kind in UNWATCHED:
+                continue
+            if worker.abort_sent:
+                if now - worker.abort_sent > KILL_GRACE * 1e9:
+                    self.signal_worker(worker, signal.SIGKILL)
+                    worker.abort_sent = now
+                continue
+            silent = now - self.board.heartbeat(worker.board_slot)
+            if silent > limit:
+                log.error("worker silent; replacing it", worker=worker.pid, kind=worker.kind,
+                          index=worker.index, silent_seconds=round(silent / 1e9, 1))
+                self.signal_worker(worker, signal.SIGABRT)
+                worker.abort_sent = now
+
+    @staticmethod
+    def signal_worker(worker, signum):
+        try:
+            os.kill(worker.pid, signum)
+        except ProcessLookupError:
+            pass
 
     # ---- reload ----------------------------------------------------------
     def handle_hup(self):
@@ -452,17 +544,18 @@ class Supervisor:
             log.error("reload aborted; remaining workers keep the previous config")
             return
         self.roll_singles()
+        self.roll_stores()
         log.info("reload done", pids=sorted(w.pid for w in self.workers.values()
                                              if not w.retiring))
 
     def roll_workers(self):
         """Start a new worker, wait until it serves, then retire an old one."""
         old = sorted((w for w in self.workers.values()
-                      if not w.retiring and w.kind == "http"), key=lambda w: w.index)
+                      if not w.retiring and w.kind == HTTP), key=lambda w: w.index)
         by_index = {w.index: w for w in old}
         for index in range(max(self.config.workers, len(old))):
             if index < self.config.workers:
-                fresh = self.spawn_worker(index, probation=True)
+                fresh = self.spawn(HTTP, index, probation=True)
                 if not self.wait_ready(fresh):
                     self.terminate(fresh)
                     fresh.retiring = True

@@ -57,15 +57,14 @@ def write_orphan_spool(directory, count):
     from engine import _parse
     from engine.spool import SpoolWriter
     ids = _parse.TimeUUIDGen()
-    writer = SpoolWriter(directory, ["0:sqlite"], 1 << 40)
+    writer = SpoolWriter(directory, 1 << 40)
     now = int(time.time() * 1000)
     for i in range(count):
-        event = _parse.parse_track(TRACK_PATH.encode() + b"/m/%d" % i, None, None, "127.0.0.1",
-                                   "bench", None, None, now + i, ids, "")
-        writer.append(event)
+        writer.append(_parse.encode_track(TRACK_PATH.encode() + b"/m/%d" % i, None, None,
+                                          "127.0.0.1", b"bench", None, None, now + i, ids))
         if i % 5000 == 4999 or i == count - 1:
-            _, data, group = writer.take_group()
-            writer.write_group(data, group[-1][0])
+            _, data, _records = writer.take_group()
+            writer.write_group(data)
     writer.close()
 
 

@@ -12,7 +12,6 @@ live TLS context, so nothing restarts. A failed attempt is logged with the
 CA's reason and retried with backoff; the node keeps serving the certificate
 it has.
 """
-import ctypes
 import os
 import signal
 import time
@@ -22,8 +21,7 @@ from engine.tls.acmeclient import AcmeClient, AcmeFailed
 from engine.logs import configure, log
 from engine.tls.context import CertificateError, check_pem
 from workers import EXIT_BOOT, EXIT_OK
-
-PR_SET_PDEATHSIG = 1
+from workers.base import die_with_parent, report_ready, set_title
 RETRY_FIRST = 30.0           # seconds after a failed attempt, doubling…
 RETRY_MAX = 3600.0           # …up to an hour
 CHECK_MAX = 3600.0           # re-read the cache at least hourly
@@ -93,10 +91,8 @@ class AcmeWorker:
 def run(config, index, ready_fd):
     """Entry point in the forked child; returns the process exit code."""
     configure(config.effective_log_level, "acme")
-    try:
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+    die_with_parent()
+    set_title(f"acme-{index}")
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
@@ -107,7 +103,7 @@ def run(config, index, ready_fd):
         log.error("ACME process cannot boot", reason=f"AcmeCacheDirectory "
                   f"{config.acme_cache_directory}: {exc}")
         return EXIT_BOOT
-    os.write(ready_fd, b"R")
+    report_ready(ready_fd)
     os.close(ready_fd)
     try:
         worker.run()

@@ -9,9 +9,10 @@ Messages are parsed into store-neutral records (engine/nats/messages.py) and
 gathered in a ``MessageGroup`` (counts coalesced per id, updates to the
 latest per id), flushed by size (``BatchMaxEvents``) or age
 (``BatchMaxAgeMs``) to every Notify store that has ``write_messages``
-(SQLite; Cassandra when its sink implements it). Each store has its own
-ordered queue with retry and backoff (engine.store.batcher's ``SinkChannel``), so a
-failing store neither blocks nor double-writes another.
+(SQLite, Cassandra). Each store has its own ordered queue with retry and
+backoff — engine.store.batcher's ``SinkChannel``, the same code the store
+processes write the spool through — so a failing store neither blocks nor
+double-writes another.
 
 A malformed message is counted (``tracker_nats_messages_total{result=
 "malformed"}``) and logged, never fatal. Memory is bounded: while more than
@@ -23,29 +24,21 @@ at-most-once; this process adds no further loss while it runs, and on
 SIGTERM it drains its subscriptions and writes what it holds.
 """
 import asyncio
-import ctypes
 import os
 import signal
 import time
 
-import uvloop
-
 from engine.store.batcher import SinkChannel
-from engine.logs import configure, log
+from engine.logs import log
 from engine.nats.messages import MessageError, MessageGroup, parse_count, parse_log, parse_update
 from engine.nats.options import QUEUE_GROUP, NatsOptions
 from engine.store.sinks.base import SinkUnavailable
 from engine.store.sinks.nats import BACKOFF_FIRST, BACKOFF_MAX, connect
 from engine.store.sinks.registry import CriticalSinkDown, SinkEntryError, build_sinks, start_sinks
-from workers import EXIT_BOOT, EXIT_OK
+from workers.base import BootError, report_ready, run_async
 
 TICK = 0.5
-PR_SET_PDEATHSIG = 1
 MALFORMED_LOGS_PER_TICK = 50
-
-
-class BootError(Exception):
-    """The consumer cannot start; the supervisor must not respawn it."""
 
 
 def nats_entries(config):
@@ -243,7 +236,7 @@ class Consumer:
             ch.task = loop.create_task(ch.run())
         timer = loop.create_task(self.timer())
         ticker = loop.create_task(self.tick())
-        os.write(self.ready_fd, b"R")
+        report_ready(self.ready_fd)
         log.info("consumer running", entries=len(nats_entries(self.config)),
                  stores=[ch.name for ch in self.channels])
         await self.stop.wait()
@@ -303,27 +296,8 @@ class Consumer:
         log.info("consumer drained", seconds=round(time.monotonic() - started, 3))
 
 
-def die_with_parent():
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-
-
-def run(config, index, ready_fd):
+def run(config, index, ready_fd, slot=None):
     """Entry point in the forked child; returns the process exit code."""
-    configure(config.effective_log_level, f"consume-{index}")
-    die_with_parent()
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    loop = uvloop.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_until_complete(Consumer(config, index, ready_fd).serve())
-    except BootError as exc:
-        log.error("consumer cannot boot", reason=str(exc))
-        return EXIT_BOOT
-    finally:
-        loop.close()
-    return EXIT_OK
+    consumer = Consumer(config, index, ready_fd)
+    return run_async(config, f"consume-{index}", consumer.serve, slot, "consume", index,
+                     boot_message="consumer cannot boot")

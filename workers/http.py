@@ -1,20 +1,20 @@
 """The HTTP worker process: one uvloop event loop serving the tracker routes.
 
-It parses, spools and answers; it holds no store connection (the store
-processes read the spool, workers/store.py). Lifecycle: bind an own
-SO_REUSEPORT socket (after the fork), open the spool and start its committer
-thread, start serving, tell the supervisor it is ready; on SIGTERM drain:
-stop listening, let in-flight requests finish, settle the last spool group,
-exit 0 (the spool file stays for the store processes).
+Lifecycle: bind an own SO_REUSEPORT socket (after the fork), open its spool
+file and start its committer thread (engine/ingest/_spool.pyx), start
+serving, tell the supervisor it is ready; on SIGTERM drain: stop listening,
+let in-flight requests finish, settle the open group, close the spool file
+(final: the store processes finish it), exit 0.
+
+It parses, spools and answers; it imports no sink and holds no store
+connection or store file. The one exception is ``ProxyDailyLimit``'s
+read-only look at the ``dailies`` counter (engine/limits/daily.py).
 """
 import asyncio
-import ctypes
 import os
 import signal
 import socket
 import time
-
-import uvloop
 
 from engine.ingest._spool import SpoolWriter
 from engine.ingest._track import TrackRoutes
@@ -25,27 +25,12 @@ from engine.tls.acmefiles import certificate_path
 from engine.tls.plainport import PlainPortApp
 from engine.tls.context import CertificateError, LiveCertificate, read_pair, server_context
 from engine.http.protocol import ConnectionRegistry, HttpConnection
-from engine.logs import configure, log
+from engine.logs import log
 from engine.metrics import WorkerStats
-from engine.store.sinks.registry import SinkEntryError, build_sinks
-from workers import EXIT_BOOT, EXIT_OK
+from workers.base import BootError, report_ready, run_async
 
 TICK = 0.5
 TLS_BIND_RETRY = 10.0       # seconds between tries to open a late TLS listener
-PR_SET_PDEATHSIG = 1
-
-
-class BootError(Exception):
-    """The worker cannot start; the supervisor must not respawn it."""
-
-
-def die_with_parent():
-    """Ask Linux to SIGTERM this worker when the supervisor dies."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # the ticker's parent check still catches it
 
 
 def bind_socket(host, port, backlog=4096):
@@ -90,8 +75,10 @@ def worker_certificate(config):
 
 
 class HttpWorker:
-    def __init__(self, config, index, ready_fd, shared, conn_slot):
+    def __init__(self, config, index, ready_fd, shared, conn_slot, board=None, slot=None):
         self.config = config
+        self.board = board
+        self.slot = slot
         self.index = index
         self.ready_fd = ready_fd
         self.shared = shared
@@ -99,8 +86,6 @@ class HttpWorker:
         self.parent = os.getppid()
         self.stop = None
         self.stats = WorkerStats()
-        self.board_address = 0      # the board slot's spool field (engine/board.py)
-        self.beat = None            # () -> None: the board heartbeat
         self.servers = []           # the asyncio servers this worker listens with
         self.cert = None            # LiveCertificate when serving TLS
         self.tls_server = None
@@ -119,14 +104,18 @@ class HttpWorker:
         self.stats.bind()
         registry = ConnectionRegistry(cfg)
         registry.clock = loop.time()
-        app = TrackerApp(cfg, self.stats, registry, self.shared, self.conn_slot, self.index)
-        spool = self.open_spool(app)
+        app = TrackerApp(cfg, self.stats, registry, self.shared, self.conn_slot, self.index,
+                         self.board)
+        try:
+            app.admission.daily = build_checker(cfg)
+        except DailyLimitUnavailable as exc:
+            raise BootError(str(exc)) from None
+        spool = self.open_spool()
         pure = os.environ.get("TRACKER_PURE_PARSE") == "1"
         fast = TrackRoutes(app, spool, pure=pure)
         app.attach(spool, fast)
         self.stats.sources.append(fast.drain_stats)
         self.stats.gauges = lambda: (len(registry.open), spool.pending_records, spool.used)
-        app.admission.daily = await self.daily_checker()
         await self.listen(app, registry, sock, tls_sock)
         if admin_sock is not None:
             admin = AdminApp(app)
@@ -134,32 +123,14 @@ class HttpWorker:
                 lambda: HttpConnection(admin, registry), sock=admin_sock, backlog=1024))
         spool.start(loop)
         ticker = loop.create_task(self.tick(registry, spool))
-        os.write(self.ready_fd, b"R")
+        report_ready(self.ready_fd)
         log.info("worker serving", listen="%s:%d" % cfg.listen, index=self.index,
                  tls=cfg.tls, listen_tls="%s:%d" % cfg.listen_tls if tls_sock else None,
+                 admin="%s:%d" % cfg.admin_address if admin_sock else None,
                  parser="engine.parse_ref" if pure else "engine._parse")
         await self.stop.wait()
         ticker.cancel()
         await self.drain(app, registry, spool)
-
-    async def daily_checker(self):
-        """``ProxyDailyLimit``: the one store read an HTTP worker keeps (a
-        per-IP total, cached; engine/limits/daily.py)."""
-        cfg = self.config
-        if cfg.proxy_daily_limit <= 0:
-            return None
-        try:
-            sinks = build_sinks(cfg)
-            checker = build_checker(cfg, sinks)
-            kind = cfg.proxy_daily_limit_checker or "sqlite"
-            if kind == "cassandra":
-                await next(s for s in sinks if s.service == kind).start()
-        except (SinkEntryError, DailyLimitUnavailable) as exc:
-            raise BootError(str(exc)) from None
-        except Exception as exc:      # unreachable now: the checker fails open
-            log.error("daily limit store unreachable; requests allowed until it answers",
-                      error=repr(exc)[:200])
-        return checker
 
     async def listen(self, app, registry, sock, tls_sock):
         """Without TLS the tracker answers on the plain port; with TLS it
@@ -202,14 +173,14 @@ class HttpWorker:
                 self.tls_retry_at = now + TLS_BIND_RETRY
                 log.error("cannot open the TLS listener; retrying", reason=str(exc))
 
-    def open_spool(self, app):
-        """This worker's spool file and its committer thread ("memory"
-        durability: the same file without fdatasync)."""
+    def open_spool(self):
+        """This worker's spool file and its committer thread. "memory"
+        durability is the same spool written without fdatasync."""
         cfg = self.config
         try:
             return SpoolWriter(cfg.spool_directory, cfg.spool_max_bytes,
                                durable=cfg.durability == "spool",
-                               board_address=self.board_address,
+                               board_address=self.slot.field_address("spool") if self.slot else 0,
                                interval_ms=cfg.commit_interval_ms)
         except OSError as exc:
             raise BootError(f"cannot write the spool in SpoolDirectory "
@@ -224,8 +195,6 @@ class HttpWorker:
             if self.cert is not None:
                 await self.watch_certificate()
             self.stats.sync()
-            if self.beat is not None:
-                self.beat()
             if os.getppid() != self.parent:
                 log.warning("supervisor gone; draining")
                 self.stop.set()
@@ -245,7 +214,8 @@ class HttpWorker:
         for conn in list(registry.open):
             conn.close()
         try:
-            await asyncio.wait_for(spool.flush(), max(0.5, timeout - (time.monotonic() - started)))
+            await asyncio.wait_for(spool.flush(),
+                                   max(0.5, timeout - (time.monotonic() - started)))
         except asyncio.TimeoutError:
             log.error("the last spool group did not settle in time", path=spool.path)
         spool.close()
@@ -253,26 +223,15 @@ class HttpWorker:
         log.info("worker drained", seconds=round(time.monotonic() - started, 3))
 
 
-def run(config, index, ready_fd, shared=None, conn_slot=0):
+def run(config, index, ready_fd, shared=None, conn_slot=0, board=None, slot=None):
     """Entry point in the forked child; returns the process exit code.
 
     ``shared`` is the supervisor's SharedLimits (node-wide rate limits and
-    connection counts); ``conn_slot`` this worker's slot in it.
+    connection counts); ``conn_slot`` this worker's slot in it; ``board`` and
+    ``slot`` the worker board (engine/board.py) and this worker's slot.
     """
     if shared is None:   # run on its own: limits cover this process only
         from engine.limits._bucket import SharedLimits
         shared = SharedLimits.create(1024)
-    configure(config.effective_log_level, f"http-{index}")
-    die_with_parent()
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)   # reloads are the supervisor's
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    loop = uvloop.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_until_complete(HttpWorker(config, index, ready_fd, shared, conn_slot).serve())
-    except BootError as exc:
-        log.error("worker cannot boot", reason=str(exc), index=index)
-        return EXIT_BOOT
-    finally:
-        loop.close()
-    return EXIT_OK
+    worker = HttpWorker(config, index, ready_fd, shared, conn_slot, board, slot)
+    return run_async(config, f"http-{index}", worker.serve, slot, "http", index)

@@ -31,7 +31,9 @@ worker lives. Past ``rotate_bytes`` the thread starts file n+1 and closes n
 (releasing its lock: a store process then reads n to its end). After each
 settled group the thread publishes ``(n << 40) | durable size`` in the
 worker's board slot (engine/board.py), so store processes never read past
-what is durable. A failed write is cut back (ftruncate) and answered 503.
+what is durable. A failed write is cut back (ftruncate) and answered 503, and
+its file closed (a store process finishes and deletes it; the next group
+starts a new file).
 """
 import asyncio
 import os
@@ -188,11 +190,26 @@ cdef void _publish(Shared* sh) noexcept nogil:
 
 
 cdef int _write_group(Shared* sh) noexcept nogil:
-    cdef int err = _write_all(sh.fd, sh.handed.data, sh.handed.len)
+    """Write and (durable) sync the handed group; 0 or an errno. A failed
+    group is cut off its file, which is then closed: its lock goes, so a
+    store process finishes and deletes it (freeing a full disk), and the next
+    group starts file n+1."""
+    cdef int err, fd
+    if sh.fd < 0:
+        fd = _open_file(sh, sh.file_no + 1)
+        if fd < 0:
+            return -fd
+        sh.fd = fd
+        sh.file_no += 1
+        trk_store_i64(&sh.size, HEADER_SIZE)
+        _publish(sh)
+    err = _write_all(sh.fd, sh.handed.data, sh.handed.len)
     if err == 0 and sh.durable and fdatasync(sh.fd) != 0:
         err = errno
     if err:
         ftruncate(sh.fd, sh.size)        # the group was never acknowledged
+        close(sh.fd)
+        sh.fd = -1
         return err
     trk_store_i64(&sh.size, sh.size + sh.handed.len)
     _publish(sh)

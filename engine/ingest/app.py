@@ -33,13 +33,15 @@ class TrackerApp:
     compiled routes). ``attach`` gives it the spool and the compiled routes
     once the worker has opened them."""
 
-    def __init__(self, config, stats, registry, shared, conn_slot, worker_index=0):
+    def __init__(self, config, stats, registry, shared, conn_slot, worker_index=0, board=None):
         self.config = config
+        self.board = board              # the worker board: store processes' sink health
+        self.critical = sum(1 << i for i, e in enumerate(config.notify)
+                            if isinstance(e, dict) and e.get("Critical") and i < 64)
         self.stats = stats
         self.registry = registry
         self.date = registry.date
         self.draining = False
-        self.store_down = ()            # names of Critical stores reported down
         self.redirect_hosts = normalise_hosts(config.redirect_hosts)
         self.admission = Admission(config, shared, conn_slot, stats, self.date)
         self.shared = shared            # /status reads the node's connection count
@@ -225,9 +227,18 @@ class TrackerApp:
             return 503, self._plain(503, "draining\n", keep)
         if self.spool is not None and not self.spool.accepting:
             return 503, self._plain(503, "spool full or failing\n", keep)
-        if self.store_down:
-            return 503, self._plain(503, "store down: %s\n" % ", ".join(self.store_down), keep)
+        down = self.critical_down()
+        if down:
+            return 503, self._plain(503, "store down: %s\n" % ", ".join(down), keep)
         return 200, self._plain(200, "ready\n", keep)
+
+    def critical_down(self):
+        """The Critical stores a store process reports failing (board slots)."""
+        if not self.critical or self.board is None:
+            return []
+        mask = self.board.sinks_down() & self.critical
+        return [f"{i}-{e.get('Service')}" for i, e in enumerate(self.config.notify)
+                if mask >> i & 1]
 
     def status(self, conn, req, path, query, keep):
         body = orjson.dumps([{"Key": "client", "Value": req.client_ip},

@@ -17,12 +17,16 @@ stored total of ``ip`` on ``day`` (``utc_day``'s text). ``SQLiteDailyRead``
 here needs only the database path and
 ``engine.store.sinks.cassandra.CassandraDailyRead`` only a session and keyspace, so
 the checker never depends on a sink writing in the same process.
+
+The one exception to "HTTP workers hold no store connection or store file":
+the checker runs in the HTTP worker (it answers proxied requests there), so
+that process keeps a read-only look at ``dailies`` — a read-only SQLite
+connection, or a Cassandra session of its own. It never writes.
 """
 import asyncio
 import time
 
 from engine.logs import log
-from engine.store.sinks.sqlite import open_db
 
 MAX_IPS = 100_000
 
@@ -96,6 +100,7 @@ class SQLiteDailyRead:
 
     def _read_sync(self, ip, day):
         if self._conn is None:
+            from engine.store.sinks.sqlite import open_db   # only where the limit is on
             self._conn = open_db(self.path, readonly=True)
         row = self._conn.execute("SELECT total FROM dailies WHERE ip = ? AND day = ?",
                                  (ip, day)).fetchone()
@@ -109,20 +114,24 @@ class DailyLimitUnavailable(ValueError):
     """ProxyDailyLimit is set but its checker cannot be built."""
 
 
-def build_checker(config, sinks):
+def build_checker(config):
     """The checker for ``ProxyDailyLimitChecker`` ("sqlite" by default), or None."""
     if config.proxy_daily_limit <= 0:
         return None
     kind = config.proxy_daily_limit_checker or "sqlite"
-    matching = [s for s in sinks if s.service == kind]
+    matching = [e for e in config.notify if isinstance(e, dict) and e.get("Service") == kind]
     if not matching:
         raise DailyLimitUnavailable(
             f"ProxyDailyLimitChecker {kind!r} needs a Notify entry with Service {kind!r}")
     if kind == "sqlite":
-        read = SQLiteDailyRead(matching[0].path)
+        read = SQLiteDailyRead(matching[0]["Path"])
     elif kind == "cassandra":
-        from engine.store.sinks.cassandra import CassandraDailyRead
-        read = CassandraDailyRead.of_sink(matching[0])
+        from engine.store.sinks.cassandra import CassandraDailyRead, CassandraSink
+        try:
+            sink = CassandraSink(matching[0], config)      # settings only: no I/O
+        except ValueError as exc:
+            raise DailyLimitUnavailable(f"ProxyDailyLimitChecker: {exc}") from None
+        read = CassandraDailyRead.own_session(sink)
     else:
         raise DailyLimitUnavailable(f"ProxyDailyLimitChecker: got {kind!r}, expected "
                                     "\"sqlite\" or \"cassandra\"")

@@ -1,18 +1,11 @@
-"""Batching events from the request path to every sink.
+"""Writing batches to one sink, in order, with its own retry and backoff.
 
-``put`` is synchronous and cheap: it appends to the open batch. A flush
-(by size, or by age from the flush timer) hands the batch to one
-``SinkChannel`` per sink; each channel writes its batches in order with its
-own retry and backoff, so a slow or failing sink never holds back another.
-
-In ``"Durability": "memory"`` an accepted event lives only in this process
-until its batch is written: a crash loses at most the open batch
-(``BatchMaxAgeMs``, default 250 ms of traffic) plus batches a failing sink has
-not yet taken. In ``spool`` (the default) events reach the batcher only once
-they are in the fsynced spool (engine/ingest/commit.py), which replays what a crash
-left behind. Memory is bounded: once ``QueueMaxEvents``
-events wait, ``accepting`` turns false and track routes answer 503 instead of
-acknowledging events that could not be kept.
+``SinkChannel`` is how every batch reaches a store: the store stage
+(engine/store/stage.py) hands it the batches it read from the spool, the NATS
+consumer (workers/consume.py) its message groups. Each sink has its own
+channel, so a slow or failing sink never holds back another; a batch that
+fails stays at the head of its channel and is retried whole (sinks are
+idempotent by eid, see engine/store/sinks/base.py).
 """
 import asyncio
 import time
@@ -94,75 +87,3 @@ class SinkChannel:
     @property
     def healthy(self):
         return not self.failing_since
-
-
-class Batcher:
-    def __init__(self, sinks, stats, max_events=1000, max_age_ms=250, queue_max=200000,
-                 unstarted=()):
-        self.channels = [SinkChannel(s, stats, f"{i}:{s.service}") for i, s in enumerate(sinks)]
-        for ch in self.channels:
-            if ch.sink in unstarted:
-                ch.started = False
-                ch.failing_since = time.monotonic()
-        self.stats = stats
-        self.max_events = max_events
-        self.max_age = max_age_ms / 1000.0
-        self.queue_max = queue_max
-        self.batch = []
-        self.batch_seq = 0          # spool seq of the batch's last event (0: no spool)
-        self.on_written = None      # (sink_id, seq) -> None, set by the spool
-        self.accepting = True
-        self.flush_now = asyncio.Event()
-        self.tasks = []
-
-    # ---- request path ----------------------------------------------------
-    def put(self, event, seq=0):
-        batch = self.batch
-        batch.append(event)
-        self.batch_seq = seq
-        if len(batch) >= self.max_events:
-            self.flush_now.set()
-
-    # ---- background ------------------------------------------------------
-    def start(self):
-        loop = asyncio.get_running_loop()
-        for ch in self.channels:
-            ch.task = loop.create_task(ch.run())
-            self.tasks.append(ch.task)
-        self.tasks.append(loop.create_task(self._timer()))
-
-    async def _timer(self):
-        while True:
-            try:
-                await asyncio.wait_for(self.flush_now.wait(), self.max_age)
-            except asyncio.TimeoutError:
-                pass
-            self.flush_now.clear()
-            self.flush()
-
-    def flush(self):
-        if self.batch:
-            batch, self.batch = self.batch, []
-            seq, notify = self.batch_seq, self.on_written
-            for ch in self.channels:
-                done = None
-                if seq and notify is not None:
-                    done = (lambda sid: lambda: notify(sid, seq))(ch.sink_id)
-                ch.enqueue(batch, done)
-        self.accepting = self.waiting() < self.queue_max
-
-    def waiting(self):
-        """Events accepted but not yet written to every sink."""
-        most = max((ch.pending_events for ch in self.channels), default=0)
-        return len(self.batch) + most
-
-    async def drain(self, timeout):
-        """Flush and wait until every sink has taken everything, or timeout."""
-        self.flush()
-        deadline = time.monotonic() + timeout
-        while any(ch.pending for ch in self.channels) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        left = {ch.name: ch.pending_events for ch in self.channels if ch.pending}
-        for task in self.tasks:
-            task.cancel()
-        return left

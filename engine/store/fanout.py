@@ -1,9 +1,28 @@
-"""The data model's fan-out (DESIGN.md §3), the same for every store.
+"""The data model's fan-out (DESIGN.md §3): written once, used by every sink.
 
-Which tables an event's fields land in, keyed how, and — for tables with one
-row per key — which event the row keeps. Each sink turns these facts into its
-own statements (engine/sinks/sqlite.py, engine/sinks/cassandra.py).
+``fan_out(events)`` turns a batch of events into a ``Batch``: the events
+themselves (unique by eid, in spool order), the rows each row table gets
+(one winning event per key) and the counter increments per table and key.
+SQLite, Cassandra and any plug-in sink (entry point ``tracker.sinks``) store
+exactly this; a sink only converts values and writes.
+
+Winner order: among events with the same key, a row keeps the EARLIEST or
+the LATEST by ``(created, eid)`` — created in ms, then the eid's canonical
+text (for the time-based eids the server assigns, the text of two eids of
+the same millisecond orders as their clock does, since the low time bits
+lead the text). SQLite applies the same order across batches in its upsert;
+Cassandra across batches by write timestamps derived from created and the
+eid's clock (engine/store/sinks/cassandra.py), which agree with it except for
+two events of one 10 µs slot on different workers.
+
+Keys are tuples, in the key column order below; a missing ``ip`` is "" (so
+``nodes`` and ``dailies`` always have a key); ``latlon`` is a (lat, lon)
+tuple. Counter keys use the UTC day of ``created`` as text ("YYYY-MM-DD").
+Values are the decoded event's (engine/record.py); converting them to a
+store's types is the sink's business.
 """
+import time
+
 EARLIEST, LATEST = "earliest", "latest"
 
 # The visitor-profile fields visitors and sessions keep from their first event.
@@ -24,8 +43,10 @@ ROW_TABLES = (
                              "campaign"), EARLIEST),
     ("affiliates", ("vid",), ("aff", "sid", "uid", "url", "last"), LATEST),
 )
+ROW_TABLE_NAMES = tuple(t[0] for t in ROW_TABLES)
 
-# Counter tables and their keys (`total = total + n`).
+# Counter tables and their keys (`total = total + n`). referrers' key column
+# is named url and holds the event's `last`; outcomes' created is the day.
 COUNTER_TABLES = {
     "dailies": ("ip", "day"),
     "ips": ("ip",),
@@ -36,3 +57,126 @@ COUNTER_TABLES = {
     "outcomes": ("outcome", "sink", "url", "created"),
     "counters": ("id",),
 }
+
+_days = {}
+
+
+def utc_day(created_ms):
+    """"YYYY-MM-DD" of a ``created`` in ms (UTC)."""
+    number = created_ms // 86_400_000
+    text = _days.get(number)
+    if text is None:
+        if len(_days) > 64:
+            _days.clear()
+        text = _days[number] = time.strftime("%Y-%m-%d", time.gmtime(number * 86_400))
+    return text
+
+
+class Batch(list):
+    """The events of a batch (a list, so a sink written for a plain list of
+    events keeps working) and their fan-out, computed on first use:
+    ``rows`` {table: {key: winning event}} and ``counters`` {table: {key: n}}."""
+    __slots__ = ("_rows", "_counters")
+
+    def __init__(self, events=()):
+        super().__init__(events)
+        self._rows = None
+        self._counters = None
+
+    @property
+    def rows(self):
+        if self._rows is None:
+            self._rows, self._counters = _fan(self)
+        return self._rows
+
+    @property
+    def counters(self):
+        if self._counters is None:
+            self._rows, self._counters = _fan(self)
+        return self._counters
+
+
+def unique(events):
+    """The events with an eid not seen earlier in the list, in order."""
+    seen, out = set(), []
+    add, keep = seen.add, out.append
+    for ev in events:
+        eid = ev["eid"]
+        if eid not in seen:
+            add(eid)
+            keep(ev)
+    return out
+
+
+def fan_out(events):
+    """The Batch of ``events``: duplicates (same eid) dropped, fan-out ready."""
+    if isinstance(events, Batch):
+        return events
+    batch = Batch(unique(events))
+    batch.rows   # noqa: B018 (computed now, so the cost is where it is measured)
+    return batch
+
+
+def _earliest(table, key, ev):
+    old = table.get(key)
+    if old is None or (ev["created"], ev["eid"]) < (old["created"], old["eid"]):
+        table[key] = ev
+
+
+def _latest(table, key, ev):
+    old = table.get(key)
+    if old is None or (ev["created"], ev["eid"]) > (old["created"], old["eid"]):
+        table[key] = ev
+
+
+def _bump(table, key):
+    table[key] = table.get(key, 0) + 1
+
+
+def _fan(events):
+    rows = {name: {} for name in ROW_TABLE_NAMES}
+    counts = {name: {} for name in COUNTER_TABLES}
+    visitors, sessions, nodes, locations = (rows["visitors"], rows["sessions"],
+                                            rows["nodes"], rows["locations"])
+    dailies, ips, reqs, hits = counts["dailies"], counts["ips"], counts["reqs"], counts["hits"]
+    for ev in events:
+        vid, get = ev["vid"], ev.get
+        ip = get("ip") or ""
+        if ev["first"]:
+            _earliest(visitors, (vid,), ev)
+            _earliest(sessions, (vid, ev["sid"]), ev)
+        _latest(nodes, (vid, ip), ev)
+        latlon = get("latlon")
+        if latlon:
+            _latest(locations, (vid, tuple(latlon)), ev)
+        uid = get("uid")
+        if uid:
+            _earliest(rows["aliases"], (vid, uid), ev)
+            _earliest(rows["users"], (uid, vid), ev)
+        username = get("username")
+        if username:
+            _earliest(rows["usernames"], (username, vid), ev)
+        if get("ref"):
+            _earliest(rows["referrals"], (vid,), ev)
+        if get("aff"):
+            _latest(rows["affiliates"], (vid,), ev)
+        day = utc_day(ev["created"])
+        _bump(dailies, (ip, day))
+        if ip:
+            _bump(ips, (ip,))
+        _bump(reqs, (vid,))
+        url = get("url")
+        if url:
+            _bump(hits, (url,))
+        last = get("last")
+        if last:
+            _bump(counts["referrers"], (last,))
+        browser = get("browser")
+        if browser:
+            _bump(counts["browsers"], (browser, get("bhash") or ""))
+        outcome = get("outcome")
+        if outcome:
+            _bump(counts["outcomes"], (outcome, get("sink") or "", url or "", day))
+        if get("new_visitor"):
+            _bump(counts["counters"], ("vids_created",))
+    return rows, counts

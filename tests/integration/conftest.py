@@ -128,12 +128,33 @@ class Collector:
         with open(self.log_path, "rb") as fh:
             return fh.read().decode("utf-8", "replace")
 
-    def worker_pids(self):
+    def child_pids(self):
+        """Every child of the supervisor (HTTP, store, consume, acme)."""
         try:
             with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as fh:
                 return sorted(int(p) for p in fh.read().split())
         except FileNotFoundError:
             return []
+
+    def pids_of(self, kind):
+        """Children titled ``tracker: <kind>-<i>`` (workers/base.py set_title)."""
+        found = []
+        for pid in self.child_pids():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    title = fh.read().split(b"\0")[0].decode("utf-8", "replace")
+            except FileNotFoundError:
+                continue
+            if title.startswith(f"tracker: {kind}-"):
+                found.append(pid)
+        return found
+
+    def worker_pids(self):
+        """The HTTP workers."""
+        return self.pids_of("http")
+
+    def store_pids(self):
+        return self.pids_of("store")
 
     # ---- HTTP ------------------------------------------------------------
     def connection(self, timeout=10):

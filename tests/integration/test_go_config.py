@@ -186,9 +186,16 @@ def test_serve_runs_the_go_file_with_its_stores_down(collector_factory):
     # Proxied: the daily limit reads Cassandra (down: fail-open), the upstream
     # is down too, so the answer is the proxy's 502, not a 429 or a 500.
     assert https_get(tls_port, cafile, "/some/page")[0] == 502
-    _, metrics = https_get(tls_port, cafile, "/metrics")
-    queued = re.search(rb"^tracker_queue_events ([0-9.e+]+)$", metrics, re.M)
-    assert queued and float(queued.group(1)) >= 1      # held for the stores, in the spool
+
+    def lag(sink):              # the event waits for the stores in the spool
+        metrics = https_get(tls_port, cafile, "/metrics")[1]
+        found = re.search(rb'^tracker_sink_lag_events\{sink="%s"\} ([0-9.e+]+)$' % sink,
+                          metrics, re.M)
+        return found and float(found.group(1))
+    deadline = time.monotonic() + 15
+    while not (lag(b"cassandra") and lag(b"nats")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert lag(b"cassandra") >= 1 and lag(b"nats") >= 1
 
     records = log_records(c)
     skipped = [r for r in records if r.get("msg") == "config entry skipped"]
@@ -201,4 +208,7 @@ def test_serve_runs_the_go_file_with_its_stores_down(collector_factory):
     assert c.stop() == 0
     kept = [r for r in log_records(c)
             if r.get("msg") == "undelivered events stay in the spool for the next start"]
-    assert kept and os.path.getsize(kept[0]["path"]) > 0
+    assert kept and {"0-cassandra", "1-nats"} <= set(kept[0]["pending"])
+    spool = c.config.get("SpoolDirectory") or "spool"
+    left = [n for n in os.listdir(os.path.join(c.dir, spool)) if n.endswith(".spool")]
+    assert left and all(os.path.getsize(os.path.join(c.dir, spool, n)) > 16 for n in left)

@@ -54,8 +54,8 @@ def test_jetstream_no_acknowledged_event_missing_after_node_kill(nats_factory,
         {"Service": "nats", "Hosts": [nodes["a"].host, nodes["b"].host],
          "Context": "tic.track", "JetStream": True, "Timeout": 1000, "Critical": True}]},
         workers=1)
-    [worker] = c.worker_pids()
-    name = f"tracker-{worker}"
+    [store] = c.store_pids()                  # the NATS sink publishes from the store process
+    name = f"tracker-{store}"
     doomed = wait_until(lambda: connected_node(nodes, name), what="the collector's node")
     keeper = nodes["b" if doomed.name == "a" else "a"]
     client = nats_factory.client(keeper.url)
@@ -95,8 +95,8 @@ def test_core_mode_reconnects_to_the_other_node(nats_factory, collector_factory)
         {"Service": "sqlite", "Path": "tracker.db", "Critical": True},
         {"Service": "nats", "Hosts": [nodes["a"].host, nodes["b"].host],
          "Context": "tic.track", "Timeout": 1000}]}, workers=1)
-    [worker] = c.worker_pids()
-    name = f"tracker-{worker}"
+    [store] = c.store_pids()                  # the NATS sink publishes from the store process
+    name = f"tracker-{store}"
     doomed = wait_until(lambda: connected_node(nodes, name), what="the collector's node")
     keeper = nodes["b" if doomed.name == "a" else "a"]
     sub = nats_factory.client(keeper.url)

@@ -20,9 +20,9 @@ def consume_config(server, **extra):
 
 
 def consumer_pids(collector):
-    """Children of the supervisor whose log role is consume-0."""
+    """Children of the supervisor titled tracker: consume-0 (and logging as it)."""
     pids = set(int(p) for p in re.findall(r'"pid":(\d+),"role":"consume-0"', collector.logs()))
-    return sorted(p for p in pids if p in collector.worker_pids())
+    return sorted(p for p in pids if p in collector.pids_of("consume"))
 
 
 def counter(collector, cid):

@@ -42,23 +42,41 @@ needs_pid_namespaces = pytest.mark.skipif(not pid_namespaces_work(),
                                           reason="cannot create a PID namespace here")
 
 DEAD_SPOOL = """
-import os, sys
-from engine.spool import SpoolWriter
-w = SpoolWriter(sys.argv[1], ["0:cassandra"], 1 << 20)
-w.append({"eid": "undelivered"})
-_, data, group = w.take_group()
-w.write_group(data, group[-1][0])
-print(os.getpid(), w.path)
-os._exit(0)         # killed: nothing closed, nothing acknowledged
+import asyncio, os, sys
+import uvloop
+from engine._parse import TimeUUIDGen, encode_track
+from engine.ingest._spool import SpoolWriter
+
+async def main():
+    w = SpoolWriter(sys.argv[1], 1 << 20)
+    w.start(asyncio.get_running_loop())
+    w.append(encode_track(b"/tr/v1/m/undelivered", None, None, "10.0.0.1", None, None,
+                          None, 1, TimeUUIDGen()))
+    await w.flush()                 # durable: its answer would be a 2xx
+    print(os.getpid(), w.path)
+    sys.stdout.flush()
+    os._exit(0)                     # killed: nothing closed, nothing delivered
+
+uvloop.run(main())
 """
 
 NEXT_SPOOL = """
-import json, os, sys
-from engine.spool import SpoolWriter, find_orphans, read_records
-w = SpoolWriter(sys.argv[1], ["0:cassandra"], 1 << 20)
-orphans = [p for p, _ in find_orphans(sys.argv[1], exclude={w.path})]
-print(json.dumps({"pid": os.getpid(), "orphans": orphans,
-                  "records": [read_records(p)[0] for p in orphans]}))
+import asyncio, json, os, sys
+import uvloop
+from engine.ingest._spool import SpoolWriter
+from engine.spool import is_final, read_records, spool_files
+
+async def main():
+    w = SpoolWriter(sys.argv[1], 1 << 20)
+    w.start(asyncio.get_running_loop())
+    others = sorted(p for p in spool_files(sys.argv[1]) if p != w.path)
+    print(json.dumps({"pid": os.getpid(), "mine": w.path, "others": others,
+                      "final": [is_final(p) for p in others],
+                      "records": [[[seq, event["params"]] for seq, event in read_records(p)[0]]
+                                  for p in others]}))
+    w.close()
+
+uvloop.run(main())
 """
 
 
@@ -67,13 +85,14 @@ def test_next_worker_with_the_same_pid_keeps_the_dead_ones_spool(tmp_path):
     pid, dead_path = in_new_pid_namespace(DEAD_SPOOL, str(tmp_path)).split()
     found = json.loads(in_new_pid_namespace(NEXT_SPOOL, str(tmp_path)))
     assert pid == "1" and found["pid"] == 1
-    assert found["orphans"] == [dead_path]
-    assert found["records"] == [[[1, {"eid": "undelivered"}]]]
+    assert found["mine"] != dead_path and found["others"] == [dead_path]
+    assert found["final"] == [True]           # no writer: the store reads it to its end
+    assert found["records"] == [[[1, {"m": "undelivered"}]]]
 
 
 DEAD_RESIDUE = """
 import os, sys
-from engine.sinks.counter_residue import CounterResidue
+from engine.store.sinks.counter_residue import CounterResidue
 r = CounterResidue(sys.argv[1], "cassandra-ks-1")
 r.open()
 r.add({("hits", ("u",)): 2})
@@ -82,7 +101,7 @@ os._exit(0)
 
 NEXT_RESIDUE = """
 import os, sys
-from engine.sinks.counter_residue import CounterResidue
+from engine.store.sinks.counter_residue import CounterResidue
 r = CounterResidue(sys.argv[1], "cassandra-ks-1")
 r.open()
 print(r.adopt_orphans(), r.items)

@@ -22,15 +22,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 WORKER = """
 import json, sys
-from engine.metrics import WorkerStats
+from engine.metrics import StoreStats, WorkerStats
 syncs = json.loads(sys.argv[1])
-stats = WorkerStats()
+stats, store = WorkerStats(), StoreStats()     # an HTTP worker's and a store's numbers
 stats.bind()
+store.bind()
 for answers in syncs:                      # several syncs: each one adds its deltas
     for route, seconds in answers:
         stats.answered(route, 200, seconds)
-    stats.written("sqlite", len(answers), 0.003)
+    store.written("sqlite", len(answers), 0.003)
+    store.lag["sqlite"] = (len(answers), 0.25 * len(answers))
     stats.sync()
+    store.sync()
 """
 
 # Per worker, per sync: (route, seconds). Values on a bound (1e-05, 0.001)
@@ -119,3 +122,12 @@ def test_observed_histograms_and_counters_still_merge(scraped):
     buckets, count, total = samples_of(flush, "sink", "sqlite")
     assert count == 3 and total == pytest.approx(0.009)     # three syncs, one flush each
     assert buckets[0.0025] == 0 and buckets[0.005] == 3 and sorted(buckets) == sorted(FLUSH_BUCKETS)
+
+
+def test_sink_lag_sums_events_and_keeps_the_oldest_age_over_store_processes(scraped):
+    # each process's last values: (2 events, 0.5 s) and (3 events, 0.75 s)
+    _, families = scraped
+    [events] = families["tracker_sink_lag_events"].samples
+    [seconds] = families["tracker_sink_lag_seconds"].samples
+    assert events.labels["sink"] == "sqlite" and events.value == 5
+    assert seconds.value == 0.75

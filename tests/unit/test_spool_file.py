@@ -1,37 +1,53 @@
-"""Spool file format, torn tails, acknowledgements and ownership."""
+"""Spool files: format (v2 records, v1 JSON still read), torn tails, rotation,
+positions, and how the store stage tails live and final files."""
 import os
+import time
+import uuid
 
+import orjson
 import pytest
 
-from engine.spool import (HEADER, SpoolFull, SpoolReader, SpoolWriter, find_orphans,
-                          read_acks, read_records)
+from engine import record
+from engine.board import Board
+from engine.spool import (HEADER, MAGIC, FileCursor, SpoolFormatError, SpoolFull, SpoolWriter,
+                          encode_record, is_final, read_position, read_records, write_position)
+from engine.store.tail import LOCK_TEST_EVERY, SpoolTail, count_frames
 
 
-def writer(tmp_path, max_bytes=1 << 20, rotate=1 << 20):
-    return SpoolWriter(str(tmp_path), ["0:sqlite", "1:nats"], max_bytes, rotate)
+def event(n, **extra):
+    ev = {"eid": str(uuid.uuid1()), "vid": str(uuid.uuid4()), "sid": str(uuid.uuid4()),
+          "created": 1_700_000_000_000 + n, "first": False, "ip": "10.0.0.1",
+          "params": {"n": str(n)}}
+    ev.update(extra)
+    return ev
+
+
+def writer(tmp_path, max_bytes=1 << 20, rotate=1 << 20, publish=None):
+    return SpoolWriter(str(tmp_path), max_bytes, rotate, publish=publish)
 
 
 def commit(w, events):
     for e in events:
-        w.append(e)
-    _, data, group = w.take_group()
-    w.write_group(data, group[-1][0])
-    return group
+        w.append(record.encode(e))
+    _, data, _count = w.take_group()
+    w.write_group(data)
 
 
 def test_records_round_trip_in_order(tmp_path):
     w = writer(tmp_path)
-    commit(w, [{"eid": "a", "n": 1}, {"eid": "b", "n": 2}])
-    commit(w, [{"eid": "c", "params": {"x": "é"}}])
+    events = [event(i) for i in range(3)] + [event(3, params={"x": "é"}, url="https://a/")]
+    commit(w, events[:2])
+    commit(w, events[2:])
     records, clean = read_records(w.path)
-    assert clean and records == [(1, {"eid": "a", "n": 1}), (2, {"eid": "b", "n": 2}),
-                                 (3, {"eid": "c", "params": {"x": "é"}})]
+    assert clean and [seq for seq, _ in records] == [1, 2, 3, 4]
+    assert [ev for _, ev in records] == [record.canonical(e) for e in events]
 
 
 @pytest.mark.parametrize("damage", ["cut", "garbage", "flip"])
 def test_a_torn_tail_is_detected_and_skipped(tmp_path, damage):
     w = writer(tmp_path)
-    commit(w, [{"eid": str(i)} for i in range(5)])
+    commit(w, [event(i) for i in range(5)])
+    w.close()
     size = os.path.getsize(w.path)
     with open(w.path, "r+b") as fh:
         if damage == "cut":
@@ -42,51 +58,140 @@ def test_a_torn_tail_is_detected_and_skipped(tmp_path, damage):
         else:
             fh.seek(size - 2)
             fh.write(b"XX")                           # payload bytes changed: crc fails
-    reader = SpoolReader(w.path)
-    records = list(reader)
-    expected = 5 if damage == "garbage" else 4
-    assert [e["eid"] for _, e in records] == [str(i) for i in range(expected)]
-    assert reader.torn
+    cursor = FileCursor(w.path)
+    records = cursor.read(cursor.size(), 100)
+    assert len(records) == (5 if damage == "garbage" else 4)
+    assert cursor.torn
 
 
-def test_wrong_magic_or_version_is_refused(tmp_path):
+def test_version_one_json_files_are_still_read(tmp_path):
+    path = tmp_path / "w1-1.spool"
+    old = [{"eid": "a", "n": 1}, {"eid": "b", "n": 2}]
+    path.write_bytes(HEADER.pack(MAGIC, 1, 0) + b"".join(
+        encode_record(i + 1, orjson.dumps(e)) for i, e in enumerate(old)))
+    assert read_records(str(path)) == ([(1, old[0]), (2, old[1])], True)
+
+
+def test_unknown_magic_or_version_is_refused(tmp_path):
     path = tmp_path / "x.spool"
-    path.write_bytes(HEADER.pack(b"TRKSPOOL", 99, 0))
-    with pytest.raises(ValueError, match="version-1"):
-        SpoolReader(str(path))
+    path.write_bytes(HEADER.pack(MAGIC, 99, 0))
+    with pytest.raises(SpoolFormatError, match="version-1 or -2"):
+        FileCursor(str(path))
 
 
 def test_full_spool_refuses_before_writing(tmp_path):
     w = writer(tmp_path, max_bytes=2000)
     with pytest.raises(SpoolFull):
         for i in range(100):
-            w.append({"eid": str(i), "pad": "x" * 50})
+            w.append(record.encode(event(i, url="x" * 50)))
     assert w.seq < 100
 
 
-def test_acks_and_rotation_remove_delivered_files(tmp_path):
-    w = writer(tmp_path, rotate=100)
+def test_rotation_closes_the_old_file_and_publishes_the_new(tmp_path):
+    published = []
+    w = writer(tmp_path, max_bytes=1 << 20, rotate=600,
+               publish=lambda n, committed: published.append((n, committed)))
     first = w.path
-    commit(w, [{"eid": str(i)} for i in range(10)])
-    w.save_acks({"0:sqlite": 10})
-    assert read_acks(first) == {"0:sqlite": 10, "1:nats": 0}   # nats still owes
-    w.save_acks({"1:nats": 10})                                 # all delivered, big enough
-    assert w.path != first and not os.path.exists(first)
-    commit(w, [{"eid": "next"}])
-    assert read_records(w.path)[0] == [(11, {"eid": "next"})]
-    assert w.close() is False                                   # 11 not acknowledged
-    assert os.path.exists(w.path) and read_acks(w.path) == {"0:sqlite": 10, "1:nats": 10}
-
-
-def test_only_unowned_files_are_orphans(tmp_path):
-    live = writer(tmp_path)
-    commit(live, [{"eid": "live"}])
-    dead = writer(tmp_path)
-    commit(dead, [{"eid": "dead"}])
-    dead.close()                          # owner gone: lock released, file kept
-    found = find_orphans(str(tmp_path))
-    assert [p for p, _ in found] == [dead.path]
-    assert find_orphans(str(tmp_path)) == []       # now locked by the adopter
-    for _, fd in found:
-        os.close(fd)
+    assert not is_final(first)                        # locked while written
+    commit(w, [event(i) for i in range(10)])          # past rotate_bytes
+    assert w.path != first and is_final(first) and not is_final(w.path)
+    assert published[0] == (1, HEADER.size) and published[-1] == (2, HEADER.size)
+    assert (1, os.path.getsize(first)) in published
+    commit(w, [event(10)])
+    assert [s for s, _ in read_records(w.path)[0]] == [11]   # seqs go on across files
+    w.refresh_usage()
+    assert w.bytes_used == os.path.getsize(first) + os.path.getsize(w.path)
+    os.unlink(first)                                   # the store deleted it
+    w.refresh_usage()
+    assert w.bytes_used == os.path.getsize(w.path)
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".new")]
+
+
+def test_positions_and_wave_one_acks(tmp_path):
+    path = str(tmp_path / "w1-1.spool")
+    assert read_position(path, "0-sqlite", "0:sqlite") == (0, None)
+    (tmp_path / "w1-1.spool.acks").write_bytes(orjson.dumps({"0:sqlite": 7}))
+    assert read_position(path, "0-sqlite", "0:sqlite") == (7, None)
+    write_position(path, "0-sqlite", 9, 1234)
+    assert read_position(path, "0-sqlite", "0:sqlite") == (9, 1234)
+    (tmp_path / "w1-1.spool.ack-1-nats").write_bytes(b"{not json")
+    assert read_position(path, "1-nats") == (0, None)      # damaged: replay from the start
+
+
+def test_a_cursor_resumes_at_a_position_or_skips_by_seq(tmp_path):
+    w = writer(tmp_path)
+    commit(w, [event(i) for i in range(6)])
+    w.close()
+    whole = FileCursor(w.path).read(1 << 30, 100)
+    seq3, end3 = whole[2][0], whole[2][2]
+    assert [r[0] for r in FileCursor(w.path, end3, seq3).read(1 << 30, 100)] == [4, 5, 6]
+    skipping = FileCursor(w.path, None, 3)                  # wave-1 ack: seq only
+    assert [r[0] for r in skipping.read(1 << 30, 100)] == [4, 5, 6] and skipping.skipped == 3
+    assert count_frames(skipping.fd, HEADER.size, os.path.getsize(w.path)) == (
+        6, os.path.getsize(w.path))
+
+
+def tail_of(tmp_path, board, sids=(("0-sqlite", "0:sqlite"),)):
+    return SpoolTail(str(tmp_path), sids[0][0], sids[0][1], list(sids), lambda pid: True, board)
+
+
+def test_a_live_file_is_read_up_to_the_committed_offset_only(tmp_path):
+    board = Board(4)
+    slot = board.slot(board.take())
+    slot.claim("http", 0)
+    w = writer(tmp_path, publish=slot.set_spool)
+    commit(w, [event(i) for i in range(3)])
+    committed = w.size
+    w.append(record.encode(event(3)))                  # written but not yet published:
+    _, data, _ = w.take_group()                        # as if the fsync were under way
+    w.publish = lambda n, c: None
+    w.write_group(data)
+    tail = tail_of(tmp_path, board)
+    tail.scan(force=True)
+    got = tail.read(100)
+    assert [seq for _, seq, _, _ in got] == [1, 2, 3] and got[-1][3] == committed
+    assert tail.read(100) == []
+    slot.set_spool(1, w.size)                          # the group is durable
+    assert [seq for _, seq, _, _ in tail.read(100)] == [4]
+    w.close()                                          # final: read to the end, done
+    time.sleep(LOCK_TEST_EVERY)                        # (a caught-up file's lock is tested
+    assert tail.read(100) == [] and tail.files[w.path].done_reading    # now and then)
+
+
+def test_a_final_file_is_deleted_once_every_sink_has_written_it(tmp_path):
+    w = writer(tmp_path)
+    commit(w, [event(i) for i in range(4)])
+    w.close()
+    sids = (("0-sqlite", "0:sqlite"), ("1-nats", "1:nats"))
+    tail = tail_of(tmp_path, None, sids)
+    tail.scan(force=True)
+    got = tail.read(100)
+    f = got[0][0]
+    f.in_flight += 1
+    tail.save_positions(tail.note_written({f: (got[-1][1], got[-1][3], len(got))}))
+    tail.read(100)
+    [done] = tail.finishable()
+    assert tail.finish(done) is False and os.path.exists(w.path)    # nats has not
+    assert tail.lag(0) == (0, 0.0)
+    write_position(w.path, "1-nats", 4, os.path.getsize(w.path))
+    other = tail_of(tmp_path, None, sids[::-1])
+    other.scan(force=True)
+    other.read(100)
+    [again] = other.finishable()
+    assert other.finish(again) is True
+    assert os.listdir(tmp_path) == []
+
+
+def test_lag_counts_unwritten_records_and_their_age(tmp_path):
+    w = writer(tmp_path)
+    commit(w, [event(i) for i in range(5)])
+    w.close()
+    tail = tail_of(tmp_path, None)
+    tail.scan(force=True)
+    created = 1_700_000_000_000
+    assert tail.lag(created + 2500) == (5, 2.5)
+    got = tail.read(2)
+    f = got[0][0]
+    f.in_flight += 1
+    tail.note_written({f: (got[-1][1], got[-1][3], 2)})
+    assert tail.lag(created + 2500) == (3, 2.498)      # the oldest left is event 2 (+2 ms)

@@ -1,15 +1,23 @@
 """The small interface every sink implements.
 
-A sink is created in a worker process (after the fork) from one ``Notify``
-entry of the config. The batcher calls ``write_batch`` from the worker's event
-loop; a sink whose client library blocks runs its work in an executor so the
-loop keeps answering requests.
+A sink is created in a store process (workers/store.py, after the fork) from
+one ``Notify`` entry of the config. Its stage (engine/store/stage.py) calls
+``write_batch`` from the process's event loop; a sink whose client library
+blocks runs its work in an executor so the loop keeps reading the spool.
 
 Contract:
-- ``write_batch`` either stores the whole batch or raises; the batcher then
-  retries the same batch later. Writes must therefore be idempotent by the
-  event's ``eid`` for row tables.
+- ``write_batch(batch)`` gets an ``engine.store.fanout.Batch``: a list of
+  event dicts (engine/event.py), unique by eid, in spool order, whose
+  ``rows`` ({table: {key: winning event}}) and ``counters`` ({table: {key:
+  n}}) are the fan-out of DESIGN.md §3 — the same for every sink, built-in
+  or plug-in. It either stores the whole batch or raises; the stage then
+  retries the same batch later, and after a crash the spool replays it.
+  Writes must therefore be idempotent by the event's ``eid`` for row tables
+  (say how counters avoid double counts).
 - ``start`` raises ``SinkUnavailable`` when the store cannot be reached.
+- ``multi_writer``: True when several processes may write the store at once
+  (the spool is then shared out over the store processes); False (the
+  default, and SQLite's) keeps the sink in store-0 alone.
 
 Optional, for stores (SQLite, Cassandra) that keep bus messages: the NATS
 consumer (workers/consume.py) calls ``await sink.write_messages(logs, counts,
@@ -31,6 +39,7 @@ class Sink:
     # The Notify entry keys the sink reads, so a config check can name the
     # others (engine/entries.py); None: not declared, keys are not checked.
     entry_keys = None
+    multi_writer = False
 
     def __init__(self, entry, config):
         """``entry`` is the Notify dict (with paths already resolved),
@@ -47,8 +56,8 @@ class Sink:
     async def start(self):
         """Connect / open; raise SinkUnavailable when unreachable."""
 
-    async def write_batch(self, events):
-        """Store a list of event dicts (see engine.event); raise on failure."""
+    async def write_batch(self, batch):
+        """Store a Batch (a list of event dicts with its fan-out); raise on failure."""
         raise NotImplementedError
 
     async def close(self):

@@ -3,8 +3,12 @@
 Notify entry: ``{"Service": "cassandra", "Hosts": [...], "Context": KEYSPACE, ...}``;
 docs/cassandra.md lists every key.
 
+What a batch writes (rows per table with their winning event, counter
+increments per key) is engine/store/fanout.py's ``fan_out``, shared with
+every sink; this module converts, stamps and sends it.
+
 Life cycle. Nothing is connected in the supervisor (the driver's reactor
-thread and sockets must not cross ``fork``): each worker builds its own
+thread and sockets must not cross ``fork``): each store process builds its own
 ``Cluster`` and ``Connections`` sessions in ``start()``, checks
 ``sequences.DB_VER`` against ``SchemaVersion`` and prepares every statement.
 The schema itself is created only by ``tracker schema apply``
@@ -16,7 +20,7 @@ the driver's I/O thread; the event loop only awaits one future per phase):
 
 1. row writes, all idempotent: one ``events`` insert per event (the key ends
    with ``eid``, so a replay rewrites the same row), and the fan-out tables,
-   coalesced per batch to one write per key (the winner within the batch).
+   one write per key (fan_out's winner within the batch).
    First-write-wins tables (visitors, sessions, aliases, users, usernames,
    referrals) are written ``USING TIMESTAMP`` inverted from the event's
    ``created``, so the earliest event wins every cell whatever order batches
@@ -30,9 +34,9 @@ Counters and replays. Cassandra counters are not idempotent, so a batch is
 never written twice past its row phase. A row write that fails fails the
 batch, which is retried whole (rows are idempotent; no counter was sent yet).
 Once the rows are in, the batch counts as written: the counter updates that
-fail go to the sink's durable residue (engine/sinks/counter_residue.py), a
+fail go to the sink's durable residue (engine/store/sinks/counter_residue.py), a
 file in ``SpoolDirectory`` retried by a background task until Cassandra takes
-them, and adopted by another worker if this one dies or stops first. So an
+them, and adopted by another store process if this one dies or stops first. So an
 increment confirmed once is never re-sent — not by a retry, not by a spool
 replay after a crash, not after a restart during an outage. What remains:
 
@@ -55,7 +59,7 @@ import zlib
 
 from engine.store import fanout
 from engine.event import COLUMNS
-from engine.store.fanout import EARLIEST, LATEST
+from engine.store.fanout import EARLIEST, LATEST, fan_out
 from engine.logs import log
 from engine.store.sinks.base import Sink, SinkUnavailable
 from engine.store.sinks.counter_residue import CounterResidue
@@ -214,15 +218,6 @@ class _RowTable:
             return f"INSERT INTO {keyspace}.{self.name} ({cols}) VALUES ({marks}) IF NOT EXISTS"
         return f"INSERT INTO {keyspace}.{self.name} ({cols}) VALUES ({marks}) USING TIMESTAMP ?"
 
-    def reduce(self, rows, ev, values):
-        """Keep, per key, the event that wins the row within this batch."""
-        k = tuple([values[c] for c in self.key])
-        old = rows.get(k)
-        # the same order as the write timestamps (earliest_ts / latest_ts)
-        order = (ev["created"], _sub_ms(ev["created"], values["eid"]), ev["eid"])
-        if old is None or (order < old[0] if self.keep == EARLIEST else order > old[0]):
-            rows[k] = (order, values)
-
 
 ROW_TABLES = tuple(_RowTable(*spec) for spec in fanout.ROW_TABLES)
 (VISITORS, SESSIONS, NODES, LOCATIONS, ALIASES, USERS, USERNAMES, REFERRALS,
@@ -255,14 +250,16 @@ class _Values:
         vp = ev.get("vp")
         v["vp"] = (int(vp[0]), int(vp[1])) if vp else None
         v["params"] = ev.get("params") or None
-        day_key = ev["created"] // 86_400_000
-        day = self.days.get(day_key)
+        return v
+
+    def day(self, text):
+        """A fan-out day ("YYYY-MM-DD") as the driver's ``date``."""
+        day = self.days.get(text)
         if day is None:
             if len(self.days) > 64:
                 self.days.clear()
-            day = self.days[day_key] = cql_date(ev["created"])
-        v["day"] = day
-        return v
+            day = self.days[text] = datetime.date.fromisoformat(text)
+        return day
 
 
 # ---------------------------------------------------------------- concurrency
@@ -341,6 +338,7 @@ class CassandraSink(Sink):
         "Service", "Critical", "Context", "Hosts", "Timeout", "Connections", "Concurrency",
         "RowBatch", "Consistency", "LocalDC", "FirstWrite", "Replication",
         "CACert", "Cert", "Key", "Secure", "Username", "Password"})
+    multi_writer = True
 
     def __init__(self, entry, config):
         super().__init__(entry, config)
@@ -637,82 +635,50 @@ class CassandraSink(Sink):
     # -- writing
 
     def plan(self, events):
-        """The batch as (row writes, counter writes): lists of (statement, params)."""
+        """The batch as (row writes, counter writes): lists of (statement,
+        params). What is written is ``fan_out``'s (engine/store/fanout.py);
+        here values are converted and stamped."""
         from cassandra.query import UNSET_VALUE
+        batch = fan_out(events)
         st = self.stmts
         paxos = self.first_write == "paxos"
-        rows = {t.name: {} for t in ROW_TABLES}
-        counts = {t: {} for t in COUNTER_TABLES}
-        dailies, ips, reqs, hits = (counts["dailies"], counts["ips"], counts["reqs"],
-                                    counts["hits"])
-        referrers, browsers, outcomes = counts["referrers"], counts["browsers"], counts["outcomes"]
         events_stmt = st["events"]
-        row_items = []
-        seen = set()
         convert = self._values
-        for ev in events:
-            eid = ev["eid"]
-            if eid in seen:
-                continue
-            seen.add(eid)
+        row_items, values = [], {}
+        for ev in batch:
             v = convert(ev)
             row_items.append((events_stmt, [v[c] if c in v and v[c] is not None else UNSET_VALUE
                                             for c in COLUMNS]))
-            ip = ev.get("ip") or ""
-            v["ip"] = ip
-            if ev.get("first"):
-                VISITORS.reduce(rows["visitors"], ev, v)
-                SESSIONS.reduce(rows["sessions"], ev, v)
-            NODES.reduce(rows["nodes"], ev, v)
-            if v["latlon"]:
-                LOCATIONS.reduce(rows["locations"], ev, v)
-            if ev.get("uid"):
-                ALIASES.reduce(rows["aliases"], ev, v)
-                USERS.reduce(rows["users"], ev, v)
-            if ev.get("username"):
-                USERNAMES.reduce(rows["usernames"], ev, v)
-            if ev.get("ref"):
-                REFERRALS.reduce(rows["referrals"], ev, v)
-            if ev.get("aff"):
-                AFFILIATES.reduce(rows["affiliates"], ev, v)
-            k = (ip, v["day"])
-            dailies[k] = dailies.get(k, 0) + 1
-            if ip:
-                ips[(ip,)] = ips.get((ip,), 0) + 1
-            k = (v["vid"],)
-            reqs[k] = reqs.get(k, 0) + 1
-            url = ev.get("url")
-            if url:
-                hits[(url,)] = hits.get((url,), 0) + 1
-            last = ev.get("last")
-            if last:
-                referrers[(last,)] = referrers.get((last,), 0) + 1
-            browser = ev.get("browser")
-            if browser:
-                k = (browser, ev.get("bhash") or "")
-                browsers[k] = browsers.get(k, 0) + 1
-            outcome = ev.get("outcome")
-            if outcome:
-                k = (outcome, ev.get("sink") or "", url or "", v["day"])
-                outcomes[k] = outcomes.get(k, 0) + 1
-            if ev.get("new_visitor"):
-                c = counts["counters"]
-                c[("vids_created",)] = c.get(("vids_created",), 0) + 1
+            v["ip"] = ev.get("ip") or ""
+            values[id(ev)] = v
+        rows = batch.rows
         for t in ROW_TABLES:
             stmt = st[t.name]
             stamp = latest_ts if t.keep == LATEST else earliest_ts
             lwt = paxos and t.keep == EARLIEST
-            for (created, _sub, _eid), values in rows[t.name].values():
-                params = [values.get(c) for c in t.cols]
+            for ev in rows[t.name].values():
+                v = values[id(ev)]
+                params = [v.get(c) for c in t.cols]
                 if not lwt:
-                    params.append(stamp(created, values["eid"]))
+                    params.append(stamp(ev["created"], v["eid"]))
                 row_items.append((stmt, params))
         counter_items = []
-        for table, c in counts.items():
+        key_of = self._counter_key
+        for table, c in batch.counters.items():
             stmt = st[table]
             for key, n in c.items():
-                counter_items.append((stmt, [n, *key]))
+                counter_items.append((stmt, [n, *key_of(table, key)]))
         return row_items, counter_items
+
+    def _counter_key(self, table, key):
+        """A fan-out counter key in the driver's types (uuid, date)."""
+        if table == "dailies":
+            return key[0], self._values.day(key[1])
+        if table == "reqs":
+            return (uuid.UUID(key[0]),)
+        if table == "outcomes":
+            return key[0], key[1], key[2], self._values.day(key[3])
+        return key
 
     async def write_batch(self, events):
         if not events:
@@ -885,6 +851,29 @@ class CassandraDailyRead:
     def of_sink(cls, sink):
         """Read through a sink's first session (the sink writes in this process)."""
         return cls(sink.keyspace, lambda: sink.sessions[0] if sink.sessions else None)
+
+    @classmethod
+    def own_session(cls, sink):
+        """Read on a session of its own, for a process that writes nothing (an
+        HTTP worker): ``sink`` only lends its settings (hosts, TLS, timeouts);
+        the session connects in a background thread on first use, and until
+        it has, reads fail (the checker then lets requests through)."""
+        state = {"session": None, "connecting": False}
+
+        def connect():
+            try:
+                state["session"] = sink._new_cluster().connect()
+            except Exception as exc:
+                log.warning("daily limit: cannot connect to cassandra", error=repr(exc)[:200])
+            finally:
+                state["connecting"] = False
+
+        def session():
+            if state["session"] is None and not state["connecting"]:
+                state["connecting"] = True
+                threading.Thread(target=connect, name="dailies", daemon=True).start()
+            return state["session"]
+        return cls(sink.keyspace, session)
 
     async def __call__(self, ip, day):
         session = self.session()

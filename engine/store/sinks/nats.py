@@ -1,8 +1,8 @@
 """NATS sink: every tracked event published as one JSON object on ``Context``.
 
-Created in the worker after the fork (the client and its connection belong
-to one event loop). The batcher calls ``write_batch`` from its own task, so
-no request ever waits on NATS.
+Created in a store process after the fork (the client and its connection
+belong to one event loop). The store stage calls ``write_batch`` from its
+sink channel's task, so no request ever waits on NATS.
 
 Two modes (docs/nats.md):
 
@@ -18,9 +18,8 @@ Two modes (docs/nats.md):
   default).
 
 Memory is bounded: when the connection is down ``write_batch`` raises at
-once instead of letting the client buffer, so the batch stays with the
-batcher (bounded by ``QueueMaxEvents``, after which track routes answer 503
-— the overflow path that the durable spool will take over). The client's own
+once instead of letting the client buffer, so the batch stays in the spool
+(its stage stops reading until the batch is written). The client's own
 pending buffer only ever holds the batch being published.
 
 Reconnects go across all ``Hosts`` for ever, trying each host once
@@ -131,6 +130,7 @@ def _default(value):
 class NatsSink(Sink):
     service = "nats"
     entry_keys = NOTIFY_KEYS
+    multi_writer = True
 
     def __init__(self, entry, config):
         super().__init__(entry, config)

@@ -1,6 +1,6 @@
 """SQLite sink: the embedded default store (DESIGN.md §4).
 
-One file, WAL mode, written by every worker process. Each batch is ONE
+One file, WAL mode, written by one store process. Each batch is ONE
 ``BEGIN IMMEDIATE`` transaction: the events, the row tables they fan out to and
 the counters they add either all land or none do, and a failed batch is rolled
 back and re-raised so the batcher retries it whole.
@@ -13,14 +13,17 @@ are inserted and fanned out. Because an event's row and every counter increment
 it causes commit in the same transaction, "eid already stored" means "already
 counted", so counters are never double-counted by spool replays or retries.
 
-Row tables are order-independent upserts: first-write-wins tables (visitors,
-sessions, referrals, aliases, users, usernames) keep the EARLIEST event by
-(created, eid); last-seen tables (nodes, locations, affiliates) keep the LATEST.
-Counters are coalesced per batch in memory and written once per distinct key as
-``total = total + n``.
+What a batch writes — rows per table with their winning event, counter
+increments per key — is engine/store/fanout.py's ``fan_out``, as for every
+sink; this module converts values and writes them. Row tables are
+order-independent upserts: first-write-wins tables (visitors, sessions,
+referrals, aliases, users, usernames) keep the EARLIEST event by
+(created, eid); last-seen tables (nodes, locations, affiliates) keep the
+LATEST. Counters are written once per distinct key as ``total = total + n``.
 
-The blocking SQLite work runs in a single-thread executor owned by the sink,
-so the worker's event loop keeps answering requests while a batch is written.
+One process writes the file: store-0 (workers/store.py). The blocking
+SQLite work runs in a single-thread executor owned by the sink, so the
+store process's event loop keeps reading the spool while a batch is written.
 """
 import asyncio
 import os
@@ -35,7 +38,7 @@ import orjson
 
 from engine.store import fanout
 from engine.event import COLUMNS
-from engine.store.fanout import EARLIEST
+from engine.store.fanout import EARLIEST, fan_out
 from engine.store.sinks.base import Sink, SinkUnavailable
 from engine.system.threads import named_executor
 from schema import schema_text
@@ -163,19 +166,17 @@ def _events_sql(columns):
 
 
 class _RowTable:
-    """An upsert table keyed by ``key``; among events with the same key the
-    row keeps the earliest or the latest by (created, eid).
+    """An upsert table keyed by ``key``. Within a batch fan_out picked the
+    winning event per key; across batches the upsert keeps the earliest or
+    the latest row by (created, eid), the same order.
 
     A row is a tuple of the columns an event carries, in ``cols`` order: the
-    key first, then created and eid (always present), then the rest, so
-    ``row[nkey:nkey + 2]`` is its (created, eid) whatever its shape."""
+    key first, then created and eid (always present), then the rest."""
 
     def __init__(self, name, key, cols, keep):
         self.name, self.key, self.keep = name, key, keep
         self.cols = key + ("created", "eid") + tuple(c for c in cols if c not in key)
         self.nkey = len(key)
-        self.order = slice(self.nkey, self.nkey + 2)
-        self.keyget = itemgetter(*key)
 
     def shaped(self, present):
         """(getter, upsert SQL) for stored values carrying the keys ``present``.
@@ -189,19 +190,6 @@ class _RowTable:
                f"WHERE (excluded.created, excluded.eid) {'<' if self.keep == EARLIEST else '>'} "
                f"({self.name}.created, {self.name}.eid)")
         return itemgetter(*cols), sql
-
-    def reduce(self, rows, v, shaped):
-        """Keep ``v`` (stored values) in ``rows`` (key -> (row, sql)) if it
-        beats the row already there for its key."""
-        k = self.keyget(v)
-        old = rows.get(k)
-        if old is not None:
-            order = (v["created"], v["eid"])
-            kept = old[0][self.order]
-            if (order >= kept) if self.keep == EARLIEST else (order <= kept):
-                return
-        getter, sql = shaped
-        rows[k] = (getter(v), sql)
 
     @staticmethod
     def write(cur, rows):
@@ -271,10 +259,6 @@ _UPDATES_SQL = ("INSERT INTO updates (id, updated, msg, params) VALUES (?, ?, ?,
                 "ON CONFLICT (id) DO UPDATE SET updated = excluded.updated, "
                 "msg = excluded.msg, params = excluded.params "
                 "WHERE updates.updated IS NULL OR excluded.updated >= updates.updated")
-
-
-def _bump(counts, key):
-    counts[key] = counts.get(key, 0) + 1
 
 
 # ---------------------------------------------------------------- the sink
@@ -408,16 +392,19 @@ class SQLiteSink(Sink):
                                           self.write_batch_sync, events)
 
     def write_batch_sync(self, events):
-        """Store ``events`` in one transaction; return how many were new.
+        """Store a batch (engine.store.fanout.Batch, or a list of events) in
+        one transaction; return how many events were new.
 
         Raises (after rolling back) on any failure; the whole batch can then
-        be retried, and events already stored are skipped."""
+        be retried, and events already stored are skipped: the fan-out is
+        that of the events not stored yet."""
         if not events:
             return 0
+        batch = fan_out(events)
         with self._transaction() as cur:
-            fresh = self._unseen(cur, events)
+            fresh = self._unseen(cur, batch)
             if fresh:
-                self._write(cur, fresh)
+                self._write(cur, batch if len(fresh) == len(batch) else fan_out(fresh))
         return len(fresh)
 
     @contextmanager
@@ -474,11 +461,9 @@ class SQLiteSink(Sink):
 
     @staticmethod
     def _unseen(cur, events):
-        """Events of the batch whose eid is neither stored yet nor repeated
-        earlier in the batch, in batch order."""
-        by_eid = {}
-        for ev in events:
-            by_eid.setdefault(ev["eid"], ev)
+        """Events of the batch (unique by eid) whose eid is not stored yet,
+        in batch order."""
+        by_eid = {ev["eid"]: ev for ev in events}
         eids = list(by_eid)
         for i in range(0, len(eids), _IN_CHUNK):
             chunk = eids[i:i + _IN_CHUNK]
@@ -488,70 +473,33 @@ class SQLiteSink(Sink):
         return list(by_eid.values())
 
     @staticmethod
-    def _write(cur, events):
+    def _write(cur, batch):
+        """Insert the batch's events, upsert its rows, add its counters."""
         events_by_sql = {}
-        rows = {t.name: {} for t in ROW_TABLES}
-        visitors, sessions, nodes, locations = (rows["visitors"], rows["sessions"],
-                                                rows["nodes"], rows["locations"])
-        counts = {t: {} for t in COUNTER_TABLES}
-        dailies, ips, reqs, hits = (counts["dailies"], counts["ips"],
-                                    counts["reqs"], counts["hits"])
-        referrers, browsers, outcomes = (counts["referrers"], counts["browsers"],
-                                         counts["outcomes"])
-        for ev in events:
-            plan = _plan(ev)
+        stored = {}
+        for ev in batch:
             v = _stored_values(ev)
-            getter, sql = plan.events
+            getter, sql = _plan(ev).events
             shaped = events_by_sql.get(sql)
             if shaped is None:
                 shaped = events_by_sql[sql] = []
             shaped.append(getter(v))
-            ip = ev.get("ip") or ""
-            v["ip"] = ip
-            if v["first"]:
-                VISITORS.reduce(visitors, v, plan.visitors)
-                SESSIONS.reduce(sessions, v, plan.sessions)
-            NODES.reduce(nodes, v, plan.nodes)
-            if ev.get("latlon"):
-                LOCATIONS.reduce(locations, v, plan.locations)
-            if ev.get("uid"):
-                ALIASES.reduce(rows["aliases"], v, plan.aliases)
-                USERS.reduce(rows["users"], v, plan.users)
-            if ev.get("username"):
-                USERNAMES.reduce(rows["usernames"], v, plan.usernames)
-            if ev.get("ref"):
-                REFERRALS.reduce(rows["referrals"], v, plan.referrals)
-            if ev.get("aff"):
-                AFFILIATES.reduce(rows["affiliates"], v, plan.affiliates)
-            day = v["day"]
-            key = (ip, day)
-            dailies[key] = dailies.get(key, 0) + 1
-            if ip:
-                ips[ip] = ips.get(ip, 0) + 1
-            vid = ev["vid"]
-            reqs[vid] = reqs.get(vid, 0) + 1
-            url = ev.get("url")
-            if url:
-                hits[url] = hits.get(url, 0) + 1
-            last = ev.get("last")
-            if last:
-                referrers[last] = referrers.get(last, 0) + 1
-            browser = ev.get("browser")
-            if browser:
-                _bump(browsers, (browser, ev.get("bhash") or ""))
-            outcome = ev.get("outcome")
-            if outcome:
-                _bump(outcomes, (outcome, ev.get("sink") or "", url or "", day))
-            if ev.get("new_visitor"):
-                _bump(counts["counters"], ("vids_created",))
-
+            v["ip"] = ev.get("ip") or ""
+            stored[id(ev)] = v
         for sql, shaped in events_by_sql.items():
             cur.executemany(sql, shaped)
+        rows = batch.rows
         for t in ROW_TABLES:
-            r = rows[t.name]
-            if r:
-                t.write(cur, r.values())
-        for table, c in counts.items():
+            winners = rows[t.name]
+            if winners:
+                name = t.name
+                t.write(cur, [_row(getattr(_plan(ev), name), stored[id(ev)])
+                              for ev in winners.values()])
+        for table, c in batch.counters.items():
             if c:
-                cur.executemany(_COUNTER_SQL[table], [
-                    (k, n) if k.__class__ is str else k + (n,) for k, n in c.items()])
+                cur.executemany(_COUNTER_SQL[table], [k + (n,) for k, n in c.items()])
+
+
+def _row(shaped, values):
+    getter, sql = shaped
+    return getter(values), sql

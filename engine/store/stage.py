@@ -1,0 +1,162 @@
+"""One sink in a store process: spool records in, batches written, positions out.
+
+``SinkStage.run`` loops: find new spool files (``SpoolTail.scan``), read and
+decode records into the open batch while at most one batch waits for the
+sink, hand the batch to the sink's ``SinkChannel`` (which writes it with its
+own retry and backoff) once it holds ``BatchMaxEvents`` events or is
+``BatchMaxAgeMs`` old, and when a batch is written save each file's position
+and finish the files it completed. The disk is the queue: a slow or dead sink
+only stops its own reading, so memory stays bounded by two batches whatever
+the backlog, and no other sink waits for it.
+
+Per record the Python work is: frame check (crc32 of the record), the
+compiled decode (engine._parse.decode), one append; the fan-out happens once
+per batch in the sink (engine/store/fanout.py).
+"""
+import asyncio
+import time
+
+from engine.logs import log
+from engine.spool import legacy_sink_id, sink_id
+from engine.store.batcher import SinkChannel
+from engine.store.fanout import Batch, unique
+from engine.store.tail import SpoolTail
+from engine.system.threads import named_executor
+
+POLL = 0.01               # seconds between looks at the spool when idle
+
+
+def stage_ids(sinks):
+    """(sid, legacy sid) of every configured sink, in Notify order."""
+    return [(sink_id(i, s.service), legacy_sink_id(i, s.service)) for i, s in enumerate(sinks)]
+
+
+def owner(sink, store_index, store_count):
+    """pid -> whether this store process reads that writer's files for ``sink``;
+    None when this process does not run the sink at all. A sink that allows
+    several writers (``multi_writer``) is shared out by writer pid; any other
+    (SQLite) runs in store-0 only and reads every file."""
+    if getattr(sink, "multi_writer", False) and store_count > 1:
+        return lambda pid: pid % store_count == store_index
+    if store_index == 0:
+        return lambda pid: True
+    return None
+
+
+class SinkStage:
+    def __init__(self, sink, index, config, stats, owns, all_sids, board=None):
+        self.sink = sink
+        self.index = index                    # in Notify
+        self.sid = sink_id(index, sink.service)
+        self.channel = SinkChannel(sink, stats, self.sid)
+        self.channel.name = sink.service      # metric label and log name, as before
+        self.tail = SpoolTail(config.spool_directory, self.sid,
+                              legacy_sink_id(index, sink.service), all_sids, owns, board)
+        self.io = named_executor(f"pos-{self.sid}"[:15])   # positions, deletions: in order
+        self.max_events = config.batch_max_events
+        self.max_age = config.batch_max_age_ms / 1000
+        self.open, self.marks, self.opened_at = [], {}, 0.0
+        self.last_read = 0
+        self.io_pending = 0
+        self.draining = False
+        self.tasks = []
+
+    # ---- the loop --------------------------------------------------------
+    def start(self):
+        loop = asyncio.get_running_loop()
+        self.channel.task = loop.create_task(self.channel.run())
+        self.tasks = [self.channel.task, loop.create_task(self.run())]
+
+    async def run(self):
+        while True:
+            self.tail.scan(force=self.draining)
+            if len(self.channel.pending) < 2:
+                self.gather()
+            if self.open or self.marks:
+                full = len(self.open) >= self.max_events
+                if full or self.draining or time.monotonic() - self.opened_at >= self.max_age:
+                    self.flush()
+            self.finish_files()
+            await asyncio.sleep(0 if self.last_read and not self.channel.pending else POLL)
+
+    def gather(self):
+        records = self.tail.read(self.max_events - len(self.open))
+        self.last_read = len(records)
+        if not records:
+            return
+        if not self.open and not self.marks:
+            self.opened_at = time.monotonic()
+        events, marks = self.open, self.marks
+        for f, seq, event, end in records:
+            if event is not None:
+                events.append(event)
+            mark = marks.get(f)
+            marks[f] = (seq, end, 1 if mark is None else mark[2] + 1)
+
+    def flush(self):
+        events, marks = self.open, self.marks
+        self.open, self.marks = [], {}
+        for f in marks:
+            f.in_flight += 1
+        if not events:                         # only undecodable records: just move on
+            self._written(marks)
+            return
+        self.channel.enqueue(Batch(unique(events)), lambda: self._written(marks))
+
+    def _written(self, marks):
+        saves = self.tail.note_written(marks)
+        self._in_io(self.tail.save_positions, saves)
+
+    def finish_files(self):
+        for f in self.tail.finishable():
+            self._in_io(self._finish, f)
+
+    def _finish(self, f):
+        if self.tail.finish(f):
+            log.info("spool file delivered", path=f.path, sink=self.sid,
+                     records=f.written_count)
+        return f
+
+    def _in_io(self, fn, arg):
+        loop = asyncio.get_running_loop()
+        self.io_pending += 1
+        future = loop.run_in_executor(self.io, fn, arg)
+        future.add_done_callback(self._io_done)
+
+    def _io_done(self, future):
+        self.io_pending -= 1
+        exc = future.exception()
+        if exc is not None:     # positions are an optimisation: a replay is idempotent
+            log.warning("could not save a spool position", sink=self.sid, error=repr(exc))
+            return
+        result = future.result()
+        if result is not None:
+            self.tail.forget(result)
+
+    # ---- state -----------------------------------------------------------
+    @property
+    def healthy(self):
+        return self.channel.healthy
+
+    def idle(self):
+        """Nothing open, waiting, readable or being saved."""
+        return not (self.open or self.marks or self.channel.pending or self.last_read
+                    or self.io_pending or self.tail.finishable_count())
+
+    async def drain(self, deadline):
+        """Read every final file to its end and write it all, until
+        ``deadline`` (monotonic); returns the records left unwritten. A file
+        still being written (a reload stops the store processes while HTTP
+        workers serve) is left at the position saved, for the next store."""
+        self.draining = True
+        self.tail.final_only = True
+        while time.monotonic() < deadline:
+            await asyncio.sleep(POLL)
+            if self.idle():
+                break
+        left, _ = self.tail.lag(time.time_ns() // 1_000_000)
+        for task in self.tasks:
+            task.cancel()
+        self.io.shutdown(wait=True)
+        self.tail.close()
+        return left

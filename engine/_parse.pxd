@@ -19,6 +19,7 @@ cdef struct Outcome:
     uint8_t vid[16]
     bint new_visitor
     const char* redirect       # the "redirect" parameter (UTF-8), valid until the next parse
+                               # and while the request's path/query bytes live
     Py_ssize_t redirect_len    # -1 when absent
 
 

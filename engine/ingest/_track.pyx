@@ -137,6 +137,7 @@ cdef class TrackRoutes(FastRoutes):
     cdef double seconds[4]
     cdef public int64_t events      # accepted since the last drain_stats
     cdef object _keep_redirect      # the reference path's redirect bytes (res points in)
+    cdef bytes _path, _query        # the request's parts: the outcome's redirect may point in
 
     def __init__(self, app, SpoolWriter spool, ids=None, pure=False):
         cfg = app.config
@@ -253,6 +254,7 @@ cdef class TrackRoutes(FastRoutes):
         else:
             path = url[:q - u]
             query = url[q - u + 1:]
+        self._path, self._query = path, query   # alive until the answer is built
         if conn.cookie is not None:
             cookie = cookie_vid_c(PyBytes_AS_STRING(conn.cookie), PyBytes_GET_SIZE(conn.cookie))
         if method == M_POST:

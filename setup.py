@@ -30,6 +30,7 @@ setup(
         "acme==5.9.0",            # ACME client (TLS "acme"), certbot's protocol library
         "josepy==2.2.0",
         "cryptography==50.0.2",
+        "lz4==4.4.4",             # LZ4 frames: compressed bodies and WebSocket frames
         "setproctitle==1.3.8",   # process titles: tracker: http-0, store-0, ...
     ],
     extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17", "aiohttp==3.14.5",

@@ -63,6 +63,13 @@ cdef class Encoder:
     cdef int _param(self, const char* kp, Py_ssize_t kn, Val* v) except -1
     cdef int _filtered(self, Val* v) except -1
     cdef dict _json(self, bytes body, bytes query)
+    cdef int encode_object(self, Buf* out, dict obj, bytes query, str ip,
+                           bytes user_agent, bytes accept_language, bytes cookie_vid,
+                           int64_t now_ms, object ids, Outcome* res) except -1
+    cdef int encode_batch_item(self, Buf* out, Py_ssize_t index, object item, bytes query,
+                               str ip, bytes user_agent, bytes accept_language,
+                               bytes cookie_vid, int64_t now_ms, object ids,
+                               Outcome* res) except -1
     cdef int _entries_from(self, dict data) except -1
     cdef int _nested_params(self, dict data) except -1
     cdef int _emit(self, Buf* out, dict data, str ip, bytes user_agent,
@@ -73,3 +80,7 @@ cdef class Encoder:
 
 
 cdef bytes cookie_vid_c(const char* p, Py_ssize_t n)
+
+
+cpdef object loads_body(bytes body)
+cdef str _uuid_str(const uint8_t* b)

@@ -33,8 +33,8 @@ import orjson
 from engine.errors import ParseError
 from engine.zones import ZONES
 
-__all__ = ["TimeUUIDGen", "Encoder", "encode_track", "parse_track", "decode",
-           "cookie_vid"]
+__all__ = ["TimeUUIDGen", "Encoder", "encode_track", "encode_batch", "parse_track", "decode",
+           "cookie_vid", "BatchTooLarge"]
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)
@@ -984,21 +984,41 @@ cdef class Encoder:
                 self.keep.append(data)   # spans point into it until the next request
 
     cdef dict _json(self, bytes body, bytes query):
-        cdef object parsed
-        cdef dict data
-        try:
-            parsed = _loads(body)
-        except _JSONDecodeError as exc:
-            raise ParseError("malformed JSON: " + str(exc)[:80]) from None
+        cdef object parsed = loads_body(body)
         if type(parsed) is not dict:
             raise ParseError("JSON body must be an object")
-        if not query:
-            return <dict>parsed
-        data = {}
-        for key, value in _query_dict(query).items():
-            data[key] = value
-        data.update(<dict>parsed)
-        return data
+        return _with_query(<dict>parsed, query)
+
+    cdef int encode_batch_item(self, Buf* out, Py_ssize_t index, object item, bytes query,
+                               str ip, bytes user_agent, bytes accept_language,
+                               bytes cookie_vid, int64_t now_ms, object ids,
+                               Outcome* res) except -1:
+        """One element of a batch; its errors name its index."""
+        if type(item) is not dict:
+            raise ParseError("element %d: JSON body must be an object" % index)
+        try:
+            return self.encode_object(out, <dict>item, query, ip, user_agent,
+                                      accept_language, cookie_vid, now_ms, ids, res)
+        except ParseError as exc:
+            raise ParseError("element %d: %s" % (index, exc)) from None
+
+    cdef int encode_object(self, Buf* out, dict obj, bytes query, str ip,
+                           bytes user_agent, bytes accept_language, bytes cookie_vid,
+                           int64_t now_ms, object ids, Outcome* res) except -1:
+        """``encode`` for a body already decoded to one JSON object (one
+        element of a batch)."""
+        cdef dict data
+        self._arena_for(64 + (3 * PyBytes_GET_SIZE(query) if query is not None else 0))
+        _omap_reset(<OMap*>self.merged)
+        _omap_reset(<OMap*>self.params)
+        if self.keep:
+            self.keep = []
+        data = _with_query(obj, query)
+        try:
+            return self._emit(out, data, ip, user_agent, accept_language, cookie_vid,
+                              now_ms, ids, res)
+        finally:
+            self.keep.append(data)
 
     cdef int _entries_from(self, dict data) except -1:
         """The JSON object's items as merged entries (null values skipped)."""
@@ -1272,6 +1292,26 @@ cdef int _utm_index(const char* k, Py_ssize_t n) noexcept:
     return 4
 
 
+cpdef object loads_body(bytes body):
+    """The decoded JSON body, or ParseError with a short reason."""
+    try:
+        return _loads(body)
+    except _JSONDecodeError as exc:
+        raise ParseError("malformed JSON: " + str(exc)[:80]) from None
+
+
+cdef dict _with_query(dict obj, bytes query):
+    """Query pairs first, the body's keys over them (parse_ref rule 1)."""
+    cdef dict data
+    if not query:
+        return obj
+    data = {}
+    for key, value in _query_dict(query).items():
+        data[key] = value
+    data.update(obj)
+    return data
+
+
 cdef dict _query_dict(bytes query):
     """Query pairs as a dict of str (POST bodies with a query: rare)."""
     cdef Encoder scratch = Encoder()
@@ -1305,6 +1345,49 @@ def encode_track(path, query, body, ip, user_agent, accept_language, cookie_vid,
         return PyBytes_FromStringAndSize(out.data, out.len)
     finally:
         buf_free(&out)
+
+
+def encode_batch(path, query, body, ip, user_agent, accept_language, cookie_vid,
+                 now_ms, ids, url_filter=None, Encoder encoder=None, max_events=1000):
+    """The records (a list of bytes) of a batch: a JSON array body, one event
+    per element (rules: parse_ref.encode_batch). All or nothing: ParseError
+    naming the element's index; BatchTooLarge past ``max_events``."""
+    cdef Buf out
+    cdef Outcome res
+    cdef list records = []
+    cdef Py_ssize_t start
+    if encoder is None:
+        encoder = Encoder(url_filter)
+    items = batch_items(body, max_events)
+    out.data, out.len, out.cap = NULL, 0, 0
+    try:
+        for i, item in enumerate(items):
+            start = out.len
+            encoder.encode_batch_item(&out, i, item, query, ip, user_agent, accept_language,
+                                      cookie_vid, now_ms, ids, &res)
+            records.append(PyBytes_FromStringAndSize(out.data + start, out.len - start))
+            if res.new_visitor:           # the rest of the batch is this visitor's
+                cookie_vid = _uuid_str(res.vid).encode()
+        return records
+    finally:
+        buf_free(&out)
+
+
+class BatchTooLarge(ParseError):
+    """A batch over MaxBatchEvents (answered 413)."""
+
+
+def batch_items(body, max_events):
+    """The elements of a JSON array body (ParseError, BatchTooLarge)."""
+    items = loads_body(body) if type(body) is bytes else body
+    if type(items) is not list:
+        raise ParseError("batch body must be a JSON array")
+    if not items:
+        raise ParseError("batch body must hold at least one event")
+    if len(items) > max_events:
+        raise BatchTooLarge("batch of %d events, over MaxBatchEvents (%d)"
+                            % (len(items), max_events))
+    return items
 
 
 def bench_encode(int n, path, query, body, ip, user_agent, accept_language, cookie_vid,

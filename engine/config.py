@@ -101,6 +101,8 @@ KEYS = {
     "QueueMaxEvents": ("queue_max_events", int, 200000, _pos, "events > 0"),
     "DrainTimeoutSeconds": ("drain_timeout", (int, float), 10, _pos, "seconds > 0"),
     "MaxBodyBytes": ("max_body_bytes", int, 1048576, _pos, "bytes > 0"),
+    "MaxBatchEvents": ("max_batch_events", int, 1000, _pos,
+                       "events > 0 in one batch (JSON array body or WebSocket frame)"),
     "LogLevel": ("log_level", str, "info",
                  lambda v: v in ("debug", "info", "warning", "error"),
                  '"debug", "info", "warning" or "error"'),

@@ -133,7 +133,7 @@ import orjson
 from engine.errors import ParseError
 from engine.zones import ZONES
 
-__all__ = ["TimeUUIDGen", "parse_track", "encode_track", "cookie_value"]
+__all__ = ["TimeUUIDGen", "parse_track", "encode_track", "encode_batch", "cookie_value"]
 
 
 # --------------------------------------------------------------------------
@@ -429,15 +429,25 @@ def parse_track(path, query, body, ip, user_agent, accept_language,
     if body is None:
         for key, value in path_pairs(path):
             data[key] = value
-    if query:
-        seen = set()
-        for key, value in query_pairs(query):
-            if key not in seen:          # a repeated key keeps its first value
-                seen.add(key)
-                data[key] = value
+    data.update(first_query_values(query))
     if body is not None:
         data.update(decode_body(body))
+    return event_from(data, ip, user_agent, accept_language, cookie_vid, now_ms, ids,
+                      url_filter)
 
+
+def first_query_values(query):
+    """The query's pairs as a dict; a repeated key keeps its first value."""
+    data = {}
+    if query:
+        for key, value in query_pairs(query):
+            if key not in data:
+                data[key] = value
+    return data
+
+
+def event_from(data, ip, user_agent, accept_language, cookie_vid, now_ms, ids, url_filter):
+    """Rules 2 to 6 for the merged input pairs ``data``."""
     columns = {}
     params = {}
 
@@ -583,3 +593,52 @@ def encode_track(path, query, body, ip, user_agent, accept_language, cookie_vid,
         None if cookie_vid is None else cookie_vid.decode("latin-1"),
         now_ms, ids, url_filter)
     return record.encode(event)
+
+
+class BatchTooLarge(ParseError):
+    """A batch over MaxBatchEvents (answered 413)."""
+
+
+def batch_items(body, max_events):
+    """The elements of a JSON array body (ParseError, BatchTooLarge)."""
+    try:
+        items = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ParseError("malformed JSON: " + str(exc)[:80]) from None
+    if not isinstance(items, list):
+        raise ParseError("batch body must be a JSON array")
+    if not items:
+        raise ParseError("batch body must hold at least one event")
+    if len(items) > max_events:
+        raise BatchTooLarge("batch of %d events, over MaxBatchEvents (%d)"
+                            % (len(items), max_events))
+    return items
+
+
+def encode_batch(path, query, body, ip, user_agent, accept_language, cookie_vid,
+                 now_ms, ids, url_filter=None, max_events=1000):
+    """The records of a batch: a JSON array body, one event per element, each
+    read as a JSON object body of its own (the query's pairs under each), each
+    with its own eid. Elements without a vid are the cookie's visitor; with
+    no cookie, the first such element mints the visitor and the rest of the
+    batch is that visitor (as its cookie would say). All or nothing: a bad
+    element is a ParseError naming its index, and nothing is kept."""
+    from engine import record
+    items = batch_items(body, max_events)
+    user_agent = None if user_agent is None else user_agent.decode("utf-8", "replace")
+    accept_language = None if accept_language is None else accept_language.decode("latin-1")
+    cookie = None if cookie_vid is None else cookie_vid.decode("latin-1")
+    query_data = first_query_values(query)
+    records = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ParseError("element %d: JSON body must be an object" % index)
+        try:
+            event = event_from({**query_data, **item}, ip, user_agent, accept_language,
+                               cookie, now_ms, ids, url_filter)
+        except ParseError as exc:
+            raise ParseError("element %d: %s" % (index, exc)) from None
+        if event.get("new_visitor"):
+            cookie = event["vid"]
+        records.append(record.encode(event))
+    return records

@@ -254,11 +254,18 @@ def measure(server, mode, args, tag):
     return result
 
 
+def oha_binary():
+    found = shutil.which("oha") or shutil.which("oha", path=os.path.expanduser("~/.cargo/bin"))
+    if not found:
+        raise SystemExit("--latency needs oha (cargo install oha --locked)")
+    return found
+
+
 def constant_rate(server, mode, rate, args):
     """oha at ``rate`` req/s for --latency-seconds, corrected for coordinated
     omission: (p50 ms, p99 ms, non-2xx share)."""
     tls = mode.startswith("tls")
-    cmd = pin("0") + ["oha", "--no-tui", "-q", str(int(rate)), "-z", f"{args.latency_seconds}s",
+    cmd = pin("0") + [oha_binary(), "--no-tui", "-q", str(int(rate)), "-z", f"{args.latency_seconds}s",
                       "-c", str(args.connections), "--latency-correction", "--insecure",
                       "--output-format", "json"]
     if mode.endswith("close"):

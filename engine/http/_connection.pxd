@@ -77,6 +77,7 @@ cdef class HttpConnection:
     cdef public bytes forwarded_for
     cdef public bytes forwarded
     cdef public bytes content_length
+    cdef public bytes content_encoding
     cdef public bytes expect
     cdef public bytes dnt
     cdef public bytes gpc

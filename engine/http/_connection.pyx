@@ -203,6 +203,7 @@ cdef enum:
     H_EXPECT = 9
     H_DNT = 10
     H_GPC = 11
+    H_CONTENT_ENCODING = 12
 
 
 cdef int _kept_header(const char* k, Py_ssize_t n) noexcept:
@@ -229,6 +230,8 @@ cdef int _kept_header(const char* k, Py_ssize_t n) noexcept:
         return H_DNT if strncasecmp(k, b"dnt", 3) == 0 else H_NONE
     if n == 7:
         return H_GPC if strncasecmp(k, b"sec-gpc", 7) == 0 else H_NONE
+    if n == 16:
+        return H_CONTENT_ENCODING if strncasecmp(k, b"content-encoding", 16) == 0 else H_NONE
     return H_NONE
 
 
@@ -423,6 +426,8 @@ cdef class HttpConnection:
             self.dnt = _join(self.dnt, value, b", ")
         elif which == H_GPC:
             self.gpc = _join(self.gpc, value, b", ")
+        elif which == H_CONTENT_ENCODING:
+            self.content_encoding = _join(self.content_encoding, value, b", ")
         return 0
 
     cdef int _slow_header(self, bytes name, bytes value) except -1:
@@ -703,7 +708,7 @@ cdef class HttpConnection:
         self.authority = None
         self.user_agent = self.accept_language = self.cookie = self.origin = None
         self.forwarded_for = self.forwarded = self.content_length = self.expect = None
-        self.dnt = self.gpc = None
+        self.dnt = self.gpc = self.content_encoding = None
         self.body = None
         self.body_size = 0
 

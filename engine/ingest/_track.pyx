@@ -24,12 +24,15 @@ from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME, CLOCK_MONOTONIC
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 
-from engine._parse cimport Buf, buf_reserve, buf_free, Encoder, Outcome, TimeUUIDGen, cookie_vid_c
+from engine._parse cimport (Buf, buf_reserve, buf_free, Encoder, Outcome, TimeUUIDGen,
+                           cookie_vid_c, _uuid_str)
 from engine.http._connection cimport FastRoutes, HttpConnection, Ticket
 from engine.ingest._spool cimport SpoolWriter
 from engine.limits._bucket cimport SharedLimits
 
+from engine._parse import BatchTooLarge, batch_items
 from engine.errors import ParseError
+from engine.ingest.bodies import BodyRefused, inflate
 from engine.http import responses
 from engine.ingest.redirect import safe_redirect
 from engine.limits.policy import CLASS_NAMES, TRACK
@@ -138,6 +141,9 @@ cdef class TrackRoutes(FastRoutes):
     cdef public int64_t events      # accepted since the last drain_stats
     cdef object _keep_redirect      # the reference path's redirect bytes (res points in)
     cdef bytes _path, _query        # the request's parts: the outcome's redirect may point in
+    cdef Py_ssize_t max_batch       # MaxBatchEvents
+    cdef Py_ssize_t max_body        # MaxBodyBytes (a compressed body's decompressed size too)
+    cdef object reference_batch     # parse_ref.encode_batch in pure mode
 
     def __init__(self, app, SpoolWriter spool, ids=None, pure=False):
         cfg = app.config
@@ -159,10 +165,13 @@ cdef class TrackRoutes(FastRoutes):
         self.redirect_hosts = app.redirect_hosts
         self.default_redirect = cfg.default_redirect
         self.debug_header = app.debug_header
+        self.max_batch = cfg.max_batch_events
+        self.max_body = cfg.max_body_bytes
         self.reference = None
         if pure:
             from engine import parse_ref
             self.reference = parse_ref.encode_track
+            self.reference_batch = parse_ref.encode_batch
         self.events = 0
 
     def __dealloc__(self):
@@ -216,10 +225,18 @@ cdef class TrackRoutes(FastRoutes):
                                      self.spool.bytes_used() < 0.9 * self.spool.max_bytes):
             return self._refuse(conn, route, 503, self.app.unavailable_response(), started)
         try:
-            ticket = self._record(conn, ip, method, &res)
+            ticket = self._record(conn, ip, method, &res, keep)
+        except BatchTooLarge as exc:
+            return self._refuse(conn, route, 413,
+                                self.app.error_response(413, str(exc)), started)
         except ParseError as exc:
             return self._refuse(conn, route, 400,
                                 self.app.error_response(400, str(exc)), started)
+        except BodyRefused as exc:
+            return self._refuse(conn, route, exc.status,
+                                self.app.error_response(exc.status, exc.text), started)
+        except RateLimited as exc:
+            return self._refuse(conn, route, 429, exc.answer, started)
         status = 302 if route == R_RDR else 200
         conn.answer_c(ticket, self._response(conn, route, method, &res, keep), keep)
         self._count(route, status, _mono() - started)
@@ -241,7 +258,8 @@ cdef class TrackRoutes(FastRoutes):
         self.app.stats.answered(_ROUTE_NAMES[route], status, _mono() - started)
         return 0
 
-    cdef Ticket _record(self, HttpConnection conn, str ip, int method, Outcome* res):
+    cdef Ticket _record(self, HttpConnection conn, str ip, int method, Outcome* res,
+                        bint keep):
         """Parse the request into the spool (HEAD: into scratch); the ticket
         its answer waits on (None for HEAD)."""
         cdef bytes url = conn.url, path, query = None, body = None, cookie = None
@@ -259,6 +277,10 @@ cdef class TrackRoutes(FastRoutes):
             cookie = cookie_vid_c(PyBytes_AS_STRING(conn.cookie), PyBytes_GET_SIZE(conn.cookie))
         if method == M_POST:
             body = b"".join(conn.body) if conn.body is not None else b""
+            if conn.content_encoding is not None:
+                body = inflate(body, conn.content_encoding, self.max_body)
+            if _is_array(body):
+                return self._record_batch(conn, ip, path, query, body, cookie, res, keep)
         if self.reference is not None:
             return self._record_reference(path, query, body, ip, conn, cookie, method, res)
         if method == M_HEAD:
@@ -277,6 +299,61 @@ cdef class TrackRoutes(FastRoutes):
         ticket = self.spool.finish(start)
         self.events += 1
         return ticket
+
+    cdef Ticket _record_batch(self, HttpConnection conn, str ip, bytes path, bytes query,
+                              bytes body, bytes cookie, Outcome* res, bint keep):
+        """A JSON array body: one event per element, all or nothing. Every
+        element is parsed (into scratch) before any reaches the spool; the
+        answer waits on the last record's group (groups are written in
+        order). The cookie is the first element's visitor."""
+        cdef list items = batch_items(body, self.max_batch)
+        cdef list ends = []
+        cdef Outcome each
+        cdef Py_ssize_t i, start, at = 0
+        cdef Ticket ticket = None
+        cdef int64_t now = _now_ms()
+        if self.limiting:
+            for i in range(len(items) - 1):     # one token per event (the first: answer)
+                refused = self._limited(ip, keep)
+                if refused is not None:
+                    raise RateLimited(refused)
+        if self.reference is not None:
+            records = self.reference_batch(path, query, body, ip, conn.user_agent,
+                                           conn.accept_language, cookie, now, self.ids,
+                                           self.url_filter, max_events=self.max_batch)
+            self._outcome_of(records[0], res)
+            for data in records:
+                ticket = self.spool.append(data)
+            self.events += len(records)
+            return ticket
+        self.scratch.len = 0
+        for i in range(len(items)):
+            self.encoder.encode_batch_item(&self.scratch, i, items[i], query, ip,
+                                           conn.user_agent, conn.accept_language, cookie,
+                                           now, self.ids, &each)
+            ends.append(self.scratch.len)
+            if i == 0:
+                res[0] = each
+            if each.new_visitor:             # the rest of the batch is this visitor's
+                cookie = _uuid_str(each.vid).encode()
+        res.redirect, res.redirect_len = NULL, -1
+        for end in ends:
+            start = self.spool.begin()
+            buf_reserve(&self.spool.open_group, end - at)
+            memcpy(self.spool.open_group.data + self.spool.open_group.len,
+                   self.scratch.data + at, end - at)
+            self.spool.open_group.len += end - at
+            ticket = self.spool.finish(start)
+            at = end
+        self.events += len(ends)
+        return ticket
+
+    cdef int _outcome_of(self, bytes data, Outcome* res) except -1:
+        """The answer's outcome from a reference record (pure mode)."""
+        memcpy(res.vid, PyBytes_AS_STRING(data) + 26, 16)
+        res.new_visitor = (PyBytes_AS_STRING(data)[1] & 2) != 0
+        res.redirect, res.redirect_len = NULL, -1
+        return 0
 
     cdef Ticket _record_reference(self, bytes path, bytes query, bytes body, str ip,
                                   HttpConnection conn, bytes cookie, int method,
@@ -418,6 +495,26 @@ cdef class TrackRoutes(FastRoutes):
                 self.seconds[route] = 0.0
         stats.events += self.events
         self.events = 0
+
+
+class RateLimited(Exception):
+    """A batch over the rate limit (one token per event): its 429 answer."""
+
+    def __init__(self, answer):
+        super().__init__("rate limited")
+        self.answer = answer
+
+
+cdef bint _is_array(bytes body) noexcept:
+    """Does the JSON body start with "[" (a batch)?"""
+    cdef const char* p = PyBytes_AS_STRING(body)
+    cdef Py_ssize_t i, n = PyBytes_GET_SIZE(body)
+    for i in range(n):
+        if p[i] == b'[':
+            return True
+        if p[i] != b' ' and p[i] != b'\t' and p[i] != b'\n' and p[i] != b'\r':
+            return False
+    return False
 
 
 cdef bint _under(bytes url, bytes prefix):

@@ -266,3 +266,43 @@ def test_events_are_well_formed(body, h):
         assert all(type(x) is int and x >= 0 for x in event["vp"])
     if "duration" in event:
         assert type(event["duration"]) is int
+
+
+@st.composite
+def batch_bodies(draw):
+    how = draw(st.integers(0, 9))
+    if how == 0:
+        return orjson.dumps(draw(json_values))                      # not an array
+    if how == 1:
+        return b"[" + orjson.dumps(draw(st.dictionaries(keys, json_values, max_size=3)))  # torn
+    items = draw(st.lists(st.one_of(
+        st.dictionaries(keys, json_values, max_size=6),
+        st.dictionaries(st.sampled_from(["vid", "sid", "first", "ename"]),
+                        st.one_of(uuids, st.text(max_size=3)), max_size=3),
+        json_scalars if how == 2 else st.nothing()), max_size=6))
+    return orjson.dumps(items)
+
+
+def run_batch(impl, query, body, h, max_events):
+    ids = impl.TimeUUIDGen(node=0x010203040506, clock_seq=7, frozen_ns=1_700_000_000_000_000_000)
+    try:
+        records = impl.encode_batch(b"/tr/v1/batch", query, body, h["ip"], h["user_agent"],
+                                    h["accept_language"], h["cookie_vid"], h["now_ms"], ids,
+                                    url_filter(h["url_prefix_filter"]), max_events=max_events)
+    except ParseError as exc:
+        return (type(exc).__name__, str(exc), ids.new())
+    return ("ok", records, ids.new())
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(query=query_strings(), body=batch_bodies(), h=headers,
+       max_events=st.sampled_from([1000, 3]))
+def test_batch_equivalence(query, body, h, max_events):
+    compiled = run_batch(_parse, query, body, h, max_events)
+    reference = run_batch(parse_ref, query, body, h, max_events)
+    assert compiled == reference
+    if compiled[0] == "ok":
+        events = [_parse.decode(r) for r in compiled[1]]
+        assert len({e["eid"] for e in events}) == len(events)       # each its own eid
+        new = [e for e in events if e.get("new_visitor")]
+        assert len(new) <= 1                                         # one visitor minted at most

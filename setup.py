@@ -31,6 +31,8 @@ setup(
         "josepy==2.2.0",
         "cryptography==50.0.2",
         "lz4==4.4.4",             # LZ4 frames: compressed bodies and WebSocket frames
+        "wsproto==1.3.2",         # WebSocket framing (sans-IO) for /tr/vN/ws
+        "h11==0.16.0",            # (wsproto's HTTP/1.1 handshake)
         "setproctitle==1.3.8",   # process titles: tracker: http-0, store-0, ...
     ],
     extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17", "aiohttp==3.14.5",

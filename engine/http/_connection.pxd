@@ -15,6 +15,7 @@ cdef class Ticket:
     cdef public bint settled
     cdef public bint failed
     cdef list waiters
+    cdef list callbacks
     cdef int wait(self, HttpConnection conn) except -1
     cpdef settle(self, bint ok)
 

@@ -132,6 +132,16 @@ cdef class Ticket:
         self.settled = False
         self.failed = False
         self.waiters = []
+        self.callbacks = None
+
+    def add_callback(self, fn):
+        """``fn(ok)`` once the group is settled (at once if it is)."""
+        if self.settled:
+            fn(not self.failed)
+        elif self.callbacks is None:
+            self.callbacks = [fn]
+        else:
+            self.callbacks.append(fn)
 
     cdef int wait(self, HttpConnection conn) except -1:
         if conn.waiting_on is not self:
@@ -149,6 +159,10 @@ cdef class Ticket:
             if conn.waiting_on is self:
                 conn.waiting_on = None
                 conn.release_c()
+        if self.callbacks is not None:
+            callbacks, self.callbacks = self.callbacks, None
+            for fn in callbacks:
+                fn(ok)
 
 
 cdef class FastRoutes:
@@ -306,8 +320,9 @@ cdef class HttpConnection:
             self.parser.feed_data(data)
         except _HttpParserUpgrade as upgrade:
             self.parser_done = True
-            if self.tunnel_to is not None:
-                self.tunnel_to.tunnel(data[upgrade.args[0]:])
+            rest = data[upgrade.args[0]:]
+            if self.tunnel_to is not None and rest:   # (empty means EOF to a tunnel)
+                self.tunnel_to.tunnel(rest)
         except _HttpParserCallbackError as exc:
             self._callback_failed(exc)
         except _HttpParserError as exc:

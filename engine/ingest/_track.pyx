@@ -193,6 +193,8 @@ cdef class TrackRoutes(FastRoutes):
         else:
             return 0
         if _under(url, self.tr_prefix):
+            if _is_socket(url, self.tr_prefix):
+                return 0                 # /tr/vN/ws: the app's WebSocket
             route = R_TR
         elif m == M_POST:
             return 0                     # POST /img, /rdr: the app answers 405
@@ -307,9 +309,7 @@ cdef class TrackRoutes(FastRoutes):
         answer waits on the last record's group (groups are written in
         order). The cookie is the first element's visitor."""
         cdef list items = batch_items(body, self.max_batch)
-        cdef list ends = []
-        cdef Outcome each
-        cdef Py_ssize_t i, start, at = 0
+        cdef Py_ssize_t i
         cdef Ticket ticket = None
         cdef int64_t now = _now_ms()
         if self.limiting:
@@ -326,10 +326,21 @@ cdef class TrackRoutes(FastRoutes):
                 ticket = self.spool.append(data)
             self.events += len(records)
             return ticket
+        return self._spool_items(items, query, ip, conn.user_agent, conn.accept_language,
+                                 cookie, now, res)
+
+    cdef Ticket _spool_items(self, list items, bytes query, str ip, bytes user_agent,
+                             bytes accept_language, bytes cookie, int64_t now, Outcome* res):
+        """Every element parsed (into scratch) before any reaches the spool;
+        the ticket of the last record's group (groups are written in order)."""
+        cdef list ends = []
+        cdef Outcome each
+        cdef Py_ssize_t i, start, at = 0
+        cdef Ticket ticket = None
         self.scratch.len = 0
         for i in range(len(items)):
             self.encoder.encode_batch_item(&self.scratch, i, items[i], query, ip,
-                                           conn.user_agent, conn.accept_language, cookie,
+                                           user_agent, accept_language, cookie,
                                            now, self.ids, &each)
             ends.append(self.scratch.len)
             if i == 0:
@@ -347,6 +358,44 @@ cdef class TrackRoutes(FastRoutes):
             at = end
         self.events += len(ends)
         return ticket
+
+    # ---- for the WebSocket (engine/ingest/socket.py) ----------------------
+    def track_items(self, list items, str ip, user_agent, accept_language, cookie_vid):
+        """Spool a list of event objects (one WebSocket frame), all or
+        nothing; the ticket of their group. ParseError names a bad element."""
+        cdef Outcome res
+        if self.reference is not None:
+            from engine import parse_ref, record
+            import orjson
+            ticket = None
+            for data in self.reference_batch(None, None, orjson.dumps(items), ip, user_agent,
+                                             accept_language, cookie_vid, _now_ms(),
+                                             self.ids, self.url_filter,
+                                             max_events=self.max_batch):
+                ticket = self.spool.append(data)
+                self.events += 1
+            return ticket
+        return self._spool_items(items, None, ip, user_agent, accept_language, cookie_vid,
+                                 _now_ms(), &res)
+
+    def accepting(self):
+        return self.spool.healthy and self.spool.bytes_used() < 0.9 * self.spool.max_bytes
+
+    def tokens(self, str ip, int n):
+        """Take ``n`` rate-limit tokens for ``ip`` (one per event); 0, or the
+        seconds to wait when the limit refuses (tokens taken so far stay taken)."""
+        cdef int i, wait
+        if not self.limiting:
+            return 0
+        for i in range(n):
+            wait = self.shared.allow(TRACK, ip, self.rate[0], self.rate[1],
+                                     self.rate[2], self.rate[3])
+            if wait:
+                return wait
+        return 0
+
+    def new_vid(self):
+        return self.ids.new()
 
     cdef int _outcome_of(self, bytes data, Outcome* res) except -1:
         """The answer's outcome from a reference record (pure mode)."""
@@ -515,6 +564,15 @@ cdef bint _is_array(bytes body) noexcept:
         if p[i] != b' ' and p[i] != b'\t' and p[i] != b'\n' and p[i] != b'\r':
             return False
     return False
+
+
+cdef bint _is_socket(bytes url, bytes prefix) noexcept:
+    """``url``'s path is ``prefix`` + "/ws" (the WebSocket route)."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(prefix)
+    cdef const char* u = PyBytes_AS_STRING(url)
+    if PyBytes_GET_SIZE(url) < n + 3 or memcmp(u + n, b"/ws", 3) != 0:
+        return False
+    return PyBytes_GET_SIZE(url) == n + 3 or u[n + 3] == b'?'
 
 
 cdef bint _under(bytes url, bytes prefix):

@@ -73,6 +73,7 @@ class TrackerApp:
                           b"/metrics": ("metrics", self.metrics, SERVICE)})
         self.version = version
         self.visit_path = b"/tr/" + version     # proxied/static visits parse as a bare track
+        self.socket_path = b"/tr/" + version + b"/ws"
         return tracked, fixed
 
     # ---- connection hooks ------------------------------------------------
@@ -131,6 +132,8 @@ class TrackerApp:
         """At the end of a request head: a proxied request becomes a stream its
         body is fed to (or a refusal, as bytes); anything else returns None
         and is handled when its message is complete."""
+        if req.upgrade and req.url.partition(b"?")[0] == self.socket_path:
+            return self.socket(conn, req)
         proxy = self.proxy
         if proxy is None:
             return None
@@ -193,8 +196,23 @@ class TrackerApp:
         return b"Set-Cookie: vid=%s; Max-Age=%d; Path=/; SameSite=Lax%s\r\n" % (
             visitor[0].encode(), COOKIE_MAX_AGE, b"; Secure" if conn.tls else b"")
 
+    def socket(self, conn, req):
+        """/tr/vN/ws with an Upgrade: the WebSocket stream (engine/ingest/socket.py),
+        or a refusal (bytes) when the client's address is over a limit."""
+        from engine.ingest.socket import TrackSocket
+        refused = self.admission.refusal(conn, req, TRACK, False)
+        if refused is not None:
+            self.stats.answered("socket", refused[0], 0.0)
+            return refused[1]
+        self.stats.answered("socket", 101, 0.0)
+        return TrackSocket(self, conn, req)
+
     def track(self, conn, req, path, query, keep):
-        """/tr with what TrackRoutes leaves: the CORS preflight, wrong methods."""
+        """/tr with what TrackRoutes leaves: the CORS preflight, wrong methods,
+        and /tr/vN/ws without an Upgrade."""
+        if path == self.socket_path:
+            return 426, self._plain(426, "upgrade to a WebSocket\n", keep,
+                                    b"Upgrade: websocket\r\nConnection: Upgrade\r\n")
         if req.method == b"OPTIONS":
             return 200, preflight(req, self.date, keep)
         return 405, self._plain(405, "method not allowed\n", keep,

@@ -51,6 +51,10 @@ def _nonneg(v):
     return v >= 0
 
 
+def _cookie_name(v):
+    return all(c.isascii() and (c.isalnum() or c in "-_.") for c in v)
+
+
 # key: (attribute, accepted types, default, check, what is expected)
 KEYS = {
     "Domains": ("domains", list, [], None, "a list of host names"),
@@ -103,6 +107,14 @@ KEYS = {
     "MaxBodyBytes": ("max_body_bytes", int, 1048576, _pos, "bytes > 0"),
     "MaxBatchEvents": ("max_batch_events", int, 1000, _pos,
                        "events > 0 in one batch (JSON array body or WebSocket frame)"),
+    # Privacy (engine/ingest/privacy.py, README "Privacy").
+    "IPAnonymize": ("ip_anonymize", str, "off", lambda v: v in ("off", "truncate", "hash"),
+                    '"off", "truncate" (IPv4 /24, IPv6 /48) or "hash" (keyed, daily key)'),
+    "DoNotTrack": ("do_not_track", str, "ignore",
+                   lambda v: v in ("ignore", "anonymize", "drop"),
+                   '"ignore", "anonymize" or "drop" (requests with DNT: 1 or Sec-GPC: 1)'),
+    "ConsentCookie": ("consent_cookie", str, "", lambda v: _cookie_name(v),
+                      "a cookie name (letters, digits, - _ .), or empty = no consent gate"),
     "LogLevel": ("log_level", str, "info",
                  lambda v: v in ("debug", "info", "warning", "error"),
                  '"debug", "info", "warning" or "error"'),

@@ -38,6 +38,7 @@ import traceback
 
 from engine import metrics
 from engine.board import Board
+from engine.ingest import privacy
 from engine.tls import acmefiles
 
 from engine.system import rlimits
@@ -135,6 +136,7 @@ class Supervisor:
         self.raise_open_files_limit()
         self.shared = SharedLimits.create(SHARED_IP_SLOTS)
         self.board = Board()
+        privacy.node_secret()        # drawn once here: every worker hashes addresses alike
         self.metrics_dir = tempfile.mkdtemp(prefix="tracker-metrics-")
         metrics.prepare_dir(self.metrics_dir)
         self.restarts = metrics.restart_counter()

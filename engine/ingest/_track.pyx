@@ -144,6 +144,9 @@ cdef class TrackRoutes(FastRoutes):
     cdef Py_ssize_t max_batch       # MaxBatchEvents
     cdef Py_ssize_t max_body        # MaxBodyBytes (a compressed body's decompressed size too)
     cdef object reference_batch     # parse_ref.encode_batch in pure mode
+    cdef object privacy             # engine.ingest.privacy.Privacy, or None (all off)
+    cdef bint spooling              # this request's events are stored (not HEAD, not dropped)
+    cdef bint cookie_ok             # this request's answer may set the vid cookie
 
     def __init__(self, app, SpoolWriter spool, ids=None, pure=False):
         cfg = app.config
@@ -167,6 +170,7 @@ cdef class TrackRoutes(FastRoutes):
         self.debug_header = app.debug_header
         self.max_batch = cfg.max_batch_events
         self.max_body = cfg.max_body_bytes
+        self.privacy = app.privacy
         self.reference = None
         if pure:
             from engine import parse_ref
@@ -213,8 +217,9 @@ cdef class TrackRoutes(FastRoutes):
         cdef int route = conn.route & 0xF, method = conn.route >> 4, status
         cdef Outcome res
         cdef Ticket ticket = None
-        cdef str ip = conn.client_ip
-        cdef object refused
+        cdef str ip = conn.client_ip, store_ip
+        cdef bytes vid = None
+        cdef object refused, decision
         if self.resolver is not None:
             ip = self.resolver.resolve(ip, {b"x-forwarded-for": conn.forwarded_for,
                                             b"forwarded": conn.forwarded}
@@ -223,11 +228,18 @@ cdef class TrackRoutes(FastRoutes):
             refused = self._limited(ip, keep)
             if refused is not None:
                 return self._refuse(conn, route, 429, refused, started)
-        if method != M_HEAD and not (self.spool.healthy and
-                                     self.spool.bytes_used() < 0.9 * self.spool.max_bytes):
+        store_ip, self.spooling, self.cookie_ok = ip, method != M_HEAD, True
+        if self.privacy is not None:
+            decision = self.privacy.decide(ip, conn.dnt, conn.gpc, conn.cookie,
+                                           conn.user_agent, conn.origin)
+            store_ip, vid, self.cookie_ok = decision.ip, decision.vid, decision.set_cookie
+            if decision.drop:
+                self.spooling = False
+        if self.spooling and not (self.spool.healthy and
+                                  self.spool.bytes_used() < 0.9 * self.spool.max_bytes):
             return self._refuse(conn, route, 503, self.app.unavailable_response(), started)
         try:
-            ticket = self._record(conn, ip, method, &res, keep)
+            ticket = self._record(conn, ip, store_ip, vid, method, &res, keep)
         except BatchTooLarge as exc:
             return self._refuse(conn, route, 413,
                                 self.app.error_response(413, str(exc)), started)
@@ -260,10 +272,13 @@ cdef class TrackRoutes(FastRoutes):
         self.app.stats.answered(_ROUTE_NAMES[route], status, _mono() - started)
         return 0
 
-    cdef Ticket _record(self, HttpConnection conn, str ip, int method, Outcome* res,
-                        bint keep):
-        """Parse the request into the spool (HEAD: into scratch); the ticket
-        its answer waits on (None for HEAD)."""
+    cdef Ticket _record(self, HttpConnection conn, str limit_ip, str ip, bytes vid,
+                        int method, Outcome* res, bint keep):
+        """Parse the request into the spool (HEAD, or dropped by DoNotTrack:
+        into scratch); the ticket its answer waits on (None when not
+        spooled). ``ip`` is the address stored (anonymised or not),
+        ``limit_ip`` the real one the rate limit counts; ``vid``, when not
+        None, replaces the cookie's visitor (the cookieless id)."""
         cdef bytes url = conn.url, path, query = None, body = None, cookie = None
         cdef const char* u = PyBytes_AS_STRING(url)
         cdef const char* q = <const char*>memchr(u, b'?', PyBytes_GET_SIZE(url))
@@ -275,17 +290,20 @@ cdef class TrackRoutes(FastRoutes):
             path = url[:q - u]
             query = url[q - u + 1:]
         self._path, self._query = path, query   # alive until the answer is built
-        if conn.cookie is not None:
+        if vid is not None:
+            cookie = vid
+        elif conn.cookie is not None:
             cookie = cookie_vid_c(PyBytes_AS_STRING(conn.cookie), PyBytes_GET_SIZE(conn.cookie))
         if method == M_POST:
             body = b"".join(conn.body) if conn.body is not None else b""
             if conn.content_encoding is not None:
                 body = inflate(body, conn.content_encoding, self.max_body)
             if _is_array(body):
-                return self._record_batch(conn, ip, path, query, body, cookie, res, keep)
+                return self._record_batch(conn, limit_ip, ip, path, query, body, cookie,
+                                          res, keep)
         if self.reference is not None:
             return self._record_reference(path, query, body, ip, conn, cookie, method, res)
-        if method == M_HEAD:
+        if not self.spooling:
             self.scratch.len = 0
             self.encoder.encode(&self.scratch, path, query, body, ip, conn.user_agent,
                                 conn.accept_language, cookie, _now_ms(), self.ids, res)
@@ -302,8 +320,8 @@ cdef class TrackRoutes(FastRoutes):
         self.events += 1
         return ticket
 
-    cdef Ticket _record_batch(self, HttpConnection conn, str ip, bytes path, bytes query,
-                              bytes body, bytes cookie, Outcome* res, bint keep):
+    cdef Ticket _record_batch(self, HttpConnection conn, str limit_ip, str ip, bytes path,
+                              bytes query, bytes body, bytes cookie, Outcome* res, bint keep):
         """A JSON array body: one event per element, all or nothing. Every
         element is parsed (into scratch) before any reaches the spool; the
         answer waits on the last record's group (groups are written in
@@ -314,7 +332,7 @@ cdef class TrackRoutes(FastRoutes):
         cdef int64_t now = _now_ms()
         if self.limiting:
             for i in range(len(items) - 1):     # one token per event (the first: answer)
-                refused = self._limited(ip, keep)
+                refused = self._limited(limit_ip, keep)
                 if refused is not None:
                     raise RateLimited(refused)
         if self.reference is not None:
@@ -322,17 +340,21 @@ cdef class TrackRoutes(FastRoutes):
                                            conn.accept_language, cookie, now, self.ids,
                                            self.url_filter, max_events=self.max_batch)
             self._outcome_of(records[0], res)
+            if not self.spooling:
+                return None
             for data in records:
                 ticket = self.spool.append(data)
             self.events += len(records)
             return ticket
         return self._spool_items(items, query, ip, conn.user_agent, conn.accept_language,
-                                 cookie, now, res)
+                                 cookie, now, res, self.spooling)
 
     cdef Ticket _spool_items(self, list items, bytes query, str ip, bytes user_agent,
-                             bytes accept_language, bytes cookie, int64_t now, Outcome* res):
-        """Every element parsed (into scratch) before any reaches the spool;
-        the ticket of the last record's group (groups are written in order)."""
+                             bytes accept_language, bytes cookie, int64_t now, Outcome* res,
+                             bint spooling):
+        """Every element parsed (into scratch) before any reaches the spool
+        (none does unless ``spooling``); the ticket of the last record's
+        group (groups are written in order)."""
         cdef list ends = []
         cdef Outcome each
         cdef Py_ssize_t i, start, at = 0
@@ -348,6 +370,8 @@ cdef class TrackRoutes(FastRoutes):
             if each.new_visitor:             # the rest of the batch is this visitor's
                 cookie = _uuid_str(each.vid).encode()
         res.redirect, res.redirect_len = NULL, -1
+        if not spooling:
+            return None
         for end in ends:
             start = self.spool.begin()
             buf_reserve(&self.spool.open_group, end - at)
@@ -376,7 +400,7 @@ cdef class TrackRoutes(FastRoutes):
                 self.events += 1
             return ticket
         return self._spool_items(items, None, ip, user_agent, accept_language, cookie_vid,
-                                 _now_ms(), &res)
+                                 _now_ms(), &res, True)
 
     def accepting(self):
         return self.spool.healthy and self.spool.bytes_used() < 0.9 * self.spool.max_bytes
@@ -421,7 +445,7 @@ cdef class TrackRoutes(FastRoutes):
         else:
             res.redirect = PyBytes_AS_STRING(self._keep_redirect)
             res.redirect_len = PyBytes_GET_SIZE(self._keep_redirect)
-        if method == M_HEAD:
+        if not self.spooling:
             return None
         self.events += 1
         return self.spool.append(data)
@@ -430,7 +454,7 @@ cdef class TrackRoutes(FastRoutes):
                          bint keep):
         cdef Buf* b = &self.out
         cdef bytes origin = conn.origin, location = None
-        cdef bint cookie = not (method == M_HEAD and res.new_visitor)
+        cdef bint cookie = self.cookie_ok and not (method == M_HEAD and res.new_visitor)
         cdef bytes date = self.date.value
         if route == R_RDR:
             location = self._location(res)
@@ -480,16 +504,19 @@ cdef class TrackRoutes(FastRoutes):
         return location
 
     # ---- tracking for other routes (proxy, static) -----------------------
-    def track(self, path, query, ip, user_agent, accept_language, cookie):
+    def track(self, path, query, ip, user_agent, accept_language, cookie, vid=None):
         """Spool an event for a proxied or static request (not an answer of
-        its own: nothing waits for the group). Returns (vid, new visitor),
+        its own: nothing waits for the group); ``vid`` (bytes), when given,
+        is its visitor instead of the cookie's. Returns (vid, new visitor),
         or None when the spool does not accept events now."""
         cdef Outcome res
         cdef Py_ssize_t start
         cdef bytes cookie_vid = None
         if not (self.spool.healthy and self.spool.bytes_used() < 0.9 * self.spool.max_bytes):
             return None
-        if cookie is not None:
+        if vid is not None:
+            cookie_vid = vid
+        elif cookie is not None:
             cookie_vid = cookie_vid_c(PyBytes_AS_STRING(cookie), PyBytes_GET_SIZE(cookie))
         if self.reference is not None:
             data = self.reference(path, query, None, ip, user_agent, accept_language,

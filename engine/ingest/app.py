@@ -16,6 +16,7 @@ import orjson
 
 from engine import metrics
 from engine.http import responses
+from engine.ingest import privacy
 from engine.ingest.cors import preflight
 from engine.limits.admission import Admission
 from engine.limits.policy import PROXY, SERVICE, STATIC, TRACK
@@ -44,6 +45,10 @@ class TrackerApp:
         self.draining = False
         self.redirect_hosts = normalise_hosts(config.redirect_hosts)
         self.admission = Admission(config, shared, conn_slot, stats, self.date)
+        # IPAnonymize / DoNotTrack / ConsentCookie, or None when all are off
+        self.privacy = privacy.Privacy(config) if privacy.active(config) else None
+        if config.ip_anonymize != "off":    # ``dailies`` holds the stored form of addresses
+            self.admission.daily_key = self.privacy.stored_address
         self.shared = shared            # /status reads the node's connection count
         # Debug only: which worker answered ("index/pid"), for multi-worker tests.
         self.debug_header = (b"X-Tracker-Worker: %d/%d\r\n" % (worker_index, os.getpid())
@@ -165,11 +170,21 @@ class TrackerApp:
         if req.method != b"GET":
             query += b"&method=" + quote_from_bytes(req.method, safe="").encode()
         headers = req.headers
-        visitor = self.fast.track(self.visit_path, query, req.client_ip,
+        ip, vid, set_cookie = req.client_ip, None, True
+        if self.privacy is not None:
+            decision = self.privacy.decide(ip, headers.get(b"dnt"), headers.get(b"sec-gpc"),
+                                           headers.get(b"cookie"), headers.get(b"user-agent"),
+                                           headers.get(b"origin"))
+            if decision.drop:
+                return None
+            ip, vid, set_cookie = decision.ip, decision.vid, decision.set_cookie
+        visitor = self.fast.track(self.visit_path, query, ip,
                                   headers.get(b"user-agent"), headers.get(b"accept-language"),
-                                  headers.get(b"cookie"))
+                                  headers.get(b"cookie"), vid)
         if visitor is None:
             self.stats.request(kind.decode() + "_untracked", 503)
+        elif not set_cookie:
+            return visitor[0], False
         return visitor
 
     def not_found(self, conn, req, path, query, keep):

@@ -53,7 +53,10 @@ class TrackSocket(Stream):
         self.user_agent = req.headers.get(b"user-agent")
         self.accept_language = req.headers.get(b"accept-language")
         cookie = req.headers.get(b"cookie")
+        self.store_ip, self.dropping = self.ip, False   # the address stored; DoNotTrack drop
         self.vid = cookie_value(cookie) if cookie is not None else None
+        if app.privacy is not None:
+            self._decide(app.privacy, req.headers, cookie)
         self.minted = self.vid is None
         if self.minted:
             self.vid = self.fast.new_vid().encode()
@@ -67,6 +70,17 @@ class TrackSocket(Stream):
         self.closed = False
         self.idle = conn.registry.idle_timeout
         self.deadline = conn.registry.clock + self.idle
+
+    def _decide(self, privacy, headers, cookie):
+        """IPAnonymize / DoNotTrack / ConsentCookie, once for the stream: the
+        limits count the real address, the events carry the decided one."""
+        decision = privacy.decide(self.ip, headers.get(b"dnt"), headers.get(b"sec-gpc"),
+                                  cookie, self.user_agent, headers.get(b"origin"))
+        self.store_ip, self.dropping = decision.ip, decision.drop
+        if decision.vid is not None:
+            self.vid = decision.vid          # cookieless: minted is False, no Set-Cookie
+        elif decision.drop:
+            self.vid = self.vid or b""       # nothing stored: mint no visitor either
 
     # ---- the Stream life cycle -------------------------------------------
     def start(self, conn):
@@ -141,10 +155,12 @@ class TrackSocket(Stream):
         if wait:
             return self._answer(frame, {"frame": frame, "error": "rate limited",
                                         "retry_after": wait})
+        if self.dropping:                     # DoNotTrack "drop": acknowledged, kept nowhere
+            return self._answer(frame, {"ack": frame, "events": len(items)})
         if not self.fast.accepting():
             return self._answer(frame, {"frame": frame, "error": "busy, retry"})
         try:
-            ticket = self.fast.track_items(items, self.ip, self.user_agent,
+            ticket = self.fast.track_items(items, self.store_ip, self.user_agent,
                                            self.accept_language, self.vid)
         except ParseError as exc:
             return self._answer(frame, {"frame": frame, "error": str(exc)})

@@ -22,6 +22,7 @@ class Admission:
         self.limited_classes = tuple(p[1] > 0 or p[3] > 0 for p in self.rate_params)
         self.limiting = any_enabled(self.rate_params)
         self.daily = None               # ProxyDailyLimit checker (engine.limits.daily), if set
+        self.daily_key = None           # ip -> the address as stored (IPAnonymize), if on
         self.stats = stats
         self.date = date
 
@@ -57,7 +58,8 @@ class Admission:
             self.stats.rate_limited(CLASS_NAMES[cls])
             return 429, responses.simple(429, self.date, "rate limited\n", close=not keep,
                                          extra=b"Retry-After: %d\r\n" % wait)
-        if cls == PROXY and self.daily is not None and not self.daily.allowed(ip):
+        if cls == PROXY and self.daily is not None and not self.daily.allowed(
+                ip if self.daily_key is None else self.daily_key(ip)):
             self.stats.rate_limited("daily")
             return 429, responses.simple(429, self.date, "API Limit Reached", close=not keep)
         return None

@@ -193,8 +193,10 @@ def test_metrics_equal_requests_whichever_worker_answers(collector_factory):
     assert len(answered_by) == 2
 
 
-def test_proxy_daily_limit_answers_api_limit_reached(collector_factory):
-    c = collector_factory({"ProxyDailyLimit": 5}, workers=1)
+@pytest.mark.parametrize("anonymize", ["off", "hash"])
+def test_proxy_daily_limit_answers_api_limit_reached(collector_factory, anonymize):
+    # with IPAnonymize "hash", dailies holds the hashed address and is read by it
+    c = collector_factory({"ProxyDailyLimit": 5, "IPAnonymize": anonymize}, workers=1)
     for i in range(3):                     # three tracked events: dailies = 3
         assert c.get(f"/tr/v1/m/{i}")[0] == 200
     deadline = time.monotonic() + 10

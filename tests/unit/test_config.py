@@ -207,3 +207,20 @@ def test_an_installed_plugin_sink_is_a_known_service(tmp_path, monkeypatch):
     assert cfg.warnings == [] and cfg.ignored == []   # its keys are the plug-in's business
     assert cfg.skipped == ["Notify[1]: no sink is installed for Service 'kafak' (did you mean "
                            "'kafka'?); known: cassandra, kafka, nats, sqlite; entry skipped"]
+
+
+def test_privacy_keys_and_their_errors():
+    cfg = config_from_dict({"IPAnonymize": "hash", "DoNotTrack": "drop",
+                            "ConsentCookie": "CookieConsent"})
+    assert (cfg.ip_anonymize, cfg.do_not_track, cfg.consent_cookie) == \
+        ("hash", "drop", "CookieConsent")
+    defaults = config_from_dict({})
+    assert (defaults.ip_anonymize, defaults.do_not_track, defaults.consent_cookie) == \
+        ("off", "ignore", "")
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"IPAnonymize": "mask", "DoNotTrack": True,
+                          "ConsentCookie": "consent; path=/"})
+    text = str(err.value)
+    assert "IPAnonymize: got 'mask', expected \"off\", \"truncate\"" in text
+    assert "DoNotTrack: got True, expected a string" in text
+    assert "ConsentCookie: got 'consent; path=/', expected a cookie name" in text

@@ -34,6 +34,9 @@ setup(
         "wsproto==1.3.2",         # WebSocket framing (sans-IO) for /tr/vN/ws
         "h11==0.16.0",            # (wsproto's HTTP/1.1 handshake)
         "setproctitle==1.3.8",   # process titles: tracker: http-0, store-0, ...
+        "ua-parser==1.0.2",       # user agents read in the store (engine/store/agents.py)
+        "ua-parser-builtins==202610",   # (its maintained regexes)
+        "ua-parser-rs==0.1.5",    # (the regexes compiled in Rust: ~10x faster)
     ],
     extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17", "aiohttp==3.14.5",
                              "pyyaml==6.0.3",

@@ -113,6 +113,8 @@ KEYS = {
     "DoNotTrack": ("do_not_track", str, "ignore",
                    lambda v: v in ("ignore", "anonymize", "drop"),
                    '"ignore", "anonymize" or "drop" (requests with DNT: 1 or Sec-GPC: 1)'),
+    "Bots": ("bots", str, "keep", lambda v: v in ("keep", "flag", "drop"),
+             '"keep", "flag" (params.bot = "true") or "drop" (robots\' events stored nowhere)'),
     "ConsentCookie": ("consent_cookie", str, "", lambda v: _cookie_name(v),
                       "a cookie name (letters, digits, - _ .), or empty = no consent gate"),
     "LogLevel": ("log_level", str, "info",

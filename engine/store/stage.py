@@ -18,6 +18,7 @@ import time
 
 from engine.logs import log
 from engine.spool import legacy_sink_id, sink_id
+from engine.store.agents import Agents
 from engine.store.batcher import SinkChannel
 from engine.store.fanout import Batch, unique
 from engine.store.tail import SpoolTail
@@ -56,6 +57,7 @@ class SinkStage:
         self.max_events = config.batch_max_events
         self.max_age = config.batch_max_age_ms / 1000
         self.open, self.marks, self.opened_at = [], {}, 0.0
+        self.agents = Agents(config.bots)     # user agents read, robots flagged or dropped
         self.last_read = 0
         self.io_pending = 0
         self.draining = False
@@ -98,7 +100,8 @@ class SinkStage:
         self.open, self.marks = [], {}
         for f in marks:
             f.in_flight += 1
-        if not events:                         # only undecodable records: just move on
+        events = self.agents.apply(events)
+        if not events:                         # only undecodable records or robots dropped
             self._written(marks)
             return
         self.channel.enqueue(Batch(unique(events)), lambda: self._written(marks))

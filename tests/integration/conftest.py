@@ -129,12 +129,23 @@ class Collector:
             return fh.read().decode("utf-8", "replace")
 
     def child_pids(self):
-        """Every child of the supervisor (HTTP, store, consume, acme)."""
-        try:
-            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as fh:
-                return sorted(int(p) for p in fh.read().split())
-        except FileNotFoundError:
-            return []
+        """Every child of the supervisor (HTTP, store, consume, acme). Read
+        from each process's stat: /proc/<pid>/task/<tid>/children lists
+        only what that thread forked and, by the kernel's own account, is
+        not reliable while children come and go (it missed a live store)."""
+        found = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat", "rb") as fh:
+                    stat = fh.read()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(b")") + 2:].split()
+            if int(fields[1]) == self.proc.pid and fields[0] != b"Z":
+                found.append(int(name))
+        return sorted(found)
 
     def pids_of(self, kind):
         """Children titled ``tracker: <kind>-<i>`` (workers/base.py set_title)."""

@@ -164,3 +164,29 @@ def test_dropped_and_hashed_requests_still_meet_the_rate_limit(collector_factory
     statuses = [c.get("/tr/v1/?ename=r", {"DNT": "1"})[0] for _ in range(6)]
     assert statuses[:3] == [200] * 3 and 429 in statuses[3:]
     assert c.stop() == 0
+
+
+FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
+ROBOTS = ("curl/8.5.0", "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+          "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+          "HeadlessChrome/120.0.0.0 Safari/537.36")
+
+
+@pytest.mark.parametrize("bots", ["keep", "flag", "drop"])
+def test_bots(collector_factory, bots):
+    c = started(collector_factory, Bots=bots)
+    for n, ua in enumerate((FIREFOX,) + ROBOTS):
+        assert c.get(f"/tr/v1/?ename=e{n}", {"User-Agent": ua})[0] == 200
+    assert c.get("/tr/v1/?ename=sent&os=MyOS", {"User-Agent": FIREFOX})[0] == 200
+    assert c.stop() == 0
+    rows = {r["ename"]: r for r in c.rows("SELECT ename, os, params FROM events")}
+    assert rows["e0"]["os"] == "Linux" and rows["sent"]["os"] == "MyOS"
+    assert json.loads(rows["e0"]["params"])["browser_family"] == "Firefox"
+    robots = {"e1", "e2", "e3"}
+    if bots == "drop":
+        assert set(rows) == {"e0", "sent"}
+        return
+    assert robots <= set(rows)
+    flagged = {name for name, r in rows.items()
+               if json.loads(r["params"] or "{}").get("bot") == "true"}
+    assert flagged == (robots if bots == "flag" else set())

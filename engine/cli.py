@@ -31,7 +31,21 @@ def build_parser():
     schema_sub = schema.add_subparsers(dest="action", required=True)
     apply = schema_sub.add_parser("apply", help="create the schema in every Notify store")
     apply.add_argument("--config", default=DEFAULT_CONFIG)
+    _add_privacy_commands(sub)
     return parser
+
+
+def _add_privacy_commands(sub):
+    erase = sub.add_parser("erase", help="delete visitors' rows from every store "
+                           "(and publish an erase message on NATS)")
+    erase.add_argument("--config", required=True)
+    erase.add_argument("--vid", action="append", default=[], help="a visitor id (repeatable)")
+    erase.add_argument("--uid", action="append", default=[],
+                       help="a user id: every visitor that logged in as it (repeatable)")
+    prune = sub.add_parser("prune", help="delete what is older than RetentionDays now")
+    prune.add_argument("--config", required=True)
+    prune.add_argument("--days", type=int, default=None,
+                       help="override RetentionDays for this run")
 
 
 def overrides_from(args):
@@ -116,10 +130,51 @@ def cmd_schema(args):
     return 0
 
 
+def cmd_erase(args):
+    import asyncio
+    from engine.config import load_config
+    from engine.store.erase import EraseRequestError, erase_everywhere, format_report
+    cfg = load_config(args.config)
+    try:
+        report = asyncio.run(erase_everywhere(cfg, args.vid, args.uid))
+    except EraseRequestError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(format_report(report))
+    return 1 if any("error" in line for line in report) else 0
+
+
+def cmd_prune(args):
+    from engine.config import load_config
+    from engine.store import retention
+    cfg = load_config(args.config)
+    days = args.days if args.days is not None else cfg.retention_days
+    if not days:
+        print("RetentionDays is 0 (keep for ever): nothing to prune; pass --days N to "
+              "prune anyway", file=sys.stderr)
+        return 2
+    code = 0
+    for entry in cfg.notify:
+        if entry["Service"] == "sqlite":
+            try:
+                deleted = retention.prune_sqlite(entry["Path"], days)
+            except (RuntimeError, OSError) as exc:
+                print(f"sqlite {entry['Path']}: FAILED {exc}", file=sys.stderr)
+                code = 1
+                continue
+            what = ", ".join(f"{t} {n}" for t, n in sorted(deleted.items())) or "nothing"
+            print(f"sqlite {entry['Path']}: older than {days} days deleted: {what}")
+        elif entry["Service"] == "cassandra":
+            print(f"cassandra: rows expire by their TTL ({days} days, set by the sink and "
+                  "`tracker schema apply`); counters keep their totals")
+    return code
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     handler = {"serve": cmd_serve, "check-config": cmd_check_config,
-               "stats": cmd_stats, "schema": cmd_schema}[args.command]
+               "stats": cmd_stats, "schema": cmd_schema,
+               "erase": cmd_erase, "prune": cmd_prune}[args.command]
     try:
         code = handler(args)
     except ConfigError as exc:   # every command but serve, which logs it as JSON

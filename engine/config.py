@@ -117,6 +117,11 @@ KEYS = {
              '"keep", "flag" (params.bot = "true") or "drop" (robots\' events stored nowhere)'),
     "ConsentCookie": ("consent_cookie", str, "", lambda v: _cookie_name(v),
                       "a cookie name (letters, digits, - _ .), or empty = no consent gate"),
+    "EraseToken": ("erase_token", str, "", lambda v: v == "" or len(v) >= 16,
+                   "a secret of at least 16 characters enabling POST /privacy/v1/erase, "
+                   "or empty"),
+    "RetentionDays": ("retention_days", int, 0, lambda v: v >= 0,
+                      "days >= 0 events are kept (0 = for ever)"),
     "LogLevel": ("log_level", str, "info",
                  lambda v: v in ("debug", "info", "warning", "error"),
                  '"debug", "info", "warning" or "error"'),

@@ -29,6 +29,7 @@ import time
 from engine.logs import log
 from engine.metrics import StoreStats
 from engine.spool import is_final, remove_spool, spool_files
+from engine.store import retention
 from engine.store.sinks.registry import CriticalSinkDown, SinkEntryError, build_sinks, start_sinks
 from engine.store.stage import SinkStage, owner, stage_ids
 from workers.base import BootError, report_ready, run_async
@@ -60,10 +61,13 @@ class StoreWorker:
         for stage in self.stages:
             stage.start()
         ticker = loop.create_task(self.tick())
+        pruner = loop.create_task(self.prune()) if self.prunes() else None
         report_ready(self.ready_fd)
         log.info("store serving", index=self.index, sinks=[s.sid for s in self.stages])
         await self.stop.wait()
         ticker.cancel()
+        if pruner is not None:
+            pruner.cancel()
         await self.drain()
 
     async def build_stages(self):
@@ -100,6 +104,28 @@ class StoreWorker:
             if os.getppid() != self.parent:
                 log.warning("supervisor gone; draining")
                 self.stop.set()
+
+    def prunes(self):
+        """Store 0 prunes the embedded store when RetentionDays is set."""
+        return bool(self.config.retention_days) and any(
+            s.service == "sqlite" for s in self.sinks)
+
+    async def prune(self):
+        """RetentionDays for SQLite (engine/store/retention.py), in a thread:
+        at start, then every retention.EVERY seconds."""
+        loop = asyncio.get_running_loop()
+        paths = [s.path for s in self.sinks if s.service == "sqlite"]
+        while True:
+            for path in paths:
+                try:
+                    deleted = await loop.run_in_executor(
+                        None, retention.prune_sqlite, path, self.config.retention_days)
+                    if deleted:
+                        log.info("retention pruned the embedded store", path=path,
+                                 days=self.config.retention_days, deleted=deleted)
+                except Exception as exc:       # retried at the next round
+                    log.warning("retention pruning failed", path=path, error=repr(exc)[:300])
+            await asyncio.sleep(retention.EVERY)
 
     def publish_health(self):
         if self.slot is None:

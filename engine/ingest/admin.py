@@ -5,13 +5,16 @@ Prometheus deployments expect metrics on an internal address, as
 node_exporter or nginx's stub_status are. With ``AdminListen`` set, every
 worker also listens there (SO_REUSEPORT, plain HTTP: it is meant for a
 private address) and answers ``/metrics``, ``/status``, ``/ready`` and
-``/ping`` (and the dashboard, ``/dash/``, once it exists); the public ports
+``/ping``, ``POST /privacy/v1/erase`` when ``EraseToken`` is set (and the
+dashboard, ``/dash/``, once it exists); the public ports
 then answer ``/metrics`` and ``/status`` with 404, keeping ``/ping`` and
 ``/ready``, which load balancers need. Tracking routes are not served here.
 Unset, the public port serves everything as the Go collector did, and the
 supervisor warns at start that it does.
 """
 from time import perf_counter
+
+from engine.ingest.app import erase_path
 
 ADMIN_ROUTES = (b"/metrics", b"/status", b"/ready", b"/ping")
 PUBLIC_ONLY_WITHOUT_ADMIN = (b"/metrics", b"/status")
@@ -28,6 +31,8 @@ class AdminApp:
                        b"/status": ("status", app.status),
                        b"/ready": ("ready", app.ready),
                        b"/ping": ("ping", app.ping)}
+        if app.config.erase_token:
+            self.routes[erase_path(app.version)] = ("erase", app.erase)
 
     def admit_connection(self, conn):
         return None             # not counted against MaximumConnections

@@ -27,6 +27,10 @@ COOKIE_MAX_AGE = 31536000  # one year
 JSON = b"application/json"
 
 
+def erase_path(version):
+    return b"/privacy/" + version + b"/erase"
+
+
 class TrackerApp:
     """What ``HttpConnection`` calls (``admit_connection``, ``connection_closed``,
     ``route_head``, ``handle``, ``error_response``, ``count_error``,
@@ -60,6 +64,7 @@ class TrackerApp:
         if config.proxy_url:
             from engine.proxy import ReverseProxy
             self.proxy = ReverseProxy(config, registry, stats, self.admission.client_ip)
+        self.erase_route = None         # built on the first POST /privacy/vN/erase
         self.static = None              # StaticFiles when StaticDirectory is set
         if config.static_directory and os.path.isdir(config.static_directory):
             from engine.static import StaticFiles
@@ -76,6 +81,8 @@ class TrackerApp:
         if self.config.admin_address is None:   # else only on the admin port (admin.py)
             fixed.update({b"/status": ("status", self.status, SERVICE),
                           b"/metrics": ("metrics", self.metrics, SERVICE)})
+            if self.config.erase_token:
+                fixed[erase_path(version)] = ("erase", self.erase, SERVICE)
         self.version = version
         self.visit_path = b"/tr/" + version     # proxied/static visits parse as a bare track
         self.socket_path = b"/tr/" + version + b"/ws"
@@ -278,6 +285,13 @@ class TrackerApp:
                              {"Key": "conns", "Value": self.shared.conn_total()}])
         return 200, responses.build(200, self.date, responses.NO_STORE, body=body,
                                     content_type=JSON, close=not keep)
+
+    def erase(self, conn, req, path, query, keep):
+        """POST /privacy/vN/erase (engine/ingest/erase_route.py)."""
+        if self.erase_route is None:
+            from engine.ingest.erase_route import EraseRoute
+            self.erase_route = EraseRoute(self.config, self.date)
+        return self.erase_route.handle(conn, req, keep)
 
     def metrics(self, conn, req, path, query, keep):
         self.stats.sync()

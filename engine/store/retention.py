@@ -82,3 +82,24 @@ def _add(deleted, table, n):
 def cassandra_ttl_seconds(days):
     """The row tables' default_time_to_live for ``RetentionDays`` (0: none)."""
     return int(days) * 86400
+
+
+# Row tables whose rows expire after RetentionDays; counter tables cannot take a TTL
+# and ``sequences`` holds the schema version, which must not expire.
+CASSANDRA_ROW_TABLES = ("events", "visitors", "sessions", "nodes", "locations", "aliases",
+                        "users", "usernames", "referrals", "affiliates", "logs")
+
+
+async def apply_cassandra_ttl(query, keyspace, days):
+    """Set the row tables' default_time_to_live to ``days`` (0: none) where it
+    differs; the tables changed. ``query`` runs one CQL statement (the sink's wire)."""
+    ttl = cassandra_ttl_seconds(days)
+    rows = await query("SELECT table_name, default_time_to_live FROM system_schema.tables "
+                       f"WHERE keyspace_name = '{keyspace}'")
+    changed = []
+    for row in rows:
+        name = row["table_name"]
+        if name in CASSANDRA_ROW_TABLES and (row["default_time_to_live"] or 0) != ttl:
+            await query(f"ALTER TABLE {keyspace}.{name} WITH default_time_to_live = {ttl}")
+            changed.append(name)
+    return changed

@@ -31,15 +31,18 @@ setup(
         "josepy==2.2.0",
         "cryptography==50.0.2",
         "setproctitle==1.3.8",   # process titles: tracker: http-0, store-0, ...
+        "confluent-kafka==2.16.1",   # Kafka sink and repeater (librdkafka; loadtest/bench_kafka.py)
     ],
     extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17", "aiohttp==3.14.5",
                              "pyyaml==6.0.3",
+                             "aiokafka==0.14.0",   # bench_kafka.py's client comparison
                              "locust==2.47.0", "matplotlib==3.11.2"],
-                    "loadtest": ["locust==2.47.0", "matplotlib==3.11.2"]},
+                    "loadtest": ["locust==2.47.0", "matplotlib==3.11.2", "aiokafka==0.14.0"]},
     entry_points={
         "console_scripts": ["tracker = engine.cli:main"],
         "tracker.sinks": ["sqlite = engine.store.sinks.sqlite:SQLiteSink",
                           "nats = engine.store.sinks.nats:NatsSink",
-                          "cassandra = engine.store.sinks.cassandra:CassandraSink"],
+                          "cassandra = engine.store.sinks.cassandra:CassandraSink",
+                          "kafka = engine.store.sinks.kafka:KafkaSink"],
     },
 )

@@ -36,6 +36,7 @@ setup(
     extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17", "aiohttp==3.14.5",
                              "pyyaml==6.0.3",
                              "aiokafka==0.14.0",   # bench_kafka.py's client comparison
+                             "jsonschema==4.26.0",   # docs/kafka/event.schema.json check
                              "locust==2.47.0", "matplotlib==3.11.2"],
                     "loadtest": ["locust==2.47.0", "matplotlib==3.11.2", "aiokafka==0.14.0"]},
     entry_points={

@@ -137,7 +137,7 @@ class KafkaNode:
     properties (more listeners, SASL, TLS)."""
 
     def __init__(self, directory, node_id, port, controller_port, voters, cluster_id,
-                 replication=1, heap="256m", extra=None):
+                 replication=1, heap="256m", extra=None, listeners=None):
         self.dir = os.path.abspath(directory)
         self.node_id = node_id
         self.port = port
@@ -147,6 +147,7 @@ class KafkaNode:
         self.replication = replication
         self.heap = heap
         self.extra = dict(extra or {})
+        self.listeners = dict(listeners or {})   # more listeners: {"SASL_SSL": port}
         self.proc = None
         self.pid = None
 
@@ -160,16 +161,19 @@ class KafkaNode:
 
     def properties(self):
         r = self.replication
+        more = "".join(f",{name}://127.0.0.1:{port}" for name, port in self.listeners.items())
+        protocols = "".join(f",{name}:{name}" for name in self.listeners)
         props = {
             "process.roles": "broker,controller",
             "node.id": self.node_id,
             "controller.quorum.voters": self.voters,
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
-                         f"CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+                         f"CONTROLLER://127.0.0.1:{self.controller_port}{more}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}{more}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+                                              + protocols,
             "log.dirs": os.path.join(self.dir, "data"),
             "num.partitions": 3,
             "default.replication.factor": r,
@@ -318,9 +322,11 @@ class KafkaNode:
 class KafkaCluster:
     """``size`` nodes in ``directory``, each a broker and a controller voter;
     topics default to ``size`` replicas (at most 3) with min.insync.replicas
-    one less. ``extra(node_id)`` returns more properties for a node."""
+    one less. ``extra(node_id)`` returns more properties for a node,
+    ``listeners(node_id)`` more listeners ({"SASL_SSL": port}); ``scram``
+    holds SCRAM credentials for StorageTool's --add-scram."""
 
-    def __init__(self, directory, size=1, heap="256m", extra=None, scram=()):
+    def __init__(self, directory, size=1, heap="256m", extra=None, scram=(), listeners=None):
         self.dir = os.path.abspath(directory)
         self.state_path = os.path.join(self.dir, "cluster.json")
         state = {}
@@ -334,7 +340,8 @@ class KafkaCluster:
         self.scram = scram
         self.nodes = [KafkaNode(os.path.join(self.dir, f"node{i + 1}"), i + 1, p, c, voters,
                                 self.cluster_id, replication=min(size, 3), heap=heap,
-                                extra=extra(i + 1) if extra else None)
+                                extra=extra(i + 1) if extra else None,
+                                listeners=listeners(i + 1) if listeners else None)
                       for i, (p, c) in enumerate(ports)]
         self.pids = state.get("pids") or []
         os.makedirs(self.dir, exist_ok=True)

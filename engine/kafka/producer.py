@@ -23,17 +23,14 @@ CONNECT_TIMEOUT_MAX = 10.0     # seconds a start waits for the brokers' metadata
 
 
 class Delivery:
-    """What became of a group: ``acked`` eids, the first ``errors`` (one at
-    least for any message not acknowledged), and ``unanswered`` messages
-    (still in the client after the wait)."""
-    __slots__ = ("acked", "errors", "unanswered")
+    """What became of a group: ``acked`` (the eids the brokers acknowledged),
+    ``errors`` (the first few; one at least when any message failed) and
+    ``unanswered`` (messages still in the client after the wait)."""
+    __slots__ = ("acked", "errors", "unanswered", "complete")
 
-    def __init__(self, acked, errors, unanswered):
+    def __init__(self, acked, errors, unanswered, complete):
         self.acked, self.errors, self.unanswered = acked, errors, unanswered
-
-    @property
-    def complete(self):
-        return not self.errors and not self.unanswered
+        self.complete = complete
 
 
 class Publisher:
@@ -132,32 +129,36 @@ class Publisher:
         return await loop.run_in_executor(self.io, self._deliver, messages)
 
     def _deliver(self, messages):
-        failed, errors = set(), []
+        # Each callback knows its eid: a failed message's own fields (its
+        # headers) are not reliable once librdkafka has given up on it.
+        acked, failures = [], []
 
-        def done(err, msg):
-            if err is not None:
-                failed.add(dict(msg.headers() or ()).get(EID_HEADER, b"").decode())
-                if len(errors) < 3:
-                    errors.append(str(err))
+        def callback(eid):
+            def done(err, _msg):
+                if err is None:
+                    acked.append(eid)
+                else:
+                    failures.append(err)
+            return done
 
         produce, topic = self.producer.produce, self.topic
-        sent = []
+        errors, produced = [], 0
         try:
             for key, value, eid in messages:
                 produce(topic, value, key, headers=[(EID_HEADER, eid.encode())],
-                        on_delivery=done)
-                sent.append(eid)
+                        on_delivery=callback(eid))
+                produced += 1
         except BufferError:
             errors.append(f"producer queue full ({self.max_messages} messages)")
         except Exception as exc:      # KafkaException: e.g. a fatal producer state
             errors.append(repr(exc))
         # every message is answered within message.timeout.ms (Timeout)
         left = self.producer.flush(self.opts.timeout + 5.0)
-        if left:
-            return Delivery(set(), errors, left)
-        if len(sent) < len(messages) and not errors:
-            errors.append("not every message was produced")
-        return Delivery(set(sent) - failed, errors, 0)
+        errors += [str(err) for err in failures[:3]]
+        complete = not errors and not left and len(acked) == len(messages)
+        if not complete and not errors:
+            errors.append(f"{len(messages) - len(acked)} messages not answered in time")
+        return Delivery(set(acked), errors, left, complete)
 
 
 class _ClientLog(logging.Handler):

@@ -268,18 +268,33 @@ class NatsTarget:
             log.info("nats stream created", stream=self.stream, subjects=[self.subject])
 
     async def deliver(self, items):
+        """Publish ``items``; (acked eids, first error or None, repeats the
+        stream dropped). Fails at once while disconnected, and leaves the
+        messages not acknowledged within Timeout for the retry."""
+        if not self.nc.is_connected:
+            return set(), "nats: not connected (reconnecting)", 0
         futures = []
-        for eid, _vid, data in items:
-            futures.append(await self.js.publish_async(
-                self.subject, data, stream=self.stream, headers={NATS_MSG_ID: eid}))
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        acked, error, duplicates = set(), None, 0
-        for (eid, _, _), result in zip(items, results):
-            if isinstance(result, BaseException):
-                error = error or repr(result)
+        try:
+            for eid, _vid, data in items:
+                futures.append(await self.js.publish_async(
+                    self.subject, data, stream=self.stream, headers={NATS_MSG_ID: eid}))
+            await asyncio.wait(futures, timeout=self.opts.timeout)
+        except Exception as exc:          # publishing itself failed (connection lost)
+            error = repr(exc)
+        else:
+            error = None
+        acked, duplicates = set(), 0
+        for (eid, _, _), fut in zip(items, futures):
+            if not fut.done():
+                fut.cancel()
+                error = error or f"no acknowledgement within {self.opts.timeout:g} s"
+            elif fut.exception() is not None:
+                error = error or repr(fut.exception())
             else:
                 acked.add(eid)
-                duplicates += bool(result.duplicate)
+                duplicates += bool(fut.result().duplicate)
+        if len(futures) < len(items):
+            error = error or "not every message was published"
         return acked, error, duplicates
 
     async def close(self):
@@ -300,8 +315,17 @@ class Repeater:
 
     async def run(self):
         idle_since = time.monotonic()
+        backoff = BACKOFF_FIRST
         while not self.stopping.is_set():
-            msgs = await self.source.fetch(1.0)
+            try:
+                msgs = await self.source.fetch(1.0)
+            except Exception as exc:        # the source is away: it reconnects
+                log.warning("repeat source failed; retrying", error=repr(exc)[:300],
+                            retry_in=backoff)
+                await self._pause(backoff)
+                backoff = min(2 * backoff, BACKOFF_MAX)
+                continue
+            backoff = BACKOFF_FIRST
             if not msgs:
                 if not await self.source.ready():
                     idle_since = time.monotonic()      # not idle: not yet assigned
@@ -333,18 +357,24 @@ class Repeater:
         to stop before the target took it all (nothing committed)."""
         self.counts.received += len(msgs)
         items = self.items_of(msgs)
-        backoff = BACKOFF_FIRST
+        backoff, failed_since = BACKOFF_FIRST, 0.0
         beat = asyncio.get_running_loop().create_task(self._keep_alive(msgs))
         try:
             while items:
-                acked, error, duplicates = await self.target.deliver(items)
+                try:
+                    acked, error, duplicates = await self.target.deliver(items)
+                except Exception as exc:     # e.g. the producer could not be made again
+                    acked, error, duplicates = set(), repr(exc), 0
                 self.counts.delivered += len(acked)
                 self.counts.duplicates += duplicates
                 items = [it for it in items if it[0] not in acked]
                 if not items:
                     break
-                log.error("repeat target failed; group kept for retry", error=str(error)[:300],
-                          left=len(items), retry_in=backoff)
+                # the first failure of a group is an error, its retries are debug
+                (log.debug if failed_since else log.error)(
+                    "repeat target failed; group kept for retry", error=str(error)[:300],
+                    left=len(items), retry_in=backoff)
+                failed_since = failed_since or time.monotonic()
                 try:
                     await asyncio.wait_for(self.stopping.wait(), backoff)
                     return False
@@ -352,9 +382,18 @@ class Repeater:
                     backoff = min(2 * backoff, BACKOFF_MAX)
         finally:
             beat.cancel()
+        if failed_since:
+            log.info("repeat target recovered",
+                     down_seconds=round(time.monotonic() - failed_since, 1))
         await self._commit(msgs)
         self.counts.groups += 1
         return True
+
+    async def _pause(self, seconds):
+        try:
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     async def _keep_alive(self, msgs):
         interval = max(0.5, getattr(self.source, "ack_wait", 30) / 3)

@@ -134,11 +134,12 @@ def events_of(messages):
 
 def wait_topic(bootstrap, topic, predicate, timeout=60, what="messages"):
     """read_topic until ``predicate(messages)`` holds; the messages."""
+    from confluent_kafka import KafkaException
     deadline = time.monotonic() + timeout
     while True:
         try:
             messages = read_topic(bootstrap, topic)
-        except KeyError:              # the topic does not exist yet
+        except (KeyError, KafkaException):   # no topic yet; a leader moving
             messages = []
         if predicate(messages):
             return messages

@@ -171,7 +171,6 @@ def tracker_command():
 
 async def bench_repeat(broker, directory, messages):
     import nats
-    from confluent_kafka import Consumer, Producer
     nats_port = kafka_node.free_port()
     conf = os.path.join(directory, "nats.conf")
     with open(conf, "w") as fh:
@@ -230,7 +229,6 @@ async def bench_repeat(broker, directory, messages):
             await nc.close()
         server.terminate()
         server.wait(10)
-    del Consumer, Producer
 
 
 def count_topic(bootstrap, topic, expected, timeout):

@@ -179,10 +179,13 @@ async def bench_repeat(broker, directory, messages):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     nc = None
     try:
+        async def quiet(_exc):       # the server is still starting: retried below
+            pass
         deadline = time.monotonic() + 10
         while True:
             try:
-                nc = await nats.connect(f"nats://127.0.0.1:{nats_port}")
+                nc = await nats.connect(f"nats://127.0.0.1:{nats_port}", error_cb=quiet,
+                                        allow_reconnect=False)
                 break
             except Exception:
                 if time.monotonic() > deadline:
@@ -200,9 +203,11 @@ async def bench_repeat(broker, directory, messages):
         started = time.perf_counter()
         proc = subprocess.Popen(tracker_command() + ["repeat", "--from", "nats:bench.in",
                                                      "--to", "kafka:bench.out", *common,
+                                                     "--partitions", "3",
                                                      "--stop-when-idle", "1"])
         seen = await asyncio.get_running_loop().run_in_executor(
-            None, count_topic, broker.host, "bench.out", messages, 120)
+            None, count_topic, broker.host, "bench.out", messages, 120,
+            lambda: proc.poll() in (None, 0))
         to_kafka = time.perf_counter() - started
         proc.wait(60)
         # Kafka -> NATS
@@ -214,7 +219,7 @@ async def bench_repeat(broker, directory, messages):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             back = (await js.stream_info("BENCHBACK")).state.messages
-            if back >= messages:
+            if back >= messages or proc.poll() not in (None, 0):
                 break
             await asyncio.sleep(0.05)
         to_nats = time.perf_counter() - started
@@ -231,8 +236,9 @@ async def bench_repeat(broker, directory, messages):
         server.wait(10)
 
 
-def count_topic(bootstrap, topic, expected, timeout):
-    """Distinct eids read from ``topic`` until ``expected`` or ``timeout`` s."""
+def count_topic(bootstrap, topic, expected, timeout, going):
+    """Distinct eids read from ``topic`` until ``expected``, ``timeout`` s, or
+    ``going()`` is false (the repeater failed)."""
     from confluent_kafka import Consumer
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
@@ -240,7 +246,7 @@ def count_topic(bootstrap, topic, expected, timeout):
     eids = set()
     deadline = time.monotonic() + timeout
     try:
-        while len(eids) < expected and time.monotonic() < deadline:
+        while len(eids) < expected and time.monotonic() < deadline and going():
             for msg in consumer.consume(1000, 0.5):
                 if msg.error() is None:
                     eids.add(dict(msg.headers() or []).get("eid"))

@@ -37,15 +37,19 @@ setup(
         "ua-parser==1.0.2",       # user agents read in the store (engine/store/agents.py)
         "ua-parser-builtins==202610",   # (its maintained regexes)
         "ua-parser-rs==0.1.5",    # (the regexes compiled in Rust: ~10x faster)
+        "confluent-kafka==2.16.1",   # Kafka sink and repeater (librdkafka; loadtest/bench_kafka.py)
     ],
     extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17", "aiohttp==3.14.5",
                              "pyyaml==6.0.3",
+                             "aiokafka==0.14.0",   # bench_kafka.py's client comparison
+                             "jsonschema==4.26.0",   # docs/kafka/event.schema.json check
                              "locust==2.47.0", "matplotlib==3.11.2"],
-                    "loadtest": ["locust==2.47.0", "matplotlib==3.11.2"]},
+                    "loadtest": ["locust==2.47.0", "matplotlib==3.11.2", "aiokafka==0.14.0"]},
     entry_points={
         "console_scripts": ["tracker = engine.cli:main"],
         "tracker.sinks": ["sqlite = engine.store.sinks.sqlite:SQLiteSink",
                           "nats = engine.store.sinks.nats:NatsSink",
-                          "cassandra = engine.store.sinks.cassandra:CassandraSink"],
+                          "cassandra = engine.store.sinks.cassandra:CassandraSink",
+                          "kafka = engine.store.sinks.kafka:KafkaSink"],
     },
 )

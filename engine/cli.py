@@ -31,6 +31,31 @@ def build_parser():
     schema_sub = schema.add_subparsers(dest="action", required=True)
     apply = schema_sub.add_parser("apply", help="create the schema in every Notify store")
     apply.add_argument("--config", default=DEFAULT_CONFIG)
+
+    repeat = sub.add_parser("repeat", help="copy events between a NATS JetStream subject and "
+                                           "a Kafka topic (docs/kafka.md)")
+    repeat.add_argument("--from", dest="source", required=True,
+                        metavar="nats:SUBJECT|kafka:TOPIC")
+    repeat.add_argument("--to", dest="target", required=True, metavar="kafka:TOPIC|nats:SUBJECT")
+    repeat.add_argument("--config", help="take each side's Hosts, TLS and credentials from "
+                                         "this config's nats / kafka entry")
+    repeat.add_argument("--nats-hosts", help="comma-separated host:port (overrides the config)")
+    repeat.add_argument("--kafka-hosts", help="comma-separated host:port (overrides the config)")
+    repeat.add_argument("--batch", type=int, default=1000,
+                        help="messages in flight at most (one group)")
+    repeat.add_argument("--durable", default="tracker-repeat",
+                        help="JetStream durable consumer (from nats)")
+    repeat.add_argument("--group", default="tracker-repeat",
+                        help="Kafka consumer group (from kafka)")
+    repeat.add_argument("--stream", default="", help="JetStream stream: the source's, or the "
+                        "target's, created for the subject when missing")
+    repeat.add_argument("--ack-wait", type=float, default=30.0,
+                        help="seconds JetStream waits for an ack before handing a message out "
+                             "again (from nats)")
+    repeat.add_argument("--partitions", type=int, default=0,
+                        help="create a missing target topic with this many partitions")
+    repeat.add_argument("--stop-when-idle", type=float, default=0.0, metavar="SECONDS",
+                        help="exit once nothing arrived for this long (0: run until signalled)")
     _add_privacy_commands(sub)
     return parser
 
@@ -170,10 +195,29 @@ def cmd_prune(args):
     return code
 
 
+def cmd_repeat(args):
+    import asyncio
+    from engine.config import load_config
+    from engine.kafka import repeat
+    from engine.logs import configure
+    configure("info", "repeat")
+    if args.batch < 1 or args.ack_wait <= 0 or args.partitions < 0:
+        print("repeat: --batch must be >= 1, --ack-wait > 0, --partitions >= 0",
+              file=sys.stderr)
+        return 2
+    cfg = load_config(args.config) if args.config else None
+    try:
+        repeat.build(args, cfg)          # every argument checked before connecting
+    except ValueError as exc:
+        print(f"repeat: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(repeat.main(args, cfg))
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     handler = {"serve": cmd_serve, "check-config": cmd_check_config,
-               "stats": cmd_stats, "schema": cmd_schema,
+               "stats": cmd_stats, "schema": cmd_schema, "repeat": cmd_repeat,
                "erase": cmd_erase, "prune": cmd_prune}[args.command]
     try:
         code = handler(args)

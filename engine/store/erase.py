@@ -45,7 +45,8 @@ def check_ids(vids, uids):
 
 
 async def erase_everywhere(config, vids, uids):
-    """[{"store", "where", "deleted" | "published" | "error"}] for each Notify store."""
+    """[{"store", "where", "deleted" | "published" | "kept" | "error"}] for each Notify
+    store ("kept": a store with no erasure, e.g. a Kafka topic)."""
     vids, uids = check_ids(vids, uids)
     report = []
     for sink in build_sinks(config):
@@ -77,7 +78,7 @@ async def _erase_one(sink, vids, uids):
     custom = getattr(sink, "erase", None)
     if custom is not None:
         return {"deleted": await custom(vids, uids)}
-    return {"error": f"the {sink.service} store cannot erase: its data is kept"}
+    return {"kept": f"the {sink.service} store has no erasure: what it holds is kept"}
 
 
 async def _erase_cassandra(sink, vids, uids):
@@ -115,6 +116,8 @@ def format_report(report):
         head = f"{line['store']} {line['where']}:"
         if "error" in line:
             lines.append(f"{head} FAILED {line['error']}")
+        elif "kept" in line:
+            lines.append(f"{head} {line['kept']}")
         elif "published" in line:
             lines.append(f"{head} erase message published on {line['published']}")
         elif line["deleted"]:

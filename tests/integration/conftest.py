@@ -241,3 +241,7 @@ def collector(collector_factory):
 
 def params_of(row):
     return json.loads(row["params"]) if row.get("params") else {}
+
+
+# The session's Kafka broker, shared by the Kafka test modules (started on first use).
+from kafka_fixtures import kafka_broker  # noqa: E402,F401

@@ -136,7 +136,7 @@ def test_unknown_services_are_skipped_naming_what_exists():
     assert cfg.notify_where == ["Notify[1]"] and cfg.consume_where == ["Consume[1]"]
     notify, consume = cfg.skipped
     assert notify == ("Notify[0]: no sink is installed for Service 'cassandar' (did you mean "
-                      "'cassandra'?); known: cassandra, nats, sqlite; entry skipped")
+                      "'cassandra'?); known: cassandra, kafka, nats, sqlite; entry skipped")
     assert consume == ("Consume[0]: no consumer exists for Service 'http'; known: nats; "
                        "entry skipped")
     assert cfg.ignored == []               # a skipped entry's keys are not reported
@@ -155,7 +155,7 @@ def test_an_unknown_critical_service_is_fatal():
 
 def test_a_notify_list_left_empty_by_skipping_is_fatal():
     with pytest.raises(ConfigError, match="every entry was skipped"):
-        config_from_dict({"Notify": [{"Service": "kafka"}, {"Note": "no Service at all"}]})
+        config_from_dict({"Notify": [{"Service": "druid"}, {"Note": "no Service at all"}]})
 
 
 def test_go_entry_keys_not_read_are_listed_and_others_warned():
@@ -192,21 +192,23 @@ def test_sink_errors_name_the_entry_by_its_place_in_the_file():
 
 def test_an_installed_plugin_sink_is_a_known_service(tmp_path, monkeypatch):
     # A real distribution on sys.path registering a sink under tracker.sinks.
-    dist = tmp_path / "tracker_kafka_sink-0.1.dist-info"
+    dist = tmp_path / "tracker_druid_sink-0.1.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tracker-kafka-sink\n"
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tracker-druid-sink\n"
                                    "Version: 0.1\n")
-    (dist / "entry_points.txt").write_text("[tracker.sinks]\nkafka = kafka_sink:KafkaSink\n")
-    (tmp_path / "kafka_sink.py").write_text(
-        "from engine.store.sinks.base import Sink\n\n\nclass KafkaSink(Sink):\n"
-        "    service = 'kafka'\n")
+    (dist / "entry_points.txt").write_text("[tracker.sinks]\ndruid = druid_sink:DruidSink\n")
+    (tmp_path / "druid_sink.py").write_text(
+        "from engine.store.sinks.base import Sink\n\n\nclass DruidSink(Sink):\n"
+        "    service = 'druid'\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = config_from_dict({"Notify": [{"Service": "kafka", "Brokers": ["b:9092"]},
-                                       {"Service": "kafak", "Brokers": ["b:9092"]}]})
-    assert cfg.notify == [{"Service": "kafka", "Brokers": ["b:9092"]}]
+    cfg = config_from_dict({"Notify": [{"Service": "druid", "Brokers": ["b:9092"]},
+                                       {"Service": "druud", "Brokers": ["b:9092"]}]})
+    assert cfg.notify == [{"Service": "druid", "Brokers": ["b:9092"]}]
     assert cfg.warnings == [] and cfg.ignored == []   # its keys are the plug-in's business
-    assert cfg.skipped == ["Notify[1]: no sink is installed for Service 'kafak' (did you mean "
-                           "'kafka'?); known: cassandra, kafka, nats, sqlite; entry skipped"]
+    assert cfg.skipped == ["Notify[1]: no sink is installed for Service 'druud' (did you mean "
+                           "'druid'?); known: cassandra, druid, kafka, nats, sqlite; "
+                           "entry skipped"]
+
 
 
 def test_privacy_keys_and_their_errors():

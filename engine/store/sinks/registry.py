@@ -9,7 +9,8 @@ from importlib.metadata import entry_points
 
 BUILT_IN = {"sqlite": "engine.store.sinks.sqlite:SQLiteSink",
             "nats": "engine.store.sinks.nats:NatsSink",
-            "cassandra": "engine.store.sinks.cassandra:CassandraSink"}
+            "cassandra": "engine.store.sinks.cassandra:CassandraSink",
+            "kafka": "engine.store.sinks.kafka:KafkaSink"}
 
 
 class SinkEntryError(ValueError):

@@ -1,0 +1,1 @@
+"""Kafka: the sink's and the repeater's shared options, and the repeater."""

@@ -18,6 +18,11 @@ folds them back into one ordinary histogram family (cumulative ``_bucket``,
 ``_count``, ``_sum``). Only public API is used, so a prometheus-client upgrade
 cannot silently break the numbers; tests/unit/test_metrics.py checks the text
 scraped from a real multiprocess directory written by several processes.
+
+Who writes what: ``WorkerStats`` in the HTTP workers, ``StoreStats`` in the
+store processes, ``SupervisorStats`` in the supervisor (CPU and memory per
+role, kept by ``RoleUsage``; restarts; the CPU count and ServerMonthlyCost the
+cost rules in deploy/prometheus/ divide by). docs/metrics.md lists them all.
 """
 from bisect import bisect_left
 import os

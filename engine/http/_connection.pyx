@@ -638,6 +638,8 @@ cdef class HttpConnection:
             line = v1 + 2
         if self.hosts > 1 or (self.hosts == 0 and not http_10):
             return 0
+        if has_length and method != M_POST:
+            return 0   # a GET/HEAD body (or a bad length) is httptools' to frame or refuse
         if method == M_POST:
             if not has_length:
                 return 0

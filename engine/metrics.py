@@ -352,12 +352,27 @@ class _Folded:
     def __init__(self, specs=BULK_HISTOGRAMS, path=None):
         from prometheus_client.multiprocess import MultiProcessCollector
         self.inner = MultiProcessCollector(None, path)
+        self.path = path or os.environ[ENV_DIR]
         self.specs = specs
+
+    def files(self):
+        """The processes' files, less any still empty: a process creating its
+        file opens it before it sizes it, and reading it then fails the whole
+        scrape (a worker booting after a kill or during a reload)."""
+        found = []
+        for entry in os.scandir(self.path):
+            if entry.name.endswith(".db"):
+                try:
+                    if entry.stat().st_size > 0:
+                        found.append(entry.path)
+                except FileNotFoundError:   # a dead process's live gauges, just removed
+                    pass
+        return found
 
     def collect(self):
         own = {spec.name + part for spec in self.specs for part in (_SLOT, _SLOT_SUM)}
         held = {}
-        for metric in self.inner.collect():
+        for metric in self.inner.merge(self.files(), accumulate=True):
             if metric.name in own:
                 held[metric.name] = metric.samples
             else:

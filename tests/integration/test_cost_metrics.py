@@ -88,15 +88,14 @@ def settled(conn):
     """The counter once it has stopped moving (both workers have synced what
     they accepted: they sync twice a second, the answering one also before
     the scrape)."""
-    last = [connections_accepted(conn)]
-
-    def still():
+    last, deadline = connections_accepted(conn), time.monotonic() + 20
+    while True:
         time.sleep(1.2)
         now = connections_accepted(conn)
-        same, last[0] = now == last[0], now
-        return same
-    assert wait_for(still, 20)
-    return last[0]
+        if now == last:
+            return now
+        assert time.monotonic() < deadline, "the connection counter never settled"
+        last = now
 
 
 def test_accepted_connections_are_counted_once_each(collector_factory):

@@ -135,6 +135,9 @@ KEYS = {
                           lambda v: 0 < v < 1,
                           "a fraction of a certificate's lifetime between 0 and 1"),
     "ReuseportMigrate": ("reuseport_migrate", bool, True, None, "true or false"),
+    "ServerMonthlyCost": ("server_monthly_cost", (int, float), 0,
+                          lambda v: 0 <= v < 1e9, "US dollars per month this node costs, "
+                          "0 = unknown (docs/metrics.md: the per-dollar rules)"),
     # Reverse proxy (docs/proxy.md) and static files (docs/static.md).
     "IgnoreInsecureTLS": ("ignore_insecure_tls", bool, False, None,
                           "true or false (true: do not verify an https ProxyUrl)"),

@@ -18,10 +18,17 @@ folds them back into one ordinary histogram family (cumulative ``_bucket``,
 ``_count``, ``_sum``). Only public API is used, so a prometheus-client upgrade
 cannot silently break the numbers; tests/unit/test_metrics.py checks the text
 scraped from a real multiprocess directory written by several processes.
+
+Who writes what: ``WorkerStats`` in the HTTP workers, ``StoreStats`` in the
+store processes, ``SupervisorStats`` in the supervisor (CPU and memory per
+role, kept by ``RoleUsage``; restarts; the CPU count and ServerMonthlyCost the
+cost rules in deploy/prometheus/ divide by). docs/metrics.md lists them all.
 """
 from bisect import bisect_left
 import os
 from typing import NamedTuple
+
+from engine.system import procstat
 
 ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # Request handling time inside the worker (parse, route, answer), seconds.
@@ -50,7 +57,10 @@ class WorkerStats:
         self.latency = {}       # route -> [count per LATENCY_BUCKETS slot, sum]
         self.events = 0
         self.limited = {}       # route class -> requests refused with 429
+        self.accepted = 0       # connections accepted, not yet synced (ConnectionRegistry)
         self.gauges = lambda: (0, 0, 0)  # () -> (open connections, open-group events, spool bytes)
+        self.spool_limit = 0    # SpoolMaxBytes: the spool bytes at which track routes stop
+        self.ready = None       # () -> bool: whether /ready would answer 200
         self.upstream = None    # () -> (open, idle) proxy upstream connections, with ProxyUrl
         self.sources = []       # (stats) -> None: compiled counters drained into these
         self._metrics = None
@@ -84,12 +94,22 @@ class WorkerStats:
                                "Requests refused with 429 by the rate limiter", ["route_class"]),
             "connections": Gauge("tracker_open_connections", "Open client connections",
                                  multiprocess_mode="livesum"),
+            "accepted": Counter("tracker_connections_accepted_total",
+                                "Client connections accepted (public and AdminListen ports)"),
             "queue": Gauge("tracker_queue_events",
                            "Accepted events waiting for their spool group's write",
                            multiprocess_mode="livesum"),
             "spool": Gauge("tracker_spool_bytes",
                            "Bytes of the HTTP workers' spool files still on disk",
                            multiprocess_mode="livesum"),
+            "spool_fill": Gauge("tracker_spool_fill_ratio",
+                                "The fullest HTTP worker's spool bytes over SpoolMaxBytes "
+                                "(track routes answer 503 from 0.9)",
+                                multiprocess_mode="livemax"),
+            "ready": Gauge("tracker_ready",
+                           "1 while every serving HTTP worker would answer /ready with 200 "
+                           "(draining ones left out), else 0",
+                           multiprocess_mode="livemin"),
             "upstream": Gauge("tracker_proxy_upstream_connections",
                               "Connections to ProxyUrl (open = all, idle = kept alive, unused)",
                               ["state"], multiprocess_mode="livesum"),
@@ -110,6 +130,9 @@ class WorkerStats:
         if self.events:
             m["events"].inc(self.events)
             self.events = 0
+        if self.accepted:
+            m["accepted"].inc(self.accepted)
+            self.accepted = 0
         for attr, name in (("limited", "limited"),):
             counts = getattr(self, attr)
             setattr(self, attr, {})
@@ -122,6 +145,10 @@ class WorkerStats:
         m["connections"].set(conns)
         m["queue"].set(queued)
         m["spool"].set(spooled)
+        if self.spool_limit:
+            m["spool_fill"].set(spooled / self.spool_limit)
+        if self.ready is not None:
+            m["ready"].set(1 if self.ready() else 0)
         if self.upstream is not None:
             open_, idle = self.upstream()
             m["upstream"].labels("open").set(open_)
@@ -187,6 +214,102 @@ class StoreStats:
             m["lag_seconds"].labels(sink).set(seconds)
 
 
+ROLES = ("supervisor", "http", "store", "consume", "acme")
+
+
+class RoleUsage:
+    """CPU seconds and resident memory per role, summed over the role's
+    processes: the supervisor keeps this account for every child it forks
+    (and itself), since prometheus_client's process collector sees only the
+    process it runs in.
+
+    A live process's CPU is read from /proc (``read_cpu``); a reaped one's
+    final figure comes from its rusage (``os.wait4``) and moves into
+    ``exited``, so a respawned worker never takes CPU off its role. Each
+    process's figure only ever rises (the larger of what /proc last showed
+    and the rusage), so the per-role total never decreases."""
+
+    def __init__(self, read_cpu=procstat.cpu_seconds, read_rss=procstat.resident_bytes):
+        self.read_cpu = read_cpu
+        self.read_rss = read_rss
+        self.live = {}       # pid -> [role, CPU seconds last seen]
+        self.exited = {}     # role -> CPU seconds of its reaped processes
+
+    def started(self, pid, role):
+        self.live[pid] = [role, 0.0]
+        self.exited.setdefault(role, 0.0)
+
+    def reaped(self, pid, cpu_seconds):
+        entry = self.live.pop(pid, None)
+        if entry is not None:
+            role, seen = entry
+            self.exited[role] += max(seen, cpu_seconds)
+
+    def totals(self):
+        """(role -> CPU seconds so far, role -> resident bytes of its live processes)."""
+        cpu, rss = dict(self.exited), dict.fromkeys(self.exited, 0)
+        for pid, entry in self.live.items():
+            now = self.read_cpu(pid)
+            if now is not None and now > entry[1]:
+                entry[1] = now
+            cpu[entry[0]] += entry[1]
+            rss[entry[0]] += self.read_rss(pid) or 0
+        return cpu, rss
+
+
+class SupervisorStats:
+    """What the supervisor publishes: CPU and memory per role (``RoleUsage``),
+    worker restarts, and the node's facts the cost rules divide by: the CPU
+    count it may use and, when configured, its monthly price.
+
+    The supervisor lives as long as the multiprocess directory, so its own
+    counter file holds the CPU counter: no worker's death can take from it,
+    and whichever worker answers /metrics reads it."""
+
+    def __init__(self, usage=None):
+        self.usage = usage or RoleUsage()
+        self.published = {}   # role -> CPU seconds already added to the counter
+        self._metrics = None
+
+    def bind(self):
+        from prometheus_client import Counter, Gauge
+        self._metrics = {
+            "restarts": Counter("tracker_worker_restarts_total", "Workers respawned after dying"),
+            "cpu": Counter("tracker_process_cpu_seconds_total",
+                           "User and system CPU seconds of all processes of a role, "
+                           "exited ones included", ["role"]),
+            "rss": Gauge("tracker_process_resident_memory_bytes",
+                         "Resident memory of the live processes of a role (shared pages "
+                         "count in every process)", ["role"], multiprocess_mode="livesum"),
+            "cpus": Gauge("tracker_cpus", "CPUs this node may use (what Workers 0 forks)",
+                          multiprocess_mode="livemax"),
+        }
+        self.cost = None      # created once ServerMonthlyCost is set: unset means no series
+
+    def configured(self, cpus, monthly_cost):
+        """At start and after every reload."""
+        self._metrics["cpus"].set(cpus)
+        if monthly_cost and self.cost is None:
+            from prometheus_client import Gauge
+            self.cost = Gauge("tracker_server_monthly_cost_dollars",
+                              "ServerMonthlyCost: what this node costs per month, USD",
+                              multiprocess_mode="livemax")
+        if self.cost is not None:
+            self.cost.set(monthly_cost)   # 0 after a reload that unset it: rules skip it
+
+    def restarted(self):
+        self._metrics["restarts"].inc()
+
+    def sync(self):
+        cpu, rss = self.usage.totals()
+        for role, seconds in cpu.items():
+            delta = seconds - self.published.get(role, 0.0)
+            if delta > 0 or role not in self.published:
+                self._metrics["cpu"].labels(role).inc(max(delta, 0.0))
+                self.published[role] = max(seconds, self.published.get(role, 0.0))
+            self._metrics["rss"].labels(role).set(rss[role])
+
+
 # Sample names of the two counters behind a BulkHistogram; never exposed as such.
 _SLOT, _SLOT_SUM = "_slot", "_slotsum"
 
@@ -229,12 +352,27 @@ class _Folded:
     def __init__(self, specs=BULK_HISTOGRAMS, path=None):
         from prometheus_client.multiprocess import MultiProcessCollector
         self.inner = MultiProcessCollector(None, path)
+        self.path = path or os.environ[ENV_DIR]
         self.specs = specs
+
+    def files(self):
+        """The processes' files, less any still empty: a process creating its
+        file opens it before it sizes it, and reading it then fails the whole
+        scrape (a worker booting after a kill or during a reload)."""
+        found = []
+        for entry in os.scandir(self.path):
+            if entry.name.endswith(".db"):
+                try:
+                    if entry.stat().st_size > 0:
+                        found.append(entry.path)
+                except FileNotFoundError:   # a dead process's live gauges, just removed
+                    pass
+        return found
 
     def collect(self):
         own = {spec.name + part for spec in self.specs for part in (_SLOT, _SLOT_SUM)}
         held = {}
-        for metric in self.inner.collect():
+        for metric in self.inner.merge(self.files(), accumulate=True):
             if metric.name in own:
                 held[metric.name] = metric.samples
             else:
@@ -281,12 +419,6 @@ def prepare_dir(path):
         if name.endswith(".db"):
             os.unlink(os.path.join(path, name))
     os.environ[ENV_DIR] = path
-
-
-def restart_counter():
-    """Supervisor: counts workers that died and were respawned."""
-    from prometheus_client import Counter
-    return Counter("tracker_worker_restarts_total", "Workers respawned after dying")
 
 
 def mark_dead(pid):

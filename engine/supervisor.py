@@ -22,6 +22,11 @@ cannot boot (exit code EXIT_BOOT, or dying before it reported ready) stops
 the supervisor with a non-zero code instead of being respawned forever; a
 worker that dies after it was serving is respawned with backoff.
 
+The supervisor also keeps the CPU account per role (``SupervisorStats``,
+engine/metrics.py): every ``USAGE_EVERY`` it reads each live child's CPU and
+memory from /proc, and a reaped child's last CPU from ``os.wait4``, so
+``tracker_process_cpu_seconds_total{role}`` includes the processes that died.
+
 Stopping: HTTP workers (and the consumer, ACME) get SIGTERM first; the store
 processes only once the last HTTP worker has exited, so they find every
 spool file final and finish it.
@@ -41,7 +46,8 @@ from engine.board import Board
 from engine.ingest import privacy
 from engine.tls import acmefiles
 
-from engine.system import rlimits
+from engine.system import procstat, rlimits
+from engine.system.cpus import usable_cpus
 from engine.config import load_config
 from engine.errors import ConfigError
 from engine.logs import configure, log
@@ -58,6 +64,7 @@ KILL_GRACE = 5.0
 HTTP, STORE, CONSUMER, ACME = "http", "store", "consume", "acme"   # kinds of child
 UNWATCHED = (ACME,)          # kinds without a heartbeat (blocking sleeps)
 SHARED_IP_SLOTS = 65536      # per-IP buckets in shared memory (2 MiB)
+USAGE_EVERY = 0.5            # seconds between readings of the children's CPU and memory
 
 
 class Worker:
@@ -94,6 +101,8 @@ class Supervisor:
         self.respawn_at = {}         # (kind, index) -> monotonic time
         self.backoff = {}            # (kind, index) -> seconds
         self.metrics_dir = None
+        self.stats = None            # SupervisorStats: CPU per role, restarts, node facts
+        self.usage_at = 0.0          # monotonic time of the last CPU/memory reading
         self.shared = None           # SharedLimits, created before the first fork
         self.board = None            # the worker board, created before the first fork
 
@@ -139,7 +148,10 @@ class Supervisor:
         privacy.node_secret()        # drawn once here: every worker hashes addresses alike
         self.metrics_dir = tempfile.mkdtemp(prefix="tracker-metrics-")
         metrics.prepare_dir(self.metrics_dir)
-        self.restarts = metrics.restart_counter()
+        self.stats = metrics.SupervisorStats()
+        self.stats.bind()
+        self.stats.usage.started(os.getpid(), "supervisor")
+        self.publish_node_facts()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -211,6 +223,17 @@ class Supervisor:
         finally:
             probe.close()
 
+    def publish_node_facts(self):
+        """The figures the cost rules divide by (at start and on reload)."""
+        self.stats.configured(usable_cpus(), self.config.server_monthly_cost)
+
+    def publish_usage(self):
+        """CPU and memory per role into the metrics, every USAGE_EVERY."""
+        now = time.monotonic()
+        if now - self.usage_at >= USAGE_EVERY:
+            self.usage_at = now
+            self.stats.sync()
+
     def enqueue_signal(self, signum, frame):
         self.signals.append(signum)
 
@@ -221,6 +244,7 @@ class Supervisor:
 
     # ---- events ----------------------------------------------------------
     def wait_for_event(self, timeout):
+        self.publish_usage()    # every loop of the supervisor (run, boot, reload) waits here
         waiting = {w.ready_fd: w for w in self.workers.values() if w.ready_fd is not None}
         try:
             readable, _, _ = select.select([self.wake_r, *waiting], [], [], timeout)
@@ -329,6 +353,7 @@ class Supervisor:
             os.close(ready_r)
             os._exit(self.run_child(main, ready_w))
         os.close(ready_w)
+        self.stats.usage.started(pid, kind)
         worker = Worker(pid, kind, index, ready_r, self.generation)
         self.workers[pid] = worker
         return worker
@@ -444,11 +469,12 @@ class Supervisor:
     def reap_workers(self):
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, rusage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            self.stats.usage.reaped(pid, procstat.rusage_cpu_seconds(rusage))
             worker = self.workers.pop(pid, None)
             if worker is not None:
                 self.worker_exited(worker, os.waitstatus_to_exitcode(status))
@@ -475,7 +501,7 @@ class Supervisor:
             self.schedule_respawn(worker, code)
 
     def schedule_respawn(self, worker, code):
-        self.restarts.inc()
+        self.stats.restarted()
         key = (worker.kind, worker.index)
         lived = time.monotonic() - worker.started
         previous = self.backoff.get(key, 0.0)
@@ -547,6 +573,7 @@ class Supervisor:
             return
         self.roll_singles()
         self.roll_stores()
+        self.publish_node_facts()
         log.info("reload done", pids=sorted(w.pid for w in self.workers.values()
                                              if not w.retiring))
 

@@ -115,7 +115,12 @@ class HttpWorker:
         fast = TrackRoutes(app, spool, pure=pure)
         app.attach(spool, fast)
         self.stats.sources.append(fast.drain_stats)
+        self.stats.sources.append(registry.drain_accepted)
         self.stats.gauges = lambda: (len(registry.open), spool.pending_records, spool.used)
+        self.stats.spool_limit = cfg.spool_max_bytes
+        # A draining worker no longer listens: no probe reaches it, so it
+        # does not pull the node's tracker_ready (livemin) down during a reload.
+        self.stats.ready = lambda: app.draining or app.not_ready_reason() is None
         await self.listen(app, registry, sock, tls_sock)
         if admin_sock is not None:
             admin = AdminApp(app)
@@ -123,6 +128,7 @@ class HttpWorker:
                 lambda: HttpConnection(admin, registry), sock=admin_sock, backlog=1024))
         spool.start(loop)
         ticker = loop.create_task(self.tick(registry, spool))
+        self.stats.sync()     # tracker_ready starts at 0 until a sync sets it
         report_ready(self.ready_fd)
         log.info("worker serving", listen="%s:%d" % cfg.listen, index=self.index,
                  tls=cfg.tls, listen_tls="%s:%d" % cfg.listen_tls if tls_sock else None,

@@ -38,6 +38,7 @@ cdef class ConnectionRegistry:
     cdef public double write_timeout
     cdef public Py_ssize_t max_header_bytes
     cdef public Py_ssize_t max_body_bytes
+    cdef public Py_ssize_t accepted     # connections made since the last drain_accepted
 
 
 cdef class HttpConnection:

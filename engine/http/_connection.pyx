@@ -190,6 +190,13 @@ cdef class ConnectionRegistry:
         self.write_timeout = limits.write_timeout
         self.max_header_bytes = limits.max_header_bytes
         self.max_body_bytes = limits.max_body_bytes
+        self.accepted = 0
+
+    def drain_accepted(self, stats):
+        """Move the connections accepted since the last call into ``stats``
+        (engine/metrics.py WorkerStats, at its sync)."""
+        stats.accepted += self.accepted
+        self.accepted = 0
 
     def sweep(self, now):
         self.clock = now
@@ -280,6 +287,7 @@ cdef class HttpConnection:
     # ---- protocol interface ----------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
+        self.registry.accepted += 1
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
         self.registry.open.add(self)
@@ -650,6 +658,8 @@ cdef class HttpConnection:
             line = v1 + 2
         if self.hosts > 1 or (self.hosts == 0 and not http_10):
             return 0
+        if has_length and method != M_POST:
+            return 0   # a GET/HEAD body (or a bad length) is httptools' to frame or refuse
         if method == M_POST:
             if not has_length:
                 return 0

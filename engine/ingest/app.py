@@ -263,14 +263,22 @@ class TrackerApp:
         return 200, self._plain(200, "pong", keep)
 
     def ready(self, conn, req, path, query, keep):
+        reason = self.not_ready_reason()
+        if reason is not None:
+            return 503, self._plain(503, reason + "\n", keep)
+        return 200, self._plain(200, "ready\n", keep)
+
+    def not_ready_reason(self):
+        """Why /ready answers 503, or None when it answers 200 (also the
+        ``tracker_ready`` gauge)."""
         if self.draining:
-            return 503, self._plain(503, "draining\n", keep)
+            return "draining"
         if self.spool is not None and not self.spool.accepting:
-            return 503, self._plain(503, "spool full or failing\n", keep)
+            return "spool full or failing"
         down = self.critical_down()
         if down:
-            return 503, self._plain(503, "store down: %s\n" % ", ".join(down), keep)
-        return 200, self._plain(200, "ready\n", keep)
+            return "store down: %s" % ", ".join(down)
+        return None
 
     def critical_down(self):
         """The Critical stores a store process reports failing (board slots)."""

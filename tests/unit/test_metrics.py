@@ -131,3 +131,14 @@ def test_sink_lag_sums_events_and_keeps_the_oldest_age_over_store_processes(scra
     [seconds] = families["tracker_sink_lag_seconds"].samples
     assert events.labels["sink"] == "sqlite" and events.value == 5
     assert seconds.value == 0.75
+
+
+def test_a_file_a_booting_process_has_not_sized_yet_is_skipped(tmp_path):
+    """prometheus_client creates a process's file empty, then sizes it: a
+    scrape in between (a worker respawning, a reload) still answers."""
+    run_worker(tmp_path, WORKERS[1])
+    before = exposition(str(tmp_path))
+    (tmp_path / "counter_4194000.db").touch()
+    (tmp_path / "gauge_livesum_4194000.db").touch()
+    assert exposition(str(tmp_path)) == before
+    assert b"tracker_requests_total" in before

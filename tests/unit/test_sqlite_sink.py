@@ -24,6 +24,10 @@ ALL_TABLES = {"events", "visitors", "sessions", "nodes", "locations", "aliases",
               "users", "usernames", "referrals", "affiliates", "dailies", "ips",
               "reqs", "hits", "referrers", "browsers", "outcomes", "counters",
               "logs", "updates", "sequences"}
+# DESIGN.md §3's row tables are views over the lean layout's base tables.
+VIEWS = {"events", "visitors", "sessions", "nodes", "locations", "aliases", "users",
+         "usernames", "referrals", "affiliates", "reqs"}
+BASE = {"ev", "strings", "first_visits", "first_refs"}
 
 
 class Cfg:
@@ -77,7 +81,10 @@ def sink(db):
 
 def test_start_creates_file_schema_and_version(db, sink):
     names = {r[0] for r in rows(db, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert names == ALL_TABLES
+    assert names == (ALL_TABLES - VIEWS) | BASE
+    views = {r[0] for r in rows(db, "SELECT name FROM sqlite_master WHERE type='view'")}
+    assert views == VIEWS
+    assert rows(db, "PRAGMA user_version") == [(2,)]
     assert rows(db, "SELECT name, seq FROM sequences") == [("DB_VER", 1)]
     assert rows(db, "PRAGMA journal_mode") == [("wal",)]
     # a second sink (another worker) applies the schema again harmlessly
@@ -430,7 +437,7 @@ def test_an_earlier_event_replaces_the_whole_row_even_with_fewer_fields(db, sink
 
 
 def test_plan_cache_stays_bounded_whatever_the_key_orders(db, sink, monkeypatch):
-    from engine.store.sinks import sqlite as module
+    from engine.store.sinks import sqlite_model as module
     monkeypatch.setattr(module, "_PLANS_MAX", 8)
     module._PLANS.clear()
     events = []

@@ -75,7 +75,7 @@ CREATE TABLE IF NOT EXISTS ev (
 CREATE UNIQUE INDEX IF NOT EXISTS ev_key ON ev (created, eid);
 -- §3's events key: a visitor's and a session's events in time order (sessions, nodes,
 -- aliases, ... views; funnels; per-visitor lookups).
-CREATE INDEX IF NOT EXISTS ev_visit ON ev (vid, sid, created);
+CREATE INDEX IF NOT EXISTS ev_visit ON ev (vid, sid, created, first);
 -- Only the events that carry them: experiment exposures and conversions.
 CREATE INDEX IF NOT EXISTS ev_xid ON ev (xid, vid, created) WHERE xid IS NOT NULL;
 CREATE INDEX IF NOT EXISTS ev_outcome ON ev (vid, created) WHERE outcome IS NOT NULL;
@@ -100,7 +100,6 @@ CREATE TABLE IF NOT EXISTS first_refs (
     created INTEGER NOT NULL,
     n       INTEGER NOT NULL            -- ev.n
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS first_refs_ref ON first_refs (ref);
 
 -- ---------------------------------------------------------------- counters
 -- All written by the sink as `total = total + n` (coalesced per batch), only for the

@@ -131,41 +131,6 @@ def _bump(table, key):
     table[key] = table.get(key, 0) + 1
 
 
-def winners(events, table):
-    """{key: winning event} of one row table for ``events`` (unique by eid):
-    what ``Batch.rows[table]`` holds, for a sink that stores only some row
-    tables and derives the others (SQLite)."""
-    if isinstance(events, Batch) and events._rows is not None:
-        return events._rows[table]
-    _, key_columns, _, keep = _ROW_SPECS[table]
-    pick = _earliest if keep == EARLIEST else _latest
-    when = _WHEN[table]
-    out = {}
-    for ev in events:
-        if when(ev):
-            pick(out, tuple(_key_value(ev, c) for c in key_columns), ev)
-    return out
-
-
-_ROW_SPECS = {t[0]: t for t in ROW_TABLES}
-# When an event writes a row table (the same rules as _fan_rows).
-_WHEN = {
-    "visitors": lambda ev: ev["first"], "sessions": lambda ev: ev["first"],
-    "nodes": lambda ev: True, "locations": lambda ev: ev.get("latlon"),
-    "aliases": lambda ev: ev.get("uid"), "users": lambda ev: ev.get("uid"),
-    "usernames": lambda ev: ev.get("username"), "referrals": lambda ev: ev.get("ref"),
-    "affiliates": lambda ev: ev.get("aff"),
-}
-
-
-def _key_value(ev, column):
-    if column == "ip":
-        return ev.get("ip") or ""
-    if column == "latlon":
-        return tuple(ev["latlon"])
-    return ev[column]
-
-
 def _fan_rows(events):
     rows = {name: {} for name in ROW_TABLE_NAMES}
     visitors, sessions, nodes, locations = (rows["visitors"], rows["sessions"],

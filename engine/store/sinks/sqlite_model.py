@@ -21,7 +21,7 @@ from operator import itemgetter
 import orjson
 
 from engine.event import COLUMNS
-from engine.store.fanout import COUNTER_TABLES, fan_out, winners
+from engine.store.fanout import COUNTER_TABLES, fan_out
 
 # Columns with a conversion of their own; every other event column is stored as is.
 _UUIDS = ("eid", "vid", "sid")
@@ -203,8 +203,26 @@ def write(cur, batch, strings):
     return landed
 
 
+def firsts(batch):
+    """({vid: earliest event with first}, {vid: earliest event with ref}):
+    fanout's visitors and referrals winners (engine/store/fanout.py), the
+    only row tables stored; the others are views."""
+    visits, refs = {}, {}
+    for ev in batch:
+        vid, key = ev["vid"], (ev["created"], ev["eid"])
+        if ev["first"]:
+            old = visits.get(vid)
+            if old is None or key < (old["created"], old["eid"]):
+                visits[vid] = ev
+        if ev.get("ref"):
+            old = refs.get(vid)
+            if old is None or key < (old["created"], old["eid"]):
+                refs[vid] = ev
+    return visits, refs
+
+
 def _write_rows(cur, batch, numbers):
-    visits, refs = winners(batch, "visitors"), winners(batch, "referrals")
+    visits, refs = firsts(batch)
     if visits:
         rows = []
         for ev in visits.values():

@@ -113,6 +113,23 @@ def rss_kib(pid):
         return 0
 
 
+def runqueue_wait(pid):
+    """Seconds the threads of ``pid`` spent ready to run but waiting for a
+    core (/proc schedstat): on a shared machine, what other load took."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return 0.0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                total += int(fh.read().split()[1])
+        except (FileNotFoundError, IndexError):
+            pass
+    return total / 1e9
+
+
 def dir_bytes(path):
     total = 0
     for name in os.listdir(path):
@@ -189,19 +206,20 @@ async def _drain(candidate, spool_dir, db_path, total, batch_events):
     sids = [(sink_id(0, sink.service), legacy_sink_id(0, sink.service))]
     await sink.start()
     stage = SinkStage(sink, 0, config, stats, lambda pid: True, sids)
-    cpu0, t0 = rusage_cpu(), time.monotonic()
+    cpu0, t0, wait0 = rusage_cpu(), time.monotonic(), runqueue_wait(os.getpid())
     stage.start()
     while stats.sink_written.get(sink.service, 0) < total:
         await asyncio.sleep(0.02)
         if time.monotonic() - t0 > 3600:
             raise RuntimeError("drain did not finish within an hour")
     elapsed, cpu = time.monotonic() - t0, rusage_cpu() - cpu0
+    waited = runqueue_wait(os.getpid()) - wait0
     await stage.drain(time.monotonic() + 30)
     await sink.close()
     size = sink.size()
     return {"events": total, "seconds": elapsed, "events_per_s": total / elapsed,
             "cpu_us_per_event": cpu * 1e6 / total, "bytes_per_event": size / total,
-            "bytes": size}
+            "bytes": size, "core_waited": waited / elapsed}
 
 
 # ---------------------------------------------------------------- 2/3. tracker serve
@@ -295,13 +313,16 @@ def store_process_drain(spool_src, base, total):
         c.pin(STORE_CORE, STORE_CORE)
         store = c.store_pid()
         t0, n0, cpu0 = time.monotonic(), c.events(), cpu_seconds([store])
+        wait0 = runqueue_wait(store)
         if not c.wait_events(total, 3600):
             raise SystemExit("the store process did not drain the spool")
         elapsed, cpu = time.monotonic() - t0, cpu_seconds([store]) - cpu0
+        waited = runqueue_wait(store) - wait0
         n = total - n0
     finally:
         c.stop()
-    return {"events": n, "events_per_s": n / elapsed, "store_cpu_us_per_event": cpu * 1e6 / n}
+    return {"events": n, "events_per_s": n / elapsed, "store_cpu_us_per_event": cpu * 1e6 / n,
+            "core_waited": waited / elapsed}
 
 
 def live(spool_src, base, seconds, connections):
@@ -316,9 +337,11 @@ def live(spool_src, base, seconds, connections):
         store, http = c.store_pid(), c.http_pid()
         t0, n0 = time.monotonic(), c.events()
         cpu0, http0 = cpu_seconds([store]), cpu_seconds([http])
+        wait0 = runqueue_wait(store)
         wrk = run_visitors(c.port, seconds, connections)
         elapsed = time.monotonic() - t0
         n1, cpu1, http1 = c.events(), cpu_seconds([store]), cpu_seconds([http])
+        waited = runqueue_wait(store) - wait0
         accepted = wrk["requests"] - wrk["non2xx"]
         caught_up = c.wait_events(backlog + accepted, 1800)
         time.sleep(1)        # requests wrk left in flight at its stop land too
@@ -328,7 +351,7 @@ def live(spool_src, base, seconds, connections):
     n = n1 - n0
     return {"seconds": elapsed, "stored_events_per_s": n / elapsed,
             "store_cpu_us_per_event": (cpu1 - cpu0) * 1e6 / max(1, n),
-            "store_core_busy": (cpu1 - cpu0) / elapsed,
+            "store_core_busy": (cpu1 - cpu0) / elapsed, "core_waited": waited / elapsed,
             "ingest_req_per_s": wrk["rps"], "http_cpu_us_per_req":
                 (http1 - http0) * 1e6 / max(1, wrk["requests"]),
             "non2xx": wrk["non2xx"], "p99_ms": wrk["p99_ms"], "backlog": backlog,
@@ -527,11 +550,13 @@ def bench(args):
             report["drain"][cand] = r
             print(f"  drain {cand:7s}: {r['events_per_s']:8,.0f} events/s, "
                   f"{r['cpu_us_per_event']:5.1f} µs CPU/event, "
-                  f"{r['bytes_per_event']:5.0f} bytes/event")
+                  f"{r['bytes_per_event']:5.0f} bytes/event (waited for the core "
+                  f"{r['core_waited']:.0%} of the time)")
         if "sqlite" in candidates and "serve" in sections:
             r = report["store_process"] = store_process_drain(realistic, base, args.events)
             print(f"  tracker serve, store process draining: {r['events_per_s']:8,.0f} "
-                  f"events/s, {r['store_cpu_us_per_event']:.1f} µs store CPU/event")
+                  f"events/s, {r['store_cpu_us_per_event']:.1f} µs store CPU/event (waited for "
+                  f"the core {r['core_waited']:.0%} of the time)")
         if "sqlite" in candidates and "live" in sections:
             backlog = os.path.join(base, "backlog")
             store_corpus.write_spool(backlog, "realistic", args.backlog, seed=26,
@@ -539,7 +564,7 @@ def bench(args):
             r = report["live"] = live(backlog, base, args.live_seconds, args.connections)
             print(f"  live: store process {r['stored_events_per_s']:8,.0f} events/s sustained "
                   f"({r['store_cpu_us_per_event']:.1f} µs CPU/event, core "
-                  f"{r['store_core_busy']:.0%} busy) while the HTTP worker took "
+                  f"{r['store_core_busy']:.0%} busy, waited {r['core_waited']:.0%}) while the HTTP worker took "
                   f"{r['ingest_req_per_s']:,.0f} req/s ({r['http_cpu_us_per_req']:.1f} µs "
                   f"CPU/req, {r['non2xx']} non-2xx, p99 {r['p99_ms']:.1f} ms); backlog "
                   f"{r['backlog']} + {r['accepted']} accepted = {r['stored_total']} stored: "

@@ -450,3 +450,40 @@ def test_plan_cache_stays_bounded_whatever_the_key_orders(db, sink, monkeypatch)
     assert rows(db, "SELECT url, tz, campaign FROM events WHERE url IS NOT NULL "
                     "OR tz IS NOT NULL OR campaign IS NOT NULL ORDER BY created") == [
         ("x0", None, None), (None, "x7", None), (None, None, "x11")]
+
+
+def test_a_rolled_back_batch_forgets_the_texts_it_added(db, sink):
+    """url / last / browser go through the strings dictionary; a batch that
+    fails must not leave the sink's cache pointing at rows that are gone."""
+    good = ev(url="https://only-here", browser="UA-new", last="https://from")
+    with pytest.raises(sqlite3.IntegrityError):
+        sink.write_batch_sync([good, ev(vid=None)])
+    assert rows(db, "SELECT count(*) FROM strings") == [(0,)]
+    assert sink.write_batch_sync([good]) == 1
+    assert rows(db, "SELECT url, browser, last FROM events") == [
+        ("https://only-here", "UA-new", "https://from")]
+    # a text already stored is reused, not stored twice
+    sink.write_batch_sync([ev(url="https://only-here")])
+    assert rows(db, "SELECT count(*) FROM strings") == [(3,)]
+
+
+def test_transactions_hold_5000_events_unless_the_entry_says(tmp_path):
+    class Big:
+        schema_version, batch_max_events = 1, 20000
+    path = str(tmp_path / "t.db")
+    assert SQLiteSink({"Service": "sqlite", "Path": path}, Cfg()).batch_max_events == 5000
+    assert SQLiteSink({"Service": "sqlite", "Path": path}, Big()).batch_max_events == 20000
+    assert SQLiteSink({"Service": "sqlite", "Path": path, "BatchMaxEvents": 200},
+                      Big()).batch_max_events == 200
+    with pytest.raises(ValueError, match="BatchMaxEvents"):
+        SQLiteSink({"Service": "sqlite", "Path": path, "BatchMaxEvents": "many"}, Cfg())
+
+
+def test_events_are_stored_compactly(db, sink):
+    """The lean layout's base row: UUIDs as 16 bytes, created in ms, the
+    dictionary's ids for url / last / browser."""
+    e = ev(url="https://example.com/a", browser="Mozilla/5.0")
+    sink.write_batch_sync([e])
+    [(eid, created, url, browser)] = rows(db, "SELECT eid, created, url, browser FROM ev")
+    assert eid == bytes.fromhex(e["eid"].replace("-", "")) and created == T
+    assert (url, browser) == (1, 2)

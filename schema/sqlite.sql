@@ -211,8 +211,8 @@ SELECT lower(substr(hex(e.eid), 1, 8) || '-' || substr(hex(e.eid), 9, 4) || '-' 
        coalesce(e.params, '{}') AS params,
        e.uid,
        e.app,
-       sl.text AS last,
-       su.text AS url,
+       (SELECT text FROM strings WHERE id = e.last) AS last,
+       (SELECT text FROM strings WHERE id = e.url) AS url,
        e.ip,
        e.ptype,
        e.bhash,
@@ -232,16 +232,13 @@ SELECT lower(substr(hex(e.eid), 1, 8) || '-' || substr(hex(e.eid), 9, 4) || '-' 
        e.term,
        e.ref,
        e.aff,
-       sb.text AS browser,
+       (SELECT text FROM strings WHERE id = e.browser) AS browser,
        e.device,
        e.os,
        e.tz,
        e.outcome,
        e.username
-  FROM ev e
-    LEFT JOIN strings su ON su.id = e.url
-    LEFT JOIN strings sl ON sl.id = e.last
-    LEFT JOIN strings sb ON sb.id = e.browser;
+  FROM ev e;
 
 CREATE VIEW IF NOT EXISTS visitors AS
 SELECT lower(substr(hex(e.vid), 1, 8) || '-' || substr(hex(e.vid), 9, 4) || '-' || substr(hex(e.vid), 13, 4) || '-' || substr(hex(e.vid), 17, 4) || '-' || substr(hex(e.vid), 21)) AS vid,
@@ -252,8 +249,8 @@ SELECT lower(substr(hex(e.vid), 1, 8) || '-' || substr(hex(e.vid), 9, 4) || '-' 
        e.app,
        e.ip,
        e.latlon,
-       su.text AS url,
-       sl.text AS last,
+       (SELECT text FROM strings WHERE id = e.url) AS url,
+       (SELECT text FROM strings WHERE id = e.last) AS last,
        e.ref,
        e.aff,
        e.source,
@@ -262,17 +259,14 @@ SELECT lower(substr(hex(e.vid), 1, 8) || '-' || substr(hex(e.vid), 9, 4) || '-' 
        e.term,
        e.country,
        e.culture,
-       sb.text AS browser,
+       (SELECT text FROM strings WHERE id = e.browser) AS browser,
        e.bhash,
        e.device,
        e.os,
        e.tz,
        e.vp,
        coalesce(e.params, '{}') AS params
-  FROM first_visits f JOIN ev e ON e.n = f.n
-    LEFT JOIN strings su ON su.id = e.url
-    LEFT JOIN strings sl ON sl.id = e.last
-    LEFT JOIN strings sb ON sb.id = e.browser;
+  FROM first_visits f JOIN ev e ON e.n = f.n;
 
 CREATE VIEW IF NOT EXISTS sessions AS
 SELECT lower(substr(hex(e.vid), 1, 8) || '-' || substr(hex(e.vid), 9, 4) || '-' || substr(hex(e.vid), 13, 4) || '-' || substr(hex(e.vid), 17, 4) || '-' || substr(hex(e.vid), 21)) AS vid,
@@ -283,8 +277,8 @@ SELECT lower(substr(hex(e.vid), 1, 8) || '-' || substr(hex(e.vid), 9, 4) || '-' 
        e.app,
        e.ip,
        e.latlon,
-       su.text AS url,
-       sl.text AS last,
+       (SELECT text FROM strings WHERE id = e.url) AS url,
+       (SELECT text FROM strings WHERE id = e.last) AS last,
        e.ref,
        e.aff,
        e.source,
@@ -293,7 +287,7 @@ SELECT lower(substr(hex(e.vid), 1, 8) || '-' || substr(hex(e.vid), 9, 4) || '-' 
        e.term,
        e.country,
        e.culture,
-       sb.text AS browser,
+       (SELECT text FROM strings WHERE id = e.browser) AS browser,
        e.bhash,
        e.device,
        e.os,
@@ -301,10 +295,7 @@ SELECT lower(substr(hex(e.vid), 1, 8) || '-' || substr(hex(e.vid), 9, 4) || '-' 
        e.vp,
        coalesce(e.params, '{}') AS params
   FROM (SELECT min(printf('%016x', created) || hex(eid)) AS k, n FROM ev WHERE first = 1 GROUP BY vid, sid) w
-    JOIN ev e ON e.n = w.n
-    LEFT JOIN strings su ON su.id = e.url
-    LEFT JOIN strings sl ON sl.id = e.last
-    LEFT JOIN strings sb ON sb.id = e.browser;
+    JOIN ev e ON e.n = w.n;
 
 CREATE VIEW IF NOT EXISTS nodes AS
 SELECT lower(substr(hex(e.vid), 1, 8) || '-' || substr(hex(e.vid), 9, 4) || '-' || substr(hex(e.vid), 13, 4) || '-' || substr(hex(e.vid), 17, 4) || '-' || substr(hex(e.vid), 21)) AS vid,
@@ -363,14 +354,12 @@ SELECT lower(substr(hex(e.vid), 1, 8) || '-' || substr(hex(e.vid), 9, 4) || '-' 
        lower(substr(hex(e.eid), 1, 8) || '-' || substr(hex(e.eid), 9, 4) || '-' || substr(hex(e.eid), 13, 4) || '-' || substr(hex(e.eid), 17, 4) || '-' || substr(hex(e.eid), 21)) AS eid,
        lower(substr(hex(e.sid), 1, 8) || '-' || substr(hex(e.sid), 9, 4) || '-' || substr(hex(e.sid), 13, 4) || '-' || substr(hex(e.sid), 17, 4) || '-' || substr(hex(e.sid), 21)) AS sid,
        e.uid,
-       su.text AS url,
-       sl.text AS last,
+       (SELECT text FROM strings WHERE id = e.url) AS url,
+       (SELECT text FROM strings WHERE id = e.last) AS last,
        e.source,
        e.medium,
        e.campaign
-  FROM first_refs f JOIN ev e ON e.n = f.n
-    LEFT JOIN strings su ON su.id = e.url
-    LEFT JOIN strings sl ON sl.id = e.last;
+  FROM first_refs f JOIN ev e ON e.n = f.n;
 
 CREATE VIEW IF NOT EXISTS affiliates AS
 SELECT lower(substr(hex(e.vid), 1, 8) || '-' || substr(hex(e.vid), 9, 4) || '-' || substr(hex(e.vid), 13, 4) || '-' || substr(hex(e.vid), 17, 4) || '-' || substr(hex(e.vid), 21)) AS vid,
@@ -379,12 +368,10 @@ SELECT lower(substr(hex(e.vid), 1, 8) || '-' || substr(hex(e.vid), 9, 4) || '-' 
        lower(substr(hex(e.eid), 1, 8) || '-' || substr(hex(e.eid), 9, 4) || '-' || substr(hex(e.eid), 13, 4) || '-' || substr(hex(e.eid), 17, 4) || '-' || substr(hex(e.eid), 21)) AS eid,
        lower(substr(hex(e.sid), 1, 8) || '-' || substr(hex(e.sid), 9, 4) || '-' || substr(hex(e.sid), 13, 4) || '-' || substr(hex(e.sid), 17, 4) || '-' || substr(hex(e.sid), 21)) AS sid,
        e.uid,
-       su.text AS url,
-       sl.text AS last
+       (SELECT text FROM strings WHERE id = e.url) AS url,
+       (SELECT text FROM strings WHERE id = e.last) AS last
   FROM (SELECT max(printf('%016x', created) || hex(eid)) AS k, n FROM ev WHERE aff IS NOT NULL GROUP BY vid) w
-    JOIN ev e ON e.n = w.n
-    LEFT JOIN strings su ON su.id = e.url
-    LEFT JOIN strings sl ON sl.id = e.last;
+    JOIN ev e ON e.n = w.n;
 
 CREATE VIEW IF NOT EXISTS reqs AS
 SELECT lower(substr(hex(vid), 1, 8) || '-' || substr(hex(vid), 9, 4) || '-' || substr(hex(vid), 13, 4) || '-' || substr(hex(vid), 17, 4) || '-' || substr(hex(vid), 21)) AS vid, count(*) AS total

@@ -226,25 +226,32 @@ class SQLiteSink(Sink):
         self.close_sync()
 
     async def apply_schema(self):
-        """`tracker schema apply`: create what is missing, say what was there."""
-        existed = set()
+        """`tracker schema apply`: create what is missing (migrating a wave-1
+        file), say what was there."""
+        existed, wave1 = {}, False
         if os.path.exists(self.path):
             with open_db(self.path, readonly=True) as conn:
-                existed = {r[0] for r in conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+                existed = dict(conn.execute(
+                    "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view')"))
+            wave1 = existed.get("events") == "table"
         self.start_sync()
         try:
-            tables = [r[0] for r in self._conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+            objects = self._conn.execute(
+                "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') "
+                "ORDER BY type, name").fetchall()
         finally:
             self.close_sync()
-        created = [t for t in tables if t not in existed]
-        kept = [t for t in tables if t in existed]
-        return [f"{self.path}: created {len(created)} tables" +
-                (f" ({', '.join(created)})" if created else ""),
-                f"{self.path}: {len(kept)} tables already existed" +
-                (f" ({', '.join(kept)})" if kept else ""),
-                f"{self.path}: sequences DB_VER = {self.schema_version}"]
+        lines = [f"{self.path}: migrated from the wave-1 layout"] if wave1 else []
+        for kind in ("table", "view"):
+            names = [n for n, t in objects if t == kind]
+            created = [n for n in names if existed.get(n) != kind]
+            kept = [n for n in names if existed.get(n) == kind]
+            lines.append(f"{self.path}: created {len(created)} {kind}s" +
+                         (f" ({', '.join(created)})" if created else ""))
+            lines.append(f"{self.path}: {len(kept)} {kind}s already existed" +
+                         (f" ({', '.join(kept)})" if kept else ""))
+        lines.append(f"{self.path}: sequences DB_VER = {self.schema_version}")
+        return lines
 
     async def close(self):
         ex = self._executor

@@ -402,6 +402,10 @@ def time_reports(candidate, db_path, start, end):
             rows = fn(conn, start, end, *args)
             times[kind] = (time.monotonic() - t0, len(rows))
         conn.close()
+        from engine.store import stats
+        t0 = time.monotonic()
+        tables = stats.collect(db_path)["tables"]
+        times["tracker stats"] = (time.monotonic() - t0, len(tables))
     finally:
         writer.terminate()
         writer.join()

@@ -1,7 +1,7 @@
 """Embedded store benchmark (issue 25): SQLite's lean layout against DuckDB, in one run.
 
     python loadtest/bench_store.py [--events 300000] [--report-events 1000000]
-        [--live-seconds 20] [--backlog 300000] [--candidates sqlite,duckdb] [--smoke]
+        [--live-seconds 20] [--backlog 300000] [--candidates wave1,sqlite,duckdb] [--smoke]
         [--json FILE]
     python loadtest/bench_store.py --soak 600 --rate R     # rate-controlled soak (oha)
 
@@ -14,7 +14,9 @@ by the compiled encoder, so a store reads them as it reads a worker's spool.
 1. drain: each candidate in its own process pinned to one core, through the
    real storage stage (engine/store/stage.py: tail, CRC, decode, batch, the
    sink's writer thread): events/s, CPU per event (the process, all threads),
-   store bytes per event (after a checkpoint);
+   store bytes per event (after a checkpoint). ``wave1`` is the before
+   figure: the wave-1 sink and schema as git has them at WAVE1_REV, fed the
+   same spool by the same stage (skipped when the checkout has no history);
 2. store process (SQLite): `tracker serve` pinned to one core draining the
    same spool: events/s and the store process's CPU per event;
 3. live (SQLite): `tracker serve`, its store process alone on core 1 with a
@@ -57,6 +59,10 @@ from loadtest import store_corpus  # noqa: E402
 from loadtest.bench_http import (children, cpu_seconds, free_port, parse_wrk,  # noqa: E402
                                  tracker_command)
 
+ROOT = os.path.dirname(HERE)
+# The last commit whose SQLite sink and schema are wave 1's (a table per
+# DESIGN §3 row table, copying the event's columns): the "before" candidate.
+WAVE1_REV = "9fe716d3c4b77b7747dfc45193cb16732aa488a2"
 CORES = os.cpu_count() or 1
 STORE_CORE = 1 if CORES > 1 else 0
 LOAD_CORE = 0
@@ -170,10 +176,36 @@ class DuckDBSink:
         return self.store.size()
 
 
-def make_sink(candidate, path):
+def wave1_sources(rev):
+    """(sink code, schema) of the wave-1 SQLite layout as git has them at
+    ``rev``; None when this checkout has no such history."""
+    def show(path):
+        return subprocess.run(["git", "-C", ROOT, "show", f"{rev}:{path}"], capture_output=True,
+                              text=True, check=True).stdout
+    try:
+        return show("engine/store/sinks/sqlite.py"), show("schema/sqlite.sql")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def wave1_sink_class(sources):
+    """The wave-1 SQLiteSink, built from its source; it consumes the same
+    fan_out Batch (rows and counters) as today's sink."""
+    code, schema = sources
+    module = types.ModuleType("wave1_sqlite")
+    exec(compile(code, f"{WAVE1_REV[:7]}:engine/store/sinks/sqlite.py", "exec"),
+         module.__dict__)
+    module.schema_text = lambda name: schema   # its schema, not today's
+    return module.SQLiteSink
+
+
+def make_sink(candidate, path, wave1=None):
     if candidate == "duckdb":
         return DuckDBSink(path)
-    from engine.store.sinks.sqlite import SQLiteSink
+    if candidate == "wave1":
+        SQLiteSink = wave1_sink_class(wave1)
+    else:
+        from engine.store.sinks.sqlite import SQLiteSink
     sink = SQLiteSink({"Service": "sqlite", "Path": path}, types.SimpleNamespace(schema_version=1))
     sink.size = lambda: sqlite_size(path)
     return sink
@@ -187,19 +219,19 @@ def sqlite_size(path):
 
 # ---------------------------------------------------------------- 1. drain in process
 
-def drain_in_process(candidate, spool_dir, db_path, total, batch_events):
+def drain_in_process(candidate, spool_dir, db_path, total, batch_events, wave1=None):
     """The storage stage with one sink over ``spool_dir``, pinned to one core."""
     from engine.logs import log
     log.set_level("warning")
     os.sched_setaffinity(0, {STORE_CORE})
-    return asyncio.run(_drain(candidate, spool_dir, db_path, total, batch_events))
+    return asyncio.run(_drain(candidate, spool_dir, db_path, total, batch_events, wave1))
 
 
-async def _drain(candidate, spool_dir, db_path, total, batch_events):
+async def _drain(candidate, spool_dir, db_path, total, batch_events, wave1):
     from engine.metrics import StoreStats
     from engine.spool import legacy_sink_id, sink_id
     from engine.store.stage import SinkStage
-    sink = make_sink(candidate, db_path)
+    sink = make_sink(candidate, db_path, wave1)
     config = types.SimpleNamespace(spool_directory=spool_dir, batch_max_events=batch_events,
                                    batch_max_age_ms=250)
     stats = StoreStats()
@@ -516,7 +548,8 @@ def main():
     ap.add_argument("--backlog", type=int, default=300_000)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--batch-events", type=int, default=1000, help="BatchMaxEvents")
-    ap.add_argument("--candidates", default="sqlite,duckdb")
+    ap.add_argument("--candidates", default="wave1,sqlite,duckdb",
+                    help="wave1: the wave-1 layout (before), drain section only")
     ap.add_argument("--sections", default="drain,serve,live,reports")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: check the tool works")
     ap.add_argument("--soak", type=float, default=0, help="seconds of rate-controlled load")
@@ -539,6 +572,12 @@ def bench(args):
     candidates = [c for c in args.candidates.split(",") if c]
     sections = set(args.sections.split(","))
     base = tempfile.mkdtemp(prefix="tracker-bench-store-")
+    wave1 = None
+    if "wave1" in candidates:
+        wave1 = wave1_sources(WAVE1_REV)
+        if wave1 is None:
+            print(f"no git history with {WAVE1_REV[:7]}: the wave-1 (before) figure is skipped")
+            candidates.remove("wave1")
     report = {"events": args.events, "candidates": candidates}
     try:
         realistic = os.path.join(base, "realistic")
@@ -550,7 +589,7 @@ def bench(args):
             spool = os.path.join(base, f"spool-{cand}")
             link_copy(realistic, spool)
             r = in_child(drain_in_process, cand, spool, os.path.join(base, f"drain.{cand}"),
-                         args.events, args.batch_events)
+                         args.events, args.batch_events, wave1)
             report["drain"][cand] = r
             print(f"  drain {cand:7s}: {r['events_per_s']:8,.0f} events/s, "
                   f"{r['cpu_us_per_event']:5.1f} µs CPU/event, "
@@ -574,7 +613,8 @@ def bench(args):
                   f"{r['backlog']} + {r['accepted']} accepted = {r['stored_total']} stored: "
                   f"{'exact' if r['exact'] else 'MISMATCH'}")
         if "reports" in sections:
-            report["reports"] = reports_section(args, base, candidates)
+            report["reports"] = reports_section(
+                args, base, [c for c in candidates if c != "wave1"])
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return report

@@ -53,7 +53,10 @@ import types
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+# The repository root last: `loadtest` comes from it, `engine` from the
+# installed package first (a non-editable install has the compiled modules,
+# the source tree does not).
+sys.path.append(os.path.dirname(HERE))
 
 from loadtest import store_corpus  # noqa: E402
 from loadtest.bench_http import (children, cpu_seconds, free_port, parse_wrk,  # noqa: E402

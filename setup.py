@@ -32,11 +32,11 @@ setup(
         "cryptography==50.0.2",
         "setproctitle==1.3.8",   # process titles: tracker: http-0, store-0, ...
     ],
-    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17", "aiohttp==3.14.5",
+    extras_require={"test": ["duckdb==2.0.1",   # loadtest/bench_store.py's other candidate
+                             "pytest==9.2.0", "hypothesis==6.170.17", "aiohttp==3.14.5",
                              "pyyaml==6.0.3",
-                             "locust==2.47.0", "matplotlib==3.11.2",
-                             "duckdb==2.0.1"],   # loadtest/bench_store.py's other candidate
-                    "loadtest": ["locust==2.47.0", "matplotlib==3.11.2", "duckdb==2.0.1"]},
+                             "locust==2.47.0", "matplotlib==3.11.2"],
+                    "loadtest": ["locust==2.47.0", "matplotlib==3.11.2"]},
     entry_points={
         "console_scripts": ["tracker = engine.cli:main"],
         "tracker.sinks": ["sqlite = engine.store.sinks.sqlite:SQLiteSink",

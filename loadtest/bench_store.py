@@ -236,7 +236,7 @@ async def _drain(candidate, spool_dir, db_path, total, batch_events, wave1):
     from engine.store.stage import SinkStage
     sink = make_sink(candidate, db_path, wave1)
     config = types.SimpleNamespace(spool_directory=spool_dir, batch_max_events=batch_events,
-                                   batch_max_age_ms=250)
+                                   batch_max_age_ms=250, bots="keep")
     stats = StoreStats()
     sids = [(sink_id(0, sink.service), legacy_sink_id(0, sink.service))]
     await sink.start()

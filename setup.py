@@ -39,7 +39,8 @@ setup(
         "ua-parser-rs==0.1.5",    # (the regexes compiled in Rust: ~10x faster)
         "confluent-kafka==2.16.1",   # Kafka sink and repeater (librdkafka; loadtest/bench_kafka.py)
     ],
-    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17", "aiohttp==3.14.5",
+    extras_require={"test": ["duckdb==2.0.1",   # loadtest/bench_store.py's other candidate
+                             "pytest==9.2.0", "hypothesis==6.170.17", "aiohttp==3.14.5",
                              "pyyaml==6.0.3",
                              "aiokafka==0.14.0",   # bench_kafka.py's client comparison
                              "jsonschema==4.26.0",   # docs/kafka/event.schema.json check

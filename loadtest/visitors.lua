@@ -1,6 +1,6 @@
 -- wrk script: tracked requests at realistic cardinality (generated visitors).
 --
---   wrk -s loadtest/visitors.lua URL -- [tracker|nginx] [new_percent] [TAG]
+--   wrk -s loadtest/visitors.lua URL -- [tracker|nginx] [new_percent] [TAG] [uids]
 --
 -- Every request is a tuplet GET like a browser's page-view beacon:
 --   /tr/v1/ename/view/m/<marker>/uid/u<n>/url/<page>/ref/<referrer>/lat/<f>/lon/<f>/score/<n>
@@ -10,12 +10,16 @@
 -- ids). "nginx" sends the same generated path to /pixel.gif?... so the load
 -- generator does the same work per request for both servers. Each request has
 -- a unique marker m = <TAG>.<thread>-<n>, so a runner can count stored events.
+-- `uids` = "own" gives every request a uid of its own (u<TAG>.<thread>-<n>)
+-- instead of the visitor's: with new_percent 100, every request is a new
+-- visitor with its own uid (loadtest/bench_store.py's realistic mix).
 
 local counter = 0
 local thread_id = 0
 local target = "tracker"
 local new_percent = 40
 local tag = "V"
+local own_uids = false
 local vids = {}
 local pool = 20000
 
@@ -41,6 +45,7 @@ function init(args)
    target = args[1] or target
    new_percent = tonumber(args[2] or new_percent)
    tag = args[3] or tag
+   own_uids = args[4] == "own"
    for i = 1, pool do vids[i] = uuid4() end
 end
 
@@ -48,10 +53,11 @@ function request()
    counter = counter + 1
    local visitor = math.random(1, pool)
    local page = math.random(1, 500)
+   local uid = own_uids and string.format("%s.%d-%d", tag, thread_id, counter) or visitor
    local path = string.format(
-      "/ename/view/m/%s.%d-%d/uid/u%d/url/https%%3A%%2F%%2Fshop.example%%2Fp%%2F%d" ..
+      "/ename/view/m/%s.%d-%d/uid/u%s/url/https%%3A%%2F%%2Fshop.example%%2Fp%%2F%d" ..
       "/ref/r%d/lat/%.4f/lon/%.4f/score/%d",
-      tag, thread_id, counter, visitor, page, math.random(1, 50),
+      tag, thread_id, counter, uid, page, math.random(1, 50),
       math.random() * 120 - 60, math.random() * 300 - 150, math.random(0, 9))
    local headers = {}
    if math.random(1, 100) > new_percent then

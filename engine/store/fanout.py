@@ -74,7 +74,7 @@ def utc_day(created_ms):
 
 class Batch(list):
     """The events of a batch (a list, so a sink written for a plain list of
-    events keeps working) and their fan-out, computed on first use:
+    events keeps working) and their fan-out, each part computed on first use:
     ``rows`` {table: {key: winning event}} and ``counters`` {table: {key: n}}."""
     __slots__ = ("_rows", "_counters")
 
@@ -86,13 +86,13 @@ class Batch(list):
     @property
     def rows(self):
         if self._rows is None:
-            self._rows, self._counters = _fan(self)
+            self._rows = _fan_rows(self)
         return self._rows
 
     @property
     def counters(self):
         if self._counters is None:
-            self._rows, self._counters = _fan(self)
+            self._counters = _fan_counts(self)
         return self._counters
 
 
@@ -112,9 +112,7 @@ def fan_out(events):
     """The Batch of ``events``: duplicates (same eid) dropped, fan-out ready."""
     if isinstance(events, Batch):
         return events
-    batch = Batch(unique(events))
-    batch.rows   # noqa: B018 (computed now, so the cost is where it is measured)
-    return batch
+    return Batch(unique(events))
 
 
 def _earliest(table, key, ev):
@@ -133,19 +131,16 @@ def _bump(table, key):
     table[key] = table.get(key, 0) + 1
 
 
-def _fan(events):
+def _fan_rows(events):
     rows = {name: {} for name in ROW_TABLE_NAMES}
-    counts = {name: {} for name in COUNTER_TABLES}
     visitors, sessions, nodes, locations = (rows["visitors"], rows["sessions"],
                                             rows["nodes"], rows["locations"])
-    dailies, ips, reqs, hits = counts["dailies"], counts["ips"], counts["reqs"], counts["hits"]
     for ev in events:
         vid, get = ev["vid"], ev.get
-        ip = get("ip") or ""
         if ev["first"]:
             _earliest(visitors, (vid,), ev)
             _earliest(sessions, (vid, ev["sid"]), ev)
-        _latest(nodes, (vid, ip), ev)
+        _latest(nodes, (vid, get("ip") or ""), ev)
         latlon = get("latlon")
         if latlon:
             _latest(locations, (vid, tuple(latlon)), ev)
@@ -160,23 +155,33 @@ def _fan(events):
             _earliest(rows["referrals"], (vid,), ev)
         if get("aff"):
             _latest(rows["affiliates"], (vid,), ev)
+    return rows
+
+
+def _fan_counts(events):
+    counts = {name: {} for name in COUNTER_TABLES}
+    dailies, ips, reqs, hits = counts["dailies"], counts["ips"], counts["reqs"], counts["hits"]
+    referrers, browsers = counts["referrers"], counts["browsers"]
+    for ev in events:
+        get = ev.get
+        ip = get("ip") or ""
         day = utc_day(ev["created"])
         _bump(dailies, (ip, day))
         if ip:
             _bump(ips, (ip,))
-        _bump(reqs, (vid,))
+        _bump(reqs, (ev["vid"],))
         url = get("url")
         if url:
             _bump(hits, (url,))
         last = get("last")
         if last:
-            _bump(counts["referrers"], (last,))
+            _bump(referrers, (last,))
         browser = get("browser")
         if browser:
-            _bump(counts["browsers"], (browser, get("bhash") or ""))
+            _bump(browsers, (browser, get("bhash") or ""))
         outcome = get("outcome")
         if outcome:
             _bump(counts["outcomes"], (outcome, get("sink") or "", url or "", day))
         if get("new_visitor"):
             _bump(counts["counters"], ("vids_created",))
-    return rows, counts
+    return counts

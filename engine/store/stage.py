@@ -54,7 +54,9 @@ class SinkStage:
         self.tail = SpoolTail(config.spool_directory, self.sid,
                               legacy_sink_id(index, sink.service), all_sids, owns, board)
         self.io = named_executor(f"pos-{self.sid}"[:15])   # positions, deletions: in order
-        self.max_events = config.batch_max_events
+        # A sink may ask for larger batches than BatchMaxEvents (SQLite: one
+        # transaction per batch, whose commit costs the same at any size).
+        self.max_events = getattr(sink, "batch_max_events", None) or config.batch_max_events
         self.max_age = config.batch_max_age_ms / 1000
         self.open, self.marks, self.opened_at = [], {}, 0.0
         self.agents = Agents(config.bots)     # user agents read, robots flagged or dropped

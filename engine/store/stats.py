@@ -1,8 +1,14 @@
 """`tracker stats`: a summary of a SQLite store (see schema/sqlite.sql).
 
-``collect(path)`` reads the database (read-only) into a plain dict;
+``collect(path)`` reads the database (read-only, while the store process
+writes it: WAL readers never wait for the writer) into a plain dict;
 ``format_text(stats)`` renders it for a terminal. The CLI does
 ``print(format_text(collect(path)))``.
+
+Rows per table are those of DESIGN.md §3's names. In the lean layout most are
+views; their counts come from the base tables and ev's visit index (``COUNTS``)
+instead of materialising the views. A wave-1 file (not migrated yet: no
+store has opened it with this version) is read as it is.
 """
 import datetime
 import errno
@@ -17,6 +23,24 @@ TABLES = ("events", "visitors", "sessions", "nodes", "locations", "aliases",
           "logs", "updates", "sequences")
 
 TOP = 10
+
+# Lean layout: how many rows each view of §3 has, without building it.
+COUNTS = {
+    "events": "SELECT count(*) FROM ev",
+    "visitors": "SELECT count(*) FROM first_visits",
+    "sessions": "SELECT count(*) FROM (SELECT 1 FROM ev WHERE first = 1 GROUP BY vid, sid)",
+    "nodes": "SELECT count(*) FROM (SELECT 1 FROM ev GROUP BY vid, coalesce(ip, ''))",
+    "locations": "SELECT count(*) FROM (SELECT 1 FROM ev WHERE latlon IS NOT NULL "
+                 "GROUP BY vid, latlon)",
+    "aliases": "SELECT count(*) FROM (SELECT 1 FROM ev WHERE uid IS NOT NULL GROUP BY vid, uid)",
+    "users": "SELECT count(*) FROM (SELECT 1 FROM ev WHERE uid IS NOT NULL GROUP BY vid, uid)",
+    "usernames": "SELECT count(*) FROM (SELECT 1 FROM ev WHERE username IS NOT NULL "
+                 "GROUP BY username, vid)",
+    "referrals": "SELECT count(*) FROM first_refs",
+    "affiliates": "SELECT count(DISTINCT vid) FROM ev WHERE aff IS NOT NULL",
+    "reqs": "SELECT count(*) FROM (SELECT 1 FROM ev GROUP BY vid)",
+}
+_DAY_MS = 86_400_000
 
 
 def _utc_today():
@@ -56,7 +80,9 @@ def collect(path, today=None):
             row = conn.execute(sql, args).fetchone()
             return row[0] if row else None
 
-        tables = {t: (scalar(f"SELECT count(*) FROM {t}") if t in present else None)
+        lean = "ev" in present
+        tables = {t: (scalar(COUNTS[t]) if lean and t in COUNTS
+                      else scalar(f"SELECT count(*) FROM {t}") if t in present else None)
                   for t in TABLES}
         stats = {
             "path": os.path.abspath(path),
@@ -66,11 +92,7 @@ def collect(path, today=None):
                                if "sequences" in present else None),
             "today": day,
             "tables": tables,
-            # visitors.created is ISO text, so a text range selects one UTC day.
-            "visitors_today": (scalar("SELECT count(*) FROM visitors "
-                                      "WHERE created >= ? AND created < ?",
-                                      (day, next_day))
-                               if "visitors" in present else None),
+            "visitors_today": _visitors_on(scalar, lean, present, day, next_day),
             # Every stored event adds exactly 1 to dailies (ip, day of created),
             # so the day's sum is the day's events without scanning events.
             "events_today": (scalar("SELECT coalesce(sum(total), 0) FROM dailies "
@@ -90,6 +112,19 @@ def collect(path, today=None):
     finally:
         conn.close()
     return stats
+
+
+def _visitors_on(scalar, lean, present, day, next_day):
+    """Visitors whose first visit was on ``day``."""
+    if lean:
+        start = (datetime.date.fromisoformat(day) - datetime.date(1970, 1, 1)).days * _DAY_MS
+        return scalar("SELECT count(*) FROM first_visits WHERE created >= ? AND created < ?",
+                      (start, start + _DAY_MS))
+    if "visitors" not in present:
+        return None
+    # wave 1: visitors.created is ISO text, so a text range selects one UTC day
+    return scalar("SELECT count(*) FROM visitors WHERE created >= ? AND created < ?",
+                  (day, next_day))
 
 
 def _size(n):

@@ -32,9 +32,11 @@ def test_schema_apply_is_idempotent(tmp_path):
     cfg = tmp_path / "config.json"
     cfg.write_text('{"Notify": [{"Service": "sqlite", "Path": "s.db"}]}')
     first = run("schema", "apply", "--config", str(cfg))
-    assert first.returncode == 0 and "created 21 tables" in first.stdout
+    assert first.returncode == 0 and "created 14 tables" in first.stdout
+    assert "created 11 views (affiliates, aliases" in first.stdout   # DESIGN §3's row tables
     again = run("schema", "apply", "--config", str(cfg))
-    assert "created 0 tables" in again.stdout and "21 tables already existed" in again.stdout
+    assert "created 0 tables" in again.stdout and "14 tables already existed" in again.stdout
+    assert "created 0 views" in again.stdout and "11 views already existed" in again.stdout
 
 
 def test_version_and_check_config(tmp_path):

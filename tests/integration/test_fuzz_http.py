@@ -155,24 +155,25 @@ def check_head(name, why, answer, headers, body, head):
 
 
 def settled(c):
-    """The last events rowid once everything accepted so far is stored: a
-    marker event is sent and waited for (one worker: what it accepted before
-    the marker is stored before it). Returns (rowid, marker)."""
+    """The storage order (ev.n; the events view has no rowid) of the last
+    event once everything accepted so far is stored: a marker event is sent
+    and waited for (one worker: what it accepted before the marker is stored
+    before it). Returns (n, marker)."""
     marker = uuid.uuid4().hex
     assert c.get(f"/tr/v1/mk/{marker}")[0] == 200
 
     def marker_row():
-        rows = c.rows("SELECT rowid AS n, params FROM events ORDER BY rowid DESC LIMIT 50")
+        rows = c.rows("SELECT n, params FROM ev ORDER BY n DESC LIMIT 50")
         return next((r["n"] for r in rows if marker in (r["params"] or "")), None)
     assert wait_for(marker_row), "marker event not stored"
     return marker_row(), marker
 
 
 def events_between(c, before):
-    """Params of the events stored after rowid ``before`` and before a new marker."""
+    """Params of the events stored after ``before`` (ev.n) and before a new marker."""
     after, marker = settled(c)
     return [json.loads(r["params"] or "{}") for r in c.rows(
-        "SELECT params FROM events WHERE rowid > ? AND rowid < ?", before, after)]
+        "SELECT params FROM ev WHERE n > ? AND n < ?", before, after)]
 
 
 @pytest.mark.parametrize("name", CASES)

@@ -24,6 +24,10 @@ ALL_TABLES = {"events", "visitors", "sessions", "nodes", "locations", "aliases",
               "users", "usernames", "referrals", "affiliates", "dailies", "ips",
               "reqs", "hits", "referrers", "browsers", "outcomes", "counters",
               "logs", "updates", "sequences"}
+# DESIGN.md §3's row tables are views over the lean layout's base tables.
+VIEWS = {"events", "visitors", "sessions", "nodes", "locations", "aliases", "users",
+         "usernames", "referrals", "affiliates", "reqs"}
+BASE = {"ev", "strings", "first_visits", "first_refs"}
 
 
 class Cfg:
@@ -77,7 +81,10 @@ def sink(db):
 
 def test_start_creates_file_schema_and_version(db, sink):
     names = {r[0] for r in rows(db, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert names == ALL_TABLES
+    assert names == (ALL_TABLES - VIEWS) | BASE
+    views = {r[0] for r in rows(db, "SELECT name FROM sqlite_master WHERE type='view'")}
+    assert views == VIEWS
+    assert rows(db, "PRAGMA user_version") == [(2,)]
     assert rows(db, "SELECT name, seq FROM sequences") == [("DB_VER", 1)]
     assert rows(db, "PRAGMA journal_mode") == [("wal",)]
     # a second sink (another worker) applies the schema again harmlessly
@@ -430,7 +437,7 @@ def test_an_earlier_event_replaces_the_whole_row_even_with_fewer_fields(db, sink
 
 
 def test_plan_cache_stays_bounded_whatever_the_key_orders(db, sink, monkeypatch):
-    from engine.store.sinks import sqlite as module
+    from engine.store.sinks import sqlite_model as module
     monkeypatch.setattr(module, "_PLANS_MAX", 8)
     module._PLANS.clear()
     events = []
@@ -443,3 +450,40 @@ def test_plan_cache_stays_bounded_whatever_the_key_orders(db, sink, monkeypatch)
     assert rows(db, "SELECT url, tz, campaign FROM events WHERE url IS NOT NULL "
                     "OR tz IS NOT NULL OR campaign IS NOT NULL ORDER BY created") == [
         ("x0", None, None), (None, "x7", None), (None, None, "x11")]
+
+
+def test_a_rolled_back_batch_forgets_the_texts_it_added(db, sink):
+    """url / last / browser go through the strings dictionary; a batch that
+    fails must not leave the sink's cache pointing at rows that are gone."""
+    good = ev(url="https://only-here", browser="UA-new", last="https://from")
+    with pytest.raises(sqlite3.IntegrityError):
+        sink.write_batch_sync([good, ev(vid=None)])
+    assert rows(db, "SELECT count(*) FROM strings") == [(0,)]
+    assert sink.write_batch_sync([good]) == 1
+    assert rows(db, "SELECT url, browser, last FROM events") == [
+        ("https://only-here", "UA-new", "https://from")]
+    # a text already stored is reused, not stored twice
+    sink.write_batch_sync([ev(url="https://only-here")])
+    assert rows(db, "SELECT count(*) FROM strings") == [(3,)]
+
+
+def test_transactions_hold_5000_events_unless_the_entry_says(tmp_path):
+    class Big:
+        schema_version, batch_max_events = 1, 20000
+    path = str(tmp_path / "t.db")
+    assert SQLiteSink({"Service": "sqlite", "Path": path}, Cfg()).batch_max_events == 5000
+    assert SQLiteSink({"Service": "sqlite", "Path": path}, Big()).batch_max_events == 20000
+    assert SQLiteSink({"Service": "sqlite", "Path": path, "BatchMaxEvents": 200},
+                      Big()).batch_max_events == 200
+    with pytest.raises(ValueError, match="BatchMaxEvents"):
+        SQLiteSink({"Service": "sqlite", "Path": path, "BatchMaxEvents": "many"}, Cfg())
+
+
+def test_events_are_stored_compactly(db, sink):
+    """The lean layout's base row: UUIDs as 16 bytes, created in ms, the
+    dictionary's ids for url / last / browser."""
+    e = ev(url="https://example.com/a", browser="Mozilla/5.0")
+    sink.write_batch_sync([e])
+    [(eid, created, url, browser)] = rows(db, "SELECT eid, created, url, browser FROM ev")
+    assert eid == bytes.fromhex(e["eid"].replace("-", "")) and created == T
+    assert (url, browser) == (1, 2)

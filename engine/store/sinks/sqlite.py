@@ -1,29 +1,27 @@
 """SQLite sink: the embedded default store (DESIGN.md §4).
 
-One file, WAL mode, written by one store process. Each batch is ONE
-``BEGIN IMMEDIATE`` transaction: the events, the row tables they fan out to and
-the counters they add either all land or none do, and a failed batch is rolled
-back and re-raised so the batcher retries it whole.
+One file, WAL mode, written by one store process (store-0). Each batch is ONE
+``BEGIN IMMEDIATE`` transaction: the events, the rows and the counters they
+add either all land or none do, and a failed batch is rolled back and
+re-raised so the batcher retries it whole.
 
-Idempotency by ``eid`` (a replayed batch rewrites nothing and counts nothing):
-inside the transaction the sink first looks up which of the batch's eids are
-already in ``events`` (UNIQUE(eid) index) and drops those events, together
-with duplicate eids inside the batch. Only the remaining, genuinely new events
-are inserted and fanned out. Because an event's row and every counter increment
-it causes commit in the same transaction, "eid already stored" means "already
-counted", so counters are never double-counted by spool replays or retries.
+What a batch writes is the lean model of schema/sqlite.sql, written by
+engine/store/sinks/sqlite_model.py: each event once into ``ev`` (UUIDs as 16
+bytes, ``created`` in ms, long repeated texts through the ``strings``
+dictionary), the first visit and the first referral of each visitor as
+narrow rows pointing at their event, and the counters of
+engine/store/fanout.py coalesced per batch. DESIGN.md §3's tables are views
+with their wave-1 names and columns. A wave-1 file is migrated at start-up
+(engine/store/sinks/sqlite_migrate.py).
 
-What a batch writes — rows per table with their winning event, counter
-increments per key — is engine/store/fanout.py's ``fan_out``, as for every
-sink; this module converts values and writes them. Row tables are
-order-independent upserts: first-write-wins tables (visitors, sessions,
-referrals, aliases, users, usernames) keep the EARLIEST event by
-(created, eid); last-seen tables (nodes, locations, affiliates) keep the
-LATEST. Counters are written once per distinct key as ``total = total + n``.
+Idempotency by ``eid``: an event is inserted with ``ON CONFLICT (created,
+eid) DO NOTHING`` and only the events that landed are fanned out and
+counted, in the same transaction: a replayed batch rewrites and counts
+nothing.
 
-One process writes the file: store-0 (workers/store.py). The blocking
-SQLite work runs in a single-thread executor owned by the sink, so the
-store process's event loop keeps reading the spool while a batch is written.
+The blocking SQLite work runs in a single-thread executor owned by the sink,
+so the store process's event loop keeps reading the spool while a batch is
+written.
 """
 import asyncio
 import os
@@ -31,15 +29,15 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from operator import itemgetter
 from urllib.parse import quote
 
 import orjson
 
-from engine.store import fanout
-from engine.event import COLUMNS
-from engine.store.fanout import EARLIEST, fan_out
+from engine.store.fanout import fan_out
+from engine.store.sinks import sqlite_model
 from engine.store.sinks.base import Sink, SinkUnavailable
+from engine.store.sinks.sqlite_migrate import LAYOUT, copy_wave1, rename_wave1
+from engine.logs import log
 from engine.system.threads import named_executor
 from schema import schema_text
 
@@ -47,7 +45,14 @@ BUSY_TIMEOUT_MS = 15_000
 """How long a writer waits for another process's transaction (many workers
 share one file; a batch transaction holds the write lock for milliseconds)."""
 
-_IN_CHUNK = 500  # eids per "WHERE eid IN (...)" lookup, well under SQLite's variable limit
+BATCH_EVENTS = 5000
+"""Events per transaction unless the entry says otherwise (or BatchMaxEvents
+is larger): a commit (fsync, WAL checkpoint) costs about the same for 1,000
+events as for 5,000, and a batch also closes at BatchMaxAgeMs."""
+
+CACHE_KIB = 32 * 1024
+"""The writer's page cache: the indexes' right edges and the dictionary stay
+in memory (SQLite's default is 2 MiB)."""
 
 
 def open_db(path, readonly=False):
@@ -120,135 +125,7 @@ def iso_ms(ms):
     return "%s.%03dZ" % (text, frac)
 
 
-def _latlon_text(value):
-    lat, lon = value
-    return f"{float(lat)!r},{float(lon)!r}"
-
-
-def _vp_text(value):
-    w, h = value
-    return f"{int(w)}x{int(h)}"
-
-
-def _stored_values(ev):
-    """The event's stored column values (see schema/sqlite.sql): a copy of
-    the event with the converted fields, plus ``day``. Sparse like the event
-    (absent fields stay absent), so its keys depend only on the event's keys
-    and each shape of event gets one precomputed plan (``_plan``)."""
-    v = ev.copy()
-    created = iso_ms(ev["created"])
-    v["created"] = created
-    v["day"] = created[:10]
-    v["first"] = 1 if ev.get("first") else 0
-    latlon = ev.get("latlon")
-    if latlon:
-        v["latlon"] = _latlon_text(latlon)
-    vp = ev.get("vp")
-    if vp:
-        v["vp"] = _vp_text(vp)
-    v["params"] = orjson.dumps(ev.get("params") or {}).decode()
-    return v
-
-
-# ---------------------------------------------------------------- statements
-
-_COLUMN_SET = frozenset(COLUMNS)
-
-
-def _events_sql(columns):
-    """INSERT for events carrying exactly ``columns``.
-
-    Events are sparse (a page view has ~12 of the 40 columns); binding only
-    the present ones instead of 40 values, most of them NULL, is most of the
-    cost of the insert through the sqlite3 module."""
-    return "INSERT OR IGNORE INTO events (%s) VALUES (%s)" % (
-        ", ".join(columns), ", ".join("?" * len(columns)))
-
-
-class _RowTable:
-    """An upsert table keyed by ``key``. Within a batch fan_out picked the
-    winning event per key; across batches the upsert keeps the earliest or
-    the latest row by (created, eid), the same order.
-
-    A row is a tuple of the columns an event carries, in ``cols`` order: the
-    key first, then created and eid (always present), then the rest."""
-
-    def __init__(self, name, key, cols, keep):
-        self.name, self.key, self.keep = name, key, keep
-        self.cols = key + ("created", "eid") + tuple(c for c in cols if c not in key)
-        self.nkey = len(key)
-
-    def shaped(self, present):
-        """(getter, upsert SQL) for stored values carrying the keys ``present``.
-        A column left out of the INSERT is NULL in ``excluded``, so the UPDATE
-        still sets every column: the winning event replaces the whole row."""
-        cols = [c for c in self.cols if c in present]
-        updates = ", ".join(f"{c} = excluded.{c}" for c in self.cols[self.nkey:])
-        sql = (f"INSERT INTO {self.name} ({', '.join(cols)}) "
-               f"VALUES ({', '.join('?' * len(cols))}) "
-               f"ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {updates} "
-               f"WHERE (excluded.created, excluded.eid) {'<' if self.keep == EARLIEST else '>'} "
-               f"({self.name}.created, {self.name}.eid)")
-        return itemgetter(*cols), sql
-
-    @staticmethod
-    def write(cur, rows):
-        """Upsert the reduced rows, one executemany per shape."""
-        by_sql = {}
-        for row, sql in rows:
-            shaped = by_sql.get(sql)
-            if shaped is None:
-                shaped = by_sql[sql] = []
-            shaped.append(row)
-        for sql, shaped in by_sql.items():
-            cur.executemany(sql, shaped)
-
-
-ROW_TABLES = tuple(_RowTable(*spec) for spec in fanout.ROW_TABLES)
-(VISITORS, SESSIONS, NODES, LOCATIONS, ALIASES, USERS, USERNAMES, REFERRALS,
- AFFILIATES) = ROW_TABLES
-
-
-_DERIVED = {"created", "day", "first", "params", "ip"}   # always in the stored values
-
-
-class _Plan:
-    """How to store events of one shape (their keys, in order): the events
-    INSERT and, per row table, the row getter and upsert. Built once per
-    shape; a route's events share a few shapes."""
-    __slots__ = ("events", "visitors", "sessions", "nodes", "locations", "aliases",
-                 "users", "usernames", "referrals", "affiliates")
-
-    def __init__(self, keys):
-        columns = [c for c in keys if c in _COLUMN_SET]
-        self.events = (itemgetter(*columns), _events_sql(columns))
-        present = set(keys) | _DERIVED
-        for t in ROW_TABLES:
-            setattr(self, t.name, t.shaped(present))
-
-
-_PLANS = {}
-_PLANS_MAX = 4096   # key orders come from clients (JSON bodies): bound the cache
-
-
-def _plan(ev):
-    keys = tuple(ev)
-    plan = _PLANS.get(keys)
-    if plan is None:
-        if len(_PLANS) >= _PLANS_MAX:
-            _PLANS.clear()
-        plan = _PLANS[keys] = _Plan(keys)
-    return plan
-
-
-def _counter_sql(table, key):
-    return (f"INSERT INTO {table} ({', '.join(key)}, total) "
-            f"VALUES ({', '.join('?' * (len(key) + 1))}) "
-            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET total = total + excluded.total")
-
-
-COUNTER_TABLES = fanout.COUNTER_TABLES
-_COUNTER_SQL = {t: _counter_sql(t, k) for t, k in COUNTER_TABLES.items()}
+_COUNTER_SQL = sqlite_model.COUNTER_SQL
 
 
 # Logs: a redelivered message with the same id (and time) is the same row.
@@ -265,7 +142,7 @@ _UPDATES_SQL = ("INSERT INTO updates (id, updated, msg, params) VALUES (?, ?, ?,
 
 class SQLiteSink(Sink):
     service = "sqlite"
-    entry_keys = frozenset({"Service", "Critical", "Path"})
+    entry_keys = frozenset({"Service", "Critical", "Path", "BatchMaxEvents"})
 
     def __init__(self, entry, config):
         super().__init__(entry, config)
@@ -274,9 +151,11 @@ class SQLiteSink(Sink):
             raise ValueError('sqlite Notify entry needs a "Path" (the database file)')
         self.path = os.fspath(path)
         self.schema_version = int(config.schema_version)
+        self.batch_max_events = _batch_events(entry, config)
         self._conn = None
         self._executor = None
         self._lock = threading.Lock()  # one batch at a time on the connection
+        self._strings = sqlite_model.Strings()
 
     # -- life cycle
 
@@ -302,18 +181,27 @@ class SQLiteSink(Sink):
                 raise SinkUnavailable(f"sqlite: cannot open {self.path}: {e}") from e
             try:
                 self._apply_schema(conn)
+                conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             except BaseException:
                 conn.close()
                 raise
             self._conn = conn
 
     def _apply_schema(self, conn):
+        """One transaction (workers starting together serialise on the write
+        lock instead of failing): migrate a wave-1 file, create what is
+        missing, check the schema version."""
         try:
-            # One transaction: concurrent workers starting together serialise
-            # on the write lock (busy timeout) instead of failing.
-            conn.executescript("BEGIN IMMEDIATE;\n" + schema_text("sqlite.sql") + "\nCOMMIT;")
             conn.execute("BEGIN IMMEDIATE")
             try:
+                wave1 = rename_wave1(conn)
+                for statement in schema_statements():
+                    conn.execute(statement)
+                if wave1:
+                    events, visits, refs = copy_wave1(conn)
+                    log.info("sqlite store migrated to the lean layout", path=self.path,
+                             events=events, first_visits=visits, first_refs=refs)
+                conn.execute(f"PRAGMA user_version = {LAYOUT}")
                 row = conn.execute(
                     "SELECT seq FROM sequences WHERE name = 'DB_VER'").fetchone()
                 if row is None:
@@ -324,8 +212,6 @@ class SQLiteSink(Sink):
                 conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as e:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
             raise SinkUnavailable(f"sqlite: cannot prepare {self.path}: {e}") from e
         if row is not None and row[0] != self.schema_version:
             raise SinkUnavailable(
@@ -340,25 +226,32 @@ class SQLiteSink(Sink):
         self.close_sync()
 
     async def apply_schema(self):
-        """`tracker schema apply`: create what is missing, say what was there."""
-        existed = set()
+        """`tracker schema apply`: create what is missing (migrating a wave-1
+        file), say what was there."""
+        existed, wave1 = {}, False
         if os.path.exists(self.path):
             with open_db(self.path, readonly=True) as conn:
-                existed = {r[0] for r in conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+                existed = dict(conn.execute(
+                    "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view')"))
+            wave1 = existed.get("events") == "table"
         self.start_sync()
         try:
-            tables = [r[0] for r in self._conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+            objects = self._conn.execute(
+                "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') "
+                "ORDER BY type, name").fetchall()
         finally:
             self.close_sync()
-        created = [t for t in tables if t not in existed]
-        kept = [t for t in tables if t in existed]
-        return [f"{self.path}: created {len(created)} tables" +
-                (f" ({', '.join(created)})" if created else ""),
-                f"{self.path}: {len(kept)} tables already existed" +
-                (f" ({', '.join(kept)})" if kept else ""),
-                f"{self.path}: sequences DB_VER = {self.schema_version}"]
+        lines = [f"{self.path}: migrated from the wave-1 layout"] if wave1 else []
+        for kind in ("table", "view"):
+            names = [n for n, t in objects if t == kind]
+            created = [n for n in names if existed.get(n) != kind]
+            kept = [n for n in names if existed.get(n) == kind]
+            lines.append(f"{self.path}: created {len(created)} {kind}s" +
+                         (f" ({', '.join(created)})" if created else ""))
+            lines.append(f"{self.path}: {len(kept)} {kind}s already existed" +
+                         (f" ({', '.join(kept)})" if kept else ""))
+        lines.append(f"{self.path}: sequences DB_VER = {self.schema_version}")
+        return lines
 
     async def close(self):
         ex = self._executor
@@ -401,11 +294,15 @@ class SQLiteSink(Sink):
         if not events:
             return 0
         batch = fan_out(events)
-        with self._transaction() as cur:
-            fresh = self._unseen(cur, batch)
-            if fresh:
-                self._write(cur, batch if len(fresh) == len(batch) else fan_out(fresh))
-        return len(fresh)
+        strings = self._strings
+        try:
+            with self._transaction() as cur:
+                fresh = sqlite_model.write(cur, batch, strings)
+        except BaseException:
+            strings.rolled_back()
+            raise
+        strings.committed()
+        return fresh
 
     @contextmanager
     def _transaction(self):
@@ -459,47 +356,25 @@ class SQLiteSink(Sink):
                 cur.executemany(_UPDATES_SQL, update_rows)
         return len(log_rows) + sum(counts.values()) + len(update_rows)
 
-    @staticmethod
-    def _unseen(cur, events):
-        """Events of the batch (unique by eid) whose eid is not stored yet,
-        in batch order."""
-        by_eid = {ev["eid"]: ev for ev in events}
-        eids = list(by_eid)
-        for i in range(0, len(eids), _IN_CHUNK):
-            chunk = eids[i:i + _IN_CHUNK]
-            sql = "SELECT eid FROM events WHERE eid IN (%s)" % ",".join("?" * len(chunk))
-            for (eid,) in cur.execute(sql, chunk):
-                by_eid.pop(eid, None)
-        return list(by_eid.values())
 
-    @staticmethod
-    def _write(cur, batch):
-        """Insert the batch's events, upsert its rows, add its counters."""
-        events_by_sql = {}
-        stored = {}
-        for ev in batch:
-            v = _stored_values(ev)
-            getter, sql = _plan(ev).events
-            shaped = events_by_sql.get(sql)
-            if shaped is None:
-                shaped = events_by_sql[sql] = []
-            shaped.append(getter(v))
-            v["ip"] = ev.get("ip") or ""
-            stored[id(ev)] = v
-        for sql, shaped in events_by_sql.items():
-            cur.executemany(sql, shaped)
-        rows = batch.rows
-        for t in ROW_TABLES:
-            winners = rows[t.name]
-            if winners:
-                name = t.name
-                t.write(cur, [_row(getattr(_plan(ev), name), stored[id(ev)])
-                              for ev in winners.values()])
-        for table, c in batch.counters.items():
-            if c:
-                cur.executemany(_COUNTER_SQL[table], [k + (n,) for k, n in c.items()])
+def _batch_events(entry, config):
+    value = entry.get("BatchMaxEvents")
+    if value is None:
+        return max(BATCH_EVENTS, getattr(config, "batch_max_events", 0))
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f'sqlite Notify entry "BatchMaxEvents" must be events > 0, '
+                         f'not {value!r}')
+    return value
 
 
-def _row(shaped, values):
-    getter, sql = shaped
-    return getter(values), sql
+def schema_statements():
+    """The statements of schema/sqlite.sql, one by one (executescript would
+    commit the transaction they run in)."""
+    statements, current = [], []
+    for line in schema_text("sqlite.sql").splitlines(keepends=True):
+        current.append(line)
+        text = "".join(current)
+        if sqlite3.complete_statement(text):
+            statements.append(text.strip())
+            current = []
+    return statements

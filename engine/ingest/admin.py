@@ -5,7 +5,7 @@ Prometheus deployments expect metrics on an internal address, as
 node_exporter or nginx's stub_status are. With ``AdminListen`` set, every
 worker also listens there (SO_REUSEPORT, plain HTTP: it is meant for a
 private address) and answers ``/metrics``, ``/status``, ``/ready`` and
-``/ping`` (and the dashboard, ``/dash/``, once it exists); the public ports
+``/ping`` and the dashboard, ``/dash/``, when ``DashboardToken`` is set; the public ports
 then answer ``/metrics`` and ``/status`` with 404, keeping ``/ping`` and
 ``/ready``, which load balancers need. Tracking routes are not served here.
 Unset, the public port serves everything as the Go collector did, and the
@@ -28,6 +28,8 @@ class AdminApp:
                        b"/status": ("status", app.status),
                        b"/ready": ("ready", app.ready),
                        b"/ping": ("ping", app.ping)}
+        if app.config.dashboard_token:
+            self.routes.update(dict.fromkeys((b"/dash/", b"/dash"), ("dashboard", app.dash)))
 
     def admit_connection(self, conn):
         return None             # not counted against MaximumConnections

@@ -55,6 +55,7 @@ class TrackerApp:
         if config.proxy_url:
             from engine.proxy import ReverseProxy
             self.proxy = ReverseProxy(config, registry, stats, self.admission.client_ip)
+        self.dashboard = None           # built on the first /dash/ request
         self.static = None              # StaticFiles when StaticDirectory is set
         if config.static_directory and os.path.isdir(config.static_directory):
             from engine.static import StaticFiles
@@ -71,6 +72,9 @@ class TrackerApp:
         if self.config.admin_address is None:   # else only on the admin port (admin.py)
             fixed.update({b"/status": ("status", self.status, SERVICE),
                           b"/metrics": ("metrics", self.metrics, SERVICE)})
+            if self.config.dashboard_token:
+                fixed.update(dict.fromkeys((b"/dash/", b"/dash"),
+                                           ("dashboard", self.dash, SERVICE)))
         self.version = version
         self.visit_path = b"/tr/" + version     # proxied/static visits parse as a bare track
         return tracked, fixed
@@ -245,6 +249,15 @@ class TrackerApp:
                              {"Key": "conns", "Value": self.shared.conn_total()}])
         return 200, responses.build(200, self.date, responses.NO_STORE, body=body,
                                     content_type=JSON, close=not keep)
+
+    def dash(self, conn, req, path, query, keep):
+        """/dash/ (engine/ingest/dashboard.py), when DashboardToken is set."""
+        if path == b"/dash":
+            return 301, self._plain(301, "moved\n", keep, b"Location: /dash/\r\n")
+        if self.dashboard is None:
+            from engine.ingest.dashboard import Dashboard
+            self.dashboard = Dashboard(self.config, self.date)
+        return self.dashboard.handle(conn, req, query, keep)
 
     def metrics(self, conn, req, path, query, keep):
         self.stats.sync()

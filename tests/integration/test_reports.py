@@ -15,8 +15,8 @@ from statistics import NormalDist
 
 import pytest
 
-from conftest import TRACKER, Collector, free_port, wait_for
-from report_corpus import Experiment, send_phases
+from conftest import TRACKER, wait_for
+from report_corpus import send_phases, stored_experiment
 
 Z = NormalDist().inv_cdf(0.975)
 
@@ -43,18 +43,9 @@ def wait_stored(collector, n):
 
 @pytest.fixture(scope="module")
 def experiment_collector(tmp_path_factory):
-    """A collector with the experiment corpus stored, the admin port and a
-    dashboard token set (test_dashboard.py reads it too)."""
-    c = Collector(str(tmp_path_factory.mktemp("reports")), {
-        "AdminListen": f"127.0.0.1:{free_port()}", "DashboardToken": "s3cret-token"})
-    c.start()
-    truth = Experiment()
-    try:
-        assert send_phases(c.port, truth.phases) == truth.events
-        wait_stored(c, truth.events)
-        yield c, truth
-    finally:
-        c.stop()
+    c, truth = stored_experiment(tmp_path_factory.mktemp("reports"))
+    yield c, truth
+    c.stop()
 
 
 def expected_split(x0, n0, x1, n1):

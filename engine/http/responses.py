@@ -9,7 +9,7 @@ from email.utils import formatdate
 REASONS = {
     100: "Continue", 200: "OK", 204: "No Content", 206: "Partial Content",
     301: "Moved Permanently", 302: "Found", 304: "Not Modified",
-    400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
     408: "Request Timeout", 412: "Precondition Failed", 413: "Content Too Large",
     414: "URI Too Long", 416: "Range Not Satisfiable", 429: "Too Many Requests",
     431: "Request Header Fields Too Large", 500: "Internal Server Error",

@@ -79,7 +79,7 @@ def _table(report, key_of, rows=None):
 
 def _figures(kind, pairs):
     return "<div class=figures>" + "".join(
-        f"<div data-k=\"{kind}.summary.{name}\">{escape(format_cell(name, value))}"
+        f"<div><b data-k=\"{kind}.summary.{name}\">{escape(format_cell(name, value))}</b>"
         f"<span>{escape(label)}</span></div>" for name, label, value in pairs) + "</div>"
 
 
@@ -97,7 +97,7 @@ def _traffic(report):
 def _day_chart(rows, width=900, height=160):
     """Events per day as bars, visitors per day as a line."""
     top = max(r["events"] for r in rows) or 1
-    step = width / len(rows)
+    step = min(width / len(rows), 48.0)       # a few days do not become a wall of blue
     bars, points = [], []
     for i, r in enumerate(rows):
         h = (height - 20) * r["events"] / top

@@ -100,9 +100,9 @@ class Experiment:
                    "ename": "signup"} for v in self.early]
         exposures = [{**self._visit(rnd, v), "xid": "x1", "split": self.split[v],
                       "ename": "view"} for v in self.vids]
-        exposures += [{"vid": v, "xid": "x1", "split": self.split[v], "ename": "view"}
-                      for v in rnd.sample(self.vids, 200)]          # seen again
-        exposures += [{"vid": v, "xid": "x2", "split": s, "ename": "view"}
+        exposures += [{"vid": v, "sid": self.sid[v], "xid": "x1", "split": self.split[v],
+                       "ename": "view"} for v in rnd.sample(self.vids, 200)]   # seen again
+        exposures += [{"vid": v, "sid": self.sid[v], "xid": "x2", "split": s, "ename": "view"}
                       for v, s in self.x2.items()]
         after = [{"vid": v, "sid": self.sid[v], "xid": "x1", "outcome": "signup",
                   "ename": "signup"} for c in self.converters.values() for v in c]

@@ -9,6 +9,23 @@ from engine.errors import ConfigError
 DEFAULT_CONFIG = os.environ.get("TRACKER_CONFIG", "config.json")
 
 
+def _add_report_command(sub):
+    from engine.reports import KINDS
+    report = sub.add_parser("report", help="growth and audience reports from the embedded store")
+    report.add_argument("kind", choices=KINDS)
+    report.add_argument("--config", default=DEFAULT_CONFIG)
+    report.add_argument("--since", help="first UTC day (YYYY-MM-DD) or time included")
+    report.add_argument("--until", help="last UTC day included, or a time excluded")
+    report.add_argument("--steps", help="funnels: the enames of the steps, in order, "
+                        "comma-separated")
+    report.add_argument("--outcome", help="experiments: only this outcome converts")
+    report.add_argument("--control", help="experiments: the control split "
+                        "(default: the first in name order)")
+    output = report.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true")
+    output.add_argument("--csv", action="store_true")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="tracker", description=(
         "Self-hosted visitor and growth-event collector."))
@@ -26,30 +43,13 @@ def build_parser():
 
     stats = sub.add_parser("stats", help="summarise what the embedded store holds")
     stats.add_argument("--config", default=DEFAULT_CONFIG)
+    _add_report_command(sub)
 
     schema = sub.add_parser("schema", help="store schemas")
     schema_sub = schema.add_subparsers(dest="action", required=True)
     apply = schema_sub.add_parser("apply", help="create the schema in every Notify store")
     apply.add_argument("--config", default=DEFAULT_CONFIG)
-    _add_report_command(sub)
     return parser
-
-
-def _add_report_command(sub):
-    from engine.reports import KINDS
-    report = sub.add_parser("report", help="growth and audience reports from the embedded store")
-    report.add_argument("kind", choices=KINDS)
-    report.add_argument("--config", default=DEFAULT_CONFIG)
-    report.add_argument("--since", help="first UTC day (YYYY-MM-DD) or time included")
-    report.add_argument("--until", help="last UTC day included, or a time excluded")
-    report.add_argument("--steps", help="funnels: the enames of the steps, in order, "
-                        "comma-separated")
-    report.add_argument("--outcome", help="experiments: only this outcome converts")
-    report.add_argument("--control", help="experiments: the control split "
-                        "(default: the first in name order)")
-    output = report.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true")
-    output.add_argument("--csv", action="store_true")
 
 
 def overrides_from(args):

@@ -5,7 +5,7 @@ Prometheus deployments expect metrics on an internal address, as
 node_exporter or nginx's stub_status are. With ``AdminListen`` set, every
 worker also listens there (SO_REUSEPORT, plain HTTP: it is meant for a
 private address) and answers ``/metrics``, ``/status``, ``/ready`` and
-``/ping`` and the dashboard, ``/dash/``, when ``DashboardToken`` is set; the public ports
+``/ping`` (and the dashboard, ``/dash/``, once it exists); the public ports
 then answer ``/metrics`` and ``/status`` with 404, keeping ``/ping`` and
 ``/ready``, which load balancers need. Tracking routes are not served here.
 Unset, the public port serves everything as the Go collector did, and the
@@ -24,12 +24,13 @@ class AdminApp:
 
     def __init__(self, app):
         self.app = app
+        # /dash/ when DashboardToken is set (engine/ingest/dashboard.py)
+        self.dash_routes = (dict.fromkeys((b"/dash/", b"/dash"), ("dashboard", app.dash))
+                            if app.config.dashboard_token else {})
         self.routes = {b"/metrics": ("metrics", app.metrics),
                        b"/status": ("status", app.status),
                        b"/ready": ("ready", app.ready),
                        b"/ping": ("ping", app.ping)}
-        if app.config.dashboard_token:
-            self.routes.update(dict.fromkeys((b"/dash/", b"/dash"), ("dashboard", app.dash)))
 
     def admit_connection(self, conn):
         return None             # not counted against MaximumConnections
@@ -43,7 +44,7 @@ class AdminApp:
     def handle(self, conn, req, keep):
         started = perf_counter()
         path, sep, query = req.url.partition(b"?")
-        name, handler = self.routes.get(path, ("admin_other", None))
+        name, handler = self.routes.get(path) or self.dash_routes.get(path, ("admin_other", None))
         try:
             if handler is None:
                 status, response = 404, self.app._plain(404, "not found\n", keep)

@@ -13,8 +13,9 @@ vid of an earlier visitor (the referral loop), spread over ``--days`` days.
 
 Then each kind runs as `tracker report` runs it (engine.reports.run on a
 read-only connection, a new one per round), over the whole range; the
-figures are the best and the median of ``--rounds`` rounds, the rows
-returned, and the dashboard page (every kind, the funnel included, rendered
+figures are the best and the median of ``--rounds`` rounds (wall clock),
+the best CPU seconds of the process (what a report costs whatever the other
+load on the machine), the rows returned, and the dashboard page (every kind, the funnel included, rendered
 to HTML). Issue 20's target is under 2 s per report at 1M events; this
 prints the figures and whether each is under it, it asserts nothing.
 ``--smoke`` (CI): 20,000 events, one round.
@@ -71,29 +72,31 @@ def stored(path):
 
 
 def time_kind(path, kind, rounds):
-    """(best s, median s, rows)."""
-    seconds, rows = [], 0
+    """(best s, median s, best CPU s, rows)."""
+    seconds, cpu, rows = [], [], 0
     for _ in range(rounds):
         conn = open_store(path)
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), time.process_time()
         report = run(kind, conn, 0, 1 << 62, steps=STEPS)
         seconds.append(time.monotonic() - t0)
+        cpu.append(time.process_time() - c0)
         conn.close()
         rows = len(report.rows)
-    return min(seconds), statistics.median(seconds), rows
+    return min(seconds), statistics.median(seconds), min(cpu), rows
 
 
 def time_dashboard(path, rounds):
-    seconds, size = [], 0
+    seconds, cpu, size = [], [], 0
     for _ in range(rounds):
         conn = open_store(path)
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), time.process_time()
         reports = {kind: run(kind, conn, 0, 1 << 62, steps=STEPS) for kind in KINDS}
         html = page.page(reports, {"steps": ",".join(STEPS)}, "now")
         seconds.append(time.monotonic() - t0)
+        cpu.append(time.process_time() - c0)
         conn.close()
         size = len(html)
-    return min(seconds), statistics.median(seconds), size
+    return min(seconds), statistics.median(seconds), min(cpu), size
 
 
 def main():
@@ -125,17 +128,21 @@ def main():
     size = sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
     print(f"file: {size / 1e6:.0f} MB; load average {os.getloadavg()[0]:.2f} on "
           f"{os.cpu_count()} CPUs (shared machines make these slower, never faster)")
-    print(f"\n{'report':<14}{'best s':>9}{'median s':>10}{'rows':>7}   under {TARGET_S:.0f} s")
+    print(f"\n{'report':<14}{'best s':>9}{'median s':>10}{'CPU s':>8}{'rows':>7}"
+          f"   under {TARGET_S:.0f} s (best)")
     figures = {"events": have, "fill_seconds": fill_s, "file_bytes": size, "reports": {}}
     for kind in KINDS:
-        best, median, rows = time_kind(path, kind, args.rounds)
-        figures["reports"][kind] = {"best_s": best, "median_s": median, "rows": rows}
-        print(f"{kind:<14}{best:>9.3f}{median:>10.3f}{rows:>7}   "
+        best, median, cpu, rows = time_kind(path, kind, args.rounds)
+        figures["reports"][kind] = {"best_s": best, "median_s": median, "cpu_s": cpu,
+                                    "rows": rows}
+        print(f"{kind:<14}{best:>9.3f}{median:>10.3f}{cpu:>8.3f}{rows:>7}   "
               f"{'yes' if best < TARGET_S else 'NO'}")
-    best, median, html = time_dashboard(path, args.rounds)
-    figures["reports"]["dashboard page"] = {"best_s": best, "median_s": median, "bytes": html}
-    print(f"{'dashboard':<14}{best:>9.3f}{median:>10.3f}{'':>7}   (every kind + HTML, "
-          f"{html / 1000:.0f} kB)")
+    best, median, cpu, html = time_dashboard(path, args.rounds)
+    figures["reports"]["dashboard page"] = {"best_s": best, "median_s": median, "cpu_s": cpu,
+                                            "bytes": html}
+    print(f"{'dashboard':<14}{best:>9.3f}{median:>10.3f}{cpu:>8.3f}{'':>7}   (every kind + "
+          f"HTML, {html / 1000:.0f} kB)")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(figures, fh, indent=2)

@@ -19,7 +19,7 @@ from conftest import TRACKER, free_port
 from engine.reports.render import format_cell
 from report_corpus import stored_experiment
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-dashboard-token"
 STEPS = "view,signup,buy"
 
 

@@ -19,14 +19,26 @@ load on the machine), the rows returned, and the dashboard page (every kind, the
 to HTML). Issue 20's target is under 2 s per report at 1M events; this
 prints the figures and whether each is under it, it asserts nothing.
 ``--smoke`` (CI): 20,000 events, one round.
+
+``--live SECONDS``: `tracker serve` (one HTTP worker) on the same store with
+``DashboardToken``; a client sends tracked GETs one after another on a
+keep-alive connection for SECONDS, first alone, then while another client
+loads ``/dash/`` in a loop: the tracked requests' latency (p50, p99, max)
+both ways shows what the dashboard's thread costs the worker's event loop.
 """
 import argparse
+import http.client
 import json
 import os
 import random
+import shutil
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import types
 
@@ -99,6 +111,85 @@ def time_dashboard(path, rounds):
     return min(seconds), statistics.median(seconds), min(cpu), size
 
 
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(path, directory, token):
+    port = _free_port()
+    config = os.path.join(directory, "config.json")
+    with open(config, "w") as fh:
+        json.dump({"TLS": "off", "LogLevel": "warning", "DashboardToken": token,
+                   "SpoolDirectory": os.path.join(directory, "spool"),
+                   "Notify": [{"Service": "sqlite", "Path": path}]}, fh)
+    tracker = shutil.which("tracker", path=os.path.dirname(sys.executable)) or "tracker"
+    proc = subprocess.Popen([tracker, "serve", "--config", config, "--workers", "1",
+                             "--listen", f"127.0.0.1:{port}"],
+                            stderr=open(os.path.join(directory, "log"), "wb"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc, port
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    sys.exit(f"tracker serve did not start (see {directory}/log)")
+
+
+def _tracked_latencies(port, seconds):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    found, end = [], time.monotonic() + seconds
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        conn.request("GET", "/tr/v1/ename/bench-live")
+        conn.getresponse().read()
+        found.append(time.monotonic() - t0)
+    conn.close()
+    return found
+
+
+def _dashboard_loop(port, token, stop, served):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    while not stop.is_set():
+        conn.request("GET", "/dash/?steps=" + ",".join(STEPS),
+                     headers={"Authorization": f"Bearer {token}"})
+        resp = conn.getresponse()
+        resp.read()
+        served.append(resp.status)
+    conn.close()
+
+
+def _quantiles(values):
+    ms = sorted(v * 1000 for v in values)
+    return ms[len(ms) // 2], ms[int(len(ms) * 0.99)], ms[-1], len(ms)
+
+
+def live(path, seconds):
+    token = "bench-dashboard-token"
+    with tempfile.TemporaryDirectory(prefix="bench-reports-live-") as directory:
+        proc, port = _serve(path, directory, token)
+        try:
+            alone = _tracked_latencies(port, seconds)
+            stop, served = threading.Event(), []
+            loader = threading.Thread(target=_dashboard_loop, args=(port, token, stop, served))
+            loader.start()
+            busy = _tracked_latencies(port, seconds)
+            stop.set()
+            loader.join()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+    print(f"\ntracked GETs on the dashboard's worker ({seconds} s each; ms):")
+    print(f"{'':<22}{'p50':>8}{'p99':>8}{'max':>8}{'requests':>10}")
+    for name, values in (("alone", alone), ("while /dash/ renders", busy)):
+        p50, p99, top, n = _quantiles(values)
+        print(f"{name:<22}{p50:>8.2f}{p99:>8.2f}{top:>8.1f}{n:>10,}")
+    print(f"dashboard pages served meanwhile: {len(served)} (statuses {sorted(set(served))})")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -107,6 +198,8 @@ def main():
     parser.add_argument("--db", help="keep the store here (reused if it has the events)")
     parser.add_argument("--smoke", action="store_true", help="20,000 events, one round (CI)")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--live", type=float, metavar="SECONDS",
+                        help="then tracked-request latency with and without /dash/ loading")
     args = parser.parse_args()
     if args.smoke:
         args.events, args.rounds = 20_000, 1
@@ -146,6 +239,8 @@ def main():
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(figures, fh, indent=2)
+    if args.live:
+        live(path, args.live)
     if tmp is not None:
         tmp.cleanup()
 

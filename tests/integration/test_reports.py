@@ -9,7 +9,6 @@ import json
 import math
 import statistics
 import subprocess
-import time
 import uuid
 from statistics import NormalDist
 

@@ -9,6 +9,23 @@ from engine.errors import ConfigError
 DEFAULT_CONFIG = os.environ.get("TRACKER_CONFIG", "config.json")
 
 
+def _add_report_command(sub):
+    from engine.reports import KINDS
+    report = sub.add_parser("report", help="growth and audience reports from the embedded store")
+    report.add_argument("kind", choices=KINDS)
+    report.add_argument("--config", default=DEFAULT_CONFIG)
+    report.add_argument("--since", help="first UTC day (YYYY-MM-DD) or time included")
+    report.add_argument("--until", help="last UTC day included, or a time excluded")
+    report.add_argument("--steps", help="funnels: the enames of the steps, in order, "
+                        "comma-separated")
+    report.add_argument("--outcome", help="experiments: only this outcome converts")
+    report.add_argument("--control", help="experiments: the control split "
+                        "(default: the first in name order)")
+    output = report.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true")
+    output.add_argument("--csv", action="store_true")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="tracker", description=(
         "Self-hosted visitor and growth-event collector."))
@@ -26,6 +43,7 @@ def build_parser():
 
     stats = sub.add_parser("stats", help="summarise what the embedded store holds")
     stats.add_argument("--config", default=DEFAULT_CONFIG)
+    _add_report_command(sub)
 
     schema = sub.add_parser("schema", help="store schemas")
     schema_sub = schema.add_subparsers(dest="action", required=True)
@@ -134,6 +152,35 @@ def cmd_stats(args):
     return 0
 
 
+def cmd_report(args):
+    from engine.config import load_config
+    from engine.reports import ReportError, open_store, render, run
+    from engine.reports.timerange import RangeError, parse_range
+    cfg = load_config(args.config)
+    path = _sqlite_path(cfg)
+    if path is None:
+        print("no sqlite store in Notify; `tracker report` reads the embedded store "
+              "(reports from Cassandra are not built yet)", file=sys.stderr)
+        return 2
+    steps = [s.strip() for s in (args.steps or "").split(",") if s.strip()]
+    try:
+        start, end = parse_range(args.since, args.until)
+        conn = open_store(path)
+        try:
+            report = run(args.kind, conn, start, end, steps=steps, outcome=args.outcome,
+                         control=args.control)
+        finally:
+            conn.close()
+    except (ReportError, RangeError) as exc:
+        print(f"tracker report: {exc}", file=sys.stderr)
+        return 2
+    for note in report.notes:
+        print("warning:", note, file=sys.stderr)
+    print(render.as_json(report) if args.json else render.as_csv(report) if args.csv
+          else render.as_text(report))
+    return 0
+
+
 def cmd_schema(args):
     import asyncio
     from engine.config import load_config
@@ -218,7 +265,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     handler = {"serve": cmd_serve, "check-config": cmd_check_config,
                "stats": cmd_stats, "schema": cmd_schema, "repeat": cmd_repeat,
-               "erase": cmd_erase, "prune": cmd_prune}[args.command]
+               "erase": cmd_erase, "prune": cmd_prune, "report": cmd_report}[args.command]
     try:
         code = handler(args)
     except ConfigError as exc:   # every command but serve, which logs it as JSON

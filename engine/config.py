@@ -91,6 +91,9 @@ KEYS = {
     "RedirectHosts": ("redirect_hosts", list, None, None, "a list of host names"),
     "AdminListen": ("admin_listen", str, "", None,
                     '"HOST:PORT" for /metrics, /status, /ready and /ping, or empty'),
+    "DashboardToken": ("dashboard_token", str, "", lambda v: v == "" or len(v) >= 16,
+                       "a secret of 16+ characters for /dash/ (Bearer, or Basic with any "
+                       "user), empty = no dashboard"),
     "RateLimit": ("rate_limit", dict, {}, None, "an object"),
     "TrustedProxies": ("trusted_proxies", list, [], None, "a list of CIDRs"),
     "Durability": ("durability", str, "spool", lambda v: v in ("memory", "spool"),

@@ -5,8 +5,8 @@ Prometheus deployments expect metrics on an internal address, as
 node_exporter or nginx's stub_status are. With ``AdminListen`` set, every
 worker also listens there (SO_REUSEPORT, plain HTTP: it is meant for a
 private address) and answers ``/metrics``, ``/status``, ``/ready`` and
-``/ping``, ``POST /privacy/v1/erase`` when ``EraseToken`` is set (and the
-dashboard, ``/dash/``, once it exists); the public ports
+``/ping``, plus ``POST /privacy/v1/erase`` when ``EraseToken`` is set and the
+dashboard, ``/dash/``, when ``DashboardToken`` is; the public ports
 then answer ``/metrics`` and ``/status`` with 404, keeping ``/ping`` and
 ``/ready``, which load balancers need. Tracking routes are not served here.
 Unset, the public port serves everything as the Go collector did, and the
@@ -27,6 +27,9 @@ class AdminApp:
 
     def __init__(self, app):
         self.app = app
+        # /dash/ when DashboardToken is set (engine/ingest/dashboard.py)
+        self.dash_routes = (dict.fromkeys((b"/dash/", b"/dash"), ("dashboard", app.dash))
+                            if app.config.dashboard_token else {})
         self.routes = {b"/metrics": ("metrics", app.metrics),
                        b"/status": ("status", app.status),
                        b"/ready": ("ready", app.ready),
@@ -46,7 +49,7 @@ class AdminApp:
     def handle(self, conn, req, keep):
         started = perf_counter()
         path, sep, query = req.url.partition(b"?")
-        name, handler = self.routes.get(path, ("admin_other", None))
+        name, handler = self.routes.get(path) or self.dash_routes.get(path, ("admin_other", None))
         try:
             if handler is None:
                 status, response = 404, self.app._plain(404, "not found\n", keep)

@@ -60,6 +60,7 @@ class TrackerApp:
         self.routes = self._route_table(config.api_prefix.encode())
         self.spool = None               # the SpoolWriter (engine/ingest/_spool.pyx)
         self.fast = None                # TrackRoutes (engine/ingest/_track.pyx)
+        self.dashboard = None           # built on the first /dash/ request
         self.proxy = None               # ReverseProxy when ProxyUrl is set (engine.proxy)
         if config.proxy_url:
             from engine.proxy import ReverseProxy
@@ -78,6 +79,8 @@ class TrackerApp:
         tracked = {b"tr": ("track", self.track, TRACK), b"img": ("img", self.img, TRACK),
                    b"rdr": ("rdr", self.rdr, TRACK), b"pub": ("static", self.static_file, STATIC)}
         fixed = {b"/ping": ("ping", self.ping, SERVICE), b"/ready": ("ready", self.ready, SERVICE)}
+        if self.config.dashboard_token and self.config.admin_address is None:
+            fixed.update(dict.fromkeys((b"/dash/", b"/dash"), ("dashboard", self.dash, SERVICE)))
         if self.config.admin_address is None:   # else only on the admin port (admin.py)
             fixed.update({b"/status": ("status", self.status, SERVICE),
                           b"/metrics": ("metrics", self.metrics, SERVICE)})
@@ -261,6 +264,15 @@ class TrackerApp:
     # ---- service routes --------------------------------------------------
     def ping(self, conn, req, path, query, keep):
         return 200, self._plain(200, "pong", keep)
+
+    def dash(self, conn, req, path, query, keep):
+        """/dash/ (engine/ingest/dashboard.py), when DashboardToken is set."""
+        if path == b"/dash":
+            return 301, self._plain(301, "moved\n", keep, b"Location: /dash/\r\n")
+        if self.dashboard is None:
+            from engine.ingest.dashboard import Dashboard
+            self.dashboard = Dashboard(self.config, self.date)
+        return self.dashboard.handle(conn, req, query, keep)
 
     def ready(self, conn, req, path, query, keep):
         reason = self.not_ready_reason()

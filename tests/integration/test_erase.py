@@ -128,24 +128,26 @@ def test_http_erase_is_absent_without_a_token(collector):
 
 
 def test_prune_deletes_only_what_is_older_than_retention(collector_factory):
-    c = collector_factory({"RetentionDays": 30})
+    c = collector_factory()           # RetentionDays 0: only the command prunes
     old_ms = int((time.time() - 40 * 86400) * 1000)
     visit(c, BOB, 2)                                # recent
     assert stored(c, BOB)
     assert c.stop() == 0
-    with sqlite3.connect(c.db_path) as db:          # age ANN's events: 40 days back
-        db.execute("UPDATE ev SET created = ? WHERE vid = ?", (old_ms, _blob(BOB)))
-        db.execute("UPDATE first_visits SET created = ? WHERE vid = ?", (old_ms, _blob(BOB)))
+    with sqlite3.connect(c.db_path) as db:          # age BOB's events: 40 days back
+        for table in ("ev", "first_visits", "first_refs"):
+            db.execute(f"UPDATE {table} SET created = ? WHERE vid = ?", (old_ms, _blob(BOB)))
     c.start()
     visit(c, ANN, 3)
     assert stored(c, ANN)
     assert c.stop() == 0
-    out = tracker("prune", "--config", c.config_path)
+    unset = tracker("prune", "--config", c.config_path)
+    assert unset.returncode == 2 and "RetentionDays is 0" in unset.stderr
+    out = tracker("prune", "--config", c.config_path, "--days", "30")
     assert out.returncode == 0, out.stderr
-    assert "ev 2" in out.stdout
+    assert "ev 2" in out.stdout and "first_visits 1" in out.stdout, out.stdout
     assert count_by_vid(c, BOB) == {}
     assert c.rows("SELECT count(*) AS n FROM events WHERE vid = ?", ANN)[0]["n"] == 3
-    again = tracker("prune", "--config", c.config_path)
+    again = tracker("prune", "--config", c.config_path, "--days", "30")
     assert again.returncode == 0 and "deleted: nothing" in again.stdout
 
 
@@ -155,10 +157,12 @@ def test_store_prunes_at_start_when_retention_is_set(collector_factory):
     assert stored(c, BOB)
     assert c.stop() == 0
     with sqlite3.connect(c.db_path) as db:
-        db.execute("UPDATE ev SET created = created - 8 * 86400000")
+        for table in ("ev", "first_visits", "first_refs"):
+            db.execute(f"UPDATE {table} SET created = created - 8 * 86400000")
     c.start()
     assert wait_for(lambda: "retention pruned the embedded store" in c.logs(), timeout=15)
     assert c.rows("SELECT count(*) AS n FROM events")[0]["n"] == 0
+    assert c.rows("SELECT count(*) AS n FROM visitors")[0]["n"] == 0
     assert c.stop() == 0
 
 

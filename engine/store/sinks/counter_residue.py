@@ -17,37 +17,27 @@ for as long as it lives. A ``.lock`` that can be locked has no live owner:
 the orphan's files. Only a crash between those two steps can apply an orphan's
 residue twice.
 
-Keys hold text, integers, dates and UUIDs; JSON carries the last two tagged:
-``{"d": "2026-11-28"}``, ``{"u": "…"}``.
+Keys are fan-out counter keys (engine/store/fanout.py): text and integers.
+Files written before keys were text carried dates and UUIDs tagged,
+``{"d": "2026-11-28"}``, ``{"u": "…"}``; they are read as that text.
 """
-import datetime
 import fcntl
 import glob
 import os
 import secrets
-import uuid
 
 import orjson
 
-def _encode(value):
-    if isinstance(value, datetime.date):
-        return {"d": value.isoformat()}
-    if isinstance(value, uuid.UUID):
-        return {"u": str(value)}
-    return value
-
 
 def _decode(value):
-    if isinstance(value, dict):
-        if "d" in value:
-            return datetime.date.fromisoformat(value["d"])
-        return uuid.UUID(value["u"])
+    if isinstance(value, dict):             # a tagged date or UUID of an older file
+        return value.get("d") or value["u"]
     return value
 
 
 def encode_items(items):
     """{(table, key tuple): n} -> JSON bytes."""
-    return orjson.dumps([[t, [_encode(v) for v in key], n] for (t, key), n in items.items()])
+    return orjson.dumps([[t, list(key), n] for (t, key), n in items.items()])
 
 
 def decode_items(data):

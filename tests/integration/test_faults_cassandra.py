@@ -13,7 +13,7 @@ same time, pytest tears one module's node down before the next module.)
 Counters: SQLite's are checked exactly. Cassandra's are checked exactly too,
 unless the stop caught a batch's counter phase in flight (``counter_doubt``
 reads that from the collector's log): then an increment's outcome was unknown
-and it is re-sent from the sink's counter residue (engine/store/sinks/cassandra.py,
+and it is re-sent from the sink's counter residue (engine/store/sinks/cassandra/sink.py,
 "Counters and replays"; a killed store process's residue is adopted by its
 replacement, never replayed whole). In that case the test asserts the documented
 at-least-once behaviour (never fewer, same keys) and prints the over-count.
@@ -80,12 +80,13 @@ def utc_day(created):
 
 
 def counter_doubt(logs):
-    """Failed counter updates that may have changed a counter: [(pid, failed,
-    total, error)], from the sink's "counter updates failed" log lines. A
-    failure is harmless when every update of the batch failed with
-    ``NoHostAvailable(..., {})``: the driver tried no host, so nothing was
-    sent. Anything else (a connection that dropped under a sent increment, a
-    timeout) leaves an increment's outcome unknown, and its resend in doubt."""
+    """Failed counter requests that may have changed a counter: [(pid,
+    failed requests, unsent, error)], from the sink's "counter updates
+    failed" log lines. A failed request is harmless when the driver says it
+    never reached Cassandra (``unsent``: no host available, refused as
+    unavailable or overloaded); anything else (a connection that dropped
+    under a sent request, a timeout) leaves its increments' outcome unknown,
+    and their resend in doubt."""
     doubt = []
     for line in logs.splitlines():
         if "counter updates failed" not in line:
@@ -95,11 +96,9 @@ def counter_doubt(logs):
         except ValueError:          # a shape not understood here: assume the worst
             doubt.append((None, None, None, line[-200:]))
             continue
-        error = rec.get("error", "")
-        harmless = (rec.get("failed") == rec.get("of") and error.startswith("NoHostAvailable(")
-                    and error.endswith(", {})"))
-        if not harmless:
-            doubt.append((rec.get("pid"), rec.get("failed"), rec.get("of"), error[:120]))
+        if rec.get("unsent") != rec.get("failed_requests"):
+            doubt.append((rec.get("pid"), rec.get("failed_requests"), rec.get("unsent"),
+                          rec.get("error", "")[:120]))
     return doubt
 
 
@@ -216,7 +215,7 @@ def test_cassandra_outage_and_a_killed_worker_lose_and_duplicate_nothing(node, c
                     for r in cql.execute(f"SELECT ip, day, total FROM {ks}.dailies")}
     over = {"reqs": sum(cass_reqs.values()) - n, "hits": sum(cass_hits.values()) - n,
             "dailies": sum(cass_dailies.values()) - n}
-    # Cassandra counters are not idempotent (engine/sinks/cassandra.py, "Counters and
+    # Cassandra counters are not idempotent (engine/store/sinks/cassandra/sink.py, "Counters and
     # replays"): they can count twice only when the node stopped while a batch's
     # counter phase was in flight (an increment with an unknown outcome is re-sent
     # from the residue). The sink logs every failed counter phase: see counter_doubt.

@@ -335,7 +335,7 @@ async def loss_run(hosts, keyspace, cluster, events, jvm_pids, kill_at, down_for
     marks, phase = {"up": 0, "down": 0, "back": 0}, "up"
     seconds = {"up": 0.0, "down": 0.0, "back": 0.0}
     retries, t0 = 0, time.monotonic()
-    restart = None
+    restart = killed = back_at = None
     try:
         for i in range(0, len(events), BATCH):
             batch = events[i:i + BATCH]
@@ -359,8 +359,12 @@ async def loss_run(hosts, keyspace, cluster, events, jvm_pids, kill_at, down_for
                 restart.result()
                 back_at, phase = time.monotonic(), "back"
         if phase == "down":
+            if restart is None:
+                restart = loop.run_in_executor(None, victim.start)
             await restart
             back_at = time.monotonic()
+        elif phase == "up":
+            raise SystemExit("the load ended before the node was killed: raise --loss-events")
     finally:
         await sink.close()
     rates = {k: marks[k] / seconds[k] for k in marks if seconds[k] > 0}

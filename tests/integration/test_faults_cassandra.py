@@ -33,7 +33,8 @@ import pytest
 from engine.config import config_from_dict
 from engine.store.sinks.cassandra import CassandraSink
 
-from cassandra_fixtures import count_rows, cql, entry, node, wait_session_up  # noqa: F401
+from cassandra_fixtures import (count_rows, counter_doubt, cql, entry, node,  # noqa: F401
+                                wait_session_up)
 from faultload import Load
 
 pytestmark = pytest.mark.integration
@@ -77,29 +78,6 @@ def utc_day(created):
     if isinstance(created, str):
         return datetime.date.fromisoformat(created[:10])
     return datetime.date(1970, 1, 1) + datetime.timedelta(days=int(created) // 86_400_000)
-
-
-def counter_doubt(logs):
-    """Failed counter requests that may have changed a counter: [(pid,
-    failed requests, unsent, error)], from the sink's "counter updates
-    failed" log lines. A failed request is harmless when the driver says it
-    never reached Cassandra (``unsent``: no host available, refused as
-    unavailable or overloaded); anything else (a connection that dropped
-    under a sent request, a timeout) leaves its increments' outcome unknown,
-    and their resend in doubt."""
-    doubt = []
-    for line in logs.splitlines():
-        if "counter updates failed" not in line:
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:          # a shape not understood here: assume the worst
-            doubt.append((None, None, None, line[-200:]))
-            continue
-        if rec.get("unsent") != rec.get("failed_requests"):
-            doubt.append((rec.get("pid"), rec.get("failed_requests"), rec.get("unsent"),
-                          rec.get("error", "")[:120]))
-    return doubt
 
 
 def test_cassandra_outage_and_a_killed_worker_lose_and_duplicate_nothing(node, cql,

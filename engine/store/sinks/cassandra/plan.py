@@ -90,6 +90,8 @@ def _size(values):
     for v in values:
         if v.__class__ is str:
             n += len(v)
+        elif v.__class__ is dict:
+            n += sum(len(k) + len(str(x)) for k, x in v.items())
     return n
 
 
@@ -131,23 +133,27 @@ class Settled:
 
 
 class Planner:
+    """Plans batches for one driver's ``codec``. Per row the work is one list
+    of the winner's values and a conversion of the few columns whose type
+    needs one (timestamps, lat/lon, viewport; uuids unless the codec binds
+    their text); per event the text size and write stamps are taken once."""
+
     def __init__(self, codec, paxos=False, max_statements=MAX_STATEMENTS, max_bytes=MAX_BYTES):
         self.codec = codec
         self.paxos = paxos
         self.max_statements = max_statements
         self.max_bytes = max_bytes
         self.settled = None if paxos else Settled()
-        self._event_conv = self._event_converters()
-        self._row_conv = {t.name: [self._converter(c) for c in t.cols] for t in ROW_TABLES}
+        self._event_conv = {col: (i, self._converter(col)) for i, col in enumerate(COLUMNS)}
+        self._rows = [self._row_spec(t) for t in ROW_TABLES]
 
-    # ---- converters ---------------------------------------------------------
     def _converter(self, column):
         c = self.codec
         if column == "created":
             return c.ts
         kind = FIELD_TYPES.get(column)
         if kind == UUID:
-            return c.uuid
+            return None if getattr(c, "uuid_as_text", False) else c.uuid
         if kind == LATLON:
             return c.point
         if kind == VIEWPORT:
@@ -156,26 +162,30 @@ class Planner:
             return _params
         return None
 
-    def _event_converters(self):
-        return {col: (i, self._converter(col)) for i, col in enumerate(COLUMNS)}
+    def _row_spec(self, t):
+        fixes = tuple((i, f) for i, f in enumerate(map(self._converter, t.cols)) if f is not None)
+        return (t, t.cols[len(t.key) + 2:], fixes, t.keep == EARLIEST)
 
     # ---- the plan -----------------------------------------------------------
     def plan(self, events):
         batch = fan_out(events)
-        rows = {}
+        rows, sizes, info = {}, {}, {}
         for ev in batch:
             w = self._event_write(ev)
-            _add(rows, ("events", ev["vid"], ev["sid"]), w)
+            info[id(ev)] = w.size
+            _add(rows, sizes, ("events", ev["vid"], ev["sid"]), w)
         conditional = []          # [(partition, Write)]
-        for t in ROW_TABLES:
-            self._row_writes(t, batch.rows[t.name], rows, conditional)
-        counters = {}
+        stamps = {}
+        for spec in self._rows:
+            self._row_writes(spec, batch.rows[spec[0].name], rows, sizes, info, stamps,
+                             conditional)
+        counters, csizes = {}, {}
         for table, increments in batch.counters.items():
             for key, n in increments.items():
-                _add(counters, partition_of(table, key), self._counter_write(table, key, n))
-        requests = self._split(rows, False) + [Request(part, [w], conditional=True)
-                                               for part, w in conditional]
-        return Plan(requests, self._split(counters, True), len(batch),
+                _add(counters, csizes, partition_of(table, key), self._counter_write(table, key, n))
+        requests = self._split(rows, sizes, False) + [Request(part, [w], conditional=True)
+                                                      for part, w in conditional]
+        return Plan(requests, self._split(counters, csizes, True), len(batch),
                     len(rows) + len(conditional) + len(counters))
 
     def _event_write(self, ev):
@@ -196,29 +206,32 @@ class Planner:
             pairs.append((spec[0], value))
         return Write("events", pairs, size + CELL_OVERHEAD * len(pairs), sparse=True)
 
-    def _row_writes(self, t, winners, rows, conditional):
-        conv = self._row_conv[t.name]
-        nkey = len(t.key)
-        earliest = t.keep == EARLIEST
-        stamp_of = earliest_ts if earliest else latest_ts
+    def _row_writes(self, spec, winners, rows, sizes, info, stamps, conditional):
+        t, rest, fixes, earliest = spec
+        name = t.name
         settled = self.settled if earliest else None
         lwt = self.paxos and earliest
+        overhead = CELL_OVERHEAD * (len(t.cols) + 1)
         for key, ev in winners.items():
-            stamp = stamp_of(ev["created"], ev["eid"])
-            if settled is not None and settled.loses(t.name, key, stamp):
+            stamp = stamps.get((id(ev), earliest))
+            if stamp is None:
+                stamp = stamps[(id(ev), earliest)] = (earliest_ts if earliest else latest_ts)(
+                    ev["created"], ev["eid"])
+            if settled is not None and settled.loses(name, key, stamp):
                 continue
-            raw = list(key) + [ev["created"], ev["eid"]]
-            get = ev.get
-            raw += [get(c) for c in t.cols[nkey + 2:]]
-            size = _size(raw)
-            values = [None if v is None else (f(v) if f is not None else v)
-                      for f, v in zip(conv, raw)]
+            values = [*key, ev["created"], ev["eid"], *map(ev.get, rest)]
+            for i, f in fixes:
+                v = values[i]
+                if v is not None:
+                    values[i] = f(v)
+            # the event's text bounds the row's (_split counts exactly when it matters)
+            size = info[id(ev)] + overhead
             if lwt:
-                conditional.append((partition_of(t.name, key), Write(t.name, values, size)))
+                conditional.append((partition_of(name, key), Write(name, values, size)))
                 continue
             values.append(stamp)
-            origin = (t.name, key, stamp) if earliest else None
-            _add(rows, partition_of(t.name, key), Write(t.name, values, size, origin=origin))
+            _add(rows, sizes, partition_of(name, key),
+                 Write(name, values, size, origin=(name, key, stamp) if earliest else None))
 
     def _counter_write(self, table, key, n):
         c = self.codec
@@ -232,9 +245,15 @@ class Planner:
             values = [n, *key]
         return Write(table, values, _size(key) + CELL_OVERHEAD, origin=(table, key, n))
 
-    def _split(self, groups, counter):
+    def _split(self, groups, sizes, counter):
         out, most, budget = [], self.max_statements, self.max_bytes
         for part, writes in groups.items():
+            if len(writes) <= most and sizes[part] <= budget:
+                out.append(Request(part, writes, counter))
+                continue
+            for w in writes:
+                if not w.sparse:
+                    w.size = _size(w.values)
             chunk, size = [], 0
             for w in writes:
                 if chunk and (len(chunk) >= most or size + w.size > budget):
@@ -248,25 +267,27 @@ class Planner:
     def row_requests(self, writes):
         """Requests for [(partition, Write)] of rows outside a batch of events
         (NATS log and update messages)."""
-        groups = {}
+        groups, sizes = {}, {}
         for part, write in writes:
-            _add(groups, part, write)
-        return self._split(groups, False)
+            _add(groups, sizes, part, write)
+        return self._split(groups, sizes, False)
 
     def counter_requests(self, increments):
         """Requests for {(table, key): n} (a counter residue, NATS counts)."""
-        groups = {}
+        groups, sizes = {}, {}
         for (table, key), n in increments.items():
-            _add(groups, partition_of(table, key), self._counter_write(table, key, n))
-        return self._split(groups, True)
+            _add(groups, sizes, partition_of(table, key), self._counter_write(table, key, n))
+        return self._split(groups, sizes, True)
 
 
-def _add(groups, part, write):
+def _add(groups, sizes, part, write):
     writes = groups.get(part)
     if writes is None:
         groups[part] = [write]
+        sizes[part] = write.size
     else:
         writes.append(write)
+        sizes[part] += write.size
 
 
 def _params(value):

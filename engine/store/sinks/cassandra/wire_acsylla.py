@@ -23,6 +23,7 @@ from engine.store.sinks.base import SinkUnavailable
 class AcsyllaCodec:
     """Plan values as acsylla binds them (engine/store/sinks/cassandra/plan.py)."""
     unset = None
+    uuid_as_text = True                 # the driver parses the canonical text itself
 
     @staticmethod
     def uuid(text):
@@ -236,4 +237,8 @@ def _text(exc):
 
 
 def _driver_log(message):
-    log.warning("cassandra driver", message=str(getattr(message, "message", message))[:300])
+    text = str(getattr(message, "message", message))
+    if "sharding info" in text:
+        return      # the driver also speaks to ScyllaDB; Cassandra has no shards to report
+    log.warning("cassandra driver", level=str(getattr(message, "log_level", "")),
+                message=text[:300])

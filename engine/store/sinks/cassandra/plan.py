@@ -171,8 +171,8 @@ class Planner:
         batch = fan_out(events)
         rows, sizes, info = {}, {}, {}
         for ev in batch:
-            w = self._event_write(ev)
-            info[id(ev)] = w.size
+            w, text = self._event_write(ev)
+            info[id(ev)] = text
             _add(rows, sizes, ("events", ev["vid"], ev["sid"]), w)
         conditional = []          # [(partition, Write)]
         stamps = {}
@@ -190,7 +190,8 @@ class Planner:
 
     def _event_write(self, ev):
         """The ``events`` insert: the event's own fields, nothing else written
-        (an unset value leaves no cell, a null would leave a tombstone)."""
+        (an unset value leaves no cell, a null would leave a tombstone); and
+        the length of the event's text."""
         conv = self._event_conv
         pairs, size = [], 0
         for col, value in ev.items():
@@ -204,7 +205,7 @@ class Planner:
                 if value is None:
                     continue
             pairs.append((spec[0], value))
-        return Write("events", pairs, size + CELL_OVERHEAD * len(pairs), sparse=True)
+        return Write("events", pairs, size + CELL_OVERHEAD * len(pairs), sparse=True), size
 
     def _row_writes(self, spec, winners, rows, sizes, info, stamps, conditional):
         t, rest, fixes, earliest = spec

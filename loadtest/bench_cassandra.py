@@ -3,7 +3,7 @@
 running collector, 1 node against 3, and a node lost under load.
 
     .venv/bin/python loadtest/bench_cassandra.py [--events 20000] [--rounds 3]
-        [--drivers acsylla,cassandra-driver,scylla-driver] [--skip e2e,cluster]
+        [--drivers acsylla,cassandra-driver,scylla-driver,wave-1] [--skip drivers,limit,e2e,cluster]
 
 Events are issue 17's mix, made by the compiled parser exactly as the
 collector makes them from loadtest/cassandra_mix.lua's requests: 60 %
@@ -51,12 +51,16 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import cassandra_node  # noqa: E402
 
 from engine.config import config_from_dict  # noqa: E402
+from engine.store.sinks.base import SinkUnavailable  # noqa: E402
 from engine.store.sinks.cassandra import CassandraSink  # noqa: E402
 
 BATCH = 1000
 SCYLLA_DRIVER = "scylla-driver==3.29.12"
 SIDE_PACKAGES = (SCYLLA_DRIVER, "orjson==3.13.0", "tzdata==2026.6")
-DRIVERS = ("acsylla", "cassandra-driver", "scylla-driver")
+DRIVERS = ("acsylla", "cassandra-driver", "scylla-driver", "wave-1")
+# "wave-1": the sink as it was before it became a package (one module,
+# cassandra-driver, one request per counter), taken from git history.
+WAVE1 = ("9fe716d3c4b77b7747dfc45193cb16732aa488a2", "engine/store/sinks/cassandra.py")
 
 
 def cpu_seconds(pids):
@@ -103,30 +107,56 @@ def entry(hosts, keyspace, **extra):
             **extra}
 
 
-def make_sink(e):
+def make_sink(e, sink_class=CassandraSink):
     cfg = config_from_dict({"TLS": "off", "SpoolDirectory": tempfile.mkdtemp(), "Notify": [e]})
-    return CassandraSink(cfg.notify[0], cfg)
+    return sink_class(cfg.notify[0], cfg)
+
+
+def wave1_sink_class():
+    """The wave-1 sink's class, loaded from its source at WAVE1 (git)."""
+    import importlib.util
+    source = subprocess.run(["git", "-C", ROOT, "show", f"{WAVE1[0]}:{WAVE1[1]}"],
+                            capture_output=True, text=True, check=True).stdout
+    path = os.path.join(tempfile.mkdtemp(prefix="bench-wave1-"), "wave1_cassandra.py")
+    with open(path, "w") as fh:
+        fh.write(source)
+    spec = importlib.util.spec_from_file_location("wave1_cassandra", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.CassandraSink
 
 
 async def write_all(sink, events, jvm_pids):
     """Write ``events`` in batches of BATCH; figures per event."""
-    s0 = (sink.statements_sent, sink.requests_sent, sink.partitions_sent)
+    s0 = (sink.statements_sent, sink.requests_sent, getattr(sink, "partitions_sent", 0))
     cpu0, jvm0, t0 = time.process_time(), cpu_seconds(jvm_pids), time.perf_counter()
+    retries = 0
     for i in range(0, len(events), BATCH):
-        await sink.write_batch(events[i:i + BATCH])
+        while True:
+            try:
+                await sink.write_batch(events[i:i + BATCH])
+                break
+            except SinkUnavailable:    # a timeout under load: the stage would retry it whole
+                retries += 1
+                if retries > 20:
+                    raise
+                await asyncio.sleep(0.5)
     wall = time.perf_counter() - t0
     n = len(events)
-    return {"eps": n / wall, "client_us": 1e6 * (time.process_time() - cpu0) / n,
+    return {"eps": n / wall, "retries": retries,
+            "client_us": 1e6 * (time.process_time() - cpu0) / n,
             "cassandra_us": 1e6 * (cpu_seconds(jvm_pids) - jvm0) / n,
             "statements": (sink.statements_sent - s0[0]) / n,
             "requests": (sink.requests_sent - s0[1]) / n,
-            "partitions": (sink.partitions_sent - s0[2]) / n}
+            "partitions": (getattr(sink, "partitions_sent", 0) - s0[2]) / n}
 
 
-async def driver_rounds(driver, hosts, jvm_pids, events_n, rounds, keyspace, **extra):
+async def driver_rounds(driver, hosts, jvm_pids, events_n, rounds, keyspace, sink_class=None,
+                        **extra):
     e = entry(hosts, keyspace, Driver=driver, **extra)
-    await make_sink(e).apply_schema()
-    sink = make_sink(e)
+    sink_class = sink_class or CassandraSink
+    await make_sink(e, sink_class).apply_schema()
+    sink = make_sink(e, sink_class)
     await sink.start()
     try:
         await write_all(sink, mix_events(2000, 1), jvm_pids)          # warm-up
@@ -202,7 +232,8 @@ def report_driver(name, rounds, check):
           f"{median(rounds, 'cassandra_us'):6.0f} µs/event  {median(rounds, 'statements'):.2f} "
           f"statements, {median(rounds, 'requests'):.2f} requests, "
           f"{median(rounds, 'partitions'):.2f} partitions/event  "
-          f"(rounds: {[round(r['eps']) for r in rounds]} events/s)  stored: {check}", flush=True)
+          f"(rounds: {[round(r['eps']) for r in rounds]} events/s, batches retried "
+          f"{sum(r.get('retries', 0) for r in rounds)})  stored: {check}", flush=True)
 
 
 def drivers_section(args, node):
@@ -218,13 +249,22 @@ def drivers_section(args, node):
                 print(f"  scylla-driver: not measured: {out['error']}", flush=True)
                 continue
             rounds, name = out["rounds"], f"scylla-driver {out['version']}"
+        elif driver == "wave-1":
+            try:
+                wave1 = wave1_sink_class()
+            except (subprocess.CalledProcessError, OSError, ImportError) as exc:
+                print(f"  wave-1: not measured: {exc}", flush=True)
+                continue
+            rounds = asyncio.run(driver_rounds("cassandra-driver", hosts, pids, args.events,
+                                               args.rounds, ks, sink_class=wave1))
+            name = "wave-1 sink"
         else:
             rounds = asyncio.run(driver_rounds(driver, hosts, pids, args.events, args.rounds, ks))
             name = driver
         ok, text = check_stored(hosts, node.native_port, ks, args.events * args.rounds + 2000)
         report_driver(name, rounds, ("OK: " if ok else "WRONG: ") + text)
         results[driver] = rounds if ok else None
-    good = {d: r for d, r in results.items() if r}
+    good = {d: r for d, r in results.items() if r and d != "wave-1"}
     if good:
         best = min(good, key=lambda d: median(good[d], "client_us"))
         print(f"  cheapest per event with correct results: {best}", flush=True)
@@ -277,7 +317,7 @@ def limit_section(args, node, results):
           f"CPU-second ({per_write:.1f} µs of Cassandra CPU per write; client "
           f"{median(rounds, 'client_us'):.1f} µs)", flush=True)
     for driver, r in results.items():
-        if not r:
+        if not r or not median(r, "partitions"):       # wave-1 counts no partitions
             continue
         partitions, ours = median(r, "partitions"), median(r, "cassandra_us")
         product = partitions * per_write
@@ -451,7 +491,7 @@ def main():
     p.add_argument("--events", type=int, default=20000, help="events per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--drivers", default=",".join(DRIVERS))
-    p.add_argument("--skip", default="", help="sections to leave out: e2e, cluster")
+    p.add_argument("--skip", default="", help="sections to leave out: drivers, limit, e2e, cluster")
     p.add_argument("--e2e-requests", type=int, default=20000)
     p.add_argument("--loss-events", type=int, default=60000)
     p.add_argument("--kill-at", type=float, default=5.0)
@@ -469,18 +509,23 @@ def main():
     skip = set(filter(None, args.skip.split(",")))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # a CI timeout still stops the nodes
     print(f"{os.cpu_count()} CPUs; Cassandra {cassandra_node.CASSANDRA_VERSION}", flush=True)
-    node = cassandra_node.CassandraNode(tempfile.mkdtemp(prefix="bench-cassandra-"), heap=args.heap)
-    node.start()
-    print(f"one node up in {node.start_seconds:.1f} s (heap {args.heap})", flush=True)
-    try:
-        results = drivers_section(args, node)
-        limit_section(args, node, results)
-        if "e2e" not in skip:
-            e2e_section(args, node)
-    finally:
-        node.stop()
-        print(f"Cassandra's log: {batch_warnings(node.dir)} batch warnings", flush=True)
-        shutil.rmtree(node.dir, ignore_errors=True)
+    results = {}
+    if {"drivers", "limit", "e2e"} - skip:
+        node = cassandra_node.CassandraNode(tempfile.mkdtemp(prefix="bench-cassandra-"),
+                                            heap=args.heap)
+        node.start()
+        print(f"one node up in {node.start_seconds:.1f} s (heap {args.heap})", flush=True)
+        try:
+            if "drivers" not in skip:
+                results = drivers_section(args, node)
+            if "limit" not in skip:
+                limit_section(args, node, results)
+            if "e2e" not in skip:
+                e2e_section(args, node)
+        finally:
+            node.stop()
+            print(f"Cassandra's log: {batch_warnings(node.dir)} batch warnings", flush=True)
+            shutil.rmtree(node.dir, ignore_errors=True)
     if "cluster" not in skip:
         cluster_section(args, results.get("acsylla"))
 

@@ -92,6 +92,25 @@ def pin_jvms(pids, cpus):
                        stdout=subprocess.DEVNULL, check=False)
 
 
+def load(port, count, seed, timeout):
+    """wrk with cassandra_mix.lua until ``count`` requests are answered. wrk
+    runs for its whole duration even when the script stops its thread, so it
+    is interrupted (SIGINT: it stops and reports) once the collector has
+    accepted ``count`` events."""
+    wrk = subprocess.Popen(pin(0) + ["wrk", "-t1", "-c64", f"-d{timeout}s", "-s", LUA,
+                                     f"http://127.0.0.1:{port}/", "--", str(count), str(seed)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while wrk.poll() is None and metrics(port)[0] < count:
+            time.sleep(0.2)
+    finally:
+        if wrk.poll() is None:
+            wrk.send_signal(signal.SIGINT)
+        _, err = wrk.communicate(timeout=30)
+    if wrk.returncode != 0:
+        raise SystemExit(f"wrk failed ({wrk.returncode}): {err.decode()[-500:]}")
+
+
 def one_run(notify, count, seed, jvm_pids, storing, timeout=600):
     """One collector, ``count`` requests; CPU seconds of its tree, of its
     store process and of the JVMs, events accepted and written, seconds."""
@@ -101,9 +120,7 @@ def one_run(notify, count, seed, jvm_pids, storing, timeout=600):
         time.sleep(1.0)                                    # start-up settles
         tree0, store0, jvm0 = cpu_seconds(c.tree()), cpu_seconds(c.store()), cpu_seconds(jvm_pids)
         started = time.monotonic()
-        subprocess.run(pin(0) + ["wrk", "-t1", "-c64", "-d300s", "-s", LUA,
-                                 f"http://127.0.0.1:{c.port}/", "--", str(count), str(seed)],
-                       capture_output=True, text=True, check=True, timeout=timeout)
+        load(c.port, count, seed, timeout)
         accepted, written = metrics(c.port)
         while storing and written < accepted:
             if time.monotonic() - started > timeout:

@@ -204,6 +204,20 @@ def run_side(hosts, pids, events_n, rounds, keyspace):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def patiently(read, timeout=180):
+    """``read()``, retried while a node just restarted still refuses it
+    (it may hold an older schema for a while: INCOMPATIBLE_SCHEMA)."""
+    from cassandra import DriverException
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return read()
+        except DriverException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2.0)
+
+
 def check_stored(hosts, port, keyspace, expected):
     """Read back what a run stored (cassandra-driver, paging): events, the
     per-visitor and per-url counters, each summing to the events written."""
@@ -213,9 +227,12 @@ def check_stored(hosts, port, keyspace, expected):
         s = cluster.connect()
         s.default_timeout = 120
         s.default_fetch_size = 5000       # rows counted here, page by page: no server-side count
-        events = sum(1 for _ in s.execute(f"SELECT vid FROM {keyspace}.events"))
-        reqs = sum(r.total for r in s.execute(f"SELECT total FROM {keyspace}.reqs"))
-        hits = sum(r.total for r in s.execute(f"SELECT total FROM {keyspace}.hits"))
+        def total(column, table):
+            query = f"SELECT {column} FROM {keyspace}.{table}"
+            if column == "total":
+                return patiently(lambda: sum(r.total for r in s.execute(query)))
+            return patiently(lambda: sum(1 for _ in s.execute(query)))
+        events, reqs, hits = total("vid", "events"), total("total", "reqs"), total("total", "hits")
         ok = events == reqs == hits == expected
         return ok, f"events {events}, reqs total {reqs}, hits total {hits}, expected {expected}"
     finally:
@@ -464,7 +481,7 @@ def cluster_section(args, one_node_rounds):
         print(f"  stored: {'OK' if ok else 'WRONG'}: {text}", flush=True)
         victim = cluster.nodes[1]
         while True:
-            held = local_count(victim.address, cluster.native_port, ks)
+            held = patiently(lambda: local_count(victim.address, cluster.native_port, ks))
             if held >= len(events) or time.monotonic() - back_at > 600:
                 break
             time.sleep(1.0)

@@ -240,5 +240,5 @@ def _driver_log(message):
     text = str(getattr(message, "message", message))
     if "sharding info" in text:
         return      # the driver also speaks to ScyllaDB; Cassandra has no shards to report
-    log.warning("cassandra driver", level=str(getattr(message, "log_level", "")),
+    log.warning("cassandra driver", driver_level=str(getattr(message, "log_level", "")),
                 message=text[:300])

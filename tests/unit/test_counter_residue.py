@@ -81,3 +81,32 @@ def test_the_owner_holds_an_exclusive_lock(tmp_path):
     finally:
         os.close(fd)
         r.close()
+
+
+def test_add_and_confirm_from_two_threads_at_once_keep_the_sum(tmp_path):
+    # the sink adds a failed batch's increments in one executor thread while
+    # a resend is confirmed in another: both save the same file
+    import threading
+    r = CounterResidue(str(tmp_path), "cassandra-ks")
+    r.open()
+    errors = []
+
+    def run(step):
+        try:
+            for i in range(300):
+                step(i)
+        except Exception as exc:          # noqa: BLE001 - reported below
+            errors.append(exc)
+    r.add({("hits", ("u", i)): 2 for i in range(300)})
+    threads = [threading.Thread(target=run, args=(lambda i: r.add({("reqs", (str(i),)): 1}),)),
+               threading.Thread(target=run, args=(lambda i: r.confirm({("hits", ("u", i)): 1}),))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    expected = {("hits", ("u", i)): 1 for i in range(300)}
+    expected.update({("reqs", (str(i),)): 1 for i in range(300)})
+    assert r.snapshot() == expected
+    assert decode_items(open(r.base + ".counters", "rb").read()) == expected
+    r.close()

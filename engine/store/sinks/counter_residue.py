@@ -25,6 +25,7 @@ import fcntl
 import glob
 import os
 import secrets
+import threading
 
 import orjson
 
@@ -55,6 +56,15 @@ class CounterResidue:
         self.items = {}          # (table, key tuple) -> n not yet confirmed
         self.base = None         # our files, without extension
         self.lock_fd = None
+        # add and confirm run in executor threads, possibly two at once (a
+        # failed batch's increments while a resend is confirmed): one at a
+        # time, or two saves race on the same .tmp file
+        self._mutex = threading.Lock()
+
+    def snapshot(self):
+        """A copy of the items, safe while another thread changes them."""
+        with self._mutex:
+            return dict(self.items)
 
     # ---- ownership -------------------------------------------------------
     def open(self):
@@ -105,19 +115,21 @@ class CounterResidue:
     # ---- changes -----------------------------------------------------------
     def add(self, items):
         """Keep ``items`` ({(table, key): n}) until confirmed; durable on return."""
-        for k, n in items.items():
-            self.items[k] = self.items.get(k, 0) + n
-        self._save()
+        with self._mutex:
+            for k, n in items.items():
+                self.items[k] = self.items.get(k, 0) + n
+            self._save()
 
     def confirm(self, taken):
         """The store took ``taken`` ({(table, key): n}, what was sent)."""
-        for k, n in taken.items():
-            left = self.items.get(k, 0) - n
-            if left:
-                self.items[k] = left
-            else:
-                self.items.pop(k, None)
-        self._save()
+        with self._mutex:
+            for k, n in taken.items():
+                left = self.items.get(k, 0) - n
+                if left:
+                    self.items[k] = left
+                else:
+                    self.items.pop(k, None)
+            self._save()
 
     def _save(self):
         path = self.base + ".counters"

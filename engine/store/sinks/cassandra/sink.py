@@ -361,7 +361,7 @@ class CassandraSink(Sink):
 
     async def _send_residue(self):
         """One resend of the whole residue; True when Cassandra took all of it."""
-        sent = dict(self.residue.items)
+        sent = self.residue.snapshot()
         requests = self.planner.counter_requests(sent)
         errors = await self.wire.send(requests, self.concurrency)
         taken = {}

@@ -180,7 +180,7 @@ def free_port_on(addresses):
     raise NodeError(f"no port free on all of {addresses}")
 
 
-def jvm_flags(lib, directory, heap):
+def jvm_flags(lib, directory, heap, unsafe_system=True):
     jamm = [f for f in os.listdir(lib) if f.startswith("jamm-") and f.endswith(".jar")]
     flags = [f"-Xms{heap}", f"-Xmx{heap}", "-Xss256k", "-XX:+UseG1GC",
              "-XX:+ExitOnOutOfMemoryError", f"-XX:HeapDumpPath={directory}/logs",
@@ -194,7 +194,9 @@ def jvm_flags(lib, directory, heap):
              # test-node start-up speed: nothing to wait for (tokens are in the yaml)
              "-Dcassandra.skip_wait_for_gossip_to_settle=0",
              "-Dcassandra.ring_delay_ms=1000", "-Dcassandra.superuser_setup_delay_ms=0",
-             "-Dcassandra.load_ring_state=false", "-Dcassandra.unsafesystem=true"]
+             "-Dcassandra.load_ring_state=false"]
+    if unsafe_system:     # faster schema changes; a SIGKILLed node would forget recent ones
+        flags.append("-Dcassandra.unsafesystem=true")
     if jamm:
         flags.append(f"-javaagent:{os.path.join(lib, jamm[0])}")
     flags += [f"--add-exports={m}=ALL-UNNAMED" for m in ADD_EXPORTS]
@@ -206,8 +208,9 @@ class CassandraNode:
     """One node in ``directory`` (created; data kept across stop/start)."""
 
     def __init__(self, directory, native_port=None, storage_port=None, heap="1g",
-                 address="127.0.0.1", seed=None, token=0, cluster=None):
+                 address="127.0.0.1", seed=None, token=0, cluster=None, unsafe_system=True):
         self.dir = os.path.abspath(directory)
+        self.unsafe_system = unsafe_system
         self.state_path = os.path.join(self.dir, "node.json")
         state = {}
         if os.path.exists(self.state_path):
@@ -250,7 +253,7 @@ class CassandraNode:
         self._write_files()
         out = open(os.path.join(self.dir, "logs", "stdout.log"), "ab")
         self.proc = subprocess.Popen(
-            [java, *jvm_flags(lib, self.dir, self.heap),
+            [java, *jvm_flags(lib, self.dir, self.heap, self.unsafe_system),
              f"-Dcassandra.jmx.local.port={self.jmx_port}", "-cp", os.path.join(lib, "*"),
              MAIN_CLASS],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -379,7 +382,8 @@ class CassandraCluster:
         self.nodes = [CassandraNode(os.path.join(self.dir, f"node{i}"), native_port=native,
                                     storage_port=storage, heap=heap, address=address,
                                     seed=self.addresses[0], token=-2 ** 63 + i * step,
-                                    cluster=f"tracker-cluster-{native}")
+                                    cluster=f"tracker-cluster-{native}",
+                                    unsafe_system=False)    # nodes are killed: keep schema
                       for i, address in enumerate(self.addresses)]
 
     def start(self, timeout=180):

@@ -84,12 +84,13 @@ def wait_session_up(cql, timeout=120):
 
 def count_rows(cql, table):
     """Rows in ``table`` (keyspace.name), or -1 while the session cannot
-    reach the node (a wait loop's probe: it tries again rather than fail)."""
-    from cassandra import OperationTimedOut
+    reach the node or the node answers too slowly (a busy machine: a wait
+    loop's probe tries again rather than fail)."""
+    from cassandra import OperationTimedOut, ReadTimeout
     from cassandra.cluster import NoHostAvailable
     try:
         return cql.execute(f"SELECT count(*) FROM {table}").one()[0]
-    except (NoHostAvailable, OperationTimedOut):
+    except (NoHostAvailable, OperationTimedOut, ReadTimeout):
         return -1
 
 

@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""A real single-node Cassandra 5.0 for tests, CI and benchmarks.
+"""A real Cassandra 5.0 node, or a cluster of them, for tests, CI and benchmarks.
 
 No tarball and no Docker: the server's own jars come from Maven Central
 (``org.apache.cassandra:cassandra-all`` with its runtime dependencies, via a
 pinned maven-dependency-plugin) into a cache under ``~/.cache``, and the node
 is ``java -cp 'lib/*' org.apache.cassandra.service.CassandraDaemon`` with the
 flags Java 17 needs, a generated ``cassandra.yaml`` and its own data
-directory. Every port is a free one (several test runs may share a machine),
-on 127.0.0.1.
+directory. Every port is a free one (several test runs may share a machine).
+A single node listens on 127.0.0.1; a cluster (``CassandraCluster``) puts
+node i on the loopback alias 127.0.0.(2+i) (Linux answers on all of
+127.0.0.0/8 without setup), every node on the same ports, with its own data
+directory and JMX port, balanced tokens and the first node as seed.
 
     python scripts/cassandra_node.py resolve            # fetch + cache the jars
-    python scripts/cassandra_node.py start DIR [--port N] [--heap 1g]
+    python scripts/cassandra_node.py start DIR [--port N] [--heap 1g] [--nodes 3]
     python scripts/cassandra_node.py stop DIR
 
 ``start`` returns once the node accepts CQL (it polls; no fixed sleeps) and
@@ -72,15 +75,16 @@ ADD_OPENS = (
 YAML = """\
 cluster_name: {cluster}
 num_tokens: 1
-initial_token: 0
+initial_token: {token}
 partitioner: org.apache.cassandra.dht.Murmur3Partitioner
 endpoint_snitch: SimpleSnitch
+dynamic_snitch: false
 seed_provider:
   - class_name: org.apache.cassandra.locator.SimpleSeedProvider
     parameters:
-      - seeds: "127.0.0.1:{storage_port}"
-listen_address: 127.0.0.1
-rpc_address: 127.0.0.1
+      - seeds: "{seed}:{storage_port}"
+listen_address: {address}
+rpc_address: {address}
 storage_port: {storage_port}
 native_transport_port: {native_port}
 start_native_transport: true
@@ -162,7 +166,21 @@ def resolve(quiet=True):
     return lib
 
 
-def jvm_flags(lib, directory, heap):
+def free_port_on(addresses):
+    """A port free on every one of ``addresses`` (cluster nodes share ports)."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            for address in addresses:
+                with socket.socket() as s:
+                    s.bind((address, port))
+            return port
+        except OSError:
+            continue
+    raise NodeError(f"no port free on all of {addresses}")
+
+
+def jvm_flags(lib, directory, heap, unsafe_system=True):
     jamm = [f for f in os.listdir(lib) if f.startswith("jamm-") and f.endswith(".jar")]
     flags = [f"-Xms{heap}", f"-Xmx{heap}", "-Xss256k", "-XX:+UseG1GC",
              "-XX:+ExitOnOutOfMemoryError", f"-XX:HeapDumpPath={directory}/logs",
@@ -173,10 +191,12 @@ def jvm_flags(lib, directory, heap):
              f"-Dlogback.configurationFile={directory}/logback.xml",
              "-Dcassandra.libjemalloc=-",
              f"-Djava.io.tmpdir={directory}/tmp", f"-Djna.tmpdir={directory}/tmp",
-             # test-node start-up speed: one node, nothing to wait for
-             "-Dcassandra.skip_wait_for_gossip_to_settle=0", "-Dcassandra.initial_token=0",
+             # test-node start-up speed: nothing to wait for (tokens are in the yaml)
+             "-Dcassandra.skip_wait_for_gossip_to_settle=0",
              "-Dcassandra.ring_delay_ms=1000", "-Dcassandra.superuser_setup_delay_ms=0",
-             "-Dcassandra.load_ring_state=false", "-Dcassandra.unsafesystem=true"]
+             "-Dcassandra.load_ring_state=false"]
+    if unsafe_system:     # faster schema changes; a SIGKILLed node would forget recent ones
+        flags.append("-Dcassandra.unsafesystem=true")
     if jamm:
         flags.append(f"-javaagent:{os.path.join(lib, jamm[0])}")
     flags += [f"--add-exports={m}=ALL-UNNAMED" for m in ADD_EXPORTS]
@@ -187,8 +207,10 @@ def jvm_flags(lib, directory, heap):
 class CassandraNode:
     """One node in ``directory`` (created; data kept across stop/start)."""
 
-    def __init__(self, directory, native_port=None, storage_port=None, heap="1g"):
+    def __init__(self, directory, native_port=None, storage_port=None, heap="1g",
+                 address="127.0.0.1", seed=None, token=0, cluster=None, unsafe_system=True):
         self.dir = os.path.abspath(directory)
+        self.unsafe_system = unsafe_system
         self.state_path = os.path.join(self.dir, "node.json")
         state = {}
         if os.path.exists(self.state_path):
@@ -196,6 +218,9 @@ class CassandraNode:
                 state = json.load(fh)
         self.native_port = native_port or state.get("native_port") or free_port()
         self.storage_port = storage_port or state.get("storage_port") or free_port()
+        self.jmx_port = state.get("jmx_port") or free_port()
+        self.address, self.seed, self.token = address, seed or address, token
+        self.cluster = cluster or f"tracker-test-{self.native_port}"
         self.heap = heap
         self.proc = None
         self.pid = state.get("pid")
@@ -208,7 +233,8 @@ class CassandraNode:
         for sub in ("data", "commitlog", "saved_caches", "hints", "cdc_raw", "logs", "tmp"):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
         with open(os.path.join(self.dir, "cassandra.yaml"), "w") as fh:
-            fh.write(YAML.format(cluster=f"tracker-test-{self.native_port}", dir=self.dir,
+            fh.write(YAML.format(cluster=self.cluster, dir=self.dir, address=self.address,
+                                 seed=self.seed, token=self.token,
                                  storage_port=self.storage_port,
                                  native_port=self.native_port))
         with open(os.path.join(self.dir, "logback.xml"), "w") as fh:
@@ -217,7 +243,7 @@ class CassandraNode:
     def _save_state(self):
         with open(self.state_path, "w") as fh:
             json.dump({"native_port": self.native_port, "storage_port": self.storage_port,
-                       "pid": self.pid}, fh)
+                       "jmx_port": self.jmx_port, "pid": self.pid}, fh)
 
     def start(self, timeout=180):
         """Start the node and return once it accepts CQL connections."""
@@ -227,7 +253,8 @@ class CassandraNode:
         self._write_files()
         out = open(os.path.join(self.dir, "logs", "stdout.log"), "ab")
         self.proc = subprocess.Popen(
-            [java, *jvm_flags(lib, self.dir, self.heap), "-cp", os.path.join(lib, "*"),
+            [java, *jvm_flags(lib, self.dir, self.heap, self.unsafe_system),
+             f"-Dcassandra.jmx.local.port={self.jmx_port}", "-cp", os.path.join(lib, "*"),
              MAIN_CLASS],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             cwd=self.dir, start_new_session=True)
@@ -252,7 +279,7 @@ class CassandraNode:
 
     def port_open(self):
         try:
-            with socket.create_connection(("127.0.0.1", self.native_port), timeout=1):
+            with socket.create_connection((self.address, self.native_port), timeout=1):
                 return True
         except OSError:
             return False
@@ -261,7 +288,7 @@ class CassandraNode:
         """True once the native transport answers a CQL OPTIONS request with
         SUPPORTED: the server speaks CQL, not merely holds the port."""
         try:
-            with socket.create_connection(("127.0.0.1", self.native_port), timeout=2) as s:
+            with socket.create_connection((self.address, self.native_port), timeout=2) as s:
                 s.sendall(CQL_OPTIONS)
                 head = b""
                 while len(head) < 5:
@@ -294,6 +321,18 @@ class CassandraNode:
                         fh.read().decode("utf-8", "replace").splitlines()[-lines:]) + "\n"
         return text
 
+    def kill(self):
+        """SIGKILL: the node dies as in a crash (its commit log is replayed
+        at the next start)."""
+        if self.running():
+            pid = self.proc.pid if self.proc is not None else self.pid
+            os.kill(pid, signal.SIGKILL)
+            if self.proc is not None:
+                self.proc.wait()
+            else:
+                while self.running():
+                    time.sleep(0.05)
+
     def stop(self, timeout=60):
         """SIGTERM (Cassandra flushes and exits), SIGKILL after ``timeout``."""
         if not self.running():
@@ -318,6 +357,51 @@ class CassandraNode:
             time.sleep(0.1)
 
 
+class CassandraCluster:
+    """``size`` nodes in ``directory``/node<i>, on 127.0.0.2, .3, ... with
+    balanced tokens (``num_tokens: 1``), the first node as seed, one cluster
+    name, the same native and storage ports on every address. Nodes start one
+    after another (a node joining while another does waits for it)."""
+
+    def __init__(self, directory, size=3, heap="1g"):
+        self.dir = os.path.abspath(directory)
+        os.makedirs(self.dir, exist_ok=True)
+        state_path = os.path.join(self.dir, "cluster.json")
+        state = {}
+        if os.path.exists(state_path):
+            with open(state_path) as fh:
+                state = json.load(fh)
+        size = state.get("size", size)
+        self.addresses = [f"127.0.0.{2 + i}" for i in range(size)]
+        native = state.get("native_port") or free_port_on(self.addresses)
+        storage = state.get("storage_port") or free_port_on(self.addresses)
+        with open(state_path, "w") as fh:
+            json.dump({"size": size, "native_port": native, "storage_port": storage}, fh)
+        self.native_port = native
+        step = 2 ** 64 // size
+        self.nodes = [CassandraNode(os.path.join(self.dir, f"node{i}"), native_port=native,
+                                    storage_port=storage, heap=heap, address=address,
+                                    seed=self.addresses[0], token=-2 ** 63 + i * step,
+                                    cluster=f"tracker-cluster-{native}",
+                                    unsafe_system=False)    # nodes are killed: keep schema
+                      for i, address in enumerate(self.addresses)]
+
+    def start(self, timeout=180):
+        started = time.monotonic()
+        for node in self.nodes:
+            if not node.running():
+                node.start(timeout)
+        self.start_seconds = time.monotonic() - started
+        return self
+
+    def pids(self):
+        return [n.pid for n in self.nodes if n.running()]
+
+    def stop(self):
+        for node in reversed(self.nodes):
+            node.stop()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -326,6 +410,8 @@ def main(argv=None):
     start.add_argument("dir")
     start.add_argument("--port", type=int, help="native (CQL) port, default: a free one")
     start.add_argument("--heap", default="1g")
+    start.add_argument("--nodes", type=int, default=1,
+                       help="more than 1: a cluster on 127.0.0.2, .3, ... (RF up to --nodes)")
     stop = sub.add_parser("stop", help="stop the node of DIR")
     stop.add_argument("dir")
     args = parser.parse_args(argv)
@@ -334,6 +420,14 @@ def main(argv=None):
             t0 = time.monotonic()
             lib = resolve(quiet=False)
             print(f"{lib}: {len(os.listdir(lib))} jars ({time.monotonic() - t0:.1f} s)")
+        elif args.cmd == "start" and args.nodes > 1:
+            cluster = CassandraCluster(args.dir, size=args.nodes, heap=args.heap)
+            cluster.start()
+            for node in cluster.nodes:
+                node.proc = None      # detach: the nodes outlive this command
+            print(f"cassandra {CASSANDRA_VERSION}: {args.nodes} nodes accept CQL on "
+                  f"{', '.join(cluster.addresses)} port {cluster.native_port} "
+                  f"(started in {cluster.start_seconds:.1f} s)")
         elif args.cmd == "start":
             node = CassandraNode(args.dir, native_port=args.port, heap=args.heap)
             node.proc = None
@@ -341,6 +435,9 @@ def main(argv=None):
             node.proc = None  # detach: the node outlives this command
             print(f"cassandra {CASSANDRA_VERSION} accepts CQL on 127.0.0.1:{node.native_port} "
                   f"(pid {node.pid}, started in {node.start_seconds:.1f} s)")
+        elif os.path.exists(os.path.join(args.dir, "cluster.json")):
+            CassandraCluster(args.dir).stop()
+            print("stopped")
         else:
             CassandraNode(args.dir).stop()
             print("stopped")

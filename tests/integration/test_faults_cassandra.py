@@ -13,7 +13,7 @@ same time, pytest tears one module's node down before the next module.)
 Counters: SQLite's are checked exactly. Cassandra's are checked exactly too,
 unless the stop caught a batch's counter phase in flight (``counter_doubt``
 reads that from the collector's log): then an increment's outcome was unknown
-and it is re-sent from the sink's counter residue (engine/store/sinks/cassandra.py,
+and it is re-sent from the sink's counter residue (engine/store/sinks/cassandra/sink.py,
 "Counters and replays"; a killed store process's residue is adopted by its
 replacement, never replayed whole). In that case the test asserts the documented
 at-least-once behaviour (never fewer, same keys) and prints the over-count.
@@ -33,7 +33,8 @@ import pytest
 from engine.config import config_from_dict
 from engine.store.sinks.cassandra import CassandraSink
 
-from cassandra_fixtures import count_rows, cql, entry, node, wait_session_up  # noqa: F401
+from cassandra_fixtures import (count_rows, counter_doubt, cql, entry, node,  # noqa: F401
+                                wait_session_up)
 from faultload import Load
 
 pytestmark = pytest.mark.integration
@@ -77,30 +78,6 @@ def utc_day(created):
     if isinstance(created, str):
         return datetime.date.fromisoformat(created[:10])
     return datetime.date(1970, 1, 1) + datetime.timedelta(days=int(created) // 86_400_000)
-
-
-def counter_doubt(logs):
-    """Failed counter updates that may have changed a counter: [(pid, failed,
-    total, error)], from the sink's "counter updates failed" log lines. A
-    failure is harmless when every update of the batch failed with
-    ``NoHostAvailable(..., {})``: the driver tried no host, so nothing was
-    sent. Anything else (a connection that dropped under a sent increment, a
-    timeout) leaves an increment's outcome unknown, and its resend in doubt."""
-    doubt = []
-    for line in logs.splitlines():
-        if "counter updates failed" not in line:
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:          # a shape not understood here: assume the worst
-            doubt.append((None, None, None, line[-200:]))
-            continue
-        error = rec.get("error", "")
-        harmless = (rec.get("failed") == rec.get("of") and error.startswith("NoHostAvailable(")
-                    and error.endswith(", {})"))
-        if not harmless:
-            doubt.append((rec.get("pid"), rec.get("failed"), rec.get("of"), error[:120]))
-    return doubt
 
 
 def test_cassandra_outage_and_a_killed_worker_lose_and_duplicate_nothing(node, cql,
@@ -216,7 +193,7 @@ def test_cassandra_outage_and_a_killed_worker_lose_and_duplicate_nothing(node, c
                     for r in cql.execute(f"SELECT ip, day, total FROM {ks}.dailies")}
     over = {"reqs": sum(cass_reqs.values()) - n, "hits": sum(cass_hits.values()) - n,
             "dailies": sum(cass_dailies.values()) - n}
-    # Cassandra counters are not idempotent (engine/sinks/cassandra.py, "Counters and
+    # Cassandra counters are not idempotent (engine/store/sinks/cassandra/sink.py, "Counters and
     # replays"): they can count twice only when the node stopped while a batch's
     # counter phase was in flight (an increment with an unknown outcome is re-sent
     # from the residue). The sink logs every failed counter phase: see counter_doubt.

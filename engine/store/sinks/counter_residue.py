@@ -17,37 +17,28 @@ for as long as it lives. A ``.lock`` that can be locked has no live owner:
 the orphan's files. Only a crash between those two steps can apply an orphan's
 residue twice.
 
-Keys hold text, integers, dates and UUIDs; JSON carries the last two tagged:
-``{"d": "2026-11-28"}``, ``{"u": "…"}``.
+Keys are fan-out counter keys (engine/store/fanout.py): text and integers.
+Files written before keys were text carried dates and UUIDs tagged,
+``{"d": "2026-11-28"}``, ``{"u": "…"}``; they are read as that text.
 """
-import datetime
 import fcntl
 import glob
 import os
 import secrets
-import uuid
+import threading
 
 import orjson
 
-def _encode(value):
-    if isinstance(value, datetime.date):
-        return {"d": value.isoformat()}
-    if isinstance(value, uuid.UUID):
-        return {"u": str(value)}
-    return value
-
 
 def _decode(value):
-    if isinstance(value, dict):
-        if "d" in value:
-            return datetime.date.fromisoformat(value["d"])
-        return uuid.UUID(value["u"])
+    if isinstance(value, dict):             # a tagged date or UUID of an older file
+        return value.get("d") or value["u"]
     return value
 
 
 def encode_items(items):
     """{(table, key tuple): n} -> JSON bytes."""
-    return orjson.dumps([[t, [_encode(v) for v in key], n] for (t, key), n in items.items()])
+    return orjson.dumps([[t, list(key), n] for (t, key), n in items.items()])
 
 
 def decode_items(data):
@@ -65,6 +56,15 @@ class CounterResidue:
         self.items = {}          # (table, key tuple) -> n not yet confirmed
         self.base = None         # our files, without extension
         self.lock_fd = None
+        # add and confirm run in executor threads, possibly two at once (a
+        # failed batch's increments while a resend is confirmed): one at a
+        # time, or two saves race on the same .tmp file
+        self._mutex = threading.Lock()
+
+    def snapshot(self):
+        """A copy of the items, safe while another thread changes them."""
+        with self._mutex:
+            return dict(self.items)
 
     # ---- ownership -------------------------------------------------------
     def open(self):
@@ -115,19 +115,21 @@ class CounterResidue:
     # ---- changes -----------------------------------------------------------
     def add(self, items):
         """Keep ``items`` ({(table, key): n}) until confirmed; durable on return."""
-        for k, n in items.items():
-            self.items[k] = self.items.get(k, 0) + n
-        self._save()
+        with self._mutex:
+            for k, n in items.items():
+                self.items[k] = self.items.get(k, 0) + n
+            self._save()
 
     def confirm(self, taken):
         """The store took ``taken`` ({(table, key): n}, what was sent)."""
-        for k, n in taken.items():
-            left = self.items.get(k, 0) - n
-            if left:
-                self.items[k] = left
-            else:
-                self.items.pop(k, None)
-        self._save()
+        with self._mutex:
+            for k, n in taken.items():
+                left = self.items.get(k, 0) - n
+                if left:
+                    self.items[k] = left
+                else:
+                    self.items.pop(k, None)
+            self._save()
 
     def _save(self):
         path = self.base + ".counters"

@@ -1,0 +1,297 @@
+"""A batch as Cassandra requests, one partition each.
+
+``Planner.plan(batch)`` turns fan_out's ``Batch`` (engine/store/fanout.py: the
+events, the winning event per row key, the counter increments per key) into
+``Request``s. Every write goes with the other writes to its *partition*: the
+same partition key value, whatever the table. visitors, sessions, nodes,
+locations, aliases, referrals and affiliates are all partitioned by ``vid``,
+so what one batch writes about a visitor there is one partition; dailies and
+ips are both partitioned by ``ip``. A request carries one partition only:
+
+- rows: an UNLOGGED batch of that partition's inserts. Cassandra applies a
+  single-partition batch as one mutation (atomic, isolated, one commit-log
+  entry, no batch log), and the driver routes it to a replica by its
+  partition key (token-aware);
+- counters: a COUNTER batch of that partition's increments, coalesced per key
+  (``total = total + n`` once per key and batch);
+- conditional inserts (``FirstWrite: "paxos"``) go one per request: a
+  condition in a batch would gate every write of the batch.
+
+A partition's writes split over several requests beyond ``max_statements``
+writes or about ``max_bytes`` of values (Cassandra logs every batch over its
+``batch_size_warn_threshold``, 5 KiB, counted with per-cell overhead).
+
+Writes that cannot change anything are not sent. Within a batch, fan_out
+already keeps one winner per row key. Across batches, ``Settled`` remembers
+the write timestamp of earliest-wins rows this process has had confirmed: a
+later event's insert into such a row would lose every cell to it, so it is
+left out. (A row deleted since then stays deleted either way: a plain DELETE
+carries a wall-clock timestamp, above every earliest-wins stamp.)
+
+Values are built by a driver's ``codec`` (engine/store/sinks/cassandra/
+wire_*.py): ``uuid(text)``, ``ts(ms)``, ``day("YYYY-MM-DD")``, ``point((lat,
+lon))``, ``view((w, h))``; None is a null.
+"""
+from engine.event import COLUMNS, FIELD_TYPES, LATLON, UUID, VIEWPORT
+from engine.store.fanout import EARLIEST, fan_out
+from engine.store.sinks.cassandra.cql import ROW_TABLES
+from engine.store.sinks.cassandra.stamps import earliest_ts, latest_ts
+
+MAX_STATEMENTS = 16          # writes per request (RowBatch)
+MAX_BYTES = 4096             # estimated values per request, see _size
+CELL_OVERHEAD = 24           # per bound value: a cell's timestamp, TTL, deletion time, flags
+SETTLED_LIMIT = 100_000      # earliest-wins rows remembered (then forgotten all at once)
+
+# Partition key columns where they are not the first key column.
+COMPOSITE_PARTITIONS = {"events": ("vid", "sid"), "browsers": ("browser", "bhash"),
+                        "outcomes": ("outcome", "sink")}
+
+
+class Write:
+    """One statement: ``table`` names the prepared statement; ``values`` are
+    in its bind order, or (``sparse``) a list of (index, value) of the values
+    set, every other one unset. ``origin`` is what the sink needs back:
+    (table, key, n) of a counter increment, (table, key, stamp) of an
+    earliest-wins row, else None."""
+    __slots__ = ("table", "values", "sparse", "size", "origin")
+
+    def __init__(self, table, values, size, sparse=False, origin=None):
+        self.table, self.values, self.size = table, values, size
+        self.sparse, self.origin = sparse, origin
+
+
+class Request:
+    """The writes of one partition (``partition``: see ``partition_of``)
+    sent as one request."""
+    __slots__ = ("partition", "counter", "conditional", "writes")
+
+    def __init__(self, partition, writes, counter=False, conditional=False):
+        self.partition, self.writes = partition, writes
+        self.counter, self.conditional = counter, conditional
+
+
+class Plan:
+    """What a batch sends: ``rows`` and ``counters`` requests, the number of
+    events and of partitions (rows and counters) they write."""
+    __slots__ = ("rows", "counters", "events", "partitions")
+
+    def __init__(self, rows, counters, events, partitions):
+        self.rows, self.counters, self.events, self.partitions = rows, counters, events, partitions
+
+    @property
+    def statements(self):
+        return sum(len(r.writes) for r in self.rows) + sum(len(r.writes) for r in self.counters)
+
+
+def _size(values):
+    """Estimated bytes of a write in a batch: text lengths plus a fixed
+    overhead per bound value (a null is a cell too)."""
+    n = CELL_OVERHEAD * len(values)
+    for v in values:
+        if v.__class__ is str:
+            n += len(v)
+        elif v.__class__ is dict:
+            n += sum(len(k) + len(str(x)) for k, x in v.items())
+    return n
+
+
+def partition_of(table, key):
+    """The partition identity of a row or counter key of ``table``: equal
+    for writes Cassandra stores under the same partition key (same type and
+    value), whatever the table."""
+    cols = COMPOSITE_PARTITIONS.get(table)
+    if cols is not None:
+        return (table,) + tuple(key[:len(cols)])
+    return ("uuid" if table in _VID_TABLES else "text", key[0])
+
+
+_VID_TABLES = frozenset(t.name for t in ROW_TABLES if t.key[0] == "vid") | {"reqs"}
+
+
+class Settled:
+    """Earliest-wins rows this process has had written: (table, key) -> the
+    write timestamp that holds them. A later event's row (a smaller stamp)
+    would lose every cell, so it need not be sent."""
+
+    def __init__(self, limit=SETTLED_LIMIT):
+        self.limit = limit
+        self.stamps = {}
+
+    def loses(self, table, key, stamp):
+        held = self.stamps.get((table, key))
+        return held is not None and held > stamp
+
+    def confirm(self, origins):
+        """Rows Cassandra confirmed: [(table, key, stamp)]."""
+        stamps = self.stamps
+        if len(stamps) + len(origins) > self.limit:
+            stamps.clear()
+        for table, key, stamp in origins:
+            held = stamps.get((table, key))
+            if held is None or stamp > held:
+                stamps[(table, key)] = stamp
+
+
+class Planner:
+    """Plans batches for one driver's ``codec``. Per row the work is one list
+    of the winner's values and a conversion of the few columns whose type
+    needs one (timestamps, lat/lon, viewport; uuids unless the codec binds
+    their text); per event the text size and write stamps are taken once."""
+
+    def __init__(self, codec, paxos=False, max_statements=MAX_STATEMENTS, max_bytes=MAX_BYTES):
+        self.codec = codec
+        self.paxos = paxos
+        self.max_statements = max_statements
+        self.max_bytes = max_bytes
+        self.settled = None if paxos else Settled()
+        self._event_conv = {col: (i, self._converter(col)) for i, col in enumerate(COLUMNS)}
+        self._rows = [self._row_spec(t) for t in ROW_TABLES]
+
+    def _converter(self, column):
+        c = self.codec
+        if column == "created":
+            return c.ts
+        kind = FIELD_TYPES.get(column)
+        if kind == UUID:
+            return None if getattr(c, "uuid_as_text", False) else c.uuid
+        if kind == LATLON:
+            return c.point
+        if kind == VIEWPORT:
+            return c.view
+        if column == "params":
+            return _params
+        return None
+
+    def _row_spec(self, t):
+        fixes = tuple((i, f) for i, f in enumerate(map(self._converter, t.cols)) if f is not None)
+        return (t, t.cols[len(t.key) + 2:], fixes, t.keep == EARLIEST)
+
+    # ---- the plan -----------------------------------------------------------
+    def plan(self, events):
+        batch = fan_out(events)
+        rows, sizes, info = {}, {}, {}
+        for ev in batch:
+            w, text = self._event_write(ev)
+            info[id(ev)] = text
+            _add(rows, sizes, ("events", ev["vid"], ev["sid"]), w)
+        conditional = []          # [(partition, Write)]
+        stamps = {}
+        for spec in self._rows:
+            self._row_writes(spec, batch.rows[spec[0].name], rows, sizes, info, stamps,
+                             conditional)
+        counters, csizes = {}, {}
+        for table, increments in batch.counters.items():
+            for key, n in increments.items():
+                _add(counters, csizes, partition_of(table, key), self._counter_write(table, key, n))
+        requests = self._split(rows, sizes, False) + [Request(part, [w], conditional=True)
+                                                      for part, w in conditional]
+        return Plan(requests, self._split(counters, csizes, True), len(batch),
+                    len(rows) + len(conditional) + len(counters))
+
+    def _event_write(self, ev):
+        """The ``events`` insert: the event's own fields, nothing else written
+        (an unset value leaves no cell, a null would leave a tombstone); and
+        the length of the event's text."""
+        conv = self._event_conv
+        pairs, size = [], 0
+        for col, value in ev.items():
+            spec = conv.get(col)
+            if spec is None:
+                continue
+            if value.__class__ is str:
+                size += len(value)
+            if spec[1] is not None:
+                value = spec[1](value)
+                if value is None:
+                    continue
+            pairs.append((spec[0], value))
+        return Write("events", pairs, size + CELL_OVERHEAD * len(pairs), sparse=True), size
+
+    def _row_writes(self, spec, winners, rows, sizes, info, stamps, conditional):
+        t, rest, fixes, earliest = spec
+        name = t.name
+        settled = self.settled if earliest else None
+        lwt = self.paxos and earliest
+        overhead = CELL_OVERHEAD * (len(t.cols) + 1)
+        for key, ev in winners.items():
+            stamp = stamps.get((id(ev), earliest))
+            if stamp is None:
+                stamp = stamps[(id(ev), earliest)] = (earliest_ts if earliest else latest_ts)(
+                    ev["created"], ev["eid"])
+            if settled is not None and settled.loses(name, key, stamp):
+                continue
+            values = [*key, ev["created"], ev["eid"], *map(ev.get, rest)]
+            for i, f in fixes:
+                v = values[i]
+                if v is not None:
+                    values[i] = f(v)
+            # the event's text bounds the row's (_split counts exactly when it matters)
+            size = info[id(ev)] + overhead
+            if lwt:
+                conditional.append((partition_of(name, key), Write(name, values, size)))
+                continue
+            values.append(stamp)
+            _add(rows, sizes, partition_of(name, key),
+                 Write(name, values, size, origin=(name, key, stamp) if earliest else None))
+
+    def _counter_write(self, table, key, n):
+        c = self.codec
+        if table == "dailies":
+            values = [n, key[0], c.day(key[1])]
+        elif table == "reqs":
+            values = [n, c.uuid(key[0])]
+        elif table == "outcomes":
+            values = [n, key[0], key[1], key[2], c.day(key[3])]
+        else:
+            values = [n, *key]
+        return Write(table, values, _size(key) + CELL_OVERHEAD, origin=(table, key, n))
+
+    def _split(self, groups, sizes, counter):
+        out, most, budget = [], self.max_statements, self.max_bytes
+        for part, writes in groups.items():
+            if len(writes) <= most and sizes[part] <= budget:
+                out.append(Request(part, writes, counter))
+                continue
+            for w in writes:
+                if not w.sparse:
+                    w.size = _size(w.values)
+            chunk, size = [], 0
+            for w in writes:
+                if chunk and (len(chunk) >= most or size + w.size > budget):
+                    out.append(Request(part, chunk, counter))
+                    chunk, size = [], 0
+                chunk.append(w)
+                size += w.size
+            out.append(Request(part, chunk, counter))
+        return out
+
+    def row_requests(self, writes):
+        """Requests for [(partition, Write)] of rows outside a batch of events
+        (NATS log and update messages)."""
+        groups, sizes = {}, {}
+        for part, write in writes:
+            _add(groups, sizes, part, write)
+        return self._split(groups, sizes, False)
+
+    def counter_requests(self, increments):
+        """Requests for {(table, key): n} (a counter residue, NATS counts)."""
+        groups, sizes = {}, {}
+        for (table, key), n in increments.items():
+            _add(groups, sizes, partition_of(table, key), self._counter_write(table, key, n))
+        return self._split(groups, sizes, True)
+
+
+def _add(groups, sizes, part, write):
+    writes = groups.get(part)
+    if writes is None:
+        groups[part] = [write]
+        sizes[part] = write.size
+    else:
+        writes.append(write)
+        sizes[part] += write.size
+
+
+def _params(value):
+    return value or None
+
+

@@ -55,8 +55,8 @@ remains:
 import asyncio
 import zlib
 
-from engine.store import retention
 from engine.logs import log
+from engine.store import retention
 from engine.store.sinks.base import Sink, SinkUnavailable
 from engine.store.sinks.cassandra import cql
 from engine.store.sinks.cassandra.plan import MAX_STATEMENTS, Planner, Write, partition_of

@@ -335,6 +335,7 @@ def main():
                     peak = statistics.median(x["rps"] for x in runs[(server.name, mode)])
                     latency[(server.name, mode)] = (peak / 2,) + constant_rate(
                         server, mode, peak / 2, args)
+                    server.settle()       # its events written before the count below
         stored = {s.name: s.stored() for s in servers if getattr(s, "db", None)}
     finally:
         for server in servers:

@@ -363,10 +363,14 @@ class KafkaCluster:
         started = time.monotonic()
         for node in self.nodes:
             node.format(lib, self.scram)
-        for node in self.nodes:
-            node.launch(lib)
-        for node in self.nodes:
-            node.wait_started(timeout)
+        try:
+            for node in self.nodes:
+                node.launch(lib)
+            for node in self.nodes:
+                node.wait_started(timeout)
+        except BaseException:
+            self.stop(kill=True)         # no node left running behind a failed start
+            raise
         self.start_seconds = time.monotonic() - started
         self.pids = [n.pid for n in self.nodes]
         with open(self.state_path) as fh:

@@ -79,14 +79,22 @@ def kafka_broker(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def kafka_cluster3(tmp_path_factory, request):
-    directory = str(tmp_path_factory.mktemp("kafka3_" + request.module.__name__))
-    # the controller fences a dead broker after 3 s (9 s by default), so
-    # its partitions get new leaders sooner
-    cluster = node_module().KafkaCluster(
-        directory, size=3,
-        extra=lambda _id: {"broker.session.timeout.ms": 3000,
-                           "broker.heartbeat.interval.ms": 500})
-    cluster.start()
+    mod = node_module()
+    for attempt in (1, 2):     # a KRaft quorum of three starting at once on a busy
+        directory = str(tmp_path_factory.mktemp("kafka3_" + request.module.__name__))
+        # the controller fences a dead broker after 3 s (9 s by default), so
+        # its partitions get new leaders sooner
+        cluster = mod.KafkaCluster(
+            directory, size=3, heap="512m",    # 256m: node 3 once died of OutOfMemoryError at start
+            extra=lambda _id: {"broker.session.timeout.ms": 3000,
+                               "broker.heartbeat.interval.ms": 500})
+        try:                   # machine has been seen to miss its start deadline once
+            cluster.start()
+            break
+        except mod.NodeError as exc:
+            if attempt == 2:
+                raise
+            print(f"3 kafka nodes did not start, trying again in a new directory: {exc}"[:2000])
     print(f"3 kafka nodes up in {cluster.start_seconds:.1f} s on {cluster.bootstrap}")
     yield cluster
     cluster.stop(kill=True)

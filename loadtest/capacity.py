@@ -14,21 +14,21 @@ import math
 INPUTS = {
     # The collector (measured by the project's benchmarks, one core each).
     "ingest_us_per_event": (
-        94.0, "µs of collector CPU per event: HTTP + spool + SQLite, keep-alive",
-        "loadtest/README.md (latest full run, 1 worker, c=64)"),
+        67.1, "µs of collector CPU per event: HTTP + spool + SQLite, keep-alive",
+        "docs/ingest.md (loadtest/bench_ingest.py, 1 worker + 1 store on one core, 2026-11-30)"),
     "sqlite_sink_us_per_event": (
-        28.0, "µs of it in the SQLite sink (left out when SQLite is not a sink)",
-        "loadtest/README.md ('Where a tracked request's CPU goes')"),
+        48.5, "µs of it for the SQLite store stage (left out when SQLite is not a sink)",
+        "docs/ingest.md (SQLite row − spool-only row of the same run, 2026-11-30)"),
     "cassandra_sink_us_per_event": (
-        740.0, "µs of collector CPU per event in the Cassandra sink (RowBatch 8)",
-        "docs/cassandra.md (loadtest/bench_cassandra.py, 2026-11-28)"),
+        198.3, "µs of collector CPU per event in the Cassandra sink (acsylla, planner)",
+        "docs/cassandra.md (loadtest/bench_cassandra.py, running collector, 2026-11-29)"),
     "nats_sink_us_per_event": (
         56.0, "µs per event in the NATS sink with JetStream acks (1 / 17,731 events/s)",
         "docs/nats.md (loadtest/bench_nats.py, sink alone, 2026-11-28)"),
     # Cassandra: CPU per event on one replica, times the replicas.
     "cassandra_us_per_event_per_replica": (
-        700.0, "µs of Cassandra CPU per event on one node (6.54 statements per event)",
-        "docs/cassandra.md (loadtest/bench_cassandra.py, 1 node, heap 2 GiB, 2026-11-28)"),
+        510.3, "µs of Cassandra CPU per event on one node (running collector's mix)",
+        "docs/cassandra.md (loadtest/bench_cassandra.py, 1 node, 2026-11-29)"),
     "replication_factor": (3, "replicas per write", "docker/swarm/config.json"),
     # NATS.
     "nats_messages_per_core": (

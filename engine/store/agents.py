@@ -74,22 +74,19 @@ class Agents:
         return found
 
     def apply(self, events):
-        kept = events if self.bots != "drop" else []
+        drop = self.bots == "drop"
+        kept = []
         for event in events:
             text = event.get("browser")
-            if not text:
-                if kept is not events:
-                    kept.append(event)
-                continue
-            agent = self.agent(text)
-            if agent.bot:
+            agent = self.agent(text) if text else None
+            if agent is not None and agent.bot:
                 self.robots += 1
-                if self.bots == "drop":
+                if drop:
                     continue
-            self._fill(event, agent)
-            if kept is not events:
-                kept.append(event)
-        return kept
+            if agent is not None:
+                self._fill(event, agent)
+            kept.append(event)
+        return kept if drop else events
 
     def _fill(self, event, agent):
         if agent.os and not event.get("os"):

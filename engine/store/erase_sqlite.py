@@ -13,7 +13,7 @@ docs in README "Privacy" say so.
 """
 import uuid
 
-from engine.store.sinks.sqlite import open_db
+from engine.store.sinks.sqlite import immediate, open_db
 
 
 def _columns(conn):
@@ -48,18 +48,12 @@ def erase(path, vids, uids):
     for the tables that lost any. Idempotent: a second call deletes nothing."""
     conn = open_db(path)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             columns = _columns(conn)
             everyone = set(vids) | _vids_of_uids(conn, columns, uids)
-            deleted = _delete(conn, columns, everyone, uids)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            return _delete(conn, columns, everyone, uids)
     finally:
         conn.close()
-    return deleted
 
 
 def _delete(conn, columns, vids, uids):

@@ -15,7 +15,7 @@ totals and are kept: they hold no event older than anything else.
 """
 import time
 
-from engine.store.sinks.sqlite import open_db
+from engine.store.sinks.sqlite import immediate, open_db
 
 BATCH = 5000
 EVERY = 3600.0
@@ -64,14 +64,8 @@ def prune_sqlite(path, days, now_ms=None, batch=BATCH):
 
 
 def _in_transaction(conn, sql, params):
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        n = conn.execute(sql, params).rowcount
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return n
+    with immediate(conn) as cur:
+        return cur.execute(sql, params).rowcount
 
 
 def _add(deleted, table, n):

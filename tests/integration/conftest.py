@@ -46,6 +46,11 @@ def peak_rss(pid):
     raise AssertionError("no VmHWM")
 
 
+def run_tracker(*args, timeout=120):
+    """The ``tracker`` command line, its output captured as text."""
+    return subprocess.run([TRACKER, *args], capture_output=True, text=True, timeout=timeout)
+
+
 def wait_for(predicate, timeout=10):
     deadline = time.monotonic() + timeout
     while not predicate() and time.monotonic() < deadline:

@@ -1,13 +1,11 @@
 """Erasure and retention (issue 21) against a real Cassandra 5.0 node: a
 running collector writes, `tracker erase` deletes one visitor's partitions
 (and a uid's), `RetentionDays` gives the row tables a TTL."""
-import subprocess
-import time
 
 import pytest
 
 from cassandra_fixtures import cql, entry, node  # noqa: F401 (fixtures)
-from conftest import TRACKER
+from conftest import run_tracker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +20,7 @@ VID_TABLES = ("events", "visitors", "sessions", "nodes", "locations", "aliases",
 
 
 def tracker(*args):
-    return subprocess.run([TRACKER, *args], capture_output=True, text=True, timeout=180)
+    return run_tracker(*args, timeout=180)
 
 
 def rows_of(cql, vid):
@@ -38,15 +36,6 @@ def rows_of(cql, vid):
     return found
 
 
-def wait_until(check, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_erase_and_retention_on_cassandra(node, cql, collector_factory):
     c = collector_factory({"Notify": [entry(node, KS, Critical=True)], "RetentionDays": 30,
                            "SchemaVersion": 1}, start=False)
@@ -60,7 +49,8 @@ def test_erase_and_retention_on_cassandra(node, cql, collector_factory):
             if uid:
                 event.update(uid=uid, username="bob@example.com")
             assert c.post("/tr/v1/", event)[0] == 200
-    assert wait_until(lambda: all(rows_of(cql, v).get("events") == 2 for v in (ANN, BOB, EVE)))
+    assert wait_for(lambda: all(rows_of(cql, v).get("events") == 2 for v in (ANN, BOB, EVE)),
+                    timeout=60)
     assert rows_of(cql, ANN).keys() >= {"events", "visitors", "sessions", "nodes", "reqs"}
     assert cql.execute(f"SELECT count(*) FROM {KS}.users WHERE uid = 'bob'").one()[0] == 1
 

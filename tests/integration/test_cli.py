@@ -1,15 +1,14 @@
 """The command line against a real store filled by a real collector."""
-import subprocess
 
 import pytest
 
-from conftest import TRACKER
+from conftest import run_tracker
 
 pytestmark = pytest.mark.integration
 
 
 def run(*args):
-    return subprocess.run([TRACKER, *args], capture_output=True, text=True, timeout=60)
+    return run_tracker(*args, timeout=60)
 
 
 def test_stats_shows_counts_top_urls_and_visitors_today(collector):

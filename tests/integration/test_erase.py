@@ -3,12 +3,11 @@ store and a real nats-server: `tracker erase`, POST /privacy/v1/erase and
 `tracker prune`."""
 import json
 import sqlite3
-import subprocess
 import time
 
 import pytest
 
-from conftest import TRACKER, wait_for
+from conftest import run_tracker, wait_for
 from natsserver import nats_factory, needs_nats, wait_until  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
@@ -20,7 +19,7 @@ TOKEN = "s3cret-erase-token-0123"
 
 
 def tracker(*args):
-    return subprocess.run([TRACKER, *args], capture_output=True, text=True, timeout=120)
+    return run_tracker(*args)
 
 
 def visit(c, vid, n, uid=None):

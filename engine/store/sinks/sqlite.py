@@ -89,6 +89,26 @@ def open_db(path, readonly=False):
     return conn
 
 
+@contextmanager
+def immediate(conn):
+    """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` on ``conn`` (a cursor is yielded),
+    rolled back and re-raised on any error: the sink's batches, the schema
+    step, erasure and retention all write this way."""
+    cur = conn.cursor()
+    cur.execute("BEGIN IMMEDIATE")
+    try:
+        yield cur
+        cur.execute("COMMIT")
+    except BaseException:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        raise
+    finally:
+        cur.close()
+
+
 def _enable_wal(conn):
     """Switch to WAL, waiting out other processes doing the same.
 
@@ -192,8 +212,7 @@ class SQLiteSink(Sink):
         lock instead of failing): migrate a wave-1 file, create what is
         missing, check the schema version."""
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(conn):
                 wave1 = rename_wave1(conn)
                 for statement in schema_statements():
                     conn.execute(statement)
@@ -207,10 +226,6 @@ class SQLiteSink(Sink):
                 if row is None:
                     conn.execute("INSERT INTO sequences (name, seq) VALUES ('DB_VER', ?)",
                                  (self.schema_version,))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as e:
             raise SinkUnavailable(f"sqlite: cannot prepare {self.path}: {e}") from e
         if row is not None and row[0] != self.schema_version:
@@ -312,19 +327,8 @@ class SQLiteSink(Sink):
             conn = self._conn
             if conn is None:
                 raise SinkUnavailable(f"sqlite: {self.path} is not open (start() first)")
-            cur = conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(conn) as cur:
                 yield cur
-                cur.execute("COMMIT")
-            except BaseException:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                raise
-            finally:
-                cur.close()
 
     # -- bus messages (NATS log / count / update; see engine/nats/messages.py)
 

@@ -11,7 +11,8 @@ DEFAULT_CONFIG = os.environ.get("TRACKER_CONFIG", "config.json")
 
 def _add_report_command(sub):
     from engine.reports import KINDS
-    report = sub.add_parser("report", help="growth and audience reports from the embedded store")
+    report = sub.add_parser("report", help="growth and audience reports from the embedded store "
+                            "(or a copy of Cassandra's events)")
     report.add_argument("kind", choices=KINDS)
     report.add_argument("--config", default=DEFAULT_CONFIG)
     report.add_argument("--since", help="first UTC day (YYYY-MM-DD) or time included")
@@ -156,29 +157,55 @@ def cmd_report(args):
     from engine.config import load_config
     from engine.reports import ReportError, open_store, render, run
     from engine.reports.timerange import RangeError, parse_range
+    from engine.store.sinks.base import SinkUnavailable
     cfg = load_config(args.config)
-    path = _sqlite_path(cfg)
-    if path is None:
-        print("no sqlite store in Notify; `tracker report` reads the embedded store "
-              "(reports from Cassandra are not built yet)", file=sys.stderr)
-        return 2
     steps = [s.strip() for s in (args.steps or "").split(",") if s.strip()]
     try:
         start, end = parse_range(args.since, args.until)
-        conn = open_store(path)
-        try:
-            report = run(args.kind, conn, start, end, steps=steps, outcome=args.outcome,
-                         control=args.control)
-        finally:
-            conn.close()
+        with _report_store(cfg) as path:
+            conn = open_store(path)
+            try:
+                report = run(args.kind, conn, start, end, steps=steps, outcome=args.outcome,
+                             control=args.control)
+            finally:
+                conn.close()
     except (ReportError, RangeError) as exc:
         print(f"tracker report: {exc}", file=sys.stderr)
         return 2
+    except SinkUnavailable as exc:          # the Cassandra store cannot be read now
+        print(f"tracker report: {exc}", file=sys.stderr)
+        return 1
     for note in report.notes:
         print("warning:", note, file=sys.stderr)
     print(render.as_json(report) if args.json else render.as_csv(report) if args.csv
           else render.as_text(report))
     return 0
+
+
+def _report_store(cfg):
+    """A context giving the path of the SQLite store the reports read: the
+    embedded store, or else a temporary copy of the Cassandra events."""
+    import contextlib
+    import tempfile
+    path = _sqlite_path(cfg)
+    if path is not None:
+        return contextlib.nullcontext(path)
+    entry = next((e for e in cfg.notify if e["Service"] == "cassandra"), None)
+    if entry is None:
+        from engine.reports import ReportError
+        raise ReportError("no sqlite or cassandra store in Notify; `tracker report` reads "
+                          "one of them")
+
+    @contextlib.contextmanager
+    def copied():
+        from engine.reports.cassandra_copy import copy_events
+        with tempfile.TemporaryDirectory(prefix="tracker-report-") as tmp:
+            target = os.path.join(tmp, "copy.db")
+            n, seconds = copy_events(entry, cfg, target)
+            print(f"tracker report: copied {n} events from cassandra "
+                  f"{entry.get('Context') or 'tracker'} in {seconds:.1f} s", file=sys.stderr)
+            yield target
+    return copied()
 
 
 def cmd_schema(args):

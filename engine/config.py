@@ -94,6 +94,8 @@ KEYS = {
     "DashboardToken": ("dashboard_token", str, "", lambda v: v == "" or len(v) >= 16,
                        "a secret of 16+ characters for /dash/ (Bearer, or Basic with any "
                        "user), empty = no dashboard"),
+    "DashboardCacheSeconds": ("dashboard_cache_seconds", (int, float), 60, _nonneg,
+                              "seconds >= 0 a built /dash/ page is served again (0 = never)"),
     "RateLimit": ("rate_limit", dict, {}, None, "an object"),
     "TrustedProxies": ("trusted_proxies", list, [], None, "a list of CIDRs"),
     "Durability": ("durability", str, "spool", lambda v: v in ("memory", "spool"),

@@ -20,6 +20,14 @@ to HTML). Issue 20's target is under 2 s per report at 1M events; this
 prints the figures and whether each is under it, it asserts nothing.
 ``--smoke`` (CI): 20,000 events, one round.
 
+``--cassandra N``: the reports with Cassandra as the only store. A real
+node (scripts/cassandra_node.py) is filled with the first N events of the
+same mix through the Cassandra sink; `tracker report` then copies its
+``events`` table into a temporary embedded store
+(engine/reports/cassandra_copy.py) before it runs. Printed: the copy's
+seconds and events/s, each report over the copy, and the same report over
+the embedded store holding the same N events (the baseline, same run).
+
 ``--live SECONDS``: `tracker serve` (one HTTP worker) on the same store with
 ``DashboardToken``; a client sends tracked GETs one after another on a
 keep-alive connection for SECONDS, first alone, then while another client
@@ -190,6 +198,54 @@ def live(path, seconds):
     print(f"dashboard pages served meanwhile: {len(served)} (statuses {sorted(set(served))})")
 
 
+def cassandra_part(n, days, rounds):
+    import asyncio
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+        __file__))), "scripts"))
+    import cassandra_node
+    from engine.config import config_from_dict
+    from engine.reports.cassandra_copy import copy_events
+    from engine.store.sinks.cassandra import CassandraSink
+    with tempfile.TemporaryDirectory(prefix="bench-reports-cassandra-") as tmp:
+        node = cassandra_node.CassandraNode(os.path.join(tmp, "node"), heap="1g")
+        node.start()
+        try:
+            entry = {"Service": "cassandra", "Hosts": [f"127.0.0.1:{node.native_port}"],
+                     "Context": "bench_reports", "Timeout": 20000}
+            cfg = config_from_dict({"TLS": "off", "SpoolDirectory": os.path.join(tmp, "spool"),
+                                    "Notify": [entry]})
+            events = [_parse.decode(r) for r in report_mix(
+                n, random.Random(20), _parse.TimeUUIDGen(), START_MS, n / (days * 86_400))]
+            t0 = time.monotonic()
+            asyncio.run(_fill_cassandra(CassandraSink(cfg.notify[0], cfg), events))
+            print(f"\ncassandra: {len(events):,} events written through the sink in "
+                  f"{time.monotonic() - t0:.1f} s")
+            copy = os.path.join(tmp, "copy.db")
+            copied, seconds = copy_events(cfg.notify[0], cfg, copy)
+            print(f"copy of its events table: {copied:,} events in {seconds:.2f} s "
+                  f"({copied / seconds:,.0f} events/s)")
+            embedded = os.path.join(tmp, "embedded.db")
+            fill(embedded, n, days)
+            print(f"\n{'report':<14}{'cassandra s':>12}{'embedded s':>12}   (median of "
+                  f"{rounds}; cassandra = the copy's {seconds:.2f} s + the report on it)")
+            for kind in KINDS:
+                on_copy = time_kind(copy, kind, rounds)[1]
+                on_embedded = time_kind(embedded, kind, rounds)[1]
+                print(f"{kind:<14}{seconds + on_copy:>12.3f}{on_embedded:>12.3f}")
+        finally:
+            node.stop()
+
+
+async def _fill_cassandra(sink, events):
+    await sink.apply_schema()
+    await sink.start()
+    try:
+        for i in range(0, len(events), BATCH):
+            await sink.write_batch(events[i:i + BATCH])
+    finally:
+        await sink.close()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -200,6 +256,8 @@ def main():
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--live", type=float, metavar="SECONDS",
                         help="then tracked-request latency with and without /dash/ loading")
+    parser.add_argument("--cassandra", type=int, metavar="N",
+                        help="then the reports from a Cassandra node holding N events")
     args = parser.parse_args()
     if args.smoke:
         args.events, args.rounds = 20_000, 1
@@ -243,6 +301,8 @@ def main():
         live(path, args.live)
     if tmp is not None:
         tmp.cleanup()
+    if args.cassandra:
+        cassandra_part(args.cassandra, args.days, args.rounds)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,18 @@ The query string takes the report options: ``since``, ``until``, ``steps``
 on a read-only connection to the embedded SQLite store, in a thread of the
 worker (``Stream``), so the event loop keeps answering tracking requests
 while they run; one dashboard request at a time per worker.
+
+A built page is served again for ``DashboardCacheSeconds`` (per worker, per
+query string; the page says when it was computed): every report over a
+large store takes seconds, and a dashboard left open in a few browsers, or
+reloaded, must not cost that each time.
 """
 import asyncio
 import base64
 import binascii
 import datetime
 import hmac
+import time
 from urllib.parse import parse_qs
 
 from engine.http import responses
@@ -34,6 +40,7 @@ HEADERS = (responses.NO_STORE
 CHALLENGE = (b'WWW-Authenticate: Basic realm="tracker dashboard", charset="UTF-8"\r\n'
              + responses.NO_STORE)
 OPTIONS = ("since", "until", "steps", "outcome", "control")
+CACHED_PAGES = 16           # per worker; the oldest goes first
 
 
 def sqlite_path(config):
@@ -49,6 +56,8 @@ class Dashboard:
         self.path = sqlite_path(config)
         self.date = date
         self.executor = None
+        self.cache_seconds = float(config.dashboard_cache_seconds)
+        self.pages = {}             # sorted params -> (built at, status, body)
 
     def authorised(self, req):
         given = req.headers.get(b"authorization") or b""
@@ -73,9 +82,26 @@ class Dashboard:
                                    "auth with the token as password)\n", keep, CHALLENGE)
         if self.path is None:
             return 404, self._text(404, "the dashboard reads the embedded store; no sqlite "
-                                   "entry in Notify\n", keep)
+                                   "entry in Notify (`tracker report` also reads a "
+                                   "Cassandra store)\n", keep)
         params = _params(query)
         return 200, DashboardAnswer(self, params, keep, req.method == b"HEAD")
+
+    def cached_build(self, params):
+        """``build``, or the page built for the same params less than
+        ``cache_seconds`` ago (in the dashboard's thread, one at a time)."""
+        key = tuple(sorted(params.items()))
+        now = time.monotonic()
+        hit = self.pages.get(key)
+        if hit is not None and now - hit[0] < self.cache_seconds:
+            return hit[1], hit[2]
+        status, body = self.build(params)
+        if self.cache_seconds > 0 and status == 200:
+            self.pages.pop(key, None)
+            self.pages[key] = (now, status, body)
+            while len(self.pages) > CACHED_PAGES:
+                self.pages.pop(next(iter(self.pages)))
+        return status, body
 
     def build(self, params):
         """(status, HTML or text): the page, in the dashboard's thread."""
@@ -132,7 +158,7 @@ class DashboardAnswer(Stream):
             dash.executor = named_executor("dashboard")
         try:
             status, body = await asyncio.get_running_loop().run_in_executor(
-                dash.executor, dash.build, self.params)
+                dash.executor, dash.cached_build, self.params)
         except Exception as exc:        # a broken store file must not take the worker down
             log.error("dashboard failed", error=repr(exc))
             status, body = 500, "the dashboard failed; see the collector's log\n"

@@ -15,7 +15,7 @@ from html.parser import HTMLParser
 import aiohttp
 import pytest
 
-from conftest import TRACKER, free_port
+from conftest import TRACKER, free_port, wait_for
 from engine.reports.render import format_cell
 from report_corpus import stored_experiment
 
@@ -160,6 +160,43 @@ def test_public_port_serves_it_without_admin_listen_and_nothing_without_a_token(
     assert get(c.port, "/dash/")[0] == 401
     off = collector_factory(workers=1, name="off")
     assert get(off.port, "/dash/", bearer())[0] == 404
+
+
+def _visitors_shown(port):
+    status, _, body = get(port, "/dash/", bearer())
+    assert status == 200
+    shown, _ = figures_of(body.decode())
+    day = next(k for k in shown if k.startswith("traffic.") and k.endswith(".visitors")
+               and "summary" not in k)
+    return shown[day], body
+
+
+def _track_new_visitor(c):
+    conn = c.connection()
+    conn.request("GET", "/tr/v1/ename/view/url/https:~~shop.example~")
+    assert conn.getresponse().status == 200
+    conn.close()
+
+
+def test_a_built_page_is_served_again_for_dashboard_cache_seconds(collector_factory):
+    cached = collector_factory({"DashboardToken": TOKEN, "DashboardCacheSeconds": 600},
+                               workers=1, name="cached")
+    fresh = collector_factory({"DashboardToken": TOKEN, "DashboardCacheSeconds": 0},
+                              workers=1, name="fresh")
+    for c in (cached, fresh):
+        _track_new_visitor(c)
+        assert wait_for(lambda: c.rows("SELECT count(*) AS n FROM ev")[0]["n"] == 1)
+    first_cached, page = _visitors_shown(cached.port)
+    first_fresh, _ = _visitors_shown(fresh.port)
+    assert first_cached == first_fresh == "1"
+    for c in (cached, fresh):
+        _track_new_visitor(c)
+        assert wait_for(lambda: c.rows("SELECT count(*) AS n FROM ev")[0]["n"] == 2)
+    again, same_page = _visitors_shown(cached.port)
+    assert (again, same_page) == ("1", page)              # the same page, not rebuilt
+    assert _visitors_shown(fresh.port)[0] == "2"           # 0: every request rebuilds
+    status, _, other = get(cached.port, "/dash/?since=2000-01-01", bearer())
+    assert status == 200 and figures_of(other.decode())[0] != figures_of(page.decode())[0]
 
 
 # ---------------------------------------------------------------- a real browser

@@ -347,36 +347,44 @@ def limit_section(args, node, results):
 # ---------------------------------------------------------------- a running collector
 
 def e2e_section(args, node):
+    """Spool only against Cassandra, each with the collector's garbage
+    collector settings (engine/system/gc_tuning.py) and with CPython's
+    defaults (TRACKER_GC=python: the before figure), rounds interleaved."""
     from loadtest import cassandra_e2e
     print(f"\n== 3. a running collector: {args.e2e_requests} requests, spool only against "
           f"Cassandra (one HTTP worker, one store process, all on cpu 1; wrk and the JVM on "
-          f"cpu 0), {args.rounds} rounds interleaved", flush=True)
+          f"cpu 0), GC tuned and CPython's defaults, {args.rounds} rounds interleaved",
+          flush=True)
     cassandra_e2e.pin_jvms([node.pid], "0")
-    runs = {"spool": [], "cassandra": []}
+    modes = [(store, gc) for gc in ("tuned", "python") for store in ("spool", "cassandra")]
+    runs = {mode: [] for mode in modes}
     try:
         for r in range(args.rounds):
-            for mode in ("spool", "cassandra"):
+            for store, gc in modes if r % 2 == 0 else modes[::-1]:
                 notify = []
-                if mode == "cassandra":
-                    ks = f"bench_e2e_{r}_{int(time.time())}"
+                if store == "cassandra":
+                    ks = f"bench_e2e_{r}_{gc}_{int(time.time())}"
                     e = entry([f"127.0.0.1:{node.native_port}"], ks)
                     asyncio.run(make_sink(e).apply_schema())
                     notify = [e]
-                runs[mode].append(cassandra_e2e.one_run(notify, args.e2e_requests, 17,
-                                                        [node.pid], mode == "cassandra"))
+                runs[(store, gc)].append(cassandra_e2e.one_run(
+                    notify, args.e2e_requests, 17, [node.pid], store == "cassandra",
+                    env={"TRACKER_GC": gc}))
     finally:
         cassandra_e2e.pin_jvms([node.pid], "0-%d" % (os.cpu_count() - 1))
 
     def per_event(mode, key):
         return statistics.median(1e6 * x[key] / x["events"] for x in runs[mode])
-    for mode in ("spool", "cassandra"):
-        print(f"  {mode:9s} whole tree {per_event(mode, 'tree'):6.1f} µs/event, store process "
-              f"{per_event(mode, 'store'):6.1f} µs/event, Cassandra {per_event(mode, 'jvm'):6.1f} "
-              f"µs/event; {statistics.median(x['events'] / x['seconds'] for x in runs[mode]):.0f} "
+    for mode in modes:
+        print(f"  {mode[0]:9s} GC {mode[1]:6s} whole tree {per_event(mode, 'tree'):6.1f} µs/event, "
+              f"store process {per_event(mode, 'store'):6.1f} µs/event, Cassandra "
+              f"{per_event(mode, 'jvm'):6.1f} µs/event; "
+              f"{statistics.median(x['events'] / x['seconds'] for x in runs[mode]):.0f} "
               f"events/s end to end (events: {[int(x['events']) for x in runs[mode]]})", flush=True)
-    sink = per_event("cassandra", "tree") - per_event("spool", "tree")
-    print(f"  the sink's CPU per event (difference of the whole trees): {sink:.1f} µs "
-          f"(target <= 70)", flush=True)
+    for gc in ("python", "tuned"):
+        sink = per_event(("cassandra", gc), "tree") - per_event(("spool", gc), "tree")
+        print(f"  the sink's CPU per event, GC {gc} (difference of the whole trees): "
+              f"{sink:.1f} µs (target <= 70)", flush=True)
 
 
 # ---------------------------------------------------------------- 3 nodes

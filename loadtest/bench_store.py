@@ -2,7 +2,7 @@
 
     python loadtest/bench_store.py [--events 300000] [--report-events 1000000]
         [--live-seconds 20] [--backlog 300000] [--candidates wave1,sqlite,duckdb] [--smoke]
-        [--json FILE]
+        [--sections drain,serve,gc,live,reports] [--gc-rounds 3] [--json FILE]
     python loadtest/bench_store.py --soak 600 --rate R     # rate-controlled soak (oha)
 
 Traffic is loadtest/store_corpus.py's: ``realistic`` (issue 25's mix: every
@@ -19,6 +19,9 @@ by the compiled encoder, so a store reads them as it reads a worker's spool.
    same spool by the same stage (skipped when the checkout has no history);
 2. store process (SQLite): `tracker serve` pinned to one core draining the
    same spool: events/s and the store process's CPU per event;
+   ``gc``: the same drain with the store process's garbage collector tuned
+   (engine/system/gc_tuning.py) and with CPython's defaults
+   (``TRACKER_GC=python``), ``--gc-rounds`` interleaved rounds of each;
 3. live (SQLite): `tracker serve`, its store process alone on core 1 with a
    spooled backlog of realistic events, while wrk (loadtest/visitors.lua,
    a new visitor with its own uid every request) loads its HTTP worker on
@@ -44,6 +47,7 @@ import resource
 import shutil
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -262,7 +266,7 @@ async def _drain(candidate, spool_dir, db_path, total, batch_events, wave1):
 class Collector:
     """`tracker serve` on SQLite with one HTTP worker and one store process."""
 
-    def __init__(self, directory, spool_dir, port=None):
+    def __init__(self, directory, spool_dir, port=None, env=None):
         self.dir = directory
         self.db = os.path.join(directory, "store.db")
         self.spool = spool_dir
@@ -276,7 +280,8 @@ class Collector:
         self.proc = subprocess.Popen(
             tracker_command() + ["serve", "--config", config, "--workers", "1",
                                  "--listen", f"127.0.0.1:{self.port}"],
-            stderr=open(os.path.join(directory, "log"), "wb"))
+            stderr=open(os.path.join(directory, "log"), "wb"),
+            env=None if env is None else {**os.environ, **env})
         self.wait_ready()
 
     def wait_ready(self):
@@ -338,12 +343,12 @@ class Collector:
         self.proc.wait(120)
 
 
-def store_process_drain(spool_src, base, total):
+def store_process_drain(spool_src, base, total, name="serve", env=None):
     """`tracker serve`, every process on the store core, draining ``total``
     spooled events: the store process's rate and CPU per event."""
-    spool = os.path.join(base, "spool-serve")
+    spool = os.path.join(base, f"spool-{name}")
     link_copy(spool_src, spool)
-    c = Collector(os.path.join(base, "serve"), spool)
+    c = Collector(os.path.join(base, name), spool, env=env)
     try:
         c.pin(STORE_CORE, STORE_CORE)
         store = c.store_pid()
@@ -553,7 +558,9 @@ def main():
     ap.add_argument("--batch-events", type=int, default=1000, help="BatchMaxEvents")
     ap.add_argument("--candidates", default="wave1,sqlite,duckdb",
                     help="wave1: the wave-1 layout (before), drain section only")
-    ap.add_argument("--sections", default="drain,serve,live,reports")
+    ap.add_argument("--sections", default="drain,serve,gc,live,reports")
+    ap.add_argument("--gc-rounds", type=int, default=3,
+                    help="gc section: interleaved rounds of each setting")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: check the tool works")
     ap.add_argument("--soak", type=float, default=0, help="seconds of rate-controlled load")
     ap.add_argument("--rate", type=int, default=10_000)
@@ -603,6 +610,8 @@ def bench(args):
             print(f"  tracker serve, store process draining: {r['events_per_s']:8,.0f} "
                   f"events/s, {r['store_cpu_us_per_event']:.1f} µs store CPU/event (waited for "
                   f"the core {r['core_waited']:.0%} of the time)")
+        if "sqlite" in candidates and "gc" in sections:
+            report["gc"] = gc_ab(realistic, base, args.events, args.gc_rounds)
         if "sqlite" in candidates and "live" in sections:
             backlog = os.path.join(base, "backlog")
             store_corpus.write_spool(backlog, "realistic", args.backlog, seed=26,
@@ -621,6 +630,26 @@ def bench(args):
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return report
+
+
+def gc_ab(spool_src, base, total, rounds):
+    """The store process's drain with the collector tuned for batches
+    (engine/system/gc_tuning.py) against CPython's defaults
+    (``TRACKER_GC=python``), interleaved rounds: medians of each."""
+    runs = {"tuned": [], "python": []}
+    for i in range(rounds):
+        for mode in ("python", "tuned") if i % 2 else ("tuned", "python"):
+            env = {"TRACKER_GC": mode}
+            runs[mode].append(store_process_drain(spool_src, base, total, f"gc-{mode}-{i}", env))
+    out = {}
+    for mode, found in runs.items():
+        out[mode] = {k: statistics.median(r[k] for r in found)
+                     for k in ("events_per_s", "store_cpu_us_per_event")}
+        print(f"  gc {mode:6s} (median of {rounds}): {out[mode]['events_per_s']:8,.0f} events/s, "
+              f"{out[mode]['store_cpu_us_per_event']:.1f} µs store CPU/event")
+    print(f"  gc tuned / python defaults, CPU per event: "
+          f"{out['tuned']['store_cpu_us_per_event'] / out['python']['store_cpu_us_per_event']:.2f}")
+    return out
 
 
 def reports_section(args, base, candidates):

@@ -48,7 +48,7 @@ def metrics(port):
 
 
 class Collector:
-    def __init__(self, notify, directory):
+    def __init__(self, notify, directory, env=None):
         self.dir = directory
         self.port = free_port()
         config = {"TLS": "off", "LogLevel": "warning", "MaximumConnections": 0,
@@ -59,7 +59,7 @@ class Collector:
         self.log = open(os.path.join(directory, "tracker.log"), "wb")
         self.proc = subprocess.Popen(pin(1) + tracker_command() + [
             "serve", "--config", path, "--workers", "1", "--listen", f"127.0.0.1:{self.port}"],
-            stdout=self.log, stderr=self.log)
+            stdout=self.log, stderr=self.log, env=None if env is None else {**os.environ, **env})
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -111,11 +111,11 @@ def load(port, count, seed, timeout):
         raise SystemExit(f"wrk failed ({wrk.returncode}): {err.decode()[-500:]}")
 
 
-def one_run(notify, count, seed, jvm_pids, storing, timeout=600):
+def one_run(notify, count, seed, jvm_pids, storing, timeout=600, env=None):
     """One collector, ``count`` requests; CPU seconds of its tree, of its
     store process and of the JVMs, events accepted and written, seconds."""
     directory = tempfile.mkdtemp(prefix="tracker-bench-cass-e2e-")
-    c = Collector(notify, directory)
+    c = Collector(notify, directory, env)
     try:
         time.sleep(1.0)                                    # start-up settles
         tree0, store0, jvm0 = cpu_seconds(c.tree()), cpu_seconds(c.store()), cpu_seconds(jvm_pids)

@@ -11,7 +11,8 @@
   every tick. It runs on the worker's event loop, so a loop that is stuck
   stops beating, and the supervisor replaces the worker after
   ``WorkerTimeoutSeconds``.
-- ``run_async``: the skeleton of an asyncio worker's entry point.
+- ``run_async``: the skeleton of an asyncio worker's entry point (it also
+  sets the garbage collector up for the role: engine/system/gc_tuning.py).
 
 Test hook (off unless the environment says so): with ``TRACKER_TEST_HOOKS``
 containing ``block-loop``, SIGUSR2 blocks the worker's event loop for good,
@@ -25,6 +26,7 @@ import signal
 import time
 
 from engine.logs import configure, log
+from engine.system import gc_tuning
 from workers import EXIT_BOOT, EXIT_OK
 
 PR_SET_PDEATHSIG = 1
@@ -88,6 +90,7 @@ def run_async(config, role, serve, slot=None, kind=None, index=0,
     prepare(config, role)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
+    gc_tuning.tune(role, loop)
     install_test_hooks(loop)
     beat = None
     if slot is not None:

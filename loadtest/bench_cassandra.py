@@ -528,6 +528,8 @@ def main():
     p.add_argument("--pids", help=argparse.SUPPRESS)
     p.add_argument("--keyspace", help=argparse.SUPPRESS)
     args = p.parse_args()
+    from engine.system import gc_tuning
+    gc_tuning.tune("store-bench")      # the sink runs as in a store process
     if args.worker:
         return worker_main(args)
     args.drivers = [d for d in args.drivers.split(",") if d]

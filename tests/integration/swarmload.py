@@ -68,6 +68,13 @@ class SwarmLoad:
         self.stopped = time.monotonic()
         assert not any(t.is_alive() for t in self.threads), "a load client hung"
 
+    def ok_per_vid(self):
+        """{vid: acknowledged events} (a marker's number picks its vid)."""
+        with self.lock:
+            found = collections.Counter(
+                self.vids[int(m.rsplit("-", 1)[1]) % len(self.vids)] for m in self.ok)
+        return dict(found)
+
     def ok_count(self):
         with self.lock:
             return len(self.ok)

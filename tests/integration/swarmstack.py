@@ -187,6 +187,19 @@ class Stack:
             out[key] = out.get(key, 0.0) + used
         return out
 
+    def gossip_stuck(self, service, backlog=100):
+        """The running containers of ``service`` (a Cassandra node) whose last
+        log line says its gossip stage has at least ``backlog`` tasks pending:
+        a node whose bootstrap has hung (seen here once, 2026-11-30;
+        a restart of that node alone lets the cluster form)."""
+        stuck = []
+        for c in self.containers(service):
+            done = self.docker("logs", "--tail", "1", c["id"], check=False, timeout=30)
+            match = re.search(r"Gossip stage has (\d+) pending tasks", done.stdout + done.stderr)
+            if match and int(match.group(1)) >= backlog:
+                stuck.append(c)
+        return stuck
+
     def logs(self, service, lines=30):
         done = self.docker("service", "logs", "--raw", "--tail", str(lines),
                            f"{NAME}_{service}", check=False, timeout=30)

@@ -94,10 +94,17 @@ def events():
         rows = session.execute(f"SELECT params FROM {ks}.events")
         stored = collections.Counter((r.params or {}).get("mk") for r in rows)
         reqs = {str(r.vid): r.total for r in session.execute(f"SELECT vid, total FROM {ks}.reqs")}
+        try:        # every replica merged (a diagnostic: needs all three nodes up)
+            from cassandra import ConsistencyLevel
+            from cassandra.query import SimpleStatement
+            reqs_all = {str(r.vid): r.total for r in session.execute(SimpleStatement(
+                f"SELECT vid, total FROM {ks}.reqs", consistency_level=ConsistencyLevel.ALL))}
+        except Exception as exc:          # noqa: BLE001 - reported, not fatal
+            reqs_all = {"error": repr(exc)[:200]}
     finally:
         cluster.shutdown()
     stream = asyncio.run(stream_state(True)) or {"markers": {}, "messages": 0}
-    return {"cassandra": stored, "reqs": reqs, "stream": stream["markers"],
+    return {"cassandra": stored, "reqs": reqs, "reqs_all": reqs_all, "stream": stream["markers"],
             "stream_messages": stream["messages"]}
 
 

@@ -11,6 +11,8 @@ Servers, each with one worker process pinned to cpu 1 (wrk on cpu 0):
   group commit) and answer, the ingest path alone;
 - ``sqlite``: the collector with its embedded SQLite store; its CPU includes
   the store process, counted until every accepted event is written;
+- ``spool-pygc``, ``sqlite-pygc``: the same with CPython's garbage-collector
+  defaults (``TRACKER_GC=python``; engine/system/gc_tuning.py), for an A/B;
 - ``before``: ``--before DIR``, a checkout of an earlier version with its own
   ``.venv`` (``tracker`` from there), run as ``spool`` is.
 
@@ -117,7 +119,7 @@ class Collector:
     """``tracker serve`` with one HTTP worker, plain HTTP or local TLS (with
     TLS on, the plain port only redirects, so each mode has its own process)."""
 
-    def __init__(self, directory, cert, notify, tracker, tls):
+    def __init__(self, directory, cert, notify, tracker, tls, env=None):
         os.makedirs(directory, exist_ok=True)
         self.tls = tls
         self.port = free_port()
@@ -135,7 +137,8 @@ class Collector:
         self.log = open(os.path.join(directory, "tracker.log"), "wb")
         self.proc = subprocess.Popen(pin("1") + [tracker, "serve", "--config", path,
                                                  "--workers", "1"],
-                                     stdout=self.log, stderr=self.log)
+                                     stdout=self.log, stderr=self.log,
+                                     env=None if env is None else {**os.environ, **env})
         wait_port(self.tls_port if tls else self.port, self.proc, timeout=60)
 
     @property
@@ -186,13 +189,15 @@ class CollectorPair:
     lua_target = "tracker"
     track_path = "/tr/v1/ename/view"
 
-    def __init__(self, name, directory, cert, notify, tracker, modes):
+    def __init__(self, name, directory, cert, notify, tracker, modes, env=None):
         self.name = name
         self.plain = self.secure = None
         if any(not m.startswith("tls") for m in modes):
-            self.plain = Collector(os.path.join(directory, "plain"), cert, notify, tracker, False)
+            self.plain = Collector(os.path.join(directory, "plain"), cert, notify, tracker, False,
+                                   env)
         if any(m.startswith("tls") for m in modes):
-            self.secure = Collector(os.path.join(directory, "tls"), cert, notify, tracker, True)
+            self.secure = Collector(os.path.join(directory, "tls"), cert, notify, tracker, True,
+                                    env)
         self.db = notify or None
         self.active = None
 
@@ -288,6 +293,9 @@ def start_servers(names, directory, cert, before, modes):
             servers.append(Nginx(where, cert))
         elif name in ("spool", "sqlite"):
             servers.append(CollectorPair(name, where, cert, name == "sqlite", tracker, modes))
+        elif name in ("spool-pygc", "sqlite-pygc"):      # CPython's GC defaults: the A/B
+            servers.append(CollectorPair(name, where, cert, name == "sqlite-pygc", tracker, modes,
+                                         {"TRACKER_GC": "python"}))
         elif name == "before":
             if not before:
                 raise SystemExit("--servers before needs --before DIR")

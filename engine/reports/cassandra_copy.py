@@ -73,12 +73,16 @@ def copy_events(entry, config, path, progress=None):
 def _scan(cluster, source, target, progress):
     from cassandra import DriverException
     from cassandra.cluster import NoHostAvailable
-    from cassandra.query import SimpleStatement
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT
+    from cassandra.query import SimpleStatement, tuple_factory
     names = _columns()
     cql = _SELECT.format(columns=", ".join(names), keyspace=source.keyspace)
     try:
         session = cluster.connect()
-        rows = session.execute(SimpleStatement(cql, fetch_size=PAGE),
+        # plain tuples (_event reads by position), cheaper than named ones
+        profile = session.execution_profile_clone_update(EXEC_PROFILE_DEFAULT,
+                                                         row_factory=tuple_factory)
+        rows = session.execute(SimpleStatement(cql, fetch_size=PAGE), execution_profile=profile,
                                timeout=max(source.timeout, 60.0))
         copied, batch = 0, []
         for row in rows:

@@ -220,12 +220,16 @@ def patiently(read, timeout=180):
 
 def check_stored(hosts, port, keyspace, expected):
     """Read back what a run stored (cassandra-driver, paging): events, the
-    per-visitor and per-url counters, each summing to the events written."""
+    per-visitor and per-url counters, each summing to the events written. At
+    QUORUM: on the 3-node cluster a replica that was down may not have caught
+    up yet (one node: the same as ONE)."""
+    from cassandra import ConsistencyLevel
     from cassandra.cluster import Cluster
     cluster = Cluster([h.split(":")[0] for h in hosts], port=port)
     try:
         s = cluster.connect()
         s.default_timeout = 120
+        s.default_consistency_level = ConsistencyLevel.QUORUM
         s.default_fetch_size = 5000       # rows counted here, page by page: no server-side count
         def total(column, table):
             query = f"SELECT {column} FROM {keyspace}.{table}"

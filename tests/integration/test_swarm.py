@@ -39,14 +39,6 @@ pytestmark = [
 STEADY_SECONDS = 20        # the window CPU per event is measured over
 DELIVERY_TIMEOUT = 240     # s for the stores to hold every acknowledged event
 COUNTERS_TIMEOUT = 90      # s more for the counter residues to be taken
-# At-least-once is what the sink is built for (docs/cassandra.md), but 2 of 4
-# runs on 2026-11-30 counted fewer reqs increments than acknowledged events
-# (34 of 15,090 and 64 of 17,572, about one batch's worth) with every row
-# exact; the cause is not found (docs/docker.md). Below this share the test
-# fails; any shortfall prints the per-vid figures and the counter log lines.
-COUNTERS_AT_LEAST = 0.99
-
-
 @pytest.fixture(scope="module")
 def say(request):
     """Print a report line even while pytest captures output."""
@@ -174,7 +166,7 @@ def counters_caught_up(stack, load, found, timeout=COUNTERS_TIMEOUT):
             lines = [line for line in stack.logs(service, 5000).splitlines()
                      if "ounter" in line or "shard" in line]
             print(f"--- {service}: {len(lines)} counter lines\n" + "\n".join(lines[-40:]))
-    assert counted >= COUNTERS_AT_LEAST * len(load.ok), (counted, len(load.ok))
+    assert counted >= len(load.ok), (counted, len(load.ok))
     return counted, time.monotonic() - started
 
 
@@ -253,10 +245,11 @@ def test_kills_under_load_lose_nothing(stack, say):
     peak.check_stored(found["stream"], "JetStream stream")
     in_doubt_kept = load.check_stored(found["cassandra"], "Cassandra")
     load.check_stored(found["stream"], "JetStream stream")
-    # Counters are built at-least-once across a kill (docs/cassandra.md), once
-    # the stores' counter residues (failed increments, resent with a backoff of
-    # up to 10 s) have been taken; the rows may be complete first. See
-    # COUNTERS_AT_LEAST for what has been seen instead.
+    # Counters are at-least-once across a kill (docs/cassandra.md), once the
+    # stores' counter residues (failed increments, resent with a backoff of up
+    # to 10 s) have been taken; the rows may be complete first. It needs the
+    # Cassandra nodes' group commit log (docs/docker.md, "Counters and the
+    # commit log"): with periodic sync 2 of 4 runs counted fewer.
     counted, counters_lag = counters_caught_up(stack, load, found)
 
     elapsed = load.stopped - load.started

@@ -39,6 +39,8 @@ pytestmark = [
 STEADY_SECONDS = 20        # the window CPU per event is measured over
 DELIVERY_TIMEOUT = 240     # s for the stores to hold every acknowledged event
 COUNTERS_TIMEOUT = 90      # s more for the counter residues to be taken
+
+
 @pytest.fixture(scope="module")
 def say(request):
     """Print a report line even while pytest captures output."""

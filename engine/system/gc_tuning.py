@@ -4,10 +4,11 @@ Why: the hot paths allocate many short-lived containers (a batch's event
 dicts, its fan-out, a Cassandra plan's writes) that reference counting alone
 frees; CPython's default thresholds (700, 10, 10) still run a young
 collection every 700 allocations and, every hundred of those, a full one
-that walks the whole heap. Profiled in the Cassandra sink (py-spy, issue
-17's mix): 20 % of the store process's main thread was ``gc_collect_main``,
-~44 µs per event, most of it full collections (57 ms each over the
-heap). docs/storage.md has the before/after.
+that walks the whole heap. Profiled with py-spy in bench_cassandra's
+in-process sink run (issue 17's mix; its heap also held the 20,000 test
+events): 20 % of the main thread was ``gc_collect_main``, ~44 µs per event,
+most of it full collections of ~57 ms. docs/storage.md has the before/after
+in running collectors.
 
 So, after the fork:
 - ``gc.freeze()``, at once and again ``BOOTED_SECONDS`` later: what the

@@ -155,13 +155,14 @@ def cmd_stats(args):
 
 def cmd_report(args):
     from engine.config import load_config
-    from engine.reports import ReportError, open_store, render, run
+    from engine.reports import ReportError, check, open_store, render, run
     from engine.reports.timerange import RangeError, parse_range
     from engine.store.sinks.base import SinkUnavailable
     cfg = load_config(args.config)
     steps = [s.strip() for s in (args.steps or "").split(",") if s.strip()]
     try:
         start, end = parse_range(args.since, args.until)
+        check(args.kind, steps)                 # before a Cassandra store is copied
         with _report_store(cfg) as path:
             conn = open_store(path)
             try:

@@ -18,19 +18,25 @@ class ReportError(Exception):
     """A report that cannot run as asked (a clear message for the user)."""
 
 
+def check(kind, steps=None):
+    """Raise ReportError for arguments no store can answer (before any copy
+    of a store is made)."""
+    if kind not in KINDS:
+        raise ReportError(f"unknown report {kind!r}; expected one of {', '.join(KINDS)}")
+    if kind == "funnels" and not steps:
+        raise ReportError("funnels needs its steps: --steps NAME,NAME,... (event enames, "
+                          "in order)")
+
+
 def run(kind, conn, start, end, steps=None, outcome=None, control=None):
+    check(kind, steps)
     if kind == "experiments":
         return experiments.report(conn, start, end, outcome=outcome, control=control)
     if kind == "funnels":
-        if not steps:
-            raise ReportError("funnels needs its steps: --steps NAME,NAME,... (event enames, "
-                              "in order)")
         return growth.funnels(conn, start, end, steps)
     if kind == "loops":
         return growth.loops(conn, start, end)
-    if kind in ("traffic", "pages", "referrers", "campaigns"):
-        return getattr(traffic, kind)(conn, start, end)
-    raise ReportError(f"unknown report {kind!r}; expected one of {', '.join(KINDS)}")
+    return getattr(traffic, kind)(conn, start, end)
 
 
 def open_store(path):

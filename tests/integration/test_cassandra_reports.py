@@ -102,3 +102,12 @@ def test_a_config_without_a_readable_store_is_refused(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "no sqlite or cassandra store in Notify" in out.stderr
+
+
+def test_a_funnel_without_steps_is_refused_before_the_copy(both_stores):
+    _, from_cassandra, _ = both_stores
+    out = subprocess.run([TRACKER, "report", "funnels", "--config", from_cassandra],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "funnels needs its steps" in out.stderr
+    assert "copied" not in out.stderr                   # nothing was read from Cassandra

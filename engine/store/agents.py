@@ -78,15 +78,15 @@ class Agents:
         kept = []
         for event in events:
             text = event.get("browser")
-            agent = self.agent(text) if text else None
-            if agent is not None and agent.bot:
-                self.robots += 1
-                if drop:
-                    continue
-            if agent is not None:
+            if text:
+                agent = self.agent(text)
+                if agent.bot:
+                    self.robots += 1
+                    if drop:
+                        continue
                 self._fill(event, agent)
             kept.append(event)
-        return kept if drop else events
+        return kept
 
     def _fill(self, event, agent):
         if agent.os and not event.get("os"):

@@ -6,12 +6,11 @@ the keyspace (engine/reports/cassandra_copy.py), and the experiment counts
 must equal the corpus's truth."""
 import json
 import os
-import subprocess
 
 import pytest
 
 from cassandra_fixtures import cql, entry, node  # noqa: F401 (fixtures)
-from conftest import TRACKER, run_tracker, wait_for
+from conftest import run_tracker, wait_for
 from report_corpus import Experiment, send_phases
 
 pytestmark = pytest.mark.integration
@@ -22,8 +21,7 @@ ARGS = {"experiments": [], "funnels": ["--steps", "landing,view,signup"], "loops
 
 
 def run_report(config_path, kind, *args):
-    out = subprocess.run([TRACKER, "report", kind, "--config", config_path, "--json", *args],
-                         capture_output=True, text=True, timeout=300)
+    out = run_tracker("report", kind, "--config", config_path, "--json", *args, timeout=300)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout), out.stderr
 
@@ -87,8 +85,7 @@ def test_an_unreachable_cassandra_is_a_clear_error(tmp_path):
     path = tmp_path / "down.json"
     path.write_text(json.dumps({"Notify": [{"Service": "cassandra", "Hosts": ["127.0.0.1:1"],
                                             "Context": KS, "Timeout": 1000}]}))
-    out = subprocess.run([TRACKER, "report", "traffic", "--config", str(path)],
-                         capture_output=True, text=True, timeout=120)
+    out = run_tracker("report", "traffic", "--config", str(path))
     assert out.returncode == 1
     assert "cassandra 127.0.0.1:1/reports: cannot read events" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
@@ -98,16 +95,14 @@ def test_a_config_without_a_readable_store_is_refused(tmp_path):
     path = tmp_path / "nats.json"
     path.write_text(json.dumps({"Notify": [{"Service": "nats", "Hosts": ["127.0.0.1:1"],
                                             "Context": "tic.track"}]}))
-    out = subprocess.run([TRACKER, "report", "traffic", "--config", str(path)],
-                         capture_output=True, text=True, timeout=60)
+    out = run_tracker("report", "traffic", "--config", str(path), timeout=60)
     assert out.returncode == 2
     assert "no sqlite or cassandra store in Notify" in out.stderr
 
 
 def test_a_funnel_without_steps_is_refused_before_the_copy(both_stores):
     _, from_cassandra, _ = both_stores
-    out = subprocess.run([TRACKER, "report", "funnels", "--config", from_cassandra],
-                         capture_output=True, text=True, timeout=60)
+    out = run_tracker("report", "funnels", "--config", from_cassandra, timeout=60)
     assert out.returncode == 2
     assert "funnels needs its steps" in out.stderr
     assert "copied" not in out.stderr                   # nothing was read from Cassandra

@@ -53,6 +53,7 @@ remains:
 ``events`` and every row table stay exact in all of these cases.
 """
 import asyncio
+import time
 import zlib
 
 from engine.logs import log
@@ -68,6 +69,7 @@ DEFAULT_TIMEOUT_MS = 10_000
 DEFAULT_CONCURRENCY = 128
 DRIVERS = ("acsylla", "cassandra-driver")
 FIRST_WRITE = ("timestamp", "paxos")
+SCHEMA_AGREEMENT_WAIT = 30.0     # seconds a DDL statement waits for the schema to spread
 RESIDUE_RETRY_FIRST, RESIDUE_RETRY_MAX = 0.5, 10.0   # seconds between residue resends
 RESIDUE_ADOPT_EVERY = 10.0                           # seconds between orphan scans
 CONSISTENCY = ("ANY", "ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM",
@@ -96,6 +98,21 @@ def _choice(entry, key, default, allowed):
     if value not in allowed:
         raise ValueError(f"cassandra {key}: got {value!r}, expected one of {', '.join(allowed)}")
     return value
+
+
+async def _schema_statement(wire, stmt, wait=SCHEMA_AGREEMENT_WAIT):
+    """One idempotent DDL statement. On a cluster that has just formed, the node
+    coordinating it may not have heard of the keyspace the previous statement
+    created yet ("... doesn't exist", seen once in CI on three fresh nodes): it
+    is sent again for up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return await wire.query(stmt)
+        except Exception as exc:      # noqa: BLE001 - each driver has its own class
+            if "doesn't exist" not in str(exc) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 def make_wire(settings):
@@ -248,7 +265,7 @@ class CassandraSink(Sink):
         for stmt in cql.schema_statements(ks, self.replication):
             kind, name = cql.object_of(stmt)
             (kept if (kind, name) in existing else created).append(f"{kind} {name}")
-            await wire.query(stmt)
+            await _schema_statement(wire, stmt)
         read = f"SELECT seq FROM {ks}.sequences WHERE name = 'DB_VER'"
         rows = await wire.query(read)
         if not rows:

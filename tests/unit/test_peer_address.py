@@ -1,0 +1,89 @@
+"""The client address a connection records, read from a real loopback socket
+(engine/http/_connection.pyx ``_peer_ip``: getpeername(2) on the descriptor)
+must be what the standard ``get_extra_info("peername")`` says, for IPv4,
+IPv6 and an IPv4 client on a dual-stack IPv6 listener."""
+import asyncio
+import socket
+
+import pytest
+import uvloop
+
+from engine.http.protocol import ConnectionRegistry, HttpConnection
+
+from test_protocol import EchoApp, Limits
+
+
+def _ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+async def _peer_seen(listen_family, listen_host, connect_host):
+    """(client_ip the connection recorded, peername uvloop reports, the
+    client's own address)."""
+    made = asyncio.get_running_loop().create_future()
+
+    def factory():
+        conn = HttpConnection(EchoApp(), ConnectionRegistry(Limits()))
+
+        def on_made(transport):
+            conn.connection_made(transport)
+            made.set_result((conn, transport.get_extra_info("peername")))
+        return _Tap(conn, on_made)
+
+    sock = socket.socket(listen_family, socket.SOCK_STREAM)
+    if listen_family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind((listen_host, 0))
+    server = await asyncio.get_running_loop().create_server(factory, sock=sock)
+    port = sock.getsockname()[1]
+    reader, writer = await asyncio.open_connection(connect_host, port)
+    own = writer.get_extra_info("sockname")[0]
+    conn, peername = await asyncio.wait_for(made, 5)
+    writer.write(b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    server.close()
+    assert answer.startswith(b"HTTP/1.1 200 OK")
+    return conn.client_ip, peername[0], own
+
+
+class _Tap(asyncio.Protocol):
+    """Forwards to the connection; reports connection_made to the test."""
+
+    def __init__(self, conn, on_made):
+        self.conn, self.on_made = conn, on_made
+
+    def connection_made(self, transport):
+        self.on_made(transport)
+
+    def data_received(self, data):
+        self.conn.data_received(data)
+
+    def eof_received(self):
+        return self.conn.eof_received()
+
+    def connection_lost(self, exc):
+        self.conn.connection_lost(exc)
+
+
+def test_ipv4_peer():
+    ip, peername, own = uvloop.run(_peer_seen(socket.AF_INET, "127.0.0.1", "127.0.0.1"))
+    assert ip == peername == own == "127.0.0.1"
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_ipv6_peer():
+    ip, peername, own = uvloop.run(_peer_seen(socket.AF_INET6, "::1", "::1"))
+    assert ip == peername == own == "::1"
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_ipv4_client_on_dual_stack_listener():
+    ip, peername, own = uvloop.run(_peer_seen(socket.AF_INET6, "::", "127.0.0.1"))
+    assert own == "127.0.0.1"
+    assert ip == peername == "::ffff:127.0.0.1"

@@ -16,13 +16,16 @@ cdef extern from "pthread.h" nogil:
 
 cdef struct Shared:
     # What the loop and the committer thread share; ``mu`` guards the
-    # hand-over fields (handed, go, stop, result).
+    # hand-over fields (handed, go, stop, result, settled, pacing).
     pthread_mutex_t mu
     pthread_cond_t cv
     Buf handed            # the group being written (the thread's while busy)
     bint go               # a group was handed over
     bint stop             # the thread must exit once idle
     int result            # 0, or the errno of the last group's failed write
+    uint64_t settled      # groups written (or failed) so far
+    bint pacing           # the thread waits out the interval before the next group
+    int64_t interval_ns   # CommitIntervalMs: at most one group started per interval
     int efd               # eventfd: the thread tells the loop a group settled
     int fd                # the spool file being written
     int dir_fd            # its directory (fsynced after a new file appears)
@@ -48,9 +51,9 @@ cdef class SpoolWriter:
     cdef public bint busy         # a group is with the committer thread
     cdef Py_ssize_t handed_records
     cdef Py_ssize_t open_records
-    cdef bint flush_scheduled     # a timer will close the open group
-    cdef bint due                 # the open group is old enough: hand over when idle
-    cdef double interval          # CommitIntervalMs, seconds
+    cdef bint flush_scheduled     # the open group goes at the end of this loop pass
+    cdef bint thread_ready        # the committer thread can take a group now
+    cdef uint64_t handed_groups   # groups handed over so far
     cdef Py_ssize_t group_bytes   # hand over at once past this
     cdef object loop
     cdef object flush_cb
@@ -64,3 +67,4 @@ cdef class SpoolWriter:
     cdef void rollback(self, Py_ssize_t start) noexcept
     cdef int64_t bytes_used(self) noexcept
     cdef int _hand_over(self) except -1
+    cdef int _answer_group(self, int result) except -1

@@ -16,9 +16,16 @@ When a group is handed over trades CPU for latency: an fdatasync costs about
 60-100 µs of CPU on these machines whatever its size, and handing a group over
 as soon as the previous one is durable makes groups of a few events at
 moderate rates (20k events/s and a 0.2 ms fsync: ~4 events, ~20 µs of fsync
-CPU per event). So a group stays open up to ``interval`` (``CommitIntervalMs``,
-1 ms by default: ~20 events at 20k/s) unless it reaches ``group_bytes`` first;
-an interval of 0 hands over as soon as the thread is idle.
+CPU per event). So the thread starts at most one group per ``interval``
+(``CommitIntervalMs``, 1 ms by default: ~20 events a group at 20k/s): after a
+group is durable it tells the loop at once (the answers go out), then, if the
+group started less than an interval ago, waits out the rest (a precise timed
+wait: the loop's timers only count whole milliseconds) and tells the loop it
+is ready; meanwhile records gather in the open group. A record that finds the
+thread ready is handed over at the end of the loop pass that read it, with
+whatever else that pass read: below one group per interval nothing waits, so
+an answer costs a write and an fdatasync, not an interval more. An interval
+of 0 never waits.
 
 File format (engine/spool.py has the reader): header ``b"TRKSPOOL"``, u32
 version 2, u32 0; then per record u32 payload length, u32 CRC-32 of (seq as
@@ -44,6 +51,7 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, strlen
 from posix.unistd cimport write, close, fsync, ftruncate, getpid, read
+from posix.time cimport clock_gettime, timespec, clockid_t, CLOCK_MONOTONIC
 
 from engine._parse cimport Buf, buf_reserve, buf_free
 from engine.http._connection cimport Ticket
@@ -57,6 +65,12 @@ cdef extern from "pthread.h" nogil:
     int pthread_mutex_destroy(pthread_mutex_t* m)
     int pthread_cond_init(pthread_cond_t* c, void* attr)
     int pthread_cond_wait(pthread_cond_t* c, pthread_mutex_t* m)
+    int pthread_cond_timedwait(pthread_cond_t* c, pthread_mutex_t* m, const timespec* t)
+    ctypedef struct pthread_condattr_t:
+        pass
+    int pthread_condattr_init(pthread_condattr_t* a)
+    int pthread_condattr_setclock(pthread_condattr_t* a, clockid_t clock)
+    int pthread_condattr_destroy(pthread_condattr_t* a)
     int pthread_cond_signal(pthread_cond_t* c)
     int pthread_cond_destroy(pthread_cond_t* c)
 
@@ -229,10 +243,26 @@ cdef void _rotate(Shared* sh) noexcept nogil:
     _publish(sh)
 
 
+cdef int64_t _now_ns() noexcept nogil:
+    cdef timespec t
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return <int64_t>t.tv_sec * 1000000000 + t.tv_nsec
+
+
+cdef void _pace(Shared* sh, int64_t until) noexcept nogil:
+    """Wait (``mu`` held) until ``until`` or a stop."""
+    cdef timespec t
+    t.tv_sec = until // 1000000000
+    t.tv_nsec = until % 1000000000
+    while not sh.stop and _now_ns() < until:
+        pthread_cond_timedwait(&sh.cv, &sh.mu, &t)
+
+
 cdef void* _committer(void* arg) noexcept nogil:
     cdef Shared* sh = <Shared*>arg
     cdef int err
     cdef uint64_t one = 1
+    cdef int64_t started
     while True:
         pthread_mutex_lock(&sh.mu)
         while not sh.go and not sh.stop:
@@ -241,14 +271,23 @@ cdef void* _committer(void* arg) noexcept nogil:
             pthread_mutex_unlock(&sh.mu)
             return NULL
         pthread_mutex_unlock(&sh.mu)
+        started = _now_ns()
         err = _write_group(sh)
         if err == 0 and sh.size >= sh.rotate_bytes:
             _rotate(sh)
         pthread_mutex_lock(&sh.mu)
         sh.result = err
         sh.go = False
+        sh.settled += 1
+        sh.pacing = sh.interval_ns > 0 and _now_ns() < started + sh.interval_ns
         pthread_mutex_unlock(&sh.mu)
-        write(sh.efd, &one, 8)
+        write(sh.efd, &one, 8)          # the group's answers go out now
+        if sh.pacing:
+            pthread_mutex_lock(&sh.mu)
+            _pace(sh, started + sh.interval_ns)
+            sh.pacing = False
+            pthread_mutex_unlock(&sh.mu)
+            write(sh.efd, &one, 8)      # ready for the records gathered meanwhile
 
 
 # ---- the loop's side ----------------------------------------------------------
@@ -268,6 +307,7 @@ cdef class SpoolWriter:
         cdef bytes tag = secrets.token_hex(4).encode()
         cdef int fd
         cdef Shared* sh = self.sh
+        cdef pthread_condattr_t attr
         if len(where) >= 4000:
             raise OSError(36, "spool directory path too long", directory)
         os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -281,7 +321,11 @@ cdef class SpoolWriter:
         if sh.dir_fd < 0:
             raise OSError(errno, os.strerror(errno), directory)
         pthread_mutex_init(&sh.mu, NULL)
-        pthread_cond_init(&sh.cv, NULL)
+        pthread_condattr_init(&attr)
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)     # _pace's deadlines
+        pthread_cond_init(&sh.cv, &attr)
+        pthread_condattr_destroy(&attr)
+        sh.interval_ns = <int64_t>(interval_ms * 1e6)
         sh.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
         if sh.efd < 0:
             raise OSError(errno, os.strerror(errno))
@@ -296,10 +340,10 @@ cdef class SpoolWriter:
         self.groups = 0
         self.seq = 0
         self.busy = False
+        self.thread_ready = True
         self.healthy = True
         self.on_settled = None
         self.flush_cb = self._flush
-        self.interval = interval_ms / 1000.0
         self.group_bytes = group_bytes
 
     def start(self, loop):
@@ -332,16 +376,13 @@ cdef class SpoolWriter:
         memcpy(frame, &length, 4)
         memcpy(frame + 4, &crc, 4)
         self.open_records += 1
-        if self.open_group.len >= self.group_bytes:
-            self.due = True
-            if not self.busy:
+        if self.thread_ready:
+            if self.open_group.len >= self.group_bytes:
                 self._hand_over()
-        elif not self.flush_scheduled:
-            self.flush_scheduled = True
-            if self.interval > 0:
-                self.loop.call_later(self.interval, self.flush_cb)
-            else:
+            elif not self.flush_scheduled:
+                self.flush_scheduled = True
                 self.loop.call_soon(self.flush_cb)
+        # else: the thread's next "ready" hands the open group over
         return self.open_ticket
 
     def append(self, payload):
@@ -384,13 +425,11 @@ cdef class SpoolWriter:
 
     # ---- groups ----------------------------------------------------------
     def _flush(self):
-        """The open group's interval is over: hand it over now, or as soon
-        as the group being written is settled."""
+        """The loop pass that found the thread ready is over: hand over what
+        it read."""
         self.flush_scheduled = False
-        if self.open_group.len:
-            self.due = True
-            if not self.busy:
-                self._hand_over()
+        if self.open_group.len and self.thread_ready:
+            self._hand_over()
 
     cdef int _hand_over(self) except -1:
         cdef Shared* sh = self.sh
@@ -404,7 +443,8 @@ cdef class SpoolWriter:
         pthread_cond_signal(&sh.cv)
         pthread_mutex_unlock(&sh.mu)
         self.busy = True
-        self.due = False
+        self.thread_ready = False
+        self.handed_groups += 1
         self.handed_ticket = self.open_ticket
         self.handed_records = self.open_records
         self.open_ticket = Ticket()
@@ -412,16 +452,28 @@ cdef class SpoolWriter:
         return 0
 
     def _settled(self):
-        """The committer thread finished a group: answer its requests."""
-        cdef uint64_t count
+        """The committer thread finished a group (answer its requests) and/or
+        is ready for the next (hand over the records gathered meanwhile)."""
+        cdef uint64_t count, settled
         cdef int result
-        cdef Ticket ticket
-        cdef Py_ssize_t records
-        if read(self.sh.efd, &count, 8) != 8 or not self.busy:
+        cdef bint pacing
+        if read(self.sh.efd, &count, 8) != 8:
             return
         pthread_mutex_lock(&self.sh.mu)
         result = self.sh.result
+        settled = self.sh.settled
+        pacing = self.sh.pacing or self.sh.go
         pthread_mutex_unlock(&self.sh.mu)
+        if self.busy and settled == self.handed_groups:
+            self._answer_group(result)
+        if not self.busy and not pacing:
+            self.thread_ready = True
+            if self.open_group.len:
+                self._hand_over()
+
+    cdef int _answer_group(self, int result) except -1:
+        cdef Ticket ticket
+        cdef Py_ssize_t records
         self.busy = False
         records = self.handed_records
         ticket, self.handed_ticket = self.handed_ticket, None
@@ -433,8 +485,7 @@ cdef class SpoolWriter:
         ticket.settle(result == 0)
         if self.on_settled is not None:
             self.on_settled(result == 0, records)
-        if self.open_group.len and self.due:
-            self._hand_over()
+        return 0
 
     def _failed(self, int err):
         from engine.logs import log
@@ -452,8 +503,7 @@ cdef class SpoolWriter:
     async def flush(self):
         """Hand over what is open and wait until every group is settled (drain)."""
         while self.busy or self.open_group.len:
-            if not self.busy:
-                self.due = True
+            if self.thread_ready and self.open_group.len:
                 self._hand_over()
             await asyncio.sleep(0.002)
 

@@ -187,3 +187,59 @@ def test_a_failed_group_answers_the_apps_503():
     assert bytes(conn.transport.out) == b""
     ticket.settle(False)
     assert bytes(conn.transport.out) == b"503"   # and the connection closes
+
+
+async def _settled_at(ticket, loop):
+    """Loop time at which ``ticket``'s group settles."""
+    done = loop.create_future()
+    ticket.add_callback(lambda ok: done.done() or done.set_result(loop.time()))
+    return await asyncio.wait_for(done, 30)
+
+
+def test_a_record_finding_the_thread_idle_is_not_held_for_the_interval(tmp_path):
+    """Below one group per interval a record goes at the end of its loop
+    pass: its answer waits for a write, not for CommitIntervalMs."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        w = SpoolWriter(str(tmp_path), 1 << 24, durable=False, interval_ms=5000)
+        w.start(loop)
+        began = loop.time()
+        settled = await _settled_at(w.append(b"alone"), loop)
+        groups = w.groups
+        await w.flush()
+        w.close()
+        return settled - began, groups
+
+    waited, groups = run(main())
+    assert groups == 1
+    assert waited < 2.5         # half the interval: it was not held for it
+
+
+def test_groups_start_at_most_once_per_interval(tmp_path):
+    """Records arriving while the thread waits out the interval after a
+    group gather into one group, started no sooner than an interval after
+    the previous group started."""
+    interval = 0.3
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        w = SpoolWriter(str(tmp_path), 1 << 24, durable=False, interval_ms=interval * 1000)
+        w.start(loop)
+        began = loop.time()
+        first = w.append(b"a")
+        await _settled_at(first, loop)
+        second = w.append(b"b")
+        await asyncio.sleep(0.01)
+        third = w.append(b"c")          # a later loop pass, the same group
+        second_at = await _settled_at(second, loop)
+        await _settled_at(third, loop)
+        groups = w.groups
+        path = w.path
+        w.close()
+        return first, second, third, second_at - began, groups, path
+
+    first, second, third, gap, groups, path = run(main())
+    assert second is third and second is not first
+    assert groups == 2
+    assert gap >= interval - 0.002      # loop clock vs the thread's: both monotonic
+    assert [p for _, p in frames(path)] == [b"a", b"b", b"c"]

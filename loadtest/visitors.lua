@@ -60,6 +60,7 @@ function request()
       tag, thread_id, counter, uid, page, math.random(1, 50),
       math.random() * 120 - 60, math.random() * 300 - 150, math.random(0, 9))
    local headers = {}
+   for k, v in pairs(wrk.headers) do headers[k] = v end   -- wrk -H (Connection: close)
    if math.random(1, 100) > new_percent then
       headers["Cookie"] = "vid=" .. vids[visitor]
    end

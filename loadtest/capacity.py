@@ -14,14 +14,14 @@ import math
 INPUTS = {
     # The collector (measured by the project's benchmarks, one core each).
     "ingest_us_per_event": (
-        67.1, "µs of collector CPU per event: HTTP + spool + SQLite, keep-alive",
-        "docs/ingest.md (loadtest/bench_ingest.py, 1 worker + 1 store on one core, 2026-11-30)"),
+        45.9, "µs of collector CPU per event: HTTP + spool + SQLite, keep-alive",
+        "docs/ingest.md (loadtest/bench_ingest.py, 1 worker + 1 store on one core, 2026-11-30 06:07)"),
     "sqlite_sink_us_per_event": (
-        48.5, "µs of it for the SQLite store stage (left out when SQLite is not a sink)",
-        "docs/ingest.md (SQLite row − spool-only row of the same run, 2026-11-30)"),
+        32.3, "µs of it for the SQLite store stage (left out when SQLite is not a sink)",
+        "docs/ingest.md (SQLite row − spool-only row of the same run, 2026-11-30 06:07)"),
     "cassandra_sink_us_per_event": (
-        198.3, "µs of collector CPU per event in the Cassandra sink (acsylla, planner)",
-        "docs/cassandra.md (loadtest/bench_cassandra.py, running collector, 2026-11-29)"),
+        154.0, "µs of collector CPU per event in the Cassandra sink (acsylla, planner)",
+        "docs/cassandra.md (loadtest/bench_cassandra.py, running collector, 2026-11-30)"),
     "nats_sink_us_per_event": (
         56.0, "µs per event in the NATS sink with JetStream acks (1 / 17,731 events/s)",
         "docs/nats.md (loadtest/bench_nats.py, sink alone, 2026-11-28)"),

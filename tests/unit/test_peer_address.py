@@ -25,50 +25,27 @@ def _ipv6_loopback():
 async def _peer_seen(listen_family, listen_host, connect_host):
     """(client_ip the connection recorded, peername uvloop reports, the
     client's own address)."""
-    made = asyncio.get_running_loop().create_future()
+    made = []
 
     def factory():
-        conn = HttpConnection(EchoApp(), ConnectionRegistry(Limits()))
-
-        def on_made(transport):
-            conn.connection_made(transport)
-            made.set_result((conn, transport.get_extra_info("peername")))
-        return _Tap(conn, on_made)
+        made.append(HttpConnection(EchoApp(), ConnectionRegistry(Limits())))
+        return made[-1]
 
     sock = socket.socket(listen_family, socket.SOCK_STREAM)
     if listen_family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     sock.bind((listen_host, 0))
     server = await asyncio.get_running_loop().create_server(factory, sock=sock)
-    port = sock.getsockname()[1]
-    reader, writer = await asyncio.open_connection(connect_host, port)
+    reader, writer = await asyncio.open_connection(connect_host, sock.getsockname()[1])
     own = writer.get_extra_info("sockname")[0]
-    conn, peername = await asyncio.wait_for(made, 5)
-    writer.write(b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.write(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")      # kept alive: peername still there
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    conn, = made
+    peername = conn.transport.get_extra_info("peername")
     writer.close()
     server.close()
     assert answer.startswith(b"HTTP/1.1 200 OK")
     return conn.client_ip, peername[0], own
-
-
-class _Tap(asyncio.Protocol):
-    """Forwards to the connection; reports connection_made to the test."""
-
-    def __init__(self, conn, on_made):
-        self.conn, self.on_made = conn, on_made
-
-    def connection_made(self, transport):
-        self.on_made(transport)
-
-    def data_received(self, data):
-        self.conn.data_received(data)
-
-    def eof_received(self):
-        return self.conn.eof_received()
-
-    def connection_lost(self, exc):
-        self.conn.connection_lost(exc)
 
 
 def test_ipv4_peer():

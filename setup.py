@@ -6,7 +6,11 @@ extensions = cythonize(
      Extension("engine.http._connection", ["engine/http/_connection.pyx"]),
      Extension("engine.ingest._spool", ["engine/ingest/_spool.pyx"]),
      Extension("engine.ingest._track", ["engine/ingest/_track.pyx"]),
-     Extension("engine.limits._bucket", ["engine/limits/_bucket.pyx"])],
+     Extension("engine.limits._bucket", ["engine/limits/_bucket.pyx"]),
+     # Linked by run-time name: the library Python's sqlite3 module uses, no
+     # development package needed (the module declares the API it calls).
+     Extension("engine.store.sinks._sqlite_write", ["engine/store/sinks/_sqlite_write.pyx"],
+               extra_link_args=["-l:libsqlite3.so.0"])],
     compiler_directives={"language_level": "3", "boundscheck": False,
                          "wraparound": False, "cdivision": True},
 )

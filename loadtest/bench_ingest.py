@@ -13,8 +13,11 @@ Servers, each with one worker process pinned to cpu 1 (wrk on cpu 0):
   the store process, counted until every accepted event is written;
 - ``spool-pygc``, ``sqlite-pygc``: the same with CPython's garbage-collector
   defaults (``TRACKER_GC=python``; engine/system/gc_tuning.py), for an A/B;
-- ``before``: ``--before DIR``, a checkout of an earlier version with its own
-  ``.venv`` (``tracker`` from there), run as ``spool`` is.
+- ``sqlite-pure``: ``sqlite`` with the store's pure-Python batch writer
+  (``TRACKER_PURE_SQLITE=1``) instead of the compiled one, for an A/B;
+- ``before``, ``before-sqlite``: ``--before DIR``, a checkout of an earlier
+  version with its own ``.venv`` (``tracker`` from there), run as ``spool``
+  and as ``sqlite`` are.
 
 Requests come from loadtest/visitors.lua: generated visitors (40 % new, the
 others with a cookie from a pool of 20,000), 500 pages, 50 referrers, a uid,
@@ -295,10 +298,13 @@ def start_servers(names, directory, cert, before, modes):
         elif name in ("spool-pygc", "sqlite-pygc"):      # CPython's GC defaults: the A/B
             servers.append(CollectorPair(name, where, cert, name == "sqlite-pygc", tracker, modes,
                                          {"TRACKER_GC": "python"}))
-        elif name == "before":
+        elif name == "sqlite-pure":          # the store's pure-Python writer: the A/B
+            servers.append(CollectorPair(name, where, cert, True, tracker, modes,
+                                         {"TRACKER_PURE_SQLITE": "1"}))
+        elif name in ("before", "before-sqlite"):
             if not before:
-                raise SystemExit("--servers before needs --before DIR")
-            servers.append(CollectorPair(name, where, cert, False,
+                raise SystemExit(f"--servers {name} needs --before DIR")
+            servers.append(CollectorPair(name, where, cert, name == "before-sqlite",
                                          os.path.join(before, ".venv", "bin", "tracker"), modes))
         else:
             raise SystemExit(f"unknown server {name!r}")

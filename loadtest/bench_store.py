@@ -1,7 +1,7 @@
 """Embedded store benchmark (issue 25): SQLite's lean layout against DuckDB, in one run.
 
     python loadtest/bench_store.py [--events 300000] [--report-events 1000000]
-        [--live-seconds 20] [--backlog 300000] [--candidates wave1,sqlite,duckdb] [--smoke]
+        [--live-seconds 20] [--backlog 300000] [--candidates wave1,sqlite,sqlite-pure,duckdb] [--smoke]
         [--sections drain,serve,gc,live,reports] [--gc-rounds 3] [--json FILE]
     python loadtest/bench_store.py --soak 600 --rate R     # rate-controlled soak (oha)
 
@@ -17,6 +17,8 @@ by the compiled encoder, so a store reads them as it reads a worker's spool.
    store bytes per event (after a checkpoint). ``wave1`` is the before
    figure: the wave-1 sink and schema as git has them at WAVE1_REV, fed the
    same spool by the same stage (skipped when the checkout has no history);
+   ``sqlite-pure`` is the lean layout written by the sink's pure-Python
+   writer (``TRACKER_PURE_SQLITE=1``) instead of the compiled one;
 2. store process (SQLite): `tracker serve` pinned to one core draining the
    same spool: events/s and the store process's CPU per event;
    ``gc``: the same drain with the store process's garbage collector tuned
@@ -211,6 +213,9 @@ def make_sink(candidate, path, wave1=None):
         return DuckDBSink(path)
     if candidate == "wave1":
         SQLiteSink = wave1_sink_class(wave1)
+    elif candidate == "sqlite-pure":     # the lean layout by the pure-Python writer
+        os.environ["TRACKER_PURE_SQLITE"] = "1"      # (a forked child: its own env)
+        from engine.store.sinks.sqlite import SQLiteSink
     else:
         from engine.store.sinks.sqlite import SQLiteSink
     sink = SQLiteSink({"Service": "sqlite", "Path": path}, types.SimpleNamespace(schema_version=1))
@@ -556,7 +561,7 @@ def main():
     ap.add_argument("--backlog", type=int, default=300_000)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--batch-events", type=int, default=1000, help="BatchMaxEvents")
-    ap.add_argument("--candidates", default="wave1,sqlite,duckdb",
+    ap.add_argument("--candidates", default="wave1,sqlite,sqlite-pure,duckdb",
                     help="wave1: the wave-1 layout (before), drain section only")
     ap.add_argument("--sections", default="drain,serve,gc,live,reports")
     ap.add_argument("--gc-rounds", type=int, default=3,
@@ -601,7 +606,7 @@ def bench(args):
             r = in_child(drain_in_process, cand, spool, os.path.join(base, f"drain.{cand}"),
                          args.events, args.batch_events, wave1)
             report["drain"][cand] = r
-            print(f"  drain {cand:7s}: {r['events_per_s']:8,.0f} events/s, "
+            print(f"  drain {cand:11s}: {r['events_per_s']:8,.0f} events/s, "
                   f"{r['cpu_us_per_event']:5.1f} µs CPU/event, "
                   f"{r['bytes_per_event']:5.0f} bytes/event (waited for the core "
                   f"{r['core_waited']:.0%} of the time)")
@@ -626,7 +631,7 @@ def bench(args):
                   f"{'exact' if r['exact'] else 'MISMATCH'}")
         if "reports" in sections:
             report["reports"] = reports_section(
-                args, base, [c for c in candidates if c != "wave1"])
+                args, base, [c for c in candidates if c not in ("wave1", "sqlite-pure")])
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return report

@@ -70,8 +70,14 @@ def db(tmp_path):
     return str(tmp_path / "nested" / "dir" / "tracker.db")
 
 
-@pytest.fixture
-def sink(db):
+@pytest.fixture(params=["compiled", "pure"])
+def sink(db, request, monkeypatch):
+    """A started sink with each batch writer: the compiled one and its
+    pure-Python twin (TRACKER_PURE_SQLITE=1)."""
+    if request.param == "pure":
+        monkeypatch.setenv("TRACKER_PURE_SQLITE", "1")
+    else:
+        monkeypatch.delenv("TRACKER_PURE_SQLITE", raising=False)
     s = make_sink(db)
     yield s
     s.close_sync()
@@ -245,7 +251,11 @@ def test_counters_coalesce_per_batch_and_add_across_batches(db, sink):
     assert rows(db, "SELECT id, total FROM counters") == [("vids_created", 1)]
 
 
-def test_one_statement_per_distinct_counter_key(db, sink):
+def test_one_statement_per_distinct_counter_key(db, monkeypatch):
+    # The pure-Python twin, whose statements the sqlite3 module can trace (the
+    # compiled writer's count: tests/unit/test_sqlite_write.py).
+    monkeypatch.setenv("TRACKER_PURE_SQLITE", "1")
+    sink = make_sink(db)
     seen = []
     conn = sink._conn
     conn.set_trace_callback(seen.append)
@@ -436,8 +446,10 @@ def test_an_earlier_event_replaces_the_whole_row_even_with_fewer_fields(db, sink
     assert event == ("https://later", "late")
 
 
-def test_plan_cache_stays_bounded_whatever_the_key_orders(db, sink, monkeypatch):
+def test_plan_cache_stays_bounded_whatever_the_key_orders(db, monkeypatch):
     from engine.store.sinks import sqlite_model as module
+    monkeypatch.setenv("TRACKER_PURE_SQLITE", "1")     # the twin plans per key order
+    sink = make_sink(db)
     monkeypatch.setattr(module, "_PLANS_MAX", 8)
     module._PLANS.clear()
     events = []

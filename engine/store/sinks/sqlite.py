@@ -19,6 +19,12 @@ eid) DO NOTHING`` and only the events that landed are fanned out and
 counted, in the same transaction: a replayed batch rewrites and counts
 nothing.
 
+Event batches are written by the compiled writer
+(engine/store/sinks/_sqlite_write.pyx, a connection of its own through
+SQLite's C API); ``TRACKER_PURE_SQLITE=1`` selects its pure-Python twin,
+sqlite_model.write on this sink's ``sqlite3`` connection. Both write the
+same rows (tests/unit/test_sqlite_write.py).
+
 The blocking SQLite work runs in a single-thread executor owned by the sink,
 so the store process's event loop keeps reading the spool while a batch is
 written.
@@ -148,6 +154,21 @@ def iso_ms(ms):
 _COUNTER_SQL = sqlite_model.COUNTER_SQL
 
 
+def load_writer():
+    """The compiled batch writer's class, or None for the pure-Python twin
+    (``TRACKER_PURE_SQLITE=1``). Its absence otherwise is an installation
+    error, not a silent slowdown."""
+    if os.environ.get("TRACKER_PURE_SQLITE") == "1":
+        return None
+    try:
+        from engine.store.sinks._sqlite_write import BatchWriter
+    except ImportError as exc:
+        raise RuntimeError("the compiled SQLite writer engine.store.sinks._sqlite_write is "
+                           "missing: install with `pip install .` (it builds the Cython "
+                           "extensions)") from exc
+    return BatchWriter
+
+
 # Logs: a redelivered message with the same id (and time) is the same row.
 _LOGS_SQL = ("INSERT OR IGNORE INTO logs (ldate, created, ltime, id, name, host, hostname, "
              "owner, ip, level, msg, params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -173,6 +194,8 @@ class SQLiteSink(Sink):
         self.schema_version = int(config.schema_version)
         self.batch_max_events = _batch_events(entry, config)
         self._conn = None
+        self._writer = None             # the compiled batch writer (None: the twin)
+        self._writer_class = load_writer()
         self._executor = None
         self._lock = threading.Lock()  # one batch at a time on the connection
         self._strings = sqlite_model.Strings()
@@ -201,7 +224,13 @@ class SQLiteSink(Sink):
                 raise SinkUnavailable(f"sqlite: cannot open {self.path}: {e}") from e
             try:
                 self._apply_schema(conn)
-                conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+                if self._writer_class is None:
+                    conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+                else:       # the writer's connection holds the big cache
+                    self._writer = self._writer_class(self.path, BUSY_TIMEOUT_MS, CACHE_KIB)
+            except sqlite3.Error as e:
+                conn.close()
+                raise SinkUnavailable(f"sqlite: cannot open {self.path}: {e}") from e
             except BaseException:
                 conn.close()
                 raise
@@ -282,6 +311,9 @@ class SQLiteSink(Sink):
 
     def close_sync(self):
         with self._lock:
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                writer.close()
             conn, self._conn = self._conn, None
             if conn is not None:
                 try:
@@ -311,8 +343,15 @@ class SQLiteSink(Sink):
         batch = fan_out(events)
         strings = self._strings
         try:
-            with self._transaction() as cur:
-                fresh = sqlite_model.write(cur, batch, strings)
+            if self._writer_class is not None:
+                with self._lock:
+                    if self._writer is None:
+                        raise SinkUnavailable(
+                            f"sqlite: {self.path} is not open (start() first)")
+                    fresh = self._writer.write(batch, strings)
+            else:
+                with self._transaction() as cur:
+                    fresh = sqlite_model.write(cur, batch, strings)
         except BaseException:
             strings.rolled_back()
             raise

@@ -153,14 +153,14 @@ def _ev_rows(cur, batch, base, strings):
 
 # Earliest by (created, eid) across batches: a tie on created compares the
 # events' eids (rare, so the subqueries seldom run).
-_FIRST_VISITS_SQL = (
+FIRST_VISITS_SQL = (
     "INSERT INTO first_visits (vid, created, n) VALUES (?, ?, ?) "
     "ON CONFLICT (vid) DO UPDATE SET created = excluded.created, n = excluded.n "
     "WHERE excluded.created < first_visits.created "
     "OR (excluded.created = first_visits.created "
     "AND (SELECT eid FROM ev WHERE n = excluded.n) < "
     "(SELECT eid FROM ev WHERE n = first_visits.n))")
-_FIRST_REFS_SQL = (
+FIRST_REFS_SQL = (
     "INSERT INTO first_refs (vid, ref, created, n) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (vid) DO UPDATE SET ref = excluded.ref, created = excluded.created, "
     "n = excluded.n "
@@ -228,10 +228,10 @@ def _write_rows(cur, batch, numbers):
         for ev in visits.values():
             n, vid = numbers[id(ev)]
             rows.append((vid, ev["created"], n))
-        cur.executemany(_FIRST_VISITS_SQL, rows)
+        cur.executemany(FIRST_VISITS_SQL, rows)
     if refs:
         rows = []
         for ev in refs.values():
             n, vid = numbers[id(ev)]
             rows.append((vid, ev["ref"], ev["created"], n))
-        cur.executemany(_FIRST_REFS_SQL, rows)
+        cur.executemany(FIRST_REFS_SQL, rows)

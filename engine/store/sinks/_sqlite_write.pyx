@@ -1,0 +1,532 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The SQLite sink's batch writer, compiled: decoded events to rows through SQLite's C API.
+
+The same rows as engine/store/sinks/sqlite_model.py (its pure-Python twin,
+kept, selectable and checked against this one: tests/unit/test_sqlite_write.py),
+written without a Python tuple, cursor call or converted value per column:
+each event's dict is walked once, its values bound straight into one
+prepared ``INSERT INTO ev``, and whether the row landed read from SQLite's
+change counter. Only the events that landed are fanned out (first visit,
+first referral, counters coalesced per key), in the same transaction.
+
+The writer has a connection of its own (``sqlite3_open_v2``) to the sink's
+file, used only for event batches and only under the sink's lock; schema,
+migration and bus messages keep the sink's ``sqlite3`` connection. The
+library is linked by its run-time name (libsqlite3.so.0, the one Python's own
+``sqlite3`` module loads), and its API declared here, so a build needs no
+development headers.
+"""
+from cpython.dict cimport PyDict_Next
+from cpython.object cimport PyObject
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from libc.stdint cimport int64_t
+
+import sqlite3 as _sqlite3
+
+import orjson
+
+from engine.store.sinks.sqlite_model import (COUNTER_SQL, FIRST_REFS_SQL, FIRST_VISITS_SQL,
+                                             PLAIN, latlon_text, uuid_bytes, vp_text)
+
+cdef extern from *:
+    """
+    typedef struct sqlite3 sqlite3;
+    typedef struct sqlite3_stmt sqlite3_stmt;
+    int sqlite3_open_v2(const char *, sqlite3 **, int, const char *);
+    int sqlite3_close_v2(sqlite3 *);
+    int sqlite3_busy_timeout(sqlite3 *, int);
+    int sqlite3_exec(sqlite3 *, const char *, void *, void *, char **);
+    int sqlite3_prepare_v2(sqlite3 *, const char *, int, sqlite3_stmt **, const char **);
+    int sqlite3_step(sqlite3_stmt *);
+    int sqlite3_reset(sqlite3_stmt *);
+    int sqlite3_clear_bindings(sqlite3_stmt *);
+    int sqlite3_finalize(sqlite3_stmt *);
+    int sqlite3_bind_int64(sqlite3_stmt *, int, long long);
+    int sqlite3_bind_double(sqlite3_stmt *, int, double);
+    int sqlite3_bind_text(sqlite3_stmt *, int, const char *, int, void (*)(void *));
+    int sqlite3_bind_blob(sqlite3_stmt *, int, const void *, int, void (*)(void *));
+    int sqlite3_bind_null(sqlite3_stmt *, int);
+    int sqlite3_total_changes(sqlite3 *);
+    long long sqlite3_last_insert_rowid(sqlite3 *);
+    long long sqlite3_column_int64(sqlite3_stmt *, int);
+    const char *sqlite3_errmsg(sqlite3 *);
+    int sqlite3_get_autocommit(sqlite3 *);
+    /* Values of sqlite3.h (a stable ABI since 3.0). */
+    #define TRK_SQLITE_OK 0
+    #define TRK_SQLITE_CONSTRAINT 19
+    #define TRK_SQLITE_ROW 100
+    #define TRK_SQLITE_DONE 101
+    #define TRK_SQLITE_OPEN_READWRITE 0x00000002
+    #define TRK_SQLITE_OPEN_NOMUTEX 0x00008000
+    #define TRK_SQLITE_STATIC ((void (*)(void *))0)
+    #define TRK_SQLITE_TRANSIENT ((void (*)(void *))-1)
+    """
+    ctypedef struct sqlite3
+    ctypedef struct sqlite3_stmt
+    int sqlite3_open_v2(const char *, sqlite3 **, int, const char *)
+    int sqlite3_close_v2(sqlite3 *)
+    int sqlite3_busy_timeout(sqlite3 *, int)
+    int sqlite3_exec(sqlite3 *, const char *, void *, void *, char **) nogil
+    int sqlite3_prepare_v2(sqlite3 *, const char *, int, sqlite3_stmt **, const char **)
+    int sqlite3_step(sqlite3_stmt *) nogil
+    int sqlite3_reset(sqlite3_stmt *)
+    int sqlite3_clear_bindings(sqlite3_stmt *)
+    int sqlite3_finalize(sqlite3_stmt *)
+    int sqlite3_bind_int64(sqlite3_stmt *, int, long long)
+    int sqlite3_bind_double(sqlite3_stmt *, int, double)
+    int sqlite3_bind_text(sqlite3_stmt *, int, const char *, int, void (*)(void *))
+    int sqlite3_bind_blob(sqlite3_stmt *, int, const void *, int, void (*)(void *))
+    int sqlite3_bind_null(sqlite3_stmt *, int)
+    int sqlite3_total_changes(sqlite3 *)
+    long long sqlite3_last_insert_rowid(sqlite3 *)
+    long long sqlite3_column_int64(sqlite3_stmt *, int)
+    const char *sqlite3_errmsg(sqlite3 *)
+    int sqlite3_get_autocommit(sqlite3 *)
+    int SQLITE_OK "TRK_SQLITE_OK"
+    int SQLITE_CONSTRAINT "TRK_SQLITE_CONSTRAINT"
+    int SQLITE_ROW "TRK_SQLITE_ROW"
+    int SQLITE_DONE "TRK_SQLITE_DONE"
+    int SQLITE_OPEN_READWRITE "TRK_SQLITE_OPEN_READWRITE"
+    int SQLITE_OPEN_NOMUTEX "TRK_SQLITE_OPEN_NOMUTEX"
+    void (*SQLITE_STATIC "TRK_SQLITE_STATIC")(void *)
+    void (*SQLITE_TRANSIENT "TRK_SQLITE_TRANSIENT")(void *)
+
+# ev's bind positions: the converted head (as sqlite_model.HEAD), then PLAIN.
+DEF B_N = 1
+DEF B_CREATED = 2
+DEF B_EID = 3
+DEF B_VID = 4
+DEF B_SID = 5
+DEF B_FIRST = 6
+DEF B_URL = 7
+DEF B_LAST = 8
+DEF B_BROWSER = 9
+DEF B_LATLON = 10
+DEF B_VP = 11
+DEF B_PARAMS = 12
+DEF B_PLAIN = 13
+
+# Counter tables in the order written, and how many key columns each binds.
+COUNTER_TABLES = ("dailies", "ips", "hits", "referrers", "browsers", "outcomes", "counters")
+DEF C_DAILIES = 0
+DEF C_IPS = 1
+DEF C_HITS = 2
+DEF C_REFERRERS = 3
+DEF C_BROWSERS = 4
+DEF C_OUTCOMES = 5
+DEF C_COUNTERS = 6
+DEF N_COUNTERS = 7
+
+_EV_SQL = ("INSERT INTO ev (n, created, eid, vid, sid, first, url, last, browser, latlon, vp, "
+           "params, %s) VALUES (%s) ON CONFLICT (created, eid) DO NOTHING"
+           % (", ".join(PLAIN), ", ".join("?" * (B_PLAIN - 1 + len(PLAIN)))))
+
+# Event key -> bind position (bound as it is), or a negative code (converted).
+DEF K_URL = -1
+DEF K_LAST = -2
+DEF K_BROWSER = -3
+DEF K_PARAMS = -4
+DEF K_LATLON = -5
+DEF K_VP = -6
+cdef dict _AT = {name: B_PLAIN + i for i, name in enumerate(PLAIN)}
+_AT.update(url=K_URL, last=K_LAST, browser=K_BROWSER, params=K_PARAMS, latlon=K_LATLON,
+           vp=K_VP)
+
+
+cdef object _error(sqlite3 *db, int rc):
+    message = (sqlite3_errmsg(db) or b"sqlite error").decode("utf-8", "replace")
+    if rc & 0xff == SQLITE_CONSTRAINT:
+        return _sqlite3.IntegrityError(message)
+    return _sqlite3.OperationalError(message)
+
+
+cdef inline int _hex(int c):
+    if 48 <= c <= 57:
+        return c - 48
+    if 97 <= c <= 102:
+        return c - 87
+    if 65 <= c <= 70:
+        return c - 55
+    return -1
+
+
+cdef bint _uuid_into(object text, unsigned char *out):
+    """Canonical (or hyphen-free) UUID text -> 16 bytes; False if it is not one."""
+    cdef Py_ssize_t size, i
+    cdef const char *s
+    cdef int k = 0, hi = -1, v
+    if type(text) is not str:
+        return False
+    s = PyUnicode_AsUTF8AndSize(text, &size)
+    for i in range(size):
+        if s[i] == 45:          # '-'
+            continue
+        v = _hex(<unsigned char>s[i])
+        if v < 0 or k >= 16:
+            return False
+        if hi < 0:
+            hi = v
+        else:
+            out[k] = <unsigned char>(hi * 16 + v)
+            k += 1
+            hi = -1
+    return k == 16 and hi < 0
+
+
+cdef class Stmt:
+    """One prepared statement of the writer's connection."""
+    cdef sqlite3_stmt *st
+    cdef sqlite3 *db
+
+    cdef int prepare(self, sqlite3 *db, str sql) except -1:
+        cdef bytes text = sql.encode()
+        self.db = db
+        rc = sqlite3_prepare_v2(db, text, len(text), &self.st, NULL)
+        if rc != SQLITE_OK:
+            raise _error(db, rc)
+        return 0
+
+    cdef int run(self) except -1:
+        """Step to the end (an INSERT/UPSERT), then make it ready again."""
+        cdef int rc = sqlite3_step(self.st)
+        sqlite3_reset(self.st)
+        sqlite3_clear_bindings(self.st)
+        if rc != SQLITE_DONE and rc != SQLITE_ROW:
+            raise _error(self.db, rc)
+        return 0
+
+    cdef int bind_text(self, int at, object value, bint copy=False) except -1:
+        """Bind a str. Not copied unless ``copy``: the caller holds ``value``
+        until the statement has run."""
+        cdef Py_ssize_t size
+        cdef const char *s = PyUnicode_AsUTF8AndSize(value, &size)
+        sqlite3_bind_text(self.st, at, s, <int>size, SQLITE_TRANSIENT if copy else SQLITE_STATIC)
+        return 0
+
+    cdef int bind_utf8(self, int at, bytes value) except -1:
+        """Bind UTF-8 bytes as TEXT, copied."""
+        sqlite3_bind_text(self.st, at, value, len(value), SQLITE_TRANSIENT)
+        return 0
+
+    cdef int bind_value(self, int at, object value) except -1:
+        """As the ``sqlite3`` module binds a Python value."""
+        cdef type t = type(value)
+        if t is str:
+            return self.bind_text(at, value)
+        if value is None:
+            sqlite3_bind_null(self.st, at)
+        elif t is int or t is bool:
+            sqlite3_bind_int64(self.st, at, <long long>value)
+        elif t is float:
+            sqlite3_bind_double(self.st, at, <double>value)
+        elif t is bytes:
+            sqlite3_bind_blob(self.st, at, <const char *>(<bytes>value), len(<bytes>value),
+                              SQLITE_TRANSIENT)
+        elif isinstance(value, str):
+            return self.bind_text(at, str(value), True)
+        elif isinstance(value, int):
+            sqlite3_bind_int64(self.st, at, <long long>value)
+        elif isinstance(value, float):
+            sqlite3_bind_double(self.st, at, <double>value)
+        else:
+            raise _sqlite3.ProgrammingError(
+                f"Error binding parameter {at}: type '{t.__name__}' is not supported")
+        return 0
+
+    cdef close(self):
+        if self.st != NULL:
+            sqlite3_finalize(self.st)
+            self.st = NULL
+
+
+cdef class BatchWriter:
+    """Writes event batches into one SQLite file (see the module docstring)."""
+    cdef sqlite3 *db
+    cdef Stmt ev, max_n, str_get, str_put, first_visit, first_ref
+    cdef list counters          # Stmt per COUNTER_TABLES entry
+    cdef long long day_number
+    cdef object day_text
+    cdef readonly str path
+    cdef readonly long counter_statements   # counter upserts run (one per key per batch)
+    cdef unsigned char uuids[48]            # eid, vid, sid bytes of the row being bound
+
+    def __cinit__(self):
+        self.db = NULL
+        self.day_number = -1
+
+    def __init__(self, path, int busy_timeout_ms=15000, int cache_kib=32768):
+        self.path = str(path)
+        cdef bytes name = self.path.encode()
+        cdef sqlite3 *db = NULL
+        rc = sqlite3_open_v2(name, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL)
+        if rc != SQLITE_OK:
+            err = _error(db, rc) if db != NULL else _sqlite3.OperationalError(
+                f"cannot open {self.path}")
+            sqlite3_close_v2(db)
+            raise err
+        self.db = db
+        sqlite3_busy_timeout(db, busy_timeout_ms)
+        # FULL: each COMMIT fsyncs the WAL (the spool forgets what was committed).
+        self._exec(f"PRAGMA synchronous = FULL; PRAGMA cache_size = -{int(cache_kib)}")
+        self.ev = self._prepare(_EV_SQL)
+        self.max_n = self._prepare("SELECT coalesce(max(n), 0) FROM ev")
+        self.str_get = self._prepare("SELECT id FROM strings WHERE text = ?")
+        self.str_put = self._prepare("INSERT INTO strings (text) VALUES (?)")
+        self.first_visit = self._prepare(FIRST_VISITS_SQL)
+        self.first_ref = self._prepare(FIRST_REFS_SQL)
+        self.counters = [self._prepare(COUNTER_SQL[t]) for t in COUNTER_TABLES]
+
+    cdef Stmt _prepare(self, str sql):
+        cdef Stmt s = Stmt()
+        s.prepare(self.db, sql)
+        return s
+
+    cdef int _exec(self, str sql) except -1:
+        """Run ``sql`` without the GIL: BEGIN IMMEDIATE may wait up to the busy
+        timeout for another process's transaction, and the store process's loop
+        must go on meanwhile (reading, draining, stopping)."""
+        cdef bytes text = sql.encode()
+        cdef const char *c_sql = text
+        cdef int rc
+        with nogil:
+            rc = sqlite3_exec(self.db, c_sql, NULL, NULL, NULL)
+        if rc != SQLITE_OK:
+            raise _error(self.db, rc)
+        return 0
+
+    cdef int _commit(self) except -1:
+        """COMMIT without the GIL: its WAL write and fsync take the longest."""
+        cdef int rc
+        with nogil:
+            rc = sqlite3_exec(self.db, b"COMMIT", NULL, NULL, NULL)
+        if rc != SQLITE_OK:
+            raise _error(self.db, rc)
+        return 0
+
+    def close(self):
+        if self.db == NULL:
+            return
+        for s in [self.ev, self.max_n, self.str_get, self.str_put, self.first_visit,
+                  self.first_ref] + (self.counters or []):
+            if s is not None:
+                (<Stmt>s).close()
+        sqlite3_close_v2(self.db)
+        self.db = NULL
+
+    def __dealloc__(self):
+        if self.db != NULL:
+            sqlite3_close_v2(self.db)    # closes once its statements are finalized
+
+    # ---------------------------------------------------------------- a batch
+
+    def write(self, batch, strings):
+        """Store ``batch`` (fanout.Batch or list of events, unique by eid) in one
+        ``BEGIN IMMEDIATE`` transaction; return how many events were new.
+        Rolls back and re-raises on any error; ``strings`` (sqlite_model.Strings)
+        learns the dictionary ids created, for its own commit or rollback."""
+        if self.db == NULL:
+            raise _sqlite3.ProgrammingError(f"{self.path}: writer is closed")
+        self._exec("BEGIN IMMEDIATE")
+        try:
+            landed = self._write(batch, strings)
+            self._commit()
+        except BaseException:
+            if not sqlite3_get_autocommit(self.db):
+                sqlite3_exec(self.db, b"ROLLBACK", NULL, NULL, NULL)
+            raise
+        return landed
+
+    cdef long long _base(self) except -1:
+        cdef int rc = sqlite3_step(self.max_n.st)
+        cdef long long base = sqlite3_column_int64(self.max_n.st, 0)
+        sqlite3_reset(self.max_n.st)
+        if rc != SQLITE_ROW:
+            raise _error(self.db, rc)
+        return base
+
+    cdef object _write(self, object batch, object strings):
+        cdef long long n = self._base()
+        cdef long landed = 0
+        cdef int before
+        cdef dict visits = {}, refs = {}
+        cdef list counts = [{} for _ in range(N_COUNTERS)]
+        cdef dict ids = strings.ids
+        cdef list fresh = strings.fresh
+        cdef Py_ssize_t most = strings.MAX
+        for ev in batch:
+            n += 1
+            vid = self._bind_event(<dict>ev, n, ids, fresh, most)   # may add strings
+            before = sqlite3_total_changes(self.db)
+            self.ev.run()
+            if sqlite3_total_changes(self.db) == before:
+                continue                     # stored already: (created, eid) exists
+            landed += 1
+            self._fan(<dict>ev, n, vid, visits, refs, counts)
+        if landed:
+            self._write_firsts(visits, refs)
+            self._write_counters(counts)
+        return landed
+
+    cdef object _bind_event(self, dict ev, long long n, dict ids, list fresh,
+                            Py_ssize_t most):
+        """Bind ``ev`` into the ev INSERT; returns its vid's 16 bytes."""
+        cdef Stmt st = self.ev
+        cdef Py_ssize_t pos = 0
+        cdef PyObject *k
+        cdef PyObject *v
+        sqlite3_bind_int64(st.st, B_N, n)
+        st.bind_value(B_CREATED, ev["created"])
+        self._bind_uuid(B_EID, ev["eid"], self.uuids)
+        vid = self._bind_uuid(B_VID, ev["vid"], self.uuids + 16)
+        self._bind_uuid(B_SID, ev["sid"], self.uuids + 32)
+        sqlite3_bind_int64(st.st, B_FIRST, 1 if ev["first"] else 0)
+        cdef int at
+        while PyDict_Next(ev, &pos, &k, &v):
+            code = _AT.get(<object>k)
+            if code is None:
+                continue                    # not a column (new_visitor, ...)
+            at = code
+            value = <object>v
+            if at > 0:
+                st.bind_value(at, value)
+            elif not value:
+                continue
+            elif at == K_URL:
+                self._bind_string(B_URL, value, ids, fresh, most)
+            elif at == K_LAST:
+                self._bind_string(B_LAST, value, ids, fresh, most)
+            elif at == K_BROWSER:
+                self._bind_string(B_BROWSER, value, ids, fresh, most)
+            elif at == K_PARAMS:
+                st.bind_utf8(B_PARAMS, orjson.dumps(value))
+            elif at == K_LATLON:
+                st.bind_text(B_LATLON, latlon_text(value), True)
+            elif at == K_VP:
+                st.bind_text(B_VP, vp_text(value), True)
+        return vid
+
+    cdef object _bind_uuid(self, int at, object text, unsigned char *buf):
+        """Bind a UUID's 16 bytes, not copied: ``buf`` is the writer's and is
+        only reused for the next row; returns them."""
+        if text is None:
+            sqlite3_bind_null(self.ev.st, at)       # NOT NULL refuses, as in the twin
+            return None
+        if not _uuid_into(text, buf):
+            raw = uuid_bytes(text)                  # raises ValueError as the twin does
+            self.ev.bind_value(at, raw)
+            return raw
+        sqlite3_bind_blob(self.ev.st, at, buf, 16, SQLITE_STATIC)
+        return buf[:16]
+
+    cdef int _bind_string(self, int at, object text, dict ids, list fresh,
+                          Py_ssize_t most) except -1:
+        """Bind ``text``'s id in the strings dictionary (created if new)."""
+        i = ids.get(text)
+        if i is None:
+            i = self._string_id(text)
+            if i < 0:
+                i = -i
+                fresh.append(text)
+            if len(ids) >= most:
+                ids.clear()
+            ids[text] = i
+        sqlite3_bind_int64(self.ev.st, at, <long long>i)
+        return 0
+
+    cdef long long _string_id(self, object text) except 0:
+        """The id of ``text`` in ``strings``, negated when this call inserted it."""
+        cdef Stmt get = self.str_get, put = self.str_put
+        cdef int rc
+        get.bind_value(1, text)
+        rc = sqlite3_step(get.st)
+        found = sqlite3_column_int64(get.st, 0) if rc == SQLITE_ROW else 0
+        sqlite3_reset(get.st)
+        sqlite3_clear_bindings(get.st)
+        if rc != SQLITE_ROW and rc != SQLITE_DONE:
+            raise _error(self.db, rc)
+        if found:
+            return found
+        put.bind_value(1, text)
+        put.run()
+        return -sqlite3_last_insert_rowid(self.db)
+
+    # ---------------------------------------------------------------- fan-out
+
+    cdef _fan(self, dict ev, long long n, object vid, dict visits, dict refs, list counts):
+        """What a landed event adds: first visit and referral candidates, counters."""
+        created = ev["created"]
+        vid_text = ev["vid"]
+        if ev["first"]:
+            old = visits.get(vid_text)
+            if old is None or (created, ev["eid"]) < (<tuple>old)[0]:
+                visits[vid_text] = ((created, ev["eid"]), vid, created, n)
+        ref = ev.get("ref")
+        if ref:
+            old = refs.get(vid_text)
+            if old is None or (created, ev["eid"]) < (<tuple>old)[0]:
+                refs[vid_text] = ((created, ev["eid"]), vid, ref, created, n)
+        ip = ev.get("ip") or ""
+        day = self._day(created)
+        _bump(counts[C_DAILIES], (ip, day))
+        if ip:
+            _bump(counts[C_IPS], ip)
+        url = ev.get("url")
+        if url:
+            _bump(counts[C_HITS], url)
+        last = ev.get("last")
+        if last:
+            _bump(counts[C_REFERRERS], last)
+        browser = ev.get("browser")
+        if browser:
+            _bump(counts[C_BROWSERS], (browser, ev.get("bhash") or ""))
+        outcome = ev.get("outcome")
+        if outcome:
+            _bump(counts[C_OUTCOMES], (outcome, ev.get("sink") or "", url or "", day))
+        if ev.get("new_visitor"):
+            _bump(counts[C_COUNTERS], "vids_created")
+
+    cdef object _day(self, object created):
+        """"YYYY-MM-DD" (UTC) of ``created`` ms, as fanout.utc_day."""
+        cdef long long number = created // 86_400_000
+        if number != self.day_number:
+            from engine.store.fanout import utc_day
+            self.day_text = utc_day(created)
+            self.day_number = number
+        return self.day_text
+
+    cdef _write_firsts(self, dict visits, dict refs):
+        cdef Stmt st = self.first_visit
+        for _, vid, created, n in visits.values():
+            st.bind_value(1, vid)
+            st.bind_value(2, created)
+            st.bind_value(3, n)
+            st.run()
+        st = self.first_ref
+        for _, vid, ref, created, n in refs.values():
+            st.bind_value(1, vid)
+            st.bind_value(2, ref)
+            st.bind_value(3, created)
+            st.bind_value(4, n)
+            st.run()
+
+    cdef _write_counters(self, list counts):
+        cdef Stmt st
+        cdef int i, at
+        for i in range(N_COUNTERS):
+            st = <Stmt>self.counters[i]
+            for key, total in (<dict>counts[i]).items():
+                if type(key) is tuple:
+                    at = 1
+                    for part in <tuple>key:
+                        st.bind_value(at, part)
+                        at += 1
+                else:
+                    st.bind_value(1, key)
+                    at = 2
+                st.bind_value(at, total)
+                st.run()
+                self.counter_statements += 1
+
+
+cdef inline void _bump(dict table, object key):
+    table[key] = table.get(key, 0) + 1

@@ -1,0 +1,145 @@
+"""The compiled SQLite batch writer (engine/store/sinks/_sqlite_write.pyx) against
+its pure-Python twin (sqlite_model.write, ``TRACKER_PURE_SQLITE=1``): the same
+batches into two real files must leave the same rows, counters and answers —
+replays, ties on ``created``, robots' flags and odd values included."""
+import sqlite3
+import tempfile
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.store.sinks.sqlite import SQLiteSink
+
+VIDS = [str(uuid.UUID(int=i * 7919 + 1)) for i in range(6)]
+SIDS = [str(uuid.UUID(int=i * 104729 + 3)) for i in range(4)]
+T = 1764285326123
+
+
+class Cfg:
+    schema_version = 1
+
+
+def make_sink(path, monkeypatch, pure):
+    if pure:
+        monkeypatch.setenv("TRACKER_PURE_SQLITE", "1")
+    else:
+        monkeypatch.delenv("TRACKER_PURE_SQLITE", raising=False)
+    sink = SQLiteSink({"Service": "sqlite", "Path": str(path)}, Cfg())
+    sink.start_sync()
+    assert (sink._writer is None) == pure
+    return sink
+
+
+# Everything a reader can see: the views resolve the strings dictionary, so
+# the two writers may number its texts differently.
+DUMPS = [
+    "SELECT * FROM events ORDER BY created, eid",
+    "SELECT * FROM visitors ORDER BY vid",
+    "SELECT * FROM referrals ORDER BY vid",
+    "SELECT * FROM reqs ORDER BY vid",
+    "SELECT vid, created, n FROM first_visits ORDER BY vid",
+    "SELECT vid, ref, created, n FROM first_refs ORDER BY vid",
+    "SELECT * FROM dailies ORDER BY 1, 2",
+    "SELECT * FROM ips ORDER BY 1",
+    "SELECT * FROM hits ORDER BY 1",
+    "SELECT * FROM referrers ORDER BY 1",
+    "SELECT * FROM browsers ORDER BY 1, 2",
+    "SELECT * FROM outcomes ORDER BY 1, 2, 3, 4",
+    "SELECT * FROM counters ORDER BY 1",
+    "SELECT count(*), count(DISTINCT text) FROM strings",
+]
+
+
+def dump(path):
+    conn = sqlite3.connect(path)
+    try:
+        return [[tuple(r) for r in conn.execute(sql)] for sql in DUMPS]
+    finally:
+        conn.close()
+
+
+text = st.sampled_from(["a", "b", "ünï", "x" * 300, "", "https://example.com/p?q=1"])
+optional = {
+    "url": text, "last": text, "browser": text, "ref": text, "ip": text, "uid": text,
+    "outcome": text, "sink": text, "bhash": text, "ename": text, "country": text,
+    "score": st.floats(allow_nan=False, allow_infinity=False) | st.none(),
+    "duration": st.integers(-2**40, 2**40),
+    "latlon": st.tuples(st.floats(-90, 90), st.floats(-180, 180)) | st.none(),
+    "vp": st.tuples(st.integers(0, 5000), st.integers(0, 5000)),
+    "params": st.dictionaries(st.sampled_from(["k", "browser_family", "ü"]), text, max_size=2),
+    "new_visitor": st.booleans(),
+    "robot_flag_not_a_column": st.booleans(),
+}
+
+
+@st.composite
+def event(draw):
+    ev = {"eid": str(uuid.UUID(int=draw(st.integers(0, 40)))),
+          "vid": draw(st.sampled_from(VIDS)), "sid": draw(st.sampled_from(SIDS)),
+          "created": T + draw(st.integers(0, 3)) * 43_200_000 + draw(st.integers(0, 2)),
+          "first": draw(st.booleans())}
+    for key in draw(st.lists(st.sampled_from(sorted(optional)), unique=True, max_size=8)):
+        ev[key] = draw(optional[key])
+    return ev
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(st.lists(event(), max_size=12), min_size=1, max_size=4))
+def test_compiled_writer_stores_what_the_python_twin_stores(batches, monkeypatch):
+    with tempfile.TemporaryDirectory() as d:
+        compiled = make_sink(f"{d}/c.db", monkeypatch, pure=False)
+        twin = make_sink(f"{d}/p.db", monkeypatch, pure=True)
+        try:
+            for batch in batches:
+                # Each writer gets its own copies: a sink may not rely on events
+                # being left as they were, but neither may change what it is given.
+                a = compiled.write_batch_sync([dict(e) for e in batch])
+                b = twin.write_batch_sync([dict(e) for e in batch])
+                assert a == b
+        finally:
+            compiled.close_sync()
+            twin.close_sync()
+        assert dump(f"{d}/c.db") == dump(f"{d}/p.db")
+
+
+def test_a_failed_batch_is_rolled_back_whole_and_retried(tmp_path, monkeypatch):
+    sink = make_sink(tmp_path / "t.db", monkeypatch, pure=False)
+    good = {"eid": str(uuid.uuid4()), "vid": VIDS[0], "sid": SIDS[0], "created": T,
+            "first": True, "url": "https://example.com/new-text", "ip": "10.0.0.1"}
+    bad = dict(good, eid=str(uuid.uuid4()), vid=None)       # ev.vid is NOT NULL
+    with pytest.raises(sqlite3.IntegrityError):
+        sink.write_batch_sync([good, bad])
+    conn = sqlite3.connect(tmp_path / "t.db")
+    assert conn.execute("SELECT count(*) FROM ev").fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM strings").fetchone() == (0,)
+    assert sink._strings.ids == {}            # the rolled-back id is not cached
+    assert sink.write_batch_sync([good]) == 1
+    assert sink.write_batch_sync([good]) == 0  # a replay lands nothing
+    assert conn.execute("SELECT url, total FROM hits").fetchall() == [
+        ("https://example.com/new-text", 1)]
+    assert conn.execute("SELECT count(*) FROM strings").fetchone() == (1,)
+    conn.close()
+    sink.close_sync()
+
+
+def test_a_malformed_uuid_is_refused_as_the_twin_refuses_it(tmp_path, monkeypatch):
+    for pure in (False, True):
+        sink = make_sink(tmp_path / f"{pure}.db", monkeypatch, pure=pure)
+        with pytest.raises(ValueError):
+            sink.write_batch_sync([{"eid": "not-a-uuid", "vid": VIDS[0], "sid": SIDS[0],
+                                    "created": T, "first": False}])
+        sink.close_sync()
+
+
+def test_one_counter_statement_per_distinct_key(tmp_path, monkeypatch):
+    sink = make_sink(tmp_path / "t.db", monkeypatch, pure=False)
+    batch = [{"eid": str(uuid.uuid4()), "vid": VIDS[i % 2], "sid": SIDS[0], "created": T,
+              "first": False, "ip": "10.0.0.1", "url": f"https://example.com/{i % 3}"}
+             for i in range(50)]
+    assert sink.write_batch_sync(batch) == 50
+    # dailies 1 key, ips 1, hits 3
+    assert sink._writer.counter_statements == 5
+    sink.close_sync()

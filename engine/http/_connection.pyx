@@ -42,30 +42,6 @@ cdef extern from "Python.h":
 cdef extern from "string.h":
     void* memmem(const void* haystack, size_t n, const void* needle, size_t m) nogil
 
-cdef extern from "<sys/socket.h>" nogil:
-    ctypedef unsigned int socklen_t
-    struct sockaddr:
-        unsigned short sa_family
-    struct sockaddr_storage:
-        unsigned short ss_family
-    int getpeername(int fd, sockaddr* addr, socklen_t* length)
-
-cdef extern from "<netinet/in.h>" nogil:
-    enum: AF_INET
-    enum: AF_INET6
-    struct in_addr:
-        pass
-    struct in6_addr:
-        pass
-    struct sockaddr_in:
-        in_addr sin_addr
-    struct sockaddr_in6:
-        in6_addr sin6_addr
-        unsigned int sin6_scope_id
-
-cdef extern from "<arpa/inet.h>" nogil:
-    const char* inet_ntop(int af, const void* src, char* dst, socklen_t size)
-
 cdef enum:
     M_GET = 1
     M_HEAD = 2
@@ -280,28 +256,6 @@ cdef int _kept_header(const char* k, Py_ssize_t n) noexcept:
     return H_NONE
 
 
-cdef str _peer_ip(transport):
-    """The client's address as text, read with one getpeername(2) on the
-    transport's descriptor: uvloop's ``get_extra_info("peername")`` builds a
-    Python socket object per connection for it, a measurable share of a
-    short-lived connection. Anything but a plain IPv4/IPv6 peer (a scoped
-    link-local address) takes that standard route."""
-    cdef sockaddr_storage addr
-    cdef socklen_t length = sizeof(addr)
-    cdef char text[64]
-    cdef const char* done = NULL
-    sock = transport.get_extra_info("socket")
-    if sock is not None and getpeername(sock.fileno(), <sockaddr*>&addr, &length) == 0:
-        if addr.ss_family == AF_INET:
-            done = inet_ntop(AF_INET, &(<sockaddr_in*>&addr).sin_addr, text, sizeof(text))
-        elif addr.ss_family == AF_INET6 and (<sockaddr_in6*>&addr).sin6_scope_id == 0:
-            done = inet_ntop(AF_INET6, &(<sockaddr_in6*>&addr).sin6_addr, text, sizeof(text))
-        if done != NULL:
-            return (<bytes>text).decode("ascii")
-    peer = transport.get_extra_info("peername")
-    return peer[0] if peer else ""
-
-
 cdef inline bytes _join(bytes prior, bytes value, bytes sep):
     return value if prior is None else prior + sep + value
 
@@ -334,7 +288,10 @@ cdef class HttpConnection:
     def connection_made(self, transport):
         self.transport = transport
         self.registry.accepted += 1
-        self.client_ip = _peer_ip(transport)
+        # uvloop read the peer's address when it accepted (one getpeername,
+        # kept as a sockaddr): this only formats it, no system call.
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if peer else ""
         self.registry.open.add(self)
         self.deadline = self.registry.clock + self.registry.idle_timeout
         refusal = self.app.admit_connection(self)

@@ -1,7 +1,7 @@
-"""The client address a connection records, read from a real loopback socket
-(engine/http/_connection.pyx ``_peer_ip``: getpeername(2) on the descriptor)
-must be what the standard ``get_extra_info("peername")`` says, for IPv4,
-IPv6 and an IPv4 client on a dual-stack IPv6 listener."""
+"""The client address a connection records (engine/http/_connection.pyx,
+from the address uvloop read when it accepted) over a real loopback socket
+must be the client's own address, for IPv4, IPv6 and an IPv4 client on a
+dual-stack IPv6 listener (as uvloop's ``get_extra_info("peername")`` says)."""
 import asyncio
 import socket
 

@@ -14,11 +14,11 @@ import math
 INPUTS = {
     # The collector (measured by the project's benchmarks, one core each).
     "ingest_us_per_event": (
-        45.9, "µs of collector CPU per event: HTTP + spool + SQLite, keep-alive",
-        "docs/ingest.md (loadtest/bench_ingest.py, 1 worker + 1 store on one core, 2026-11-30 06:07)"),
+        46.1, "µs of collector CPU per event: HTTP + spool + SQLite, keep-alive",
+        "docs/ingest.md (loadtest/bench_ingest.py, 1 worker + 1 store on one core, 2026-11-30 09:08)"),
     "sqlite_sink_us_per_event": (
-        32.3, "µs of it for the SQLite store stage (left out when SQLite is not a sink)",
-        "docs/ingest.md (SQLite row − spool-only row of the same run, 2026-11-30 06:07)"),
+        31.3, "µs of it for the SQLite store stage (left out when SQLite is not a sink)",
+        "docs/ingest.md (SQLite row − spool-only row of the same run, 2026-11-30 09:08)"),
     "cassandra_sink_us_per_event": (
         154.0, "µs of collector CPU per event in the Cassandra sink (acsylla, planner)",
         "docs/cassandra.md (loadtest/bench_cassandra.py, running collector, 2026-11-30)"),

@@ -143,3 +143,19 @@ def test_one_counter_statement_per_distinct_key(tmp_path, monkeypatch):
     # dailies 1 key, ips 1, hits 3
     assert sink._writer.counter_statements == 5
     sink.close_sync()
+
+
+def test_a_value_that_cannot_be_bound_leaves_nothing_behind(tmp_path, monkeypatch):
+    """A batch that fails while an event is half bound (uid bound, then a value
+    of no SQLite type) must not leak that uid into the next batch's event."""
+    for pure in (False, True):
+        sink = make_sink(tmp_path / f"{pure}.db", monkeypatch, pure=pure)
+        base = {"vid": VIDS[0], "sid": SIDS[0], "created": T, "first": False}
+        bad = dict(base, eid=str(uuid.uuid4()), uid="left-over", app=["not", "text"])
+        with pytest.raises(sqlite3.ProgrammingError):
+            sink.write_batch_sync([bad])
+        assert sink.write_batch_sync([dict(base, eid=str(uuid.uuid4()))]) == 1
+        conn = sqlite3.connect(tmp_path / f"{pure}.db")
+        assert conn.execute("SELECT uid, app FROM events").fetchall() == [(None, None)]
+        conn.close()
+        sink.close_sync()

@@ -238,6 +238,11 @@ cdef class Stmt:
             sqlite3_finalize(self.st)
             self.st = NULL
 
+    def __dealloc__(self):
+        # (a writer whose __init__ failed half way: its connection was closed
+        # with sqlite3_close_v2, which waits for its statements' finalize)
+        self.close()
+
 
 cdef class BatchWriter:
     """Writes event batches into one SQLite file (see the module docstring)."""
@@ -331,10 +336,19 @@ cdef class BatchWriter:
             landed = self._write(batch, strings)
             self._commit()
         except BaseException:
+            # A row may have failed half bound: its values (some not copied, see
+            # Stmt.bind_text) must not stay bound for the next batch's row.
+            for s in self._statements():
+                sqlite3_reset((<Stmt>s).st)
+                sqlite3_clear_bindings((<Stmt>s).st)
             if not sqlite3_get_autocommit(self.db):
                 sqlite3_exec(self.db, b"ROLLBACK", NULL, NULL, NULL)
             raise
         return landed
+
+    cdef list _statements(self):
+        return [self.ev, self.max_n, self.str_get, self.str_put, self.first_visit,
+                self.first_ref] + self.counters
 
     cdef long long _base(self) except -1:
         cdef int rc = sqlite3_step(self.max_n.st)

@@ -369,7 +369,7 @@ cdef class BatchWriter:
         cdef Py_ssize_t most = strings.MAX
         for ev in batch:
             n += 1
-            vid = self._bind_event(<dict>ev, n, ids, fresh, most)   # may add strings
+            vid = self._bind_event(<dict?>ev, n, ids, fresh, most)   # may add strings
             before = sqlite3_total_changes(self.db)
             self.ev.run()
             if sqlite3_total_changes(self.db) == before:

@@ -4,17 +4,12 @@
 for running the test suite against both); otherwise the Cython module is
 required and its absence is an installation error, not a silent slowdown.
 """
-import os
+from engine.system.compiled import compiled
 
 
 def load_parser():
-    if os.environ.get("TRACKER_PURE_PARSE") == "1":
+    parser = compiled("engine._parse", "TRACKER_PURE_PARSE")
+    if parser is None:
         from engine import parse_ref
         return parse_ref
-    try:
-        from engine import _parse
-    except ImportError as exc:
-        raise RuntimeError("the compiled parser engine._parse is missing: "
-                           "install with `pip install .` (it builds the Cython "
-                           "extension)") from exc
-    return _parse
+    return parser

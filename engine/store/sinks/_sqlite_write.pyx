@@ -19,12 +19,12 @@ development headers.
 from cpython.dict cimport PyDict_Next
 from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
-from libc.stdint cimport int64_t
 
 import sqlite3 as _sqlite3
 
 import orjson
 
+from engine.store.fanout import utc_day
 from engine.store.sinks.sqlite_model import (COUNTER_SQL, FIRST_REFS_SQL, FIRST_VISITS_SQL,
                                              PLAIN, latlon_text, uuid_bytes, vp_text)
 
@@ -106,7 +106,7 @@ DEF B_VP = 11
 DEF B_PARAMS = 12
 DEF B_PLAIN = 13
 
-# Counter tables in the order written, and how many key columns each binds.
+# Counter tables in the order written (indexes below: C_*).
 COUNTER_TABLES = ("dailies", "ips", "hits", "referrers", "browsers", "outcomes", "counters")
 DEF C_DAILIES = 0
 DEF C_IPS = 1
@@ -288,8 +288,9 @@ cdef class BatchWriter:
 
     cdef int _exec(self, str sql) except -1:
         """Run ``sql`` without the GIL: BEGIN IMMEDIATE may wait up to the busy
-        timeout for another process's transaction, and the store process's loop
-        must go on meanwhile (reading, draining, stopping)."""
+        timeout for another process's transaction and COMMIT for the disk, and
+        the store process's loop must go on meanwhile (reading, draining,
+        stopping)."""
         cdef bytes text = sql.encode()
         cdef const char *c_sql = text
         cdef int rc
@@ -299,22 +300,11 @@ cdef class BatchWriter:
             raise _error(self.db, rc)
         return 0
 
-    cdef int _commit(self) except -1:
-        """COMMIT without the GIL: its WAL write and fsync take the longest."""
-        cdef int rc
-        with nogil:
-            rc = sqlite3_exec(self.db, b"COMMIT", NULL, NULL, NULL)
-        if rc != SQLITE_OK:
-            raise _error(self.db, rc)
-        return 0
-
     def close(self):
         if self.db == NULL:
             return
-        for s in [self.ev, self.max_n, self.str_get, self.str_put, self.first_visit,
-                  self.first_ref] + (self.counters or []):
-            if s is not None:
-                (<Stmt>s).close()
+        for s in self._statements():
+            (<Stmt>s).close()
         sqlite3_close_v2(self.db)
         self.db = NULL
 
@@ -334,7 +324,7 @@ cdef class BatchWriter:
         self._exec("BEGIN IMMEDIATE")
         try:
             landed = self._write(batch, strings)
-            self._commit()
+            self._exec("COMMIT")            # its WAL write and fsync: without the GIL
         except BaseException:
             # A row may have failed half bound: its values (some not copied, see
             # Stmt.bind_text) must not stay bound for the next batch's row.
@@ -347,8 +337,9 @@ cdef class BatchWriter:
         return landed
 
     cdef list _statements(self):
-        return [self.ev, self.max_n, self.str_get, self.str_put, self.first_visit,
-                self.first_ref] + self.counters
+        """Every statement prepared so far (all of them once __init__ returned)."""
+        return [s for s in (self.ev, self.max_n, self.str_get, self.str_put, self.first_visit,
+                            self.first_ref, *(self.counters or ())) if s is not None]
 
     cdef long long _base(self) except -1:
         cdef int rc = sqlite3_step(self.max_n.st)
@@ -503,7 +494,6 @@ cdef class BatchWriter:
         """"YYYY-MM-DD" (UTC) of ``created`` ms, as fanout.utc_day."""
         cdef long long number = created // 86_400_000
         if number != self.day_number:
-            from engine.store.fanout import utc_day
             self.day_text = utc_day(created)
             self.day_number = number
         return self.day_text

@@ -44,6 +44,7 @@ from engine.store.sinks import sqlite_model
 from engine.store.sinks.base import Sink, SinkUnavailable
 from engine.store.sinks.sqlite_migrate import LAYOUT, copy_wave1, rename_wave1
 from engine.logs import log
+from engine.system.compiled import compiled
 from engine.system.threads import named_executor
 from schema import schema_text
 
@@ -156,17 +157,24 @@ _COUNTER_SQL = sqlite_model.COUNTER_SQL
 
 def load_writer():
     """The compiled batch writer's class, or None for the pure-Python twin
-    (``TRACKER_PURE_SQLITE=1``). Its absence otherwise is an installation
-    error, not a silent slowdown."""
-    if os.environ.get("TRACKER_PURE_SQLITE") == "1":
-        return None
-    try:
-        from engine.store.sinks._sqlite_write import BatchWriter
-    except ImportError as exc:
-        raise RuntimeError("the compiled SQLite writer engine.store.sinks._sqlite_write is "
-                           "missing: install with `pip install .` (it builds the Cython "
-                           "extensions)") from exc
-    return BatchWriter
+    (``TRACKER_PURE_SQLITE=1``)."""
+    module = compiled("engine.store.sinks._sqlite_write", "TRACKER_PURE_SQLITE")
+    return None if module is None else module.BatchWriter
+
+
+class TwinWriter:
+    """The pure-Python twin behind the compiled writer's interface:
+    sqlite_model.write in one ``BEGIN IMMEDIATE`` on the sink's connection."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def write(self, batch, strings):
+        with immediate(self.conn) as cur:
+            return sqlite_model.write(cur, batch, strings)
+
+    def close(self):
+        pass                    # the connection is the sink's
 
 
 # Logs: a redelivered message with the same id (and time) is the same row.
@@ -194,7 +202,7 @@ class SQLiteSink(Sink):
         self.schema_version = int(config.schema_version)
         self.batch_max_events = _batch_events(entry, config)
         self._conn = None
-        self._writer = None             # the compiled batch writer (None: the twin)
+        self._writer = None             # BatchWriter (compiled) or TwinWriter, once open
         self._writer_class = load_writer()
         self._executor = None
         self._lock = threading.Lock()  # one batch at a time on the connection
@@ -226,15 +234,16 @@ class SQLiteSink(Sink):
                 self._apply_schema(conn)
                 if self._writer_class is None:
                     conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+                    writer = TwinWriter(conn)
                 else:       # the writer's connection holds the big cache
-                    self._writer = self._writer_class(self.path, BUSY_TIMEOUT_MS, CACHE_KIB)
+                    writer = self._writer_class(self.path, BUSY_TIMEOUT_MS, CACHE_KIB)
             except sqlite3.Error as e:
                 conn.close()
                 raise SinkUnavailable(f"sqlite: cannot open {self.path}: {e}") from e
             except BaseException:
                 conn.close()
                 raise
-            self._conn = conn
+            self._conn, self._writer = conn, writer
 
     def _apply_schema(self, conn):
         """One transaction (workers starting together serialise on the write
@@ -343,15 +352,10 @@ class SQLiteSink(Sink):
         batch = fan_out(events)
         strings = self._strings
         try:
-            if self._writer_class is not None:
-                with self._lock:
-                    if self._writer is None:
-                        raise SinkUnavailable(
-                            f"sqlite: {self.path} is not open (start() first)")
-                    fresh = self._writer.write(batch, strings)
-            else:
-                with self._transaction() as cur:
-                    fresh = sqlite_model.write(cur, batch, strings)
+            with self._lock:
+                if self._writer is None:
+                    raise SinkUnavailable(f"sqlite: {self.path} is not open (start() first)")
+                fresh = self._writer.write(batch, strings)
         except BaseException:
             strings.rolled_back()
             raise

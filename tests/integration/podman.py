@@ -64,12 +64,18 @@ def build_image(tag=IMAGE):
     bundle = ca_bundle()
     if bundle:
         args += ["--secret", f"id=build-ca,src={bundle}"]
+    prune_old_layers()
     podman(*args, REPO, timeout=BUILD_TIMEOUT)
-    # Every changed build leaves untagged layers behind, full copies under vfs.
-    # Keep a day's worth (the cache of recent builds), so a CI machine that
-    # keeps its storage does not fill its disk.
-    podman("image", "prune", "-f", "--filter", "until=24h", check=False)
+    prune_old_layers()
     return tag
+
+
+def prune_old_layers():
+    """Every changed build leaves untagged images behind, full copies under
+    vfs (0.4-0.8 GB each). Keep only the last hour's (the cache the next build
+    of the same tree uses): a day's worth filled a CI machine's disk."""
+    podman("image", "prune", "-f", "--filter", "until=1h", check=False,
+           timeout=BUILD_TIMEOUT)
 
 
 def data_dir(path):

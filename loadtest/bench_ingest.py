@@ -7,6 +7,8 @@
 Servers, each with one worker process pinned to cpu 1 (wrk on cpu 0):
 - ``nginx``: nginx's empty_gif at /pixel.gif, with a buffered access-log line
   per request (an access log is what a tracking pixel on nginx would keep);
+- ``uvloop``: loadtest/bare_uvloop.py, a bare uvloop protocol answering a fixed
+  200 with no parsing and no store: what uvloop's transports cost alone;
 - ``spool``: the collector with ``Notify: []``: parse, spool (fdatasync'ed
   group commit) and answer, the ingest path alone;
 - ``sqlite``: the collector with its embedded SQLite store; its CPU includes
@@ -117,6 +119,36 @@ http {{
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+
+
+class BareUvloop:
+    """loadtest/bare_uvloop.py: a bare uvloop protocol answering every request
+    with a fixed 200, no parsing, no store (the floor under the collector's
+    HTTP layer)."""
+    name = "uvloop"
+    lua_target = "nginx"                 # any path: the same generated requests
+    track_path = "/pixel.gif?p=/ename/view"
+
+    def __init__(self, cert):
+        self.port, self.tls_port = free_port(), free_port()
+        self.proc = subprocess.Popen(pin("1") + [sys.executable, os.path.join(HERE, "bare_uvloop.py"),
+                                                 str(self.port), str(self.tls_port), *cert])
+        wait_port(self.port, self.proc)
+        wait_port(self.tls_port, self.proc)
+
+    def url(self, tls):
+        return (f"https://127.0.0.1:{self.tls_port}" if tls else f"http://127.0.0.1:{self.port}")
+
+    def cpu(self):
+        return cpu_seconds([self.proc.pid])
+
+    def settle(self):
+        pass
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(20)
+        return 0
 
 
 class Collector:
@@ -293,6 +325,8 @@ def start_servers(names, directory, cert, before, modes):
         where = os.path.join(directory, name)
         if name == "nginx":
             servers.append(Nginx(where, cert))
+        elif name == "uvloop":
+            servers.append(BareUvloop(cert))
         elif name in ("spool", "sqlite"):
             servers.append(CollectorPair(name, where, cert, name == "sqlite", tracker, modes))
         elif name in ("spool-pygc", "sqlite-pygc"):      # CPython's GC defaults: the A/B

@@ -2,7 +2,7 @@
 
     python loadtest/bench_ingest.py [--duration 8] [--rounds 3] [--connections 64]
         [--servers nginx,spool,sqlite] [--modes plain,tls,plain-close,tls-close]
-        [--before DIR] [--latency] [--json FILE]
+        [--before DIR] [--latency [--stalls]] [--json FILE]
 
 Servers, each with one worker process pinned to cpu 1 (wrk on cpu 0):
 - ``nginx``: nginx's empty_gif at /pixel.gif, with a buffered access-log line
@@ -32,7 +32,10 @@ from /proc) and its ratio to nginx's in the same mode. ``--latency`` adds a
 constant-rate run at half of each server's measured peak with ``oha``
 (``cargo install oha --locked``), corrected for coordinated omission, and
 reports its p50/p99 (keep-alive modes: one oha cannot open connections at
-half these servers' peaks). The machine is shared: quote ratios and medians.
+half these servers' peaks); ``--stalls`` also keeps every request oha sent
+and counts the 50 ms windows that hold one slower than 5 ms, so a tail the
+bare ``uvloop`` server shows too reads as the machine's. The machine is
+shared: quote ratios and medians.
 """
 import argparse
 import json
@@ -309,13 +312,42 @@ def constant_rate(server, mode, rate, args):
     cmd = pin("0") + [oha_binary(), "--no-tui", "-q", str(int(rate)), "-z", f"{args.latency_seconds}s",
                       "-c", str(args.connections), "--latency-correction", "--insecure",
                       "--output-format", "json"]
+    requests_db = None
+    if args.stalls:
+        requests_db = os.path.join(tempfile.mkdtemp(prefix="oha-"), "requests.db")
+        cmd += ["--db-url", requests_db]
     cmd.append(server.url(tls) + server.track_path)
     out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     pct = out["latencyPercentiles"]
     codes = out.get("statusCodeDistribution", {})
     ok = sum(v for k, v in codes.items() if k.startswith(("2", "3")))
     total = sum(codes.values()) or 1
-    return pct["p50"] * 1e3, pct["p99"] * 1e3, 1 - ok / total, ok
+    stalls = None
+    if requests_db:
+        stalls = slow_windows(requests_db)
+        shutil.rmtree(os.path.dirname(requests_db), ignore_errors=True)
+    return pct["p50"] * 1e3, pct["p99"] * 1e3, 1 - ok / total, ok, stalls
+
+
+STALL_WINDOW = 0.05         # s of send time
+STALL_LATENCY = 0.005       # s: a request slower than this marks its window
+
+
+def slow_windows(path):
+    """From oha's per-request table: (windows of STALL_WINDOW s of send time
+    holding a request slower than STALL_LATENCY, corrected for coordinated
+    omission; the share of slow requests inside them; seconds covered). A
+    server whose slow requests all fall in the few windows a bare server
+    shows too is waiting on the machine, not on itself."""
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT COALESCE(start_latency_correction, start), end FROM oha").fetchall()
+    if not rows:
+        return (0, 0.0, 0.0)
+    t0 = min(r[0] for r in rows)
+    slow = [int((sent - t0) / STALL_WINDOW) for sent, end in rows if end - sent > STALL_LATENCY]
+    windows = set(slow)
+    span = max(r[0] for r in rows) - t0
+    return (len(windows), len(slow) / len(rows), span)
 
 
 def start_servers(names, directory, cert, before, modes):
@@ -355,6 +387,9 @@ def main():
     ap.add_argument("--before", help="a checkout of an earlier version with its own .venv")
     ap.add_argument("--latency", action="store_true", help="constant-rate p99 with oha")
     ap.add_argument("--latency-seconds", type=int, default=10)
+    ap.add_argument("--stalls", action="store_true",
+                    help="with --latency: count the 50 ms windows of send time that hold a "
+                         "request slower than 5 ms (oha --db-url keeps every request)")
     ap.add_argument("--json", help="write the figures here too")
     args = ap.parse_args()
     if not shutil.which("wrk"):
@@ -414,8 +449,10 @@ def summarise(runs, latency, stored, codes, args):
                 base = statistics.median(r[key] for r in nginx)
                 med[ratio] = base / med[key]      # >1 is cheaper than nginx
         if (name, mode) in latency:
-            rate, p50, p99, refused, _ok = latency[(name, mode)]
+            rate, p50, p99, refused, _ok, stalls = latency[(name, mode)]
             med.update(rate=rate, cr_p50_ms=p50, cr_p99_ms=p99, cr_refused=refused)
+            if stalls is not None:
+                med.update(slow_windows=stalls[0], slow_share=stalls[1], latency_span_s=stalls[2])
         med["non2xx"] = sum(r["non2xx"] for r in rs)
         med["answered"] = sum(r["requests"] - r["non2xx"] for r in rs)
         rows.append({"server": name, "mode": mode, **med})
@@ -428,7 +465,8 @@ def format_report(rep):
              f"{c['duration']} s, one worker on cpu 1; medians",
              f"{'mode':12} {'server':7} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
              f"{'us/req':>7} {'nginx/us':>8} {'core us':>7} {'nginx/core':>10}" +
-             (f" {'rate':>7} {'cr p50':>7} {'cr p99':>7}" if c["latency"] else "")]
+             (f" {'rate':>7} {'cr p50':>7} {'cr p99':>7}" if c["latency"] else "") +
+             (f" {'slow windows':>11}" if c.get("stalls") else "")]
     for row in sorted(rep["rows"], key=lambda r: (MODES.index(r["mode"]) if r["mode"] in MODES
                                                   else 9, r["server"])):
         line = (f"{row['mode']:12} {row['server']:7} {row['rps']:9.0f} {row['p50_ms']:7.2f} "
@@ -437,10 +475,15 @@ def format_report(rep):
                 f"{row.get('nginx_core_ratio', float('nan')):10.2f}")
         if "rate" in row:
             line += f" {row['rate']:7.0f} {row['cr_p50_ms']:7.2f} {row['cr_p99_ms']:7.2f}"
+        if "slow_windows" in row:
+            line += f" {row['slow_windows']:5d}/{row['latency_span_s'] / STALL_WINDOW:<5.0f}"
         lines.append(line)
     lines.append("us/req: CPU of the server's processes per request; core us: all non-idle "
                  "time of cpu 1 per request (network softirqs counted wherever they ran); "
                  "nginx/...: nginx's figure / this server's (1.00 = as cheap as nginx)")
+    if c.get("stalls"):
+        lines.append("slow windows: 50 ms windows of send time holding a request slower than "
+                     "5 ms / all windows of the constant-rate run (compare with uvloop's)")
     if rep["stored"]:
         lines.append(f"stored events: {rep['stored']}; exit codes: {rep['exit_codes']}")
     return "\n".join(lines)

@@ -336,7 +336,7 @@ STALL_LATENCY = 0.005       # s: a request slower than this marks its window
 def slow_windows(path):
     """From oha's per-request table: (windows of STALL_WINDOW s of send time
     holding a request slower than STALL_LATENCY, corrected for coordinated
-    omission; the share of slow requests inside them; seconds covered). A
+    omission; the share of all requests that were that slow; seconds covered). A
     server whose slow requests all fall in the few windows a bare server
     shows too is waiting on the machine, not on itself."""
     with sqlite3.connect(path) as db:
@@ -392,6 +392,8 @@ def main():
                          "request slower than 5 ms (oha --db-url keeps every request)")
     ap.add_argument("--json", help="write the figures here too")
     args = ap.parse_args()
+    if args.stalls and not args.latency:
+        raise SystemExit("--stalls counts the --latency run's slow requests: add --latency")
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (Debian package: wrk)")
     names = args.servers.split(",")

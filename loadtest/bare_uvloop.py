@@ -11,6 +11,7 @@ so a mode's figure shows what uvloop's transports cost by themselves — the
 part of the collector's cost no change to the collector's own code can remove.
 """
 import asyncio
+import signal
 import ssl
 import sys
 
@@ -53,7 +54,9 @@ async def serve(port, tls_port=None, cert=None, key=None):
         context.load_cert_chain(cert, key)
         await loop.create_server(Bare, "127.0.0.1", tls_port, ssl=context, reuse_port=True,
                                  backlog=4096)
-    await asyncio.Event().wait()            # until killed
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)     # exit 0 when asked to stop
+    await stop.wait()
 
 
 def main(argv):

@@ -116,12 +116,7 @@ http {{
         pass
 
     def stop(self):
-        self.proc.send_signal(signal.SIGQUIT)
-        try:
-            return self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+        return stop_process(self.proc, signal.SIGQUIT)      # nginx's graceful stop
 
 
 class BareUvloop:
@@ -149,9 +144,17 @@ class BareUvloop:
         pass
 
     def stop(self):
-        self.proc.terminate()
-        self.proc.wait(20)
-        return 0
+        return stop_process(self.proc, signal.SIGTERM)
+
+
+def stop_process(proc, sig, grace=20):
+    """Send ``sig``; the exit code, after a SIGKILL if ``grace`` s pass first."""
+    proc.send_signal(sig)
+    try:
+        return proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 class Collector:

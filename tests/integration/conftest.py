@@ -52,10 +52,16 @@ def run_tracker(*args, timeout=120):
 
 
 def wait_for(predicate, timeout=10):
+    """True as soon as ``predicate()`` is, False after ``timeout`` seconds.
+    It is asked once per try: a condition that holds for a moment (a process
+    list read between a kill and the respawn) is not asked again to fail."""
     deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.05)
-    return predicate()
 
 
 def self_signed(directory, name="127.0.0.1"):
@@ -171,6 +177,14 @@ class Collector:
 
     def store_pids(self):
         return self.pids_of("store")
+
+    def replaced(self, kind, victims, count):
+        """``count`` children of ``kind`` run and none is one of ``victims``
+        (pids), from one reading of /proc: two readings could see a dying
+        victim in the first and miss it in the second, before its
+        replacement is up."""
+        pids = self.pids_of(kind)
+        return len(pids) == count and not set(pids) & set(victims)
 
     # ---- HTTP ------------------------------------------------------------
     def connection(self, timeout=10):

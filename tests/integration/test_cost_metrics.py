@@ -42,7 +42,7 @@ def test_cpu_per_role_matches_proc_and_keeps_a_killed_workers_share(collector_fa
     victim, survivor = sorted(c.worker_pids(), key=own_cpu_seconds, reverse=True)
     before_kill = own_cpu_seconds(victim)
     os.kill(victim, signal.SIGKILL)
-    assert wait_for(lambda: len(c.worker_pids()) == 2 and victim not in c.worker_pids(), 15)
+    assert wait_for(lambda: c.replaced("http", [victim], 2), 15)
     readings = []
 
     def caught_up():

@@ -121,14 +121,14 @@ def test_cassandra_outage_and_a_killed_worker_lose_and_duplicate_nothing(node, c
         print(f"killed worker {victim}: spool {os.path.basename(victim_spool)} has "
               f"{records_in_victim_spool} records, acks {acks}")
         assert records_in_victim_spool > acks["1-cassandra"]
-        wait_until(lambda: len(c.worker_pids()) == 2 and victim not in c.worker_pids(),
+        wait_until(lambda: c.replaced("http", [victim], 2),
                    what="a replacement worker")
         # ---- and kill -9 the store process while Cassandra is still down ----
         # Its counter residue (if any) is adopted by the replacement; the
         # replacement resumes every file, the victim's too, at each sink's position.
         [store] = c.store_pids()
         os.kill(store, signal.SIGKILL)
-        wait_until(lambda: c.store_pids() and store not in c.store_pids(),
+        wait_until(lambda: c.replaced("store", [store], 1),
                    what="a replacement store process")
         assert os.path.exists(victim_spool)
         load.wait_more(100)

@@ -94,12 +94,12 @@ def test_nats_outage_and_a_killed_worker_keep_every_event_once(nats_factory,
             return None
         victim_spool = wait_until(victim_behind, 30, "unpublished events in the victim's spool")
         os.kill(victim, signal.SIGKILL)
-        wait_until(lambda: len(c.worker_pids()) == 2 and victim not in c.worker_pids(), 20,
+        wait_until(lambda: c.replaced("http", [victim], 2), 20,
                    "a replacement worker")
         # ---- and kill -9 the store process, mid-retry -----------------------
         [store] = c.store_pids()
         os.kill(store, signal.SIGKILL)
-        wait_until(lambda: c.store_pids() and store not in c.store_pids(), 20,
+        wait_until(lambda: c.replaced("store", [store], 1), 20,
                    "a replacement store process")
         assert os.path.exists(victim_spool)              # kept until nats has it all
         load.wait_more(100)

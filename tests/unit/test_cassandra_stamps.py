@@ -40,3 +40,14 @@ def test_eids_outside_the_millisecond_clamp():
     assert latest_ts(now + 60_000, eid) == (now + 60_000) * 1000        # eid before created
     assert latest_ts(now - 60_000, eid) == (now - 60_000) * 1000 + 999  # eid after it
     assert latest_ts(now, uuid.uuid4()) == now * 1000                   # not version 1
+
+
+def test_both_stamps_at_once_equal_each_alone():
+    from engine.store.sinks.cassandra.stamps import both_ts
+    gen = TimeUUIDGen()
+    cases = [_stamped(gen) for _ in range(200)]
+    cases += [(1_700_000_000_123, str(uuid.uuid4())),            # not version 1: clamps to 0
+              (1_700_000_000_123.0, gen.new()),                  # float ms, eid far from it
+              (0, gen.new())]
+    for created, eid in cases:
+        assert both_ts(created, eid) == (earliest_ts(created, eid), latest_ts(created, eid))

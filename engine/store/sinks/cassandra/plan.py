@@ -34,8 +34,8 @@ lon))``, ``view((w, h))``; None is a null.
 """
 from engine.event import COLUMNS, FIELD_TYPES, LATLON, UUID, VIEWPORT
 from engine.store.fanout import EARLIEST, fan_out
-from engine.store.sinks.cassandra.cql import ROW_TABLES
-from engine.store.sinks.cassandra.stamps import earliest_ts, latest_ts
+from engine.store.sinks.cassandra.cql import COUNTER_TABLES, ROW_TABLES
+from engine.store.sinks.cassandra.stamps import both_ts
 
 MAX_STATEMENTS = 16          # writes per request (RowBatch)
 MAX_BYTES = 4096             # estimated values per request, see _size
@@ -106,20 +106,20 @@ def partition_of(table, key):
 
 
 _VID_TABLES = frozenset(t.name for t in ROW_TABLES if t.key[0] == "vid") | {"reqs"}
+# partition_of's first element for counter tables partitioned by their first key column
+_COUNTER_PARTITION_KINDS = {t: "uuid" if t in _VID_TABLES else "text"
+                            for t in COUNTER_TABLES if t not in COMPOSITE_PARTITIONS}
 
 
 class Settled:
     """Earliest-wins rows this process has had written: (table, key) -> the
     write timestamp that holds them. A later event's row (a smaller stamp)
-    would lose every cell, so it need not be sent."""
+    would lose every cell, so it need not be sent (``Planner._row_writes``
+    compares, inline: it is the plan's innermost loop)."""
 
     def __init__(self, limit=SETTLED_LIMIT):
         self.limit = limit
         self.stamps = {}
-
-    def loses(self, table, key, stamp):
-        held = self.stamps.get((table, key))
-        return held is not None and held > stamp
 
     def confirm(self, origins):
         """Rows Cassandra confirmed: [(table, key, stamp)]."""
@@ -164,7 +164,10 @@ class Planner:
 
     def _row_spec(self, t):
         fixes = tuple((i, f) for i, f in enumerate(map(self._converter, t.cols)) if f is not None)
-        return (t, t.cols[len(t.key) + 2:], fixes, t.keep == EARLIEST)
+        # partition_of for these tables, whose partition key is the first key column
+        kind = "uuid" if t.name in _VID_TABLES else "text"
+        assert t.name not in COMPOSITE_PARTITIONS and partition_of(t.name, ("k",)) == (kind, "k")
+        return (t, t.cols[len(t.key) + 2:], fixes, t.keep == EARLIEST, kind)
 
     # ---- the plan -----------------------------------------------------------
     def plan(self, events):
@@ -175,14 +178,24 @@ class Planner:
             info[id(ev)] = text
             _add(rows, sizes, ("events", ev["vid"], ev["sid"]), w)
         conditional = []          # [(partition, Write)]
-        stamps = {}
+        stamps = {}               # id(event) -> both_ts
         for spec in self._rows:
             self._row_writes(spec, batch.rows[spec[0].name], rows, sizes, info, stamps,
                              conditional)
         counters, csizes = {}, {}
+        write = self._counter_write
         for table, increments in batch.counters.items():
+            kind = _COUNTER_PARTITION_KINDS.get(table)
             for key, n in increments.items():
-                _add(counters, csizes, partition_of(table, key), self._counter_write(table, key, n))
+                w = write(table, key, n)
+                part = partition_of(table, key) if kind is None else (kind, key[0])
+                writes = counters.get(part)
+                if writes is None:
+                    counters[part] = [w]
+                    csizes[part] = w.size
+                else:
+                    writes.append(w)
+                    csizes[part] += w.size
         requests = self._split(rows, sizes, False) + [Request(part, [w], conditional=True)
                                                       for part, w in conditional]
         return Plan(requests, self._split(counters, csizes, True), len(batch),
@@ -208,18 +221,23 @@ class Planner:
         return Write("events", pairs, size + CELL_OVERHEAD * len(pairs), sparse=True), size
 
     def _row_writes(self, spec, winners, rows, sizes, info, stamps, conditional):
-        t, rest, fixes, earliest = spec
+        # The innermost loop of the plan (~7 writes per event): partition_of,
+        # _add and Settled.loses are inlined.
+        t, rest, fixes, earliest, kind = spec
         name = t.name
-        settled = self.settled if earliest else None
+        held = self.settled.stamps.get if earliest and self.settled is not None else None
         lwt = self.paxos and earliest
+        which = 0 if earliest else 1
         overhead = CELL_OVERHEAD * (len(t.cols) + 1)
         for key, ev in winners.items():
-            stamp = stamps.get((id(ev), earliest))
-            if stamp is None:
-                stamp = stamps[(id(ev), earliest)] = (earliest_ts if earliest else latest_ts)(
-                    ev["created"], ev["eid"])
-            if settled is not None and settled.loses(name, key, stamp):
-                continue
+            both = stamps.get(id(ev))
+            if both is None:
+                both = stamps[id(ev)] = both_ts(ev["created"], ev["eid"])
+            stamp = both[which]
+            if held is not None:
+                old = held((name, key))
+                if old is not None and old > stamp:
+                    continue
             values = [*key, ev["created"], ev["eid"], *map(ev.get, rest)]
             for i, f in fixes:
                 v = values[i]
@@ -227,12 +245,19 @@ class Planner:
                     values[i] = f(v)
             # the event's text bounds the row's (_split counts exactly when it matters)
             size = info[id(ev)] + overhead
+            part = (kind, key[0])
             if lwt:
-                conditional.append((partition_of(name, key), Write(name, values, size)))
+                conditional.append((part, Write(name, values, size)))
                 continue
             values.append(stamp)
-            _add(rows, sizes, partition_of(name, key),
-                 Write(name, values, size, origin=(name, key, stamp) if earliest else None))
+            w = Write(name, values, size, origin=(name, key, stamp) if earliest else None)
+            writes = rows.get(part)
+            if writes is None:
+                rows[part] = [w]
+                sizes[part] = size
+            else:
+                writes.append(w)
+                sizes[part] += size
 
     def _counter_write(self, table, key, n):
         c = self.codec

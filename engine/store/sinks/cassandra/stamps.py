@@ -42,3 +42,10 @@ def earliest_ts(created_ms, eid):
 def latest_ts(created_ms, eid):
     """Write timestamp for latest-wins tables: the event's own time (µs)."""
     return int(created_ms) * 1000 + sub_ms(created_ms, str(eid))
+
+
+def both_ts(created_ms, eid):
+    """(earliest_ts, latest_ts) of one event, its eid's clock read once."""
+    ms = int(created_ms)
+    sub = sub_ms(ms, str(eid))
+    return _INVERT_BASE - 100 * ms - sub // 10, ms * 1000 + sub

@@ -4,6 +4,7 @@ running collector, 1 node against 3, and a node lost under load.
 
     .venv/bin/python loadtest/bench_cassandra.py [--events 20000] [--rounds 3]
         [--drivers acsylla,cassandra-driver,scylla-driver,wave-1] [--skip drivers,limit,e2e,cluster]
+        [--before DIR]
 
 Events are issue 17's mix, made by the compiled parser exactly as the
 collector makes them from loadtest/cassandra_mix.lua's requests: 60 %
@@ -24,7 +25,8 @@ one of 40 user agents. Sections, in one run:
    (CPU per simplest write).
 3. a running collector (loadtest/cassandra_e2e.py): spool only against
    Cassandra, same requests, same core: the sink's CPU per event, the store
-   process's own.
+   process's own; with ``--before DIR`` (a checkout of an earlier version
+   with its own .venv) that version's collector too, in the same rounds.
 4. a 3-node cluster on 127.0.0.2-.4 (heaps 1 GiB, RF 3, LOCAL_QUORUM): events/s
    and Cassandra CPU per event against one node; then a node killed under
    load and restarted: events/s meanwhile, every event stored once, and the
@@ -352,43 +354,62 @@ def limit_section(args, node, results):
 
 def e2e_section(args, node):
     """Spool only against Cassandra, each with the collector's garbage
-    collector settings (engine/system/gc_tuning.py) and with CPython's
-    defaults (TRACKER_GC=python: the before figure), rounds interleaved."""
+    collector settings (engine/system/gc_tuning.py), with CPython's defaults
+    (TRACKER_GC=python) and, given ``--before``, as that checkout's
+    collector; rounds interleaved."""
     from loadtest import cassandra_e2e
+    variants = ["tuned", "python"] + (["before"] if args.before else [])
     print(f"\n== 3. a running collector: {args.e2e_requests} requests, spool only against "
           f"Cassandra (one HTTP worker, one store process, all on cpu 1; wrk and the JVM on "
-          f"cpu 0), GC tuned and CPython's defaults, {args.rounds} rounds interleaved",
-          flush=True)
+          f"cpu 0): {', '.join(VARIANTS[v] for v in variants)}; {args.rounds} rounds "
+          f"interleaved", flush=True)
     cassandra_e2e.pin_jvms([node.pid], "0")
-    modes = [(store, gc) for gc in ("tuned", "python") for store in ("spool", "cassandra")]
+    modes = [(store, v) for v in variants for store in ("spool", "cassandra")]
     runs = {mode: [] for mode in modes}
     try:
         for r in range(args.rounds):
-            for store, gc in modes if r % 2 == 0 else modes[::-1]:
+            for store, v in modes if r % 2 == 0 else modes[::-1]:
                 notify = []
                 if store == "cassandra":
-                    ks = f"bench_e2e_{r}_{gc}_{int(time.time())}"
+                    ks = f"bench_e2e_{r}_{v}_{int(time.time())}"
                     e = entry([f"127.0.0.1:{node.native_port}"], ks)
                     asyncio.run(make_sink(e).apply_schema())
                     notify = [e]
-                runs[(store, gc)].append(cassandra_e2e.one_run(
+                runs[(store, v)].append(cassandra_e2e.one_run(
                     notify, args.e2e_requests, 17, [node.pid], store == "cassandra",
-                    env={"TRACKER_GC": gc}))
+                    env={"TRACKER_GC": "python" if v == "python" else "tuned"},
+                    command=args.before_command if v == "before" else None))
     finally:
         cassandra_e2e.pin_jvms([node.pid], "0-%d" % (os.cpu_count() - 1))
 
     def per_event(mode, key):
         return statistics.median(1e6 * x[key] / x["events"] for x in runs[mode])
     for mode in modes:
-        print(f"  {mode[0]:9s} GC {mode[1]:6s} whole tree {per_event(mode, 'tree'):6.1f} µs/event, "
+        print(f"  {mode[0]:9s} {mode[1]:6s} whole tree {per_event(mode, 'tree'):6.1f} µs/event, "
               f"store process {per_event(mode, 'store'):6.1f} µs/event, Cassandra "
               f"{per_event(mode, 'jvm'):6.1f} µs/event; "
               f"{statistics.median(x['events'] / x['seconds'] for x in runs[mode]):.0f} "
               f"events/s end to end (events: {[int(x['events']) for x in runs[mode]]})", flush=True)
-    for gc in ("python", "tuned"):
-        sink = per_event(("cassandra", gc), "tree") - per_event(("spool", gc), "tree")
-        print(f"  the sink's CPU per event, GC {gc} (difference of the whole trees): "
+    for v in variants:
+        sink = per_event(("cassandra", v), "tree") - per_event(("spool", v), "tree")
+        print(f"  the sink's CPU per event, {VARIANTS[v]} (difference of the whole trees): "
               f"{sink:.1f} µs (target <= 70)", flush=True)
+
+
+def before_command(before):
+    """The ``tracker`` command of ``--before``'s checkout, checked at once
+    (not after a node has started), or None."""
+    if not before:
+        return None
+    path = os.path.join(before, ".venv", "bin", "tracker")
+    if not os.access(path, os.X_OK):
+        raise SystemExit(f"--before {before}: no {path} (the checkout needs its own .venv "
+                         f"with the collector installed)")
+    return [path]
+
+
+VARIANTS = {"tuned": "this checkout", "python": "this checkout with CPython's GC defaults",
+            "before": "--before's checkout"}
 
 
 # ---------------------------------------------------------------- 3 nodes
@@ -526,12 +547,15 @@ def main():
     p.add_argument("--kill-at", type=float, default=5.0)
     p.add_argument("--down-for", type=float, default=10.0)
     p.add_argument("--heap", default="2g")
+    p.add_argument("--before", help="section 3 also runs this checkout's collector "
+                                    "(an earlier version with its own .venv)")
     # --worker: run one driver's rounds here and print JSON (a side venv)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--hosts", help=argparse.SUPPRESS)
     p.add_argument("--pids", help=argparse.SUPPRESS)
     p.add_argument("--keyspace", help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.before_command = before_command(args.before)
     from engine.system import gc_tuning
     gc_tuning.tune("store-bench")      # the sink runs as in a store process
     if args.worker:

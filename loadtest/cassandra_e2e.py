@@ -48,7 +48,7 @@ def metrics(port):
 
 
 class Collector:
-    def __init__(self, notify, directory, env=None):
+    def __init__(self, notify, directory, env=None, command=None):
         self.dir = directory
         self.port = free_port()
         config = {"TLS": "off", "LogLevel": "warning", "MaximumConnections": 0,
@@ -57,7 +57,7 @@ class Collector:
         with open(path, "w") as fh:
             json.dump(config, fh)
         self.log = open(os.path.join(directory, "tracker.log"), "wb")
-        self.proc = subprocess.Popen(pin(1) + tracker_command() + [
+        self.proc = subprocess.Popen(pin(1) + (command or tracker_command()) + [
             "serve", "--config", path, "--workers", "1", "--listen", f"127.0.0.1:{self.port}"],
             stdout=self.log, stderr=self.log, env=None if env is None else {**os.environ, **env})
         deadline = time.monotonic() + 60
@@ -111,11 +111,12 @@ def load(port, count, seed, timeout):
         raise SystemExit(f"wrk failed ({wrk.returncode}): {err.decode()[-500:]}")
 
 
-def one_run(notify, count, seed, jvm_pids, storing, timeout=600, env=None):
-    """One collector, ``count`` requests; CPU seconds of its tree, of its
-    store process and of the JVMs, events accepted and written, seconds."""
+def one_run(notify, count, seed, jvm_pids, storing, timeout=600, env=None, command=None):
+    """One collector (``command``: another checkout's ``tracker``), ``count``
+    requests; CPU seconds of its tree, of its store process and of the JVMs,
+    events accepted and written, seconds."""
     directory = tempfile.mkdtemp(prefix="tracker-bench-cass-e2e-")
-    c = Collector(notify, directory, env)
+    c = Collector(notify, directory, env, command)
     try:
         time.sleep(1.0)                                    # start-up settles
         tree0, store0, jvm0 = cpu_seconds(c.tree()), cpu_seconds(c.store()), cpu_seconds(jvm_pids)

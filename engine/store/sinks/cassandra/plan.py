@@ -187,15 +187,8 @@ class Planner:
         for table, increments in batch.counters.items():
             kind = _COUNTER_PARTITION_KINDS.get(table)
             for key, n in increments.items():
-                w = write(table, key, n)
-                part = partition_of(table, key) if kind is None else (kind, key[0])
-                writes = counters.get(part)
-                if writes is None:
-                    counters[part] = [w]
-                    csizes[part] = w.size
-                else:
-                    writes.append(w)
-                    csizes[part] += w.size
+                _add(counters, csizes, partition_of(table, key) if kind is None else (kind, key[0]),
+                     write(table, key, n))
         requests = self._split(rows, sizes, False) + [Request(part, [w], conditional=True)
                                                       for part, w in conditional]
         return Plan(requests, self._split(counters, csizes, True), len(batch),

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""The Cassandra planner's CPU per event, without Cassandra.
+
+    .venv/bin/python loadtest/bench_plan.py [--events 21000] [--rounds 12] [--before REV]
+
+``Planner.plan`` (fan-out, the requests of each partition, values as acsylla
+binds them) and ``Settled.confirm`` of what a batch wrote, in batches of
+1,000 events of issue 17's mix (bench_cassandra.mix_events), with the store
+process's garbage collector settings. This is the part of the sink's cost
+that is ours in Python (docs/cassandra.md); bench_cassandra.py measures the
+whole sink against a real node, where the noise of the driver and the JVM
+hides a few µs.
+
+``--before REV`` also loads plan.py as it was at git revision REV (the rest
+of the engine from this checkout) and alternates the two in this process,
+so both see the same machine: medians and minima of the rounds.
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import types
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "loadtest")]
+
+from bench_cassandra import mix_events                                  # noqa: E402
+from engine.store.sinks.cassandra import plan as current                 # noqa: E402
+from engine.store.sinks.cassandra.wire_acsylla import AcsyllaCodec      # noqa: E402
+from engine.system import gc_tuning                                     # noqa: E402
+
+BATCH = 1000
+PLAN_PATH = "engine/store/sinks/cassandra/plan.py"
+
+
+def plan_at(rev):
+    """plan.py as it was at ``rev``, as a module."""
+    try:
+        source = subprocess.run(["git", "-C", ROOT, "show", f"{rev}:{PLAN_PATH}"],
+                                check=True, capture_output=True).stdout
+    except subprocess.CalledProcessError as exc:
+        raise SystemExit(f"--before {rev}: {exc.stderr.decode().strip()}") from None
+    module = types.ModuleType(f"plan_at_{rev}")
+    exec(compile(source, f"{rev}:{PLAN_PATH}", "exec"), module.__dict__)
+    return module
+
+
+def us_per_event(module, events):
+    planner = module.Planner(AcsyllaCodec)
+    started = time.process_time()
+    for i in range(0, len(events), BATCH):
+        plan = planner.plan(events[i:i + BATCH])
+        planner.settled.confirm([w.origin for r in plan.rows for w in r.writes
+                                 if w.origin is not None])
+    return (time.process_time() - started) / len(events) * 1e6
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=21000)
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--before", help="a git revision whose plan.py runs alongside")
+    args = ap.parse_args()
+    versions = {"this checkout": current}
+    if args.before:
+        versions = {f"plan.py at {args.before}": plan_at(args.before), **versions}
+    events = mix_events(args.events, 7)
+    gc_tuning.tune("store-bench")
+    runs = {name: [] for name in versions}
+    for r in range(args.rounds):
+        order = list(versions.items())
+        for name, module in order if r % 2 == 0 else order[::-1]:
+            runs[name].append(us_per_event(module, events))
+    print(f"Planner.plan + Settled.confirm, {args.events} events of issue 17's mix in batches "
+          f"of {BATCH}, {args.rounds} rounds alternating; µs of CPU per event:")
+    for name, values in runs.items():
+        print(f"  {name:24s} median {statistics.median(values):6.2f}  min {min(values):6.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -194,3 +194,18 @@ def test_check_config_reports_a_bad_store_key(tmp_path):
     assert run.returncode == 2
     assert "Notify[1] (cassandra): cassandra RowBatch: got 100, expected an integer, 1 to 64" \
         in run.stderr
+
+
+def test_the_inlined_partitions_are_partition_of():
+    from engine.store.sinks.cassandra.cql import COUNTER_TABLES, ROW_TABLES
+    from engine.store.sinks.cassandra.plan import first_column_partition, partition_of
+    tables = [t.name for t in ROW_TABLES] + list(COUNTER_TABLES)
+    inlined = {t: first_column_partition(t) for t in tables}
+    assert inlined["visitors"] == inlined["reqs"] == "uuid" and inlined["users"] == "text"
+    assert inlined["browsers"] is None and inlined["outcomes"] is None   # two-column partitions
+    for table, kind in inlined.items():
+        for key in (("a", "b"), ("b", "a", "c", "2026-11-30")):
+            if kind is not None:
+                assert partition_of(table, key) == (kind, key[0]), table
+            else:
+                assert len(partition_of(table, key)) == 3, table

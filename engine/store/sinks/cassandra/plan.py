@@ -106,9 +106,16 @@ def partition_of(table, key):
 
 
 _VID_TABLES = frozenset(t.name for t in ROW_TABLES if t.key[0] == "vid") | {"reqs"}
-# partition_of's first element for counter tables partitioned by their first key column
-_COUNTER_PARTITION_KINDS = {t: "uuid" if t in _VID_TABLES else "text"
-                            for t in COUNTER_TABLES if t not in COMPOSITE_PARTITIONS}
+
+
+def first_column_partition(table):
+    """partition_of(table, key) is (this, key[0]) for every key of ``table``;
+    None when its partition key has more columns than the first."""
+    part = partition_of(table, ("k", "k", "k", "k"))
+    return part[0] if part[1:] == ("k",) else None
+
+
+_COUNTER_PARTITION_KINDS = {t: first_column_partition(t) for t in COUNTER_TABLES}
 
 
 class Settled:
@@ -164,9 +171,9 @@ class Planner:
 
     def _row_spec(self, t):
         fixes = tuple((i, f) for i, f in enumerate(map(self._converter, t.cols)) if f is not None)
-        # partition_of for these tables, whose partition key is the first key column
-        kind = "uuid" if t.name in _VID_TABLES else "text"
-        assert t.name not in COMPOSITE_PARTITIONS and partition_of(t.name, ("k",)) == (kind, "k")
+        kind = first_column_partition(t.name)
+        if kind is None:                   # _row_writes builds (kind, key[0]) itself
+            raise ValueError(f"{t.name}: a row table partitioned by more than its first column")
         return (t, t.cols[len(t.key) + 2:], fixes, t.keep == EARLIEST, kind)
 
     # ---- the plan -----------------------------------------------------------
@@ -214,8 +221,8 @@ class Planner:
         return Write("events", pairs, size + CELL_OVERHEAD * len(pairs), sparse=True), size
 
     def _row_writes(self, spec, winners, rows, sizes, info, stamps, conditional):
-        # The innermost loop of the plan (~7 writes per event): partition_of,
-        # _add and Settled.loses are inlined.
+        # The plan's innermost loop (a write per row table an event wins):
+        # partition_of, _add and the settled check are inlined.
         t, rest, fixes, earliest, kind = spec
         name = t.name
         held = self.settled.stamps.get if earliest and self.settled is not None else None

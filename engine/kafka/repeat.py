@@ -6,10 +6,16 @@ from the source, delivered to the target, and committed at the source only
 once the target has acknowledged every message of it:
 
 - JetStream source: a durable pull consumer (``--durable``) with
-  ``max_ack_pending`` = the batch and AckAll; the group's last message is
-  acknowledged (synchronously) after the Kafka acknowledgements. While the
-  target is slow the group's messages are kept "in progress", so JetStream
-  does not hand them out again meanwhile.
+  ``max_ack_pending`` = the batch and explicit acks: after the Kafka
+  acknowledgements every message of the group is acknowledged, the last one
+  synchronously (one connection keeps them in order, so its answer comes
+  after the others were taken). While the target is slow the group's messages
+  are kept "in progress", so JetStream does not hand them out again meanwhile.
+  Not AckAll: acknowledging a group's last message would also acknowledge
+  every message below it still pending for someone else — the group a killed
+  repeater held when it was smaller than the batch, which the next repeater
+  would then never be given (a durable an earlier version made with AckAll is
+  recreated at its acknowledged position, ``NatsSource.start``).
 - Kafka source: a consumer group (``--group``) without auto-commit; the
   group's offsets are committed (synchronously) after the JetStream PubAcks.
 
@@ -104,13 +110,35 @@ class NatsSource:
         self.nc = await connect(self.opts, f"tracker-repeat-{self.durable}")
         js = self.nc.jetstream(timeout=self.opts.timeout)
         stream = self.stream or await find_stream(js, self.subject)
-        config = ConsumerConfig(durable_name=self.durable, ack_policy=AckPolicy.ALL,
-                                deliver_policy=DeliverPolicy.ALL, filter_subject=self.subject,
-                                max_ack_pending=self.batch, ack_wait=self.ack_wait)
+        resume_at = await self._retire_ack_all(js, stream)
+        where = (dict(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=resume_at)
+                 if resume_at else dict(deliver_policy=DeliverPolicy.ALL))
+        config = ConsumerConfig(durable_name=self.durable, ack_policy=AckPolicy.EXPLICIT,
+                                filter_subject=self.subject, max_ack_pending=self.batch,
+                                ack_wait=self.ack_wait, **where)
         self.sub = await js.pull_subscribe(self.subject, durable=self.durable, stream=stream,
                                            config=config)
         log.info("repeat source ready", source=f"nats:{self.subject}", stream=stream,
                  durable=self.durable)
+
+    async def _retire_ack_all(self, js, stream):
+        """Delete the durable if an earlier version made it with AckAll (see
+        the module's docstring); the stream sequence to resume it at (the
+        first one not acknowledged: what was delivered beyond it comes again,
+        and is de-duplicated by eid downstream), or None."""
+        import nats.js.errors
+        from nats.js.api import AckPolicy
+        try:
+            info = await js.consumer_info(stream, self.durable)
+        except nats.js.errors.NotFoundError:
+            return None
+        if info.config.ack_policy == AckPolicy.EXPLICIT:
+            return None
+        resume_at = (info.ack_floor.stream_seq or 0) + 1 if info.ack_floor else 1
+        log.warning("repeat durable used AckAll; recreating it with explicit acks",
+                    durable=self.durable, stream=stream, resume_at_sequence=resume_at)
+        await js.delete_consumer(stream, self.durable)
+        return resume_at
 
     async def fetch(self, timeout):
         import nats.errors
@@ -131,7 +159,9 @@ class NatsSource:
             await msg.in_progress()
 
     async def commit(self, msgs):
-        await msgs[-1].ack_sync(timeout=self.opts.timeout)     # AckAll: the whole group
+        for msg in msgs[:-1]:
+            await msg.ack()                      # a publish each, no round trip
+        await msgs[-1].ack_sync(timeout=self.opts.timeout)
 
     async def close(self):
         if self.nc is not None:

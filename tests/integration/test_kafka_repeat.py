@@ -118,6 +118,84 @@ def test_nats_to_kafka_killed_and_resumed_delivers_each_event_once_by_eid(
           f"{duplicates} duplicates (bound {BATCH}); summary {second.summary()}")
 
 
+def publish_events(client, js, subject, events):
+    async def pub():
+        for ev in events:
+            await js.publish(subject, orjson.dumps(ev), headers={"Nats-Msg-Id": ev["eid"]})
+    client.call(pub(), timeout=60)
+
+
+def take_and_drop(client, js, subject, stream, n, ack_first=0):
+    """What a repeater killed with a group in hand leaves: fetch ``n``
+    messages on the repeater's durable (as it exists), acknowledge the first
+    ``ack_first`` of them (synchronously, the last of those), then let the
+    rest hang: no ack, no "in progress"."""
+    async def take():
+        sub = await js.pull_subscribe(subject, durable="tracker-repeat", stream=stream)
+        msgs = await sub.fetch(n, timeout=5)
+        assert len(msgs) == n
+        if ack_first:
+            await msgs[ack_first - 1].ack_sync()
+        return [m.headers["Nats-Msg-Id"] for m in msgs]
+    return client.call(take())
+
+
+def test_a_group_a_killed_repeater_held_short_of_the_batch_is_delivered_by_the_next(
+        kafka_broker, nats_factory, tmp_path):
+    # The group is smaller than the batch, so JetStream hands the next
+    # repeater newer messages at once. With AckAll, acking those also acked
+    # the dead group and its events never reached Kafka.
+    server = nats_factory(jetstream=True).start()
+    client = nats_factory.client(server.url)
+    js = client.jetstream()
+    from nats.js.api import AckPolicy, StreamConfig
+    client.call(js.add_stream(StreamConfig(name="SHORT", subjects=["tic.short"])))
+    args = ["--from", "nats:tic.short", "--to", "kafka:rep.short", "--partitions", "1",
+            "--nats-hosts", server.host, "--kafka-hosts", kafka_broker.bootstrap, "--ack-wait", "2"]
+    maker = Repeat(str(tmp_path), *args, "--stop-when-idle", "1")   # makes the durable
+    assert maker.wait() == 0, maker.logs()
+    info = client.call(js.consumer_info("SHORT", "tracker-repeat"))
+    assert info.config.ack_policy == AckPolicy.EXPLICIT
+    events = make_events(30)
+    publish_events(client, js, "tic.short", events[:10])
+    held = take_and_drop(client, js, "tic.short", "SHORT", 10)
+    assert held == [ev["eid"] for ev in events[:10]]
+    publish_events(client, js, "tic.short", events[10:])
+    second = Repeat(str(tmp_path), *args, "--stop-when-idle", "5")
+    assert second.wait() == 0, second.logs()
+    eids = [m["headers"]["eid"] for m in read_topic(kafka_broker.bootstrap, "rep.short")]
+    assert sorted(eids) == sorted(ev["eid"] for ev in events)  # the held ten too, once each
+    info = client.call(js.consumer_info("SHORT", "tracker-repeat"))
+    assert info.num_pending == 0 and info.num_ack_pending == 0
+    assert info.ack_floor.stream_seq == 30
+
+
+def test_a_durable_an_earlier_version_made_with_ack_all_resumes_at_its_floor(
+        kafka_broker, nats_factory, tmp_path):
+    server = nats_factory(jetstream=True).start()
+    client = nats_factory.client(server.url)
+    js = client.jetstream()
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+    client.call(js.add_stream(StreamConfig(name="OLD", subjects=["tic.old"])))
+    client.call(js.add_consumer("OLD", ConsumerConfig(                  # as the old version did
+        durable_name="tracker-repeat", ack_policy=AckPolicy.ALL, deliver_policy=DeliverPolicy.ALL,
+        filter_subject="tic.old", max_ack_pending=BATCH, ack_wait=2)))
+    events = make_events(20)
+    publish_events(client, js, "tic.old", events)
+    take_and_drop(client, js, "tic.old", "OLD", 8, ack_first=5)   # 1-5 done, 6-8 in doubt
+    run = Repeat(str(tmp_path), "--from", "nats:tic.old", "--to", "kafka:rep.old", "--partitions", "1",
+                 "--nats-hosts", server.host, "--kafka-hosts", kafka_broker.bootstrap,
+                 "--ack-wait", "2", "--stop-when-idle", "3")
+    assert run.wait() == 0, run.logs()
+    assert '"msg":"repeat durable used AckAll; recreating it with explicit acks"' in run.logs()
+    assert '"resume_at_sequence":6' in run.logs()
+    eids = [m["headers"]["eid"] for m in read_topic(kafka_broker.bootstrap, "rep.old")]
+    assert sorted(eids) == sorted(ev["eid"] for ev in events[5:])   # from the floor on, once
+    info = client.call(js.consumer_info("OLD", "tracker-repeat"))
+    assert info.config.ack_policy == AckPolicy.EXPLICIT
+    assert info.num_pending == 0 and info.num_ack_pending == 0 and info.ack_floor.stream_seq == 20
+
+
 def produce(bootstrap, topic, events):
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic

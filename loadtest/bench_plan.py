@@ -69,6 +69,8 @@ def main():
     events = mix_events(args.events, 7)
     gc_tuning.tune("store-bench")
     runs = {name: [] for name in versions}
+    for module in versions.values():        # unmeasured: first-use costs (caches, arenas)
+        us_per_event(module, events[:BATCH])
     for r in range(args.rounds):
         order = list(versions.items())
         for name, module in order if r % 2 == 0 else order[::-1]:

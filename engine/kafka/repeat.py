@@ -159,8 +159,11 @@ class NatsSource:
             await msg.in_progress()
 
     async def commit(self, msgs):
+        # Retried when the last ack's answer does not come: the messages acked
+        # by then are skipped (acking one twice raises MsgAlreadyAckdError).
         for msg in msgs[:-1]:
-            await msg.ack()                      # a publish each, no round trip
+            if not msg.is_acked:
+                await msg.ack()                  # a publish each, no round trip
         await msgs[-1].ack_sync(timeout=self.opts.timeout)
 
     async def close(self):

@@ -58,6 +58,16 @@ class Repeat:
         return self.wait()
 
 
+def jetstream_with(nats_factory, stream, subject):
+    """A fresh JetStream server holding ``stream`` on ``subject``: (server, client, js)."""
+    from nats.js.api import StreamConfig
+    server = nats_factory(jetstream=True).start()
+    client = nats_factory.client(server.url)
+    js = client.jetstream()
+    client.call(js.add_stream(StreamConfig(name=stream, subjects=[subject])))
+    return server, client, js
+
+
 def test_usage_errors_are_clear_and_start_nothing():
     run = subprocess.run([TRACKER, "repeat", "--from", "nats:a.*", "--to", "kafka:t",
                           "--nats-hosts", "127.0.0.1:1", "--kafka-hosts", "127.0.0.1:1"],
@@ -71,11 +81,7 @@ def test_usage_errors_are_clear_and_start_nothing():
 
 def test_nats_to_kafka_killed_and_resumed_delivers_each_event_once_by_eid(
         kafka_broker, nats_factory, tmp_path):
-    server = nats_factory(jetstream=True).start()
-    client = nats_factory.client(server.url)
-    js = client.jetstream()
-    from nats.js.api import StreamConfig
-    client.call(js.add_stream(StreamConfig(name="TRACK", subjects=["tic.track"])))
+    server, client, js = jetstream_with(nats_factory, "TRACK", "tic.track")
     events = make_events(4000)
     bad = [b"oops", b"[1, 2]", orjson.dumps({"vid": "v", "ename": "no eid"})]
 
@@ -145,11 +151,8 @@ def test_a_group_a_killed_repeater_held_short_of_the_batch_is_delivered_by_the_n
     # The group is smaller than the batch, so JetStream hands the next
     # repeater newer messages at once. With AckAll, acking those also acked
     # the dead group and its events never reached Kafka.
-    server = nats_factory(jetstream=True).start()
-    client = nats_factory.client(server.url)
-    js = client.jetstream()
-    from nats.js.api import AckPolicy, StreamConfig
-    client.call(js.add_stream(StreamConfig(name="SHORT", subjects=["tic.short"])))
+    from nats.js.api import AckPolicy
+    server, client, js = jetstream_with(nats_factory, "SHORT", "tic.short")
     args = ["--from", "nats:tic.short", "--to", "kafka:rep.short", "--partitions", "1",
             "--nats-hosts", server.host, "--kafka-hosts", kafka_broker.bootstrap, "--ack-wait", "2"]
     maker = Repeat(str(tmp_path), *args, "--stop-when-idle", "1")   # makes the durable
@@ -172,11 +175,8 @@ def test_a_group_a_killed_repeater_held_short_of_the_batch_is_delivered_by_the_n
 
 def test_a_durable_an_earlier_version_made_with_ack_all_resumes_at_its_floor(
         kafka_broker, nats_factory, tmp_path):
-    server = nats_factory(jetstream=True).start()
-    client = nats_factory.client(server.url)
-    js = client.jetstream()
-    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
-    client.call(js.add_stream(StreamConfig(name="OLD", subjects=["tic.old"])))
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+    server, client, js = jetstream_with(nats_factory, "OLD", "tic.old")
     client.call(js.add_consumer("OLD", ConsumerConfig(                  # as the old version did
         durable_name="tracker-repeat", ack_policy=AckPolicy.ALL, deliver_policy=DeliverPolicy.ALL,
         filter_subject="tic.old", max_ack_pending=BATCH, ack_wait=2)))

@@ -122,8 +122,8 @@ class NatsSource:
                  durable=self.durable)
 
     async def _retire_ack_all(self, js, stream):
-        """Delete the durable if an earlier version made it with AckAll (see
-        the module's docstring); the stream sequence to resume it at (the
+        """Delete the durable if it does not ack explicitly (an earlier version
+        made it with AckAll, see the module's docstring); the stream sequence to resume it at (the
         first one not acknowledged: what was delivered beyond it comes again,
         and is de-duplicated by eid downstream), or None."""
         import nats.js.errors
@@ -132,11 +132,13 @@ class NatsSource:
             info = await js.consumer_info(stream, self.durable)
         except nats.js.errors.NotFoundError:
             return None
-        if info.config.ack_policy == AckPolicy.EXPLICIT:
+        policy = info.config.ack_policy
+        if policy == AckPolicy.EXPLICIT:
             return None
         resume_at = (info.ack_floor.stream_seq or 0) + 1 if info.ack_floor else 1
-        log.warning("repeat durable used AckAll; recreating it with explicit acks",
-                    durable=self.durable, stream=stream, resume_at_sequence=resume_at)
+        log.warning("repeat durable does not ack explicitly; recreating it with explicit acks",
+                    durable=self.durable, stream=stream, ack_policy=getattr(policy, "value", policy),
+                    resume_at_sequence=resume_at)
         await js.delete_consumer(stream, self.durable)
         return resume_at
 

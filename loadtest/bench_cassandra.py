@@ -52,6 +52,8 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 import cassandra_node  # noqa: E402
 
+from loadtest.bench_http import checkout_tracker  # noqa: E402
+
 from engine.config import config_from_dict  # noqa: E402
 from engine.store.sinks.base import SinkUnavailable  # noqa: E402
 from engine.store.sinks.cassandra import CassandraSink  # noqa: E402
@@ -396,18 +398,6 @@ def e2e_section(args, node):
               f"{sink:.1f} µs (target <= 70)", flush=True)
 
 
-def before_command(before):
-    """The ``tracker`` command of ``--before``'s checkout, checked at once
-    (not after a node has started), or None."""
-    if not before:
-        return None
-    path = os.path.join(before, ".venv", "bin", "tracker")
-    if not os.access(path, os.X_OK):
-        raise SystemExit(f"--before {before}: no {path} (the checkout needs its own .venv "
-                         f"with the collector installed)")
-    return [path]
-
-
 VARIANTS = {"tuned": "this checkout", "python": "this checkout with CPython's GC defaults",
             "before": "--before's checkout"}
 
@@ -555,7 +545,8 @@ def main():
     p.add_argument("--pids", help=argparse.SUPPRESS)
     p.add_argument("--keyspace", help=argparse.SUPPRESS)
     args = p.parse_args()
-    args.before_command = before_command(args.before)
+    # checked now, not after a node has started
+    args.before_command = [checkout_tracker(args.before)] if args.before else None
     from engine.system import gc_tuning
     gc_tuning.tune("store-bench")      # the sink runs as in a store process
     if args.worker:

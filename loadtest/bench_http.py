@@ -45,6 +45,16 @@ def tracker_command():
     return [found] if found else [sys.executable, "-m", "engine.cli"]
 
 
+def checkout_tracker(before):
+    """The ``tracker`` of ``--before``'s checkout (an earlier version with its
+    own .venv), checked at once rather than when its first run starts."""
+    path = os.path.join(before, ".venv", "bin", "tracker")
+    if not os.access(path, os.X_OK):
+        raise SystemExit(f"--before {before}: no {path} (the checkout needs its own .venv "
+                         f"with the collector installed)")
+    return path
+
+
 def pin(cpu):
     return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and os.cpu_count() > 1 else []
 

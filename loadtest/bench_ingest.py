@@ -53,8 +53,8 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from loadtest.bench_http import (CLK_TCK, children, cpu_seconds, free_port,  # noqa: E402
-                                 parse_wrk, pin)
+from loadtest.bench_http import (CLK_TCK, checkout_tracker, children, cpu_seconds,  # noqa: E402
+                                 free_port, parse_wrk, pin)
 from loadtest.bench_tls import self_signed  # noqa: E402
 from loadtest.run import nginx_binary, wait_port  # noqa: E402
 
@@ -353,7 +353,25 @@ def slow_windows(path):
     return (len(windows), len(slow) / len(rows), span)
 
 
+SERVERS = ("nginx", "uvloop", "spool", "sqlite", "spool-pygc", "sqlite-pygc", "sqlite-pure",
+           "before", "before-sqlite")
+
+
+def check_servers(names, before):
+    """Every name known and ``--before``'s checkout usable, before any server
+    starts (a SystemExit later would leave the ones started running); the
+    checkout's ``tracker`` or None."""
+    unknown = [n for n in names if n not in SERVERS]
+    if unknown:
+        raise SystemExit(f"unknown server {unknown[0]!r} (known: {', '.join(SERVERS)})")
+    wants_before = [n for n in names if n.startswith("before")]
+    if wants_before and not before:
+        raise SystemExit(f"--servers {wants_before[0]} needs --before DIR")
+    return checkout_tracker(before) if wants_before else None
+
+
 def start_servers(names, directory, cert, before, modes):
+    """The servers, in order; ``before`` is check_servers' tracker."""
     tracker = shutil.which("tracker", path=os.path.dirname(sys.executable)) or "tracker"
     servers = []
     for name in names:
@@ -370,13 +388,9 @@ def start_servers(names, directory, cert, before, modes):
         elif name == "sqlite-pure":          # the store's pure-Python writer: the A/B
             servers.append(CollectorPair(name, where, cert, True, tracker, modes,
                                          {"TRACKER_PURE_SQLITE": "1"}))
-        elif name in ("before", "before-sqlite"):
-            if not before:
-                raise SystemExit(f"--servers {name} needs --before DIR")
+        else:                                # before, before-sqlite
             servers.append(CollectorPair(name, where, cert, name == "before-sqlite",
-                                         os.path.join(before, ".venv", "bin", "tracker"), modes))
-        else:
-            raise SystemExit(f"unknown server {name!r}")
+                                         before, modes))
     return servers
 
 
@@ -401,9 +415,10 @@ def main():
         raise SystemExit("wrk is not installed (Debian package: wrk)")
     names = args.servers.split(",")
     modes = args.modes.split(",")
+    before = check_servers(names, args.before)
     directory = tempfile.mkdtemp(prefix="tracker-ingest-")
     cert = self_signed(directory)
-    servers = start_servers(names, directory, cert, args.before, modes)
+    servers = start_servers(names, directory, cert, before, modes)
     runs = {(s.name, m): [] for s in servers for m in modes}
     codes = {}
     try:

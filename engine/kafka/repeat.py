@@ -110,7 +110,7 @@ class NatsSource:
         self.nc = await connect(self.opts, f"tracker-repeat-{self.durable}")
         js = self.nc.jetstream(timeout=self.opts.timeout)
         stream = self.stream or await find_stream(js, self.subject)
-        resume_at = await self._retire_ack_all(js, stream)
+        resume_at = await self._recreate_unless_explicit(js, stream)
         where = (dict(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=resume_at)
                  if resume_at else dict(deliver_policy=DeliverPolicy.ALL))
         config = ConsumerConfig(durable_name=self.durable, ack_policy=AckPolicy.EXPLICIT,
@@ -121,7 +121,7 @@ class NatsSource:
         log.info("repeat source ready", source=f"nats:{self.subject}", stream=stream,
                  durable=self.durable)
 
-    async def _retire_ack_all(self, js, stream):
+    async def _recreate_unless_explicit(self, js, stream):
         """Delete the durable if it does not ack explicitly (an earlier version
         made it with AckAll, see the module's docstring); the stream sequence to resume it at (the
         first one not acknowledged: what was delivered beyond it comes again,

@@ -14,6 +14,14 @@ extensions = cythonize(
     compiler_directives={"language_level": "3", "boundscheck": False,
                          "wraparound": False, "cdivision": True},
 )
+# Plain Python compiled as it stands, typed by the .pxd beside each file: the
+# store's planners (~30 % less CPU, loadtest/bench_plan.py). Python's own
+# semantics kept (no boundscheck/wraparound/cdivision shortcuts); where the
+# build is missing, the same files run as Python.
+PLANNERS = ["engine/store/fanout.py", "engine/store/sinks/cassandra/plan.py",
+            "engine/store/sinks/cassandra/stamps.py"]
+extensions += cythonize([Extension(p[:-3].replace("/", "."), [p]) for p in PLANNERS],
+                        compiler_directives={"language_level": "3"})
 
 setup(
     name="tracker",

@@ -11,9 +11,12 @@ that is ours in Python (docs/cassandra.md); bench_cassandra.py measures the
 whole sink against a real node, where the noise of the driver and the JVM
 hides a few µs.
 
-``--before REV`` also loads plan.py as it was at git revision REV (the rest
-of the engine from this checkout) and alternates the two in this process,
-so both see the same machine: medians and minima of the rounds.
+``--before REV`` also loads plan.py, and the fanout.py and stamps.py it
+plans with, as they were at git revision REV (the rest of the engine from
+this checkout), from their source: run by the interpreter, not the Cython
+build setup.py makes of them. It alternates the two in this process, so
+both see the same machine: medians and minima of the rounds. ``--before
+HEAD`` is the built planner against the same code as plain Python.
 """
 import argparse
 import os
@@ -33,18 +36,43 @@ from engine.system import gc_tuning                                     # noqa: 
 
 BATCH = 1000
 PLAN_PATH = "engine/store/sinks/cassandra/plan.py"
+PLANNED_WITH = {"engine.store.fanout": "engine/store/fanout.py",
+                "engine.store.sinks.cassandra.stamps": "engine/store/sinks/cassandra/stamps.py"}
+
+
+def source_at(rev, path, name):
+    """The module ``path`` as it was at git revision ``rev``, run from its
+    source (never a compiled build of it); None if it did not exist then."""
+    done = subprocess.run(["git", "-C", ROOT, "show", f"{rev}:{path}"], capture_output=True)
+    if done.returncode != 0:
+        if b"exists on disk, but not in" in done.stderr or b"does not exist" in done.stderr:
+            return None
+        raise SystemExit(f"--before {rev}: {done.stderr.decode().strip()}")
+    module = types.ModuleType(name)
+    exec(compile(done.stdout, f"{rev}:{path}", "exec"), module.__dict__)
+    return module
 
 
 def plan_at(rev):
-    """plan.py as it was at ``rev``, as a module."""
+    """plan.py as it was at ``rev``, planning with fanout.py and stamps.py as
+    they were then, all three from source: setup.py compiles them now, so
+    this is also the pure-Python planner against the built one."""
+    saved = {name: sys.modules.get(name) for name in PLANNED_WITH}
     try:
-        source = subprocess.run(["git", "-C", ROOT, "show", f"{rev}:{PLAN_PATH}"],
-                                check=True, capture_output=True).stdout
-    except subprocess.CalledProcessError as exc:
-        raise SystemExit(f"--before {rev}: {exc.stderr.decode().strip()}") from None
-    module = types.ModuleType(f"plan_at_{rev}")
-    exec(compile(source, f"{rev}:{PLAN_PATH}", "exec"), module.__dict__)
-    return module
+        for name, path in PLANNED_WITH.items():
+            module = source_at(rev, path, name)
+            if module is not None:
+                sys.modules[name] = module     # what plan.py's imports find
+        plan = source_at(rev, PLAN_PATH, f"plan_at_{rev}")
+        if plan is None:
+            raise SystemExit(f"--before {rev}: no {PLAN_PATH} there")
+        return plan
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
 
 
 def us_per_event(module, events):

@@ -190,12 +190,11 @@ class Planner:
             self._row_writes(spec, batch.rows[spec[0].name], rows, sizes, info, stamps,
                              conditional)
         counters, csizes = {}, {}
-        write = self._counter_write
         for table, increments in batch.counters.items():
             kind = _COUNTER_PARTITION_KINDS.get(table)
             for key, n in increments.items():
                 _add(counters, csizes, partition_of(table, key) if kind is None else (kind, key[0]),
-                     write(table, key, n))
+                     self._counter_write(table, key, n))
         requests = self._split(rows, sizes, False) + [Request(part, [w], conditional=True)
                                                       for part, w in conditional]
         return Plan(requests, self._split(counters, csizes, True), len(batch),

@@ -54,10 +54,11 @@ class SinkStage:
         self.tail = SpoolTail(config.spool_directory, self.sid,
                               legacy_sink_id(index, sink.service), all_sids, owns, board)
         self.io = named_executor(f"pos-{self.sid}"[:15])   # positions, deletions: in order
-        # A sink may ask for larger batches than BatchMaxEvents (SQLite: one
-        # transaction per batch, whose commit costs the same at any size).
+        # A sink may ask for larger or older batches than BatchMaxEvents and
+        # BatchMaxAgeMs (SQLite: one transaction per batch, cheaper per event
+        # the larger it is).
         self.max_events = getattr(sink, "batch_max_events", None) or config.batch_max_events
-        self.max_age = config.batch_max_age_ms / 1000
+        self.max_age = (getattr(sink, "batch_max_age_ms", None) or config.batch_max_age_ms) / 1000
         self.open, self.marks, self.opened_at = [], {}, 0.0
         self.agents = Agents(config.bots)     # user agents read, robots flagged or dropped
         self.last_read = 0

@@ -479,16 +479,27 @@ def test_a_rolled_back_batch_forgets_the_texts_it_added(db, sink):
     assert rows(db, "SELECT count(*) FROM strings") == [(3,)]
 
 
-def test_transactions_hold_5000_events_unless_the_entry_says(tmp_path):
+def test_transactions_hold_20000_events_and_a_second_unless_the_entry_or_config_says(tmp_path):
     class Big:
-        schema_version, batch_max_events = 1, 20000
+        schema_version, batch_max_events, batch_max_age_ms = 1, 50000, 3000
     path = str(tmp_path / "t.db")
-    assert SQLiteSink({"Service": "sqlite", "Path": path}, Cfg()).batch_max_events == 5000
-    assert SQLiteSink({"Service": "sqlite", "Path": path}, Big()).batch_max_events == 20000
-    assert SQLiteSink({"Service": "sqlite", "Path": path, "BatchMaxEvents": 200},
-                      Big()).batch_max_events == 200
+    default = SQLiteSink({"Service": "sqlite", "Path": path}, Cfg())
+    assert (default.batch_max_events, default.batch_max_age_ms) == (20000, 1000)
+    big = SQLiteSink({"Service": "sqlite", "Path": path}, Big())
+    assert (big.batch_max_events, big.batch_max_age_ms) == (50000, 3000)
+    class Quick:
+        schema_version, batch_max_events, batch_max_age_ms = 1, 1000, 20
+    assert SQLiteSink({"Service": "sqlite", "Path": path}, Quick()).batch_max_age_ms == 20
+    from engine.config import config_from_dict
+    assert SQLiteSink({"Service": "sqlite", "Path": path},
+                      config_from_dict({})).batch_max_age_ms == 1000     # 250 is the default
+    own = SQLiteSink({"Service": "sqlite", "Path": path, "BatchMaxEvents": 200,
+                      "BatchMaxAgeMs": 50}, Big())
+    assert (own.batch_max_events, own.batch_max_age_ms) == (200, 50)
     with pytest.raises(ValueError, match="BatchMaxEvents"):
         SQLiteSink({"Service": "sqlite", "Path": path, "BatchMaxEvents": "many"}, Cfg())
+    with pytest.raises(ValueError, match="BatchMaxAgeMs.*milliseconds > 0"):
+        SQLiteSink({"Service": "sqlite", "Path": path, "BatchMaxAgeMs": 0}, Cfg())
 
 
 def test_events_are_stored_compactly(db, sink):

@@ -15,7 +15,7 @@ extensions = cythonize(
                          "wraparound": False, "cdivision": True},
 )
 # Plain Python compiled as it stands, typed by the .pxd beside each file: the
-# store's planners (~30 % less CPU, loadtest/bench_plan.py). Python's own
+# store's planners (~25 % less CPU, loadtest/bench_plan.py). Python's own
 # semantics kept (no boundscheck/wraparound/cdivision shortcuts); where the
 # build is missing, the same files run as Python.
 PLANNERS = ["engine/store/fanout.py", "engine/store/sinks/cassandra/plan.py",

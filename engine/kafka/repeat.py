@@ -123,9 +123,9 @@ class NatsSource:
 
     async def _recreate_unless_explicit(self, js, stream):
         """Delete the durable if it does not ack explicitly (an earlier version
-        made it with AckAll, see the module's docstring); the stream sequence to resume it at (the
-        first one not acknowledged: what was delivered beyond it comes again,
-        and is de-duplicated by eid downstream), or None."""
+        made it with AckAll, see the module's docstring); the stream sequence
+        to resume it at (the first one not acknowledged: what was delivered
+        beyond it comes again, and is de-duplicated by eid downstream), or None."""
         import nats.js.errors
         from nats.js.api import AckPolicy
         try:

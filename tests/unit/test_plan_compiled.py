@@ -63,7 +63,8 @@ def events(n, seed):
               "created": T0 + rnd.randrange(5000), "first": rnd.random() < 0.5}
         for key, value in (("ip", f"10.0.0.{rnd.randrange(4)}"), ("uid", f"u{rnd.randrange(9)}"),
                            ("url", "https://s/" + "p" * rnd.randrange(3000)),
-                           ("last", f"https://r/{rnd.randrange(5)}"), ("ref", f"r{rnd.randrange(3)}"),
+                           ("last", f"https://r/{rnd.randrange(5)}"),
+                           ("ref", f"r{rnd.randrange(3)}"),
                            ("aff", "a1"), ("username", f"n{rnd.randrange(3)}"),
                            ("latlon", [rnd.uniform(-60, 60), rnd.uniform(-150, 150)]),
                            ("vp", [rnd.randrange(2000), rnd.randrange(2000)]),

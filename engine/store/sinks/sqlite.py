@@ -209,10 +209,11 @@ class SQLiteSink(Sink):
             raise ValueError('sqlite Notify entry needs a "Path" (the database file)')
         self.path = os.fspath(path)
         self.schema_version = int(config.schema_version)
-        self.batch_max_events = _entry_size(entry, "BatchMaxEvents", "events", BATCH_EVENTS,
-                                            getattr(config, "batch_max_events", 0))
+        self.batch_max_events = _entry_size(
+            entry, "BatchMaxEvents", "events",
+            max(BATCH_EVENTS, getattr(config, "batch_max_events", 0) or 0))
         self.batch_max_age_ms = _entry_size(entry, "BatchMaxAgeMs", "milliseconds",
-                                            _batch_age_ms(config), 0)
+                                            _batch_age_ms(config))
         self._conn = None
         self._writer = None             # BatchWriter (compiled) or TwinWriter, once open
         self._writer_class = load_writer()
@@ -423,12 +424,11 @@ def _batch_age_ms(config):
     return BATCH_AGE_MS if value in (None, KEYS["BatchMaxAgeMs"][2]) else value
 
 
-def _entry_size(entry, key, unit, default, global_value):
-    """The entry's ``key`` (a positive int), else the larger of the sink's
-    default and the global setting of the same name."""
+def _entry_size(entry, key, unit, default):
+    """The entry's ``key`` (a positive int), else ``default``."""
     value = entry.get(key)
     if value is None:
-        return max(default, global_value or 0)
+        return default
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f'sqlite Notify entry "{key}" must be {unit} > 0, not {value!r}')
     return value

@@ -7,6 +7,8 @@ extensions = cythonize(
      Extension("engine.ingest._spool", ["engine/ingest/_spool.pyx"]),
      Extension("engine.ingest._track", ["engine/ingest/_track.pyx"]),
      Extension("engine.limits._bucket", ["engine/limits/_bucket.pyx"]),
+     Extension("engine.store.sinks.cassandra._cqlframe",
+               ["engine/store/sinks/cassandra/_cqlframe.pyx"]),
      # Linked by run-time name: the library Python's sqlite3 module uses, no
      # development package needed (the module declares the API it calls).
      Extension("engine.store.sinks._sqlite_write", ["engine/store/sinks/_sqlite_write.pyx"],

@@ -61,7 +61,7 @@ from engine.store.sinks.cassandra import CassandraSink  # noqa: E402
 BATCH = 1000
 SCYLLA_DRIVER = "scylla-driver==3.29.12"
 SIDE_PACKAGES = (SCYLLA_DRIVER, "orjson==3.13.0", "tzdata==2026.6")
-DRIVERS = ("acsylla", "cassandra-driver", "scylla-driver", "wave-1")
+DRIVERS = ("acsylla", "native", "cassandra-driver", "scylla-driver", "wave-1")
 # "wave-1": the sink as it was before it became a package (one module,
 # cassandra-driver, one request per counter), taken from git history.
 WAVE1 = ("9fe716d3c4b77b7747dfc45193cb16732aa488a2", "engine/store/sinks/cassandra.py")

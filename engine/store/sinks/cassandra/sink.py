@@ -6,7 +6,8 @@ docs/cassandra.md lists every key.
 What a batch writes (rows per table with their winning event, counter
 increments per key) is engine/store/fanout.py's ``fan_out``, shared with every
 sink; plan.py turns it into single-partition requests; a wire (wire_acsylla.py
-by default, ``Driver: "cassandra-driver"`` for wire_datastax.py) sends them.
+by default, ``Driver: "native"`` for wire_native.py, the collector's own CQL
+connections, ``"cassandra-driver"`` for wire_datastax.py) sends them.
 
 Life cycle. Nothing is connected in the supervisor (a driver's threads and
 sockets must not cross ``fork``): each store process connects in ``start()``,
@@ -67,7 +68,8 @@ DEFAULT_PORT = 9042
 DEFAULT_KEYSPACE = "tracker"
 DEFAULT_TIMEOUT_MS = 10_000
 DEFAULT_CONCURRENCY = 128
-DRIVERS = ("acsylla", "cassandra-driver")
+DRIVERS = ("acsylla", "native", "cassandra-driver")
+TLS_OR_AUTH = ("CACert", "Cert", "Key", "Secure", "Username")
 FIRST_WRITE = ("timestamp", "paxos")
 SCHEMA_AGREEMENT_WAIT = 30.0     # seconds a DDL statement waits for the schema to spread
 RESIDUE_RETRY_FIRST, RESIDUE_RETRY_MAX = 0.5, 10.0   # seconds between residue resends
@@ -119,6 +121,9 @@ def make_wire(settings):
     if settings.driver == "acsylla":
         from engine.store.sinks.cassandra.wire_acsylla import AcsyllaWire
         return AcsyllaWire(settings)
+    if settings.driver == "native":
+        from engine.store.sinks.cassandra.wire_native import NativeWire
+        return NativeWire(settings)
     from engine.store.sinks.cassandra.wire_datastax import DatastaxWire
     return DatastaxWire(settings)
 
@@ -148,6 +153,10 @@ class CassandraSink(Sink):
         self.local_dc = entry.get("LocalDC") or None
         self.first_write = _choice(entry, "FirstWrite", "timestamp", FIRST_WRITE)
         self.driver = _choice(entry, "Driver", "acsylla", DRIVERS)
+        if self.driver == "native" and any(entry.get(k) for k in TLS_OR_AUTH):
+            raise ValueError('cassandra Driver "native" has no TLS or authentication (set: '
+                             f'{", ".join(k for k in TLS_OR_AUTH if entry.get(k))}): '
+                             'use Driver "acsylla"')
         self.replication = cql.replication_cql(entry.get("Replication"))
         self.schema_version = int(config.schema_version)
         self.wire = None

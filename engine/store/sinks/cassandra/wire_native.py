@@ -1,0 +1,334 @@
+"""The sink's writes over the collector's own CQL connections (``Driver: "native"``).
+
+Why: with acsylla a request costs a statement object per write, a batch
+object, a future, and a wake-up of the event loop from the C++ driver's I/O
+thread; at ~3 requests and ~7 writes per event that is most of the sink's CPU
+(docs/cassandra.md). Here a request is one frame built in C (_cqlframe.pyx:
+values encoded as PREPARE's metadata says) on an asyncio connection driven by
+the store process's own loop (native_conn.py): the frames queued in one turn
+of the loop leave in one ``write``, and answers are counted, not awaited one
+by one. No thread of its own.
+
+This wire does: protocol v4 on one connection per node of the local data
+centre, PREPARE on every connection it opens, EXECUTE/BATCH of the plan's
+requests, token-aware routing (Murmur3; the ring from system.local and
+system.peers; the next replicas when one is down), per-request timeouts,
+reconnection with backoff. It leaves to acsylla, whose session it also
+opens: schema statements, SELECTs, the topology query — rare and off the
+write path. It does no TLS and no authentication: with either configured,
+the sink refuses ``Driver: "native"`` (CassandraSink).
+"""
+import asyncio
+import bisect
+import time
+
+from engine.logs import log
+from engine.store.sinks.base import SinkUnavailable
+from engine.store.sinks.cassandra import _cqlframe
+from engine.store.sinks.cassandra.native_conn import (
+    OP_ERROR, OP_PREPARE, OP_RESULT, CqlConnection, CqlError, long_string, parse_error,
+    parse_prepared)
+from engine.store.sinks.cassandra.wire_acsylla import AcsyllaWire, _days_from_civil
+
+CONSISTENCY = {"ANY": 0, "ONE": 1, "TWO": 2, "THREE": 3, "QUORUM": 4, "ALL": 5,
+               "LOCAL_QUORUM": 6, "EACH_QUORUM": 7, "SERIAL": 8, "LOCAL_SERIAL": 9,
+               "LOCAL_ONE": 10}
+UNPREPARED = 0x2500
+RECONNECT_FIRST, RECONNECT_MAX = 0.5, 10.0
+MAX_IN_FLIGHT = 30_000              # below one connection's 32,767 streams
+
+
+class NotSent(Exception):
+    """The request was never written: no connection to a replica is up."""
+
+
+class RequestTimeout(Exception):
+    """No answer within the sink's Timeout (the request may have applied)."""
+
+
+class NativeCodec:
+    """Plan values as _cqlframe.pyx encodes them."""
+    unset = None
+    uuid_as_text = True                 # parsed from the canonical text in C
+
+    @staticmethod
+    def uuid(text):
+        return text
+
+    @staticmethod
+    def ts(ms):
+        return int(ms)                  # a timestamp is milliseconds on the wire
+
+    @staticmethod
+    def day(text):
+        return _days_from_civil(int(text[:4]), int(text[5:7]), int(text[8:10]))
+
+    @staticmethod
+    def point(latlon):
+        return (float(latlon[0]), float(latlon[1]))
+
+    @staticmethod
+    def view(vp):
+        return (int(vp[0]), int(vp[1]))
+
+
+class NativeWire(AcsyllaWire):
+    name = "native"
+    codec = NativeCodec
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.consistency = CONSISTENCY[settings.consistency_name]
+        self.serial = CONSISTENCY["LOCAL_SERIAL" if settings.consistency_name.startswith("LOCAL")
+                                  else "SERIAL"]
+        self.write_cql = {}             # name -> CQL, prepared on every connection
+        self.frames = {}                # name -> _cqlframe.Prepared
+        self.nodes = []                 # addresses of the local data centre
+        self.conns = {}                 # address -> CqlConnection (up)
+        self.ring = Ring([], [])
+        self._reconnecting = {}
+        self._closing = False
+
+    # ---- connection ---------------------------------------------------------
+    async def connect(self):
+        await super().connect()
+        self.ring, self.nodes = await self._topology()
+        results = await asyncio.gather(*(self._open(a) for a in self.nodes),
+                                       return_exceptions=True)
+        if not self.conns:
+            await super().close()
+            raise next((r for r in results if isinstance(r, SinkUnavailable)),
+                       SinkUnavailable(f"cassandra {self.s.where()}: no node answered"))
+
+    async def _topology(self):
+        """(Ring, addresses) of the local data centre: LocalDC, else the
+        contact node's own."""
+        local = (await self.query("SELECT data_center, rpc_address, tokens FROM system.local"))[0]
+        try:
+            peers = await self.query(
+                "SELECT data_center, native_address AS rpc_address, tokens FROM system.peers_v2")
+        except Exception:               # noqa: BLE001 - before Cassandra 4: no peers_v2
+            peers = await self.query("SELECT data_center, rpc_address, tokens FROM system.peers")
+        dc = self.s.local_dc or local["data_center"]
+        tokens, owners = [], []
+        for row in [local, *peers]:
+            if row["data_center"] != dc:
+                continue
+            address = str(row["rpc_address"])
+            if address in ("0.0.0.0", "::", "None"):
+                address = self.s.contact_points[0]
+            for t in row["tokens"] or ():
+                tokens.append(int(t))
+                owners.append(address)
+        nodes = sorted(set(owners)) or list(self.s.contact_points)
+        return Ring(tokens, owners), nodes
+
+    async def _open(self, address):
+        conn = await CqlConnection.open(address, self.s.port, self.s.timeout, self._lost)
+        try:
+            for name, text in self.write_cql.items():
+                self.frames[name] = await self._prepare_on(conn, text)
+        except BaseException:
+            conn.close()
+            raise
+        if self._closing:
+            conn.close()
+            return
+        self.conns[address] = conn
+
+    async def _prepare_on(self, conn, text):
+        opcode, body = await conn.call(OP_PREPARE, long_string(text), self.s.timeout)
+        if opcode == OP_ERROR:
+            raise parse_error(body)
+        return parse_prepared(body, _cqlframe.Prepared)
+
+    def _lost(self, conn):
+        if self.conns.get(conn.host) is conn:
+            del self.conns[conn.host]
+            log.warning("cassandra connection lost", host=conn.host, driver="native")
+        self._reconnect(conn.host)
+
+    def _reconnect(self, address):
+        if self._closing or address in self._reconnecting or address in self.conns:
+            return
+        self._reconnecting[address] = asyncio.get_running_loop().create_task(
+            self._reconnect_loop(address))
+
+    async def _reconnect_loop(self, address):
+        delay = RECONNECT_FIRST
+        try:
+            while not self._closing and address not in self.conns:
+                await asyncio.sleep(delay)
+                try:
+                    await self._open(address)
+                    log.info("cassandra connection back", host=address, driver="native")
+                except (SinkUnavailable, CqlError, asyncio.TimeoutError, OSError):
+                    delay = min(delay * 2, RECONNECT_MAX)
+        finally:
+            self._reconnecting.pop(address, None)
+
+    async def close(self):
+        self._closing = True
+        for task in list(self._reconnecting.values()):
+            task.cancel()
+        for conn in list(self.conns.values()):
+            conn.close()
+        self.conns.clear()
+        await super().close()
+
+    # ---- statements ---------------------------------------------------------
+    async def prepare(self, statements):
+        await super().prepare(statements)          # for select_one, through acsylla
+        self.write_cql = {k: v for k, v in statements.items()
+                          if not v.lstrip().upper().startswith("SELECT")}
+        for conn in list(self.conns.values()):
+            for name, text in self.write_cql.items():
+                self.frames[name] = await self._prepare_on(conn, text)
+
+    def _reprepare(self, conn):
+        """A node answered Unprepared (it restarted and lost them): prepare
+        again on that connection; the request is reported not applied."""
+        async def again():
+            try:
+                for text in self.write_cql.values():
+                    await self._prepare_on(conn, text)
+            except (CqlError, asyncio.TimeoutError, OSError) as exc:
+                log.warning("cassandra re-prepare failed", host=conn.host, error=repr(exc)[:200])
+        asyncio.get_running_loop().create_task(again())
+
+    # ---- requests -----------------------------------------------------------
+    async def send(self, requests, limit):
+        """Send every request; their exceptions (None: done) in order."""
+        errors = [None] * len(requests)
+        if requests:
+            await _Sending(self, requests, errors, min(limit, MAX_IN_FLIGHT)).done
+        return errors
+
+    def route(self, request):
+        """The connection to send ``request`` on: its partition's first
+        replica that is up, else any node up; None when none is."""
+        conns = self.conns
+        if len(conns) == 1 or len(self.nodes) == 1:
+            for conn in conns.values():
+                return conn
+            return None
+        if not conns:
+            return None
+        w = request.writes[0]
+        key = _cqlframe.routing_key(self.frames[w.table], w)
+        for address in self.ring.replicas(_cqlframe.token(key)):
+            conn = conns.get(address)
+            if conn is not None:
+                return conn
+        return next(iter(conns.values()))
+
+    @staticmethod
+    def unsent(exc):
+        """True when the request certainly did not reach Cassandra or was not
+        applied (so a counter increment in it was not counted)."""
+        if isinstance(exc, CqlError):
+            return not exc.applied_maybe
+        return isinstance(exc, (SinkUnavailable, NotSent, _cqlframe.CqlValueError))
+
+
+class Ring:
+    """Token ring of one data centre: a token's replicas, first one first."""
+
+    def __init__(self, tokens, owners):
+        pairs = sorted(zip(tokens, owners))
+        self.tokens = [t for t, _ in pairs]
+        self.owners = [o for _, o in pairs]
+        distinct = len(set(self.owners))
+        self._orders = [self._walk(i, distinct) for i in range(len(pairs))]
+
+    def _walk(self, i, distinct):
+        seen = []
+        n = len(self.owners)
+        for k in range(n):
+            o = self.owners[(i + k) % n]
+            if o not in seen:
+                seen.append(o)
+                if len(seen) == distinct:
+                    break
+        return tuple(seen)
+
+    def replicas(self, token):
+        if not self.tokens:
+            return ()
+        i = bisect.bisect_left(self.tokens, token)
+        return self._orders[i % len(self.tokens)]
+
+
+class _Sending:
+    """One ``send``: at most ``limit`` requests in flight, the next started as
+    each answer comes; ``done`` resolves when every request has its outcome."""
+
+    def __init__(self, wire, requests, errors, limit):
+        self.wire, self.requests, self.errors, self.limit = wire, requests, errors, limit
+        self.next = 0
+        self.left = len(requests)
+        self.started = {}               # index -> (conn, stream, monotonic start)
+        loop = asyncio.get_running_loop()
+        self.done = loop.create_future()
+        self.timeout = wire.s.timeout
+        self._timer = loop.call_later(min(self.timeout / 4, 0.5), self._expire)
+        self._pump()
+
+    def _pump(self):
+        started, requests, wire = self.started, self.requests, self.wire
+        frames, cl, serial = wire.frames, wire.consistency, wire.serial
+        now = time.monotonic()
+        while len(started) < self.limit and self.next < len(requests):
+            i = self.next
+            self.next += 1
+            request = requests[i]
+            conn = wire.route(request)
+            stream = conn.take((self, i)) if conn is not None else None
+            if stream is None:
+                self._finish(i, NotSent(f"cassandra {wire.s.where()}: no connection up"))
+                continue
+            try:
+                frame = _cqlframe.frame(stream, request, frames, cl, serial)
+            except Exception as exc:     # noqa: BLE001 - reported for this request only
+                conn.give_back(stream)
+                self._finish(i, exc)
+                continue
+            started[i] = (conn, stream, now)
+            conn.push(frame)
+        if not self.left and not self.done.done():
+            self._timer.cancel()
+            self.done.set_result(None)
+
+    def answer(self, i, opcode, body):
+        entry = self.started.pop(i, None)
+        if entry is None:
+            return
+        if opcode == OP_RESULT:
+            self._finish(i, None)
+        elif opcode is None:
+            self._finish(i, body)        # the connection's exception
+        else:
+            exc = parse_error(body) if opcode == OP_ERROR else CqlError(
+                0x000A, f"unexpected answer opcode {opcode}")
+            if getattr(exc, "code", None) == UNPREPARED:
+                self.wire._reprepare(entry[0])
+            self._finish(i, exc)
+        self._pump()
+
+    def _finish(self, i, exc):
+        self.errors[i] = exc
+        self.left -= 1
+
+    def _expire(self):
+        if self.done.done():
+            return
+        now = time.monotonic()
+        for i, (conn, stream, t0) in list(self.started.items()):
+            if now - t0 > self.timeout:
+                del self.started[i]
+                conn.orphan(stream)
+                self._finish(i, RequestTimeout(f"cassandra {conn.host}: no answer in "
+                                               f"{self.timeout:g} s"))
+        self._timer = asyncio.get_running_loop().call_later(min(self.timeout / 4, 0.5),
+                                                            self._expire)
+        self._pump()

@@ -1,0 +1,135 @@
+"""The native wire's frames (engine/store/sinks/cassandra/_cqlframe.pyx):
+values encoded as the CQL v4 protocol and cassandra-driver's serializers say,
+unset cells for sparse writes, EXECUTE/BATCH layout, and Cassandra's Murmur3
+token (cassandra-driver's own C implementation is the reference)."""
+import datetime
+import os
+import random
+import struct
+import uuid
+
+import pytest
+from cassandra import cqltypes
+from cassandra.murmur3 import murmur3
+
+from engine.store.sinks.cassandra import _cqlframe
+from engine.store.sinks.cassandra.plan import Request, Write
+from engine.store.sinks.cassandra.wire_native import NativeCodec
+
+VARCHAR, BIGINT, BOOLEAN, COUNTER, DOUBLE, INT, TIMESTAMP, UUID, DATE = (
+    0x0D, 0x02, 0x04, 0x05, 0x07, 0x09, 0x0B, 0x0C, 0x11)
+POINT = ("udt", (DOUBLE, DOUBLE))
+VIEW = ("udt", (INT, INT))
+PARAMS = ("map", VARCHAR, VARCHAR)
+TYPES = (VARCHAR, UUID, TIMESTAMP, INT, DOUBLE, BOOLEAN, DATE, PARAMS, POINT, VIEW, BIGINT)
+
+
+def values_of(frame, start):
+    """[short n][int len][bytes]* from ``start`` -> list of bytes|None|'unset'."""
+    n, = struct.unpack_from(">H", frame, start)
+    at, out = start + 2, []
+    for _ in range(n):
+        k, = struct.unpack_from(">i", frame, at)
+        at += 4
+        if k < 0:
+            out.append(None if k == -1 else "unset")
+            continue
+        out.append(frame[at:at + k])
+        at += k
+    return out, at
+
+
+def execute_values(frame, pid):
+    version, flags, stream, opcode, length = struct.unpack_from(">BBhBi", frame, 0)
+    assert (version, opcode, length) == (4, 0x0A, len(frame) - 9)
+    k, = struct.unpack_from(">H", frame, 9)
+    assert frame[11:11 + k] == pid
+    consistency, qflags = struct.unpack_from(">HB", frame, 11 + k)
+    values, end = values_of(frame, 11 + k + 3)
+    return stream, consistency, qflags, values, frame[end:]
+
+
+def test_every_column_type_encodes_as_cassandra_driver_serializes_it():
+    vid = str(uuid.uuid4())
+    ms = 1_800_000_000_123
+    day = NativeCodec.day("2026-11-30")
+    values = ["héllo", vid, NativeCodec.ts(ms), -7, 2.5, True, day, {"a": "b", "c": "ü"},
+              NativeCodec.point([48.85, 2.35]), NativeCodec.view([1280, 720]), 2**40]
+    p = _cqlframe.Prepared(b"\x01\x02", TYPES, (1,))
+    frame = _cqlframe.frame(7, Request(None, [Write("t", values, 0)], False), {"t": p}, 6, 9)
+    stream, consistency, flags, got, rest = execute_values(frame, b"\x01\x02")
+    assert (stream, consistency, flags, rest) == (7, 6, 0x03, b"")
+    v4 = 4
+    udt = lambda *fields: b"".join(struct.pack(">i", len(f)) + f for f in fields)  # noqa: E731
+    assert got == [
+        cqltypes.UTF8Type.serialize("héllo", v4),
+        cqltypes.UUIDType.serialize(uuid.UUID(vid), v4),
+        cqltypes.DateType.serialize(datetime.datetime.fromtimestamp(ms / 1000,
+                                                                    datetime.timezone.utc), v4),
+        cqltypes.Int32Type.serialize(-7, v4),
+        cqltypes.DoubleType.serialize(2.5, v4),
+        cqltypes.BooleanType.serialize(True, v4),
+        cqltypes.SimpleDateType.serialize(datetime.date(2026, 11, 30), v4),
+        cqltypes.MapType.apply_parameters([cqltypes.UTF8Type, cqltypes.UTF8Type]).serialize(
+            {"a": "b", "c": "ü"}, v4),
+        udt(struct.pack(">d", 48.85), struct.pack(">d", 2.35)),
+        udt(struct.pack(">i", 1280), struct.pack(">i", 720)),
+        cqltypes.LongType.serialize(2**40, v4)]
+
+
+def test_sparse_writes_leave_the_other_columns_unset_and_none_is_null():
+    p = _cqlframe.Prepared(b"id", (VARCHAR, VARCHAR, INT, VARCHAR), (0,))
+    w = Write("t", [(0, "k"), (2, 5), (3, None)], 0, sparse=True)
+    frame = _cqlframe.frame(1, Request(None, [w], False), {"t": p}, 10, 9)
+    _, _, _, got, _ = execute_values(frame, b"id")
+    assert got == [b"k", "unset", struct.pack(">i", 5), None]
+
+
+def test_a_batch_frame_names_its_type_statements_and_serial_consistency():
+    p = _cqlframe.Prepared(b"ab", (BIGINT, UUID), (1,))
+    vid = str(uuid.uuid4())
+    writes = [Write("reqs", [n, vid], 0) for n in (1, 2, 3)]
+    frame = _cqlframe.frame(300, Request(None, writes, True), {"reqs": p}, 6, 9)
+    version, _, stream, opcode, length = struct.unpack_from(">BBhBi", frame, 0)
+    assert (version, stream, opcode, length) == (4, 300, 0x0D, len(frame) - 9)
+    kind, n = struct.unpack_from(">BH", frame, 9)
+    assert (kind, n) == (2, 3)                  # a COUNTER batch of three
+    at = 12
+    for expect in (1, 2, 3):
+        assert frame[at:at + 5] == b"\x01\x00\x02ab"
+        got, at = values_of(frame, at + 5)
+        assert got == [struct.pack(">q", expect), uuid.UUID(vid).bytes]
+    assert frame[at:] == struct.pack(">HB", 6, 0)
+    conditional = Request(None, writes[:2], False)
+    conditional.conditional = True
+    frame = _cqlframe.frame(1, conditional, {"reqs": p}, 6, 9)
+    assert frame[9] == 1 and frame[-5:] == struct.pack(">HBH", 6, 0x10, 9)
+
+
+@pytest.mark.parametrize("bad", ["not-a-uuid", str(uuid.uuid4())[:-1], 17])
+def test_a_value_the_column_cannot_take_is_an_error_and_the_buffer_stays_usable(bad):
+    p = _cqlframe.Prepared(b"id", (UUID,), (0,))
+    with pytest.raises(_cqlframe.CqlValueError):
+        _cqlframe.frame(1, Request(None, [Write("t", [bad], 0)], False), {"t": p}, 6, 9)
+    with pytest.raises(_cqlframe.CqlValueError, match="2 values for 1 columns"):
+        _cqlframe.frame(1, Request(None, [Write("t", ["a", "b"], 0)], False), {"t": p}, 6, 9)
+    good = _cqlframe.frame(2, Request(None, [Write("t", [uuid.UUID(int=5).hex], 0)], False),
+                           {"t": p}, 6, 9)
+    assert execute_values(good, b"id")[3] == [uuid.UUID(int=5).bytes]
+
+
+def test_token_is_cassandras_murmur3_for_every_tail_length_and_high_bytes():
+    rnd = random.Random(17)
+    keys = [bytes(rnd.getrandbits(8) for _ in range(n)) for n in range(70) for _ in range(20)]
+    keys += [b"\xff" * n for n in range(40)] + [os.urandom(16) for _ in range(200)]
+    assert [_cqlframe.token(k) for k in keys] == [murmur3(k) for k in keys]
+
+
+def test_routing_key_is_the_value_or_the_composite_form():
+    vid = str(uuid.uuid4())
+    one = _cqlframe.Prepared(b"i", (UUID, VARCHAR), (0,))
+    assert _cqlframe.routing_key(one, Write("t", [vid, "x"], 0)) == uuid.UUID(vid).bytes
+    two = _cqlframe.Prepared(b"i", (BIGINT, VARCHAR, DATE), (1, 2))
+    w = Write("t", [(1, "ip"), (2, 5)], 0, sparse=True)
+    assert _cqlframe.routing_key(two, w) == (b"\x00\x02ip\x00" + b"\x00\x04"
+                                             + struct.pack(">I", 2**31 + 5) + b"\x00")

@@ -286,8 +286,10 @@ def test_daily_limit_checker_reads_dailies_once_per_ttl(node, cql, sink_ks):
 
 # ---------------------------------------------------------------- a real collector
 
-def cassandra_collector(collector_factory, node, keyspace, critical=True, name="c", **cfg):
-    config = {"Notify": [entry(node, keyspace, Critical=critical)], "BatchMaxAgeMs": 50}
+def cassandra_collector(collector_factory, node, keyspace, critical=True, name="c",
+                        driver="acsylla", **cfg):
+    config = {"Notify": [entry(node, keyspace, Critical=critical, Driver=driver)],
+              "BatchMaxAgeMs": 50}
     config.update(cfg)
     return collector_factory(config=config, workers=2, start=False, name=name)
 
@@ -428,12 +430,13 @@ def test_hosts_that_do_not_resolve_yet_are_a_store_down(collector_factory):
         in refused.logs()
 
 
-def test_node_stopped_mid_stream_and_restarted(node, cql, collector_factory):
+@pytest.mark.parametrize("driver", ["acsylla", "native"])
+def test_node_stopped_mid_stream_and_restarted(node, cql, collector_factory, driver):
     """A (Critical) streams while the node stops; B (not Critical) starts while
     it is down. Everything either answered with a 2xx lands exactly once."""
-    ks = "ks_restart"
+    ks = f"ks_restart_{driver}"
     asyncio.run(make_sink(node, ks).apply_schema())
-    a = cassandra_collector(collector_factory, node, ks, name="a").start()
+    a = cassandra_collector(collector_factory, node, ks, name="a", driver=driver).start()
     answered = []
     stop = threading.Event()
 
@@ -454,7 +457,8 @@ def test_node_stopped_mid_stream_and_restarted(node, cql, collector_factory):
     wait_until(lambda: len(answered) > 50, what="some traffic")
     node.stop()
     assert wait_until(lambda: a.get("/ready")[0] == 503, what="A not ready"), "critical store down"
-    b = cassandra_collector(collector_factory, node, ks, critical=False, name="b").start()
+    b = cassandra_collector(collector_factory, node, ks, critical=False, name="b",
+                            driver=driver).start()
     tb = threading.Thread(target=stream, args=(b, "b"))
     tb.start()
     # B runs with its store down: it serves, and (DESIGN.md §4: only Critical

@@ -67,11 +67,12 @@ def wait_until(check, timeout, what, interval=0.2):
         time.sleep(interval)
 
 
-def test_a_node_killed_under_load_loses_and_doubles_no_event(cluster, collector_factory):
-    ks = "ks_node_loss"
+@pytest.mark.parametrize("driver", ["acsylla", "native"])
+def test_a_node_killed_under_load_loses_and_doubles_no_event(cluster, collector_factory, driver):
+    ks = f"ks_node_loss_{driver}"
     cfg = config_from_dict({"TLS": "off", "Notify": [cluster_entry(cluster, ks)]})
     asyncio.run(CassandraSink(cfg.notify[0], cfg).apply_schema())
-    c = collector_factory({"Notify": [cluster_entry(cluster, ks, Critical=True)],
+    c = collector_factory({"Notify": [cluster_entry(cluster, ks, Critical=True, Driver=driver)],
                            "BatchMaxAgeMs": 50, "DrainTimeoutSeconds": 60}, workers=1)
     quorum = session(cluster)
     victim = cluster.nodes[1]

@@ -49,6 +49,8 @@ class CqlConnection(asyncio.Protocol):
         self.out = []
         self.inbox = bytearray()
         self.closed = False
+        self.preparing = False           # a re-prepare is under way (wire_native.py)
+        self._warned = set()
         self._loop = asyncio.get_running_loop()
 
     @classmethod
@@ -150,11 +152,11 @@ class CqlConnection(asyncio.Protocol):
         at = 16 if flags & 0x02 else 0
         if flags & 0x08:
             n, at = _short(body, at)
-            warnings = []
             for _ in range(n):
                 w, at = _string(body, at)
-                warnings.append(w)
-            log.warning("cassandra warning", host=self.host, warnings=warnings[:3])
+                if w[:40] not in self._warned and len(self._warned) < 100:
+                    self._warned.add(w[:40])     # each kind once per connection
+                    log.warning("cassandra warning", host=self.host, warning=w[:300])
         if flags & 0x04:
             n, at = _short(body, at)
             for _ in range(n):
@@ -165,12 +167,12 @@ class CqlConnection(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.closed = True
+        if self.on_lost is not None:     # first, so what is re-routed avoids this node
+            self.on_lost(self)
         handlers, self.handlers = self.handlers, {}
         lost = ConnectionLost(f"cassandra {self.host}: connection lost ({exc!r})"[:300])
         for handler in handlers.values():
             handler[0].answer(handler[1], None, lost)
-        if self.on_lost is not None:
-            self.on_lost(self)
 
     def close(self):
         if self.transport is not None and not self.closed:

@@ -95,6 +95,11 @@ class NativeWire(AcsyllaWire):
         self.ring, self.nodes = await self._topology()
         results = await asyncio.gather(*(self._open(a) for a in self.nodes),
                                        return_exceptions=True)
+        for address, result in zip(self.nodes, results):
+            if isinstance(result, BaseException):
+                log.warning("cassandra node not reachable yet", host=address, driver="native",
+                            error=repr(result)[:200])
+                self._reconnect(address)
         if not self.conns:
             await super().close()
             raise next((r for r in results if isinstance(r, SinkUnavailable)),
@@ -194,7 +199,11 @@ class NativeWire(AcsyllaWire):
                     await self._prepare_on(conn, text)
             except (CqlError, asyncio.TimeoutError, OSError) as exc:
                 log.warning("cassandra re-prepare failed", host=conn.host, error=repr(exc)[:200])
-        asyncio.get_running_loop().create_task(again())
+            finally:
+                conn.preparing = False
+        if not conn.preparing:
+            conn.preparing = True
+            asyncio.get_running_loop().create_task(again())
 
     # ---- requests -----------------------------------------------------------
     async def send(self, requests, limit):

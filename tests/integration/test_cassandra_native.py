@@ -23,7 +23,8 @@ T0 = 1_800_000_000_000
 
 def messages():
     logs = [{"ldate": "2026-11-30", "created": T0 + i, "ltime": 1000 + i,
-             "id": str(uuid.UUID(int=i + 1)), "name": "edge", "host": "h1", "hostname": "h1.local", "owner": "o", "ip": "10.0.0.9",
+             "id": str(uuid.UUID(int=i + 1)), "name": "edge", "host": "h1",
+             "hostname": "h1.local", "owner": "o", "ip": "10.0.0.9",
              "level": 6, "msg": f"line {i}", "params": {"k": str(i)}} for i in range(5)]
     counts = {"signups": 3, "orders": 7}
     updates = [{"id": "u1", "updated": T0 + 5, "msg": "later", "params": {"a": "1"}},

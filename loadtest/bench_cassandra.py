@@ -3,7 +3,8 @@
 running collector, 1 node against 3, and a node lost under load.
 
     .venv/bin/python loadtest/bench_cassandra.py [--events 20000] [--rounds 3]
-        [--drivers acsylla,cassandra-driver,scylla-driver,wave-1] [--skip drivers,limit,e2e,cluster]
+        [--drivers acsylla,native,cassandra-driver,scylla-driver,wave-1]
+        [--skip drivers,limit,e2e,cluster] [--cluster-driver native|acsylla]
         [--before DIR]
 
 Events are issue 17's mix, made by the compiled parser exactly as the
@@ -409,12 +410,12 @@ VARIANTS = {"tuned": "this checkout", "native": 'this checkout with Driver "nati
 
 # ---------------------------------------------------------------- 3 nodes
 
-async def loss_run(hosts, keyspace, cluster, events, jvm_pids, kill_at, down_for):
+async def loss_run(hosts, keyspace, cluster, events, jvm_pids, kill_at, down_for, driver):
     """Write ``events`` as a store process would (a failed batch is retried
     whole after 0.1 s) while node 2 is killed at ``kill_at`` s and restarted
     ``down_for`` s later. Returns events/s before, during and after, and
     when the restarted node answered CQL."""
-    sink = make_sink(entry(hosts, keyspace, Consistency="LOCAL_QUORUM"))
+    sink = make_sink(entry(hosts, keyspace, Consistency="LOCAL_QUORUM", Driver=driver))
     await sink.start()
     loop = asyncio.get_running_loop()
     victim = cluster.nodes[1]
@@ -475,7 +476,8 @@ def local_count(address, port, keyspace):
 
 
 def cluster_section(args, one_node_rounds):
-    print(f"\n== 4. 3 nodes on 127.0.0.2-.4 (heap 1 GiB each, RF 3, LOCAL_QUORUM), acsylla",
+    driver = args.cluster_driver
+    print(f"\n== 4. 3 nodes on 127.0.0.2-.4 (heap 1 GiB each, RF 3, LOCAL_QUORUM), {driver}",
           flush=True)
     directory = tempfile.mkdtemp(prefix="bench-cassandra-cluster-")
     cluster = cassandra_node.CassandraCluster(directory, 3, heap="1g")
@@ -484,9 +486,9 @@ def cluster_section(args, one_node_rounds):
         print(f"  3 nodes up in {cluster.start_seconds:.0f} s", flush=True)
         hosts = [f"{a}:{cluster.native_port}" for a in cluster.addresses]
         rf3 = {"Replication": {"class": "NetworkTopologyStrategy", "datacenter1": 3},
-               "Consistency": "LOCAL_QUORUM"}
+               "Consistency": "LOCAL_QUORUM", "Driver": driver}
         ks = f"bench_rf3_{int(time.time())}"
-        rounds = asyncio.run(driver_rounds("acsylla", hosts, cluster.pids(), args.events,
+        rounds = asyncio.run(driver_rounds(driver, hosts, cluster.pids(), args.events,
                                            args.rounds, ks, **rf3))
         report_driver("3 nodes", rounds, "(checked below)")
         if one_node_rounds:
@@ -500,7 +502,7 @@ def cluster_section(args, one_node_rounds):
         asyncio.run(make_sink(entry(hosts, ks, **rf3)).apply_schema())
         events = mix_events(args.loss_events, 7)
         rates, marks, retries, back_at = asyncio.run(loss_run(
-            hosts, ks, cluster, events, cluster.pids(), args.kill_at, args.down_for))
+            hosts, ks, cluster, events, cluster.pids(), args.kill_at, args.down_for, driver))
         print(f"  node 127.0.0.3 killed after {args.kill_at} s, restarted {args.down_for} s "
               f"later: events/s before {rates.get('up', 0):.0f}, while down "
               f"{rates.get('down', 0):.0f}, after {rates.get('back', 0):.0f} "
@@ -542,6 +544,8 @@ def main():
     p.add_argument("--kill-at", type=float, default=5.0)
     p.add_argument("--down-for", type=float, default=10.0)
     p.add_argument("--heap", default="2g")
+    p.add_argument("--cluster-driver", default="native", choices=("native", "acsylla"),
+                   help="the driver of section 4")
     p.add_argument("--before", help="section 3 also runs this checkout's collector "
                                     "(an earlier version with its own .venv)")
     # --worker: run one driver's rounds here and print JSON (a side venv)
@@ -578,7 +582,7 @@ def main():
             print(f"Cassandra's log: {batch_warnings(node.dir)} batch warnings", flush=True)
             shutil.rmtree(node.dir, ignore_errors=True)
     if "cluster" not in skip:
-        cluster_section(args, results.get("acsylla"))
+        cluster_section(args, results.get(args.cluster_driver))
 
 
 if __name__ == "__main__":

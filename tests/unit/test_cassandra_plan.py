@@ -169,7 +169,11 @@ def sink(**entry):
 
 def test_default_and_bounds():
     s = sink()
-    assert (s.row_batch, s.driver, s.consistency_name) == (16, "acsylla", "LOCAL_ONE")
+    assert (s.row_batch, s.driver, s.consistency_name) == (16, "native", "LOCAL_ONE")
+    # the native wire has no TLS or authentication: with either, acsylla is the default
+    assert sink(Username="u", Password="p").driver == sink(CACert="/ca.pem").driver == "acsylla"
+    with pytest.raises(ValueError, match='Driver "native" has no TLS or authentication'):
+        sink(Driver="native", Secure=True)
     assert sink(RowBatch=0).row_batch == 16          # 0: the Go zero value
     for bad in (0.5, 65, -1, "8"):
         with pytest.raises(ValueError, match="RowBatch: got"):
@@ -177,7 +181,7 @@ def test_default_and_bounds():
     with pytest.raises(ValueError, match="Concurrency: got 'many'"):
         sink(Concurrency="many")
     with pytest.raises(ValueError, match="Driver: got 'gocql', expected one of acsylla, "
-                                         "cassandra-driver"):
+                                         "native, cassandra-driver"):
         sink(Driver="gocql")
     with pytest.raises(ValueError, match="Consistency: got 'MOST'"):
         sink(Consistency="most")

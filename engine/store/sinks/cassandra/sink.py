@@ -5,9 +5,10 @@ docs/cassandra.md lists every key.
 
 What a batch writes (rows per table with their winning event, counter
 increments per key) is engine/store/fanout.py's ``fan_out``, shared with every
-sink; plan.py turns it into single-partition requests; a wire (wire_acsylla.py
-by default, ``Driver: "native"`` for wire_native.py, the collector's own CQL
-connections, ``"cassandra-driver"`` for wire_datastax.py) sends them.
+sink; plan.py turns it into single-partition requests; a wire sends them:
+wire_native.py, the collector's own CQL connections, by default; wire_acsylla.py
+(``Driver: "acsylla"``, the default with TLS or authentication) or
+wire_datastax.py (``"cassandra-driver"``).
 
 Life cycle. Nothing is connected in the supervisor (a driver's threads and
 sockets must not cross ``fork``): each store process connects in ``start()``,
@@ -152,8 +153,11 @@ class CassandraSink(Sink):
             "Consistency", "LOCAL_ONE", CONSISTENCY)
         self.local_dc = entry.get("LocalDC") or None
         self.first_write = _choice(entry, "FirstWrite", "timestamp", FIRST_WRITE)
-        self.driver = _choice(entry, "Driver", "acsylla", DRIVERS)
-        if self.driver == "native" and any(entry.get(k) for k in TLS_OR_AUTH):
+        # native: the cheapest per event (docs/cassandra.md); it has no TLS or
+        # authentication, so with either the default is acsylla
+        tls_or_auth = any(entry.get(k) for k in TLS_OR_AUTH)
+        self.driver = _choice(entry, "Driver", "acsylla" if tls_or_auth else "native", DRIVERS)
+        if self.driver == "native" and tls_or_auth:
             raise ValueError('cassandra Driver "native" has no TLS or authentication (set: '
                              f'{", ".join(k for k in TLS_OR_AUTH if entry.get(k))}): '
                              'use Driver "acsylla"')

@@ -93,22 +93,36 @@ class NativeWire(AcsyllaWire):
     async def connect(self):
         await super().connect()
         self.ring, self.nodes = await self._topology()
-        results = await asyncio.gather(*(self._open(a) for a in self.nodes),
+        if not await self._open_all(self.nodes):
+            # the addresses the nodes announce are not reachable from here
+            # (NAT, published ports): the contact points, without routing
+            log.warning("cassandra nodes' own addresses unreachable; using Hosts unrouted",
+                        nodes=self.nodes, driver="native")
+            self.ring, self.nodes = Ring([], []), list(self.s.contact_points)
+            if not await self._open_all(self.nodes):
+                await super().close()
+                raise SinkUnavailable(f"cassandra {self.s.where()}: no node answered")
+
+    async def _open_all(self, addresses):
+        """Open a connection to each address; those that fail keep trying in
+        the background. True if one is up."""
+        results = await asyncio.gather(*(self._open(a) for a in addresses),
                                        return_exceptions=True)
-        for address, result in zip(self.nodes, results):
+        if not self.conns:
+            return False
+        for address, result in zip(addresses, results):
             if isinstance(result, BaseException):
                 log.warning("cassandra node not reachable yet", host=address, driver="native",
                             error=repr(result)[:200])
                 self._reconnect(address)
-        if not self.conns:
-            await super().close()
-            raise next((r for r in results if isinstance(r, SinkUnavailable)),
-                       SinkUnavailable(f"cassandra {self.s.where()}: no node answered"))
+        return True
 
     async def _topology(self):
         """(Ring, addresses) of the local data centre: LocalDC, else the
-        contact node's own."""
-        local = (await self.query("SELECT data_center, rpc_address, tokens FROM system.local"))[0]
+        contact node's own. A node listening on every interface (rpc_address
+        0.0.0.0) is reached at its broadcast address, as its peers list it."""
+        local = (await self.query("SELECT data_center, rpc_address, broadcast_address, tokens "
+                                  "FROM system.local"))[0]
         try:
             peers = await self.query(
                 "SELECT data_center, native_address AS rpc_address, tokens FROM system.peers_v2")
@@ -121,12 +135,11 @@ class NativeWire(AcsyllaWire):
                 continue
             address = str(row["rpc_address"])
             if address in ("0.0.0.0", "::", "None"):
-                address = self.s.contact_points[0]
+                address = str(row.get("broadcast_address"))
             for t in row["tokens"] or ():
                 tokens.append(int(t))
                 owners.append(address)
-        nodes = sorted(set(owners)) or list(self.s.contact_points)
-        return Ring(tokens, owners), nodes
+        return Ring(tokens, owners), sorted(set(owners))
 
     async def _open(self, address):
         conn = await CqlConnection.open(address, self.s.port, self.s.timeout, self._lost)
@@ -217,7 +230,7 @@ class NativeWire(AcsyllaWire):
         """The connection to send ``request`` on: its partition's first
         replica that is up, else any node up; None when none is."""
         conns = self.conns
-        if len(conns) == 1 or len(self.nodes) == 1:
+        if len(conns) == 1 or not self.ring.tokens:
             for conn in conns.values():
                 return conn
             return None

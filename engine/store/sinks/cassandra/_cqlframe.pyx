@@ -427,3 +427,20 @@ def token(bytes key):
     if t == -9223372036854775807 - 1:
         return 9223372036854775807
     return t
+
+
+def select_frame(int stream, Prepared p, list values, int consistency):
+    """An EXECUTE of a prepared SELECT: its rows come with their metadata."""
+    cdef Buf b = Buf(256)
+    b.u8(4)
+    b.u8(0)
+    b.i16(stream)
+    b.u8(OP_EXECUTE)
+    b.i32(0)
+    b.i16(<int> PyBytes_GET_SIZE(p.id))
+    b.raw(PyBytes_AS_STRING(p.id), PyBytes_GET_SIZE(p.id))
+    b.i16(consistency)
+    b.u8(FLAG_VALUES)
+    put_values(b, p, Write(None, values, 0))
+    put32(b.p + 5, <uint32_t> (b.n - 9))
+    return b.take()

@@ -8,6 +8,7 @@ every unanswered handler gets ``opcode None`` and a ConnectionLost.
 """
 import asyncio
 import struct
+import uuid
 
 from engine.logs import log
 from engine.store.sinks.base import SinkUnavailable
@@ -107,11 +108,15 @@ class CqlConnection(asyncio.Protocol):
 
     async def call(self, opcode, body, timeout):
         """One request awaited: (opcode, body) of the answer."""
+        return await self.call_frame(HEADER.pack(4, 0, 0, opcode, len(body)) + body, timeout)
+
+    async def call_frame(self, frame, timeout):
+        """One whole frame (its stream id set here) awaited: (opcode, body)."""
         waiter = _Waiter(self._loop)
         stream = self.take((waiter, 0))
         if stream is None:
             raise ConnectionLost(f"{self.host}: closed")
-        self.push(HEADER.pack(4, 0, stream, opcode, len(body)) + body)
+        self.push(frame[:2] + stream.to_bytes(2, "big") + frame[4:])
         try:
             return await asyncio.wait_for(waiter.future, timeout)
         except asyncio.TimeoutError:
@@ -271,6 +276,55 @@ def parse_prepared(body, prepared_class):
         t, at = _option(body, at)
         types.append(t)
     return prepared_class(pid, tuple(types), tuple(pk))
+
+
+def parse_rows(body):
+    """RESULT Rows (v4) -> a list of {column: value} (native types only)."""
+    kind, at = _int(body, 0)
+    if kind != 2:
+        return []
+    flags, at = _int(body, at)
+    ncols, at = _int(body, at)
+    if flags & 0x0002:                   # a paging state
+        n, at = _int(body, at)
+        at += max(n, 0)
+    if flags & 0x0001:
+        _, at = _string(body, at)
+        _, at = _string(body, at)
+    cols = []
+    for _ in range(ncols):
+        if not flags & 0x0001:
+            _, at = _string(body, at)
+            _, at = _string(body, at)
+        name, at = _string(body, at)
+        t, at = _option(body, at)
+        cols.append((name, t))
+    nrows, at = _int(body, at)
+    rows = []
+    for _ in range(nrows):
+        row = {}
+        for name, t in cols:
+            n, at = _int(body, at)
+            row[name] = None if n < 0 else _decode(t, bytes(body[at:at + n]))
+            at += max(n, 0)
+        rows.append(row)
+    return rows
+
+
+def _decode(t, b):
+    if t in (0x0002, 0x0005, 0x0009, 0x000B, 0x0013, 0x0014):   # integers, timestamp (ms)
+        return int.from_bytes(b, "big", signed=True)
+    if t in (0x0001, 0x000D):
+        return b.decode("utf-8", "replace")
+    if t in (0x000C, 0x000F):
+        return str(uuid.UUID(bytes=b))
+    if t == 0x0004:
+        return b != b"\x00"
+    if t == 0x0007:
+        return struct.unpack(">d", b)[0]
+    if t == 0x0011:                      # date: days since the epoch, centred on 2^31
+        return int.from_bytes(b, "big") - 2**31
+    return b
 
 
 def parse_error(body):

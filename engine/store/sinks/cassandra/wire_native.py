@@ -13,10 +13,11 @@ This wire does: protocol v4 on one connection per node of the local data
 centre, PREPARE on every connection it opens, EXECUTE/BATCH of the plan's
 requests, token-aware routing (Murmur3; the ring from system.local and
 system.peers; the next replicas when one is down), per-request timeouts,
-reconnection with backoff. It leaves to acsylla, whose session it also
-opens: schema statements, SELECTs, the topology query — rare and off the
-write path. It does no TLS and no authentication: with either configured,
-the sink refuses ``Driver: "native"`` (CassandraSink).
+reconnection with backoff, and the prepared SELECT of the daily limit. It
+leaves to acsylla, whose session it also opens: schema statements, the
+version check, the topology query — rare and off the write path. It does
+no TLS and no authentication: with either configured, the sink refuses
+``Driver: "native"`` (CassandraSink).
 """
 import asyncio
 import bisect
@@ -26,8 +27,8 @@ from engine.logs import log
 from engine.store.sinks.base import SinkUnavailable
 from engine.store.sinks.cassandra import _cqlframe
 from engine.store.sinks.cassandra.native_conn import (
-    OP_ERROR, OP_PREPARE, OP_RESULT, CqlConnection, CqlError, long_string, parse_error,
-    parse_prepared)
+    OP_ERROR, OP_PREPARE, OP_RESULT, ConnectionLost, CqlConnection, CqlError, long_string,
+    parse_error, parse_prepared, parse_rows)
 from engine.store.sinks.cassandra.wire_acsylla import AcsyllaWire, _days_from_civil
 
 CONSISTENCY = {"ANY": 0, "ONE": 1, "TWO": 2, "THREE": 3, "QUORUM": 4, "ALL": 5,
@@ -196,12 +197,25 @@ class NativeWire(AcsyllaWire):
 
     # ---- statements ---------------------------------------------------------
     async def prepare(self, statements):
-        await super().prepare(statements)          # for select_one, through acsylla
-        self.write_cql = {k: v for k, v in statements.items()
-                          if not v.lstrip().upper().startswith("SELECT")}
+        self.write_cql = dict(statements)
         for conn in list(self.conns.values()):
             for name, text in self.write_cql.items():
                 self.frames[name] = await self._prepare_on(conn, text)
+
+    async def select_one(self, name, values):
+        """The first row (a dict) of a prepared SELECT, or None."""
+        conn = next(iter(self.conns.values()), None)
+        if conn is None:
+            raise SinkUnavailable(f"cassandra {self.s.where()}: no connection up")
+        frame = _cqlframe.select_frame(0, self.frames[name], list(values), self.consistency)
+        try:
+            opcode, body = await conn.call_frame(frame, self.s.timeout)
+        except (asyncio.TimeoutError, ConnectionLost) as exc:
+            raise SinkUnavailable(f"cassandra {conn.host}: {exc!r}"[:300]) from None
+        if opcode == OP_ERROR:
+            raise parse_error(body)
+        rows = parse_rows(body)
+        return rows[0] if rows else None
 
     def _reprepare(self, conn):
         """A node answered Unprepared (it restarted and lost them): prepare

@@ -21,7 +21,9 @@ extensions = cythonize(
 # semantics kept (no boundscheck/wraparound/cdivision shortcuts); where the
 # build is missing, the same files run as Python.
 PLANNERS = ["engine/store/fanout.py", "engine/store/sinks/cassandra/plan.py",
-            "engine/store/sinks/cassandra/stamps.py"]
+            "engine/store/sinks/cassandra/stamps.py",
+            "engine/store/sinks/cassandra/native_conn.py",
+            "engine/store/sinks/cassandra/wire_native.py"]
 extensions += cythonize([Extension(p[:-3].replace("/", "."), [p]) for p in PLANNERS],
                         compiler_directives={"language_level": "3"})
 

@@ -361,15 +361,15 @@ def e2e_section(args, node):
     (TRACKER_GC=python) and, given ``--before``, as that checkout's
     collector; rounds interleaved."""
     from loadtest import cassandra_e2e
-    variants = ["tuned", "native", "python"] + (["before"] if args.before else [])
+    variants = ["tuned", "acsylla", "python"] + (["before"] if args.before else [])
     print(f"\n== 3. a running collector: {args.e2e_requests} requests, spool only against "
           f"Cassandra (one HTTP worker, one store process, all on cpu 1; wrk and the JVM on "
           f"cpu 0): {', '.join(VARIANTS[v] for v in variants)}; {args.rounds} rounds "
           f"interleaved", flush=True)
     cassandra_e2e.pin_jvms([node.pid], "0")
-    # the driver does not touch a spool-only run: "native" is measured against "tuned"'s
+    # the driver does not touch a spool-only run: "acsylla" is measured against "tuned"'s
     modes = [(store, v) for v in variants for store in ("spool", "cassandra")
-             if not (v == "native" and store == "spool")]
+             if not (v == "acsylla" and store == "spool")]
     runs = {mode: [] for mode in modes}
     try:
         for r in range(args.rounds):
@@ -378,7 +378,7 @@ def e2e_section(args, node):
                 if store == "cassandra":
                     ks = f"bench_e2e_{r}_{v}_{int(time.time())}"
                     e = entry([f"127.0.0.1:{node.native_port}"], ks,
-                              **({"Driver": "native"} if v == "native" else {}))
+                              **({"Driver": "acsylla"} if v == "acsylla" else {}))
                     asyncio.run(make_sink(e).apply_schema())
                     notify = [e]
                 runs[(store, v)].append(cassandra_e2e.one_run(
@@ -397,13 +397,13 @@ def e2e_section(args, node):
               f"{statistics.median(x['events'] / x['seconds'] for x in runs[mode]):.0f} "
               f"events/s end to end (events: {[int(x['events']) for x in runs[mode]]})", flush=True)
     for v in variants:
-        spool = ("spool", "tuned" if v == "native" else v)
+        spool = ("spool", "tuned" if v == "acsylla" else v)
         sink = per_event(("cassandra", v), "tree") - per_event(spool, "tree")
         print(f"  the sink's CPU per event, {VARIANTS[v]} (difference of the whole trees): "
               f"{sink:.1f} µs (target <= 70)", flush=True)
 
 
-VARIANTS = {"tuned": "this checkout", "native": 'this checkout with Driver "native"',
+VARIANTS = {"tuned": "this checkout", "acsylla": 'this checkout with Driver "acsylla"',
             "python": "this checkout with CPython's GC defaults",
             "before": "--before's checkout"}
 

@@ -2,6 +2,7 @@
 values encoded as the CQL v4 protocol and cassandra-driver's serializers say,
 unset cells for sparse writes, EXECUTE/BATCH layout, and Cassandra's Murmur3
 token (cassandra-driver's own C implementation is the reference)."""
+import asyncio
 import datetime
 import os
 import random
@@ -133,3 +134,39 @@ def test_routing_key_is_the_value_or_the_composite_form():
     w = Write("t", [(1, "ip"), (2, 5)], 0, sparse=True)
     assert _cqlframe.routing_key(two, w) == (b"\x00\x02ip\x00" + b"\x00\x04"
                                              + struct.pack(">I", 2**31 + 5) + b"\x00")
+
+
+def test_answers_reach_their_requests_however_the_bytes_arrive():
+    """native_conn.CqlConnection.data_received (through _cqlframe.dispatch):
+    frames split anywhere, several in one read, a server event, a warning."""
+    from engine.store.sinks.cassandra.native_conn import CqlConnection
+
+    class Got:
+        def __init__(self):
+            self.answers = []
+
+        def answer(self, i, opcode, body):
+            self.answers.append((i, opcode, body))
+
+    def frame(stream, opcode, body, flags=0):
+        return struct.pack(">BBhBi", 0x84, flags, stream, opcode, len(body)) + body
+
+    warning = struct.pack(">H", 1) + struct.pack(">H", 4) + b"big!"
+    stream_bytes = (frame(2, 8, b"\x00\x00\x00\x01") + frame(-1, 0x0C, b"event")
+                    + frame(1, 0, struct.pack(">iH", 0x1000, 3) + b"bad")
+                    + frame(3, 8, warning + b"\x00\x00\x00\x01", flags=0x08))
+
+    async def run(cuts):
+        conn, got = CqlConnection("h"), Got()
+        streams = [conn.take((got, i)) for i in range(3)]
+        assert streams == [1, 2, 3]
+        at = 0
+        for cut in cuts + [len(stream_bytes)]:
+            conn.data_received(stream_bytes[at:cut])
+            at = cut
+        assert not conn.handlers and sorted(conn.free[-3:]) == [1, 2, 3] and not conn.inbox
+        return got.answers
+    for cuts in ([], [1], [5, 9, 10, 30], list(range(1, len(stream_bytes)))):
+        assert asyncio.run(run(cuts)) == [
+            (1, 8, b"\x00\x00\x00\x01"), (0, 0, struct.pack(">iH", 0x1000, 3) + b"bad"),
+            (2, 8, b"\x00\x00\x00\x01")]

@@ -12,6 +12,7 @@ native type, or a tuple for a collection or user type:
 ("map", key_type, value_type), ("list"|"set", element_type),
 ("udt"|"tuple", (field_type, ...)).
 """
+from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
@@ -444,3 +445,41 @@ def select_frame(int stream, Prepared p, list values, int consistency):
     put_values(b, p, Write(None, values, 0))
     put32(b.p + 5, <uint32_t> (b.n - 9))
     return b.take()
+
+
+cdef bytes _VOID = b"\x00\x00\x00\x01"
+
+
+def dispatch(bytearray inbox, dict handlers, list free, conn):
+    """Hand every whole frame at the start of ``inbox`` to its request's
+    handler (``handler[0].answer(handler[1], opcode, body)``, native_conn.py);
+    the bytes consumed. A write's usual answer, RESULT Void, shares one body."""
+    cdef Py_ssize_t at = 0, n = len(inbox)
+    cdef const uint8_t *p = <const uint8_t *> PyByteArray_AS_STRING(inbox)
+    cdef int flags, stream, opcode
+    cdef Py_ssize_t length
+    while n - at >= 9:
+        flags = p[at + 1]
+        stream = <int16_t> ((p[at + 2] << 8) | p[at + 3])
+        opcode = p[at + 4]
+        length = (<Py_ssize_t> p[at + 5] << 24) | (p[at + 6] << 16) | (p[at + 7] << 8) | p[at + 8]
+        if n - at - 9 < length:
+            break
+        if opcode == 8 and length == 4 and p[at + 12] == 1 and p[at + 11] == 0:
+            body = _VOID
+        else:
+            body = PyBytes_FromStringAndSize(<const char *> p + at + 9, length)
+        at += 9 + length
+        if flags:
+            body = conn.strip(flags, body)
+        if stream < 0:
+            continue                     # a server event
+        handler = handlers.pop(stream, None)
+        if handler is None:
+            continue
+        free.append(stream)
+        try:
+            handler[0].answer(handler[1], opcode, body)
+        except Exception as exc:         # noqa: BLE001 - one answer must not stop the rest
+            conn.answer_failed(exc)
+    return at

@@ -12,6 +12,7 @@ import uuid
 
 from engine.logs import log
 from engine.store.sinks.base import SinkUnavailable
+from engine.store.sinks.cassandra import _cqlframe
 
 OP_ERROR, OP_STARTUP, OP_READY, OP_AUTHENTICATE, OP_RESULT, OP_PREPARE = 0, 1, 2, 3, 8, 9
 MAX_STREAMS = 32_768
@@ -130,29 +131,14 @@ class CqlConnection(asyncio.Protocol):
     def data_received(self, data):
         inbox = self.inbox
         inbox += data
-        at, n = 0, len(inbox)
-        handlers = self.handlers
-        while n - at >= 9:
-            _, flags, stream, opcode, length = HEADER.unpack_from(inbox, at)
-            end = at + 9 + length
-            if end > n:
-                break
-            body = bytes(inbox[at + 9:end]) if length else b""
-            at = end
-            if flags:
-                body = self._strip(flags, body)
-            handler = handlers.pop(stream, None) if stream >= 0 else None
-            if handler is None:
-                continue                 # a server event, or an unknown stream
-            self.free.append(stream)
-            try:
-                handler[0].answer(handler[1], opcode, body)
-            except Exception as exc:     # noqa: BLE001 - one answer must not stop the rest
-                log.error("cassandra answer handler failed", host=self.host, error=repr(exc)[:300])
+        at = _cqlframe.dispatch(inbox, self.handlers, self.free, self)
         if at:
             del inbox[:at]
 
-    def _strip(self, flags, body):
+    def answer_failed(self, exc):
+        log.error("cassandra answer handler failed", host=self.host, error=repr(exc)[:300])
+
+    def strip(self, flags, body):
         """The body without its tracing id, warnings and custom payload."""
         at = 16 if flags & 0x02 else 0
         if flags & 0x08:

@@ -486,7 +486,7 @@ def cluster_section(args, one_node_rounds):
         print(f"  3 nodes up in {cluster.start_seconds:.0f} s", flush=True)
         hosts = [f"{a}:{cluster.native_port}" for a in cluster.addresses]
         rf3 = {"Replication": {"class": "NetworkTopologyStrategy", "datacenter1": 3},
-               "Consistency": "LOCAL_QUORUM", "Driver": driver}
+               "Consistency": "LOCAL_QUORUM"}
         ks = f"bench_rf3_{int(time.time())}"
         rounds = asyncio.run(driver_rounds(driver, hosts, cluster.pids(), args.events,
                                            args.rounds, ks, **rf3))

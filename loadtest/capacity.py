@@ -20,8 +20,8 @@ INPUTS = {
         31.3, "µs of it for the SQLite store stage (left out when SQLite is not a sink)",
         "docs/ingest.md (SQLite row − spool-only row of the same run, 2026-11-30 09:08)"),
     "cassandra_sink_us_per_event": (
-        154.0, "µs of collector CPU per event in the Cassandra sink (acsylla, planner)",
-        "docs/cassandra.md (loadtest/bench_cassandra.py, running collector, 2026-11-30)"),
+        64.0, "µs of collector CPU per event in the Cassandra sink (native wire, planner)",
+        "docs/cassandra.md (loadtest/bench_cassandra.py, running collector, 2026-11-30 night)"),
     "nats_sink_us_per_event": (
         56.0, "µs per event in the NATS sink with JetStream acks (1 / 17,731 events/s)",
         "docs/nats.md (loadtest/bench_nats.py, sink alone, 2026-11-28)"),

@@ -170,3 +170,15 @@ def test_answers_reach_their_requests_however_the_bytes_arrive():
         assert asyncio.run(run(cuts)) == [
             (1, 8, b"\x00\x00\x00\x01"), (0, 0, struct.pack(">iH", 0x1000, 3) + b"bad"),
             (2, 8, b"\x00\x00\x00\x01")]
+
+
+def test_the_ring_names_a_tokens_replicas_first_owner_first():
+    from engine.store.sinks.cassandra.wire_native import Ring
+    ring = Ring([300, -100, 100, 200, 0, -200], ["c", "b", "a", "b", "a", "c"])
+    # sorted: -200 c, -100 b, 0 a, 100 a, 200 b, 300 c; a token belongs to the
+    # first ring token at or above it, wrapping past the last
+    assert ring.replicas(-150) == ("b", "a", "c")
+    assert ring.replicas(0) == ("a", "b", "c")
+    assert ring.replicas(50) == ("a", "b", "c")
+    assert ring.replicas(301) == ring.replicas(-10**18) == ("c", "b", "a")
+    assert Ring([], []).replicas(5) == ()

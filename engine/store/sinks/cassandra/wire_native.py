@@ -36,6 +36,7 @@ CONSISTENCY = {"ANY": 0, "ONE": 1, "TWO": 2, "THREE": 3, "QUORUM": 4, "ALL": 5,
                "LOCAL_ONE": 10}
 UNPREPARED = 0x2500
 RECONNECT_FIRST, RECONNECT_MAX = 0.5, 10.0
+TOPOLOGY_AFTER = 3                  # failed reconnections between two reads of the ring
 MAX_IN_FLIGHT = 30_000              # below one connection's 32,767 streams
 
 
@@ -174,7 +175,7 @@ class NativeWire(AcsyllaWire):
             self._reconnect_loop(address))
 
     async def _reconnect_loop(self, address):
-        delay = RECONNECT_FIRST
+        delay, failures = RECONNECT_FIRST, 0
         try:
             while not self._closing and address not in self.conns:
                 await asyncio.sleep(delay)
@@ -183,8 +184,32 @@ class NativeWire(AcsyllaWire):
                     log.info("cassandra connection back", host=address, driver="native")
                 except (SinkUnavailable, CqlError, asyncio.TimeoutError, OSError):
                     delay = min(delay * 2, RECONNECT_MAX)
+                    failures += 1
+                    if failures % TOPOLOGY_AFTER == 0 and not await self._refresh(address):
+                        return
         finally:
             self._reconnecting.pop(address, None)
+
+    async def _refresh(self, address):
+        """Read the ring again (a node replaced under a new address, as a
+        rescheduled container is, never comes back at the old one); connect
+        to nodes new to it. False when ``address`` has left it."""
+        if not self.ring.tokens:
+            return True                  # unrouted: the Hosts stay what they are
+        try:
+            ring, nodes = await self._topology()
+        except Exception as exc:         # noqa: BLE001 - the control connection is down too
+            log.warning("cassandra topology not read", error=repr(exc)[:200], driver="native")
+            return True
+        if not nodes:
+            return True
+        self.ring, self.nodes = ring, nodes
+        for new in nodes:
+            self._reconnect(new)
+        if address not in nodes:
+            log.warning("cassandra node left the ring", host=address, driver="native")
+            return False
+        return True
 
     async def close(self):
         self._closing = True

@@ -56,14 +56,30 @@ def _known(family):
     return None if family in (None, "Other") else family
 
 
+# ua-parser builds its matchers on first use: 0.1-0.5 s of CPU that would
+# otherwise delay a store process's first batch (and, in a short benchmark,
+# look like a per-event cost of the store: bench_cassandra section 3).
+WARM_AGENTS = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, "
+    "like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+)
+
+
 class Agents:
     """Per store stage: ``apply(events)`` fills, flags, and returns the
-    events to write (robots' removed under ``"drop"``)."""
+    events to write (robots' removed under ``"drop"``). Made with the
+    parser's matchers built (WARM_AGENTS)."""
 
     def __init__(self, bots="keep"):
         self.bots = bots
         self.cache = {}
         self.robots = 0                  # robots seen (flagged or dropped)
+        for text in WARM_AGENTS:
+            read_agent(text)
 
     def agent(self, text):
         found = self.cache.get(text)

@@ -170,6 +170,8 @@ def sink(**entry):
 def test_default_and_bounds():
     s = sink()
     assert (s.row_batch, s.driver, s.consistency_name) == (16, "native", "LOCAL_ONE")
+    assert (s.concurrency, sink(Driver="acsylla").concurrency) == (512, 128)
+    assert sink(Concurrency=64).concurrency == 64
     # the native wire has no TLS or authentication: with either, acsylla is the default
     assert sink(Username="u", Password="p").driver == sink(CACert="/ca.pem").driver == "acsylla"
     with pytest.raises(ValueError, match='Driver "native" has no TLS or authentication'):

@@ -250,18 +250,24 @@ def parse_prepared(body, prepared_class):
     for _ in range(npk):
         i, at = _short(body, at)
         pk.append(i)
+    cols, _ = _columns(body, at, flags, ncols)
+    return prepared_class(pid, tuple(t for _, t in cols), tuple(pk))
+
+
+def _columns(body, at, flags, ncols):
+    """[(name, type)] of a metadata's column specs, and the offset after them."""
     if flags & 0x0001:                   # one table spec for every column
         _, at = _string(body, at)
         _, at = _string(body, at)
-    types = []
+    cols = []
     for _ in range(ncols):
         if not flags & 0x0001:
             _, at = _string(body, at)
             _, at = _string(body, at)
-        _, at = _string(body, at)
+        name, at = _string(body, at)
         t, at = _option(body, at)
-        types.append(t)
-    return prepared_class(pid, tuple(types), tuple(pk))
+        cols.append((name, t))
+    return cols, at
 
 
 def parse_rows(body):
@@ -274,17 +280,7 @@ def parse_rows(body):
     if flags & 0x0002:                   # a paging state
         n, at = _int(body, at)
         at += max(n, 0)
-    if flags & 0x0001:
-        _, at = _string(body, at)
-        _, at = _string(body, at)
-    cols = []
-    for _ in range(ncols):
-        if not flags & 0x0001:
-            _, at = _string(body, at)
-            _, at = _string(body, at)
-        name, at = _string(body, at)
-        t, at = _option(body, at)
-        cols.append((name, t))
+    cols, at = _columns(body, at, flags, ncols)
     nrows, at = _int(body, at)
     rows = []
     for _ in range(nrows):

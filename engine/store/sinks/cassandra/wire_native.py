@@ -30,6 +30,7 @@ from engine.store.sinks.cassandra.native_conn import (
     OP_ERROR, OP_PREPARE, OP_RESULT, ConnectionLost, CqlConnection, CqlError, long_string,
     parse_error, parse_prepared, parse_rows)
 from engine.store.sinks.cassandra.wire_acsylla import AcsyllaWire, _days_from_civil
+from engine.store.sinks.cassandra.wire_datastax import DatastaxCodec
 
 CONSISTENCY = {"ANY": 0, "ONE": 1, "TWO": 2, "THREE": 3, "QUORUM": 4, "ALL": 5,
                "LOCAL_QUORUM": 6, "EACH_QUORUM": 7, "SERIAL": 8, "LOCAL_SERIAL": 9,
@@ -48,30 +49,19 @@ class RequestTimeout(Exception):
     """No answer within the sink's Timeout (the request may have applied)."""
 
 
-class NativeCodec:
-    """Plan values as _cqlframe.pyx encodes them."""
-    unset = None
-    uuid_as_text = True                 # parsed from the canonical text in C
+class NativeCodec(DatastaxCodec):
+    """Plan values as _cqlframe.pyx encodes them: timestamps in milliseconds,
+    lat/lon and viewport as tuples (as cassandra-driver takes them); uuids as
+    their text (parsed in C), dates as days since the epoch."""
+    uuid_as_text = True
 
     @staticmethod
     def uuid(text):
         return text
 
     @staticmethod
-    def ts(ms):
-        return int(ms)                  # a timestamp is milliseconds on the wire
-
-    @staticmethod
     def day(text):
         return _days_from_civil(int(text[:4]), int(text[5:7]), int(text[8:10]))
-
-    @staticmethod
-    def point(latlon):
-        return (float(latlon[0]), float(latlon[1]))
-
-    @staticmethod
-    def view(vp):
-        return (int(vp[0]), int(vp[1]))
 
 
 class NativeWire(AcsyllaWire):

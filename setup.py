@@ -16,15 +16,16 @@ extensions = cythonize(
     compiler_directives={"language_level": "3", "boundscheck": False,
                          "wraparound": False, "cdivision": True},
 )
-# Plain Python compiled as it stands, typed by the .pxd beside each file: the
-# store's planners (~25 % less CPU, loadtest/bench_plan.py). Python's own
-# semantics kept (no boundscheck/wraparound/cdivision shortcuts); where the
-# build is missing, the same files run as Python.
-PLANNERS = ["engine/store/fanout.py", "engine/store/sinks/cassandra/plan.py",
-            "engine/store/sinks/cassandra/stamps.py",
-            "engine/store/sinks/cassandra/native_conn.py",
-            "engine/store/sinks/cassandra/wire_native.py"]
-extensions += cythonize([Extension(p[:-3].replace("/", "."), [p]) for p in PLANNERS],
+# Plain Python compiled as it stands: the store's planners, typed by the .pxd
+# beside each file (~25 % less CPU, loadtest/bench_plan.py), and the native
+# Cassandra wire's Python side (untyped). Python's own semantics kept (no
+# boundscheck/wraparound/cdivision shortcuts); where the build is missing, the
+# planners run as Python (the native wire needs _cqlframe, built above).
+COMPILED_PY = ["engine/store/fanout.py", "engine/store/sinks/cassandra/plan.py",
+               "engine/store/sinks/cassandra/stamps.py",
+               "engine/store/sinks/cassandra/native_conn.py",
+               "engine/store/sinks/cassandra/wire_native.py"]
+extensions += cythonize([Extension(p[:-3].replace("/", "."), [p]) for p in COMPILED_PY],
                         compiler_directives={"language_level": "3"})
 
 setup(

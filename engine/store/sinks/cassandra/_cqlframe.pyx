@@ -304,6 +304,27 @@ cdef object _UNSET = object()
 cdef Buf _buf = Buf()
 
 
+cdef int put_head(Buf b, int stream, int opcode) except -1:
+    """A v4 request header; its body length is set by ``finish``."""
+    b.n = 0
+    b.u8(4)
+    b.u8(0)
+    b.i16(stream)
+    b.u8(opcode)
+    return b.i32(0)
+
+
+cdef bytes finish(Buf b):
+    put32(b.p + 5, <uint32_t> (b.n - 9))
+    return b.take()
+
+
+cdef int put_id(Buf b, bytes id) except -1:
+    """[short bytes] of a prepared statement's id."""
+    b.i16(<int> PyBytes_GET_SIZE(id))
+    return b.raw(PyBytes_AS_STRING(id), PyBytes_GET_SIZE(id))
+
+
 def frame(int stream, Request request, dict prepared, int consistency, int serial):
     """The whole frame (header and body) of ``request`` on ``stream``: an
     EXECUTE for one write, else a BATCH (COUNTER for counter requests,
@@ -313,31 +334,23 @@ def frame(int stream, Request request, dict prepared, int consistency, int seria
     cdef Write w
     cdef Prepared p
     cdef int flags = FLAG_SERIAL if request.conditional else 0
-    b.n = 0
-    b.u8(4)
-    b.u8(0)
-    b.i16(stream)
     try:
         if len(writes) == 1:
             w = writes[0]
             p = prepared[w.table]
-            b.u8(OP_EXECUTE)
-            b.i32(0)
-            b.i16(<int> PyBytes_GET_SIZE(p.id))
-            b.raw(PyBytes_AS_STRING(p.id), PyBytes_GET_SIZE(p.id))
+            put_head(b, stream, OP_EXECUTE)
+            put_id(b, p.id)
             b.i16(consistency)
             b.u8(flags | FLAG_VALUES | FLAG_SKIP_METADATA)
             put_values(b, p, w)
         else:
-            b.u8(OP_BATCH)
-            b.i32(0)
+            put_head(b, stream, OP_BATCH)
             b.u8(BATCH_COUNTER if request.counter else BATCH_UNLOGGED)
             b.i16(<int> len(writes))
             for w in writes:
                 p = prepared[w.table]
                 b.u8(1)                     # a prepared statement
-                b.i16(<int> PyBytes_GET_SIZE(p.id))
-                b.raw(PyBytes_AS_STRING(p.id), PyBytes_GET_SIZE(p.id))
+                put_id(b, p.id)
                 put_values(b, p, w)
             b.i16(consistency)
             b.u8(flags)
@@ -346,8 +359,7 @@ def frame(int stream, Request request, dict prepared, int consistency, int seria
     except BaseException:
         b.n = 0
         raise
-    put32(b.p + 5, <uint32_t> (b.n - 9))
-    return b.take()
+    return finish(b)
 
 
 def routing_key(Prepared p, Write w):
@@ -433,18 +445,12 @@ def token(bytes key):
 def select_frame(int stream, Prepared p, list values, int consistency):
     """An EXECUTE of a prepared SELECT: its rows come with their metadata."""
     cdef Buf b = Buf(256)
-    b.u8(4)
-    b.u8(0)
-    b.i16(stream)
-    b.u8(OP_EXECUTE)
-    b.i32(0)
-    b.i16(<int> PyBytes_GET_SIZE(p.id))
-    b.raw(PyBytes_AS_STRING(p.id), PyBytes_GET_SIZE(p.id))
+    put_head(b, stream, OP_EXECUTE)
+    put_id(b, p.id)
     b.i16(consistency)
     b.u8(FLAG_VALUES)
     put_values(b, p, Write(None, values, 0))
-    put32(b.p + 5, <uint32_t> (b.n - 9))
-    return b.take()
+    return finish(b)
 
 
 cdef bytes _VOID = b"\x00\x00\x00\x01"

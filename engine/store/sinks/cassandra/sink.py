@@ -166,8 +166,8 @@ class CassandraSink(Sink):
             raise ValueError('cassandra Driver "native" has no TLS or authentication (set: '
                              f'{", ".join(k for k in TLS_OR_AUTH if entry.get(k))}): '
                              'use Driver "acsylla"')
-        self.concurrency = _count(entry, "Concurrency", NATIVE_CONCURRENCY if self.driver == "native"
-                                  else DEFAULT_CONCURRENCY, 1, 100_000)
+        concurrency = NATIVE_CONCURRENCY if self.driver == "native" else DEFAULT_CONCURRENCY
+        self.concurrency = _count(entry, "Concurrency", concurrency, 1, 100_000)
         self.replication = cql.replication_cql(entry.get("Replication"))
         self.schema_version = int(config.schema_version)
         self.wire = None

@@ -75,7 +75,6 @@ class NativeWire(AcsyllaWire):
                                   else "SERIAL"]
         self.write_cql = {}             # name -> CQL, prepared on every connection
         self.frames = {}                # name -> _cqlframe.Prepared
-        self.nodes = []                 # addresses of the local data centre
         self.conns = {}                 # address -> CqlConnection (up)
         self.ring = Ring([], [])
         self._reconnecting = {}
@@ -84,14 +83,14 @@ class NativeWire(AcsyllaWire):
     # ---- connection ---------------------------------------------------------
     async def connect(self):
         await super().connect()
-        self.ring, self.nodes = await self._topology()
-        if not await self._open_all(self.nodes):
+        self.ring, nodes = await self._topology()
+        if not await self._open_all(nodes):
             # the addresses the nodes announce are not reachable from here
             # (NAT, published ports): the contact points, without routing
             log.warning("cassandra nodes' own addresses unreachable; using Hosts unrouted",
-                        nodes=self.nodes, driver="native")
-            self.ring, self.nodes = Ring([], []), list(self.s.contact_points)
-            if not await self._open_all(self.nodes):
+                        nodes=nodes, driver="native")
+            self.ring = Ring([], [])
+            if not await self._open_all(self.s.contact_points):
                 await super().close()
                 raise SinkUnavailable(f"cassandra {self.s.where()}: no node answered")
 
@@ -136,8 +135,7 @@ class NativeWire(AcsyllaWire):
     async def _open(self, address):
         conn = await CqlConnection.open(address, self.s.port, self.s.timeout, self._lost)
         try:
-            for name, text in self.write_cql.items():
-                self.frames[name] = await self._prepare_on(conn, text)
+            await self._prepare_all(conn)
         except BaseException:
             conn.close()
             raise
@@ -146,11 +144,13 @@ class NativeWire(AcsyllaWire):
             return
         self.conns[address] = conn
 
-    async def _prepare_on(self, conn, text):
-        opcode, body = await conn.call(OP_PREPARE, long_string(text), self.s.timeout)
-        if opcode == OP_ERROR:
-            raise parse_error(body)
-        return parse_prepared(body, _cqlframe.Prepared)
+    async def _prepare_all(self, conn):
+        """PREPARE every statement on ``conn`` (ids are the same on every node)."""
+        for name, text in self.write_cql.items():
+            opcode, body = await conn.call(OP_PREPARE, long_string(text), self.s.timeout)
+            if opcode == OP_ERROR:
+                raise parse_error(body)
+            self.frames[name] = parse_prepared(body, _cqlframe.Prepared)
 
     def _lost(self, conn):
         if self.conns.get(conn.host) is conn:
@@ -193,7 +193,7 @@ class NativeWire(AcsyllaWire):
             return True
         if not nodes:
             return True
-        self.ring, self.nodes = ring, nodes
+        self.ring = ring
         for new in nodes:
             self._reconnect(new)
         if address not in nodes:
@@ -214,8 +214,7 @@ class NativeWire(AcsyllaWire):
     async def prepare(self, statements):
         self.write_cql = dict(statements)
         for conn in list(self.conns.values()):
-            for name, text in self.write_cql.items():
-                self.frames[name] = await self._prepare_on(conn, text)
+            await self._prepare_all(conn)
 
     async def select_one(self, name, values):
         """The first row (a dict) of a prepared SELECT, or None."""
@@ -237,8 +236,7 @@ class NativeWire(AcsyllaWire):
         again on that connection; the request is reported not applied."""
         async def again():
             try:
-                for text in self.write_cql.values():
-                    await self._prepare_on(conn, text)
+                await self._prepare_all(conn)
             except (CqlError, asyncio.TimeoutError, OSError) as exc:
                 log.warning("cassandra re-prepare failed", host=conn.host, error=repr(exc)[:200])
             finally:
@@ -259,12 +257,10 @@ class NativeWire(AcsyllaWire):
         """The connection to send ``request`` on: its partition's first
         replica that is up, else any node up; None when none is."""
         conns = self.conns
-        if len(conns) == 1 or not self.ring.tokens:
-            for conn in conns.values():
-                return conn
-            return None
         if not conns:
             return None
+        if len(conns) == 1 or not self.ring.tokens:
+            return next(iter(conns.values()))
         w = request.writes[0]
         key = _cqlframe.routing_key(self.frames[w.table], w)
         for address in self.ring.replicas(_cqlframe.token(key)):
@@ -361,7 +357,7 @@ class _Sending:
         else:
             exc = parse_error(body) if opcode == OP_ERROR else CqlError(
                 0x000A, f"unexpected answer opcode {opcode}")
-            if getattr(exc, "code", None) == UNPREPARED:
+            if exc.code == UNPREPARED:
                 self.wire._reprepare(entry[0])
             self._finish(i, exc)
         self._pump()

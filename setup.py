@@ -3,10 +3,13 @@ from Cython.Build import cythonize
 
 extensions = cythonize(
     [Extension("engine._parse", ["engine/_parse.pyx"]),
+     # zlib linked by run-time name, as SQLite below: no development headers.
+     Extension("engine._frames", ["engine/_frames.pyx"], extra_link_args=["-l:libz.so.1"]),
      Extension("engine.http._connection", ["engine/http/_connection.pyx"]),
      Extension("engine.ingest._spool", ["engine/ingest/_spool.pyx"]),
      Extension("engine.ingest._track", ["engine/ingest/_track.pyx"]),
      Extension("engine.limits._bucket", ["engine/limits/_bucket.pyx"]),
+     Extension("engine.system._arenas", ["engine/system/_arenas.pyx"]),
      Extension("engine.store.sinks.cassandra._cqlframe",
                ["engine/store/sinks/cassandra/_cqlframe.pyx"]),
      # Linked by run-time name: the library Python's sqlite3 module uses, no

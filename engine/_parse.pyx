@@ -40,6 +40,7 @@ cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)
     void* PyUnicode_DATA(object o)
     const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t* size) except NULL
+    void PyObject_GC_UnTrack(void* o)
 
 cdef object _loads = orjson.loads
 cdef object _dumps = orjson.dumps
@@ -1547,4 +1548,13 @@ def decode(record):
     if flags & F_NEW_VISITOR:
         event["new_visitor"] = True
     event["params"] = params
+    # An event holds texts, numbers, a dict of texts and lists of two numbers:
+    # nothing can make a cycle through it, but CPython tracks any dict that
+    # holds a dict or list, so every young collection in a store process
+    # would walk each batched event. Reference counting still frees them;
+    # inserting a container later tracks the dict again.
+    for name, value in numbers:
+        if type(value) is list:
+            PyObject_GC_UnTrack(<void*>value)
+    PyObject_GC_UnTrack(<void*>event)
     return event

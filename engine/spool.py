@@ -62,6 +62,11 @@ import zlib
 
 import orjson
 
+from engine.system.compiled import compiled
+
+_frames = compiled("engine._frames", "TRACKER_PURE_FRAMES")
+MORE, TORN, BIGGER = 0, 1, 2     # the framing's states (engine/_frames.pyx)
+
 MAGIC = b"TRKSPOOL"
 VERSION = 2                              # written
 VERSIONS = (1, 2)                        # read
@@ -161,37 +166,47 @@ class FileCursor:
     def _parse(self, buf, limit, most, out):
         """Take whole records from ``buf`` (read at ``self.offset``); returns
         the bytes consumed. A record longer than the buffer is read alone."""
-        view = memoryview(buf)
-        n, pos, base = len(buf), 0, self.offset
-        unpack, crc32 = RECORD.unpack_from, zlib.crc32
-        while pos + 16 <= n and len(out) < most:
-            length, crc, seq = unpack(buf, pos)
-            end = pos + 16 + length
-            if base + end > limit:
-                self.torn = True             # runs past the readable end
+        base = self.offset
+        take = self._take if _frames is None else _frames.take
+        while True:
+            pos, self.seq, state, skipped = take(buf, base, limit, most, self.seq,
+                                                 self.skip_to, out)
+            self.skipped += skipped
+            if state != BIGGER:
                 break
-            if end > n:
-                if pos == 0:                 # one record bigger than the block
-                    buf = os.pread(self.fd, 16 + length, base)
-                    if len(buf) < 16 + length:
-                        self.torn = True
-                        break
-                    view, n = memoryview(buf), len(buf)
-                    continue
+            length = RECORD.unpack_from(buf, 0)[0]
+            buf = os.pread(self.fd, 16 + length, base)
+            if len(buf) < 16 + length:
+                state, pos = TORN, 0
                 break
-            if crc32(view[pos + 8:end]) != crc or seq <= self.seq:
-                self.torn = True
-                break
-            pos = end
-            self.seq = seq
-            if seq > self.skip_to:
-                out.append((seq, buf[end - length:end], base + end))
-            else:
-                self.skipped += 1
-        if pos + 16 > n and base + n >= limit and base + pos < limit and not self.torn:
+        n = len(buf)
+        if state == TORN:
+            self.torn = True
+        elif pos + 16 > n and base + n >= limit and base + pos < limit:
             self.torn = True                 # a few stray bytes at the very end
         self.offset = base + pos
         return pos
+
+    @staticmethod
+    def _take(buf, base, limit, most, seq, skip_to, out):
+        """engine/_frames.pyx's ``take``, in Python (``TRACKER_PURE_FRAMES=1``)."""
+        view, n, pos, skipped = memoryview(buf), len(buf), 0, 0
+        unpack, crc32 = RECORD.unpack_from, zlib.crc32
+        while pos + 16 <= n and len(out) < most:
+            length, crc, rseq = unpack(buf, pos)
+            end = pos + 16 + length
+            if base + end > limit:
+                return pos, seq, TORN, skipped       # runs past the readable end
+            if end > n:
+                return pos, seq, BIGGER if pos == 0 else MORE, skipped
+            if crc32(view[pos + 8:end]) != crc or rseq <= seq:
+                return pos, seq, TORN, skipped
+            pos, seq = end, rseq
+            if rseq > skip_to:
+                out.append((rseq, buf[end - length:end], base + end))
+            else:
+                skipped += 1
+        return pos, seq, MORE, skipped
 
     def close(self):
         if self.fd is not None:

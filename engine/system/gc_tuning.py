@@ -1,4 +1,5 @@
-"""The cyclic garbage collector's settings in worker processes.
+"""The cyclic garbage collector's and the object allocator's settings in
+worker processes.
 
 Why: the hot paths allocate many short-lived containers (a batch's event
 dicts, its fan-out, a Cassandra plan's writes) that reference counting alone
@@ -20,28 +21,39 @@ So, after the fork:
 - batch roles (store, consume) collect the young generation every
   ``BATCH_GEN0`` allocations and the old ones rarely: a young collection
   then takes a few ms, which a batch does not notice;
+- batch roles also keep up to ``BATCH_ARENA_BYTES`` of the object arenas a
+  freed batch empties, for the next batch (engine/system/_arenas.pyx: the
+  interpreter unmaps them, and the kernel zeroes every page again when the
+  next batch maps them);
 - request roles (http, acme) keep the default young threshold, so no
   collection adds more than a fraction of a millisecond to one answer.
 
-``TRACKER_GC=python`` leaves every default in place (the benchmarks' A/B).
+``TRACKER_GC=python`` leaves every default in place, ``TRACKER_ARENAS=python``
+the interpreter's arena allocator (the benchmarks' A/B).
 """
 import gc
 import os
+
+from engine.system import _arenas
 
 BOOTED_SECONDS = 10.0
 BATCH_GEN0 = 50_000
 BATCH_THRESHOLDS = (BATCH_GEN0, 20, 100)
 BATCH_ROLES = ("store", "consume")
+BATCH_ARENA_BYTES = 256 << 20    # a 20,000-event SQLite batch peaks at ~100 MiB of arenas
 
 
 def tune(role, loop=None):
     """Apply the settings for ``role`` ("store-0", "http-1", ...), the second
     freeze scheduled on ``loop``; returns the thresholds in force."""
+    batch = role.split("-", 1)[0] in BATCH_ROLES
+    if batch and os.environ.get("TRACKER_ARENAS") != "python":
+        _arenas.keep(BATCH_ARENA_BYTES)
     if os.environ.get("TRACKER_GC") == "python":
         return gc.get_threshold()
     gc.freeze()
     if loop is not None:
         loop.call_later(BOOTED_SECONDS, gc.freeze)
-    if role.split("-", 1)[0] in BATCH_ROLES:
+    if batch:
         gc.set_threshold(*BATCH_THRESHOLDS)
     return gc.get_threshold()

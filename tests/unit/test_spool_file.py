@@ -195,3 +195,19 @@ def test_lag_counts_unwritten_records_and_their_age(tmp_path):
     f.in_flight += 1
     tail.note_written({f: (got[-1][1], got[-1][3], 2)})
     assert tail.lag(created + 2500) == (3, 2.498)      # the oldest left is event 2 (+2 ms)
+
+
+def test_a_compiled_decoded_event_is_left_to_reference_counting():
+    # No cycle can pass through an event (texts, numbers, a dict of texts,
+    # lists of two numbers), so the compiled decode untracks it and its lists:
+    # a store process's young collections then skip every batched event.
+    import gc
+    from engine import _parse
+    data = record.encode(event(1, latlon=[48.85, 2.35], vp=[390, 844], url="/pricing"))
+    ev = _parse.decode(data)
+    assert ev == record.decode(data)
+    assert ev["latlon"] == [48.85, 2.35] and ev["vp"] == [390, 844]
+    assert not gc.is_tracked(ev) and not gc.is_tracked(ev["latlon"])
+    assert not gc.is_tracked(ev["vp"])
+    ev["extra"] = [1]          # a container put in later tracks the dict again
+    assert gc.is_tracked(ev)

@@ -21,9 +21,11 @@ by the compiled encoder, so a store reads them as it reads a worker's spool.
    writer (``TRACKER_PURE_SQLITE=1``) instead of the compiled one;
 2. store process (SQLite): `tracker serve` pinned to one core draining the
    same spool: events/s and the store process's CPU per event;
-   ``gc``: the same drain with the store process's garbage collector tuned
-   (engine/system/gc_tuning.py) and with CPython's defaults
-   (``TRACKER_GC=python``), ``--gc-rounds`` interleaved rounds of each;
+   ``gc``: the same drain with the store process's memory settings
+   (engine/system/gc_tuning.py: the garbage collector tuned, freed arenas
+   kept), with CPython's GC defaults (``TRACKER_GC=python``) and with the
+   interpreter's own arena allocator (``TRACKER_ARENAS=python``),
+   ``--gc-rounds`` interleaved rounds of each;
 3. live (SQLite): `tracker serve`, its store process alone on core 1 with a
    spooled backlog of realistic events, while wrk (loadtest/visitors.lua,
    a new visitor with its own uid every request) loads its HTTP worker on
@@ -630,14 +632,23 @@ def bench(args):
     return report
 
 
+# The store process's memory settings (engine/system/gc_tuning.py) and the
+# environment that turns each off.
+MEMORY_MODES = {"tuned": {},
+                "python": {"TRACKER_GC": "python"},            # CPython's GC defaults
+                "arenas": {"TRACKER_ARENAS": "python"}}        # the interpreter's arenas
+
+
 def gc_ab(spool_src, base, total, rounds):
-    """The store process's drain with the collector tuned for batches
-    (engine/system/gc_tuning.py) against CPython's defaults
-    (``TRACKER_GC=python``), interleaved rounds: medians of each."""
-    runs = {"tuned": [], "python": []}
+    """The store process's drain with its memory settings (the collector
+    tuned for batches, freed arenas kept), with CPython's GC defaults
+    (``TRACKER_GC=python``) and with the interpreter's own arena allocator
+    (``TRACKER_ARENAS=python``), interleaved rounds: medians of each."""
+    runs = {mode: [] for mode in MEMORY_MODES}
     for i in range(rounds):
-        for mode in ("python", "tuned") if i % 2 else ("tuned", "python"):
-            env = {"TRACKER_GC": mode}
+        order = list(MEMORY_MODES)
+        for mode in order[::-1] if i % 2 else order:
+            env = {"TRACKER_GC": "tuned", **MEMORY_MODES[mode]}
             runs[mode].append(store_process_drain(spool_src, base, total, f"gc-{mode}-{i}", env))
     out = {}
     for mode, found in runs.items():
@@ -645,8 +656,10 @@ def gc_ab(spool_src, base, total, rounds):
                      for k in ("events_per_s", "store_cpu_us_per_event")}
         print(f"  gc {mode:6s} (median of {rounds}): {out[mode]['events_per_s']:8,.0f} events/s, "
               f"{out[mode]['store_cpu_us_per_event']:.1f} µs store CPU/event")
-    print(f"  gc tuned / python defaults, CPU per event: "
-          f"{out['tuned']['store_cpu_us_per_event'] / out['python']['store_cpu_us_per_event']:.2f}")
+    tuned = out["tuned"]["store_cpu_us_per_event"]
+    print(f"  CPU per event, tuned / python GC defaults: "
+          f"{tuned / out['python']['store_cpu_us_per_event']:.2f}; tuned / the interpreter's "
+          f"arenas: {tuned / out['arenas']['store_cpu_us_per_event']:.2f}")
     return out
 
 

@@ -79,6 +79,11 @@ def test_jetstream_no_acknowledged_event_missing_after_node_kill(nats_factory,
     wait_until(lambda: in_stream() >= 250, timeout=30, what="all 250 events in the stream")
     assert in_stream() == 250                     # none twice (Nats-Msg-Id de-duplication)
 
+    # The sinks write independently: the SQLite sink holds a batch up to 1 s
+    # (BATCH_AGE_MS, engine/store/sinks/sqlite.py), so the stream may hold the
+    # last events before the file does.
+    wait_until(lambda: len(c.rows("SELECT eid FROM events")) >= 250, timeout=30,
+               what="all 250 events in SQLite")
     stored = {r["eid"] for r in c.rows("SELECT eid FROM events")}
     assert len(stored) == 250
     streamed = set()

@@ -1533,6 +1533,8 @@ def decode(record):
         else:
             raise ValueError("bad record: field tag %d at byte %d" % (tag, i - 1))
     for name, value in numbers:
+        if type(value) is list:        # untracked with the event (below)
+            PyObject_GC_UnTrack(<void*>value)
         event[name] = value
     if browser != NULL:
         if _utf8_valid(<const unsigned char*>browser, browser_n):
@@ -1553,8 +1555,5 @@ def decode(record):
     # holds a dict or list, so every young collection in a store process
     # would walk each batched event. Reference counting still frees them;
     # inserting a container later tracks the dict again.
-    for name, value in numbers:
-        if type(value) is list:
-            PyObject_GC_UnTrack(<void*>value)
     PyObject_GC_UnTrack(<void*>event)
     return event

@@ -6,6 +6,7 @@ The stack is deployed as a user would, with ``docker stack deploy -c
 docker-stack.yml -c tests/integration/swarm/stack-override.yml``, on images
 built by scripts/swarm_images.sh, with the TLS secrets the stack expects.
 """
+import datetime
 import json
 import os
 import re
@@ -187,18 +188,57 @@ class Stack:
             out[key] = out.get(key, 0.0) + used
         return out
 
-    def gossip_stuck(self, service, backlog=100):
-        """The running containers of ``service`` (a Cassandra node) whose last
-        log line says its gossip stage has at least ``backlog`` tasks pending:
-        a node whose bootstrap has hung (seen here once, 2026-11-30;
-        a restart of that node alone lets the cluster form)."""
+    def gossip_stuck(self, service, backlog=50):
+        """The running containers of ``service`` (a Cassandra node) whose
+        gossip stage has had at least ``backlog`` tasks pending in the last
+        warning of the last 20 s of its log: a node whose bootstrap has hung
+        (seen here after "JOINING: sleeping ... for pending range setup"; the
+        backlog then grows by one a second; a healthy node's stays in single
+        figures). A restart of that node alone lets the cluster form. The
+        last 20 s rather than the last line: a stuck node's status dumps
+        (StatusLogger, a hundred lines) come between the warnings."""
         stuck = []
         for c in self.containers(service):
-            done = self.docker("logs", "--tail", "1", c["id"], check=False, timeout=30)
-            match = re.search(r"Gossip stage has (\d+) pending tasks", done.stdout + done.stderr)
-            if match and int(match.group(1)) >= backlog:
+            done = self.docker("logs", "--since", "20s", c["id"], check=False, timeout=30)
+            found = re.findall(r"Gossip stage has (\d+) pending tasks", done.stdout + done.stderr)
+            if found and int(found[-1]) >= backlog:
                 stuck.append(c)
         return stuck
+
+    def startup_hung(self, service, started_ok, after=180):
+        """The running containers of ``service`` (a Cassandra node) up for
+        more than ``after`` s that have not logged "Startup complete" (healthy
+        nodes here: 40-90 s): a bootstrap whose main thread hung after
+        "JOINING: sleeping ... for pending range setup" with no gossip backlog
+        (seen 2026-12-01). ``started_ok``: ids already seen complete, kept by
+        the caller so their logs are not read again."""
+        hung = []
+        for c in self.containers(service):
+            if c["id"] in started_ok:
+                continue
+            done = self.docker("logs", c["id"], check=False, timeout=30)
+            if "Startup complete" in done.stdout + done.stderr:
+                started_ok.add(c["id"])
+            elif self.up_seconds(c["id"]) > after:
+                hung.append(c)
+        return hung
+
+    def up_seconds(self, container):
+        done = self.docker("inspect", "-f", "{{.State.StartedAt}}", container,
+                           check=False, timeout=30)
+        stamp = done.stdout.strip()
+        if done.returncode != 0 or not stamp:
+            return 0.0
+        # RFC 3339 with nanoseconds and "Z": whole seconds are enough here.
+        started = datetime.datetime.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")
+        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        return (now - started).total_seconds()
+
+    def tasks(self):
+        """Every task of the stack: name, state and error (a diagnostic)."""
+        done = self.docker("stack", "ps", NAME, "--no-trunc", "--format",
+                           "{{.Name}}\t{{.CurrentState}}\t{{.Error}}", check=False, timeout=30)
+        return done.stdout + done.stderr
 
     def logs(self, service, lines=30):
         done = self.docker("service", "logs", "--raw", "--tail", str(lines),

@@ -178,3 +178,33 @@ def test_latlon_text_is_reprs_whichever_way_it_is_written(pair, tmp_path, monkey
     conn = sqlite3.connect(tmp_path / "t.db")
     assert conn.execute("SELECT latlon FROM ev").fetchone() == (latlon_text(pair),)
     conn.close()
+
+
+def test_first_visits_and_referrals_keep_the_earliest_in_any_order(tmp_path, monkeypatch):
+    """The compiled writer upserts each landed event's first-visit and referral
+    candidate as it goes: within one batch, and across batches, the earliest
+    by (created, eid) must win whatever order the events come in."""
+    eids = [str(uuid.UUID(int=i)) for i in (7, 3, 5, 1)]
+    # latest first; the last two tie on created and the lower eid must win
+    late = [{"eid": eids[0], "vid": VIDS[0], "sid": SIDS[0], "created": T + 20, "first": True,
+             "ref": "late"},
+            {"eid": eids[1], "vid": VIDS[0], "sid": SIDS[0], "created": T + 10, "first": True,
+             "ref": "middle"},
+            {"eid": eids[2], "vid": VIDS[0], "sid": SIDS[0], "created": T + 5, "first": True,
+             "ref": "tie-high"}]
+    earliest = {"eid": eids[3], "vid": VIDS[0], "sid": SIDS[0], "created": T + 5,
+                "first": True, "ref": "tie-low"}
+    answers = []
+    for pure in (False, True):
+        path = tmp_path / f"{pure}.db"
+        sink = make_sink(path, monkeypatch, pure=pure)
+        assert sink.write_batch_sync(late) == 3
+        conn = sqlite3.connect(path)
+        firsts = ("SELECT hex(e.eid), r.ref FROM first_visits f JOIN ev e ON e.n = f.n "
+                  "JOIN first_refs r ON r.vid = f.vid")
+        assert conn.execute(firsts).fetchall() == [(uuid.UUID(eids[2]).hex.upper(), "tie-high")]
+        assert sink.write_batch_sync([earliest]) == 1
+        answers.append(conn.execute(firsts).fetchall())
+        conn.close()
+        sink.close_sync()
+    assert answers[0] == answers[1] == [(uuid.UUID(eids[3]).hex.upper(), "tie-low")]

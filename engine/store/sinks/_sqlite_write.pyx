@@ -6,8 +6,12 @@ kept, selectable and checked against this one: tests/unit/test_sqlite_write.py),
 written without a Python tuple, cursor call or converted value per column:
 each event's dict is walked once, its values bound straight into one
 prepared ``INSERT INTO ev``, and whether the row landed read from SQLite's
-change counter. Only the events that landed are fanned out (first visit,
-first referral, counters coalesced per key), in the same transaction.
+change counter. Only the events that landed are fanned out, in the same
+transaction: each one's first-visit and first-referral candidates upserted
+right after its row (the upserts keep the earliest whatever the order, so no
+per-batch winner is chosen in Python), its counters coalesced per key in
+place (a ``Count`` per key, one dict look-up per increment) and written at
+the end of the batch.
 
 The writer has a connection of its own (``sqlite3_open_v2``) to the sink's
 file, used only for event batches and only under the sink's lock; schema,
@@ -17,7 +21,8 @@ library is linked by its run-time name (libsqlite3.so.0, the one Python's own
 development headers.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_Next
+cimport cython
+from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
@@ -255,6 +260,9 @@ cdef class BatchWriter:
     cdef list counters          # Stmt per COUNTER_TABLES entry
     cdef long long day_number
     cdef object day_text
+    cdef dict dailies           # the batch's dailies: {day: {ip: Count}}
+    cdef object dailies_day     # the day of dailies_now (the last event's)
+    cdef dict dailies_now
     cdef readonly str path
     cdef readonly long counter_statements   # counter upserts run (one per key per batch)
     cdef unsigned char uuids[48]            # eid, vid, sid bytes of the row being bound
@@ -357,11 +365,12 @@ cdef class BatchWriter:
         cdef long long n = self._base()
         cdef long landed = 0
         cdef int before
-        cdef dict visits = {}, refs = {}
         cdef list counts = [{} for _ in range(N_COUNTERS)]
         cdef dict ids = strings.ids
         cdef list fresh = strings.fresh
         cdef Py_ssize_t most = strings.MAX
+        self.dailies = {}
+        self.dailies_day = None
         for ev in batch:
             n += 1
             vid = self._bind_event(<dict?>ev, n, ids, fresh, most)   # may add strings
@@ -370,15 +379,15 @@ cdef class BatchWriter:
             if sqlite3_total_changes(self.db) == before:
                 continue                     # stored already: (created, eid) exists
             landed += 1
-            self._fan(<dict>ev, n, vid, visits, refs, counts)
+            self._write_firsts(<dict>ev, n, vid)
+            self._fan(<dict>ev, counts)
         if landed:
-            self._write_firsts(visits, refs)
             self._write_counters(counts)
         return landed
 
     cdef object _bind_event(self, dict ev, long long n, dict ids, list fresh,
                             Py_ssize_t most):
-        """Bind ``ev`` into the ev INSERT; returns its vid's 16 bytes."""
+        """Bind ``ev`` into the ev INSERT; returns its vid as _bind_uuid does."""
         cdef Stmt st = self.ev
         cdef Py_ssize_t pos = 0
         cdef PyObject *k
@@ -437,8 +446,10 @@ cdef class BatchWriter:
         return 0
 
     cdef object _bind_uuid(self, int at, object text, unsigned char *buf):
-        """Bind a UUID's 16 bytes, not copied: ``buf`` is the writer's and is
-        only reused for the next row; returns them."""
+        """Bind a UUID's 16 bytes. Canonical text is converted into ``buf``
+        (the writer's, reused only for the next row) and bound from there, not
+        copied; None is returned. Other text is converted by the twin's
+        uuid_bytes, and those bytes returned (to bind them again)."""
         if text is None:
             sqlite3_bind_null(self.ev.st, at)       # NOT NULL refuses, as in the twin
             return None
@@ -447,7 +458,7 @@ cdef class BatchWriter:
             self.ev.bind_value(at, raw)
             return raw
         sqlite3_bind_blob(self.ev.st, at, buf, 16, SQLITE_STATIC)
-        return buf[:16]
+        return None
 
     cdef int _bind_string(self, int at, object text, dict ids, list fresh,
                           Py_ssize_t most) except -1:
@@ -483,22 +494,46 @@ cdef class BatchWriter:
 
     # ---------------------------------------------------------------- fan-out
 
-    cdef _fan(self, dict ev, long long n, object vid, dict visits, dict refs, list counts):
-        """What a landed event adds: first visit and referral candidates, counters."""
-        created = ev["created"]
-        vid_text = ev["vid"]
-        if ev["first"]:
-            old = visits.get(vid_text)
-            if old is None or (created, ev["eid"]) < (<tuple>old)[0]:
-                visits[vid_text] = ((created, ev["eid"]), vid, created, n)
+    cdef int _write_firsts(self, dict ev, long long n, object vid) except -1:
+        """A landed event's first-visit and first-referral candidates, upserted
+        at once: each upsert keeps the earliest by (created, eid) whatever the
+        order its rows come in (eids compared as stored, as 16 bytes, which
+        order as their canonical text does), so no per-batch winner is kept
+        in Python. ``vid`` is _bind_uuid's answer for the row's vid."""
+        cdef Stmt st
         ref = ev.get("ref")
+        if ev["first"]:
+            st = self.first_visit
+            self._bind_vid(st, vid)
+            st.bind_value(2, ev["created"])
+            sqlite3_bind_int64(st.st, 3, n)
+            st.run()
         if ref:
-            old = refs.get(vid_text)
-            if old is None or (created, ev["eid"]) < (<tuple>old)[0]:
-                refs[vid_text] = ((created, ev["eid"]), vid, ref, created, n)
+            st = self.first_ref
+            self._bind_vid(st, vid)
+            st.bind_value(2, ref)
+            st.bind_value(3, ev["created"])
+            sqlite3_bind_int64(st.st, 4, n)
+            st.run()
+        return 0
+
+    cdef inline int _bind_vid(self, Stmt st, object vid) except -1:
+        if vid is None:         # converted into the row buffer by _bind_uuid
+            sqlite3_bind_blob(st.st, 1, self.uuids + 16, 16, SQLITE_STATIC)
+        else:
+            st.bind_value(1, vid)
+        return 0
+
+    cdef _fan(self, dict ev, list counts):
+        """A landed event's counter increments (counted per key in ``counts``;
+        dailies per day in ``self.dailies``)."""
+        created = ev["created"]
         ip = ev.get("ip") or ""
         day = self._day(created)
-        _bump(counts[C_DAILIES], (ip, day))
+        if day is not self.dailies_day:
+            self.dailies_now = self.dailies.setdefault(day, {})
+            self.dailies_day = day
+        _bump(self.dailies_now, ip)
         if ip:
             _bump(counts[C_IPS], ip)
         url = ev.get("url")
@@ -524,38 +559,35 @@ cdef class BatchWriter:
             self.day_number = number
         return self.day_text
 
-    cdef _write_firsts(self, dict visits, dict refs):
-        cdef Stmt st = self.first_visit
-        for _, vid, created, n in visits.values():
-            st.bind_value(1, vid)
-            st.bind_value(2, created)
-            st.bind_value(3, n)
-            st.run()
-        st = self.first_ref
-        for _, vid, ref, created, n in refs.values():
-            st.bind_value(1, vid)
-            st.bind_value(2, ref)
-            st.bind_value(3, created)
-            st.bind_value(4, n)
-            st.run()
-
     cdef _write_counters(self, list counts):
         cdef Stmt st
-        cdef int i, at
-        for i in range(N_COUNTERS):
-            st = <Stmt>self.counters[i]
-            for key, total in (<dict>counts[i]).items():
-                if type(key) is tuple:
-                    at = 1
-                    for part in <tuple>key:
-                        st.bind_value(at, part)
-                        at += 1
-                else:
-                    st.bind_value(1, key)
-                    at = 2
-                st.bind_value(at, total)
+        cdef int i
+        st = <Stmt>self.counters[C_DAILIES]
+        for day, by_ip in self.dailies.items():
+            for ip, total in (<dict>by_ip).items():
+                st.bind_value(1, ip)
+                st.bind_value(2, day)
+                sqlite3_bind_int64(st.st, 3, (<Count>total).n)
                 st.run()
                 self.counter_statements += 1
+        for i in range(N_COUNTERS):
+            if i != C_DAILIES:
+                self._write_counts(<Stmt>self.counters[i], <dict>counts[i])
+
+    cdef _write_counts(self, Stmt st, dict counts):
+        cdef int at
+        for key, total in counts.items():
+            if type(key) is tuple:
+                at = 1
+                for part in <tuple>key:
+                    st.bind_value(at, part)
+                    at += 1
+            else:
+                st.bind_value(1, key)
+                at = 2
+            sqlite3_bind_int64(st.st, at, (<Count>total).n)
+            st.run()
+            self.counter_statements += 1
 
 
 cdef inline bint _repr_like_json(double v) noexcept:
@@ -563,5 +595,20 @@ cdef inline bint _repr_like_json(double v) noexcept:
     return v == 0.0 or 1e-4 <= fabs(v) < 1e16
 
 
-cdef inline void _bump(dict table, object key):
-    table[key] = table.get(key, 0) + 1
+@cython.final
+cdef class Count:
+    """A counter's total for one key of a batch, incremented in place (one
+    dict look-up per increment, no int object made)."""
+    cdef long long n
+
+
+cdef inline int _bump(dict table, object key) except -1:
+    cdef PyObject *found = PyDict_GetItemWithError(table, key)
+    cdef Count count
+    if found != NULL:
+        (<Count>found).n += 1
+        return 0
+    count = Count.__new__(Count)
+    count.n = 1
+    table[key] = count
+    return 0

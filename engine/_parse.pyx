@@ -1467,8 +1467,9 @@ def decode(record):
     cdef const unsigned char* p = &view[0] if view.shape[0] else NULL
     cdef Py_ssize_t n = view.shape[0], i = HEAD_SIZE, ln, kn
     cdef int flags, tag, last_tag = 0
-    cdef int64_t created, iv, iv2
-    cdef double fv, fv2
+    cdef int64_t created, vp_w = 0, vp_h = 0, duration = 0
+    cdef double lat = 0, lon = 0, score = 0
+    cdef list pair
     cdef dict event, params = {}
     cdef str key, browser_text = None
     cdef const char* browser = NULL
@@ -1480,32 +1481,29 @@ def decode(record):
     memcpy(&created, p + 2, 8)
     event = {"eid": _uuid_str(p + 10), "vid": _uuid_str(p + 26), "sid": _uuid_str(p + 42),
              "created": created, "first": bool(flags & F_FIRST)}
-    numbers = []
+    # The numbers come first in the record but go into the event after its
+    # texts (the key order of engine.record.decode): read here, put in below.
     if flags & F_LATLON:
         if i + 16 > n:
             raise ValueError("bad record: ends inside latlon")
-        memcpy(&fv, p + i, 8)
-        memcpy(&fv2, p + i + 8, 8)
-        numbers.append(("latlon", [fv, fv2]))
+        memcpy(&lat, p + i, 8)
+        memcpy(&lon, p + i + 8, 8)
         i += 16
     if flags & F_VP:
         if i + 16 > n:
             raise ValueError("bad record: ends inside vp")
-        memcpy(&iv, p + i, 8)
-        memcpy(&iv2, p + i + 8, 8)
-        numbers.append(("vp", [iv, iv2]))
+        memcpy(&vp_w, p + i, 8)
+        memcpy(&vp_h, p + i + 8, 8)
         i += 16
     if flags & F_DURATION:
         if i + 8 > n:
             raise ValueError("bad record: ends inside duration")
-        memcpy(&iv, p + i, 8)
-        numbers.append(("duration", iv))
+        memcpy(&duration, p + i, 8)
         i += 8
     if flags & F_SCORE:
         if i + 8 > n:
             raise ValueError("bad record: ends inside score")
-        memcpy(&fv, p + i, 8)
-        numbers.append(("score", fv))
+        memcpy(&score, p + i, 8)
         i += 8
     while i < n:
         tag = p[i]
@@ -1532,10 +1530,18 @@ def decode(record):
             last_tag = tag
         else:
             raise ValueError("bad record: field tag %d at byte %d" % (tag, i - 1))
-    for name, value in numbers:
-        if type(value) is list:        # untracked with the event (below)
-            PyObject_GC_UnTrack(<void*>value)
-        event[name] = value
+    if flags & F_LATLON:
+        pair = [lat, lon]
+        PyObject_GC_UnTrack(<void*>pair)        # untracked with the event (below)
+        event["latlon"] = pair
+    if flags & F_VP:
+        pair = [vp_w, vp_h]
+        PyObject_GC_UnTrack(<void*>pair)
+        event["vp"] = pair
+    if flags & F_DURATION:
+        event["duration"] = duration
+    if flags & F_SCORE:
+        event["score"] = score
     if browser != NULL:
         if _utf8_valid(<const unsigned char*>browser, browser_n):
             event["bhash"] = _bhash(browser, browser_n)

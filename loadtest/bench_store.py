@@ -1,13 +1,14 @@
 """Embedded store benchmark (issue 25): SQLite's lean layout against DuckDB, in one run.
 
-    python loadtest/bench_store.py [--events 300000] [--report-events 1000000]
+    python loadtest/bench_store.py [--events 300000] [--mix realistic|visitors] [--report-events 1000000]
         [--live-seconds 20] [--backlog 300000] [--candidates wave1,sqlite,sqlite-pure,duckdb] [--smoke]
         [--sections drain,serve,gc,live,reports] [--drain-rounds 1] [--gc-rounds 3] [--json FILE]
     python loadtest/bench_store.py --soak 600 --rate R     # rate-controlled soak (oha)
 
 Traffic is loadtest/store_corpus.py's: ``realistic`` (issue 25's mix: every
 request a new visitor with its own uid, 500 pages, 50 referral codes,
-lat/lon, score, 40 user agents) and ``reports`` (visits with funnel steps,
+lat/lon, score, 40 user agents; ``--mix visitors``: loadtest/visitors.lua's, 40 %
+new visitors, the others returning) and ``reports`` (visits with funnel steps,
 experiments, conversions, campaigns and referral loops), as spool files made
 by the compiled encoder, so a store reads them as it reads a worker's spool.
 
@@ -557,7 +558,10 @@ def _sample(c, spool, t):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--events", type=int, default=300_000, help="realistic events drained")
+    ap.add_argument("--events", type=int, default=300_000, help="events drained")
+    ap.add_argument("--mix", choices=("realistic", "visitors"), default="realistic",
+                    help="the drained events (drain, serve, gc): realistic (every event a new "
+                         "visitor) or visitors (visitors.lua's, bench_ingest's: 40 %% new)")
     ap.add_argument("--report-events", type=int, default=1_000_000)
     ap.add_argument("--live-seconds", type=float, default=20)
     ap.add_argument("--backlog", type=int, default=300_000)
@@ -597,11 +601,11 @@ def bench(args):
         if wave1 is None:
             print(f"no git history with {WAVE1_REV[:7]}: the wave-1 (before) figure is skipped")
             candidates.remove("wave1")
-    report = {"events": args.events, "candidates": candidates}
+    report = {"events": args.events, "mix": args.mix, "candidates": candidates}
     try:
-        realistic = os.path.join(base, "realistic")
-        store_corpus.write_spool(realistic, "realistic", args.events)
-        print(f"realistic mix: {args.events} events spooled; one core per measurement "
+        realistic = os.path.join(base, args.mix)
+        store_corpus.write_spool(realistic, args.mix, args.events)
+        print(f"{args.mix} mix: {args.events} events spooled; one core per measurement "
               f"(core {STORE_CORE}), load on core {LOAD_CORE}")
         report["drain"] = drain_section(args, base, realistic, candidates, wave1) \
             if "drain" in sections else {}

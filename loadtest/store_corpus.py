@@ -7,6 +7,8 @@ a store reads them exactly as it reads a worker's spool.
 - ``realistic``: issue 25's mix, loadtest/visitors.lua with every request a
   new visitor with its own uid: one of 500 pages, 50 referral codes, lat/lon,
   a score, one of 40 user agents.
+- ``visitors``: loadtest/visitors.lua's mix (bench_ingest.py's traffic): 40 %
+  new visitors, 60 % returning with a cookie from a pool of 20,000.
 - ``reports``: visits that give every report kind something to find: a first
   page view (new visitor; 60 % with a referral code, a fifth of those the vid
   of an earlier visitor: the referral loop; 30 % with a UTM campaign; 30 % in
@@ -15,6 +17,7 @@ a store reads them exactly as it reads a worker's spool.
 """
 import os
 import random
+import uuid as _uuid
 
 from engine import _parse
 from engine.spool import SpoolWriter
@@ -34,6 +37,22 @@ def realistic(n, rnd, ids, now_ms, rate):
                 % (i, i, PAGE, rnd.randint(1, 500), rnd.randint(1, 50),
                    rnd.random() * 120 - 60, rnd.random() * 300 - 150, rnd.randint(0, 9)))
         yield _parse.encode_track(path, None, None, "127.0.0.1", _agent(i), None, None,
+                                  now_ms + int(i * 1000 / rate), ids)
+
+
+def visitors(n, rnd, ids, now_ms, rate):
+    """(record) of ``n`` requests as loadtest/visitors.lua makes them (what
+    bench_ingest.py sends): 40 % new visitors, the others returning with a
+    ``vid`` cookie from a pool of 20,000 (uid and user agent per visitor)."""
+    pool = [str(_uuid.UUID(int=rnd.getrandbits(128), version=4)).encode()
+            for _ in range(20_000)]
+    for i in range(n):
+        visitor = rnd.randint(1, len(pool))
+        path = (b"/tr/v1/ename/view/m/V.%d/uid/u%d/url/%s%d/ref/r%d/lat/%.4f/lon/%.4f/score/%d"
+                % (i, visitor, PAGE, rnd.randint(1, 500), rnd.randint(1, 50),
+                   rnd.random() * 120 - 60, rnd.random() * 300 - 150, rnd.randint(0, 9)))
+        cookie = pool[visitor - 1] if rnd.randint(1, 100) > 40 else None
+        yield _parse.encode_track(path, None, None, "127.0.0.1", _agent(visitor), None, cookie,
                                   now_ms + int(i * 1000 / rate), ids)
 
 
@@ -83,7 +102,7 @@ def _first_visit(i, rnd, earlier):
     return path, extra
 
 
-MIXES = {"realistic": realistic, "reports": reports}
+MIXES = {"realistic": realistic, "visitors": visitors, "reports": reports}
 
 
 def write_spool(directory, mix, n, seed=25, now_ms=None, rate=15000):

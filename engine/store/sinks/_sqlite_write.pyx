@@ -365,7 +365,7 @@ cdef class BatchWriter:
         cdef long long n = self._base()
         cdef long landed = 0
         cdef int before
-        cdef list counts = [{} for _ in range(N_COUNTERS)]
+        cdef list counts = [{} for _ in range(N_COUNTERS)]   # (dailies' stays empty: by day)
         cdef dict ids = strings.ids
         cdef list fresh = strings.fresh
         cdef Py_ssize_t most = strings.MAX

@@ -603,19 +603,19 @@ def bench(args):
             candidates.remove("wave1")
     report = {"events": args.events, "mix": args.mix, "candidates": candidates}
     try:
-        realistic = os.path.join(base, args.mix)
-        store_corpus.write_spool(realistic, args.mix, args.events)
+        corpus = os.path.join(base, args.mix)
+        store_corpus.write_spool(corpus, args.mix, args.events)
         print(f"{args.mix} mix: {args.events} events spooled; one core per measurement "
               f"(core {STORE_CORE}), load on core {LOAD_CORE}")
-        report["drain"] = drain_section(args, base, realistic, candidates, wave1) \
+        report["drain"] = drain_section(args, base, corpus, candidates, wave1) \
             if "drain" in sections else {}
         if "sqlite" in candidates and "serve" in sections:
-            r = report["store_process"] = store_process_drain(realistic, base, args.events)
+            r = report["store_process"] = store_process_drain(corpus, base, args.events)
             print(f"  tracker serve, store process draining: {r['events_per_s']:8,.0f} "
                   f"events/s, {r['store_cpu_us_per_event']:.1f} µs store CPU/event (waited for "
                   f"the core {r['core_waited']:.0%} of the time)")
         if "sqlite" in candidates and "gc" in sections:
-            report["gc"] = gc_ab(realistic, base, args.events, args.gc_rounds)
+            report["gc"] = gc_ab(corpus, base, args.events, args.gc_rounds)
         if "sqlite" in candidates and "live" in sections:
             backlog = os.path.join(base, "backlog")
             store_corpus.write_spool(backlog, "realistic", args.backlog, seed=26,
@@ -667,14 +667,14 @@ def gc_ab(spool_src, base, total, rounds):
     return out
 
 
-def drain_section(args, base, realistic, candidates, wave1):
-    """Each candidate drains the realistic spool, ``--drain-rounds`` interleaved
+def drain_section(args, base, corpus, candidates, wave1):
+    """Each candidate drains the spool of the chosen mix, ``--drain-rounds`` interleaved
     rounds; the round with the median CPU per event is reported."""
     runs = {cand: [] for cand in candidates}
     for i in range(args.drain_rounds):
         for cand in candidates:
             spool = os.path.join(base, f"spool-{cand}-{i}")
-            link_copy(realistic, spool)
+            link_copy(corpus, spool)
             db = os.path.join(base, f"drain.{cand}.{i}")
             r = in_child(drain_in_process, cand, spool, db, args.events, args.batch_events, wave1)
             runs[cand].append(r)

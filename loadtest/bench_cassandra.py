@@ -5,25 +5,32 @@ running collector, 1 node against 3, and a node lost under load.
     .venv/bin/python loadtest/bench_cassandra.py [--events 20000] [--rounds 3]
         [--drivers acsylla,native,cassandra-driver,scylla-driver,wave-1]
         [--skip drivers,limit,e2e,cluster] [--cluster-driver native|acsylla]
-        [--before DIR]
+        [--before DIR] [--engines compatible,latest] [--warm-units 15]
 
 Events are issue 17's mix, made by the compiled parser exactly as the
 collector makes them from loadtest/cassandra_mix.lua's requests: 60 %
 returning visitors (a `vid` cookie from a pool of 20,000), 50 pages, 20
 referrers, lat/lon and score, no `first` (so every event is a first event),
-one of 40 user agents. Sections, in one run:
+one of 40 user agents. Every measured workload follows a warm-up of its own
+kind (2,000 events or writes at a time, until the JVM's JIT compilers use
+under 5 % of its CPU, at most ``--warm-units`` times), and the node's CPU is
+also split by kind of thread. Sections, in one run (1-3 once per storage
+engine of ``--engines``, each on a node of its own; scripts/cassandra_node.py):
 
-1. drivers: the sink's ``write_batch`` in batches of 1,000 (BatchMaxEvents)
-   with each driver on one node (heap ``--heap``): events/s, client CPU per
-   event (this process, every thread), Cassandra CPU per event, statements,
-   requests and partitions per event; then the stored rows and counters are
-   read back and checked. scylla-driver installs the same ``cassandra``
+1. drivers: what the plan writes per event (row and counter partitions,
+   statements and cells per table), then the sink's ``write_batch`` in
+   batches of 1,000 (BatchMaxEvents) with each driver on one node (heap
+   ``--heap``): events/s, client CPU per event (this process, every thread),
+   Cassandra CPU per event, statements, requests and partitions per event;
+   then the stored rows and counters are read back and checked. scylla-driver installs the same ``cassandra``
    package as cassandra-driver, so it runs in a venv of its own (made once
    under ~/.cache/tracker), through this script's ``--worker`` mode.
-2. the node's limit: the simplest single-row prepared insert from the same
-   client (acsylla, same concurrency): writes/s and Cassandra CPU per write,
-   and the sink's Cassandra CPU per event against (partitions per event) x
-   (CPU per simplest write).
+2. the node's limit: the simplest single-row prepared insert and the
+   simplest counter increment from the same client (acsylla, same
+   concurrency, rounds interleaved): writes/s and Cassandra CPU per write;
+   the sink's Cassandra CPU per event against (partitions per event) x (CPU
+   per simplest insert), and against the same with counter partitions
+   priced as counter increments.
 3. a running collector (loadtest/cassandra_e2e.py): spool only against
    Cassandra, same requests, same core: the sink's CPU per event, the store
    process's own; with ``--before DIR`` (a checkout of an earlier version
@@ -36,8 +43,10 @@ one of 40 user agents. Sections, in one run:
 """
 import argparse
 import asyncio
+import collections
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -80,6 +89,66 @@ def cpu_seconds(pids):
     return total
 
 
+def thread_cpu(pids):
+    """CPU seconds of each kind of thread of ``pids`` (a thread's name without
+    its number: Cassandra names its pools' threads ``<pool>:<n>``, the JVM
+    ``C2 CompilerThread<n>``, ``GC Thread#<n>``), plus ``"all"``: the
+    processes' own total, which also holds threads that have exited."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = collections.Counter()
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                    raw = fh.read()
+            except FileNotFoundError:
+                continue              # ended meanwhile
+            head, tail = raw.rsplit(")", 1)
+            fields = tail.split()
+            kind = THREAD_NUMBER.sub("", head.split("(", 1)[1]) or "?"
+            out[kind] += (int(fields[11]) + int(fields[12])) / tick
+    out["all"] = cpu_seconds(pids)
+    return out
+
+
+THREAD_NUMBER = re.compile(r"[-:#\s]*\d+$")
+
+
+def thread_split(before, after, n, top=6):
+    """The ``top`` kinds of thread by CPU µs per unit between two
+    thread_cpu() readings, and what exited threads used."""
+    delta = {k: after[k] - before.get(k, 0) for k in after if k != "all"}
+    gone = (after["all"] - before["all"]) - sum(delta.values())
+    parts = sorted(((v, k) for k, v in delta.items() if v > 0), reverse=True)[:top]
+    text = ", ".join(f"{k} {1e6 * v / n:.0f}" for v, k in parts)
+    return text + (f", exited threads {1e6 * gone / n:.0f}" if gone > 0.005 else "")
+
+
+JIT_THREADS = ("C2 CompilerThre", "C1 CompilerThre")   # thread names cut at 15 characters
+WARM_UNITS = 15                    # --warm-units: main() sets it
+
+
+async def warm_up(unit, jvm_pids, most=None):
+    """Await ``unit(i)`` (one unit of the workload about to be measured) until
+    the JVM's JIT compilers take under 5 % of its CPU during one, at most
+    ``most`` times; return how many ran. A young JVM spends much of its CPU
+    compiling (C2 took ~10 % of it after 20,000 events): measured cold, a
+    workload is charged for the node's warm-up, not for its writes."""
+    most = most or WARM_UNITS
+    for i in range(1, most + 1):
+        before = thread_cpu(jvm_pids)
+        await unit(i)
+        after = thread_cpu(jvm_pids)
+        jit = sum(after[k] - before.get(k, 0) for k in JIT_THREADS)
+        if jit < 0.05 * (after["all"] - before["all"]):
+            return i
+    return most
+
+
 # ---------------------------------------------------------------- the events
 
 def mix_events(n, seed):
@@ -103,6 +172,42 @@ def mix_events(n, seed):
                                       f"Mozilla/5.0 (X11; Linux x86_64) bench/{visitor % 40}",
                                       None, cookie, now + i // 10, ids, url_filter))
     return out
+
+
+def census(events):
+    """What the sink's plan writes per event of ``events`` (batches of BATCH,
+    one planner, as one store process would): statements and cells (values
+    bound, unset ones left out) per table, row and counter partitions."""
+    from engine.store.sinks.cassandra.plan import Planner
+    from engine.store.sinks.cassandra.wire_native import NativeCodec
+    planner = Planner(NativeCodec)
+    statements, cells = collections.Counter(), collections.Counter()
+    row_parts = counter_parts = 0
+    for i in range(0, len(events), BATCH):
+        plan = planner.plan(events[i:i + BATCH])
+        row_parts += len({r.partition for r in plan.rows})
+        counter_parts += len({r.partition for r in plan.counters})
+        for request in plan.rows + plan.counters:
+            for w in request.writes:
+                statements[w.table] += 1
+                cells[w.table] += (len(w.values) if w.sparse else
+                                   sum(v is not None for v in w.values))
+        planner.settled.confirm([w.origin for r in plan.rows for w in r.writes
+                                 if w.origin is not None])
+    n = len(events)
+    return {"statements": {t: c / n for t, c in statements.items()},
+            "cells": {t: c / n for t, c in cells.items()},
+            "row_partitions": row_parts / n, "counter_partitions": counter_parts / n}
+
+
+def report_census(c):
+    tables = sorted(c["statements"], key=lambda t: -c["cells"][t])
+    print(f"  the plan per event: {c['row_partitions']:.2f} row partitions, "
+          f"{c['counter_partitions']:.2f} counter partitions, "
+          f"{sum(c['statements'].values()):.2f} statements, {sum(c['cells'].values()):.1f} "
+          "cells (statements/cells by table: "
+          + ", ".join(f"{t} {c['statements'][t]:.2f}/{c['cells'][t]:.1f}" for t in tables
+                      if c["statements"][t] >= 0.01) + ")", flush=True)
 
 
 # ---------------------------------------------------------------- sinks
@@ -134,7 +239,8 @@ def wave1_sink_class():
 async def write_all(sink, events, jvm_pids):
     """Write ``events`` in batches of BATCH; figures per event."""
     s0 = (sink.statements_sent, sink.requests_sent, getattr(sink, "partitions_sent", 0))
-    cpu0, jvm0, t0 = time.process_time(), cpu_seconds(jvm_pids), time.perf_counter()
+    threads0 = thread_cpu(jvm_pids)
+    cpu0, jvm0, t0 = time.process_time(), threads0["all"], time.perf_counter()
     retries = 0
     for i in range(0, len(events), BATCH):
         while True:
@@ -151,6 +257,7 @@ async def write_all(sink, events, jvm_pids):
     return {"eps": n / wall, "retries": retries,
             "client_us": 1e6 * (time.process_time() - cpu0) / n,
             "cassandra_us": 1e6 * (cpu_seconds(jvm_pids) - jvm0) / n,
+            "threads": thread_split(threads0, thread_cpu(jvm_pids), n),
             "statements": (sink.statements_sent - s0[0]) / n,
             "requests": (sink.requests_sent - s0[1]) / n,
             "partitions": (getattr(sink, "partitions_sent", 0) - s0[2]) / n}
@@ -164,9 +271,12 @@ async def driver_rounds(driver, hosts, jvm_pids, events_n, rounds, keyspace, sin
     sink = make_sink(e, sink_class)
     await sink.start()
     try:
-        await write_all(sink, mix_events(2000, 1), jvm_pids)          # warm-up
-        return [await write_all(sink, mix_events(events_n, 100 + r), jvm_pids)
-                for r in range(rounds)]
+        warm = await warm_up(lambda i: write_all(sink, mix_events(2000, i), jvm_pids),
+                             jvm_pids)
+        out = [await write_all(sink, mix_events(events_n, 100 + r), jvm_pids)
+               for r in range(rounds)]
+        out[0]["warm_events"] = 2000 * warm
+        return out
     finally:
         await sink.close()
 
@@ -202,7 +312,8 @@ def run_side(hosts, pids, events_n, rounds, keyspace):
         return {"error": f"cannot install {SCYLLA_DRIVER}: {exc}"}
     proc = subprocess.run([python, os.path.abspath(__file__), "--worker", "--hosts",
                            ",".join(hosts), "--pids", ",".join(map(str, pids)), "--events",
-                           str(events_n), "--rounds", str(rounds), "--keyspace", keyspace],
+                           str(events_n), "--rounds", str(rounds), "--keyspace", keyspace,
+                           "--warm-units", str(WARM_UNITS)],
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT})
     if proc.returncode != 0:
         return {"error": proc.stderr[-1500:]}
@@ -259,7 +370,11 @@ def report_driver(name, rounds, check):
           f"statements, {median(rounds, 'requests'):.2f} requests, "
           f"{median(rounds, 'partitions'):.2f} partitions/event  "
           f"(rounds: {[round(r['eps']) for r in rounds]} events/s, batches retried "
-          f"{sum(r.get('retries', 0) for r in rounds)})  stored: {check}", flush=True)
+          f"{sum(r.get('retries', 0) for r in rounds)}, after {rounds[0]['warm_events']} "
+          f"warm-up events)  stored: {check}", flush=True)
+    if rounds and "threads" in rounds[-1]:
+        print(f"    Cassandra CPU µs/event by thread, last round: {rounds[-1]['threads']}",
+              flush=True)
 
 
 def drivers_section(args, node):
@@ -267,6 +382,8 @@ def drivers_section(args, node):
           f"{args.events} events x {args.rounds} rounds", flush=True)
     hosts, pids = [f"127.0.0.1:{node.native_port}"], [node.pid]
     results = {}
+    args.census = census(mix_events(args.events, 100))
+    report_census(args.census)
     for driver in args.drivers:
         ks = f"bench_{driver.replace('-', '_')}_{int(time.time())}"
         if driver == "scylla-driver":
@@ -287,7 +404,8 @@ def drivers_section(args, node):
         else:
             rounds = asyncio.run(driver_rounds(driver, hosts, pids, args.events, args.rounds, ks))
             name = driver
-        ok, text = check_stored(hosts, node.native_port, ks, args.events * args.rounds + 2000)
+        ok, text = check_stored(hosts, node.native_port, ks,
+                                args.events * args.rounds + rounds[0]["warm_events"])
         report_driver(name, rounds, ("OK: " if ok else "WRONG: ") + text)
         results[driver] = rounds if ok else None
     good = {d: r for d, r in results.items() if r and d != "wave-1"}
@@ -299,19 +417,27 @@ def drivers_section(args, node):
 
 # ---------------------------------------------------------------- the node's limit
 
-async def simplest_writes(host, port, jvm_pids, n, concurrency, rf=1):
-    """The simplest single-row prepared insert, ``n`` times, acsylla, the
-    sink's concurrency; per write: Cassandra CPU, client CPU; writes/s."""
+async def simplest_writes(host, port, jvm_pids, n, concurrency, rf=1, counter=False):
+    """The simplest single-row prepared insert (``counter``: the simplest
+    counter increment), ``n`` times, acsylla, the sink's concurrency; per
+    write: Cassandra CPU, client CPU; writes/s."""
     import acsylla
     cluster = acsylla.create_cluster([host], port=port, request_timeout=20, log_level="error",
                                      consistency=acsylla.Consistency.LOCAL_QUORUM)
     s = await cluster.create_session()
-    ks = f"bench_simple_{int(time.time())}"
+    ks = f"bench_simple_{uuid.uuid4().hex[:12]}"
     await s.execute(acsylla.create_statement(
         f"CREATE KEYSPACE {ks} WITH replication = {{'class': 'NetworkTopologyStrategy', "
         f"'replication_factor': {rf}}}"))
-    await s.execute(acsylla.create_statement(f"CREATE TABLE {ks}.kv (k uuid PRIMARY KEY, v text)"))
-    insert = await s.create_prepared(f"INSERT INTO {ks}.kv (k, v) VALUES (?, ?)")
+    if counter:
+        await s.execute(acsylla.create_statement(
+            f"CREATE TABLE {ks}.kv (k uuid PRIMARY KEY, v counter)"))
+        insert = await s.create_prepared(f"UPDATE {ks}.kv SET v = v + ? WHERE k = ?")
+    else:
+        await s.execute(acsylla.create_statement(
+            f"CREATE TABLE {ks}.kv (k uuid PRIMARY KEY, v text)"))
+        insert = await s.create_prepared(f"INSERT INTO {ks}.kv (k, v) VALUES (?, ?)")
+    bound = (lambda k: [1, k]) if counter else (lambda k: [k, "x"])
     keys = [str(uuid.uuid4()) for _ in range(n)]
 
     async def run(keys):
@@ -320,37 +446,56 @@ async def simplest_writes(host, port, jvm_pids, n, concurrency, rf=1):
         async def lane():
             for k in pending:
                 st = insert.bind()
-                st.bind_list([k, "x"])
+                st.bind_list(bound(k))
                 await s.execute(st)
         await asyncio.gather(*[lane() for _ in range(concurrency)])
-    await run(keys[:2000])
-    cpu0, jvm0, t0 = time.process_time(), cpu_seconds(jvm_pids), time.perf_counter()
+    warm = await warm_up(lambda i: run([str(uuid.uuid4()) for _ in range(2000)]), jvm_pids)
+    threads0 = thread_cpu(jvm_pids)
+    cpu0, jvm0, t0 = time.process_time(), threads0["all"], time.perf_counter()
     await run(keys)
     wall = time.perf_counter() - t0
-    out = {"wps": n / wall, "cassandra_us": 1e6 * (cpu_seconds(jvm_pids) - jvm0) / n,
-           "client_us": 1e6 * (time.process_time() - cpu0) / n}
+    threads1 = thread_cpu(jvm_pids)
+    out = {"wps": n / wall, "cassandra_us": 1e6 * (threads1["all"] - jvm0) / n,
+           "client_us": 1e6 * (time.process_time() - cpu0) / n,
+           "threads": thread_split(threads0, threads1, n), "warm_writes": 2000 * warm}
     await s.close()
     return out
 
 
 def limit_section(args, node, results):
-    print("\n== 2. the node's limit: the simplest single-row prepared insert, same client",
-          flush=True)
-    rounds = [asyncio.run(simplest_writes("127.0.0.1", node.native_port, [node.pid],
-                                          args.events * 3, 128)) for _ in range(args.rounds)]
-    per_write = median(rounds, "cassandra_us")
-    print(f"  {median(rounds, 'wps'):.0f} writes/s, {1e6 / per_write:.0f} writes per Cassandra "
-          f"CPU-second ({per_write:.1f} µs of Cassandra CPU per write; client "
-          f"{median(rounds, 'client_us'):.1f} µs)", flush=True)
+    print("\n== 2. the node's limit: the simplest single-row prepared insert, and the "
+          "simplest counter increment, same client, rounds interleaved", flush=True)
+    kinds = {"insert": [], "counter": []}
+    for _ in range(args.rounds):
+        for kind, rounds in kinds.items():
+            rounds.append(asyncio.run(simplest_writes(
+                "127.0.0.1", node.native_port, [node.pid], args.events * 3, 128,
+                counter=kind == "counter")))
+    per = {kind: median(rounds, "cassandra_us") for kind, rounds in kinds.items()}
+    for kind, rounds in kinds.items():
+        print(f"  {kind}: {median(rounds, 'wps'):.0f} writes/s, {1e6 / per[kind]:.0f} writes per "
+              f"Cassandra CPU-second ({per[kind]:.1f} µs of Cassandra CPU per write; client "
+              f"{median(rounds, 'client_us'):.1f} µs; after {rounds[0]['warm_writes']} warm-up "
+              f"writes)", flush=True)
+        print(f"    Cassandra CPU µs/write by thread, last round: {rounds[-1]['threads']}",
+              flush=True)
+    c = getattr(args, "census", None)
     for driver, r in results.items():
         if not r or not median(r, "partitions"):       # wave-1 counts no partitions
             continue
         partitions, ours = median(r, "partitions"), median(r, "cassandra_us")
-        product = partitions * per_write
+        product = partitions * per["insert"]
         print(f"  {driver}: Cassandra CPU {ours:.0f} µs/event against {partitions:.2f} partitions "
-              f"x {per_write:.1f} µs = {product:.0f} µs: {ours / product:.2f}x (target <= 1.5x)",
+              f"x {per['insert']:.1f} µs = {product:.0f} µs: {ours / product:.2f}x (target <= 1.5x)",
               flush=True)
-    return per_write
+        if c:
+            mixed = (c["row_partitions"] * per["insert"]
+                     + c["counter_partitions"] * per["counter"])
+            print(f"    with counters priced as counters: {c['row_partitions']:.2f} x "
+                  f"{per['insert']:.1f} + {c['counter_partitions']:.2f} x {per['counter']:.1f} "
+                  f"= {mixed:.0f} µs: {ours / mixed:.2f}x; per cell written "
+                  f"{ours / sum(c['cells'].values()):.1f} µs", flush=True)
+    return per["insert"]
 
 
 # ---------------------------------------------------------------- a running collector
@@ -544,6 +689,12 @@ def main():
     p.add_argument("--kill-at", type=float, default=5.0)
     p.add_argument("--down-for", type=float, default=10.0)
     p.add_argument("--heap", default="2g")
+    p.add_argument("--warm-units", type=int, default=15,
+                   help="at most this many warm-up units (2,000 events or writes) before "
+                        "each measured workload, fewer once the JIT is quiet")
+    p.add_argument("--engines", default="compatible",
+                   help="sections 1-3 on a node of each storage engine, in turn "
+                        f"({', '.join(cassandra_node.ENGINES)})")
     p.add_argument("--cluster-driver", default="native", choices=("native", "acsylla"),
                    help="the driver of section 4")
     p.add_argument("--before", help="section 3 also runs this checkout's collector "
@@ -558,31 +709,65 @@ def main():
     args.before_command = [checkout_tracker(args.before)] if args.before else None
     from engine.system import gc_tuning
     gc_tuning.tune("store-bench")      # the sink runs as in a store process
+    globals()["WARM_UNITS"] = max(1, args.warm_units)
     if args.worker:
         return worker_main(args)
     args.drivers = [d for d in args.drivers.split(",") if d]
+    args.engines = [e for e in args.engines.split(",") if e]
+    unknown = set(args.engines) - set(cassandra_node.ENGINES)
+    if unknown:
+        p.error(f"--engines: unknown {', '.join(sorted(unknown))}")
     skip = set(filter(None, args.skip.split(",")))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # a CI timeout still stops the nodes
     print(f"{os.cpu_count()} CPUs; Cassandra {cassandra_node.CASSANDRA_VERSION}", flush=True)
-    results = {}
-    if {"drivers", "limit", "e2e"} - skip:
-        node = cassandra_node.CassandraNode(tempfile.mkdtemp(prefix="bench-cassandra-"),
-                                            heap=args.heap)
-        node.start()
-        print(f"one node up in {node.start_seconds:.1f} s (heap {args.heap})", flush=True)
-        try:
-            if "drivers" not in skip:
-                results = drivers_section(args, node)
-            if "limit" not in skip:
-                limit_section(args, node, results)
-            if "e2e" not in skip:
-                e2e_section(args, node)
-        finally:
-            node.stop()
-            print(f"Cassandra's log: {batch_warnings(node.dir)} batch warnings", flush=True)
-            shutil.rmtree(node.dir, ignore_errors=True)
+    results, engines = {}, {}
+    for engine in args.engines:
+        if not {"drivers", "limit", "e2e"} - skip:
+            break
+        results, engines[engine] = single_node_sections(args, skip, engine)
+    if len(engines) > 1:
+        report_engines(engines)
     if "cluster" not in skip:
         cluster_section(args, results.get(args.cluster_driver))
+
+
+def single_node_sections(args, skip, engine):
+    """Sections 1-3 on a node of storage ``engine`` (scripts/cassandra_node.py
+    ENGINES); returns section 1's results and the per-write and per-event
+    Cassandra CPU of sections 1-2."""
+    node = cassandra_node.CassandraNode(tempfile.mkdtemp(prefix="bench-cassandra-"),
+                                        heap=args.heap, engine=engine)
+    node.start()
+    print(f"\none node up in {node.start_seconds:.1f} s (heap {args.heap}, storage engine "
+          f"{engine})", flush=True)
+    results, per_write = {}, None
+    try:
+        if "drivers" not in skip:
+            results = drivers_section(args, node)
+        if "limit" not in skip:
+            per_write = limit_section(args, node, results)
+        if "e2e" not in skip:
+            e2e_section(args, node)
+    finally:
+        node.stop()
+        print(f"Cassandra's log: {batch_warnings(node.dir)} batch warnings", flush=True)
+        shutil.rmtree(node.dir, ignore_errors=True)
+    return results, {"per_write": per_write, "results": results}
+
+
+def report_engines(engines):
+    """Sections 1-2 side by side for each storage engine."""
+    print("\n== storage engines: Cassandra CPU µs per event (section 1) and per simplest "
+          "write (section 2)", flush=True)
+    for engine, got in engines.items():
+        for driver, r in got["results"].items():
+            if not r or not median(r, "partitions"):
+                continue
+            ours, per_write = median(r, "cassandra_us"), got["per_write"]
+            ratio = (f"{ours / (median(r, 'partitions') * per_write):.2f}x the product"
+                     if per_write else "no section 2")
+            print(f"  {engine:10s} {driver:16s} {ours:7.0f} µs/event  {median(r, 'eps'):6.0f} "
+                  f"events/s  simplest write {per_write or 0:5.1f} µs  {ratio}", flush=True)
 
 
 if __name__ == "__main__":

@@ -100,7 +100,37 @@ auto_snapshot: false
 snapshot_before_compaction: false
 authenticator: AllowAllAuthenticator
 authorizer: AllowAllAuthorizer
-"""
+{engine}"""
+
+# Cassandra 5's storage engine as its conf/cassandra_latest.yaml sets it for new
+# clusters (the default yaml keeps 4.x's): trie memtables held off-heap, the
+# BTI sstable format, the unified compaction strategy. Nodes of 4.x cannot
+# read the sstables it writes, hence storage_compatibility_mode NONE.
+ENGINES = {
+    "compatible": "",
+    "latest": """\
+memtable:
+  configurations:
+    skiplist:
+      class_name: SkipListMemtable
+    trie:
+      class_name: TrieMemtable
+    default:
+      inherits: trie
+memtable_allocation_type: offheap_objects
+sstable:
+  selected_format: bti
+default_compaction:
+  class_name: UnifiedCompactionStrategy
+  parameters:
+    scaling_parameters: T4
+    max_sstables_to_compact: 64
+    target_sstable_size: 1GiB
+    sstable_growth: 0.3333333333333333
+    min_sstable_size: 100MiB
+storage_compatibility_mode: NONE
+""",
+}
 
 LOGBACK = """<configuration scan="false">
   <appender name="FILE" class="ch.qos.logback.core.FileAppender">
@@ -208,8 +238,11 @@ class CassandraNode:
 
     def __init__(self, directory, native_port=None, storage_port=None, heap="1g",
                  address="127.0.0.1", seed=None, token=0, cluster=None, unsafe_system=True,
-                 durable_commitlog=False):
+                 durable_commitlog=False, engine="compatible"):
         self.dir = os.path.abspath(directory)
+        if engine not in ENGINES:
+            raise NodeError(f"unknown storage engine {engine!r}: one of {', '.join(ENGINES)}")
+        self.engine = engine
         self.unsafe_system = unsafe_system
         # A node that will be SIGKILLed must fsync its commit log before it
         # acknowledges: with the periodic sync a counter leader that loses
@@ -245,7 +278,8 @@ class CassandraNode:
                                  seed=self.seed, token=self.token,
                                  storage_port=self.storage_port,
                                  native_port=self.native_port,
-                                 commitlog_sync=self.commitlog_sync))
+                                 commitlog_sync=self.commitlog_sync,
+                                 engine=ENGINES[self.engine]))
         with open(os.path.join(self.dir, "logback.xml"), "w") as fh:
             fh.write(LOGBACK.format(dir=self.dir))
 
@@ -372,7 +406,7 @@ class CassandraCluster:
     name, the same native and storage ports on every address. Nodes start one
     after another (a node joining while another does waits for it)."""
 
-    def __init__(self, directory, size=3, heap="1g"):
+    def __init__(self, directory, size=3, heap="1g", engine="compatible"):
         self.dir = os.path.abspath(directory)
         os.makedirs(self.dir, exist_ok=True)
         state_path = os.path.join(self.dir, "cluster.json")
@@ -393,7 +427,8 @@ class CassandraCluster:
                                     seed=self.addresses[0], token=-2 ** 63 + i * step,
                                     cluster=f"tracker-cluster-{native}",
                                     unsafe_system=False,     # nodes are killed: keep schema
-                                    durable_commitlog=True)  # ... and counters
+                                    durable_commitlog=True,  # ... and counters
+                                    engine=engine)
                       for i, address in enumerate(self.addresses)]
 
     def start(self, timeout=180):
@@ -422,6 +457,9 @@ def main(argv=None):
     start.add_argument("--heap", default="1g")
     start.add_argument("--nodes", type=int, default=1,
                        help="more than 1: a cluster on 127.0.0.2, .3, ... (RF up to --nodes)")
+    start.add_argument("--engine", default="compatible", choices=sorted(ENGINES),
+                       help="storage engine: Cassandra's default (4.x-compatible) or "
+                            "cassandra_latest.yaml's (trie memtables, BTI, UCS)")
     stop = sub.add_parser("stop", help="stop the node of DIR")
     stop.add_argument("dir")
     args = parser.parse_args(argv)
@@ -431,7 +469,8 @@ def main(argv=None):
             lib = resolve(quiet=False)
             print(f"{lib}: {len(os.listdir(lib))} jars ({time.monotonic() - t0:.1f} s)")
         elif args.cmd == "start" and args.nodes > 1:
-            cluster = CassandraCluster(args.dir, size=args.nodes, heap=args.heap)
+            cluster = CassandraCluster(args.dir, size=args.nodes, heap=args.heap,
+                                       engine=args.engine)
             cluster.start()
             for node in cluster.nodes:
                 node.proc = None      # detach: the nodes outlive this command
@@ -439,7 +478,8 @@ def main(argv=None):
                   f"{', '.join(cluster.addresses)} port {cluster.native_port} "
                   f"(started in {cluster.start_seconds:.1f} s)")
         elif args.cmd == "start":
-            node = CassandraNode(args.dir, native_port=args.port, heap=args.heap)
+            node = CassandraNode(args.dir, native_port=args.port, heap=args.heap,
+                                 engine=args.engine)
             node.proc = None
             node.start()
             node.proc = None  # detach: the node outlives this command

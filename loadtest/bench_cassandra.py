@@ -63,6 +63,7 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import cassandra_node  # noqa: E402
 
 from loadtest.bench_http import checkout_tracker  # noqa: E402
+from loadtest.bench_http import thread_cpu as named_thread_cpu  # noqa: E402
 
 from engine.config import config_from_dict  # noqa: E402
 from engine.store.sinks.base import SinkUnavailable  # noqa: E402
@@ -94,23 +95,9 @@ def thread_cpu(pids):
     its number: Cassandra names its pools' threads ``<pool>:<n>``, the JVM
     ``C2 CompilerThread<n>``, ``GC Thread#<n>``), plus ``"all"``: the
     processes' own total, which also holds threads that have exited."""
-    tick = os.sysconf("SC_CLK_TCK")
     out = collections.Counter()
-    for pid in pids:
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except FileNotFoundError:
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/stat") as fh:
-                    raw = fh.read()
-            except FileNotFoundError:
-                continue              # ended meanwhile
-            head, tail = raw.rsplit(")", 1)
-            fields = tail.split()
-            kind = THREAD_NUMBER.sub("", head.split("(", 1)[1]) or "?"
-            out[kind] += (int(fields[11]) + int(fields[12])) / tick
+    for name, seconds in named_thread_cpu(pids).items():
+        out[THREAD_NUMBER.sub("", name) or "?"] += seconds
     out["all"] = cpu_seconds(pids)
     return out
 
@@ -363,6 +350,11 @@ def median(rounds, key):
     return statistics.median(r[key] for r in rounds)
 
 
+def median_round(rounds, key="cassandra_us"):
+    """The round whose ``key`` is the median (the upper one of an even count)."""
+    return sorted(rounds, key=lambda r: r[key])[len(rounds) // 2]
+
+
 def report_driver(name, rounds, check):
     print(f"  {name:17s} {median(rounds, 'eps'):7.0f} events/s  client CPU "
           f"{median(rounds, 'client_us'):6.0f} µs/event  Cassandra CPU "
@@ -373,8 +365,8 @@ def report_driver(name, rounds, check):
           f"{sum(r.get('retries', 0) for r in rounds)}, after {rounds[0]['warm_events']} "
           f"warm-up events)  stored: {check}", flush=True)
     if rounds and "threads" in rounds[-1]:
-        print(f"    Cassandra CPU µs/event by thread, last round: {rounds[-1]['threads']}",
-              flush=True)
+        print(f"    Cassandra CPU µs/event by thread, median round: "
+              f"{median_round(rounds)['threads']}", flush=True)
 
 
 def drivers_section(args, node):
@@ -477,8 +469,8 @@ def limit_section(args, node, results):
               f"Cassandra CPU-second ({per[kind]:.1f} µs of Cassandra CPU per write; client "
               f"{median(rounds, 'client_us'):.1f} µs; after {rounds[0]['warm_writes']} warm-up "
               f"writes)", flush=True)
-        print(f"    Cassandra CPU µs/write by thread, last round: {rounds[-1]['threads']}",
-              flush=True)
+        print(f"    Cassandra CPU µs/write by thread, median round: "
+              f"{median_round(rounds)['threads']}", flush=True)
     c = getattr(args, "census", None)
     for driver, r in results.items():
         if not r or not median(r, "partitions"):       # wave-1 counts no partitions
@@ -758,7 +750,7 @@ def single_node_sections(args, skip, engine):
 def report_engines(engines):
     """Sections 1-2 side by side for each storage engine."""
     print("\n== storage engines: Cassandra CPU µs per event (section 1) and per simplest "
-          "write (section 2)", flush=True)
+          "insert (section 2)", flush=True)
     for engine, got in engines.items():
         for driver, r in got["results"].items():
             if not r or not median(r, "partitions"):
@@ -767,7 +759,7 @@ def report_engines(engines):
             ratio = (f"{ours / (median(r, 'partitions') * per_write):.2f}x the product"
                      if per_write else "no section 2")
             print(f"  {engine:10s} {driver:16s} {ours:7.0f} µs/event  {median(r, 'eps'):6.0f} "
-                  f"events/s  simplest write {per_write or 0:5.1f} µs  {ratio}", flush=True)
+                  f"events/s  simplest insert {per_write or 0:5.1f} µs  {ratio}", flush=True)
 
 
 if __name__ == "__main__":

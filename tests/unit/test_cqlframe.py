@@ -119,6 +119,31 @@ def test_a_value_the_column_cannot_take_is_an_error_and_the_buffer_stays_usable(
     assert execute_values(good, b"id")[3] == [uuid.UUID(int=5).bytes]
 
 
+@pytest.mark.parametrize("text", [
+    "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",      # the canonical form (put_uuid's fast path)
+    "0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0",      # upper case
+    "0f1e2d3c4b5a69788796a5b4c3d2e1f0",          # no dashes
+    "0f1e-2d3c-4b5a-6978-8796-a5b4-c3d2-e1f0",   # dashes elsewhere
+])
+def test_uuid_text_in_every_form_uuid_accepts_encodes_its_16_bytes(text):
+    p = _cqlframe.Prepared(b"id", (UUID,), (0,))
+    frame = _cqlframe.frame(1, Request(None, [Write("t", [text], 0)], False), {"t": p}, 6, 9)
+    assert execute_values(frame, b"id")[3] == [uuid.UUID(text).bytes]
+
+
+@pytest.mark.parametrize("bad", [
+    "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1fg",      # canonical shape, a digit that is not hex
+    "g0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f",
+    "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f\udc80",  # a lone surrogate: no UTF-8 at all
+    "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1\u00e9",   # non-ASCII
+    "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0-",     # one dash too many at the end
+])
+def test_uuid_text_that_is_not_one_is_an_error(bad):
+    p = _cqlframe.Prepared(b"id", (UUID,), (0,))
+    with pytest.raises(_cqlframe.CqlValueError, match="not a uuid"):
+        _cqlframe.frame(1, Request(None, [Write("t", [bad], 0)], False), {"t": p}, 6, 9)
+
+
 def test_token_is_cassandras_murmur3_for_every_tail_length_and_high_bytes():
     rnd = random.Random(17)
     keys = [bytes(rnd.getrandbits(8) for _ in range(n)) for n in range(70) for _ in range(20)]

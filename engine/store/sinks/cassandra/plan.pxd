@@ -1,5 +1,6 @@
 # Types for Cython's compilation of plan.py (setup.py): the .py stays plain
 # Python, and runs as such when the extension is not built.
+cimport cython
 
 cdef class Write:
     cdef public object table, values, sparse, size, origin
@@ -19,6 +20,7 @@ cdef class Planner:
     cdef public dict _event_conv
     cdef public list _rows
     cdef tuple _event_write(self, dict ev)
+    @cython.locals(ev=dict, key=tuple, values=list, rest=tuple)
     cdef _row_writes(self, tuple spec, dict winners, dict rows, dict sizes, dict info,
                      dict stamps, list conditional)
     cdef Write _counter_write(self, str table, tuple key, object n)

@@ -156,6 +156,8 @@ class Planner:
 
     def _converter(self, column):
         c = self.codec
+        if column in getattr(c, "as_decoded", ()):
+            return None
         if column == "created":
             return c.ts
         kind = FIELD_TYPES.get(column)
@@ -229,21 +231,27 @@ class Planner:
         which = 0 if earliest else 1
         overhead = CELL_OVERHEAD * (len(t.cols) + 1)
         for key, ev in winners.items():
-            both = stamps.get(id(ev))
+            ev_id = id(ev)
+            both = stamps.get(ev_id)
             if both is None:
-                both = stamps[id(ev)] = both_ts(ev["created"], ev["eid"])
+                both = stamps[ev_id] = both_ts(ev["created"], ev["eid"])
             stamp = both[which]
             if held is not None:
                 old = held((name, key))
                 if old is not None and old > stamp:
                     continue
-            values = [*key, ev["created"], ev["eid"], *map(ev.get, rest)]
+            # appended one by one: compiled, each ev.get is a C call on a dict
+            values = list(key)
+            values.append(ev["created"])
+            values.append(ev["eid"])
+            for col in rest:
+                values.append(ev.get(col))
             for i, f in fixes:
                 v = values[i]
                 if v is not None:
                     values[i] = f(v)
             # the event's text bounds the row's (_split counts exactly when it matters)
-            size = info[id(ev)] + overhead
+            size = info[ev_id] + overhead
             part = (kind, key[0])
             if lwt:
                 conditional.append((part, Write(name, values, size)))

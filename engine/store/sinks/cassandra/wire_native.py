@@ -54,6 +54,10 @@ class NativeCodec(DatastaxCodec):
     lat/lon and viewport as tuples (as cassandra-driver takes them); uuids as
     their text (parsed in C), dates as days since the epoch."""
     uuid_as_text = True
+    # Columns _cqlframe encodes as the spool record decodes them (created: int
+    # ms; latlon: [lat, lon] floats; vp: [w, h] ints), which the plan need not
+    # convert (DatastaxCodec.ts/point/view are Python calls, three per row)
+    as_decoded = frozenset({"created", "latlon", "vp"})
 
     @staticmethod
     def uuid(text):

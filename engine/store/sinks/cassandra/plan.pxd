@@ -19,6 +19,7 @@ cdef class Planner:
     cdef public object codec, paxos, max_statements, max_bytes, settled
     cdef public dict _event_conv
     cdef public list _rows
+    @cython.locals(pairs=list, size=Py_ssize_t, spec=tuple)
     cdef tuple _event_write(self, dict ev)
     @cython.locals(ev=dict, key=tuple, values=list, rest=tuple)
     cdef _row_writes(self, tuple spec, dict winners, dict rows, dict sizes, dict info,

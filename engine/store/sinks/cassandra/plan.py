@@ -88,9 +88,9 @@ def _size(values):
     overhead per bound value (a null is a cell too)."""
     n = CELL_OVERHEAD * len(values)
     for v in values:
-        if v.__class__ is str:
+        if type(v) is str:
             n += len(v)
-        elif v.__class__ is dict:
+        elif type(v) is dict:
             n += sum(len(k) + len(str(x)) for k, x in v.items())
     return n
 
@@ -212,7 +212,7 @@ class Planner:
             spec = conv.get(col)
             if spec is None:
                 continue
-            if value.__class__ is str:
+            if type(value) is str:
                 size += len(value)
             if spec[1] is not None:
                 value = spec[1](value)

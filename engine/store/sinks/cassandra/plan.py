@@ -143,7 +143,8 @@ class Planner:
     """Plans batches for one driver's ``codec``. Per row the work is one list
     of the winner's values and a conversion of the few columns whose type
     needs one (timestamps, lat/lon, viewport; uuids unless the codec binds
-    their text); per event the text size and write stamps are taken once."""
+    their text; none the codec names ``as_decoded``); per event the text
+    size and write stamps are taken once."""
 
     def __init__(self, codec, paxos=False, max_statements=MAX_STATEMENTS, max_bytes=MAX_BYTES):
         self.codec = codec

@@ -51,8 +51,8 @@ class RequestTimeout(Exception):
 
 class NativeCodec(DatastaxCodec):
     """Plan values as _cqlframe.pyx encodes them: timestamps in milliseconds,
-    lat/lon and viewport as tuples (as cassandra-driver takes them); uuids as
-    their text (parsed in C), dates as days since the epoch."""
+    lat/lon and viewport as sequences of their fields; uuids as their text
+    (parsed in C), dates as days since the epoch."""
     uuid_as_text = True
     # Columns _cqlframe encodes as the spool record decodes them (created: int
     # ms; latlon: [lat, lon] floats; vp: [w, h] ints), which the plan need not

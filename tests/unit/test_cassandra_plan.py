@@ -130,9 +130,9 @@ def test_settled_forgets_everything_at_its_limit():
     s = Settled(limit=3)
     s.confirm([("visitors", ("a",), 5), ("visitors", ("b",), 5)])
     s.confirm([("visitors", ("a",), 4)])                     # a later event: stays 5
-    assert s.stamps == {("visitors", ("a",)): 5, ("visitors", ("b",)): 5}
-    s.confirm([("visitors", ("c",), 5), ("visitors", ("d",), 5)])
-    assert s.stamps == {("visitors", ("c",)): 5, ("visitors", ("d",)): 5}
+    assert s.tables == {"visitors": {("a",): 5, ("b",): 5}} and s.count == 2
+    s.confirm([("visitors", ("c",), 5), ("aliases", ("a", "u"), 6)])
+    assert s.tables == {"visitors": {("c",): 5}, "aliases": {("a", "u"): 6}} and s.count == 2
 
 
 def test_values_as_each_driver_binds_them():

@@ -3,7 +3,8 @@
 cimport cython
 
 cdef class Write:
-    cdef public object table, values, sparse, size, origin
+    cdef public object table, values, sparse, origin
+    cdef public Py_ssize_t size
 
 cdef class Request:
     cdef public object partition, counter, conditional, writes
@@ -13,7 +14,17 @@ cdef class Plan:
 
 cdef class Settled:
     cdef public object limit
-    cdef public dict stamps
+    cdef public dict tables
+    cdef public Py_ssize_t count
+
+cdef class Group:
+    cdef public object part
+    cdef public list writes
+    cdef public Py_ssize_t size
+
+cdef class EventFacts:
+    cdef public Py_ssize_t text
+    cdef public object both
 
 cdef class Planner:
     cdef public object codec, paxos, max_statements, max_bytes, settled
@@ -21,10 +32,19 @@ cdef class Planner:
     cdef public list _rows
     @cython.locals(pairs=list, size=Py_ssize_t, spec=tuple)
     cdef tuple _event_write(self, dict ev)
-    @cython.locals(ev=dict, key=tuple, values=list, rest=tuple)
-    cdef _row_writes(self, tuple spec, dict winners, dict rows, dict sizes, dict info,
-                     dict stamps, list conditional)
+    @cython.locals(ev=dict, key=tuple, values=list, rest=tuple, facts=EventFacts, g=Group,
+                   held=dict, size=Py_ssize_t, overhead=Py_ssize_t, width=Py_ssize_t,
+                   nk=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t)
+    cdef _row_writes(self, tuple spec, dict winners, dict groups, dict info, list conditional)
     cdef Write _counter_write(self, str table, tuple key, object n)
-    cdef list _split(self, dict groups, dict sizes, bint counter)
+    @cython.locals(g=Group)
+    cdef list _split(self, list groups, bint counter)
 
-cdef _add(dict groups, dict sizes, object part, Write write)
+@cython.locals(g=Group)
+cdef _add(dict groups, object part, Write write)
+@cython.locals(g=Group)
+cdef _add_first(dict groups, str kind, object first, Write write)
+cdef Write _write(object table, object values, Py_ssize_t size, object sparse, object origin)
+cdef Request _request(object part, list writes, object counter)
+@cython.locals(g=Group)
+cdef Group _group(object part, Write write)

@@ -119,24 +119,51 @@ _COUNTER_PARTITION_KINDS = {t: first_column_partition(t) for t in COUNTER_TABLES
 
 
 class Settled:
-    """Earliest-wins rows this process has had written: (table, key) -> the
-    write timestamp that holds them. A later event's row (a smaller stamp)
-    would lose every cell, so it need not be sent (``Planner._row_writes``
-    compares, inline: it is the plan's innermost loop)."""
+    """Earliest-wins rows this process has had written: ``tables`` {table:
+    {key: the write timestamp that holds the row}}. A later event's row (a
+    smaller stamp) would lose every cell, so it need not be sent
+    (``Planner._row_writes`` compares, inline: it is the plan's innermost
+    loop, and a dict per table spares it a (table, key) tuple per row)."""
 
     def __init__(self, limit=SETTLED_LIMIT):
         self.limit = limit
-        self.stamps = {}
+        self.tables = {}
+        self.count = 0
 
     def confirm(self, origins):
         """Rows Cassandra confirmed: [(table, key, stamp)]."""
-        stamps = self.stamps
-        if len(stamps) + len(origins) > self.limit:
-            stamps.clear()
+        tables = self.tables
+        if self.count + len(origins) > self.limit:
+            tables.clear()
+            self.count = 0
         for table, key, stamp in origins:
-            held = stamps.get((table, key))
-            if held is None or stamp > held:
-                stamps[(table, key)] = stamp
+            stamps = tables.get(table)
+            if stamps is None:
+                stamps = tables[table] = {}
+            held = stamps.get(key)
+            if held is None:
+                stamps[key] = stamp
+                self.count += 1
+            elif stamp > held:
+                stamps[key] = stamp
+
+
+class Group:
+    """The writes of one partition (``part``: see ``partition_of``) and
+    their estimated bytes: what ``_split`` makes requests of."""
+    __slots__ = ("part", "writes", "size")
+
+    def __init__(self, part, write):
+        self.part, self.writes, self.size = part, [write], write.size
+
+
+class EventFacts:
+    """What the plan takes once per event for all its rows: the length of
+    its text and (on first use) its two write stamps (``stamps.both_ts``)."""
+    __slots__ = ("text", "both")
+
+    def __init__(self, text):
+        self.text, self.both = text, None
 
 
 class Planner:
@@ -182,26 +209,40 @@ class Planner:
     # ---- the plan -----------------------------------------------------------
     def plan(self, events):
         batch = fan_out(events)
-        rows, sizes, info = {}, {}, {}
+        info = {}                 # eid -> EventFacts (fan_out left one event per eid)
+        sessions = {}             # (vid, sid) -> Group of its events inserts
         for ev in batch:
             w, text = self._event_write(ev)
-            info[id(ev)] = text
-            _add(rows, sizes, ("events", ev["vid"], ev["sid"]), w)
+            info[ev["eid"]] = EventFacts(text)
+            key = (ev["vid"], ev["sid"])
+            g = sessions.get(key)
+            if g is None:
+                sessions[key] = _group(("events",) + key, w)
+            else:
+                g.writes.append(w)
+                g.size += w.size
+        # Row and counter partitions keyed by their first key column's value,
+        # one dict per kind: a str key, no (kind, value) tuple per write.
+        rows = {"uuid": {}, "text": {}}
         conditional = []          # [(partition, Write)]
-        stamps = {}               # id(event) -> both_ts
         for spec in self._rows:
-            self._row_writes(spec, batch.rows[spec[0].name], rows, sizes, info, stamps,
-                             conditional)
-        counters, csizes = {}, {}
+            self._row_writes(spec, batch.rows[spec[0].name], rows[spec[4]], info, conditional)
+        counters, composite = {"uuid": {}, "text": {}}, {}
         for table, increments in batch.counters.items():
             kind = _COUNTER_PARTITION_KINDS.get(table)
             for key, n in increments.items():
-                _add(counters, csizes, partition_of(table, key) if kind is None else (kind, key[0]),
-                     self._counter_write(table, key, n))
-        requests = self._split(rows, sizes, False) + [Request(part, [w], conditional=True)
-                                                      for part, w in conditional]
-        return Plan(requests, self._split(counters, csizes, True), len(batch),
-                    len(rows) + len(conditional) + len(counters))
+                w = self._counter_write(table, key, n)
+                if kind is None:
+                    _add(composite, partition_of(table, key), w)
+                else:
+                    _add_first(counters[kind], kind, key[0], w)
+        row_groups = [*sessions.values(), *rows["uuid"].values(), *rows["text"].values()]
+        counter_groups = [*counters["uuid"].values(), *counters["text"].values(),
+                          *composite.values()]
+        requests = self._split(row_groups, False) + [Request(part, [w], conditional=True)
+                                                     for part, w in conditional]
+        return Plan(requests, self._split(counter_groups, True), len(batch),
+                    len(row_groups) + len(conditional) + len(counter_groups))
 
     def _event_write(self, ev):
         """The ``events`` insert: the event's own fields, nothing else written
@@ -220,52 +261,61 @@ class Planner:
                 if value is None:
                     continue
             pairs.append((spec[0], value))
-        return Write("events", pairs, size + CELL_OVERHEAD * len(pairs), sparse=True), size
+        return _write("events", pairs, size + CELL_OVERHEAD * len(pairs), True, None), size
 
-    def _row_writes(self, spec, winners, rows, sizes, info, stamps, conditional):
+    def _row_writes(self, spec, winners, groups, info, conditional):
         # The plan's innermost loop (a write per row table an event wins):
-        # partition_of, _add and the settled check are inlined.
+        # the partition, the group and the settled check are inlined.
         t, rest, fixes, earliest, kind = spec
         name = t.name
-        held = self.settled.stamps.get if earliest and self.settled is not None else None
+        held = None
+        if earliest and self.settled is not None:
+            held = self.settled.tables.get(name)
         lwt = self.paxos and earliest
         which = 0 if earliest else 1
         overhead = CELL_OVERHEAD * (len(t.cols) + 1)
+        width = 2 + len(rest) + (0 if lwt else 1)       # after the key
         for key, ev in winners.items():
-            ev_id = id(ev)
-            both = stamps.get(ev_id)
+            facts = info[ev["eid"]]
+            both = facts.both
             if both is None:
-                both = stamps[ev_id] = both_ts(ev["created"], ev["eid"])
+                both = facts.both = both_ts(ev["created"], ev["eid"])
             stamp = both[which]
             if held is not None:
-                old = held((name, key))
+                old = held.get(key)
                 if old is not None and old > stamp:
                     continue
-            # appended one by one: compiled, each ev.get is a C call on a dict
-            values = list(key)
-            values.append(ev["created"])
-            values.append(ev["eid"])
+            # key, created, eid, the rest, the stamp (unless lwt): set one by
+            # one in a list of its final length (compiled, each ev.get is a C
+            # call on a dict, and the list is never grown)
+            nk = len(key)
+            values = [None] * (nk + width)
+            for i in range(nk):
+                values[i] = key[i]
+            values[nk] = ev["created"]
+            values[nk + 1] = ev["eid"]
+            j = nk + 2
             for col in rest:
-                values.append(ev.get(col))
+                values[j] = ev.get(col)
+                j += 1
             for i, f in fixes:
                 v = values[i]
                 if v is not None:
                     values[i] = f(v)
             # the event's text bounds the row's (_split counts exactly when it matters)
-            size = info[ev_id] + overhead
-            part = (kind, key[0])
+            size = facts.text + overhead
+            first = key[0]
             if lwt:
-                conditional.append((part, Write(name, values, size)))
+                conditional.append(((kind, first), _write(name, values, size, False, None)))
                 continue
-            values.append(stamp)
-            w = Write(name, values, size, origin=(name, key, stamp) if earliest else None)
-            writes = rows.get(part)
-            if writes is None:
-                rows[part] = [w]
-                sizes[part] = size
+            values[j] = stamp
+            w = _write(name, values, size, False, (name, key, stamp) if earliest else None)
+            g = groups.get(first)
+            if g is None:
+                groups[first] = _group((kind, first), w)
             else:
-                writes.append(w)
-                sizes[part] += size
+                g.writes.append(w)
+                g.size += size
 
     def _counter_write(self, table, key, n):
         c = self.codec
@@ -277,13 +327,14 @@ class Planner:
             values = [n, key[0], key[1], key[2], c.day(key[3])]
         else:
             values = [n, *key]
-        return Write(table, values, _size(key) + CELL_OVERHEAD, origin=(table, key, n))
+        return _write(table, values, _size(key) + CELL_OVERHEAD, False, (table, key, n))
 
-    def _split(self, groups, sizes, counter):
+    def _split(self, groups, counter):
         out, most, budget = [], self.max_statements, self.max_bytes
-        for part, writes in groups.items():
-            if len(writes) <= most and sizes[part] <= budget:
-                out.append(Request(part, writes, counter))
+        for g in groups:
+            part, writes = g.part, g.writes
+            if len(writes) <= most and g.size <= budget:
+                out.append(_request(part, writes, counter))
                 continue
             for w in writes:
                 if not w.sparse:
@@ -291,37 +342,66 @@ class Planner:
             chunk, size = [], 0
             for w in writes:
                 if chunk and (len(chunk) >= most or size + w.size > budget):
-                    out.append(Request(part, chunk, counter))
+                    out.append(_request(part, chunk, counter))
                     chunk, size = [], 0
                 chunk.append(w)
                 size += w.size
-            out.append(Request(part, chunk, counter))
+            out.append(_request(part, chunk, counter))
         return out
 
     def row_requests(self, writes):
         """Requests for [(partition, Write)] of rows outside a batch of events
         (NATS log and update messages)."""
-        groups, sizes = {}, {}
+        groups = {}
         for part, write in writes:
-            _add(groups, sizes, part, write)
-        return self._split(groups, sizes, False)
+            _add(groups, part, write)
+        return self._split(list(groups.values()), False)
 
     def counter_requests(self, increments):
         """Requests for {(table, key): n} (a counter residue, NATS counts)."""
-        groups, sizes = {}, {}
+        groups = {}
         for (table, key), n in increments.items():
-            _add(groups, sizes, partition_of(table, key), self._counter_write(table, key, n))
-        return self._split(groups, sizes, True)
+            _add(groups, partition_of(table, key), self._counter_write(table, key, n))
+        return self._split(list(groups.values()), True)
 
 
-def _add(groups, sizes, part, write):
-    writes = groups.get(part)
-    if writes is None:
-        groups[part] = [write]
-        sizes[part] = write.size
+def _add(groups, part, write):
+    g = groups.get(part)
+    if g is None:
+        groups[part] = _group(part, write)
     else:
-        writes.append(write)
-        sizes[part] += write.size
+        g.writes.append(write)
+        g.size += write.size
+
+
+def _add_first(groups, kind, first, write):
+    """_add for a partition known by its kind and first key column's value."""
+    g = groups.get(first)
+    if g is None:
+        groups[first] = _group((kind, first), write)
+    else:
+        g.writes.append(write)
+        g.size += write.size
+
+
+# The plan makes ~10 writes, and their requests and groups, per event: built
+# here without a class call's argument parsing (compiled, a bare allocation).
+def _write(table, values, size, sparse, origin):
+    w = Write.__new__(Write)
+    w.table, w.values, w.size, w.sparse, w.origin = table, values, size, sparse, origin
+    return w
+
+
+def _request(part, writes, counter):
+    r = Request.__new__(Request)
+    r.partition, r.writes, r.counter, r.conditional = part, writes, counter, False
+    return r
+
+
+def _group(part, write):
+    g = Group.__new__(Group)
+    g.part, g.writes, g.size = part, [write], write.size
+    return g
 
 
 def _params(value):

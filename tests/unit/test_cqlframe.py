@@ -124,6 +124,8 @@ def test_a_value_the_column_cannot_take_is_an_error_and_the_buffer_stays_usable(
     "0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0",      # upper case
     "0f1e2d3c4b5a69788796a5b4c3d2e1f0",          # no dashes
     "0f1e-2d3c-4b5a-6978-8796-a5b4-c3d2-e1f0",   # dashes elsewhere
+    "0-f1e2d3c4b5a69788796a5b4c3d2e1f0",          # a dash inside a byte's two digits
+    "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0-",     # a dash after the last digit
 ])
 def test_uuid_text_in_every_form_uuid_accepts_encodes_its_16_bytes(text):
     p = _cqlframe.Prepared(b"id", (UUID,), (0,))
@@ -136,7 +138,9 @@ def test_uuid_text_in_every_form_uuid_accepts_encodes_its_16_bytes(text):
     "g0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f",
     "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f\udc80",  # a lone surrogate: no UTF-8 at all
     "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1\u00e9",   # non-ASCII
-    "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0-",     # one dash too many at the end
+    "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f",       # 31 digits
+    "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f00",     # 33 digits
+    "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0 ",     # a space
 ])
 def test_uuid_text_that_is_not_one_is_an_error(bad):
     p = _cqlframe.Prepared(b"id", (UUID,), (0,))

@@ -136,6 +136,25 @@ def test_a_malformed_uuid_is_refused_as_the_twin_refuses_it(tmp_path, monkeypatc
         sink.close_sync()
 
 
+@pytest.mark.parametrize("form", [
+    str.upper,                                         # upper case
+    lambda t: t.replace("-", ""),                      # no dashes
+    lambda t: t[:1] + "-" + t[1:],                     # a dash inside a byte's digits
+    lambda t: t + "-",                                 # a dash after the last digit
+])
+def test_uuid_text_in_other_forms_is_stored_as_the_twin_stores_it(tmp_path, monkeypatch, form):
+    stored = {}
+    for pure in (False, True):
+        sink = make_sink(tmp_path / f"{pure}.db", monkeypatch, pure=pure)
+        sink.write_batch_sync([{"eid": form(str(uuid.UUID(int=77))), "vid": form(VIDS[1]),
+                                "sid": form(SIDS[2]), "created": T, "first": True}])
+        sink.close_sync()
+        conn = sqlite3.connect(tmp_path / f"{pure}.db")
+        stored[pure] = conn.execute("SELECT eid, vid, sid FROM events").fetchall()
+        conn.close()
+    assert stored[False] == stored[True] == [(str(uuid.UUID(int=77)), VIDS[1], SIDS[2])]
+
+
 def test_one_counter_statement_per_distinct_key(tmp_path, monkeypatch):
     sink = make_sink(tmp_path / "t.db", monkeypatch, pure=False)
     batch = [{"eid": str(uuid.uuid4()), "vid": VIDS[i % 2], "sid": SIDS[0], "created": T,

@@ -29,6 +29,8 @@ from cpython.object cimport PyObject
 from libc.math cimport fabs
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 
+from engine._uuidtext cimport uuid_from_text
+
 import sqlite3 as _sqlite3
 
 import orjson
@@ -149,37 +151,14 @@ cdef object _error(sqlite3 *db, int rc):
     return _sqlite3.OperationalError(message)
 
 
-cdef inline int _hex(int c):
-    if 48 <= c <= 57:
-        return c - 48
-    if 97 <= c <= 102:
-        return c - 87
-    if 65 <= c <= 70:
-        return c - 55
-    return -1
-
-
 cdef bint _uuid_into(object text, unsigned char *out):
-    """Canonical (or hyphen-free) UUID text -> 16 bytes; False if it is not one."""
-    cdef Py_ssize_t size, i
+    """UUID text (engine/_uuidtext.pxd says which) -> 16 bytes; False if it is not one."""
+    cdef Py_ssize_t size
     cdef const char *s
-    cdef int k = 0, hi = -1, v
     if type(text) is not str:
         return False
     s = PyUnicode_AsUTF8AndSize(text, &size)
-    for i in range(size):
-        if s[i] == 45:          # '-'
-            continue
-        v = _hex(<unsigned char>s[i])
-        if v < 0 or k >= 16:
-            return False
-        if hi < 0:
-            hi = v
-        else:
-            out[k] = <unsigned char>(hi * 16 + v)
-            k += 1
-            hi = -1
-    return k == 16 and hi < 0
+    return uuid_from_text(<const unsigned char *> s, size, out)
 
 
 cdef class Stmt:

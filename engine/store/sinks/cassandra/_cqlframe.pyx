@@ -19,6 +19,7 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
+from engine._uuidtext cimport uuid_from_text
 from engine.store.sinks.cassandra.plan cimport Request, Write
 
 cdef enum:
@@ -160,45 +161,13 @@ cdef extern from "Python.h":
     void PyErr_Clear()
 
 
-cdef signed char _HEX[256]              # a byte's value as a hex digit, else -1
-
-
-cdef void _fill_hex() noexcept:
-    cdef int c
-    for c in range(256):
-        _HEX[c] = -1
-    for c in range(10):
-        _HEX[48 + c] = c                # 0-9
-    for c in range(6):
-        _HEX[97 + c] = 10 + c           # a-f
-        _HEX[65 + c] = 10 + c           # A-F
-
-
-_fill_hex()
-
-
-cdef int _DIGITS[16]
-_DIGITS[:] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34]   # where each byte's digits start
-
-
-cdef inline bint _canonical(const unsigned char *s, char *out) noexcept:
-    """The 16 bytes of a 36-character 8-4-4-4-12 uuid; False if a digit is not hex."""
-    cdef int k, hi, lo, bad = 0
-    for k in range(16):
-        hi, lo = _HEX[s[_DIGITS[k]]], _HEX[s[_DIGITS[k] + 1]]
-        bad |= hi | lo                  # -1 sets the sign bit
-        out[k] = <char> ((hi << 4) | lo)
-    return bad >= 0
-
-
 cdef int put_uuid(Buf b, object v) except -1:
-    """A uuid from its text (what the plan carries: hex digits, dashes
-    anywhere), 16 bytes, or a uuid.UUID. The text is read as UTF-8, which an
-    ASCII str holds already (no copy): ~15-20 of them per event."""
+    """A uuid from its text (what the plan carries: engine/_uuidtext.pxd
+    says which), 16 bytes, or a uuid.UUID. The text is read as UTF-8, which
+    an ASCII str holds already (no copy): ~15-20 of them per event."""
     cdef const unsigned char *s
-    cdef Py_ssize_t n, i = 0, j = 0
-    cdef int hi, lo
-    cdef char out[16]
+    cdef Py_ssize_t n
+    cdef unsigned char out[16]
     if isinstance(v, bytes) and PyBytes_GET_SIZE(v) == 16:
         b.i32(16)
         return b.raw(PyBytes_AS_STRING(v), 16)
@@ -210,26 +179,10 @@ cdef int put_uuid(Buf b, object v) except -1:
     if s == NULL:                       # lone surrogates: no UTF-8
         PyErr_Clear()
         raise CqlValueError(f"not a uuid: {v!r}")
-    if n == 36 and s[8] == 45 and s[13] == 45 and s[18] == 45 and s[23] == 45:
-        if _canonical(s, out):          # the usual form, 8-4-4-4-12
-            b.i32(16)
-            return b.raw(out, 16)
-    while i < n and j < 16:
-        if s[i] == 45:                  # '-'
-            i += 1
-            continue
-        if i + 1 >= n:
-            break
-        hi, lo = _HEX[s[i]], _HEX[s[i + 1]]
-        if hi < 0 or lo < 0:
-            break
-        out[j] = <char> (hi * 16 + lo)
-        j += 1
-        i += 2
-    if j != 16 or i != n:
+    if not uuid_from_text(s, n, out):
         raise CqlValueError(f"not a uuid: {v!r}")
     b.i32(16)
-    return b.raw(out, 16)
+    return b.raw(<char *> out, 16)
 
 
 cdef int put_double(Buf b, double d) except -1:

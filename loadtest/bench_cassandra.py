@@ -538,6 +538,14 @@ def e2e_section(args, node):
         sink = per_event(("cassandra", v), "tree") - per_event(spool, "tree")
         print(f"  the sink's CPU per event, {VARIANTS[v]} (difference of the whole trees): "
               f"{sink:.1f} µs (target <= 70)", flush=True)
+    if args.before:
+        # the store process alone, round by round: the whole trees' difference
+        # also carries the spool-only runs' noise (a few µs between variants)
+        diffs = [1e6 * (a["store"] / a["events"] - b["store"] / b["events"])
+                 for a, b in zip(runs[("cassandra", "tuned")], runs[("cassandra", "before")])]
+        print(f"  store process, this checkout - --before's, paired by round: median "
+              f"{statistics.median(diffs):+.1f} µs/event (lower in {sum(d < 0 for d in diffs)} "
+              f"of {len(diffs)} rounds)", flush=True)
 
 
 VARIANTS = {"tuned": "this checkout", "acsylla": 'this checkout with Driver "acsylla"',

@@ -26,6 +26,8 @@ from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memcmp, memset
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
 
+from engine._uuidtext cimport hex_digit
+
 import secrets
 
 import orjson
@@ -222,24 +224,8 @@ cdef int _next_id(object ids, uint8_t* out) except -1:
 
 # ============================================================== bytes helpers
 
-cdef signed char _HEXVAL[256]
-
-
-cdef void _build_hexval() noexcept:
-    cdef int c
-    for c in range(256):
-        _HEXVAL[c] = -1
-    for c in range(10):
-        _HEXVAL[48 + c] = c
-    for c in range(6):
-        _HEXVAL[97 + c] = 10 + c
-        _HEXVAL[65 + c] = 10 + c
-
-_build_hexval()
-
-
 cdef inline int _hexval(unsigned char c) noexcept:
-    return _HEXVAL[c]
+    return hex_digit[c]
 
 
 cdef bint _uuid_bytes(const char* d, Py_ssize_t n, uint8_t* out) noexcept:

@@ -6,7 +6,8 @@
 # The text it reads is uuid.UUID's, less the braces and the "urn:uuid:"
 # prefix: 32 hex digits in either case, '-' anywhere between them. The
 # request path's own parser (engine/_parse.pyx, cookies and ids) is
-# stricter on purpose: 8-4-4-4-12 or 32 digits, and not the nil uuid.
+# stricter on purpose: 8-4-4-4-12 or 32 digits, and not the nil uuid; it
+# shares the hex digit table.
 
 cdef extern from *:
     """
@@ -68,5 +69,7 @@ cdef extern from *:
         return k == 16 && hi < 0;
     }
     """
+    # a byte's value as a hex digit, else -1 (also the request parser's)
+    const signed char hex_digit "tracker_hex_digit"[256]
     bint uuid_from_text "tracker_uuid_from_text" (const unsigned char *s, Py_ssize_t n,
                                                  unsigned char *out) noexcept nogil

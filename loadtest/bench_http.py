@@ -59,6 +59,16 @@ def pin(cpu):
     return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and os.cpu_count() > 1 else []
 
 
+def checkout_round(checkout, script, *args):
+    """One ``--round`` of ``script`` (a benchmark comparing checkouts) run by
+    ``checkout``'s own interpreter, in it, on cpu 1: its last line of output,
+    read as JSON."""
+    python = os.path.join(checkout, ".venv", "bin", "python")
+    out = subprocess.run(pin(1) + [python, os.path.abspath(script), "--round", *args],
+                         cwd=checkout, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def children(pid):
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as fh:

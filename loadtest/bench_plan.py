@@ -120,12 +120,8 @@ def one_round(events_path, codec_name):
 
 
 def run_round(checkout, events_path, codec_name):
-    python = os.path.join(checkout, ".venv", "bin", "python")
-    cmd = (["taskset", "-c", "1"] if len(os.sched_getaffinity(0)) > 1 else []) + [
-        python, os.path.abspath(__file__), "--round", checkout, events_path,
-        "--codec", codec_name]
-    out = subprocess.run(cmd, cwd=checkout, capture_output=True, text=True, check=True).stdout
-    got = json.loads(out.strip().splitlines()[-1])
+    from bench_http import checkout_round
+    got = checkout_round(checkout, __file__, checkout, events_path, "--codec", codec_name)
     if not got["plan"].startswith(os.path.join(checkout, "")) or not got["plan"].endswith(".so"):
         raise SystemExit(f"{checkout}: planned with {got['plan']}, not its own build")
     return got["us"]

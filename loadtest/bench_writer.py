@@ -23,7 +23,6 @@ import os
 import pickle
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -80,11 +79,8 @@ def one_round(records_path, batch):
 
 
 def run_round(checkout, records_path, batch):
-    python = os.path.join(checkout, ".venv", "bin", "python")
-    cmd = (["taskset", "-c", "1"] if len(os.sched_getaffinity(0)) > 1 else []) + [
-        python, os.path.abspath(__file__), "--round", records_path, "--batch", str(batch)]
-    out = subprocess.run(cmd, cwd=checkout, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    from bench_http import checkout_round
+    return checkout_round(checkout, __file__, records_path, "--batch", str(batch))
 
 
 def main():

@@ -32,7 +32,7 @@ cdef class Planner:
     cdef public list _rows
     @cython.locals(pairs=list, size=Py_ssize_t, spec=tuple)
     cdef tuple _event_write(self, dict ev)
-    @cython.locals(ev=dict, key=tuple, values=list, rest=tuple, facts=EventFacts, g=Group,
+    @cython.locals(ev=dict, key=tuple, values=list, rest=tuple, facts=EventFacts,
                    held=dict, size=Py_ssize_t, overhead=Py_ssize_t, width=Py_ssize_t,
                    nk=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t)
     cdef _row_writes(self, tuple spec, dict winners, dict groups, dict info, list conditional)

@@ -150,11 +150,9 @@ class Settled:
 
 class Group:
     """The writes of one partition (``part``: see ``partition_of``) and
-    their estimated bytes: what ``_split`` makes requests of."""
+    their estimated bytes: what ``_split`` makes requests of (made by
+    ``_group``)."""
     __slots__ = ("part", "writes", "size")
-
-    def __init__(self, part, write):
-        self.part, self.writes, self.size = part, [write], write.size
 
 
 class EventFacts:
@@ -210,17 +208,11 @@ class Planner:
     def plan(self, events):
         batch = fan_out(events)
         info = {}                 # eid -> EventFacts (fan_out left one event per eid)
-        sessions = {}             # (vid, sid) -> Group of its events inserts
+        sessions = {}             # ("events", vid, sid) -> Group of its events inserts
         for ev in batch:
             w, text = self._event_write(ev)
             info[ev["eid"]] = EventFacts(text)
-            key = (ev["vid"], ev["sid"])
-            g = sessions.get(key)
-            if g is None:
-                sessions[key] = _group(("events",) + key, w)
-            else:
-                g.writes.append(w)
-                g.size += w.size
+            _add(sessions, ("events", ev["vid"], ev["sid"]), w)
         # Row and counter partitions keyed by their first key column's value,
         # one dict per kind: a str key, no (kind, value) tuple per write.
         rows = {"uuid": {}, "text": {}}
@@ -265,7 +257,7 @@ class Planner:
 
     def _row_writes(self, spec, winners, groups, info, conditional):
         # The plan's innermost loop (a write per row table an event wins):
-        # the partition, the group and the settled check are inlined.
+        # the settled check is inlined.
         t, rest, fixes, earliest, kind = spec
         name = t.name
         held = None
@@ -304,18 +296,12 @@ class Planner:
                     values[i] = f(v)
             # the event's text bounds the row's (_split counts exactly when it matters)
             size = facts.text + overhead
-            first = key[0]
             if lwt:
-                conditional.append(((kind, first), _write(name, values, size, False, None)))
+                conditional.append(((kind, key[0]), _write(name, values, size, False, None)))
                 continue
             values[j] = stamp
-            w = _write(name, values, size, False, (name, key, stamp) if earliest else None)
-            g = groups.get(first)
-            if g is None:
-                groups[first] = _group((kind, first), w)
-            else:
-                g.writes.append(w)
-                g.size += size
+            _add_first(groups, kind, key[0],
+                       _write(name, values, size, False, (name, key, stamp) if earliest else None))
 
     def _counter_write(self, table, key, n):
         c = self.codec
@@ -366,6 +352,7 @@ class Planner:
 
 
 def _add(groups, part, write):
+    """``write`` into the Group of ``part`` in ``groups`` (keyed by part)."""
     g = groups.get(part)
     if g is None:
         groups[part] = _group(part, write)
@@ -375,7 +362,8 @@ def _add(groups, part, write):
 
 
 def _add_first(groups, kind, first, write):
-    """_add for a partition known by its kind and first key column's value."""
+    """_add for a partition known by its kind and first key column's value,
+    ``groups`` keyed by that value (a str: no (kind, value) tuple per write)."""
     g = groups.get(first)
     if g is None:
         groups[first] = _group((kind, first), write)

@@ -227,3 +227,83 @@ def test_first_visits_and_referrals_keep_the_earliest_in_any_order(tmp_path, mon
         conn.close()
         sink.close_sync()
     assert answers[0] == answers[1] == [(uuid.UUID(eids[3]).hex.upper(), "tie-low")]
+
+
+def _visit(eid, created, vid=VIDS[0], ref="r"):
+    return {"eid": str(uuid.UUID(int=eid)), "vid": vid, "sid": SIDS[0], "created": created,
+            "first": True, "ref": ref}
+
+
+def _firsts(path):
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(
+            "SELECT hex(f.vid), f.created, r.ref, r.created FROM first_visits f "
+            "LEFT JOIN first_refs r ON r.vid = f.vid ORDER BY 1").fetchall()
+    finally:
+        conn.close()
+
+
+def test_a_returning_visitors_upserts_that_cannot_win_are_skipped(tmp_path, monkeypatch):
+    """The writer remembers each visitor's last first-visit and first-referral
+    candidates: later ones are not upserted (they could not win), earlier or
+    tied ones still are."""
+    path = tmp_path / "t.db"
+    sink = make_sink(path, monkeypatch, pure=False)
+    assert sink.write_batch_sync([_visit(1, T + 10, ref="first")]) == 1
+    assert sink._writer.firsts_skipped == 0
+    assert sink.write_batch_sync([_visit(2, T + 20, ref="later"),
+                                  _visit(3, T + 30, ref="latest")]) == 2
+    assert sink._writer.firsts_skipped == 4          # two events, two tables each
+    vid = uuid.UUID(VIDS[0]).hex.upper()
+    assert _firsts(path) == [(vid, T + 10, "first", T + 10)]
+    # an earlier event arriving late, and one tied with it, are upserted: they may win
+    assert sink.write_batch_sync([_visit(5, T + 5, ref="earlier"),
+                                  _visit(4, T + 5, ref="tie, lower eid")]) == 2
+    assert sink._writer.firsts_skipped == 4
+    assert _firsts(path) == [(vid, T + 5, "tie, lower eid", T + 5)]
+    sink.close_sync()
+
+
+def test_what_another_connection_erased_is_written_again(tmp_path, monkeypatch):
+    """``tracker erase`` (another connection) deletes a visitor the writer
+    remembers: the visitor's next event must make its rows again."""
+    from engine.store.erase_sqlite import erase
+    path = tmp_path / "t.db"
+    sink = make_sink(path, monkeypatch, pure=False)
+    assert sink.write_batch_sync([_visit(1, T + 10, ref="before")]) == 1
+    assert erase(str(path), [VIDS[0]], []).get("first_visits") == 1
+    assert _firsts(path) == []
+    assert sink.write_batch_sync([_visit(2, T + 20, ref="after")]) == 1
+    assert _firsts(path) == [(uuid.UUID(VIDS[0]).hex.upper(), T + 20, "after", T + 20)]
+    sink.close_sync()
+
+
+def test_a_rolled_back_batch_leaves_nothing_remembered(tmp_path, monkeypatch):
+    path = tmp_path / "t.db"
+    sink = make_sink(path, monkeypatch, pure=False)
+    bad = dict(_visit(2, T + 11), vid=VIDS[1], eid="not-a-uuid")
+    with pytest.raises(ValueError):
+        sink.write_batch_sync([_visit(1, T + 10, ref="rolled back"), bad])
+    assert _firsts(path) == []
+    assert sink.write_batch_sync([_visit(3, T + 20, ref="kept")]) == 1
+    assert _firsts(path) == [(uuid.UUID(VIDS[0]).hex.upper(), T + 20, "kept", T + 20)]
+    sink.close_sync()
+
+
+def test_the_writer_forgets_all_visitors_when_it_remembers_too_many(tmp_path, monkeypatch):
+    from engine.store.sinks._sqlite_write import BatchWriter
+    from engine.store.sinks.sqlite_model import Strings
+    path = tmp_path / "t.db"
+    make_sink(path, monkeypatch, pure=False).close_sync()     # the schema
+    writer = BatchWriter(str(path), known_max=2)
+    strings = Strings()
+    assert writer.write([_visit(1, T, VIDS[0]), _visit(2, T, VIDS[1])], strings) == 2
+    assert writer.write([_visit(3, T + 1, VIDS[0])], strings) == 1
+    assert writer.firsts_skipped == 2
+    # a third visitor fills it: cleared, the first visitor is upserted again
+    assert writer.write([_visit(4, T, VIDS[2]), _visit(5, T + 2, VIDS[0])], strings) == 2
+    assert writer.firsts_skipped == 2
+    assert writer.write([_visit(6, T + 3, VIDS[0])], strings) == 1
+    assert writer.firsts_skipped == 4
+    writer.close()

@@ -2,7 +2,7 @@
 around them: decode, user agents, de-duplication and the batch writer.
 
     python loadtest/bench_writer.py [--events 200000] [--mix visitors|realistic]
-        [--batch 20000] [--rounds 5] [--before DIR]
+        [--batch 20000] [--rounds 5] [--before DIR] [--segment N]
 
 The records are loadtest/store_corpus.py's (made once, by this checkout).
 Each round is a fresh process on cpu 1 that writes them, ``--batch`` at a
@@ -12,7 +12,9 @@ write_batch_sync) into a new SQLite file, and prints each stage's CPU
 microseconds per event (``process_time``: the COMMIT's wait for the disk is
 not counted). ``--before DIR``: a checkout of an earlier version with its own
 ``.venv``, run alternately with this one on the same records; medians and
-the median of the paired differences are printed.
+the median of the paired differences are printed. ``--segment N``: also the
+writer's µs per event for each N events written, in order (how the cost
+grows with the file: ``--events 2000000 --segment 500000``).
 
 Not the collector: no event loop, no spool reading, no garbage-collector or
 arena settings (bench_store.py --sections serve runs the store process whole).
@@ -41,7 +43,7 @@ def make_records(mix, n, path):
         pickle.dump(records, fh)
 
 
-def one_round(records_path, batch):
+def one_round(records_path, batch, segment=0):
     """In a checkout's own interpreter (cwd = the checkout): the stages' µs per event."""
     sys.path.insert(0, os.getcwd())
     from engine import _parse
@@ -59,6 +61,7 @@ def one_round(records_path, batch):
     sink.start_sync()
     agents = Agents("keep")
     spent = dict.fromkeys(STAGES, 0.0)
+    segments, segment_spent, segment_events = [], 0.0, 0
     clock = time.process_time
     for start in range(0, len(records), batch):
         t0 = clock()
@@ -72,15 +75,23 @@ def one_round(records_path, batch):
         t4 = clock()
         for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             spent[stage] += seconds
+        segment_spent += t4 - t3
+        segment_events += len(events)
+        if segment and segment_events >= segment:
+            segments.append(segment_spent * 1e6 / segment_events)
+            segment_spent, segment_events = 0.0, 0
     sink.close_sync()
     figures = {k: v * 1e6 / len(records) for k, v in spent.items()}
     figures["total"] = sum(figures.values())
+    if segment:
+        figures["segments"] = segments
     print(json.dumps(figures))
 
 
-def run_round(checkout, records_path, batch):
+def run_round(checkout, records_path, batch, segment):
     from bench_http import checkout_round
-    return checkout_round(checkout, __file__, records_path, "--batch", str(batch))
+    return checkout_round(checkout, __file__, records_path, "--batch", str(batch),
+                          "--segment", str(segment))
 
 
 def main():
@@ -90,10 +101,12 @@ def main():
     ap.add_argument("--batch", type=int, default=20_000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--before", help="a checkout of an earlier version with its own .venv")
+    ap.add_argument("--segment", type=int, default=0,
+                    help="also print the writer's µs per event for each N events written")
     ap.add_argument("--round", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.round:
-        return one_round(args.round, args.batch)
+        return one_round(args.round, args.batch, args.segment)
     sides = {"now": os.path.dirname(HERE)}
     if args.before:
         sides["before"] = os.path.abspath(args.before)
@@ -103,10 +116,14 @@ def main():
         results = {side: [] for side in sides}
         for i in range(args.rounds):
             for side, checkout in sides.items():
-                r = run_round(checkout, records, args.batch)
+                r = run_round(checkout, records, args.batch, args.segment)
+                segments = r.pop("segments", None)
                 results[side].append(r)
                 print(f"round {i + 1} {side:6} " + "  ".join(
                     f"{k} {v:5.2f}" for k, v in r.items()), flush=True)
+                if segments:
+                    print(f"round {i + 1} {side:6} write per {args.segment} events: "
+                          + " ".join(f"{v:5.2f}" for v in segments), flush=True)
     print(f"{args.mix} mix, {args.events} events in batches of {args.batch}, {args.rounds} "
           f"rounds; CPU µs per event, medians")
     for side, rows in results.items():

@@ -265,29 +265,30 @@ def test_a_returning_visitors_upserts_that_cannot_win_are_skipped(tmp_path, monk
     sink.close_sync()
 
 
-def test_what_another_connection_erased_is_written_again(tmp_path, monkeypatch):
-    """``tracker erase`` (another connection) deletes a visitor the writer
-    remembers: the visitor's next event must make its rows again."""
+def _erased_by_another_connection(sink, path):
+    """``tracker erase`` deletes the visitor the writer remembers."""
     from engine.store.erase_sqlite import erase
-    path = tmp_path / "t.db"
-    sink = make_sink(path, monkeypatch, pure=False)
     assert sink.write_batch_sync([_visit(1, T + 10, ref="before")]) == 1
     assert erase(str(path), [VIDS[0]], []).get("first_visits") == 1
-    assert _firsts(path) == []
-    assert sink.write_batch_sync([_visit(2, T + 20, ref="after")]) == 1
-    assert _firsts(path) == [(uuid.UUID(VIDS[0]).hex.upper(), T + 20, "after", T + 20)]
-    sink.close_sync()
 
 
-def test_a_rolled_back_batch_leaves_nothing_remembered(tmp_path, monkeypatch):
-    path = tmp_path / "t.db"
-    sink = make_sink(path, monkeypatch, pure=False)
+def _rolled_back(sink, path):
+    """The visitor's candidates were upserted in a batch that then failed."""
     bad = dict(_visit(2, T + 11), vid=VIDS[1], eid="not-a-uuid")
     with pytest.raises(ValueError):
         sink.write_batch_sync([_visit(1, T + 10, ref="rolled back"), bad])
+
+
+@pytest.mark.parametrize("lose_rows", [_erased_by_another_connection, _rolled_back])
+def test_a_visitor_whose_rows_are_gone_is_written_again(lose_rows, tmp_path, monkeypatch):
+    """The writer remembered the visitor's candidates, but their rows are gone:
+    the visitor's next (later) event must make them again."""
+    path = tmp_path / "t.db"
+    sink = make_sink(path, monkeypatch, pure=False)
+    lose_rows(sink, path)
     assert _firsts(path) == []
-    assert sink.write_batch_sync([_visit(3, T + 20, ref="kept")]) == 1
-    assert _firsts(path) == [(uuid.UUID(VIDS[0]).hex.upper(), T + 20, "kept", T + 20)]
+    assert sink.write_batch_sync([_visit(3, T + 20, ref="again")]) == 1
+    assert _firsts(path) == [(uuid.UUID(VIDS[0]).hex.upper(), T + 20, "again", T + 20)]
     sink.close_sync()
 
 

@@ -308,3 +308,30 @@ def test_the_writer_forgets_all_visitors_when_it_remembers_too_many(tmp_path, mo
     assert writer.write([_visit(6, T + 3, VIDS[0])], strings) == 1
     assert writer.firsts_skipped == 4
     writer.close()
+
+
+def test_many_visitors_remembered_and_forgotten_store_what_the_twin_stores(tmp_path,
+                                                                          monkeypatch):
+    """Thousands of visitors, each with later and earlier events spread over
+    batches: the writer with its default table, one that empties itself every
+    300 visitors, and the twin (which upserts everything) agree."""
+    import random
+    from engine.store.sinks._sqlite_write import BatchWriter
+    rnd = random.Random(17)
+    vids = [str(uuid.UUID(int=rnd.getrandbits(128), version=4)) for _ in range(3000)]
+    batches = [[{"eid": str(uuid.UUID(int=b * 10_000 + i)), "vid": rnd.choice(vids),
+                 "sid": SIDS[0], "created": T + rnd.randrange(0, 50_000),
+                 "first": rnd.random() < 0.7, "ref": rnd.choice(["", "a", "b"])}
+                for i in range(2000)] for b in range(4)]
+    sinks = [make_sink(tmp_path / "default.db", monkeypatch, pure=False),
+             make_sink(tmp_path / "small.db", monkeypatch, pure=False),
+             make_sink(tmp_path / "twin.db", monkeypatch, pure=True)]
+    sinks[1]._writer.close()
+    sinks[1]._writer = BatchWriter(str(tmp_path / "small.db"), known_max=300)
+    for batch in batches:
+        assert len({s.write_batch_sync([dict(e) for e in batch]) for s in sinks}) == 1
+    assert sinks[0]._writer.firsts_skipped > sinks[1]._writer.firsts_skipped > 0
+    for s in sinks:
+        s.close_sync()
+    assert dump(tmp_path / "default.db") == dump(tmp_path / "small.db") \
+        == dump(tmp_path / "twin.db")

@@ -26,12 +26,16 @@ from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
-from libc.limits cimport LLONG_MAX
+from libc.limits cimport LLONG_MAX, LLONG_MIN
 from libc.math cimport fabs
+from libc.stdint cimport uint64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcmp, memcpy
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 
 from engine._uuidtext cimport uuid_from_text
 
+import os
 import sqlite3 as _sqlite3
 
 import orjson
@@ -129,9 +133,10 @@ DEF C_OUTCOMES = 5
 DEF C_COUNTERS = 6
 DEF N_COUNTERS = 7
 
-# Visitors whose first-visit and first-referral rows the writer remembers (~100
-# bytes each beside the vid text it keeps alive): returning visitors of the last
-# KNOWN_MAX new ones skip their upserts (BatchWriter._write_firsts).
+# Visitors whose first-visit and first-referral rows the writer remembers (a
+# 32-byte slot each, in a table of twice as many slots: 8 MiB): returning
+# visitors among the last KNOWN_MAX new ones skip their upserts
+# (BatchWriter._write_firsts).
 KNOWN_MAX = 100_000
 
 _EV_SQL = ("INSERT INTO ev (n, created, eid, vid, sid, first, url, last, browser, latlon, vp, "
@@ -238,6 +243,76 @@ cdef class Stmt:
         self.close()
 
 
+ctypedef struct KnownSlot:
+    unsigned char vid[16]
+    long long visit             # created of the last first-visit candidate upserted
+    long long ref               # ... first-referral candidate; LLONG_MAX: none yet
+
+
+cdef long long EMPTY = LLONG_MIN     # a free slot's visit
+
+
+@cython.final
+cdef class KnownVisitors:
+    """vid (16 bytes) -> KnownSlot, in C: an open-addressed table of twice
+    ``most`` slots, emptied when it holds ``most``. No Python object per
+    visitor (a dict of them cost more than it saved when every visitor is
+    new). The table is at most half full, and a slot is found by a hash of
+    the vid keyed at random per process, so vids a client chooses (its
+    cookie) cannot be picked to pile up in one run of slots."""
+    cdef KnownSlot *slots
+    cdef size_t mask
+    cdef uint64_t seed
+    cdef readonly Py_ssize_t most, count
+
+    def __cinit__(self, Py_ssize_t most):
+        cdef size_t size = 8
+        while size < 2 * <size_t>max(most, 1):
+            size *= 2
+        self.slots = <KnownSlot *>calloc(size, sizeof(KnownSlot))
+        if self.slots == NULL:
+            raise MemoryError()
+        self.mask = size - 1
+        self.most = max(most, 1)
+        self.seed = int.from_bytes(os.urandom(8), "little")
+        self.clear()
+
+    def __dealloc__(self):
+        free(self.slots)
+
+    cpdef clear(self):
+        cdef size_t i
+        for i in range(self.mask + 1):
+            self.slots[i].visit = EMPTY
+        self.count = 0
+
+    cdef KnownSlot *slot(self, const unsigned char *vid):
+        """The vid's slot, made (nothing known yet) if it has none."""
+        cdef uint64_t a, b, h
+        cdef size_t i
+        cdef KnownSlot *s
+        memcpy(&a, vid, 8)
+        memcpy(&b, vid + 8, 8)
+        h = (a ^ self.seed) * <uint64_t>0x9E3779B97F4A7C15ULL
+        h = (h ^ (h >> 31) ^ b) * <uint64_t>0xBF58476D1CE4E5B9ULL
+        h ^= h >> 29
+        i = h & self.mask
+        while True:
+            s = &self.slots[i]
+            if s.visit == EMPTY:
+                if self.count >= self.most:
+                    self.clear()
+                    return self.slot(vid)
+                memcpy(s.vid, vid, 16)
+                s.visit = LLONG_MAX
+                s.ref = LLONG_MAX
+                self.count += 1
+                return s
+            if memcmp(s.vid, vid, 16) == 0:
+                return s
+            i = (i + 1) & self.mask
+
+
 cdef class BatchWriter:
     """Writes event batches into one SQLite file (see the module docstring)."""
     cdef sqlite3 *db
@@ -254,19 +329,17 @@ cdef class BatchWriter:
     cdef unsigned char uuids[48]            # eid, vid, sid bytes of the row being bound
     cdef Stmt data_version
     cdef long long seen_version             # data_version when `known` was last valid
-    cdef dict known                         # vid text -> Known (see _write_firsts)
-    cdef readonly Py_ssize_t known_max
+    cdef KnownVisitors known                # see _write_firsts
 
     def __cinit__(self):
         self.db = NULL
         self.day_number = -1
         self.seen_version = -1
-        self.known = {}
 
     def __init__(self, path, int busy_timeout_ms=15000, int cache_kib=32768,
                  Py_ssize_t known_max=KNOWN_MAX):
         self.path = str(path)
-        self.known_max = known_max
+        self.known = KnownVisitors(known_max)
         cdef bytes name = self.path.encode()
         cdef sqlite3 *db = NULL
         rc = sqlite3_open_v2(name, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL)
@@ -519,33 +592,29 @@ cdef class BatchWriter:
 
         An upsert that cannot win is not run: after one ran, the visitor's row
         is at least as early as its candidate, so ``known`` keeps that
-        candidate's ``created`` per vid text and a later candidate (strictly:
+        candidate's ``created`` per vid and a later candidate (strictly:
         a tie is left to the eids) is skipped. A returning visitor's upserts
         found their row and changed nothing, ~1 µs each of SQLite's seek.
         ``known`` is forgotten on a rollback and when another connection
         commits (_check_known), and cleared when it reaches ``known_max``."""
         cdef long long created
-        cdef Known known
-        cdef PyObject *found
+        cdef KnownSlot *known
+        cdef const unsigned char *key
         ref = ev.get("ref")
         first = ev["first"]
         if not first and not ref:
             return 0
-        text = ev["vid"]
         stamp = ev["created"]
         if type(stamp) is not int:
             return self._upsert_firsts(ev, n, vid, first, ref)
         created = stamp
-        found = PyDict_GetItemWithError(self.known, text)
-        if found != NULL:
-            known = <Known>found
-        else:
-            if len(self.known) >= self.known_max:
-                self.known.clear()
-            known = Known.__new__(Known)
-            known.visit = LLONG_MAX
-            known.ref = LLONG_MAX
-            self.known[text] = known
+        if vid is None:                     # converted into the row buffer
+            key = self.uuids + 16
+        elif type(vid) is bytes and PyBytes_GET_SIZE(vid) == 16:
+            key = <const unsigned char *>PyBytes_AS_STRING(vid)
+        else:                               # not a uuid's 16 bytes: not remembered
+            return self._upsert_firsts(ev, n, vid, first, ref)
+        known = self.known.slot(key)
         if first and created > known.visit:
             self.firsts_skipped += 1
             first = False
@@ -653,14 +722,6 @@ cdef class BatchWriter:
 cdef inline bint _repr_like_json(double v) noexcept:
     """repr(v) and orjson write ``v`` alike (positional notation for both)."""
     return v == 0.0 or 1e-4 <= fabs(v) < 1e16
-
-
-@cython.final
-cdef class Known:
-    """The ``created`` of a visitor's last first-visit and first-referral
-    candidates upserted (LLONG_MAX: none yet): its rows are at least that early."""
-    cdef long long visit
-    cdef long long ref
 
 
 @cython.final

@@ -263,7 +263,7 @@ cdef class KnownVisitors:
     cdef KnownSlot *slots
     cdef size_t mask
     cdef uint64_t seed
-    cdef readonly Py_ssize_t most, count
+    cdef Py_ssize_t most, count
 
     def __cinit__(self, Py_ssize_t most):
         cdef size_t size = 8
@@ -280,7 +280,7 @@ cdef class KnownVisitors:
     def __dealloc__(self):
         free(self.slots)
 
-    cpdef clear(self):
+    cdef void clear(self) noexcept:
         cdef size_t i
         for i in range(self.mask + 1):
             self.slots[i].visit = EMPTY
@@ -594,7 +594,8 @@ cdef class BatchWriter:
         is at least as early as its candidate, so ``known`` keeps that
         candidate's ``created`` per vid and a later candidate (strictly:
         a tie is left to the eids) is skipped. A returning visitor's upserts
-        found their row and changed nothing, ~1 µs each of SQLite's seek.
+        found their row and changed nothing (skipping them saved ~1.2 µs per
+        event of the visitors mix, about one skipped upsert per event).
         ``known`` is forgotten on a rollback and when another connection
         commits (_check_known), and cleared when it reaches ``known_max``."""
         cdef long long created

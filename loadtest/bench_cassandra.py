@@ -25,12 +25,16 @@ engine of ``--engines``, each on a node of its own; scripts/cassandra_node.py):
    then the stored rows and counters are read back and checked. scylla-driver installs the same ``cassandra``
    package as cassandra-driver, so it runs in a venv of its own (made once
    under ~/.cache/tracker), through this script's ``--worker`` mode.
-2. the node's limit: the simplest single-row prepared insert and the
-   simplest counter increment from the same client (acsylla, same
-   concurrency, rounds interleaved): writes/s and Cassandra CPU per write;
-   the sink's Cassandra CPU per event against (partitions per event) x (CPU
-   per simplest insert), and against the same with counter partitions
-   priced as counter increments.
+2. the node's limit: the simplest single-row prepared insert, the
+   simplest counter increment, and a single-row insert as wide as the
+   plan's average row partition (its cells and bytes per cell, from
+   section 1's census), from the same client (acsylla, same concurrency,
+   rounds interleaved): writes/s and Cassandra CPU per write; the sink's
+   Cassandra CPU per event against (partitions per event) x (CPU per
+   simplest insert), against the same with counter partitions priced as
+   counter increments, with row partitions priced as the wide insert (the
+   same cells in one row), and with each row statement (a row of one table)
+   priced as the simplest insert.
 3. a running collector (loadtest/cassandra_e2e.py): spool only against
    Cassandra, same requests, same core: the sink's CPU per event, the store
    process's own; with ``--before DIR`` (a checkout of an earlier version
@@ -63,7 +67,7 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import cassandra_node  # noqa: E402
 
 from loadtest.bench_http import checkout_tracker  # noqa: E402
-from loadtest.bench_http import thread_cpu as named_thread_cpu  # noqa: E402
+from loadtest.bench_http import task_cpu  # noqa: E402
 
 from engine.config import config_from_dict  # noqa: E402
 from engine.store.sinks.base import SinkUnavailable  # noqa: E402
@@ -91,15 +95,28 @@ def cpu_seconds(pids):
 
 
 def thread_cpu(pids):
-    """CPU seconds of each kind of thread of ``pids`` (a thread's name without
-    its number: Cassandra names its pools' threads ``<pool>:<n>``, the JVM
-    ``C2 CompilerThread<n>``, ``GC Thread#<n>``), plus ``"all"``: the
-    processes' own total, which also holds threads that have exited."""
-    out = collections.Counter()
-    for name, seconds in named_thread_cpu(pids).items():
-        out[THREAD_NUMBER.sub("", name) or "?"] += seconds
+    """Each live thread of ``pids`` as {(pid, tid): (kind, CPU seconds)}, its
+    kind the thread's name without its number (Cassandra names its pools'
+    threads ``<pool>:<n>``, the JVM ``C2 CompilerThread<n>``, ``GC
+    Thread#<n>``), plus ``"all"``: the processes' own total, which also holds
+    threads that have exited. Kept per thread, not summed per name:
+    Cassandra's shared pool renames a worker thread after the stage it
+    serves, which would move its whole past CPU from one kind to another
+    between two readings."""
+    out = {key: (THREAD_NUMBER.sub("", name) or "?", seconds)
+           for key, (name, seconds) in task_cpu(pids).items()}
     out["all"] = cpu_seconds(pids)
     return out
+
+
+def kind_cpu(before, after):
+    """CPU seconds per kind of thread between two thread_cpu() readings, each
+    thread's use charged to the kind it has at the second."""
+    delta = collections.Counter()
+    for key, value in after.items():
+        if key != "all":
+            delta[value[0]] += value[1] - before.get(key, (None, 0.0))[1]
+    return delta
 
 
 THREAD_NUMBER = re.compile(r"[-:#\s]*\d+$")
@@ -108,7 +125,7 @@ THREAD_NUMBER = re.compile(r"[-:#\s]*\d+$")
 def thread_split(before, after, n, top=6):
     """The ``top`` kinds of thread by CPU µs per unit between two
     thread_cpu() readings, and what exited threads used."""
-    delta = {k: after[k] - before.get(k, 0) for k in after if k != "all"}
+    delta = kind_cpu(before, after)
     gone = (after["all"] - before["all"]) - sum(delta.values())
     parts = sorted(((v, k) for k, v in delta.items() if v > 0), reverse=True)[:top]
     text = ", ".join(f"{k} {1e6 * v / n:.0f}" for v, k in parts)
@@ -130,7 +147,7 @@ async def warm_up(unit, jvm_pids, most=None):
         before = thread_cpu(jvm_pids)
         await unit(i)
         after = thread_cpu(jvm_pids)
-        jit = sum(after[k] - before.get(k, 0) for k in JIT_THREADS)
+        jit = sum(kind_cpu(before, after)[k] for k in JIT_THREADS)
         if jit < 0.05 * (after["all"] - before["all"]):
             return i
     return most
@@ -169,22 +186,47 @@ def census(events):
     from engine.store.sinks.cassandra.wire_native import NativeCodec
     planner = Planner(NativeCodec)
     statements, cells = collections.Counter(), collections.Counter()
-    row_parts = counter_parts = 0
+    row_parts = counter_parts = row_statements = row_cells = row_bytes = 0
     for i in range(0, len(events), BATCH):
         plan = planner.plan(events[i:i + BATCH])
         row_parts += len({r.partition for r in plan.rows})
         counter_parts += len({r.partition for r in plan.counters})
-        for request in plan.rows + plan.counters:
-            for w in request.writes:
+        for requests, is_row in ((plan.rows, True), (plan.counters, False)):
+            for w in (w for request in requests for w in request.writes):
+                values = ([v for _, v in w.values] if w.sparse else
+                          [v for v in w.values if v is not None])
                 statements[w.table] += 1
-                cells[w.table] += (len(w.values) if w.sparse else
-                                   sum(v is not None for v in w.values))
+                cells[w.table] += len(values)
+                if is_row:
+                    row_statements += 1
+                    row_cells += len(values)
+                    row_bytes += sum(map(cell_bytes, values))
         planner.settled.confirm([w.origin for r in plan.rows for w in r.writes
                                  if w.origin is not None])
     n = len(events)
     return {"statements": {t: c / n for t, c in statements.items()},
             "cells": {t: c / n for t, c in cells.items()},
-            "row_partitions": row_parts / n, "counter_partitions": counter_parts / n}
+            "row_partitions": row_parts / n, "counter_partitions": counter_parts / n,
+            "row_statements": row_statements / n, "row_cells": row_cells / n,
+            "row_cell_bytes": row_bytes / max(row_cells, 1)}
+
+
+def cell_bytes(value):
+    """About what a bound value weighs on the wire: a uuid 16 bytes, a number
+    8, a bool 1, text its UTF-8 length."""
+    if isinstance(value, bool):
+        return 1
+    if isinstance(value, (int, float)):
+        return 8
+    if isinstance(value, str):
+        return 16 if len(value) == 36 and value.count("-") == 4 else len(value.encode())
+    return len(repr(value))
+
+
+def row_width(c):
+    """Cells and bytes per cell of the average row partition the plan writes:
+    the shape of section 2's width-matched insert."""
+    return max(2, round(c["row_cells"] / c["row_partitions"])), max(1, round(c["row_cell_bytes"]))
 
 
 def report_census(c):
@@ -409,10 +451,15 @@ def drivers_section(args, node):
 
 # ---------------------------------------------------------------- the node's limit
 
-async def simplest_writes(host, port, jvm_pids, n, concurrency, rf=1, counter=False):
+async def simplest_writes(host, port, jvm_pids, n, concurrency, rf=1, counter=False,
+                          width=(2, 1), tables=1):
     """The simplest single-row prepared insert (``counter``: the simplest
     counter increment), ``n`` times, acsylla, the sink's concurrency; per
-    write: Cassandra CPU, client CPU; writes/s."""
+    write: Cassandra CPU, client CPU; writes/s. ``width`` (cells, bytes per
+    cell) widens the insert's row: a uuid key and ``cells - 1`` text columns
+    of that many bytes, each written. ``tables`` > 1: each write is a
+    single-partition unlogged batch of that many such rows, one in each of as
+    many tables (one key)."""
     import acsylla
     cluster = acsylla.create_cluster([host], port=port, request_timeout=20, log_level="error",
                                      consistency=acsylla.Consistency.LOCAL_QUORUM)
@@ -426,20 +473,39 @@ async def simplest_writes(host, port, jvm_pids, n, concurrency, rf=1, counter=Fa
             f"CREATE TABLE {ks}.kv (k uuid PRIMARY KEY, v counter)"))
         insert = await s.create_prepared(f"UPDATE {ks}.kv SET v = v + ? WHERE k = ?")
     else:
-        await s.execute(acsylla.create_statement(
-            f"CREATE TABLE {ks}.kv (k uuid PRIMARY KEY, v text)"))
-        insert = await s.create_prepared(f"INSERT INTO {ks}.kv (k, v) VALUES (?, ?)")
-    bound = (lambda k: [1, k]) if counter else (lambda k: [k, "x"])
+        columns = [f"v{i}" for i in range(1, width[0])]
+        inserts = []
+        for t in range(tables):
+            await s.execute(acsylla.create_statement(
+                f"CREATE TABLE {ks}.kv{t} (k uuid PRIMARY KEY, "
+                + ", ".join(f"{c} text" for c in columns) + ")"))
+            inserts.append(await s.create_prepared(
+                f"INSERT INTO {ks}.kv{t} (k, {', '.join(columns)}) "
+                f"VALUES (?{', ?' * len(columns)})"))
+        insert = inserts[0]
+        texts = ["x" * width[1]] * len(columns)
+    bound = (lambda k: [1, k]) if counter else (lambda k: [k, *texts])
     keys = [str(uuid.uuid4()) for _ in range(n)]
+
+    async def write(k):
+        if tables == 1:
+            st = insert.bind()
+            st.bind_list(bound(k))
+            await s.execute(st)
+            return
+        batch = acsylla.create_batch_unlogged()
+        for prepared in inserts:
+            st = prepared.bind()
+            st.bind_list(bound(k))
+            batch.add_statement(st)
+        await s.execute_batch(batch)
 
     async def run(keys):
         pending = iter(keys)
 
         async def lane():
             for k in pending:
-                st = insert.bind()
-                st.bind_list(bound(k))
-                await s.execute(st)
+                await write(k)
         await asyncio.gather(*[lane() for _ in range(concurrency)])
     warm = await warm_up(lambda i: run([str(uuid.uuid4()) for _ in range(2000)]), jvm_pids)
     threads0 = thread_cpu(jvm_pids)
@@ -455,23 +521,34 @@ async def simplest_writes(host, port, jvm_pids, n, concurrency, rf=1, counter=Fa
 
 
 def limit_section(args, node, results):
-    print("\n== 2. the node's limit: the simplest single-row prepared insert, and the "
-          "simplest counter increment, same client, rounds interleaved", flush=True)
-    kinds = {"insert": [], "counter": []}
+    c = getattr(args, "census", None) or census(mix_events(args.events, 100))
+    wide = row_width(c)
+    print("\n== 2. the node's limit: the simplest single-row prepared insert, the simplest "
+          f"counter increment, a single-row insert as wide as the plan's average row "
+          f"partition ({wide[0]} cells of ~{wide[1]} bytes), and a single-partition batch of "
+          f"simplest rows in as many tables as that partition's rows, same client, rounds "
+          f"interleaved", flush=True)
+    tables = max(2, round(c["row_statements"] / c["row_partitions"]))
+    shapes = {"insert": {}, "counter": {"counter": True}, "wide": {"width": wide},
+              f"batch of {tables} tables": {"tables": tables}}
+    kinds = {kind: [] for kind in shapes}
     for _ in range(args.rounds):
         for kind, rounds in kinds.items():
             rounds.append(asyncio.run(simplest_writes(
                 "127.0.0.1", node.native_port, [node.pid], args.events * 3, 128,
-                counter=kind == "counter")))
+                **shapes[kind])))
     per = {kind: median(rounds, "cassandra_us") for kind, rounds in kinds.items()}
     for kind, rounds in kinds.items():
         print(f"  {kind}: {median(rounds, 'wps'):.0f} writes/s, {1e6 / per[kind]:.0f} writes per "
               f"Cassandra CPU-second ({per[kind]:.1f} µs of Cassandra CPU per write; client "
               f"{median(rounds, 'client_us'):.1f} µs; after {rounds[0]['warm_writes']} warm-up "
-              f"writes)", flush=True)
+              f"writes; rounds " + " / ".join(f"{r['cassandra_us']:.1f}" for r in rounds)
+              + " µs)", flush=True)
         print(f"    Cassandra CPU µs/write by thread, median round: "
               f"{median_round(rounds)['threads']}", flush=True)
-    c = getattr(args, "census", None)
+    batch = per[f"batch of {tables} tables"]
+    print(f"  against the simplest insert: the {wide[0]}-cell row {per['wide'] / per['insert']:.2f}x, "
+          f"the batch of {tables} rows in {tables} tables {batch / per['insert']:.2f}x", flush=True)
     for driver, r in results.items():
         if not r or not median(r, "partitions"):       # wave-1 counts no partitions
             continue
@@ -480,13 +557,22 @@ def limit_section(args, node, results):
         print(f"  {driver}: Cassandra CPU {ours:.0f} µs/event against {partitions:.2f} partitions "
               f"x {per['insert']:.1f} µs = {product:.0f} µs: {ours / product:.2f}x (target <= 1.5x)",
               flush=True)
-        if c:
-            mixed = (c["row_partitions"] * per["insert"]
-                     + c["counter_partitions"] * per["counter"])
-            print(f"    with counters priced as counters: {c['row_partitions']:.2f} x "
-                  f"{per['insert']:.1f} + {c['counter_partitions']:.2f} x {per['counter']:.1f} "
-                  f"= {mixed:.0f} µs: {ours / mixed:.2f}x; per cell written "
-                  f"{ours / sum(c['cells'].values()):.1f} µs", flush=True)
+        mixed = (c["row_partitions"] * per["insert"]
+                 + c["counter_partitions"] * per["counter"])
+        print(f"    with counters priced as counters: {c['row_partitions']:.2f} x "
+              f"{per['insert']:.1f} + {c['counter_partitions']:.2f} x {per['counter']:.1f} "
+              f"= {mixed:.0f} µs: {ours / mixed:.2f}x; per cell written "
+              f"{ours / sum(c['cells'].values()):.1f} µs", flush=True)
+        matched = (c["row_partitions"] * per["wide"]
+                   + c["counter_partitions"] * per["counter"])
+        print(f"    with row partitions priced as the as-wide insert: {c['row_partitions']:.2f} x "
+              f"{per['wide']:.1f} + {c['counter_partitions']:.2f} x {per['counter']:.1f} "
+              f"= {matched:.0f} µs: {ours / matched:.2f}x", flush=True)
+        rows = (c["row_statements"] * per["insert"]
+                + c["counter_partitions"] * per["counter"])
+        print(f"    with each row statement priced as the simplest insert: "
+              f"{c['row_statements']:.2f} x {per['insert']:.1f} + {c['counter_partitions']:.2f} x "
+              f"{per['counter']:.1f} = {rows:.0f} µs: {ours / rows:.2f}x", flush=True)
     return per["insert"]
 
 

@@ -94,6 +94,15 @@ def thread_cpu(pids):
     (the process's own name), and the named threads (engine/system/threads.py:
     "spool", "sqlite", ...). Threads that ended are not counted."""
     out = {}
+    for (pid, tid), (name, seconds) in task_cpu(pids).items():
+        name = "event loop" if tid == str(pid) else name
+        out[name] = out.get(name, 0.0) + seconds
+    return out
+
+
+def task_cpu(pids):
+    """{(pid, tid): (thread name, CPU seconds)} of the live threads of ``pids``."""
+    out = {}
     for pid in pids:
         try:
             tids = os.listdir(f"/proc/{pid}/task")
@@ -107,8 +116,7 @@ def thread_cpu(pids):
                     fields = fh.read().rsplit(")", 1)[1].split()
             except FileNotFoundError:
                 continue
-            name = "event loop" if tid == str(pid) else name
-            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+            out[(pid, tid)] = (name, (int(fields[11]) + int(fields[12])) / CLK_TCK)
     return out
 
 

@@ -12,7 +12,8 @@ write_batch_sync) into a new SQLite file, and prints each stage's CPU
 microseconds per event (``process_time``: the COMMIT's wait for the disk is
 not counted). ``--before DIR``: a checkout of an earlier version with its own
 ``.venv``, run alternately with this one on the same records; medians and
-the median of the paired differences are printed. ``--segment N``: also the
+the median of the paired differences are printed (the two run in turn, which
+first alternating from round to round). ``--segment N``: also the
 writer's µs per event for each N events written, in order (how the cost
 grows with the file: ``--events 2000000 --segment 500000``).
 
@@ -115,7 +116,10 @@ def main():
         make_records(args.mix, args.events, records)
         results = {side: [] for side in sides}
         for i in range(args.rounds):
-            for side, checkout in sides.items():
+            # Every other round runs the checkouts the other way round: the
+            # second of two back-to-back runs may find the machine warmer.
+            order = list(sides.items())
+            for side, checkout in (order if i % 2 == 0 else order[::-1]):
                 r = run_round(checkout, records, args.batch, args.segment)
                 segments = r.pop("segments", None)
                 results[side].append(r)

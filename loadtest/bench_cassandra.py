@@ -542,6 +542,28 @@ async def sink_writes(hosts, jvm_pids, keyspace, events_n, seed):
 SINK_KIND = "the sink, per event"
 
 
+def price_sink(name, rounds, c, per):
+    """The sink's Cassandra CPU per event (median of ``rounds``) against the
+    baselines ``per`` (µs per write by kind), four ways; ``c`` the census."""
+    partitions, ours = median(rounds, "partitions"), median(rounds, "cassandra_us")
+    product = partitions * per["insert"]
+    print(f"  {name}: Cassandra CPU {ours:.0f} µs/event against {partitions:.2f} partitions "
+          f"x {per['insert']:.1f} µs = {product:.0f} µs: {ours / product:.2f}x (target <= 1.5x)",
+          flush=True)
+    counters = f"{c['counter_partitions']:.2f} x {per['counter']:.1f}"
+    counter_us = c["counter_partitions"] * per["counter"]
+    for label, n, price, tail in (
+            ("with counters priced as counters", c["row_partitions"], per["insert"],
+             f"; per cell written {ours / sum(c['cells'].values()):.1f} µs"),
+            ("with row partitions priced as the as-wide insert", c["row_partitions"],
+             per["wide"], ""),
+            ("with each row statement priced as the simplest insert", c["row_statements"],
+             per["insert"], "")):
+        total = n * price + counter_us
+        print(f"    {label}: {n:.2f} x {price:.1f} + {counters} = {total:.0f} µs: "
+              f"{ours / total:.2f}x{tail}", flush=True)
+
+
 def limit_section(args, node, results):
     c = getattr(args, "census", None) or census(mix_events(args.events, 100))
     wide = row_width(c)
@@ -586,30 +608,9 @@ def limit_section(args, node, results):
           f"the batch of {tables} rows in {tables} tables {batch / per['insert']:.2f}x", flush=True)
     measured = {f"{driver} (section 1)": r for driver, r in results.items()}
     measured[SINK_KIND + " (these rounds)"] = kinds[SINK_KIND]
-    for driver, r in measured.items():
-        if not r or not median(r, "partitions"):       # wave-1 counts no partitions
-            continue
-        partitions, ours = median(r, "partitions"), median(r, "cassandra_us")
-        product = partitions * per["insert"]
-        print(f"  {driver}: Cassandra CPU {ours:.0f} µs/event against {partitions:.2f} partitions "
-              f"x {per['insert']:.1f} µs = {product:.0f} µs: {ours / product:.2f}x (target <= 1.5x)",
-              flush=True)
-        mixed = (c["row_partitions"] * per["insert"]
-                 + c["counter_partitions"] * per["counter"])
-        print(f"    with counters priced as counters: {c['row_partitions']:.2f} x "
-              f"{per['insert']:.1f} + {c['counter_partitions']:.2f} x {per['counter']:.1f} "
-              f"= {mixed:.0f} µs: {ours / mixed:.2f}x; per cell written "
-              f"{ours / sum(c['cells'].values()):.1f} µs", flush=True)
-        matched = (c["row_partitions"] * per["wide"]
-                   + c["counter_partitions"] * per["counter"])
-        print(f"    with row partitions priced as the as-wide insert: {c['row_partitions']:.2f} x "
-              f"{per['wide']:.1f} + {c['counter_partitions']:.2f} x {per['counter']:.1f} "
-              f"= {matched:.0f} µs: {ours / matched:.2f}x", flush=True)
-        rows = (c["row_statements"] * per["insert"]
-                + c["counter_partitions"] * per["counter"])
-        print(f"    with each row statement priced as the simplest insert: "
-              f"{c['row_statements']:.2f} x {per['insert']:.1f} + {c['counter_partitions']:.2f} x "
-              f"{per['counter']:.1f} = {rows:.0f} µs: {ours / rows:.2f}x", flush=True)
+    for name, r in measured.items():
+        if r and median(r, "partitions"):              # wave-1 counts no partitions
+            price_sink(name, r, c, per)
     return per["insert"]
 
 

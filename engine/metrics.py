@@ -166,6 +166,7 @@ class StoreStats:
     def __init__(self):
         self.sink_written = {}
         self.sink_failed = {}
+        self.sink_commits = {}
         self.flushes = []
         self.lag = {}           # sink -> (events, seconds), replaced every tick
         self._metrics = None
@@ -176,6 +177,10 @@ class StoreStats:
 
     def failed(self, sink):
         self.sink_failed[sink] = self.sink_failed.get(sink, 0) + 1
+
+    def committed(self, sink):
+        """A transaction of a sink that spans them (SQLite) committed."""
+        self.sink_commits[sink] = self.sink_commits.get(sink, 0) + 1
 
     def bind(self):
         from prometheus_client import Counter, Gauge, Histogram
@@ -188,6 +193,9 @@ class StoreStats:
                                "Events written by a sink", ["sink"]),
             "failed": Counter("tracker_sink_write_failures_total",
                               "Failed batch writes (retried)", ["sink"]),
+            "commits": Counter("tracker_sink_transactions_total",
+                               "Transactions committed by a sink whose full batches may "
+                               "share one (SQLite)", ["sink"]),
             "lag_events": Gauge("tracker_sink_lag_events",
                                 "Events in the spool not yet written by a sink",
                                 ["sink"], multiprocess_mode="livesum"),
@@ -200,7 +208,8 @@ class StoreStats:
         m = self._metrics
         if m is None:
             return
-        for attr, name in (("sink_written", "written"), ("sink_failed", "failed")):
+        for attr, name in (("sink_written", "written"), ("sink_failed", "failed"),
+                           ("sink_commits", "commits")):
             counts = getattr(self, attr)
             setattr(self, attr, {})
             for label, n in counts.items():

@@ -60,6 +60,7 @@ class SinkStage:
         self.max_events = getattr(sink, "batch_max_events", None) or config.batch_max_events
         self.max_age = (getattr(sink, "batch_max_age_ms", None) or config.batch_max_age_ms) / 1000
         self.open, self.marks, self.opened_at = [], {}, 0.0
+        self.raws = []                        # the open batch's records: [(decode, [bytes])]
         self.agents = Agents(config.bots)     # user agents read, robots flagged or dropped
         self.last_read = 0
         self.behind = False                   # the last read was cut short: more waits
@@ -98,23 +99,40 @@ class SinkStage:
             return
         if not self.open and not self.marks:
             self.opened_at = time.monotonic()
-        events, marks = self.open, self.marks
-        for f, seq, event, end in records:
+        events, marks, raws = self.open, self.marks, self.raws
+        decode, chunk = raws[-1] if raws else (None, None)
+        for f, seq, event, end, payload in records:
             if event is not None:
                 events.append(event)
+                if f.decode is not decode:
+                    decode, chunk = f.decode, []
+                    raws.append((decode, chunk))
+                chunk.append(payload)
             mark = marks.get(f)
             marks[f] = (seq, end, 1 if mark is None else mark[2] + 1)
 
     def flush(self):
-        events, marks = self.open, self.marks
-        self.open, self.marks = [], {}
+        events, marks, raws = self.open, self.marks, self.raws
+        self.open, self.marks, self.raws = [], {}, []
         for f in marks:
             f.in_flight += 1
+        # Only a full batch may share a transaction with the next ones: one
+        # closed by its age means fewer than a batch per BatchMaxAgeMs, where
+        # holding it would only delay the store's readers.
+        full = len(events) >= self.max_events
         events = self.agents.apply(events)
-        if not events:                         # only undecodable records or robots dropped
-            self._written(marks)
+        if not events:      # only undecodable records or robots dropped: acknowledged
+            # in order, after the batches before it (its position covers theirs)
+            self.channel.enqueue(Batch(), lambda: self._written(marks))
             return
-        self.channel.enqueue(Batch(unique(events)), lambda: self._written(marks))
+        self.channel.enqueue(Batch(unique(events)), lambda: self._written(marks),
+                             (lambda: self.rebuild(raws)) if full else None)
+
+    def rebuild(self, raws):
+        """The batch of ``raws`` again (its transaction rolled back after the
+        decoded events were let go)."""
+        events = [decode(payload) for decode, chunk in raws for payload in chunk]
+        return Batch(unique(self.agents.apply(events)))
 
     def _written(self, marks):
         saves = self.tail.note_written(marks)
@@ -153,7 +171,8 @@ class SinkStage:
 
     def idle(self):
         """Nothing open, waiting, readable or being saved."""
-        return not (self.open or self.marks or self.channel.pending or self.last_read
+        return not (self.open or self.marks or self.channel.pending or self.channel.held
+                    or self.last_read
                     or self.io_pending or self.tail.finishable_count())
 
     async def drain(self, deadline):
@@ -163,6 +182,7 @@ class SinkStage:
         workers serve) is left at the position saved, for the next store."""
         self.draining = True
         self.tail.final_only = True
+        self.channel.drain()
         while time.monotonic() < deadline:
             await asyncio.sleep(POLL)
             if self.idle():

@@ -10,7 +10,7 @@ end of each file:
 - a LIVE file is read up to the committed offset its writer publishes on the
   worker board, and only while the board's file number is that file's.
 
-Reading hands back records as (file, seq, event, end offset); the caller
+Reading hands back records as (file, seq, event, end offset, bytes); the caller
 batches, writes, then calls ``note_written`` with how far each file got and
 saves those positions (``save_positions``). A final file read to its end and written by this sink is
 deleted once every configured sink's position covers it (``finish``).
@@ -127,8 +127,9 @@ class SpoolTail:
 
     def read(self, most):
         """Up to ``most`` records from the owned files, oldest file first:
-        [(file, seq, event or None, end)]; None when a record did not decode
-        (logged; its position still advances)."""
+        [(file, seq, event or None, end, payload)]; None when a record did
+        not decode (logged; its position still advances); ``payload`` the
+        record's bytes, which ``file.decode`` turns into the event again."""
         out = []
         for path in self.order:
             if len(out) >= most:
@@ -148,7 +149,7 @@ class SpoolTail:
                     event = None
                     log.error("spool record does not decode; skipped", path=path, seq=seq,
                               error=str(exc)[:200])
-                out.append((f, seq, event, end))
+                out.append((f, seq, event, end, payload))
             if f.final and (f.cursor.torn or (f.cursor.offset >= limit and
                                                len(out) < most)):
                 f.done_reading = True

@@ -109,6 +109,32 @@ def test_store_killed_with_kill_9_under_load_stays_exact(collector_factory):
     assert [n for n in os.listdir(os.path.join(c.dir, "spool")) if n.endswith(".spool")] == []
 
 
+def test_store_killed_while_full_batches_share_a_transaction_stays_exact(collector_factory):
+    """20-event batches fill faster than their age at this load, so the store
+    holds them in transactions of up to 0.5 s: each kill -9 lands in one, whose
+    batches the spool has not forgotten (acknowledged only at the commit)."""
+    c = collector_factory({"MaxBodyBytes": 2000, "Notify": [{
+        "Service": "sqlite", "Path": "tracker.db", "BatchMaxEvents": 20,
+        "BatchMaxAgeMs": 1000, "TransactionMaxAgeMs": 500}]})
+    load = Load(c, threads=4, pause=0.002).start()
+    try:
+        for n in range(3):
+            load.wait_more(1500)
+            [store] = c.store_pids()
+            os.kill(store, signal.SIGKILL)
+            assert _wait(lambda: c.logs().count('"store serving"') == n + 2)
+        load.wait_more(1500)
+        assert _wait(lambda: (_metric(c, "tracker_sink_transactions_total") or 0) >= 1)
+        batches = _metric(c, "tracker_batches_flushed_total")
+        commits = _metric(c, "tracker_sink_transactions_total")
+    finally:
+        load.stop()
+    print(f"{batches:.0f} batches in {commits:.0f} transactions")
+    assert batches > 2 * commits         # full batches did share transactions
+    assert c.stop() == 0
+    _check_exact(c, load)
+
+
 def test_store_down_20_s_ingest_goes_on_and_lag_rises_then_returns_to_0(collector_factory):
     c = collector_factory({"BatchMaxAgeMs": 50, "MaxBodyBytes": 2000,
                            "Notify": [{"Service": "sqlite", "Path": "tracker.db",

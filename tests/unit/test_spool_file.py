@@ -149,10 +149,10 @@ def test_a_live_file_is_read_up_to_the_committed_offset_only(tmp_path):
     tail = tail_of(tmp_path, board)
     tail.scan(force=True)
     got = tail.read(100)
-    assert [seq for _, seq, _, _ in got] == [1, 2, 3] and got[-1][3] == committed
+    assert [seq for _, seq, _, _, _ in got] == [1, 2, 3] and got[-1][3] == committed
     assert tail.read(100) == []
     slot.set_spool(1, w.size)                          # the group is durable
-    assert [seq for _, seq, _, _ in tail.read(100)] == [4]
+    assert [seq for _, seq, _, _, _ in tail.read(100)] == [4]
     w.close()                                          # final: read to the end, done
     time.sleep(LOCK_TEST_EVERY)                        # (a caught-up file's lock is tested
     assert tail.read(100) == [] and tail.files[w.path].done_reading    # now and then)

@@ -359,10 +359,10 @@ def test_async_interface_runs_in_the_sink_thread(db):
         await s.start()
         original = s.write_batch_sync
 
-        def spy(events):
+        def spy(events, hold=False):
             with open(f"/proc/self/task/{threading.get_native_id()}/comm") as fh:
                 threads.append((threading.current_thread().name, fh.read().strip()))
-            return original(events)
+            return original(events, hold)
 
         s.write_batch_sync = spy
         ticks = 0
@@ -510,3 +510,57 @@ def test_events_are_stored_compactly(db, sink):
     [(eid, created, url, browser)] = rows(db, "SELECT eid, created, url, browser FROM ev")
     assert eid == bytes.fromhex(e["eid"].replace("-", "")) and created == T
     assert (url, browser) == (1, 2)
+
+
+# ---------------------------------------------------------------- held batches (one transaction)
+
+def test_held_batches_are_invisible_until_their_commit_then_land_together(db, sink):
+    first = [ev(url="a"), ev(url="b", vid=V2)]
+    second = [ev(url="a"), ev(url="c", browser="UA-held")]
+    assert sink.write_batch_sync(first, hold=True) == 2
+    assert sink.write_batch_sync(second, hold=True) == 2
+    assert rows(db, "SELECT count(*) FROM ev") == [(0,)]       # another connection's view
+    sink.commit_sync()
+    assert rows(db, "SELECT url, total FROM hits ORDER BY url") == [("a", 2), ("b", 1), ("c", 1)]
+    assert rows(db, "SELECT count(*) FROM events") == [(4,)]
+    sink.commit_sync()                                           # nothing open: nothing done
+    assert sink.write_batch_sync([ev(url="d")]) == 1             # unheld: committed at once
+    assert rows(db, "SELECT count(*) FROM events") == [(5,)]
+
+
+def test_a_failed_batch_rolls_back_the_batches_held_before_it(db, sink):
+    held = [ev(url="https://held", browser="UA-held")]
+    sink.write_batch_sync(held, hold=True)
+    with pytest.raises(sqlite3.IntegrityError):
+        sink.write_batch_sync([ev(url="x"), ev(vid=None)])
+    assert rows(db, "SELECT count(*) FROM ev") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM strings") == [(0,)]   # nor the texts it added
+    # written again (as the channel does), held then committed: each row once
+    assert sink.write_batch_sync(held, hold=True) == 1
+    assert sink.write_batch_sync([ev(url="x")]) == 1
+    assert rows(db, "SELECT url, browser FROM events ORDER BY url") == [
+        ("https://held", "UA-held"), ("x", None)]
+    assert rows(db, "SELECT count(*) FROM strings") == [(3,)]
+    assert rows(db, "SELECT url, total FROM hits ORDER BY url") == [("https://held", 1), ("x", 1)]
+
+
+def test_closing_with_batches_held_rolls_them_back(db, sink):
+    sink.write_batch_sync([ev(url="held", browser="UA-gone")], hold=True)
+    sink.close_sync()
+    assert rows(db, "SELECT count(*) FROM ev") == [(0,)]
+    sink.start_sync()
+    assert sink.write_batch_sync([ev(url="again", browser="UA-gone")]) == 1
+    assert rows(db, "SELECT url, browser FROM events") == [("again", "UA-gone")]
+
+
+def test_transactions_span_100000_events_and_5_s_unless_the_entry_says(tmp_path):
+    path = str(tmp_path / "t.db")
+    default = SQLiteSink({"Service": "sqlite", "Path": path}, Cfg())
+    assert (default.spans, default.span_events, default.span_age_ms) == (True, 100000, 5000)
+    own = SQLiteSink({"Service": "sqlite", "Path": path, "TransactionMaxEvents": 20000,
+                      "TransactionMaxAgeMs": 200}, Cfg())
+    assert (own.span_events, own.span_age_ms) == (20000, 200)
+    with pytest.raises(ValueError, match="TransactionMaxEvents.*events > 0"):
+        SQLiteSink({"Service": "sqlite", "Path": path, "TransactionMaxEvents": 0}, Cfg())
+    with pytest.raises(ValueError, match="TransactionMaxAgeMs"):
+        SQLiteSink({"Service": "sqlite", "Path": path, "TransactionMaxAgeMs": "1s"}, Cfg())

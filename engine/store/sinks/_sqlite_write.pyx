@@ -394,29 +394,53 @@ cdef class BatchWriter:
 
     # ---------------------------------------------------------------- a batch
 
-    def write(self, batch, strings):
-        """Store ``batch`` (fanout.Batch or list of events, unique by eid) in one
-        ``BEGIN IMMEDIATE`` transaction; return how many events were new.
-        Rolls back and re-raises on any error; ``strings`` (sqlite_model.Strings)
-        learns the dictionary ids created, for its own commit or rollback."""
+    def write(self, batch, strings, bint hold=False):
+        """Store ``batch`` (fanout.Batch or list of events, unique by eid) in the
+        open transaction, or a new ``BEGIN IMMEDIATE`` one, and commit it unless
+        ``hold`` (``commit`` then ends it, with the batches written after it);
+        return how many events were new. Rolls the whole transaction back and
+        re-raises on any error; ``strings`` (sqlite_model.Strings) learns the
+        dictionary ids created, for the sink's own commit or rollback."""
         if self.db == NULL:
             raise _sqlite3.ProgrammingError(f"{self.path}: writer is closed")
-        self._exec("BEGIN IMMEDIATE")
         try:
-            self._check_known()
+            if sqlite3_get_autocommit(self.db):
+                self._exec("BEGIN IMMEDIATE")
+                self._check_known()
             landed = self._write(batch, strings)
-            self._exec("COMMIT")            # its WAL write and fsync: without the GIL
+            if not hold:
+                self._exec("COMMIT")        # its WAL write and fsync: without the GIL
         except BaseException:
-            self.known.clear()              # it may name rows rolled back
-            # A row may have failed half bound: its values (some not copied, see
-            # Stmt.bind_text) must not stay bound for the next batch's row.
-            for s in self._statements():
-                sqlite3_reset((<Stmt>s).st)
-                sqlite3_clear_bindings((<Stmt>s).st)
-            if not sqlite3_get_autocommit(self.db):
-                sqlite3_exec(self.db, b"ROLLBACK", NULL, NULL, NULL)
+            self._roll_back()
             raise
         return landed
+
+    def commit(self):
+        """Commit the transaction batches were held in (none open: nothing to
+        do); rolls it back and re-raises when the COMMIT fails."""
+        if self.db == NULL:
+            raise _sqlite3.ProgrammingError(f"{self.path}: writer is closed")
+        if sqlite3_get_autocommit(self.db):
+            return
+        try:
+            self._exec("COMMIT")
+        except BaseException:
+            self._roll_back()
+            raise
+
+    @property
+    def in_transaction(self):
+        return self.db != NULL and not sqlite3_get_autocommit(self.db)
+
+    cdef void _roll_back(self):
+        self.known.clear()                  # it may name rows rolled back
+        # A row may have failed half bound: its values (some not copied, see
+        # Stmt.bind_text) must not stay bound for the next batch's row.
+        for s in self._statements():
+            sqlite3_reset((<Stmt>s).st)
+            sqlite3_clear_bindings((<Stmt>s).st)
+        if not sqlite3_get_autocommit(self.db):
+            sqlite3_exec(self.db, b"ROLLBACK", NULL, NULL, NULL)
 
     cdef list _statements(self):
         """Every statement prepared so far (all of them once __init__ returned)."""

@@ -66,6 +66,22 @@ BATCH_AGE_MS = 1000
 says otherwise: long enough to fill BATCH_EVENTS at ~20,000 events/s, short
 enough that `tracker stats` and reports lag by about a second."""
 
+SPAN_EVENTS = 100_000
+"""Events one transaction may hold across full batches (the entry's
+TransactionMaxEvents; no more than a batch's events: one batch per
+transaction). Past BATCH_EVENTS the random-key indexes have more leaf pages
+than a transaction has events, so each event dirties a page of its own that
+the COMMIT writes to the WAL and the checkpoint to the file; a longer
+transaction dirties fewer per event (docs/storage.md). Held batches keep only
+their raw spool records (~250 bytes per event), not the decoded events."""
+
+SPAN_AGE_MS = 5000
+"""How long a transaction may hold full batches (TransactionMaxAgeMs): the
+store's readers (`tracker stats`, reports, the daily limits) and other
+writers (retention, `tracker erase`, the NATS consumer) wait up to this long
+more while the store is saturated, and not at all below one full batch per
+BATCH_AGE_MS."""
+
 CACHE_KIB = 32 * 1024
 """The writer's page cache: the indexes' right edges and the dictionary stay
 in memory (SQLite's default is 2 MiB)."""
@@ -173,14 +189,45 @@ def load_writer():
 
 class TwinWriter:
     """The pure-Python twin behind the compiled writer's interface:
-    sqlite_model.write in one ``BEGIN IMMEDIATE`` on the sink's connection."""
+    sqlite_model.write in a ``BEGIN IMMEDIATE`` transaction on the sink's
+    connection, committed at once or, for a held batch, by ``commit``."""
 
     def __init__(self, conn):
         self.conn = conn
 
-    def write(self, batch, strings):
-        with immediate(self.conn) as cur:
-            return sqlite_model.write(cur, batch, strings)
+    def write(self, batch, strings, hold=False):
+        conn = self.conn
+        cur = conn.cursor()
+        try:
+            if not conn.in_transaction:
+                cur.execute("BEGIN IMMEDIATE")
+            landed = sqlite_model.write(cur, batch, strings)
+            if not hold:
+                cur.execute("COMMIT")
+        except BaseException:
+            self._roll_back()
+            raise
+        return landed
+
+    def commit(self):
+        if not self.conn.in_transaction:
+            return
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self._roll_back()
+            raise
+
+    @property
+    def in_transaction(self):
+        return self.conn.in_transaction
+
+    def _roll_back(self):
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
     def close(self):
         pass                    # the connection is the sink's
@@ -200,7 +247,9 @@ _UPDATES_SQL = ("INSERT INTO updates (id, updated, msg, params) VALUES (?, ?, ?,
 
 class SQLiteSink(Sink):
     service = "sqlite"
-    entry_keys = frozenset({"Service", "Critical", "Path", "BatchMaxEvents", "BatchMaxAgeMs"})
+    entry_keys = frozenset({"Service", "Critical", "Path", "BatchMaxEvents", "BatchMaxAgeMs",
+                            "TransactionMaxEvents", "TransactionMaxAgeMs"})
+    spans = True    # full batches may share a transaction (engine/store/batcher.py)
 
     def __init__(self, entry, config):
         super().__init__(entry, config)
@@ -214,6 +263,9 @@ class SQLiteSink(Sink):
             max(BATCH_EVENTS, getattr(config, "batch_max_events", 0) or 0))
         self.batch_max_age_ms = _entry_size(entry, "BatchMaxAgeMs", "milliseconds",
                                             _batch_age_ms(config))
+        self.span_events = _entry_size(entry, "TransactionMaxEvents", "events", SPAN_EVENTS)
+        self.span_age_ms = _entry_size(entry, "TransactionMaxAgeMs", "milliseconds",
+                                       SPAN_AGE_MS)
         self._conn = None
         self._writer = None             # BatchWriter (compiled) or TwinWriter, once open
         self._writer_class = load_writer()
@@ -335,6 +387,8 @@ class SQLiteSink(Sink):
         with self._lock:
             writer, self._writer = self._writer, None
             if writer is not None:
+                if writer.in_transaction:      # held batches, rolled back by the close
+                    self._strings.rolled_back()
                 writer.close()
             conn, self._conn = self._conn, None
             if conn is not None:
@@ -346,20 +400,23 @@ class SQLiteSink(Sink):
 
     # -- writing
 
-    async def write_batch(self, events):
+    async def write_batch(self, events, hold=False):
         if not events:
             return 0
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._get_executor(),
-                                          self.write_batch_sync, events)
+                                          self.write_batch_sync, events, hold)
 
-    def write_batch_sync(self, events):
+    def write_batch_sync(self, events, hold=False):
         """Store a batch (engine.store.fanout.Batch, or a list of events) in
-        one transaction; return how many events were new.
+        the open transaction or a new one, committed unless ``hold`` (then
+        ``commit`` ends it, with the batches held after it); return how many
+        events were new.
 
-        Raises (after rolling back) on any failure; the whole batch can then
-        be retried, and events already stored are skipped: the fan-out is
-        that of the events not stored yet."""
+        Raises on any failure, after rolling back the whole transaction
+        (held batches included); they can then be written again, and
+        events already stored are skipped: the fan-out is that of the events
+        not stored yet."""
         if not events:
             return 0
         batch = fan_out(events)
@@ -368,12 +425,30 @@ class SQLiteSink(Sink):
             with self._lock:
                 if self._writer is None:
                     raise SinkUnavailable(f"sqlite: {self.path} is not open (start() first)")
-                fresh = self._writer.write(batch, strings)
+                fresh = self._writer.write(batch, strings, hold)
+        except BaseException:
+            strings.rolled_back()
+            raise
+        if not hold:
+            strings.committed()
+        return fresh
+
+    async def commit(self):
+        """Commit the batches held (``write_batch(..., hold=True)``)."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._get_executor(), self.commit_sync)
+
+    def commit_sync(self):
+        strings = self._strings
+        try:
+            with self._lock:
+                if self._writer is None:
+                    raise SinkUnavailable(f"sqlite: {self.path} is not open (start() first)")
+                self._writer.commit()
         except BaseException:
             strings.rolled_back()
             raise
         strings.committed()
-        return fresh
 
     @contextmanager
     def _transaction(self):

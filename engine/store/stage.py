@@ -100,14 +100,16 @@ class SinkStage:
         if not self.open and not self.marks:
             self.opened_at = time.monotonic()
         events, marks, raws = self.open, self.marks, self.raws
+        keep = self.channel.spans              # the raw records rebuild a held batch
         decode, chunk = raws[-1] if raws else (None, None)
         for f, seq, event, end, payload in records:
             if event is not None:
                 events.append(event)
-                if f.decode is not decode:
-                    decode, chunk = f.decode, []
-                    raws.append((decode, chunk))
-                chunk.append(payload)
+                if keep:
+                    if f.decode is not decode:
+                        decode, chunk = f.decode, []
+                        raws.append((decode, chunk))
+                    chunk.append(payload)
             mark = marks.get(f)
             marks[f] = (seq, end, 1 if mark is None else mark[2] + 1)
 
@@ -126,7 +128,7 @@ class SinkStage:
             self.channel.enqueue(Batch(), lambda: self._written(marks))
             return
         self.channel.enqueue(Batch(unique(events)), lambda: self._written(marks),
-                             (lambda: self.rebuild(raws)) if full else None)
+                             (lambda: self.rebuild(raws)) if full and raws else None)
 
     def rebuild(self, raws):
         """The batch of ``raws`` again (its transaction rolled back after the

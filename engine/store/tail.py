@@ -10,7 +10,8 @@ end of each file:
 - a LIVE file is read up to the committed offset its writer publishes on the
   worker board, and only while the board's file number is that file's.
 
-Reading hands back records as (file, seq, event, end offset, bytes); the caller
+Reading hands back records a chunk per file (file, events, records, last
+seq, last end offset, count); the caller
 batches, writes, then calls ``note_written`` with how far each file got and
 saves those positions (``save_positions``). A final file read to its end and written by this sink is
 deleted once every configured sink's position covers it (``finish``).
@@ -126,13 +127,15 @@ class SpoolTail:
         return None
 
     def read(self, most):
-        """Up to ``most`` records from the owned files, oldest file first:
-        [(file, seq, event or None, end, payload)]; None when a record did
-        not decode (logged; its position still advances); ``payload`` the
-        record's bytes, which ``file.decode`` turns into the event again."""
-        out = []
+        """Up to ``most`` records from the owned files, oldest file first, one
+        chunk per file: [(file, events, records, seq, end, count)]: the
+        events that decoded and their records (seq, payload, end), whose
+        payloads ``file.decode`` turns into those events again; the last
+        record's seq and end offset, and how many were read (a record that
+        does not decode is logged and skipped; its position still advances)."""
+        out, got = [], 0
         for path in self.order:
-            if len(out) >= most:
+            if got >= most:
                 break
             f = self.files[path]
             if f.done_reading:
@@ -140,23 +143,36 @@ class SpoolTail:
             limit = self.readable_end(f)
             if limit is None:
                 continue
-            records = f.cursor.read(limit, most - len(out))
-            decode = f.decode
-            for seq, payload, end in records:
-                try:
-                    event = decode(payload)
-                except ValueError as exc:
-                    event = None
-                    log.error("spool record does not decode; skipped", path=path, seq=seq,
-                              error=str(exc)[:200])
-                out.append((f, seq, event, end, payload))
-            if f.final and (f.cursor.torn or (f.cursor.offset >= limit and
-                                               len(out) < most)):
+            records = f.cursor.read(limit, most - got)
+            if records:
+                got += len(records)
+                seq, _payload, end = records[-1]
+                decode = f.decode
+                try:        # one comprehension per file: no Python loop per record
+                    events = [decode(payload) for _seq, payload, _end in records]
+                    kept = records
+                except ValueError:
+                    events, kept = self._decode_each(f, records)
+                out.append((f, events, kept, seq, end, len(records)))
+            if f.final and (f.cursor.torn or (f.cursor.offset >= limit and got < most)):
                 f.done_reading = True
                 if f.cursor.torn:
                     log.warning("spool ended in a torn record (crash while writing); the "
                                 "incomplete tail was skipped", path=path)
         return out
+
+    @staticmethod
+    def _decode_each(f, records):
+        events, kept = [], []
+        for record in records:
+            try:
+                events.append(f.decode(record[1]))
+            except ValueError as exc:
+                log.error("spool record does not decode; skipped", path=f.path,
+                          seq=record[0], error=str(exc)[:200])
+                continue
+            kept.append(record)
+        return events, kept
 
     # ---- progress ----------------------------------------------------------
     @staticmethod

@@ -148,14 +148,29 @@ def test_a_live_file_is_read_up_to_the_committed_offset_only(tmp_path):
     w.write_group(data)
     tail = tail_of(tmp_path, board)
     tail.scan(force=True)
-    got = tail.read(100)
-    assert [seq for _, seq, _, _, _ in got] == [1, 2, 3] and got[-1][3] == committed
+    [(f, events, records, seq, end, count)] = tail.read(100)
+    assert [r[0] for r in records] == [1, 2, 3] and (seq, end, count) == (3, committed, 3)
+    assert [e["created"] for e in events] == [1_700_000_000_000 + i for i in range(3)]
     assert tail.read(100) == []
     slot.set_spool(1, w.size)                          # the group is durable
-    assert [seq for _, seq, _, _, _ in tail.read(100)] == [4]
+    assert [chunk[3] for chunk in tail.read(100)] == [4]
     w.close()                                          # final: read to the end, done
     time.sleep(LOCK_TEST_EVERY)                        # (a caught-up file's lock is tested
     assert tail.read(100) == [] and tail.files[w.path].done_reading    # now and then)
+
+
+def test_a_record_that_does_not_decode_is_skipped_and_its_position_passed(tmp_path):
+    w = writer(tmp_path)
+    commit(w, [event(0)])
+    w.append(b"\x7fnot a record")                     # framed (its CRC holds), not an event
+    commit(w, [event(2)])
+    w.close()
+    tail = tail_of(tmp_path, None)
+    tail.scan(force=True)
+    [(f, events, records, seq, end, count)] = tail.read(100)
+    assert [e["created"] for e in events] == [1_700_000_000_000, 1_700_000_000_002]
+    assert [r[0] for r in records] == [1, 3] and (seq, count) == (3, 3)
+    assert end == os.path.getsize(w.path)
 
 
 def test_a_final_file_is_deleted_once_every_sink_has_written_it(tmp_path):
@@ -165,10 +180,9 @@ def test_a_final_file_is_deleted_once_every_sink_has_written_it(tmp_path):
     sids = (("0-sqlite", "0:sqlite"), ("1-nats", "1:nats"))
     tail = tail_of(tmp_path, None, sids)
     tail.scan(force=True)
-    got = tail.read(100)
-    f = got[0][0]
+    [(f, _events, _records, seq, end, count)] = tail.read(100)
     f.in_flight += 1
-    tail.save_positions(tail.note_written({f: (got[-1][1], got[-1][3], len(got))}))
+    tail.save_positions(tail.note_written({f: (seq, end, count)}))
     tail.read(100)
     [done] = tail.finishable()
     assert tail.finish(done) is False and os.path.exists(w.path)    # nats has not
@@ -190,10 +204,9 @@ def test_lag_counts_unwritten_records_and_their_age(tmp_path):
     tail.scan(force=True)
     created = 1_700_000_000_000
     assert tail.lag(created + 2500) == (5, 2.5)
-    got = tail.read(2)
-    f = got[0][0]
+    [(f, _events, _records, seq, end, count)] = tail.read(2)
     f.in_flight += 1
-    tail.note_written({f: (got[-1][1], got[-1][3], 2)})
+    tail.note_written({f: (seq, end, count)})
     assert tail.lag(created + 2500) == (3, 2.498)      # the oldest left is event 2 (+2 ms)
 
 

@@ -15,6 +15,12 @@ Contract:
   Writes must therefore be idempotent by the event's ``eid`` for row tables
   (say how counters avoid double counts).
 - ``start`` raises ``SinkUnavailable`` when the store cannot be reached.
+- ``spans`` (optional, SQLite's): True when ``write_batch(batch, hold=True)``
+  may leave a batch in an open transaction that later batches join, ended
+  by ``await sink.commit()``; any failure rolls the whole transaction back.
+  The channel (engine/store/batcher.py) then acknowledges held batches only
+  at the commit, and writes them again after a rollback. ``span_events`` and
+  ``span_age_ms`` bound what one transaction holds.
 - ``multi_writer``: True when several processes may write the store at once
   (the spool is then shared out over the store processes); False (the
   default, and SQLite's) keeps the sink in store-0 alone.

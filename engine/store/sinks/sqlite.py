@@ -1,9 +1,12 @@
 """SQLite sink: the embedded default store (DESIGN.md §4).
 
-One file, WAL mode, written by one store process (store-0). Each batch is ONE
-``BEGIN IMMEDIATE`` transaction: the events, the rows and the counters they
-add either all land or none do, and a failed batch is rolled back and
-re-raised so the batcher retries it whole.
+One file, WAL mode, written by one store process (store-0). Each batch lands
+in ONE ``BEGIN IMMEDIATE`` transaction: the events, the rows and the counters
+they add either all land or none do, and a failed batch is rolled back and
+re-raised so the batcher retries it whole. Full batches may share a
+transaction (``write_batch(..., hold=True)``, then ``commit``; the channel
+decides, engine/store/batcher.py): a failure then rolls back the held ones
+too, and the channel writes them again.
 
 What a batch writes is the lean model of schema/sqlite.sql, written by
 engine/store/sinks/sqlite_model.py: each event once into ``ev`` (UUIDs as 16

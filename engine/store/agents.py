@@ -89,7 +89,9 @@ class Agents:
             found = self.cache[text] = read_agent(text)
         return found
 
-    def apply(self, events):
+    def apply(self, events, again=False):
+        """``again``: a batch built a second time (its transaction rolled
+        back): its robots were counted the first time."""
         drop = self.bots == "drop"
         kept = []
         for event in events:
@@ -97,7 +99,7 @@ class Agents:
             if text:
                 agent = self.agent(text)
                 if agent.bot:
-                    self.robots += 1
+                    self.robots += not again
                     if drop:
                         continue
                 self._fill(event, agent)

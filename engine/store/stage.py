@@ -129,7 +129,7 @@ class SinkStage:
         """The batch of ``raws`` again (its transaction rolled back after the
         decoded events were let go)."""
         events = [decode(payload) for decode, chunk in raws for payload in chunk]
-        return Batch(unique(self.agents.apply(events)))
+        return Batch(unique(self.agents.apply(events, again=True)))
 
     def _written(self, marks):
         saves = self.tail.note_written(marks)

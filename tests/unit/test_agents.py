@@ -56,6 +56,8 @@ def test_drop_removes_robots_only():
     out = agents.apply(events())
     assert [e.get("browser") for e in out] == [FIREFOX, IPHONE, None]
     assert agents.robots == 1
+    again = agents.apply(events(), again=True)     # a rolled-back batch, rebuilt
+    assert again == out and agents.robots == 1
 
 
 def test_each_agent_is_parsed_once():

@@ -2,7 +2,7 @@
 
     python loadtest/bench_ingest.py [--duration 8] [--rounds 3] [--connections 64]
         [--servers nginx,spool,sqlite] [--modes plain,tls,plain-close,tls-close]
-        [--before DIR] [--latency [--stalls]] [--json FILE]
+        [--before DIR] [--latency [--stalls]] [--prefill N] [--json FILE]
 
 Servers, each with one worker process pinned to cpu 1 (wrk on cpu 0):
 - ``nginx``: nginx's empty_gif at /pixel.gif, with a buffered access-log line
@@ -25,6 +25,10 @@ Requests come from loadtest/visitors.lua: generated visitors (40 % new, the
 others with a cookie from a pool of 20,000), 500 pages, 50 referrers, a uid,
 lat/lon and score per request; nginx gets the same generated path. Modes:
 ``plain``/``tls`` keep-alive, ``-close`` a new connection per request.
+``--prefill N``: every SQLite server starts on a copy of one file already
+holding N events (loadtest/store_corpus.py's visitors mix, written by this
+checkout's store), as a node that has run for a while: the store's cost per
+event grows with its file (docs/storage.md), which a new file hides.
 
 Reported per server and mode (medians over interleaved rounds): requests/s,
 p50/p99 (wrk, at saturation), server CPU per request (the whole process tree,
@@ -161,12 +165,16 @@ class Collector:
     """``tracker serve`` with one HTTP worker, plain HTTP or local TLS (with
     TLS on, the plain port only redirects, so each mode has its own process)."""
 
-    def __init__(self, directory, cert, notify, tracker, tls, env=None):
+    def __init__(self, directory, cert, notify, tracker, tls, env=None, prefill=None):
         os.makedirs(directory, exist_ok=True)
         self.tls = tls
         self.port = free_port()
         self.tls_port = free_port()
         self.db = os.path.join(directory, "tracker.db") if notify else None
+        self.prefilled = 0
+        if notify and prefill:
+            shutil.copy(prefill[0], self.db)
+            self.prefilled = prefill[1]
         config = {"TLS": "off", "ProxyPort": f"127.0.0.1:{self.port}",
                   "LogLevel": "warning", "MaximumConnections": 0,
                   "Notify": [{"Service": "sqlite", "Path": self.db}] if notify else []}
@@ -215,7 +223,7 @@ class Collector:
 
     def stored(self):
         with sqlite3.connect(self.db) as conn:
-            return conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+            return conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] - self.prefilled
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -231,15 +239,15 @@ class CollectorPair:
     lua_target = "tracker"
     track_path = "/tr/v1/ename/view"
 
-    def __init__(self, name, directory, cert, notify, tracker, modes, env=None):
+    def __init__(self, name, directory, cert, notify, tracker, modes, env=None, prefill=None):
         self.name = name
         self.plain = self.secure = None
         if any(not m.startswith("tls") for m in modes):
             self.plain = Collector(os.path.join(directory, "plain"), cert, notify, tracker, False,
-                                   env)
+                                   env, prefill)
         if any(m.startswith("tls") for m in modes):
             self.secure = Collector(os.path.join(directory, "tls"), cert, notify, tracker, True,
-                                    env)
+                                    env, prefill)
         self.db = notify or None
         self.active = None
 
@@ -370,8 +378,9 @@ def check_servers(names, before):
     return checkout_tracker(before) if wants_before else None
 
 
-def start_servers(names, directory, cert, before, modes):
-    """The servers, in order; ``before`` is check_servers' tracker."""
+def start_servers(names, directory, cert, before, modes, prefill=None):
+    """The servers, in order; ``before`` is check_servers' tracker, ``prefill``
+    (path, events) the file every SQLite server starts on a copy of."""
     tracker = shutil.which("tracker", path=os.path.dirname(sys.executable)) or "tracker"
     servers = []
     for name in names:
@@ -381,17 +390,50 @@ def start_servers(names, directory, cert, before, modes):
         elif name == "uvloop":
             servers.append(BareUvloop(cert))
         elif name in ("spool", "sqlite"):
-            servers.append(CollectorPair(name, where, cert, name == "sqlite", tracker, modes))
+            servers.append(CollectorPair(name, where, cert, name == "sqlite", tracker, modes,
+                                         prefill=prefill))
         elif name in ("spool-pygc", "sqlite-pygc"):      # CPython's GC defaults: the A/B
             servers.append(CollectorPair(name, where, cert, name == "sqlite-pygc", tracker, modes,
-                                         {"TRACKER_GC": "python"}))
+                                         {"TRACKER_GC": "python"}, prefill))
         elif name == "sqlite-pure":          # the store's pure-Python writer: the A/B
             servers.append(CollectorPair(name, where, cert, True, tracker, modes,
-                                         {"TRACKER_PURE_SQLITE": "1"}))
+                                         {"TRACKER_PURE_SQLITE": "1"}, prefill))
         else:                                # before, before-sqlite
             servers.append(CollectorPair(name, where, cert, name == "before-sqlite",
-                                         before, modes))
+                                         before, modes, prefill=prefill))
     return servers
+
+
+def prefilled_store(directory, events):
+    """(path, events): a SQLite file written by this checkout's store with
+    ``events`` of the visitors mix (returning visitors from a pool, as
+    visitors.lua's), closed (checkpointed) so that copies of it are whole."""
+    import random
+    from engine import _parse
+    from engine.store.agents import Agents
+    from engine.store.fanout import Batch, unique
+    from engine.store.sinks.sqlite import SQLiteSink
+    from loadtest import store_corpus
+
+    class Config:
+        schema_version = 1
+
+    path = os.path.join(directory, "prefill.db")
+    sink = SQLiteSink({"Service": "sqlite", "Path": path}, Config())
+    sink.start_sync()
+    agents, batch = Agents("keep"), []
+    records = store_corpus.MIXES["visitors"](events, random.Random(7), _parse.TimeUUIDGen(),
+                                             int(time.time() * 1000) - 86_400_000, 15000)
+    for record in records:
+        batch.append(_parse.decode(record))
+        if len(batch) == 20_000:
+            sink.write_batch_sync(Batch(unique(agents.apply(batch))))
+            batch = []
+    if batch:
+        sink.write_batch_sync(Batch(unique(agents.apply(batch))))
+    sink.close_sync()
+    with sqlite3.connect(path) as conn:
+        return path, conn.execute("SELECT COUNT(*) FROM ev").fetchone()[0]
 
 
 def main():
@@ -407,6 +449,8 @@ def main():
     ap.add_argument("--stalls", action="store_true",
                     help="with --latency: count the 50 ms windows of send time that hold a "
                          "request slower than 5 ms (oha --db-url keeps every request)")
+    ap.add_argument("--prefill", type=int, default=0,
+                    help="SQLite servers start on a copy of a file holding this many events")
     ap.add_argument("--json", help="write the figures here too")
     args = ap.parse_args()
     if args.stalls and not args.latency:
@@ -418,7 +462,13 @@ def main():
     before = check_servers(names, args.before)
     directory = tempfile.mkdtemp(prefix="tracker-ingest-")
     cert = self_signed(directory)
-    servers = start_servers(names, directory, cert, before, modes)
+    prefill = None
+    if args.prefill:
+        started = time.monotonic()
+        prefill = prefilled_store(directory, args.prefill)
+        print(f"prefilled store: {prefill[1]} events in {time.monotonic() - started:.0f} s",
+              flush=True)
+    servers = start_servers(names, directory, cert, before, modes, prefill)
     runs = {(s.name, m): [] for s in servers for m in modes}
     codes = {}
     try:

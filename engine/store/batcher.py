@@ -88,7 +88,7 @@ class SinkChannel:
                     self.wake.clear()
                     await self.wake.wait()
                     continue
-                left = self.held_since + self.span_age - time.monotonic()
+                left = self._hold_left()
                 if left > 0 and not self.draining:
                     self.wake.clear()
                     try:
@@ -114,8 +114,8 @@ class SinkChannel:
 
     async def _write_head(self):
         entry = self.pending[0]
-        if not entry.size:             # nothing to write (robots dropped): done in order
-            self.pending.popleft()
+        if not entry.size:             # nothing to write (robots dropped): done in order,
+            self.pending.popleft()     # with the held batches or at once
             self.held.append(entry)
             if len(self.held) == 1:
                 self._acknowledge()
@@ -152,7 +152,11 @@ class SinkChannel:
         return (self.spans and entry.redo is not None and not self.draining
                 and not self.failing_since
                 and self.held_events + entry.size < self.span_events
-                and (not self.held or time.monotonic() - self.held_since < self.span_age))
+                and (not self.held or self._hold_left() > 0))
+
+    def _hold_left(self):
+        """Seconds the open transaction may still hold batches."""
+        return self.held_since + self.span_age - time.monotonic()
 
     def _acknowledge(self):
         held, self.held, self.held_events = self.held, [], 0

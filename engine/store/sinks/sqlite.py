@@ -76,7 +76,7 @@ transaction). Past BATCH_EVENTS the random-key indexes have more leaf pages
 than a transaction has events, so each event dirties a page of its own that
 the COMMIT writes to the WAL and the checkpoint to the file; a longer
 transaction dirties fewer per event (docs/storage.md). Held batches keep only
-their raw spool records (~250 bytes per event), not the decoded events."""
+their raw spool records (~230 bytes per event in memory), not the decoded events."""
 
 SPAN_AGE_MS = 5000
 """How long a transaction may hold full batches (TransactionMaxAgeMs): the

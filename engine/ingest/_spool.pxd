@@ -30,6 +30,7 @@ cdef struct Shared:
     int fd                # the spool file being written
     int dir_fd            # its directory (fsynced after a new file appears)
     int64_t size          # bytes of the file known durable
+    int64_t zeroed        # bytes the file has: records, then zeros written ahead
     uint64_t file_no      # n of w<pid>-<n>.spool
     int64_t rotate_bytes
     bint durable          # fdatasync each group (spool) or not (memory)

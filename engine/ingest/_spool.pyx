@@ -40,7 +40,9 @@ settled group the thread publishes ``(n << 40) | durable size`` in the
 worker's board slot (engine/board.py), so store processes never read past
 what is durable. A failed write is cut back (ftruncate) and answered 503, and
 its file closed (a store process finishes and deletes it; the next group
-starts a new file).
+starts a new file). Records are written over zeros written ahead of them
+(``_zero_ahead``: an fdatasync then has no new file size to commit); a file
+is cut back to its records when closed.
 """
 import asyncio
 import os
@@ -50,7 +52,7 @@ from libc.errno cimport errno, EINTR, EAGAIN
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, strlen
-from posix.unistd cimport write, close, fsync, ftruncate, getpid, read
+from posix.unistd cimport write, pwrite, close, fsync, ftruncate, getpid, read
 from posix.time cimport clock_gettime, timespec, clockid_t, CLOCK_MONOTONIC
 
 from engine._parse cimport Buf, buf_reserve, buf_free
@@ -81,7 +83,7 @@ cdef extern from "sys/eventfd.h" nogil:
 
 cdef extern from "fcntl.h" nogil:
     int open(const char* path, int flags, int mode)
-    int O_WRONLY, O_CREAT, O_TRUNC, O_APPEND, O_RDONLY, O_DIRECTORY, O_CLOEXEC
+    int O_WRONLY, O_CREAT, O_TRUNC, O_RDONLY, O_DIRECTORY, O_CLOEXEC
 
 cdef extern from "sys/file.h" nogil:
     int flock(int fd, int op)
@@ -135,7 +137,9 @@ cdef extern from *:
     static inline void trk_store_i64(int64_t *p, int64_t v) {
         __atomic_store_n(p, v, __ATOMIC_RELEASE);
     }
+    static const char trk_zeros[65536];
     """
+    const char trk_zeros[65536]
     void trk_crc_init() nogil
     uint32_t trk_crc32(uint32_t crc, const unsigned char* p, size_t n) nogil
     void trk_store_u64(uint64_t* p, uint64_t v) nogil
@@ -149,6 +153,8 @@ cdef enum:
     FRAME_SIZE = 16
     VERSION = 2
     OFFSET_BITS = 40
+    ZERO_AHEAD = 1 << 20    # bytes of zeros written ahead of the records at a time
+    ZERO_BLOCK = 65536      # trk_zeros' size
 
 
 def crc32(data, crc=0):
@@ -160,17 +166,60 @@ def crc32(data, crc=0):
 
 
 # ---- the committer thread's side (no GIL) -----------------------------------
-cdef int _write_all(int fd, const char* p, Py_ssize_t n) noexcept nogil:
+cdef int _write_all(int fd, const char* p, Py_ssize_t n, int64_t at) noexcept nogil:
+    """pwrite all ``n`` bytes at offset ``at``; 0 or an errno."""
     cdef Py_ssize_t done
     while n > 0:
-        done = write(fd, p, n)
+        done = pwrite(fd, p, n, at)
         if done < 0:
             if errno == EINTR:
                 continue
             return errno
         p += done
         n -= done
+        at += done
     return 0
+
+
+cdef void _zero_ahead(Shared* sh, int64_t need) noexcept nogil:
+    """Make sure the next ``need`` bytes land on zeros already in the file.
+
+    An fdatasync after an append must also commit the file's new size (an
+    ext4 journal commit): ~23 µs of the worker's CPU and ~90 µs of wall time
+    per group here, against ~13 µs and ~50 µs when the group overwrites
+    bytes the file already has (a C loop of 7 KB groups, 4,000 each way). So
+    the file is extended ZERO_AHEAD bytes of zeros at a time, before the
+    group that needs them; the next fdatasync writes those back once. Never
+    past ``rotate_bytes`` (the file is closed there; the group that crosses it
+    is an append). Zeros are not records: a frame of zeros fails its seq
+    check, so a reader stops there as at any torn tail, and the file is cut
+    back to its records when it is closed (a crash leaves the zeros: a torn
+    tail, as a crash mid-write always could). A failed zero write only costs
+    the saving: the group is written all the same."""
+    cdef int64_t end, at, n
+    cdef Py_ssize_t done
+    if not sh.durable or sh.size + need <= sh.zeroed:
+        return
+    end = min(sh.zeroed + ZERO_AHEAD, sh.rotate_bytes)
+    if end < sh.size + need:
+        return
+    at = sh.zeroed
+    while at < end:
+        n = min(end - at, ZERO_BLOCK)
+        done = pwrite(sh.fd, trk_zeros, n, at)
+        if done <= 0:
+            if done < 0 and errno == EINTR:
+                continue
+            break
+        at += done
+    sh.zeroed = at
+
+
+cdef void _cut_back(Shared* sh) noexcept nogil:
+    """Cut the file to its records before it is closed (no zeros left)."""
+    if sh.zeroed > sh.size:
+        ftruncate(sh.fd, sh.size)
+    sh.zeroed = 0
 
 
 cdef int _open_file(Shared* sh, uint64_t n) noexcept nogil:
@@ -183,13 +232,13 @@ cdef int _open_file(Shared* sh, uint64_t n) noexcept nogil:
     snprintf(final, sizeof(final), "%s/w%d-%s-%llu.spool", sh.directory, <int>sh.pid,
              sh.tag, <unsigned long long>n)
     snprintf(tmp, sizeof(tmp), "%s.new", final)
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o600)
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
     if fd < 0:
         return -errno
     memcpy(header, b"TRKSPOOL", 8)
     memcpy(header + 8, &version, 4)
     memcpy(header + 12, &zero, 4)
-    if flock(fd, LOCK_EX) != 0 or _write_all(fd, header, HEADER_SIZE) != 0 \
+    if flock(fd, LOCK_EX) != 0 or _write_all(fd, header, HEADER_SIZE, 0) != 0 \
             or fsync(fd) != 0 or rename(tmp, final) != 0:
         err = errno
         close(fd)
@@ -216,12 +265,15 @@ cdef int _write_group(Shared* sh) noexcept nogil:
         sh.fd = fd
         sh.file_no += 1
         trk_store_i64(&sh.size, HEADER_SIZE)
+        sh.zeroed = HEADER_SIZE
         _publish(sh)
-    err = _write_all(sh.fd, sh.handed.data, sh.handed.len)
+    _zero_ahead(sh, sh.handed.len)
+    err = _write_all(sh.fd, sh.handed.data, sh.handed.len, sh.size)
     if err == 0 and sh.durable and fdatasync(sh.fd) != 0:
         err = errno
     if err:
         ftruncate(sh.fd, sh.size)        # the group was never acknowledged
+        sh.zeroed = 0
         close(sh.fd)
         sh.fd = -1
         return err
@@ -236,10 +288,12 @@ cdef void _rotate(Shared* sh) noexcept nogil:
     cdef int fd = _open_file(sh, sh.file_no + 1)
     if fd < 0:
         return
+    _cut_back(sh)
     close(sh.fd)
     sh.fd = fd
     sh.file_no += 1
     trk_store_i64(&sh.size, HEADER_SIZE)
+    sh.zeroed = HEADER_SIZE
     _publish(sh)
 
 
@@ -332,7 +386,7 @@ cdef class SpoolWriter:
         fd = _open_file(sh, 1)
         if fd < 0:
             raise OSError(-fd, os.strerror(-fd), directory)
-        sh.fd, sh.file_no, sh.size = fd, 1, HEADER_SIZE
+        sh.fd, sh.file_no, sh.size, sh.zeroed = fd, 1, HEADER_SIZE, HEADER_SIZE
         _publish(sh)
         self.max_bytes = max_bytes
         self.old_bytes = 0
@@ -542,6 +596,8 @@ cdef class SpoolWriter:
             with nogil:
                 pthread_join(self.thread, NULL)
             self.thread_started = False
+        if sh.fd >= 0:
+            _cut_back(sh)
         for fd in (sh.fd, sh.efd, sh.dir_fd):
             if fd >= 0:
                 close(fd)

@@ -275,7 +275,9 @@ class SpoolTail:
 
 def count_frames(fd, offset, limit, block=1 << 20):
     """Whole records between ``offset`` and ``limit`` (framing only, no crc):
-    (count, offset after the last whole record)."""
+    (count, offset after the last whole record). An empty frame ends them:
+    no record is empty, and a file its writer left with zeros written ahead
+    of its records (a crash: engine/ingest/_spool.pyx) has them there."""
     count = 0
     unpack = RECORD.unpack_from
     while offset < limit:
@@ -283,7 +285,7 @@ def count_frames(fd, offset, limit, block=1 << 20):
         pos, n = 0, len(buf)
         while pos + 16 <= n:
             length = unpack(buf, pos)[0]
-            if offset + pos + 16 + length > limit:
+            if offset + pos + 16 + length > limit or length == 0:
                 return count, offset + pos
             if pos + 16 + length > n:
                 break

@@ -243,3 +243,77 @@ def test_groups_start_at_most_once_per_interval(tmp_path):
     assert groups == 2
     assert gap >= interval - 0.002      # loop clock vs the thread's: both monotonic
     assert [p for _, p in frames(path)] == [b"a", b"b", b"c"]
+
+
+def test_records_go_over_zeros_written_ahead_and_the_file_is_cut_back_at_close(tmp_path):
+    """An fdatasync after an append also commits the file's new size; the
+    writer extends its file with zeros ahead of the records instead, and cuts
+    them off when it closes the file (rotation or stop)."""
+    async def main():
+        w = SpoolWriter(str(tmp_path), 1 << 26, rotate_bytes=1 << 22)
+        w.start(asyncio.get_running_loop())
+        for i in range(300):
+            w.append(b"record %d " % i + b"x" * 200)
+        await w.flush()
+        path, durable = w.path, w.used
+        with open(path, "rb") as fh:
+            live = fh.read()
+        w.close()
+        return path, durable, live
+
+    path, durable, live = run(main())
+    assert durable == os.path.getsize(path)             # closed: its records only
+    assert len(live) > durable and live[durable:] == bytes(len(live) - durable)
+    assert [seq for seq, _ in frames(path)] == list(range(1, 301))
+
+
+_CRASHING_WRITER = """
+import asyncio, os, sys
+import uvloop
+from engine import _parse
+from engine.ingest._spool import SpoolWriter
+
+async def main():
+    w = SpoolWriter(sys.argv[1], 1 << 26)
+    w.start(asyncio.get_running_loop())
+    ids = _parse.TimeUUIDGen()
+    for i in range(int(sys.argv[2])):
+        w.append(_parse.encode_track(b"/tr/v1/ename/view/m/C.%d" % i, None, None,
+                                     "127.0.0.1", b"ua", None, None, 1_795_000_000_000 + i, ids))
+    await w.flush()
+    os._exit(0)             # no close: the file keeps the zeros written ahead
+
+uvloop.run(main())
+"""
+
+
+def test_a_file_left_with_zeros_by_a_crash_is_read_to_its_last_record(tmp_path):
+    import subprocess
+    import sys
+    from engine.store.tail import SpoolTail, count_frames
+    subprocess.run([sys.executable, "-c", _CRASHING_WRITER, str(tmp_path), "500"], check=True,
+                   cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    [name] = os.listdir(tmp_path)
+    path = os.path.join(tmp_path, name)
+    with open(path, "rb") as fh:
+        data = fh.read()
+    assert not locked(path) and data.endswith(bytes(1 << 16))      # zeros after the records
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        count, end = count_frames(fd, 16, len(data))
+    finally:
+        os.close(fd)
+    assert count == 500 and data[end:] == bytes(len(data) - end)
+    tail = SpoolTail(str(tmp_path), "0-sqlite", "0:sqlite", [("0-sqlite", "0:sqlite")],
+                     lambda pid: True, None)
+    tail.scan(force=True)
+    assert tail.lag(1_795_000_000_000)[0] == 500
+    [(f, events, records, seq, end_read, n)] = tail.read(1000)
+    assert n == 500 and seq == 500 and end_read == end
+    assert [e["ename"] for e in events[:2]] == ["view", "view"]
+    assert f.cursor.torn and f.done_reading         # stopped at the zeros, as at a torn tail
+    f.in_flight += 1
+    tail.save_positions(tail.note_written({f: (seq, end_read, n)}))
+    assert tail.lag(1_795_000_000_000) == (0, 0.0)
+    [done] = tail.finishable()
+    assert tail.finish(done) is True and os.listdir(tmp_path) == []

@@ -24,6 +24,11 @@ whose write failed leaves a gap; the compiled writer starts each file at 1.
 Lag is counted from seq differences, so gaps only over-state it. A record whose
 length runs past the readable end or whose crc does not match is a torn
 tail from a crash: reading stops there and the rest is never replayed.
+The compiled writer (engine/ingest/_spool.pyx) writes its records over zeros
+it wrote ahead of them (its fdatasync then commits no new file size) and
+cuts the file back to its records when it closes it; a file whose writer
+crashed ends in up to 1 MiB of zeros, which read as a torn tail (a frame of
+zeros fails the seq check, and no record is empty).
 
 Creating a file: write ``<name>.new``, ``flock(LOCK_EX)`` it, write and fsync
 the header, rename. The writer holds the lock on its CURRENT file only; when

@@ -12,11 +12,12 @@ group's ticket, which releases every answer waiting on it (a failed write:
 503s). One wake-up of the thread and one of the loop per group; no executor
 future, lock or Python object per request.
 
-When a group is handed over trades CPU for latency: an fdatasync costs about
-60-100 µs of CPU on these machines whatever its size, and handing a group over
-as soon as the previous one is durable makes groups of a few events at
-moderate rates (20k events/s and a 0.2 ms fsync: ~4 events, ~20 µs of fsync
-CPU per event). So the thread starts at most one group per ``interval``
+When a group is handed over trades CPU for latency: an fdatasync costs tens
+of µs of CPU on these machines whatever its size (~25-30 µs of the machine's
+over zeros written ahead, ~40-45 appending; ``_zero_ahead``), and handing a
+group over as soon as the previous one is durable makes groups of a few
+events at moderate rates (20k events/s and a 0.2 ms fsync: ~4 events, ~7 µs
+of fsync CPU per event). So the thread starts at most one group per ``interval``
 (``CommitIntervalMs``, 1 ms by default: ~20 events a group at 20k/s): after a
 group is durable it tells the loop at once (the answers go out), then, if the
 group started less than an interval ago, waits out the rest (a precise timed

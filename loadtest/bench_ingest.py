@@ -422,26 +422,14 @@ def prefilled_store(directory, events):
     from engine import _parse
     from engine.store.agents import Agents
     from engine.store.fanout import Batch, unique
-    from engine.store.sinks.sqlite import SQLiteSink
     from loadtest import store_corpus
 
-    class Config:
-        schema_version = 1
-
     path = os.path.join(directory, "prefill.db")
-    sink = SQLiteSink({"Service": "sqlite", "Path": path}, Config())
-    sink.start_sync()
-    agents, batch = Agents("keep"), []
+    agents = Agents("keep")
     records = store_corpus.MIXES["visitors"](events, random.Random(7), _parse.TimeUUIDGen(),
                                              int(time.time() * 1000) - 86_400_000, 15000)
-    for record in records:
-        batch.append(_parse.decode(record))
-        if len(batch) == 20_000:
-            sink.write_batch_sync(Batch(unique(agents.apply(batch))))
-            batch = []
-    if batch:
-        sink.write_batch_sync(Batch(unique(agents.apply(batch))))
-    sink.close_sync()
+    store_corpus.fill_sqlite(path, records, 20_000,
+                             lambda batch: Batch(unique(agents.apply(batch))))
     with sqlite3.connect(path) as conn:
         return path, conn.execute("SELECT COUNT(*) FROM ev").fetchone()[0]
 

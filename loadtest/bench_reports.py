@@ -48,14 +48,12 @@ import sys
 import tempfile
 import threading
 import time
-import types
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from engine import _parse  # noqa: E402
 from engine.reports import KINDS, open_store, page, run  # noqa: E402
-from engine.store.sinks.sqlite import SQLiteSink  # noqa: E402
-from loadtest.store_corpus import reports as report_mix  # noqa: E402
+from loadtest.store_corpus import fill_sqlite, reports as report_mix  # noqa: E402
 
 STEPS = ["view", "cart", "checkout", "buy"]
 TARGET_S = 2.0
@@ -65,20 +63,10 @@ START_MS = 1_795_000_000_000
 
 def fill(path, events, days, seed=20):
     """Write about ``events`` of the reports mix; (events, seconds)."""
-    sink = SQLiteSink({"Service": "sqlite", "Path": path},
-                      types.SimpleNamespace(schema_version=1, batch_max_events=BATCH))
-    sink.start_sync()
     rate = events / (days * 86_400)         # events per second of created time
-    batch, written, t0 = [], 0, time.monotonic()
-    for record in report_mix(events, random.Random(seed), _parse.TimeUUIDGen(), START_MS, rate):
-        batch.append(_parse.decode(record))
-        if len(batch) == BATCH:
-            written += sink.write_batch_sync(batch)
-            batch = []
-    if batch:
-        written += sink.write_batch_sync(batch)
-    sink.close_sync()
-    return written, time.monotonic() - t0
+    t0 = time.monotonic()
+    records = report_mix(events, random.Random(seed), _parse.TimeUUIDGen(), START_MS, rate)
+    return fill_sqlite(path, records, BATCH), time.monotonic() - t0
 
 
 def stored(path):

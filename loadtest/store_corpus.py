@@ -17,6 +17,7 @@ a store reads them exactly as it reads a worker's spool.
 """
 import os
 import random
+import types
 import uuid as _uuid
 
 from engine import _parse
@@ -124,3 +125,23 @@ def write_spool(directory, mix, n, seed=25, now_ms=None, rate=15000):
         writer.write_group(data)
     writer.close()
     return count
+
+
+def fill_sqlite(path, records, batch, prepare=None):
+    """Decode ``records`` and write them into the SQLite file ``path`` through
+    the store's sink, ``batch`` at a time (``prepare``: what a store stage
+    does to a batch before the sink, if anything); return how many were new."""
+    from engine.store.sinks.sqlite import SQLiteSink
+    sink = SQLiteSink({"Service": "sqlite", "Path": path},
+                      types.SimpleNamespace(schema_version=1, batch_max_events=batch))
+    sink.start_sync()
+    events, written = [], 0
+    for record in records:
+        events.append(_parse.decode(record))
+        if len(events) == batch:
+            written += sink.write_batch_sync(prepare(events) if prepare else events)
+            events = []
+    if events:
+        written += sink.write_batch_sync(prepare(events) if prepare else events)
+    sink.close_sync()
+    return written

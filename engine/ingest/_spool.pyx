@@ -220,7 +220,6 @@ cdef void _cut_back(Shared* sh) noexcept nogil:
     """Cut the file to its records before it is closed (no zeros left)."""
     if sh.zeroed > sh.size:
         ftruncate(sh.fd, sh.size)
-    sh.zeroed = 0
 
 
 cdef int _open_file(Shared* sh, uint64_t n) noexcept nogil:
@@ -274,7 +273,6 @@ cdef int _write_group(Shared* sh) noexcept nogil:
         err = errno
     if err:
         ftruncate(sh.fd, sh.size)        # the group was never acknowledged
-        sh.zeroed = 0
         close(sh.fd)
         sh.fd = -1
         return err

@@ -5,6 +5,8 @@ import asyncio
 import fcntl
 import os
 import struct
+import subprocess
+import sys
 import zlib
 
 import uvloop
@@ -12,6 +14,7 @@ import uvloop
 from engine.board import Board, unpack_spool
 from engine.http.protocol import ConnectionRegistry, HttpConnection
 from engine.ingest._spool import SpoolWriter, crc32
+from engine.store.tail import SpoolTail, count_frames
 
 
 def frames(path):
@@ -288,9 +291,6 @@ uvloop.run(main())
 
 
 def test_a_file_left_with_zeros_by_a_crash_is_read_to_its_last_record(tmp_path):
-    import subprocess
-    import sys
-    from engine.store.tail import SpoolTail, count_frames
     subprocess.run([sys.executable, "-c", _CRASHING_WRITER, str(tmp_path), "500"], check=True,
                    cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     [name] = os.listdir(tmp_path)

@@ -420,16 +420,12 @@ def prefilled_store(directory, events):
     visitors.lua's), closed (checkpointed) so that copies of it are whole."""
     import random
     from engine import _parse
-    from engine.store.agents import Agents
-    from engine.store.fanout import Batch, unique
     from loadtest import store_corpus
 
     path = os.path.join(directory, "prefill.db")
-    agents = Agents("keep")
     records = store_corpus.MIXES["visitors"](events, random.Random(7), _parse.TimeUUIDGen(),
                                              int(time.time() * 1000) - 86_400_000, 15000)
-    store_corpus.fill_sqlite(path, records, 20_000,
-                             lambda batch: Batch(unique(agents.apply(batch))))
+    store_corpus.fill_sqlite(path, records, 20_000, store_corpus.store_stage_prepare())
     with sqlite3.connect(path) as conn:
         return path, conn.execute("SELECT COUNT(*) FROM ev").fetchone()[0]
 

@@ -30,36 +30,42 @@ import statistics
 import sys
 import tempfile
 import time
-import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from engine import _parse                                   # noqa: E402
-from engine.store.agents import Agents                      # noqa: E402
-from engine.store.fanout import COUNTER_TABLES, Batch, unique   # noqa: E402
-from engine.store.sinks import sqlite as sqlite_sink        # noqa: E402
+from engine.store.fanout import COUNTER_TABLES              # noqa: E402
+from engine.store.sinks import sqlite as sink_module        # noqa: E402
 from engine.store.sinks.sqlite_model import (                # noqa: E402
-    FIRST_REFS_SQL, FIRST_VISITS_SQL)
+    COUNTER_SQL, FIRST_REFS_SQL, FIRST_VISITS_SQL)
 from loadtest import store_corpus                           # noqa: E402
 
-COUNTERS = {t: k for t, k in COUNTER_TABLES.items() if t != "reqs"}   # reqs is a view
+COUNTERS = {t: COUNTER_TABLES[t] for t in COUNTER_SQL}   # not reqs: a view
 ROW_TABLES = ("ev", "strings", "first_visits", "first_refs")
 
 
-def _upsert_select(sql, columns):
-    """The writer's ``INSERT ... VALUES (?, ...) ON CONFLICT ...`` reading a
-    staged table instead (``WHERE true``: SQLite's parser needs it before an
-    upsert clause)."""
+def _upsert_select(sql, columns, source, order=None):
+    """The writer's ``INSERT ... VALUES (?, ...) ON CONFLICT ...`` reading
+    ``columns`` of the staged table ``source`` instead (``WHERE true``:
+    SQLite's parser needs it before an upsert clause)."""
     head, rest = sql.split(" VALUES ", 1)
     tail = rest.split(") ", 1)[1]
-    return f"{head} SELECT {', '.join(columns)} FROM {{}} WHERE true ORDER BY n {tail}"
+    order = f" ORDER BY {order}" if order else ""
+    return f"{head} SELECT {', '.join(columns)} FROM {source} WHERE true{order} {tail}"
 
 
-FIRST_SQL = {
-    "first_visits": _upsert_select(FIRST_VISITS_SQL, ("vid", "created", "n")),
-    "first_refs": _upsert_select(FIRST_REFS_SQL, ("vid", "ref", "created", "n")),
-}
+FIRST_SQL = [
+    _upsert_select(FIRST_VISITS_SQL, ("vid", "created", "n"), "temp.s_first_visits", "n"),
+    _upsert_select(FIRST_REFS_SQL, ("vid", "ref", "created", "n"), "temp.s_first_refs", "n"),
+]
+# Each counter's increments, staged as its key columns and d.
+COUNTERS_SQL = [_upsert_select(sql, (*COUNTERS[table], "d"), f"temp.s_{table}")
+                for table, sql in COUNTER_SQL.items()]
+
+
+def _read_only(path):
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
 
 
 def _totals(conn, table, key):
@@ -68,24 +74,17 @@ def _totals(conn, table, key):
             for row in conn.execute(f"SELECT {', '.join(key)}, total FROM {table}")}
 
 
-def counter_sql(table, key):
-    keys = ", ".join(key)
-    return (f"INSERT INTO main.{table} ({keys}, total) SELECT {keys}, d FROM temp.s_{table} "
-            f"WHERE true ON CONFLICT ({keys}) DO UPDATE SET total = total + excluded.total")
-
-
 class Floor:
     """File F: each batch's rows, staged from W, written by SQL alone."""
 
     def __init__(self, path, other):
         self.conn = sqlite3.connect(path, isolation_level=None)
         self.conn.execute("PRAGMA synchronous = FULL")    # as the writer's
-        self.conn.execute(f"PRAGMA cache_size = -{sqlite_sink.CACHE_KIB}")
+        self.conn.execute(f"PRAGMA cache_size = -{sink_module.CACHE_KIB}")
         self.conn.execute("PRAGMA temp_store = MEMORY")
         # Staging reads through connections of their own, so that F's writing
         # connection keeps its page cache as the writer keeps its own.
-        self.w = sqlite3.connect(f"file:{other}?mode=ro", uri=True)
-        self.f = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        self.w, self.f = _read_only(other), _read_only(path)
 
     def stage(self, base_n, base_string):
         """TEMP copies of what W's last batch added or changed (not timed)."""
@@ -132,11 +131,11 @@ class Floor:
         c.execute("INSERT INTO main.strings SELECT * FROM temp.s_strings ORDER BY id")
         c.execute("INSERT INTO main.ev SELECT * FROM temp.s_ev ORDER BY n")
         t1 = clock()
-        for name, sql in FIRST_SQL.items():
-            c.execute(sql.format(f"temp.s_{name}"))
+        for sql in FIRST_SQL:
+            c.execute(sql)
         t2 = clock()
-        for table, key in COUNTERS.items():
-            c.execute(counter_sql(table, key))
+        for sql in COUNTERS_SQL:
+            c.execute(sql)
         t3 = clock()
         c.execute("COMMIT")
         t4 = clock()
@@ -144,7 +143,7 @@ class Floor:
 
 
 def digest(path, table):
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = _read_only(path)
     h = hashlib.blake2b()
     width = len(conn.execute(f"PRAGMA table_info({table})").fetchall())
     order = ", ".join(str(i) for i in range(1, width + 1))
@@ -161,7 +160,7 @@ def main():
     ap.add_argument("--batch", type=int, default=20_000)
     ap.add_argument("--mix", choices=("visitors", "realistic"), default="visitors")
     ap.add_argument("--cpu", type=int, default=1)
-    ap.add_argument("--cache-kib", type=int, default=sqlite_sink.CACHE_KIB,
+    ap.add_argument("--cache-kib", type=int, default=sink_module.CACHE_KIB,
                     help="SQLite's page cache, both files (the store's: %(default)s)")
     ap.add_argument("--without", default="",
                     help="what if: F without these indexes, e.g. ev_visit (rows still compared)")
@@ -169,12 +168,11 @@ def main():
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity") and args.cpu < os.cpu_count():
         os.sched_setaffinity(0, {args.cpu})
-    sqlite_sink.CACHE_KIB = args.cache_kib
+    sink_module.CACHE_KIB = args.cache_kib
     records = list(store_corpus.MIXES[args.mix](
         args.prefill + args.events, random.Random(25), _parse.TimeUUIDGen(),
         1_795_000_000_000, 15000))
-    agents = Agents("keep")
-    prepare = lambda batch: Batch(unique(agents.apply(batch)))    # noqa: E731
+    prepare = store_corpus.store_stage_prepare()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         w_path, f_path = os.path.join(tmp, "w.db"), os.path.join(tmp, "f.db")
         t0 = time.monotonic()
@@ -194,9 +192,7 @@ def main():
 
 
 def run(args, records, prepare, w_path, f_path):
-    config = types.SimpleNamespace(schema_version=1, batch_max_events=args.batch)
-    sink = sqlite_sink.SQLiteSink({"Service": "sqlite", "Path": w_path}, config)
-    sink.start_sync()
+    sink = store_corpus.sqlite_sink(w_path, args.batch)
     floor = Floor(f_path, w_path)
     rows = []
     clock = time.process_time

@@ -127,14 +127,30 @@ def write_spool(directory, mix, n, seed=25, now_ms=None, rate=15000):
     return count
 
 
-def fill_sqlite(path, records, batch, prepare=None):
-    """Decode ``records`` and write them into the SQLite file ``path`` through
-    the store's sink, ``batch`` at a time (``prepare``: what a store stage
-    does to a batch before the sink, if anything); return how many were new."""
+def sqlite_sink(path, batch):
+    """The store's SQLite sink on ``path``, started, for ``batch``-event batches."""
     from engine.store.sinks.sqlite import SQLiteSink
     sink = SQLiteSink({"Service": "sqlite", "Path": path},
                       types.SimpleNamespace(schema_version=1, batch_max_events=batch))
     sink.start_sync()
+    return sink
+
+
+def store_stage_prepare(bots="keep"):
+    """What a store stage does to a batch of decoded events before its sink
+    (engine/store/stage.py: user agents read, robots flagged, de-duplicated)."""
+    from engine.store.agents import Agents
+    from engine.store.fanout import Batch, unique
+    agents = Agents(bots)
+    return lambda events: Batch(unique(agents.apply(events)))
+
+
+def fill_sqlite(path, records, batch, prepare=None):
+    """Decode ``records`` and write them into the SQLite file ``path`` through
+    the store's sink, ``batch`` at a time (``prepare``: what a store stage
+    does to a batch before the sink, if anything: store_stage_prepare());
+    return how many were new."""
+    sink = sqlite_sink(path, batch)
     events, written = [], 0
     for record in records:
         events.append(_parse.decode(record))
